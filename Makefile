@@ -1,0 +1,35 @@
+# Two commands are all the set-up there is: `make demo` and `make test`.
+# Both create .venv and install hydranet into it when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU build of PyTorch (a local file on our dev machines); see README for the GPU install.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint install clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hydranet demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/ruff check hydranet tests benchmarks
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check hydranet tests benchmarks
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b; done
+
+clean:
+	rm -rf runs build *.egg-info

@@ -1,0 +1,23 @@
+"""The typer application every command module registers onto."""
+
+import typer
+
+app = typer.Typer(
+    name="hydranet",
+    help="Build, train, evaluate, mine data for and deploy multi-camera multi-task perception networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the hydranet, torch and Python versions."""
+    import platform
+
+    import torch
+
+    import hydranet
+
+    typer.echo(f"hydranet {hydranet.__version__}  torch {torch.__version__}  python {platform.python_version()}")

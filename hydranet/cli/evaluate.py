@@ -1,0 +1,3 @@
+"""CLI commands: evaluate."""
+
+from hydranet.cli.app import app  # noqa: F401

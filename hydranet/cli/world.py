@@ -1,0 +1,3 @@
+"""CLI commands: world."""
+
+from hydranet.cli.app import app  # noqa: F401

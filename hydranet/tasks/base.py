@@ -1,0 +1,121 @@
+"""The Task contract — the unit of extension — and the registry.
+
+A task is one file under ``hydranet/tasks/`` that subclasses ``Task`` and decorates it with
+``@register_task``. It declares which feature space it reads (``camera`` or ``bev``) and which
+``Sample`` label it learns from, and owns its head, loss, decoder, metric and drawing. Adding a task
+is that one file plus one config line; nothing else in the system names tasks.
+
+Shapes the model hands to heads:
+- camera heads get ``dict[str, Tensor]`` of FPN levels, each ``[B*N, C, H/s, W/s]`` with the
+  strides in ``HeadContext.camera_strides`` (cameras are folded into the batch: one batched call);
+  outputs are ``dict[str, Tensor]`` of ``[B*N, ...]`` which the model unfolds to ``[B, N, ...]``.
+- bev heads get ``[B, C, R, C']`` on the ``BevGrid``; outputs are ``dict[str, Tensor]`` ``[B, ...]``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from hydranet.data.sample import Batch
+from hydranet.geometry import BevGrid
+
+
+@dataclass(frozen=True)
+class HeadContext:
+    """What a head may know about its inputs when it is built."""
+
+    camera_channels: int  # channels of every FPN level
+    camera_strides: dict[str, int]  # FPN level name -> stride w.r.t. the input image
+    bev_channels: int
+    grid: BevGrid
+    image_hw: tuple[int, int]
+    num_cameras: int
+
+
+class Metric(ABC):
+    """Streaming metric: bounded memory for dense tasks, mergeable across DDP ranks."""
+
+    @abstractmethod
+    def update(self, preds: list[Any], targets: list[Any]) -> None:
+        """Per-sample decoded predictions and targets (label format); ``None`` targets are skipped."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Scalar results; the first key is the task's headline number."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    def sync(self) -> None:  # noqa: B027 - optional hook; single-process metrics need nothing
+        """All-reduce accumulated state across ranks (called before ``compute`` under DDP)."""
+
+
+class Task(ABC):
+    """Base class of every task. Instances hold the task's options (from config), no weights."""
+
+    name: ClassVar[str]
+    space: ClassVar[Literal["camera", "bev"]]
+    label: ClassVar[str]  # the Sample label this task learns from
+    # Higher is better for the headline metric (first key of Metric.compute)?
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @abstractmethod
+    def build_head(self, ctx: HeadContext) -> nn.Module:
+        """The head module (see module doc for input/output shapes)."""
+
+    @abstractmethod
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss": scalar, ...parts}``. Samples with ``batch.present[self.label] == False`` must
+        not contribute; with none present, return a zero that is still connected to ``outputs``."""
+
+    @abstractmethod
+    def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Any]:
+        """Human outputs, one per sample, in the same format as this task's label (+ ``scores``)."""
+
+    @abstractmethod
+    def make_metric(self) -> Metric: ...
+
+    def targets(self, batch: Batch) -> list[Any]:
+        """Per-sample targets for ``Metric.update`` (``None`` where the label is absent)."""
+        value = batch.labels.get(self.label)
+        present = batch.present.get(self.label, torch.zeros(len(batch), dtype=torch.bool))
+        if value is None:
+            return [None] * len(batch)
+        return [value[i] if bool(present[i]) else None for i in range(len(batch))]
+
+    @abstractmethod
+    def draw(self, views: Any, decoded: Any, ground_truth: bool = False) -> None:
+        """Draw one sample's decoded output (or its label, same format) onto ``hydranet.viz.Views``."""
+
+    @staticmethod
+    def zero_loss(outputs: dict[str, Tensor]) -> Tensor:
+        """A zero connected to every output, so DDP sees all head parameters used."""
+        return sum(v.sum() * 0.0 for v in outputs.values())  # type: ignore[return-value]
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        first = TASKS[cls.name].__module__
+        raise ValueError(f"task '{cls.name}' registered twice ({first}, {cls.__module__})")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def create_task(name: str, **options: Any) -> Task:
+    """Instantiate a registered task; unknown names list the known ones."""
+    import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
+
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
+    return TASKS[name](**options)
