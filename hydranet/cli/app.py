@@ -11,6 +11,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Multi-camera, multi-task perception networks: see each command's --help."""
+
+
 @app.command()
 def version() -> None:
     """Print the hydranet, torch and Python versions."""
