@@ -1,3 +1,231 @@
-"""CLI commands: evaluate."""
+"""CLI commands: ``hydranet eval``, ``hydranet gate``, ``hydranet report``.
 
-from hydranet.cli.app import app  # noqa: F401
+Exit codes: 0 = every threshold passes / no regression; 1 = a threshold failed or a task
+regressed; 2 = bad input (missing checkpoint, invalid suite file, unknown metric name).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hydranet.cli.app import app
+
+console = Console()
+
+CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
+SUITE_HELP = "a suite YAML file or a directory of them"
+
+
+def _fmt(x: float) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load(path: Path, device: str) -> Any:
+    from hydranet.train.checkpoint import CheckpointError, load_model
+
+    try:
+        model, _ = load_model(path, device=device)
+    except (CheckpointError, OSError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="checkpoint") from None
+    return model
+
+
+def _suites(path: Path) -> list[Any]:
+    from hydranet.eval.suite import SuiteError, load_suites
+
+    try:
+        return load_suites(path)
+    except SuiteError as e:
+        raise typer.BadParameter(str(e), param_hint="--suite") from None
+
+
+def _run(models: dict[str, Any], suites: list[Any], device: str, batch_size: int, frames: int | None) -> list[Any]:
+    """Run every suite with a progress bar; returns ``[{label: SuiteRun}]`` per suite."""
+    from hydranet.eval.runner import run_suite
+    from hydranet.eval.suite import SuiteError
+
+    out = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for suite in suites:
+            bar = progress.add_task(suite.name, total=None)
+            try:
+                runs = run_suite(models, suite, device=device, batch_size=batch_size, frames=frames,
+                                 on_batch=lambda done, total, bar=bar: progress.update(bar, completed=done,
+                                                                                       total=total))
+            except SuiteError as e:
+                raise typer.BadParameter(str(e), param_hint="--suite") from None
+            out.append(runs)
+    return out
+
+
+def _write_json(path: Path | None, data: Any) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    console.print(f"wrote {path}")
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Argument(..., help=CKPT_HELP),
+    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
+    frames: int | None = typer.Option(None, "--frames", "-n", min=1,
+                                      help="frames per (scenario, seed), overriding each suite's 'frames'"),
+    batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
+    device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+    strict: bool = typer.Option(False, help="count thresholds on tasks the model lacks as failures"),
+) -> None:
+    """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task.
+
+    Exits 1 when any threshold fails (usable as a CI gate), 2 on bad input.
+    """
+    from hydranet.eval.runner import check_thresholds, run_to_json
+    from hydranet.eval.suite import SuiteError
+
+    dev = _device(device)
+    suites = _suites(suite)
+    model = _load(checkpoint, dev)
+    results, failed = [], 0
+    for runs in _run({"model": model}, suites, dev, batch_size, frames):
+        run = runs["model"]
+        try:
+            checks = check_thresholds(run)
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--suite") from None
+        _print_eval(run, checks)
+        failed += sum(c.status == "fail" or (strict and c.status == "skipped") for c in checks)
+        results.append(run_to_json(run, checks))
+    _write_json(out, {"checkpoint": str(checkpoint), "suites": results, "passed": failed == 0})
+    if failed:
+        console.print(f"[bold red]FAIL[/]: {failed} threshold(s) not met")
+        raise typer.Exit(1)
+    console.print("[bold green]PASS[/]: every threshold met")
+
+
+def _print_eval(run: Any, checks: list[Any]) -> None:
+    suite = run.suite
+    table = Table(title=f"suite [bold]{suite.name}[/] — {len(run.frames)} frames, {run.seconds:.1f} s",
+                  caption=suite.description or None)
+    for col in ("task", "metric", "value", "threshold", "result"):
+        table.add_column(col, justify="right" if col in ("value", "threshold") else "left")
+    for name in suite.scenarios:
+        table.add_column(name, justify="right", style="dim")
+    style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
+    for task in suite.tasks:
+        te = run.tasks.get(task)
+        rows = [c for c in checks if c.task == task]
+        shown = {c.metric for c in rows}
+        if te is not None and te.headline not in shown:  # always show the headline, threshold or not
+            rows.insert(0, None)
+        for c in rows:
+            metric = te.headline if c is None else c.metric
+            value = te.metrics.get(metric, math.nan) if te is not None else math.nan
+            scen = [_fmt(te.per_scenario[s].get(metric, math.nan)) if te is not None and te.per_scenario.get(s)
+                    else "—" for s in suite.scenarios]
+            table.add_row(task, metric, _fmt(value), "" if c is None else c.threshold,
+                          "" if c is None else style[c.status], *scen)
+    console.print(table)
+
+
+@app.command("gate")
+def gate_command(
+    baseline: Path = typer.Option(..., "--baseline", "-a", help="baseline " + CKPT_HELP),
+    candidate: Path = typer.Option(..., "--candidate", "-b", help="candidate " + CKPT_HELP),
+    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the comparison as JSON here"),
+    frames: int | None = typer.Option(None, "--frames", "-n", min=1,
+                                      help="frames per (scenario, seed), overriding each suite's 'frames'"),
+    batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
+    device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+    seed: int = typer.Option(0, help="bootstrap random seed"),
+) -> None:
+    """Compare a candidate checkpoint against a baseline, task by task, on the same frames.
+
+    Paired frame-bootstrap confidence intervals; a metric fails when it regresses by more than its
+    tolerance (suite YAML) and the interval excludes no change. Exits 1 on any regression.
+    """
+    from dataclasses import asdict
+
+    from hydranet.eval.gate import gate
+    from hydranet.eval.runner import to_jsonable
+    from hydranet.eval.suite import SuiteError
+
+    dev = _device(device)
+    suites = _suites(suite)
+    models = {"baseline": _load(baseline, dev), "candidate": _load(candidate, dev)}
+    all_rows = []
+    for runs in _run(models, suites, dev, batch_size, frames):
+        try:
+            rows = gate(runs["baseline"], runs["candidate"], seed=seed)
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--suite") from None
+        s = runs["baseline"].suite
+        table = Table(title=f"gate [bold]{s.name}[/] — {len(runs['baseline'].frames)} frames, "
+                            f"{s.bootstrap} bootstrap resamples, {s.confidence:.0%} CI (Δ > 0 = better)")
+        for col in ("task", "metric", "baseline", "candidate", "Δ", "CI", "tolerance", "result"):
+            table.add_column(col)
+        style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
+        for r in rows:
+            table.add_row(r.task, r.metric, _fmt(r.baseline), _fmt(r.candidate), _fmt(r.delta),
+                          f"[{_fmt(r.low)}, {_fmt(r.high)}]", _fmt(r.tolerance),
+                          style[r.status] + (f" {r.reason}" if r.status == "fail" else ""))
+        console.print(table)
+        all_rows += rows
+    failed = [r for r in all_rows if r.status == "fail"]
+    _write_json(out, to_jsonable({"baseline": str(baseline), "candidate": str(candidate), "passed": not failed,
+                                  "rows": [asdict(r) for r in all_rows]}))
+    if failed:
+        console.print(f"[bold red]FAIL[/]: {len(failed)} regression(s): "
+                      + ", ".join(f"{r.suite}/{r.task}/{r.metric}" for r in failed))
+        raise typer.Exit(1)
+    console.print("[bold green]PASS[/]: no task regressed beyond its tolerance")
+
+
+@app.command("report")
+def report_command(
+    checkpoint: Path = typer.Argument(..., help=CKPT_HELP),
+    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file to write"),
+    frames: int | None = typer.Option(None, "--frames", "-n", min=1,
+                                      help="frames per (scenario, seed), overriding each suite's 'frames'"),
+    samples: int = typer.Option(4, min=0, help="sample frames to draw per suite, worst first"),
+    batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
+    device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+) -> None:
+    """Write ONE self-contained HTML report: tables, PR curves, depth error vs distance, confusion
+    matrices and sample frames (8 cameras + BEV, prediction vs ground truth), worst first."""
+    from hydranet.eval.report import write_report
+    from hydranet.eval.runner import check_thresholds
+    from hydranet.eval.suite import SuiteError
+
+    dev = _device(device)
+    suites = _suites(suite)
+    model = _load(checkpoint, dev)
+    runs = [r["model"] for r in _run({"model": model}, suites, dev, batch_size, frames)]
+    try:
+        checks = [check_thresholds(r) for r in runs]
+    except SuiteError as e:
+        raise typer.BadParameter(str(e), param_hint="--suite") from None
+    with console.status("drawing the report"):
+        size = write_report(output, model, runs, checks, checkpoint=str(checkpoint), samples=samples, device=dev)
+    console.print(f"wrote {output} ({size / 1e6:.1f} MB)")

@@ -1,3 +1,96 @@
-"""CLI commands: train."""
+"""CLI commands: ``hydranet train`` and ``hydranet demo``."""
 
-from hydranet.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hydranet.cli.app import app
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _exit_distributed(code: int) -> None:
+    from hydranet.train.run import in_torchrun
+
+    if in_torchrun():
+        from hydranet.train.distributed import exit_process
+
+        exit_process(code)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config YAML (sections data, model, train)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a config field, e.g. --set train.lr=1e-3 "
+                                   "(repeatable; the value is YAML)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (checkpoints/, tb/, train_log.jsonl). "
+                             "Default: runs/<config name>."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    from_ckpt: Path = typer.Option(None, "--from", help="Initialise from a trained checkpoint (run dir or "
+                                   "checkpoint dir); the config may add tasks whose heads start fresh."),
+    tasks: str = typer.Option(None, "--tasks", help="Comma-separated tasks to train; the other heads are frozen "
+                              "and not run (sub-graph training)."),
+    freeze: str = typer.Option(None, "--freeze", help="Comma-separated shared modules to freeze too: trunk, neck, "
+                               "fusion (no gradients, BatchNorm statistics frozen)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of a live progress bar."),
+) -> None:
+    """Train a HydraNet. Distributed: torchrun --nproc-per-node N -m hydranet train --config ...
+
+    Every task's loss, the balancing weights, lr and skipped steps go to TensorBoard (OUT/tb).
+    """
+    from hydranet.train.checkpoint import CheckpointError
+    from hydranet.train.config import ConfigError, load_config
+    from hydranet.train.run import run_training
+
+    code = 1
+    try:
+        cfg = load_config(config, set_)
+        freeze_list = [m.strip() for m in freeze.split(",") if m.strip()] if freeze else []
+        bad = sorted(set(freeze_list) - {"trunk", "neck", "fusion"})
+        if bad:
+            raise typer.BadParameter(f"unknown module(s) {bad}; choose from trunk, neck, fusion", param_hint="--freeze")
+        if freeze_list and not from_ckpt and not resume:
+            raise typer.BadParameter("freezing an untrained trunk makes no sense: pass --from CKPT",
+                                     param_hint="--freeze")
+        task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        run_training(cfg, out or Path("runs") / config.stem, resume=resume,
+                     from_ckpt=str(from_ckpt) if from_ckpt else None, tasks=task_list, freeze=freeze_list,
+                     progress=not no_progress)
+        code = 0
+    except ConfigError as e:
+        code = 2
+        raise _fail(str(e), code) from None
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        code = 1
+        raise _fail(str(e), code) from None
+    finally:
+        _exit_distributed(code)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where data, run, pictures and metrics go."),
+    config: Path = typer.Option(None, "--config", "-c", help="Demo config (default: configs/demo.yaml)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a config field, e.g. --set train.steps=50."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train again even if OUT holds a finished run."),
+    pictures: int = typer.Option(None, "--pictures", min=0, help="Frames to draw (default: eval.pictures)."),
+) -> None:
+    """The first thing to run: render a small synthetic set, train all seven tasks (<= 10 min on 2 CPU
+    cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
+    from hydranet.train.checkpoint import CheckpointError
+    from hydranet.train.config import ConfigError
+    from hydranet.train.demo import run_demo
+
+    try:
+        run_demo(out, config, set_, retrain=retrain, pictures=pictures)
+    except ConfigError as e:
+        raise _fail(str(e), 2) from None
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        raise _fail(str(e), 1) from None

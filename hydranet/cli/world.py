@@ -1,3 +1,142 @@
-"""CLI commands: world."""
+"""CLI commands: ``hydranet show`` (draw one sample of the world or of shards, with its ground truth)."""
 
-from hydranet.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hydranet.cli.app import app
+
+
+def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
+    """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path."""
+    import torch
+
+    from hydranet.data.sample import LANE_KINDS
+    from hydranet.viz import (
+        LANE_COLORS,
+        Views,
+        draw_bev_map,
+        draw_boxes2d,
+        draw_boxes3d,
+        draw_lane_masks,
+        draw_mask,
+        draw_polylines_bev,
+        draw_traffic_lights,
+    )
+
+    lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
+                                                                                      "lane_lines", "ego_path")}
+    views = Views.from_sample(sample, grid, scale=scale)
+    if "drivable" in lab:
+        draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13)
+    if "lanes" in lab:
+        draw_lane_masks(views, lab["lanes"], alpha=0.85)
+    if "detection2d" in lab and not boxes3d_in_cameras:
+        det = lab["detection2d"]
+        light = det["classes"] == 4
+        draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light])
+    if "traffic_light" in lab:
+        tl = lab["traffic_light"]
+        draw_traffic_lights(views, tl["boxes"], tl["camera"], tl["state"], tl["lane"])
+    if "bev_semantic" in lab:
+        draw_bev_map(views, lab["bev_semantic"])
+    if "lane_lines" in lab:
+        ll = lab["lane_lines"]
+        cols = [LANE_COLORS.get(int(k), (255, 255, 255)) for k in ll["kind"]]
+        draw_polylines_bev(views, ll["points"], cols, width=1)
+    if "objects3d" in lab:
+        ob = lab["objects3d"]
+        draw_boxes3d(views, ob["boxes"], ob["classes"], cameras=boxes3d_in_cameras)
+    if "ego_path" in lab:
+        path = lab["ego_path"]
+        pts = torch.cat([torch.zeros(1, 3), torch.cat([path[:, :2], torch.zeros(len(path), 1)], 1)])
+        draw_polylines_bev(views, pts[None], (255, 80, 80), width=3)
+    legend = "lanes: " + ", ".join(f"{LANE_KINDS[k]}" for k in LANE_COLORS)
+    return views.compose(title=f"{title}   |   {legend} (yellow/cyan/red)")
+
+
+@app.command()
+def show(
+    index: int = typer.Option(0, "--index", "-i", min=0,
+                              help="Sample index (world: scene = index // frames_per_scene)."),
+    seed: int = typer.Option(None, "--seed", help="World seed (overrides the config's)."),
+    out: Path = typer.Option(Path("show.png"), "--out", "-o", help="Output PNG."),
+    data: Path = typer.Option(None, "--data", "-d", help="Read the sample from shards written by `hydranet "
+                              "generate` (directory or manifest.json) instead of rendering the world."),
+    config: Path = typer.Option(None, "--config", "-c", help="WorldConfig YAML (a training config's `world:` "
+                                "section works too)."),
+    lighting: str = typer.Option(None, "--lighting", help="day | dusk | night | random"),
+    layout: str = typer.Option(None, "--layout", help="straight | curve | intersection | random"),
+    fog: str = typer.Option(None, "--fog", help="Fog extinction per metre (0 = clear, 0.03 = dense) or 'random'."),
+    scale: int = typer.Option(2, "--scale", min=1, max=8, help="Upscale factor of the camera tiles."),
+    boxes3d: bool = typer.Option(False, "--boxes3d", help="Project the 3D boxes into the cameras instead of "
+                                 "drawing the 2D boxes."),
+    overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Draw ground truth on the camera images "
+                                 "(the BEV panel always shows it)."),
+) -> None:
+    """Draw one sample as a PNG: the 8 cameras laid out as on the car with ground truth overlaid
+    (drivable area, lane markings, 2D boxes, traffic-light states) and a BEV panel (road map,
+    lane lines, 3D boxes, ego path, camera frustums)."""
+    import torch
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    from hydranet.data.loaders import load_world_config
+
+    overrides: dict = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    for name, value in (("lighting", lighting), ("layout", layout)):
+        if value is not None:
+            overrides[name] = value
+    if fog is not None:
+        try:
+            overrides["fog"] = fog if fog == "random" else float(fog)
+        except ValueError:
+            raise typer.BadParameter(f"expected a number or 'random', got {fog!r}", param_hint="--fog") from None
+    if data is not None:
+        from hydranet.data.manifest import ShardError
+        from hydranet.data.shards import ShardDataset
+        from hydranet.geometry import BevGrid
+
+        if overrides or config is not None:
+            raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
+                                     "to --data", param_hint="--data")
+        try:
+            ds = ShardDataset(data)
+            if index >= len(ds):
+                raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
+                                         param_hint="--index")
+            sample = ds[index]
+            grid = ds.grid
+        except (ShardError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        if grid is None:
+            grid = BevGrid()
+        title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
+    else:
+        from hydranet.world import SyntheticWorld
+
+        if config is not None and not config.is_file():
+            raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
+        try:
+            cfg = load_world_config(config, overrides)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        world = SyntheticWorld(cfg)
+        if index >= len(world):
+            cfg = cfg.model_copy(update={"num_scenes": index // cfg.frames_per_scene + 1})
+            world = SyntheticWorld(cfg)
+        sample = world[index]
+        grid = world.grid
+        scene = world.scene(index)
+        road = "intersection" if scene.layout.cross_u is not None else (
+            "curve" if scene.layout.curvature != 0 else "straight")
+        title = (f"seed {cfg.seed} #{index}  {sample.scene_id} frame {sample.frame_index}  {scene.lighting}, "
+                 f"fog {scene.fog:.3f}, {road}, {scene.layout.lanes} lanes/dir")
+    image = _overlay(sample, grid, scale, boxes3d, title, overlay)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    typer.echo(f"wrote {out} ({image.width}x{image.height})")

@@ -1,0 +1,260 @@
+"""Run models over a suite's frames with streaming per-task metrics.
+
+Frames are planned from the suite alone — (scenario, seed, sample index) — so every model sees the
+same frames: the gate evaluates baseline and candidate in one pass over the rendered worlds.
+Per task, the metric keeps one record per frame whose label is present; ``TaskEval.frames`` maps
+records back to frames (report thumbnails, per-scenario numbers, the gate's bootstrap).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hydranet.data.sample import Sample, collate
+from hydranet.eval.suite import Suite, SuiteError, lower_is_better
+from hydranet.metrics.frames import FrameMetric
+
+
+@dataclass(frozen=True)
+class FrameId:
+    scenario: str
+    seed: int
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.scenario}/seed{self.seed}#{self.index}"
+
+
+@dataclass
+class TaskEval:
+    """One task of one model on one suite."""
+
+    name: str
+    metric: FrameMetric
+    frames: list[int] = field(default_factory=list)  # frame number (into SuiteRun.frames) of each record
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_scenario: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        return next(iter(self.metrics))
+
+    def frame_scores(self) -> np.ndarray:
+        """The headline metric of every record alone (for worst-first ordering)."""
+        key = self.headline
+        return np.array([self.metric.compute_frames([i], keys=(key,))[key] for i in range(self.metric.num_frames)])
+
+
+@dataclass
+class SuiteRun:
+    """A model's results on a suite."""
+
+    suite: Suite
+    frames: list[FrameId]
+    tasks: dict[str, TaskEval]
+    skipped: list[str]  # suite tasks the model has no head for
+    seconds: float = 0.0
+
+
+def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int | None = None) -> list[FrameId]:
+    """Every (scenario, seed, index) the suite evaluates; ``frames`` overrides ``suite.frames``."""
+    s = suite if frames is None else suite.model_copy(update={"frames": frames})
+    return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
+            for i in s.frame_indices(world_len(name, seed))]
+
+
+def model_world_fields(model: nn.Module) -> dict[str, Any]:
+    """World settings the model fixes: image size and BEV grid (the suite may not contradict them)."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return {}
+    h, w = cfg.image_size
+    g = cfg.grid
+    return {"height": int(h), "width": int(w),
+            "grid": {"x_range": list(g.x_range), "y_range": list(g.y_range), "cell": float(g.cell)}}
+
+
+class Worlds:
+    """Lazily built ``SyntheticWorld`` per (scenario, seed), checked against the models."""
+
+    def __init__(self, suite: Suite, models: dict[str, nn.Module]):
+        from hydranet.world import SyntheticWorld
+
+        self._cls = SyntheticWorld
+        self.suite = suite
+        fields = [model_world_fields(m) for m in models.values()]
+        if any(f != fields[0] for f in fields):
+            raise SuiteError(f"{suite.path}: the models disagree on image size or BEV grid: {fields}")
+        self.fields = fields[0] if fields else {}
+        self.models = models
+        self._cache: dict[tuple[str, int], Any] = {}
+
+    def __call__(self, scenario: str, seed: int) -> Any:
+        key = (scenario, seed)
+        if key not in self._cache:
+            cfg = self.suite.world_config(scenario, seed, **self.fields)
+            for label, m in self.models.items():
+                mc = getattr(m, "cfg", None)
+                if mc is None:
+                    continue
+                if (cfg.height, cfg.width) != tuple(mc.image_size):
+                    raise SuiteError(f"{self.suite.path}: scenario '{scenario}' renders {cfg.height}x{cfg.width} "
+                                     f"images but model '{label}' expects {tuple(mc.image_size)}")
+                g = cfg.grid
+                if (tuple(g.x_range), tuple(g.y_range), g.cell) != (tuple(mc.grid.x_range), tuple(mc.grid.y_range),
+                                                                     mc.grid.cell):
+                    raise SuiteError(f"{self.suite.path}: scenario '{scenario}' sets a BEV grid {g.model_dump()} "
+                                     f"that differs from model '{label}' ({mc.grid.model_dump()})")
+                if len(cfg.cameras) != mc.num_cameras:
+                    raise SuiteError(f"{self.suite.path}: scenario '{scenario}' has {len(cfg.cameras)} cameras but "
+                                     f"model '{label}' expects {mc.num_cameras}")
+            self._cache[key] = self._cls(cfg)
+        return self._cache[key]
+
+    def sample(self, frame: FrameId) -> Sample:
+        return self(frame.scenario, frame.seed)[frame.index]
+
+
+def _batches(frames: list[FrameId], size: int) -> Iterator[list[int]]:
+    """Frame numbers in batches that never mix (scenario, seed) worlds."""
+    cur: list[int] = []
+    for i, f in enumerate(frames):
+        if cur and (len(cur) == size or (frames[cur[0]].scenario, frames[cur[0]].seed) != (f.scenario, f.seed)):
+            yield cur
+            cur = []
+        cur.append(i)
+    if cur:
+        yield cur
+
+
+@torch.no_grad()
+def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
+              frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
+    """Evaluate every model (label -> model) on the same frames of ``suite``.
+
+    ``frames`` overrides the suite's frames per (scenario, seed); ``on_batch(done, total)`` reports
+    progress in frames.
+    """
+    t0 = time.perf_counter()
+    worlds = Worlds(suite, models)
+    plan = plan_frames(suite, lambda s, seed: len(worlds(s, seed)), frames)
+    state: dict[str, tuple[dict[str, TaskEval], list[str]]] = {}
+    for label, model in models.items():
+        model.eval()
+        objs = model.task_objects
+        tasks = {}
+        for name in suite.tasks:
+            if name not in objs:
+                continue
+            metric = objs[name].make_metric()
+            if not isinstance(metric, FrameMetric):
+                raise TypeError(f"task '{name}' metric {type(metric).__name__} is not a hydranet.metrics.FrameMetric "
+                                "(the suite runner needs per-frame records)")
+            tasks[name] = TaskEval(name, metric)
+        state[label] = (tasks, [t for t in suite.tasks if t not in objs])
+    done = 0
+    for numbers in _batches(plan, batch_size):
+        batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
+        for label, model in models.items():
+            tasks, _ = state[label]
+            if not tasks:
+                continue
+            out = model.forward_batch(batch, tasks=list(tasks))
+            for name, te in tasks.items():
+                task = model.task_objects[name]
+                targets = task.targets(batch)
+                te.metric.update(task.decode(out[name], batch), targets)
+                te.frames.extend(n for n, t in zip(numbers, targets, strict=True) if t is not None)
+        done += len(numbers)
+        if on_batch is not None:
+            on_batch(done, len(plan))
+    runs = {}
+    for label, (tasks, skipped) in state.items():
+        for te in tasks.values():
+            te.metrics = te.metric.compute()
+            for scen in suite.scenarios:
+                idx = [r for r, f in enumerate(te.frames) if plan[f].scenario == scen]
+                te.per_scenario[scen] = te.metric.compute_frames(idx) if idx else {}
+        runs[label] = SuiteRun(suite, plan, tasks, skipped, time.perf_counter() - t0)
+    return runs
+
+
+@dataclass
+class Check:
+    """One threshold of a suite on one metric."""
+
+    suite: str
+    task: str
+    metric: str
+    threshold: str
+    value: float
+    status: str  # "pass" | "fail" | "skipped"
+
+
+def check_thresholds(run: SuiteRun) -> list[Check]:
+    """Pass/fail of every threshold; a metric name the task does not produce is a ``SuiteError``."""
+    out = []
+    suite = run.suite
+    for name, spec in suite.tasks.items():
+        if name in run.skipped:
+            out += [Check(suite.name, name, m, str(t), math.nan, "skipped") for m, t in spec.thresholds.items()]
+            continue
+        te = run.tasks[name]
+        for m, thr in spec.thresholds.items():
+            if m not in te.metrics:
+                raise SuiteError(f"{suite.path}: tasks.{name}.thresholds.{m}: task '{name}' has no metric '{m}'; "
+                                 f"available: {sorted(te.metrics)}")
+            value = te.metrics[m]
+            out.append(Check(suite.name, name, m, str(thr), value, "pass" if thr.passes(value) else "fail"))
+    return out
+
+
+def worst_frames(run: SuiteRun, k: int) -> list[tuple[int, float]]:
+    """``k`` frame numbers ordered worst-first by the mean per-frame badness over tasks (0 best, 1
+    worst: 1 - score for higher-is-better headlines in [0, 1], min(score, 1) for error metrics)."""
+    bad = np.zeros(len(run.frames))
+    cnt = np.zeros(len(run.frames))
+    for te in run.tasks.values():
+        scores = te.frame_scores()
+        b = np.clip(scores, 0, 1) if lower_is_better(te.headline) else 1 - np.clip(scores, 0, 1)
+        for f, v in zip(te.frames, b, strict=True):
+            if not math.isnan(v):
+                bad[f] += v
+                cnt[f] += 1
+    mean = np.where(cnt > 0, bad / np.maximum(cnt, 1), -1.0)
+    order = np.argsort(-mean, kind="stable")[:k]
+    return [(int(i), float(mean[i])) for i in order if cnt[i] > 0]
+
+
+def to_jsonable(x: Any) -> Any:
+    """NaN/inf -> None so the JSON is standard; numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def run_to_json(run: SuiteRun, checks: list[Check]) -> dict[str, Any]:
+    s = run.suite
+    return to_jsonable({
+        "suite": s.name, "path": s.path, "description": s.description, "frames": len(run.frames),
+        "scenarios": list(s.scenarios), "seeds": list(s.seeds), "seconds": round(run.seconds, 2),
+        "passed": all(c.status != "fail" for c in checks), "skipped_tasks": run.skipped,
+        "tasks": {name: {"headline": te.headline, "frames": len(te.frames), "metrics": te.metrics,
+                         "per_scenario": te.per_scenario,
+                         "checks": [vars(c) for c in checks if c.task == name]}
+                  for name, te in run.tasks.items()},
+    })

@@ -1,0 +1,196 @@
+"""Evaluation suites as data: ``suites/*.yaml`` → ``Suite``.
+
+A suite is a scenario set (synthetic-world settings), a seed range and a size, plus per-task
+thresholds on named metrics and the regression tolerances the gate uses::
+
+    name: night                       # defaults to the file name
+    description: Night driving, clear and foggy
+    world: {num_scenes: 50}           # WorldConfig fields shared by every scenario
+    scenarios:                        # scenario name -> WorldConfig overrides
+      night_clear: {lighting: night, fog: 0.0}
+      night_fog: {lighting: night, fog: 0.02}
+    seeds: [1000, 1002]               # world seeds [start, stop): one world per seed
+    frames: 8                         # frames per (scenario, seed), spread evenly over the world
+    tasks:
+      drivable:
+        thresholds: {miou: ">= 0.6"}  # pass/fail for `hydranet eval`
+        tolerance: {miou: 0.02}       # largest regression `hydranet gate` accepts
+      depth:
+        thresholds: {abs_rel: "<= 0.3", delta1: ">= 0.5"}
+
+Metric names are the keys of each task's ``Metric.compute()`` (see docs/eval.md). A task listed
+without ``tolerance`` is gated on its headline metric with ``default_tolerance``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hydranet.world.config import WorldConfig
+
+# Metrics where smaller is better (everything else: larger is better). Matched on the part before "/".
+LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave"})
+_THRESHOLD = re.compile(r"^\s*(>=|<=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message names the file and the field."""
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.split("/")[0] in LOWER_IS_BETTER
+
+
+class Threshold(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    op: str  # ">=" or "<="
+    value: float
+
+    @classmethod
+    def parse(cls, text: Any) -> Threshold:
+        m = _THRESHOLD.match(str(text))
+        if not m:
+            raise ValueError(f"threshold must look like '>= 0.5' or '<= 0.3', got {text!r}")
+        return cls(op=m.group(1), value=float(m.group(2)))
+
+    def passes(self, x: float) -> bool:
+        if x != x:  # NaN never passes: the metric could not be measured
+            return False
+        return x >= self.value if self.op == ">=" else x <= self.value
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    tolerance: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError("thresholds must be a mapping metric -> '>= x' | '<= x'")
+        return {k: t if isinstance(t, Threshold) else Threshold.parse(t) for k, t in v.items()}
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, t in v.items():
+            if t < 0:
+                raise ValueError(f"tolerance for '{k}' must be >= 0 (an allowed regression), got {t}")
+        return v
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    world: dict[str, Any] = Field(default_factory=dict)
+    scenarios: dict[str, dict[str, Any]] = Field(min_length=1)
+    seeds: tuple[int, int]
+    frames: int = Field(ge=1, le=100_000)
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    default_tolerance: float = Field(0.02, ge=0.0)
+    bootstrap: int = Field(200, ge=10, le=100_000, description="bootstrap resamples for the gate")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    path: str = ""  # the file it came from (set by load_suite)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not v[0] < v[1]:
+            raise ValueError(f"seeds must be [start, stop) with start < stop, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _worlds(self) -> Suite:
+        for key in ("seed",):
+            if key in self.world or any(key in s for s in self.scenarios.values()):
+                raise ValueError("world/scenarios must not set 'seed': the suite's 'seeds' range does")
+        for name in self.scenarios:
+            try:
+                self.world_config(name, self.seeds[0])
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(x) for x in err["loc"])
+                top = str(err["loc"][0]) if err["loc"] else ""
+                where = f"scenarios.{name}.{loc}" if top in self.scenarios[name] else f"world.{loc}"
+                msg = err["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{where}: {msg} (a WorldConfig field)") from None
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    def world_config(self, scenario: str, seed: int, **model_fields: Any) -> WorldConfig:
+        """The scenario's ``WorldConfig`` for one seed; ``model_fields`` (image size, grid) from the
+        model fill in what the suite leaves unset."""
+        fields = {**model_fields, **self.world, **self.scenarios[scenario], "seed": seed}
+        return WorldConfig.model_validate(fields)
+
+    def frame_indices(self, world_len: int) -> list[int]:
+        """``frames`` sample indices spread evenly over ``[0, world_len)`` (different scenes)."""
+        n = min(self.frames, world_len)
+        return sorted({int(i) for i in np.linspace(0, world_len - 1, n).round()})
+
+    def tolerances(self, task: str, headline: str) -> dict[str, float]:
+        spec = self.tasks[task]
+        return dict(spec.tolerance) if spec.tolerance else {headline: self.default_tolerance}
+
+
+def _pretty(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate one suite file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite must be a YAML mapping, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    try:
+        suite = Suite.model_validate({**data, "path": str(path)})
+    except ValidationError as e:
+        raise SuiteError(f"{path}: {_pretty(e)}") from None
+    import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
+    from hydranet.tasks.base import TASKS
+
+    unknown = [t for t in suite.tasks if t not in TASKS]
+    if unknown:
+        raise SuiteError(f"{path}: tasks.{unknown[0]}: unknown task; registered tasks: {sorted(TASKS)}")
+    return suite
+
+
+def load_suites(path: str | Path) -> list[Suite]:
+    """A suite file, or every ``*.yaml``/``*.yml`` in a directory (sorted by name)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        if not files:
+            raise SuiteError(f"{path}: no *.yaml suite files in this directory")
+        suites = [load_suite(f) for f in files]
+        names = [s.name for s in suites]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise SuiteError(f"{path}: suite names must be unique, repeated: {sorted(dup)}")
+        return suites
+    if not path.exists():
+        raise SuiteError(f"{path}: no such suite file or directory")
+    return [load_suite(path)]

@@ -1,0 +1,213 @@
+"""nuScenes-style 3D detection: centre-distance AP and true-positive errors.
+
+Reproduces ``nuscenes.eval.detection.algo`` (``accumulate``, ``calc_ap``, ``calc_tp``) on ego-frame
+boxes ``(x, y, z, l, w, h, yaw)``:
+
+- matching: per class, predictions in descending score; each takes the closest not-yet-taken
+  ground truth of its frame by BEV centre distance, a match when distance < threshold
+  (0.5, 1, 2, 4 m);
+- AP: precision is interpolated (not enveloped) at 101 recall points; points with recall <= 0.1
+  are dropped, precision is reduced by 0.1 and clipped at 0, normalised by 0.9 (nuScenes'
+  ``min_recall = min_precision = 0.1``); mAP is the mean over classes and the four thresholds;
+- TP errors at the 2 m threshold, averaged over recall 0.1 .. max recall as nuScenes does:
+  ATE (BEV centre distance, m), ASE (1 - IoU of the size-aligned boxes), AOE (|yaw difference|,
+  rad), AVE (|velocity difference|, m/s); a class with no match gets 1.0. Orientation and velocity
+  are not scored for ``unoriented`` classes (cones, as in nuScenes).
+
+One deliberate difference: classes with no ground truth in the evaluated frames are reported as
+NaN and left out of the means (nuScenes would give them AP 0), so a suite without cones is not
+penalised for having none. ``max_range`` optionally drops boxes farther than that from the ego
+(nuScenes' class ranges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+
+from hydranet.metrics.frames import FrameMetric, as_numpy, nanmean, require
+
+DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
+TP_THRESHOLD = 2.0
+TP_ERRORS = ("ate", "ase", "aoe", "ave")
+N_POINTS = 101
+MIN_RECALL = MIN_PRECISION = 0.1
+
+
+def angle_diff(a: np.ndarray, b: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
+    """Smallest absolute angle difference (nuScenes ``yaw_diff``), in [0, pi]."""
+    d = (a - b + period / 2) % period - period / 2
+    d = np.where(d > np.pi, d - 2 * np.pi, d)
+    return np.abs(d)
+
+
+def scale_iou(size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
+    """IoU of boxes with equal centre and heading: only the sizes ``[..., 3]`` matter."""
+    inter = np.prod(np.minimum(size_a, size_b), axis=-1)
+    return inter / (np.prod(size_a, axis=-1) + np.prod(size_b, axis=-1) - inter)
+
+
+def cummean(x: np.ndarray) -> np.ndarray:
+    """NaN-aware running mean (nuScenes ``cummean``): all-NaN -> ones."""
+    if np.isnan(x).all():
+        return np.ones(len(x))
+    s = np.nancumsum(x.astype(np.float64))
+    n = np.cumsum(~np.isnan(x))
+    return np.divide(s, n, out=np.zeros_like(s), where=n != 0)
+
+
+def accumulate(score: np.ndarray, order_key: np.ndarray, matched: np.ndarray, errors: np.ndarray,
+               npos: int) -> dict[str, np.ndarray] | None:
+    """Interpolated precision/confidence/errors at 101 recall points (``None`` = no match)."""
+    if npos == 0 or not matched.any():
+        return None
+    order = np.lexsort((order_key, score))[::-1]  # descending score; ties: later index first (nuScenes)
+    m, conf, err = matched[order], score[order], errors[order]
+    tp = np.cumsum(m).astype(np.float64)
+    fp = np.cumsum(~m).astype(np.float64)
+    prec, rec = tp / (fp + tp), tp / float(npos)
+    rec_i = np.linspace(0, 1, N_POINTS)
+    out = {"recall": rec_i, "precision": np.interp(rec_i, rec, prec, right=0),
+           "confidence": np.interp(rec_i, rec, conf, right=0)}
+    m_conf = conf[m]
+    for j, name in enumerate(TP_ERRORS):
+        tmp = cummean(err[m, j])
+        out[name] = np.interp(out["confidence"][::-1], m_conf[::-1], tmp[::-1])[::-1]
+    return out
+
+
+def calc_ap(md: dict[str, np.ndarray] | None) -> float:
+    if md is None:
+        return 0.0
+    prec = np.copy(md["precision"])[round(100 * MIN_RECALL) + 1:] - MIN_PRECISION
+    prec[prec < 0] = 0
+    return float(np.mean(prec)) / (1.0 - MIN_PRECISION)
+
+
+def calc_tp(md: dict[str, np.ndarray] | None, name: str) -> float:
+    if md is None:
+        return 1.0
+    first = round(100 * MIN_RECALL) + 1
+    nz = np.nonzero(md["confidence"])[0]
+    last = nz[-1] if len(nz) else 0
+    if last < first:
+        return 1.0
+    return float(np.mean(md[name][first:last + 1]))
+
+
+class Detection3DMetric(FrameMetric):
+    """``map`` (headline), ``ap/<class>``, ``ap@<d>m``, ``ate ase aoe ave`` (+ ``/<class>``).
+
+    Predictions per frame: ``dict(boxes [K,7], scores [K], classes [K], velocity [K,2] optional)``;
+    targets: the ``objects3d`` label (``boxes, classes, velocity``).
+    """
+
+    def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone",),
+                 max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS) -> None:
+        self.classes = tuple(classes)
+        self.unoriented = {self.classes.index(c) for c in unoriented if c in self.classes}
+        self.max_range = max_range
+        self.thresholds = tuple(float(t) for t in thresholds)
+        if TP_THRESHOLD not in self.thresholds:
+            raise ValueError(f"Detection3DMetric: thresholds {self.thresholds} must include {TP_THRESHOLD} m")
+        super().__init__()
+
+    def _read(self, d: dict[str, Any], where: str) -> tuple[np.ndarray, ...]:
+        boxes = as_numpy(d["boxes"], np.float64).reshape(-1, 7)
+        cls = as_numpy(d["classes"], np.int64).reshape(-1)
+        vel = as_numpy(d["velocity"], np.float64).reshape(-1, 2) if "velocity" in d else np.full((len(boxes), 2),
+                                                                                                  np.nan)
+        if not (len(boxes) == len(cls) == len(vel)):
+            raise ValueError(f"{where}: boxes/classes/velocity lengths differ ({len(boxes)}, {len(cls)}, {len(vel)})")
+        if len(cls) and (cls.min() < 0 or cls.max() >= len(self.classes)):
+            raise ValueError(f"{where}: class index out of range [0, {len(self.classes)})")
+        keep = np.ones(len(boxes), bool)
+        if self.max_range is not None:
+            keep = np.hypot(boxes[:, 0], boxes[:, 1]) <= self.max_range
+        return boxes[keep], cls[keep], vel[keep], keep
+
+    def frame_record(self, pred: Any, target: Any, where: str) -> dict[str, np.ndarray]:
+        require(pred, ["boxes", "scores", "classes"], f"{where} prediction")
+        require(target, ["boxes", "classes"], f"{where} target")
+        p_box, p_cls, p_vel, keep = self._read(pred, f"{where} prediction")
+        p_score = as_numpy(pred["scores"], np.float64).reshape(-1)[keep]
+        g_box, g_cls, g_vel, _ = self._read(target, f"{where} target")
+        n_t = len(self.thresholds)
+        matched = np.zeros((len(p_box), n_t), bool)
+        errors = np.full((len(p_box), len(TP_ERRORS)), np.nan)
+        order = np.lexsort((np.arange(len(p_score)), p_score))[::-1]
+        dist = np.hypot(p_box[:, None, 0] - g_box[None, :, 0], p_box[:, None, 1] - g_box[None, :, 1])
+        for ti, thr in enumerate(self.thresholds):
+            taken = np.zeros(len(g_box), bool)
+            for i in order:
+                cand = (g_cls == p_cls[i]) & ~taken
+                if not cand.any():
+                    continue
+                d = np.where(cand, dist[i], np.inf)
+                j = int(np.argmin(d))  # first closest, as nuScenes' strict '<' scan
+                if d[j] < thr:
+                    taken[j] = True
+                    matched[i, ti] = True
+                    if thr == TP_THRESHOLD:
+                        k = int(p_cls[i])
+                        errors[i] = (d[j], 1 - scale_iou(g_box[j, 3:6], p_box[i, 3:6]),
+                                     np.nan if k in self.unoriented else angle_diff(g_box[j, 6], p_box[i, 6]),
+                                     np.nan if k in self.unoriented else np.linalg.norm(p_vel[i] - g_vel[j]))
+        npos = np.bincount(g_cls, minlength=len(self.classes))
+        return {"cls": p_cls, "score": p_score, "matched": matched, "errors": errors, "npos": npos}
+
+    def metric_data(self, frames: Sequence[int] | np.ndarray | None = None) -> dict[tuple[int, float], Any]:
+        """nuScenes ``DetectionMetricData`` per (class, threshold); ``None`` = no match/no GT."""
+        recs = self.records(frames)
+        if not recs:
+            return {}
+        cls = np.concatenate([r["cls"] for r in recs])
+        score = np.concatenate([r["score"] for r in recs])
+        matched = np.concatenate([r["matched"] for r in recs])
+        errors = np.concatenate([r["errors"] for r in recs])
+        npos = np.sum([r["npos"] for r in recs], axis=0)
+        key = np.arange(len(score))
+        out = {}
+        for k in range(len(self.classes)):
+            sel = cls == k
+            for ti, thr in enumerate(self.thresholds):
+                out[(k, thr)] = accumulate(score[sel], key[sel], matched[sel, ti], errors[sel], int(npos[k])) \
+                    if npos[k] > 0 else "no_gt"
+        return out
+
+    def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
+                       keys: Collection[str] | None = None) -> dict[str, float]:
+        mds = self.metric_data(frames)
+        n_c = len(self.classes)
+        ap = np.full((n_c, len(self.thresholds)), np.nan)
+        tp = np.full((n_c, len(TP_ERRORS)), np.nan)
+        for k in range(n_c):
+            if mds.get((k, TP_THRESHOLD), "no_gt") == "no_gt":
+                continue
+            for ti, thr in enumerate(self.thresholds):
+                ap[k, ti] = calc_ap(mds[(k, thr)])
+            for j, name in enumerate(TP_ERRORS):
+                unscored = k in self.unoriented and name in ("aoe", "ave")
+                tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name)
+        out = {"map": nanmean(ap)}
+        for ti, thr in enumerate(self.thresholds):
+            out[f"ap@{thr:g}m"] = nanmean(ap[:, ti])
+        for j, name in enumerate(TP_ERRORS):
+            out[name] = nanmean(tp[:, j])
+        for k, cname in enumerate(self.classes):
+            out[f"ap/{cname}"] = nanmean(ap[k]) if not np.isnan(ap[k]).all() else float("nan")
+            for j, name in enumerate(TP_ERRORS):
+                out[f"{name}/{cname}"] = float(tp[k, j])
+        return out
+
+    def pr_curves(self, threshold: float = TP_THRESHOLD) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Interpolated (recall, precision) per class with ground truth, at one distance threshold."""
+        out = {}
+        for (k, thr), md in self.metric_data(None).items():
+            if thr != threshold or md == "no_gt":
+                continue
+            rec = np.linspace(0, 1, N_POINTS)
+            out[self.classes[k]] = (rec, np.zeros(N_POINTS) if md is None else md["precision"])
+        return out

@@ -1,0 +1,136 @@
+"""``ModelConfig`` (pydantic, strict) and the model presets.
+
+The config is plain data so it round-trips through YAML and checkpoints (``model_dump()`` /
+``ModelConfig.model_validate``); ``create_model`` in ``hydranet.model.hydranet`` turns it into weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hydranet.geometry import BevGrid
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrunkConfig(_Strict):
+    """A RegNet preset from ``hydranet.model.trunk.TRUNK_PRESETS`` (or ``timm:<name>``), optionally edited."""
+
+    name: str = "regnet_tiny"
+    widths: list[int] | None = Field(None, min_length=4, max_length=4)
+    depths: list[int] | None = Field(None, min_length=4, max_length=4)
+    group_width: int | None = Field(None, ge=1)
+    se_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    stem_width: int | None = Field(None, ge=1)
+
+
+class NeckConfig(_Strict):
+    channels: int = Field(64, ge=1)
+    min_level: int = Field(2, ge=2, le=5, description="finest FPN level: 2 = stride 4 (p2..p5), 3 = stride 8")
+
+
+class FusionConfig(_Strict):
+    heights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0], min_length=1,
+                                 description="reference-point heights above the ground (ego z, metres)")
+    levels: list[str] = Field(default_factory=lambda: ["p3"], min_length=1, description="FPN levels sampled")
+    stride: int = Field(2, ge=1, description="fusion runs at grid cell size × stride, the encoder upsamples back")
+    channels: int = Field(64, ge=1)
+    encoder_blocks: int = Field(2, ge=1)
+    temporal: bool = False
+    min_depth: float = Field(0.3, gt=0.0, description="points closer than this (camera z, m) are not sampled")
+
+
+class GridConfig(_Strict):
+    x_range: tuple[float, float] = (-32.0, 32.0)
+    y_range: tuple[float, float] = (-32.0, 32.0)
+    cell: float = Field(0.5, gt=0.0)
+
+    def to_grid(self) -> BevGrid:
+        return BevGrid(tuple(self.x_range), tuple(self.y_range), self.cell)
+
+    @model_validator(mode="after")
+    def _valid(self) -> GridConfig:
+        try:
+            self.to_grid()
+        except ValueError as e:
+            raise ValueError(f"grid: {e}") from e
+        return self
+
+    @staticmethod
+    def from_grid(grid: BevGrid) -> GridConfig:
+        return GridConfig(x_range=grid.x_range, y_range=grid.y_range, cell=grid.cell)
+
+
+class ModelConfig(_Strict):
+    """Everything that decides the model's weights. ``tasks``: task name → that task's options."""
+
+    trunk: TrunkConfig = Field(default_factory=TrunkConfig)
+    neck: NeckConfig = Field(default_factory=NeckConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    bev_channels: int = Field(64, ge=1)
+    grid: GridConfig = Field(default_factory=GridConfig)
+    image_size: tuple[int, int] = Field((128, 256), description="(H, W) of the camera images")
+    num_cameras: int = Field(8, ge=1)
+    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 32:
+            raise ValueError(f"image_size {v} must be at least 32×32 (the trunk downsamples by 32)")
+        return v
+
+    @model_validator(mode="after")
+    def _levels(self) -> ModelConfig:
+        known = [f"p{lvl}" for lvl in range(self.neck.min_level, 6)]
+        bad = [lvl for lvl in self.fusion.levels if lvl not in known]
+        if bad:
+            raise ValueError(f"fusion.levels {bad} not produced by the neck (neck.min_level={self.neck.min_level} "
+                             f"gives {known})")
+        grid = self.grid.to_grid()
+        if grid.rows % self.fusion.stride or grid.cols % self.fusion.stride:
+            raise ValueError(f"fusion.stride {self.fusion.stride} must divide the BEV grid shape {grid.shape}")
+        return self
+
+    @staticmethod
+    def preset(name: str, **overrides: Any) -> ModelConfig:
+        """A preset from ``MODEL_PRESETS`` with overrides merged in: sections (``fusion={"temporal": True}``)
+        are merged key by key, ``tasks`` is replaced so a config lists exactly the tasks it has."""
+        if name not in MODEL_PRESETS:
+            raise KeyError(f"unknown model preset '{name}'; presets: {sorted(MODEL_PRESETS)}")
+        data = MODEL_PRESETS[name].model_dump()
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "tasks":
+                data[key] = data[key] | value
+            else:
+                data[key] = value
+        return ModelConfig.model_validate(data)
+
+
+ALL_TASKS: tuple[str, ...] = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic",
+                              "objects3d")
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # 2 CPU cores, 8 cameras at 128×256: sized so a training step stays well under a second per sample.
+    "tiny": ModelConfig(
+        trunk=TrunkConfig(name="regnet_small"),
+        neck=NeckConfig(channels=32, min_level=2),
+        fusion=FusionConfig(heights=[0.0, 0.5, 1.0, 2.0], levels=["p3"], stride=2, channels=32, encoder_blocks=1),
+        bev_channels=32,
+        tasks={name: {} for name in ALL_TASKS},
+    ),
+    # One GPU: RegNetY-400MF, full FPN, two levels sampled into BEV at 7 heights.
+    "base": ModelConfig(
+        trunk=TrunkConfig(name="regnety_400mf"),
+        neck=NeckConfig(channels=128, min_level=2),
+        fusion=FusionConfig(heights=[-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0], levels=["p3", "p4"], stride=2,
+                            channels=128, encoder_blocks=2),
+        bev_channels=128,
+        image_size=(256, 512),
+        tasks={name: {} for name in ALL_TASKS},
+    ),
+}

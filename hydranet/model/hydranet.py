@@ -1,0 +1,167 @@
+"""``HydraNet``: one trunk shared by every camera and every task, many heads, camera→BEV fusion.
+
+Data flow (shapes for B samples of N cameras):
+
+    images uint8 [B, N, 3, H, W] ──normalise, fold cameras into the batch──► [B*N, 3, H, W]
+      └─► trunk (RegNet) ─► neck (FPN) ─► {"p2".."p5": [B*N, C, H/s, W/s]}   ← camera_features()
+            ├─► camera heads ─► outputs [B*N, ...] unfolded to [B, N, ...]
+            └─► fusion (K, T per sample) ─► BEV [B, C_bev, R, C'] ─► bev heads ─► [B, ...]
+
+Only the sub-graph the requested tasks need runs: a request with only camera tasks never calls
+``fusion``; a request with only BEV tasks still runs the trunk but skips the camera heads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hydranet.data.sample import Batch
+from hydranet.model.config import ModelConfig
+from hydranet.model.fusion import BevFusion
+from hydranet.model.neck import FPN
+from hydranet.model.trunk import create_trunk
+from hydranet.tasks.base import HeadContext, Task, create_task
+
+# ImageNet statistics in 0..255 units: the export manifest records them (pre-processing contract).
+PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+class HydraNet(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not cfg.tasks:
+            raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
+        self.cfg = cfg
+        self.grid = cfg.grid.to_grid()
+        self.image_size: tuple[int, int] = tuple(cfg.image_size)  # type: ignore[assignment]
+        self.num_cameras = cfg.num_cameras
+        self.pixel_mean = PIXEL_MEAN
+        self.pixel_std = PIXEL_STD
+        self.register_buffer("_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_inv_std", 1.0 / torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+
+        t = cfg.trunk
+        self.trunk = create_trunk(t.name, t.widths, t.depths, t.group_width, t.se_ratio, t.stem_width)
+        self.neck = FPN(self.trunk.out_channels, self.trunk.strides, cfg.neck.channels, cfg.neck.min_level)
+
+        self.task_objects: dict[str, Task] = {}
+        for name, options in cfg.tasks.items():
+            task = create_task(name, **options)
+            if task.space not in ("camera", "bev"):
+                raise ValueError(f"task '{name}' declares space '{task.space}', expected 'camera' or 'bev'")
+            self.task_objects[name] = task
+        self.camera_tasks = [n for n, tk in self.task_objects.items() if tk.space == "camera"]
+        self.bev_tasks = [n for n, tk in self.task_objects.items() if tk.space == "bev"]
+
+        f = cfg.fusion
+        self.fusion: BevFusion | None = None
+        if self.bev_tasks:
+            self.fusion = BevFusion(self.grid, cfg.neck.channels, cfg.bev_channels, f.heights, f.levels, f.stride,
+                                    f.channels, f.encoder_blocks, f.temporal, f.min_depth)
+        self.head_context = HeadContext(
+            camera_channels=cfg.neck.channels, camera_strides=dict(self.neck.strides), bev_channels=cfg.bev_channels,
+            grid=self.grid, image_hw=self.image_size, num_cameras=cfg.num_cameras)
+        self.heads = nn.ModuleDict({name: tk.build_head(self.head_context) for name, tk in self.task_objects.items()})
+
+    # ----------------------------------------------------------------------------------------
+
+    def resolve_tasks(self, tasks: list[str] | tuple[str, ...] | None) -> list[str]:
+        """Requested task names in config order; ``None`` = all; unknown names are an error."""
+        if tasks is None:
+            return list(self.task_objects)
+        if isinstance(tasks, str):
+            tasks = [tasks]
+        unknown = [t for t in tasks if t not in self.task_objects]
+        if unknown:
+            raise KeyError(f"tasks {unknown} are not configured in this model; configured: {list(self.task_objects)}")
+        return [t for t in self.task_objects if t in tasks]
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 ``[..., 3, H, W]`` → float ``(x - mean) / std``."""
+        return (images.float() - self._mean) * self._inv_std
+
+    def camera_features(self, images: Tensor) -> dict[str, Tensor]:
+        """FPN levels for all cameras in one batched call: uint8 ``[B, N, 3, H, W]`` → ``{name: [B*N, C, h, w]}``."""
+        if images.ndim != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be [B, N, 3, H, W], got {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 (the model normalises them), got {images.dtype}")
+        B, N = images.shape[:2]
+        x = self.normalize(images.reshape(B * N, *images.shape[2:]))
+        return self.neck(self.trunk(x))
+
+    def forward_from_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                              tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
+                              prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,
+                              state: dict[str, Tensor] | None = None) -> dict[str, dict[str, Tensor]]:
+        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features."""
+        names = self.resolve_tasks(tasks)
+        if intrinsics.ndim != 4 or intrinsics.shape[-2:] != (3, 3):
+            raise ValueError(f"intrinsics must be [B, N, 3, 3], got {tuple(intrinsics.shape)}")
+        if T_ego_from_cam.shape != (*intrinsics.shape[:2], 4, 4):
+            raise ValueError(f"T_ego_from_cam must be [B, N, 4, 4] = {(*intrinsics.shape[:2], 4, 4)}, "
+                             f"got {tuple(T_ego_from_cam.shape)}")
+        B, N = intrinsics.shape[:2]
+        first = next(iter(feats.values()))
+        if first.shape[0] != B * N:
+            raise ValueError(f"camera features have batch {first.shape[0]}, expected B*N = {B}*{N}")
+        out: dict[str, dict[str, Tensor]] = {}
+        for name in names:
+            if self.task_objects[name].space == "camera":
+                out[name] = {k: v.reshape(B, N, *v.shape[1:]) for k, v in self.heads[name](feats).items()}
+        bev_names = [n for n in names if self.task_objects[n].space == "bev"]
+        if bev_names:
+            assert self.fusion is not None  # built whenever a bev task is configured
+            bev = self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size, prev_bev,
+                              T_prev_from_curr, state)
+            for name in bev_names:
+                out[name] = self.heads[name](bev)
+        return {name: out[name] for name in names}
+
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, tasks: list[str] | None = None,
+                prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,
+                state: dict[str, Tensor] | None = None) -> dict[str, dict[str, Tensor]]:
+        """``images`` uint8 ``[B, N, 3, H, W]``, ``intrinsics [B, N, 3, 3]``, ``T_ego_from_cam [B, N, 4, 4]``
+        → ``{task: {output: tensor}}``; camera outputs ``[B, N, ...]``, BEV outputs ``[B, ...]``.
+
+        ``prev_bev``, ``T_prev_from_curr`` and ``state`` are for the optional temporal module (see
+        ``hydranet.model.temporal``); a model without it rejects ``prev_bev``.
+        """
+        if images.ndim != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be [B, N, 3, H, W], got {tuple(images.shape)}")
+        if images.shape[:2] != intrinsics.shape[:2]:
+            raise ValueError(f"images {tuple(images.shape)} and intrinsics {tuple(intrinsics.shape)} "
+                             "disagree on [B, N]")
+        names = self.resolve_tasks(tasks)
+        feats = self.camera_features(images)
+        return self.forward_from_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]),
+                                          prev_bev, T_prev_from_curr, state)
+
+    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
+                      **kwargs: Any) -> dict[str, dict[str, Tensor]]:
+        return self(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks, **kwargs)
+
+    # ----------------------------------------------------------------------------------------
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per part: trunk, neck, fusion, and each head (``head/<task>``)."""
+        def count(m: nn.Module | None) -> int:
+            return 0 if m is None else sum(p.numel() for p in m.parameters())
+
+        counts = {"trunk": count(self.trunk), "neck": count(self.neck), "fusion": count(self.fusion)}
+        counts |= {f"head/{n}": count(h) for n, h in self.heads.items()}
+        counts["total"] = count(self)
+        return counts
+
+
+def create_model(cfg: ModelConfig | str | dict) -> HydraNet:
+    """A ``HydraNet`` from a ``ModelConfig``, a preset name (``MODEL_PRESETS``) or a config dict."""
+    if isinstance(cfg, str):
+        cfg = ModelConfig.preset(cfg)
+    elif isinstance(cfg, dict):
+        cfg = ModelConfig.model_validate(cfg)
+    return HydraNet(cfg)

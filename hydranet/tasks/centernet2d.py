@@ -1,0 +1,138 @@
+"""CenterNet-style 2D box coding per camera, shared by ``detection2d`` and ``traffic_light``.
+
+An object is a Gaussian peak on its channel's heatmap at the cell holding its box centre, plus a
+sub-cell ``offset`` (2) and a ``log_size`` (log of width and height in cells) read at that cell
+(Zhou et al., "Objects as Points", 2019). Boxes are clipped to the image first, so the peak is the
+centre of the *visible* box and always lies on the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hydranet.tasks.common import draw_gaussian, gaussian_radius, topk_peaks
+
+# Log-size logits are clamped before exp so an untrained head cannot produce inf boxes.
+_LOG_SIZE_RANGE = (-6.0, 8.0)
+
+
+@dataclass
+class Encoded2D:
+    """Targets of the present samples (``S`` of them) in a stride-``s`` map ``h × w``."""
+
+    heatmap: Tensor  # [S, N, C, h, w] Gaussian peaks
+    weight: Tensor  # [S, N, 1, h, w] 0 inside ignored objects (e.g. mostly occluded), else 1
+    sample: Tensor  # [M] index into the present subset
+    camera: Tensor  # [M]
+    ys: Tensor  # [M] peak cell row
+    xs: Tensor  # [M] peak cell column
+    offset: Tensor  # [M, 2] sub-cell centre offset in [0, 1)
+    log_size: Tensor  # [M, 2] log(width, height) in cells
+    box: Tensor  # [M, 4] x1, y1, x2, y2 in cells
+    object_index: Tensor  # [M] index of the object within its sample's label (to fetch extra attributes)
+
+
+def clip_boxes(boxes: Tensor, image_hw: tuple[int, int]) -> Tensor:
+    h, w = image_hw
+    x = boxes[..., 0::2].clamp(0, w)
+    y = boxes[..., 1::2].clamp(0, h)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
+
+
+def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cameras: int, num_channels: int,
+                   feat_hw: tuple[int, int], stride: int, image_hw: tuple[int, int],
+                   min_overlap: float = 0.7, device: torch.device | str = "cpu") -> Encoded2D:
+    """``objects[s] = (boxes [M,4] px, camera [M], channel [M], keep [M] bool)`` per present sample.
+
+    Objects with ``keep`` False are not learnt and their box area is excluded from the heatmap loss
+    (neither positive nor negative): the model is not punished for finding a hard object."""
+    h, w = feat_hw
+    S = len(objects)
+    heat = torch.zeros(S, num_cameras, num_channels, h, w)
+    weight = torch.ones(S, num_cameras, 1, h, w)
+    rows: dict[str, list] = {k: [] for k in ("sample", "camera", "ys", "xs", "offset", "log_size", "box", "obj")}
+    for s, (boxes, camera, channel, keep) in enumerate(objects):
+        boxes = clip_boxes(boxes.detach().float().cpu(), image_hw) / stride
+        camera, channel, keep = camera.long().cpu(), channel.long().cpu(), keep.bool().cpu()
+        for m in range(boxes.shape[0]):
+            cam = int(camera[m])
+            if not 0 <= cam < num_cameras:
+                raise ValueError(f"box {m} of present sample {s}: camera {cam} outside [0, {num_cameras})")
+            x1, y1, x2, y2 = boxes[m].tolist()
+            bw, bh = x2 - x1, y2 - y1
+            if bw <= 0 or bh <= 0:
+                continue  # fully outside the image
+            if not bool(keep[m]):
+                weight[s, cam, 0, int(y1):max(int(y1) + 1, int(y2 + 0.999)),
+                       int(x1):max(int(x1) + 1, int(x2 + 0.999))] = 0.0
+                continue
+            ch = int(channel[m])
+            if not 0 <= ch < num_channels:
+                raise ValueError(f"box {m} of present sample {s}: class/state {ch} outside [0, {num_channels})")
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
+            radius = int(gaussian_radius(torch.tensor(bh), torch.tensor(bw), min_overlap))
+            draw_gaussian(heat[s, cam, ch], ix, iy, radius)
+            rows["sample"].append(s)
+            rows["camera"].append(cam)
+            rows["ys"].append(iy)
+            rows["xs"].append(ix)
+            rows["offset"].append((cx - ix, cy - iy))
+            rows["log_size"].append((max(bw, 1e-3), max(bh, 1e-3)))
+            rows["box"].append((x1, y1, x2, y2))
+            rows["obj"].append(m)
+    # An ignored object's area never hides another object's peak.
+    weight = torch.maximum(weight, heat.amax(2, keepdim=True).ge(1.0).float())
+    long = {"dtype": torch.long}
+
+    def t(key: str, shape: tuple[int, ...] = (0,), **kw) -> Tensor:
+        return torch.tensor(rows[key], **kw).reshape(-1, *shape[1:]).to(device)
+
+    return Encoded2D(
+        heatmap=heat.to(device), weight=weight.to(device), sample=t("sample", **long), camera=t("camera", **long),
+        ys=t("ys", **long), xs=t("xs", **long), offset=t("offset", (0, 2)), log_size=t("log_size", (0, 2)).log(),
+        box=t("box", (0, 4)), object_index=t("obj", **long))
+
+
+def pred_boxes_at(offset: Tensor, log_size: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
+    """Boxes ``[M, 4]`` in cells from offsets ``[M, 2]`` and log sizes ``[M, 2]`` read at cells (ys, xs)."""
+    cx = xs.to(offset.dtype) + offset[:, 0]
+    cy = ys.to(offset.dtype) + offset[:, 1]
+    size = log_size.clamp(*_LOG_SIZE_RANGE).exp()
+    return torch.stack([cx - size[:, 0] / 2, cy - size[:, 1] / 2, cx + size[:, 0] / 2, cy + size[:, 1] / 2], -1)
+
+
+@dataclass
+class Decoded2D:
+    """One sample's detections over all its cameras, best first."""
+
+    boxes: Tensor  # [K, 4] px
+    scores: Tensor  # [K]
+    channel: Tensor  # [K] class or state
+    camera: Tensor  # [K]
+    ys: Tensor  # [K] peak cells, to read extra per-object outputs
+    xs: Tensor  # [K]
+
+
+def decode_boxes2d(heat_logits: Tensor, offset: Tensor, log_size: Tensor, stride: int, image_hw: tuple[int, int],
+                   max_detections: int, score_threshold: float, kernel: int = 3) -> Decoded2D:
+    """One sample: ``heat_logits [N, C, h, w]``, ``offset``/``log_size [N, 2, h, w]`` -> ``Decoded2D``.
+
+    Max-pool NMS and top-k run per camera (a crowded camera cannot starve the others), then the
+    survivors above ``score_threshold`` are merged and capped at ``max_detections`` per sample."""
+    heat = torch.sigmoid(heat_logits.float())
+    scores, channel, ys, xs = topk_peaks(heat, max_detections, kernel)  # [N, k]
+    n, k = scores.shape
+    camera = torch.arange(n, device=scores.device)[:, None].expand(n, k)
+    scores, channel, ys, xs, camera = (t.reshape(-1) for t in (scores, channel, ys, xs, camera))
+    keep = scores >= score_threshold
+    scores, channel, ys, xs, camera = scores[keep], channel[keep], ys[keep], xs[keep], camera[keep]
+    order = scores.argsort(descending=True)[:max_detections]
+    scores, channel, ys, xs, camera = scores[order], channel[order], ys[order], xs[order], camera[order]
+    off = offset[camera, :, ys, xs].float()
+    size = log_size[camera, :, ys, xs].float()
+    boxes = clip_boxes(pred_boxes_at(off, size, ys, xs) * stride, image_hw)
+    return Decoded2D(boxes=boxes, scores=scores, channel=channel, camera=camera, ys=ys, xs=xs)

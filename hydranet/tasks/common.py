@@ -1,0 +1,361 @@
+"""Pieces every task shares, written once: options parsing, conv heads, FPN level choice,
+presence masks, Gaussian heatmaps, focal/dice losses and heatmap peak extraction.
+
+Conventions used throughout the task files:
+- A feature cell ``(j, i)`` of a map with stride ``s`` covers pixels ``[i*s, (i+1)*s) × [j*s, (j+1)*s)``;
+  its centre is ``((i + 0.5) s, (j + 0.5) s)``. A point ``u`` maps to cell ``floor(u / s)`` with sub-cell
+  offset ``u / s - floor(u / s)`` in ``[0, 1)``; decoding is ``(i + offset) * s``.
+- Losses select the *present* samples first (``present_index``) and compute on that subset only, so an
+  absent sample contributes exactly nothing — not even to a normaliser.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import Tensor, nn
+
+from hydranet.data.sample import Batch
+from hydranet.tasks.base import HeadContext, Task
+
+# Drawing colours: ground truth vs prediction, the same in every task's ``draw``.
+GT_COLOR: tuple[int, int, int] = (40, 220, 60)
+PRED_COLOR: tuple[int, int, int] = (255, 60, 200)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+
+
+class TaskOptions(BaseModel):
+    """Base of every task's options: unknown or mistyped fields are errors that name themselves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptionsTask(Task):
+    """A ``Task`` whose ``**options`` are validated by a pydantic model (``Options``) into ``self.cfg``."""
+
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        try:
+            self.cfg = self.Options(**options)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"task '{self.name}': bad options ({problems})") from None
+
+
+class CameraHeadOptions(TaskOptions):
+    """Options every camera head shares: which FPN level it reads and how big its conv stack is."""
+
+    # FPN level (stride) the head reads; None = the task's preferred stride if the neck has it, else the
+    # finest level the neck builds (necks may skip stride 4 to save CPU time).
+    stride: int | None = Field(None, ge=1)
+    fuse_strides: list[int] = Field(default_factory=list)  # coarser levels summed in (upsampled)
+    # Defaults are sized for the CPU demo: a head should cost a fraction of the shared trunk, or the
+    # HydraNet's point (one trunk for all tasks) is lost. Larger models raise width/depth per task.
+    width: int = Field(16, ge=1)  # channels of the head's 3×3 convs
+    depth: int = Field(1, ge=0)  # shared 3×3 conv blocks
+    branch_depth: int = Field(0, ge=0)  # extra 3×3 blocks per output before its 1×1 conv
+
+
+class BevHeadOptions(TaskOptions):
+    width: int = Field(32, ge=1)
+    depth: int = Field(1, ge=0)
+    branch_depth: int = Field(0, ge=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: cameras of a few samples make small, correlated batches, and a
+    # per-sample norm keeps one sample's outputs independent of the others in the batch.
+    groups = math.gcd(out_channels, 8)
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                         nn.GroupNorm(groups, out_channels), nn.ReLU(inplace=True))
+
+
+class ConvHead(nn.Module):
+    """Shared conv stem, then one small branch per named output (CenterNet/CenterPoint "separate head").
+
+    ``outputs`` maps output name -> channels; ``bias_init`` sets the final bias of chosen outputs
+    (e.g. a focal-loss prior of 0.01 for heatmaps, log of a typical depth for depth).
+    """
+
+    def __init__(self, in_channels: int, outputs: dict[str, int], width: int = 64, depth: int = 2,
+                 branch_depth: int = 1, bias_init: dict[str, float] | None = None) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(depth):
+            layers.append(conv_block(c, width))
+            c = width
+        self.stem = nn.Sequential(*layers)
+        self.branches = nn.ModuleDict()
+        for name, channels in outputs.items():
+            branch: list[nn.Module] = []
+            cin = c
+            for _ in range(branch_depth):
+                branch.append(conv_block(cin, width))
+                cin = width
+            out = nn.Conv2d(cin, channels, 1)
+            nn.init.normal_(out.weight, std=0.01)
+            nn.init.constant_(out.bias, (bias_init or {}).get(name, 0.0))
+            self.branches[name] = nn.Sequential(*branch, out)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        x = self.stem(x)
+        return {name: branch(x) for name, branch in self.branches.items()}
+
+
+def level_for_stride(ctx: HeadContext, stride: int) -> str:
+    """Name of the FPN level with ``stride``; a clear error lists the ones the model has."""
+    for name, s in ctx.camera_strides.items():
+        if s == stride:
+            return name
+    raise ValueError(f"no FPN level with stride {stride}; the model's levels are {dict(ctx.camera_strides)}")
+
+
+def choose_stride(ctx: HeadContext, requested: int | None, preferred: int) -> int:
+    """The stride a camera head reads: ``requested`` (must exist), else ``preferred`` if the neck has it,
+    else the neck's finest level."""
+    if requested is not None:
+        level_for_stride(ctx, requested)
+        return requested
+    available = sorted(ctx.camera_strides.values())
+    if not available:
+        raise ValueError("HeadContext.camera_strides is empty: the model has no FPN levels")
+    return preferred if preferred in available else available[0]
+
+
+class CameraHead(nn.Module):
+    """Reads one FPN level (or sums several, coarser ones upsampled to the finest) and runs a ``ConvHead``.
+
+    Summing is enough because FPN levels already share channels and mix top-down context; it costs
+    no parameters and lets a head see larger objects' context at its fine stride.
+    """
+
+    def __init__(self, ctx: HeadContext, stride: int, fuse_strides: list[int], outputs: dict[str, int], width: int,
+                 depth: int, branch_depth: int = 1, bias_init: dict[str, float] | None = None) -> None:
+        super().__init__()
+        if any(s <= stride for s in fuse_strides):
+            raise ValueError(f"fuse_strides {fuse_strides} must all be coarser than the head's stride {stride}")
+        self.stride = stride
+        self.levels = [level_for_stride(ctx, s) for s in [stride, *sorted(set(fuse_strides))]]  # finest first
+        self.head = ConvHead(ctx.camera_channels, outputs, width, depth, branch_depth, bias_init)
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = features[self.levels[0]]
+        for name in self.levels[1:]:
+            x = x + F.interpolate(features[name], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(x)
+
+
+class CameraTask(OptionsTask):
+    """A task on per-camera FPN features; ``build_head`` resolves and records the stride it reads."""
+
+    space = "camera"
+    preferred_stride: ClassVar[int] = 4
+    cfg: CameraHeadOptions
+
+    def camera_head(self, ctx: HeadContext, outputs: dict[str, int],
+                    bias_init: dict[str, float] | None = None) -> CameraHead:
+        stride = choose_stride(ctx, self.cfg.stride, self.preferred_stride)
+        head = CameraHead(ctx, stride, self.cfg.fuse_strides, outputs, self.cfg.width, self.cfg.depth,
+                          self.cfg.branch_depth, bias_init)
+        self.stride = head.stride
+        return head
+
+    def output_stride(self, x: Tensor, batch: Batch) -> int:
+        """Stride of head output ``x [B, N, C, h, w]``: the built head's, else inferred from the image size."""
+        stride = getattr(self, "stride", None)
+        if stride is not None:
+            return int(stride)
+        return max(1, round(batch.images.shape[-2] / x.shape[-2]))
+
+
+class BevHead(nn.Module):
+    """``ConvHead`` on the BEV feature map ``[B, C, R, C']``."""
+
+    def __init__(self, ctx: HeadContext, outputs: dict[str, int], width: int, depth: int,
+                 branch_depth: int = 1, bias_init: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.head = ConvHead(ctx.bev_channels, outputs, width, depth, branch_depth, bias_init)
+
+    def forward(self, bev: Tensor) -> dict[str, Tensor]:
+        return self.head(bev)
+
+
+def prior_bias(p: float) -> float:
+    """Logit bias so that sigmoid starts at ``p`` (focal-loss initialisation, RetinaNet §4.1)."""
+    return -math.log((1 - p) / p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presence
+# ---------------------------------------------------------------------------------------------
+
+
+def present_index(batch: Batch, label: str, device: torch.device) -> Tensor:
+    """Indices (int64) of the samples that carry ``label``; empty when the label is absent everywhere."""
+    present = batch.present.get(label)
+    if present is None or batch.labels.get(label) is None:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    return present.to(device).nonzero().flatten()
+
+
+def check_camera_output(name: str, x: Tensor, batch: Batch) -> None:
+    if x.ndim < 3 or x.shape[0] != len(batch) or x.shape[1] != len(batch.camera_names):
+        raise ValueError(f"{name}: expected [B={len(batch)}, N={len(batch.camera_names)}, ...] outputs, "
+                         f"got {tuple(x.shape)} (did the model unfold cameras?)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussian heatmaps (CenterNet)
+# ---------------------------------------------------------------------------------------------
+
+
+def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) -> Tensor:
+    """CenterNet's radius: the largest centre shift keeping IoU >= ``min_overlap`` with the box
+    (three cases of the quadratic, smallest root wins). Sizes in heatmap cells, vectorised."""
+    h, w = height.float(), width.float()
+    b1 = h + w
+    c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + torch.sqrt(b1**2 - 4 * c1)) / 2
+    b2 = 2 * (h + w)
+    c2 = (1 - min_overlap) * w * h
+    r2 = (b2 + torch.sqrt(b2**2 - 16 * c2)) / 2
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (h + w)
+    c3 = (min_overlap - 1) * w * h
+    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
+
+
+def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
+    """Splat a Gaussian peak of 1 at cell ``(cy, cx)`` into ``heatmap [h, w]`` (element-wise max)."""
+    radius = max(int(radius), 0)
+    sigma = (2 * radius + 1) / 6
+    h, w = heatmap.shape
+    left, right = min(cx, radius), min(w - cx, radius + 1)
+    top, bottom = min(cy, radius), min(h - cy, radius + 1)
+    if left + right <= 0 or top + bottom <= 0:
+        return
+    ys = torch.arange(-top, bottom, dtype=heatmap.dtype, device=heatmap.device)
+    xs = torch.arange(-left, right, dtype=heatmap.dtype, device=heatmap.device)
+    g = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
+    region = heatmap[cy - top:cy + bottom, cx - left:cx + right]
+    torch.maximum(region, g, out=region)
+
+
+def peak_logit(eps: float = 1e-4) -> float:
+    """A logit whose sigmoid is ``1 - eps``: used to turn encoded heatmaps back into logits in tests
+    and round-trip checks."""
+    return math.log((1 - eps) / eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+
+
+def heatmap_focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
+                       alpha: float = 2.0, beta: float = 4.0) -> tuple[Tensor, Tensor]:
+    """CenterNet's penalty-reduced focal loss. Returns ``(sum, num_peaks)``; the caller divides by the
+    number of peaks over the present samples. ``weight`` (broadcastable, 0/1) masks ignored cells.
+
+    Log-probabilities come from ``logsigmoid`` so saturated logits stay finite."""
+    p = torch.sigmoid(logits)
+    log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
+    pos = target.ge(1.0 - 1e-4).float()
+    pos_loss = -((1 - p) ** alpha) * log_p * pos
+    neg_loss = -((1 - target) ** beta) * (p**alpha) * log_1mp * (1 - pos)
+    loss = pos_loss + neg_loss
+    if weight is not None:
+        loss = loss * weight
+        pos = pos * weight
+    return loss.sum(), pos.sum()
+
+
+def binary_focal_loss(logits: Tensor, target: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Element-wise RetinaNet focal loss (no reduction)."""
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p = torch.sigmoid(logits)
+    p_t = p * target + (1 - p) * (1 - target)
+    a_t = alpha * target + (1 - alpha) * (1 - target)
+    return a_t * (1 - p_t) ** gamma * ce
+
+
+def soft_dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
+    """``1 - dice`` per ``[S, C]`` map (prob/target ``[S, C, H, W]``), averaged. ``smooth`` keeps maps with no
+    positives from dominating: an empty target and a near-zero prediction score ~0 loss."""
+    inter = (prob * target).flatten(2).sum(-1)
+    denom = prob.flatten(2).sum(-1) + target.flatten(2).sum(-1)
+    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
+
+
+def giou_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """``1 - GIoU`` for boxes ``[..., 4]`` (x1, y1, x2, y2), element-wise."""
+    ix1, iy1 = torch.maximum(pred[..., 0], target[..., 0]), torch.maximum(pred[..., 1], target[..., 1])
+    ix2, iy2 = torch.minimum(pred[..., 2], target[..., 2]), torch.minimum(pred[..., 3], target[..., 3])
+    inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
+    area_p = (pred[..., 2] - pred[..., 0]).clamp(min=0) * (pred[..., 3] - pred[..., 1]).clamp(min=0)
+    area_t = (target[..., 2] - target[..., 0]).clamp(min=0) * (target[..., 3] - target[..., 1]).clamp(min=0)
+    union = area_p + area_t - inter
+    iou = inter / union.clamp(min=1e-6)
+    ex1, ey1 = torch.minimum(pred[..., 0], target[..., 0]), torch.minimum(pred[..., 1], target[..., 1])
+    ex2, ey2 = torch.maximum(pred[..., 2], target[..., 2]), torch.maximum(pred[..., 3], target[..., 3])
+    enclose = ((ex2 - ex1) * (ey2 - ey1)).clamp(min=1e-6)
+    return 1 - (iou - (enclose - union) / enclose)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peaks
+# ---------------------------------------------------------------------------------------------
+
+
+def topk_peaks(heat: Tensor, k: int, kernel: int = 3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Max-pool NMS then top-k over classes and cells of ``heat [S, C, h, w]`` (probabilities).
+
+    Returns ``scores, classes, ys, xs``, each ``[S, k']`` with ``k' = min(k, C*h*w)``."""
+    s, c, h, w = heat.shape
+    keep = F.max_pool2d(heat, kernel, stride=1, padding=kernel // 2) == heat
+    heat = heat * keep
+    k = min(k, c * h * w)
+    scores, idx = heat.flatten(1).topk(k, dim=1)
+    classes = idx // (h * w)
+    cell = idx % (h * w)
+    return scores, classes, cell // w, cell % w
+
+
+def gather_cells(x: Tensor, sample: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
+    """Values of ``x [S, C, h, w]`` at cells ``(sample, ys, xs)`` (each ``[M]``) -> ``[M, C]``."""
+    return x[sample, :, ys, xs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense camera outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def to_label_resolution(x: Tensor, hw: tuple[int, int]) -> Tensor:
+    """``[B, N, C, h, w]`` head output -> ``[B*N, C, H, W]`` bilinear at label resolution.
+
+    Dense camera tasks compute their loss at label resolution (logits upsampled) rather than on
+    downsampled labels: lane lines are 1-3 px wide and vanish under nearest/max pooling, depth edges
+    mix foreground and background, and the loss then scores exactly what ``decode`` returns. It is
+    cheap: a few channels upsampled against a trunk that runs on every camera."""
+    flat = x.flatten(0, 1)
+    if tuple(flat.shape[-2:]) == tuple(hw):
+        return flat
+    return F.interpolate(flat.float(), size=hw, mode="bilinear", align_corners=False)

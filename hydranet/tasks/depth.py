@@ -1,0 +1,105 @@
+"""Dense depth per camera, predicted as log z-depth.
+
+Log depth makes a 10 % error cost the same at 5 m and at 80 m, which matches how depth errors are
+judged (AbsRel, δ<1.25). The head's bias starts at log(``init_depth``) so training begins at a
+plausible scale. The log-depth map is upsampled bilinearly to label resolution for the loss, so no
+label pixel is pooled away and the loss scores exactly what ``decode`` returns.
+Loss (pixels with label 0 = no return / sky are masked out):
+- ``silog``: scale-invariant log loss (Eigen et al. 2014), ``sqrt(mean g² - λ mean(g)²)`` per camera
+  image with ``g = log pred - log gt``; λ < 1 keeps some absolute-scale supervision.
+- ``l1_log``: mean |log pred - log gt|.
+Decoded (per sample): float32 metres ``[N, H, W]``, clamped to [``min_depth``, ``max_depth``].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from hydranet.data.sample import Batch
+from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.tasks.common import (
+    CameraHeadOptions,
+    CameraTask,
+    check_camera_output,
+    present_index,
+    to_label_resolution,
+)
+
+_BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, float("inf"))  # metres, for drawing
+
+
+class DepthOptions(CameraHeadOptions):
+    loss: Literal["silog", "l1_log"] = "silog"
+    silog_lambda: float = Field(0.85, ge=0, le=1)
+    min_depth: float = Field(0.5, gt=0)
+    max_depth: float = Field(250.0, gt=0)  # the synthetic world's sensor range (WorldConfig.max_depth)
+    init_depth: float = Field(10.0, gt=0)
+
+
+@register_task
+class Depth(CameraTask):
+    name = "depth"
+    label = "depth"
+    higher_is_better = False  # headline metric is AbsRel
+    Options = DepthOptions
+
+    def build_head(self, ctx: HeadContext) -> nn.Module:
+        return self.camera_head(ctx, {"log_depth": 1}, bias_init={"log_depth": math.log(self.cfg.init_depth)})
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        log_depth = outputs["log_depth"]
+        check_camera_output(self.name, log_depth, batch)
+        present = present_index(batch, self.label, log_depth.device)
+        if present.numel() == 0:
+            return {"loss": self.zero_loss(outputs)}
+        target = batch.labels[self.label][present.cpu()].to(log_depth.device).flatten(0, 1)[:, None].float()
+        pred = to_label_resolution(log_depth[present], tuple(target.shape[-2:])).float()
+        valid = (target > 0).float()
+        g = (pred - target.clamp(self.cfg.min_depth, self.cfg.max_depth).log()) * valid
+        n = valid.sum((1, 2, 3))
+        images = n > 0  # camera images with at least one depth return
+        if not bool(images.any()):
+            return {"loss": self.zero_loss(outputs)}
+        n = n[images]
+        if self.cfg.loss == "silog":
+            mean_g = g.sum((1, 2, 3))[images] / n
+            mean_g2 = (g**2).sum((1, 2, 3))[images] / n
+            # eps keeps sqrt differentiable at a perfect fit; clamp guards float cancellation.
+            per_image = (mean_g2 - self.cfg.silog_lambda * mean_g**2).clamp(min=0) + 1e-6
+            value = per_image.sqrt().mean()
+        else:
+            value = (g.abs().sum((1, 2, 3))[images] / n).mean()
+        return {"loss": value + self.zero_loss(outputs), self.cfg.loss: value.detach()}
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        log_depth = outputs["log_depth"]
+        check_camera_output(self.name, log_depth, batch)
+        hw = tuple(batch.images.shape[-2:])
+        depth = to_label_resolution(log_depth, hw).float().exp().clamp(self.cfg.min_depth, self.cfg.max_depth)
+        return list(depth.reshape(*log_depth.shape[:2], *hw).cpu())
+
+    def make_metric(self) -> Metric:
+        from hydranet.metrics import DepthMetric
+
+        return DepthMetric()
+
+    def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        from hydranet.viz import draw_mask
+
+        if decoded is None:
+            return
+        # Depth bands on a ramp from near to far (sky, label 0, stays clear). Ground truth and prediction
+        # use different ramps (cool vs warm) so the two pictures are never mistaken for each other.
+        near, far = ((0, 255, 140), (0, 60, 255)) if ground_truth else ((255, 30, 30), (255, 230, 0))
+        for k in range(len(_BANDS) - 1):
+            mask = (decoded > _BANDS[k]) & (decoded <= _BANDS[k + 1])
+            if bool(mask.any()):
+                f = k / (len(_BANDS) - 2)
+                color = tuple(round(a + (b - a) * f) for a, b in zip(near, far, strict=True))
+                draw_mask(views, mask, color, 0.45)

@@ -1,0 +1,86 @@
+"""Drivable-area segmentation per camera (binary).
+
+Head: a conv stack on one FPN level (stride 4 by default) -> 1 logit per cell. The logits are
+upsampled bilinearly to label resolution for the loss (see ``common.to_label_resolution``).
+Loss: BCE + soft dice per camera image (dice keeps a mostly-empty side camera from being ignored).
+Decoded (per sample): uint8 mask ``[N, H, W]`` (same format as the label);
+``probabilities()`` gives the float ``[N, H, W]`` probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from hydranet.data.sample import Batch
+from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.tasks.common import (
+    GT_COLOR,
+    PRED_COLOR,
+    CameraHeadOptions,
+    CameraTask,
+    check_camera_output,
+    present_index,
+    soft_dice_loss,
+    to_label_resolution,
+)
+
+
+class DrivableOptions(CameraHeadOptions):
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+@register_task
+class Drivable(CameraTask):
+    name = "drivable"
+    label = "drivable"
+    Options = DrivableOptions
+
+    def build_head(self, ctx: HeadContext) -> nn.Module:
+        return self.camera_head(ctx, {"logits": 1})
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        logits = outputs["logits"]
+        check_camera_output(self.name, logits, batch)
+        present = present_index(batch, self.label, logits.device)
+        if present.numel() == 0:
+            zero = self.zero_loss(outputs)
+            return {"loss": zero, "bce": zero.detach(), "dice": zero.detach()}
+        target = batch.labels[self.label][present.cpu()].to(logits.device).flatten(0, 1)[:, None].float()
+        up = to_label_resolution(logits[present], tuple(target.shape[-2:]))
+        bce = F.binary_cross_entropy_with_logits(up, target)
+        dice = soft_dice_loss(torch.sigmoid(up), target)
+        total = self.cfg.bce_weight * bce + self.cfg.dice_weight * dice
+        return {"loss": total, "bce": bce.detach(), "dice": dice.detach()}
+
+    @torch.no_grad()
+    def probabilities(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Per sample float32 ``[N, H, W]`` drivable probability."""
+        logits = outputs["logits"]
+        check_camera_output(self.name, logits, batch)
+        hw = tuple(batch.images.shape[-2:])
+        prob = torch.sigmoid(to_label_resolution(logits, hw))[:, 0].float()
+        return list(prob.reshape(logits.shape[0], logits.shape[1], *hw).cpu())
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        return [(p >= self.cfg.threshold).to(torch.uint8) for p in self.probabilities(outputs, batch)]
+
+    def make_metric(self) -> Metric:
+        from hydranet.metrics import SegmentationIoU
+
+        # One class, no class dim: the headline ``miou`` is the drivable IoU itself.
+        return SegmentationIoU(classes=("drivable",), multilabel=True)
+
+    def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        from hydranet.viz import draw_mask
+
+        if decoded is None:
+            return
+        draw_mask(views, decoded.bool(), GT_COLOR if ground_truth else PRED_COLOR, 0.3)

@@ -1,0 +1,110 @@
+"""Lane-line segmentation per camera: ``LANE_KINDS`` = none, dashed, solid, road edge.
+
+Head: a conv stack on stride 4 -> 4 logits per cell, upsampled bilinearly to label resolution for the
+loss (lines are 1-3 px wide: downsampling the label would erase them).
+Loss: class-weighted cross-entropy (lines are a few % of pixels; ``class_weights`` lifts them) plus an
+optional soft dice over the line classes, which rewards overlap rather than pixel counts.
+Decoded (per sample): uint8 class mask ``[N, H, W]`` (label format); ``probabilities()`` gives
+float ``[N, 4, H, W]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from hydranet.data.sample import LANE_KINDS, Batch
+from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.tasks.common import (
+    CameraHeadOptions,
+    CameraTask,
+    check_camera_output,
+    present_index,
+    soft_dice_loss,
+    to_label_resolution,
+)
+
+# Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
+_PRED_COLORS = {1: (255, 230, 0), 2: (255, 255, 255), 3: (255, 80, 0)}
+_GT_COLORS = {1: (120, 255, 120), 2: (60, 200, 255), 3: (40, 120, 255)}
+
+
+class LanesOptions(CameraHeadOptions):
+    class_weights: list[float] = Field(default_factory=lambda: [1.0, 5.0, 5.0, 5.0])
+    ce_weight: float = 1.0
+    dice_weight: float = 0.5
+
+    @field_validator("class_weights")
+    @classmethod
+    def _one_per_kind(cls, v: list[float]) -> list[float]:
+        if len(v) != len(LANE_KINDS) or any(w < 0 for w in v):
+            raise ValueError(f"need {len(LANE_KINDS)} non-negative weights (one per {LANE_KINDS}), got {v}")
+        return v
+
+
+@register_task
+class Lanes(CameraTask):
+    name = "lanes"
+    label = "lanes"
+    Options = LanesOptions
+    kinds: tuple[str, ...] = LANE_KINDS
+
+    def build_head(self, ctx: HeadContext) -> nn.Module:
+        return self.camera_head(ctx, {"logits": len(self.kinds)})
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        logits = outputs["logits"]
+        check_camera_output(self.name, logits, batch)
+        present = present_index(batch, self.label, logits.device)
+        if present.numel() == 0:
+            zero = self.zero_loss(outputs)
+            return {"loss": zero, "ce": zero.detach(), "dice": zero.detach()}
+        target = batch.labels[self.label][present.cpu()].to(logits.device).flatten(0, 1).long()
+        if int(target.max()) >= len(self.kinds):
+            raise ValueError(f"lanes label holds class {int(target.max())}; kinds are {self.kinds}")
+        up = to_label_resolution(logits[present], tuple(target.shape[-2:]))
+        weight = torch.tensor(self.cfg.class_weights, device=up.device, dtype=up.dtype)
+        ce = F.cross_entropy(up, target, weight=weight)
+        prob = up.softmax(1)[:, 1:]
+        onehot = F.one_hot(target, len(self.kinds)).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
+        dice = soft_dice_loss(prob, onehot)
+        total = self.cfg.ce_weight * ce + self.cfg.dice_weight * dice
+        return {"loss": total, "ce": ce.detach(), "dice": dice.detach()}
+
+    @torch.no_grad()
+    def probabilities(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Per sample float32 ``[N, K, H, W]`` class probabilities."""
+        logits = outputs["logits"]
+        check_camera_output(self.name, logits, batch)
+        hw = tuple(batch.images.shape[-2:])
+        prob = to_label_resolution(logits, hw).float().softmax(1)
+        return list(prob.reshape(*logits.shape[:3], *hw).cpu())
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        logits = outputs["logits"]
+        check_camera_output(self.name, logits, batch)
+        hw = tuple(batch.images.shape[-2:])
+        # argmax of the logits = argmax of the probabilities; no softmax needed.
+        cls = to_label_resolution(logits, hw).argmax(1).to(torch.uint8)
+        return list(cls.reshape(*logits.shape[:2], *hw).cpu())
+
+    def make_metric(self) -> Metric:
+        from hydranet.metrics import LaneF1
+
+        return LaneF1()
+
+    def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        from hydranet.viz import draw_mask
+
+        if decoded is None:
+            return
+        colors = _GT_COLORS if ground_truth else _PRED_COLORS
+        for kind, color in colors.items():
+            mask = decoded == kind
+            if bool(mask.any()):
+                draw_mask(views, mask, color, 0.8)

@@ -1,0 +1,171 @@
+"""BEV 3D objects: CenterPoint-style (Yin et al. 2021) centre heatmaps on the ``BevGrid``.
+
+Each object is a Gaussian peak on its class's heatmap at the BEV cell holding its centre; at that cell
+the head regresses the sub-cell ``offset`` (row, col), ``z`` (box centre height, m), ``log_size``
+(log l, w, h), ``rot`` = (sin yaw, cos yaw) — continuous, unlike a wrapped angle — and ``velocity``
+(vx, vy ego m/s). All metres <-> cells conversion goes through ``BevGrid.metres_to_index`` /
+``index_to_metres``; if the BEV features are coarser than the grid, the feature map's scale
+relative to the grid (rows/rows) is applied on top.
+Loss: penalty-reduced focal loss + weighted L1 on the regression targets at the peaks.
+Decoded (per sample): ``dict(boxes [K,7] (x,y,z,l,w,h,yaw), velocity [K,2], scores [K], classes [K])``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from hydranet.data.sample import OBJECT_CLASSES, Batch
+from hydranet.geometry import BevGrid
+from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.tasks.common import (
+    GT_COLOR,
+    PRED_COLOR,
+    BevHead,
+    BevHeadOptions,
+    OptionsTask,
+    draw_gaussian,
+    gaussian_radius,
+    heatmap_focal_loss,
+    present_index,
+    prior_bias,
+    topk_peaks,
+)
+
+# Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.
+_REG = {"offset": 2, "z": 1, "log_size": 3, "rot": 2, "velocity": 2}
+
+
+class Objects3DOptions(BevHeadOptions):
+    min_overlap: float = Field(0.1, gt=0, lt=1)  # CenterPoint's value: BEV boxes are small vs the grid
+    min_radius: int = Field(2, ge=0)
+    heatmap_weight: float = 1.0
+    regression_weight: float = 0.25
+    # Per-group L1 weights (CenterPoint's "code weights"); velocity is the noisiest target.
+    code_weights: dict[str, float] = Field(default_factory=lambda: {"offset": 1.0, "z": 1.0, "log_size": 1.0,
+                                                                    "rot": 1.0, "velocity": 0.2})
+    max_detections: int = Field(200, ge=1)
+    score_threshold: float = Field(0.1, ge=0, le=1)
+    nms_kernel: int = Field(3, ge=1)
+
+    @field_validator("code_weights")
+    @classmethod
+    def _known_groups(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(_REG))
+        if unknown:
+            raise ValueError(f"unknown regression groups {unknown}; known: {list(_REG)}")
+        return v
+
+
+def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: tuple[int, int], num_classes: int,
+                     min_overlap: float, min_radius: int) -> dict[str, Tensor]:
+    """Heatmaps ``[S, C, h, w]`` and per-object cells + regression targets ``[M, 10]`` for present samples."""
+    h, w = feat_rc
+    sr, sc = h / grid.rows, w / grid.cols  # feature cells per grid cell
+    heat = torch.zeros(len(targets), num_classes, h, w)
+    sample, ys, xs, reg = [], [], [], []
+    for s, t in enumerate(targets):
+        boxes = t["boxes"].detach().float().cpu().reshape(-1, 7)
+        classes = t["classes"].long().cpu()
+        velocity = t.get("velocity", torch.zeros(len(boxes), 2)).detach().float().cpu().reshape(-1, 2)
+        row, col = grid.metres_to_index(boxes[:, 0], boxes[:, 1])
+        fr, fc = row * sr, col * sc
+        # Box footprint in feature cells: length runs along x (rows), width along y (cols).
+        radius = gaussian_radius(boxes[:, 3] / grid.cell * sr, boxes[:, 4] / grid.cell * sc, min_overlap)
+        for m in range(len(boxes)):
+            iy, ix = int(torch.floor(fr[m])), int(torch.floor(fc[m]))
+            if not (0 <= iy < h and 0 <= ix < w):
+                continue  # centre off the grid: nothing to learn here
+            c = int(classes[m])
+            if not 0 <= c < num_classes:
+                raise ValueError(f"objects3d: object {m} of present sample {s} has class {c} "
+                                 f"outside [0, {num_classes})")
+            draw_gaussian(heat[s, c], ix, iy, max(min_radius, int(radius[m])))
+            x, y, z, l, wd, hh, yaw = boxes[m].tolist()
+            reg.append([float(fr[m]) - iy, float(fc[m]) - ix, z, *torch.tensor([l, wd, hh]).clamp(min=1e-3).log(),
+                        float(torch.sin(torch.tensor(yaw))), float(torch.cos(torch.tensor(yaw))),
+                        *velocity[m].tolist()])
+            sample.append(s)
+            ys.append(iy)
+            xs.append(ix)
+    return {"heatmap": heat, "sample": torch.tensor(sample, dtype=torch.long), "ys": torch.tensor(ys, dtype=torch.long),
+            "xs": torch.tensor(xs, dtype=torch.long), "reg": torch.tensor(reg, dtype=torch.float32).reshape(-1, 10)}
+
+
+@register_task
+class Objects3D(OptionsTask):
+    name = "objects3d"
+    space = "bev"
+    label = "objects3d"
+    Options = Objects3DOptions
+    classes: tuple[str, ...] = OBJECT_CLASSES
+
+    def build_head(self, ctx: HeadContext) -> nn.Module:
+        self.grid = ctx.grid
+        cfg = self.cfg
+        return BevHead(ctx, {"heatmap": len(self.classes), **_REG}, cfg.width, cfg.depth, cfg.branch_depth,
+                       bias_init={"heatmap": prior_bias(0.01)})
+
+    def _grid(self) -> BevGrid:
+        if not hasattr(self, "grid"):
+            raise RuntimeError("objects3d: build_head(ctx) must run first (it fixes the BevGrid)")
+        return self.grid
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        heat = outputs["heatmap"]
+        if heat.ndim != 4 or heat.shape[0] != len(batch):
+            raise ValueError(f"{self.name}: expected [B={len(batch)}, C, R, C'] heatmap, got {tuple(heat.shape)}")
+        present = present_index(batch, self.label, heat.device)
+        zero = self.zero_loss(outputs)
+        if present.numel() == 0:
+            return {"loss": zero, "heatmap": zero.detach(), "regression": zero.detach()}
+        targets = [batch.labels[self.label][int(i)] for i in present]
+        enc = encode_objects3d(targets, self._grid(), tuple(heat.shape[-2:]), len(self.classes),
+                               self.cfg.min_overlap, self.cfg.min_radius)
+        dev = heat.device
+        focal, num_pos = heatmap_focal_loss(heat[present].float(), enc["heatmap"].to(dev))
+        norm = num_pos.clamp(min=1.0)
+        sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
+        pred = torch.cat([outputs[k][present][sample, :, ys, xs] for k in _REG], -1).float()
+        weights = torch.cat([torch.full((n,), self.cfg.code_weights.get(k, 1.0)) for k, n in _REG.items()]).to(dev)
+        reg = ((pred - enc["reg"].to(dev)).abs() * weights).sum() / norm
+        hm = focal / norm
+        total = self.cfg.heatmap_weight * hm + self.cfg.regression_weight * reg + zero
+        return {"loss": total, "heatmap": hm.detach(), "regression": reg.detach()}
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
+        grid = self._grid()
+        heat = torch.sigmoid(outputs["heatmap"].float())
+        h, w = heat.shape[-2:]
+        sr, sc = h / grid.rows, w / grid.cols
+        scores, classes, ys, xs = topk_peaks(heat, self.cfg.max_detections, self.cfg.nms_kernel)
+        result = []
+        for b in range(heat.shape[0]):
+            keep = scores[b] >= self.cfg.score_threshold
+            s, c, y, x = scores[b][keep], classes[b][keep], ys[b][keep], xs[b][keep]
+            read = {k: outputs[k][b][:, y, x].T.float() for k in _REG}
+            row = (y.float() + read["offset"][:, 0]) / sr
+            col = (x.float() + read["offset"][:, 1]) / sc
+            ex, ey = grid.index_to_metres(row, col)
+            size = read["log_size"].clamp(-5.0, 5.0).exp()
+            yaw = torch.atan2(read["rot"][:, 0], read["rot"][:, 1])
+            boxes = torch.stack([ex, ey, read["z"][:, 0], size[:, 0], size[:, 1], size[:, 2], yaw], -1)
+            result.append({"boxes": boxes.cpu(), "velocity": read["velocity"].cpu(), "scores": s.cpu(),
+                           "classes": c.cpu()})
+        return result
+
+    def make_metric(self) -> Metric:
+        from hydranet.metrics import Detection3DMetric
+
+        return Detection3DMetric(classes=self.classes)
+
+    def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
+        from hydranet.viz import draw_boxes3d
+
+        if decoded is None or len(decoded["boxes"]) == 0:
+            return
+        draw_boxes3d(views, decoded["boxes"], decoded["classes"], color=GT_COLOR if ground_truth else PRED_COLOR)

@@ -1,0 +1,107 @@
+"""Traffic-light state per camera: CenterNet with one heatmap per state (red, yellow, green).
+
+Detecting and classifying in one step means a light's state is the channel of its peak, so there is
+no separate classifier to disagree with the detector. Lights are small: the head reads stride 4 by
+default. An optional ``lane`` branch classifies which lane the light governs (ego-relative index
+``-lane_range..lane_range``, 0 = ego lane), read at the peak like the box.
+
+Head outputs: ``heatmap [3]``, ``offset [2]``, ``log_size [2]`` and, if ``lane_range > 0``,
+``lane [2*lane_range+1]`` logits.
+Decoded (per sample): ``dict(boxes [K,4] px, scores [K], state [K], camera [K], lane [K])``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from hydranet.data.sample import LIGHT_STATES, Batch
+from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.tasks.centernet2d import decode_boxes2d
+from hydranet.tasks.common import GT_COLOR, CameraTask, prior_bias
+from hydranet.tasks.detection2d import CenterNet2DOptions, centernet_losses
+
+
+class TrafficLightOptions(CenterNet2DOptions):
+    width: int = Field(16, ge=1)
+    depth: int = Field(2, ge=0)  # stride 4 is costly: two narrow shared convs rather than per-output branches
+    branch_depth: int = Field(0, ge=0)
+    lane_range: int = Field(2, ge=0)  # lane classes -r..r; 0 disables the lane branch
+    lane_weight: float = 0.2
+    max_detections: int = Field(32, ge=1)
+
+
+@register_task
+class TrafficLight(CameraTask):
+    name = "traffic_light"
+    preferred_stride = 4
+    label = "traffic_light"
+    Options = TrafficLightOptions
+    states: tuple[str, ...] = LIGHT_STATES
+
+    def build_head(self, ctx: HeadContext) -> nn.Module:
+        outputs = {"heatmap": len(self.states), "offset": 2, "log_size": 2}
+        if self.cfg.lane_range > 0:
+            outputs["lane"] = 2 * self.cfg.lane_range + 1
+        return self.camera_head(ctx, outputs, bias_init={"heatmap": prior_bias(0.01)})
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        parts, enc, present = centernet_losses(self, outputs, batch, "state", len(self.states))
+        r = self.cfg.lane_range
+        if self.cfg.lane_range > 0:
+            parts["lane"] = torch.zeros((), device=parts["loss"].device)  # same log keys every step
+        if enc is None:
+            return parts
+        labels = batch.labels[self.label]
+        has_lane = all("lane" in labels[int(i)] for i in present)
+        if r > 0 and has_lane and enc.sample.numel() > 0:
+            pairs = zip(enc.sample.tolist(), enc.object_index.tolist(), strict=True)
+            lanes = [labels[int(present[s])]["lane"][m] for s, m in pairs]
+            # Lanes beyond the modelled range are clamped to the outermost class: "far left/right".
+            target = (torch.stack(lanes).long().to(enc.sample.device).clamp(-r, r) + r)
+            n = outputs["heatmap"].shape[1]
+            flat = enc.sample * n + enc.camera
+            logits = outputs["lane"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+            lane_loss = F.cross_entropy(logits, target)
+            parts["loss"] = parts["loss"] + self.cfg.lane_weight * lane_loss
+            parts["lane"] = lane_loss.detach()
+        return parts
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
+        image_hw = tuple(batch.images.shape[-2:])
+        r = self.cfg.lane_range
+        stride = self.output_stride(outputs["heatmap"], batch)
+        result = []
+        for b in range(len(batch)):
+            d = decode_boxes2d(outputs["heatmap"][b], outputs["offset"][b], outputs["log_size"][b], stride,
+                               image_hw, self.cfg.max_detections, self.cfg.score_threshold, self.cfg.nms_kernel)
+            if r > 0:
+                lane = outputs["lane"][b][d.camera, :, d.ys, d.xs].argmax(-1) - r
+            else:
+                lane = torch.zeros_like(d.channel)
+            result.append({"boxes": d.boxes.cpu(), "scores": d.scores.cpu(), "state": d.channel.cpu(),
+                           "camera": d.camera.cpu(), "lane": lane.cpu()})
+        return result
+
+    def make_metric(self) -> Metric:
+        from hydranet.metrics import TrafficLightMetric
+
+        return TrafficLightMetric(states=self.states)
+
+    def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
+        from hydranet.viz import draw_boxes2d, draw_traffic_lights
+
+        if decoded is None or len(decoded["boxes"]) == 0:
+            return
+        if ground_truth:
+            # Ground truth in the GT colour, labelled with its state; predictions in their state colours.
+            draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["state"], color=GT_COLOR,
+                         names=self.states)
+        else:
+            draw_traffic_lights(views, decoded["boxes"], decoded["camera"], decoded["state"],
+                                lane=decoded.get("lane"), scores=decoded.get("scores"))

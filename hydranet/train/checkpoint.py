@@ -1,0 +1,267 @@
+"""Checkpoints: safetensors tensors + a JSON state, written atomically, loaded without pickle.
+
+A checkpoint is a directory::
+
+    step_000100/
+      model.safetensors       model weights (+ buffers), by state_dict name
+      optimizer.safetensors   AdamW moments per parameter ("<index>.<key>"), balancer tensors ("balancer.<name>")
+      state.json              format, config, resolved model config, step, RNG states (base64), scheduler
+                              position, skipped-step counter, trunk hash, optimizer param groups, ...
+
+Writes go to a hidden temporary directory beside the target, every file is fsynced, and the
+directory is renamed into place with ``os.replace``; then ``latest.json`` (the pointer resume uses)
+is replaced the same way. A crash at any point leaves the previous checkpoint intact and pointed
+to; leftovers named ``.tmp-*`` are removed by the next save.
+
+Loading reads only safetensors and JSON — never ``torch.load``/pickle — so a checkpoint cannot
+execute code. ``load_model(path) -> (model, config)`` is the one public loader.
+
+``trunk_hash`` (sha256 over names, dtypes, shapes and bytes of the ``trunk.*`` and ``neck.*``
+tensors) identifies the shared feature extractor: the feature cache and ``merge`` compare it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+FORMAT = "hydranet-checkpoint/1"
+TRUNK_PREFIXES = ("trunk.", "neck.")
+
+
+class CheckpointError(RuntimeError):
+    """A missing, corrupt or mismatched checkpoint; the message names the path."""
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing and RNG
+# ---------------------------------------------------------------------------------------------
+
+
+def tensor_bytes(t: Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def trunk_hash(model_or_state: nn.Module | dict[str, Tensor], prefixes: tuple[str, ...] = TRUNK_PREFIXES) -> str:
+    """sha256 of the shared feature extractor's tensors (weights and BatchNorm statistics)."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    h = hashlib.sha256()
+    for name in sorted(k for k in state if k.startswith(prefixes)):
+        t = state[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(tensor_bytes(t))
+    return h.hexdigest()
+
+
+def b64_tensor(t: Tensor) -> str:
+    return base64.b64encode(tensor_bytes(t)).decode()
+
+
+def _unb64(s: str) -> Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch (CPU + CUDA) RNG states as base64 strings."""
+    out: dict[str, Any] = {"torch": b64_tensor(torch.get_rng_state())}
+    if torch.cuda.is_available():
+        out["cuda"] = [b64_tensor(s) for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(_unb64(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    _write_file(tmp, data)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    # clone: safetensors refuses tensors sharing storage (tied weights, views).
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer, param_names: list[str]) -> tuple[dict[str, Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, Tensor):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars, "param_names": param_names}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any],
+                           param_names: list[str], where: str) -> None:
+    if meta["param_names"] != param_names:
+        missing = sorted(set(meta["param_names"]) ^ set(param_names))[:5]
+        raise CheckpointError(f"{where}: optimizer parameters differ from this run's (e.g. {missing}); "
+                              "resume with the same config (tasks, frozen modules)")
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, Any],
+                    optimizer_tensors: dict[str, Tensor] | None = None, keep: int | None = None) -> Path:
+    """Atomically write a checkpoint directory and point ``<parent>/latest.json`` at it.
+
+    ``state`` is JSON-serialisable (config, step, ...); ``format`` and ``trunk_hash`` are added.
+    ``keep``: prune the oldest ``step_*`` siblings beyond this many.
+    """
+    directory = Path(directory)
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for leftover in parent.glob(".tmp-*"):  # from a crash mid-save
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    model_state = _tensors(model.state_dict())
+    state = {"format": FORMAT, **state, "trunk_hash": trunk_hash(model_state)}
+    tmp = parent / f".tmp-{directory.name}-{os.getpid()}"
+    tmp.mkdir()
+    _write_file(tmp / "model.safetensors", st_save(model_state))
+    if optimizer_tensors is not None:
+        _write_file(tmp / "optimizer.safetensors", st_save(_tensors(optimizer_tensors)))
+    _write_file(tmp / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
+    _fsync_dir(tmp)
+    if directory.exists():  # re-saving the same step: move the old one aside first
+        old = parent / f".tmp-old-{directory.name}-{os.getpid()}"
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+    _fsync_dir(parent)
+    atomic_write(parent / "latest.json", json.dumps({"checkpoint": directory.name, "step": state.get("step")}).encode())
+    if keep is not None:
+        steps = sorted(p for p in parent.glob("step_*") if p.is_dir() and p != directory)
+        for old in steps[:max(0, len(steps) - (keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict[str, Any]
+    model: dict[str, Tensor]
+    optimizer: dict[str, Tensor]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run/checkpoints directory whose ``latest.json`` names one."""
+    path = Path(path)
+    if (path / "state.json").is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        pointer = root / "latest.json"
+        if pointer.is_file():
+            try:
+                name = json.loads(pointer.read_text())["checkpoint"]
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{pointer}: corrupt pointer file ({e})") from None
+            return root / name
+    raise CheckpointError(f"{path}: not a checkpoint (no state.json) and no latest.json in it or its checkpoints/")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint (safetensors + JSON only). Raises ``CheckpointError`` naming the file."""
+    path = resolve_checkpoint(path)
+    state_file = path / "state.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{state_file}: unreadable checkpoint state ({e})") from None
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{state_file}: unknown checkpoint format {state.get('format')!r}, expected {FORMAT!r}")
+
+    def read(name: str, required: bool) -> dict[str, Tensor]:
+        file = path / name
+        if not file.is_file():
+            if required:
+                raise CheckpointError(f"{file}: missing")
+            return {}
+        try:
+            tensors = st_load(file.read_bytes())
+        except Exception as e:  # safetensors raises its own error types for corrupt headers/data
+            raise CheckpointError(f"{file}: corrupt safetensors file ({e})") from None
+        return {k: v.to(map_location) for k, v in tensors.items()}
+
+    return Checkpoint(path, state, read("model.safetensors", True), read("optimizer.safetensors", False))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """``(model, config)`` from a checkpoint, run directory or checkpoints directory.
+
+    ``config`` is the training ``Config`` the checkpoint was written with; the model is built from
+    the resolved ``ModelConfig`` stored beside it and is returned in eval mode.
+    """
+    from hydranet.model import ModelConfig, create_model
+    from hydranet.train.config import ConfigError, config_from_dict
+
+    ckpt = load_checkpoint(path, map_location=device)
+    where = str(ckpt.path / "state.json")
+    model_cfg = ModelConfig.model_validate(ckpt.state["model_config"])
+    model = create_model(model_cfg).to(device)
+    try:
+        model.load_state_dict(ckpt.model, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt.path / 'model.safetensors'}: does not match the model config ({e})") from None
+    try:
+        config = config_from_dict(ckpt.state["config"], where)
+    except ConfigError:
+        config = None  # the data/train sections may reference a newer schema; the model is still usable
+    model.eval()
+    return model, config

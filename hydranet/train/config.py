@@ -1,0 +1,309 @@
+"""The training configuration: one YAML file with ``data``, ``model`` and ``train`` sections.
+
+Every section is a pydantic model with ``extra="forbid"``, so a typo is an error, and every error
+names the YAML file and the dotted field path, e.g.::
+
+    configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
+
+The ``model`` section is validated by the model package's ``ModelConfig`` and a world dataset's
+``world`` section by ``WorldConfig``; they are imported lazily so this module (and its error
+messages) work before those packages are loaded. ``--set train.lr=1e-3`` style overrides are
+applied to the raw YAML tree before validation, so they get the same checks and messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad config: the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+class DatasetConfig(_Strict):
+    """One source of frames: a synthetic world rendered on the fly or a shard directory."""
+
+    kind: Literal["world", "shards"]
+    path: str | None = None  # shards: directory written by `hydranet data generate`
+    world: dict[str, Any] = Field(default_factory=dict)  # world: WorldConfig fields
+    frames: int | None = Field(default=None, ge=1)  # world: number of frames; shards: limit (None = all)
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if self.kind == "shards" and not self.path:
+            raise ValueError("kind 'shards' needs 'path' (a shard directory)")
+        if self.kind == "world" and self.frames is None:
+            raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
+        if self.kind == "world" and self.world:
+            from hydranet.world import WorldConfig  # lazy: the world package is optional at import
+
+            WorldConfig.model_validate(self.world)
+        return self
+
+
+class TaskDataConfig(_Strict):
+    """Per-task dataset choice: which datasets carry this task's labels, and how many to use."""
+
+    datasets: list[str] | None = None  # None = every dataset in data.datasets
+    max_samples: int | None = Field(default=None, ge=1)  # cap the task's index list (deterministic)
+
+
+class DataConfig(_Strict):
+    datasets: dict[str, DatasetConfig]  # name -> source; the training set is their concatenation
+    tasks: dict[str, TaskDataConfig] = Field(default_factory=dict)
+    eval: DatasetConfig | None = None  # held-out frames for the periodic eval hook and the demo report
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if not self.datasets:
+            raise ValueError("data.datasets must name at least one dataset")
+        for task, tc in self.tasks.items():
+            for name in tc.datasets or []:
+                if name not in self.datasets:
+                    raise ValueError(f"tasks.{task}.datasets: unknown dataset '{name}'; "
+                                     f"expected one of {sorted(self.datasets)}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+
+class SchedulerConfig(_Strict):
+    """How micro-batches are assigned to tasks (see hydranet/train/scheduler.py)."""
+
+    kind: Literal["all", "round_robin", "proportional", "temperature"] = "all"
+    temperature: float = Field(default=2.0, gt=0)  # p_t ∝ n_t^(1/T); T=1 proportional, T→∞ uniform
+    # Which losses a micro-batch drawn for task t trains: every task whose label is present in it
+    # ("present", the sample-efficient default) or only t ("scheduled").
+    loss_tasks: Literal["present", "scheduled"] = "present"
+
+
+class GradNormConfig(_Strict):
+    alpha: float = Field(default=1.5, ge=0)  # restoring force toward equal training rates
+    lr: float = Field(default=0.025, gt=0)  # step size of the task weights
+    shared: str = "neck"  # dotted module path whose parameters are "the last shared layer"
+
+
+class BalancingConfig(_Strict):
+    kind: Literal["static", "uncertainty", "gradnorm", "pcgrad"] = "static"
+    weights: dict[str, float] = Field(default_factory=dict)  # static (and initial) weights; default 1
+    gradnorm: GradNormConfig = Field(default_factory=GradNormConfig)
+    # PCGrad projects the gradients of these modules (the shared sub-graph); heads get plain sums.
+    shared: list[str] = Field(default_factory=lambda: ["trunk", "neck", "fusion"])
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(default=1000, ge=1)  # optimizer steps
+    batch_size: int = Field(default=8, ge=1)  # per process, per micro-batch
+    grad_accum: int = Field(default=1, ge=1)  # micro-batches per optimizer step
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(default=100, ge=0)
+    min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
+    clip_grad_norm: float | None = Field(default=1.0, gt=0)  # None disables clipping
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    num_workers: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, ge=1)  # torch intra-op threads (None: torch default)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    balancing: BalancingConfig = Field(default_factory=BalancingConfig)
+    log_every: int = Field(default=10, ge=1)
+    ckpt_every: int = Field(default=0, ge=0)  # 0: only the final checkpoint
+    keep_checkpoints: int = Field(default=2, ge=1)
+    eval_every: int = Field(default=0, ge=0)  # 0: no periodic eval
+    eval_batches: int = Field(default=4, ge=1)
+    dist_timeout_s: float = Field(default=300.0, gt=0)  # collectives fail instead of hanging forever
+    # Safety net for fixed budgets (the demo): stop, checkpoint and report once training has run this
+    # long, even if `steps` is not reached (the learning rate then has not fully decayed).
+    time_limit_s: float | None = Field(default=None, gt=0)
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(default=4, ge=1)
+    frames: int | None = Field(default=None, ge=1)  # None: the whole eval dataset
+    pictures: int = Field(default=4, ge=0)  # prediction-vs-ground-truth images the report draws
+
+
+class Config(_Strict):
+    data: DataConfig
+    model: dict[str, Any]  # validated by hydranet.model.ModelConfig (see model_config())
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_model(self) -> Config:
+        try:
+            from hydranet.model import ModelConfig  # noqa: F401
+        except ImportError:  # model package not built yet: structure checked when the model is made
+            return self
+        self.resolved_model()
+        return self
+
+    def resolved_model(self) -> Any:
+        """The validated ``ModelConfig`` (``model.preset: tiny`` + overrides, deep-merged)."""
+        from hydranet.model import ModelConfig
+
+        return ModelConfig.model_validate(resolve_model_dict(self.model))
+
+    def task_names(self) -> list[str]:
+        return sorted(resolve_model_dict(self.model).get("tasks") or {})
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
+    """``{preset: tiny, neck: {channels: 48}}`` -> the preset's fields with the overrides merged in.
+    ``tasks`` is replaced, not merged, so a config lists exactly the tasks it trains."""
+    model = dict(model)
+    name = model.pop("preset", None)
+    if name is None:
+        return model
+    from hydranet.model import MODEL_PRESETS
+
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
+    base = MODEL_PRESETS[name].model_dump(mode="json")
+    tasks = model.pop("tasks", None)
+    merged = _deep_merge(base, model)
+    if tasks is not None:
+        merged["tasks"] = tasks
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# loading, overrides, error messages
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_errors(err: ValidationError, where: str, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        msg = e["msg"]
+        if e["type"] == "literal_error":
+            expected = e.get("ctx", {}).get("expected", "")
+            msg = f"unknown {e['input']!r}; expected one of {expected}"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field (typo?)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{where}: {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-3`` -> (["train", "lr"], 0.001); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {e}") from None
+    # YAML reads "1e-3" as a string (it wants a dot); users mean a number.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return path, value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {} if node.get(part) is None else node[part]
+                if not isinstance(node[part], dict):
+                    raise ConfigError(f"--set {text!r}: '{part}' is not a section")
+            node = node[part]
+        node[path[-1]] = value
+    return tree
+
+
+def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
+    """Validate a raw tree; errors name ``where`` and the field path."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{where}: expected a mapping with sections data, model, train")
+    try:
+        cfg = Config.model_validate(tree)
+    except ValidationError as e:
+        # Nested validators (ModelConfig, WorldConfig) raise their own ValidationError: pydantic
+        # wraps it as a value error at the section, so re-validate the section to get its paths.
+        raise ConfigError(_nested_errors(tree, where) or _format_errors(e, where)) from None
+    return cfg
+
+
+def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
+    """Precise paths for errors raised inside the lazily-validated model/world sections."""
+    try:
+        from hydranet.model import ModelConfig
+
+        ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
+    except ValidationError as e:
+        return _format_errors(e, where, "model")
+    except ValueError as e:
+        return f"{where}: model.{e}"
+    except ImportError:
+        pass
+    datasets = (tree.get("data") or {}).get("datasets") or {}
+    items = list(datasets.items()) if isinstance(datasets, dict) else []
+    ev = (tree.get("data") or {}).get("eval")
+    if isinstance(ev, dict):
+        items.append(("eval", ev))
+    for name, ds in items:
+        if isinstance(ds, dict) and ds.get("kind") == "world" and ds.get("world"):
+            try:
+                from hydranet.world import WorldConfig
+
+                WorldConfig.model_validate(ds["world"])
+            except ValidationError as e:
+                prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"
+                return _format_errors(e, where, prefix)
+            except ImportError:
+                pass
+    return None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``--set`` overrides, validate. Raises ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    tree = apply_overrides(tree or {}, overrides or [])
+    return config_from_dict(tree, str(path))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

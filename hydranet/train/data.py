@@ -1,0 +1,104 @@
+"""Build the training and evaluation datasets a config's ``data`` section describes.
+
+The training set is the concatenation of ``data.datasets`` (in name order); each task's index
+list is the samples of *its* datasets (``data.tasks.<task>.datasets``, default all) that carry its
+label, optionally capped by ``max_samples``. Label presence comes from metadata where the source
+has it (the synthetic world's deterministic drop pattern, the shard members' names), so no image is
+decoded to build the lists.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from hydranet.train.config import DataConfig, DatasetConfig
+from hydranet.train.scheduler import build_index_lists
+
+
+def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data") -> Dataset:
+    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``)."""
+    if ds.kind == "world":
+        from hydranet.data.loaders import load_world_config
+        from hydranet.world import SyntheticWorld
+
+        cfg = load_world_config(ds.world)
+        assert ds.frames is not None  # checked by DatasetConfig
+        if ds.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames
+            per = cfg.frames_per_scene
+            cfg = cfg.model_copy(update={"num_scenes": -(-ds.frames // per)})
+        data: Dataset = SyntheticWorld(cfg)
+    else:
+        from hydranet.data.loaders import open_dataset
+
+        data = open_dataset(ds.path, labels=labels)
+    if ds.frames is not None and ds.frames < len(data):  # type: ignore[arg-type]
+        data = Subset(data, range(ds.frames))
+    return data
+
+
+def has_label(ds: Dataset, i: int, label: str) -> bool:
+    """Whether sample ``i`` carries ``label``, from metadata when the source has it."""
+    if isinstance(ds, Subset):
+        return has_label(ds.dataset, int(ds.indices[i]), label)
+    if isinstance(ds, ConcatDataset):
+        j = bisect.bisect_right(ds.cumulative_sizes, i)
+        start = ds.cumulative_sizes[j - 1] if j else 0
+        return has_label(ds.datasets[j], i - start, label)
+    if hasattr(ds, "label_present"):  # SyntheticWorld: deterministic drop pattern, no rendering
+        return bool(ds.label_present(i, label))
+    if hasattr(ds, "read_members"):  # ShardDataset: member names, no decoding
+        return f"{label}.npz" in ds.read_members(i)[2]
+    return label in ds[i].labels
+
+
+def presence(ds: Dataset, labels: list[str]) -> dict[str, np.ndarray]:
+    n = len(ds)  # type: ignore[arg-type]
+    if hasattr(ds, "label_presence"):
+        got = ds.label_presence(labels)
+        return {k: np.asarray(got[k], dtype=bool) for k in labels}
+    return {k: np.fromiter((has_label(ds, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
+
+
+@dataclass
+class TrainData:
+    dataset: Dataset
+    index_lists: dict[str, np.ndarray]
+    eval_dataset: Dataset | None
+    sizes: dict[str, int]  # dataset name -> samples
+
+
+def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0) -> TrainData:
+    """``task_labels``: task name -> the Sample label it learns from."""
+    for task in cfg.tasks:
+        if task not in task_labels:
+            raise ValueError(f"data.tasks.{task}: not a task of this model (tasks: {sorted(task_labels)})")
+    labels = sorted(set(task_labels.values()))
+    names = sorted(cfg.datasets)
+    parts = [open_source(cfg.datasets[n], labels, f"data.datasets.{n}") for n in names]
+    sizes = {n: len(p) for n, p in zip(names, parts, strict=True)}  # type: ignore[arg-type]
+    full = ConcatDataset(parts)
+    pres = presence(full, labels)
+    offsets = np.cumsum([0, *sizes.values()])
+    allowed: dict[str, np.ndarray | None] = {}
+    for task in task_labels:
+        chosen = cfg.tasks[task].datasets if task in cfg.tasks else None
+        if chosen is None:
+            allowed[task] = None
+            continue
+        mask = np.zeros(len(full), dtype=bool)
+        for n in chosen:
+            k = names.index(n)
+            mask[offsets[k]:offsets[k + 1]] = True
+        allowed[task] = mask
+    caps = {t: tc.max_samples for t, tc in cfg.tasks.items()}
+    index_lists = build_index_lists(pres, task_labels, allowed, caps, seed)
+    empty = sorted(t for t, v in index_lists.items() if len(v) == 0)
+    if empty:
+        raise ValueError(f"no training samples carry the labels of task(s) {empty} (datasets: {sizes}); "
+                         "check data.datasets, data.tasks and the world's drop_labels")
+    eval_ds = open_source(cfg.eval, labels, "data.eval") if cfg.eval is not None else None
+    return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes)

@@ -1,0 +1,103 @@
+"""Rank-0 training output: TensorBoard scalars, a JSON-lines log and a rich progress bar.
+
+TensorBoard tags: ``loss/<task>`` (per-task loss, averaged over the logging window and all ranks),
+``loss/total`` (the balanced objective), ``weight/<task>`` (current balancing weight), ``lr``,
+``grad_norm``, ``skipped_steps``, ``samples_per_s`` and ``eval/<task>/<metric>``.
+``tensorboard --logdir <out>/tb`` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", "lanes": "lanes", "depth": "depth",
+         "bev_semantic": "bev", "objects3d": "obj3d"}
+
+
+class TrainLogger:
+    def __init__(self, out_dir: Path, tasks: list[str], total_steps: int, enabled: bool = True,
+                 progress: bool = True, console: Console | None = None) -> None:
+        self.enabled = enabled
+        self.tasks = tasks
+        self.total = total_steps
+        self.out_dir = out_dir
+        self.console = console or Console(stderr=True)
+        self.writer = None
+        self.progress: Progress | None = None
+        self.losses: dict[str, float] = {}
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(out_dir / "train_log.jsonl", "a")  # noqa: SIM115 - closed in __exit__
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(out_dir / "tb"))
+        if progress:
+            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.description}"), console=self.console)
+            self.bar = self.progress.add_task("", total=total_steps)
+
+    def __enter__(self) -> TrainLogger:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.stop()
+        self.writer.close()
+        self.jsonl.close()
+
+    def start(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=step)
+
+    def advance(self, step: int, out: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        parts = [f"{SHORT.get(t, t)} {v:.3f}" for t, v in self.losses.items()]
+        skipped = " [red]skipped" if out.get("skipped") else ""
+        self.progress.update(self.bar, completed=step, description=" ".join(parts) + skipped)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        step = record["step"]
+        self.losses = dict(record["task_loss"])
+        w = self.writer
+        for t, v in record["task_loss"].items():
+            w.add_scalar(f"loss/{t}", v, step)
+        for t, v in record["weights"].items():
+            w.add_scalar(f"weight/{t}", v, step)
+        for key in ("loss", "lr", "grad_norm", "skipped_steps", "samples_per_s"):
+            if isinstance(record[key], (int, float)) and math.isfinite(record[key]):
+                w.add_scalar("loss/total" if key == "loss" else key, record[key], step)
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.progress is None:  # no live bar (tests, pipes): one line per logging window
+            losses = " ".join(f"{SHORT.get(t, t)}={v:.4f}" for t, v in record["task_loss"].items())
+            line = (f"step {step}/{self.total} lr={record['lr']:.2e} {losses} "
+                    f"skipped={record['skipped_steps']} {record['samples_per_s']:.1f} samples/s")
+            self.console.print(line, soft_wrap=True)
+
+    def log_eval(self, step: int, results: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        for task, metrics in results.items():
+            if isinstance(metrics, dict):
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        self.writer.add_scalar(f"eval/{task}/{k}", v, step)
+        self.jsonl.write(json.dumps({"eval": results, "step": step}) + "\n")
+        self.jsonl.flush()
+        headline = " ".join(f"{SHORT.get(t, t)}:{next(iter(m.values())):.3f}" for t, m in results.items()
+                            if isinstance(m, dict) and m)
+        self.console.print(f"[cyan]eval step {step}[/] {headline}")

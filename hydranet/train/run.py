@@ -1,0 +1,117 @@
+"""``run_training``: config -> process group -> data -> model -> Trainer -> checkpoint.
+
+This is what ``hydranet train`` (and ``torchrun ... -m hydranet train``) executes, and what the
+demo calls. Options for sub-graph training (issue 5) live here too:
+
+- ``from_ckpt``: start from a trained checkpoint's weights. The model is built from the config, so
+  the config may add tasks; every checkpoint tensor must fit, and only heads of new tasks may be
+  missing from it.
+- ``tasks``: train only these heads (the others are frozen and not run).
+- ``freeze``: also freeze shared modules (``trunk``, ``neck``, ``fusion``): ``requires_grad=False``
+  and eval mode, so BatchNorm statistics do not move and the other heads' outputs stay bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from hydranet.train import distributed as D
+from hydranet.train.config import Config, config_to_dict
+
+
+def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
+    from hydranet.train.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    own = model.state_dict()
+    unexpected = sorted(set(ckpt.model) - set(own))
+    missing = sorted(set(own) - set(ckpt.model))
+    bad_missing = [k for k in missing if not k.startswith("heads.")]
+    if bad_missing:
+        raise CheckpointError(f"{ckpt.path}: the config's model needs {bad_missing[:5]} which the checkpoint lacks "
+                              "(only heads of new tasks may be missing)")
+    for k, v in ckpt.model.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"{ckpt.path}: tensor {k} has shape {tuple(v.shape)}, the config's model "
+                                  f"{tuple(own[k].shape)}: is the model section the checkpoint's?")
+    model.load_state_dict({k: v for k, v in ckpt.model.items() if k in own}, strict=False)
+    dropped = f"; dropped {len(unexpected)} tensors of tasks not in the config" if unexpected else ""
+    new = sorted({k.split(".")[1] for k in missing})
+    return f"initialised from {ckpt.path} (step {ckpt.state.get('step')}){dropped}" + (
+        f"; new heads: {new}" if new else "")
+
+
+def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from_ckpt: str | None = None,
+                 tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
+                 console: Any = None) -> dict[str, Any]:
+    """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
+    from rich.console import Console
+
+    from hydranet.model import create_model
+    from hydranet.train.data import build_train_data
+    from hydranet.train.trainer import Trainer
+
+    console = console or Console(stderr=True)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = D.select_device(tc.device)
+    info = D.init_distributed(device, tc.dist_timeout_s)
+    try:
+        out_dir = Path(out_dir)
+        latest = out_dir / "checkpoints" / "latest.json"
+        if latest.exists() and not resume:  # checked on every rank so all fail together
+            raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
+                                  "or choose another --out")
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        D.barrier()
+        torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
+        model_cfg = cfg.resolved_model()
+        model = create_model(model_cfg)
+        note = _load_from(model, from_ckpt) if from_ckpt else None
+        labels = {name: task.label for name, task in model.task_objects.items()}
+        train_tasks = sorted(tasks) if tasks else sorted(labels)
+        unknown = sorted(set(train_tasks) - set(labels))
+        if unknown:
+            raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
+        data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed)
+        torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
+        trainer = Trainer(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
+                          index_lists=data.index_lists, eval_set=data.eval_dataset, frozen=freeze or [],
+                          model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
+                          progress=progress)
+        resumed = trainer.resume() if resume else False
+        if info.is_main:
+            sizes = {t: len(v) for t, v in data.index_lists.items()}
+            console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "
+                          f"global batch={tc.batch_size * tc.grad_accum * info.world_size} "
+                          f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
+            console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
+                          f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+            if trainer.frozen:
+                console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
+            if note:
+                console.print(f"  {note}")
+            if resumed:
+                console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
+        summary = trainer.fit()
+        if info.is_main:
+            summary["tb"] = str(out_dir / "tb")
+            (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    except BaseException:
+        D.shutdown(clean=False)
+        raise
+    D.shutdown()
+    return summary
+
+
+def in_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -1,0 +1,322 @@
+"""The multi-task training loop.
+
+One optimizer step = ``grad_accum`` micro-batches. Each micro-batch is assigned a task by the
+``TaskScheduler`` and drawn from that task's index list (this rank's slice of the global batch);
+the losses of the tasks whose labels are present in the (global) micro-batch are handed to the
+balancing strategy, which accumulates gradients. At the step the strategy all-reduces and combines
+them (balancing.py explains why it, not DDP's reducer, does this), gradients are clipped and AdamW
+steps with the warmup-cosine learning rate.
+
+A non-finite loss or gradient on any rank skips the whole step on every rank (the decision is
+all-reduced), and the skip is counted, logged and checkpointed. Rank 0 alone logs (TensorBoard +
+rich progress bar with per-task losses) and writes checkpoints.
+
+``Trainer.forward`` is the one place the model is called, so sub-graph training can substitute
+``model.forward_from_features`` on cached features without touching the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from hydranet.data.sample import Batch, collate
+from hydranet.tasks.base import Task
+from hydranet.train import distributed as D
+from hydranet.train.balancing import create_balancer
+from hydranet.train.checkpoint import (
+    CheckpointError,
+    b64_tensor,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from hydranet.train.config import Config, config_to_dict
+from hydranet.train.evaluate import evaluate
+from hydranet.train.optim import build_optimizer, lr_at, set_lr
+from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
+
+
+def freeze(model: nn.Module, modules: list[str]) -> list[str]:
+    """``requires_grad=False`` for the named modules (``trunk``, ``neck``, ``fusion``, ``heads.x``).
+    Returns the names that exist; ``Trainer.train_mode`` keeps them in eval mode (BatchNorm frozen)."""
+    found = []
+    for name in modules:
+        try:
+            mod = model.get_submodule(name)
+        except AttributeError:  # e.g. no fusion module when no BEV task is configured
+            continue
+        for p in mod.parameters():
+            p.requires_grad_(False)
+        found.append(name)
+    return found
+
+
+class Trainer:
+    def __init__(self, cfg: Config, model: nn.Module, train_set: Dataset, out_dir: str | Path, *,
+                 tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
+                 index_lists: dict[str, np.ndarray] | None = None, eval_set: Dataset | None = None,
+                 frozen: list[str] | None = None, model_config: dict[str, Any] | None = None,
+                 dist_info: D.DistInfo | None = None, device: torch.device | None = None,
+                 progress: bool = True) -> None:
+        self.cfg, self.tc = cfg, cfg.train
+        self.out_dir = Path(out_dir)
+        self.dist = dist_info or D.DistInfo()
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device)
+        self.tasks: dict[str, Task] = dict(tasks if tasks is not None else model.task_objects)
+        self.train_tasks = sorted(train_tasks or self.tasks)
+        unknown = sorted(set(self.train_tasks) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not in the model (model tasks: {sorted(self.tasks)})")
+        heads = getattr(model, "heads", None)
+        frozen_heads = [f"heads.{t}" for t in self.tasks if t not in self.train_tasks and heads is not None]
+        self.frozen = freeze(model, list(frozen or []) + frozen_heads)
+        self.model_config = model_config
+        self.train_set, self.eval_set = train_set, eval_set
+        self.progress = progress and self.dist.is_main
+
+        if index_lists is None:
+            labels = {t: self.tasks[t].label for t in self.train_tasks}
+            presence = label_presence(train_set, sorted(set(labels.values())))
+            index_lists = build_index_lists(presence, labels, {}, {}, self.tc.seed)
+        index_lists = {t: index_lists[t] for t in self.train_tasks}
+        self.scheduler = TaskScheduler(index_lists, self.tc.scheduler.kind, self.tc.scheduler.temperature,
+                                       self.tc.seed, num_samples=len(train_set))  # type: ignore[arg-type]
+
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.balancer = create_balancer(self.tc.balancing, self.train_tasks, model, self.trainable,
+                                        self.tc.seed).to(self.device)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(named, self.tc, extra_no_decay=list(self.balancer.parameters()))
+        by_id = {id(p): n for n, p in named} | {id(p): f"balancer.{n}" for n, p in self.balancer.named_parameters()}
+        self.param_names = [by_id[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+
+        self.bf16 = self.tc.precision == "bf16" or (self.tc.precision == "auto" and self.device.type == "cuda")
+        if self.bf16 and self.device.type != "cuda":
+            raise ValueError("train.precision bf16 needs CUDA (on CPU bf16 autocast is ~13x slower): use fp32 or auto")
+        self.step = 0
+        self.skipped_steps = 0
+        self.stopped_early = False
+        self.history: list[dict[str, Any]] = []
+        self.eval_history: list[dict[str, Any]] = []
+        D.broadcast_module(model)  # every rank starts from rank 0's weights
+
+    # -- model call and modes ------------------------------------------------------------------
+
+    def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
+
+    def train_mode(self) -> None:
+        self.model.train()
+        for name in self.frozen:  # frozen modules keep eval-mode BatchNorm statistics
+            self.model.get_submodule(name).eval()
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _loader(self) -> Iterator[Batch]:
+        total = self.tc.steps * self.tc.grad_accum
+        sampler = SchedulerBatchSampler(self.scheduler, self.tc.batch_size, self.dist.rank, self.dist.world_size, total)
+        # A private generator: creating the loader must not consume the global RNG (exact resume).
+        gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
+        loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate, num_workers=self.tc.num_workers,
+                            generator=gen, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None)
+        return iter(loader)
+
+    # -- one optimizer step --------------------------------------------------------------------
+
+    def _micro_tasks(self, scheduled: str) -> list[str]:
+        if self.tc.scheduler.loss_tasks == "scheduled" and scheduled != ALL:
+            return [scheduled]
+        return self.train_tasks
+
+    def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:
+        accum, world = self.tc.grad_accum, self.dist.world_size
+        bad = False
+        active: set[str] = set()
+        task_loss = torch.zeros(len(self.train_tasks))
+        task_n = torch.zeros(len(self.train_tasks))
+        total = 0.0
+        for _ in range(accum):
+            batch = next(batches).to(self.device)
+            scheduled, _ = self.scheduler.next(self.tc.batch_size * world)
+            candidates = self._micro_tasks(scheduled)
+            local = torch.tensor([float(batch.present.get(self.tasks[t].label, torch.zeros(1, dtype=torch.bool)).sum())
+                                  for t in candidates])
+            counts = D.all_reduce_sum(local.to(self.device)).cpu()
+            run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
+            if bad or not run:
+                continue
+            with torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext():
+                outputs = self.forward(batch, run)
+            losses = {}
+            for t in run:
+                i = candidates.index(t)
+                # Weight = this rank's share of the task's labelled samples × W: the mean over ranks
+                # of weighted per-rank means is the global mean (balancing.py, point 4).
+                share = float(local[i]) * world / float(counts[i])
+                losses[t] = self.tasks[t].loss(outputs[t], batch)["loss"].float() * share
+            values = torch.stack([v.detach() for v in losses.values()])
+            finite = D.all_reduce_sum(torch.isfinite(values).all().float().reshape(1)).item() == world
+            if not finite:
+                bad = True
+                continue
+            total += self.balancer.backward(losses, 1.0 / accum) / accum
+            for t, v in losses.items():
+                j = self.train_tasks.index(t)
+                task_loss[j] += float(v.detach())
+                task_n[j] += 1
+            active.update(run)
+
+        grad_norm = float("nan")
+        if not bad:
+            self.balancer.reduce(self.step, sorted(active))
+            clip = self.tc.clip_grad_norm if self.tc.clip_grad_norm is not None else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, clip))
+            bad = not math.isfinite(grad_norm)  # identical on every rank: gradients are reduced
+        lr = lr_at(self.step, self.tc)
+        if bad:
+            self.balancer.discard()
+            self.skipped_steps += 1
+        else:
+            set_lr(self.optimizer, lr)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.balancer.zero_grad(set_to_none=True)
+        D.broadcast_module(self.model, buffers_only=True)  # BatchNorm statistics stay in step, as DDP does
+        self.step += 1
+        return {"step": self.step, "lr": lr, "grad_norm": grad_norm, "loss": total, "skipped": bad,
+                "task_loss": task_loss, "task_n": task_n}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def save(self) -> Path | None:
+        """Rank 0 writes; every rank takes part in gathering the RNG states (exact resume)."""
+        states = D.all_gather_tensor(torch.get_rng_state().to(self.device))
+        rngs = [{**rng_state(), "torch": b64_tensor(s)} for s in states]
+        path = None
+        if self.dist.is_main:
+            opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self.param_names)
+            opt_tensors |= {f"balancer.{k}": v for k, v in self.balancer.state_dict().items()}
+            state = {
+                "step": self.step, "skipped_steps": self.skipped_steps, "config": config_to_dict(self.cfg),
+                "model_config": self.model_config, "train_tasks": self.train_tasks, "frozen": self.frozen,
+                "scheduler": self.scheduler.state_dict(), "rng": rngs, "world_size": self.dist.world_size,
+                "optimizer": opt_meta, "balancing": self.tc.balancing.kind,
+                "balancer_weights": self.balancer.weights(), "eval": self.eval_history[-1:] or None,
+            }
+            path = save_checkpoint(self.ckpt_dir / f"step_{self.step:08d}", self.model, state, opt_tensors,
+                                   keep=self.tc.keep_checkpoints)
+        D.barrier()
+        return path
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` (or this run's latest checkpoint). False if there is none."""
+        try:
+            ckpt = load_checkpoint(path or self.ckpt_dir, map_location=self.device)
+        except CheckpointError:
+            if path is not None:
+                raise
+            return False
+        where = ckpt.path
+        try:
+            self.model.load_state_dict(ckpt.model, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{where}: weights do not match this model ({e})") from None
+        bal = {k[len("balancer."):]: v for k, v in ckpt.optimizer.items() if k.startswith("balancer.")}
+        self.balancer.load_state_dict(bal, strict=True)
+        opt = {k: v for k, v in ckpt.optimizer.items() if not k.startswith("balancer.")}
+        optimizer_from_tensors(self.optimizer, opt, ckpt.state["optimizer"], self.param_names, str(where))
+        self.scheduler.load_state_dict(ckpt.state["scheduler"])
+        self.step = int(ckpt.state["step"])
+        self.skipped_steps = int(ckpt.state["skipped_steps"])
+        rngs = ckpt.state["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:  # a different number of ranks: data order is unaffected, only dropout-style randomness
+            torch.manual_seed(self.tc.seed + 7919 * self.dist.rank + self.step)
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        from hydranet.train.logging import TrainLogger
+
+        logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
+                             progress=self.progress)
+        batches = self._loader()
+        window: dict[str, Any] = defaultdict(float)
+        t0, samples = time.perf_counter(), 0
+        last_path: Path | None = None
+        with logger:
+            logger.start(self.step)
+            while self.step < self.tc.steps:
+                self.train_mode()
+                out = self.train_step(batches)
+                samples += self.tc.batch_size * self.tc.grad_accum * self.dist.world_size
+                window["loss"] += out["task_loss"]
+                window["n"] += out["task_n"]
+                if self.step % self.tc.log_every == 0 or self.step == self.tc.steps:
+                    sums = D.all_reduce_sum(torch.cat([window["loss"], window["n"]]).to(self.device)).cpu()
+                    k = len(self.train_tasks)
+                    means = {t: float(sums[i] / sums[k + i]) for i, t in enumerate(self.train_tasks) if sums[k + i] > 0}
+                    rate = samples / max(1e-9, time.perf_counter() - t0)
+                    record = {"step": self.step, "lr": out["lr"], "grad_norm": out["grad_norm"], "loss": out["loss"],
+                              "task_loss": means, "weights": self.balancer.weights(),
+                              "skipped_steps": self.skipped_steps, "samples_per_s": rate}
+                    self.history.append(record)
+                    logger.log(record)
+                    window = defaultdict(float)
+                logger.advance(self.step, out)
+                if self.tc.eval_every and self.eval_set is not None and self.step % self.tc.eval_every == 0:
+                    self.eval_history.append({"step": self.step, **self.evaluate(self.tc.eval_batches)})
+                    logger.log_eval(self.step, self.eval_history[-1])
+                if self.tc.ckpt_every and self.step % self.tc.ckpt_every == 0 and self.step < self.tc.steps:
+                    last_path = self.save()
+                if self._out_of_time(t0):
+                    self.stopped_early = True
+                    logger.console.print(f"[yellow]time limit {self.tc.time_limit_s:.0f}s reached: stopping at step "
+                                         f"{self.step}/{self.tc.steps}")
+                    break
+            last_path = self.save()
+        summary = {"steps": self.step, "planned_steps": self.tc.steps, "stopped_early": self.stopped_early,
+                   "skipped_steps": self.skipped_steps, "checkpoint": str(last_path),
+                   "history": self.history[-1:] if self.history else [], "seconds": time.perf_counter() - t0}
+        if self.dist.is_main:
+            (self.out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return summary
+
+    def _out_of_time(self, t0: float) -> bool:
+        if self.tc.time_limit_s is None:
+            return False
+        late = float(self.dist.is_main and time.perf_counter() - t0 > self.tc.time_limit_s)
+        return bool(D.all_reduce_sum(torch.tensor([late], device=self.device)).item() > 0)  # rank 0's clock decides
+
+    @torch.no_grad()
+    def evaluate(self, max_batches: int | None = None) -> dict[str, dict[str, float]]:
+        if self.eval_set is None:
+            return {}
+        return evaluate(self.model, {t: self.tasks[t] for t in self.train_tasks}, self.eval_set,
+                        batch_size=self.cfg.eval.batch_size, max_batches=max_batches, device=self.device,
+                        forward=self.forward, dist_info=self.dist)

@@ -1,0 +1,329 @@
+"""Drawing for every task: one ``Views`` object (the rig's camera images + a BEV panel) and a few
+primitives that draw labels or predictions onto it. PIL only, default font.
+
+    views = Views.from_sample(sample, grid, scale=2)
+    draw_boxes2d(views, det["boxes"], det["camera"], det["classes"])
+    draw_boxes3d(views, obj["boxes"], obj["classes"])
+    views.compose(title="scene 3 frame 12").save("out.png")
+
+Coordinates: 2D boxes and masks are in the *stored* image resolution (``views.image_hw``); the
+primitives scale them to the drawn size. BEV inputs are ego metres or ``BevGrid`` tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from hydranet.data.sample import BEV_CLASSES, LIGHT_STATES, OBJECT_CLASSES, Batch, Sample
+from hydranet.geometry import BevGrid, box_corners, invert_transform, transform_points
+
+Color = tuple[int, int, int] | str
+
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "car": (0, 200, 255), "truck": (255, 140, 0), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
+    "traffic_light": (120, 255, 120),
+}
+BEV_COLORS: dict[str, tuple[int, int, int]] = {
+    "drivable": (90, 90, 110), "lane_marking": (250, 250, 250), "sidewalk": (150, 120, 90),
+    "vehicle": (0, 200, 255), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
+}
+LIGHT_COLORS: dict[str, tuple[int, int, int]] = {"red": (255, 40, 40), "yellow": (255, 210, 0),
+                                                 "green": (40, 255, 90)}
+LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 255), 3: (255, 60, 60)}
+# Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
+LAYOUT: dict[str, tuple[float, float]] = {
+    "left_pillar": (0, 0), "narrow": (0, 1), "main": (0, 2), "wide": (0, 3), "right_pillar": (0, 4),
+    "left_repeater": (1, 1), "rear": (1, 2), "right_repeater": (1, 3),
+}
+EGO_BOX = (1.45, 0.0, 0.75, 4.7, 1.9, 1.5, 0.0)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: bitmap font, fixed size
+        return ImageFont.load_default()
+
+
+def _rgb(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+    if color is None:
+        return fallback
+    if isinstance(color, str):
+        from PIL import ImageColor
+
+        return ImageColor.getrgb(color)[:3]
+    return tuple(int(c) for c in color)[:3]  # type: ignore[return-value]
+
+
+def _class_name(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
+    if isinstance(c, str):
+        return c
+    return names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
+
+
+class Views:
+    """The canvases one sample is drawn on: one PIL image per camera and a BEV panel."""
+
+    def __init__(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_names: Sequence[str],
+                 grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> None:
+        n, _, h, w = images.shape
+        self.image_hw = (h, w)
+        self.scale = scale
+        self.grid = grid
+        self.camera_names = tuple(camera_names)
+        self.intrinsics = intrinsics.float().cpu()
+        self.T_ego_from_cam = T_ego_from_cam.float().cpu()
+        arr = images.detach().cpu().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        self.cameras: list[Image.Image] = [
+            Image.fromarray(a).resize((w * scale, h * scale), Image.NEAREST) for a in arr]
+        size = bev_size or 2 * h * scale
+        self.bev_ppm = size / max(grid.x_range[1] - grid.x_range[0], grid.y_range[1] - grid.y_range[0])
+        self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
+                                     round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
+        self._draw_bev_base()
+
+    # ---- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_sample(cls, sample: Sample, grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> Views:
+        return cls(sample.images, sample.intrinsics, sample.T_ego_from_cam, sample.camera_names, grid, scale, bev_size)
+
+    @classmethod
+    def from_batch(cls, batch: Batch, i: int, grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> Views:
+        return cls(batch.images[i], batch.intrinsics[i], batch.T_ego_from_cam[i], batch.camera_names, grid, scale,
+                   bev_size)
+
+    # ---- geometry --------------------------------------------------------------------------
+    def bev_px(self, x: float, y: float) -> tuple[float, float]:
+        """Pixel (u, v) in the BEV panel of ego point (x, y) metres (car drives up the page)."""
+        return (self.grid.y_range[1] - y) * self.bev_ppm, (self.grid.x_range[1] - x) * self.bev_ppm
+
+    def camera_index(self, camera: int | str) -> int:
+        return self.camera_names.index(camera) if isinstance(camera, str) else int(camera)
+
+    def project(self, points_ego: Tensor, camera: int) -> tuple[Tensor, Tensor]:
+        """Ego points ``[P, 3]`` to drawn-pixel coordinates in ``camera`` plus camera-frame depth."""
+        T = invert_transform(self.T_ego_from_cam[camera])
+        pc = transform_points(T, points_ego.float())
+        z = pc[:, 2]
+        K = self.intrinsics[camera]
+        zs = z.clamp(min=1e-3)
+        u = (K[0, 0] * pc[:, 0] / zs + K[0, 2]) * self.scale
+        v = (K[1, 1] * pc[:, 1] / zs + K[1, 2]) * self.scale
+        return torch.stack([u, v], 1), z
+
+    # ---- base BEV --------------------------------------------------------------------------
+    def _draw_bev_base(self) -> None:
+        d = ImageDraw.Draw(self.bev)
+        cx, cy = self.bev_px(0.0, 0.0)
+        for r in range(10, 80, 10):
+            d.ellipse([cx - r * self.bev_ppm, cy - r * self.bev_ppm, cx + r * self.bev_ppm, cy + r * self.bev_ppm],
+                      outline=(48, 52, 60))
+        self._draw_frustums(d)
+
+    def _draw_frustums(self, d: ImageDraw.ImageDraw) -> None:
+        w = self.image_hw[1]
+        for i in range(len(self.camera_names)):
+            T = self.T_ego_from_cam[i]
+            x, y = float(T[0, 3]), float(T[1, 3])
+            fwd = T[:3, 2]
+            yaw = math.atan2(float(fwd[1]), float(fwd[0]))
+            half = math.atan2(w / 2, float(self.intrinsics[i, 0, 0]))
+            reach = 6.0 + 10.0 * (1.0 - half / 1.6)
+            p0 = self.bev_px(x, y)
+            for a in (yaw - half, yaw + half):
+                d.line([p0, self.bev_px(x + reach * math.cos(a), y + reach * math.sin(a))], fill=(70, 90, 120))
+
+    def draw_ego(self) -> None:
+        draw_boxes3d(self, torch.tensor([EGO_BOX]), ["ego"], color=(255, 255, 255), cameras=False)
+
+    # ---- output ----------------------------------------------------------------------------
+    def compose(self, title: str | None = None) -> Image.Image:
+        """All cameras laid out as on the car (forward row on top, rear-facing row below) + BEV."""
+        self.draw_ego()
+        h, w = self.image_hw[0] * self.scale, self.image_hw[1] * self.scale
+        header = 28 if title else 0
+        if all(n in LAYOUT for n in self.camera_names):
+            slots = {i: LAYOUT[n] for i, n in enumerate(self.camera_names)}
+            cols, rows = 5, 2
+        else:  # any other rig: rig order, four per row
+            slots = {i: (i // 4, i % 4) for i in range(len(self.camera_names))}
+            cols, rows = min(4, len(self.camera_names)), math.ceil(len(self.camera_names) / 4)
+        bev = self.bev
+        if bev.height != rows * h:
+            bev = bev.resize((round(bev.width * rows * h / bev.height), rows * h), Image.BILINEAR)
+        canvas = Image.new("RGB", (cols * w + bev.width + 8, rows * h + header), (12, 12, 14))
+        d = ImageDraw.Draw(canvas)
+        font = _font(max(12, h // 14))
+        for i, (r, c) in slots.items():
+            x0, y0 = int(c * w), int(r * h) + header
+            canvas.paste(self.cameras[i], (x0, y0))
+            d.rectangle([x0, y0, x0 + w - 1, y0 + h - 1], outline=(12, 12, 14), width=2)
+            d.text((x0 + 6, y0 + 4), self.camera_names[i], fill=(255, 255, 255), font=font,
+                   stroke_width=2, stroke_fill=(0, 0, 0))
+        canvas.paste(bev, (cols * w + 8, header))
+        d.text((cols * w + 14, header + 4), "BEV", fill=(255, 255, 255), font=font, stroke_width=2,
+               stroke_fill=(0, 0, 0))
+        if title:
+            d.text((8, 4), title, fill=(230, 230, 230), font=_font(18))
+        return canvas
+
+
+# ---- primitives ----------------------------------------------------------------------------
+
+
+def _tolist(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, Tensor):
+        return x.detach().cpu().tolist()
+    return list(x)
+
+
+def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], classes: Tensor | Sequence[int],
+                 color: Color | None = None, scores: Tensor | Sequence[float] | None = None,
+                 names: Sequence[str] = OBJECT_CLASSES) -> None:
+    """Per-camera 2D boxes (x1, y1, x2, y2 in stored-image pixels), labelled with class (+ score)."""
+    font = _font(max(10, views.scale * 6))
+    sc = _tolist(scores)
+    for k, (box, cam, cls) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(classes), strict=True)):
+        name = _class_name(cls, names)
+        col = _rgb(color, CLASS_COLORS.get(name, (255, 255, 255)))
+        x1, y1, x2, y2 = (v * views.scale for v in box)
+        d = ImageDraw.Draw(views.cameras[views.camera_index(cam)])
+        d.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=col, width=max(1, views.scale))
+        text = name if not sc else f"{name} {sc[k]:.2f}"
+        d.text((x1 + 2, max(0, y1 - font.size - 2) if hasattr(font, "size") else y1), text, fill=col, font=font,
+               stroke_width=1, stroke_fill=(0, 0, 0))
+
+
+def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = 0.45) -> None:
+    """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution."""
+    col = torch.tensor(_rgb(color, (255, 0, 0)), dtype=torch.float32)
+    m = masks.detach().float().cpu()
+    for i, img in enumerate(views.cameras):
+        a = torch.nn.functional.interpolate(m[i][None, None], size=(img.height, img.width), mode="bilinear",
+                                            align_corners=False)[0, 0].clamp(0, 1) * alpha
+        base = torch.from_numpy(np.asarray(img).copy()).float()
+        out = base * (1 - a[..., None]) + col * a[..., None]
+        views.cameras[i] = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).numpy())
+
+
+def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = 0.8) -> None:
+    """The ``lanes`` label/prediction (0 none, 1 dashed, 2 solid, 3 road edge) in one colour per kind."""
+    for kind, col in LANE_COLORS.items():
+        draw_mask(views, lanes == kind, col, alpha)
+
+
+def _box_edges() -> list[tuple[int, int]]:
+    return [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+
+
+def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | str], color: Color | None = None,
+                 cameras: bool = True, names: Sequence[str] = OBJECT_CLASSES) -> None:
+    """Ego-frame boxes ``[M, 7]``: footprints in the BEV panel (front edge thicker) and wireframes
+    projected into every camera (edges clipped at the camera plane)."""
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 7)
+    if boxes.shape[0] == 0:
+        return
+    corners = box_corners(boxes)  # [M, 8, 3]
+    cls = _tolist(classes)
+    d = ImageDraw.Draw(views.bev)
+    cols = [_rgb(color, CLASS_COLORS.get(_class_name(c, names), (255, 255, 255))) for c in cls]
+    for k in range(boxes.shape[0]):
+        foot = [views.bev_px(float(x), float(y)) for x, y in corners[k, :4, :2].tolist()]
+        d.polygon(foot, outline=cols[k])
+        d.line([foot[0], foot[1]], fill=cols[k], width=3)
+    if not cameras:
+        return
+    for i in range(len(views.camera_names)):
+        dc = ImageDraw.Draw(views.cameras[i])
+        T = invert_transform(views.T_ego_from_cam[i])
+        pc = transform_points(T, corners.reshape(-1, 3)).reshape(-1, 8, 3)
+        for k in range(boxes.shape[0]):
+            if bool((pc[k, :, 2] <= 0.1).all()):
+                continue
+            for a, b in _box_edges():
+                seg = _clip_segment(pc[k, a], pc[k, b], views, i)
+                if seg is not None:
+                    dc.line(seg, fill=cols[k], width=max(1, views.scale // 2 + 1))
+
+
+def _clip_segment(pa: Tensor, pb: Tensor, views: Views, cam: int, near: float = 0.1):
+    za, zb = float(pa[2]), float(pb[2])
+    if za < near and zb < near:
+        return None
+    if za < near:
+        pa = pa + (pb - pa) * (near - za) / (zb - za)
+    elif zb < near:
+        pb = pb + (pa - pb) * (near - zb) / (za - zb)
+    K = views.intrinsics[cam]
+
+    def px(p: Tensor) -> tuple[float, float]:
+        return (float((K[0, 0] * p[0] / p[2] + K[0, 2]) * views.scale),
+                float((K[1, 1] * p[1] / p[2] + K[1, 2]) * views.scale))
+
+    return [px(pa), px(pb)]
+
+
+def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = 0.6,
+                 colors: dict[str, tuple[int, int, int]] | None = None) -> None:
+    """Blend a BEV map ``[C, R, C']`` (bool or probabilities) on the panel, one colour per class;
+    later channels are drawn over earlier ones."""
+    colors = colors or BEV_COLORS
+    m = torch.as_tensor(bev).detach().float().cpu()
+    size = (views.bev.height, views.bev.width)
+    base = torch.from_numpy(np.asarray(views.bev).copy()).float()
+    for c, name in enumerate(classes):
+        a = torch.nn.functional.interpolate(m[c][None, None], size=size, mode="nearest")[0, 0].clamp(0, 1) * alpha
+        col = torch.tensor(colors.get(name, (255, 255, 255)), dtype=torch.float32)
+        base = base * (1 - a[..., None]) + col * a[..., None]
+    views.bev = Image.fromarray(base.round().clamp(0, 255).to(torch.uint8).numpy())
+    views._draw_frustums(ImageDraw.Draw(views.bev))
+
+
+def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Color], width: int = 2,
+                       cameras: bool = False) -> None:
+    """Ego-frame polylines ``[L, P, 3]`` in the BEV panel (and projected into cameras if asked).
+    ``color`` is one colour or one per line."""
+    pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, points.shape[-2], 3) if len(points) else None
+    if pts is None:
+        return
+    many = isinstance(color, list | tuple) and len(color) == len(pts) and not isinstance(color[0], int)
+    cols = [_rgb(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
+    d = ImageDraw.Draw(views.bev)
+    for k, line in enumerate(pts):
+        d.line([views.bev_px(float(x), float(y)) for x, y, _ in line.tolist()], fill=cols[k], width=width)
+    if not cameras:
+        return
+    for i in range(len(views.camera_names)):
+        dc = ImageDraw.Draw(views.cameras[i])
+        T = invert_transform(views.T_ego_from_cam[i])
+        for k, line in enumerate(pts):
+            pc = transform_points(T, line)
+            for a in range(len(pc) - 1):
+                seg = _clip_segment(pc[a], pc[a + 1], views, i, near=0.5)
+                if seg is not None:
+                    dc.line(seg, fill=cols[k], width=1)
+
+
+def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], state: Tensor | Sequence[int],
+                        lane: Tensor | Sequence[int] | None = None, scores: Tensor | Sequence[float] | None = None
+                        ) -> None:
+    """Light boxes coloured by state (``LIGHT_STATES`` index or name), with the governed lane."""
+    font = _font(max(10, views.scale * 6))
+    lanes, sc = _tolist(lane), _tolist(scores)
+    for k, (box, cam, st) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(state), strict=True)):
+        name = _class_name(st, LIGHT_STATES)
+        col = LIGHT_COLORS.get(name, (255, 255, 255))
+        x1, y1, x2, y2 = (v * views.scale for v in box)
+        d = ImageDraw.Draw(views.cameras[views.camera_index(cam)])
+        d.rectangle([x1 - 1, y1 - 1, x2, y2], outline=col, width=max(1, views.scale))
+        text = name + (f" L{lanes[k]:+d}" if lanes else "") + (f" {sc[k]:.2f}" if sc else "")
+        d.text((x2 + 3, y1), text, fill=col, font=font, stroke_width=1, stroke_fill=(0, 0, 0))

@@ -1,0 +1,113 @@
+"""``SyntheticWorld``: the embedded 8-camera driving world as a map-style torch ``Dataset``.
+
+Sample ``i`` is frame ``i % frames_per_scene`` of scene ``i // frames_per_scene``; it is a pure function
+of ``(config, i)``: any index can be rendered alone, in any order, in any worker process.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from hydranet.data.sample import Sample
+from hydranet.world import labels as L
+from hydranet.world.config import WorldConfig
+from hydranet.world.render import render_frame
+from hydranet.world.scene import Scene, generate_scene
+
+GENERATOR_VERSION = "hydranet-world/1"
+WORLD_LABELS: tuple[str, ...] = ("detection2d", "traffic_light", "objects3d", "lanes", "lane_lines", "drivable",
+                                 "depth", "semantic", "instance", "bev_semantic", "ego_path")
+
+
+class SyntheticWorld(Dataset):
+    """``world[i] -> Sample`` with every label in ``WORLD_LABELS`` (minus those ``drop_labels`` drops)."""
+
+    def __init__(self, config: WorldConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = WorldConfig(**overrides)
+        elif overrides:
+            config = WorldConfig(**(config.model_dump() | overrides))
+        self.config = config
+        self.rig = config.rig
+        self.grid = config.bev_grid
+        self.camera_names = self.rig.names
+        self._K = self.rig.intrinsics()
+        self._T = self.rig.extrinsics()
+        self._scenes: OrderedDict[int, Scene] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.config.num_scenes * self.config.frames_per_scene
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return WORLD_LABELS
+
+    def scene(self, index: int) -> Scene:
+        """The scene sample ``index`` belongs to (a few recent scenes are cached)."""
+        sid = self._check(index) // self.config.frames_per_scene
+        if sid not in self._scenes:
+            self._scenes[sid] = generate_scene(self.config, sid)
+            while len(self._scenes) > 4:
+                self._scenes.popitem(last=False)
+        return self._scenes[sid]
+
+    def label_present(self, index: int, name: str) -> bool:
+        """Whether sample ``index`` keeps label ``name`` (deterministic, needs no rendering)."""
+        frac = self.config.drop_labels.get(name, 0.0)
+        if frac <= 0.0:
+            return True
+        return random.Random(f"hydranet-world/{self.config.seed}/drop/{name}/{index}").random() >= frac
+
+    def _check(self, index: int) -> int:
+        if not isinstance(index, int) and hasattr(index, "__index__"):
+            index = index.__index__()
+        if not 0 <= index < len(self):
+            raise IndexError(f"SyntheticWorld index {index} out of range [0, {len(self)})")
+        return index
+
+    def __getitem__(self, index: int) -> Sample:
+        index = self._check(index)
+        cfg = self.config
+        scene = self.scene(index)
+        fi = index % cfg.frames_per_scene
+        t = fi / cfg.rate_hz
+        frame = scene.frame(t, cfg.cull_distance)
+        noise_seed = random.Random(f"hydranet-world/{cfg.seed}/noise/{index}").getrandbits(62)
+        out = render_frame(frame, self._K, self._T, cfg.height, cfg.width, sensor_noise=cfg.sensor_noise,
+                           noise_seed=noise_seed, max_depth=cfg.max_depth)
+        want = {name for name in WORLD_LABELS if self.label_present(index, name)}
+        labels: dict[str, Any] = {}
+        if want & {"detection2d", "traffic_light"}:
+            det = L.detection2d(frame, out, cfg.min_visible_pixels, cfg.min_visible_fraction)
+            if "detection2d" in want:
+                labels["detection2d"] = det
+            if "traffic_light" in want:
+                labels["traffic_light"] = L.traffic_lights(frame, det)
+        objects = L.objects3d(frame) if want & {"objects3d", "bev_semantic"} else None
+        if "objects3d" in want:
+            labels["objects3d"] = objects
+        dense = {"lanes": out.lanes, "drivable": out.drivable, "depth": out.depth.float(), "semantic": out.semantic,
+                 "instance": out.instance}
+        labels |= {k: v for k, v in dense.items() if k in want}
+        if "lane_lines" in want:
+            labels["lane_lines"] = L.lane_lines(frame)
+        if "bev_semantic" in want:
+            labels["bev_semantic"] = L.bev_semantic(frame, objects, self.grid)
+        if "ego_path" in want:
+            labels["ego_path"] = L.ego_path(frame, cfg.path_steps, cfg.rate_hz)
+        sample = Sample(images=out.images, intrinsics=self._K.clone(), T_ego_from_cam=self._T.clone(),
+                        T_world_from_ego=out.T_world_from_ego.float(), timestamp=t,
+                        scene_id=f"world-{cfg.seed}-{scene.index:06d}", camera_names=self.camera_names,
+                        frame_index=fi, labels=labels)
+        sample.validate(f"SyntheticWorld[{index}]")
+        return sample
+
+    def describe(self) -> dict[str, Any]:
+        """What a shard manifest needs to know about this world."""
+        return {"generator": GENERATOR_VERSION, "config": self.config.model_dump(mode="json"),
+                "rig": self.rig.to_dict(), "grid": self.grid.to_dict(), "labels": list(WORLD_LABELS),
+                "length": len(self)}

@@ -1,0 +1,209 @@
+"""Populate a scene with traffic, pedestrians and cones whose analytic motions never collide.
+
+Rules that keep motion collision-free without simulating it:
+- vehicles in one lane move with the same profile or are spaced so that the follower never gains;
+- at a red light, queued vehicles are stationary and approaching ones brake to stop a fixed gap
+  behind them; the ego's followers copy the ego's profile shifted back;
+- pedestrians walk on sidewalks (never into the crossing road) or on the crosswalk of the road that
+  currently has a red light.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from hydranet.world.agents import (
+    Agent,
+    LinearMotion,
+    RoadMotion,
+    StaticMotion,
+    car_prims,
+    cone_prims,
+    pedestrian_prims,
+    truck_prims,
+)
+from hydranet.world.config import WorldConfig
+from hydranet.world.roads import CURB, LANE_WIDTH, SIDEWALK, STOP_SETBACK, STOP_W, RoadLayout
+
+_PAINTS = [(0.92, 0.92, 0.92), (0.70, 0.71, 0.73), (0.40, 0.41, 0.43), (0.08, 0.08, 0.09), (0.10, 0.16, 0.38),
+           (0.62, 0.07, 0.06), (0.15, 0.35, 0.65), (0.20, 0.33, 0.22), (0.75, 0.68, 0.52), (0.85, 0.62, 0.10)]
+_CLOTHES = [(0.15, 0.2, 0.45), (0.5, 0.1, 0.1), (0.1, 0.1, 0.1), (0.85, 0.85, 0.8), (0.25, 0.45, 0.25),
+            (0.6, 0.5, 0.35), (0.9, 0.7, 0.1), (0.35, 0.35, 0.38)]
+_SKIN = [(0.87, 0.70, 0.58), (0.65, 0.46, 0.34), (0.42, 0.29, 0.20), (0.95, 0.80, 0.68)]
+QUEUE_PITCH = 6.8  # queued car spacing (car length <= 4.8 m + 2 m)
+EGO_REAR, EGO_FRONT_OFFSET = 0.9, 3.8  # ego extent behind / ahead of its origin (rear axle)
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.next = 1
+
+    def __call__(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+def _vehicle_dims(rng: random.Random, truck_fraction: float, short: bool = False) -> tuple[str, tuple]:
+    if not short and rng.random() < truck_fraction:
+        return "truck", (rng.uniform(6.5, 9.5), rng.uniform(2.35, 2.55), rng.uniform(3.0, 3.8))
+    h = rng.uniform(1.42, 1.65) if rng.random() < 0.7 else rng.uniform(1.65, 1.8)
+    return "car", (rng.uniform(4.1, 4.8), rng.uniform(1.75, 1.95), h)
+
+
+def _vehicle(rng: random.Random, kind: str, dims: tuple, tid: int, motion) -> Agent:
+    l, w, h = dims
+    paint = rng.choice(_PAINTS)
+    if kind == "truck":
+        cargo = rng.choice([(0.9, 0.9, 0.88), (0.75, 0.76, 0.78), paint, (0.55, 0.2, 0.1)])
+        prims = truck_prims(l, w, h, paint, cargo)
+    else:
+        prims = car_prims(l, w, h, paint)
+    return Agent(kind, tid, (l, w, h), h / 2, prims, motion)
+
+
+def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: RoadMotion, ego_lane: int, mode: str,
+             queue: int, duration: float) -> list[Agent]:
+    ids = _Ids()
+    agents: list[Agent] = []
+    u0, u1 = ego.s_at(0.0), ego.s_at(duration)
+    lo, hi = u0 - 75.0, u1 + 75.0
+    red = mode in ("stop", "wait", "yellow")  # the ego's approach gets (or has) a red light
+    t_brake = ego.t_brake if mode == "yellow" else 0.0
+    cross = layout.cross_u
+    hw, hw2 = layout.half_width, layout.cross_half_width
+    mean_gap = 40.0 / cfg.traffic_density if cfg.traffic_density > 0 else math.inf
+    v_flow = max(ego.v, rng.uniform(*cfg.ego_speed), 3.0)
+
+    def flow(on_cross: bool, d: float, direction: int, a: float, b: float, v: float,
+             keep=lambda u, half: True) -> None:
+        """Constant-speed traffic over [a, b] at t = 0, spaced so nobody catches up (same v)."""
+        if not math.isfinite(mean_gap):
+            return
+        u = a + rng.uniform(0.0, mean_gap)
+        while u < b:
+            kind, dims = _vehicle_dims(rng, cfg.truck_fraction)
+            uc = u + dims[0] / 2
+            if keep(uc, dims[0] / 2):
+                agents.append(_vehicle(rng, kind, dims, ids(), RoadMotion(layout, on_cross, d, direction, uc, v)))
+            u += dims[0] + max(7.0, rng.expovariate(1.0 / mean_gap))
+
+    def approach(on_cross: bool, d: float, direction: int, line_front: float, n_queue: int, n_brake: int,
+                 start_gap: float = 1.0) -> None:
+        """Stationary queue behind a stop line plus vehicles braking to join it."""
+        front = line_front - direction * start_gap  # front bumper of the first car
+        for k in range(n_queue + n_brake):
+            kind, dims = _vehicle_dims(rng, cfg.truck_fraction, short=True)
+            centre = front - direction * dims[0] / 2
+            if k < n_queue:
+                motion = RoadMotion(layout, on_cross, d, direction, centre, 0.0)
+            else:
+                v, a = rng.uniform(0.7, 1.0) * v_flow, rng.uniform(1.2, 3.0)
+                travel = v * t_brake + v * v / (2 * a)
+                motion = RoadMotion(layout, on_cross, d, direction, centre - direction * travel, v, t_brake, a)
+            agents.append(_vehicle(rng, kind, dims, ids(), motion))
+            front -= direction * QUEUE_PITCH
+
+    def busy(p: float) -> int:
+        return sum(rng.random() < p for _ in range(3)) if math.isfinite(mean_gap) else 0
+
+    p_car = min(1.0, 0.45 * cfg.traffic_density)
+    for lane in range(layout.lanes):
+        d_fwd, d_opp = layout.lane_centre(lane), (lane + 0.5) * LANE_WIDTH
+        v_lane = ego.v * rng.uniform(1.0, 1.12) if lane == ego_lane else v_flow * rng.uniform(0.85, 1.1)
+        if cross is None or not red:
+            if lane == ego_lane:
+                # Ahead: at least as fast as the ego. Behind: the ego's own profile, shifted back.
+                flow(False, d_fwd, 1, u0 + EGO_FRONT_OFFSET + 8.0, hi + v_lane * duration, v_lane)
+                u = u0 - EGO_REAR - rng.uniform(8.0, 8.0 + mean_gap if math.isfinite(mean_gap) else 9.0)
+                while math.isfinite(mean_gap) and u > lo - ego.v * duration:
+                    kind, dims = _vehicle_dims(rng, cfg.truck_fraction)
+                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel)
+                    agents.append(_vehicle(rng, kind, dims, ids(), m))
+                    u -= dims[0] + max(7.0, rng.expovariate(1.0 / mean_gap))
+            else:
+                flow(False, d_fwd, 1, lo - v_lane * duration, hi, v_lane)
+            flow(False, d_opp, -1, lo, hi + v_flow * duration, v_flow)
+        else:
+            stop_front = layout.stop_u - STOP_W / 2
+            opp_front = cross + hw2 + STOP_SETBACK + STOP_W / 2
+            beyond = cross + hw2 + 6.0
+            flow(False, d_fwd, 1, beyond, hi + v_lane * duration, v_lane)
+            flow(False, d_opp, -1, lo, cross - hw2 - 6.0, v_flow, keep=lambda u, h: u < cross - hw2 - 6.0 - h)
+            if lane == ego_lane:
+                approach(False, d_fwd, 1, stop_front, queue, 0, start_gap=1.2)
+                u = ego.s0 - EGO_REAR - rng.uniform(2.0, 6.0)
+                for _ in range(busy(p_car)):
+                    kind, dims = _vehicle_dims(rng, cfg.truck_fraction, short=True)
+                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel)
+                    agents.append(_vehicle(rng, kind, dims, ids(), m))
+                    u -= QUEUE_PITCH
+            else:
+                approach(False, d_fwd, 1, stop_front, busy(p_car) if mode != "yellow" else 0, busy(p_car))
+            approach(False, d_opp, -1, opp_front, busy(p_car) if mode != "yellow" else 0, busy(p_car))
+
+    if cross is not None:
+        for lane in range(layout.cross_lanes):
+            off = (lane + 0.5) * LANE_WIDTH
+            for direction in (1, -1):
+                d = -off * direction  # right-hand traffic: x = cross_u + off heading +y
+                line_front = -direction * (hw + STOP_SETBACK + STOP_W / 2)
+                if red and mode != "yellow":
+                    start = -90.0 if direction > 0 else -90.0 - v_flow * duration
+                    end = 90.0 + v_flow * duration if direction > 0 else 90.0
+                    flow(True, d, direction, start, end, v_flow * 0.9)
+                else:
+                    approach(True, d, direction, line_front, busy(p_car), busy(p_car))
+
+    _pedestrians(rng, cfg, layout, agents, ids, lo, hi, duration, mode)
+    if rng.random() < cfg.cone_probability:
+        side = rng.choice([-1.0, 1.0])
+        u = u0 + rng.uniform(10.0, 50.0)
+        for _ in range(rng.randint(4, 9)):
+            if cross is None or abs(u - cross) > hw2 + STOP_SETBACK + 3.0:
+                x, y, th = (float(v) for v in layout.pose(u, side * (hw - 0.35)))
+                agents.append(Agent("cone", ids(), (0.4, 0.4, 0.75), 0.375, cone_prims(), StaticMotion(x, y, th)))
+            u += rng.uniform(2.5, 5.0)
+    return agents
+
+
+def _pedestrian(rng: random.Random, tid: int, motion) -> Agent:
+    h = rng.uniform(1.55, 1.92)
+    prims = pedestrian_prims(h, rng.choice(_CLOTHES), rng.choice(_CLOTHES), rng.choice(_SKIN),
+                             rng.uniform(0, 2 * math.pi))
+    return Agent("pedestrian", tid, (0.5, 0.6, h), h / 2, prims, motion)
+
+
+def _pedestrians(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, agents: list[Agent], ids: _Ids,
+                 lo: float, hi: float, duration: float, mode: str) -> None:
+    hw, cross = layout.half_width, layout.cross_u
+    hw2 = layout.cross_half_width
+    for side in (-1.0, 1.0):
+        n = round(cfg.pedestrian_density * (hi - lo) / 30.0 * rng.uniform(0.4, 1.4))
+        for _ in range(n):
+            u, v = rng.uniform(lo, hi), (0.0 if rng.random() < 0.15 else rng.uniform(0.9, 1.7))
+            direction = rng.choice([-1, 1])
+            end = u + direction * v * duration
+            if cross is not None and min(abs(u - cross), abs(end - cross)) < hw2 + 1.5 + v * duration:
+                continue
+            d = side * (hw + CURB + rng.uniform(0.9, SIDEWALK - 0.5))
+            agents.append(_pedestrian(rng, ids(), RoadMotion(layout, False, d, direction, u, v)))
+    if cross is None:
+        return
+    for side in (-1.0, 1.0):
+        for _ in range(round(cfg.pedestrian_density * rng.uniform(1, 4))):
+            sgn = rng.choice([-1.0, 1.0])
+            v, direction = rng.uniform(0.9, 1.6), rng.choice([-1, 1])
+            u = sgn * rng.uniform(hw + 2.0 + v * duration, 60.0)
+            d = side * (hw2 + CURB + rng.uniform(0.9, SIDEWALK - 0.5))
+            agents.append(_pedestrian(rng, ids(), RoadMotion(layout, True, d, direction, u, v)))
+    # Walkers on the crosswalk of whichever road has the red light.
+    for _ in range(sum(rng.random() < 0.5 * cfg.pedestrian_density for _ in range(3))):
+        v = rng.uniform(1.0, 1.5) * rng.choice([-1.0, 1.0])
+        if mode in ("stop", "wait"):
+            x = cross - hw2 - 2.0 + rng.uniform(-0.6, 0.6)
+            motion = LinearMotion(x, rng.uniform(-hw - 1.5, hw + 1.5) - v * duration / 2, 0.0, v)
+        else:
+            y = rng.choice([-1.0, 1.0]) * (hw + 2.0) + rng.uniform(-0.6, 0.6)
+            motion = LinearMotion(cross + rng.uniform(-hw2 - 1.5, hw2 + 1.5) - v * duration / 2, y, v, 0.0)
+        agents.append(_pedestrian(rng, ids(), motion))

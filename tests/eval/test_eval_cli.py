@@ -1,0 +1,120 @@
+"""`hydranet eval` and `hydranet gate` end to end on a tiny trained checkpoint."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from hydranet.cli import app
+from hydranet.eval.gate import gate
+from hydranet.eval.runner import check_thresholds, run_suite
+from hydranet.eval.suite import load_suite
+from hydranet.train.checkpoint import load_model
+
+runner = CliRunner()
+
+
+def flat(output: str) -> str:
+    """CLI output without rich's box drawing and line wrapping, for substring checks."""
+    return " ".join(output.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+def damaged_copy(src, dst, head="drivable", mode="zero"):
+    """A copy of the checkpoint with one head's weights zeroed (or replaced by noise)."""
+    shutil.copytree(src, dst)
+    f = dst / "model.safetensors"
+    state = load_file(f)
+    hit = [k for k in state if k.startswith(f"heads.{head}.")]
+    assert hit, sorted(state)[:20]
+    g = torch.Generator().manual_seed(0)
+    for k in hit:
+        state[k] = torch.zeros_like(state[k]) if mode == "zero" else torch.randn(state[k].shape, generator=g)
+    save_file(state, f)
+    return dst
+
+
+@pytest.mark.slow
+def test_eval_passes_writes_json_and_fails_on_threshold(tiny_checkpoint, tiny_suite, tmp_path):
+    out = tmp_path / "results.json"
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(tiny_suite), "--out", str(out),
+                            "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and "drivable" in r.output
+    data = json.loads(out.read_text())
+    tiny = data["suites"][0]
+    assert data["passed"] and tiny["frames"] == 6 and tiny["scenarios"] == ["straight", "night"]
+    assert tiny["tasks"]["drivable"]["metrics"]["miou"] > 0.3
+    assert set(tiny["tasks"]["drivable"]["per_scenario"]) == {"straight", "night"}
+    assert tiny["tasks"]["depth"]["checks"][0]["status"] == "pass"
+
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(tiny_suite.read_text().replace('miou: ">= 0.30"', 'miou: ">= 0.999"'))
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(strict), "--frames", "1", "--device", "cpu"])
+    assert r.exit_code == 1 and "FAIL" in r.output
+
+
+def test_eval_bad_inputs_exit_2(tiny_checkpoint, tiny_suite, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(tiny_suite.read_text().replace("abs_rel:", "abs_rell:"))
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(bad), "--frames", "1", "--device", "cpu"])
+    assert r.exit_code == 2 and "tasks.depth.thresholds.abs_rell: task 'depth' has no metric" in flat(r.output)
+    r = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--suite", str(tiny_suite)])
+    assert r.exit_code == 2 and "not a checkpoint" in flat(r.output)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("scenarios: {a: {fog: 3}}\nseeds: [0, 1]\nframes: 1\ntasks: {depth: {}}\n")
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(broken)])
+    assert r.exit_code == 2 and "broken.yaml" in flat(r.output) and "scenarios.a.fog" in flat(r.output)
+    small = tmp_path / "small.yaml"
+    small.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, height: 32,"))
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(small), "--frames", "1", "--device", "cpu"])
+    assert r.exit_code == 2 and "renders 32x128 images but model 'model' expects (64, 128)" in flat(r.output)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, grid: {cell: 0.5},"))
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(grid), "--frames", "1", "--device", "cpu"])
+    assert r.exit_code == 2 and "differs from model 'model'" in flat(r.output)
+
+
+@pytest.mark.slow
+def test_gate_catches_damaged_head_and_passes_identical_copy(tiny_checkpoint, tiny_suite, tmp_path):
+    same = tmp_path / "same"
+    shutil.copytree(tiny_checkpoint, same)
+    out = tmp_path / "gate.json"
+    r = runner.invoke(app, ["gate", "--baseline", str(tiny_checkpoint), "--candidate", str(same), "--suite",
+                            str(tiny_suite), "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    assert all(row["status"] != "fail" for row in rows)
+    assert {row["task"] for row in rows} >= {"drivable", "depth", "detection2d"}
+    assert all(row["delta"] in (0.0, None) for row in rows)
+
+    damaged = damaged_copy(tiny_checkpoint, tmp_path / "damaged")
+    r = runner.invoke(app, ["gate", "--baseline", str(tiny_checkpoint), "--candidate", str(damaged), "--suite",
+                            str(tiny_suite), "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 1, r.output
+    rows = json.loads(out.read_text())["rows"]
+    failed = {(row["task"], row["metric"]) for row in rows if row["status"] == "fail"}
+    assert failed == {("drivable", "miou")}, rows  # only the damaged head regresses
+    drv = next(row for row in rows if row["task"] == "drivable")
+    assert drv["delta"] < -0.02 and drv["high"] < 0
+
+
+@pytest.mark.slow
+def test_runner_api_same_frames_and_noise_damage(tiny_checkpoint, tiny_suite, tmp_path):
+    suite = load_suite(tiny_suite)
+    base, _ = load_model(tiny_checkpoint)
+    noisy, _ = load_model(damaged_copy(tiny_checkpoint, tmp_path / "noisy", head="depth", mode="noise"))
+    runs = run_suite({"a": base, "b": noisy}, suite, frames=2)
+    a, b = runs["a"], runs["b"]
+    assert a.frames == b.frames and len(a.frames) == 4
+    assert a.tasks["depth"].frames == b.tasks["depth"].frames
+    assert [c.status for c in check_thresholds(a) if c.task == "drivable"] == ["pass"]
+    rows = {(r.task, r.metric): r for r in gate(a, b)}
+    assert rows[("depth", "abs_rel")].status == "fail"  # error metric: lower is better, oriented Δ < 0
+    assert rows[("depth", "abs_rel")].delta < 0
+    assert rows[("drivable", "miou")].status == "pass" and rows[("drivable", "miou")].delta == 0.0
+    # a per-scenario number is the metric on that scenario's frames alone
+    straight = [i for i, f in enumerate(a.tasks["drivable"].frames) if a.frames[f].scenario == "straight"]
+    assert a.tasks["drivable"].per_scenario["straight"] == a.tasks["drivable"].metric.compute_frames(straight)

@@ -1,0 +1,138 @@
+"""Detection3DMetric: nuscenes-devkit reference values and hand-computed cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from hydranet.metrics import Detection3DMetric
+
+CLASSES = ("car", "truck", "pedestrian", "cone")
+
+# nuscenes-devkit 1.2.0 ``accumulate``/``calc_ap``/``calc_tp`` (min recall = min precision = 0.1) run on
+# ``random_frames(np.random.default_rng(0), 30)`` below (classes mapped car, truck, pedestrian,
+# traffic_cone; quaternions from yaw about z): per class AP at 0.5/1/2/4 m and ATE/ASE/AOE/AVE at 2 m.
+# The devkit cannot be installed in CI (it pulls OpenCV, matplotlib, shapely, sklearn), so its outputs
+# are frozen here; the AOE/AVE of cones are not scored (NaN), as the devkit's summary does.
+DEVKIT = {
+    "car": ([0.0, 0.067310087824, 0.446528671082, 0.767946919756],
+            [1.180296702708, 0.272660612944, 0.230619704533, 1.423768289659]),
+    "truck": ([0.005812613665, 0.185409494232, 0.743308350574, 0.87127072267],
+              [0.955099155453, 0.250968010584, 0.256783306656, 1.129106736449]),
+    "pedestrian": ([0.0, 0.081414853198, 0.662206299067, 0.955911809264],
+                   [1.132352560036, 0.247433207396, 0.310237691663, 1.527565061681]),
+    "cone": ([0.0, 0.107460890872, 0.453753577775, 0.620267141799],
+             [1.115304742236, 0.252879773548, np.nan, np.nan]),
+}
+
+
+def random_boxes(rng, n):
+    return np.concatenate([rng.uniform(-40, 40, (n, 2)), rng.uniform(0, 1, (n, 1)), rng.uniform(0.5, 5, (n, 3)),
+                           rng.uniform(-np.pi, np.pi, (n, 1))], 1)
+
+
+def random_frames(rng, n):
+    preds, targets = [], []
+    for _ in range(n):
+        m = int(rng.integers(0, 8))
+        g = random_boxes(rng, m)
+        gv, gc = rng.normal(0, 3, (m, 2)), rng.integers(0, 4, m)
+        keep = rng.random(m) < 0.85
+        p = g[keep].copy()
+        p[:, :2] += rng.normal(0, 1.0, (len(p), 2))
+        p[:, 3:6] *= rng.uniform(0.8, 1.2, (len(p), 3))
+        p[:, 6] += rng.normal(0, 0.3, len(p))
+        pv, pc = gv[keep] + rng.normal(0, 1, (len(p), 2)), gc[keep].copy()
+        k = int(rng.integers(0, 4))
+        fp = random_boxes(rng, k)
+        p = np.concatenate([p, fp])
+        pv = np.concatenate([pv, rng.normal(0, 3, (k, 2))])
+        pc = np.concatenate([pc, rng.integers(0, 4, k)])
+        s = np.concatenate([0.3 + 0.7 * rng.random(int(keep.sum())), 0.6 * rng.random(k)])
+        preds.append(dict(boxes=torch.tensor(p), scores=torch.tensor(s), classes=torch.tensor(pc),
+                          velocity=torch.tensor(pv)))
+        targets.append(dict(boxes=torch.tensor(g), classes=torch.tensor(gc), velocity=torch.tensor(gv)))
+    return preds, targets
+
+
+def test_matches_nuscenes_devkit_reference():
+    preds, targets = random_frames(np.random.default_rng(0), 30)
+    m = Detection3DMetric(CLASSES)
+    m.update(preds, targets)
+    out = m.compute()
+    for name, (aps, tps) in DEVKIT.items():
+        assert out[f"ap/{name}"] == pytest.approx(np.mean(aps), abs=1e-9)
+        for err, ref in zip(("ate", "ase", "aoe", "ave"), tps, strict=True):
+            assert out[f"{err}/{name}"] == pytest.approx(ref, abs=1e-9, nan_ok=True)
+    assert out["map"] == pytest.approx(np.mean([a for a, _ in DEVKIT.values()]), abs=1e-9)
+    for i, thr in enumerate((0.5, 1, 2, 4)):
+        assert out[f"ap@{thr:g}m"] == pytest.approx(np.mean([a[i] for a, _ in DEVKIT.values()]), abs=1e-9)
+
+
+def one_frame(shift=(0.0, 0.0), n=6, cls=0):
+    rng = np.random.default_rng(3)
+    g = random_boxes(rng, n)
+    g[:, 0], g[:, 1] = np.arange(n) * 10.0, 0.0  # well separated: 10 m apart on the x axis
+    t = dict(boxes=torch.tensor(g), classes=torch.full((n,), cls), velocity=torch.zeros(n, 2))
+    p = g.copy()
+    p[:, :2] += shift
+    return dict(boxes=torch.tensor(p), scores=torch.linspace(1, 0.5, n), classes=torch.full((n,), cls),
+                velocity=torch.zeros(n, 2)), t
+
+
+def test_perfect_predictions_ap_one_errors_zero():
+    p, t = one_frame()
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["map"] == pytest.approx(1.0)
+    assert out["ate"] == pytest.approx(0.0) and out["ase"] == pytest.approx(0.0)
+    assert out["aoe"] == pytest.approx(0.0) and out["ave"] == pytest.approx(0.0)
+    assert np.isnan(out["ap/truck"])  # no truck ground truth: not scored
+
+
+def test_shift_by_1_5m():
+    p, t = one_frame(shift=(1.5, 0.0))
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["ap@0.5m"] == 0.0 and out["ap@1m"] == 0.0
+    assert out["ap@2m"] == pytest.approx(1.0) and out["ap@4m"] == pytest.approx(1.0)
+    assert out["map"] == pytest.approx(0.5)
+    assert out["ate"] == pytest.approx(1.5)
+
+
+def test_half_recall_and_tp_errors_by_hand():
+    p, t = one_frame(n=4)
+    p["boxes"] = p["boxes"][:2].clone()
+    p["boxes"][:, 3:6] = t["boxes"][:2, 3:6] * torch.tensor([2.0, 1.0, 1.0])  # double length: IoU 1/2
+    p["boxes"][:, 6] = t["boxes"][:2, 6] + 0.5
+    p["velocity"] = torch.tensor([[3.0, 4.0], [3.0, 4.0]])
+    p["scores"], p["classes"] = p["scores"][:2], p["classes"][:2]
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    # recall reaches 0.5 with precision 1: points 0.11..0.50 (40 of 90 kept) at (1-0.1)/0.9 = 1
+    assert out["ap/car"] == pytest.approx(40 / 90)
+    assert out["ase"] == pytest.approx(0.5) and out["aoe"] == pytest.approx(0.5) and out["ave"] == pytest.approx(5)
+
+
+def test_duplicates_are_false_positives_and_max_range():
+    p, t = one_frame(n=2)
+    dup = {k: torch.cat([v, v]) for k, v in p.items()}
+    dup["scores"] = torch.tensor([0.9, 0.8, 0.95, 0.85])
+    m = Detection3DMetric(CLASSES)
+    m.update([dup], [t])
+    assert m.compute()["map"] < 1.0
+    far = Detection3DMetric(CLASSES, max_range=5.0)  # only the box at x = 0 is kept
+    p2, t2 = one_frame(n=2)
+    p2["boxes"] = p2["boxes"][:1]
+    p2["scores"], p2["classes"], p2["velocity"] = p2["scores"][:1], p2["classes"][:1], p2["velocity"][:1]
+    far.update([p2], [t2])
+    assert far.compute()["map"] == pytest.approx(1.0)
+
+
+def test_bad_class_index_names_sample():
+    p, t = one_frame()
+    t["classes"][0] = 9
+    with pytest.raises(ValueError, match="sample 0 target: class index out of range"):
+        Detection3DMetric(CLASSES).update([p], [t])

@@ -1,0 +1,164 @@
+"""Camera→BEV fusion geometry: BEV reference points land where the contract geometry says they do."""
+
+
+import pytest
+import torch
+
+from hydranet.geometry import (
+    BevGrid,
+    camera_extrinsics,
+    default_rig,
+    intrinsics_from_fov,
+    invert_transform,
+    project,
+    transform_points,
+)
+from hydranet.model.fusion import BevFusion, BevSampler, project_to_cameras
+from hydranet.model.temporal import TemporalFusion, warp_bev
+
+H, W, STRIDE = 64, 128, 8
+GRID = BevGrid((-16.0, 16.0), (-16.0, 16.0), 1.0)
+
+
+def uv_features(batch: int, cams: int) -> dict[str, torch.Tensor]:
+    """A stride-8 feature map whose two channels are the image u and v of each feature pixel's centre."""
+    h, w = H // STRIDE, W // STRIDE
+    v, u = torch.meshgrid((torch.arange(h) + 0.5) * STRIDE, (torch.arange(w) + 0.5) * STRIDE, indexing="ij")
+    f = torch.stack([u, v]).expand(batch * cams, 2, h, w).contiguous()
+    return {"p3": f}
+
+
+def test_projection_matches_contract_geometry_for_the_default_rig():
+    rig = default_rig(H, W)
+    K, T = rig.intrinsics()[None], rig.extrinsics()[None]
+    pts = torch.tensor([[10.0, 2.0, 0.0], [-8.0, -1.0, 1.0], [3.0, 9.0, 0.5], [0.5, -12.0, 2.0]])
+    coords, visible = project_to_cameras(pts, K, T, (H, W), min_depth=0.3)
+    cam_pts = transform_points(invert_transform(T.double()), pts.double()[None, None])
+    uv, ok = project(cam_pts, K.double(), (H, W), min_depth=0.3)
+    assert torch.equal(visible, ok)
+    expected = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1).float()
+    assert torch.allclose(coords[visible], expected[ok], atol=1e-5)
+    assert (coords[~visible] == -2).all()  # invisible points sample nothing
+    assert visible.any(1).all()  # with 8 cameras every point around the car is seen
+
+
+def test_point_on_optical_axis_samples_the_image_centre():
+    K = intrinsics_from_fov(W, H, 60.0).float()[None, None]
+    T = camera_extrinsics((1.0, 0.0, 1.5), 0.0, 0.0).float()[None, None]  # looking straight down +x
+    coords, visible = project_to_cameras(torch.tensor([[11.0, 0.0, 1.5]]), K, T, (H, W), 0.3)
+    assert visible.item() and torch.allclose(coords, torch.zeros(2), atol=1e-6)
+    behind, vis = project_to_cameras(torch.tensor([[-5.0, 0.0, 1.5]]), K, T, (H, W), 0.3)
+    assert not vis.item()
+
+
+def lifted_uv(K: torch.Tensor, T: torch.Tensor, heights=(0.0,)) -> tuple[torch.Tensor, torch.Tensor, BevSampler]:
+    sampler = BevSampler(GRID, 2, 4, list(heights), ["p3"], stride=1)
+    fused, count = sampler.lift(uv_features(K.shape[0], K.shape[1]), K, T, (H, W))
+    return fused, count, sampler
+
+
+def test_sampled_features_equal_projected_pixels_per_sample_K_and_T():
+    # Bilinear sampling of a feature map that is linear in (u, v) returns exactly the (u, v) the
+    # BEV point projects to, so this checks the whole lift geometry cell by cell. Two samples with
+    # different K *and* T in one batch must each follow their own calibration.
+    K1 = intrinsics_from_fov(W, H, 90.0).float()
+    K2 = intrinsics_from_fov(W, H, 60.0).float()
+    T1 = camera_extrinsics((1.5, 0.0, 1.4), 0.0, 5.0).float()
+    T2 = camera_extrinsics((0.0, 0.5, 1.8), 30.0, 10.0).float()
+    K = torch.stack([K1, K2])[:, None]
+    T = torch.stack([T1, T2])[:, None]
+    fused, count, sampler = lifted_uv(K, T)
+    pts = sampler.points  # [Z*R*C, 3]
+    for b in range(2):
+        cam = transform_points(invert_transform(T[b, 0].double()), pts.double())
+        uv, ok = project(cam, K[b, 0].double(), (H, W), 0.3)
+        interior = ok & (uv[:, 0] > 4) & (uv[:, 0] < W - 4) & (uv[:, 1] > 4) & (uv[:, 1] < H - 4)
+        got = fused[b].reshape(2, -1).T  # [P, 2]
+        assert interior.sum() > 20
+        assert torch.allclose(got[interior].double(), uv[interior], atol=1e-3)
+        assert torch.equal(count[b].reshape(-1) > 0, ok)
+        assert (got[~ok] == 0).all()
+    assert not torch.equal(count[0], count[1])  # different calibration, different footprint
+
+
+def test_hot_pixel_lands_in_the_bev_cell_its_ray_hits_on_the_ground():
+    grid = BevGrid((-8.0, 8.0), (-8.0, 8.0), 0.25)
+    K = intrinsics_from_fov(W, H, 90.0).float()[None, None]
+    T = camera_extrinsics((0.0, 0.0, 2.0), 20.0, 15.0).float()[None, None]
+    h, w = H // STRIDE, W // STRIDE
+    row, col = 6, 5  # a feature pixel below the horizon
+    feat = torch.zeros(1, 1, h, w)
+    feat[0, 0, row, col] = 1.0
+    sampler = BevSampler(grid, 1, 4, [0.0], ["p3"], stride=1)
+    fused, _ = sampler.lift({"p3": feat}, K, T, (H, W))
+    Tm = T[0, 0].double()
+
+    def ground_hit(u: float, v: float) -> torch.Tensor:  # ray through pixel (u, v) meets z = 0 (ego)
+        ray = torch.linalg.solve(K[0, 0].double(), torch.tensor([u, v, 1.0], dtype=torch.float64))
+        d = Tm[:3, :3] @ ray
+        return Tm[:3, 3] + d * (-Tm[2, 3] / d[2])
+
+    u0, v0 = (col + 0.5) * STRIDE, (row + 0.5) * STRIDE
+    hit = ground_hit(u0, v0)
+    r, c, inside = grid.cell_indices(hit[0:1], hit[1:2])
+    assert inside.item()
+    bev = fused[0, 0, 0]
+    peak = torch.nonzero(bev == bev.max())[0]
+    assert (peak - torch.cat([r, c])).abs().max() <= 1  # the strongest response is at the hit cell
+    assert bev[r, c].item() >= 0.5 * bev.max().item() > 0
+    # Every cell that received the feature lies inside the bilinear support (±1 feature pixel) on the ground.
+    corners = [(u0 + du, v0 + dv) for du in (-STRIDE, STRIDE) for dv in (-STRIDE, STRIDE)]
+    reach = max((ground_hit(u, v) - hit).norm().item() for u, v in corners)
+    rr, cc = torch.nonzero(bev > 0, as_tuple=True)
+    dist = (grid.cell_centres()[rr, cc].double() - hit[:2]).norm(dim=-1)
+    assert dist.max() < reach + grid.cell
+
+
+def test_reference_heights_reach_different_pixels():
+    K = intrinsics_from_fov(W, H, 90.0).float()[None, None]
+    T = camera_extrinsics((0.0, 0.0, 1.5), 0.0, 0.0).float()[None, None]
+    fused, count, _ = lifted_uv(K, T, heights=(0.0, 1.5, 3.0))
+    r, c = GRID.cell_indices(torch.tensor([10.0]), torch.tensor([0.0]))[:2]
+    v = fused[0, 1, :, r, c].squeeze()  # image v at z = 0, 1.5 (camera height), 3
+    assert v[0] > H / 2 + 1 and abs(v[1] - H / 2) < 1 and v[2] < H / 2 - 1  # below, at, above the horizon
+
+
+def test_fusion_module_output_shape_and_upsampling_to_the_grid():
+    torch.manual_seed(0)
+    rig = default_rig(H, W)
+    fusion = BevFusion(GRID, 2, 16, [0.0, 1.0], ["p3"], stride=2, channels=8, encoder_blocks=1)
+    K, T = rig.intrinsics()[None].expand(2, -1, -1, -1), rig.extrinsics()[None].expand(2, -1, -1, -1)
+    feats = {"p3": torch.randn(2 * len(rig), 2, H // STRIDE, W // STRIDE)}
+    out = fusion(feats, K, T, (H, W))
+    assert out.shape == (2, 16, *GRID.shape)
+    with pytest.raises(ValueError, match="without temporal fusion"):
+        fusion(feats, K, T, (H, W), prev_bev=torch.zeros(2, 8, 16, 16))
+
+
+def test_warp_bev_compensates_ego_motion():
+    grid = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
+    prev = torch.randn(1, 3, *grid.shape)
+    same, valid = warp_bev(prev, torch.eye(4)[None], grid)
+    assert torch.allclose(same, prev, atol=1e-6) and valid.all()
+    # The car drove 2 m forward: a current cell at x is the previous cell at x + 2, i.e. 2 rows up.
+    T = torch.eye(4)[None]
+    T[0, 0, 3] = 2.0
+    moved, valid = warp_bev(prev, T, grid)
+    assert torch.allclose(moved[..., 2:, :], prev[..., :-2, :], atol=1e-5)
+    assert not valid[..., :2, :].any() and valid[..., 2:, :].all()
+    # A 90° turn left: the current +x axis is the previous +y axis, so what was on the left (column 0)
+    # is now ahead (row 0): the BEV image turns clockwise.
+    yaw = torch.tensor([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    rot, _ = warp_bev(prev, yaw[None], grid)
+    assert torch.allclose(rot, torch.rot90(prev, -1, (-2, -1)), atol=1e-5)
+
+
+def test_temporal_module_runs_with_and_without_history():
+    grid = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
+    tf = TemporalFusion(grid, 4).eval()
+    bev = torch.randn(2, 4, *grid.shape)
+    no_hist = tf(bev, None, None)
+    hist = tf(bev, torch.randn_like(bev), torch.eye(4).expand(2, 4, 4))
+    assert no_hist.shape == hist.shape == bev.shape and not torch.allclose(no_hist, hist)
+    with pytest.raises(ValueError, match="T_prev_from_curr"):
+        tf(bev, bev, None)

@@ -1,0 +1,30 @@
+"""The seven tasks inside the real HydraNet: one forward, every loss, one backward, every decode."""
+
+from __future__ import annotations
+
+import torch
+from tasks_synthetic import GRID, N_CAM, H, W, make_batch
+
+from hydranet.model import GridConfig, ModelConfig, create_model
+
+torch.set_num_threads(1)
+
+
+def test_all_seven_tasks_train_and_decode_in_the_model():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", image_size=(H, W), num_cameras=N_CAM,
+                             grid=GridConfig(x_range=GRID.x_range, y_range=GRID.y_range, cell=GRID.cell))
+    model = create_model(cfg)
+    assert len(model.task_objects) == 7
+    batch = make_batch(2, absent={1: ("depth", "objects3d", "lanes")})
+    out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+    total = torch.zeros(())
+    for name, task in model.task_objects.items():
+        loss = task.loss(out[name], batch)
+        assert torch.isfinite(loss["loss"]), name
+        total = total + loss["loss"]
+        decoded = task.decode(out[name], batch)
+        assert len(decoded) == 2
+    total.backward()
+    missing = [n for n, p in model.heads.named_parameters() if p.grad is None]
+    assert not missing, missing

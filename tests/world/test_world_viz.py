@@ -1,0 +1,80 @@
+"""hydranet.viz draws where it should, and `hydranet show` writes the picture."""
+
+import functools
+
+import numpy as np
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from hydranet.cli import app
+from hydranet.geometry import BevGrid
+from hydranet.viz import (
+    CLASS_COLORS,
+    Views,
+    draw_bev_map,
+    draw_boxes2d,
+    draw_boxes3d,
+    draw_lane_masks,
+    draw_mask,
+    draw_polylines_bev,
+    draw_traffic_lights,
+)
+from hydranet.world import SyntheticWorld, WorldConfig
+
+H, W = 48, 96
+
+
+@functools.cache
+def sample():
+    return SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=1, frames_per_scene=2))[0]
+
+
+def test_views_geometry_and_compose():
+    grid = BevGrid()
+    views = Views.from_sample(sample(), grid, scale=2)
+    assert len(views.cameras) == 8 and views.cameras[0].size == (W * 2, H * 2)
+    u, v = views.bev_px(0.0, 0.0)
+    assert abs(u - views.bev.width / 2) < 1 and abs(v - views.bev.height / 2) < 1
+    u, v = views.bev_px(30.0, 10.0)  # ahead and to the left: up and left in the panel
+    assert u < views.bev.width / 2 and v < views.bev.height / 2
+    img = views.compose(title="t")
+    assert isinstance(img, Image.Image) and img.width > 5 * W * 2 and img.height >= 2 * H * 2
+
+
+def test_primitives_draw_in_the_right_place():
+    s = sample()
+    views = Views.from_sample(s, BevGrid(), scale=2)
+    draw_boxes2d(views, torch.tensor([[10.0, 10.0, 30.0, 30.0]]), torch.tensor([3]), torch.tensor([0]))
+    px = np.asarray(views.cameras[3])[40, 20 * 2 + 10]  # on the bottom edge (y2 - 1 = 29 -> 58..59 scaled)
+    edge = np.asarray(views.cameras[3])[58, 40]
+    assert tuple(edge) == CLASS_COLORS["car"] and tuple(px) != CLASS_COLORS["car"]
+    before = np.asarray(views.cameras[0]).astype(int)
+    mask = torch.zeros(8, H, W, dtype=torch.bool)
+    mask[0, :, : W // 2] = True
+    draw_mask(views, mask, (255, 0, 0), alpha=0.5)
+    after = np.asarray(views.cameras[0]).astype(int)
+    assert (after[:, :W // 2 * 2 - 2, 0] >= before[:, :W // 2 * 2 - 2, 0]).all()
+    assert np.array_equal(after[:, W + 2:], before[:, W + 2:])
+    draw_lane_masks(views, s.labels["lanes"])
+    draw_traffic_lights(views, torch.tensor([[5.0, 5.0, 8.0, 12.0]]), [0], [2], [0])
+    bev_before = np.asarray(views.bev).copy()
+    draw_boxes3d(views, torch.tensor([[10.0, 0.0, 0.8, 4.5, 1.9, 1.6, 0.0]]), [0])
+    u, v = views.bev_px(12.25, 0.0)  # front edge of that box
+    assert not np.array_equal(np.asarray(views.bev)[round(v), round(u)], bev_before[round(v), round(u)])
+    draw_bev_map(views, s.labels["bev_semantic"])
+    draw_polylines_bev(views, s.labels["lane_lines"]["points"], (255, 255, 0), cameras=True)
+    assert views.compose().size[0] > 0
+
+
+def test_show_command_writes_a_png(tmp_path):
+    cfg = tmp_path / "world.yaml"
+    cfg.write_text(f"height: {H}\nwidth: {W}\nframes_per_scene: 5\n")
+    out = tmp_path / "show.png"
+    res = CliRunner().invoke(app, ["show", "--index", "7", "--config", str(cfg), "--lighting", "night",
+                                   "--out", str(out), "--scale", "1"])
+    assert res.exit_code == 0, res.output
+    img = Image.open(out)
+    assert img.width > 5 * W
+    bad = CliRunner().invoke(app, ["show", "--config", str(cfg), "--lighting", "noon", "--out", str(out)])
+    assert bad.exit_code != 0 and "lighting" in bad.output
