@@ -1,3 +1,206 @@
-"""CLI commands: deploy."""
+"""CLI commands: ``hydranet export``, ``hydranet quantize``, ``hydranet infer``.
 
-from hydranet.cli.app import app  # noqa: F401
+Exit codes: 0 = done (and checks pass); 1 = a check failed (parity above 1e-3, INT8 metric drop above
+``--max-drop``); 2 = bad input (missing checkpoint or graph, unknown task, bad option).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hydranet.cli.app import app
+
+console = Console()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _write_json(path: Path | None, data: Any) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+        console.print(f"wrote {path}")
+
+
+def _fmt(x: float) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _deployed(graph: Path, threads: int | None) -> Any:
+    from hydranet.deploy.manifest import ManifestError
+    from hydranet.deploy.runtime import DeployedModel
+
+    try:
+        return DeployedModel(graph, threads=threads)
+    except (ManifestError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e), param_hint="MODEL") from None
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="checkpoint directory, or a run directory (its latest checkpoint)"),
+    output: Path = typer.Option(Path("model.onnx"), "-o", "--output", help="ONNX file to write; the manifest goes "
+                                "beside it as <name>.manifest.json"),
+    tasks: str | None = typer.Option(None, "--tasks", help="comma-separated heads to export (default: all); "
+                                     "camera-only tasks give a graph without BEV fusion"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16: GridSample)"),
+    batch: int = typer.Option(1, "--batch", min=1, help="batch size the graph is built for (fixed)"),
+    verify: bool = typer.Option(False, "--verify", help="compare ONNX Runtime with PyTorch eager on held-out "
+                                "synthetic frames and print the max abs difference per output (fails above 1e-3)"),
+    verify_frames: int = typer.Option(4, "--verify-frames", min=1, help="held-out frames for --verify"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (torch and ONNX Runtime)"),
+) -> None:
+    """Export a checkpoint to ONE ONNX graph for all cameras and the chosen heads, plus its manifest."""
+    import onnx
+
+    from hydranet.deploy.export import ExportError, export_checkpoint
+    from hydranet.train.checkpoint import CheckpointError
+
+    _threads(threads)
+    try:
+        with console.status(f"exporting {checkpoint} -> {output}"):
+            manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
+    except (CheckpointError, ExportError) as e:
+        raise typer.BadParameter(str(e), param_hint="CHECKPOINT" if isinstance(e, CheckpointError) else "--tasks") \
+            from None
+    graph = onnx.load(str(output), load_external_data=False)
+    size = output.stat().st_size
+    table = Table(title=f"{output} (opset {manifest.opset}, batch {manifest.batch}, {len(graph.graph.node)} nodes, "
+                        f"{size / 1e6:.2f} MB)")
+    for col in ("output", "task", "shape", "decoder"):
+        table.add_column(col)
+    for o in manifest.outputs:
+        table.add_row(o.name, o.task, "×".join(map(str, o.shape)), o.decoder.rsplit(".", 2)[-2])
+    console.print(table)
+    console.print(f"manifest: {output.with_name(output.stem + '.manifest.json')}  trunk hash {manifest.trunk_hash[:16]}")
+    if not verify:
+        return
+    from hydranet.deploy.verify import PARITY_TOLERANCE, parity
+
+    dm = _deployed(output, threads)
+    with console.status(f"parity on {verify_frames} held-out frames"):
+        diffs = parity(model, dm, frames=verify_frames)
+    table = Table(title=f"ONNX Runtime vs PyTorch eager, {verify_frames} held-out frames (fp32)")
+    table.add_column("output")
+    table.add_column("max |diff|", justify="right")
+    table.add_column("status")
+    for name, d in diffs.items():
+        table.add_row(name, f"{d:.2e}", "[green]ok" if d <= PARITY_TOLERANCE else "[red]FAIL")
+    console.print(table)
+    worst = max(diffs.values())
+    if worst > PARITY_TOLERANCE:
+        console.print(f"[red]parity failed: max diff {worst:.2e} > {PARITY_TOLERANCE:g}")
+        raise typer.Exit(1)
+    console.print(f"[green]parity ok: max diff {worst:.2e} <= {PARITY_TOLERANCE:g}")
+
+
+@app.command()
+def quantize(
+    model: Path = typer.Argument(..., help="fp32 ONNX graph written by `hydranet export` (manifest beside it)"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="INT8 graph (default <name>.int8.onnx)"),
+    calib_frames: int = typer.Option(32, "--calib-frames", min=1, help="synthetic frames for calibration"),
+    eval_frames: int = typer.Option(16, "--eval-frames", min=0, help="held-out frames to measure the per-task "
+                                    "metric drop (0: skip)"),
+    max_drop: float = typer.Option(0.02, "--max-drop", help="fail (exit 1) if a task's headline metric gets worse "
+                                   "than fp32 by more than this (absolute)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the metric comparison as JSON"),
+) -> None:
+    """Static INT8 quantization (QDQ, per-channel) with synthetic calibration frames; reports the metric drop."""
+    from hydranet.deploy.frames import heldout_batches
+    from hydranet.deploy.manifest import ManifestError
+    from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
+    from hydranet.deploy.verify import evaluate, metric_drop
+
+    _threads(threads)
+    output = output or int8_path(model)
+    try:
+        with _progress() as progress:
+            bar = progress.add_task("calibrating", total=calib_frames)
+            manifest = quantize_graph(model, output, calib_frames, on_frame=lambda n: progress.advance(bar, n))
+    except (QuantizeError, ManifestError) as e:
+        raise typer.BadParameter(str(e), param_hint="MODEL") from None
+    console.print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, fp32 {model.stat().st_size / 1e6:.2f} MB)")
+    if eval_frames == 0:
+        return
+    fp32, int8 = _deployed(model, threads), _deployed(output, threads)
+    results = {}
+    with _progress() as progress:
+        for label, dm in (("fp32", fp32), ("int8", int8)):
+            bar = progress.add_task(f"evaluating {label}", total=eval_frames)
+
+            def forward(batch, dm=dm, bar=bar):
+                progress.advance(bar, len(batch))
+                return dm(batch)
+
+            results[label] = evaluate(forward, dm.tasks, heldout_batches(manifest, eval_frames, manifest.batch))
+    rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
+    table = Table(title=f"INT8 vs fp32 on {eval_frames} held-out frames (drop > 0 = INT8 worse; limit {max_drop})")
+    for col in ("task", "metric", "fp32", "int8", "drop", "status"):
+        table.add_column(col, justify="right" if col in ("fp32", "int8", "drop") else "left")
+    failed = []
+    for name, r in rows.items():
+        bad = not math.isnan(r["drop"]) and r["drop"] > max_drop
+        failed += [name] if bad else []
+        table.add_row(name, r["metric"], _fmt(r["base"]), _fmt(r["candidate"]), _fmt(r["drop"]),
+                      "[red]over" if bad else ("n/a" if math.isnan(r["drop"]) else "[green]ok"))
+    console.print(table)
+    from hydranet.eval.runner import to_jsonable
+
+    _write_json(json_out, to_jsonable({"graph": str(model), "int8": str(output), "eval_frames": eval_frames,
+                                       "calib_frames": calib_frames, "max_drop": max_drop, "drop": rows,
+                                       "metrics": results}))
+    if failed:
+        console.print(f"[red]INT8 metric drop above {max_drop} for {failed}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def infer(
+    model: Path = typer.Argument(..., help="ONNX graph (fp32 or INT8) with its manifest beside it"),
+    data: str = typer.Option("synthetic", "--data", help="'synthetic' (held-out frames rendered for the graph's "
+                             "rig), a shard directory, or a world .yaml"),
+    out: Path = typer.Option(Path("infer"), "--out", help="directory for frame_XXXX.png/.npz and predictions.json"),
+    frames: int | None = typer.Option(None, "--frames", min=1, help="frames to run (default: 8 synthetic / all)"),
+    ground_truth: bool = typer.Option(False, "--ground-truth", help="also draw the frames' labels, if any"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
+) -> None:
+    """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
+    from hydranet.data.manifest import ManifestError as DataError
+    from hydranet.deploy.infer import run_infer
+    from hydranet.deploy.manifest import ManifestError
+
+    _threads(threads)
+    _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
+    try:
+        with _progress() as progress:
+            bar = progress.add_task("inferring", total=frames)
+            result = run_infer(model, data, out, frames, threads, ground_truth,
+                               on_frame=lambda n: progress.advance(bar, n))
+    except (ManifestError, DataError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--data") from None
+    counts = {}
+    for rec in result["frames"]:
+        for name, entry in rec["tasks"].items():
+            if "scores" in entry:
+                counts[name] = counts.get(name, 0) + len(entry["scores"])
+    summary = ", ".join(f"{k}: {v} objects" for k, v in counts.items())
+    console.print(f"{len(result['frames'])} frames -> {out}/ (frame_XXXX.png, predictions.json){'; ' + summary if summary else ''}")

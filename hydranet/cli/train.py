@@ -45,6 +45,7 @@ def train(
 
     Every task's loss, the balancing weights, lr and skipped steps go to TensorBoard (OUT/tb).
     """
+    from hydranet.data.manifest import ShardError
     from hydranet.train.checkpoint import CheckpointError
     from hydranet.train.config import ConfigError, load_config
     from hydranet.train.run import run_training
@@ -67,7 +68,7 @@ def train(
     except ConfigError as e:
         code = 2
         raise _fail(str(e), code) from None
-    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ShardError, FileExistsError, FileNotFoundError, ValueError) as e:
         code = 1
         raise _fail(str(e), code) from None
     finally:
@@ -84,6 +85,7 @@ def demo(
 ) -> None:
     """The first thing to run: render a small synthetic set, train all seven tasks (<= 10 min on 2 CPU
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
+    from hydranet.data.manifest import ShardError
     from hydranet.train.checkpoint import CheckpointError
     from hydranet.train.config import ConfigError
     from hydranet.train.demo import run_demo
@@ -92,5 +94,5 @@ def demo(
         run_demo(out, config, set_, retrain=retrain, pictures=pictures)
     except ConfigError as e:
         raise _fail(str(e), 2) from None
-    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ShardError, FileExistsError, FileNotFoundError, ValueError) as e:
         raise _fail(str(e), 1) from None

@@ -53,8 +53,9 @@ def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, ove
         path = lab["ego_path"]
         pts = torch.cat([torch.zeros(1, 3), torch.cat([path[:, :2], torch.zeros(len(path), 1)], 1)])
         draw_polylines_bev(views, pts[None], (255, 80, 80), width=3)
-    legend = "lanes: " + ", ".join(f"{LANE_KINDS[k]}" for k in LANE_COLORS)
-    return views.compose(title=f"{title}   |   {legend} (yellow/cyan/red)")
+    if overlay:
+        title += "   |   lanes: " + ", ".join(f"{LANE_KINDS[k]}" for k in LANE_COLORS) + " (yellow/cyan/red)"
+    return views.compose(title=title)
 
 
 @app.command()

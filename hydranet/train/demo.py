@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.console import Console
 
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
@@ -38,6 +40,7 @@ def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: i
     """Render world datasets to shards (or reuse them) and return the config pointing at the shards."""
     from hydranet.data.generate import generate
     from hydranet.data.loaders import load_world_config
+    from hydranet.data.manifest import ShardError
 
     tree = config_to_dict(cfg)
     sources = dict(tree["data"]["datasets"])
@@ -50,7 +53,11 @@ def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: i
         world = load_world_config(ds["world"])
         t0 = time.perf_counter()
         with console.status(f"rendering {ds['frames']} frames of the synthetic world into {out} ..."):
-            result = generate(out, world, frames=ds["frames"], workers=workers)
+            try:
+                result = generate(out, world, frames=ds["frames"], workers=workers)
+            except ShardError as e:  # data from another config or version: the demo owns OUT/data
+                console.print(f"  {e}: rendering again")
+                result = generate(out, world, frames=ds["frames"], workers=workers, force=True)
         what = "reused" if result.up_to_date else f"rendered in {time.perf_counter() - t0:.0f}s"
         console.print(f"  data {name}: {result.manifest.num_samples} frames, {what} -> {out}")
         new = {"kind": "shards", "path": str(out), "frames": None, "world": {}}
@@ -88,9 +95,11 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     out.mkdir(parents=True, exist_ok=True)
     cfg = materialise_shards(cfg, out / "data", console)
     train_dir = out / "train"
-    if retrain and train_dir.exists():
-        import shutil
-
+    saved = train_dir / "config.yaml"
+    changed = saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(cfg)
+    if (retrain or changed) and train_dir.exists():
+        if changed and not retrain:
+            console.print(f"  the config differs from the run in {train_dir}: training afresh")
         shutil.rmtree(train_dir)
     if _finished(train_dir):
         console.print(f"  reusing the finished training run in {train_dir} (--retrain trains again)")

@@ -77,6 +77,10 @@ class WorldConfig(BaseModel):
     distant_lights: bool = True  # city lights on the horizon at dusk/night
     ego_speed: tuple[float, float] = (7.0, 15.0)  # m/s, drawn per scene
     sensor_noise: float = Field(2.0, ge=0.0, le=30.0)  # Gaussian std in 8-bit counts (x2 at night)
+    # torch intra-op threads while rendering a sample (0 = leave torch's setting). The renderer's ops
+    # are too small to gain from threads, and on a busy machine OpenMP threads spin-wait: 2 threads
+    # were 10x slower than 1 on a loaded 2-core box. Scale out with DataLoader/generate workers.
+    render_threads: int = Field(1, ge=0, le=256)
 
     # Labels
     drop_labels: dict[str, float] = Field(default_factory=dict)  # label -> fraction of samples without it

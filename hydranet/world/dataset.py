@@ -10,6 +10,7 @@ import random
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from hydranet.data.sample import Sample
@@ -71,6 +72,17 @@ class SyntheticWorld(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         index = self._check(index)
+        threads = self.config.render_threads
+        before = torch.get_num_threads()
+        if threads and threads != before:
+            torch.set_num_threads(threads)
+        try:
+            return self._render(index)
+        finally:
+            if threads and threads != before:
+                torch.set_num_threads(before)
+
+    def _render(self, index: int) -> Sample:
         cfg = self.config
         scene = self.scene(index)
         fi = index % cfg.frames_per_scene
@@ -86,7 +98,7 @@ class SyntheticWorld(Dataset):
             if "detection2d" in want:
                 labels["detection2d"] = det
             if "traffic_light" in want:
-                labels["traffic_light"] = L.traffic_lights(frame, det)
+                labels["traffic_light"] = L.traffic_lights(frame, det, self._T[:, :2, 3])
         objects = L.objects3d(frame) if want & {"objects3d", "bev_semantic"} else None
         if "objects3d" in want:
             labels["objects3d"] = objects

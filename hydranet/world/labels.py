@@ -46,7 +46,7 @@ def detection2d(frame: Frame, out: RenderOutput, min_pixels: int, min_fraction: 
     kinds = {a.track_id: a.kind for a, _ in frame.agents}
     ids = torch.arange(size) % num_ids
     keep = (ids > 0) & (count >= min_pixels) & (visible >= min_fraction)
-    keep &= torch.tensor([int(i) in kinds for i in ids.tolist()]) if size else keep
+    keep &= torch.tensor([int(i) in kinds for i in ids.tolist()], dtype=torch.bool)
     sel = keep.nonzero().squeeze(1)
     boxes = torch.stack([u0[sel], v0[sel], u1[sel] + 1, v1[sel] + 1], 1)
     track = ids[sel]
@@ -55,13 +55,26 @@ def detection2d(frame: Frame, out: RenderOutput, min_pixels: int, min_fraction: 
             "visible": visible[sel].float(), "track_id": track.long()}
 
 
-def traffic_lights(frame: Frame, det: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Light boxes (subset of ``detection2d``), their state and the ego-relative lane they govern."""
-    lights = {a.track_id: a for a, _ in frame.agents if a.kind == "traffic_light"}
-    sel = torch.tensor([int(t) in lights for t in det["track_id"].tolist()], dtype=torch.bool)
+def traffic_lights(frame: Frame, det: dict[str, Tensor], cam_xy: Tensor) -> dict[str, Tensor]:
+    """Boxes (a subset of ``detection2d``) of lights whose lamps face the camera, with state and the
+    ego-relative lane they govern. ``cam_xy [N, 2]``: camera positions in the ego frame. A light seen
+    from behind shows no state, so it stays a ``traffic_light`` object in ``detection2d`` only."""
+    lights = {a.track_id: (a, pose) for a, pose in frame.agents if a.kind == "traffic_light"}
+    ex, ey, eyaw = frame.ego
+    c, s = math.cos(eyaw), math.sin(eyaw)
+    keep = []
+    for tid, cam in zip(det["track_id"].tolist(), det["camera"].tolist(), strict=True):
+        if tid not in lights:
+            keep.append(False)
+            continue
+        _, (lx, ly, lyaw) = lights[tid]
+        cx, cy = (ex + c * float(cam_xy[cam, 0]) - s * float(cam_xy[cam, 1]),
+                  ey + s * float(cam_xy[cam, 0]) + c * float(cam_xy[cam, 1]))
+        keep.append((cx - lx) * -math.cos(lyaw) + (cy - ly) * -math.sin(lyaw) > 0)  # lamps face -x
+    sel = torch.tensor(keep, dtype=torch.bool).reshape(-1)
     tracks = det["track_id"][sel]
-    states = [LIGHT_STATES.index(lights[int(t)].state(frame.t)) for t in tracks.tolist()]
-    lanes = [frame.scene.ego_lane - lights[int(t)].lane for t in tracks.tolist()]
+    states = [LIGHT_STATES.index(lights[int(t)][0].state(frame.t)) for t in tracks.tolist()]
+    lanes = [frame.scene.ego_lane - lights[int(t)][0].lane for t in tracks.tolist()]
     return {"boxes": det["boxes"][sel], "camera": det["camera"][sel], "state": torch.tensor(states, dtype=torch.int64),
             "lane": torch.tensor(lanes, dtype=torch.int64), "track_id": tracks}
 

@@ -24,7 +24,7 @@ from hydranet.world.agents import (
     truck_prims,
 )
 from hydranet.world.config import WorldConfig
-from hydranet.world.roads import CURB, LANE_WIDTH, SIDEWALK, STOP_SETBACK, STOP_W, RoadLayout
+from hydranet.world.roads import CURB, LANE_WIDTH, STOP_SETBACK, STOP_W, RoadLayout
 
 _PAINTS = [(0.92, 0.92, 0.92), (0.70, 0.71, 0.73), (0.40, 0.41, 0.43), (0.08, 0.08, 0.09), (0.10, 0.16, 0.38),
            (0.62, 0.07, 0.06), (0.15, 0.35, 0.65), (0.20, 0.33, 0.22), (0.75, 0.68, 0.52), (0.85, 0.62, 0.10)]
@@ -92,13 +92,14 @@ def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: Road
                  start_gap: float = 1.0) -> None:
         """Stationary queue behind a stop line plus vehicles braking to join it."""
         front = line_front - direction * start_gap  # front bumper of the first car
+        # One speed profile per lane: the braking vehicles keep constant gaps and stop QUEUE_PITCH apart.
+        v, a = rng.uniform(0.7, 1.0) * v_flow, rng.uniform(1.2, 3.0)
         for k in range(n_queue + n_brake):
             kind, dims = _vehicle_dims(rng, cfg.truck_fraction, short=True)
             centre = front - direction * dims[0] / 2
             if k < n_queue:
                 motion = RoadMotion(layout, on_cross, d, direction, centre, 0.0)
             else:
-                v, a = rng.uniform(0.7, 1.0) * v_flow, rng.uniform(1.2, 3.0)
                 travel = v * t_brake + v * v / (2 * a)
                 motion = RoadMotion(layout, on_cross, d, direction, centre - direction * travel, v, t_brake, a)
             agents.append(_vehicle(rng, kind, dims, ids(), motion))
@@ -161,7 +162,7 @@ def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: Road
         u = u0 + rng.uniform(10.0, 50.0)
         for _ in range(rng.randint(4, 9)):
             if cross is None or abs(u - cross) > hw2 + STOP_SETBACK + 3.0:
-                x, y, th = (float(v) for v in layout.pose(u, side * (hw - 0.35)))
+                x, y, th = (float(v) for v in layout.pose(u, side * (hw - 0.2)))
                 agents.append(Agent("cone", ids(), (0.4, 0.4, 0.75), 0.375, cone_prims(), StaticMotion(x, y, th)))
             u += rng.uniform(2.5, 5.0)
     return agents
@@ -174,19 +175,41 @@ def _pedestrian(rng: random.Random, tid: int, motion) -> Agent:
     return Agent("pedestrian", tid, (0.5, 0.6, h), h / 2, prims, motion)
 
 
+class _Walkways:
+    """Sidewalk walkers keep to one of a few lateral slots; a walker is added only if, over the
+    whole scene, it stays clear of everyone in its slot (constant speeds: check the two ends)."""
+
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+        self.slots: dict[tuple, list[tuple[float, float]]] = {}
+
+    def free(self, key: tuple, u0: float, v: float) -> bool:
+        for u1, w in self.slots.get(key, []):
+            a, b = u0 - u1, (u0 + v * self.duration) - (u1 + w * self.duration)
+            if a * b <= 0 or min(abs(a), abs(b)) < 1.0:
+                return False
+        self.slots.setdefault(key, []).append((u0, v))
+        return True
+
+
 def _pedestrians(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, agents: list[Agent], ids: _Ids,
                  lo: float, hi: float, duration: float, mode: str) -> None:
     hw, cross = layout.half_width, layout.cross_u
     hw2 = layout.cross_half_width
+    ways = _Walkways(duration)
+    slot_w, n_slots = 0.7, 3  # 0.6 m wide walkers; the first slot keeps clear of the lamp poles
     for side in (-1.0, 1.0):
         n = round(cfg.pedestrian_density * (hi - lo) / 30.0 * rng.uniform(0.4, 1.4))
         for _ in range(n):
             u, v = rng.uniform(lo, hi), (0.0 if rng.random() < 0.15 else rng.uniform(0.9, 1.7))
             direction = rng.choice([-1, 1])
+            slot = rng.randrange(n_slots)
             end = u + direction * v * duration
-            if cross is not None and min(abs(u - cross), abs(end - cross)) < hw2 + 1.5 + v * duration:
+            if cross is not None and min(abs(u - cross), abs(end - cross)) < hw2 + 3.5 + v * duration:
                 continue
-            d = side * (hw + CURB + rng.uniform(0.9, SIDEWALK - 0.5))
+            if not ways.free(("main", side, slot), u, direction * v):
+                continue
+            d = side * (hw + CURB + 0.9 + slot * slot_w)
             agents.append(_pedestrian(rng, ids(), RoadMotion(layout, False, d, direction, u, v)))
     if cross is None:
         return
@@ -194,16 +217,21 @@ def _pedestrians(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, agent
         for _ in range(round(cfg.pedestrian_density * rng.uniform(1, 4))):
             sgn = rng.choice([-1.0, 1.0])
             v, direction = rng.uniform(0.9, 1.6), rng.choice([-1, 1])
-            u = sgn * rng.uniform(hw + 2.0 + v * duration, 60.0)
-            d = side * (hw2 + CURB + rng.uniform(0.9, SIDEWALK - 0.5))
+            u = sgn * rng.uniform(hw + 3.5 + v * duration, 60.0)
+            slot = rng.randrange(n_slots)
+            if not ways.free(("cross", side, slot), u, direction * v):
+                continue
+            d = side * (hw2 + CURB + 0.9 + slot * slot_w)
             agents.append(_pedestrian(rng, ids(), RoadMotion(layout, True, d, direction, u, v)))
-    # Walkers on the crosswalk of whichever road has the red light.
-    for _ in range(sum(rng.random() < 0.5 * cfg.pedestrian_density for _ in range(3))):
+    # Walkers on the crosswalk of whichever road has the red light, one per crosswalk slot.
+    for slot in range(3):
+        if rng.random() >= 0.5 * cfg.pedestrian_density:
+            continue
         v = rng.uniform(1.0, 1.5) * rng.choice([-1.0, 1.0])
+        off = (slot - 1) * 0.9  # across the 2.8 m crosswalk band
         if mode in ("stop", "wait"):
-            x = cross - hw2 - 2.0 + rng.uniform(-0.6, 0.6)
-            motion = LinearMotion(x, rng.uniform(-hw - 1.5, hw + 1.5) - v * duration / 2, 0.0, v)
+            motion = LinearMotion(cross - hw2 - 2.0 + off, rng.uniform(-hw - 1.5, hw + 1.5) - v * duration / 2, 0.0, v)
         else:
-            y = rng.choice([-1.0, 1.0]) * (hw + 2.0) + rng.uniform(-0.6, 0.6)
+            y = rng.choice([-1.0, 1.0]) * (hw + 2.0 + off)
             motion = LinearMotion(cross + rng.uniform(-hw2 - 1.5, hw2 + 1.5) - v * duration / 2, y, v, 0.0)
         agents.append(_pedestrian(rng, ids(), motion))

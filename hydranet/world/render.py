@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hydranet.geometry import invert_transform, ray_directions, yaw_transform
+from hydranet.geometry import ray_directions, yaw_transform
 from hydranet.world.agents import SEM
 from hydranet.world.raycast import cast_boxes, cast_ground
 from hydranet.world.roads import ROAD, SIDEWALK_SURF
@@ -206,7 +206,3 @@ def _full_pixels(pair_pix: Tensor, pair_inst: Tensor, n: int, hw: int, num_ids: 
     inst, pix = keys // (n * hw), keys % (n * hw)
     cam = pix // hw
     return torch.bincount(cam * num_ids + inst, minlength=n * num_ids).reshape(n, num_ids)
-
-
-def world_to_ego(T_world_from_ego: Tensor) -> Tensor:
-    return invert_transform(T_world_from_ego)

@@ -159,7 +159,10 @@ class RoadLayout:
             zebra2 = (torch.remainder(d2, 1.2) - 0.6).abs() - 0.3
             band2 = (dist_edge2 - 0.5 * (CROSSWALK[0] + CROSSWALK[1])).abs() - 0.5 * (CROSSWALK[1] - CROSSWALK[0])
             walk2 = torch.maximum(torch.maximum(band2, zebra2), ad2 - hw2 + 0.3)
-            other = torch.minimum(torch.minimum(stop, walk), walk2)
+            side2 = torch.where(d < 0, d2, -d2)  # < 0: crossing-road lanes approaching the main road
+            stop2 = torch.maximum((dist_edge2 - STOP_SETBACK).abs() - STOP_W * 0.5,
+                                  torch.maximum(side2, -side2 - hw2))
+            other = torch.minimum(torch.minimum(torch.minimum(stop, stop2), walk), walk2)
             other = torch.where(road, other, big)
         yellow = yellow & (solid <= other) & (solid <= dashed)
         return {"surface": surface, "curb": curb, "dashed": dashed, "solid": solid, "other": other,

@@ -25,7 +25,6 @@ from hydranet.world.agents import (
     Agent,
     Prim,
     RoadMotion,
-    car_prims,
 )
 from hydranet.world.config import WorldConfig
 from hydranet.world.populate import populate
@@ -239,12 +238,3 @@ def _signals(rng: random.Random, layout: RoadLayout, ego_lane: int, mode: str, t
     xa, ya, _ = (float(v) for v in layout.pose(u, d_pole / 2))
     return [Prim(xp, yp, 3.05, 0.25, 0.25, 6.1, MAT_METAL, SEM["pole"], grey, th),
             Prim(xa, ya, 5.95, 0.16, abs(d_pole) + 0.2, 0.16, MAT_METAL, SEM["pole"], grey, th)]
-
-
-def ego_box_world(scene: Scene, t: float) -> Tensor:
-    x, y, yaw = scene.ego_pose(t)
-    return torch.tensor([x + EGO_CENTRE * math.cos(yaw), y + EGO_CENTRE * math.sin(yaw), EGO_SIZE[2] / 2,
-                         *EGO_SIZE, yaw])
-
-
-__all__ = ["Scene", "Frame", "generate_scene", "car_prims", "EGO_SIZE", "EGO_CENTRE"]

@@ -115,3 +115,10 @@ def test_eval_hook_and_grad_accumulation(tmp_path):
     assert tr.scheduler.micro_step == 8
     assert (tmp_path / "train_log.jsonl").read_text().count('"eval"') == 2
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    tr = make_trainer(tmp_path, steps=50, time_limit_s=1e-9)
+    summary = tr.fit()
+    assert summary["stopped_early"] and summary["steps"] == 1 and summary["planned_steps"] == 50
+    assert load_checkpoint(tmp_path).state["step"] == 1

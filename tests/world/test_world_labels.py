@@ -132,6 +132,9 @@ def test_traffic_lights_have_state_lane_and_boxes():
             assert any(torch.equal(det["boxes"][j], box) for j in k)
             assert 0 <= st <= 2 and -3 <= lane <= 3
             found += 1
+        # Lamps face approaching traffic: rear-facing cameras only ever see a light's back.
+        assert not set(tl["camera"].tolist()) & {s.camera_names.index(n) for n in ("rear", "left_repeater",
+                                                                                  "right_repeater")}
     assert found > 0
 
 

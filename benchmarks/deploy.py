@@ -1,0 +1,157 @@
+"""P4: latency and throughput of the demo model on CPU — PyTorch eager, torch.compile, ONNX Runtime fp32 and INT8.
+
+    .venv/bin/python benchmarks/deploy.py [--threads 2] [--runs 10] [--checkpoint CKPT] [--no-compile]
+
+The model is the demo config's (``configs/demo.yaml``: tiny preset, all seven tasks) at 8 cameras of
+128×256 (``--height/--width``), random weights unless ``--checkpoint`` is given (speed does not depend
+on the values; the INT8 graph is calibrated on synthetic frames either way). Every backend runs on
+the same real synthetic frame with the same thread count. Timings are interleaved round-robin
+(eager, compile, fp32, int8, eager, ...) so a noisy shared machine slows every backend alike; ratios
+are taken within this one run. Latency: batch 1, median and p90 over ``--runs``; throughput: frames
+per second at ``--throughput-batch``. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"ort_fp32": 0.7, "ort_int8": 0.4}  # latency as a fraction of eager
+
+
+def demo_model(args: argparse.Namespace) -> torch.nn.Module:
+    from hydranet.model import create_model
+    from hydranet.train.config import load_config
+
+    if args.checkpoint:
+        from hydranet.train.checkpoint import load_model
+
+        return load_model(args.checkpoint)[0].eval()
+    cfg = load_config(args.config).resolved_model().model_copy(update={"image_size": (args.height, args.width)})
+    torch.manual_seed(0)
+    return create_model(cfg).eval()
+
+
+def inputs_for(manifest, batch: int) -> tuple[torch.Tensor, ...]:
+    from hydranet.data.sample import collate
+    from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
+
+    world = world_for(manifest, EVAL_SEED, batch)
+    b = collate([world[i] for i in spread_indices(batch)])
+    return b.images, b.intrinsics, b.T_ego_from_cam
+
+
+def time_rounds(fns: dict[str, object], runs: int) -> dict[str, list[float]]:
+    """Round-robin timing: each round calls every backend once."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: list[float], batch: int) -> dict[str, float]:
+    q = sorted(times)
+    return {"median_ms": round(1e3 * statistics.median(q), 2), "p90_ms": round(1e3 * q[min(len(q) - 1, int(0.9 * len(q)))], 2),
+            "min_ms": round(1e3 * q[0], 2), "frames_per_s": round(batch / statistics.median(q), 3)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--throughput-batch", type=int, default=4)
+    p.add_argument("--calib-frames", type=int, default=8)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    from hydranet.deploy.export import export_onnx
+    from hydranet.deploy.quantize import quantize_graph
+    from hydranet.deploy.runtime import DeployedModel
+
+    model = demo_model(args)
+    h, w = model.image_size
+    result: dict = {"benchmark": "deploy", "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                                       "python": platform.python_version(), "torch": torch.__version__},
+                    "threads": args.threads, "cameras": model.num_cameras, "image_hw": [h, w],
+                    "tasks": list(model.task_objects), "params": model.parameter_counts()["total"], "runs": args.runs}
+    import onnxruntime
+
+    result["machine"]["onnxruntime"] = onnxruntime.__version__
+    batches = sorted({1, args.throughput_batch})
+    setup: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="hydranet-bench-") as tmp:
+        fns: dict[int, dict[str, object]] = {}
+        for b in batches:
+            t0 = time.perf_counter()
+            manifest = export_onnx(model, Path(tmp) / f"b{b}.onnx", batch=b)
+            setup[f"export_b{b}_s"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            quantize_graph(Path(tmp) / f"b{b}.onnx", Path(tmp) / f"b{b}.int8.onnx", args.calib_frames)
+            setup[f"quantize_b{b}_s"] = round(time.perf_counter() - t0, 2)
+            x = inputs_for(manifest, b)
+            feeds = [t.numpy() for t in x]
+            fp32 = DeployedModel(Path(tmp) / f"b{b}.onnx", threads=args.threads)
+            int8 = DeployedModel(Path(tmp) / f"b{b}.int8.onnx", threads=args.threads)
+
+            def eager(x=x):
+                with torch.inference_mode():
+                    model(*x)
+
+            fns[b] = {"eager": eager, "ort_fp32": lambda fp32=fp32, f=feeds: fp32.run_arrays(*f),
+                      "ort_int8": lambda int8=int8, f=feeds: int8.run_arrays(*f)}
+        compiled = None
+        if not args.no_compile:
+            try:
+                compiled = torch.compile(model)
+                t0 = time.perf_counter()
+                for b in batches:
+                    with torch.inference_mode():
+                        compiled(*inputs_for(manifest, b))  # compile (and recompile per batch size) outside timing
+                setup["torch_compile_s"] = round(time.perf_counter() - t0, 2)
+                for b in batches:
+                    xb = inputs_for(manifest, b)
+
+                    def comp(xb=xb):
+                        with torch.inference_mode():
+                            compiled(*xb)
+
+                    fns[b]["torch_compile"] = comp
+            except Exception as e:  # report honestly, keep the other numbers
+                result["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        result["setup"] = setup
+        for b in batches:
+            time_rounds(fns[b], args.warmup)
+        lat = time_rounds(fns[1], args.runs)
+        thr = time_rounds(fns[args.throughput_batch], max(3, args.runs // 2)) if args.throughput_batch != 1 else lat
+    result["latency_batch1"] = {k: summary(v, 1) for k, v in lat.items()}
+    result["throughput"] = {"batch": args.throughput_batch,
+                            **{k: summary(v, args.throughput_batch)["frames_per_s"] for k, v in thr.items()}}
+    eager_ms = result["latency_batch1"]["eager"]["median_ms"]
+    result["latency_vs_eager"] = {k: round(v["median_ms"] / eager_ms, 3) for k, v in result["latency_batch1"].items()}
+    result["goals"] = {k: {"target": g, "measured": result["latency_vs_eager"][k],
+                           "met": result["latency_vs_eager"][k] <= g} for k, g in GOALS.items()}
+    json.dump(result, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Export one ONNX graph for the whole rig and the chosen heads, plus its manifest.
+
+    manifest = export_onnx(model, "model.onnx", tasks=["detection2d", "drivable"], opset=17, batch=1)
+
+The graph takes the model's own inputs — ``images`` uint8 ``[B, N, 3, H, W]``, ``intrinsics [B, N, 3, 3]``,
+``T_ego_from_cam [B, N, 4, 4]`` — normalises inside, runs the trunk once over all cameras (folded into
+the batch) and returns one named output per head tensor (``"detection2d.heatmap"``). Only the sub-graph
+the chosen tasks need is traced: ``HydraNet.forward(tasks=...)`` never calls fusion for camera-only
+requests, so the graph holds no fusion node and none of its weights.
+
+Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. In torch 2.13 the default
+dynamo exporter needs ``onnxscript`` (not a hydranet dependency); the TorchScript path exports every op
+the model uses (``grid_sample`` needs opset >= 16) with no model change and matches eager to ~1e-6.
+The batch size is fixed at export (``batch``): the fused graph folds ``B * N`` cameras into reshapes.
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import hydranet
+from hydranet.deploy.manifest import (
+    HeadContextSpec,
+    InputSpec,
+    Manifest,
+    Normalisation,
+    OutputSpec,
+    TaskSpec,
+    manifest_path,
+    write_manifest,
+)
+from hydranet.geometry import default_rig
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16
+INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam")
+RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
+            "graph inputs: pass the calibration of the car the frame came from. 'rig' is the nominal rig the "
+            "model was trained on; BEV outputs are only as good as K/T are close to what training saw.")
+
+
+class ExportError(RuntimeError):
+    """Export cannot proceed (unknown task, bad opset, model/graph mismatch); the message says why."""
+
+
+def decoder_name(task: Any) -> str:
+    cls = type(task)
+    return f"{cls.__module__}.{cls.__qualname__}.decode"
+
+
+class ExportGraph(nn.Module):
+    """``HydraNet`` restricted to ``tasks`` with a flat tuple of outputs in ``output_keys`` order."""
+
+    def __init__(self, model: nn.Module, tasks: list[str], output_keys: list[tuple[str, str]]):
+        super().__init__()
+        self.model = model
+        self.tasks = list(tasks)
+        self.output_keys = list(output_keys)
+
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(images, intrinsics, T_ego_from_cam, tasks=self.tasks)
+        return tuple(out[t][k] for t, k in self.output_keys)
+
+
+def resolve_tasks(model: nn.Module, tasks: list[str] | str | None) -> list[str]:
+    """Task names (config order) from a list or ``"a,b"``; unknown names are an ``ExportError``."""
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if tasks is not None and not tasks:
+        raise ExportError("no tasks given: pass --tasks a,b,... or omit it for every task of the model")
+    try:
+        return model.resolve_tasks(tasks)
+    except KeyError as e:
+        raise ExportError(str(e.args[0])) from None
+
+
+def example_inputs(model: nn.Module, batch: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """Nominal-rig inputs of the model's shape (values only steer tracing, never the graph)."""
+    h, w = model.image_size
+    rig = default_rig(h, w)
+    n = model.num_cameras
+    if len(rig) != n:
+        raise ExportError(f"model has {n} cameras but the default rig has {len(rig)}; export needs the default rig")
+    images = torch.randint(0, 256, (batch, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    K = rig.intrinsics()[None].expand(batch, -1, -1, -1).contiguous()
+    T = rig.extrinsics()[None].expand(batch, -1, -1, -1).contiguous()
+    return images, K, T
+
+
+def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
+                   opset: int, batch: int, trunk_hash: str, checkpoint: str | None,
+                   rig: dict[str, Any] | None = None) -> Manifest:
+    h, w = model.image_size
+    n = model.num_cameras
+    rig = rig or default_rig(h, w).to_dict()
+    ctx = model.head_context
+    out_specs, task_specs = [], {}
+    for name in tasks:
+        task = model.task_objects[name]
+        names = []
+        for key, value in outputs[name].items():
+            out_specs.append(OutputSpec(name=f"{name}.{key}", task=name, key=key, shape=list(value.shape),
+                                        dtype=str(value.dtype).removeprefix("torch."), decoder=decoder_name(task)))
+            names.append(f"{name}.{key}")
+        task_specs[name] = TaskSpec(space=task.space, label=task.label, options=dict(task.options),
+                                    decoder=decoder_name(task), outputs=names)
+    inputs = [
+        InputSpec(name="images", shape=[batch, n, 3, h, w], dtype="uint8", layout="B,N,C,H,W (RGB)",
+                  description="raw 8-bit camera images in camera_names order; normalised inside the graph"),
+        InputSpec(name="intrinsics", shape=[batch, n, 3, 3], dtype="float32", layout="B,N,3,3",
+                  description="pinhole K in pixels of the H x W image"),
+        InputSpec(name="T_ego_from_cam", shape=[batch, n, 4, 4], dtype="float32", layout="B,N,4,4",
+                  description="camera (OpenCV: x right, y down, z forward) -> ego (x fwd, y left, z up), metres"),
+    ]
+    return Manifest(
+        graph=graph_file, opset=opset, hydranet_version=hydranet.__version__,
+        torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
+        trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]][:n] if rig else [],
+        image_size=(h, w), inputs=inputs,
+        normalisation=Normalisation(mean=list(model.pixel_mean), std=list(model.pixel_std)),
+        rig=rig, rig_note=RIG_NOTE, grid=model.grid.to_dict(),
+        head_context=HeadContextSpec(camera_channels=ctx.camera_channels, camera_strides=dict(ctx.camera_strides),
+                                     bev_channels=ctx.bev_channels, image_hw=tuple(ctx.image_hw),
+                                     num_cameras=ctx.num_cameras),
+        tasks=task_specs, outputs=out_specs, architecture=model.cfg.model_dump(mode="json"))
+
+
+@torch.no_grad()
+def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | None = None, opset: int = DEFAULT_OPSET,
+                batch: int = 1, trunk_hash: str | None = None, checkpoint: str | None = None,
+                rig: dict[str, Any] | None = None) -> Manifest:
+    """Write ``path`` (ONNX) and ``<stem>.manifest.json`` beside it; returns the manifest.
+
+    ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks. ``trunk_hash`` defaults to the hash of
+    the model's trunk+neck tensors (the same number the checkpoint records)."""
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old: the graph needs GridSample (opset >= {MIN_OPSET})")
+    if batch < 1:
+        raise ExportError(f"batch must be >= 1, got {batch}")
+    names = resolve_tasks(model, tasks)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if trunk_hash is None:
+        from hydranet.train.checkpoint import trunk_hash as compute_hash
+
+        trunk_hash = compute_hash(model)
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = example_inputs(model, batch)
+        outputs = model(*inputs, tasks=names)
+        keys = [(t, k) for t in names for k in outputs[t]]
+        graph = ExportGraph(model, names, keys).eval()
+        tmp = path.with_name(f".tmp-{path.name}")
+        with warnings.catch_warnings():
+            # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
+                              input_names=list(INPUT_NAMES), output_names=[f"{t}.{k}" for t, k in keys],
+                              do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
+        tmp.replace(path)
+    finally:
+        model.train(was_training)
+    manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig)
+    write_manifest(manifest, manifest_path(path))
+    return manifest
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str] | str | None = None,
+                      opset: int = DEFAULT_OPSET, batch: int = 1) -> tuple[Manifest, nn.Module]:
+    """Load a checkpoint with ``hydranet.train.checkpoint.load_model`` and export it; returns the manifest
+    and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded."""
+    import json
+
+    from hydranet.train.checkpoint import CheckpointError, load_model, resolve_checkpoint, trunk_hash
+
+    resolved = resolve_checkpoint(checkpoint)
+    model, config = load_model(resolved)
+    recorded = json.loads((resolved / "state.json").read_text()).get("trunk_hash")
+    computed = trunk_hash(model)
+    if recorded is not None and recorded != computed:
+        raise CheckpointError(f"{resolved}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
+                              f"({computed[:12]}): the checkpoint is inconsistent")
+    manifest = export_onnx(model, path, tasks, opset, batch, computed, str(resolved), rig_from_config(config, model))
+    return manifest, model
+
+
+def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
+    """The rig of the checkpoint's first world dataset (cameras as trained), else None (default rig)."""
+    if config is None:
+        return None
+    from hydranet.world import WorldConfig
+
+    h, w = model.image_size
+    for ds in getattr(config.data, "datasets", {}).values():
+        world = getattr(ds, "world", None)
+        if getattr(ds, "kind", None) != "world" or world is None:
+            continue
+        try:
+            wc = WorldConfig.model_validate(world if isinstance(world, dict) else world.model_dump())
+        except Exception:  # a world section this version cannot read: fall back to the default rig
+            return None
+        if len(wc.cameras) == model.num_cameras:
+            return wc.rig.resized(h, w).to_dict()
+    return None

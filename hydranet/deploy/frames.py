@@ -1,0 +1,52 @@
+"""Frames for deployment checks: synthetic worlds that match a graph's manifest.
+
+Calibration (INT8) and evaluation (parity, metric drop) use *different* world seeds, both distinct
+from the training defaults, so no check is scored on the frames it was tuned on. Frames are spread
+over scenes (one every few frames of each) rather than consecutive, so a few frames still cover
+different layouts, lighting and traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hydranet.data.sample import Batch, collate
+from hydranet.deploy.manifest import Manifest
+
+EVAL_SEED = 7_100_001  # held-out frames: parity and metric drop
+CALIB_SEED = 7_200_001  # INT8 calibration frames
+FRAMES_PER_SCENE = 8
+STRIDE = 4  # frames taken per scene: 0, 4 (two per 8-frame scene)
+
+
+def world_for(manifest: Manifest, seed: int, frames: int):
+    """A ``SyntheticWorld`` rendering the manifest's rig, image size and BEV grid with enough scenes for
+    ``frames`` spread-out frames."""
+    from hydranet.world import SyntheticWorld, WorldConfig
+    from hydranet.world.config import CameraConfig
+
+    h, w = manifest.image_size
+    cams = [CameraConfig(name=c["name"], hfov_deg=c["hfov_deg"], position=tuple(c["position"]), yaw_deg=c["yaw_deg"],
+                         pitch_deg=c["pitch_deg"]) for c in manifest.rig["cameras"]]
+    per_scene = FRAMES_PER_SCENE // STRIDE
+    scenes = max(1, -(-frames // per_scene))
+    cfg = WorldConfig(seed=seed, num_scenes=scenes, frames_per_scene=FRAMES_PER_SCENE, height=h, width=w,
+                      cameras=cams, grid=manifest.grid)
+    return SyntheticWorld(cfg)
+
+
+def spread_indices(frames: int) -> list[int]:
+    """``frames`` world indices, ``STRIDE`` apart within each scene."""
+    per_scene = FRAMES_PER_SCENE // STRIDE
+    return [(i // per_scene) * FRAMES_PER_SCENE + (i % per_scene) * STRIDE for i in range(frames)]
+
+
+def world_batches(world, indices: list[int], batch_size: int) -> Iterator[Batch]:
+    for s in range(0, len(indices), batch_size):
+        yield collate([world[i] for i in indices[s:s + batch_size]])
+
+
+def heldout_batches(manifest: Manifest, frames: int, batch_size: int, seed: int = EVAL_SEED) -> Iterator[Batch]:
+    """Batches of ``frames`` held-out frames for the manifest's rig."""
+    world = world_for(manifest, seed, frames)
+    return world_batches(world, spread_indices(frames), batch_size)

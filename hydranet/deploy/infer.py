@@ -1,0 +1,107 @@
+"""``hydranet infer``: decode and draw predictions of an exported graph using only the graph and its manifest.
+
+Per frame it writes ``frame_0000.png`` (``Views.compose``: the 8 cameras as on the car + the BEV panel,
+every task drawn by its own ``draw``) and, for dense outputs (masks, depth, BEV maps), ``frame_0000.npz``;
+``predictions.json`` lists every frame's decoded objects (boxes, scores, classes, cameras...) and, for dense
+outputs, their file, shape and a summary. Nothing here builds a ``HydraNet`` or reads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hydranet.data.sample import collate
+from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
+from hydranet.deploy.runtime import DeployedModel
+
+NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
+
+
+def _round(x: Tensor) -> list:
+    if x.dtype.is_floating_point:
+        return np.round(x.detach().cpu().numpy().astype(np.float64), 4).tolist()
+    return x.detach().cpu().tolist()
+
+
+def dense_summary(x: Tensor) -> dict[str, Any]:
+    """What a dense decoded output holds, in a few numbers (the array itself goes to the .npz)."""
+    info: dict[str, Any] = {"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")}
+    if x.dtype.is_floating_point:
+        info |= {"min": round(float(x.min()), 4), "mean": round(float(x.float().mean()), 4),
+                 "max": round(float(x.max()), 4)}
+    else:
+        values, counts = torch.unique(x, return_counts=True)
+        info["fraction"] = {str(int(v)): round(int(c) / x.numel(), 5) for v, c in zip(values, counts, strict=True)}
+    return info
+
+
+def open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, list[int]]:
+    """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's rig."""
+    if data == "synthetic":
+        n = frames or 8
+        return world_for(dm.manifest, EVAL_SEED, n), spread_indices(n)
+    from hydranet.data.loaders import open_dataset
+
+    dataset = open_dataset(data)
+    n = len(dataset) if frames is None else min(frames, len(dataset))
+    return dataset, list(range(n))
+
+
+def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None = None, threads: int | None = None,
+              ground_truth: bool = False, scale: int = 2,
+              on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run ``graph`` over ``data`` (``synthetic``, a shard directory or a world .yaml); returns the JSON written."""
+    from hydranet.viz import Views
+
+    dm = DeployedModel(graph, threads=threads)
+    m = dm.manifest
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset, indices = open_frames(dm, data, frames)
+    grid = m.bev_grid
+    records = []
+    for s in range(0, len(indices), m.batch):
+        samples = [dataset[i] for i in indices[s:s + m.batch]]
+        batch = collate(samples)
+        decoded = dm.decode(dm(batch), batch)
+        for j, sample in enumerate(samples):
+            k = len(records)
+            views = Views.from_sample(sample, grid, scale=scale)
+            record: dict[str, Any] = {"frame": k, "index": indices[s + j], "scene_id": sample.scene_id,
+                                      "frame_index": sample.frame_index, "tasks": {}}
+            dense: dict[str, np.ndarray] = {}
+            for name, task in dm.tasks.items():
+                value = decoded[name][j]
+                if ground_truth and sample.labels.get(task.label) is not None:
+                    task.draw(views, sample.labels[task.label], ground_truth=True)
+                task.draw(views, value)
+                if isinstance(value, Tensor):
+                    dense[name] = value.numpy()
+                    record["tasks"][name] = {"file": f"frame_{k:04d}.npz", "key": name, **dense_summary(value)}
+                else:
+                    entry = {key: _round(v) for key, v in value.items()}
+                    for attr in NAME_ATTRS:
+                        if hasattr(task, attr):
+                            entry["names"] = list(getattr(task, attr))
+                    record["tasks"][name] = entry
+            if dense:
+                np.savez_compressed(out / f"frame_{k:04d}.npz", **dense)
+            title = f"{sample.scene_id} frame {sample.frame_index} - {m.graph} ({', '.join(dm.tasks)})"
+            views.compose(title=title).save(out / f"frame_{k:04d}.png")
+            records.append(record)
+            if on_frame is not None:
+                on_frame(1)
+    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "camera_names": m.camera_names,
+              "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
+              "frames": records}
+    tmp = out / ".tmp-predictions.json"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "predictions.json")
+    return result

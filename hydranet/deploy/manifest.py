@@ -1,0 +1,168 @@
+"""The manifest written beside every exported graph: everything needed to use the graph without Python's model.
+
+``model.onnx`` gets ``model.manifest.json`` (``model.int8.onnx`` gets ``model.int8.manifest.json``). It records
+the pre-processing contract (camera order, input names, shapes, dtypes, the normalisation the graph applies
+itself), the geometry the weights were trained for (rig, BEV grid — K and T are still *inputs*, so a
+recalibrated rig needs no re-export), every output's name, task, decoder and shape, each task's options
+(decoders are pure functions of the outputs plus those options), and the trunk hash that ties the graph to
+its checkpoint. ``DeployedModel`` (``hydranet.deploy.runtime``) needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hydranet.geometry import BevGrid
+from hydranet.tasks.base import HeadContext
+
+FORMAT = "hydranet-deploy/1"
+
+
+class ManifestError(ValueError):
+    """A missing, unreadable or inconsistent manifest; the message names the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    name: str
+    shape: list[int]
+    dtype: str
+    layout: str
+    description: str = ""
+
+
+class Normalisation(_Strict):
+    """``x_float = (x_uint8 - mean) / std`` per RGB channel, in 0..255 units, applied *inside* the graph."""
+
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[float] = Field(min_length=3, max_length=3)
+    inside_graph: bool = True
+
+
+class OutputSpec(_Strict):
+    name: str  # "<task>.<key>", the ONNX output name
+    task: str
+    key: str
+    shape: list[int]
+    dtype: str = "float32"
+    decoder: str  # dotted path of the task's decode function
+
+
+class TaskSpec(_Strict):
+    space: Literal["camera", "bev"]
+    label: str
+    options: dict[str, Any]
+    decoder: str
+    outputs: list[str]
+
+
+class HeadContextSpec(_Strict):
+    """``HeadContext`` of the exported model: decoders read strides / grid from it (``bind_task``)."""
+
+    camera_channels: int
+    camera_strides: dict[str, int]
+    bev_channels: int
+    image_hw: tuple[int, int]
+    num_cameras: int
+
+
+class QuantizationSpec(_Strict):
+    method: str
+    calibration_frames: int
+    calibration_seed: int
+    per_channel: bool
+    op_types: list[str]
+    activation_type: str
+    weight_type: str
+    source_graph: str
+
+
+class Manifest(_Strict):
+    format: str = FORMAT
+    graph: str  # file name of the ONNX graph, beside the manifest
+    opset: int
+    hydranet_version: str
+    torch_version: str
+    checkpoint: str | None = None
+    trunk_hash: str
+    batch: int = Field(ge=1)
+    camera_names: list[str]
+    image_size: tuple[int, int]
+    inputs: list[InputSpec]
+    normalisation: Normalisation
+    rig: dict[str, Any]
+    rig_note: str
+    grid: dict[str, Any]
+    head_context: HeadContextSpec
+    tasks: dict[str, TaskSpec]
+    outputs: list[OutputSpec]
+    architecture: dict[str, Any] = Field(default_factory=dict)  # the ModelConfig, for the record
+    quantization: QuantizationSpec | None = None
+
+    # ---- derived ---------------------------------------------------------------------------
+    @property
+    def bev_grid(self) -> BevGrid:
+        return BevGrid.from_dict(self.grid)
+
+    @property
+    def num_cameras(self) -> int:
+        return len(self.camera_names)
+
+    def head_ctx(self) -> HeadContext:
+        h = self.head_context
+        return HeadContext(camera_channels=h.camera_channels, camera_strides=dict(h.camera_strides),
+                           bev_channels=h.bev_channels, grid=self.bev_grid, image_hw=tuple(h.image_hw),
+                           num_cameras=h.num_cameras)
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=1)
+
+
+def manifest_path(graph: str | Path) -> Path:
+    """``model.onnx`` -> ``model.manifest.json`` (beside the graph)."""
+    graph = Path(graph)
+    return graph.with_name(f"{graph.stem}.manifest.json")
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(manifest.to_json())
+    tmp.replace(path)
+    return path
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest; a graph path (``.onnx``) finds its manifest beside it."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        path = manifest_path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found (export writes it beside the graph as <name>.manifest.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ManifestError(f"{path}: unknown manifest format {got!r}, expected {FORMAT!r}")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ManifestError(f"{path}: invalid manifest ({problems})") from None
+    for name, spec in manifest.tasks.items():
+        missing = [o for o in spec.outputs if o not in manifest.output_names()]
+        if missing:
+            raise ManifestError(f"{path}: tasks.{name}.outputs lists {missing}, which are not graph outputs")
+    return manifest

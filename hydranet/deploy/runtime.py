@@ -1,0 +1,124 @@
+"""Run an exported graph with ONNX Runtime using only the graph and its manifest.
+
+    dm = DeployedModel("model.onnx", threads=2)
+    outputs = dm(batch)                      # {task: {key: Tensor}}, the same structure HydraNet returns
+    decoded = dm.decode(outputs, batch)      # {task: [per-sample decoded]} via the tasks' own decoders
+
+No ``HydraNet`` is built and no checkpoint is read. Decoders are the tasks' ``decode`` functions
+(pure functions of the outputs and the task options in the manifest); ``bind_task`` runs the task's
+``build_head`` on the *meta* device with the manifest's ``HeadContext`` only because that is where a
+task records decode-time facts (feature stride, BEV grid) — no weights are allocated or used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hydranet.data.sample import Batch
+from hydranet.deploy.manifest import Manifest, ManifestError, load_manifest, manifest_path
+from hydranet.tasks.base import HeadContext, Task, create_task
+
+
+def bind_task(name: str, options: dict[str, Any], ctx: HeadContext) -> Task:
+    """A task ready to ``decode``/``draw``/``make_metric`` for a model with head context ``ctx``."""
+    task = create_task(name, **options)
+    with torch.device("meta"):
+        task.build_head(ctx)  # records stride / grid / camera count on the task; the module is discarded
+    return task
+
+
+def session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+class DeployedModel:
+    """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task."""
+
+    def __init__(self, graph: str | Path, manifest: str | Path | Manifest | None = None, threads: int | None = None,
+                 providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(graph)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: ONNX graph not found")
+        if isinstance(manifest, Manifest):
+            self.manifest = manifest
+        else:
+            self.manifest = load_manifest(manifest if manifest is not None else manifest_path(self.path))
+        m = self.manifest
+        try:
+            self.session = ort.InferenceSession(str(self.path), session_options(threads),
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for corrupt/invalid graphs
+            raise ManifestError(f"{self.path}: ONNX Runtime cannot load the graph ({e})") from None
+        got_in = [i.name for i in self.session.get_inputs()]
+        want_in = [i.name for i in m.inputs]
+        if got_in != want_in:
+            raise ManifestError(f"{self.path}: graph inputs {got_in} differ from the manifest's {want_in}")
+        got_out = {o.name for o in self.session.get_outputs()}
+        missing = [o for o in m.output_names() if o not in got_out]
+        if missing:
+            raise ManifestError(f"{self.path}: manifest outputs {missing} are not in the graph (wrong manifest?)")
+        ctx = m.head_ctx()
+        self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, ctx) for name, spec in m.tasks.items()}
+
+    @property
+    def batch_size(self) -> int:
+        return self.manifest.batch
+
+    def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray) -> dict[str, np.ndarray]:
+        """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``."""
+        feeds = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam}
+        for spec in self.manifest.inputs:
+            x = feeds[spec.name]
+            if list(x.shape) != spec.shape or str(x.dtype) != spec.dtype:
+                raise ValueError(f"{self.path}: input '{spec.name}' must be {spec.dtype} {spec.shape}, "
+                                 f"got {x.dtype} {list(x.shape)}")
+        names = self.manifest.output_names()
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped)."""
+        m = self.manifest
+        b, n = images.shape[:2]
+        if n != m.num_cameras or tuple(images.shape[-2:]) != tuple(m.image_size):
+            raise ValueError(f"{self.path}: graph expects {m.num_cameras} cameras of {tuple(m.image_size)}, "
+                             f"got images {tuple(images.shape)}")
+        chunks: list[dict[str, np.ndarray]] = []
+        for s in range(0, b, m.batch):
+            idx = [min(i, b - 1) for i in range(s, s + m.batch)]
+            arrays = self.run_arrays(images[idx].cpu().contiguous().numpy(),
+                                     intrinsics[idx].float().cpu().contiguous().numpy(),
+                                     T_ego_from_cam[idx].float().cpu().contiguous().numpy())
+            keep = min(m.batch, b - s)
+            chunks.append({k: v[:keep] for k, v in arrays.items()})
+        out: dict[str, dict[str, Tensor]] = {}
+        for spec in m.outputs:
+            out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(np.concatenate([c[spec.name] for c in chunks]))
+        return out
+
+    def __call__(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
+        self.check_batch(batch)
+        return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+
+    def check_batch(self, batch: Batch) -> None:
+        names = list(batch.camera_names)
+        if names != self.manifest.camera_names:
+            raise ValueError(f"{self.path}: frames have cameras {names}, the graph expects "
+                             f"{self.manifest.camera_names} in that order")
+
+    def decode(self, outputs: dict[str, dict[str, Tensor]], batch: Batch) -> dict[str, list[Any]]:
+        return {name: task.decode(outputs[name], batch) for name, task in self.tasks.items()}

@@ -1,0 +1,68 @@
+"""ONNX Runtime vs PyTorch eager on held-out synthetic frames: max |diff| <= 1e-3 per output (fp32)."""
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hydranet.cli import app
+from hydranet.deploy import DeployedModel, export_onnx
+from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.verify import PARITY_TOLERANCE, parity
+
+
+def test_parity_every_output(model, exported):
+    dm = DeployedModel(exported, threads=1)
+    diffs = parity(model, dm, frames=3)
+    assert set(diffs) == set(dm.manifest.output_names())
+    bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE}
+    assert not bad, f"outputs beyond {PARITY_TOLERANCE}: {bad}"
+
+
+def test_parity_detects_a_wrong_graph(model, exported, tmp_path):
+    """The check can fail: a graph from other weights is far off on the same frames."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.trunk.stem[0].weight.mul_(1.5)
+    export_onnx(other, tmp_path / "other.onnx", tasks=["depth", "objects3d"])
+    diffs = parity(model, DeployedModel(tmp_path / "other.onnx", threads=1), frames=1)
+    print(diffs)
+    assert min(diffs.values()) > 10 * PARITY_TOLERANCE
+
+
+def test_batched_graph_pads_and_matches_eager(model, tmp_path):
+    """A batch-2 graph runs 3 frames (last chunk padded); every frame equals eager."""
+    m = export_onnx(model, tmp_path / "b2.onnx", batch=2, tasks=["drivable", "objects3d"])
+    assert m.inputs[0].shape[0] == 2
+    dm = DeployedModel(tmp_path / "b2.onnx", threads=1)
+    batch = next(heldout_batches(m, 3, 3))
+    got = dm(batch)
+    with torch.no_grad():
+        ref = model.forward_batch(batch, tasks=["drivable", "objects3d"])
+    for task, outs in ref.items():
+        for key, value in outs.items():
+            assert got[task][key].shape == value.shape
+            np.testing.assert_allclose(got[task][key].numpy(), value.numpy(), atol=PARITY_TOLERANCE, rtol=0)
+
+
+def test_deployed_model_rejects_wrong_inputs(exported):
+    dm = DeployedModel(exported, threads=1)
+    images = torch.zeros(1, 8, 3, 32, 64, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="8 cameras of \\(64, 128\\)"):
+        dm.forward(images, torch.zeros(1, 8, 3, 3), torch.zeros(1, 8, 4, 4))
+    with pytest.raises(ValueError, match="'images' must be uint8"):
+        dm.run_arrays(np.zeros((1, 8, 3, 64, 128), np.float32), np.zeros((1, 8, 3, 3), np.float32),
+                      np.zeros((1, 8, 4, 4), np.float32))
+
+
+def test_cli_export_verify_prints_per_output_diff(checkpoint, tmp_path):
+    r = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "v.onnx"), "--tasks",
+                                 "depth,bev_semantic", "--verify", "--verify-frames", "1", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "parity ok" in r.output
+    rows = re.findall(r"(depth\.log_depth|bev_semantic\.logits)\s*│\s*([0-9.e+-]+)", r.output)
+    assert {name for name, _ in rows} == {"depth.log_depth", "bev_semantic.logits"}
+    assert all(float(v) <= PARITY_TOLERANCE for _, v in rows)
