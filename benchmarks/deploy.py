@@ -63,7 +63,8 @@ def time_rounds(fns: dict[str, object], runs: int) -> dict[str, list[float]]:
 
 def summary(times: list[float], batch: int) -> dict[str, float]:
     q = sorted(times)
-    return {"median_ms": round(1e3 * statistics.median(q), 2), "p90_ms": round(1e3 * q[min(len(q) - 1, int(0.9 * len(q)))], 2),
+    p90 = q[min(len(q) - 1, int(0.9 * len(q)))]
+    return {"median_ms": round(1e3 * statistics.median(q), 2), "p90_ms": round(1e3 * p90, 2),
             "min_ms": round(1e3 * q[0], 2), "frames_per_s": round(batch / statistics.median(q), 3)}
 
 
@@ -89,8 +90,9 @@ def main() -> None:
 
     model = demo_model(args)
     h, w = model.image_size
-    result: dict = {"benchmark": "deploy", "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                                       "python": platform.python_version(), "torch": torch.__version__},
+    machine = {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
+               "torch": torch.__version__}
+    result: dict = {"benchmark": "deploy", "machine": machine,
                     "threads": args.threads, "cameras": model.num_cameras, "image_hw": [h, w],
                     "tasks": list(model.task_objects), "params": model.parameter_counts()["total"], "runs": args.runs}
     import onnxruntime

@@ -32,7 +32,7 @@ def generate(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes rendering in parallel; the output "
                                 "is byte-identical for any value."),
     image_format: str = typer.Option("npz", "--image-format", help="Camera image members: npz (fastest to read) "
-                                     "or png (viewable, ~30% smaller, ~1.5x slower to read)."),
+                                     "or png (viewable, shards ~20% smaller, ~1.3x slower to read)."),
     force: bool = typer.Option(False, "--force", help="Regenerate even if OUT is up to date, and overwrite a "
                                "different dataset in OUT."),
 ) -> None:

@@ -72,6 +72,7 @@ def export(
     import onnx
 
     from hydranet.deploy.export import ExportError, export_checkpoint
+    from hydranet.deploy.manifest import manifest_path
     from hydranet.train.checkpoint import CheckpointError
 
     _threads(threads)
@@ -90,7 +91,7 @@ def export(
     for o in manifest.outputs:
         table.add_row(o.name, o.task, "×".join(map(str, o.shape)), o.decoder.rsplit(".", 2)[-2])
     console.print(table)
-    console.print(f"manifest: {output.with_name(output.stem + '.manifest.json')}  trunk hash {manifest.trunk_hash[:16]}")
+    console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}")
     if not verify:
         return
     from hydranet.deploy.verify import PARITY_TOLERANCE, parity
@@ -203,4 +204,5 @@ def infer(
             if "scores" in entry:
                 counts[name] = counts.get(name, 0) + len(entry["scores"])
     summary = ", ".join(f"{k}: {v} objects" for k, v in counts.items())
-    console.print(f"{len(result['frames'])} frames -> {out}/ (frame_XXXX.png, predictions.json){'; ' + summary if summary else ''}")
+    tail = f"; {summary}" if summary else ""
+    console.print(f"{len(result['frames'])} frames -> {out}/ (frame_XXXX.png, predictions.json){tail}")

@@ -1,3 +1,184 @@
-"""CLI commands: subgraph."""
+"""CLI commands for sub-graph training: ``hydranet cache-features`` and ``hydranet merge``.
 
-from hydranet.cli.app import app  # noqa: F401
+(``hydranet train --from CKPT --tasks/--add-task/--from-cache`` lives on the ``train`` command.)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hydranet.cli.app import app
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _open_data(spec: str, model: Any, world: list[str]) -> Any:
+    """``--data`` as a dataset; a synthetic world renders at the model's image size and BEV grid."""
+    import yaml
+
+    from hydranet.data.loaders import open_dataset
+
+    overrides: dict[str, Any] = {}
+    for item in world:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE (a WorldConfig field)", param_hint="--world")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if spec == "synthetic":
+        cfg = model.cfg
+        fields = {"height": cfg.image_size[0], "width": cfg.image_size[1],
+                  "grid": {"x_range": list(cfg.grid.x_range), "y_range": list(cfg.grid.y_range), "cell": cfg.grid.cell}}
+        return open_dataset("synthetic", world=fields | overrides)
+    if overrides:
+        raise typer.BadParameter("only applies to --data synthetic", param_hint="--world")
+    return open_dataset(spec)
+
+
+@app.command("cache-features")
+def cache_features(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (or run directory) whose frozen trunk + neck to cache."),
+    data: str = typer.Option(..., "--data", help="Shard directory, 'synthetic' (the world at the model's image size "
+                             "and grid; see --world), or a world .yaml."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache directory to create."),
+    frames: int = typer.Option(None, "--frames", "-n", min=1, help="Cache the first N frames (default: all)."),
+    world: list[str] = typer.Option([], "--world", help="WorldConfig override for --data synthetic, e.g. "
+                                    "--world seed=3 --world num_scenes=10 (repeatable; YAML values)."),
+    labels: str = typer.Option(None, "--labels", help="Comma-separated labels to store (default: the label of every "
+                               "registered task, so tasks added later find theirs)."),
+    levels: str = typer.Option(None, "--levels", help="Comma-separated FPN levels to store (default: all the neck "
+                               "makes; p2 is ~3/4 of the bytes, drop it if no head reads stride 4)."),
+    shard_frames: int = typer.Option(64, "--shard-frames", min=1, help="Frames per shard directory."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per trunk forward pass."),
+    max_gb: float = typer.Option(20.0, "--max-gb", min=0.0, help="Refuse to start if the estimated cache size "
+                                 "exceeds this many GB (1e9 bytes)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader processes loading/rendering frames."),
+    device: str = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache at --out."),
+) -> None:
+    """Cache a frozen trunk's multi-scale features (fp16, memory-mapped, sharded) with labels and camera
+    geometry, keyed by the trunk hash, for head-only training (hydranet train --from-cache)."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hydranet.data.manifest import ManifestError
+    from hydranet.train.checkpoint import CheckpointError, load_checkpoint, load_model
+    from hydranet.train.feature_cache import CacheError, write_cache
+
+    console = Console(stderr=True)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model, _ = load_model(ckpt, device=dev)
+        state = load_checkpoint(ckpt)
+        ds = _open_data(data, model, world)
+        first = ds[0]
+        if tuple(first.images.shape[-2:]) != tuple(model.image_size):
+            raise CacheError(f"--data {data}: frames are {tuple(first.images.shape[-2:])} but the model expects "
+                             f"{tuple(model.image_size)}")
+        total = len(ds) if frames is None else min(frames, len(ds))
+        columns = (TextColumn("[bold]caching"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            bar = progress.add_task("cache", total=total)
+            manifest = write_cache(
+                model, ds, out, trunk_hash=state.state["trunk_hash"], frames=frames, shard_frames=shard_frames,
+                batch_size=batch_size, labels=_split(labels), levels=_split(levels), max_gb=max_gb,
+                num_workers=workers, device=dev, overwrite=overwrite,
+                info={"checkpoint": str(state.path), "data": data},
+                on_progress=lambda done, n: progress.update(bar, completed=done))
+    except (CacheError, CheckpointError, ManifestError, ValueError, OSError) as e:
+        raise _fail(str(e)) from None
+    m = manifest
+    console.print(f"wrote {out}: {m['frames']} frames in {len(m['shards'])} shard(s), {m['bytes'] / 1e6:.1f} MB "
+                  f"({m['bytes_per_frame'] / 1e6:.2f} MB/frame), trunk {m['trunk_hash'][:12]}")
+    console.print(f"  {m['frames_per_s']:.2f} frames/s, {m['mb_per_s']:.1f} MB/s end to end (loading + trunk + "
+                  f"writing); {m['write_mb_per_s']:.0f} MB/s into the memory maps; labels: {', '.join(m['labels'])}")
+
+
+@app.command("merge")
+def merge(
+    base: Path = typer.Argument(..., help="The base checkpoint (or run directory): trunk, neck, fusion and every "
+                                "head not supplied below."),
+    heads: list[str] = typer.Argument(..., help="Head checkpoints: PATH (the heads that run trained) or "
+                                      "PATH:task1,task2."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (OUT/checkpoints/merged)."),
+    gate_suite: Path = typer.Option(None, "--gate-suite", help="Run the regression gate (hydranet gate) of the "
+                                    "merged network against BASE on these suites (a YAML or a directory)."),
+    gate_frames: int = typer.Option(None, "--gate-frames", min=1, help="Frames per (scenario, seed) for the gate, "
+                                    "overriding the suites'."),
+    device: str = typer.Option(None, "--device", help="torch device for the gate (default: cuda if available)."),
+) -> None:
+    """Combine heads trained separately on the same trunk into one checkpoint. Refuses checkpoints whose
+    trunk hash differs from BASE's. Exits 1 when the gate finds a regression (the merge is still written)."""
+    from dataclasses import asdict
+
+    import torch
+    from rich.console import Console
+
+    from hydranet.eval.suite import SuiteError
+    from hydranet.train.checkpoint import CheckpointError, load_model
+    from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
+
+    console = Console(stderr=True)
+    try:
+        plan = plan_merge(base, heads)
+        model = build_merged(plan)
+        console.print(f"merging into {plan.base.path} (trunk {plan.base.state.get('trunk_hash', '')[:12]}): "
+                      + ", ".join(f"{t} <- {c.path}" for t, c in plan.heads.items()))
+        gate_info = None
+        failed: list[Any] = []
+        if gate_suite is not None:
+            from hydranet.eval.gate import gate
+            from hydranet.eval.runner import run_suite, to_jsonable
+            from hydranet.eval.suite import load_suites
+
+            dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            base_model, _ = load_model(base, device=dev)
+            rows = []
+            with console.status("gate: evaluating BASE and the merged network on the same frames"):
+                for suite in load_suites(gate_suite):
+                    runs = run_suite({"baseline": base_model, "candidate": model.to(dev)}, suite, device=dev,
+                                     frames=gate_frames)
+                    rows += gate(runs["baseline"], runs["candidate"])
+            model.cpu()
+            _print_gate(console, rows)
+            failed = [r for r in rows if r.status == "fail"]
+            gate_info = to_jsonable({"suite": str(gate_suite), "passed": not failed, "rows": [asdict(r) for r in rows]})
+        path = save_merged(plan, model, out, gate_info)
+    except (MergeError, CheckpointError, SuiteError, ValueError, OSError) as e:
+        raise _fail(str(e)) from None
+    console.print(f"wrote {path}")
+    if failed:
+        console.print(f"[bold red]gate FAIL[/]: {len(failed)} regression(s): "
+                      + ", ".join(f"{r.suite}/{r.task}/{r.metric}" for r in failed))
+        raise typer.Exit(1)
+    if gate_suite is not None:
+        console.print("[bold green]gate PASS[/]: no task regressed beyond its tolerance against BASE")
+
+
+def _print_gate(console: Any, rows: list[Any]) -> None:
+    from rich.table import Table
+
+    def fmt(x: float) -> str:
+        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+    table = Table(title="gate: merged vs BASE (Δ > 0 = better)")
+    for col in ("suite", "task", "metric", "base", "merged", "Δ", "tolerance", "result"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.suite, r.task, r.metric, fmt(r.baseline), fmt(r.candidate), fmt(r.delta), fmt(r.tolerance),
+                      r.status + (f" {r.reason}" if r.status == "fail" else ""))
+    console.print(table)

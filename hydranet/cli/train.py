@@ -27,7 +27,8 @@ def _exit_distributed(code: int) -> None:
 
 @app.command()
 def train(
-    config: Path = typer.Option(..., "--config", "-c", help="Training config YAML (sections data, model, train)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Training config YAML (sections data, model, train). "
+                                "Optional with --from: the checkpoint's own config is used."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a config field, e.g. --set train.lr=1e-3 "
                                    "(repeatable; the value is YAML)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (checkpoints/, tb/, train_log.jsonl). "
@@ -39,6 +40,11 @@ def train(
                               "and not run (sub-graph training)."),
     freeze: str = typer.Option(None, "--freeze", help="Comma-separated shared modules to freeze too: trunk, neck, "
                                "fusion (no gradients, BatchNorm statistics frozen)."),
+    add_task: list[str] = typer.Option([], "--add-task", help="Add a new task to the --from network and train only "
+                                       "its head (trunk, neck, fusion frozen unless --freeze says otherwise); "
+                                       "repeatable. See docs/subgraph.md."),
+    from_cache: Path = typer.Option(None, "--from-cache", help="Train the heads on a feature cache (hydranet "
+                                    "cache-features) instead of images; refused unless its trunk hash is --from's."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of a live progress bar."),
 ) -> None:
     """Train a HydraNet. Distributed: torchrun --nproc-per-node N -m hydranet train --config ...
@@ -52,7 +58,14 @@ def train(
 
     code = 1
     try:
-        cfg = load_config(config, set_)
+        if config is not None:
+            cfg = load_config(config, set_)
+        elif from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
+            from hydranet.train.subgraph import load_train_config
+
+            cfg = load_train_config(None, set_, from_ckpt)
+        else:
+            raise typer.BadParameter("pass a config, or --from CKPT to reuse its config", param_hint="--config")
         freeze_list = [m.strip() for m in freeze.split(",") if m.strip()] if freeze else []
         bad = sorted(set(freeze_list) - {"trunk", "neck", "fusion"})
         if bad:
@@ -61,9 +74,15 @@ def train(
             raise typer.BadParameter("freezing an untrained trunk makes no sense: pass --from CKPT",
                                      param_hint="--freeze")
         task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-        run_training(cfg, out or Path("runs") / config.stem, resume=resume,
-                     from_ckpt=str(from_ckpt) if from_ckpt else None, tasks=task_list, freeze=freeze_list,
-                     progress=not no_progress)
+        run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
+        if add_task or from_cache:
+            from hydranet.train.subgraph import run_subgraph
+
+            run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task, freeze=freeze_list,
+                         cache=from_cache, progress=not no_progress)
+        else:
+            run_training(cfg, run_dir, resume=resume, from_ckpt=str(from_ckpt) if from_ckpt else None,
+                         tasks=task_list, freeze=freeze_list, progress=not no_progress)
         code = 0
     except ConfigError as e:
         code = 2

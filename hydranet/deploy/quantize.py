@@ -65,8 +65,13 @@ def int8_path(graph: str | Path) -> Path:
 def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frames: int = 32, per_channel: bool = True,
                    seed: int = CALIB_SEED, on_frame=None) -> Manifest:
     """Write an INT8 QDQ graph (default ``<stem>.int8.onnx``) and its manifest; returns the manifest."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     graph = Path(graph)

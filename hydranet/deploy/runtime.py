@@ -79,7 +79,8 @@ class DeployedModel:
     def batch_size(self) -> int:
         return self.manifest.batch
 
-    def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray) -> dict[str, np.ndarray]:
+    def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray,
+                   T_ego_from_cam: np.ndarray) -> dict[str, np.ndarray]:
         """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``."""
         feeds = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam}
         for spec in self.manifest.inputs:

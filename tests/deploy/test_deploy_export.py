@@ -96,7 +96,8 @@ def test_cli_export_errors(checkpoint, tmp_path):
     missing = tmp_path / "no_such_run"
     r = runner.invoke(app, ["export", str(missing), "-o", str(tmp_path / "a.onnx")])
     assert r.exit_code == 2 and "no_such_run" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["export", str(checkpoint), "--tasks", "drivable,warp_drive", "-o", str(tmp_path / "b.onnx")])
+    r = runner.invoke(app, ["export", str(checkpoint), "--tasks", "drivable,warp_drive", "-o",
+                            str(tmp_path / "b.onnx")])
     assert r.exit_code == 2 and "warp_drive" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "b.onnx").exists()
     # A corrupt checkpoint names its file.

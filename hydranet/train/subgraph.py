@@ -1,0 +1,262 @@
+"""Sub-graph training: fine-tune or add heads on a trained network without touching anyone else's outputs.
+
+``hydranet train --from CKPT --tasks lanes --freeze trunk,neck`` (``run.run_training``) already trains
+only the named heads on images. This module adds what needs more than that:
+
+- ``--from-cache CACHE``: train heads on cached trunk features (``feature_cache.py``) through
+  ``model.forward_from_features``; the trunk never runs, which is where the speed comes from. The
+  model's trunk hash must equal the cache's, or training is refused.
+- ``--add-task NAME``: put a new task into the trained network (its head starts fresh) and train only
+  that head; trunk, neck and fusion are frozen unless ``--freeze`` names another set.
+
+Why frozen shared modules keep the other heads bit-identical: their parameters get no gradient (so
+AdamW never touches them, weight decay included), they run in eval mode (BatchNorm statistics do not
+move), and the other heads are frozen the same way and not even run. ``shared_note`` warns when a
+shared module a *non-trained* head reads still trains, since that head's outputs will then change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from hydranet.train import distributed as D
+from hydranet.train.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
+from hydranet.train.trainer import Trainer
+
+SHARED = ("trunk", "neck", "fusion")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs and weights
+# ---------------------------------------------------------------------------------------------
+
+
+def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt: str | Path | None) -> Config:
+    """The config file when given; otherwise the ``--from`` checkpoint's own config (``--set`` applies to both)."""
+    if config is not None:
+        return load_config(config, overrides)
+    if from_ckpt is None:
+        raise ConfigError("--config is required unless --from names a checkpoint (whose config is then used)")
+    from hydranet.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(from_ckpt)
+    where = f"{ckpt.path / 'state.json'} (config)"
+    tree = json.loads(json.dumps(ckpt.state.get("config") or {}))
+    if ckpt.state.get("model_config"):  # the resolved model is authoritative (tasks added by earlier runs)
+        tree["model"] = ckpt.state["model_config"]
+    return config_from_dict(apply_overrides(tree, overrides), where)
+
+
+def add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
+    """``cfg`` with new tasks (default options) appended to ``model.tasks``; existing ones are an error."""
+    from hydranet.train.config import config_to_dict, resolve_model_dict
+
+    tree = config_to_dict(cfg)
+    tasks = dict(resolve_model_dict(tree["model"]).get("tasks") or {})
+    for name in names:
+        if name in tasks:
+            raise ValueError(f"--add-task {name}: the network already has this task; use --tasks {name} to "
+                             "fine-tune its head")
+        from hydranet.tasks.base import create_task
+
+        create_task(name)  # unknown names fail here, listing the registered tasks
+        tasks[name] = {}
+    tree["model"] = {**tree["model"], "tasks": tasks}
+    return config_from_dict(tree, "<config + --add-task>")
+
+
+def load_base_weights(model: nn.Module, path: str | Path, new_heads: list[str]) -> str:
+    """Load a checkpoint into ``model``: everything but the heads of ``new_heads`` must be in it.
+    Returns a one-line note for the console."""
+    from hydranet.train.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(ckpt.model))
+    bad = [k for k in missing if not any(k.startswith(f"heads.{t}.") for t in new_heads)]
+    if bad:
+        raise CheckpointError(f"{ckpt.path}: lacks {bad[:4]}{' …' if len(bad) > 4 else ''}: only the heads of new "
+                              f"tasks ({new_heads or 'none'}) may be missing; is --config the checkpoint's model?")
+    for k, v in ckpt.model.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"{ckpt.path}: tensor {k} is {tuple(v.shape)}, the model's {tuple(own[k].shape)}")
+    model.load_state_dict({k: v for k, v in ckpt.model.items() if k in own}, strict=False)
+    dropped = sorted({k.split(".")[1] for k in set(ckpt.model) - set(own) if k.startswith("heads.")})
+    return (f"initialised from {ckpt.path} (step {ckpt.state.get('step')})"
+            + (f"; new heads: {new_heads}" if new_heads else "") + (f"; dropped heads {dropped}" if dropped else ""))
+
+
+def shared_note(model: nn.Module, train_tasks: list[str], frozen: list[str]) -> str | None:
+    """A warning naming the heads whose outputs will change because a shared module they read trains."""
+    objs = model.task_objects
+    reads = {t: ["trunk", "neck"] + (["fusion"] if objs[t].space == "bev" else []) for t in objs}
+    # A trained shared module changes only if a trained task back-propagates into it.
+    trained = {m for t in train_tasks for m in reads[t] if m not in frozen and getattr(model, m, None) is not None}
+    hit = sorted(t for t in objs if t not in train_tasks and set(reads[t]) & trained)
+    if not hit:
+        return None
+    return (f"shared module(s) {sorted(trained)} train, so the outputs of heads {hit} will change too; "
+            f"--freeze {','.join(sorted(trained))} keeps them bit-identical")
+
+
+# ---------------------------------------------------------------------------------------------
+# training from the cache
+# ---------------------------------------------------------------------------------------------
+
+
+class CacheTrainer(Trainer):
+    """The ``Trainer`` on cached features: batches are ``CachedBatch``; eval batches (real frames) still
+    go through the whole model, so metrics are measured exactly as for any checkpoint."""
+
+    def forward(self, batch: Any, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
+        if isinstance(batch, CachedBatch):
+            feats = {k: v.float() for k, v in batch.features.items()}  # fp16 storage, fp32 (or autocast) compute
+            return self.model.forward_from_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
+                                                    image_hw=tuple(batch.images.shape[-2:]))
+        return super().forward(batch, tasks)
+
+    def _loader(self) -> Iterator[CachedBatch]:
+        from hydranet.train.scheduler import SchedulerBatchSampler
+
+        total = self.tc.steps * self.tc.grad_accum
+        sampler = SchedulerBatchSampler(self.scheduler, self.tc.batch_size, self.dist.rank, self.dist.world_size, total)
+        gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
+        return iter(DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_cached,
+                               num_workers=self.tc.num_workers, generator=gen, pin_memory=self.device.type == "cuda",
+                               prefetch_factor=2 if self.tc.num_workers else None))
+
+
+def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
+    """Refuse a cache that cannot train these heads: another trunk, image size, rig or missing labels."""
+    from hydranet.train.checkpoint import trunk_hash
+
+    cache.check_trunk(trunk_hash(model), "the --from checkpoint")
+    if tuple(model.image_size) != tuple(cache.image_hw):
+        raise CacheError(f"{cache.path}: cached at image size {cache.image_hw}, the model expects {model.image_size}")
+    if model.num_cameras != len(cache.camera_names):
+        raise CacheError(f"{cache.path}: {len(cache.camera_names)} cameras cached, the model has {model.num_cameras}")
+    missing = {t: model.task_objects[t].label for t in train_tasks if model.task_objects[t].label not in cache.labels}
+    if missing:
+        raise CacheError(f"{cache.path}: does not store the label(s) {sorted(set(missing.values()))} that task(s) "
+                         f"{sorted(missing)} learn from (stored: {cache.labels}); rebuild it with "
+                         f"`hydranet cache-features --labels ...`")
+    probe = collate_cached([cache.read(0, [])])
+    try:
+        with torch.no_grad():
+            model.forward_from_features({k: v.float() for k, v in probe.features.items()}, probe.intrinsics,
+                                        probe.T_ego_from_cam, train_tasks, image_hw=cache.image_hw)
+    except KeyError as e:
+        raise CacheError(f"{cache.path}: the heads of {train_tasks} read FPN level {e} which the cache does not store "
+                         f"(cached: {sorted(cache.levels)})") from None
+
+
+def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | None, tasks: list[str] | None = None,
+                 add_tasks: list[str] | None = None, freeze: list[str] | None = None,
+                 cache: str | Path | None = None, progress: bool = True, console: Any = None) -> dict[str, Any]:
+    """``hydranet train --from CKPT [--add-task NAME]... [--tasks ...] [--from-cache CACHE]``.
+
+    Without a cache this hands over to ``run.run_training`` (images through the frozen trunk); with
+    one, heads train on the cached features. Either way only the trained heads' tensors change.
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    add_tasks = list(dict.fromkeys(add_tasks or []))
+    if from_ckpt is None:
+        raise ValueError("sub-graph training (--add-task / --from-cache) needs --from CKPT: the trained network")
+    if add_tasks:
+        cfg = add_tasks_to_config(cfg, add_tasks)
+    train_tasks = sorted(set(tasks or []) | set(add_tasks))
+    if not train_tasks:
+        raise ValueError("name the heads to train: --tasks a,b and/or --add-task NAME")
+    freeze = list(freeze) if freeze else list(SHARED)
+    if cache is None:
+        from hydranet.train.run import run_training
+
+        return run_training(cfg, out_dir, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
+                            progress=progress, console=console)
+    return _run_cached(cfg, Path(out_dir), Path(from_ckpt), FeatureCache(cache), train_tasks, add_tasks,
+                       sorted(set(freeze) | {"trunk", "neck"}), progress, console)
+
+
+def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache, train_tasks: list[str],
+                add_tasks: list[str], freeze: list[str], progress: bool, console: Any) -> dict[str, Any]:
+    import yaml
+
+    from hydranet.model import create_model
+    from hydranet.train.config import config_to_dict
+    from hydranet.train.data import open_source
+    from hydranet.train.scheduler import build_index_lists
+
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = D.select_device(tc.device)
+    info = D.init_distributed(device, tc.dist_timeout_s)
+    try:
+        if (out_dir / "checkpoints" / "latest.json").exists():
+            raise FileExistsError(f"{out_dir} already holds a run; choose another --out")
+        torch.manual_seed(tc.seed)
+        model_cfg = cfg.resolved_model()
+        model = create_model(model_cfg)
+        note = load_base_weights(model, from_ckpt, add_tasks)
+        unknown = sorted(set(train_tasks) - set(model.task_objects))
+        if unknown:
+            raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(model.task_objects)})")
+        check_cache(model, cache, train_tasks)
+        labels = {t: model.task_objects[t].label for t in train_tasks}
+        data = CachedFeatureDataset(cache, sorted(set(labels.values())))
+        caps = {t: c.max_samples for t, c in cfg.data.tasks.items()}
+        index_lists = build_index_lists(data.label_presence(sorted(set(labels.values()))), labels, {}, caps, tc.seed)
+        empty = [t for t, v in index_lists.items() if len(v) == 0]
+        if empty:
+            raise CacheError(f"{cache.path}: no cached frame carries the labels of task(s) {empty}")
+        eval_set = open_source(cfg.data.eval) if tc.eval_every and cfg.data.eval is not None else None
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        D.barrier()
+        torch.manual_seed(tc.seed + 7919 * info.rank)
+        trainer = CacheTrainer(cfg, model, data, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
+                               index_lists=index_lists, eval_set=eval_set, frozen=freeze,
+                               model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
+                               progress=progress)
+        if info.is_main:
+            sizes = {t: int(len(v)) for t, v in index_lists.items()}
+            console.print(f"[bold]hydranet train[/] (from feature cache {cache.path}, {len(cache)} frames, "
+                          f"trunk {cache.trunk_hash[:12]}) -> {out_dir}  device={device}")
+            console.print(f"  {note}; training heads {train_tasks} on {sizes} cached frames; "
+                          f"frozen (no grad, eval mode): {trainer.frozen}")
+            warn = shared_note(model, train_tasks, trainer.frozen)
+            if warn:
+                console.print(f"  [yellow]note:[/] {warn}")
+        summary = trainer.fit()
+        summary["cache"] = str(cache.path)
+        if info.is_main:
+            (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    except BaseException:
+        D.shutdown(clean=False)
+        raise
+    D.shutdown()
+    return summary
+
+
+def changed_tensors(before: dict[str, Tensor], after: dict[str, Tensor]) -> list[str]:
+    """State-dict names whose tensors differ (``torch.equal``): what a sub-graph run actually touched."""
+    return sorted(k for k in before if k not in after or not torch.equal(before[k], after[k]))
+
+
+def head_only_fraction(model: nn.Module, tasks: list[str]) -> float:
+    """Share of the model's parameters that a head-only run of ``tasks`` trains (for the logs and docs)."""
+    total = sum(p.numel() for p in model.parameters())
+    heads = sum(p.numel() for t in tasks for p in model.heads[t].parameters())
+    return float(np.float64(heads) / max(1, total))

@@ -1,0 +1,104 @@
+"""``hydranet infer``: graph + manifest alone decode and draw what the PyTorch model decodes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import hydranet.model.hydranet as hydranet_module
+import hydranet.train.checkpoint as checkpoint_module
+from hydranet.cli import app
+from hydranet.deploy import DeployedModel
+from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.infer import run_infer
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Make building a HydraNet or loading a checkpoint impossible: infer must not need either."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("inference from the graph must not build the PyTorch model or read a checkpoint")
+
+    monkeypatch.setattr(hydranet_module.HydraNet, "__init__", forbidden)
+    monkeypatch.setattr(checkpoint_module, "load_model", forbidden)
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", forbidden)
+
+
+def rows(d: dict, keys: tuple[str, ...]) -> np.ndarray:
+    """One row per detection: score, then every key's values (labels as floats)."""
+    n = len(d["scores"])
+    return np.concatenate([d["scores"][:, None].numpy()] + [d[k].reshape(n, -1).double().numpy() for k in keys], 1)
+
+
+def assert_boxes_match(ort: dict, eager: dict, keys: tuple[str, ...], name: str) -> None:
+    """The same detections up to float noise. Near-equal scores may come out in another order, so rows are
+    matched one to one (greedy nearest) rather than compared by position."""
+    a, b = rows(ort, keys), rows(eager, keys)
+    assert len(a) == len(b) > 0, name
+    free = list(range(len(b)))
+    for row in a:
+        dist = [np.abs(row - b[j]).max() for j in free]
+        best = int(np.argmin(dist))
+        assert dist[best] < 2e-3, f"{name}: ORT detection {row.round(4)} has no eager match"
+        free.pop(best)
+
+
+def test_graph_decode_equals_pytorch_decode(model, exported, no_model):
+    dm = DeployedModel(exported, threads=1)
+    batch = next(heldout_batches(dm.manifest, 2, 2))
+    got = dm.decode(dm(batch), batch)
+    with torch.no_grad():
+        out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+    for name, task in model.task_objects.items():
+        want = task.decode(out[name], batch)
+        assert len(got[name]) == len(want) == 2
+        for g, w in zip(got[name], want, strict=True):
+            if name == "detection2d":
+                assert_boxes_match(g, w, ("boxes", "classes", "camera"), name)
+                assert len(g["scores"]) == 12  # the manifest's task options reached the decoder
+            elif name == "traffic_light":
+                assert_boxes_match(g, w, ("boxes", "state", "camera", "lane"), name)
+            elif name == "objects3d":
+                assert_boxes_match(g, w, ("boxes", "classes", "velocity"), name)
+            elif name == "depth":
+                np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4)
+            else:  # thresholded / argmax masks: a pixel may flip only where logits tie within float noise
+                assert g.shape == w.shape and g.dtype == w.dtype
+                assert (g != w).float().mean() < 1e-3, name
+
+
+def test_run_infer_writes_pictures_and_json(exported, tmp_path, no_model):
+    result = run_infer(exported, "synthetic", tmp_path / "out", frames=2, threads=1, ground_truth=True)
+    out = tmp_path / "out"
+    data = json.loads((out / "predictions.json").read_text())
+    assert data == json.loads(json.dumps(result))
+    assert len(data["frames"]) == 2 and data["camera_names"][0] == "main"
+    frame = data["frames"][0]
+    det = frame["tasks"]["detection2d"]
+    assert len(det["boxes"]) == len(det["scores"]) == len(det["classes"]) == 12
+    assert all(len(b) == 4 for b in det["boxes"]) and det["names"][0] == "car"
+    assert len(frame["tasks"]["objects3d"]["boxes"][0]) == 7
+    depth = frame["tasks"]["depth"]
+    assert depth["shape"] == [8, 64, 128] and 0.5 <= depth["min"] <= depth["max"] <= 250.0
+    arrays = np.load(out / depth["file"])
+    assert arrays["depth"].shape == (8, 64, 128) and arrays["bev_semantic"].shape == (6, 32, 32)
+    assert abs(sum(frame["tasks"]["drivable"]["fraction"].values()) - 1.0) < 1e-3
+    img = Image.open(out / "frame_0001.png")
+    assert img.width > 5 * 128 and img.height > 2 * 64
+    colours = np.unique(np.asarray(img.convert("RGB")).reshape(-1, 3), axis=0)
+    assert len(colours) > 100  # camera images and drawings, not a blank canvas
+
+
+def test_cli_infer(exported, tmp_path, no_model):
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", "synthetic", "--out", str(tmp_path / "o"),
+                                 "--frames", "1", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "frame_0000.png").is_file() and "detection2d: 12 objects" in r.output
+    r = CliRunner().invoke(app, ["infer", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "missing" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", str(tmp_path / "no_shards"), "--out",
+                                 str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "no_shards" in r.output

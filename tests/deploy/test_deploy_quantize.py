@@ -1,0 +1,101 @@
+"""INT8: QDQ graph with per-channel conv weights, fp32 geometry, its own manifest, and a measured metric drop."""
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from hydranet.cli import app
+from hydranet.deploy import DeployedModel, load_manifest
+from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.quantize import QuantizeError, quantize_graph
+from hydranet.deploy.verify import evaluate, metric_drop
+from hydranet.tasks import create_task
+
+
+@pytest.fixture(scope="module")
+def int8(exported, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    quantize_graph(exported, out, calib_frames=2)
+    return out
+
+
+def test_int8_graph_structure(exported, int8):
+    m = load_manifest(int8)
+    assert m.graph == "model.int8.onnx" and m.quantization is not None
+    assert m.quantization.calibration_frames == 2 and m.quantization.per_channel
+    assert m.outputs == load_manifest(exported).outputs  # same interface as the fp32 graph
+    g = onnx.load(str(int8))
+    ops = [n.op_type for n in g.graph.node]
+    assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
+    # Every conv weight is int8 and per-channel (one scale per output channel).
+    init = {i.name: i for i in g.graph.initializer}
+    producers = {o: n for n in g.graph.node for o in n.output}
+    convs = [n for n in g.graph.node if n.op_type == "Conv"]
+    assert convs
+    for conv in convs:
+        dq = producers[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear"
+        assert init[dq.input[0]].data_type == onnx.TensorProto.INT8
+        assert len(onnx.numpy_helper.to_array(init[dq.input[1]]).reshape(-1)) == init[dq.input[0]].dims[0]
+    # The camera->BEV geometry stays fp32: GridSample's sampling grid is not dequantized int8.
+    for gs in (n for n in g.graph.node if n.op_type == "GridSample"):
+        assert producers[gs.input[1]].op_type != "DequantizeLinear"
+
+
+def test_int8_outputs_close_to_fp32(exported, int8):
+    fp32, q = DeployedModel(exported, threads=1), DeployedModel(int8, threads=1)
+    batch = next(heldout_batches(fp32.manifest, 1, 1))
+    a, b = fp32(batch), q(batch)
+    for task, outs in a.items():
+        for key, x in outs.items():
+            err = float((x - b[task][key]).abs().max())
+            spread = float(x.max() - x.min()) + 1e-6
+            assert err < 0.5 * spread + 0.05, f"{task}.{key}: INT8 error {err} vs range {spread}"
+            assert not np.array_equal(x.numpy(), b[task][key].numpy())  # really a different (quantized) graph
+
+
+def test_metric_drop_through_task_metrics(exported, int8):
+    fp32, q = DeployedModel(exported, threads=1), DeployedModel(int8, threads=1)
+    frames = list(heldout_batches(fp32.manifest, 2, 1))
+    base = evaluate(fp32, fp32.tasks, frames)
+    cand = evaluate(q, q.tasks, frames)
+    rows = metric_drop(base, cand, fp32.tasks)
+    assert set(rows) == set(fp32.tasks)
+    assert rows["depth"]["metric"] == "abs_rel" and not rows["depth"]["higher_is_better"]
+    assert rows["drivable"]["metric"] == "miou" and 0.0 <= rows["drivable"]["base"] <= 1.0
+    for r in rows.values():
+        if not math.isnan(r["drop"]):
+            assert abs(r["drop"]) < 0.25
+
+
+def test_metric_drop_sign():
+    tasks = {"drivable": create_task("drivable"), "depth": create_task("depth")}
+    base = {"drivable": {"miou": 0.60}, "depth": {"abs_rel": 0.20}}
+    cand = {"drivable": {"miou": 0.55}, "depth": {"abs_rel": 0.26}}
+    rows = metric_drop(base, cand, tasks)
+    assert rows["drivable"]["drop"] == pytest.approx(0.05) and rows["depth"]["drop"] == pytest.approx(0.06)
+
+
+def test_quantize_errors(int8, tmp_path):
+    with pytest.raises(QuantizeError, match="already quantized"):
+        quantize_graph(int8, tmp_path / "twice.onnx", calib_frames=1)
+    with pytest.raises(QuantizeError, match="not found"):
+        quantize_graph(tmp_path / "nope.onnx", calib_frames=1)
+
+
+def test_cli_quantize_reports_drop(exported, tmp_path):
+    graph = tmp_path / "m.onnx"
+    graph.write_bytes(exported.read_bytes())
+    manifest = json.loads(exported.with_name("model.manifest.json").read_text()) | {"graph": "m.onnx"}
+    (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
+    r = CliRunner().invoke(app, ["quantize", str(graph), "--calib-frames", "1", "--eval-frames", "1", "--threads",
+                                 "1", "--max-drop", "1.0", "--json", str(tmp_path / "q.json")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.int8.onnx").is_file() and (tmp_path / "m.int8.manifest.json").is_file()
+    data = json.loads((tmp_path / "q.json").read_text())
+    assert set(data["drop"]) == set(manifest["tasks"]) and data["calib_frames"] == 1
+    assert "abs_rel" in r.output and "miou" in r.output
