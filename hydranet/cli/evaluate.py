@@ -126,10 +126,10 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
     suite = run.suite
     table = Table(title=f"suite [bold]{suite.name}[/] — {len(run.frames)} frames, {run.seconds:.1f} s",
                   caption=suite.description or None)
-    for col in ("task", "metric", "value", "threshold", "result"):
-        table.add_column(col, justify="right" if col in ("value", "threshold") else "left")
+    for col in ("task", "metric", "value", "threshold", "result"):  # never truncated: scenarios give way
+        table.add_column(col, justify="right" if col in ("value", "threshold") else "left", no_wrap=True)
     for name in suite.scenarios:
-        table.add_column(name, justify="right", style="dim")
+        table.add_column(name, justify="right", style="dim", overflow="fold")
     style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
     for task in suite.tasks:
         te = run.tasks.get(task)
@@ -183,7 +183,7 @@ def gate_command(
         table = Table(title=f"gate [bold]{s.name}[/] — {len(runs['baseline'].frames)} frames, "
                             f"{s.bootstrap} bootstrap resamples, {s.confidence:.0%} CI (Δ > 0 = better)")
         for col in ("task", "metric", "baseline", "candidate", "Δ", "CI", "tolerance", "result"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=col != "result")
         style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
         for r in rows:
             table.add_row(r.task, r.metric, _fmt(r.baseline), _fmt(r.candidate), _fmt(r.delta),

@@ -75,7 +75,7 @@ def cache_features(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hydranet.data.manifest import ManifestError
-    from hydranet.train.checkpoint import CheckpointError, load_checkpoint, load_model
+    from hydranet.train.checkpoint import CheckpointError, load_checkpoint, load_model, trunk_hash
     from hydranet.train.feature_cache import CacheError, write_cache
 
     console = Console(stderr=True)
@@ -94,7 +94,7 @@ def cache_features(
         with Progress(*columns, console=console, transient=True) as progress:
             bar = progress.add_task("cache", total=total)
             manifest = write_cache(
-                model, ds, out, trunk_hash=state.state["trunk_hash"], frames=frames, shard_frames=shard_frames,
+                model, ds, out, trunk_hash=trunk_hash(model), frames=frames, shard_frames=shard_frames,
                 batch_size=batch_size, labels=_split(labels), levels=_split(levels), max_gb=max_gb,
                 num_workers=workers, device=dev, overwrite=overwrite,
                 info={"checkpoint": str(state.path), "data": data},

@@ -79,7 +79,7 @@ def train(
             from hydranet.train.subgraph import run_subgraph
 
             run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task, freeze=freeze_list,
-                         cache=from_cache, progress=not no_progress)
+                         cache=from_cache, resume=resume, progress=not no_progress)
         else:
             run_training(cfg, run_dir, resume=resume, from_ckpt=str(from_ckpt) if from_ckpt else None,
                          tasks=task_list, freeze=freeze_list, progress=not no_progress)

@@ -69,6 +69,8 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
     b = load_checkpoint(base)
     b_hash = trunk_hash(b.model)
     b_fusion = module_hash(b.model, "fusion.")
+    if not b.state.get("model_config"):
+        raise MergeError(f"{b.path}: state.json has no model_config (not written by hydranet train?)")
     plan = MergePlan(b, model_config=dict(b.state["model_config"]))
     tasks_cfg = dict(plan.model_config.get("tasks") or {})
     for spec in specs:

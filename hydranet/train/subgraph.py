@@ -124,6 +124,14 @@ class CacheTrainer(Trainer):
                                                     image_hw=tuple(batch.images.shape[-2:]))
         return super().forward(batch, tasks)
 
+    def train_mode(self) -> None:
+        # The modes Trainer.train_mode sets (trained parts train, frozen parts eval), but re-applied only
+        # when something changed them (the eval hook): on a head-only step the module walk costs ~10%.
+        modes = getattr(self, "_modes", None)
+        if modes is None or any(m.training != mode for m, mode in modes):
+            super().train_mode()
+            self._modes = [(m, m.training) for m in self.model.modules()]
+
     def _loader(self) -> Iterator[CachedBatch]:
         from hydranet.train.scheduler import SchedulerBatchSampler
 
@@ -150,6 +158,8 @@ def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -
                          f"{sorted(missing)} learn from (stored: {cache.labels}); rebuild it with "
                          f"`hydranet cache-features --labels ...`")
     probe = collate_cached([cache.read(0, [])])
+    was_training = model.training
+    model.eval()  # a train-mode probe would move BatchNorm statistics, even under no_grad
     try:
         with torch.no_grad():
             model.forward_from_features({k: v.float() for k, v in probe.features.items()}, probe.intrinsics,
@@ -157,11 +167,14 @@ def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -
     except KeyError as e:
         raise CacheError(f"{cache.path}: the heads of {train_tasks} read FPN level {e} which the cache does not store "
                          f"(cached: {sorted(cache.levels)})") from None
+    finally:
+        model.train(was_training)
 
 
 def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | None, tasks: list[str] | None = None,
                  add_tasks: list[str] | None = None, freeze: list[str] | None = None,
-                 cache: str | Path | None = None, progress: bool = True, console: Any = None) -> dict[str, Any]:
+                 cache: str | Path | None = None, resume: bool = False, progress: bool = True,
+                 console: Any = None) -> dict[str, Any]:
     """``hydranet train --from CKPT [--add-task NAME]... [--tasks ...] [--from-cache CACHE]``.
 
     Without a cache this hands over to ``run.run_training`` (images through the frozen trunk); with
@@ -182,14 +195,15 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     if cache is None:
         from hydranet.train.run import run_training
 
-        return run_training(cfg, out_dir, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
+        return run_training(cfg, out_dir, resume=resume, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
                             progress=progress, console=console)
     return _run_cached(cfg, Path(out_dir), Path(from_ckpt), FeatureCache(cache), train_tasks, add_tasks,
-                       sorted(set(freeze) | {"trunk", "neck"}), progress, console)
+                       sorted(set(freeze) | {"trunk", "neck"}), resume, progress, console)
 
 
 def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache, train_tasks: list[str],
-                add_tasks: list[str], freeze: list[str], progress: bool, console: Any) -> dict[str, Any]:
+                add_tasks: list[str], freeze: list[str], resume: bool, progress: bool,
+                console: Any) -> dict[str, Any]:
     import yaml
 
     from hydranet.model import create_model
@@ -203,8 +217,9 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
     device = D.select_device(tc.device)
     info = D.init_distributed(device, tc.dist_timeout_s)
     try:
-        if (out_dir / "checkpoints" / "latest.json").exists():
-            raise FileExistsError(f"{out_dir} already holds a run; choose another --out")
+        if (out_dir / "checkpoints" / "latest.json").exists() and not resume:
+            raise FileExistsError(f"{out_dir} already holds a run ({out_dir / 'checkpoints' / 'latest.json'}); "
+                                  "pass --resume to continue it or choose another --out")
         torch.manual_seed(tc.seed)
         model_cfg = cfg.resolved_model()
         model = create_model(model_cfg)
@@ -230,7 +245,10 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
                                index_lists=index_lists, eval_set=eval_set, frozen=freeze,
                                model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
                                progress=progress)
+        resumed = trainer.resume() if resume else False
         if info.is_main:
+            if resumed:
+                console.print(f"  resumed at step {trainer.step}")
             sizes = {t: int(len(v)) for t, v in index_lists.items()}
             console.print(f"[bold]hydranet train[/] (from feature cache {cache.path}, {len(cache)} frames, "
                           f"trunk {cache.trunk_hash[:12]}) -> {out_dir}  device={device}")

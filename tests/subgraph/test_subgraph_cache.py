@@ -1,0 +1,137 @@
+"""Feature cache: exact fp16 round trip of features, labels and geometry across shards; refusal of a
+cache made by another trunk; the disk budget; head-only training (and adding a task) from the cache."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from subgraph_testkit import invoke, outputs
+
+from hydranet.data.sample import RAGGED_LABELS, collate
+from hydranet.model import create_model
+from hydranet.train.checkpoint import load_checkpoint, load_model, trunk_hash
+from hydranet.train.feature_cache import (
+    MANIFEST,
+    CachedFeatureDataset,
+    CacheError,
+    FeatureCache,
+    collate_cached,
+    write_cache,
+)
+from hydranet.train.subgraph import changed_tensors
+
+
+def test_cache_round_trip_equals_fp16_of_computed_features(base, cache, frames):
+    model, _ = load_model(base)
+    fc = FeatureCache(cache)
+    assert len(fc) == len(frames) == 5 and [s["frames"] for s in fc.manifest["shards"]] == [3, 2]
+    assert fc.trunk_hash == trunk_hash(model) and fc.manifest["bytes"] > 0
+    with torch.no_grad():
+        feats = model.camera_features(collate(frames).images)
+    n = len(fc.camera_names)
+    ds = CachedFeatureDataset(fc)
+    for i, sample in enumerate(frames):  # frame 3 is the first of the second shard
+        got = ds[i]
+        for level, x in feats.items():
+            assert got.features[level].dtype == torch.float16
+            assert torch.equal(got.features[level], x[i * n:(i + 1) * n].half()), (i, level)
+        for name in ("intrinsics", "T_ego_from_cam", "T_world_from_ego"):
+            assert torch.equal(getattr(got, name), getattr(sample, name))
+        assert (got.scene_id, got.frame_index, got.timestamp) == (sample.scene_id, sample.frame_index,
+                                                                  sample.timestamp)
+        for label in fc.labels:
+            assert (label in got.labels) == (label in sample.labels)
+            if label not in sample.labels:
+                continue
+            want, have = sample.labels[label], got.labels[label]
+            if label in RAGGED_LABELS:
+                assert sorted(have) == sorted(want) and all(torch.equal(have[k], want[k]) for k in want)
+            else:
+                assert have.dtype == want.dtype and torch.equal(have, want)
+    # A cached batch through the heads matches the full model up to the fp16 rounding of the features.
+    cb = collate_cached([ds[0], ds[4]])
+    assert cb.images.shape == (2, n, 3, 64, 128) and cb.images.stride() == (0,) * 5
+    full = outputs(model, collate([frames[0], frames[4]]))
+    with torch.no_grad():
+        cached = model.forward_from_features({k: v.float() for k, v in cb.features.items()}, cb.intrinsics,
+                                             cb.T_ego_from_cam)
+    for task, outs in full.items():
+        for key, value in outs.items():
+            torch.testing.assert_close(cached[task][key], value, atol=0.05, rtol=0.05)
+
+
+def test_cache_refused_for_another_trunk(base, other_trunk, cache, runner, tmp_path):
+    other = load_checkpoint(other_trunk).state["trunk_hash"]
+    mine = load_checkpoint(base).state["trunk_hash"]
+    assert other != mine
+    with pytest.raises(CacheError) as e:
+        FeatureCache(cache).check_trunk(other, "the --from checkpoint")
+    assert mine in str(e.value) and other in str(e.value)
+    res = invoke(runner, "train", "--from", other_trunk, "--tasks", "drivable", "--from-cache", cache,
+                 "-o", tmp_path / "x", "--no-progress")
+    assert res.exit_code == 1 and "trunk" in res.output and not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_cache_budget_and_bad_input(base, frames, cache, tmp_path):
+    model, _ = load_model(base)
+    out = tmp_path / "big"
+    with pytest.raises(CacheError, match="exceeds --max-gb"):
+        write_cache(model, frames, out, trunk_hash="x", max_gb=1e-6)
+    assert not out.exists()  # refused before writing anything
+    with pytest.raises(CacheError, match="exists and is not empty"):
+        write_cache(model, frames, cache, trunk_hash="x")
+    with pytest.raises(CacheError, match="unknown label"):
+        write_cache(model, frames, tmp_path / "l", trunk_hash="x", labels=["nope"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / MANIFEST).write_text("{not json")
+    with pytest.raises(CacheError, match="corrupt manifest"):
+        FeatureCache(broken)
+    # Only the levels asked for, and only the labels asked for: a smaller cache.
+    small = write_cache(model, frames[:2], tmp_path / "small", trunk_hash="x", levels=["p3", "p4", "p5"],
+                        labels=["drivable"])
+    full = json.loads((cache / MANIFEST).read_text())
+    assert small["bytes_per_frame"] < full["bytes_per_frame"] / 2 and small["labels"] == ["drivable"]
+    assert not (tmp_path / "small" / "shard_00000" / "feat.p2.npy").exists()
+
+
+def test_add_task_from_cache_trains_only_the_new_head(base, cache, batch, runner, tmp_path):
+    model, _ = load_model(base)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = outputs(model, batch)
+    res = invoke(runner, "train", "--from", base, "--add-task", "lanes", "--from-cache", cache, "-o", tmp_path / "ft",
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    ckpt = load_checkpoint(tmp_path / "ft")
+    assert ckpt.state["train_tasks"] == ["lanes"] and ckpt.state["step"] == 2
+    assert {"trunk", "neck", "fusion", "heads.drivable"} <= set(ckpt.state["frozen"])
+    tuned, _ = load_model(tmp_path / "ft")
+    after = tuned.state_dict()
+    assert changed_tensors(before, after) == []  # every tensor of the base network is bit-identical
+    new = sorted(set(after) - set(before))
+    assert new and all(k.startswith("heads.lanes.") for k in new)
+    out = outputs(tuned, batch)
+    for task in ref:
+        for key, value in ref[task].items():
+            assert torch.equal(out[task][key], value), f"{task}.{key} changed"
+    assert out["lanes"]["logits"].shape[:2] == (2, 2)
+    # The lanes head did learn: its weights left their initial values (the run seeds its model with train.seed 0).
+    torch.manual_seed(0)
+    init = create_model(tuned.cfg).state_dict()
+    assert any(not torch.equal(init[k], after[k]) for k in new)
+    log = [json.loads(line) for line in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["task_loss"]["lanes"] for r in log if "task_loss" in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_add_task_refuses_missing_label_and_existing_task(base, frames, runner, tmp_path):
+    model, _ = load_model(base)
+    only = tmp_path / "only_drivable"
+    write_cache(model, frames[:2], only, trunk_hash=trunk_hash(model), labels=["drivable"])
+    res = invoke(runner, "train", "--from", base, "--add-task", "lanes", "--from-cache", only, "-o", tmp_path / "a",
+                 "--no-progress")
+    assert res.exit_code == 1 and "does not store the label" in res.output and "lanes" in res.output
+    res = invoke(runner, "train", "--from", base, "--add-task", "depth", "--from-cache", only, "-o", tmp_path / "b",
+                 "--no-progress")
+    assert res.exit_code == 1 and "already has this task" in res.output

@@ -1,0 +1,42 @@
+"""`hydranet train --from CKPT --tasks T --freeze trunk,neck`: only T's head moves; every other head's
+tensors (weights and BatchNorm statistics) and outputs stay bit-identical."""
+
+import torch
+from subgraph_testkit import invoke, outputs
+
+from hydranet.train.checkpoint import load_checkpoint, load_model
+from hydranet.train.subgraph import changed_tensors, shared_note
+
+
+def test_freeze_trunk_neck_leaves_other_heads_bit_identical(base, batch, runner, tmp_path):
+    model, _ = load_model(base)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = outputs(model, batch)
+
+    # No --config: the checkpoint's own config is reused (2 steps, batch 2).
+    res = invoke(runner, "train", "--from", base, "--tasks", "depth", "--freeze", "trunk,neck", "-o", tmp_path / "ft",
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    tuned, _ = load_model(tmp_path / "ft")
+    after = tuned.state_dict()
+    changed = changed_tensors(before, after)
+    assert changed and all(k.startswith("heads.depth.") for k in changed), changed
+    # BatchNorm running statistics of the frozen trunk/neck are state_dict buffers: compared above too.
+    assert any(k.startswith("trunk.") and k.endswith("running_mean") for k in before)
+    assert load_checkpoint(tmp_path / "ft").state["trunk_hash"] == load_checkpoint(base).state["trunk_hash"]
+
+    out = outputs(tuned, batch)
+    for task in ("drivable", "bev_semantic"):
+        for key, value in ref[task].items():
+            assert torch.equal(out[task][key], value), f"{task}.{key} changed"
+    assert not torch.equal(out["depth"]["log_depth"], ref["depth"]["log_depth"])  # the trained head did move
+
+
+def test_shared_note_names_heads_a_training_shared_module_would_change(base):
+    model, _ = load_model(base)
+    assert shared_note(model, ["depth"], ["trunk", "neck"]) is None  # fusion unused by a camera task
+    note = shared_note(model, ["depth"], ["trunk"])
+    assert note is not None and "['neck']" in note and "bev_semantic" in note and "drivable" in note
+    assert shared_note(model, ["bev_semantic"], ["trunk", "neck"]) is None  # the only head reading fusion
+    note = shared_note(model, ["bev_semantic"], ["trunk"])
+    assert note is not None and "['fusion', 'neck']" in note and "depth" in note and "drivable" in note

@@ -1,0 +1,78 @@
+"""`hydranet merge BASE HEAD...`: heads trained separately on one trunk combine into one checkpoint;
+mismatched trunks (and fusions, duplicates) are refused; the regression gate runs against BASE."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from subgraph_testkit import CAMERAS, invoke, outputs
+
+from hydranet.train.checkpoint import load_checkpoint, load_model
+from hydranet.train.merge import MergeError, parse_head_spec, plan_merge
+
+SUITE = {"name": "tiny", "world": {"num_scenes": 1, "frames_per_scene": 2, "lighting": "day", "fog": 0.0,
+                                   "cameras": CAMERAS},
+         "scenarios": {"day": {}}, "seeds": [50, 51], "frames": 2, "bootstrap": 20,
+         "tasks": {"drivable": {}, "depth": {}, "bev_semantic": {}, "lanes": {}}}
+
+
+@pytest.fixture(scope="module")
+def heads(base, cache, runner, tmp_path_factory):
+    """Two owners' runs from BASE's cache: one adds lanes, one fine-tunes the BEV head."""
+    root = tmp_path_factory.mktemp("heads")
+    for name, args in {"lanes": ["--add-task", "lanes"], "bev": ["--tasks", "bev_semantic"]}.items():
+        res = invoke(runner, "train", "--from", base, *args, "--from-cache", cache, "-o", root / name, "--no-progress")
+        assert res.exit_code == 0, res.output
+    return root
+
+
+def test_merge_combines_heads_and_gates_against_base(base, heads, batch, runner, tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    res = invoke(runner, "merge", base, heads / "lanes", heads / "bev", "-o", tmp_path / "m", "--gate-suite", suite)
+    assert res.exit_code == 0, res.output
+    assert "gate PASS" in res.output
+    merged = load_checkpoint(tmp_path / "m")
+    gate = merged.state["merge"]["gate"]
+    assert gate["passed"] and {r["task"] for r in gate["rows"]} == {"drivable", "depth", "bev_semantic", "lanes"}
+    assert merged.state["trunk_hash"] == load_checkpoint(base).state["trunk_hash"]
+    b, lanes, bev = (load_checkpoint(p).model for p in (base, heads / "lanes", heads / "bev"))
+    for k, v in merged.model.items():
+        src = lanes if k.startswith("heads.lanes.") else bev if k.startswith("heads.bev_semantic.") else b
+        assert torch.equal(v, src[k]), k
+    assert not torch.equal(merged.model["heads.bev_semantic.head.stem.0.0.weight"],
+                           b["heads.bev_semantic.head.stem.0.0.weight"])
+    # The merged network answers like each owner's network on that owner's head.
+    model, _ = load_model(tmp_path / "m")
+    out = outputs(model, batch)
+    for run, task in ((heads / "lanes", "lanes"), (heads / "bev", "bev_semantic"), (base, "drivable")):
+        ref = outputs(load_model(run)[0], batch)
+        assert all(torch.equal(out[task][k], v) for k, v in ref[task].items()), task
+
+
+def test_merge_refuses_mismatched_trunk_and_ambiguity(base, other_trunk, heads, runner, tmp_path):
+    mine = load_checkpoint(base).state["trunk_hash"]
+    other = load_checkpoint(other_trunk).state["trunk_hash"]
+    with pytest.raises(MergeError, match="trunk") as e:
+        plan_merge(base, [f"{other_trunk}:drivable"])
+    assert mine[:16] in str(e.value) and other[:16] in str(e.value)
+    res = invoke(runner, "merge", base, f"{other_trunk}:drivable", "-o", tmp_path / "x")
+    assert res.exit_code == 1 and "trunk" in res.output and not (tmp_path / "x").exists()
+    with pytest.raises(MergeError, match="supplied by both"):
+        plan_merge(base, [str(heads / "bev"), f"{heads / 'lanes'}:bev_semantic"])
+    with pytest.raises(MergeError, match="no head 'objects3d'"):
+        plan_merge(base, [f"{heads / 'lanes'}:objects3d"])
+    assert parse_head_spec("runs/a:lanes,depth") == ("runs/a", ["lanes", "depth"])
+    assert parse_head_spec("runs/a") == ("runs/a", None)
+
+
+def test_merge_refuses_bev_head_trained_with_another_fusion(base, heads, runner, tmp_path):
+    # fusion trains when not frozen: that BEV head then expects other BEV features.
+    res = invoke(runner, "train", "--from", base, "--tasks", "bev_semantic", "--freeze", "trunk,neck",
+                 "-o", tmp_path / "f", "--no-progress", "--set", "train.steps=1")
+    assert res.exit_code == 0, res.output
+    with pytest.raises(MergeError, match="fusion"):
+        plan_merge(base, [str(tmp_path / "f")])
+    state = json.loads((tmp_path / "f" / "checkpoints" / "latest.json").read_text())
+    assert state["step"] == 1
