@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -84,8 +85,12 @@ def main() -> None:
     p.add_argument("--throughput-batch", type=int, default=4)
     p.add_argument("--calib-frames", type=int, default=8)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--no-spin", action="store_true", help="no busy-waiting threads: ORT allow_spinning=0 and (set "
+                   "before start-up) OMP_WAIT_POLICY=PASSIVE for torch; for shared machines")
     args = p.parse_args()
 
+    if args.no_spin:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when the OpenMP pool starts, i.e. on first use
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     from hydranet.deploy.export import export_onnx
@@ -96,7 +101,7 @@ def main() -> None:
     h, w = model.image_size
     machine = {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
                "torch": torch.__version__}
-    result: dict = {"benchmark": "deploy", "machine": machine,
+    result: dict = {"benchmark": "deploy", "machine": machine, "spin": not args.no_spin,
                     "threads": args.threads, "cameras": model.num_cameras, "image_hw": [h, w],
                     "tasks": list(model.task_objects), "params": model.parameter_counts()["total"], "runs": args.runs}
     import onnxruntime
@@ -115,8 +120,8 @@ def main() -> None:
             setup[f"quantize_b{b}_s"] = round(time.perf_counter() - t0, 2)
             x = inputs_for(manifest, b)
             feeds = [t.numpy() for t in x]
-            fp32 = DeployedModel(Path(tmp) / f"b{b}.onnx", threads=args.threads)
-            int8 = DeployedModel(Path(tmp) / f"b{b}.int8.onnx", threads=args.threads)
+            fp32 = DeployedModel(Path(tmp) / f"b{b}.onnx", threads=args.threads, spin=not args.no_spin)
+            int8 = DeployedModel(Path(tmp) / f"b{b}.int8.onnx", threads=args.threads, spin=not args.no_spin)
 
             def eager(x=x):
                 with torch.inference_mode():

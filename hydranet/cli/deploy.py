@@ -79,9 +79,10 @@ def export(
     try:
         with console.status(f"exporting {checkpoint} -> {output}"):
             manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
-    except (CheckpointError, ExportError) as e:
-        raise typer.BadParameter(str(e), param_hint="CHECKPOINT" if isinstance(e, CheckpointError) else "--tasks") \
-            from None
+    except ExportError as e:
+        raise typer.BadParameter(str(e), param_hint="--tasks") from None
+    except (CheckpointError, OSError, ValueError) as e:  # ValueError: a model config this version rejects
+        raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     graph = onnx.load(str(output), load_external_data=False)
     size = output.stat().st_size
     table = Table(title=f"{output} (opset {manifest.opset}, batch {manifest.batch}, {len(graph.graph.node)} nodes, "

@@ -35,7 +35,7 @@ from hydranet.deploy.manifest import (
     manifest_path,
     write_manifest,
 )
-from hydranet.geometry import default_rig
+from hydranet.geometry import Rig, default_rig
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16
@@ -80,16 +80,17 @@ def resolve_tasks(model: nn.Module, tasks: list[str] | str | None) -> list[str]:
         raise ExportError(str(e.args[0])) from None
 
 
-def example_inputs(model: nn.Module, batch: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-    """Nominal-rig inputs of the model's shape (values only steer tracing, never the graph)."""
+def example_inputs(model: nn.Module, batch: int = 1,
+                   rig: dict[str, Any] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Inputs of the model's shape on its rig (values only steer tracing, never the graph)."""
     h, w = model.image_size
-    rig = default_rig(h, w)
+    cams = Rig.from_dict(rig).resized(h, w) if rig is not None else default_rig(h, w)
     n = model.num_cameras
-    if len(rig) != n:
-        raise ExportError(f"model has {n} cameras but the default rig has {len(rig)}; export needs the default rig")
+    if len(cams) != n:
+        raise ExportError(f"model has {n} cameras but the rig has {len(cams)} ({list(cams.names)})")
     images = torch.randint(0, 256, (batch, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    K = rig.intrinsics()[None].expand(batch, -1, -1, -1).contiguous()
-    T = rig.extrinsics()[None].expand(batch, -1, -1, -1).contiguous()
+    K = cams.intrinsics()[None].expand(batch, -1, -1, -1).contiguous()
+    T = cams.extrinsics()[None].expand(batch, -1, -1, -1).contiguous()
     return images, K, T
 
 
@@ -99,6 +100,8 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
     h, w = model.image_size
     n = model.num_cameras
     rig = rig or default_rig(h, w).to_dict()
+    if len(rig["cameras"]) != n:
+        raise ExportError(f"rig has {len(rig['cameras'])} cameras, the model {n}")
     ctx = model.head_context
     out_specs, task_specs = [], {}
     for name in tasks:
@@ -121,7 +124,7 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
     return Manifest(
         graph=graph_file, opset=opset, hydranet_version=hydranet.__version__,
         torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
-        trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]][:n] if rig else [],
+        trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]],
         image_size=(h, w), inputs=inputs,
         normalisation=Normalisation(mean=list(model.pixel_mean), std=list(model.pixel_std)),
         rig=rig, rig_note=RIG_NOTE, grid=model.grid.to_dict(),
@@ -153,7 +156,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     was_training = model.training
     model.eval()
     try:
-        inputs = example_inputs(model, batch)
+        inputs = example_inputs(model, batch, rig)
         outputs = model(*inputs, tasks=names)
         keys = [(t, k) for t in names for k in outputs[t]]
         graph = ExportGraph(model, names, keys).eval()

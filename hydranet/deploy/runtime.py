@@ -32,13 +32,16 @@ def bind_task(name: str, options: dict[str, Any], ctx: HeadContext) -> Task:
     return task
 
 
-def session_options(threads: int | None) -> Any:
+def session_options(threads: int | None, spin: bool = True) -> Any:
+    """``spin=False`` stops idle pool threads busy-waiting: slower on a dedicated machine, fairer on a shared one."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return so
@@ -48,7 +51,7 @@ class DeployedModel:
     """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task."""
 
     def __init__(self, graph: str | Path, manifest: str | Path | Manifest | None = None, threads: int | None = None,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, spin: bool = True):
         import onnxruntime as ort
 
         self.path = Path(graph)
@@ -60,7 +63,7 @@ class DeployedModel:
             self.manifest = load_manifest(manifest if manifest is not None else manifest_path(self.path))
         m = self.manifest
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(threads),
+            self.session = ort.InferenceSession(str(self.path), session_options(threads, spin),
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for corrupt/invalid graphs
             raise ManifestError(f"{self.path}: ONNX Runtime cannot load the graph ({e})") from None

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from hydranet.geometry import BevGrid
 from hydranet.model.temporal import TemporalFusion
 
+OUTSIDE = -4.0  # normalised sampling coordinate of points no camera pixel sees
+
 
 def coarse_grid(grid: BevGrid, stride: int) -> BevGrid:
     """The BEV grid at ``stride`` times the cell size (fusion resolution); spans must divide."""
@@ -59,7 +61,9 @@ def project_to_cameras(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tenso
     scale = torch.tensor([2.0 / w, 2.0 / h], dtype=uv.dtype, device=uv.device)
     coords = uv * scale - 1.0  # pixel u in [0, W) -> [-1, 1) ; pixel centres are at +0.5
     visible = in_front & (coords.abs() <= 1.0).all(-1)
-    coords = torch.where(visible[..., None], coords, torch.full_like(coords, -2.0))
+    # Invisible points go far outside the map: zero padding then samples exact zeros for them, so the
+    # camera average needs no (slow, full-size) mask multiply.
+    coords = torch.where(visible[..., None], coords, torch.full_like(coords, OUTSIDE))
     return coords, visible
 
 
@@ -98,7 +102,6 @@ class BevSampler(nn.Module):
         coords, visible = project_to_cameras(self.points, intrinsics.float(), T_ego_from_cam.float(), image_hw,
                                              self.min_depth)
         sample_grid = coords.reshape(B * N, Z * R, C, 2)
-        mask = visible.reshape(B, N, 1, Z, R, C).to(coords.dtype)
         total: Tensor | None = None
         for name in self.levels:
             f = feats[name]
@@ -106,8 +109,8 @@ class BevSampler(nn.Module):
             s = s.reshape(B, N, f.shape[1], Z, R, C)
             total = s if total is None else total + s
         assert total is not None
-        count = mask.sum(1)  # [B, 1, Z, R, C] cameras seeing each point
-        fused = (total * mask).sum(1) / count.clamp(min=1.0)  # mean over the cameras that see the point
+        count = visible.reshape(B, N, 1, Z, R, C).to(total.dtype).sum(1)  # cameras seeing each point
+        fused = total.sum(1) / count.clamp(min=1.0)  # mean over the cameras that see the point
         return fused, count.reshape(B, Z, R, C)
 
     def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
@@ -151,10 +154,12 @@ class BevEncoder(nn.Module):
     def forward(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
         x0 = self.stage0(x)
         x1 = self.stage1(x0)
-        x = x0 + F.interpolate(self.lateral(x1), size=x0.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.out(x0 + F.interpolate(self.lateral(x1), size=x0.shape[-2:], mode="bilinear", align_corners=False))
+        # The last conv runs at fusion resolution and the result is upsampled: at full grid resolution it
+        # cost more than the whole trunk (128 ch on 128×128 cells); the heads' own convs refine at full res.
         if self.upsample > 1:
             x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
-        return self.out(x)
+        return x
 
 
 class BevFusion(nn.Module):

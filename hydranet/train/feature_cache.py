@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from hydranet.data.sample import DENSE_LABELS, RAGGED_LABELS, Batch, Sample, col
 
 FORMAT = "hydranet-feature-cache/1"
 MANIFEST = "cache.json"
+MAX_OPEN_SHARDS = 32  # memory-mapped shards kept open per process (see FeatureCache._shard)
 GEOMETRY = ("intrinsics", "T_ego_from_cam", "T_world_from_ego", "timestamp", "frame_index")
 
 
@@ -320,7 +322,7 @@ class FeatureCache:
         self.image_hw: tuple[int, int] = tuple(self.manifest["image_hw"])  # type: ignore[assignment]
         sizes = [s["frames"] for s in self.manifest["shards"]]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self._arrays: dict[int, dict[str, np.ndarray]] = {}
+        self._arrays: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._meta: dict[int, list[str]] = {}
 
     def __len__(self) -> int:
@@ -340,25 +342,46 @@ class FeatureCache:
         s = int(np.searchsorted(self.starts, i, side="right") - 1)
         return s, i - int(self.starts[s])
 
-    def arrays(self, s: int) -> dict[str, np.ndarray]:
-        if s not in self._arrays:
-            d = self.path / self.manifest["shards"][s]["name"]
-            try:
-                self._arrays[s] = {p.name[:-4]: np.load(p, mmap_mode="r") for p in d.glob("*.npy")}
-                self._meta[s] = json.loads((d / "meta.json").read_text())["scene_ids"]
-            except (OSError, ValueError) as e:
-                raise CacheError(f"{d}: unreadable shard ({e})") from None
-            missing = [f"feat.{lv}" for lv in self.levels if f"feat.{lv}" not in self._arrays[s]]
-            if missing:
-                raise CacheError(f"{d}: missing arrays {missing}")
+    def _shard(self, s: int) -> dict[str, np.ndarray]:
+        # Python's mmap keeps a duplicated file descriptor per mapped array: a bounded LRU of open shards
+        # keeps a large cache (thousands of shard files) under the usual 1024-descriptor limit.
+        if s in self._arrays:
+            self._arrays.move_to_end(s)
+            return self._arrays[s]
+        d = self.path / self.manifest["shards"][s]["name"]
+        try:
+            self._meta[s] = json.loads((d / "meta.json").read_text())["scene_ids"]
+        except (OSError, ValueError, KeyError) as e:
+            raise CacheError(f"{d}: unreadable shard ({e})") from None
+        self._arrays[s] = {}
+        while len(self._arrays) > MAX_OPEN_SHARDS:
+            old, _ = self._arrays.popitem(last=False)
+            self._meta.pop(old, None)
         return self._arrays[s]
 
+    def array(self, s: int, name: str) -> np.ndarray:
+        """Array ``name`` of shard ``s``, memory-mapped read-only on first use."""
+        arrays = self._shard(s)
+        if name not in arrays:
+            file = self.path / self.manifest["shards"][s]["name"] / f"{name}.npy"
+            try:
+                arrays[name] = np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise CacheError(f"{file}: unreadable cache array ({e})") from None
+        return arrays[name]
+
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own memory maps
-        return {**self.__dict__, "_arrays": {}, "_meta": {}}
+        return {**self.__dict__, "_arrays": OrderedDict(), "_meta": {}}
 
     def label_presence(self, labels: list[str]) -> dict[str, np.ndarray]:
         out = {}
-        parts = [self.arrays(s)["present"] for s in range(len(self.manifest["shards"]))]
+        parts = []
+        for shard in self.manifest["shards"]:  # read, not mapped: a few bytes per frame
+            file = self.path / shard["name"] / "present.npy"
+            try:
+                parts.append(np.load(file))
+            except (OSError, ValueError) as e:
+                raise CacheError(f"{file}: unreadable cache array ({e})") from None
         present = np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), bool)
         for k in labels:
             out[k] = present[:, self.labels.index(k)].copy() if k in self.labels else np.zeros(len(self), bool)
@@ -366,23 +389,26 @@ class FeatureCache:
 
     def read(self, i: int, labels: list[str] | None = None) -> CachedSample:
         s, j = self.locate(i)
-        a = self.arrays(s)
-        feats = {lv: torch.from_numpy(np.array(a[f"feat.{lv}"][j])) for lv in self.levels}
+
+        def row(name: str, index: Any = j) -> Tensor:  # a copy: the batch must not alias the read-only map
+            return torch.from_numpy(np.array(self.array(s, name)[index]))
+
+        feats = {lv: row(f"feat.{lv}") for lv in self.levels}
+        present = self.array(s, "present")[j]
         out: dict[str, Any] = {}
         for li, label in enumerate(self.labels):
-            if (labels is not None and label not in labels) or not a["present"][j, li]:
+            if (labels is not None and label not in labels) or not present[li]:
                 continue
             if label in RAGGED_LABELS:
-                lo, hi = (int(x) for x in a[f"ragged.{label}.offsets"][j:j + 2])
+                lo, hi = (int(x) for x in self.array(s, f"ragged.{label}.offsets")[j:j + 2])
                 keys = self.manifest["label_specs"][label]["keys"]
-                out[label] = {k: torch.from_numpy(np.array(a[f"ragged.{label}.{k}"][lo:hi])) for k in keys}
+                out[label] = {k: row(f"ragged.{label}.{k}", slice(lo, hi)) for k in keys}
             else:
-                out[label] = torch.from_numpy(np.array(a[f"label.{label}"][j]))
+                out[label] = row(f"label.{label}")
         return CachedSample(
-            features=feats, intrinsics=torch.from_numpy(np.array(a["intrinsics"][j])),
-            T_ego_from_cam=torch.from_numpy(np.array(a["T_ego_from_cam"][j])),
-            T_world_from_ego=torch.from_numpy(np.array(a["T_world_from_ego"][j])),
-            timestamp=float(a["timestamp"][j]), scene_id=self._meta[s][j], frame_index=int(a["frame_index"][j]),
+            features=feats, intrinsics=row("intrinsics"), T_ego_from_cam=row("T_ego_from_cam"),
+            T_world_from_ego=row("T_world_from_ego"), timestamp=float(self.array(s, "timestamp")[j]),
+            scene_id=self._meta[s][j], frame_index=int(self.array(s, "frame_index")[j]),
             camera_names=self.camera_names, image_hw=self.image_hw, labels=out)
 
 

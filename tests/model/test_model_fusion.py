@@ -13,7 +13,7 @@ from hydranet.geometry import (
     project,
     transform_points,
 )
-from hydranet.model.fusion import BevFusion, BevSampler, project_to_cameras
+from hydranet.model.fusion import OUTSIDE, BevFusion, BevSampler, project_to_cameras
 from hydranet.model.temporal import TemporalFusion, warp_bev
 
 H, W, STRIDE = 64, 128, 8
@@ -38,7 +38,7 @@ def test_projection_matches_contract_geometry_for_the_default_rig():
     assert torch.equal(visible, ok)
     expected = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1).float()
     assert torch.allclose(coords[visible], expected[ok], atol=1e-5)
-    assert (coords[~visible] == -2).all()  # invisible points sample nothing
+    assert (coords[~visible] == OUTSIDE).all()  # invisible points sample nothing
     assert visible.any(1).all()  # with 8 cameras every point around the car is seen
 
 
@@ -162,3 +162,26 @@ def test_temporal_module_runs_with_and_without_history():
     assert no_hist.shape == hist.shape == bev.shape and not torch.allclose(no_hist, hist)
     with pytest.raises(ValueError, match="T_prev_from_curr"):
         tf(bev, bev, None)
+
+
+def test_camera_average_counts_only_the_cameras_that_see_a_point():
+    # Two cameras of one sample, looking forward and left: where only one sees a point, the lifted
+    # feature is exactly that camera's (u, v); where both do, it is the mean of the two projections.
+    K = intrinsics_from_fov(W, H, 100.0).float().expand(1, 2, 3, 3)
+    T = torch.stack([camera_extrinsics((0.0, 0.0, 1.5), 0.0, 5.0), camera_extrinsics((0.0, 0.0, 1.5), 60.0, 5.0)])
+    T = T.float()[None]
+    fused, count, sampler = lifted_uv(K, T)
+    pts = sampler.points.double()
+    uvs, oks = [], []
+    for n in range(2):
+        uv, ok = project(transform_points(invert_transform(T[0, n].double()), pts), K[0, n].double(), (H, W), 0.3)
+        interior = (uv[:, 0] > 4) & (uv[:, 0] < W - 4) & (uv[:, 1] > 4) & (uv[:, 1] < H - 4)
+        uvs.append(uv)
+        oks.append((ok, ok & interior))
+    got = fused[0].reshape(2, -1).T.double()
+    assert torch.equal(count[0].reshape(-1), (oks[0][0].double() + oks[1][0].double()))
+    only0 = oks[0][1] & ~oks[1][0]
+    both = oks[0][1] & oks[1][1]
+    assert only0.sum() > 10 and both.sum() > 10
+    assert torch.allclose(got[only0], uvs[0][only0], atol=1e-3)
+    assert torch.allclose(got[both], (uvs[0][both] + uvs[1][both]) / 2, atol=1e-3)

@@ -135,3 +135,36 @@ def test_add_task_refuses_missing_label_and_existing_task(base, frames, runner, 
     res = invoke(runner, "train", "--from", base, "--add-task", "depth", "--from-cache", only, "-o", tmp_path / "b",
                  "--no-progress")
     assert res.exit_code == 1 and "already has this task" in res.output
+
+
+def test_cache_features_cli_reports_size_and_speed_and_enforces_budget(base, runner, tmp_path):
+    import yaml
+    from subgraph_testkit import WORLD
+
+    world = tmp_path / "world.yaml"
+    world.write_text(yaml.safe_dump(WORLD))
+    res = invoke(runner, "cache-features", "--ckpt", base, "--data", world, "-o", tmp_path / "c", "--frames", 2,
+                 "--levels", "p3,p4,p5", "--labels", "drivable,lanes")
+    assert res.exit_code == 0, res.output
+    assert "MB/frame" in res.output and "frames/s" in res.output and "MB/s" in res.output
+    fc = FeatureCache(tmp_path / "c")
+    assert len(fc) == 2 and sorted(fc.levels) == ["p3", "p4", "p5"] and fc.labels == ["drivable", "lanes"]
+    assert fc.trunk_hash == load_checkpoint(base).state["trunk_hash"]
+    assert fc.manifest["frames_per_s"] > 0 and fc.manifest["mb_per_s"] > 0
+    res = invoke(runner, "cache-features", "--ckpt", base, "--data", world, "-o", tmp_path / "big", "--max-gb", 1e-6)
+    assert res.exit_code == 1 and "exceeds --max-gb" in res.output and not (tmp_path / "big").exists()
+    res = invoke(runner, "cache-features", "--ckpt", base, "--data", world, "-o", tmp_path / "c")
+    assert res.exit_code == 1 and "--overwrite" in res.output
+
+
+def test_open_shards_are_bounded(cache, monkeypatch):
+    import hydranet.train.feature_cache as fcm
+
+    monkeypatch.setattr(fcm, "MAX_OPEN_SHARDS", 1)
+    fc = FeatureCache(cache)
+    ref = FeatureCache(cache)
+    for i in (0, 4, 1, 3, 2):  # alternate between the two shards
+        got, want = fc.read(i), ref.read(i)
+        assert len(fc._arrays) == 1
+        assert all(torch.equal(got.features[k], want.features[k]) for k in want.features)
+        assert got.scene_id == want.scene_id and got.frame_index == want.frame_index

@@ -40,3 +40,20 @@ def test_shared_note_names_heads_a_training_shared_module_would_change(base):
     assert shared_note(model, ["bev_semantic"], ["trunk", "neck"]) is None  # the only head reading fusion
     note = shared_note(model, ["bev_semantic"], ["trunk"])
     assert note is not None and "['fusion', 'neck']" in note and "depth" in note and "drivable" in note
+
+
+def test_add_task_on_images_trains_only_the_new_head(base, batch, runner, tmp_path):
+    model, _ = load_model(base)
+    before = model.state_dict()
+    ref = outputs(model, batch)
+    res = invoke(runner, "train", "--from", base, "--add-task", "lanes", "-o", tmp_path / "ft", "--no-progress",
+                 "--set", "train.steps=1")
+    assert res.exit_code == 0, res.output
+    tuned, _ = load_model(tmp_path / "ft")
+    after = tuned.state_dict()
+    assert changed_tensors(before, after) == []
+    assert all(k.startswith("heads.lanes.") for k in set(after) - set(before))
+    out = outputs(tuned, batch)
+    assert all(torch.equal(out[t][k], v) for t in ref for k, v in ref[t].items())
+    assert sorted(load_checkpoint(tmp_path / "ft").state["frozen"])[:3] == ["fusion", "heads.bev_semantic",
+                                                                           "heads.depth"]
