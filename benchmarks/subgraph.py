@@ -90,7 +90,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from hydranet.model import create_model
     from hydranet.train.checkpoint import load_checkpoint, trunk_hash
     from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache, write_cache
-    from hydranet.train.subgraph import CacheTrainer, load_base_weights
+    from hydranet.train.subgraph import CacheTrainer, load_base_weights, needed_levels
     from hydranet.train.trainer import Trainer
     from hydranet.world import SyntheticWorld, WorldConfig
 
@@ -143,7 +143,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     cache = FeatureCache(cache_dir)
     head = fresh()
     cache.check_trunk(trunk_hash(head))
-    data = CachedFeatureDataset(cache, [head.task_objects[args.task].label])
+    data = CachedFeatureDataset(cache, [head.task_objects[args.task].label], needed_levels(head, [args.task]))
     head_tr = CacheTrainer(new_cfg, head, data, work / "head", train_tasks=[args.task],
                            frozen=["trunk", "neck", "fusion"], model_config=mc, device=device, progress=False)
     head_s = fit(head_tr)

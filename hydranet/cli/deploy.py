@@ -114,6 +114,21 @@ def export(
     console.print(f"[green]parity ok: max diff {worst:.2e} <= {PARITY_TOLERANCE:g}")
 
 
+def _drop_table(title: str, rows: dict[str, dict[str, Any]], max_drop: float) -> list[str]:
+    """Print one comparison table; returns the tasks whose drop exceeds ``max_drop``."""
+    table = Table(title=f"{title} (drop > 0 = INT8 worse; limit {max_drop})")
+    for col in ("task", "metric", "fp32", "int8", "drop", "status"):
+        table.add_column(col, justify="right" if col in ("fp32", "int8", "drop") else "left")
+    failed = []
+    for name, r in rows.items():
+        bad = not math.isnan(r["drop"]) and r["drop"] > max_drop
+        failed += [name] if bad else []
+        table.add_row(name, r["metric"], _fmt(r["base"]), _fmt(r["candidate"]), _fmt(r["drop"]),
+                      "[red]over" if bad else ("n/a" if math.isnan(r["drop"]) else "[green]ok"))
+    console.print(table)
+    return failed
+
+
 @app.command()
 def quantize(
     model: Path = typer.Argument(..., help="fp32 ONNX graph written by `hydranet export` (manifest beside it)"),
@@ -121,6 +136,10 @@ def quantize(
     calib_frames: int = typer.Option(32, "--calib-frames", min=1, help="synthetic frames for calibration"),
     eval_frames: int = typer.Option(16, "--eval-frames", min=0, help="held-out frames to measure the per-task "
                                     "metric drop (0: skip)"),
+    suite: Path | None = typer.Option(None, "--suite", help="also measure the drop on evaluation suites (a suite "
+                                      "YAML or a directory of them), with the `hydranet eval` runner"),
+    suite_frames: int | None = typer.Option(None, "--suite-frames", min=1, help="frames per scenario and seed "
+                                            "(overrides the suites' own)"),
     max_drop: float = typer.Option(0.02, "--max-drop", help="fail (exit 1) if a task's headline metric gets worse "
                                    "than fp32 by more than this (absolute)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
@@ -131,6 +150,7 @@ def quantize(
     from hydranet.deploy.manifest import ManifestError
     from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
     from hydranet.deploy.verify import evaluate, metric_drop
+    from hydranet.eval.runner import to_jsonable
 
     _threads(threads)
     output = output or int8_path(model)
@@ -141,35 +161,42 @@ def quantize(
     except (QuantizeError, ManifestError) as e:
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
     console.print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, fp32 {model.stat().st_size / 1e6:.2f} MB)")
-    if eval_frames == 0:
-        return
     fp32, int8 = _deployed(model, threads), _deployed(output, threads)
-    results = {}
-    with _progress() as progress:
-        for label, dm in (("fp32", fp32), ("int8", int8)):
-            bar = progress.add_task(f"evaluating {label}", total=eval_frames)
+    report: dict[str, Any] = {"graph": str(model), "int8": str(output), "calib_frames": calib_frames,
+                              "max_drop": max_drop, "comparisons": {}}
+    failed: list[str] = []
+    if eval_frames > 0:
+        results = {}
+        with _progress() as progress:
+            for label, dm in (("fp32", fp32), ("int8", int8)):
+                bar = progress.add_task(f"evaluating {label}", total=eval_frames)
 
-            def forward(batch, dm=dm, bar=bar):
-                progress.advance(bar, len(batch))
-                return dm(batch)
+                def forward(batch, dm=dm, bar=bar):
+                    progress.advance(bar, len(batch))
+                    return dm(batch)
 
-            results[label] = evaluate(forward, dm.tasks, heldout_batches(manifest, eval_frames, manifest.batch))
-    rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
-    table = Table(title=f"INT8 vs fp32 on {eval_frames} held-out frames (drop > 0 = INT8 worse; limit {max_drop})")
-    for col in ("task", "metric", "fp32", "int8", "drop", "status"):
-        table.add_column(col, justify="right" if col in ("fp32", "int8", "drop") else "left")
-    failed = []
-    for name, r in rows.items():
-        bad = not math.isnan(r["drop"]) and r["drop"] > max_drop
-        failed += [name] if bad else []
-        table.add_row(name, r["metric"], _fmt(r["base"]), _fmt(r["candidate"]), _fmt(r["drop"]),
-                      "[red]over" if bad else ("n/a" if math.isnan(r["drop"]) else "[green]ok"))
-    console.print(table)
-    from hydranet.eval.runner import to_jsonable
+                results[label] = evaluate(forward, dm.tasks, heldout_batches(manifest, eval_frames, manifest.batch))
+        rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
+        failed += _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
+        report["comparisons"]["heldout"] = {"frames": eval_frames, "drop": rows, "metrics": results}
+    if suite is not None:
+        from hydranet.deploy.suites import suite_metrics
+        from hydranet.eval.suite import SuiteError
 
-    _write_json(json_out, to_jsonable({"graph": str(model), "int8": str(output), "eval_frames": eval_frames,
-                                       "calib_frames": calib_frames, "max_drop": max_drop, "drop": rows,
-                                       "metrics": results}))
+        try:
+            with _progress() as progress:
+                bar = progress.add_task(f"suites {suite}", total=None)
+                per_suite = suite_metrics({"fp32": fp32, "int8": int8}, str(suite), suite_frames,
+                                          on_batch=lambda done, total: progress.update(bar, completed=done,
+                                                                                       total=total))
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--suite") from None
+        for name, res in per_suite.items():
+            tasks = {t: fp32.tasks[t] for t in res["fp32"]}
+            rows = metric_drop(res["fp32"], res["int8"], tasks)
+            failed += [f"{name}/{t}" for t in _drop_table(f"INT8 vs fp32 on suite '{name}'", rows, max_drop)]
+            report["comparisons"][f"suite:{name}"] = {"drop": rows, "metrics": res}
+    _write_json(json_out, to_jsonable(report))
     if failed:
         console.print(f"[red]INT8 metric drop above {max_drop} for {failed}")
         raise typer.Exit(1)

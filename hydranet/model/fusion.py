@@ -105,7 +105,8 @@ class BevSampler(nn.Module):
         total: Tensor | None = None
         for name in self.levels:
             f = feats[name]
-            s = F.grid_sample(f, sample_grid.to(f.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+            # fp32 even under bf16 autocast: a bf16 sampling coordinate is off by ~1/256 of the image width.
+            s = F.grid_sample(f.float(), sample_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             s = s.reshape(B, N, f.shape[1], Z, R, C)
             total = s if total is None else total + s
         assert total is not None
@@ -174,6 +175,11 @@ class BevFusion(nn.Module):
         self.sampler = BevSampler(grid, camera_channels, channels, heights, levels, stride, min_depth)
         self.temporal = TemporalFusion(self.sampler.grid, channels) if temporal else None
         self.encoder = BevEncoder(channels, channels, bev_channels, encoder_blocks, stride)
+
+    @property
+    def levels(self) -> list[str]:
+        """FPN levels fusion reads (a feature cache for BEV heads needs only these)."""
+        return list(self.sampler.levels)
 
     def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor, image_hw: tuple[int, int],
                 prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,

@@ -44,11 +44,13 @@ def clip_boxes(boxes: Tensor, image_hw: tuple[int, int]) -> Tensor:
 
 def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cameras: int, num_channels: int,
                    feat_hw: tuple[int, int], stride: int, image_hw: tuple[int, int],
-                   min_overlap: float = 0.7, device: torch.device | str = "cpu") -> Encoded2D:
+                   min_overlap: float = 0.7, device: torch.device | str = "cpu", min_radius: int = 0) -> Encoded2D:
     """``objects[s] = (boxes [M,4] px, camera [M], channel [M], keep [M] bool)`` per present sample.
 
     Objects with ``keep`` False are not learnt and their box area is excluded from the heatmap loss
-    (neither positive nor negative): the model is not punished for finding a hard object."""
+    (neither positive nor negative): the model is not punished for finding a hard object.
+    ``min_radius`` (cells) floors the Gaussian radius: small objects would otherwise get radius 0, one
+    positive cell whose neighbours are full-strength negatives (CenterPoint floors at 2 for the same reason)."""
     h, w = feat_hw
     S = len(objects)
     heat = torch.zeros(S, num_cameras, num_channels, h, w)
@@ -74,7 +76,7 @@ def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cam
                 raise ValueError(f"box {m} of present sample {s}: class/state {ch} outside [0, {num_channels})")
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
             ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
-            radius = int(gaussian_radius(torch.tensor(bh), torch.tensor(bw), min_overlap))
+            radius = max(min_radius, int(gaussian_radius(torch.tensor(bh), torch.tensor(bw), min_overlap)))
             draw_gaussian(heat[s, cam, ch], ix, iy, radius)
             rows["sample"].append(s)
             rows["camera"].append(cam)

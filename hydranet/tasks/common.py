@@ -338,6 +338,14 @@ def topk_peaks(heat: Tensor, k: int, kernel: int = 3) -> tuple[Tensor, Tensor, T
     return scores, classes, cell // w, cell % w
 
 
+def above_threshold(decoded: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:
+    """The detections of one decoded sample (``dict`` of per-object tensors with ``scores``) scoring
+    ``>= threshold``. Decoders keep a low-score tail for AP; pictures show only confident boxes."""
+    keep = decoded["scores"] >= threshold
+    return {k: v[keep] if isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(keep) else v
+            for k, v in decoded.items()}
+
+
 def gather_cells(x: Tensor, sample: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
     """Values of ``x [S, C, h, w]`` at cells ``(sample, ys, xs)`` (each ``[M]``) -> ``[M, C]``."""
     return x[sample, :, ys, xs]

@@ -11,6 +11,7 @@ Decoded (per sample): ``dict(boxes [K,4] px, scores [K], classes [K], camera [K]
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -25,7 +26,9 @@ from hydranet.tasks.common import (
     PRED_COLOR,
     CameraHeadOptions,
     CameraTask,
+    above_threshold,
     check_camera_output,
+    choose_stride,
     giou_loss,
     heatmap_focal_loss,
     present_index,
@@ -36,17 +39,31 @@ from hydranet.tasks.common import (
 class CenterNet2DOptions(CameraHeadOptions):
     width: int = Field(32, ge=1)
     min_overlap: float = Field(0.7, gt=0, lt=1)  # Gaussian radius: IoU kept when the centre is off by r
+    # Floor of the Gaussian radius in cells. Half the objects of a 96×192 camera are < 3 cells at stride 4,
+    # where min_overlap alone gives radius 0: a lone positive cell ringed by full-strength negatives.
+    min_radius: int = Field(1, ge=0)
+    # log_size starts at this box size (px) rather than at one cell: the median demo object is ~11 px,
+    # and at lr 3e-3 a bias needs hundreds of steps to walk there on its own.
+    prior_size_px: float = Field(12.0, gt=0)
     box_loss: Literal["l1", "giou"] = "l1"
     heatmap_weight: float = 1.0
     offset_weight: float = 1.0
     size_weight: float = 1.0  # L1 on log size, or GIoU when box_loss == "giou"
     max_detections: int = Field(100, ge=1)
+    # decode keeps peaks >= score_threshold (low: AP needs the low-score tail); draw shows >= draw_threshold
     score_threshold: float = Field(0.1, ge=0, le=1)
+    draw_threshold: float = Field(0.3, ge=0, le=1)
     nms_kernel: int = Field(3, ge=1)
 
 
 class Detection2DOptions(CenterNet2DOptions):
     min_visible: float = Field(0.25, ge=0, le=1)
+
+
+def centernet_bias_init(task: CameraTask, ctx: HeadContext) -> dict[str, float]:
+    """Heatmaps start at the focal prior 0.01 (RetinaNet §4.1), log sizes at ``prior_size_px``."""
+    stride = choose_stride(ctx, task.cfg.stride, task.preferred_stride)
+    return {"heatmap": prior_bias(0.01), "log_size": math.log(task.cfg.prior_size_px / stride)}
 
 
 def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch, channel_key: str,
@@ -74,7 +91,8 @@ def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch,
     h, w = heat.shape[-2:]
     stride = task.output_stride(heat, batch)
     image_hw = tuple(batch.images.shape[-2:])
-    enc = encode_boxes2d(objects, n, num_channels, (h, w), stride, image_hw, task.cfg.min_overlap, heat.device)
+    enc = encode_boxes2d(objects, n, num_channels, (h, w), stride, image_hw, task.cfg.min_overlap, heat.device,
+                         task.cfg.min_radius)
     focal, num_pos = heatmap_focal_loss(heat[present].float(), enc.heatmap, enc.weight)
     norm = num_pos.clamp(min=1.0)
     hm_loss = focal / norm
@@ -107,7 +125,7 @@ class Detection2D(CameraTask):
     def build_head(self, ctx: HeadContext) -> nn.Module:
         self.num_cameras = ctx.num_cameras  # the metric reports AP per camera
         outputs = {"heatmap": len(self.classes), "offset": 2, "log_size": 2}
-        return self.camera_head(ctx, outputs, bias_init={"heatmap": prior_bias(0.01)})
+        return self.camera_head(ctx, outputs, bias_init=centernet_bias_init(self, ctx))
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         parts, _, _ = centernet_losses(self, outputs, batch, "classes", len(self.classes),
@@ -142,6 +160,8 @@ class Detection2D(CameraTask):
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         from hydranet.viz import draw_boxes2d
 
+        if decoded is not None and not ground_truth:
+            decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
             return
         draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"],

@@ -27,6 +27,7 @@ from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
     OptionsTask,
+    above_threshold,
     draw_gaussian,
     gaussian_radius,
     heatmap_focal_loss,
@@ -48,7 +49,8 @@ class Objects3DOptions(BevHeadOptions):
     code_weights: dict[str, float] = Field(default_factory=lambda: {"offset": 1.0, "z": 1.0, "log_size": 1.0,
                                                                     "rot": 1.0, "velocity": 0.2})
     max_detections: int = Field(200, ge=1)
-    score_threshold: float = Field(0.1, ge=0, le=1)
+    score_threshold: float = Field(0.1, ge=0, le=1)  # decode: low, the AP needs the low-score tail
+    draw_threshold: float = Field(0.3, ge=0, le=1)  # pictures show only confident boxes
     nms_kernel: int = Field(3, ge=1)
 
     @field_validator("code_weights")
@@ -166,6 +168,8 @@ class Objects3D(OptionsTask):
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         from hydranet.viz import draw_boxes3d
 
+        if decoded is not None and not ground_truth:
+            decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
             return
         draw_boxes3d(views, decoded["boxes"], decoded["classes"], color=GT_COLOR if ground_truth else PRED_COLOR)

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from hydranet.data.sample import LIGHT_STATES, Batch
 from hydranet.tasks.base import HeadContext, Metric, register_task
 from hydranet.tasks.centernet2d import decode_boxes2d
-from hydranet.tasks.common import GT_COLOR, CameraTask, prior_bias
-from hydranet.tasks.detection2d import CenterNet2DOptions, centernet_losses
+from hydranet.tasks.common import GT_COLOR, CameraTask, above_threshold
+from hydranet.tasks.detection2d import CenterNet2DOptions, centernet_bias_init, centernet_losses
 
 
 class TrafficLightOptions(CenterNet2DOptions):
@@ -33,6 +33,10 @@ class TrafficLightOptions(CenterNet2DOptions):
     lane_range: int = Field(2, ge=0)  # lane classes -r..r; 0 disables the lane branch
     lane_weight: float = 0.2
     max_detections: int = Field(32, ge=1)
+    # Unlike detection2d, the light metric (accuracy, precision, recall) scores the decoded set at one
+    # operating point, so decode keeps only confident lights.
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    prior_size_px: float = Field(6.0, gt=0)  # lights are ~4 × 10 px in the demo cameras
 
 
 @register_task
@@ -47,7 +51,7 @@ class TrafficLight(CameraTask):
         outputs = {"heatmap": len(self.states), "offset": 2, "log_size": 2}
         if self.cfg.lane_range > 0:
             outputs["lane"] = 2 * self.cfg.lane_range + 1
-        return self.camera_head(ctx, outputs, bias_init={"heatmap": prior_bias(0.01)})
+        return self.camera_head(ctx, outputs, bias_init=centernet_bias_init(self, ctx))
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         parts, enc, present = centernet_losses(self, outputs, batch, "state", len(self.states))
@@ -96,6 +100,8 @@ class TrafficLight(CameraTask):
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         from hydranet.viz import draw_boxes2d, draw_traffic_lights
 
+        if decoded is not None and not ground_truth:
+            decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
             return
         if ground_truth:

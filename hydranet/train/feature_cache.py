@@ -387,13 +387,17 @@ class FeatureCache:
             out[k] = present[:, self.labels.index(k)].copy() if k in self.labels else np.zeros(len(self), bool)
         return out
 
-    def read(self, i: int, labels: list[str] | None = None) -> CachedSample:
+    def read(self, i: int, labels: list[str] | None = None, levels: list[str] | None = None) -> CachedSample:
+        """Frame ``i``; ``labels``/``levels`` limit what is read (None = everything stored)."""
         s, j = self.locate(i)
+        if levels is not None and not set(levels) <= set(self.levels):
+            raise CacheError(f"{self.path}: FPN level(s) {sorted(set(levels) - set(self.levels))} are not cached "
+                             f"(cached: {sorted(self.levels)})")
 
         def row(name: str, index: Any = j) -> Tensor:  # a copy: the batch must not alias the read-only map
             return torch.from_numpy(np.array(self.array(s, name)[index]))
 
-        feats = {lv: row(f"feat.{lv}") for lv in self.levels}
+        feats = {lv: row(f"feat.{lv}") for lv in (self.levels if levels is None else levels)}
         present = self.array(s, "present")[j]
         out: dict[str, Any] = {}
         for li, label in enumerate(self.labels):
@@ -460,17 +464,19 @@ def collate_cached(samples: list[CachedSample]) -> CachedBatch:
 
 
 class CachedFeatureDataset(Dataset):
-    """Map-style dataset over a ``FeatureCache``: ``ds[i] -> CachedSample``; ``labels`` limits what is read."""
+    """Map-style dataset over a ``FeatureCache``: ``ds[i] -> CachedSample``; ``labels`` and ``levels`` limit
+    what is read (the trainer passes the labels and FPN levels its heads need)."""
 
-    def __init__(self, cache: FeatureCache | str | Path, labels: list[str] | None = None) -> None:
+    def __init__(self, cache: FeatureCache | str | Path, labels: list[str] | None = None,
+                 levels: list[str] | None = None) -> None:
         self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        self.labels = labels
+        self.labels, self.levels = labels, levels
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def __getitem__(self, i: int) -> CachedSample:
-        return self.cache.read(int(i), self.labels)
+        return self.cache.read(int(i), self.labels, self.levels)
 
     def label_presence(self, labels: list[str]) -> dict[str, np.ndarray]:
         return self.cache.label_presence(labels)

@@ -87,15 +87,40 @@ def test_quantize_errors(int8, tmp_path):
         quantize_graph(tmp_path / "nope.onnx", calib_frames=1)
 
 
+SUITE = """
+description: one tiny scenario
+world: {num_scenes: 2, frames_per_scene: 2, lighting: day, fog: 0.0}
+scenarios:
+  straight: {layout: straight}
+seeds: [300, 301]
+frames: 1
+tasks:
+  drivable:
+    thresholds: {miou: ">= 0.0"}
+  depth: {}
+  detection2d: {}
+"""
+
+
 def test_cli_quantize_reports_drop(exported, tmp_path):
     graph = tmp_path / "m.onnx"
     graph.write_bytes(exported.read_bytes())
     manifest = json.loads(exported.with_name("model.manifest.json").read_text()) | {"graph": "m.onnx"}
     (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "tiny.yaml").write_text(SUITE)
     r = CliRunner().invoke(app, ["quantize", str(graph), "--calib-frames", "1", "--eval-frames", "1", "--threads",
-                                 "1", "--max-drop", "1.0", "--json", str(tmp_path / "q.json")])
+                                 "1", "--max-drop", "1.0", "--suite", str(tmp_path / "tiny.yaml"), "--json",
+                                 str(tmp_path / "q.json")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.int8.onnx").is_file() and (tmp_path / "m.int8.manifest.json").is_file()
     data = json.loads((tmp_path / "q.json").read_text())
-    assert set(data["drop"]) == set(manifest["tasks"]) and data["calib_frames"] == 1
-    assert "abs_rel" in r.output and "miou" in r.output
+    assert data["calib_frames"] == 1
+    assert set(data["comparisons"]["heldout"]["drop"]) == set(manifest["tasks"])
+    suite = data["comparisons"]["suite:tiny"]
+    assert set(suite["drop"]) == {"drivable", "depth", "detection2d"}
+    assert set(suite["metrics"]) == {"fp32", "int8"} and "miou" in suite["metrics"]["int8"]["drivable"]
+    assert "abs_rel" in r.output and "miou" in r.output and "suite 'tiny'" in r.output
+    # A drop limit below zero fails every task that did not improve: exit code 1.
+    r = CliRunner().invoke(app, ["quantize", str(graph), "-o", str(tmp_path / "again.onnx"), "--calib-frames", "1",
+                                 "--eval-frames", "1", "--threads", "1", "--max-drop", "-1.0"])
+    assert r.exit_code == 1 and "over" in r.output

@@ -29,7 +29,7 @@ def test_output_shapes_and_attributes(model):
     assert out[CAM]["logits"].shape == (2, 8, 1, 16, 32)  # camera outputs unfolded to [B, N, ...]
     assert out[BEV]["logits"].shape == (2, 2, 32, 32)  # BEV outputs on the grid
     assert set(model.heads) == {CAM, BEV} and set(model.task_objects) == {CAM, BEV}
-    assert model.fusion is not None and model.trunk is not None and model.neck is not None
+    assert model.fusion is not None and model.fusion.levels == ["p3"] and model.trunk is not None
     assert model.pixel_mean == (123.675, 116.28, 103.53) and len(model.pixel_std) == 3
     assert model.head_context.camera_strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
 

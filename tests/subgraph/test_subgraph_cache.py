@@ -19,7 +19,7 @@ from hydranet.train.feature_cache import (
     collate_cached,
     write_cache,
 )
-from hydranet.train.subgraph import changed_tensors
+from hydranet.train.subgraph import changed_tensors, needed_levels
 
 
 def test_cache_round_trip_equals_fp16_of_computed_features(base, cache, frames):
@@ -49,6 +49,12 @@ def test_cache_round_trip_equals_fp16_of_computed_features(base, cache, frames):
                 assert sorted(have) == sorted(want) and all(torch.equal(have[k], want[k]) for k in want)
             else:
                 assert have.dtype == want.dtype and torch.equal(have, want)
+    # Training reads only the levels the trained heads (and fusion, for BEV heads) read.
+    assert needed_levels(model, ["bev_semantic"]) == ["p3"]
+    assert set(needed_levels(model, ["drivable", "depth"])) < set(fc.levels)
+    assert sorted(fc.read(2, [], ["p3"]).features) == ["p3"]
+    with pytest.raises(CacheError, match="not cached"):
+        fc.read(0, [], ["p9"])
     # A cached batch through the heads matches the full model up to the fp16 rounding of the features.
     cb = collate_cached([ds[0], ds[4]])
     assert cb.images.shape == (2, n, 3, 64, 128) and cb.images.stride() == (0,) * 5
