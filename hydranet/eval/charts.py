@@ -25,7 +25,7 @@ def _axes(x0: float, y0: float, w: float, h: float, xlabel: str, ylabel: str, yt
     for t in yticks:
         y = y0 + h - h * t / ymax
         parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + w}" y2="{y:.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{t:.2g}</text>')
+        parts.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{t:.3g}</text>')
     for pos, label in xticks:
         parts.append(f'<text x="{x0 + w * pos:.1f}" y="{y0 + h + 13}" text-anchor="middle" font-size="10">'
                      f"{escape(label)}</text>")
