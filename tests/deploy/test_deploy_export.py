@@ -4,7 +4,7 @@ import json
 
 import onnx
 import pytest
-from conftest import CAMERA_TASKS, TASKS
+from deploy_testkit import CAMERA_TASKS, TASKS
 from typer.testing import CliRunner
 
 import hydranet

@@ -1,0 +1,380 @@
+"""WebDataset-layout tar shards of ``Sample``s: ``ShardWriter`` writes them, ``ShardDataset`` reads them.
+
+Layout: ``root/shard-000000.tar, shard-000001.tar, ..., manifest.json``. Each shard is a plain POSIX
+(ustar) tar in which one sample is a run of consecutive members ``<key>.<member>`` (``key`` =
+9-digit global sample index; members from ``codec.py``), i.e. the WebDataset convention, so
+``webdataset.WebDataset`` / ``tar tf`` / any tar tool reads the shards too.
+
+We write the tar ourselves (``tarfile.TarInfo.tobuf`` for headers) rather than through
+``tarfile.TarFile`` or ``webdataset.TarWriter`` because we need, per sample, the exact byte range of
+its members and a CRC over it for the manifest index, and deterministic headers (mtime 0, uid 0) so
+equal data gives equal shards.
+
+Reading: ``ShardDataset`` is map-style: ``ds[i]`` does one ``os.pread`` of the sample's byte range,
+checks its CRC32, parses the tar headers in memory and decodes. Any problem -- a truncated or
+replaced shard, flipped bytes, a missing member, an undecodable npz/PNG, a manifest that disagrees
+with the shard -- raises ``ShardError`` naming the shard file and the sample key.
+
+Atomicity: a shard is written to ``.shard-XXXXXX.tar.<pid>.tmp``, fsynced and renamed when full;
+the manifest is written last (temp + rename). A directory without a manifest is not a dataset.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import hashlib
+import json
+import os
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+import hydranet
+from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode_sample
+from hydranet.data.manifest import (
+    MANIFEST_NAME,
+    TASK_LABELS,
+    Manifest,
+    ShardError,
+    ShardInfo,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from hydranet.data.sample import Sample
+
+__all__ = ["ShardWriter", "ShardDataset", "ShardError", "shard_name", "sample_key"]
+
+BLOCK = 512
+_END = b"\0" * (2 * BLOCK)  # end-of-archive marker
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:06d}.tar"
+
+
+def sample_key(index: int) -> str:
+    return f"{index:09d}"
+
+
+def _tar_member(name: str, data: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.uname, info.gname = len(data), 0o644, 0, "", ""
+    pad = -len(data) % BLOCK
+    return info.tobuf(format=tarfile.USTAR_FORMAT) + data + b"\0" * pad
+
+
+class ShardWriter:
+    """Append samples to size-capped shards, then write ``manifest.json`` on ``close()``.
+
+    ``with ShardWriter(root, shard_size=256, rig=rig.to_dict(), grid=grid.to_dict(), source={...}) as w:
+        for s in samples: w.write(s)``
+
+    ``image_format``: ``"npz"`` (default, fastest to read) or ``"png"`` (viewable, shards ~20% smaller, ~1.3x slower
+    to read); see ``codec.py``. A directory that already holds a manifest is refused unless ``overwrite``
+    (which deletes the old manifest and shards first). Keys are consecutive global indices from 0.
+    If the block raises, the unfinished shard is deleted and no manifest is written.
+    ``write_encoded`` takes members already produced by ``codec.encode_sample`` (so encoding can run
+    in worker processes).
+    """
+
+    def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, rig: dict | None = None,
+                 grid: dict | None = None, source: dict[str, Any] | None = None, image_format: str = "npz",
+                 overwrite: bool = False):
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        if image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        self.image_format = image_format
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if (self.root / MANIFEST_NAME).exists():
+            if not overwrite:
+                raise ShardError("already holds a dataset (manifest.json); pass overwrite=True to replace it",
+                                 self.root)
+            # Manifest first: from here on the directory is not a dataset until close() writes a new one.
+            (self.root / MANIFEST_NAME).unlink()
+        if overwrite:
+            for stale in list(self.root.glob("shard-*.tar")) + list(self.root.glob(".shard-*.tmp")):
+                stale.unlink()
+        self.shard_size, self.rig, self.grid, self.source = shard_size, rig, grid, source or {}
+        self.shards: list[ShardInfo] = []
+        self.count = 0
+        self.camera_names: list[str] | None = None
+        self.image_size: list[int] | None = None
+        self._file = None
+        self._tmp: Path | None = None
+        self._hash = hashlib.sha256()
+        self._offset = 0
+        self._index: list[tuple[str, int, int, int]] = []
+        self._labels: dict[str, int] = {}
+        self._closed = False
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, sample: Sample) -> str:
+        """Encode and append one sample; returns its key."""
+        try:
+            members = encode_sample(sample, self.image_format)
+        except CodecError as e:
+            raise ShardError(f"cannot encode sample ({sample.scene_id}#{sample.frame_index}): {e}",
+                             key=sample_key(self.count)) from e
+        return self.write_encoded(members)
+
+    def write_encoded(self, members: list[tuple[str, bytes]]) -> str:
+        if self._closed:
+            raise ShardError("writer is closed", self.root)
+        key = sample_key(self.count)
+        meta = json.loads(members[0][1]) if members and members[0][0] == "sample.json" else None
+        if meta is None:
+            raise ShardError("first member must be sample.json", key=key)
+        if self.camera_names is None:
+            self.camera_names, self.image_size = meta["camera_names"], meta["image_size"]
+        elif meta["camera_names"] != self.camera_names or meta["image_size"] != self.image_size:
+            raise ShardError(f"rig differs from the first sample: cameras {meta['camera_names']} size "
+                             f"{meta['image_size']} vs {self.camera_names} {self.image_size}", key=key)
+        if self._file is None:
+            self._open_shard()
+        blob = b"".join(_tar_member(f"{key}.{name}", data) for name, data in members)
+        self._file.write(blob)
+        self._hash.update(blob)
+        self._index.append((key, self._offset, len(blob), zlib.crc32(blob)))
+        self._offset += len(blob)
+        for label in meta["labels"]:
+            self._labels[label] = self._labels.get(label, 0) + 1
+        self.count += 1
+        if len(self._index) >= self.shard_size:
+            self._finish_shard()
+        return key
+
+    def close(self) -> Manifest:
+        """Finish the last shard and write the manifest atomically; returns it."""
+        if self._closed:
+            raise ShardError("writer is already closed", self.root)
+        if self._file is not None:
+            self._finish_shard()
+        self._closed = True
+        if self.count == 0:
+            raise ShardError("no samples were written", self.root)
+        totals: dict[str, int] = {}
+        for s in self.shards:
+            for k, v in s.labels.items():
+                totals[k] = totals.get(k, 0) + v
+        manifest = Manifest(
+            generator={"name": "hydranet", "version": hydranet.__version__},
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            source=self.source, rig=self.rig, grid=self.grid, camera_names=self.camera_names,
+            image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
+            tasks=[t for t in TASK_LABELS if t in totals], shards=self.shards,
+        )
+        write_manifest(self.root, manifest)
+        return manifest
+
+    def abort(self) -> None:
+        """Drop the unfinished shard (finished shards stay; without a manifest they are not a dataset)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+        self._closed = True
+
+    def _open_shard(self) -> None:
+        name = shard_name(len(self.shards))
+        self._tmp = self.root / f".{name}.{os.getpid()}.tmp"
+        self._file = open(self._tmp, "wb")
+        self._hash, self._offset, self._index, self._labels = hashlib.sha256(), 0, [], {}
+
+    def _finish_shard(self) -> None:
+        # End-of-archive: two zero blocks, padded to tar's 10 KiB record like GNU tar and tarfile.
+        tail = _END + b"\0" * (-(self._offset + len(_END)) % tarfile.RECORDSIZE)
+        self._file.write(tail)
+        self._hash.update(tail)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        name = shard_name(len(self.shards))
+        os.replace(self._tmp, self.root / name)
+        self._tmp = None
+        self.shards.append(ShardInfo(name=name, num_samples=len(self._index), bytes=self._offset + len(tail),
+                                     sha256=self._hash.hexdigest(), labels=dict(sorted(self._labels.items())),
+                                     index=self._index))
+
+
+def parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
+    """Split the tar bytes of one sample into ``{member: data}``; every member must belong to ``key``."""
+    out: dict[str, bytes] = {}
+    view = memoryview(blob)
+    pos = 0
+    while pos < len(view):
+        name, size = _header(bytes(view[pos:pos + BLOCK]), pos)
+        start = pos + BLOCK
+        end = start + size
+        if end > len(view):
+            raise CodecError(f"member '{name}' runs past the sample's byte range")
+        stem, _, member = name.rpartition("/")[2].partition(".")
+        if stem != key:
+            raise CodecError(f"tar member '{name}' belongs to sample '{stem}', not '{key}' "
+                             "(manifest index does not match the shard)")
+        out[member] = bytes(view[start:end])
+        pos = end + (-size % BLOCK)
+    return out
+
+
+def _header(block: bytes, pos: int) -> tuple[str, int]:
+    """(name, size) of a tar header block. Plain ustar regular files (what we write) are parsed directly --
+    the caller has already checked a CRC over these bytes; anything else goes through ``tarfile``."""
+    if block[257:263] == b"ustar\x00" and block[156:157] in (b"0", b"\x00") and block[345] == 0:
+        try:
+            return block[:100].split(b"\0", 1)[0].decode(), int(block[124:136].strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            pass
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as e:
+        raise CodecError(f"bad tar header at +{pos} ({e})") from e
+    if not info.isfile():
+        raise CodecError(f"tar member '{info.name}' at +{pos} is not a regular file (type {info.type!r})")
+    return info.name, info.size
+
+
+class ShardDataset(Dataset):
+    """Map-style dataset over a shard directory: ``ds[i]`` is the sample with key ``i`` -- identical,
+    tensor for tensor, to what was written.
+
+    ``labels``: decode only these labels (None = all stored); skipping unneeded dense labels is the
+    cheapest speed-up when training a subset of tasks. Opening reads only the manifest and stats the
+    shards (size mismatch = truncated/replaced shard -> ``ShardError``). File handles open lazily per
+    process, so the dataset pickles into DataLoader workers.
+    """
+
+    def __init__(self, root: str | os.PathLike, labels: list[str] | set[str] | None = None):
+        self.root = manifest_path(root).parent
+        self.manifest = read_manifest(root)
+        self.labels = frozenset(labels) if labels is not None else None
+        self.camera_names = tuple(self.manifest.camera_names)
+        self.rig = self.manifest.rig_obj()
+        self.grid = self.manifest.grid_obj()
+        self._starts: list[int] = []  # first global index of each shard
+        n = 0
+        for info in self.manifest.shards:
+            self._check_shard_file(info)
+            self._starts.append(n)
+            n += info.num_samples
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def _check_shard_file(self, info: ShardInfo) -> None:
+        path = self.root / info.name
+        if not path.is_file():
+            raise ShardError("shard listed in the manifest is missing", path)
+        size = path.stat().st_size
+        if size != info.bytes:
+            bad = next((k for k, off, length, _ in info.index if off + length > size), None)
+            what = "truncated; this is the first incomplete sample" if size < info.bytes else "replaced or appended to"
+            raise ShardError(f"shard is {size} bytes but the manifest says {info.bytes}: {what}", path, bad)
+
+    def __len__(self) -> int:
+        return self.manifest.num_samples
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, position within the shard) of global ``index``."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples in {self.root}")
+        shard = bisect.bisect_right(self._starts, index) - 1
+        return shard, index - self._starts[shard]
+
+    def read_members(self, index: int) -> tuple[Path, str, dict[str, bytes]]:
+        """Raw members of one sample after the CRC check (for tools that copy or inspect shards)."""
+        shard, j = self.locate(index)
+        info = self.manifest.shards[shard]
+        path = self.root / info.name
+        key, offset, length, crc = info.index[j]
+        blob = os.pread(self._fd(shard, path), length, offset)
+        if len(blob) != length:
+            raise ShardError(f"short read ({len(blob)} of {length} bytes at {offset}): shard truncated", path, key)
+        if zlib.crc32(blob) != crc:
+            raise ShardError(f"CRC32 mismatch over bytes {offset}..{offset + length}: the shard is corrupt", path, key)
+        try:
+            return path, key, parse_members(blob, key)
+        except CodecError as e:
+            raise ShardError(str(e), path, key) from e
+
+    def __getitem__(self, index: int) -> Sample:
+        path, key, members = self.read_members(index)
+        try:
+            sample = decode_sample(members, self.labels)
+        except CodecError as e:
+            raise ShardError(str(e), path, key) from e
+        if sample.camera_names != self.camera_names or list(sample.images.shape[-2:]) != list(self.manifest.image_size):
+            raise ShardError(f"sample has cameras {sample.camera_names} at {tuple(sample.images.shape[-2:])}, the "
+                             f"manifest says {self.camera_names} at {tuple(self.manifest.image_size)}", path, key)
+        return sample
+
+    def _fd(self, slot: int, path: Path) -> int:
+        if os.getpid() != self._pid:  # forked into a worker: the parent's descriptors are not ours to share
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(slot)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise ShardError(f"cannot open shard ({e.strerror})", path) from e
+            self._fds[slot] = fd
+        return fd
+
+    def verify(self, deep: bool = False, on_bytes: Any = None, on_sample: Any = None) -> None:
+        """Check every shard's sha256 against the manifest; with ``deep`` also read and decode every
+        sample. ``on_bytes(n)`` / ``on_sample(n)`` report progress. Raises ``ShardError`` at the first fault."""
+        for info in self.manifest.shards:
+            path = self.root / info.name
+            self._check_shard_file(info)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+            if h.hexdigest() != info.sha256:
+                raise ShardError("sha256 differs from the manifest: the shard is corrupt or was replaced", path)
+        if deep:
+            for i in range(len(self)):
+                self[i]
+                if on_sample is not None:
+                    on_sample(1)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __del__(self) -> None:
+        try:
+            if os.getpid() == getattr(self, "_pid", None):
+                self.close()
+        except Exception:  # interpreter shutdown: module globals may already be gone
+            pass
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fds"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return (f"ShardDataset({str(self.root)!r}, samples={len(self)}, shards={len(self.manifest.shards)}, "
+                f"labels={sorted(self.manifest.labels)})")

@@ -1,0 +1,78 @@
+"""Member encodings: every dense-array path and the npz reader round-trip bit-exactly."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from data_testkit import assert_same_sample, make_sample
+
+from hydranet.data import codec
+
+
+@pytest.mark.parametrize("array, path", [
+    (np.array([[0, 1], [1, 0]], np.uint8), "packed"),                        # 1 bit
+    (np.arange(30, dtype=np.uint8).reshape(3, 10) % 4, "packed"),            # 2 bits, size not a multiple of 4
+    (np.arange(77, dtype=np.uint8).reshape(7, 11) % 12, "packed"),           # 4 bits, odd size
+    (np.arange(256, dtype=np.uint8).reshape(16, 16), "array"),               # needs all 8 bits
+    (np.array([[1.5, -0.0], [np.inf, np.nan]], np.float32), "shuffled"),
+    (np.linspace(-1e300, 1e300, 9), "shuffled"),                             # float64
+    (np.array([1, 2, 3], np.float16), "shuffled"),
+    (np.array([0, 5, 40000], np.int32), "narrowed"),                        # -> uint16
+    (np.array([[0, 7], [255, 1]], np.int64), "narrowed"),                   # -> uint8
+    (np.array([-1, 3], np.int32), "array"),                                  # negative: kept as is
+    (np.zeros((0, 4), np.float32), "array"),                                 # empty
+    (np.array([True, False]), "array"),
+])
+def test_dense_array_round_trip(array, path):
+    entries = codec.encode_array(array)
+    assert path in entries
+    back = codec.decode_array(codec.read_npz(codec.write_npz(entries)))
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.tobytes() == array.tobytes()
+    assert back.flags.writeable
+
+
+def test_read_npz_falls_back_to_numpy_for_foreign_files():
+    buf = io.BytesIO()
+    np.savez_compressed(buf, a=np.arange(5), b=np.eye(2))  # zip64 local headers: not our fast path
+    out = codec.read_npz(buf.getvalue())
+    assert out["a"].tolist() == [0, 1, 2, 3, 4] and out["b"].tolist() == [[1, 0], [0, 1]]
+
+
+def test_npz_bytes_are_deterministic():
+    arrays = {"x": np.arange(10, dtype=np.float32)}
+    assert codec.write_npz(arrays) == codec.write_npz(dict(arrays))
+
+
+@pytest.mark.parametrize("image_format", ["npz", "png"])
+def test_sample_round_trip_and_label_subset(image_format):
+    s = make_sample(3, drop=("depth", "traffic_light"))
+    members = dict(codec.encode_sample(s, image_format))
+    assert f"cam.main.{image_format}" in members
+    assert "depth.npz" not in members and "traffic_light.npz" not in members
+    assert_same_sample(s, codec.decode_sample(members))
+    only = codec.decode_sample(members, labels={"drivable", "objects3d", "depth"})
+    assert sorted(only.labels) == ["drivable", "objects3d"]
+
+
+def test_encode_rejects_bad_labels_naming_them():
+    s = make_sample(0)
+    s.labels["objects3d"] = {"boxes": [1, 2, 3]}
+    with pytest.raises(codec.CodecError, match="objects3d.*boxes"):
+        codec.encode_sample(s)
+    s = make_sample(0)
+    s.labels["drivable"] = torch.zeros(2, 2, dtype=torch.uint8)  # wrong shape for a camera map
+    with pytest.raises(codec.CodecError, match="drivable"):
+        codec.encode_sample(s)
+
+
+def test_decode_names_missing_and_broken_members():
+    members = dict(codec.encode_sample(make_sample(1)))
+    del members["cam.rear.npz"]
+    with pytest.raises(codec.CodecError, match="cam.rear.npz.*missing"):
+        codec.decode_sample(members)
+    members = dict(codec.encode_sample(make_sample(1)))
+    members["depth.npz"] = b"PK\x03\x04 definitely not a zip"
+    with pytest.raises(codec.CodecError, match="depth.npz"):
+        codec.decode_sample(members)
