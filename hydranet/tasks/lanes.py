@@ -92,13 +92,11 @@ class Lanes(CameraTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
-        logits = outputs["logits"]
-        check_camera_output(self.name, logits, batch)
-        hw = tuple(batch.images.shape[-2:])
-        prob = to_label_resolution(logits, hw).float().softmax(1)
-        kind = prob[:, 1:].argmax(1) + 1
-        cls = torch.where(prob[:, 0] <= 1 - self.cfg.threshold, kind, 0).to(torch.uint8)
-        return list(cls.reshape(*logits.shape[:2], *hw).cpu())
+        decoded = []
+        for prob in self.probabilities(outputs, batch):  # [N, K, H, W] per sample
+            kind = prob[:, 1:].argmax(1) + 1
+            decoded.append(torch.where(prob[:, 0] <= 1 - self.cfg.threshold, kind, 0).to(torch.uint8))
+        return decoded
 
     def make_metric(self) -> Metric:
         from hydranet.metrics import LaneF1
