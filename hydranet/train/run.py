@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,20 +61,9 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
 
     console = console or Console(stderr=True)
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = D.select_device(tc.device)
-    info = D.init_distributed(device, tc.dist_timeout_s)
-    try:
-        out_dir = Path(out_dir)
-        latest = out_dir / "checkpoints" / "latest.json"
-        if latest.exists() and not resume:  # checked on every rank so all fail together
-            raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
-                                  "or choose another --out")
-        if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        D.barrier()
+    out_dir = Path(out_dir)
+    with training_session(cfg, out_dir, resume) as (device, info):
+        write_run_config(cfg, out_dir, info)
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model_cfg = cfg.resolved_model()
         model = create_model(model_cfg)
@@ -106,11 +97,37 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+@contextmanager
+def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple[torch.device, D.DistInfo]]:
+    """Threads, device and process group for one run; refuses to overwrite a finished or running one.
+
+    The process group is shut down on exit, uncleanly on error (so no rank waits on a dead peer)."""
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = D.select_device(tc.device)
+    info = D.init_distributed(device, tc.dist_timeout_s)
+    try:
+        latest = out_dir / "checkpoints" / "latest.json"
+        if latest.exists() and not resume:  # checked on every rank so all fail together
+            raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
+                                  "or choose another --out")
+        yield device, info
     except BaseException:
         D.shutdown(clean=False)
         raise
     D.shutdown()
-    return summary
+
+
+def write_run_config(cfg: Config, out_dir: Path, info: D.DistInfo) -> None:
+    """Rank 0 writes the resolved config beside the run; every rank waits for it."""
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    D.barrier()
 
 
 def in_torchrun() -> bool:

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from hydranet.train import distributed as D
 from hydranet.train.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
 from hydranet.train.trainer import Trainer
@@ -220,22 +219,13 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
 def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache, train_tasks: list[str],
                 add_tasks: list[str], freeze: list[str], resume: bool, progress: bool,
                 console: Any) -> dict[str, Any]:
-    import yaml
-
     from hydranet.model import create_model
-    from hydranet.train.config import config_to_dict
     from hydranet.train.data import open_source
+    from hydranet.train.run import training_session, write_run_config
     from hydranet.train.scheduler import build_index_lists
 
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = D.select_device(tc.device)
-    info = D.init_distributed(device, tc.dist_timeout_s)
-    try:
-        if (out_dir / "checkpoints" / "latest.json").exists() and not resume:
-            raise FileExistsError(f"{out_dir} already holds a run ({out_dir / 'checkpoints' / 'latest.json'}); "
-                                  "pass --resume to continue it or choose another --out")
+    with training_session(cfg, out_dir, resume) as (device, info):
         torch.manual_seed(tc.seed)
         model_cfg = cfg.resolved_model()
         model = create_model(model_cfg)
@@ -252,10 +242,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         if empty:
             raise CacheError(f"{cache.path}: no cached frame carries the labels of task(s) {empty}")
         eval_set = open_source(cfg.data.eval) if tc.eval_every and cfg.data.eval is not None else None
-        if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        D.barrier()
+        write_run_config(cfg, out_dir, info)
         torch.manual_seed(tc.seed + 7919 * info.rank)
         trainer = CacheTrainer(cfg, model, data, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                                index_lists=index_lists, eval_set=eval_set, frozen=freeze,
@@ -277,10 +264,6 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         summary["cache"] = str(cache.path)
         if info.is_main:
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    except BaseException:
-        D.shutdown(clean=False)
-        raise
-    D.shutdown()
     return summary
 
 
