@@ -250,6 +250,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
                                progress=progress)
         resumed = trainer.resume() if resume else False
         if info.is_main:
+            if trainer.resume_note:
+                console.print(f"  [yellow]{trainer.resume_note}")
             if resumed:
                 console.print(f"  resumed at step {trainer.step}")
             sizes = {t: int(len(v)) for t, v in index_lists.items()}
@@ -264,6 +266,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         summary["cache"] = str(cache.path)
         if info.is_main:
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
 
 

@@ -39,6 +39,7 @@ from hydranet.train.checkpoint import (
     CheckpointError,
     b64_tensor,
     load_checkpoint,
+    load_latest_valid,
     optimizer_from_tensors,
     optimizer_to_tensors,
     rng_state,
@@ -114,6 +115,7 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.stopped_early = False
+        self.resume_note: str | None = None  # set by resume() when it fell back to an older checkpoint
         self.history: list[dict[str, Any]] = []
         self.eval_history: list[dict[str, Any]] = []
         D.broadcast_module(model)  # every rank starts from rank 0's weights
@@ -232,13 +234,17 @@ class Trainer:
         return path
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path`` (or this run's latest checkpoint). False if there is none."""
-        try:
-            ckpt = load_checkpoint(path or self.ckpt_dir, map_location=self.device)
-        except CheckpointError:
-            if path is not None:
-                raise
-            return False
+        """Continue from ``path``, or from this run's newest *valid* checkpoint; False if the run has none.
+
+        A corrupt newest checkpoint is never a silent restart: the newest valid one is used and
+        ``resume_note`` says so in one line, or ``CheckpointError`` names every file when none loads."""
+        if path is not None:
+            ckpt = load_checkpoint(path, map_location=self.device)
+        else:
+            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device)
+            if found is None:
+                return False
+            ckpt = found
         where = ckpt.path
         try:
             self.model.load_state_dict(ckpt.model, strict=True)
