@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `train.lr: inf` or `.nan` anywhere is an error naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +134,9 @@ class TrainConfig(_Strict):
     # Safety net for fixed budgets (the demo): stop, checkpoint and report once training has run this
     # long, even if `steps` is not reached (the learning rate then has not fully decayed).
     time_limit_s: float | None = Field(default=None, gt=0)
+    # Stop with an error (naming the step and the tasks) after this many consecutive steps skipped
+    # for a non-finite loss or gradient, instead of "training" forever on nothing.
+    max_consecutive_skips: int = Field(default=20, ge=1)
 
 
 class EvalConfig(_Strict):

@@ -79,3 +79,15 @@ def test_shipped_configs_validate():
     assert files, "configs/*.yaml missing"
     for f in files:
         load_config(f)
+
+
+@pytest.mark.parametrize("override,field", [
+    ("train.lr=inf", "train.lr"), ("train.lr=.nan", "train.lr"), ("train.weight_decay=-.inf", "train.weight_decay"),
+    ("train.betas=[0.9, .nan]", "train.betas.1"), ("train.clip_grad_norm=inf", "train.clip_grad_norm"),
+    ("train.balancing.weights={depth: .inf}", "train.balancing.weights.depth"),
+    ("train.balancing.gradnorm.lr=inf", "train.balancing.gradnorm.lr"),
+    ("train.scheduler.temperature=inf", "train.scheduler.temperature"),
+])
+def test_non_finite_optimiser_numbers_are_errors_naming_the_field(tmp_path, override, field):
+    with pytest.raises(ConfigError, match=rf"cfg.yaml: {field}: .*finite"):
+        load_config(write(tmp_path, BASE), [override])  # before: inf accepted, training ran on NaN weights
