@@ -11,8 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.console import make_console
 
-_err = Console(stderr=True)
+_err = make_console(stderr=True)
 
 
 def _progress(console: Console) -> Progress:
@@ -55,7 +56,7 @@ def generate(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
 
-    console = Console()
+    console = make_console()
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
         existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
     except (ShardError, ValueError) as e:
@@ -98,7 +99,7 @@ def data_info(
     from hydranet.data.manifest import ShardError
     from hydranet.data.shards import ShardDataset
 
-    console = Console()
+    console = make_console()
     try:
         ds = ShardDataset(data)
     except ShardError as e:

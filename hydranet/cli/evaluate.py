@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.console import make_console
 
-console = Console()
+console = make_console()
 
 CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
 SUITE_HELP = "a suite YAML file or a directory of them"

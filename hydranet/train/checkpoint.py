@@ -45,6 +45,10 @@ class CheckpointError(RuntimeError):
     """A missing, corrupt or mismatched checkpoint; the message names the path."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, permissions); the previous checkpoint is intact."""
+
+
 # ---------------------------------------------------------------------------------------------
 # hashing and RNG
 # ---------------------------------------------------------------------------------------------
@@ -212,13 +216,14 @@ def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, An
         _fsync_dir(tmp)
         os.replace(tmp, target)
         _fsync_dir(parent)
-        atomic_write(parent / "latest.json", json.dumps({"checkpoint": target.name, "step": state.get("step")}).encode())
+        pointer = {"checkpoint": target.name, "step": state.get("step")}
+        atomic_write(parent / "latest.json", json.dumps(pointer).encode())
     except OSError as e:
         _remove(tmp)
         (parent / f".tmp-latest.json-{os.getpid()}").unlink(missing_ok=True)
         if target.exists() and _pointer_name(parent) != target.name:
             _remove(target)
-        raise CheckpointError(f"{directory}: could not write the checkpoint ({e.strerror or e}); the partial "
+        raise CheckpointWriteError(f"{directory}: could not write the checkpoint ({e.strerror or e}); the partial "
                               f"copy was removed and {_pointer_name(parent) or 'no earlier checkpoint'} "
                               "is unchanged") from None
     # The pointer has moved: older copies of this step and checkpoints beyond ``keep`` may go.

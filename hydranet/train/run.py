@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from hydranet.console import make_console
 from hydranet.train import distributed as D
 from hydranet.train.config import Config, config_to_dict
 
@@ -53,19 +54,20 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
                  console: Any = None) -> dict[str, Any]:
     """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
-    from rich.console import Console
 
+    from hydranet.compat import check_config_data
     from hydranet.model import create_model
     from hydranet.train.data import build_train_data
     from hydranet.train.trainer import Trainer
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     tc = cfg.train
     out_dir = Path(out_dir)
     with training_session(cfg, out_dir, resume) as (device, info):
         write_run_config(cfg, out_dir, info)
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model_cfg = cfg.resolved_model()
+        check_config_data(cfg)  # grid, image size, cameras: refused before a frame is rendered
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
         labels = {name: task.label for name, task in model.task_objects.items()}
