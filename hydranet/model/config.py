@@ -76,8 +76,9 @@ class ModelConfig(_Strict):
             try:
                 TASKS[name](**(options or {}))
             except ValidationError as e:
-                detail = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-                raise ValueError(f"{name}: {detail}") from None
+                from hydranet.config_errors import format_validation_error
+
+                raise ValueError(f"{name}: {format_validation_error(e, '', sep='; ')}") from None
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{name}: {e}") from None
         return v

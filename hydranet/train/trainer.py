@@ -84,6 +84,10 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.dist = dist_info or D.DistInfo()
         self.device = device or torch.device("cpu")
+        if self.tc.sync_batchnorm and self.dist.enabled:
+            from hydranet.train.sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self.tasks: dict[str, Task] = dict(tasks if tasks is not None else model.task_objects)
         self.train_tasks = sorted(train_tasks or self.tasks)
