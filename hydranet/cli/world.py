@@ -113,7 +113,7 @@ def show(
             grid = ds.grid
         except (ShardError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
+            raise typer.Exit(2) from e
         if grid is None:
             grid = BevGrid()
         title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
