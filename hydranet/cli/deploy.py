@@ -61,7 +61,8 @@ def export(
                                 "manifest goes beside it as <name>.manifest.json"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated heads to export (default: all); "
                                      "camera-only tasks give a graph without BEV fusion"),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16: GridSample)"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 with BEV tasks: GridSample; camera-only "
+                              ">= 13)"),
     batch: int = typer.Option(1, "--batch", min=1, help="batch size the graph is built for (fixed)"),
     verify: bool = typer.Option(False, "--verify", help="compare ONNX Runtime with PyTorch eager on held-out "
                                 "synthetic frames and print the max abs difference per output (fails above 1e-3)"),
@@ -80,7 +81,7 @@ def export(
         with console.status(f"exporting {checkpoint} -> {output}"):
             manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
     except ExportError as e:
-        raise typer.BadParameter(str(e), param_hint="--tasks") from None
+        raise typer.BadParameter(str(e), param_hint=e.option) from None
     except (CheckpointError, OSError, ValueError) as e:  # ValueError: a model config this version rejects
         raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     graph = onnx.load(str(output), load_external_data=False)
