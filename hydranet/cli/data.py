@@ -57,8 +57,8 @@ def generate(
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
         world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
-        frames = _training_frames(config, dataset, world) if frames is None else (
-            _training_frames(config, dataset, world) and frames)
+        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
+        frames = frames if frames is not None else dataset_frames
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
     if frames is None:
