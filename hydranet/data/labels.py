@@ -49,6 +49,7 @@ class LabelSpec:
     fields: tuple[str, ...] = ()
     vocabulary: tuple[str, ...] | None = None
     task: str | None = None  # the task that consumes it (None: auxiliary ground truth)
+    pixel_fields: tuple[str, ...] = ()  # ragged fields in image pixels (x1, y1, x2, y2): scaled on resize
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
 

@@ -123,7 +123,7 @@ class Detection2D(CameraTask):
     label_spec = LabelSpec("detection2d", "ragged", "boxes [M,4] (x1,y1,x2,y2 px), classes [M], camera [M], "
                            "visible [M], track_id [M]",
                            "float32/int64", "2D boxes per camera; visible = visible fraction 0..1",
-                           fields=("boxes", "classes", "camera"), vocabulary=OBJECT_CLASSES)
+                           fields=("boxes", "classes", "camera"), pixel_fields=("boxes",), vocabulary=OBJECT_CLASSES)
     Options = Detection2DOptions
     classes: tuple[str, ...] = OBJECT_CLASSES
 

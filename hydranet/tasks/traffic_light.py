@@ -47,7 +47,7 @@ class TrafficLight(CameraTask):
     label = "traffic_light"
     label_spec = LabelSpec("traffic_light", "ragged", "boxes [L,4], camera [L], state [L], lane [L], track_id [L]",
                            "float32/int64", "traffic lights: box px, state (LIGHT_STATES), governed lane",
-                           fields=("boxes", "camera", "state"), vocabulary=LIGHT_STATES)
+                           fields=("boxes", "camera", "state"), pixel_fields=("boxes",), vocabulary=LIGHT_STATES)
     Options = TrafficLightOptions
     states: tuple[str, ...] = LIGHT_STATES
 
