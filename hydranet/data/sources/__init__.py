@@ -157,9 +157,9 @@ def parse_options(config: Mapping[str, Any], where: str = "dataset") -> SourceOp
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            loc = ".".join(str(p) for p in err["loc"])
             msg = "unknown option (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}.{loc}: {msg.removeprefix('Value error, ')}")
+            problems.append(f"{where}{'.' + loc if loc else ''}: {msg.removeprefix('Value error, ')}")
         raise SourceConfigError("; ".join(problems)) from None
 
 
