@@ -200,6 +200,10 @@ class BDD100K(torch.utils.data.Dataset):
                  image_size: tuple[int, int] | None = None, hfov_deg: float = 65.0,
                  camera_position: tuple[float, float, float] = (1.5, 0.0, 1.35),
                  class_map: dict[str, str] | None = None, lane_width: float = 8.0):
+        self.class_map = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
+        bad = sorted({v for v in self.class_map.values() if v not in OBJECT_CLASSES})
+        if bad:
+            raise ReaderError(f"class_map: targets {bad} are not model classes {OBJECT_CLASSES}")
         root = Path(root)
         self.images = self._given(images, "images") or root / "images" / "100k" / split
         if not self.images.is_dir():
@@ -218,10 +222,6 @@ class BDD100K(torch.utils.data.Dataset):
             root / "labels" / "drivable" / "masks" / split
         self.image_size = tuple(image_size) if image_size is not None else None
         self.hfov_deg, self.camera_position, self.lane_width = hfov_deg, tuple(camera_position), lane_width
-        self.class_map = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
-        bad = sorted({v for v in self.class_map.values() if v not in OBJECT_CLASSES})
-        if bad:
-            raise ReaderError(f"class_map: targets {bad} are not model classes {OBJECT_CLASSES}")
         self.dropped: Counter[str] = Counter()
 
     @staticmethod

@@ -169,7 +169,7 @@ class FramesIndex(torch.utils.data.Dataset):
         size = self.image_size
         for name, cam in line.cameras.items():
             try:
-                img, (h0, w0) = load_rgb(self._file(cam.image), size)
+                img, (h0, w0) = load_rgb(self._file(cam.image), self.image_size)
             except ReaderError as e:
                 raise ReaderError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from e
             if size is None:
