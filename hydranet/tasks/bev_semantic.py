@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import BEV_CLASSES, Batch
 from hydranet.tasks.base import HeadContext, Metric, register_task
 from hydranet.tasks.common import (
@@ -55,6 +56,8 @@ class BevSemantic(OptionsTask):
     name = "bev_semantic"
     space = "bev"
     label = "bev_semantic"
+    label_spec = LabelSpec("bev_semantic", "dense", "[C, R, C']", "uint8", "multi-label BEV map on the BevGrid",
+                           vocabulary=BEV_CLASSES)
     Options = BevSemanticOptions
     classes: tuple[str, ...] = BEV_CLASSES
 

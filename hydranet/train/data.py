@@ -20,21 +20,14 @@ from hydranet.train.scheduler import build_index_lists
 
 
 def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data") -> Dataset:
-    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``)."""
-    if ds.kind == "world":
-        from hydranet.data.loaders import load_world_config
-        from hydranet.world import SyntheticWorld
+    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``).
+    ``labels``: the labels training reads (shards then decode only those)."""
+    from hydranet.data.sources import open_source as open_registered
 
-        cfg = load_world_config(ds.world)
-        assert ds.frames is not None  # checked by DatasetConfig
-        if ds.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames
-            per = cfg.frames_per_scene
-            cfg = cfg.model_copy(update={"num_scenes": -(-ds.frames // per)})
-        data: Dataset = SyntheticWorld(cfg)
-    else:
-        from hydranet.data.loaders import open_dataset
-
-        data = open_dataset(ds.path, labels=labels)
+    config = ds.options()
+    if ds.kind == "shards" and labels is not None and "labels" not in config:
+        config["labels"] = labels
+    data: Dataset = open_registered(config, where)
     if ds.frames is not None and ds.frames < len(data):  # type: ignore[arg-type]
         data = Subset(data, range(ds.frames))
     return data
