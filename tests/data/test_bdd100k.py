@@ -11,12 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from hydranet.data.bdd100k import BDD100K, bezier_polyline, decode_lane_mask, read_frames
-from hydranet.data.imageio import ReaderError
 from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES
+from hydranet.data.sources import SourceError, open_source
+from hydranet.data.sources.bdd100k import bezier_polyline, decode_lane_mask, read_frames
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 NAMES = ("aaaa0001-00000001.jpg", "bbbb0002-00000002.jpg")
+
+
+def BDD100K(root, **options):
+    return open_source({"kind": "bdd100k", "root": str(root),
+                        **{k: str(v) if isinstance(v, Path) else v for k, v in options.items()}})
 
 
 def _images(root: Path, split: str = "val") -> Path:
@@ -58,7 +63,7 @@ def test_det20_boxes_classes_lights_and_partial_labels(tmp_path):
     assert det["visible"].tolist() == [0.5, 1.0, 1.0, 1.0]
     tl = s.labels["traffic_light"]
     assert tl["state"].tolist() == [LIGHT_STATES.index("green")] and len(tl["boxes"]) == 1
-    assert ds.dropped == {"rider": 1, "traffic sign": 1}
+    assert ds.class_map.report()["dropped"] == {"rider": 1, "traffic sign": 1}
     assert s.timestamp == 10.0 and s.camera_names == ("CAM_FRONT",)
     # Nominal K: 65 degree horizontal FOV at 1280x720, scaled to 320x180; camera 1.35 m up, looking ahead.
     fx = 640 / np.tan(np.radians(32.5)) / 4
@@ -126,16 +131,16 @@ def test_bezier_and_errors(tmp_path):
     root = write_det20(tmp_path)
     bad = root / "labels" / "det_20" / "det_val.json"
     bad.write_text(json.dumps([{"name": NAMES[0], "labels": [_box("car", 10, 10, 5, 20)]}]))
-    with pytest.raises(ReaderError, match=r"aaaa0001-00000001.jpg: label 0 \(car\): invalid box2d"):
+    with pytest.raises(SourceError, match=r"aaaa0001-00000001.jpg: label 0 \(car\): invalid box2d"):
         BDD100K(root)[0]
     bad.write_text("{not json")
-    with pytest.raises(ReaderError, match="det_val.json: cannot read JSON"):
+    with pytest.raises(SourceError, match="det_val.json: cannot read JSON"):
         BDD100K(root)
-    with pytest.raises(ReaderError, match="detection: .* does not exist"):
+    with pytest.raises(SourceError, match="detection: .* does not exist"):
         BDD100K(root, detection=root / "missing.json")
-    with pytest.raises(ReaderError, match="class_map"):
+    with pytest.raises(ValueError, match="bdd100k.class_map.car: 'vehicle' is not a model class"):
         BDD100K(root, class_map={"car": "vehicle"})
-    with pytest.raises(ReaderError, match="image folder not found"):
+    with pytest.raises(SourceError, match="image folder not found"):
         BDD100K(tmp_path / "nowhere")
 
 

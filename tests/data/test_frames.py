@@ -10,10 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from hydranet.data.frames import FramesIndex
-from hydranet.data.imageio import ReaderError
 from hydranet.data.sample import OBJECT_CLASSES
+from hydranet.data.sources import SourceError, open_source
 from hydranet.geometry import camera_extrinsics
+
+
+def FramesIndex(index, **options):
+    return open_source({"kind": "frames", "index": str(index), **options})
+
 
 K = [[400.0, 0.0, 160.0], [0.0, 400.0, 90.0], [0.0, 0.0, 1.0]]
 
@@ -90,13 +94,15 @@ def _line(**override) -> dict:
 ])
 def test_bad_lines_name_line_and_field(tmp_path, line, message):
     index = write_frames(tmp_path, [_line(), line])
-    with pytest.raises(ReaderError, match=message):
+    with pytest.raises(SourceError, match=message):
         FramesIndex(index)
 
 
 @pytest.mark.parametrize("labels, message", [
-    ({"detection2d": {"boxes": [[1, 2, 3, 4]], "classes": ["bus"], "camera": [0]}},
-     r"labels.detection2d.classes\[0\]: 'bus' is not one of"),
+    ({"detection2d": {"boxes": [[1, 2, 3, 4]], "classes": [7], "camera": [0]}},
+     r"labels.detection2d.classes\[0\]: 7 is neither a name in"),
+    ({"traffic_light": {"boxes": [[1, 2, 3, 4]], "state": ["blue"], "camera": [0]}},
+     r"labels.traffic_light.state\[0\]: 'blue' is not one of \['red', 'yellow', 'green'\]"),
     ({"detection2d": {"boxes": [[1, 2, 3, 4]], "classes": [0]}}, r"labels.detection2d.camera: missing"),
     ({"objects3d": {"boxes": [[1, 2, 3]], "classes": [0]}}, r"labels.objects3d.boxes: expected shape \[M, 7\]"),
     ({"objects3d": {"boxes": [[1, 2, 3, 4, 5, 6, float("nan")]], "classes": [0]}},
@@ -109,19 +115,30 @@ def test_bad_lines_name_line_and_field(tmp_path, line, message):
 ])
 def test_bad_labels_name_line_and_field(tmp_path, labels, message):
     index = write_frames(tmp_path, [_line(labels=labels)])
-    with pytest.raises(ReaderError, match=r"frames.jsonl:2: " + message):
+    with pytest.raises(SourceError, match=r"frames.jsonl:2: " + message):
         FramesIndex(index)[0]
+
+
+def test_class_names_go_through_the_class_map(tmp_path):
+    labels = {"detection2d": {"boxes": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 10, 10]], "classes": ["bus", "car", "van"],
+                              "camera": [0, 1, 0]}}
+    index = write_frames(tmp_path, [_line(labels=labels)])
+    ds = FramesIndex(index, class_map={"van": "car"})
+    det = ds[0].labels["detection2d"]
+    assert det["classes"].tolist() == [0, 0] and det["camera"].tolist() == [1, 0]
+    assert det["boxes"][:, 0].tolist() == [5.0, 9.0]
+    assert ds.class_map.report() == {"kept": {"car": 1, "van": 1}, "dropped": {"bus": 1}}
 
 
 def test_missing_image_and_mismatched_sizes_name_the_camera(tmp_path):
     index = write_frames(tmp_path, [_line(cameras={"front": {"image": "img/none.png", "K": K,
                                                              "T_ego_from_cam": _T(0)}})])
-    with pytest.raises(ReaderError, match=r"frames.jsonl:2: cameras.front.image: .*none.png: image file not found"):
+    with pytest.raises(SourceError, match=r"frames.jsonl:2: cameras.front.image: .*none.png: image file not found"):
         FramesIndex(index)[0]
     Image.new("RGB", (64, 32)).save(tmp_path / "img" / "small.png")
     index.write_text(json.dumps(_line(cameras={
         "front": {"image": "img/front0.png", "K": K, "T_ego_from_cam": _T(0)},
         "left": {"image": "img/small.png", "K": K, "T_ego_from_cam": _T(90)}})))
-    with pytest.raises(ReaderError, match=r"frames.jsonl:1: cameras.left.image: 64x32 differs"):
+    with pytest.raises(SourceError, match=r"frames.jsonl:1: cameras.left.image: 64x32 differs"):
         FramesIndex(index)[0]
     assert FramesIndex(index, image_size=(32, 64))[0].images.shape == (2, 3, 32, 64)

@@ -10,12 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from hydranet.data.imageio import ReaderError
-from hydranet.data.kitti import VELODYNE_HEIGHT, KittiObject, read_calib
 from hydranet.data.sample import OBJECT_CLASSES
+from hydranet.data.sources import SourceConfigError, SourceError, open_source
+from hydranet.data.sources.kitti import VELODYNE_HEIGHT, read_calib
 from hydranet.geometry import box_corners, invert_transform, transform_points
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "derived" / "kitti_object_000008"
+
+def KittiObject(root, **options):
+    return open_source({"kind": "kitti", "root": str(root), **options})
+
 
 # Velodyne (x fwd, y left, z up) -> camera (x right, y down, z fwd), no offset; camera 2 is 6 cm right of camera 0.
 TR = [[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]]
@@ -55,7 +59,7 @@ def test_box_lands_in_ego_frame_with_x_forward(tmp_path):
     # Ego = Velodyne frame on the ground: the car's centre is 0.75 m up, 10 m ahead, 2 m left; yaw 0.
     torch.testing.assert_close(box, torch.tensor([10.0, 2.0, 0.75, 4.0, 1.8, 1.5, 0.0]), atol=1e-3, rtol=0)
     assert s.labels["objects3d"]["classes"].tolist() == [OBJECT_CLASSES.index("car")]
-    assert ds.dropped == {"DontCare": 1}
+    assert ds.class_map.report() == {"kept": {"Car": 1}, "dropped": {"DontCare": 1}}
     # The camera sits at the Velodyne's height; camera 2 is 6 cm left of camera 0 (P2's +0.06 m x offset).
     torch.testing.assert_close(s.T_ego_from_cam[0, :3, 3], torch.tensor([0.0, 0.06, VELODYNE_HEIGHT]))
 
@@ -103,7 +107,7 @@ def test_resize_scales_K_and_2d_boxes_and_depth_is_sparse(tmp_path):
 ])
 def test_bad_label_lines_name_file_and_line(tmp_path, bad, message):
     ds = KittiObject(write_kitti(tmp_path, [CAR, bad]))
-    with pytest.raises(ReaderError, match=rf"label_2/000001.txt:2.*{message}"):
+    with pytest.raises(SourceError, match=rf"label_2/000001.txt:2.*{message}"):
         ds[0]
 
 
@@ -111,10 +115,14 @@ def test_bad_calibration_names_the_entry(tmp_path):
     root = write_kitti(tmp_path, [CAR])
     path = root / "training" / "calib" / "000001.txt"
     path.write_text("\n".join(x for x in path.read_text().splitlines() if not x.startswith("R0_rect")))
-    with pytest.raises(ReaderError, match=r"000001.txt: missing calibration entries \['R0_rect'\]"):
+    with pytest.raises(SourceError, match=r"000001.txt: missing calibration entries \['R0_rect'\]"):
         read_calib(path)
-    with pytest.raises(ReaderError, match="no image_2"):
+    with pytest.raises(SourceError, match="no image_2"):
         KittiObject(tmp_path / "nowhere")
+    with pytest.raises(SourceConfigError, match=r"imag_size: unknown option"):
+        KittiObject(root, imag_size=[10, 10])
+    with pytest.raises(ValueError, match=r"kitti.class_map.Car: 'auto' is not a model class"):
+        KittiObject(root, class_map={"Car": "auto"})
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/realdata is absent")
@@ -123,7 +131,7 @@ def test_real_frame_000008_boxes_project_onto_their_2d_boxes():
     s = ds[0]
     s.validate()
     boxes = s.labels["objects3d"]["boxes"]
-    assert len(boxes) == 6 and ds.dropped == {"DontCare": 4}
+    assert len(boxes) == 6 and ds.class_map.report()["dropped"] == {"DontCare": 4}
     # Cars sit on the road: box bottoms within 0.5 m of the ego ground plane; all ahead.
     assert (boxes[:, 2] - boxes[:, 5] / 2).abs().max() < 0.5 and (boxes[:, 0] > 0).all()
     corners = box_corners(boxes)

@@ -14,7 +14,7 @@ Labels produced (formats of ``hydranet.data.sample``), each only when its source
 label is absent — partial labels):
 - ``detection2d``: ``box2d`` of categories in ``class_map`` (default: car→car, truck/bus→truck,
   pedestrian/person→pedestrian, traffic light→traffic_light); ``rider``, two-wheelers, ``train`` and
-  ``traffic sign`` have no model class and are dropped and counted in ``dropped``. ``visible`` is 1.0, x0.5
+  ``traffic sign`` have no model class and are dropped and counted (``class_map.report()``). ``visible`` is 1.0, x0.5
   when ``occluded``, x0.5 when ``truncated`` (BDD marks both as booleans).
 - ``traffic_light``: lights whose ``trafficLightColor`` is red/yellow/green (2018 words or 2020 letters
   R/Y/G) with ``state`` in ``LIGHT_STATES`` order; colour "none"/"NA" lights stay in ``detection2d`` only.
@@ -30,29 +30,40 @@ Geometry: BDD ships no calibration. K is the nominal pinhole ``intrinsics_from_f
 (default hfov 65°, fx ≈ 1005 px, stated in the source config) and the camera sits at ``camera_position``
 (ego, m) looking straight ahead. ``T_world_from_ego`` is the identity; the timestamp is the JSON's
 ``timestamp`` in seconds (ms in the file) when present. BEV labels are never produced: the geometry is nominal.
+
+Config: ``{kind: bdd100k, root: DIR, split: val, image_size: [H, W]}``; CLI ``hydranet convert bdd100k --root DIR
+--split val --image-size 288x512 --out SHARDS``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from pydantic import Field
 
-from hydranet.data.imageio import ReaderError, load_rgb, resize_label_map, scale_boxes
 from hydranet.data.sample import OBJECT_CLASSES, Sample
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
 from hydranet.geometry import camera_extrinsics, intrinsics_from_fov, resize_intrinsics
 
-__all__ = ["BDD100K", "DEFAULT_CLASS_MAP", "LANE_CATEGORIES", "decode_lane_mask", "rasterise_lanes",
+__all__ = ["BDD100KSource", "BDD100KOptions", "DEFAULT_CLASS_MAP", "LANE_CATEGORIES", "decode_lane_mask",
+           "rasterise_lanes",
            "read_frames", "bezier_polyline"]
 
-DEFAULT_CLASS_MAP: dict[str, str] = {"car": "car", "truck": "truck", "bus": "truck", "pedestrian": "pedestrian",
-                                     "person": "pedestrian", "traffic light": "traffic_light"}
+# BDD100K detection categories: det_20 (2020) names, then the 2018 names that differ.
+BDD_CLASSES: tuple[str, ...] = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+                                "traffic light", "traffic sign", "person", "bike", "motor")
+# BDD category -> model class (config ``class_map`` overrides entries). Buses are large vehicles: the model's truck.
+DEFAULT_CLASS_MAP: dict[str, str | None] = {
+    "car": "car", "truck": "truck", "bus": "truck", "pedestrian": "pedestrian", "person": "pedestrian",
+    "traffic light": "traffic_light", "rider": None, "train": None, "motorcycle": None, "bicycle": None,
+    "traffic sign": None, "bike": None, "motor": None}
 LANE_CATEGORIES: tuple[str, ...] = ("crosswalk", "double other", "double white", "double yellow", "road curb",
                                     "single other", "single white", "single yellow")  # bdd100k lane_marks ids
 _LIGHT = {"red": 0, "r": 0, "yellow": 1, "y": 1, "green": 2, "g": 2}
@@ -61,24 +72,24 @@ BDD_SIZE = (720, 1280)
 
 def read_frames(path: str | os.PathLike) -> dict[str, dict]:
     """Load a BDD100K / Scalabel label JSON (a list of frames, or ``{"frames": [...]}``) keyed by image name.
-    Raises ``ReaderError`` naming the file (and frame index) when it is not that format."""
+    Raises ``SourceError`` naming the file (and frame index) when it is not that format."""
     path = Path(path)
     if not path.is_file():
-        raise ReaderError(f"{path}: label file not found")
+        raise SourceError(f"{path}: label file not found")
     try:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReaderError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from e
+        raise SourceError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from e
     frames = raw.get("frames") if isinstance(raw, dict) else raw
     if not isinstance(frames, list):
-        raise ReaderError(f"{path}: expected a list of frames or {{'frames': [...]}}")
+        raise SourceError(f"{path}: expected a list of frames or {{'frames': [...]}}")
     out: dict[str, dict] = {}
     for i, f in enumerate(frames):
         if not isinstance(f, dict) or not isinstance(f.get("name"), str):
-            raise ReaderError(f"{path}: frame {i} has no 'name'")
+            raise SourceError(f"{path}: frame {i} has no 'name'")
         labels = f.get("labels") or []
         if not isinstance(labels, list):
-            raise ReaderError(f"{path}: frame {i} ({f['name']}): 'labels' must be a list")
+            raise SourceError(f"{path}: frame {i} ({f['name']}): 'labels' must be a list")
         out[Path(f["name"]).name] = f
     return out
 
@@ -182,47 +193,53 @@ def _polygon_mask(labels: list[dict], size: tuple[int, int], scale: tuple[float,
     return np.asarray(canvas, dtype=np.uint8).copy() if found else None
 
 
-class BDD100K(torch.utils.data.Dataset):
-    """Map-style dataset over BDD100K images of one split, with whichever label sources exist.
+class BDD100KOptions(SourceOptions):
+    root: str  # the folder holding images/ and labels/
+    split: str = "val"
+    images: str | None = None  # image folder (default ROOT/images/100k/<split>)
+    detection: str | None = None  # detection JSON (default det_20/det_<split>.json or the 2018 combined file)
+    lanes: str | None = None  # lane poly2d JSON (default ROOT/labels/lane/polygons/lane_<split>.json)
+    lane_masks: str | None = None  # lane bit-code mask folder (default ROOT/labels/lane/masks/<split>)
+    drivable_masks: str | None = None  # drivable id mask folder (default ROOT/labels/drivable/masks/<split>)
+    image_size: tuple[int, int] | None = None  # (H, W) output size; None = as stored (720, 1280)
+    hfov_deg: float = Field(65.0, gt=10, lt=170)  # nominal horizontal field of view (BDD ships no calibration)
+    camera_position: tuple[float, float, float] = (1.5, 0.0, 1.35)  # nominal camera position in the ego frame, m
+    lane_width: float = Field(8.0, gt=0)  # rasterised lane line width in pixels at 1280x720
 
-    Options (all optional beyond ``root``): ``split``; ``images`` (folder, default
-    ``ROOT/images/100k/<split>``); ``detection`` (JSON, default det_20 or the 2018 combined file);
-    ``lanes`` (JSON) / ``lane_masks`` (folder); ``drivable_masks`` (folder); ``image_size`` (H, W) to resize to;
-    ``hfov_deg`` and ``camera_position`` for the nominal camera; ``class_map``; ``lane_width`` (px at 1280x720).
-    A given path that does not exist is an error; a default one is simply not used.
-    """
 
+@register_source("bdd100k")
+class BDD100KSource(Source):
+    """BDD100K images of one split with whichever label sources exist (see the module docstring).
+    A path option given explicitly must exist; a default one is simply not used when absent."""
+
+    Options = BDD100KOptions
+    path_option = "root"
+    labels = frozenset({"detection2d", "traffic_light", "drivable", "lanes"})
+    classes = {"detection2d": BDD_CLASSES}
+    default_class_map = DEFAULT_CLASS_MAP
     camera_names = ("CAM_FRONT",)
 
-    def __init__(self, root: str | os.PathLike, split: str = "val", *, images: str | os.PathLike | None = None,
-                 detection: str | os.PathLike | None = None, lanes: str | os.PathLike | None = None,
-                 lane_masks: str | os.PathLike | None = None, drivable_masks: str | os.PathLike | None = None,
-                 image_size: tuple[int, int] | None = None, hfov_deg: float = 65.0,
-                 camera_position: tuple[float, float, float] = (1.5, 0.0, 1.35),
-                 class_map: dict[str, str] | None = None, lane_width: float = 8.0):
-        self.class_map = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
-        bad = sorted({v for v in self.class_map.values() if v not in OBJECT_CLASSES})
-        if bad:
-            raise ReaderError(f"class_map: targets {bad} are not model classes {OBJECT_CLASSES}")
-        root = Path(root)
-        self.images = self._given(images, "images") or root / "images" / "100k" / split
+    def __init__(self, options: BDD100KOptions):
+        super().__init__(options)
+        o = options
+        root = Path(o.root).expanduser()
+        self.images = self._given(o.images, "images") or root / "images" / "100k" / o.split
         if not self.images.is_dir():
-            raise ReaderError(f"{self.images}: image folder not found")
+            raise SourceError(f"{self.images}: image folder not found")
         self.names = sorted(p.name for p in self.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not self.names:
-            raise ReaderError(f"{self.images}: no .jpg/.png images")
-        det = self._given(detection, "detection") or next(
-            (p for p in (root / "labels" / "det_20" / f"det_{split}.json",
-                         root / "labels" / f"bdd100k_labels_images_{split}.json") if p.is_file()), None)
+            raise SourceError(f"{self.images}: no .jpg/.png images")
+        det = self._given(o.detection, "detection") or next(
+            (p for p in (root / "labels" / "det_20" / f"det_{o.split}.json",
+                         root / "labels" / f"bdd100k_labels_images_{o.split}.json") if p.is_file()), None)
         self.detection = read_frames(det) if det is not None else None
-        lane_json = self._given(lanes, "lanes") or root / "labels" / "lane" / "polygons" / f"lane_{split}.json"
+        lane_json = self._given(o.lanes, "lanes") or root / "labels" / "lane" / "polygons" / f"lane_{o.split}.json"
         self.lanes = read_frames(lane_json) if lane_json.is_file() else None
-        self.lane_masks = self._given(lane_masks, "lane_masks") or root / "labels" / "lane" / "masks" / split
-        self.drivable_masks = self._given(drivable_masks, "drivable_masks") or \
-            root / "labels" / "drivable" / "masks" / split
-        self.image_size = tuple(image_size) if image_size is not None else None
-        self.hfov_deg, self.camera_position, self.lane_width = hfov_deg, tuple(camera_position), lane_width
-        self.dropped: Counter[str] = Counter()
+        self.lane_masks = self._given(o.lane_masks, "lane_masks") or root / "labels" / "lane" / "masks" / o.split
+        self.drivable_masks = self._given(o.drivable_masks, "drivable_masks") or \
+            root / "labels" / "drivable" / "masks" / o.split
+        self.image_size = tuple(o.image_size) if o.image_size is not None else None
+        self.hfov_deg, self.camera_position, self.lane_width = o.hfov_deg, tuple(o.camera_position), o.lane_width
 
     @staticmethod
     def _given(path: str | os.PathLike | None, field: str) -> Path | None:
@@ -230,7 +247,7 @@ class BDD100K(torch.utils.data.Dataset):
             return None
         p = Path(path)
         if not p.exists():
-            raise ReaderError(f"{field}: {p} does not exist")
+            raise SourceError(f"bdd100k.{field}: {p} does not exist")
         return p
 
     def __len__(self) -> int:
@@ -280,10 +297,10 @@ class BDD100K(torch.utils.data.Dataset):
         try:
             with Image.open(path) as im:
                 if im.mode not in ("L", "P"):
-                    raise ReaderError(f"{path}: expected a single-channel id mask, got mode {im.mode}")
+                    raise SourceError(f"{path}: expected a single-channel id mask, got mode {im.mode}")
                 return np.asarray(im, dtype=np.uint8)
         except OSError as e:
-            raise ReaderError(f"{path}: cannot decode mask ({e})") from e
+            raise SourceError(f"{path}: cannot decode mask ({e})") from e
 
     def _boxes(self, labels: list[dict], scale: tuple[float, float], name: str) -> dict:
         boxes, classes, visible, ids = [], [], [], []
@@ -293,23 +310,22 @@ class BDD100K(torch.utils.data.Dataset):
             if box is None:
                 continue  # poly2d labels (lanes, drivable area) are read elsewhere
             cat = str(lab.get("category", ""))
-            if cat not in self.class_map:
-                self.dropped[cat] += 1
+            cls = self.class_map(cat)  # counts kept / dropped per BDD category
+            if cls is None:
                 continue
             try:
                 xyxy = [float(box[k]) for k in ("x1", "y1", "x2", "y2")]
             except (KeyError, TypeError, ValueError) as e:
-                raise ReaderError(f"{name}: label {j} ({cat}): box2d needs numeric x1, y1, x2, y2 ({e})") from e
+                raise SourceError(f"{name}: label {j} ({cat}): box2d needs numeric x1, y1, x2, y2 ({e})") from e
             if not all(np.isfinite(xyxy)) or xyxy[2] < xyxy[0] or xyxy[3] < xyxy[1]:
-                raise ReaderError(f"{name}: label {j} ({cat}): invalid box2d {xyxy}")
+                raise SourceError(f"{name}: label {j} ({cat}): invalid box2d {xyxy}")
             attrs = lab.get("attributes") or {}
-            cls = OBJECT_CLASSES.index(self.class_map[cat])
             boxes.append(xyxy)
             classes.append(cls)
             visible.append((0.5 if attrs.get("occluded") else 1.0) * (0.5 if attrs.get("truncated") else 1.0))
             ids.append(j)
             colour = str(attrs.get("trafficLightColor", "")).lower()
-            if self.class_map[cat] == "traffic_light" and colour in _LIGHT:
+            if OBJECT_CLASSES[cls] == "traffic_light" and colour in _LIGHT:
                 lights.append(xyxy)
                 states.append(_LIGHT[colour])
         b = scale_boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), *scale)

@@ -26,14 +26,16 @@ per-camera labels as ``{camera: file}`` — uint8 PNG of ids for ``drivable``/``
 ``depth`` as a 16-bit PNG of metres x 256 (the KITTI depth convention, 0 = no depth) or a ``.npy`` of
 float32 metres — and ``ego_path`` inline ``[[x, y, yaw], ...]``.
 
-Any problem raises ``ReaderError`` naming ``FILE:LINE`` and the field (``cameras.front.K``).
+Class names in ``classes`` go through the config's ``class_map`` (default: hydranet's own names); a name it
+does not map is dropped with its box and counted. Config ``{kind: frames, index: FRAMES.jsonl, image_size: [H, W]}``;
+CLI ``hydranet convert frames --index FRAMES.jsonl --out SHARDS``. Any problem raises ``SourceError`` naming
+``FILE:LINE`` and the field (``cameras.front.K``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,12 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hydranet.data.imageio import ReaderError, load_rgb, resize_label_map, scale_boxes
 from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
 from hydranet.geometry import resize_intrinsics
 
-__all__ = ["FramesIndex", "FrameLine", "CameraEntry"]
+__all__ = ["FramesSource", "FramesOptions", "FrameLine", "CameraEntry"]
 
 Matrix = list[list[float]]
 
@@ -84,34 +87,52 @@ _RAGGED: dict[str, dict[str, tuple[int | None, torch.dtype, tuple[str, ...] | No
 _DENSE_IDS = {"drivable": (0, 1), "lanes": (0, len(LANE_KINDS) - 1), "semantic": (0, len(SEMANTIC_CLASSES) - 1)}
 
 
-class FramesIndex(torch.utils.data.Dataset):
+class FramesOptions(SourceOptions):
+    index: str  # the FRAMES.jsonl file
+    image_size: tuple[int, int] | None = None  # (H, W) every camera is resized to; None = as stored
+
+
+@register_source("frames")
+class FramesSource(Source):
     """Map-style dataset over a ``FRAMES.jsonl`` index. Lines are parsed and validated when opened (so a bad
     line fails before a long conversion starts); images and label files are read in ``__getitem__``.
 
     ``image_size``: ``(H, W)`` to resize every camera to (K, 2D boxes and label maps follow); None keeps the
-    files' size, which must then agree across cameras."""
+    files' size, which must then agree across cameras. Class names go through ``class_map`` (default: the
+    model's own names); names it does not map are dropped with their boxes and counted; integers are model
+    class ids."""
 
-    def __init__(self, index: str | os.PathLike, image_size: tuple[int, int] | None = None):
-        self.path = Path(index)
+    Options = FramesOptions
+    path_option = "index"
+    labels = frozenset({*_RAGGED, *_DENSE_IDS, "depth", "ego_path"})
+    classes = {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
+    default_class_map = {c: c for c in OBJECT_CLASSES}
+
+    def __init__(self, options: FramesOptions):
+        super().__init__(options)
+        self.path = Path(options.index).expanduser()
         if not self.path.is_file():
-            raise ReaderError(f"{self.path}: frames index not found")
+            raise SourceError(f"{self.path}: frames index not found")
         self.base = self.path.parent
-        self.image_size = tuple(image_size) if image_size is not None else None
+        self.image_size = tuple(options.image_size) if options.image_size is not None else None
         self.lines: list[tuple[int, FrameLine]] = []
         with open(self.path, encoding="utf-8") as f:
             for lineno, text in enumerate(f, 1):
                 if text.strip() and not text.lstrip().startswith("#"):
                     self.lines.append((lineno, self._parse(lineno, text)))
         if not self.lines:
-            raise ReaderError(f"{self.path}: no frames")
+            raise SourceError(f"{self.path}: no frames")
         first_no, first = self.lines[0]
         self.camera_names = tuple(first.cameras)
         if not self.camera_names:
-            raise ReaderError(f"{self.path}:{first_no}: cameras: at least one camera is needed")
+            raise SourceError(f"{self.path}:{first_no}: cameras: at least one camera is needed")
         for lineno, line in self.lines[1:]:
             if tuple(line.cameras) != self.camera_names:
-                raise ReaderError(f"{self.path}:{lineno}: cameras: {list(line.cameras)} differ from the first "
+                raise SourceError(f"{self.path}:{lineno}: cameras: {list(line.cameras)} differ from the first "
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
+
+    def label_present(self, index: int, label: str) -> bool:
+        return label in self.lines[index][1].labels
 
     def _where(self, lineno: int, field: str = "") -> str:
         return f"{self.path}:{lineno}" + (f": {field}" if field else "")
@@ -120,40 +141,40 @@ class FramesIndex(torch.utils.data.Dataset):
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ReaderError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
+            raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
         try:
             line = FrameLine.model_validate(raw)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "<line>"
             msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ReaderError(f"{self._where(lineno, loc)}: {msg}") from None
+            raise SourceError(f"{self._where(lineno, loc)}: {msg}") from None
         self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego")
         if not math.isfinite(line.timestamp):
-            raise ReaderError(f"{self._where(lineno, 'timestamp')}: must be finite")
+            raise SourceError(f"{self._where(lineno, 'timestamp')}: must be finite")
         for name, cam in line.cameras.items():
             K = self._matrix(cam.K, (3, 3), lineno, f"cameras.{name}.K")
             if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
-                raise ReaderError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
                                   "with fx, fy > 0")
             T = self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam")
             R = T[:3, :3]
             if T[3].tolist() != [0.0, 0.0, 0.0, 1.0] or not torch.allclose(R @ R.T, torch.eye(3, dtype=R.dtype),
                                                                             atol=1e-3):
-                raise ReaderError(f"{self._where(lineno, f'cameras.{name}.T_ego_from_cam')}: not a rigid transform "
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.T_ego_from_cam')}: not a rigid transform "
                                   "(rotation must be orthonormal, last row 0 0 0 1)")
         for label in line.labels:
             if label not in _RAGGED and label not in _DENSE_IDS and label not in ("depth", "ego_path"):
-                raise ReaderError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
+                raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
                                   f"{sorted([*_RAGGED, *_DENSE_IDS, 'depth', 'ego_path'])})")
         return line
 
     def _matrix(self, m: Matrix, shape: tuple[int, int], lineno: int, field: str) -> torch.Tensor:
         t = torch.tensor(m, dtype=torch.float64) if all(len(r) == shape[1] for r in m) else None
         if t is None or tuple(t.shape) != shape:
-            raise ReaderError(f"{self._where(lineno, field)}: expected a {shape[0]}x{shape[1]} matrix")
+            raise SourceError(f"{self._where(lineno, field)}: expected a {shape[0]}x{shape[1]} matrix")
         if not torch.isfinite(t).all():
-            raise ReaderError(f"{self._where(lineno, field)}: non-finite value")
+            raise SourceError(f"{self._where(lineno, field)}: non-finite value")
         return t
 
     def __len__(self) -> int:
@@ -170,12 +191,12 @@ class FramesIndex(torch.utils.data.Dataset):
         for name, cam in line.cameras.items():
             try:
                 img, (h0, w0) = load_rgb(self._file(cam.image), self.image_size)
-            except ReaderError as e:
-                raise ReaderError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from e
+            except SourceError as e:
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from e
             if size is None:
                 size = (h0, w0)
             if tuple(img.shape[-2:]) != tuple(size):
-                raise ReaderError(f"{self._where(lineno, f'cameras.{name}.image')}: {w0}x{h0} differs from the other "
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {w0}x{h0} differs from the other "
                                   f"cameras' {size[1]}x{size[0]} (pass image_size to resize)")
             sx, sy = size[1] / w0, size[0] / h0
             images.append(img)
@@ -197,7 +218,7 @@ class FramesIndex(torch.utils.data.Dataset):
         if name == "ego_path":
             return self._array(lineno, where, value, 3, torch.float32)
         if not isinstance(value, dict) or set(value) != set(self.camera_names):
-            raise ReaderError(f"{self._where(lineno, where)}: expected {{camera: file}} for every camera "
+            raise SourceError(f"{self._where(lineno, where)}: expected {{camera: file}} for every camera "
                               f"{list(self.camera_names)}")
         maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size)
                 for cam in self.camera_names]
@@ -205,7 +226,7 @@ class FramesIndex(torch.utils.data.Dataset):
 
     def _dense_file(self, lineno: int, where: str, name: str, path: Path, size: tuple[int, int]) -> np.ndarray:
         if not path.is_file():
-            raise ReaderError(f"{self._where(lineno, where)}: {path} not found")
+            raise SourceError(f"{self._where(lineno, where)}: {path} not found")
         try:
             if path.suffix == ".npy":
                 a = np.load(path, allow_pickle=False)
@@ -213,19 +234,19 @@ class FramesIndex(torch.utils.data.Dataset):
                 with Image.open(path) as im:
                     a = np.asarray(im)
         except (OSError, ValueError) as e:
-            raise ReaderError(f"{self._where(lineno, where)}: cannot read {path} ({e})") from e
+            raise SourceError(f"{self._where(lineno, where)}: cannot read {path} ({e})") from e
         if a.ndim != 2:
-            raise ReaderError(f"{self._where(lineno, where)}: {path} must be a single-channel map, got {a.shape}")
+            raise SourceError(f"{self._where(lineno, where)}: {path} must be a single-channel map, got {a.shape}")
         if name == "depth":
             depth = a.astype(np.float32) / 256.0 if a.dtype == np.uint16 else a.astype(np.float32)
             if a.dtype not in (np.uint16, np.float32, np.float64):
-                raise ReaderError(f"{self._where(lineno, where)}: depth must be a uint16 PNG (m x 256) or float .npy")
+                raise SourceError(f"{self._where(lineno, where)}: depth must be a uint16 PNG (m x 256) or float .npy")
             if not np.isfinite(depth).all() or (depth < 0).any():
-                raise ReaderError(f"{self._where(lineno, where)}: depth must be finite and >= 0 (0 = no depth)")
+                raise SourceError(f"{self._where(lineno, where)}: depth must be finite and >= 0 (0 = no depth)")
             return resize_label_map(depth, size)
         lo, hi = _DENSE_IDS[name]
         if a.dtype != np.uint8 or a.max(initial=0) > hi:
-            raise ReaderError(f"{self._where(lineno, where)}: {name} must be uint8 ids in {lo}..{hi}, got {a.dtype} "
+            raise SourceError(f"{self._where(lineno, where)}: {name} must be uint8 ids in {lo}..{hi}, got {a.dtype} "
                               f"max {a.max(initial=0)}")
         return resize_label_map(a, size)
 
@@ -233,40 +254,46 @@ class FramesIndex(torch.utils.data.Dataset):
         try:
             a = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise ReaderError(f"{self._where(lineno, where)}: not a list of numbers ({e})") from e
+            raise SourceError(f"{self._where(lineno, where)}: not a list of numbers ({e})") from e
         if a.size == 0:
             a = a.reshape((0, cols) if cols else (0,))
         if (cols is None and a.ndim != 1) or (cols is not None and (a.ndim != 2 or a.shape[1] != cols)):
-            raise ReaderError(f"{self._where(lineno, where)}: expected shape [M{', ' + str(cols) if cols else ''}], "
+            raise SourceError(f"{self._where(lineno, where)}: expected shape [M{', ' + str(cols) if cols else ''}], "
                               f"got {list(a.shape)}")
         if not np.isfinite(a).all():
-            raise ReaderError(f"{self._where(lineno, where)}: non-finite value")
+            raise SourceError(f"{self._where(lineno, where)}: non-finite value")
         return torch.from_numpy(a).to(dtype)
 
     def _ragged(self, lineno: int, name: str, value: Any, scales: list) -> dict[str, torch.Tensor]:
         if not isinstance(value, dict):
-            raise ReaderError(f"{self._where(lineno, f'labels.{name}')}: expected an object of fields")
+            raise SourceError(f"{self._where(lineno, f'labels.{name}')}: expected an object of fields")
         spec = _RAGGED[name]
         unknown = set(value) - set(spec)
         if unknown:
-            raise ReaderError(f"{self._where(lineno, f'labels.{name}.{sorted(unknown)[0]}')}: unknown field "
+            raise SourceError(f"{self._where(lineno, f'labels.{name}.{sorted(unknown)[0]}')}: unknown field "
                               f"(known: {list(spec)})")
         out: dict[str, torch.Tensor] = {}
         for field, (cols, dtype, vocab, required) in spec.items():
             where = f"labels.{name}.{field}"
             if field not in value:
                 if required:
-                    raise ReaderError(f"{self._where(lineno, where)}: missing")
+                    raise SourceError(f"{self._where(lineno, where)}: missing")
                 continue
             v = value[field]
             if vocab is not None:
+                if not isinstance(v, list):
+                    raise SourceError(f"{self._where(lineno, where)}: expected a list")
                 names = self.camera_names if vocab == "camera" else vocab
-                v = [self._vocab(lineno, f"{where}[{i}]", x, names) for i, x in enumerate(v)]
+                v = [self._vocab(lineno, f"{where}[{i}]", x, names, field == "classes") for i, x in enumerate(v)]
             out[field] = self._array(lineno, where, v, cols, dtype)
         m = len(out["boxes"])
         for field, t in out.items():
             if len(t) != m:
-                raise ReaderError(f"{self._where(lineno, f'labels.{name}.{field}')}: {len(t)} entries, boxes has {m}")
+                raise SourceError(f"{self._where(lineno, f'labels.{name}.{field}')}: {len(t)} entries, boxes has {m}")
+        if "classes" in out:  # classes the class_map drops (-1) take their boxes with them
+            keep = out["classes"] >= 0
+            out = {k: t[keep] for k, t in out.items()}
+            m = int(keep.sum())
         if "camera" in out and name != "objects3d":  # pixel boxes follow their camera's resize
             for i, cam in enumerate(out["camera"].tolist()):
                 out["boxes"][i] = scale_boxes(out["boxes"][i:i + 1], *scales[cam])[0]
@@ -276,11 +303,14 @@ class FramesIndex(torch.utils.data.Dataset):
             out["track_id"] = torch.arange(m, dtype=torch.int64)
         return out
 
-    def _vocab(self, lineno: int, where: str, x: Any, names: tuple[str, ...]) -> int:
+    def _vocab(self, lineno: int, where: str, x: Any, names: tuple[str, ...], mapped: bool) -> int:
+        if isinstance(x, str) and mapped:
+            c = self.class_map(x)  # the dataset's class name -> model class id, or dropped and counted
+            return -1 if c is None else c
         if isinstance(x, str):
             if x not in names:
-                raise ReaderError(f"{self._where(lineno, where)}: '{x}' is not one of {list(names)}")
+                raise SourceError(f"{self._where(lineno, where)}: '{x}' is not one of {list(names)}")
             return names.index(x)
         if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < len(names):
             return x
-        raise ReaderError(f"{self._where(lineno, where)}: {x!r} is neither a name in {list(names)} nor an index")
+        raise SourceError(f"{self._where(lineno, where)}: {x!r} is neither a name in {list(names)} nor an index")

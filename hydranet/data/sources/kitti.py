@@ -23,38 +23,44 @@ Labels produced (formats of ``hydranet.data.sample``):
 - ``objects3d``: boxes (x, y, z centre, l, w, h, yaw) in the ego frame, yaw from the heading
   ``(cos ry, 0, -sin ry)`` moved into the ego frame (== ``-ry - pi/2`` up to the small calibration
   rotation). No velocity (KITTI object has none): the field is left out. ``DontCare`` regions and classes
-  not in ``class_map`` are dropped and counted in ``dropped``.
+  the ``class_map`` does not map are dropped and counted (``class_map.report()``, the convert report).
 - ``detection2d``: the label's 2D box (scaled with the image), ``visible`` = (1 - truncation) x
   ``OCCLUSION_VISIBLE[occluded]``, plus the raw ``truncated`` float32 and ``occluded`` int64 fields.
 - ``depth`` (when a Velodyne file exists and ``depth=True``): sparse z-depth from the points projected into
   ``image_2`` (0 = no return); the reduced cloud of mmdet3d's ``velodyne_reduced`` works the same.
 
-Errors (missing file, wrong field count, non-finite number) raise ``ReaderError`` naming file and line.
+Config: ``{kind: kitti, root: DIR, image_size: [H, W], depth: true}``; CLI ``hydranet convert kitti --root DIR
+--image-size 256x832 --out SHARDS``. Errors (missing file, wrong field count, non-finite number) raise
+``SourceError`` naming file and line.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import field_validator
 from torch import Tensor
 
-from hydranet.data.imageio import ReaderError, load_rgb, scale_boxes, sparse_depth
-from hydranet.data.sample import OBJECT_CLASSES, Sample
+from hydranet.data.sample import Sample
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.geometry import make_transform, resize_intrinsics, transform_points
 
-__all__ = ["KittiObject", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels", "KITTI_CLASSES",
+__all__ = ["KittiSource", "KittiOptions", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels",
+           "KITTI_CLASSES",
            "DEFAULT_CLASS_MAP", "VELODYNE_HEIGHT", "OCCLUSION_VISIBLE"]
 
 KITTI_CLASSES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
-# KITTI class -> hydranet OBJECT_CLASSES. Van is a car-shaped vehicle; Cyclist, Tram and Misc have no model class
-# and are dropped (counted), never merged into another class.
-DEFAULT_CLASS_MAP: dict[str, str] = {"Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "pedestrian",
-                                     "Person_sitting": "pedestrian"}
+# KITTI class -> hydranet OBJECT_CLASSES (config ``class_map`` overrides entries). Van is a car-shaped vehicle;
+# Cyclist, Tram and Misc have no model class and DontCare marks ignore regions: dropped and counted.
+DEFAULT_CLASS_MAP: dict[str, str | None] = {"Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "pedestrian",
+                                            "Person_sitting": "pedestrian", "Cyclist": None, "Tram": None,
+                                            "Misc": None, "DontCare": None}
 VELODYNE_HEIGHT = 1.73  # metres above the road (KITTI sensor setup)
 # Visible fraction for KITTI's occlusion states 0 fully visible, 1 partly, 2 largely occluded, 3 unknown.
 OCCLUSION_VISIBLE: dict[int, float] = {0: 1.0, 1: 0.6, 2: 0.3, 3: 0.5}
@@ -114,86 +120,101 @@ def _numbers(values: list[str], where: str) -> list[float]:
     try:
         out = [float(v) for v in values]
     except ValueError as e:
-        raise ReaderError(f"{where}: not a number ({e})") from e
+        raise SourceError(f"{where}: not a number ({e})") from e
     if not all(math.isfinite(v) for v in out):
-        raise ReaderError(f"{where}: non-finite number in {values}")
+        raise SourceError(f"{where}: non-finite number in {values}")
     return out
 
 
 def read_calib(path: str | os.PathLike) -> KittiCalib:
-    """Parse a KITTI object ``calib/*.txt`` (``KEY: v1 v2 ...`` lines). Raises ``ReaderError`` naming the
+    """Parse a KITTI object ``calib/*.txt`` (``KEY: v1 v2 ...`` lines). Raises ``SourceError`` naming the
     file and key when one of P2, R0_rect, Tr_velo_to_cam is missing or has the wrong number of values."""
     path = Path(path)
     if not path.is_file():
-        raise ReaderError(f"{path}: calibration file not found")
+        raise SourceError(f"{path}: calibration file not found")
     found: dict[str, list[float]] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         key, sep, rest = line.partition(":")
         if not sep:
-            raise ReaderError(f"{path}:{lineno}: expected 'KEY: values', got {line[:40]!r}")
+            raise SourceError(f"{path}:{lineno}: expected 'KEY: values', got {line[:40]!r}")
         key = key.strip()
         if key in _CALIB_KEYS:
             values = _numbers(rest.split(), f"{path}:{lineno} ({key})")
             if len(values) != _CALIB_KEYS[key]:
-                raise ReaderError(f"{path}:{lineno}: {key} has {len(values)} values, expected {_CALIB_KEYS[key]}")
+                raise SourceError(f"{path}:{lineno}: {key} has {len(values)} values, expected {_CALIB_KEYS[key]}")
             found[key] = values
     missing = [k for k in _CALIB_KEYS if k not in found]
     if missing:
-        raise ReaderError(f"{path}: missing calibration entries {missing}")
+        raise SourceError(f"{path}: missing calibration entries {missing}")
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in found.items()}
     return KittiCalib(t["P2"].reshape(3, 4), t["R0_rect"].reshape(3, 3), t["Tr_velo_to_cam"].reshape(3, 4))
 
 
 def read_labels(path: str | os.PathLike) -> list[KittiObjectLabel]:
     """Parse a ``label_2/*.txt`` file (15 whitespace-separated fields per line; a 16th score field, as in
-    result files, is accepted and ignored). Raises ``ReaderError`` naming file and line."""
+    result files, is accepted and ignored). Raises ``SourceError`` naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise ReaderError(f"{path}: label file not found")
+        raise SourceError(f"{path}: label file not found")
     out = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         f = line.split()
         if not f:
             continue
         if len(f) not in (15, 16):
-            raise ReaderError(f"{path}:{lineno}: {len(f)} fields, a KITTI label line has 15")
+            raise SourceError(f"{path}:{lineno}: {len(f)} fields, a KITTI label line has 15")
         v = _numbers(f[1:15], f"{path}:{lineno}")
         out.append(KittiObjectLabel(cls=f[0], truncated=v[0], occluded=int(v[1]), alpha=v[2], box2d=v[3:7],
                                     hwl=v[7:10], location=v[10:13], rotation_y=v[13]))
     return out
 
 
-class KittiObject(torch.utils.data.Dataset):
-    """Map-style dataset of KITTI object frames (one camera, ``CAM2``).
+class KittiOptions(SourceOptions):
+    root: str  # the folder holding training/ (or the split folder itself)
+    split: Literal["training", "testing"] = "training"
+    image_size: tuple[int, int] | None = None  # (H, W); KITTI images vary by a few pixels, shards need one size
+    depth: bool = True  # sparse depth from velodyne/ or velodyne_reduced/ when present
+    ids: list[str] | None = None  # frame ids (default: every image_2/*.png, sorted)
 
-    ``root``: the folder holding ``training/`` and/or ``testing/`` (or the split folder itself).
-    ``image_size``: ``(H, W)`` to resize to (K and 2D boxes follow), None keeps the file's size — KITTI
-    images vary by a few pixels, so shards need a fixed size. ``class_map``: KITTI class -> one of
-    ``OBJECT_CLASSES``. ``depth``: add sparse depth when a Velodyne file is present.
-    ``ids``: frame ids to read (default: every ``image_2`` file, sorted). ``dropped`` counts skipped objects
-    per KITTI class over the frames read so far.
-    """
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 8:
+            raise ValueError(f"image_size {v} is too small")
+        return v
 
+
+@register_source("kitti")
+class KittiSource(Source):
+    """KITTI object frames (one camera, ``CAM2``); see the module docstring for frames and labels."""
+
+    Options = KittiOptions
+    path_option = "root"
+    labels = frozenset({"objects3d", "detection2d", "depth"})
+    classes = {"objects3d": KITTI_CLASSES, "detection2d": KITTI_CLASSES}
+    default_class_map = DEFAULT_CLASS_MAP
     camera_names = ("CAM2",)
 
-    def __init__(self, root: str | os.PathLike, split: str = "training", image_size: tuple[int, int] | None = None,
-                 class_map: dict[str, str] | None = None, depth: bool = True, ids: list[str] | None = None):
-        root = Path(root)
-        self.dir = root if (root / "image_2").is_dir() else root / split
+    def __init__(self, options: KittiOptions):
+        super().__init__(options)
+        root = Path(options.root).expanduser()
+        self.dir = root if (root / "image_2").is_dir() else root / options.split
         if not (self.dir / "image_2").is_dir():
-            raise ReaderError(f"{root}: no image_2/ folder (expected {root / split / 'image_2'})")
-        self.image_size = tuple(image_size) if image_size is not None else None
-        self.class_map = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
-        bad = {k: v for k, v in self.class_map.items() if v not in OBJECT_CLASSES}
-        if bad:
-            raise ReaderError(f"class_map: targets {sorted(set(bad.values()))} are not model classes {OBJECT_CLASSES}")
-        self.depth = depth
-        self.ids = list(ids) if ids is not None else sorted(p.stem for p in (self.dir / "image_2").glob("*.png"))
+            raise SourceError(f"{root}: no image_2/ folder (expected {root / options.split / 'image_2'})")
+        self.image_size = tuple(options.image_size) if options.image_size is not None else None
+        self.depth = options.depth
+        self.ids = list(options.ids) if options.ids is not None else \
+            sorted(p.stem for p in (self.dir / "image_2").glob("*.png"))
         if not self.ids:
-            raise ReaderError(f"{self.dir / 'image_2'}: no .png images")
-        self.dropped: Counter[str] = Counter()
+            raise SourceError(f"{self.dir / 'image_2'}: no .png images")
+
+    def label_present(self, index: int, label: str) -> bool:
+        frame = self.ids[index]
+        if label == "depth":
+            return self.depth and self._velodyne(frame) is not None
+        return label in ("objects3d", "detection2d") and (self.dir / "label_2" / f"{frame}.txt").is_file()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -220,7 +241,7 @@ class KittiObject(torch.utils.data.Dataset):
         if velo is not None:
             raw = np.fromfile(velo, dtype=np.float32)
             if raw.size % 4:
-                raise ReaderError(f"{velo}: {raw.size} floats, not a multiple of 4 (x, y, z, reflectance)")
+                raise SourceError(f"{velo}: {raw.size} floats, not a multiple of 4 (x, y, z, reflectance)")
             pts = torch.from_numpy(raw.reshape(-1, 4)[:, :3].astype(np.float64))
             T_cam_from_velo = calib.T_cam2_from_rect @ calib.T_rect_from_velo
             labels["depth"] = sparse_depth(transform_points(T_cam_from_velo, pts), K, (h, w))[None]
@@ -229,13 +250,13 @@ class KittiObject(torch.utils.data.Dataset):
                       camera_names=self.camera_names, labels=labels)
 
     def _objects(self, objects: list[KittiObjectLabel], calib: KittiCalib, sx: float, sy: float) -> dict:
-        keep = []
+        keep, ids = [], []
         for o in objects:
-            if o.cls in self.class_map:
+            c = self.class_map(o.cls)  # counts kept / dropped per KITTI class
+            if c is not None:
                 keep.append(o)
-            else:
-                self.dropped[o.cls] += 1
-        classes = torch.tensor([OBJECT_CLASSES.index(self.class_map[o.cls]) for o in keep], dtype=torch.int64)
+                ids.append(c)
+        classes = torch.tensor(ids, dtype=torch.int64)
         T = calib.T_ego_from_rect
         boxes3d = torch.zeros(len(keep), 7, dtype=torch.float64)
         for i, o in enumerate(keep):
@@ -251,10 +272,10 @@ class KittiObject(torch.utils.data.Dataset):
         occluded = torch.tensor([o.occluded for o in keep], dtype=torch.int64)
         visible = (1 - truncated.clamp(0, 1)) * torch.tensor([OCCLUSION_VISIBLE.get(o.occluded, 0.5) for o in keep],
                                                              dtype=torch.float32)
-        ids = torch.arange(len(keep), dtype=torch.int64)
+        track = torch.arange(len(keep), dtype=torch.int64)
         return {
-            "objects3d": {"boxes": boxes3d.float(), "classes": classes, "track_id": ids},
+            "objects3d": {"boxes": boxes3d.float(), "classes": classes, "track_id": track},
             "detection2d": {"boxes": scale_boxes(boxes2d, sx, sy), "classes": classes.clone(),
                             "camera": torch.zeros(len(keep), dtype=torch.int64), "visible": visible,
-                            "track_id": ids.clone(), "truncated": truncated, "occluded": occluded},
+                            "track_id": track.clone(), "truncated": truncated, "occluded": occluded},
         }

@@ -1,5 +1,5 @@
-"""Small image helpers shared by the real-data readers: load a camera image at a target size, resize label
-maps, rasterise sparse depth from projected points.
+"""Small image helpers shared by the real-data sources (kitti, bdd100k, frames): load a camera image at a
+target size, resize label maps, rasterise sparse depth from projected points.
 
 Resizing convention (as ``geometry.resize_intrinsics``): an image of ``W×H`` resized to ``W'×H'`` scales K by
 ``(W'/W, H'/H)``; pixel centres stay consistent. Camera images are resampled with a box/bilinear filter
@@ -17,21 +17,19 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["ReaderError", "load_rgb", "resize_label_map", "sparse_depth", "scale_boxes"]
+from hydranet.data.sources import SourceError
 
-
-class ReaderError(ValueError):
-    """A real-data file is missing, unreadable or malformed. The message names the file (and line/field)."""
+__all__ = ["load_rgb", "resize_label_map", "sparse_depth", "scale_boxes"]
 
 
 def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tuple[Tensor, tuple[int, int]]:
     """Read an image file as uint8 ``[3, H, W]`` RGB, resized to ``size = (H, W)`` when given.
 
     Returns ``(image, (H0, W0))`` with the file's original size, so callers can rescale K and labels.
-    Raises ``ReaderError`` naming the file when it is missing or not an image."""
+    Raises ``SourceError`` naming the file when it is missing or not an image."""
     path = Path(path)
     if not path.is_file():
-        raise ReaderError(f"{path}: image file not found")
+        raise SourceError(f"{path}: image file not found")
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -40,7 +38,7 @@ def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tu
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
-        raise ReaderError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+        raise SourceError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))), (h0, w0)
 
 
