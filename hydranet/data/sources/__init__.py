@@ -182,7 +182,7 @@ def parse_source_spec(text: str) -> dict[str, Any] | None:
     return {"kind": kind, cls.path_option: rest}
 
 
-for _name in ("world", "shards", "nuscenes"):
+for _name in ("world", "shards", "nuscenes", "kitti", "bdd100k", "frames"):
     importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = ["SOURCES", "Source", "SourceOptions", "SourceError", "SourceConfigError", "register_source",
