@@ -121,6 +121,25 @@ class Objects3D(OptionsTask):
             raise RuntimeError("objects3d: build_head(ctx) must run first (it fixes the BevGrid)")
         return self.grid
 
+    def targets(self, batch: Batch) -> list[Any]:
+        """Ground truth whose centre lies on the BEV grid: the head cannot place a centre off the grid, so
+        real datasets' far boxes (nuScenes annotates beyond 50 m) are outside the evaluated range, as the
+        nuScenes detection eval drops boxes beyond its class ranges."""
+        out = super().targets(batch)
+        grid = getattr(self, "grid", None)
+        if grid is None:
+            return out
+        for i, t in enumerate(out):
+            if t is None or len(t["boxes"]) == 0:
+                continue
+            boxes = t["boxes"].reshape(-1, 7)
+            _, _, inside = grid.cell_indices(boxes[:, 0].cpu(), boxes[:, 1].cpu())
+            if not bool(inside.all()):
+                m = len(boxes)
+                out[i] = {k: v[inside.to(v.device)] if isinstance(v, Tensor) and v.ndim and len(v) == m else v
+                          for k, v in t.items()}
+        return out
+
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         heat = outputs["heatmap"]
         if heat.ndim != 4 or heat.shape[0] != len(batch):
