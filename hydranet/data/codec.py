@@ -58,7 +58,8 @@ from pydantic import (
     field_validator,
 )
 
-from hydranet.data.sample import ALL_LABELS, Sample
+from hydranet.data.labels import known_labels
+from hydranet.data.sample import Sample
 
 PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
 IMAGE_LEVEL = 1  # deflate level for npz images: sensor noise makes higher levels <1% smaller, 3x slower
@@ -282,7 +283,7 @@ class SampleMeta(BaseModel):
     timestamp: FiniteFloat
     camera_names: list[StrictStr] = Field(min_length=1)
     image_size: tuple[PositiveInt, PositiveInt]
-    image_format: Literal["npz", "png"] = "npz"
+    image_format: Literal["npz", "png", "jpeg"] = "npz"
     intrinsics: _TensorRecord
     T_ego_from_cam: _TensorRecord
     T_world_from_ego: _TensorRecord
@@ -291,9 +292,10 @@ class SampleMeta(BaseModel):
     @field_validator("labels")
     @classmethod
     def _known_labels(cls, v: dict[str, _LabelRecord]) -> dict[str, _LabelRecord]:
-        unknown = sorted(set(v) - ALL_LABELS)
+        known = known_labels()  # the label registry: tasks declare the labels they consume
+        unknown = sorted(set(v) - known)
         if unknown:
-            raise ValueError(f"unknown label(s) {unknown} (known: {sorted(ALL_LABELS)})")
+            raise ValueError(f"unknown label(s) {unknown} (known: {sorted(known)})")
         return v
 
 
