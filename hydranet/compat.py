@@ -37,8 +37,11 @@ class DataLayout:
 
 
 def accepted_camera_counts(model_cfg: Any) -> tuple[int, ...]:
-    """Camera counts a model with this ``ModelConfig`` accepts (the one place the rule lives)."""
-    return (int(model_cfg.num_cameras),)
+    """Camera counts a model with this ``ModelConfig`` accepts (the one place the rule lives): its rig's
+    ``num_cameras`` and the other rigs it is trained on, ``camera_counts`` (multi-rig training: the
+    weights do not depend on the camera count, which is folded into the batch; K and T come per sample)."""
+    extra = [int(n) for n in getattr(model_cfg, "camera_counts", None) or []]
+    return tuple(dict.fromkeys([int(model_cfg.num_cameras), *extra]))
 
 
 def _grid_text(grid: BevGrid) -> str:
@@ -58,7 +61,7 @@ def check_data_matches_model(layout: DataLayout, model_cfg: Any, model_name: str
     if layout.num_cameras not in counts:
         accepted = counts[0] if len(counts) == 1 else f"one of {list(counts)}"
         raise DataMismatchError(f"{layout.source}: frames have {layout.num_cameras} cameras but {model_name} "
-                                f"accepts {accepted} (model.num_cameras)")
+                                f"accepts {accepted} (model.num_cameras, model.camera_counts)")
     if layout.grid is not None and _has_bev_task(model_cfg):
         model_grid = model_cfg.grid.to_grid()
         if layout.grid != model_grid:
@@ -120,7 +123,13 @@ def source_layout(ds_cfg: Any, source: str) -> DataLayout:
         from hydranet.data.loaders import load_world_config
 
         return world_layout(load_world_config(ds_cfg.world), f"{source} (world)")
-    return shards_layout(ds_cfg.path, f"{source} ({ds_cfg.path})")
+    if ds_cfg.kind == "shards":
+        return shards_layout(ds_cfg.path, f"{source} ({ds_cfg.path})")
+    from hydranet.data.sources import open_source  # any other registered source: its rig from sample 0
+
+    src = open_source(ds_cfg.options(), source)
+    layout = sample_layout(src[0], f"{source} ({ds_cfg.kind})")
+    return DataLayout(layout.source, layout.image_size, layout.num_cameras, getattr(src, "grid", None))
 
 
 def check_config_data(cfg: Any) -> None:

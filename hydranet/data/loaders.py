@@ -94,12 +94,33 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:
     """A map-style dataset of ``Sample`` from a spec every command can take as ``--data``:
 
+    - a source config mapping ``{"kind": "nuscenes", "dataroot": ..., ...}`` (any registered kind,
+      see ``hydranet.data.sources``; ``frames`` keeps the first N samples) -> that source
+    - ``"KIND:PATH"`` for a registered kind, e.g. ``"nuscenes:/data/nuscenes"`` -> that source with
+      its path option set (``--version`` etc. take their defaults)
+    - a ``.yaml`` file whose top level has ``kind:`` -> that source config
+
     - a shard directory, or its ``manifest.json``          -> ``ShardDataset`` (``labels`` limits decoding)
     - ``"synthetic"``                                       -> ``SyntheticWorld(world)``; ``world`` is a
       ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
     - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
     - a ``WorldConfig``                                     -> ``SyntheticWorld`` of it
     """
+    from hydranet.data.sources import parse_source_spec
+
+    if isinstance(spec, dict):
+        return _open_config(spec)
+    if isinstance(spec, str) and not spec.startswith("synthetic") and (config := parse_source_spec(spec)):
+        return _open_config(config)
+    if isinstance(spec, str | os.PathLike) and Path(spec).suffix in (".yaml", ".yml") and Path(spec).is_file():
+        import yaml
+
+        try:
+            tree = yaml.safe_load(Path(spec).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{spec}: not valid YAML ({e})") from e
+        if isinstance(tree, dict) and "kind" in tree:
+            return _open_config(tree, str(spec))
     if not isinstance(spec, str | os.PathLike):  # a WorldConfig (imported lazily: shards don't need the world)
         from hydranet.world import SyntheticWorld
 
@@ -118,6 +139,16 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
         raise ManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
                             f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
     raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
+
+
+def _open_config(config: dict[str, Any], where: str = "dataset") -> Dataset:
+    from torch.utils.data import Subset
+
+    from hydranet.data.sources import open_source
+
+    source = open_source(config, where)
+    frames = source.options.frames
+    return Subset(source, range(frames)) if frames is not None and frames < len(source) else source
 
 
 def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:

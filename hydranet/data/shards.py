@@ -34,9 +34,9 @@ from torch.utils.data import Dataset
 
 import hydranet
 from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode_sample, parse_sample_meta
+from hydranet.data.labels import task_labels
 from hydranet.data.manifest import (
     MANIFEST_NAME,
-    TASK_LABELS,
     Manifest,
     ShardError,
     ShardInfo,
@@ -179,7 +179,7 @@ class ShardWriter:
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             source=self.source, rig=self.rig, grid=self.grid, camera_names=self.camera_names,
             image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
-            tasks=[t for t in TASK_LABELS if t in totals], shards=self.shards,
+            tasks=[t for t in task_labels() if t in totals], shards=self.shards,
         )
         write_manifest(self.root, manifest)
         return manifest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from hydranet.geometry import GridConfig
 
@@ -54,6 +54,9 @@ class ModelConfig(_Strict):
     grid: GridConfig = Field(default_factory=GridConfig)
     image_size: tuple[int, int] = Field((128, 256), description="(H, W) of the camera images")
     num_cameras: int = Field(8, ge=1)
+    # Other camera counts the model trains on (multi-rig: e.g. [6, 1] for nuScenes and BDD100K beside the
+    # 8-camera rig). The weights do not depend on it; exports use num_cameras.
+    camera_counts: list[PositiveInt] = Field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("image_size")

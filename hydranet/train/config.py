@@ -36,24 +36,37 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class DatasetConfig(_Strict):
-    """One source of frames: a synthetic world rendered on the fly or a shard directory."""
+class DatasetConfig(BaseModel):
+    """One source of frames: ``kind`` names a registered source (``hydranet.data.sources``: world,
+    shards, nuscenes, ...) and every other field is that source's option, validated by the source's
+    own options model, so unknown kinds and options are errors naming the field."""
 
-    kind: Literal["world", "shards"]
-    path: str | None = None  # shards: directory written by `hydranet data generate`
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    path: str | None = None  # shards: directory written by `hydranet generate` / `hydranet convert`
     world: dict[str, Any] = Field(default_factory=dict)  # world: WorldConfig fields
-    frames: int | None = Field(default=None, ge=1)  # world: number of frames; shards: limit (None = all)
+    frames: int | None = Field(default=None, ge=1)  # world: number of frames; others: limit (None = all)
+
+    def options(self) -> dict[str, Any]:
+        """The source config ``{"kind": ..., **options}`` (unset compatibility fields left out)."""
+        out = {"kind": self.kind, **(self.model_extra or {})}
+        if self.frames is not None:
+            out["frames"] = self.frames
+        if self.path is not None:
+            out["path"] = self.path
+        if self.world or self.kind == "world":
+            out["world"] = self.world
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        if self.kind == "shards" and not self.path:
-            raise ValueError("kind 'shards' needs 'path' (a shard directory)")
-        if self.kind == "world" and self.frames is None:
-            raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
-        if self.kind == "world" and self.world:
-            from hydranet.world import WorldConfig  # lazy: the world package is optional at import
+        from hydranet.data.sources import SourceConfigError, parse_options
 
-            WorldConfig.model_validate(self.world)
+        try:
+            parse_options(self.options(), "")
+        except SourceConfigError as e:  # "" prefix: the caller's path (data.datasets.<name>) comes first
+            raise ValueError(str(e).replace(".kind: ", "kind: ").lstrip(".").removeprefix(": ")) from None
         return self
 
 
