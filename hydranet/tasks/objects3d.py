@@ -138,7 +138,10 @@ class Objects3D(OptionsTask):
         sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
         pred = torch.cat([outputs[k][present][sample, :, ys, xs] for k in _REG], -1).float()
         weights = torch.cat([torch.full((n,), self.cfg.code_weights.get(k, 1.0)) for k, n in _REG.items()]).to(dev)
-        reg = ((pred - enc["reg"].to(dev)).abs() * weights).sum() / norm
+        target = enc["reg"].to(dev)
+        # Unknown targets (NaN velocity: a lone keyframe has none) are not regressed.
+        err = torch.where(torch.isfinite(target), (pred - target.nan_to_num()).abs(), torch.zeros_like(pred))
+        reg = (err * weights).sum() / norm
         hm = focal / norm
         total = self.cfg.heatmap_weight * hm + self.cfg.regression_weight * reg + zero
         return {"loss": total, "heatmap": hm.detach(), "regression": reg.detach()}

@@ -63,7 +63,7 @@ class DatasetConfig(BaseModel):
         try:
             parse_options(self.options(), "")
         except SourceConfigError as e:  # "" prefix: the caller's path (data.datasets.<name>) comes first
-            raise ValueError(str(e).replace(".kind: ", "kind: ").lstrip(".")) from None
+            raise ValueError(str(e).replace(".kind: ", "kind: ").lstrip(".").removeprefix(": ")) from None
         return self
 
 

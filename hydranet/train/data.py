@@ -62,6 +62,10 @@ class TrainData:
     index_lists: dict[str, np.ndarray]
     eval_dataset: Dataset | None
     sizes: dict[str, int]  # dataset name -> samples
+    # Rig group (dataset name) of every sample when the datasets' rigs differ (None: one rig, batches
+    # may mix datasets); ``rigs`` describes each dataset's rig: cameras x H x W.
+    groups: np.ndarray | None = None
+    rigs: dict[str, str] | None = None
 
 
 def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0) -> TrainData:
@@ -94,4 +98,15 @@ def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0
         raise ValueError(f"no training samples carry the labels of task(s) {empty} (datasets: {sizes}); "
                          "check data.datasets, data.tasks and the world's drop_labels")
     eval_ds = open_source(cfg.eval, labels, "data.eval") if cfg.eval is not None else None
-    return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes)
+    rigs = {n: rig_of(p) for n, p in zip(names, parts, strict=True)}
+    groups = None
+    if len(set(rigs.values())) > 1:
+        groups = np.concatenate([np.full(sizes[n], n, dtype=object) for n in names])
+    return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes, groups,
+                     {n: f"{r[0]} cameras {r[1]}x{r[2]}" for n, r in rigs.items()})
+
+
+def rig_of(ds: Dataset) -> tuple[int, int, int]:
+    """(cameras, H, W) of a dataset, from its first sample (samples of one source share a rig)."""
+    images = ds[0].images
+    return int(images.shape[0]), int(images.shape[-2]), int(images.shape[-1])

@@ -78,7 +78,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         trainer = Trainer(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                           index_lists=data.index_lists, eval_set=data.eval_dataset, frozen=freeze or [],
                           model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
-                          progress=progress)
+                          progress=progress, groups=data.groups)
         resumed = trainer.resume() if resume else False
         if info.is_main:
             sizes = {t: len(v) for t, v in data.index_lists.items()}
@@ -87,6 +87,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                           f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
             console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
                           f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+            if data.groups is not None:
+                console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
             if trainer.frozen:
                 console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
             if note:

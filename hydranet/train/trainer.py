@@ -71,6 +71,7 @@ class Trainer:
                  tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
                  index_lists: dict[str, np.ndarray] | None = None, eval_set: Dataset | None = None,
                  frozen: list[str] | None = None, model_config: dict[str, Any] | None = None,
+                 groups: np.ndarray | None = None,
                  dist_info: D.DistInfo | None = None, device: torch.device | None = None,
                  progress: bool = True) -> None:
         self.cfg, self.tc = cfg, cfg.train
@@ -96,7 +97,8 @@ class Trainer:
             index_lists = build_index_lists(presence, labels, {}, {}, self.tc.seed)
         index_lists = {t: index_lists[t] for t in self.train_tasks}
         self.scheduler = TaskScheduler(index_lists, self.tc.scheduler.kind, self.tc.scheduler.temperature,
-                                       self.tc.seed, num_samples=len(train_set))  # type: ignore[arg-type]
+                                       self.tc.seed, num_samples=len(train_set),  # type: ignore[arg-type]
+                                       groups=groups)
 
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         if not self.trainable:
@@ -143,8 +145,9 @@ class Trainer:
     # -- one optimizer step --------------------------------------------------------------------
 
     def _micro_tasks(self, scheduled: str) -> list[str]:
-        if self.tc.scheduler.loss_tasks == "scheduled" and scheduled != ALL:
-            return [scheduled]
+        task = TaskScheduler.task_of(scheduled)
+        if self.tc.scheduler.loss_tasks == "scheduled" and task != ALL:
+            return [task]
         return self.train_tasks
 
     def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:

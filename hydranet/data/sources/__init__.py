@@ -91,8 +91,16 @@ class Source(Dataset):
 
     def __init__(self, options: SourceOptions):
         self.options = options
-        self.class_map = ClassMap(self.default_class_map | dict(options.class_map), self.model_classes,
-                                  f"{self.kind}.class_map")
+        vocabulary = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
+        unknown = sorted(set(options.class_map) - vocabulary)
+        if unknown and vocabulary:
+            raise SourceConfigError(f"{self.kind}.class_map: {unknown} are not classes of this dataset "
+                                    f"(its classes: {sorted(vocabulary)})")
+        try:
+            self.class_map = ClassMap(self.default_class_map | dict(options.class_map), self.model_classes,
+                                      f"{self.kind}.class_map")
+        except ValueError as e:
+            raise SourceConfigError(str(e)) from None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -149,9 +157,9 @@ def parse_options(config: Mapping[str, Any], where: str = "dataset") -> SourceOp
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            loc = ".".join(str(p) for p in err["loc"])
             msg = "unknown option (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}.{loc}: {msg.removeprefix('Value error, ')}")
+            problems.append(f"{where}{'.' + loc if loc else ''}: {msg.removeprefix('Value error, ')}")
         raise SourceConfigError("; ".join(problems)) from None
 
 
