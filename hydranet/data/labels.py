@@ -50,6 +50,7 @@ class LabelSpec:
     vocabulary: tuple[str, ...] | None = None
     task: str | None = None  # the task that consumes it (None: auxiliary ground truth)
     pixel_fields: tuple[str, ...] = ()  # ragged fields in image pixels (x1, y1, x2, y2): scaled on resize
+    nan_fields: tuple[str, ...] = ()  # ragged fields where NaN means "unknown" (not trained, not scored)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
 

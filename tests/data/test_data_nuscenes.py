@@ -220,3 +220,19 @@ def test_real_2d_boxes_follow_devkit_visibility():
     d = src[0].labels["detection2d"]
     counts = {cam: int((d["camera"] == i).sum()) for i, cam in enumerate(src.camera_names)}
     assert counts["CAM_FRONT"] == 47 and counts["CAM_FRONT_RIGHT"] == 18 and counts["CAM_BACK"] == 10
+
+
+def test_show_draws_any_source(root, tmp_path):
+    from PIL import Image
+
+    runner = CliRunner()
+    out = tmp_path / "show.png"
+    res = runner.invoke(app, ["show", "--data", f"nuscenes:{root}", "--index", "1", "--boxes3d", "--out", str(out),
+                              "--scale", "1"])
+    assert res.exit_code == 0, res.output
+    with Image.open(out) as im:  # 3 x 2 camera tiles of 80 x 48 beside the BEV panel
+        assert im.width > 3 * 80 and im.height >= 2 * 48
+    res = runner.invoke(app, ["show", "--data", f"nuscenes:{tmp_path / 'nowhere'}", "--out", str(out)])
+    assert res.exit_code == 2 and "tables not found" in res.output
+    res = runner.invoke(app, ["show", "--data", f"nuscenes:{root}", "--index", "9", "--out", str(out)])
+    assert res.exit_code == 2 and "holds 3 samples" in res.output
