@@ -120,7 +120,8 @@ def _training_frames(config: Path | None, dataset: str | None, world) -> int | N
 
 @app.command("data-info")
 def data_info(
-    data: Path = typer.Argument(..., help="Shard directory (or its manifest.json)."),
+    data: str = typer.Argument(..., help="Shard directory (or its manifest.json), or an fsspec URL of one "
+                               "(s3://, gs://, https://)."),
     verify: bool = typer.Option(False, "--verify", help="Check every shard's sha256 against the manifest."),
     deep: bool = typer.Option(False, "--deep", help="With --verify: also read and decode every sample."),
 ) -> None:
