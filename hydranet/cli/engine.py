@@ -104,3 +104,105 @@ def mine_command(
         console.print(f"[yellow]trigger failures (frames still scored by the others): {failed}[/]")
         for m in result.error_messages[:5]:
             console.print(f"  {m}")
+
+
+@app.command("label")
+def label_command(
+    queue: Path = typer.Option(..., "--queue", "-q", help="queue directory or queue.jsonl from `hydranet mine`"),
+    data: str = typer.Option(..., "--data", help="the pool the queue was mined from (with ground truth for oracle)"),
+    labeller: str = typer.Option("oracle", "--labeller", "-l", help="oracle (world ground truth) or auto (teacher)"),
+    out: Path = typer.Option(..., "--out", "-o", help="new shard directory for the labelled frames"),
+    teacher: Path | None = typer.Option(None, "--teacher", help="auto: the teacher checkpoint"),
+    min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
+    clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
+    no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
+) -> None:
+    """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
+    from hydranet.engine.label import LabelError, oracle_items, write_labelled
+    from hydranet.engine.pool import PoolError, load_mining_model, open_pool
+    from hydranet.engine.queue import QueueError, read_queue
+
+    if labeller not in ("oracle", "auto"):
+        raise typer.BadParameter(f"'{labeller}': choose oracle or auto", param_hint="--labeller")
+    try:
+        rows = read_queue(queue)
+        pool = open_pool(data, with_labels=True)
+        if labeller == "oracle":
+            items = oracle_items(rows, pool)
+        else:
+            if teacher is None:
+                raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
+            from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+
+            cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
+            items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
+        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data})
+    except (QueueError, PoolError, LabelError) as e:
+        raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
+    console.print(f"[bold]hydranet label[/] ({labeller}): {res['frames']} frames -> {out}; cost {res['cost']}")
+
+
+@app.command("autolabel-quality")
+def autolabel_quality_command(
+    teacher: Path = typer.Option(..., "--teacher", help="the teacher checkpoint"),
+    data: str = typer.Option(..., "--data", help="frames with ground truth (e.g. 'synthetic:world.yaml')"),
+    frames: int = typer.Option(16, min=1, help="frames scored, spread evenly over the source"),
+    clip_radius: int = typer.Option(10, min=0),
+    min_confidence: float = typer.Option(0.1, min=0.0, max=1.0),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the JSON here too"),
+) -> None:
+    """Auto-label quality against ground truth, single-frame vs clip-smoothed (JSON on stdout)."""
+    import json
+
+    import numpy as np
+
+    from hydranet.engine.autolabel import AutoLabelConfig
+    from hydranet.engine.pool import PoolError, load_mining_model, open_pool
+    from hydranet.engine.quality import autolabel_quality
+
+    try:
+        pool = open_pool(data, with_labels=True)
+        model = load_mining_model(teacher)
+    except PoolError as e:
+        raise typer.BadParameter(str(e), param_hint="--teacher/--data") from None
+    idx = sorted({int(i) for i in np.linspace(0, len(pool) - 1, min(frames, len(pool))).round()})
+    res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius, min_confidence=min_confidence,
+                                                              min_score=min_confidence))
+    text = json.dumps(res, indent=1).replace("NaN", "null")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    typer.echo(text)
+
+
+@app.command("vacation")
+def vacation_command(
+    config: Path = typer.Option(..., "--config", "-c", help="pipeline.yaml (see docs/engine.md)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory; re-run the same command to resume"),
+    iterations: int | None = typer.Option(None, min=1, help="override the pipeline's iterations"),
+    threads: int = typer.Option(1, min=0, help="torch compute threads (0 = torch's default)"),
+) -> None:
+    """Operation Vacation: mine → label → dataset → train → eval → gate → export → promote, resumable.
+
+    Exits 1 when the last iteration's gate failed (nothing promoted), 2 on bad input."""
+    import torch
+
+    from hydranet.engine.pipeline import PipelineError, load_pipeline
+    from hydranet.engine.vacation import Vacation
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        pipe = load_pipeline(config)
+        if iterations is not None:
+            pipe = pipe.model_copy(update={"iterations": iterations})
+        loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
+    except (PipelineError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--config/--out") from None
+    rows = loop.run()
+    last = rows[-1] if rows else {}
+    console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}; current model: {loop.current()}")
+    if last.get("gate_passed") is False:
+        console.print("[bold red]last iteration not promoted[/]: " + "; ".join(
+            f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in last["gate_failures"]))
+        raise typer.Exit(1)

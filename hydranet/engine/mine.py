@@ -109,8 +109,12 @@ def _strip(samples: list) -> Any:
 
 def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budget: int, *, oversample: int = 4,
          batch_size: int = 4, num_workers: int = 0, radius: float | None = None, shadow: Any = None,
-         limit: int | None = None, on_progress: Callable[[int, int], None] | None = None) -> MineResult | None:
-    """Mine ``pool``; returns the result on rank 0 (``None`` on other ranks under torchrun)."""
+         limit: int | None = None, exclude: set[int] | frozenset[int] = frozenset(),
+         on_progress: Callable[[int, int], None] | None = None) -> MineResult | None:
+    """Mine ``pool``; returns the result on rank 0 (``None`` on other ranks under torchrun).
+
+    ``exclude``: pool indices never to queue (frames labelled in earlier iterations); they are still
+    read in order, so sequence-aware triggers see them."""
     import torch.distributed as dist
 
     if budget < 1:
@@ -162,7 +166,9 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
             cand = Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
                              emb[i].astype(np.float16), meta[i])
             item = (combined, next(tie), cand)
-            if len(heap) < keep:
+            if cand.index in exclude:
+                pass
+            elif len(heap) < keep:
                 heapq.heappush(heap, item)
             elif combined > heap[0][0]:
                 heapq.heapreplace(heap, item)

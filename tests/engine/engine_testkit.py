@@ -42,3 +42,34 @@ def write_world_yaml(path: Path, **overrides) -> Path:
 
     path.write_text(yaml.safe_dump({**WORLD, **overrides}))
     return path
+
+
+CAMERA_TASKS = {"drivable": {}, "traffic_light": {"score_threshold": 0.05}}
+
+
+def write_pipeline(root: Path, *, budget: int = 2, iterations: int = 2, steps: int = 4, labeller: str = "oracle",
+                   threshold: str = ">= 0.0", triggers: str = "entropy:task=drivable,condition:name=night") -> Path:
+    """A complete tiny vacation setup under ``root``: start checkpoint, train config, suite, pipeline."""
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(root / "start" / "step_00000000", tasks=CAMERA_TASKS)
+    cfg = tiny_config(CAMERA_TASKS).model_dump(mode="json")
+    world = {**WORLD, "seed": 11, "num_scenes": 2, "frames_per_scene": 3}
+    train = {"data": {"datasets": {"base": {"kind": "world", "frames": 6, "world": world}}},
+             "model": cfg,
+             "train": {"steps": steps, "batch_size": 2, "threads": 1, "num_workers": 0, "log_every": 1,
+                       "ckpt_every": 2, "warmup_steps": 0, "lr": 1e-3}}
+    (root / "train.yaml").write_text(yaml.safe_dump(train))
+    suite = {"name": "tiny_night", "world": {"num_scenes": 2, "frames_per_scene": 3, "fog": 0.0},
+             "scenarios": {"night": {"lighting": "night"}}, "seeds": [5, 6], "frames": 2, "bootstrap": 20,
+             "tasks": {"drivable": {"thresholds": {"miou": threshold}, "tolerance": {"miou": 0.0}}}}
+    (root / "suite.yaml").write_text(yaml.safe_dump(suite))
+    write_world_yaml(root / "pool.yaml", num_scenes=2, frames_per_scene=4, seed=21)
+    pipe = {"pool": "pool.yaml", "model": "start/step_00000000", "train_config": "train.yaml",
+            "iterations": iterations, "mine": {"triggers": triggers, "budget": budget},
+            "label": {"kind": labeller, "teacher": "start/step_00000000", "clip_radius": 2, "min_confidence": 0.0},
+            "train": {"mode": "finetune", "steps": steps}, "eval": {"suites": ["suite.yaml"], "frames": 2},
+            "export": {"enabled": True}}
+    (root / "pipeline.yaml").write_text(yaml.safe_dump(pipe))
+    return root / "pipeline.yaml"
