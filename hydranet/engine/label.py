@@ -13,6 +13,7 @@ and confidence. Nothing from the pool is copied besides the queued frames themse
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,22 +51,27 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
                    shard_size: int = 64) -> dict[str, Any]:
     """Write labelled samples as shards (+ ``labels.jsonl``) into ``out``; returns a summary.
 
-    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet)."""
+    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet). With no item
+    (every frame filtered out) no shard is written and ``path`` is None."""
     from hydranet.data.shards import ShardWriter
 
     out = Path(out)
     rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]
     grid = pool.grid.to_dict() if hasattr(pool, "grid") else None  # type: ignore[attr-defined]
     records = []
-    with ShardWriter(out, shard_size=shard_size, rig=rig, grid=grid, source=source, overwrite=True) as w:
-        for item in items:
-            w.write(item.sample)
-            records.append(item.record)
+    items = iter(items)
+    first = next(items, None)
+    out.mkdir(parents=True, exist_ok=True)
+    if first is not None:  # a shard directory needs at least one sample
+        with ShardWriter(out, shard_size=shard_size, rig=rig, grid=grid, source=source, overwrite=True) as w:
+            for item in itertools.chain([first], items):
+                w.write(item.sample)
+                records.append(item.record)
     tmp = out / ".labels.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(out / "labels.jsonl")
     cost = {k: sum(r["cost"][k] for r in records) for k in ("frames", "objects", "dense_maps", "total")}
-    return {"frames": len(records), "cost": cost, "path": str(out)}
+    return {"frames": len(records), "cost": cost, "path": str(out) if records else None}
 
 
 def oracle_items(queue: list[dict[str, Any]], pool: Dataset, labels: list[str] | None = None) -> Iterator[Labelled]:
