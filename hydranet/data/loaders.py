@@ -120,9 +120,31 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
 
 
-def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None):
+def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:
+    """``(world fields, frames)`` of the ``kind: world`` dataset ``dataset`` of a training config tree
+    (``data.datasets.<name>`` or ``eval``); with ``dataset=None`` the only training world dataset.
+    ``ValueError`` names the file and the world datasets to choose from."""
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    sources = dict(data.get("datasets") or {})
+    if isinstance(data.get("eval"), dict):
+        sources["eval"] = data["eval"]
+    worlds = {n: d for n, d in sources.items() if isinstance(d, dict) and d.get("kind") == "world"}
+    if dataset is None:
+        train_worlds = sorted(n for n in worlds if n != "eval" or "eval" in (data.get("datasets") or {}))
+        if len(train_worlds) != 1:
+            raise ValueError(f"{where}: a training config with world datasets {sorted(worlds)}: choose one "
+                             "with --dataset NAME")
+        dataset = train_worlds[0]
+    if dataset not in worlds:
+        raise ValueError(f"{where}: no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
+    return dict(worlds[dataset].get("world") or {}), worlds[dataset].get("frames")
+
+
+def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None, dataset: str | None = None):
     """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
-    applied. Errors are ``ValueError``s naming the file and the offending field."""
+    applied. A YAML file may be a ``WorldConfig``, a file with a ``world:`` section, or a training
+    config (``data``/``model``/``train``): then the world of dataset ``dataset`` (default: its only
+    world dataset) is used. Errors are ``ValueError``s naming the file and the offending field."""
     import yaml
     from pydantic import ValidationError
 
@@ -145,13 +167,14 @@ def load_world_config(source: Any = None, overrides: dict[str, Any] | None = Non
             raise ValueError(f"{where}: not valid YAML ({e})") from e
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
-        if isinstance(data.get("world"), dict):  # a training config: take its world section
+        if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
+            data, _ = training_world(data, dataset, where)
+        elif isinstance(data.get("world"), dict):  # a file with a world section
             data = data["world"]
     data |= overrides or {}
     try:
         return WorldConfig.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ValueError(f"{where}: field '{field}': {first['msg']}"
-                         + (f" ({e.error_count()} errors)" if e.error_count() > 1 else "")) from e
+        from hydranet.config_errors import format_validation_error
+
+        raise ValueError(format_validation_error(e, where, sep="; ")) from None

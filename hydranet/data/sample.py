@@ -30,6 +30,7 @@ ragged (a dict of tensors per sample, collated to a list; absent → None)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,11 @@ class Sample:
     frame_index: int = 0  # index within the scene's sequence
     labels: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self, where: str = "sample") -> None:
-        """Raise ``ValueError`` naming ``where`` and the field when shapes or dtypes are wrong."""
+    def validate(self, where: str | None = None) -> None:
+        """Raise ``ValueError`` naming ``where`` (default: the scene and frame) and the field when shapes or
+        dtypes are wrong, or when a pose, intrinsics, timestamp or float label (boxes, velocities, depth,
+        ...) holds NaN/inf: non-finite numbers would otherwise surface deep inside a loss."""
+        where = where or f"sample {self.scene_id}#{self.frame_index}"
         n = len(self.camera_names)
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[:2] != (n, 3):
             raise ValueError(f"{where}: images must be uint8 [N={n}, 3, H, W], got "
@@ -85,6 +89,26 @@ class Sample:
                 raise ValueError(f"{where}: label '{key}' must be [N, H, W]={(n, h, w)}, got {tuple(value.shape)}")
             if key in RAGGED_LABELS and not isinstance(value, dict):
                 raise ValueError(f"{where}: label '{key}' must be a dict of tensors")
+        _check_finite(self, where)
+
+
+def _nonfinite(t: Any) -> bool:
+    return isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+
+
+def _check_finite(sample: Sample, where: str) -> None:
+    """Poses, intrinsics, timestamp and every float label tensor must be finite."""
+    for name in ("intrinsics", "T_ego_from_cam", "T_world_from_ego"):
+        if _nonfinite(getattr(sample, name)):
+            raise ValueError(f"{where}: {name} holds non-finite values (NaN or inf)")
+    if not math.isfinite(float(sample.timestamp)):
+        raise ValueError(f"{where}: timestamp is {sample.timestamp}, expected a finite number of seconds")
+    for key, value in sample.labels.items():
+        fields = value.items() if isinstance(value, dict) else [(None, value)]
+        for field_name, t in fields:
+            if _nonfinite(t):
+                label = f"{key}.{field_name}" if field_name else key
+                raise ValueError(f"{where}: label '{label}' holds non-finite values (NaN or inf)")
 
 
 @dataclass

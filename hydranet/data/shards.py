@@ -24,7 +24,6 @@ from __future__ import annotations
 import bisect
 import datetime
 import hashlib
-import json
 import os
 import tarfile
 import zlib
@@ -34,7 +33,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 import hydranet
-from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode_sample
+from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode_sample, parse_sample_meta
 from hydranet.data.manifest import (
     MANIFEST_NAME,
     TASK_LABELS,
@@ -136,14 +135,18 @@ class ShardWriter:
         if self._closed:
             raise ShardError("writer is closed", self.root)
         key = sample_key(self.count)
-        meta = json.loads(members[0][1]) if members and members[0][0] == "sample.json" else None
-        if meta is None:
+        if not members or members[0][0] != "sample.json":
             raise ShardError("first member must be sample.json", key=key)
+        try:  # what the reader would refuse is never written
+            meta = parse_sample_meta(members[0][1])
+        except CodecError as e:
+            raise ShardError(str(e), key=key) from e
+        names, size = list(meta.camera_names), list(meta.image_size)
         if self.camera_names is None:
-            self.camera_names, self.image_size = meta["camera_names"], meta["image_size"]
-        elif meta["camera_names"] != self.camera_names or meta["image_size"] != self.image_size:
-            raise ShardError(f"rig differs from the first sample: cameras {meta['camera_names']} size "
-                             f"{meta['image_size']} vs {self.camera_names} {self.image_size}", key=key)
+            self.camera_names, self.image_size = names, size
+        elif names != self.camera_names or size != self.image_size:
+            raise ShardError(f"rig differs from the first sample: cameras {names} size "
+                             f"{size} vs {self.camera_names} {self.image_size}", key=key)
         if self._file is None:
             self._open_shard()
         blob = b"".join(_tar_member(f"{key}.{name}", data) for name, data in members)
@@ -151,7 +154,7 @@ class ShardWriter:
         self._hash.update(blob)
         self._index.append((key, self._offset, len(blob), zlib.crc32(blob)))
         self._offset += len(blob)
-        for label in meta["labels"]:
+        for label in meta.labels:
             self._labels[label] = self._labels.get(label, 0) + 1
         self.count += 1
         if len(self._index) >= self.shard_size:
@@ -217,6 +220,7 @@ class ShardWriter:
 def parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
     """Split the tar bytes of one sample into ``{member: data}``; every member must belong to ``key``."""
     out: dict[str, bytes] = {}
+    names: dict[str, str] = {}  # member -> full tar name, for the error message
     view = memoryview(blob)
     pos = 0
     while pos < len(view):
@@ -229,7 +233,10 @@ def parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
         if stem != key:
             raise CodecError(f"tar member '{name}' belongs to sample '{stem}', not '{key}' "
                              "(manifest index does not match the shard)")
-        out[member] = bytes(view[start:end])
+        if member in out:  # e.g. a/000000002.depth.npz and b/000000002.depth.npz: never let the last one win
+            raise CodecError(f"tar member '{name}' repeats member '{member}' of sample '{key}' "
+                             f"(first as '{names[member]}')")
+        out[member], names[member] = bytes(view[start:end]), name
         pos = end + (-size % BLOCK)
     return out
 

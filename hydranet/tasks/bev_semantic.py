@@ -38,9 +38,13 @@ class BevSemanticOptions(BevHeadOptions):
 
 
 def logits_on_grid(logits: Tensor, rc: tuple[int, int]) -> Tensor:
-    if tuple(logits.shape[-2:]) == tuple(rc):
-        return logits
-    return F.interpolate(logits.float(), size=rc, mode="bilinear", align_corners=False)
+    """``logits`` unchanged when they are on the label grid ``rc``; a label grid of another size is an
+    error (``ValueError`` naming both), never a silent resample: it means data and model disagree on
+    the ``BevGrid`` (``hydranet.compat.check_data_matches_model`` refuses that at config time)."""
+    if tuple(logits.shape[-2:]) != tuple(rc):
+        raise ValueError(f"bev_semantic: label grid is {tuple(rc)} cells but the model predicts "
+                         f"{tuple(logits.shape[-2:])}: the data's BEV grid differs from model.grid")
+    return logits
 
 
 def outline(masks: Tensor) -> Tensor:

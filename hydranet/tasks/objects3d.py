@@ -73,6 +73,9 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
         boxes = t["boxes"].detach().float().cpu().reshape(-1, 7)
         classes = t["classes"].long().cpu()
         velocity = t.get("velocity", torch.zeros(len(boxes), 2)).detach().float().cpu().reshape(-1, 2)
+        for name, values in (("boxes", boxes), ("velocity", velocity)):
+            if not bool(torch.isfinite(values).all()):  # int(floor(NaN)) would fail deep in the loop
+                raise ValueError(f"objects3d: present sample {s}: '{name}' holds non-finite values (NaN or inf)")
         row, col = grid.metres_to_index(boxes[:, 0], boxes[:, 1])
         fr, fc = row * sr, col * sc
         # Box footprint in feature cells: length runs along x (rows), width along y (cols).

@@ -19,13 +19,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hydranet.config_errors import format_validation_error
+
 
 class ConfigError(ValueError):
     """A bad config: the message names the file and the field."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `train.lr: inf` or `.nan` anywhere is an error naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +136,12 @@ class TrainConfig(_Strict):
     # Safety net for fixed budgets (the demo): stop, checkpoint and report once training has run this
     # long, even if `steps` is not reached (the learning rate then has not fully decayed).
     time_limit_s: float | None = Field(default=None, gt=0)
+    # Stop with an error (naming the step and the tasks) after this many consecutive steps skipped
+    # for a non-finite loss or gradient, instead of "training" forever on nothing.
+    max_consecutive_skips: int = Field(default=20, ge=1)
+    # BatchNorm statistics over the global batch when training on several ranks (torch SyncBatchNorm;
+    # on CPU/gloo hydranet's equivalent): N ranks at batch B/N then equal one process at batch B.
+    sync_batchnorm: bool = False
 
 
 class EvalConfig(_Strict):
@@ -198,19 +207,7 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _format_errors(err: ValidationError, where: str, prefix: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
-        msg = e["msg"]
-        if e["type"] == "literal_error":
-            expected = e.get("ctx", {}).get("expected", "")
-            msg = f"unknown {e['input']!r}; expected one of {expected}"
-        elif e["type"] == "extra_forbidden":
-            msg = "unknown field (typo?)"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        lines.append(f"{where}: {loc or '<root>'}: {msg}")
-    return "\n".join(lines)
+    return format_validation_error(err, where, prefix)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -22,6 +22,7 @@ import torch
 import yaml
 from rich.console import Console
 
+from hydranet.console import make_console
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
 
 
@@ -85,7 +86,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     from hydranet.train.report import contact_sheet, draw_predictions, write_report
     from hydranet.train.run import run_training
 
-    console = console or Console()
+    console = console or make_console()
     t_start = time.perf_counter()
     config = config or default_demo_config()
     cfg = load_config(config, overrides)
