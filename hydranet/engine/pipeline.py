@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hydranet.config_errors import format_validation_error
+
 
 class PipelineError(ValueError):
     """A bad pipeline file; the message names the file and the field."""
@@ -105,9 +107,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     try:
         pipe = Pipeline.model_validate({**tree, "path": str(p)})
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "(root)"
-        raise PipelineError(f"{p}: field '{field}': {err['msg']}") from None
+        raise PipelineError(format_validation_error(e, str(p), sep="; ")) from None
     base = p.parent
     upd: dict[str, Any] = {"pool": _resolve(base, pipe.pool), "model": _resolve(base, pipe.model),
                            "train_config": _resolve(base, pipe.train_config)}
@@ -116,7 +116,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if pipe.label.teacher:
         pipe.label.teacher = _resolve(base, pipe.label.teacher)
     if pipe.label.kind == "auto" and not pipe.label.teacher:
-        raise PipelineError(f"{p}: field 'label.teacher': auto-labelling needs a teacher checkpoint")
+        raise PipelineError(f"{p}: label.teacher: auto-labelling needs a teacher checkpoint")
     if pipe.train.mode == "heads" and not pipe.train.tasks:
-        raise PipelineError(f"{p}: field 'train.tasks': head-only training needs the heads to train")
+        raise PipelineError(f"{p}: train.tasks: head-only training needs the heads to train")
     return pipe
