@@ -4,10 +4,11 @@ On the synthetic world, per seed:
 
 1. **base**: a HydraNet (tiny, ``--cameras`` cameras, drivable + depth) trained for ``--base-steps``
    on ``--base-frames`` *daytime* frames only — so it is weak on the night suite.
-2. An unlabelled pool of ``--pool-frames`` frames of mixed lighting (another world seed, shards:
-   mining reads no labels and gets no lighting metadata — the night trigger reads the images).
-3. With the same budget of ``--budget`` frames from that pool, the base model is fine-tuned for
-   ``--ft-steps`` on base + the chosen frames, for each selection:
+2. An unlabelled pool of ``--pool-frames`` frames, ``--night-fraction`` of them at night (the weak
+   condition is rare in what a fleet sends back), other world seeds, as shards: mining reads no
+   labels and gets no lighting metadata — the night trigger reads the images.
+3. With the same budget of ``--budget`` frames (default +10 % of the base set) from that pool, the
+   base model is fine-tuned for ``--ft-steps`` on base + the chosen frames, for each selection:
    - ``none``: no new frames (the control: what the extra steps alone buy);
    - ``random``: frames drawn uniformly from the pool, oracle labels;
    - ``mined``: ``hydranet mine`` with ``--triggers`` (uncertainty + the user-named weak condition),
@@ -106,6 +107,32 @@ def suites(args: argparse.Namespace, work: Path) -> list[Any]:
     return out
 
 
+def rare_night_pool(args: argparse.Namespace, w: Path, seed: int) -> str:
+    """The unlabelled pool: ``--pool-frames`` frames of which ``--night-fraction`` are night (whole
+    scenes), the rest day — the weak condition is rare in what the fleet sends back. One shard
+    directory (day scenes first, then night scenes); ``pool_lighting.json`` records which is which
+    for the report (the miner never sees it)."""
+    from hydranet.data.loaders import open_dataset
+    from hydranet.data.shards import ShardWriter
+
+    out = w / "pool"
+    if (out / "manifest.json").exists():
+        return str(out)
+    per = args.frames_per_scene
+    n_night = max(per, round(args.pool_frames * args.night_fraction / per) * per)
+    n_day = args.pool_frames - n_night
+    day = open_dataset(render(w / "pool_day", world(args, 200 + seed, n_day // per + 1, lighting="day"), n_day))
+    night = open_dataset(render(w / "pool_night", world(args, 300 + seed, n_night // per + 1, lighting="night"),
+                                n_night))
+    with ShardWriter(out, shard_size=64, rig=day.rig.to_dict(), grid=day.grid.to_dict(),
+                     source={"kind": "engine-benchmark-pool", "day": n_day, "night": n_night}) as wr:
+        for ds in (day, night):
+            for i in range(len(ds)):
+                wr.write(ds[i])
+    (w / "pool_lighting.json").write_text(json.dumps(["day"] * n_day + ["night"] * n_night))
+    return str(out)
+
+
 def teacher(args: argparse.Namespace, work: Path) -> str:
     data = render(work / "teacher_data", world(args, 777, args.teacher_frames // args.frames_per_scene + 1,
                                                fog=0.0), args.teacher_frames)
@@ -125,8 +152,7 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path, teacher_ckpt: str)
     w = work / f"seed_{seed}"
     base_data = render(w / "base_data", world(args, 100 + seed, args.base_frames // args.frames_per_scene + 1,
                                               lighting="day"), args.base_frames)
-    pool_path = render(w / "pool", world(args, 200 + seed, args.pool_frames // args.frames_per_scene + 1),
-                       args.pool_frames)
+    pool_path = rare_night_pool(args, w, seed)
     base = train(args, w / "base", {"base": base_data}, args.base_steps, args.lr, seed)
     model = load_mining_model(base)
     pool = open_pool(pool_path)
@@ -138,7 +164,8 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path, teacher_ckpt: str)
         res = mine(model, pool, build_triggers(parse_trigger_specs(trig), model_tasks(model)), args.budget)
         picks[name] = [q["index"] for q in res.queue]
         mined_info[name] = [q["reason"] for q in res.queue[:3]]
-    lighting = {k: _lighting(labelled_pool, v, args) for k, v in picks.items()}
+    light = json.loads((w / "pool_lighting.json").read_text())
+    lighting = {k: {c: sum(light[i] == c for i in v) for c in ("day", "night")} for k, v in picks.items()}
     queue = {k: [{"rank": r + 1, "index": i, "frame_id": f"{labelled_pool[i].scene_id}#"
                   f"{labelled_pool[i].frame_index}"} for r, i in enumerate(v)] for k, v in picks.items()}
     added: dict[str, str | None] = {"none": None}
@@ -169,19 +196,6 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path, teacher_ckpt: str)
                                           if r.status == "fail"] for m in models if m != "base"}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
-
-
-def _lighting(pool: Any, idx: list[int], args: argparse.Namespace) -> dict[str, int]:
-    """Lighting of picked frames, from the pool's world (the benchmark knows it; the miner did not)."""
-    from hydranet.data.loaders import load_world_config
-    from hydranet.world import SyntheticWorld
-
-    w = SyntheticWorld(load_world_config(pool.manifest.source["world_config"]))
-    out: dict[str, int] = {}
-    for i in idx:
-        light = w.scene(i).lighting
-        out[light] = out.get(light, 0) + 1
-    return out
 
 
 def _clean(x: float) -> float | None:
@@ -227,7 +241,8 @@ def main() -> None:
     p.add_argument("--frames-per-scene", type=int, default=5)
     p.add_argument("--base-frames", type=int, default=40)
     p.add_argument("--pool-frames", type=int, default=150)
-    p.add_argument("--budget", type=int, default=10)
+    p.add_argument("--budget", type=int, default=4, help="frames bought (default +10 %% of --base-frames)")
+    p.add_argument("--night-fraction", type=float, default=0.1, help="share of night frames in the pool")
     p.add_argument("--base-steps", type=int, default=200)
     p.add_argument("--ft-steps", type=int, default=100)
     p.add_argument("--teacher-frames", type=int, default=150)
