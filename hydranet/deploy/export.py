@@ -241,10 +241,11 @@ def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
     """The rig of the checkpoint's first world dataset (cameras as trained), else None (default rig)."""
     if config is None:
         return None
+    from hydranet.compat import check_data_matches_model, world_layout
     from hydranet.world import WorldConfig
 
-    h, w = model.image_size
-    for ds in getattr(config.data, "datasets", {}).values():
+    rig = None
+    for name, ds in sorted(getattr(config.data, "datasets", {}).items()):
         world = getattr(ds, "world", None)
         if getattr(ds, "kind", None) != "world" or world is None:
             continue
@@ -252,6 +253,7 @@ def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
             wc = WorldConfig.model_validate(world if isinstance(world, dict) else world.model_dump())
         except Exception:  # a world section this version cannot read: fall back to the default rig
             return None
-        if len(wc.cameras) == model.num_cameras:
-            return wc.rig.resized(h, w).to_dict()
-    return None
+        # The checkpoint's own data must fit its model (DataMismatchError names both values).
+        check_data_matches_model(world_layout(wc, f"checkpoint config data.datasets.{name}"), model.cfg)
+        rig = rig or wc.rig.to_dict()
+    return rig
