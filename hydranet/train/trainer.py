@@ -73,6 +73,18 @@ def freeze(model: nn.Module, modules: list[str]) -> list[str]:
     return found
 
 
+def camera_dropout_mask(batch: Batch, p: float, seed: tuple[int, ...]) -> Tensor:
+    """``camera_valid`` bool ``[B, N]`` with each camera failed with probability ``p`` (at least one camera
+    of each sample kept), for training fusion to survive a dead camera (``train.camera_dropout``).
+    Seeded by (seed, step, rank) and the batch's frame indices, so a resumed run draws the same masks."""
+    b, n = batch.images.shape[:2]
+    g = torch.Generator().manual_seed(hash((*seed, *batch.frame_index.tolist())) & 0x7FFF_FFFF_FFFF_FFFF)
+    valid = torch.rand(b, n, generator=g) >= p
+    keep = torch.randint(0, n, (b,), generator=g)
+    valid[torch.arange(b), keep] |= ~valid.any(1)  # never all cameras of a sample
+    return valid.to(batch.images.device)
+
+
 class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, train_set: Dataset, out_dir: str | Path, *,
                  tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
@@ -137,7 +149,9 @@ class Trainer:
     # -- model call and modes ------------------------------------------------------------------
 
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
-        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
+        mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
+            if self.model.training and self.tc.camera_dropout > 0 else None
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, camera_valid=mask)
 
     def train_mode(self) -> None:
         self.model.train()
