@@ -117,7 +117,7 @@ def test_objects3d_oracle_scores_one_on_the_grid(batch):
     # Scored against every labelled object (no region), the same perfect outputs are capped by the
     # share of objects the grid can hold: what the metric reported before the range fix.
     unbounded = Detection3DMetric(task.classes)
-    unbounded.update(task.decode(perfect_3d(batch), batch), task.targets(batch))
+    unbounded.update(task.decode(perfect_3d(batch), batch), list(batch.labels["objects3d"]))
     assert unbounded.compute()["map"] < 0.9
 
 

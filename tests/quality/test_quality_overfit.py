@@ -57,11 +57,11 @@ def overfit(batch, task_name: str, steps: int, lr: float = 3e-3, **task_options)
 def test_objects3d_overfits_two_frames(frames):
     boxes = torch.cat([t["boxes"] for t in frames.labels["objects3d"]])
     assert ((boxes[:, 0].abs() < 32) & (boxes[:, 1].abs() < 32)).sum() >= 8
-    result = overfit(frames, "objects3d", steps=150)
+    result = overfit(frames, "objects3d", steps=200)  # measured: 0.87 at 150 steps, 0.92 at 200
     assert result["map"] > 0.8, result
 
 
 def test_detection2d_overfits_two_frames(frames):
     assert sum(len(t["boxes"]) for t in frames.labels["detection2d"]) >= 8
-    result = overfit(frames, "detection2d", steps=150, stride=4)
-    assert result["ap50"] > 0.8, result
+    result = overfit(frames, "detection2d", steps=100, stride=4)  # measured: mAP 0.83, AP50 0.96 at 75
+    assert result["map"] > 0.7 and result["ap50"] > 0.9, result
