@@ -120,7 +120,7 @@ def show(
             sample = ds[index]
         except (ShardError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
+            raise typer.Exit(2) from e
         grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
         if grid is None:
             grid = BevGrid()

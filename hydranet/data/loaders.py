@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from hydranet.data.manifest import MANIFEST_NAME, ManifestError
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset
+from hydranet.data.storage import is_url
 
 
 class EpochSampler(Sampler[int]):
@@ -101,6 +102,7 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     - a ``.yaml`` file whose top level has ``kind:`` -> that source config
 
     - a shard directory, or its ``manifest.json``          -> ``ShardDataset`` (``labels`` limits decoding)
+    - an fsspec URL of one (``s3://``, ``gs://``, ``https://``, ``file://``) -> ``ShardDataset`` streaming it
     - ``"synthetic"``                                       -> ``SyntheticWorld(world)``; ``world`` is a
       ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
     - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
@@ -132,6 +134,8 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
         named = text == "synthetic" or text.startswith("synthetic:")
         source = (text.partition(":")[2] or world) if named else text
         return SyntheticWorld(load_world_config(source))
+    if is_url(text) or text.startswith("file://"):  # shards behind a URL: streamed by byte range (storage.py)
+        return ShardDataset(text, labels=labels)
     path = Path(text)
     if path.is_dir() or path.name == MANIFEST_NAME:
         return ShardDataset(path, labels=labels)

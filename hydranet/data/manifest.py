@@ -137,15 +137,36 @@ def manifest_path(root: str | os.PathLike) -> Path:
     return p if p.suffix == ".json" else p / MANIFEST_NAME
 
 
-def read_manifest(root: str | os.PathLike) -> Manifest:
-    path = manifest_path(root)
-    if not path.exists():
-        hint = " (directory does not exist)" if not path.parent.exists() else \
-            " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
-        raise ManifestError(f"manifest not found{hint}", path)
+def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Manifest:
+    """Read and validate ``root``'s manifest; ``root`` may also be an fsspec URL (``s3://``, ``https://``, ...,
+    see ``hydranet.data.storage``; ``storage_options`` go to fsspec)."""
+    from hydranet.data.storage import ShardStore, is_url
+
+    if is_url(root):
+        url = str(root).rstrip("/")
+        folder, name = url.rsplit("/", 1) if url.endswith(".json") else (url, MANIFEST_NAME)
+        store = ShardStore(folder, storage_options)
+        path = store.join(name)
+        try:
+            text = store.read_text(name)
+        except FileNotFoundError:
+            raise ManifestError("manifest not found (no shard directory at this URL, or it is unfinished)",
+                                path) from None
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
+    else:
+        path = manifest_path(str(root).removeprefix("file://"))
+        if not path.exists():
+            hint = " (directory does not exist)" if not path.parent.exists() else \
+                " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
+            raise ManifestError(f"manifest not found{hint}", path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__

@@ -278,7 +278,8 @@ class Trainer:
         if path is not None:
             ckpt = load_checkpoint(path, map_location=self.device)
         else:
-            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device)
+            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device,
+                                                        quarantine=self.dist.is_main)
             if found is None:
                 return False
             ckpt = found
