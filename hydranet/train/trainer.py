@@ -153,7 +153,8 @@ class Trainer:
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
         mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
             if self.model.training and self.tc.camera_dropout > 0 else None
-        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, camera_valid=mask)
+        extra = {} if mask is None else {"camera_valid": mask}  # models without camera masks stay callable
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, **extra)
 
     def train_mode(self) -> None:
         self.model.train()
