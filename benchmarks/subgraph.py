@@ -87,8 +87,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--workdir", default=None, help="where checkpoints and the cache go (default: a temp dir)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from hydranet.checkpoint import load_checkpoint, trunk_hash
     from hydranet.model import create_model
-    from hydranet.train.checkpoint import load_checkpoint, trunk_hash
     from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache, write_cache
     from hydranet.train.subgraph import CacheTrainer, load_base_weights, needed_levels
     from hydranet.train.trainer import Trainer

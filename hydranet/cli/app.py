@@ -1,6 +1,11 @@
 """The typer application every command module registers onto."""
 
+import platform
+
+import torch
 import typer
+
+import hydranet
 
 app = typer.Typer(
     name="hydranet",
@@ -19,10 +24,4 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the hydranet, torch and Python versions."""
-    import platform
-
-    import torch
-
-    import hydranet
-
     typer.echo(f"hydranet {hydranet.__version__}  torch {torch.__version__}  python {platform.python_version()}")

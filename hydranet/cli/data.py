@@ -11,6 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.data.manifest import ShardError
+from hydranet.data.shards import ShardDataset
+from hydranet.world.config import load_world_config
+from hydranet.world.generate import check_existing, resolve
+from hydranet.world.generate import generate as run
 
 _err = Console(stderr=True)
 
@@ -41,11 +46,6 @@ def generate(
     Sample i of the output is world sample i (whole consecutive scenes of `frames_per_scene` frames).
     Re-running with the same arguments finds the complete output and prints "up to date".
     """
-    from hydranet.data.generate import check_existing, resolve
-    from hydranet.data.generate import generate as run
-    from hydranet.data.loaders import load_world_config
-    from hydranet.data.manifest import ShardError
-
     if image_format not in ("npz", "png"):
         raise typer.BadParameter(f"must be npz or png, got {image_format!r}", param_hint="--image-format")
     if config is not None and not config.is_file():
@@ -95,9 +95,6 @@ def data_info(
     deep: bool = typer.Option(False, "--deep", help="With --verify: also read and decode every sample."),
 ) -> None:
     """Summarise a shard directory (source, rig, label counts, shards); optionally verify every byte."""
-    from hydranet.data.manifest import ShardError
-    from hydranet.data.shards import ShardDataset
-
     console = Console()
     try:
         ds = ShardDataset(data)

@@ -16,7 +16,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
+from hydranet.data.manifest import ManifestError as DataError
+from hydranet.deploy.export import ExportError, export_checkpoint
+from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.infer import run_infer
+from hydranet.deploy.manifest import ManifestError, manifest_path
+from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
+from hydranet.deploy.runtime import DeployedModel
+from hydranet.deploy.suites import suite_metrics
+from hydranet.deploy.verify import PARITY_TOLERANCE, evaluate, metric_drop, parity
+from hydranet.eval.runner import to_jsonable
+from hydranet.eval.suite import SuiteError
 
 console = Console()
 
@@ -45,9 +57,6 @@ def _fmt(x: float) -> str:
 
 
 def _deployed(graph: Path, threads: int | None) -> Any:
-    from hydranet.deploy.manifest import ManifestError
-    from hydranet.deploy.runtime import DeployedModel
-
     try:
         return DeployedModel(graph, threads=threads)
     except (ManifestError, FileNotFoundError) as e:
@@ -71,10 +80,6 @@ def export(
     """Export a checkpoint to ONE ONNX graph for all cameras and the chosen heads, plus its manifest."""
     import onnx
 
-    from hydranet.deploy.export import ExportError, export_checkpoint
-    from hydranet.deploy.manifest import manifest_path
-    from hydranet.train.checkpoint import CheckpointError
-
     _threads(threads)
     try:
         with console.status(f"exporting {checkpoint} -> {output}"):
@@ -95,7 +100,6 @@ def export(
     console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}")
     if not verify:
         return
-    from hydranet.deploy.verify import PARITY_TOLERANCE, parity
 
     dm = _deployed(output, threads)
     with console.status(f"parity on {verify_frames} held-out frames"):
@@ -146,12 +150,6 @@ def quantize(
     json_out: Path | None = typer.Option(None, "--json", help="write the metric comparison as JSON"),
 ) -> None:
     """Static INT8 quantization (QDQ, per-channel) with synthetic calibration frames; reports the metric drop."""
-    from hydranet.deploy.frames import heldout_batches
-    from hydranet.deploy.manifest import ManifestError
-    from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
-    from hydranet.deploy.verify import evaluate, metric_drop
-    from hydranet.eval.runner import to_jsonable
-
     _threads(threads)
     output = output or int8_path(model)
     try:
@@ -180,9 +178,6 @@ def quantize(
         failed += _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
         report["comparisons"]["heldout"] = {"frames": eval_frames, "drop": rows, "metrics": results}
     if suite is not None:
-        from hydranet.deploy.suites import suite_metrics
-        from hydranet.eval.suite import SuiteError
-
         try:
             with _progress() as progress:
                 bar = progress.add_task(f"suites {suite}", total=None)
@@ -213,10 +208,6 @@ def infer(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
 ) -> None:
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
-    from hydranet.data.manifest import ManifestError as DataError
-    from hydranet.deploy.infer import run_infer
-    from hydranet.deploy.manifest import ManifestError
-
     _threads(threads)
     _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
     try:

@@ -11,7 +11,15 @@ from typing import Any
 
 import typer
 
+from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import app
+from hydranet.data.manifest import ManifestError
+from hydranet.eval.gate import gate
+from hydranet.eval.runner import run_suite, to_jsonable
+from hydranet.eval.suite import SuiteError, load_suites
+from hydranet.sources import open_dataset
+from hydranet.train.feature_cache import CacheError, write_cache
+from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -28,8 +36,6 @@ def _split(text: str | None) -> list[str] | None:
 def _open_data(spec: str, model: Any, world: list[str]) -> Any:
     """``--data`` as a dataset; a synthetic world renders at the model's image size and BEV grid."""
     import yaml
-
-    from hydranet.data.loaders import open_dataset
 
     overrides: dict[str, Any] = {}
     for item in world:
@@ -74,15 +80,10 @@ def cache_features(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hydranet.data.manifest import ManifestError
-    from hydranet.train.checkpoint import CheckpointError, load_checkpoint, load_model, trunk_hash
-    from hydranet.train.feature_cache import CacheError, write_cache
-
     console = Console(stderr=True)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, _ = load_model(ckpt, device=dev)
-        state = load_checkpoint(ckpt)
+        model, state = load_model(ckpt, device=dev)
         ds = _open_data(data, model, world)
         first = ds[0]
         if tuple(first.images.shape[-2:]) != tuple(model.image_size):
@@ -128,10 +129,6 @@ def merge(
     import torch
     from rich.console import Console
 
-    from hydranet.eval.suite import SuiteError
-    from hydranet.train.checkpoint import CheckpointError, load_model
-    from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
-
     console = Console(stderr=True)
     try:
         plan = plan_merge(base, heads)
@@ -141,10 +138,6 @@ def merge(
         gate_info = None
         failed: list[Any] = []
         if gate_suite is not None:
-            from hydranet.eval.gate import gate
-            from hydranet.eval.runner import run_suite, to_jsonable
-            from hydranet.eval.suite import load_suites
-
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             base_model, _ = load_model(base, device=dev)
             rows = []

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
+from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
+from hydranet.data.manifest import ShardError
+from hydranet.train.config import ConfigError, load_config
+from hydranet.train.demo import run_demo
+from hydranet.train.distributed import exit_process
+from hydranet.train.run import in_torchrun, run_training
+from hydranet.train.subgraph import load_train_config, run_subgraph
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -17,11 +24,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _exit_distributed(code: int) -> None:
-    from hydranet.train.run import in_torchrun
-
     if in_torchrun():
-        from hydranet.train.distributed import exit_process
-
         exit_process(code)
 
 
@@ -51,18 +54,11 @@ def train(
 
     Every task's loss, the balancing weights, lr and skipped steps go to TensorBoard (OUT/tb).
     """
-    from hydranet.data.manifest import ShardError
-    from hydranet.train.checkpoint import CheckpointError
-    from hydranet.train.config import ConfigError, load_config
-    from hydranet.train.run import run_training
-
     code = 1
     try:
         if config is not None:
             cfg = load_config(config, set_)
         elif from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
-            from hydranet.train.subgraph import load_train_config
-
             cfg = load_train_config(None, set_, from_ckpt)
         else:
             raise typer.BadParameter("pass a config, or --from CKPT to reuse its config", param_hint="--config")
@@ -76,8 +72,6 @@ def train(
         task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
         run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
         if add_task or from_cache:
-            from hydranet.train.subgraph import run_subgraph
-
             run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task, freeze=freeze_list,
                          cache=from_cache, resume=resume, progress=not no_progress)
         else:
@@ -104,11 +98,6 @@ def demo(
 ) -> None:
     """The first thing to run: render a small synthetic set, train all seven tasks (<= 10 min on 2 CPU
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
-    from hydranet.data.manifest import ShardError
-    from hydranet.train.checkpoint import CheckpointError
-    from hydranet.train.config import ConfigError
-    from hydranet.train.demo import run_demo
-
     try:
         run_demo(out, config, set_, retrain=retrain, pictures=pictures)
     except ConfigError as e:

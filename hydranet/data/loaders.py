@@ -1,21 +1,17 @@
-"""Datasets to loaders: ``open_dataset`` (shards or the synthetic world) and ``make_loader``.
+"""Datasets to loaders: ``make_loader`` batches any map-style dataset of ``Sample``.
 
-    from hydranet.data.loaders import open_dataset, make_loader, set_epoch
+    from hydranet.sources import open_dataset
+    from hydranet.data.loaders import make_loader, set_epoch
 
-    ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
-    ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
-    ds = open_dataset("synthetic", world={"seed": 3, "num_scenes": 10})  # or a WorldConfig / YAML path
-    ds = open_dataset("configs/world_small.yaml")   # a YAML WorldConfig -> SyntheticWorld
-
+    ds = open_dataset("runs/data")                  # shards, the synthetic world, ... (hydranet.sources)
     loader = make_loader(ds, batch_size=8, shuffle=True, seed=0, num_workers=2)
     for epoch in range(epochs):
         set_epoch(loader, epoch)                     # new, reproducible order each epoch
         for batch in loader:                         # hydranet.data.sample.Batch
             ...
 
-Both dataset kinds are map-style and yield ``Sample``; ``make_loader`` collates with
-``hydranet.data.sample.collate`` (dense labels stacked, ragged labels as lists, ``batch.present``
-masks for partial labels).
+``make_loader`` collates with ``hydranet.data.sample.collate`` (dense labels stacked, ragged labels
+as lists, ``batch.present`` masks for partial labels).
 
 Order is a pure function of ``(seed, epoch)``: the same on every run and for any ``num_workers``.
 When ``torch.distributed`` is initialised (torchrun), ``make_loader`` shards the data with
@@ -26,18 +22,14 @@ each, since parallelism comes from the workers themselves.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sized
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from hydranet.data.manifest import MANIFEST_NAME, ManifestError
 from hydranet.data.sample import collate
-from hydranet.data.shards import ShardDataset
 
 
 class EpochSampler(Sampler[int]):
@@ -89,69 +81,3 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Reshuffle for ``epoch`` (no-op for samplers without ``set_epoch``)."""
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-
-
-def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:
-    """A map-style dataset of ``Sample`` from a spec every command can take as ``--data``:
-
-    - a shard directory, or its ``manifest.json``          -> ``ShardDataset`` (``labels`` limits decoding)
-    - ``"synthetic"``                                       -> ``SyntheticWorld(world)``; ``world`` is a
-      ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
-    - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
-    - a ``WorldConfig``                                     -> ``SyntheticWorld`` of it
-    """
-    if not isinstance(spec, str | os.PathLike):  # a WorldConfig (imported lazily: shards don't need the world)
-        from hydranet.world import SyntheticWorld
-
-        return SyntheticWorld(load_world_config(spec))
-    text = str(spec)
-    if text == "synthetic" or text.startswith("synthetic:") or Path(text).suffix in (".yaml", ".yml"):
-        from hydranet.world import SyntheticWorld
-
-        named = text == "synthetic" or text.startswith("synthetic:")
-        source = (text.partition(":")[2] or world) if named else text
-        return SyntheticWorld(load_world_config(source))
-    path = Path(text)
-    if path.is_dir() or path.name == MANIFEST_NAME:
-        return ShardDataset(path, labels=labels)
-    if not path.exists():
-        raise ManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
-                            f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
-    raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
-
-
-def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None):
-    """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
-    applied. Errors are ``ValueError``s naming the file and the offending field."""
-    import yaml
-    from pydantic import ValidationError
-
-    from hydranet.world import WorldConfig
-
-    where = "world config"
-    if isinstance(source, WorldConfig):
-        data = source.model_dump()
-    elif source is None:
-        data = {}
-    elif isinstance(source, dict):
-        data = dict(source)
-    else:
-        where = str(source)
-        try:
-            data = yaml.safe_load(Path(source).read_text()) or {}
-        except OSError as e:
-            raise ValueError(f"{where}: cannot read ({e.strerror})") from e
-        except yaml.YAMLError as e:
-            raise ValueError(f"{where}: not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
-        if isinstance(data.get("world"), dict):  # a training config: take its world section
-            data = data["world"]
-    data |= overrides or {}
-    try:
-        return WorldConfig.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ValueError(f"{where}: field '{field}': {first['msg']}"
-                         + (f" ({e.error_count()} errors)" if e.error_count() > 1 else "")) from e

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hydranet.geometry import BevGrid, Rig
+
 FORMAT = "hydranet-shards"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -74,13 +76,9 @@ class Manifest(BaseModel):
     shards: list[ShardInfo]
 
     def rig_obj(self):  # -> hydranet.geometry.Rig | None (import here keeps geometry optional for readers)
-        from hydranet.geometry import Rig
-
         return Rig.from_dict(self.rig) if self.rig is not None else None
 
     def grid_obj(self):
-        from hydranet.geometry import BevGrid
-
         return BevGrid.from_dict(self.grid) if self.grid is not None else None
 
 

@@ -15,14 +15,15 @@ from torch import Tensor
 
 from hydranet.data.sample import Batch
 from hydranet.deploy.runtime import DeployedModel
+from hydranet.eval.runner import run_suite
+from hydranet.eval.suite import load_suites
+from hydranet.model import ModelConfig
 
 
 class GraphModel:
     """A ``DeployedModel`` behind the model interface ``run_suite`` uses."""
 
     def __init__(self, deployed: DeployedModel):
-        from hydranet.model import ModelConfig
-
         self.deployed = deployed
         self.task_objects = deployed.tasks
         self.cfg = ModelConfig.model_validate(deployed.manifest.architecture)
@@ -39,9 +40,6 @@ class GraphModel:
 def suite_metrics(deployed: dict[str, DeployedModel], suite_path: str, frames: int | None = None,
                   on_batch=None) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """``{suite name: {label: {task: metrics}}}`` for every suite in ``suite_path`` (file or directory)."""
-    from hydranet.eval.runner import run_suite
-    from hydranet.eval.suite import load_suites
-
     models = {label: GraphModel(dm) for label, dm in deployed.items()}
     result = {}
     for suite in load_suites(suite_path):

@@ -21,6 +21,7 @@ from torch import nn
 from hydranet.data.sample import Sample, collate
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.metrics.frames import FrameMetric
+from hydranet.world import SyntheticWorld
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,6 @@ class Worlds:
     """Lazily built ``SyntheticWorld`` per (scenario, seed), checked against the models."""
 
     def __init__(self, suite: Suite, models: dict[str, nn.Module]):
-        from hydranet.world import SyntheticWorld
-
         self._cls = SyntheticWorld
         self.suite = suite
         fields = [model_world_fields(m) for m in models.values()]

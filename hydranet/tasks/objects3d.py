@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Detection3DMetric, Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     GT_COLOR,
     PRED_COLOR,
@@ -35,6 +36,7 @@ from hydranet.tasks.common import (
     prior_bias,
     topk_peaks,
 )
+from hydranet.viz import draw_boxes3d
 
 # Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.
 _REG = {"offset": 2, "z": 1, "log_size": 3, "rot": 2, "velocity": 2}
@@ -161,13 +163,9 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import Detection3DMetric
-
         return Detection3DMetric(classes=self.classes)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes3d
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

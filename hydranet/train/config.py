@@ -6,8 +6,7 @@ names the YAML file and the dotted field path, e.g.::
     configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
 
 The ``model`` section is validated by the model package's ``ModelConfig`` and a world dataset's
-``world`` section by ``WorldConfig``; they are imported lazily so this module (and its error
-messages) work before those packages are loaded. ``--set train.lr=1e-3`` style overrides are
+``world`` section by ``WorldConfig``. ``--set train.lr=1e-3`` style overrides are
 applied to the raw YAML tree before validation, so they get the same checks and messages.
 """
 
@@ -18,6 +17,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hydranet.model import MODEL_PRESETS, ModelConfig
+from hydranet.world.config import WorldConfig
 
 
 class ConfigError(ValueError):
@@ -48,8 +50,6 @@ class DatasetConfig(_Strict):
         if self.kind == "world" and self.frames is None:
             raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
         if self.kind == "world" and self.world:
-            from hydranet.world import WorldConfig  # lazy: the world package is optional at import
-
             WorldConfig.model_validate(self.world)
         return self
 
@@ -149,17 +149,11 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_model(self) -> Config:
-        try:
-            from hydranet.model import ModelConfig  # noqa: F401
-        except ImportError:  # model package not built yet: structure checked when the model is made
-            return self
         self.resolved_model()
         return self
 
     def resolved_model(self) -> Any:
         """The validated ``ModelConfig`` (``model.preset: tiny`` + overrides, deep-merged)."""
-        from hydranet.model import ModelConfig
-
         return ModelConfig.model_validate(resolve_model_dict(self.model))
 
     def task_names(self) -> list[str]:
@@ -180,7 +174,6 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
     name = model.pop("preset", None)
     if name is None:
         return model
-    from hydranet.model import MODEL_PRESETS
 
     if name not in MODEL_PRESETS:
         raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
@@ -264,8 +257,6 @@ def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
 def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     """Precise paths for errors raised inside the lazily-validated model/world sections."""
     try:
-        from hydranet.model import ModelConfig
-
         ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
     except ValidationError as e:
         return _format_errors(e, where, "model")
@@ -281,8 +272,6 @@ def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     for name, ds in items:
         if isinstance(ds, dict) and ds.get("kind") == "world" and ds.get("world"):
             try:
-                from hydranet.world import WorldConfig
-
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
                 prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"

@@ -22,7 +22,16 @@ import torch
 import yaml
 from rich.console import Console
 
+from hydranet.checkpoint import load_model
+from hydranet.data.manifest import ShardError
+from hydranet.model import create_model
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.train.data import open_source
+from hydranet.train.evaluate import evaluate
+from hydranet.train.report import contact_sheet, draw_predictions, write_report
+from hydranet.train.run import run_training
+from hydranet.world.config import load_world_config
+from hydranet.world.generate import generate
 
 
 def default_demo_config() -> Path:
@@ -38,10 +47,6 @@ def default_demo_config() -> Path:
 
 def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: int = 2) -> Config:
     """Render world datasets to shards (or reuse them) and return the config pointing at the shards."""
-    from hydranet.data.generate import generate
-    from hydranet.data.loaders import load_world_config
-    from hydranet.data.manifest import ShardError
-
     tree = config_to_dict(cfg)
     sources = dict(tree["data"]["datasets"])
     if tree["data"].get("eval"):
@@ -78,13 +83,6 @@ def _finished(train_dir: Path) -> bool:
 
 def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None = None, retrain: bool = False,
              pictures: int | None = None, console: Console | None = None) -> dict[str, Any]:
-    from hydranet.model import create_model
-    from hydranet.train.checkpoint import load_model
-    from hydranet.train.data import open_source
-    from hydranet.train.evaluate import evaluate
-    from hydranet.train.report import contact_sheet, draw_predictions, write_report
-    from hydranet.train.run import run_training
-
     console = console or Console()
     t_start = time.perf_counter()
     config = config or default_demo_config()
@@ -142,6 +140,6 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
                   f"{', stopped by the time limit' if summary.get('stopped_early') else ''})")
     console.print(f"  metrics     {md}  {js}")
     console.print(f"  pictures    {out / 'pictures'}/ ({len(paths)} files), overview {sheet}")
-    console.print(f"  checkpoint  {summary.get('checkpoint')}  (hydranet.train.checkpoint.load_model)")
+    console.print(f"  checkpoint  {summary.get('checkpoint')}  (hydranet.checkpoint.load_model)")
     console.print(f"  tensorboard tensorboard --logdir {train_dir / 'tb'}")
     return {"metrics": results, "baseline": baseline, "pictures": [str(p) for p in paths], "summary": summary}

@@ -31,11 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from hydranet.data.sample import Batch, collate
-from hydranet.tasks.base import Task
-from hydranet.train import distributed as D
-from hydranet.train.balancing import create_balancer
-from hydranet.train.checkpoint import (
+from hydranet.checkpoint import (
     CheckpointError,
     b64_tensor,
     load_checkpoint,
@@ -45,8 +41,13 @@ from hydranet.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from hydranet.data.sample import Batch, collate
+from hydranet.tasks.base import Task
+from hydranet.train import distributed as D
+from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config, config_to_dict
 from hydranet.train.evaluate import evaluate
+from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
 
@@ -261,8 +262,6 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        from hydranet.train.logging import TrainLogger
-
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
                              progress=self.progress)
         batches = self._loader()

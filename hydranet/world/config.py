@@ -7,9 +7,11 @@ or ``"random"``, in which case each *scene* draws its own value from its seed.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hydranet.data.sample import ALL_LABELS
 from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, Rig
@@ -142,3 +144,35 @@ class WorldConfig(BaseModel):
     def path_steps(self) -> int:
         """Number of future ego poses in ``ego_path``."""
         return max(1, round(self.ego_path_seconds * self.rate_hz))
+
+
+def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None) -> WorldConfig:
+    """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
+    applied. Errors are ``ValueError``s naming the file and the offending field."""
+    where = "world config"
+    if isinstance(source, WorldConfig):
+        data = source.model_dump()
+    elif source is None:
+        data = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        where = str(source)
+        try:
+            data = yaml.safe_load(Path(source).read_text()) or {}
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read ({e.strerror})") from e
+        except yaml.YAMLError as e:
+            raise ValueError(f"{where}: not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
+        if isinstance(data.get("world"), dict):  # a training config: take its world section
+            data = data["world"]
+    data |= overrides or {}
+    try:
+        return WorldConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(x) for x in first["loc"]) or "(root)"
+        raise ValueError(f"{where}: field '{field}': {first['msg']}"
+                         + (f" ({e.error_count()} errors)" if e.error_count() > 1 else "")) from e
