@@ -62,9 +62,9 @@ def loop_rate(trainer: Any) -> float:
 
 
 def headline(model: torch.nn.Module, task: str, frames: list) -> dict[str, float]:
-    from hydranet.train.evaluate import evaluate
+    from hydranet.eval.loop import dataset_batches, evaluate
 
-    metrics = evaluate(model, {task: model.task_objects[task]}, frames, batch_size=4)[task]
+    metrics = evaluate(model, dataset_batches(frames, batch_size=4), {task: model.task_objects[task]})[task]
     key = next(iter(metrics))
     return {"metric": key, "value": metrics[key]}
 

@@ -26,7 +26,8 @@ from hydranet.deploy.manifest import ManifestError, manifest_path
 from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.deploy.suites import suite_metrics
-from hydranet.deploy.verify import PARITY_TOLERANCE, evaluate, metric_drop, parity
+from hydranet.deploy.verify import PARITY_TOLERANCE, metric_drop, parity
+from hydranet.eval.loop import evaluate
 from hydranet.eval.runner import to_jsonable
 from hydranet.eval.suite import SuiteError
 
@@ -169,11 +170,8 @@ def quantize(
             for label, dm in (("fp32", fp32), ("int8", int8)):
                 bar = progress.add_task(f"evaluating {label}", total=eval_frames)
 
-                def forward(batch, dm=dm, bar=bar):
-                    progress.advance(bar, len(batch))
-                    return dm(batch)
-
-                results[label] = evaluate(forward, dm.tasks, heldout_batches(manifest, eval_frames, manifest.batch))
+                results[label] = evaluate(dm, heldout_batches(manifest, eval_frames, manifest.batch),
+                                          on_frame=lambda frame, bar=bar: progress.advance(bar, 1))
         rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
         failed += _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
         report["comparisons"]["heldout"] = {"frames": eval_frames, "drop": rows, "metrics": results}

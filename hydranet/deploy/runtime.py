@@ -115,8 +115,18 @@ class DeployedModel:
         return out
 
     def __call__(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
+        """Every output of the graph on a collated ``Batch``, ``{task: {key: Tensor [B, ...]}}``."""
         self.check_batch(batch)
         return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+
+    def forward_batch(self, batch: Batch, tasks: list[str] | None = None) -> dict[str, dict[str, Tensor]]:
+        """``HydraNet.forward_batch``'s interface (what ``hydranet.eval.loop.evaluate`` drives): the
+        graph runs every head it holds; the outputs of ``tasks`` (default: all) are returned."""
+        out = self(batch)
+        missing = [t for t in tasks or [] if t not in out]
+        if missing:
+            raise KeyError(f"{self.path}: the graph has no head for {missing}; it holds {sorted(out)}")
+        return {t: out[t] for t in (tasks if tasks is not None else out)}
 
     def check_batch(self, batch: Batch) -> None:
         names = list(batch.camera_names)

@@ -9,8 +9,6 @@ checkpoints are by ``hydranet eval``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from hydranet.data.sample import Batch
@@ -31,10 +29,9 @@ class GraphModel:
     def eval(self) -> GraphModel:
         return self
 
-    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
-                      **kwargs: Any) -> dict[str, dict[str, Tensor]]:
-        out = self.deployed(batch)
-        return {t: out[t] for t in (tasks if tasks is not None else out)}
+    def forward_batch(self, batch: Batch, tasks: list[str] | None = None) -> dict[str, dict[str, Tensor]]:
+        """The graph's outputs for ``tasks`` (``DeployedModel.forward_batch``)."""
+        return self.deployed.forward_batch(batch, tasks)
 
 
 def suite_metrics(deployed: dict[str, DeployedModel], suite_path: str, frames: int | None = None,

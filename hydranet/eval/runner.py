@@ -1,6 +1,7 @@
 """Run models over a suite's frames with streaming per-task metrics.
 
-Frames are planned from the suite alone — (scenario, seed, sample index) — so every model sees the
+Each model is scored by the one evaluation loop (``hydranet.eval.loop.Evaluator``), fed the same
+batches. Frames are planned from the suite alone — (scenario, seed, sample index) — so every model sees the
 same frames: the gate evaluates baseline and candidate in one pass over the rendered worlds.
 Per task, the metric keeps one record per frame whose label is present; ``TaskEval.frames`` maps
 records back to frames (report thumbnails, per-scenario numbers, the gate's bootstrap).
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from hydranet.data.sample import Sample, collate
+from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.metrics.frames import FrameMetric
 from hydranet.world import SyntheticWorld
@@ -134,6 +136,16 @@ def _batches(frames: list[FrameId], size: int) -> Iterator[list[int]]:
         yield cur
 
 
+def _record_frames(tasks: dict[str, TaskEval]) -> Callable[[EvalFrame], None]:
+    """An ``on_frame`` hook noting, per task, which frame each metric record came from. Frames are
+    evaluated in plan order, so the evaluator's running frame index is the frame number."""
+    def record(frame: EvalFrame) -> None:
+        for name, te in tasks.items():
+            if frame.targets[name] is not None:
+                te.frames.append(frame.index)
+    return record
+
+
 @torch.no_grad()
 def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
@@ -159,19 +171,18 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
                                 "(the suite runner needs per-frame records)")
             tasks[name] = TaskEval(name, metric)
         state[label] = (tasks, [t for t in suite.tasks if t not in objs])
+    evaluators = {}
+    for label, model in models.items():
+        tasks, _ = state[label]
+        if tasks:
+            evaluators[label] = Evaluator(model, {n: model.task_objects[n] for n in tasks},
+                                          metrics={n: te.metric for n, te in tasks.items()},
+                                          on_frame=_record_frames(tasks))
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
-        for label, model in models.items():
-            tasks, _ = state[label]
-            if not tasks:
-                continue
-            out = model.forward_batch(batch, tasks=list(tasks))
-            for name, te in tasks.items():
-                task = model.task_objects[name]
-                targets = task.targets(batch)
-                te.metric.update(task.decode(out[name], batch), targets)
-                te.frames.extend(n for n, t in zip(numbers, targets, strict=True) if t is not None)
+        for evaluator in evaluators.values():
+            evaluator.step(batch)
         done += len(numbers)
         if on_batch is not None:
             on_batch(done, len(plan))

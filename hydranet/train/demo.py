@@ -24,10 +24,10 @@ from rich.console import Console
 
 from hydranet.checkpoint import load_model
 from hydranet.data.manifest import ShardError
+from hydranet.eval.loop import dataset_batches, evaluate
 from hydranet.model import create_model
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import open_source
-from hydranet.train.evaluate import evaluate
 from hydranet.train.report import contact_sheet, draw_predictions, write_report
 from hydranet.train.run import run_training
 from hydranet.world.config import load_world_config
@@ -115,12 +115,11 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     n_eval = len(eval_set) if cfg.eval.frames is None else min(cfg.eval.frames, len(eval_set))
     max_batches = -(-n_eval // cfg.eval.batch_size)
     with console.status(f"evaluating the trained network on {n_eval} held-out frames ..."):
-        results = evaluate(model, tasks, eval_set, batch_size=cfg.eval.batch_size, max_batches=max_batches)
+        results = evaluate(model, dataset_batches(eval_set, cfg.eval.batch_size, max_batches), tasks)
     torch.manual_seed(cfg.train.seed)  # the same initialisation the training run started from
     untrained = create_model(cfg.resolved_model()).eval()
     with console.status("evaluating the untrained network (the baseline) ..."):
-        baseline = evaluate(untrained, untrained.task_objects, eval_set, batch_size=cfg.eval.batch_size,
-                            max_batches=max_batches)
+        baseline = evaluate(untrained, dataset_batches(eval_set, cfg.eval.batch_size, max_batches))
     n_pic = cfg.eval.pictures if pictures is None else pictures
     step = max(1, n_eval // max(1, n_pic))
     indices = list(range(0, n_eval, step))[:n_pic]

@@ -42,11 +42,11 @@ from hydranet.checkpoint import (
     set_rng_state,
 )
 from hydranet.data.sample import Batch, collate
+from hydranet.eval.loop import dataset_batches, evaluate
 from hydranet.tasks.base import Task
 from hydranet.train import distributed as D
 from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config, config_to_dict
-from hydranet.train.evaluate import evaluate
 from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
@@ -316,6 +316,7 @@ class Trainer:
     def evaluate(self, max_batches: int | None = None) -> dict[str, dict[str, float]]:
         if self.eval_set is None:
             return {}
-        return evaluate(self.model, {t: self.tasks[t] for t in self.train_tasks}, self.eval_set,
-                        batch_size=self.cfg.eval.batch_size, max_batches=max_batches, device=self.device,
-                        forward=self.forward, dist_info=self.dist)
+        batches = dataset_batches(self.eval_set, self.cfg.eval.batch_size, max_batches, self.dist.rank,
+                                  self.dist.world_size)
+        return evaluate(self.forward, batches, {t: self.tasks[t] for t in self.train_tasks}, device=self.device,
+                        sync=self.dist.enabled, model_module=self.model)
