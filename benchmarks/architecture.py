@@ -73,6 +73,16 @@ class ImportCollector(ast.NodeVisitor):
     visit_AsyncFunctionDef = _function
     visit_Lambda = _function
 
+    def visit_If(self, node: ast.If) -> None:
+        # `if TYPE_CHECKING:` imports exist for annotations only; they never run.
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            for stmt in node.orelse:
+                self.visit(stmt)
+            return
+        self.generic_visit(node)
+
     def visit_Import(self, node: ast.Import) -> None:
         self.imports.append((node, self.depth > 0))
 

@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import app
+from hydranet.console import make_console
 from hydranet.eval.gate import gate
 from hydranet.eval.report import write_report
 from hydranet.eval.runner import check_thresholds, run_suite, run_to_json, to_jsonable
-from hydranet.eval.suite import SuiteError, load_suites
+from hydranet.eval.suite import SuiteError, load_suites, select_tasks
 
-console = Console()
+console = make_console()
 
 CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
 SUITE_HELP = "a suite YAML file or a directory of them"
@@ -92,13 +92,21 @@ def eval_command(
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
     strict: bool = typer.Option(False, help="count thresholds on tasks the model lacks as failures"),
+    tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
+                                     "of the suites)"),
 ) -> None:
     """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task.
 
     Exits 1 when any threshold fails (usable as a CI gate), 2 on bad input.
     """
+
     dev = _device(device)
     suites = _suites(suite)
+    if tasks:
+        try:
+            suites = select_tasks(suites, [t.strip() for t in tasks.split(",") if t.strip()])
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--tasks") from None
     model = _load(checkpoint, dev)
     results, failed = [], 0
     for runs in _run({"model": model}, suites, dev, batch_size, frames):
@@ -196,7 +204,7 @@ def gate_command(
 def report_command(
     checkpoint: Path = typer.Argument(..., help=CKPT_HELP),
     suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
-    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file to write"),
+    output: Path = typer.Option(Path("report.html"), "--out", "-o", "--output", help="the HTML file to write"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
     samples: int = typer.Option(4, min=0, help="sample frames to draw per suite, worst first"),

@@ -1,5 +1,5 @@
 """Data: the ``Sample`` contract (sample.py), shards on disk (shards.py, codec.py,
-manifest.py), loaders. Opening a source by name (shards, the synthetic world) is ``hydranet.sources``."""
+manifest.py), loaders. Opening a source by name (shards, the synthetic world) is ``hydranet.datasets``."""
 
 from hydranet.data.loaders import make_loader, set_epoch
 from hydranet.data.manifest import ManifestError, ShardError

@@ -1,9 +1,9 @@
 """Datasets to loaders: ``make_loader`` batches any map-style dataset of ``Sample``.
 
-    from hydranet.sources import open_dataset
+    from hydranet.datasets import open_dataset
     from hydranet.data.loaders import make_loader, set_epoch
 
-    ds = open_dataset("runs/data")                  # shards, the synthetic world, ... (hydranet.sources)
+    ds = open_dataset("runs/data")                  # shards, the synthetic world, ... (hydranet.datasets)
     loader = make_loader(ds, batch_size=8, shuffle=True, seed=0, num_workers=2)
     for epoch in range(epochs):
         set_epoch(loader, epoch)                     # new, reproducible order each epoch

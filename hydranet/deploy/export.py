@@ -21,12 +21,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import Tensor, nn
 
 import hydranet
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.checkpoint import trunk_hash as compute_trunk_hash
+from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.deploy.manifest import (
     HeadContextSpec,
     InputSpec,
@@ -34,6 +36,7 @@ from hydranet.deploy.manifest import (
     Normalisation,
     OutputSpec,
     TaskSpec,
+    file_sha256,
     manifest_path,
     write_manifest,
 )
@@ -41,7 +44,8 @@ from hydranet.geometry import Rig, default_rig
 from hydranet.world.config import WorldConfig
 
 DEFAULT_OPSET = 17
-MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16
+MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
+MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
 INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam")
 RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
             "graph inputs: pass the calibration of the car the frame came from. 'rig' is the nominal rig the "
@@ -49,7 +53,26 @@ RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K an
 
 
 class ExportError(RuntimeError):
-    """Export cannot proceed (unknown task, bad opset, model/graph mismatch); the message says why."""
+    """Export cannot proceed (unknown task, bad opset, model/graph mismatch); the message says why and
+    ``option`` names the CLI option to blame (``--tasks``, ``--opset``, ``--batch``)."""
+
+    def __init__(self, message: str, option: str = "--tasks"):
+        super().__init__(message)
+        self.option = option
+
+
+def check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
+    """Refuse an opset the graph for ``tasks`` cannot be written in, naming the op and the tasks that need it."""
+    bev = [t for t in tasks if model.task_objects[t].space == "bev"]
+    if bev and opset < MIN_OPSET:
+        camera = [t for t in tasks if t not in bev]
+        hint = (f"; the camera-only tasks ({','.join(camera)}) alone export at opset >= {MIN_CAMERA_OPSET}"
+                if camera else "")
+        raise ExportError(f"opset {opset} is too old for BEV task(s) {','.join(bev)}: camera->BEV fusion uses "
+                          f"GridSample, which needs opset >= {MIN_OPSET}{hint}", option="--opset")
+    if opset < MIN_CAMERA_OPSET:
+        raise ExportError(f"opset {opset} is too old: the camera trunk and heads need opset >= {MIN_CAMERA_OPSET}",
+                          option="--opset")
 
 
 def decoder_name(task: Any) -> str:
@@ -99,7 +122,10 @@ def example_inputs(model: nn.Module, batch: int = 1,
 
 def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
                    opset: int, batch: int, trunk_hash: str, checkpoint: str | None,
-                   rig: dict[str, Any] | None = None) -> Manifest:
+                   rig: dict[str, Any] | None = None, graph_inputs: list[str] | None = None,
+                   graph_sha256: str = "") -> Manifest:
+    """The manifest of a written graph. ``graph_inputs``: the inputs the graph really has (the exporter drops
+    an input nothing reads, e.g. K and T in a camera-only graph); None = all of ``INPUT_NAMES``."""
     h, w = model.image_size
     n = model.num_cameras
     rig = rig or default_rig(h, w).to_dict()
@@ -124,8 +150,13 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
         InputSpec(name="T_ego_from_cam", shape=[batch, n, 4, 4], dtype="float32", layout="B,N,4,4",
                   description="camera (OpenCV: x right, y down, z forward) -> ego (x fwd, y left, z up), metres"),
     ]
+    if graph_inputs is not None:
+        unknown = [name for name in graph_inputs if name not in {i.name for i in inputs}]
+        if unknown:
+            raise ExportError(f"the traced graph has inputs {unknown} this exporter does not describe")
+        inputs = [i for i in inputs if i.name in graph_inputs]
     return Manifest(
-        graph=graph_file, opset=opset, hydranet_version=hydranet.__version__,
+        graph=graph_file, graph_sha256=graph_sha256, opset=opset, hydranet_version=hydranet.__version__,
         torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
         trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]],
         image_size=(h, w), inputs=inputs,
@@ -145,11 +176,10 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
 
     ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks. ``trunk_hash`` defaults to the hash of
     the model's trunk+neck tensors (the same number the checkpoint records)."""
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old: the graph needs GridSample (opset >= {MIN_OPSET})")
     if batch < 1:
-        raise ExportError(f"batch must be >= 1, got {batch}")
+        raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
     names = resolve_tasks(model, tasks)
+    check_opset(model, names, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if trunk_hash is None:
@@ -168,10 +198,12 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
                               input_names=list(INPUT_NAMES), output_names=[f"{t}.{k}" for t, k in keys],
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
+        graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
         tmp.replace(path)
     finally:
         model.train(was_training)
-    manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig)
+    manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
+                              graph_inputs, file_sha256(path))
     write_manifest(manifest, manifest_path(path))
     return manifest
 
@@ -193,19 +225,21 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str]
 
 
 def rig_from_config(config: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
-    """The rig of the first world dataset in a checkpoint's training config (``state["config"]``, the raw
-    dict) whose camera count matches the model, resized to the model's input; None for the default rig."""
+    """The rig of the first world dataset (by name) of a checkpoint's training config
+    (``checkpoint.state["config"]``, the raw dict); None (the default rig) when it has none.
+
+    The checkpoint's own data must fit its model: ``DataMismatchError`` names both values."""
     if not isinstance(config, dict):
         return None
-    h, w = model.image_size
+    rig = None
     datasets = (config.get("data") or {}).get("datasets") or {}
-    for ds in datasets.values():
-        if not isinstance(ds, dict) or ds.get("kind") != "world":
+    for name, ds in sorted(datasets.items()):
+        if not isinstance(ds, dict) or ds.get("kind") != "world" or not isinstance(ds.get("world"), dict):
             continue
         try:
-            wc = WorldConfig.model_validate(ds.get("world") or {})
+            wc = WorldConfig.model_validate(ds["world"])
         except ValueError:  # a world section this version cannot read: fall back to the default rig
             return None
-        if len(wc.cameras) == model.num_cameras:
-            return wc.rig.resized(h, w).to_dict()
-    return None
+        check_data_matches_model(world_layout(wc, f"checkpoint config data.datasets.{name}"), model.cfg)
+        rig = rig or wc.rig.to_dict()
+    return rig

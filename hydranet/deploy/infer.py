@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import collate
+from hydranet.datasets import open_dataset
 from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.sources import open_dataset
 from hydranet.viz import Views
 
 NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices

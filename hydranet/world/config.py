@@ -13,8 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import ALL_LABELS
-from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, Rig
+from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, GridConfig, Rig
 
 Lighting = Literal["day", "dusk", "night"]
 Layout = Literal["straight", "curve", "intersection"]
@@ -29,20 +30,6 @@ class CameraConfig(BaseModel):
     position: tuple[float, float, float]
     yaw_deg: float
     pitch_deg: float = Field(ge=-60.0, le=60.0)
-
-
-class GridConfig(BaseModel):
-    """The BEV grid (mirrors ``hydranet.geometry.BevGrid``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    x_range: tuple[float, float] = (-32.0, 32.0)
-    y_range: tuple[float, float] = (-32.0, 32.0)
-    cell: float = Field(0.5, gt=0.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> GridConfig:
-        BevGrid(self.x_range, self.y_range, self.cell)  # raises a ValueError naming the range
-        return self
 
 
 def _default_cameras() -> list[CameraConfig]:
@@ -138,7 +125,7 @@ class WorldConfig(BaseModel):
 
     @property
     def bev_grid(self) -> BevGrid:
-        return BevGrid(tuple(self.grid.x_range), tuple(self.grid.y_range), self.grid.cell)
+        return self.grid.to_grid()
 
     @property
     def path_steps(self) -> int:
@@ -146,9 +133,32 @@ class WorldConfig(BaseModel):
         return max(1, round(self.ego_path_seconds * self.rate_hz))
 
 
-def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None) -> WorldConfig:
+def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:
+    """``(world fields, frames)`` of the ``kind: world`` dataset ``dataset`` of a training config tree
+    (``data.datasets.<name>`` or ``eval``); with ``dataset=None`` the only training world dataset.
+    ``ValueError`` names the file and the world datasets to choose from."""
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    sources = dict(data.get("datasets") or {})
+    if isinstance(data.get("eval"), dict):
+        sources["eval"] = data["eval"]
+    worlds = {n: d for n, d in sources.items() if isinstance(d, dict) and d.get("kind") == "world"}
+    if dataset is None:
+        train_worlds = sorted(n for n in worlds if n != "eval" or "eval" in (data.get("datasets") or {}))
+        if len(train_worlds) != 1:
+            raise ValueError(f"{where}: a training config with world datasets {sorted(worlds)}: choose one "
+                             "with --dataset NAME")
+        dataset = train_worlds[0]
+    if dataset not in worlds:
+        raise ValueError(f"{where}: no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
+    return dict(worlds[dataset].get("world") or {}), worlds[dataset].get("frames")
+
+
+def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None,
+                      dataset: str | None = None) -> WorldConfig:
     """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
-    applied. Errors are ``ValueError``s naming the file and the offending field."""
+    applied. A YAML file may be a ``WorldConfig``, a file with a ``world:`` section, or a training
+    config (``data``/``model``/``train``): then the world of dataset ``dataset`` (default: its only
+    world dataset) is used. Errors are ``ValueError``s naming the file and the offending field."""
     where = "world config"
     if isinstance(source, WorldConfig):
         data = source.model_dump()
@@ -166,13 +176,12 @@ def load_world_config(source: Any = None, overrides: dict[str, Any] | None = Non
             raise ValueError(f"{where}: not valid YAML ({e})") from e
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
-        if isinstance(data.get("world"), dict):  # a training config: take its world section
+        if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
+            data, _ = training_world(data, dataset, where)
+        elif isinstance(data.get("world"), dict):  # a file with a world section
             data = data["world"]
     data |= overrides or {}
     try:
         return WorldConfig.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ValueError(f"{where}: field '{field}': {first['msg']}"
-                         + (f" ({e.error_count()} errors)" if e.error_count() > 1 else "")) from e
+        raise ValueError(format_validation_error(e, where, sep="; ")) from None

@@ -8,7 +8,7 @@ from torch.utils.data import DistributedSampler
 from hydranet.data.loaders import EpochSampler, make_loader, set_epoch
 from hydranet.data.manifest import ManifestError
 from hydranet.data.shards import ShardDataset, ShardWriter
-from hydranet.sources import load_world_config, open_dataset
+from hydranet.datasets import load_world_config, open_dataset
 from hydranet.world import WorldConfig
 
 
@@ -85,5 +85,5 @@ def test_open_dataset_specs(root, tmp_path):
     with pytest.raises(ManifestError, match="no such dataset"):
         open_dataset(tmp_path / "missing")
     yaml_path.write_text("num_scenes: 3\nframes_per_scen: 2\n")
-    with pytest.raises(ValueError, match=r"synthetic_w\.yaml: field 'frames_per_scen'"):
+    with pytest.raises(ValueError, match=r"synthetic_w\.yaml: frames_per_scen: unknown field"):
         load_world_config(yaml_path)
