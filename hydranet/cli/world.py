@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hydranet.cli.app import app
-from hydranet.data.manifest import ShardError
+from hydranet.cli.errors import cli_errors, fail
 from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES
 from hydranet.datasets import open_dataset
 from hydranet.geometry import BevGrid
@@ -108,19 +108,11 @@ def show(
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
-        try:
+        with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
             ds = open_dataset(data)
-        except (ShardError, ValueError) as e:  # SourceError/SourceConfigError are ValueErrors
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
-        if index >= len(ds):
-            raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
-                                     param_hint="--index")
-        try:
+            if index >= len(ds):
+                raise fail(f"--index {index}: {data} holds {len(ds)} samples")
             sample = ds[index]
-        except (ShardError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
         grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
         if grid is None:
             grid = BevGrid()

@@ -29,9 +29,10 @@ class GraphModel:
     def eval(self) -> GraphModel:
         return self
 
-    def forward_batch(self, batch: Batch, tasks: list[str] | None = None) -> dict[str, dict[str, Tensor]]:
+    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
+                      camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """The graph's outputs for ``tasks`` (``DeployedModel.forward_batch``)."""
-        return self.deployed.forward_batch(batch, tasks)
+        return self.deployed.forward_batch(batch, tasks, camera_valid)
 
 
 def suite_metrics(deployed: dict[str, DeployedModel], suite_path: str, frames: int | None = None,

@@ -36,7 +36,7 @@ from hydranet.metrics.base import Metric
 from hydranet.tasks.base import Task
 
 Outputs = dict[str, dict[str, Tensor]]
-Forward = Callable[[Batch, list[str]], Outputs]
+Forward = Callable[..., Outputs]  # forward(batch, tasks, **forward_kwargs) -> outputs
 
 
 @dataclass
@@ -61,7 +61,7 @@ def forward_of(model: Any) -> Forward:
     """The ``forward(batch, tasks)`` of ``model``: its ``forward_batch``, or ``model`` itself if it is
     a plain function. Raises ``TypeError`` for anything else."""
     if hasattr(model, "forward_batch"):
-        return lambda batch, tasks: model.forward_batch(batch, tasks=tasks)
+        return lambda batch, tasks, **kwargs: model.forward_batch(batch, tasks=tasks, **kwargs)
     if callable(model) and not isinstance(model, nn.Module):
         return model
     raise TypeError(f"cannot evaluate a {type(model).__name__}: expected forward_batch(batch, tasks) "
@@ -100,11 +100,12 @@ class Evaluator:
         self.frames = 0
 
     @torch.no_grad()
-    def step(self, batch: Batch) -> Outputs:
-        """Forward one batch, decode every task and update its metric; returns the raw outputs."""
+    def step(self, batch: Batch, **forward_kwargs: Any) -> Outputs:
+        """Forward one batch, decode every task and update its metric; returns the raw outputs.
+        ``forward_kwargs`` go to the forward (e.g. ``camera_valid [B, N]`` for failed cameras)."""
         if self.device is not None:
             batch = batch.to(self.device)
-        outputs = self.forward(batch, self.names)
+        outputs = self.forward(batch, self.names, **forward_kwargs)
         decoded, targets = {}, {}
         for t in self.names:
             decoded[t] = self.tasks[t].decode(outputs[t], batch)
