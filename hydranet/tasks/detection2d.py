@@ -23,8 +23,6 @@ from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.tasks.base import HeadContext, Metric, register_task
 from hydranet.tasks.centernet2d import Decoded2D, decode_boxes2d, encode_boxes2d, pred_boxes_at
 from hydranet.tasks.common import (
-    GT_COLOR,
-    PRED_COLOR,
     CameraHeadOptions,
     CameraTask,
     above_threshold,
@@ -168,7 +166,8 @@ class Detection2D(CameraTask):
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
+            if decoded is not None:
+                views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
-        draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"],
-                     color=GT_COLOR if ground_truth else PRED_COLOR,
+        draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"], dashed=ground_truth,
                      scores=None if ground_truth else decoded.get("scores"))

@@ -20,8 +20,6 @@ from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import Batch
 from hydranet.tasks.base import HeadContext, Metric, register_task
 from hydranet.tasks.common import (
-    GT_COLOR,
-    PRED_COLOR,
     CameraHeadOptions,
     CameraTask,
     check_camera_output,
@@ -81,8 +79,8 @@ class Drivable(CameraTask):
         return SegmentationIoU(classes=("drivable",), multilabel=True)
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_mask
+        from hydranet.viz import DRIVABLE_COLOR, draw_mask
 
         if decoded is None:
             return
-        draw_mask(views, decoded.bool(), GT_COLOR if ground_truth else PRED_COLOR, 0.3)
+        draw_mask(views, decoded.bool(), DRIVABLE_COLOR, 0.3)  # the same class colour in both panels
