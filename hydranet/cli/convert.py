@@ -67,6 +67,9 @@ def convert(
                                    "default: as stored."),
     image_format: str = typer.Option("jpeg", "--image-format", help="Camera images inside the shards: jpeg "
                                      "(real data), png or npz (lossless). Labels are always lossless npz."),
+    label_format: list[str] = typer.Option([], "--label-format", help="LABEL=png stores a dense uint8 label "
+                                           "(drivable, lanes, bev_semantic...) as a viewable grey PNG instead of "
+                                           "npz (repeatable)."),
     shard_size: int = typer.Option(64, "--shard-size", min=1, help="Samples per shard file."),
     limit: int = typer.Option(None, "--limit", min=1, help="Convert only the first N samples."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in OUT."),
@@ -85,6 +88,12 @@ def convert(
     if image_format not in ("jpeg", "png", "npz"):
         raise typer.BadParameter(f"must be jpeg, png or npz, got {image_format!r}", param_hint="--image-format")
     size = parse_size(image_size)
+    label_formats: dict[str, str] = {}
+    for item in label_format:
+        name, _, fmt = item.partition("=")
+        if fmt not in ("png", "npz") or not name:
+            raise typer.BadParameter(f"expected LABEL=png or LABEL=npz, got {item!r}", param_hint="--label-format")
+        label_formats[name] = fmt
     config = {"kind": kind, **parse_extra_options(list(ctx.args))}
     try:
         source = open_source(source_options(config, size), kind)
@@ -106,7 +115,8 @@ def convert(
             console.print(f"  {done[0]}/{total} samples ({done[0] / (time.perf_counter() - start):.2f}/s)")
 
     try:
-        manifest, rep = run(source, out, image_size=size, image_format=image_format, shard_size=shard_size,
+        manifest, rep = run(source, out, image_size=size, image_format=image_format, label_formats=label_formats,
+                            shard_size=shard_size,
                             overwrite=overwrite, frames=limit, on_sample=tick)
     except (SourceError, ShardError, ValueError, OSError) as e:
         _err.print(f"[red]error:[/red] {e}")

@@ -236,3 +236,8 @@ def test_show_draws_any_source(root, tmp_path):
     assert res.exit_code == 2 and "tables not found" in res.output
     res = runner.invoke(app, ["show", "--data", f"nuscenes:{root}", "--index", "9", "--out", str(out)])
     assert res.exit_code == 2 and "holds 3 samples" in res.output
+
+
+def test_class_map_keys_must_be_nuscenes_classes(root):
+    with pytest.raises(SourceConfigError, match=r"nuscenes\.class_map: \['bycicle'\] are not classes"):
+        open_source({"kind": "nuscenes", "dataroot": str(root), "class_map": {"bycicle": "car"}})

@@ -85,6 +85,9 @@ class Source(Dataset):
     labels: ClassVar[frozenset[str]] = frozenset()  # labels this source can produce
     classes: ClassVar[dict[str, tuple[str, ...]]] = {}  # label -> the dataset's own class names
     default_class_map: ClassVar[dict[str, str | None]] = {}
+    # True: ``class_map`` keys must be classes of ``classes``/``default_class_map`` (a typo is an error);
+    # False for sources whose vocabulary is open (a user's own fleet labels).
+    closed_vocabulary: ClassVar[bool] = False
     model_classes: ClassVar[tuple[str, ...]] = OBJECT_CLASSES  # what class_map maps onto
 
     camera_names: tuple[str, ...] = ()
@@ -93,7 +96,7 @@ class Source(Dataset):
         self.options = options
         vocabulary = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
         unknown = sorted(set(options.class_map) - vocabulary)
-        if unknown and vocabulary:
+        if unknown and self.closed_vocabulary:
             raise SourceConfigError(f"{self.kind}.class_map: {unknown} are not classes of this dataset "
                                     f"(its classes: {sorted(vocabulary)})")
         try:

@@ -117,6 +117,7 @@ class NuScenesSource(Source):
     labels = frozenset({"objects3d", "detection2d", "depth", "bev_semantic", "bev_semantic_known", "ego_path"})
     classes = {"objects3d": DETECTION_CLASSES, "detection2d": DETECTION_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
+    closed_vocabulary = True
 
     def __init__(self, options: NuScenesOptions):
         super().__init__(options)
