@@ -121,6 +121,8 @@ def test_bad_calibration_names_the_entry(tmp_path):
         KittiObject(tmp_path / "nowhere")
     with pytest.raises(SourceConfigError, match=r"imag_size: unknown option"):
         KittiObject(root, imag_size=[10, 10])
+    with pytest.raises(SourceConfigError, match=r"kitti.class_map: \['Carr'\] are not classes of this dataset"):
+        KittiObject(root, class_map={"Carr": "car"})
     with pytest.raises(ValueError, match=r"kitti.class_map.Car: 'auto' is not a model class"):
         KittiObject(root, class_map={"Car": "auto"})
 
