@@ -163,3 +163,23 @@ def test_real_bdd100k_images_and_label_files():
     frames = read_frames(tests / "label" / "testcases" / "example_annotation.json")
     assert list(frames) == ["b1c81faa-3df17267-0000001.jpg"] and len(frames["b1c81faa-3df17267-0000001.jpg"]
                                                                      ["labels"]) == 4
+
+
+def test_convert_cli_roundtrip(tmp_path):
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+    from hydranet.data.shards import ShardDataset
+
+    root = write_det20(tmp_path / "bdd")
+    out = tmp_path / "shards"
+    result = CliRunner().invoke(app, ["convert", "bdd100k", "--root", str(root), "--image-size", "180x320",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ds = ShardDataset(out)
+    assert len(ds) == 2 and ds.manifest.source["class_map"]["dropped"] == {"rider": 1, "traffic sign": 1}
+    s = ds[0]
+    assert s.labels["traffic_light"]["state"].tolist() == [LIGHT_STATES.index("green")]
+    torch.testing.assert_close(s.labels["detection2d"]["boxes"], BDD100K(root, image_size=(180, 320))[0]
+                               .labels["detection2d"]["boxes"])
+    assert ds[1].labels == {}  # partial labels survive conversion

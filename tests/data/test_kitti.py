@@ -150,3 +150,24 @@ def test_real_frame_000008_boxes_project_onto_their_2d_boxes():
             assert (proj - det["boxes"][k]).abs().max() < 4, (k, proj, det["boxes"][k])
     depth = s.labels["depth"][0]
     assert 10_000 < int((depth > 0).sum()) and float(depth.max()) < 90
+
+
+def test_convert_cli_writes_shards_that_read_back(tmp_path):
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+    from hydranet.data.shards import ShardDataset
+
+    root = write_kitti(tmp_path / "kitti", [CAR], velodyne=np.array([[8.0, 2.0, -1.0, 0.5]]))
+    out = tmp_path / "shards"
+    result = CliRunner().invoke(app, ["convert", "kitti", "--root", str(root), "--image-size", "128x416",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    shard = ShardDataset(out)[0]
+    direct = KittiObject(root, image_size=[128, 416])[0]
+    assert shard.camera_names == ("CAM2",) and shard.images.shape == (1, 3, 128, 416)
+    torch.testing.assert_close(shard.intrinsics, direct.intrinsics)
+    torch.testing.assert_close(shard.labels["objects3d"]["boxes"], direct.labels["objects3d"]["boxes"])
+    torch.testing.assert_close(shard.labels["depth"], direct.labels["depth"])
+    bad = CliRunner().invoke(app, ["convert", "kitti", "--root", str(tmp_path / "none"), "--out", str(out)])
+    assert bad.exit_code == 2 and "image_2/ folder" in " ".join(bad.output.split())
