@@ -64,7 +64,7 @@ def test_det20_boxes_classes_lights_and_partial_labels(tmp_path):
     tl = s.labels["traffic_light"]
     assert tl["state"].tolist() == [LIGHT_STATES.index("green")] and len(tl["boxes"]) == 1
     assert ds.class_map.report()["dropped"] == {"rider": 1, "traffic sign": 1}
-    assert s.timestamp == 10.0 and s.camera_names == ("CAM_FRONT",)
+    assert s.timestamp == 10.0 and s.camera_names == ("front",)
     # Nominal K: 65 degree horizontal FOV at 1280x720, scaled to 320x180; camera 1.35 m up, looking ahead.
     fx = 640 / np.tan(np.radians(32.5)) / 4
     torch.testing.assert_close(s.intrinsics[0], torch.tensor([[fx, 0, 160], [0, fx, 90], [0, 0, 1]],

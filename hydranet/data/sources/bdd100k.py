@@ -218,7 +218,7 @@ class BDD100KSource(Source):
     classes = {"detection2d": BDD_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
-    camera_names = ("CAM_FRONT",)
+    camera_names = ("front",)
 
     def __init__(self, options: BDD100KOptions):
         super().__init__(options)
