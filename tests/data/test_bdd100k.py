@@ -118,6 +118,9 @@ def test_2018_poly2d_lanes_drivable_and_masks(tmp_path):
     assert drivable[170, 160] == 1 and drivable[20, 160] == 0 and drivable[170, 20] == 0
     assert "detection2d" in s.labels and len(s.labels["detection2d"]["boxes"]) == 0  # frame listed, no boxes
 
+    for i in range(2):  # label_present (used by training to route samples) agrees with the samples
+        for label in ("detection2d", "traffic_light", "drivable", "lanes"):
+            assert ds.label_present(i, label) == (label in ds[i].labels), (i, label)
     s2 = ds[1]
     assert s2.labels["drivable"][0, 170].tolist() == [1] * 320 and s2.labels["drivable"][0, 100].sum() == 0
     row = s2.labels["lanes"][0, 90]

@@ -94,6 +94,9 @@ def test_resize_scales_K_and_2d_boxes_and_depth_is_sparse(tmp_path):
                                                                                  220 * sy]))
     depth = s.labels["depth"][0]
     assert depth.shape == (150, 496) and int((depth > 0).sum()) == 1
+    ds = KittiObject(tmp_path, image_size=(150, 496))
+    assert all(ds.label_present(0, k) for k in ("depth", "objects3d", "detection2d"))
+    assert not KittiObject(tmp_path, depth=False).label_present(0, "depth")
     assert float(depth.max()) == pytest.approx(8.0, abs=1e-4)  # z-depth along the camera axis
     v, u = (depth > 0).nonzero()[0].tolist()
     assert abs(u + 0.5 - (700 * (-2.0 + 0.06) / 8.0 + 600) * sx) < 1  # x_cam2 = x_rect + 0.06
