@@ -90,7 +90,7 @@ def build(cfg: Config) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from hydranet.train.evaluate import evaluate
+    from hydranet.eval.loop import dataset_batches, evaluate
     from hydranet.train.trainer import Trainer
 
     console = Console(stderr=True)
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if out["task_n"][i] > 0:
                 last_loss[t] = float(out["task_loss"][i] / out["task_n"][i])
         if trainer.step % args.eval_every == 0 or trainer.step == cfg.train.steps:
-            results = evaluate(model, tasks, eval_set, batch_size=cfg.eval.batch_size, max_batches=max_batches,
-                               device=device, forward=trainer.forward)
+            results = evaluate(trainer.forward, dataset_batches(eval_set, cfg.eval.batch_size, max_batches), tasks,
+                               device=device, model_module=model)
             point = {"step": trainer.step, "train_s": round(train_s, 1), **headline(results)}
             curve.append(point)
             console.print(json.dumps(point, default=float))

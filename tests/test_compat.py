@@ -11,11 +11,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from hydranet.checkpoint import save_checkpoint
 from hydranet.cli import app
 from hydranet.compat import DataLayout, DataMismatchError, check_data_matches_model
 from hydranet.geometry import BevGrid
 from hydranet.model import ModelConfig, create_model
-from hydranet.train.checkpoint import save_checkpoint
 from hydranet.train.config import ConfigError, config_from_dict
 
 WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 2, "height": 64, "width": 128, "grid": {"cell": 2.0}}

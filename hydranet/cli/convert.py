@@ -19,6 +19,10 @@ import yaml
 from rich.console import Console
 
 from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors
+from hydranet.data.convert import convert as run
+from hydranet.data.convert import source_options
+from hydranet.datasets import open_source
 
 
 def parse_extra_options(args: list[str]) -> dict[str, object]:
@@ -78,10 +82,6 @@ def convert(
     Source options follow KIND, e.g. `hydranet convert nuscenes --dataroot DIR --version v1.0-mini
     --out SHARDS`. The report lists samples, label counts and the classes kept and dropped.
     """
-    from hydranet.cli.errors import cli_errors
-    from hydranet.data.convert import convert as run
-    from hydranet.data.convert import source_options
-    from hydranet.data.sources import open_source
 
     if image_format not in ("jpeg", "png", "npz"):
         raise typer.BadParameter(f"must be jpeg, png or npz, got {image_format!r}", param_hint="--image-format")

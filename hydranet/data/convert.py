@@ -31,7 +31,7 @@ from hydranet.data.labels import label_spec
 from hydranet.data.manifest import Manifest, read_manifest
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardWriter
-from hydranet.data.sources import Source, SourceOptions
+from hydranet.data.sources import Source, SourceOptions, parse_options, source_class
 
 
 def _resize_float_map(a: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -83,7 +83,6 @@ def resize_sample(sample: Sample, hw: tuple[int, int]) -> Sample:
 
 def source_options(config: dict[str, Any], image_size: tuple[int, int] | None) -> SourceOptions:
     """Parse a source config, handing ``image_size`` to sources that resize themselves."""
-    from hydranet.data.sources import parse_options, source_class
 
     cls = source_class(str(config.get("kind")))
     if image_size is not None and "image_size" in cls.Options.model_fields and "image_size" not in config:

@@ -26,6 +26,9 @@ import torch
 from torch import Tensor, nn
 
 import hydranet
+from hydranet.checkpoint import CheckpointError, load_model
+from hydranet.checkpoint import trunk_hash as compute_trunk_hash
+from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.deploy.manifest import (
     HeadContextSpec,
     InputSpec,
@@ -38,6 +41,7 @@ from hydranet.deploy.manifest import (
     write_manifest,
 )
 from hydranet.geometry import Rig, default_rig
+from hydranet.world.config import WorldConfig
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
@@ -188,9 +192,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if trunk_hash is None:
-        from hydranet.train.checkpoint import trunk_hash as compute_hash
-
-        trunk_hash = compute_hash(model)
+        trunk_hash = compute_trunk_hash(model)
     was_training = model.training
     model.eval()
     try:
@@ -220,40 +222,36 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str] | str | None = None,
                       opset: int = DEFAULT_OPSET, batch: int = 1) -> tuple[Manifest, nn.Module]:
-    """Load a checkpoint with ``hydranet.train.checkpoint.load_model`` and export it; returns the manifest
-    and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded."""
-    import json
-
-    from hydranet.train.checkpoint import CheckpointError, load_model, resolve_checkpoint, trunk_hash
-
-    resolved = resolve_checkpoint(checkpoint)
-    model, config = load_model(resolved)
-    recorded = json.loads((resolved / "state.json").read_text()).get("trunk_hash")
-    computed = trunk_hash(model)
+    """Load a checkpoint with ``hydranet.checkpoint.load_model`` and export it; returns the manifest
+    and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded; a
+    recorded hash that does not match the weights raises ``CheckpointError``."""
+    model, ckpt = load_model(checkpoint)
+    recorded = ckpt.state.get("trunk_hash")
+    computed = compute_trunk_hash(model)
     if recorded is not None and recorded != computed:
-        raise CheckpointError(f"{resolved}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
+        raise CheckpointError(f"{ckpt.path}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
                               f"({computed[:12]}): the checkpoint is inconsistent")
-    manifest = export_onnx(model, path, tasks, opset, batch, computed, str(resolved), rig_from_config(config, model))
+    rig = rig_from_config(ckpt.state.get("config"), model)
+    manifest = export_onnx(model, path, tasks, opset, batch, computed, str(ckpt.path), rig)
     return manifest, model
 
 
-def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
-    """The rig of the checkpoint's first world dataset (cameras as trained), else None (default rig)."""
-    if config is None:
-        return None
-    from hydranet.compat import check_data_matches_model, world_layout
-    from hydranet.world import WorldConfig
+def rig_from_config(config: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
+    """The rig of the first world dataset (by name) of a checkpoint's training config
+    (``checkpoint.state["config"]``, the raw dict); None (the default rig) when it has none.
 
+    The checkpoint's own data must fit its model: ``DataMismatchError`` names both values."""
+    if not isinstance(config, dict):
+        return None
     rig = None
-    for name, ds in sorted(getattr(config.data, "datasets", {}).items()):
-        world = getattr(ds, "world", None)
-        if getattr(ds, "kind", None) != "world" or world is None:
+    datasets = (config.get("data") or {}).get("datasets") or {}
+    for name, ds in sorted(datasets.items()):
+        if not isinstance(ds, dict) or ds.get("kind") != "world" or not isinstance(ds.get("world"), dict):
             continue
         try:
-            wc = WorldConfig.model_validate(world if isinstance(world, dict) else world.model_dump())
-        except Exception:  # a world section this version cannot read: fall back to the default rig
+            wc = WorldConfig.model_validate(ds["world"])
+        except ValueError:  # a world section this version cannot read: fall back to the default rig
             return None
-        # The checkpoint's own data must fit its model (DataMismatchError names both values).
         check_data_matches_model(world_layout(wc, f"checkpoint config data.datasets.{name}"), model.cfg)
         rig = rig or wc.rig.to_dict()
     return rig

@@ -134,8 +134,21 @@ class DeployedModel:
         return out
 
     def __call__(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """Every output of the graph on a collated ``Batch``, ``{task: {key: Tensor [B, ...]}}``;
+        ``camera_valid`` bool ``[B, N]`` marks failed cameras (see ``forward``)."""
         self.check_batch(batch)
         return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam, camera_valid)
+
+    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
+                      camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """``HydraNet.forward_batch``'s interface (what ``hydranet.eval.loop.evaluate`` drives): the
+        graph runs every head it holds; the outputs of ``tasks`` (default: all) are returned.
+        Raises ``KeyError`` naming the graph when it has no head for a requested task."""
+        out = self(batch, camera_valid)
+        missing = [t for t in tasks or [] if t not in out]
+        if missing:
+            raise KeyError(f"{self.path}: the graph has no head for {missing}; it holds {sorted(out)}")
+        return {t: out[t] for t in (tasks if tasks is not None else out)}
 
     def check_batch(self, batch: Batch) -> None:
         names = list(batch.camera_names)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hydranet.checkpoint import trunk_hash
 from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample, collate
 from hydranet.engine.label import LabelError, Labelled, label_cost
@@ -225,7 +226,6 @@ def frame_confidence(labels: dict[str, Any], decoded_probs: dict[str, Tensor]) -
 def autolabel_items(queue: list[dict[str, Any]], pool: Dataset, teacher: Any, teacher_path: str,
                     cfg: AutoLabelConfig, skipped: list[str] | None = None) -> Iterator[Labelled]:
     """Auto-labelled samples for the queued frames (each clip is run once for all its frames)."""
-    from hydranet.train.checkpoint import trunk_hash
 
     thash = trunk_hash(teacher)
     teacher.eval()

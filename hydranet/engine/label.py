@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample
+from hydranet.data.shards import ShardWriter
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
 
@@ -54,7 +55,6 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
 
     ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet). With no item
     (every frame filtered out) no shard is written and ``path`` is None."""
-    from hydranet.data.shards import ShardWriter
 
     out = Path(out)
     rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]

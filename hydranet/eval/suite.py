@@ -33,6 +33,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
+from hydranet.config_errors import format_validation_error
+from hydranet.tasks.base import TASKS
 from hydranet.world.config import WorldConfig
 
 # Metrics where smaller is better (everything else: larger is better). Matched on the part before "/".
@@ -149,7 +152,6 @@ class Suite(BaseModel):
 
 
 def _pretty(e: ValidationError) -> str:
-    from hydranet.config_errors import format_validation_error
 
     return format_validation_error(e, "", sep="; ")
 
@@ -170,8 +172,6 @@ def load_suite(path: str | Path) -> Suite:
         suite = Suite.model_validate({**data, "path": str(path)})
     except ValidationError as e:
         raise SuiteError(f"{path}: {_pretty(e)}") from None
-    import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
-    from hydranet.tasks.base import TASKS
 
     unknown = [t for t in suite.tasks if t not in TASKS]
     if unknown:

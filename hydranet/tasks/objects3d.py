@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Detection3DMetric, Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     GT_COLOR,
     PRED_COLOR,
@@ -36,6 +37,7 @@ from hydranet.tasks.common import (
     prior_bias,
     topk_peaks,
 )
+from hydranet.viz import draw_boxes3d
 
 # Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.
 _REG = {"offset": 2, "z": 1, "log_size": 3, "rot": 2, "velocity": 2}
@@ -195,8 +197,6 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import Detection3DMetric
-
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         grid = self._grid()
@@ -204,8 +204,6 @@ class Objects3D(OptionsTask):
                                  range_bins=RANGE_BINS)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes3d
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

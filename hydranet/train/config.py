@@ -6,8 +6,7 @@ names the YAML file and the dotted field path, e.g.::
     configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
 
 The ``model`` section is validated by the model package's ``ModelConfig`` and a world dataset's
-``world`` section by ``WorldConfig``; they are imported lazily so this module (and its error
-messages) work before those packages are loaded. ``--set train.lr=1e-3`` style overrides are
+``world`` section by ``WorldConfig``. ``--set train.lr=1e-3`` style overrides are
 applied to the raw YAML tree before validation, so they get the same checks and messages.
 """
 
@@ -20,6 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.config_errors import format_validation_error
+from hydranet.datasets import SourceConfigError, parse_options
+from hydranet.model import MODEL_PRESETS, ModelConfig
+from hydranet.world.config import WorldConfig
 
 
 class ConfigError(ValueError):
@@ -61,7 +63,6 @@ class DatasetConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        from hydranet.data.sources import SourceConfigError, parse_options
 
         try:
             parse_options(self.options(), "")
@@ -177,17 +178,11 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_model(self) -> Config:
-        try:
-            from hydranet.model import ModelConfig  # noqa: F401
-        except ImportError:  # model package not built yet: structure checked when the model is made
-            return self
         self.resolved_model()
         return self
 
     def resolved_model(self) -> Any:
         """The validated ``ModelConfig`` (``model.preset: tiny`` + overrides, deep-merged)."""
-        from hydranet.model import ModelConfig
-
         return ModelConfig.model_validate(resolve_model_dict(self.model))
 
     def task_names(self) -> list[str]:
@@ -208,7 +203,6 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
     name = model.pop("preset", None)
     if name is None:
         return model
-    from hydranet.model import MODEL_PRESETS
 
     if name not in MODEL_PRESETS:
         raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
@@ -280,8 +274,6 @@ def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
 def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     """Precise paths for errors raised inside the lazily-validated model/world sections."""
     try:
-        from hydranet.model import ModelConfig
-
         ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
     except ValidationError as e:
         return _format_errors(e, where, "model")
@@ -297,8 +289,6 @@ def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     for name, ds in items:
         if isinstance(ds, dict) and ds.get("kind") == "world" and ds.get("world"):
             try:
-                from hydranet.world import WorldConfig
-
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
                 prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"

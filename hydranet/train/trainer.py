@@ -32,11 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from hydranet.data.sample import Batch, collate
-from hydranet.tasks.base import Task
-from hydranet.train import distributed as D
-from hydranet.train.balancing import create_balancer
-from hydranet.train.checkpoint import (
+from hydranet.checkpoint import (
     CheckpointError,
     b64_tensor,
     load_checkpoint,
@@ -47,11 +43,17 @@ from hydranet.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from hydranet.data.sample import Batch, collate
+from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.tasks.base import Task
+from hydranet.train import distributed as D
+from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config, config_to_dict
-from hydranet.train.evaluate import evaluate
+from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.precision import autocast, use_bf16
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
+from hydranet.train.sync_batchnorm import convert_sync_batchnorm
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -98,7 +100,6 @@ class Trainer:
         self.dist = dist_info or D.DistInfo()
         self.device = device or torch.device("cpu")
         if self.tc.sync_batchnorm and self.dist.enabled:
-            from hydranet.train.sync_batchnorm import convert_sync_batchnorm
 
             model = convert_sync_batchnorm(model)
         self.model = model.to(self.device)
@@ -153,7 +154,8 @@ class Trainer:
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
         mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
             if self.model.training and self.tc.camera_dropout > 0 else None
-        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, camera_valid=mask)
+        extra = {} if mask is None else {"camera_valid": mask}  # models without camera masks stay callable
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, **extra)
 
     def train_mode(self) -> None:
         self.model.train()
@@ -323,8 +325,6 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        from hydranet.train.logging import TrainLogger
-
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
                              progress=self.progress)
         batches = self._loader()
@@ -379,6 +379,7 @@ class Trainer:
     def evaluate(self, max_batches: int | None = None) -> dict[str, dict[str, float]]:
         if self.eval_set is None:
             return {}
-        return evaluate(self.model, {t: self.tasks[t] for t in self.train_tasks}, self.eval_set,
-                        batch_size=self.cfg.eval.batch_size, max_batches=max_batches, device=self.device,
-                        forward=self.forward, dist_info=self.dist)
+        batches = dataset_batches(self.eval_set, self.cfg.eval.batch_size, max_batches, self.dist.rank,
+                                  self.dist.world_size)
+        return evaluate(self.forward, batches, {t: self.tasks[t] for t in self.train_tasks}, device=self.device,
+                        sync=self.dist.enabled, model_module=self.model)

@@ -5,15 +5,15 @@ from typing import ClassVar
 import pytest
 import torch
 
-from hydranet.data import open_dataset
 from hydranet.data.convert import convert, resize_sample
 from hydranet.data.labels import LABEL_SPECS, ClassMap, LabelSpec, label_spec
 from hydranet.data.sample import Sample, collate
-from hydranet.data.sources import (
+from hydranet.datasets import (
     SOURCES,
     Source,
     SourceConfigError,
     SourceOptions,
+    open_dataset,
     open_source,
     register_source,
 )

@@ -8,11 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hydranet.checkpoint import save_checkpoint
 from hydranet.cli import app
 from hydranet.eval.suite import load_suites
 from hydranet.model import ModelConfig, create_model
 from hydranet.tasks.traffic_light import TrafficLight
-from hydranet.train.checkpoint import save_checkpoint
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 SUITE = SUITES / "curves_lights.yaml"
