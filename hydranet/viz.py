@@ -178,10 +178,11 @@ class Views:
         self.draw_ego()
         h, w = self.image_hw[0] * self.scale, self.image_hw[1] * self.scale
         header = 28 if title else 0
-        if all(n in LAYOUT for n in self.camera_names):
+        several = len(self.camera_names) > 1  # a single camera is drawn alone, not in an empty rig layout
+        if several and all(n in LAYOUT for n in self.camera_names):
             slots = {i: LAYOUT[n] for i, n in enumerate(self.camera_names)}
             cols, rows = 5, 2
-        elif all(n in NUSCENES_LAYOUT for n in self.camera_names):
+        elif several and all(n in NUSCENES_LAYOUT for n in self.camera_names):
             slots = {i: NUSCENES_LAYOUT[n] for i, n in enumerate(self.camera_names)}
             cols, rows = 3, 2
         else:  # any other rig: rig order, four per row
