@@ -147,6 +147,12 @@ class Trainer:
             return [scheduled]
         return self.train_tasks
 
+    def task_losses(self, batch: Batch, tasks: list[str]) -> dict[str, Tensor]:
+        """Each task's mean loss over the batch's labelled samples (``ClipTrainer`` runs clips here)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext():
+            outputs = self.forward(batch, tasks)
+        return {t: self.tasks[t].loss(outputs[t], batch)["loss"].float() for t in tasks}
+
     def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:
         accum, world = self.tc.grad_accum, self.dist.world_size
         bad = False
@@ -164,15 +170,14 @@ class Trainer:
             run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
             if bad or not run:
                 continue
-            with torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext():
-                outputs = self.forward(batch, run)
+            means = self.task_losses(batch, run)
             losses = {}
             for t in run:
                 i = candidates.index(t)
                 # Weight = this rank's share of the task's labelled samples × W: the mean over ranks
                 # of weighted per-rank means is the global mean (balancing.py, point 4).
                 share = float(local[i]) * world / float(counts[i])
-                losses[t] = self.tasks[t].loss(outputs[t], batch)["loss"].float() * share
+                losses[t] = means[t] * share
             values = torch.stack([v.detach() for v in losses.values()])
             finite = D.all_reduce_sum(torch.isfinite(values).all().float().reshape(1)).item() == world
             if not finite:
