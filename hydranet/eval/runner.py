@@ -64,11 +64,21 @@ class SuiteRun:
     seconds: float = 0.0
 
 
-def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int | None = None) -> list[FrameId]:
-    """Every (scenario, seed, index) the suite evaluates; ``frames`` overrides ``suite.frames``."""
+def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int | None = None,
+                scene_len: Callable[[str, int], int] | None = None) -> list[FrameId]:
+    """Every (scenario, seed, index) the suite evaluates; ``frames`` overrides ``suite.frames``. With
+    ``suite.sequence`` each planned frame expands to the clip ending at it (``scene_len``: frames per scene)."""
     s = suite if frames is None else suite.model_copy(update={"frames": frames})
+    if s.sequence is None:
+        return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
+                for i in s.frame_indices(world_len(name, seed))]
+    if scene_len is None:
+        raise ValueError("plan_frames: a sequence suite needs scene_len (frames per scene of each world)")
+    from hydranet.eval.sequence import clip_indices
+
     return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
-            for i in s.frame_indices(world_len(name, seed))]
+            for clip in clip_indices(s.frame_indices(world_len(name, seed)), scene_len(name, seed), s.sequence)
+            for i in clip]
 
 
 def model_world_fields(model: nn.Module) -> dict[str, Any]:
@@ -145,7 +155,15 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     """
     t0 = time.perf_counter()
     worlds = Worlds(suite, models)
-    plan = plan_frames(suite, lambda s, seed: len(worlds(s, seed)), frames)
+    plan = plan_frames(suite, lambda s, seed: len(worlds(s, seed)), frames,
+                       lambda s, seed: worlds(s, seed).config.frames_per_scene)
+    if suite.sequence is not None:  # video: one frame at a time, in order, through each model's memory
+        from hydranet.eval.sequence import stream_frame, with_sequence
+
+        batch_size = 1
+        for model in models.values():
+            if hasattr(model, "reset_state"):
+                model.reset_state()
     state: dict[str, tuple[dict[str, TaskEval], list[str]]] = {}
     for label, model in models.items():
         model.eval()
@@ -167,11 +185,15 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
             tasks, _ = state[label]
             if not tasks:
                 continue
-            out = model.forward_batch(batch, tasks=list(tasks))
+            if suite.sequence is not None:
+                out = stream_frame(model, batch, list(tasks))
+            else:
+                out = model.forward_batch(batch, tasks=list(tasks))
             for name, te in tasks.items():
                 task = model.task_objects[name]
                 targets = task.targets(batch)
-                te.metric.update(task.decode(out[name], batch), targets)
+                scored = with_sequence(targets, batch) if suite.sequence is not None else targets
+                te.metric.update(task.decode(out[name], batch), scored)
                 te.frames.extend(n for n, t in zip(numbers, targets, strict=True) if t is not None)
         done += len(numbers)
         if on_batch is not None:

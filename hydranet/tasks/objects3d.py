@@ -161,9 +161,13 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import Detection3DMetric
+        from hydranet.metrics.temporal import TemporalDetection3DMetric
 
-        return Detection3DMetric(classes=self.classes)
+        # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.
+        g = getattr(self, "grid", None)  # known once build_head ran; else the temporal keys count every object
+        extent = (g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]) if g is not None else None
+        return TemporalDetection3DMetric(classes=self.classes, score_threshold=self.cfg.draw_threshold,
+                                         grid_extent=extent)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         from hydranet.viz import draw_boxes3d

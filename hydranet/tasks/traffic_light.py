@@ -93,9 +93,10 @@ class TrafficLight(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import TrafficLightMetric
+        from hydranet.metrics.temporal import TemporalTrafficLightMetric
 
-        return TrafficLightMetric(states=self.states)
+        # Plain TrafficLightMetric on single frames; on sequences it adds state flicker.
+        return TemporalTrafficLightMetric(states=self.states)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         from hydranet.viz import draw_boxes2d, draw_traffic_lights
