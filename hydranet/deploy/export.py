@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import hydranet
+from hydranet.deploy import streaming as S
 from hydranet.deploy.manifest import (
     HeadContextSpec,
     InputSpec,
@@ -159,18 +160,30 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         inputs = example_inputs(model, batch, rig)
         outputs = model(*inputs, tasks=names)
         keys = [(t, k) for t in names for k in outputs[t]]
-        graph = ExportGraph(model, names, keys).eval()
+        input_names, output_names = list(INPUT_NAMES), [f"{t}.{k}" for t, k in keys]
+        # A temporal model with a BEV task exports its streaming graph: state and ego motion in, new state out.
+        streaming = bool(getattr(model, "is_temporal", False)) and any(
+            model.task_objects[t].space == "bev" for t in names)
+        graph: nn.Module = ExportGraph(model, names, keys).eval()
+        if streaming:
+            graph = S.StreamingGraph(model, names, keys).eval()
+            inputs = (*inputs, *S.example_state_inputs(model, batch))
+            input_names += [*S.EGO_INPUTS, *S.state_input_names()]
+            output_names += S.state_output_names()
         tmp = path.with_name(f".tmp-{path.name}")
         with warnings.catch_warnings():
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=list(INPUT_NAMES), output_names=[f"{t}.{k}" for t, k in keys],
+                              input_names=input_names, output_names=output_names,
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
         tmp.replace(path)
     finally:
         model.train(was_training)
     manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig)
+    if streaming:
+        manifest = manifest.model_copy(update={"inputs": manifest.inputs + S.streaming_input_specs(model, batch),
+                                               "rig_note": f"{manifest.rig_note} {S.STATE_NOTE}"})
     write_manifest(manifest, manifest_path(path))
     return manifest
 
