@@ -68,3 +68,18 @@ def evaluate_sequences(model: nn.Module, dataset: Dataset, clips: list[list[int]
         model.reset_state()
     return {t: m.compute() for t, m in metrics.items()}
 
+
+
+def scene_runs(dataset: Dataset, limit: int | None = None) -> list[list[int]]:
+    """The dataset's indices ``[0, limit)`` split into runs of consecutive frames of one scene (clips)."""
+    from hydranet.train.clips import sequence_keys
+
+    scenes, frames = sequence_keys(dataset)
+    n = len(scenes) if limit is None else min(limit, len(scenes))
+    runs: list[list[int]] = []
+    for i in range(n):
+        if runs and scenes[i] == scenes[i - 1] and frames[i] == frames[i - 1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
