@@ -7,6 +7,10 @@ in ``fusion.temporal``. Both train with ``ClipTrainer`` on the *same clips in th
 seed, ``--steps`` steps of ``--batch`` clips × ``--clip`` frames): the single-frame model runs each
 frame alone, the temporal one carries its memory through the clip (truncated BPTT).
 
+On a busy 2-core machine one model at the default size takes ~5 minutes: ``--model single_frame`` and
+``--model temporal`` with the same ``--save DIR`` run them as two commands (each well under 10 minutes);
+the second one finds the first's result in DIR and prints the comparison.
+
 Evaluation: held-out scenes of another world seed, each streamed whole through each model
 (``hydranet.eval.sequence``): nuScenes mAP and mAVE (``ave``, m/s), occlusion persistence
 (``occluded_recall``), ``flicker``; latency per frame (batch 1, median of ``--latency-frames``, the
@@ -119,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    p.add_argument("--model", choices=["both", "single_frame", "temporal"], default="both",
+                   help="train/evaluate one model only (its result goes to --save)")
+    p.add_argument("--save", type=Path, default=None, help="directory for per-model results (to combine runs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from hydranet.eval.sequence import evaluate_sequences
@@ -130,8 +137,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     f = args.eval_frames_per_scene
     clips = [list(range(s * f, (s + 1) * f)) for s in range(args.eval_scenes)]
     results: dict[str, Any] = {}
+    if args.model != "both" and args.save is None:
+        p.error("--model single_frame|temporal needs --save DIR (where the two halves meet)")
+    todo = [(n, n == "temporal") for n in ("single_frame", "temporal") if args.model in ("both", n)]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, temporal in (("single_frame", False), ("temporal", True)):
+        for name, temporal in todo:
             model, train_s = train(args, temporal, train_data, Path(tmp) / name)
             metrics = evaluate_sequences(model, eval_data, clips, list(TASKS))
             o = metrics["objects3d"]
@@ -140,7 +150,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "occluded_recall": o["occluded_recall"],
                 "occluded_objects": o["occluded_objects"], "visible_recall": o["visible_recall"],
                 "flicker": o["flicker"], "bev_semantic_miou": metrics["bev_semantic"].get("miou"),
-                "params": sum(p.numel() for p in model.parameters()), **latency(model, eval_data, args.latency_frames)}
+                "params": sum(p.numel() for p in model.parameters())}
+    same = {k: v for k, v in vars(args).items() if k not in ("out", "model", "save", "threads")}
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, r in results.items():
+            (args.save / f"{name}.json").write_text(json.dumps({"args": same, "result": r}, default=float))
+        for name in ("single_frame", "temporal"):
+            f = args.save / f"{name}.json"
+            if name not in results and f.is_file():
+                saved = json.loads(f.read_text())
+                if saved["args"] != same:
+                    p.error(f"{f} was run with other settings {saved['args']}: rerun it with these")
+                results[name] = saved["result"]
+    if len(results) < 2:
+        partial = {"benchmark": "temporal", "partial": True, "args": same, "results": results,
+                   "render_s": round(render_s, 1), "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps(partial, indent=1, default=float))
+        return partial
+    # Latency in this one process, the two architectures interleaved round by round (weights do not change
+    # the cost, so fresh models serve when a half was trained in another command); best round of each.
+    from hydranet.model import create_model
+
+    nets = {n: create_model(make_config(args, n == "temporal").resolved_model()).eval() for n in results}
+    for _ in range(3):
+        for n, net in nets.items():
+            lat = latency(net, eval_data, args.latency_frames)
+            best = results[n].get("median_s")
+            results[n].update(lat if best is None or lat["median_s"] < best else {})
     s, t = results["single_frame"], results["temporal"]
 
     def ratio(a: float, b: float) -> float | None:

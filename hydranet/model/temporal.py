@@ -15,7 +15,7 @@ What the module keeps between frames (``TemporalState``, all tensors, batch firs
 Each frame: every queue entry and the hidden map are warped into the current ego frame with
 ``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
 displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
-``concat(current BEV, warped entries, validity masks, ages)`` is reduced to the GRU input; the GRU
+``concat(current BEV, warped entries, validity masks, ages)`` is mixed per cell (1×1 conv) into the GRU input; the GRU
 updates the hidden map; its output is added residually to the current BEV. The new state is returned,
 never kept inside the module: the caller (trainer, ``HydraNet.stream``, the car's runtime through the
 exported graph) owns it. An all-zero ``TemporalState`` is the reset (no history; the first frame of a
@@ -166,8 +166,9 @@ class TemporalMemory(nn.Module):
         self.time_queue, self.space_queue = time_queue, space_queue
         self.push_every_frames, self.push_every_metres = push_every_frames, float(push_every_metres)
         q = time_queue + space_queue
-        # current + q warped entries + q validity masks + q ages
-        self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q, channels, 3, 1, 1, bias=False),
+        # current + q warped entries + q validity masks + q ages, mixed per cell (1×1: the ConvGRU's 3×3
+        # convs compare neighbouring cells, which is where displacement, i.e. velocity, is read).
+        self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q, channels, 1, bias=False),
                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         self.gru = ConvGRUCell(channels, channels)
         self.out = nn.Conv2d(channels, channels, 3, 1, 1)

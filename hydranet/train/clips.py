@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -155,9 +156,8 @@ class ClipTrainer(Trainer):
         sampler = ClipBatchSampler(self.scheduler, self.tc.batch_size, self.dist.rank, self.dist.world_size, total,
                                    self.starts, self.length)
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
-        length, burn_in = self.length, self.burn_in
         loader = DataLoader(self.train_set, batch_sampler=sampler,
-                            collate_fn=lambda s: collate_clip(s, length, burn_in),
+                            collate_fn=partial(collate_clip, length=self.length, burn_in=self.burn_in),
                             num_workers=self.tc.num_workers, generator=gen, pin_memory=self.device.type == "cuda",
                             persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None)
         return iter(loader)
