@@ -10,6 +10,7 @@ persistence and flicker can follow objects across frames. Used by the suite runn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,8 +51,10 @@ def stream_frame(model: nn.Module, batch: Batch, tasks: list[str]) -> dict[str, 
 @torch.no_grad()
 def evaluate_sequences(model: nn.Module, dataset: Dataset, clips: list[list[int]], tasks: list[str],
                        device: str | torch.device = "cpu", metrics: dict[str, Any] | None = None,
+                       on_frame: Callable[[dict[str, Any], Batch], None] | None = None,
                        ) -> dict[str, dict[str, float]]:
-    """Stream every clip through ``model`` and score every frame; returns ``{task: metrics}``."""
+    """Stream every clip through ``model`` and score every frame; returns ``{task: metrics}``.
+    ``on_frame(outputs, batch)`` sees every frame's raw outputs (extra diagnostics)."""
     model.eval()
     objs: dict[str, Task] = model.task_objects  # type: ignore[assignment]
     metrics = metrics if metrics is not None else {t: objs[t].make_metric() for t in tasks}
@@ -61,6 +64,8 @@ def evaluate_sequences(model: nn.Module, dataset: Dataset, clips: list[list[int]
         for i in clip:
             batch = collate([dataset[i]]).to(device)
             out = stream_frame(model, batch, tasks)
+            if on_frame is not None:
+                on_frame(out, batch)
             for t in tasks:
                 task = objs[t]
                 metrics[t].update(task.decode(out[t], batch), with_sequence(task.targets(batch), batch))
