@@ -13,8 +13,9 @@ the second one finds the first's result in DIR and prints the comparison.
 
 Evaluation: held-out scenes of another world seed, each streamed whole through each model
 (``hydranet.eval.sequence``): nuScenes mAP and mAVE (``ave``, m/s), occlusion persistence
-(``occluded_recall``), ``flicker``; latency per frame (batch 1, median of ``--latency-frames``, the
-state carried) and the state's memory. Goals (issue 13): mAVE <= 0.5x single-frame, occluded recall
+(``occluded_recall``), ``flicker``, plus the velocity head's error at the true object cells; latency per
+frame at ``--latency-size`` (batch 1, median of ``--latency-frames``, the state carried, both architectures
+interleaved in one process) and the state's memory. Goals (issue 13): mAVE <= 0.5x single-frame, occluded recall
 and flicker clearly better, mAP not worse, latency <= 1.2x. Prints one JSON object::
 
     .venv/bin/python benchmarks/temporal.py --steps 60        # ~8 min on 2 busy CPU cores
@@ -68,7 +69,8 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
         "data": {"datasets": {"w": {"kind": "world", "frames": 1}}},  # the data is handed to the trainer
         "model": {"preset": "tiny", "image_size": [args.height, args.width], "fusion": fusion,
                   "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 1.0},
-                  "tasks": {t: {} for t in TASKS}},
+                  # Velocity weighs as much as the other box terms (the task default, 0.2, suits long runs).
+                  "tasks": {"objects3d": {"code_weights": {"velocity": 1.0}}, "bev_semantic": {}}},
         "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr,
                   "warmup_steps": min(10, args.steps // 5),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, args.steps), "seed": args.seed,
@@ -163,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--latency-frames", type=int, default=8)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=128)
-    p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--lr", type=float, default=6e-3)
+    p.add_argument("--latency-size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
+                   help="image size of the latency measurement (default: the tiny preset's 128x256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -217,10 +221,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the cost, so fresh models serve when a half was trained in another command); best round of each.
     from hydranet.model import create_model
 
-    nets = {n: create_model(make_config(args, n == "temporal").resolved_model()).eval() for n in results}
+    lh, lw = args.latency_size
+    frames = render(2002, 1, args.latency_frames + 2, argparse.Namespace(height=lh, width=lw))
+    nets = {n: create_model(make_config(args, n == "temporal").resolved_model().model_copy(
+        update={"image_size": (lh, lw)})).eval() for n in results}
     for _ in range(3):
         for n, net in nets.items():
-            lat = latency(net, eval_data, args.latency_frames)
+            lat = latency(net, frames, args.latency_frames)
             best = results[n].get("median_s")
             results[n].update(lat if best is None or lat["median_s"] < best else {})
     s, t = results["single_frame"], results["temporal"]
@@ -236,8 +243,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "map_delta": t["map"] - s["map"], "map_goal": ">= 0",
         "latency_ratio": ratio(t["median_s"], s["median_s"]), "latency_goal": "<= 1.2",
     }
+    # nuScenes scores a class without any true positive as error 1.0: with (almost) no detections mAVE
+    # says nothing about velocity, and the ratio is not a result.
+    mave_measurable = min(s["map"], t["map"]) >= 0.01
+    goals["mave_measurable"] = mave_measurable
     goals["met"] = {
-        "mave": goals["mave_ratio"] is not None and goals["mave_ratio"] <= 0.5,
+        "mave": (goals["mave_ratio"] is not None and goals["mave_ratio"] <= 0.5) if mave_measurable else None,
         "occluded_recall": goals["occluded_recall_delta"] > 0, "flicker": goals["flicker_delta"] < 0,
         "map": goals["map_delta"] >= 0,
         "latency": goals["latency_ratio"] is not None and goals["latency_ratio"] <= 1.2}
