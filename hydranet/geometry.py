@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +290,28 @@ class BevGrid:
     @staticmethod
     def from_dict(d: dict) -> BevGrid:
         return BevGrid(tuple(d["x_range"]), tuple(d["y_range"]), float(d["cell"]))
+
+
+class GridConfig(BaseModel):
+    """The config/YAML form of ``BevGrid``: the ONE schema the world (labels) and the model share, so
+    a grid is written, validated and compared the same way everywhere (``hydranet.compat``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    x_range: tuple[float, float] = (-32.0, 32.0)  # ego x (forward), metres
+    y_range: tuple[float, float] = (-32.0, 32.0)  # ego y (left), metres
+    cell: float = Field(0.5, gt=0.0)  # metres per cell
+
+    @model_validator(mode="after")
+    def _check(self) -> GridConfig:
+        self.to_grid()  # raises a ValueError naming the range
+        return self
+
+    def to_grid(self) -> BevGrid:
+        return BevGrid(tuple(self.x_range), tuple(self.y_range), self.cell)
+
+    @staticmethod
+    def from_grid(grid: BevGrid) -> GridConfig:
+        return GridConfig(x_range=grid.x_range, y_range=grid.y_range, cell=grid.cell)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """The typer application every command module registers onto."""
 
+import sys
+
 import typer
 
 app = typer.Typer(
+    # Rich error panels wrap messages inside a box at 80 columns; in logs and pipes print click's
+    # plain one-line "Error: ..." instead (hydranet.console does the same for tables).
+    rich_markup_mode="rich" if sys.stderr.isatty() else None,
     name="hydranet",
     help="Build, train, evaluate, mine data for and deploy multi-camera multi-task perception networks.",
     no_args_is_help=True,

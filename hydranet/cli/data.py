@@ -11,8 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.console import make_console
 
-_err = Console(stderr=True)
+_err = make_console(stderr=True)
 
 
 def _progress(console: Console) -> Progress:
@@ -24,10 +25,14 @@ def _progress(console: Console) -> Progress:
 @app.command()
 def generate(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for shard-*.tar and manifest.json."),
-    frames: int = typer.Option(..., "--frames", "-n", min=1, help="Number of samples (8-camera frames) to write."),
+    frames: int = typer.Option(None, "--frames", "-n", min=1, help="Number of samples (8-camera frames) to write "
+                               "(default with a training config: its dataset's `frames`)."),
     seed: int = typer.Option(None, "--seed", help="World seed (overrides the config's `seed`)."),
-    config: Path = typer.Option(None, "--config", "-c", help="WorldConfig YAML (a training config's `world:` "
-                                "section works too). Default: WorldConfig()."),
+    config: Path = typer.Option(None, "--config", "-c", help="WorldConfig YAML, or a training config (e.g. "
+                                "configs/demo.yaml): the world of its --dataset, checked against its model. "
+                                "Default: WorldConfig()."),
+    dataset: str = typer.Option(None, "--dataset", help="With a training config: which world dataset "
+                                "(data.datasets.NAME, or 'eval'); default: its only one."),
     shard_size: int = typer.Option(256, "--shard-size", min=1, help="Samples per shard file."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes rendering in parallel; the output "
                                 "is byte-identical for any value."),
@@ -51,16 +56,21 @@ def generate(
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
-        world = load_world_config(config, {"seed": seed} if seed is not None else None)
+        world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
+        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
+        frames = frames if frames is not None else dataset_frames
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
+    if frames is None:
+        raise typer.BadParameter("how many frames? (required unless --config is a training config)",
+                                 param_hint="--frames")
 
-    console = Console()
+    console = make_console()
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
         existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
-    except (ShardError, ValueError) as e:
+    except (ShardError, ValueError) as e:  # OUT holds another dataset: bad input
         _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     if existing is not None:
         size = sum(s.bytes for s in existing.shards)
         console.print(f"{out}: up to date ({existing.num_samples} samples, {len(existing.shards)} shards, "
@@ -80,7 +90,7 @@ def generate(
         except (ShardError, ValueError, OSError) as e:
             bar.stop()
             _err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from e
+            raise typer.Exit(1 if isinstance(e, OSError) else 2) from e
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start
@@ -88,9 +98,30 @@ def generate(
                   f"{size / m.num_samples / 1e3:.0f} kB/sample, {m.num_samples / secs:.1f} samples/s)")
 
 
+def _training_frames(config: Path | None, dataset: str | None, world) -> int | None:  # noqa: ANN001
+    """A training config's dataset ``frames``, after checking its world against the config's model
+    (``hydranet.compat``): the frames written are ones that model accepts. None for other files."""
+    import yaml
+
+    from hydranet.compat import check_data_matches_model, world_layout
+    from hydranet.data.loaders import training_world
+    from hydranet.train.config import load_config
+
+    if config is None:
+        return None
+    tree = yaml.safe_load(config.read_text()) or {}
+    if not isinstance(tree, dict) or not isinstance(tree.get("data"), dict):
+        return None
+    _, frames = training_world(tree, dataset, str(config))
+    model_cfg = load_config(config).resolved_model()
+    check_data_matches_model(world_layout(world, f"{config} dataset {dataset or '(default)'}"), model_cfg)
+    return frames
+
+
 @app.command("data-info")
 def data_info(
-    data: Path = typer.Argument(..., help="Shard directory (or its manifest.json)."),
+    data: str = typer.Argument(..., help="Shard directory (or its manifest.json), or an fsspec URL of one "
+                               "(s3://, gs://, https://)."),
     verify: bool = typer.Option(False, "--verify", help="Check every shard's sha256 against the manifest."),
     deep: bool = typer.Option(False, "--deep", help="With --verify: also read and decode every sample."),
 ) -> None:
@@ -98,12 +129,12 @@ def data_info(
     from hydranet.data.manifest import ShardError
     from hydranet.data.shards import ShardDataset
 
-    console = Console()
+    console = make_console()
     try:
         ds = ShardDataset(data)
-    except ShardError as e:
+    except ShardError as e:  # not a dataset: bad input (a failed --verify below exits 1)
         _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     m = ds.manifest
     size = sum(s.bytes for s in m.shards)
     src = m.source.get("kind", "?")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.console import make_console
 
-console = Console()
+console = make_console()
 
 
 def _progress() -> Progress:
@@ -57,11 +57,12 @@ def _deployed(graph: Path, threads: int | None) -> Any:
 @app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint directory, or a run directory (its latest checkpoint)"),
-    output: Path = typer.Option(Path("model.onnx"), "-o", "--output", help="ONNX file to write; the manifest goes "
-                                "beside it as <name>.manifest.json"),
+    output: Path = typer.Option(Path("model.onnx"), "--out", "-o", "--output", help="ONNX file to write; the "
+                                "manifest goes beside it as <name>.manifest.json"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated heads to export (default: all); "
                                      "camera-only tasks give a graph without BEV fusion"),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16: GridSample)"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 with BEV tasks: GridSample; camera-only "
+                              ">= 13)"),
     batch: int = typer.Option(1, "--batch", min=1, help="batch size the graph is built for (fixed)"),
     verify: bool = typer.Option(False, "--verify", help="compare ONNX Runtime with PyTorch eager on held-out "
                                 "synthetic frames and print the max abs difference per output (fails above 1e-3)"),
@@ -80,7 +81,7 @@ def export(
         with console.status(f"exporting {checkpoint} -> {output}"):
             manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
     except ExportError as e:
-        raise typer.BadParameter(str(e), param_hint="--tasks") from None
+        raise typer.BadParameter(str(e), param_hint=e.option) from None
     except (CheckpointError, OSError, ValueError) as e:  # ValueError: a model config this version rejects
         raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     graph = onnx.load(str(output), load_external_data=False)
@@ -132,7 +133,7 @@ def _drop_table(title: str, rows: dict[str, dict[str, Any]], max_drop: float) ->
 @app.command()
 def quantize(
     model: Path = typer.Argument(..., help="fp32 ONNX graph written by `hydranet export` (manifest beside it)"),
-    output: Path | None = typer.Option(None, "-o", "--output", help="INT8 graph (default <name>.int8.onnx)"),
+    output: Path | None = typer.Option(None, "--out", "-o", "--output", help="INT8 graph (default <name>.int8.onnx)"),
     calib_frames: int = typer.Option(32, "--calib-frames", min=1, help="synthetic frames for calibration"),
     eval_frames: int = typer.Option(16, "--eval-frames", min=0, help="held-out frames to measure the per-task "
                                     "metric drop (0: skip)"),
@@ -207,7 +208,8 @@ def infer(
     model: Path = typer.Argument(..., help="ONNX graph (fp32 or INT8) with its manifest beside it"),
     data: str = typer.Option("synthetic", "--data", help="'synthetic' (held-out frames rendered for the graph's "
                              "rig), a shard directory, or a world .yaml"),
-    out: Path = typer.Option(Path("infer"), "--out", help="directory for frame_XXXX.png/.npz and predictions.json"),
+    out: Path = typer.Option(Path("infer"), "--out", "-o", help="directory for frame_XXXX.png/.npz and "
+                             "predictions.json"),
     frames: int | None = typer.Option(None, "--frames", min=1, help="frames to run (default: 8 synthetic / all)"),
     ground_truth: bool = typer.Option(False, "--ground-truth", help="also draw the frames' labels, if any"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),

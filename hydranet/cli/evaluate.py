@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.console import make_console
 
-console = Console()
+console = make_console()
 
 CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
 SUITE_HELP = "a suite YAML file or a directory of them"
@@ -94,16 +94,23 @@ def eval_command(
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
     strict: bool = typer.Option(False, help="count thresholds on tasks the model lacks as failures"),
+    tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
+                                     "of the suites)"),
 ) -> None:
     """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task.
 
     Exits 1 when any threshold fails (usable as a CI gate), 2 on bad input.
     """
     from hydranet.eval.runner import check_thresholds, run_to_json
-    from hydranet.eval.suite import SuiteError
+    from hydranet.eval.suite import SuiteError, select_tasks
 
     dev = _device(device)
     suites = _suites(suite)
+    if tasks:
+        try:
+            suites = select_tasks(suites, [t.strip() for t in tasks.split(",") if t.strip()])
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--tasks") from None
     model = _load(checkpoint, dev)
     results, failed = [], 0
     for runs in _run({"model": model}, suites, dev, batch_size, frames):
@@ -205,7 +212,7 @@ def gate_command(
 def report_command(
     checkpoint: Path = typer.Argument(..., help=CKPT_HELP),
     suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
-    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file to write"),
+    output: Path = typer.Option(Path("report.html"), "--out", "-o", "--output", help="the HTML file to write"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
     samples: int = typer.Option(4, min=0, help="sample frames to draw per suite, worst first"),

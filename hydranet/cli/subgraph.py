@@ -12,13 +12,14 @@ from typing import Any
 import typer
 
 from hydranet.cli.app import app
+from hydranet.cli.errors import BAD_INPUT, FAILED, fail
+from hydranet.console import make_console
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
+def _fail(message: str, error: BaseException) -> typer.Exit:
+    """Bad input exits 2; an OS failure (disk full, permissions) exits 1."""
+    bad = not isinstance(error, OSError) or isinstance(error, FileNotFoundError | FileExistsError)
+    return fail(message, BAD_INPUT if bad else FAILED)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -71,23 +72,21 @@ def cache_features(
     """Cache a frozen trunk's multi-scale features (fp16, memory-mapped, sharded) with labels and camera
     geometry, keyed by the trunk hash, for head-only training (hydranet train --from-cache)."""
     import torch
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from hydranet.compat import check_data_matches_model, dataset_layout, sample_layout
     from hydranet.data.manifest import ManifestError
     from hydranet.train.checkpoint import CheckpointError, load_checkpoint, load_model, trunk_hash
     from hydranet.train.feature_cache import CacheError, write_cache
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, _ = load_model(ckpt, device=dev)
         state = load_checkpoint(ckpt)
         ds = _open_data(data, model, world)
-        first = ds[0]
-        if tuple(first.images.shape[-2:]) != tuple(model.image_size):
-            raise CacheError(f"--data {data}: frames are {tuple(first.images.shape[-2:])} but the model expects "
-                             f"{tuple(model.image_size)}")
+        layout = dataset_layout(ds, f"--data {data}") or sample_layout(ds[0], f"--data {data}")
+        check_data_matches_model(layout, model.cfg, f"checkpoint {ckpt}")
         total = len(ds) if frames is None else min(frames, len(ds))
         columns = (TextColumn("[bold]caching"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                    TimeElapsedColumn())
@@ -100,7 +99,7 @@ def cache_features(
                 info={"checkpoint": str(state.path), "data": data},
                 on_progress=lambda done, n: progress.update(bar, completed=done))
     except (CacheError, CheckpointError, ManifestError, ValueError, OSError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e), e) from None
     m = manifest
     console.print(f"wrote {out}: {m['frames']} frames in {len(m['shards'])} shard(s), {m['bytes'] / 1e6:.1f} MB "
                   f"({m['bytes_per_frame'] / 1e6:.2f} MB/frame), trunk {m['trunk_hash'][:12]}")
@@ -126,13 +125,12 @@ def merge(
     from dataclasses import asdict
 
     import torch
-    from rich.console import Console
 
     from hydranet.eval.suite import SuiteError
     from hydranet.train.checkpoint import CheckpointError, load_model
     from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     try:
         plan = plan_merge(base, heads)
         model = build_merged(plan)
@@ -159,7 +157,7 @@ def merge(
             gate_info = to_jsonable({"suite": str(gate_suite), "passed": not failed, "rows": [asdict(r) for r in rows]})
         path = save_merged(plan, model, out, gate_info)
     except (MergeError, CheckpointError, SuiteError, ValueError, OSError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e), e) from None
     console.print(f"wrote {path}")
     if failed:
         console.print(f"[bold red]gate FAIL[/]: {len(failed)} regression(s): "

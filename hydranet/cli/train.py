@@ -7,13 +7,7 @@ from pathlib import Path
 import typer
 
 from hydranet.cli.app import app
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
+from hydranet.cli.errors import FAILED, cli_errors
 
 
 def _exit_distributed(code: int) -> None:
@@ -33,7 +27,8 @@ def train(
                                    "(repeatable; the value is YAML)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (checkpoints/, tb/, train_log.jsonl). "
                              "Default: runs/<config name>."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest valid checkpoint "
+                                "(--config may be left out: the run's own config.yaml is used)."),
     from_ckpt: Path = typer.Option(None, "--from", help="Initialise from a trained checkpoint (run dir or "
                                    "checkpoint dir); the config may add tasks whose heads start fresh."),
     tasks: str = typer.Option(None, "--tasks", help="Comma-separated tasks to train; the other heads are frozen "
@@ -51,45 +46,48 @@ def train(
 
     Every task's loss, the balancing weights, lr and skipped steps go to TensorBoard (OUT/tb).
     """
-    from hydranet.data.manifest import ShardError
-    from hydranet.train.checkpoint import CheckpointError
-    from hydranet.train.config import ConfigError, load_config
+    from hydranet.train.config import load_config
     from hydranet.train.run import run_training
 
-    code = 1
+    code = FAILED
     try:
-        if config is not None:
-            cfg = load_config(config, set_)
-        elif from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
-            from hydranet.train.subgraph import load_train_config
+        with cli_errors():
+            if config is None and resume and out is not None and (out / "config.yaml").is_file():
+                config = out / "config.yaml"  # the run stores its resolved config: --resume needs only --out
+            if config is not None:
+                cfg = load_config(config, set_)
+            elif from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
+                from hydranet.train.subgraph import load_train_config
 
-            cfg = load_train_config(None, set_, from_ckpt)
-        else:
-            raise typer.BadParameter("pass a config, or --from CKPT to reuse its config", param_hint="--config")
-        freeze_list = [m.strip() for m in freeze.split(",") if m.strip()] if freeze else []
-        bad = sorted(set(freeze_list) - {"trunk", "neck", "fusion"})
-        if bad:
-            raise typer.BadParameter(f"unknown module(s) {bad}; choose from trunk, neck, fusion", param_hint="--freeze")
-        if freeze_list and not from_ckpt and not resume:
-            raise typer.BadParameter("freezing an untrained trunk makes no sense: pass --from CKPT",
-                                     param_hint="--freeze")
-        task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-        run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
-        if add_task or from_cache:
-            from hydranet.train.subgraph import run_subgraph
+                cfg = load_train_config(None, set_, from_ckpt)
+            else:
+                raise typer.BadParameter("pass a config, --from CKPT to reuse its config, or --resume -o RUN",
+                                         param_hint="--config")
+            freeze_list = [m.strip() for m in freeze.split(",") if m.strip()] if freeze else []
+            bad = sorted(set(freeze_list) - {"trunk", "neck", "fusion"})
+            if bad:
+                raise typer.BadParameter(f"unknown module(s) {bad}; choose from trunk, neck, fusion",
+                                         param_hint="--freeze")
+            if freeze_list and not from_ckpt and not resume:
+                raise typer.BadParameter("freezing an untrained trunk makes no sense: pass --from CKPT",
+                                         param_hint="--freeze")
+            task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+            run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
+            if add_task or from_cache:
+                from hydranet.train.subgraph import run_subgraph
 
-            run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task, freeze=freeze_list,
-                         cache=from_cache, resume=resume, progress=not no_progress)
-        else:
-            run_training(cfg, run_dir, resume=resume, from_ckpt=str(from_ckpt) if from_ckpt else None,
-                         tasks=task_list, freeze=freeze_list, progress=not no_progress)
+                run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
+                             freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)
+            else:
+                run_training(cfg, run_dir, resume=resume, from_ckpt=str(from_ckpt) if from_ckpt else None,
+                             tasks=task_list, freeze=freeze_list, progress=not no_progress)
         code = 0
-    except ConfigError as e:
+    except typer.Exit as e:
+        code = e.exit_code
+        raise
+    except typer.BadParameter:
         code = 2
-        raise _fail(str(e), code) from None
-    except (CheckpointError, ShardError, FileExistsError, FileNotFoundError, ValueError) as e:
-        code = 1
-        raise _fail(str(e), code) from None
+        raise
     finally:
         _exit_distributed(code)
 
@@ -106,9 +104,6 @@ def demo(
 ) -> None:
     """The first thing to run: render a small synthetic set, train all seven tasks (<= 10 min on 2 CPU
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
-    from hydranet.data.manifest import ShardError
-    from hydranet.train.checkpoint import CheckpointError
-    from hydranet.train.config import ConfigError
     from hydranet.train.demo import run_demo
 
     if temporal:
@@ -116,9 +111,5 @@ def demo(
 
         config = config or default_demo_config("temporal.yaml")
         out = Path("runs/demo-temporal") if out == Path("runs/demo") else out
-    try:
+    with cli_errors():
         run_demo(out, config, set_, retrain=retrain, pictures=pictures)
-    except ConfigError as e:
-        raise _fail(str(e), 2) from None
-    except (CheckpointError, ShardError, FileExistsError, FileNotFoundError, ValueError) as e:
-        raise _fail(str(e), 1) from None

@@ -13,7 +13,7 @@ def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, ove
     """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path."""
     import torch
 
-    from hydranet.data.sample import LANE_KINDS
+    from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES
     from hydranet.viz import (
         LANE_COLORS,
         Views,
@@ -23,19 +23,22 @@ def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, ove
         draw_lane_masks,
         draw_mask,
         draw_polylines_bev,
+        draw_sparse_depth,
         draw_traffic_lights,
     )
 
     lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
                                                                                       "lane_lines", "ego_path")}
     views = Views.from_sample(sample, grid, scale=scale)
+    if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
+        draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:
         draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13)
     if "lanes" in lab:
         draw_lane_masks(views, lab["lanes"], alpha=0.85)
     if "detection2d" in lab and not boxes3d_in_cameras:
         det = lab["detection2d"]
-        light = det["classes"] == 4
+        light = det["classes"] == OBJECT_CLASSES.index("traffic_light")
         draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light])
     if "traffic_light" in lab:
         tl = lab["traffic_light"]
@@ -64,8 +67,9 @@ def show(
                               help="Sample index (world: scene = index // frames_per_scene)."),
     seed: int = typer.Option(None, "--seed", help="World seed (overrides the config's)."),
     out: Path = typer.Option(Path("show.png"), "--out", "-o", help="Output PNG."),
-    data: Path = typer.Option(None, "--data", "-d", help="Read the sample from shards written by `hydranet "
-                              "generate` (directory or manifest.json) instead of rendering the world."),
+    data: str = typer.Option(None, "--data", "-d", help="Read the sample from a dataset instead of rendering the "
+                             "world: a shard directory (or manifest.json), KIND:PATH of a registered source "
+                             "(e.g. nuscenes:/data/nuscenes), or a source config YAML with `kind:`."),
     config: Path = typer.Option(None, "--config", "-c", help="WorldConfig YAML (a training config's `world:` "
                                 "section works too)."),
     lighting: str = typer.Option(None, "--lighting", help="day | dusk | night | random"),
@@ -97,23 +101,27 @@ def show(
         except ValueError:
             raise typer.BadParameter(f"expected a number or 'random', got {fog!r}", param_hint="--fog") from None
     if data is not None:
+        from hydranet.data.loaders import open_dataset
         from hydranet.data.manifest import ShardError
-        from hydranet.data.shards import ShardDataset
         from hydranet.geometry import BevGrid
 
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
         try:
-            ds = ShardDataset(data)
-            if index >= len(ds):
-                raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
-                                         param_hint="--index")
+            ds = open_dataset(data)
+        except (ShardError, ValueError) as e:  # SourceError/SourceConfigError are ValueErrors
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+        if index >= len(ds):
+            raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
+                                     param_hint="--index")
+        try:
             sample = ds[index]
-            grid = ds.grid
         except (ShardError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
+            raise typer.Exit(2) from e
+        grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
         if grid is None:
             grid = BevGrid()
         title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"

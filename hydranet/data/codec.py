@@ -7,7 +7,9 @@ A sample becomes these members (``<key>.<member>`` inside a shard, see ``shards.
                         (nested lists + dtype), and ``labels``: ``{name: {"member", "shape", "dtype"}}``
   ``cam.<name>.npz``    one image per camera, in rig order: entry ``image`` uint8 ``[3, H, W]``
                         (``image_format="npz"``, the default), or ``cam.<name>.png``, an RGB PNG
-                        (``image_format="png"``); ``sample.json`` records which
+                        (``image_format="png"``), or ``cam.<name>.jpg``, an RGB JPEG (``image_format=
+                        "jpeg"``: real camera data, 5-10x smaller, lossy at ``JPEG_QUALITY``);
+                        ``sample.json`` records which. Labels are always lossless npz.
   ``<label>.npz``       dense labels (``drivable``, ``lanes``, ``depth``, ``semantic``, ``instance``,
                         ``bev_semantic``, ``ego_path``): deflated npz, see ``encode_array``
   ``<label>.npz``       ragged labels (``detection2d``, ``traffic_light``, ``objects3d``, ``lane_lines``):
@@ -38,17 +40,32 @@ import json
 import struct
 import zipfile
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    NonNegativeInt,
+    PositiveInt,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
+from hydranet.data.labels import known_labels
 from hydranet.data.sample import Sample
 
 PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
 IMAGE_LEVEL = 1  # deflate level for npz images: sensor noise makes higher levels <1% smaller, 3x slower
-IMAGE_FORMATS = ("npz", "png")
+IMAGE_FORMATS = ("npz", "png", "jpeg")
+IMAGE_EXT = {"npz": "npz", "png": "png", "jpeg": "jpg"}
+JPEG_QUALITY = 92  # real camera JPEGs are already lossy; 92 keeps re-encoding loss below sensor noise
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: reproducible bytes
 
 
@@ -203,7 +220,15 @@ def encode_png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_jpeg(a: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """uint8 ``[H, W, 3]`` RGB to JPEG bytes (4:2:0, deterministic for equal input)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="jpeg", quality=quality)
+    return buf.getvalue()
+
+
 def decode_png(data: bytes, mode: str) -> np.ndarray:
+    """PNG (or any PIL-readable image, e.g. JPEG) bytes to uint8; ``mode`` must match."""
     with Image.open(io.BytesIO(data)) as im:
         if im.mode != mode:
             raise CodecError(f"PNG has mode {im.mode}, expected {mode}")
@@ -222,8 +247,66 @@ def _tensor_json(t: torch.Tensor) -> dict[str, Any]:
     return {"dtype": str(t.dtype).removeprefix("torch."), "data": t.tolist()}
 
 
-def _json_tensor(d: dict[str, Any]) -> torch.Tensor:
-    return torch.tensor(d["data"], dtype=getattr(torch, d["dtype"]))
+class _TensorRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: Literal["float32", "float64"]
+    data: list[Any]
+
+    def tensor(self, field: str) -> torch.Tensor:
+        try:
+            t = torch.tensor(self.data, dtype=getattr(torch, self.dtype))
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise CodecError(f"member 'sample.json': field '{field}' is not a numeric array ({e})") from e
+        if not torch.isfinite(t).all():
+            raise CodecError(f"member 'sample.json': field '{field}' holds non-finite values")
+        return t
+
+
+class _LabelRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    member: StrictStr = Field(min_length=1)
+    kind: Literal["ragged", "dense"]
+    shape: list[NonNegativeInt] | None = None  # dense only
+    dtype: StrictStr | None = None  # dense only
+
+
+class SampleMeta(BaseModel):
+    """``sample.json``, typed: every field a reader relies on is checked here, so a malformed sample fails in
+    the reader (and ``data-info --verify --deep``), naming the field, instead of later in ``collate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scene_id: StrictStr = Field(min_length=1)
+    frame_index: StrictInt = Field(ge=0)
+    timestamp: FiniteFloat
+    camera_names: list[StrictStr] = Field(min_length=1)
+    image_size: tuple[PositiveInt, PositiveInt]
+    image_format: Literal["npz", "png", "jpeg"] = "npz"
+    intrinsics: _TensorRecord
+    T_ego_from_cam: _TensorRecord
+    T_world_from_ego: _TensorRecord
+    labels: dict[str, _LabelRecord]
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, v: dict[str, _LabelRecord]) -> dict[str, _LabelRecord]:
+        known = known_labels()  # the label registry: tasks declare the labels they consume
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown} (known: {sorted(known)})")
+        return v
+
+
+def parse_sample_meta(data: bytes) -> SampleMeta:
+    """Validate ``sample.json`` bytes; ``CodecError`` names the first bad fields."""
+    try:
+        return SampleMeta.model_validate_json(data)
+    except ValidationError as e:
+        problems = "; ".join(f"field '{'.'.join(str(x) for x in err['loc']) or '(root)'}': {err['msg']}"
+                             for err in e.errors()[:3])
+        raise CodecError(f"member 'sample.json' is malformed: {problems}") from None
 
 
 def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, bytes]]:
@@ -242,8 +325,10 @@ def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, 
             raise CodecError(f"camera name {name!r} cannot be a member name")
         if image_format == "npz":
             members.append((f"cam.{name}.npz", write_npz({"image": img}, level=IMAGE_LEVEL)))
-        else:
+        elif image_format == "png":
             members.append((f"cam.{name}.png", encode_png(img.transpose(1, 2, 0))))
+        else:
+            members.append((f"cam.{name}.jpg", encode_jpeg(img.transpose(1, 2, 0))))
     index: dict[str, dict[str, Any]] = {}
     for label in sorted(sample.labels):
         value = sample.labels[label]
@@ -280,20 +365,14 @@ def decode_sample(members: dict[str, bytes], labels: frozenset[str] | set[str] |
     """Inverse of ``encode_sample``. ``labels`` restricts which labels are decoded (None = all stored).
 
     Raises ``CodecError`` naming the member that is missing or cannot be decoded."""
-    meta = _decode_member("sample.json", members, lambda b: json.loads(b))
-    try:
-        names = tuple(meta["camera_names"])
-        size = tuple(meta["image_size"])
-        geometry = {g: _json_tensor(meta[g]) for g in _GEOMETRY}
-        index = {k: (v["member"], v["kind"], v.get("shape"), v.get("dtype")) for k, v in meta["labels"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CodecError(f"member 'sample.json' is malformed ({type(e).__name__}: {e})") from e
-    fmt = meta.get("image_format", "npz")
-    if fmt not in IMAGE_FORMATS:
-        raise CodecError(f"member 'sample.json' has unknown image_format {fmt!r}")
+    if "sample.json" not in members:
+        raise CodecError(f"member 'sample.json' is missing (present: {sorted(members)})")
+    meta = parse_sample_meta(members["sample.json"])
+    names, size, fmt = tuple(meta.camera_names), tuple(meta.image_size), meta.image_format
+    geometry = {g: getattr(meta, g).tensor(g) for g in _GEOMETRY}
     planes = []
     for n in names:
-        member = f"cam.{n}.{fmt}"
+        member = f"cam.{n}.{IMAGE_EXT[fmt]}"
         img = _decode_member(member, members, _decode_image if fmt == "npz" else
                              lambda b: decode_png(b, "RGB").transpose(2, 0, 1))
         if img.shape[1:] != size:
@@ -302,23 +381,35 @@ def decode_sample(members: dict[str, bytes], labels: frozenset[str] | set[str] |
         planes.append(img)
     images = torch.from_numpy(np.stack(planes))  # stack copies: the result owns contiguous memory
     out: dict[str, Any] = {}
-    for label, (member, kind, shape, dtype) in index.items():
+    for label, rec in meta.labels.items():
         if labels is not None and label not in labels:
             continue
-        if kind == "ragged":
-            out[label] = {k: torch.from_numpy(v) for k, v in _decode_member(member, members, read_npz).items()}
-            continue
-        # decode_array returns a new array, so the npz entries need not be copied out (1 MB for depth).
-        a = _decode_member(member, members, lambda b: decode_array(read_npz(b, writable=False)))
-        if not a.flags.writeable or not a.flags.c_contiguous:  # tensors must own writable, contiguous memory
-            a = np.array(a, order="C")
-        t = torch.from_numpy(a)
-        if list(t.shape) != shape or str(t.dtype).removeprefix("torch.") != dtype:
-            raise CodecError(f"member '{member}' decodes to {t.dtype} {list(t.shape)}, sample.json says "
-                             f"{dtype} {shape}")
-        out[label] = t
-    return Sample(images=images, camera_names=names, scene_id=meta["scene_id"], frame_index=meta["frame_index"],
-                  timestamp=meta["timestamp"], labels=out, **geometry)
+        try:
+            out[label] = _decode_member(rec.member, members, lambda b, rec=rec: _decode_label(rec, b))
+        except CodecError as e:
+            raise CodecError(f"label '{label}': {e}") from e
+    sample = Sample(images=images, camera_names=names, scene_id=meta.scene_id, frame_index=meta.frame_index,
+                    timestamp=meta.timestamp, labels=out, **geometry)
+    try:
+        sample.validate("sample.json")
+    except ValueError as e:
+        raise CodecError(str(e)) from e
+    return sample
+
+
+def _decode_label(rec: _LabelRecord, data: bytes) -> torch.Tensor | dict[str, torch.Tensor]:
+    if rec.kind == "ragged":
+        return {k: torch.from_numpy(v) for k, v in read_npz(data).items()}
+    if rec.shape is None or rec.dtype is None:
+        raise CodecError("sample.json gives no shape/dtype for this dense label")
+    # decode_array returns a new array, so the npz entries need not be copied out (1 MB for depth).
+    a = decode_array(read_npz(data, writable=False))
+    if not a.flags.writeable or not a.flags.c_contiguous:  # tensors must own writable, contiguous memory
+        a = np.array(a, order="C")
+    t = torch.from_numpy(a)
+    if list(t.shape) != rec.shape or str(t.dtype).removeprefix("torch.") != rec.dtype:
+        raise CodecError(f"decodes to {t.dtype} {list(t.shape)}, sample.json says {rec.dtype} {rec.shape}")
+    return t
 
 
 def _decode_image(data: bytes) -> np.ndarray:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from hydranet.data.manifest import MANIFEST_NAME, ManifestError
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset
+from hydranet.data.storage import is_url
 
 
 class EpochSampler(Sampler[int]):
@@ -94,12 +95,34 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:
     """A map-style dataset of ``Sample`` from a spec every command can take as ``--data``:
 
+    - a source config mapping ``{"kind": "nuscenes", "dataroot": ..., ...}`` (any registered kind,
+      see ``hydranet.data.sources``; ``frames`` keeps the first N samples) -> that source
+    - ``"KIND:PATH"`` for a registered kind, e.g. ``"nuscenes:/data/nuscenes"`` -> that source with
+      its path option set (``--version`` etc. take their defaults)
+    - a ``.yaml`` file whose top level has ``kind:`` -> that source config
+
     - a shard directory, or its ``manifest.json``          -> ``ShardDataset`` (``labels`` limits decoding)
+    - an fsspec URL of one (``s3://``, ``gs://``, ``https://``, ``file://``) -> ``ShardDataset`` streaming it
     - ``"synthetic"``                                       -> ``SyntheticWorld(world)``; ``world`` is a
       ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
     - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
     - a ``WorldConfig``                                     -> ``SyntheticWorld`` of it
     """
+    from hydranet.data.sources import parse_source_spec
+
+    if isinstance(spec, dict):
+        return _open_config(spec)
+    if isinstance(spec, str) and not spec.startswith("synthetic") and (config := parse_source_spec(spec)):
+        return _open_config(config)
+    if isinstance(spec, str | os.PathLike) and Path(spec).suffix in (".yaml", ".yml") and Path(spec).is_file():
+        import yaml
+
+        try:
+            tree = yaml.safe_load(Path(spec).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{spec}: not valid YAML ({e})") from e
+        if isinstance(tree, dict) and "kind" in tree:
+            return _open_config(tree, str(spec))
     if not isinstance(spec, str | os.PathLike):  # a WorldConfig (imported lazily: shards don't need the world)
         from hydranet.world import SyntheticWorld
 
@@ -111,6 +134,8 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
         named = text == "synthetic" or text.startswith("synthetic:")
         source = (text.partition(":")[2] or world) if named else text
         return SyntheticWorld(load_world_config(source))
+    if is_url(text) or text.startswith("file://"):  # shards behind a URL: streamed by byte range (storage.py)
+        return ShardDataset(text, labels=labels)
     path = Path(text)
     if path.is_dir() or path.name == MANIFEST_NAME:
         return ShardDataset(path, labels=labels)
@@ -120,9 +145,41 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
 
 
-def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None):
+def _open_config(config: dict[str, Any], where: str = "dataset") -> Dataset:
+    from torch.utils.data import Subset
+
+    from hydranet.data.sources import open_source
+
+    source = open_source(config, where)
+    frames = source.options.frames
+    return Subset(source, range(frames)) if frames is not None and frames < len(source) else source
+
+
+def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:
+    """``(world fields, frames)`` of the ``kind: world`` dataset ``dataset`` of a training config tree
+    (``data.datasets.<name>`` or ``eval``); with ``dataset=None`` the only training world dataset.
+    ``ValueError`` names the file and the world datasets to choose from."""
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    sources = dict(data.get("datasets") or {})
+    if isinstance(data.get("eval"), dict):
+        sources["eval"] = data["eval"]
+    worlds = {n: d for n, d in sources.items() if isinstance(d, dict) and d.get("kind") == "world"}
+    if dataset is None:
+        train_worlds = sorted(n for n in worlds if n != "eval" or "eval" in (data.get("datasets") or {}))
+        if len(train_worlds) != 1:
+            raise ValueError(f"{where}: a training config with world datasets {sorted(worlds)}: choose one "
+                             "with --dataset NAME")
+        dataset = train_worlds[0]
+    if dataset not in worlds:
+        raise ValueError(f"{where}: no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
+    return dict(worlds[dataset].get("world") or {}), worlds[dataset].get("frames")
+
+
+def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None, dataset: str | None = None):
     """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
-    applied. Errors are ``ValueError``s naming the file and the offending field."""
+    applied. A YAML file may be a ``WorldConfig``, a file with a ``world:`` section, or a training
+    config (``data``/``model``/``train``): then the world of dataset ``dataset`` (default: its only
+    world dataset) is used. Errors are ``ValueError``s naming the file and the offending field."""
     import yaml
     from pydantic import ValidationError
 
@@ -145,13 +202,14 @@ def load_world_config(source: Any = None, overrides: dict[str, Any] | None = Non
             raise ValueError(f"{where}: not valid YAML ({e})") from e
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
-        if isinstance(data.get("world"), dict):  # a training config: take its world section
+        if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
+            data, _ = training_world(data, dataset, where)
+        elif isinstance(data.get("world"), dict):  # a file with a world section
             data = data["world"]
     data |= overrides or {}
     try:
         return WorldConfig.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ValueError(f"{where}: field '{field}': {first['msg']}"
-                         + (f" ({e.error_count()} errors)" if e.error_count() > 1 else "")) from e
+        from hydranet.config_errors import format_validation_error
+
+        raise ValueError(format_validation_error(e, where, sep="; ")) from None

@@ -17,7 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from hydranet.data.layout import GridRecord, RigRecord
 
 FORMAT = "hydranet-shards"
 FORMAT_VERSION = 1
@@ -45,15 +47,46 @@ class ManifestError(ShardError):
     """The manifest is missing, unreadable or invalid."""
 
 
+def _plain_file_name(name: str) -> str:
+    """A shard name is a bare file name inside the dataset directory: no folders, no ``..``, no absolute
+    path, no hidden/temp file -- a manifest must never make the reader open a file elsewhere."""
+    if (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute() or Path(name).name != name):
+        raise ValueError(f"shard name {name!r} must be a plain file name inside the dataset directory "
+                         "(no '/', '\\', '..', absolute or hidden paths)")
+    return name
+
+
 class ShardInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str  # file name relative to the manifest's directory
-    num_samples: int
-    bytes: int
-    sha256: str
+    num_samples: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     labels: dict[str, int]  # label -> samples in this shard carrying it
     index: list[tuple[str, int, int, int]]  # (key, byte offset, byte length, crc32) per sample, in order
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _plain_file_name(v)
+
+    @model_validator(mode="after")
+    def _index_inside_shard(self) -> ShardInfo:
+        # Every byte range must lie inside the shard and after the previous one: a negative or past-end
+        # offset would otherwise reach os.pread (EINVAL) or read another sample's bytes.
+        end = 0
+        for i, (key, offset, length, crc) in enumerate(self.index):
+            if not key or any(c in key for c in "/.\\\0"):
+                raise ValueError(f"index[{i}]: key {key!r} must be non-empty without '/', '.' or '\\'")
+            if offset < end or length <= 0 or offset + length > self.bytes:
+                raise ValueError(f"index[{i}] (sample {key}): byte range {offset}..{offset + length} is not inside "
+                                 f"the shard ({self.bytes} bytes) after the previous sample (ends at {end})")
+            if not 0 <= crc < 1 << 32:
+                raise ValueError(f"index[{i}] (sample {key}): crc32 {crc} is not a 32-bit unsigned value")
+            end = offset + length
+        return self
 
 
 class Manifest(BaseModel):
@@ -64,24 +97,38 @@ class Manifest(BaseModel):
     generator: dict[str, str]  # {"name": "hydranet", "version": ...}
     created: str  # ISO-8601 UTC; informational only
     source: dict[str, Any] = Field(default_factory=dict)  # e.g. {"kind": "synthetic", "world_config": {...}}
-    rig: dict[str, Any] | None = None  # Rig.to_dict()
-    grid: dict[str, Any] | None = None  # BevGrid.to_dict()
+    rig: RigRecord | None = None  # Rig.to_dict(), typed
+    grid: GridRecord | None = None  # BevGrid.to_dict(), typed
     camera_names: list[str]
-    image_size: tuple[int, int]  # (H, W)
-    num_samples: int
+    image_size: tuple[PositiveInt, PositiveInt]  # (H, W)
+    num_samples: int = Field(ge=0)
     labels: dict[str, int]  # label -> samples carrying it, over all shards
     tasks: list[str]  # labels present that are task names
     shards: list[ShardInfo]
 
-    def rig_obj(self):  # -> hydranet.geometry.Rig | None (import here keeps geometry optional for readers)
-        from hydranet.geometry import Rig
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        seen: set[str] = set()
+        for shard in self.shards:
+            for key, *_ in shard.index:
+                if key in seen:
+                    raise ValueError(f"sample key {key!r} is listed more than once in the shards' indexes")
+                seen.add(key)
+        names = [s.name for s in self.shards]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a shard is listed more than once: {names}")
+        if self.rig is not None:
+            rig_names = [c.name for c in self.rig.cameras]
+            if rig_names != list(self.camera_names) or [self.rig.height, self.rig.width] != list(self.image_size):
+                raise ValueError(f"rig has cameras {rig_names} at {self.rig.height}x{self.rig.width} but camera_names "
+                                 f"is {self.camera_names} at {self.image_size[0]}x{self.image_size[1]}")
+        return self
 
-        return Rig.from_dict(self.rig) if self.rig is not None else None
+    def rig_obj(self):  # -> hydranet.geometry.Rig | None
+        return self.rig.rig() if self.rig is not None else None
 
-    def grid_obj(self):
-        from hydranet.geometry import BevGrid
-
-        return BevGrid.from_dict(self.grid) if self.grid is not None else None
+    def grid_obj(self):  # -> hydranet.geometry.BevGrid | None
+        return self.grid.grid() if self.grid is not None else None
 
 
 def manifest_path(root: str | os.PathLike) -> Path:
@@ -90,15 +137,36 @@ def manifest_path(root: str | os.PathLike) -> Path:
     return p if p.suffix == ".json" else p / MANIFEST_NAME
 
 
-def read_manifest(root: str | os.PathLike) -> Manifest:
-    path = manifest_path(root)
-    if not path.exists():
-        hint = " (directory does not exist)" if not path.parent.exists() else \
-            " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
-        raise ManifestError(f"manifest not found{hint}", path)
+def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Manifest:
+    """Read and validate ``root``'s manifest; ``root`` may also be an fsspec URL (``s3://``, ``https://``, ...,
+    see ``hydranet.data.storage``; ``storage_options`` go to fsspec)."""
+    from hydranet.data.storage import ShardStore, is_url
+
+    if is_url(root):
+        url = str(root).rstrip("/")
+        folder, name = url.rsplit("/", 1) if url.endswith(".json") else (url, MANIFEST_NAME)
+        store = ShardStore(folder, storage_options)
+        path = store.join(name)
+        try:
+            text = store.read_text(name)
+        except FileNotFoundError:
+            raise ManifestError("manifest not found (no shard directory at this URL, or it is unfinished)",
+                                path) from None
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
+    else:
+        path = manifest_path(str(root).removeprefix("file://"))
+        if not path.exists():
+            hint = " (directory does not exist)" if not path.parent.exists() else \
+                " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
+            raise ManifestError(f"manifest not found{hint}", path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
@@ -109,20 +177,31 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     try:
         m = Manifest.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"])
-        raise ManifestError(f"invalid field '{field}': {first['msg']} ({e.error_count()} error(s))", path) from e
+        problems = "; ".join(f"field '{'.'.join(str(x) for x in err['loc']) or '(manifest)'}': "
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()[:3])
+        more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
+        raise ManifestError(f"invalid manifest: {problems}{more}", path) from None
     counted = sum(s.num_samples for s in m.shards)
     if counted != m.num_samples or any(len(s.index) != s.num_samples for s in m.shards):
         raise ManifestError(f"num_samples {m.num_samples} disagrees with the shards' counts/indexes ({counted})", path)
     return m
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same directory, fsync, rename: readers see all or nothing."""
+    """Write ``data`` to a temp file in the same directory, fsync, rename: readers see all or nothing.
+
+    The file gets the mode ``open()`` would give it (0666 less the umask, i.e. 0644 usually), like the
+    shards beside it; ``mkstemp``'s private 0600 would make a dataset unreadable to its other users."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import Tensor, nn
 
@@ -33,13 +34,15 @@ from hydranet.deploy.manifest import (
     Normalisation,
     OutputSpec,
     TaskSpec,
+    file_sha256,
     manifest_path,
     write_manifest,
 )
 from hydranet.geometry import Rig, default_rig
 
 DEFAULT_OPSET = 17
-MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16
+MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
+MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
 INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam")
 RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
             "graph inputs: pass the calibration of the car the frame came from. 'rig' is the nominal rig the "
@@ -47,7 +50,26 @@ RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K an
 
 
 class ExportError(RuntimeError):
-    """Export cannot proceed (unknown task, bad opset, model/graph mismatch); the message says why."""
+    """Export cannot proceed (unknown task, bad opset, model/graph mismatch); the message says why and
+    ``option`` names the CLI option to blame (``--tasks``, ``--opset``, ``--batch``)."""
+
+    def __init__(self, message: str, option: str = "--tasks"):
+        super().__init__(message)
+        self.option = option
+
+
+def check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
+    """Refuse an opset the graph for ``tasks`` cannot be written in, naming the op and the tasks that need it."""
+    bev = [t for t in tasks if model.task_objects[t].space == "bev"]
+    if bev and opset < MIN_OPSET:
+        camera = [t for t in tasks if t not in bev]
+        hint = (f"; the camera-only tasks ({','.join(camera)}) alone export at opset >= {MIN_CAMERA_OPSET}"
+                if camera else "")
+        raise ExportError(f"opset {opset} is too old for BEV task(s) {','.join(bev)}: camera->BEV fusion uses "
+                          f"GridSample, which needs opset >= {MIN_OPSET}{hint}", option="--opset")
+    if opset < MIN_CAMERA_OPSET:
+        raise ExportError(f"opset {opset} is too old: the camera trunk and heads need opset >= {MIN_CAMERA_OPSET}",
+                          option="--opset")
 
 
 def decoder_name(task: Any) -> str:
@@ -97,7 +119,10 @@ def example_inputs(model: nn.Module, batch: int = 1,
 
 def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
                    opset: int, batch: int, trunk_hash: str, checkpoint: str | None,
-                   rig: dict[str, Any] | None = None) -> Manifest:
+                   rig: dict[str, Any] | None = None, graph_inputs: list[str] | None = None,
+                   graph_sha256: str = "") -> Manifest:
+    """The manifest of a written graph. ``graph_inputs``: the inputs the graph really has (the exporter drops
+    an input nothing reads, e.g. K and T in a camera-only graph); None = all of ``INPUT_NAMES``."""
     h, w = model.image_size
     n = model.num_cameras
     rig = rig or default_rig(h, w).to_dict()
@@ -122,8 +147,13 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
         InputSpec(name="T_ego_from_cam", shape=[batch, n, 4, 4], dtype="float32", layout="B,N,4,4",
                   description="camera (OpenCV: x right, y down, z forward) -> ego (x fwd, y left, z up), metres"),
     ]
+    if graph_inputs is not None:
+        unknown = [name for name in graph_inputs if name not in {i.name for i in inputs}]
+        if unknown:
+            raise ExportError(f"the traced graph has inputs {unknown} this exporter does not describe")
+        inputs = [i for i in inputs if i.name in graph_inputs]
     return Manifest(
-        graph=graph_file, opset=opset, hydranet_version=hydranet.__version__,
+        graph=graph_file, graph_sha256=graph_sha256, opset=opset, hydranet_version=hydranet.__version__,
         torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
         trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]],
         image_size=(h, w), inputs=inputs,
@@ -143,11 +173,10 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
 
     ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks. ``trunk_hash`` defaults to the hash of
     the model's trunk+neck tensors (the same number the checkpoint records)."""
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old: the graph needs GridSample (opset >= {MIN_OPSET})")
     if batch < 1:
-        raise ExportError(f"batch must be >= 1, got {batch}")
+        raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
     names = resolve_tasks(model, tasks)
+    check_opset(model, names, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if trunk_hash is None:
@@ -177,12 +206,16 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names,
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
+        graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
         tmp.replace(path)
     finally:
         model.train(was_training)
-    manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig)
-    if streaming:
-        manifest = manifest.model_copy(update={"inputs": manifest.inputs + S.streaming_input_specs(model, batch),
+    streamed = set(S.EGO_INPUTS) | set(S.state_input_names())
+    manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
+                              [n for n in graph_inputs if n not in streamed], file_sha256(path))
+    if streaming:  # the ego-motion and state inputs, in the graph's order
+        specs = {i.name: i for i in [*manifest.inputs, *S.streaming_input_specs(model, batch)]}
+        manifest = manifest.model_copy(update={"inputs": [specs[n] for n in graph_inputs],
                                                "rig_note": f"{manifest.rig_note} {S.STATE_NOTE}"})
     write_manifest(manifest, manifest_path(path))
     return manifest
@@ -211,10 +244,11 @@ def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
     """The rig of the checkpoint's first world dataset (cameras as trained), else None (default rig)."""
     if config is None:
         return None
+    from hydranet.compat import check_data_matches_model, world_layout
     from hydranet.world import WorldConfig
 
-    h, w = model.image_size
-    for ds in getattr(config.data, "datasets", {}).values():
+    rig = None
+    for name, ds in sorted(getattr(config.data, "datasets", {}).items()):
         world = getattr(ds, "world", None)
         if getattr(ds, "kind", None) != "world" or world is None:
             continue
@@ -222,6 +256,7 @@ def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
             wc = WorldConfig.model_validate(world if isinstance(world, dict) else world.model_dump())
         except Exception:  # a world section this version cannot read: fall back to the default rig
             return None
-        if len(wc.cameras) == model.num_cameras:
-            return wc.rig.resized(h, w).to_dict()
-    return None
+        # The checkpoint's own data must fit its model (DataMismatchError names both values).
+        check_data_matches_model(world_layout(wc, f"checkpoint config data.datasets.{name}"), model.cfg)
+        rig = rig or wc.rig.to_dict()
+    return rig

@@ -10,6 +10,7 @@ its checkpoint. ``DeployedModel`` (``hydranet.deploy.runtime``) needs nothing el
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,7 @@ class QuantizationSpec(_Strict):
 class Manifest(_Strict):
     format: str = FORMAT
     graph: str  # file name of the ONNX graph, beside the manifest
+    graph_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the graph's bytes; DeployedModel refuses others
     opset: int
     hydranet_version: str
     torch_version: str
@@ -121,11 +123,23 @@ class Manifest(_Strict):
                            bev_channels=h.bev_channels, grid=self.bev_grid, image_hw=tuple(h.image_hw),
                            num_cameras=h.num_cameras)
 
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=1)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (the graph's, recorded in and checked against the manifest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def manifest_path(graph: str | Path) -> Path:

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hydranet.deploy.frames import CALIB_SEED, spread_indices, world_for
-from hydranet.deploy.manifest import Manifest, QuantizationSpec, load_manifest, manifest_path, write_manifest
+from hydranet.deploy.manifest import (
+    Manifest,
+    QuantizationSpec,
+    file_sha256,
+    load_manifest,
+    manifest_path,
+    write_manifest,
+)
+from hydranet.deploy.runtime import check_graph_bytes
 
 OP_TYPES = ["Conv"]
 
@@ -46,9 +54,10 @@ class WorldCalibrationReader:
             samples += [samples[-1]] * (b - len(samples))  # the graph has a fixed batch: pad the last one
             if self.on_frame is not None:
                 self.on_frame(len(idx))
-            yield {"images": np.stack([x.images.numpy() for x in samples]),
-                   "intrinsics": np.stack([x.intrinsics.float().numpy() for x in samples]),
-                   "T_ego_from_cam": np.stack([x.T_ego_from_cam.float().numpy() for x in samples])}
+            feeds = {"images": np.stack([x.images.numpy() for x in samples]),
+                     "intrinsics": np.stack([x.intrinsics.float().numpy() for x in samples]),
+                     "T_ego_from_cam": np.stack([x.T_ego_from_cam.float().numpy() for x in samples])}
+            yield {name: feeds[name] for name in self.manifest.input_names()}  # only the inputs the graph has
 
     def get_next(self) -> dict | None:
         return next(self._it, None)
@@ -80,6 +89,7 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
     if calib_frames < 1:
         raise QuantizeError(f"--calib-frames must be >= 1, got {calib_frames}")
     manifest = load_manifest(manifest_path(graph))
+    check_graph_bytes(graph, manifest)
     if manifest.quantization is not None:
         raise QuantizeError(f"{graph}: already quantized ({manifest.quantization.method}); quantize the fp32 graph")
     out = Path(out) if out is not None else int8_path(graph)
@@ -103,6 +113,6 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
                          calibration_seed=seed, per_channel=per_channel, op_types=list(OP_TYPES),
                          activation_type="uint8 (asymmetric)", weight_type="int8 (symmetric)",
                          source_graph=graph.name)
-    int8 = manifest.model_copy(update={"graph": out.name, "quantization": q})
+    int8 = manifest.model_copy(update={"graph": out.name, "graph_sha256": file_sha256(out), "quantization": q})
     write_manifest(int8, manifest_path(out))
     return int8

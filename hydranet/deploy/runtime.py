@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import Batch
-from hydranet.deploy.manifest import Manifest, ManifestError, load_manifest, manifest_path
+from hydranet.deploy.manifest import Manifest, ManifestError, file_sha256, load_manifest, manifest_path
 from hydranet.tasks.base import HeadContext, Task, create_task
 
 
@@ -47,6 +47,16 @@ def session_options(threads: int | None, spin: bool = True) -> Any:
     return so
 
 
+def check_graph_bytes(graph: Path, manifest: Manifest) -> None:
+    """Refuse a graph whose bytes are not the ones export/quantize wrote (flipped weight bytes run without any
+    error in ONNX Runtime and give NaN or wrong outputs)."""
+    digest = file_sha256(graph)
+    if digest != manifest.graph_sha256:
+        raise ManifestError(f"{graph}: sha256 {digest[:16]}… differs from the manifest's "
+                            f"{manifest.graph_sha256[:16]}…: the graph was modified or replaced after export; "
+                            "re-export it")
+
+
 class DeployedModel:
     """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task."""
 
@@ -62,6 +72,7 @@ class DeployedModel:
         else:
             self.manifest = load_manifest(manifest if manifest is not None else manifest_path(self.path))
         m = self.manifest
+        check_graph_bytes(self.path, m)
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads, spin),
                                                 providers=providers or ["CPUExecutionProvider"])
@@ -95,11 +106,13 @@ class DeployedModel:
                    **extra: np.ndarray) -> dict[str, np.ndarray]:
         """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``.
         ``extra``: the streaming inputs of a temporal graph (``T_world_from_ego``, ``timestamp``, ``state.*``)."""
-        feeds = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam, **extra}
-        missing = [spec.name for spec in self.manifest.inputs if spec.name not in feeds]
+        given = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam, **extra}
+        missing = [spec.name for spec in self.manifest.inputs if spec.name not in given]
         if missing:
             raise ValueError(f"{self.path}: inputs {missing} not given (a temporal graph needs the ego motion and "
                              "the state: use DeployedModel.step)")
+        # Only the inputs the graph has: a camera-only graph takes images alone.
+        feeds = {spec.name: given[spec.name] for spec in self.manifest.inputs}
         for spec in self.manifest.inputs:
             x = feeds[spec.name]
             if list(x.shape) != spec.shape or str(x.dtype) != spec.dtype:

@@ -106,27 +106,27 @@ class Worlds:
         self.fields = fields[0] if fields else {}
         self.models = models
         self._cache: dict[tuple[str, int], Any] = {}
+        for scenario in suite.scenarios:  # at load time, before any frame is rendered
+            self.checked_config(scenario, suite.seeds[0])
+
+    def checked_config(self, scenario: str, seed: int) -> Any:
+        """The scenario's ``WorldConfig``; ``SuiteError`` if a model was not built for its layout."""
+        from hydranet.compat import DataMismatchError, check_data_matches_model, world_layout
+
+        cfg = self.suite.world_config(scenario, seed, **self.fields)
+        for label, m in self.models.items():
+            if getattr(m, "cfg", None) is not None:
+                try:
+                    check_data_matches_model(world_layout(cfg, f"{self.suite.path}: scenario '{scenario}'"), m.cfg,
+                                             f"model '{label}'")
+                except DataMismatchError as e:
+                    raise SuiteError(str(e)) from None
+        return cfg
 
     def __call__(self, scenario: str, seed: int) -> Any:
         key = (scenario, seed)
         if key not in self._cache:
-            cfg = self.suite.world_config(scenario, seed, **self.fields)
-            for label, m in self.models.items():
-                mc = getattr(m, "cfg", None)
-                if mc is None:
-                    continue
-                if (cfg.height, cfg.width) != tuple(mc.image_size):
-                    raise SuiteError(f"{self.suite.path}: scenario '{scenario}' renders {cfg.height}x{cfg.width} "
-                                     f"images but model '{label}' expects {tuple(mc.image_size)}")
-                g = cfg.grid
-                if (tuple(g.x_range), tuple(g.y_range), g.cell) != (tuple(mc.grid.x_range), tuple(mc.grid.y_range),
-                                                                     mc.grid.cell):
-                    raise SuiteError(f"{self.suite.path}: scenario '{scenario}' sets a BEV grid {g.model_dump()} "
-                                     f"that differs from model '{label}' ({mc.grid.model_dump()})")
-                if len(cfg.cameras) != mc.num_cameras:
-                    raise SuiteError(f"{self.suite.path}: scenario '{scenario}' has {len(cfg.cameras)} cameras but "
-                                     f"model '{label}' expects {mc.num_cameras}")
-            self._cache[key] = self._cls(cfg)
+            self._cache[key] = self._cls(self.checked_config(scenario, seed))
         return self._cache[key]
 
     def sample(self, frame: FrameId) -> Sample:

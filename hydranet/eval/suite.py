@@ -149,12 +149,9 @@ class Suite(BaseModel):
 
 
 def _pretty(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
+    from hydranet.config_errors import format_validation_error
+
+    return format_validation_error(e, "", sep="; ")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -182,9 +179,40 @@ def load_suite(path: str | Path) -> Suite:
     return suite
 
 
-def load_suites(path: str | Path) -> list[Suite]:
-    """A suite file, or every ``*.yaml``/``*.yml`` in a directory (sorted by name)."""
+# The suites shipped with hydranet: ``suites/`` of the source tree (an editable install), else
+# ``hydranet/suites`` inside an installed package.
+SHIPPED_SUITES = (Path(__file__).resolve().parents[2] / "suites", Path(__file__).resolve().parents[1] / "suites")
+
+
+def resolve_suite_path(path: str | Path) -> Path:
+    """``path`` if it exists (relative to the working directory); otherwise a relative path is looked
+    up among the shipped suites, so ``--suite suites`` or ``--suite suites/night.yaml`` work from any
+    directory. Returns ``path`` unchanged when neither exists (``load_suites`` then names it)."""
     path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts and path.parts[0] == "suites" else path.parts
+    for root in SHIPPED_SUITES:
+        candidate = root.joinpath(*parts)
+        if root.is_dir() and candidate.exists():
+            return candidate
+    return path
+
+
+def select_tasks(suites: list[Suite], tasks: list[str]) -> list[Suite]:
+    """The suites restricted to ``tasks`` (``eval --tasks``); ``SuiteError`` names tasks no suite has."""
+    known = {t for s in suites for t in s.tasks}
+    unknown = sorted(set(tasks) - known)
+    if unknown:
+        raise SuiteError(f"--tasks {unknown}: no suite evaluates them (suite tasks: {sorted(known)})")
+    picked = [s.model_copy(update={"tasks": {t: v for t, v in s.tasks.items() if t in tasks}}) for s in suites]
+    return [s for s in picked if s.tasks]
+
+
+def load_suites(path: str | Path) -> list[Suite]:
+    """A suite file, or every ``*.yaml``/``*.yml`` in a directory (sorted by name); a relative path
+    not found in the working directory is looked up among the shipped suites."""
+    path = resolve_suite_path(path)
     if path.is_dir():
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
         if not files:

@@ -8,6 +8,8 @@ Layouts (spatial dims are always the last two; a class dim, when there is one, s
 - ``multilabel=False``: target holds class ids ``[..., H, W]``; prediction is class ids of the same
   shape, scores ``[..., C, h, w]`` (argmax), or — with exactly two classes — the probability of
   class 1 ``[..., h, w]`` (positive when ``>= threshold``). ``ignore_index`` pixels are not counted.
+  In multi-label mode ``ignore_index`` marks unlabelled *elements* (a class channel a source does not
+  label, e.g. drivable space without a map), which are not counted either.
 
 A prediction whose spatial size differs from the target's is resized to it with nearest-neighbour
 interpolation (``torch.nn.functional.interpolate(mode="nearest")``) before thresholding/argmax.
@@ -72,8 +74,9 @@ class SegmentationIoU(FrameMetric):
                                  f"{tuple(target.shape)} outside the spatial dims")
             pred = resize_nearest(pred, hw)
             p = pred >= self.threshold if pred.is_floating_point() else pred != 0
-            t = target != 0
-            return p.movedim(-3, 0).reshape(n_c, -1), t.movedim(-3, 0).reshape(n_c, -1), None
+            t = (target != 0) & (target != self.ignore_index) if self.ignore_index is not None else target != 0
+            valid = None if self.ignore_index is None else (target != self.ignore_index).movedim(-3, 0).reshape(n_c, -1)
+            return p.movedim(-3, 0).reshape(n_c, -1), t.movedim(-3, 0).reshape(n_c, -1), valid
         if target.is_floating_point():
             raise ValueError(f"{where}: single-label target must hold integer class ids, got {target.dtype}")
         if pred.is_floating_point() and pred.ndim == target.ndim + 1:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from hydranet.geometry import BevGrid
+from hydranet.geometry import GridConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TrunkConfig(_Strict):
@@ -52,34 +52,12 @@ class FusionConfig(_Strict):
     temporal: TemporalConfig | None = Field(None, description="video memory; true = defaults, false/null = off")
     min_depth: float = Field(0.3, gt=0.0, description="points closer than this (camera z, m) are not sampled")
 
-
     @field_validator("temporal", mode="before")
     @classmethod
     def _temporal_flag(cls, v: Any) -> Any:
         if v is True:
             return {}
         return None if v is False else v
-
-
-class GridConfig(_Strict):
-    x_range: tuple[float, float] = (-32.0, 32.0)
-    y_range: tuple[float, float] = (-32.0, 32.0)
-    cell: float = Field(0.5, gt=0.0)
-
-    def to_grid(self) -> BevGrid:
-        return BevGrid(tuple(self.x_range), tuple(self.y_range), self.cell)
-
-    @model_validator(mode="after")
-    def _valid(self) -> GridConfig:
-        try:
-            self.to_grid()
-        except ValueError as e:
-            raise ValueError(f"grid: {e}") from e
-        return self
-
-    @staticmethod
-    def from_grid(grid: BevGrid) -> GridConfig:
-        return GridConfig(x_range=grid.x_range, y_range=grid.y_range, cell=grid.cell)
 
 
 class ModelConfig(_Strict):
@@ -92,6 +70,9 @@ class ModelConfig(_Strict):
     grid: GridConfig = Field(default_factory=GridConfig)
     image_size: tuple[int, int] = Field((128, 256), description="(H, W) of the camera images")
     num_cameras: int = Field(8, ge=1)
+    # Other camera counts the model trains on (multi-rig: e.g. [6, 1] for nuScenes and BDD100K beside the
+    # 8-camera rig). The weights do not depend on it; exports use num_cameras.
+    camera_counts: list[PositiveInt] = Field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("image_size")
@@ -99,6 +80,26 @@ class ModelConfig(_Strict):
     def _image_size(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 32:
             raise ValueError(f"image_size {v} must be at least 32×32 (the trunk downsamples by 32)")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from pydantic import ValidationError
+
+        from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
+
+        for name, options in v.items():
+            if name not in TASKS:
+                raise ValueError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
+            try:
+                TASKS[name](**(options or {}))
+            except ValidationError as e:
+                from hydranet.config_errors import format_validation_error
+
+                raise ValueError(f"{name}: {format_validation_error(e, '', sep='; ')}") from None
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{name}: {e}") from None
         return v
 
     @model_validator(mode="after")

@@ -57,6 +57,8 @@ def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cam
     weight = torch.ones(S, num_cameras, 1, h, w)
     rows: dict[str, list] = {k: [] for k in ("sample", "camera", "ys", "xs", "offset", "log_size", "box", "obj")}
     for s, (boxes, camera, channel, keep) in enumerate(objects):
+        if not bool(torch.isfinite(boxes).all()):  # int() of a NaN coordinate would fail deep in the loop
+            raise ValueError(f"present sample {s}: its 2D boxes hold non-finite coordinates (NaN or inf)")
         boxes = clip_boxes(boxes.detach().float().cpu(), image_hw) / stride
         camera, channel, keep = camera.long().cpu(), channel.long().cpu(), keep.bool().cpu()
         for m in range(boxes.shape[0]):

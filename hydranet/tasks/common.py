@@ -48,8 +48,9 @@ class OptionsTask(Task):
         try:
             self.cfg = self.Options(**options)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise ValueError(f"task '{self.name}': bad options ({problems})") from None
+            from hydranet.config_errors import format_validation_error
+
+            raise ValueError(f"task '{self.name}': bad options ({format_validation_error(e, '', sep='; ')})") from None
 
 
 class CameraHeadOptions(TaskOptions):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import Batch
 from hydranet.tasks.base import HeadContext, Metric, register_task
 from hydranet.tasks.common import (
@@ -40,6 +41,7 @@ class DrivableOptions(CameraHeadOptions):
 class Drivable(CameraTask):
     name = "drivable"
     label = "drivable"
+    label_spec = LabelSpec("drivable", "dense", "[N, H, W]", "uint8", "1 = drivable road surface", per_camera=True)
     Options = DrivableOptions
 
     def build_head(self, ctx: HeadContext) -> nn.Module:

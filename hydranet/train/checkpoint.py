@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,10 @@ TRUNK_PREFIXES = ("trunk.", "neck.")
 
 class CheckpointError(RuntimeError):
     """A missing, corrupt or mismatched checkpoint; the message names the path."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, permissions); the previous checkpoint is intact."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,41 +155,93 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _free_name(directory: Path) -> Path:
+    """``directory`` if unused, else ``<name>-1``, ``<name>-2``, ...: a re-save never touches the
+    directory ``latest.json`` may point to until the pointer has moved off it."""
+    if not directory.exists():
+        return directory
+    k = 1
+    while (directory.parent / f"{directory.name}-{k}").exists():
+        k += 1
+    return directory.parent / f"{directory.name}-{k}"
+
+
+_STEP_DIR = re.compile(r"^step_(\d+)(?:-(\d+))?$")
+
+
+def step_directories(parent: Path) -> list[Path]:
+    """``step_*`` checkpoint directories under ``parent``, oldest first (by step, then re-save number)."""
+    found = []
+    for p in parent.glob("step_*"):
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir():
+            found.append(((int(m.group(1)), int(m.group(2) or 0)), p))
+    return [p for _, p in sorted(found)]
+
+
 def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, Any],
                     optimizer_tensors: dict[str, Tensor] | None = None, keep: int | None = None) -> Path:
-    """Atomically write a checkpoint directory and point ``<parent>/latest.json`` at it.
+    """Write a checkpoint directory and point ``<parent>/latest.json`` at it, crash-safe at every instant.
+
+    Order: write every file into a hidden temporary directory and fsync it; rename it to a name no
+    pointer refers to (``directory``, or ``directory-1``... when re-saving a step); fsync the parent;
+    atomically replace ``latest.json``; only then prune. A kill at any point leaves ``latest.json``
+    naming a complete checkpoint (the previous or the new one).
 
     ``state`` is JSON-serialisable (config, step, ...); ``format`` and ``trunk_hash`` are added.
-    ``keep``: prune the oldest ``step_*`` siblings beyond this many.
+    ``keep``: prune the oldest ``step_*`` siblings beyond this many (the new one counts; older
+    copies of the same step are always removed once the pointer has moved).
+    Returns the directory written. Raises ``CheckpointError`` (naming the directory) when a write
+    fails, e.g. ENOSPC: the temporary directory is removed and the previous checkpoint is untouched.
     """
     directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
     for leftover in parent.glob(".tmp-*"):  # from a crash mid-save
-        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        _remove(leftover)
     model_state = _tensors(model.state_dict())
     state = {"format": FORMAT, **state, "trunk_hash": trunk_hash(model_state)}
     tmp = parent / f".tmp-{directory.name}-{os.getpid()}"
-    tmp.mkdir()
-    _write_file(tmp / "model.safetensors", st_save(model_state))
-    if optimizer_tensors is not None:
-        _write_file(tmp / "optimizer.safetensors", st_save(_tensors(optimizer_tensors)))
-    _write_file(tmp / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
-    _fsync_dir(tmp)
-    if directory.exists():  # re-saving the same step: move the old one aside first
-        old = parent / f".tmp-old-{directory.name}-{os.getpid()}"
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
-    _fsync_dir(parent)
-    atomic_write(parent / "latest.json", json.dumps({"checkpoint": directory.name, "step": state.get("step")}).encode())
+    target = _free_name(directory)
+    try:
+        tmp.mkdir()
+        _write_file(tmp / "model.safetensors", st_save(model_state))
+        if optimizer_tensors is not None:
+            _write_file(tmp / "optimizer.safetensors", st_save(_tensors(optimizer_tensors)))
+        _write_file(tmp / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        os.replace(tmp, target)
+        _fsync_dir(parent)
+        pointer = {"checkpoint": target.name, "step": state.get("step")}
+        atomic_write(parent / "latest.json", json.dumps(pointer).encode())
+    except OSError as e:
+        _remove(tmp)
+        (parent / f".tmp-latest.json-{os.getpid()}").unlink(missing_ok=True)
+        if target.exists() and _pointer_name(parent) != target.name:
+            _remove(target)
+        raise CheckpointWriteError(f"{directory}: could not write the checkpoint ({e.strerror or e}); the partial "
+                              f"copy was removed and {_pointer_name(parent) or 'no earlier checkpoint'} "
+                              "is unchanged") from None
+    # The pointer has moved: older copies of this step and checkpoints beyond ``keep`` may go.
+    for old in parent.glob(f"{directory.name}*"):
+        if old != target and old.is_dir() and (old == directory or old.name.startswith(f"{directory.name}-")):
+            _remove(old)
     if keep is not None:
-        steps = sorted(p for p in parent.glob("step_*") if p.is_dir() and p != directory)
+        steps = [p for p in step_directories(parent) if p != target]
         for old in steps[:max(0, len(steps) - (keep - 1))]:
-            shutil.rmtree(old, ignore_errors=True)
-    return directory
+            _remove(old)
+    return target
+
+
+def _pointer_name(parent: Path) -> str | None:
+    try:
+        return json.loads((parent / "latest.json").read_text())["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +297,49 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return {k: v.to(map_location) for k, v in tensors.items()}
 
     return Checkpoint(path, state, read("model.safetensors", True), read("optimizer.safetensors", False))
+
+
+def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = True
+                      ) -> tuple[Checkpoint | None, str | None]:
+    """The newest loadable checkpoint of a run's ``checkpoints/`` directory, for resuming.
+
+    Tries the checkpoint ``latest.json`` names, then every ``step_*`` directory newest first. Returns
+    ``(checkpoint, note)``: ``note`` is one line saying which checkpoint was unusable and which one is
+    used instead (None when the pointer's own checkpoint loaded), and unusable checkpoints newer than
+    the one used are renamed ``corrupt_<name>`` (when ``quarantine``: rank 0 only under DDP) so
+    pruning can never keep them over a valid one.
+    ``(None, None)`` when the directory holds no checkpoint at all. Raises ``CheckpointError``
+    naming every file tried when checkpoints exist but none loads.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    pointer = _pointer_name(ckpt_dir)
+    steps = list(reversed(step_directories(ckpt_dir)))
+    candidates = ([ckpt_dir / pointer] if pointer else []) + [p for p in steps if p.name != pointer]
+    if not candidates and not (ckpt_dir / "latest.json").exists():
+        return None, None
+    problems: list[str] = []
+    if (ckpt_dir / "latest.json").exists() and pointer is None:
+        problems.append(f"{ckpt_dir / 'latest.json'}: corrupt pointer file")
+    for path in candidates:
+        if not path.is_dir():
+            problems.append(f"{path}: missing (named by {ckpt_dir / 'latest.json'})")
+            continue
+        try:
+            ckpt = load_checkpoint(path, map_location)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if not problems:
+            return ckpt, None
+        step = int(ckpt.state.get("step", -1))
+        for bad in steps if quarantine else []:
+            m = _STEP_DIR.match(bad.name)
+            if bad != path and m and int(m.group(1)) >= step and bad.is_dir():
+                os.replace(bad, bad.with_name(f"corrupt_{bad.name}"))
+        note = (f"{problems[0]}; resuming from the newest valid checkpoint {path} (step {step})"
+                + (f" ({len(problems) - 1} more unusable)" if len(problems) > 1 else ""))
+        return ckpt, note
+    raise CheckpointError("no valid checkpoint to resume from: " + "; ".join(problems))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:

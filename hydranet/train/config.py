@@ -19,13 +19,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hydranet.config_errors import format_validation_error
+
 
 class ConfigError(ValueError):
     """A bad config: the message names the file and the field."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `train.lr: inf` or `.nan` anywhere is an error naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,24 +36,37 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class DatasetConfig(_Strict):
-    """One source of frames: a synthetic world rendered on the fly or a shard directory."""
+class DatasetConfig(BaseModel):
+    """One source of frames: ``kind`` names a registered source (``hydranet.data.sources``: world,
+    shards, nuscenes, ...) and every other field is that source's option, validated by the source's
+    own options model, so unknown kinds and options are errors naming the field."""
 
-    kind: Literal["world", "shards"]
-    path: str | None = None  # shards: directory written by `hydranet data generate`
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    path: str | None = None  # shards: directory written by `hydranet generate` / `hydranet convert`
     world: dict[str, Any] = Field(default_factory=dict)  # world: WorldConfig fields
-    frames: int | None = Field(default=None, ge=1)  # world: number of frames; shards: limit (None = all)
+    frames: int | None = Field(default=None, ge=1)  # world: number of frames; others: limit (None = all)
+
+    def options(self) -> dict[str, Any]:
+        """The source config ``{"kind": ..., **options}`` (unset compatibility fields left out)."""
+        out = {"kind": self.kind, **(self.model_extra or {})}
+        if self.frames is not None:
+            out["frames"] = self.frames
+        if self.path is not None:
+            out["path"] = self.path
+        if self.world or self.kind == "world":
+            out["world"] = self.world
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        if self.kind == "shards" and not self.path:
-            raise ValueError("kind 'shards' needs 'path' (a shard directory)")
-        if self.kind == "world" and self.frames is None:
-            raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
-        if self.kind == "world" and self.world:
-            from hydranet.world import WorldConfig  # lazy: the world package is optional at import
+        from hydranet.data.sources import SourceConfigError, parse_options
 
-            WorldConfig.model_validate(self.world)
+        try:
+            parse_options(self.options(), "")
+        except SourceConfigError as e:  # "" prefix: the caller's path (data.datasets.<name>) comes first
+            raise ValueError(str(e).replace(".kind: ", "kind: ").lstrip(".").removeprefix(": ")) from None
         return self
 
 
@@ -147,6 +163,12 @@ class TrainConfig(_Strict):
     # Safety net for fixed budgets (the demo): stop, checkpoint and report once training has run this
     # long, even if `steps` is not reached (the learning rate then has not fully decayed).
     time_limit_s: float | None = Field(default=None, gt=0)
+    # Stop with an error (naming the step and the tasks) after this many consecutive steps skipped
+    # for a non-finite loss or gradient, instead of "training" forever on nothing.
+    max_consecutive_skips: int = Field(default=20, ge=1)
+    # BatchNorm statistics over the global batch when training on several ranks (torch SyncBatchNorm;
+    # on CPU/gloo hydranet's equivalent): N ranks at batch B/N then equal one process at batch B.
+    sync_batchnorm: bool = False
 
 
 class EvalConfig(_Strict):
@@ -212,19 +234,7 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _format_errors(err: ValidationError, where: str, prefix: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
-        msg = e["msg"]
-        if e["type"] == "literal_error":
-            expected = e.get("ctx", {}).get("expected", "")
-            msg = f"unknown {e['input']!r}; expected one of {expected}"
-        elif e["type"] == "extra_forbidden":
-            msg = "unknown field (typo?)"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        lines.append(f"{where}: {loc or '<root>'}: {msg}")
-    return "\n".join(lines)
+    return format_validation_error(err, where, prefix)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -22,7 +22,8 @@ import torch
 import yaml
 from rich.console import Console
 
-from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.console import make_console
+from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 
 
 def default_demo_config(name: str = "demo.yaml") -> Path:
@@ -74,7 +75,7 @@ def _finished(train_dir: Path) -> bool:
     if not summary.is_file():
         return False
     s = json.loads(summary.read_text())
-    return s.get("steps") is not None and (s.get("steps") == s.get("planned_steps") or s.get("stopped_early"))
+    return s.get("steps") is not None and s.get("steps") == s.get("planned_steps")
 
 
 def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None = None, retrain: bool = False,
@@ -86,10 +87,13 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     from hydranet.train.report import contact_sheet, draw_predictions, write_report
     from hydranet.train.run import run_training
 
-    console = console or Console()
+    console = console or make_console()
     t_start = time.perf_counter()
     config = config or default_demo_config()
     cfg = load_config(config, overrides)
+    if cfg.train.time_limit_s is not None:
+        raise ConfigError(f"{config}: train.time_limit_s: the demo does a fixed amount of work on every machine "
+                          "(its numbers must not depend on the machine's speed); remove the time limit")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     console.print(f"[bold]hydranet demo[/] config {config} -> {out}")
@@ -150,8 +154,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)
     console.print(f"[bold green]demo done[/] in {meta['total_seconds']:.0f}s "
-                  f"(training {summary.get('steps')}/{summary.get('planned_steps')} steps"
-                  f"{', stopped by the time limit' if summary.get('stopped_early') else ''})")
+                  f"(training {summary.get('steps')}/{summary.get('planned_steps')} steps)")
     console.print(f"  metrics     {md}  {js}")
     console.print(f"  pictures    {out / 'pictures'}/ ({len(paths)} files), overview {sheet}")
     console.print(f"  checkpoint  {summary.get('checkpoint')}  (hydranet.train.checkpoint.load_model)")

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.sample import DENSE_LABELS, RAGGED_LABELS, Batch, Sample, collate
+from hydranet.data.labels import is_ragged, known_labels
+from hydranet.data.sample import Batch, Sample, collate
 
 FORMAT = "hydranet-feature-cache/1"
 MANIFEST = "cache.json"
@@ -58,7 +59,7 @@ def task_labels() -> list[str]:
     import hydranet.tasks  # noqa: F401 - registers the built-in tasks
     from hydranet.tasks.base import TASKS
 
-    return sorted({cls.label for cls in TASKS.values() if cls.label in DENSE_LABELS | RAGGED_LABELS})
+    return sorted({cls.label for cls in TASKS.values() if cls.label in known_labels()})
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -106,7 +107,7 @@ class _ShardWriter:
         self.present = np.zeros((frames, len(labels)), dtype=bool)
         self.geometry: dict[str, list[np.ndarray]] = {k: [] for k in GEOMETRY}
         self.scene_ids: list[str] = []
-        self.ragged: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in labels if k in RAGGED_LABELS}
+        self.ragged: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in labels if is_ragged(k)}
         self.counts: dict[str, list[int]] = {k: [] for k in self.ragged}
 
     def _open(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
@@ -127,7 +128,7 @@ class _ShardWriter:
         self.scene_ids.append(sample.scene_id)
         for li, label in enumerate(self.labels):
             value = sample.labels.get(label)
-            if label in RAGGED_LABELS:
+            if is_ragged(label):
                 count = 0
                 if value is not None:
                     count = self._add_ragged(label, value, where)
@@ -227,9 +228,9 @@ def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_ha
     if total < 1:
         raise CacheError(f"{out}: the dataset has no frames to cache")
     labels = sorted(task_labels() if labels is None else labels)
-    unknown = [k for k in labels if k not in DENSE_LABELS | RAGGED_LABELS]
+    unknown = [k for k in labels if k not in known_labels()]
     if unknown:
-        raise CacheError(f"unknown label(s) {unknown}; known: {sorted(DENSE_LABELS | RAGGED_LABELS)}")
+        raise CacheError(f"unknown label(s) {unknown}; known: {sorted(known_labels())}")
     model = model.to(device).eval()
 
     first: Sample = dataset[0]
@@ -403,7 +404,7 @@ class FeatureCache:
         for li, label in enumerate(self.labels):
             if (labels is not None and label not in labels) or not present[li]:
                 continue
-            if label in RAGGED_LABELS:
+            if is_ragged(label):
                 lo, hi = (int(x) for x in self.array(s, f"ragged.{label}.offsets")[j:j + 2])
                 keys = self.manifest["label_specs"][label]["keys"]
                 out[label] = {k: row(f"ragged.{label}.{k}", slice(lo, hi)) for k in keys}

@@ -16,6 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from hydranet.console import is_live, make_console
+
 SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", "lanes": "lanes", "depth": "depth",
          "bev_semantic": "bev", "objects3d": "obj3d"}
 
@@ -27,7 +29,7 @@ class TrainLogger:
         self.tasks = tasks
         self.total = total_steps
         self.out_dir = out_dir
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.writer = None
         self.progress: Progress | None = None
         self.losses: dict[str, float] = {}
@@ -38,7 +40,7 @@ class TrainLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(out_dir / "tb"))
-        if progress:
+        if progress and is_live(self.console):  # in a log file a live bar prints nothing: plain lines instead
             self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                      TimeRemainingColumn(), TextColumn("{task.description}"), console=self.console)
             self.bar = self.progress.add_task("", total=total_steps)
@@ -82,7 +84,7 @@ class TrainLogger:
                 w.add_scalar("loss/total" if key == "loss" else key, record[key], step)
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
-        if self.progress is None:  # no live bar (tests, pipes): one line per logging window
+        if self.progress is None:  # no live bar (CI logs, pipes, tests): one complete line per logging window
             losses = " ".join(f"{SHORT.get(t, t)}={v:.4f}" for t, v in record["task_loss"].items())
             line = (f"step {step}/{self.total} lr={record['lr']:.2e} {losses} "
                     f"skipped={record['skipped_steps']} {record['samples_per_s']:.1f} samples/s")

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from hydranet.console import make_console
 from hydranet.train import distributed as D
 from hydranet.train.config import Config, config_to_dict
 
@@ -53,19 +54,20 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
                  console: Any = None) -> dict[str, Any]:
     """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
-    from rich.console import Console
 
+    from hydranet.compat import check_config_data
     from hydranet.model import create_model
     from hydranet.train.data import build_train_data
     from hydranet.train.trainer import Trainer
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     tc = cfg.train
     out_dir = Path(out_dir)
     with training_session(cfg, out_dir, resume) as (device, info):
         write_run_config(cfg, out_dir, info)
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model_cfg = cfg.resolved_model()
+        check_config_data(cfg)  # grid, image size, cameras: refused before a frame is rendered
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
         labels = {name: task.label for name, task in model.task_objects.items()}
@@ -83,7 +85,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         trainer = trainer_cls(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                           index_lists=data.index_lists, eval_set=data.eval_dataset, frozen=freeze or [],
                           model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
-                          progress=progress)
+                          progress=progress, groups=data.groups)
         resumed = trainer.resume() if resume else False
         if info.is_main:
             sizes = {t: len(v) for t, v in data.index_lists.items()}
@@ -92,22 +94,72 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                           f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
             console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
                           f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+            if data.groups is not None:
+                console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
             if trainer.frozen:
                 console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
             if note:
                 console.print(f"  {note}")
+            if trainer.resume_note:
+                console.print(f"  [yellow]{trainer.resume_note}")
             if resumed:
                 console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
+            elif resume:
+                console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
         summary = trainer.fit()
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training into the same run directory; the message names its pid."""
+
+
+LOCK_NAME = "run.lock"
+
+
+@contextmanager
+def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
+    """Hold ``OUT/run.lock`` (``filelock``, released by the OS if the holder dies) for the whole run.
+
+    Only rank 0 takes it (all ranks of one torchrun job share the directory); the outcome is
+    all-reduced so every rank fails together. The holder's pid is written beside the lock, because
+    the lock file itself is truncated by every process that tries it."""
+    from filelock import FileLock, Timeout
+
+    lock = None
+    holder = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(out_dir / LOCK_NAME))
+        try:
+            lock.acquire(timeout=0)
+            (out_dir / f"{LOCK_NAME}.pid").write_text(f"{os.getpid()}\n")
+        except Timeout:
+            lock = None
+            try:
+                holder = (out_dir / f"{LOCK_NAME}.pid").read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+    busy = D.all_reduce_sum(torch.tensor([float(holder is not None)])).item() > 0
+    if busy:
+        raise RunLockedError(f"{out_dir} is in use by another hydranet process (pid {holder or 'see rank 0'}, "
+                             f"lock {out_dir / LOCK_NAME}); wait for it to finish or choose another --out")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            (out_dir / f"{LOCK_NAME}.pid").unlink(missing_ok=True)
+            lock.release()
 
 
 @contextmanager
 def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple[torch.device, D.DistInfo]]:
-    """Threads, device and process group for one run; refuses to overwrite a finished or running one.
+    """Threads, device, process group and the run-directory lock for one run; refuses to overwrite a
+    finished run or to share the directory with a running one.
 
     The process group is shut down on exit, uncleanly on error (so no rank waits on a dead peer)."""
     tc = cfg.train
@@ -116,11 +168,12 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
     device = D.select_device(tc.device)
     info = D.init_distributed(device, tc.dist_timeout_s)
     try:
-        latest = out_dir / "checkpoints" / "latest.json"
-        if latest.exists() and not resume:  # checked on every rank so all fail together
-            raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
-                                  "or choose another --out")
-        yield device, info
+        with run_lock(out_dir, info):
+            latest = out_dir / "checkpoints" / "latest.json"
+            if latest.exists() and not resume:  # checked on every rank so all fail together
+                raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
+                                      "or choose another --out")
+            yield device, info
     except BaseException:
         D.shutdown(clean=False)
         raise

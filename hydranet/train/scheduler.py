@@ -19,6 +19,12 @@ Task choice per mode (``n_t`` = size of the task's index list):
 Stream of task ``t``: an endless sequence of seeded permutations of its index list (epoch e uses
 ``seed ⊕ t ⊕ e``), so the ``j``-th draw is a pure function of ``j``. The scheduler state is just
 ``(micro_step, drawn[t])``; resuming continues the exact sequence without replaying anything.
+
+Several rigs (``groups``): when the training datasets differ in camera count or image size, a batch
+must come from one of them. ``groups[i]`` names the rig group of sample ``i``; every task stream is
+then split per group into streams ``"<task>@<group>"`` (``"__all__@<group>"`` for kind ``all``), and
+the scheduler interleaves those streams exactly as it interleaves tasks. ``task_of(stream)`` gives the
+task back.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class TaskScheduler:
     """Deterministic, resumable assignment of micro-steps to tasks and sample indices."""
 
     def __init__(self, index_lists: dict[str, np.ndarray], kind: str = "all", temperature: float = 2.0,
-                 seed: int = 0, num_samples: int | None = None) -> None:
+                 seed: int = 0, num_samples: int | None = None, groups: np.ndarray | None = None) -> None:
         if kind not in ("all", "round_robin", "proportional", "temperature"):
             raise ValueError(f"unknown scheduler kind '{kind}'")
         self.kind = kind
@@ -68,6 +74,13 @@ class TaskScheduler:
             self.lists = {ALL: np.flatnonzero(labelled)}
         else:
             self.lists = {t: np.asarray(v, dtype=np.int64) for t, v in sorted(index_lists.items())}
+        if groups is not None:  # one stream per (task, rig group): a batch never mixes rigs
+            groups = np.asarray(groups)
+            split: dict[str, np.ndarray] = {}
+            for t, idx in self.lists.items():
+                for g in sorted(set(groups[idx].tolist())):
+                    split[f"{t}@{g}"] = idx[groups[idx] == g]
+            self.lists = split
         empty = [t for t, v in self.lists.items() if len(v) == 0]
         if empty:
             raise ValueError(f"no training samples carry the label of task(s) {empty}: check data.tasks and "
@@ -84,6 +97,11 @@ class TaskScheduler:
         self.micro_step = 0
         self.drawn = {t: 0 for t in self.tasks}
         self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
+
+    @staticmethod
+    def task_of(stream: str) -> str:
+        """The task of a stream name (``"depth@nuscenes"`` -> ``"depth"``)."""
+        return stream.split("@", 1)[0]
 
     # -- pure functions of (seed, k) ----------------------------------------------------------
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from hydranet.console import make_console
 from hydranet.train.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
 from hydranet.train.trainer import Trainer
@@ -195,9 +196,8 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     Without a cache this hands over to ``run.run_training`` (images through the frozen trunk); with
     one, heads train on the cached features. Either way only the trained heads' tensors change.
     """
-    from rich.console import Console
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     add_tasks = list(dict.fromkeys(add_tasks or []))
     if from_ckpt is None:
         raise ValueError("sub-graph training (--add-task / --from-cache) needs --from CKPT: the trained network")
@@ -253,6 +253,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
                                progress=progress)
         resumed = trainer.resume() if resume else False
         if info.is_main:
+            if trainer.resume_note:
+                console.print(f"  [yellow]{trainer.resume_note}")
             if resumed:
                 console.print(f"  resumed at step {trainer.step}")
             sizes = {t: int(len(v)) for t, v in index_lists.items()}
@@ -267,6 +269,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         summary["cache"] = str(cache.path)
         if info.is_main:
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
 
 

@@ -8,7 +8,9 @@ them (balancing.py explains why it, not DDP's reducer, does this), gradients are
 steps with the warmup-cosine learning rate.
 
 A non-finite loss or gradient on any rank skips the whole step on every rank (the decision is
-all-reduced), and the skip is counted, logged and checkpointed. Rank 0 alone logs (TensorBoard +
+all-reduced), and the skip is counted, logged and checkpointed; BatchNorm running statistics the
+skipped forward passes moved are restored. ``train.max_consecutive_skips`` skips in a row stop the
+run with ``NonFiniteTrainingError`` naming the step and the tasks. Rank 0 alone logs (TensorBoard +
 rich progress bar with per-task losses) and writes checkpoints.
 
 ``Trainer.forward`` is the one place the model is called, so sub-graph training can substitute
@@ -39,6 +41,7 @@ from hydranet.train.checkpoint import (
     CheckpointError,
     b64_tensor,
     load_checkpoint,
+    load_latest_valid,
     optimizer_from_tensors,
     optimizer_to_tensors,
     rng_state,
@@ -49,6 +52,10 @@ from hydranet.train.config import Config, config_to_dict
 from hydranet.train.evaluate import evaluate
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many consecutive steps were skipped for non-finite losses or gradients; names the step and tasks."""
 
 
 def freeze(model: nn.Module, modules: list[str]) -> list[str]:
@@ -71,12 +78,17 @@ class Trainer:
                  tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
                  index_lists: dict[str, np.ndarray] | None = None, eval_set: Dataset | None = None,
                  frozen: list[str] | None = None, model_config: dict[str, Any] | None = None,
+                 groups: np.ndarray | None = None,
                  dist_info: D.DistInfo | None = None, device: torch.device | None = None,
                  progress: bool = True) -> None:
         self.cfg, self.tc = cfg, cfg.train
         self.out_dir = Path(out_dir)
         self.dist = dist_info or D.DistInfo()
         self.device = device or torch.device("cpu")
+        if self.tc.sync_batchnorm and self.dist.enabled:
+            from hydranet.train.sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self.tasks: dict[str, Task] = dict(tasks if tasks is not None else model.task_objects)
         self.train_tasks = sorted(train_tasks or self.tasks)
@@ -96,7 +108,8 @@ class Trainer:
             index_lists = build_index_lists(presence, labels, {}, {}, self.tc.seed)
         index_lists = {t: index_lists[t] for t in self.train_tasks}
         self.scheduler = TaskScheduler(index_lists, self.tc.scheduler.kind, self.tc.scheduler.temperature,
-                                       self.tc.seed, num_samples=len(train_set))  # type: ignore[arg-type]
+                                       self.tc.seed, num_samples=len(train_set),  # type: ignore[arg-type]
+                                       groups=groups)
 
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         if not self.trainable:
@@ -114,6 +127,9 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.stopped_early = False
+        self.consecutive_skips = 0  # skipped steps since the last good one (train.max_consecutive_skips)
+        self.nonfinite_tasks: set[str] = set()  # tasks whose loss was non-finite during that streak
+        self.resume_note: str | None = None  # set by resume() when it fell back to an older checkpoint
         self.history: list[dict[str, Any]] = []
         self.eval_history: list[dict[str, Any]] = []
         D.broadcast_module(model)  # every rank starts from rank 0's weights
@@ -143,8 +159,9 @@ class Trainer:
     # -- one optimizer step --------------------------------------------------------------------
 
     def _micro_tasks(self, scheduled: str) -> list[str]:
-        if self.tc.scheduler.loss_tasks == "scheduled" and scheduled != ALL:
-            return [scheduled]
+        task = TaskScheduler.task_of(scheduled)
+        if self.tc.scheduler.loss_tasks == "scheduled" and task != ALL:
+            return [task]
         return self.train_tasks
 
     def task_losses(self, batch: Batch, tasks: list[str]) -> dict[str, Tensor]:
@@ -156,6 +173,10 @@ class Trainer:
     def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:
         accum, world = self.tc.grad_accum, self.dist.world_size
         bad = False
+        nonfinite: set[str] = set()
+        # A skipped step must leave no trace: the forward passes already moved BatchNorm running
+        # statistics, so they are restored from this copy when the step is skipped.
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         active: set[str] = set()
         task_loss = torch.zeros(len(self.train_tasks))
         task_n = torch.zeros(len(self.train_tasks))
@@ -179,9 +200,12 @@ class Trainer:
                 share = float(local[i]) * world / float(counts[i])
                 losses[t] = means[t] * share
             values = torch.stack([v.detach() for v in losses.values()])
-            finite = D.all_reduce_sum(torch.isfinite(values).all().float().reshape(1)).item() == world
-            if not finite:
+            flags = torch.zeros(len(self.train_tasks), device=self.device)
+            flags[[self.train_tasks.index(t) for t in losses]] = (~torch.isfinite(values)).float()
+            flags = D.all_reduce_sum(flags).cpu()  # which tasks were non-finite on any rank
+            if flags.any():
                 bad = True
+                nonfinite.update(t for t, f in zip(self.train_tasks, flags.tolist(), strict=True) if f > 0)
                 continue
             total += self.balancer.backward(losses, 1.0 / accum) / accum
             for t, v in losses.items():
@@ -200,13 +224,26 @@ class Trainer:
         if bad:
             self.balancer.discard()
             self.skipped_steps += 1
+            self.consecutive_skips += 1
+            self.nonfinite_tasks.update(nonfinite)
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers, strict=True):
+                    b.copy_(saved)
         else:
+            self.consecutive_skips = 0
+            self.nonfinite_tasks = set()
             set_lr(self.optimizer, lr)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.balancer.zero_grad(set_to_none=True)
         D.broadcast_module(self.model, buffers_only=True)  # BatchNorm statistics stay in step, as DDP does
         self.step += 1
+        if self.consecutive_skips >= self.tc.max_consecutive_skips:
+            cause = (f"non-finite losses of tasks {sorted(self.nonfinite_tasks)}" if self.nonfinite_tasks
+                     else "a non-finite gradient norm (every loss was finite)")
+            raise NonFiniteTrainingError(
+                f"step {self.step}: {self.consecutive_skips} consecutive steps skipped (train.max_consecutive_skips="
+                f"{self.tc.max_consecutive_skips}) because of {cause}; the last good checkpoint is in {self.ckpt_dir}")
         return {"step": self.step, "lr": lr, "grad_norm": grad_norm, "loss": total, "skipped": bad,
                 "task_loss": task_loss, "task_n": task_n}
 
@@ -225,7 +262,9 @@ class Trainer:
             opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self.param_names)
             opt_tensors |= {f"balancer.{k}": v for k, v in self.balancer.state_dict().items()}
             state = {
-                "step": self.step, "skipped_steps": self.skipped_steps, "config": config_to_dict(self.cfg),
+                "step": self.step, "skipped_steps": self.skipped_steps,
+                "consecutive_skips": self.consecutive_skips, "nonfinite_tasks": sorted(self.nonfinite_tasks),
+                "config": config_to_dict(self.cfg),
                 "model_config": self.model_config, "train_tasks": self.train_tasks, "frozen": self.frozen,
                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "world_size": self.dist.world_size,
                 "optimizer": opt_meta, "balancing": self.tc.balancing.kind,
@@ -237,13 +276,18 @@ class Trainer:
         return path
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path`` (or this run's latest checkpoint). False if there is none."""
-        try:
-            ckpt = load_checkpoint(path or self.ckpt_dir, map_location=self.device)
-        except CheckpointError:
-            if path is not None:
-                raise
-            return False
+        """Continue from ``path``, or from this run's newest *valid* checkpoint; False if the run has none.
+
+        A corrupt newest checkpoint is never a silent restart: the newest valid one is used and
+        ``resume_note`` says so in one line, or ``CheckpointError`` names every file when none loads."""
+        if path is not None:
+            ckpt = load_checkpoint(path, map_location=self.device)
+        else:
+            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device,
+                                                        quarantine=self.dist.is_main)
+            if found is None:
+                return False
+            ckpt = found
         where = ckpt.path
         try:
             self.model.load_state_dict(ckpt.model, strict=True)
@@ -256,6 +300,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt.state["scheduler"])
         self.step = int(ckpt.state["step"])
         self.skipped_steps = int(ckpt.state["skipped_steps"])
+        self.consecutive_skips = int(ckpt.state.get("consecutive_skips", 0))
+        self.nonfinite_tasks = set(ckpt.state.get("nonfinite_tasks", []))
         rngs = ckpt.state["rng"]
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])

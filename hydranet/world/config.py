@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hydranet.data.sample import ALL_LABELS
-from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, Rig
+from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, GridConfig, Rig
 
 Lighting = Literal["day", "dusk", "night"]
 Layout = Literal["straight", "curve", "intersection"]
@@ -27,20 +27,6 @@ class CameraConfig(BaseModel):
     position: tuple[float, float, float]
     yaw_deg: float
     pitch_deg: float = Field(ge=-60.0, le=60.0)
-
-
-class GridConfig(BaseModel):
-    """The BEV grid (mirrors ``hydranet.geometry.BevGrid``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    x_range: tuple[float, float] = (-32.0, 32.0)
-    y_range: tuple[float, float] = (-32.0, 32.0)
-    cell: float = Field(0.5, gt=0.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> GridConfig:
-        BevGrid(self.x_range, self.y_range, self.cell)  # raises a ValueError naming the range
-        return self
 
 
 def _default_cameras() -> list[CameraConfig]:
@@ -139,7 +125,7 @@ class WorldConfig(BaseModel):
 
     @property
     def bev_grid(self) -> BevGrid:
-        return BevGrid(tuple(self.grid.x_range), tuple(self.grid.y_range), self.grid.cell)
+        return self.grid.to_grid()
 
     @property
     def path_steps(self) -> int:

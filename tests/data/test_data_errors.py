@@ -79,12 +79,13 @@ def test_bad_manifest_names_field(root):
 def test_manifest_shard_mismatch(root):
     path = root / "manifest.json"
     meta = json.loads(path.read_text())
-    # Point sample 1's index entry at sample 2's bytes (CRC included): the tar members belong to another key.
-    meta["shards"][0]["index"][1][1:] = meta["shards"][0]["index"][2][1:]
+    # Swap the keys of samples 1 and 2: each index entry now expects the other key's tar members.
+    index = meta["shards"][0]["index"]
+    index[1][0], index[2][0] = index[2][0], index[1][0]
     path.write_text(json.dumps(meta))
-    with pytest.raises(ShardError, match="belongs to sample '000000002'") as e:
+    with pytest.raises(ShardError, match="belongs to sample '000000001', not '000000002'") as e:
         ShardDataset(root)[1]
-    assert e.value.key == "000000001" and e.value.path.endswith("shard-000000.tar")
+    assert e.value.key == "000000002" and e.value.path.endswith("shard-000000.tar")
     (root / "shard-000001.tar").unlink()
     with pytest.raises(ShardError, match="missing") as e:
         ShardDataset(root)

@@ -84,5 +84,5 @@ def test_open_dataset_specs(root, tmp_path):
     with pytest.raises(ManifestError, match="no such dataset"):
         open_dataset(tmp_path / "missing")
     yaml_path.write_text("num_scenes: 3\nframes_per_scen: 2\n")
-    with pytest.raises(ValueError, match=r"synthetic_w\.yaml: field 'frames_per_scen'"):
+    with pytest.raises(ValueError, match=r"synthetic_w\.yaml: frames_per_scen: unknown field"):
         load_world_config(yaml_path)

@@ -70,11 +70,11 @@ def test_eval_bad_inputs_exit_2(tiny_checkpoint, tiny_suite, tmp_path):
     small = tmp_path / "small.yaml"
     small.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, height: 32,"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(small), "--frames", "1", "--device", "cpu"])
-    assert r.exit_code == 2 and "renders 32x128 images but model 'model' expects (64, 128)" in flat(r.output)
+    assert r.exit_code == 2 and "images are 32x128 (HxW) but model 'model' is built for 64x128" in flat(r.output)
     grid = tmp_path / "grid.yaml"
     grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, grid: {cell: 0.5},"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(grid), "--frames", "1", "--device", "cpu"])
-    assert r.exit_code == 2 and "differs from model 'model'" in flat(r.output)
+    assert r.exit_code == 2 and "BEV grid is" in flat(r.output) and "but model 'model' uses" in flat(r.output)
 
 
 @pytest.mark.slow

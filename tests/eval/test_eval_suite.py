@@ -54,7 +54,7 @@ def test_good_suite(tmp_path):
     (GOOD.replace("frames: 3", "frames: 0"), r"frames: Input should be greater"),
     (GOOD.replace("depth:", "telepathy:"), r"tasks\.telepathy: unknown task"),
     (GOOD.replace("miou: 0.01", "miou: -1"), r"tolerance for 'miou' must be >= 0"),
-    (GOOD + "colour: red\n", r"colour: Extra inputs"),
+    (GOOD + "colour: red\n", r"s\.yaml: colour: unknown field \(typo\?\)"),
     (GOOD.replace("world: {lighting: night}", "world: {seed: 3}"), r"must not set 'seed'"),
     ("- a\n- b\n", r"must be a YAML mapping"),
     ("a: [1, 2\n", r"not valid YAML"),

@@ -76,7 +76,7 @@ def test_cache_refused_for_another_trunk(base, other_trunk, cache, runner, tmp_p
     assert mine in str(e.value) and other in str(e.value)
     res = invoke(runner, "train", "--from", other_trunk, "--tasks", "drivable", "--from-cache", cache,
                  "-o", tmp_path / "x", "--no-progress")
-    assert res.exit_code == 1 and "trunk" in res.output and not (tmp_path / "x" / "checkpoints").exists()
+    assert res.exit_code == 2 and "trunk" in res.output and not (tmp_path / "x" / "checkpoints").exists()
 
 
 def test_cache_budget_and_bad_input(base, frames, cache, tmp_path):
@@ -137,10 +137,10 @@ def test_add_task_refuses_missing_label_and_existing_task(base, frames, runner, 
     write_cache(model, frames[:2], only, trunk_hash=trunk_hash(model), labels=["drivable"])
     res = invoke(runner, "train", "--from", base, "--add-task", "lanes", "--from-cache", only, "-o", tmp_path / "a",
                  "--no-progress")
-    assert res.exit_code == 1 and "does not store the label" in res.output and "lanes" in res.output
+    assert res.exit_code == 2 and "does not store the label" in res.output and "lanes" in res.output
     res = invoke(runner, "train", "--from", base, "--add-task", "depth", "--from-cache", only, "-o", tmp_path / "b",
                  "--no-progress")
-    assert res.exit_code == 1 and "already has this task" in res.output
+    assert res.exit_code == 2 and "already has this task" in res.output
 
 
 def test_cache_features_cli_reports_size_and_speed_and_enforces_budget(base, runner, tmp_path):
@@ -158,9 +158,9 @@ def test_cache_features_cli_reports_size_and_speed_and_enforces_budget(base, run
     assert fc.trunk_hash == load_checkpoint(base).state["trunk_hash"]
     assert fc.manifest["frames_per_s"] > 0 and fc.manifest["mb_per_s"] > 0
     res = invoke(runner, "cache-features", "--ckpt", base, "--data", world, "-o", tmp_path / "big", "--max-gb", 1e-6)
-    assert res.exit_code == 1 and "exceeds --max-gb" in res.output and not (tmp_path / "big").exists()
+    assert res.exit_code == 2 and "exceeds --max-gb" in res.output and not (tmp_path / "big").exists()
     res = invoke(runner, "cache-features", "--ckpt", base, "--data", world, "-o", tmp_path / "c")
-    assert res.exit_code == 1 and "--overwrite" in res.output
+    assert res.exit_code == 2 and "--overwrite" in res.output
 
 
 def test_open_shards_are_bounded(cache, monkeypatch):

@@ -58,7 +58,7 @@ def test_merge_refuses_mismatched_trunk_and_ambiguity(base, other_trunk, heads, 
         plan_merge(base, [f"{other_trunk}:drivable"])
     assert mine[:16] in str(e.value) and other[:16] in str(e.value)
     res = invoke(runner, "merge", base, f"{other_trunk}:drivable", "-o", tmp_path / "x")
-    assert res.exit_code == 1 and "trunk" in res.output and not (tmp_path / "x").exists()
+    assert res.exit_code == 2 and "trunk" in res.output and not (tmp_path / "x").exists()
     with pytest.raises(MergeError, match="supplied by both"):
         plan_merge(base, [str(heads / "bev"), f"{heads / 'lanes'}:bev_semantic"])
     with pytest.raises(MergeError, match="no head 'objects3d'"):

@@ -122,3 +122,61 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     summary = tr.fit()
     assert summary["stopped_early"] and summary["steps"] == 1 and summary["planned_steps"] == 50
     assert load_checkpoint(tmp_path).state["step"] == 1
+
+
+def _bn_trainer(tmp_path, **train):
+    """The tiny trainer with BatchNorm in the trunk (the real HydraNet's normalisation)."""
+    from train_testkit import TinyDataset, TinyModel, _tiny_tasks, tiny_config
+
+    from hydranet.train.trainer import Trainer
+
+    torch.manual_seed(0)
+    tasks = _tiny_tasks()
+    model = TinyModel(tasks)
+    model.trunk[1] = torch.nn.BatchNorm2d(8)
+    return Trainer(tiny_config(**train), model, TinyDataset(), tmp_path, tasks=tasks, progress=False)
+
+
+def test_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
+    tr = _bn_trainer(tmp_path, steps=3)
+    task = tr.tasks["tiny_depth"]
+    original = task.loss
+    task.loss = lambda outputs, batch: {"loss": original(outputs, batch)["loss"] * float("nan")}
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.train_mode()
+    out = tr.train_step(tr._loader())
+    assert out["skipped"] and tr.skipped_steps == 1
+    after = tr.model.state_dict()
+    assert "trunk.1.running_mean" in after
+    for k, v in before.items():  # before the fix running_mean/var and num_batches_tracked moved
+        assert torch.equal(v, after[k]), k
+
+
+def test_consecutive_skipped_steps_stop_with_the_step_and_tasks(tmp_path):
+    import pytest
+
+    from hydranet.train.trainer import NonFiniteTrainingError
+
+    tr = make_trainer(tmp_path, steps=50, max_consecutive_skips=4)
+    task = tr.tasks["tiny_drivable"]
+    original = task.loss
+    task.loss = lambda outputs, batch: {"loss": original(outputs, batch)["loss"] * float("inf")}
+    with pytest.raises(NonFiniteTrainingError, match=r"step 4: 4 consecutive steps skipped .*\['tiny_drivable'\]"):
+        tr.fit()  # before: 50 "steps" that trained nothing, exit 0
+    assert TrainConfig().max_consecutive_skips == 20
+
+
+def test_a_good_step_resets_the_consecutive_skip_count(tmp_path):
+    tr = make_trainer(tmp_path, steps=8, max_consecutive_skips=2)
+    task = tr.tasks["tiny_depth"]
+    original = task.loss
+    calls = {"n": 0}
+
+    def every_other(outputs, batch):
+        calls["n"] += 1
+        out = original(outputs, batch)
+        return {"loss": out["loss"] * float("nan")} if calls["n"] % 2 else out
+
+    task.loss = every_other
+    tr.fit()
+    assert tr.step == 8 and 0 < tr.skipped_steps < 8

@@ -1,0 +1,80 @@
+"""The one formatter for pydantic validation errors: ``file: dotted.field: message`` per field.
+
+pydantic's own text leaks its internals: union members appear in the location
+(``lighting.literal['day','dusk','night']``), one bad value of a ``A | B`` field becomes one error
+per member, and ``str(err)`` ends with "(2 errors)" and a documentation URL. Here a field gets one
+line, its location holds only the user's field names, and a union's alternatives are merged:
+
+    configs/demo.yaml: data.datasets.demo.world.lighting: unknown 'noon'; expected 'day', 'dusk', 'night' or 'random'
+
+Every config, manifest, suite and task-option loader formats through ``format_validation_error``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+# Location parts pydantic inserts for union members / validators, not fields the user wrote.
+_INTERNAL = re.compile(r"^(literal\[.*\]|function-\w+\[.*\]|[a-z_]+\[.*\]|is-instance\[.*\]|tagged-union\[.*\]|"
+                       r"int|float|str|bool|list|dict|tuple|none|union|json-or-python\[.*\])$")
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _field(loc: tuple[Any, ...], prefix: str) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and _INTERNAL.match(p))]
+    return ".".join(p for p in (prefix, *parts) if p)
+
+
+def _literal_options(err: dict[str, Any]) -> list[str]:
+    expected = str(err.get("ctx", {}).get("expected", ""))
+    return _QUOTED.findall(expected) or ([expected] if expected else [])
+
+
+def _one(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown field (typo?)"
+    if kind == "missing":
+        return "required field is missing"
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    if msg.startswith("Assertion failed, "):
+        return msg[len("Assertion failed, "):]
+    return msg
+
+
+def _merge(errors: list[dict[str, Any]]) -> str:
+    """One message for every error pydantic raised at one field (the members of a union)."""
+    literals = [o for e in errors if e["type"] == "literal_error" for o in _literal_options(e)]
+    value = errors[0].get("input")
+    shown = repr(value) if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    if literals and all(e["type"] == "literal_error" for e in errors):
+        quoted = [f"'{o}'" for o in dict.fromkeys(literals)]
+        choices = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+        return f"unknown {shown}; expected {choices}"
+    if len(errors) == 1:
+        return _one(errors[0])
+    alternatives = []
+    for e in errors:
+        if e["type"] == "literal_error":
+            alternatives += [f"'{o}'" for o in _literal_options(e)]
+        else:
+            alternatives.append(_one(e).removeprefix("Input should be ").removesuffix("."))
+    alternatives = list(dict.fromkeys(alternatives))
+    return f"expected {' or '.join(alternatives)}, got {shown}"
+
+
+def format_validation_error(err: ValidationError, where: str, prefix: str = "", sep: str = "\n") -> str:
+    """``where: field: message`` for each field of ``err`` (joined by ``sep``); no pydantic internals.
+
+    ``prefix`` is prepended to every field path (e.g. ``model`` when validating that section)."""
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    for e in err.errors():
+        by_field.setdefault(_field(tuple(e["loc"]), prefix), []).append(e)
+    lines = []
+    for field, errors in by_field.items():
+        lines.append(": ".join(p for p in (where, field, _merge(errors)) if p))
+    return sep.join(lines)

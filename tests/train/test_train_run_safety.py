@@ -1,0 +1,169 @@
+"""Runs never lose work or mix up (issue 9, section 1): resume falls back to the newest valid
+checkpoint, the checkpoint swap is crash-safe at every instant, disk-full saves fail cleanly, and a
+run directory is locked against a second process."""
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from train_testkit import make_trainer, tiny_config
+
+from hydranet.train import checkpoint as ck
+from hydranet.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest_valid,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from hydranet.train.run import RunLockedError, training_session
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_resume_falls_back_to_the_newest_valid_checkpoint_and_never_prunes_it(tmp_path):
+    full = make_trainer(tmp_path, steps=6, ckpt_every=2)
+    full.fit()  # keeps step 4 and step 6 (keep_checkpoints=2)
+    newest = resolve_checkpoint(tmp_path)
+    assert newest.name == "step_00000006"
+    _truncate(newest / "model.safetensors")
+
+    again = make_trainer(tmp_path, steps=6, ckpt_every=2)
+    assert again.resume()  # before: a silent restart at step 0
+    assert again.step == 4
+    assert "model.safetensors" in again.resume_note and "step 4" in again.resume_note
+    assert (tmp_path / "checkpoints" / "corrupt_step_00000006").is_dir()  # kept for inspection, never pruned over
+    again.fit()
+    done = load_checkpoint(tmp_path)
+    assert done.state["step"] == 6
+    for k, v in full.model.state_dict().items():  # resumed run ends where the uninterrupted one did
+        assert torch.equal(v, again.model.state_dict()[k]), k
+
+
+def test_resume_with_no_valid_checkpoint_names_the_file(tmp_path):
+    make_trainer(tmp_path, steps=2).fit()
+    _truncate(resolve_checkpoint(tmp_path) / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"step_00000002/model.safetensors: corrupt"):
+        make_trainer(tmp_path, steps=4).resume()  # before: returned False and training restarted
+    assert (tmp_path / "checkpoints" / "step_00000002").is_dir()  # nothing pruned
+
+
+def test_resume_when_the_pointer_names_a_missing_directory(tmp_path):
+    make_trainer(tmp_path, steps=4, ckpt_every=2).fit()
+    (tmp_path / "checkpoints" / "latest.json").write_text('{"checkpoint": "step_00000009", "step": 9}')
+    again = make_trainer(tmp_path, steps=4, ckpt_every=2)
+    assert again.resume() and again.step == 4
+    assert "step_00000009: missing" in again.resume_note
+
+
+class Crash(BaseException):
+    """kill -9 stand-in: not an Exception, so no cleanup handler runs."""
+
+
+def _crash_after(monkeypatch, budget: int) -> list[str]:
+    """Make the ``budget``-th filesystem operation of a save raise ``Crash`` (calls counted in order)."""
+    calls: list[str] = []
+    real = {"write": ck._write_file, "fsync": ck._fsync_dir, "replace": os.replace, "remove": ck._remove}
+
+    def wrap(name, fn):
+        def inner(*a, **k):
+            calls.append(name)
+            if len(calls) == budget:
+                raise Crash(name)
+            return fn(*a, **k)
+        return inner
+
+    monkeypatch.setattr(ck, "_write_file", wrap("write", real["write"]))
+    monkeypatch.setattr(ck, "_fsync_dir", wrap("fsync", real["fsync"]))
+    monkeypatch.setattr(ck, "_remove", wrap("remove", real["remove"]))
+    monkeypatch.setattr(ck.os, "replace", wrap("replace", real["replace"]))
+    return calls
+
+
+@pytest.mark.parametrize("resave", [True, False], ids=["resave-same-step", "new-step"])
+def test_checkpoint_swap_is_crash_safe_at_every_instant(tmp_path, monkeypatch, resave):
+    model = nn.Linear(3, 2)
+    budget, finished = 1, False
+    while not finished:  # crash at the 1st, 2nd, ... filesystem operation until a save completes
+        root = tmp_path / f"kill{budget}" / "checkpoints"
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        save_checkpoint(root / "step_00000002", model, {"step": 2}, keep=1)
+        with torch.no_grad():
+            model.weight.fill_(2.0)
+        calls = _crash_after(monkeypatch, budget)
+        try:
+            save_checkpoint(root / ("step_00000002" if resave else "step_00000003"), model, {"step": 3}, keep=1)
+            finished = True
+        except Crash:
+            pass
+        monkeypatch.undo()
+        ckpt, note = load_latest_valid(root)
+        assert note is None, f"crash at operation {budget} ({calls[-1]}): {note}"
+        weight = float(ckpt.model["weight"][0, 0])
+        assert (ckpt.state["step"], weight) in ((2, 1.0), (3, 2.0)), f"crash at {budget} ({calls[-1]})"
+        if finished:
+            assert (ckpt.state["step"], weight) == (3, 2.0)
+            assert [p.name for p in root.iterdir() if p.is_dir()] == [ckpt.path.name]  # old one pruned
+        budget += 1
+    assert budget > 6  # the save really has that many crash points
+
+
+def test_disk_full_during_save_is_a_clear_error_and_keeps_the_previous(tmp_path, monkeypatch):
+    tr = make_trainer(tmp_path, steps=2)
+    tr.fit()
+    good = resolve_checkpoint(tmp_path)
+    real_write = ck._write_file
+
+    def full(path, data):
+        if path.name == "optimizer.safetensors":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    tr.step = 3
+    monkeypatch.setattr(ck, "_write_file", full)
+    with pytest.raises(CheckpointError, match=r"step_00000003: could not write the checkpoint \(No space left"):
+        tr.save()
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # the partial copy is gone
+    assert not (tmp_path / "checkpoints" / "step_00000003").exists()
+    assert load_checkpoint(tmp_path).path == good
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from hydranet.train.distributed import DistInfo
+from hydranet.train.run import run_lock
+with run_lock(Path(sys.argv[1]), DistInfo()):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_process_refuses_a_locked_run_directory_naming_the_holder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=rf"in use by another hydranet process \(pid {holder.pid}"):
+            with training_session(tiny_config(device="cpu"), tmp_path, resume=False):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with training_session(tiny_config(device="cpu"), tmp_path, resume=False):  # the OS released the dead holder's lock
+        assert (tmp_path / "run.lock.pid").read_text().strip() == str(os.getpid())
+    assert not (tmp_path / "run.lock.pid").exists()
