@@ -111,7 +111,7 @@ def convert_child(index: str, out: str, frames: int) -> dict[str, Any]:
     """Runs in a child process: convert ``frames`` frames, report time and peak RSS growth."""
     torch.set_num_threads(1)
     from hydranet.data.convert import convert
-    from hydranet.data.sources import open_source
+    from hydranet.datasets import open_source
 
     source = open_source({"kind": "frames", "index": index, "image_size": list(MODEL_INPUT)})
     base = _rss_mb()
@@ -191,7 +191,7 @@ def train_step(batch_size: int, steps: int) -> dict[str, Any]:
 def nuscenes_source(repeats: int) -> dict[str, Any] | None:
     if not (NUSC_ROOT / "v1.0-mini").is_dir():
         return None
-    from hydranet.data.sources import open_source
+    from hydranet.datasets import open_source
 
     source = open_source({"kind": "nuscenes", "dataroot": str(NUSC_ROOT), "image_size": list(MODEL_INPUT)})
     source[0]  # devkit tables load lazily

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydranet.data.manifest import manifest_path, read_manifest
+from hydranet.datasets import open_source  # any other registered source: its rig from sample 0
 from hydranet.geometry import BevGrid
+from hydranet.tasks import TASKS
+from hydranet.world.config import load_world_config
 
 
 class DataMismatchError(ValueError):
@@ -70,7 +74,6 @@ def check_data_matches_model(layout: DataLayout, model_cfg: Any, model_name: str
 
 
 def _has_bev_task(model_cfg: Any) -> bool:
-    from hydranet.tasks import TASKS
 
     return any(name in TASKS and TASKS[name].space == "bev" for name in model_cfg.tasks)
 
@@ -88,7 +91,6 @@ def world_layout(world_cfg: Any, source: str) -> DataLayout:
 
 def shards_layout(path: str | Path, source: str | None = None) -> DataLayout:
     """Layout from a shard directory's ``manifest.json`` (no sample is read)."""
-    from hydranet.data.manifest import manifest_path, read_manifest
 
     m = read_manifest(path)
     return DataLayout(source or str(manifest_path(path)), tuple(m.image_size), len(m.camera_names), m.grid_obj())
@@ -120,12 +122,10 @@ def sample_layout(sample: Any, source: str) -> DataLayout:
 def source_layout(ds_cfg: Any, source: str) -> DataLayout:
     """Layout of one ``data.datasets.<name>`` / ``data.eval`` entry of a training config."""
     if ds_cfg.kind == "world":
-        from hydranet.data.loaders import load_world_config
 
         return world_layout(load_world_config(ds_cfg.world), f"{source} (world)")
     if ds_cfg.kind == "shards":
         return shards_layout(ds_cfg.path, f"{source} ({ds_cfg.path})")
-    from hydranet.data.sources import open_source  # any other registered source: its rig from sample 0
 
     src = open_source(ds_cfg.options(), source)
     layout = sample_layout(src[0], f"{source} ({ds_cfg.kind})")

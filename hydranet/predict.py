@@ -22,8 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hydranet.checkpoint import load_model
+from hydranet.data.convert import resize_sample
 from hydranet.data.sample import collate
+from hydranet.datasets import open_dataset
 from hydranet.deploy.infer import NAME_ATTRS, _round, dense_summary
+from hydranet.viz import Views
 
 __all__ = ["run_predict"]
 
@@ -32,14 +36,10 @@ __all__ = ["run_predict"]
 def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int | None = None,
                 tasks: list[str] | None = None, ground_truth: bool = False, scale: int = 2,
                 on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run ``checkpoint`` over ``data`` (anything ``hydranet.data.open_dataset`` takes); returns the JSON written.
+    """Run ``checkpoint`` over ``data`` (anything ``hydranet.datasets.open_dataset`` takes); returns the JSON written.
 
     ``tasks``: heads to run (default: all of the model's). Raises ``ValueError`` naming an unknown task,
     ``CheckpointError`` for a bad checkpoint and the dataset's own errors for bad data."""
-    from hydranet.data.convert import resize_sample
-    from hydranet.data.loaders import open_dataset
-    from hydranet.train.checkpoint import load_model
-    from hydranet.viz import Views
 
     model, _ = load_model(checkpoint)
     names = list(model.task_objects) if tasks is None else list(tasks)

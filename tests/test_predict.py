@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from hydranet.checkpoint import load_model, save_checkpoint
 from hydranet.cli import app
 from hydranet.data.convert import resize_sample
 from hydranet.data.sample import collate
-from hydranet.data.sources import open_source
+from hydranet.datasets import open_source
 from hydranet.geometry import camera_extrinsics
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.config import ALL_TASKS
-from hydranet.train.checkpoint import load_model, save_checkpoint
 
 
 @pytest.fixture(scope="module")

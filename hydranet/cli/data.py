@@ -11,7 +11,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.console import make_console
+from hydranet.data.manifest import ShardError
+from hydranet.data.shards import ShardDataset
+from hydranet.train.config import load_config
+from hydranet.world.config import load_world_config, training_world
+from hydranet.world.generate import check_existing, resolve
+from hydranet.world.generate import generate as run
 
 _err = make_console(stderr=True)
 
@@ -46,11 +53,6 @@ def generate(
     Sample i of the output is world sample i (whole consecutive scenes of `frames_per_scene` frames).
     Re-running with the same arguments finds the complete output and prints "up to date".
     """
-    from hydranet.data.generate import check_existing, resolve
-    from hydranet.data.generate import generate as run
-    from hydranet.data.loaders import load_world_config
-    from hydranet.data.manifest import ShardError
-
     if image_format not in ("npz", "png"):
         raise typer.BadParameter(f"must be npz or png, got {image_format!r}", param_hint="--image-format")
     if config is not None and not config.is_file():
@@ -103,10 +105,6 @@ def _training_frames(config: Path | None, dataset: str | None, world) -> int | N
     (``hydranet.compat``): the frames written are ones that model accepts. None for other files."""
     import yaml
 
-    from hydranet.compat import check_data_matches_model, world_layout
-    from hydranet.data.loaders import training_world
-    from hydranet.train.config import load_config
-
     if config is None:
         return None
     tree = yaml.safe_load(config.read_text()) or {}
@@ -126,8 +124,6 @@ def data_info(
     deep: bool = typer.Option(False, "--deep", help="With --verify: also read and decode every sample."),
 ) -> None:
     """Summarise a shard directory (source, rig, label counts, shards); optionally verify every byte."""
-    from hydranet.data.manifest import ShardError
-    from hydranet.data.shards import ShardDataset
 
     console = make_console()
     try:

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import typer
 
+from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
+from hydranet.data.manifest import ShardError
+from hydranet.datasets import SourceConfigError, SourceError
+from hydranet.predict import run_predict
 
 
 @app.command()
@@ -25,11 +29,6 @@ def predict(
     """Draw a checkpoint's predictions on any dataset, whatever its rig (1, 6 or 8 cameras): the model takes
     K and T per frame. `hydranet infer` does the same from an exported ONNX graph (fixed rig)."""
     import torch
-
-    from hydranet.data.manifest import ShardError
-    from hydranet.data.sources import SourceConfigError, SourceError
-    from hydranet.predict import run_predict
-    from hydranet.train.checkpoint import CheckpointError
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -7,25 +7,29 @@ from pathlib import Path
 import typer
 
 from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors, fail
+from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES
+from hydranet.datasets import open_dataset
+from hydranet.geometry import BevGrid
+from hydranet.viz import (
+    LANE_COLORS,
+    Views,
+    draw_bev_map,
+    draw_boxes2d,
+    draw_boxes3d,
+    draw_lane_masks,
+    draw_mask,
+    draw_polylines_bev,
+    draw_sparse_depth,
+    draw_traffic_lights,
+)
+from hydranet.world import SyntheticWorld
+from hydranet.world.config import load_world_config
 
 
 def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
     """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path."""
     import torch
-
-    from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES
-    from hydranet.viz import (
-        LANE_COLORS,
-        Views,
-        draw_bev_map,
-        draw_boxes2d,
-        draw_boxes3d,
-        draw_lane_masks,
-        draw_mask,
-        draw_polylines_bev,
-        draw_sparse_depth,
-        draw_traffic_lights,
-    )
 
     lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
                                                                                       "lane_lines", "ego_path")}
@@ -87,7 +91,6 @@ def show(
     import torch
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    from hydranet.data.loaders import load_world_config
 
     overrides: dict = {}
     if seed is not None:
@@ -101,33 +104,20 @@ def show(
         except ValueError:
             raise typer.BadParameter(f"expected a number or 'random', got {fog!r}", param_hint="--fog") from None
     if data is not None:
-        from hydranet.data.loaders import open_dataset
-        from hydranet.data.manifest import ShardError
-        from hydranet.geometry import BevGrid
 
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
-        try:
+        with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
             ds = open_dataset(data)
-        except (ShardError, ValueError) as e:  # SourceError/SourceConfigError are ValueErrors
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
-        if index >= len(ds):
-            raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
-                                     param_hint="--index")
-        try:
+            if index >= len(ds):
+                raise fail(f"--index {index}: {data} holds {len(ds)} samples")
             sample = ds[index]
-        except (ShardError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
         grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
         if grid is None:
             grid = BevGrid()
         title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
     else:
-        from hydranet.world import SyntheticWorld
-
         if config is not None and not config.is_file():
             raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
         try:

@@ -309,9 +309,15 @@ def parse_sample_meta(data: bytes) -> SampleMeta:
         raise CodecError(f"member 'sample.json' is malformed: {problems}") from None
 
 
-def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, bytes]]:
+def encode_sample(sample: Sample, image_format: str = "npz",
+                  label_formats: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
     """Members ``(name, bytes)`` of one sample, ``sample.json`` first. Raises ``CodecError`` naming the
-    label or field that cannot be stored."""
+    label or field that cannot be stored.
+
+    ``label_formats``: label -> ``"png"`` stores that dense uint8 label as a grey PNG (``[..., H, W]``
+    stacked to ``[prod(...) * H, W]``; viewable with any image tool, lossless) instead of npz; other
+    labels are npz. A label that is not a uint8 map cannot be PNG (``CodecError`` names it)."""
+    label_formats = label_formats or {}
     if image_format not in IMAGE_FORMATS:
         raise CodecError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     try:
@@ -342,7 +348,15 @@ def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, 
             index[label] = {"member": member, "kind": "ragged"}
         elif isinstance(value, torch.Tensor):
             a = value.detach().cpu().contiguous().numpy()
-            member, data = f"{label}.npz", write_npz(encode_array(a))
+            fmt = label_formats.get(label, "npz")
+            if fmt == "png":
+                if a.dtype != np.uint8 or a.ndim < 2:
+                    raise CodecError(f"label '{label}' is {a.dtype} {list(a.shape)}: only uint8 maps can be PNG")
+                member, data = f"{label}.png", encode_png(a.reshape(-1, a.shape[-1]))
+            elif fmt == "npz":
+                member, data = f"{label}.npz", write_npz(encode_array(a))
+            else:
+                raise CodecError(f"label '{label}': format must be npz or png, got {fmt!r}")
             index[label] = {"member": member, "kind": "dense", "shape": list(a.shape),
                             "dtype": str(value.dtype).removeprefix("torch.")}
         else:
@@ -402,6 +416,11 @@ def _decode_label(rec: _LabelRecord, data: bytes) -> torch.Tensor | dict[str, to
         return {k: torch.from_numpy(v) for k, v in read_npz(data).items()}
     if rec.shape is None or rec.dtype is None:
         raise CodecError("sample.json gives no shape/dtype for this dense label")
+    if rec.member.endswith(".png"):  # a uint8 map stored as a grey PNG (encode_sample label_formats)
+        grey = decode_png(data, "L")
+        if rec.dtype != "uint8" or grey.size != int(np.prod(rec.shape)):
+            raise CodecError(f"PNG is {list(grey.shape)}, sample.json says {rec.dtype} {rec.shape}")
+        return torch.from_numpy(grey.reshape(rec.shape).copy())
     # decode_array returns a new array, so the npz entries need not be copied out (1 MB for depth).
     a = decode_array(read_npz(data, writable=False))
     if not a.flags.writeable or not a.flags.c_contiguous:  # tensors must own writable, contiguous memory

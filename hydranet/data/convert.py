@@ -10,8 +10,9 @@ only geometry that changes), per-camera label maps by nearest neighbour (float m
 depth by keeping the nearest return that lands in each output pixel, so no invalid 0 is averaged
 into a depth), and ragged pixel fields (``LabelSpec.pixel_fields``: 2D boxes) by the same scale.
 
-Encoding: camera images as JPEG (default for real data, ``image_format="jpeg"``), PNG or npz;
-labels are always lossless npz (``codec.py``). The manifest's ``source`` records the source's
+Encoding, chosen per member: camera images as JPEG (default for real data, ``image_format="jpeg"``),
+PNG or npz; labels lossless, as npz (fastest to read) or, per label (``label_formats={"drivable":
+"png"}``), dense uint8 maps as grey PNG (viewable) — see ``codec.py``. The manifest's ``source`` records the source's
 kind, options, rig, labels, the model vocabulary its classes were mapped onto, and the class-map
 report (classes kept and dropped, with counts).
 """
@@ -24,12 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
 from hydranet.data.labels import label_spec
 from hydranet.data.manifest import Manifest, read_manifest
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardWriter
-from hydranet.data.sources import Source, SourceOptions
+from hydranet.data.sources import Source, SourceOptions, parse_options, source_class
 
 
 def _resize_float_map(a: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -81,7 +83,6 @@ def resize_sample(sample: Sample, hw: tuple[int, int]) -> Sample:
 
 def source_options(config: dict[str, Any], image_size: tuple[int, int] | None) -> SourceOptions:
     """Parse a source config, handing ``image_size`` to sources that resize themselves."""
-    from hydranet.data.sources import parse_options, source_class
 
     cls = source_class(str(config.get("kind")))
     if image_size is not None and "image_size" in cls.Options.model_fields and "image_size" not in config:
@@ -90,7 +91,8 @@ def source_options(config: dict[str, Any], image_size: tuple[int, int] | None) -
 
 
 def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | None = None,
-            image_format: str = "jpeg", shard_size: int = 64, overwrite: bool = False, frames: int | None = None,
+            image_format: str = "jpeg", label_formats: dict[str, str] | None = None, shard_size: int = 64,
+            overwrite: bool = False, frames: int | None = None,
             on_sample: Callable[[int], None] | None = None) -> tuple[Manifest, dict[str, Any]]:
     """Write ``source`` (its first ``frames`` samples, default all) into shards at ``out``.
 
@@ -98,11 +100,17 @@ def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | No
     ``SourceError`` / ``ShardError`` naming the sample, file or token at fault; on error no manifest
     is written (the directory is not a dataset).
     """
+    if isinstance(source, Subset):  # open_dataset({... "frames": N}): the first N samples of a source
+        frames = len(source) if frames is None else min(frames, len(source))
+        if list(source.indices) != list(range(len(source))):
+            raise ValueError("convert takes a source or the first N samples of one (a Subset of a prefix)")
+        source = source.dataset
     n = len(source) if frames is None else min(frames, len(source))
     record = source.describe()
     counts: dict[str, int] = {}
     grid = getattr(source, "grid", None)
-    with ShardWriter(out, shard_size=shard_size, source=record, image_format=image_format, overwrite=overwrite,
+    with ShardWriter(out, shard_size=shard_size, source=record, image_format=image_format,
+                     label_formats=label_formats, overwrite=overwrite,
                      grid=grid.to_dict() if grid is not None else None) as writer:
         for i in range(n):
             sample = source[i]

@@ -19,7 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from hydranet.data.errors import ManifestError, ShardError  # noqa: F401 - re-exported: data.manifest.ShardError
 from hydranet.data.layout import GridRecord, RigRecord
+from hydranet.data.storage import ShardStore, is_url
 
 FORMAT = "hydranet-shards"
 FORMAT_VERSION = 1
@@ -29,22 +31,6 @@ MANIFEST_NAME = "manifest.json"
 # auxiliary ground truth). Kept here, not imported from hydranet.tasks: data sits left of tasks.
 TASK_LABELS: tuple[str, ...] = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic",
                                 "objects3d")
-
-
-class ShardError(Exception):
-    """A shard directory, shard file or sample is missing, corrupt or inconsistent with its manifest.
-
-    ``path`` is the file concerned and ``key`` the sample (None when the problem is not one sample's)."""
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None, key: str | None = None):
-        self.path = str(path) if path is not None else None
-        self.key = key
-        where = ", ".join(p for p in (self.path, f"sample {key}" if key is not None else None) if p)
-        super().__init__(f"{where}: {message}" if where else message)
-
-
-class ManifestError(ShardError):
-    """The manifest is missing, unreadable or invalid."""
 
 
 def _plain_file_name(name: str) -> str:
@@ -140,7 +126,6 @@ def manifest_path(root: str | os.PathLike) -> Path:
 def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Manifest:
     """Read and validate ``root``'s manifest; ``root`` may also be an fsspec URL (``s3://``, ``https://``, ...,
     see ``hydranet.data.storage``; ``storage_options`` go to fsspec)."""
-    from hydranet.data.storage import ShardStore, is_url
 
     if is_url(root):
         url = str(root).rstrip("/")

@@ -75,8 +75,10 @@ class ShardWriter:
     ``with ShardWriter(root, shard_size=256, rig=rig.to_dict(), grid=grid.to_dict(), source={...}) as w:
         for s in samples: w.write(s)``
 
-    ``image_format``: ``"npz"`` (default, fastest to read) or ``"png"`` (viewable, shards ~20% smaller, ~1.3x slower
-    to read); see ``codec.py``. A directory that already holds a manifest is refused unless ``overwrite``
+    ``label_formats``: label -> ``"png"`` for dense uint8 labels stored as viewable grey PNGs.
+    ``image_format``: ``"npz"`` (default, fastest to read), ``"jpeg"`` (real camera data) or ``"png"``
+    (viewable, shards ~20% smaller, ~1.3x slower to read); see ``codec.py``. A directory that already
+    holds a manifest is refused unless ``overwrite``
     (which deletes the old manifest and shards first). Keys are consecutive global indices from 0.
     If the block raises, the unfinished shard is deleted and no manifest is written.
     ``write_encoded`` takes members already produced by ``codec.encode_sample`` (so encoding can run
@@ -85,12 +87,14 @@ class ShardWriter:
 
     def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, rig: dict | None = None,
                  grid: dict | None = None, source: dict[str, Any] | None = None, image_format: str = "npz",
+                 label_formats: dict[str, str] | None = None,
                  overwrite: bool = False):
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         if image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
         self.image_format = image_format
+        self.label_formats = dict(label_formats or {})  # label -> "png" for viewable uint8 maps (codec.py)
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / MANIFEST_NAME).exists():
@@ -127,7 +131,7 @@ class ShardWriter:
     def write(self, sample: Sample) -> str:
         """Encode and append one sample; returns its key."""
         try:
-            members = encode_sample(sample, self.image_format)
+            members = encode_sample(sample, self.image_format, self.label_formats)
         except CodecError as e:
             raise ShardError(f"cannot encode sample ({sample.scene_id}#{sample.frame_index}): {e}",
                              key=sample_key(self.count)) from e

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from hydranet.data.manifest import ShardError
+from hydranet.data.errors import ShardError
 
 __all__ = ["ShardStore", "is_url"]
 

@@ -103,10 +103,14 @@ class DeployedModel:
         return self.manifest.batch
 
     def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray,
-                   **extra: np.ndarray) -> dict[str, np.ndarray]:
+                   camera_valid: np.ndarray | None = None, **extra: np.ndarray) -> dict[str, np.ndarray]:
         """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``.
-        ``extra``: the streaming inputs of a temporal graph (``T_world_from_ego``, ``timestamp``, ``state.*``)."""
-        given = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam, **extra}
+        ``camera_valid`` bool ``[B, N]`` (None = every camera works) feeds graphs with fusion; ``extra``: the
+        streaming inputs of a temporal graph (``T_world_from_ego``, ``timestamp``, ``state.*``)."""
+        if camera_valid is None:
+            camera_valid = np.ones(images.shape[:2], dtype=bool)
+        given = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam,
+                 "camera_valid": camera_valid, **extra}
         missing = [spec.name for spec in self.manifest.inputs if spec.name not in given]
         if missing:
             raise ValueError(f"{self.path}: inputs {missing} not given (a temporal graph needs the ego motion and "
@@ -126,7 +130,7 @@ class DeployedModel:
     def _state_names(self) -> list[str]:
         return [i.name for i in self.manifest.inputs if i.name.startswith("state.")]
 
-    def step(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
+    def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
         ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state."""
         from hydranet.deploy.streaming import zero_state
@@ -147,6 +151,7 @@ class DeployedModel:
         arrays = self.run_arrays(batch.images.cpu().contiguous().numpy(),
                                  batch.intrinsics.float().cpu().contiguous().numpy(),
                                  batch.T_ego_from_cam.float().cpu().contiguous().numpy(),
+                                 None if camera_valid is None else camera_valid.cpu().numpy(),
                                  T_world_from_ego=batch.T_world_from_ego.float().cpu().contiguous().numpy(),
                                  timestamp=batch.timestamp.float().cpu().contiguous().numpy(), **self.state)
         self.state = {k: arrays[f"new_{k}"] for k in self.state}
@@ -156,7 +161,8 @@ class DeployedModel:
             out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(arrays[spec.name])
         return out
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor) -> dict[str, dict[str, Tensor]]:
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
+                camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped)."""
         m = self.manifest
         b, n = images.shape[:2]
@@ -168,7 +174,8 @@ class DeployedModel:
             idx = [min(i, b - 1) for i in range(s, s + m.batch)]
             arrays = self.run_arrays(images[idx].cpu().contiguous().numpy(),
                                      intrinsics[idx].float().cpu().contiguous().numpy(),
-                                     T_ego_from_cam[idx].float().cpu().contiguous().numpy())
+                                     T_ego_from_cam[idx].float().cpu().contiguous().numpy(),
+                                     None if camera_valid is None else camera_valid[idx].cpu().numpy())
             keep = min(m.batch, b - s)
             chunks.append({k: v[:keep] for k, v in arrays.items()})
         out: dict[str, dict[str, Tensor]] = {}
@@ -176,11 +183,24 @@ class DeployedModel:
             out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(np.concatenate([c[spec.name] for c in chunks]))
         return out
 
-    def __call__(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
+    def __call__(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """Every output of the graph on a collated ``Batch``, ``{task: {key: Tensor [B, ...]}}``;
+        ``camera_valid`` bool ``[B, N]`` marks failed cameras (see ``forward``)."""
         self.check_batch(batch)
         if self.streaming:
-            return self.step(batch)
-        return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+            return self.step(batch, camera_valid)
+        return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam, camera_valid)
+
+    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
+                      camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """``HydraNet.forward_batch``'s interface (what ``hydranet.eval.loop.evaluate`` drives): the
+        graph runs every head it holds; the outputs of ``tasks`` (default: all) are returned.
+        Raises ``KeyError`` naming the graph when it has no head for a requested task."""
+        out = self(batch, camera_valid)
+        missing = [t for t in tasks or [] if t not in out]
+        if missing:
+            raise KeyError(f"{self.path}: the graph has no head for {missing}; it holds {sorted(out)}")
+        return {t: out[t] for t in (tasks if tasks is not None else out)}
 
     def check_batch(self, batch: Batch) -> None:
         names = list(batch.camera_names)

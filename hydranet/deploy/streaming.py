@@ -1,7 +1,7 @@
 """Streaming export: the graph of a temporal model takes the memory state and the ego motion as inputs
 and returns the new state, so the car's runtime owns the memory (no hidden state inside the graph).
 
-Graph inputs, after ``images``, ``intrinsics``, ``T_ego_from_cam``:
+Graph inputs, after ``images``, ``intrinsics``, ``T_ego_from_cam``, ``camera_valid``:
 
 - ``T_world_from_ego`` float32 ``[B, 4, 4]``: the ego pose in the sequence's world frame (odometry);
 - ``timestamp`` float32 ``[B]``: seconds, same clock as the state's entries;
@@ -45,10 +45,11 @@ class StreamingGraph(nn.Module):
         self.tasks = list(tasks)
         self.output_keys = list(output_keys)
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, T_world_from_ego: Tensor,
-                timestamp: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_valid: Tensor,
+                T_world_from_ego: Tensor, timestamp: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         out, new = self.model.forward_step(images, intrinsics, T_ego_from_cam, T_world_from_ego, timestamp,
-                                           TemporalState.from_tensors(state), tasks=self.tasks)
+                                           TemporalState.from_tensors(state), tasks=self.tasks,
+                                           camera_valid=camera_valid)
         return (*(out[t][k] for t, k in self.output_keys), *new.tensors())
 
 

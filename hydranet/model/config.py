@@ -10,7 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from hydranet.config_errors import format_validation_error
 from hydranet.geometry import GridConfig
+from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
 
 
 class _Strict(BaseModel):
@@ -87,15 +89,12 @@ class ModelConfig(_Strict):
     def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from pydantic import ValidationError
 
-        from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
-
         for name, options in v.items():
             if name not in TASKS:
                 raise ValueError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
             try:
                 TASKS[name](**(options or {}))
             except ValidationError as e:
-                from hydranet.config_errors import format_validation_error
 
                 raise ValueError(f"{name}: {format_validation_error(e, '', sep='; ')}") from None
             except (TypeError, ValueError) as e:

@@ -111,7 +111,8 @@ class HydraNet(nn.Module):
         assert self.fusion is not None and self.fusion.temporal is not None
         return self.fusion.temporal.init_state(batch_size, device)
 
-    def _check_geometry(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor) -> None:
+    def _check_geometry(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                        camera_valid: Tensor | None) -> Tensor | None:
         if intrinsics.ndim != 4 or intrinsics.shape[-2:] != (3, 3):
             raise ValueError(f"intrinsics must be [B, N, 3, 3], got {tuple(intrinsics.shape)}")
         if T_ego_from_cam.shape != (*intrinsics.shape[:2], 4, 4):
@@ -121,13 +122,16 @@ class HydraNet(nn.Module):
         first = next(iter(feats.values()))
         if first.shape[0] != B * N:
             raise ValueError(f"camera features have batch {first.shape[0]}, expected B*N = {B}*{N}")
+        return self.check_cameras(N, B, camera_valid)
 
-    def _run_heads(self, names: list[str], feats: dict[str, Tensor], B: int, N: int,
-                   bev_fn: Any) -> dict[str, dict[str, Tensor]]:
+    def _run_heads(self, names: list[str], feats: dict[str, Tensor], B: int, N: int, bev_fn: Any,
+                   camera_valid: Tensor | None) -> dict[str, dict[str, Tensor]]:
         out: dict[str, dict[str, Tensor]] = {}
         for name in names:
             if self.task_objects[name].space == "camera":
                 out[name] = {k: v.reshape(B, N, *v.shape[1:]) for k, v in self.heads[name](feats).items()}
+                if camera_valid is not None:  # a failed camera's head outputs are marked, not hidden
+                    out[name]["camera_valid"] = camera_valid
         bev_names = [n for n in names if self.task_objects[n].space == "bev"]
         if bev_names:
             bev = bev_fn()
@@ -136,27 +140,29 @@ class HydraNet(nn.Module):
         return {name: out[name] for name in names}
 
     def forward_from_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
-                              tasks: list[str] | None = None,
-                              image_hw: tuple[int, int] | None = None) -> dict[str, dict[str, Tensor]]:
-        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features."""
+                              tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
+                              camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features;
+        ``camera_valid`` as in ``forward``."""
         names = self.resolve_tasks(tasks)
-        self._check_geometry(feats, intrinsics, T_ego_from_cam)
+        camera_valid = self._check_geometry(feats, intrinsics, T_ego_from_cam, camera_valid)
         B, N = intrinsics.shape[:2]
 
         def bev() -> Tensor:
             assert self.fusion is not None  # built whenever a bev task is configured
-            return self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size)
+            return self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size, camera_valid)
 
-        return self._run_heads(names, feats, B, N, bev)
+        return self._run_heads(names, feats, B, N, bev, camera_valid)
 
     def step_from_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
                            T_world_from_ego: Tensor, timestamp: Tensor, state: TemporalState,
                            tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
+                           camera_valid: Tensor | None = None,
                            ) -> tuple[dict[str, dict[str, Tensor]], TemporalState]:
         """``forward_step`` on precomputed camera features. A request without BEV tasks returns ``state``
         unchanged (the memory lives on the BEV path)."""
         names = self.resolve_tasks(tasks)
-        self._check_geometry(feats, intrinsics, T_ego_from_cam)
+        camera_valid = self._check_geometry(feats, intrinsics, T_ego_from_cam, camera_valid)
         if not self.is_temporal:
             raise ValueError("forward_step needs the video memory (model.fusion.temporal); use forward()")
         B, N = intrinsics.shape[:2]
@@ -165,29 +171,40 @@ class HydraNet(nn.Module):
         def bev() -> Tensor:
             assert self.fusion is not None
             out, st = self.fusion.forward_step(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size,
-                                               T_world_from_ego, timestamp, state)
+                                               T_world_from_ego, timestamp, state, camera_valid)
             new.append(st)
             return out
 
-        outputs = self._run_heads(names, feats, B, N, bev)
+        outputs = self._run_heads(names, feats, B, N, bev, camera_valid)
         return outputs, (new[0] if new else state)
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
-                tasks: list[str] | None = None) -> dict[str, dict[str, Tensor]]:
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, tasks: list[str] | None = None,
+                camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """``images`` uint8 ``[B, N, 3, H, W]``, ``intrinsics [B, N, 3, 3]``, ``T_ego_from_cam [B, N, 4, 4]``
         → ``{task: {output: tensor}}``; camera outputs ``[B, N, ...]``, BEV outputs ``[B, ...]``.
+
+        ``camera_valid`` bool ``[B, N]`` (None = all cameras work): a False camera is a failed one. Fusion
+        ignores it (its sampling points read exact zeros and leave the per-point camera count), so BEV
+        points it never saw are bit-for-bit what they are without the mask, and the rest average over the
+        remaining cameras; the BEV encoder's 3×3 convolutions then spread it by their receptive field.
+        Camera-task outputs carry the mask as ``out[task]["camera_valid"]``: a failed camera's head outputs
+        are still computed but marked. N must be the model's camera count: a missing camera is passed (any
+        image) with its mask False. Raises ``ValueError`` naming both counts for a wrong camera count, and
+        for a malformed mask.
 
         One frame alone: a temporal model runs from the reset state (no history); sequences use
         ``forward_step`` (explicit state) or ``stream`` (state kept on the model).
         """
         self._check_images(images, intrinsics)
         names = self.resolve_tasks(tasks)
+        self.check_cameras(images.shape[1], images.shape[0], camera_valid)
         feats = self.camera_features(images)
-        return self.forward_from_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]))
+        return self.forward_from_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]),
+                                          camera_valid)
 
     def forward_step(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, T_world_from_ego: Tensor,
                      timestamp: Tensor, state: TemporalState, tasks: list[str] | None = None,
-                     ) -> tuple[dict[str, dict[str, Tensor]], TemporalState]:
+                     camera_valid: Tensor | None = None) -> tuple[dict[str, dict[str, Tensor]], TemporalState]:
         """One frame of ``B`` sequences: ``forward``'s inputs plus the ego motion — ``T_world_from_ego
         [B, 4, 4]`` (float32, the sequence's world frame) and ``timestamp [B]`` (seconds) — and the video
         memory's ``state`` (``init_state`` at a sequence start). Returns the outputs and the new state."""
@@ -195,19 +212,20 @@ class HydraNet(nn.Module):
         names = self.resolve_tasks(tasks)
         feats = self.camera_features(images)
         return self.step_from_features(feats, intrinsics, T_ego_from_cam, T_world_from_ego, timestamp, state, names,
-                                       tuple(images.shape[-2:]))
+                                       tuple(images.shape[-2:]), camera_valid)
 
     def reset_state(self) -> None:
         """Forget the history ``stream`` carries (call at a scene boundary or after a gap in the data)."""
         self.stream_state = None
         self._stream_where = []
 
-    def stream(self, batch: Batch, tasks: list[str] | None = None) -> dict[str, dict[str, Tensor]]:
+    def stream(self, batch: Batch, tasks: list[str] | None = None,
+               camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """``forward_step`` with the state kept on the model across calls; a single-frame model just runs
         ``forward``. The caller resets at scene boundaries (``reset_state``), or passes one sequence per
         batch row consistently; a changed batch size is an error, not a silent reset."""
         if not self.is_temporal:
-            return self.forward_batch(batch, tasks)
+            return self.forward_batch(batch, tasks, camera_valid=camera_valid)
         B = len(batch)
         if self.stream_state is None:
             self.stream_state = self.init_state(B, batch.images.device)
@@ -223,7 +241,7 @@ class HydraNet(nn.Module):
         self._stream_where = list(zip(batch.scene_id, batch.frame_index.tolist(), strict=True))
         out, self.stream_state = self.forward_step(
             batch.images, batch.intrinsics, batch.T_ego_from_cam, batch.T_world_from_ego,
-            batch.timestamp.to(batch.images.device).float(), self.stream_state, tasks)
+            batch.timestamp.to(batch.images.device).float(), self.stream_state, tasks, camera_valid)
         return out
 
     def _check_images(self, images: Tensor, intrinsics: Tensor) -> None:
@@ -232,6 +250,19 @@ class HydraNet(nn.Module):
         if images.shape[:2] != intrinsics.shape[:2]:
             raise ValueError(f"images {tuple(images.shape)} and intrinsics {tuple(intrinsics.shape)} "
                              "disagree on [B, N]")
+
+    def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
+        """The camera count must be the model's; ``camera_valid`` must be bool ``[B, N]``. Returns the mask."""
+        if n != self.num_cameras:
+            raise ValueError(f"inputs have {n} cameras but the model was built for {self.num_cameras} "
+                             f"(model.num_cameras); pass all {self.num_cameras} in rig order and mark failed ones "
+                             "False in camera_valid [B, N]")
+        if camera_valid is None:
+            return None
+        if camera_valid.dtype != torch.bool or tuple(camera_valid.shape) != (b, n):
+            raise ValueError(f"camera_valid must be bool [B, N] = [{b}, {n}], got {camera_valid.dtype} "
+                             f"{tuple(camera_valid.shape)}")
+        return camera_valid
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
                       **kwargs: Any) -> dict[str, dict[str, Tensor]]:

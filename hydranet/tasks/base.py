@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from hydranet.data.labels import LabelSpec, register_label
 from hydranet.data.sample import Batch
 from hydranet.geometry import BevGrid
+from hydranet.metrics.base import Metric
 
 
 @dataclass(frozen=True)
@@ -36,24 +37,6 @@ class HeadContext:
     grid: BevGrid
     image_hw: tuple[int, int]
     num_cameras: int
-
-
-class Metric(ABC):
-    """Streaming metric: bounded memory for dense tasks, mergeable across DDP ranks."""
-
-    @abstractmethod
-    def update(self, preds: list[Any], targets: list[Any]) -> None:
-        """Per-sample decoded predictions and targets (label format); ``None`` targets are skipped."""
-
-    @abstractmethod
-    def compute(self) -> dict[str, float]:
-        """Scalar results; the first key is the task's headline number."""
-
-    @abstractmethod
-    def reset(self) -> None: ...
-
-    def sync(self) -> None:  # noqa: B027 - optional hook; single-process metrics need nothing
-        """All-reduce accumulated state across ranks (called before ``compute`` under DDP)."""
 
 
 class Task(ABC):

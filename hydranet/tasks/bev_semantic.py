@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import BEV_CLASSES, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Metric, SegmentationIoU
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
@@ -29,6 +30,7 @@ from hydranet.tasks.common import (
     prior_bias,
     soft_dice_loss,
 )
+from hydranet.viz import draw_bev_map
 
 
 class BevSemanticOptions(BevHeadOptions):
@@ -139,13 +141,10 @@ class BevSemantic(OptionsTask):
         return [(p >= self.cfg.threshold).to(torch.uint8) for p in self.probabilities(outputs, batch)]
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import SegmentationIoU
 
         return SegmentationIoU(classes=self.classes, multilabel=True, ignore_index=255)
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_bev_map
-
         if decoded is None:
             return
         if ground_truth:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LANE_KINDS, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import LaneF1, Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     CameraHeadOptions,
     CameraTask,
@@ -29,6 +30,7 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
+from hydranet.viz import draw_mask
 
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
 _PRED_COLORS = {1: (255, 230, 0), 2: (255, 255, 255), 3: (255, 80, 0)}
@@ -103,13 +105,9 @@ class Lanes(CameraTask):
         return decoded
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import LaneF1
-
         return LaneF1()
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_mask
-
         if decoded is None:
             return
         colors = _GT_COLORS if ground_truth else _PRED_COLORS

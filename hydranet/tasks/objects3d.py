@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     GT_COLOR,
     PRED_COLOR,
@@ -36,9 +37,12 @@ from hydranet.tasks.common import (
     prior_bias,
     topk_peaks,
 )
+from hydranet.viz import draw_boxes3d
 
 # Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.
 _REG = {"offset": 2, "z": 1, "log_size": 3, "rot": 2, "velocity": 2}
+# BEV-distance bands (m) of the per-range mAP figures (``map@0-15m`` ...), inside the grid region.
+RANGE_BINS = (0.0, 15.0, 30.0)
 
 
 class Objects3DOptions(BevHeadOptions):
@@ -195,15 +199,15 @@ class Objects3D(OptionsTask):
     def make_metric(self) -> Metric:
         from hydranet.metrics.temporal import TemporalDetection3DMetric
 
+        # Scored on the grid only: the world labels objects out to its cull distance, the head can place
+        # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.
-        g = getattr(self, "grid", None)  # known once build_head ran; else the temporal keys count every object
-        extent = (g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]) if g is not None else None
-        return TemporalDetection3DMetric(classes=self.classes, score_threshold=self.cfg.draw_threshold,
-                                         grid_extent=extent)
+        grid = self._grid()
+        return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
+                                         range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
+                                         grid_extent=(*grid.x_range, *grid.y_range))
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes3d
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

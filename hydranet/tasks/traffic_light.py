@@ -21,10 +21,11 @@ from torch import Tensor, nn
 
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LIGHT_STATES, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
-from hydranet.tasks.centernet2d import decode_boxes2d
+from hydranet.metrics import Metric
+from hydranet.tasks.base import HeadContext, register_task
+from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
 from hydranet.tasks.common import GT_COLOR, CameraTask, above_threshold
-from hydranet.tasks.detection2d import CenterNet2DOptions, centernet_bias_init, centernet_losses
+from hydranet.viz import draw_boxes2d, draw_traffic_lights
 
 
 class TrafficLightOptions(CenterNet2DOptions):
@@ -103,8 +104,6 @@ class TrafficLight(CameraTask):
         return TemporalTrafficLightMetric(states=self.states)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes2d, draw_traffic_lights
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

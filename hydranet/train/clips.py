@@ -31,8 +31,9 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from hydranet.data.sample import Batch, collate
+from hydranet.train.precision import autocast
 from hydranet.train.scheduler import SchedulerBatchSampler, TaskScheduler
-from hydranet.train.trainer import Trainer
+from hydranet.train.trainer import Trainer, camera_dropout_mask
 
 
 def sequence_keys(ds: Dataset) -> tuple[list[str], np.ndarray]:
@@ -171,14 +172,16 @@ class ClipTrainer(Trainer):
         counts = {t: 0.0 for t in tasks}
         for k, frame in enumerate(clip.frames):
             learn = k >= clip.burn_in
-            precision = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-            with (nullcontext() if learn else torch.no_grad()), precision:
+            with (nullcontext() if learn else torch.no_grad()), autocast(self.device, self.bf16):
                 if temporal:
+                    seed = (self.tc.seed, self.step, self.dist.rank)  # the masks Trainer.forward would draw
+                    mask = camera_dropout_mask(frame, self.tc.camera_dropout, seed) \
+                        if model.training and self.tc.camera_dropout > 0 else None
                     outputs, state = model.forward_step(frame.images, frame.intrinsics, frame.T_ego_from_cam,
                                                         frame.T_world_from_ego, frame.timestamp.float(), state,
-                                                        tasks)
+                                                        tasks, camera_valid=mask)
                 else:
-                    outputs = self.model(frame.images, frame.intrinsics, frame.T_ego_from_cam, tasks=tasks)
+                    outputs = self.forward(frame, tasks)  # camera dropout as in single-frame training
             if not learn:
                 if state is not None:
                     state = state.detach()

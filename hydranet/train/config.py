@@ -6,8 +6,7 @@ names the YAML file and the dotted field path, e.g.::
     configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
 
 The ``model`` section is validated by the model package's ``ModelConfig`` and a world dataset's
-``world`` section by ``WorldConfig``; they are imported lazily so this module (and its error
-messages) work before those packages are loaded. ``--set train.lr=1e-3`` style overrides are
+``world`` section by ``WorldConfig``. ``--set train.lr=1e-3`` style overrides are
 applied to the raw YAML tree before validation, so they get the same checks and messages.
 """
 
@@ -20,6 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.config_errors import format_validation_error
+from hydranet.datasets import SourceConfigError, parse_options
+from hydranet.model import MODEL_PRESETS, ModelConfig
+from hydranet.world.config import WorldConfig
 
 
 class ConfigError(ValueError):
@@ -61,7 +63,6 @@ class DatasetConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        from hydranet.data.sources import SourceConfigError, parse_options
 
         try:
             parse_options(self.options(), "")
@@ -146,7 +147,13 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: float | None = Field(default=1.0, gt=0)  # None disables clipping
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # Probability that a camera counts as failed in a training sample (fusion masks it: camera_valid),
+    # so BEV heads learn to work with a dead camera. 0 disables; camera heads always see every camera.
+    camera_dropout: float = Field(default=0.0, ge=0, lt=1)
+    # auto: bf16 autocast where the device has native bf16 (CUDA Ampere+, CPUs with AVX512-BF16/AMX), else
+    # fp32 (hydranet.train.precision); bf16 on a device without it is refused.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True  # NHWC weights for the convolutions: oneDNN/cuDNN's fast layout
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     num_workers: int = Field(default=0, ge=0)
@@ -185,17 +192,11 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_model(self) -> Config:
-        try:
-            from hydranet.model import ModelConfig  # noqa: F401
-        except ImportError:  # model package not built yet: structure checked when the model is made
-            return self
         self.resolved_model()
         return self
 
     def resolved_model(self) -> Any:
         """The validated ``ModelConfig`` (``model.preset: tiny`` + overrides, deep-merged)."""
-        from hydranet.model import ModelConfig
-
         return ModelConfig.model_validate(resolve_model_dict(self.model))
 
     def task_names(self) -> list[str]:
@@ -216,7 +217,6 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
     name = model.pop("preset", None)
     if name is None:
         return model
-    from hydranet.model import MODEL_PRESETS
 
     if name not in MODEL_PRESETS:
         raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
@@ -288,8 +288,6 @@ def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
 def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     """Precise paths for errors raised inside the lazily-validated model/world sections."""
     try:
-        from hydranet.model import ModelConfig
-
         ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
     except ValidationError as e:
         return _format_errors(e, where, "model")
@@ -305,8 +303,6 @@ def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     for name, ds in items:
         if isinstance(ds, dict) and ds.get("kind") == "world" and ds.get("world"):
             try:
-                from hydranet.world import WorldConfig
-
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
                 prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"

@@ -9,20 +9,19 @@ decoded to build the lists.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from hydranet.datasets import open_source as open_registered
 from hydranet.train.config import DataConfig, DatasetConfig
-from hydranet.train.scheduler import build_index_lists
+from hydranet.train.scheduler import build_index_lists, label_presence
 
 
 def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data") -> Dataset:
     """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``).
     ``labels``: the labels training reads (shards then decode only those)."""
-    from hydranet.data.sources import open_source as open_registered
 
     config = ds.options()
     if ds.kind == "shards" and labels is not None and "labels" not in config:
@@ -31,29 +30,6 @@ def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str =
     if ds.frames is not None and ds.frames < len(data):  # type: ignore[arg-type]
         data = Subset(data, range(ds.frames))
     return data
-
-
-def has_label(ds: Dataset, i: int, label: str) -> bool:
-    """Whether sample ``i`` carries ``label``, from metadata when the source has it."""
-    if isinstance(ds, Subset):
-        return has_label(ds.dataset, int(ds.indices[i]), label)
-    if isinstance(ds, ConcatDataset):
-        j = bisect.bisect_right(ds.cumulative_sizes, i)
-        start = ds.cumulative_sizes[j - 1] if j else 0
-        return has_label(ds.datasets[j], i - start, label)
-    if hasattr(ds, "label_present"):  # SyntheticWorld: deterministic drop pattern, no rendering
-        return bool(ds.label_present(i, label))
-    if hasattr(ds, "read_members"):  # ShardDataset: member names, no decoding
-        return f"{label}.npz" in ds.read_members(i)[2]
-    return label in ds[i].labels
-
-
-def presence(ds: Dataset, labels: list[str]) -> dict[str, np.ndarray]:
-    n = len(ds)  # type: ignore[arg-type]
-    if hasattr(ds, "label_presence"):
-        got = ds.label_presence(labels)
-        return {k: np.asarray(got[k], dtype=bool) for k in labels}
-    return {k: np.fromiter((has_label(ds, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
 
 
 @dataclass
@@ -78,7 +54,7 @@ def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0
     parts = [open_source(cfg.datasets[n], labels, f"data.datasets.{n}") for n in names]
     sizes = {n: len(p) for n, p in zip(names, parts, strict=True)}  # type: ignore[arg-type]
     full = ConcatDataset(parts)
-    pres = presence(full, labels)
+    pres = label_presence(full, labels)
     offsets = np.cumsum([0, *sizes.values()])
     allowed: dict[str, np.ndarray | None] = {}
     for task in task_labels:

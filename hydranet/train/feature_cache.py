@@ -17,7 +17,7 @@ training skips the trunk's forward and backward, which is most of a HydraNet's c
         ragged.<name>.<key>.npy  ragged labels concatenated over frames, with ragged.<name>.offsets.npy [F+1]
         meta.json                scene ids
 
-The cache is keyed by the trunk hash (``hydranet.train.checkpoint.trunk_hash``: trunk + neck tensors,
+The cache is keyed by the trunk hash (``hydranet.checkpoint.trunk_hash``: trunk + neck tensors,
 BatchNorm statistics included); ``FeatureCache.check_trunk`` refuses a cache made by another trunk
 with both hashes in the message. Each shard is written into a hidden temporary directory and renamed
 into place when complete; the manifest is written last, so a crashed run leaves no readable cache.
@@ -40,8 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+import hydranet.tasks  # noqa: F401 - registers the built-in tasks
 from hydranet.data.labels import is_ragged, known_labels
 from hydranet.data.sample import Batch, Sample, collate
+from hydranet.tasks.base import TASKS
 
 FORMAT = "hydranet-feature-cache/1"
 MANIFEST = "cache.json"
@@ -56,8 +58,6 @@ class CacheError(ValueError):
 def task_labels() -> list[str]:
     """The labels every registered task learns from: the default set a cache stores, so a task added
     later (``--add-task``) finds its label in the cache."""
-    import hydranet.tasks  # noqa: F401 - registers the built-in tasks
-    from hydranet.tasks.base import TASKS
 
     return sorted({cls.label for cls in TASKS.values() if cls.label in known_labels()})
 

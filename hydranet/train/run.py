@@ -23,14 +23,17 @@ from typing import Any
 import torch
 import yaml
 
+from hydranet.checkpoint import CheckpointError, load_checkpoint
+from hydranet.compat import check_config_data
 from hydranet.console import make_console
+from hydranet.model import create_model
 from hydranet.train import distributed as D
 from hydranet.train.config import Config, config_to_dict
+from hydranet.train.data import build_train_data
+from hydranet.train.trainer import Trainer
 
 
 def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
-    from hydranet.train.checkpoint import CheckpointError, load_checkpoint
-
     ckpt = load_checkpoint(ckpt_path)
     own = model.state_dict()
     unexpected = sorted(set(ckpt.model) - set(own))
@@ -54,11 +57,6 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
                  console: Any = None) -> dict[str, Any]:
     """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
-
-    from hydranet.compat import check_config_data
-    from hydranet.model import create_model
-    from hydranet.train.data import build_train_data
-    from hydranet.train.trainer import Trainer
 
     console = console or make_console(stderr=True)
     tc = cfg.train

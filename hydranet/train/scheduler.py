@@ -29,6 +29,7 @@ task back.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -36,23 +37,42 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 ALL = "__all__"  # pseudo-task name of the stream over every sample
 
 
-def _seed(*parts: Any) -> int:
+def stable_seed(*parts: Any) -> int:
     """A stable 63-bit seed from arbitrary parts (Python's hash() is salted per process)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def has_label(ds: Dataset, i: int, label: str) -> bool:
+    """Whether sample ``i`` carries ``label``, from metadata when the source has it (no decoding)."""
+    if isinstance(ds, Subset):
+        return has_label(ds.dataset, int(ds.indices[i]), label)
+    if isinstance(ds, ConcatDataset):
+        j = bisect.bisect_right(ds.cumulative_sizes, i)
+        start = ds.cumulative_sizes[j - 1] if j else 0
+        return has_label(ds.datasets[j], i - start, label)
+    if hasattr(ds, "label_present"):  # SyntheticWorld: deterministic drop pattern, no rendering
+        return bool(ds.label_present(i, label))
+    if hasattr(ds, "read_members"):  # ShardDataset: member names, no decoding
+        return f"{label}.npz" in ds.read_members(i)[2]
+    return label in ds[i].labels
+
+
 def label_presence(dataset: Dataset, labels: Sequence[str]) -> dict[str, np.ndarray]:
     """Which samples carry each label: ``{label: bool[len(dataset)]}``, from metadata where the
-    source has it (see ``hydranet.train.data.presence``); otherwise every sample is loaded once."""
-    from hydranet.train.data import presence
-
-    return presence(dataset, list(labels))
+    source has it (``label_presence``/``label_present``/shard member names); otherwise every
+    sample is loaded once."""
+    labels = list(labels)
+    if hasattr(dataset, "label_presence"):
+        got = dataset.label_presence(labels)
+        return {k: np.asarray(got[k], dtype=bool) for k in labels}
+    n = len(dataset)  # type: ignore[arg-type]
+    return {k: np.fromiter((has_label(dataset, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
 
 
 class TaskScheduler:
@@ -108,7 +128,7 @@ class TaskScheduler:
     def task_at(self, k: int) -> str:
         if self.kind in ("all", "round_robin"):
             return self.tasks[k % len(self.tasks)]
-        u = np.random.default_rng(_seed(self.seed, "task", k)).random()
+        u = np.random.default_rng(stable_seed(self.seed, "task", k)).random()
         return self.tasks[min(int(np.searchsorted(np.cumsum(self.probs), u, side="right")), len(self.tasks) - 1)]
 
     def _perm(self, task: str, epoch: int) -> np.ndarray:
@@ -116,7 +136,7 @@ class TaskScheduler:
         if key not in self._perm_cache:
             if len(self._perm_cache) > 64:
                 self._perm_cache.clear()
-            rng = np.random.default_rng(_seed(self.seed, "perm", task, epoch))
+            rng = np.random.default_rng(stable_seed(self.seed, "perm", task, epoch))
             self._perm_cache[key] = self.lists[task][rng.permutation(len(self.lists[task]))]
         return self._perm_cache[key]
 
@@ -196,7 +216,7 @@ def build_index_lists(presence: dict[str, np.ndarray], task_labels: dict[str, st
         idx = np.flatnonzero(mask)
         cap = max_samples.get(task)
         if cap is not None and len(idx) > cap:
-            rng = np.random.default_rng(_seed(seed, "cap", task))
+            rng = np.random.default_rng(stable_seed(seed, "cap", task))
             idx = np.sort(rng.choice(idx, size=cap, replace=False))
         out[task] = idx
     return out

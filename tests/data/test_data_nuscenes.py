@@ -10,9 +10,9 @@ from nuscenes_fixture import CAM_DT, CAMERAS, EGO_YAW, car_position, lidar_point
 from typer.testing import CliRunner
 
 from hydranet.cli import app
-from hydranet.data import open_dataset
 from hydranet.data.labels import BEV_CLASSES, OBJECT_CLASSES
 from hydranet.data.sources import SourceConfigError, SourceError, open_source
+from hydranet.datasets import open_dataset
 from hydranet.geometry import BevGrid
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"

@@ -5,15 +5,15 @@ from typing import ClassVar
 import pytest
 import torch
 
-from hydranet.data import open_dataset
 from hydranet.data.convert import convert, resize_sample
 from hydranet.data.labels import LABEL_SPECS, ClassMap, LabelSpec, label_spec
 from hydranet.data.sample import Sample, collate
-from hydranet.data.sources import (
+from hydranet.datasets import (
     SOURCES,
     Source,
     SourceConfigError,
     SourceOptions,
+    open_dataset,
     open_source,
     register_source,
 )
@@ -140,3 +140,18 @@ def test_resize_rescales_k_boxes_and_keeps_sparse_depth():
     torch.testing.assert_close(r.labels["detection2d"]["boxes"], torch.tensor([[4.0, 2.0, 8.0, 6.0]]))
     assert r.labels["depth"][0, 5, 10] == 5.0 and int((r.labels["depth"] > 0).sum()) == 1
     assert r.labels["drivable"].shape == (len(s.camera_names), 16, 32) and r.labels["drivable"].all()
+
+
+def test_label_format_png_per_label(tmp_path):
+    world = open_dataset({"kind": "world", "frames": 1, "world": WORLD})
+    convert(world, tmp_path / "p", image_format="jpeg", label_formats={"drivable": "png", "lanes": "png"})
+    from hydranet.data.shards import ShardDataset
+
+    ds = ShardDataset(tmp_path / "p")
+    members = ds.read_members(0)[2]
+    assert "drivable.png" in members and "lanes.png" in members and "depth.npz" in members
+    assert any(k.endswith(".jpg") for k in members)
+    a, b = world[0], ds[0]
+    assert torch.equal(a.labels["drivable"], b.labels["drivable"]) and torch.equal(a.labels["lanes"], b.labels["lanes"])
+    with pytest.raises(Exception, match="only uint8 maps can be PNG"):
+        convert(world, tmp_path / "q", label_formats={"depth": "png"})

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from hydranet.cli import app
-from hydranet.data import open_dataset
+from hydranet.datasets import open_dataset
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "own-rig.md"
 

@@ -13,10 +13,10 @@ import torch
 from data_testkit import assert_same_sample, make_sample
 from torch.utils.data import DataLoader
 
-from hydranet.data import open_dataset
 from hydranet.data.manifest import ShardError
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset, ShardWriter
+from hydranet.datasets import open_dataset
 
 
 @pytest.fixture(scope="module")

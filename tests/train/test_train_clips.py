@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hydranet.train.checkpoint import load_model
+from hydranet.checkpoint import load_model
 from hydranet.train.clips import ClipBatchSampler, clip_starts, collate_clip, sequence_keys
 from hydranet.train.config import ConfigError, config_from_dict
 from hydranet.train.run import run_training

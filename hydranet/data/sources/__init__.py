@@ -2,7 +2,7 @@
 
 Built in: ``world`` (the synthetic 8-camera world), ``shards`` (hydranet's own tar shards) and
 ``nuscenes`` (through nuscenes-devkit). ``open_source({"kind": ..., **options})`` builds one;
-``hydranet.data.open_dataset`` and training configs (``data.datasets.<name>: {kind: ..., ...}``) go
+``hydranet.datasets.open_dataset`` and training configs (``data.datasets.<name>: {kind: ..., ...}``) go
 through it, and ``hydranet convert KIND --out SHARDS --option value`` writes any of them to shards.
 
 How to add a source (say ``kitti``)
@@ -168,7 +168,7 @@ def parse_options(config: Mapping[str, Any], where: str = "dataset") -> SourceOp
 
 def open_source(config: Mapping[str, Any] | SourceOptions, where: str = "dataset") -> Source:
     """A source from its config (``{"kind": "nuscenes", "dataroot": ..., ...}``) or parsed options.
-    The ``frames`` option is applied by the caller (``hydranet.data.open_dataset`` / training)."""
+    The ``frames`` option is applied by the caller (``hydranet.datasets.open_dataset`` / training)."""
     options = config if isinstance(config, SourceOptions) else parse_options(config, where)
     return source_class(options.kind, f"{where}.kind")(options)
 
@@ -185,7 +185,9 @@ def parse_source_spec(text: str) -> dict[str, Any] | None:
     return {"kind": kind, cls.path_option: rest}
 
 
-for _name in ("world", "shards", "nuscenes", "kitti", "bdd100k", "frames"):
+# The ``world`` kind registers from ``hydranet.world.source`` (the world package sits right of data);
+# ``hydranet.datasets`` imports every kind.
+for _name in ("shards", "nuscenes", "kitti", "bdd100k", "frames"):
     importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = ["SOURCES", "Source", "SourceOptions", "SourceError", "SourceConfigError", "register_source",

@@ -52,7 +52,7 @@ from pydantic import Field, field_validator
 from hydranet.data.labels import BEV_CLASSES
 from hydranet.data.sample import Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
-from hydranet.geometry import BevGrid
+from hydranet.geometry import BevGrid, box_corners
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
                             "CAM_BACK")
@@ -293,8 +293,6 @@ class NuScenesSource(Source):
     def _boxes2d(self, boxes: dict[str, torch.Tensor], K: np.ndarray, T_ego_from_cam: np.ndarray,
                  hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         from nuscenes.utils.geometry_utils import view_points
-
-        from hydranet.geometry import box_corners
 
         h, w = hw
         corners = box_corners(boxes["boxes"].double()).numpy()  # [M, 8, 3] ego

@@ -1,4 +1,7 @@
-"""``world``: the synthetic 8-camera world (``hydranet.world``), rendered on the fly.
+"""``world``: the synthetic 8-camera world (``hydranet.world``) as a registered source, rendered on the fly.
+
+It lives in the world package (which sits right of ``hydranet.data``) and registers itself into
+``hydranet.data.sources`` when imported; ``hydranet.datasets`` imports it.
 
 Options: ``world`` (``WorldConfig`` fields, or a path to a world YAML) and ``frames`` (required: how
 many frames to render; enough whole scenes are generated to cover them). Produces every label the
@@ -14,6 +17,8 @@ from pydantic import Field, model_validator
 from hydranet.data.labels import OBJECT_CLASSES
 from hydranet.data.sample import ALL_LABELS, Sample
 from hydranet.data.sources import Source, SourceOptions, register_source
+from hydranet.world.config import WorldConfig, load_world_config
+from hydranet.world.dataset import SyntheticWorld
 
 
 class WorldOptions(SourceOptions):
@@ -24,8 +29,6 @@ class WorldOptions(SourceOptions):
         if self.frames is None:
             raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
         if isinstance(self.world, dict) and self.world:
-            from hydranet.world import WorldConfig  # lazy: the world package is optional at import
-
             WorldConfig.model_validate(self.world)
         return self
 
@@ -41,9 +44,6 @@ class WorldSource(Source):
 
     def __init__(self, options: WorldOptions):
         super().__init__(options)
-        from hydranet.data.loaders import load_world_config
-        from hydranet.world import SyntheticWorld
-
         cfg = load_world_config(options.world or None)
         assert options.frames is not None  # checked by WorldOptions
         if options.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames
