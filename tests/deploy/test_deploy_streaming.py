@@ -39,7 +39,7 @@ def test_graph_takes_state_and_ego_motion_and_returns_the_new_state(temporal):
     _, path, manifest, _ = temporal
     g = onnx.load(str(path)).graph
     inputs = [i.name for i in g.input]
-    assert inputs[:5] == ["images", "intrinsics", "T_ego_from_cam", "T_world_from_ego", "timestamp"]
+    assert inputs[:6] == ["images", "intrinsics", "T_ego_from_cam", "camera_valid", "T_world_from_ego", "timestamp"]
     assert "state.hidden" in inputs and "state.queue" in inputs
     outputs = [o.name for o in g.output]
     assert "new_state.hidden" in outputs and "objects3d.heatmap" in outputs

@@ -2,11 +2,12 @@
 objects3d / traffic-light metrics gain mAVE's companions occlusion persistence and flicker."""
 
 import torch
-from conftest import GRID
 
 from hydranet.eval.runner import check_thresholds, plan_frames, run_suite
 from hydranet.eval.suite import load_suite
 from hydranet.model import ModelConfig, create_model
+
+GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
 
 SUITE = """
 description: stop-and-go video
