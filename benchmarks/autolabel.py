@@ -72,9 +72,9 @@ class _Teacher:
 
 
 def main() -> None:
-    from hydranet.data.loaders import load_world_config
     from hydranet.engine.autolabel import AutoLabelConfig, label_clip
     from hydranet.world import SyntheticWorld, WorldConfig
+    from hydranet.world.config import load_world_config
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenes", type=int, default=6)

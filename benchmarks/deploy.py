@@ -36,7 +36,7 @@ def demo_model(args: argparse.Namespace) -> torch.nn.Module:
     from hydranet.train.config import load_config
 
     if args.checkpoint:
-        from hydranet.train.checkpoint import load_model
+        from hydranet.checkpoint import load_model
 
         return load_model(args.checkpoint)[0].eval()
     cfg = load_config(args.config).resolved_model().model_copy(update={"image_size": (args.height, args.width)})

@@ -57,8 +57,8 @@ def world(args: argparse.Namespace, seed: int, scenes: int, **over: Any) -> dict
 
 
 def render(out: Path, cfg: dict[str, Any], frames: int) -> str:
-    from hydranet.data.generate import generate
-    from hydranet.data.loaders import load_world_config
+    from hydranet.world.config import load_world_config
+    from hydranet.world.generate import generate
 
     generate(out, load_world_config(cfg), frames, shard_size=64)
     return str(out)
@@ -68,7 +68,7 @@ def train(args: argparse.Namespace, out: Path, datasets: dict[str, str], steps: 
           start: str | None = None) -> str:
     from rich.console import Console
 
-    from hydranet.train.checkpoint import resolve_checkpoint
+    from hydranet.checkpoint import resolve_checkpoint
     from hydranet.train.config import config_from_dict
     from hydranet.train.run import run_training
 
@@ -112,8 +112,8 @@ def rare_night_pool(args: argparse.Namespace, w: Path, seed: int) -> str:
     scenes), the rest day — the weak condition is rare in what the fleet sends back. One shard
     directory (day scenes first, then night scenes); ``pool_lighting.json`` records which is which
     for the report (the miner never sees it)."""
-    from hydranet.data.loaders import open_dataset
     from hydranet.data.shards import ShardWriter
+    from hydranet.datasets import open_dataset
 
     out = w / "pool"
     if (out / "manifest.json").exists():

@@ -62,9 +62,9 @@ def loop_rate(trainer: Any) -> float:
 
 
 def headline(model: torch.nn.Module, task: str, frames: list) -> dict[str, float]:
-    from hydranet.train.evaluate import evaluate
+    from hydranet.eval.loop import dataset_batches, evaluate
 
-    metrics = evaluate(model, {task: model.task_objects[task]}, frames, batch_size=4)[task]
+    metrics = evaluate(model, dataset_batches(frames, batch_size=4), {task: model.task_objects[task]})[task]
     key = next(iter(metrics))
     return {"metric": key, "value": metrics[key]}
 
@@ -87,8 +87,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--workdir", default=None, help="where checkpoints and the cache go (default: a temp dir)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from hydranet.checkpoint import load_checkpoint, trunk_hash
     from hydranet.model import create_model
-    from hydranet.train.checkpoint import load_checkpoint, trunk_hash
     from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache, write_cache
     from hydranet.train.subgraph import CacheTrainer, load_base_weights, needed_levels
     from hydranet.train.trainer import Trainer

@@ -47,8 +47,8 @@ def bench_generate(frames: int) -> dict:
 
 def bench_read(frames: int) -> dict:
     try:
-        from hydranet.data.generate import generate
         from hydranet.data.shards import ShardDataset
+        from hydranet.world.generate import generate
     except ImportError as e:  # the shard reader lives in hydranet/data (another area)
         return {"loaded_frames_per_s": None, "note": f"shard reader unavailable: {e}"}
     from hydranet.world import WorldConfig

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydranet.data.manifest import manifest_path, read_manifest
+from hydranet.datasets import open_source  # any other registered source: its rig from sample 0
 from hydranet.geometry import BevGrid
+from hydranet.tasks import TASKS
+from hydranet.world.config import load_world_config
 
 
 class DataMismatchError(ValueError):
@@ -37,8 +41,11 @@ class DataLayout:
 
 
 def accepted_camera_counts(model_cfg: Any) -> tuple[int, ...]:
-    """Camera counts a model with this ``ModelConfig`` accepts (the one place the rule lives)."""
-    return (int(model_cfg.num_cameras),)
+    """Camera counts a model with this ``ModelConfig`` accepts (the one place the rule lives): its rig's
+    ``num_cameras`` and the other rigs it is trained on, ``camera_counts`` (multi-rig training: the
+    weights do not depend on the camera count, which is folded into the batch; K and T come per sample)."""
+    extra = [int(n) for n in getattr(model_cfg, "camera_counts", None) or []]
+    return tuple(dict.fromkeys([int(model_cfg.num_cameras), *extra]))
 
 
 def _grid_text(grid: BevGrid) -> str:
@@ -58,7 +65,7 @@ def check_data_matches_model(layout: DataLayout, model_cfg: Any, model_name: str
     if layout.num_cameras not in counts:
         accepted = counts[0] if len(counts) == 1 else f"one of {list(counts)}"
         raise DataMismatchError(f"{layout.source}: frames have {layout.num_cameras} cameras but {model_name} "
-                                f"accepts {accepted} (model.num_cameras)")
+                                f"accepts {accepted} (model.num_cameras, model.camera_counts)")
     if layout.grid is not None and _has_bev_task(model_cfg):
         model_grid = model_cfg.grid.to_grid()
         if layout.grid != model_grid:
@@ -67,7 +74,6 @@ def check_data_matches_model(layout: DataLayout, model_cfg: Any, model_name: str
 
 
 def _has_bev_task(model_cfg: Any) -> bool:
-    from hydranet.tasks import TASKS
 
     return any(name in TASKS and TASKS[name].space == "bev" for name in model_cfg.tasks)
 
@@ -85,7 +91,6 @@ def world_layout(world_cfg: Any, source: str) -> DataLayout:
 
 def shards_layout(path: str | Path, source: str | None = None) -> DataLayout:
     """Layout from a shard directory's ``manifest.json`` (no sample is read)."""
-    from hydranet.data.manifest import manifest_path, read_manifest
 
     m = read_manifest(path)
     return DataLayout(source or str(manifest_path(path)), tuple(m.image_size), len(m.camera_names), m.grid_obj())
@@ -117,10 +122,14 @@ def sample_layout(sample: Any, source: str) -> DataLayout:
 def source_layout(ds_cfg: Any, source: str) -> DataLayout:
     """Layout of one ``data.datasets.<name>`` / ``data.eval`` entry of a training config."""
     if ds_cfg.kind == "world":
-        from hydranet.data.loaders import load_world_config
 
         return world_layout(load_world_config(ds_cfg.world), f"{source} (world)")
-    return shards_layout(ds_cfg.path, f"{source} ({ds_cfg.path})")
+    if ds_cfg.kind == "shards":
+        return shards_layout(ds_cfg.path, f"{source} ({ds_cfg.path})")
+
+    src = open_source(ds_cfg.options(), source)
+    layout = sample_layout(src[0], f"{source} ({ds_cfg.kind})")
+    return DataLayout(layout.source, layout.image_size, layout.num_cameras, getattr(src, "grid", None))
 
 
 def check_config_data(cfg: Any) -> None:

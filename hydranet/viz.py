@@ -42,6 +42,11 @@ LAYOUT: dict[str, tuple[float, float]] = {
     "left_pillar": (0, 0), "narrow": (0, 1), "main": (0, 2), "wide": (0, 3), "right_pillar": (0, 4),
     "left_repeater": (1, 1), "rear": (1, 2), "right_repeater": (1, 3),
 }
+# nuScenes' 6-camera rig on a 3 x 2 grid: forward row on top, rear-facing row below (as on the car).
+NUSCENES_LAYOUT: dict[str, tuple[float, float]] = {
+    "CAM_FRONT_LEFT": (0, 0), "CAM_FRONT": (0, 1), "CAM_FRONT_RIGHT": (0, 2),
+    "CAM_BACK_LEFT": (1, 0), "CAM_BACK": (1, 1), "CAM_BACK_RIGHT": (1, 2),
+}
 EGO_BOX = (1.45, 0.0, 0.75, 4.7, 1.9, 1.5, 0.0)
 
 
@@ -152,6 +157,9 @@ class Views:
         if all(n in LAYOUT for n in self.camera_names):
             slots = {i: LAYOUT[n] for i, n in enumerate(self.camera_names)}
             cols, rows = 5, 2
+        elif all(n in NUSCENES_LAYOUT for n in self.camera_names):
+            slots = {i: NUSCENES_LAYOUT[n] for i, n in enumerate(self.camera_names)}
+            cols, rows = 3, 2
         else:  # any other rig: rig order, four per row
             slots = {i: (i // 4, i % 4) for i in range(len(self.camera_names))}
             cols, rows = min(4, len(self.camera_names)), math.ceil(len(self.camera_names) / 4)
@@ -327,3 +335,42 @@ def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[i
         d.rectangle([x1 - 1, y1 - 1, x2, y2], outline=col, width=max(1, views.scale))
         text = name + (f" L{lanes[k]:+d}" if lanes else "") + (f" {sc[k]:.2f}" if sc else "")
         d.text((x2 + 3, y1), text, fill=col, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+
+
+def depth_color(z: Tensor, near: float = 2.0, far: float = 60.0) -> list[tuple[int, int, int]]:
+    """Log-depth ramp: red (near) → yellow → green → blue (far), one colour per depth in metres."""
+    f = ((z.clamp(near, far).log() - math.log(near)) / (math.log(far) - math.log(near))).tolist()
+    stops = [(255, 40, 40), (255, 220, 0), (40, 230, 90), (40, 120, 255)]
+    out = []
+    for t in f:
+        x = t * (len(stops) - 1)
+        k = min(int(x), len(stops) - 2)
+        a, b, r = stops[k], stops[k + 1], x - k
+        out.append(tuple(round(a[j] + (b[j] - a[j]) * r) for j in range(3)))
+    return out
+
+
+def draw_sparse_depth(views: Views, depth: Tensor, max_points: int = 40000) -> None:
+    """Sparse z-depth ``[N, H, W]`` (0 = no return, e.g. projected lidar): a dot per return in its
+    camera and, unprojected into the ego frame, in the BEV panel; colour = depth (``depth_color``)."""
+    depth = depth.detach().float().cpu()
+    bev = ImageDraw.Draw(views.bev)
+    for i in range(depth.shape[0]):
+        v, u = torch.nonzero(depth[i] > 0, as_tuple=True)
+        if len(v) > max_points:  # even subsample: the picture stays readable and fast
+            keep = torch.linspace(0, len(v) - 1, max_points).long()
+            v, u = v[keep], u[keep]
+        z = depth[i, v, u]
+        colors = depth_color(z)
+        dc = ImageDraw.Draw(views.cameras[i])
+        s = views.scale
+        for uu, vv, c in zip(((u.float() + 0.5) * s).tolist(), ((v.float() + 0.5) * s).tolist(), colors, strict=True):
+            dc.rectangle([uu - 1, vv - 1, uu, vv], fill=c)
+        K = views.intrinsics[i]
+        x = ((u.float() + 0.5) - K[0, 2]) / K[0, 0] * z
+        y = ((v.float() + 0.5) - K[1, 2]) / K[1, 1] * z
+        ego = transform_points(views.T_ego_from_cam[i], torch.stack([x, y, z], 1))
+        for (px, py), c in zip(ego[:, :2].tolist(), colors, strict=True):
+            bu, bv = views.bev_px(px, py)
+            if 0 <= bu < views.bev.width and 0 <= bv < views.bev.height:
+                bev.point((bu, bv), fill=c)

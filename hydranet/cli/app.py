@@ -1,8 +1,12 @@
 """The typer application every command module registers onto."""
 
+import platform
 import sys
 
+import torch
 import typer
+
+import hydranet
 
 app = typer.Typer(
     # Rich error panels wrap messages inside a box at 80 columns; in logs and pipes print click's
@@ -24,10 +28,4 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the hydranet, torch and Python versions."""
-    import platform
-
-    import torch
-
-    import hydranet
-
     typer.echo(f"hydranet {hydranet.__version__}  torch {torch.__version__}  python {platform.python_version()}")

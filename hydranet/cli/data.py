@@ -11,7 +11,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.console import make_console
+from hydranet.data.manifest import ShardError
+from hydranet.data.shards import ShardDataset
+from hydranet.train.config import load_config
+from hydranet.world.config import load_world_config, training_world
+from hydranet.world.generate import check_existing, resolve
+from hydranet.world.generate import generate as run
 
 _err = make_console(stderr=True)
 
@@ -46,18 +53,14 @@ def generate(
     Sample i of the output is world sample i (whole consecutive scenes of `frames_per_scene` frames).
     Re-running with the same arguments finds the complete output and prints "up to date".
     """
-    from hydranet.data.generate import check_existing, resolve
-    from hydranet.data.generate import generate as run
-    from hydranet.data.loaders import load_world_config
-    from hydranet.data.manifest import ShardError
-
     if image_format not in ("npz", "png"):
         raise typer.BadParameter(f"must be npz or png, got {image_format!r}", param_hint="--image-format")
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
         world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
-        frames = frames or _training_frames(config, dataset, world)
+        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
+        frames = frames if frames is not None else dataset_frames
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
     if frames is None:
@@ -67,9 +70,9 @@ def generate(
     console = make_console()
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
         existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
-    except (ShardError, ValueError) as e:
+    except (ShardError, ValueError) as e:  # OUT holds another dataset: bad input
         _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     if existing is not None:
         size = sum(s.bytes for s in existing.shards)
         console.print(f"{out}: up to date ({existing.num_samples} samples, {len(existing.shards)} shards, "
@@ -89,7 +92,7 @@ def generate(
         except (ShardError, ValueError, OSError) as e:
             bar.stop()
             _err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from e
+            raise typer.Exit(1 if isinstance(e, OSError) else 2) from e
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start
@@ -101,10 +104,6 @@ def _training_frames(config: Path | None, dataset: str | None, world) -> int | N
     """A training config's dataset ``frames``, after checking its world against the config's model
     (``hydranet.compat``): the frames written are ones that model accepts. None for other files."""
     import yaml
-
-    from hydranet.compat import check_data_matches_model, world_layout
-    from hydranet.data.loaders import training_world
-    from hydranet.train.config import load_config
 
     if config is None:
         return None
@@ -119,20 +118,19 @@ def _training_frames(config: Path | None, dataset: str | None, world) -> int | N
 
 @app.command("data-info")
 def data_info(
-    data: Path = typer.Argument(..., help="Shard directory (or its manifest.json)."),
+    data: str = typer.Argument(..., help="Shard directory (or its manifest.json), or an fsspec URL of one "
+                               "(s3://, gs://, https://)."),
     verify: bool = typer.Option(False, "--verify", help="Check every shard's sha256 against the manifest."),
     deep: bool = typer.Option(False, "--deep", help="With --verify: also read and decode every sample."),
 ) -> None:
     """Summarise a shard directory (source, rig, label counts, shards); optionally verify every byte."""
-    from hydranet.data.manifest import ShardError
-    from hydranet.data.shards import ShardDataset
 
     console = make_console()
     try:
         ds = ShardDataset(data)
-    except ShardError as e:
+    except ShardError as e:  # not a dataset: bad input (a failed --verify below exits 1)
         _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     m = ds.manifest
     size = sum(s.bytes for s in m.shards)
     src = m.source.get("kind", "?")

@@ -15,8 +15,21 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
 from hydranet.console import make_console
+from hydranet.data.manifest import ManifestError as DataError
+from hydranet.deploy.export import ExportError, export_checkpoint
+from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.infer import run_infer
+from hydranet.deploy.manifest import ManifestError, manifest_path
+from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
+from hydranet.deploy.runtime import DeployedModel
+from hydranet.deploy.suites import suite_metrics
+from hydranet.deploy.verify import PARITY_TOLERANCE, metric_drop, parity
+from hydranet.eval.loop import evaluate
+from hydranet.eval.runner import to_jsonable
+from hydranet.eval.suite import SuiteError
 
 console = make_console()
 
@@ -45,9 +58,6 @@ def _fmt(x: float) -> str:
 
 
 def _deployed(graph: Path, threads: int | None) -> Any:
-    from hydranet.deploy.manifest import ManifestError
-    from hydranet.deploy.runtime import DeployedModel
-
     try:
         return DeployedModel(graph, threads=threads)
     except (ManifestError, FileNotFoundError) as e:
@@ -72,10 +82,6 @@ def export(
     """Export a checkpoint to ONE ONNX graph for all cameras and the chosen heads, plus its manifest."""
     import onnx
 
-    from hydranet.deploy.export import ExportError, export_checkpoint
-    from hydranet.deploy.manifest import manifest_path
-    from hydranet.train.checkpoint import CheckpointError
-
     _threads(threads)
     try:
         with console.status(f"exporting {checkpoint} -> {output}"):
@@ -96,7 +102,6 @@ def export(
     console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}")
     if not verify:
         return
-    from hydranet.deploy.verify import PARITY_TOLERANCE, parity
 
     dm = _deployed(output, threads)
     with console.status(f"parity on {verify_frames} held-out frames"):
@@ -147,12 +152,6 @@ def quantize(
     json_out: Path | None = typer.Option(None, "--json", help="write the metric comparison as JSON"),
 ) -> None:
     """Static INT8 quantization (QDQ, per-channel) with synthetic calibration frames; reports the metric drop."""
-    from hydranet.deploy.frames import heldout_batches
-    from hydranet.deploy.manifest import ManifestError
-    from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
-    from hydranet.deploy.verify import evaluate, metric_drop
-    from hydranet.eval.runner import to_jsonable
-
     _threads(threads)
     output = output or int8_path(model)
     try:
@@ -172,18 +171,12 @@ def quantize(
             for label, dm in (("fp32", fp32), ("int8", int8)):
                 bar = progress.add_task(f"evaluating {label}", total=eval_frames)
 
-                def forward(batch, dm=dm, bar=bar):
-                    progress.advance(bar, len(batch))
-                    return dm(batch)
-
-                results[label] = evaluate(forward, dm.tasks, heldout_batches(manifest, eval_frames, manifest.batch))
+                results[label] = evaluate(dm, heldout_batches(manifest, eval_frames, manifest.batch),
+                                          on_frame=lambda frame, bar=bar: progress.advance(bar, 1))
         rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
         failed += _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
         report["comparisons"]["heldout"] = {"frames": eval_frames, "drop": rows, "metrics": results}
     if suite is not None:
-        from hydranet.deploy.suites import suite_metrics
-        from hydranet.eval.suite import SuiteError
-
         try:
             with _progress() as progress:
                 bar = progress.add_task(f"suites {suite}", total=None)
@@ -215,10 +208,6 @@ def infer(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
 ) -> None:
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
-    from hydranet.data.manifest import ManifestError as DataError
-    from hydranet.deploy.infer import run_infer
-    from hydranet.deploy.manifest import ManifestError
-
     _threads(threads)
     _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
     try:

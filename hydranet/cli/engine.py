@@ -14,6 +14,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hydranet.cli.app import app
+from hydranet.deploy.runtime import DeployedModel
+from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+from hydranet.engine.label import LabelError, oracle_items, write_labelled
+from hydranet.engine.mine import build_triggers, env_world_size, mine
+from hydranet.engine.pipeline import PipelineError, load_pipeline
+from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open_pool
+from hydranet.engine.quality import autolabel_quality
+from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
+from hydranet.engine.triggers import TriggerError, parse_trigger_specs
+from hydranet.engine.vacation import Vacation
 
 console = Console(stderr=True)
 
@@ -51,11 +61,6 @@ def mine_command(
     if threads:
         torch.set_num_threads(threads)
 
-    from hydranet.engine.mine import build_triggers, env_world_size, mine
-    from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open_pool
-    from hydranet.engine.queue import write_queue, write_queue_html
-    from hydranet.engine.triggers import TriggerError, parse_trigger_specs
-
     if parquet:
         try:
             import pyarrow  # noqa: F401
@@ -71,7 +76,6 @@ def mine_command(
         if shadow is not None or any(t.needs_shadow for t, _ in trigs):
             if shadow is None:
                 raise TriggerError("trigger 'shadow' needs --shadow model.onnx (the deployed graph)")
-            from hydranet.deploy.runtime import DeployedModel
 
             deployed = DeployedModel(shadow)
     except (TriggerError, PoolError) as e:
@@ -118,9 +122,6 @@ def label_command(
     no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
 ) -> None:
     """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
-    from hydranet.engine.label import LabelError, oracle_items, write_labelled
-    from hydranet.engine.pool import PoolError, load_mining_model, open_pool
-    from hydranet.engine.queue import QueueError, read_queue
 
     if labeller not in ("oracle", "auto"):
         raise typer.BadParameter(f"'{labeller}': choose oracle or auto", param_hint="--labeller")
@@ -132,7 +133,6 @@ def label_command(
         else:
             if teacher is None:
                 raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
-            from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 
             cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
             items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
@@ -155,10 +155,6 @@ def autolabel_quality_command(
     import json
 
     import numpy as np
-
-    from hydranet.engine.autolabel import AutoLabelConfig
-    from hydranet.engine.pool import PoolError, load_mining_model, open_pool
-    from hydranet.engine.quality import autolabel_quality
 
     try:
         pool = open_pool(data, with_labels=True)
@@ -186,9 +182,6 @@ def vacation_command(
 
     Exits 1 when the last iteration's gate failed (nothing promoted), 2 on bad input."""
     import torch
-
-    from hydranet.engine.pipeline import PipelineError, load_pipeline
-    from hydranet.engine.vacation import Vacation
 
     if threads:
         torch.set_num_threads(threads)

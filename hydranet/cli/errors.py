@@ -16,6 +16,13 @@ from contextlib import contextmanager
 
 import typer
 
+from hydranet.checkpoint import CheckpointError, CheckpointWriteError
+from hydranet.compat import DataMismatchError
+from hydranet.data.manifest import ShardError
+from hydranet.train.config import ConfigError
+from hydranet.train.run import RunLockedError
+from hydranet.train.trainer import NonFiniteTrainingError
+
 BAD_INPUT = 2
 FAILED = 1
 
@@ -30,11 +37,6 @@ def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
 
 def bad_input_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (exit 2)."""
-    from hydranet.compat import DataMismatchError
-    from hydranet.data.manifest import ShardError
-    from hydranet.train.checkpoint import CheckpointError
-    from hydranet.train.config import ConfigError
-    from hydranet.train.run import RunLockedError
 
     return (ConfigError, DataMismatchError, CheckpointError, ShardError, RunLockedError, FileExistsError,
             FileNotFoundError, NotADirectoryError, ValueError, KeyError)
@@ -43,8 +45,6 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Map library exceptions to ``error: ...`` + exit 2 (bad input) or exit 1 (the work failed)."""
-    from hydranet.train.checkpoint import CheckpointWriteError
-    from hydranet.train.trainer import NonFiniteTrainingError
 
     try:
         yield

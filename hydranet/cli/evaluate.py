@@ -15,8 +15,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import app
 from hydranet.console import make_console
+from hydranet.eval.gate import gate
+from hydranet.eval.report import write_report
+from hydranet.eval.runner import check_thresholds, run_suite, run_to_json, to_jsonable
+from hydranet.eval.suite import SuiteError, load_suites, select_tasks
 
 console = make_console()
 
@@ -35,8 +40,6 @@ def _device(device: str | None) -> str:
 
 
 def _load(path: Path, device: str) -> Any:
-    from hydranet.train.checkpoint import CheckpointError, load_model
-
     try:
         model, _ = load_model(path, device=device)
     except (CheckpointError, OSError, ValueError) as e:
@@ -45,8 +48,6 @@ def _load(path: Path, device: str) -> Any:
 
 
 def _suites(path: Path) -> list[Any]:
-    from hydranet.eval.suite import SuiteError, load_suites
-
     try:
         return load_suites(path)
     except SuiteError as e:
@@ -55,9 +56,6 @@ def _suites(path: Path) -> list[Any]:
 
 def _run(models: dict[str, Any], suites: list[Any], device: str, batch_size: int, frames: int | None) -> list[Any]:
     """Run every suite with a progress bar; returns ``[{label: SuiteRun}]`` per suite."""
-    from hydranet.eval.runner import run_suite
-    from hydranet.eval.suite import SuiteError
-
     out = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                TimeElapsedColumn())
@@ -101,8 +99,6 @@ def eval_command(
 
     Exits 1 when any threshold fails (usable as a CI gate), 2 on bad input.
     """
-    from hydranet.eval.runner import check_thresholds, run_to_json
-    from hydranet.eval.suite import SuiteError, select_tasks
 
     dev = _device(device)
     suites = _suites(suite)
@@ -152,6 +148,19 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
             table.add_row(task, metric, _fmt(value), "" if c is None else c.threshold,
                           "" if c is None else style[c.status], *scen)
     console.print(table)
+    for task, te in run.tasks.items():  # state confusion by name (traffic lights): what a headline can hide
+        if hasattr(te.metric, "states") and hasattr(te.metric, "confusion"):
+            _print_confusion(task, te.metric.states, te.metric.confusion(), te.metrics)
+
+
+def _print_confusion(task: str, states: tuple[str, ...], conf: Any, metrics: dict[str, float]) -> None:
+    table = Table(title=f"{task}: matched lights, rows ground truth, columns predicted")
+    for col in ("truth \\ predicted", *states, "found", "recall", "precision"):
+        table.add_column(col, justify="left" if col.startswith("truth") else "right", no_wrap=True)
+    for i, g in enumerate(states):
+        table.add_row(g, *(str(int(v)) for v in conf[i]), str(int(conf.sum(axis=1)[i])) + " matched",
+                      _fmt(metrics.get(f"recall/{g}", math.nan)), _fmt(metrics.get(f"precision/{g}", math.nan)))
+    console.print(table)
 
 
 @app.command("gate")
@@ -172,10 +181,6 @@ def gate_command(
     tolerance (suite YAML) and the interval excludes no change. Exits 1 on any regression.
     """
     from dataclasses import asdict
-
-    from hydranet.eval.gate import gate
-    from hydranet.eval.runner import to_jsonable
-    from hydranet.eval.suite import SuiteError
 
     dev = _device(device)
     suites = _suites(suite)
@@ -221,10 +226,6 @@ def report_command(
 ) -> None:
     """Write ONE self-contained HTML report: tables, PR curves, depth error vs distance, confusion
     matrices and sample frames (8 cameras + BEV, prediction vs ground truth), worst first."""
-    from hydranet.eval.report import write_report
-    from hydranet.eval.runner import check_thresholds
-    from hydranet.eval.suite import SuiteError
-
     dev = _device(device)
     suites = _suites(suite)
     model = _load(checkpoint, dev)

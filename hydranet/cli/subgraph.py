@@ -11,9 +11,18 @@ from typing import Any
 
 import typer
 
+from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
+from hydranet.compat import check_data_matches_model, dataset_layout, sample_layout
 from hydranet.console import make_console
+from hydranet.data.manifest import ManifestError
+from hydranet.datasets import open_dataset
+from hydranet.eval.gate import gate
+from hydranet.eval.runner import run_suite, to_jsonable
+from hydranet.eval.suite import SuiteError, load_suites
+from hydranet.train.feature_cache import CacheError, write_cache
+from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
 
 
 def _fail(message: str, error: BaseException) -> typer.Exit:
@@ -29,8 +38,6 @@ def _split(text: str | None) -> list[str] | None:
 def _open_data(spec: str, model: Any, world: list[str]) -> Any:
     """``--data`` as a dataset; a synthetic world renders at the model's image size and BEV grid."""
     import yaml
-
-    from hydranet.data.loaders import open_dataset
 
     overrides: dict[str, Any] = {}
     for item in world:
@@ -74,16 +81,10 @@ def cache_features(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hydranet.compat import check_data_matches_model, dataset_layout, sample_layout
-    from hydranet.data.manifest import ManifestError
-    from hydranet.train.checkpoint import CheckpointError, load_checkpoint, load_model, trunk_hash
-    from hydranet.train.feature_cache import CacheError, write_cache
-
     console = make_console(stderr=True)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, _ = load_model(ckpt, device=dev)
-        state = load_checkpoint(ckpt)
+        model, state = load_model(ckpt, device=dev)
         ds = _open_data(data, model, world)
         layout = dataset_layout(ds, f"--data {data}") or sample_layout(ds[0], f"--data {data}")
         check_data_matches_model(layout, model.cfg, f"checkpoint {ckpt}")
@@ -126,10 +127,6 @@ def merge(
 
     import torch
 
-    from hydranet.eval.suite import SuiteError
-    from hydranet.train.checkpoint import CheckpointError, load_model
-    from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
-
     console = make_console(stderr=True)
     try:
         plan = plan_merge(base, heads)
@@ -139,10 +136,6 @@ def merge(
         gate_info = None
         failed: list[Any] = []
         if gate_suite is not None:
-            from hydranet.eval.gate import gate
-            from hydranet.eval.runner import run_suite, to_jsonable
-            from hydranet.eval.suite import load_suites
-
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             base_model, _ = load_model(base, device=dev)
             rows = []

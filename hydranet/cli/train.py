@@ -8,14 +8,15 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
+from hydranet.train.config import load_config
+from hydranet.train.demo import run_demo
+from hydranet.train.distributed import exit_process
+from hydranet.train.run import in_torchrun, run_training
+from hydranet.train.subgraph import load_train_config, run_subgraph
 
 
 def _exit_distributed(code: int) -> None:
-    from hydranet.train.run import in_torchrun
-
     if in_torchrun():
-        from hydranet.train.distributed import exit_process
-
         exit_process(code)
 
 
@@ -46,8 +47,6 @@ def train(
 
     Every task's loss, the balancing weights, lr and skipped steps go to TensorBoard (OUT/tb).
     """
-    from hydranet.train.config import load_config
-    from hydranet.train.run import run_training
 
     code = FAILED
     try:
@@ -57,7 +56,6 @@ def train(
             if config is not None:
                 cfg = load_config(config, set_)
             elif from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
-                from hydranet.train.subgraph import load_train_config
 
                 cfg = load_train_config(None, set_, from_ckpt)
             else:
@@ -74,7 +72,6 @@ def train(
             task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
             run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
             if add_task or from_cache:
-                from hydranet.train.subgraph import run_subgraph
 
                 run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
                              freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)
@@ -102,7 +99,6 @@ def demo(
 ) -> None:
     """The first thing to run: render a small synthetic set, train all seven tasks (<= 10 min on 2 CPU
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
-    from hydranet.train.demo import run_demo
 
     with cli_errors():
         run_demo(out, config, set_, retrain=retrain, pictures=pictures)

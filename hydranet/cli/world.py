@@ -7,35 +7,42 @@ from pathlib import Path
 import typer
 
 from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors, fail
+from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES
+from hydranet.datasets import open_dataset
+from hydranet.geometry import BevGrid
+from hydranet.viz import (
+    LANE_COLORS,
+    Views,
+    draw_bev_map,
+    draw_boxes2d,
+    draw_boxes3d,
+    draw_lane_masks,
+    draw_mask,
+    draw_polylines_bev,
+    draw_sparse_depth,
+    draw_traffic_lights,
+)
+from hydranet.world import SyntheticWorld
+from hydranet.world.config import load_world_config
 
 
 def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
     """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path."""
     import torch
 
-    from hydranet.data.sample import LANE_KINDS
-    from hydranet.viz import (
-        LANE_COLORS,
-        Views,
-        draw_bev_map,
-        draw_boxes2d,
-        draw_boxes3d,
-        draw_lane_masks,
-        draw_mask,
-        draw_polylines_bev,
-        draw_traffic_lights,
-    )
-
     lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
                                                                                       "lane_lines", "ego_path")}
     views = Views.from_sample(sample, grid, scale=scale)
+    if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
+        draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:
         draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13)
     if "lanes" in lab:
         draw_lane_masks(views, lab["lanes"], alpha=0.85)
     if "detection2d" in lab and not boxes3d_in_cameras:
         det = lab["detection2d"]
-        light = det["classes"] == 4
+        light = det["classes"] == OBJECT_CLASSES.index("traffic_light")
         draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light])
     if "traffic_light" in lab:
         tl = lab["traffic_light"]
@@ -64,8 +71,9 @@ def show(
                               help="Sample index (world: scene = index // frames_per_scene)."),
     seed: int = typer.Option(None, "--seed", help="World seed (overrides the config's)."),
     out: Path = typer.Option(Path("show.png"), "--out", "-o", help="Output PNG."),
-    data: Path = typer.Option(None, "--data", "-d", help="Read the sample from shards written by `hydranet "
-                              "generate` (directory or manifest.json) instead of rendering the world."),
+    data: str = typer.Option(None, "--data", "-d", help="Read the sample from a dataset instead of rendering the "
+                             "world: a shard directory (or manifest.json), KIND:PATH of a registered source "
+                             "(e.g. nuscenes:/data/nuscenes), or a source config YAML with `kind:`."),
     config: Path = typer.Option(None, "--config", "-c", help="WorldConfig YAML (a training config's `world:` "
                                 "section works too)."),
     lighting: str = typer.Option(None, "--lighting", help="day | dusk | night | random"),
@@ -83,7 +91,6 @@ def show(
     import torch
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    from hydranet.data.loaders import load_world_config
 
     overrides: dict = {}
     if seed is not None:
@@ -97,29 +104,20 @@ def show(
         except ValueError:
             raise typer.BadParameter(f"expected a number or 'random', got {fog!r}", param_hint="--fog") from None
     if data is not None:
-        from hydranet.data.manifest import ShardError
-        from hydranet.data.shards import ShardDataset
-        from hydranet.geometry import BevGrid
 
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
-        try:
-            ds = ShardDataset(data)
+        with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
+            ds = open_dataset(data)
             if index >= len(ds):
-                raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
-                                         param_hint="--index")
+                raise fail(f"--index {index}: {data} holds {len(ds)} samples")
             sample = ds[index]
-            grid = ds.grid
-        except (ShardError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
+        grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
         if grid is None:
             grid = BevGrid()
         title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
     else:
-        from hydranet.world import SyntheticWorld
-
         if config is not None and not config.is_file():
             raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
         try:

@@ -7,7 +7,9 @@ A sample becomes these members (``<key>.<member>`` inside a shard, see ``shards.
                         (nested lists + dtype), and ``labels``: ``{name: {"member", "shape", "dtype"}}``
   ``cam.<name>.npz``    one image per camera, in rig order: entry ``image`` uint8 ``[3, H, W]``
                         (``image_format="npz"``, the default), or ``cam.<name>.png``, an RGB PNG
-                        (``image_format="png"``); ``sample.json`` records which
+                        (``image_format="png"``), or ``cam.<name>.jpg``, an RGB JPEG (``image_format=
+                        "jpeg"``: real camera data, 5-10x smaller, lossy at ``JPEG_QUALITY``);
+                        ``sample.json`` records which. Labels are always lossless npz.
   ``<label>.npz``       dense labels (``drivable``, ``lanes``, ``depth``, ``semantic``, ``instance``,
                         ``bev_semantic``, ``ego_path``): deflated npz, see ``encode_array``
   ``<label>.npz``       ragged labels (``detection2d``, ``traffic_light``, ``objects3d``, ``lane_lines``):
@@ -56,11 +58,14 @@ from pydantic import (
     field_validator,
 )
 
-from hydranet.data.sample import ALL_LABELS, Sample
+from hydranet.data.labels import known_labels
+from hydranet.data.sample import Sample
 
 PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
 IMAGE_LEVEL = 1  # deflate level for npz images: sensor noise makes higher levels <1% smaller, 3x slower
-IMAGE_FORMATS = ("npz", "png")
+IMAGE_FORMATS = ("npz", "png", "jpeg")
+IMAGE_EXT = {"npz": "npz", "png": "png", "jpeg": "jpg"}
+JPEG_QUALITY = 92  # real camera JPEGs are already lossy; 92 keeps re-encoding loss below sensor noise
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: reproducible bytes
 
 
@@ -215,7 +220,15 @@ def encode_png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_jpeg(a: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """uint8 ``[H, W, 3]`` RGB to JPEG bytes (4:2:0, deterministic for equal input)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="jpeg", quality=quality)
+    return buf.getvalue()
+
+
 def decode_png(data: bytes, mode: str) -> np.ndarray:
+    """PNG (or any PIL-readable image, e.g. JPEG) bytes to uint8; ``mode`` must match."""
     with Image.open(io.BytesIO(data)) as im:
         if im.mode != mode:
             raise CodecError(f"PNG has mode {im.mode}, expected {mode}")
@@ -270,7 +283,7 @@ class SampleMeta(BaseModel):
     timestamp: FiniteFloat
     camera_names: list[StrictStr] = Field(min_length=1)
     image_size: tuple[PositiveInt, PositiveInt]
-    image_format: Literal["npz", "png"] = "npz"
+    image_format: Literal["npz", "png", "jpeg"] = "npz"
     intrinsics: _TensorRecord
     T_ego_from_cam: _TensorRecord
     T_world_from_ego: _TensorRecord
@@ -279,9 +292,10 @@ class SampleMeta(BaseModel):
     @field_validator("labels")
     @classmethod
     def _known_labels(cls, v: dict[str, _LabelRecord]) -> dict[str, _LabelRecord]:
-        unknown = sorted(set(v) - ALL_LABELS)
+        known = known_labels()  # the label registry: tasks declare the labels they consume
+        unknown = sorted(set(v) - known)
         if unknown:
-            raise ValueError(f"unknown label(s) {unknown} (known: {sorted(ALL_LABELS)})")
+            raise ValueError(f"unknown label(s) {unknown} (known: {sorted(known)})")
         return v
 
 
@@ -295,9 +309,15 @@ def parse_sample_meta(data: bytes) -> SampleMeta:
         raise CodecError(f"member 'sample.json' is malformed: {problems}") from None
 
 
-def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, bytes]]:
+def encode_sample(sample: Sample, image_format: str = "npz",
+                  label_formats: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
     """Members ``(name, bytes)`` of one sample, ``sample.json`` first. Raises ``CodecError`` naming the
-    label or field that cannot be stored."""
+    label or field that cannot be stored.
+
+    ``label_formats``: label -> ``"png"`` stores that dense uint8 label as a grey PNG (``[..., H, W]``
+    stacked to ``[prod(...) * H, W]``; viewable with any image tool, lossless) instead of npz; other
+    labels are npz. A label that is not a uint8 map cannot be PNG (``CodecError`` names it)."""
+    label_formats = label_formats or {}
     if image_format not in IMAGE_FORMATS:
         raise CodecError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     try:
@@ -311,8 +331,10 @@ def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, 
             raise CodecError(f"camera name {name!r} cannot be a member name")
         if image_format == "npz":
             members.append((f"cam.{name}.npz", write_npz({"image": img}, level=IMAGE_LEVEL)))
-        else:
+        elif image_format == "png":
             members.append((f"cam.{name}.png", encode_png(img.transpose(1, 2, 0))))
+        else:
+            members.append((f"cam.{name}.jpg", encode_jpeg(img.transpose(1, 2, 0))))
     index: dict[str, dict[str, Any]] = {}
     for label in sorted(sample.labels):
         value = sample.labels[label]
@@ -326,7 +348,15 @@ def encode_sample(sample: Sample, image_format: str = "npz") -> list[tuple[str, 
             index[label] = {"member": member, "kind": "ragged"}
         elif isinstance(value, torch.Tensor):
             a = value.detach().cpu().contiguous().numpy()
-            member, data = f"{label}.npz", write_npz(encode_array(a))
+            fmt = label_formats.get(label, "npz")
+            if fmt == "png":
+                if a.dtype != np.uint8 or a.ndim < 2:
+                    raise CodecError(f"label '{label}' is {a.dtype} {list(a.shape)}: only uint8 maps can be PNG")
+                member, data = f"{label}.png", encode_png(a.reshape(-1, a.shape[-1]))
+            elif fmt == "npz":
+                member, data = f"{label}.npz", write_npz(encode_array(a))
+            else:
+                raise CodecError(f"label '{label}': format must be npz or png, got {fmt!r}")
             index[label] = {"member": member, "kind": "dense", "shape": list(a.shape),
                             "dtype": str(value.dtype).removeprefix("torch.")}
         else:
@@ -356,7 +386,7 @@ def decode_sample(members: dict[str, bytes], labels: frozenset[str] | set[str] |
     geometry = {g: getattr(meta, g).tensor(g) for g in _GEOMETRY}
     planes = []
     for n in names:
-        member = f"cam.{n}.{fmt}"
+        member = f"cam.{n}.{IMAGE_EXT[fmt]}"
         img = _decode_member(member, members, _decode_image if fmt == "npz" else
                              lambda b: decode_png(b, "RGB").transpose(2, 0, 1))
         if img.shape[1:] != size:
@@ -386,6 +416,11 @@ def _decode_label(rec: _LabelRecord, data: bytes) -> torch.Tensor | dict[str, to
         return {k: torch.from_numpy(v) for k, v in read_npz(data).items()}
     if rec.shape is None or rec.dtype is None:
         raise CodecError("sample.json gives no shape/dtype for this dense label")
+    if rec.member.endswith(".png"):  # a uint8 map stored as a grey PNG (encode_sample label_formats)
+        grey = decode_png(data, "L")
+        if rec.dtype != "uint8" or grey.size != int(np.prod(rec.shape)):
+            raise CodecError(f"PNG is {list(grey.shape)}, sample.json says {rec.dtype} {rec.shape}")
+        return torch.from_numpy(grey.reshape(rec.shape).copy())
     # decode_array returns a new array, so the npz entries need not be copied out (1 MB for depth).
     a = decode_array(read_npz(data, writable=False))
     if not a.flags.writeable or not a.flags.c_contiguous:  # tensors must own writable, contiguous memory

@@ -1,21 +1,17 @@
-"""Datasets to loaders: ``open_dataset`` (shards or the synthetic world) and ``make_loader``.
+"""Datasets to loaders: ``make_loader`` batches any map-style dataset of ``Sample``.
 
-    from hydranet.data.loaders import open_dataset, make_loader, set_epoch
+    from hydranet.datasets import open_dataset
+    from hydranet.data.loaders import make_loader, set_epoch
 
-    ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
-    ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
-    ds = open_dataset("synthetic", world={"seed": 3, "num_scenes": 10})  # or a WorldConfig / YAML path
-    ds = open_dataset("configs/world_small.yaml")   # a YAML WorldConfig -> SyntheticWorld
-
+    ds = open_dataset("runs/data")                  # shards, the synthetic world, ... (hydranet.datasets)
     loader = make_loader(ds, batch_size=8, shuffle=True, seed=0, num_workers=2)
     for epoch in range(epochs):
         set_epoch(loader, epoch)                     # new, reproducible order each epoch
         for batch in loader:                         # hydranet.data.sample.Batch
             ...
 
-Both dataset kinds are map-style and yield ``Sample``; ``make_loader`` collates with
-``hydranet.data.sample.collate`` (dense labels stacked, ragged labels as lists, ``batch.present``
-masks for partial labels).
+``make_loader`` collates with ``hydranet.data.sample.collate`` (dense labels stacked, ragged labels
+as lists, ``batch.present`` masks for partial labels).
 
 Order is a pure function of ``(seed, epoch)``: the same on every run and for any ``num_workers``.
 When ``torch.distributed`` is initialised (torchrun), ``make_loader`` shards the data with
@@ -26,18 +22,14 @@ each, since parallelism comes from the workers themselves.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sized
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from hydranet.data.manifest import MANIFEST_NAME, ManifestError
 from hydranet.data.sample import collate
-from hydranet.data.shards import ShardDataset
 
 
 class EpochSampler(Sampler[int]):
@@ -89,92 +81,3 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Reshuffle for ``epoch`` (no-op for samplers without ``set_epoch``)."""
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-
-
-def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:
-    """A map-style dataset of ``Sample`` from a spec every command can take as ``--data``:
-
-    - a shard directory, or its ``manifest.json``          -> ``ShardDataset`` (``labels`` limits decoding)
-    - ``"synthetic"``                                       -> ``SyntheticWorld(world)``; ``world`` is a
-      ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
-    - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
-    - a ``WorldConfig``                                     -> ``SyntheticWorld`` of it
-    """
-    if not isinstance(spec, str | os.PathLike):  # a WorldConfig (imported lazily: shards don't need the world)
-        from hydranet.world import SyntheticWorld
-
-        return SyntheticWorld(load_world_config(spec))
-    text = str(spec)
-    if text == "synthetic" or text.startswith("synthetic:") or Path(text).suffix in (".yaml", ".yml"):
-        from hydranet.world import SyntheticWorld
-
-        named = text == "synthetic" or text.startswith("synthetic:")
-        source = (text.partition(":")[2] or world) if named else text
-        return SyntheticWorld(load_world_config(source))
-    path = Path(text)
-    if path.is_dir() or path.name == MANIFEST_NAME:
-        return ShardDataset(path, labels=labels)
-    if not path.exists():
-        raise ManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
-                            f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
-    raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
-
-
-def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:
-    """``(world fields, frames)`` of the ``kind: world`` dataset ``dataset`` of a training config tree
-    (``data.datasets.<name>`` or ``eval``); with ``dataset=None`` the only training world dataset.
-    ``ValueError`` names the file and the world datasets to choose from."""
-    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
-    sources = dict(data.get("datasets") or {})
-    if isinstance(data.get("eval"), dict):
-        sources["eval"] = data["eval"]
-    worlds = {n: d for n, d in sources.items() if isinstance(d, dict) and d.get("kind") == "world"}
-    if dataset is None:
-        train_worlds = sorted(n for n in worlds if n != "eval" or "eval" in (data.get("datasets") or {}))
-        if len(train_worlds) != 1:
-            raise ValueError(f"{where}: a training config with world datasets {sorted(worlds)}: choose one "
-                             "with --dataset NAME")
-        dataset = train_worlds[0]
-    if dataset not in worlds:
-        raise ValueError(f"{where}: no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
-    return dict(worlds[dataset].get("world") or {}), worlds[dataset].get("frames")
-
-
-def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None, dataset: str | None = None):
-    """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
-    applied. A YAML file may be a ``WorldConfig``, a file with a ``world:`` section, or a training
-    config (``data``/``model``/``train``): then the world of dataset ``dataset`` (default: its only
-    world dataset) is used. Errors are ``ValueError``s naming the file and the offending field."""
-    import yaml
-    from pydantic import ValidationError
-
-    from hydranet.world import WorldConfig
-
-    where = "world config"
-    if isinstance(source, WorldConfig):
-        data = source.model_dump()
-    elif source is None:
-        data = {}
-    elif isinstance(source, dict):
-        data = dict(source)
-    else:
-        where = str(source)
-        try:
-            data = yaml.safe_load(Path(source).read_text()) or {}
-        except OSError as e:
-            raise ValueError(f"{where}: cannot read ({e.strerror})") from e
-        except yaml.YAMLError as e:
-            raise ValueError(f"{where}: not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
-        if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
-            data, _ = training_world(data, dataset, where)
-        elif isinstance(data.get("world"), dict):  # a file with a world section
-            data = data["world"]
-    data |= overrides or {}
-    try:
-        return WorldConfig.model_validate(data)
-    except ValidationError as e:
-        from hydranet.config_errors import format_validation_error
-
-        raise ValueError(format_validation_error(e, where, sep="; ")) from None

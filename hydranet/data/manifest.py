@@ -19,7 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from hydranet.data.errors import ManifestError, ShardError  # noqa: F401 - re-exported: data.manifest.ShardError
 from hydranet.data.layout import GridRecord, RigRecord
+from hydranet.data.storage import ShardStore, is_url
 
 FORMAT = "hydranet-shards"
 FORMAT_VERSION = 1
@@ -29,22 +31,6 @@ MANIFEST_NAME = "manifest.json"
 # auxiliary ground truth). Kept here, not imported from hydranet.tasks: data sits left of tasks.
 TASK_LABELS: tuple[str, ...] = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic",
                                 "objects3d")
-
-
-class ShardError(Exception):
-    """A shard directory, shard file or sample is missing, corrupt or inconsistent with its manifest.
-
-    ``path`` is the file concerned and ``key`` the sample (None when the problem is not one sample's)."""
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None, key: str | None = None):
-        self.path = str(path) if path is not None else None
-        self.key = key
-        where = ", ".join(p for p in (self.path, f"sample {key}" if key is not None else None) if p)
-        super().__init__(f"{where}: {message}" if where else message)
-
-
-class ManifestError(ShardError):
-    """The manifest is missing, unreadable or invalid."""
 
 
 def _plain_file_name(name: str) -> str:
@@ -137,15 +123,35 @@ def manifest_path(root: str | os.PathLike) -> Path:
     return p if p.suffix == ".json" else p / MANIFEST_NAME
 
 
-def read_manifest(root: str | os.PathLike) -> Manifest:
-    path = manifest_path(root)
-    if not path.exists():
-        hint = " (directory does not exist)" if not path.parent.exists() else \
-            " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
-        raise ManifestError(f"manifest not found{hint}", path)
+def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Manifest:
+    """Read and validate ``root``'s manifest; ``root`` may also be an fsspec URL (``s3://``, ``https://``, ...,
+    see ``hydranet.data.storage``; ``storage_options`` go to fsspec)."""
+
+    if is_url(root):
+        url = str(root).rstrip("/")
+        folder, name = url.rsplit("/", 1) if url.endswith(".json") else (url, MANIFEST_NAME)
+        store = ShardStore(folder, storage_options)
+        path = store.join(name)
+        try:
+            text = store.read_text(name)
+        except FileNotFoundError:
+            raise ManifestError("manifest not found (no shard directory at this URL, or it is unfinished)",
+                                path) from None
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
+    else:
+        path = manifest_path(str(root).removeprefix("file://"))
+        if not path.exists():
+            hint = " (directory does not exist)" if not path.parent.exists() else \
+                " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
+            raise ManifestError(f"manifest not found{hint}", path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__

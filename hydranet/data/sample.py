@@ -37,16 +37,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-# Object classes shared by 2D and 3D detection.
-OBJECT_CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cone", "traffic_light")
-LIGHT_STATES: tuple[str, ...] = ("red", "yellow", "green")
-SEMANTIC_CLASSES: tuple[str, ...] = (
-    "sky", "road", "lane_marking", "sidewalk", "terrain", "building",
-    "car", "truck", "pedestrian", "cone", "traffic_light", "pole",
+from hydranet.data.labels import (  # noqa: F401 - re-exported
+    BEV_CLASSES,
+    LANE_KINDS,
+    LIGHT_STATES,
+    OBJECT_CLASSES,
+    SEMANTIC_CLASSES,
+    label_spec,
 )
-BEV_CLASSES: tuple[str, ...] = ("drivable", "lane_marking", "sidewalk", "vehicle", "pedestrian", "cone")
-LANE_KINDS: tuple[str, ...] = ("none", "dashed", "solid", "road_edge")
 
+# Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
+# The built-in label names of the synthetic world. Which labels exist, and whether they are dense or
+# ragged, is the label registry's business (``hydranet.data.labels``): tasks declare their labels.
 DENSE_LABELS: frozenset[str] = frozenset(
     {"drivable", "lanes", "depth", "semantic", "instance", "bev_semantic", "ego_path"})
 RAGGED_LABELS: frozenset[str] = frozenset({"detection2d", "traffic_light", "objects3d", "lane_lines"})
@@ -83,12 +85,20 @@ class Sample:
             if tuple(t.shape) != shape:
                 raise ValueError(f"{where}: {name} must have shape {shape}, got {tuple(t.shape)}")
         for key, value in self.labels.items():
-            if key not in ALL_LABELS:
-                raise ValueError(f"{where}: unknown label '{key}' (known: {sorted(ALL_LABELS)})")
-            if key in ("drivable", "lanes", "depth", "semantic", "instance") and tuple(value.shape) != (n, h, w):
+            try:
+                spec = label_spec(key)
+            except KeyError as e:
+                raise ValueError(f"{where}: {e.args[0]}") from None
+            if spec.kind == "ragged":
+                if not isinstance(value, dict):
+                    raise ValueError(f"{where}: label '{key}' must be a dict of tensors ({spec.shape})")
+                missing = [f for f in spec.fields if f not in value]
+                if missing:
+                    raise ValueError(f"{where}: label '{key}' lacks field(s) {missing} ({spec.shape})")
+            elif not isinstance(value, Tensor):
+                raise ValueError(f"{where}: label '{key}' must be a tensor {spec.shape}, got {type(value).__name__}")
+            elif spec.per_camera and tuple(value.shape) != (n, h, w):
                 raise ValueError(f"{where}: label '{key}' must be [N, H, W]={(n, h, w)}, got {tuple(value.shape)}")
-            if key in RAGGED_LABELS and not isinstance(value, dict):
-                raise ValueError(f"{where}: label '{key}' must be a dict of tensors")
         _check_finite(self, where)
 
 
@@ -97,7 +107,8 @@ def _nonfinite(t: Any) -> bool:
 
 
 def _check_finite(sample: Sample, where: str) -> None:
-    """Poses, intrinsics, timestamp and every float label tensor must be finite."""
+    """Poses, intrinsics, timestamp and every float label tensor must be finite; a label field its spec
+    lists in ``nan_fields`` may hold NaN = "unknown" (e.g. nuScenes velocity of a lone keyframe), not inf."""
     for name in ("intrinsics", "T_ego_from_cam", "T_world_from_ego"):
         if _nonfinite(getattr(sample, name)):
             raise ValueError(f"{where}: {name} holds non-finite values (NaN or inf)")
@@ -105,7 +116,12 @@ def _check_finite(sample: Sample, where: str) -> None:
         raise ValueError(f"{where}: timestamp is {sample.timestamp}, expected a finite number of seconds")
     for key, value in sample.labels.items():
         fields = value.items() if isinstance(value, dict) else [(None, value)]
+        unknown_ok = label_spec(key).nan_fields
         for field_name, t in fields:
+            if field_name in unknown_ok and isinstance(t, Tensor) and t.is_floating_point():
+                if bool(torch.isinf(t).any()):
+                    raise ValueError(f"{where}: label '{key}.{field_name}' holds inf (NaN marks unknown values)")
+                continue
             if _nonfinite(t):
                 label = f"{key}.{field_name}" if field_name else key
                 raise ValueError(f"{where}: label '{label}' holds non-finite values (NaN or inf)")
@@ -173,7 +189,7 @@ def collate(samples: list[Sample]) -> Batch:
         mask = torch.tensor([key in s.labels for s in samples])
         present[key] = mask
         values = [s.labels.get(key) for s in samples]
-        if key in RAGGED_LABELS:
+        if label_spec(key).kind == "ragged":
             labels[key] = values
         else:
             template = next(v for v in values if v is not None)

@@ -10,7 +10,8 @@ We write the tar ourselves (``tarfile.TarInfo.tobuf`` for headers) rather than t
 its members and a CRC over it for the manifest index, and deterministic headers (mtime 0, uid 0) so
 equal data gives equal shards.
 
-Reading: ``ShardDataset`` is map-style: ``ds[i]`` does one ``os.pread`` of the sample's byte range,
+Reading: ``ShardDataset`` is map-style: ``ds[i]`` does one ``os.pread`` of the sample's byte range (or, for
+shards behind an fsspec URL -- ``s3://``, ``gs://``, ``https://`` -- one ranged read, see ``storage.py``),
 checks its CRC32, parses the tar headers in memory and decodes. Any problem -- a truncated or
 replaced shard, flipped bytes, a missing member, an undecodable npz/PNG, a manifest that disagrees
 with the shard -- raises ``ShardError`` naming the shard file and the sample key.
@@ -34,9 +35,9 @@ from torch.utils.data import Dataset
 
 import hydranet
 from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode_sample, parse_sample_meta
+from hydranet.data.labels import task_labels
 from hydranet.data.manifest import (
     MANIFEST_NAME,
-    TASK_LABELS,
     Manifest,
     ShardError,
     ShardInfo,
@@ -45,6 +46,7 @@ from hydranet.data.manifest import (
     write_manifest,
 )
 from hydranet.data.sample import Sample
+from hydranet.data.storage import ShardStore, is_url
 
 __all__ = ["ShardWriter", "ShardDataset", "ShardError", "shard_name", "sample_key"]
 
@@ -73,8 +75,10 @@ class ShardWriter:
     ``with ShardWriter(root, shard_size=256, rig=rig.to_dict(), grid=grid.to_dict(), source={...}) as w:
         for s in samples: w.write(s)``
 
-    ``image_format``: ``"npz"`` (default, fastest to read) or ``"png"`` (viewable, shards ~20% smaller, ~1.3x slower
-    to read); see ``codec.py``. A directory that already holds a manifest is refused unless ``overwrite``
+    ``label_formats``: label -> ``"png"`` for dense uint8 labels stored as viewable grey PNGs.
+    ``image_format``: ``"npz"`` (default, fastest to read), ``"jpeg"`` (real camera data) or ``"png"``
+    (viewable, shards ~20% smaller, ~1.3x slower to read); see ``codec.py``. A directory that already
+    holds a manifest is refused unless ``overwrite``
     (which deletes the old manifest and shards first). Keys are consecutive global indices from 0.
     If the block raises, the unfinished shard is deleted and no manifest is written.
     ``write_encoded`` takes members already produced by ``codec.encode_sample`` (so encoding can run
@@ -83,12 +87,14 @@ class ShardWriter:
 
     def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, rig: dict | None = None,
                  grid: dict | None = None, source: dict[str, Any] | None = None, image_format: str = "npz",
+                 label_formats: dict[str, str] | None = None,
                  overwrite: bool = False):
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         if image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
         self.image_format = image_format
+        self.label_formats = dict(label_formats or {})  # label -> "png" for viewable uint8 maps (codec.py)
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / MANIFEST_NAME).exists():
@@ -125,7 +131,7 @@ class ShardWriter:
     def write(self, sample: Sample) -> str:
         """Encode and append one sample; returns its key."""
         try:
-            members = encode_sample(sample, self.image_format)
+            members = encode_sample(sample, self.image_format, self.label_formats)
         except CodecError as e:
             raise ShardError(f"cannot encode sample ({sample.scene_id}#{sample.frame_index}): {e}",
                              key=sample_key(self.count)) from e
@@ -179,7 +185,7 @@ class ShardWriter:
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             source=self.source, rig=self.rig, grid=self.grid, camera_names=self.camera_names,
             image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
-            tasks=[t for t in TASK_LABELS if t in totals], shards=self.shards,
+            tasks=[t for t in task_labels() if t in totals], shards=self.shards,
         )
         write_manifest(self.root, manifest)
         return manifest
@@ -268,9 +274,15 @@ class ShardDataset(Dataset):
     process, so the dataset pickles into DataLoader workers.
     """
 
-    def __init__(self, root: str | os.PathLike, labels: list[str] | set[str] | None = None):
-        self.root = manifest_path(root).parent
-        self.manifest = read_manifest(root)
+    def __init__(self, root: str | os.PathLike, labels: list[str] | set[str] | None = None,
+                 storage_options: dict[str, Any] | None = None):
+        if is_url(root):  # s3://, gs://, http(s)://, memory:// ...: streamed by byte range (storage.py)
+            url = str(root).rstrip("/")
+            self.store = ShardStore(url.rsplit("/", 1)[0] if url.endswith(".json") else url, storage_options)
+        else:
+            self.store = ShardStore(manifest_path(str(root).removeprefix("file://")).parent)
+        self.root = self.store.root
+        self.manifest = read_manifest(root, storage_options)
         self.labels = frozenset(labels) if labels is not None else None
         self.camera_names = tuple(self.manifest.camera_names)
         self.rig = self.manifest.rig_obj()
@@ -281,14 +293,12 @@ class ShardDataset(Dataset):
             self._check_shard_file(info)
             self._starts.append(n)
             n += info.num_samples
-        self._fds: dict[int, int] = {}
-        self._pid = os.getpid()
 
     def _check_shard_file(self, info: ShardInfo) -> None:
-        path = self.root / info.name
-        if not path.is_file():
+        path = self.store.join(info.name)
+        size = self.store.size(info.name)
+        if size is None:
             raise ShardError("shard listed in the manifest is missing", path)
-        size = path.stat().st_size
         if size != info.bytes:
             bad = next((k for k, off, length, _ in info.index if off + length > size), None)
             what = "truncated; this is the first incomplete sample" if size < info.bytes else "replaced or appended to"
@@ -306,13 +316,13 @@ class ShardDataset(Dataset):
         shard = bisect.bisect_right(self._starts, index) - 1
         return shard, index - self._starts[shard]
 
-    def read_members(self, index: int) -> tuple[Path, str, dict[str, bytes]]:
+    def read_members(self, index: int) -> tuple[Path | str, str, dict[str, bytes]]:
         """Raw members of one sample after the CRC check (for tools that copy or inspect shards)."""
         shard, j = self.locate(index)
         info = self.manifest.shards[shard]
-        path = self.root / info.name
+        path = self.store.join(info.name)
         key, offset, length, crc = info.index[j]
-        blob = os.pread(self._fd(shard, path), length, offset)
+        blob = self.store.read_range(info.name, offset, length)
         if len(blob) != length:
             raise ShardError(f"short read ({len(blob)} of {length} bytes at {offset}): shard truncated", path, key)
         if zlib.crc32(blob) != crc:
@@ -333,26 +343,14 @@ class ShardDataset(Dataset):
                              f"manifest says {self.camera_names} at {tuple(self.manifest.image_size)}", path, key)
         return sample
 
-    def _fd(self, slot: int, path: Path) -> int:
-        if os.getpid() != self._pid:  # forked into a worker: the parent's descriptors are not ours to share
-            self._fds, self._pid = {}, os.getpid()
-        fd = self._fds.get(slot)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as e:
-                raise ShardError(f"cannot open shard ({e.strerror})", path) from e
-            self._fds[slot] = fd
-        return fd
-
     def verify(self, deep: bool = False, on_bytes: Any = None, on_sample: Any = None) -> None:
         """Check every shard's sha256 against the manifest; with ``deep`` also read and decode every
         sample. ``on_bytes(n)`` / ``on_sample(n)`` report progress. Raises ``ShardError`` at the first fault."""
         for info in self.manifest.shards:
-            path = self.root / info.name
+            path = self.store.join(info.name)
             self._check_shard_file(info)
             h = hashlib.sha256()
-            with open(path, "rb") as f:
+            with self.store.open(info.name) as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
                     if on_bytes is not None:
@@ -366,21 +364,14 @@ class ShardDataset(Dataset):
                     on_sample(1)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}
+        self.store.close()
 
     def __del__(self) -> None:
         try:
-            if os.getpid() == getattr(self, "_pid", None):
-                self.close()
+            if getattr(self, "store", None) is not None:
+                self.store.close()
         except Exception:  # interpreter shutdown: module globals may already be gone
             pass
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_fds"] = {}
-        return state
 
     def __repr__(self) -> str:
         return (f"ShardDataset({str(self.root)!r}, samples={len(self)}, shards={len(self.manifest.shards)}, "

@@ -26,6 +26,9 @@ import torch
 from torch import Tensor, nn
 
 import hydranet
+from hydranet.checkpoint import CheckpointError, load_model
+from hydranet.checkpoint import trunk_hash as compute_trunk_hash
+from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.deploy.manifest import (
     HeadContextSpec,
     InputSpec,
@@ -38,11 +41,12 @@ from hydranet.deploy.manifest import (
     write_manifest,
 )
 from hydranet.geometry import Rig, default_rig
+from hydranet.world.config import WorldConfig
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
 MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
-INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam")
+INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam", "camera_valid")  # camera_valid: graphs with fusion
 RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
             "graph inputs: pass the calibration of the car the frame came from. 'rig' is the nominal rig the "
             "model was trained on; BEV outputs are only as good as K/T are close to what training saw.")
@@ -77,7 +81,8 @@ def decoder_name(task: Any) -> str:
 
 
 class ExportGraph(nn.Module):
-    """``HydraNet`` restricted to ``tasks`` with a flat tuple of outputs in ``output_keys`` order."""
+    """``HydraNet`` restricted to ``tasks`` with a flat tuple of outputs in ``output_keys`` order. Graphs with
+    fusion take ``camera_valid`` bool ``[B, N]`` as a fourth input (a dead camera is masked in the car)."""
 
     def __init__(self, model: nn.Module, tasks: list[str], output_keys: list[tuple[str, str]]):
         super().__init__()
@@ -85,8 +90,9 @@ class ExportGraph(nn.Module):
         self.tasks = list(tasks)
         self.output_keys = list(output_keys)
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor) -> tuple[Tensor, ...]:
-        out = self.model(images, intrinsics, T_ego_from_cam, tasks=self.tasks)
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
+                camera_valid: Tensor | None = None) -> tuple[Tensor, ...]:
+        out = self.model(images, intrinsics, T_ego_from_cam, tasks=self.tasks, camera_valid=camera_valid)
         return tuple(out[t][k] for t, k in self.output_keys)
 
 
@@ -102,9 +108,10 @@ def resolve_tasks(model: nn.Module, tasks: list[str] | str | None) -> list[str]:
         raise ExportError(str(e.args[0])) from None
 
 
-def example_inputs(model: nn.Module, batch: int = 1,
-                   rig: dict[str, Any] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Inputs of the model's shape on its rig (values only steer tracing, never the graph)."""
+def example_inputs(model: nn.Module, batch: int = 1, rig: dict[str, Any] | None = None,
+                   with_mask: bool = False) -> tuple[Tensor, ...]:
+    """Inputs of the model's shape on its rig (values only steer tracing, never the graph); ``with_mask``
+    adds an all-True ``camera_valid``."""
     h, w = model.image_size
     cams = Rig.from_dict(rig).resized(h, w) if rig is not None else default_rig(h, w)
     n = model.num_cameras
@@ -113,7 +120,7 @@ def example_inputs(model: nn.Module, batch: int = 1,
     images = torch.randint(0, 256, (batch, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     K = cams.intrinsics()[None].expand(batch, -1, -1, -1).contiguous()
     T = cams.extrinsics()[None].expand(batch, -1, -1, -1).contiguous()
-    return images, K, T
+    return (images, K, T, torch.ones(batch, n, dtype=torch.bool)) if with_mask else (images, K, T)
 
 
 def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
@@ -145,7 +152,13 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
                   description="pinhole K in pixels of the H x W image"),
         InputSpec(name="T_ego_from_cam", shape=[batch, n, 4, 4], dtype="float32", layout="B,N,4,4",
                   description="camera (OpenCV: x right, y down, z forward) -> ego (x fwd, y left, z up), metres"),
+        InputSpec(name="camera_valid", shape=[batch, n], dtype="bool", layout="B,N",
+                  description="False for a failed camera: fusion ignores it (BEV cells it never saw are unchanged) "
+                              "and averages over the remaining cameras; all True in normal operation"),
     ]
+    if graph_inputs is None:
+        graph_inputs = list(INPUT_NAMES[:3]) + (["camera_valid"] if any(
+            model.task_objects[t].space == "bev" for t in tasks) else [])
     if graph_inputs is not None:
         unknown = [name for name in graph_inputs if name not in {i.name for i in inputs}]
         if unknown:
@@ -179,14 +192,15 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if trunk_hash is None:
-        from hydranet.train.checkpoint import trunk_hash as compute_hash
-
-        trunk_hash = compute_hash(model)
+        trunk_hash = compute_trunk_hash(model)
     was_training = model.training
     model.eval()
     try:
-        inputs = example_inputs(model, batch, rig)
-        outputs = model(*inputs, tasks=names)
+        with_mask = any(model.task_objects[t].space == "bev" for t in names)  # the mask acts in fusion only
+        inputs = example_inputs(model, batch, rig, with_mask)
+        outputs = model(*inputs[:3], tasks=names, camera_valid=inputs[3] if with_mask else None)
+        # camera_valid passes through camera heads unchanged: an input, not a graph output.
+        outputs = {t: {k: v for k, v in o.items() if k != "camera_valid"} for t, o in outputs.items()}
         keys = [(t, k) for t in names for k in outputs[t]]
         graph = ExportGraph(model, names, keys).eval()
         tmp = path.with_name(f".tmp-{path.name}")
@@ -194,7 +208,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=list(INPUT_NAMES), output_names=[f"{t}.{k}" for t, k in keys],
+                              input_names=list(INPUT_NAMES[:len(inputs)]), output_names=[f"{t}.{k}" for t, k in keys],
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
         graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
         tmp.replace(path)
@@ -208,40 +222,36 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str] | str | None = None,
                       opset: int = DEFAULT_OPSET, batch: int = 1) -> tuple[Manifest, nn.Module]:
-    """Load a checkpoint with ``hydranet.train.checkpoint.load_model`` and export it; returns the manifest
-    and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded."""
-    import json
-
-    from hydranet.train.checkpoint import CheckpointError, load_model, resolve_checkpoint, trunk_hash
-
-    resolved = resolve_checkpoint(checkpoint)
-    model, config = load_model(resolved)
-    recorded = json.loads((resolved / "state.json").read_text()).get("trunk_hash")
-    computed = trunk_hash(model)
+    """Load a checkpoint with ``hydranet.checkpoint.load_model`` and export it; returns the manifest
+    and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded; a
+    recorded hash that does not match the weights raises ``CheckpointError``."""
+    model, ckpt = load_model(checkpoint)
+    recorded = ckpt.state.get("trunk_hash")
+    computed = compute_trunk_hash(model)
     if recorded is not None and recorded != computed:
-        raise CheckpointError(f"{resolved}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
+        raise CheckpointError(f"{ckpt.path}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
                               f"({computed[:12]}): the checkpoint is inconsistent")
-    manifest = export_onnx(model, path, tasks, opset, batch, computed, str(resolved), rig_from_config(config, model))
+    rig = rig_from_config(ckpt.state.get("config"), model)
+    manifest = export_onnx(model, path, tasks, opset, batch, computed, str(ckpt.path), rig)
     return manifest, model
 
 
-def rig_from_config(config: Any, model: nn.Module) -> dict[str, Any] | None:
-    """The rig of the checkpoint's first world dataset (cameras as trained), else None (default rig)."""
-    if config is None:
-        return None
-    from hydranet.compat import check_data_matches_model, world_layout
-    from hydranet.world import WorldConfig
+def rig_from_config(config: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
+    """The rig of the first world dataset (by name) of a checkpoint's training config
+    (``checkpoint.state["config"]``, the raw dict); None (the default rig) when it has none.
 
+    The checkpoint's own data must fit its model: ``DataMismatchError`` names both values."""
+    if not isinstance(config, dict):
+        return None
     rig = None
-    for name, ds in sorted(getattr(config.data, "datasets", {}).items()):
-        world = getattr(ds, "world", None)
-        if getattr(ds, "kind", None) != "world" or world is None:
+    datasets = (config.get("data") or {}).get("datasets") or {}
+    for name, ds in sorted(datasets.items()):
+        if not isinstance(ds, dict) or ds.get("kind") != "world" or not isinstance(ds.get("world"), dict):
             continue
         try:
-            wc = WorldConfig.model_validate(world if isinstance(world, dict) else world.model_dump())
-        except Exception:  # a world section this version cannot read: fall back to the default rig
+            wc = WorldConfig.model_validate(ds["world"])
+        except ValueError:  # a world section this version cannot read: fall back to the default rig
             return None
-        # The checkpoint's own data must fit its model (DataMismatchError names both values).
         check_data_matches_model(world_layout(wc, f"checkpoint config data.datasets.{name}"), model.cfg)
         rig = rig or wc.rig.to_dict()
     return rig

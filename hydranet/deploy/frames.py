@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 from hydranet.data.sample import Batch, collate
 from hydranet.deploy.manifest import Manifest
+from hydranet.world import SyntheticWorld, WorldConfig
+from hydranet.world.config import CameraConfig
 
 EVAL_SEED = 7_100_001  # held-out frames: parity and metric drop
 CALIB_SEED = 7_200_001  # INT8 calibration frames
@@ -22,9 +24,6 @@ STRIDE = 4  # frames taken per scene: 0, 4 (two per 8-frame scene)
 def world_for(manifest: Manifest, seed: int, frames: int):
     """A ``SyntheticWorld`` rendering the manifest's rig, image size and BEV grid with enough scenes for
     ``frames`` spread-out frames."""
-    from hydranet.world import SyntheticWorld, WorldConfig
-    from hydranet.world.config import CameraConfig
-
     h, w = manifest.image_size
     cams = [CameraConfig(name=c["name"], hfov_deg=c["hfov_deg"], position=tuple(c["position"]), yaw_deg=c["yaw_deg"],
                          pitch_deg=c["pitch_deg"]) for c in manifest.rig["cameras"]]

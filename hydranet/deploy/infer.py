@@ -18,8 +18,10 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import collate
+from hydranet.datasets import open_dataset
 from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
+from hydranet.viz import Views
 
 NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
@@ -47,7 +49,6 @@ def open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, 
     if data == "synthetic":
         n = frames or 8
         return world_for(dm.manifest, EVAL_SEED, n), spread_indices(n)
-    from hydranet.data.loaders import open_dataset
 
     dataset = open_dataset(data)
     n = len(dataset) if frames is None else min(frames, len(dataset))
@@ -58,8 +59,6 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
               ground_truth: bool = False, scale: int = 2,
               on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run ``graph`` over ``data`` (``synthetic``, a shard directory or a world .yaml); returns the JSON written."""
-    from hydranet.viz import Views
-
     dm = DeployedModel(graph, threads=threads)
     m = dm.manifest
     out = Path(out)

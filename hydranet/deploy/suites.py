@@ -9,20 +9,19 @@ checkpoints are by ``hydranet eval``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from hydranet.data.sample import Batch
 from hydranet.deploy.runtime import DeployedModel
+from hydranet.eval.runner import run_suite
+from hydranet.eval.suite import load_suites
+from hydranet.model import ModelConfig
 
 
 class GraphModel:
     """A ``DeployedModel`` behind the model interface ``run_suite`` uses."""
 
     def __init__(self, deployed: DeployedModel):
-        from hydranet.model import ModelConfig
-
         self.deployed = deployed
         self.task_objects = deployed.tasks
         self.cfg = ModelConfig.model_validate(deployed.manifest.architecture)
@@ -31,17 +30,14 @@ class GraphModel:
         return self
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
-                      **kwargs: Any) -> dict[str, dict[str, Tensor]]:
-        out = self.deployed(batch)
-        return {t: out[t] for t in (tasks if tasks is not None else out)}
+                      camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """The graph's outputs for ``tasks`` (``DeployedModel.forward_batch``)."""
+        return self.deployed.forward_batch(batch, tasks, camera_valid)
 
 
 def suite_metrics(deployed: dict[str, DeployedModel], suite_path: str, frames: int | None = None,
                   on_batch=None) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """``{suite name: {label: {task: metrics}}}`` for every suite in ``suite_path`` (file or directory)."""
-    from hydranet.eval.runner import run_suite
-    from hydranet.eval.suite import load_suites
-
     models = {label: GraphModel(dm) for label, dm in deployed.items()}
     result = {}
     for suite in load_suites(suite_path):

@@ -1,19 +1,17 @@
 """Checks that an exported graph computes what the PyTorch model computes, and what quantization costs.
 
 - ``parity``: ONNX Runtime vs PyTorch eager on held-out frames, max |difference| per output tensor.
-- ``evaluate``: any forward function (eager, ORT fp32, ORT INT8) through the tasks' decoders and
-  ``hydranet.metrics`` — the same decode + ``Metric.update`` path evaluation uses.
-- ``metric_drop``: per-task headline change between two ``evaluate`` results, signed so that a
+- ``metric_drop``: per-task headline change between two ``hydranet.eval.loop.evaluate`` results, signed so that a
   positive drop is always *worse* (AbsRel rising counts as a drop).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hydranet.data.sample import Batch
 from hydranet.deploy.frames import heldout_batches
@@ -21,8 +19,6 @@ from hydranet.deploy.runtime import DeployedModel
 from hydranet.tasks.base import Task
 
 PARITY_TOLERANCE = 1e-3  # fp32 max abs difference per output, ORT vs eager
-
-Forward = Callable[[Batch], dict[str, dict[str, Tensor]]]
 
 
 @torch.no_grad()
@@ -42,17 +38,6 @@ def parity(model: nn.Module, deployed: DeployedModel, frames: int = 4,
                 raise AssertionError(f"output {o.name}: graph shape {tuple(a.shape)} != eager {tuple(b.shape)}")
             worst[o.name] = max(worst[o.name], float((a - b).abs().max()))
     return worst
-
-
-@torch.no_grad()
-def evaluate(forward: Forward, tasks: dict[str, Task], batches: Iterable[Batch]) -> dict[str, dict[str, float]]:
-    """``{task: metrics}`` of ``forward`` decoded by ``tasks`` (first key = headline)."""
-    metrics = {name: task.make_metric() for name, task in tasks.items()}
-    for batch in batches:
-        out = forward(batch)
-        for name, task in tasks.items():
-            metrics[name].update(task.decode(out[name], batch), task.targets(batch))
-    return {name: {k: float(v) for k, v in metric.compute().items()} for name, metric in metrics.items()}
 
 
 def metric_drop(base: dict[str, dict[str, float]], cand: dict[str, dict[str, float]],

@@ -29,7 +29,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import DENSE_LABELS, Sample, collate
+from hydranet.checkpoint import trunk_hash
+from hydranet.data.labels import label_spec
+from hydranet.data.sample import Sample, collate
 from hydranet.engine.label import LabelError, Labelled, label_cost
 from hydranet.engine.track import boxes_to_ego, boxes_to_world, smooth_track, track_lights, track_objects
 
@@ -113,7 +115,7 @@ def label_clip(teacher: Any, samples: list[Sample], decoded: dict[str, list], cf
                                          "camera": d["camera"].long(), "visible": torch.ones(m),
                                          "track_id": torch.full((m,), -1, dtype=torch.long),
                                          "confidence": d["scores"].float(), "scores": d["scores"].float()}
-            elif task.label in DENSE_LABELS:
+            elif label_spec(task.label).kind == "dense":
                 labels[f][task.label] = d
     if "objects3d" in tasks:
         _objects(samples, decoded["objects3d"], labels, cfg)
@@ -224,7 +226,6 @@ def frame_confidence(labels: dict[str, Any], decoded_probs: dict[str, Tensor]) -
 def autolabel_items(queue: list[dict[str, Any]], pool: Dataset, teacher: Any, teacher_path: str,
                     cfg: AutoLabelConfig, skipped: list[str] | None = None) -> Iterator[Labelled]:
     """Auto-labelled samples for the queued frames (each clip is run once for all its frames)."""
-    from hydranet.train.checkpoint import trunk_hash
 
     thash = trunk_hash(teacher)
     teacher.eval()

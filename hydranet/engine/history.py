@@ -9,9 +9,12 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hydranet.engine.vacation import STAGES, Vacation, atomic_json
+from hydranet.engine.records import STAGES, atomic_json
+
+if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
+    from hydranet.engine.vacation import Vacation
 
 
 def history_rows(v: Vacation) -> list[dict[str, Any]]:

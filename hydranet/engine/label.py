@@ -22,7 +22,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import DENSE_LABELS, Sample
+from hydranet.data.labels import label_spec
+from hydranet.data.sample import Sample
+from hydranet.data.shards import ShardWriter
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
 
@@ -37,7 +39,7 @@ def label_cost(labels: dict[str, Any]) -> dict[str, int]:
     for name in OBJECT_LABELS:
         if name in labels:
             objects += int(len(labels[name]["boxes"]))
-    dense = sum(1 for name in labels if name in DENSE_LABELS)
+    dense = sum(1 for name in labels if label_spec(name).kind == "dense")
     return {"frames": 1, "objects": objects, "dense_maps": dense, "total": 1 + objects + dense}
 
 
@@ -53,7 +55,6 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
 
     ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet). With no item
     (every frame filtered out) no shard is written and ``path`` is None."""
-    from hydranet.data.shards import ShardWriter
 
     out = Path(out)
     rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]

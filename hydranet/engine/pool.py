@@ -1,6 +1,6 @@
 """What mining reads: the model (checkpoint or ONNX graph), the unlabelled pool, frame metadata.
 
-``--data POOL`` accepts whatever ``hydranet.data.open_dataset`` accepts (a shard directory, its
+``--data POOL`` accepts whatever ``hydranet.datasets.open_dataset`` accepts (a shard directory, its
 manifest, ``synthetic``, ``synthetic:<world.yaml>``, a world YAML). Labels are never read: shard
 pools decode no label member, a synthetic pool renders with every label dropped (it skips the
 label computation altogether). Per-frame metadata (``lighting``, ``fog``) comes from the source
@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from hydranet.checkpoint import CheckpointError, load_model
+from hydranet.data.manifest import ShardError
 from hydranet.data.sample import ALL_LABELS, Batch
+from hydranet.datasets import load_world_config, open_dataset
+from hydranet.deploy.manifest import ManifestError
+from hydranet.deploy.runtime import DeployedModel
+from hydranet.world import SyntheticWorld
 
 
 class PoolError(ValueError):
@@ -26,15 +32,12 @@ class PoolError(ValueError):
 
 def open_pool(spec: str | Any, with_labels: bool = False) -> Dataset:
     """The pool as a map-style dataset of ``Sample``; without labels unless ``with_labels``."""
-    from hydranet.data.loaders import load_world_config, open_dataset
-    from hydranet.data.manifest import ShardError
 
     try:
         ds = open_dataset(spec, labels=None if with_labels else [])
     except (ShardError, ValueError, OSError) as e:
         raise PoolError(f"--data {spec}: {e}") from None
     if not with_labels and hasattr(ds, "config") and hasattr(ds, "label_present"):  # SyntheticWorld
-        from hydranet.world import SyntheticWorld
 
         cfg = load_world_config(ds.config, {"drop_labels": {k: 1.0 for k in sorted(ALL_LABELS)}})
         ds = SyntheticWorld(cfg)
@@ -62,14 +65,11 @@ def load_mining_model(spec: str | Path, device: str = "cpu") -> Any:
     """A ``HydraNet`` from a checkpoint (or run) directory, or a ``DeployedModel`` from ``*.onnx``."""
     path = Path(spec)
     if path.suffix == ".onnx":
-        from hydranet.deploy.manifest import ManifestError
-        from hydranet.deploy.runtime import DeployedModel
 
         try:
             return DeployedModel(path)
         except (ManifestError, FileNotFoundError, ValueError) as e:
             raise PoolError(f"--model {path}: {e}") from None
-    from hydranet.train.checkpoint import CheckpointError, load_model
 
     try:
         model, _ = load_model(path, device=device)

@@ -5,9 +5,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hydranet.engine.vacation import Vacation
+from hydranet.checkpoint import resolve_checkpoint, trunk_hash
+from hydranet.deploy.export import export_checkpoint
+from hydranet.deploy.runtime import DeployedModel
+from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+from hydranet.engine.label import oracle_items, write_labelled
+from hydranet.engine.mine import build_triggers, mine
+from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
+from hydranet.engine.queue import read_queue, write_queue, write_queue_html
+from hydranet.engine.records import atomic_json
+from hydranet.engine.triggers import parse_trigger_specs
+from hydranet.eval.gate import gate
+from hydranet.eval.runner import run_suite
+from hydranet.eval.suite import load_suite
+from hydranet.train.config import config_from_dict, config_to_dict
+from hydranet.train.data import open_source
+from hydranet.train.feature_cache import MANIFEST, write_cache
+from hydranet.train.run import run_training
+from hydranet.train.subgraph import load_train_config, run_subgraph
+
+if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
+    from hydranet.engine.vacation import Vacation
 
 
 def _labelled_before(v: Vacation, it: int) -> set[int]:
@@ -20,10 +40,6 @@ def _labelled_before(v: Vacation, it: int) -> set[int]:
 
 
 def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
-    from hydranet.engine.mine import build_triggers, mine
-    from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
-    from hydranet.engine.queue import write_queue, write_queue_html
-    from hydranet.engine.triggers import parse_trigger_specs
 
     m = v.pipe.mine
     cur = v.current()
@@ -34,7 +50,6 @@ def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
     shadow = None
     shadow_path = cur.get("onnx") if m.shadow == "current" else m.shadow
     if shadow_path:
-        from hydranet.deploy.runtime import DeployedModel
 
         shadow = DeployedModel(shadow_path)
     result = mine(model, pool, trigs, m.budget, oversample=m.oversample, batch_size=m.batch_size, radius=m.radius,
@@ -90,9 +105,6 @@ def mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int
 
 
 def stage_label(v: Vacation, it: int) -> dict[str, Any]:
-    from hydranet.engine.label import oracle_items, write_labelled
-    from hydranet.engine.pool import open_pool
-    from hydranet.engine.queue import read_queue
 
     lab = v.pipe.label
     queue = read_queue(v.record(it, "mine")["queue"])  # type: ignore[index]
@@ -102,8 +114,6 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
     if lab.kind == "oracle":
         items = oracle_items(queue, pool, lab.labels)
     else:
-        from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
-        from hydranet.engine.pool import load_mining_model
 
         teacher = load_mining_model(lab.teacher)
         cfg = AutoLabelConfig(min_confidence=lab.min_confidence, min_frame_confidence=lab.min_frame_confidence,
@@ -116,13 +126,11 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def base_config(v: Vacation) -> Any:
-    from hydranet.train.subgraph import load_train_config
 
     return load_train_config(v.pipe.train_config, list(v.pipe.train.overrides), v.pipe.model)
 
 
 def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
-    from hydranet.train.config import config_to_dict
 
     base = config_to_dict(base_config(v))["data"]["datasets"]
     shards = []
@@ -140,7 +148,6 @@ def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def train_config(v: Vacation, it: int) -> Any:
-    from hydranet.train.config import config_from_dict, config_to_dict
 
     tree = config_to_dict(base_config(v))
     data = json.loads((v.iter_dir(it) / "dataset_manifest.json").read_text())
@@ -156,7 +163,6 @@ def train_config(v: Vacation, it: int) -> Any:
 
 
 def stage_train(v: Vacation, it: int) -> dict[str, Any]:
-    from hydranet.train.checkpoint import resolve_checkpoint
 
     cfg = train_config(v, it)
     out = v.iter_dir(it) / "train"
@@ -164,7 +170,6 @@ def stage_train(v: Vacation, it: int) -> dict[str, Any]:
     start = v.current()["checkpoint"]
     t = v.pipe.train
     if t.mode == "finetune":
-        from hydranet.train.run import run_training
 
         summary = run_training(cfg, out, resume=resume, from_ckpt=start, tasks=t.tasks, progress=False)
     else:
@@ -179,12 +184,6 @@ def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: 
     """Head-only: cache the trunk features of this iteration's dataset once, train heads on them."""
     from torch.utils.data import ConcatDataset
 
-    from hydranet.engine.pool import load_mining_model
-    from hydranet.train.checkpoint import trunk_hash
-    from hydranet.train.data import open_source
-    from hydranet.train.feature_cache import MANIFEST, write_cache
-    from hydranet.train.subgraph import run_subgraph
-
     cache = v.iter_dir(it) / "cache"
     if not (cache / MANIFEST).is_file():
         model = load_mining_model(start)
@@ -195,10 +194,6 @@ def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: 
 
 
 def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
-    from hydranet.engine.pool import load_mining_model
-    from hydranet.eval.gate import gate
-    from hydranet.eval.runner import run_suite
-    from hydranet.eval.suite import load_suite
 
     e = v.pipe.eval
     cur = load_mining_model(v.current()["checkpoint"])
@@ -228,7 +223,6 @@ def stage_export(v: Vacation, it: int) -> dict[str, Any]:
         return {"onnx": None, "summary": "skipped: the gate failed"}
     if not v.pipe.export.enabled:
         return {"onnx": None, "summary": "skipped: export disabled"}
-    from hydranet.deploy.export import export_checkpoint
 
     path = v.iter_dir(it) / "export" / "model.onnx"
     export_checkpoint(v.record(it, "train")["checkpoint"], path, v.pipe.export.tasks)  # type: ignore[index]
@@ -236,7 +230,6 @@ def stage_export(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
-    from hydranet.engine.vacation import atomic_json
 
     gate_rec = v.record(it, "gate")
     if not gate_rec["passed"]:  # type: ignore[index]

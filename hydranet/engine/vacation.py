@@ -29,24 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydranet.engine import stages
+from hydranet.engine.history import write_history
 from hydranet.engine.pipeline import Pipeline
-
-STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
-
-
-def atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from hydranet.engine.records import STAGES, atomic_json
 
 
 class Vacation:
@@ -80,8 +66,6 @@ class Vacation:
         return self.out / f"iter_{it:03d}"
 
     def run(self) -> list[dict[str, Any]]:
-        from hydranet.engine import stages
-        from hydranet.engine.history import write_history
 
         rows = []
         for it in range(1, self.pipe.iterations + 1):

@@ -30,6 +30,7 @@ from hydranet.metrics import (
     SegmentationIoU,
     TrafficLightMetric,
 )
+from hydranet.viz import Views
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -149,8 +150,6 @@ def draw_groups(tasks: list[str]) -> list[tuple[str, list[str]]]:
 def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: str | torch.device,
                  scale: int | None = None) -> list[tuple[str, Image.Image, Image.Image]]:
     """``(group, ground truth, prediction)`` composites of one frame, one per draw group."""
-    from hydranet.viz import Views
-
     fid = run.frames[frame]
     sample = worlds.sample(fid)
     batch = collate([sample]).to(device)

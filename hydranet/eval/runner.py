@@ -1,6 +1,7 @@
 """Run models over a suite's frames with streaming per-task metrics.
 
-Frames are planned from the suite alone — (scenario, seed, sample index) — so every model sees the
+Each model is scored by the one evaluation loop (``hydranet.eval.loop.Evaluator``), fed the same
+batches. Frames are planned from the suite alone — (scenario, seed, sample index) — so every model sees the
 same frames: the gate evaluates baseline and candidate in one pass over the rendered worlds.
 Per task, the metric keeps one record per frame whose label is present; ``TaskEval.frames`` maps
 records back to frames (report thumbnails, per-scenario numbers, the gate's bootstrap).
@@ -18,9 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from hydranet.compat import DataMismatchError, check_data_matches_model, world_layout
 from hydranet.data.sample import Sample, collate
+from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.metrics.frames import FrameMetric
+from hydranet.world import SyntheticWorld
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,6 @@ class Worlds:
     """Lazily built ``SyntheticWorld`` per (scenario, seed), checked against the models."""
 
     def __init__(self, suite: Suite, models: dict[str, nn.Module]):
-        from hydranet.world import SyntheticWorld
-
         self._cls = SyntheticWorld
         self.suite = suite
         fields = [model_world_fields(m) for m in models.values()]
@@ -101,7 +103,6 @@ class Worlds:
 
     def checked_config(self, scenario: str, seed: int) -> Any:
         """The scenario's ``WorldConfig``; ``SuiteError`` if a model was not built for its layout."""
-        from hydranet.compat import DataMismatchError, check_data_matches_model, world_layout
 
         cfg = self.suite.world_config(scenario, seed, **self.fields)
         for label, m in self.models.items():
@@ -135,7 +136,31 @@ def _batches(frames: list[FrameId], size: int) -> Iterator[list[int]]:
         yield cur
 
 
+def _record_frames(tasks: dict[str, TaskEval]) -> Callable[[EvalFrame], None]:
+    """An ``on_frame`` hook noting, per task, which frame each metric record came from. Frames are
+    evaluated in plan order, so the evaluator's running frame index is the frame number."""
+    def record(frame: EvalFrame) -> None:
+        for name, te in tasks.items():
+            if frame.targets[name] is not None:
+                te.frames.append(frame.index)
+    return record
+
+
 @torch.no_grad()
+def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
+    """``camera_valid [B, N]`` for ``suite.dead_cameras`` (None when every camera works); blacks out their
+    images in ``batch`` in place. An unknown camera name is a ``SuiteError`` naming the field."""
+    if not suite.dead_cameras:
+        return None
+    names = list(batch.camera_names)
+    unknown = [c for c in suite.dead_cameras if c not in names]
+    if unknown:
+        raise SuiteError(f"{suite.path}: dead_cameras: {unknown} are not cameras of the rig {names}")
+    valid = torch.tensor([n not in suite.dead_cameras for n in names], device=batch.images.device)
+    batch.images[:, ~valid] = 0
+    return valid[None].expand(len(batch), -1).contiguous()
+
+
 def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
@@ -160,19 +185,19 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
                                 "(the suite runner needs per-frame records)")
             tasks[name] = TaskEval(name, metric)
         state[label] = (tasks, [t for t in suite.tasks if t not in objs])
+    evaluators = {}
+    for label, model in models.items():
+        tasks, _ = state[label]
+        if tasks:
+            evaluators[label] = Evaluator(model, {n: model.task_objects[n] for n in tasks},
+                                          metrics={n: te.metric for n, te in tasks.items()},
+                                          on_frame=_record_frames(tasks))
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
-        for label, model in models.items():
-            tasks, _ = state[label]
-            if not tasks:
-                continue
-            out = model.forward_batch(batch, tasks=list(tasks))
-            for name, te in tasks.items():
-                task = model.task_objects[name]
-                targets = task.targets(batch)
-                te.metric.update(task.decode(out[name], batch), targets)
-                te.frames.extend(n for n, t in zip(numbers, targets, strict=True) if t is not None)
+        camera_valid = dead_camera_mask(suite, batch)
+        for evaluator in evaluators.values():
+            evaluator.step(batch, camera_valid=camera_valid)
         done += len(numbers)
         if on_batch is not None:
             on_batch(done, len(plan))

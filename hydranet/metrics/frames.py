@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hydranet.tasks.base import Metric
+from hydranet.metrics.base import Metric
 
 
 class FrameMetric(Metric):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from hydranet.config_errors import format_validation_error
 from hydranet.geometry import GridConfig
+from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
 
 
 class _Strict(BaseModel):
@@ -54,6 +56,9 @@ class ModelConfig(_Strict):
     grid: GridConfig = Field(default_factory=GridConfig)
     image_size: tuple[int, int] = Field((128, 256), description="(H, W) of the camera images")
     num_cameras: int = Field(8, ge=1)
+    # Other camera counts the model trains on (multi-rig: e.g. [6, 1] for nuScenes and BDD100K beside the
+    # 8-camera rig). The weights do not depend on it; exports use num_cameras.
+    camera_counts: list[PositiveInt] = Field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("image_size")
@@ -68,15 +73,12 @@ class ModelConfig(_Strict):
     def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from pydantic import ValidationError
 
-        from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
-
         for name, options in v.items():
             if name not in TASKS:
                 raise ValueError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
             try:
                 TASKS[name](**(options or {}))
             except ValidationError as e:
-                from hydranet.config_errors import format_validation_error
 
                 raise ValueError(f"{name}: {format_validation_error(e, '', sep='; ')}") from None
             except (TypeError, ValueError) as e:

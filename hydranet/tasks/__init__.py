@@ -6,7 +6,8 @@ import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
-from hydranet.tasks.base import TASKS, HeadContext, Metric, Task, create_task, register_task
+from hydranet.metrics.base import Metric
+from hydranet.tasks.base import TASKS, HeadContext, Task, create_task, register_task
 
 # Built-in task files (and any the user drops beside them), in file-name order.
 for _info in pkgutil.iter_modules(__path__):

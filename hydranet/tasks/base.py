@@ -15,14 +15,16 @@ Shapes the model hands to heads:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec, register_label
 from hydranet.data.sample import Batch
 from hydranet.geometry import BevGrid
+from hydranet.metrics.base import Metric
 
 
 @dataclass(frozen=True)
@@ -37,30 +39,15 @@ class HeadContext:
     num_cameras: int
 
 
-class Metric(ABC):
-    """Streaming metric: bounded memory for dense tasks, mergeable across DDP ranks."""
-
-    @abstractmethod
-    def update(self, preds: list[Any], targets: list[Any]) -> None:
-        """Per-sample decoded predictions and targets (label format); ``None`` targets are skipped."""
-
-    @abstractmethod
-    def compute(self) -> dict[str, float]:
-        """Scalar results; the first key is the task's headline number."""
-
-    @abstractmethod
-    def reset(self) -> None: ...
-
-    def sync(self) -> None:  # noqa: B027 - optional hook; single-process metrics need nothing
-        """All-reduce accumulated state across ranks (called before ``compute`` under DDP)."""
-
-
 class Task(ABC):
     """Base class of every task. Instances hold the task's options (from config), no weights."""
 
     name: ClassVar[str]
     space: ClassVar[Literal["camera", "bev"]]
     label: ClassVar[str]  # the Sample label this task learns from
+    # How that label is stored (dense/ragged, shape, vocabulary); registered with the task, so a new
+    # label needs no edit in hydranet.data. None: the label is declared elsewhere (another task, data).
+    label_spec: ClassVar[LabelSpec | None] = None
     # Higher is better for the headline metric (first key of Metric.compute)?
     higher_is_better: ClassVar[bool] = True
 
@@ -109,6 +96,10 @@ def register_task(cls: type[Task]) -> type[Task]:
         first = TASKS[cls.name].__module__
         raise ValueError(f"task '{cls.name}' registered twice ({first}, {cls.__module__})")
     TASKS[cls.name] = cls
+    if cls.label_spec is not None:
+        if cls.label_spec.name != cls.label:
+            raise ValueError(f"task '{cls.name}': label_spec is for '{cls.label_spec.name}', label is '{cls.label}'")
+        register_label(replace(cls.label_spec, task=cls.label_spec.task or cls.name))
     return cls
 
 

@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import BEV_CLASSES, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Metric, SegmentationIoU
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
@@ -28,6 +30,7 @@ from hydranet.tasks.common import (
     prior_bias,
     soft_dice_loss,
 )
+from hydranet.viz import draw_bev_map
 
 
 class BevSemanticOptions(BevHeadOptions):
@@ -59,6 +62,8 @@ class BevSemantic(OptionsTask):
     name = "bev_semantic"
     space = "bev"
     label = "bev_semantic"
+    label_spec = LabelSpec("bev_semantic", "dense", "[C, R, C']", "uint8", "multi-label BEV map on the BevGrid",
+                           vocabulary=BEV_CLASSES)
     Options = BevSemanticOptions
     classes: tuple[str, ...] = BEV_CLASSES
 
@@ -80,13 +85,49 @@ class BevSemantic(OptionsTask):
             raise ValueError(f"{self.name}: label has {target.shape[1]} classes, head predicts {logits.shape[1]} "
                              f"({self.classes})")
         x = logits_on_grid(logits[present], tuple(target.shape[-2:])).float()
-        if self.cfg.loss == "focal":
-            dense = binary_focal_loss(x, target).mean()
-        else:
-            dense = F.binary_cross_entropy_with_logits(x, target)
-        dice = soft_dice_loss(torch.sigmoid(x), target)
+        known = self.known_channels(batch, present.cpu(), target.shape[1]).to(logits.device)  # [S, C]
+        if bool(known.all()):
+            if self.cfg.loss == "focal":
+                dense = binary_focal_loss(x, target).mean()
+            else:
+                dense = F.binary_cross_entropy_with_logits(x, target)
+            dice = soft_dice_loss(torch.sigmoid(x), target)
+        else:  # channels a source does not label (no map: drivable, lanes) contribute nothing
+            el = binary_focal_loss(x, target) if self.cfg.loss == "focal" else \
+                F.binary_cross_entropy_with_logits(x, target, reduction="none")
+            w = known.float()
+            n = w.sum().clamp(min=1.0)
+            dense = (el.mean((2, 3)) * w).sum() / n
+            prob = torch.sigmoid(x)
+            inter = (prob * target).flatten(2).sum(-1)
+            denom = prob.flatten(2).sum(-1) + target.flatten(2).sum(-1)
+            dice = ((1 - (2 * inter + 1.0) / (denom + 1.0)) * w).sum() / n
         total = self.cfg.bce_weight * dense + self.cfg.dice_weight * dice
         return {"loss": total, "dense": dense.detach(), "dice": dice.detach()}
+
+    def known_channels(self, batch: Batch, rows: Tensor, num_classes: int) -> Tensor:
+        """Bool ``[S, C]``: which channels of the selected samples are labelled (``bev_semantic_known``;
+        samples without it have every channel labelled)."""
+        known = torch.ones(len(rows), num_classes, dtype=torch.bool)
+        if "bev_semantic_known" in batch.labels:
+            has = batch.present["bev_semantic_known"][rows].cpu()
+            k = batch.labels["bev_semantic_known"][rows].cpu() != 0
+            known[has] = k[has]
+        return known
+
+    def targets(self, batch: Batch) -> list[Any]:
+        """Label maps with unlabelled channels set to 255 (ignored by the metric)."""
+        out = super().targets(batch)
+        if "bev_semantic_known" not in batch.labels:
+            return out
+        for i, t in enumerate(out):
+            if t is not None and bool(batch.present["bev_semantic_known"][i]):
+                unknown = batch.labels["bev_semantic_known"][i].cpu() == 0
+                if bool(unknown.any()):
+                    t = t.clone()
+                    t[unknown.to(t.device)] = 255
+                    out[i] = t
+        return out
 
     @torch.no_grad()
     def probabilities(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
@@ -100,13 +141,10 @@ class BevSemantic(OptionsTask):
         return [(p >= self.cfg.threshold).to(torch.uint8) for p in self.probabilities(outputs, batch)]
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import SegmentationIoU
 
-        return SegmentationIoU(classes=self.classes, multilabel=True)
+        return SegmentationIoU(classes=self.classes, multilabel=True, ignore_index=255)
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_bev_map
-
         if decoded is None:
             return
         if ground_truth:

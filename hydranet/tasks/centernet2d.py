@@ -1,4 +1,5 @@
-"""CenterNet-style 2D box coding per camera, shared by ``detection2d`` and ``traffic_light``.
+"""CenterNet-style 2D boxes per camera, shared by ``detection2d`` and ``traffic_light``: options, box
+coding, the loss and the head's bias initialisation.
 
 An object is a Gaussian peak on its channel's heatmap at the cell holding its box centre, plus a
 sub-cell ``offset`` (2) and a ``log_size`` (log of width and height in cells) read at that cell
@@ -8,12 +9,29 @@ centre of the *visible* box and always lies on the map.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from hydranet.tasks.common import draw_gaussian, gaussian_radius, topk_peaks
+from hydranet.data.sample import Batch
+from hydranet.tasks.base import HeadContext
+from hydranet.tasks.common import (
+    CameraHeadOptions,
+    CameraTask,
+    check_camera_output,
+    choose_stride,
+    draw_gaussian,
+    gaussian_radius,
+    giou_loss,
+    heatmap_focal_loss,
+    present_index,
+    prior_bias,
+    topk_peaks,
+)
 
 # Log-size logits are clamped before exp so an untrained head cannot produce inf boxes.
 _LOG_SIZE_RANGE = (-6.0, 8.0)
@@ -140,3 +158,75 @@ def decode_boxes2d(heat_logits: Tensor, offset: Tensor, log_size: Tensor, stride
     size = log_size[camera, :, ys, xs].float()
     boxes = clip_boxes(pred_boxes_at(off, size, ys, xs) * stride, image_hw)
     return Decoded2D(boxes=boxes, scores=scores, channel=channel, camera=camera, ys=ys, xs=xs)
+
+
+class CenterNet2DOptions(CameraHeadOptions):
+    width: int = Field(32, ge=1)
+    min_overlap: float = Field(0.7, gt=0, lt=1)  # Gaussian radius: IoU kept when the centre is off by r
+    # Floor of the Gaussian radius in cells. Half the objects of a 96×192 camera are < 3 cells at stride 4,
+    # where min_overlap alone gives radius 0: a lone positive cell ringed by full-strength negatives.
+    min_radius: int = Field(1, ge=0)
+    # log_size starts at this box size (px) rather than at one cell: the median demo object is ~11 px,
+    # and at lr 3e-3 a bias needs hundreds of steps to walk there on its own.
+    prior_size_px: float = Field(12.0, gt=0)
+    box_loss: Literal["l1", "giou"] = "l1"
+    heatmap_weight: float = 1.0
+    offset_weight: float = 1.0
+    size_weight: float = 1.0  # L1 on log size, or GIoU when box_loss == "giou"
+    max_detections: int = Field(100, ge=1)
+    # decode keeps peaks >= score_threshold (low: AP needs the low-score tail); draw shows >= draw_threshold
+    score_threshold: float = Field(0.1, ge=0, le=1)
+    draw_threshold: float = Field(0.3, ge=0, le=1)
+    nms_kernel: int = Field(3, ge=1)
+
+
+def centernet_bias_init(task: CameraTask, ctx: HeadContext) -> dict[str, float]:
+    """Heatmaps start at the focal prior 0.01 (RetinaNet §4.1), log sizes at ``prior_size_px``."""
+    stride = choose_stride(ctx, task.cfg.stride, task.preferred_stride)
+    return {"heatmap": prior_bias(0.01), "log_size": math.log(task.cfg.prior_size_px / stride)}
+
+
+def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch, channel_key: str,
+                     num_channels: int, keep_key: str | None = None, min_keep: float = 0.0,
+                     ) -> tuple[dict[str, Tensor], Any, Tensor]:
+    """Shared CenterNet loss for box tasks. Returns ``(parts, encoded, present)``; ``parts`` has ``loss``.
+
+    Normalised by the number of objects over present samples (CenterNet), so an absent sample changes
+    neither the sum nor the normaliser."""
+    heat = outputs["heatmap"]
+    check_camera_output(task.name, heat, batch)
+    present = present_index(batch, task.label, heat.device)
+    if present.numel() == 0:
+        zero = task.zero_loss(outputs)
+        parts = {"loss": zero, "heatmap": zero.detach(), "offset": zero.detach(), "box": zero.detach()}
+        return parts, None, present
+    targets = [batch.labels[task.label][int(i)] for i in present]
+    objects = []
+    for t in targets:
+        keep = torch.ones(len(t["boxes"]), dtype=torch.bool)
+        if keep_key is not None and keep_key in t:
+            keep = t[keep_key].float().cpu() >= min_keep
+        objects.append((t["boxes"], t["camera"], t[channel_key], keep))
+    n = heat.shape[1]
+    h, w = heat.shape[-2:]
+    stride = task.output_stride(heat, batch)
+    image_hw = tuple(batch.images.shape[-2:])
+    enc = encode_boxes2d(objects, n, num_channels, (h, w), stride, image_hw, task.cfg.min_overlap, heat.device,
+                         task.cfg.min_radius)
+    focal, num_pos = heatmap_focal_loss(heat[present].float(), enc.heatmap, enc.weight)
+    norm = num_pos.clamp(min=1.0)
+    hm_loss = focal / norm
+    flat = enc.sample * n + enc.camera
+    off = outputs["offset"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+    size = outputs["log_size"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+    off_loss = (off - enc.offset).abs().sum() / norm
+    if task.cfg.box_loss == "giou":
+        box_loss = giou_loss(pred_boxes_at(off, size, enc.ys, enc.xs), enc.box).sum() / norm
+    else:
+        box_loss = (size - enc.log_size).abs().sum() / norm
+    cfg = task.cfg
+    total = cfg.heatmap_weight * hm_loss + cfg.offset_weight * off_loss + cfg.size_weight * box_loss
+    # Keep every output in the graph (DDP needs all head parameters used even with zero objects).
+    total = total + task.zero_loss(outputs)
+    parts = {"loss": total, "heatmap": hm_loss.detach(), "offset": off_loss.detach(), "box": box_loss.detach()}
+    return parts, enc, present

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
+from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import Batch
 from hydranet.tasks.base import HeadContext, Task
 
@@ -48,7 +49,6 @@ class OptionsTask(Task):
         try:
             self.cfg = self.Options(**options)
         except ValidationError as e:
-            from hydranet.config_errors import format_validation_error
 
             raise ValueError(f"task '{self.name}': bad options ({format_validation_error(e, '', sep='; ')})") from None
 

@@ -20,8 +20,10 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import DepthMetric, Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     CameraHeadOptions,
     CameraTask,
@@ -29,6 +31,7 @@ from hydranet.tasks.common import (
     present_index,
     to_label_resolution,
 )
+from hydranet.viz import draw_mask
 
 _BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, float("inf"))  # metres, for drawing
 
@@ -45,6 +48,9 @@ class DepthOptions(CameraHeadOptions):
 class Depth(CameraTask):
     name = "depth"
     label = "depth"
+    label_spec = LabelSpec("depth", "dense", "[N, H, W]", "float32",
+                           "z-depth in metres along the camera axis; 0 = no target (sky, or no lidar return: "
+                           "sparse lidar depth is this map with zeros where no point projects)", per_camera=True)
     higher_is_better = False  # headline metric is AbsRel
     Options = DepthOptions
 
@@ -85,13 +91,9 @@ class Depth(CameraTask):
         return list(depth.reshape(*log_depth.shape[:2], *hw).cpu())
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import DepthMetric
-
         return DepthMetric()
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_mask
-
         if decoded is None:
             return
         # Depth bands on a ramp from near to far (sky, label 0, stays clear). Ground truth and prediction

@@ -11,105 +11,29 @@ Decoded (per sample): ``dict(boxes [K,4] px, scores [K], classes [K], camera [K]
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
-from hydranet.tasks.centernet2d import Decoded2D, decode_boxes2d, encode_boxes2d, pred_boxes_at
-from hydranet.tasks.common import (
-    GT_COLOR,
-    PRED_COLOR,
-    CameraHeadOptions,
-    CameraTask,
-    above_threshold,
-    check_camera_output,
-    choose_stride,
-    giou_loss,
-    heatmap_focal_loss,
-    present_index,
-    prior_bias,
+from hydranet.metrics import Detection2DMetric, Metric
+from hydranet.tasks.base import HeadContext, register_task
+from hydranet.tasks.centernet2d import (
+    CenterNet2DOptions,
+    Decoded2D,
+    centernet_bias_init,
+    centernet_losses,
+    decode_boxes2d,
 )
-
-
-class CenterNet2DOptions(CameraHeadOptions):
-    width: int = Field(32, ge=1)
-    min_overlap: float = Field(0.7, gt=0, lt=1)  # Gaussian radius: IoU kept when the centre is off by r
-    # Floor of the Gaussian radius in cells. Half the objects of a 96×192 camera are < 3 cells at stride 4,
-    # where min_overlap alone gives radius 0: a lone positive cell ringed by full-strength negatives.
-    min_radius: int = Field(1, ge=0)
-    # log_size starts at this box size (px) rather than at one cell: the median demo object is ~11 px,
-    # and at lr 3e-3 a bias needs hundreds of steps to walk there on its own.
-    prior_size_px: float = Field(12.0, gt=0)
-    box_loss: Literal["l1", "giou"] = "l1"
-    heatmap_weight: float = 1.0
-    offset_weight: float = 1.0
-    size_weight: float = 1.0  # L1 on log size, or GIoU when box_loss == "giou"
-    max_detections: int = Field(100, ge=1)
-    # decode keeps peaks >= score_threshold (low: AP needs the low-score tail); draw shows >= draw_threshold
-    score_threshold: float = Field(0.1, ge=0, le=1)
-    draw_threshold: float = Field(0.3, ge=0, le=1)
-    nms_kernel: int = Field(3, ge=1)
+from hydranet.tasks.common import GT_COLOR, PRED_COLOR, CameraTask, above_threshold, check_camera_output
+from hydranet.viz import draw_boxes2d
 
 
 class Detection2DOptions(CenterNet2DOptions):
     min_visible: float = Field(0.25, ge=0, le=1)
-
-
-def centernet_bias_init(task: CameraTask, ctx: HeadContext) -> dict[str, float]:
-    """Heatmaps start at the focal prior 0.01 (RetinaNet §4.1), log sizes at ``prior_size_px``."""
-    stride = choose_stride(ctx, task.cfg.stride, task.preferred_stride)
-    return {"heatmap": prior_bias(0.01), "log_size": math.log(task.cfg.prior_size_px / stride)}
-
-
-def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch, channel_key: str,
-                     num_channels: int, keep_key: str | None = None, min_keep: float = 0.0,
-                     ) -> tuple[dict[str, Tensor], Any, Tensor]:
-    """Shared CenterNet loss for box tasks. Returns ``(parts, encoded, present)``; ``parts`` has ``loss``.
-
-    Normalised by the number of objects over present samples (CenterNet), so an absent sample changes
-    neither the sum nor the normaliser."""
-    heat = outputs["heatmap"]
-    check_camera_output(task.name, heat, batch)
-    present = present_index(batch, task.label, heat.device)
-    if present.numel() == 0:
-        zero = task.zero_loss(outputs)
-        parts = {"loss": zero, "heatmap": zero.detach(), "offset": zero.detach(), "box": zero.detach()}
-        return parts, None, present
-    targets = [batch.labels[task.label][int(i)] for i in present]
-    objects = []
-    for t in targets:
-        keep = torch.ones(len(t["boxes"]), dtype=torch.bool)
-        if keep_key is not None and keep_key in t:
-            keep = t[keep_key].float().cpu() >= min_keep
-        objects.append((t["boxes"], t["camera"], t[channel_key], keep))
-    n = heat.shape[1]
-    h, w = heat.shape[-2:]
-    stride = task.output_stride(heat, batch)
-    image_hw = tuple(batch.images.shape[-2:])
-    enc = encode_boxes2d(objects, n, num_channels, (h, w), stride, image_hw, task.cfg.min_overlap, heat.device,
-                         task.cfg.min_radius)
-    focal, num_pos = heatmap_focal_loss(heat[present].float(), enc.heatmap, enc.weight)
-    norm = num_pos.clamp(min=1.0)
-    hm_loss = focal / norm
-    flat = enc.sample * n + enc.camera
-    off = outputs["offset"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
-    size = outputs["log_size"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
-    off_loss = (off - enc.offset).abs().sum() / norm
-    if task.cfg.box_loss == "giou":
-        box_loss = giou_loss(pred_boxes_at(off, size, enc.ys, enc.xs), enc.box).sum() / norm
-    else:
-        box_loss = (size - enc.log_size).abs().sum() / norm
-    cfg = task.cfg
-    total = cfg.heatmap_weight * hm_loss + cfg.offset_weight * off_loss + cfg.size_weight * box_loss
-    # Keep every output in the graph (DDP needs all head parameters used even with zero objects).
-    total = total + task.zero_loss(outputs)
-    parts = {"loss": total, "heatmap": hm_loss.detach(), "offset": off_loss.detach(), "box": box_loss.detach()}
-    return parts, enc, present
 
 
 @register_task
@@ -119,6 +43,10 @@ class Detection2D(CameraTask):
     # centres would share a cell. One shared 3×3 stem keeps it as cheap as stride 8 with per-output branches.
     preferred_stride = 4
     label = "detection2d"
+    label_spec = LabelSpec("detection2d", "ragged", "boxes [M,4] (x1,y1,x2,y2 px), classes [M], camera [M], "
+                           "visible [M], track_id [M]",
+                           "float32/int64", "2D boxes per camera; visible = visible fraction 0..1",
+                           fields=("boxes", "classes", "camera"), pixel_fields=("boxes",), vocabulary=OBJECT_CLASSES)
     Options = Detection2DOptions
     classes: tuple[str, ...] = OBJECT_CLASSES
 
@@ -149,8 +77,6 @@ class Detection2D(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import Detection2DMetric
-
         num_cameras = getattr(self, "num_cameras", None)
         if num_cameras is None:
             raise RuntimeError("detection2d: build_head(ctx) must run before make_metric (it fixes the camera count)")
@@ -158,8 +84,6 @@ class Detection2D(CameraTask):
         return Detection2DMetric(classes=self.classes, num_cameras=num_cameras, min_visible=self.cfg.min_visible)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes2d
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

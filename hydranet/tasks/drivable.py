@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Metric, SegmentationIoU
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     GT_COLOR,
     PRED_COLOR,
@@ -28,6 +30,7 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
+from hydranet.viz import draw_mask
 
 
 class DrivableOptions(CameraHeadOptions):
@@ -40,6 +43,7 @@ class DrivableOptions(CameraHeadOptions):
 class Drivable(CameraTask):
     name = "drivable"
     label = "drivable"
+    label_spec = LabelSpec("drivable", "dense", "[N, H, W]", "uint8", "1 = drivable road surface", per_camera=True)
     Options = DrivableOptions
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
@@ -73,14 +77,10 @@ class Drivable(CameraTask):
         return [(p >= self.cfg.threshold).to(torch.uint8) for p in self.probabilities(outputs, batch)]
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import SegmentationIoU
-
         # One class, no class dim: the headline ``miou`` is the drivable IoU itself.
         return SegmentationIoU(classes=("drivable",), multilabel=True)
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_mask
-
         if decoded is None:
             return
         draw_mask(views, decoded.bool(), GT_COLOR if ground_truth else PRED_COLOR, 0.3)

@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LANE_KINDS, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import LaneF1, Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     CameraHeadOptions,
     CameraTask,
@@ -28,6 +30,7 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
+from hydranet.viz import draw_mask
 
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
 _PRED_COLORS = {1: (255, 230, 0), 2: (255, 255, 255), 3: (255, 80, 0)}
@@ -56,6 +59,9 @@ class LanesOptions(CameraHeadOptions):
 class Lanes(CameraTask):
     name = "lanes"
     label = "lanes"
+    label_spec = LabelSpec("lanes", "dense", "[N, H, W]", "uint8", "0 none, 1 dashed, 2 solid, 3 road edge",
+                           per_camera=True,
+                           vocabulary=LANE_KINDS)
     Options = LanesOptions
     kinds: tuple[str, ...] = LANE_KINDS
 
@@ -99,13 +105,9 @@ class Lanes(CameraTask):
         return decoded
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import LaneF1
-
         return LaneF1()
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_mask
-
         if decoded is None:
             return
         colors = _GT_COLORS if ground_truth else _PRED_COLORS

@@ -18,9 +18,11 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
-from hydranet.tasks.base import HeadContext, Metric, register_task
+from hydranet.metrics import Detection3DMetric, Metric
+from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     GT_COLOR,
     PRED_COLOR,
@@ -35,9 +37,12 @@ from hydranet.tasks.common import (
     prior_bias,
     topk_peaks,
 )
+from hydranet.viz import draw_boxes3d
 
 # Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.
 _REG = {"offset": 2, "z": 1, "log_size": 3, "rot": 2, "velocity": 2}
+# BEV-distance bands (m) of the per-range mAP figures (``map@0-15m`` ...), inside the grid region.
+RANGE_BINS = (0.0, 15.0, 30.0)
 
 
 class Objects3DOptions(BevHeadOptions):
@@ -73,9 +78,10 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
         boxes = t["boxes"].detach().float().cpu().reshape(-1, 7)
         classes = t["classes"].long().cpu()
         velocity = t.get("velocity", torch.zeros(len(boxes), 2)).detach().float().cpu().reshape(-1, 2)
-        for name, values in (("boxes", boxes), ("velocity", velocity)):
-            if not bool(torch.isfinite(values).all()):  # int(floor(NaN)) would fail deep in the loop
-                raise ValueError(f"objects3d: present sample {s}: '{name}' holds non-finite values (NaN or inf)")
+        if not bool(torch.isfinite(boxes).all()):  # int(floor(NaN)) would fail deep in the loop
+            raise ValueError(f"objects3d: present sample {s}: 'boxes' holds non-finite values (NaN or inf)")
+        if bool(torch.isinf(velocity).any()):  # NaN = unknown (not regressed); inf is an error
+            raise ValueError(f"objects3d: present sample {s}: 'velocity' holds inf")
         row, col = grid.metres_to_index(boxes[:, 0], boxes[:, 1])
         fr, fc = row * sr, col * sc
         # Box footprint in feature cells: length runs along x (rows), width along y (cols).
@@ -105,6 +111,11 @@ class Objects3D(OptionsTask):
     name = "objects3d"
     space = "bev"
     label = "objects3d"
+    label_spec = LabelSpec("objects3d", "ragged", "boxes [M,7] (x,y,z,l,w,h,yaw ego), velocity [M,2], "
+                           "classes [M], track_id [M]",
+                           "float32/int64", "3D boxes in the ego frame, metres/radians, velocity m/s",
+                           fields=("boxes", "classes"), vocabulary=OBJECT_CLASSES,
+                           nan_fields=("velocity",))
     Options = Objects3DOptions
     classes: tuple[str, ...] = OBJECT_CLASSES
 
@@ -118,6 +129,25 @@ class Objects3D(OptionsTask):
         if not hasattr(self, "grid"):
             raise RuntimeError("objects3d: build_head(ctx) must run first (it fixes the BevGrid)")
         return self.grid
+
+    def targets(self, batch: Batch) -> list[Any]:
+        """Ground truth whose centre lies on the BEV grid: the head cannot place a centre off the grid, so
+        real datasets' far boxes (nuScenes annotates beyond 50 m) are outside the evaluated range, as the
+        nuScenes detection eval drops boxes beyond its class ranges."""
+        out = super().targets(batch)
+        grid = getattr(self, "grid", None)
+        if grid is None:
+            return out
+        for i, t in enumerate(out):
+            if t is None or len(t["boxes"]) == 0:
+                continue
+            boxes = t["boxes"].reshape(-1, 7)
+            _, _, inside = grid.cell_indices(boxes[:, 0].cpu(), boxes[:, 1].cpu())
+            if not bool(inside.all()):
+                m = len(boxes)
+                out[i] = {k: v[inside.to(v.device)] if isinstance(v, Tensor) and v.ndim and len(v) == m else v
+                          for k, v in t.items()}
+        return out
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         heat = outputs["heatmap"]
@@ -136,7 +166,10 @@ class Objects3D(OptionsTask):
         sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
         pred = torch.cat([outputs[k][present][sample, :, ys, xs] for k in _REG], -1).float()
         weights = torch.cat([torch.full((n,), self.cfg.code_weights.get(k, 1.0)) for k, n in _REG.items()]).to(dev)
-        reg = ((pred - enc["reg"].to(dev)).abs() * weights).sum() / norm
+        target = enc["reg"].to(dev)
+        # Unknown targets (NaN velocity: a lone keyframe has none) are not regressed.
+        err = torch.where(torch.isfinite(target), (pred - target.nan_to_num()).abs(), torch.zeros_like(pred))
+        reg = (err * weights).sum() / norm
         hm = focal / norm
         total = self.cfg.heatmap_weight * hm + self.cfg.regression_weight * reg + zero
         return {"loss": total, "heatmap": hm.detach(), "regression": reg.detach()}
@@ -164,13 +197,13 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import Detection3DMetric
-
-        return Detection3DMetric(classes=self.classes)
+        # Scored on the grid only: the world labels objects out to its cull distance, the head can place
+        # them only on the grid (encode drops off-grid centres), so both sides see the same region.
+        grid = self._grid()
+        return Detection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
+                                 range_bins=RANGE_BINS)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes3d
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LIGHT_STATES, Batch
-from hydranet.tasks.base import HeadContext, Metric, register_task
-from hydranet.tasks.centernet2d import decode_boxes2d
+from hydranet.metrics import Metric, TrafficLightMetric
+from hydranet.tasks.base import HeadContext, register_task
+from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
 from hydranet.tasks.common import GT_COLOR, CameraTask, above_threshold
-from hydranet.tasks.detection2d import CenterNet2DOptions, centernet_bias_init, centernet_losses
+from hydranet.viz import draw_boxes2d, draw_traffic_lights
 
 
 class TrafficLightOptions(CenterNet2DOptions):
@@ -44,6 +46,9 @@ class TrafficLight(CameraTask):
     name = "traffic_light"
     preferred_stride = 4
     label = "traffic_light"
+    label_spec = LabelSpec("traffic_light", "ragged", "boxes [L,4], camera [L], state [L], lane [L], track_id [L]",
+                           "float32/int64", "traffic lights: box px, state (LIGHT_STATES), governed lane",
+                           fields=("boxes", "camera", "state"), pixel_fields=("boxes",), vocabulary=LIGHT_STATES)
     Options = TrafficLightOptions
     states: tuple[str, ...] = LIGHT_STATES
 
@@ -93,13 +98,9 @@ class TrafficLight(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics import TrafficLightMetric
-
         return TrafficLightMetric(states=self.states)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
-        from hydranet.viz import draw_boxes2d, draw_traffic_lights
-
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from hydranet.train.config import BalancingConfig
 from hydranet.train.distributed import all_reduce_grads, all_reduce_mean_
-from hydranet.train.scheduler import _seed
+from hydranet.train.scheduler import stable_seed
 
 
 def module_params(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
@@ -206,7 +206,7 @@ class PCGradBalancer(_PerTaskGrads):
         all_reduce_grads(self.others)
         grads = self._reduced_buffers()
         rows = [self.tasks.index(t) for t in sorted(active)]
-        gen = torch.Generator().manual_seed(_seed(self.seed, "pcgrad", step))
+        gen = torch.Generator().manual_seed(stable_seed(self.seed, "pcgrad", step))
         self._write_shared(pcgrad_combine(grads[rows], gen) if rows else torch.zeros_like(grads[0]))
         self.discard()
 

@@ -6,8 +6,7 @@ names the YAML file and the dotted field path, e.g.::
     configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
 
 The ``model`` section is validated by the model package's ``ModelConfig`` and a world dataset's
-``world`` section by ``WorldConfig``; they are imported lazily so this module (and its error
-messages) work before those packages are loaded. ``--set train.lr=1e-3`` style overrides are
+``world`` section by ``WorldConfig``. ``--set train.lr=1e-3`` style overrides are
 applied to the raw YAML tree before validation, so they get the same checks and messages.
 """
 
@@ -20,6 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.config_errors import format_validation_error
+from hydranet.datasets import SourceConfigError, parse_options
+from hydranet.model import MODEL_PRESETS, ModelConfig
+from hydranet.world.config import WorldConfig
 
 
 class ConfigError(ValueError):
@@ -36,24 +38,36 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class DatasetConfig(_Strict):
-    """One source of frames: a synthetic world rendered on the fly or a shard directory."""
+class DatasetConfig(BaseModel):
+    """One source of frames: ``kind`` names a registered source (``hydranet.data.sources``: world,
+    shards, nuscenes, ...) and every other field is that source's option, validated by the source's
+    own options model, so unknown kinds and options are errors naming the field."""
 
-    kind: Literal["world", "shards"]
-    path: str | None = None  # shards: directory written by `hydranet data generate`
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    path: str | None = None  # shards: directory written by `hydranet generate` / `hydranet convert`
     world: dict[str, Any] = Field(default_factory=dict)  # world: WorldConfig fields
-    frames: int | None = Field(default=None, ge=1)  # world: number of frames; shards: limit (None = all)
+    frames: int | None = Field(default=None, ge=1)  # world: number of frames; others: limit (None = all)
+
+    def options(self) -> dict[str, Any]:
+        """The source config ``{"kind": ..., **options}`` (unset compatibility fields left out)."""
+        out = {"kind": self.kind, **(self.model_extra or {})}
+        if self.frames is not None:
+            out["frames"] = self.frames
+        if self.path is not None:
+            out["path"] = self.path
+        if self.world or self.kind == "world":
+            out["world"] = self.world
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        if self.kind == "shards" and not self.path:
-            raise ValueError("kind 'shards' needs 'path' (a shard directory)")
-        if self.kind == "world" and self.frames is None:
-            raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
-        if self.kind == "world" and self.world:
-            from hydranet.world import WorldConfig  # lazy: the world package is optional at import
 
-            WorldConfig.model_validate(self.world)
+        try:
+            parse_options(self.options(), "")
+        except SourceConfigError as e:  # "" prefix: the caller's path (data.datasets.<name>) comes first
+            raise ValueError(str(e).replace(".kind: ", "kind: ").lstrip(".").removeprefix(": ")) from None
         return self
 
 
@@ -120,7 +134,13 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: float | None = Field(default=1.0, gt=0)  # None disables clipping
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # Probability that a camera counts as failed in a training sample (fusion masks it: camera_valid),
+    # so BEV heads learn to work with a dead camera. 0 disables; camera heads always see every camera.
+    camera_dropout: float = Field(default=0.0, ge=0, lt=1)
+    # auto: bf16 autocast where the device has native bf16 (CUDA Ampere+, CPUs with AVX512-BF16/AMX), else
+    # fp32 (hydranet.train.precision); bf16 on a device without it is refused.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True  # NHWC weights for the convolutions: oneDNN/cuDNN's fast layout
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     num_workers: int = Field(default=0, ge=0)
@@ -158,17 +178,11 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_model(self) -> Config:
-        try:
-            from hydranet.model import ModelConfig  # noqa: F401
-        except ImportError:  # model package not built yet: structure checked when the model is made
-            return self
         self.resolved_model()
         return self
 
     def resolved_model(self) -> Any:
         """The validated ``ModelConfig`` (``model.preset: tiny`` + overrides, deep-merged)."""
-        from hydranet.model import ModelConfig
-
         return ModelConfig.model_validate(resolve_model_dict(self.model))
 
     def task_names(self) -> list[str]:
@@ -189,7 +203,6 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
     name = model.pop("preset", None)
     if name is None:
         return model
-    from hydranet.model import MODEL_PRESETS
 
     if name not in MODEL_PRESETS:
         raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
@@ -261,8 +274,6 @@ def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
 def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     """Precise paths for errors raised inside the lazily-validated model/world sections."""
     try:
-        from hydranet.model import ModelConfig
-
         ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
     except ValidationError as e:
         return _format_errors(e, where, "model")
@@ -278,8 +289,6 @@ def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
     for name, ds in items:
         if isinstance(ds, dict) and ds.get("kind") == "world" and ds.get("world"):
             try:
-                from hydranet.world import WorldConfig
-
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
                 prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"

@@ -9,58 +9,27 @@ decoded to build the lists.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from hydranet.datasets import open_source as open_registered
 from hydranet.train.config import DataConfig, DatasetConfig
-from hydranet.train.scheduler import build_index_lists
+from hydranet.train.scheduler import build_index_lists, label_presence
 
 
 def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data") -> Dataset:
-    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``)."""
-    if ds.kind == "world":
-        from hydranet.data.loaders import load_world_config
-        from hydranet.world import SyntheticWorld
+    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``).
+    ``labels``: the labels training reads (shards then decode only those)."""
 
-        cfg = load_world_config(ds.world)
-        assert ds.frames is not None  # checked by DatasetConfig
-        if ds.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames
-            per = cfg.frames_per_scene
-            cfg = cfg.model_copy(update={"num_scenes": -(-ds.frames // per)})
-        data: Dataset = SyntheticWorld(cfg)
-    else:
-        from hydranet.data.loaders import open_dataset
-
-        data = open_dataset(ds.path, labels=labels)
+    config = ds.options()
+    if ds.kind == "shards" and labels is not None and "labels" not in config:
+        config["labels"] = labels
+    data: Dataset = open_registered(config, where)
     if ds.frames is not None and ds.frames < len(data):  # type: ignore[arg-type]
         data = Subset(data, range(ds.frames))
     return data
-
-
-def has_label(ds: Dataset, i: int, label: str) -> bool:
-    """Whether sample ``i`` carries ``label``, from metadata when the source has it."""
-    if isinstance(ds, Subset):
-        return has_label(ds.dataset, int(ds.indices[i]), label)
-    if isinstance(ds, ConcatDataset):
-        j = bisect.bisect_right(ds.cumulative_sizes, i)
-        start = ds.cumulative_sizes[j - 1] if j else 0
-        return has_label(ds.datasets[j], i - start, label)
-    if hasattr(ds, "label_present"):  # SyntheticWorld: deterministic drop pattern, no rendering
-        return bool(ds.label_present(i, label))
-    if hasattr(ds, "read_members"):  # ShardDataset: member names, no decoding
-        return f"{label}.npz" in ds.read_members(i)[2]
-    return label in ds[i].labels
-
-
-def presence(ds: Dataset, labels: list[str]) -> dict[str, np.ndarray]:
-    n = len(ds)  # type: ignore[arg-type]
-    if hasattr(ds, "label_presence"):
-        got = ds.label_presence(labels)
-        return {k: np.asarray(got[k], dtype=bool) for k in labels}
-    return {k: np.fromiter((has_label(ds, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
 
 
 @dataclass
@@ -69,6 +38,10 @@ class TrainData:
     index_lists: dict[str, np.ndarray]
     eval_dataset: Dataset | None
     sizes: dict[str, int]  # dataset name -> samples
+    # Rig group (dataset name) of every sample when the datasets' rigs differ (None: one rig, batches
+    # may mix datasets); ``rigs`` describes each dataset's rig: cameras x H x W.
+    groups: np.ndarray | None = None
+    rigs: dict[str, str] | None = None
 
 
 def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0) -> TrainData:
@@ -81,7 +54,7 @@ def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0
     parts = [open_source(cfg.datasets[n], labels, f"data.datasets.{n}") for n in names]
     sizes = {n: len(p) for n, p in zip(names, parts, strict=True)}  # type: ignore[arg-type]
     full = ConcatDataset(parts)
-    pres = presence(full, labels)
+    pres = label_presence(full, labels)
     offsets = np.cumsum([0, *sizes.values()])
     allowed: dict[str, np.ndarray | None] = {}
     for task in task_labels:
@@ -101,4 +74,15 @@ def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0
         raise ValueError(f"no training samples carry the labels of task(s) {empty} (datasets: {sizes}); "
                          "check data.datasets, data.tasks and the world's drop_labels")
     eval_ds = open_source(cfg.eval, labels, "data.eval") if cfg.eval is not None else None
-    return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes)
+    rigs = {n: rig_of(p) for n, p in zip(names, parts, strict=True)}
+    groups = None
+    if len(set(rigs.values())) > 1:
+        groups = np.concatenate([np.full(sizes[n], n, dtype=object) for n in names])
+    return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes, groups,
+                     {n: f"{r[0]} cameras {r[1]}x{r[2]}" for n, r in rigs.items()})
+
+
+def rig_of(ds: Dataset) -> tuple[int, int, int]:
+    """(cameras, H, W) of a dataset, from its first sample (samples of one source share a rig)."""
+    images = ds[0].images
+    return int(images.shape[0]), int(images.shape[-2]), int(images.shape[-1])

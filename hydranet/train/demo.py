@@ -22,8 +22,17 @@ import torch
 import yaml
 from rich.console import Console
 
+from hydranet.checkpoint import load_model
 from hydranet.console import make_console
-from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.data.manifest import ShardError
+from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.model import create_model
+from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from hydranet.train.data import open_source
+from hydranet.train.report import contact_sheet, draw_predictions, write_report
+from hydranet.train.run import run_training
+from hydranet.world.config import load_world_config
+from hydranet.world.generate import generate
 
 
 def default_demo_config() -> Path:
@@ -39,10 +48,6 @@ def default_demo_config() -> Path:
 
 def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: int = 2) -> Config:
     """Render world datasets to shards (or reuse them) and return the config pointing at the shards."""
-    from hydranet.data.generate import generate
-    from hydranet.data.loaders import load_world_config
-    from hydranet.data.manifest import ShardError
-
     tree = config_to_dict(cfg)
     sources = dict(tree["data"]["datasets"])
     if tree["data"].get("eval"):
@@ -74,22 +79,19 @@ def _finished(train_dir: Path) -> bool:
     if not summary.is_file():
         return False
     s = json.loads(summary.read_text())
-    return s.get("steps") is not None and (s.get("steps") == s.get("planned_steps") or s.get("stopped_early"))
+    return s.get("steps") is not None and s.get("steps") == s.get("planned_steps")
 
 
 def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None = None, retrain: bool = False,
              pictures: int | None = None, console: Console | None = None) -> dict[str, Any]:
-    from hydranet.model import create_model
-    from hydranet.train.checkpoint import load_model
-    from hydranet.train.data import open_source
-    from hydranet.train.evaluate import evaluate
-    from hydranet.train.report import contact_sheet, draw_predictions, write_report
-    from hydranet.train.run import run_training
 
     console = console or make_console()
     t_start = time.perf_counter()
     config = config or default_demo_config()
     cfg = load_config(config, overrides)
+    if cfg.train.time_limit_s is not None:
+        raise ConfigError(f"{config}: train.time_limit_s: the demo does a fixed amount of work on every machine "
+                          "(its numbers must not depend on the machine's speed); remove the time limit")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     console.print(f"[bold]hydranet demo[/] config {config} -> {out}")
@@ -118,12 +120,11 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     n_eval = len(eval_set) if cfg.eval.frames is None else min(cfg.eval.frames, len(eval_set))
     max_batches = -(-n_eval // cfg.eval.batch_size)
     with console.status(f"evaluating the trained network on {n_eval} held-out frames ..."):
-        results = evaluate(model, tasks, eval_set, batch_size=cfg.eval.batch_size, max_batches=max_batches)
+        results = evaluate(model, dataset_batches(eval_set, cfg.eval.batch_size, max_batches), tasks)
     torch.manual_seed(cfg.train.seed)  # the same initialisation the training run started from
     untrained = create_model(cfg.resolved_model()).eval()
     with console.status("evaluating the untrained network (the baseline) ..."):
-        baseline = evaluate(untrained, untrained.task_objects, eval_set, batch_size=cfg.eval.batch_size,
-                            max_batches=max_batches)
+        baseline = evaluate(untrained, dataset_batches(eval_set, cfg.eval.batch_size, max_batches))
     n_pic = cfg.eval.pictures if pictures is None else pictures
     step = max(1, n_eval // max(1, n_pic))
     indices = list(range(0, n_eval, step))[:n_pic]
@@ -139,10 +140,9 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)
     console.print(f"[bold green]demo done[/] in {meta['total_seconds']:.0f}s "
-                  f"(training {summary.get('steps')}/{summary.get('planned_steps')} steps"
-                  f"{', stopped by the time limit' if summary.get('stopped_early') else ''})")
+                  f"(training {summary.get('steps')}/{summary.get('planned_steps')} steps)")
     console.print(f"  metrics     {md}  {js}")
     console.print(f"  pictures    {out / 'pictures'}/ ({len(paths)} files), overview {sheet}")
-    console.print(f"  checkpoint  {summary.get('checkpoint')}  (hydranet.train.checkpoint.load_model)")
+    console.print(f"  checkpoint  {summary.get('checkpoint')}  (hydranet.checkpoint.load_model)")
     console.print(f"  tensorboard tensorboard --logdir {train_dir / 'tb'}")
     return {"metrics": results, "baseline": baseline, "pictures": [str(p) for p in paths], "summary": summary}

@@ -17,7 +17,7 @@ training skips the trunk's forward and backward, which is most of a HydraNet's c
         ragged.<name>.<key>.npy  ragged labels concatenated over frames, with ragged.<name>.offsets.npy [F+1]
         meta.json                scene ids
 
-The cache is keyed by the trunk hash (``hydranet.train.checkpoint.trunk_hash``: trunk + neck tensors,
+The cache is keyed by the trunk hash (``hydranet.checkpoint.trunk_hash``: trunk + neck tensors,
 BatchNorm statistics included); ``FeatureCache.check_trunk`` refuses a cache made by another trunk
 with both hashes in the message. Each shard is written into a hidden temporary directory and renamed
 into place when complete; the manifest is written last, so a crashed run leaves no readable cache.
@@ -40,7 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.sample import DENSE_LABELS, RAGGED_LABELS, Batch, Sample, collate
+import hydranet.tasks  # noqa: F401 - registers the built-in tasks
+from hydranet.data.labels import is_ragged, known_labels
+from hydranet.data.sample import Batch, Sample, collate
+from hydranet.tasks.base import TASKS
 
 FORMAT = "hydranet-feature-cache/1"
 MANIFEST = "cache.json"
@@ -55,10 +58,8 @@ class CacheError(ValueError):
 def task_labels() -> list[str]:
     """The labels every registered task learns from: the default set a cache stores, so a task added
     later (``--add-task``) finds its label in the cache."""
-    import hydranet.tasks  # noqa: F401 - registers the built-in tasks
-    from hydranet.tasks.base import TASKS
 
-    return sorted({cls.label for cls in TASKS.values() if cls.label in DENSE_LABELS | RAGGED_LABELS})
+    return sorted({cls.label for cls in TASKS.values() if cls.label in known_labels()})
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -106,7 +107,7 @@ class _ShardWriter:
         self.present = np.zeros((frames, len(labels)), dtype=bool)
         self.geometry: dict[str, list[np.ndarray]] = {k: [] for k in GEOMETRY}
         self.scene_ids: list[str] = []
-        self.ragged: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in labels if k in RAGGED_LABELS}
+        self.ragged: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in labels if is_ragged(k)}
         self.counts: dict[str, list[int]] = {k: [] for k in self.ragged}
 
     def _open(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
@@ -127,7 +128,7 @@ class _ShardWriter:
         self.scene_ids.append(sample.scene_id)
         for li, label in enumerate(self.labels):
             value = sample.labels.get(label)
-            if label in RAGGED_LABELS:
+            if is_ragged(label):
                 count = 0
                 if value is not None:
                     count = self._add_ragged(label, value, where)
@@ -227,9 +228,9 @@ def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_ha
     if total < 1:
         raise CacheError(f"{out}: the dataset has no frames to cache")
     labels = sorted(task_labels() if labels is None else labels)
-    unknown = [k for k in labels if k not in DENSE_LABELS | RAGGED_LABELS]
+    unknown = [k for k in labels if k not in known_labels()]
     if unknown:
-        raise CacheError(f"unknown label(s) {unknown}; known: {sorted(DENSE_LABELS | RAGGED_LABELS)}")
+        raise CacheError(f"unknown label(s) {unknown}; known: {sorted(known_labels())}")
     model = model.to(device).eval()
 
     first: Sample = dataset[0]
@@ -403,7 +404,7 @@ class FeatureCache:
         for li, label in enumerate(self.labels):
             if (labels is not None and label not in labels) or not present[li]:
                 continue
-            if label in RAGGED_LABELS:
+            if is_ragged(label):
                 lo, hi = (int(x) for x in self.array(s, f"ragged.{label}.offsets")[j:j + 2])
                 keys = self.manifest["label_specs"][label]["keys"]
                 out[label] = {k: row(f"ragged.{label}.{k}", slice(lo, hi)) for k in keys}

@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hydranet.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, trunk_hash
+from hydranet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, trunk_hash
+from hydranet.model import ModelConfig, create_model
+from hydranet.tasks.base import create_task
 
 
 class MergeError(ValueError):
@@ -110,15 +112,11 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
 
 
 def _task_space(name: str) -> str:
-    from hydranet.tasks.base import create_task
-
     return create_task(name).space
 
 
 def build_merged(plan: MergePlan) -> nn.Module:
     """The merged model (eval mode): BASE's tensors, each planned head's from its checkpoint."""
-    from hydranet.model import ModelConfig, create_model
-
     model = create_model(ModelConfig.model_validate(plan.model_config))
     state = {k: v for k, v in plan.base.model.items() if not any(k.startswith(f"heads.{t}.") for t in plan.heads)}
     for task, c in plan.heads.items():

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from hydranet.data.sample import collate
 from hydranet.tasks.base import Task
+from hydranet.viz import Views
 
 
 def _stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
@@ -34,8 +35,6 @@ def _stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
 def draw_predictions(model: nn.Module, tasks: dict[str, Task], dataset: Dataset, indices: list[int], grid: Any,
                      out_dir: Path, device: torch.device | str = "cpu", scale: int = 2,
                      per_task: bool = True) -> list[Path]:
-    from hydranet.viz import Views
-
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     names = sorted(tasks)

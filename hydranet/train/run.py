@@ -23,14 +23,17 @@ from typing import Any
 import torch
 import yaml
 
+from hydranet.checkpoint import CheckpointError, load_checkpoint
+from hydranet.compat import check_config_data
 from hydranet.console import make_console
+from hydranet.model import create_model
 from hydranet.train import distributed as D
 from hydranet.train.config import Config, config_to_dict
+from hydranet.train.data import build_train_data
+from hydranet.train.trainer import Trainer
 
 
 def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
-    from hydranet.train.checkpoint import CheckpointError, load_checkpoint
-
     ckpt = load_checkpoint(ckpt_path)
     own = model.state_dict()
     unexpected = sorted(set(ckpt.model) - set(own))
@@ -55,11 +58,6 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                  console: Any = None) -> dict[str, Any]:
     """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
 
-    from hydranet.compat import check_config_data
-    from hydranet.model import create_model
-    from hydranet.train.data import build_train_data
-    from hydranet.train.trainer import Trainer
-
     console = console or make_console(stderr=True)
     tc = cfg.train
     out_dir = Path(out_dir)
@@ -80,7 +78,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         trainer = Trainer(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                           index_lists=data.index_lists, eval_set=data.eval_dataset, frozen=freeze or [],
                           model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
-                          progress=progress)
+                          progress=progress, groups=data.groups)
         resumed = trainer.resume() if resume else False
         if info.is_main:
             sizes = {t: len(v) for t, v in data.index_lists.items()}
@@ -89,6 +87,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                           f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
             console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
                           f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+            if data.groups is not None:
+                console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
             if trainer.frozen:
                 console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
             if note:

@@ -19,10 +19,17 @@ Task choice per mode (``n_t`` = size of the task's index list):
 Stream of task ``t``: an endless sequence of seeded permutations of its index list (epoch e uses
 ``seed ⊕ t ⊕ e``), so the ``j``-th draw is a pure function of ``j``. The scheduler state is just
 ``(micro_step, drawn[t])``; resuming continues the exact sequence without replaying anything.
+
+Several rigs (``groups``): when the training datasets differ in camera count or image size, a batch
+must come from one of them. ``groups[i]`` names the rig group of sample ``i``; every task stream is
+then split per group into streams ``"<task>@<group>"`` (``"__all__@<group>"`` for kind ``all``), and
+the scheduler interleaves those streams exactly as it interleaves tasks. ``task_of(stream)`` gives the
+task back.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -30,30 +37,49 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 ALL = "__all__"  # pseudo-task name of the stream over every sample
 
 
-def _seed(*parts: Any) -> int:
+def stable_seed(*parts: Any) -> int:
     """A stable 63-bit seed from arbitrary parts (Python's hash() is salted per process)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def has_label(ds: Dataset, i: int, label: str) -> bool:
+    """Whether sample ``i`` carries ``label``, from metadata when the source has it (no decoding)."""
+    if isinstance(ds, Subset):
+        return has_label(ds.dataset, int(ds.indices[i]), label)
+    if isinstance(ds, ConcatDataset):
+        j = bisect.bisect_right(ds.cumulative_sizes, i)
+        start = ds.cumulative_sizes[j - 1] if j else 0
+        return has_label(ds.datasets[j], i - start, label)
+    if hasattr(ds, "label_present"):  # SyntheticWorld: deterministic drop pattern, no rendering
+        return bool(ds.label_present(i, label))
+    if hasattr(ds, "read_members"):  # ShardDataset: member names, no decoding
+        return f"{label}.npz" in ds.read_members(i)[2]
+    return label in ds[i].labels
+
+
 def label_presence(dataset: Dataset, labels: Sequence[str]) -> dict[str, np.ndarray]:
     """Which samples carry each label: ``{label: bool[len(dataset)]}``, from metadata where the
-    source has it (see ``hydranet.train.data.presence``); otherwise every sample is loaded once."""
-    from hydranet.train.data import presence
-
-    return presence(dataset, list(labels))
+    source has it (``label_presence``/``label_present``/shard member names); otherwise every
+    sample is loaded once."""
+    labels = list(labels)
+    if hasattr(dataset, "label_presence"):
+        got = dataset.label_presence(labels)
+        return {k: np.asarray(got[k], dtype=bool) for k in labels}
+    n = len(dataset)  # type: ignore[arg-type]
+    return {k: np.fromiter((has_label(dataset, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
 
 
 class TaskScheduler:
     """Deterministic, resumable assignment of micro-steps to tasks and sample indices."""
 
     def __init__(self, index_lists: dict[str, np.ndarray], kind: str = "all", temperature: float = 2.0,
-                 seed: int = 0, num_samples: int | None = None) -> None:
+                 seed: int = 0, num_samples: int | None = None, groups: np.ndarray | None = None) -> None:
         if kind not in ("all", "round_robin", "proportional", "temperature"):
             raise ValueError(f"unknown scheduler kind '{kind}'")
         self.kind = kind
@@ -68,6 +94,13 @@ class TaskScheduler:
             self.lists = {ALL: np.flatnonzero(labelled)}
         else:
             self.lists = {t: np.asarray(v, dtype=np.int64) for t, v in sorted(index_lists.items())}
+        if groups is not None:  # one stream per (task, rig group): a batch never mixes rigs
+            groups = np.asarray(groups)
+            split: dict[str, np.ndarray] = {}
+            for t, idx in self.lists.items():
+                for g in sorted(set(groups[idx].tolist())):
+                    split[f"{t}@{g}"] = idx[groups[idx] == g]
+            self.lists = split
         empty = [t for t, v in self.lists.items() if len(v) == 0]
         if empty:
             raise ValueError(f"no training samples carry the label of task(s) {empty}: check data.tasks and "
@@ -85,12 +118,17 @@ class TaskScheduler:
         self.drawn = {t: 0 for t in self.tasks}
         self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
 
+    @staticmethod
+    def task_of(stream: str) -> str:
+        """The task of a stream name (``"depth@nuscenes"`` -> ``"depth"``)."""
+        return stream.split("@", 1)[0]
+
     # -- pure functions of (seed, k) ----------------------------------------------------------
 
     def task_at(self, k: int) -> str:
         if self.kind in ("all", "round_robin"):
             return self.tasks[k % len(self.tasks)]
-        u = np.random.default_rng(_seed(self.seed, "task", k)).random()
+        u = np.random.default_rng(stable_seed(self.seed, "task", k)).random()
         return self.tasks[min(int(np.searchsorted(np.cumsum(self.probs), u, side="right")), len(self.tasks) - 1)]
 
     def _perm(self, task: str, epoch: int) -> np.ndarray:
@@ -98,7 +136,7 @@ class TaskScheduler:
         if key not in self._perm_cache:
             if len(self._perm_cache) > 64:
                 self._perm_cache.clear()
-            rng = np.random.default_rng(_seed(self.seed, "perm", task, epoch))
+            rng = np.random.default_rng(stable_seed(self.seed, "perm", task, epoch))
             self._perm_cache[key] = self.lists[task][rng.permutation(len(self.lists[task]))]
         return self._perm_cache[key]
 
@@ -178,7 +216,7 @@ def build_index_lists(presence: dict[str, np.ndarray], task_labels: dict[str, st
         idx = np.flatnonzero(mask)
         cap = max_samples.get(task)
         if cap is not None and len(idx) > cap:
-            rng = np.random.default_rng(_seed(seed, "cap", task))
+            rng = np.random.default_rng(stable_seed(seed, "cap", task))
             idx = np.sort(rng.choice(idx, size=cap, replace=False))
         out[task] = idx
     return out

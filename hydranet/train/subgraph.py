@@ -27,9 +27,23 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from hydranet.checkpoint import CheckpointError, load_checkpoint, trunk_hash
 from hydranet.console import make_console
-from hydranet.train.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from hydranet.model import create_model
+from hydranet.tasks.base import create_task
+from hydranet.train.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    resolve_model_dict,
+)
+from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
+from hydranet.train.run import run_training, training_session, write_run_config
+from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
 SHARED = ("trunk", "neck", "fusion")
@@ -46,7 +60,6 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
         return load_config(config, overrides)
     if from_ckpt is None:
         raise ConfigError("--config is required unless --from names a checkpoint (whose config is then used)")
-    from hydranet.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(from_ckpt)
     where = f"{ckpt.path / 'state.json'} (config)"
@@ -58,15 +71,12 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
 
 def add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
     """``cfg`` with new tasks (default options) appended to ``model.tasks``; existing ones are an error."""
-    from hydranet.train.config import config_to_dict, resolve_model_dict
-
     tree = config_to_dict(cfg)
     tasks = dict(resolve_model_dict(tree["model"]).get("tasks") or {})
     for name in names:
         if name in tasks:
             raise ValueError(f"--add-task {name}: the network already has this task; use --tasks {name} to "
                              "fine-tune its head")
-        from hydranet.tasks.base import create_task
 
         create_task(name)  # unknown names fail here, listing the registered tasks
         tasks[name] = {}
@@ -77,8 +87,6 @@ def add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
 def load_base_weights(model: nn.Module, path: str | Path, new_heads: list[str]) -> str:
     """Load a checkpoint into ``model``: everything but the heads of ``new_heads`` must be in it.
     Returns a one-line note for the console."""
-    from hydranet.train.checkpoint import CheckpointError, load_checkpoint
-
     ckpt = load_checkpoint(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(ckpt.model))
@@ -133,8 +141,6 @@ class CacheTrainer(Trainer):
             self._modes = [(m, m.training) for m in self.model.modules()]
 
     def _loader(self) -> Iterator[CachedBatch]:
-        from hydranet.train.scheduler import SchedulerBatchSampler
-
         total = self.tc.steps * self.tc.grad_accum
         sampler = SchedulerBatchSampler(self.scheduler, self.tc.batch_size, self.dist.rank, self.dist.world_size, total)
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
@@ -161,8 +167,6 @@ def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
 
 def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
     """Refuse a cache that cannot train these heads: another trunk, image size, rig or missing labels."""
-    from hydranet.train.checkpoint import trunk_hash
-
     cache.check_trunk(trunk_hash(model), "the --from checkpoint")
     if tuple(model.image_size) != tuple(cache.image_hw):
         raise CacheError(f"{cache.path}: cached at image size {cache.image_hw}, the model expects {model.image_size}")
@@ -196,7 +200,6 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     Without a cache this hands over to ``run.run_training`` (images through the frozen trunk); with
     one, heads train on the cached features. Either way only the trained heads' tensors change.
     """
-
     console = console or make_console(stderr=True)
     add_tasks = list(dict.fromkeys(add_tasks or []))
     if from_ckpt is None:
@@ -208,8 +211,6 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
         raise ValueError("name the heads to train: --tasks a,b and/or --add-task NAME")
     freeze = list(freeze) if freeze else list(SHARED)
     if cache is None:
-        from hydranet.train.run import run_training
-
         return run_training(cfg, out_dir, resume=resume, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
                             progress=progress, console=console)
     return _run_cached(cfg, Path(out_dir), Path(from_ckpt), FeatureCache(cache), train_tasks, add_tasks,
@@ -219,11 +220,6 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
 def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache, train_tasks: list[str],
                 add_tasks: list[str], freeze: list[str], resume: bool, progress: bool,
                 console: Any) -> dict[str, Any]:
-    from hydranet.model import create_model
-    from hydranet.train.data import open_source
-    from hydranet.train.run import training_session, write_run_config
-    from hydranet.train.scheduler import build_index_lists
-
     tc = cfg.train
     with training_session(cfg, out_dir, resume) as (device, info):
         torch.manual_seed(tc.seed)

@@ -24,7 +24,6 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from hydranet.data.sample import Batch, collate
-from hydranet.tasks.base import Task
-from hydranet.train import distributed as D
-from hydranet.train.balancing import create_balancer
-from hydranet.train.checkpoint import (
+from hydranet.checkpoint import (
     CheckpointError,
     b64_tensor,
     load_checkpoint,
@@ -48,10 +43,17 @@ from hydranet.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from hydranet.data.sample import Batch, collate
+from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.tasks.base import Task
+from hydranet.train import distributed as D
+from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config, config_to_dict
-from hydranet.train.evaluate import evaluate
+from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
+from hydranet.train.precision import autocast, use_bf16
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
+from hydranet.train.sync_batchnorm import convert_sync_batchnorm
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -73,11 +75,24 @@ def freeze(model: nn.Module, modules: list[str]) -> list[str]:
     return found
 
 
+def camera_dropout_mask(batch: Batch, p: float, seed: tuple[int, ...]) -> Tensor:
+    """``camera_valid`` bool ``[B, N]`` with each camera failed with probability ``p`` (at least one camera
+    of each sample kept), for training fusion to survive a dead camera (``train.camera_dropout``).
+    Seeded by (seed, step, rank) and the batch's frame indices, so a resumed run draws the same masks."""
+    b, n = batch.images.shape[:2]
+    g = torch.Generator().manual_seed(hash((*seed, *batch.frame_index.tolist())) & 0x7FFF_FFFF_FFFF_FFFF)
+    valid = torch.rand(b, n, generator=g) >= p
+    keep = torch.randint(0, n, (b,), generator=g)
+    valid[torch.arange(b), keep] |= ~valid.any(1)  # never all cameras of a sample
+    return valid.to(batch.images.device)
+
+
 class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, train_set: Dataset, out_dir: str | Path, *,
                  tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
                  index_lists: dict[str, np.ndarray] | None = None, eval_set: Dataset | None = None,
                  frozen: list[str] | None = None, model_config: dict[str, Any] | None = None,
+                 groups: np.ndarray | None = None,
                  dist_info: D.DistInfo | None = None, device: torch.device | None = None,
                  progress: bool = True) -> None:
         self.cfg, self.tc = cfg, cfg.train
@@ -85,10 +100,13 @@ class Trainer:
         self.dist = dist_info or D.DistInfo()
         self.device = device or torch.device("cpu")
         if self.tc.sync_batchnorm and self.dist.enabled:
-            from hydranet.train.sync_batchnorm import convert_sync_batchnorm
 
             model = convert_sync_batchnorm(model)
         self.model = model.to(self.device)
+        if self.tc.channels_last:
+            # Conv weights NHWC: oneDNN/cuDNN then run every convolution (trunk, neck, BEV encoder, heads)
+            # channels-last, whatever the input's layout; 1.5x faster in fp32 on the development CPU.
+            self.model.to(memory_format=torch.channels_last)
         self.tasks: dict[str, Task] = dict(tasks if tasks is not None else model.task_objects)
         self.train_tasks = sorted(train_tasks or self.tasks)
         unknown = sorted(set(self.train_tasks) - set(self.tasks))
@@ -107,7 +125,8 @@ class Trainer:
             index_lists = build_index_lists(presence, labels, {}, {}, self.tc.seed)
         index_lists = {t: index_lists[t] for t in self.train_tasks}
         self.scheduler = TaskScheduler(index_lists, self.tc.scheduler.kind, self.tc.scheduler.temperature,
-                                       self.tc.seed, num_samples=len(train_set))  # type: ignore[arg-type]
+                                       self.tc.seed, num_samples=len(train_set),  # type: ignore[arg-type]
+                                       groups=groups)
 
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         if not self.trainable:
@@ -119,9 +138,7 @@ class Trainer:
         by_id = {id(p): n for n, p in named} | {id(p): f"balancer.{n}" for n, p in self.balancer.named_parameters()}
         self.param_names = [by_id[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
 
-        self.bf16 = self.tc.precision == "bf16" or (self.tc.precision == "auto" and self.device.type == "cuda")
-        if self.bf16 and self.device.type != "cuda":
-            raise ValueError("train.precision bf16 needs CUDA (on CPU bf16 autocast is ~13x slower): use fp32 or auto")
+        self.bf16 = use_bf16(self.tc.precision, self.device)  # auto: bf16 where the hardware has it natively
         self.step = 0
         self.skipped_steps = 0
         self.stopped_early = False
@@ -135,7 +152,10 @@ class Trainer:
     # -- model call and modes ------------------------------------------------------------------
 
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
-        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
+        mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
+            if self.model.training and self.tc.camera_dropout > 0 else None
+        extra = {} if mask is None else {"camera_valid": mask}  # models without camera masks stay callable
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, **extra)
 
     def train_mode(self) -> None:
         self.model.train()
@@ -157,8 +177,9 @@ class Trainer:
     # -- one optimizer step --------------------------------------------------------------------
 
     def _micro_tasks(self, scheduled: str) -> list[str]:
-        if self.tc.scheduler.loss_tasks == "scheduled" and scheduled != ALL:
-            return [scheduled]
+        task = TaskScheduler.task_of(scheduled)
+        if self.tc.scheduler.loss_tasks == "scheduled" and task != ALL:
+            return [task]
         return self.train_tasks
 
     def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:
@@ -182,7 +203,7 @@ class Trainer:
             run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
             if bad or not run:
                 continue
-            with torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext():
+            with autocast(self.device, self.bf16):
                 outputs = self.forward(batch, run)
             losses = {}
             for t in run:
@@ -275,7 +296,8 @@ class Trainer:
         if path is not None:
             ckpt = load_checkpoint(path, map_location=self.device)
         else:
-            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device)
+            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device,
+                                                        quarantine=self.dist.is_main)
             if found is None:
                 return False
             ckpt = found
@@ -303,8 +325,6 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        from hydranet.train.logging import TrainLogger
-
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
                              progress=self.progress)
         batches = self._loader()
@@ -359,6 +379,7 @@ class Trainer:
     def evaluate(self, max_batches: int | None = None) -> dict[str, dict[str, float]]:
         if self.eval_set is None:
             return {}
-        return evaluate(self.model, {t: self.tasks[t] for t in self.train_tasks}, self.eval_set,
-                        batch_size=self.cfg.eval.batch_size, max_batches=max_batches, device=self.device,
-                        forward=self.forward, dist_info=self.dist)
+        batches = dataset_batches(self.eval_set, self.cfg.eval.batch_size, max_batches, self.dist.rank,
+                                  self.dist.world_size)
+        return evaluate(self.forward, batches, {t: self.tasks[t] for t in self.train_tasks}, device=self.device,
+                        sync=self.dist.enabled, model_module=self.model)

@@ -7,10 +7,13 @@ or ``"random"``, in which case each *scene* draws its own value from its seed.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import ALL_LABELS
 from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, GridConfig, Rig
 
@@ -128,3 +131,57 @@ class WorldConfig(BaseModel):
     def path_steps(self) -> int:
         """Number of future ego poses in ``ego_path``."""
         return max(1, round(self.ego_path_seconds * self.rate_hz))
+
+
+def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:
+    """``(world fields, frames)`` of the ``kind: world`` dataset ``dataset`` of a training config tree
+    (``data.datasets.<name>`` or ``eval``); with ``dataset=None`` the only training world dataset.
+    ``ValueError`` names the file and the world datasets to choose from."""
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    sources = dict(data.get("datasets") or {})
+    if isinstance(data.get("eval"), dict):
+        sources["eval"] = data["eval"]
+    worlds = {n: d for n, d in sources.items() if isinstance(d, dict) and d.get("kind") == "world"}
+    if dataset is None:
+        train_worlds = sorted(n for n in worlds if n != "eval" or "eval" in (data.get("datasets") or {}))
+        if len(train_worlds) != 1:
+            raise ValueError(f"{where}: a training config with world datasets {sorted(worlds)}: choose one "
+                             "with --dataset NAME")
+        dataset = train_worlds[0]
+    if dataset not in worlds:
+        raise ValueError(f"{where}: no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
+    return dict(worlds[dataset].get("world") or {}), worlds[dataset].get("frames")
+
+
+def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None,
+                      dataset: str | None = None) -> WorldConfig:
+    """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
+    applied. A YAML file may be a ``WorldConfig``, a file with a ``world:`` section, or a training
+    config (``data``/``model``/``train``): then the world of dataset ``dataset`` (default: its only
+    world dataset) is used. Errors are ``ValueError``s naming the file and the offending field."""
+    where = "world config"
+    if isinstance(source, WorldConfig):
+        data = source.model_dump()
+    elif source is None:
+        data = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        where = str(source)
+        try:
+            data = yaml.safe_load(Path(source).read_text()) or {}
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read ({e.strerror})") from e
+        except yaml.YAMLError as e:
+            raise ValueError(f"{where}: not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
+        if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
+            data, _ = training_world(data, dataset, where)
+        elif isinstance(data.get("world"), dict):  # a file with a world section
+            data = data["world"]
+    data |= overrides or {}
+    try:
+        return WorldConfig.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(format_validation_error(e, where, sep="; ")) from None

@@ -25,6 +25,8 @@ from hydranet.world.agents import (
     Agent,
     Prim,
     RoadMotion,
+    StaticMotion,
+    signal_prims,
 )
 from hydranet.world.config import WorldConfig
 from hydranet.world.populate import populate
@@ -217,8 +219,6 @@ def _signals(rng: random.Random, layout: RoadLayout, ego_lane: int, mode: str, t
              agents: list[Agent], next_id: int) -> list[Prim]:
     """A mast-arm signal over the ego's approach: one housing per forward lane (agents), pole and arm
     (static prims). Returns the static prims and appends the housings to ``agents``."""
-    from hydranet.world.agents import StaticMotion, signal_prims
-
     assert layout.cross_u is not None
     hw = layout.half_width
     u = layout.cross_u - layout.cross_half_width - 1.0

@@ -5,9 +5,10 @@ import torch
 from data_testkit import assert_same_sample, make_sample
 from torch.utils.data import DistributedSampler
 
-from hydranet.data.loaders import EpochSampler, load_world_config, make_loader, open_dataset, set_epoch
+from hydranet.data.loaders import EpochSampler, make_loader, set_epoch
 from hydranet.data.manifest import ManifestError
 from hydranet.data.shards import ShardDataset, ShardWriter
+from hydranet.datasets import load_world_config, open_dataset
 from hydranet.world import WorldConfig
 
 

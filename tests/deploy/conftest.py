@@ -7,8 +7,8 @@ import pytest
 import torch
 from deploy_testkit import tiny_config
 
+from hydranet.checkpoint import save_checkpoint
 from hydranet.model import create_model
-from hydranet.train.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,7 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(checkpoint):
-    from hydranet.train.checkpoint import load_model
+    from hydranet.checkpoint import load_model
 
     return load_model(checkpoint)[0]
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+import hydranet.checkpoint as checkpoint_module
 import hydranet.model.hydranet as hydranet_module
-import hydranet.train.checkpoint as checkpoint_module
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel
 from hydranet.deploy.frames import heldout_batches

@@ -12,7 +12,8 @@ from hydranet.cli import app
 from hydranet.deploy import DeployedModel, load_manifest
 from hydranet.deploy.frames import heldout_batches
 from hydranet.deploy.quantize import QuantizeError, quantize_graph
-from hydranet.deploy.verify import evaluate, metric_drop
+from hydranet.deploy.verify import metric_drop
+from hydranet.eval.loop import evaluate
 from hydranet.tasks import create_task
 
 
@@ -61,8 +62,8 @@ def test_int8_outputs_close_to_fp32(exported, int8):
 def test_metric_drop_through_task_metrics(exported, int8):
     fp32, q = DeployedModel(exported, threads=1), DeployedModel(int8, threads=1)
     frames = list(heldout_batches(fp32.manifest, 2, 1))
-    base = evaluate(fp32, fp32.tasks, frames)
-    cand = evaluate(q, q.tasks, frames)
+    base = evaluate(fp32, frames)
+    cand = evaluate(q, frames)
     rows = metric_drop(base, cand, fp32.tasks)
     assert set(rows) == set(fp32.tasks)
     assert rows["depth"]["metric"] == "abs_rel" and not rows["depth"]["higher_is_better"]

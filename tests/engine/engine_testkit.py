@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from hydranet.checkpoint import save_checkpoint
 from hydranet.model import ModelConfig, create_model
-from hydranet.train.checkpoint import save_checkpoint
 
 H, W = 48, 96
 GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}

@@ -56,7 +56,7 @@ def test_vacation_head_only_from_the_feature_cache(tmp_path):
     assert r.returncode == 0, r.stderr
     it = tmp_path / "run" / "iter_001"
     assert (it / "cache" / "cache.json").is_file()
-    from hydranet.train.checkpoint import load_checkpoint
+    from hydranet.checkpoint import load_checkpoint
 
     before = load_checkpoint(tmp_path / "p" / "start" / "step_00000000").model
     after = load_checkpoint(json.loads((it / "train.json").read_text())["checkpoint"]).model

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from hydranet.data.loaders import open_dataset
+from hydranet.datasets import open_dataset
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items, clip_indices
 from hydranet.engine.label import LabelError, label_cost, oracle_items, write_labelled
 from hydranet.engine.pool import load_mining_model, open_pool

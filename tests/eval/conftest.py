@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hydranet.checkpoint import save_checkpoint
 from hydranet.data.sample import collate
 from hydranet.model import ModelConfig, create_model
-from hydranet.train.checkpoint import save_checkpoint
 from hydranet.world import SyntheticWorld, WorldConfig
 
 TASKS = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic", "objects3d")

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from hydranet.checkpoint import load_model
 from hydranet.cli import app
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import check_thresholds, run_suite
 from hydranet.eval.suite import load_suite
-from hydranet.train.checkpoint import load_model
 
 runner = CliRunner()
 

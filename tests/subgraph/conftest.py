@@ -59,7 +59,7 @@ def config_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cache(base, frames, tmp_path_factory) -> Path:
     """All 5 frames in shards of 3 (so reads cross a shard boundary)."""
-    from hydranet.train.checkpoint import load_checkpoint, load_model
+    from hydranet.checkpoint import load_checkpoint, load_model
     from hydranet.train.feature_cache import write_cache
 
     model, _ = load_model(base)

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from typer.testing import CliRunner
 
+from hydranet.checkpoint import save_checkpoint
 from hydranet.model import create_model
-from hydranet.train.checkpoint import save_checkpoint
 from hydranet.train.config import config_from_dict, config_to_dict
 
 CAMERAS = [

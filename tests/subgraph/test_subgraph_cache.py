@@ -8,9 +8,9 @@ import pytest
 import torch
 from subgraph_testkit import invoke, outputs
 
+from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.data.sample import RAGGED_LABELS, collate
 from hydranet.model import create_model
-from hydranet.train.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.train.feature_cache import (
     MANIFEST,
     CachedFeatureDataset,

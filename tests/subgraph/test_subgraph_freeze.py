@@ -4,7 +4,7 @@ tensors (weights and BatchNorm statistics) and outputs stay bit-identical."""
 import torch
 from subgraph_testkit import invoke, outputs
 
-from hydranet.train.checkpoint import load_checkpoint, load_model
+from hydranet.checkpoint import load_checkpoint, load_model
 from hydranet.train.subgraph import changed_tensors, shared_note
 
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 from subgraph_testkit import CAMERAS, invoke, outputs
 
-from hydranet.train.checkpoint import load_checkpoint, load_model
+from hydranet.checkpoint import load_checkpoint, load_model
 from hydranet.train.merge import MergeError, parse_head_spec, plan_merge
 
 SUITE = {"name": "tiny", "world": {"num_scenes": 1, "frames_per_scene": 2, "lighting": "day", "fog": 0.0,

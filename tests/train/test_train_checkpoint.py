@@ -8,8 +8,8 @@ import pytest
 import torch
 from train_testkit import make_trainer
 
-from hydranet.train import checkpoint as ck
-from hydranet.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, trunk_hash
+from hydranet import checkpoint as ck
+from hydranet.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, trunk_hash
 
 
 def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):

@@ -7,9 +7,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.cli import app
 from hydranet.data.sample import collate
-from hydranet.train.checkpoint import load_checkpoint, load_model, trunk_hash
 
 WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 6, "height": 64, "width": 128, "grid": {"cell": 2.0}}
 CONFIG = {
@@ -32,11 +32,17 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
 
     ok = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run), "--no-progress"])
     assert ok.exit_code == 0, ok.output
+    assert f"final checkpoint: {run / 'checkpoints' / 'step_00000002'} (step 2)" in " ".join(ok.output.split())
+    # The run stores its config: --resume needs only --out (before: "pass a config, or --from CKPT").
+    resumed = runner.invoke(app, ["train", "--resume", "-o", str(run), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed at step 2" in resumed.output and "final checkpoint:" in resumed.output
     again = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output  # bad input: --out holds a run
 
-    model, config = load_model(run)
-    assert sorted(model.task_objects) == ["bev_semantic", "depth", "drivable"] and config.train.steps == 2
+    model, ckpt = load_model(run)
+    assert sorted(model.task_objects) == ["bev_semantic", "depth", "drivable"]
+    assert ckpt.state["config"]["train"]["steps"] == 2
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     from hydranet.world import SyntheticWorld, WorldConfig
 

@@ -57,7 +57,7 @@ def test_bad_values_and_cross_references(tmp_path):
     path = write(tmp_path, BASE)
     with pytest.raises(ConfigError, match=r"train.batch_size: Input should be greater than or equal to 1"):
         load_config(path, ["train.batch_size=0"])
-    with pytest.raises(ConfigError, match=r"data.datasets.main: kind 'shards' needs 'path'"):
+    with pytest.raises(ConfigError, match=r"data.datasets.main: path: Field required"):
         load_config(path, ["data.datasets.main.path="])
     with pytest.raises(ConfigError, match=r"unknown dataset 'nope'"):
         load_config(path, ["data.tasks.depth.datasets=[nope]"])
@@ -96,7 +96,7 @@ def test_non_finite_optimiser_numbers_are_errors_naming_the_field(tmp_path, over
 
 def test_pydantic_internals_never_reach_the_user(tmp_path):
     """Union members in the location, one error per union member, "(2 errors)": never shown (issue 9)."""
-    from hydranet.data.loaders import load_world_config
+    from hydranet.world.config import load_world_config
 
     path = write(tmp_path, BASE)
     with pytest.raises(ConfigError) as err:
@@ -109,3 +109,25 @@ def test_pydantic_internals_never_reach_the_user(tmp_path):
     text = str(err.value)
     assert "world config: fog: expected" in text and "or 'random', got 'thick'" in text
     assert "errors)" not in text and "literal[" not in text and "function-" not in text
+
+
+def test_shipped_configs_data_match_their_model():
+    from hydranet.compat import check_data_matches_model, source_layout
+
+    for f in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
+        cfg = load_config(f)
+        sources = [*cfg.data.datasets.items(), *([("eval", cfg.data.eval)] if cfg.data.eval else [])]
+        for name, ds in sources:
+            if ds.kind == "world":
+                check_data_matches_model(source_layout(ds, f"{f.name} {name}"), cfg.resolved_model())
+
+
+def test_demo_does_the_same_work_on_every_machine(tmp_path):
+    """No wall-clock cut: before, a 390 s limit made a busy machine train fewer steps (other numbers)."""
+    from hydranet.train.demo import default_demo_config, run_demo
+
+    cfg = load_config(default_demo_config())
+    assert cfg.train.time_limit_s is None and cfg.train.steps > 0
+    with pytest.raises(ConfigError, match=r"train.time_limit_s: the demo does a fixed amount of work"):
+        run_demo(tmp_path, overrides=["train.time_limit_s=390"])
+    assert not (tmp_path / "data").exists()  # refused before rendering anything

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from train_testkit import make_trainer, tiny_config
 
-from hydranet.train import checkpoint as ck
-from hydranet.train.checkpoint import (
+from hydranet import checkpoint as ck
+from hydranet.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_latest_valid,

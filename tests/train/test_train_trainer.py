@@ -6,7 +6,7 @@ import math
 import torch
 from train_testkit import make_trainer
 
-from hydranet.train.checkpoint import load_checkpoint
+from hydranet.checkpoint import load_checkpoint
 from hydranet.train.config import TrainConfig
 from hydranet.train.optim import lr_at
 

@@ -148,7 +148,8 @@ def tiny_config(**train: Any) -> Config:
     _tiny_tasks()  # registered before the config names them (unknown tasks are config errors)
     tree = {"data": {"datasets": {"tiny": {"kind": "world", "frames": 64}}},
             "model": {"tasks": {"tiny_depth": {}, "tiny_drivable": {}}},
-            "train": {"steps": 6, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "log_every": 2, **train}}
+            "train": {"steps": 6, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "log_every": 2,
+                      "precision": "fp32", **train}}
     return config_from_dict(tree, "<tiny>")
 
 

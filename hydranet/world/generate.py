@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import hydranet
 from hydranet.data.codec import IMAGE_FORMATS, CodecError, encode_sample
 from hydranet.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardError, read_manifest
 from hydranet.data.shards import ShardWriter, sample_key
+from hydranet.world.config import WorldConfig
+from hydranet.world.dataset import GENERATOR_VERSION, SyntheticWorld
 
 
 @dataclass
@@ -39,8 +43,6 @@ class GenerateResult:
 
 def source_record(world_config: Any, frames: int, shard_size: int, image_format: str = "npz") -> dict[str, Any]:
     """What the manifest's ``source`` says for a synthetic dataset; equal records = same bytes."""
-    from hydranet.world import GENERATOR_VERSION
-
     return {"kind": "synthetic", "world_generator": GENERATOR_VERSION, "frames": frames, "shard_size": shard_size,
             "image_format": image_format, "world_config": world_config.model_dump(mode="json")}
 
@@ -98,8 +100,6 @@ def generate(out: str | os.PathLike, world_config: Any, frames: int | None = Non
     """Render ``frames`` samples (default: the whole world) into shards + manifest under ``out``.
 
     ``progress(n)`` is called after every written sample with the count so far."""
-    from hydranet.world import SyntheticWorld
-
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     world_config, frames, source = resolve(world_config, frames, shard_size, image_format)
@@ -146,10 +146,6 @@ _IMAGE_FORMAT = "npz"
 
 
 def _init_worker(config: dict, image_format: str) -> None:
-    import torch
-
-    from hydranet.world import SyntheticWorld, WorldConfig
-
     torch.set_num_threads(1)  # parallelism comes from the processes
     global _WORLD, _IMAGE_FORMAT
     _WORLD = SyntheticWorld(WorldConfig.model_validate(config))

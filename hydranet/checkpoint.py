@@ -14,7 +14,8 @@ is replaced the same way. A crash at any point leaves the previous checkpoint in
 to; leftovers named ``.tmp-*`` are removed by the next save.
 
 Loading reads only safetensors and JSON — never ``torch.load``/pickle — so a checkpoint cannot
-execute code. ``load_model(path) -> (model, config)`` is the one public loader.
+execute code. ``load_model(path) -> (model, checkpoint)`` is the one public loader of a model;
+``load_checkpoint`` reads the raw tensors and state (resume, merge, the feature cache).
 
 ``trunk_hash`` (sha256 over names, dtypes, shapes and bytes of the ``trunk.*`` and ``neck.*``
 tensors) identifies the shared feature extractor: the feature cache and ``merge`` compare it.
@@ -36,6 +37,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
+
+from hydranet.model import ModelConfig, create_model
 
 FORMAT = "hydranet-checkpoint/1"
 TRUNK_PREFIXES = ("trunk.", "neck.")
@@ -273,8 +276,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: not a checkpoint (no state.json) and no latest.json in it or its checkpoints/")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint (safetensors + JSON only). Raises ``CheckpointError`` naming the file."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", optimizer: bool = True) -> Checkpoint:
+    """Read a checkpoint (safetensors + JSON only); ``optimizer=False`` skips the optimizer moments.
+    Raises ``CheckpointError`` naming the file."""
     path = resolve_checkpoint(path)
     state_file = path / "state.json"
     try:
@@ -296,17 +300,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(f"{file}: corrupt safetensors file ({e})") from None
         return {k: v.to(map_location) for k, v in tensors.items()}
 
-    return Checkpoint(path, state, read("model.safetensors", True), read("optimizer.safetensors", False))
+    return Checkpoint(path, state, read("model.safetensors", True),
+                      read("optimizer.safetensors", False) if optimizer else {})
 
 
-def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
+def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = True
                       ) -> tuple[Checkpoint | None, str | None]:
     """The newest loadable checkpoint of a run's ``checkpoints/`` directory, for resuming.
 
     Tries the checkpoint ``latest.json`` names, then every ``step_*`` directory newest first. Returns
     ``(checkpoint, note)``: ``note`` is one line saying which checkpoint was unusable and which one is
     used instead (None when the pointer's own checkpoint loaded), and unusable checkpoints newer than
-    the one used are renamed ``corrupt_<name>`` so pruning can never keep them over a valid one.
+    the one used are renamed ``corrupt_<name>`` (when ``quarantine``: rank 0 only under DDP) so
+    pruning can never keep them over a valid one.
     ``(None, None)`` when the directory holds no checkpoint at all. Raises ``CheckpointError``
     naming every file tried when checkpoints exist but none loads.
     """
@@ -331,7 +337,7 @@ def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "
         if not problems:
             return ckpt, None
         step = int(ckpt.state.get("step", -1))
-        for bad in steps:
+        for bad in steps if quarantine else []:
             m = _STEP_DIR.match(bad.name)
             if bad != path and m and int(m.group(1)) >= step and bad.is_dir():
                 os.replace(bad, bad.with_name(f"corrupt_{bad.name}"))
@@ -341,26 +347,28 @@ def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "
     raise CheckpointError("no valid checkpoint to resume from: " + "; ".join(problems))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
-    """``(model, config)`` from a checkpoint, run directory or checkpoints directory.
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """``(model, checkpoint)`` from a checkpoint, run directory or checkpoints directory.
 
-    ``config`` is the training ``Config`` the checkpoint was written with; the model is built from
-    the resolved ``ModelConfig`` stored beside it and is returned in eval mode.
+    The model is built from the resolved ``ModelConfig`` stored in ``state.json`` (``model_config``),
+    loaded strictly and returned in eval mode on ``device``. ``checkpoint`` is what was read
+    (``path``, ``state``; the weights stay in the model and the optimizer moments are not loaded):
+    callers take the training config (``state["config"]``), step or trunk hash from its ``state``
+    instead of reading ``state.json`` again. Raises ``CheckpointError`` naming the file when the
+    checkpoint is missing, corrupt or does not match its model config.
     """
-    from hydranet.model import ModelConfig, create_model
-    from hydranet.train.config import ConfigError, config_from_dict
-
-    ckpt = load_checkpoint(path, map_location=device)
-    where = str(ckpt.path / "state.json")
-    model_cfg = ModelConfig.model_validate(ckpt.state["model_config"])
+    ckpt = load_checkpoint(path, map_location=device, optimizer=False)
+    where = ckpt.path / "state.json"
+    if "model_config" not in ckpt.state:
+        raise CheckpointError(f"{where}: no model_config (not written by hydranet train?)")
+    try:
+        model_cfg = ModelConfig.model_validate(ckpt.state["model_config"])
+    except ValueError as e:
+        raise CheckpointError(f"{where}: model_config is not valid for this version ({e})") from None
     model = create_model(model_cfg).to(device)
     try:
         model.load_state_dict(ckpt.model, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt.path / 'model.safetensors'}: does not match the model config ({e})") from None
-    try:
-        config = config_from_dict(ckpt.state["config"], where)
-    except ConfigError:
-        config = None  # the data/train sections may reference a newer schema; the model is still usable
     model.eval()
-    return model, config
+    return model, Checkpoint(ckpt.path, ckpt.state, {}, {})

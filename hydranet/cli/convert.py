@@ -1,0 +1,120 @@
+"""``hydranet convert KIND --out SHARDS [--option value ...]``: any registered source → shards.
+
+Options after KIND that ``convert`` itself does not take are the source's own options, dashes
+becoming underscores and values parsed as YAML (``--dataroot DIR --version v1.0-mini --split
+mini_val --cameras '[CAM_FRONT, CAM_BACK]'``); unknown ones are errors naming the option (exit 2).
+
+    hydranet convert nuscenes --dataroot data/nuscenes --version v1.0-mini --out data/nusc_mini
+    hydranet convert world --world configs/world_small.yaml --frames 100 --out data/world100
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+
+from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors
+from hydranet.data.convert import convert as run
+from hydranet.data.convert import source_options
+from hydranet.datasets import open_source
+
+
+def parse_extra_options(args: list[str]) -> dict[str, object]:
+    """``["--dataroot", "DIR", "--filter-empty", "false", "--flag"]`` → ``{"dataroot": "DIR",
+    "filter_empty": False, "flag": True}``; values are YAML. Raises ``typer.BadParameter`` on a stray value."""
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise typer.BadParameter(f"unexpected argument {arg!r}: source options are --name value")
+        key, eq, raw = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                raw, i = args[i + 1], i + 1
+            else:
+                raw = "true"
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.replace("-", "_")] = raw
+        i += 1
+    return out
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected HxW (e.g. 256x448), got {text!r}", param_hint="--image-size") from None
+    if min(h, w) < 8:
+        raise typer.BadParameter(f"image size {h}x{w} is too small", param_hint="--image-size")
+    return h, w
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def convert(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="Source kind: a registered source (world, shards, nuscenes, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output shard directory (shard-*.tar + manifest.json)."),
+    image_size: str = typer.Option(None, "--image-size", help="Resize camera images to HxW (K rescaled); "
+                                   "default: as stored."),
+    image_format: str = typer.Option("jpeg", "--image-format", help="Camera images inside the shards: jpeg "
+                                     "(real data), png or npz (lossless). Labels are always lossless npz."),
+    label_format: list[str] = typer.Option([], "--label-format", help="LABEL=png stores a dense uint8 label "
+                                           "(drivable, lanes, bev_semantic...) as a viewable grey PNG instead of "
+                                           "npz (repeatable)."),
+    shard_size: int = typer.Option(64, "--shard-size", min=1, help="Samples per shard file."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Convert only the first N samples."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in OUT."),
+    report: Path = typer.Option(None, "--report", help="Also write the conversion report (JSON) here."),
+) -> None:
+    """Convert any registered data source into hydranet shards (streaming, bounded memory).
+
+    Source options follow KIND, e.g. `hydranet convert nuscenes --dataroot DIR --version v1.0-mini
+    --out SHARDS`. The report lists samples, label counts and the classes kept and dropped.
+    """
+
+    if image_format not in ("jpeg", "png", "npz"):
+        raise typer.BadParameter(f"must be jpeg, png or npz, got {image_format!r}", param_hint="--image-format")
+    size = parse_size(image_size)
+    label_formats: dict[str, str] = {}
+    for item in label_format:
+        name, _, fmt = item.partition("=")
+        if fmt not in ("png", "npz") or not name:
+            raise typer.BadParameter(f"expected LABEL=png or LABEL=npz, got {item!r}", param_hint="--label-format")
+        label_formats[name] = fmt
+    config = {"kind": kind, **parse_extra_options(list(ctx.args))}
+    with cli_errors():  # SourceError/SourceConfigError (bad options, missing files or tokens): exit 2
+        source = open_source(source_options(config, size), kind)
+    console = Console()
+    total = len(source) if limit is None else min(limit, len(source))
+    console.print(f"convert {kind}: {total} samples, cameras {list(source.camera_names)} -> {out}")
+    start = time.perf_counter()
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if done[0] % 10 == 0 or done[0] == total:
+            console.print(f"  {done[0]}/{total} samples ({done[0] / (time.perf_counter() - start):.2f}/s)")
+
+    with cli_errors():
+        manifest, rep = run(source, out, image_size=size, image_format=image_format, label_formats=label_formats,
+                            shard_size=shard_size, overwrite=overwrite, frames=limit, on_sample=tick)
+    mb = sum(s.bytes for s in manifest.shards) / 1e6
+    console.print(f"wrote {manifest.num_samples} samples ({manifest.image_size[0]}x{manifest.image_size[1]}, "
+                  f"{len(manifest.camera_names)} cameras) in {len(manifest.shards)} shards, {mb:.1f} MB")
+    console.print(f"labels: {rep['labels']}")
+    console.print(f"classes kept: {rep['class_map']['kept']}  dropped (unmapped): {rep['class_map']['dropped']}")
+    if "filtered_empty_boxes" in rep:
+        console.print(f"boxes without lidar/radar points filtered: {rep['filtered_empty_boxes']}")
+    if report is not None:
+        report.write_text(json.dumps(rep, indent=1) + "\n")

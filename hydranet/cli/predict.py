@@ -1,0 +1,48 @@
+"""CLI command: ``hydranet predict`` (a checkpoint's predictions on any dataset and rig, drawn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hydranet.checkpoint import CheckpointError
+from hydranet.cli.app import app
+from hydranet.data.manifest import ShardError
+from hydranet.datasets import SourceConfigError, SourceError
+from hydranet.predict import run_predict
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint, run directory or checkpoints directory."),
+    data: str = typer.Option(..., "--data", "-d", help="Any dataset: shards (path or URL), KIND:PATH "
+                             "(e.g. bdd100k:/data/bdd100k), a source YAML, or 'synthetic'."),
+    out: Path = typer.Option(Path("predict"), "--out", "-o", help="Directory for frame_XXXX.png/.npz and "
+                             "predictions.json."),
+    frames: int = typer.Option(None, "--frames", min=1, help="Frames to run (default: all)."),
+    tasks: str = typer.Option(None, "--tasks", help="Comma-separated heads (default: all), e.g. the camera "
+                              "tasks for a single dash cam."),
+    ground_truth: bool = typer.Option(False, "--ground-truth", help="Also draw the frames' labels, if any."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+) -> None:
+    """Draw a checkpoint's predictions on any dataset, whatever its rig (1, 6 or 8 cameras): the model takes
+    K and T per frame. `hydranet infer` does the same from an exported ONNX graph (fixed rig)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        typer.echo(f"  frame {done[0]}")
+
+    try:
+        result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
+                             on_frame=tick)
+    except (CheckpointError, SourceConfigError, SourceError, ShardError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(f"wrote {len(result['frames'])} frames to {out} (predictions.json, frame_XXXX.png)")

@@ -1,0 +1,194 @@
+"""Data sources: a registry of readers, one file per format, each a map-style dataset of ``Sample``.
+
+Built in: ``world`` (the synthetic 8-camera world), ``shards`` (hydranet's own tar shards) and
+``nuscenes`` (through nuscenes-devkit). ``open_source({"kind": ..., **options})`` builds one;
+``hydranet.datasets.open_dataset`` and training configs (``data.datasets.<name>: {kind: ..., ...}``) go
+through it, and ``hydranet convert KIND --out SHARDS --option value`` writes any of them to shards.
+
+How to add a source (say ``kitti``)
+-----------------------------------
+1. Create ``hydranet/data/sources/kitti.py``::
+
+       from hydranet.data.sources import Source, SourceOptions, register_source
+
+       class KittiOptions(SourceOptions):          # pydantic, extra="forbid": typos are errors
+           root: str                                # the folder holding training/
+           split: Literal["training"] = "training"
+
+       @register_source("kitti")
+       class KittiSource(Source):
+           Options = KittiOptions
+           path_option = "root"                     # "kitti:/data/kitti" fills this option
+           labels = frozenset({"detection2d", "objects3d"})         # what it can produce
+           classes = {"objects3d": ("Car", "Pedestrian", ...)}      # its own vocabulary
+           default_class_map = {"Car": "car", "Pedestrian": "pedestrian", "Cyclist": None}
+
+           def __init__(self, options: KittiOptions):
+               super().__init__(options)            # builds self.class_map from options.class_map
+               self.camera_names = ("front",)       # the rig; K and T come per Sample
+               self.frames = [...]                  # index the files; raise SourceError naming them
+           def __len__(self): return len(self.frames)
+           def __getitem__(self, i) -> Sample: ...  # images uint8 [N,3,H,W], K, T, labels
+           # optional: label_present(i, label) -> bool without decoding images (training uses it)
+
+2. Import it at the bottom of this file (built-ins) or expose it through the ``hydranet.sources``
+   entry-point group (plug-ins). Nothing else names sources.
+3. Test it on a tiny fixture written in the official format by the test itself.
+
+Rules every source keeps: ``Sample`` geometry follows ``hydranet/geometry.py`` (ego frame x forward,
+y left, z up; OpenCV cameras; ``T_ego_from_cam`` per camera; ``T_world_from_ego``; timestamps in
+seconds); images resized by ``image_size`` rescale K and nothing else; labels are the registered
+label formats (``hydranet.data.labels``) with classes mapped through ``self.class_map`` (unmapped
+classes are dropped and counted in ``self.class_map.dropped``); missing files or tokens raise
+``SourceError`` naming the file or token.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch.utils.data import Dataset
+
+from hydranet.data.labels import OBJECT_CLASSES, ClassMap
+from hydranet.data.sample import Sample
+
+
+class SourceError(ValueError):
+    """A source's files, tables or tokens are missing or malformed; the message names them."""
+
+
+class SourceConfigError(ValueError):
+    """A dataset config names an unknown kind or an unknown/invalid option; the message names the field."""
+
+
+class SourceOptions(BaseModel):
+    """Options every source takes. Subclasses add their own; unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    frames: int | None = Field(default=None, ge=1)  # use only the first ``frames`` samples (None = all)
+    # Dataset class name -> model class name (null = drop); merged over the source's default_class_map.
+    class_map: dict[str, str | None] = Field(default_factory=dict)
+
+
+class Source(Dataset):
+    """Base of every source: a map-style dataset of ``Sample`` plus what it declares about itself."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+    path_option: ClassVar[str | None] = None  # the option a bare path fills in "kind:PATH"
+    labels: ClassVar[frozenset[str]] = frozenset()  # labels this source can produce
+    classes: ClassVar[dict[str, tuple[str, ...]]] = {}  # label -> the dataset's own class names
+    default_class_map: ClassVar[dict[str, str | None]] = {}
+    # True: ``class_map`` keys must be classes of ``classes``/``default_class_map`` (a typo is an error);
+    # False for sources whose vocabulary is open (a user's own fleet labels).
+    closed_vocabulary: ClassVar[bool] = False
+    model_classes: ClassVar[tuple[str, ...]] = OBJECT_CLASSES  # what class_map maps onto
+
+    camera_names: tuple[str, ...] = ()
+
+    def __init__(self, options: SourceOptions):
+        self.options = options
+        vocabulary = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
+        unknown = sorted(set(options.class_map) - vocabulary)
+        if unknown and self.closed_vocabulary:
+            raise SourceConfigError(f"{self.kind}.class_map: {unknown} are not classes of this dataset "
+                                    f"(its classes: {sorted(vocabulary)})")
+        try:
+            self.class_map = ClassMap(self.default_class_map | dict(options.class_map), self.model_classes,
+                                      f"{self.kind}.class_map")
+        except ValueError as e:
+            raise SourceConfigError(str(e)) from None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What a shard manifest records as ``source``: kind, options, rig, labels, vocabulary."""
+        return {"kind": self.kind, "options": self.options.model_dump(mode="json"),
+                "camera_names": list(self.camera_names), "labels": sorted(self.labels),
+                "classes": {k: list(v) for k, v in self.classes.items()}}
+
+
+SOURCES: dict[str, type[Source]] = {}
+
+
+def register_source(kind: str):
+    """Class decorator: register a ``Source`` subclass under ``kind`` (the config's ``kind:``)."""
+
+    def deco(cls: type[Source]) -> type[Source]:
+        if kind in SOURCES and SOURCES[kind] is not cls:
+            raise ValueError(f"source kind '{kind}' registered twice ({SOURCES[kind].__module__}, {cls.__module__})")
+        cls.kind = kind
+        SOURCES[kind] = cls
+        return cls
+
+    return deco
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="hydranet.sources"):
+        try:
+            ep.load()
+        except Exception as e:  # a broken plug-in must name itself
+            raise ImportError(f"hydranet source plug-in '{ep.name}' ({ep.value}) failed to import: {e}") from e
+
+
+def source_class(kind: str, where: str = "kind") -> type[Source]:
+    if kind not in SOURCES:
+        _load_plugins()
+    if kind not in SOURCES:
+        raise SourceConfigError(f"{where}: unknown source kind '{kind}'; registered: {sorted(SOURCES)}")
+    return SOURCES[kind]
+
+
+def parse_options(config: Mapping[str, Any], where: str = "dataset") -> SourceOptions:
+    """Validate ``{"kind": ..., **options}``; errors name ``where.<field>``."""
+    if not isinstance(config, Mapping) or "kind" not in config:
+        raise SourceConfigError(f"{where}: a dataset config needs 'kind' (one of {sorted(SOURCES)})")
+    cls = source_class(str(config["kind"]), f"{where}.kind")
+    try:
+        return cls.Options.model_validate(dict(config))
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = "unknown option (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}{'.' + loc if loc else ''}: {msg.removeprefix('Value error, ')}")
+        raise SourceConfigError("; ".join(problems)) from None
+
+
+def open_source(config: Mapping[str, Any] | SourceOptions, where: str = "dataset") -> Source:
+    """A source from its config (``{"kind": "nuscenes", "dataroot": ..., ...}``) or parsed options.
+    The ``frames`` option is applied by the caller (``hydranet.datasets.open_dataset`` / training)."""
+    options = config if isinstance(config, SourceOptions) else parse_options(config, where)
+    return source_class(options.kind, f"{where}.kind")(options)
+
+
+def parse_source_spec(text: str) -> dict[str, Any] | None:
+    """``"kind:PATH"`` -> ``{"kind": kind, <path_option>: PATH}`` for a registered kind with a
+    ``path_option``; None when ``text`` is not of that form."""
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in SOURCES or "/" in kind:
+        return None
+    cls = SOURCES[kind]
+    if cls.path_option is None:
+        raise SourceConfigError(f"'{text}': source '{kind}' takes no path; give a config mapping instead")
+    return {"kind": kind, cls.path_option: rest}
+
+
+# The ``world`` kind registers from ``hydranet.world.source`` (the world package sits right of data);
+# ``hydranet.datasets`` imports every kind.
+for _name in ("shards", "nuscenes", "kitti", "bdd100k", "frames"):
+    importlib.import_module(f"{__name__}.{_name}")
+
+__all__ = ["SOURCES", "Source", "SourceOptions", "SourceError", "SourceConfigError", "register_source",
+           "open_source", "parse_options", "source_class", "parse_source_spec"]

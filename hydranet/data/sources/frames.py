@@ -1,0 +1,322 @@
+"""``frames``: a user's own rig and fleet data as hydranet ``Sample``s, from one JSON line per frame.
+
+The layout (documented for users in ``docs/own-rig.md``)::
+
+    FRAMES.jsonl                 one JSON object per line (blank lines and lines starting with # are skipped)
+    images/..., masks/..., ...   files the lines point to, relative to FRAMES.jsonl's folder (or absolute)
+
+One line::
+
+    {"scene_id": "drive-0001", "frame_index": 0, "timestamp": 1700000000.05,
+     "T_world_from_ego": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]],
+     "cameras": {"front": {"image": "images/front/000000.jpg",
+                           "K": [[1000,0,640],[0,1000,360],[0,0,1]],
+                           "T_ego_from_cam": [[0,0,1,1.5],[-1,0,0,0],[0,-1,0,1.4],[0,0,0,1]]}},
+     "labels": {"detection2d": {"boxes": [[100,200,180,260]], "classes": ["car"], "camera": ["front"]},
+                "objects3d": {"boxes": [[12.0,-1.5,0.8,4.5,1.9,1.6,0.05]], "classes": ["car"]},
+                "drivable": {"front": "masks/front/000000.png"}}}
+
+Frames: ``T_ego_from_cam`` maps OpenCV camera coordinates (x right, y down, z forward) into the ego
+frame (x forward, y left, z up, origin on the ground under the rear axle); ``T_world_from_ego`` is the
+ego pose in any fixed world frame; ``K`` is in pixels of the image file as stored; ``timestamp`` in
+seconds. Every line must list the same cameras in the same order (the rig), with images of one size
+(``image_size`` resizes them; K follows). Labels are optional per line and use hydranet's own formats
+(``hydranet.data.sample``): ragged labels as lists (class/state/camera given by name or index), dense
+per-camera labels as ``{camera: file}`` — uint8 PNG of ids for ``drivable``/``lanes``/``semantic``;
+``depth`` as a 16-bit PNG of metres x 256 (the KITTI depth convention, 0 = no depth) or a ``.npy`` of
+float32 metres — and ``ego_path`` inline ``[[x, y, yaw], ...]``.
+
+Class names in ``classes`` go through the config's ``class_map`` (default: hydranet's own names); a name it
+does not map is dropped with its box and counted. Config ``{kind: frames, index: FRAMES.jsonl, image_size: [H, W]}``;
+CLI ``hydranet convert frames --index FRAMES.jsonl --out SHARDS``. Any problem raises ``SourceError`` naming
+``FILE:LINE`` and the field (``cameras.front.K``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hydranet.data.labels import ClassMap
+from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
+from hydranet.geometry import resize_intrinsics
+
+__all__ = ["FramesSource", "FramesOptions", "FrameLine", "CameraEntry"]
+
+Matrix = list[list[float]]
+
+
+class CameraEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str
+    K: Matrix
+    T_ego_from_cam: Matrix
+
+
+class FrameLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scene_id: str
+    frame_index: int = 0
+    timestamp: float
+    T_world_from_ego: Matrix
+    cameras: dict[str, CameraEntry]
+    labels: dict[str, Any] = {}
+
+
+# Ragged labels: field -> (columns or None for [M], dtype, vocabulary for names, required).
+_RAGGED: dict[str, dict[str, tuple[int | None, torch.dtype, tuple[str, ...] | None, bool]]] = {
+    "detection2d": {"boxes": (4, torch.float32, None, True), "classes": (None, torch.int64, OBJECT_CLASSES, True),
+                    "camera": (None, torch.int64, "camera", True), "visible": (None, torch.float32, None, False),
+                    "track_id": (None, torch.int64, None, False)},
+    "traffic_light": {"boxes": (4, torch.float32, None, True), "camera": (None, torch.int64, "camera", True),
+                      "state": (None, torch.int64, LIGHT_STATES, True), "lane": (None, torch.int64, None, False),
+                      "track_id": (None, torch.int64, None, False)},
+    "objects3d": {"boxes": (7, torch.float32, None, True), "classes": (None, torch.int64, OBJECT_CLASSES, True),
+                  "velocity": (2, torch.float32, None, False), "track_id": (None, torch.int64, None, False)},
+}
+_DENSE_IDS = {"drivable": (0, 1), "lanes": (0, len(LANE_KINDS) - 1), "semantic": (0, len(SEMANTIC_CLASSES) - 1)}
+
+
+class FramesOptions(SourceOptions):
+    index: str  # the FRAMES.jsonl file
+    image_size: tuple[int, int] | None = None  # (H, W) every camera is resized to; None = as stored
+
+
+@register_source("frames")
+class FramesSource(Source):
+    """Map-style dataset over a ``FRAMES.jsonl`` index. Lines are parsed and validated when opened (so a bad
+    line fails before a long conversion starts); images and label files are read in ``__getitem__``.
+
+    ``image_size``: ``(H, W)`` to resize every camera to (K, 2D boxes and label maps follow); None keeps the
+    files' size, which must then agree across cameras. Class names go through ``class_map`` (default: the
+    model's own names); names it does not map are dropped with their boxes and counted; integers are model
+    class ids."""
+
+    Options = FramesOptions
+    path_option = "index"
+    labels = frozenset({*_RAGGED, *_DENSE_IDS, "depth", "ego_path"})
+    classes = {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
+    default_class_map = {c: c for c in OBJECT_CLASSES}
+
+    def __init__(self, options: FramesOptions):
+        # A fleet's class names are its own (an open vocabulary): any class_map key is accepted, unlike a
+        # published dataset's fixed list, so the base class's key check is skipped.
+        super().__init__(options.model_copy(update={"class_map": {}}))
+        self.options = options
+        self.class_map = ClassMap(self.default_class_map | dict(options.class_map), self.model_classes,
+                                  "frames.class_map")
+        self.path = Path(options.index).expanduser()
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: frames index not found")
+        self.base = self.path.parent
+        self.image_size = tuple(options.image_size) if options.image_size is not None else None
+        self.lines: list[tuple[int, FrameLine]] = []
+        with open(self.path, encoding="utf-8") as f:
+            for lineno, text in enumerate(f, 1):
+                if text.strip() and not text.lstrip().startswith("#"):
+                    self.lines.append((lineno, self._parse(lineno, text)))
+        if not self.lines:
+            raise SourceError(f"{self.path}: no frames")
+        first_no, first = self.lines[0]
+        self.camera_names = tuple(first.cameras)
+        if not self.camera_names:
+            raise SourceError(f"{self.path}:{first_no}: cameras: at least one camera is needed")
+        for lineno, line in self.lines[1:]:
+            if tuple(line.cameras) != self.camera_names:
+                raise SourceError(f"{self.path}:{lineno}: cameras: {list(line.cameras)} differ from the first "
+                                  f"line's {list(self.camera_names)} (the rig must be the same on every line)")
+
+    def label_present(self, index: int, label: str) -> bool:
+        return label in self.lines[index][1].labels
+
+    def _where(self, lineno: int, field: str = "") -> str:
+        return f"{self.path}:{lineno}" + (f": {field}" if field else "")
+
+    def _parse(self, lineno: int, text: str) -> FrameLine:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
+        try:
+            line = FrameLine.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "<line>"
+            msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+            raise SourceError(f"{self._where(lineno, loc)}: {msg}") from None
+        self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego")
+        if not math.isfinite(line.timestamp):
+            raise SourceError(f"{self._where(lineno, 'timestamp')}: must be finite")
+        for name, cam in line.cameras.items():
+            K = self._matrix(cam.K, (3, 3), lineno, f"cameras.{name}.K")
+            if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
+                                  "with fx, fy > 0")
+            T = self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam")
+            R = T[:3, :3]
+            if T[3].tolist() != [0.0, 0.0, 0.0, 1.0] or not torch.allclose(R @ R.T, torch.eye(3, dtype=R.dtype),
+                                                                            atol=1e-3):
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.T_ego_from_cam')}: not a rigid transform "
+                                  "(rotation must be orthonormal, last row 0 0 0 1)")
+        for label in line.labels:
+            if label not in _RAGGED and label not in _DENSE_IDS and label not in ("depth", "ego_path"):
+                raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
+                                  f"{sorted([*_RAGGED, *_DENSE_IDS, 'depth', 'ego_path'])})")
+        return line
+
+    def _matrix(self, m: Matrix, shape: tuple[int, int], lineno: int, field: str) -> torch.Tensor:
+        t = torch.tensor(m, dtype=torch.float64) if all(len(r) == shape[1] for r in m) else None
+        if t is None or tuple(t.shape) != shape:
+            raise SourceError(f"{self._where(lineno, field)}: expected a {shape[0]}x{shape[1]} matrix")
+        if not torch.isfinite(t).all():
+            raise SourceError(f"{self._where(lineno, field)}: non-finite value")
+        return t
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def _file(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.base / p
+
+    def __getitem__(self, index: int) -> Sample:
+        lineno, line = self.lines[index]
+        images, Ks, Ts, scales = [], [], [], []
+        size = self.image_size
+        for name, cam in line.cameras.items():
+            try:
+                img, (h0, w0) = load_rgb(self._file(cam.image), self.image_size)
+            except SourceError as e:
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from e
+            if size is None:
+                size = (h0, w0)
+            if tuple(img.shape[-2:]) != tuple(size):
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {w0}x{h0} differs from the other "
+                                  f"cameras' {size[1]}x{size[0]} (pass image_size to resize)")
+            sx, sy = size[1] / w0, size[0] / h0
+            images.append(img)
+            Ks.append(resize_intrinsics(torch.tensor(cam.K, dtype=torch.float64), sx, sy))
+            Ts.append(torch.tensor(cam.T_ego_from_cam, dtype=torch.float64))
+            scales.append((sx, sy))
+        labels = {k: self._label(lineno, k, v, size, scales) for k, v in line.labels.items()}
+        return Sample(images=torch.stack(images), intrinsics=torch.stack(Ks).float(),
+                      T_ego_from_cam=torch.stack(Ts).float(),
+                      T_world_from_ego=torch.tensor(line.T_world_from_ego, dtype=torch.float32),
+                      timestamp=line.timestamp, scene_id=line.scene_id, frame_index=line.frame_index,
+                      camera_names=self.camera_names, labels=labels)
+
+    # ---- labels --------------------------------------------------------------------------------
+    def _label(self, lineno: int, name: str, value: Any, size: tuple[int, int], scales: list) -> Any:
+        where = f"labels.{name}"
+        if name in _RAGGED:
+            return self._ragged(lineno, name, value, scales)
+        if name == "ego_path":
+            return self._array(lineno, where, value, 3, torch.float32)
+        if not isinstance(value, dict) or set(value) != set(self.camera_names):
+            raise SourceError(f"{self._where(lineno, where)}: expected {{camera: file}} for every camera "
+                              f"{list(self.camera_names)}")
+        maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size)
+                for cam in self.camera_names]
+        return torch.from_numpy(np.stack(maps))
+
+    def _dense_file(self, lineno: int, where: str, name: str, path: Path, size: tuple[int, int]) -> np.ndarray:
+        if not path.is_file():
+            raise SourceError(f"{self._where(lineno, where)}: {path} not found")
+        try:
+            if path.suffix == ".npy":
+                a = np.load(path, allow_pickle=False)
+            else:
+                with Image.open(path) as im:
+                    a = np.asarray(im)
+        except (OSError, ValueError) as e:
+            raise SourceError(f"{self._where(lineno, where)}: cannot read {path} ({e})") from e
+        if a.ndim != 2:
+            raise SourceError(f"{self._where(lineno, where)}: {path} must be a single-channel map, got {a.shape}")
+        if name == "depth":
+            depth = a.astype(np.float32) / 256.0 if a.dtype == np.uint16 else a.astype(np.float32)
+            if a.dtype not in (np.uint16, np.float32, np.float64):
+                raise SourceError(f"{self._where(lineno, where)}: depth must be a uint16 PNG (m x 256) or float .npy")
+            if not np.isfinite(depth).all() or (depth < 0).any():
+                raise SourceError(f"{self._where(lineno, where)}: depth must be finite and >= 0 (0 = no depth)")
+            return resize_label_map(depth, size)
+        lo, hi = _DENSE_IDS[name]
+        if a.dtype != np.uint8 or a.max(initial=0) > hi:
+            raise SourceError(f"{self._where(lineno, where)}: {name} must be uint8 ids in {lo}..{hi}, got {a.dtype} "
+                              f"max {a.max(initial=0)}")
+        return resize_label_map(a, size)
+
+    def _array(self, lineno: int, where: str, value: Any, cols: int | None, dtype: torch.dtype) -> torch.Tensor:
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise SourceError(f"{self._where(lineno, where)}: not a list of numbers ({e})") from e
+        if a.size == 0:
+            a = a.reshape((0, cols) if cols else (0,))
+        if (cols is None and a.ndim != 1) or (cols is not None and (a.ndim != 2 or a.shape[1] != cols)):
+            raise SourceError(f"{self._where(lineno, where)}: expected shape [M{', ' + str(cols) if cols else ''}], "
+                              f"got {list(a.shape)}")
+        if not np.isfinite(a).all():
+            raise SourceError(f"{self._where(lineno, where)}: non-finite value")
+        return torch.from_numpy(a).to(dtype)
+
+    def _ragged(self, lineno: int, name: str, value: Any, scales: list) -> dict[str, torch.Tensor]:
+        if not isinstance(value, dict):
+            raise SourceError(f"{self._where(lineno, f'labels.{name}')}: expected an object of fields")
+        spec = _RAGGED[name]
+        unknown = set(value) - set(spec)
+        if unknown:
+            raise SourceError(f"{self._where(lineno, f'labels.{name}.{sorted(unknown)[0]}')}: unknown field "
+                              f"(known: {list(spec)})")
+        out: dict[str, torch.Tensor] = {}
+        for field, (cols, dtype, vocab, required) in spec.items():
+            where = f"labels.{name}.{field}"
+            if field not in value:
+                if required:
+                    raise SourceError(f"{self._where(lineno, where)}: missing")
+                continue
+            v = value[field]
+            if vocab is not None:
+                if not isinstance(v, list):
+                    raise SourceError(f"{self._where(lineno, where)}: expected a list")
+                names = self.camera_names if vocab == "camera" else vocab
+                v = [self._vocab(lineno, f"{where}[{i}]", x, names, field == "classes") for i, x in enumerate(v)]
+            out[field] = self._array(lineno, where, v, cols, dtype)
+        m = len(out["boxes"])
+        for field, t in out.items():
+            if len(t) != m:
+                raise SourceError(f"{self._where(lineno, f'labels.{name}.{field}')}: {len(t)} entries, boxes has {m}")
+        if "classes" in out:  # classes the class_map drops (-1) take their boxes with them
+            keep = out["classes"] >= 0
+            out = {k: t[keep] for k, t in out.items()}
+            m = int(keep.sum())
+        if "camera" in out and name != "objects3d":  # pixel boxes follow their camera's resize
+            for i, cam in enumerate(out["camera"].tolist()):
+                out["boxes"][i] = scale_boxes(out["boxes"][i:i + 1], *scales[cam])[0]
+        if "visible" in spec and "visible" not in out:
+            out["visible"] = torch.ones(m)
+        if "track_id" not in out:
+            out["track_id"] = torch.arange(m, dtype=torch.int64)
+        return out
+
+    def _vocab(self, lineno: int, where: str, x: Any, names: tuple[str, ...], mapped: bool) -> int:
+        if isinstance(x, str) and mapped:
+            c = self.class_map(x)  # the dataset's class name -> model class id, or dropped and counted
+            return -1 if c is None else c
+        if isinstance(x, str):
+            if x not in names:
+                raise SourceError(f"{self._where(lineno, where)}: '{x}' is not one of {list(names)}")
+            return names.index(x)
+        if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < len(names):
+            return x
+        raise SourceError(f"{self._where(lineno, where)}: {x!r} is neither a name in {list(names)} nor an index")

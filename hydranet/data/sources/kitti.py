@@ -1,0 +1,281 @@
+"""KITTI object detection benchmark (Geiger et al., CVPR 2012) as hydranet ``Sample``s: one camera (``image_2``).
+
+Layout read (the official ``data_object_*`` zips unpacked)::
+
+    ROOT/training/image_2/000008.png      left colour camera, rectified, ~1242x375
+    ROOT/training/calib/000008.txt        P0..P3, R0_rect, Tr_velo_to_cam, Tr_imu_to_velo (3x4 / 3x3, row-major)
+    ROOT/training/label_2/000008.txt      15 fields per object (absent for the testing split)
+    ROOT/training/velodyne[_reduced]/000008.bin   float32 x, y, z, reflectance (optional, for sparse depth)
+
+Frames (devkit ``readme.txt``):
+- A label's ``location`` is the *bottom centre* of the box in rectified camera-0 coordinates
+  (x right, y down, z forward); ``dimensions`` are height, width, length (m); ``rotation_y`` turns about the
+  camera y axis, 0 = the car's length along camera +x. ``X_rect = R0_rect @ Tr_velo_to_cam @ X_velo`` and a
+  rectified point projects into ``image_2`` by ``P2 = K2 [I | t2]`` (``t2 = K2^-1 P2[:, 3]``, the 6 cm offset
+  of camera 2 from camera 0 in the rectified frame).
+- **hydranet's ego frame for KITTI** is the Velodyne frame (x forward, y left, z up) moved straight down to the
+  ground: origin on the road under the Velodyne, ``VELODYNE_HEIGHT`` = 1.73 m (the KITTI setup sheet's mounting
+  height). So ``T_ego_from_velo`` is a pure +1.73 m z translation, and the camera is
+  ``T_ego_from_cam = T_ego_from_velo @ (T(t2) R0_rect Tr_velo_to_cam)^-1`` with K = ``P2[:, :3]``.
+  KITTI object frames carry no pose: ``T_world_from_ego`` is the identity and the timestamp 0.
+
+Labels produced (formats of ``hydranet.data.sample``):
+- ``objects3d``: boxes (x, y, z centre, l, w, h, yaw) in the ego frame, yaw from the heading
+  ``(cos ry, 0, -sin ry)`` moved into the ego frame (== ``-ry - pi/2`` up to the small calibration
+  rotation). No velocity (KITTI object has none): the field is left out. ``DontCare`` regions and classes
+  the ``class_map`` does not map are dropped and counted (``class_map.report()``, the convert report).
+- ``detection2d``: the label's 2D box (scaled with the image), ``visible`` = (1 - truncation) x
+  ``OCCLUSION_VISIBLE[occluded]``, plus the raw ``truncated`` float32 and ``occluded`` int64 fields.
+- ``depth`` (when a Velodyne file exists and ``depth=True``): sparse z-depth from the points projected into
+  ``image_2`` (0 = no return); the reduced cloud of mmdet3d's ``velodyne_reduced`` works the same.
+
+Config: ``{kind: kitti, root: DIR, image_size: [H, W], depth: true}``; CLI ``hydranet convert kitti --root DIR
+--image-size 256x832 --out SHARDS``. Errors (missing file, wrong field count, non-finite number) raise
+``SourceError`` naming file and line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import field_validator
+from torch import Tensor
+
+from hydranet.data.sample import Sample
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
+from hydranet.geometry import make_transform, resize_intrinsics, transform_points
+
+__all__ = ["KittiSource", "KittiOptions", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels",
+           "KITTI_CLASSES",
+           "DEFAULT_CLASS_MAP", "VELODYNE_HEIGHT", "OCCLUSION_VISIBLE"]
+
+KITTI_CLASSES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
+# KITTI class -> hydranet OBJECT_CLASSES (config ``class_map`` overrides entries). Van is a car-shaped vehicle;
+# Cyclist, Tram and Misc have no model class and DontCare marks ignore regions: dropped and counted.
+DEFAULT_CLASS_MAP: dict[str, str | None] = {"Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "pedestrian",
+                                            "Person_sitting": "pedestrian", "Cyclist": None, "Tram": None,
+                                            "Misc": None, "DontCare": None}
+VELODYNE_HEIGHT = 1.73  # metres above the road (KITTI sensor setup)
+# Visible fraction for KITTI's occlusion states 0 fully visible, 1 partly, 2 largely occluded, 3 unknown.
+OCCLUSION_VISIBLE: dict[int, float] = {0: 1.0, 1: 0.6, 2: 0.3, 3: 0.5}
+_CALIB_KEYS = {"P2": 12, "R0_rect": 9, "Tr_velo_to_cam": 12}
+
+
+class KittiCalib:
+    """Parsed ``calib/*.txt``: ``P2`` [3,4], ``R0_rect`` [3,3], ``Tr_velo_to_cam`` [3,4] as float64 tensors."""
+
+    def __init__(self, P2: Tensor, R0_rect: Tensor, Tr_velo_to_cam: Tensor):
+        self.P2, self.R0_rect, self.Tr_velo_to_cam = P2, R0_rect, Tr_velo_to_cam
+
+    @property
+    def K(self) -> Tensor:
+        """Camera-2 intrinsics [3, 3] float64 (pixels at the file's resolution)."""
+        return self.P2[:, :3].clone()
+
+    @property
+    def T_rect_from_velo(self) -> Tensor:
+        """4x4: Velodyne -> rectified camera-0 frame (``R0_rect @ Tr_velo_to_cam``)."""
+        R0 = torch.eye(4, dtype=torch.float64)
+        R0[:3, :3] = self.R0_rect
+        Tr = torch.eye(4, dtype=torch.float64)
+        Tr[:3] = self.Tr_velo_to_cam
+        return R0 @ Tr
+
+    @property
+    def T_cam2_from_rect(self) -> Tensor:
+        """4x4 translation by ``t2 = K^-1 P2[:, 3]``: rectified camera-0 frame -> camera-2 (OpenCV) frame."""
+        t2 = torch.linalg.solve(self.K, self.P2[:, 3])
+        return make_transform(torch.eye(3, dtype=torch.float64), t2)
+
+    @property
+    def T_ego_from_rect(self) -> Tensor:
+        T_ego_from_velo = make_transform(torch.eye(3, dtype=torch.float64),
+                                         torch.tensor([0.0, 0.0, VELODYNE_HEIGHT], dtype=torch.float64))
+        return T_ego_from_velo @ torch.linalg.inv(self.T_rect_from_velo)
+
+    @property
+    def T_ego_from_cam(self) -> Tensor:
+        """4x4 float64: camera 2 (OpenCV) -> ego (Velodyne frame on the ground)."""
+        return self.T_ego_from_rect @ torch.linalg.inv(self.T_cam2_from_rect)
+
+
+class KittiObjectLabel:
+    """One ``label_2`` line (devkit field order)."""
+
+    __slots__ = ("cls", "truncated", "occluded", "alpha", "box2d", "hwl", "location", "rotation_y")
+
+    def __init__(self, cls: str, truncated: float, occluded: int, alpha: float, box2d: list[float],
+                 hwl: list[float], location: list[float], rotation_y: float):
+        self.cls, self.truncated, self.occluded, self.alpha = cls, truncated, occluded, alpha
+        self.box2d, self.hwl, self.location, self.rotation_y = box2d, hwl, location, rotation_y
+
+
+def _numbers(values: list[str], where: str) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except ValueError as e:
+        raise SourceError(f"{where}: not a number ({e})") from e
+    if not all(math.isfinite(v) for v in out):
+        raise SourceError(f"{where}: non-finite number in {values}")
+    return out
+
+
+def read_calib(path: str | os.PathLike) -> KittiCalib:
+    """Parse a KITTI object ``calib/*.txt`` (``KEY: v1 v2 ...`` lines). Raises ``SourceError`` naming the
+    file and key when one of P2, R0_rect, Tr_velo_to_cam is missing or has the wrong number of values."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: calibration file not found")
+    found: dict[str, list[float]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, rest = line.partition(":")
+        if not sep:
+            raise SourceError(f"{path}:{lineno}: expected 'KEY: values', got {line[:40]!r}")
+        key = key.strip()
+        if key in _CALIB_KEYS:
+            values = _numbers(rest.split(), f"{path}:{lineno} ({key})")
+            if len(values) != _CALIB_KEYS[key]:
+                raise SourceError(f"{path}:{lineno}: {key} has {len(values)} values, expected {_CALIB_KEYS[key]}")
+            found[key] = values
+    missing = [k for k in _CALIB_KEYS if k not in found]
+    if missing:
+        raise SourceError(f"{path}: missing calibration entries {missing}")
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in found.items()}
+    return KittiCalib(t["P2"].reshape(3, 4), t["R0_rect"].reshape(3, 3), t["Tr_velo_to_cam"].reshape(3, 4))
+
+
+def read_labels(path: str | os.PathLike) -> list[KittiObjectLabel]:
+    """Parse a ``label_2/*.txt`` file (15 whitespace-separated fields per line; a 16th score field, as in
+    result files, is accepted and ignored). Raises ``SourceError`` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: label file not found")
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        f = line.split()
+        if not f:
+            continue
+        if len(f) not in (15, 16):
+            raise SourceError(f"{path}:{lineno}: {len(f)} fields, a KITTI label line has 15")
+        v = _numbers(f[1:15], f"{path}:{lineno}")
+        out.append(KittiObjectLabel(cls=f[0], truncated=v[0], occluded=int(v[1]), alpha=v[2], box2d=v[3:7],
+                                    hwl=v[7:10], location=v[10:13], rotation_y=v[13]))
+    return out
+
+
+class KittiOptions(SourceOptions):
+    root: str  # the folder holding training/ (or the split folder itself)
+    split: Literal["training", "testing"] = "training"
+    image_size: tuple[int, int] | None = None  # (H, W); KITTI images vary by a few pixels, shards need one size
+    depth: bool = True  # sparse depth from velodyne/ or velodyne_reduced/ when present
+    ids: list[str] | None = None  # frame ids (default: every image_2/*.png, sorted)
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 8:
+            raise ValueError(f"image_size {v} is too small")
+        return v
+
+
+@register_source("kitti")
+class KittiSource(Source):
+    """KITTI object frames (one camera, ``CAM2``); see the module docstring for frames and labels."""
+
+    Options = KittiOptions
+    path_option = "root"
+    labels = frozenset({"objects3d", "detection2d", "depth"})
+    classes = {"objects3d": KITTI_CLASSES, "detection2d": KITTI_CLASSES}
+    default_class_map = DEFAULT_CLASS_MAP
+    camera_names = ("CAM2",)
+
+    def __init__(self, options: KittiOptions):
+        super().__init__(options)
+        root = Path(options.root).expanduser()
+        self.dir = root if (root / "image_2").is_dir() else root / options.split
+        if not (self.dir / "image_2").is_dir():
+            raise SourceError(f"{root}: no image_2/ folder (expected {root / options.split / 'image_2'})")
+        self.image_size = tuple(options.image_size) if options.image_size is not None else None
+        self.depth = options.depth
+        self.ids = list(options.ids) if options.ids is not None else \
+            sorted(p.stem for p in (self.dir / "image_2").glob("*.png"))
+        if not self.ids:
+            raise SourceError(f"{self.dir / 'image_2'}: no .png images")
+
+    def label_present(self, index: int, label: str) -> bool:
+        frame = self.ids[index]
+        if label == "depth":
+            return self.depth and self._velodyne(frame) is not None
+        return label in ("objects3d", "detection2d") and (self.dir / "label_2" / f"{frame}.txt").is_file()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _velodyne(self, frame: str) -> Path | None:
+        for sub in ("velodyne", "velodyne_reduced"):
+            p = self.dir / sub / f"{frame}.bin"
+            if p.is_file():
+                return p
+        return None
+
+    def __getitem__(self, index: int) -> Sample:
+        frame = self.ids[index]
+        image, (h0, w0) = load_rgb(self.dir / "image_2" / f"{frame}.png", self.image_size)
+        h, w = image.shape[-2:]
+        sx, sy = w / w0, h / h0
+        calib = read_calib(self.dir / "calib" / f"{frame}.txt")
+        K = resize_intrinsics(calib.K, sx, sy)
+        labels: dict = {}
+        label_path = self.dir / "label_2" / f"{frame}.txt"
+        if label_path.is_file():
+            labels.update(self._objects(read_labels(label_path), calib, sx, sy))
+        velo = self._velodyne(frame) if self.depth else None
+        if velo is not None:
+            raw = np.fromfile(velo, dtype=np.float32)
+            if raw.size % 4:
+                raise SourceError(f"{velo}: {raw.size} floats, not a multiple of 4 (x, y, z, reflectance)")
+            pts = torch.from_numpy(raw.reshape(-1, 4)[:, :3].astype(np.float64))
+            T_cam_from_velo = calib.T_cam2_from_rect @ calib.T_rect_from_velo
+            labels["depth"] = sparse_depth(transform_points(T_cam_from_velo, pts), K, (h, w))[None]
+        return Sample(images=image[None], intrinsics=K.float()[None], T_ego_from_cam=calib.T_ego_from_cam.float()[None],
+                      T_world_from_ego=torch.eye(4), timestamp=0.0, scene_id=f"kitti/{frame}", frame_index=0,
+                      camera_names=self.camera_names, labels=labels)
+
+    def _objects(self, objects: list[KittiObjectLabel], calib: KittiCalib, sx: float, sy: float) -> dict:
+        keep, ids = [], []
+        for o in objects:
+            c = self.class_map(o.cls)  # counts kept / dropped per KITTI class
+            if c is not None:
+                keep.append(o)
+                ids.append(c)
+        classes = torch.tensor(ids, dtype=torch.int64)
+        T = calib.T_ego_from_rect
+        boxes3d = torch.zeros(len(keep), 7, dtype=torch.float64)
+        for i, o in enumerate(keep):
+            hh, ww, ll = o.hwl
+            bottom = torch.tensor(o.location, dtype=torch.float64)
+            centre = bottom - torch.tensor([0.0, hh / 2, 0.0], dtype=torch.float64)  # camera y points down
+            heading = torch.tensor([math.cos(o.rotation_y), 0.0, -math.sin(o.rotation_y)], dtype=torch.float64)
+            c = transform_points(T, centre[None])[0]
+            d = T[:3, :3] @ heading
+            boxes3d[i] = torch.tensor([c[0], c[1], c[2], ll, ww, hh, math.atan2(d[1], d[0])])
+        boxes2d = torch.tensor([o.box2d for o in keep], dtype=torch.float32).reshape(-1, 4)
+        truncated = torch.tensor([o.truncated for o in keep], dtype=torch.float32)
+        occluded = torch.tensor([o.occluded for o in keep], dtype=torch.int64)
+        visible = (1 - truncated.clamp(0, 1)) * torch.tensor([OCCLUSION_VISIBLE.get(o.occluded, 0.5) for o in keep],
+                                                             dtype=torch.float32)
+        track = torch.arange(len(keep), dtype=torch.int64)
+        return {
+            "objects3d": {"boxes": boxes3d.float(), "classes": classes, "track_id": track},
+            "detection2d": {"boxes": scale_boxes(boxes2d, sx, sy), "classes": classes.clone(),
+                            "camera": torch.zeros(len(keep), dtype=torch.int64), "visible": visible,
+                            "track_id": track.clone(), "truncated": truncated, "occluded": occluded},
+        }

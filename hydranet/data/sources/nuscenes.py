@@ -1,0 +1,410 @@
+"""``nuscenes``: every keyframe of a nuScenes release as a 6-camera ``Sample``, through nuscenes-devkit.
+
+Follows the devkit (``NuScenes`` tables, ``create_splits_scenes`` splits, ``box_velocity``,
+``view_points``, ``LidarPointCloud``) and the frame conventions of its detection evaluation:
+
+- **Ego frame** of a sample = the ego pose at its ``LIDAR_TOP`` keyframe timestamp;
+  ``T_world_from_ego`` is that ``ego_pose``. Each camera's ``T_ego_from_cam`` =
+  ``inv(T_world_from_ego_lidar) @ T_world_from_ego_cam @ T_ego_from_cam(calibrated_sensor)``, i.e. it
+  includes the ego motion between the camera's own exposure and the lidar instant, so a point in the
+  sample's ego frame projects exactly where the camera saw it on a moving car.
+- **Cameras** (OpenCV, as nuScenes): ``CAM_FRONT, CAM_FRONT_LEFT, CAM_FRONT_RIGHT, CAM_BACK_LEFT,
+  CAM_BACK_RIGHT, CAM_BACK`` by default; K from ``calibrated_sensor.camera_intrinsic``, rescaled
+  when ``image_size`` resizes the 1600×900 images.
+- **Timestamps**: seconds since the scene's first keyframe (``scene_id`` = scene name).
+
+Labels (model vocabulary through ``class_map``; nuScenes' 10 detection classes via the devkit's
+``category_to_detection_name``; categories outside them and unmapped classes are dropped and
+counted in ``class_map.dropped``):
+
+- ``objects3d``: annotation boxes in the ego frame (l, w, h from nuScenes' w, l, h), velocity from
+  ``box_velocity`` rotated into the ego frame (NaN where the devkit cannot compute it: a lone
+  keyframe), ``track_id`` from the instance token. Boxes with no lidar and no radar point are
+  removed, as the devkit's detection eval does (``filter_empty``).
+- ``detection2d``: the kept boxes' 8 corners projected (``view_points``) into each camera, corners
+  behind the camera dropped, the hull clipped to the image; ``visible`` from the annotation's
+  visibility level (v0-40 → 0.2, v40-60 → 0.5, v60-80 → 0.7, v80-100 → 0.9; an empty token → 1.0).
+- ``depth`` (sparse): ``LIDAR_TOP`` points moved into each camera (lidar → ego at the lidar instant
+  → camera) and z-buffered at the output resolution; 0 = no point (a validity mask: depth > 0).
+  The depth task's loss and ``DepthMetric`` score only pixels with depth > 0.
+- ``bev_semantic``: vehicle and pedestrian (and cone) occupancy rasterised from the kept boxes on
+  ``grid``; ``bev_semantic_known`` marks those channels, so drivable/lanes/sidewalk (no map) are
+  absent, not "empty".
+- ``ego_path``: future ego poses (x, y, yaw in the current ego frame) interpolated from the
+  LIDAR_TOP ego poses at ``ego_path_rate_hz`` over ``ego_path_seconds``; absent when the log does
+  not reach that far.
+
+Missing images, lidar files, tables or tokens raise ``SourceError`` naming the file or token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import Field, field_validator
+
+from hydranet.data.labels import BEV_CLASSES
+from hydranet.data.sample import Sample
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.geometry import BevGrid, box_corners
+
+CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
+                            "CAM_BACK")
+DETECTION_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian",
+                                      "motorcycle", "bicycle", "traffic_cone", "barrier")
+# nuScenes detection class -> model class. Buses, trailers and construction vehicles are large vehicles:
+# the model's "truck". Two-wheelers and barriers have no model class: dropped and counted.
+DEFAULT_CLASS_MAP: dict[str, str | None] = {
+    "car": "car", "truck": "truck", "bus": "truck", "trailer": "truck", "construction_vehicle": "truck",
+    "pedestrian": "pedestrian", "traffic_cone": "cone", "motorcycle": None, "bicycle": None, "barrier": None,
+}
+VISIBILITY: dict[str, float] = {"1": 0.2, "2": 0.5, "3": 0.7, "4": 0.9, "": 1.0}
+# Model class -> BEV channel rasterised from boxes.
+BEV_FROM_CLASS: dict[str, str] = {"car": "vehicle", "truck": "vehicle", "pedestrian": "pedestrian", "cone": "cone"}
+
+
+class NuScenesOptions(SourceOptions):
+    dataroot: str
+    version: str = "v1.0-mini"
+    split: str | None = None  # a create_splits_scenes() split (mini_train, val, ...); None = every scene
+    cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), min_length=1)
+    image_size: tuple[int, int] | None = None  # (H, W) output size; None = as stored (900, 1600)
+    grid: dict[str, Any] = Field(default_factory=lambda: BevGrid().to_dict())  # BevGrid of bev_semantic
+    filter_empty: bool = True  # drop boxes with no lidar and no radar point (devkit detection eval)
+    min_lidar_depth: float = Field(1.0, gt=0)  # metres; the devkit's map_pointcloud_to_image min_dist
+    ego_path_seconds: float = Field(3.0, gt=0)
+    ego_path_rate_hz: float = Field(10.0, gt=0)
+    labels: list[str] | None = None  # produce only these labels (None = all)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: dict[str, Any]) -> dict[str, Any]:
+        BevGrid.from_dict(BevGrid().to_dict() | v)  # raises ValueError naming the bad range
+        return BevGrid().to_dict() | v
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 8:
+            raise ValueError(f"image_size {v} is too small")
+        return v
+
+
+def _pose(translation: Any, rotation: Any) -> np.ndarray:
+    from pyquaternion import Quaternion
+
+    T = np.eye(4)
+    T[:3, :3] = Quaternion(rotation).rotation_matrix
+    T[:3, 3] = translation
+    return T
+
+
+def track_id(instance_token: str) -> int:
+    """A stable non-negative int64 for an instance token."""
+    return int.from_bytes(hashlib.md5(instance_token.encode()).digest()[:7], "little")
+
+
+@register_source("nuscenes")
+class NuScenesSource(Source):
+    Options = NuScenesOptions
+    path_option = "dataroot"
+    labels = frozenset({"objects3d", "detection2d", "depth", "bev_semantic", "bev_semantic_known", "ego_path"})
+    classes = {"objects3d": DETECTION_CLASSES, "detection2d": DETECTION_CLASSES}
+    default_class_map = DEFAULT_CLASS_MAP
+    closed_vocabulary = True
+
+    def __init__(self, options: NuScenesOptions):
+        super().__init__(options)
+        self.opt = options
+        self.root = Path(options.dataroot)
+        self.camera_names = tuple(options.cameras)
+        self.grid = BevGrid.from_dict(options.grid)
+        self.want = frozenset(options.labels) if options.labels is not None else self.labels
+        unknown = sorted(self.want - self.labels)
+        if unknown:
+            raise SourceError(f"nuscenes.labels: {unknown} cannot be produced (this source makes "
+                              f"{sorted(self.labels)})")
+        self.empty_boxes = 0  # boxes removed by filter_empty (no lidar and no radar point), counted
+        self.nusc = self._load()
+        self.keyframes = self._index()
+
+    # -- tables and index ----------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        from nuscenes.nuscenes import NuScenes
+
+        tables = self.root / self.opt.version
+        if not tables.is_dir():
+            raise SourceError(f"nuScenes tables not found: {tables} (dataroot={self.root}, version={self.opt.version})")
+        for name in ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose",
+                     "log", "scene", "sample", "sample_data", "sample_annotation", "map"):
+            if not (tables / f"{name}.json").is_file():
+                raise SourceError(f"nuScenes table missing: {tables / f'{name}.json'}")
+        try:
+            return NuScenes(version=self.opt.version, dataroot=str(self.root), verbose=False)
+        except (AssertionError, FileNotFoundError, KeyError, ValueError) as e:
+            raise SourceError(f"nuscenes-devkit cannot load {tables}: {type(e).__name__}: {e}") from e
+
+    def _get(self, table: str, token: str) -> dict[str, Any]:
+        try:
+            return self.nusc.get(table, token)
+        except KeyError:
+            raise SourceError(f"nuScenes {table} token '{token}' not found in {self.root / self.opt.version}") from None
+
+    def _index(self) -> list[tuple[str, int, str, float]]:
+        """(scene name, frame index, sample token, scene start in µs) of every keyframe, in scene order."""
+        scenes = self.nusc.scene
+        if self.opt.split is not None:
+            from nuscenes.utils.splits import create_splits_scenes
+
+            splits = create_splits_scenes()
+            if self.opt.split not in splits:
+                raise SourceError(f"nuscenes.split: unknown split '{self.opt.split}'; devkit splits: {sorted(splits)}")
+            names = set(splits[self.opt.split])
+            scenes = [s for s in scenes if s["name"] in names]
+            if not scenes:
+                raise SourceError(f"nuscenes.split '{self.opt.split}': none of its scenes is in "
+                                  f"{self.root / self.opt.version}")
+        out = []
+        for scene in scenes:
+            token, k, start = scene["first_sample_token"], 0, None
+            while token:
+                sample = self._get("sample", token)
+                start = sample["timestamp"] if start is None else start
+                out.append((scene["name"], k, token, start))
+                token, k = sample["next"], k + 1
+        if not out:
+            raise SourceError(f"no keyframes in {self.root / self.opt.version}")
+        return out
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def label_present(self, index: int, label: str) -> bool:
+        if label not in self.want:
+            return False
+        if label == "ego_path":
+            return self._ego_path(self._lidar(index)) is not None
+        return True
+
+    # -- one keyframe ----------------------------------------------------------------------------
+
+    def _lidar(self, index: int) -> dict[str, Any]:
+        return self._get("sample_data", self._get("sample", self.keyframes[index][2])["data"]["LIDAR_TOP"])
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} nuScenes keyframes")
+        scene, frame, token, start = self.keyframes[index]
+        sample = self._get("sample", token)
+        sd_lidar = self._lidar(index)
+        ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
+        T_world_from_ego = _pose(ep["translation"], ep["rotation"])
+        T_ego_from_world = np.linalg.inv(T_world_from_ego)
+        images, Ks, Ts, sizes = [], [], [], []
+        for cam in self.camera_names:
+            if cam not in sample["data"]:
+                raise SourceError(f"sample {token}: no {cam} sample_data (has {sorted(sample['data'])})")
+            sd = self._get("sample_data", sample["data"][cam])
+            cs = self._get("calibrated_sensor", sd["calibrated_sensor_token"])
+            ep_cam = self._get("ego_pose", sd["ego_pose_token"])
+            T = T_ego_from_world @ _pose(ep_cam["translation"], ep_cam["rotation"]) @ _pose(cs["translation"],
+                                                                                          cs["rotation"])
+            img, K = self._image(sd, np.asarray(cs["camera_intrinsic"], dtype=np.float64))
+            images.append(img)
+            Ks.append(K)
+            Ts.append(T)
+            sizes.append(img.shape[:2])
+        if len(set(sizes)) != 1:
+            raise SourceError(f"sample {token}: cameras have different image sizes {sizes}; set image_size")
+        h, w = sizes[0]
+        K = np.stack(Ks)
+        T_ego_from_cam = np.stack(Ts)
+        labels: dict[str, Any] = {}
+        boxes = self._boxes(sample, T_ego_from_world)
+        if "objects3d" in self.want:
+            labels["objects3d"] = {k: boxes[k] for k in ("boxes", "velocity", "classes", "track_id")}
+        if "detection2d" in self.want:
+            labels["detection2d"] = self._boxes2d(boxes, K, T_ego_from_cam, (h, w))
+        if "depth" in self.want:
+            labels["depth"] = self._depth(sd_lidar, K, T_ego_from_cam, (h, w))
+        if "bev_semantic" in self.want:
+            labels["bev_semantic"], labels["bev_semantic_known"] = self._bev(boxes)
+        if "ego_path" in self.want:
+            path = self._ego_path(sd_lidar)
+            if path is not None:
+                labels["ego_path"] = path
+        return Sample(images=torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()),
+                      intrinsics=torch.from_numpy(K).float(), T_ego_from_cam=torch.from_numpy(T_ego_from_cam).float(),
+                      T_world_from_ego=torch.from_numpy(T_world_from_ego).float(),
+                      timestamp=(sample["timestamp"] - start) / 1e6, scene_id=scene, camera_names=self.camera_names,
+                      frame_index=frame, labels=labels)
+
+    def _image(self, sd: dict[str, Any], K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        path = self.root / sd["filename"]
+        if not path.is_file():
+            raise SourceError(f"camera image missing: {path} (sample_data {sd['token']})")
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w0, h0 = im.size
+                if self.opt.image_size is not None and (h0, w0) != tuple(self.opt.image_size):
+                    h, w = self.opt.image_size
+                    im = im.resize((w, h), Image.BILINEAR, reducing_gap=2.0)
+                    K = np.diag([w / w0, h / h0, 1.0]) @ K
+                return np.asarray(im), K
+        except OSError as e:
+            raise SourceError(f"cannot decode camera image {path}: {e}") from e
+
+    def _boxes(self, sample: dict[str, Any], T_ego_from_world: np.ndarray) -> dict[str, torch.Tensor]:
+        from nuscenes.eval.detection.utils import category_to_detection_name
+
+        R = T_ego_from_world[:3, :3]
+        rows, vel, cls, tid, vis = [], [], [], [], []
+        for ann_token in sample["anns"]:
+            ann = self._get("sample_annotation", ann_token)
+            if self.opt.filter_empty and ann.get("num_lidar_pts", 1) + ann.get("num_radar_pts", 0) == 0:
+                self.empty_boxes += 1
+                continue
+            name = category_to_detection_name(ann["category_name"]) or ann["category_name"]
+            c = self.class_map(name)
+            if c is None:
+                continue
+            T_box = T_ego_from_world @ _pose(ann["translation"], ann["rotation"])
+            yaw = float(np.arctan2(T_box[1, 0], T_box[0, 0]))
+            w, l, h = ann["size"]
+            rows.append([*T_box[:3, 3], l, w, h, yaw])
+            v = self.nusc.box_velocity(ann_token)  # global frame m/s; NaN when not computable
+            vel.append((R @ np.nan_to_num(v, nan=0.0))[:2] if np.isfinite(v).all() else [np.nan, np.nan])
+            cls.append(c)
+            tid.append(track_id(ann["instance_token"]))
+            vis.append(VISIBILITY.get(ann.get("visibility_token", ""), 1.0))
+        return {"boxes": torch.tensor(rows, dtype=torch.float32).reshape(-1, 7),
+                "velocity": torch.tensor(np.asarray(vel, dtype=np.float32).reshape(-1, 2)),
+                "classes": torch.tensor(cls, dtype=torch.int64), "track_id": torch.tensor(tid, dtype=torch.int64),
+                "visible": torch.tensor(vis, dtype=torch.float32)}
+
+    def _boxes2d(self, boxes: dict[str, torch.Tensor], K: np.ndarray, T_ego_from_cam: np.ndarray,
+                 hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        from nuscenes.utils.geometry_utils import view_points
+
+        h, w = hw
+        corners = box_corners(boxes["boxes"].double()).numpy()  # [M, 8, 3] ego
+        out: dict[str, list] = {"boxes": [], "classes": [], "camera": [], "visible": [], "track_id": []}
+        for n in range(len(K)):
+            T_cam_from_ego = np.linalg.inv(T_ego_from_cam[n])
+            for m in range(len(corners)):
+                pts = T_cam_from_ego[:3, :3] @ corners[m].T + T_cam_from_ego[:3, 3:4]  # [3, 8]
+                pts = pts[:, pts[2] > 0.1]  # corners in front of the camera (devkit export_2d_annotations)
+                if pts.shape[1] == 0:
+                    continue
+                uv = view_points(pts, K[n], normalize=True)[:2]
+                x1, y1 = uv.min(1)
+                x2, y2 = uv.max(1)
+                x1, x2 = np.clip([x1, x2], 0, w)
+                y1, y2 = np.clip([y1, y2], 0, h)
+                if x2 - x1 < 1.0 or y2 - y1 < 1.0:
+                    continue
+                out["boxes"].append([x1, y1, x2, y2])
+                out["classes"].append(int(boxes["classes"][m]))
+                out["camera"].append(n)
+                out["visible"].append(float(boxes["visible"][m]))
+                out["track_id"].append(int(boxes["track_id"][m]))
+        return {"boxes": torch.tensor(out["boxes"], dtype=torch.float32).reshape(-1, 4),
+                "classes": torch.tensor(out["classes"], dtype=torch.int64),
+                "camera": torch.tensor(out["camera"], dtype=torch.int64),
+                "visible": torch.tensor(out["visible"], dtype=torch.float32),
+                "track_id": torch.tensor(out["track_id"], dtype=torch.int64)}
+
+    def _depth(self, sd_lidar: dict[str, Any], K: np.ndarray, T_ego_from_cam: np.ndarray,
+               hw: tuple[int, int]) -> torch.Tensor:
+        from nuscenes.utils.data_classes import LidarPointCloud
+        from nuscenes.utils.geometry_utils import view_points
+
+        path = self.root / sd_lidar["filename"]
+        if not path.is_file():
+            raise SourceError(f"lidar file missing: {path} (sample_data {sd_lidar['token']})")
+        try:
+            pc = LidarPointCloud.from_file(str(path))
+        except (OSError, ValueError) as e:
+            raise SourceError(f"cannot read lidar file {path}: {e}") from e
+        cs = self._get("calibrated_sensor", sd_lidar["calibrated_sensor_token"])
+        T_ego_from_lidar = _pose(cs["translation"], cs["rotation"])
+        pts = T_ego_from_lidar[:3, :3] @ pc.points[:3] + T_ego_from_lidar[:3, 3:4]  # ego at the lidar instant
+        h, w = hw
+        depth = np.zeros((len(K), h, w), dtype=np.float32)
+        for n in range(len(K)):
+            T = np.linalg.inv(T_ego_from_cam[n])
+            cam = T[:3, :3] @ pts + T[:3, 3:4]
+            keep = cam[2] > self.opt.min_lidar_depth
+            cam = cam[:, keep]
+            uv = view_points(cam, K[n], normalize=True)[:2]
+            u, v = np.floor(uv[0]).astype(np.int64), np.floor(uv[1]).astype(np.int64)
+            inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+            u, v, z = u[inside], v[inside], cam[2, inside].astype(np.float32)
+            order = np.argsort(-z)  # far first: the nearest point of a pixel is written last and wins
+            depth[n, v[order], u[order]] = z[order]
+        return torch.from_numpy(depth)
+
+    def _bev(self, boxes: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.grid
+        out = torch.zeros(len(BEV_CLASSES), g.rows, g.cols, dtype=torch.uint8)
+        centres = g.cell_centres(torch.float64)
+        xe, ye = centres[..., 0], centres[..., 1]
+        for box, c in zip(boxes["boxes"].double().tolist(), boxes["classes"].tolist(), strict=True):
+            channel = BEV_FROM_CLASS.get(self.model_classes[c])
+            if channel is None:
+                continue
+            bx, by, _, bl, bw, _, yaw = box
+            cb, sb = np.cos(yaw), np.sin(yaw)
+            dx, dy = xe - bx, ye - by
+            # Cells whose centre is inside the footprint, and at least the cell holding the centre.
+            inside = ((cb * dx + sb * dy).abs() <= bl / 2) & ((-sb * dx + cb * dy).abs() <= bw / 2)
+            k = BEV_CLASSES.index(channel)
+            out[k] |= inside.to(torch.uint8)
+            r, col, ok = g.cell_indices(torch.tensor([bx]), torch.tensor([by]))
+            if bool(ok[0]):
+                out[k, int(r[0]), int(col[0])] = 1
+        known = torch.tensor([name in BEV_FROM_CLASS.values() for name in BEV_CLASSES], dtype=torch.uint8)
+        return out, known
+
+    @cached_property
+    def _lidar_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Scene token -> (timestamps µs, ego poses [T, 4, 4]) of every LIDAR_TOP sample_data (sweeps too)."""
+        by_scene: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for sd in self.nusc.sample_data:
+            if sd.get("channel") != "LIDAR_TOP":  # the devkit's reverse index adds channel
+                continue
+            scene = self.nusc.get("sample", sd["sample_token"])["scene_token"]
+            ep = self.nusc.get("ego_pose", sd["ego_pose_token"])
+            by_scene.setdefault(scene, []).append((sd["timestamp"], _pose(ep["translation"], ep["rotation"])))
+        out = {}
+        for scene, rows in by_scene.items():
+            rows.sort(key=lambda r: r[0])
+            out[scene] = (np.array([r[0] for r in rows], dtype=np.float64), np.stack([r[1] for r in rows]))
+        return out
+
+    def _ego_path(self, sd_lidar: dict[str, Any]) -> torch.Tensor | None:
+        scene = self._get("sample", sd_lidar["sample_token"])["scene_token"]
+        times, poses = self._lidar_poses.get(scene, (np.zeros(0), np.zeros((0, 4, 4))))
+        t0 = sd_lidar["timestamp"]
+        steps = max(1, round(self.opt.ego_path_seconds * self.opt.ego_path_rate_hz))
+        want = t0 + np.arange(1, steps + 1) / self.opt.ego_path_rate_hz * 1e6
+        if len(times) < 2 or want[-1] > times[-1]:
+            return None  # the log ends before the horizon: no ego_path label
+        ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
+        T_ego_from_world = np.linalg.inv(_pose(ep["translation"], ep["rotation"]))
+        rel = T_ego_from_world[None] @ poses  # [T, 4, 4] future poses in the current ego frame
+        x = np.interp(want, times, rel[:, 0, 3])
+        y = np.interp(want, times, rel[:, 1, 3])
+        yaw = np.unwrap(np.arctan2(rel[:, 1, 0], rel[:, 0, 0]))
+        yaw = np.interp(want, times, yaw)
+        yaw = (yaw + np.pi) % (2 * np.pi) - np.pi
+        return torch.tensor(np.stack([x, y, yaw], -1), dtype=torch.float32)
+

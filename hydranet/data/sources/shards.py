@@ -1,0 +1,47 @@
+"""``shards``: hydranet's own tar shards (``hydranet generate`` / ``hydranet convert`` output).
+
+Options: ``path`` (shard directory, its ``manifest.json`` or an fsspec URL, streamed by byte range;
+``storage_options`` go to fsspec), ``labels`` (decode only these; None =
+all stored) and ``frames``. The rig, labels and vocabulary are those the manifest records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from hydranet.data.sample import Sample
+from hydranet.data.shards import ShardDataset
+from hydranet.data.sources import Source, SourceOptions, register_source
+
+
+class ShardsOptions(SourceOptions):
+    path: str  # a shard directory, its manifest.json, or an fsspec URL (s3://, gs://, https://, file://)
+    labels: list[str] | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)  # passed to fsspec (e.g. {anon: true})
+
+
+@register_source("shards")
+class ShardsSource(Source):
+    """A ``ShardDataset`` as a source; ``read_members`` gives label presence without decoding."""
+
+    Options = ShardsOptions
+    path_option = "path"
+
+    def __init__(self, options: ShardsOptions):
+        super().__init__(options)
+        self.data = ShardDataset(options.path, labels=options.labels, storage_options=options.storage_options)
+        self.camera_names = self.data.camera_names
+        m = self.data.manifest
+        self.labels = frozenset(m.labels)  # type: ignore[misc] - per instance: what this directory holds
+        self.classes = {k: tuple(v) for k, v in (m.source.get("classes") or {}).items()}  # type: ignore[misc]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.data[index]
+
+    def read_members(self, index: int):
+        return self.data.read_members(index)

@@ -1,0 +1,102 @@
+"""Open any source of frames as a map-style dataset of ``Sample``: the ``--data`` argument of every command.
+
+    from hydranet.datasets import open_dataset, open_source
+
+    ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
+    ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
+    ds = open_dataset("synthetic", world={"seed": 3, "num_scenes": 10})  # or a WorldConfig / YAML path
+    ds = open_dataset("configs/world_small.yaml")   # a YAML WorldConfig -> SyntheticWorld
+    ds = open_dataset("nuscenes:/data/nuscenes")    # any registered source kind (hydranet.data.sources)
+    src = open_source({"kind": "world", "frames": 40, "world": {"seed": 3}})
+
+This module sits to the right of both ``hydranet.data`` (the ``Sample`` contract, shards, loaders)
+and ``hydranet.world`` (the synthetic world, itself a producer of ``Sample``): it is the one place
+that knows every kind of source, so neither of those packages imports the other's consumers.
+Importing it registers the ``world`` source kind (``hydranet.world.source``) beside the readers of
+``hydranet.data.sources`` (shards, nuScenes, KITTI, BDD100K, image folders): open sources through
+this module so that every kind is known.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch.utils.data import Dataset, Subset
+
+import hydranet.world.source  # noqa: F401 - registers the ``world`` source kind
+from hydranet.data.manifest import MANIFEST_NAME, ManifestError
+from hydranet.data.shards import ShardDataset
+from hydranet.data.sources import (
+    SOURCES,
+    Source,
+    SourceConfigError,
+    SourceError,
+    SourceOptions,
+    open_source,
+    parse_options,
+    parse_source_spec,
+    register_source,
+    source_class,
+)
+from hydranet.data.storage import is_url
+from hydranet.world.config import load_world_config
+from hydranet.world.dataset import SyntheticWorld
+
+# The source registry (hydranet.data.sources), re-exported here with every kind registered.
+__all__ = ["open_dataset", "open_source", "load_world_config", "SOURCES", "Source", "SourceOptions", "SourceError",
+           "SourceConfigError", "parse_options", "parse_source_spec", "register_source", "source_class"]
+
+
+def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:
+    """A map-style dataset of ``Sample`` from a spec every command can take as ``--data``:
+
+    - a source config mapping ``{"kind": "nuscenes", "dataroot": ..., ...}`` (any registered kind,
+      see ``hydranet.data.sources`` and ``hydranet.world.source``; ``frames`` keeps the first N
+      samples) -> that source
+    - ``"KIND:PATH"`` for a registered kind, e.g. ``"nuscenes:/data/nuscenes"`` -> that source with
+      its path option set (``--version`` etc. take their defaults)
+    - a ``.yaml`` file whose top level has ``kind:`` -> that source config
+
+    - a shard directory, or its ``manifest.json``          -> ``ShardDataset`` (``labels`` limits decoding)
+    - an fsspec URL of one (``s3://``, ``gs://``, ``https://``, ``file://``) -> ``ShardDataset`` streaming it
+    - ``"synthetic"``                                       -> ``SyntheticWorld(world)``; ``world`` is a
+      ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
+    - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
+    - a ``WorldConfig``                                     -> ``SyntheticWorld`` of it
+    """
+    if isinstance(spec, dict):
+        return _open_config(spec)
+    if isinstance(spec, str) and not spec.startswith("synthetic") and (config := parse_source_spec(spec)):
+        return _open_config(config)
+    if isinstance(spec, str | os.PathLike) and Path(spec).suffix in (".yaml", ".yml") and Path(spec).is_file():
+        try:
+            tree = yaml.safe_load(Path(spec).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{spec}: not valid YAML ({e})") from e
+        if isinstance(tree, dict) and "kind" in tree:
+            return _open_config(tree, str(spec))
+    if not isinstance(spec, str | os.PathLike):  # a WorldConfig
+        return SyntheticWorld(load_world_config(spec))
+    text = str(spec)
+    if text == "synthetic" or text.startswith("synthetic:") or Path(text).suffix in (".yaml", ".yml"):
+        named = text == "synthetic" or text.startswith("synthetic:")
+        source = (text.partition(":")[2] or world) if named else text
+        return SyntheticWorld(load_world_config(source))
+    if is_url(text) or text.startswith("file://"):  # shards behind a URL: streamed by byte range (storage.py)
+        return ShardDataset(text, labels=labels)
+    path = Path(text)
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        return ShardDataset(path, labels=labels)
+    if not path.exists():
+        raise ManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
+                            f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
+    raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
+
+
+def _open_config(config: dict[str, Any], where: str = "dataset") -> Dataset:
+    source = open_source(config, where)
+    frames = source.options.frames
+    return Subset(source, range(frames)) if frames is not None and frames < len(source) else source

@@ -1,0 +1,31 @@
+"""The ``Metric`` contract every task's metric implements (streaming, mergeable across DDP ranks).
+
+A metric sees decoded predictions and targets in the label format of its task (see
+``hydranet.tasks.base.Task.decode``/``targets``) and never the network's raw outputs, so the same
+metric scores a PyTorch model and an exported ONNX graph. ``FrameMetric`` (``frames.py``) is the
+implementation every built-in metric uses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+
+class Metric(ABC):
+    """Streaming metric: bounded memory for dense tasks, mergeable across DDP ranks."""
+
+    @abstractmethod
+    def update(self, preds: list[Any], targets: list[Any]) -> None:
+        """Per-sample decoded predictions and targets (label format); ``None`` targets are skipped."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Scalar results; the first key is the task's headline number."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every update (start of a new evaluation)."""
+
+    def sync(self) -> None:  # noqa: B027 - optional hook; single-process metrics need nothing
+        """All-reduce accumulated state across ranks (called before ``compute`` under DDP)."""

@@ -1,0 +1,61 @@
+"""``world``: the synthetic 8-camera world (``hydranet.world``) as a registered source, rendered on the fly.
+
+It lives in the world package (which sits right of ``hydranet.data``) and registers itself into
+``hydranet.data.sources`` when imported; ``hydranet.datasets`` imports it.
+
+Options: ``world`` (``WorldConfig`` fields, or a path to a world YAML) and ``frames`` (required: how
+many frames to render; enough whole scenes are generated to cover them). Produces every label the
+world renders, in the model's own vocabulary (no class mapping needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from hydranet.data.labels import OBJECT_CLASSES
+from hydranet.data.sample import ALL_LABELS, Sample
+from hydranet.data.sources import Source, SourceOptions, register_source
+from hydranet.world.config import WorldConfig, load_world_config
+from hydranet.world.dataset import SyntheticWorld
+
+
+class WorldOptions(SourceOptions):
+    world: dict[str, Any] | str = Field(default_factory=dict)  # WorldConfig fields or a world YAML path
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldOptions:
+        if self.frames is None:
+            raise ValueError("kind 'world' needs 'frames' (how many frames to render)")
+        if isinstance(self.world, dict) and self.world:
+            WorldConfig.model_validate(self.world)
+        return self
+
+
+@register_source("world")
+class WorldSource(Source):
+    """Map-style view of ``SyntheticWorld``; ``label_present`` answers without rendering."""
+
+    Options = WorldOptions
+    path_option = "world"
+    labels = ALL_LABELS
+    classes = {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
+
+    def __init__(self, options: WorldOptions):
+        super().__init__(options)
+        cfg = load_world_config(options.world or None)
+        assert options.frames is not None  # checked by WorldOptions
+        if options.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames
+            cfg = cfg.model_copy(update={"num_scenes": -(-options.frames // cfg.frames_per_scene)})
+        self.world = SyntheticWorld(cfg)
+        self.camera_names = tuple(c.name for c in cfg.cameras)
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.world[index]
+
+    def label_present(self, index: int, label: str) -> bool:
+        return bool(self.world.label_present(index, label))

@@ -1,0 +1,182 @@
+"""The import layers of hydranet: every module's imports (function-level ones included) go left.
+
+A frame flows left to right through the layers below; a module may import its own package and any
+layer to its LEFT, never one to its right nor a sibling in its own tier. The same order is drawn in
+docs/design.md. A new package must be placed here before it can import or be imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "hydranet"
+
+# Left to right. Packages in one tier are independent of each other.
+LAYERS: list[tuple[str, ...]] = [
+    ("hydranet",),  # the root package: __version__ only
+    ("geometry", "config_errors", "console"),  # frames, rig, BEV grid; error text; terminal output
+    ("data",),  # the Sample contract, label specs, shards, source readers, loaders
+    ("world",),  # the synthetic world: a producer of Sample (registers the `world` source)
+    ("datasets",),  # open any source of frames by name or config (--data)
+    ("viz", "metrics"),  # drawing; streaming metrics (leaf libraries)
+    ("tasks",),  # the Task contract and registry: heads, losses, decoders
+    ("model",),  # trunk, neck, fusion, temporal, HydraNet
+    ("checkpoint", "compat"),  # checkpoint I/O, load_model; data-vs-model layout checks
+    ("eval",),  # the evaluation loop, suites, gate, reports
+    ("train", "deploy"),  # training; export and deployed runtime
+    ("engine", "predict"),  # the data engine; batch prediction to JSON
+    ("cli",),  # the command line
+    ("__main__",),  # python -m hydranet
+]
+# Function-level internal imports that must stay local: each only *loads plug-ins* of a registry
+# (runs the @register_* decorators of a package's files), and the package imports the registry's
+# module, so the import cannot sit at the top.
+PLUGIN_LOADS = {
+    # create_task imports the package to run every task file's @register_task.
+    ("hydranet.tasks.base", "hydranet.tasks"),
+    # label specs are declared by the tasks that consume them (realdata's task-declared label specs):
+    # a data reader asking for an unknown label loads the tasks once. The one rightward import.
+    ("hydranet.data.labels", "hydranet.tasks"),
+    # create_trigger imports the package to run every trigger file's @register_trigger.
+    ("hydranet.engine.triggers.base", "hydranet.engine.triggers"),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    """`hydranet.tasks.base` -> `tasks`; `hydranet.viz` -> `viz`; `hydranet` -> `hydranet`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+class _Imports(ast.NodeVisitor):
+    def __init__(self) -> None:
+        self.depth = 0
+        self.found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
+
+    def _scope(self, node: ast.AST) -> None:
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _scope
+
+    def visit_If(self, node: ast.If) -> None:
+        # `if TYPE_CHECKING:` imports exist for annotations only; they never run.
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            for stmt in node.orelse:
+                self.visit(stmt)
+            return
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.append((node, self.depth > 0))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.found.append((node, self.depth > 0))
+
+
+def internal_imports() -> dict[str, list[tuple[str, bool, int]]]:
+    """module -> [(imported hydranet module, inside a function?, line)]."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p): p for p in files}
+    out: dict[str, list[tuple[str, bool, int]]] = {}
+    for name, path in modules.items():
+        visitor = _Imports()
+        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
+        found = []
+        for node, local in visitor.found:
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                if node.level:
+                    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    prefix = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    prefix = node.module or ""
+                subs = [f"{prefix}.{a.name}" for a in node.names if f"{prefix}.{a.name}" in modules]
+                targets = subs or [prefix]
+            for target in targets:
+                if target == "hydranet" or target.startswith("hydranet."):
+                    while target not in modules and "." in target:  # `import hydranet.x.y` names a module
+                        target = target.rsplit(".", 1)[0]
+                    found.append((target, local, node.lineno))
+        out[name] = found
+    return out
+
+
+IMPORTS = internal_imports()
+TIER = {pkg: i for i, tier in enumerate(LAYERS) for pkg in tier}
+
+
+def test_every_package_has_a_layer():
+    unplaced = sorted({layer_of(m) for m in IMPORTS} - set(TIER))
+    assert not unplaced, f"place these in LAYERS (tests/test_architecture.py) and docs/design.md: {unplaced}"
+
+
+def rightward(imports: dict[str, list[tuple[str, bool, int]]]) -> list[str]:
+    """Every import of a layer to the module's right or of a sibling in its tier."""
+    wrong = []
+    for module, found in imports.items():
+        src = layer_of(module)
+        for target, is_local, line in found:
+            dst = layer_of(target)
+            if dst == src or dst == "hydranet" or (is_local and (module, target) in PLUGIN_LOADS):
+                continue
+            if TIER.get(dst, -1) >= TIER.get(src, -1):
+                side = "a sibling in its tier" if TIER.get(dst) == TIER.get(src) else "a layer to its right"
+                wrong.append(f"{module}:{line} imports {target} ({side})")
+    return wrong
+
+
+def test_imports_go_left_only():
+    wrong = rightward(IMPORTS)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_root_package_imports_nothing_internal():
+    assert IMPORTS["hydranet"] == []
+
+
+def test_imports_sit_at_the_top():
+    local = [f"{m}:{line} imports {t} inside a function" for m, found in IMPORTS.items() for t, is_local, line in found
+             if is_local and (m, t) not in PLUGIN_LOADS]
+    assert not local, "move these to the top of the file:\n" + "\n".join(local)
+
+
+def test_no_import_cycle_between_files():
+    graph = {m: {t for t, _, _ in found if t != m and not t.startswith(m + ".")} for m, found in IMPORTS.items()}
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycles = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_the_check_catches_rightward_and_sibling_imports():
+    fake = {
+        "hydranet.tasks.base": [("hydranet.model.hydranet", True, 7), ("hydranet.metrics.base", False, 3)],
+        "hydranet.train.trainer": [("hydranet.deploy.export", False, 9), ("hydranet.train.config", False, 2)],
+    }
+    assert rightward(fake) == ["hydranet.tasks.base:7 imports hydranet.model.hydranet (a layer to its right)",
+                               "hydranet.train.trainer:9 imports hydranet.deploy.export (a sibling in its tier)"]
