@@ -4,10 +4,14 @@ Latency: the 7-task HydraNet (one trunk pass over the 8 cameras, fusion once, se
 seven networks built from the same preset with one task each (seven trunk passes, fusion twice —
 once per BEV task), batch 1, inference mode, median of ``--repeats`` after a warm-up.
 
-Metrics: the same training budget both ways — ``--steps`` optimizer steps of ``--batch-size``
-samples of the same synthetic frames (every frame carries all labels) — for the HydraNet on all
-seven tasks and for each single-task network on its own task, then each task's headline metric on
-the same held-out frames. Training uses the project's ``Trainer`` (AdamW, warmup-cosine, static loss
+Metrics: the same training budget both ways on the same synthetic frames (every frame carries all
+labels): the HydraNet trains all seven tasks for ``--steps`` optimizer steps of ``--batch-size``
+samples. ``--budget total-compute`` (default) gives the seven single-task networks together the same
+FLOPs: each gets an equal seventh, converted to steps with its own FLOPs per training step (counted
+with ``torch.utils.flop_counter.FlopCounterMode``); ``--budget per-network`` gives each the HydraNet's
+steps (7 networks, ~7× the compute). Then each task's headline metric on the same held-out frames
+and the HydraNet's relative loss against the single-task network. Training uses the project's
+``Trainer`` (AdamW, warmup-cosine, static loss
 weights), so the comparison is the system as shipped, not a bespoke loop.
 
 Prints one JSON object. Example (2 CPU cores, a few minutes):
@@ -109,6 +113,23 @@ def latency(preset: str, repeats: int, image_size: tuple[int, int] | None) -> di
     }
 
 
+def train_step_flops(model_dict: dict[str, Any], sample: Any, batch_size: int) -> int:
+    """FLOPs (forward + backward) of one training step of a network on ``batch_size`` copies of a frame."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hydranet.data.sample import collate
+    from hydranet.train.config import Config
+
+    mcfg = Config.model_validate({"data": {"datasets": {}}, "model": model_dict}).resolved_model()
+    model = create_model(mcfg).train()
+    batch = collate([sample] * batch_size)
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+        loss = sum(t.loss(out[n], batch)["loss"] for n, t in model.task_objects.items())
+        loss.backward()
+    return int(counter.get_total_flops())
+
+
 def _train(name: str, model_dict: dict[str, Any], world: dict[str, Any], train_set: list, eval_set: list,
            train: dict[str, Any], out: Path) -> dict[str, Any]:
     """One training run with the project's Trainer; returns its eval metrics and timing."""
@@ -143,8 +164,9 @@ def _summary(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int, eval_frames: int,
-                      image_size: tuple[int, int], threads: int, preset: str = "tiny") -> dict[str, Any]:
-    """Same budget both ways: ``steps`` × ``batch_size`` frames (all labels present) per network."""
+                      image_size: tuple[int, int], threads: int, preset: str = "tiny",
+                      budget: str = "total-compute") -> dict[str, Any]:
+    """Same budget both ways (see the module docstring for ``budget``)."""
     from hydranet.world import SyntheticWorld, WorldConfig
 
     h, w = image_size
@@ -160,8 +182,17 @@ def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int,
              "threads": threads, "seed": 0, "log_every": max(1, steps // 5), "device": "cpu"}
     model = {"preset": preset, "image_size": [h, w], "grid": grid}
 
-    hydra = _train("hydranet", model | {"tasks": {t: {} for t in ALL_TASKS}}, world, train_set, eval_set, train, out)
-    separate = {t: _train(f"single_{t}", model | {"tasks": {t: {}}}, world, train_set, eval_set, train, out)
+    hydra_model = model | {"tasks": {t: {} for t in ALL_TASKS}}
+    flops = {"hydranet": train_step_flops(hydra_model, train_set[0], batch_size)}
+    steps_of = {t: steps for t in ALL_TASKS}
+    for t in ALL_TASKS:
+        flops[t] = train_step_flops(model | {"tasks": {t: {}}}, train_set[0], batch_size)
+        if budget == "total-compute":
+            steps_of[t] = max(1, round(steps * flops["hydranet"] / (len(ALL_TASKS) * flops[t])))
+    hydra = _train("hydranet", hydra_model, world, train_set, eval_set, train, out)
+    separate = {t: _train(f"single_{t}", model | {"tasks": {t: {}}}, world, train_set, eval_set,
+                          train | {"steps": steps_of[t], "warmup_steps": max(1, steps_of[t] // 10),
+                                   "log_every": max(1, steps_of[t] // 5)}, out)
                 for t in ALL_TASKS}
     from hydranet.tasks import create_task
 
@@ -180,6 +211,10 @@ def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int,
                        "relative_loss": _num(loss), "within_2pct": None if math.isnan(loss) else loss <= 0.02}
     return {
         "preset": preset, "image_size": [h, w], "grid_shape": [64, 64], "steps": steps, "batch_size": batch_size,
+        "budget": budget, "separate_steps": steps_of,
+        "train_step_gflop": {k: round(v / 1e9, 3) for k, v in flops.items()},
+        "total_gflop": {"hydranet": round(steps * flops["hydranet"] / 1e9, 1),
+                        "separate": round(sum(steps_of[t] * flops[t] for t in ALL_TASKS) / 1e9, 1)},
         "train_frames": train_frames, "eval_frames": eval_frames, "render_seconds": round(render_s, 1),
         "hydranet_train_seconds": round(hydra["train_seconds"], 1),
         "separate_train_seconds_total": round(sum(r["train_seconds"] for r in separate.values()), 1),
@@ -198,7 +233,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--base-image-size", default="128x256",
                    help="HxW for the 'base' preset on CPU (its native 256x512 takes minutes here); 'native' keeps it")
-    p.add_argument("--steps", type=int, default=60, help="training budget (optimizer steps) per network")
+    p.add_argument("--steps", type=int, default=400, help="HydraNet training budget (optimizer steps)")
+    p.add_argument("--budget", choices=["total-compute", "per-network"], default="total-compute",
+                   help="total-compute: the 7 single-task nets share the HydraNet's FLOPs; "
+                        "per-network: each gets --steps")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--train-frames", type=int, default=32)
     p.add_argument("--eval-frames", type=int, default=16)
@@ -223,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             out = Path(args.out) if args.out else Path(tmp)
             result["metrics"] = train_and_compare(out, steps=args.steps, batch_size=args.batch_size,
                                                   train_frames=args.train_frames, eval_frames=args.eval_frames,
-                                                  image_size=size, threads=args.threads)
+                                                  image_size=size, threads=args.threads, budget=args.budget)
     json.dump(result, sys.stdout, indent=1)
     print()
     return result

@@ -1,6 +1,16 @@
 """Command-line interface: ``hydranet --help``. Each area registers its commands in its own module."""
 
-from hydranet.cli import convert, data, deploy, evaluate, predict, subgraph, train, world  # noqa: F401 - registers commands
+from hydranet.cli import (  # noqa: F401 - registers commands
+    convert,
+    data,
+    deploy,
+    engine,
+    evaluate,
+    predict,
+    subgraph,
+    train,
+    world,
+)
 from hydranet.cli.app import app
 
 

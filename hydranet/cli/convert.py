@@ -20,8 +20,6 @@ from rich.console import Console
 
 from hydranet.cli.app import app
 
-_err = Console(stderr=True)
-
 
 def parse_extra_options(args: list[str]) -> dict[str, object]:
     """``["--dataroot", "DIR", "--filter-empty", "false", "--flag"]`` → ``{"dataroot": "DIR",
@@ -80,10 +78,10 @@ def convert(
     Source options follow KIND, e.g. `hydranet convert nuscenes --dataroot DIR --version v1.0-mini
     --out SHARDS`. The report lists samples, label counts and the classes kept and dropped.
     """
+    from hydranet.cli.errors import cli_errors
     from hydranet.data.convert import convert as run
     from hydranet.data.convert import source_options
-    from hydranet.data.manifest import ShardError
-    from hydranet.data.sources import SourceConfigError, SourceError, open_source
+    from hydranet.data.sources import open_source
 
     if image_format not in ("jpeg", "png", "npz"):
         raise typer.BadParameter(f"must be jpeg, png or npz, got {image_format!r}", param_hint="--image-format")
@@ -95,14 +93,8 @@ def convert(
             raise typer.BadParameter(f"expected LABEL=png or LABEL=npz, got {item!r}", param_hint="--label-format")
         label_formats[name] = fmt
     config = {"kind": kind, **parse_extra_options(list(ctx.args))}
-    try:
+    with cli_errors():  # SourceError/SourceConfigError (bad options, missing files or tokens): exit 2
         source = open_source(source_options(config, size), kind)
-    except SourceConfigError as e:
-        _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-    except SourceError as e:
-        _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     console = Console()
     total = len(source) if limit is None else min(limit, len(source))
     console.print(f"convert {kind}: {total} samples, cameras {list(source.camera_names)} -> {out}")
@@ -114,13 +106,9 @@ def convert(
         if done[0] % 10 == 0 or done[0] == total:
             console.print(f"  {done[0]}/{total} samples ({done[0] / (time.perf_counter() - start):.2f}/s)")
 
-    try:
+    with cli_errors():
         manifest, rep = run(source, out, image_size=size, image_format=image_format, label_formats=label_formats,
-                            shard_size=shard_size,
-                            overwrite=overwrite, frames=limit, on_sample=tick)
-    except (SourceError, ShardError, ValueError, OSError) as e:
-        _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2 if isinstance(e, SourceError | ValueError) else 1) from e
+                            shard_size=shard_size, overwrite=overwrite, frames=limit, on_sample=tick)
     mb = sum(s.bytes for s in manifest.shards) / 1e6
     console.print(f"wrote {manifest.num_samples} samples ({manifest.image_size[0]}x{manifest.image_size[1]}, "
                   f"{len(manifest.camera_names)} cameras) in {len(manifest.shards)} shards, {mb:.1f} MB")

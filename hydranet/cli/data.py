@@ -57,7 +57,8 @@ def generate(
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
         world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
-        frames = frames or _training_frames(config, dataset, world)
+        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
+        frames = frames if frames is not None else dataset_frames
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
     if frames is None:
@@ -67,9 +68,9 @@ def generate(
     console = make_console()
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
         existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
-    except (ShardError, ValueError) as e:
+    except (ShardError, ValueError) as e:  # OUT holds another dataset: bad input
         _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     if existing is not None:
         size = sum(s.bytes for s in existing.shards)
         console.print(f"{out}: up to date ({existing.num_samples} samples, {len(existing.shards)} shards, "
@@ -89,7 +90,7 @@ def generate(
         except (ShardError, ValueError, OSError) as e:
             bar.stop()
             _err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from e
+            raise typer.Exit(1 if isinstance(e, OSError) else 2) from e
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start
@@ -131,9 +132,9 @@ def data_info(
     console = make_console()
     try:
         ds = ShardDataset(data)
-    except ShardError as e:
+    except ShardError as e:  # not a dataset: bad input (a failed --verify below exits 1)
         _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     m = ds.manifest
     size = sum(s.bytes for s in m.shards)
     src = m.source.get("kind", "?")

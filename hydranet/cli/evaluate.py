@@ -152,6 +152,19 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
             table.add_row(task, metric, _fmt(value), "" if c is None else c.threshold,
                           "" if c is None else style[c.status], *scen)
     console.print(table)
+    for task, te in run.tasks.items():  # state confusion by name (traffic lights): what a headline can hide
+        if hasattr(te.metric, "states") and hasattr(te.metric, "confusion"):
+            _print_confusion(task, te.metric.states, te.metric.confusion(), te.metrics)
+
+
+def _print_confusion(task: str, states: tuple[str, ...], conf: Any, metrics: dict[str, float]) -> None:
+    table = Table(title=f"{task}: matched lights, rows ground truth, columns predicted")
+    for col in ("truth \\ predicted", *states, "found", "recall", "precision"):
+        table.add_column(col, justify="left" if col.startswith("truth") else "right", no_wrap=True)
+    for i, g in enumerate(states):
+        table.add_row(g, *(str(int(v)) for v in conf[i]), str(int(conf.sum(axis=1)[i])) + " matched",
+                      _fmt(metrics.get(f"recall/{g}", math.nan)), _fmt(metrics.get(f"precision/{g}", math.nan)))
+    console.print(table)
 
 
 @app.command("gate")

@@ -101,26 +101,18 @@ def show(
         except ValueError:
             raise typer.BadParameter(f"expected a number or 'random', got {fog!r}", param_hint="--fog") from None
     if data is not None:
+        from hydranet.cli.errors import cli_errors, fail
         from hydranet.data.loaders import open_dataset
-        from hydranet.data.manifest import ShardError
         from hydranet.geometry import BevGrid
 
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
-        try:
+        with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
             ds = open_dataset(data)
-        except (ShardError, ValueError) as e:  # SourceError/SourceConfigError are ValueErrors
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
-        if index >= len(ds):
-            raise typer.BadParameter(f"{data} holds {len(ds)} samples; index {index} is out of range",
-                                     param_hint="--index")
-        try:
+            if index >= len(ds):
+                raise fail(f"--index {index}: {data} holds {len(ds)} samples")
             sample = ds[index]
-        except (ShardError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
         grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
         if grid is None:
             grid = BevGrid()

@@ -42,7 +42,7 @@ from hydranet.geometry import Rig, default_rig
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
 MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
-INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam")
+INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam", "camera_valid")  # camera_valid: graphs with fusion
 RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
             "graph inputs: pass the calibration of the car the frame came from. 'rig' is the nominal rig the "
             "model was trained on; BEV outputs are only as good as K/T are close to what training saw.")
@@ -77,7 +77,8 @@ def decoder_name(task: Any) -> str:
 
 
 class ExportGraph(nn.Module):
-    """``HydraNet`` restricted to ``tasks`` with a flat tuple of outputs in ``output_keys`` order."""
+    """``HydraNet`` restricted to ``tasks`` with a flat tuple of outputs in ``output_keys`` order. Graphs with
+    fusion take ``camera_valid`` bool ``[B, N]`` as a fourth input (a dead camera is masked in the car)."""
 
     def __init__(self, model: nn.Module, tasks: list[str], output_keys: list[tuple[str, str]]):
         super().__init__()
@@ -85,8 +86,9 @@ class ExportGraph(nn.Module):
         self.tasks = list(tasks)
         self.output_keys = list(output_keys)
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor) -> tuple[Tensor, ...]:
-        out = self.model(images, intrinsics, T_ego_from_cam, tasks=self.tasks)
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
+                camera_valid: Tensor | None = None) -> tuple[Tensor, ...]:
+        out = self.model(images, intrinsics, T_ego_from_cam, tasks=self.tasks, camera_valid=camera_valid)
         return tuple(out[t][k] for t, k in self.output_keys)
 
 
@@ -102,9 +104,10 @@ def resolve_tasks(model: nn.Module, tasks: list[str] | str | None) -> list[str]:
         raise ExportError(str(e.args[0])) from None
 
 
-def example_inputs(model: nn.Module, batch: int = 1,
-                   rig: dict[str, Any] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Inputs of the model's shape on its rig (values only steer tracing, never the graph)."""
+def example_inputs(model: nn.Module, batch: int = 1, rig: dict[str, Any] | None = None,
+                   with_mask: bool = False) -> tuple[Tensor, ...]:
+    """Inputs of the model's shape on its rig (values only steer tracing, never the graph); ``with_mask``
+    adds an all-True ``camera_valid``."""
     h, w = model.image_size
     cams = Rig.from_dict(rig).resized(h, w) if rig is not None else default_rig(h, w)
     n = model.num_cameras
@@ -113,7 +116,7 @@ def example_inputs(model: nn.Module, batch: int = 1,
     images = torch.randint(0, 256, (batch, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     K = cams.intrinsics()[None].expand(batch, -1, -1, -1).contiguous()
     T = cams.extrinsics()[None].expand(batch, -1, -1, -1).contiguous()
-    return images, K, T
+    return (images, K, T, torch.ones(batch, n, dtype=torch.bool)) if with_mask else (images, K, T)
 
 
 def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
@@ -145,7 +148,13 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
                   description="pinhole K in pixels of the H x W image"),
         InputSpec(name="T_ego_from_cam", shape=[batch, n, 4, 4], dtype="float32", layout="B,N,4,4",
                   description="camera (OpenCV: x right, y down, z forward) -> ego (x fwd, y left, z up), metres"),
+        InputSpec(name="camera_valid", shape=[batch, n], dtype="bool", layout="B,N",
+                  description="False for a failed camera: fusion ignores it (BEV cells it never saw are unchanged) "
+                              "and averages over the remaining cameras; all True in normal operation"),
     ]
+    if graph_inputs is None:
+        graph_inputs = list(INPUT_NAMES[:3]) + (["camera_valid"] if any(
+            model.task_objects[t].space == "bev" for t in tasks) else [])
     if graph_inputs is not None:
         unknown = [name for name in graph_inputs if name not in {i.name for i in inputs}]
         if unknown:
@@ -185,8 +194,11 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     was_training = model.training
     model.eval()
     try:
-        inputs = example_inputs(model, batch, rig)
-        outputs = model(*inputs, tasks=names)
+        with_mask = any(model.task_objects[t].space == "bev" for t in names)  # the mask acts in fusion only
+        inputs = example_inputs(model, batch, rig, with_mask)
+        outputs = model(*inputs[:3], tasks=names, camera_valid=inputs[3] if with_mask else None)
+        # camera_valid passes through camera heads unchanged: an input, not a graph output.
+        outputs = {t: {k: v for k, v in o.items() if k != "camera_valid"} for t, o in outputs.items()}
         keys = [(t, k) for t in names for k in outputs[t]]
         graph = ExportGraph(model, names, keys).eval()
         tmp = path.with_name(f".tmp-{path.name}")
@@ -194,7 +206,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=list(INPUT_NAMES), output_names=[f"{t}.{k}" for t, k in keys],
+                              input_names=list(INPUT_NAMES[:len(inputs)]), output_names=[f"{t}.{k}" for t, k in keys],
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
         graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
         tmp.replace(path)

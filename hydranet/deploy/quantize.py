@@ -56,7 +56,8 @@ class WorldCalibrationReader:
                 self.on_frame(len(idx))
             feeds = {"images": np.stack([x.images.numpy() for x in samples]),
                      "intrinsics": np.stack([x.intrinsics.float().numpy() for x in samples]),
-                     "T_ego_from_cam": np.stack([x.T_ego_from_cam.float().numpy() for x in samples])}
+                     "T_ego_from_cam": np.stack([x.T_ego_from_cam.float().numpy() for x in samples]),
+                     "camera_valid": np.ones((b, len(samples[0].camera_names)), dtype=bool)}
             yield {name: feeds[name] for name in self.manifest.input_names()}  # only the inputs the graph has
 
     def get_next(self) -> dict | None:

@@ -93,10 +93,14 @@ class DeployedModel:
     def batch_size(self) -> int:
         return self.manifest.batch
 
-    def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray,
-                   T_ego_from_cam: np.ndarray) -> dict[str, np.ndarray]:
-        """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``."""
-        given = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam}
+    def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray,
+                   camera_valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``.
+        ``camera_valid`` bool ``[B, N]`` (None = every camera works) feeds graphs with fusion."""
+        if camera_valid is None:
+            camera_valid = np.ones(images.shape[:2], dtype=bool)
+        given = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam,
+                 "camera_valid": camera_valid}
         # Only the inputs the graph has: a camera-only graph takes images alone.
         feeds = {spec.name: given[spec.name] for spec in self.manifest.inputs}
         for spec in self.manifest.inputs:
@@ -107,7 +111,8 @@ class DeployedModel:
         names = self.manifest.output_names()
         return dict(zip(names, self.session.run(names, feeds), strict=True))
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor) -> dict[str, dict[str, Tensor]]:
+    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
+                camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped)."""
         m = self.manifest
         b, n = images.shape[:2]
@@ -119,7 +124,8 @@ class DeployedModel:
             idx = [min(i, b - 1) for i in range(s, s + m.batch)]
             arrays = self.run_arrays(images[idx].cpu().contiguous().numpy(),
                                      intrinsics[idx].float().cpu().contiguous().numpy(),
-                                     T_ego_from_cam[idx].float().cpu().contiguous().numpy())
+                                     T_ego_from_cam[idx].float().cpu().contiguous().numpy(),
+                                     None if camera_valid is None else camera_valid[idx].cpu().numpy())
             keep = min(m.batch, b - s)
             chunks.append({k: v[:keep] for k, v in arrays.items()})
         out: dict[str, dict[str, Tensor]] = {}
@@ -127,9 +133,9 @@ class DeployedModel:
             out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(np.concatenate([c[spec.name] for c in chunks]))
         return out
 
-    def __call__(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
+    def __call__(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         self.check_batch(batch)
-        return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam)
+        return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam, camera_valid)
 
     def check_batch(self, batch: Batch) -> None:
         names = list(batch.camera_names)

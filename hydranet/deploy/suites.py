@@ -32,7 +32,7 @@ class GraphModel:
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
                       **kwargs: Any) -> dict[str, dict[str, Tensor]]:
-        out = self.deployed(batch)
+        out = self.deployed(batch, kwargs.get("camera_valid"))
         return {t: out[t] for t in (tasks if tasks is not None else out)}
 
 

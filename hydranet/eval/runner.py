@@ -136,6 +136,20 @@ def _batches(frames: list[FrameId], size: int) -> Iterator[list[int]]:
 
 
 @torch.no_grad()
+def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
+    """``camera_valid [B, N]`` for ``suite.dead_cameras`` (None when every camera works); blacks out their
+    images in ``batch`` in place. An unknown camera name is a ``SuiteError`` naming the field."""
+    if not suite.dead_cameras:
+        return None
+    names = list(batch.camera_names)
+    unknown = [c for c in suite.dead_cameras if c not in names]
+    if unknown:
+        raise SuiteError(f"{suite.path}: dead_cameras: {unknown} are not cameras of the rig {names}")
+    valid = torch.tensor([n not in suite.dead_cameras for n in names], device=batch.images.device)
+    batch.images[:, ~valid] = 0
+    return valid[None].expand(len(batch), -1).contiguous()
+
+
 def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
@@ -163,11 +177,12 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
+        camera_valid = dead_camera_mask(suite, batch)
         for label, model in models.items():
             tasks, _ = state[label]
             if not tasks:
                 continue
-            out = model.forward_batch(batch, tasks=list(tasks))
+            out = model.forward_batch(batch, tasks=list(tasks), camera_valid=camera_valid)
             for name, te in tasks.items():
                 task = model.task_objects[name]
                 targets = task.targets(batch)

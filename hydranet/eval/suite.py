@@ -17,6 +17,7 @@ thresholds on named metrics and the regression tolerances the gate uses::
         tolerance: {miou: 0.02}       # largest regression `hydranet gate` accepts
       depth:
         thresholds: {abs_rel: "<= 0.3", delta1: ">= 0.5"}
+    dead_cameras: [main]              # optional: these cameras are dead (black, camera_valid False)
 
 Metric names are the keys of each task's ``Metric.compute()`` (see docs/eval.md). A task listed
 without ``tolerance`` is gated on its headline metric with ``default_tolerance``.
@@ -98,6 +99,9 @@ class Suite(BaseModel):
     seeds: tuple[int, int]
     frames: int = Field(ge=1, le=100_000)
     tasks: dict[str, TaskSpec] = Field(min_length=1)
+    # Cameras (rig names) that are dead in every frame: their images are black and the model gets
+    # camera_valid False for them (HydraNet.forward), e.g. to check BEV tasks survive a failed camera.
+    dead_cameras: list[str] = Field(default_factory=list)
     default_tolerance: float = Field(0.02, ge=0.0)
     bootstrap: int = Field(200, ge=10, le=100_000, description="bootstrap resamples for the gate")
     confidence: float = Field(0.95, gt=0.5, lt=1.0)

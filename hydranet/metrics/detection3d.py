@@ -17,7 +17,13 @@ boxes ``(x, y, z, l, w, h, yaw)``:
 One deliberate difference: classes with no ground truth in the evaluated frames are reported as
 NaN and left out of the means (nuScenes would give them AP 0), so a suite without cones is not
 penalised for having none. ``max_range`` optionally drops boxes farther than that from the ego
-(nuScenes' class ranges).
+(nuScenes' class ranges). ``region`` = ``((x_min, x_max), (y_min, y_max))`` (ego metres) keeps only
+boxes whose centre lies in that rectangle (``(min, max]``, as the grid assigns cells), predictions
+and ground truth alike: a BEV model can only place objects on its grid, and scoring objects outside
+it caps mAP at the share it can hold.
+``range_bins`` (metres, ascending) additionally reports ``map@<lo>-<hi>m`` (last: ``map@<lo>m+``) per BEV-distance band,
+each band matched on its own (predictions and ground truth filtered to the band, nuScenes' way of
+scoring a class range).
 """
 
 from __future__ import annotations
@@ -105,10 +111,22 @@ class Detection3DMetric(FrameMetric):
     """
 
     def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone",),
-                 max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS) -> None:
+                 max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS,
+                 region: tuple[tuple[float, float], tuple[float, float]] | None = None,
+                 range_bins: Sequence[float] = ()) -> None:
         self.classes = tuple(classes)
         self.unoriented = {self.classes.index(c) for c in unoriented if c in self.classes}
         self.max_range = max_range
+        if region is not None:
+            (x0, x1), (y0, y1) = region
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError(f"Detection3DMetric: region {region} must be ((x_min, x_max), (y_min, y_max)) "
+                                 "with min < max")
+        self.region = region
+        self.range_bins = tuple(float(b) for b in range_bins)
+        bins = self.range_bins
+        if any(b <= a for a, b in zip(bins[:-1], bins[1:], strict=True)) or any(b < 0 for b in bins):
+            raise ValueError(f"Detection3DMetric: range_bins {self.range_bins} must be ascending and >= 0")
         self.thresholds = tuple(float(t) for t in thresholds)
         if TP_THRESHOLD not in self.thresholds:
             raise ValueError(f"Detection3DMetric: thresholds {self.thresholds} must include {TP_THRESHOLD} m")
@@ -125,15 +143,37 @@ class Detection3DMetric(FrameMetric):
             raise ValueError(f"{where}: class index out of range [0, {len(self.classes)})")
         keep = np.ones(len(boxes), bool)
         if self.max_range is not None:
-            keep = np.hypot(boxes[:, 0], boxes[:, 1]) <= self.max_range
+            keep &= np.hypot(boxes[:, 0], boxes[:, 1]) <= self.max_range
+        if self.region is not None:
+            (x0, x1), (y0, y1) = self.region
+            # (min, max], as ``BevGrid.metres_to_index`` + floor assigns cells (row 0 holds x = x_max).
+            keep &= (boxes[:, 0] > x0) & (boxes[:, 0] <= x1) & (boxes[:, 1] > y0) & (boxes[:, 1] <= y1)
         return boxes[keep], cls[keep], vel[keep], keep
 
-    def frame_record(self, pred: Any, target: Any, where: str) -> dict[str, np.ndarray]:
+    def bands(self) -> list[tuple[float, float]]:
+        """The ``(lo, hi)`` BEV-distance bands of ``range_bins`` (the last one open-ended)."""
+        edges = list(self.range_bins)
+        return [(lo, hi) for lo, hi in zip(edges, edges[1:] + [np.inf], strict=True)] if edges else []
+
+    def frame_record(self, pred: Any, target: Any, where: str) -> dict[str, Any]:
         require(pred, ["boxes", "scores", "classes"], f"{where} prediction")
         require(target, ["boxes", "classes"], f"{where} target")
         p_box, p_cls, p_vel, keep = self._read(pred, f"{where} prediction")
         p_score = as_numpy(pred["scores"], np.float64).reshape(-1)[keep]
         g_box, g_cls, g_vel, _ = self._read(target, f"{where} target")
+        record = self._match(p_box, p_cls, p_vel, p_score, g_box, g_cls, g_vel)
+        if self.range_bins:
+            p_r, g_r = np.hypot(p_box[:, 0], p_box[:, 1]), np.hypot(g_box[:, 0], g_box[:, 1])
+            record["bands"] = []
+            for lo, hi in self.bands():
+                p, g = (p_r >= lo) & (p_r < hi), (g_r >= lo) & (g_r < hi)
+                record["bands"].append(self._match(p_box[p], p_cls[p], p_vel[p], p_score[p], g_box[g], g_cls[g],
+                                                   g_vel[g]))
+        return record
+
+    def _match(self, p_box: np.ndarray, p_cls: np.ndarray, p_vel: np.ndarray, p_score: np.ndarray,
+               g_box: np.ndarray, g_cls: np.ndarray, g_vel: np.ndarray) -> dict[str, np.ndarray]:
+        """nuScenes greedy matching of one frame's (already filtered) predictions to its ground truth."""
         n_t = len(self.thresholds)
         matched = np.zeros((len(p_box), n_t), bool)
         errors = np.full((len(p_box), len(TP_ERRORS)), np.nan)
@@ -158,9 +198,13 @@ class Detection3DMetric(FrameMetric):
         npos = np.bincount(g_cls, minlength=len(self.classes))
         return {"cls": p_cls, "score": p_score, "matched": matched, "errors": errors, "npos": npos}
 
-    def metric_data(self, frames: Sequence[int] | np.ndarray | None = None) -> dict[tuple[int, float], Any]:
-        """nuScenes ``DetectionMetricData`` per (class, threshold); ``None`` = no match/no GT."""
+    def metric_data(self, frames: Sequence[int] | np.ndarray | None = None,
+                    band: int | None = None) -> dict[tuple[int, float], Any]:
+        """nuScenes ``DetectionMetricData`` per (class, threshold); ``None`` = no match/no GT.
+        ``band``: the records of that ``range_bins`` band instead of the whole region."""
         recs = self.records(frames)
+        if band is not None:
+            recs = [r["bands"][band] for r in recs]
         if not recs:
             return {}
         cls = np.concatenate([r["cls"] for r in recs])
@@ -179,7 +223,23 @@ class Detection3DMetric(FrameMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
-        mds = self.metric_data(frames)
+        ap, tp = self._ap_tp(self.metric_data(frames))
+        out = {"map": nanmean(ap)}
+        for ti, thr in enumerate(self.thresholds):
+            out[f"ap@{thr:g}m"] = nanmean(ap[:, ti])
+        for j, name in enumerate(TP_ERRORS):
+            out[name] = nanmean(tp[:, j])
+        for k, cname in enumerate(self.classes):
+            out[f"ap/{cname}"] = nanmean(ap[k]) if not np.isnan(ap[k]).all() else float("nan")
+            for j, name in enumerate(TP_ERRORS):
+                out[f"{name}/{cname}"] = float(tp[k, j])
+        for b, (lo, hi) in enumerate(self.bands()):
+            band_ap, _ = self._ap_tp(self.metric_data(frames, band=b))
+            out[f"map@{lo:g}m+" if np.isinf(hi) else f"map@{lo:g}-{hi:g}m"] = nanmean(band_ap)
+        return out
+
+    def _ap_tp(self, mds: dict[tuple[int, float], Any]) -> tuple[np.ndarray, np.ndarray]:
+        """AP ``[classes, thresholds]`` and TP errors ``[classes, 4]`` (NaN for classes without GT)."""
         n_c = len(self.classes)
         ap = np.full((n_c, len(self.thresholds)), np.nan)
         tp = np.full((n_c, len(TP_ERRORS)), np.nan)
@@ -191,16 +251,7 @@ class Detection3DMetric(FrameMetric):
             for j, name in enumerate(TP_ERRORS):
                 unscored = k in self.unoriented and name in ("aoe", "ave")
                 tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name)
-        out = {"map": nanmean(ap)}
-        for ti, thr in enumerate(self.thresholds):
-            out[f"ap@{thr:g}m"] = nanmean(ap[:, ti])
-        for j, name in enumerate(TP_ERRORS):
-            out[name] = nanmean(tp[:, j])
-        for k, cname in enumerate(self.classes):
-            out[f"ap/{cname}"] = nanmean(ap[k]) if not np.isnan(ap[k]).all() else float("nan")
-            for j, name in enumerate(TP_ERRORS):
-                out[f"{name}/{cname}"] = float(tp[k, j])
-        return out
+        return ap, tp
 
     def pr_curves(self, threshold: float = TP_THRESHOLD) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Interpolated (recall, precision) per class with ground truth, at one distance threshold."""

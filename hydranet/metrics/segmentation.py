@@ -15,10 +15,17 @@ A prediction whose spatial size differs from the target's is resized to it with 
 interpolation (``torch.nn.functional.interpolate(mode="nearest")``) before thresholding/argmax.
 IoU_c = TP_c / (TP_c + FP_c + FN_c) summed over all frames (not a mean of per-frame IoUs); mIoU
 is the mean over classes that occur in a prediction or a target (others are NaN).
+
+``boundary_iou`` (and ``boundary_iou/<class>``) is Boundary IoU (Cheng et al., "Boundary IoU: Improving
+Object-Centric Image Segmentation Evaluation", CVPR 2021): the same IoU restricted to each mask's inner
+band of ``boundary_px`` pixels along its contour (default 2 % of the image diagonal). Plain IoU of a big
+region is dominated by its easy interior: an image-blind prior (the mean drivable mask of training frames)
+scores drivable IoU 0.73 on the synthetic world; Boundary IoU scores where the road ends.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -49,19 +56,31 @@ def resize_nearest(pred: Tensor, hw: tuple[int, int]) -> Tensor:
     return out.to(dtype).reshape(*lead, *hw)
 
 
+def inner_band(mask: Tensor, width: int) -> Tensor:
+    """Pixels of ``mask`` (bool ``[..., H, W]``) within ``width`` pixels of its contour: mask minus its erosion
+    by a (2w+1)² square. Outside the image counts as inside the mask, so the image border is no contour."""
+    lead = mask.shape[:-2]
+    flat = (~mask).reshape(-1, 1, *mask.shape[-2:]).float()
+    outside_near = F.max_pool2d(flat, 2 * width + 1, stride=1, padding=width) > 0
+    return mask & outside_near.reshape(*lead, *mask.shape[-2:])
+
+
 class SegmentationIoU(FrameMetric):
-    """``miou`` (headline) and ``iou/<class>``; per-frame state is three count vectors."""
+    """``miou`` (headline), ``iou/<class>``, ``boundary_iou`` and ``boundary_iou/<class>``; per-frame state is
+    five count vectors."""
 
     def __init__(self, classes: Sequence[str], multilabel: bool = False, threshold: float = 0.5,
-                 ignore_index: int | None = None) -> None:
+                 ignore_index: int | None = None, boundary_px: int | None = None) -> None:
         self.classes = tuple(classes)
+        self.boundary_px = boundary_px
         self.multilabel = multilabel
         self.threshold = float(threshold)
         self.ignore_index = ignore_index
         super().__init__()
 
     def _masks(self, pred: Tensor, target: Tensor, where: str) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Bool one-hot ``[C, P]`` prediction and target, and an optional valid mask ``[P]``."""
+        """Bool one-hot ``[C, L, H, W]`` prediction and target (L: leading dims folded), and an optional valid
+        mask ``[L, H, W]``."""
         n_c = len(self.classes)
         hw = tuple(target.shape[-2:])
         if self.multilabel:
@@ -75,8 +94,9 @@ class SegmentationIoU(FrameMetric):
             pred = resize_nearest(pred, hw)
             p = pred >= self.threshold if pred.is_floating_point() else pred != 0
             t = (target != 0) & (target != self.ignore_index) if self.ignore_index is not None else target != 0
-            valid = None if self.ignore_index is None else (target != self.ignore_index).movedim(-3, 0).reshape(n_c, -1)
-            return p.movedim(-3, 0).reshape(n_c, -1), t.movedim(-3, 0).reshape(n_c, -1), valid
+            valid = None if self.ignore_index is None else (target != self.ignore_index).movedim(-3, 0).reshape(
+                n_c, -1, *hw)
+            return p.movedim(-3, 0).reshape(n_c, -1, *hw), t.movedim(-3, 0).reshape(n_c, -1, *hw), valid
         if target.is_floating_point():
             raise ValueError(f"{where}: single-label target must hold integer class ids, got {target.dtype}")
         if pred.is_floating_point() and pred.ndim == target.ndim + 1:
@@ -92,10 +112,10 @@ class SegmentationIoU(FrameMetric):
                              f"{tuple(target.shape)} (see SegmentationIoU for accepted layouts)")
         if ids.shape != target.shape:
             raise ValueError(f"{where}: prediction {tuple(ids.shape)} vs target {tuple(target.shape)}")
-        t = target.long().reshape(-1)
-        ids = ids.reshape(-1)
+        t = target.long().reshape(-1, *hw)
+        ids = ids.reshape(-1, *hw)
         valid = None if self.ignore_index is None else t != self.ignore_index
-        cls = torch.arange(n_c, device=t.device)[:, None]
+        cls = torch.arange(n_c, device=t.device)[:, None, None, None]
         return ids[None] == cls, t[None] == cls, valid
 
     def frame_record(self, pred: Any, target: Any, where: str) -> np.ndarray:
@@ -103,19 +123,24 @@ class SegmentationIoU(FrameMetric):
         p, t, valid = self._masks(pred.to(target.device), target, where)
         if valid is not None:
             p, t = p & valid, t & valid
-        inter = (p & t).sum(1)
-        union = (p | t).sum(1)
-        gt = t.sum(1)
-        return torch.stack([inter, union, gt]).cpu().numpy().astype(np.int64)  # [3, C]
+        d = self.boundary_px or max(1, round(0.02 * math.hypot(*p.shape[-2:])))
+        pb, tb = inner_band(p, d), inner_band(t, d)
+        if valid is not None:
+            pb, tb = pb & valid, tb & valid
+        p, t, pb, tb = (x.flatten(1) for x in (p, t, pb, tb))
+        counts = [(p & t).sum(1), (p | t).sum(1), t.sum(1), (pb & tb).sum(1), (pb | tb).sum(1)]
+        return torch.stack(counts).cpu().numpy().astype(np.int64)  # [5, C]
 
     def counts(self, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         recs = self.records(frames)
-        return np.sum(recs, axis=0) if recs else np.zeros((3, len(self.classes)), np.int64)
+        return np.sum(recs, axis=0) if recs else np.zeros((5, len(self.classes)), np.int64)
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
-        inter, union, _ = self.counts(frames)
-        iou = safe_div(inter, union)
+        inter, union, _, b_inter, b_union = self.counts(frames)
+        iou, biou = safe_div(inter, union), safe_div(b_inter, b_union)
         out = {"miou": nanmean(iou)}
         out.update({f"iou/{c}": float(v) for c, v in zip(self.classes, iou, strict=True)})
+        out["boundary_iou"] = nanmean(biou)
+        out.update({f"boundary_iou/{c}": float(v) for c, v in zip(self.classes, biou, strict=True)})
         return out

@@ -1,11 +1,21 @@
-"""Traffic-light state: accuracy and confusion on matched lights, plus detection recall/precision.
+"""Traffic-light state: per-state recall and precision, balanced accuracy, the confusion matrix.
 
 Matching rule: per camera, predicted lights in descending score each take the not-yet-matched
 ground-truth light with the highest IoU, a match when IoU >= ``iou_threshold`` (0.5); the state
-is ignored for matching. On matched pairs, ``accuracy`` = fraction with the right state and
-``confusion/<gt>/<pred>`` counts them (rows ground truth). ``recall`` = matched / ground-truth
-lights, ``precision`` = matched / predicted lights, ``correct_recall`` = ground-truth lights found
-*with* the right state / all ground-truth lights (the end-to-end number: a missed light is wrong).
+is ignored for matching. ``confusion/<gt>/<pred>`` counts matched pairs (rows ground truth).
+
+Why not accuracy: lights are mostly green, so a head that calls every light green scored
+"accuracy 0.857" on matched lights and passed every suite while it never saw a red light. The
+headline is therefore **balanced accuracy** over states, end to end: ``recall/<state>`` = lights of
+that state found *with* the right state / all lights of that state (a missed light and a misread
+light are both wrong — a missed red is the costly error), and ``balanced_accuracy`` = the mean of
+``recall/<state>`` over the states that occur (Brodersen et al., "The balanced accuracy and its
+posterior distribution", ICPR 2010). A one-state predictor scores at most 1/(states present), so it
+cannot pass. ``precision/<state>`` = predictions of that state that are a light of that state / all
+predictions of that state (unmatched predictions count as false). ``state_balanced_accuracy`` is the
+same mean on matched lights only (how well a *detected* light's state is read). Kept for context:
+``accuracy`` (right state among matched — the flattering number), detection ``recall`` / ``precision``
+(matching only) and ``correct_recall`` (found with the right state / all lights, any state).
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ def greedy_match(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray, thr: flo
 
 
 class TrafficLightMetric(FrameMetric):
-    """``accuracy`` (headline), ``recall``, ``precision``, ``correct_recall``, ``confusion/<gt>/<pred>``.
+    """``balanced_accuracy`` (headline), ``recall/<state>``, ``precision/<state>``, ``state_balanced_accuracy``,
+    ``accuracy``, ``recall``, ``precision``, ``correct_recall``, ``lights/<state>``, ``confusion/<gt>/<pred>``.
 
     Predictions per frame: ``dict(boxes [K,4], scores [K], camera [K], state [K])``; targets: the
     ``traffic_light`` label.
@@ -61,31 +72,48 @@ class TrafficLightMetric(FrameMetric):
         for name, st in (("prediction", pst), ("target", gst)):
             if len(st) and (st.min() < 0 or st.max() >= n_s):
                 raise ValueError(f"{where} {name}: state index out of range [0, {n_s})")
-        # record: [n_s + 1, n_s + 1]; confusion in [:n_s, :n_s], GT count in [n_s, 0], pred count in [n_s, 1]
-        rec = np.zeros((n_s + 1, n_s + 1), np.int64)
+        # record [n_s + 2, n_s]: confusion in rows :n_s, GT lights per state in row n_s, predictions per state in
+        # row n_s + 1 (per-state precision counts unmatched predictions too).
+        rec = np.zeros((n_s + 2, n_s), np.int64)
         for cam in np.union1d(pc, gc):
             pi, gi = np.flatnonzero(pc == cam), np.flatnonzero(gc == cam)
             for a, b in greedy_match(pb[pi], ps[pi], gb[gi], self.iou_threshold):
                 rec[gst[gi[b]], pst[pi[a]]] += 1
-        rec[n_s, 0], rec[n_s, 1] = len(gb), len(pb)
+        rec[n_s] = np.bincount(gst, minlength=n_s)
+        rec[n_s + 1] = np.bincount(pst, minlength=n_s)
         return rec
+
+    def _totals(self, frames: Sequence[int] | np.ndarray | None) -> np.ndarray:
+        recs = self.records(frames)
+        n_s = len(self.states)
+        return np.sum(recs, axis=0) if recs else np.zeros((n_s + 2, n_s), np.int64)
 
     def confusion(self, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Counts ``[states, states]`` of matched lights, rows = ground truth, columns = predicted."""
-        recs = self.records(frames)
-        n_s = len(self.states)
-        return (np.sum(recs, axis=0) if recs else np.zeros((n_s + 1, n_s + 1), np.int64))[:n_s, :n_s]
+        return self._totals(frames)[:len(self.states)]
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
-        recs = self.records(frames)
         n_s = len(self.states)
-        tot = np.sum(recs, axis=0) if recs else np.zeros((n_s + 1, n_s + 1), np.int64)
-        conf, n_gt, n_pred = tot[:n_s, :n_s], tot[n_s, 0], tot[n_s, 1]
+        tot = self._totals(frames)
+        conf, gt_per_state, pred_per_state = tot[:n_s], tot[n_s], tot[n_s + 1]
+        n_gt, n_pred = gt_per_state.sum(), pred_per_state.sum()
         matched, correct = conf.sum(), np.trace(conf)
-        out = {"accuracy": float(safe_div(correct, matched)), "recall": float(safe_div(matched, n_gt)),
-               "precision": float(safe_div(matched, n_pred)), "correct_recall": float(safe_div(correct, n_gt))}
+        recall_s = safe_div(np.diag(conf), gt_per_state)  # NaN for a state with no light
+        precision_s = safe_div(np.diag(conf), pred_per_state)  # NaN for a state never predicted
+        state_recall = safe_div(np.diag(conf), conf.sum(axis=1))
+        present = gt_per_state > 0
+        out = {"balanced_accuracy": float(np.mean(recall_s[present])) if present.any() else float("nan")}
+        for i, s in enumerate(self.states):
+            out[f"recall/{s}"] = float(recall_s[i])
+        for i, s in enumerate(self.states):
+            out[f"precision/{s}"] = float(precision_s[i])
+        seen = conf.sum(axis=1) > 0
+        out["state_balanced_accuracy"] = float(np.mean(state_recall[seen])) if seen.any() else float("nan")
+        out |= {"accuracy": float(safe_div(correct, matched)), "recall": float(safe_div(matched, n_gt)),
+                "precision": float(safe_div(matched, n_pred)), "correct_recall": float(safe_div(correct, n_gt))}
         for i, g in enumerate(self.states):
+            out[f"lights/{g}"] = float(gt_per_state[i])
             for j, p in enumerate(self.states):
                 out[f"confusion/{g}/{p}"] = float(conf[i, j])
         return out

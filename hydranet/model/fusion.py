@@ -48,7 +48,14 @@ def project_to_cameras(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tenso
     (``grid_sample`` convention, ``align_corners=False``) and a visibility mask ``[B, N, P]``.
 
     Written with plain matmuls and ``where`` (no in-place indexing, no matrix inverse) so it exports.
+    Always fp32, also under bf16 autocast: a bf16 pixel coordinate at 200 px is off by up to 1 px.
     """
+    with torch.autocast(points.device.type, enabled=False):
+        return _project(points.float(), intrinsics.float(), T_ego_from_cam.float(), image_hw, min_depth)
+
+
+def _project(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, image_hw: tuple[int, int],
+             min_depth: float) -> tuple[Tensor, Tensor]:
     R = T_ego_from_cam[..., :3, :3]  # [B, N, 3, 3]
     t = T_ego_from_cam[..., :3, 3]  # [B, N, 3]
     # p_cam = R^T (p_ego - t); with row vectors that is (p_ego - t) @ R.
@@ -93,14 +100,21 @@ class BevSampler(nn.Module):
                                     nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
     def lift(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
-             image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+             image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Camera-averaged features ``[B, C, Z, R, C']`` (summed over ``levels``) and the number of
-        cameras that see each reference point ``[B, Z, R, C']``."""
+        cameras that see each reference point ``[B, Z, R, C']``.
+
+        ``camera_valid`` bool ``[B, N]``: a False camera sees nothing -- its sampling points go outside
+        the map (exact zeros) and it leaves the count, so points it never saw are bit-for-bit unchanged
+        and the others average over the cameras that remain."""
         B, N = intrinsics.shape[:2]
         R, C = self.grid.shape
         Z = len(self.heights)
         coords, visible = project_to_cameras(self.points, intrinsics.float(), T_ego_from_cam.float(), image_hw,
                                              self.min_depth)
+        if camera_valid is not None:
+            visible = visible & camera_valid.to(torch.bool)[:, :, None]
+            coords = torch.where(visible[..., None], coords, torch.full_like(coords, OUTSIDE))
         sample_grid = coords.reshape(B * N, Z * R, C, 2)
         total: Tensor | None = None
         for name in self.levels:
@@ -115,8 +129,8 @@ class BevSampler(nn.Module):
         return fused, count.reshape(B, Z, R, C)
 
     def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
-                image_hw: tuple[int, int]) -> Tensor:
-        fused, count = self.lift(feats, intrinsics, T_ego_from_cam, image_hw)
+                image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> Tensor:
+        fused, count = self.lift(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
         B, _, _, R, C = fused.shape
         # Heights stacked into channels: the 1×1 conv learns what each height slice means.
         extra = [count / intrinsics.shape[1], self.coords.expand(B, -1, -1, -1).to(fused.dtype)]
@@ -183,10 +197,11 @@ class BevFusion(nn.Module):
 
     def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor, image_hw: tuple[int, int],
                 prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,
-                state: dict[str, Tensor] | None = None) -> Tensor:
+                state: dict[str, Tensor] | None = None, camera_valid: Tensor | None = None) -> Tensor:
         """``prev_bev``/``T_prev_from_curr`` feed the temporal module (if built); when ``state`` is a
-        dict, the pre-encoder BEV of this frame is stored in ``state["bev"]`` for the next call."""
-        bev = self.sampler(feats, intrinsics, T_ego_from_cam, image_hw)
+        dict, the pre-encoder BEV of this frame is stored in ``state["bev"]`` for the next call.
+        ``camera_valid`` bool ``[B, N]`` masks failed cameras (see ``BevSampler.lift``)."""
+        bev = self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
         if self.temporal is not None:
             bev = self.temporal(bev, prev_bev, T_prev_from_curr)
         elif prev_bev is not None:

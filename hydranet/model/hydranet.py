@@ -97,8 +97,10 @@ class HydraNet(nn.Module):
     def forward_from_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
                               tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
                               prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,
-                              state: dict[str, Tensor] | None = None) -> dict[str, dict[str, Tensor]]:
-        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features."""
+                              state: dict[str, Tensor] | None = None,
+                              camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features;
+        ``camera_valid`` as in ``forward``."""
         names = self.resolve_tasks(tasks)
         if intrinsics.ndim != 4 or intrinsics.shape[-2:] != (3, 3):
             raise ValueError(f"intrinsics must be [B, N, 3, 3], got {tuple(intrinsics.shape)}")
@@ -109,27 +111,40 @@ class HydraNet(nn.Module):
         first = next(iter(feats.values()))
         if first.shape[0] != B * N:
             raise ValueError(f"camera features have batch {first.shape[0]}, expected B*N = {B}*{N}")
+        camera_valid = self.check_cameras(N, B, camera_valid)
         out: dict[str, dict[str, Tensor]] = {}
         for name in names:
             if self.task_objects[name].space == "camera":
                 out[name] = {k: v.reshape(B, N, *v.shape[1:]) for k, v in self.heads[name](feats).items()}
+                if camera_valid is not None:  # a failed camera's head outputs are marked, not hidden
+                    out[name]["camera_valid"] = camera_valid
         bev_names = [n for n in names if self.task_objects[n].space == "bev"]
         if bev_names:
             assert self.fusion is not None  # built whenever a bev task is configured
             bev = self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size, prev_bev,
-                              T_prev_from_curr, state)
+                              T_prev_from_curr, state, camera_valid=camera_valid)
             for name in bev_names:
                 out[name] = self.heads[name](bev)
         return {name: out[name] for name in names}
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, tasks: list[str] | None = None,
                 prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,
-                state: dict[str, Tensor] | None = None) -> dict[str, dict[str, Tensor]]:
+                state: dict[str, Tensor] | None = None,
+                camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """``images`` uint8 ``[B, N, 3, H, W]``, ``intrinsics [B, N, 3, 3]``, ``T_ego_from_cam [B, N, 4, 4]``
         → ``{task: {output: tensor}}``; camera outputs ``[B, N, ...]``, BEV outputs ``[B, ...]``.
 
+        ``camera_valid`` bool ``[B, N]`` (None = all cameras work): a False camera is a failed one. Fusion
+        ignores it (its sampling points read exact zeros and leave the per-point camera count), so BEV
+        points it never saw are bit-for-bit what they are without the mask, and the rest average over the
+        remaining cameras; the pre-encoder BEV (``state["bev"]``) shows this exactly, the BEV encoder's
+        3×3 convolutions then spread it by their receptive field. Camera-task outputs carry the mask as
+        ``out[task]["camera_valid"]``: a failed camera's head outputs are still computed but marked.
+        N must be the model's camera count: a missing camera is passed (any image) with its mask False.
+
         ``prev_bev``, ``T_prev_from_curr`` and ``state`` are for the optional temporal module (see
         ``hydranet.model.temporal``); a model without it rejects ``prev_bev``.
+        Raises ``ValueError`` naming both counts for a wrong camera count, and for a malformed mask.
         """
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be [B, N, 3, H, W], got {tuple(images.shape)}")
@@ -137,9 +152,23 @@ class HydraNet(nn.Module):
             raise ValueError(f"images {tuple(images.shape)} and intrinsics {tuple(intrinsics.shape)} "
                              "disagree on [B, N]")
         names = self.resolve_tasks(tasks)
+        self.check_cameras(images.shape[1], images.shape[0], camera_valid)
         feats = self.camera_features(images)
         return self.forward_from_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]),
-                                          prev_bev, T_prev_from_curr, state)
+                                          prev_bev, T_prev_from_curr, state, camera_valid)
+
+    def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
+        """The camera count must be the model's; ``camera_valid`` must be bool ``[B, N]``. Returns the mask."""
+        if n != self.num_cameras:
+            raise ValueError(f"inputs have {n} cameras but the model was built for {self.num_cameras} "
+                             f"(model.num_cameras); pass all {self.num_cameras} in rig order and mark failed ones "
+                             "False in camera_valid [B, N]")
+        if camera_valid is None:
+            return None
+        if camera_valid.dtype != torch.bool or tuple(camera_valid.shape) != (b, n):
+            raise ValueError(f"camera_valid must be bool [B, N] = [{b}, {n}], got {camera_valid.dtype} "
+                             f"{tuple(camera_valid.shape)}")
+        return camera_valid
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
                       **kwargs: Any) -> dict[str, dict[str, Tensor]]:

@@ -39,6 +39,8 @@ from hydranet.tasks.common import (
 
 # Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.
 _REG = {"offset": 2, "z": 1, "log_size": 3, "rot": 2, "velocity": 2}
+# BEV-distance bands (m) of the per-range mAP figures (``map@0-15m`` ...), inside the grid region.
+RANGE_BINS = (0.0, 15.0, 30.0)
 
 
 class Objects3DOptions(BevHeadOptions):
@@ -195,7 +197,11 @@ class Objects3D(OptionsTask):
     def make_metric(self) -> Metric:
         from hydranet.metrics import Detection3DMetric
 
-        return Detection3DMetric(classes=self.classes)
+        # Scored on the grid only: the world labels objects out to its cull distance, the head can place
+        # them only on the grid (encode drops off-grid centres), so both sides see the same region.
+        grid = self._grid()
+        return Detection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
+                                 range_bins=RANGE_BINS)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         from hydranet.viz import draw_boxes3d

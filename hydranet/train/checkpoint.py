@@ -299,14 +299,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return Checkpoint(path, state, read("model.safetensors", True), read("optimizer.safetensors", False))
 
 
-def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
+def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = True
                       ) -> tuple[Checkpoint | None, str | None]:
     """The newest loadable checkpoint of a run's ``checkpoints/`` directory, for resuming.
 
     Tries the checkpoint ``latest.json`` names, then every ``step_*`` directory newest first. Returns
     ``(checkpoint, note)``: ``note`` is one line saying which checkpoint was unusable and which one is
     used instead (None when the pointer's own checkpoint loaded), and unusable checkpoints newer than
-    the one used are renamed ``corrupt_<name>`` so pruning can never keep them over a valid one.
+    the one used are renamed ``corrupt_<name>`` (when ``quarantine``: rank 0 only under DDP) so
+    pruning can never keep them over a valid one.
     ``(None, None)`` when the directory holds no checkpoint at all. Raises ``CheckpointError``
     naming every file tried when checkpoints exist but none loads.
     """
@@ -331,7 +332,7 @@ def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "
         if not problems:
             return ckpt, None
         step = int(ckpt.state.get("step", -1))
-        for bad in steps:
+        for bad in steps if quarantine else []:
             m = _STEP_DIR.match(bad.name)
             if bad != path and m and int(m.group(1)) >= step and bad.is_dir():
                 os.replace(bad, bad.with_name(f"corrupt_{bad.name}"))

@@ -133,7 +133,13 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: float | None = Field(default=1.0, gt=0)  # None disables clipping
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # Probability that a camera counts as failed in a training sample (fusion masks it: camera_valid),
+    # so BEV heads learn to work with a dead camera. 0 disables; camera heads always see every camera.
+    camera_dropout: float = Field(default=0.0, ge=0, lt=1)
+    # auto: bf16 autocast where the device has native bf16 (CUDA Ampere+, CPUs with AVX512-BF16/AMX), else
+    # fp32 (hydranet.train.precision); bf16 on a device without it is refused.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True  # NHWC weights for the convolutions: oneDNN/cuDNN's fast layout
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     num_workers: int = Field(default=0, ge=0)

@@ -23,7 +23,7 @@ import yaml
 from rich.console import Console
 
 from hydranet.console import make_console
-from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 
 
 def default_demo_config() -> Path:
@@ -74,7 +74,7 @@ def _finished(train_dir: Path) -> bool:
     if not summary.is_file():
         return False
     s = json.loads(summary.read_text())
-    return s.get("steps") is not None and (s.get("steps") == s.get("planned_steps") or s.get("stopped_early"))
+    return s.get("steps") is not None and s.get("steps") == s.get("planned_steps")
 
 
 def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None = None, retrain: bool = False,
@@ -90,6 +90,9 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     t_start = time.perf_counter()
     config = config or default_demo_config()
     cfg = load_config(config, overrides)
+    if cfg.train.time_limit_s is not None:
+        raise ConfigError(f"{config}: train.time_limit_s: the demo does a fixed amount of work on every machine "
+                          "(its numbers must not depend on the machine's speed); remove the time limit")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     console.print(f"[bold]hydranet demo[/] config {config} -> {out}")
@@ -139,8 +142,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)
     console.print(f"[bold green]demo done[/] in {meta['total_seconds']:.0f}s "
-                  f"(training {summary.get('steps')}/{summary.get('planned_steps')} steps"
-                  f"{', stopped by the time limit' if summary.get('stopped_early') else ''})")
+                  f"(training {summary.get('steps')}/{summary.get('planned_steps')} steps)")
     console.print(f"  metrics     {md}  {js}")
     console.print(f"  pictures    {out / 'pictures'}/ ({len(paths)} files), overview {sheet}")
     console.print(f"  checkpoint  {summary.get('checkpoint')}  (hydranet.train.checkpoint.load_model)")

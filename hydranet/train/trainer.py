@@ -24,7 +24,6 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from hydranet.train.checkpoint import (
 from hydranet.train.config import Config, config_to_dict
 from hydranet.train.evaluate import evaluate
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
+from hydranet.train.precision import autocast, use_bf16
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
 
 
@@ -73,6 +73,18 @@ def freeze(model: nn.Module, modules: list[str]) -> list[str]:
     return found
 
 
+def camera_dropout_mask(batch: Batch, p: float, seed: tuple[int, ...]) -> Tensor:
+    """``camera_valid`` bool ``[B, N]`` with each camera failed with probability ``p`` (at least one camera
+    of each sample kept), for training fusion to survive a dead camera (``train.camera_dropout``).
+    Seeded by (seed, step, rank) and the batch's frame indices, so a resumed run draws the same masks."""
+    b, n = batch.images.shape[:2]
+    g = torch.Generator().manual_seed(hash((*seed, *batch.frame_index.tolist())) & 0x7FFF_FFFF_FFFF_FFFF)
+    valid = torch.rand(b, n, generator=g) >= p
+    keep = torch.randint(0, n, (b,), generator=g)
+    valid[torch.arange(b), keep] |= ~valid.any(1)  # never all cameras of a sample
+    return valid.to(batch.images.device)
+
+
 class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, train_set: Dataset, out_dir: str | Path, *,
                  tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
@@ -90,6 +102,10 @@ class Trainer:
 
             model = convert_sync_batchnorm(model)
         self.model = model.to(self.device)
+        if self.tc.channels_last:
+            # Conv weights NHWC: oneDNN/cuDNN then run every convolution (trunk, neck, BEV encoder, heads)
+            # channels-last, whatever the input's layout; 1.5x faster in fp32 on the development CPU.
+            self.model.to(memory_format=torch.channels_last)
         self.tasks: dict[str, Task] = dict(tasks if tasks is not None else model.task_objects)
         self.train_tasks = sorted(train_tasks or self.tasks)
         unknown = sorted(set(self.train_tasks) - set(self.tasks))
@@ -121,9 +137,7 @@ class Trainer:
         by_id = {id(p): n for n, p in named} | {id(p): f"balancer.{n}" for n, p in self.balancer.named_parameters()}
         self.param_names = [by_id[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
 
-        self.bf16 = self.tc.precision == "bf16" or (self.tc.precision == "auto" and self.device.type == "cuda")
-        if self.bf16 and self.device.type != "cuda":
-            raise ValueError("train.precision bf16 needs CUDA (on CPU bf16 autocast is ~13x slower): use fp32 or auto")
+        self.bf16 = use_bf16(self.tc.precision, self.device)  # auto: bf16 where the hardware has it natively
         self.step = 0
         self.skipped_steps = 0
         self.stopped_early = False
@@ -137,7 +151,9 @@ class Trainer:
     # -- model call and modes ------------------------------------------------------------------
 
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
-        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
+        mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
+            if self.model.training and self.tc.camera_dropout > 0 else None
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, camera_valid=mask)
 
     def train_mode(self) -> None:
         self.model.train()
@@ -185,7 +201,7 @@ class Trainer:
             run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
             if bad or not run:
                 continue
-            with torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext():
+            with autocast(self.device, self.bf16):
                 outputs = self.forward(batch, run)
             losses = {}
             for t in run:
@@ -278,7 +294,8 @@ class Trainer:
         if path is not None:
             ckpt = load_checkpoint(path, map_location=self.device)
         else:
-            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device)
+            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device,
+                                                        quarantine=self.dist.is_main)
             if found is None:
                 return False
             ckpt = found

@@ -57,7 +57,7 @@ def test_generate_refuses_to_overwrite_a_different_dataset(tmp_path, config):
     assert gen(out, config).exit_code == 0
     r = runner.invoke(app, ["generate", "--out", str(out), "--frames", "4", "--config", str(config),
                             "--shard-size", "2", "--seed", "4"])
-    assert r.exit_code == 1 and "different dataset" in r.output and "frames: 5 there, 4 requested" in r.output
+    assert r.exit_code == 2 and "different dataset" in r.output and "frames: 5 there, 4 requested" in r.output
     r = runner.invoke(app, ["generate", "--out", str(out), "--frames", "4", "--config", str(config),
                             "--shard-size", "2", "--seed", "4", "--force"])
     assert r.exit_code == 0 and len(ShardDataset(out)) == 4
@@ -85,7 +85,7 @@ def test_bad_arguments_and_config_fields_are_named(tmp_path, config):
     r = runner.invoke(app, ["generate", "--out", str(tmp_path / "x"), "--frames", "0"])
     assert r.exit_code == 2 and "--frames" in r.output
     r = runner.invoke(app, ["data-info", str(tmp_path / "x")])
-    assert r.exit_code == 1 and "manifest not found" in r.output
+    assert r.exit_code == 2 and "manifest not found" in r.output
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ def test_manifest_describes_graph(exported, checkpoint, model):
     assert m.camera_names == list(rig.names)
     want = {"images": ([1, 8, 3, 64, 128], onnx.TensorProto.UINT8),
             "intrinsics": ([1, 8, 3, 3], onnx.TensorProto.FLOAT),
-            "T_ego_from_cam": ([1, 8, 4, 4], onnx.TensorProto.FLOAT)}
+            "T_ego_from_cam": ([1, 8, 4, 4], onnx.TensorProto.FLOAT),
+            "camera_valid": ([1, 8], onnx.TensorProto.BOOL)}  # graphs with fusion take the dead-camera mask
     assert [i.name for i in m.inputs] == list(want)
     for spec, gi in zip(m.inputs, graph.graph.input, strict=True):
         shape = [d.dim_value for d in gi.type.tensor_type.shape.dim]

@@ -27,8 +27,8 @@ def test_export_verify_quantize_infer(checkpoint, tmp_path, subset):
     m = load_manifest(graph)
     graph_inputs = [i.name for i in onnx.load(str(graph), load_external_data=False).graph.input]
     assert m.input_names() == graph_inputs  # the manifest lists only the inputs the graph really has
-    expected = ["images"] if subset == "camera" else ["images", "intrinsics", "T_ego_from_cam"]
-    assert graph_inputs[:3] == expected
+    expected = ["images"] if subset == "camera" else ["images", "intrinsics", "T_ego_from_cam", "camera_valid"]
+    assert graph_inputs == expected
 
     r = runner.invoke(app, ["quantize", str(graph), "--calib-frames", "1", "--eval-frames", "1", "--max-drop", "10",
                             "--threads", "1"])
@@ -91,3 +91,21 @@ def test_changed_graph_bytes_are_refused(model, tmp_path):
     flip_weight_bytes(int8, 1)
     with pytest.raises(ManifestError, match="sha256"):
         DeployedModel(int8, threads=1)
+
+
+def test_graph_takes_the_dead_camera_mask(model, exported):
+    """Export carries camera_valid as a graph input: ORT with a dead camera matches eager with the same mask."""
+    import torch
+
+    from hydranet.deploy.export import example_inputs
+
+    dm = DeployedModel(exported, threads=1)
+    images, K, T = example_inputs(model, 1)
+    valid = torch.ones(1, 8, dtype=torch.bool)
+    valid[0, 0] = False
+    got, plain = dm.forward(images, K, T, valid), dm.forward(images, K, T)
+    with torch.no_grad():
+        ref = model.eval()(images, K, T, camera_valid=valid)
+    for spec in dm.manifest.outputs:
+        assert (got[spec.task][spec.key] - ref[spec.task][spec.key]).abs().max() < 1e-3, spec.name
+    assert not torch.allclose(got["objects3d"]["heatmap"], plain["objects3d"]["heatmap"])

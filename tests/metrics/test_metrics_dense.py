@@ -125,3 +125,25 @@ def test_depth_streaming_and_resize():
     c = DepthMetric()
     c.update(up, t)
     assert c.compute() == pytest.approx(a.compute(), nan_ok=True)
+
+
+def test_boundary_iou_scores_the_edge_not_the_interior():
+    """Issue 9 sec. 5: IoU of a big region flatters (an image-blind prior scores drivable IoU 0.73); Boundary IoU
+    (Cheng et al. 2021) scores the band along the contour. Image border is not a contour."""
+    from hydranet.metrics import SegmentationIoU
+
+    target = torch.zeros(1, 4, 8, dtype=torch.uint8)
+    target[..., :4] = 1  # left half: the only contour is column 3 | 4
+    shifted = torch.zeros_like(target)
+    shifted[..., :5] = 1  # one column too far: band is column 4, the target's band column 3
+    m = SegmentationIoU(classes=("drivable",), multilabel=True, boundary_px=1)
+    m.update([shifted], [target])
+    out = m.compute()
+    assert out["miou"] == pytest.approx(16 / 20) and out["boundary_iou"] == 0.0
+    m = SegmentationIoU(classes=("drivable",), multilabel=True, boundary_px=1)
+    m.update([target.clone()], [target])
+    assert m.compute()["boundary_iou"] == 1.0 and m.compute()["boundary_iou/drivable"] == 1.0
+    wide = SegmentationIoU(classes=("drivable",), multilabel=True, boundary_px=2)
+    wide.update([shifted], [target])
+    # bands: target cols 2-3 (8 px), prediction cols 3-4 (8 px): 4 shared of 12
+    assert wide.compute()["boundary_iou"] == pytest.approx(4 / 12)

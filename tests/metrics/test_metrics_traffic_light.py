@@ -33,3 +33,33 @@ def test_cameras_do_not_match_across():
     assert out["recall"] == 0.0 and out["accuracy"] != out["accuracy"]  # NaN: nothing matched
     with pytest.raises(ValueError, match="state index out of range"):
         m.update([{**pred, "state": torch.tensor([7])}], [gt])
+
+
+def test_per_state_recall_precision_and_balanced_accuracy():
+    """Issue 9 sec. 5: the demo head called every light green -- 'accuracy 0.857'. The headline must expose it."""
+    boxes = torch.tensor([[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(7)])
+    gt = {"boxes": boxes, "camera": torch.zeros(7, dtype=torch.long), "state": torch.tensor([0, 0, 0, 0, 2, 2, 1])}
+    all_green = {"boxes": boxes, "scores": torch.ones(7), "camera": torch.zeros(7, dtype=torch.long),
+                 "state": torch.full((7,), 2)}
+    m = TrafficLightMetric()
+    m.update([all_green], [gt])
+    out = m.compute()
+    assert next(iter(out)) == "balanced_accuracy"  # the headline the gate and INT8 drop use
+    assert out["recall/red"] == 0.0 and out["recall/yellow"] == 0.0 and out["recall/green"] == 1.0
+    assert out["balanced_accuracy"] == pytest.approx(1 / 3)
+    assert out["precision/green"] == pytest.approx(2 / 7) and out["precision/red"] != out["precision/red"]  # NaN
+    assert out["confusion/red/green"] == 4 and out["lights/red"] == 4
+    assert out["recall"] == 1.0  # detection alone is perfect: the old gate (recall >= 0.3) passed this head
+
+    right = dict(all_green, state=gt["state"])
+    m = TrafficLightMetric()
+    m.update([right], [gt])
+    out = m.compute()
+    assert out["balanced_accuracy"] == 1.0 and out["recall/red"] == 1.0 and out["precision/red"] == 1.0
+
+    # A missed red light counts against red recall (end to end), not only a misread one.
+    m = TrafficLightMetric()
+    m.update([{k: v[1:] for k, v in right.items()}], [gt])
+    out = m.compute()
+    assert out["recall/red"] == pytest.approx(3 / 4) and out["state_balanced_accuracy"] == 1.0
+    assert out["balanced_accuracy"] == pytest.approx((3 / 4 + 1 + 1) / 3)

@@ -32,6 +32,11 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
 
     ok = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run), "--no-progress"])
     assert ok.exit_code == 0, ok.output
+    assert f"final checkpoint: {run / 'checkpoints' / 'step_00000002'} (step 2)" in " ".join(ok.output.split())
+    # The run stores its config: --resume needs only --out (before: "pass a config, or --from CKPT").
+    resumed = runner.invoke(app, ["train", "--resume", "-o", str(run), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed at step 2" in resumed.output and "final checkpoint:" in resumed.output
     again = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output  # bad input: --out holds a run
 

@@ -109,3 +109,25 @@ def test_pydantic_internals_never_reach_the_user(tmp_path):
     text = str(err.value)
     assert "world config: fog: expected" in text and "or 'random', got 'thick'" in text
     assert "errors)" not in text and "literal[" not in text and "function-" not in text
+
+
+def test_shipped_configs_data_match_their_model():
+    from hydranet.compat import check_data_matches_model, source_layout
+
+    for f in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
+        cfg = load_config(f)
+        sources = [*cfg.data.datasets.items(), *([("eval", cfg.data.eval)] if cfg.data.eval else [])]
+        for name, ds in sources:
+            if ds.kind == "world":
+                check_data_matches_model(source_layout(ds, f"{f.name} {name}"), cfg.resolved_model())
+
+
+def test_demo_does_the_same_work_on_every_machine(tmp_path):
+    """No wall-clock cut: before, a 390 s limit made a busy machine train fewer steps (other numbers)."""
+    from hydranet.train.demo import default_demo_config, run_demo
+
+    cfg = load_config(default_demo_config())
+    assert cfg.train.time_limit_s is None and cfg.train.steps > 0
+    with pytest.raises(ConfigError, match=r"train.time_limit_s: the demo does a fixed amount of work"):
+        run_demo(tmp_path, overrides=["train.time_limit_s=390"])
+    assert not (tmp_path / "data").exists()  # refused before rendering anything

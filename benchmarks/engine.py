@@ -1,0 +1,272 @@
+"""P-engine — does mining beat random selection at the same label budget? (issue 14)
+
+On the synthetic world, per seed:
+
+1. **base**: a HydraNet (tiny, ``--cameras`` cameras, drivable + depth) trained for ``--base-steps``
+   on ``--base-frames`` *daytime* frames only — so it is weak on the night suite.
+2. An unlabelled pool of ``--pool-frames`` frames, ``--night-fraction`` of them at night (the weak
+   condition is rare in what a fleet sends back), other world seeds, as shards: mining reads no
+   labels and gets no lighting metadata — the night trigger reads the images.
+3. With the same budget of ``--budget`` frames (default +10 % of the base set) from that pool, the
+   base model is fine-tuned for ``--ft-steps`` on base + the chosen frames, for each selection:
+   - ``none``: no new frames (the control: what the extra steps alone buy);
+   - ``random``: frames drawn uniformly from the pool, oracle labels;
+   - ``mined``: ``hydranet mine`` with ``--triggers`` (uncertainty + the user-named weak condition),
+     oracle labels;
+   - ``mined_uncertainty``: mined with the drivable-entropy trigger alone, oracle labels;
+   - ``mined_auto``: the ``mined`` frames auto-labelled by a teacher over their whole clip (a
+     model trained longer on more frames of every lighting, ``--teacher-*``; shared by all seeds).
+4. Every model is evaluated on the same frames of a night suite and a day suite (drivable mIoU,
+   depth AbsRel), and gated against ``base`` with ``hydranet.eval.gate`` (bootstrap, tolerances).
+
+Gain = metric(method) − metric(base), oriented so positive is better. The goal (issue 14):
+mined gain ≥ 1.5 × random gain on the weak (night) suite's drivable mIoU, no suite regressing
+beyond its gate. Results per seed are cached in ``--work`` (``seed_<n>.json``) so seeds can run
+as separate commands; the last command prints the JSON over every seed done::
+
+    python benchmarks/engine.py --seeds 0 --work /tmp/engine-bench   # ~4 min per seed on 2 busy cores
+    python benchmarks/engine.py --seeds 0,1,2 --work /tmp/engine-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CAMERA_NAMES = ("main", "rear")
+TASKS = {"drivable": {}, "depth": {}}
+METRICS = {"drivable": "miou", "depth": "abs_rel"}
+SUITES = {"night": {"lighting": "night"}, "day": {"lighting": "day"}}
+
+
+def world(args: argparse.Namespace, seed: int, scenes: int, **over: Any) -> dict[str, Any]:
+    from hydranet.world import WorldConfig
+
+    cams = [c.model_dump() for c in WorldConfig().cameras if c.name in CAMERA_NAMES]
+    return {"seed": seed, "num_scenes": scenes, "frames_per_scene": args.frames_per_scene, "height": args.height,
+            "width": args.width, "cameras": cams, "grid": {"cell": 2.0}, **over}
+
+
+def render(out: Path, cfg: dict[str, Any], frames: int) -> str:
+    from hydranet.data.generate import generate
+    from hydranet.data.loaders import load_world_config
+
+    generate(out, load_world_config(cfg), frames, shard_size=64)
+    return str(out)
+
+
+def train(args: argparse.Namespace, out: Path, datasets: dict[str, str], steps: int, lr: float, seed: int,
+          start: str | None = None) -> str:
+    from rich.console import Console
+
+    from hydranet.train.checkpoint import resolve_checkpoint
+    from hydranet.train.config import config_from_dict
+    from hydranet.train.run import run_training
+
+    if (out / "checkpoints" / "latest.json").exists():
+        return str(resolve_checkpoint(out))
+    cfg = config_from_dict({
+        "data": {"datasets": {n: {"kind": "shards", "path": p} for n, p in datasets.items()}},
+        "model": {"preset": "tiny", "image_size": [args.height, args.width], "num_cameras": len(CAMERA_NAMES),
+                  "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 2.0}, "tasks": TASKS},
+        "train": {"steps": steps, "batch_size": args.batch, "lr": lr, "warmup_steps": min(20, steps // 5),
+                  "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": steps, "seed": seed, "threads": 1,
+                  "num_workers": 0, "balancing": {"kind": "uncertainty"}},
+    }, "<benchmark>")
+    run_training(cfg, out, from_ckpt=start, progress=False, console=Console(file=open("/dev/null", "w")))
+    return str(resolve_checkpoint(out))
+
+
+def suites(args: argparse.Namespace, work: Path) -> list[Any]:
+    import yaml
+
+    from hydranet.eval.suite import load_suite
+    from hydranet.world import WorldConfig
+
+    cams = [c.model_dump() for c in WorldConfig().cameras if c.name in CAMERA_NAMES]
+    out = []
+    for name, scen in SUITES.items():
+        spec = {"name": name, "world": {"fog": 0.0, "num_scenes": 40, "cameras": cams, "frames_per_scene": 10},
+                "scenarios": {name: scen}, "seeds": [9100, 9100 + args.eval_seeds], "frames": args.eval_frames,
+                "bootstrap": 200, "tasks": {"drivable": {"thresholds": {"miou": ">= 0.0"},
+                                                          "tolerance": {"miou": 0.03}},
+                                             "depth": {"thresholds": {"abs_rel": "<= 10"},
+                                                       "tolerance": {"abs_rel": 0.05}}}}
+        path = work / f"suite_{name}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        out.append(load_suite(path))
+    return out
+
+
+def rare_night_pool(args: argparse.Namespace, w: Path, seed: int) -> str:
+    """The unlabelled pool: ``--pool-frames`` frames of which ``--night-fraction`` are night (whole
+    scenes), the rest day — the weak condition is rare in what the fleet sends back. One shard
+    directory (day scenes first, then night scenes); ``pool_lighting.json`` records which is which
+    for the report (the miner never sees it)."""
+    from hydranet.data.loaders import open_dataset
+    from hydranet.data.shards import ShardWriter
+
+    out = w / "pool"
+    if (out / "manifest.json").exists():
+        return str(out)
+    per = args.frames_per_scene
+    n_night = max(per, round(args.pool_frames * args.night_fraction / per) * per)
+    n_day = args.pool_frames - n_night
+    day = open_dataset(render(w / "pool_day", world(args, 200 + seed, n_day // per + 1, lighting="day"), n_day))
+    night = open_dataset(render(w / "pool_night", world(args, 300 + seed, n_night // per + 1, lighting="night"),
+                                n_night))
+    with ShardWriter(out, shard_size=64, rig=day.rig.to_dict(), grid=day.grid.to_dict(),
+                     source={"kind": "engine-benchmark-pool", "day": n_day, "night": n_night}) as wr:
+        for ds in (day, night):
+            for i in range(len(ds)):
+                wr.write(ds[i])
+    (w / "pool_lighting.json").write_text(json.dumps(["day"] * n_day + ["night"] * n_night))
+    return str(out)
+
+
+def teacher(args: argparse.Namespace, work: Path) -> str:
+    data = render(work / "teacher_data", world(args, 777, args.teacher_frames // args.frames_per_scene + 1,
+                                               fog=0.0), args.teacher_frames)
+    return train(args, work / "teacher", {"t": data}, args.teacher_steps, args.lr, 0)
+
+
+def run_seed(args: argparse.Namespace, seed: int, work: Path, teacher_ckpt: str) -> dict[str, Any]:
+    from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+    from hydranet.engine.label import oracle_items, write_labelled
+    from hydranet.engine.mine import build_triggers, mine
+    from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
+    from hydranet.engine.triggers import parse_trigger_specs
+    from hydranet.eval.gate import gate
+    from hydranet.eval.runner import run_suite
+
+    t0 = time.perf_counter()
+    w = work / f"seed_{seed}"
+    base_data = render(w / "base_data", world(args, 100 + seed, args.base_frames // args.frames_per_scene + 1,
+                                              lighting="day"), args.base_frames)
+    pool_path = rare_night_pool(args, w, seed)
+    base = train(args, w / "base", {"base": base_data}, args.base_steps, args.lr, seed)
+    model = load_mining_model(base)
+    pool = open_pool(pool_path)
+    labelled_pool = open_pool(pool_path, with_labels=True)
+    picks: dict[str, list[int]] = {"random": sorted(np.random.default_rng(seed).choice(
+        len(pool), args.budget, replace=False).tolist())}
+    mined_info = {}
+    for name, trig in (("mined", args.triggers), ("mined_uncertainty", "entropy:task=drivable")):
+        res = mine(model, pool, build_triggers(parse_trigger_specs(trig), model_tasks(model)), args.budget)
+        picks[name] = [q["index"] for q in res.queue]
+        mined_info[name] = [q["reason"] for q in res.queue[:3]]
+    light = json.loads((w / "pool_lighting.json").read_text())
+    lighting = {k: {c: sum(light[i] == c for i in v) for c in ("day", "night")} for k, v in picks.items()}
+    queue = {k: [{"rank": r + 1, "index": i, "frame_id": f"{labelled_pool[i].scene_id}#"
+                  f"{labelled_pool[i].frame_index}"} for r, i in enumerate(v)] for k, v in picks.items()}
+    added: dict[str, str | None] = {"none": None}
+    cost: dict[str, dict] = {}
+    for name in ("random", "mined", "mined_uncertainty"):
+        out = w / f"labels_{name}"
+        cost[name] = write_labelled(out, oracle_items(queue[name], labelled_pool, list(TASKS)), labelled_pool,
+                                    {"labeller": "oracle"})["cost"]
+        added[name] = str(out)
+    tmodel = load_mining_model(teacher_ckpt)
+    auto = write_labelled(w / "labels_mined_auto", autolabel_items(queue["mined"], labelled_pool, tmodel,
+                                                                   teacher_ckpt, AutoLabelConfig(clip_radius=10)),
+                          labelled_pool, {"labeller": "auto"})
+    added["mined_auto"] = auto["path"]
+    cost["mined_auto"] = auto["cost"]
+    models = {"base": model}
+    for name, extra in added.items():
+        data = {"base": base_data} | ({"added": extra} if extra else {})
+        models[name] = load_mining_model(train(args, w / f"ft_{name}", data, args.ft_steps, args.ft_lr, seed,
+                                               start=base))
+    result: dict[str, Any] = {"seed": seed, "picked_lighting": lighting, "mined_reasons": mined_info,
+                              "label_cost": cost, "suites": {}, "gate": {}}
+    for suite in suites(args, work):
+        runs = run_suite(models, suite, batch_size=4)
+        result["suites"][suite.name] = {m: {t: _clean(runs[m].tasks[t].metrics[METRICS[t]]) for t in TASKS}
+                                        for m in models}
+        result["gate"][suite.name] = {m: [f"{r.task}.{r.metric}: {r.reason}" for r in gate(runs["base"], runs[m])
+                                          if r.status == "fail"] for m in models if m != "base"}
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _clean(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else round(float(x), 4)
+
+
+def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    methods = ["none", "random", "mined", "mined_uncertainty", "mined_auto"]
+    gains: dict[str, Any] = {}
+    for suite in SUITES:
+        for task, metric in METRICS.items():
+            sign = -1.0 if metric == "abs_rel" else 1.0
+            key = f"{suite}/{task}.{metric}"
+            gains[key] = {}
+            for m in methods:
+                vals = [sign * (r["suites"][suite][m][task] - r["suites"][suite]["base"][task]) for r in results]
+                gains[key][m] = {"mean": round(statistics.mean(vals), 4),
+                                 "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                                 "per_seed": [round(v, 4) for v in vals]}
+    weak = gains["night/drivable.miou"]
+    ratio = {m: (round(weak[m]["mean"] / weak["random"]["mean"], 2) if weak["random"]["mean"] > 0 else None)
+             for m in ("mined", "mined_uncertainty", "mined_auto")}
+    over_control = {m: round(weak[m]["mean"] - weak["none"]["mean"], 4) for m in weak}
+    regressions = {m: sum(len(r["gate"][s][m]) for r in results for s in SUITES) for m in methods}
+    return {
+        "benchmark": "engine", "seeds": [r["seed"] for r in results], "config": vars(args),
+        "gain_vs_base": gains, "weak_suite": "night/drivable.miou",
+        "mined_over_random_ratio": ratio, "gain_over_no_new_data_control": over_control,
+        "goal": "mined gain >= 1.5x random gain on the weak suite, no gate regression",
+        "goal_met": bool(ratio["mined"] is not None and ratio["mined"] >= 1.5 and regressions["mined"] == 0),
+        "gate_failures_per_method": regressions,
+        "picked_lighting": {r["seed"]: r["picked_lighting"] for r in results},
+        "per_seed": results,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--work", default="/tmp/hydranet-engine-bench")
+    p.add_argument("--height", type=int, default=48)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--frames-per-scene", type=int, default=5)
+    p.add_argument("--base-frames", type=int, default=40)
+    p.add_argument("--pool-frames", type=int, default=150)
+    p.add_argument("--budget", type=int, default=4, help="frames bought (default +10 %% of --base-frames)")
+    p.add_argument("--night-fraction", type=float, default=0.1, help="share of night frames in the pool")
+    p.add_argument("--base-steps", type=int, default=200)
+    p.add_argument("--ft-steps", type=int, default=100)
+    p.add_argument("--teacher-frames", type=int, default=150)
+    p.add_argument("--teacher-steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=6e-3)
+    p.add_argument("--ft-lr", type=float, default=2e-3)
+    p.add_argument("--eval-frames", type=int, default=12)
+    p.add_argument("--eval-seeds", type=int, default=2)
+    p.add_argument("--triggers", default="entropy:task=drivable,condition:name=night")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tckpt = teacher(args, work)
+    results = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        path = work / f"seed_{seed}.json"
+        if not path.exists():
+            print(f"seed {seed} ...", file=sys.stderr)
+            path.write_text(json.dumps(run_seed(args, seed, work, tckpt), indent=1))
+        results.append(json.loads(path.read_text()))
+    print(json.dumps(summarise(results, args), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""CLI of the data engine: ``hydranet mine``, ``hydranet label``, ``hydranet autolabel-quality``,
+``hydranet vacation``.
+
+Exit codes: 0 = done; 1 = ``vacation``: an iteration's gate failed (nothing promoted); 2 = bad input
+(missing model/pool/config, unknown trigger, bad option).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hydranet.cli.app import app
+
+console = Console(stderr=True)
+
+TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
+                 "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+@app.command("mine")
+def mine_command(
+    model: Path = typer.Option(..., "--model", "-m", help="checkpoint/run directory, or an exported model.onnx"),
+    data: str = typer.Option(..., "--data", help="the unlabelled pool: shard dir, manifest, 'synthetic[:world.yaml]'"),
+    triggers: str = typer.Option("entropy:task=drivable,light_margin,flicker", "--triggers", "-t",
+                                 help=TRIGGERS_HELP),
+    budget: int = typer.Option(..., "--budget", "-b", min=1, help="frames to queue for labelling"),
+    out: Path = typer.Option(..., "--out", "-o", help="queue directory (queue.jsonl, queue.html, mine_summary.json)"),
+    shadow: Path | None = typer.Option(None, "--shadow", help="deployed graph (model.onnx) for the shadow trigger"),
+    oversample: int = typer.Option(4, min=1, help="candidates kept per queued frame for near-duplicate removal"),
+    radius: float | None = typer.Option(None, min=0.0, help="near-duplicate radius on embeddings (default: auto)"),
+    limit: int | None = typer.Option(None, min=1, help="mine only the first N frames of the pool"),
+    batch_size: int = typer.Option(4, min=1),
+    workers: int = typer.Option(0, min=0, help="DataLoader worker processes reading the pool"),
+    parquet: bool = typer.Option(False, help="also write queue.parquet (needs pyarrow)"),
+    html_frames: int = typer.Option(60, min=0, help="picks shown with thumbnails in queue.html"),
+    threads: int = typer.Option(1, min=0, help="torch compute threads per process (0 = torch's default)"),
+) -> None:
+    """Mine an unlabelled pool for frames worth labelling (works under torchrun: ranks split the pool)."""
+    import torch
+    import torch.distributed as dist
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from hydranet.engine.mine import build_triggers, env_world_size, mine
+    from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open_pool
+    from hydranet.engine.queue import write_queue, write_queue_html
+    from hydranet.engine.triggers import TriggerError, parse_trigger_specs
+
+    if parquet:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise typer.BadParameter("pyarrow is not installed; drop --parquet (queue.jsonl is always written)",
+                                     param_hint="--parquet") from None
+    try:
+        specs = parse_trigger_specs(triggers)
+        net = load_mining_model(model)
+        pool = open_pool(data)
+        trigs = build_triggers(specs, model_tasks(net))
+        deployed = None
+        if shadow is not None or any(t.needs_shadow for t, _ in trigs):
+            if shadow is None:
+                raise TriggerError("trigger 'shadow' needs --shadow model.onnx (the deployed graph)")
+            from hydranet.deploy.runtime import DeployedModel
+
+            deployed = DeployedModel(shadow)
+    except (TriggerError, PoolError) as e:
+        raise typer.BadParameter(str(e), param_hint="--triggers/--model/--data") from None
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--shadow") from None
+    if env_world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    with _progress() as progress:
+        bar = progress.add_task(f"mine (rank {rank})", total=None)
+        result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
+                      radius=radius, shadow=deployed, limit=limit,
+                      on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if result is None:
+        return
+    names = [n for n, _, _ in specs]
+    paths = write_queue(out, result, data, str(model), names, budget, parquet)
+    summary = {"pool": data, "model": str(model), "triggers": names, "budget": budget, "frames": result.frames,
+               "trigger_errors": result.errors}
+    if html_frames:
+        paths["html"] = write_queue_html(out / "queue.html", result.queue, open_pool(data), summary, html_frames)
+    failed = {k: v for k, v in result.errors.items() if v}
+    console.print(f"[bold]hydranet mine[/]: {result.frames} frames scored on {result.world_size} rank(s) in "
+                  f"{result.seconds:.1f} s; queued {len(result.queue)} -> {paths['jsonl']}")
+    if failed:
+        console.print(f"[yellow]trigger failures (frames still scored by the others): {failed}[/]")
+        for m in result.error_messages[:5]:
+            console.print(f"  {m}")
+
+
+@app.command("label")
+def label_command(
+    queue: Path = typer.Option(..., "--queue", "-q", help="queue directory or queue.jsonl from `hydranet mine`"),
+    data: str = typer.Option(..., "--data", help="the pool the queue was mined from (with ground truth for oracle)"),
+    labeller: str = typer.Option("oracle", "--labeller", "-l", help="oracle (world ground truth) or auto (teacher)"),
+    out: Path = typer.Option(..., "--out", "-o", help="new shard directory for the labelled frames"),
+    teacher: Path | None = typer.Option(None, "--teacher", help="auto: the teacher checkpoint"),
+    min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
+    clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
+    no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
+) -> None:
+    """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
+    from hydranet.engine.label import LabelError, oracle_items, write_labelled
+    from hydranet.engine.pool import PoolError, load_mining_model, open_pool
+    from hydranet.engine.queue import QueueError, read_queue
+
+    if labeller not in ("oracle", "auto"):
+        raise typer.BadParameter(f"'{labeller}': choose oracle or auto", param_hint="--labeller")
+    try:
+        rows = read_queue(queue)
+        pool = open_pool(data, with_labels=True)
+        if labeller == "oracle":
+            items = oracle_items(rows, pool)
+        else:
+            if teacher is None:
+                raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
+            from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+
+            cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
+            items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
+        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data})
+    except (QueueError, PoolError, LabelError) as e:
+        raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
+    console.print(f"[bold]hydranet label[/] ({labeller}): {res['frames']} frames -> {out}; cost {res['cost']}")
+
+
+@app.command("autolabel-quality")
+def autolabel_quality_command(
+    teacher: Path = typer.Option(..., "--teacher", help="the teacher checkpoint"),
+    data: str = typer.Option(..., "--data", help="frames with ground truth (e.g. 'synthetic:world.yaml')"),
+    frames: int = typer.Option(16, min=1, help="frames scored, spread evenly over the source"),
+    clip_radius: int = typer.Option(10, min=0),
+    min_confidence: float = typer.Option(0.1, min=0.0, max=1.0),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the JSON here too"),
+) -> None:
+    """Auto-label quality against ground truth, single-frame vs clip-smoothed (JSON on stdout)."""
+    import json
+
+    import numpy as np
+
+    from hydranet.engine.autolabel import AutoLabelConfig
+    from hydranet.engine.pool import PoolError, load_mining_model, open_pool
+    from hydranet.engine.quality import autolabel_quality
+
+    try:
+        pool = open_pool(data, with_labels=True)
+        model = load_mining_model(teacher)
+    except PoolError as e:
+        raise typer.BadParameter(str(e), param_hint="--teacher/--data") from None
+    idx = sorted({int(i) for i in np.linspace(0, len(pool) - 1, min(frames, len(pool))).round()})
+    res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius, min_confidence=min_confidence,
+                                                              min_score=min_confidence))
+    text = json.dumps(res, indent=1).replace("NaN", "null")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    typer.echo(text)
+
+
+@app.command("vacation")
+def vacation_command(
+    config: Path = typer.Option(..., "--config", "-c", help="pipeline.yaml (see docs/engine.md)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory; re-run the same command to resume"),
+    iterations: int | None = typer.Option(None, min=1, help="override the pipeline's iterations"),
+    threads: int = typer.Option(1, min=0, help="torch compute threads (0 = torch's default)"),
+) -> None:
+    """Operation Vacation: mine → label → dataset → train → eval → gate → export → promote, resumable.
+
+    Exits 1 when the last iteration's gate failed (nothing promoted), 2 on bad input."""
+    import torch
+
+    from hydranet.engine.pipeline import PipelineError, load_pipeline
+    from hydranet.engine.vacation import Vacation
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        pipe = load_pipeline(config)
+        if iterations is not None:
+            pipe = pipe.model_copy(update={"iterations": iterations})
+        loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
+    except (PipelineError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--config/--out") from None
+    rows = loop.run()
+    last = rows[-1] if rows else {}
+    console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}; current model: {loop.current()}")
+    if last.get("gate_passed") is False:
+        console.print("[bold red]last iteration not promoted[/]: " + "; ".join(
+            f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in last["gate_failures"]))
+        raise typer.Exit(1)

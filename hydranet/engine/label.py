@@ -1,0 +1,93 @@
+"""Labelling a queue into a new shard directory: the ``oracle`` and the shared writer.
+
+``oracle``: on the synthetic world the world's exact ground truth stands in for human labellers.
+Every labelled frame records what it *cost* — 1 frame plus one annotation per 2D box, traffic
+light and 3D box, and one per dense map (drivable, lanes, depth, ...) — so budgets and reports are
+in labels bought, not only in frames. The auto-labeller (``autolabel.py``) writes through the
+same ``write_labelled``.
+
+Output (``out``): the shards + ``manifest.json`` of the labelled frames (a dataset any command can
+train on), and ``labels.jsonl``: per frame its queue rank, pool index, frame id, cost, provenance
+and confidence. Nothing from the pool is copied besides the queued frames themselves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from hydranet.data.labels import label_spec
+from hydranet.data.sample import Sample
+
+OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
+
+
+class LabelError(ValueError):
+    """A queue that cannot be labelled from this pool (e.g. a frame without ground truth)."""
+
+
+def label_cost(labels: dict[str, Any]) -> dict[str, int]:
+    """Annotations a person would have drawn for these labels."""
+    objects = 0
+    for name in OBJECT_LABELS:
+        if name in labels:
+            objects += int(len(labels[name]["boxes"]))
+    dense = sum(1 for name in labels if label_spec(name).kind == "dense")
+    return {"frames": 1, "objects": objects, "dense_maps": dense, "total": 1 + objects + dense}
+
+
+@dataclass
+class Labelled:
+    sample: Sample
+    record: dict[str, Any]  # provenance, confidence, cost (JSON-serialisable)
+
+
+def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, source: dict[str, Any],
+                   shard_size: int = 64) -> dict[str, Any]:
+    """Write labelled samples as shards (+ ``labels.jsonl``) into ``out``; returns a summary.
+
+    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet). With no item
+    (every frame filtered out) no shard is written and ``path`` is None."""
+    from hydranet.data.shards import ShardWriter
+
+    out = Path(out)
+    rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]
+    grid = pool.grid.to_dict() if hasattr(pool, "grid") else None  # type: ignore[attr-defined]
+    records = []
+    items = iter(items)
+    first = next(items, None)
+    out.mkdir(parents=True, exist_ok=True)
+    if first is not None:  # a shard directory needs at least one sample
+        with ShardWriter(out, shard_size=shard_size, rig=rig, grid=grid, source=source, overwrite=True) as w:
+            for item in itertools.chain([first], items):
+                w.write(item.sample)
+                records.append(item.record)
+    tmp = out / ".labels.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(out / "labels.jsonl")
+    cost = {k: sum(r["cost"][k] for r in records) for k in ("frames", "objects", "dense_maps", "total")}
+    return {"frames": len(records), "cost": cost, "path": str(out) if records else None}
+
+
+def oracle_items(queue: list[dict[str, Any]], pool: Dataset, labels: list[str] | None = None) -> Iterator[Labelled]:
+    """Ground truth for every queued frame; ``labels`` keeps only these label names (None = all)."""
+    for row in queue:
+        sample = pool[row["index"]]
+        if f"{sample.scene_id}#{sample.frame_index}" != row["frame_id"]:
+            raise LabelError(f"queue rank {row.get('rank')}: pool index {row['index']} is "
+                             f"{sample.scene_id}#{sample.frame_index}, the queue says {row['frame_id']}: "
+                             "is this the pool the queue was mined from?")
+        if labels is not None:
+            sample.labels = {k: v for k, v in sample.labels.items() if k in labels}
+        if not sample.labels:
+            raise LabelError(f"{row['frame_id']}: the pool has no ground truth for this frame; the oracle needs a "
+                             "labelled source (the synthetic world, or shards with labels)")
+        record = {"rank": row.get("rank"), "index": row["index"], "frame_id": row["frame_id"],
+                  "cost": label_cost(sample.labels), "provenance": {"labeller": "oracle"}, "confidence": 1.0}
+        yield Labelled(sample, record)

@@ -1,0 +1,221 @@
+"""``mine``: stream an unlabelled pool through a model and the triggers, return a ranked queue.
+
+Memory is bounded for any pool size: frames stream through in batches; only the ``budget ×
+oversample`` best candidates (combined score, embedding, per-trigger scores, reason) are kept in a
+min-heap, plus each trigger's own bounded state (flicker keeps one previous frame). At the end the
+candidates go through score-weighted greedy k-centre (``select.py``) and the first ``budget``
+picks are the queue.
+
+Combined score = Σ wₜ·sₜ / Σ wₜ over the triggers t (weights from ``name*weight``). A trigger that
+raises on a frame contributes nothing to that frame; the frame is still scored by the others, and
+the failure is counted per trigger and reported (first messages kept) — never lost.
+
+Under ``torchrun`` each rank mines a contiguous block of the pool (so sequences stay whole for the
+flicker trigger) and rank 0 gathers every rank's candidates and counts, then selects and writes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from hydranet.data.sample import collate
+from hydranet.engine.pool import frame_metadata, run_model
+from hydranet.engine.select import k_centre
+from hydranet.engine.triggers.base import BatchContext, FrameContext, Trigger, TriggerError, create_trigger
+
+MAX_ERROR_MESSAGES = 20
+
+
+@dataclass
+class Candidate:
+    index: int  # into the pool dataset
+    frame_id: str  # "<scene_id>#<frame_index>"
+    scene_id: str
+    frame_index: int
+    score: float
+    scores: dict[str, float | None]
+    reasons: dict[str, str]
+    embedding: np.ndarray  # float16 [D], L2-normalised
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def reason(self, weights: dict[str, float]) -> str:
+        """The reasons of the triggers that contributed most, strongest first."""
+        ranked = sorted(((weights[t] * (s or 0.0), t) for t, s in self.scores.items()), reverse=True)
+        words = [self.reasons[t] for c, t in ranked if c > 0][:3]
+        failed = [self.reasons[t] for t, s in self.scores.items() if s is None]
+        return "; ".join(words + failed) or "no trigger fired"
+
+
+@dataclass
+class MineResult:
+    queue: list[dict[str, Any]]
+    frames: int  # frames scored (all ranks)
+    errors: dict[str, int]  # trigger -> frames it raised on
+    error_messages: list[str]
+    trigger_means: dict[str, float]  # mean score per trigger over the pool
+    radius: float
+    seconds: float
+    world_size: int = 1
+
+
+def build_triggers(specs: list[tuple[str, float, dict[str, Any]]], tasks: list[str]) -> list[tuple[Trigger, float]]:
+    out = []
+    names = [n for n, _, _ in specs]
+    dup = sorted({n for n in names if names.count(n) > 1 and n not in ("condition", "entropy", "rare")})
+    if dup:
+        raise TriggerError(f"trigger(s) {dup} given twice")
+    for name, w, options in specs:
+        if w < 0 or not math.isfinite(w):
+            raise TriggerError(f"trigger '{name}': weight must be a finite number >= 0, got {w}")
+        trig = create_trigger(name, **options)
+        trig.check(tasks)
+        out.append((trig, w))
+    return out
+
+
+def trigger_key(trig: Trigger, taken: set[str]) -> str:
+    """A unique column name: ``entropy/drivable``, ``condition/night`` for parametrised triggers."""
+    key = trig.name
+    for opt in ("task", "name"):
+        if opt in trig.options:
+            key = f"{trig.name}/{trig.options[opt]}"
+    base, n = key, 2
+    while key in taken:
+        key, n = f"{base}#{n}", n + 1
+    taken.add(key)
+    return key
+
+
+def rank_block(n: int, rank: int, world: int) -> range:
+    """Contiguous block of ``range(n)`` for ``rank`` of ``world`` (sizes differ by at most one)."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def _strip(samples: list) -> Any:
+    for s in samples:
+        s.labels = {}
+    return collate(samples)
+
+
+def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budget: int, *, oversample: int = 4,
+         batch_size: int = 4, num_workers: int = 0, radius: float | None = None, shadow: Any = None,
+         limit: int | None = None, exclude: set[int] | frozenset[int] = frozenset(),
+         on_progress: Callable[[int, int], None] | None = None) -> MineResult | None:
+    """Mine ``pool``; returns the result on rank 0 (``None`` on other ranks under torchrun).
+
+    ``exclude``: pool indices never to queue (frames labelled in earlier iterations); they are still
+    read in order, so sequence-aware triggers see them."""
+    import torch.distributed as dist
+
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    t0 = time.perf_counter()
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    total = len(pool) if limit is None else min(limit, len(pool))  # type: ignore[arg-type]
+    block = rank_block(total, rank, world)
+    keys: list[str] = []
+    taken: set[str] = set()
+    for trig, _ in triggers:
+        keys.append(trigger_key(trig, taken))
+    weights = dict(zip(keys, (w for _, w in triggers), strict=True))
+    wsum = sum(weights.values()) or 1.0
+    keep = budget * max(oversample, 1)
+    heap: list[tuple[float, int, Candidate]] = []
+    tie = itertools.count()
+    errors = dict.fromkeys(keys, 0)
+    messages: list[str] = []
+    sums = dict.fromkeys(keys, 0.0)
+    loader = DataLoader(Subset(pool, list(block)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_strip)
+    done = 0
+    for batch in loader:
+        start = block.start + done
+        outputs, emb = run_model(model, batch)
+        shadow_out = shadow(batch) if shadow is not None else None
+        meta = [frame_metadata(pool, start + i) for i in range(len(batch))]
+        ctx = BatchContext(batch, outputs, model, meta, shadow_out, shadow)
+        for i in range(len(batch)):
+            fc = FrameContext(ctx, i)
+            scores: dict[str, float | None] = {}
+            reasons: dict[str, str] = {}
+            for key, (trig, _) in zip(keys, triggers, strict=True):
+                try:
+                    s = trig.score(fc)
+                    value = float(s.value)
+                    if not math.isfinite(value):
+                        raise ValueError(f"non-finite score {value}")
+                    scores[key], reasons[key] = min(max(value, 0.0), 1.0), s.reason
+                    sums[key] += scores[key]  # type: ignore[operator]
+                except Exception as e:  # a trigger's bug must not lose the frame: count it, report it
+                    errors[key] += 1
+                    scores[key], reasons[key] = None, f"{key} failed: {type(e).__name__}: {e}"
+                    if len(messages) < MAX_ERROR_MESSAGES:
+                        messages.append(f"{fc.frame_id} (pool index {start + i}): {reasons[key]}")
+            combined = sum(weights[k] * (v or 0.0) for k, v in scores.items()) / wsum
+            cand = Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
+                             emb[i].astype(np.float16), meta[i])
+            item = (combined, next(tie), cand)
+            if cand.index in exclude:
+                pass
+            elif len(heap) < keep:
+                heapq.heappush(heap, item)
+            elif combined > heap[0][0]:
+                heapq.heapreplace(heap, item)
+        done += len(batch)
+        if on_progress is not None:
+            on_progress(done, len(block))
+    cands = [c for _, _, c in heap]
+    frames = done
+    if distributed:
+        gathered: list[Any] = [None] * world if rank == 0 else []
+        dist.gather_object((cands, frames, errors, messages, sums), gathered if rank == 0 else None, dst=0)
+        if rank != 0:
+            return None
+        cands, frames = [], 0
+        errors, messages, sums = dict.fromkeys(keys, 0), [], dict.fromkeys(keys, 0.0)
+        for c, f, e, m, s in gathered:
+            cands += c
+            frames += f
+            messages += m[: MAX_ERROR_MESSAGES - len(messages)]
+            for k in keys:
+                errors[k] += e[k]
+                sums[k] += s[k]
+    cands.sort(key=lambda c: (-c.score, c.index))
+    cands = cands[:keep]
+    if not cands:
+        sel_order, sel = [], None
+    else:
+        sel = k_centre(np.array([c.score for c in cands]), np.stack([c.embedding.astype(np.float32) for c in cands]),
+                       budget, radius)
+        sel_order = sel.order
+    queue = []
+    for rank_i, j in enumerate(sel_order):
+        c = cands[j]
+        near = sel.nearest[rank_i] if sel is not None else -1
+        queue.append({"rank": rank_i + 1, "index": c.index, "frame_id": c.frame_id, "scene_id": c.scene_id,
+                      "frame_index": c.frame_index, "score": round(c.score, 6),
+                      "scores": {k: (None if v is None else round(v, 6)) for k, v in c.scores.items()},
+                      "reason": c.reason(weights), "metadata": c.metadata,
+                      "nearest_pick": None if near < 0 else queue[near]["frame_id"],
+                      "nearest_distance": None if near < 0 else round(sel.distance[rank_i], 4)})
+    means = {k: (sums[k] / max(frames - errors[k], 1)) for k in keys}
+    return MineResult(queue, frames, errors, messages, means, sel.radius if sel is not None else 0.0,
+                      time.perf_counter() - t0, world)
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+__all__ = ["Candidate", "MineResult", "build_triggers", "mine", "rank_block"]

@@ -1,0 +1,122 @@
+"""``pipeline.yaml``: the configuration of ``hydranet vacation`` (pydantic, unknown keys are errors).
+
+```yaml
+pool: synthetic:pool.yaml         # the unlabelled pool (anything open_dataset takes)
+model: runs/base                  # the model to start from (run or checkpoint directory)
+train_config: configs/small.yaml  # optional; default: the checkpoint's own training config
+iterations: 3
+mine:   {triggers: "entropy:task=drivable,condition:name=night", budget: 16, oversample: 4}
+label:  {kind: oracle}            # or {kind: auto, teacher: runs/teacher, min_confidence: 0.3}
+train:  {mode: finetune, steps: 100}   # or {mode: heads, tasks: [drivable], steps: 200}
+eval:   {suites: [suites/night.yaml, suites/day.yaml], frames: 4}
+export: {enabled: true, tasks: null}
+```
+
+Relative paths are relative to the pipeline file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hydranet.config_errors import format_validation_error
+
+
+class PipelineError(ValueError):
+    """A bad pipeline file; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MineStage(_Strict):
+    triggers: str = "entropy:task=drivable,light_margin,flicker"
+    budget: int = Field(16, ge=1)  # frames labelled per iteration
+    oversample: int = Field(4, ge=1)
+    radius: float | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=1)  # mine only the first N pool frames
+    batch_size: int = Field(4, ge=1)
+    shadow: str | None = None  # deployed graph for the shadow trigger ("current" = the promoted export)
+
+
+class LabelStage(_Strict):
+    kind: Literal["oracle", "auto"] = "oracle"
+    teacher: str | None = None  # auto: the teacher checkpoint
+    labels: list[str] | None = None  # oracle: keep only these labels (None = all the pool has)
+    min_confidence: float = Field(0.3, ge=0, le=1)
+    min_frame_confidence: float = Field(0.0, ge=0, le=1)
+    clip_radius: int = Field(20, ge=0)
+
+
+class TrainStage(_Strict):
+    mode: Literal["finetune", "heads"] = "finetune"
+    steps: int = Field(100, ge=1)
+    tasks: list[str] | None = None  # heads: the heads to train (required); finetune: None = all
+    lr: float | None = Field(None, gt=0)
+    overrides: list[str] = Field(default_factory=list)  # --set style, e.g. "train.batch_size=2"
+
+
+class EvalStage(_Strict):
+    suites: list[str] = Field(min_length=1)
+    frames: int | None = Field(None, ge=1)
+    batch_size: int = Field(4, ge=1)
+
+
+class ExportStage(_Strict):
+    enabled: bool = True
+    tasks: list[str] | None = None
+
+
+class Pipeline(_Strict):
+    pool: str
+    model: str
+    train_config: str | None = None
+    iterations: int = Field(1, ge=1, le=1000)
+    mine: MineStage = Field(default_factory=MineStage)
+    label: LabelStage = Field(default_factory=LabelStage)
+    train: TrainStage = Field(default_factory=TrainStage)
+    eval: EvalStage
+    export: ExportStage = Field(default_factory=ExportStage)
+    path: str = ""  # the file it came from
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None or value.startswith("synthetic") and not value.startswith("synthetic:"):
+        return value
+    if value.startswith("synthetic:"):
+        rest = value.partition(":")[2]
+        return "synthetic:" + (str(base / rest) if rest and not Path(rest).is_absolute() else rest)
+    return str(base / value) if not Path(value).is_absolute() else value
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    p = Path(path)
+    try:
+        tree = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise PipelineError(f"{p}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(tree, dict):
+        raise PipelineError(f"{p}: expected a mapping (pool, model, mine, label, train, eval, ...)")
+    try:
+        pipe = Pipeline.model_validate({**tree, "path": str(p)})
+    except ValidationError as e:
+        raise PipelineError(format_validation_error(e, str(p), sep="; ")) from None
+    base = p.parent
+    upd: dict[str, Any] = {"pool": _resolve(base, pipe.pool), "model": _resolve(base, pipe.model),
+                           "train_config": _resolve(base, pipe.train_config)}
+    pipe = pipe.model_copy(update=upd)
+    pipe.eval.suites = [str(_resolve(base, s)) for s in pipe.eval.suites]
+    if pipe.label.teacher:
+        pipe.label.teacher = _resolve(base, pipe.label.teacher)
+    if pipe.label.kind == "auto" and not pipe.label.teacher:
+        raise PipelineError(f"{p}: label.teacher: auto-labelling needs a teacher checkpoint")
+    if pipe.train.mode == "heads" and not pipe.train.tasks:
+        raise PipelineError(f"{p}: train.tasks: head-only training needs the heads to train")
+    return pipe

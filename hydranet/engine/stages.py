@@ -1,0 +1,245 @@
+"""The eight stages of one ``vacation`` iteration (see ``vacation.py``). Each takes the loop and
+the iteration number, does its work, and returns the record the loop writes when it returns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydranet.engine.vacation import Vacation
+
+
+def _labelled_before(v: Vacation, it: int) -> set[int]:
+    done: set[int] = set()
+    for k in range(1, it):
+        rec = v.record(k, "label")
+        if rec:
+            done |= set(rec["indices"])
+    return done
+
+
+def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
+    from hydranet.engine.mine import build_triggers, mine
+    from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
+    from hydranet.engine.queue import write_queue, write_queue_html
+    from hydranet.engine.triggers import parse_trigger_specs
+
+    m = v.pipe.mine
+    cur = v.current()
+    model = load_mining_model(cur["checkpoint"])
+    pool = open_pool(v.pipe.pool)
+    specs = parse_trigger_specs(m.triggers)
+    trigs = build_triggers(specs, model_tasks(model))
+    shadow = None
+    shadow_path = cur.get("onnx") if m.shadow == "current" else m.shadow
+    if shadow_path:
+        from hydranet.deploy.runtime import DeployedModel
+
+        shadow = DeployedModel(shadow_path)
+    result = mine(model, pool, trigs, m.budget, oversample=m.oversample, batch_size=m.batch_size, radius=m.radius,
+                  shadow=shadow, limit=m.limit, exclude=_labelled_before(v, it))
+    assert result is not None  # single process
+    qdir = v.iter_dir(it) / "queue"
+    names = [n for n, _, _ in specs]
+    write_queue(qdir, result, v.pipe.pool, cur["checkpoint"], names, m.budget)
+    summary = {"pool": v.pipe.pool, "model": cur["checkpoint"], "triggers": names, "budget": m.budget,
+               "frames": result.frames, "trigger_errors": result.errors}
+    write_queue_html(qdir / "queue.html", result.queue, pool, summary, 40)
+    mined_picture(qdir / "mined.png", result.queue, pool)
+    reasons = [q["reason"].split(";")[0] for q in result.queue[:3]]
+    return {"queue": str(qdir / "queue.jsonl"), "picked": len(result.queue), "frames": result.frames,
+            "indices": [q["index"] for q in result.queue], "trigger_errors": result.errors,
+            "trigger_means": result.trigger_means, "conditions": _conditions(result.queue),
+            "summary": f"{len(result.queue)} of {result.frames} frames queued; top reasons: {reasons}"}
+
+
+def _conditions(queue: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for q in queue:
+        c = q.get("metadata", {}).get("lighting")
+        if c:
+            out[c] = out.get(c, 0) + 1
+    return out
+
+
+def mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int = 8) -> None:
+    """A contact sheet of the first ``count`` picks (front camera of each, rank and reason)."""
+    from PIL import Image, ImageDraw
+
+    picks = queue[:count]
+    if not picks:
+        Image.new("RGB", (320, 40), (30, 30, 30)).save(path)
+        return
+    tiles = []
+    for q in picks:
+        img = pool[q["index"]].images[0].permute(1, 2, 0).numpy()
+        tile = Image.fromarray(img).resize((256, round(256 * img.shape[0] / img.shape[1])))
+        canvas = Image.new("RGB", (256, tile.height + 30), (20, 20, 20))
+        canvas.paste(tile, (0, 0))
+        d = ImageDraw.Draw(canvas)
+        d.text((4, tile.height + 2), f"#{q['rank']} {q['frame_id']}", fill=(255, 255, 255))
+        d.text((4, tile.height + 15), q["reason"][:42], fill=(255, 220, 120))
+        tiles.append(canvas)
+    cols = min(4, len(tiles))
+    rows = -(-len(tiles) // cols)
+    sheet = Image.new("RGB", (cols * 258, rows * (tiles[0].height + 2)), (0, 0, 0))
+    for k, t in enumerate(tiles):
+        sheet.paste(t, ((k % cols) * 258, (k // cols) * (tiles[0].height + 2)))
+    sheet.save(path)
+
+
+def stage_label(v: Vacation, it: int) -> dict[str, Any]:
+    from hydranet.engine.label import oracle_items, write_labelled
+    from hydranet.engine.pool import open_pool
+    from hydranet.engine.queue import read_queue
+
+    lab = v.pipe.label
+    queue = read_queue(v.record(it, "mine")["queue"])  # type: ignore[index]
+    pool = open_pool(v.pipe.pool, with_labels=True)
+    out = v.iter_dir(it) / "labels"
+    skipped: list[str] = []
+    if lab.kind == "oracle":
+        items = oracle_items(queue, pool, lab.labels)
+    else:
+        from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+        from hydranet.engine.pool import load_mining_model
+
+        teacher = load_mining_model(lab.teacher)
+        cfg = AutoLabelConfig(min_confidence=lab.min_confidence, min_frame_confidence=lab.min_frame_confidence,
+                              clip_radius=lab.clip_radius)
+        items = autolabel_items(queue, pool, teacher, str(lab.teacher), cfg, skipped)
+    res = write_labelled(out, items, pool, {"labeller": lab.kind, "queue": str(v.iter_dir(it) / "queue"),
+                                            "pool": v.pipe.pool})
+    return {**res, "labeller": lab.kind, "indices": [q["index"] for q in queue], "skipped_low_confidence": skipped,
+            "summary": f"{res['frames']} frames labelled by {lab.kind}, {res['cost']['total']} labels bought"}
+
+
+def base_config(v: Vacation) -> Any:
+    from hydranet.train.subgraph import load_train_config
+
+    return load_train_config(v.pipe.train_config, list(v.pipe.train.overrides), v.pipe.model)
+
+
+def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
+    from hydranet.train.config import config_to_dict
+
+    base = config_to_dict(base_config(v))["data"]["datasets"]
+    shards = []
+    for k in range(1, it + 1):
+        rec = v.record(k, "label")
+        if rec and rec["frames"] > 0:
+            shards.append({"name": f"engine_iter_{k:03d}", "path": rec["path"], "frames": rec["frames"],
+                           "labeller": rec["labeller"]})
+    data = {"iteration": it, "base": base, "shards": shards, "added_frames": sum(s["frames"] for s in shards)}
+    (v.iter_dir(it) / "dataset_manifest.json").write_text(json.dumps(data, indent=1))
+    return {"path": str(v.iter_dir(it) / "dataset_manifest.json"), "shards": len(shards),
+            "added_frames": data["added_frames"],
+            "summary": f"base datasets {sorted(base)} + {len(shards)} labelled shard dirs "
+                       f"({data['added_frames']} frames)"}
+
+
+def train_config(v: Vacation, it: int) -> Any:
+    from hydranet.train.config import config_from_dict, config_to_dict
+
+    tree = config_to_dict(base_config(v))
+    data = json.loads((v.iter_dir(it) / "dataset_manifest.json").read_text())
+    for s in data["shards"]:
+        tree["data"]["datasets"][s["name"]] = {"kind": "shards", "path": s["path"]}
+    tree["train"]["steps"] = v.pipe.train.steps
+    tree["train"]["ckpt_every"] = max(1, min(tree["train"].get("ckpt_every", 100), v.pipe.train.steps // 2 or 1))
+    if v.pipe.train.lr:
+        tree["train"]["lr"] = v.pipe.train.lr
+    return config_from_dict(tree, f"{v.pipe.path} (train config of iteration {it})")
+
+
+def stage_train(v: Vacation, it: int) -> dict[str, Any]:
+    from hydranet.train.checkpoint import resolve_checkpoint
+
+    cfg = train_config(v, it)
+    out = v.iter_dir(it) / "train"
+    resume = (out / "checkpoints" / "latest.json").exists()
+    start = v.current()["checkpoint"]
+    t = v.pipe.train
+    if t.mode == "finetune":
+        from hydranet.train.run import run_training
+
+        summary = run_training(cfg, out, resume=resume, from_ckpt=start, tasks=t.tasks, progress=False)
+    else:
+        summary = _train_heads(v, it, cfg, out, start, resume)
+    ckpt = resolve_checkpoint(out)
+    return {"checkpoint": str(ckpt), "mode": t.mode, "steps": t.steps, "resumed": resume,
+            "final_loss": summary.get("final_loss") if isinstance(summary, dict) else None,
+            "summary": f"{t.mode} {t.steps} steps from {start} -> {ckpt}"}
+
+
+def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: bool) -> Any:
+    """Head-only: cache the trunk features of this iteration's dataset once, train heads on them."""
+    from torch.utils.data import ConcatDataset
+
+    from hydranet.engine.pool import load_mining_model
+    from hydranet.train.checkpoint import trunk_hash
+    from hydranet.train.data import open_source
+    from hydranet.train.feature_cache import MANIFEST, write_cache
+    from hydranet.train.subgraph import run_subgraph
+
+    cache = v.iter_dir(it) / "cache"
+    if not (cache / MANIFEST).is_file():
+        model = load_mining_model(start)
+        parts = [open_source(ds) for _, ds in sorted(cfg.data.datasets.items())]
+        write_cache(model, ConcatDataset(parts), cache, trunk_hash=trunk_hash(model), overwrite=True)
+    return run_subgraph(cfg, out, from_ckpt=start, tasks=v.pipe.train.tasks, cache=cache, resume=resume,
+                        progress=False)
+
+
+def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
+    from hydranet.engine.pool import load_mining_model
+    from hydranet.eval.gate import gate
+    from hydranet.eval.runner import run_suite
+    from hydranet.eval.suite import load_suite
+
+    e = v.pipe.eval
+    cur = load_mining_model(v.current()["checkpoint"])
+    cand = load_mining_model(v.record(it, "train")["checkpoint"])  # type: ignore[index]
+    suites, rows = {}, []
+    for path in e.suites:
+        suite = load_suite(path)
+        runs = run_suite({"current": cur, "candidate": cand}, suite, batch_size=e.batch_size, frames=e.frames)
+        suites[suite.name] = {label: {t: te.metrics for t, te in run.tasks.items()} for label, run in runs.items()}
+        rows += [r.__dict__ for r in gate(runs["current"], runs["candidate"])]
+    return {"suites": suites, "gate_rows": rows,
+            "summary": ", ".join(f"{s}: " + " ".join(f"{t} {next(iter(m.values())):.3f}"
+                                                     for t, m in d["candidate"].items()) for s, d in suites.items())}
+
+
+def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
+    rows = v.record(it, "eval")["gate_rows"]  # type: ignore[index]
+    failures = [{"suite": r["suite"], "task": r["task"], "metric": r["metric"], "baseline": r["baseline"],
+                 "candidate": r["candidate"], "reason": r["reason"]} for r in rows if r["status"] == "fail"]
+    words = "; ".join(f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in failures)
+    return {"passed": not failures, "failures": failures,
+            "summary": "passed" if not failures else f"FAILED — {words}"}
+
+
+def stage_export(v: Vacation, it: int) -> dict[str, Any]:
+    if not v.record(it, "gate")["passed"]:  # type: ignore[index]
+        return {"onnx": None, "summary": "skipped: the gate failed"}
+    if not v.pipe.export.enabled:
+        return {"onnx": None, "summary": "skipped: export disabled"}
+    from hydranet.deploy.export import export_checkpoint
+
+    path = v.iter_dir(it) / "export" / "model.onnx"
+    export_checkpoint(v.record(it, "train")["checkpoint"], path, v.pipe.export.tasks)  # type: ignore[index]
+    return {"onnx": str(path), "summary": f"exported {path}"}
+
+
+def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
+    from hydranet.engine.vacation import atomic_json
+
+    gate_rec = v.record(it, "gate")
+    if not gate_rec["passed"]:  # type: ignore[index]
+        return {"promoted": False, "reason": gate_rec["summary"], "summary": "not promoted: " + gate_rec["summary"]}  # type: ignore[index]
+    cand = v.record(it, "train")["checkpoint"]  # type: ignore[index]
+    atomic_json(v.out / "current.json", {"checkpoint": cand, "onnx": v.record(it, "export")["onnx"],  # type: ignore[index]
+                                         "iteration": it})
+    return {"promoted": True, "checkpoint": cand, "summary": f"promoted {cand}"}

@@ -1,0 +1,192 @@
+"""The trigger contract and registry.
+
+A trigger looks at one frame of an unlabelled pool through the model's outputs and returns a
+``Score``: a number in ``[0, 1]`` (0 = nothing interesting, 1 = as interesting as this trigger
+gets) and a reason a labeller reads in the queue ("drivable: camera and BEV disagree on 31 % of the
+road"). Triggers never see labels. Writing one is one file under ``hydranet/engine/triggers/``
+with ``@register_trigger``; ``create_trigger(name, **options)`` builds it from the CLI/config.
+
+``FrameContext`` is what a trigger may read for frame ``i`` of a batch: the collated ``Batch``
+(images, K, T, scene ids — labels are stripped by the miner), the raw head outputs, decoded outputs
+per task (decoded once per batch and shared by every trigger), per-frame metadata a source exposes
+(``lighting``, ``fog`` for the synthetic world), and for shadow mode the deployed graph's outputs.
+Triggers that need order (temporal flicker) keep their own state keyed by ``scene_id`` and rely on
+the miner visiting frames of a sequence in order.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from hydranet.data.sample import Batch
+
+
+class TriggerError(ValueError):
+    """A bad trigger name or option; the message names it."""
+
+
+@dataclass
+class Score:
+    """One trigger's verdict on one frame: ``value`` in [0, 1] and a reason in words."""
+
+    value: float
+    reason: str = ""
+
+
+@dataclass
+class BatchContext:
+    """Everything computed once per batch and shared by every trigger."""
+
+    batch: Batch
+    outputs: dict[str, dict[str, Tensor]]  # raw head outputs, camera [B, N, ...], BEV [B, ...]
+    model: Any  # HydraNet or DeployedModel: ``task_objects``/``tasks`` give decoders
+    metadata: list[dict[str, Any]]  # per frame: {"lighting": "night", "fog": 0.01, ...} when the source knows
+    shadow_outputs: dict[str, dict[str, Tensor]] | None = None  # the deployed graph on the same frames
+    shadow: Any = None  # the DeployedModel that produced ``shadow_outputs``
+    _decoded: dict[str, list[Any]] = field(default_factory=dict)
+    _shadow_decoded: dict[str, list[Any]] = field(default_factory=dict)
+    _probs: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    def tasks(self) -> dict[str, Any]:
+        return getattr(self.model, "task_objects", None) or getattr(self.model, "tasks", {})
+
+    def has(self, task: str) -> bool:
+        return task in self.outputs
+
+    def decoded(self, task: str) -> list[Any]:
+        """Decoded outputs of ``task`` for every frame of the batch (label format + ``scores``)."""
+        if task not in self._decoded:
+            self._decoded[task] = self.tasks()[task].decode(self.outputs[task], self.batch)
+        return self._decoded[task]
+
+    def probabilities(self, task: str) -> list[Tensor]:
+        """Per-frame probabilities of a dense task that offers ``probabilities`` (drivable, bev_semantic)."""
+        if task not in self._probs:
+            self._probs[task] = self.tasks()[task].probabilities(self.outputs[task], self.batch)
+        return self._probs[task]
+
+    def shadow_decoded(self, task: str) -> list[Any]:
+        if self.shadow_outputs is None or self.shadow is None:
+            raise TriggerError("shadow outputs are not available: pass the deployed graph (--shadow model.onnx)")
+        if task not in self._shadow_decoded:
+            self._shadow_decoded[task] = self.shadow.tasks[task].decode(self.shadow_outputs[task], self.batch)
+        return self._shadow_decoded[task]
+
+
+@dataclass
+class FrameContext:
+    """Frame ``i`` of a ``BatchContext``."""
+
+    ctx: BatchContext
+    i: int
+
+    @property
+    def frame_id(self) -> str:
+        b = self.ctx.batch
+        return f"{b.scene_id[self.i]}#{int(b.frame_index[self.i])}"
+
+    @property
+    def scene_id(self) -> str:
+        return self.ctx.batch.scene_id[self.i]
+
+    @property
+    def frame_index(self) -> int:
+        return int(self.ctx.batch.frame_index[self.i])
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.ctx.metadata[self.i]
+
+    def decoded(self, task: str) -> Any:
+        return self.ctx.decoded(task)[self.i]
+
+
+class Trigger(ABC):
+    """Base class of every trigger. ``tasks``: the heads it reads (a model lacking one is an error
+    before mining starts, not a silent zero)."""
+
+    name: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]] = ()
+    needs_shadow: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def check(self, model_tasks: list[str]) -> None:
+        """Raise ``TriggerError`` when the model lacks a head this trigger reads."""
+        missing = [t for t in self.tasks if t not in model_tasks]
+        if missing:
+            raise TriggerError(f"trigger '{self.name}' needs task(s) {missing}; the model has {sorted(model_tasks)}")
+
+    @abstractmethod
+    def score(self, frame: FrameContext) -> Score:
+        """The frame's score in [0, 1] and why."""
+
+
+TRIGGERS: dict[str, type[Trigger]] = {}
+
+
+def register_trigger(cls: type[Trigger]) -> type[Trigger]:
+    if cls.name in TRIGGERS and TRIGGERS[cls.name] is not cls:
+        raise ValueError(f"trigger '{cls.name}' registered twice ({TRIGGERS[cls.name].__module__}, {cls.__module__})")
+    TRIGGERS[cls.name] = cls
+    return cls
+
+
+def create_trigger(name: str, /, **options: Any) -> Trigger:
+    """Instantiate a registered trigger; unknown names and options list the known ones."""
+    import hydranet.engine.triggers  # noqa: F401 - registers the built-in triggers
+
+    if name not in TRIGGERS:
+        raise TriggerError(f"unknown trigger '{name}'; registered triggers: {sorted(TRIGGERS)}")
+    try:
+        return TRIGGERS[name](**options)
+    except TypeError as e:
+        raise TriggerError(f"trigger '{name}': bad options {options} ({e})") from None
+
+
+def parse_trigger_specs(text: str) -> list[tuple[str, float, dict[str, Any]]]:
+    """``"entropy:drivable=2,night,rare:classes=cone"`` → ``[(name, weight, options)]``.
+
+    Each comma-separated item is ``name[*weight][:key=value[;key=value]]`` (or the weight last:
+    ``name:key=value*weight``); values parse as int,
+    float or ``|``-separated lists, else strings."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        tail = re.match(r"^(.*)\*([^*:;=]+)$", item)  # weight written last: "condition:name=night*2"
+        item, weight = (tail.group(1), tail.group(2)) if tail else (item, "")
+        head, _, opts = item.partition(":")
+        name, _, first = head.partition("*")
+        weight = weight or first
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise TriggerError(f"trigger '{item}': weight '{weight}' is not a number") from None
+        options: dict[str, Any] = {}
+        for kv in filter(None, opts.split(";")):
+            key, eq, value = kv.partition("=")
+            if not eq:
+                raise TriggerError(f"trigger '{item}': option '{kv}' must be key=value")
+            options[key.strip()] = _parse_value(value.strip())
+        out.append((name.strip(), w, options))
+    if not out:
+        raise TriggerError("no triggers given")
+    return out
+
+
+def _parse_value(v: str) -> Any:
+    if "|" in v:
+        return [_parse_value(x) for x in v.split("|")]
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v

@@ -1,0 +1,49 @@
+"""User-named conditions: ``night``, ``dusk``, ``fog`` (``condition:name=night``).
+
+When the source knows the condition (the synthetic world's scene ``lighting``/``fog``, or a
+``metadata`` dict a user's dataset provides), that decides: score 1 or 0, reason "metadata".
+Otherwise the images decide, so the trigger works on any pool:
+- night/dusk: mean luma (ITU-R BT.601) of the rig below ``dark`` (night) / ``dim`` (dusk) in
+  8-bit counts, score ramping linearly to 1 at half that;
+- fog: low global contrast — the standard deviation of luma in the upper half of each camera
+  (where distant things are) below ``contrast``, the dark channel prior's cue (He et al. 2009)
+  in its cheapest form.
+"""
+
+from __future__ import annotations
+
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+
+CONDITIONS = ("night", "dusk", "fog")
+
+
+@register_trigger
+class Condition(Trigger):
+    name = "condition"
+
+    def __init__(self, name: str = "night", dark: float = 60.0, dim: float = 95.0, contrast: float = 28.0,
+                 fog_min: float = 0.004) -> None:
+        if name not in CONDITIONS:
+            raise TriggerError(f"trigger 'condition': unknown condition '{name}'; choose from {CONDITIONS}")
+        super().__init__(name=name)
+        self.condition, self.dark, self.dim, self.contrast, self.fog_min = name, dark, dim, contrast, fog_min
+
+    def score(self, frame: FrameContext) -> Score:
+        meta = frame.metadata
+        c = self.condition
+        if c in ("night", "dusk") and "lighting" in meta:
+            hit = meta["lighting"] == c
+            return Score(float(hit), f"{c}: lighting is {meta['lighting']} (metadata)")
+        if c == "fog" and "fog" in meta:
+            hit = float(meta["fog"]) >= self.fog_min
+            return Score(float(hit), f"fog: extinction {float(meta['fog']):.3f}/m (metadata)")
+        img = frame.ctx.batch.images[frame.i].float()  # [N, 3, H, W]
+        luma = 0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]
+        if c in ("night", "dusk"):
+            level = self.dark if c == "night" else self.dim
+            mean = float(luma.mean())
+            s = min(1.0, max(0.0, (level - mean) / (level / 2)))
+            return Score(s, f"{c}: mean brightness {mean:.0f}/255 (from the images)")
+        std = float(luma[:, : luma.shape[1] // 2].flatten(1).std(1).mean())
+        s = min(1.0, max(0.0, (self.contrast - std) / (self.contrast / 2)))
+        return Score(s, f"fog: upper-image contrast {std:.0f} (from the images)")

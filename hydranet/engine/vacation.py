@@ -1,0 +1,101 @@
+"""``hydranet vacation``: Operation Vacation — the data engine's loop as one resumable command.
+
+Per iteration ``RUN/iter_NNN/`` runs the stages in order; each stage ends by writing its record
+``RUN/iter_NNN/<stage>.json`` atomically (temp file, fsync, rename):
+
+    mine     queue of frames to label from the pool (frames labelled earlier are excluded)
+    label    oracle or auto labels → a new shard directory ``labels/`` (nothing else copied)
+    dataset  ``dataset_manifest.json``: the iteration's dataset = the base training datasets + every
+             iteration's ``labels/`` shards so far — a manifest of shards, versioned per iteration
+    train    fine-tune from the current model on that dataset, or (mode ``heads``) train only the
+             named heads from a feature cache of it (``hydranet.train.subgraph``)
+    eval     current and candidate on every suite, on the same frames; gate rows per metric
+    gate     pass/fail from the eval's rows (``hydranet.eval.gate``), naming suite/task/metric
+    export   ONNX + manifest of the candidate (only when the gate passed)
+    promote  ``RUN/current.json`` → the candidate (or a record saying why not)
+
+Kill -9 at any point and run the same command again: stages with a record are skipped; the
+first without one runs again from its start (a half-written ``labels/`` is replaced, training
+resumes from its last checkpoint). ``RUN/history.jsonl`` and ``RUN/history.html`` are rebuilt
+from the records after every iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydranet.engine.pipeline import Pipeline
+
+STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
+
+
+def atomic_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1, default=str))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Vacation:
+    """The loop over iterations and stages; ``log`` receives one line per event."""
+
+    def __init__(self, pipe: Pipeline, out: str | Path, log: Callable[[str], None] = print) -> None:
+        self.pipe, self.out, self.log = pipe, Path(out), log
+        self.out.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.out / "pipeline.json"
+        cfg = pipe.model_dump(mode="json")
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            changed = sorted(k for k in cfg if k not in ("iterations", "path") and old.get(k) != cfg[k])
+            if changed:
+                raise ValueError(f"{self.out} was started with a different pipeline (fields {changed} differ); "
+                                 "resume with the same file or choose another --out")
+        atomic_json(cfg_path, cfg)
+
+    # ---- state ---------------------------------------------------------------------------
+    def current(self) -> dict[str, Any]:
+        p = self.out / "current.json"
+        if p.exists():
+            return json.loads(p.read_text())
+        return {"checkpoint": self.pipe.model, "onnx": None, "iteration": 0}
+
+    def record(self, it: int, stage: str) -> dict[str, Any] | None:
+        p = self.iter_dir(it) / f"{stage}.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def iter_dir(self, it: int) -> Path:
+        return self.out / f"iter_{it:03d}"
+
+    def run(self) -> list[dict[str, Any]]:
+        from hydranet.engine import stages
+        from hydranet.engine.history import write_history
+
+        rows = []
+        for it in range(1, self.pipe.iterations + 1):
+            for stage in STAGES:
+                if self.record(it, stage) is not None:
+                    continue
+                t0 = time.perf_counter()
+                self.log(f"iteration {it}: {stage} ...")
+                rec = getattr(stages, f"stage_{stage}")(self, it)
+                rec["seconds"] = round(time.perf_counter() - t0, 2)
+                rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                rec["pid"] = os.getpid()
+                atomic_json(self.iter_dir(it) / f"{stage}.json", rec)
+                self.log(f"iteration {it}: {stage} done in {rec['seconds']} s" +
+                         (f" — {rec['summary']}" if rec.get("summary") else ""))
+            rows = write_history(self)
+        return rows

@@ -1,0 +1,149 @@
+"""Mining: top-k against brute force, near-duplicate removal, trigger failures, CLI, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hydranet.engine.mine import build_triggers, mine, rank_block
+from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
+from hydranet.engine.select import k_centre
+from hydranet.engine.triggers import Score, Trigger, parse_trigger_specs, register_trigger
+from hydranet.engine.triggers.base import TRIGGERS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path | None = None, module: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = module or [sys.executable, "-m", "hydranet"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_k_centre_skips_near_duplicates():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=8)
+    b = rng.normal(size=8)
+    emb = np.stack([a, a + 1e-3, a + 2e-3, b])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    sel = k_centre(np.array([1.0, 0.99, 0.98, 0.5]), emb, 2, radius=0.5)
+    assert sel.order == [0, 3]  # the two copies of frame 0 lose to a distinct, lower-scored frame
+    assert k_centre(np.array([1.0, 0.99, 0.98, 0.5]), emb, 2, radius=0.0).order == [0, 1]  # no dedup: by score
+    with pytest.raises(ValueError, match="finite"):
+        k_centre(np.array([np.nan, 1.0, 1.0, 1.0]), emb, 2)
+
+
+def test_rank_blocks_cover_the_pool_once():
+    blocks = [rank_block(10, r, 3) for r in range(3)]
+    assert sorted(i for b in blocks for i in b) == list(range(10))
+
+
+def test_mine_keeps_the_true_top_frames(checkpoint, world_yaml):
+    """budget 3, oversample 1, no dedup: the queue is exactly the 3 best frames of a brute-force scoring."""
+    model = load_mining_model(checkpoint)
+    pool = open_pool(str(world_yaml))
+    trigs = build_triggers(parse_trigger_specs("condition:name=fog,entropy:task=bev_semantic"), model_tasks(model))
+    everything = mine(model, pool, trigs, len(pool), oversample=1, radius=0.0)
+    best = sorted(everything.queue, key=lambda r: (-r["score"], r["index"]))[:3]
+    top = mine(model, pool, trigs, 3, oversample=1, radius=0.0, batch_size=3)
+    assert [r["index"] for r in top.queue] == [r["index"] for r in best]
+    assert top.frames == len(pool)
+    excluded = mine(model, pool, trigs, 3, oversample=1, radius=0.0, exclude={r["index"] for r in best})
+    assert not {r["index"] for r in excluded.queue} & {r["index"] for r in best}
+
+
+def test_a_raising_trigger_is_counted_and_the_frame_kept(checkpoint, world_yaml):
+    @register_trigger
+    class Fragile(Trigger):
+        name = "test_fragile"
+
+        def score(self, frame):
+            if frame.frame_index == 2:
+                raise RuntimeError("cannot score frame 2")
+            return Score(0.1, "fine")
+
+    try:
+        model = load_mining_model(checkpoint)
+        pool = open_pool(str(world_yaml))
+        trigs = build_triggers(parse_trigger_specs("test_fragile,condition:name=night"), model_tasks(model))
+        res = mine(model, pool, trigs, len(pool), oversample=1, radius=0.0)
+    finally:
+        TRIGGERS.pop("test_fragile")
+    scenes = len({r["scene_id"] for r in res.queue})
+    assert res.frames == len(pool) and len(res.queue) == len(pool)
+    assert res.errors == {"test_fragile": scenes, "condition/night": 0}
+    failed = [r for r in res.queue if r["scores"]["test_fragile"] is None]
+    assert len(failed) == scenes and all(r["frame_index"] == 2 for r in failed)
+    assert all("test_fragile failed: RuntimeError: cannot score frame 2" in r["reason"] for r in failed)
+    assert "cannot score frame 2" in res.error_messages[0]
+
+
+def test_mine_cli_writes_queue_page_and_summary(checkpoint, world_yaml, tmp_path):
+    out = tmp_path / "q"
+    r = cli("mine", "--model", str(checkpoint), "--data", str(world_yaml), "-t",
+            "entropy:task=drivable,light_margin,projection,drivable_consistency,depth_box,flicker,rare,"
+            "condition:name=night*2", "-b", "4", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (out / "queue.jsonl").read_text().splitlines()]
+    assert [x["rank"] for x in rows] == [1, 2, 3, 4]
+    assert set(rows[0]["scores"]) == {"entropy/drivable", "light_margin", "projection", "drivable_consistency",
+                                      "depth_box", "flicker", "rare", "condition/night"}
+    assert all(x["reason"] for x in rows)
+    summary = json.loads((out / "mine_summary.json").read_text())
+    assert summary["frames"] == 15 and sum(summary["trigger_errors"].values()) == 0
+    page = (out / "queue.html").read_text()
+    assert page.count("<img src='data:image/jpeg;base64,") == 4 and rows[0]["frame_id"] in page
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["-t", "nope"], "unknown trigger 'nope'"),
+    (["-t", "flicker", "--model", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
+    (["-t", "shadow"], "--shadow"),
+])
+def test_mine_cli_bad_input_exits_2(checkpoint, world_yaml, tmp_path, args, needle):
+    base = ["mine", "--model", str(checkpoint), "--data", str(world_yaml), "-b", "2", "-o", str(tmp_path / "q")]
+    r = cli(*base, *args)
+    assert r.returncode == 2
+    assert needle in " ".join(r.stderr.split()).replace("│", "").replace("  ", " ") or needle in r.stderr
+
+
+def test_shadow_trigger_against_the_deployed_graph(checkpoint, world_yaml, tmp_path):
+    """The graph exported from the same checkpoint agrees with it; a different network does not."""
+    from engine_testkit import write_checkpoint
+
+    from hydranet.deploy.export import export_checkpoint
+    from hydranet.deploy.runtime import DeployedModel
+
+    export_checkpoint(checkpoint, tmp_path / "same.onnx")
+    other = write_checkpoint(tmp_path / "other" / "step_0", seed=5)
+    export_checkpoint(other, tmp_path / "other.onnx")
+    model = load_mining_model(checkpoint)
+    pool = open_pool(str(world_yaml))
+    trigs = build_triggers(parse_trigger_specs("shadow"), model_tasks(model))
+    same = mine(model, pool, trigs, 3, limit=4, shadow=DeployedModel(tmp_path / "same.onnx"))
+    diff = mine(model, pool, trigs, 3, limit=4, shadow=DeployedModel(tmp_path / "other.onnx"))
+    assert max(r["score"] for r in same.queue) < 0.01
+    assert max(r["score"] for r in diff.queue) > 0.05 and "disagree most on" in diff.queue[0]["reason"]
+
+
+def test_torchrun_two_ranks_merge_to_the_single_process_queue(checkpoint, world_yaml, tmp_path):
+    trig = "condition:name=fog,entropy:task=bev_semantic"
+    one = cli("mine", "--model", str(checkpoint), "--data", str(world_yaml), "-t", trig, "-b", "5",
+              "-o", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = cli("mine", "--model", str(checkpoint), "--data", str(world_yaml), "-t", trig, "-b", "5",
+              "-o", str(tmp_path / "two"),
+              module=[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                      "29517", "-m", "hydranet"])
+    assert two.returncode == 0, two.stderr
+    q1 = [json.loads(x) for x in (tmp_path / "one" / "queue.jsonl").read_text().splitlines()]
+    q2 = [json.loads(x) for x in (tmp_path / "two" / "queue.jsonl").read_text().splitlines()]
+    assert [r["frame_id"] for r in q1] == [r["frame_id"] for r in q2]
+    summary = json.loads((tmp_path / "two" / "mine_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["frames"] == 15

@@ -1,0 +1,120 @@
+"""Operation Vacation: a full run, the gate stopping promotion, and kill -9 + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from engine_testkit import write_pipeline
+
+from hydranet.engine.pipeline import PipelineError, load_pipeline
+from hydranet.engine.vacation import STAGES, Vacation
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def vacation(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hydranet", "vacation", *args], capture_output=True, text=True,
+                          env=ENV, timeout=400)
+
+
+def records(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): p.read_text() for p in sorted(run.glob("iter_*/*.json"))
+            if p.stem in STAGES}
+
+
+def test_two_iterations_promote_and_write_history(tmp_path):
+    pipe = write_pipeline(tmp_path / "p", iterations=2, tolerance=1.0)
+    r = vacation("-c", str(pipe), "-o", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run"
+    hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["iteration"] for h in hist] == [1, 2] and all(h["complete"] and h["promoted"] for h in hist)
+    assert hist[1]["added_frames_total"] == 4 and hist[0]["label_cost"]["total"] > 2
+    current = json.loads((run / "current.json").read_text())
+    assert current["iteration"] == 2 and Path(current["onnx"]).is_file()
+    assert current["checkpoint"].startswith(str(run / "iter_002" / "train"))
+    q1 = {json.loads(x)["index"] for x in (run / "iter_001/queue/queue.jsonl").read_text().splitlines()}
+    q2 = {json.loads(x)["index"] for x in (run / "iter_002/queue/queue.jsonl").read_text().splitlines()}
+    assert len(q1) == len(q2) == 2 and not q1 & q2  # nothing is labelled twice
+    manifest = json.loads((run / "iter_002/dataset_manifest.json").read_text())
+    assert [s["path"] for s in manifest["shards"]] == [str(run / "iter_001/labels"), str(run / "iter_002/labels")]
+    page = (run / "history.html").read_text()
+    assert "iteration 2" in page and page.count("data:image/png;base64,") == 3  # chart + 2 mined pictures
+    before = records(run)
+    again = vacation("-c", str(pipe), "-o", str(run))  # finished: re-running redoes nothing
+    assert again.returncode == 0 and records(run) == before
+
+
+def test_failing_gate_stops_promotion_and_names_suite_and_metric(tmp_path):
+    # The candidate's drivable threshold is set where the start model's "all road" output never reaches it:
+    # its night drivable IoU drops to 0, deterministically.
+    pipe = write_pipeline(tmp_path / "p", iterations=1, tolerance=0.05, steps=2,
+                          overrides=("model.tasks.drivable.threshold=0.999999",))
+    r = vacation("-c", str(pipe), "-o", str(tmp_path / "run"))
+    run = tmp_path / "run"
+    gate = json.loads((run / "iter_001/gate.json").read_text())
+    assert r.returncode == 1 and not gate["passed"], r.stderr
+    assert gate["failures"][0]["suite"] == "tiny_night" and gate["failures"][0]["metric"] == "miou"
+    assert "suite tiny_night: drivable.miou" in " ".join(r.stderr.split())
+    assert not (run / "current.json").exists()
+    assert json.loads((run / "iter_001/export.json").read_text())["onnx"] is None
+    assert json.loads((run / "iter_001/promote.json").read_text())["promoted"] is False
+
+
+def test_kill_9_then_resume_finishes_without_redoing_finished_stages(tmp_path):
+    pipe = write_pipeline(tmp_path / "p", iterations=1, tolerance=1.0, steps=8)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "hydranet", "vacation", "-c", str(pipe), "-o", str(run)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ckpts = run / "iter_001" / "train" / "checkpoints"
+    while time.time() < deadline and not any(ckpts.glob("step_*")) and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # in the middle of training (after its first checkpoint)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = records(run)
+    assert "iter_001/mine.json" in done and "iter_001/promote.json" not in done
+    r = vacation("-c", str(pipe), "-o", str(run))
+    assert r.returncode == 0, r.stderr
+    after = records(run)
+    assert all(after[k] == v for k, v in done.items())  # finished stages untouched
+    second = {json.loads(after[k])["pid"] for k in after if k not in done}
+    assert len(second) == 1 and second != {json.loads(done["iter_001/mine.json"])["pid"]}
+    train = json.loads(after["iter_001/train.json"])
+    assert train["resumed"] is True  # training continued from its checkpoint, not from scratch
+
+
+def test_pipeline_errors_name_the_field(tmp_path):
+    pipe = write_pipeline(tmp_path / "p", iterations=1)
+    tree = yaml.safe_load(pipe.read_text())
+    tree["label"] = {"kind": "auto"}
+    bad = tmp_path / "p" / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tree))
+    with pytest.raises(PipelineError, match="label.teacher"):
+        load_pipeline(bad)
+    tree["label"] = {"kind": "human"}
+    bad.write_text(yaml.safe_dump(tree))
+    with pytest.raises(PipelineError, match="label.kind: .*'oracle' or 'auto'"):
+        load_pipeline(bad)
+    r = vacation("-c", str(bad), "-o", str(tmp_path / "run"))
+    assert r.returncode == 2 and "label.kind" in r.stderr
+
+
+def test_resuming_with_another_pipeline_is_refused(tmp_path):
+    pipe = write_pipeline(tmp_path / "p", iterations=1)
+    Vacation(load_pipeline(pipe), tmp_path / "run")
+    tree = yaml.safe_load(pipe.read_text())
+    tree["mine"]["budget"] = 3
+    pipe.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ValueError, match=r"different pipeline \(fields \['mine'\]"):
+        Vacation(load_pipeline(pipe), tmp_path / "run")

@@ -1,0 +1,67 @@
+"""Overfit tests: the whole model (trunk, neck, fusion, head) learns a few world frames of one task
+until its own metric is near 1. A model that cannot memorise two frames has a broken loss, target,
+decode or gradient path, whatever the held-out numbers say.
+
+Small on purpose (two cameras, 64x128 images, a 16-channel model) so each test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hydranet.data.sample import collate
+from hydranet.geometry import DEFAULT_CAMERAS
+from hydranet.model import ModelConfig, create_model
+from hydranet.world import SyntheticWorld
+from hydranet.world.config import CameraConfig, WorldConfig
+
+torch.set_num_threads(1)
+H, W = 64, 128
+CAMERAS = [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, yaw_deg=c.yaw_deg,
+                        pitch_deg=c.pitch_deg) for c in DEFAULT_CAMERAS[:2]]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, height=H, width=W,
+                                       grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0},
+                                       cameras=CAMERAS, traffic_density=2.0, layout="intersection"))
+    return collate([world[i] for i in range(len(world))])
+
+
+def overfit(batch, task_name: str, steps: int, lr: float = 3e-3, **task_options) -> dict[str, float]:
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", image_size=(H, W), num_cameras=len(CAMERAS),
+                             neck={"channels": 16}, fusion={"channels": 16, "levels": ["p2", "p3"]}, bev_channels=16,
+                             grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
+                             tasks={task_name: task_options})
+    model = create_model(cfg)
+    task = model.task_objects[task_name]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=[task_name])
+        loss = task.loss(out[task_name], batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=[task_name])
+    metric = task.make_metric()
+    metric.update(task.decode(out[task_name], batch), task.targets(batch))
+    return metric.compute()
+
+
+def test_objects3d_overfits_two_frames(frames):
+    boxes = torch.cat([t["boxes"] for t in frames.labels["objects3d"]])
+    assert ((boxes[:, 0].abs() < 32) & (boxes[:, 1].abs() < 32)).sum() >= 8
+    result = overfit(frames, "objects3d", steps=200)  # measured: 0.87 at 150 steps, 0.92 at 200
+    assert result["map"] > 0.8, result
+
+
+def test_detection2d_overfits_two_frames(frames):
+    assert sum(len(t["boxes"]) for t in frames.labels["detection2d"]) >= 8
+    result = overfit(frames, "detection2d", steps=100, stride=4)  # measured: mAP 0.83, AP50 0.96 at 75
+    assert result["map"] > 0.7 and result["ap50"] > 0.9, result

@@ -1,0 +1,139 @@
+"""One convention across commands (issue 9, section 6): bad input exits 2 with one ``error`` line and
+no traceback in every command, the output option is ``--out/-o`` everywhere, suites are found from
+any directory, ``eval --tasks`` selects tasks, and output written to a pipe or log is plain, complete
+rows (no 80-column wrapping)."""
+
+import os
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from hydranet.cli import app
+
+runner = CliRunner()
+
+
+def _commands() -> dict:
+    return dict(typer.main.get_command(app).commands)
+
+
+def test_every_output_option_is_spelled_out_and_o():
+    found = 0
+    for name, cmd in _commands().items():
+        for param in cmd.params:
+            if param.name in ("out", "output"):
+                found += 1
+                assert "--out" in param.opts and "-o" in param.opts, f"{name}: {param.opts}"
+    assert found >= 12  # train, demo, generate, show, eval, gate, report, export, quantize, infer, cache, merge
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "-c", "{tmp}/missing.yaml"],
+    ["train", "-c", "{cfg}", "--set", "train.lr=inf", "-o", "{tmp}/run"],
+    ["train", "--resume", "-o", "{tmp}/no_run"],
+    ["demo", "--set", "train.lr=inf", "-o", "{tmp}/demo"],
+    ["eval", "{tmp}/no_ckpt"],
+    ["gate", "-a", "{tmp}/no_a", "-b", "{tmp}/no_b"],
+    ["report", "{tmp}/no_ckpt"],
+    ["export", "{tmp}/no_ckpt", "-o", "{tmp}/m.onnx"],
+    ["quantize", "{tmp}/no.onnx"],
+    ["infer", "{tmp}/no.onnx"],
+    ["generate", "-o", "{tmp}/d", "--config", "{tmp}/missing.yaml"],
+    ["data-info", "{tmp}/no_data"],
+    ["show", "--data", "{tmp}/no_data", "-o", "{tmp}/s.png"],
+    ["cache-features", "--ckpt", "{tmp}/no_ckpt", "--data", "synthetic", "-o", "{tmp}/c"],
+    ["merge", "{tmp}/no_base", "{tmp}/no_heads", "-o", "{tmp}/m"],
+], ids=lambda a: a[0] + ("-" + a[1].strip("-") if a[1].startswith("--") else ""))
+def test_bad_input_exits_2_without_a_traceback(tmp_path, args):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"datasets": {"w": {"kind": "world", "frames": 1}}},
+                                   "model": {"preset": "tiny", "tasks": {"drivable": {}}}}))
+    res = runner.invoke(app, [a.format(tmp=tmp_path, cfg=cfg) for a in args])
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
+    assert "rror" in res.output  # "error:" or click's "Error:"
+
+
+def test_suites_resolve_relative_to_the_package_from_any_directory(tmp_path, monkeypatch):
+    from hydranet.eval.suite import load_suites, resolve_suite_path
+
+    monkeypatch.chdir(tmp_path)  # no suites/ here
+    shipped = load_suites("suites")  # before: "suites: no such suite file or directory"
+    assert len(shipped) >= 5 and {s.name for s in shipped} >= {"day", "night"}
+    assert resolve_suite_path("suites/night.yaml").is_file()
+    assert [s.name for s in load_suites("night.yaml")] == ["night"]
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mine.yaml").write_text("scenarios: {a: {}}\nseeds: [0, 1]\nframes: 1\ntasks: {depth: {}}\n")
+    assert [s.name for s in load_suites("suites")] == ["mine"]  # one in the working directory wins
+
+
+def test_eval_tasks_selects_tasks(tmp_path):
+    from hydranet.eval.suite import SuiteError, load_suites, select_tasks
+
+    suites = load_suites("suites")
+    picked = select_tasks(suites, ["drivable"])
+    assert picked and all(list(s.tasks) == ["drivable"] for s in picked)
+    with pytest.raises(SuiteError, match=r"--tasks \['warp_drive'\]: no suite evaluates them"):
+        select_tasks(suites, ["warp_drive"])
+    res = runner.invoke(app, ["eval", str(tmp_path), "--tasks", "warp_drive"])
+    assert res.exit_code == 2
+
+
+def test_non_tty_tables_are_plain_complete_rows():
+    from rich.table import Table
+
+    from hydranet.console import make_console
+
+    console = make_console()  # pytest captures stdout: not a terminal
+    assert not console.is_terminal
+    table = Table()
+    for col in ("suite", "task", "metric", "baseline", "candidate", "delta", "95% CI", "tolerance", "result"):
+        table.add_column(col, no_wrap=True)
+    row = ("curves_lights", "traffic_light", "balanced_accuracy", "0.8571", "0.8000", "-0.0571",
+           "[-0.1200, +0.0100]", "0.0200", "REGRESSION (beyond tolerance)")
+    table.add_row(*row)
+    with console.capture() as cap:
+        console.print(table)
+    lines = cap.get().splitlines()
+    assert any(all(cell in line for cell in row) for line in lines), cap.get()  # before: cut at 80 columns
+    assert "\x1b[" not in cap.get()  # no colour codes in logs
+
+
+def test_training_logs_print_periodic_progress_lines_when_not_a_terminal(tmp_path):
+    from hydranet.console import make_console
+    from hydranet.train.logging import TrainLogger
+
+    console = make_console(stderr=True)
+    logger = TrainLogger(tmp_path, ["depth"], 100, progress=True, console=console)
+    assert logger.progress is None  # a live bar would print nothing into a log file
+    with console.capture() as cap, logger:
+        for step in (10, 20):
+            logger.log({"step": step, "lr": 1e-3, "grad_norm": 1.0, "loss": 0.5, "task_loss": {"depth": 0.5},
+                        "weights": {"depth": 1.0}, "skipped_steps": 0, "samples_per_s": 3.0})
+    assert [line.split()[:2] for line in cap.get().splitlines()] == [["step", "10/100"], ["step", "20/100"]]
+
+
+def test_cli_errors_are_one_plain_line_in_logs():
+    res = runner.invoke(app, ["export", "/nonexistent/run", "-o", os.devnull])
+    assert res.exit_code == 2
+    assert "Error: Invalid value for CHECKPOINT: /nonexistent/run: not a checkpoint" in res.output  # no box
+
+
+def test_generate_takes_a_training_configs_world_so_the_readme_loop_chains(tmp_path):
+    from pathlib import Path
+
+    from hydranet.data.manifest import read_manifest
+    from hydranet.train.config import load_config
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    out = tmp_path / "eval"
+    res = runner.invoke(app, ["generate", "--config", str(demo), "--dataset", "eval", "--frames", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    model = load_config(demo).resolved_model()
+    m = read_manifest(out)
+    assert tuple(m.image_size) == tuple(model.image_size)  # before: 128x256 frames the demo model rejects
+    assert len(m.camera_names) == model.num_cameras and m.grid_obj() == model.grid.to_grid()
+    bad = runner.invoke(app, ["generate", "--config", str(demo), "--dataset", "nope", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "no world dataset 'nope' (world datasets: ['demo', 'eval'])" in bad.output
