@@ -252,11 +252,13 @@ class HydraNet(nn.Module):
                              "disagree on [B, N]")
 
     def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
-        """The camera count must be the model's; ``camera_valid`` must be bool ``[B, N]``. Returns the mask."""
-        if n != self.num_cameras:
+        """The camera count must be one the model takes (``ModelConfig.accepted_camera_counts``: its rig and
+        the multi-rig ``camera_counts``); ``camera_valid`` must be bool ``[B, N]``. Returns the mask."""
+        counts = self.cfg.accepted_camera_counts()
+        if n not in counts:
             raise ValueError(f"inputs have {n} cameras but the model was built for {self.num_cameras} "
-                             f"(model.num_cameras); pass all {self.num_cameras} in rig order and mark failed ones "
-                             "False in camera_valid [B, N]")
+                             f"(model.num_cameras; other rigs: model.camera_counts {list(counts[1:])}); pass all "
+                             f"{self.num_cameras} in rig order and mark failed ones False in camera_valid [B, N]")
         if camera_valid is None:
             return None
         if camera_valid.dtype != torch.bool or tuple(camera_valid.shape) != (b, n):
