@@ -170,6 +170,15 @@ def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
     return valid[None].expand(len(batch), -1).contiguous()
 
 
+def name_cameras(state: dict[str, Any], names: Any) -> None:
+    """Per-camera results keyed by the rig's camera names (``ap/main``), not ``cam0``..``cam7``."""
+    for tasks, _ in state.values():
+        for te in tasks.values():
+            m = te.metric
+            if getattr(m, "camera_names", "absent") is None and getattr(m, "num_cameras", None) == len(names):
+                m.camera_names = tuple(names)
+
+
 def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
@@ -211,6 +220,7 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
         camera_valid = dead_camera_mask(suite, batch)
+        name_cameras(state, batch.camera_names)
         for evaluator in evaluators.values():
             evaluator.step(batch, camera_valid=camera_valid)
         done += len(numbers)

@@ -113,6 +113,12 @@ class ModelConfig(_Strict):
             raise ValueError(f"fusion.stride {self.fusion.stride} must divide the BEV grid shape {grid.shape}")
         return self
 
+    def accepted_camera_counts(self) -> tuple[int, ...]:
+        """Camera counts this model takes: its rig's ``num_cameras`` and ``camera_counts`` (the rigs of
+        multi-rig training). The weights do not depend on the count (cameras are folded into the batch;
+        K and T come per sample). ``hydranet.compat`` and ``HydraNet.forward`` both ask this."""
+        return tuple(dict.fromkeys([int(self.num_cameras), *(int(n) for n in self.camera_counts)]))
+
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:
         """A preset from ``MODEL_PRESETS`` with overrides merged in: sections (``fusion={"temporal": True}``)

@@ -25,8 +25,6 @@ from hydranet.metrics import Metric
 from hydranet.metrics.temporal import TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    GT_COLOR,
-    PRED_COLOR,
     BevHead,
     BevHeadOptions,
     OptionsTask,
@@ -210,5 +208,7 @@ class Objects3D(OptionsTask):
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
+            if decoded is not None:
+                views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
-        draw_boxes3d(views, decoded["boxes"], decoded["classes"], color=GT_COLOR if ground_truth else PRED_COLOR)
+        draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth)
