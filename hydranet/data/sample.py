@@ -23,7 +23,8 @@ ragged (a dict of tensors per sample, collated to a list; absent → None)
                     lane int64[L] (lane index the light governs, ego-relative: 0 = ego lane,
                     +1 left, -1 right), track_id int64[L]
   ``objects3d``     boxes float32[M,7] (x,y,z,l,w,h,yaw ego), velocity float32[M,2] (vx,vy ego
-                    m/s), classes int64[M], track_id int64[M]
+                    m/s), classes int64[M], track_id int64[M]; optional visible float32[M]
+                    (largest visible fraction over the cameras, 0 = occluded in every camera)
   ``lane_lines``    points float32[L,P,3] (ego-frame polylines resampled to P points),
                     kind int64[L] (1 dashed, 2 solid, 3 road edge)
 """
