@@ -9,7 +9,7 @@ import typer
 from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
 from hydranet.train.config import load_config
-from hydranet.train.demo import run_demo
+from hydranet.train.demo import default_demo_config, run_demo
 from hydranet.train.distributed import exit_process
 from hydranet.train.run import in_torchrun, run_training
 from hydranet.train.subgraph import load_train_config, run_subgraph
@@ -103,8 +103,6 @@ def demo(
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
 
     if temporal:
-        from hydranet.train.demo import default_demo_config
-
         config = config or default_demo_config("temporal.yaml")
         out = Path("runs/demo-temporal") if out == Path("runs/demo") else out
     with cli_errors():

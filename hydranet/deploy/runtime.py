@@ -21,6 +21,7 @@ from torch import Tensor
 
 from hydranet.data.sample import Batch
 from hydranet.deploy.manifest import Manifest, ManifestError, file_sha256, load_manifest, manifest_path
+from hydranet.deploy.streaming import zero_state
 from hydranet.tasks.base import HeadContext, Task, create_task
 
 
@@ -133,8 +134,6 @@ class DeployedModel:
     def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
         ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state."""
-        from hydranet.deploy.streaming import zero_state
-
         m = self.manifest
         if len(batch) != m.batch:
             raise ValueError(f"{self.path}: a temporal graph runs exactly {m.batch} sequence(s) per call, "

@@ -22,6 +22,7 @@ from torch import nn
 from hydranet.compat import DataMismatchError, check_data_matches_model, world_layout
 from hydranet.data.sample import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator
+from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.metrics.frames import FrameMetric
 from hydranet.world import SyntheticWorld
@@ -78,8 +79,6 @@ def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int 
                 for i in s.frame_indices(world_len(name, seed))]
     if scene_len is None:
         raise ValueError("plan_frames: a sequence suite needs scene_len (frames per scene of each world)")
-    from hydranet.eval.sequence import clip_indices
-
     return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
             for clip in clip_indices(s.frame_indices(world_len(name, seed)), scene_len(name, seed), s.sequence)
             for i in clip]

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hydranet.data.sample import Batch, collate
+from hydranet.data.sequences import sequence_keys
 from hydranet.tasks.base import Task
 
 
@@ -77,8 +78,6 @@ def evaluate_sequences(model: nn.Module, dataset: Dataset, clips: list[list[int]
 
 def scene_runs(dataset: Dataset, limit: int | None = None) -> list[list[int]]:
     """The dataset's indices ``[0, limit)`` split into runs of consecutive frames of one scene (clips)."""
-    from hydranet.train.clips import sequence_keys
-
     scenes, frames = sequence_keys(dataset)
     n = len(scenes) if limit is None else min(limit, len(scenes))
     runs: list[list[int]] = []

@@ -22,6 +22,7 @@ from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
+from hydranet.metrics.temporal import TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     BevHead,
@@ -195,8 +196,6 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics.temporal import TemporalDetection3DMetric
-
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LIGHT_STATES, Batch
 from hydranet.metrics import Metric
+from hydranet.metrics.temporal import TemporalTrafficLightMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
 from hydranet.tasks.common import CameraTask, above_threshold
@@ -98,8 +99,6 @@ class TrafficLight(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-        from hydranet.metrics.temporal import TemporalTrafficLightMetric
-
         # Plain TrafficLightMetric on single frames; on sequences it adds state flicker.
         return TemporalTrafficLightMetric(states=self.states)
 

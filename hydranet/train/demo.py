@@ -26,6 +26,7 @@ from hydranet.checkpoint import load_model
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.eval.sequence import evaluate_sequences, scene_runs
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import open_source
@@ -138,8 +139,6 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
             "threads": threads, "global_batch": cfg.train.batch_size * cfg.train.grad_accum,
             "total_seconds": time.perf_counter() - t_start, "config": str(config)}
     if getattr(model, "is_temporal", False):  # video: stream the held-out scenes through the memory
-        from hydranet.eval.sequence import evaluate_sequences, scene_runs
-
         with console.status("streaming the held-out scenes through the video memory ..."):
             video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(tasks))
         (out / "video.json").write_text(json.dumps(video, indent=1, default=float))
