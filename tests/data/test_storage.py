@@ -46,8 +46,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(p.stat().st_size))
         self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
         self.log.append(("HEAD", self.path, 0))
+        self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
         p = self._file()
@@ -67,9 +67,9 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        self.log.append(("GET", self.path, len(body)))  # before the body: the client may return before we do
         self.end_headers()
         self.wfile.write(body)
-        self.log.append(("GET", self.path, len(body)))
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
