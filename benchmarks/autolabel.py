@@ -63,12 +63,15 @@ def simulated_teacher(labels: list[dict], args: argparse.Namespace, gen: torch.G
 
 
 class _Teacher:
-    """``label_clip`` needs only the teacher's task names/labels."""
+    """``label_clip`` needs only the teacher's task objects (names, labels; metrics need the BEV grid,
+    which building the heads fixes: a tiny HydraNet with the two tracked tasks provides them)."""
 
-    def __init__(self):
-        from hydranet.tasks.base import create_task
+    def __init__(self, args: argparse.Namespace, cameras: int, grid: dict):
+        from hydranet.model import ModelConfig, create_model
 
-        self.task_objects = {"objects3d": create_task("objects3d"), "traffic_light": create_task("traffic_light")}
+        cfg = ModelConfig.preset("tiny", image_size=(args.height, args.width), num_cameras=cameras, grid=grid,
+                                 tasks={"objects3d": {}, "traffic_light": {}})
+        self.task_objects = create_model(cfg).task_objects
 
 
 def main() -> None:
@@ -93,7 +96,8 @@ def main() -> None:
     world = SyntheticWorld(load_world_config({"seed": 4242 + args.seed, "num_scenes": args.scenes,
                                               "frames_per_scene": args.frames_per_scene, "height": args.height,
                                               "width": args.width, "cameras": cams, "fog": 0.0}))
-    teacher = _Teacher()
+    g = world.grid
+    teacher = _Teacher(args, len(cams), {"x_range": list(g.x_range), "y_range": list(g.y_range), "cell": g.cell})
     gen = torch.Generator().manual_seed(args.seed)
     cfg = AutoLabelConfig(min_score=0.0, min_confidence=0.0, window=args.window)
     modes = {"single_frame": replace(cfg, smoothing=False), "clip_smoothed": cfg}

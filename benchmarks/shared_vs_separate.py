@@ -118,10 +118,9 @@ def train_step_flops(model_dict: dict[str, Any], sample: Any, batch_size: int) -
     from torch.utils.flop_counter import FlopCounterMode
 
     from hydranet.data.sample import collate
-    from hydranet.train.config import Config
+    from hydranet.train.config import resolve_model_dict
 
-    mcfg = Config.model_validate({"data": {"datasets": {}}, "model": model_dict}).resolved_model()
-    model = create_model(mcfg).train()
+    model = create_model(ModelConfig.model_validate(resolve_model_dict(model_dict))).train()
     batch = collate([sample] * batch_size)
     with FlopCounterMode(display=False) as counter:
         out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)

@@ -41,11 +41,11 @@ class DataLayout:
 
 
 def accepted_camera_counts(model_cfg: Any) -> tuple[int, ...]:
-    """Camera counts a model with this ``ModelConfig`` accepts (the one place the rule lives): its rig's
-    ``num_cameras`` and the other rigs it is trained on, ``camera_counts`` (multi-rig training: the
-    weights do not depend on the camera count, which is folded into the batch; K and T come per sample)."""
-    extra = [int(n) for n in getattr(model_cfg, "camera_counts", None) or []]
-    return tuple(dict.fromkeys([int(model_cfg.num_cameras), *extra]))
+    """Camera counts a model with this ``ModelConfig`` accepts (the rule lives in
+    ``ModelConfig.accepted_camera_counts``: ``num_cameras`` plus the multi-rig ``camera_counts``)."""
+    if hasattr(model_cfg, "accepted_camera_counts"):
+        return tuple(model_cfg.accepted_camera_counts())
+    return (int(model_cfg.num_cameras),)
 
 
 def _grid_text(grid: BevGrid) -> str:

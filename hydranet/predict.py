@@ -3,7 +3,8 @@
 ``hydranet infer`` runs an exported ONNX graph, whose rig (camera names, count, image size) is fixed at export;
 ``hydranet predict`` is its checkpoint counterpart for data from another rig: a 1-camera BDD100K dash cam, the
 6-camera nuScenes rig, a fleet's own ``frames``. The HydraNet takes K and ``T_ego_from_cam`` per sample, so the
-same weights run on any camera count; frames are resized to the model's input size (K rescaled,
+same weights run on any camera count (a rig with fewer cameras than the model's is padded with cameras marked
+failed, ``camera_valid``, which fusion ignores); frames are resized to the model's input size (K rescaled,
 ``hydranet.data.convert.resize_sample``) and run one at a time (rigs may differ between frames).
 
 Per frame it writes ``frame_0000.png`` (cameras + BEV panel, every task drawn by its own ``draw``; with
@@ -24,12 +25,45 @@ from torch import Tensor
 
 from hydranet.checkpoint import load_model
 from hydranet.data.convert import resize_sample
-from hydranet.data.sample import collate
+from hydranet.data.sample import Batch, Sample, collate
 from hydranet.datasets import open_dataset
 from hydranet.deploy.infer import NAME_ATTRS, _round, dense_summary
 from hydranet.viz import Views
 
 __all__ = ["run_predict"]
+
+
+def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | None]:
+    """A 1-sample batch with the model's camera count: a rig with fewer cameras is padded with cameras marked
+    failed (``camera_valid`` False: fusion ignores them, their head outputs are dropped), so a model built for
+    8 cameras runs on a 1-camera dash cam without pretending the missing cameras saw anything."""
+    n = len(sample.camera_names)
+    if n > num_cameras:
+        raise ValueError(f"{sample.scene_id}: {n} cameras, more than the model's {num_cameras} (model.num_cameras)")
+    if n == num_cameras:
+        return collate([sample]), None
+    pad = num_cameras - n
+    padded = Sample(images=torch.cat([sample.images, sample.images.new_zeros(pad, *sample.images.shape[1:])]),
+                    intrinsics=torch.cat([sample.intrinsics, sample.intrinsics[:1].expand(pad, 3, 3)]),
+                    T_ego_from_cam=torch.cat([sample.T_ego_from_cam, sample.T_ego_from_cam[:1].expand(pad, 4, 4)]),
+                    T_world_from_ego=sample.T_world_from_ego, timestamp=sample.timestamp, scene_id=sample.scene_id,
+                    frame_index=sample.frame_index,
+                    camera_names=(*sample.camera_names, *(f"_absent{i}" for i in range(pad))))
+    valid = torch.zeros(1, num_cameras, dtype=torch.bool)
+    valid[0, :n] = True
+    return collate([padded]), valid
+
+
+def _own_cameras(value: Any, n: int, space: str) -> Any:
+    """Decoded output restricted to the sample's own ``n`` cameras (drops the padding's)."""
+    if space != "camera":
+        return value
+    if isinstance(value, Tensor):
+        return value[:n]
+    if isinstance(value, dict) and "camera" in value:
+        keep = value["camera"] < n
+        return {k: v[keep] if isinstance(v, Tensor) and v.shape[:1] == keep.shape else v for k, v in value.items()}
+    return value
 
 
 @torch.inference_mode()
@@ -53,15 +87,15 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     records = []
     for k in range(n):
         sample = resize_sample(dataset[k], model.image_size)
-        batch = collate([sample])
-        outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
+        batch, valid = _padded_batch(sample, model.num_cameras)
+        outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names, camera_valid=valid)
         views = Views.from_sample(sample, model.grid, scale=scale)
         record: dict[str, Any] = {"frame": k, "scene_id": sample.scene_id, "frame_index": sample.frame_index,
                                   "camera_names": list(sample.camera_names), "tasks": {}}
         dense: dict[str, np.ndarray] = {}
         for name in names:
             task = model.task_objects[name]
-            value = task.decode(outputs[name], batch)[0]
+            value = _own_cameras(task.decode(outputs[name], batch)[0], len(sample.camera_names), task.space)
             if ground_truth and sample.labels.get(task.label) is not None:
                 task.draw(views, sample.labels[task.label], ground_truth=True)
             task.draw(views, value)

@@ -36,7 +36,11 @@ BEV_COLORS: dict[str, tuple[int, int, int]] = {
 }
 LIGHT_COLORS: dict[str, tuple[int, int, int]] = {"red": (255, 40, 40), "yellow": (255, 210, 0),
                                                  "green": (40, 255, 90)}
+# One lane palette everywhere (labels, predictions, world pictures): dashed, solid, road edge.
 LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 255), 3: (255, 60, 60)}
+DRIVABLE_COLOR: tuple[int, int, int] = (60, 150, 255)
+# Prediction and ground truth share the class colours; ground truth is drawn dashed, predictions solid.
+DASH = 4
 # Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
 LAYOUT: dict[str, tuple[float, float]] = {
     "left_pillar": (0, 0), "narrow": (0, 1), "main": (0, 2), "wide": (0, 3), "right_pillar": (0, 4),
@@ -92,7 +96,27 @@ class Views:
         self.bev_ppm = size / max(grid.x_range[1] - grid.x_range[0], grid.y_range[1] - grid.y_range[0])
         self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
                                      round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
+        self.notes: list[str] = []  # e.g. "detection2d: 0 detections", written under the picture
+        self._labels: dict[int, list[tuple[float, float, float, float]]] = {}  # placed label boxes per camera
         self._draw_bev_base()
+
+    def place_label(self, camera: int, x: float, y: float, w: float, h: float,
+                    step: float) -> tuple[float, float] | None:
+        """Where a ``w`` × ``h`` label near (x, y) overlaps no label already placed in ``camera``: tries
+        (x, y), then ``step`` further away, up to four times; None = no room (the box stays, unlabelled)."""
+        placed = self._labels.setdefault(camera, [])
+        for k in range(5):
+            yy = y + k * step
+            box = (x, yy, x + w, yy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                placed.append(box)
+                return x, yy
+        return None
+
+    def note(self, text: str) -> None:
+        """A line of text for the picture's footer (what a head found nothing of, ...)."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
@@ -154,10 +178,11 @@ class Views:
         self.draw_ego()
         h, w = self.image_hw[0] * self.scale, self.image_hw[1] * self.scale
         header = 28 if title else 0
-        if all(n in LAYOUT for n in self.camera_names):
+        several = len(self.camera_names) > 1  # a single camera is drawn alone, not in an empty rig layout
+        if several and all(n in LAYOUT for n in self.camera_names):
             slots = {i: LAYOUT[n] for i, n in enumerate(self.camera_names)}
             cols, rows = 5, 2
-        elif all(n in NUSCENES_LAYOUT for n in self.camera_names):
+        elif several and all(n in NUSCENES_LAYOUT for n in self.camera_names):
             slots = {i: NUSCENES_LAYOUT[n] for i, n in enumerate(self.camera_names)}
             cols, rows = 3, 2
         else:  # any other rig: rig order, four per row
@@ -166,9 +191,11 @@ class Views:
         bev = self.bev
         if bev.height != rows * h:
             bev = bev.resize((round(bev.width * rows * h / bev.height), rows * h), Image.BILINEAR)
-        canvas = Image.new("RGB", (cols * w + bev.width + 8, rows * h + header), (12, 12, 14))
-        d = ImageDraw.Draw(canvas)
         font = _font(max(12, h // 14))
+        line_h = max(12, h // 14) + 6
+        footer = line_h * (1 + len(self.notes)) + 6
+        canvas = Image.new("RGB", (cols * w + bev.width + 8, rows * h + header + footer), (12, 12, 14))
+        d = ImageDraw.Draw(canvas)
         for i, (r, c) in slots.items():
             x0, y0 = int(c * w), int(r * h) + header
             canvas.paste(self.cameras[i], (x0, y0))
@@ -180,7 +207,26 @@ class Views:
                stroke_fill=(0, 0, 0))
         if title:
             d.text((8, 4), title, fill=(230, 230, 230), font=_font(18))
+        self._legend(d, font, 8, rows * h + header + 4, line_h)
         return canvas
+
+    def _legend(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int) -> None:
+        """Line styles, the class colours and the notes, below the cameras."""
+        d.line([(x, y + line_h // 2), (x + 24, y + line_h // 2)], fill=(230, 230, 230), width=2)
+        d.text((x + 28, y), "prediction", fill=(230, 230, 230), font=font)
+        x += 28 + round(d.textlength("prediction", font=font)) + 14
+        _dashed(d, [(x, y + line_h // 2), (x + 24, y + line_h // 2)], (230, 230, 230), 2)
+        d.text((x + 28, y), "ground truth", fill=(230, 230, 230), font=font)
+        x += 28 + round(d.textlength("ground truth", font=font)) + 20
+        swatches = [*CLASS_COLORS.items(), *LIGHT_COLORS.items(),
+                    *((f"lane {k}", LANE_COLORS[i]) for i, k in ((1, "dashed"), (2, "solid"), (3, "edge"))),
+                    ("drivable", DRIVABLE_COLOR)]
+        for name, col in swatches:
+            d.rectangle([x, y + 3, x + 12, y + line_h - 5], fill=col)
+            d.text((x + 16, y), name, fill=(230, 230, 230), font=font)
+            x += 16 + round(d.textlength(name, font=font)) + 12
+        for k, text in enumerate(self.notes):
+            d.text((8, y + line_h * (k + 1)), text, fill=(255, 200, 120), font=font)
 
 
 # ---- primitives ----------------------------------------------------------------------------
@@ -194,21 +240,55 @@ def _tolist(x: Any) -> list:
     return list(x)
 
 
+def _dashed(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
+            dash: int = DASH) -> None:
+    """A dashed polyline (ground truth): ``dash`` px on, ``dash`` px off."""
+    for (xa, ya), (xb, yb) in zip(points[:-1], points[1:], strict=True):
+        length = math.hypot(xb - xa, yb - ya)
+        steps = max(1, int(length // dash))
+        for i in range(0, steps, 2):
+            t0, t1 = i / steps, min(1.0, (i + 1) / steps)
+            d.line([(xa + (xb - xa) * t0, ya + (yb - ya) * t0), (xa + (xb - xa) * t1, ya + (yb - ya) * t1)],
+                   fill=fill, width=width)
+
+
+def _rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
+    x1, y1, x2, y2 = box
+    if dashed:
+        _dashed(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)
+    else:
+        d.rectangle([x1, y1, x2, y2], outline=col, width=width)
+
+
+def _label(views: Views, cam: int, d: ImageDraw.ImageDraw, box: list[float], text: str, col: Any, font: Any,
+           below: bool, height: int) -> None:
+    """Class label above a prediction's box, below a ground-truth box (a matched pair's labels never meet),
+    moved away from labels already drawn, or left out where there is no room."""
+    size = getattr(font, "size", 10)
+    x1, y1, _, y2 = box
+    y = min(y2 + 2, height - size - 2) if below else max(0, y1 - size - 2)
+    at = views.place_label(cam, x1 + 2, y, d.textlength(text, font=font), size + 1, (size + 2) * (1 if below else -1))
+    if at is not None:
+        d.text(at, text, fill=col, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+
+
 def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], classes: Tensor | Sequence[int],
                  color: Color | None = None, scores: Tensor | Sequence[float] | None = None,
-                 names: Sequence[str] = OBJECT_CLASSES) -> None:
-    """Per-camera 2D boxes (x1, y1, x2, y2 in stored-image pixels), labelled with class (+ score)."""
-    font = _font(max(10, views.scale * 6))
+                 names: Sequence[str] = OBJECT_CLASSES, dashed: bool = False) -> None:
+    """Per-camera 2D boxes (x1, y1, x2, y2 in stored-image pixels), labelled with class (+ score), in the
+    class colour; ``dashed`` for ground truth (label below the box), solid for predictions (label above)."""
+    font = _font(max(11, views.scale * 6))
     sc = _tolist(scores)
     for k, (box, cam, cls) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(classes), strict=True)):
         name = _class_name(cls, names)
         col = _rgb(color, CLASS_COLORS.get(name, (255, 255, 255)))
         x1, y1, x2, y2 = (v * views.scale for v in box)
-        d = ImageDraw.Draw(views.cameras[views.camera_index(cam)])
-        d.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=col, width=max(1, views.scale))
-        text = name if not sc else f"{name} {sc[k]:.2f}"
-        d.text((x1 + 2, max(0, y1 - font.size - 2) if hasattr(font, "size") else y1), text, fill=col, font=font,
-               stroke_width=1, stroke_fill=(0, 0, 0))
+        ci = views.camera_index(cam)
+        img = views.cameras[ci]
+        d = ImageDraw.Draw(img)
+        rect = [x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)]
+        _rect(d, rect, col, max(1, views.scale), dashed)
+        _label(views, ci, d, rect, name if not sc else f"{name} {sc[k]:.2f}", col, font, dashed, img.height)
 
 
 def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = 0.45) -> None:
@@ -234,9 +314,10 @@ def _box_edges() -> list[tuple[int, int]]:
 
 
 def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | str], color: Color | None = None,
-                 cameras: bool = True, names: Sequence[str] = OBJECT_CLASSES) -> None:
+                 cameras: bool = True, names: Sequence[str] = OBJECT_CLASSES, dashed: bool = False) -> None:
     """Ego-frame boxes ``[M, 7]``: footprints in the BEV panel (front edge thicker) and wireframes
-    projected into every camera (edges clipped at the camera plane)."""
+    projected into every camera (edges clipped at the camera plane); class colours, ``dashed`` for
+    ground truth."""
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 7)
     if boxes.shape[0] == 0:
         return
@@ -246,8 +327,12 @@ def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | s
     cols = [_rgb(color, CLASS_COLORS.get(_class_name(c, names), (255, 255, 255))) for c in cls]
     for k in range(boxes.shape[0]):
         foot = [views.bev_px(float(x), float(y)) for x, y in corners[k, :4, :2].tolist()]
-        d.polygon(foot, outline=cols[k])
-        d.line([foot[0], foot[1]], fill=cols[k], width=3)
+        if dashed:
+            _dashed(d, [*foot, foot[0]], cols[k], 1, dash=3)
+            _dashed(d, [foot[0], foot[1]], cols[k], 3, dash=3)
+        else:
+            d.polygon(foot, outline=cols[k])
+            d.line([foot[0], foot[1]], fill=cols[k], width=3)
     if not cameras:
         return
     for i in range(len(views.camera_names)):
@@ -259,7 +344,9 @@ def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | s
                 continue
             for a, b in _box_edges():
                 seg = _clip_segment(pc[k, a], pc[k, b], views, i)
-                if seg is not None:
+                if seg is not None and dashed:
+                    _dashed(dc, list(seg), cols[k], max(1, views.scale // 2 + 1))
+                elif seg is not None:
                     dc.line(seg, fill=cols[k], width=max(1, views.scale // 2 + 1))
 
 
@@ -322,19 +409,25 @@ def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Col
 
 
 def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], state: Tensor | Sequence[int],
-                        lane: Tensor | Sequence[int] | None = None, scores: Tensor | Sequence[float] | None = None
-                        ) -> None:
-    """Light boxes coloured by state (``LIGHT_STATES`` index or name), with the governed lane."""
-    font = _font(max(10, views.scale * 6))
+                        lane: Tensor | Sequence[int] | None = None, scores: Tensor | Sequence[float] | None = None,
+                        dashed: bool = False) -> None:
+    """Light boxes coloured by state (``LIGHT_STATES`` index or name), with the governed lane; ``dashed``
+    (ground truth) labels sit left of the box, predictions' right of it."""
+    font = _font(max(11, views.scale * 6))
     lanes, sc = _tolist(lane), _tolist(scores)
     for k, (box, cam, st) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(state), strict=True)):
         name = _class_name(st, LIGHT_STATES)
         col = LIGHT_COLORS.get(name, (255, 255, 255))
         x1, y1, x2, y2 = (v * views.scale for v in box)
-        d = ImageDraw.Draw(views.cameras[views.camera_index(cam)])
-        d.rectangle([x1 - 1, y1 - 1, x2, y2], outline=col, width=max(1, views.scale))
+        ci = views.camera_index(cam)
+        d = ImageDraw.Draw(views.cameras[ci])
+        _rect(d, [x1 - 1, y1 - 1, x2, y2], col, max(1, views.scale), dashed)
         text = name + (f" L{lanes[k]:+d}" if lanes else "") + (f" {sc[k]:.2f}" if sc else "")
-        d.text((x2 + 3, y1), text, fill=col, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+        tw, size = d.textlength(text, font=font), getattr(font, "size", 10)
+        x = max(0.0, x1 - 4 - tw) if dashed else x2 + 3
+        at = views.place_label(ci, x, y1, tw, size + 1, size + 2)
+        if at is not None:
+            d.text(at, text, fill=col, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
 
 
 def depth_color(z: Tensor, near: float = 2.0, far: float = 60.0) -> list[tuple[int, int, int]]:

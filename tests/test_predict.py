@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hydranet.checkpoint import load_model, save_checkpoint
 from hydranet.cli import app
 from hydranet.data.convert import resize_sample
-from hydranet.data.sample import collate
+from hydranet.data.sample import Sample, collate
 from hydranet.datasets import open_source
 from hydranet.geometry import camera_extrinsics
 from hydranet.model import ModelConfig, create_model
@@ -51,22 +51,32 @@ def test_predict_runs_any_rig_and_matches_the_model(checkpoint, tmp_path):
     index = _dash_cam(tmp_path)
     out = tmp_path / "pred"
     result = CliRunner().invoke(app, ["predict", str(checkpoint), "--data", f"frames:{index}", "--out", str(out),
-                                      "--tasks", "detection2d,drivable,objects3d", "--ground-truth"])
+                                      "--tasks", "detection2d,drivable,depth,objects3d", "--ground-truth"])
     assert result.exit_code == 0, result.output
     pred = json.loads((out / "predictions.json").read_text())
-    assert len(pred["frames"]) == 2 and pred["tasks"] == ["detection2d", "drivable", "objects3d"]
+    assert len(pred["frames"]) == 2 and pred["tasks"] == ["detection2d", "drivable", "depth", "objects3d"]
     assert pred["frames"][0]["camera_names"] == ["front"]
     for k in range(2):
         assert (out / f"frame_{k:04d}.png").stat().st_size > 1000
         assert np.load(out / f"frame_{k:04d}.npz")["drivable"].shape == (1, 64, 128)
-    # The same numbers as running the model by hand on the resized sample.
+    # The same numbers as the model run by hand with the 7 missing cameras filled with noise and marked failed:
+    # their content must not matter (fusion ignores them; camera outputs are per camera).
     model, _ = load_model(checkpoint)
     sample = resize_sample(open_source({"kind": "frames", "index": str(index)})[1], (64, 128))
-    batch = collate([sample])
+    noise = torch.randint(0, 256, (7, 3, 64, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images = torch.cat([sample.images, noise])[None]
+    K = sample.intrinsics.expand(8, 3, 3)[None]
+    T = torch.cat([sample.T_ego_from_cam, camera_extrinsics((0, 0, 1.5), 90, 0).float().expand(7, 4, 4)])[None]
+    valid = torch.tensor([[True] + [False] * 7])
     with torch.inference_mode():
-        outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=["detection2d"])
-    decoded = model.task_objects["detection2d"].decode(outputs["detection2d"], batch)[0]
-    np.testing.assert_allclose(pred["frames"][1]["tasks"]["detection2d"]["scores"], decoded["scores"].numpy(),
+        outputs = model(images, K, T, tasks=["depth", "objects3d"], camera_valid=valid)
+    padded = collate([Sample(images=images[0], intrinsics=K[0], T_ego_from_cam=T[0], T_world_from_ego=torch.eye(4),
+                             timestamp=0.0, scene_id="x", camera_names=tuple(f"c{i}" for i in range(8)))])
+    depth = model.task_objects["depth"].decode(outputs["depth"], padded)[0][:1]
+    np.testing.assert_allclose(np.load(out / "frame_0001.npz")["depth"], depth.numpy(), rtol=1e-4)
+    assert float(depth.std()) > 0  # a real map, not a constant
+    decoded = model.task_objects["objects3d"].decode(outputs["objects3d"], padded)[0]
+    np.testing.assert_allclose(pred["frames"][1]["tasks"]["objects3d"]["scores"], decoded["scores"].numpy(),
                                atol=1e-4)
 
 

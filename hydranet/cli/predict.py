@@ -25,6 +25,7 @@ def predict(
                               "tasks for a single dash cam."),
     ground_truth: bool = typer.Option(False, "--ground-truth", help="Also draw the frames' labels, if any."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    scale: int = typer.Option(2, "--scale", min=1, max=8, help="Upscale factor of the camera tiles."),
 ) -> None:
     """Draw a checkpoint's predictions on any dataset, whatever its rig (1, 6 or 8 cameras): the model takes
     K and T per frame. `hydranet infer` does the same from an exported ONNX graph (fixed rig)."""
@@ -41,7 +42,7 @@ def predict(
 
     try:
         result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                             on_frame=tick)
+                             scale=scale, on_frame=tick)
     except (CheckpointError, SourceConfigError, SourceError, ShardError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

@@ -9,7 +9,7 @@ import typer
 from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
 from hydranet.train.config import load_config
-from hydranet.train.demo import run_demo
+from hydranet.train.demo import default_demo_config, run_demo
 from hydranet.train.distributed import exit_process
 from hydranet.train.run import in_torchrun, run_training
 from hydranet.train.subgraph import load_train_config, run_subgraph
@@ -96,9 +96,15 @@ def demo(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a config field, e.g. --set train.steps=50."),
     retrain: bool = typer.Option(False, "--retrain", help="Train again even if OUT holds a finished run."),
     pictures: int = typer.Option(None, "--pictures", min=0, help="Frames to draw (default: eval.pictures)."),
+    temporal: bool = typer.Option(False, "--temporal", help="Video: the network with the BEV memory, trained on "
+                                  "clips (configs/temporal.yaml; OUT defaults to runs/demo-temporal)."),
 ) -> None:
     """The first thing to run: render a small synthetic set, train all seven tasks (<= 10 min on 2 CPU
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
 
+    if temporal:
+
+        config = config or default_demo_config("temporal.yaml")
+        out = Path("runs/demo-temporal") if out == Path("runs/demo") else out
     with cli_errors():
         run_demo(out, config, set_, retrain=retrain, pictures=pictures)

@@ -23,7 +23,8 @@ ragged (a dict of tensors per sample, collated to a list; absent → None)
                     lane int64[L] (lane index the light governs, ego-relative: 0 = ego lane,
                     +1 left, -1 right), track_id int64[L]
   ``objects3d``     boxes float32[M,7] (x,y,z,l,w,h,yaw ego), velocity float32[M,2] (vx,vy ego
-                    m/s), classes int64[M], track_id int64[M]
+                    m/s), classes int64[M], track_id int64[M]; optional visible float32[M]
+                    (largest visible fraction over the cameras, 0 = occluded in every camera)
   ``lane_lines``    points float32[L,P,3] (ego-frame polylines resampled to P points),
                     kind int64[L] (1 dashed, 2 solid, 3 road edge)
 """
@@ -84,6 +85,7 @@ class Sample:
             t = getattr(self, name)
             if tuple(t.shape) != shape:
                 raise ValueError(f"{where}: {name} must have shape {shape}, got {tuple(t.shape)}")
+        _check_finite(self, where)  # first: a NaN is the more useful message than a missing field
         for key, value in self.labels.items():
             try:
                 spec = label_spec(key)
@@ -99,7 +101,6 @@ class Sample:
                 raise ValueError(f"{where}: label '{key}' must be a tensor {spec.shape}, got {type(value).__name__}")
             elif spec.per_camera and tuple(value.shape) != (n, h, w):
                 raise ValueError(f"{where}: label '{key}' must be [N, H, W]={(n, h, w)}, got {tuple(value.shape)}")
-        _check_finite(self, where)
 
 
 def _nonfinite(t: Any) -> bool:
@@ -116,11 +117,15 @@ def _check_finite(sample: Sample, where: str) -> None:
         raise ValueError(f"{where}: timestamp is {sample.timestamp}, expected a finite number of seconds")
     for key, value in sample.labels.items():
         fields = value.items() if isinstance(value, dict) else [(None, value)]
-        unknown_ok = label_spec(key).nan_fields
+        try:
+            unknown_ok = label_spec(key).nan_fields
+        except KeyError:  # reported by validate's label loop
+            unknown_ok = ()
         for field_name, t in fields:
             if field_name in unknown_ok and isinstance(t, Tensor) and t.is_floating_point():
                 if bool(torch.isinf(t).any()):
-                    raise ValueError(f"{where}: label '{key}.{field_name}' holds inf (NaN marks unknown values)")
+                    raise ValueError(f"{where}: label '{key}.{field_name}' holds non-finite values (inf; NaN "
+                                     "would mark unknown values)")
                 continue
             if _nonfinite(t):
                 label = f"{key}.{field_name}" if field_name else key

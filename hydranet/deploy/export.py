@@ -29,6 +29,7 @@ import hydranet
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.checkpoint import trunk_hash as compute_trunk_hash
 from hydranet.compat import check_data_matches_model, world_layout
+from hydranet.deploy import streaming as S
 from hydranet.deploy.manifest import (
     HeadContextSpec,
     InputSpec,
@@ -202,20 +203,34 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         # camera_valid passes through camera heads unchanged: an input, not a graph output.
         outputs = {t: {k: v for k, v in o.items() if k != "camera_valid"} for t, o in outputs.items()}
         keys = [(t, k) for t in names for k in outputs[t]]
-        graph = ExportGraph(model, names, keys).eval()
+        input_names, output_names = list(INPUT_NAMES[:len(inputs)]), [f"{t}.{k}" for t, k in keys]
+        # A temporal model with a BEV task exports its streaming graph: state and ego motion in, new state out.
+        streaming = bool(getattr(model, "is_temporal", False)) and any(
+            model.task_objects[t].space == "bev" for t in names)
+        graph: nn.Module = ExportGraph(model, names, keys).eval()
+        if streaming:
+            graph = S.StreamingGraph(model, names, keys).eval()
+            inputs = (*inputs, *S.example_state_inputs(model, batch))
+            input_names += [*S.EGO_INPUTS, *S.state_input_names()]
+            output_names += S.state_output_names()
         tmp = path.with_name(f".tmp-{path.name}")
         with warnings.catch_warnings():
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=list(INPUT_NAMES[:len(inputs)]), output_names=[f"{t}.{k}" for t, k in keys],
+                              input_names=input_names, output_names=output_names,
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
         graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
         tmp.replace(path)
     finally:
         model.train(was_training)
+    streamed = set(S.EGO_INPUTS) | set(S.state_input_names())
     manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
-                              graph_inputs, file_sha256(path))
+                              [n for n in graph_inputs if n not in streamed], file_sha256(path))
+    if streaming:  # the ego-motion and state inputs, in the graph's order
+        specs = {i.name: i for i in [*manifest.inputs, *S.streaming_input_specs(model, batch)]}
+        manifest = manifest.model_copy(update={"inputs": [specs[n] for n in graph_inputs],
+                                               "rig_note": f"{manifest.rig_note} {S.STATE_NOTE}"})
     write_manifest(manifest, manifest_path(path))
     return manifest
 

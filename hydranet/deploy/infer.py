@@ -1,5 +1,8 @@
 """``hydranet infer``: decode and draw predictions of an exported graph using only the graph and its manifest.
 
+A temporal graph (``deploy/streaming.py``) is streamed: frames run in order, the state carried from one to the
+next and reset at each new scene, exactly as the car's runtime would.
+
 Per frame it writes ``frame_0000.png`` (``Views.compose``: the 8 cameras as on the car + the BEV panel,
 every task drawn by its own ``draw``) and, for dense outputs (masks, depth, BEV maps), ``frame_0000.npz``;
 ``predictions.json`` lists every frame's decoded objects (boxes, scores, classes, cameras...) and, for dense
@@ -48,7 +51,8 @@ def open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, 
     """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's rig."""
     if data == "synthetic":
         n = frames or 8
-        return world_for(dm.manifest, EVAL_SEED, n), spread_indices(n)
+        # A temporal graph carries its memory from frame to frame: give it consecutive frames of each scene.
+        return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if dm.streaming else spread_indices(n)
 
     dataset = open_dataset(data)
     n = len(dataset) if frames is None else min(frames, len(dataset))
@@ -65,6 +69,10 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     out.mkdir(parents=True, exist_ok=True)
     dataset, indices = open_frames(dm, data, frames)
     grid = m.bev_grid
+    if dm.streaming and m.batch != 1:
+        raise ValueError(f"{graph}: a temporal graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
+                         "hydranet infer streams one sequence: export with --batch 1")
+    dm.reset_state()  # a temporal graph starts each run (and each new scene) from the zero state
     records = []
     for s in range(0, len(indices), m.batch):
         samples = [dataset[i] for i in indices[s:s + m.batch]]
@@ -97,7 +105,8 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
             records.append(record)
             if on_frame is not None:
                 on_frame(1)
-    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "camera_names": m.camera_names,
+    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": dm.streaming,
+              "camera_names": m.camera_names,
               "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
               "frames": records}
     tmp = out / ".tmp-predictions.json"

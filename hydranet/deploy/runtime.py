@@ -21,6 +21,7 @@ from torch import Tensor
 
 from hydranet.data.sample import Batch
 from hydranet.deploy.manifest import Manifest, ManifestError, file_sha256, load_manifest, manifest_path
+from hydranet.deploy.streaming import zero_state
 from hydranet.tasks.base import HeadContext, Task, create_task
 
 
@@ -88,19 +89,33 @@ class DeployedModel:
             raise ManifestError(f"{self.path}: manifest outputs {missing} are not in the graph (wrong manifest?)")
         ctx = m.head_ctx()
         self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, ctx) for name, spec in m.tasks.items()}
+        # Temporal graphs (deploy/streaming.py): this object owns the memory between calls, as the car would.
+        self.streaming = any(i.name.startswith("state.") for i in m.inputs)
+        self.state: dict[str, np.ndarray] | None = None
+        self._where: list[tuple[str, int]] = []
+
+    def reset_state(self) -> None:
+        """Start a new sequence: the next call feeds the zero state."""
+        self.state = None
+        self._where = []
 
     @property
     def batch_size(self) -> int:
         return self.manifest.batch
 
     def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray,
-                   camera_valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   camera_valid: np.ndarray | None = None, **extra: np.ndarray) -> dict[str, np.ndarray]:
         """One call of the graph on exactly ``manifest.batch`` samples; returns ``{output name: array}``.
-        ``camera_valid`` bool ``[B, N]`` (None = every camera works) feeds graphs with fusion."""
+        ``camera_valid`` bool ``[B, N]`` (None = every camera works) feeds graphs with fusion; ``extra``: the
+        streaming inputs of a temporal graph (``T_world_from_ego``, ``timestamp``, ``state.*``)."""
         if camera_valid is None:
             camera_valid = np.ones(images.shape[:2], dtype=bool)
         given = {"images": images, "intrinsics": intrinsics, "T_ego_from_cam": T_ego_from_cam,
-                 "camera_valid": camera_valid}
+                 "camera_valid": camera_valid, **extra}
+        missing = [spec.name for spec in self.manifest.inputs if spec.name not in given]
+        if missing:
+            raise ValueError(f"{self.path}: inputs {missing} not given (a temporal graph needs the ego motion and "
+                             "the state: use DeployedModel.step)")
         # Only the inputs the graph has: a camera-only graph takes images alone.
         feeds = {spec.name: given[spec.name] for spec in self.manifest.inputs}
         for spec in self.manifest.inputs:
@@ -109,7 +124,42 @@ class DeployedModel:
                 raise ValueError(f"{self.path}: input '{spec.name}' must be {spec.dtype} {spec.shape}, "
                                  f"got {x.dtype} {list(x.shape)}")
         names = self.manifest.output_names()
+        if self.streaming:
+            names = names + [f"new_{k}" for k in self._state_names()]
         return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+    def _state_names(self) -> list[str]:
+        return [i.name for i in self.manifest.inputs if i.name.startswith("state.")]
+
+    def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
+        """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
+        ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state."""
+
+        m = self.manifest
+        if len(batch) != m.batch:
+            raise ValueError(f"{self.path}: a temporal graph runs exactly {m.batch} sequence(s) per call, "
+                             f"got a batch of {len(batch)}")
+        where = list(zip(batch.scene_id, batch.frame_index.tolist(), strict=True))
+        zero = zero_state(m.inputs)
+        if self.state is None:
+            self.state = zero
+        else:
+            for b, ((s, f), (ps, pf)) in enumerate(zip(where, self._where, strict=True)):
+                if s != ps or f <= pf:
+                    for k in self.state:
+                        self.state[k][b] = 0.0
+        arrays = self.run_arrays(batch.images.cpu().contiguous().numpy(),
+                                 batch.intrinsics.float().cpu().contiguous().numpy(),
+                                 batch.T_ego_from_cam.float().cpu().contiguous().numpy(),
+                                 None if camera_valid is None else camera_valid.cpu().numpy(),
+                                 T_world_from_ego=batch.T_world_from_ego.float().cpu().contiguous().numpy(),
+                                 timestamp=batch.timestamp.float().cpu().contiguous().numpy(), **self.state)
+        self.state = {k: arrays[f"new_{k}"] for k in self.state}
+        self._where = where
+        out: dict[str, dict[str, Tensor]] = {}
+        for spec in m.outputs:
+            out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(arrays[spec.name])
+        return out
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
                 camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
@@ -137,6 +187,8 @@ class DeployedModel:
         """Every output of the graph on a collated ``Batch``, ``{task: {key: Tensor [B, ...]}}``;
         ``camera_valid`` bool ``[B, N]`` marks failed cameras (see ``forward``)."""
         self.check_batch(batch)
+        if self.streaming:
+            return self.step(batch, camera_valid)
         return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam, camera_valid)
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,

@@ -1,6 +1,7 @@
 """Checks that an exported graph computes what the PyTorch model computes, and what quantization costs.
 
-- ``parity``: ONNX Runtime vs PyTorch eager on held-out frames, max |difference| per output tensor.
+- ``parity``: ONNX Runtime vs PyTorch eager on held-out frames, max |difference| per output tensor (a
+  temporal graph: both streamed through the frames in order, each carrying its own memory).
 - ``metric_drop``: per-task headline change between two ``hydranet.eval.loop.evaluate`` results, signed so that a
   positive drop is always *worse* (AbsRel rising counts as a drop).
 """
@@ -29,8 +30,14 @@ def parity(model: nn.Module, deployed: DeployedModel, frames: int = 4,
     m = deployed.manifest
     tasks = list(m.tasks)
     worst: dict[str, float] = {o.name: 0.0 for o in m.outputs}
+    if deployed.streaming:  # temporal graph: both sides carry their memory through the frames, in order
+        model.reset_state()
+        deployed.reset_state()
     for batch in batches if batches is not None else heldout_batches(m, frames, m.batch):
-        ref = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
+        if deployed.streaming:
+            ref = model.stream(batch, tasks)
+        else:
+            ref = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
         got = deployed(batch)
         for o in m.outputs:
             a, b = got[o.task][o.key], ref[o.task][o.key].float()

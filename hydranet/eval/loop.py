@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hydranet.data.sample import Batch, collate
+from hydranet.eval.sequence import with_sequence
 from hydranet.metrics.base import Metric
 from hydranet.tasks.base import Task
 
@@ -68,6 +69,14 @@ def forward_of(model: Any) -> Forward:
                     "or a function forward(batch, tasks)")
 
 
+def stream_of(model: Any) -> Forward:
+    """The streaming ``forward(batch, tasks)`` of ``model``: ``model.stream`` (state carried between calls)
+    where it has one, else its plain forward (a single-frame model, a temporal ``DeployedModel``)."""
+    if hasattr(model, "stream"):
+        return lambda batch, tasks, **kwargs: model.stream(batch, tasks, **kwargs)
+    return forward_of(model)
+
+
 def tasks_of(model: Any) -> dict[str, Task]:
     """The tasks a model carries: ``task_objects`` (HydraNet) or ``tasks`` (DeployedModel)."""
     for attr in ("task_objects", "tasks"):
@@ -87,8 +96,12 @@ class Evaluator:
 
     def __init__(self, model: Any, tasks: dict[str, Task] | None = None,
                  metrics: dict[str, Metric] | None = None, on_frame: Callable[[EvalFrame], None] | None = None,
-                 device: torch.device | str | None = None):
-        self.forward = forward_of(model)
+                 device: torch.device | str | None = None, sequence: bool = False):
+        # sequence: batches are consecutive frames of sequences, streamed through the model's memory
+        # (``HydraNet.stream``; a temporal ``DeployedModel`` streams by itself) and the targets carry
+        # (scene_id, frame_index) for the temporal metrics (hydranet/eval/sequence.py).
+        self.sequence = sequence
+        self.forward = stream_of(model) if sequence else forward_of(model)
         self.tasks = dict(tasks) if tasks is not None else tasks_of(model)
         self.names = sorted(self.tasks)
         self.metrics = metrics if metrics is not None else {t: self.tasks[t].make_metric() for t in self.names}
@@ -110,7 +123,8 @@ class Evaluator:
         for t in self.names:
             decoded[t] = self.tasks[t].decode(outputs[t], batch)
             targets[t] = self.tasks[t].targets(batch)
-            self.metrics[t].update(decoded[t], targets[t])
+            scored = with_sequence(targets[t], batch) if self.sequence else targets[t]
+            self.metrics[t].update(decoded[t], scored)
         if self.on_frame is not None:
             for i in range(len(batch)):
                 self.on_frame(EvalFrame(

@@ -196,10 +196,13 @@ def _frames_html(model: Any, run: SuiteRun, samples: int, device: str | torch.de
         parts.append(f'<div class="frame"><b>#{rank}</b> {name} — badness {badness:.3f}'
                      f'<div class="meta">{scores}</div>')
         for label, gt, pred in render_frame(model, worlds, run, frame, device):
-            parts.append(f'<div class="pair"><figure><img alt="ground truth {escape(label)} {name}" '
-                         f'src="{png_data_uri(gt)}"><figcaption>ground truth: {escape(label)}</figcaption></figure>'
-                         f'<figure><img alt="prediction {escape(label)} {name}" src="{png_data_uri(pred)}">'
-                         f"<figcaption>prediction: {escape(label)}</figcaption></figure></div>")
+            # Each thumbnail links to the frame at full size (a new tab shows it pixel for pixel).
+            parts.append(f'<div class="pair"><figure><a href="{png_data_uri(gt, max_width=1 << 30)}" target="_blank">'
+                         f'<img alt="ground truth {escape(label)} {name}" src="{png_data_uri(gt)}"></a>'
+                         f'<figcaption>ground truth: {escape(label)} (click: full size)</figcaption></figure>'
+                         f'<figure><a href="{png_data_uri(pred, max_width=1 << 30)}" target="_blank">'
+                         f'<img alt="prediction {escape(label)} {name}" src="{png_data_uri(pred)}"></a>'
+                         f"<figcaption>prediction: {escape(label)} (click: full size)</figcaption></figure></div>")
         parts.append("</div>")
     return "".join(parts)
 

@@ -22,6 +22,7 @@ from torch import nn
 from hydranet.compat import DataMismatchError, check_data_matches_model, world_layout
 from hydranet.data.sample import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator
+from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.metrics.frames import FrameMetric
 from hydranet.world import SyntheticWorld
@@ -68,11 +69,20 @@ class SuiteRun:
     seconds: float = 0.0
 
 
-def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int | None = None) -> list[FrameId]:
-    """Every (scenario, seed, index) the suite evaluates; ``frames`` overrides ``suite.frames``."""
+def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int | None = None,
+                scene_len: Callable[[str, int], int] | None = None) -> list[FrameId]:
+    """Every (scenario, seed, index) the suite evaluates; ``frames`` overrides ``suite.frames``. With
+    ``suite.sequence`` each planned frame expands to the clip ending at it (``scene_len``: frames per scene)."""
     s = suite if frames is None else suite.model_copy(update={"frames": frames})
+    if s.sequence is None:
+        return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
+                for i in s.frame_indices(world_len(name, seed))]
+    if scene_len is None:
+        raise ValueError("plan_frames: a sequence suite needs scene_len (frames per scene of each world)")
+
     return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
-            for i in s.frame_indices(world_len(name, seed))]
+            for clip in clip_indices(s.frame_indices(world_len(name, seed)), scene_len(name, seed), s.sequence)
+            for i in clip]
 
 
 def model_world_fields(model: nn.Module) -> dict[str, Any]:
@@ -161,6 +171,15 @@ def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
     return valid[None].expand(len(batch), -1).contiguous()
 
 
+def name_cameras(state: dict[str, Any], names: Any) -> None:
+    """Per-camera results keyed by the rig's camera names (``ap/main``), not ``cam0``..``cam7``."""
+    for tasks, _ in state.values():
+        for te in tasks.values():
+            m = te.metric
+            if getattr(m, "camera_names", "absent") is None and getattr(m, "num_cameras", None) == len(names):
+                m.camera_names = tuple(names)
+
+
 def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
@@ -170,7 +189,13 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     """
     t0 = time.perf_counter()
     worlds = Worlds(suite, models)
-    plan = plan_frames(suite, lambda s, seed: len(worlds(s, seed)), frames)
+    plan = plan_frames(suite, lambda s, seed: len(worlds(s, seed)), frames,
+                       lambda s, seed: worlds(s, seed).config.frames_per_scene)
+    if suite.sequence is not None:  # video: one frame at a time, in order, through each model's memory
+        batch_size = 1
+        for model in models.values():
+            if hasattr(model, "reset_state"):
+                model.reset_state()
     state: dict[str, tuple[dict[str, TaskEval], list[str]]] = {}
     for label, model in models.items():
         model.eval()
@@ -191,11 +216,12 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
         if tasks:
             evaluators[label] = Evaluator(model, {n: model.task_objects[n] for n in tasks},
                                           metrics={n: te.metric for n, te in tasks.items()},
-                                          on_frame=_record_frames(tasks))
+                                          on_frame=_record_frames(tasks), sequence=suite.sequence is not None)
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
         camera_valid = dead_camera_mask(suite, batch)
+        name_cameras(state, batch.camera_names)
         for evaluator in evaluators.values():
             evaluator.step(batch, camera_valid=camera_valid)
         done += len(numbers)

@@ -11,6 +11,7 @@ thresholds on named metrics and the regression tolerances the gate uses::
       night_fog: {lighting: night, fog: 0.02}
     seeds: [1000, 1002]               # world seeds [start, stop): one world per seed
     frames: 8                         # frames per (scenario, seed), spread evenly over the world
+    sequence: 10                      # optional: each frame ends a streamed clip of 10 frames (video)
     tasks:
       drivable:
         thresholds: {miou: ">= 0.6"}  # pass/fail for `hydranet eval`
@@ -39,7 +40,7 @@ from hydranet.tasks.base import TASKS
 from hydranet.world.config import WorldConfig
 
 # Metrics where smaller is better (everything else: larger is better). Matched on the part before "/".
-LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave"})
+LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave", "flicker"})
 _THRESHOLD = re.compile(r"^\s*(>=|<=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
@@ -101,6 +102,9 @@ class Suite(BaseModel):
     scenarios: dict[str, dict[str, Any]] = Field(min_length=1)
     seeds: tuple[int, int]
     frames: int = Field(ge=1, le=100_000)
+    # Video: each planned frame is the last of a clip of this many consecutive frames, streamed in order
+    # through the model (its memory carries over) and all scored; adds occlusion persistence and flicker.
+    sequence: int | None = Field(None, ge=2, le=1000)
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     # Cameras (rig names) that are dead in every frame: their images are black and the model gets
     # camera_valid False for them (HydraNet.forward), e.g. to check BEV tasks survive a failed camera.

@@ -58,8 +58,9 @@ def build_parts(cfg: ModelConfig) -> ModelParts:
     fusion = None
     if any(t.space == "bev" for t in tasks.values()):
         f = cfg.fusion
+        temporal = f.temporal.model_dump() if f.temporal is not None else None
         fusion = BevFusion(grid, cfg.neck.channels, cfg.bev_channels, f.heights, f.levels, f.stride, f.channels,
-                           f.encoder_blocks, f.temporal, f.min_depth)
+                           f.encoder_blocks, temporal, f.min_depth)
     ctx = HeadContext(camera_channels=cfg.neck.channels, camera_strides=dict(neck.strides),
                       bev_channels=cfg.bev_channels, grid=grid, image_hw=tuple(cfg.image_size),
                       num_cameras=cfg.num_cameras)

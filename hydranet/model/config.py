@@ -51,6 +51,15 @@ class NeckConfig(_Strict):
     min_level: int = Field(2, ge=2, le=5, description="finest FPN level: 2 = stride 4 (p2..p5), 3 = stride 8")
 
 
+class TemporalConfig(_Strict):
+    """The video module (``hydranet.model.temporal``): two queues of BEV maps and a ConvGRU."""
+
+    time_queue: int = Field(2, ge=1, description="entries pushed every push_every_frames frames")
+    space_queue: int = Field(2, ge=0, description="entries pushed every push_every_metres of ego travel")
+    push_every_frames: int = Field(2, ge=1)
+    push_every_metres: float = Field(2.0, gt=0.0)
+
+
 class FusionConfig(_Strict):
     heights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0], min_length=1,
                                  description="reference-point heights above the ground (ego z, metres)")
@@ -58,8 +67,15 @@ class FusionConfig(_Strict):
     stride: int = Field(2, ge=1, description="fusion runs at grid cell size × stride, the encoder upsamples back")
     channels: int = Field(64, ge=1)
     encoder_blocks: int = Field(2, ge=1)
-    temporal: bool = False
+    temporal: TemporalConfig | None = Field(None, description="video memory; true = defaults, false/null = off")
     min_depth: float = Field(0.3, gt=0.0, description="points closer than this (camera z, m) are not sampled")
+
+    @field_validator("temporal", mode="before")
+    @classmethod
+    def _temporal_flag(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
 
 class ModelConfig(_Strict):
@@ -112,6 +128,12 @@ class ModelConfig(_Strict):
         if grid.rows % self.fusion.stride or grid.cols % self.fusion.stride:
             raise ValueError(f"fusion.stride {self.fusion.stride} must divide the BEV grid shape {grid.shape}")
         return self
+
+    def accepted_camera_counts(self) -> tuple[int, ...]:
+        """Camera counts this model takes: its rig's ``num_cameras`` and ``camera_counts`` (the rigs of
+        multi-rig training). The weights do not depend on the count (cameras are folded into the batch;
+        K and T come per sample). ``hydranet.compat`` and ``HydraNet.forward`` both ask this."""
+        return tuple(dict.fromkeys([int(self.num_cameras), *(int(n) for n in self.camera_counts)]))
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:

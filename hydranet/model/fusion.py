@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hydranet.geometry import BevGrid
-from hydranet.model.temporal import TemporalFusion
+from hydranet.model.temporal import TemporalMemory, TemporalState
 
 OUTSIDE = -4.0  # normalised sampling coordinate of points no camera pixel sees
 
@@ -178,16 +178,17 @@ class BevEncoder(nn.Module):
 
 
 class BevFusion(nn.Module):
-    """Sampler (+ optional temporal fusion) + BEV encoder: camera FPN dict → ``[B, bev_channels, R, C]``."""
+    """Sampler (+ optional video memory) + BEV encoder: camera FPN dict → ``[B, bev_channels, R, C]``."""
 
     def __init__(self, grid: BevGrid, camera_channels: int, bev_channels: int, heights: list[float],
                  levels: list[str], stride: int = 2, channels: int = 64, encoder_blocks: int = 2,
-                 temporal: bool = False, min_depth: float = 0.3):
+                 temporal: dict | None = None, min_depth: float = 0.3):
         super().__init__()
         self.grid = grid
         self.stride = stride
         self.sampler = BevSampler(grid, camera_channels, channels, heights, levels, stride, min_depth)
-        self.temporal = TemporalFusion(self.sampler.grid, channels) if temporal else None
+        # ``temporal``: TemporalMemory keyword arguments (``model.config.TemporalConfig``), None = single frame.
+        self.temporal = TemporalMemory(self.sampler.grid, channels, **temporal) if temporal is not None else None
         self.encoder = BevEncoder(channels, channels, bev_channels, encoder_blocks, stride)
 
     @property
@@ -195,17 +196,24 @@ class BevFusion(nn.Module):
         """FPN levels fusion reads (a feature cache for BEV heads needs only these)."""
         return list(self.sampler.levels)
 
-    def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor, image_hw: tuple[int, int],
-                prev_bev: Tensor | None = None, T_prev_from_curr: Tensor | None = None,
-                state: dict[str, Tensor] | None = None, camera_valid: Tensor | None = None) -> Tensor:
-        """``prev_bev``/``T_prev_from_curr`` feed the temporal module (if built); when ``state`` is a
-        dict, the pre-encoder BEV of this frame is stored in ``state["bev"]`` for the next call.
-        ``camera_valid`` bool ``[B, N]`` masks failed cameras (see ``BevSampler.lift``)."""
+    def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> Tensor:
+        """One frame without history (a temporal model runs from the reset state). ``camera_valid`` bool
+        ``[B, N]`` masks failed cameras (see ``BevSampler.lift``)."""
         bev = self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
         if self.temporal is not None:
-            bev = self.temporal(bev, prev_bev, T_prev_from_curr)
-        elif prev_bev is not None:
-            raise ValueError("prev_bev given but the model was built without temporal fusion (fusion.temporal)")
-        if state is not None:
-            state["bev"] = bev.detach()
+            B = bev.shape[0]
+            eye = torch.eye(4, device=bev.device).expand(B, 4, 4)
+            bev, _ = self.temporal(bev, eye, torch.zeros(B, device=bev.device),
+                                   self.temporal.init_state(B, bev.device))
         return self.encoder(bev, self.grid.shape)
+
+    def forward_step(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                     image_hw: tuple[int, int], T_world_from_ego: Tensor, timestamp: Tensor,
+                     state: TemporalState, camera_valid: Tensor | None = None) -> tuple[Tensor, TemporalState]:
+        """One frame of a sequence: BEV map and the memory's new state (``hydranet.model.temporal``)."""
+        if self.temporal is None:
+            raise ValueError("this model has no video memory (model.fusion.temporal is off): use forward()")
+        bev = self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        bev, state = self.temporal(bev, T_world_from_ego, timestamp, state)
+        return self.encoder(bev, self.grid.shape), state

@@ -1,17 +1,35 @@
-"""Optional temporal fusion: the previous frame's BEV features, warped into the current ego frame.
+"""Video: a BEV feature memory (time queue + space queue) fused recurrently by a convolutional GRU.
 
-The previous BEV map lives in the previous ego frame. For every current cell centre ``p`` we look
-up ``T_prev_from_curr @ p`` in the previous map (``grid_sample``), which compensates ego motion
-exactly for the static world; moving objects are left for the convolution to reason about, as in
-BEVDet4D / BEVFormer's temporal self-attention without learned offsets. Cells that come from
-outside the previous grid are marked invalid and get zeros plus a mask channel.
+What the module keeps between frames (``TemporalState``, all tensors, batch first):
 
-When there is no history (first frame, or training without sequences) the module sees zeros and an
-all-invalid mask, so a model trained without history still runs, and one trained with random
-history dropout handles both. Off by default (``FusionConfig.temporal``).
+- a **time queue** of the last ``time_queue`` pre-encoder BEV maps, one pushed every ``push_every_frames``
+  frames, and a **space queue** of ``space_queue`` maps, one pushed every ``push_every_metres`` of ego
+  travel. A car waiting at a red light stops pushing into the space queue, so it still holds what it saw
+  while approaching (the cross traffic before the queue of cars hid it); the time queue keeps the recent
+  past that velocity needs. This is the two-queue memory of Tesla's "AI Day" (2021) video module;
+- each entry's pose ``T_world_from_ego`` and timestamp, so an entry is warped into the *current* ego
+  frame from its own frame every time it is read (one interpolation, no blur piling up over frames);
+- a convolutional-GRU hidden map (Ballas et al., "Delving Deeper into Convolutional Networks for
+  Learning Video Representations", ICLR 2016) and the pose it is expressed in.
+
+Each frame: every queue entry and the hidden map are warped into the current ego frame with
+``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
+displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
+``concat(current BEV, warped entries, validity masks, ages)`` is mixed per cell (1×1 conv) into the GRU input; the GRU
+updates the hidden map; its output is added residually to the current BEV. The new state is returned,
+never kept inside the module: the caller (trainer, ``HydraNet.stream``, the car's runtime through the
+exported graph) owns it. An all-zero ``TemporalState`` is the reset (no history; the first frame of a
+scene) — the module then sees zero features, zero masks, and behaves as a single-frame model.
+
+Warp: for current cell centre ``p`` (ego, ground plane) the entry is sampled at
+``T_entry_from_curr @ p`` with ``T_entry_from_curr = inv(T_world_from_entry) @ T_world_from_curr``
+(BEVDet4D's alignment; the same as the old one-frame ``warp_bev`` here). Everything is matmuls,
+``where`` and ``grid_sample`` (ONNX opset 16): the push decisions are masks, not Python branches.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -19,41 +37,220 @@ from torch import Tensor, nn
 
 from hydranet.geometry import BevGrid
 
+AGE_SCALE_S = 1.0  # entry ages enter the network in seconds / AGE_SCALE_S
+
+
+def rigid_inverse(T: Tensor) -> Tensor:
+    """Inverse of rigid transforms ``[..., 4, 4]`` with transpose and matmul only (exportable)."""
+    R = T[..., :3, :3].transpose(-1, -2)
+    t = -(R @ T[..., :3, 3:])
+    bottom = torch.zeros_like(T[..., 3:, :])
+    bottom = bottom + torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=T.dtype, device=T.device)
+    return torch.cat([torch.cat([R, t], -1), bottom], -2)
+
 
 def warp_bev(prev_bev: Tensor, T_prev_from_curr: Tensor, grid: BevGrid) -> tuple[Tensor, Tensor]:
-    """Resample ``prev_bev [B, C, R, C']`` (on ``grid`` in the previous ego frame) at the current
-    frame's cell centres; returns the warped map and a validity mask ``[B, 1, R, C']``."""
+    """Resample ``prev_bev [B, C, R, C']`` (on ``grid`` in a previous ego frame) at the current frame's
+    cell centres. ``T_prev_from_curr [B, 4, 4]`` maps current-ego points into that previous ego frame.
+
+    Returns the warped map (zeros where the source lies outside the previous grid) and the validity
+    mask ``[B, 1, R, C']``. Sampling coordinates are computed and used in fp32 whatever the feature
+    dtype (a bf16 coordinate is off by up to half a cell on a 64-cell grid).
+    """
     B = prev_bev.shape[0]
     R, C = grid.shape
-    centres = grid.cell_centres(prev_bev.dtype).to(prev_bev.device).reshape(-1, 2)  # [P, 2] ego x, y
-    pts = torch.cat([centres, torch.zeros_like(centres[:, :1])], -1)  # on the ground plane
-    T = T_prev_from_curr.to(prev_bev.dtype)
-    p_prev = pts[None] @ T[:, :3, :3].transpose(-1, -2) + T[:, None, :3, 3]  # [B, P, 3]
+    centres = grid.cell_centres(torch.float32).to(prev_bev.device).reshape(-1, 2)  # [P, 2] ego x, y
+    T = T_prev_from_curr.float()
+    # z = 0: BEV features describe the ground-plane column above each cell.
+    p_prev = centres[None] @ T[:, :2, :2].transpose(-1, -2) + T[:, None, :2, 3]  # [B, P, 2]
     row, col = grid.metres_to_index(p_prev[..., 0], p_prev[..., 1])
     gx = col / C * 2.0 - 1.0
     gy = row / R * 2.0 - 1.0
     sample = torch.stack([gx, gy], -1).reshape(B, R, C, 2)
-    warped = F.grid_sample(prev_bev, sample, mode="bilinear", padding_mode="zeros", align_corners=False)
-    valid = ((gx.abs() <= 1.0) & (gy.abs() <= 1.0)).reshape(B, 1, R, C).to(prev_bev.dtype)
-    return warped * valid, valid
+    warped = F.grid_sample(prev_bev.float(), sample, mode="bilinear", padding_mode="zeros", align_corners=False)
+    valid = ((gx.abs() <= 1.0) & (gy.abs() <= 1.0)).reshape(B, 1, R, C).float()
+    return (warped * valid).to(prev_bev.dtype), valid.to(prev_bev.dtype)
 
 
-class TemporalFusion(nn.Module):
-    """``concat(current, warped previous, valid) → 3×3 conv`` added residually to the current map."""
+@dataclass
+class TemporalState:
+    """The memory between two frames (batch ``B``, ``Q = time_queue + space_queue`` entries,
+    ``C`` fusion channels on the ``h × w`` fusion grid). All float32.
 
-    def __init__(self, grid: BevGrid, channels: int):
+    hidden       [B, C, h, w]     ConvGRU state, in the ego frame of ``hidden_pose``
+    hidden_pose  [B, 4, 4]        T_world_from_ego of the frame the hidden map is expressed in
+    queue        [B, Q, C, h, w]  BEV maps: time-queue entries first (newest first), then space-queue
+    queue_pose   [B, Q, 4, 4]     T_world_from_ego of each entry
+    queue_time   [B, Q]           timestamp of each entry, seconds
+    queue_valid  [B, Q]           1 = the entry holds a frame, 0 = empty slot
+    since_push   [B]              frames since the last time-queue push
+
+    The field order is the order of the state inputs/outputs of the exported graph.
+    """
+
+    hidden: Tensor
+    hidden_pose: Tensor
+    queue: Tensor
+    queue_pose: Tensor
+    queue_time: Tensor
+    queue_valid: Tensor
+    since_push: Tensor
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, n) for n in self.names())
+
+    @classmethod
+    def from_tensors(cls, tensors: tuple[Tensor, ...] | list[Tensor]) -> TemporalState:
+        if len(tensors) != len(cls.names()):
+            raise ValueError(f"TemporalState needs {len(cls.names())} tensors {cls.names()}, got {len(tensors)}")
+        return cls(*tensors)
+
+    def detach(self) -> TemporalState:
+        return TemporalState(*(t.detach() for t in self.tensors()))
+
+    def to(self, device: torch.device | str) -> TemporalState:
+        return TemporalState(*(t.to(device) for t in self.tensors()))
+
+    @property
+    def batch_size(self) -> int:
+        return self.hidden.shape[0]
+
+    def nbytes(self) -> int:
+        """Memory the state holds (what the car's runtime must keep per camera rig)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def reset_where(self, reset: Tensor) -> TemporalState:
+        """Zero the samples where ``reset [B]`` (bool) is true, e.g. at a scene boundary."""
+        keep = (~reset.bool()).float()
+
+        def mask(t: Tensor) -> Tensor:
+            return t * keep.to(t.device).view(-1, *([1] * (t.ndim - 1)))
+
+        return TemporalState(*(mask(t) for t in self.tensors()))
+
+
+class ConvGRUCell(nn.Module):
+    """Convolutional GRU (Ballas et al. 2016): gates from 3×3 convs over ``[input, hidden]``."""
+
+    def __init__(self, in_channels: int, hidden_channels: int):
         super().__init__()
-        self.grid = grid
-        self.fuse = nn.Sequential(nn.Conv2d(2 * channels + 1, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, 1, 1))
+        self.gates = nn.Conv2d(in_channels + hidden_channels, 2 * hidden_channels, 3, 1, 1)
+        self.candidate = nn.Conv2d(in_channels + hidden_channels, hidden_channels, 3, 1, 1)
 
-    def forward(self, bev: Tensor, prev_bev: Tensor | None, T_prev_from_curr: Tensor | None) -> Tensor:
-        if prev_bev is None:
-            warped, valid = torch.zeros_like(bev), torch.zeros_like(bev[:, :1])
-        else:
-            if T_prev_from_curr is None:
-                raise ValueError("temporal fusion: prev_bev given without T_prev_from_curr [B, 4, 4]")
-            if prev_bev.shape != bev.shape:
-                raise ValueError(f"temporal fusion: prev_bev {tuple(prev_bev.shape)} != current {tuple(bev.shape)}")
-            warped, valid = warp_bev(prev_bev, T_prev_from_curr, self.grid)
-        return bev + self.fuse(torch.cat([bev, warped, valid], 1))
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        z, r = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
+        n = torch.tanh(self.candidate(torch.cat([x, r * h], 1)))
+        return (1.0 - z) * h + z * n
+
+
+class TemporalMemory(nn.Module):
+    """Time + space queues of BEV maps, warped to the current ego frame and fused by a ConvGRU.
+
+    ``forward(bev [B, C, h, w], T_world_from_ego [B, 4, 4], timestamp [B] s, state) -> (bev', state')``.
+    ``bev'`` has the shape of ``bev``. Raises ``ValueError`` on inputs whose shapes disagree with the state.
+    """
+
+    def __init__(self, grid: BevGrid, channels: int, time_queue: int = 2, space_queue: int = 2,
+                 push_every_frames: int = 2, push_every_metres: float = 2.0):
+        super().__init__()
+        if time_queue < 1 or space_queue < 0 or push_every_frames < 1 or push_every_metres <= 0:
+            raise ValueError(f"temporal: need time_queue >= 1, space_queue >= 0, push_every_frames >= 1, "
+                             f"push_every_metres > 0; got {time_queue}, {space_queue}, {push_every_frames}, "
+                             f"{push_every_metres}")
+        self.grid = grid
+        self.channels = channels
+        self.time_queue, self.space_queue = time_queue, space_queue
+        self.push_every_frames, self.push_every_metres = push_every_frames, float(push_every_metres)
+        q = time_queue + space_queue
+        # current + q warped entries + q validity masks + q ages, mixed per cell (1×1: the ConvGRU's 3×3
+        # convs compare neighbouring cells, which is where displacement, i.e. velocity, is read).
+        self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q, channels, 1, bias=False),
+                                    nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.gru = ConvGRUCell(channels, channels)
+        self.out = nn.Conv2d(channels, channels, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)  # starts as the identity: a single-frame model plus nothing
+        nn.init.zeros_(self.out.bias)
+
+    @property
+    def queue_length(self) -> int:
+        return self.time_queue + self.space_queue
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> TemporalState:
+        """The reset state: no history."""
+        R, C = self.grid.shape
+        q, c = self.queue_length, self.channels
+        z = torch.zeros
+        return TemporalState(z(batch_size, c, R, C, device=device), z(batch_size, 4, 4, device=device),
+                             z(batch_size, q, c, R, C, device=device), z(batch_size, q, 4, 4, device=device),
+                             z(batch_size, q, device=device), z(batch_size, q, device=device),
+                             z(batch_size, device=device))
+
+    def _check(self, bev: Tensor, T: Tensor, timestamp: Tensor, state: TemporalState) -> None:
+        B = bev.shape[0]
+        want = {"bev": ((B, self.channels, *self.grid.shape), tuple(bev.shape)),
+                "T_world_from_ego": ((B, 4, 4), tuple(T.shape)), "timestamp": ((B,), tuple(timestamp.shape)),
+                "state.hidden": ((B, self.channels, *self.grid.shape), tuple(state.hidden.shape)),
+                "state.queue": ((B, self.queue_length, self.channels, *self.grid.shape), tuple(state.queue.shape))}
+        for name, (expected, got) in want.items():
+            if expected != got:
+                raise ValueError(f"temporal: {name} must have shape {expected}, got {got}")
+
+    def forward(self, bev: Tensor, T_world_from_ego: Tensor, timestamp: Tensor,
+                state: TemporalState) -> tuple[Tensor, TemporalState]:
+        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            self._check(bev, T_world_from_ego, timestamp, state)
+        B, C, R, W = bev.shape
+        Q = self.queue_length
+        T_curr = T_world_from_ego.float()
+        t_now = timestamp.float()
+
+        # Every entry, warped from its own ego frame into the current one.
+        T_entry_from_curr = rigid_inverse(state.queue_pose) @ T_curr[:, None]  # [B, Q, 4, 4]
+        warped, valid = warp_bev(state.queue.reshape(B * Q, C, R, W), T_entry_from_curr.reshape(B * Q, 4, 4),
+                                 self.grid)
+        valid = valid.reshape(B, Q, R, W) * state.queue_valid[:, :, None, None]
+        warped = warped.reshape(B, Q, C, R, W) * valid[:, :, None]
+        age = ((t_now[:, None] - state.queue_time) / AGE_SCALE_S * state.queue_valid)[:, :, None, None]
+        x = self.reduce(torch.cat([bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype),
+                                   (age * valid).to(bev.dtype)], 1))
+
+        started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
+        h_prev, h_valid = warp_bev(state.hidden, rigid_inverse(state.hidden_pose) @ T_curr, self.grid)
+        h_prev = h_prev * h_valid * started
+        h = self.gru(x, h_prev.to(x.dtype))
+        fused = bev + self.out(h)
+
+        # Push: the time queue every k frames, the space queue every d metres (an empty queue always takes one).
+        entry = bev.detach().float() if not self.training else bev.float()
+        tq = self.time_queue
+        since = state.since_push + 1.0
+        push_t = (since >= self.push_every_frames) | (state.queue_valid[:, 0] < 0.5)
+        queue, pose, qtime, qvalid = self._push(state, 0, tq, push_t, entry, T_curr, t_now)
+        since = torch.where(push_t, torch.zeros_like(since), since)
+        if self.space_queue:
+            newest = state.queue_pose[:, tq, :2, 3]
+            moved = (T_curr[:, :2, 3] - newest).pow(2).sum(-1).sqrt()
+            push_s = (moved >= self.push_every_metres) | (state.queue_valid[:, tq] < 0.5)
+            sq, sp, st, sv = self._push(state, tq, Q, push_s, entry, T_curr, t_now)
+            queue, pose = torch.cat([queue, sq], 1), torch.cat([pose, sp], 1)
+            qtime, qvalid = torch.cat([qtime, st], 1), torch.cat([qvalid, sv], 1)
+        new = TemporalState(hidden=h.float(), hidden_pose=T_curr, queue=queue, queue_pose=pose, queue_time=qtime,
+                            queue_valid=qvalid, since_push=since)
+        return fused, new
+
+    @staticmethod
+    def _push(state: TemporalState, lo: int, hi: int, push: Tensor, entry: Tensor, T: Tensor,
+              t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Slots ``lo:hi`` of the queue, shifted by one with ``entry`` in front where ``push [B]``."""
+        def shift(old: Tensor, new: Tensor) -> Tensor:
+            old = old[:, lo:hi]
+            pushed = torch.cat([new[:, None], old[:, :-1]], 1)
+            mask = push.view(-1, *([1] * (old.ndim - 1)))
+            return torch.where(mask, pushed, old)
+
+        return (shift(state.queue, entry), shift(state.queue_pose, T), shift(state.queue_time, t),
+                shift(state.queue_valid, torch.ones_like(t)))

@@ -28,7 +28,7 @@ from hydranet.tasks.centernet2d import (
     centernet_losses,
     decode_boxes2d,
 )
-from hydranet.tasks.common import GT_COLOR, PRED_COLOR, CameraTask, above_threshold, check_camera_output
+from hydranet.tasks.common import CameraTask, above_threshold, check_camera_output
 from hydranet.viz import draw_boxes2d
 
 
@@ -87,7 +87,8 @@ class Detection2D(CameraTask):
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
+            if decoded is not None:
+                views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
-        draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"],
-                     color=GT_COLOR if ground_truth else PRED_COLOR,
+        draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"], dashed=ground_truth,
                      scores=None if ground_truth else decoded.get("scores"))

@@ -21,8 +21,6 @@ from hydranet.data.sample import Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    GT_COLOR,
-    PRED_COLOR,
     CameraHeadOptions,
     CameraTask,
     check_camera_output,
@@ -30,7 +28,7 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
-from hydranet.viz import draw_mask
+from hydranet.viz import DRIVABLE_COLOR, draw_mask
 
 
 class DrivableOptions(CameraHeadOptions):
@@ -83,4 +81,4 @@ class Drivable(CameraTask):
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
         if decoded is None:
             return
-        draw_mask(views, decoded.bool(), GT_COLOR if ground_truth else PRED_COLOR, 0.3)
+        draw_mask(views, decoded.bool(), DRIVABLE_COLOR, 0.3)  # the same class colour in both panels

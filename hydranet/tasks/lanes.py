@@ -30,11 +30,9 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
-from hydranet.viz import draw_mask
+from hydranet.viz import LANE_COLORS, draw_mask
 
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
-_PRED_COLORS = {1: (255, 230, 0), 2: (255, 255, 255), 3: (255, 80, 0)}
-_GT_COLORS = {1: (120, 255, 120), 2: (60, 200, 255), 3: (40, 120, 255)}
 
 
 class LanesOptions(CameraHeadOptions):
@@ -110,8 +108,7 @@ class Lanes(CameraTask):
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
         if decoded is None:
             return
-        colors = _GT_COLORS if ground_truth else _PRED_COLORS
-        for kind, color in colors.items():
+        for kind, color in LANE_COLORS.items():  # one palette for labels and predictions: the panel tells them apart
             mask = decoded == kind
             if bool(mask.any()):
                 draw_mask(views, mask, color, 0.8)

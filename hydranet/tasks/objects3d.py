@@ -21,11 +21,10 @@ from torch import Tensor, nn
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
-from hydranet.metrics import Detection3DMetric, Metric
+from hydranet.metrics import Metric
+from hydranet.metrics.temporal import TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    GT_COLOR,
-    PRED_COLOR,
     BevHead,
     BevHeadOptions,
     OptionsTask,
@@ -197,15 +196,20 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
+
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
+        # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.
         grid = self._grid()
-        return Detection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
-                                 range_bins=RANGE_BINS)
+        return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
+                                         range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
+                                         grid_extent=(*grid.x_range, *grid.y_range))
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
+            if decoded is not None:
+                views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
-        draw_boxes3d(views, decoded["boxes"], decoded["classes"], color=GT_COLOR if ground_truth else PRED_COLOR)
+        draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth)

@@ -21,11 +21,12 @@ from torch import Tensor, nn
 
 from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LIGHT_STATES, Batch
-from hydranet.metrics import Metric, TrafficLightMetric
+from hydranet.metrics import Metric
+from hydranet.metrics.temporal import TemporalTrafficLightMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
-from hydranet.tasks.common import GT_COLOR, CameraTask, above_threshold
-from hydranet.viz import draw_boxes2d, draw_traffic_lights
+from hydranet.tasks.common import CameraTask, above_threshold
+from hydranet.viz import draw_traffic_lights
 
 
 class TrafficLightOptions(CenterNet2DOptions):
@@ -98,17 +99,17 @@ class TrafficLight(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-        return TrafficLightMetric(states=self.states)
+
+        # Plain TrafficLightMetric on single frames; on sequences it adds state flicker.
+        return TemporalTrafficLightMetric(states=self.states)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
+            if decoded is not None:
+                views.note(f"{self.name}: 0 {'labelled lights' if ground_truth else 'detections'}")
             return
-        if ground_truth:
-            # Ground truth in the GT colour, labelled with its state; predictions in their state colours.
-            draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["state"], color=GT_COLOR,
-                         names=self.states)
-        else:
-            draw_traffic_lights(views, decoded["boxes"], decoded["camera"], decoded["state"],
-                                lane=decoded.get("lane"), scores=decoded.get("scores"))
+        # State colours for both; ground truth dashed.
+        draw_traffic_lights(views, decoded["boxes"], decoded["camera"], decoded["state"], lane=decoded.get("lane"),
+                            scores=None if ground_truth else decoded.get("scores"), dashed=ground_truth)

@@ -124,6 +124,19 @@ class BalancingConfig(_Strict):
     shared: list[str] = Field(default_factory=lambda: ["trunk", "neck", "fusion"])
 
 
+class ClipConfig(_Strict):
+    """Training on clips (``hydranet/train/clips.py``): ``length`` consecutive frames per sequence."""
+
+    length: int = Field(default=4, ge=1)  # frames per clip = truncated-BPTT horizon
+    burn_in: int = Field(default=0, ge=0)  # leading frames run without gradient or loss (fill the memory)
+
+    @model_validator(mode="after")
+    def _burn_in(self) -> ClipConfig:
+        if self.burn_in >= self.length:
+            raise ValueError(f"clip.burn_in ({self.burn_in}) must be < clip.length ({self.length})")
+        return self
+
+
 class TrainConfig(_Strict):
     steps: int = Field(default=1000, ge=1)  # optimizer steps
     batch_size: int = Field(default=8, ge=1)  # per process, per micro-batch
@@ -146,6 +159,7 @@ class TrainConfig(_Strict):
     num_workers: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads (None: torch default)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    clip: ClipConfig | None = None  # None: single frames; set: clips of consecutive frames (video)
     balancing: BalancingConfig = Field(default_factory=BalancingConfig)
     log_every: int = Field(default=10, ge=1)
     ckpt_every: int = Field(default=0, ge=0)  # 0: only the final checkpoint

@@ -26,6 +26,7 @@ from hydranet.checkpoint import load_model
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.eval.sequence import evaluate_sequences, scene_runs
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import open_source
@@ -35,12 +36,13 @@ from hydranet.world.config import load_world_config
 from hydranet.world.generate import generate
 
 
-def default_demo_config() -> Path:
-    """``configs/demo.yaml`` of the source tree (also where an editable install finds it)."""
-    here = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+def default_demo_config(name: str = "demo.yaml") -> Path:
+    """``configs/<name>`` of the source tree (also where an editable install finds it); ``temporal.yaml``
+    is the video demo."""
+    here = Path(__file__).resolve().parents[2] / "configs" / name
     if here.is_file():
         return here
-    packaged = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    packaged = Path(__file__).resolve().parents[1] / "configs" / name
     if packaged.is_file():
         return packaged
     raise FileNotFoundError(f"demo config not found at {here} (or {packaged}); pass --config")
@@ -136,6 +138,16 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     meta = {"eval_frames": n_eval, "train_seconds": summary.get("seconds", t_trained - t_start), "device": "cpu",
             "threads": threads, "global_batch": cfg.train.batch_size * cfg.train.grad_accum,
             "total_seconds": time.perf_counter() - t_start, "config": str(config)}
+    if getattr(model, "is_temporal", False):  # video: stream the held-out scenes through the memory
+
+        with console.status("streaming the held-out scenes through the video memory ..."):
+            video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(tasks))
+        (out / "video.json").write_text(json.dumps(video, indent=1, default=float))
+        o = video.get("objects3d", {})
+        nan = float("nan")
+        console.print(f"  video (streamed): objects3d mAP {o.get('map', nan):.3f}  mAVE {o.get('ave', nan):.2f} m/s"
+                      f"  occluded recall {o.get('occluded_recall', nan):.3f}  flicker {o.get('flicker', nan):.3f}"
+                      f" -> {out / 'video.json'}")
     md, js = write_report(out, results, baseline, tasks, summary, meta)
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)

@@ -28,6 +28,7 @@ from hydranet.compat import check_config_data
 from hydranet.console import make_console
 from hydranet.model import create_model
 from hydranet.train import distributed as D
+from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, config_to_dict
 from hydranet.train.data import build_train_data
 from hydranet.train.trainer import Trainer
@@ -75,7 +76,11 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
         data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed)
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
-        trainer = Trainer(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
+        trainer_cls = Trainer
+        if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)
+
+            trainer_cls = ClipTrainer
+        trainer = trainer_cls(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                           index_lists=data.index_lists, eval_set=data.eval_dataset, frozen=freeze or [],
                           model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
                           progress=progress, groups=data.groups)

@@ -220,6 +220,9 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
                 add_tasks: list[str], freeze: list[str], resume: bool, progress: bool,
                 console: Any) -> dict[str, Any]:
     tc = cfg.train
+    if tc.clip is not None:
+        raise CacheError("train.clip (video clips) cannot train from a feature cache: the cache holds single "
+                         "frames; drop --cache or train.clip")
     with training_session(cfg, out_dir, resume) as (device, info):
         torch.manual_seed(tc.seed)
         model_cfg = cfg.resolved_model()

@@ -154,7 +154,8 @@ class Trainer:
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
         mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
             if self.model.training and self.tc.camera_dropout > 0 else None
-        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, camera_valid=mask)
+        extra = {} if mask is None else {"camera_valid": mask}  # models without camera masks stay callable
+        return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, **extra)
 
     def train_mode(self) -> None:
         self.model.train()
@@ -181,6 +182,12 @@ class Trainer:
             return [task]
         return self.train_tasks
 
+    def task_losses(self, batch: Batch, tasks: list[str]) -> dict[str, Tensor]:
+        """Each task's mean loss over the batch's labelled samples (``ClipTrainer`` runs clips here)."""
+        with autocast(self.device, self.bf16):
+            outputs = self.forward(batch, tasks)
+        return {t: self.tasks[t].loss(outputs[t], batch)["loss"].float() for t in tasks}
+
     def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:
         accum, world = self.tc.grad_accum, self.dist.world_size
         bad = False
@@ -202,15 +209,14 @@ class Trainer:
             run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
             if bad or not run:
                 continue
-            with autocast(self.device, self.bf16):
-                outputs = self.forward(batch, run)
+            means = self.task_losses(batch, run)
             losses = {}
             for t in run:
                 i = candidates.index(t)
                 # Weight = this rank's share of the task's labelled samples × W: the mean over ranks
                 # of weighted per-rank means is the global mean (balancing.py, point 4).
                 share = float(local[i]) * world / float(counts[i])
-                losses[t] = self.tasks[t].loss(outputs[t], batch)["loss"].float() * share
+                losses[t] = means[t] * share
             values = torch.stack([v.detach() for v in losses.values()])
             flags = torch.zeros(len(self.train_tasks), device=self.device)
             flags[[self.train_tasks.index(t) for t in losses]] = (~torch.isfinite(values)).float()

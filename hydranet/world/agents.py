@@ -48,12 +48,21 @@ class RoadMotion:
     v: float
     t_brake: float = math.inf
     decel: float = 0.0
+    # Stop-and-go: once stopped, drive off again at ``t_go`` with ``accel`` until back at ``v``.
+    t_go: float = math.inf
+    accel: float = 0.0
 
     def s_at(self, t: float) -> float:
         if t <= self.t_brake or self.decel <= 0.0:
             return self.s0 + self.direction * self.v * t
+        t_stop = self.t_brake + self.v / self.decel
         dt = min(t - self.t_brake, self.v / self.decel)
-        return self.s0 + self.direction * (self.v * self.t_brake + self.v * dt - 0.5 * self.decel * dt * dt)
+        s = self.v * self.t_brake + self.v * dt - 0.5 * self.decel * dt * dt
+        if t > max(self.t_go, t_stop) and self.accel > 0.0:
+            ta = t - max(self.t_go, t_stop)
+            t_full = self.v / self.accel
+            s += 0.5 * self.accel * min(ta, t_full) ** 2 + self.v * max(0.0, ta - t_full)
+        return self.s0 + self.direction * s
 
     def pose(self, t: float) -> tuple[float, float, float]:
         s = self.s_at(t)

@@ -65,6 +65,9 @@ class WorldConfig(BaseModel):
     street_lamps: bool = True
     distant_lights: bool = True  # city lights on the horizon at dusk/night
     ego_speed: tuple[float, float] = (7.0, 15.0)  # m/s, drawn per scene
+    # Stop-and-go traffic: on roads without a red light the ego (and the cars behind it) brake to a
+    # stop, stand still, and drive off again within the scene.
+    ego_stop_and_go: bool = False
     sensor_noise: float = Field(2.0, ge=0.0, le=30.0)  # Gaussian std in 8-bit counts (x2 at night)
     # torch intra-op threads while rendering a sample (0 = leave torch's setting). The renderer's ops
     # are too small to gain from threads, and on a busy machine OpenMP threads spin-wait: 2 threads

@@ -93,13 +93,14 @@ class SyntheticWorld(Dataset):
                            noise_seed=noise_seed, max_depth=cfg.max_depth)
         want = {name for name in WORLD_LABELS if self.label_present(index, name)}
         labels: dict[str, Any] = {}
-        if want & {"detection2d", "traffic_light"}:
+        det = None
+        if want & {"detection2d", "traffic_light", "objects3d"}:
             det = L.detection2d(frame, out, cfg.min_visible_pixels, cfg.min_visible_fraction)
             if "detection2d" in want:
                 labels["detection2d"] = det
             if "traffic_light" in want:
                 labels["traffic_light"] = L.traffic_lights(frame, det, self._T[:, :2, 3])
-        objects = L.objects3d(frame) if want & {"objects3d", "bev_semantic"} else None
+        objects = L.objects3d(frame, det) if want & {"objects3d", "bev_semantic"} else None
         if "objects3d" in want:
             labels["objects3d"] = objects
         dense = {"lanes": out.lanes, "drivable": out.drivable, "depth": out.depth.float(), "semantic": out.semantic,

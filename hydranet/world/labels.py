@@ -86,9 +86,11 @@ def to_ego(frame: Frame, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return c * dx + s * dy, -s * dx + c * dy
 
 
-def objects3d(frame: Frame) -> dict[str, Tensor]:
+def objects3d(frame: Frame, det: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Ego-frame boxes of all agents within the cull radius; velocity is the agent's world velocity
-    expressed in ego axes (not relative to the ego), as in nuScenes."""
+    expressed in ego axes (not relative to the ego), as in nuScenes. With the frame's ``detection2d``
+    label, ``visible`` is each object's largest visible fraction over the cameras (0 = occluded or too
+    small to label in every camera): what occlusion-persistence metrics need."""
     eyaw = frame.ego[2]
     c, s = math.cos(eyaw), math.sin(eyaw)
     rows, vel, cls, tid = [], [], [], []
@@ -99,9 +101,15 @@ def objects3d(frame: Frame) -> dict[str, Tensor]:
         vel.append([c * vx + s * vy, -s * vx + c * vy])
         cls.append(_CLS[a.kind])
         tid.append(a.track_id)
-    return {"boxes": torch.tensor(rows, dtype=torch.float32).reshape(-1, 7),
-            "velocity": torch.tensor(vel, dtype=torch.float32).reshape(-1, 2),
-            "classes": torch.tensor(cls, dtype=torch.int64), "track_id": torch.tensor(tid, dtype=torch.int64)}
+    out = {"boxes": torch.tensor(rows, dtype=torch.float32).reshape(-1, 7),
+           "velocity": torch.tensor(vel, dtype=torch.float32).reshape(-1, 2),
+           "classes": torch.tensor(cls, dtype=torch.int64), "track_id": torch.tensor(tid, dtype=torch.int64)}
+    if det is not None:
+        seen: dict[int, float] = {}
+        for t, v in zip(det["track_id"].tolist(), det["visible"].tolist(), strict=True):
+            seen[t] = max(seen.get(t, 0.0), v)
+        out["visible"] = torch.tensor([seen.get(t, 0.0) for t in tid], dtype=torch.float32)
+    return out
 
 
 def lane_lines(frame: Frame) -> dict[str, Tensor]:

@@ -119,7 +119,8 @@ def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: Road
                 u = u0 - EGO_REAR - rng.uniform(8.0, 8.0 + mean_gap if math.isfinite(mean_gap) else 9.0)
                 while math.isfinite(mean_gap) and u > lo - ego.v * duration:
                     kind, dims = _vehicle_dims(rng, cfg.truck_fraction)
-                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel)
+                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel,
+                                   ego.t_go, ego.accel)
                     agents.append(_vehicle(rng, kind, dims, ids(), m))
                     u -= dims[0] + max(7.0, rng.expovariate(1.0 / mean_gap))
             else:
@@ -136,7 +137,8 @@ def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: Road
                 u = ego.s0 - EGO_REAR - rng.uniform(2.0, 6.0)
                 for _ in range(busy(p_car)):
                     kind, dims = _vehicle_dims(rng, cfg.truck_fraction, short=True)
-                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel)
+                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel,
+                                   ego.t_go, ego.accel)
                     agents.append(_vehicle(rng, kind, dims, ids(), m))
                     u -= QUEUE_PITCH
             else:

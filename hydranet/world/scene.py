@@ -141,7 +141,16 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
             curve_start = cross_u + hw2 + rng.uniform(30.0, 60.0)
             curvature = rng.choice([-1.0, 1.0]) / rng.uniform(120.0, 350.0)
     layout = RoadLayout(lanes, curve_start, curvature, cross_u, cross_lanes)
-    ego = RoadMotion(layout, False, layout.lane_centre(ego_lane), 1, 0.0, v, t_brake, decel)
+    t_go, accel = math.inf, 0.0
+    if cfg.ego_stop_and_go and mode in ("cruise", "go") and v > 0:
+        # A separate stream: turning stop-and-go on changes the ego's speed profile and nothing else.
+        sg = random.Random(f"hydranet-world/{cfg.seed}/stop_and_go/{index}")
+        v = min(v, sg.uniform(4.0, 7.0))  # jam speeds, so a whole stop-and-go cycle fits in a scene
+        decel = sg.uniform(2.5, 4.0)
+        t_brake = sg.uniform(0.05, 0.15) * duration
+        t_go = t_brake + v / decel + sg.uniform(0.2, 0.3) * duration  # stand still for a while
+        accel = sg.uniform(2.0, 3.0)
+    ego = RoadMotion(layout, False, layout.lane_centre(ego_lane), 1, 0.0, v, t_brake, decel, t_go, accel)
 
     u_el, az = rng.random(), rng.uniform(-math.pi, math.pi)  # drawn for every lighting (see _pick)
     el = math.radians({"day": 25 + 40 * u_el, "dusk": 2 + 7 * u_el, "night": -20.0}[lighting])

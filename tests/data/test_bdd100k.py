@@ -64,7 +64,7 @@ def test_det20_boxes_classes_lights_and_partial_labels(tmp_path):
     tl = s.labels["traffic_light"]
     assert tl["state"].tolist() == [LIGHT_STATES.index("green")] and len(tl["boxes"]) == 1
     assert ds.class_map.report()["dropped"] == {"rider": 1, "traffic sign": 1}
-    assert s.timestamp == 10.0 and s.camera_names == ("CAM_FRONT",)
+    assert s.timestamp == 10.0 and s.camera_names == ("front",)
     # Nominal K: 65 degree horizontal FOV at 1280x720, scaled to 320x180; camera 1.35 m up, looking ahead.
     fx = 640 / np.tan(np.radians(32.5)) / 4
     torch.testing.assert_close(s.intrinsics[0], torch.tensor([[fx, 0, 160], [0, fx, 90], [0, 0, 1]],
@@ -118,6 +118,9 @@ def test_2018_poly2d_lanes_drivable_and_masks(tmp_path):
     assert drivable[170, 160] == 1 and drivable[20, 160] == 0 and drivable[170, 20] == 0
     assert "detection2d" in s.labels and len(s.labels["detection2d"]["boxes"]) == 0  # frame listed, no boxes
 
+    for i in range(2):  # label_present (used by training to route samples) agrees with the samples
+        for label in ("detection2d", "traffic_light", "drivable", "lanes"):
+            assert ds.label_present(i, label) == (label in ds[i].labels), (i, label)
     s2 = ds[1]
     assert s2.labels["drivable"][0, 170].tolist() == [1] * 320 and s2.labels["drivable"][0, 100].sum() == 0
     row = s2.labels["lanes"][0, 90]
@@ -163,3 +166,23 @@ def test_real_bdd100k_images_and_label_files():
     frames = read_frames(tests / "label" / "testcases" / "example_annotation.json")
     assert list(frames) == ["b1c81faa-3df17267-0000001.jpg"] and len(frames["b1c81faa-3df17267-0000001.jpg"]
                                                                      ["labels"]) == 4
+
+
+def test_convert_cli_roundtrip(tmp_path):
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+    from hydranet.data.shards import ShardDataset
+
+    root = write_det20(tmp_path / "bdd")
+    out = tmp_path / "shards"
+    result = CliRunner().invoke(app, ["convert", "bdd100k", "--root", str(root), "--image-size", "180x320",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ds = ShardDataset(out)
+    assert len(ds) == 2 and ds.manifest.source["class_map"]["dropped"] == {"rider": 1, "traffic sign": 1}
+    s = ds[0]
+    assert s.labels["traffic_light"]["state"].tolist() == [LIGHT_STATES.index("green")]
+    torch.testing.assert_close(s.labels["detection2d"]["boxes"], BDD100K(root, image_size=(180, 320))[0]
+                               .labels["detection2d"]["boxes"])
+    assert ds[1].labels == {}  # partial labels survive conversion

@@ -94,6 +94,9 @@ def test_resize_scales_K_and_2d_boxes_and_depth_is_sparse(tmp_path):
                                                                                  220 * sy]))
     depth = s.labels["depth"][0]
     assert depth.shape == (150, 496) and int((depth > 0).sum()) == 1
+    ds = KittiObject(tmp_path, image_size=(150, 496))
+    assert all(ds.label_present(0, k) for k in ("depth", "objects3d", "detection2d"))
+    assert not KittiObject(tmp_path, depth=False).label_present(0, "depth")
     assert float(depth.max()) == pytest.approx(8.0, abs=1e-4)  # z-depth along the camera axis
     v, u = (depth > 0).nonzero()[0].tolist()
     assert abs(u + 0.5 - (700 * (-2.0 + 0.06) / 8.0 + 600) * sx) < 1  # x_cam2 = x_rect + 0.06
@@ -121,6 +124,8 @@ def test_bad_calibration_names_the_entry(tmp_path):
         KittiObject(tmp_path / "nowhere")
     with pytest.raises(SourceConfigError, match=r"imag_size: unknown option"):
         KittiObject(root, imag_size=[10, 10])
+    with pytest.raises(SourceConfigError, match=r"kitti.class_map: \['Carr'\] are not classes of this dataset"):
+        KittiObject(root, class_map={"Carr": "car"})
     with pytest.raises(ValueError, match=r"kitti.class_map.Car: 'auto' is not a model class"):
         KittiObject(root, class_map={"Car": "auto"})
 
@@ -148,3 +153,24 @@ def test_real_frame_000008_boxes_project_onto_their_2d_boxes():
             assert (proj - det["boxes"][k]).abs().max() < 4, (k, proj, det["boxes"][k])
     depth = s.labels["depth"][0]
     assert 10_000 < int((depth > 0).sum()) and float(depth.max()) < 90
+
+
+def test_convert_cli_writes_shards_that_read_back(tmp_path):
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+    from hydranet.data.shards import ShardDataset
+
+    root = write_kitti(tmp_path / "kitti", [CAR], velodyne=np.array([[8.0, 2.0, -1.0, 0.5]]))
+    out = tmp_path / "shards"
+    result = CliRunner().invoke(app, ["convert", "kitti", "--root", str(root), "--image-size", "128x416",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    shard = ShardDataset(out)[0]
+    direct = KittiObject(root, image_size=[128, 416])[0]
+    assert shard.camera_names == ("CAM2",) and shard.images.shape == (1, 3, 128, 416)
+    torch.testing.assert_close(shard.intrinsics, direct.intrinsics)
+    torch.testing.assert_close(shard.labels["objects3d"]["boxes"], direct.labels["objects3d"]["boxes"])
+    torch.testing.assert_close(shard.labels["depth"], direct.labels["depth"])
+    bad = CliRunner().invoke(app, ["convert", "kitti", "--root", str(tmp_path / "none"), "--out", str(out)])
+    assert bad.exit_code == 2 and "image_2/ folder" in " ".join(bad.output.split())

@@ -19,30 +19,37 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=400)
 
 
+def invoke(*args: str):
+    """The CLI in-process (no interpreter start-up per call)."""
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 def test_label_cli_oracle_and_auto(checkpoint, world_yaml, tmp_path):
     q = tmp_path / "q"
-    r = run("-m", "hydranet", "mine", "--model", str(checkpoint), "--data", str(world_yaml), "-t",
-            "condition:name=fog", "-b", "3", "-o", str(q), "--html-frames", "0")
-    assert r.returncode == 0, r.stderr
+    r = invoke("mine", "--model", checkpoint, "--data", world_yaml, "-t", "condition:name=fog", "-b", "3", "-o", q,
+               "--html-frames", "0")
+    assert r.exit_code == 0, r.output
     for kind in ("oracle", "auto"):
-        r = run("-m", "hydranet", "label", "-q", str(q), "--data", str(world_yaml), "-l", kind, "--teacher",
-                str(checkpoint), "--min-confidence", "0", "-o", str(tmp_path / kind))
-        assert r.returncode == 0, r.stderr
+        r = invoke("label", "-q", q, "--data", world_yaml, "-l", kind, "--teacher", checkpoint,
+                   "--min-confidence", "0", "-o", tmp_path / kind)
+        assert r.exit_code == 0, r.output
         recs = [json.loads(x) for x in (tmp_path / kind / "labels.jsonl").read_text().splitlines()]
         assert len(recs) == 3 and {x["provenance"]["labeller"] for x in recs} == {kind}
         assert (tmp_path / kind / "manifest.json").is_file()
-    r = run("-m", "hydranet", "label", "-q", str(q), "--data", str(world_yaml), "-l", "auto",
-            "-o", str(tmp_path / "x"))
-    assert r.returncode == 2 and "--teacher" in r.stderr
-    r = run("-m", "hydranet", "label", "-q", str(tmp_path / "nope"), "--data", str(world_yaml),
-            "-o", str(tmp_path / "y"))
-    assert r.returncode == 2 and "no queue" in r.stderr
+    r = invoke("label", "-q", q, "--data", world_yaml, "-l", "auto", "-o", tmp_path / "x")
+    assert r.exit_code == 2 and "--teacher" in r.output
+    r = invoke("label", "-q", tmp_path / "nope", "--data", world_yaml, "-o", tmp_path / "y")
+    assert r.exit_code == 2 and "no queue" in r.output
 
 
 def test_autolabel_quality_cli(checkpoint, world_yaml, tmp_path):
-    r = run("-m", "hydranet", "autolabel-quality", "--teacher", str(checkpoint), "--data", str(world_yaml),
-            "--frames", "2", "--clip-radius", "2", "-o", str(tmp_path / "q.json"))
-    assert r.returncode == 0, r.stderr
+    r = invoke("autolabel-quality", "--teacher", checkpoint, "--data", world_yaml, "--frames", "2", "--clip-radius",
+               "2", "-o", tmp_path / "q.json")
+    assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "q.json").read_text())
     assert res["frames"] == 2 and "miou" in res["clip_smoothed"]["drivable"]
 

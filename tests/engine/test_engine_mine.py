@@ -26,6 +26,15 @@ def cli(*args: str, cwd: Path | None = None, module: list[str] | None = None) ->
     return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
+def invoke(*args: str):
+    """The CLI in-process (no interpreter start-up per call)."""
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 def test_k_centre_skips_near_duplicates():
     rng = np.random.default_rng(0)
     a = rng.normal(size=8)
@@ -86,10 +95,10 @@ def test_a_raising_trigger_is_counted_and_the_frame_kept(checkpoint, world_yaml)
 
 def test_mine_cli_writes_queue_page_and_summary(checkpoint, world_yaml, tmp_path):
     out = tmp_path / "q"
-    r = cli("mine", "--model", str(checkpoint), "--data", str(world_yaml), "-t",
-            "entropy:task=drivable,light_margin,projection,drivable_consistency,depth_box,flicker,rare,"
-            "condition:name=night*2", "-b", "4", "-o", str(out))
-    assert r.returncode == 0, r.stderr
+    r = invoke("mine", "--model", checkpoint, "--data", world_yaml, "-t",
+               "entropy:task=drivable,light_margin,projection,drivable_consistency,depth_box,flicker,rare,"
+               "condition:name=night*2", "-b", "4", "-o", out)
+    assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in (out / "queue.jsonl").read_text().splitlines()]
     assert [x["rank"] for x in rows] == [1, 2, 3, 4]
     assert set(rows[0]["scores"]) == {"entropy/drivable", "light_margin", "projection", "drivable_consistency",
@@ -108,9 +117,9 @@ def test_mine_cli_writes_queue_page_and_summary(checkpoint, world_yaml, tmp_path
 ])
 def test_mine_cli_bad_input_exits_2(checkpoint, world_yaml, tmp_path, args, needle):
     base = ["mine", "--model", str(checkpoint), "--data", str(world_yaml), "-b", "2", "-o", str(tmp_path / "q")]
-    r = cli(*base, *args)
-    assert r.returncode == 2
-    assert needle in " ".join(r.stderr.split()).replace("│", "").replace("  ", " ") or needle in r.stderr
+    r = invoke(*base, *args)
+    assert r.exit_code == 2
+    assert needle in " ".join(r.output.replace("│", " ").split()) or needle in r.output
 
 
 def test_shadow_trigger_against_the_deployed_graph(checkpoint, world_yaml, tmp_path):

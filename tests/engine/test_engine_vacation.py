@@ -21,9 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def vacation(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hydranet", "vacation", *args], capture_output=True, text=True,
-                          env=ENV, timeout=400)
+def vacation(*args: str):
+    """``hydranet vacation`` in-process (the kill -9 test runs it as a real subprocess)."""
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+
+    r = CliRunner().invoke(app, ["vacation", *[str(a) for a in args]])
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.output)
 
 
 def records(run: Path) -> dict[str, str]:
@@ -77,14 +82,15 @@ def test_kill_9_then_resume_finishes_without_redoing_finished_stages(tmp_path):
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     ckpts = run / "iter_001" / "train" / "checkpoints"
-    while time.time() < deadline and not any(ckpts.glob("step_*")) and proc.poll() is None:
-        time.sleep(0.05)
+    while time.time() < deadline and not (ckpts / "latest.json").exists() and proc.poll() is None:
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # in the middle of training (after its first checkpoint)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     done = records(run)
-    assert "iter_001/mine.json" in done and "iter_001/promote.json" not in done
-    r = vacation("-c", str(pipe), "-o", str(run))
+    assert "iter_001/mine.json" in done and "iter_001/train.json" not in done
+    r = subprocess.run([sys.executable, "-m", "hydranet", "vacation", "-c", str(pipe), "-o", str(run)],
+                       capture_output=True, text=True, env=ENV, timeout=400)
     assert r.returncode == 0, r.stderr
     after = records(run)
     assert all(after[k] == v for k, v in done.items())  # finished stages untouched

@@ -42,17 +42,26 @@ def seen_by(model, K, T, cam):
     return visible[:, cam].reshape(K.shape[0], len(s.heights), R, C).any(1)
 
 
+def with_pre_encoder_bev(model, store, *args, **kwargs):
+    """``model(*args, **kwargs)``, keeping the sampler's output (the pre-encoder BEV) in ``store["bev"]``."""
+    hook = model.fusion.sampler.register_forward_hook(lambda m, i, o: store.__setitem__("bev", o))
+    try:
+        return model(*args, **kwargs)
+    finally:
+        hook.remove()
+
+
 @torch.no_grad()
 def test_failed_camera_leaves_unseen_bev_cells_exactly_unchanged(model):
     images, K, T = inputs()
     full, masked, ones = {}, {}, {}
-    out_full = model(images, K, T, state=full)
-    model(images, K, T, state=ones, camera_valid=torch.ones(2, 8, dtype=torch.bool))
+    out_full = with_pre_encoder_bev(model, full, images, K, T)
+    with_pre_encoder_bev(model, ones, images, K, T, camera_valid=torch.ones(2, 8, dtype=torch.bool))
     assert torch.equal(full["bev"], ones["bev"])  # an all-True mask is no mask
     dead = 0  # the main camera
     valid = torch.ones(2, 8, dtype=torch.bool)
     valid[0, dead] = False  # only sample 0 loses it
-    out = model(images, K, T, state=masked, camera_valid=valid)
+    out = with_pre_encoder_bev(model, masked, images, K, T, camera_valid=valid)
     seen = seen_by(model, K, T, dead)[0]
     assert seen.any() and (~seen).any()
     a, b = full["bev"][0], masked["bev"][0]  # [C, R, C'] pre-encoder BEV

@@ -14,7 +14,6 @@ from hydranet.geometry import (
     transform_points,
 )
 from hydranet.model.fusion import OUTSIDE, BevFusion, BevSampler, project_to_cameras
-from hydranet.model.temporal import TemporalFusion, warp_bev
 
 H, W, STRIDE = 64, 128, 8
 GRID = BevGrid((-16.0, 16.0), (-16.0, 16.0), 1.0)
@@ -131,37 +130,8 @@ def test_fusion_module_output_shape_and_upsampling_to_the_grid():
     feats = {"p3": torch.randn(2 * len(rig), 2, H // STRIDE, W // STRIDE)}
     out = fusion(feats, K, T, (H, W))
     assert out.shape == (2, 16, *GRID.shape)
-    with pytest.raises(ValueError, match="without temporal fusion"):
-        fusion(feats, K, T, (H, W), prev_bev=torch.zeros(2, 8, 16, 16))
-
-
-def test_warp_bev_compensates_ego_motion():
-    grid = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
-    prev = torch.randn(1, 3, *grid.shape)
-    same, valid = warp_bev(prev, torch.eye(4)[None], grid)
-    assert torch.allclose(same, prev, atol=1e-6) and valid.all()
-    # The car drove 2 m forward: a current cell at x is the previous cell at x + 2, i.e. 2 rows up.
-    T = torch.eye(4)[None]
-    T[0, 0, 3] = 2.0
-    moved, valid = warp_bev(prev, T, grid)
-    assert torch.allclose(moved[..., 2:, :], prev[..., :-2, :], atol=1e-5)
-    assert not valid[..., :2, :].any() and valid[..., 2:, :].all()
-    # A 90° turn left: the current +x axis is the previous +y axis, so what was on the left (column 0)
-    # is now ahead (row 0): the BEV image turns clockwise.
-    yaw = torch.tensor([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-    rot, _ = warp_bev(prev, yaw[None], grid)
-    assert torch.allclose(rot, torch.rot90(prev, -1, (-2, -1)), atol=1e-5)
-
-
-def test_temporal_module_runs_with_and_without_history():
-    grid = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
-    tf = TemporalFusion(grid, 4).eval()
-    bev = torch.randn(2, 4, *grid.shape)
-    no_hist = tf(bev, None, None)
-    hist = tf(bev, torch.randn_like(bev), torch.eye(4).expand(2, 4, 4))
-    assert no_hist.shape == hist.shape == bev.shape and not torch.allclose(no_hist, hist)
-    with pytest.raises(ValueError, match="T_prev_from_curr"):
-        tf(bev, bev, None)
+    with pytest.raises(ValueError, match="no video memory"):
+        fusion.forward_step(feats, K, T, (H, W), torch.eye(4).expand(2, 4, 4), torch.zeros(2), None)
 
 
 def test_camera_average_counts_only_the_cameras_that_see_a_point():

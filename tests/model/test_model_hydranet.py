@@ -159,18 +159,6 @@ def test_config_round_trips_and_rebuilds_identical_weights():
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total") > 0
 
 
-def test_temporal_model_carries_state_between_frames():
-    torch.manual_seed(0)
-    m = create_model(tiny_config(fusion={"temporal": True, "channels": 16, "heights": [0.0, 1.0]})).eval()
-    images, K, T = rig_inputs(1)
-    state: dict = {}
-    with torch.no_grad():
-        first = m(images, K, T, tasks=[BEV], state=state)
-        assert state["bev"].shape == (1, 16, 16, 16)
-        second = m(images, K, T, tasks=[BEV], prev_bev=state["bev"], T_prev_from_curr=torch.eye(4)[None])
-    assert not torch.allclose(first[BEV]["logits"], second[BEV]["logits"])
-
-
 def test_onnx_export_matches_pytorch(tmp_path, model):
     onnxruntime = pytest.importorskip("onnxruntime")
 

@@ -1,4 +1,5 @@
-"""Every task draws its ground truth and its predictions onto ``hydranet.viz.Views``, in different colours."""
+"""Every task draws its ground truth and its predictions onto ``hydranet.viz.Views``: the same class in the same
+colour in both (issue 9 sec. 6), ground truth dashed, a legend and "0 detections" notes under the picture."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import torch
 from tasks_synthetic import GRID, context, make_batch, perfect_outputs
 
 from hydranet.tasks import create_task
-from hydranet.tasks.common import GT_COLOR, PRED_COLOR
-from hydranet.viz import Views
+from hydranet.viz import CLASS_COLORS, Views
 
 torch.set_num_threads(1)
 
@@ -37,10 +37,41 @@ def test_draw_changes_the_picture_and_tells_gt_from_prediction(name):
     task.draw(pred_views, decoded, ground_truth=False)
     gt_px, pred_px = _pixels(gt_views), _pixels(pred_views)
     assert (gt_px != blank).any() and (pred_px != blank).any()
-    assert (gt_px != pred_px).any()  # same geometry, different styling
-    if name in ("detection2d", "objects3d"):  # outlines in exact colours (masks are alpha-blended)
-        assert _has_color(gt_views, GT_COLOR) and not _has_color(gt_views, PRED_COLOR)
-        assert _has_color(pred_views, PRED_COLOR) and not _has_color(pred_views, GT_COLOR)
+    if name not in ("drivable", "lanes"):  # masks: one palette, the panel (GT row / prediction row) tells them apart
+        assert (gt_px != pred_px).any()  # same geometry, different styling
+    if name in ("detection2d", "objects3d"):  # outlines in exact class colours (masks are alpha-blended)
+        drawn = {c for c in ("car", "truck", "pedestrian", "cone", "traffic_light")
+                 if _has_color(pred_views, CLASS_COLORS[c])}
+        assert drawn and all(_has_color(gt_views, CLASS_COLORS[c]) for c in drawn)  # same class, same colour
+        count = lambda v: sum(int((_pixels(v) == np.array(CLASS_COLORS[c])).all(-1).sum()) for c in drawn)  # noqa: E731
+        assert count(gt_views) < 0.8 * count(pred_views)  # ground truth dashed: fewer outline pixels
     image = pred_views.compose(title=name)
     assert image.width > 0 and image.height > 0
     task.draw(pred_views, None)  # an absent label draws nothing and does not fail
+
+
+@pytest.mark.parametrize("name", ["detection2d", "traffic_light", "objects3d"])
+def test_a_head_that_found_nothing_says_so(name):
+    batch = make_batch(1)
+    task = create_task(name)
+    task.build_head(context())
+    decoded = task.decode(perfect_outputs(name, batch), batch)[0]
+    empty = {k: v[:0] for k, v in decoded.items()}
+    views = Views.from_batch(batch, 0, GRID, scale=1)
+    task.draw(views, empty)
+    assert views.notes == [f"{name}: 0 detections"]
+    plain = Views.from_batch(batch, 0, GRID, scale=1).compose()
+    noted = views.compose()
+    assert noted.height > plain.height  # the note is written in the footer, under the legend
+
+
+def test_lanes_and_drivable_use_one_palette_for_labels_and_predictions():
+    batch = make_batch(1)
+    for name in ("lanes", "drivable"):
+        task = create_task(name)
+        task.build_head(context())
+        target = task.targets(batch)[0]
+        a, b = Views.from_batch(batch, 0, GRID, scale=1), Views.from_batch(batch, 0, GRID, scale=1)
+        task.draw(a, target, ground_truth=True)
+        task.draw(b, target, ground_truth=False)
+        assert np.array_equal(_pixels(a), _pixels(b)), name  # same mask -> the very same picture

@@ -62,7 +62,7 @@ def main(out: Path, batch: int) -> None:
 
         def record(*a, step=step, grads=grads, trainer=trainer, **k):  # reduced gradients, before AdamW
             if not grads:
-                grads.update({n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
+                grads.update({n: p.grad.detach().contiguous().clone() for n, p in trainer.model.named_parameters()
                               if p.grad is not None})
             return step(*a, **k)
 

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hydranet.data.sample import Batch, Sample
-from hydranet.tasks.base import TASKS, Metric, Task, register_task
+from hydranet.metrics import Metric
+from hydranet.tasks.base import TASKS, Task, register_task
 from hydranet.train.config import Config, config_from_dict
 
 H = W = 8
@@ -148,7 +149,8 @@ def tiny_config(**train: Any) -> Config:
     _tiny_tasks()  # registered before the config names them (unknown tasks are config errors)
     tree = {"data": {"datasets": {"tiny": {"kind": "world", "frames": 64}}},
             "model": {"tasks": {"tiny_depth": {}, "tiny_drivable": {}}},
-            "train": {"steps": 6, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "log_every": 2, **train}}
+            "train": {"steps": 6, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "log_every": 2,
+                      "precision": "fp32", **train}}
     return config_from_dict(tree, "<tiny>")
 
 

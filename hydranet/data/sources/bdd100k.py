@@ -217,7 +217,8 @@ class BDD100KSource(Source):
     labels = frozenset({"detection2d", "traffic_light", "drivable", "lanes"})
     classes = {"detection2d": BDD_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
-    camera_names = ("CAM_FRONT",)
+    closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
+    camera_names = ("front",)
 
     def __init__(self, options: BDD100KOptions):
         super().__init__(options)
@@ -252,6 +253,22 @@ class BDD100KSource(Source):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def label_present(self, index: int, label: str) -> bool:
+        """Whether sample ``index`` carries ``label``, from the label files alone (no image decode)."""
+        name = self.names[index]
+        stem = Path(name).stem
+        frame = self.detection.get(name) if self.detection is not None else None
+        cats = {str(lab.get("category", "")) for lab in (frame or {}).get("labels") or []}
+        if label in ("detection2d", "traffic_light"):
+            return frame is not None
+        if label == "drivable":
+            return "drivable area" in cats or (self.drivable_masks / f"{stem}.png").is_file()
+        if label == "lanes":
+            in_frame = any(c == "lane" or c.startswith("lane/") or c in LANE_CATEGORIES for c in cats)
+            return in_frame or (self.lanes is not None and name in self.lanes) or \
+                (self.lane_masks / f"{stem}.png").is_file()
+        return False
 
     def __getitem__(self, index: int) -> Sample:
         name = self.names[index]

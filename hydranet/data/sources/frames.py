@@ -44,7 +44,6 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hydranet.data.labels import ClassMap
 from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
@@ -110,12 +109,7 @@ class FramesSource(Source):
     default_class_map = {c: c for c in OBJECT_CLASSES}
 
     def __init__(self, options: FramesOptions):
-        # A fleet's class names are its own (an open vocabulary): any class_map key is accepted, unlike a
-        # published dataset's fixed list, so the base class's key check is skipped.
-        super().__init__(options.model_copy(update={"class_map": {}}))
-        self.options = options
-        self.class_map = ClassMap(self.default_class_map | dict(options.class_map), self.model_classes,
-                                  "frames.class_map")
+        super().__init__(options)  # a fleet's class names are its own: an open vocabulary (any class_map key)
         self.path = Path(options.index).expanduser()
         if not self.path.is_file():
             raise SourceError(f"{self.path}: frames index not found")

@@ -195,6 +195,7 @@ class KittiSource(Source):
     labels = frozenset({"objects3d", "detection2d", "depth"})
     classes = {"objects3d": KITTI_CLASSES, "detection2d": KITTI_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
+    closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("CAM2",)
 
     def __init__(self, options: KittiOptions):

@@ -1,0 +1,67 @@
+"""The exported graph of a temporal model: state and ego motion in, new state out; 10 streamed frames of ONNX
+Runtime match eager PyTorch within 1e-3, and the runtime owns (and resets) the memory."""
+
+import pytest
+import torch
+
+from hydranet.data.sample import collate
+from hydranet.deploy.export import export_onnx
+from hydranet.deploy.verify import PARITY_TOLERANCE, parity
+from hydranet.model import ModelConfig, create_model
+from hydranet.world import SyntheticWorld, WorldConfig
+
+pytest.importorskip("onnxruntime")
+
+GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
+
+
+@pytest.fixture(scope="module")
+def temporal(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", image_size=(64, 128), trunk={"name": "regnet_tiny"},
+                             neck={"channels": 16, "min_level": 2},
+                             fusion={"channels": 16, "encoder_blocks": 1,
+                                     "temporal": {"time_queue": 2, "space_queue": 1, "push_every_metres": 1.0}},
+                             bev_channels=16, grid=GRID, tasks={"objects3d": {"score_threshold": 0.0},
+                                                                "drivable": {}})
+    model = create_model(cfg).eval()
+    torch.nn.init.normal_(model.fusion.temporal.out.weight, std=0.2)  # make the memory matter
+    path = tmp_path_factory.mktemp("stream") / "model.onnx"
+    manifest = export_onnx(model, path)
+    world = SyntheticWorld(WorldConfig(seed=4, num_scenes=2, frames_per_scene=6, height=64, width=128,
+                                       grid={"cell": 1.0, "x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0)}))
+    return model, path, manifest, world
+
+
+def test_graph_takes_state_and_ego_motion_and_returns_the_new_state(temporal):
+    import onnx
+
+    _, path, manifest, _ = temporal
+    g = onnx.load(str(path)).graph
+    inputs = [i.name for i in g.input]
+    assert inputs[:6] == ["images", "intrinsics", "T_ego_from_cam", "camera_valid", "T_world_from_ego", "timestamp"]
+    assert "state.hidden" in inputs and "state.queue" in inputs
+    outputs = [o.name for o in g.output]
+    assert "new_state.hidden" in outputs and "objects3d.heatmap" in outputs
+    assert [i.name for i in manifest.inputs] == inputs
+
+
+def test_ten_streamed_frames_onnx_equal_eager(temporal):
+    from hydranet.deploy.runtime import DeployedModel
+
+    model, path, _, world = temporal
+    dm = DeployedModel(path)
+    batches = [collate([world[i]]) for i in range(6)] + [collate([world[i]]) for i in range(6, 10)]
+    diffs = parity(model, dm, batches=batches)  # 6 frames of scene 0, then 4 of scene 1 (a reset)
+    assert max(diffs.values()) <= PARITY_TOLERANCE, diffs
+    # The memory really is carried: frame 5 with history differs from frame 5 alone.
+    dm.reset_state()
+    for i in range(5):
+        dm(collate([world[i]]))
+    with_history = dm(collate([world[5]]))["objects3d"]["heatmap"]
+    dm.reset_state()
+    alone = dm(collate([world[5]]))["objects3d"]["heatmap"]
+    assert (with_history - alone).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="ego motion and the state"):
+        b = collate([world[0]])
+        dm.run_arrays(b.images.numpy(), b.intrinsics.numpy(), b.T_ego_from_cam.numpy())

@@ -1,0 +1,158 @@
+"""The video memory: warp geometry, the two queues' push rules, state reset, streamed == batched."""
+
+
+import pytest
+import torch
+from hydranet_model_testkit import BEV, rig_inputs, tiny_config
+
+from hydranet.data.sample import Sample, collate
+from hydranet.geometry import BevGrid, default_rig, invert_transform, transform_points, yaw_transform
+from hydranet.model import create_model
+from hydranet.model.temporal import TemporalMemory, TemporalState, rigid_inverse, warp_bev
+
+GRID = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
+
+
+def test_warp_bev_compensates_ego_motion():
+    prev = torch.randn(1, 3, *GRID.shape)
+    same, valid = warp_bev(prev, torch.eye(4)[None], GRID)
+    assert torch.allclose(same, prev, atol=1e-6) and valid.all()
+    # The car drove 2 m forward: a current cell at x is the previous cell at x + 2, i.e. 2 rows up.
+    T = torch.eye(4)[None]
+    T[0, 0, 3] = 2.0
+    moved, valid = warp_bev(prev, T, GRID)
+    assert torch.allclose(moved[..., 2:, :], prev[..., :-2, :], atol=1e-5)
+    assert not valid[..., :2, :].any() and valid[..., 2:, :].all()
+    # A 90° turn left: the current +x axis is the previous +y axis, so what was on the left (column 0)
+    # is now ahead (row 0): the BEV image turns clockwise.
+    yaw = torch.tensor([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    rot, _ = warp_bev(prev, yaw[None], GRID)
+    assert torch.allclose(rot, torch.rot90(prev, -1, (-2, -1)), atol=1e-5)
+
+
+@pytest.mark.parametrize("motion", [(0.0, 0.0, 0.0), (3.0, 0.0, 0.0), (2.5, 1.0, 0.3), (1.0, -2.0, -0.6)])
+def test_a_static_world_point_stays_on_its_bev_cell_after_ego_motion(motion):
+    grid = BevGrid((-16.0, 16.0), (-16.0, 16.0), 0.5)
+    T_world_from_prev = yaw_transform(100.0, -40.0, 0.7)  # far from the world origin, like a real sequence
+    dx, dy, dyaw = motion
+    T_world_from_curr = T_world_from_prev @ yaw_transform(dx, dy, dyaw)
+    point_prev = torch.tensor([[4.25, -2.75, 0.0]], dtype=torch.float64)  # a cell centre of the previous grid
+    prev = torch.zeros(1, 1, *grid.shape)
+    r, c, _ = grid.cell_indices(point_prev[:, 0], point_prev[:, 1])
+    prev[0, 0, r, c] = 1.0
+    # The memory module computes the relative motion from the two world poses, in float32.
+    T_prev_from_curr = rigid_inverse(T_world_from_prev.float()[None]) @ T_world_from_curr.float()[None]
+    warped, _ = warp_bev(prev, T_prev_from_curr, grid)
+    point_curr = transform_points(invert_transform(T_world_from_curr) @ T_world_from_prev, point_prev)
+    rc, cc, inside = grid.cell_indices(point_curr[:, 0], point_curr[:, 1])
+    assert inside.all()
+    peak = divmod(int(warped.flatten().argmax()), grid.cols)
+    assert peak == (int(rc), int(cc))
+    assert float(warped.sum()) == pytest.approx(1.0, abs=0.35)  # bilinear spreads, but nothing is lost
+
+
+def _step(mem: TemporalMemory, state: TemporalState, x: float, t: float) -> TemporalState:
+    bev = torch.randn(1, mem.channels, *mem.grid.shape)
+    _, state = mem(bev, yaw_transform(x, 0.0, 0.0).float()[None], torch.tensor([t]), state)
+    return state
+
+
+def test_time_queue_pushes_every_k_frames_and_space_queue_every_d_metres():
+    mem = TemporalMemory(GRID, 4, time_queue=2, space_queue=2, push_every_frames=2, push_every_metres=3.0).eval()
+    state = mem.init_state(1)
+    assert state.queue_valid.sum() == 0
+    # Drive at 1 m per frame for 6 frames, then stand still (a red light) for 10 frames.
+    xs = [float(i) for i in range(6)] + [5.0] * 10
+    space_times = []
+    with torch.no_grad():
+        for i, x in enumerate(xs):
+            state = _step(mem, state, x, 0.1 * i)
+            space_times.append(state.queue_time[0, 2:].tolist())
+    # Time queue: frames 0, 2, 4, ... pushed; the last push is frame 14 and the one before frame 12.
+    assert state.queue_time[0, :2].tolist() == pytest.approx([1.4, 1.2])
+    # Space queue: pushed at x = 0 and x = 3 (frames 0 and 3); standing still never pushes, so after 10
+    # stopped frames it still holds what was seen while moving.
+    assert state.queue_time[0, 2:].tolist() == pytest.approx([0.3, 0.0])
+    assert space_times[5] == space_times[-1]
+    assert state.queue_valid.sum() == 4
+
+
+def test_state_reset_and_reset_where():
+    mem = TemporalMemory(GRID, 4).eval()
+    state = mem.init_state(2)
+    with torch.no_grad():
+        bev = torch.randn(2, 4, *GRID.shape)
+        _, state = mem(bev, torch.eye(4).expand(2, 4, 4), torch.zeros(2), state)
+    assert state.queue_valid[:, 0].tolist() == [1.0, 1.0]
+    reset = state.reset_where(torch.tensor([True, False]))
+    fresh = mem.init_state(1)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(reset.tensors(), fresh.tensors(), strict=True))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(reset.tensors(), state.tensors(), strict=True))
+    with pytest.raises(ValueError, match="state.queue must have shape"):
+        mem(bev, torch.eye(4).expand(2, 4, 4), torch.zeros(2), mem.init_state(2).__class__(
+            *state.tensors()[:2], state.queue[:, :1], *state.tensors()[3:]))
+
+
+def temporal_model():
+    torch.manual_seed(0)
+    m = create_model(tiny_config(fusion={"temporal": {"time_queue": 1, "space_queue": 1}, "channels": 16,
+                                         "heights": [0.0, 1.0]}))
+    torch.nn.init.normal_(m.fusion.temporal.out.weight, std=0.1)  # zero at init: make history visible
+    return m.eval()
+
+
+def sequence(scene: str, frames: int, seed: int, speed: float = 1.0) -> list[Sample]:
+    rig = default_rig(64, 128)
+    out = []
+    for i in range(frames):
+        images, _, _ = rig_inputs(1, seed=seed * 100 + i)
+        pose = yaw_transform(speed * i, 0.1 * i, 0.02 * i).float()
+        out.append(Sample(images[0], rig.intrinsics(), rig.extrinsics(), pose, 0.1 * i, scene, rig.names, i))
+    return out
+
+
+def test_history_changes_outputs_and_stream_resets_at_a_new_scene():
+    m = temporal_model()
+    a = sequence("a", 3, 1)
+    with torch.no_grad():
+        first = m.stream(collate([a[0]]), [BEV])[BEV]["logits"]
+        assert torch.allclose(first, m(*(lambda b: (b.images, b.intrinsics, b.T_ego_from_cam))(collate([a[0]])),
+                                       tasks=[BEV])[BEV]["logits"], atol=1e-6)  # no history = forward
+        m.stream(collate([a[1]]), [BEV])
+        with_history = m.stream(collate([a[2]]), [BEV])[BEV]["logits"]
+        m.reset_state()
+        alone = m.stream(collate([a[2]]), [BEV])[BEV]["logits"]
+        assert not torch.allclose(with_history, alone, atol=1e-4)
+        # A new scene in the same row resets that row: the first frame of scene "b" sees no history.
+        b0 = sequence("b", 1, 2)[0]
+        m.reset_state()
+        fresh = m.stream(collate([b0]), [BEV])[BEV]["logits"]
+        m.reset_state()
+        m.stream(collate([a[0]]), [BEV])
+        after_a = m.stream(collate([b0]), [BEV])[BEV]["logits"]
+    assert torch.allclose(fresh, after_a, atol=1e-6)
+
+
+def test_streamed_one_sequence_at_a_time_equals_batched_sequences():
+    m = temporal_model()
+    seqs = [sequence("a", 4, 1, speed=1.5), sequence("b", 4, 2, speed=0.0)]
+    with torch.no_grad():
+        batched = []
+        for i in range(4):
+            batched.append(m.stream(collate([seqs[0][i], seqs[1][i]]), [BEV])[BEV]["logits"])
+        for k, seq in enumerate(seqs):
+            m.reset_state()
+            for i, s in enumerate(seq):
+                alone = m.stream(collate([s]), [BEV])[BEV]["logits"]
+                assert torch.allclose(alone[0], batched[i][k], atol=1e-5), (k, i)
+
+
+def test_single_frame_model_rejects_forward_step_and_bev_free_requests_keep_the_state():
+    m = create_model(tiny_config())
+    images, K, T = rig_inputs(1)
+    with pytest.raises(ValueError, match="video memory"):
+        m.forward_step(images, K, T, torch.eye(4)[None], torch.zeros(1), None)
+    t = temporal_model()
+    state = t.init_state(1)
+    out, same = t.forward_step(images, K, T, torch.eye(4)[None], torch.zeros(1), state, tasks=[])
+    assert out == {} and same is state
