@@ -8,8 +8,8 @@ against the issue's goals. ``--plot PATH`` renders the curves (matplotlib); ``--
 overlays earlier runs of this script, so one change at a time can be read off one picture.
 
 Headline per task: 2D ``map`` (COCO), BEV 3D ``map`` (nuScenes-style, on the grid), traffic-light
-balanced accuracy (mean per-state recall among matched lights, from the confusion matrix) with red
-recall, drivable/BEV ``miou``, lanes ``f1``, depth ``abs_rel`` (lower is better).
+balanced accuracy with red recall (the metric's own end-to-end figures; from the confusion matrix of
+matched lights when a metric lacks them), drivable/BEV ``miou``, lanes ``f1``, depth ``abs_rel`` (lower is better).
 
 Example (the README's figure; ≈30 min on 2 idle cores)::
 
@@ -45,8 +45,13 @@ GOALS = {"detection2d": (">=", 0.4), "objects3d": (">=", 0.4), "traffic_light": 
 
 
 def light_figures(metrics: dict[str, float]) -> dict[str, float]:
-    """Balanced accuracy (mean per-state recall) and per-state recall among matched lights, from
+    """Balanced accuracy and per-state recall: the metric's own (``balanced_accuracy``, ``recall/<state>``)
+    when it reports them, else the mean per-state recall among matched lights from
     ``confusion/<gt>/<pred>`` (rows ground truth); states without ground truth are left out."""
+    if "balanced_accuracy" in metrics:
+        out = {f"{s}_recall": float(metrics.get(f"recall/{s}", float("nan"))) for s in LIGHT_STATES}
+        out["balanced_accuracy"] = float(metrics["balanced_accuracy"])
+        return out
     conf = np.array([[metrics.get(f"confusion/{g}/{p}", 0.0) for p in LIGHT_STATES] for g in LIGHT_STATES])
     rows = conf.sum(1)
     recall = np.divide(np.diag(conf), rows, out=np.full(len(rows), np.nan), where=rows > 0)
@@ -173,9 +178,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("hydranet held-out learning curves (benchmarks/quality.py)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -103,7 +103,6 @@ def demo(
     cores), evaluate on held-out frames, and write pictures + a metrics table into OUT."""
 
     if temporal:
-
         config = config or default_demo_config("temporal.yaml")
         out = Path("runs/demo-temporal") if out == Path("runs/demo") else out
     with cli_errors():

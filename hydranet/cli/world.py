@@ -60,7 +60,7 @@ def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, ove
         path = lab["ego_path"]
         pts = torch.cat([torch.zeros(1, 3), torch.cat([path[:, :2], torch.zeros(len(path), 1)], 1)])
         draw_polylines_bev(views, pts[None], (255, 80, 80), width=3)
-    if overlay:
+    if overlay and ("lanes" in lab or "lane_lines" in lab):  # the legend only where lanes are drawn
         title += "   |   lanes: " + ", ".join(f"{LANE_KINDS[k]}" for k in LANE_COLORS) + " (yellow/cyan/red)"
     return views.compose(title=title)
 

@@ -1,8 +1,9 @@
-"""Which sequence (scene) and frame every sample of a dataset is, read from metadata where possible.
+"""Which samples of a dataset are consecutive frames of one scene, from metadata where possible.
 
-Temporal training (``hydranet.train.clips``) cuts clips of consecutive frames with it, and sequence
-evaluation (``hydranet.eval.sequence``) streams each scene in order; neither decodes images for it
-when the source can answer from metadata (the synthetic world, shard members' ``sample.json``).
+Video training (``train/clips.py``) and sequence evaluation (``eval/sequence.py``) need to know, without
+decoding images, which dataset indices form a scene's frames in order: the synthetic world answers by
+index arithmetic, a shard dataset from each member's ``sample.json``, any other source of ``Sample`` by
+loading each sample once (its ``scene_id`` and ``frame_index``).
 """
 
 from __future__ import annotations
@@ -44,3 +45,24 @@ def sequence_keys(ds: Dataset) -> tuple[list[str], np.ndarray]:
         return scenes, frames
     samples = [ds[i] for i in range(n)]
     return [s.scene_id for s in samples], np.array([s.frame_index for s in samples], dtype=np.int64)
+
+
+def clip_starts(scenes: list[str], frames: np.ndarray, length: int) -> np.ndarray:
+    """For every sample, the dataset index where its clip of ``length`` consecutive frames starts.
+
+    A run = maximal stretch of indices with one scene and frame_index growing by one. Raises
+    ``ValueError`` naming the scene when a run is shorter than ``length``.
+    """
+    n = len(scenes)
+    starts = np.zeros(n, dtype=np.int64)
+    run_start = 0
+    for i in range(1, n + 1):
+        if i == n or scenes[i] != scenes[i - 1] or frames[i] != frames[i - 1] + 1:
+            size = i - run_start
+            if size < length:
+                raise ValueError(f"scene '{scenes[run_start]}' has a run of {size} consecutive frames "
+                                 f"(from frame {int(frames[run_start])}), shorter than train.clip.length={length}")
+            for j in range(run_start, i):
+                starts[j] = min(max(run_start, j - length + 1), i - length)
+            run_start = i
+    return starts

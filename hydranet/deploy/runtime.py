@@ -134,7 +134,6 @@ class DeployedModel:
     def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
         ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state."""
-
         m = self.manifest
         if len(batch) != m.batch:
             raise ValueError(f"{self.path}: a temporal graph runs exactly {m.batch} sequence(s) per call, "

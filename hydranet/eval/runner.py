@@ -79,7 +79,6 @@ def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int 
                 for i in s.frame_indices(world_len(name, seed))]
     if scene_len is None:
         raise ValueError("plan_frames: a sequence suite needs scene_len (frames per scene of each world)")
-
     return [FrameId(name, seed, i) for name in s.scenarios for seed in range(*s.seeds)
             for clip in clip_indices(s.frame_indices(world_len(name, seed)), scene_len(name, seed), s.sequence)
             for i in clip]

@@ -78,7 +78,6 @@ def evaluate_sequences(model: nn.Module, dataset: Dataset, clips: list[list[int]
 
 def scene_runs(dataset: Dataset, limit: int | None = None) -> list[list[int]]:
     """The dataset's indices ``[0, limit)`` split into runs of consecutive frames of one scene (clips)."""
-
     scenes, frames = sequence_keys(dataset)
     n = len(scenes) if limit is None else min(limit, len(scenes))
     runs: list[list[int]] = []

@@ -196,7 +196,6 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.

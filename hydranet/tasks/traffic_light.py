@@ -99,7 +99,6 @@ class TrafficLight(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-
         # Plain TrafficLightMetric on single frames; on sequences it adds state flicker.
         return TemporalTrafficLightMetric(states=self.states)
 

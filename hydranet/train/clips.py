@@ -30,31 +30,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from hydranet.data.sample import Batch, collate
-from hydranet.data.sequences import sequence_keys
+from hydranet.data.sequences import clip_starts, sequence_keys
 from hydranet.train.precision import autocast
 from hydranet.train.scheduler import SchedulerBatchSampler, TaskScheduler
 from hydranet.train.trainer import Trainer, camera_dropout_mask
-
-
-def clip_starts(scenes: list[str], frames: np.ndarray, length: int) -> np.ndarray:
-    """For every sample, the dataset index where its clip of ``length`` consecutive frames starts.
-
-    A run = maximal stretch of indices with one scene and frame_index growing by one. Raises
-    ``ValueError`` naming the scene when a run is shorter than ``length``.
-    """
-    n = len(scenes)
-    starts = np.zeros(n, dtype=np.int64)
-    run_start = 0
-    for i in range(1, n + 1):
-        if i == n or scenes[i] != scenes[i - 1] or frames[i] != frames[i - 1] + 1:
-            size = i - run_start
-            if size < length:
-                raise ValueError(f"scene '{scenes[run_start]}' has a run of {size} consecutive frames "
-                                 f"(from frame {int(frames[run_start])}), shorter than train.clip.length={length}")
-            for j in range(run_start, i):
-                starts[j] = min(max(run_start, j - length + 1), i - length)
-            run_start = i
-    return starts
 
 
 class ClipBatchSampler(SchedulerBatchSampler):

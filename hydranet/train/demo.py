@@ -139,7 +139,6 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
             "threads": threads, "global_batch": cfg.train.batch_size * cfg.train.grad_accum,
             "total_seconds": time.perf_counter() - t_start, "config": str(config)}
     if getattr(model, "is_temporal", False):  # video: stream the held-out scenes through the memory
-
         with console.status("streaming the held-out scenes through the video memory ..."):
             video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(tasks))
         (out / "video.json").write_text(json.dumps(video, indent=1, default=float))

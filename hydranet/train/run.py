@@ -78,7 +78,6 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
         trainer_cls = Trainer
         if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)
-
             trainer_cls = ClipTrainer
         trainer = trainer_cls(cfg, model, data.dataset, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                           index_lists=data.index_lists, eval_set=data.eval_dataset, frozen=freeze or [],
