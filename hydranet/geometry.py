@@ -309,10 +309,6 @@ class GridConfig(BaseModel):
     def to_grid(self) -> BevGrid:
         return BevGrid(tuple(self.x_range), tuple(self.y_range), self.cell)
 
-    @staticmethod
-    def from_grid(grid: BevGrid) -> GridConfig:
-        return GridConfig(x_range=grid.x_range, y_range=grid.y_range, cell=grid.cell)
-
 
 # --------------------------------------------------------------------------------------------
 # 3D boxes

@@ -1,7 +1,7 @@
 """``ModelConfig`` (pydantic, strict) and the model presets.
 
 The config is plain data so it round-trips through YAML and checkpoints (``model_dump()`` /
-``ModelConfig.model_validate``); ``create_model`` in ``hydranet.model.hydranet`` turns it into weights.
+``ModelConfig.model_validate``); ``create_model`` in ``hydranet.model.builder`` turns it into weights.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from hydranet.config_errors import format_validation_error
 from hydranet.geometry import GridConfig
+from hydranet.model.registry import trunk_options
+from hydranet.model.trunk import TRUNK_PRESETS  # noqa: F401 - registers the built-in trunks
 from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
 
 
@@ -19,15 +21,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TrunkConfig(_Strict):
-    """A RegNet preset from ``hydranet.model.trunk.TRUNK_PRESETS`` (or ``timm:<name>``), optionally edited."""
+class TrunkConfig(BaseModel):
+    """A registered trunk (``hydranet.model.registry.TRUNKS``: the RegNet presets of
+    ``hydranet.model.trunk.TRUNK_PRESETS``, ``timm:<name>``, or a user's own ``@register_trunk``) and
+    its options; every field besides ``name`` and ``pretrained`` is an option of that trunk, validated
+    by its options model (a typo names ``trunk.<field>``). ``pretrained``: a local safetensors file of
+    the trunk's weights (never a URL)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "regnet_tiny"
-    widths: list[int] | None = Field(None, min_length=4, max_length=4)
-    depths: list[int] | None = Field(None, min_length=4, max_length=4)
-    group_width: int | None = Field(None, ge=1)
-    se_ratio: float | None = Field(None, ge=0.0, le=1.0)
-    stem_width: int | None = Field(None, ge=1)
+    pretrained: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The trunk's own options (every field but ``name`` and ``pretrained``)."""
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_options(self) -> TrunkConfig:
+        try:
+            trunk_options(self.name, self.options())
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        return self
 
 
 class NeckConfig(_Strict):

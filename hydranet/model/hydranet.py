@@ -21,11 +21,8 @@ from torch import Tensor, nn
 
 from hydranet.data.sample import Batch
 from hydranet.model.config import ModelConfig
-from hydranet.model.fusion import BevFusion
-from hydranet.model.neck import FPN
 from hydranet.model.temporal import TemporalState
-from hydranet.model.trunk import create_trunk
-from hydranet.tasks.base import HeadContext, Task, create_task
+from hydranet.tasks.base import HeadContext, Task
 
 # ImageNet statistics in 0..255 units: the export manifest records them (pre-processing contract).
 PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -33,44 +30,46 @@ PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
 class HydraNet(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """One trunk shared by every camera and task, an FPN neck, optional camera→BEV fusion, task heads.
+
+    ``HydraNet`` only composes the parts it is given (``hydranet.model.builder.create_model`` builds
+    them from a ``ModelConfig``): ``trunk`` (uniform feature interface, see
+    ``hydranet.model.registry``), ``neck`` (``{"p2".."p5": [B*N, C, h, w]}`` with ``strides``),
+    ``fusion`` (cameras → BEV ``[B, C_bev, R, C']``, with its temporal module; None when no task
+    reads BEV), ``tasks`` (name → ``Task``, in request order) and ``heads`` (name → head module,
+    built from ``head_context``). ``cfg`` is the ``ModelConfig`` the parts were built from; export
+    manifests, checkpoints and suites read it, so a hand-composed model passes one too.
+    Raises ``ValueError`` for no tasks, a head missing for a task, or a BEV task without fusion.
+    """
+
+    def __init__(self, trunk: nn.Module, neck: nn.Module, tasks: dict[str, Task], heads: nn.ModuleDict,
+                 head_context: HeadContext, fusion: nn.Module | None = None, cfg: ModelConfig | None = None):
         super().__init__()
-        if not cfg.tasks:
-            raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
+        if not tasks:
+            raise ValueError("HydraNet needs at least one task")
+        if set(heads) != set(tasks):
+            raise ValueError(f"heads {sorted(heads)} do not match tasks {sorted(tasks)}")
         self.cfg = cfg
-        self.grid = cfg.grid.to_grid()
-        self.image_size: tuple[int, int] = tuple(cfg.image_size)  # type: ignore[assignment]
-        self.num_cameras = cfg.num_cameras
+        self.grid = head_context.grid
+        self.image_size: tuple[int, int] = tuple(head_context.image_hw)  # type: ignore[assignment]
+        self.num_cameras = head_context.num_cameras
         self.pixel_mean = PIXEL_MEAN
         self.pixel_std = PIXEL_STD
         self.register_buffer("_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_inv_std", 1.0 / torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-
-        t = cfg.trunk
-        self.trunk = create_trunk(t.name, t.widths, t.depths, t.group_width, t.se_ratio, t.stem_width)
-        self.neck = FPN(self.trunk.out_channels, self.trunk.strides, cfg.neck.channels, cfg.neck.min_level)
-
-        self.task_objects: dict[str, Task] = {}
-        for name, options in cfg.tasks.items():
-            task = create_task(name, **options)
-            if task.space not in ("camera", "bev"):
-                raise ValueError(f"task '{name}' declares space '{task.space}', expected 'camera' or 'bev'")
-            self.task_objects[name] = task
+        # Registration order (trunk, neck, fusion, heads) fixes parameter order for the optimizer.
+        self.trunk = trunk
+        self.neck = neck
+        self.task_objects: dict[str, Task] = dict(tasks)
         self.camera_tasks = [n for n, tk in self.task_objects.items() if tk.space == "camera"]
         self.bev_tasks = [n for n, tk in self.task_objects.items() if tk.space == "bev"]
-
-        f = cfg.fusion
-        self.fusion: BevFusion | None = None
-        if self.bev_tasks:
-            self.fusion = BevFusion(self.grid, cfg.neck.channels, cfg.bev_channels, f.heights, f.levels, f.stride,
-                                    f.channels, f.encoder_blocks,
-                                    f.temporal.model_dump() if f.temporal is not None else None, f.min_depth)
+        if self.bev_tasks and fusion is None:
+            raise ValueError(f"BEV task(s) {self.bev_tasks} need a fusion module")
+        self.fusion = fusion
         self.stream_state: TemporalState | None = None  # what ``stream`` carries between calls
         self._stream_where: list[tuple[str, int]] = []  # (scene_id, frame_index) per row of the last call
-        self.head_context = HeadContext(
-            camera_channels=cfg.neck.channels, camera_strides=dict(self.neck.strides), bev_channels=cfg.bev_channels,
-            grid=self.grid, image_hw=self.image_size, num_cameras=cfg.num_cameras)
-        self.heads = nn.ModuleDict({name: tk.build_head(self.head_context) for name, tk in self.task_objects.items()})
+        self.head_context = head_context
+        self.heads = heads
 
     # ----------------------------------------------------------------------------------------
 
@@ -281,12 +280,3 @@ class HydraNet(nn.Module):
         counts |= {f"head/{n}": count(h) for n, h in self.heads.items()}
         counts["total"] = count(self)
         return counts
-
-
-def create_model(cfg: ModelConfig | str | dict) -> HydraNet:
-    """A ``HydraNet`` from a ``ModelConfig``, a preset name (``MODEL_PRESETS``) or a config dict."""
-    if isinstance(cfg, str):
-        cfg = ModelConfig.preset(cfg)
-    elif isinstance(cfg, dict):
-        cfg = ModelConfig.model_validate(cfg)
-    return HydraNet(cfg)

@@ -7,17 +7,22 @@ same code scales from a CPU demo to a GPU model.
 
 Every trunk exposes the timm ``features_only`` interface the neck relies on:
 ``forward(x [B, 3, H, W]) -> list[Tensor]`` (one per stage, finest first) and the attributes
-``out_channels: list[int]`` and ``strides: list[int]``. ``create_trunk(name)`` builds a preset from
-``TRUNK_PRESETS``; ``TimmTrunk`` wraps any timm model for users who have timm installed.
+``out_channels: list[int]`` and ``strides: list[int]``. Every preset of ``TRUNK_PRESETS`` is a
+registered trunk (``hydranet.model.registry``) whose options edit it (``RegNetOptions``);
+``timm:<model>`` wraps any timm model for users who have timm installed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from hydranet.model.registry import TrunkOptions, register_trunk
 
 
 def _make_divisible(v: float, divisor: int) -> int:
@@ -167,13 +172,14 @@ class TimmTrunk(nn.Module):
     """Any timm backbone as a trunk (``features_only``, strides 4..32). Needs ``pip install timm``;
     timm is optional and never imported unless a ``timm:`` trunk name is asked for."""
 
-    def __init__(self, model_name: str, pretrained: bool = False):
+    def __init__(self, model_name: str):
         super().__init__()
         try:
             import timm
         except ImportError as e:  # pragma: no cover - exercised only where timm is installed
             raise ImportError(f"trunk 'timm:{model_name}' needs timm: pip install timm") from e
-        self.model = timm.create_model(model_name, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
+        # pretrained=False always: hub downloads are never made; local weights go through trunk.pretrained.
+        self.model = timm.create_model(model_name, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4))
         self.out_channels = list(self.model.feature_info.channels())
         self.strides = list(self.model.feature_info.reduction())
 
@@ -181,21 +187,39 @@ class TimmTrunk(nn.Module):
         return list(self.model(x))
 
 
-def create_trunk(name: str, widths: list[int] | None = None, depths: list[int] | None = None,
-                 group_width: int | None = None, se_ratio: float | None = None,
-                 stem_width: int | None = None) -> nn.Module:
-    """A trunk by preset name (``TRUNK_PRESETS``) or ``timm:<model>``; keyword overrides edit the preset."""
-    if name.startswith("timm:"):
-        return TimmTrunk(name.split(":", 1)[1])
-    if name not in TRUNK_PRESETS:
-        raise KeyError(f"unknown trunk '{name}'; presets: {sorted(TRUNK_PRESETS)} or 'timm:<model_name>'")
+class RegNetOptions(TrunkOptions):
+    """Edits of a RegNet preset (None keeps the preset's value)."""
+
+    widths: list[int] | None = Field(None, min_length=4, max_length=4)
+    depths: list[int] | None = Field(None, min_length=4, max_length=4)
+    group_width: int | None = Field(None, ge=1)
+    se_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    stem_width: int | None = Field(None, ge=1)
+
+
+def regnet_from_preset(name: str, options: RegNetOptions) -> RegNet:
+    """``TRUNK_PRESETS[name]`` with ``options`` applied."""
     base = TRUNK_PRESETS[name]
-    spec = RegNetSpec(
-        tuple(widths) if widths is not None else base.widths,
-        tuple(depths) if depths is not None else base.depths,
-        group_width if group_width is not None else base.group_width,
-        se_ratio if se_ratio is not None else base.se_ratio,
-        stem_width if stem_width is not None else base.stem_width,
+    o = options
+    return RegNet(RegNetSpec(
+        tuple(o.widths) if o.widths is not None else base.widths,
+        tuple(o.depths) if o.depths is not None else base.depths,
+        o.group_width if o.group_width is not None else base.group_width,
+        o.se_ratio if o.se_ratio is not None else base.se_ratio,
+        o.stem_width if o.stem_width is not None else base.stem_width,
         base.notes,
-    )
-    return RegNet(spec)
+    ))
+
+
+for _name in TRUNK_PRESETS:
+    register_trunk(_name, RegNetOptions)(partial(regnet_from_preset, _name))
+
+
+class TimmOptions(TrunkOptions):
+    model_name: str
+
+
+@register_trunk("timm:", TimmOptions)
+def timm_trunk(options: TimmOptions) -> TimmTrunk:
+    """``timm:<model_name>``: any timm backbone (random init; pretrained weights via ``trunk.pretrained``)."""
+    return TimmTrunk(options.model_name)

@@ -259,12 +259,6 @@ def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
     torch.maximum(region, g, out=region)
 
 
-def peak_logit(eps: float = 1e-4) -> float:
-    """A logit whose sigmoid is ``1 - eps``: used to turn encoded heatmaps back into logits in tests
-    and round-trip checks."""
-    return math.log((1 - eps) / eps)
-
-
 # ---------------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------------
@@ -345,11 +339,6 @@ def above_threshold(decoded: dict[str, Tensor], threshold: float) -> dict[str, T
     keep = decoded["scores"] >= threshold
     return {k: v[keep] if isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(keep) else v
             for k, v in decoded.items()}
-
-
-def gather_cells(x: Tensor, sample: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
-    """Values of ``x [S, C, h, w]`` at cells ``(sample, ys, xs)`` (each ``[M]``) -> ``[M, C]``."""
-    return x[sample, :, ys, xs]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Feature cache: the frozen trunk's FPN features, fp16, memory-mapped and sharded, plus labels and geometry.
 
-Sub-graph training (issue 5) trains heads on a frozen trunk. The trunk (+ neck) is then a pure
+Sub-graph training trains heads on a frozen trunk. The trunk (+ neck) is then a pure
 function of the image, so its outputs can be computed once and read back every epoch: head-only
 training skips the trunk's forward and backward, which is most of a HydraNet's compute. Layout::
 

@@ -1,7 +1,7 @@
 """``run_training``: config -> process group -> data -> model -> Trainer -> checkpoint.
 
 This is what ``hydranet train`` (and ``torchrun ... -m hydranet train``) executes, and what the
-demo calls. Options for sub-graph training (issue 5) live here too:
+demo calls. Options for sub-graph training live here too:
 
 - ``from_ckpt``: start from a trained checkpoint's weights. The model is built from the config, so
   the config may add tasks; every checkpoint tensor must fit, and only heads of new tasks may be

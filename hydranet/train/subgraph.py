@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -272,10 +271,3 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
 def changed_tensors(before: dict[str, Tensor], after: dict[str, Tensor]) -> list[str]:
     """State-dict names whose tensors differ (``torch.equal``): what a sub-graph run actually touched."""
     return sorted(k for k in before if k not in after or not torch.equal(before[k], after[k]))
-
-
-def head_only_fraction(model: nn.Module, tasks: list[str]) -> float:
-    """Share of the model's parameters that a head-only run of ``tasks`` trains (for the logs and docs)."""
-    total = sum(p.numel() for p in model.parameters())
-    heads = sum(p.numel() for t in tasks for p in model.heads[t].parameters())
-    return float(np.float64(heads) / max(1, total))

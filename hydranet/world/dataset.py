@@ -118,9 +118,3 @@ class SyntheticWorld(Dataset):
                         frame_index=fi, labels=labels)
         sample.validate(f"SyntheticWorld[{index}]")
         return sample
-
-    def describe(self) -> dict[str, Any]:
-        """What a shard manifest needs to know about this world."""
-        return {"generator": GENERATOR_VERSION, "config": self.config.model_dump(mode="json"),
-                "rig": self.rig.to_dict(), "grid": self.grid.to_dict(), "labels": list(WORLD_LABELS),
-                "length": len(self)}

@@ -11,8 +11,9 @@ from torch import Tensor, nn
 
 from hydranet.data.sample import Batch
 from hydranet.geometry import default_rig
+from hydranet.metrics import Metric
 from hydranet.model import ModelConfig
-from hydranet.tasks.base import TASKS, HeadContext, Metric, Task, register_task
+from hydranet.tasks.base import TASKS, HeadContext, Task, register_task
 
 
 class _MeanMetric(Metric):

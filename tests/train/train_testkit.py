@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hydranet.data.sample import Batch, Sample
-from hydranet.tasks.base import TASKS, Metric, Task, register_task
+from hydranet.metrics import Metric
+from hydranet.tasks.base import TASKS, Task, register_task
 from hydranet.train.config import Config, config_from_dict
 
 H = W = 8

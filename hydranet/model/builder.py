@@ -1,0 +1,80 @@
+"""Config to parts to model: ``create_model(cfg)`` is the one way a ``ModelConfig`` becomes a network.
+
+``build_parts`` turns the config into the injected parts — trunk (``hydranet.model.registry``),
+FPN neck, BEV fusion (with its temporal module when ``fusion.temporal``), the tasks
+(``hydranet.tasks`` registry) and their heads — and ``HydraNet`` only composes them (like
+torchvision's ``GeneralizedRCNN``). Parts are built in a fixed order (trunk, neck, fusion, heads in
+config order), so the same seed gives the same initial weights, and the module names
+(``trunk.*``, ``neck.*``, ``fusion.*``, ``heads.<task>.*``) are those every checkpoint uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from hydranet.model.config import ModelConfig
+from hydranet.model.fusion import BevFusion
+from hydranet.model.hydranet import HydraNet
+from hydranet.model.neck import FPN
+from hydranet.model.registry import create_trunk
+from hydranet.tasks.base import HeadContext, Task, create_task
+
+
+@dataclass
+class ModelParts:
+    """What ``HydraNet`` composes. ``fusion`` is None when no task reads BEV features."""
+
+    trunk: nn.Module
+    neck: nn.Module
+    fusion: nn.Module | None
+    tasks: dict[str, Task]
+    heads: nn.ModuleDict
+    head_context: HeadContext
+
+
+def build_tasks(cfg: ModelConfig) -> dict[str, Task]:
+    """The configured tasks (config order); ``ValueError`` for an empty list or an unknown feature space."""
+    if not cfg.tasks:
+        raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
+    tasks: dict[str, Task] = {}
+    for name, options in cfg.tasks.items():
+        task = create_task(name, **options)
+        if task.space not in ("camera", "bev"):
+            raise ValueError(f"task '{name}' declares space '{task.space}', expected 'camera' or 'bev'")
+        tasks[name] = task
+    return tasks
+
+
+def build_parts(cfg: ModelConfig) -> ModelParts:
+    """Every part of the network ``cfg`` describes, freshly initialised (draws from torch's RNG)."""
+    if not cfg.tasks:
+        raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
+    trunk = create_trunk(cfg.trunk.name, cfg.trunk.pretrained, **cfg.trunk.options())
+    neck = FPN(trunk.out_channels, trunk.strides, cfg.neck.channels, cfg.neck.min_level)
+    tasks = build_tasks(cfg)
+    grid = cfg.grid.to_grid()
+    fusion = None
+    if any(t.space == "bev" for t in tasks.values()):
+        f = cfg.fusion
+        temporal = f.temporal.model_dump() if f.temporal is not None else None
+        fusion = BevFusion(grid, cfg.neck.channels, cfg.bev_channels, f.heights, f.levels, f.stride, f.channels,
+                           f.encoder_blocks, temporal, f.min_depth)
+    ctx = HeadContext(camera_channels=cfg.neck.channels, camera_strides=dict(neck.strides),
+                      bev_channels=cfg.bev_channels, grid=grid, image_hw=tuple(cfg.image_size),
+                      num_cameras=cfg.num_cameras)
+    heads = nn.ModuleDict({name: task.build_head(ctx) for name, task in tasks.items()})
+    return ModelParts(trunk, neck, fusion, tasks, heads, ctx)
+
+
+def create_model(cfg: ModelConfig | str | dict) -> HydraNet:
+    """A ``HydraNet`` from a ``ModelConfig``, a preset name (``MODEL_PRESETS``) or a config dict.
+    Raises ``KeyError`` for an unknown preset/trunk/task and ``ValueError`` (pydantic's
+    ``ValidationError``) naming the field of an invalid config."""
+    if isinstance(cfg, str):
+        cfg = ModelConfig.preset(cfg)
+    elif isinstance(cfg, dict):
+        cfg = ModelConfig.model_validate(cfg)
+    p = build_parts(cfg)
+    return HydraNet(p.trunk, p.neck, p.tasks, p.heads, p.head_context, fusion=p.fusion, cfg=cfg)
