@@ -58,6 +58,7 @@ class CheckpointWriteError(CheckpointError):
 
 
 def tensor_bytes(t: Tensor) -> bytes:
+    """The raw bytes of ``t`` (detached, on CPU, contiguous, any dtype) in row-major order."""
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
@@ -73,6 +74,7 @@ def trunk_hash(model_or_state: nn.Module | dict[str, Tensor], prefixes: tuple[st
 
 
 def b64_tensor(t: Tensor) -> str:
+    """``tensor_bytes(t)`` as a base64 string, for storing RNG states in ``state.json``."""
     return base64.b64encode(tensor_bytes(t)).decode()
 
 
@@ -89,6 +91,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the torch CPU (and, when present and available, CUDA) RNG states written by ``rng_state``."""
     torch.set_rng_state(_unb64(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
@@ -128,6 +131,9 @@ def _tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer, param_names: list[str]) -> tuple[dict[str, Tensor], dict]:
+    """Split ``opt.state_dict()`` into safetensors-storable tensors (``"<index>.<key>"``, e.g. AdamW
+    ``exp_avg``) and JSON metadata (param groups, scalar state such as ``step``, and ``param_names``, the
+    parameter name of each index, checked on resume)."""
     sd = opt.state_dict()
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -143,6 +149,10 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer, param_names: list[str]) -> 
 
 def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any],
                            param_names: list[str], where: str) -> None:
+    """Load optimizer state written by ``optimizer_to_tensors`` into ``opt``.
+
+    Raises ``CheckpointError`` naming ``where`` when the checkpoint's parameter names differ from
+    ``param_names`` (a different task set or frozen modules than the run that saved it)."""
     if meta["param_names"] != param_names:
         missing = sorted(set(meta["param_names"]) ^ set(param_names))[:5]
         raise CheckpointError(f"{where}: optimizer parameters differ from this run's (e.g. {missing}); "
@@ -254,6 +264,10 @@ def _pointer_name(parent: Path) -> str | None:
 
 @dataclass
 class Checkpoint:
+    """A loaded checkpoint directory: ``state`` is ``state.json`` (config, step, RNG, balancer, ...),
+    ``model`` the ``model.safetensors`` tensors by state_dict name, ``optimizer`` the
+    ``optimizer.safetensors`` tensors (empty when loaded with ``optimizer=False`` or absent)."""
+
     path: Path
     state: dict[str, Any]
     model: dict[str, Tensor]

@@ -15,4 +15,5 @@ from hydranet.cli.app import app
 
 
 def main() -> None:
+    """Entry point of the ``hydranet`` console script (``pyproject.toml``): run the typer app."""
     app()

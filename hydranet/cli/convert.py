@@ -49,6 +49,8 @@ def parse_extra_options(args: list[str]) -> dict[str, object]:
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
+    """Parse ``--image-size`` ``"HxW"`` (pixels) into ``(H, W)``; ``None`` passes through.
+    Raises ``typer.BadParameter`` (exit 2) for a malformed value or a side under 8 pixels."""
     if text is None:
         return None
     try:

@@ -38,6 +38,9 @@ from hydranet.engine.track import boxes_to_ego, boxes_to_world, smooth_track, tr
 
 @dataclass
 class AutoLabelConfig:
+    """Auto-labeller settings: score/confidence cut-offs in [0, 1], the clip and smoothing windows in
+    frames, the 3D association gate in metres (ego/world frame), and the teacher's batch size."""
+
     min_score: float = 0.3  # teacher detections kept as track evidence / single-frame labels
     min_confidence: float = 0.3  # boxes/lights below this are not written
     min_frame_confidence: float = 0.0  # frames whose mean confidence is below this are dropped
@@ -261,4 +264,5 @@ def autolabel_items(queue: list[dict[str, Any]], pool: Dataset, teacher: Any, te
 
 
 def pool_frame(s: Sample) -> str:
+    """The pool frame id ``"<scene_id>#<frame_index>"`` of ``s`` (the key used in queues and records)."""
     return f"{s.scene_id}#{s.frame_index}"

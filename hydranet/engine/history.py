@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # the loop imports this module; the type is only for annotati
 
 
 def history_rows(v: Vacation) -> list[dict[str, Any]]:
+    """One summary row per iteration directory of ``v`` (1, 2, ... while ``iter_NNN`` exists), built
+    from the stage records: mined frames, labeller and cost, added frames, suite metrics, gate, promotion."""
     rows = []
     it = 1
     while v.iter_dir(it).exists():
@@ -54,6 +56,8 @@ def _head(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def write_history(v: Vacation) -> list[dict[str, Any]]:
+    """Write ``history.jsonl`` (atomically), the ``history.png`` chart, the HTML page and
+    ``status.json`` under ``v.out``; returns the rows of ``history_rows``."""
     rows = history_rows(v)
     tmp = v.out / ".tmp-history.jsonl"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -45,6 +45,8 @@ def label_cost(labels: dict[str, Any]) -> dict[str, int]:
 
 @dataclass
 class Labelled:
+    """One labelled frame: the ``Sample`` with its new labels and its JSON record (provenance, confidence, cost)."""
+
     sample: Sample
     record: dict[str, Any]  # provenance, confidence, cost (JSON-serialisable)
 

@@ -38,6 +38,9 @@ MAX_ERROR_MESSAGES = 20
 
 @dataclass
 class Candidate:
+    """One scored pool frame: weighted total ``score``, per-trigger ``scores`` (``None`` = the trigger
+    raised) and ``reasons``, and the L2-normalised float16 ``embedding`` [D] used for diverse selection."""
+
     index: int  # into the pool dataset
     frame_id: str  # "<scene_id>#<frame_index>"
     scene_id: str
@@ -58,6 +61,9 @@ class Candidate:
 
 @dataclass
 class MineResult:
+    """The outcome of ``mine``: the queue rows (pick order), frames scored over all ranks, trigger
+    error counts and messages, mean score per trigger, the selection radius and the wall time (s)."""
+
     queue: list[dict[str, Any]]
     frames: int  # frames scored (all ranks)
     errors: dict[str, int]  # trigger -> frames it raised on
@@ -69,6 +75,11 @@ class MineResult:
 
 
 def build_triggers(specs: list[tuple[str, float, dict[str, Any]]], tasks: list[str]) -> list[tuple[Trigger, float]]:
+    """Instantiate ``(name, weight, options)`` specs as ``(Trigger, weight)`` pairs and ``check`` each
+    against the model's ``tasks``.
+
+    Raises ``TriggerError`` for a duplicated trigger (``condition``, ``entropy`` and ``rare`` may repeat
+    with other options), a negative or non-finite weight, an unknown name or a missing head."""
     out = []
     names = [n for n, _, _ in specs]
     dup = sorted({n for n in names if names.count(n) > 1 and n not in ("condition", "entropy", "rare")})
@@ -215,6 +226,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
 
 
 def env_world_size() -> int:
+    """``WORLD_SIZE`` from the environment (set by ``torchrun``), 1 when unset."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 

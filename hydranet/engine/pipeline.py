@@ -35,6 +35,10 @@ class _Strict(BaseModel):
 
 
 class MineStage(_Strict):
+    """``mine:`` of a pipeline file: trigger spec string, frames labelled per iteration (``budget``),
+    ``oversample`` factor for diverse selection, selection ``radius``, pool ``limit``, and an optional
+    deployed ONNX graph for the shadow trigger (``"current"`` = the promoted export)."""
+
     triggers: str = "entropy:task=drivable,light_margin,flicker"
     budget: int = Field(16, ge=1)  # frames labelled per iteration
     oversample: int = Field(4, ge=1)
@@ -45,6 +49,9 @@ class MineStage(_Strict):
 
 
 class LabelStage(_Strict):
+    """``label:`` of a pipeline file: ``oracle`` (the pool's own labels, optionally only ``labels``) or
+    ``auto`` (a ``teacher`` checkpoint with confidence cut-offs in [0, 1] and a clip radius in frames)."""
+
     kind: Literal["oracle", "auto"] = "oracle"
     teacher: str | None = None  # auto: the teacher checkpoint
     labels: list[str] | None = None  # oracle: keep only these labels (None = all the pool has)
@@ -54,6 +61,10 @@ class LabelStage(_Strict):
 
 
 class TrainStage(_Strict):
+    """``train:`` of a pipeline file: ``finetune`` (all heads or ``tasks``) or ``heads`` (head-only on
+    cached trunk features; ``tasks`` required), the step count, an optional learning rate and
+    ``--set``-style config overrides."""
+
     mode: Literal["finetune", "heads"] = "finetune"
     steps: int = Field(100, ge=1)
     tasks: list[str] | None = None  # heads: the heads to train (required); finetune: None = all
@@ -62,17 +73,25 @@ class TrainStage(_Strict):
 
 
 class EvalStage(_Strict):
+    """``eval:`` of a pipeline file: the regression suites (at least one), an optional frame cap and batch size."""
+
     suites: list[str] = Field(min_length=1)
     frames: int | None = Field(None, ge=1)
     batch_size: int = Field(4, ge=1)
 
 
 class ExportStage(_Strict):
+    """``export:`` of a pipeline file: whether a promoted candidate is exported to ONNX, and which heads."""
+
     enabled: bool = True
     tasks: list[str] | None = None
 
 
 class Pipeline(_Strict):
+    """A data-engine pipeline file: the unlabelled ``pool``, the starting ``model`` checkpoint, an
+    optional train config, and the stages run each iteration (mine → label → train → eval/gate →
+    export → promote). Unknown fields are errors (strict)."""
+
     pool: str
     model: str
     train_config: str | None = None
@@ -95,6 +114,11 @@ def _resolve(base: Path, value: str | None) -> str | None:
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline YAML; relative paths (pool, model, train config, suites, teacher)
+    resolve against the file's directory.
+
+    Raises ``PipelineError`` naming the file and field: unreadable file, invalid YAML, not a mapping,
+    a validation error, ``label.kind: auto`` without ``teacher``, ``train.mode: heads`` without ``tasks``."""
     p = Path(path)
     try:
         tree = yaml.safe_load(p.read_text())

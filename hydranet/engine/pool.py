@@ -79,6 +79,7 @@ def load_mining_model(spec: str | Path, device: str = "cpu") -> Any:
 
 
 def model_tasks(model: Any) -> list[str]:
+    """The task names of a ``HydraNet`` (``task_objects``) or a ``DeployedModel`` (``tasks``)."""
     return list(getattr(model, "task_objects", None) or model.tasks)
 
 

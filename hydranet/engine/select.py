@@ -21,6 +21,10 @@ import numpy as np
 
 @dataclass
 class Selection:
+    """Diverse selection result: candidate indices in pick order; for each pick the position (in
+    ``order``) of its nearest earlier pick (-1 for the first) and the embedding distance to it; the
+    ``radius`` the selection used."""
+
     order: list[int]  # candidate indices in pick order
     nearest: list[int]  # per pick: index (into ``order``) of the closest earlier pick, -1 for the first
     distance: list[float]  # per pick: distance to that earlier pick
@@ -37,6 +41,7 @@ def auto_radius(emb: np.ndarray) -> float:
 
 
 def pairwise(emb: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrix ``[M, M]`` between the rows of ``emb`` ``[M, D]`` (clamped at 0 before the root)."""
     sq = (emb * emb).sum(1)
     return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * emb @ emb.T, 0.0))
 

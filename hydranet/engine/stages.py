@@ -40,6 +40,9 @@ def _labelled_before(v: Vacation, it: int) -> set[int]:
 
 
 def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
+    """Mine stage: score the pool with the current model's triggers, pick ``budget`` diverse frames and
+    write ``iter_NNN/queue/`` (``queue.jsonl``, ``queue.html``, ``mined.png``); frames labelled in earlier
+    iterations are excluded. Returns the stage record."""
 
     m = v.pipe.mine
     cur = v.current()
@@ -105,6 +108,9 @@ def mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int
 
 
 def stage_label(v: Vacation, it: int) -> dict[str, Any]:
+    """Label stage: label the queued frames with the oracle (the pool's labels) or the auto-labeller
+    (teacher checkpoint, tracking and voting over a clip) into ``iter_NNN/labels``; returns the record
+    with the label cost."""
 
     lab = v.pipe.label
     queue = read_queue(v.record(it, "mine")["queue"])  # type: ignore[index]
@@ -126,11 +132,14 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def base_config(v: Vacation) -> Any:
+    """The pipeline's train config (its file, or the model checkpoint's) with ``train.overrides`` applied."""
 
     return load_train_config(v.pipe.train_config, list(v.pipe.train.overrides), v.pipe.model)
 
 
 def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
+    """Dataset stage: write ``iter_NNN/dataset_manifest.json``: the base datasets plus every labelled
+    shard directory of iterations 1..``it``. Returns the record."""
 
     base = config_to_dict(base_config(v))["data"]["datasets"]
     shards = []
@@ -148,6 +157,8 @@ def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def train_config(v: Vacation, it: int) -> Any:
+    """The iteration's train config: ``base_config`` plus the manifest's labelled shards as datasets,
+    the stage's step count and learning rate, and a checkpoint every quarter of the steps."""
 
     tree = config_to_dict(base_config(v))
     data = json.loads((v.iter_dir(it) / "dataset_manifest.json").read_text())
@@ -163,6 +174,8 @@ def train_config(v: Vacation, it: int) -> Any:
 
 
 def stage_train(v: Vacation, it: int) -> dict[str, Any]:
+    """Train stage: fine-tune from the current checkpoint (or train heads on cached trunk features),
+    resuming when ``iter_NNN/train`` holds a checkpoint; returns the candidate checkpoint path."""
 
     cfg = train_config(v, it)
     out = v.iter_dir(it) / "train"
@@ -194,6 +207,8 @@ def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: 
 
 
 def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
+    """Eval stage: run every suite on the current and the candidate model (same frames) and return
+    their metrics and the gate rows (paired frame-bootstrap, see ``hydranet.eval.gate``)."""
 
     e = v.pipe.eval
     cur = load_mining_model(v.current()["checkpoint"])
@@ -210,6 +225,7 @@ def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
+    """Gate stage: passed when no gate row of the eval stage failed; failures are listed with their reason."""
     rows = v.record(it, "eval")["gate_rows"]  # type: ignore[index]
     failures = [{"suite": r["suite"], "task": r["task"], "metric": r["metric"], "baseline": r["baseline"],
                  "candidate": r["candidate"], "reason": r["reason"]} for r in rows if r["status"] == "fail"]
@@ -219,6 +235,8 @@ def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def stage_export(v: Vacation, it: int) -> dict[str, Any]:
+    """Export stage: export the candidate to ``iter_NNN/export/model.onnx`` when the gate passed and
+    export is enabled."""
     if not v.record(it, "gate")["passed"]:  # type: ignore[index]
         return {"onnx": None, "summary": "skipped: the gate failed"}
     if not v.pipe.export.enabled:
@@ -230,6 +248,8 @@ def stage_export(v: Vacation, it: int) -> dict[str, Any]:
 
 
 def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
+    """Promote stage: when the gate passed, point ``current.json`` at the candidate checkpoint (and its
+    ONNX export) atomically, so the next iteration mines with it."""
 
     gate_rec = v.record(it, "gate")
     if not gate_rec["passed"]:  # type: ignore[index]

@@ -29,6 +29,7 @@ from hydranet.engine.triggers.projection import box_iou
 
 
 def yaw_of(T: Tensor) -> float:
+    """Yaw (radians, about +z) of the rotation in the homogeneous transform ``T`` [4, 4]."""
     return math.atan2(float(T[1, 0]), float(T[0, 0]))
 
 
@@ -56,6 +57,10 @@ def boxes_to_ego(boxes: Tensor, T_world_from_ego: Tensor) -> Tensor:
 
 @dataclass
 class Track:
+    """A teacher track over the frames of a clip: per observation the frame index, the box (world-frame
+    [7] x, y, z (m), l, w, h (m), yaw (rad) for 3D objects; image xyxy [4] pixels for lights), score,
+    class or light state, governed lane (lights) and the camera (lights)."""
+
     frames: list[int] = field(default_factory=list)
     boxes: list[Tensor] = field(default_factory=list)  # world [7] (3D) or image xyxy [4] (lights)
     scores: list[float] = field(default_factory=list)
@@ -64,6 +69,8 @@ class Track:
     camera: int = -1
 
     def vote(self, around: int | None = None, window: int = 10**9) -> int:
+        """The score-weighted majority label over observations within ``window`` frames of ``around``
+        (all frames when ``around`` is None); the first label when none is in the window."""
         weights: dict[int, float] = {}
         for f, s, lab in zip(self.frames, self.scores, self.labels, strict=True):
             if around is None or abs(f - around) <= window:

@@ -53,19 +53,24 @@ class Vacation:
 
     # ---- state ---------------------------------------------------------------------------
     def current(self) -> dict[str, Any]:
+        """``current.json`` (the promoted checkpoint, its ONNX and iteration), or the pipeline's starting model."""
         p = self.out / "current.json"
         if p.exists():
             return json.loads(p.read_text())
         return {"checkpoint": self.pipe.model, "onnx": None, "iteration": 0}
 
     def record(self, it: int, stage: str) -> dict[str, Any] | None:
+        """The JSON record of ``stage`` in iteration ``it``, or None when that stage has not finished."""
         p = self.iter_dir(it) / f"{stage}.json"
         return json.loads(p.read_text()) if p.exists() else None
 
     def iter_dir(self, it: int) -> Path:
+        """The directory of iteration ``it`` (``<out>/iter_NNN``)."""
         return self.out / f"iter_{it:03d}"
 
     def run(self) -> list[dict[str, Any]]:
+        """Run every unfinished stage of every iteration in order, writing each record atomically (so a
+        killed run resumes at the first missing stage), and the history after each iteration; returns its rows."""
 
         rows = []
         for it in range(1, self.pipe.iterations + 1):

@@ -25,6 +25,10 @@ from hydranet.eval.suite import SuiteError, lower_is_better
 
 @dataclass
 class GateRow:
+    """One gated metric of one task: baseline and candidate values, the oriented change ``delta``
+    (> 0 is better), its bootstrap confidence interval [``low``, ``high``], the allowed regression
+    ``tolerance``, and ``status`` ``pass``/``fail``/``skipped`` with a reason."""
+
     suite: str
     task: str
     metric: str

@@ -140,6 +140,8 @@ DRAW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def draw_groups(tasks: list[str]) -> list[tuple[str, list[str]]]:
+    """Group ``tasks`` into the report's picture panels (objects, road, depth, then one panel per other
+    task); empty groups are dropped."""
     groups = [(name, [t for t in members if t in tasks]) for name, members in DRAW_GROUPS]
     known = {t for _, members in DRAW_GROUPS for t in members}
     groups += [(t, [t]) for t in tasks if t not in known]

@@ -30,6 +30,8 @@ from hydranet.world import SyntheticWorld
 
 @dataclass(frozen=True)
 class FrameId:
+    """One suite frame: scenario name, world seed and frame index in that world (``scenario/seedS#I``)."""
+
     scenario: str
     seed: int
     index: int
@@ -50,6 +52,7 @@ class TaskEval:
 
     @property
     def headline(self) -> str:
+        """The headline metric's name: the first key of ``metrics``."""
         return next(iter(self.metrics))
 
     def frame_scores(self) -> np.ndarray:
@@ -130,6 +133,7 @@ class Worlds:
         return self._cache[key]
 
     def sample(self, frame: FrameId) -> Sample:
+        """The ``Sample`` of ``frame`` (its world is built once and cached)."""
         return self(frame.scenario, frame.seed)[frame.index]
 
 
@@ -298,6 +302,8 @@ def to_jsonable(x: Any) -> Any:
 
 
 def run_to_json(run: SuiteRun, checks: list[Check]) -> dict[str, Any]:
+    """A JSON-ready report of one suite run: suite fields, frame count, seconds, overall pass, and per
+    task the metrics and threshold checks."""
     s = run.suite
     return to_jsonable({
         "suite": s.name, "path": s.path, "description": s.description, "frames": len(run.frames),

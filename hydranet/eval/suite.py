@@ -49,22 +49,28 @@ class SuiteError(ValueError):
 
 
 def lower_is_better(metric: str) -> bool:
+    """True for error metrics (``abs_rel``, ``rmse``, nuScenes ``ate``/``ase``/``aoe``/``ave``, ``flicker``);
+    ``name/sub`` uses its prefix."""
     return metric.split("/")[0] in LOWER_IS_BETTER
 
 
 class Threshold(BaseModel):
+    """An absolute pass condition on a metric, ``>= value`` or ``<= value``; NaN never passes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     op: str  # ">=" or "<="
     value: float
 
     @classmethod
     def parse(cls, text: Any) -> Threshold:
+        """Parse ``'>= 0.5'``/``'<= 0.3'``; ``ValueError`` for anything else."""
         m = _THRESHOLD.match(str(text))
         if not m:
             raise ValueError(f"threshold must look like '>= 0.5' or '<= 0.3', got {text!r}")
         return cls(op=m.group(1), value=float(m.group(2)))
 
     def passes(self, x: float) -> bool:
+        """Whether ``x`` meets the threshold (False for NaN: the metric could not be measured)."""
         if x != x:  # NaN never passes: the metric could not be measured
             return False
         return x >= self.value if self.op == ">=" else x <= self.value
@@ -74,6 +80,9 @@ class Threshold(BaseModel):
 
 
 class TaskSpec(BaseModel):
+    """Per-task suite settings: absolute ``thresholds`` per metric and the gate's allowed regression
+    ``tolerance`` per metric (>= 0)."""
+
     model_config = ConfigDict(extra="forbid")
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     tolerance: dict[str, float] = Field(default_factory=dict)
@@ -95,6 +104,11 @@ class TaskSpec(BaseModel):
 
 
 class Suite(BaseModel):
+    """An evaluation suite file: scenarios (``WorldConfig`` overrides) × a seed range [start, stop),
+    ``frames`` frames (or clips of ``sequence`` frames), per-task thresholds/tolerances, dead cameras,
+    and the gate's bootstrap resamples and confidence. Validated strictly at load (``ValidationError``
+    naming the field)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
@@ -150,7 +164,10 @@ class Suite(BaseModel):
         n = min(self.frames, world_len)
         return sorted({int(i) for i in np.linspace(0, world_len - 1, n).round()})
 
+
     def tolerances(self, task: str, headline: str) -> dict[str, float]:
+        """The gate's allowed regression per metric of ``task``: its ``tolerance`` map, else
+        ``default_tolerance`` on ``headline``."""
         spec = self.tasks[task]
         return dict(spec.tolerance) if spec.tolerance else {headline: self.default_tolerance}
 

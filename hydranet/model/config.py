@@ -47,6 +47,8 @@ class TrunkConfig(BaseModel):
 
 
 class NeckConfig(_Strict):
+    """FPN neck (Lin et al. 2017): output ``channels`` and the finest level (2 = stride 4, 3 = stride 8)."""
+
     channels: int = Field(64, ge=1)
     min_level: int = Field(2, ge=2, le=5, description="finest FPN level: 2 = stride 4 (p2..p5), 3 = stride 8")
 
@@ -61,6 +63,11 @@ class TemporalConfig(_Strict):
 
 
 class FusionConfig(_Strict):
+    """Camera-to-BEV fusion (Simple-BEV, Harley et al. 2023: bilinear sampling at 3D reference points):
+    reference heights (ego z, metres), FPN levels sampled, fusion stride relative to the BEV grid,
+    channels, BEV encoder blocks, optional temporal memory (``true`` = defaults) and the minimum
+    camera depth (camera z, metres) a point is sampled at."""
+
     heights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0], min_length=1,
                                  description="reference-point heights above the ground (ego z, metres)")
     levels: list[str] = Field(default_factory=lambda: ["p3"], min_length=1, description="FPN levels sampled")

@@ -138,6 +138,9 @@ class BevSampler(nn.Module):
 
 
 class ResBlock(nn.Module):
+    """ResNet basic block (He et al. 2016): two 3×3 conv-BN with ReLU, 1×1 projection shortcut when the
+    shape changes; ``[B, cin, H, W]`` → ``[B, cout, H/stride, W/stride]``."""
+
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)

@@ -267,6 +267,8 @@ class HydraNet(nn.Module):
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
                       **kwargs: Any) -> dict[str, dict[str, Tensor]]:
+        """``forward`` on a ``Batch``: its uint8 images [B, N, 3, H, W], intrinsics K [B, N, 3, 3] and
+        T_ego_from_cam [B, N, 4, 4]; ``kwargs`` (e.g. ``camera_valid``) pass through to ``forward``."""
         return self(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks, **kwargs)
 
     # ----------------------------------------------------------------------------------------

@@ -98,25 +98,31 @@ class TemporalState:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
+        """The field names, in exported-graph order."""
         return tuple(f.name for f in fields(cls))
 
     def tensors(self) -> tuple[Tensor, ...]:
+        """The fields as a tuple, in ``names()`` order."""
         return tuple(getattr(self, n) for n in self.names())
 
     @classmethod
     def from_tensors(cls, tensors: tuple[Tensor, ...] | list[Tensor]) -> TemporalState:
+        """Build from tensors in ``names()`` order; ``ValueError`` when the count is wrong."""
         if len(tensors) != len(cls.names()):
             raise ValueError(f"TemporalState needs {len(cls.names())} tensors {cls.names()}, got {len(tensors)}")
         return cls(*tensors)
 
     def detach(self) -> TemporalState:
+        """A copy with every tensor detached (truncated backprop through time)."""
         return TemporalState(*(t.detach() for t in self.tensors()))
 
     def to(self, device: torch.device | str) -> TemporalState:
+        """A copy with every tensor on ``device``."""
         return TemporalState(*(t.to(device) for t in self.tensors()))
 
     @property
     def batch_size(self) -> int:
+        """B, the batch size of the state."""
         return self.hidden.shape[0]
 
     def nbytes(self) -> int:
@@ -177,6 +183,7 @@ class TemporalMemory(nn.Module):
 
     @property
     def queue_length(self) -> int:
+        """Q = ``time_queue + space_queue``, the number of queued BEV maps."""
         return self.time_queue + self.space_queue
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> TemporalState:

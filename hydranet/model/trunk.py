@@ -100,6 +100,8 @@ TRUNK_PRESETS: dict[str, RegNetSpec] = {
 
 
 class ConvBnAct(nn.Sequential):
+    """Conv2d (same padding, no bias) → BatchNorm2d → optional ReLU."""
+
     def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
                                    nn.BatchNorm2d(cout)]
@@ -109,6 +111,8 @@ class ConvBnAct(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al. 2018) channel gating, as in RegNetY; shape preserved [B, C, H, W]."""
+
     def __init__(self, channels: int, squeeze: int):
         super().__init__()
         self.reduce = nn.Conv2d(channels, squeeze, 1)
@@ -216,6 +220,8 @@ for _name in TRUNK_PRESETS:
 
 
 class TimmOptions(TrunkOptions):
+    """Options of the ``timm:<model_name>`` trunk: the timm model name."""
+
     model_name: str
 
 

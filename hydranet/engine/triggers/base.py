@@ -53,9 +53,11 @@ class BatchContext:
     _probs: dict[str, list[Tensor]] = field(default_factory=dict)
 
     def tasks(self) -> dict[str, Any]:
+        """The model's task objects by name (``task_objects`` of a HydraNet, ``tasks`` of a DeployedModel)."""
         return getattr(self.model, "task_objects", None) or getattr(self.model, "tasks", {})
 
     def has(self, task: str) -> bool:
+        """True when the batch's raw outputs include ``task``."""
         return task in self.outputs
 
     def decoded(self, task: str) -> list[Any]:
@@ -71,6 +73,8 @@ class BatchContext:
         return self._probs[task]
 
     def shadow_decoded(self, task: str) -> list[Any]:
+        """Decoded outputs of ``task`` from the deployed (shadow) graph for every frame, cached.
+        Raises ``TriggerError`` when no shadow graph was given."""
         if self.shadow_outputs is None or self.shadow is None:
             raise TriggerError("shadow outputs are not available: pass the deployed graph (--shadow model.onnx)")
         if task not in self._shadow_decoded:
@@ -87,22 +91,27 @@ class FrameContext:
 
     @property
     def frame_id(self) -> str:
+        """``"<scene_id>#<frame_index>"`` of this frame."""
         b = self.ctx.batch
         return f"{b.scene_id[self.i]}#{int(b.frame_index[self.i])}"
 
     @property
     def scene_id(self) -> str:
+        """The frame's scene id."""
         return self.ctx.batch.scene_id[self.i]
 
     @property
     def frame_index(self) -> int:
+        """The frame's index within its scene."""
         return int(self.ctx.batch.frame_index[self.i])
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """The source's metadata for this frame (e.g. ``lighting``, ``fog``); may be empty."""
         return self.ctx.metadata[self.i]
 
     def decoded(self, task: str) -> Any:
+        """This frame's decoded outputs of ``task`` (see ``BatchContext.decoded``)."""
         return self.ctx.decoded(task)[self.i]
 
 
@@ -132,6 +141,8 @@ TRIGGERS: dict[str, type[Trigger]] = {}
 
 
 def register_trigger(cls: type[Trigger]) -> type[Trigger]:
+    """Class decorator: add a ``Trigger`` subclass to ``TRIGGERS`` under its ``name``.
+    Raises ``ValueError`` when another class already holds that name."""
     if cls.name in TRIGGERS and TRIGGERS[cls.name] is not cls:
         raise ValueError(f"trigger '{cls.name}' registered twice ({TRIGGERS[cls.name].__module__}, {cls.__module__})")
     TRIGGERS[cls.name] = cls

@@ -19,6 +19,11 @@ CONDITIONS = ("night", "dusk", "fog")
 
 @register_trigger
 class Condition(Trigger):
+    """``condition:name=night|dusk|fog`` — frames in a rare driving condition. Uses the source's
+    metadata when it has it (``lighting``; ``fog`` extinction per metre), else the images: mean luma
+    (0-255) below ``dark``/``dim``, or upper-image contrast below ``contrast`` for fog.
+    Raises ``TriggerError`` for an unknown condition."""
+
     name = "condition"
 
     def __init__(self, name: str = "night", dark: float = 60.0, dim: float = 95.0, contrast: float = 28.0,
@@ -29,6 +34,8 @@ class Condition(Trigger):
         self.condition, self.dark, self.dim, self.contrast, self.fog_min = name, dark, dim, contrast, fog_min
 
     def score(self, frame: FrameContext) -> Score:
+        """1 for a metadata hit (0 for a miss), else a ramp in [0, 1] of how far brightness/contrast
+        lies below its level."""
         meta = frame.metadata
         c = self.condition
         if c in ("night", "dusk") and "lighting" in meta:

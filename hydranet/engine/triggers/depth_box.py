@@ -16,6 +16,10 @@ from hydranet.geometry import box_corners, invert_transform, transform_points
 
 @register_trigger
 class DepthBox(Trigger):
+    """``depth_box`` — the depth head sees through confident 3D boxes: in the box's projected image
+    rectangle the median predicted depth (camera z, metres) lies more than ``margin`` m beyond the box's
+    farthest corner. Needs ``objects3d`` and ``depth``."""
+
     name = "depth_box"
     tasks = ("objects3d", "depth")
 
@@ -24,6 +28,7 @@ class DepthBox(Trigger):
         self.min_score, self.margin = min_score, margin
 
     def score(self, frame: FrameContext) -> Score:
+        """Fraction of confident in-view 3D boxes (score >= ``min_score``) that the depth map sees through."""
         b = frame.ctx.batch
         d3 = frame.decoded("objects3d")
         depth = frame.decoded("depth")  # [N, H, W] metres

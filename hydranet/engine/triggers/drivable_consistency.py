@@ -17,6 +17,10 @@ from hydranet.geometry import invert_transform, project, transform_points
 
 @register_trigger
 class DrivableConsistency(Trigger):
+    """``drivable_consistency`` — the camera drivable mask and the BEV ``bev_class`` map disagree: BEV cell
+    centres (ego frame, ground z = 0, within ``max_range`` m) are projected into each camera (OpenCV
+    frame, K) and the two probabilities compared at 0.5."""
+
     name = "drivable_consistency"
     tasks = ("drivable", "bev_semantic")
 
@@ -25,6 +29,7 @@ class DrivableConsistency(Trigger):
         self.max_range, self.bev_class = max_range, bev_class
 
     def score(self, frame: FrameContext) -> Score:
+        """Fraction of projected BEV cells where camera and BEV disagree; the reason names the worst camera."""
         ctx = frame.ctx
         b = ctx.batch
         task = ctx.tasks()["bev_semantic"]

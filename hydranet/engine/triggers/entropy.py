@@ -43,6 +43,8 @@ class Entropy(Trigger):
         self.tasks = (task,)  # type: ignore[misc]
 
     def score(self, frame: FrameContext) -> Score:
+        """Dense tasks: 4 × the fraction of pixels with binary entropy above ``threshold`` bits (capped at 1).
+        Heatmap tasks: the fraction of peaks (>= ``min_peak``) whose score lies in [``low``, ``high``]."""
         ctx = frame.ctx
         if self.task in DENSE:
             p = ctx.probabilities(self.task)[frame.i]

@@ -27,6 +27,11 @@ from hydranet.geometry import invert_transform, transform_points
 
 @register_trigger
 class Flicker(Trigger):
+    """``flicker`` — detections that are unstable between consecutive frames of a sequence: traffic
+    lights that vanish, appear or change state (image IoU < ``iou``), and 3D objects (ego-motion
+    compensated, matched within ``match_m`` m, ignoring the ``edge_m`` m at the grid edge) that vanish or
+    appear. Stateful: frames must arrive in order."""
+
     name = "flicker"
 
     def __init__(self, min_score: float = 0.3, iou: float = 0.3, match_m: float = 2.5, edge_m: float = 4.0) -> None:
@@ -35,6 +40,7 @@ class Flicker(Trigger):
         self._prev: dict[str, Any] | None = None
 
     def check(self, model_tasks: list[str]) -> None:
+        """Use the traffic_light and/or objects3d heads the model has; ``TriggerError`` when it has neither."""
         self.use = [t for t in ("traffic_light", "objects3d") if t in model_tasks]
         if not self.use:
             raise TriggerError("trigger 'flicker' needs a traffic_light or objects3d head; the model has "
@@ -54,6 +60,8 @@ class Flicker(Trigger):
         return cur
 
     def score(self, frame: FrameContext) -> Score:
+        """Flicker events (vanished + appeared + 2 × state changes) over the detections of both frames,
+        capped at 1; 0 on a sequence's first frame."""
         cur = self._current(frame)
         prev, self._prev = self._prev, cur
         if prev is None or prev["scene"] != cur["scene"] or prev["index"] != cur["index"] - 1:

@@ -15,6 +15,8 @@ from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register
 
 @register_trigger
 class LightMargin(Trigger):
+    """``light_margin`` — a confident traffic light whose two most likely states are close (CenterNet state heatmap)."""
+
     name = "light_margin"
     tasks = ("traffic_light",)
 
@@ -23,6 +25,8 @@ class LightMargin(Trigger):
         self.min_score = min_score
 
     def score(self, frame: FrameContext) -> Score:
+        """1 − the smallest top-1/top-2 state-probability margin over lights scoring >= ``min_score``
+        (read at each box centre)."""
         ctx = frame.ctx
         d = frame.decoded("traffic_light")
         keep = d["scores"] >= self.min_score

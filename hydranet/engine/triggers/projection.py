@@ -63,6 +63,10 @@ def project_boxes3d(boxes: Tensor, K: Tensor, T_ego_from_cam: Tensor,
 
 @register_trigger
 class Projection(Trigger):
+    """``projection`` — 3D and 2D detections disagree: confident 3D boxes projected into the cameras (ego →
+    OpenCV camera frame, K) that match no 2D box of the same class and camera (IoU < ``iou``), and 2D
+    boxes with no projected 3D box."""
+
     name = "projection"
     tasks = ("objects3d", "detection2d")
 
@@ -73,6 +77,7 @@ class Projection(Trigger):
         self.classes = classes or ["car", "truck", "pedestrian", "cone"]
 
     def score(self, frame: FrameContext) -> Score:
+        """Fraction of projected 3D boxes plus 2D boxes (of ``classes``, score >= ``min_score``) left unmatched."""
         b = frame.ctx.batch
         d3 = frame.decoded("objects3d")
         d2 = frame.decoded("detection2d")

@@ -18,6 +18,9 @@ def _as_list(v: str | list[str] | None) -> list[str]:
 
 @register_trigger
 class Rare(Trigger):
+    """``rare:classes=cone,states=red`` — frames with confident detections of rare object classes
+    (detection2d/objects3d) or traffic-light states. Raises ``TriggerError`` for an unknown class/state."""
+
     name = "rare"
 
     def __init__(self, classes: str | list[str] | None = "cone", states: str | list[str] | None = "red",
@@ -30,6 +33,8 @@ class Rare(Trigger):
                                f"states {LIGHT_STATES}")
 
     def check(self, model_tasks: list[str]) -> None:
+        """Choose the heads to read; ``TriggerError`` when the model has none that can see the requested
+        classes/states."""
         self.sources = [t for t in ("detection2d", "objects3d") if t in model_tasks and self.classes]
         self.lights = "traffic_light" in model_tasks and bool(self.states)
         if not self.sources and not self.lights:
@@ -37,6 +42,7 @@ class Rare(Trigger):
                                f"states); the model has {sorted(model_tasks)}")
 
     def score(self, frame: FrameContext) -> Score:
+        """Probability that at least one detection is real: 1 − ∏(1 − score) over matching detections."""
         miss, found = 1.0, []
         for task in self.sources:
             d = frame.decoded(task)

@@ -17,6 +17,10 @@ from hydranet.engine.triggers.projection import box_iou
 
 @register_trigger
 class Shadow(Trigger):
+    """``shadow`` — shadow mode: the candidate and the deployed ONNX graph disagree on the same frames
+    (masks: 1 − IoU; depth: mean |log ratio| capped at 1; lights: unmatched boxes; other detections:
+    relative difference in the number of confident boxes)."""
+
     name = "shadow"
     needs_shadow = True
 
@@ -25,9 +29,12 @@ class Shadow(Trigger):
         self.min_score = min_score
 
     def check(self, model_tasks: list[str]) -> None:
+        """Remember the candidate's tasks; the overlap with the deployed graph is checked when scoring."""
         self.model_tasks = list(model_tasks)
 
     def score(self, frame: FrameContext) -> Score:
+        """Mean disagreement in [0, 1] over the tasks both models have. Raises ``TriggerError`` without a
+        deployed graph or when the two share no task."""
         ctx = frame.ctx
         if ctx.shadow is None:
             raise TriggerError("trigger 'shadow' needs the deployed graph: pass --shadow model.onnx")
