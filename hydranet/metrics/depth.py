@@ -19,6 +19,7 @@ from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
 
 def bin_name(lo: float, hi: float) -> str:
+    """Key suffix of the depth bin ``[lo, hi)`` in metres: ``"10-20m"``, or ``"80m+"`` when ``hi`` is infinite."""
     return f"{lo:g}-{hi:g}m" if np.isfinite(hi) else f"{lo:g}m+"
 
 
@@ -35,6 +36,8 @@ class DepthMetric(FrameMetric):
         super().__init__()
 
     def frame_record(self, pred: Any, target: Any, where: str) -> np.ndarray:
+        """Per-bin sums ``[4, bins]`` float64 over one frame's valid pixels: count, Σ AbsRel, Σ squared error
+        (m²), count of δ<1.25. Raises ``ValueError`` on a non-tensor input or camera dims that differ."""
         pred, target = to_tensor(pred, f"{where} prediction"), to_tensor(target, f"{where} target")
         pred = pred.to(target.device)
         if pred.ndim == target.ndim + 1 and pred.shape[-3] == 1:
@@ -59,6 +62,8 @@ class DepthMetric(FrameMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """``abs_rel``, ``rmse`` (m), ``delta1`` and per bin ``<metric>/<bin>`` and ``pixels/<bin>`` over
+        ``frames``; NaN where there are no pixels."""
         recs = self.records(frames)
         s = np.sum(recs, axis=0) if recs else np.zeros((4, len(self.bins) - 1))
         tot = s.sum(1)

@@ -130,6 +130,10 @@ class Detection2DMetric(FrameMetric):
         super().__init__()
 
     def frame_record(self, pred: Any, target: Any, where: str) -> dict[str, np.ndarray]:
+        """COCO matching of one frame, per (camera, class) image: dict of the detections' ``cls``, ``cam``,
+        ``score`` and ``matched``/``ignored`` flags ``[T=10, K]``, and ground-truth counts
+        ``npos [cameras, classes]``. Raises ``ValueError`` on missing keys, lengths that differ, or
+        class/camera indices out of range."""
         require(pred, ["boxes", "scores", self.class_key, "camera"], f"{where} prediction")
         require(target, ["boxes", self.class_key, "camera"], f"{where} target")
         p_boxes = as_numpy(pred["boxes"], np.float64).reshape(-1, 4)
@@ -218,6 +222,8 @@ class Detection2DMetric(FrameMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """``map`` (AP@[.5:.95]), ``ap50``, ``ap75``, ``ap/<class>`` and ``ap/<camera>`` (per-camera AP only
+        when ``keys`` is ``None`` or asks for it)."""
         prec = self.precision(frames)
         has_gt = prec[0, 0, :] > -1
         per_class = np.where(has_gt, prec.mean(axis=(0, 1)), np.nan)

@@ -85,6 +85,8 @@ def accumulate(score: np.ndarray, order_key: np.ndarray, matched: np.ndarray, er
 
 
 def calc_ap(md: dict[str, np.ndarray] | None) -> float:
+    """nuScenes ``calc_ap``: mean precision above recall 0.1, minus 0.1, clipped at 0, normalised by 0.9;
+    0 when ``md`` is ``None`` (no match)."""
     if md is None:
         return 0.0
     prec = np.copy(md["precision"])[round(100 * MIN_RECALL) + 1:] - MIN_PRECISION
@@ -93,6 +95,8 @@ def calc_ap(md: dict[str, np.ndarray] | None) -> float:
 
 
 def calc_tp(md: dict[str, np.ndarray] | None, name: str) -> float:
+    """nuScenes ``calc_tp``: mean of TP error ``name`` from recall 0.1 to the highest recall reached; 1.0
+    when ``md`` is ``None`` or that range is empty."""
     if md is None:
         return 1.0
     first = round(100 * MIN_RECALL) + 1
@@ -156,6 +160,10 @@ class Detection3DMetric(FrameMetric):
         return [(lo, hi) for lo, hi in zip(edges, edges[1:] + [np.inf], strict=True)] if edges else []
 
     def frame_record(self, pred: Any, target: Any, where: str) -> dict[str, Any]:
+        """nuScenes greedy matching of one frame (after the ``max_range``/``region`` filters) at every distance
+        threshold: dict of ``cls``, ``score``, ``matched [K, T]``, TP ``errors [K, 4]`` and ``npos [classes]``,
+        + one such dict per ``range_bins`` band under ``bands``. Raises ``ValueError`` on missing keys,
+        lengths that differ or a class index out of range."""
         require(pred, ["boxes", "scores", "classes"], f"{where} prediction")
         require(target, ["boxes", "classes"], f"{where} target")
         p_box, p_cls, p_vel, keep = self._read(pred, f"{where} prediction")
@@ -223,6 +231,9 @@ class Detection3DMetric(FrameMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """``map``, ``ap@<d>m``, ``ate`` (m), ``ase``, ``aoe`` (rad), ``ave`` (m/s), per class ``ap/<class>`` and
+        ``<error>/<class>``, and per band ``map@<lo>-<hi>m``; classes without ground truth are NaN and left
+        out of the means."""
         ap, tp = self._ap_tp(self.metric_data(frames))
         out = {"map": nanmean(ap)}
         for ti, thr in enumerate(self.thresholds):

@@ -33,6 +33,10 @@ class FrameMetric(Metric):
 
     # -- the Metric contract -------------------------------------------------------------------
     def update(self, preds: list[Any], targets: list[Any]) -> None:
+        """Append one record per sample whose target is not ``None``.
+
+        Raises ``RuntimeError`` after ``sync()`` (call ``reset()`` first), and ``ValueError`` when ``preds``
+        and ``targets`` differ in length or a sample has a target but no prediction."""
         if self._synced:
             raise RuntimeError(f"{type(self).__name__}.update() after sync(): call reset() before a new epoch")
         if len(preds) != len(targets):
@@ -46,9 +50,11 @@ class FrameMetric(Metric):
                 self._records.append(self.frame_record(pred, target, where=f"{type(self).__name__}: sample {i}"))
 
     def compute(self) -> dict[str, float]:
+        """Results over every record: ``compute_frames(None)``."""
         return self.compute_frames(None)
 
     def reset(self) -> None:
+        """Drop every record and the synced flag (start of a new evaluation)."""
         self._records = []
         self._synced = False
 
@@ -77,9 +83,11 @@ class FrameMetric(Metric):
     # -- helpers ------------------------------------------------------------------------------------
     @property
     def num_frames(self) -> int:
+        """Frames recorded so far (after ``sync``: over all ranks)."""
         return len(self._records)
 
     def records(self, frames: Sequence[int] | np.ndarray | None) -> list[Any]:
+        """The records of ``frames`` (indices, repeats allowed) in that order; ``None`` = all of them."""
         if frames is None:
             return self._records
         return [self._records[int(i)] for i in frames]

@@ -51,6 +51,9 @@ class LaneF1(FrameMetric):
         super().__init__()
 
     def frame_record(self, pred: Any, target: Any, where: str) -> np.ndarray:
+        """Counts ``[K, 4]`` int64 (predicted TP, predicted, ground-truth TP, ground-truth pixels) for each line
+        kind, last row any kind, with ``tolerance_px`` dilation. Raises ``ValueError`` on score maps without
+        one channel per kind or on shapes that differ."""
         pred, target = to_tensor(pred, f"{where} prediction"), to_tensor(target, f"{where} target")
         pred = pred.to(target.device)
         if pred.is_floating_point():
@@ -73,6 +76,7 @@ class LaneF1(FrameMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """``f1`` (micro over line kinds), ``precision``, ``recall``, ``f1_any`` and ``f1/<kind>``."""
         recs = self.records(frames)
         c = np.sum(recs, axis=0) if recs else np.zeros((len(self.kinds), 4), np.int64)
         per_kind, any_kind = c[:-1], c[-1]

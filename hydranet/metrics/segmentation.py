@@ -38,6 +38,8 @@ from hydranet.metrics.frames import FrameMetric, nanmean, safe_div
 
 
 def to_tensor(x: Any, where: str) -> Tensor:
+    """``x`` as a ``Tensor`` (a numpy array is wrapped, not copied). Raises ``ValueError`` naming ``where``
+    for any other type."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, Tensor):
@@ -119,6 +121,8 @@ class SegmentationIoU(FrameMetric):
         return ids[None] == cls, t[None] == cls, valid
 
     def frame_record(self, pred: Any, target: Any, where: str) -> np.ndarray:
+        """Counts ``[5, C]`` int64 per class: intersection, union, target pixels, boundary intersection and
+        boundary union. Raises ``ValueError`` on a layout ``SegmentationIoU`` does not accept."""
         pred, target = to_tensor(pred, f"{where} prediction"), to_tensor(target, f"{where} target")
         p, t, valid = self._masks(pred.to(target.device), target, where)
         if valid is not None:
@@ -132,11 +136,14 @@ class SegmentationIoU(FrameMetric):
         return torch.stack(counts).cpu().numpy().astype(np.int64)  # [5, C]
 
     def counts(self, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Summed counts ``[5, C]`` over ``frames`` (``None`` = all); zeros when there are none."""
         recs = self.records(frames)
         return np.sum(recs, axis=0) if recs else np.zeros((5, len(self.classes)), np.int64)
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """``miou``, ``iou/<class>``, ``boundary_iou`` and ``boundary_iou/<class>``; NaN for a class absent
+        from both prediction and target."""
         inter, union, _, b_inter, b_union = self.counts(frames)
         iou, biou = safe_div(inter, union), safe_div(b_inter, b_union)
         out = {"miou": nanmean(iou)}

@@ -97,10 +97,14 @@ class TemporalDetection3DMetric(Detection3DMetric):
         super().__init__(classes, **kwargs)
 
     def reset(self) -> None:
+        """Drop every record and the per-scene history."""
         super().reset()
         self._hist = _History(self.history)
 
     def frame_record(self, pred: Any, target: Any, where: str) -> dict[str, np.ndarray]:
+        """``Detection3DMetric``'s record + ``temporal`` counts ``[6]`` (occluded found/total, visible
+        found/total, status changes/pairs) when the target carries ``sequence``; advances the history.
+        Raises ``ValueError`` when such a target lacks ``track_id``/``visible`` or their lengths differ."""
         rec = super().frame_record(pred, target, where)
         if "sequence" not in target:
             return rec
@@ -141,6 +145,8 @@ class TemporalDetection3DMetric(Detection3DMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """The parent's results + ``occluded_recall``, ``visible_recall``, ``occluded_objects`` and
+        ``flicker`` when some frame carried ``sequence``."""
         out = super().compute_frames(frames, keys)
         recs = [r["temporal"] for r in self.records(frames) if "temporal" in r]
         if not recs:
@@ -161,10 +167,14 @@ class TemporalTrafficLightMetric(TrafficLightMetric):
         super().__init__(states, iou_threshold)
 
     def reset(self) -> None:
+        """Drop every record and the history."""
         super().reset()
         self._hist = _History(1)
 
     def frame_record(self, pred: Any, target: Any, where: str) -> Any:
+        """``TrafficLightMetric``'s record, paired with ``[changes, pairs]`` of each light's reported state
+        vs the previous frame when the target carries ``sequence``. Raises ``ValueError`` when such a
+        target lacks ``track_id``."""
         rec = super().frame_record(pred, target, where)
         if "sequence" not in target:
             return rec
@@ -194,10 +204,12 @@ class TemporalTrafficLightMetric(TrafficLightMetric):
         return (rec, np.array([toggles, pairs], np.int64))
 
     def records(self, frames: Sequence[int] | np.ndarray | None) -> list[Any]:
+        """The ``TrafficLightMetric`` records of ``frames`` (flicker counts stripped)."""
         return [r[0] if isinstance(r, tuple) else r for r in super().records(frames)]
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """The parent's results + ``flicker`` when some frame carried ``sequence``."""
         out = super().compute_frames(frames, keys)
         recs = [r[1] for r in super().records(frames) if isinstance(r, tuple)]
         if recs:

@@ -60,6 +60,9 @@ class TrafficLightMetric(FrameMetric):
         super().__init__()
 
     def frame_record(self, pred: Any, target: Any, where: str) -> np.ndarray:
+        """Counts ``[S + 2, S]`` int64 for ``S`` states: the confusion of matched lights (rows ground truth),
+        ground-truth lights per state, predictions per state; matched per camera by ``greedy_match``.
+        Raises ``ValueError`` on missing keys, lengths that differ or a state out of range."""
         require(pred, ["boxes", "scores", "camera", "state"], f"{where} prediction")
         require(target, ["boxes", "camera", "state"], f"{where} target")
         pb, ps = as_numpy(pred["boxes"], np.float64).reshape(-1, 4), as_numpy(pred["scores"], np.float64).reshape(-1)
@@ -94,6 +97,7 @@ class TrafficLightMetric(FrameMetric):
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,
                        keys: Collection[str] | None = None) -> dict[str, float]:
+        """The keys of the class doc over ``frames``; NaN where undefined (e.g. a state with no light)."""
         n_s = len(self.states)
         tot = self._totals(frames)
         conf, gt_per_state, pred_per_state = tot[:n_s], tot[n_s], tot[n_s + 1]

@@ -68,7 +68,8 @@ class Task(ABC):
         """Human outputs, one per sample, in the same format as this task's label (+ ``scores``)."""
 
     @abstractmethod
-    def make_metric(self) -> Metric: ...
+    def make_metric(self) -> Metric:
+        """A fresh ``Metric`` that scores this task's ``decode`` output against ``targets`` (label format)."""
 
     def targets(self, batch: Batch) -> list[Any]:
         """Per-sample targets for ``Metric.update`` (``None`` where the label is absent)."""
@@ -92,6 +93,11 @@ TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: add a ``Task`` subclass to ``TASKS`` under ``cls.name`` and register its
+    ``label_spec`` with ``hydranet.data.labels`` (owner task filled in). Returns ``cls`` unchanged.
+
+    Raises ``ValueError`` when another class already holds ``cls.name``, or when
+    ``cls.label_spec.name`` differs from ``cls.label``."""
     if cls.name in TASKS and TASKS[cls.name] is not cls:
         first = TASKS[cls.name].__module__
         raise ValueError(f"task '{cls.name}' registered twice ({first}, {cls.__module__})")

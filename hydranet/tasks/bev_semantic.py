@@ -34,6 +34,9 @@ from hydranet.viz import draw_bev_map
 
 
 class BevSemanticOptions(BevHeadOptions):
+    """Options of ``bev_semantic``: the dense term (``bce``, or RetinaNet ``focal`` for very sparse classes)
+    and its weight, the soft-dice weight, and the decode ``threshold`` on per-class probability (0..1)."""
+
     loss: Literal["bce", "focal"] = "bce"
     bce_weight: float = 1.0  # weight of the BCE or focal term
     dice_weight: float = 1.0
@@ -59,6 +62,11 @@ def outline(masks: Tensor) -> Tensor:
 
 @register_task
 class BevSemantic(OptionsTask):
+    """Multi-label BEV semantic map over ``BEV_CLASSES`` on the ``BevGrid`` (see the module doc).
+
+    Label ``bev_semantic``: uint8 ``[C, R, C']`` 0/1 per sample, optionally with ``bev_semantic_known``
+    (which channels a source labels). Metric: multi-label ``SegmentationIoU``, headline ``miou``."""
+
     name = "bev_semantic"
     space = "bev"
     label = "bev_semantic"
@@ -68,11 +76,18 @@ class BevSemantic(OptionsTask):
     classes: tuple[str, ...] = BEV_CLASSES
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """A ``BevHead`` on the fused BEV features ``[B, C_bev, R, C']`` -> ``{"logits": [B, C, R, C']}``, one
+        logit per class and cell, bias at prior 0.05. Records ``ctx.grid``."""
         self.grid = ctx.grid
         return BevHead(ctx, {"logits": len(self.classes)}, self.cfg.width, self.cfg.depth, self.cfg.branch_depth,
                        bias_init={"logits": prior_bias(0.05)})
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss", "dense", "dice"}``: BCE (or focal) + soft dice per class map over present samples;
+        channels that a sample's source does not label contribute nothing.
+
+        Raises ``ValueError`` when logits are not ``[B, C, R, C']``, when the label's class count differs
+        from the head's, or when the label grid differs from the predicted one."""
         logits = outputs["logits"]
         if logits.ndim != 4 or logits.shape[0] != len(batch):
             raise ValueError(f"{self.name}: expected [B={len(batch)}, C, R, C'] logits, got {tuple(logits.shape)}")
@@ -138,13 +153,16 @@ class BevSemantic(OptionsTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Per sample uint8 ``[C, R, C']`` 0/1 map (label format): probability >= ``threshold``."""
         return [(p >= self.cfg.threshold).to(torch.uint8) for p in self.probabilities(outputs, batch)]
 
     def make_metric(self) -> Metric:
-
+        """Multi-label ``SegmentationIoU`` over ``BEV_CLASSES``; 255 (unlabelled channel, ``targets``) is ignored."""
         return SegmentationIoU(classes=self.classes, multilabel=True, ignore_index=255)
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        """Prediction as filled class colours, ground truth as class-coloured outlines, in the BEV panel of
+        ``views``; ``None`` (label absent) draws nothing."""
         if decoded is None:
             return
         if ground_truth:

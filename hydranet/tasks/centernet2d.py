@@ -54,6 +54,7 @@ class Encoded2D:
 
 
 def clip_boxes(boxes: Tensor, image_hw: tuple[int, int]) -> Tensor:
+    """Boxes ``[..., 4]`` (x1, y1, x2, y2, pixels) clamped to the image ``(H, W)``: x to [0, W], y to [0, H]."""
     h, w = image_hw
     x = boxes[..., 0::2].clamp(0, w)
     y = boxes[..., 1::2].clamp(0, h)
@@ -161,6 +162,10 @@ def decode_boxes2d(heat_logits: Tensor, offset: Tensor, log_size: Tensor, stride
 
 
 class CenterNet2DOptions(CameraHeadOptions):
+    """Options shared by the CenterNet box tasks: Gaussian ``min_overlap``/``min_radius`` (cells), the
+    initial box size ``prior_size_px``, ``box_loss`` (L1 on log size, or GIoU) and the loss weights,
+    decode ``max_detections``, ``score_threshold``, ``draw_threshold`` and ``nms_kernel``."""
+
     width: int = Field(32, ge=1)
     min_overlap: float = Field(0.7, gt=0, lt=1)  # Gaussian radius: IoU kept when the centre is off by r
     # Floor of the Gaussian radius in cells. Half the objects of a 96×192 camera are < 3 cells at stride 4,

@@ -68,6 +68,8 @@ class CameraHeadOptions(TaskOptions):
 
 
 class BevHeadOptions(TaskOptions):
+    """Options every BEV head shares: channels of its 3×3 convs, shared conv blocks, extra blocks per output."""
+
     width: int = Field(32, ge=1)
     depth: int = Field(1, ge=0)
     branch_depth: int = Field(0, ge=0)
@@ -79,6 +81,7 @@ class BevHeadOptions(TaskOptions):
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3×3 conv (no bias) + GroupNorm + ReLU: ``[S, in, H, W] -> [S, out, H, W]`` (same spatial size)."""
     # GroupNorm, not BatchNorm: cameras of a few samples make small, correlated batches, and a
     # per-sample norm keeps one sample's outputs independent of the others in the batch.
     groups = math.gcd(out_channels, 8)
@@ -171,6 +174,11 @@ class CameraTask(OptionsTask):
 
     def camera_head(self, ctx: HeadContext, outputs: dict[str, int],
                     bias_init: dict[str, float] | None = None) -> CameraHead:
+        """The ``CameraHead`` for this task's options, ``outputs`` mapping output name -> channels.
+
+        The stride comes from ``choose_stride`` (option ``stride``, else ``preferred_stride``, else the finest
+        level) and is recorded in ``self.stride`` for decoding. Raises ``ValueError`` when a requested or
+        fused stride is not an FPN level of the model, or a fused stride is not coarser than the head's."""
         stride = choose_stride(ctx, self.cfg.stride, self.preferred_stride)
         head = CameraHead(ctx, stride, self.cfg.fuse_strides, outputs, self.cfg.width, self.cfg.depth,
                           self.cfg.branch_depth, bias_init)
@@ -216,6 +224,8 @@ def present_index(batch: Batch, label: str, device: torch.device) -> Tensor:
 
 
 def check_camera_output(name: str, x: Tensor, batch: Batch) -> None:
+    """Raise ``ValueError`` naming task ``name`` unless ``x`` is an unfolded camera output
+    ``[B, N, ...]`` for ``batch`` (``B`` samples, ``N`` cameras)."""
     if x.ndim < 3 or x.shape[0] != len(batch) or x.shape[1] != len(batch.camera_names):
         raise ValueError(f"{name}: expected [B={len(batch)}, N={len(batch.camera_names)}, ...] outputs, "
                          f"got {tuple(x.shape)} (did the model unfold cameras?)")

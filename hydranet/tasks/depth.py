@@ -37,6 +37,10 @@ _BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, float("inf"))  # metres, for drawing
 
 
 class DepthOptions(CameraHeadOptions):
+    """Options of ``depth``: the loss (``silog`` with ``silog_lambda`` in [0, 1], or ``l1_log``), the clamp
+    range ``min_depth``..``max_depth`` (m) of targets and decoded depth, and ``init_depth`` (m), the depth
+    the head's bias starts at."""
+
     loss: Literal["silog", "l1_log"] = "silog"
     silog_lambda: float = Field(0.85, ge=0, le=1)
     min_depth: float = Field(0.5, gt=0)
@@ -46,6 +50,11 @@ class DepthOptions(CameraHeadOptions):
 
 @register_task
 class Depth(CameraTask):
+    """Dense z-depth per camera in metres, predicted as log depth (see the module doc).
+
+    Label ``depth``: float32 ``[N, H, W]`` metres along the camera axis, 0 = no return. Metric:
+    ``DepthMetric``, headline AbsRel (lower is better)."""
+
     name = "depth"
     label = "depth"
     label_spec = LabelSpec("depth", "dense", "[N, H, W]", "float32",
@@ -55,9 +64,14 @@ class Depth(CameraTask):
     Options = DepthOptions
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """Camera head with one ``log_depth`` channel, ``[B*N, 1, H/s, W/s]``, bias log(``init_depth``)."""
         return self.camera_head(ctx, {"log_depth": 1}, bias_init={"log_depth": math.log(self.cfg.init_depth)})
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss", <loss name>}``: SILog (Eigen et al. 2014) or L1 on log depth at label resolution, over
+        pixels with a return (label > 0) of present samples; camera images with no return are left out.
+
+        Raises ``ValueError`` when ``log_depth`` is not an unfolded camera output ``[B, N, ...]``."""
         log_depth = outputs["log_depth"]
         check_camera_output(self.name, log_depth, batch)
         present = present_index(batch, self.label, log_depth.device)
@@ -84,6 +98,8 @@ class Depth(CameraTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Per sample float32 depth ``[N, H, W]`` in metres at image resolution, clamped to
+        [``min_depth``, ``max_depth``]. Raises ``ValueError`` on outputs that are not ``[B, N, ...]``."""
         log_depth = outputs["log_depth"]
         check_camera_output(self.name, log_depth, batch)
         hw = tuple(batch.images.shape[-2:])
@@ -91,9 +107,12 @@ class Depth(CameraTask):
         return list(depth.reshape(*log_depth.shape[:2], *hw).cpu())
 
     def make_metric(self) -> Metric:
+        """``DepthMetric``: AbsRel (headline), RMSE (m) and δ<1.25, overall and per distance bin."""
         return DepthMetric()
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        """Depth bands (0, 5, 10, 20, 40, 80 m, beyond) as coloured masks over the cameras: a cool ramp for
+        ground truth, a warm one for predictions; label 0 (sky, no return) stays clear."""
         if decoded is None:
             return
         # Depth bands on a ramp from near to far (sky, label 0, stays clear). Ground truth and prediction

@@ -33,11 +33,19 @@ from hydranet.viz import draw_boxes2d
 
 
 class Detection2DOptions(CenterNet2DOptions):
+    """``CenterNet2DOptions`` + ``min_visible``: objects whose visible fraction (0..1) is below it are
+    ignored by the loss and the metric."""
+
     min_visible: float = Field(0.25, ge=0, le=1)
 
 
 @register_task
 class Detection2D(CameraTask):
+    """2D boxes per camera with CenterNet (Zhou et al., "Objects as Points", 2019); see the module doc.
+
+    Label ``detection2d``: boxes ``[M, 4]`` x1, y1, x2, y2 in pixels, ``classes``, ``camera``, ``visible``.
+    Metric: COCO AP@[.5:.95] per class and per camera (``Detection2DMetric``)."""
+
     name = "detection2d"
     # Stride 4 (CenterNet's output stride): objects in 128×256 cameras are ~10 px, so at stride 8 nearby
     # centres would share a cell. One shared 3×3 stem keeps it as cheap as stride 8 with per-output branches.
@@ -51,11 +59,18 @@ class Detection2D(CameraTask):
     classes: tuple[str, ...] = OBJECT_CLASSES
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """Camera head with ``heatmap [C]``, ``offset [2]`` and ``log_size [2]`` per cell; records
+        ``ctx.num_cameras`` for the per-camera metric."""
         self.num_cameras = ctx.num_cameras  # the metric reports AP per camera
         outputs = {"heatmap": len(self.classes), "offset": 2, "log_size": 2}
         return self.camera_head(ctx, outputs, bias_init=centernet_bias_init(self, ctx))
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss", "heatmap", "offset", "box"}`` from ``centernet_losses``: penalty-reduced focal loss + L1
+        offset + L1 log size (or GIoU), normalised by the objects of present samples.
+
+        Raises ``ValueError`` on outputs that are not ``[B, N, ...]``, or label boxes with non-finite
+        coordinates or a camera/class index out of range."""
         parts, _, _ = centernet_losses(self, outputs, batch, "classes", len(self.classes),
                                        keep_key="visible", min_keep=self.cfg.min_visible)
         return parts
@@ -68,6 +83,8 @@ class Detection2D(CameraTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
+        """Per sample ``dict(boxes [K, 4] x1y1x2y2 px, scores [K], classes [K], camera [K])``, best first,
+        ``scores >= score_threshold``, at most ``max_detections``."""
         check_camera_output(self.name, outputs["heatmap"], batch)
         result = []
         for b in range(len(batch)):
@@ -77,6 +94,9 @@ class Detection2D(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
+        """``Detection2DMetric`` (COCO AP) per class and camera, ignoring objects below ``min_visible``.
+
+        Raises ``RuntimeError`` before ``build_head`` (the camera count is not known yet)."""
         num_cameras = getattr(self, "num_cameras", None)
         if num_cameras is None:
             raise RuntimeError("detection2d: build_head(ctx) must run before make_metric (it fixes the camera count)")
@@ -84,6 +104,8 @@ class Detection2D(CameraTask):
         return Detection2DMetric(classes=self.classes, num_cameras=num_cameras, min_visible=self.cfg.min_visible)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
+        """Boxes over the cameras: ground truth dashed, predictions with ``scores >= draw_threshold`` and their
+        scores; an empty set leaves a note in ``views``."""
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

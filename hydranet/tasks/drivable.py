@@ -32,6 +32,8 @@ from hydranet.viz import DRIVABLE_COLOR, draw_mask
 
 
 class DrivableOptions(CameraHeadOptions):
+    """Options of ``drivable``: BCE and soft-dice weights, and the decode ``threshold`` on probability (0..1)."""
+
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     threshold: float = Field(0.5, gt=0, lt=1)
@@ -39,15 +41,23 @@ class DrivableOptions(CameraHeadOptions):
 
 @register_task
 class Drivable(CameraTask):
+    """Binary drivable-area segmentation per camera (see the module doc).
+
+    Label ``drivable``: uint8 ``[N, H, W]``, 1 = drivable road. Metric: one-class ``SegmentationIoU``
+    (IoU and Boundary IoU)."""
+
     name = "drivable"
     label = "drivable"
     label_spec = LabelSpec("drivable", "dense", "[N, H, W]", "uint8", "1 = drivable road surface", per_camera=True)
     Options = DrivableOptions
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """Camera head with one ``logits`` channel, ``[B*N, 1, H/s, W/s]``."""
         return self.camera_head(ctx, {"logits": 1})
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss", "bce", "dice"}``: BCE + soft dice per camera image at label resolution, over present
+        samples. Raises ``ValueError`` when ``logits`` is not an unfolded camera output ``[B, N, ...]``."""
         logits = outputs["logits"]
         check_camera_output(self.name, logits, batch)
         present = present_index(batch, self.label, logits.device)
@@ -72,13 +82,16 @@ class Drivable(CameraTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Per sample uint8 mask ``[N, H, W]`` (label format): probability >= ``threshold``."""
         return [(p >= self.cfg.threshold).to(torch.uint8) for p in self.probabilities(outputs, batch)]
 
     def make_metric(self) -> Metric:
+        """One-class ``SegmentationIoU``: its ``miou`` is the drivable IoU."""
         # One class, no class dim: the headline ``miou`` is the drivable IoU itself.
         return SegmentationIoU(classes=("drivable",), multilabel=True)
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        """The mask in ``DRIVABLE_COLOR`` over the cameras, the same colour for ground truth and prediction."""
         if decoded is None:
             return
         draw_mask(views, decoded.bool(), DRIVABLE_COLOR, 0.3)  # the same class colour in both panels

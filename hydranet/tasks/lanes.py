@@ -36,6 +36,9 @@ from hydranet.viz import LANE_COLORS, draw_mask
 
 
 class LanesOptions(CameraHeadOptions):
+    """Options of ``lanes``: per-kind cross-entropy ``class_weights`` (one per ``LANE_KINDS``, >= 0, else a
+    ``ValueError`` from the task), CE and dice weights, and the decode ``threshold`` on P(any marking)."""
+
     # Markings are ~3 % of pixels: with weight 5 the head learnt to predict none at all (F1 0 in the
     # demo); ~1/frequency puts lines and background on an equal footing.
     class_weights: list[float] = Field(default_factory=lambda: [1.0, 20.0, 20.0, 20.0])
@@ -55,6 +58,11 @@ class LanesOptions(CameraHeadOptions):
 
 @register_task
 class Lanes(CameraTask):
+    """Lane-line segmentation per camera into ``LANE_KINDS`` (see the module doc).
+
+    Label ``lanes``: uint8 ``[N, H, W]``, 0 none, 1 dashed, 2 solid, 3 road edge. Metric: ``LaneF1``
+    (F1 with a 2 px tolerance)."""
+
     name = "lanes"
     label = "lanes"
     label_spec = LabelSpec("lanes", "dense", "[N, H, W]", "uint8", "0 none, 1 dashed, 2 solid, 3 road edge",
@@ -64,9 +72,14 @@ class Lanes(CameraTask):
     kinds: tuple[str, ...] = LANE_KINDS
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """Camera head with ``logits`` for the 4 kinds per cell, ``[B*N, 4, H/s, W/s]``."""
         return self.camera_head(ctx, {"logits": len(self.kinds)})
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss", "ce", "dice"}``: class-weighted cross-entropy + soft dice over the line kinds, at label
+        resolution, over present samples.
+
+        Raises ``ValueError`` on outputs that are not ``[B, N, ...]`` or a label class >= 4."""
         logits = outputs["logits"]
         check_camera_output(self.name, logits, batch)
         present = present_index(batch, self.label, logits.device)
@@ -96,6 +109,8 @@ class Lanes(CameraTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Per sample uint8 kind ids ``[N, H, W]`` (label format): the likeliest line kind where
+        P(none) <= 1 - ``threshold``, else 0."""
         decoded = []
         for prob in self.probabilities(outputs, batch):  # [N, K, H, W] per sample
             kind = prob[:, 1:].argmax(1) + 1
@@ -103,9 +118,11 @@ class Lanes(CameraTask):
         return decoded
 
     def make_metric(self) -> Metric:
+        """``LaneF1``: micro F1 over the line kinds with a 2 px tolerance, plus per kind."""
         return LaneF1()
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
+        """Each kind's pixels in its ``LANE_COLORS`` colour over the cameras (one palette for both panels)."""
         if decoded is None:
             return
         for kind, color in LANE_COLORS.items():  # one palette for labels and predictions: the panel tells them apart

@@ -45,6 +45,11 @@ RANGE_BINS = (0.0, 15.0, 30.0)
 
 
 class Objects3DOptions(BevHeadOptions):
+    """Options of ``objects3d``: Gaussian ``min_overlap`` and ``min_radius`` (feature cells), heatmap and
+    regression weights, per-group L1 ``code_weights`` (offset, z, log_size, rot, velocity; an unknown
+    group is a ``ValueError``), decode ``max_detections``, ``score_threshold``, ``draw_threshold`` and
+    ``nms_kernel``."""
+
     min_overlap: float = Field(0.1, gt=0, lt=1)  # CenterPoint's value: BEV boxes are small vs the grid
     min_radius: int = Field(2, ge=0)
     heatmap_weight: float = 1.0
@@ -107,6 +112,12 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
 
 @register_task
 class Objects3D(OptionsTask):
+    """3D objects on the BEV grid with CenterPoint (Yin et al. 2021); see the module doc.
+
+    Label ``objects3d``: ego-frame boxes ``[M, 7]`` (x, y, z, l, w, h, yaw) in metres/radians, velocity
+    ``[M, 2]`` m/s (NaN = unknown), ``classes``. Metric: nuScenes-style mAP and TP errors
+    (``TemporalDetection3DMetric``, + occlusion and flicker keys on sequences)."""
+
     name = "objects3d"
     space = "bev"
     label = "objects3d"
@@ -119,6 +130,8 @@ class Objects3D(OptionsTask):
     classes: tuple[str, ...] = OBJECT_CLASSES
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """``BevHead`` on ``[B, C_bev, R, C']`` with ``heatmap [C]`` and regression outputs offset 2, z 1,
+        log_size 3, rot 2 (sin, cos yaw), velocity 2; records ``ctx.grid``."""
         self.grid = ctx.grid
         cfg = self.cfg
         return BevHead(ctx, {"heatmap": len(self.classes), **_REG}, cfg.width, cfg.depth, cfg.branch_depth,
@@ -149,6 +162,12 @@ class Objects3D(OptionsTask):
         return out
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``{"loss", "heatmap", "regression"}``: focal loss on the heatmaps + code-weighted L1 on the
+        regression targets at the peaks, both normalised by the objects of present samples; NaN targets
+        (unknown velocity) are not regressed.
+
+        Raises ``ValueError`` on a heatmap that is not ``[B, C, R, C']``, non-finite boxes, inf velocity or
+        a class out of range; ``RuntimeError`` before ``build_head``."""
         heat = outputs["heatmap"]
         if heat.ndim != 4 or heat.shape[0] != len(batch):
             raise ValueError(f"{self.name}: expected [B={len(batch)}, C, R, C'] heatmap, got {tuple(heat.shape)}")
@@ -175,6 +194,10 @@ class Objects3D(OptionsTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
+        """Per sample ``dict(boxes [K, 7] (x, y, z, l, w, h, yaw) ego m/rad, velocity [K, 2] m/s, scores [K],
+        classes [K])`` from max-pool NMS + top-k peaks with ``scores >= score_threshold``.
+
+        Raises ``RuntimeError`` before ``build_head`` (the ``BevGrid`` is not known yet)."""
         grid = self._grid()
         heat = torch.sigmoid(outputs["heatmap"].float())
         h, w = heat.shape[-2:]
@@ -196,6 +219,8 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
+        """``TemporalDetection3DMetric`` on the grid region, with per-range mAP over ``RANGE_BINS`` (m).
+        Raises ``RuntimeError`` before ``build_head``."""
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.
@@ -205,6 +230,8 @@ class Objects3D(OptionsTask):
                                          grid_extent=(*grid.x_range, *grid.y_range))
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
+        """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty
+        set leaves a note in ``views``."""
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:

@@ -30,6 +30,9 @@ from hydranet.viz import draw_traffic_lights
 
 
 class TrafficLightOptions(CenterNet2DOptions):
+    """``CenterNet2DOptions`` sized for small lights, + the lane branch: ``lane_range`` r (lane classes
+    -r..r, 0 disables the branch) and ``lane_weight``."""
+
     width: int = Field(16, ge=1)
     depth: int = Field(2, ge=0)  # stride 4 is costly: two narrow shared convs rather than per-output branches
     branch_depth: int = Field(0, ge=0)
@@ -44,6 +47,11 @@ class TrafficLightOptions(CenterNet2DOptions):
 
 @register_task
 class TrafficLight(CameraTask):
+    """Traffic-light detection and state per camera with CenterNet, one heatmap per state (see the module doc).
+
+    Label ``traffic_light``: boxes ``[L, 4]`` px, ``camera``, ``state`` (``LIGHT_STATES``), ``lane``.
+    Metric: balanced state accuracy (``TemporalTrafficLightMetric``, + flicker on sequences)."""
+
     name = "traffic_light"
     preferred_stride = 4
     label = "traffic_light"
@@ -54,12 +62,17 @@ class TrafficLight(CameraTask):
     states: tuple[str, ...] = LIGHT_STATES
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
+        """Camera head with ``heatmap [3]``, ``offset [2]``, ``log_size [2]`` and, when ``lane_range > 0``,
+        ``lane [2r+1]`` logits per cell."""
         outputs = {"heatmap": len(self.states), "offset": 2, "log_size": 2}
         if self.cfg.lane_range > 0:
             outputs["lane"] = 2 * self.cfg.lane_range + 1
         return self.camera_head(ctx, outputs, bias_init=centernet_bias_init(self, ctx))
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        """``centernet_losses`` over the state heatmaps + ``lane_weight`` × cross-entropy of the governed lane
+        read at each light's peak (lanes beyond ±r count as the outermost class). Keys ``loss``,
+        ``heatmap``, ``offset``, ``box`` (+ ``lane``). Raises ``ValueError`` as ``centernet_losses`` does."""
         parts, enc, present = centernet_losses(self, outputs, batch, "state", len(self.states))
         r = self.cfg.lane_range
         if self.cfg.lane_range > 0:
@@ -83,6 +96,8 @@ class TrafficLight(CameraTask):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
+        """Per sample ``dict(boxes [K, 4] px, scores [K], state [K], camera [K], lane [K])`` (lane 0 when the
+        branch is off), best first, ``scores >= score_threshold``."""
         image_hw = tuple(batch.images.shape[-2:])
         r = self.cfg.lane_range
         stride = self.output_stride(outputs["heatmap"], batch)
@@ -99,10 +114,13 @@ class TrafficLight(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
+        """``TemporalTrafficLightMetric`` over ``LIGHT_STATES``: balanced accuracy, + state flicker on sequences."""
         # Plain TrafficLightMetric on single frames; on sequences it adds state flicker.
         return TemporalTrafficLightMetric(states=self.states)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
+        """Lights in their state colours with the governed lane (ground truth dashed, predictions with
+        ``scores >= draw_threshold``); an empty set leaves a note in ``views``."""
         if decoded is not None and not ground_truth:
             decoded = above_threshold(decoded, self.cfg.draw_threshold)
         if decoded is None or len(decoded["boxes"]) == 0:
