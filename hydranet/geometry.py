@@ -131,7 +131,7 @@ def unproject(uv: Tensor, depth: Tensor, K: Tensor) -> Tensor:
 
 
 def pixel_grid(height: int, width: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Pixel-centre coordinates ``[H, W, 2]`` (u, v)."""
+    """Pixel-centre coordinates ``[H, W, 2]`` (u, v) in pixels, centres at +0.5, of ``dtype``."""
     v, u = torch.meshgrid(torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5,
                           indexing="ij")
     return torch.stack([u, v], -1)
@@ -195,11 +195,11 @@ class Rig:
         return len(self.cameras)
 
     def intrinsics(self) -> Tensor:
-        """``[N, 3, 3]`` float32."""
+        """Pinhole K per camera ``[N, 3, 3]`` float32, pixels at ``height`` × ``width``."""
         return torch.stack([c.intrinsics(self.width, self.height) for c in self.cameras]).float()
 
     def extrinsics(self) -> Tensor:
-        """``T_ego_from_cam`` ``[N, 4, 4]`` float32."""
+        """``T_ego_from_cam`` ``[N, 4, 4]`` float32: OpenCV camera frame to ego frame, metres."""
         return torch.stack([c.extrinsics() for c in self.cameras]).float()
 
     def resized(self, height: int, width: int) -> Rig:
@@ -355,5 +355,5 @@ def box_corners(boxes: Tensor) -> Tensor:
 
 
 def wrap_angle(a: Tensor) -> Tensor:
-    """Wrap radians to [-pi, pi)."""
+    """Wrap angles (radians, any shape) to [-pi, pi)."""
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi

@@ -131,7 +131,8 @@ class ShardWriter:
             self.abort()
 
     def write(self, sample: Sample) -> str:
-        """Encode and append one sample; returns its key."""
+        """Encode and append one sample; returns its key. Raises ``ShardError`` naming the key if the sample
+        cannot be encoded or its rig differs from the first sample's."""
         try:
             members = encode_sample(sample, self.image_format, self.label_formats)
         except CodecError as e:

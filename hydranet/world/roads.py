@@ -69,7 +69,7 @@ class RoadLayout:
 
     # ---- frames ----------------------------------------------------------------------------
     def pose(self, u: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """World (x, y, heading) of road coordinates (u, d)."""
+        """World (x, y, heading) in metres and radians of road coordinates (u, d), float64 tensors."""
         u, d = torch.as_tensor(u, dtype=torch.float64), torch.as_tensor(d, dtype=torch.float64)
         k = self.curvature
         if not math.isfinite(self.curve_start) or k == 0.0:
