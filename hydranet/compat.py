@@ -84,7 +84,7 @@ def _has_bev_task(model_cfg: Any) -> bool:
 
 
 def world_layout(world_cfg: Any, source: str) -> DataLayout:
-    """Layout of a ``WorldConfig``."""
+    """Layout of a ``WorldConfig``: image (H, W) pixels, camera count and BEV grid; ``source`` names it in errors."""
     return DataLayout(source, (int(world_cfg.height), int(world_cfg.width)), len(world_cfg.cameras),
                       world_cfg.bev_grid)
 

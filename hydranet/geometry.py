@@ -26,6 +26,7 @@ from torch import Tensor
 
 
 def rot_x(a: float | Tensor) -> Tensor:
+    """Rotation ``[..., 3, 3]`` float64 by ``a`` radians about the x axis (right-handed, active)."""
     a = torch.as_tensor(a, dtype=torch.float64)
     c, s = torch.cos(a), torch.sin(a)
     o, z = torch.ones_like(a), torch.zeros_like(a)
@@ -33,6 +34,7 @@ def rot_x(a: float | Tensor) -> Tensor:
 
 
 def rot_y(a: float | Tensor) -> Tensor:
+    """Rotation ``[..., 3, 3]`` float64 by ``a`` radians about the y axis (right-handed, active)."""
     a = torch.as_tensor(a, dtype=torch.float64)
     c, s = torch.cos(a), torch.sin(a)
     o, z = torch.ones_like(a), torch.zeros_like(a)
@@ -40,6 +42,7 @@ def rot_y(a: float | Tensor) -> Tensor:
 
 
 def rot_z(a: float | Tensor) -> Tensor:
+    """Rotation ``[..., 3, 3]`` float64 by ``a`` radians about the z axis (yaw: +a turns x towards y)."""
     a = torch.as_tensor(a, dtype=torch.float64)
     c, s = torch.cos(a), torch.sin(a)
     o, z = torch.ones_like(a), torch.zeros_like(a)
@@ -128,7 +131,7 @@ def unproject(uv: Tensor, depth: Tensor, K: Tensor) -> Tensor:
 
 
 def pixel_grid(height: int, width: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Pixel-centre coordinates ``[H, W, 2]`` (u, v)."""
+    """Pixel-centre coordinates ``[H, W, 2]`` (u, v) in pixels, centres at +0.5, of ``dtype``."""
     v, u = torch.meshgrid(torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5,
                           indexing="ij")
     return torch.stack([u, v], -1)
@@ -155,6 +158,11 @@ def resize_intrinsics(K: Tensor, scale_x: float, scale_y: float) -> Tensor:
 
 @dataclass(frozen=True)
 class CameraSpec:
+    """One camera's mounting and lens, independent of image size.
+
+    ``position`` is in the ego frame (metres); ``yaw_deg`` turns left of ego +x, ``pitch_deg`` > 0
+    looks down at the ground; ``hfov_deg`` is the horizontal field of view (square pixels).
+    """
     name: str
     hfov_deg: float
     position: tuple[float, float, float]  # ego frame, metres
@@ -162,9 +170,11 @@ class CameraSpec:
     pitch_deg: float  # positive looks down
 
     def intrinsics(self, width: int, height: int) -> Tensor:
+        """Pinhole K ``[3, 3]`` float64 in pixels for a ``width`` × ``height`` image."""
         return intrinsics_from_fov(width, height, self.hfov_deg)
 
     def extrinsics(self) -> Tensor:
+        """``T_ego_from_cam`` ``[4, 4]`` float64 (OpenCV camera axes to the ego frame, metres)."""
         return camera_extrinsics(self.position, self.yaw_deg, self.pitch_deg)
 
 
@@ -178,28 +188,32 @@ class Rig:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """Camera names in tensor order."""
         return tuple(c.name for c in self.cameras)
 
     def __len__(self) -> int:
         return len(self.cameras)
 
     def intrinsics(self) -> Tensor:
-        """``[N, 3, 3]`` float32."""
+        """Pinhole K per camera ``[N, 3, 3]`` float32, pixels at ``height`` × ``width``."""
         return torch.stack([c.intrinsics(self.width, self.height) for c in self.cameras]).float()
 
     def extrinsics(self) -> Tensor:
-        """``T_ego_from_cam`` ``[N, 4, 4]`` float32."""
+        """``T_ego_from_cam`` ``[N, 4, 4]`` float32: OpenCV camera frame to ego frame, metres."""
         return torch.stack([c.extrinsics() for c in self.cameras]).float()
 
     def resized(self, height: int, width: int) -> Rig:
+        """The same cameras at a new image size (K is derived per size, so only H, W change)."""
         return Rig(self.cameras, height, width)
 
     def to_dict(self) -> dict:
+        """JSON-ready form (image size and each camera's fields); inverse of ``from_dict``."""
         return {"height": self.height, "width": self.width,
                 "cameras": [c.__dict__ | {"position": list(c.position)} for c in self.cameras]}
 
     @staticmethod
     def from_dict(d: dict) -> Rig:
+        """Rebuild a rig from ``to_dict`` output; a missing key raises ``KeyError``."""
         cams = tuple(CameraSpec(**(c | {"position": tuple(c["position"])})) for c in d["cameras"])
         return Rig(cams, int(d["height"]), int(d["width"]))
 
@@ -220,6 +234,7 @@ DEFAULT_CAMERAS: tuple[CameraSpec, ...] = (
 
 
 def default_rig(height: int = 128, width: int = 256) -> Rig:
+    """The 8-camera sedan rig (``DEFAULT_CAMERAS``: 3 forward, 2 pillar, 2 repeater, 1 rear) at H × W pixels."""
     return Rig(DEFAULT_CAMERAS, height, width)
 
 
@@ -249,14 +264,17 @@ class BevGrid:
 
     @property
     def rows(self) -> int:
+        """Number of rows (along ego x, from ``x_max`` down)."""
         return round((self.x_range[1] - self.x_range[0]) / self.cell)
 
     @property
     def cols(self) -> int:
+        """Number of columns (along ego y, from ``y_max`` down)."""
         return round((self.y_range[1] - self.y_range[0]) / self.cell)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``, the spatial shape of every BEV tensor."""
         return self.rows, self.cols
 
     def metres_to_index(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -285,10 +303,12 @@ class BevGrid:
         return torch.stack([x, y], -1)
 
     def to_dict(self) -> dict:
+        """JSON-ready form (ranges and cell size in metres); inverse of ``from_dict``."""
         return {"x_range": list(self.x_range), "y_range": list(self.y_range), "cell": self.cell}
 
     @staticmethod
     def from_dict(d: dict) -> BevGrid:
+        """Rebuild a grid from ``to_dict`` output; raises ``ValueError`` for an invalid range or cell."""
         return BevGrid(tuple(d["x_range"]), tuple(d["y_range"]), float(d["cell"]))
 
 
@@ -307,6 +327,7 @@ class GridConfig(BaseModel):
         return self
 
     def to_grid(self) -> BevGrid:
+        """The ``BevGrid`` this config describes; raises ``ValueError`` naming a bad range."""
         return BevGrid(tuple(self.x_range), tuple(self.y_range), self.cell)
 
 
@@ -334,5 +355,5 @@ def box_corners(boxes: Tensor) -> Tensor:
 
 
 def wrap_angle(a: Tensor) -> Tensor:
-    """Wrap radians to [-pi, pi)."""
+    """Wrap angles (radians, any shape) to [-pi, pi)."""
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi

@@ -77,10 +77,12 @@ def label_spec(name: str) -> LabelSpec:
 
 
 def is_ragged(name: str) -> bool:
+    """Whether label ``name`` is ragged (per-object fields) rather than dense; ``KeyError`` if unknown."""
     return label_spec(name).kind == "ragged"
 
 
 def known_labels() -> frozenset[str]:
+    """Names of every registered label (tasks register theirs on import)."""
     import hydranet.tasks  # noqa: F401
 
     return frozenset(LABEL_SPECS)
@@ -138,4 +140,5 @@ class ClassMap:
         return idx
 
     def report(self) -> dict[str, dict[str, int]]:
+        """Per source class name, how many objects were ``kept`` and ``dropped`` so far (sorted by name)."""
         return {"kept": dict(sorted(self.kept.items())), "dropped": dict(sorted(self.dropped.items()))}

@@ -49,6 +49,7 @@ class CameraRecord(BaseModel):
         return self
 
     def spec(self) -> CameraSpec:
+        """The ``CameraSpec`` of this record (ego-frame position in metres, angles in degrees)."""
         return CameraSpec(self.name, float(self.hfov_deg), tuple(float(p) for p in self.position),
                           float(self.yaw_deg), float(self.pitch_deg))
 
@@ -71,6 +72,7 @@ class RigRecord(BaseModel):
         return self
 
     def rig(self) -> Rig:
+        """The ``Rig`` of this record: cameras in order at ``height`` × ``width`` pixels."""
         return Rig(tuple(c.spec() for c in self.cameras), self.height, self.width)
 
 
@@ -93,4 +95,5 @@ class GridRecord(BaseModel):
         return self
 
     def grid(self) -> BevGrid:
+        """The ``BevGrid`` of this record; ``ValueError`` if a span is inverted or not whole cells."""
         return BevGrid(tuple(float(x) for x in self.x_range), tuple(float(y) for y in self.y_range), float(self.cell))

@@ -39,6 +39,7 @@ class EpochSampler(Sampler[int]):
         self.n, self.shuffle, self.seed, self.epoch = len(data), shuffle, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next shuffle, so every epoch's order differs yet is reproducible."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:

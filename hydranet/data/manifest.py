@@ -44,6 +44,10 @@ def _plain_file_name(name: str) -> str:
 
 
 class ShardInfo(BaseModel):
+    """One shard in the manifest: its file ``name``, sample count, size in bytes, sha256, per-label
+    counts, and the per-sample index ``(key, offset, length, crc32)``. Validation raises ``ValueError``
+    for a name outside the directory or a byte range that is not inside the shard, in order.
+    """
     model_config = ConfigDict(extra="forbid")
 
     name: str  # file name relative to the manifest's directory
@@ -76,6 +80,10 @@ class ShardInfo(BaseModel):
 
 
 class Manifest(BaseModel):
+    """The typed ``manifest.json`` of a shard directory (see the module docstring). Validation raises
+    ``ValueError`` for a sample key or shard listed twice, or a rig that disagrees with ``camera_names``
+    or ``image_size`` (H, W pixels); ``read_manifest`` turns these into ``ManifestError``.
+    """
     model_config = ConfigDict(extra="forbid")
 
     format: str = FORMAT
@@ -111,9 +119,11 @@ class Manifest(BaseModel):
         return self
 
     def rig_obj(self):  # -> hydranet.geometry.Rig | None
+        """The dataset's ``hydranet.geometry.Rig``, or None if the manifest records none."""
         return self.rig.rig() if self.rig is not None else None
 
     def grid_obj(self):  # -> hydranet.geometry.BevGrid | None
+        """The dataset's ``hydranet.geometry.BevGrid``, or None if the manifest records none."""
         return self.grid.grid() if self.grid is not None else None
 
 
@@ -199,6 +209,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_manifest(root: str | os.PathLike, manifest: Manifest) -> Path:
+    """Write ``manifest`` as ``root``'s ``manifest.json`` atomically (see ``atomic_write_bytes``); returns
+    its path. Writers call it last, so a directory with a manifest is a complete dataset.
+    """
     path = manifest_path(root)
     text = json.dumps(manifest.model_dump(mode="json"), indent=1)
     # One line per innermost list (index rows, matrices): readable without a line per number. JSON strings

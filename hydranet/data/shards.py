@@ -55,10 +55,12 @@ _END = b"\0" * (2 * BLOCK)  # end-of-archive marker
 
 
 def shard_name(i: int) -> str:
+    """File name of shard ``i`` (``shard-000000.tar``, zero-padded so names sort in order)."""
     return f"shard-{i:06d}.tar"
 
 
 def sample_key(index: int) -> str:
+    """Tar member prefix of the ``index``-th written sample (9 digits, zero-padded)."""
     return f"{index:09d}"
 
 
@@ -129,7 +131,8 @@ class ShardWriter:
             self.abort()
 
     def write(self, sample: Sample) -> str:
-        """Encode and append one sample; returns its key."""
+        """Encode and append one sample; returns its key. Raises ``ShardError`` naming the key if the sample
+        cannot be encoded or its rig differs from the first sample's."""
         try:
             members = encode_sample(sample, self.image_format, self.label_formats)
         except CodecError as e:
@@ -138,6 +141,10 @@ class ShardWriter:
         return self.write_encoded(members)
 
     def write_encoded(self, members: list[tuple[str, bytes]]) -> str:
+        """Append one sample already encoded as ``[(member name, bytes), ...]`` (``sample.json``
+        first, as ``encode_sample`` returns it) and return its key. Raises ``ShardError`` if the writer
+        is closed, the metadata does not parse, or the rig/image size differs from the first sample.
+        """
         if self._closed:
             raise ShardError("writer is closed", self.root)
         key = sample_key(self.count)
@@ -364,6 +371,7 @@ class ShardDataset(Dataset):
                     on_sample(1)
 
     def close(self) -> None:
+        """Close the shard files this process opened (a forked worker leaves its parent's alone)."""
         self.store.close()
 
     def __del__(self) -> None:

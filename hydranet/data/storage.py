@@ -78,6 +78,7 @@ class ShardStore:
 
     # ---- reads ---------------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
+        """Whether file ``name`` exists in the directory (False too when a remote store cannot be reached)."""
         if not self.remote:
             return (Path(self.root) / name).is_file()
         try:
@@ -146,6 +147,7 @@ class ShardStore:
 
     # ---- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the local file descriptors opened by this process; the store stays usable (reopens)."""
         if os.getpid() == self._pid:
             for fd in self._fds.values():
                 os.close(fd)

@@ -53,6 +53,9 @@ class RoadMotion:
     accel: float = 0.0
 
     def s_at(self, t: float) -> float:
+        """Signed road coordinate ``u`` (m) at time ``t`` (s): cruise at ``v``, brake at ``decel`` from
+        ``t_brake`` to a stop, then (stop-and-go) accelerate at ``accel`` from ``t_go`` back to ``v``.
+        """
         if t <= self.t_brake or self.decel <= 0.0:
             return self.s0 + self.direction * self.v * t
         t_stop = self.t_brake + self.v / self.decel
@@ -65,6 +68,7 @@ class RoadMotion:
         return self.s0 + self.direction * s
 
     def pose(self, t: float) -> tuple[float, float, float]:
+        """World (x, y, heading) in metres and radians at ``t`` seconds, facing the travel direction."""
         s = self.s_at(t)
         if self.on_cross:
             assert self.road.cross_u is not None
@@ -84,21 +88,28 @@ class LinearMotion:
     vy: float
 
     def pose(self, t: float) -> tuple[float, float, float]:
+        """World (x, y, heading) at ``t`` seconds; heading is the velocity's direction (radians)."""
         return self.x0 + self.vx * t, self.y0 + self.vy * t, math.atan2(self.vy, self.vx)
 
 
 @dataclass(frozen=True)
 class StaticMotion:
+    """A fixed world pose (x, y in metres, yaw in radians): parked cars, cones, traffic lights."""
     x: float
     y: float
     yaw: float
 
     def pose(self, t: float) -> tuple[float, float, float]:
+        """The fixed world (x, y, yaw), whatever ``t``."""
         return self.x, self.y, self.yaw
 
 
 @dataclass
 class Agent:
+    """One object of the world: its labelled 3D box (``size`` = l, w, h and centre height ``z``, metres),
+    its shape as ``prims``, its analytic ``motion`` and a ``track_id`` stable over the sequence.
+    Traffic lights also carry the forward ``lane`` they govern and a light-state ``schedule``.
+    """
     kind: str  # one of OBJECT_CLASSES
     track_id: int
     size: tuple[float, float, float]  # l, w, h of the labelled 3D box
@@ -110,6 +121,7 @@ class Agent:
     schedule: list[tuple[float, str]] = field(default_factory=list)
 
     def pose(self, t: float) -> tuple[float, float, float]:
+        """World (x, y, yaw) in metres and radians at ``t`` seconds (delegates to ``motion``)."""
         return self.motion.pose(t)
 
     def velocity(self, t: float, eps: float = 0.025) -> tuple[float, float]:
@@ -118,6 +130,9 @@ class Agent:
         return (x1 - x0) / (2 * eps), (y1 - y0) / (2 * eps)
 
     def state(self, t: float) -> str:
+        """Traffic-light state (``"red"``, ``"yellow"`` or ``"green"``) at ``t`` seconds: the last schedule
+        entry started by then, else the first one (``"red"`` with no schedule).
+        """
         current = self.schedule[0][1] if self.schedule else "red"
         for start, st in self.schedule:
             if t >= start:
@@ -129,6 +144,7 @@ class Agent:
 
 
 def car_prims(l: float, w: float, h: float, colour: tuple[float, float, float]) -> list[Prim]:
+    """A car as four prims (body, cabin, two wheel axles) for a box ``l`` × ``w`` × ``h`` metres."""
     body_h = 0.55 * h
     wheel = 0.66
     car, dark = SEM["car"], (0.06, 0.06, 0.07)
@@ -143,6 +159,7 @@ def car_prims(l: float, w: float, h: float, colour: tuple[float, float, float]) 
 
 def truck_prims(l: float, w: float, h: float, colour: tuple[float, float, float],
                 cargo: tuple[float, float, float]) -> list[Prim]:
+    """A truck as five prims (cab, cab window, cargo box in ``cargo`` colour, two wheel sets), metres."""
     cab_l, wheel = 2.3, 0.95
     truck, dark = SEM["truck"], (0.06, 0.06, 0.07)
     cab_h = 0.78 * h
@@ -157,6 +174,7 @@ def truck_prims(l: float, w: float, h: float, colour: tuple[float, float, float]
 
 def pedestrian_prims(h: float, shirt: tuple[float, float, float], pants: tuple[float, float, float],
                      skin: tuple[float, float, float], phase: float) -> list[Prim]:
+    """A pedestrian of height ``h`` metres as legs, torso and head; ``phase`` (radians) sets the stride."""
     ped = SEM["pedestrian"]
     leg_h, torso_h, head = 0.47 * h, 0.35 * h, 0.18 * h
     stride = 0.12 * math.sin(phase)  # legs apart mid-stride: a cheap walking silhouette
@@ -169,6 +187,7 @@ def pedestrian_prims(h: float, shirt: tuple[float, float, float], pants: tuple[f
 
 
 def cone_prims() -> list[Prim]:
+    """A traffic cone as a base plate and two stacked orange segments (0.75 m tall)."""
     cone, orange = SEM["cone"], (0.95, 0.38, 0.05)
     return [
         Prim(0.0, 0.0, 0.025, 0.4, 0.4, 0.05, MAT_FLAT, cone, (0.1, 0.1, 0.1)),

@@ -123,11 +123,13 @@ class WorldConfig(BaseModel):
     # ---- derived objects -------------------------------------------------------------------
     @property
     def rig(self) -> Rig:
+        """The camera ``Rig`` these fields describe (ego-frame mounts, ``height`` × ``width`` pixels)."""
         cams = tuple(CameraSpec(c.name, c.hfov_deg, tuple(c.position), c.yaw_deg, c.pitch_deg) for c in self.cameras)
         return Rig(cams, self.height, self.width)
 
     @property
     def bev_grid(self) -> BevGrid:
+        """The ``BevGrid`` (from ``grid``) that the world's BEV labels are rasterised on."""
         return self.grid.to_grid()
 
     @property

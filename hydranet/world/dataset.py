@@ -45,6 +45,7 @@ class SyntheticWorld(Dataset):
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """Every label a world sample can carry (``WORLD_LABELS``), before ``drop_labels``."""
         return WORLD_LABELS
 
     def scene(self, index: int) -> Scene:

@@ -36,6 +36,9 @@ from hydranet.world.dataset import GENERATOR_VERSION, SyntheticWorld
 
 @dataclass
 class GenerateResult:
+    """What ``generate`` did: the dataset's ``manifest``, its ``root`` directory, and whether an identical
+    dataset was already there (``up_to_date``: nothing written).
+    """
     manifest: Manifest
     up_to_date: bool  # True: an identical dataset was already there and nothing was written
     root: Path

@@ -80,6 +80,7 @@ def traffic_lights(frame: Frame, det: dict[str, Tensor], cam_xy: Tensor) -> dict
 
 
 def to_ego(frame: Frame, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """World-frame ground points (x, y) in metres to the frame's ego frame (x forward, y left)."""
     ex, ey, eyaw = frame.ego
     c, s = math.cos(eyaw), math.sin(eyaw)
     dx, dy = x - ex, y - ey

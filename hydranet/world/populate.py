@@ -64,6 +64,13 @@ def _vehicle(rng: random.Random, kind: str, dims: tuple, tid: int, motion) -> Ag
 
 def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: RoadMotion, ego_lane: int, mode: str,
              queue: int, duration: float) -> list[Agent]:
+    """Every agent of a scene (vehicles per lane and direction, crossing traffic, pedestrians, cones),
+    with analytic motions that never collide over ``duration`` seconds (rules in the module docstring).
+
+    ``mode`` is the ego's situation (``"cruise"``; at an intersection ``"go"``, ``"stop"``, ``"wait"``,
+    ``"yellow"``) and ``queue`` the vehicles already stopped ahead of the ego at a red light.
+    Deterministic for a given ``rng`` state.
+    """
     ids = _Ids()
     agents: list[Agent] = []
     u0, u1 = ego.s_at(0.0), ego.s_at(duration)

@@ -33,6 +33,11 @@ FOG_COLOUR = {"day": (0.74, 0.77, 0.80), "dusk": (0.62, 0.48, 0.44), "night": (0
 
 @dataclass
 class RenderOutput:
+    """Everything one ray-cast frame yields for ``N`` cameras at ``H`` × ``W`` pixels (dtypes/shapes per field).
+
+    ``depth`` is camera z-depth in metres (0 = sky or beyond ``max_depth``); ``lanes`` codes 0 none,
+    1 dashed, 2 solid, 3 curb; ``instance`` 0 = background; ``T_world_from_ego`` is the ego pose.
+    """
     images: Tensor  # uint8 [N, 3, H, W]
     depth: Tensor  # float32 [N, H, W]
     semantic: Tensor  # uint8 [N, H, W]
@@ -51,6 +56,11 @@ def _rays(h: int, w: int, k_key: tuple[float, ...]) -> Tensor:
 
 def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int, *, sensor_noise: float = 2.0,
                  noise_seed: int = 0, max_depth: float = 250.0) -> RenderOutput:
+    """Ray-cast ``frame`` from each camera: ``K [N, 3, 3]`` pixels, ``T_ego_from_cam [N, 4, 4]`` (OpenCV
+    camera, metres), images ``h`` × ``w``. Shades ground paint and box prims with sun, shadows, fog,
+    headlights and street lamps by ``frame.scene.lighting``, then adds vignette and Gaussian sensor noise
+    (``sensor_noise`` in 8-bit levels, seeded by ``noise_seed``). Deterministic for the same inputs.
+    """
     scene = frame.scene
     n, hw = K.shape[0], h * w
     ex, ey, eyaw = frame.ego

@@ -37,6 +37,10 @@ ROAD, SIDEWALK_SURF, TERRAIN = 0, 1, 2
 
 @dataclass(frozen=True)
 class RoadLayout:
+    """Main road (straight, then an arc of signed ``curvature`` 1/m from ``curve_start``) with ``lanes``
+    per direction, and an optional crossing road at world ``x = cross_u``; all lengths in metres.
+    See the module docstring for the road coordinates (u, d).
+    """
     lanes: int  # lanes per direction on the main road
     curve_start: float  # u where the arc begins (math.inf: straight road)
     curvature: float  # 1/m, signed, + turns left
@@ -45,10 +49,12 @@ class RoadLayout:
 
     @property
     def half_width(self) -> float:
+        """Main road half-width in metres (``lanes`` × ``LANE_WIDTH``)."""
         return self.lanes * LANE_WIDTH
 
     @property
     def cross_half_width(self) -> float:
+        """Crossing road half-width in metres (``cross_lanes`` × ``LANE_WIDTH``)."""
         return self.cross_lanes * LANE_WIDTH
 
     @property
@@ -63,7 +69,7 @@ class RoadLayout:
 
     # ---- frames ----------------------------------------------------------------------------
     def pose(self, u: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """World (x, y, heading) of road coordinates (u, d)."""
+        """World (x, y, heading) in metres and radians of road coordinates (u, d), float64 tensors."""
         u, d = torch.as_tensor(u, dtype=torch.float64), torch.as_tensor(d, dtype=torch.float64)
         k = self.curvature
         if not math.isfinite(self.curve_start) or k == 0.0:

@@ -39,6 +39,10 @@ EGO_FRONT = EGO_CENTRE + EGO_SIZE[0] / 2
 
 @dataclass
 class Scene:
+    """One generated sequence, ``duration`` seconds long: road layout, lighting/fog/sun, the ego's
+    analytic motion and ``mode``, all agents, static world prims (buildings, lamp posts, signal
+    housings) and street lamps. All positions are in the world frame (metres); any time ``t`` is computable on its own.
+    """
     index: int
     layout: RoadLayout
     lighting: str
@@ -54,9 +58,13 @@ class Scene:
     duration: float
 
     def ego_pose(self, t: float) -> tuple[float, float, float]:
+        """World (x, y, yaw) of the ego in metres and radians at ``t`` seconds."""
         return self.ego.pose(t)
 
     def frame(self, t: float, cull: float) -> Frame:
+        """The scene at ``t`` seconds, keeping agents and lamps within ``cull`` metres of the ego
+        (static prims within a wider margin, as buildings are large).
+        """
         ex, ey, eyaw = self.ego.pose(t)
         near = []
         for a in self.agents:

@@ -22,6 +22,9 @@ from hydranet.world.dataset import SyntheticWorld
 
 
 class WorldOptions(SourceOptions):
+    """Options of ``kind: world``: ``world`` is a dict of ``WorldConfig`` fields or a world YAML path, and
+    ``frames`` (required) how many frames to render; a missing ``frames`` or bad field raises ``ValueError``.
+    """
     world: dict[str, Any] | str = Field(default_factory=dict)  # WorldConfig fields or a world YAML path
 
     @model_validator(mode="after")
@@ -58,4 +61,5 @@ class WorldSource(Source):
         return self.world[index]
 
     def label_present(self, index: int, label: str) -> bool:
+        """Whether sample ``index`` keeps ``label`` after ``drop_labels`` (no rendering needed)."""
         return bool(self.world.label_present(index, label))

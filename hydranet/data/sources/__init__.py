@@ -143,6 +143,9 @@ def _load_plugins() -> None:
 
 
 def source_class(kind: str, where: str = "kind") -> type[Source]:
+    """The ``Source`` class registered for ``kind``, loading ``hydranet.sources`` entry-point plug-ins
+    if needed; raises ``SourceConfigError`` naming ``where`` and the registered kinds when unknown.
+    """
     if kind not in SOURCES:
         _load_plugins()
     if kind not in SOURCES:

@@ -194,6 +194,10 @@ def _polygon_mask(labels: list[dict], size: tuple[int, int], scale: tuple[float,
 
 
 class BDD100KOptions(SourceOptions):
+    """Options of ``kind: bdd100k``: the dataset ``root`` and ``split``, optional explicit label paths,
+    the output ``image_size`` (H, W pixels), and the nominal camera (``hfov_deg``, ego-frame
+    ``camera_position`` in metres) that stands in for the calibration BDD100K does not ship.
+    """
     root: str  # the folder holding images/ and labels/
     split: str = "val"
     images: str | None = None  # image folder (default ROOT/images/100k/<split>)

@@ -55,6 +55,9 @@ Matrix = list[list[float]]
 
 
 class CameraEntry(BaseModel):
+    """One camera of a ``FRAMES.jsonl`` line: ``image`` path, ``K`` 3×3 in pixels of the stored image,
+    ``T_ego_from_cam`` 4×4 (OpenCV camera to ego frame, metres).
+    """
     model_config = ConfigDict(extra="forbid")
 
     image: str
@@ -63,6 +66,9 @@ class CameraEntry(BaseModel):
 
 
 class FrameLine(BaseModel):
+    """One ``FRAMES.jsonl`` line as validated fields: scene, frame index, ``timestamp`` (s), the ego pose
+    ``T_world_from_ego`` 4×4, the cameras in rig order and the optional labels (module docstring).
+    """
     model_config = ConfigDict(extra="forbid")
 
     scene_id: str
@@ -88,6 +94,9 @@ _DENSE_IDS = {"drivable": (0, 1), "lanes": (0, len(LANE_KINDS) - 1), "semantic":
 
 
 class FramesOptions(SourceOptions):
+    """Options of ``kind: frames``: the ``index`` (``FRAMES.jsonl`` path) and an optional ``image_size``
+    (H, W pixels) every camera is resized to (K and pixel labels follow).
+    """
     index: str  # the FRAMES.jsonl file
     image_size: tuple[int, int] | None = None  # (H, W) every camera is resized to; None = as stored
 
@@ -132,6 +141,7 @@ class FramesSource(Source):
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
 
     def label_present(self, index: int, label: str) -> bool:
+        """Whether the line of sample ``index`` gives label ``label`` (no file is read)."""
         return label in self.lines[index][1].labels
 
     def _where(self, lineno: int, field: str = "") -> str:

@@ -95,6 +95,9 @@ class KittiCalib:
 
     @property
     def T_ego_from_rect(self) -> Tensor:
+        """4x4 float64: rectified camera-0 frame -> ego (Velodyne frame moved down to the ground by
+        ``VELODYNE_HEIGHT`` metres).
+        """
         T_ego_from_velo = make_transform(torch.eye(3, dtype=torch.float64),
                                          torch.tensor([0.0, 0.0, VELODYNE_HEIGHT], dtype=torch.float64))
         return T_ego_from_velo @ torch.linalg.inv(self.T_rect_from_velo)
@@ -172,6 +175,10 @@ def read_labels(path: str | os.PathLike) -> list[KittiObjectLabel]:
 
 
 class KittiOptions(SourceOptions):
+    """Options of ``kind: kitti``: the dataset ``root`` and ``split``, one output ``image_size`` (H, W
+    pixels; KITTI frames differ by a few pixels), whether to read sparse Velodyne ``depth``, and an
+    optional list of frame ``ids``. An ``image_size`` side under 8 pixels raises ``ValueError``.
+    """
     root: str  # the folder holding training/ (or the split folder itself)
     split: Literal["training", "testing"] = "training"
     image_size: tuple[int, int] | None = None  # (H, W); KITTI images vary by a few pixels, shards need one size
@@ -212,6 +219,9 @@ class KittiSource(Source):
             raise SourceError(f"{self.dir / 'image_2'}: no .png images")
 
     def label_present(self, index: int, label: str) -> bool:
+        """Whether frame ``index`` has ``label``: ``objects3d``/``detection2d`` when its ``label_2`` file
+        exists, ``depth`` when enabled and a Velodyne scan exists (files are only stat'ed).
+        """
         frame = self.ids[index]
         if label == "depth":
             return self.depth and self._velodyne(frame) is not None

@@ -17,6 +17,9 @@ from hydranet.data.sources import Source, SourceOptions, register_source
 
 
 class ShardsOptions(SourceOptions):
+    """Options of ``kind: shards``: ``path`` (a shard directory, its ``manifest.json`` or an fsspec URL),
+    ``labels`` to decode (None: all stored) and fsspec ``storage_options``.
+    """
     path: str  # a shard directory, its manifest.json, or an fsspec URL (s3://, gs://, https://, file://)
     labels: list[str] | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict)  # passed to fsspec (e.g. {anon: true})
@@ -44,4 +47,7 @@ class ShardsSource(Source):
         return self.data[index]
 
     def read_members(self, index: int):
+        """Raw ``(shard path, key, {member: bytes})`` of sample ``index`` after the CRC check, undecoded;
+        raises ``ShardError`` for a truncated or corrupt shard.
+        """
         return self.data.read_members(index)
