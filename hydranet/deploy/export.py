@@ -77,6 +77,7 @@ def check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
 
 
 def decoder_name(task: Any) -> str:
+    """Dotted path of ``task``'s decode method (``module.Class.decode``), as recorded in the manifest."""
     cls = type(task)
     return f"{cls.__module__}.{cls.__qualname__}.decode"
 

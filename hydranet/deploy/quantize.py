@@ -61,13 +61,17 @@ class WorldCalibrationReader:
             yield {name: feeds[name] for name in self.manifest.input_names()}  # only the inputs the graph has
 
     def get_next(self) -> dict | None:
+        """The next feed ``{input name: array}`` (a full graph batch, the last padded by repetition); None
+        when the frames are used up."""
         return next(self._it, None)
 
     def rewind(self) -> None:
+        """Start again from the first frame."""
         self._it = self._feeds()
 
 
 def int8_path(graph: str | Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx`` (beside the graph): the default output of ``quantize_graph``."""
     graph = Path(graph)
     return graph.with_name(f"{graph.stem}.int8.onnx")
 

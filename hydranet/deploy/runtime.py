@@ -101,6 +101,7 @@ class DeployedModel:
 
     @property
     def batch_size(self) -> int:
+        """The graph's fixed batch size B (``manifest.batch``); ``forward`` splits larger batches into B-chunks."""
         return self.manifest.batch
 
     def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray,
@@ -202,10 +203,13 @@ class DeployedModel:
         return {t: out[t] for t in (tasks if tasks is not None else out)}
 
     def check_batch(self, batch: Batch) -> None:
+        """Raise ``ValueError`` unless ``batch``'s cameras are the manifest's ``camera_names``, in that order."""
         names = list(batch.camera_names)
         if names != self.manifest.camera_names:
             raise ValueError(f"{self.path}: frames have cameras {names}, the graph expects "
                              f"{self.manifest.camera_names} in that order")
 
     def decode(self, outputs: dict[str, dict[str, Tensor]], batch: Batch) -> dict[str, list[Any]]:
+        """``{task: [decoded per sample]}`` from the graph's ``outputs`` by each task's own ``decode``; raises
+        ``KeyError`` if ``outputs`` lacks a task the graph holds."""
         return {name: task.decode(outputs[name], batch) for name, task in self.tasks.items()}

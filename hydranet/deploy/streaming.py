@@ -29,10 +29,12 @@ STATE_NOTE = ("Temporal graph: feed state.* = zeros at a sequence start (scene c
 
 
 def state_input_names() -> list[str]:
+    """Graph input names of the temporal memory, ``state.<name>`` for each ``TemporalState`` tensor."""
     return [f"state.{n}" for n in TemporalState.names()]
 
 
 def state_output_names() -> list[str]:
+    """Graph output names of the updated memory, ``new_state.<name>`` for each ``TemporalState`` tensor."""
     return [f"new_state.{n}" for n in TemporalState.names()]
 
 
