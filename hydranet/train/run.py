@@ -186,4 +186,5 @@ def write_run_config(cfg: Config, out_dir: Path, info: D.DistInfo) -> None:
 
 
 def in_torchrun() -> bool:
+    """True when launched by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
