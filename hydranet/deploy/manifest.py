@@ -179,7 +179,10 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest; a graph path (``.onnx``) finds its manifest beside it."""
+    """Read and validate a manifest; a graph path (``.onnx``) finds its manifest beside it.
+
+    Raises ``ManifestError`` naming the file when it is missing, not JSON, of another format, fails
+    validation (the message lists each field), or lists task outputs the graph does not have."""
     path = Path(path)
     if path.suffix == ".onnx":
         path = manifest_path(path)

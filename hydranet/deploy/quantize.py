@@ -78,7 +78,10 @@ def int8_path(graph: str | Path) -> Path:
 
 def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frames: int = 32, per_channel: bool = True,
                    seed: int = CALIB_SEED, on_frame=None) -> Manifest:
-    """Write an INT8 QDQ graph (default ``<stem>.int8.onnx``) and its manifest; returns the manifest."""
+    """Write an INT8 QDQ graph (default ``<stem>.int8.onnx``) and its manifest; returns the manifest.
+
+    Raises ``QuantizeError`` for a missing graph, ``calib_frames < 1`` or an already quantized graph, and
+    ``ManifestError`` for a missing manifest or a graph whose bytes differ from it."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -59,7 +59,11 @@ def check_graph_bytes(graph: Path, manifest: Manifest) -> None:
 
 
 class DeployedModel:
-    """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task."""
+    """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task.
+
+    ``manifest`` default: ``<stem>.manifest.json`` beside the graph. Raises ``FileNotFoundError`` for a missing
+    graph, ``ManifestError`` for a bad manifest, a graph whose sha256 differs from it, a graph ONNX Runtime
+    cannot load, or inputs/outputs that differ from the manifest's."""
 
     def __init__(self, graph: str | Path, manifest: str | Path | Manifest | None = None, threads: int | None = None,
                  providers: list[str] | None = None, spin: bool = True):

@@ -49,6 +49,8 @@ class StreamingGraph(nn.Module):
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_valid: Tensor,
                 T_world_from_ego: Tensor, timestamp: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        """One frame: the ``ExportGraph`` inputs plus ego pose ``[B, 4, 4]`` (world frame, metres), timestamp
+        ``[B]`` (seconds) and the ``TemporalState`` tensors -> task outputs (``output_keys`` order), new state."""
         out, new = self.model.forward_step(images, intrinsics, T_ego_from_cam, T_world_from_ego, timestamp,
                                            TemporalState.from_tensors(state), tasks=self.tasks,
                                            camera_valid=camera_valid)
