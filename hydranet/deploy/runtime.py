@@ -138,7 +138,8 @@ class DeployedModel:
 
     def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
-        ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state."""
+        ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state. Raises
+        ``ValueError`` when ``len(batch)`` is not ``manifest.batch``."""
         m = self.manifest
         if len(batch) != m.batch:
             raise ValueError(f"{self.path}: a temporal graph runs exactly {m.batch} sequence(s) per call, "
@@ -167,7 +168,9 @@ class DeployedModel:
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
                 camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped)."""
+        """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped).
+        Inputs as ``run_arrays`` (uint8 images ``[B, N, 3, H, W]``, K in pixels, T_ego_from_cam in metres); raises
+        ``ValueError`` when the camera count or image size differs from the manifest's."""
         m = self.manifest
         b, n = images.shape[:2]
         if n != m.num_cameras or tuple(images.shape[-2:]) != tuple(m.image_size):

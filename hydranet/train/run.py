@@ -57,7 +57,11 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
 def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from_ckpt: str | None = None,
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
                  console: Any = None) -> dict[str, Any]:
-    """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
+    """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files).
+
+    ``from_ckpt`` initialises the weights (only heads of new tasks may be missing, else ``CheckpointError``);
+    ``tasks`` restricts the trained tasks (unknown names: ``ValueError``); ``freeze`` names modules to freeze;
+    ``train.clip`` selects ``ClipTrainer``. ``RunLockedError`` when another process trains into ``out_dir``."""
 
     console = console or make_console(stderr=True)
     tc = cfg.train
