@@ -77,6 +77,7 @@ def check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
 
 
 def decoder_name(task: Any) -> str:
+    """Dotted path of ``task``'s decode method (``module.Class.decode``), as recorded in the manifest."""
     cls = type(task)
     return f"{cls.__module__}.{cls.__qualname__}.decode"
 
@@ -93,6 +94,8 @@ class ExportGraph(nn.Module):
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
                 camera_valid: Tensor | None = None) -> tuple[Tensor, ...]:
+        """uint8 images ``[B, N, 3, H, W]``, K ``[B, N, 3, 3]`` (pixels), T_ego_from_cam ``[B, N, 4, 4]`` (metres)
+        -> the task outputs as a flat tuple in ``output_keys`` order."""
         out = self.model(images, intrinsics, T_ego_from_cam, tasks=self.tasks, camera_valid=camera_valid)
         return tuple(out[t][k] for t, k in self.output_keys)
 
@@ -185,7 +188,9 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     """Write ``path`` (ONNX) and ``<stem>.manifest.json`` beside it; returns the manifest.
 
     ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks. ``trunk_hash`` defaults to the hash of
-    the model's trunk+neck tensors (the same number the checkpoint records)."""
+    the model's trunk+neck tensors (the same number the checkpoint records). A temporal model with a BEV task
+    exports its streaming graph (``hydranet.deploy.streaming``). Raises ``ExportError`` for ``batch < 1``, an
+    unknown task or an opset too old for the graph."""
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
     names = resolve_tasks(model, tasks)

@@ -41,6 +41,8 @@ def spread_indices(frames: int) -> list[int]:
 
 
 def world_batches(world, indices: list[int], batch_size: int) -> Iterator[Batch]:
+    """Collated batches of ``world[i]`` for ``indices`` in order, ``batch_size`` samples each (the last may be
+    smaller)."""
     for s in range(0, len(indices), batch_size):
         yield collate([world[i] for i in indices[s:s + batch_size]])
 

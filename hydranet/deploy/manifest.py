@@ -32,6 +32,8 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
+    """One graph input: ONNX name, fixed shape (e.g. ``[B, N, 3, H, W]``), numpy dtype name, axis layout, meaning."""
+
     name: str
     shape: list[int]
     dtype: str
@@ -48,6 +50,8 @@ class Normalisation(_Strict):
 
 
 class OutputSpec(_Strict):
+    """One graph output ``<task>.<key>``: its task, the key in the task's output dict, fixed shape and dtype."""
+
     name: str  # "<task>.<key>", the ONNX output name
     task: str
     key: str
@@ -57,6 +61,9 @@ class OutputSpec(_Strict):
 
 
 class TaskSpec(_Strict):
+    """One exported task: camera or BEV space, its label kind, the options ``create_task`` rebuilds it from,
+    its decoder's dotted path and the names of its graph outputs."""
+
     space: Literal["camera", "bev"]
     label: str
     options: dict[str, Any]
@@ -75,6 +82,9 @@ class HeadContextSpec(_Strict):
 
 
 class QuantizationSpec(_Strict):
+    """How an INT8 graph was made (``hydranet.deploy.quantize``): method, calibration frames and seed,
+    quantized op types, activation/weight types and the fp32 graph it came from."""
+
     method: str
     calibration_frames: int
     calibration_seed: int
@@ -86,6 +96,11 @@ class QuantizationSpec(_Strict):
 
 
 class Manifest(_Strict):
+    """Everything needed to run and decode an exported graph without the Python model (module docstring).
+
+    Strict (unknown fields are refused); ``load_manifest`` reads and checks one, ``write_manifest`` writes one.
+    """
+
     format: str = FORMAT
     graph: str  # file name of the ONNX graph, beside the manifest
     graph_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the graph's bytes; DeployedModel refuses others
@@ -111,25 +126,31 @@ class Manifest(_Strict):
     # ---- derived ---------------------------------------------------------------------------
     @property
     def bev_grid(self) -> BevGrid:
+        """The BEV grid (ego frame, metres) the weights were trained for."""
         return BevGrid.from_dict(self.grid)
 
     @property
     def num_cameras(self) -> int:
+        """Number of cameras N the graph takes, in ``camera_names`` order."""
         return len(self.camera_names)
 
     def head_ctx(self) -> HeadContext:
+        """The exported model's ``HeadContext`` (strides, channels, grid): what ``bind_task`` builds decoders from."""
         h = self.head_context
         return HeadContext(camera_channels=h.camera_channels, camera_strides=dict(h.camera_strides),
                            bev_channels=h.bev_channels, grid=self.bev_grid, image_hw=tuple(h.image_hw),
                            num_cameras=h.num_cameras)
 
     def input_names(self) -> list[str]:
+        """ONNX input names in graph order."""
         return [i.name for i in self.inputs]
 
     def output_names(self) -> list[str]:
+        """ONNX output names ``<task>.<key>`` in graph order (temporal ``new_state.*`` outputs not included)."""
         return [o.name for o in self.outputs]
 
     def to_json(self) -> str:
+        """The manifest as indented JSON text (what ``write_manifest`` stores)."""
         return json.dumps(self.model_dump(), indent=1)
 
 
@@ -149,6 +170,7 @@ def manifest_path(graph: str | Path) -> Path:
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+    """Write ``manifest`` atomically (temporary file, then rename) to ``path``; returns ``path``."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(manifest.to_json())
@@ -157,7 +179,10 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest; a graph path (``.onnx``) finds its manifest beside it."""
+    """Read and validate a manifest; a graph path (``.onnx``) finds its manifest beside it.
+
+    Raises ``ManifestError`` naming the file when it is missing, not JSON, of another format, fails
+    validation (the message lists each field), or lists task outputs the graph does not have."""
     path = Path(path)
     if path.suffix == ".onnx":
         path = manifest_path(path)

@@ -61,20 +61,27 @@ class WorldCalibrationReader:
             yield {name: feeds[name] for name in self.manifest.input_names()}  # only the inputs the graph has
 
     def get_next(self) -> dict | None:
+        """The next feed ``{input name: array}`` (a full graph batch, the last padded by repetition); None
+        when the frames are used up."""
         return next(self._it, None)
 
     def rewind(self) -> None:
+        """Start again from the first frame."""
         self._it = self._feeds()
 
 
 def int8_path(graph: str | Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx`` (beside the graph): the default output of ``quantize_graph``."""
     graph = Path(graph)
     return graph.with_name(f"{graph.stem}.int8.onnx")
 
 
 def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frames: int = 32, per_channel: bool = True,
                    seed: int = CALIB_SEED, on_frame=None) -> Manifest:
-    """Write an INT8 QDQ graph (default ``<stem>.int8.onnx``) and its manifest; returns the manifest."""
+    """Write an INT8 QDQ graph (default ``<stem>.int8.onnx``) and its manifest; returns the manifest.
+
+    Raises ``QuantizeError`` for a missing graph, ``calib_frames < 1`` or an already quantized graph, and
+    ``ManifestError`` for a missing manifest or a graph whose bytes differ from it."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

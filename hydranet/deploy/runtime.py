@@ -59,7 +59,11 @@ def check_graph_bytes(graph: Path, manifest: Manifest) -> None:
 
 
 class DeployedModel:
-    """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task."""
+    """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task.
+
+    ``manifest`` default: ``<stem>.manifest.json`` beside the graph. Raises ``FileNotFoundError`` for a missing
+    graph, ``ManifestError`` for a bad manifest, a graph whose sha256 differs from it, a graph ONNX Runtime
+    cannot load, or inputs/outputs that differ from the manifest's."""
 
     def __init__(self, graph: str | Path, manifest: str | Path | Manifest | None = None, threads: int | None = None,
                  providers: list[str] | None = None, spin: bool = True):
@@ -101,6 +105,7 @@ class DeployedModel:
 
     @property
     def batch_size(self) -> int:
+        """The graph's fixed batch size B (``manifest.batch``); ``forward`` splits larger batches into B-chunks."""
         return self.manifest.batch
 
     def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray,
@@ -133,7 +138,8 @@ class DeployedModel:
 
     def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
         """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
-        ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state."""
+        ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state. Raises
+        ``ValueError`` when ``len(batch)`` is not ``manifest.batch``."""
         m = self.manifest
         if len(batch) != m.batch:
             raise ValueError(f"{self.path}: a temporal graph runs exactly {m.batch} sequence(s) per call, "
@@ -162,7 +168,9 @@ class DeployedModel:
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
                 camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped)."""
+        """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped).
+        Inputs as ``run_arrays`` (uint8 images ``[B, N, 3, H, W]``, K in pixels, T_ego_from_cam in metres); raises
+        ``ValueError`` when the camera count or image size differs from the manifest's."""
         m = self.manifest
         b, n = images.shape[:2]
         if n != m.num_cameras or tuple(images.shape[-2:]) != tuple(m.image_size):
@@ -202,10 +210,13 @@ class DeployedModel:
         return {t: out[t] for t in (tasks if tasks is not None else out)}
 
     def check_batch(self, batch: Batch) -> None:
+        """Raise ``ValueError`` unless ``batch``'s cameras are the manifest's ``camera_names``, in that order."""
         names = list(batch.camera_names)
         if names != self.manifest.camera_names:
             raise ValueError(f"{self.path}: frames have cameras {names}, the graph expects "
                              f"{self.manifest.camera_names} in that order")
 
     def decode(self, outputs: dict[str, dict[str, Tensor]], batch: Batch) -> dict[str, list[Any]]:
+        """``{task: [decoded per sample]}`` from the graph's ``outputs`` by each task's own ``decode``; raises
+        ``KeyError`` if ``outputs`` lacks a task the graph holds."""
         return {name: task.decode(outputs[name], batch) for name, task in self.tasks.items()}

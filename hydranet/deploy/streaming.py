@@ -29,10 +29,12 @@ STATE_NOTE = ("Temporal graph: feed state.* = zeros at a sequence start (scene c
 
 
 def state_input_names() -> list[str]:
+    """Graph input names of the temporal memory, ``state.<name>`` for each ``TemporalState`` tensor."""
     return [f"state.{n}" for n in TemporalState.names()]
 
 
 def state_output_names() -> list[str]:
+    """Graph output names of the updated memory, ``new_state.<name>`` for each ``TemporalState`` tensor."""
     return [f"new_state.{n}" for n in TemporalState.names()]
 
 
@@ -47,6 +49,8 @@ class StreamingGraph(nn.Module):
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_valid: Tensor,
                 T_world_from_ego: Tensor, timestamp: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        """One frame: the ``ExportGraph`` inputs plus ego pose ``[B, 4, 4]`` (world frame, metres), timestamp
+        ``[B]`` (seconds) and the ``TemporalState`` tensors -> task outputs (``output_keys`` order), new state."""
         out, new = self.model.forward_step(images, intrinsics, T_ego_from_cam, T_world_from_ego, timestamp,
                                            TemporalState.from_tensors(state), tasks=self.tasks,
                                            camera_valid=camera_valid)

@@ -27,6 +27,7 @@ class GraphModel:
         self.cfg = ModelConfig.model_validate(deployed.manifest.architecture)
 
     def eval(self) -> GraphModel:
+        """No-op (a graph has no train mode); returns self, as ``nn.Module.eval`` does."""
         return self
 
     def forward_batch(self, batch: Batch, tasks: list[str] | None = None,

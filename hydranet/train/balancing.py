@@ -76,7 +76,12 @@ def module_params(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
 
 
 class Balancer(nn.Module):
-    """Base: static weights. Subclasses override ``backward``/``reduce``."""
+    """Static weighting ``Σ w_t L_t`` (``train.balancing.kind: static``) and the base of the other strategies.
+
+    ``tasks``: every task the trainer may see; ``cfg.weights``: per-task weight (default 1); ``trainable``: the
+    parameters whose gradients ``reduce`` all-reduces. Raises ``ValueError`` naming
+    ``train.balancing.weights`` for a weight given to an unknown task. Subclasses override ``backward``/``reduce``.
+    """
 
     kind = "static"
 
@@ -92,17 +97,23 @@ class Balancer(nn.Module):
         self.register_buffer("task_weights", torch.tensor([float(cfg.weights.get(t, 1.0)) for t in self.tasks]))
 
     def weight(self, task: str) -> Tensor:
+        """The current weight of ``task``, a 0-d float32 tensor; ``ValueError`` for an unknown task."""
         return self.task_weights[self.tasks.index(task)]
 
     def weights(self) -> dict[str, float]:
+        """``{task: weight}`` as plain floats, for logging."""
         return {t: float(w) for t, w in zip(self.tasks, self.task_weights.tolist(), strict=True)}
 
     def backward(self, losses: dict[str, Tensor], scale: float) -> float:
+        """Accumulate the gradients of ``scale · Σ w_t L_t`` for one micro-batch (``losses``: 0-d tensors of the
+        tasks present; ``scale`` = 1/grad_accum); returns the unscaled weighted total as a float."""
         total = sum(self.weight(t).to(loss.dtype) * loss for t, loss in losses.items())
         (total * scale).backward()
         return float(total.detach())
 
     def reduce(self, step: int, active: list[str]) -> None:
+        """At the optimizer step: average the accumulated ``.grad`` of the trainable parameters over ranks
+        (a no-op in one process). ``step`` and ``active`` (tasks seen this step) are used by subclasses."""
         all_reduce_grads(self.trainable)
 
     def discard(self) -> None:
@@ -110,6 +121,12 @@ class Balancer(nn.Module):
 
 
 class UncertaintyBalancer(Balancer):
+    """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018): ``Σ exp(-s_t) L_t + s_t``.
+
+    The learned log-variances ``s_t = log σ_t²`` (``log_vars`` ``[T]``, initialised so ``exp(-s_t)`` is the
+    configured weight) are trained by the trainer's optimizer; their gradients are all-reduced with the rest.
+    """
+
     kind = "uncertainty"
 
     def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter], seed: int = 0) -> None:
@@ -118,9 +135,11 @@ class UncertaintyBalancer(Balancer):
         self.log_vars = nn.Parameter(-torch.log(self.task_weights.clone().clamp_min(1e-6)))
 
     def weights(self) -> dict[str, float]:
+        """``{task: exp(-s_t)}``, the current effective weights."""
         return {t: float(w) for t, w in zip(self.tasks, torch.exp(-self.log_vars.detach()).tolist(), strict=True)}
 
     def backward(self, losses: dict[str, Tensor], scale: float) -> float:
+        """Accumulate the gradients of ``scale · Σ (exp(-s_t) L_t + s_t)``; returns that total (unscaled)."""
         total = 0.0
         for t, loss in losses.items():
             s = self.log_vars[self.tasks.index(t)]
@@ -129,6 +148,7 @@ class UncertaintyBalancer(Balancer):
         return float(total.detach())
 
     def reduce(self, step: int, active: list[str]) -> None:
+        """Average the gradients of the trainable parameters and of ``log_vars`` over ranks."""
         all_reduce_grads([*self.trainable, self.log_vars])
 
 
@@ -195,14 +215,25 @@ class _PerTaskGrads(Balancer):
 
 
 class PCGradBalancer(_PerTaskGrads):
+    """Gradient surgery (PCGrad; Yu et al., NeurIPS 2020) on the shared parameters (``cfg.shared`` paths).
+
+    Raises ``ValueError`` when those paths hold no trainable parameter. Per-task gradients are all-reduced
+    *before* projection, so every rank writes the update one process would (module docstring).
+    """
+
     kind = "pcgrad"
 
     def backward(self, losses: dict[str, Tensor], scale: float) -> float:
+        """Accumulate per-task gradients of ``scale · w_t L_t`` on the shared parameters (flat buffers ``[T, n]``)
+        and the plain sum into the head parameters' ``.grad``; returns ``Σ w_t L_t`` as a float."""
         weighted = {t: self.weight(t).to(loss.dtype) * loss for t, loss in losses.items()}
         self._accumulate(weighted, scale, with_others=True)
         return float(sum(v.detach() for v in weighted.values()))
 
     def reduce(self, step: int, active: list[str]) -> None:
+        """All-reduce the per-task buffers and head gradients, combine the ``active`` tasks' shared gradients
+        with ``pcgrad_combine`` (task order seeded by ``(seed, step)``, identical on every rank), write ``.grad``
+        and clear the buffers."""
         all_reduce_grads(self.others)
         grads = self._reduced_buffers()
         rows = [self.tasks.index(t) for t in sorted(active)]
@@ -229,6 +260,13 @@ def pcgrad_combine(grads: Tensor, generator: torch.Generator | None = None) -> T
 
 
 class GradNormBalancer(_PerTaskGrads):
+    """GradNorm (Chen et al., ICML 2018): task weights ``w_t`` (summing to T) learned so the gradient norms on
+    the last shared layer (``cfg.gradnorm.shared``) follow each task's relative inverse training rate.
+
+    Raises ``ValueError`` when that layer holds no trainable parameter. The weights are updated once per
+    optimizer step by ``gradnorm_update`` from all-reduced norms and losses (identical on every rank).
+    """
+
     kind = "gradnorm"
 
     def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter],
@@ -242,6 +280,8 @@ class GradNormBalancer(_PerTaskGrads):
         self.loss_count = torch.zeros(n)
 
     def backward(self, losses: dict[str, Tensor], scale: float) -> float:
+        """Accumulate the unweighted per-task gradients on the shared layer (for the norms) and the losses (for
+        the training rates), then backpropagate ``scale · Σ w_t L_t``; returns ``Σ w_t L_t`` as a float."""
         # ∇_W L_t (unweighted) per task for the norms, then the weighted total through everything.
         self._accumulate(losses, scale, with_others=False)
         for t, loss in losses.items():
@@ -251,6 +291,8 @@ class GradNormBalancer(_PerTaskGrads):
         return super().backward(losses, scale)
 
     def reduce(self, step: int, active: list[str]) -> None:
+        """All-reduce gradients, per-task norms and mean losses, then take one GradNorm step on the weights of
+        the ``active`` tasks that had a loss this step (the first loss seen sets ``L_t(0)``)."""
         all_reduce_grads(self.trainable)
         grads = self._reduced_buffers()
         stats = torch.stack([self.loss_sum, self.loss_count]).to(grads.device)
@@ -267,6 +309,7 @@ class GradNormBalancer(_PerTaskGrads):
         self.discard()
 
     def discard(self) -> None:
+        """Forget this step's per-task gradients and accumulated losses (non-finite step)."""
         super().discard()
         self.loss_sum.zero_()
         self.loss_count.zero_()
@@ -296,6 +339,9 @@ def gradnorm_update(weights: Tensor, initial: Tensor, losses: Tensor, norms: Ten
 
 def create_balancer(cfg: BalancingConfig, tasks: list[str], model: nn.Module, trainable: list[nn.Parameter],
                     seed: int = 0) -> Balancer:
+    """The balancer for ``cfg.kind`` (``static``, ``uncertainty``, ``pcgrad``, ``gradnorm``); ``seed`` seeds
+    PCGrad's task order. Raises ``ValueError`` for an unknown kind or, for pcgrad/gradnorm, when the
+    configured shared module paths hold no trainable parameter of ``model``."""
     if cfg.kind == "static":
         return Balancer(tasks, cfg, trainable, seed)
     if cfg.kind == "uncertainty":

@@ -60,6 +60,8 @@ class Clip:
 
     @property
     def present(self) -> dict[str, Tensor]:
+        """``{label: bool [B * loss frames]}``: the loss frames' presence masks, concatenated frame by frame
+        (a label absent from a frame counts as missing there)."""
         keys = {k for f in self.frames[self.burn_in:] for k in f.present}
         return {k: torch.cat([f.present.get(k, torch.zeros(len(f), dtype=torch.bool))
                               for f in self.frames[self.burn_in:]]) for k in keys}
@@ -68,6 +70,7 @@ class Clip:
         return len(self.frames[0])
 
     def to(self, device: torch.device | str) -> Clip:
+        """A copy with every frame's batch on ``device``."""
         return Clip([f.to(device) for f in self.frames], self.burn_in)
 
 
@@ -110,6 +113,9 @@ class ClipTrainer(Trainer):
         return iter(loader)
 
     def task_losses(self, batch: Any, tasks: list[str]) -> dict[str, Tensor]:
+        """Each task's clip loss (0-d float32): the mean of its per-frame losses over the frames after
+        ``burn_in``, weighted by each frame's labelled samples. A temporal model carries its state through
+        the clip (``forward_step``; detached after burn-in frames), a single-frame one runs frame by frame."""
         clip: Clip = batch
         model = self.model
         temporal = bool(getattr(model, "is_temporal", False))

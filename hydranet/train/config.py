@@ -79,6 +79,12 @@ class TaskDataConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """The ``data`` section: named training sources (concatenated), per-task dataset choices, the eval source.
+
+    Validation fails (``ConfigError`` from ``load_config``) when ``datasets`` is empty or a task names an
+    unknown dataset.
+    """
+
     datasets: dict[str, DatasetConfig]  # name -> source; the training set is their concatenation
     tasks: dict[str, TaskDataConfig] = Field(default_factory=dict)
     eval: DatasetConfig | None = None  # held-out frames for the periodic eval hook and the demo report
@@ -111,12 +117,18 @@ class SchedulerConfig(_Strict):
 
 
 class GradNormConfig(_Strict):
+    """``train.balancing.gradnorm``: GradNorm's α, the task weights' step size and the last shared layer
+    (Chen et al., ICML 2018)."""
+
     alpha: float = Field(default=1.5, ge=0)  # restoring force toward equal training rates
     lr: float = Field(default=0.025, gt=0)  # step size of the task weights
     shared: str = "neck"  # dotted module path whose parameters are "the last shared layer"
 
 
 class BalancingConfig(_Strict):
+    """``train.balancing``: the multi-task loss balancing strategy (``hydranet/train/balancing.py``), its static
+    or initial per-task weights, and the shared modules PCGrad / GradNorm work on."""
+
     kind: Literal["static", "uncertainty", "gradnorm", "pcgrad"] = "static"
     weights: dict[str, float] = Field(default_factory=dict)  # static (and initial) weights; default 1
     gradnorm: GradNormConfig = Field(default_factory=GradNormConfig)
@@ -138,6 +150,10 @@ class ClipConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The ``train`` section: optimisation (AdamW, warmup-cosine lr, clipping), precision, device, data
+    loading, task scheduling, clips, balancing, logging/checkpoint/eval cadence, time and skip limits.
+    Durations are in optimizer steps unless the name ends in ``_s`` (seconds)."""
+
     steps: int = Field(default=1000, ge=1)  # optimizer steps
     batch_size: int = Field(default=8, ge=1)  # per process, per micro-batch
     grad_accum: int = Field(default=1, ge=1)  # micro-batches per optimizer step
@@ -179,12 +195,18 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """The ``eval`` section: eval batch size, how many eval frames (None: all), report pictures to draw."""
+
     batch_size: int = Field(default=4, ge=1)
     frames: int | None = Field(default=None, ge=1)  # None: the whole eval dataset
     pictures: int = Field(default=4, ge=0)  # prediction-vs-ground-truth images the report draws
 
 
 class Config(_Strict):
+    """The whole training config (one YAML file): ``data``, ``model`` (a ``ModelConfig`` tree, optionally a
+    ``preset`` plus overrides), ``train`` and ``eval``. Build it with ``load_config`` or ``config_from_dict``,
+    which raise ``ConfigError`` naming the file and the field."""
+
     data: DataConfig
     model: dict[str, Any]  # validated by hydranet.model.ModelConfig (see model_config())
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -200,6 +222,7 @@ class Config(_Strict):
         return ModelConfig.model_validate(resolve_model_dict(self.model))
 
     def task_names(self) -> list[str]:
+        """Sorted names of the model's tasks (after resolving the preset)."""
         return sorted(resolve_model_dict(self.model).get("tasks") or {})
 
 
@@ -259,6 +282,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides (``train.lr=1e-3``) to the raw YAML ``tree`` in place, creating missing
+    sections; returns ``tree``. Raises ``ConfigError`` for a malformed override or a key through a non-section."""
     for text in overrides:
         path, value = parse_override(text)
         node = tree
@@ -326,4 +351,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a JSON-ready dict (what checkpoints record and ``config_from_dict`` reads back)."""
     return cfg.model_dump(mode="json")

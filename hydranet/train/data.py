@@ -34,6 +34,9 @@ def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str =
 
 @dataclass
 class TrainData:
+    """What ``build_train_data`` returns: the training set (sources concatenated in name order), each task's
+    sample indices into it (int64), the eval set (or None), samples per source, and the rig groups."""
+
     dataset: Dataset
     index_lists: dict[str, np.ndarray]
     eval_dataset: Dataset | None

@@ -86,7 +86,13 @@ def _finished(train_dir: Path) -> bool:
 
 def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None = None, retrain: bool = False,
              pictures: int | None = None, console: Console | None = None) -> dict[str, Any]:
+    """``hydranet demo``: render the data, train (reuse or resume a run in ``out``), evaluate trained vs untrained
+    on the held-out frames, draw pictures, write ``metrics.md``/``metrics.json`` (module docstring).
 
+    Returns ``{"metrics", "baseline", "pictures", "summary"}``. Raises ``ConfigError`` for a bad config or a
+    ``train.time_limit_s`` (the demo's numbers must not depend on machine speed), ``ValueError`` without
+    ``data.eval``.
+    """
     console = console or make_console()
     t_start = time.perf_counter()
     config = config or default_demo_config()

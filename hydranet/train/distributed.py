@@ -29,16 +29,21 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the torchrun job: global ``rank``, ``world_size``, ``local_rank`` (GPU index on
+    its node); the default is a single process."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
 
     @property
     def enabled(self) -> bool:
+        """True when there is more than one rank (collectives then communicate)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the rank that logs and writes checkpoints."""
         return self.rank == 0
 
 
@@ -94,6 +99,7 @@ def exit_process(code: int = 0) -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank (``dist.barrier``); a no-op without a process group."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 

@@ -23,6 +23,10 @@ SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", 
 
 
 class TrainLogger:
+    """Rank-0 training output under ``out_dir``: TensorBoard (``tb/``), ``train_log.jsonl`` and a progress bar
+    (plain lines when the console is not live). With ``enabled=False`` (other ranks) every call is a no-op.
+    Use as a context manager: leaving it closes the files."""
+
     def __init__(self, out_dir: Path, tasks: list[str], total_steps: int, enabled: bool = True,
                  progress: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
@@ -59,10 +63,13 @@ class TrainLogger:
         self.jsonl.close()
 
     def start(self, step: int) -> None:
+        """Set the progress bar to ``step`` (a resumed run starts part-way)."""
         if self.progress is not None:
             self.progress.update(self.bar, completed=step)
 
     def advance(self, step: int, out: dict[str, Any]) -> None:
+        """Move the bar to ``step`` showing the last logged per-task losses; ``out`` is ``train_step``'s result
+        (a skipped step is flagged)."""
         if self.progress is None:
             return
         parts = [f"{SHORT.get(t, t)} {v:.3f}" for t, v in self.losses.items()]
@@ -70,6 +77,9 @@ class TrainLogger:
         self.progress.update(self.bar, completed=step, description=" ".join(parts) + skipped)
 
     def log(self, record: dict[str, Any]) -> None:
+        """Write one logging-window record (``step``, ``lr``, ``grad_norm``, ``loss``, ``task_loss``, ``weights``,
+        ``skipped_steps``, ``samples_per_s``) to TensorBoard and the JSON-lines log; non-finite scalars are
+        left out of TensorBoard."""
         if not self.enabled:
             return
         step = record["step"]
@@ -91,6 +101,8 @@ class TrainLogger:
             self.console.print(line, soft_wrap=True)
 
     def log_eval(self, step: int, results: dict[str, Any]) -> None:
+        """Write ``{task: {metric: value}}`` eval results at ``step`` as ``eval/<task>/<metric>`` scalars and a
+        JSON line, and print each task's first metric."""
         if not self.enabled:
             return
         for task, metrics in results.items():

@@ -34,6 +34,8 @@ class MergeError(ValueError):
 
 
 def module_hash(state: dict[str, Tensor], prefix: str) -> str:
+    """Hash (``trunk_hash``) of the tensors of ``state`` whose names start with ``prefix`` (e.g. ``"fusion."``);
+    ``"none"`` when there are none."""
     return trunk_hash(state, (prefix,)) if any(k.startswith(prefix) for k in state) else "none"
 
 
@@ -48,11 +50,15 @@ def parse_head_spec(spec: str) -> tuple[str, list[str] | None]:
 
 @dataclass
 class MergePlan:
+    """Which checkpoint supplies each head: ``base`` (trunk, neck, fusion and unnamed heads), ``heads``
+    ``{task: checkpoint}``, and the merged ``ModelConfig`` tree."""
+
     base: Checkpoint
     heads: dict[str, Checkpoint] = field(default_factory=dict)  # task -> the checkpoint supplying it
     model_config: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, str]:
+        """``{task: checkpoint path}`` of the heads taken from head checkpoints."""
         return {t: str(c.path) for t, c in self.heads.items()}
 
 

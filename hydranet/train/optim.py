@@ -39,5 +39,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to ``lr`` (the trainer calls it with ``lr_at(step)``)."""
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -47,6 +47,8 @@ def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def device_has_fast_bf16(device: torch.device) -> bool:
+    """True when ``device`` computes bf16 natively: a CUDA GPU reporting bf16 support (Ampere and later) or a
+    CPU with AVX512-BF16/AMX-BF16 flags; False for any other device type."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":

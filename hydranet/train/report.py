@@ -35,6 +35,12 @@ def _stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
 def draw_predictions(model: nn.Module, tasks: dict[str, Task], dataset: Dataset, indices: list[int], grid: Any,
                      out_dir: Path, device: torch.device | str = "cpu", scale: int = 2,
                      per_task: bool = True) -> list[Path]:
+    """Draw prediction (top) over ground truth (bottom) for ``dataset[i]``, ``i`` in ``indices``, with each task's
+    ``draw`` on the camera views and the BEV panel (``grid``, ego frame); puts ``model`` in eval mode.
+
+    Writes ``frame_<i>.png`` (all tasks but dense depth) and, with ``per_task``, ``frame_<i>_<task>.png`` under
+    ``out_dir``; returns the paths written. ``scale``: pixel scale of the views.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     names = sorted(tasks)
@@ -119,6 +125,8 @@ def metrics_table(results: dict[str, dict[str, float]], baseline: dict[str, dict
 
 def write_report(out_dir: Path, results: dict, baseline: dict | None, tasks: dict[str, Task],
                  summary: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``out_dir/metrics.md`` (trained vs untrained table, ``metrics_table``) and ``out_dir/metrics.json``
+    (``results``, ``baseline``, the training ``summary`` and ``meta``); returns both paths."""
     table = metrics_table(results, baseline, tasks)
     md = out_dir / "metrics.md"
     lines = [

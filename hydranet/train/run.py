@@ -57,7 +57,11 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
 def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from_ckpt: str | None = None,
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
                  console: Any = None) -> dict[str, Any]:
-    """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files)."""
+    """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files).
+
+    ``from_ckpt`` initialises the weights (only heads of new tasks may be missing, else ``CheckpointError``);
+    ``tasks`` restricts the trained tasks (unknown names: ``ValueError``); ``freeze`` names modules to freeze;
+    ``train.clip`` selects ``ClipTrainer``. ``RunLockedError`` when another process trains into ``out_dir``."""
 
     console = console or make_console(stderr=True)
     tc = cfg.train
@@ -186,4 +190,5 @@ def write_run_config(cfg: Config, out_dir: Path, info: D.DistInfo) -> None:
 
 
 def in_torchrun() -> bool:
+    """True when launched by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

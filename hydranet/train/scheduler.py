@@ -126,6 +126,8 @@ class TaskScheduler:
     # -- pure functions of (seed, k) ----------------------------------------------------------
 
     def task_at(self, k: int) -> str:
+        """The stream (task, or ``task@group``) of micro-step ``k``: cyclic for ``all``/``round_robin``, else
+        drawn from ``frequencies`` with an RNG seeded by ``(seed, k)`` (identical on every rank)."""
         if self.kind in ("all", "round_robin"):
             return self.tasks[k % len(self.tasks)]
         u = np.random.default_rng(stable_seed(self.seed, "task", k)).random()
@@ -155,19 +157,24 @@ class TaskScheduler:
         return task, indices
 
     def frequencies(self) -> dict[str, float]:
+        """``{stream: probability}`` of being chosen at a micro-step (uniform for ``all``/``round_robin``)."""
         return dict(zip(self.tasks, self.probs.tolist(), strict=True))
 
     def copy(self) -> TaskScheduler:
+        """An independent copy at the same position (index lists shared, read-only; permutation cache empty)."""
         new = copy.copy(self)
         new.drawn = dict(self.drawn)
         new._perm_cache = {}
         return new
 
     def state_dict(self) -> dict[str, Any]:
+        """The position ``(micro_step, drawn)`` plus kind, seed and stream sizes to check on resume (JSON-ready)."""
         return {"kind": self.kind, "seed": self.seed, "micro_step": self.micro_step, "drawn": dict(self.drawn),
                 "sizes": {t: len(v) for t, v in self.lists.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state_dict``; raises ``ValueError`` when its kind, seed or stream sizes differ from
+        this scheduler's (another config or other data)."""
         sizes = {t: len(v) for t, v in self.lists.items()}
         if state["kind"] != self.kind or state["seed"] != self.seed or state["sizes"] != sizes:
             raise ValueError(f"scheduler state does not match this run (saved kind={state['kind']} "

@@ -125,6 +125,8 @@ class CacheTrainer(Trainer):
     go through the whole model, so metrics are measured exactly as for any checkpoint."""
 
     def forward(self, batch: Any, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
+        """``{task: {key: Tensor}}``: a ``CachedBatch`` runs ``forward_from_features`` on its cached (fp16-stored,
+        fp32-computed) trunk features; any other batch goes through the whole model (``Trainer.forward``)."""
         if isinstance(batch, CachedBatch):
             feats = {k: v.float() for k, v in batch.features.items()}  # fp16 storage, fp32 (or autocast) compute
             return self.model.forward_from_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
@@ -132,6 +134,7 @@ class CacheTrainer(Trainer):
         return super().forward(batch, tasks)
 
     def train_mode(self) -> None:
+        """``Trainer.train_mode``'s modes (trained parts train, frozen parts eval), re-applied only when changed."""
         # The modes Trainer.train_mode sets (trained parts train, frozen parts eval), but re-applied only
         # when something changed them (the eval hook): on a head-only step the module walk costs ~10%.
         modes = getattr(self, "_modes", None)

@@ -29,6 +29,9 @@ class SyncBatchNorm(nn.SyncBatchNorm):
     """``torch.nn.SyncBatchNorm`` that also synchronises CPU tensors (gloo)."""
 
     def forward(self, input: Tensor) -> Tensor:
+        """BatchNorm of ``input`` ``[B, C, ...]`` with mean and (biased) variance over the global batch of all
+        ranks when training under a process group; torch's own path on CUDA or in one process. The result has
+        ``input``'s dtype (statistics in fp32). Raises ``ValueError`` on CPU with ``momentum=None``."""
         synced = (self.training and dist.is_available() and dist.is_initialized()
                   and dist.get_world_size(self.process_group or dist.group.WORLD) > 1)
         if not synced or input.device.type in TORCH_DEVICES:

@@ -88,6 +88,15 @@ def camera_dropout_mask(batch: Batch, p: float, seed: tuple[int, ...]) -> Tensor
 
 
 class Trainer:
+    """The multi-task training loop (module docstring): ``fit`` runs ``train.steps`` optimizer steps.
+
+    ``model``: a ``HydraNet`` (or any module with its call signature) whose ``task_objects`` (or ``tasks``)
+    give the losses; ``train_tasks`` (default: all) are trained, the other heads frozen; ``frozen`` names
+    further modules to freeze; ``index_lists`` (default: every sample labelled for the task) are each task's
+    sample indices; ``eval_set`` feeds the periodic ``evaluate``. Rank 0 writes logs and checkpoints under
+    ``out_dir``. Raises ``ValueError`` for a task the model lacks or when every parameter is frozen.
+    """
+
     def __init__(self, cfg: Config, model: nn.Module, train_set: Dataset, out_dir: str | Path, *,
                  tasks: dict[str, Task] | None = None, train_tasks: list[str] | None = None,
                  index_lists: dict[str, np.ndarray] | None = None, eval_set: Dataset | None = None,
@@ -152,12 +161,15 @@ class Trainer:
     # -- model call and modes ------------------------------------------------------------------
 
     def forward(self, batch: Batch, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
+        """``{task: {key: Tensor [B, ...]}}`` of the model on ``batch`` for ``tasks``; in train mode with
+        ``train.camera_dropout > 0`` a seeded ``camera_valid`` mask fails random cameras."""
         mask = camera_dropout_mask(batch, self.tc.camera_dropout, (self.tc.seed, self.step, self.dist.rank)) \
             if self.model.training and self.tc.camera_dropout > 0 else None
         extra = {} if mask is None else {"camera_valid": mask}  # models without camera masks stay callable
         return self.model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, **extra)
 
     def train_mode(self) -> None:
+        """``model.train()``, except the frozen modules, which stay in eval mode (BatchNorm statistics frozen)."""
         self.model.train()
         for name in self.frozen:  # frozen modules keep eval-mode BatchNorm statistics
             self.model.get_submodule(name).eval()
@@ -189,6 +201,13 @@ class Trainer:
         return {t: self.tasks[t].loss(outputs[t], batch)["loss"].float() for t in tasks}
 
     def train_step(self, batches: Iterator[Batch]) -> dict[str, Any]:
+        """One optimizer step over ``grad_accum`` micro-batches drawn from ``batches``; a non-finite loss or
+        gradient on any rank skips it on every rank (BatchNorm buffers restored).
+
+        Returns ``step``, ``lr``, ``grad_norm`` (NaN when skipped), ``loss`` (weighted total), ``skipped`` and
+        per-task ``task_loss``/``task_n`` sums (float32 ``[T]``, ``train_tasks`` order). Raises
+        ``NonFiniteTrainingError`` after ``train.max_consecutive_skips`` skipped steps in a row.
+        """
         accum, world = self.tc.grad_accum, self.dist.world_size
         bad = False
         nonfinite: set[str] = set()
@@ -269,6 +288,7 @@ class Trainer:
 
     @property
     def ckpt_dir(self) -> Path:
+        """``<out_dir>/checkpoints``, where ``save`` writes ``step_XXXXXXXX`` and ``resume`` looks."""
         return self.out_dir / "checkpoints"
 
     def save(self) -> Path | None:
@@ -330,6 +350,12 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
+        """Train from the current step to ``train.steps`` (or until ``train.time_limit_s``), logging every
+        ``log_every``, evaluating every ``eval_every`` and checkpointing every ``ckpt_every`` steps and at the end.
+
+        Returns the summary (steps, stopped_early, skipped_steps, last checkpoint, last log record, seconds),
+        also written by rank 0 to ``<out_dir>/train_summary.json``. ``NonFiniteTrainingError`` propagates.
+        """
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
                              progress=self.progress)
         batches = self._loader()
@@ -382,6 +408,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, max_batches: int | None = None) -> dict[str, dict[str, float]]:
+        """``{task: {metric: value}}`` of the trained tasks on ``eval_set`` (at most ``max_batches`` batches of
+        ``eval.batch_size``), by the one evaluation loop ``hydranet.eval.loop.evaluate``; under DDP each rank
+        takes a slice and the metrics are synchronised. ``{}`` without an eval set."""
         if self.eval_set is None:
             return {}
         batches = dataset_batches(self.eval_set, self.cfg.eval.batch_size, max_batches, self.dist.rank,
