@@ -1,0 +1,43 @@
+"""Drawing for every task: one ``Views`` object (the rig's camera images + a BEV panel) and a few
+primitives that draw labels or predictions onto it. PIL only, default font.
+
+    views = Views.from_sample(sample, grid, scale=2)
+    draw_boxes2d(views, det["boxes"], det["camera"], det["classes"])
+    draw_boxes3d(views, obj["boxes"], obj["classes"])
+    views.compose(title="scene 3 frame 12").save("out.png")
+
+Coordinates: 2D boxes and masks are in the *stored* image resolution (``views.image_hw``); the
+primitives scale them to the drawn size. BEV inputs are ego metres or ``BevGrid`` tensors.
+
+The package: ``style.py`` (colours, layouts, line primitives), ``views.py`` (``Views``) and ``draw.py``
+(the ``draw_*`` primitives); everything is importable from ``hydranet.viz``.
+"""
+
+from hydranet.viz.draw import (
+    depth_color,
+    draw_bev_map,
+    draw_boxes2d,
+    draw_boxes3d,
+    draw_lane_masks,
+    draw_mask,
+    draw_polylines_bev,
+    draw_sparse_depth,
+    draw_traffic_lights,
+)
+from hydranet.viz.style import (
+    BEV_COLORS,
+    CLASS_COLORS,
+    DASH,
+    DRIVABLE_COLOR,
+    EGO_BOX,
+    LANE_COLORS,
+    LAYOUT,
+    LIGHT_COLORS,
+    NUSCENES_LAYOUT,
+    Color,
+)
+from hydranet.viz.views import Views
+
+__all__ = ["BEV_COLORS", "CLASS_COLORS", "DASH", "DRIVABLE_COLOR", "EGO_BOX", "LANE_COLORS", "LAYOUT", "LIGHT_COLORS",
+           "NUSCENES_LAYOUT", "Color", "Views", "depth_color", "draw_bev_map", "draw_boxes2d", "draw_boxes3d",
+           "draw_lane_masks", "draw_mask", "draw_polylines_bev", "draw_sparse_depth", "draw_traffic_lights"]
