@@ -1,6 +1,5 @@
-"""The drawing style every picture shares: class, BEV, light and lane colours, the camera layouts of the
-composed picture, the label font, and the line primitives (dashed for ground truth, solid for predictions).
-PIL only, default font."""
+"""The drawing style every picture shares: class, BEV, light and lane colours, the label font, and the
+line primitives (dashed for ground truth, solid for predictions). PIL only, default font."""
 
 from __future__ import annotations
 
@@ -30,17 +29,6 @@ LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 25
 DRIVABLE_COLOR: tuple[int, int, int] = (60, 150, 255)
 # Prediction and ground truth share the class colours; ground truth is drawn dashed, predictions solid.
 DASH = 4
-# Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
-LAYOUT: dict[str, tuple[float, float]] = {
-    "left_pillar": (0, 0), "narrow": (0, 1), "main": (0, 2), "wide": (0, 3), "right_pillar": (0, 4),
-    "left_repeater": (1, 1), "rear": (1, 2), "right_repeater": (1, 3),
-}
-# nuScenes' 6-camera rig on a 3 x 2 grid: forward row on top, rear-facing row below (as on the car).
-NUSCENES_LAYOUT: dict[str, tuple[float, float]] = {
-    "CAM_FRONT_LEFT": (0, 0), "CAM_FRONT": (0, 1), "CAM_FRONT_RIGHT": (0, 2),
-    "CAM_BACK_LEFT": (1, 0), "CAM_BACK": (1, 1), "CAM_BACK_RIGHT": (1, 2),
-}
-EGO_BOX = (1.45, 0.0, 0.75, 4.7, 1.9, 1.5, 0.0)
 
 def _font(size: int) -> ImageFont.ImageFont:
     try:

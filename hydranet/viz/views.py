@@ -14,18 +14,20 @@ from torch import Tensor
 
 from hydranet.data.sample import Batch, Sample
 from hydranet.geometry import BevGrid, invert_transform, transform_points
-from hydranet.viz.draw import draw_boxes3d
-from hydranet.viz.style import (
-    CLASS_COLORS,
-    DRIVABLE_COLOR,
-    EGO_BOX,
-    LANE_COLORS,
-    LAYOUT,
-    LIGHT_COLORS,
-    NUSCENES_LAYOUT,
-    _dashed,
-    _font,
-)
+from hydranet.viz.boxes import draw_boxes3d
+from hydranet.viz.style import CLASS_COLORS, DRIVABLE_COLOR, LANE_COLORS, LIGHT_COLORS, _dashed, _font
+
+# Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
+LAYOUT: dict[str, tuple[float, float]] = {
+    "left_pillar": (0, 0), "narrow": (0, 1), "main": (0, 2), "wide": (0, 3), "right_pillar": (0, 4),
+    "left_repeater": (1, 1), "rear": (1, 2), "right_repeater": (1, 3),
+}
+# nuScenes' 6-camera rig on a 3 x 2 grid: forward row on top, rear-facing row below (as on the car).
+NUSCENES_LAYOUT: dict[str, tuple[float, float]] = {
+    "CAM_FRONT_LEFT": (0, 0), "CAM_FRONT": (0, 1), "CAM_FRONT_RIGHT": (0, 2),
+    "CAM_BACK_LEFT": (1, 0), "CAM_BACK": (1, 1), "CAM_BACK_RIGHT": (1, 2),
+}
+EGO_BOX = (1.45, 0.0, 0.75, 4.7, 1.9, 1.5, 0.0)
 
 
 class Views:

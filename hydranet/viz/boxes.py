@@ -1,38 +1,24 @@
-"""Drawing primitives: labels or decoded predictions of every task onto a ``Views`` (2D boxes, masks,
-lane masks, 3D boxes, BEV maps, BEV polylines, traffic lights, sparse depth). Ground truth is dashed,
-predictions solid, in the class colours of ``style.py``.
+"""Drawing objects onto a ``Views``: 2D boxes and traffic lights in the cameras, 3D boxes as BEV footprints
+and camera wireframes, labelled with class (+ score). Ground truth is dashed, predictions solid, in the
+class colours of ``style.py``.
 
-Coordinates: 2D boxes and masks are in the *stored* image resolution (``views.image_hw``); the
-primitives scale them to the drawn size. BEV inputs are ego metres (x forward, y left) or ``BevGrid``
-tensors; cameras are OpenCV (x right, y down, z forward).
+Coordinates: 2D boxes are in the *stored* image resolution (``views.image_hw``), scaled here to the drawn
+size; 3D boxes are ego-frame ``[M, 7]`` (x, y, z, l, w, h, yaw; metres, radians; x forward, y left);
+cameras are OpenCV (x right, y down, z forward).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 from torch import Tensor
 
-from hydranet.data.sample import BEV_CLASSES, LIGHT_STATES, OBJECT_CLASSES
+from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES
 from hydranet.geometry import box_corners, invert_transform, transform_points
-from hydranet.viz.style import (
-    BEV_COLORS,
-    CLASS_COLORS,
-    LANE_COLORS,
-    LIGHT_COLORS,
-    Color,
-    _class_name,
-    _dashed,
-    _font,
-    _rect,
-    _rgb,
-    _tolist,
-)
+from hydranet.viz.style import CLASS_COLORS, LIGHT_COLORS, Color, _class_name, _dashed, _font, _rect, _rgb, _tolist
 
 if TYPE_CHECKING:  # annotations only: views.py imports this module (Views.draw_ego draws the ego box)
     from hydranet.viz.views import Views
@@ -67,24 +53,6 @@ def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], cl
         rect = [x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)]
         _rect(d, rect, col, max(1, views.scale), dashed)
         _label(views, ci, d, rect, name if not sc else f"{name} {sc[k]:.2f}", col, font, dashed, img.height)
-
-
-def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = 0.45) -> None:
-    """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution."""
-    col = torch.tensor(_rgb(color, (255, 0, 0)), dtype=torch.float32)
-    m = masks.detach().float().cpu()
-    for i, img in enumerate(views.cameras):
-        a = torch.nn.functional.interpolate(m[i][None, None], size=(img.height, img.width), mode="bilinear",
-                                            align_corners=False)[0, 0].clamp(0, 1) * alpha
-        base = torch.from_numpy(np.asarray(img).copy()).float()
-        out = base * (1 - a[..., None]) + col * a[..., None]
-        views.cameras[i] = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).numpy())
-
-
-def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = 0.8) -> None:
-    """The ``lanes`` label/prediction (0 none, 1 dashed, 2 solid, 3 road edge) in one colour per kind."""
-    for kind, col in LANE_COLORS.items():
-        draw_mask(views, lanes == kind, col, alpha)
 
 
 def _box_edges() -> list[tuple[int, int]]:
@@ -145,47 +113,6 @@ def _clip_segment(pa: Tensor, pb: Tensor, views: Views, cam: int, near: float = 
     return [px(pa), px(pb)]
 
 
-def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = 0.6,
-                 colors: dict[str, tuple[int, int, int]] | None = None) -> None:
-    """Blend a BEV map ``[C, R, C']`` (bool or probabilities) on the panel, one colour per class;
-    later channels are drawn over earlier ones."""
-    colors = colors or BEV_COLORS
-    m = torch.as_tensor(bev).detach().float().cpu()
-    size = (views.bev.height, views.bev.width)
-    base = torch.from_numpy(np.asarray(views.bev).copy()).float()
-    for c, name in enumerate(classes):
-        a = torch.nn.functional.interpolate(m[c][None, None], size=size, mode="nearest")[0, 0].clamp(0, 1) * alpha
-        col = torch.tensor(colors.get(name, (255, 255, 255)), dtype=torch.float32)
-        base = base * (1 - a[..., None]) + col * a[..., None]
-    views.bev = Image.fromarray(base.round().clamp(0, 255).to(torch.uint8).numpy())
-    views._draw_frustums(ImageDraw.Draw(views.bev))
-
-
-def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Color], width: int = 2,
-                       cameras: bool = False) -> None:
-    """Ego-frame polylines ``[L, P, 3]`` in the BEV panel (and projected into cameras if asked).
-    ``color`` is one colour or one per line."""
-    pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, points.shape[-2], 3) if len(points) else None
-    if pts is None:
-        return
-    many = isinstance(color, list | tuple) and len(color) == len(pts) and not isinstance(color[0], int)
-    cols = [_rgb(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
-    d = ImageDraw.Draw(views.bev)
-    for k, line in enumerate(pts):
-        d.line([views.bev_px(float(x), float(y)) for x, y, _ in line.tolist()], fill=cols[k], width=width)
-    if not cameras:
-        return
-    for i in range(len(views.camera_names)):
-        dc = ImageDraw.Draw(views.cameras[i])
-        T = invert_transform(views.T_ego_from_cam[i])
-        for k, line in enumerate(pts):
-            pc = transform_points(T, line)
-            for a in range(len(pc) - 1):
-                seg = _clip_segment(pc[a], pc[a + 1], views, i, near=0.5)
-                if seg is not None:
-                    dc.line(seg, fill=cols[k], width=1)
-
-
 def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], state: Tensor | Sequence[int],
                         lane: Tensor | Sequence[int] | None = None, scores: Tensor | Sequence[float] | None = None,
                         dashed: bool = False) -> None:
@@ -208,40 +135,3 @@ def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[i
             d.text(at, text, fill=col, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
 
 
-def depth_color(z: Tensor, near: float = 2.0, far: float = 60.0) -> list[tuple[int, int, int]]:
-    """Log-depth ramp: red (near) → yellow → green → blue (far), one colour per depth in metres."""
-    f = ((z.clamp(near, far).log() - math.log(near)) / (math.log(far) - math.log(near))).tolist()
-    stops = [(255, 40, 40), (255, 220, 0), (40, 230, 90), (40, 120, 255)]
-    out = []
-    for t in f:
-        x = t * (len(stops) - 1)
-        k = min(int(x), len(stops) - 2)
-        a, b, r = stops[k], stops[k + 1], x - k
-        out.append(tuple(round(a[j] + (b[j] - a[j]) * r) for j in range(3)))
-    return out
-
-
-def draw_sparse_depth(views: Views, depth: Tensor, max_points: int = 40000) -> None:
-    """Sparse z-depth ``[N, H, W]`` (0 = no return, e.g. projected lidar): a dot per return in its
-    camera and, unprojected into the ego frame, in the BEV panel; colour = depth (``depth_color``)."""
-    depth = depth.detach().float().cpu()
-    bev = ImageDraw.Draw(views.bev)
-    for i in range(depth.shape[0]):
-        v, u = torch.nonzero(depth[i] > 0, as_tuple=True)
-        if len(v) > max_points:  # even subsample: the picture stays readable and fast
-            keep = torch.linspace(0, len(v) - 1, max_points).long()
-            v, u = v[keep], u[keep]
-        z = depth[i, v, u]
-        colors = depth_color(z)
-        dc = ImageDraw.Draw(views.cameras[i])
-        s = views.scale
-        for uu, vv, c in zip(((u.float() + 0.5) * s).tolist(), ((v.float() + 0.5) * s).tolist(), colors, strict=True):
-            dc.rectangle([uu - 1, vv - 1, uu, vv], fill=c)
-        K = views.intrinsics[i]
-        x = ((u.float() + 0.5) - K[0, 2]) / K[0, 0] * z
-        y = ((v.float() + 0.5) - K[1, 2]) / K[1, 1] * z
-        ego = transform_points(views.T_ego_from_cam[i], torch.stack([x, y, z], 1))
-        for (px, py), c in zip(ego[:, :2].tolist(), colors, strict=True):
-            bu, bv = views.bev_px(px, py)
-            if 0 <= bu < views.bev.width and 0 <= bv < views.bev.height:
-                bev.point((bu, bv), fill=c)
