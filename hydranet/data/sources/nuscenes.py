@@ -39,7 +39,6 @@ Missing images, lidar files, tables or tokens raise ``SourceError`` naming the f
 
 from __future__ import annotations
 
-import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -49,10 +48,17 @@ import torch
 from PIL import Image
 from pydantic import Field, field_validator
 
-from hydranet.data.labels import BEV_CLASSES
 from hydranet.data.sample import Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
-from hydranet.geometry import BevGrid, box_corners
+from hydranet.data.sources.nuscenes_labels import (
+    future_ego_path,
+    lidar_depth,
+    pose_matrix,
+    project_boxes2d,
+    rasterise_bev,
+    track_id,
+)
+from hydranet.geometry import BevGrid
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
                             "CAM_BACK")
@@ -65,11 +71,17 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {
     "pedestrian": "pedestrian", "traffic_cone": "cone", "motorcycle": None, "bicycle": None, "barrier": None,
 }
 VISIBILITY: dict[str, float] = {"1": 0.2, "2": 0.5, "3": 0.7, "4": 0.9, "": 1.0}
-# Model class -> BEV channel rasterised from boxes.
-BEV_FROM_CLASS: dict[str, str] = {"car": "vehicle", "truck": "vehicle", "pedestrian": "pedestrian", "cone": "cone"}
 
 
 class NuScenesOptions(SourceOptions):
+    """Options of the ``nuscenes`` source (``kind: nuscenes`` in a dataset config, or ``nuscenes:DATAROOT``).
+
+    ``dataroot`` holds ``<version>/*.json`` and the ``samples/``/``sweeps/`` files; ``split`` is a devkit
+    ``create_splits_scenes`` split; ``image_size`` (H, W) resizes images and K; ``grid`` is a ``BevGrid``
+    dict for ``bev_semantic``; ``min_lidar_depth`` in metres; ``ego_path_seconds``/``ego_path_rate_hz``
+    set the ``ego_path`` horizon. Bad values raise pydantic's ``ValidationError`` naming the field.
+    """
+
     dataroot: str
     version: str = "v1.0-mini"
     split: str | None = None  # a create_splits_scenes() split (mini_train, val, ...); None = every scene
@@ -96,22 +108,11 @@ class NuScenesOptions(SourceOptions):
         return v
 
 
-def _pose(translation: Any, rotation: Any) -> np.ndarray:
-    from pyquaternion import Quaternion
-
-    T = np.eye(4)
-    T[:3, :3] = Quaternion(rotation).rotation_matrix
-    T[:3, 3] = translation
-    return T
-
-
-def track_id(instance_token: str) -> int:
-    """A stable non-negative int64 for an instance token."""
-    return int.from_bytes(hashlib.md5(instance_token.encode()).digest()[:7], "little")
-
-
 @register_source("nuscenes")
 class NuScenesSource(Source):
+    """Every keyframe of a nuScenes release, in scene order, as a ``Sample`` (see the module docstring for
+    frames and labels). Raises ``SourceError`` naming the table, file or token that is missing or bad."""
+
     Options = NuScenesOptions
     path_option = "dataroot"
     labels = frozenset({"objects3d", "detection2d", "depth", "bev_semantic", "bev_semantic_known", "ego_path"})
@@ -187,6 +188,8 @@ class NuScenesSource(Source):
         return len(self.keyframes)
 
     def label_present(self, index: int, label: str) -> bool:
+        """Whether keyframe ``index`` has ``label``: every requested label is, except ``ego_path`` near the end
+        of a log (the horizon runs past the last LIDAR_TOP pose)."""
         if label not in self.want:
             return False
         if label == "ego_path":
@@ -205,7 +208,7 @@ class NuScenesSource(Source):
         sample = self._get("sample", token)
         sd_lidar = self._lidar(index)
         ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
-        T_world_from_ego = _pose(ep["translation"], ep["rotation"])
+        T_world_from_ego = pose_matrix(ep["translation"], ep["rotation"])
         T_ego_from_world = np.linalg.inv(T_world_from_ego)
         images, Ks, Ts, sizes = [], [], [], []
         for cam in self.camera_names:
@@ -214,8 +217,8 @@ class NuScenesSource(Source):
             sd = self._get("sample_data", sample["data"][cam])
             cs = self._get("calibrated_sensor", sd["calibrated_sensor_token"])
             ep_cam = self._get("ego_pose", sd["ego_pose_token"])
-            T = T_ego_from_world @ _pose(ep_cam["translation"], ep_cam["rotation"]) @ _pose(cs["translation"],
-                                                                                          cs["rotation"])
+            T = (T_ego_from_world @ pose_matrix(ep_cam["translation"], ep_cam["rotation"])
+                 @ pose_matrix(cs["translation"], cs["rotation"]))
             img, K = self._image(sd, np.asarray(cs["camera_intrinsic"], dtype=np.float64))
             images.append(img)
             Ks.append(K)
@@ -231,11 +234,11 @@ class NuScenesSource(Source):
         if "objects3d" in self.want:
             labels["objects3d"] = {k: boxes[k] for k in ("boxes", "velocity", "classes", "track_id")}
         if "detection2d" in self.want:
-            labels["detection2d"] = self._boxes2d(boxes, K, T_ego_from_cam, (h, w))
+            labels["detection2d"] = project_boxes2d(boxes, K, T_ego_from_cam, (h, w))
         if "depth" in self.want:
             labels["depth"] = self._depth(sd_lidar, K, T_ego_from_cam, (h, w))
         if "bev_semantic" in self.want:
-            labels["bev_semantic"], labels["bev_semantic_known"] = self._bev(boxes)
+            labels["bev_semantic"], labels["bev_semantic_known"] = rasterise_bev(boxes, self.grid, self.model_classes)
         if "ego_path" in self.want:
             path = self._ego_path(sd_lidar)
             if path is not None:
@@ -276,7 +279,7 @@ class NuScenesSource(Source):
             c = self.class_map(name)
             if c is None:
                 continue
-            T_box = T_ego_from_world @ _pose(ann["translation"], ann["rotation"])
+            T_box = T_ego_from_world @ pose_matrix(ann["translation"], ann["rotation"])
             yaw = float(np.arctan2(T_box[1, 0], T_box[0, 0]))
             w, l, h = ann["size"]
             rows.append([*T_box[:3, 3], l, w, h, yaw])
@@ -290,42 +293,9 @@ class NuScenesSource(Source):
                 "classes": torch.tensor(cls, dtype=torch.int64), "track_id": torch.tensor(tid, dtype=torch.int64),
                 "visible": torch.tensor(vis, dtype=torch.float32)}
 
-    def _boxes2d(self, boxes: dict[str, torch.Tensor], K: np.ndarray, T_ego_from_cam: np.ndarray,
-                 hw: tuple[int, int]) -> dict[str, torch.Tensor]:
-        from nuscenes.utils.geometry_utils import view_points
-
-        h, w = hw
-        corners = box_corners(boxes["boxes"].double()).numpy()  # [M, 8, 3] ego
-        out: dict[str, list] = {"boxes": [], "classes": [], "camera": [], "visible": [], "track_id": []}
-        for n in range(len(K)):
-            T_cam_from_ego = np.linalg.inv(T_ego_from_cam[n])
-            for m in range(len(corners)):
-                pts = T_cam_from_ego[:3, :3] @ corners[m].T + T_cam_from_ego[:3, 3:4]  # [3, 8]
-                pts = pts[:, pts[2] > 0.1]  # corners in front of the camera (devkit export_2d_annotations)
-                if pts.shape[1] == 0:
-                    continue
-                uv = view_points(pts, K[n], normalize=True)[:2]
-                x1, y1 = uv.min(1)
-                x2, y2 = uv.max(1)
-                x1, x2 = np.clip([x1, x2], 0, w)
-                y1, y2 = np.clip([y1, y2], 0, h)
-                if x2 - x1 < 1.0 or y2 - y1 < 1.0:
-                    continue
-                out["boxes"].append([x1, y1, x2, y2])
-                out["classes"].append(int(boxes["classes"][m]))
-                out["camera"].append(n)
-                out["visible"].append(float(boxes["visible"][m]))
-                out["track_id"].append(int(boxes["track_id"][m]))
-        return {"boxes": torch.tensor(out["boxes"], dtype=torch.float32).reshape(-1, 4),
-                "classes": torch.tensor(out["classes"], dtype=torch.int64),
-                "camera": torch.tensor(out["camera"], dtype=torch.int64),
-                "visible": torch.tensor(out["visible"], dtype=torch.float32),
-                "track_id": torch.tensor(out["track_id"], dtype=torch.int64)}
-
     def _depth(self, sd_lidar: dict[str, Any], K: np.ndarray, T_ego_from_cam: np.ndarray,
                hw: tuple[int, int]) -> torch.Tensor:
         from nuscenes.utils.data_classes import LidarPointCloud
-        from nuscenes.utils.geometry_utils import view_points
 
         path = self.root / sd_lidar["filename"]
         if not path.is_file():
@@ -335,44 +305,9 @@ class NuScenesSource(Source):
         except (OSError, ValueError) as e:
             raise SourceError(f"cannot read lidar file {path}: {e}") from e
         cs = self._get("calibrated_sensor", sd_lidar["calibrated_sensor_token"])
-        T_ego_from_lidar = _pose(cs["translation"], cs["rotation"])
+        T_ego_from_lidar = pose_matrix(cs["translation"], cs["rotation"])
         pts = T_ego_from_lidar[:3, :3] @ pc.points[:3] + T_ego_from_lidar[:3, 3:4]  # ego at the lidar instant
-        h, w = hw
-        depth = np.zeros((len(K), h, w), dtype=np.float32)
-        for n in range(len(K)):
-            T = np.linalg.inv(T_ego_from_cam[n])
-            cam = T[:3, :3] @ pts + T[:3, 3:4]
-            keep = cam[2] > self.opt.min_lidar_depth
-            cam = cam[:, keep]
-            uv = view_points(cam, K[n], normalize=True)[:2]
-            u, v = np.floor(uv[0]).astype(np.int64), np.floor(uv[1]).astype(np.int64)
-            inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            u, v, z = u[inside], v[inside], cam[2, inside].astype(np.float32)
-            order = np.argsort(-z)  # far first: the nearest point of a pixel is written last and wins
-            depth[n, v[order], u[order]] = z[order]
-        return torch.from_numpy(depth)
-
-    def _bev(self, boxes: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.grid
-        out = torch.zeros(len(BEV_CLASSES), g.rows, g.cols, dtype=torch.uint8)
-        centres = g.cell_centres(torch.float64)
-        xe, ye = centres[..., 0], centres[..., 1]
-        for box, c in zip(boxes["boxes"].double().tolist(), boxes["classes"].tolist(), strict=True):
-            channel = BEV_FROM_CLASS.get(self.model_classes[c])
-            if channel is None:
-                continue
-            bx, by, _, bl, bw, _, yaw = box
-            cb, sb = np.cos(yaw), np.sin(yaw)
-            dx, dy = xe - bx, ye - by
-            # Cells whose centre is inside the footprint, and at least the cell holding the centre.
-            inside = ((cb * dx + sb * dy).abs() <= bl / 2) & ((-sb * dx + cb * dy).abs() <= bw / 2)
-            k = BEV_CLASSES.index(channel)
-            out[k] |= inside.to(torch.uint8)
-            r, col, ok = g.cell_indices(torch.tensor([bx]), torch.tensor([by]))
-            if bool(ok[0]):
-                out[k, int(r[0]), int(col[0])] = 1
-        known = torch.tensor([name in BEV_FROM_CLASS.values() for name in BEV_CLASSES], dtype=torch.uint8)
-        return out, known
+        return lidar_depth(pts, K, T_ego_from_cam, hw, self.opt.min_lidar_depth)
 
     @cached_property
     def _lidar_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -383,7 +318,7 @@ class NuScenesSource(Source):
                 continue
             scene = self.nusc.get("sample", sd["sample_token"])["scene_token"]
             ep = self.nusc.get("ego_pose", sd["ego_pose_token"])
-            by_scene.setdefault(scene, []).append((sd["timestamp"], _pose(ep["translation"], ep["rotation"])))
+            by_scene.setdefault(scene, []).append((sd["timestamp"], pose_matrix(ep["translation"], ep["rotation"])))
         out = {}
         for scene, rows in by_scene.items():
             rows.sort(key=lambda r: r[0])
@@ -393,18 +328,7 @@ class NuScenesSource(Source):
     def _ego_path(self, sd_lidar: dict[str, Any]) -> torch.Tensor | None:
         scene = self._get("sample", sd_lidar["sample_token"])["scene_token"]
         times, poses = self._lidar_poses.get(scene, (np.zeros(0), np.zeros((0, 4, 4))))
-        t0 = sd_lidar["timestamp"]
-        steps = max(1, round(self.opt.ego_path_seconds * self.opt.ego_path_rate_hz))
-        want = t0 + np.arange(1, steps + 1) / self.opt.ego_path_rate_hz * 1e6
-        if len(times) < 2 or want[-1] > times[-1]:
-            return None  # the log ends before the horizon: no ego_path label
+        # _lidar_poses has already looked this ego_pose up (it reads every LIDAR_TOP pose): this cannot fail.
         ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
-        T_ego_from_world = np.linalg.inv(_pose(ep["translation"], ep["rotation"]))
-        rel = T_ego_from_world[None] @ poses  # [T, 4, 4] future poses in the current ego frame
-        x = np.interp(want, times, rel[:, 0, 3])
-        y = np.interp(want, times, rel[:, 1, 3])
-        yaw = np.unwrap(np.arctan2(rel[:, 1, 0], rel[:, 0, 0]))
-        yaw = np.interp(want, times, yaw)
-        yaw = (yaw + np.pi) % (2 * np.pi) - np.pi
-        return torch.tensor(np.stack([x, y, yaw], -1), dtype=torch.float32)
-
+        return future_ego_path(times, poses, pose_matrix(ep["translation"], ep["rotation"]), sd_lidar["timestamp"],
+                               self.opt.ego_path_seconds, self.opt.ego_path_rate_hz)

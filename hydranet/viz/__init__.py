@@ -1,0 +1,31 @@
+"""Drawing for every task: one ``Views`` object (the rig's camera images + a BEV panel) and a few
+primitives that draw labels or predictions onto it. PIL only, default font.
+
+    views = Views.from_sample(sample, grid, scale=2)
+    draw_boxes2d(views, det["boxes"], det["camera"], det["classes"])
+    draw_boxes3d(views, obj["boxes"], obj["classes"])
+    views.compose(title="scene 3 frame 12").save("out.png")
+
+Coordinates: 2D boxes and masks are in the *stored* image resolution (``views.image_hw``); the
+primitives scale them to the drawn size. BEV inputs are ego metres or ``BevGrid`` tensors.
+
+The package: ``style.py`` (colours, font, line primitives), ``views.py`` (``Views``, the composed
+picture), ``boxes.py`` (2D/3D boxes, traffic lights) and ``maps.py`` (masks, BEV maps, polylines, depth);
+everything is importable from ``hydranet.viz``.
+"""
+
+from hydranet.viz.boxes import draw_boxes2d, draw_boxes3d, draw_traffic_lights
+from hydranet.viz.maps import (
+    depth_color,
+    draw_bev_map,
+    draw_lane_masks,
+    draw_mask,
+    draw_polylines_bev,
+    draw_sparse_depth,
+)
+from hydranet.viz.style import BEV_COLORS, CLASS_COLORS, DASH, DRIVABLE_COLOR, LANE_COLORS, LIGHT_COLORS, Color
+from hydranet.viz.views import EGO_BOX, LAYOUT, NUSCENES_LAYOUT, Views
+
+__all__ = ["BEV_COLORS", "CLASS_COLORS", "DASH", "DRIVABLE_COLOR", "EGO_BOX", "LANE_COLORS", "LAYOUT", "LIGHT_COLORS",
+           "NUSCENES_LAYOUT", "Color", "Views", "depth_color", "draw_bev_map", "draw_boxes2d", "draw_boxes3d",
+           "draw_lane_masks", "draw_mask", "draw_polylines_bev", "draw_sparse_depth", "draw_traffic_lights"]

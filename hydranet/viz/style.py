@@ -1,0 +1,81 @@
+"""The drawing style every picture shares: class, BEV, light and lane colours, the label font, and the
+line primitives (dashed for ground truth, solid for predictions). PIL only, default font."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import ImageColor, ImageDraw, ImageFont
+from torch import Tensor
+
+from hydranet.data.sample import OBJECT_CLASSES
+
+Color = tuple[int, int, int] | str
+
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "car": (0, 200, 255), "truck": (255, 140, 0), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
+    "traffic_light": (120, 255, 120),
+}
+BEV_COLORS: dict[str, tuple[int, int, int]] = {
+    "drivable": (90, 90, 110), "lane_marking": (250, 250, 250), "sidewalk": (150, 120, 90),
+    "vehicle": (0, 200, 255), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
+}
+LIGHT_COLORS: dict[str, tuple[int, int, int]] = {"red": (255, 40, 40), "yellow": (255, 210, 0),
+                                                 "green": (40, 255, 90)}
+# One lane palette everywhere (labels, predictions, world pictures): dashed, solid, road edge.
+LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 255), 3: (255, 60, 60)}
+DRIVABLE_COLOR: tuple[int, int, int] = (60, 150, 255)
+# Prediction and ground truth share the class colours; ground truth is drawn dashed, predictions solid.
+DASH = 4
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: bitmap font, fixed size
+        return ImageFont.load_default()
+
+
+def _rgb(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+    if color is None:
+        return fallback
+    if isinstance(color, str):
+        return ImageColor.getrgb(color)[:3]
+    return tuple(int(c) for c in color)[:3]  # type: ignore[return-value]
+
+
+def _class_name(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
+    if isinstance(c, str):
+        return c
+    return names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
+
+
+def _tolist(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, Tensor):
+        return x.detach().cpu().tolist()
+    return list(x)
+
+
+def _dashed(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
+            dash: int = DASH) -> None:
+    """A dashed polyline (ground truth): ``dash`` px on, ``dash`` px off."""
+    for (xa, ya), (xb, yb) in zip(points[:-1], points[1:], strict=True):
+        length = math.hypot(xb - xa, yb - ya)
+        steps = max(1, int(length // dash))
+        for i in range(0, steps, 2):
+            t0, t1 = i / steps, min(1.0, (i + 1) / steps)
+            d.line([(xa + (xb - xa) * t0, ya + (yb - ya) * t0), (xa + (xb - xa) * t1, ya + (yb - ya) * t1)],
+                   fill=fill, width=width)
+
+
+def _rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
+    x1, y1, x2, y2 = box
+    if dashed:
+        _dashed(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)
+    else:
+        d.rectangle([x1, y1, x2, y2], outline=col, width=width)
+
+

@@ -1,0 +1,188 @@
+"""``Views``: the canvases one sample is drawn on (one PIL image per camera, upscaled, and a BEV panel),
+their geometry (ego point -> BEV pixel, ego points -> camera pixels) and the composed picture: cameras
+laid out as on the car, the BEV panel beside them, a legend and notes below."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from hydranet.data.sample import Batch, Sample
+from hydranet.geometry import BevGrid, invert_transform, transform_points
+from hydranet.viz.boxes import draw_boxes3d
+from hydranet.viz.style import CLASS_COLORS, DRIVABLE_COLOR, LANE_COLORS, LIGHT_COLORS, _dashed, _font
+
+# Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
+LAYOUT: dict[str, tuple[float, float]] = {
+    "left_pillar": (0, 0), "narrow": (0, 1), "main": (0, 2), "wide": (0, 3), "right_pillar": (0, 4),
+    "left_repeater": (1, 1), "rear": (1, 2), "right_repeater": (1, 3),
+}
+# nuScenes' 6-camera rig on a 3 x 2 grid: forward row on top, rear-facing row below (as on the car).
+NUSCENES_LAYOUT: dict[str, tuple[float, float]] = {
+    "CAM_FRONT_LEFT": (0, 0), "CAM_FRONT": (0, 1), "CAM_FRONT_RIGHT": (0, 2),
+    "CAM_BACK_LEFT": (1, 0), "CAM_BACK": (1, 1), "CAM_BACK_RIGHT": (1, 2),
+}
+EGO_BOX = (1.45, 0.0, 0.75, 4.7, 1.9, 1.5, 0.0)
+
+
+class Views:
+    """The canvases one sample is drawn on: one PIL image per camera and a BEV panel."""
+
+    def __init__(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_names: Sequence[str],
+                 grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> None:
+        n, _, h, w = images.shape
+        self.image_hw = (h, w)
+        self.scale = scale
+        self.grid = grid
+        self.camera_names = tuple(camera_names)
+        self.intrinsics = intrinsics.float().cpu()
+        self.T_ego_from_cam = T_ego_from_cam.float().cpu()
+        arr = images.detach().cpu().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        self.cameras: list[Image.Image] = [
+            Image.fromarray(a).resize((w * scale, h * scale), Image.NEAREST) for a in arr]
+        size = bev_size or 2 * h * scale
+        self.bev_ppm = size / max(grid.x_range[1] - grid.x_range[0], grid.y_range[1] - grid.y_range[0])
+        self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
+                                     round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
+        self.notes: list[str] = []  # e.g. "detection2d: 0 detections", written under the picture
+        self._labels: dict[int, list[tuple[float, float, float, float]]] = {}  # placed label boxes per camera
+        self._draw_bev_base()
+
+    def place_label(self, camera: int, x: float, y: float, w: float, h: float,
+                    step: float) -> tuple[float, float] | None:
+        """Where a ``w`` × ``h`` label near (x, y) overlaps no label already placed in ``camera``: tries
+        (x, y), then ``step`` further away, up to four times; None = no room (the box stays, unlabelled)."""
+        placed = self._labels.setdefault(camera, [])
+        for k in range(5):
+            yy = y + k * step
+            box = (x, yy, x + w, yy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                placed.append(box)
+                return x, yy
+        return None
+
+    def note(self, text: str) -> None:
+        """A line of text for the picture's footer (what a head found nothing of, ...)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # ---- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_sample(cls, sample: Sample, grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> Views:
+        """Canvases for one ``Sample``: its uint8 images ``[N, 3, H, W]``, K and T_ego_from_cam, drawn ``scale``
+        times larger, beside a BEV panel of ``grid`` (``bev_size`` px high; default twice the camera height)."""
+        return cls(sample.images, sample.intrinsics, sample.T_ego_from_cam, sample.camera_names, grid, scale, bev_size)
+
+    @classmethod
+    def from_batch(cls, batch: Batch, i: int, grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> Views:
+        """Canvases for frame ``i`` of a collated ``Batch`` (as ``from_sample``)."""
+        return cls(batch.images[i], batch.intrinsics[i], batch.T_ego_from_cam[i], batch.camera_names, grid, scale,
+                   bev_size)
+
+    # ---- geometry --------------------------------------------------------------------------
+    def bev_px(self, x: float, y: float) -> tuple[float, float]:
+        """Pixel (u, v) in the BEV panel of ego point (x, y) metres (car drives up the page)."""
+        return (self.grid.y_range[1] - y) * self.bev_ppm, (self.grid.x_range[1] - x) * self.bev_ppm
+
+    def camera_index(self, camera: int | str) -> int:
+        """Rig index of ``camera`` (an index, or a name in ``camera_names``; ``ValueError`` for an unknown name)."""
+        return self.camera_names.index(camera) if isinstance(camera, str) else int(camera)
+
+    def project(self, points_ego: Tensor, camera: int) -> tuple[Tensor, Tensor]:
+        """Ego points ``[P, 3]`` to drawn-pixel coordinates in ``camera`` plus camera-frame depth."""
+        T = invert_transform(self.T_ego_from_cam[camera])
+        pc = transform_points(T, points_ego.float())
+        z = pc[:, 2]
+        K = self.intrinsics[camera]
+        zs = z.clamp(min=1e-3)
+        u = (K[0, 0] * pc[:, 0] / zs + K[0, 2]) * self.scale
+        v = (K[1, 1] * pc[:, 1] / zs + K[1, 2]) * self.scale
+        return torch.stack([u, v], 1), z
+
+    # ---- base BEV --------------------------------------------------------------------------
+    def _draw_bev_base(self) -> None:
+        d = ImageDraw.Draw(self.bev)
+        cx, cy = self.bev_px(0.0, 0.0)
+        for r in range(10, 80, 10):
+            d.ellipse([cx - r * self.bev_ppm, cy - r * self.bev_ppm, cx + r * self.bev_ppm, cy + r * self.bev_ppm],
+                      outline=(48, 52, 60))
+        self._draw_frustums(d)
+
+    def _draw_frustums(self, d: ImageDraw.ImageDraw) -> None:
+        w = self.image_hw[1]
+        for i in range(len(self.camera_names)):
+            T = self.T_ego_from_cam[i]
+            x, y = float(T[0, 3]), float(T[1, 3])
+            fwd = T[:3, 2]
+            yaw = math.atan2(float(fwd[1]), float(fwd[0]))
+            half = math.atan2(w / 2, float(self.intrinsics[i, 0, 0]))
+            reach = 6.0 + 10.0 * (1.0 - half / 1.6)
+            p0 = self.bev_px(x, y)
+            for a in (yaw - half, yaw + half):
+                d.line([p0, self.bev_px(x + reach * math.cos(a), y + reach * math.sin(a))], fill=(70, 90, 120))
+
+    def draw_ego(self) -> None:
+        """The ego car's footprint (``EGO_BOX``, ego frame) in white on the BEV panel; ``compose`` calls it."""
+        draw_boxes3d(self, torch.tensor([EGO_BOX]), ["ego"], color=(255, 255, 255), cameras=False)
+
+    # ---- output ----------------------------------------------------------------------------
+    def compose(self, title: str | None = None) -> Image.Image:
+        """All cameras laid out as on the car (forward row on top, rear-facing row below) + BEV."""
+        self.draw_ego()
+        h, w = self.image_hw[0] * self.scale, self.image_hw[1] * self.scale
+        header = 28 if title else 0
+        several = len(self.camera_names) > 1  # a single camera is drawn alone, not in an empty rig layout
+        if several and all(n in LAYOUT for n in self.camera_names):
+            slots = {i: LAYOUT[n] for i, n in enumerate(self.camera_names)}
+            cols, rows = 5, 2
+        elif several and all(n in NUSCENES_LAYOUT for n in self.camera_names):
+            slots = {i: NUSCENES_LAYOUT[n] for i, n in enumerate(self.camera_names)}
+            cols, rows = 3, 2
+        else:  # any other rig: rig order, four per row
+            slots = {i: (i // 4, i % 4) for i in range(len(self.camera_names))}
+            cols, rows = min(4, len(self.camera_names)), math.ceil(len(self.camera_names) / 4)
+        bev = self.bev
+        if bev.height != rows * h:
+            bev = bev.resize((round(bev.width * rows * h / bev.height), rows * h), Image.BILINEAR)
+        font = _font(max(12, h // 14))
+        line_h = max(12, h // 14) + 6
+        footer = line_h * (1 + len(self.notes)) + 6
+        canvas = Image.new("RGB", (cols * w + bev.width + 8, rows * h + header + footer), (12, 12, 14))
+        d = ImageDraw.Draw(canvas)
+        for i, (r, c) in slots.items():
+            x0, y0 = int(c * w), int(r * h) + header
+            canvas.paste(self.cameras[i], (x0, y0))
+            d.rectangle([x0, y0, x0 + w - 1, y0 + h - 1], outline=(12, 12, 14), width=2)
+            d.text((x0 + 6, y0 + 4), self.camera_names[i], fill=(255, 255, 255), font=font,
+                   stroke_width=2, stroke_fill=(0, 0, 0))
+        canvas.paste(bev, (cols * w + 8, header))
+        d.text((cols * w + 14, header + 4), "BEV", fill=(255, 255, 255), font=font, stroke_width=2,
+               stroke_fill=(0, 0, 0))
+        if title:
+            d.text((8, 4), title, fill=(230, 230, 230), font=_font(18))
+        self._legend(d, font, 8, rows * h + header + 4, line_h)
+        return canvas
+
+    def _legend(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int) -> None:
+        """Line styles, the class colours and the notes, below the cameras."""
+        d.line([(x, y + line_h // 2), (x + 24, y + line_h // 2)], fill=(230, 230, 230), width=2)
+        d.text((x + 28, y), "prediction", fill=(230, 230, 230), font=font)
+        x += 28 + round(d.textlength("prediction", font=font)) + 14
+        _dashed(d, [(x, y + line_h // 2), (x + 24, y + line_h // 2)], (230, 230, 230), 2)
+        d.text((x + 28, y), "ground truth", fill=(230, 230, 230), font=font)
+        x += 28 + round(d.textlength("ground truth", font=font)) + 20
+        swatches = [*CLASS_COLORS.items(), *LIGHT_COLORS.items(),
+                    *((f"lane {k}", LANE_COLORS[i]) for i, k in ((1, "dashed"), (2, "solid"), (3, "edge"))),
+                    ("drivable", DRIVABLE_COLOR)]
+        for name, col in swatches:
+            d.rectangle([x, y + 3, x + 12, y + line_h - 5], fill=col)
+            d.text((x + 16, y), name, fill=(230, 230, 230), font=font)
+            x += 16 + round(d.textlength(name, font=font)) + 12
+        for k, text in enumerate(self.notes):
+            d.text((8, y + line_h * (k + 1)), text, fill=(255, 200, 120), font=font)
+
