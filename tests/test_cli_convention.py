@@ -137,3 +137,35 @@ def test_generate_takes_a_training_configs_world_so_the_readme_loop_chains(tmp_p
     assert len(m.camera_names) == model.num_cameras and m.grid_obj() == model.grid.to_grid()
     bad = runner.invoke(app, ["generate", "--config", str(demo), "--dataset", "nope", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "no world dataset 'nope' (world datasets: ['demo', 'eval'])" in bad.output
+
+
+def test_error_line_is_plain_on_a_pipe_and_red_on_a_terminal(capsys, monkeypatch):
+    """Before: the literal markup ``[red]error:[/red]`` on every error (printed with markup off)."""
+    from hydranet.cli.errors import fail
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    assert fail("shard [3] of /data/x is corrupt").exit_code == 2
+    assert capsys.readouterr().err == "error: shard [3] of /data/x is corrupt\n"  # brackets in the message kept
+    monkeypatch.setenv("FORCE_COLOR", "1")  # what a terminal gets
+    fail("bad")
+    err = capsys.readouterr().err
+    assert "\x1b[31merror:" in err and "[red]" not in err and "bad" in err
+
+
+def test_data_info_verify_of_a_replaced_shard_is_bad_input(tmp_path):
+    """A shard whose sha256 differs from the manifest (same size) is a corrupt input: exit 2, like a truncated
+    one (before: exit 1), with one plain ``error:`` line naming the shard."""
+    from hydranet.world.config import WorldConfig
+    from hydranet.world.generate import generate
+
+    root = tmp_path / "data"
+    generate(root, WorldConfig(seed=1, num_scenes=1, frames_per_scene=1, height=32, width=64), frames=1)
+    shard = root / "shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    res = runner.invoke(app, ["data-info", str(root), "--verify"])
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    assert "error: " in res.output and "shard-000000.tar" in res.output and "[red]" not in res.output
+    assert "Traceback" not in res.output

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
+from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
@@ -19,8 +20,6 @@ from hydranet.train.config import load_config
 from hydranet.world.config import load_world_config, training_world
 from hydranet.world.generate import check_existing, resolve
 from hydranet.world.generate import generate as run
-
-_err = make_console(stderr=True)
 
 
 def _progress(console: Console) -> Progress:
@@ -71,8 +70,7 @@ def generate(
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
         existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
     except (ShardError, ValueError) as e:  # OUT holds another dataset: bad input
-        _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        raise fail(str(e)) from e
     if existing is not None:
         size = sum(s.bytes for s in existing.shards)
         console.print(f"{out}: up to date ({existing.num_samples} samples, {len(existing.shards)} shards, "
@@ -91,8 +89,7 @@ def generate(
                          image_format=image_format)
         except (ShardError, ValueError, OSError) as e:
             bar.stop()
-            _err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1 if isinstance(e, OSError) else 2) from e
+            raise fail(str(e), FAILED if isinstance(e, OSError) else BAD_INPUT) from e
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start
@@ -128,9 +125,8 @@ def data_info(
     console = make_console()
     try:
         ds = ShardDataset(data)
-    except ShardError as e:  # not a dataset: bad input (a failed --verify below exits 1)
-        _err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    except ShardError as e:  # not a dataset: bad input
+        raise fail(str(e)) from e
     m = ds.manifest
     size = sum(s.bytes for s in m.shards)
     src = m.source.get("kind", "?")
@@ -152,8 +148,7 @@ def data_info(
         dec = bar.add_task("decode", total=m.num_samples, rate="", visible=deep)
         try:
             ds.verify(deep=deep, on_bytes=lambda n: bar.advance(sha, n), on_sample=lambda n: bar.advance(dec, n))
-        except ShardError as e:
+        except ShardError as e:  # a corrupt, truncated or replaced shard is bad input (exit 2), as in README
             bar.stop()
-            _err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from e
+            raise fail(str(e)) from e
     console.print("[green]ok[/green]: every shard matches its sha256" + (" and every sample decodes" if deep else ""))

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console
-from hydranet.data.manifest import ManifestError as DataError
 from hydranet.deploy.export import ExportError, export_checkpoint
 from hydranet.deploy.frames import heldout_batches
 from hydranet.deploy.infer import run_infer
@@ -210,13 +210,15 @@ def infer(
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
     _threads(threads)
     _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
-    try:
-        with _progress() as progress:
-            bar = progress.add_task("inferring", total=frames)
-            result = run_infer(model, data, out, frames, threads, ground_truth,
-                               on_frame=lambda n: progress.advance(bar, n))
-    except (ManifestError, DataError, ValueError) as e:
-        raise typer.BadParameter(str(e), param_hint="--data") from None
+    # cli_errors: a missing, truncated or corrupt shard (ShardError) is one error line naming file/sample, exit 2
+    with cli_errors():
+        try:
+            with _progress() as progress:
+                bar = progress.add_task("inferring", total=frames)
+                result = run_infer(model, data, out, frames, threads, ground_truth,
+                                   on_frame=lambda n: progress.advance(bar, n))
+        except ManifestError as e:  # the graph's manifest does not fit the data
+            raise typer.BadParameter(str(e), param_hint="--data") from None
     counts = {}
     for rec in result["frames"]:
         for name, entry in rec["tasks"].items():

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors, fail
+from hydranet.data.manifest import ShardError
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 from hydranet.engine.label import LabelError, oracle_items, write_labelled
@@ -87,9 +89,10 @@ def mine_command(
     rank = dist.get_rank() if dist.is_initialized() else 0
     with _progress() as progress:
         bar = progress.add_task(f"mine (rank {rank})", total=None)
-        result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
-                      radius=radius, shadow=deployed, limit=limit,
-                      on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+        with cli_errors():  # a corrupt shard read mid-pool: one error line naming file/sample, exit 2
+            result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
+                          radius=radius, shadow=deployed, limit=limit,
+                          on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -139,6 +142,8 @@ def label_command(
         res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data})
     except (QueueError, PoolError, LabelError) as e:
         raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
+    except ShardError as e:  # a corrupt shard in the pool: one error line naming file/sample, exit 2
+        raise fail(str(e)) from None
     console.print(f"[bold]hydranet label[/] ({labeller}): {res['frames']} frames -> {out}; cost {res['cost']}")
 
 
@@ -162,8 +167,10 @@ def autolabel_quality_command(
     except PoolError as e:
         raise typer.BadParameter(str(e), param_hint="--teacher/--data") from None
     idx = sorted({int(i) for i in np.linspace(0, len(pool) - 1, min(frames, len(pool))).round()})
-    res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius, min_confidence=min_confidence,
-                                                              min_score=min_confidence))
+    with cli_errors():  # a corrupt shard read mid-pool: one error line, exit 2
+        res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius,
+                                                                  min_confidence=min_confidence,
+                                                                  min_score=min_confidence))
     text = json.dumps(res, indent=1).replace("NaN", "null")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

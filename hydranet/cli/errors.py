@@ -30,8 +30,11 @@ FAILED = 1
 def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
     """Print ``error: message`` to stderr and return the ``typer.Exit`` to raise."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True, markup=False, highlight=False)
+    # Markup on so a terminal shows a red "error:" (rich drops the colour on a pipe); the message itself is
+    # escaped so paths or keys with [brackets] print as they are.
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 

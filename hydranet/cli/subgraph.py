@@ -16,7 +16,7 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.compat import check_data_matches_model, dataset_layout, sample_layout
 from hydranet.console import make_console
-from hydranet.data.manifest import ManifestError
+from hydranet.data.manifest import ShardError
 from hydranet.datasets import open_dataset
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import run_suite, to_jsonable
@@ -99,7 +99,7 @@ def cache_features(
                 num_workers=workers, device=dev, overwrite=overwrite,
                 info={"checkpoint": str(state.path), "data": data},
                 on_progress=lambda done, n: progress.update(bar, completed=done))
-    except (CacheError, CheckpointError, ManifestError, ValueError, OSError) as e:
+    except (CacheError, CheckpointError, ShardError, ValueError, OSError) as e:  # ShardError: corrupt shard
         raise _fail(str(e), e) from None
     m = manifest
     console.print(f"wrote {out}: {m['frames']} frames in {len(m['shards'])} shard(s), {m['bytes'] / 1e6:.1f} MB "

@@ -88,6 +88,12 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                           model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
                           progress=progress, groups=data.groups)
         resumed = trainer.resume() if resume else False
+        if resumed and trainer.step >= tc.steps:  # finished: write nothing (no duplicate final checkpoint)
+            summary = trainer.fit()
+            if info.is_main:
+                console.print(f"already finished at step {trainer.step}: final checkpoint {summary['checkpoint']}",
+                              soft_wrap=True)
+            return summary
         if info.is_main:
             sizes = {t: len(v) for t, v in data.index_lists.items()}
             console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "

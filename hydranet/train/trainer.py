@@ -154,6 +154,7 @@ class Trainer:
         self.consecutive_skips = 0  # skipped steps since the last good one (train.max_consecutive_skips)
         self.nonfinite_tasks: set[str] = set()  # tasks whose loss was non-finite during that streak
         self.resume_note: str | None = None  # set by resume() when it fell back to an older checkpoint
+        self.resumed_from: Path | None = None  # the checkpoint resume() loaded
         self.history: list[dict[str, Any]] = []
         self.eval_history: list[dict[str, Any]] = []
         D.broadcast_module(model)  # every rank starts from rank 0's weights
@@ -340,6 +341,7 @@ class Trainer:
         self.skipped_steps = int(ckpt.state["skipped_steps"])
         self.consecutive_skips = int(ckpt.state.get("consecutive_skips", 0))
         self.nonfinite_tasks = set(ckpt.state.get("nonfinite_tasks", []))
+        self.resumed_from = Path(where)
         rngs = ckpt.state["rng"]
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
@@ -355,7 +357,13 @@ class Trainer:
 
         Returns the summary (steps, stopped_early, skipped_steps, last checkpoint, last log record, seconds),
         also written by rank 0 to ``<out_dir>/train_summary.json``. ``NonFiniteTrainingError`` propagates.
+        A run resumed at ``train.steps`` is finished: nothing is written (a second final checkpoint would
+        rotate the first one out) and the summary names the loaded checkpoint with ``already_finished``.
         """
+        if self.resumed_from is not None and self.step >= self.tc.steps:
+            return {"steps": self.step, "planned_steps": self.tc.steps, "stopped_early": False,
+                    "skipped_steps": self.skipped_steps, "checkpoint": str(self.resumed_from),
+                    "history": [], "seconds": 0.0, "already_finished": True}
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
                              progress=self.progress)
         batches = self._loader()

@@ -102,3 +102,31 @@ def test_cli_infer(exported, tmp_path, no_model):
     r = CliRunner().invoke(app, ["infer", str(exported), "--data", str(tmp_path / "no_shards"), "--out",
                                  str(tmp_path / "o3")])
     assert r.exit_code == 2 and "no_shards" in r.output
+
+
+@pytest.mark.parametrize("how", ["truncated", "crc"])
+def test_cli_infer_on_a_corrupt_shard_exits_2_naming_it(exported, tmp_path, how):
+    """A truncated shard or one with overwritten bytes (CRC32 mismatch): one ``error:`` line naming the shard
+    (and sample), exit 2 — before: a ShardError traceback and exit 1."""
+    from hydranet.world.config import WorldConfig
+    from hydranet.world.generate import generate
+
+    root = tmp_path / "data"
+    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 2, "height": 64, "width": 128,
+             "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}}
+    generate(root, WorldConfig(**world), frames=2, shard_size=2)
+    shard = root / "shard-000000.tar"
+    if how == "truncated":
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    else:
+        _, offset, length, _ = json.loads((root / "manifest.json").read_text())["shards"][0]["index"][0]
+        with shard.open("r+b") as f:
+            f.seek(offset + length // 2)
+            f.write(b"\xff" * 64)
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", str(root), "--out", str(tmp_path / "o"),
+                                 "--threads", "1"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+    assert "error: " in r.output and "shard-000000.tar" in r.output and "[red]" not in r.output
+    if how == "crc":
+        assert "CRC32" in r.output and "000000000" in r.output

@@ -34,9 +34,14 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
     assert ok.exit_code == 0, ok.output
     assert f"final checkpoint: {run / 'checkpoints' / 'step_00000002'} (step 2)" in " ".join(ok.output.split())
     # The run stores its config: --resume needs only --out (before: "pass a config, or --from CKPT").
+    # Resuming a finished run writes nothing (before: a duplicate step_00000002-1 that, with
+    # keep_checkpoints, later rotated out the final checkpoint the first run printed).
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
     resumed = runner.invoke(app, ["train", "--resume", "-o", str(run), "--no-progress"])
     assert resumed.exit_code == 0, resumed.output
-    assert "resumed at step 2" in resumed.output and "final checkpoint:" in resumed.output
+    final = run / "checkpoints" / "step_00000002"
+    assert f"already finished at step 2: final checkpoint {final}" in " ".join(resumed.output.split())
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
     again = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output  # bad input: --out holds a run
 

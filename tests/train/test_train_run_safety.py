@@ -167,3 +167,19 @@ def test_a_second_process_refuses_a_locked_run_directory_naming_the_holder(tmp_p
     with training_session(tiny_config(device="cpu"), tmp_path, resume=False):  # the OS released the dead holder's lock
         assert (tmp_path / "run.lock.pid").read_text().strip() == str(os.getpid())
     assert not (tmp_path / "run.lock.pid").exists()
+
+
+def test_resuming_a_finished_run_writes_nothing_and_keeps_its_final_checkpoint(tmp_path):
+    """Before: a duplicate ``step_00000004-1`` on every resume, and with keep_checkpoints=2 the second one
+    rotated out the ``step_00000004`` the first run printed as its final checkpoint."""
+    first = make_trainer(tmp_path, steps=4, ckpt_every=2, keep_checkpoints=2).fit()
+    final = tmp_path / "checkpoints" / "step_00000004"
+    assert first["checkpoint"] == str(final)
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    for _ in range(2):
+        again = make_trainer(tmp_path, steps=4, ckpt_every=2, keep_checkpoints=2)
+        assert again.resume() and again.step == 4
+        summary = again.fit()
+        assert summary["already_finished"] and summary["checkpoint"] == str(final)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before and final.is_dir()
+    assert resolve_checkpoint(tmp_path) == final
