@@ -1,9 +1,12 @@
 """``wrap_ddp`` / ``flush_ddp`` on two gloo processes: sub-graph micro-steps under ``no_sync()`` give
 every rank the averaged gradients, parameters no micro-step used keep ``grad=None``, and a step whose
 last micro-step ran no backward (a skipped or unlabelled micro-batch) is flushed so the next step
-neither fails nor inherits the old step's used parameters."""
+neither fails nor inherits the old step's used parameters; the Trainer skips a step whose last
+micro-step is non-finite on one rank and goes on, ranks identical."""
 
 import socket
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -65,3 +68,33 @@ def test_no_sync_accumulation_and_flush_on_two_ranks(tmp_path):
         out = torch.load(tmp_path / f"rank{rank}.pt")
         assert out == {"accumulated": True, "unused_none": True, "flushed": True, "flush_unused_none": True,
                        "next_step_clean": True}, (rank, out)
+
+
+def trainer_worker(rank: int, port: int, results: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_testkit import make_trainer
+
+    torch.set_num_threads(1)
+    trainer = make_trainer(Path(results) / "run", dist_info=D.DistInfo(rank=rank, world_size=2), steps=4,
+                           batch_size=2, grad_accum=2, ckpt_every=0, scheduler={"kind": "temperature"})
+    assert trainer.ddp is not None
+    losses, calls = trainer.task_losses, []
+
+    def nan_once(batch, tasks):  # rank 0's loss is NaN in the synchronised micro-step of step 2
+        calls.append(1)
+        out = losses(batch, tasks)
+        return {t: v * float("nan") for t, v in out.items()} if rank == 0 and len(calls) == 4 else out
+
+    trainer.task_losses = nan_once
+    trainer.fit()
+    flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    same = all(torch.equal(flat, other) for other in D.all_gather_tensor(flat))
+    torch.save({"steps": trainer.step, "skipped": trainer.skipped_steps, "same": same}, f"{results}/trainer{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_trainer_skips_a_nonfinite_synchronised_micro_step_under_ddp(tmp_path):
+    mp.spawn(trainer_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert torch.load(tmp_path / f"trainer{rank}.pt") == {"steps": 4, "skipped": 1, "same": True}
