@@ -21,6 +21,7 @@ before combining them (balancing.py explains why); they use the explicit ``all_r
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -198,8 +199,10 @@ def wrap_ddp(model: nn.Module) -> DistributedDataParallel:
       forward.
     - ``device_ids=None``: batches are already on the device; DDP does not move (rebuild) them.
     """
-    return DistributedDataParallel(LossStep(model), device_ids=None, find_unused_parameters=True,
-                                   forward_sync_buffers=False)
+    # torch >= 2.13 names the option forward_sync_buffers (broadcast_buffers is deprecated there); pyproject allows 2.4.
+    new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
+    return DistributedDataParallel(LossStep(model), device_ids=None, find_unused_parameters=True, **no_buffer_sync)
 
 
 def flush_ddp(ddp: DistributedDataParallel, params: list[nn.Parameter]) -> None:

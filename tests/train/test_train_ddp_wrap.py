@@ -4,7 +4,6 @@ last micro-step ran no backward (a skipped or unlabelled micro-batch) is flushed
 neither fails nor inherits the old step's used parameters; the Trainer skips a step whose last
 micro-step is non-finite on one rank and goes on, ranks identical."""
 
-import socket
 import sys
 from pathlib import Path
 
@@ -16,14 +15,12 @@ from torch import nn
 from hydranet.train import distributed as D
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous(results: str, name: str) -> str:  # a file, not a TCP port another test could take first
+    return f"file://{Path(results).resolve()}/{name}.rendezvous"
 
 
-def worker(rank: int, port: int, results: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def worker(rank: int, results: str) -> None:
+    dist.init_process_group("gloo", init_method=rendezvous(results, "wrap"), rank=rank, world_size=2)
     torch.manual_seed(0)
     heads = nn.ModuleDict({t: nn.Linear(3, 2) for t in "abc"})
     ddp = D.wrap_ddp(heads)
@@ -63,15 +60,15 @@ def worker(rank: int, port: int, results: str) -> None:
 
 
 def test_no_sync_accumulation_and_flush_on_two_ranks(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(worker, args=(str(tmp_path),), nprocs=2, join=True)
     for rank in range(2):
         out = torch.load(tmp_path / f"rank{rank}.pt")
         assert out == {"accumulated": True, "unused_none": True, "flushed": True, "flush_unused_none": True,
                        "next_step_clean": True}, (rank, out)
 
 
-def trainer_worker(rank: int, port: int, results: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def trainer_worker(rank: int, results: str) -> None:
+    dist.init_process_group("gloo", init_method=rendezvous(results, "trainer"), rank=rank, world_size=2)
     sys.path.insert(0, str(Path(__file__).parent))
     from train_testkit import make_trainer
 
@@ -95,6 +92,6 @@ def trainer_worker(rank: int, port: int, results: str) -> None:
 
 
 def test_trainer_skips_a_nonfinite_synchronised_micro_step_under_ddp(tmp_path):
-    mp.spawn(trainer_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(trainer_worker, args=(str(tmp_path),), nprocs=2, join=True)
     for rank in range(2):
         assert torch.load(tmp_path / f"trainer{rank}.pt") == {"steps": 4, "skipped": 1, "same": True}
