@@ -23,8 +23,11 @@ projected its local per-task gradients and DDP then averaged the results, the up
 ``mean_r(f(g_r))``, not ``f(mean_r(g_r))``: ranks would optimise a different objective than one
 process at the same global batch, and the result would depend on the number of GPUs. So:
 
-1. The trainer does not wrap the model in DDP's reducer; gradients accumulate locally (like
-   ``no_sync()``) over all micro-batches of the step.
+1. For these two the trainer does not wrap the model in DDP's reducer (``per_task_grads``);
+   gradients accumulate locally (like ``no_sync()``) over all micro-batches of the step. ``static``
+   and ``uncertainty`` are linear in the summed gradient, so there the trainer wraps the model in
+   ``DistributedDataParallel`` with ``no_sync()`` on the accumulation micro-steps, and ``reduce``
+   only all-reduces what DDP does not own (the uncertainty log-variances).
 2. PCGrad/GradNorm compute per-task gradients with ``torch.autograd.grad`` on the shared
    parameters and accumulate them in per-task flat buffers. At the optimizer step the buffers are
    all-reduced (averaged) *before* projection / norm computation, so every rank sees the global
@@ -38,7 +41,7 @@ process at the same global batch, and the result would depend on the number of G
    global one (ranks without a label contribute a connected zero), so all ranks run one sub-graph.
 
 The result is the update one process computes at the same global batch (tested within float
-tolerance in tests/train/test_train_ddp.py).
+tolerance in tests/train/test_train_distributed.py).
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class Balancer(nn.Module):
     """
 
     kind = "static"
+    # True where the strategy combines per-task gradients non-linearly (PCGrad, GradNorm): those need
+    # the explicit per-task all-reduce, so the trainer must not wrap the model in DDP.
+    per_task_grads = False
 
     def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter], seed: int = 0) -> None:
         super().__init__()
@@ -94,6 +100,9 @@ class Balancer(nn.Module):
         self.cfg = cfg
         self.seed = seed
         self.trainable = trainable
+        # Set by the trainer when DistributedDataParallel reduces the model's gradients (then
+        # ``reduce`` leaves ``trainable`` alone and all-reduces only the balancer's own parameters).
+        self.model_reduced_by_ddp = False
         self.register_buffer("task_weights", torch.tensor([float(cfg.weights.get(t, 1.0)) for t in self.tasks]))
 
     def weight(self, task: str) -> Tensor:
@@ -113,8 +122,10 @@ class Balancer(nn.Module):
 
     def reduce(self, step: int, active: list[str]) -> None:
         """At the optimizer step: average the accumulated ``.grad`` of the trainable parameters over ranks
-        (a no-op in one process). ``step`` and ``active`` (tasks seen this step) are used by subclasses."""
-        all_reduce_grads(self.trainable)
+        (a no-op in one process, and left to DDP when it wraps the model). ``step`` and ``active`` (tasks seen
+        this step) are used by subclasses."""
+        if not self.model_reduced_by_ddp:
+            all_reduce_grads(self.trainable)
 
     def discard(self) -> None:
         """Forget what this step accumulated (non-finite step)."""
@@ -148,12 +159,14 @@ class UncertaintyBalancer(Balancer):
         return float(total.detach())
 
     def reduce(self, step: int, active: list[str]) -> None:
-        """Average the gradients of the trainable parameters and of ``log_vars`` over ranks."""
-        all_reduce_grads([*self.trainable, self.log_vars])
+        """Average the gradients of ``log_vars`` over ranks, and of the trainable parameters unless DDP did."""
+        all_reduce_grads([*([] if self.model_reduced_by_ddp else self.trainable), self.log_vars])
 
 
 class _PerTaskGrads(Balancer):
     """Shared machinery: accumulate ∇_shared L_t per task into flat buffers."""
+
+    per_task_grads = True
 
     def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter],
                  shared: list[nn.Parameter], seed: int = 0) -> None:

@@ -8,23 +8,29 @@ torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MA
 NCCL when CUDA is available and gloo otherwise, and always pass a timeout to
 ``init_process_group`` so a dead peer turns into an error instead of a hang.
 
-Gradients are reduced by ``all_reduce_grads`` once per optimizer step (after gradient
-accumulation), not by ``DistributedDataParallel``'s reducer: the loss-balancing strategies must see
-*per-task* gradients reduced across ranks before they combine them (see balancing.py), and one code
-path for every strategy keeps ranks identical by construction. It is the same arithmetic as DDP
-with ``no_sync()`` on every micro-step and one bucketed all-reduce at the end.
+Gradients are reduced the way PyTorch users know: for the loss-balancing strategies that only
+need the gradient of a weighted sum of task losses (``static``, ``uncertainty``) the model is wrapped
+in ``DistributedDataParallel`` (``wrap_ddp``) and the accumulation micro-steps run under
+``no_sync()``, so DDP's bucketed all-reduce overlaps the last micro-step's backward pass.
+PCGrad and GradNorm cannot use DDP's reducer: they are non-linear in the *per-task* gradients, which
+they take with ``torch.autograd.grad`` (DDP's hooks never see those) and must average across ranks
+before combining them (balancing.py explains why); they use the explicit ``all_reduce_grads`` and
+``all_reduce_mean_`` below, once per optimizer step.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -168,3 +174,51 @@ def all_gather_tensor(t: Tensor) -> list[Tensor]:
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return out
+
+
+class LossStep(nn.Module):
+    """The model, with a ``forward`` that runs any loss computation: ``LossStep(model)(fn, *args)`` is
+    ``fn(*args)``.
+
+    ``DistributedDataParallel`` prepares its gradient reducer (and finds the parameters a sub-graph
+    step leaves unused) only inside its own ``forward``; the trainer computes losses through
+    ``model.forward``, ``model.forward_from_features`` (cached features) or a clip of
+    ``model.forward_step`` calls, so the whole computation runs as one DDP forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+
+def wrap_ddp(model: nn.Module) -> DistributedDataParallel:
+    """``DistributedDataParallel`` around ``LossStep(model)``; call it as ``ddp(loss_fn, *args)``.
+
+    - ``find_unused_parameters=True``: sub-graph training leaves parameters unused in a micro-step
+      (heads of tasks the scheduler did not pick, fusion when no BEV task ran); a parameter unused
+      on every rank over the whole accumulation keeps ``grad=None``, so AdamW leaves it alone as in
+      one process. Frozen modules (``requires_grad=False``) are not registered at all.
+    - ``forward_sync_buffers=False``: BatchNorm statistics are broadcast from rank 0 once per
+      optimizer step by the trainer (after a skipped step restored them), not at every micro-step's
+      forward.
+    - ``device_ids=None``: batches are already on the device; DDP does not move (rebuild) them.
+    """
+    # torch >= 2.13 names the option forward_sync_buffers (broadcast_buffers is deprecated there); pyproject allows 2.4.
+    new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
+    return DistributedDataParallel(LossStep(model), device_ids=None, find_unused_parameters=True, **no_buffer_sync)
+
+
+def flush_ddp(ddp: DistributedDataParallel, params: list[nn.Parameter]) -> None:
+    """All-reduce the gradients accumulated under ``no_sync()`` when no synchronised backward followed.
+
+    Needed when a step's last micro-batch ran no backward pass (no labelled sample on any rank, or a
+    non-finite loss): DDP would otherwise carry this step's record of used parameters into the next
+    one and fail there on a parameter whose gradient was reset. A backward pass of ``0 · Σ p`` over
+    the parameters holding a gradient adds nothing to any gradient, and makes DDP average them exactly
+    as the last micro-step would have (parameters no rank touched keep ``grad=None``). Collective:
+    every rank calls it together (the trainer's decisions are all-reduced)."""
+    touched = [p for p in params if p.grad is not None] or params[:1]
+    ddp(lambda: sum((p * 0).sum() for p in touched)).backward()

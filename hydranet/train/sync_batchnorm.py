@@ -7,8 +7,10 @@ BatchNorm layer in training mode all-reduces the per-channel sums, so the forwar
 gradients equal the single-process ones up to float rounding.
 
 On CUDA (and other accelerators torch supports) this is ``torch.nn.SyncBatchNorm``. torch's
-implementation refuses CPU tensors, so on CPU (gloo) the same statistics are computed here with
-autograd-aware all-reduces (``torch.distributed.nn.functional.all_reduce``): mean first, then the
+implementation refuses CPU tensors (and ``DistributedDataParallel`` refuses a CPU module holding it),
+so on CPU (gloo) the same statistics are computed here, by a ``_BatchNorm`` that is not a
+``torch.nn.SyncBatchNorm``, with autograd-aware all-reduces
+(``torch.distributed.nn.functional.all_reduce``): mean first, then the
 variance around it (two passes, like ``F.batch_norm``, not ``E[x²] - E[x]²``). The backward of an
 all-reduce sums the gradients of every rank's loss, which the trainer's gradient averaging then
 turns into the gradient of the global mean loss — the same as torch's SyncBatchNorm under DDP.
@@ -25,16 +27,32 @@ from torch.nn.modules.batchnorm import _BatchNorm
 TORCH_DEVICES = ("cuda", "hpu", "xpu")
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` that also synchronises CPU tensors (gloo)."""
+class SyncBatchNorm(_BatchNorm):
+    """BatchNorm over the global batch for CPU tensors (gloo); input ``[B, C, ...]`` of any rank >= 2.
+
+    One process (or eval mode): plain BatchNorm, bit-identical. Raises ``ValueError`` for an
+    accelerator tensor (``convert_sync_batchnorm(model, device)`` gives torch's layer there)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.process_group: dist.ProcessGroup | None = None  # the whole world, as torch's default
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"SyncBatchNorm: expected input of at least 2 dimensions [B, C, ...], got {input.dim()}")
 
     def forward(self, input: Tensor) -> Tensor:
         """BatchNorm of ``input`` ``[B, C, ...]`` with mean and (biased) variance over the global batch of all
-        ranks when training under a process group; torch's own path on CUDA or in one process. The result has
-        ``input``'s dtype (statistics in fp32). Raises ``ValueError`` on CPU with ``momentum=None``."""
+        ranks when training under a process group; plain BatchNorm in one process. The result has ``input``'s
+        dtype (statistics in fp32). Raises ``ValueError`` on CPU with ``momentum=None`` and for an accelerator
+        tensor."""
+        if input.device.type in TORCH_DEVICES:
+            raise ValueError(f"hydranet's CPU SyncBatchNorm got a {input.device.type} tensor: convert the model with "
+                             "convert_sync_batchnorm(model, device) to use torch.nn.SyncBatchNorm there")
         synced = (self.training and dist.is_available() and dist.is_initialized()
                   and dist.get_world_size(self.process_group or dist.group.WORLD) > 1)
-        if not synced or input.device.type in TORCH_DEVICES:
+        if not synced:
             return super().forward(input)
         if self.momentum is None:
             raise ValueError("SyncBatchNorm on CPU needs a fixed momentum (cumulative averaging is not supported)")
@@ -62,9 +80,13 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         return y.to(input.dtype)
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm layer of ``module`` by ``SyncBatchNorm``, keeping its parameters
-    (the same ``Parameter`` objects), buffers and train/eval mode; state-dict keys are unchanged."""
+def convert_sync_batchnorm(module: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """Replace every BatchNorm layer of ``module`` by a synchronised one for ``device`` (torch's
+    ``nn.SyncBatchNorm`` on CUDA and other accelerators, this file's ``SyncBatchNorm`` on CPU), keeping
+    its parameters (the same ``Parameter`` objects), buffers and train/eval mode; state-dict keys are
+    unchanged."""
+    if torch.device(device).type in TORCH_DEVICES:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
         out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,

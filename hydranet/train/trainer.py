@@ -3,9 +3,9 @@
 One optimizer step = ``grad_accum`` micro-batches. Each micro-batch is assigned a task by the
 ``TaskScheduler`` and drawn from that task's index list (this rank's slice of the global batch);
 the losses of the tasks whose labels are present in the (global) micro-batch are handed to the
-balancing strategy, which accumulates gradients. At the step the strategy all-reduces and combines
-them (balancing.py explains why it, not DDP's reducer, does this), gradients are clipped and AdamW
-steps with the warmup-cosine learning rate.
+balancing strategy, which accumulates gradients: in ``DistributedDataParallel`` under torchrun, with
+``no_sync()`` on all but the last micro-step, except for PCGrad and GradNorm, which all-reduce per-task
+gradients themselves (balancing.py says why). Then gradients are clipped and AdamW steps.
 
 A non-finite loss or gradient on any rank skips the whole step on every rank (the decision is
 all-reduced), and the skip is counted, logged and checkpointed; BatchNorm running statistics the
@@ -24,6 +24,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,7 @@ class Trainer:
         self.dist = dist_info or D.DistInfo()
         self.device = device or torch.device("cpu")
         if self.tc.sync_batchnorm and self.dist.enabled:
-
-            model = convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, self.device)
         self.model = model.to(self.device)
         if self.tc.channels_last:
             # Conv weights NHWC: oneDNN/cuDNN then run every convolution (trunk, neck, BEV encoder, heads)
@@ -158,6 +158,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.eval_history: list[dict[str, Any]] = []
         D.broadcast_module(model)  # every rank starts from rank 0's weights
+        # DDP unless the strategy combines per-task gradients (PCGrad/GradNorm reduce them themselves)
+        self.ddp = D.wrap_ddp(self.model) if self.dist.enabled and not self.balancer.per_task_grads else None
+        self.balancer.model_reduced_by_ddp = self.ddp is not None
 
     # -- model call and modes ------------------------------------------------------------------
 
@@ -210,16 +213,15 @@ class Trainer:
         ``NonFiniteTrainingError`` after ``train.max_consecutive_skips`` skipped steps in a row.
         """
         accum, world = self.tc.grad_accum, self.dist.world_size
-        bad = False
+        bad, unreduced = False, False  # unreduced: a no_sync() backward ran, no synchronised one after it
         nonfinite: set[str] = set()
-        # A skipped step must leave no trace: the forward passes already moved BatchNorm running
-        # statistics, so they are restored from this copy when the step is skipped.
+        # A skipped step leaves no trace: BatchNorm statistics its forward passes moved are restored from this.
         buffers = [b.detach().clone() for b in self.model.buffers()]
         active: set[str] = set()
         task_loss = torch.zeros(len(self.train_tasks))
         task_n = torch.zeros(len(self.train_tasks))
         total = 0.0
-        for _ in range(accum):
+        for i in range(accum):
             batch = next(batches).to(self.device)
             scheduled, _ = self.scheduler.next(self.tc.batch_size * world)
             candidates = self._micro_tasks(scheduled)
@@ -229,29 +231,36 @@ class Trainer:
             run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
             if bad or not run:
                 continue
-            means = self.task_losses(batch, run)
-            losses = {}
-            for t in run:
-                i = candidates.index(t)
-                # Weight = this rank's share of the task's labelled samples × W: the mean over ranks
-                # of weighted per-rank means is the global mean (balancing.py, point 4).
-                share = float(local[i]) * world / float(counts[i])
-                losses[t] = means[t] * share
-            values = torch.stack([v.detach() for v in losses.values()])
-            flags = torch.zeros(len(self.train_tasks), device=self.device)
-            flags[[self.train_tasks.index(t) for t in losses]] = (~torch.isfinite(values)).float()
-            flags = D.all_reduce_sum(flags).cpu()  # which tasks were non-finite on any rank
-            if flags.any():
-                bad = True
-                nonfinite.update(t for t, f in zip(self.train_tasks, flags.tolist(), strict=True) if f > 0)
-                continue
-            total += self.balancer.backward(losses, 1.0 / accum) / accum
+            # Accumulation as DDP users know it (all-reduce in the last backward only); the losses are DDP's
+            # forward, so its reducer learns which parameters this micro-step's sub-graph leaves unused.
+            last = i == accum - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                means = self.ddp(self.task_losses, batch, run) if self.ddp is not None else self.task_losses(batch, run)
+                losses = {}
+                for t in run:
+                    k = candidates.index(t)
+                    # Weight = this rank's share of the task's labelled samples × W: the mean over ranks
+                    # of weighted per-rank means is the global mean (balancing.py, point 4).
+                    share = float(local[k]) * world / float(counts[k])
+                    losses[t] = means[t] * share
+                values = torch.stack([v.detach() for v in losses.values()])
+                flags = torch.zeros(len(self.train_tasks), device=self.device)
+                flags[[self.train_tasks.index(t) for t in losses]] = (~torch.isfinite(values)).float()
+                flags = D.all_reduce_sum(flags).cpu()  # which tasks were non-finite on any rank
+                if flags.any():
+                    bad = True
+                    nonfinite.update(t for t, f in zip(self.train_tasks, flags.tolist(), strict=True) if f > 0)
+                    continue
+                total += self.balancer.backward(losses, 1.0 / accum) / accum
+            unreduced = not last
             for t, v in losses.items():
                 j = self.train_tasks.index(t)
                 task_loss[j] += float(v.detach())
                 task_n[j] += 1
             active.update(run)
 
+        if self.ddp is not None and unreduced:  # the last micro-step ran no backward (skipped or unlabelled)
+            D.flush_ddp(self.ddp, self.trainable)
         grad_norm = float("nan")
         if not bad:
             self.balancer.reduce(self.step, sorted(active))
