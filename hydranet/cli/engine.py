@@ -2,7 +2,8 @@
 ``hydranet vacation``.
 
 Exit codes: 0 = done; 1 = ``vacation``: an iteration's gate failed (nothing promoted); 2 = bad input
-(missing model/pool/config, unknown trigger, bad option).
+(missing model/pool/config/suite, unknown trigger, bad option), reported as one ``error:`` line
+(``hydranet.cli.errors``). ``vacation`` checks every path of the pipeline before its first stage.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from hydranet.deploy.runtime import DeployedModel
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 from hydranet.engine.label import LabelError, oracle_items, write_labelled
 from hydranet.engine.mine import build_triggers, env_world_size, mine
-from hydranet.engine.pipeline import PipelineError, load_pipeline
+from hydranet.engine.pipeline import load_pipeline
 from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open_pool
+from hydranet.engine.preflight import preflight
 from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
@@ -69,7 +71,7 @@ def mine_command(
         except ImportError:
             raise typer.BadParameter("pyarrow is not installed; drop --parquet (queue.jsonl is always written)",
                                      param_hint="--parquet") from None
-    try:
+    with cli_errors():  # PoolError/TriggerError/ShardError... -> one `error:` line, exit 2
         specs = parse_trigger_specs(triggers)
         net = load_mining_model(model)
         pool = open_pool(data)
@@ -78,21 +80,19 @@ def mine_command(
         if shadow is not None or any(t.needs_shadow for t, _ in trigs):
             if shadow is None:
                 raise TriggerError("trigger 'shadow' needs --shadow model.onnx (the deployed graph)")
-
-            deployed = DeployedModel(shadow)
-    except (TriggerError, PoolError) as e:
-        raise typer.BadParameter(str(e), param_hint="--triggers/--model/--data") from None
-    except (FileNotFoundError, ValueError) as e:
-        raise typer.BadParameter(str(e), param_hint="--shadow") from None
+            try:
+                deployed = DeployedModel(shadow)
+            except (FileNotFoundError, ValueError) as e:
+                raise fail(f"--shadow {shadow}: {e}") from None
     if env_world_size() > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    with _progress() as progress:
+    # cli_errors: a corrupt shard read mid-pool is one error line naming file/sample, exit 2
+    with _progress() as progress, cli_errors():
         bar = progress.add_task(f"mine (rank {rank})", total=None)
-        with cli_errors():  # a corrupt shard read mid-pool: one error line naming file/sample, exit 2
-            result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
-                          radius=radius, shadow=deployed, limit=limit,
-                          on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+        result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
+                      radius=radius, shadow=deployed, limit=limit,
+                      on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -192,14 +192,13 @@ def vacation_command(
 
     if threads:
         torch.set_num_threads(threads)
-    try:
+    with cli_errors():  # PipelineError, PoolError, SuiteError, ShardError...: one `error:` line, exit 2
         pipe = load_pipeline(config)
         if iterations is not None:
             pipe = pipe.model_copy(update={"iterations": iterations})
+        preflight(pipe)  # every path and reference, before any stage spends minutes
         loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
-    except (PipelineError, ValueError) as e:
-        raise typer.BadParameter(str(e), param_hint="--config/--out") from None
-    rows = loop.run()
+        rows = loop.run()
     last = rows[-1] if rows else {}
     console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}; current model: {loop.current()}")
     if last.get("gate_passed") is False:

@@ -12,7 +12,9 @@ eval:   {suites: [suites/night.yaml, suites/day.yaml], frames: 4}
 export: {enabled: true, tasks: null}
 ```
 
-Relative paths are relative to the pipeline file.
+Relative paths are relative to the pipeline file. A relative suite path is looked up next to the
+pipeline file, then in the working directory, then among the shipped suites (``resolve_suite_path``),
+like ``hydranet eval --suite``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydranet.config_errors import format_validation_error
+from hydranet.eval.suite import resolve_suite_path
 
 
 class PipelineError(ValueError):
@@ -113,6 +116,14 @@ def _resolve(base: Path, value: str | None) -> str | None:
     return str(base / value) if not Path(value).is_absolute() else value
 
 
+def _resolve_suite(base: Path, value: str) -> str:
+    """Next to the pipeline file, else the working directory, else the shipped suites (``resolve_suite_path``)."""
+    if Path(value).is_absolute():
+        return value
+    beside = base / value
+    return str(beside) if beside.exists() else str(resolve_suite_path(value))
+
+
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read and validate a pipeline YAML; relative paths (pool, model, train config, suites, teacher)
     resolve against the file's directory.
@@ -136,7 +147,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     upd: dict[str, Any] = {"pool": _resolve(base, pipe.pool), "model": _resolve(base, pipe.model),
                            "train_config": _resolve(base, pipe.train_config)}
     pipe = pipe.model_copy(update=upd)
-    pipe.eval.suites = [str(_resolve(base, s)) for s in pipe.eval.suites]
+    pipe.eval.suites = [_resolve_suite(base, s) for s in pipe.eval.suites]
     if pipe.label.teacher:
         pipe.label.teacher = _resolve(base, pipe.label.teacher)
     if pipe.label.kind == "auto" and not pipe.label.teacher:

@@ -46,12 +46,21 @@ class Vacation:
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
             changed = sorted(k for k in cfg if k not in ("iterations", "path") and old.get(k) != cfg[k])
-            if changed:
-                raise ValueError(f"{self.out} was started with a different pipeline (fields {changed} differ); "
-                                 "resume with the same file or choose another --out")
+            if changed and self.finished_stages():
+                raise ValueError(
+                    f"{self.out} was started with a different pipeline (fields {changed} differ) and holds "
+                    f"finished stages ({', '.join(self.finished_stages()[:3])}...) that must not be mixed with "
+                    f"another pipeline's. To proceed: resume with the original pipeline file, run the new one "
+                    f"into a new --out (e.g. {self.out}_2), or delete {self.out} to start over")
+            if changed:  # nothing finished yet (e.g. the first stage failed): the new pipeline takes over
+                log(f"{self.out}: no stage had finished; starting over with the changed pipeline ({changed})")
         atomic_json(cfg_path, cfg)
 
     # ---- state ---------------------------------------------------------------------------
+    def finished_stages(self) -> list[str]:
+        """The stage records already written (``iter_NNN/<stage>.json``), in order."""
+        return [str(p.relative_to(self.out)) for p in sorted(self.out.glob("iter_*/*.json")) if p.stem in STAGES]
+
     def current(self) -> dict[str, Any]:
         """``current.json`` (the promoted checkpoint, its ONNX and iteration), or the pipeline's starting model."""
         p = self.out / "current.json"

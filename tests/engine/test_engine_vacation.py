@@ -119,6 +119,8 @@ def test_pipeline_errors_name_the_field(tmp_path):
 def test_resuming_with_another_pipeline_is_refused(tmp_path):
     pipe = write_pipeline(tmp_path / "p", iterations=1)
     Vacation(load_pipeline(pipe), tmp_path / "run")
+    (tmp_path / "run" / "iter_001").mkdir()
+    (tmp_path / "run" / "iter_001" / "mine.json").write_text("{}")  # a finished stage: must not be mixed
     tree = yaml.safe_load(pipe.read_text())
     tree["mine"]["budget"] = 3
     pipe.write_text(yaml.safe_dump(tree))
