@@ -20,6 +20,7 @@ from rich.console import Console
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
+from hydranet.cli.source_help import ConvertCommand
 from hydranet.data.convert import convert as run
 from hydranet.data.convert import source_options
 from hydranet.datasets import open_source
@@ -62,7 +63,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(cls=ConvertCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def convert(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="Source kind: a registered source (world, shards, nuscenes, ...)."),
@@ -82,7 +83,8 @@ def convert(
     """Convert any registered data source into hydranet shards (streaming, bounded memory).
 
     Source options follow KIND, e.g. `hydranet convert nuscenes --dataroot DIR --version v1.0-mini
-    --out SHARDS`. The report lists samples, label counts and the classes kept and dropped.
+    --out SHARDS`; `hydranet convert KIND --help` lists KIND's options. The report lists samples,
+    label counts and the classes kept and dropped.
     """
 
     if image_format not in ("jpeg", "png", "npz"):
@@ -97,6 +99,8 @@ def convert(
     config = {"kind": kind, **parse_extra_options(list(ctx.args))}
     with cli_errors():  # SourceError/SourceConfigError (bad options, missing files or tokens): exit 2
         source = open_source(source_options(config, size), kind)
+    if limit is None:  # the source's own ``--frames N`` means the same as ``--limit N`` here
+        limit = source.options.frames
     console = Console()
     total = len(source) if limit is None else min(limit, len(source))
     console.print(f"convert {kind}: {total} samples, cameras {list(source.camera_names)} -> {out}")

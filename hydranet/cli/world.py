@@ -27,13 +27,14 @@ from hydranet.world import SyntheticWorld
 from hydranet.world.config import load_world_config
 
 
-def _overlay(sample, grid, scale: int, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
+def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
     """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path."""
     import torch
 
     lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
                                                                                       "lane_lines", "ego_path")}
     views = Views.from_sample(sample, grid, scale=scale)
+    views.legend_styles = ("ground truth",)  # show draws labels only: no "prediction" line style in the legend
     if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
         draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:
@@ -80,6 +81,8 @@ def show(
     layout: str = typer.Option(None, "--layout", help="straight | curve | intersection | random"),
     fog: str = typer.Option(None, "--fog", help="Fog extinction per metre (0 = clear, 0.03 = dense) or 'random'."),
     scale: int = typer.Option(2, "--scale", min=1, max=8, help="Upscale factor of the camera tiles."),
+    camera_width: int = typer.Option(640, "--camera-width", min=0, help="Downscale camera tiles wider than this "
+                                     "many pixels (large real frames, e.g. nuScenes 1600 px) to it; 0 = never."),
     boxes3d: bool = typer.Option(False, "--boxes3d", help="Project the 3D boxes into the cameras instead of "
                                  "drawing the 2D boxes."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Draw ground truth on the camera images "
@@ -135,7 +138,9 @@ def show(
             "curve" if scene.layout.curvature != 0 else "straight")
         title = (f"seed {cfg.seed} #{index}  {sample.scene_id} frame {sample.frame_index}  {scene.lighting}, "
                  f"fog {scene.fog:.3f}, {road}, {scene.layout.lanes} lanes/dir")
-    image = _overlay(sample, grid, scale, boxes3d, title, overlay)
+    width = int(sample.images.shape[-1])
+    tile_scale = camera_width / width if camera_width and width * scale > camera_width else scale
+    image = _overlay(sample, grid, tile_scale, boxes3d, title, overlay)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     typer.echo(f"wrote {out} ({image.width}x{image.height})")

@@ -15,14 +15,13 @@ from hydranet.engine.pipeline import Pipeline, PipelineError
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
 from hydranet.engine.triggers import parse_trigger_specs
 from hydranet.eval.suite import load_suite
+from hydranet.train.data import open_source
+from hydranet.train.subgraph import load_train_config
 
 
 def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
     """Open every reference of ``pipe``; raises ``PipelineError`` ("<file>: <field>: <why>") on the first
     one that fails. ``resume_checkpoint``: the promoted model of a resumed run (checked instead of ``model``)."""
-    from hydranet.train.data import open_source
-    from hydranet.train.subgraph import load_train_config
-
     where = pipe.path or "pipeline"
 
     def check(field: str, fn, *args):  # noqa: ANN001, ANN202 - a thin wrapper naming the field

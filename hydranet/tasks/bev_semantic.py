@@ -1,8 +1,9 @@
 """BEV semantic / occupancy map from all cameras: multi-label ``BEV_CLASSES`` on the ``BevGrid``.
 
 Multi-label because classes overlap on the ground plane (a lane marking lies on drivable road, a car
-stands on it). Head: a conv stack on the fused BEV features -> one logit per class per cell; if the
-BEV features are coarser than the grid, logits are upsampled to the label's grid.
+stands on it). Head: a conv stack on the fused BEV features -> one logit per class per cell. The fused
+BEV features must be on the label's grid: ``logits_on_grid`` raises ``ValueError`` on any size mismatch
+(data and model disagree on the ``BevGrid``) rather than resample.
 Loss: per-cell BCE (or RetinaNet focal, for very sparse classes) + soft dice per class map; dice keeps
 small classes (pedestrians, cones: a handful of cells) from being swamped by road.
 Decoded (per sample): uint8 ``[C, R, C']`` 0/1 (label format); ``probabilities()`` gives float.

@@ -41,7 +41,7 @@ def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], cl
                  names: Sequence[str] = OBJECT_CLASSES, dashed: bool = False) -> None:
     """Per-camera 2D boxes (x1, y1, x2, y2 in stored-image pixels), labelled with class (+ score), in the
     class colour; ``dashed`` for ground truth (label below the box), solid for predictions (label above)."""
-    font = _font(max(11, views.scale * 6))
+    font = _font(max(11, round(views.scale * 6)))
     sc = _tolist(scores)
     for k, (box, cam, cls) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(classes), strict=True)):
         name = _class_name(cls, names)
@@ -51,7 +51,7 @@ def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], cl
         img = views.cameras[ci]
         d = ImageDraw.Draw(img)
         rect = [x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)]
-        _rect(d, rect, col, max(1, views.scale), dashed)
+        _rect(d, rect, col, max(1, round(views.scale)), dashed)
         _label(views, ci, d, rect, name if not sc else f"{name} {sc[k]:.2f}", col, font, dashed, img.height)
 
 
@@ -91,9 +91,9 @@ def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | s
             for a, b in _box_edges():
                 seg = _clip_segment(pc[k, a], pc[k, b], views, i)
                 if seg is not None and dashed:
-                    _dashed(dc, list(seg), cols[k], max(1, views.scale // 2 + 1))
+                    _dashed(dc, list(seg), cols[k], max(1, int(views.scale // 2 + 1)))
                 elif seg is not None:
-                    dc.line(seg, fill=cols[k], width=max(1, views.scale // 2 + 1))
+                    dc.line(seg, fill=cols[k], width=max(1, int(views.scale // 2 + 1)))
 
 
 def _clip_segment(pa: Tensor, pb: Tensor, views: Views, cam: int, near: float = 0.1):
@@ -118,7 +118,7 @@ def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[i
                         dashed: bool = False) -> None:
     """Light boxes coloured by state (``LIGHT_STATES`` index or name), with the governed lane; ``dashed``
     (ground truth) labels sit left of the box, predictions' right of it."""
-    font = _font(max(11, views.scale * 6))
+    font = _font(max(11, round(views.scale * 6)))
     lanes, sc = _tolist(lane), _tolist(scores)
     for k, (box, cam, st) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(state), strict=True)):
         name = _class_name(st, LIGHT_STATES)
@@ -126,7 +126,7 @@ def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[i
         x1, y1, x2, y2 = (v * views.scale for v in box)
         ci = views.camera_index(cam)
         d = ImageDraw.Draw(views.cameras[ci])
-        _rect(d, [x1 - 1, y1 - 1, x2, y2], col, max(1, views.scale), dashed)
+        _rect(d, [x1 - 1, y1 - 1, x2, y2], col, max(1, round(views.scale)), dashed)
         text = name + (f" L{lanes[k]:+d}" if lanes else "") + (f" {sc[k]:.2f}" if sc else "")
         tw, size = d.textlength(text, font=font), getattr(font, "size", 10)
         x = max(0.0, x1 - 4 - tw) if dashed else x2 + 3

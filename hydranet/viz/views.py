@@ -34,7 +34,7 @@ class Views:
     """The canvases one sample is drawn on: one PIL image per camera and a BEV panel."""
 
     def __init__(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_names: Sequence[str],
-                 grid: BevGrid, scale: int = 2, bev_size: int | None = None) -> None:
+                 grid: BevGrid, scale: float = 2, bev_size: int | None = None) -> None:
         n, _, h, w = images.shape
         self.image_hw = (h, w)
         self.scale = scale
@@ -44,12 +44,14 @@ class Views:
         self.T_ego_from_cam = T_ego_from_cam.float().cpu()
         arr = images.detach().cpu().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         self.cameras: list[Image.Image] = [
-            Image.fromarray(a).resize((w * scale, h * scale), Image.NEAREST) for a in arr]
-        size = bev_size or 2 * h * scale
+            Image.fromarray(a).resize((round(w * scale), round(h * scale)),
+                                      Image.NEAREST if scale >= 1 else Image.LANCZOS) for a in arr]
+        size = bev_size or round(2 * h * scale)
         self.bev_ppm = size / max(grid.x_range[1] - grid.x_range[0], grid.y_range[1] - grid.y_range[0])
         self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
                                      round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
         self.notes: list[str] = []  # e.g. "detection2d: 0 detections", written under the picture
+        self.legend_styles = ("prediction", "ground truth")  # line styles the legend lists: what is drawn
         self._labels: dict[int, list[tuple[float, float, float, float]]] = {}  # placed label boxes per camera
         self._draw_bev_base()
 
@@ -134,7 +136,7 @@ class Views:
     def compose(self, title: str | None = None) -> Image.Image:
         """All cameras laid out as on the car (forward row on top, rear-facing row below) + BEV."""
         self.draw_ego()
-        h, w = self.image_hw[0] * self.scale, self.image_hw[1] * self.scale
+        h, w = self.cameras[0].height, self.cameras[0].width
         header = 28 if title else 0
         several = len(self.camera_names) > 1  # a single camera is drawn alone, not in an empty rig layout
         if several and all(n in LAYOUT for n in self.camera_names):
@@ -151,8 +153,11 @@ class Views:
             bev = bev.resize((round(bev.width * rows * h / bev.height), rows * h), Image.BILINEAR)
         font = _font(max(12, h // 14))
         line_h = max(12, h // 14) + 6
-        footer = line_h * (1 + len(self.notes)) + 6
-        canvas = Image.new("RGB", (cols * w + bev.width + 8, rows * h + header + footer), (12, 12, 14))
+        # At least as wide as the title; the legend wraps to the width (counted on a scratch canvas first).
+        width = max(cols * w + bev.width + 8, round(ImageDraw.Draw(bev).textlength(title or "", font=_font(18))) + 16)
+        legend_rows = self._legend(ImageDraw.Draw(Image.new("RGB", (1, 1))), font, 8, 0, line_h, width)
+        footer = line_h * (legend_rows + len(self.notes)) + 6
+        canvas = Image.new("RGB", (width, rows * h + header + footer), (12, 12, 14))
         d = ImageDraw.Draw(canvas)
         for i, (r, c) in slots.items():
             x0, y0 = int(c * w), int(r * h) + header
@@ -165,24 +170,31 @@ class Views:
                stroke_fill=(0, 0, 0))
         if title:
             d.text((8, 4), title, fill=(230, 230, 230), font=_font(18))
-        self._legend(d, font, 8, rows * h + header + 4, line_h)
+        self._legend(d, font, 8, rows * h + header + 4, line_h, width)
         return canvas
 
-    def _legend(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int) -> None:
-        """Line styles, the class colours and the notes, below the cameras."""
-        d.line([(x, y + line_h // 2), (x + 24, y + line_h // 2)], fill=(230, 230, 230), width=2)
-        d.text((x + 28, y), "prediction", fill=(230, 230, 230), font=font)
-        x += 28 + round(d.textlength("prediction", font=font)) + 14
-        _dashed(d, [(x, y + line_h // 2), (x + 24, y + line_h // 2)], (230, 230, 230), 2)
-        d.text((x + 28, y), "ground truth", fill=(230, 230, 230), font=font)
-        x += 28 + round(d.textlength("ground truth", font=font)) + 20
-        swatches = [*CLASS_COLORS.items(), *LIGHT_COLORS.items(),
+    def _legend(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int, width: int) -> int:
+        """Line styles of ``legend_styles``, the class colours (wrapped to ``width``) and the notes, below the
+        cameras; returns the number of legend rows."""
+        x0, rows = x, 1
+        swatches = [*((s, None) for s in self.legend_styles), *CLASS_COLORS.items(), *LIGHT_COLORS.items(),
                     *((f"lane {k}", LANE_COLORS[i]) for i, k in ((1, "dashed"), (2, "solid"), (3, "edge"))),
                     ("drivable", DRIVABLE_COLOR)]
         for name, col in swatches:
-            d.rectangle([x, y + 3, x + 12, y + line_h - 5], fill=col)
-            d.text((x + 16, y), name, fill=(230, 230, 230), font=font)
-            x += 16 + round(d.textlength(name, font=font)) + 12
+            key = 28 if col is None else 16
+            step = key + round(d.textlength(name, font=font)) + 12
+            if x > x0 and x + step > width:
+                x, y, rows = x0, y + line_h, rows + 1
+            mid = y + line_h // 2
+            if name == "prediction":
+                d.line([(x, mid), (x + 24, mid)], fill=(230, 230, 230), width=2)
+            elif name == "ground truth":
+                _dashed(d, [(x, mid), (x + 24, mid)], (230, 230, 230), 2)
+            else:
+                d.rectangle([x, y + 3, x + 12, y + line_h - 5], fill=col)
+            d.text((x + key, y), name, fill=(230, 230, 230), font=font)
+            x += step
         for k, text in enumerate(self.notes):
             d.text((8, y + line_h * (k + 1)), text, fill=(255, 200, 120), font=font)
+        return rows
 

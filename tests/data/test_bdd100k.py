@@ -186,3 +186,14 @@ def test_convert_cli_roundtrip(tmp_path):
     torch.testing.assert_close(s.labels["detection2d"]["boxes"], BDD100K(root, image_size=(180, 320))[0]
                                .labels["detection2d"]["boxes"])
     assert ds[1].labels == {}  # partial labels survive conversion
+
+
+def test_a_loose_folder_of_frames_is_read_as_the_image_folder(tmp_path):
+    from hydranet.datasets import open_dataset
+
+    loose = _images(tmp_path)  # ROOT/images/100k/val itself, given as the root
+    ds = open_dataset(f"bdd100k:{loose}")
+    assert len(ds) == len(NAMES) and ds[0].images.shape == (1, 3, 720, 1280) and ds[0].labels == {}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="image folder not found .*--images DIR"):
+        BDD100K(tmp_path / "empty")

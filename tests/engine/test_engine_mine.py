@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -149,10 +150,17 @@ def test_torchrun_two_ranks_merge_to_the_single_process_queue(checkpoint, world_
     two = cli("mine", "--model", str(checkpoint), "--data", str(world_yaml), "-t", trig, "-b", "5",
               "-o", str(tmp_path / "two"),
               module=[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                      "29517", "-m", "hydranet"])
+                      str(_free_port()), "-m", "hydranet"])
     assert two.returncode == 0, two.stderr
     q1 = [json.loads(x) for x in (tmp_path / "one" / "queue.jsonl").read_text().splitlines()]
     q2 = [json.loads(x) for x in (tmp_path / "two" / "queue.jsonl").read_text().splitlines()]
     assert [r["frame_id"] for r in q1] == [r["frame_id"] for r in q2]
     summary = json.loads((tmp_path / "two" / "mine_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["frames"] == 15
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (a fixed port collides with other torchrun jobs on the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

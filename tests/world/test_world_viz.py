@@ -78,3 +78,47 @@ def test_show_command_writes_a_png(tmp_path):
     assert img.width > 5 * W
     bad = CliRunner().invoke(app, ["show", "--config", str(cfg), "--lighting", "noon", "--out", str(out)])
     assert bad.exit_code != 0 and "lighting" in bad.output
+
+
+def _one_camera(width: int = 1280, height: int = 720):
+    K = torch.tensor([[1000.0, 0, width / 2], [0, 1000.0, height / 2], [0, 0, 1]])[None]
+    T = torch.tensor([[0.0, 0, 1, 1.5], [-1, 0, 0, 0], [0, -1, 0, 1.4], [0, 0, 0, 1]])[None]
+    return torch.full((1, 3, height, width), 90, dtype=torch.uint8), K, T
+
+
+def test_legend_lists_only_drawn_styles_and_wraps_inside_a_canvas_as_wide_as_the_title():
+    images, K, T = _one_camera(320, 180)
+    long_title = "bdd100k:some/long/path/to/a/folder/of/frames #0  bdd100k/0ace96c3-48481887 frame 0"
+    both = Views(images, K, T, ["front"], BevGrid(), scale=1).compose(title=long_title)
+    gt = Views(images, K, T, ["front"], BevGrid(), scale=1)
+    gt.legend_styles = ("ground truth",)
+    only_gt = gt.compose(title=long_title)
+    assert only_gt.width >= 16 + 8 * len(long_title) // 2  # the title is not cut off at the camera + BEV width
+    assert only_gt.width > 320 + 2 * 180 + 8
+    # Wrapping the legend adds rows below the cameras; fewer swatches ("prediction" gone) never add rows.
+    assert both.height >= only_gt.height > 180 + 28 + 2 * 18
+    footer = np.asarray(only_gt)[180 + 28:, :, :].astype(int)
+    assert (footer.max(axis=2) > 200).any(axis=1).sum() > 0  # legend text drawn
+
+
+def test_show_downscales_large_real_frames(tmp_path, monkeypatch):
+    import hydranet.cli.world as world_cli
+
+    seen = {}
+    original = world_cli._overlay
+
+    def spy(sample, grid, scale, *args, **kwargs):
+        seen["scale"] = scale
+        return original(sample, grid, scale, *args, **kwargs)
+
+    monkeypatch.setattr(world_cli, "_overlay", spy)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.full((720, 1280, 3), 120, np.uint8)).save(frames / "a.jpg")
+    res = CliRunner().invoke(app, ["show", "--data", f"bdd100k:{frames}", "-o", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    assert seen["scale"] == 0.5  # 1280 px at --scale 2 -> 640 px tiles (--camera-width 640)
+    assert Image.open(tmp_path / "s.png").width < 1400
+    res = CliRunner().invoke(app, ["show", "--data", f"bdd100k:{frames}", "--camera-width", "0", "--scale", "1",
+                                   "-o", str(tmp_path / "t.png")])
+    assert res.exit_code == 0 and seen["scale"] == 1 and Image.open(tmp_path / "t.png").width > 2000

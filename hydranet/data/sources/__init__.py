@@ -72,8 +72,8 @@ class SourceOptions(BaseModel):
 
     kind: str
     frames: int | None = Field(default=None, ge=1)  # use only the first ``frames`` samples (None = all)
-    # Dataset class name -> model class name (null = drop); merged over the source's default_class_map.
-    class_map: dict[str, str | None] = Field(default_factory=dict)
+    class_map: dict[str, str | None] = Field(default_factory=dict, description=(
+        "dataset class name -> model class name (null = drop), merged over the source's default map"))
 
 
 class Source(Dataset):

@@ -1,7 +1,8 @@
 """BDD100K (Yu et al., CVPR 2020) as hydranet ``Sample``s: one front dash camera, camera tasks only.
 
 Layout read (the official ``bdd100k_images_100k`` / ``bdd100k_labels`` / ``bdd100k_*_masks`` zips unpacked;
-every path can also be given explicitly)::
+every path can also be given explicitly; a ``root`` holding the frames themselves, with no ``images/100k``
+below it, is read as the image folder, so ``bdd100k:DIR`` works on a loose folder of JPEGs)::
 
     ROOT/images/100k/<split>/*.jpg                          1280x720 dash-cam frames
     ROOT/labels/det_20/det_<split>.json                     detection 2020 (Scalabel), or the 2018
@@ -193,13 +194,17 @@ def _polygon_mask(labels: list[dict], size: tuple[int, int], scale: tuple[float,
     return np.asarray(canvas, dtype=np.uint8).copy() if found else None
 
 
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in folder.iterdir())
+
+
 class BDD100KOptions(SourceOptions):
     """Options of ``kind: bdd100k``: the dataset ``root`` and ``split``, optional explicit label paths,
     the output ``image_size`` (H, W pixels), and the nominal camera (``hfov_deg``, ego-frame
     ``camera_position`` in metres) that stands in for the calibration BDD100K does not ship.
     """
     root: str  # the folder holding images/ and labels/
-    split: str = "val"
+    split: str = "val"  # train, val or test: the <split> in the default paths
     images: str | None = None  # image folder (default ROOT/images/100k/<split>)
     detection: str | None = None  # detection JSON (default det_20/det_<split>.json or the 2018 combined file)
     lanes: str | None = None  # lane poly2d JSON (default ROOT/labels/lane/polygons/lane_<split>.json)
@@ -229,8 +234,11 @@ class BDD100KSource(Source):
         o = options
         root = Path(o.root).expanduser()
         self.images = self._given(o.images, "images") or root / "images" / "100k" / o.split
+        if o.images is None and not self.images.is_dir() and root.is_dir() and _has_images(root):
+            self.images = root  # "bdd100k:DIR" on a loose folder of frames: those images, labels as found
         if not self.images.is_dir():
-            raise SourceError(f"{self.images}: image folder not found")
+            raise SourceError(f"{self.images}: image folder not found (expected ROOT/images/100k/<split>/*.jpg; "
+                              f"give a loose folder of frames with --images DIR or as ROOT itself)")
         self.names = sorted(p.name for p in self.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not self.names:
             raise SourceError(f"{self.images}: no .jpg/.png images")

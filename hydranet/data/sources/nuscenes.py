@@ -83,15 +83,15 @@ class NuScenesOptions(SourceOptions):
     """
 
     dataroot: str
-    version: str = "v1.0-mini"
+    version: str = "v1.0-mini"  # table folder under dataroot (v1.0-mini, v1.0-trainval, v1.0-test)
     split: str | None = None  # a create_splits_scenes() split (mini_train, val, ...); None = every scene
-    cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), min_length=1)
+    cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), min_length=1)  # camera channels, in rig order
     image_size: tuple[int, int] | None = None  # (H, W) output size; None = as stored (900, 1600)
     grid: dict[str, Any] = Field(default_factory=lambda: BevGrid().to_dict())  # BevGrid of bev_semantic
     filter_empty: bool = True  # drop boxes with no lidar and no radar point (devkit detection eval)
     min_lidar_depth: float = Field(1.0, gt=0)  # metres; the devkit's map_pointcloud_to_image min_dist
-    ego_path_seconds: float = Field(3.0, gt=0)
-    ego_path_rate_hz: float = Field(10.0, gt=0)
+    ego_path_seconds: float = Field(3.0, gt=0)  # ego_path horizon, s
+    ego_path_rate_hz: float = Field(10.0, gt=0)  # ego_path waypoints per second
     labels: list[str] | None = None  # produce only these labels (None = all)
 
     @field_validator("grid")

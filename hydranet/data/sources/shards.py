@@ -21,7 +21,7 @@ class ShardsOptions(SourceOptions):
     ``labels`` to decode (None: all stored) and fsspec ``storage_options``.
     """
     path: str  # a shard directory, its manifest.json, or an fsspec URL (s3://, gs://, https://, file://)
-    labels: list[str] | None = None
+    labels: list[str] | None = None  # decode only these labels (None = all stored)
     storage_options: dict[str, Any] = Field(default_factory=dict)  # passed to fsspec (e.g. {anon: true})
 
 
