@@ -63,6 +63,7 @@ class ConvertCommand(typer.core.TyperCommand):
     """``convert``: its help also lists the options of the source named by KIND (``convert KIND --help``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Click's parsing, after noting the source KIND among raw ``args`` when ``--help`` is asked for."""
         if "--help" in args:  # help is eager: KIND is not parsed yet, so find it among the raw arguments
             takes_value = {o for p in self.params if isinstance(p, typer.core.TyperOption) and not p.is_flag
                            for o in p.opts}
@@ -76,6 +77,7 @@ class ConvertCommand(typer.core.TyperCommand):
         return super().parse_args(ctx, args)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        """``convert``'s own help, then "Options of source 'KIND'" read from the source's options model."""
         super().format_help(ctx, formatter)  # rich help prints now; the text below is echoed after it
         kind = ctx.meta.get("convert_kind")
         own = {p.name for p in self.params if p.name}
