@@ -27,7 +27,7 @@ from hydranet.checkpoint import load_model
 from hydranet.data.convert import resize_sample
 from hydranet.data.sample import Batch, Sample, collate
 from hydranet.datasets import open_dataset
-from hydranet.deploy.infer import NAME_ATTRS, _round, dense_summary
+from hydranet.deploy.infer import draw_and_record
 from hydranet.viz import Views
 
 __all__ = ["run_predict"]
@@ -96,18 +96,8 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
         for name in names:
             task = model.task_objects[name]
             value = _own_cameras(task.decode(outputs[name], batch)[0], len(sample.camera_names), task.space)
-            if ground_truth and sample.labels.get(task.label) is not None:
-                task.draw(views, sample.labels[task.label], ground_truth=True)
-            task.draw(views, value)
-            if isinstance(value, Tensor):
-                dense[name] = value.numpy()
-                record["tasks"][name] = {"file": f"frame_{k:04d}.npz", "key": name, **dense_summary(value)}
-            else:
-                entry = {key: _round(v) for key, v in value.items()}
-                for attr in NAME_ATTRS:
-                    if hasattr(task, attr):
-                        entry["names"] = list(getattr(task, attr))
-                record["tasks"][name] = entry
+            label = sample.labels.get(task.label) if ground_truth else None
+            record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
         if dense:
             np.savez_compressed(out / f"frame_{k:04d}.npz", **dense)
         title = f"{sample.scene_id} frame {sample.frame_index} - {Path(checkpoint).name} ({', '.join(names)})"

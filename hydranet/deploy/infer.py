@@ -86,18 +86,8 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
             dense: dict[str, np.ndarray] = {}
             for name, task in dm.tasks.items():
                 value = decoded[name][j]
-                if ground_truth and sample.labels.get(task.label) is not None:
-                    task.draw(views, sample.labels[task.label], ground_truth=True)
-                task.draw(views, value)
-                if isinstance(value, Tensor):
-                    dense[name] = value.numpy()
-                    record["tasks"][name] = {"file": f"frame_{k:04d}.npz", "key": name, **dense_summary(value)}
-                else:
-                    entry = {key: _round(v) for key, v in value.items()}
-                    for attr in NAME_ATTRS:
-                        if hasattr(task, attr):
-                            entry["names"] = list(getattr(task, attr))
-                    record["tasks"][name] = entry
+                label = sample.labels.get(task.label) if ground_truth else None
+                record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
             if dense:
                 np.savez_compressed(out / f"frame_{k:04d}.npz", **dense)
             title = f"{sample.scene_id} frame {sample.frame_index} - {m.graph} ({', '.join(dm.tasks)})"
@@ -113,3 +103,22 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out / "predictions.json")
     return result
+
+
+def draw_and_record(views: Any, task: Any, name: str, value: Any, label: Any, dense: dict[str, np.ndarray],
+                    k: int) -> dict[str, Any]:
+    """Draw one task's decoded output of frame ``k`` (and ``label``, its ground truth, dashed, when not None) on
+    ``views``; return the task's JSON record. A dense output (a tensor) goes into ``dense[name]`` (saved by the
+    caller as ``frame_{k:04d}.npz``) and is summarised; a ragged one (dict of tensors) is recorded rounded, with
+    the task's class/state names."""
+    if label is not None:
+        task.draw(views, label, ground_truth=True)
+    task.draw(views, value)
+    if isinstance(value, Tensor):
+        dense[name] = value.numpy()
+        return {"file": f"frame_{k:04d}.npz", "key": name, **dense_summary(value)}
+    entry = {key: _round(v) for key, v in value.items()}
+    for attr in NAME_ATTRS:
+        if hasattr(task, attr):
+            entry["names"] = list(getattr(task, attr))
+    return entry
