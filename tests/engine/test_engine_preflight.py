@@ -96,8 +96,8 @@ def test_changed_pipeline_refused_only_after_a_stage_finished(pipe_dir, tmp_path
 
 
 def test_shipped_example_configs_load():
-    pipe = load_pipeline(ROOT / "configs" / "vacation.yaml")
-    assert pipe.pool == f"synthetic:{ROOT / 'configs' / 'engine_pool.yaml'}"
+    pipe = load_pipeline(ROOT / "configs" / "engine" / "vacation.yaml")
+    assert pipe.pool == f"synthetic:{ROOT / 'configs' / 'engine' / 'pool.yaml'}"
     assert [Path(s).name for s in pipe.eval.suites] == ["night.yaml", "day.yaml"]
     assert all(Path(s).is_file() for s in pipe.eval.suites)
     from hydranet.engine.pool import open_pool
@@ -106,4 +106,4 @@ def test_shipped_example_configs_load():
     assert len(open_pool(pipe.pool)) == 160
     assert load_train_config(pipe.train_config, [], None).data.datasets
     with pytest.raises(PipelineError, match="eval"):
-        load_pipeline(ROOT / "configs" / "engine_pool.yaml")  # a world file is not a pipeline
+        load_pipeline(ROOT / "configs" / "engine" / "pool.yaml")  # a world file is not a pipeline
