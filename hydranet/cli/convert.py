@@ -16,11 +16,11 @@ from pathlib import Path
 
 import typer
 import yaml
-from rich.console import Console
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
 from hydranet.cli.source_help import ConvertCommand
+from hydranet.console import make_console
 from hydranet.data.convert import convert as run
 from hydranet.data.convert import source_options
 from hydranet.datasets import open_source
@@ -101,7 +101,7 @@ def convert(
         source = open_source(source_options(config, size), kind)
     if limit is None:  # the source's own ``--frames N`` means the same as ``--limit N`` here
         limit = source.options.frames
-    console = Console()
+    console = make_console()
     total = len(source) if limit is None else min(limit, len(source))
     console.print(f"convert {kind}: {total} samples, cameras {list(source.camera_names)} -> {out}")
     start = time.perf_counter()

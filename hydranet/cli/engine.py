@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
+from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
@@ -29,7 +29,7 @@ from hydranet.engine.queue import QueueError, read_queue, write_queue, write_que
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
 from hydranet.engine.vacation import Vacation
 
-console = Console(stderr=True)
+console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
 TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
                  "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'")
