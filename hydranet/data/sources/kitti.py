@@ -43,11 +43,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import field_validator
 from torch import Tensor
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.geometry import make_transform, resize_intrinsics, transform_points
 
@@ -181,16 +180,9 @@ class KittiOptions(SourceOptions):
     """
     root: str  # the folder holding training/ (or the split folder itself)
     split: Literal["training", "testing"] = "training"
-    image_size: tuple[int, int] | None = None  # (H, W); KITTI images vary by a few pixels, shards need one size
+    image_size: ImageSize | None = None  # (H, W); KITTI images vary by a few pixels, shards need one size
     depth: bool = True  # sparse depth from velodyne/ or velodyne_reduced/ when present
     ids: list[str] | None = None  # frame ids (default: every image_2/*.png, sorted)
-
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and min(v) < 8:
-            raise ValueError(f"image_size {v} is too small")
-        return v
 
 
 @register_source("kitti")

@@ -49,7 +49,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
     lidar_depth,
@@ -86,7 +86,7 @@ class NuScenesOptions(SourceOptions):
     version: str = "v1.0-mini"  # table folder under dataroot (v1.0-mini, v1.0-trainval, v1.0-test)
     split: str | None = None  # a create_splits_scenes() split (mini_train, val, ...); None = every scene
     cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), min_length=1)  # camera channels, in rig order
-    image_size: tuple[int, int] | None = None  # (H, W) output size; None = as stored (900, 1600)
+    image_size: ImageSize | None = None  # (H, W) output size; None = as stored (900, 1600)
     grid: dict[str, Any] = Field(default_factory=lambda: BevGrid().to_dict())  # BevGrid of bev_semantic
     filter_empty: bool = True  # drop boxes with no lidar and no radar point (devkit detection eval)
     min_lidar_depth: float = Field(1.0, gt=0)  # metres; the devkit's map_pointcloud_to_image min_dist
@@ -99,13 +99,6 @@ class NuScenesOptions(SourceOptions):
     def _grid(cls, v: dict[str, Any]) -> dict[str, Any]:
         BevGrid.from_dict(BevGrid().to_dict() | v)  # raises ValueError naming the bad range
         return BevGrid().to_dict() | v
-
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and min(v) < 8:
-            raise ValueError(f"image_size {v} is too small")
-        return v
 
 
 @register_source("nuscenes")
