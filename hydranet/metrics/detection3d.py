@@ -21,6 +21,10 @@ penalised for having none. ``max_range`` optionally drops boxes farther than tha
 boxes whose centre lies in that rectangle (``(min, max]``, as the grid assigns cells), predictions
 and ground truth alike: a BEV model can only place objects on its grid, and scoring objects outside
 it caps mAP at the share it can hold.
+``min_visible`` (0..1, optional) drops ground truth whose ``visible`` fraction (the label's best camera) is
+below it, nuScenes' ``filter_eval_boxes`` rule for boxes without a single lidar or radar point: an
+object no sensor sees in this frame cannot be detected from it (temporal recall of such objects is
+``TemporalDetection3DMetric``'s ``occluded_recall``). Targets without ``visible`` are kept whole.
 ``range_bins`` (metres, ascending) additionally reports ``map@<lo>-<hi>m`` (last: ``map@<lo>m+``) per BEV-distance band,
 each band matched on its own (predictions and ground truth filtered to the band, nuScenes' way of
 scoring a class range).
@@ -117,8 +121,11 @@ class Detection3DMetric(FrameMetric):
     def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone",),
                  max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS,
                  region: tuple[tuple[float, float], tuple[float, float]] | None = None,
-                 range_bins: Sequence[float] = ()) -> None:
+                 range_bins: Sequence[float] = (), min_visible: float | None = None) -> None:
         self.classes = tuple(classes)
+        if min_visible is not None and not 0.0 <= min_visible <= 1.0:
+            raise ValueError(f"Detection3DMetric: min_visible {min_visible} must be in [0, 1]")
+        self.min_visible = min_visible
         self.unoriented = {self.classes.index(c) for c in unoriented if c in self.classes}
         self.max_range = max_range
         if region is not None:
@@ -136,7 +143,7 @@ class Detection3DMetric(FrameMetric):
             raise ValueError(f"Detection3DMetric: thresholds {self.thresholds} must include {TP_THRESHOLD} m")
         super().__init__()
 
-    def _read(self, d: dict[str, Any], where: str) -> tuple[np.ndarray, ...]:
+    def _read(self, d: dict[str, Any], where: str, target: bool = False) -> tuple[np.ndarray, ...]:
         boxes = as_numpy(d["boxes"], np.float64).reshape(-1, 7)
         cls = as_numpy(d["classes"], np.int64).reshape(-1)
         vel = as_numpy(d["velocity"], np.float64).reshape(-1, 2) if "velocity" in d else np.full((len(boxes), 2),
@@ -152,6 +159,11 @@ class Detection3DMetric(FrameMetric):
             (x0, x1), (y0, y1) = self.region
             # (min, max], as ``BevGrid.metres_to_index`` + floor assigns cells (row 0 holds x = x_max).
             keep &= (boxes[:, 0] > x0) & (boxes[:, 0] <= x1) & (boxes[:, 1] > y0) & (boxes[:, 1] <= y1)
+        if target and self.min_visible is not None and "visible" in d:
+            visible = as_numpy(d["visible"], np.float64).reshape(-1)
+            if len(visible) != len(boxes):
+                raise ValueError(f"{where}: visible has {len(visible)} entries for {len(boxes)} boxes")
+            keep &= visible >= self.min_visible
         return boxes[keep], cls[keep], vel[keep], keep
 
     def bands(self) -> list[tuple[float, float]]:
@@ -168,7 +180,7 @@ class Detection3DMetric(FrameMetric):
         require(target, ["boxes", "classes"], f"{where} target")
         p_box, p_cls, p_vel, keep = self._read(pred, f"{where} prediction")
         p_score = as_numpy(pred["scores"], np.float64).reshape(-1)[keep]
-        g_box, g_cls, g_vel, _ = self._read(target, f"{where} target")
+        g_box, g_cls, g_vel, _ = self._read(target, f"{where} target", target=True)
         record = self._match(p_box, p_cls, p_vel, p_score, g_box, g_cls, g_vel)
         if self.range_bins:
             p_r, g_r = np.hypot(p_box[:, 0], p_box[:, 1]), np.hypot(g_box[:, 0], g_box[:, 1])

@@ -136,3 +136,22 @@ def test_bad_class_index_names_sample():
     t["classes"][0] = 9
     with pytest.raises(ValueError, match="sample 0 target: class index out of range"):
         Detection3DMetric(CLASSES).update([p], [t])
+
+
+def test_min_visible_drops_unseen_ground_truth_only():
+    """Ground truth no camera sees (visible < min_visible) leaves mAP; predictions are untouched."""
+    p, t = one_frame(n=4)
+    p = {k: v[:2] for k, v in p.items()}  # the two hidden objects are not predicted
+    t["visible"] = torch.tensor([1.0, 0.3, 0.0, 0.01])
+    with_all = Detection3DMetric(CLASSES)
+    with_all.update([p], [t])
+    assert with_all.compute()["map"] < 0.5
+    seen = Detection3DMetric(CLASSES, min_visible=0.05)
+    seen.update([p], [t])
+    assert seen.compute()["map"] == pytest.approx(1.0)
+    bad = Detection3DMetric(CLASSES, min_visible=0.05)
+    t["visible"] = torch.tensor([1.0, 0.3])
+    with pytest.raises(ValueError, match="visible has 2 entries for 4 boxes"):
+        bad.update([p], [t])
+    with pytest.raises(ValueError, match="min_visible"):
+        Detection3DMetric(CLASSES, min_visible=1.5)
