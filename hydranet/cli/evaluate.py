@@ -127,7 +127,8 @@ def eval_command(
 
 def _print_eval(run: Any, checks: list[Any]) -> None:
     suite = run.suite
-    table = Table(title=f"suite [bold]{suite.name}[/] — {len(run.frames)} frames, {run.seconds:.1f} s",
+    table = Table(title=f"suite [bold]{suite.name}[/] — {len(run.frames)} frames, {suite.seeds_text()}, "
+                        f"{run.seconds:.1f} s",
                   caption=suite.description or None)
     for col in ("task", "metric", "value", "threshold", "result"):  # never truncated: scenarios give way
         table.add_column(col, justify="right" if col in ("value", "threshold") else "left", no_wrap=True)

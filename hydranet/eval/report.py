@@ -225,7 +225,7 @@ def build_report(model: Any, runs: list[SuiteRun], checks: list[list[Check]], ch
         status = "fail" if any(c.status == "fail" for c in cs) else "pass"
         body.append(f'<h2 id="suite-{escape(s.name)}">suite {escape(s.name)} {_badge(status)}</h2>'
                     f'<div class="meta">{escape(s.description)} · {len(run.frames)} frames over '
-                    f"{len(s.scenarios)} scenario(s), seeds {s.seeds[0]}..{s.seeds[1] - 1} · "
+                    f"{len(s.scenarios)} scenario(s), {s.seeds_text()} · "
                     f"{run.seconds:.1f} s · file <code>{escape(s.path)}</code></div>")
         body.append(_table(run, cs))
         charts = [c for te in run.tasks.values() for c in task_charts(te)]
