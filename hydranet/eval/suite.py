@@ -55,7 +55,9 @@ def lower_is_better(metric: str) -> bool:
 
 
 class Threshold(BaseModel):
-    """An absolute pass condition on a metric, ``>= value`` or ``<= value``; NaN never passes."""
+    """An absolute pass condition on a metric, ``>= value`` or ``<= value``; NaN never passes (the runner's
+    ``check_thresholds`` then marks the check skipped when the frames hold no ground truth for the metric,
+    failed otherwise)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     op: str  # ">=" or "<="
