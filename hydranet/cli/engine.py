@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
+from hydranet.cli.quality_view import quality_tables
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.deploy.runtime import DeployedModel
@@ -28,6 +29,7 @@ from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
 from hydranet.engine.vacation import Vacation
+from hydranet.eval.runner import to_jsonable
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
@@ -162,9 +164,6 @@ def autolabel_quality_command(
     import json
 
     import numpy as np
-
-    from hydranet.cli.quality_view import quality_tables
-    from hydranet.eval.runner import to_jsonable
 
     try:
         pool = open_pool(data, with_labels=True)

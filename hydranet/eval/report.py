@@ -123,7 +123,7 @@ def _table(run: SuiteRun, checks: list[Check]) -> str:
                         f"<td class=\"l\">{_badge(c.status, c.reason) if c else ''}</td>"
                         f"{scen}</tr>")
     return (f'<table><tr><th class="l">task</th><th class="l">metric</th><th>value</th><th>frames</th>'
-            f"<th>threshold</th><th>result</th>{head}</tr>{''.join(rows)}</table>")
+            f"<th>threshold</th><th class=\"l\">result</th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _all_metrics(te: TaskEval) -> str:

@@ -306,7 +306,7 @@ class Detection3DMetric(FrameMetric):
         matched = [r["errors"][r["matched"][:, ti] & np.isin(r["cls"], scored), 3] for r in recs]
         if name == "ave" and any(len(v) for v in matched) and all(np.isnan(v).all() for v in matched):
             return "no velocity predicted (no match carries one)"
-        return "no match: no prediction reached 10 % recall within 2 m"
+        return "no match within 2 m up to 10 % recall"
 
     def pr_curves(self, threshold: float = TP_THRESHOLD) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Interpolated (recall, precision) per class with ground truth, at one distance threshold."""
