@@ -155,3 +155,49 @@ def test_min_visible_drops_unseen_ground_truth_only():
         bad.update([p], [t])
     with pytest.raises(ValueError, match="min_visible"):
         Detection3DMetric(CLASSES, min_visible=1.5)
+
+
+def test_tp_errors_without_a_match_are_undefined_not_one():
+    """Before: ate/ase/aoe/ave = 1.0 (nuScenes' calc_tp placeholder) when nothing matched, which read as a good
+    1 m/s velocity error and passed ``ave <= 4.0``. Now NaN, with the reason."""
+    from hydranet.metrics.base import NO_GROUND_TRUTH
+    from hydranet.metrics.detection3d import calc_tp
+
+    p, t = one_frame(shift=(5.0, 0.0))  # every prediction 5 m off: no match at the 2 m TP threshold
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["map"] < 1.0 and out["ap@4m"] == 0.0
+    for err in ("ate", "ase", "aoe", "ave"):
+        assert np.isnan(out[err]) and np.isnan(out[f"{err}/car"]), err
+        assert m.undefined_reason(err).startswith("no match")
+    assert m.undefined_reason("ap/truck") == NO_GROUND_TRUTH and m.undefined_reason("ate/truck") == NO_GROUND_TRUTH
+    assert calc_tp(None, "ave") == 1.0  # the devkit's own convention is kept where it is asked for
+    empty = Detection3DMetric(CLASSES)
+    empty.update([p], [{**t, "boxes": t["boxes"][:0], "classes": t["classes"][:0], "velocity": t["velocity"][:0]}])
+    assert np.isnan(empty.compute()["ave"]) and empty.undefined_reason("ave") == NO_GROUND_TRUTH
+
+
+def test_unmatched_class_does_not_pull_the_mean_towards_one():
+    """nuScenes' mean skips NaN; a class with ground truth and no match used to enter it as 1.0."""
+    cars, t_cars = one_frame(shift=(1.5, 0.0), n=4, cls=0)  # matched, ATE 1.5 m
+    peds, t_peds = one_frame(shift=(8.0, 0.0), n=4, cls=2)  # never matched
+    t_peds["boxes"][:, 1] += 50.0
+    peds["boxes"][:, 1] += 50.0
+    p = {k: torch.cat([cars[k], peds[k]]) for k in cars}
+    t = {k: torch.cat([t_cars[k], t_peds[k]]) for k in t_cars}
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["ate/car"] == pytest.approx(1.5) and np.isnan(out["ate/pedestrian"])
+    assert out["ate"] == pytest.approx(1.5)  # before: (1.5 + 1.0) / 2 = 1.25, better than any real match
+
+
+def test_ave_without_predicted_velocity_says_so():
+    p, t = one_frame()
+    del p["velocity"]
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["ate"] == pytest.approx(0.0) and np.isnan(out["ave"])  # before: 1.0 (cummean of all-NaN)
+    assert m.undefined_reason("ave").startswith("no velocity predicted")
