@@ -249,7 +249,7 @@ class Objects3D(OptionsTask):
         return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
                                          range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
                                          grid_extent=(*grid.x_range, *grid.y_range),
-                                         min_visible=self.cfg.min_visible, visible_threshold=self.cfg.min_visible)
+                                         min_visible=self.cfg.min_visible)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty
