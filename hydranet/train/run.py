@@ -27,7 +27,7 @@ from hydranet.checkpoint import CheckpointError, load_checkpoint
 from hydranet.compat import check_config_data
 from hydranet.console import make_console
 from hydranet.model import create_model
-from hydranet.train import distributed as D
+from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, config_to_dict
 from hydranet.train.data import build_train_data
@@ -129,7 +129,7 @@ LOCK_NAME = "run.lock"
 
 
 @contextmanager
-def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
+def run_lock(out_dir: Path, info: distributed.DistInfo) -> Iterator[None]:
     """Hold ``OUT/run.lock`` (``filelock``, released by the OS if the holder dies) for the whole run.
 
     Only rank 0 takes it (all ranks of one torchrun job share the directory); the outcome is
@@ -151,7 +151,7 @@ def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
                 holder = (out_dir / f"{LOCK_NAME}.pid").read_text().strip() or "unknown"
             except OSError:
                 holder = "unknown"
-    busy = D.all_reduce_sum(torch.tensor([float(holder is not None)])).item() > 0
+    busy = distributed.all_reduce_sum(torch.tensor([float(holder is not None)])).item() > 0
     if busy:
         raise RunLockedError(f"{out_dir} is in use by another hydranet process (pid {holder or 'see rank 0'}, "
                              f"lock {out_dir / LOCK_NAME}); wait for it to finish or choose another --out")
@@ -164,7 +164,7 @@ def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
 
 
 @contextmanager
-def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple[torch.device, D.DistInfo]]:
+def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple[torch.device, distributed.DistInfo]]:
     """Threads, device, process group and the run-directory lock for one run; refuses to overwrite a
     finished run or to share the directory with a running one.
 
@@ -172,8 +172,8 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = D.select_device(tc.device)
-    info = D.init_distributed(device, tc.dist_timeout_s)
+    device = distributed.select_device(tc.device)
+    info = distributed.init_distributed(device, tc.dist_timeout_s)
     try:
         with run_lock(out_dir, info):
             latest = out_dir / "checkpoints" / "latest.json"
@@ -182,17 +182,17 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
                                       "or choose another --out")
             yield device, info
     except BaseException:
-        D.shutdown(clean=False)
+        distributed.shutdown(clean=False)
         raise
-    D.shutdown()
+    distributed.shutdown()
 
 
-def write_run_config(cfg: Config, out_dir: Path, info: D.DistInfo) -> None:
+def write_run_config(cfg: Config, out_dir: Path, info: distributed.DistInfo) -> None:
     """Rank 0 writes the resolved config beside the run; every rank waits for it."""
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    D.barrier()
+    distributed.barrier()
 
 
 def in_torchrun() -> bool:
