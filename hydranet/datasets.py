@@ -27,7 +27,7 @@ import yaml
 from torch.utils.data import Dataset, Subset
 
 import hydranet.world.source  # noqa: F401 - registers the ``world`` source kind
-from hydranet.data.manifest import MANIFEST_NAME, ManifestError
+from hydranet.data.manifest import MANIFEST_NAME, ShardManifestError
 from hydranet.data.shards import ShardDataset
 from hydranet.data.sources import (
     SOURCES,
@@ -91,9 +91,9 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     if path.is_dir() or path.name == MANIFEST_NAME:
         return ShardDataset(path, labels=labels)
     if not path.exists():
-        raise ManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
+        raise ShardManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
                             f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
-    raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
+    raise ShardManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
 
 
 def _open_config(config: dict[str, Any], where: str = "dataset") -> Dataset:

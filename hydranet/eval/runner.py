@@ -24,7 +24,7 @@ from hydranet.data.sample import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
-from hydranet.metrics.frames import FrameMetric
+from hydranet.metrics.frame_records import FrameMetric
 from hydranet.world import SyntheticWorld
 
 

@@ -79,7 +79,7 @@ class Threshold(BaseModel):
         return f"{self.op} {self.value:g}"
 
 
-class TaskSpec(BaseModel):
+class SuiteTaskSpec(BaseModel):
     """Per-task suite settings: absolute ``thresholds`` per metric and the gate's allowed regression
     ``tolerance`` per metric (>= 0)."""
 
@@ -119,7 +119,7 @@ class Suite(BaseModel):
     # Video: each planned frame is the last of a clip of this many consecutive frames, streamed in order
     # through the model (its memory carries over) and all scored; adds occlusion persistence and flicker.
     sequence: int | None = Field(None, ge=2, le=1000)
-    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    tasks: dict[str, SuiteTaskSpec] = Field(min_length=1)
     # Cameras (rig names) that are dead in every frame: their images are black and the model gets
     # camera_valid False for them (HydraNet.forward), e.g. to check BEV tasks survive a failed camera.
     dead_cameras: list[str] = Field(default_factory=list)

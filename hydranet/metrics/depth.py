@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hydranet.metrics.frames import FrameMetric, safe_div
+from hydranet.metrics.frame_records import FrameMetric, safe_div
 from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
 

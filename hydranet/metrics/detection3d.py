@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hydranet.metrics.frames import FrameMetric, as_numpy, nanmean, require
+from hydranet.metrics.frame_records import FrameMetric, as_numpy, nanmean, require
 
 DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 TP_THRESHOLD = 2.0

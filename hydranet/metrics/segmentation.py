@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hydranet.metrics.frames import FrameMetric, nanmean, safe_div
+from hydranet.metrics.frame_records import FrameMetric, nanmean, safe_div
 
 
 def to_tensor(x: Any, where: str) -> Tensor:

@@ -30,7 +30,7 @@ from hydranet.eval.sequence import evaluate_sequences, scene_runs
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import open_source
-from hydranet.train.report import contact_sheet, draw_predictions, write_report
+from hydranet.train.report import contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
 from hydranet.world.config import load_world_config
 from hydranet.world.generate import generate
@@ -153,7 +153,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
         console.print(f"  video (streamed): objects3d mAP {o.get('map', nan):.3f}  mAVE {o.get('ave', nan):.2f} m/s"
                       f"  occluded recall {o.get('occluded_recall', nan):.3f}  flicker {o.get('flicker', nan):.3f}"
                       f" -> {out / 'video.json'}")
-    md, js = write_report(out, results, baseline, tasks, summary, meta)
+    md, js = write_metrics_report(out, results, baseline, tasks, summary, meta)
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)
     console.print(f"[bold green]demo done[/] in {meta['total_seconds']:.0f}s "

@@ -36,7 +36,7 @@ def test_round_trip_bit_exact_with_partial_labels(tmp_path, samples, rig_and_gri
         got = ds[i]
         assert_same_sample(s, got)  # includes: absent labels stay absent
     assert ds[-1].frame_index == samples[-1].frame_index
-    # Manifest bookkeeping: counts per label, tasks, rig and grid objects.
+    # ShardManifest bookkeeping: counts per label, tasks, rig and grid objects.
     expected = {k: sum(k in s.labels for s in samples) for k in {k for s in samples for k in s.labels}}
     assert m.labels == dict(sorted(expected.items()))
     assert m.labels["depth"] == 9 and m.labels["traffic_light"] == 9 and m.labels["semantic"] == 11
