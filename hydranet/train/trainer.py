@@ -252,9 +252,19 @@ class Trainer:
 
         if self.ddp is not None and unreduced:  # the last micro-step ran no backward (skipped or unlabelled)
             distributed.flush_ddp(self.ddp, self.trainable)
+        grad_norm, lr, bad = self._apply_or_skip(bad, sorted(active), nonfinite, buffers)
+        return {"step": self.step, "lr": lr, "grad_norm": grad_norm, "loss": total, "skipped": bad,
+                "task_loss": task_loss, "task_n": task_n}
+
+    def _apply_or_skip(self, bad: bool, active: list[str], nonfinite: set[str],
+                       buffers: list[Tensor]) -> tuple[float, float, bool]:
+        """End of an optimizer step: reduce, clip and apply the accumulated gradients, or (``bad``, or a
+        non-finite gradient norm) skip the step, restoring the BatchNorm ``buffers`` saved before it.
+        Returns ``(grad_norm, lr, skipped)``; raises ``NonFiniteTrainingError`` after
+        ``train.max_consecutive_skips`` skipped steps in a row."""
         grad_norm = float("nan")
         if not bad:
-            self.balancer.reduce(self.step, sorted(active))
+            self.balancer.reduce(self.step, active)
             clip = self.tc.clip_grad_norm if self.tc.clip_grad_norm is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, clip))
             bad = not math.isfinite(grad_norm)  # identical on every rank: gradients are reduced
@@ -282,8 +292,7 @@ class Trainer:
             raise NonFiniteTrainingError(
                 f"step {self.step}: {self.consecutive_skips} consecutive steps skipped (train.max_consecutive_skips="
                 f"{self.tc.max_consecutive_skips}) because of {cause}; the last good checkpoint is in {self.ckpt_dir}")
-        return {"step": self.step, "lr": lr, "grad_norm": grad_norm, "loss": total, "skipped": bad,
-                "task_loss": task_loss, "task_n": task_n}
+        return grad_norm, lr, bad
 
     # -- checkpoints ---------------------------------------------------------------------------
 
