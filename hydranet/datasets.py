@@ -5,7 +5,7 @@
     ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
     ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
     ds = open_dataset("synthetic", world={"seed": 3, "num_scenes": 10})  # or a WorldConfig / YAML path
-    ds = open_dataset("configs/world_small.yaml")   # a YAML WorldConfig -> SyntheticWorld
+    ds = open_dataset("my_world.yaml")              # a YAML WorldConfig -> SyntheticWorld
     ds = open_dataset("nuscenes:/data/nuscenes")    # any registered source kind (hydranet.data.sources)
     src = open_source({"kind": "world", "frames": 40, "world": {"seed": 3}})
 

@@ -3,7 +3,7 @@
 ```yaml
 pool: synthetic:pool.yaml         # the unlabelled pool (anything open_dataset takes)
 model: runs/base                  # the model to start from (run or checkpoint directory)
-train_config: configs/small.yaml  # optional; default: the checkpoint's own training config
+train_config: configs/base.yaml   # optional; default: the checkpoint's own training config
 iterations: 3
 mine:   {triggers: "entropy:task=drivable,condition:name=night", budget: 16, oversample: 4}
 label:  {kind: oracle}            # or {kind: auto, teacher: runs/teacher, min_confidence: 0.3}

@@ -1,4 +1,4 @@
-"""Issue 9 section 3: every malformed manifest or sample is a ShardError naming the file (and the sample),
+"""Every malformed manifest or sample is a ShardError naming the file (and the sample),
 never a KeyError/TypeError/OSError from deep inside -- including the cases a hypothesis fuzz first found."""
 
 import json

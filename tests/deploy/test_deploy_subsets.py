@@ -1,4 +1,4 @@
-"""Issue 9 section 4: export -> verify -> quantize -> infer for camera-only, BEV-only and all-task graphs; the
+"""Export -> verify -> quantize -> infer for camera-only, BEV-only and all-task graphs; the
 opset check blames what really needs the opset; the manifest pins the graph's bytes (sha256)."""
 
 import json
