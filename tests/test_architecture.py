@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("viz", "metrics"),  # drawing; streaming metrics (leaf libraries)
     ("tasks",),  # the Task contract and registry: heads, losses, decoders
     ("model",),  # trunk, neck, fusion, temporal, HydraNet
-    ("checkpoint", "compat"),  # checkpoint I/O, load_model; data-vs-model layout checks
+    ("checkpoint", "compat"),  # checkpoint I/O, load_model; the data-vs-model layout check
+    ("source_layouts",),  # the layout of every kind of source (opens any source), config-time data check
     ("eval",),  # the evaluation loop, suites, gate, reports
     ("train", "deploy"),  # training; export and deployed runtime
     ("engine", "predict"),  # the data engine; batch prediction to JSON

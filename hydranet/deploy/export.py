@@ -29,7 +29,6 @@ import hydranet
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.checkpoint import trunk_hash as compute_trunk_hash
 from hydranet.compat import check_data_matches_model, world_layout
-from hydranet.deploy import streaming as S
 from hydranet.deploy.manifest import (
     ExportedTaskSpec,
     ExportManifest,
@@ -214,10 +213,10 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             model.task_objects[t].space == "bev" for t in names)
         graph: nn.Module = ExportGraph(model, names, keys).eval()
         if streaming:
-            graph = S.StreamingGraph(model, names, keys).eval()
-            inputs = (*inputs, *S.example_state_inputs(model, batch))
-            input_names += [*S.EGO_INPUTS, *S.state_input_names()]
-            output_names += S.state_output_names()
+            graph = streaming.StreamingGraph(model, names, keys).eval()
+            inputs = (*inputs, *streaming.example_state_inputs(model, batch))
+            input_names += [*streaming.EGO_INPUTS, *streaming.state_input_names()]
+            output_names += streaming.state_output_names()
         tmp = path.with_name(f".tmp-{path.name}")
         with warnings.catch_warnings():
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
@@ -229,13 +228,13 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         tmp.replace(path)
     finally:
         model.train(was_training)
-    streamed = set(S.EGO_INPUTS) | set(S.state_input_names())
+    streamed = set(streaming.EGO_INPUTS) | set(streaming.state_input_names())
     manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
                               [n for n in graph_inputs if n not in streamed], file_sha256(path))
     if streaming:  # the ego-motion and state inputs, in the graph's order
-        specs = {i.name: i for i in [*manifest.inputs, *S.streaming_input_specs(model, batch)]}
+        specs = {i.name: i for i in [*manifest.inputs, *streaming.streaming_input_specs(model, batch)]}
         manifest = manifest.model_copy(update={"inputs": [specs[n] for n in graph_inputs],
-                                               "rig_note": f"{manifest.rig_note} {S.STATE_NOTE}"})
+                                               "rig_note": f"{manifest.rig_note} {streaming.STATE_NOTE}"})
     write_export_manifest(manifest, manifest_path(path))
     return manifest
 

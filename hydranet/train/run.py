@@ -24,9 +24,9 @@ import torch
 import yaml
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint
-from hydranet.compat import check_config_data
 from hydranet.console import make_console
 from hydranet.model import create_model
+from hydranet.source_layouts import check_config_data
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, config_to_dict

@@ -112,7 +112,8 @@ def test_pydantic_internals_never_reach_the_user(tmp_path):
 
 
 def test_shipped_configs_data_match_their_model():
-    from hydranet.compat import check_data_matches_model, source_layout
+    from hydranet.compat import check_data_matches_model
+    from hydranet.source_layouts import source_layout
 
     for f in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
         cfg = load_config(f)
