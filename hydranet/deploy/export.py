@@ -29,6 +29,7 @@ import hydranet
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.checkpoint import trunk_hash as compute_trunk_hash
 from hydranet.compat import check_data_matches_model, world_layout
+from hydranet.deploy import streaming
 from hydranet.deploy.manifest import (
     ExportedTaskSpec,
     ExportManifest,
@@ -209,10 +210,10 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         keys = [(t, k) for t in names for k in outputs[t]]
         input_names, output_names = list(INPUT_NAMES[:len(inputs)]), [f"{t}.{k}" for t, k in keys]
         # A temporal model with a BEV task exports its streaming graph: state and ego motion in, new state out.
-        streaming = bool(getattr(model, "is_temporal", False)) and any(
+        is_streaming = bool(getattr(model, "is_temporal", False)) and any(
             model.task_objects[t].space == "bev" for t in names)
         graph: nn.Module = ExportGraph(model, names, keys).eval()
-        if streaming:
+        if is_streaming:
             graph = streaming.StreamingGraph(model, names, keys).eval()
             inputs = (*inputs, *streaming.example_state_inputs(model, batch))
             input_names += [*streaming.EGO_INPUTS, *streaming.state_input_names()]
@@ -231,7 +232,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     streamed = set(streaming.EGO_INPUTS) | set(streaming.state_input_names())
     manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
                               [n for n in graph_inputs if n not in streamed], file_sha256(path))
-    if streaming:  # the ego-motion and state inputs, in the graph's order
+    if is_streaming:  # the ego-motion and state inputs, in the graph's order
         specs = {i.name: i for i in [*manifest.inputs, *streaming.streaming_input_specs(model, batch)]}
         manifest = manifest.model_copy(update={"inputs": [specs[n] for n in graph_inputs],
                                                "rig_note": f"{manifest.rig_note} {streaming.STATE_NOTE}"})
