@@ -229,7 +229,8 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         tmp.replace(path)
     finally:
         model.train(was_training)
-    streamed = set(streaming.EGO_INPUTS) | set(streaming.state_input_names())
+    # only a streaming graph has ego-motion and state inputs (a plain graph never names them)
+    streamed = set(streaming.EGO_INPUTS) | set(streaming.state_input_names()) if is_streaming else set()
     manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
                               [n for n in graph_inputs if n not in streamed], file_sha256(path))
     if is_streaming:  # the ego-motion and state inputs, in the graph's order
