@@ -16,7 +16,7 @@ PACKAGE = ROOT / "hydranet"
 # Left to right. Packages in one tier are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("hydranet",),  # the root package: __version__ only
-    ("geometry", "config_errors", "console"),  # frames, rig, BEV grid; error text; terminal output
+    ("geometry", "config_errors", "yaml_files", "console"),  # frames, rig, BEV grid; error text; YAML files; terminal
     ("data",),  # the Sample contract, label specs, shards, source readers, loaders
     ("world",),  # the synthetic world: a producer of Sample (registers the `world` source)
     ("datasets",),  # open any source of frames by name or config (--data)

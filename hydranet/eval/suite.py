@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
 from hydranet.config_errors import format_validation_error
 from hydranet.tasks.base import TASKS
 from hydranet.world.config import WorldConfig
+from hydranet.yaml_files import read_yaml_mapping
 
 # Metrics where smaller is better (everything else: larger is better). Matched on the part before "/".
 LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave", "flicker"})
@@ -180,14 +180,7 @@ def _pretty(e: ValidationError) -> str:
 def load_suite(path: str | Path) -> Suite:
     """Read and validate one suite file; errors name the file and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SuiteError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"{path}: a suite must be a YAML mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, SuiteError, "a suite as a YAML mapping")
     data.setdefault("name", path.stem)
     try:
         suite = Suite.model_validate({**data, "path": str(path)})
