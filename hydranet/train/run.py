@@ -30,7 +30,7 @@ from hydranet.source_layouts import check_config_data
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, config_to_dict
-from hydranet.train.data import build_train_data
+from hydranet.train.data import TrainData, build_train_data
 from hydranet.train.trainer import Trainer
 
 
@@ -95,30 +95,38 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                               soft_wrap=True)
             return summary
         if info.is_main:
-            sizes = {t: len(v) for t, v in data.index_lists.items()}
-            console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "
-                          f"global batch={tc.batch_size * tc.grad_accum * info.world_size} "
-                          f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
-            console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
-                          f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
-            if data.groups is not None:
-                console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
-            if trainer.frozen:
-                console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
-            if note:
-                console.print(f"  {note}")
-            if trainer.resume_note:
-                console.print(f"  [yellow]{trainer.resume_note}")
-            if resumed:
-                console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
-            elif resume:
-                console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
+            _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
         summary = trainer.fit()
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
+
+
+def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path, device: torch.device,
+                 note: str | None, resume: bool, resumed: bool) -> None:
+    """The lines a run starts with: device, global batch, data per task, scheduler and balancing, rigs,
+    frozen modules, where the weights came from and where the run resumed."""
+    tc, info = trainer.tc, trainer.dist
+    sizes = {t: len(v) for t, v in data.index_lists.items()}
+    console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "
+                  f"global batch={tc.batch_size * tc.grad_accum * info.world_size} "
+                  f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
+    console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
+                  f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+    if data.groups is not None:
+        console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
+    if trainer.frozen:
+        console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
+    if note:
+        console.print(f"  {note}")
+    if trainer.resume_note:
+        console.print(f"  [yellow]{trainer.resume_note}")
+    if resumed:
+        console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
+    elif resume:
+        console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
 
 
 class RunLockedError(RuntimeError):
