@@ -162,6 +162,21 @@ def _score_frame(fc: FrameContext, keys: list[str], triggers: list[tuple[Trigger
     return scores, reasons
 
 
+def _keep_best(heap: list[tuple[float, int, Candidate]], keep: int, item: tuple[float, int, Candidate]) -> None:
+    """Offer ``item`` (score, tie-breaker, candidate) to the min-heap of the ``keep`` best-scored so far."""
+    if len(heap) < keep:
+        heapq.heappush(heap, item)
+    elif item[0] > heap[0][0]:
+        heapq.heapreplace(heap, item)
+
+
+def _gather_on_rank0(dist: Any, rank: int, world: int, local: Any) -> list[Any] | None:
+    """Every rank's ``local`` (candidates, frame count, tally), in rank order, on rank 0; None elsewhere."""
+    gathered: list[Any] = [None] * world if rank == 0 else []
+    dist.gather_object(local, gathered if rank == 0 else None, dst=0)
+    return gathered if rank == 0 else None
+
+
 def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budget: int, *, oversample: int = 4,
          batch_size: int = 4, num_workers: int = 0, radius: float | None = None, shadow: Any = None,
          limit: int | None = None, exclude: set[int] | frozenset[int] = frozenset(),
@@ -204,22 +219,16 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
             combined = sum(weights[k] * (v or 0.0) for k, v in scores.items()) / wsum
             cand = Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
                              emb[i].astype(np.float16), meta[i])
-            item = (combined, next(tie), cand)
-            if cand.index in exclude:
-                pass
-            elif len(heap) < keep:
-                heapq.heappush(heap, item)
-            elif combined > heap[0][0]:
-                heapq.heapreplace(heap, item)
+            if cand.index not in exclude:
+                _keep_best(heap, keep, (combined, next(tie), cand))
         done += len(batch)
         if on_progress is not None:
             on_progress(done, len(block))
     cands = [c for _, _, c in heap]
     frames = done
     if distributed:
-        gathered: list[Any] = [None] * world if rank == 0 else []
-        dist.gather_object((cands, frames, tally), gathered if rank == 0 else None, dst=0)
-        if rank != 0:
+        gathered = _gather_on_rank0(dist, rank, world, (cands, frames, tally))
+        if gathered is None:
             return None
         cands, frames, tally = [], 0, _Tally.empty(keys)
         for c, f, other in gathered:
