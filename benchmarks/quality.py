@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    data_dir = Path(args.data_dir)
-    cfg = materialise_shards(cfg, data_dir, console)
+    if not args.live:
+        cfg = materialise_shards(cfg, Path(args.data_dir), console)
     cfg = config_from_dict(config_to_dict(cfg), "quality config")
     device = torch.device("cpu")
     model, data = build(cfg)
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                device=device, model_module=model)
             point = {"step": trainer.step, "train_s": round(train_s, 1), **headline(results)}
             curve.append(point)
-            console.print(json.dumps(point, default=float))
+            console.print(json.dumps(point, default=float), soft_wrap=True)
     final = results
     head = headline(final)
     per_range = {k: v for k, v in final["objects3d"].items() if k.startswith("map@") or k.startswith("ap/")} \
@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.fusion.levels=[p2,p3]")
     p.add_argument("--label", default="", help="name of this run in the JSON and the picture")
     p.add_argument("--data-dir", default="runs/quality/data", help="rendered shards (reused when up to date)")
+    p.add_argument("--live", action="store_true",
+                   help="render world frames in the loader as training reads them instead of into shards first")
     p.add_argument("--out", default=None, help="training run directory (default: a temporary one)")
     p.add_argument("--plot", type=Path, default=None, help="write the learning-curve picture here (PNG)")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results to overlay")

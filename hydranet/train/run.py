@@ -89,11 +89,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                           progress=progress, groups=data.groups)
         resumed = trainer.resume() if resume else False
         if resumed and trainer.step >= tc.steps:  # finished: write nothing (no duplicate final checkpoint)
-            summary = trainer.fit()
-            if info.is_main:
-                console.print(f"already finished at step {trainer.step}: final checkpoint {summary['checkpoint']}",
-                              soft_wrap=True)
-            return summary
+            return finish_already_finished(trainer, info, console)
         if info.is_main:
             _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
         summary = trainer.fit()
@@ -127,6 +123,16 @@ def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path,
         console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
     elif resume:
         console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
+
+
+def finish_already_finished(trainer: Trainer, info: distributed.DistInfo, console: Any) -> dict[str, Any]:
+    """A resumed run that is already at ``train.steps``: write nothing (no second final checkpoint, no new
+    ``train_summary.json``), print one line on rank 0 and return the trainer's ``already_finished`` summary."""
+    summary = trainer.fit()  # returns at once: the trainer sees it is finished
+    if info.is_main:
+        console.print(f"already finished at step {trainer.step}; nothing to do (final checkpoint "
+                      f"{summary['checkpoint']})", soft_wrap=True)
+    return summary
 
 
 class RunLockedError(RuntimeError):
