@@ -48,7 +48,7 @@ def demo_model(args: argparse.Namespace) -> torch.nn.Module:
 
 def inputs_for(manifest, batch: int) -> tuple[torch.Tensor, ...]:
     from hydranet.data.sample import collate
-    from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
+    from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 
     world = world_for(manifest, EVAL_SEED, batch)
     b = collate([world[i] for i in spread_indices(batch)])

@@ -18,7 +18,6 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
@@ -141,11 +140,6 @@ class Objects3D(OptionsTask):
     name = "objects3d"
     space = "bev"
     label = "objects3d"
-    label_spec = LabelSpec("objects3d", "ragged", "boxes [M,7] (x,y,z,l,w,h,yaw ego), velocity [M,2], "
-                           "classes [M], track_id [M]",
-                           "float32/int64", "3D boxes in the ego frame, metres/radians, velocity m/s",
-                           fields=("boxes", "classes"), vocabulary=OBJECT_CLASSES,
-                           nan_fields=("velocity",))
     Options = Objects3DOptions
     classes: tuple[str, ...] = OBJECT_CLASSES
 
