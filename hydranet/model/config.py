@@ -60,6 +60,8 @@ class TemporalConfig(_Strict):
     space_queue: int = Field(2, ge=0, description="entries pushed every push_every_metres of ego travel")
     push_every_frames: int = Field(2, ge=1)
     push_every_metres: float = Field(2.0, gt=0.0)
+    correlation_radius: int = Field(2, ge=0, le=4, description="cells: the current BEV is correlated with the "
+                                    "newest warped entry over (2r+1)^2 displacements (0 = off)")
 
 
 class FusionConfig(_Strict):

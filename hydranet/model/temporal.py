@@ -15,7 +15,12 @@ What the module keeps between frames (``TemporalState``, all tensors, batch firs
 Each frame: every queue entry and the hidden map are warped into the current ego frame with
 ``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
 displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
-``concat(current BEV, warped entries, validity masks, ages)`` is mixed per cell (1×1 conv) into the GRU input; the GRU
+``concat(current BEV, warped entries, validity masks, ages, correlation)`` is mixed per cell (1×1 conv) into
+the GRU input, where ``correlation`` is a local cost volume between the current BEV and the newest warped
+entry: the cosine similarity of their features at (2r+1)² displacements up to ``correlation_radius`` cells
+(FlowNet's correlation layer, Dosovitskiy et al., ICCV 2015). After the ego-motion warp the static world
+peaks at displacement 0 and a moving object at −v·Δt, so velocity is read off where the peak sits rather
+than learnt by convolutions comparing two blurred maps; the GRU
 updates the hidden map; its output is added residually to the current BEV. The new state is returned,
 never kept inside the module: the caller (trainer, ``HydraNet.stream``, the car's runtime through the
 exported graph) owns it. An all-zero ``TemporalState`` is the reset (no history; the first frame of a
@@ -139,6 +144,19 @@ class TemporalState:
         return TemporalState(*(mask(t) for t in self.tensors()))
 
 
+def local_correlation(current: Tensor, previous: Tensor, radius: int) -> Tensor:
+    """Cosine similarity of ``current [B, C, h, w]`` with ``previous [B, C, h, w]`` shifted by every
+    displacement ``(dy, dx)`` in ``[-radius, radius]²`` (row-major): ``[B, (2r+1)², h, w]``, in [-1, 1];
+    0 where the shifted map falls outside (zero padding). Computed in fp32 with pad and slices only
+    (exportable to ONNX). Follows the correlation layer of FlowNet (Dosovitskiy et al., ICCV 2015)."""
+    cur = F.normalize(current.float(), dim=1, eps=1e-6)
+    prev = F.pad(F.normalize(previous.float(), dim=1, eps=1e-6), (radius, radius, radius, radius))
+    h, w = cur.shape[-2:]
+    k = 2 * radius + 1
+    return torch.cat([(cur * prev[:, :, dy:dy + h, dx:dx + w]).sum(1, keepdim=True)
+                      for dy in range(k) for dx in range(k)], 1)
+
+
 class ConvGRUCell(nn.Module):
     """Convolutional GRU (Ballas et al. 2016): gates from 3×3 convs over ``[input, hidden]``."""
 
@@ -161,8 +179,12 @@ class TemporalMemory(nn.Module):
     """
 
     def __init__(self, grid: BevGrid, channels: int, time_queue: int = 2, space_queue: int = 2,
-                 push_every_frames: int = 2, push_every_metres: float = 2.0):
+                 push_every_frames: int = 2, push_every_metres: float = 2.0, correlation_radius: int = 2):
         super().__init__()
+        if correlation_radius < 0:
+            raise ValueError(f"temporal: correlation_radius must be >= 0, got {correlation_radius}")
+        self.correlation_radius = correlation_radius
+        n_corr = (2 * correlation_radius + 1) ** 2 if correlation_radius else 0
         if time_queue < 1 or space_queue < 0 or push_every_frames < 1 or push_every_metres <= 0:
             raise ValueError(f"temporal: need time_queue >= 1, space_queue >= 0, push_every_frames >= 1, "
                              f"push_every_metres > 0; got {time_queue}, {space_queue}, {push_every_frames}, "
@@ -172,9 +194,9 @@ class TemporalMemory(nn.Module):
         self.time_queue, self.space_queue = time_queue, space_queue
         self.push_every_frames, self.push_every_metres = push_every_frames, float(push_every_metres)
         q = time_queue + space_queue
-        # current + q warped entries + q validity masks + q ages, mixed per cell (1×1: the ConvGRU's 3×3
-        # convs compare neighbouring cells, which is where displacement, i.e. velocity, is read).
-        self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q, channels, 1, bias=False),
+        # current + q warped entries + q validity masks + q ages + the cost volume, mixed per cell (1×1; the
+        # ConvGRU's 3×3 convs then compare neighbouring cells).
+        self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + n_corr, channels, 1, bias=False),
                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         self.gru = ConvGRUCell(channels, channels)
         self.out = nn.Conv2d(channels, channels, 3, 1, 1)
@@ -222,8 +244,12 @@ class TemporalMemory(nn.Module):
         valid = valid.reshape(B, Q, R, W) * state.queue_valid[:, :, None, None]
         warped = warped.reshape(B, Q, C, R, W) * valid[:, :, None]
         age = ((t_now[:, None] - state.queue_time) / AGE_SCALE_S * state.queue_valid)[:, :, None, None]
-        x = self.reduce(torch.cat([bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype),
-                                   (age * valid).to(bev.dtype)], 1))
+        parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype)]
+        if self.correlation_radius:
+            # Against the newest time-queue entry (slot 0); zero where it is empty or off its grid.
+            corr = local_correlation(bev, warped[:, 0], self.correlation_radius) * valid[:, :1]
+            parts.append(corr.to(bev.dtype))
+        x = self.reduce(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
         h_prev, h_valid = warp_bev(state.hidden, rigid_inverse(state.hidden_pose) @ T_curr, self.grid)

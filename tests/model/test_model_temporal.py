@@ -156,3 +156,18 @@ def test_single_frame_model_rejects_forward_step_and_bev_free_requests_keep_the_
     state = t.init_state(1)
     out, same = t.forward_step(images, K, T, torch.eye(4)[None], torch.zeros(1), state, tasks=[])
     assert out == {} and same is state
+
+
+def test_local_correlation_peaks_at_the_displacement():
+    """A map moved by (dy, dx) = (1, -2) cells correlates fully at that displacement, nowhere else as well."""
+    from hydranet.model.temporal import local_correlation
+
+    torch.manual_seed(0)
+    prev = torch.randn(1, 8, 12, 12)
+    cur = torch.roll(prev, shifts=(-1, 2), dims=(2, 3))  # cur[y, x] = prev[y + 1, x - 2]
+    corr = local_correlation(cur, prev, radius=2)  # channel (dy + 2) * 5 + (dx + 2)
+    assert corr.shape == (1, 25, 12, 12)
+    inner = corr[0, :, 3:-3, 3:-3]
+    best = inner.argmax(0)
+    assert bool((best == (1 + 2) * 5 + (-2 + 2)).all())
+    torch.testing.assert_close(inner[(1 + 2) * 5 + 0], torch.ones(6, 6))
