@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
+from hydranet.cli.quality_view import quality_tables
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.deploy.runtime import DeployedModel
@@ -28,6 +29,7 @@ from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
 from hydranet.engine.vacation import Vacation
+from hydranet.eval.runner import to_jsonable
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
@@ -155,8 +157,10 @@ def autolabel_quality_command(
     clip_radius: int = typer.Option(10, min=0),
     min_confidence: float = typer.Option(0.1, min=0.0, max=1.0),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the JSON here too"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON on stdout instead of the tables"),
 ) -> None:
-    """Auto-label quality against ground truth, single-frame vs clip-smoothed (JSON on stdout)."""
+    """Auto-label quality against ground truth, single-frame vs clip-smoothed: a table per task on stdout
+    (--json: the full JSON, per-class numbers included, for machines)."""
     import json
 
     import numpy as np
@@ -171,11 +175,18 @@ def autolabel_quality_command(
         res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius,
                                                                   min_confidence=min_confidence,
                                                                   min_score=min_confidence))
-    text = json.dumps(res, indent=1).replace("NaN", "null")
+    text = json.dumps(to_jsonable(res), indent=1)  # NaN (undefined on these frames) -> null: standard JSON
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-    typer.echo(text)
+    if as_json:
+        typer.echo(text)
+        return
+    stdout = make_console()
+    for table in quality_tables(res, str(teacher)):
+        stdout.print(table)
+    if out is not None:
+        console.print(f"wrote {out}")
 
 
 @app.command("vacation")

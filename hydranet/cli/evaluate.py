@@ -20,7 +20,7 @@ from hydranet.cli.app import app
 from hydranet.console import make_console
 from hydranet.eval.gate import gate
 from hydranet.eval.report import write_report
-from hydranet.eval.runner import check_thresholds, run_suite, run_to_json, to_jsonable
+from hydranet.eval.runner import NO_HEAD, check_thresholds, run_suite, run_to_json, to_jsonable
 from hydranet.eval.suite import SuiteError, load_suites, select_tasks
 
 console = make_console()
@@ -91,7 +91,8 @@ def eval_command(
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
-    strict: bool = typer.Option(False, help="count thresholds on tasks the model lacks as failures"),
+    strict: bool = typer.Option(False, help="count thresholds on tasks the model lacks as failures (a metric "
+                                "without ground truth on the frames stays skipped)"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
                                      "of the suites)"),
 ) -> None:
@@ -116,7 +117,7 @@ def eval_command(
         except SuiteError as e:
             raise typer.BadParameter(str(e), param_hint="--suite") from None
         _print_eval(run, checks)
-        failed += sum(c.status == "fail" or (strict and c.status == "skipped") for c in checks)
+        failed += sum(c.status == "fail" or (strict and c.reason == NO_HEAD) for c in checks)
         results.append(run_to_json(run, checks))
     _write_json(out, {"checkpoint": str(checkpoint), "suites": results, "passed": failed == 0})
     if failed:
@@ -127,7 +128,8 @@ def eval_command(
 
 def _print_eval(run: Any, checks: list[Any]) -> None:
     suite = run.suite
-    table = Table(title=f"suite [bold]{suite.name}[/] — {len(run.frames)} frames, {run.seconds:.1f} s",
+    table = Table(title=f"suite [bold]{suite.name}[/] — {len(run.frames)} frames, {suite.seeds_text()}, "
+                        f"{run.seconds:.1f} s",
                   caption=suite.description or None)
     for col in ("task", "metric", "value", "threshold", "result"):  # never truncated: scenarios give way
         table.add_column(col, justify="right" if col in ("value", "threshold") else "left", no_wrap=True)
@@ -146,7 +148,7 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
             scen = [_fmt(te.per_scenario[s].get(metric, math.nan)) if te is not None and te.per_scenario.get(s)
                     else "—" for s in suite.scenarios]
             table.add_row(task, metric, _fmt(value), "" if c is None else c.threshold,
-                          "" if c is None else style[c.status], *scen)
+                          "" if c is None else style[c.status] + (f" ({c.reason})" if c.reason else ""), *scen)
     console.print(table)
     for task, te in run.tasks.items():  # state confusion by name (traffic lights): what a headline can hide
         if hasattr(te.metric, "states") and hasattr(te.metric, "confusion"):
@@ -200,7 +202,7 @@ def gate_command(
         for r in rows:
             table.add_row(r.task, r.metric, _fmt(r.baseline), _fmt(r.candidate), _fmt(r.delta),
                           f"[{_fmt(r.low)}, {_fmt(r.high)}]", _fmt(r.tolerance),
-                          style[r.status] + (f" {r.reason}" if r.status == "fail" else ""))
+                          style[r.status] + (f" {r.reason}" if r.status != "pass" else ""))
         console.print(table)
         all_rows += rows
     failed = [r for r in all_rows if r.status == "fail"]

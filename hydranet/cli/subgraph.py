@@ -171,5 +171,5 @@ def _print_gate(console: Any, rows: list[Any]) -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(r.suite, r.task, r.metric, fmt(r.baseline), fmt(r.candidate), fmt(r.delta), fmt(r.tolerance),
-                      r.status + (f" {r.reason}" if r.status == "fail" else ""))
+                      r.status + (f" {r.reason}" if r.status != "pass" else ""))
     console.print(table)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydranet.engine.records import STAGES, atomic_json
+from hydranet.eval.suite import lower_is_better
 
 if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
     from hydranet.engine.vacation import Vacation
@@ -100,22 +101,27 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     series = _series(rows)
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k % 10}"
+        better = "lower is better" if lower_is_better(name.rsplit(".", 1)[-1]) else "higher is better"
         if s["deployed"]:
             pts = sorted(s["deployed"])
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color, label=f"{name} deployed")
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color,
+                    label=f"{name} ({better}): deployed")
         if s["candidate"]:
             ax.plot([p[0] for p in s["candidate"]], [p[1] for p in s["candidate"]], "o", color=color, mfc="none",
-                    label=f"{name} candidate")
+                    label=f"{name}: candidate")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.3, max([r["iteration"] for r in rows], default=1) + 0.3)
     ax.set_xlabel("iteration (0 = the starting model)")
-    ax.set_ylabel("headline metric")
-    ax.set_title("per suite: deployed model (line) and each iteration's candidate (circles)")
+    ax.set_ylabel("headline metric (suite/task.metric)")
+    ax.set_title("deployed model (line) and each iteration's candidate (circles)")
     ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=7, loc="best")
+    if series:  # below the plot: never over the points, and the plot keeps the figure's width
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no evaluated iteration yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -125,35 +131,102 @@ def _uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+CSS = """body{font:14px system-ui,sans-serif;margin:20px;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:6px 0 12px}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}
+th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}.meta{color:#555}
+.ok{color:#070}.bad{color:#b00;font-weight:bold}.up{color:#070}.down{color:#b00}img{max-width:100%}
+code{font-size:12px;word-break:break-all}"""
+
+
+def _conditions(counts: dict[str, int]) -> str:
+    """``{"day": 2, "night": 1}`` as ``day 2, night 1``."""
+    return ", ".join(f"{html.escape(str(k))} {v}" for k, v in counts.items()) or "—"
+
+
+def _cost(cost: dict[str, int] | None) -> str:
+    """Labels bought, in annotations, with what they were."""
+    if not cost:
+        return "—"
+    return (f"{cost.get('total', '—')} annotations ({cost.get('frames', 0)} frames, {cost.get('objects', 0)} "
+            f"objects, {cost.get('dense_maps', 0)} dense maps)")
+
+
+def _yes_no(x: Any) -> str:
+    return "—" if x is None else "<span class=ok>yes</span>" if x else "<span class=bad>no</span>"
+
+
+def _gate(r: dict[str, Any]) -> str:
+    if "gate_passed" not in r:
+        return "—"
+    return "<span class=ok>passed</span>" if r["gate_passed"] else "<span class=bad>FAILED</span>"
+
+
+def _delta(metric: str, cur: float | None, cand: float | None) -> str:
+    """``candidate − current`` with an arrow that says whether the change is better for this metric."""
+    if cur is None or cand is None:
+        return "—"
+    d = cand - cur
+    if d == 0:
+        return "0"
+    better = (d < 0) if lower_is_better(metric) else (d > 0)
+    return f"<span class={'up' if better else 'down'}>{d:+.4f} {'better' if better else 'worse'}</span>"
+
+
+def _current(cur: dict[str, Any]) -> str:
+    onnx = f" · ONNX <code>{html.escape(str(cur['onnx']))}</code>" if cur.get("onnx") else ""
+    it = cur.get("iteration", 0)
+    return (f"{'the starting model' if not it else f'promoted in iteration {it}'}: checkpoint "
+            f"<code>{html.escape(str(cur.get('checkpoint')))}</code>{onnx}")
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    """One line per iteration: what it mined and bought, the gate, the promotion."""
+    head = ["iteration", "mined / pool frames", "conditions mined", "labeller", "labels bought (annotations)",
+            "gate", "promoted"]
+    trs = "".join(
+        f"<tr><td class=n><a href='#iter-{r['iteration']}'>{r['iteration']}</a>"
+        f"{'' if r['complete'] else ' (unfinished)'}</td>"
+        f"<td class=n>{r.get('mined', '—')} / {r.get('pool_frames', '—')}</td>"
+        f"<td>{_conditions(r.get('mined_conditions', {}))}</td><td>{html.escape(str(r.get('labeller', '—')))}</td>"
+        f"<td class=n>{r.get('label_cost', {}).get('total', '—')}</td><td>{_gate(r)}</td>"
+        f"<td>{_yes_no(r.get('promoted'))}</td></tr>" for r in rows)
+    return f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{trs}</table>"
+
+
 def _page(v: Vacation, rows: list[dict[str, Any]], chart: Path) -> None:
     blocks = []
     for r in rows:
         it = r["iteration"]
-        head = ["suite", "task", "metric", "current", "candidate"]
+        head = ["suite", "task", "metric", "deployed (before)", "candidate", "change"]
         trs = []
         for suite, d in r.get("suites", {}).items():
             for task, m in d.get("candidate", {}).items():
                 for metric, val in m.items():
                     cur = d.get("current", {}).get(task, {}).get(metric)
-                    trs.append(f"<tr><td>{suite}</td><td>{task}</td><td>{metric}</td><td>{_f(cur)}</td>"
-                               f"<td>{_f(val)}</td></tr>")
+                    trs.append(f"<tr><td>{html.escape(suite)}</td><td>{html.escape(task)}</td>"
+                               f"<td>{html.escape(metric)}</td><td class=n>{_f(cur)}</td><td class=n>{_f(val)}</td>"
+                               f"<td class=n>{_delta(metric, cur, val)}</td></tr>")
         gate = ("" if "gate_passed" not in r else "<p class=ok>gate passed</p>" if r["gate_passed"] else
                 "<p class=bad>gate FAILED: " + html.escape("; ".join(
                     f"{f['suite']}/{f['task']}.{f['metric']}: {f['reason']}" for f in r["gate_failures"])) + "</p>")
         mined = v.iter_dir(it) / "queue" / "mined.png"
-        img = f"<img src='{_uri(mined)}'>" if mined.exists() else ""
-        blocks.append(f"<h2>iteration {it}{'' if r['complete'] else ' (unfinished)'}</h2>"
+        img = (f"<h3>what was mined</h3><img alt='frames mined in iteration {it}' src='{_uri(mined)}'>"
+               if mined.exists() else "")
+        table = (f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(trs)}</table>" if trs else
+                 "<p class=meta>not evaluated yet</p>")
+        blocks.append(f"<h2 id='iter-{it}'>iteration {it}{'' if r['complete'] else ' (unfinished)'}</h2>"
                       f"<p>mined {r.get('mined', '—')} of {r.get('pool_frames', '—')} pool frames "
-                      f"{html.escape(json.dumps(r.get('mined_conditions', {})))} · labeller {r.get('labeller', '—')}"
-                      f" · labels bought {r.get('label_cost', {}).get('total', '—')} · promoted "
-                      f"{r.get('promoted', '—')}</p>{gate}<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>"
-                      f"{''.join(trs)}</table><h3>what was mined</h3>{img}")
-    page = f"""<!doctype html><meta charset=utf-8><title>hydranet vacation history</title>
-<style>body{{font:14px system-ui;margin:20px}}td,th{{padding:3px 8px;border-bottom:1px solid #ddd}}
-.ok{{color:#070}}.bad{{color:#b00;font-weight:bold}}img{{max-width:100%}}</style>
+                      f"({_conditions(r.get('mined_conditions', {}))}) · labeller "
+                      f"{html.escape(str(r.get('labeller', '—')))} · labels bought {_cost(r.get('label_cost'))} · "
+                      f"promoted {_yes_no(r.get('promoted'))}</p>{gate}{table}{img}")
+    done = sum(r["complete"] for r in rows)
+    promoted = sum(bool(r.get("promoted")) for r in rows)
+    page = f"""<!doctype html><html lang=en><meta charset=utf-8><title>hydranet vacation history</title>
+<style>{CSS}</style>
 <h1>Operation Vacation: {html.escape(str(v.out))}</h1>
-<p>pipeline <code>{html.escape(v.pipe.path)}</code> · current model <code>{html.escape(str(v.current()))}</code></p>
-<img src='{_uri(chart)}'>{''.join(blocks)}"""
+<p class=meta>pipeline <code>{html.escape(v.pipe.path)}</code> · {done} of {len(rows)} iteration(s) complete,
+{promoted} promoted</p><p>current model, {_current(v.current())}</p>
+{_summary(rows)}<img alt='headline metrics per iteration' src='{_uri(chart)}'>{''.join(blocks)}</html>"""
     tmp = v.out / ".tmp-history.html"
     tmp.write_text(page)
     tmp.replace(v.out / "history.html")

@@ -10,6 +10,8 @@ A metric **fails** when the regression is both larger than its tolerance and sig
 ``Δ < −tolerance`` and the interval's upper end ``< 0``. It also fails when the baseline measured
 it and the candidate cannot (NaN, e.g. a light head that detects nothing). A task the candidate
 lacks but the baseline has fails; identical models always pass (Δ = 0 in every resample).
+A metric without ground truth on the suite's frames (``recall/red`` with no red light) is
+**skipped**, as ``hydranet eval`` skips its threshold (``runner.judge_undefined``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hydranet.eval.runner import SuiteRun
+from hydranet.eval.runner import NO_HEAD, SuiteRun, judge_undefined
 from hydranet.eval.suite import SuiteError, lower_is_better
 
 
@@ -75,13 +77,13 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
     for task in suite.tasks:
         if task in base.skipped:
             rows.append(GateRow(suite.name, task, "-", math.nan, math.nan, math.nan, math.nan, math.nan, math.nan,
-                                "skipped", "baseline has no head for this task"))
+                                "skipped", f"baseline: {NO_HEAD}"))
             continue
         headline = base.tasks[task].headline
         tols = suite.tolerances(task, headline)
         if task in cand.skipped:
             rows += [GateRow(suite.name, task, m, base.tasks[task].metrics.get(m, math.nan), math.nan, math.nan,
-                             math.nan, math.nan, t, "fail", "candidate has no head for this task")
+                             math.nan, math.nan, t, "fail", f"candidate: {NO_HEAD}")
                      for m, t in tols.items()]
             continue
         missing = [m for m in tols if m not in base.tasks[task].metrics]
@@ -94,12 +96,16 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
             sign = -1.0 if lower_is_better(m) else 1.0
             delta = sign * (b - a) + 0.0  # + 0.0: no "-0" for error metrics
             low, high = ci[m]
-            if math.isnan(a) and math.isnan(b):
-                status, reason = "skipped", "not measurable on these frames (no ground truth)"
+            base_status, base_why = judge_undefined(base.tasks[task], m) if math.isnan(a) else ("", "")
+            if base_status == "skipped":  # no ground truth: the same frames, so for both models
+                status, reason = "skipped", base_why
+            elif math.isnan(a) and math.isnan(b):
+                status, reason = "skipped", f"undefined for both models ({base_why.removeprefix('undefined: ')})"
             elif math.isnan(b):
-                status, reason = "fail", "candidate result is undefined where the baseline's is not"
+                status, reason = "fail", ("candidate result is undefined where the baseline's is not ("
+                                          f"{judge_undefined(cand.tasks[task], m)[1].removeprefix('undefined: ')})")
             elif math.isnan(a):
-                status, reason = "pass", "baseline result undefined"
+                status, reason = "pass", f"baseline result {base_why}"
             elif delta < -tol and high < 0:
                 status, reason = "fail", f"regressed by {-delta:.4g} > tolerance {tol:g} (CI upper end {high:.3g} < 0)"
             else:

@@ -62,8 +62,9 @@ def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else escape(str(x))
 
 
-def _badge(status: str) -> str:
-    return f'<span class="badge {status}">{status.upper() if status == "fail" else status}</span>'
+def _badge(status: str, reason: str = "") -> str:
+    badge = f'<span class="badge {status}">{status.upper() if status == "fail" else status}</span>'
+    return badge + (f' <span class="meta">{escape(reason)}</span>' if reason else "")
 
 
 def task_charts(te: TaskEval) -> list[str]:
@@ -118,10 +119,11 @@ def _table(run: SuiteRun, checks: list[Check]) -> str:
                            for s in suite.scenarios)
             rows.append(f'<tr><td class="l">{escape(task)}</td><td class="l">{escape(metric)}</td>'
                         f"<td>{_fmt(te.metrics.get(metric, math.nan))}</td><td>{len(te.frames)}</td>"
-                        f"<td>{escape(c.threshold) if c else ''}</td><td>{_badge(c.status) if c else ''}</td>"
+                        f"<td>{escape(c.threshold) if c else ''}</td>"
+                        f"<td class=\"l\">{_badge(c.status, c.reason) if c else ''}</td>"
                         f"{scen}</tr>")
     return (f'<table><tr><th class="l">task</th><th class="l">metric</th><th>value</th><th>frames</th>'
-            f"<th>threshold</th><th>result</th>{head}</tr>{''.join(rows)}</table>")
+            f"<th>threshold</th><th class=\"l\">result</th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _all_metrics(te: TaskEval) -> str:
@@ -225,7 +227,7 @@ def build_report(model: Any, runs: list[SuiteRun], checks: list[list[Check]], ch
         status = "fail" if any(c.status == "fail" for c in cs) else "pass"
         body.append(f'<h2 id="suite-{escape(s.name)}">suite {escape(s.name)} {_badge(status)}</h2>'
                     f'<div class="meta">{escape(s.description)} · {len(run.frames)} frames over '
-                    f"{len(s.scenarios)} scenario(s), seeds {s.seeds[0]}..{s.seeds[1] - 1} · "
+                    f"{len(s.scenarios)} scenario(s), {s.seeds_text()} · "
                     f"{run.seconds:.1f} s · file <code>{escape(s.path)}</code></div>")
         body.append(_table(run, cs))
         charts = [c for te in run.tasks.values() for c in task_charts(te)]

@@ -24,6 +24,7 @@ from hydranet.data.sample import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frames import FrameMetric
 from hydranet.world import SyntheticWorld
 
@@ -241,9 +242,15 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     return runs
 
 
+# The two reasons a check or a gate row is "skipped" rather than judged.
+NO_HEAD = "model has no head for this task"
+NO_GROUND_TRUTH_HERE = f"{NO_GROUND_TRUTH} on these frames"
+
+
 @dataclass
 class Check:
-    """One threshold of a suite on one metric."""
+    """One threshold of a suite on one metric; ``reason`` says why it was skipped or why an undefined (NaN)
+    value failed."""
 
     suite: str
     task: str
@@ -251,15 +258,26 @@ class Check:
     threshold: str
     value: float
     status: str  # "pass" | "fail" | "skipped"
+    reason: str = ""
+
+
+def judge_undefined(te: TaskEval, metric: str) -> tuple[str, str]:
+    """``(status, reason)`` of a NaN result: ``skipped`` when the frames hold no ground truth for it (e.g.
+    ``recall/red`` without a red light), else ``fail`` with the metric's reason (e.g. "no match"). The one rule
+    ``hydranet eval``, ``hydranet gate`` and the report share."""
+    why = te.metric.undefined_reason(metric)
+    return ("skipped", NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
 
 
 def check_thresholds(run: SuiteRun) -> list[Check]:
-    """Pass/fail of every threshold; a metric name the task does not produce is a ``SuiteError``."""
+    """Pass/fail of every threshold; skipped for a task the model lacks or a metric without ground truth on
+    these frames (``judge_undefined``). A metric name the task does not produce is a ``SuiteError``."""
     out = []
     suite = run.suite
     for name, spec in suite.tasks.items():
         if name in run.skipped:
-            out += [Check(suite.name, name, m, str(t), math.nan, "skipped") for m, t in spec.thresholds.items()]
+            out += [Check(suite.name, name, m, str(t), math.nan, "skipped", NO_HEAD)
+                    for m, t in spec.thresholds.items()]
             continue
         te = run.tasks[name]
         for m, thr in spec.thresholds.items():
@@ -267,7 +285,11 @@ def check_thresholds(run: SuiteRun) -> list[Check]:
                 raise SuiteError(f"{suite.path}: tasks.{name}.thresholds.{m}: task '{name}' has no metric '{m}'; "
                                  f"available: {sorted(te.metrics)}")
             value = te.metrics[m]
-            out.append(Check(suite.name, name, m, str(thr), value, "pass" if thr.passes(value) else "fail"))
+            if math.isnan(value):
+                status, reason = judge_undefined(te, m)
+            else:
+                status, reason = ("pass" if thr.passes(value) else "fail"), ""
+            out.append(Check(suite.name, name, m, str(thr), value, status, reason))
     return out
 
 

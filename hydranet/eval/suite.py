@@ -55,7 +55,9 @@ def lower_is_better(metric: str) -> bool:
 
 
 class Threshold(BaseModel):
-    """An absolute pass condition on a metric, ``>= value`` or ``<= value``; NaN never passes."""
+    """An absolute pass condition on a metric, ``>= value`` or ``<= value``; NaN never passes (the runner's
+    ``check_thresholds`` then marks the check skipped when the frames hold no ground truth for the metric,
+    failed otherwise)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     op: str  # ">=" or "<="
@@ -158,6 +160,18 @@ class Suite(BaseModel):
         model fill in what the suite leaves unset."""
         fields = {**model_fields, **self.world, **self.scenarios[scenario], "seed": seed}
         return WorldConfig.model_validate(fields)
+
+    def seeds_text(self) -> str:
+        """The world seeds in words, every seed the suite runs and only those: ``seed 7``, ``seeds 7, 8``,
+        ``seeds 7-16 (10)``. (``seeds: [start, stop)`` in the file is half-open: ``[9100, 9102]`` is 9100 and
+        9101.)"""
+        first, stop = self.seeds
+        n = stop - first
+        if n == 1:
+            return f"seed {first}"
+        if n <= 3:
+            return "seeds " + ", ".join(str(s) for s in range(first, stop))
+        return f"seeds {first}-{stop - 1} ({n})"
 
     def frame_indices(self, world_len: int) -> list[int]:
         """``frames`` sample indices spread evenly over ``[0, world_len)`` (different scenes)."""

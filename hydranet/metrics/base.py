@@ -11,6 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+# ``Metric.undefined_reason`` for a result that has nothing to be measured on: a suite check on it is
+# "skipped", in ``hydranet eval``, ``hydranet gate`` and the report alike, never a failure of the model.
+NO_GROUND_TRUTH = "no ground truth"
+
 
 class Metric(ABC):
     """Streaming metric: bounded memory for dense tasks, mergeable across DDP ranks."""
@@ -29,3 +33,9 @@ class Metric(ABC):
 
     def sync(self) -> None:  # noqa: B027 - optional hook; single-process metrics need nothing
         """All-reduce accumulated state across ranks (called before ``compute`` under DDP)."""
+
+    def undefined_reason(self, key: str) -> str:
+        """Why result ``key`` of ``compute()`` is NaN: ``NO_GROUND_TRUTH`` when the evaluated frames hold
+        nothing it is measured on (e.g. ``recall/red`` without a red light: the check is skipped), else a
+        short reason the *model's* result is undefined (a check on it fails). Only meaningful for NaN results."""
+        return "undefined on these frames"

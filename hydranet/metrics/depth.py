@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frames import FrameMetric, safe_div
 from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
@@ -76,3 +77,7 @@ class DepthMetric(FrameMetric):
             out[f"delta1/{name}"] = float(safe_div(s[3, i], s[0, i]))
             out[f"pixels/{name}"] = float(s[0, i])
         return out
+
+    def undefined_reason(self, key: str) -> str:
+        """Always ``NO_GROUND_TRUTH``: a depth result is NaN only without valid ground-truth pixels (in its bin)."""
+        return NO_GROUND_TRUTH

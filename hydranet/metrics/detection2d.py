@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frames import FrameMetric, as_numpy, nanmean, require
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -240,6 +241,10 @@ class Detection2DMetric(FrameMetric):
             gt = p[0, 0, :] > -1
             out[f"ap/{cname}"] = nanmean(np.where(gt, p.mean(axis=(0, 1)), np.nan))
         return out
+
+    def undefined_reason(self, key: str) -> str:
+        """Always ``NO_GROUND_TRUTH``: an AP is NaN only without ground truth (of the class, in the camera)."""
+        return NO_GROUND_TRUTH
 
     def pr_curves(self, iou: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Interpolated (recall, precision) per class with ground truth, at one IoU threshold."""

@@ -11,16 +11,31 @@ boxes ``(x, y, z, l, w, h, yaw)``:
   ``min_recall = min_precision = 0.1``); mAP is the mean over classes and the four thresholds;
 - TP errors at the 2 m threshold, averaged over recall 0.1 .. max recall as nuScenes does:
   ATE (BEV centre distance, m), ASE (1 - IoU of the size-aligned boxes), AOE (|yaw difference|,
-  rad), AVE (|velocity difference|, m/s); a class with no match gets 1.0. Orientation and velocity
-  are not scored for ``unoriented`` classes (cones, as in nuScenes).
+  rad), AVE (|velocity difference|, m/s). Orientation and velocity are not scored for ``unoriented``
+  classes (cones, as in nuScenes: NaN). ``ate ase aoe ave`` (mATE..mAVE) are the NaN-skipping mean
+  over classes, as nuScenes' ``DetectionMetrics.tp_errors``.
 
-One deliberate difference: classes with no ground truth in the evaluated frames are reported as
-NaN and left out of the means (nuScenes would give them AP 0), so a suite without cones is not
-penalised for having none. ``max_range`` optionally drops boxes farther than that from the ego
-(nuScenes' class ranges). ``region`` = ``((x_min, x_max), (y_min, y_max))`` (ego metres) keeps only
+Deliberate differences, both "not measured" rather than a number:
+
+- classes with no ground truth in the evaluated frames are NaN and left out of the means (nuScenes
+  would give them AP 0), so a suite without cones is not penalised for having none;
+- a class with ground truth but no match up to 10 % recall at 2 m (or whose matches all lack that
+  error, e.g. predictions without velocity) has NaN TP errors, where nuScenes' ``calc_tp`` writes a
+  1.0 placeholder. That 1.0 means "TP score 0" only inside NDS, which clips every error at 1; read as
+  metres or m/s it is a *good* value, so "nothing matched" passed a suite threshold ``ave <= 4.0`` and
+  looked better than a real 1.5 m/s to the gate. NaN fails such a check with the reason
+  (``undefined_reason``: "no match"), and a class matched by nothing does not pull mATE.. towards 1.
+  ``calc_tp(md, name)`` itself still returns nuScenes' value; the metric passes ``empty=nan``.
+
+``max_range`` optionally drops boxes farther than that from the ego (nuScenes' class ranges).
+``region`` = ``((x_min, x_max), (y_min, y_max))`` (ego metres) keeps only
 boxes whose centre lies in that rectangle (``(min, max]``, as the grid assigns cells), predictions
 and ground truth alike: a BEV model can only place objects on its grid, and scoring objects outside
 it caps mAP at the share it can hold.
+``min_visible`` (0..1, optional) drops ground truth whose ``visible`` fraction (the label's best camera) is
+below it, nuScenes' ``filter_eval_boxes`` rule for boxes without a single lidar or radar point: an
+object no sensor sees in this frame cannot be detected from it (temporal recall of such objects is
+``TemporalDetection3DMetric``'s ``occluded_recall``). Targets without ``visible`` are kept whole.
 ``range_bins`` (metres, ascending) additionally reports ``map@<lo>-<hi>m`` (last: ``map@<lo>m+``) per BEV-distance band,
 each band matched on its own (predictions and ground truth filtered to the band, nuScenes' way of
 scoring a class range).
@@ -33,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frames import FrameMetric, as_numpy, nanmean, require
 
 DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
@@ -79,6 +95,9 @@ def accumulate(score: np.ndarray, order_key: np.ndarray, matched: np.ndarray, er
            "confidence": np.interp(rec_i, rec, conf, right=0)}
     m_conf = conf[m]
     for j, name in enumerate(TP_ERRORS):
+        if np.isnan(err[m, j]).all():  # never measured (e.g. no velocity predicted): NaN, not cummean's ones
+            out[name] = np.full(N_POINTS, np.nan)
+            continue
         tmp = cummean(err[m, j])
         out[name] = np.interp(out["confidence"][::-1], m_conf[::-1], tmp[::-1])[::-1]
     return out
@@ -94,16 +113,16 @@ def calc_ap(md: dict[str, np.ndarray] | None) -> float:
     return float(np.mean(prec)) / (1.0 - MIN_PRECISION)
 
 
-def calc_tp(md: dict[str, np.ndarray] | None, name: str) -> float:
-    """nuScenes ``calc_tp``: mean of TP error ``name`` from recall 0.1 to the highest recall reached; 1.0
-    when ``md`` is ``None`` or that range is empty."""
+def calc_tp(md: dict[str, np.ndarray] | None, name: str, empty: float = 1.0) -> float:
+    """nuScenes ``calc_tp``: mean of TP error ``name`` from recall 0.1 to the highest recall reached; ``empty``
+    (nuScenes: 1.0) when ``md`` is ``None`` or that range is empty; NaN when no match carried the error."""
     if md is None:
-        return 1.0
+        return empty
     first = round(100 * MIN_RECALL) + 1
     nz = np.nonzero(md["confidence"])[0]
     last = nz[-1] if len(nz) else 0
     if last < first:
-        return 1.0
+        return empty
     return float(np.mean(md[name][first:last + 1]))
 
 
@@ -117,8 +136,11 @@ class Detection3DMetric(FrameMetric):
     def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone",),
                  max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS,
                  region: tuple[tuple[float, float], tuple[float, float]] | None = None,
-                 range_bins: Sequence[float] = ()) -> None:
+                 range_bins: Sequence[float] = (), min_visible: float | None = None) -> None:
         self.classes = tuple(classes)
+        if min_visible is not None and not 0.0 <= min_visible <= 1.0:
+            raise ValueError(f"Detection3DMetric: min_visible {min_visible} must be in [0, 1]")
+        self.min_visible = min_visible
         self.unoriented = {self.classes.index(c) for c in unoriented if c in self.classes}
         self.max_range = max_range
         if region is not None:
@@ -136,7 +158,7 @@ class Detection3DMetric(FrameMetric):
             raise ValueError(f"Detection3DMetric: thresholds {self.thresholds} must include {TP_THRESHOLD} m")
         super().__init__()
 
-    def _read(self, d: dict[str, Any], where: str) -> tuple[np.ndarray, ...]:
+    def _read(self, d: dict[str, Any], where: str, target: bool = False) -> tuple[np.ndarray, ...]:
         boxes = as_numpy(d["boxes"], np.float64).reshape(-1, 7)
         cls = as_numpy(d["classes"], np.int64).reshape(-1)
         vel = as_numpy(d["velocity"], np.float64).reshape(-1, 2) if "velocity" in d else np.full((len(boxes), 2),
@@ -152,6 +174,11 @@ class Detection3DMetric(FrameMetric):
             (x0, x1), (y0, y1) = self.region
             # (min, max], as ``BevGrid.metres_to_index`` + floor assigns cells (row 0 holds x = x_max).
             keep &= (boxes[:, 0] > x0) & (boxes[:, 0] <= x1) & (boxes[:, 1] > y0) & (boxes[:, 1] <= y1)
+        if target and self.min_visible is not None and "visible" in d:
+            visible = as_numpy(d["visible"], np.float64).reshape(-1)
+            if len(visible) != len(boxes):
+                raise ValueError(f"{where}: visible has {len(visible)} entries for {len(boxes)} boxes")
+            keep &= visible >= self.min_visible
         return boxes[keep], cls[keep], vel[keep], keep
 
     def bands(self) -> list[tuple[float, float]]:
@@ -168,7 +195,7 @@ class Detection3DMetric(FrameMetric):
         require(target, ["boxes", "classes"], f"{where} target")
         p_box, p_cls, p_vel, keep = self._read(pred, f"{where} prediction")
         p_score = as_numpy(pred["scores"], np.float64).reshape(-1)[keep]
-        g_box, g_cls, g_vel, _ = self._read(target, f"{where} target")
+        g_box, g_cls, g_vel, _ = self._read(target, f"{where} target", target=True)
         record = self._match(p_box, p_cls, p_vel, p_score, g_box, g_cls, g_vel)
         if self.range_bins:
             p_r, g_r = np.hypot(p_box[:, 0], p_box[:, 1]), np.hypot(g_box[:, 0], g_box[:, 1])
@@ -261,8 +288,37 @@ class Detection3DMetric(FrameMetric):
                 ap[k, ti] = calc_ap(mds[(k, thr)])
             for j, name in enumerate(TP_ERRORS):
                 unscored = k in self.unoriented and name in ("aoe", "ave")
-                tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name)
+                tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name, empty=np.nan)
         return ap, tp
+
+    def undefined_reason(self, key: str) -> str:
+        """Why ``key`` is NaN over all frames: ``NO_GROUND_TRUTH`` (no object of the class / in the band /
+        at all), "not scored for unoriented <class>", "no velocity predicted", or "no match" (ground truth
+        there, no prediction reached 10 % recall within 2 m)."""
+        recs = self.records(None)
+        if not recs:
+            return NO_GROUND_TRUTH
+        npos = np.sum([r["npos"] for r in recs], axis=0)
+        name, _, sub = key.partition("/")
+        if name.startswith("map@"):
+            labels = [(f"map@{lo:g}m+" if np.isinf(hi) else f"map@{lo:g}-{hi:g}m") for lo, hi in self.bands()]
+            if key in labels:
+                band = labels.index(key)
+                return NO_GROUND_TRUTH if sum(int(r["bands"][band]["npos"].sum()) for r in recs) == 0 else \
+                    "no prediction in this band"
+        classes = [self.classes.index(sub)] if sub in self.classes else list(range(len(self.classes)))
+        if npos[classes].sum() == 0:
+            return NO_GROUND_TRUTH
+        if name not in TP_ERRORS:
+            return super().undefined_reason(key)
+        if sub in self.classes and classes[0] in self.unoriented and name in ("aoe", "ave"):
+            return f"not scored for unoriented '{sub}' (as nuScenes)"
+        ti = self.thresholds.index(TP_THRESHOLD)
+        scored = [k for k in classes if k not in self.unoriented]
+        matched = [r["errors"][r["matched"][:, ti] & np.isin(r["cls"], scored), 3] for r in recs]
+        if name == "ave" and any(len(v) for v in matched) and all(np.isnan(v).all() for v in matched):
+            return "no velocity predicted (no match carries one)"
+        return "no match within 2 m up to 10 % recall"
 
     def pr_curves(self, threshold: float = TP_THRESHOLD) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Interpolated (recall, precision) per class with ground truth, at one distance threshold."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hydranet.metrics.base import Metric
+from hydranet.metrics.base import NO_GROUND_TRUTH, Metric
 
 
 class FrameMetric(Metric):
@@ -79,6 +79,10 @@ class FrameMetric(Metric):
 
         ``keys``: the caller needs only these results (a hint: metrics may skip work for others,
         e.g. per-camera AP inside a bootstrap loop); all keys are still allowed in the output."""
+
+    def undefined_reason(self, key: str) -> str:
+        """``NO_GROUND_TRUTH`` when no evaluated frame carried this task's label; families refine it per key."""
+        return NO_GROUND_TRUTH if not self._records else super().undefined_reason(key)
 
     # -- helpers ------------------------------------------------------------------------------------
     @property

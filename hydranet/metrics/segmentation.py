@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frames import FrameMetric, nanmean, safe_div
 
 
@@ -151,3 +152,7 @@ class SegmentationIoU(FrameMetric):
         out["boundary_iou"] = nanmean(biou)
         out.update({f"boundary_iou/{c}": float(v) for c, v in zip(self.classes, biou, strict=True)})
         return out
+
+    def undefined_reason(self, key: str) -> str:
+        """Always ``NO_GROUND_TRUTH``: an IoU is NaN only for a class absent from target and prediction alike."""
+        return NO_GROUND_TRUTH

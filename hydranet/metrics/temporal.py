@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hydranet.data.sample import LIGHT_STATES
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection3d import TP_THRESHOLD, Detection3DMetric
 from hydranet.metrics.frames import as_numpy, safe_div
 from hydranet.metrics.traffic_light import TrafficLightMetric, greedy_match
@@ -155,6 +156,16 @@ class TemporalDetection3DMetric(Detection3DMetric):
         out |= {"occluded_recall": float(safe_div(c[0], c[1])), "visible_recall": float(safe_div(c[2], c[3])),
                 "occluded_objects": float(c[1]), "flicker": float(safe_div(c[4], c[5]))}
         return out
+
+    def undefined_reason(self, key: str) -> str:
+        """``NO_GROUND_TRUTH`` for ``occluded_recall``/``visible_recall``/``flicker`` without an object occluded
+        now / visible now / present in two consecutive frames; the parent's reasons for the rest."""
+        if key not in TEMPORAL_KEYS_3D:
+            return super().undefined_reason(key)
+        recs = [r["temporal"] for r in self.records(None) if "temporal" in r]
+        c = np.sum(recs, axis=0) if recs else np.zeros(6, np.int64)
+        den = {"occluded_recall": c[1], "visible_recall": c[3], "flicker": c[5]}.get(key, 1)
+        return NO_GROUND_TRUTH if den == 0 else super().undefined_reason(key)
 
 
 class TemporalTrafficLightMetric(TrafficLightMetric):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hydranet.data.sample import LIGHT_STATES
+from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection2d import box_iou
 from hydranet.metrics.frames import FrameMetric, as_numpy, require, safe_div
 
@@ -121,3 +122,21 @@ class TrafficLightMetric(FrameMetric):
             for j, p in enumerate(self.states):
                 out[f"confusion/{g}/{p}"] = float(conf[i, j])
         return out
+
+    def undefined_reason(self, key: str) -> str:
+        """``NO_GROUND_TRUTH`` for ``recall/<state>``/``precision/<state>`` when no light of that state was in the
+        frames, and for the other rates when there was no light at all; else "no <state> light predicted"
+        (``precision/<state>``) or "no light matched" (``accuracy``, ``state_balanced_accuracy``)."""
+        gt = self._totals(None)[len(self.states)]
+        name, _, state = key.partition("/")
+        if state in self.states and name in ("recall", "precision"):
+            if gt[self.states.index(state)] == 0:
+                return NO_GROUND_TRUTH
+            return f"no {state} light predicted" if name == "precision" else super().undefined_reason(key)
+        if gt.sum() == 0:
+            return NO_GROUND_TRUTH
+        if key in ("accuracy", "state_balanced_accuracy"):
+            return "no light matched"
+        if key == "precision":
+            return "no light predicted"
+        return super().undefined_reason(key)

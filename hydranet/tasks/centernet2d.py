@@ -191,10 +191,13 @@ def centernet_bias_init(task: CameraTask, ctx: HeadContext) -> dict[str, float]:
     return {"heatmap": prior_bias(0.01), "log_size": math.log(task.cfg.prior_size_px / stride)}
 
 
-def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch, channel_key: str,
+def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch, channel_key: str | None,
                      num_channels: int, keep_key: str | None = None, min_keep: float = 0.0,
                      ) -> tuple[dict[str, Tensor], Any, Tensor]:
     """Shared CenterNet loss for box tasks. Returns ``(parts, encoded, present)``; ``parts`` has ``loss``.
+
+    ``channel_key`` names the label field holding each object's heatmap channel (its class); ``None``
+    puts every object on channel 0 (one class-agnostic heatmap).
 
     Normalised by the number of objects over present samples (CenterNet), so an absent sample changes
     neither the sum nor the normaliser."""
@@ -211,7 +214,8 @@ def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch,
         keep = torch.ones(len(t["boxes"]), dtype=torch.bool)
         if keep_key is not None and keep_key in t:
             keep = t[keep_key].float().cpu() >= min_keep
-        objects.append((t["boxes"], t["camera"], t[channel_key], keep))
+        channel = t[channel_key] if channel_key is not None else torch.zeros(len(t["boxes"]), dtype=torch.long)
+        objects.append((t["boxes"], t["camera"], channel, keep))
     n = heat.shape[1]
     h, w = heat.shape[-2:]
     stride = task.output_stride(heat, batch)

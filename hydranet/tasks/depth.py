@@ -31,7 +31,7 @@ from hydranet.tasks.common import (
     present_index,
     to_label_resolution,
 )
-from hydranet.viz import draw_mask
+from hydranet.viz import REGION_ALPHA, draw_mask
 
 _BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, float("inf"))  # metres, for drawing
 
@@ -123,4 +123,4 @@ class Depth(CameraTask):
             if bool(mask.any()):
                 f = k / (len(_BANDS) - 2)
                 color = tuple(round(a + (b - a) * f) for a, b in zip(near, far, strict=True))
-                draw_mask(views, mask, color, 0.45)
+                draw_mask(views, mask, color, REGION_ALPHA)

@@ -28,7 +28,7 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
-from hydranet.viz import DRIVABLE_COLOR, draw_mask
+from hydranet.viz import DRIVABLE_COLOR, REGION_ALPHA, draw_mask
 
 
 class DrivableOptions(CameraHeadOptions):
@@ -94,4 +94,4 @@ class Drivable(CameraTask):
         """The mask in ``DRIVABLE_COLOR`` over the cameras, the same colour for ground truth and prediction."""
         if decoded is None:
             return
-        draw_mask(views, decoded.bool(), DRIVABLE_COLOR, 0.3)  # the same class colour in both panels
+        draw_mask(views, decoded.bool(), DRIVABLE_COLOR, REGION_ALPHA)  # the same class colour in both panels

@@ -30,7 +30,7 @@ from hydranet.tasks.common import (
     soft_dice_loss,
     to_label_resolution,
 )
-from hydranet.viz import LANE_COLORS, draw_mask
+from hydranet.viz import LANE_ALPHA, LANE_COLORS, draw_mask
 
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
 
@@ -128,4 +128,4 @@ class Lanes(CameraTask):
         for kind, color in LANE_COLORS.items():  # one palette for labels and predictions: the panel tells them apart
             mask = decoded == kind
             if bool(mask.any()):
-                draw_mask(views, mask, color, 0.8)
+                draw_mask(views, mask, color, LANE_ALPHA)

@@ -57,6 +57,10 @@ class Objects3DOptions(BevHeadOptions):
     # Per-group L1 weights (CenterPoint's "code weights"); velocity is the noisiest target.
     code_weights: dict[str, float] = Field(default_factory=lambda: {"offset": 1.0, "z": 1.0, "log_size": 1.0,
                                                                     "rot": 1.0, "velocity": 0.2})
+    # Objects seen by no camera in this frame (visible fraction below this) are ignored by the heatmap loss
+    # and by mAP (nuScenes drops boxes without a lidar/radar point the same way); the temporal metric's
+    # occluded recall scores them. 0 learns and scores every object (a temporal model can know them).
+    min_visible: float = Field(0.05, ge=0, le=1)
     max_detections: int = Field(200, ge=1)
     score_threshold: float = Field(0.1, ge=0, le=1)  # decode: low, the AP needs the low-score tail
     draw_threshold: float = Field(0.3, ge=0, le=1)  # pictures show only confident boxes
@@ -72,11 +76,17 @@ class Objects3DOptions(BevHeadOptions):
 
 
 def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: tuple[int, int], num_classes: int,
-                     min_overlap: float, min_radius: int) -> dict[str, Tensor]:
-    """Heatmaps ``[S, C, h, w]`` and per-object cells + regression targets ``[M, 10]`` for present samples."""
+                     min_overlap: float, min_radius: int, min_visible: float = 0.0) -> dict[str, Tensor]:
+    """Heatmaps ``[S, C, h, w]``, an ignore mask ``weight [S, 1, h, w]`` and per-object cells + regression
+    targets ``[M, 10]`` for present samples.
+
+    Objects whose ``visible`` fraction (when the label has one) is below ``min_visible`` are not learnt:
+    their Gaussian footprint is masked out of the heatmap loss (neither positive nor negative), so a
+    single-frame model is neither taught to hallucinate what no camera sees nor punished for finding it."""
     h, w = feat_rc
     sr, sc = h / grid.rows, w / grid.cols  # feature cells per grid cell
     heat = torch.zeros(len(targets), num_classes, h, w)
+    weight = torch.ones(len(targets), 1, h, w)
     sample, ys, xs, reg = [], [], [], []
     for s, t in enumerate(targets):
         boxes = t["boxes"].detach().float().cpu().reshape(-1, 7)
@@ -90,10 +100,17 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
         fr, fc = row * sr, col * sc
         # Box footprint in feature cells: length runs along x (rows), width along y (cols).
         radius = gaussian_radius(boxes[:, 3] / grid.cell * sr, boxes[:, 4] / grid.cell * sc, min_overlap)
+        hidden = torch.zeros(len(boxes), dtype=torch.bool)
+        if t.get("visible") is not None and min_visible > 0:
+            hidden = t["visible"].detach().float().cpu().reshape(-1) < min_visible
         for m in range(len(boxes)):
             iy, ix = int(torch.floor(fr[m])), int(torch.floor(fc[m]))
             if not (0 <= iy < h and 0 <= ix < w):
                 continue  # centre off the grid: nothing to learn here
+            if bool(hidden[m]):
+                r = max(min_radius, int(radius[m]))
+                weight[s, 0, max(iy - r, 0):iy + r + 1, max(ix - r, 0):ix + r + 1] = 0.0
+                continue
             c = int(classes[m])
             if not 0 <= c < num_classes:
                 raise ValueError(f"objects3d: object {m} of present sample {s} has class {c} "
@@ -106,8 +123,11 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
             sample.append(s)
             ys.append(iy)
             xs.append(ix)
-    return {"heatmap": heat, "sample": torch.tensor(sample, dtype=torch.long), "ys": torch.tensor(ys, dtype=torch.long),
-            "xs": torch.tensor(xs, dtype=torch.long), "reg": torch.tensor(reg, dtype=torch.float32).reshape(-1, 10)}
+    # A hidden object's footprint never hides another object's peak.
+    weight = torch.maximum(weight, heat.amax(1, keepdim=True).ge(1.0).float())
+    return {"heatmap": heat, "weight": weight, "sample": torch.tensor(sample, dtype=torch.long),
+            "ys": torch.tensor(ys, dtype=torch.long), "xs": torch.tensor(xs, dtype=torch.long),
+            "reg": torch.tensor(reg, dtype=torch.float32).reshape(-1, 10)}
 
 
 @register_task
@@ -177,9 +197,9 @@ class Objects3D(OptionsTask):
             return {"loss": zero, "heatmap": zero.detach(), "regression": zero.detach()}
         targets = [batch.labels[self.label][int(i)] for i in present]
         enc = encode_objects3d(targets, self._grid(), tuple(heat.shape[-2:]), len(self.classes),
-                               self.cfg.min_overlap, self.cfg.min_radius)
+                               self.cfg.min_overlap, self.cfg.min_radius, self.cfg.min_visible)
         dev = heat.device
-        focal, num_pos = heatmap_focal_loss(heat[present].float(), enc["heatmap"].to(dev))
+        focal, num_pos = heatmap_focal_loss(heat[present].float(), enc["heatmap"].to(dev), enc["weight"].to(dev))
         norm = num_pos.clamp(min=1.0)
         sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
         pred = torch.cat([outputs[k][present][sample, :, ys, xs] for k in _REG], -1).float()
@@ -219,7 +239,8 @@ class Objects3D(OptionsTask):
         return result
 
     def make_metric(self) -> Metric:
-        """``TemporalDetection3DMetric`` on the grid region, with per-range mAP over ``RANGE_BINS`` (m).
+        """``TemporalDetection3DMetric`` on the grid region, with per-range mAP over ``RANGE_BINS`` (m), on objects
+        visible now (``min_visible``); objects hidden now count in ``occluded_recall``.
         Raises ``RuntimeError`` before ``build_head``."""
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
@@ -227,7 +248,8 @@ class Objects3D(OptionsTask):
         grid = self._grid()
         return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
                                          range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
-                                         grid_extent=(*grid.x_range, *grid.y_range))
+                                         grid_extent=(*grid.x_range, *grid.y_range),
+                                         min_visible=self.cfg.min_visible, visible_threshold=self.cfg.min_visible)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty

@@ -89,11 +89,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
                           progress=progress, groups=data.groups)
         resumed = trainer.resume() if resume else False
         if resumed and trainer.step >= tc.steps:  # finished: write nothing (no duplicate final checkpoint)
-            summary = trainer.fit()
-            if info.is_main:
-                console.print(f"already finished at step {trainer.step}: final checkpoint {summary['checkpoint']}",
-                              soft_wrap=True)
-            return summary
+            return finish_already_finished(trainer, info, console)
         if info.is_main:
             sizes = {t: len(v) for t, v in data.index_lists.items()}
             console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "
@@ -118,6 +114,16 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             summary["tb"] = str(out_dir / "tb")
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
+    return summary
+
+
+def finish_already_finished(trainer: Trainer, info: D.DistInfo, console: Any) -> dict[str, Any]:
+    """A resumed run that is already at ``train.steps``: write nothing (no second final checkpoint, no new
+    ``train_summary.json``), print one line on rank 0 and return the trainer's ``already_finished`` summary."""
+    summary = trainer.fit()  # returns at once: the trainer sees it is finished
+    if info.is_main:
+        console.print(f"already finished at step {trainer.step}; nothing to do (final checkpoint "
+                      f"{summary['checkpoint']})", soft_wrap=True)
     return summary
 
 

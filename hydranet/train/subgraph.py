@@ -41,7 +41,7 @@ from hydranet.train.config import (
 )
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
-from hydranet.train.run import run_training, training_session, write_run_config
+from hydranet.train.run import finish_already_finished, run_training, training_session, write_run_config
 from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
@@ -250,6 +250,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
                                model_config=model_cfg.model_dump(mode="json"), dist_info=info, device=device,
                                progress=progress)
         resumed = trainer.resume() if resume else False
+        if resumed and trainer.step >= tc.steps:  # finished: write nothing, say so in one line
+            return finish_already_finished(trainer, info, console)
         if info.is_main:
             if trainer.resume_note:
                 console.print(f"  [yellow]{trainer.resume_note}")

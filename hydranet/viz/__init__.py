@@ -23,9 +23,22 @@ from hydranet.viz.maps import (
     draw_polylines_bev,
     draw_sparse_depth,
 )
-from hydranet.viz.style import BEV_COLORS, CLASS_COLORS, DASH, DRIVABLE_COLOR, LANE_COLORS, LIGHT_COLORS, Color
+from hydranet.viz.style import (
+    BEV_COLORS,
+    BEV_FILL_ALPHA,
+    CLASS_COLORS,
+    DASH,
+    DRIVABLE_COLOR,
+    LANE_ALPHA,
+    LANE_COLORS,
+    LIGHT_COLORS,
+    MIN_IMAGE_SHARE,
+    REGION_ALPHA,
+    Color,
+)
 from hydranet.viz.views import EGO_BOX, LAYOUT, NUSCENES_LAYOUT, Views
 
-__all__ = ["BEV_COLORS", "CLASS_COLORS", "DASH", "DRIVABLE_COLOR", "EGO_BOX", "LANE_COLORS", "LAYOUT", "LIGHT_COLORS",
-           "NUSCENES_LAYOUT", "Color", "Views", "depth_color", "draw_bev_map", "draw_boxes2d", "draw_boxes3d",
-           "draw_lane_masks", "draw_mask", "draw_polylines_bev", "draw_sparse_depth", "draw_traffic_lights"]
+__all__ = ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "DASH", "DRIVABLE_COLOR", "EGO_BOX", "LANE_ALPHA",
+           "LANE_COLORS", "LAYOUT", "LIGHT_COLORS", "MIN_IMAGE_SHARE", "NUSCENES_LAYOUT", "REGION_ALPHA", "Color",
+           "Views", "depth_color", "draw_bev_map", "draw_boxes2d", "draw_boxes3d", "draw_lane_masks", "draw_mask",
+           "draw_polylines_bev", "draw_sparse_depth", "draw_traffic_lights"]

@@ -20,31 +20,30 @@ from torch import Tensor
 from hydranet.data.sample import BEV_CLASSES
 from hydranet.geometry import invert_transform, transform_points
 from hydranet.viz.boxes import _clip_segment
-from hydranet.viz.style import BEV_COLORS, LANE_COLORS, Color, _rgb
+from hydranet.viz.style import BEV_COLORS, BEV_FILL_ALPHA, LANE_ALPHA, LANE_COLORS, REGION_ALPHA, Color, _rgb
 
 if TYPE_CHECKING:  # annotations only: views.py imports the drawing modules
     from hydranet.viz.views import Views
 
 
-def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = 0.45) -> None:
-    """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution."""
+def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_ALPHA) -> None:
+    """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution; the camera image
+    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Views.blend``)."""
     col = torch.tensor(_rgb(color, (255, 0, 0)), dtype=torch.float32)
     m = masks.detach().float().cpu()
     for i, img in enumerate(views.cameras):
         a = torch.nn.functional.interpolate(m[i][None, None], size=(img.height, img.width), mode="bilinear",
                                             align_corners=False)[0, 0].clamp(0, 1) * alpha
-        base = torch.from_numpy(np.asarray(img).copy()).float()
-        out = base * (1 - a[..., None]) + col * a[..., None]
-        views.cameras[i] = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).numpy())
+        views.blend(i, a, col)
 
 
-def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = 0.8) -> None:
+def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
     """The ``lanes`` label/prediction (0 none, 1 dashed, 2 solid, 3 road edge) in one colour per kind."""
     for kind, col in LANE_COLORS.items():
         draw_mask(views, lanes == kind, col, alpha)
 
 
-def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = 0.6,
+def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = BEV_FILL_ALPHA,
                  colors: dict[str, tuple[int, int, int]] | None = None) -> None:
     """Blend a BEV map ``[C, R, C']`` (bool or probabilities) on the panel, one colour per class;
     later channels are drawn over earlier ones."""

@@ -27,6 +27,15 @@ LIGHT_COLORS: dict[str, tuple[int, int, int]] = {"red": (255, 40, 40), "yellow":
 # One lane palette everywhere (labels, predictions, world pictures): dashed, solid, road edge.
 LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 255), 3: (255, 60, 60)}
 DRIVABLE_COLOR: tuple[int, int, int] = (60, 150, 255)
+# Dense overlays are alpha-blended over the camera image, which must stay readable under them (lanes at
+# 0.8 over drivable and depth at 0.3-0.45 left ~8 % of the photo: a picture of colours). Thin lane strokes
+# need more colour than large regions; the BEV fill lets the boxes drawn under it show through.
+REGION_ALPHA = 0.35  # drivable space, depth bands: large areas
+LANE_ALPHA = 0.55  # lane markings: thin strokes
+BEV_FILL_ALPHA = 0.45  # BEV semantic prediction, filled per class
+# However many masks stack up on a camera pixel (predict draws every task on one picture), the photo keeps
+# at least this share of it; the overlays share the rest in proportion (``Views.blend``).
+MIN_IMAGE_SHARE = 0.45
 # Prediction and ground truth share the class colours; ground truth is drawn dashed, predictions solid.
 DASH = 4
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
@@ -15,7 +16,15 @@ from torch import Tensor
 from hydranet.data.sample import Batch, Sample
 from hydranet.geometry import BevGrid, invert_transform, transform_points
 from hydranet.viz.boxes import draw_boxes3d
-from hydranet.viz.style import CLASS_COLORS, DRIVABLE_COLOR, LANE_COLORS, LIGHT_COLORS, _dashed, _font
+from hydranet.viz.style import (
+    CLASS_COLORS,
+    DRIVABLE_COLOR,
+    LANE_COLORS,
+    LIGHT_COLORS,
+    MIN_IMAGE_SHARE,
+    _dashed,
+    _font,
+)
 
 # Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
 LAYOUT: dict[str, tuple[float, float]] = {
@@ -46,6 +55,8 @@ class Views:
         self.cameras: list[Image.Image] = [
             Image.fromarray(a).resize((round(w * scale), round(h * scale)),
                                       Image.NEAREST if scale >= 1 else Image.LANCZOS) for a in arr]
+        self._photos = [im.copy() for im in self.cameras]  # the untouched images, for ``blend``'s floor
+        self._image_share: list[Tensor | None] = [None] * n  # per camera pixel: the photo's share left
         size = bev_size or round(2 * h * scale)
         self.bev_ppm = size / max(grid.x_range[1] - grid.x_range[0], grid.y_range[1] - grid.y_range[0])
         self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
@@ -72,6 +83,26 @@ class Views:
         """A line of text for the picture's footer (what a head found nothing of, ...)."""
         if text not in self.notes:
             self.notes.append(text)
+
+    def blend(self, camera: int, alpha: Tensor, color: Tensor) -> None:
+        """Blend ``color`` (float RGB ``[3]``) over camera ``camera`` with per-pixel ``alpha`` ``[H, W]`` in [0, 1]
+        (the drawn size), keeping at least ``MIN_IMAGE_SHARE`` of the camera image in every pixel: where stacked
+        masks would bury it, the overlays (this one and earlier ones, in proportion) are scaled down to
+        ``1 - MIN_IMAGE_SHARE`` and the image restored to its floor."""
+        img = self.cameras[camera]
+        base = torch.from_numpy(np.asarray(img).copy()).float()
+        out = base * (1 - alpha[..., None]) + color * alpha[..., None]
+        share = self._image_share[camera]
+        share = (torch.ones(alpha.shape) if share is None else share) * (1 - alpha)
+        low = share < MIN_IMAGE_SHARE
+        if bool(low.any()):
+            photo = torch.from_numpy(np.asarray(self._photos[camera]).copy()).float()
+            k = ((1 - MIN_IMAGE_SHARE) / (1 - share)).clamp(max=1.0)[..., None]  # low pixels: share < floor < 1
+            floored = photo * MIN_IMAGE_SHARE + (out - photo * share[..., None]) * k
+            out = torch.where(low[..., None], floored, out)
+            share = torch.where(low, torch.full_like(share, MIN_IMAGE_SHARE), share)
+        self._image_share[camera] = share
+        self.cameras[camera] = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).numpy())
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod

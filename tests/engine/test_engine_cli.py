@@ -52,6 +52,18 @@ def test_autolabel_quality_cli(checkpoint, world_yaml, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "q.json").read_text())
     assert res["frames"] == 2 and "miou" in res["clip_smoothed"]["drivable"]
+    # People get a table per task (before: the raw JSON), machines --json.
+    assert not r.stdout.lstrip().startswith("{")
+    drivable = r.stdout.split("ground truth: drivable")[1].split("auto labels vs ground truth")[0].splitlines()
+    assert any("single frame" in line and "clip-smoothed" in line for line in drivable)
+    miou = next(line for line in drivable if "miou" in line)
+    assert f"{res['single_frame']['drivable']['miou']:.4f}" in miou
+    assert f"{res['clip_smoothed']['drivable']['miou']:.4f}" in miou
+    assert "objects3d" in r.stdout and "confusion/" not in r.stdout  # per-state numbers stay in the JSON
+    r = invoke("autolabel-quality", "--teacher", checkpoint, "--data", world_yaml, "--frames", "2", "--clip-radius",
+               "2", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == res
 
 
 def test_vacation_head_only_from_the_feature_cache(tmp_path):

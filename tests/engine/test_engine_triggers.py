@@ -86,16 +86,13 @@ def test_entropy_dense_is_high_for_coin_flips_and_zero_for_certainty(batch):
 
 
 def _light_ctx(batch, s0, s1):
-    """One light in camera 0 with state scores s0 (frame 0) / s1 (frame 1) on a [B, N, 3, h, w] heatmap."""
-    n = batch.images.shape[1]
-    heat = torch.full((2, n, 3, 6, 12), -10.0)
-    for b, s in enumerate((s0, s1)):
-        heat[b, 0, :, 3, 6] = torch.logit(torch.tensor(s))
+    """One light in camera 0 with state probabilities s0 (frame 0) / s1 (frame 1), as the task decodes it."""
     H, W = batch.images.shape[-2:]
     box = torch.tensor([[W / 2 - 2, H / 2 - 4, W / 2 + 2, H / 2 + 4]])
-    dec = [{"boxes": box, "scores": torch.tensor([max(s)]), "state": torch.tensor([int(torch.tensor(s).argmax())]),
-            "camera": torch.tensor([0]), "lane": torch.tensor([0])} for s in (s0, s1)]
-    return ctx_with(batch, decoded={"traffic_light": dec}, outputs={"traffic_light": {"heatmap": heat}})
+    dec = [{"boxes": box, "scores": torch.tensor([0.9]), "state": torch.tensor([int(torch.tensor(s).argmax())]),
+            "state_probs": torch.tensor([s]), "camera": torch.tensor([0]), "lane": torch.tensor([0])}
+           for s in (s0, s1)]
+    return ctx_with(batch, decoded={"traffic_light": dec})
 
 
 def test_light_margin_flags_a_light_between_two_states(batch):

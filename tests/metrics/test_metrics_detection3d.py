@@ -136,3 +136,68 @@ def test_bad_class_index_names_sample():
     t["classes"][0] = 9
     with pytest.raises(ValueError, match="sample 0 target: class index out of range"):
         Detection3DMetric(CLASSES).update([p], [t])
+
+
+def test_min_visible_drops_unseen_ground_truth_only():
+    """Ground truth no camera sees (visible < min_visible) leaves mAP; predictions are untouched."""
+    p, t = one_frame(n=4)
+    p = {k: v[:2] for k, v in p.items()}  # the two hidden objects are not predicted
+    t["visible"] = torch.tensor([1.0, 0.3, 0.0, 0.01])
+    with_all = Detection3DMetric(CLASSES)
+    with_all.update([p], [t])
+    assert with_all.compute()["map"] < 0.5
+    seen = Detection3DMetric(CLASSES, min_visible=0.05)
+    seen.update([p], [t])
+    assert seen.compute()["map"] == pytest.approx(1.0)
+    bad = Detection3DMetric(CLASSES, min_visible=0.05)
+    t["visible"] = torch.tensor([1.0, 0.3])
+    with pytest.raises(ValueError, match="visible has 2 entries for 4 boxes"):
+        bad.update([p], [t])
+    with pytest.raises(ValueError, match="min_visible"):
+        Detection3DMetric(CLASSES, min_visible=1.5)
+
+
+def test_tp_errors_without_a_match_are_undefined_not_one():
+    """Before: ate/ase/aoe/ave = 1.0 (nuScenes' calc_tp placeholder) when nothing matched, which read as a good
+    1 m/s velocity error and passed ``ave <= 4.0``. Now NaN, with the reason."""
+    from hydranet.metrics.base import NO_GROUND_TRUTH
+    from hydranet.metrics.detection3d import calc_tp
+
+    p, t = one_frame(shift=(5.0, 0.0))  # every prediction 5 m off: no match at the 2 m TP threshold
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["map"] < 1.0 and out["ap@4m"] == 0.0
+    for err in ("ate", "ase", "aoe", "ave"):
+        assert np.isnan(out[err]) and np.isnan(out[f"{err}/car"]), err
+        assert m.undefined_reason(err).startswith("no match")
+    assert m.undefined_reason("ap/truck") == NO_GROUND_TRUTH and m.undefined_reason("ate/truck") == NO_GROUND_TRUTH
+    assert calc_tp(None, "ave") == 1.0  # the devkit's own convention is kept where it is asked for
+    empty = Detection3DMetric(CLASSES)
+    empty.update([p], [{**t, "boxes": t["boxes"][:0], "classes": t["classes"][:0], "velocity": t["velocity"][:0]}])
+    assert np.isnan(empty.compute()["ave"]) and empty.undefined_reason("ave") == NO_GROUND_TRUTH
+
+
+def test_unmatched_class_does_not_pull_the_mean_towards_one():
+    """nuScenes' mean skips NaN; a class with ground truth and no match used to enter it as 1.0."""
+    cars, t_cars = one_frame(shift=(1.5, 0.0), n=4, cls=0)  # matched, ATE 1.5 m
+    peds, t_peds = one_frame(shift=(8.0, 0.0), n=4, cls=2)  # never matched
+    t_peds["boxes"][:, 1] += 50.0
+    peds["boxes"][:, 1] += 50.0
+    p = {k: torch.cat([cars[k], peds[k]]) for k in cars}
+    t = {k: torch.cat([t_cars[k], t_peds[k]]) for k in t_cars}
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["ate/car"] == pytest.approx(1.5) and np.isnan(out["ate/pedestrian"])
+    assert out["ate"] == pytest.approx(1.5)  # before: (1.5 + 1.0) / 2 = 1.25, better than any real match
+
+
+def test_ave_without_predicted_velocity_says_so():
+    p, t = one_frame()
+    del p["velocity"]
+    m = Detection3DMetric(CLASSES)
+    m.update([p], [t])
+    out = m.compute()
+    assert out["ate"] == pytest.approx(0.0) and np.isnan(out["ave"])  # before: 1.0 (cummean of all-NaN)
+    assert m.undefined_reason("ave").startswith("no velocity predicted")

@@ -43,13 +43,14 @@ def logit(p: torch.Tensor) -> torch.Tensor:
     return torch.logit(p.clamp(1e-4, 1 - 1e-4))
 
 
-def perfect_2d(task, batch, channel_key: str, num_channels: int, keep_key: str | None, min_keep: float) -> dict:
+def perfect_2d(task, batch, channel_key: str | None, num_channels: int, keep_key: str | None, min_keep: float) -> dict:
     """Heatmap/offset/size at stride 4 from the labels, as the task's loss encodes them."""
     n_cam = batch.images.shape[1]
     objects = []
     for t in batch.labels[task.label]:
         keep = (t[keep_key].float() >= min_keep) if keep_key else torch.ones(len(t["boxes"]), dtype=torch.bool)
-        objects.append((t["boxes"], t["camera"], t[channel_key], keep))
+        channel = t[channel_key] if channel_key else torch.zeros(len(t["boxes"]), dtype=torch.long)
+        objects.append((t["boxes"], t["camera"], channel, keep))
     h, w = H // 4, W // 4
     enc = encode_boxes2d(objects, n_cam, num_channels, (h, w), 4, (H, W), task.cfg.min_overlap,
                          min_radius=task.cfg.min_radius)
@@ -60,17 +61,19 @@ def perfect_2d(task, batch, channel_key: str, num_channels: int, keep_key: str |
     out = {"heatmap": logit(enc.heatmap), "offset": offset, "log_size": log_size}
     if task.name == "traffic_light":
         lane = torch.zeros(b, n_cam, 2 * task.cfg.lane_range + 1, h, w)
+        state = torch.zeros(b, n_cam, len(task.states), h, w)
         labels = batch.labels[task.label]
         for s, c, y, x, m in zip(enc.sample.tolist(), enc.camera.tolist(), enc.ys.tolist(), enc.xs.tolist(),
                                  enc.object_index.tolist(), strict=True):
             k = int(labels[s]["lane"][m]) + task.cfg.lane_range if "lane" in labels[s] else task.cfg.lane_range
             lane[s, c, min(max(k, 0), lane.shape[2] - 1), y, x] = 10.0
-        out["lane"] = lane
+            state[s, c, int(labels[s]["state"][m]), y, x] = 10.0
+        out["lane"], out["state"] = lane, state
     return out
 
 
 def perfect_3d(batch) -> dict:
-    enc = encode_objects3d(batch.labels["objects3d"], GRID, GRID.shape, 5, 0.1, 2)
+    enc = encode_objects3d(batch.labels["objects3d"], GRID, GRID.shape, 5, 0.1, 2, min_visible=0.05)
     out, start = {"heatmap": logit(enc["heatmap"])}, 0
     for key, n in (("offset", 2), ("z", 1), ("log_size", 3), ("rot", 2), ("velocity", 2)):
         x = torch.zeros(len(batch), n, *GRID.shape)
@@ -99,7 +102,7 @@ def test_detection2d_oracle_scores_one(batch):
 def test_traffic_light_oracle_scores_one(batch):
     task = create_task("traffic_light", stride=4)
     task.build_head(context(batch.images.shape[1]))
-    outputs = perfect_2d(task, batch, "state", 3, None, 0.0)
+    outputs = perfect_2d(task, batch, None, 1, None, 0.0)
     result = score(task, outputs, batch)
     assert result["recall"] > 0.95 and result["accuracy"] > 0.99, result
 

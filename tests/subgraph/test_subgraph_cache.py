@@ -131,6 +131,24 @@ def test_add_task_from_cache_trains_only_the_new_head(base, cache, batch, runner
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
+def test_resuming_a_finished_cache_run_says_so_and_writes_nothing(base, cache, runner, tmp_path):
+    """Before: the resumed run printed its start banner and "final checkpoint", and replaced train_summary.json
+    with an empty history; now one line says it is finished, and the run directory is untouched."""
+    args = ["train", "--from", base, "--tasks", "drivable", "--from-cache", cache, "-o", tmp_path / "ft",
+            "--no-progress"]
+    first = invoke(runner, *args)
+    assert first.exit_code == 0, first.output
+    files = {p: p.read_bytes() for p in (tmp_path / "ft").rglob("*") if p.is_file() and p.name != "run.lock"}
+    again = invoke(runner, *args, "--resume")
+    assert again.exit_code == 0, again.output
+    final = tmp_path / "ft" / "checkpoints" / "step_00000002"
+    text = " ".join(again.output.split())
+    assert f"already finished at step 2; nothing to do (final checkpoint {final})" in text
+    assert "hydranet train" not in text and "resumed at step" not in text
+    after = {p: p.read_bytes() for p in (tmp_path / "ft").rglob("*") if p.is_file() and p.name != "run.lock"}
+    assert after == files
+
+
 def test_add_task_refuses_missing_label_and_existing_task(base, frames, runner, tmp_path):
     model, _ = load_model(base)
     only = tmp_path / "only_drivable"

@@ -134,10 +134,13 @@ def logit_of(p: torch.Tensor) -> torch.Tensor:
     return torch.logit(p.clamp(1e-4, 1 - 1e-4))
 
 
-def perfect_centernet(batch, label: str, channel_key: str, num_channels: int, stride: int) -> dict:
+def perfect_centernet(batch, label: str, channel_key: str | None, num_channels: int, stride: int) -> dict:
+    """CenterNet outputs encoding the labels; ``channel_key`` None puts every object on one heatmap."""
     none = torch.zeros(0, dtype=torch.long)
     objects = [(torch.zeros(0, 4), none, none, none.bool()) if t is None else
-               (t["boxes"], t["camera"], t[channel_key], torch.ones(len(t["boxes"]), dtype=torch.bool))
+               (t["boxes"], t["camera"],
+                t[channel_key] if channel_key else torch.zeros(len(t["boxes"]), dtype=torch.long),
+                torch.ones(len(t["boxes"]), dtype=torch.bool))
                for t in batch.labels[label]]
     h, w = H // stride, W // stride
     enc = encode_boxes2d(objects, N_CAM, num_channels, (h, w), stride, (H, W))
@@ -151,15 +154,19 @@ def perfect_centernet(batch, label: str, channel_key: str, num_channels: int, st
 def perfect_outputs(name: str, batch) -> dict:
     """Head outputs that encode the batch's labels exactly (at label resolution for dense tasks)."""
     if name in ("detection2d", "traffic_light"):
-        out = perfect_centernet(batch, name, "classes" if name == "detection2d" else "state",
-                                5 if name == "detection2d" else 3, 4)
+        out = perfect_centernet(batch, name, "classes" if name == "detection2d" else None,
+                                5 if name == "detection2d" else 1, 4)
         enc = out.pop("_enc")
         if name == "traffic_light":
-            lane = torch.zeros(len(batch), N_CAM, 5, H // 4, W // 4)
-            lanes = torch.stack([batch.labels[name][s]["lane"][m]
-                                 for s, m in zip(enc.sample.tolist(), enc.object_index.tolist(), strict=True)])
-            lane[enc.sample, enc.camera, :, enc.ys, enc.xs] = 10.0 * torch.nn.functional.one_hot(lanes + 2, 5).float()
-            out["lane"] = lane
+            pairs = list(zip(enc.sample.tolist(), enc.object_index.tolist(), strict=True))
+            one_hot = torch.nn.functional.one_hot
+            lane, state = torch.zeros(len(batch), N_CAM, 5, H // 4, W // 4), torch.zeros(len(batch), N_CAM, 3, H // 4,
+                                                                                         W // 4)
+            lanes = torch.stack([batch.labels[name][s]["lane"][m] for s, m in pairs])
+            states = torch.stack([batch.labels[name][s]["state"][m] for s, m in pairs])
+            lane[enc.sample, enc.camera, :, enc.ys, enc.xs] = 10.0 * one_hot(lanes + 2, 5).float()
+            state[enc.sample, enc.camera, :, enc.ys, enc.xs] = 10.0 * one_hot(states.long(), 3).float()
+            out["lane"], out["state"] = lane, state
         return out
     label = batch.labels[name]
     if name in ("drivable", "bev_semantic"):

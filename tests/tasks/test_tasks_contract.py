@@ -23,8 +23,9 @@ def expected_shapes(name: str, b: int) -> dict[str, tuple[int, ...]]:
     return {
         "detection2d": {"heatmap": (*cam4[:2], 5, *cam4[2:]), "offset": (*cam4[:2], 2, *cam4[2:]),
                         "log_size": (*cam4[:2], 2, *cam4[2:])},
-        "traffic_light": {"heatmap": (*cam4[:2], 3, *cam4[2:]), "offset": (*cam4[:2], 2, *cam4[2:]),
-                          "log_size": (*cam4[:2], 2, *cam4[2:]), "lane": (*cam4[:2], 5, *cam4[2:])},
+        "traffic_light": {"heatmap": (*cam4[:2], 1, *cam4[2:]), "offset": (*cam4[:2], 2, *cam4[2:]),
+                          "log_size": (*cam4[:2], 2, *cam4[2:]), "state": (*cam4[:2], 3, *cam4[2:]),
+                          "lane": (*cam4[:2], 5, *cam4[2:])},
         "drivable": {"logits": (*cam4[:2], 1, *cam4[2:])},
         "lanes": {"logits": (*cam4[:2], 4, *cam4[2:])},
         "depth": {"log_depth": (*cam4[:2], 1, *cam4[2:])},

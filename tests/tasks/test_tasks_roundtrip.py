@@ -194,6 +194,22 @@ def test_objects3d_skips_objects_off_the_grid():
     assert enc["sample"].numel() == len(gt["boxes"]) - 1
 
 
+def test_objects3d_hidden_objects_are_ignored_not_negatives():
+    """An object no camera sees (visible < min_visible) is neither a peak nor a negative in the loss."""
+    batch = make_batch(1)
+    gt = dict(batch.labels["objects3d"][0])
+    n = len(gt["boxes"])
+    gt["visible"] = torch.ones(n)
+    gt["visible"][0] = 0.0
+    enc = encode_objects3d([gt], GRID, GRID.shape, 5, 0.1, 2, min_visible=0.05)
+    assert enc["sample"].numel() == n - 1
+    row, col = GRID.metres_to_index(gt["boxes"][:1, 0], gt["boxes"][:1, 1])
+    iy, ix = int(row.floor()), int(col.floor())
+    assert enc["heatmap"][0, :, iy, ix].max() < 1.0 and enc["weight"][0, 0, iy, ix] == 0.0
+    everything = encode_objects3d([gt], GRID, GRID.shape, 5, 0.1, 2, min_visible=0.0)
+    assert everything["sample"].numel() == n and bool(everything["weight"].eq(1.0).all())
+
+
 @pytest.mark.parametrize("name", ["detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic",
                                   "objects3d"])
 def test_metric_scores_perfect_decodes_perfectly(name):

@@ -40,7 +40,7 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
     resumed = runner.invoke(app, ["train", "--resume", "-o", str(run), "--no-progress"])
     assert resumed.exit_code == 0, resumed.output
     final = run / "checkpoints" / "step_00000002"
-    assert f"already finished at step 2: final checkpoint {final}" in " ".join(resumed.output.split())
+    assert f"already finished at step 2; nothing to do (final checkpoint {final})" in " ".join(resumed.output.split())
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
     again = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output  # bad input: --out holds a run

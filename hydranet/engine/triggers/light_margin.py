@@ -1,13 +1,11 @@
 """Traffic-light state margin: a light the head sees but whose state it cannot tell.
 
-For every decoded light above ``min_score`` the heatmap holds one sigmoid score per state
-(red, yellow, green) at the peak; margin = top-1 − top-2. A frame's score is 1 − the smallest
+For every decoded light above ``min_score`` the task's state branch gives a softmax over the states
+(red, yellow, green, ``state_probs``); margin = top-1 − top-2 probability. A frame's score is 1 − the smallest
 margin among its lights (0 when it has none): one ambiguous light is reason enough to label it.
 """
 
 from __future__ import annotations
-
-import torch
 
 from hydranet.data.sample import LIGHT_STATES
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register_trigger
@@ -15,7 +13,7 @@ from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register
 
 @register_trigger
 class LightMargin(Trigger):
-    """``light_margin`` — a confident traffic light whose two most likely states are close (CenterNet state heatmap)."""
+    """``light_margin`` — a confident traffic light whose two most likely states are close (state softmax)."""
 
     name = "light_margin"
     tasks = ("traffic_light",)
@@ -27,18 +25,12 @@ class LightMargin(Trigger):
     def score(self, frame: FrameContext) -> Score:
         """1 − the smallest top-1/top-2 state-probability margin over lights scoring >= ``min_score``
         (read at each box centre)."""
-        ctx = frame.ctx
         d = frame.decoded("traffic_light")
         keep = d["scores"] >= self.min_score
         if not bool(keep.any()):
             return Score(0.0, "traffic_light: no lights")
-        heat = torch.sigmoid(ctx.outputs["traffic_light"]["heatmap"][frame.i].float())  # [N, S, h, w]
-        h, w = heat.shape[-2:]
-        H, W = ctx.batch.images.shape[-2:]
-        boxes, cams = d["boxes"][keep], d["camera"][keep]
-        cx = ((boxes[:, 0] + boxes[:, 2]) / 2 * w / W).long().clamp(0, w - 1)
-        cy = ((boxes[:, 1] + boxes[:, 3]) / 2 * h / H).long().clamp(0, h - 1)
-        states = heat[cams, :, cy, cx]  # [L, S]
+        states = d["state_probs"][keep].float()  # [L, S]
+        cams = d["camera"][keep]
         top = states.topk(min(2, states.shape[1]), dim=1).values
         margin = top[:, 0] - top[:, 1] if top.shape[1] > 1 else top[:, 0]
         j = int(margin.argmin())
