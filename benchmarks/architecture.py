@@ -1,12 +1,19 @@
 """Architecture figures of the `hydranet` package, computed by walking every module's AST.
 
-Prints one JSON object (issue 10's six measures):
+Prints one JSON object (the architecture issue's six measures):
 
-- `frame_path_files`: hydranet files in the import closure (module- and function-level imports,
-  following the files the import statements name) of the exporter (`hydranet.deploy.export`) and
-  of the `Sample` contract (`hydranet.data.sample`), i.e. what a newcomer opens to follow a camera
-  frame of the rig through the model to the ONNX graph. `__init__.py` files that only re-export
-  are not counted.
+- `frame_path_files` (static): hydranet files in the import closure (module- and function-level
+  imports, following the files the import statements name) of the exporter
+  (`hydranet.deploy.export`) and of the `Sample` contract (`hydranet.data.sample`). `__init__.py`
+  files that only re-export are not counted. This over-counts (every file an import drags in, used
+  or not) and under-counts (plug-ins loaded by name, e.g. the task files, are not import statements).
+- `runtime_path_files` (measured, the honest figure): the hydranet files whose functions actually
+  run while one frame goes rig -> `Sample` (validated) -> `collate` -> `create_model` -> forward ->
+  `export_onnx`, recorded with `sys.setprofile` in a fresh interpreter, for a 1-task model
+  (`objects3d`: cameras, fusion and a BEV head) and for the all-task model (tiny preset, 64x128,
+  default 8-camera rig). Every hydranet file with a function call counts (`__init__.py` and helper
+  files included); module bodies run at import time do not. Where the frame comes from (the
+  synthetic world's renderer, a source reader) is upstream of the `Sample` contract and not traced.
 - `function_level_imports`: internal import statements inside a function or method, and their
   share of all internal import statements.
 - `package_cycles` / `file_cycles`: strongly connected components (size > 1) of the package-level
@@ -18,8 +25,8 @@ Prints one JSON object (issue 10's six measures):
 - `duplicate_pairs`: the pair count printed by the `duplicates --repo hydranet` tool (null when
   the tool is not installed).
 
-Usage: `python benchmarks/architecture.py [--root PATH] [--list]` (`--list` adds the names behind
-each figure).
+Usage: `python benchmarks/architecture.py [--root PATH] [--list] [--static-only]` (`--list` adds the
+names behind each figure; `--static-only` skips the two traced exports, ~30 s).
 """
 
 from __future__ import annotations
@@ -27,13 +34,18 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 FRAME_PATH_ENDS = ("hydranet.data.sample", "hydranet.deploy.export")
 MAX_FILE_LINES = 400
+ALL_TASKS = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic", "objects3d")
+ONE_TASK = ("objects3d",)
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -269,12 +281,75 @@ def measure(root: Path, with_lists: bool = False) -> dict:
     return out
 
 
+def trace_frame(tasks: list[str]) -> list[str]:
+    """Run one frame rig -> Sample -> collate -> create_model -> forward -> export_onnx for ``tasks`` in
+    THIS interpreter under ``sys.setprofile``; the hydranet files (relative paths) whose functions ran."""
+    import torch
+
+    import hydranet
+    from hydranet.data.sample import Sample, collate
+    from hydranet.deploy.export import export_onnx
+    from hydranet.geometry import default_rig
+    from hydranet.model import ModelConfig, create_model
+
+    package = str(Path(hydranet.__file__).resolve().parent)
+    ran: set[str] = set()
+
+    def profile(frame, event, arg) -> None:  # noqa: ARG001 - sys.setprofile's signature
+        code = frame.f_code
+        if event == "call" and code.co_name != "<module>" and code.co_filename.startswith(package):
+            ran.add(code.co_filename)
+
+    torch.manual_seed(0)
+    h, w = 64, 128
+    sys.setprofile(profile)
+    try:
+        rig = default_rig(h, w)
+        sample = Sample(images=torch.randint(0, 256, (len(rig), 3, h, w), dtype=torch.uint8),
+                        intrinsics=rig.intrinsics(), T_ego_from_cam=rig.extrinsics(), T_world_from_ego=torch.eye(4),
+                        timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names))
+        sample.validate()
+        batch = collate([sample])
+        cfg = ModelConfig.preset("tiny", image_size=(h, w), tasks={t: {} for t in tasks},
+                                 grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0})
+        model = create_model(cfg).eval()
+        with torch.no_grad():
+            model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(model, Path(tmp) / "trace.onnx", list(tasks))
+    finally:
+        sys.setprofile(None)
+    return sorted(os.path.relpath(f, os.path.dirname(package)) for f in ran)
+
+
+def runtime_path(root: Path, tasks: tuple[str, ...]) -> list[str]:
+    """``trace_frame(tasks)`` in a fresh interpreter on the checkout at ``root`` (nothing cached by an
+    earlier trace); raises ``RuntimeError`` with its stderr when the trace fails."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--trace", ",".join(tasks)], cwd=root,
+                            env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"tracing {tasks} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--list", action="store_true", help="add the names behind each figure")
+    parser.add_argument("--static-only", action="store_true", help="skip the traced exports (runtime_path_files)")
+    parser.add_argument("--trace", help=argparse.SUPPRESS)  # internal: one traced frame, prints its files
     args = parser.parse_args()
-    print(json.dumps(measure(args.root, args.list), indent=2))
+    if args.trace:
+        print(json.dumps(trace_frame(args.trace.split(","))))
+        return
+    out = measure(args.root, args.list)
+    if not args.static_only:
+        traced = {"one_task": runtime_path(args.root, ONE_TASK), "all_tasks": runtime_path(args.root, ALL_TASKS)}
+        out["runtime_path_files"] = {k: len(v) for k, v in traced.items()}
+        if args.list:
+            out["lists"]["runtime_path"] = traced
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

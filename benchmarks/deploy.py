@@ -67,7 +67,7 @@ def demo_model(args: argparse.Namespace) -> torch.nn.Module:
 
 def inputs_for(manifest, batch: int) -> tuple[torch.Tensor, ...]:
     from hydranet.data.sample import collate
-    from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
+    from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 
     world = world_for(manifest, EVAL_SEED, batch)
     b = collate([world[i] for i in spread_indices(batch)])
@@ -121,7 +121,7 @@ def ort_profile(graph: Path, feeds: list, threads: int, runs: int, spin: bool) -
 
 def int8_metric_drop(fp32_graph: Path, int8_graph: Path, frames: int, threads: int) -> dict:
     """Per task: headline metric of both graphs on ``frames`` held-out frames and the drop (> 0 = INT8 worse)."""
-    from hydranet.deploy.frames import heldout_batches
+    from hydranet.deploy.heldout import heldout_batches
     from hydranet.deploy.runtime import DeployedModel
     from hydranet.deploy.verify import metric_drop
     from hydranet.eval.loop import evaluate

@@ -5,7 +5,7 @@
     ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
     ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
     ds = open_dataset("synthetic", world={"seed": 3, "num_scenes": 10})  # or a WorldConfig / YAML path
-    ds = open_dataset("configs/world_small.yaml")   # a YAML WorldConfig -> SyntheticWorld
+    ds = open_dataset("my_world.yaml")              # a YAML WorldConfig -> SyntheticWorld
     ds = open_dataset("nuscenes:/data/nuscenes")    # any registered source kind (hydranet.data.sources)
     src = open_source({"kind": "world", "frames": 40, "world": {"seed": 3}})
 
@@ -27,7 +27,7 @@ import yaml
 from torch.utils.data import Dataset, Subset
 
 import hydranet.world.source  # noqa: F401 - registers the ``world`` source kind
-from hydranet.data.manifest import MANIFEST_NAME, ManifestError
+from hydranet.data.manifest import MANIFEST_NAME, ShardManifestError
 from hydranet.data.shards import ShardDataset
 from hydranet.data.sources import (
     SOURCES,
@@ -91,9 +91,9 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     if path.is_dir() or path.name == MANIFEST_NAME:
         return ShardDataset(path, labels=labels)
     if not path.exists():
-        raise ManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
+        raise ShardManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
                             f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
-    raise ManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
+    raise ShardManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
 
 
 def _open_config(config: dict[str, Any], where: str = "dataset") -> Dataset:

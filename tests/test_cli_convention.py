@@ -1,4 +1,4 @@
-"""One convention across commands (issue 9, section 6): bad input exits 2 with one ``error`` line and
+"""One convention across commands: bad input exits 2 with one ``error`` line and
 no traceback in every command, the output option is ``--out/-o`` everywhere, suites are found from
 any directory, ``eval --tasks`` selects tasks, and output written to a pipe or log is plain, complete
 rows (no 80-column wrapping)."""

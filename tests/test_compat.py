@@ -1,4 +1,4 @@
-"""Config, data and model agree or say why not (issue 9, section 2): one check
+"""Config, data and model agree or say why not: one check
 (``hydranet.compat.check_data_matches_model``) refuses a data grid, image size or camera count the
 model was not built for, naming both values, in train, train --from, cache-features, eval and
 export; no head resamples its logits to another grid; unknown tasks and non-finite labels are named."""

@@ -5,9 +5,9 @@ from hydranet.cli import (  # noqa: F401 - registers commands
     data,
     deploy,
     engine,
-    evaluate,
     predict,
     subgraph,
+    suites,
     train,
     world,
 )

@@ -5,7 +5,7 @@ becoming underscores and values parsed as YAML (``--dataroot DIR --version v1.0-
 mini_val --cameras '[CAM_FRONT, CAM_BACK]'``); unknown ones are errors naming the option (exit 2).
 
     hydranet convert nuscenes --dataroot data/nuscenes --version v1.0-mini --out data/nusc_mini
-    hydranet convert world --world configs/world_small.yaml --frames 100 --out data/world100
+    hydranet convert world --world my_world.yaml --frames 100 --out data/world100
 """
 
 from __future__ import annotations

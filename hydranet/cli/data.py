@@ -17,7 +17,7 @@ from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.data.shards import ShardDataset
 from hydranet.train.config import load_config
-from hydranet.world.config import load_world_config, training_world
+from hydranet.world.config import WorldConfig, load_world_config, training_world
 from hydranet.world.generate import check_existing, resolve
 from hydranet.world.generate import generate as run
 
@@ -54,18 +54,7 @@ def generate(
     """
     if image_format not in ("npz", "png"):
         raise typer.BadParameter(f"must be npz or png, got {image_format!r}", param_hint="--image-format")
-    if config is not None and not config.is_file():
-        raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
-    try:
-        world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
-        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
-        frames = frames if frames is not None else dataset_frames
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
-    if frames is None:
-        raise typer.BadParameter("how many frames? (required unless --config is a training config)",
-                                 param_hint="--frames")
-
+    world, frames = _world_and_frames(config, dataset, seed, frames)
     console = make_console()
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
         existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
@@ -95,6 +84,25 @@ def generate(
     secs = time.perf_counter() - start
     console.print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {out} ({size / 1e6:.1f} MB, "
                   f"{size / m.num_samples / 1e3:.0f} kB/sample, {m.num_samples / secs:.1f} samples/s)")
+
+
+def _world_and_frames(config: Path | None, dataset: str | None, seed: int | None,
+                      frames: int | None) -> tuple[WorldConfig, int]:
+    """The ``WorldConfig`` to render (``--config``/``--dataset`` plus ``--seed``, checked against a training
+    config's model) and how many frames (``--frames``, else the training dataset's); ``BadParameter`` if
+    either is missing or invalid."""
+    if config is not None and not config.is_file():
+        raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
+    try:
+        world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
+        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
+        frames = frames if frames is not None else dataset_frames
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
+    if frames is None:
+        raise typer.BadParameter("how many frames? (required unless --config is a training config)",
+                                 param_hint="--frames")
+    return world, frames
 
 
 def _training_frames(config: Path | None, dataset: str | None, world) -> int | None:  # noqa: ANN001

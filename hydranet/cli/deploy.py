@@ -20,9 +20,9 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console
 from hydranet.deploy.export import ExportError, export_checkpoint
-from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.infer import run_infer
-from hydranet.deploy.manifest import ManifestError, manifest_path
+from hydranet.deploy.manifest import ExportManifestError, manifest_path
 from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.deploy.suites import suite_metrics
@@ -60,7 +60,7 @@ def _fmt(x: float) -> str:
 def _deployed(graph: Path, threads: int | None) -> Any:
     try:
         return DeployedModel(graph, threads=threads)
-    except (ManifestError, FileNotFoundError) as e:
+    except (ExportManifestError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
 
 
@@ -158,7 +158,7 @@ def quantize(
         with _progress() as progress:
             bar = progress.add_task("calibrating", total=calib_frames)
             manifest = quantize_graph(model, output, calib_frames, on_frame=lambda n: progress.advance(bar, n))
-    except (QuantizeError, ManifestError) as e:
+    except (QuantizeError, ExportManifestError) as e:
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
     console.print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, fp32 {model.stat().st_size / 1e6:.2f} MB)")
     fp32, int8 = _deployed(model, threads), _deployed(output, threads)
@@ -217,7 +217,7 @@ def infer(
                 bar = progress.add_task("inferring", total=frames)
                 result = run_infer(model, data, out, frames, threads, ground_truth,
                                    on_frame=lambda n: progress.advance(bar, n))
-        except ManifestError as e:  # the graph's manifest does not fit the data
+        except ExportManifestError as e:  # the graph's manifest does not fit the data
             raise typer.BadParameter(str(e), param_hint="--data") from None
     counts = {}
     for rec in result["frames"]:

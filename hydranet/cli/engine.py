@@ -21,7 +21,7 @@ from hydranet.data.manifest import ShardError
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 from hydranet.engine.label import LabelError, oracle_items, write_labelled
-from hydranet.engine.mine import build_triggers, env_world_size, mine
+from hydranet.engine.mine import MineResult, build_triggers, env_world_size, mine
 from hydranet.engine.pipeline import load_pipeline
 from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open_pool
 from hydranet.engine.preflight import preflight
@@ -78,14 +78,7 @@ def mine_command(
         net = load_mining_model(model)
         pool = open_pool(data)
         trigs = build_triggers(specs, model_tasks(net))
-        deployed = None
-        if shadow is not None or any(t.needs_shadow for t, _ in trigs):
-            if shadow is None:
-                raise TriggerError("trigger 'shadow' needs --shadow model.onnx (the deployed graph)")
-            try:
-                deployed = DeployedModel(shadow)
-            except (FileNotFoundError, ValueError) as e:
-                raise fail(f"--shadow {shadow}: {e}") from None
+        deployed = _shadow_model(shadow, trigs)
     if env_world_size() > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -106,9 +99,27 @@ def mine_command(
                "trigger_errors": result.errors}
     if html_frames:
         paths["html"] = write_queue_html(out / "queue.html", result.queue, open_pool(data), summary, html_frames)
+    _print_mine_result(result, paths["jsonl"])
+
+
+def _shadow_model(shadow: Path | None, trigs: list) -> DeployedModel | None:
+    """The deployed graph ``--shadow`` names, loaded when given or when a trigger compares against it;
+    ``TriggerError`` when a trigger needs it and it is missing, one error line when it does not load."""
+    if shadow is None and not any(t.needs_shadow for t, _ in trigs):
+        return None
+    if shadow is None:
+        raise TriggerError("trigger 'shadow' needs --shadow model.onnx (the deployed graph)")
+    try:
+        return DeployedModel(shadow)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(f"--shadow {shadow}: {e}") from None
+
+
+def _print_mine_result(result: MineResult, queue_file: Path) -> None:
+    """Frames scored, ranks, seconds, the queue file; trigger failures and their first messages."""
     failed = {k: v for k, v in result.errors.items() if v}
     console.print(f"[bold]hydranet mine[/]: {result.frames} frames scored on {result.world_size} rank(s) in "
-                  f"{result.seconds:.1f} s; queued {len(result.queue)} -> {paths['jsonl']}")
+                  f"{result.seconds:.1f} s; queued {len(result.queue)} -> {queue_file}")
     if failed:
         console.print(f"[yellow]trigger failures (frames still scored by the others): {failed}[/]")
         for m in result.error_messages[:5]:

@@ -14,13 +14,14 @@ import typer
 from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
-from hydranet.compat import check_data_matches_model, dataset_layout, sample_layout
+from hydranet.compat import check_data_matches_model, sample_layout
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.datasets import open_dataset
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import run_suite, to_jsonable
 from hydranet.eval.suite import SuiteError, load_suites
+from hydranet.source_layouts import dataset_layout
 from hydranet.train.feature_cache import CacheError, write_cache
 from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
 

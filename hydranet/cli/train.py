@@ -8,7 +8,7 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
-from hydranet.train.config import load_config
+from hydranet.train.config import Config, load_config
 from hydranet.train.demo import default_demo_config, run_demo
 from hydranet.train.distributed import exit_process
 from hydranet.train.run import in_torchrun, run_training
@@ -18,6 +18,28 @@ from hydranet.train.subgraph import load_train_config, run_subgraph
 def _exit_distributed(code: int) -> None:
     if in_torchrun():
         exit_process(code)
+
+
+def _train_config(config: Path | None, overrides: list[str], from_ckpt: Path | None) -> Config:
+    """The training config: ``--config`` with ``--set`` overrides, else the ``--from`` checkpoint's own."""
+    if config is not None:
+        return load_config(config, overrides)
+    if from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
+        return load_train_config(None, overrides, from_ckpt)
+    raise typer.BadParameter("pass a config, --from CKPT to reuse its config, or --resume -o RUN",
+                             param_hint="--config")
+
+
+def _freeze_list(freeze: str | None, trained: bool) -> list[str]:
+    """``--freeze`` as a list of shared modules; unknown names, or freezing a network that starts untrained
+    (no ``--from``/``--resume``), are a ``BadParameter``."""
+    freeze_list = [m.strip() for m in freeze.split(",") if m.strip()] if freeze else []
+    bad = sorted(set(freeze_list) - {"trunk", "neck", "fusion"})
+    if bad:
+        raise typer.BadParameter(f"unknown module(s) {bad}; choose from trunk, neck, fusion", param_hint="--freeze")
+    if freeze_list and not trained:
+        raise typer.BadParameter("freezing an untrained trunk makes no sense: pass --from CKPT", param_hint="--freeze")
+    return freeze_list
 
 
 @app.command()
@@ -53,26 +75,11 @@ def train(
         with cli_errors():
             if config is None and resume and out is not None and (out / "config.yaml").is_file():
                 config = out / "config.yaml"  # the run stores its resolved config: --resume needs only --out
-            if config is not None:
-                cfg = load_config(config, set_)
-            elif from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
-
-                cfg = load_train_config(None, set_, from_ckpt)
-            else:
-                raise typer.BadParameter("pass a config, --from CKPT to reuse its config, or --resume -o RUN",
-                                         param_hint="--config")
-            freeze_list = [m.strip() for m in freeze.split(",") if m.strip()] if freeze else []
-            bad = sorted(set(freeze_list) - {"trunk", "neck", "fusion"})
-            if bad:
-                raise typer.BadParameter(f"unknown module(s) {bad}; choose from trunk, neck, fusion",
-                                         param_hint="--freeze")
-            if freeze_list and not from_ckpt and not resume:
-                raise typer.BadParameter("freezing an untrained trunk makes no sense: pass --from CKPT",
-                                         param_hint="--freeze")
+            cfg = _train_config(config, set_, from_ckpt)
+            freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
             task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
             run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
             if add_task or from_cache:
-
                 run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
                              freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)
             else:

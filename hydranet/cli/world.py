@@ -8,7 +8,7 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
-from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES
+from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES, Sample
 from hydranet.datasets import open_dataset
 from hydranet.geometry import BevGrid
 from hydranet.viz import (
@@ -66,6 +66,41 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     return views.compose(title=title)
 
 
+def _dataset_sample(data: str, index: int) -> tuple[Sample, BevGrid, str]:
+    """Sample ``index`` of the dataset ``--data`` names, its BEV grid (the default grid when the source
+    has none) and a title; a bad source or index is one error line, exit 2."""
+    with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
+        ds = open_dataset(data)
+        if index >= len(ds):
+            raise fail(f"--index {index}: {data} holds {len(ds)} samples")
+        sample = ds[index]
+    grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
+    title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
+    return sample, grid if grid is not None else BevGrid(), title
+
+
+def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sample, BevGrid, str]:
+    """Sample ``index`` of the synthetic world (``--config`` plus overrides; scenes added when ``index`` is
+    past the end), its grid and a title naming the scene's lighting, fog and road."""
+    if config is not None and not config.is_file():
+        raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
+    try:
+        cfg = load_world_config(config, overrides)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    world = SyntheticWorld(cfg)
+    if index >= len(world):
+        cfg = cfg.model_copy(update={"num_scenes": index // cfg.frames_per_scene + 1})
+        world = SyntheticWorld(cfg)
+    sample = world[index]
+    scene = world.scene(index)
+    road = "intersection" if scene.layout.cross_u is not None else (
+        "curve" if scene.layout.curvature != 0 else "straight")
+    title = (f"seed {cfg.seed} #{index}  {sample.scene_id} frame {sample.frame_index}  {scene.lighting}, "
+             f"fog {scene.fog:.3f}, {road}, {scene.layout.lanes} lanes/dir")
+    return sample, world.grid, title
+
+
 @app.command()
 def show(
     index: int = typer.Option(0, "--index", "-i", min=0,
@@ -107,37 +142,12 @@ def show(
         except ValueError:
             raise typer.BadParameter(f"expected a number or 'random', got {fog!r}", param_hint="--fog") from None
     if data is not None:
-
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
-        with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
-            ds = open_dataset(data)
-            if index >= len(ds):
-                raise fail(f"--index {index}: {data} holds {len(ds)} samples")
-            sample = ds[index]
-        grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
-        if grid is None:
-            grid = BevGrid()
-        title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
+        sample, grid, title = _dataset_sample(data, index)
     else:
-        if config is not None and not config.is_file():
-            raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
-        try:
-            cfg = load_world_config(config, overrides)
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from e
-        world = SyntheticWorld(cfg)
-        if index >= len(world):
-            cfg = cfg.model_copy(update={"num_scenes": index // cfg.frames_per_scene + 1})
-            world = SyntheticWorld(cfg)
-        sample = world[index]
-        grid = world.grid
-        scene = world.scene(index)
-        road = "intersection" if scene.layout.cross_u is not None else (
-            "curve" if scene.layout.curvature != 0 else "straight")
-        title = (f"seed {cfg.seed} #{index}  {sample.scene_id} frame {sample.frame_index}  {scene.lighting}, "
-                 f"fog {scene.fog:.3f}, {road}, {scene.layout.lanes} lanes/dir")
+        sample, grid, title = _world_sample(config, overrides, index)
     width = int(sample.images.shape[-1])
     tile_scale = camera_width / width if camera_width and width * scale > camera_width else scale
     image = _overlay(sample, grid, tile_scale, boxes3d, title, overlay)

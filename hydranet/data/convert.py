@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from hydranet.data.labels import label_spec
-from hydranet.data.manifest import Manifest, read_manifest
+from hydranet.data.manifest import ShardManifest, read_manifest
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardWriter
 from hydranet.data.sources import Source, SourceOptions, parse_options, source_class
@@ -93,7 +93,7 @@ def source_options(config: dict[str, Any], image_size: tuple[int, int] | None) -
 def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | None = None,
             image_format: str = "jpeg", label_formats: dict[str, str] | None = None, shard_size: int = 64,
             overwrite: bool = False, frames: int | None = None,
-            on_sample: Callable[[int], None] | None = None) -> tuple[Manifest, dict[str, Any]]:
+            on_sample: Callable[[int], None] | None = None) -> tuple[ShardManifest, dict[str, Any]]:
     """Write ``source`` (its first ``frames`` samples, default all) into shards at ``out``.
 
     Returns the manifest and a report: samples, label counts, class-map report. Raises the source's

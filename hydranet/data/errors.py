@@ -21,5 +21,5 @@ class ShardError(Exception):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class ManifestError(ShardError):
+class ShardManifestError(ShardError):
     """The manifest is missing, unreadable or invalid."""

@@ -1,22 +1,22 @@
-"""Label specs: what a ``Sample`` label looks like, declared by the task that consumes it.
+"""Label specs: what a ``Sample`` label looks like — the label half of the Sample contract.
 
 A ``LabelSpec`` says whether a label is *dense* (one tensor per sample, stacked by ``collate``) or
 *ragged* (a dict of per-object tensors, collated to a list), its shape and dtype in words, the
 fields a ragged label must carry, whether a dense label is per camera (``[N, H, W]``, checked
-against the images) and its class vocabulary. Tasks declare theirs as ``label_spec`` and
-``register_task`` registers it, so a new label needs one task file and no edit in ``sample.py``,
-``codec.py`` or ``manifest.py`` (those ask this registry). Ground truth no task consumes (the
-world's ``semantic``, ``instance``, ``lane_lines``, ``ego_path``) is declared here.
+against the images), its class vocabulary and the task that learns from it.
 
-``label_spec(name)`` imports ``hydranet.tasks`` (and its plug-ins) on the first unknown name, so a
-reader that never imported the tasks still knows every label. Unknown labels raise ``KeyError``
-listing the known ones.
+The registry is owned by the data layer because producers (the synthetic world, source readers,
+shard codecs) write and check labels without any model code: the built-in labels — those of the
+seven built-in tasks and the world's auxiliary ground truth — are declared at the bottom of this
+file. A plug-in task with a *new* label declares ``label_spec`` on its class and ``register_task``
+adds it here when the task is imported (``import hydranet.tasks`` loads the installed plug-ins), so
+a new label needs one task file and no edit in ``sample.py``, ``codec.py`` or ``manifest.py``.
+Unknown labels raise ``KeyError`` listing the known ones.
 
 Class vocabularies are per dataset: a source declares the names it produces (``Source.classes``)
 and ``ClassMap`` maps them onto the model's vocabulary (``LabelSpec.vocabulary``); classes without
 a mapping are dropped *and counted* (``ClassMap.dropped``), never merged silently.
 """
-
 from __future__ import annotations
 
 from collections import Counter
@@ -69,10 +69,8 @@ def register_label(spec: LabelSpec) -> LabelSpec:
 def label_spec(name: str) -> LabelSpec:
     """The spec of label ``name``; raises ``KeyError`` naming the known labels."""
     if name not in LABEL_SPECS:
-        import hydranet.tasks  # noqa: F401 - tasks declare the labels they consume on import
-
-    if name not in LABEL_SPECS:
-        raise KeyError(f"unknown label '{name}' (known: {sorted(LABEL_SPECS)})")
+        raise KeyError(f"unknown label '{name}' (known: {sorted(LABEL_SPECS)}; a plug-in task's label is known "
+                       "once the task is imported: import hydranet.tasks)")
     return LABEL_SPECS[name]
 
 
@@ -82,16 +80,12 @@ def is_ragged(name: str) -> bool:
 
 
 def known_labels() -> frozenset[str]:
-    """Names of every registered label (tasks register theirs on import)."""
-    import hydranet.tasks  # noqa: F401
-
+    """Names of every registered label (built-in ones, plus those of plug-in tasks imported so far)."""
     return frozenset(LABEL_SPECS)
 
 
 def task_labels() -> tuple[str, ...]:
-    """Labels some registered task consumes, in registration order."""
-    import hydranet.tasks  # noqa: F401
-
+    """Labels some task learns from (``LabelSpec.task`` set), in registration order."""
     return tuple(n for n, s in LABEL_SPECS.items() if s.task is not None)
 
 
@@ -109,6 +103,32 @@ register_label(LabelSpec("bev_semantic_known", "dense", "[C]", "uint8", "1 where
                          "labelled; a source without a map knows vehicle/pedestrian but not drivable/lanes. "
                          "Absent = every channel known", vocabulary=BEV_CLASSES))
 
+
+# The labels of the seven built-in tasks (task <name> learns from label <name>), in task-file order.
+register_label(LabelSpec("bev_semantic", "dense", "[C, R, C']", "uint8", "multi-label BEV map on the BevGrid",
+                         vocabulary=BEV_CLASSES, task="bev_semantic"))
+register_label(LabelSpec("depth", "dense", "[N, H, W]", "float32",
+                         "z-depth in metres along the camera axis; 0 = no target (sky, or no lidar return: "
+                         "sparse lidar depth is this map with zeros where no point projects)", per_camera=True,
+                         task="depth"))
+register_label(LabelSpec("detection2d", "ragged", "boxes [M,4] (x1,y1,x2,y2 px), classes [M], camera [M], "
+                         "visible [M], track_id [M]",
+                         "float32/int64", "2D boxes per camera; visible = visible fraction 0..1",
+                         fields=("boxes", "classes", "camera"), pixel_fields=("boxes",), vocabulary=OBJECT_CLASSES,
+                         task="detection2d"))
+register_label(LabelSpec("drivable", "dense", "[N, H, W]", "uint8", "1 = drivable road surface", per_camera=True,
+                         task="drivable"))
+register_label(LabelSpec("lanes", "dense", "[N, H, W]", "uint8", "0 none, 1 dashed, 2 solid, 3 road edge",
+                         per_camera=True, vocabulary=LANE_KINDS, task="lanes"))
+register_label(LabelSpec("objects3d", "ragged", "boxes [M,7] (x,y,z,l,w,h,yaw ego), velocity [M,2], "
+                         "classes [M], track_id [M]",
+                         "float32/int64", "3D boxes in the ego frame, metres/radians, velocity m/s",
+                         fields=("boxes", "classes"), vocabulary=OBJECT_CLASSES, nan_fields=("velocity",),
+                         task="objects3d"))
+register_label(LabelSpec("traffic_light", "ragged", "boxes [L,4], camera [L], state [L], lane [L], track_id [L]",
+                         "float32/int64", "traffic lights: box px, state (LIGHT_STATES), governed lane",
+                         fields=("boxes", "camera", "state"), pixel_fields=("boxes",), vocabulary=LIGHT_STATES,
+                         task="traffic_light"))
 
 class ClassMap:
     """Maps a dataset's class names onto a model vocabulary; counts what it drops.

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from hydranet.data.errors import ManifestError, ShardError  # noqa: F401 - re-exported: data.manifest.ShardError
+from hydranet.data.errors import ShardError, ShardManifestError  # noqa: F401 - re-exported: data.manifest.ShardError
 from hydranet.data.layout import GridRecord, RigRecord
 from hydranet.data.storage import ShardStore, is_url
 
@@ -79,10 +79,10 @@ class ShardInfo(BaseModel):
         return self
 
 
-class Manifest(BaseModel):
+class ShardManifest(BaseModel):
     """The typed ``manifest.json`` of a shard directory (see the module docstring). Validation raises
     ``ValueError`` for a sample key or shard listed twice, or a rig that disagrees with ``camera_names``
-    or ``image_size`` (H, W pixels); ``read_manifest`` turns these into ``ManifestError``.
+    or ``image_size`` (H, W pixels); ``read_manifest`` turns these into ``ShardManifestError``.
     """
     model_config = ConfigDict(extra="forbid")
 
@@ -101,7 +101,7 @@ class Manifest(BaseModel):
     shards: list[ShardInfo]
 
     @model_validator(mode="after")
-    def _consistent(self) -> Manifest:
+    def _consistent(self) -> ShardManifest:
         seen: set[str] = set()
         for shard in self.shards:
             for key, *_ in shard.index:
@@ -133,7 +133,7 @@ def manifest_path(root: str | os.PathLike) -> Path:
     return p if p.suffix == ".json" else p / MANIFEST_NAME
 
 
-def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Manifest:
+def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> ShardManifest:
     """Read and validate ``root``'s manifest; ``root`` may also be an fsspec URL (``s3://``, ``https://``, ...,
     see ``hydranet.data.storage``; ``storage_options`` go to fsspec)."""
 
@@ -145,40 +145,41 @@ def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | Non
         try:
             text = store.read_text(name)
         except FileNotFoundError:
-            raise ManifestError("manifest not found (no shard directory at this URL, or it is unfinished)",
+            raise ShardManifestError("manifest not found (no shard directory at this URL, or it is unfinished)",
                                 path) from None
         except UnicodeDecodeError as e:
-            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
+            raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     else:
         path = manifest_path(str(root).removeprefix("file://"))
         if not path.exists():
             hint = " (directory does not exist)" if not path.parent.exists() else \
                 " (no manifest: not a shard directory, or `hydranet generate` did not finish)"
-            raise ManifestError(f"manifest not found{hint}", path)
+            raise ShardManifestError(f"manifest not found{hint}", path)
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
+            raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
+        raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise ManifestError(f"not a {FORMAT} manifest (format={found!r})", path)
+        raise ShardManifestError(f"not a {FORMAT} manifest (format={found!r})", path)
     if raw.get("format_version") != FORMAT_VERSION:
-        raise ManifestError(f"format_version {raw.get('format_version')} is not supported (this hydranet reads "
+        raise ShardManifestError(f"format_version {raw.get('format_version')} is not supported (this hydranet reads "
                             f"{FORMAT_VERSION})", path)
     try:
-        m = Manifest.model_validate(raw)
+        m = ShardManifest.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(f"field '{'.'.join(str(x) for x in err['loc']) or '(manifest)'}': "
                              f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()[:3])
         more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
-        raise ManifestError(f"invalid manifest: {problems}{more}", path) from None
+        raise ShardManifestError(f"invalid manifest: {problems}{more}", path) from None
     counted = sum(s.num_samples for s in m.shards)
     if counted != m.num_samples or any(len(s.index) != s.num_samples for s in m.shards):
-        raise ManifestError(f"num_samples {m.num_samples} disagrees with the shards' counts/indexes ({counted})", path)
+        raise ShardManifestError(f"num_samples {m.num_samples} disagrees with the shards' counts/indexes ({counted})",
+                                 path)
     return m
 
 
@@ -208,7 +209,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def write_manifest(root: str | os.PathLike, manifest: Manifest) -> Path:
+def write_shard_manifest(root: str | os.PathLike, manifest: ShardManifest) -> Path:
     """Write ``manifest`` as ``root``'s ``manifest.json`` atomically (see ``atomic_write_bytes``); returns
     its path. Writers call it last, so a directory with a manifest is a complete dataset.
     """

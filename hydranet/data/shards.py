@@ -38,12 +38,12 @@ from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode
 from hydranet.data.labels import task_labels
 from hydranet.data.manifest import (
     MANIFEST_NAME,
-    Manifest,
     ShardError,
     ShardInfo,
+    ShardManifest,
     manifest_path,
     read_manifest,
-    write_manifest,
+    write_shard_manifest,
 )
 from hydranet.data.sample import Sample
 from hydranet.data.storage import ShardStore, is_url
@@ -103,7 +103,7 @@ class ShardWriter:
             if not overwrite:
                 raise ShardError("already holds a dataset (manifest.json); pass overwrite=True to replace it",
                                  self.root)
-            # Manifest first: from here on the directory is not a dataset until close() writes a new one.
+            # ShardManifest first: from here on the directory is not a dataset until close() writes a new one.
             (self.root / MANIFEST_NAME).unlink()
         if overwrite:
             for stale in list(self.root.glob("shard-*.tar")) + list(self.root.glob(".shard-*.tmp")):
@@ -174,7 +174,7 @@ class ShardWriter:
             self._finish_shard()
         return key
 
-    def close(self) -> Manifest:
+    def close(self) -> ShardManifest:
         """Finish the last shard and write the manifest atomically; returns it."""
         if self._closed:
             raise ShardError("writer is already closed", self.root)
@@ -187,14 +187,14 @@ class ShardWriter:
         for s in self.shards:
             for k, v in s.labels.items():
                 totals[k] = totals.get(k, 0) + v
-        manifest = Manifest(
+        manifest = ShardManifest(
             generator={"name": "hydranet", "version": hydranet.__version__},
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             source=self.source, rig=self.rig, grid=self.grid, camera_names=self.camera_names,
             image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
             tasks=[t for t in task_labels() if t in totals], shards=self.shards,
         )
-        write_manifest(self.root, manifest)
+        write_shard_manifest(self.root, manifest)
         return manifest
 
     def abort(self) -> None:

@@ -8,10 +8,10 @@ See docs/deploy.md.
 """
 
 from hydranet.deploy.export import DEFAULT_OPSET, ExportError, ExportGraph, export_checkpoint, export_onnx
-from hydranet.deploy.manifest import Manifest, ManifestError, load_manifest, manifest_path
+from hydranet.deploy.manifest import ExportManifest, ExportManifestError, load_manifest, manifest_path
 from hydranet.deploy.runtime import DeployedModel, bind_task
 
 __all__ = [
-    "DEFAULT_OPSET", "DeployedModel", "ExportError", "ExportGraph", "Manifest", "ManifestError", "bind_task",
-    "export_checkpoint", "export_onnx", "load_manifest", "manifest_path",
+    "DEFAULT_OPSET", "DeployedModel", "ExportError", "ExportGraph", "ExportManifest", "ExportManifestError",
+    "bind_task", "export_checkpoint", "export_onnx", "load_manifest", "manifest_path",
 ]

@@ -29,17 +29,17 @@ import hydranet
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.checkpoint import trunk_hash as compute_trunk_hash
 from hydranet.compat import check_data_matches_model, world_layout
-from hydranet.deploy import streaming as S
+from hydranet.deploy import streaming
 from hydranet.deploy.manifest import (
+    ExportedTaskSpec,
+    ExportManifest,
     HeadContextSpec,
     InputSpec,
-    Manifest,
     Normalisation,
     OutputSpec,
-    TaskSpec,
     file_sha256,
     manifest_path,
-    write_manifest,
+    write_export_manifest,
 )
 from hydranet.geometry import Rig, default_rig
 from hydranet.world.config import WorldConfig
@@ -130,7 +130,7 @@ def example_inputs(model: nn.Module, batch: int = 1, rig: dict[str, Any] | None 
 def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
                    opset: int, batch: int, trunk_hash: str, checkpoint: str | None,
                    rig: dict[str, Any] | None = None, graph_inputs: list[str] | None = None,
-                   graph_sha256: str = "") -> Manifest:
+                   graph_sha256: str = "") -> ExportManifest:
     """The manifest of a written graph. ``graph_inputs``: the inputs the graph really has (the exporter drops
     an input nothing reads, e.g. K and T in a camera-only graph); None = all of ``INPUT_NAMES``."""
     h, w = model.image_size
@@ -147,7 +147,7 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
             out_specs.append(OutputSpec(name=f"{name}.{key}", task=name, key=key, shape=list(value.shape),
                                         dtype=str(value.dtype).removeprefix("torch."), decoder=decoder_name(task)))
             names.append(f"{name}.{key}")
-        task_specs[name] = TaskSpec(space=task.space, label=task.label, options=dict(task.options),
+        task_specs[name] = ExportedTaskSpec(space=task.space, label=task.label, options=dict(task.options),
                                     decoder=decoder_name(task), outputs=names)
     inputs = [
         InputSpec(name="images", shape=[batch, n, 3, h, w], dtype="uint8", layout="B,N,C,H,W (RGB)",
@@ -168,7 +168,7 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
         if unknown:
             raise ExportError(f"the traced graph has inputs {unknown} this exporter does not describe")
         inputs = [i for i in inputs if i.name in graph_inputs]
-    return Manifest(
+    return ExportManifest(
         graph=graph_file, graph_sha256=graph_sha256, opset=opset, hydranet_version=hydranet.__version__,
         torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
         trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]],
@@ -184,7 +184,7 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
 @torch.no_grad()
 def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | None = None, opset: int = DEFAULT_OPSET,
                 batch: int = 1, trunk_hash: str | None = None, checkpoint: str | None = None,
-                rig: dict[str, Any] | None = None) -> Manifest:
+                rig: dict[str, Any] | None = None) -> ExportManifest:
     """Write ``path`` (ONNX) and ``<stem>.manifest.json`` beside it; returns the manifest.
 
     ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks. ``trunk_hash`` defaults to the hash of
@@ -210,14 +210,14 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         keys = [(t, k) for t in names for k in outputs[t]]
         input_names, output_names = list(INPUT_NAMES[:len(inputs)]), [f"{t}.{k}" for t, k in keys]
         # A temporal model with a BEV task exports its streaming graph: state and ego motion in, new state out.
-        streaming = bool(getattr(model, "is_temporal", False)) and any(
+        is_streaming = bool(getattr(model, "is_temporal", False)) and any(
             model.task_objects[t].space == "bev" for t in names)
         graph: nn.Module = ExportGraph(model, names, keys).eval()
-        if streaming:
-            graph = S.StreamingGraph(model, names, keys).eval()
-            inputs = (*inputs, *S.example_state_inputs(model, batch))
-            input_names += [*S.EGO_INPUTS, *S.state_input_names()]
-            output_names += S.state_output_names()
+        if is_streaming:
+            graph = streaming.StreamingGraph(model, names, keys).eval()
+            inputs = (*inputs, *streaming.example_state_inputs(model, batch))
+            input_names += [*streaming.EGO_INPUTS, *streaming.state_input_names()]
+            output_names += streaming.state_output_names()
         tmp = path.with_name(f".tmp-{path.name}")
         with warnings.catch_warnings():
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
@@ -229,19 +229,20 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         tmp.replace(path)
     finally:
         model.train(was_training)
-    streamed = set(S.EGO_INPUTS) | set(S.state_input_names())
+    # only a streaming graph has ego-motion and state inputs (a plain graph never names them)
+    streamed = set(streaming.EGO_INPUTS) | set(streaming.state_input_names()) if is_streaming else set()
     manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
                               [n for n in graph_inputs if n not in streamed], file_sha256(path))
-    if streaming:  # the ego-motion and state inputs, in the graph's order
-        specs = {i.name: i for i in [*manifest.inputs, *S.streaming_input_specs(model, batch)]}
+    if is_streaming:  # the ego-motion and state inputs, in the graph's order
+        specs = {i.name: i for i in [*manifest.inputs, *streaming.streaming_input_specs(model, batch)]}
         manifest = manifest.model_copy(update={"inputs": [specs[n] for n in graph_inputs],
-                                               "rig_note": f"{manifest.rig_note} {S.STATE_NOTE}"})
-    write_manifest(manifest, manifest_path(path))
+                                               "rig_note": f"{manifest.rig_note} {streaming.STATE_NOTE}"})
+    write_export_manifest(manifest, manifest_path(path))
     return manifest
 
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str] | str | None = None,
-                      opset: int = DEFAULT_OPSET, batch: int = 1) -> tuple[Manifest, nn.Module]:
+                      opset: int = DEFAULT_OPSET, batch: int = 1) -> tuple[ExportManifest, nn.Module]:
     """Load a checkpoint with ``hydranet.checkpoint.load_model`` and export it; returns the manifest
     and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded; a
     recorded hash that does not match the weights raises ``CheckpointError``."""

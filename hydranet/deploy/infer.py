@@ -22,7 +22,7 @@ from torch import Tensor
 
 from hydranet.data.sample import collate
 from hydranet.datasets import open_dataset
-from hydranet.deploy.frames import EVAL_SEED, spread_indices, world_for
+from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.viz import Views
 

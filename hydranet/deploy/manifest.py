@@ -23,7 +23,7 @@ from hydranet.tasks.base import HeadContext
 FORMAT = "hydranet-deploy/1"
 
 
-class ManifestError(ValueError):
+class ExportManifestError(ValueError):
     """A missing, unreadable or inconsistent manifest; the message names the file."""
 
 
@@ -60,7 +60,7 @@ class OutputSpec(_Strict):
     decoder: str  # dotted path of the task's decode function
 
 
-class TaskSpec(_Strict):
+class ExportedTaskSpec(_Strict):
     """One exported task: camera or BEV space, its label kind, the options ``create_task`` rebuilds it from,
     its decoder's dotted path and the names of its graph outputs."""
 
@@ -97,10 +97,10 @@ class QuantizationSpec(_Strict):
     fp32_nodes: list[str] = Field(default_factory=list)
 
 
-class Manifest(_Strict):
+class ExportManifest(_Strict):
     """Everything needed to run and decode an exported graph without the Python model (module docstring).
 
-    Strict (unknown fields are refused); ``load_manifest`` reads and checks one, ``write_manifest`` writes one.
+    Strict (unknown fields are refused); ``load_manifest`` reads and checks one, ``write_export_manifest`` writes one.
     """
 
     format: str = FORMAT
@@ -120,7 +120,7 @@ class Manifest(_Strict):
     rig_note: str
     grid: dict[str, Any]
     head_context: HeadContextSpec
-    tasks: dict[str, TaskSpec]
+    tasks: dict[str, ExportedTaskSpec]
     outputs: list[OutputSpec]
     architecture: dict[str, Any] = Field(default_factory=dict)  # the ModelConfig, for the record
     quantization: QuantizationSpec | None = None
@@ -152,7 +152,7 @@ class Manifest(_Strict):
         return [o.name for o in self.outputs]
 
     def to_json(self) -> str:
-        """The manifest as indented JSON text (what ``write_manifest`` stores)."""
+        """The manifest as indented JSON text (what ``write_export_manifest`` stores)."""
         return json.dumps(self.model_dump(), indent=1)
 
 
@@ -171,7 +171,7 @@ def manifest_path(graph: str | Path) -> Path:
     return graph.with_name(f"{graph.stem}.manifest.json")
 
 
-def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+def write_export_manifest(manifest: ExportManifest, path: str | Path) -> Path:
     """Write ``manifest`` atomically (temporary file, then rename) to ``path``; returns ``path``."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
@@ -180,30 +180,31 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     return path
 
 
-def load_manifest(path: str | Path) -> Manifest:
+def load_manifest(path: str | Path) -> ExportManifest:
     """Read and validate a manifest; a graph path (``.onnx``) finds its manifest beside it.
 
-    Raises ``ManifestError`` naming the file when it is missing, not JSON, of another format, fails
+    Raises ``ExportManifestError`` naming the file when it is missing, not JSON, of another format, fails
     validation (the message lists each field), or lists task outputs the graph does not have."""
     path = Path(path)
     if path.suffix == ".onnx":
         path = manifest_path(path)
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found (export writes it beside the graph as <name>.manifest.json)")
+        raise ExportManifestError(f"{path}: manifest not found (export writes it beside the graph as "
+                                  "<name>.manifest.json)")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ManifestError(f"{path}: unreadable manifest ({e})") from None
+        raise ExportManifestError(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ManifestError(f"{path}: unknown manifest format {got!r}, expected {FORMAT!r}")
+        raise ExportManifestError(f"{path}: unknown manifest format {got!r}, expected {FORMAT!r}")
     try:
-        manifest = Manifest.model_validate(data)
+        manifest = ExportManifest.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ManifestError(f"{path}: invalid manifest ({problems})") from None
+        raise ExportManifestError(f"{path}: invalid manifest ({problems})") from None
     for name, spec in manifest.tasks.items():
         missing = [o for o in spec.outputs if o not in manifest.output_names()]
         if missing:
-            raise ManifestError(f"{path}: tasks.{name}.outputs lists {missing}, which are not graph outputs")
+            raise ExportManifestError(f"{path}: tasks.{name}.outputs lists {missing}, which are not graph outputs")
     return manifest

@@ -27,14 +27,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from hydranet.deploy.frames import CALIB_SEED, spread_indices, world_for
+from hydranet.deploy.heldout import CALIB_SEED, spread_indices, world_for
 from hydranet.deploy.manifest import (
-    Manifest,
+    ExportManifest,
     QuantizationSpec,
     file_sha256,
     load_manifest,
     manifest_path,
-    write_manifest,
+    write_export_manifest,
 )
 from hydranet.deploy.runtime import check_graph_bytes
 
@@ -49,7 +49,7 @@ class QuantizeError(RuntimeError):
 class WorldCalibrationReader:
     """``CalibrationDataReader`` over synthetic frames of the manifest's rig, one graph batch per call."""
 
-    def __init__(self, manifest: Manifest, frames: int, seed: int = CALIB_SEED, on_frame=None):
+    def __init__(self, manifest: ExportManifest, frames: int, seed: int = CALIB_SEED, on_frame=None):
         self.manifest = manifest
         self.world = world_for(manifest, seed, frames)
         self.indices = spread_indices(frames)
@@ -117,11 +117,11 @@ def int8_path(graph: str | Path) -> Path:
 
 
 def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frames: int = 32, per_channel: bool = True,
-                   seed: int = CALIB_SEED, on_frame=None) -> Manifest:
+                   seed: int = CALIB_SEED, on_frame=None) -> ExportManifest:
     """Write an INT8 QDQ graph (default ``<stem>.int8.onnx``) and its manifest; returns the manifest.
 
     Raises ``QuantizeError`` for a missing graph, ``calib_frames < 1`` or an already quantized graph, and
-    ``ManifestError`` for a missing manifest or a graph whose bytes differ from it."""
+    ``ExportManifestError`` for a missing manifest or a graph whose bytes differ from it."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -165,5 +165,5 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
                          activation_type="uint8 (asymmetric)", weight_type="int8 (symmetric)",
                          source_graph=graph.name, fp32_nodes=keep_fp32)
     int8 = manifest.model_copy(update={"graph": out.name, "graph_sha256": file_sha256(out), "quantization": q})
-    write_manifest(int8, manifest_path(out))
+    write_export_manifest(int8, manifest_path(out))
     return int8

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import Batch
-from hydranet.deploy.manifest import Manifest, ManifestError, file_sha256, load_manifest, manifest_path
+from hydranet.deploy.manifest import ExportManifest, ExportManifestError, file_sha256, load_manifest, manifest_path
 from hydranet.deploy.streaming import zero_state
 from hydranet.tasks.base import HeadContext, Task, create_task
 
@@ -48,12 +48,12 @@ def session_options(threads: int | None, spin: bool = True) -> Any:
     return so
 
 
-def check_graph_bytes(graph: Path, manifest: Manifest) -> None:
+def check_graph_bytes(graph: Path, manifest: ExportManifest) -> None:
     """Refuse a graph whose bytes are not the ones export/quantize wrote (flipped weight bytes run without any
     error in ONNX Runtime and give NaN or wrong outputs)."""
     digest = file_sha256(graph)
     if digest != manifest.graph_sha256:
-        raise ManifestError(f"{graph}: sha256 {digest[:16]}… differs from the manifest's "
+        raise ExportManifestError(f"{graph}: sha256 {digest[:16]}… differs from the manifest's "
                             f"{manifest.graph_sha256[:16]}…: the graph was modified or replaced after export; "
                             "re-export it")
 
@@ -62,17 +62,17 @@ class DeployedModel:
     """An ONNX graph + manifest: inputs checked against the manifest, outputs regrouped per task.
 
     ``manifest`` default: ``<stem>.manifest.json`` beside the graph. Raises ``FileNotFoundError`` for a missing
-    graph, ``ManifestError`` for a bad manifest, a graph whose sha256 differs from it, a graph ONNX Runtime
+    graph, ``ExportManifestError`` for a bad manifest, a graph whose sha256 differs from it, a graph ONNX Runtime
     cannot load, or inputs/outputs that differ from the manifest's."""
 
-    def __init__(self, graph: str | Path, manifest: str | Path | Manifest | None = None, threads: int | None = None,
-                 providers: list[str] | None = None, spin: bool = True):
+    def __init__(self, graph: str | Path, manifest: str | Path | ExportManifest | None = None,
+                 threads: int | None = None, providers: list[str] | None = None, spin: bool = True):
         import onnxruntime as ort
 
         self.path = Path(graph)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: ONNX graph not found")
-        if isinstance(manifest, Manifest):
+        if isinstance(manifest, ExportManifest):
             self.manifest = manifest
         else:
             self.manifest = load_manifest(manifest if manifest is not None else manifest_path(self.path))
@@ -82,15 +82,15 @@ class DeployedModel:
             self.session = ort.InferenceSession(str(self.path), session_options(threads, spin),
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for corrupt/invalid graphs
-            raise ManifestError(f"{self.path}: ONNX Runtime cannot load the graph ({e})") from None
+            raise ExportManifestError(f"{self.path}: ONNX Runtime cannot load the graph ({e})") from None
         got_in = [i.name for i in self.session.get_inputs()]
         want_in = [i.name for i in m.inputs]
         if got_in != want_in:
-            raise ManifestError(f"{self.path}: graph inputs {got_in} differ from the manifest's {want_in}")
+            raise ExportManifestError(f"{self.path}: graph inputs {got_in} differ from the manifest's {want_in}")
         got_out = {o.name for o in self.session.get_outputs()}
         missing = [o for o in m.output_names() if o not in got_out]
         if missing:
-            raise ManifestError(f"{self.path}: manifest outputs {missing} are not in the graph (wrong manifest?)")
+            raise ExportManifestError(f"{self.path}: manifest outputs {missing} are not in the graph (wrong manifest?)")
         ctx = m.head_ctx()
         self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, ctx) for name, spec in m.tasks.items()}
         # Temporal graphs (deploy/streaming.py): this object owns the memory between calls, as the car would.

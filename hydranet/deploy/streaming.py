@@ -64,7 +64,7 @@ def example_state_inputs(model: nn.Module, batch: int) -> tuple[Tensor, ...]:
 
 
 def streaming_input_specs(model: nn.Module, batch: int) -> list[InputSpec]:
-    """Manifest entries for the ego-motion and state inputs."""
+    """ExportManifest entries for the ego-motion and state inputs."""
     specs = [InputSpec(name="T_world_from_ego", shape=[batch, 4, 4], dtype="float32", layout="B,4,4",
                        description="ego pose in the sequence's world frame (ego: x fwd, y left, z up), metres"),
              InputSpec(name="timestamp", shape=[batch], dtype="float32", layout="B",

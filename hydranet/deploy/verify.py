@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hydranet.data.sample import Batch
-from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.tasks.base import Task
 

@@ -118,6 +118,65 @@ def _strip(samples: list) -> Any:
     return collate(samples)
 
 
+@dataclass
+class _Tally:
+    """Per-trigger error counts, the first error messages and score sums of the frames scored so far."""
+
+    errors: dict[str, int]
+    messages: list[str]
+    sums: dict[str, float]
+
+    @classmethod
+    def empty(cls, keys: list[str]) -> _Tally:
+        """Zero counts and sums for ``keys``, no messages."""
+        return cls(dict.fromkeys(keys, 0), [], dict.fromkeys(keys, 0.0))
+
+    def add(self, other: _Tally) -> None:
+        """Fold another rank's tally into this one (messages capped at ``MAX_ERROR_MESSAGES``)."""
+        self.messages += other.messages[: MAX_ERROR_MESSAGES - len(self.messages)]
+        for k in self.errors:
+            self.errors[k] += other.errors[k]
+            self.sums[k] += other.sums[k]
+
+
+def _score_frame(fc: FrameContext, keys: list[str], triggers: list[tuple[Trigger, float]], index: int,
+                 tally: _Tally) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Every trigger's score of one frame, clamped to [0, 1], and its reason. A trigger that raises or
+    returns a non-finite score gets ``None`` and is counted and reported in ``tally``: its bug must not
+    lose the frame."""
+    scores: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
+    for key, (trig, _) in zip(keys, triggers, strict=True):
+        try:
+            s = trig.score(fc)
+            value = float(s.value)
+            if not math.isfinite(value):
+                raise ValueError(f"non-finite score {value}")
+            scores[key], reasons[key] = min(max(value, 0.0), 1.0), s.reason
+            tally.sums[key] += scores[key]  # type: ignore[operator]
+        except Exception as e:  # a trigger's bug must not lose the frame: count it, report it
+            tally.errors[key] += 1
+            scores[key], reasons[key] = None, f"{key} failed: {type(e).__name__}: {e}"
+            if len(tally.messages) < MAX_ERROR_MESSAGES:
+                tally.messages.append(f"{fc.frame_id} (pool index {index}): {reasons[key]}")
+    return scores, reasons
+
+
+def _keep_best(heap: list[tuple[float, int, Candidate]], keep: int, item: tuple[float, int, Candidate]) -> None:
+    """Offer ``item`` (score, tie-breaker, candidate) to the min-heap of the ``keep`` best-scored so far."""
+    if len(heap) < keep:
+        heapq.heappush(heap, item)
+    elif item[0] > heap[0][0]:
+        heapq.heapreplace(heap, item)
+
+
+def _gather_on_rank0(dist: Any, rank: int, world: int, local: Any) -> list[Any] | None:
+    """Every rank's ``local`` (candidates, frame count, tally), in rank order, on rank 0; None elsewhere."""
+    gathered: list[Any] = [None] * world if rank == 0 else []
+    dist.gather_object(local, gathered if rank == 0 else None, dst=0)
+    return gathered if rank == 0 else None
+
+
 def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budget: int, *, oversample: int = 4,
          batch_size: int = 4, num_workers: int = 0, radius: float | None = None, shadow: Any = None,
          limit: int | None = None, exclude: set[int] | frozenset[int] = frozenset(),
@@ -144,9 +203,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
     keep = budget * max(oversample, 1)
     heap: list[tuple[float, int, Candidate]] = []
     tie = itertools.count()
-    errors = dict.fromkeys(keys, 0)
-    messages: list[str] = []
-    sums = dict.fromkeys(keys, 0.0)
+    tally = _Tally.empty(keys)
     loader = DataLoader(Subset(pool, list(block)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_strip)
     done = 0
@@ -158,71 +215,53 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
         ctx = BatchContext(batch, outputs, model, meta, shadow_out, shadow)
         for i in range(len(batch)):
             fc = FrameContext(ctx, i)
-            scores: dict[str, float | None] = {}
-            reasons: dict[str, str] = {}
-            for key, (trig, _) in zip(keys, triggers, strict=True):
-                try:
-                    s = trig.score(fc)
-                    value = float(s.value)
-                    if not math.isfinite(value):
-                        raise ValueError(f"non-finite score {value}")
-                    scores[key], reasons[key] = min(max(value, 0.0), 1.0), s.reason
-                    sums[key] += scores[key]  # type: ignore[operator]
-                except Exception as e:  # a trigger's bug must not lose the frame: count it, report it
-                    errors[key] += 1
-                    scores[key], reasons[key] = None, f"{key} failed: {type(e).__name__}: {e}"
-                    if len(messages) < MAX_ERROR_MESSAGES:
-                        messages.append(f"{fc.frame_id} (pool index {start + i}): {reasons[key]}")
+            scores, reasons = _score_frame(fc, keys, triggers, start + i, tally)
             combined = sum(weights[k] * (v or 0.0) for k, v in scores.items()) / wsum
             cand = Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
                              emb[i].astype(np.float16), meta[i])
-            item = (combined, next(tie), cand)
-            if cand.index in exclude:
-                pass
-            elif len(heap) < keep:
-                heapq.heappush(heap, item)
-            elif combined > heap[0][0]:
-                heapq.heapreplace(heap, item)
+            if cand.index not in exclude:
+                _keep_best(heap, keep, (combined, next(tie), cand))
         done += len(batch)
         if on_progress is not None:
             on_progress(done, len(block))
     cands = [c for _, _, c in heap]
     frames = done
     if distributed:
-        gathered: list[Any] = [None] * world if rank == 0 else []
-        dist.gather_object((cands, frames, errors, messages, sums), gathered if rank == 0 else None, dst=0)
-        if rank != 0:
+        gathered = _gather_on_rank0(dist, rank, world, (cands, frames, tally))
+        if gathered is None:
             return None
-        cands, frames = [], 0
-        errors, messages, sums = dict.fromkeys(keys, 0), [], dict.fromkeys(keys, 0.0)
-        for c, f, e, m, s in gathered:
+        cands, frames, tally = [], 0, _Tally.empty(keys)
+        for c, f, other in gathered:
             cands += c
             frames += f
-            messages += m[: MAX_ERROR_MESSAGES - len(messages)]
-            for k in keys:
-                errors[k] += e[k]
-                sums[k] += s[k]
+            tally.add(other)
     cands.sort(key=lambda c: (-c.score, c.index))
     cands = cands[:keep]
+    queue, sel_radius = _select(cands, budget, radius, weights)
+    means = {k: (tally.sums[k] / max(frames - tally.errors[k], 1)) for k in keys}
+    return MineResult(queue, frames, tally.errors, tally.messages, means, sel_radius, time.perf_counter() - t0,
+                      world)
+
+
+def _select(cands: list[Candidate], budget: int, radius: float | None,
+            weights: dict[str, float]) -> tuple[list[dict[str, Any]], float]:
+    """The queue: ``budget`` candidates picked by ``k_centre`` (score-ordered, spread in embedding space),
+    each with its rank, scores, reason, metadata and nearest earlier pick; and the radius used."""
     if not cands:
-        sel_order, sel = [], None
-    else:
-        sel = k_centre(np.array([c.score for c in cands]), np.stack([c.embedding.astype(np.float32) for c in cands]),
-                       budget, radius)
-        sel_order = sel.order
-    queue = []
-    for rank_i, j in enumerate(sel_order):
+        return [], 0.0
+    sel = k_centre(np.array([c.score for c in cands]), np.stack([c.embedding.astype(np.float32) for c in cands]),
+                   budget, radius)
+    queue: list[dict[str, Any]] = []
+    for rank_i, j in enumerate(sel.order):
         c = cands[j]
-        near = sel.nearest[rank_i] if sel is not None else -1
+        near = sel.nearest[rank_i]
         queue.append({"rank": rank_i + 1, "index": c.index, "frame_id": c.frame_id, "scene_id": c.scene_id,
                       "frame_index": c.frame_index, "score": round(c.score, 6),
                       "scores": {k: (None if v is None else round(v, 6)) for k, v in c.scores.items()},
                       "reason": c.reason(weights), "metadata": c.metadata,
                       "nearest_pick": None if near < 0 else queue[near]["frame_id"],
                       "nearest_distance": None if near < 0 else round(sel.distance[rank_i], 4)})
-    means = {k: (sums[k] / max(frames - errors[k], 1)) for k in keys}
-    return MineResult(queue, frames, errors, messages, means, sel.radius if sel is not None else 0.0,
-                      time.perf_counter() - t0, world)
+    return queue, sel.radius
 
 
 def env_world_size() -> int:

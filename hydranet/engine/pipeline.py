@@ -3,7 +3,7 @@
 ```yaml
 pool: synthetic:pool.yaml         # the unlabelled pool (anything open_dataset takes)
 model: runs/base                  # the model to start from (run or checkpoint directory)
-train_config: configs/small.yaml  # optional; default: the checkpoint's own training config
+train_config: configs/base.yaml   # optional; default: the checkpoint's own training config
 iterations: 3
 mine:   {triggers: "entropy:task=drivable,condition:name=night", budget: 16, oversample: 4}
 label:  {kind: oracle}            # or {kind: auto, teacher: runs/teacher, min_confidence: 0.3}
@@ -22,11 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydranet.config_errors import format_validation_error
 from hydranet.eval.suite import resolve_suite_path
+from hydranet.yaml_files import read_yaml_mapping
 
 
 class PipelineError(ValueError):
@@ -131,14 +131,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     Raises ``PipelineError`` naming the file and field: unreadable file, invalid YAML, not a mapping,
     a validation error, ``label.kind: auto`` without ``teacher``, ``train.mode: heads`` without ``tasks``."""
     p = Path(path)
-    try:
-        tree = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise PipelineError(f"{p}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise PipelineError(f"{p}: not valid YAML ({e})") from None
-    if not isinstance(tree, dict):
-        raise PipelineError(f"{p}: expected a mapping (pool, model, mine, label, train, eval, ...)")
+    tree = read_yaml_mapping(p, PipelineError, "a mapping (pool, model, mine, label, train, eval, ...)")
     try:
         pipe = Pipeline.model_validate({**tree, "path": str(p)})
     except ValidationError as e:

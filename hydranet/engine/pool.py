@@ -21,7 +21,7 @@ from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.data.manifest import ShardError
 from hydranet.data.sample import ALL_LABELS, Batch
 from hydranet.datasets import load_world_config, open_dataset
-from hydranet.deploy.manifest import ManifestError
+from hydranet.deploy.manifest import ExportManifestError
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.world import SyntheticWorld
 
@@ -68,7 +68,7 @@ def load_mining_model(spec: str | Path, device: str = "cpu") -> Any:
 
         try:
             return DeployedModel(path)
-        except (ManifestError, FileNotFoundError, ValueError) as e:
+        except (ExportManifestError, FileNotFoundError, ValueError) as e:
             raise PoolError(f"--model {path}: {e}") from None
 
     try:

@@ -238,7 +238,7 @@ def build_report(model: Any, runs: list[SuiteRun], checks: list[list[Check]], ch
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
 
 
-def write_report(path: str | Path, model: Any, runs: list[SuiteRun], checks: list[list[Check]],
+def write_html_report(path: str | Path, model: Any, runs: list[SuiteRun], checks: list[list[Check]],
                  checkpoint: str = "", samples: int = 4, device: str | torch.device = "cpu") -> int:
     """Write the report atomically; returns its size in bytes."""
     html = build_report(model, runs, checks, checkpoint, samples, device).encode("utf-8")

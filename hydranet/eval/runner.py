@@ -25,7 +25,7 @@ from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frames import FrameMetric
+from hydranet.metrics.frame_records import FrameMetric
 from hydranet.world import SyntheticWorld
 
 

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
 from hydranet.config_errors import format_validation_error
 from hydranet.tasks.base import TASKS
 from hydranet.world.config import WorldConfig
+from hydranet.yaml_files import read_yaml_mapping
 
 # Metrics where smaller is better (everything else: larger is better). Matched on the part before "/".
 LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave", "flicker"})
@@ -81,7 +81,7 @@ class Threshold(BaseModel):
         return f"{self.op} {self.value:g}"
 
 
-class TaskSpec(BaseModel):
+class SuiteTaskSpec(BaseModel):
     """Per-task suite settings: absolute ``thresholds`` per metric and the gate's allowed regression
     ``tolerance`` per metric (>= 0)."""
 
@@ -121,7 +121,7 @@ class Suite(BaseModel):
     # Video: each planned frame is the last of a clip of this many consecutive frames, streamed in order
     # through the model (its memory carries over) and all scored; adds occlusion persistence and flicker.
     sequence: int | None = Field(None, ge=2, le=1000)
-    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    tasks: dict[str, SuiteTaskSpec] = Field(min_length=1)
     # Cameras (rig names) that are dead in every frame: their images are black and the model gets
     # camera_valid False for them (HydraNet.forward), e.g. to check BEV tasks survive a failed camera.
     dead_cameras: list[str] = Field(default_factory=list)
@@ -194,14 +194,7 @@ def _pretty(e: ValidationError) -> str:
 def load_suite(path: str | Path) -> Suite:
     """Read and validate one suite file; errors name the file and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SuiteError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"{path}: a suite must be a YAML mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, SuiteError, "a suite as a YAML mapping")
     data.setdefault("name", path.stem)
     try:
         suite = Suite.model_validate({**data, "path": str(path)})

@@ -9,7 +9,7 @@ from hydranet.metrics.base import Metric
 from hydranet.metrics.depth import DepthMetric
 from hydranet.metrics.detection2d import Detection2DMetric
 from hydranet.metrics.detection3d import Detection3DMetric
-from hydranet.metrics.frames import FrameMetric
+from hydranet.metrics.frame_records import FrameMetric
 from hydranet.metrics.lanes import LaneF1
 from hydranet.metrics.segmentation import SegmentationIoU
 from hydranet.metrics.traffic_light import TrafficLightMetric

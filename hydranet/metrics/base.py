@@ -2,7 +2,7 @@
 
 A metric sees decoded predictions and targets in the label format of its task (see
 ``hydranet.tasks.base.Task.decode``/``targets``) and never the network's raw outputs, so the same
-metric scores a PyTorch model and an exported ONNX graph. ``FrameMetric`` (``frames.py``) is the
+metric scores a PyTorch model and an exported ONNX graph. ``FrameMetric`` (``frame_records.py``) is the
 implementation every built-in metric uses.
 """
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frames import FrameMetric, safe_div
+from hydranet.metrics.frame_records import FrameMetric, safe_div
 from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
 

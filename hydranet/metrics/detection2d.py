@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frames import FrameMetric, as_numpy, nanmean, require
+from hydranet.metrics.frame_records import FrameMetric, as_numpy, nanmean, require
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)

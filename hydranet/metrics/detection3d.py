@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frames import FrameMetric, as_numpy, nanmean, require
+from hydranet.metrics.frame_records import FrameMetric, as_numpy, nanmean, require
 
 DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 TP_THRESHOLD = 2.0

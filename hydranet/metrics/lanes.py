@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hydranet.data.sample import LANE_KINDS
-from hydranet.metrics.frames import FrameMetric, safe_div
+from hydranet.metrics.frame_records import FrameMetric, safe_div
 from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
 

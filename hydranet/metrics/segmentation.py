@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frames import FrameMetric, nanmean, safe_div
+from hydranet.metrics.frame_records import FrameMetric, nanmean, safe_div
 
 
 def to_tensor(x: Any, where: str) -> Tensor:

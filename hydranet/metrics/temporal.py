@@ -37,7 +37,7 @@ import numpy as np
 from hydranet.data.sample import LIGHT_STATES
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection3d import TP_THRESHOLD, Detection3DMetric
-from hydranet.metrics.frames import as_numpy, safe_div
+from hydranet.metrics.frame_records import as_numpy, safe_div
 from hydranet.metrics.traffic_light import TrafficLightMetric, greedy_match
 
 TEMPORAL_KEYS_3D = ("occluded_recall", "visible_recall", "occluded_objects", "flicker")

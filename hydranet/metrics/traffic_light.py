@@ -28,7 +28,7 @@ import numpy as np
 from hydranet.data.sample import LIGHT_STATES
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection2d import box_iou
-from hydranet.metrics.frames import FrameMetric, as_numpy, require, safe_div
+from hydranet.metrics.frame_records import FrameMetric, as_numpy, require, safe_div
 
 
 def greedy_match(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray, thr: float) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec, register_label
+from hydranet.data.labels import LabelSpec, known_labels, register_label
 from hydranet.data.sample import Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics.base import Metric
@@ -45,8 +45,9 @@ class Task(ABC):
     name: ClassVar[str]
     space: ClassVar[Literal["camera", "bev"]]
     label: ClassVar[str]  # the Sample label this task learns from
-    # How that label is stored (dense/ragged, shape, vocabulary); registered with the task, so a new
-    # label needs no edit in hydranet.data. None: the label is declared elsewhere (another task, data).
+    # How a NEW label is stored (dense/ragged, shape, vocabulary); registered with the task, so a plug-in
+    # label needs no edit in hydranet.data. None: the label is already declared (the built-in labels are
+    # part of the Sample contract in hydranet.data.labels, or another task declared it).
     label_spec: ClassVar[LabelSpec | None] = None
     # Higher is better for the headline metric (first key of Metric.compute)?
     higher_is_better: ClassVar[bool] = True
@@ -96,8 +97,9 @@ def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: add a ``Task`` subclass to ``TASKS`` under ``cls.name`` and register its
     ``label_spec`` with ``hydranet.data.labels`` (owner task filled in). Returns ``cls`` unchanged.
 
-    Raises ``ValueError`` when another class already holds ``cls.name``, or when
-    ``cls.label_spec.name`` differs from ``cls.label``."""
+    Raises ``ValueError`` when another class already holds ``cls.name``, when
+    ``cls.label_spec.name`` differs from ``cls.label``, or when the task has no ``label_spec`` and its
+    label is not declared (a typo in ``label`` fails here, not at the first batch)."""
     if cls.name in TASKS and TASKS[cls.name] is not cls:
         first = TASKS[cls.name].__module__
         raise ValueError(f"task '{cls.name}' registered twice ({first}, {cls.__module__})")
@@ -106,6 +108,9 @@ def register_task(cls: type[Task]) -> type[Task]:
         if cls.label_spec.name != cls.label:
             raise ValueError(f"task '{cls.name}': label_spec is for '{cls.label_spec.name}', label is '{cls.label}'")
         register_label(replace(cls.label_spec, task=cls.label_spec.task or cls.name))
+    elif cls.label not in known_labels():
+        raise ValueError(f"task '{cls.name}' learns from label '{cls.label}', which is not declared "
+                         f"(known: {sorted(known_labels())}): give the task a label_spec")
     return cls
 
 

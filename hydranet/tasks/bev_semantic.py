@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import BEV_CLASSES, Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
@@ -71,8 +70,6 @@ class BevSemantic(OptionsTask):
     name = "bev_semantic"
     space = "bev"
     label = "bev_semantic"
-    label_spec = LabelSpec("bev_semantic", "dense", "[C, R, C']", "uint8", "multi-label BEV map on the BevGrid",
-                           vocabulary=BEV_CLASSES)
     Options = BevSemanticOptions
     classes: tuple[str, ...] = BEV_CLASSES
 

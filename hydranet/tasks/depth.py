@@ -20,7 +20,6 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import Batch
 from hydranet.metrics import DepthMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
@@ -57,9 +56,6 @@ class Depth(CameraTask):
 
     name = "depth"
     label = "depth"
-    label_spec = LabelSpec("depth", "dense", "[N, H, W]", "float32",
-                           "z-depth in metres along the camera axis; 0 = no target (sky, or no lidar return: "
-                           "sparse lidar depth is this map with zeros where no point projects)", per_camera=True)
     higher_is_better = False  # headline metric is AbsRel
     Options = DepthOptions
 

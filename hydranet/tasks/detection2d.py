@@ -17,7 +17,6 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.metrics import Detection2DMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
@@ -51,10 +50,6 @@ class Detection2D(CameraTask):
     # centres would share a cell. One shared 3×3 stem keeps it as cheap as stride 8 with per-output branches.
     preferred_stride = 4
     label = "detection2d"
-    label_spec = LabelSpec("detection2d", "ragged", "boxes [M,4] (x1,y1,x2,y2 px), classes [M], camera [M], "
-                           "visible [M], track_id [M]",
-                           "float32/int64", "2D boxes per camera; visible = visible fraction 0..1",
-                           fields=("boxes", "classes", "camera"), pixel_fields=("boxes",), vocabulary=OBJECT_CLASSES)
     Options = Detection2DOptions
     classes: tuple[str, ...] = OBJECT_CLASSES
 

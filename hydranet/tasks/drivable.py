@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
@@ -48,7 +47,6 @@ class Drivable(CameraTask):
 
     name = "drivable"
     label = "drivable"
-    label_spec = LabelSpec("drivable", "dense", "[N, H, W]", "uint8", "1 = drivable road surface", per_camera=True)
     Options = DrivableOptions
 
     def build_head(self, ctx: HeadContext) -> nn.Module:

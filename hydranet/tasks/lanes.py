@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LANE_KINDS, Batch
 from hydranet.metrics import LaneF1, Metric
 from hydranet.tasks.base import HeadContext, register_task
@@ -65,9 +64,6 @@ class Lanes(CameraTask):
 
     name = "lanes"
     label = "lanes"
-    label_spec = LabelSpec("lanes", "dense", "[N, H, W]", "uint8", "0 none, 1 dashed, 2 solid, 3 road edge",
-                           per_camera=True,
-                           vocabulary=LANE_KINDS)
     Options = LanesOptions
     kinds: tuple[str, ...] = LANE_KINDS
 

@@ -18,7 +18,6 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import OBJECT_CLASSES, Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
@@ -141,11 +140,6 @@ class Objects3D(OptionsTask):
     name = "objects3d"
     space = "bev"
     label = "objects3d"
-    label_spec = LabelSpec("objects3d", "ragged", "boxes [M,7] (x,y,z,l,w,h,yaw ego), velocity [M,2], "
-                           "classes [M], track_id [M]",
-                           "float32/int64", "3D boxes in the ego frame, metres/radians, velocity m/s",
-                           fields=("boxes", "classes"), vocabulary=OBJECT_CLASSES,
-                           nan_fields=("velocity",))
     Options = Objects3DOptions
     classes: tuple[str, ...] = OBJECT_CLASSES
 
@@ -249,7 +243,7 @@ class Objects3D(OptionsTask):
         return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
                                          range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
                                          grid_extent=(*grid.x_range, *grid.y_range),
-                                         min_visible=self.cfg.min_visible, visible_threshold=self.cfg.min_visible)
+                                         min_visible=self.cfg.min_visible)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty

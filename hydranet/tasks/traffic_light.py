@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec
 from hydranet.data.sample import LIGHT_STATES, Batch
 from hydranet.metrics import Metric
 from hydranet.metrics.temporal import TemporalTrafficLightMetric
@@ -60,9 +59,6 @@ class TrafficLight(CameraTask):
     name = "traffic_light"
     preferred_stride = 4
     label = "traffic_light"
-    label_spec = LabelSpec("traffic_light", "ragged", "boxes [L,4], camera [L], state [L], lane [L], track_id [L]",
-                           "float32/int64", "traffic lights: box px, state (LIGHT_STATES), governed lane",
-                           fields=("boxes", "camera", "state"), pixel_fields=("boxes",), vocabulary=LIGHT_STATES)
     Options = TrafficLightOptions
     states: tuple[str, ...] = LIGHT_STATES
 

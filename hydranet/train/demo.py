@@ -30,7 +30,7 @@ from hydranet.eval.sequence import evaluate_sequences, scene_runs
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import open_source
-from hydranet.train.report import contact_sheet, draw_predictions, write_report
+from hydranet.train.report import contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
 from hydranet.world.config import load_world_config
 from hydranet.world.generate import generate
@@ -84,6 +84,35 @@ def _finished(train_dir: Path) -> bool:
     return s.get("steps") is not None and s.get("steps") == s.get("planned_steps")
 
 
+def _train_or_reuse(cfg: Config, train_dir: Path, retrain: bool, console: Console) -> dict[str, Any]:
+    """The training summary of the run in ``train_dir``: reused when finished with the same config, resumed
+    when interrupted, trained afresh when the config changed or ``retrain``."""
+    saved = train_dir / "config.yaml"
+    changed = saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(cfg)
+    if (retrain or changed) and train_dir.exists():
+        if changed and not retrain:
+            console.print(f"  the config differs from the run in {train_dir}: training afresh")
+        shutil.rmtree(train_dir)
+    if _finished(train_dir):
+        console.print(f"  reusing the finished training run in {train_dir} (--retrain trains again)")
+        return json.loads((train_dir / "train_summary.json").read_text())
+    resume = (train_dir / "checkpoints" / "latest.json").exists()
+    return run_training(cfg, train_dir, resume=resume, console=console)
+
+
+def _stream_video(model: Any, eval_set: Any, n_eval: int, out: Path, console: Console) -> None:
+    """A temporal model: stream the held-out scenes through its memory, write ``out/video.json`` and print
+    the objects3d video figures (mAP, mAVE, occluded recall, flicker)."""
+    with console.status("streaming the held-out scenes through the video memory ..."):
+        video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(model.task_objects))
+    (out / "video.json").write_text(json.dumps(video, indent=1, default=float))
+    o = video.get("objects3d", {})
+    nan = float("nan")
+    console.print(f"  video (streamed): objects3d mAP {o.get('map', nan):.3f}  mAVE {o.get('ave', nan):.2f} m/s"
+                  f"  occluded recall {o.get('occluded_recall', nan):.3f}  flicker {o.get('flicker', nan):.3f}"
+                  f" -> {out / 'video.json'}")
+
+
 def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None = None, retrain: bool = False,
              pictures: int | None = None, console: Console | None = None) -> dict[str, Any]:
     """``hydranet demo``: render the data, train (reuse or resume a run in ``out``), evaluate trained vs untrained
@@ -106,18 +135,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     out.mkdir(parents=True, exist_ok=True)
     cfg = materialise_shards(cfg, out / "data", console)
     train_dir = out / "train"
-    saved = train_dir / "config.yaml"
-    changed = saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(cfg)
-    if (retrain or changed) and train_dir.exists():
-        if changed and not retrain:
-            console.print(f"  the config differs from the run in {train_dir}: training afresh")
-        shutil.rmtree(train_dir)
-    if _finished(train_dir):
-        console.print(f"  reusing the finished training run in {train_dir} (--retrain trains again)")
-        summary = json.loads((train_dir / "train_summary.json").read_text())
-    else:
-        resume = (train_dir / "checkpoints" / "latest.json").exists()
-        summary = run_training(cfg, train_dir, resume=resume, console=console)
+    summary = _train_or_reuse(cfg, train_dir, retrain, console)
     t_trained = time.perf_counter()
 
     model, _ = load_model(train_dir)
@@ -145,15 +163,8 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
             "threads": threads, "global_batch": cfg.train.batch_size * cfg.train.grad_accum,
             "total_seconds": time.perf_counter() - t_start, "config": str(config)}
     if getattr(model, "is_temporal", False):  # video: stream the held-out scenes through the memory
-        with console.status("streaming the held-out scenes through the video memory ..."):
-            video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(tasks))
-        (out / "video.json").write_text(json.dumps(video, indent=1, default=float))
-        o = video.get("objects3d", {})
-        nan = float("nan")
-        console.print(f"  video (streamed): objects3d mAP {o.get('map', nan):.3f}  mAVE {o.get('ave', nan):.2f} m/s"
-                      f"  occluded recall {o.get('occluded_recall', nan):.3f}  flicker {o.get('flicker', nan):.3f}"
-                      f" -> {out / 'video.json'}")
-    md, js = write_report(out, results, baseline, tasks, summary, meta)
+        _stream_video(model, eval_set, n_eval, out, console)
+    md, js = write_metrics_report(out, results, baseline, tasks, summary, meta)
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)
     console.print(f"[bold green]demo done[/] in {meta['total_seconds']:.0f}s "

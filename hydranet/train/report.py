@@ -123,7 +123,7 @@ def metrics_table(results: dict[str, dict[str, float]], baseline: dict[str, dict
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, results: dict, baseline: dict | None, tasks: dict[str, Task],
+def write_metrics_report(out_dir: Path, results: dict, baseline: dict | None, tasks: dict[str, Task],
                  summary: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``out_dir/metrics.md`` (trained vs untrained table, ``metrics_table``) and ``out_dir/metrics.json``
     (``results``, ``baseline``, the training ``summary`` and ``meta``); returns both paths."""

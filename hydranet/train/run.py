@@ -24,13 +24,13 @@ import torch
 import yaml
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint
-from hydranet.compat import check_config_data
 from hydranet.console import make_console
 from hydranet.model import create_model
-from hydranet.train import distributed as D
+from hydranet.source_layouts import check_config_data
+from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, config_to_dict
-from hydranet.train.data import build_train_data
+from hydranet.train.data import TrainData, build_train_data
 from hydranet.train.trainer import Trainer
 
 
@@ -91,24 +91,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         if resumed and trainer.step >= tc.steps:  # finished: write nothing (no duplicate final checkpoint)
             return finish_already_finished(trainer, info, console)
         if info.is_main:
-            sizes = {t: len(v) for t, v in data.index_lists.items()}
-            console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "
-                          f"global batch={tc.batch_size * tc.grad_accum * info.world_size} "
-                          f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
-            console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
-                          f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
-            if data.groups is not None:
-                console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
-            if trainer.frozen:
-                console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
-            if note:
-                console.print(f"  {note}")
-            if trainer.resume_note:
-                console.print(f"  [yellow]{trainer.resume_note}")
-            if resumed:
-                console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
-            elif resume:
-                console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
+            _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
         summary = trainer.fit()
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
@@ -117,7 +100,32 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     return summary
 
 
-def finish_already_finished(trainer: Trainer, info: D.DistInfo, console: Any) -> dict[str, Any]:
+def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path, device: torch.device,
+                 note: str | None, resume: bool, resumed: bool) -> None:
+    """The lines a run starts with: device, global batch, data per task, scheduler and balancing, rigs,
+    frozen modules, where the weights came from and where the run resumed."""
+    tc, info = trainer.tc, trainer.dist
+    sizes = {t: len(v) for t, v in data.index_lists.items()}
+    console.print(f"[bold]hydranet train[/] -> {out_dir}  device={device} world_size={info.world_size} "
+                  f"global batch={tc.batch_size * tc.grad_accum * info.world_size} "
+                  f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
+    console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
+                  f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+    if data.groups is not None:
+        console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
+    if trainer.frozen:
+        console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
+    if note:
+        console.print(f"  {note}")
+    if trainer.resume_note:
+        console.print(f"  [yellow]{trainer.resume_note}")
+    if resumed:
+        console.print(f"  resumed at step {trainer.step} (skipped steps so far: {trainer.skipped_steps})")
+    elif resume:
+        console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
+
+
+def finish_already_finished(trainer: Trainer, info: distributed.DistInfo, console: Any) -> dict[str, Any]:
     """A resumed run that is already at ``train.steps``: write nothing (no second final checkpoint, no new
     ``train_summary.json``), print one line on rank 0 and return the trainer's ``already_finished`` summary."""
     summary = trainer.fit()  # returns at once: the trainer sees it is finished
@@ -135,7 +143,7 @@ LOCK_NAME = "run.lock"
 
 
 @contextmanager
-def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
+def run_lock(out_dir: Path, info: distributed.DistInfo) -> Iterator[None]:
     """Hold ``OUT/run.lock`` (``filelock``, released by the OS if the holder dies) for the whole run.
 
     Only rank 0 takes it (all ranks of one torchrun job share the directory); the outcome is
@@ -157,7 +165,7 @@ def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
                 holder = (out_dir / f"{LOCK_NAME}.pid").read_text().strip() or "unknown"
             except OSError:
                 holder = "unknown"
-    busy = D.all_reduce_sum(torch.tensor([float(holder is not None)])).item() > 0
+    busy = distributed.all_reduce_sum(torch.tensor([float(holder is not None)])).item() > 0
     if busy:
         raise RunLockedError(f"{out_dir} is in use by another hydranet process (pid {holder or 'see rank 0'}, "
                              f"lock {out_dir / LOCK_NAME}); wait for it to finish or choose another --out")
@@ -170,7 +178,7 @@ def run_lock(out_dir: Path, info: D.DistInfo) -> Iterator[None]:
 
 
 @contextmanager
-def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple[torch.device, D.DistInfo]]:
+def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple[torch.device, distributed.DistInfo]]:
     """Threads, device, process group and the run-directory lock for one run; refuses to overwrite a
     finished run or to share the directory with a running one.
 
@@ -178,8 +186,8 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = D.select_device(tc.device)
-    info = D.init_distributed(device, tc.dist_timeout_s)
+    device = distributed.select_device(tc.device)
+    info = distributed.init_distributed(device, tc.dist_timeout_s)
     try:
         with run_lock(out_dir, info):
             latest = out_dir / "checkpoints" / "latest.json"
@@ -188,17 +196,17 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
                                       "or choose another --out")
             yield device, info
     except BaseException:
-        D.shutdown(clean=False)
+        distributed.shutdown(clean=False)
         raise
-    D.shutdown()
+    distributed.shutdown()
 
 
-def write_run_config(cfg: Config, out_dir: Path, info: D.DistInfo) -> None:
+def write_run_config(cfg: Config, out_dir: Path, info: distributed.DistInfo) -> None:
     """Rank 0 writes the resolved config beside the run; every rank waits for it."""
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    D.barrier()
+    distributed.barrier()
 
 
 def in_torchrun() -> bool:

@@ -11,7 +11,8 @@ A non-finite loss or gradient on any rank skips the whole step on every rank (th
 all-reduced), and the skip is counted, logged and checkpointed; BatchNorm running statistics the
 skipped forward passes moved are restored. ``train.max_consecutive_skips`` skips in a row stop the
 run with ``NonFiniteTrainingError`` naming the step and the tasks. Rank 0 alone logs (TensorBoard +
-rich progress bar with per-task losses) and writes checkpoints.
+rich progress bar with per-task losses) and writes checkpoints (what a checkpoint of a run holds, and
+how resume restores it exactly, is ``training_state.py``).
 
 ``Trainer.forward`` is the one place the model is called, so sub-graph training can substitute
 ``model.forward_from_features`` on cached features without touching the loop.
@@ -33,28 +34,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from hydranet.checkpoint import (
-    CheckpointError,
-    b64_tensor,
-    load_checkpoint,
-    load_latest_valid,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from hydranet.data.sample import Batch, collate
 from hydranet.eval.loop import dataset_batches, evaluate
 from hydranet.tasks.base import Task
-from hydranet.train import distributed as D
+from hydranet.train import distributed
 from hydranet.train.balancing import create_balancer
-from hydranet.train.config import Config, config_to_dict
+from hydranet.train.config import Config
 from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.precision import autocast, use_bf16
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
 from hydranet.train.sync_batchnorm import convert_sync_batchnorm
+from hydranet.train.training_state import resume_training_state, save_training_state
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -103,11 +94,11 @@ class Trainer:
                  index_lists: dict[str, np.ndarray] | None = None, eval_set: Dataset | None = None,
                  frozen: list[str] | None = None, model_config: dict[str, Any] | None = None,
                  groups: np.ndarray | None = None,
-                 dist_info: D.DistInfo | None = None, device: torch.device | None = None,
+                 dist_info: distributed.DistInfo | None = None, device: torch.device | None = None,
                  progress: bool = True) -> None:
         self.cfg, self.tc = cfg, cfg.train
         self.out_dir = Path(out_dir)
-        self.dist = dist_info or D.DistInfo()
+        self.dist = dist_info or distributed.DistInfo()
         self.device = device or torch.device("cpu")
         if self.tc.sync_batchnorm and self.dist.enabled:
             model = convert_sync_batchnorm(model, self.device)
@@ -157,9 +148,9 @@ class Trainer:
         self.resumed_from: Path | None = None  # the checkpoint resume() loaded
         self.history: list[dict[str, Any]] = []
         self.eval_history: list[dict[str, Any]] = []
-        D.broadcast_module(model)  # every rank starts from rank 0's weights
+        distributed.broadcast_module(model)  # every rank starts from rank 0's weights
         # DDP unless the strategy combines per-task gradients (PCGrad/GradNorm reduce them themselves)
-        self.ddp = D.wrap_ddp(self.model) if self.dist.enabled and not self.balancer.per_task_grads else None
+        self.ddp = distributed.wrap_ddp(self.model) if self.dist.enabled and not self.balancer.per_task_grads else None
         self.balancer.model_reduced_by_ddp = self.ddp is not None
 
     # -- model call and modes ------------------------------------------------------------------
@@ -227,7 +218,7 @@ class Trainer:
             candidates = self._micro_tasks(scheduled)
             local = torch.tensor([float(batch.present.get(self.tasks[t].label, torch.zeros(1, dtype=torch.bool)).sum())
                                   for t in candidates])
-            counts = D.all_reduce_sum(local.to(self.device)).cpu()
+            counts = distributed.all_reduce_sum(local.to(self.device)).cpu()
             run = [t for t, c in zip(candidates, counts.tolist(), strict=True) if c > 0]
             if bad or not run:
                 continue
@@ -246,7 +237,7 @@ class Trainer:
                 values = torch.stack([v.detach() for v in losses.values()])
                 flags = torch.zeros(len(self.train_tasks), device=self.device)
                 flags[[self.train_tasks.index(t) for t in losses]] = (~torch.isfinite(values)).float()
-                flags = D.all_reduce_sum(flags).cpu()  # which tasks were non-finite on any rank
+                flags = distributed.all_reduce_sum(flags).cpu()  # which tasks were non-finite on any rank
                 if flags.any():
                     bad = True
                     nonfinite.update(t for t, f in zip(self.train_tasks, flags.tolist(), strict=True) if f > 0)
@@ -260,10 +251,20 @@ class Trainer:
             active.update(run)
 
         if self.ddp is not None and unreduced:  # the last micro-step ran no backward (skipped or unlabelled)
-            D.flush_ddp(self.ddp, self.trainable)
+            distributed.flush_ddp(self.ddp, self.trainable)
+        grad_norm, lr, bad = self._apply_or_skip(bad, sorted(active), nonfinite, buffers)
+        return {"step": self.step, "lr": lr, "grad_norm": grad_norm, "loss": total, "skipped": bad,
+                "task_loss": task_loss, "task_n": task_n}
+
+    def _apply_or_skip(self, bad: bool, active: list[str], nonfinite: set[str],
+                       buffers: list[Tensor]) -> tuple[float, float, bool]:
+        """End of an optimizer step: reduce, clip and apply the accumulated gradients, or (``bad``, or a
+        non-finite gradient norm) skip the step, restoring the BatchNorm ``buffers`` saved before it.
+        Returns ``(grad_norm, lr, skipped)``; raises ``NonFiniteTrainingError`` after
+        ``train.max_consecutive_skips`` skipped steps in a row."""
         grad_norm = float("nan")
         if not bad:
-            self.balancer.reduce(self.step, sorted(active))
+            self.balancer.reduce(self.step, active)
             clip = self.tc.clip_grad_norm if self.tc.clip_grad_norm is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, clip))
             bad = not math.isfinite(grad_norm)  # identical on every rank: gradients are reduced
@@ -283,7 +284,7 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.balancer.zero_grad(set_to_none=True)
-        D.broadcast_module(self.model, buffers_only=True)  # BatchNorm statistics stay in step, as DDP does
+        distributed.broadcast_module(self.model, buffers_only=True)  # BatchNorm statistics stay in step, as DDP does
         self.step += 1
         if self.consecutive_skips >= self.tc.max_consecutive_skips:
             cause = (f"non-finite losses of tasks {sorted(self.nonfinite_tasks)}" if self.nonfinite_tasks
@@ -291,8 +292,7 @@ class Trainer:
             raise NonFiniteTrainingError(
                 f"step {self.step}: {self.consecutive_skips} consecutive steps skipped (train.max_consecutive_skips="
                 f"{self.tc.max_consecutive_skips}) because of {cause}; the last good checkpoint is in {self.ckpt_dir}")
-        return {"step": self.step, "lr": lr, "grad_norm": grad_norm, "loss": total, "skipped": bad,
-                "task_loss": task_loss, "task_n": task_n}
+        return grad_norm, lr, bad
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -302,61 +302,13 @@ class Trainer:
         return self.out_dir / "checkpoints"
 
     def save(self) -> Path | None:
-        """Rank 0 writes; every rank takes part in gathering the RNG states (exact resume)."""
-        states = D.all_gather_tensor(torch.get_rng_state().to(self.device))
-        rngs = [{**rng_state(), "torch": b64_tensor(s)} for s in states]
-        path = None
-        if self.dist.is_main:
-            opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self.param_names)
-            opt_tensors |= {f"balancer.{k}": v for k, v in self.balancer.state_dict().items()}
-            state = {
-                "step": self.step, "skipped_steps": self.skipped_steps,
-                "consecutive_skips": self.consecutive_skips, "nonfinite_tasks": sorted(self.nonfinite_tasks),
-                "config": config_to_dict(self.cfg),
-                "model_config": self.model_config, "train_tasks": self.train_tasks, "frozen": self.frozen,
-                "scheduler": self.scheduler.state_dict(), "rng": rngs, "world_size": self.dist.world_size,
-                "optimizer": opt_meta, "balancing": self.tc.balancing.kind,
-                "balancer_weights": self.balancer.weights(), "eval": self.eval_history[-1:] or None,
-            }
-            path = save_checkpoint(self.ckpt_dir / f"step_{self.step:08d}", self.model, state, opt_tensors,
-                                   keep=self.tc.keep_checkpoints)
-        D.barrier()
-        return path
+        """Checkpoint the run at ``step_XXXXXXXX`` (``training_state.save_training_state``); rank 0 writes."""
+        return save_training_state(self)
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path``, or from this run's newest *valid* checkpoint; False if the run has none.
-
-        A corrupt newest checkpoint is never a silent restart: the newest valid one is used and
-        ``resume_note`` says so in one line, or ``CheckpointError`` names every file when none loads."""
-        if path is not None:
-            ckpt = load_checkpoint(path, map_location=self.device)
-        else:
-            found, self.resume_note = load_latest_valid(self.ckpt_dir, map_location=self.device,
-                                                        quarantine=self.dist.is_main)
-            if found is None:
-                return False
-            ckpt = found
-        where = ckpt.path
-        try:
-            self.model.load_state_dict(ckpt.model, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{where}: weights do not match this model ({e})") from None
-        bal = {k[len("balancer."):]: v for k, v in ckpt.optimizer.items() if k.startswith("balancer.")}
-        self.balancer.load_state_dict(bal, strict=True)
-        opt = {k: v for k, v in ckpt.optimizer.items() if not k.startswith("balancer.")}
-        optimizer_from_tensors(self.optimizer, opt, ckpt.state["optimizer"], self.param_names, str(where))
-        self.scheduler.load_state_dict(ckpt.state["scheduler"])
-        self.step = int(ckpt.state["step"])
-        self.skipped_steps = int(ckpt.state["skipped_steps"])
-        self.consecutive_skips = int(ckpt.state.get("consecutive_skips", 0))
-        self.nonfinite_tasks = set(ckpt.state.get("nonfinite_tasks", []))
-        self.resumed_from = Path(where)
-        rngs = ckpt.state["rng"]
-        if len(rngs) == self.dist.world_size:
-            set_rng_state(rngs[self.dist.rank])
-        else:  # a different number of ranks: data order is unaffected, only dropout-style randomness
-            torch.manual_seed(self.tc.seed + 7919 * self.dist.rank + self.step)
-        return True
+        """Continue from ``path``, or from this run's newest *valid* checkpoint; False if the run has none
+        (``training_state.resume_training_state``: a corrupt newest checkpoint is never a silent restart)."""
+        return resume_training_state(self, path)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -388,7 +340,7 @@ class Trainer:
                 window["loss"] += out["task_loss"]
                 window["n"] += out["task_n"]
                 if self.step % self.tc.log_every == 0 or self.step == self.tc.steps:
-                    sums = D.all_reduce_sum(torch.cat([window["loss"], window["n"]]).to(self.device)).cpu()
+                    sums = distributed.all_reduce_sum(torch.cat([window["loss"], window["n"]]).to(self.device)).cpu()
                     k = len(self.train_tasks)
                     means = {t: float(sums[i] / sums[k + i]) for i, t in enumerate(self.train_tasks) if sums[k + i] > 0}
                     rate = samples / max(1e-9, time.perf_counter() - t0)
@@ -421,7 +373,8 @@ class Trainer:
         if self.tc.time_limit_s is None:
             return False
         late = float(self.dist.is_main and time.perf_counter() - t0 > self.tc.time_limit_s)
-        return bool(D.all_reduce_sum(torch.tensor([late], device=self.device)).item() > 0)  # rank 0's clock decides
+        # rank 0's clock decides
+        return bool(distributed.all_reduce_sum(torch.tensor([late], device=self.device)).item() > 0)
 
     @torch.no_grad()
     def evaluate(self, max_batches: int | None = None) -> dict[str, dict[str, float]]:

@@ -7,15 +7,14 @@ or ``"random"``, in which case each *scene* draws its own value from its seed.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import ALL_LABELS
 from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, GridConfig, Rig
+from hydranet.yaml_files import read_yaml_mapping
 
 Lighting = Literal["day", "dusk", "night"]
 Layout = Literal["straight", "curve", "intersection"]
@@ -173,14 +172,7 @@ def load_world_config(source: Any = None, overrides: dict[str, Any] | None = Non
         data = dict(source)
     else:
         where = str(source)
-        try:
-            data = yaml.safe_load(Path(source).read_text()) or {}
-        except OSError as e:
-            raise ValueError(f"{where}: cannot read ({e.strerror})") from e
-        except yaml.YAMLError as e:
-            raise ValueError(f"{where}: not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of WorldConfig fields, got {type(data).__name__}")
+        data = read_yaml_mapping(source, ValueError, "a mapping of WorldConfig fields", empty={})
         if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
             data, _ = training_world(data, dataset, where)
         elif isinstance(data.get("world"), dict):  # a file with a world section

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hydranet.data.sample import Sample
-from hydranet.world import labels as L
+from hydranet.world import labels as world_labels
 from hydranet.world.config import WorldConfig
 from hydranet.world.render import render_frame
 from hydranet.world.scene import Scene, generate_scene
@@ -96,23 +96,23 @@ class SyntheticWorld(Dataset):
         labels: dict[str, Any] = {}
         det = None
         if want & {"detection2d", "traffic_light", "objects3d"}:
-            det = L.detection2d(frame, out, cfg.min_visible_pixels, cfg.min_visible_fraction)
+            det = world_labels.detection2d(frame, out, cfg.min_visible_pixels, cfg.min_visible_fraction)
             if "detection2d" in want:
                 labels["detection2d"] = det
             if "traffic_light" in want:
-                labels["traffic_light"] = L.traffic_lights(frame, det, self._T[:, :2, 3])
-        objects = L.objects3d(frame, det) if want & {"objects3d", "bev_semantic"} else None
+                labels["traffic_light"] = world_labels.traffic_lights(frame, det, self._T[:, :2, 3])
+        objects = world_labels.objects3d(frame, det) if want & {"objects3d", "bev_semantic"} else None
         if "objects3d" in want:
             labels["objects3d"] = objects
         dense = {"lanes": out.lanes, "drivable": out.drivable, "depth": out.depth.float(), "semantic": out.semantic,
                  "instance": out.instance}
         labels |= {k: v for k, v in dense.items() if k in want}
         if "lane_lines" in want:
-            labels["lane_lines"] = L.lane_lines(frame)
+            labels["lane_lines"] = world_labels.lane_lines(frame)
         if "bev_semantic" in want:
-            labels["bev_semantic"] = L.bev_semantic(frame, objects, self.grid)
+            labels["bev_semantic"] = world_labels.bev_semantic(frame, objects, self.grid)
         if "ego_path" in want:
-            labels["ego_path"] = L.ego_path(frame, cfg.path_steps, cfg.rate_hz)
+            labels["ego_path"] = world_labels.ego_path(frame, cfg.path_steps, cfg.rate_hz)
         sample = Sample(images=out.images, intrinsics=self._K.clone(), T_ego_from_cam=self._T.clone(),
                         T_world_from_ego=out.T_world_from_ego.float(), timestamp=t,
                         scene_id=f"world-{cfg.seed}-{scene.index:06d}", camera_names=self.camera_names,

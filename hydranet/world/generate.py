@@ -28,7 +28,7 @@ import torch
 
 import hydranet
 from hydranet.data.codec import IMAGE_FORMATS, CodecError, encode_sample
-from hydranet.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardError, read_manifest
+from hydranet.data.manifest import MANIFEST_NAME, ShardError, ShardManifest, ShardManifestError, read_manifest
 from hydranet.data.shards import ShardWriter, sample_key
 from hydranet.world.config import WorldConfig
 from hydranet.world.dataset import GENERATOR_VERSION, SyntheticWorld
@@ -39,7 +39,7 @@ class GenerateResult:
     """What ``generate`` did: the dataset's ``manifest``, its ``root`` directory, and whether an identical
     dataset was already there (``up_to_date``: nothing written).
     """
-    manifest: Manifest
+    manifest: ShardManifest
     up_to_date: bool  # True: an identical dataset was already there and nothing was written
     root: Path
 
@@ -50,14 +50,14 @@ def source_record(world_config: Any, frames: int, shard_size: int, image_format:
             "image_format": image_format, "world_config": world_config.model_dump(mode="json")}
 
 
-def check_existing(out: Path, source: dict[str, Any]) -> Manifest | None:
+def check_existing(out: Path, source: dict[str, Any]) -> ShardManifest | None:
     """The manifest if ``out`` already holds exactly this dataset, complete; None if ``out`` has no dataset.
     Raises ``ShardError`` if it holds a different one (the caller decides about ``--force``)."""
     if not (out / MANIFEST_NAME).exists():
         return None
     try:
         m = read_manifest(out)
-    except ManifestError:
+    except ShardManifestError:
         return None  # unreadable manifest: treat as an unfinished run and regenerate
     if m.source != source or m.generator.get("version") != hydranet.__version__:
         diff = _first_difference(m.source, source) if m.source != source else \

@@ -71,110 +71,142 @@ def populate(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: Road
     ``"yellow"``) and ``queue`` the vehicles already stopped ahead of the ego at a red light.
     Deterministic for a given ``rng`` state.
     """
-    ids = _Ids()
-    agents: list[Agent] = []
-    u0, u1 = ego.s_at(0.0), ego.s_at(duration)
-    lo, hi = u0 - 75.0, u1 + 75.0
-    red = mode in ("stop", "wait", "yellow")  # the ego's approach gets (or has) a red light
-    t_brake = ego.t_brake if mode == "yellow" else 0.0
-    cross = layout.cross_u
-    hw, hw2 = layout.half_width, layout.cross_half_width
-    mean_gap = 40.0 / cfg.traffic_density if cfg.traffic_density > 0 else math.inf
-    v_flow = max(ego.v, rng.uniform(*cfg.ego_speed), 3.0)
+    traffic = _Traffic(rng, cfg, layout, ego, mode, duration)
+    for lane in range(layout.lanes):
+        traffic.main_road_lane(lane, lane == ego_lane, queue)
+    if layout.cross_u is not None:
+        for lane in range(layout.cross_lanes):
+            traffic.cross_road_lane(lane)
+    _pedestrians(rng, cfg, layout, traffic.agents, traffic.ids, traffic.lo, traffic.hi, duration, mode)
+    if rng.random() < cfg.cone_probability:
+        traffic.cones()
+    return traffic.agents
 
-    def flow(on_cross: bool, d: float, direction: int, a: float, b: float, v: float,
+
+class _Traffic:
+    """The vehicles (and cones) of one scene, added lane by lane; every draw comes from the one ``rng``
+    in a fixed order, so a scene is the same for the same seed."""
+
+    def __init__(self, rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: RoadMotion, mode: str,
+                 duration: float) -> None:
+        self.rng, self.cfg, self.layout, self.ego, self.mode, self.duration = rng, cfg, layout, ego, mode, duration
+        self.ids = _Ids()
+        self.agents: list[Agent] = []
+        self.u0 = ego.s_at(0.0)
+        self.lo, self.hi = self.u0 - 75.0, ego.s_at(duration) + 75.0
+        self.red = mode in ("stop", "wait", "yellow")  # the ego's approach gets (or has) a red light
+        self.t_brake = ego.t_brake if mode == "yellow" else 0.0
+        self.mean_gap = 40.0 / cfg.traffic_density if cfg.traffic_density > 0 else math.inf
+        self.v_flow = max(ego.v, rng.uniform(*cfg.ego_speed), 3.0)
+        self.p_car = min(1.0, 0.45 * cfg.traffic_density)
+
+    def _add(self, kind: str, dims: tuple[float, float, float], motion: RoadMotion) -> None:
+        self.agents.append(_vehicle(self.rng, kind, dims, self.ids(), motion))
+
+    def flow(self, on_cross: bool, d: float, direction: int, a: float, b: float, v: float,
              keep=lambda u, half: True) -> None:
         """Constant-speed traffic over [a, b] at t = 0, spaced so nobody catches up (same v)."""
-        if not math.isfinite(mean_gap):
+        if not math.isfinite(self.mean_gap):
             return
-        u = a + rng.uniform(0.0, mean_gap)
+        u = a + self.rng.uniform(0.0, self.mean_gap)
         while u < b:
-            kind, dims = _vehicle_dims(rng, cfg.truck_fraction)
+            kind, dims = _vehicle_dims(self.rng, self.cfg.truck_fraction)
             uc = u + dims[0] / 2
             if keep(uc, dims[0] / 2):
-                agents.append(_vehicle(rng, kind, dims, ids(), RoadMotion(layout, on_cross, d, direction, uc, v)))
-            u += dims[0] + max(7.0, rng.expovariate(1.0 / mean_gap))
+                self._add(kind, dims, RoadMotion(self.layout, on_cross, d, direction, uc, v))
+            u += dims[0] + max(7.0, self.rng.expovariate(1.0 / self.mean_gap))
 
-    def approach(on_cross: bool, d: float, direction: int, line_front: float, n_queue: int, n_brake: int,
+    def approach(self, on_cross: bool, d: float, direction: int, line_front: float, n_queue: int, n_brake: int,
                  start_gap: float = 1.0) -> None:
         """Stationary queue behind a stop line plus vehicles braking to join it."""
         front = line_front - direction * start_gap  # front bumper of the first car
         # One speed profile per lane: the braking vehicles keep constant gaps and stop QUEUE_PITCH apart.
-        v, a = rng.uniform(0.7, 1.0) * v_flow, rng.uniform(1.2, 3.0)
+        v, a = self.rng.uniform(0.7, 1.0) * self.v_flow, self.rng.uniform(1.2, 3.0)
         for k in range(n_queue + n_brake):
-            kind, dims = _vehicle_dims(rng, cfg.truck_fraction, short=True)
+            kind, dims = _vehicle_dims(self.rng, self.cfg.truck_fraction, short=True)
             centre = front - direction * dims[0] / 2
             if k < n_queue:
-                motion = RoadMotion(layout, on_cross, d, direction, centre, 0.0)
+                motion = RoadMotion(self.layout, on_cross, d, direction, centre, 0.0)
             else:
-                travel = v * t_brake + v * v / (2 * a)
-                motion = RoadMotion(layout, on_cross, d, direction, centre - direction * travel, v, t_brake, a)
-            agents.append(_vehicle(rng, kind, dims, ids(), motion))
+                travel = v * self.t_brake + v * v / (2 * a)
+                motion = RoadMotion(self.layout, on_cross, d, direction, centre - direction * travel, v,
+                                    self.t_brake, a)
+            self._add(kind, dims, motion)
             front -= direction * QUEUE_PITCH
 
-    def busy(p: float) -> int:
-        return sum(rng.random() < p for _ in range(3)) if math.isfinite(mean_gap) else 0
+    def busy(self, p: float) -> int:
+        """How many vehicles (0..3) a lane's queue or braking group gets, each present with probability ``p``."""
+        return sum(self.rng.random() < p for _ in range(3)) if math.isfinite(self.mean_gap) else 0
 
-    p_car = min(1.0, 0.45 * cfg.traffic_density)
-    for lane in range(layout.lanes):
+    def _follow_ego(self, d: float, u: float, short: bool, count: int | None) -> None:
+        """Vehicles behind the ego in its lane on the ego's own speed profile, from ``u`` backwards:
+        ``count`` of them QUEUE_PITCH apart, or (None) spaced by the traffic density down to ``lo``."""
+        ego = self.ego
+        k = 0
+        while k < count if count is not None else math.isfinite(self.mean_gap) and u > self.lo - ego.v * self.duration:
+            kind, dims = _vehicle_dims(self.rng, self.cfg.truck_fraction, short=short)
+            m = RoadMotion(self.layout, False, d, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel, ego.t_go,
+                           ego.accel)
+            self._add(kind, dims, m)
+            u -= QUEUE_PITCH if count is not None else dims[0] + max(7.0, self.rng.expovariate(1.0 / self.mean_gap))
+            k += 1
+
+    def main_road_lane(self, lane: int, is_ego_lane: bool, queue: int) -> None:
+        """Both directions of main-road lane ``lane``: free flow, or queues at the ego's red light."""
+        layout, ego, rng = self.layout, self.ego, self.rng
+        cross, hw2, v_flow = layout.cross_u, layout.cross_half_width, self.v_flow
         d_fwd, d_opp = layout.lane_centre(lane), (lane + 0.5) * LANE_WIDTH
-        v_lane = ego.v * rng.uniform(1.0, 1.12) if lane == ego_lane else v_flow * rng.uniform(0.85, 1.1)
-        if cross is None or not red:
-            if lane == ego_lane:
+        v_lane = ego.v * rng.uniform(1.0, 1.12) if is_ego_lane else v_flow * rng.uniform(0.85, 1.1)
+        if cross is None or not self.red:
+            if is_ego_lane:
                 # Ahead: at least as fast as the ego. Behind: the ego's own profile, shifted back.
-                flow(False, d_fwd, 1, u0 + EGO_FRONT_OFFSET + 8.0, hi + v_lane * duration, v_lane)
-                u = u0 - EGO_REAR - rng.uniform(8.0, 8.0 + mean_gap if math.isfinite(mean_gap) else 9.0)
-                while math.isfinite(mean_gap) and u > lo - ego.v * duration:
-                    kind, dims = _vehicle_dims(rng, cfg.truck_fraction)
-                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel,
-                                   ego.t_go, ego.accel)
-                    agents.append(_vehicle(rng, kind, dims, ids(), m))
-                    u -= dims[0] + max(7.0, rng.expovariate(1.0 / mean_gap))
+                self.flow(False, d_fwd, 1, self.u0 + EGO_FRONT_OFFSET + 8.0, self.hi + v_lane * self.duration, v_lane)
+                u = self.u0 - EGO_REAR - rng.uniform(8.0, 8.0 + self.mean_gap if math.isfinite(self.mean_gap) else 9.0)
+                self._follow_ego(d_fwd, u, short=False, count=None)
             else:
-                flow(False, d_fwd, 1, lo - v_lane * duration, hi, v_lane)
-            flow(False, d_opp, -1, lo, hi + v_flow * duration, v_flow)
+                self.flow(False, d_fwd, 1, self.lo - v_lane * self.duration, self.hi, v_lane)
+            self.flow(False, d_opp, -1, self.lo, self.hi + v_flow * self.duration, v_flow)
+            return
+        stop_front = layout.stop_u - STOP_W / 2
+        opp_front = cross + hw2 + STOP_SETBACK + STOP_W / 2
+        beyond = cross + hw2 + 6.0
+        self.flow(False, d_fwd, 1, beyond, self.hi + v_lane * self.duration, v_lane)
+        self.flow(False, d_opp, -1, self.lo, cross - hw2 - 6.0, v_flow, keep=lambda u, h: u < cross - hw2 - 6.0 - h)
+        if is_ego_lane:
+            self.approach(False, d_fwd, 1, stop_front, queue, 0, start_gap=1.2)
+            u = ego.s0 - EGO_REAR - rng.uniform(2.0, 6.0)
+            self._follow_ego(d_fwd, u, short=True, count=self.busy(self.p_car))
         else:
-            stop_front = layout.stop_u - STOP_W / 2
-            opp_front = cross + hw2 + STOP_SETBACK + STOP_W / 2
-            beyond = cross + hw2 + 6.0
-            flow(False, d_fwd, 1, beyond, hi + v_lane * duration, v_lane)
-            flow(False, d_opp, -1, lo, cross - hw2 - 6.0, v_flow, keep=lambda u, h: u < cross - hw2 - 6.0 - h)
-            if lane == ego_lane:
-                approach(False, d_fwd, 1, stop_front, queue, 0, start_gap=1.2)
-                u = ego.s0 - EGO_REAR - rng.uniform(2.0, 6.0)
-                for _ in range(busy(p_car)):
-                    kind, dims = _vehicle_dims(rng, cfg.truck_fraction, short=True)
-                    m = RoadMotion(layout, False, d_fwd, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel,
-                                   ego.t_go, ego.accel)
-                    agents.append(_vehicle(rng, kind, dims, ids(), m))
-                    u -= QUEUE_PITCH
+            self.approach(False, d_fwd, 1, stop_front, self.busy(self.p_car) if self.mode != "yellow" else 0,
+                          self.busy(self.p_car))
+        self.approach(False, d_opp, -1, opp_front, self.busy(self.p_car) if self.mode != "yellow" else 0,
+                      self.busy(self.p_car))
+
+    def cross_road_lane(self, lane: int) -> None:
+        """Both directions of cross-road lane ``lane``: free flow while the ego's light is red, else queues."""
+        off = (lane + 0.5) * LANE_WIDTH
+        for direction in (1, -1):
+            d = -off * direction  # right-hand traffic: x = cross_u + off heading +y
+            line_front = -direction * (self.layout.half_width + STOP_SETBACK + STOP_W / 2)
+            if self.red and self.mode != "yellow":
+                start = -90.0 if direction > 0 else -90.0 - self.v_flow * self.duration
+                end = 90.0 + self.v_flow * self.duration if direction > 0 else 90.0
+                self.flow(True, d, direction, start, end, self.v_flow * 0.9)
             else:
-                approach(False, d_fwd, 1, stop_front, busy(p_car) if mode != "yellow" else 0, busy(p_car))
-            approach(False, d_opp, -1, opp_front, busy(p_car) if mode != "yellow" else 0, busy(p_car))
+                self.approach(True, d, direction, line_front, self.busy(self.p_car), self.busy(self.p_car))
 
-    if cross is not None:
-        for lane in range(layout.cross_lanes):
-            off = (lane + 0.5) * LANE_WIDTH
-            for direction in (1, -1):
-                d = -off * direction  # right-hand traffic: x = cross_u + off heading +y
-                line_front = -direction * (hw + STOP_SETBACK + STOP_W / 2)
-                if red and mode != "yellow":
-                    start = -90.0 if direction > 0 else -90.0 - v_flow * duration
-                    end = 90.0 + v_flow * duration if direction > 0 else 90.0
-                    flow(True, d, direction, start, end, v_flow * 0.9)
-                else:
-                    approach(True, d, direction, line_front, busy(p_car), busy(p_car))
-
-    _pedestrians(rng, cfg, layout, agents, ids, lo, hi, duration, mode)
-    if rng.random() < cfg.cone_probability:
+    def cones(self) -> None:
+        """A row of 4-8 cones along one road edge ahead of the ego, kept out of the intersection."""
+        layout, rng = self.layout, self.rng
+        cross, hw, hw2 = layout.cross_u, layout.half_width, layout.cross_half_width
         side = rng.choice([-1.0, 1.0])
-        u = u0 + rng.uniform(10.0, 50.0)
+        u = self.u0 + rng.uniform(10.0, 50.0)
         for _ in range(rng.randint(4, 9)):
             if cross is None or abs(u - cross) > hw2 + STOP_SETBACK + 3.0:
                 x, y, th = (float(v) for v in layout.pose(u, side * (hw - 0.2)))
-                agents.append(Agent("cone", ids(), (0.4, 0.4, 0.75), 0.375, cone_prims(), StaticMotion(x, y, th)))
+                self.agents.append(Agent("cone", self.ids(), (0.4, 0.4, 0.75), 0.375, cone_prims(),
+                                         StaticMotion(x, y, th)))
             u += rng.uniform(2.5, 5.0)
-    return agents
 
 
 def _pedestrian(rng: random.Random, tid: int, motion) -> Agent:

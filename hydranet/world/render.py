@@ -21,7 +21,7 @@ from torch import Tensor
 
 from hydranet.geometry import ray_directions, yaw_transform
 from hydranet.world.agents import SEM
-from hydranet.world.raycast import cast_boxes, cast_ground
+from hydranet.world.raycast import BoxHits, cast_boxes, cast_ground
 from hydranet.world.roads import ROAD, SIDEWALK_SURF
 from hydranet.world.scene import Frame
 from hydranet.world.shade import LIGHTING, ground_albedo, prim_albedo, sky
@@ -54,6 +54,27 @@ def _rays(h: int, w: int, k_key: tuple[float, ...]) -> Tensor:
     return ray_directions(K, h, w).reshape(K.shape[0], h * w, 3)
 
 
+@dataclass
+class _Surface:
+    """Shading inputs of the pixels that hit one kind of surface (ground or boxes), flat over N*H*W."""
+
+    idx: Tensor  # int64 [P] flat pixel indices
+    points: Tensor  # float32 [P, 3] world hit points
+    dirs: Tensor  # float32 [P, 3] ray directions
+    normals: Tensor  # float32 [P, 3]
+    albedo: Tensor  # float32 [P, 3]
+
+
+@dataclass
+class _Labels:
+    """Per-pixel label buffers, flat over N*H*W, filled in place by the surfaces that own the pixels."""
+
+    semantic: Tensor  # uint8
+    instance: Tensor  # int32
+    lanes: Tensor  # uint8
+    drivable: Tensor  # uint8
+
+
 def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int, *, sensor_noise: float = 2.0,
                  noise_seed: int = 0, max_depth: float = 250.0) -> RenderOutput:
     """Ray-cast ``frame`` from each camera: ``K [N, 3, 3]`` pixels, ``T_ego_from_cam [N, 4, 4]`` (OpenCV
@@ -63,8 +84,7 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
     """
     scene = frame.scene
     n, hw = K.shape[0], h * w
-    ex, ey, eyaw = frame.ego
-    T_we = yaw_transform(ex, ey, eyaw)
+    T_we = yaw_transform(*frame.ego)
     T_wc = T_we @ T_ego_from_cam.double()
     R = T_wc[:, :3, :3]
     origins = T_wc[:, :3, 3].float()
@@ -79,23 +99,34 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
     t = torch.where(is_box, hits.t, tg)
     is_ground = ~is_box & torch.isfinite(tg)
     night = {"day": 0.0, "dusk": 0.35, "night": 1.0}[scene.lighting]
-    amb, sun_rgb, _, _, haze = LIGHTING[scene.lighting]
-    fog_col = torch.tensor(FOG_COLOUR[scene.lighting])
     total = n * hw
-    colour = torch.zeros(total, 3)
-    semantic = torch.zeros(total, dtype=torch.uint8)
-    instance = torch.zeros(total, dtype=torch.int32)
-    lanes = torch.zeros(total, dtype=torch.uint8)
-    drivable = torch.zeros(total, dtype=torch.uint8)
+    labels = _Labels(torch.zeros(total, dtype=torch.uint8), torch.zeros(total, dtype=torch.int32),
+                     torch.zeros(total, dtype=torch.uint8), torch.zeros(total, dtype=torch.uint8))
     # (index_select/index_copy_ rather than x[idx]: several times faster on CPU)
+    ground = _ground(frame, is_ground.nonzero().squeeze(1), t, dirs, origins, Kf, hw, labels)
+    box, emit_b = _boxes(frame, hits, is_box, t, dirs, origins, hw, night, labels)
+    colour, keep = _lit_colour(frame, ground, box, emit_b, t, night, total)
+    sky_idx = (~is_ground & ~is_box).nonzero().squeeze(1)
+    images = _sky_and_sensor(frame, colour, dirs, sky_idx, box.idx, emit_b * keep[ground.idx.numel():], night,
+                             (n, h, w), sensor_noise, noise_seed)
 
-    # ---- ground ---------------------------------------------------------------------------
-    gi = is_ground.nonzero().squeeze(1)
+    depth = torch.where((is_box | is_ground) & (t <= max_depth), t, torch.zeros_like(t))
+    full = _full_pixels(hits.pair_pix, frame.prims["instance"].index_select(0, hits.pair_prim), n, hw,
+                        int(frame.prims["instance"].max().item()) + 1 if boxes.shape[0] else 1)
+    shape = (n, h, w)
+    return RenderOutput(images, depth.reshape(shape), labels.semantic.reshape(shape), labels.instance.reshape(shape),
+                        labels.lanes.reshape(shape), labels.drivable.reshape(shape), full, T_we)
+
+
+def _ground(frame: Frame, gi: Tensor, t: Tensor, dirs: Tensor, origins: Tensor, Kf: Tensor, hw: int,
+            labels: _Labels) -> _Surface:
+    """Ground pixels ``gi``: the road layout's surface and paint (anti-aliased over a pixel's footprint)
+    give albedo, semantic, drivable and lane labels."""
     cam_g = torch.div(gi, hw, rounding_mode="floor")
     tg_i = t.index_select(0, gi)
     dg = dirs.index_select(0, gi)
     pg = origins.index_select(0, cam_g) + tg_i[:, None] * dg
-    g = scene.layout.ground(pg[:, 0], pg[:, 1])
+    g = frame.scene.layout.ground(pg[:, 0], pg[:, 1])
     footprint = tg_i / Kf[:, 0, 0].index_select(0, cam_g) * 1.2  # metres per pixel, for anti-aliased paint
     cover = [((0.5 - g[k] / footprint).clamp(0, 1)) for k in ("dashed", "solid", "other")]
     paint = torch.maximum(torch.maximum(cover[0], cover[1]), cover[2])
@@ -104,13 +135,19 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
     marked = road & (torch.minimum(torch.minimum(g["dashed"], g["solid"]), g["other"]) < 0)
     sem_g = torch.where(road, SEM["road"], torch.where(g["surface"] == SIDEWALK_SURF, SEM["sidewalk"], SEM["terrain"]))
     sem_g = torch.where(marked, SEM["lane_marking"], sem_g)
-    semantic.index_copy_(0, gi, sem_g.to(torch.uint8))
-    drivable.index_copy_(0, gi, road.to(torch.uint8))
+    labels.semantic.index_copy_(0, gi, sem_g.to(torch.uint8))
+    labels.drivable.index_copy_(0, gi, road.to(torch.uint8))
     kind = torch.where(g["solid"] < 0, 2, torch.where(g["dashed"] < 0, 1, 0))
     kind = torch.where(g["curb"], 3, torch.where(road, kind, 0))
-    lanes.index_copy_(0, gi, kind.to(torch.uint8))
+    labels.lanes.index_copy_(0, gi, kind.to(torch.uint8))
+    up = torch.tensor([[0.0, 0.0, 1.0]]).expand(gi.numel(), 3)
+    return _Surface(gi, pg, dg, up, albedo_g)
 
-    # ---- boxes ----------------------------------------------------------------------------
+
+def _boxes(frame: Frame, hits: BoxHits, is_box: Tensor, t: Tensor, dirs: Tensor, origins: Tensor, hw: int,
+           night: float, labels: _Labels) -> tuple[_Surface, Tensor]:
+    """Box pixels (the winning prim of each pixel that a box hit first): material albedo and emission
+    (lamps, lit windows, tail lights) from ``prim_albedo``, semantic and instance labels."""
     sel = is_box.index_select(0, hits.win_pix).nonzero().squeeze(1)
     bi = hits.win_pix.index_select(0, sel)
     axis, sign, local = hits.axis.index_select(0, sel), hits.sign.index_select(0, sel), hits.local.index_select(0, sel)
@@ -124,16 +161,26 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
     view = db / db.norm(dim=1, keepdim=True)
     refl = view - 2 * (view * nb).sum(1, keepdim=True) * nb
     albedo_b, emit_b = prim_albedo(pr["material"], pr["colour"], pr["extra"], local, axis, sign,
-                                   pr["boxes"][:, 3:6], pr["boxes"][:, 2], prim.float(), night, refl, scene.lighting)
-    semantic.index_copy_(0, bi, pr["semantic"].to(torch.uint8))
-    instance.index_copy_(0, bi, pr["instance"].to(torch.int32))
+                                   pr["boxes"][:, 3:6], pr["boxes"][:, 2], prim.float(), night, refl,
+                                   frame.scene.lighting)
+    labels.semantic.index_copy_(0, bi, pr["semantic"].to(torch.uint8))
+    labels.instance.index_copy_(0, bi, pr["instance"].to(torch.int32))
+    return _Surface(bi, pb, db, nb, albedo_b), emit_b
 
-    # ---- lighting, fog (ground and boxes together) -----------------------------------------
-    idx = torch.cat([gi, bi])
-    pts = torch.cat([pg, pb])
-    nrm = torch.cat([torch.tensor([[0.0, 0.0, 1.0]]).expand(gi.numel(), 3), nb])
-    ao, shadow = shadow_lookup(frame, scene.sun, pg[:, 0], pg[:, 1])
-    ones = torch.ones(bi.numel())
+
+def _lit_colour(frame: Frame, ground: _Surface, box: _Surface, emit_b: Tensor, t: Tensor, night: float,
+                total: int) -> tuple[Tensor, Tensor]:
+    """Colour ``[N*H*W, 3]`` of ground and box pixels lit together (ambient + ambient occlusion, sun with
+    shadows, headlights and street lamps at night) and fogged by distance; also the fog transmittance
+    ``keep [P, 1]`` of those pixels (ground first), which dims the glare of emissive prims."""
+    scene = frame.scene
+    amb, sun_rgb, _, _, haze = LIGHTING[scene.lighting]
+    fog_col = torch.tensor(FOG_COLOUR[scene.lighting])
+    idx = torch.cat([ground.idx, box.idx])
+    pts = torch.cat([ground.points, box.points])
+    nrm = torch.cat([ground.normals, box.normals])
+    ao, shadow = shadow_lookup(frame, scene.sun, ground.points[:, 0], ground.points[:, 1])
+    ones = torch.ones(box.idx.numel())
     light = torch.tensor(amb) * ((0.8 + 0.2 * nrm[:, 2]) * torch.cat([1 - 0.6 * ao, ones]))[:, None]
     if night < 1.0:
         sun = torch.tensor(scene.sun, dtype=torch.float32)
@@ -141,34 +188,35 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
         light = light + torch.tensor(sun_rgb) * direct[:, None]
     if night > 0:
         lamp = lamp_lookup(frame, pts[:, 0], pts[:, 1]) * nrm[:, 2].clamp(min=0.5)
-        light = light + night * _headlights(pts, nrm, ex, ey, eyaw) + night * lamp[:, None] * LAMP_RGB
-    emit = torch.cat([torch.zeros(gi.numel(), 3), emit_b])
-    dist = t.index_select(0, idx) * torch.cat([dg, db]).norm(dim=1)
+        light = light + night * _headlights(pts, nrm, *frame.ego) + night * lamp[:, None] * LAMP_RGB
+    emit = torch.cat([torch.zeros(ground.idx.numel(), 3), emit_b])
+    dist = t.index_select(0, idx) * torch.cat([ground.dirs, box.dirs]).norm(dim=1)
     keep = torch.exp(-(scene.fog + haze) * dist)[:, None]
-    lit = torch.cat([albedo_g, albedo_b]) * light
+    lit = torch.cat([ground.albedo, box.albedo]) * light
+    colour = torch.zeros(total, 3)
     colour.index_copy_(0, idx, (lit + emit) * keep + fog_col * (1 - keep))
+    return colour, keep
 
-    # ---- sky, glare, sensor ---------------------------------------------------------------
-    si = (~is_ground & ~is_box).nonzero().squeeze(1)
+
+def _sky_and_sensor(frame: Frame, colour: Tensor, dirs: Tensor, si: Tensor, bi: Tensor, glow_b: Tensor,
+                    night: float, shape: tuple[int, int, int], sensor_noise: float, noise_seed: int) -> Tensor:
+    """Fill the sky pixels ``si``, add glare around emissive box pixels at night, vignette and sensor noise;
+    uint8 images ``[N, 3, H, W]``."""
+    scene = frame.scene
+    n, h, w = shape
+    fog_col = torch.tensor(FOG_COLOUR[scene.lighting])
     sky_col = sky(dirs.index_select(0, si), scene.lighting, scene.sun, scene.distant_lights)
     if scene.fog > 0:
         sky_col = torch.lerp(sky_col, fog_col.expand_as(sky_col), min(1.0, scene.fog / 0.012) * 0.95)
     colour.index_copy_(0, si, sky_col)
     img = colour.reshape(n, h, w, 3).permute(0, 3, 1, 2)
     if night > 0:
-        glow = torch.zeros(total, 3).index_copy_(0, bi, emit_b * keep[gi.numel():])
+        glow = torch.zeros(n * h * w, 3).index_copy_(0, bi, glow_b)
         img = img + 0.6 * _blur(glow.reshape(n, h, w, 3).permute(0, 3, 1, 2), sigma=2.0 * w / 256)
     img = img * _vignette(h, w)
     if sensor_noise > 0:
         img = img + _noise(img.numel(), noise_seed).reshape(img.shape) * (sensor_noise * (1 + night) / 255.0)
-    images = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-
-    depth = torch.where((is_box | is_ground) & (t <= max_depth), t, torch.zeros_like(t))
-    full = _full_pixels(hits.pair_pix, frame.prims["instance"].index_select(0, hits.pair_prim), n, hw,
-                        int(frame.prims["instance"].max().item()) + 1 if boxes.shape[0] else 1)
-    shape = (n, h, w)
-    return RenderOutput(images, depth.reshape(shape), semantic.reshape(shape), instance.reshape(shape),
-                        lanes.reshape(shape), drivable.reshape(shape), full, T_we)
+    return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
 
 
 @lru_cache(maxsize=4)

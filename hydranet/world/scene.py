@@ -168,7 +168,7 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
     statics, lamps = _scenery(rng, cfg, layout, ego, duration)
     if cross_u is not None:
         next_id = max((a.track_id for a in agents), default=0) + 1
-        statics += _signals(rng, layout, ego_lane, mode, t_brake, duration, agents, next_id)
+        statics += _signals(layout, mode, t_brake, agents, next_id)
     return Scene(index, layout, lighting, fog, sun, ego, ego_lane, mode, agents, statics, lamps,
                  cfg.distant_lights, duration)
 
@@ -232,8 +232,7 @@ def _scenery(rng: random.Random, cfg: WorldConfig, layout: RoadLayout, ego: Road
     return prims, lamps
 
 
-def _signals(rng: random.Random, layout: RoadLayout, ego_lane: int, mode: str, t_brake: float, duration: float,
-             agents: list[Agent], next_id: int) -> list[Prim]:
+def _signals(layout: RoadLayout, mode: str, t_brake: float, agents: list[Agent], next_id: int) -> list[Prim]:
     """A mast-arm signal over the ego's approach: one housing per forward lane (agents), pole and arm
     (static prims). Returns the static prims and appends the housings to ``agents``."""
     assert layout.cross_u is not None

@@ -7,7 +7,7 @@ import pytest
 from data_testkit import make_sample
 
 from hydranet.data.codec import encode_sample
-from hydranet.data.manifest import ManifestError, read_manifest
+from hydranet.data.manifest import ShardManifestError, read_manifest
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
 
 
@@ -55,9 +55,9 @@ def test_truncated_shard_names_file_and_first_incomplete_sample(root):
 
 def test_missing_manifest_and_missing_directory(tmp_path, root):
     (root / "manifest.json").unlink()
-    with pytest.raises(ManifestError, match=re.escape(str(root / "manifest.json")) + ".*not found"):
+    with pytest.raises(ShardManifestError, match=re.escape(str(root / "manifest.json")) + ".*not found"):
         ShardDataset(root)
-    with pytest.raises(ManifestError, match="does not exist"):
+    with pytest.raises(ShardManifestError, match="does not exist"):
         ShardDataset(tmp_path / "nowhere")
 
 
@@ -66,13 +66,13 @@ def test_bad_manifest_names_field(root):
     meta = json.loads(path.read_text())
     meta["shards"][0]["num_samples"] = "three"
     path.write_text(json.dumps(meta))
-    with pytest.raises(ManifestError, match=r"shards\.0\.num_samples"):
+    with pytest.raises(ShardManifestError, match=r"shards\.0\.num_samples"):
         ShardDataset(root)
     path.write_text("{not json")
-    with pytest.raises(ManifestError, match="cannot read manifest"):
+    with pytest.raises(ShardManifestError, match="cannot read manifest"):
         ShardDataset(root)
     path.write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(ManifestError, match="not a hydranet-shards manifest"):
+    with pytest.raises(ShardManifestError, match="not a hydranet-shards manifest"):
         ShardDataset(root)
 
 

@@ -1,6 +1,6 @@
 """Bounded hypothesis fuzz of the two parsers that read untrusted bytes: ``decode_sample`` (a sample's tar
 members) and the shard manifest (``read_manifest`` + ``ShardDataset``). Whatever the input, the only exception
-that may escape is ``CodecError`` / ``ShardError`` -- never KeyError, TypeError, OSError, ... (issue 9 sec. 3).
+that may escape is ``CodecError`` / ``ShardError`` -- never KeyError, TypeError, OSError, ...
 Derandomized and small, so the suite stays fast and a failure reproduces."""
 
 import json

@@ -6,7 +6,7 @@ from data_testkit import assert_same_sample, make_sample
 from torch.utils.data import DistributedSampler
 
 from hydranet.data.loaders import EpochSampler, make_loader, set_epoch
-from hydranet.data.manifest import ManifestError
+from hydranet.data.manifest import ShardManifestError
 from hydranet.data.shards import ShardDataset, ShardWriter
 from hydranet.datasets import load_world_config, open_dataset
 from hydranet.world import WorldConfig
@@ -82,7 +82,7 @@ def test_open_dataset_specs(root, tmp_path):
     yaml_path = tmp_path / "synthetic_w.yaml"
     yaml_path.write_text("world:\n  num_scenes: 3\n  frames_per_scene: 2\n")
     assert len(open_dataset(f"synthetic:{yaml_path}")) == 6 and len(open_dataset(yaml_path)) == 6
-    with pytest.raises(ManifestError, match="no such dataset"):
+    with pytest.raises(ShardManifestError, match="no such dataset"):
         open_dataset(tmp_path / "missing")
     yaml_path.write_text("num_scenes: 3\nframes_per_scen: 2\n")
     with pytest.raises(ValueError, match=r"synthetic_w\.yaml: frames_per_scen: unknown field"):

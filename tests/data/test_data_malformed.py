@@ -1,4 +1,4 @@
-"""Issue 9 section 3: every malformed manifest or sample is a ShardError naming the file (and the sample),
+"""Every malformed manifest or sample is a ShardError naming the file (and the sample),
 never a KeyError/TypeError/OSError from deep inside -- including the cases a hypothesis fuzz first found."""
 
 import json
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import hydranet.data.shards as shards_mod
 from hydranet.cli.app import app
 from hydranet.data.codec import SampleMeta, encode_sample
-from hydranet.data.manifest import ManifestError, read_manifest
+from hydranet.data.manifest import ShardManifestError, read_manifest
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
 from hydranet.geometry import BevGrid, default_rig
@@ -45,7 +45,7 @@ def test_index_offsets_outside_the_shard_are_refused_naming_the_sample(root, off
         row[1] = row[1] if offset is None else offset
         row[2] = row[2] if length is None else length
     edit_manifest(root, edit)
-    with pytest.raises(ManifestError, match=why) as e:
+    with pytest.raises(ShardManifestError, match=why) as e:
         ShardDataset(root)
     assert e.value.path == str(root / "manifest.json") and "sample 000000003" in str(e.value)
 
@@ -55,7 +55,7 @@ def test_shard_names_are_confined_to_the_dataset_folder(root, name):
     outside = root.parent / "shard-000000.tar"
     outside.write_bytes((root / "shard-000000.tar").read_bytes())  # a perfectly valid shard, but elsewhere
     edit_manifest(root, lambda m: m["shards"][0].update(name=name))
-    with pytest.raises(ManifestError, match="plain file name inside the dataset directory") as e:
+    with pytest.raises(ShardManifestError, match="plain file name inside the dataset directory") as e:
         ShardDataset(root)
     assert "shards.0.name" in str(e.value)
 
@@ -74,7 +74,7 @@ def test_shard_names_are_confined_to_the_dataset_folder(root, name):
 ])
 def test_rig_and_grid_are_typed(root, edit, field):
     edit_manifest(root, edit)
-    with pytest.raises(ManifestError, match="invalid manifest") as e:
+    with pytest.raises(ShardManifestError, match="invalid manifest") as e:
         ShardDataset(root)
     assert f"field '{field}" in str(e.value) or field in str(e.value), str(e.value)
     assert e.value.path == str(root / "manifest.json")

@@ -7,6 +7,7 @@ import random
 import tarfile
 
 import pytest
+import webdataset  # test dependency (dev extra): a standard reader must read our shards
 from data_testkit import assert_same_sample, make_sample
 
 from hydranet.data.manifest import read_manifest
@@ -36,7 +37,7 @@ def test_round_trip_bit_exact_with_partial_labels(tmp_path, samples, rig_and_gri
         got = ds[i]
         assert_same_sample(s, got)  # includes: absent labels stay absent
     assert ds[-1].frame_index == samples[-1].frame_index
-    # Manifest bookkeeping: counts per label, tasks, rig and grid objects.
+    # ShardManifest bookkeeping: counts per label, tasks, rig and grid objects.
     expected = {k: sum(k in s.labels for s in samples) for k in {k for s in samples for k in s.labels}}
     assert m.labels == dict(sorted(expected.items()))
     assert m.labels["depth"] == 9 and m.labels["traffic_light"] == 9 and m.labels["semantic"] == 11
@@ -90,7 +91,6 @@ def test_shards_are_standard_tars_in_webdataset_layout(tmp_path, samples):
         names = tf.getnames()
     assert names[0] == "000000000.sample.json" and "000000000.cam.main.npz" in names
     assert {n.split(".", 1)[0] for n in names} == {f"{i:09d}" for i in range(4)}
-    webdataset = pytest.importorskip("webdataset")
     keys = [x["__key__"] for x in webdataset.WebDataset(str(tmp_path / m.shards[1].name), shardshuffle=False)]
     assert keys == [f"{i:09d}" for i in range(4, 8)]
     meta = json.loads((tmp_path / "manifest.json").read_text())

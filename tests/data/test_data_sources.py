@@ -1,5 +1,9 @@
 """The source registry, label specs, class maps, open_dataset for every kind, convert and resize."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -83,6 +87,31 @@ def test_a_new_label_needs_only_its_task(tmp_path):
     s.labels = {"nonsense": torch.zeros(1)}
     with pytest.raises(ValueError, match="unknown label 'nonsense'"):
         s.validate()
+
+
+def test_a_task_label_must_be_declared():
+    class Typo(Depth):
+        name = "typo_test"
+        label = "dpeth"
+
+    with pytest.raises(ValueError, match="task 'typo_test' learns from label 'dpeth', which is not declared"):
+        register_task(Typo)
+    TASKS.pop("typo_test", None)
+
+
+def test_the_data_layer_knows_every_builtin_label_without_model_code():
+    """The label registry is data's: a reader that never imports hydranet.tasks (the world, a shard
+    reader) still validates, collates and decodes every built-in label."""
+    code = ("import sys; from hydranet.data.labels import task_labels, label_spec; "
+            "from hydranet.world.dataset import SyntheticWorld; "
+            "s = SyntheticWorld(num_scenes=1, frames_per_scene=1, height=32, width=64)[0]; "
+            "assert 'hydranet.tasks' not in sys.modules and 'hydranet.model' not in sys.modules, sorted(sys.modules); "
+            "print(','.join(task_labels()), label_spec('objects3d').task, ','.join(sorted(s.labels)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}).stdout.split()
+    assert out[0] == "bev_semantic,depth,detection2d,drivable,lanes,objects3d,traffic_light"
+    assert out[1] == "objects3d"
+    assert set(out[0].split(",")) <= set(out[2].split(","))
 
 
 def test_class_map_drops_and_counts():

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import hydranet
 from hydranet.cli import app
 from hydranet.deploy import ExportError, export_onnx, load_manifest, manifest_path
-from hydranet.deploy.manifest import ManifestError
+from hydranet.deploy.manifest import ExportManifestError
 from hydranet.geometry import default_rig
 from hydranet.model import PIXEL_MEAN, PIXEL_STD
 
@@ -110,16 +110,16 @@ def test_cli_export_errors(checkpoint, tmp_path):
 
 
 def test_manifest_errors(exported, tmp_path):
-    with pytest.raises(ManifestError, match="not found"):
+    with pytest.raises(ExportManifestError, match="not found"):
         load_manifest(tmp_path / "nothing.onnx")
     bad = tmp_path / "m.manifest.json"
     data = json.loads(manifest_path(exported).read_text())
     data["outputs"] = data["outputs"][1:]  # a task lists an output the graph no longer declares
     bad.write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="not graph outputs"):
+    with pytest.raises(ExportManifestError, match="not graph outputs"):
         load_manifest(bad)
     data = json.loads(manifest_path(exported).read_text())
     data["batch"] = 0
     bad.write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="batch"):
+    with pytest.raises(ExportManifestError, match="batch"):
         load_manifest(bad)

@@ -12,7 +12,7 @@ import hydranet.checkpoint as checkpoint_module
 import hydranet.model.hydranet as hydranet_module
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel
-from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.infer import run_infer
 
 

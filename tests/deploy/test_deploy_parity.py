@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel, export_onnx
-from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.verify import PARITY_TOLERANCE, parity
 
 

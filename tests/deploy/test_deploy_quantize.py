@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel, load_manifest
-from hydranet.deploy.frames import heldout_batches
+from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.quantize import QuantizeError, quantize_graph
 from hydranet.deploy.verify import metric_drop
 from hydranet.eval.loop import evaluate

@@ -1,4 +1,4 @@
-"""Issue 9 section 4: export -> verify -> quantize -> infer for camera-only, BEV-only and all-task graphs; the
+"""Export -> verify -> quantize -> infer for camera-only, BEV-only and all-task graphs; the
 opset check blames what really needs the opset; the manifest pins the graph's bytes (sha256)."""
 
 import json
@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel, load_manifest
 from hydranet.deploy.export import ExportError, export_onnx
-from hydranet.deploy.manifest import ManifestError, manifest_path
+from hydranet.deploy.manifest import ExportManifestError, manifest_path
 from hydranet.deploy.quantize import quantize_graph
 
 SUBSETS = {"camera": "drivable,lanes,depth", "bev": "bev_semantic,objects3d", "all": None}
@@ -80,16 +80,16 @@ def test_changed_graph_bytes_are_refused(model, tmp_path):
     q = quantize_graph(graph, int8, calib_frames=1)
     assert q.graph_sha256 != m.graph_sha256 and DeployedModel(int8, threads=1)
     flip_weight_bytes(graph)  # gave NaN outputs with exit 0 before
-    with pytest.raises(ManifestError, match="sha256 .* differs from the manifest"):
+    with pytest.raises(ExportManifestError, match="sha256 .* differs from the manifest"):
         DeployedModel(graph, threads=1)
-    with pytest.raises(ManifestError, match="sha256"):
+    with pytest.raises(ExportManifestError, match="sha256"):
         quantize_graph(graph, tmp_path / "again.int8.onnx", calib_frames=1)
     r = CliRunner().invoke(app, ["infer", str(graph), "--frames", "1", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "sha256" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["quantize", str(graph), "-o", str(tmp_path / "q.onnx"), "--calib-frames", "1"])
     assert r.exit_code == 2 and "sha256" in r.output and "Traceback" not in r.output
     flip_weight_bytes(int8, 1)
-    with pytest.raises(ManifestError, match="sha256"):
+    with pytest.raises(ExportManifestError, match="sha256"):
         DeployedModel(int8, threads=1)
 
 

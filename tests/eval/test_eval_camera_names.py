@@ -1,4 +1,4 @@
-"""Issue 9 sec. 6: per-camera results in eval and its report use the rig's camera names, not cam0..cam7."""
+"""Per-camera results in eval and its report use the rig's camera names, not cam0..cam7."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Issue 9 sec. 5: a traffic-light head that predicts one state for every light FAILS `hydranet eval` with the
+"""A traffic-light head that predicts one state for every light FAILS `hydranet eval` with the
 shipped suites, while the same boxes with the right states pass the traffic-light checks."""
 
 import json

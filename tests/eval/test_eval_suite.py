@@ -56,7 +56,7 @@ def test_good_suite(tmp_path):
     (GOOD.replace("miou: 0.01", "miou: -1"), r"tolerance for 'miou' must be >= 0"),
     (GOOD + "colour: red\n", r"s\.yaml: colour: unknown field \(typo\?\)"),
     (GOOD.replace("world: {lighting: night}", "world: {seed: 3}"), r"must not set 'seed'"),
-    ("- a\n- b\n", r"must be a YAML mapping"),
+    ("- a\n- b\n", r"expected a suite as a YAML mapping, got list"),
     ("a: [1, 2\n", r"not valid YAML"),
 ])
 def test_bad_suites_name_file_and_field(tmp_path, text, match):

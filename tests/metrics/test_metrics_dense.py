@@ -128,7 +128,7 @@ def test_depth_streaming_and_resize():
 
 
 def test_boundary_iou_scores_the_edge_not_the_interior():
-    """Issue 9 sec. 5: IoU of a big region flatters (an image-blind prior scores drivable IoU 0.73); Boundary IoU
+    """IoU of a big region flatters (an image-blind prior scores drivable IoU 0.73); Boundary IoU
     (Cheng et al. 2021) scores the band along the contour. Image border is not a contour."""
     from hydranet.metrics import SegmentationIoU
 

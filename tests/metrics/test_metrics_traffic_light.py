@@ -36,7 +36,7 @@ def test_cameras_do_not_match_across():
 
 
 def test_per_state_recall_precision_and_balanced_accuracy():
-    """Issue 9 sec. 5: the demo head called every light green -- 'accuracy 0.857'. The headline must expose it."""
+    """The demo head called every light green -- 'accuracy 0.857'. The headline must expose it."""
     boxes = torch.tensor([[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(7)])
     gt = {"boxes": boxes, "camera": torch.zeros(7, dtype=torch.long), "state": torch.tensor([0, 0, 0, 0, 2, 2, 1])}
     all_green = {"boxes": boxes, "scores": torch.ones(7), "camera": torch.zeros(7, dtype=torch.long),

@@ -1,4 +1,4 @@
-"""Issue 9 sec. 2: a failed camera is masked (``camera_valid [B, N]``): fusion averages over the cameras that
+"""A failed camera is masked (``camera_valid [B, N]``): fusion averages over the cameras that
 remain, BEV cells the failed camera never saw are EXACTLY unchanged, camera heads mark it; a wrong camera
 count is an error naming both counts; training draws camera dropout; suites can kill a camera."""
 

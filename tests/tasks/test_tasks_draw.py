@@ -1,5 +1,5 @@
 """Every task draws its ground truth and its predictions onto ``hydranet.viz.Views``: the same class in the same
-colour in both (issue 9 sec. 6), ground truth dashed, a legend and "0 detections" notes under the picture."""
+colour in both, ground truth dashed, a legend and "0 detections" notes under the picture."""
 
 from __future__ import annotations
 

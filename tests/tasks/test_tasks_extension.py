@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def semantic_task():
-    # ---- the docs example, verbatim (hydranet/tasks/semantic.py) ----
+    # ---- the docs/tasks.md example verbatim: the file a user drops in as hydranet/tasks/semantic.py ----
     class SemanticOptions(CameraHeadOptions):
         width: int = 32
 

@@ -45,11 +45,11 @@ class Frames(torch.utils.data.Dataset):
 
 def main(out: Path, batch: int) -> None:
     from hydranet.model import create_model
-    from hydranet.train import distributed as D
+    from hydranet.train import distributed
     from hydranet.train.trainer import Trainer
 
     torch.set_num_threads(1)
-    info = D.init_distributed(torch.device("cpu"), timeout_s=60)
+    info = distributed.init_distributed(torch.device("cpu"), timeout_s=60)
     for sync in (True, False):
         cfg = config_from_dict({"data": {"datasets": {"x": {"kind": "world", "frames": 1}}}, "model": MODEL,
                                 "train": {"steps": 2, "batch_size": batch, "lr": 1e-2, "warmup_steps": 0,
@@ -70,9 +70,9 @@ def main(out: Path, batch: int) -> None:
         trainer.fit()
         if info.is_main:
             save_file(grads, run / "grads.safetensors")
-    D.shutdown()
+    distributed.shutdown()
     if info.enabled:
-        D.exit_process(0)
+        distributed.exit_process(0)
 
 
 if __name__ == "__main__":

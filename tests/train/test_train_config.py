@@ -95,7 +95,7 @@ def test_non_finite_optimiser_numbers_are_errors_naming_the_field(tmp_path, over
 
 
 def test_pydantic_internals_never_reach_the_user(tmp_path):
-    """Union members in the location, one error per union member, "(2 errors)": never shown (issue 9)."""
+    """Union members in the location, one error per union member, "(2 errors)": never shown."""
     from hydranet.world.config import load_world_config
 
     path = write(tmp_path, BASE)
@@ -112,7 +112,8 @@ def test_pydantic_internals_never_reach_the_user(tmp_path):
 
 
 def test_shipped_configs_data_match_their_model():
-    from hydranet.compat import check_data_matches_model, source_layout
+    from hydranet.compat import check_data_matches_model
+    from hydranet.source_layouts import source_layout
 
     for f in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
         cfg = load_config(f)

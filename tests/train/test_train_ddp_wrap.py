@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from hydranet.train import distributed as D
+from hydranet.train import distributed
 
 
 def rendezvous(results: str, name: str) -> str:  # a file, not a TCP port another test could take first
@@ -23,7 +23,7 @@ def worker(rank: int, results: str) -> None:
     dist.init_process_group("gloo", init_method=rendezvous(results, "wrap"), rank=rank, world_size=2)
     torch.manual_seed(0)
     heads = nn.ModuleDict({t: nn.Linear(3, 2) for t in "abc"})
-    ddp = D.wrap_ddp(heads)
+    ddp = distributed.wrap_ddp(heads)
     params = list(heads.parameters())
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(10 + rank))
 
@@ -34,7 +34,7 @@ def worker(rank: int, results: str) -> None:
         return {t: torch.autograd.grad(loss(t)[t], heads[t].weight)[0] for t in tasks}
 
     def mean_over_ranks(g: torch.Tensor) -> torch.Tensor:
-        return torch.stack(D.all_gather_tensor(g)).mean(0)
+        return torch.stack(distributed.all_gather_tensor(g)).mean(0)
 
     out: dict[str, object] = {}
     ddp(loss, "a")  # a synchronised forward without backward (a non-finite skip) must not break the next step
@@ -49,7 +49,7 @@ def worker(rank: int, results: str) -> None:
     expected_a = mean_over_ranks(local_grads(["a"])["a"])
     with ddp.no_sync():
         ddp(loss, "a")["a"].backward()
-    D.flush_ddp(ddp, params)
+    distributed.flush_ddp(ddp, params)
     out["flushed"] = torch.allclose(heads["a"].weight.grad, expected_a, atol=1e-7)
     out["flush_unused_none"] = heads["b"].weight.grad is None and heads["c"].weight.grad is None
     heads.zero_grad(set_to_none=True)
@@ -73,7 +73,7 @@ def trainer_worker(rank: int, results: str) -> None:
     from train_testkit import make_trainer
 
     torch.set_num_threads(1)
-    trainer = make_trainer(Path(results) / "run", dist_info=D.DistInfo(rank=rank, world_size=2), steps=4,
+    trainer = make_trainer(Path(results) / "run", dist_info=distributed.DistInfo(rank=rank, world_size=2), steps=4,
                            batch_size=2, grad_accum=2, ckpt_every=0, scheduler={"kind": "temperature"})
     assert trainer.ddp is not None
     losses, calls = trainer.task_losses, []
@@ -86,7 +86,7 @@ def trainer_worker(rank: int, results: str) -> None:
     trainer.task_losses = nan_once
     trainer.fit()
     flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-    same = all(torch.equal(flat, other) for other in D.all_gather_tensor(flat))
+    same = all(torch.equal(flat, other) for other in distributed.all_gather_tensor(flat))
     torch.save({"steps": trainer.step, "skipped": trainer.skipped_steps, "same": same}, f"{results}/trainer{rank}.pt")
     dist.destroy_process_group()
 

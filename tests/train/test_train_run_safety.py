@@ -1,4 +1,4 @@
-"""Runs never lose work or mix up (issue 9, section 1): resume falls back to the newest valid
+"""Runs never lose work or mix up: resume falls back to the newest valid
 checkpoint, the checkpoint swap is crash-safe at every instant, disk-full saves fail cleanly, and a
 run directory is locked against a second process."""
 

@@ -178,9 +178,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    from hydranet.train import distributed as D
+    from hydranet.train import distributed
 
-    info = D.init_distributed(torch.device("cpu"), timeout_s=60)
+    info = distributed.init_distributed(torch.device("cpu"), timeout_s=60)
     kinds = a.balancing.split(",")
     for kind in kinds:  # several strategies in one launch (each in OUT/<kind> when more than one)
         out = Path(a.out) / kind if len(kinds) > 1 else Path(a.out)
@@ -199,10 +199,10 @@ def main(argv: list[str]) -> None:
 
             trainer.train_step = slow
         trainer.fit()
-    D.shutdown()
+    distributed.shutdown()
     print("done", os.getpid())
     if info.enabled:
-        D.exit_process(0)
+        distributed.exit_process(0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""CLI commands: ``hydranet eval``, ``hydranet gate``, ``hydranet report``.
+"""CLI commands on evaluation suites: ``hydranet eval``, ``hydranet gate``, ``hydranet report``.
 
 Exit codes: 0 = every threshold passes / no regression; 1 = a threshold failed or a task
 regressed; 2 = bad input (missing checkpoint, invalid suite file, unknown metric name).
@@ -19,7 +19,7 @@ from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import app
 from hydranet.console import make_console
 from hydranet.eval.gate import gate
-from hydranet.eval.report import write_report
+from hydranet.eval.report import write_html_report
 from hydranet.eval.runner import NO_HEAD, check_thresholds, run_suite, run_to_json, to_jsonable
 from hydranet.eval.suite import SuiteError, load_suites, select_tasks
 
@@ -237,5 +237,5 @@ def report_command(
     except SuiteError as e:
         raise typer.BadParameter(str(e), param_hint="--suite") from None
     with console.status("drawing the report"):
-        size = write_report(output, model, runs, checks, checkpoint=str(checkpoint), samples=samples, device=dev)
+        size = write_html_report(output, model, runs, checks, checkpoint=str(checkpoint), samples=samples, device=dev)
     console.print(f"wrote {output} ({size / 1e6:.1f} MB)")

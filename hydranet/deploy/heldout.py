@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hydranet.data.sample import Batch, collate
-from hydranet.deploy.manifest import Manifest
+from hydranet.deploy.manifest import ExportManifest
 from hydranet.world import SyntheticWorld, WorldConfig
 from hydranet.world.config import CameraConfig
 
@@ -21,7 +21,7 @@ FRAMES_PER_SCENE = 8
 STRIDE = 4  # frames taken per scene: 0, 4 (two per 8-frame scene)
 
 
-def world_for(manifest: Manifest, seed: int, frames: int):
+def world_for(manifest: ExportManifest, seed: int, frames: int):
     """A ``SyntheticWorld`` rendering the manifest's rig, image size and BEV grid with enough scenes for
     ``frames`` spread-out frames."""
     h, w = manifest.image_size
@@ -47,7 +47,7 @@ def world_batches(world, indices: list[int], batch_size: int) -> Iterator[Batch]
         yield collate([world[i] for i in indices[s:s + batch_size]])
 
 
-def heldout_batches(manifest: Manifest, frames: int, batch_size: int, seed: int = EVAL_SEED) -> Iterator[Batch]:
+def heldout_batches(manifest: ExportManifest, frames: int, batch_size: int, seed: int = EVAL_SEED) -> Iterator[Batch]:
     """Batches of ``frames`` held-out frames for the manifest's rig."""
     world = world_for(manifest, seed, frames)
     return world_batches(world, spread_indices(frames), batch_size)
