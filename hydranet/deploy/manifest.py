@@ -83,7 +83,8 @@ class HeadContextSpec(_Strict):
 
 class QuantizationSpec(_Strict):
     """How an INT8 graph was made (``hydranet.deploy.quantize``): method, calibration frames and seed,
-    quantized op types, activation/weight types and the fp32 graph it came from."""
+    quantized op types, activation/weight types, the fp32 graph it came from and the nodes of a quantized
+    op type that were deliberately left fp32 (``fp32_nodes``: the image stem and the output convs)."""
 
     method: str
     calibration_frames: int
@@ -93,6 +94,7 @@ class QuantizationSpec(_Strict):
     activation_type: str
     weight_type: str
     source_graph: str
+    fp32_nodes: list[str] = Field(default_factory=list)
 
 
 class ExportManifest(_Strict):

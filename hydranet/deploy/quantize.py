@@ -4,9 +4,20 @@
 
 Calibration feeds held-out synthetic frames rendered for the manifest's rig (``CALIB_SEED``, never the
 evaluation seed) through ``onnxruntime.quantization.quantize_static``; activation ranges come from
-min/max over those frames. Only ``Conv`` nodes are quantized — the trunk, FPN, BEV encoder and heads,
-i.e. nearly all of the FLOPs. The camera→BEV projection (matmuls of metres by K and T, a division by
-depth) and ``GridSample`` stay fp32: 8-bit pixel coordinates would move a BEV sample by whole pixels.
+min/max over those frames. What is quantized follows ORT profiles of the demo model (docs/deploy.md):
+
+- ``Conv`` and ``Relu`` (``OP_TYPES``): the trunk, FPN, BEV encoder and head stems, i.e. nearly all of the
+  FLOPs. ``Relu`` is listed so the quantizer folds it into the conv's output range: with ``Conv`` alone
+  every conv->ReLU kept a DequantizeLinear->QuantizeLinear re-quantization in fp32 (half of the Q/DQ time).
+- Left fp32 (``fp32_convs``, recorded in the manifest as ``fp32_nodes``): the image stem (3 input
+  channels: the int8 kernel was slower than the fp32 one and the first layer is the most range-sensitive)
+  and each output conv (no conv downstream: a few output channels, no int8 gain, and the regression
+  outputs keep fp32 resolution).
+- Norms (GroupNorm -> InstanceNormalization), squeeze-excite gating, ``Add``/``Resize``, the camera->BEV
+  projection (matmuls of metres by K and T, a division by depth) and ``GridSample`` stay fp32: quantizing
+  the elementwise ops too gave no measurable speed, and 8-bit pixel coordinates would move a BEV sample
+  by whole pixels.
+
 The result gets its own manifest (``model.int8.manifest.json``) recording how it was made.
 """
 
@@ -27,7 +38,8 @@ from hydranet.deploy.manifest import (
 )
 from hydranet.deploy.runtime import check_graph_bytes
 
-OP_TYPES = ["Conv"]
+OP_TYPES = ["Conv", "Relu"]
+MIN_INT8_IN_CHANNELS = 4  # convs with fewer input channels per group (the RGB stem) stay fp32
 
 
 class QuantizeError(RuntimeError):
@@ -70,6 +82,34 @@ class WorldCalibrationReader:
         self._it = self._feeds()
 
 
+def fp32_convs(graph) -> list[str]:
+    """Names of the ``Conv`` nodes of ``graph`` (an ``onnx.ModelProto``) to leave fp32: the image stem (fewer
+    than ``MIN_INT8_IN_CHANNELS`` input channels per group, read from the weight initializer) and every
+    output conv (no ``Conv`` downstream of it). Convs whose weight is not an initializer are not listed."""
+    nodes = list(graph.graph.node)
+    weights = {i.name: list(i.dims) for i in graph.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    feeds_conv: dict[str, bool] = {}  # node name -> a Conv is reachable from its outputs
+
+    def reaches_conv(node) -> bool:
+        if node.name not in feeds_conv:
+            feeds_conv[node.name] = False  # a DAG, but guard anyway
+            feeds_conv[node.name] = any(c.op_type == "Conv" or reaches_conv(c)
+                                        for out in node.output for c in consumers.get(out, []))
+        return feeds_conv[node.name]
+
+    keep = []
+    for n in nodes:
+        if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in weights:
+            continue
+        if weights[n.input[1]][1] < MIN_INT8_IN_CHANNELS or not reaches_conv(n):
+            keep.append(n.name)
+    return keep
+
+
 def int8_path(graph: str | Path) -> Path:
     """``model.onnx`` -> ``model.int8.onnx`` (beside the graph): the default output of ``quantize_graph``."""
     graph = Path(graph)
@@ -82,6 +122,7 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
 
     Raises ``QuantizeError`` for a missing graph, ``calib_frames < 1`` or an already quantized graph, and
     ``ExportManifestError`` for a missing manifest or a graph whose bytes differ from it."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -111,16 +152,18 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
         pre = Path(tmp) / "pre.onnx"
         # Shape inference + graph optimisation first (ORT's recommended pre-processing for quantization).
         quant_pre_process(str(graph), str(pre), skip_symbolic_shape=True)
+        keep_fp32 = fp32_convs(onnx.load(str(pre)))
         tmp_out = out.with_name(f".tmp-{out.name}")
         quantize_static(str(pre), str(tmp_out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=keep_fp32, per_channel=per_channel, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         tmp_out.replace(out)
     q = QuantizationSpec(method="onnxruntime static QDQ, MinMax calibration", calibration_frames=calib_frames,
                          calibration_seed=seed, per_channel=per_channel, op_types=list(OP_TYPES),
                          activation_type="uint8 (asymmetric)", weight_type="int8 (symmetric)",
-                         source_graph=graph.name)
+                         source_graph=graph.name, fp32_nodes=keep_fp32)
     int8 = manifest.model_copy(update={"graph": out.name, "graph_sha256": file_sha256(out), "quantization": q})
     write_export_manifest(int8, manifest_path(out))
     return int8

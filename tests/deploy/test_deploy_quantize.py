@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
@@ -32,19 +33,61 @@ def test_int8_graph_structure(exported, int8):
     g = onnx.load(str(int8))
     ops = [n.op_type for n in g.graph.node]
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
-    # Every conv weight is int8 and per-channel (one scale per output channel).
+    # Every quantized conv weight is int8 and per-channel (one scale per output channel); the convs left
+    # fp32 are exactly the image stem (3 input channels) and the output convs, with float weights.
     init = {i.name: i for i in g.graph.initializer}
     producers = {o: n for n in g.graph.node for o in n.output}
     convs = [n for n in g.graph.node if n.op_type == "Conv"]
-    assert convs
+    kept = set(m.quantization.fp32_nodes)
+    assert kept and kept < {c.name for c in convs}
+    consumers: dict[str, list] = {}
+    for n in g.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.graph.output}
+
+    def reaches_output_without_conv(tensor: str) -> bool:
+        return tensor in graph_outputs or any(
+            c.op_type != "Conv" and any(reaches_output_without_conv(o) for o in c.output)
+            for c in consumers.get(tensor, []))
+
     for conv in convs:
+        if conv.name in kept:
+            w = init[conv.input[1]]
+            assert w.data_type == onnx.TensorProto.FLOAT
+            assert w.dims[1] == 3 or reaches_output_without_conv(conv.output[0]), conv.name
+            continue
         dq = producers[conv.input[1]]
         assert dq.op_type == "DequantizeLinear"
         assert init[dq.input[0]].data_type == onnx.TensorProto.INT8
         assert len(onnx.numpy_helper.to_array(init[dq.input[1]]).reshape(-1)) == init[dq.input[0]].dims[0]
+    assert sum(init[c.input[1]].dims[1] == 3 for c in convs if c.name in kept) == 1  # the stem
     # The camera->BEV geometry stays fp32: GridSample's sampling grid is not dequantized int8.
     for gs in (n for n in g.graph.node if n.op_type == "GridSample"):
         assert producers[gs.input[1]].op_type != "DequantizeLinear"
+
+
+def test_int8_kernels_after_ort_optimisation(exported, int8, tmp_path):
+    """What ONNX Runtime runs: every quantized conv becomes a QLinearConv with its ReLU folded in (no
+    DequantizeLinear -> QuantizeLinear re-quantization left anywhere), norms and GridSample stay fp32 ops."""
+    so = ort.SessionOptions()
+    # EXTENDED: the QDQ -> QLinear fusions, without the hardware-specific NCHWc/NHWC layout rewrites.
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(int8), so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(str(tmp_path / "optimised.onnx"))
+    fp32 = onnx.load(str(exported))
+    ops, fp32_ops = [n.op_type for n in opt.graph.node], [n.op_type for n in fp32.graph.node]
+    kept = load_manifest(int8).quantization.fp32_nodes
+    assert ops.count("Conv") == len(kept) and ops.count("QLinearConv") == fp32_ops.count("Conv") - len(kept)
+    producers = {o: n for n in opt.graph.node for o in n.output}
+    requant = [n.name for n in opt.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producers
+               and producers[n.input[0]].op_type == "DequantizeLinear"]
+    assert requant == []
+    # Norms (GroupNorm exports as InstanceNormalization) and the BEV sampling keep their fp32 ops, all of them.
+    assert ops.count("InstanceNormalization") == fp32_ops.count("InstanceNormalization")
+    assert ops.count("GridSample") == fp32_ops.count("GridSample") > 0
+    assert not any(op.startswith("QLinear") and op not in ("QLinearConv", "QLinearAdd") for op in ops), set(ops)
 
 
 def test_int8_outputs_close_to_fp32(exported, int8):
