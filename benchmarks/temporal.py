@@ -65,7 +65,8 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
 
     # The shipped configs/temporal.yaml memory: entries 0.2 s apart move a 10 m/s car 2 cells on the 1 m grid.
     fusion: dict[str, Any] = {"temporal": {"time_queue": 2, "space_queue": 2, "push_every_frames": 2,
-                                           "push_every_metres": 2.0} if temporal else None}
+                                           "push_every_metres": 2.0, "correlation_radius": args.correlation_radius}
+                              if temporal else None}
     return config_from_dict({
         "data": {"datasets": {"w": {"kind": "world", "frames": 1}}},  # the data is handed to the trainer
         "model": {"preset": "tiny", "image_size": [args.height, args.width], "fusion": fusion,
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--latency-size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
                    help="image size of the latency measurement (default: the tiny preset's 128x256)")
+    p.add_argument("--correlation-radius", type=int, default=2,
+                   help="the temporal memory's cost-volume radius in cells (0 = no correlation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
