@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--latency-size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
                    help="image size of the latency measurement (default: the tiny preset's 128x256)")
-    p.add_argument("--correlation-radius", type=int, default=2,
+    p.add_argument("--correlation-radius", type=int, default=0,
                    help="the temporal memory's cost-volume radius in cells (0 = no correlation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

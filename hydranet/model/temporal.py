@@ -15,13 +15,12 @@ What the module keeps between frames (``TemporalState``, all tensors, batch firs
 Each frame: every queue entry and the hidden map are warped into the current ego frame with
 ``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
 displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
-``concat(current BEV, warped entries, validity masks, ages, correlation)`` is mixed per cell (1×1 conv) into
-the GRU input, where ``correlation`` is a local cost volume between the current BEV and the newest warped
-entry: the cosine similarity of their features at (2r+1)² displacements up to ``correlation_radius`` cells
-(FlowNet's correlation layer, Dosovitskiy et al., ICCV 2015). After the ego-motion warp the static world
-peaks at displacement 0 and a moving object at −v·Δt, so velocity is read off where the peak sits rather
-than learnt by convolutions comparing two blurred maps; the GRU
-updates the hidden map; its output is added residually to the current BEV. The new state is returned,
+``concat(current BEV, warped entries, validity masks, ages[, correlation])`` is mixed per cell (1×1 conv)
+into the GRU input, where the optional ``correlation`` (``correlation_radius`` > 0) is a local cost volume
+between the current BEV and the newest warped entry: the cosine similarity of their features at (2r+1)²
+displacements up to ``correlation_radius`` cells (FlowNet's correlation layer, Dosovitskiy et al., ICCV
+2015). After the ego-motion warp the static world peaks at displacement 0 and a moving object at −v·Δt;
+the GRU updates the hidden map; its output is added residually to the current BEV. The new state is returned,
 never kept inside the module: the caller (trainer, ``HydraNet.stream``, the car's runtime through the
 exported graph) owns it. An all-zero ``TemporalState`` is the reset (no history; the first frame of a
 scene) — the module then sees zero features, zero masks, and behaves as a single-frame model.
@@ -179,7 +178,7 @@ class TemporalMemory(nn.Module):
     """
 
     def __init__(self, grid: BevGrid, channels: int, time_queue: int = 2, space_queue: int = 2,
-                 push_every_frames: int = 2, push_every_metres: float = 2.0, correlation_radius: int = 2):
+                 push_every_frames: int = 2, push_every_metres: float = 2.0, correlation_radius: int = 0):
         super().__init__()
         if correlation_radius < 0:
             raise ValueError(f"temporal: correlation_radius must be >= 0, got {correlation_radius}")

@@ -15,13 +15,14 @@ pytest.importorskip("onnxruntime")
 GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
 
 
-@pytest.fixture(scope="module")
-def temporal(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 2], ids=["memory", "memory+correlation"])
+def temporal(request, tmp_path_factory):
     torch.manual_seed(0)
     cfg = ModelConfig.preset("tiny", image_size=(64, 128), trunk={"name": "regnet_tiny"},
                              neck={"channels": 16, "min_level": 2},
                              fusion={"channels": 16, "encoder_blocks": 1,
-                                     "temporal": {"time_queue": 2, "space_queue": 1, "push_every_metres": 1.0}},
+                                     "temporal": {"time_queue": 2, "space_queue": 1, "push_every_metres": 1.0,
+                                                  "correlation_radius": request.param}},
                              bev_channels=16, grid=GRID, tasks={"objects3d": {"score_threshold": 0.0},
                                                                 "drivable": {}})
     model = create_model(cfg).eval()
