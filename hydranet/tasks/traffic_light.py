@@ -51,7 +51,7 @@ class TrafficLightOptions(CenterNet2DOptions):
 
 @register_task
 class TrafficLight(CameraTask):
-    """Traffic-light detection and state per camera with CenterNet, one heatmap per state (see the module doc).
+    """Traffic-light detection (one CenterNet heatmap) and state (a branch read at each peak) per camera.
 
     Label ``traffic_light``: boxes ``[L, 4]`` px, ``camera``, ``state`` (``LIGHT_STATES``), ``lane``.
     Metric: balanced state accuracy (``TemporalTrafficLightMetric``, + flicker on sequences)."""
