@@ -77,6 +77,17 @@ def headline(results: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN/inf float (nested in dicts and lists) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def goal_status(final: dict[str, float]) -> dict[str, Any]:
     out = {}
     for key, (op, target) in GOALS.items():
@@ -155,6 +166,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "objects3d" in final else {}
     per_class_2d = {k: v for k, v in final.get("detection2d", {}).items() if k.startswith("ap")}
     return {"benchmark": "quality", "label": args.label, "config": str(args.config), "overrides": args.set,
+            "training_frames": "demo shards" if args.shards else args.frames,
+            "distinct_frames_per_sample": round(args.frames / (cfg.train.steps * cfg.train.batch_size), 2)
+            if not args.shards else None,
             "steps": cfg.train.steps, "eval_every": args.eval_every, "eval_frames": n_eval,
             "batch_size": cfg.train.batch_size, "threads": torch.get_num_threads(),
             "precision": cfg.train.precision, "train_seconds": round(train_s, 1),
@@ -178,15 +192,20 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
+        defined = False
         for r in results:
-            steps = [p["step"] for p in r["curve"] if key in p]
-            vals = [p[key] for p in r["curve"] if key in p]
-            ax.plot(steps, vals, marker="o", ms=3, label=r.get("label") or "run")
+            points = [(p["step"], p[key]) for p in r["curve"] if p.get(key) is not None and np.isfinite(p[key])]
+            defined = defined or bool(points)
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o", ms=3, label=r.get("label") or "run")
+        if not defined:
+            ax.text(0.5, 0.5, "undefined at every evaluation\n(no ground truth in the held-out frames)",
+                    ha="center", va="center", fontsize=8, transform=ax.transAxes)
         if key in GOALS:
             ax.axhline(GOALS[key][1], color="k", ls="--", lw=0.8, label="goal")
         metric = "balanced acc." if key == "traffic_light" else ("recall" if "red" in key else
                                                                   HEADLINE.get(key, key))
-        ax.set_title(f"{key} ({metric})", fontsize=10)
+        lower = key in GOALS and GOALS[key][0] == "<="
+        ax.set_title(f"{key} ({metric}{', lower is better' if lower else ''})", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
@@ -231,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot([*earlier, result], args.plot)
         result["plot"] = str(args.plot)
-    print(json.dumps(result, indent=1, default=float))
+    # Undefined metrics (NaN: e.g. no light in the held-out frames) are written as null: strict JSON.
+    print(json.dumps(finite_or_none(result), indent=1, default=float))
     return 0
 
 

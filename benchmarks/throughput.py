@@ -169,8 +169,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "matmul_n": args.matmul_n, "variants": variants,
             "train_precision_auto": default["precision"],
             "precision_ab": ab,
-            "goal_p0": {"goal": ">= 40 % of the peak of the precision used (train.precision auto, channels_last)",
-                        "pct_of_peak": default["pct_of_peak"], "met": default["pct_of_peak"] >= 40.0}}
+            # P0 is set for the `base` preset; other presets report the figure without a verdict.
+            "goal_p0": {"goal": ">= 40 % of the peak of the precision used (train.precision auto, channels_last), "
+                                "on the base preset",
+                        "pct_of_peak": default["pct_of_peak"],
+                        "met": default["pct_of_peak"] >= 40.0 if args.preset == "base" else None}}
 
 
 def main(argv: list[str] | None = None) -> int:
