@@ -89,3 +89,12 @@ def test_predict_errors_exit_2(checkpoint, tmp_path):
     bad_data = runner.invoke(app, ["predict", str(checkpoint), "--data", str(tmp_path / "nothing"), "--out",
                                    str(tmp_path / "p")])
     assert bad_data.exit_code == 2 and "nothing" in bad_data.output
+
+
+def test_predict_on_synthetic_renders_the_models_grid_and_size(checkpoint, tmp_path):
+    """``--data synthetic`` renders the world at the model's image size and BEV grid (±16 m here, not the
+    world's default), so the BEV tasks' labels and predictions line up."""
+    result = CliRunner().invoke(app, ["predict", str(checkpoint), "--data", "synthetic", "--frames", "1",
+                                      "--ground-truth", "-o", str(tmp_path / "pred")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pred" / "frame_0000.png").is_file()
