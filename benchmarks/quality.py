@@ -37,6 +37,7 @@ import torch
 from rich.console import Console
 
 from hydranet.data.sample import LIGHT_STATES
+from hydranet.eval.runner import to_jsonable
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
 from hydranet.train.demo import default_demo_config, materialise_shards
 
@@ -75,17 +76,6 @@ def headline(results: dict[str, dict[str, float]]) -> dict[str, float]:
         elif task in HEADLINE:
             out[task] = m[HEADLINE[task]]
     return out
-
-
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every NaN/inf float (nested in dicts and lists) replaced by ``None``."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 def goal_status(final: dict[str, float]) -> dict[str, Any]:
@@ -251,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         plot([*earlier, result], args.plot)
         result["plot"] = str(args.plot)
     # Undefined metrics (NaN: e.g. no light in the held-out frames) are written as null: strict JSON.
-    print(json.dumps(finite_or_none(result), indent=1, default=float))
+    print(json.dumps(to_jsonable(result), indent=1, default=float))
     return 0
 
 

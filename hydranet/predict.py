@@ -83,11 +83,8 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     if isinstance(data, str) and data == "synthetic":
         # The world at the model's own image size and BEV grid (the defaults are another grid and size),
         # as `hydranet infer --data synthetic` renders the exported graph's.
-        g = model.grid
         h, w = model.image_size
-        dataset = open_dataset(data, world={"height": h, "width": w, "grid": {"x_range": list(g.x_range),
-                                                                              "y_range": list(g.y_range),
-                                                                              "cell": g.cell}})
+        dataset = open_dataset(data, world={"height": h, "width": w, "grid": model.grid.to_dict()})
     else:
         dataset = open_dataset(data)
     n = len(dataset) if frames is None else min(frames, len(dataset))

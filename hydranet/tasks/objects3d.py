@@ -106,15 +106,15 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
             iy, ix = int(torch.floor(fr[m])), int(torch.floor(fc[m]))
             if not (0 <= iy < h and 0 <= ix < w):
                 continue  # centre off the grid: nothing to learn here
+            r = max(min_radius, int(radius[m]))
             if bool(hidden[m]):
-                r = max(min_radius, int(radius[m]))
                 weight[s, 0, max(iy - r, 0):iy + r + 1, max(ix - r, 0):ix + r + 1] = 0.0
                 continue
             c = int(classes[m])
             if not 0 <= c < num_classes:
                 raise ValueError(f"objects3d: object {m} of present sample {s} has class {c} "
                                  f"outside [0, {num_classes})")
-            draw_gaussian(heat[s, c], ix, iy, max(min_radius, int(radius[m])))
+            draw_gaussian(heat[s, c], ix, iy, r)
             x, y, z, l, wd, hh, yaw = boxes[m].tolist()
             reg.append([float(fr[m]) - iy, float(fc[m]) - ix, z, *torch.tensor([l, wd, hh]).clamp(min=1e-3).log(),
                         float(torch.sin(torch.tensor(yaw))), float(torch.cos(torch.tensor(yaw))),
