@@ -17,6 +17,7 @@ from hydranet.metrics import (
     SegmentationIoU,
     TrafficLightMetric,
 )
+from hydranet.train import distributed
 
 
 def make_data(n=6):
@@ -72,7 +73,8 @@ def worker(rank, port, out_dir):
             results[name] = m.compute()
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown(clean=False)
+    distributed.exit_process(0)  # gloo can SIGABRT at interpreter teardown; exit_process says why
 
 
 def free_port():

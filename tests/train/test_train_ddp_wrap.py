@@ -56,7 +56,8 @@ def worker(rank: int, results: str) -> None:
     ddp(loss, "b")["b"].backward()  # fails inside DDP if the flushed step's usage leaked into this one
     out["next_step_clean"] = heads["a"].weight.grad is None
     torch.save(out, f"{results}/rank{rank}.pt")
-    dist.destroy_process_group()
+    distributed.shutdown()
+    distributed.exit_process(0)  # gloo can SIGABRT at interpreter teardown; exit_process says why
 
 
 def test_no_sync_accumulation_and_flush_on_two_ranks(tmp_path):
@@ -88,7 +89,8 @@ def trainer_worker(rank: int, results: str) -> None:
     flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     same = all(torch.equal(flat, other) for other in distributed.all_gather_tensor(flat))
     torch.save({"steps": trainer.step, "skipped": trainer.skipped_steps, "same": same}, f"{results}/trainer{rank}.pt")
-    dist.destroy_process_group()
+    distributed.shutdown()
+    distributed.exit_process(0)
 
 
 def test_trainer_skips_a_nonfinite_synchronised_micro_step_under_ddp(tmp_path):
