@@ -79,7 +79,7 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
         "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr,
                   "warmup_steps": min(10, args.steps // 5),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, args.steps), "seed": args.seed,
-                  "clip": {"length": args.clip, "burn_in": 0}},
+                  "clip": {"length": args.burn_in + args.clip, "burn_in": args.burn_in}},
     }, "<benchmark>")
 
 
@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per model (the same for both)")
     p.add_argument("--batch", type=int, default=2, help="clips per step")
-    p.add_argument("--clip", type=int, default=4, help="frames per clip (truncated-BPTT horizon)")
+    p.add_argument("--clip", type=int, default=4, help="frames per clip that learn (truncated-BPTT horizon)")
+    p.add_argument("--burn-in", type=int, default=0,
+                   help="frames before each clip run without gradient to fill the memory as in streaming")
     p.add_argument("--scenes", type=int, default=10)
     p.add_argument("--frames-per-scene", type=int, default=16)
     p.add_argument("--eval-scenes", type=int, default=3)

@@ -124,6 +124,8 @@ class ClipTrainer(Trainer):
         counts = {t: 0.0 for t in tasks}
         for k, frame in enumerate(clip.frames):
             learn = k >= clip.burn_in
+            if not learn and not temporal:  # burn-in only fills a memory; a single-frame model has none
+                continue
             with (nullcontext() if learn else torch.no_grad()), autocast(self.device, self.bf16):
                 if temporal:
                     seed = (self.tc.seed, self.step, self.dist.rank)  # the masks Trainer.forward would draw
