@@ -172,15 +172,22 @@ class BevEncoder(nn.Module):
         self.out = nn.Sequential(nn.Conv2d(channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels),
                                  nn.ReLU(inplace=True))
 
-    def forward(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
+    def encode(self, x: Tensor) -> Tensor:
+        """``[B, in_channels, h, w]`` → ``[B, out_channels, h, w]`` at fusion resolution."""
         x0 = self.stage0(x)
         x1 = self.stage1(x0)
-        x = self.out(x0 + F.interpolate(self.lateral(x1), size=x0.shape[-2:], mode="bilinear", align_corners=False))
+        return self.out(x0 + F.interpolate(self.lateral(x1), size=x0.shape[-2:], mode="bilinear", align_corners=False))
+
+    def to_grid(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
+        """Upsample a fusion-resolution map to the BEV grid ``out_hw``."""
         # The last conv runs at fusion resolution and the result is upsampled: at full grid resolution it
         # cost more than the whole trunk (128 ch on 128×128 cells); the heads' own convs refine at full res.
         if self.upsample > 1:
             x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
         return x
+
+    def forward(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
+        return self.to_grid(self.encode(x), out_hw)
 
 
 class BevFusion(nn.Module):
@@ -194,7 +201,7 @@ class BevFusion(nn.Module):
         self.stride = stride
         self.sampler = BevSampler(grid, camera_channels, channels, heights, levels, stride, min_depth)
         # ``temporal``: TemporalMemory keyword arguments (``model.config.TemporalConfig``), None = single frame.
-        self.temporal = TemporalMemory(self.sampler.grid, channels, **temporal) if temporal is not None else None
+        self.temporal = TemporalMemory(self.sampler.grid, bev_channels, **temporal) if temporal is not None else None
         self.encoder = BevEncoder(channels, channels, bev_channels, encoder_blocks, stride)
 
     @property
@@ -206,13 +213,13 @@ class BevFusion(nn.Module):
                 image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> Tensor:
         """One frame without history (a temporal model runs from the reset state). ``camera_valid`` bool
         ``[B, N]`` masks failed cameras (see ``BevSampler.lift``)."""
-        bev = self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        bev = self.encoder.encode(self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid))
         if self.temporal is not None:
             B = bev.shape[0]
             eye = torch.eye(4, device=bev.device).expand(B, 4, 4)
             bev, _ = self.temporal(bev, eye, torch.zeros(B, device=bev.device),
                                    self.temporal.init_state(B, bev.device))
-        return self.encoder(bev, self.grid.shape)
+        return self.encoder.to_grid(bev, self.grid.shape)
 
     def forward_step(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
                      image_hw: tuple[int, int], T_world_from_ego: Tensor, timestamp: Tensor,
@@ -220,6 +227,6 @@ class BevFusion(nn.Module):
         """One frame of a sequence: BEV map and the memory's new state (``hydranet.model.temporal``)."""
         if self.temporal is None:
             raise ValueError("this model has no video memory (model.fusion.temporal is off): use forward()")
-        bev = self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        bev = self.encoder.encode(self.sampler(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid))
         bev, state = self.temporal(bev, T_world_from_ego, timestamp, state)
-        return self.encoder(bev, self.grid.shape), state
+        return self.encoder.to_grid(bev, self.grid.shape), state
