@@ -33,6 +33,7 @@ Warp: for current cell centre ``p`` (ego, ground plane) the entry is sampled at
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -156,6 +157,20 @@ def local_correlation(current: Tensor, previous: Tensor, radius: int) -> Tensor:
                       for dy in range(k) for dx in range(k)], 1)
 
 
+def soft_flow(correlation: Tensor, radius: int, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Expected displacement under ``softmax(beta * correlation)`` over the ``(2r+1)²`` displacement
+    channels of ``local_correlation`` (row-major ``(dy, dx)``): ``([B, 2, h, w]`` (dy, dx) in cells, float32;
+    ``[B, 1, h, w]`` the largest displacement probability, the match's confidence). A soft-argmax, as in
+    the differentiable flow read-outs of PWC-Net/RAFT-style cost volumes; exportable (softmax, sums)."""
+    k = 2 * radius + 1
+    offsets = torch.arange(k, dtype=torch.float32, device=correlation.device) - radius
+    dy = offsets.repeat_interleave(k).view(1, -1, 1, 1)
+    dx = offsets.repeat(k).view(1, -1, 1, 1)
+    prob = torch.softmax(correlation.float() * beta, dim=1)
+    flow = torch.cat([(prob * dy).sum(1, keepdim=True), (prob * dx).sum(1, keepdim=True)], 1)
+    return flow, prob.amax(1, keepdim=True)
+
+
 class ConvGRUCell(nn.Module):
     """Convolutional GRU (Ballas et al. 2016): gates from 3×3 convs over ``[input, hidden]``."""
 
@@ -183,7 +198,7 @@ class TemporalMemory(nn.Module):
         if correlation_radius < 0:
             raise ValueError(f"temporal: correlation_radius must be >= 0, got {correlation_radius}")
         self.correlation_radius = correlation_radius
-        n_corr = (2 * correlation_radius + 1) ** 2 if correlation_radius else 0
+        n_corr = 3 * time_queue if correlation_radius else 0  # per time-queue entry: motion (2) + confidence
         if time_queue < 1 or space_queue < 0 or push_every_frames < 1 or push_every_metres <= 0:
             raise ValueError(f"temporal: need time_queue >= 1, space_queue >= 0, push_every_frames >= 1, "
                              f"push_every_metres > 0; got {time_queue}, {space_queue}, {push_every_frames}, "
@@ -197,6 +212,8 @@ class TemporalMemory(nn.Module):
         # ConvGRU's 3×3 convs then compare neighbouring cells).
         self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + n_corr, channels, 1, bias=False),
                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
+        self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
         self.gru = ConvGRUCell(channels, channels)
         self.out = nn.Conv2d(channels, channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: a single-frame model plus nothing
@@ -245,9 +262,7 @@ class TemporalMemory(nn.Module):
         age = ((t_now[:, None] - state.queue_time) / AGE_SCALE_S * state.queue_valid)[:, :, None, None]
         parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype)]
         if self.correlation_radius:
-            # Against the newest time-queue entry (slot 0); zero where it is empty or off its grid.
-            corr = local_correlation(bev, warped[:, 0], self.correlation_radius) * valid[:, :1]
-            parts.append(corr.to(bev.dtype))
+            parts.append(self._motion(bev, warped, valid, age).to(bev.dtype))
         x = self.reduce(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
@@ -273,6 +288,20 @@ class TemporalMemory(nn.Module):
         new = TemporalState(hidden=h.float(), hidden_pose=T_curr, queue=queue, queue_pose=pose, queue_time=qtime,
                             queue_valid=qvalid, since_push=since)
         return fused, new
+
+    def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> Tensor:
+        """Per time-queue entry, the apparent motion of each cell's content since that entry, in m/s on
+        the grid's (row, col) axes, and the match confidence: ``[B, 3 * time_queue, h, w]``, zero where
+        the entry is empty or off its grid. After the ego-motion warp the static world matches at
+        displacement 0; an object moving at v matches where it was, ``-v * age``."""
+        assert self.log_beta is not None
+        out = []
+        for j in range(self.time_queue):
+            corr = local_correlation(bev, warped[:, j], self.correlation_radius)
+            flow, confidence = soft_flow(corr, self.correlation_radius, self.log_beta.exp())
+            seconds = (age[:, j] * AGE_SCALE_S).clamp(min=0.05)  # [B, 1, 1]: an entry is at least a frame old
+            out += [flow * (self.grid.cell / seconds[:, None]) * valid[:, j:j + 1], confidence * valid[:, j:j + 1]]
+        return torch.cat(out, 1)
 
     @staticmethod
     def _push(state: TemporalState, lo: int, hi: int, push: Tensor, entry: Tensor, T: Tensor,

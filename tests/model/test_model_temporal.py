@@ -171,3 +171,18 @@ def test_local_correlation_peaks_at_the_displacement():
     best = inner.argmax(0)
     assert bool((best == (1 + 2) * 5 + (-2 + 2)).all())
     torch.testing.assert_close(inner[(1 + 2) * 5 + 0], torch.ones(6, 6))
+
+
+def test_soft_flow_reads_the_displacement_of_a_moved_blob():
+    """A textured blob that moved (dy, dx) = (1, -2) cells since the previous map: the soft-argmax of the cost
+    volume at its current cells is (-1, 2), where it was; the empty background reads no motion."""
+    from hydranet.model.temporal import local_correlation, soft_flow
+
+    prev = torch.zeros(1, 8, 16, 16)
+    prev[0, :, 6:8, 9:11] = torch.randn(8, 2, 2, generator=torch.Generator().manual_seed(0))  # a textured blob
+    cur = torch.roll(prev, shifts=(1, -2), dims=(2, 3))
+    flow, confidence = soft_flow(local_correlation(cur, prev, radius=2), 2, torch.tensor(50.0))
+    torch.testing.assert_close(flow[0, :, 7:9, 7:9], torch.tensor([-1.0, 2.0]).view(2, 1, 1).expand(2, 2, 2),
+                               atol=1e-3, rtol=0)
+    assert float(confidence[0, 0, 7, 7]) > 0.99
+    assert float(flow[0, :, 0, 0].abs().max()) < 1e-6 and float(confidence[0, 0, 0, 0]) < 0.05
