@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 TASKS = ("objects3d", "bev_semantic")
-TEMPORAL_ONLY_ARGS = ("correlation_radius",)
+TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames")
 
 
 class InMemory(Dataset):
@@ -65,7 +65,8 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
     from hydranet.train.config import config_from_dict
 
     # The shipped configs/temporal.yaml memory: entries 0.2 s apart move a 10 m/s car 2 cells on the 1 m grid.
-    fusion: dict[str, Any] = {"temporal": {"time_queue": 2, "space_queue": 2, "push_every_frames": 2,
+    fusion: dict[str, Any] = {"temporal": {"time_queue": 2, "space_queue": 2,
+                                           "push_every_frames": args.push_every_frames,
                                            "push_every_metres": 2.0, "correlation_radius": args.correlation_radius}
                               if temporal else None}
     return config_from_dict({
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="image size of the latency measurement (default: the tiny preset's 128x256)")
     p.add_argument("--correlation-radius", type=int, default=0,
                    help="the temporal memory's cost-volume radius in cells (0 = no correlation)")
+    p.add_argument("--push-every-frames", type=int, default=2,
+                   help="the memory's time-queue period in frames (entry ages up to time_queue x this)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")

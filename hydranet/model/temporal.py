@@ -2,7 +2,7 @@
 
 What the module keeps between frames (``TemporalState``, all tensors, batch first):
 
-- a **time queue** of the last ``time_queue`` pre-encoder BEV maps, one pushed every ``push_every_frames``
+- a **time queue** of the last ``time_queue`` encoded BEV maps, one pushed every ``push_every_frames``
   frames, and a **space queue** of ``space_queue`` maps, one pushed every ``push_every_metres`` of ego
   travel. A car waiting at a red light stops pushing into the space queue, so it still holds what it saw
   while approaching (the cross traffic before the queue of cars hid it); the time queue keeps the recent
@@ -12,15 +12,23 @@ What the module keeps between frames (``TemporalState``, all tensors, batch firs
 - a convolutional-GRU hidden map (Ballas et al., "Delving Deeper into Convolutional Networks for
   Learning Video Representations", ICLR 2016) and the pose it is expressed in.
 
+Where it sits: after the BEV encoder's residual stages (fusion resolution, ``bev_channels``), before the
+upsample to the grid, so the heads read the fused map. The sampler's map has no depth -- a camera feature
+lands on every cell along its ray -- so an object's motion barely shows there; the encoder has already
+localised objects (BEVDet4D aligns and fuses such localised BEV features, Huang & Huang 2022). Measured
+with ``benchmarks/temporal.py`` (1,000 steps, one run each): 3D mAP 0.099 here against 0.059 with the
+memory before the encoder (single-frame model 0.072).
+
 Each frame: every queue entry and the hidden map are warped into the current ego frame with
 ``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
 displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
-``concat(current BEV, warped entries, validity masks, ages[, correlation])`` is mixed per cell (1×1 conv)
-into the GRU input, where the optional ``correlation`` (``correlation_radius`` > 0) is a local cost volume
-between the current BEV and the newest warped entry: the cosine similarity of their features at (2r+1)²
-displacements up to ``correlation_radius`` cells (FlowNet's correlation layer, Dosovitskiy et al., ICCV
-2015). After the ego-motion warp the static world peaks at displacement 0 and a moving object at −v·Δt;
-the GRU updates the hidden map; its output is added residually to the current BEV. The new state is returned,
+``concat(current BEV, warped entries, validity masks, ages[, motion])`` is mixed per cell (1×1 conv)
+into the GRU input. The optional ``motion`` (``correlation_radius`` > 0) is read, per time-queue entry,
+from a local cost volume between the current BEV and the warped entry -- the cosine similarity of their
+features at (2r+1)² displacements up to ``correlation_radius`` cells (FlowNet's correlation layer,
+Dosovitskiy et al., ICCV 2015) -- as its soft-argmax displacement divided by the entry's age (m/s on the
+grid axes) and the match confidence: after the ego-motion warp the static world matches at displacement
+0 and an object moving at v where it was, −v·age. The GRU updates the hidden map; its output is added residually to the current BEV. The new state is returned,
 never kept inside the module: the caller (trainer, ``HydraNet.stream``, the car's runtime through the
 exported graph) owns it. An all-zero ``TemporalState`` is the reset (no history; the first frame of a
 scene) — the module then sees zero features, zero masks, and behaves as a single-frame model.
