@@ -186,3 +186,18 @@ def test_soft_flow_reads_the_displacement_of_a_moved_blob():
                                atol=1e-3, rtol=0)
     assert float(confidence[0, 0, 7, 7]) > 0.99
     assert float(flow[0, :, 0, 0].abs().max()) < 1e-6 and float(confidence[0, 0, 0, 0]) < 0.05
+
+
+def test_the_memory_keeps_the_encoded_bev_at_fusion_resolution():
+    """The memory sits after the BEV encoder's residual stages: the entry a frame pushes is the encoded
+    map (``bev_channels`` on the fusion grid), not the sampler's depth-less map."""
+    model = temporal_model().eval()
+    images, K, T = rig_inputs(1)
+    fusion = model.fusion
+    with torch.no_grad():
+        _, state = model.forward_step(images, K, T, torch.eye(4)[None], torch.zeros(1), model.init_state(1))
+        feats = model.camera_features(images)
+        encoded = fusion.encoder.encode(fusion.sampler(feats, K, T, tuple(images.shape[-2:])))
+    assert fusion.temporal.channels == fusion.encoder.out[0].out_channels != fusion.sampler.reduce[0].out_channels
+    assert state.queue.shape[2:] == encoded.shape[1:] and encoded.shape[-2:] == fusion.sampler.grid.shape
+    torch.testing.assert_close(state.queue[:, 0], encoded.float())
