@@ -28,10 +28,11 @@ from a local cost volume between the current BEV and the warped entry -- the cos
 features at (2r+1)² displacements up to ``correlation_radius`` cells (FlowNet's correlation layer,
 Dosovitskiy et al., ICCV 2015) -- as its soft-argmax displacement divided by the entry's age (m/s on the
 grid axes) and the match confidence: after the ego-motion warp the static world matches at displacement
-0 and an object moving at v where it was, −v·age. The GRU updates the hidden map; its output is added residually to the current BEV. The new state is returned,
-never kept inside the module: the caller (trainer, ``HydraNet.stream``, the car's runtime through the
-exported graph) owns it. An all-zero ``TemporalState`` is the reset (no history; the first frame of a
-scene) — the module then sees zero features, zero masks, and behaves as a single-frame model.
+0 and an object moving at v where it was, −v·age. The GRU updates the hidden map; its output is added
+residually to the current BEV. The new state is returned, never kept inside the module: the caller (trainer,
+``HydraNet.stream``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
+the reset (no history; the first frame of a scene) — the module then sees zero features, zero masks, and
+behaves as a single-frame model.
 
 Warp: for current cell centre ``p`` (ego, ground plane) the entry is sampled at
 ``T_entry_from_curr @ p`` with ``T_entry_from_curr = inv(T_world_from_entry) @ T_world_from_curr``
@@ -157,8 +158,13 @@ def local_correlation(current: Tensor, previous: Tensor, radius: int) -> Tensor:
     displacement ``(dy, dx)`` in ``[-radius, radius]²`` (row-major): ``[B, (2r+1)², h, w]``, in [-1, 1];
     0 where the shifted map falls outside (zero padding). Computed in fp32 with pad and slices only
     (exportable to ONNX). Follows the correlation layer of FlowNet (Dosovitskiy et al., ICCV 2015)."""
-    cur = F.normalize(current.float(), dim=1, eps=1e-6)
-    prev = F.pad(F.normalize(previous.float(), dim=1, eps=1e-6), (radius, radius, radius, radius))
+    return _correlate(F.normalize(current.float(), dim=1, eps=1e-6), F.normalize(previous.float(), dim=1, eps=1e-6),
+                      radius)
+
+
+def _correlate(cur: Tensor, prev: Tensor, radius: int) -> Tensor:
+    """``local_correlation`` of maps already normalised along channels."""
+    prev = F.pad(prev, (radius, radius, radius, radius))
     h, w = cur.shape[-2:]
     k = 2 * radius + 1
     return torch.cat([(cur * prev[:, :, dy:dy + h, dx:dx + w]).sum(1, keepdim=True)
@@ -304,8 +310,9 @@ class TemporalMemory(nn.Module):
         displacement 0; an object moving at v matches where it was, ``-v * age``."""
         assert self.log_beta is not None
         out = []
+        current = F.normalize(bev.float(), dim=1, eps=1e-6)  # once for every entry
         for j in range(self.time_queue):
-            corr = local_correlation(bev, warped[:, j], self.correlation_radius)
+            corr = _correlate(current, F.normalize(warped[:, j].float(), dim=1, eps=1e-6), self.correlation_radius)
             flow, confidence = soft_flow(corr, self.correlation_radius, self.log_beta.exp())
             seconds = (age[:, j] * AGE_SCALE_S).clamp(min=0.05)  # [B, 1, 1]: an entry is at least a frame old
             out += [flow * (self.grid.cell / seconds[:, None]) * valid[:, j:j + 1], confidence * valid[:, j:j + 1]]
