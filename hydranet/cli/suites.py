@@ -22,6 +22,9 @@ from hydranet.eval.gate import gate
 from hydranet.eval.report import write_html_report
 from hydranet.eval.runner import NO_HEAD, check_thresholds, run_suite, run_to_json, to_jsonable
 from hydranet.eval.suite import SuiteError, load_suites, select_tasks
+from hydranet.metrics.temporal import TEMPORAL_KEYS_3D
+
+SEQUENCE_METRICS = ("ave", *TEMPORAL_KEYS_3D)  # shown for every task that reports them, threshold or not
 
 console = make_console()
 
@@ -138,12 +141,12 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
     style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
     for task in suite.tasks:
         te = run.tasks.get(task)
-        rows = [c for c in checks if c.task == task]
-        shown = {c.metric for c in rows}
-        if te is not None and te.headline not in shown:  # always show the headline, threshold or not
-            rows.insert(0, None)
-        for c in rows:
-            metric = te.headline if c is None else c.metric
+        rows: list[tuple[str, Any]] = [(c.metric, c) for c in checks if c.task == task]
+        shown = {m for m, _ in rows}
+        if te is not None:  # always the headline and what a sequence adds (velocity, occlusion, flicker)
+            extra = [te.headline, *(k for k in SEQUENCE_METRICS if k in te.metrics and k != te.headline)]
+            rows = [(m, None) for m in extra if m not in shown] + rows
+        for metric, c in rows:
             value = te.metrics.get(metric, math.nan) if te is not None else math.nan
             scen = [_fmt(te.per_scenario[s].get(metric, math.nan)) if te is not None and te.per_scenario.get(s)
                     else "—" for s in suite.scenarios]

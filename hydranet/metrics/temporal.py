@@ -15,7 +15,9 @@ m/s, nuScenes' definition):
   used once, by descending score (the matching of ``Detection3DMetric`` at the TP threshold).
   ``visible_recall`` is the same on objects visible now, for comparison; ``occluded_objects`` the count.
 - ``flicker``: over pairs of consecutive frames where a ground-truth object (by ``track_id``) inside
-  the grid is present in both, the fraction where its found/missed status changes.
+  the grid is present in both and found in at least one, the fraction where its found/missed status
+  changes. Pairs where it is missed in both do not count: a detector that finds nothing would
+  otherwise score a perfect 0 (it is undefined instead).
 
 ``TemporalTrafficLightMetric`` adds ``flicker`` to ``TrafficLightMetric``: over ground-truth lights
 (by ``track_id``) present in consecutive frames, the fraction whose reported state — the state of the
@@ -136,7 +138,7 @@ class TemporalDetection3DMetric(Detection3DMetric):
         counts[2], counts[3] = int((found & inside & now_visible).sum()), int((inside & now_visible).sum())
         last = self._hist.frames[-1] if follows and self._hist.frames else {}
         for t, f, ok in zip(tracks.tolist(), found.tolist(), inside.tolist(), strict=True):
-            if ok and t in last:
+            if ok and t in last and (last[t][1] or f):  # missed twice is not stability
                 counts[5] += 1
                 counts[4] += int(last[t][1] != f)
         self._hist.push({t: (bool(v), bool(f)) for t, v, f in zip(tracks.tolist(), now_visible.tolist(),

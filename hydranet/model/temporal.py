@@ -89,7 +89,7 @@ def warp_bev(prev_bev: Tensor, T_prev_from_curr: Tensor, grid: BevGrid) -> tuple
 @dataclass
 class TemporalState:
     """The memory between two frames (batch ``B``, ``Q = time_queue + space_queue`` entries,
-    ``C`` fusion channels on the ``h × w`` fusion grid). All float32.
+    ``C = bev_channels`` on the ``h × w`` fusion grid). All float32.
 
     hidden       [B, C, h, w]     ConvGRU state, in the ego frame of ``hidden_pose``
     hidden_pose  [B, 4, 4]        T_world_from_ego of the frame the hidden map is expressed in
@@ -222,7 +222,7 @@ class TemporalMemory(nn.Module):
         self.time_queue, self.space_queue = time_queue, space_queue
         self.push_every_frames, self.push_every_metres = push_every_frames, float(push_every_metres)
         q = time_queue + space_queue
-        # current + q warped entries + q validity masks + q ages + the cost volume, mixed per cell (1×1; the
+        # current + q warped entries + q validity masks + q ages + the motion read-out, mixed per cell (1×1; the
         # ConvGRU's 3×3 convs then compare neighbouring cells).
         self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + n_corr, channels, 1, bias=False),
                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))

@@ -3,6 +3,7 @@ objects3d / traffic-light metrics gain mAVE's companions occlusion persistence a
 
 import torch
 
+from hydranet.cli import suites
 from hydranet.eval.runner import check_thresholds, plan_frames, run_suite
 from hydranet.eval.suite import load_suite
 from hydranet.model import ModelConfig, create_model
@@ -48,3 +49,8 @@ def test_sequence_suite_streams_clips_and_reports_temporal_metrics(tmp_path):
         assert {c.metric: c.status for c in check_thresholds(run)}["ave"] == "pass"
         # the gate's bootstrap works on the per-frame records
         assert "flicker" in run.tasks["objects3d"].metric.compute_frames([0, 1, 2])
+    # `hydranet eval` prints what the sequence adds, threshold or not, beside the headline
+    with suites.console.capture() as captured:
+        suites._print_eval(runs["temporal"], check_thresholds(runs["temporal"]))
+    for metric in ("map", "ave", "occluded_recall", "visible_recall", "flicker"):
+        assert metric in captured.get(), metric

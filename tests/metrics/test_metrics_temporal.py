@@ -43,9 +43,16 @@ def test_occluded_recall_counts_objects_hidden_now_but_seen_recently():
     assert out["occluded_objects"] == 2 and out["occluded_recall"] == pytest.approx(0.5)
     assert out["visible_recall"] == pytest.approx(1.0)
     # Flicker: track 1 found in all 4 frames (3 pairs, 0 toggles); track 2 found, found, missed, missed
-    # (3 pairs, 1 toggle).
-    assert out["flicker"] == pytest.approx(1 / 6)
+    # (2 pairs with a detection, 1 toggle; missed-missed does not count).
+    assert out["flicker"] == pytest.approx(1 / 5)
     assert "map" in out and "ave" in out
+
+
+def test_a_detector_that_finds_nothing_has_no_flicker_score():
+    m = TemporalDetection3DMetric(CLASSES, history=2, grid_extent=(-32, 32, -32, 32))
+    for k in range(4):
+        m.update([pred([], [])], [dict(gt([1, 2], [0.9, 0.9]), sequence=("s", k))])
+    assert np.isnan(m.compute()["flicker"])  # not a perfect 0
 
 
 def test_no_sequence_info_means_the_plain_detection_metric_and_a_gap_restarts_history():
