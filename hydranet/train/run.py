@@ -111,6 +111,13 @@ def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path,
                   f"({tc.batch_size}/rank x {tc.grad_accum} accum x {info.world_size} ranks)")
     console.print(f"  data: {data.sizes} -> labelled samples per task {sizes}; scheduler "
                   f"{tc.scheduler.kind}, balancing {tc.balancing.kind}")
+    if tc.clip is not None:  # a step's samples are clips: say what a "sample" is and what the memory keeps
+        memory = getattr(getattr(trainer.model, "fusion", None), "temporal", None)
+        kept = (f"time queue {memory.time_queue} (every {memory.push_every_frames} frames), space queue "
+                f"{memory.space_queue} (every {memory.push_every_metres:g} m)" if memory is not None
+                else "no video memory: frames run one by one")
+        console.print(f"  video: each sample is a clip of {tc.clip.length} consecutive frames ({tc.clip.burn_in} "
+                      f"burn-in without gradient); {kept}")
     if data.groups is not None:
         console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
     if trainer.frozen:

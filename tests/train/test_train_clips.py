@@ -50,12 +50,13 @@ def test_clip_sampler_yields_frame_major_clips_of_one_scene():
 
 
 @pytest.mark.slow
-def test_temporal_model_trains_on_clips_and_bad_clip_config_is_named(tmp_path):
+def test_temporal_model_trains_on_clips_and_bad_clip_config_is_named(tmp_path, capsys):
     with pytest.raises(ConfigError, match="burn_in"):
         config_from_dict(CONFIG | {"train": CONFIG["train"] | {"clip": {"length": 2, "burn_in": 2}}})
     cfg = config_from_dict(CONFIG)
     summary = run_training(cfg, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+    assert "video: each sample is a clip of" in capsys.readouterr().err  # the run says what a sample is
     model, _ = load_model(tmp_path / "run")
     assert model.is_temporal
     # The memory's weights were trained (its output conv starts at zero) and are finite.
