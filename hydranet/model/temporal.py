@@ -224,8 +224,10 @@ class TemporalMemory(nn.Module):
         q = time_queue + space_queue
         # current + q warped entries + q validity masks + q ages + the motion read-out, mixed per cell (1×1; the
         # ConvGRU's 3×3 convs then compare neighbouring cells).
-        self.reduce = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + n_corr, channels, 1, bias=False),
-                                    nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        # Named ``mix`` since the memory moved after the encoder (it was ``reduce``): a video checkpoint of the
+        # old wiring then fails to load with a CheckpointError naming the keys, instead of loading silently.
+        self.mix = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + n_corr, channels, 1, bias=False),
+                                 nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
         self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
         self.gru = ConvGRUCell(channels, channels)
@@ -277,7 +279,7 @@ class TemporalMemory(nn.Module):
         parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype)]
         if self.correlation_radius:
             parts.append(self._motion(bev, warped, valid, age).to(bev.dtype))
-        x = self.reduce(torch.cat(parts, 1))
+        x = self.mix(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
         h_prev, h_valid = warp_bev(state.hidden, rigid_inverse(state.hidden_pose) @ T_curr, self.grid)
