@@ -30,7 +30,7 @@ from hydranet.engine.queue import QueueError, read_queue, write_queue, write_que
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
 from hydranet.engine.vacation import Vacation
 from hydranet.eval.runner import to_jsonable
-from hydranet.train.distributed import exit_process, shutdown
+from hydranet.train.distributed import exit_torchrun_worker, shutdown
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
@@ -92,7 +92,7 @@ def mine_command(
     if dist.is_initialized():
         shutdown()
     if result is None:  # a rank other than 0: rank 0 writes the merged queue
-        _exit_torchrun_worker()
+        exit_torchrun_worker()
         return
     names = [n for n, _, _ in specs]
     paths = write_queue(out, result, data, str(model), names, budget, parquet)
@@ -101,14 +101,7 @@ def mine_command(
     if html_frames:
         paths["html"] = write_queue_html(out / "queue.html", result.queue, open_pool(data), summary, html_frames)
     _print_mine_result(result, paths["jsonl"])
-    _exit_torchrun_worker()
-
-
-def _exit_torchrun_worker() -> None:
-    """Under torchrun, end the worker without interpreter teardown (gloo can SIGABRT there; see
-    ``hydranet.train.distributed.exit_process``)."""
-    if env_world_size() > 1:
-        exit_process(0)
+    exit_torchrun_worker()  # gloo can SIGABRT at interpreter teardown (see distributed.exit_process)
 
 
 def _shadow_model(shadow: Path | None, trigs: list) -> DeployedModel | None:

@@ -10,14 +10,9 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
 from hydranet.train.config import Config, load_config
 from hydranet.train.demo import default_demo_config, run_demo
-from hydranet.train.distributed import exit_process
-from hydranet.train.run import in_torchrun, run_training
+from hydranet.train.distributed import exit_torchrun_worker
+from hydranet.train.run import run_training
 from hydranet.train.subgraph import load_train_config, run_subgraph
-
-
-def _exit_distributed(code: int) -> None:
-    if in_torchrun():
-        exit_process(code)
 
 
 def _train_config(config: Path | None, overrides: list[str], from_ckpt: Path | None) -> Config:
@@ -93,7 +88,7 @@ def train(
         code = 2
         raise
     finally:
-        _exit_distributed(code)
+        exit_torchrun_worker(code)
 
 
 @app.command()

@@ -104,6 +104,12 @@ def exit_process(code: int = 0) -> None:
     os._exit(code)
 
 
+def exit_torchrun_worker(code: int = 0) -> None:
+    """Under torchrun (``WORLD_SIZE`` > 1) end this worker with ``exit_process(code)``; return otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        exit_process(code)
+
+
 def barrier() -> None:
     """Wait for every rank (``dist.barrier``); a no-op without a process group."""
     if dist.is_available() and dist.is_initialized():

@@ -214,8 +214,3 @@ def write_run_config(cfg: Config, out_dir: Path, info: distributed.DistInfo) -> 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     distributed.barrier()
-
-
-def in_torchrun() -> bool:
-    """True when launched by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
