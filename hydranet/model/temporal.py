@@ -22,8 +22,9 @@ memory before the encoder (single-frame model 0.072).
 Each frame: every queue entry and the hidden map are warped into the current ego frame with
 ``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
 displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
-``concat(current BEV, warped entries, validity masks, ages[, motion])`` is mixed per cell (1×1 conv)
-into the GRU input. The optional ``motion`` (``correlation_radius`` > 0) is read, per time-queue entry,
+``concat(current BEV, warped entries, validity masks, ages, ego velocity[, motion])`` is mixed per cell
+(1×1 conv) into the GRU input. The ego velocity (m/s in the current ego frame, from the newest time-queue
+entry's pose and age: the car's odometry) is what a single frame cannot know and traffic's speed follows. The optional ``motion`` (``correlation_radius`` > 0) is read, per time-queue entry,
 from a local cost volume between the current BEV and the warped entry -- the cosine similarity of their
 features at (2r+1)² displacements up to ``correlation_radius`` cells (FlowNet's correlation layer,
 Dosovitskiy et al., ICCV 2015) -- as its soft-argmax displacement divided by the entry's age (m/s on the
@@ -153,6 +154,19 @@ class TemporalState:
         return TemporalState(*(mask(t) for t in self.tensors()))
 
 
+def ego_velocity(T_world_from_ego: Tensor, T_world_from_past: Tensor, dt: Tensor, valid: Tensor) -> Tensor:
+    """The ego's mean velocity since a past pose, in the current ego frame: ``[B, 2]`` (vx, vy) m/s, float32.
+
+    ``T_world_from_ego``, ``T_world_from_past`` ``[B, 4, 4]``; ``dt [B]`` seconds between them (clamped to
+    >= 0.05 s, a frame at 20 Hz); ``valid [B]`` 0/1, zero velocity where the past pose is an empty slot.
+    This is the odometry a car has (BEVFormer feeds the CAN bus' ego motion to its BEV queries, Li et al.,
+    ECCV 2022): a single frame cannot know it, and the surrounding traffic's speed is tied to the ego's."""
+    R = T_world_from_ego[:, :3, :3].float()
+    moved = (T_world_from_ego[:, :3, 3] - T_world_from_past[:, :3, 3]).float()  # world frame, metres
+    v = (R.transpose(-1, -2) @ moved[..., None])[:, :2, 0] / dt.float().clamp(min=0.05)[:, None]
+    return v * valid.float()[:, None]
+
+
 def local_correlation(current: Tensor, previous: Tensor, radius: int) -> Tensor:
     """Cosine similarity of ``current [B, C, h, w]`` with ``previous [B, C, h, w]`` shifted by every
     displacement ``(dy, dx)`` in ``[-radius, radius]²`` (row-major): ``[B, (2r+1)², h, w]``, in [-1, 1];
@@ -222,11 +236,11 @@ class TemporalMemory(nn.Module):
         self.time_queue, self.space_queue = time_queue, space_queue
         self.push_every_frames, self.push_every_metres = push_every_frames, float(push_every_metres)
         q = time_queue + space_queue
-        # current + q warped entries + q validity masks + q ages + the motion read-out, mixed per cell (1×1; the
-        # ConvGRU's 3×3 convs then compare neighbouring cells).
+        # current + q warped entries + q validity masks + q ages + the ego's velocity (2) + the motion read-out,
+        # mixed per cell (1×1; the ConvGRU's 3×3 convs then compare neighbouring cells).
         # Named ``mix`` since the memory moved after the encoder (it was ``reduce``): a video checkpoint of the
         # old wiring then fails to load with a CheckpointError naming the keys, instead of loading silently.
-        self.mix = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + n_corr, channels, 1, bias=False),
+        self.mix = nn.Sequential(nn.Conv2d(channels * (q + 1) + 2 * q + 2 + n_corr, channels, 1, bias=False),
                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
         self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
@@ -276,7 +290,9 @@ class TemporalMemory(nn.Module):
         valid = valid.reshape(B, Q, R, W) * state.queue_valid[:, :, None, None]
         warped = warped.reshape(B, Q, C, R, W) * valid[:, :, None]
         age = ((t_now[:, None] - state.queue_time) / AGE_SCALE_S * state.queue_valid)[:, :, None, None]
-        parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype)]
+        ego_v = ego_velocity(T_curr, state.queue_pose[:, 0], t_now - state.queue_time[:, 0], state.queue_valid[:, 0])
+        parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype),
+                 ego_v[:, :, None, None].expand(B, 2, R, W).to(bev.dtype)]
         if self.correlation_radius:
             parts.append(self._motion(bev, warped, valid, age).to(bev.dtype))
         x = self.mix(torch.cat(parts, 1))
