@@ -236,6 +236,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     if is_streaming:  # the ego-motion and state inputs, in the graph's order
         specs = {i.name: i for i in [*manifest.inputs, *streaming.streaming_input_specs(model, batch)]}
         manifest = manifest.model_copy(update={"inputs": [specs[n] for n in graph_inputs],
+                                               "state_outputs": streaming.state_output_specs(model, batch),
                                                "rig_note": f"{manifest.rig_note} {streaming.STATE_NOTE}"})
     write_export_manifest(manifest, manifest_path(path))
     return manifest

@@ -3,7 +3,7 @@
 ``model.onnx`` gets ``model.manifest.json`` (``model.int8.onnx`` gets ``model.int8.manifest.json``). It records
 the pre-processing contract (camera order, input names, shapes, dtypes, the normalisation the graph applies
 itself), the geometry the weights were trained for (rig, BEV grid — K and T are still *inputs*, so a
-recalibrated rig needs no re-export), every output's name, task, decoder and shape, each task's options
+recalibrated rig needs no re-export), every output's name, task, decoder and shape (a temporal graph: also its state in and out), each task's options
 (decoders are pure functions of the outputs plus those options), and the trunk hash that ties the graph to
 its checkpoint. ``DeployedModel`` (``hydranet.deploy.runtime``) needs nothing else.
 """
@@ -58,6 +58,16 @@ class OutputSpec(_Strict):
     shape: list[int]
     dtype: str = "float32"
     decoder: str  # dotted path of the task's decode function
+
+
+class StateOutputSpec(_Strict):
+    """One updated-memory output of a temporal graph, ``new_state.<name>``: fixed shape and dtype, and the
+    ``state.<name>`` input the caller feeds it back into on the next frame of the same sequence."""
+
+    name: str  # "new_state.<name>", the ONNX output name
+    feeds: str  # "state.<name>", the graph input it becomes on the next call
+    shape: list[int]
+    dtype: str = "float32"
 
 
 class ExportedTaskSpec(_Strict):
@@ -122,6 +132,8 @@ class ExportManifest(_Strict):
     head_context: HeadContextSpec
     tasks: dict[str, ExportedTaskSpec]
     outputs: list[OutputSpec]
+    # A temporal graph's new_state.* outputs, in graph order after ``outputs`` (empty for a single-frame graph).
+    state_outputs: list[StateOutputSpec] = Field(default_factory=list)
     architecture: dict[str, Any] = Field(default_factory=dict)  # the ModelConfig, for the record
     quantization: QuantizationSpec | None = None
 
@@ -148,7 +160,8 @@ class ExportManifest(_Strict):
         return [i.name for i in self.inputs]
 
     def output_names(self) -> list[str]:
-        """ONNX output names ``<task>.<key>`` in graph order (temporal ``new_state.*`` outputs not included)."""
+        """ONNX task output names ``<task>.<key>`` in graph order (a temporal graph's ``new_state.*`` outputs
+        follow them: ``state_outputs``)."""
         return [o.name for o in self.outputs]
 
     def to_json(self) -> str:

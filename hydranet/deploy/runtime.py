@@ -95,6 +95,14 @@ class DeployedModel:
         self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, ctx) for name, spec in m.tasks.items()}
         # Temporal graphs (deploy/streaming.py): this object owns the memory between calls, as the car would.
         self.streaming = any(i.name.startswith("state.") for i in m.inputs)
+        fed = sorted(s.feeds for s in m.state_outputs)
+        if self.streaming and fed != sorted(self._state_names()):
+            raise ExportManifestError(f"{self.path}: the manifest's state_outputs feed {fed}, not the graph's state "
+                                      f"inputs {sorted(self._state_names())} (exported before hydranet recorded them? "
+                                      "re-export the checkpoint)")
+        missing = [s.name for s in m.state_outputs if s.name not in got_out]
+        if missing:
+            raise ExportManifestError(f"{self.path}: manifest state outputs {missing} are not in the graph")
         self.state: dict[str, np.ndarray] | None = None
         self._where: list[tuple[str, int]] = []
 
@@ -128,9 +136,7 @@ class DeployedModel:
             if list(x.shape) != spec.shape or str(x.dtype) != spec.dtype:
                 raise ValueError(f"{self.path}: input '{spec.name}' must be {spec.dtype} {spec.shape}, "
                                  f"got {x.dtype} {list(x.shape)}")
-        names = self.manifest.output_names()
-        if self.streaming:
-            names = names + [f"new_{k}" for k in self._state_names()]
+        names = self.manifest.output_names() + [s.name for s in self.manifest.state_outputs]
         return dict(zip(names, self.session.run(names, feeds), strict=True))
 
     def _state_names(self) -> list[str]:
@@ -159,7 +165,7 @@ class DeployedModel:
                                  None if camera_valid is None else camera_valid.cpu().numpy(),
                                  T_world_from_ego=batch.T_world_from_ego.float().cpu().contiguous().numpy(),
                                  timestamp=batch.timestamp.float().cpu().contiguous().numpy(), **self.state)
-        self.state = {k: arrays[f"new_{k}"] for k in self.state}
+        self.state = {s.feeds: arrays[s.name] for s in m.state_outputs}
         self._where = where
         out: dict[str, dict[str, Tensor]] = {}
         for spec in m.outputs:

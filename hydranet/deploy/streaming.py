@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hydranet.deploy.manifest import InputSpec
+from hydranet.deploy.manifest import InputSpec, StateOutputSpec
 from hydranet.model.temporal import TemporalState
 
 EGO_INPUTS = ("T_world_from_ego", "timestamp")
@@ -74,6 +74,12 @@ def streaming_input_specs(model: nn.Module, batch: int) -> list[InputSpec]:
                                description=f"video memory '{name}' from the previous call's new_state.{name}; "
                                            "zeros at a sequence start"))
     return specs
+
+
+def state_output_specs(model: nn.Module, batch: int) -> list[StateOutputSpec]:
+    """ExportManifest entries for the ``new_state.*`` outputs, each naming the ``state.*`` input it feeds."""
+    return [StateOutputSpec(name=f"new_state.{name}", feeds=f"state.{name}", shape=list(t.shape))
+            for name, t in zip(TemporalState.names(), model.init_state(batch).tensors(), strict=True)]
 
 
 def zero_state(specs: list[Any]) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
 """Checks that an exported graph computes what the PyTorch model computes, and what quantization costs.
 
 - ``parity``: ONNX Runtime vs PyTorch eager on held-out frames, max |difference| per output tensor (a
-  temporal graph: both streamed through the frames in order, each carrying its own memory).
+  temporal graph: both streamed through consecutive frames, each carrying its own memory, and the
+  ``new_state.*`` outputs compared too).
 - ``metric_drop``: per-task headline change between two ``hydranet.eval.loop.evaluate`` results, signed so that a
   positive drop is always *worse* (AbsRel rising counts as a drop).
 """
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from hydranet.data.sample import Batch
-from hydranet.deploy.heldout import heldout_batches
+from hydranet.deploy.heldout import heldout_batches, heldout_sequence_batches
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.tasks.base import Task
 
@@ -25,15 +26,19 @@ PARITY_TOLERANCE = 1e-3  # fp32 max abs difference per output, ORT vs eager
 @torch.no_grad()
 def parity(model: nn.Module, deployed: DeployedModel, frames: int = 4,
            batches: Iterable[Batch] | None = None) -> dict[str, float]:
-    """``{output name: max |ORT - eager|}`` over ``frames`` held-out frames (or the given batches)."""
+    """``{output name: max |ORT - eager|}`` over ``frames`` held-out frames (or the given batches). A temporal
+    graph runs ``frames`` consecutive frames of ``manifest.batch`` scenes by default, and its ``new_state.*``
+    outputs are compared with the eager model's state after each frame."""
     model.eval()
     m = deployed.manifest
     tasks = list(m.tasks)
-    worst: dict[str, float] = {o.name: 0.0 for o in m.outputs}
+    worst: dict[str, float] = {o.name: 0.0 for o in [*m.outputs, *m.state_outputs]}
     if deployed.streaming:  # temporal graph: both sides carry their memory through the frames, in order
         model.reset_state()
         deployed.reset_state()
-    for batch in batches if batches is not None else heldout_batches(m, frames, m.batch):
+    if batches is None:
+        batches = heldout_sequence_batches(m, frames) if deployed.streaming else heldout_batches(m, frames, m.batch)
+    for batch in batches:
         if deployed.streaming:
             ref = model.stream(batch, tasks)
         else:
@@ -44,6 +49,12 @@ def parity(model: nn.Module, deployed: DeployedModel, frames: int = 4,
             if a.shape != b.shape:
                 raise AssertionError(f"output {o.name}: graph shape {tuple(a.shape)} != eager {tuple(b.shape)}")
             worst[o.name] = max(worst[o.name], float((a - b).abs().max()))
+        if deployed.streaming:
+            assert deployed.state is not None and model.stream_state is not None
+            for s in m.state_outputs:
+                a = torch.from_numpy(deployed.state[s.feeds])
+                b = getattr(model.stream_state, s.feeds.removeprefix("state.")).float()
+                worst[s.name] = max(worst[s.name], float((a - b).abs().max()))
     return worst
 
 

@@ -45,6 +45,21 @@ def test_graph_takes_state_and_ego_motion_and_returns_the_new_state(temporal):
     outputs = [o.name for o in g.output]
     assert "new_state.hidden" in outputs and "objects3d.heatmap" in outputs
     assert [i.name for i in manifest.inputs] == inputs
+    # The manifest names every state output, its shape and the state input it feeds back into.
+    assert [s.name for s in manifest.state_outputs] == [o for o in outputs if o.startswith("new_state.")]
+    shapes = {i.name: i.shape for i in manifest.inputs}
+    assert all(shapes[s.feeds] == s.shape for s in manifest.state_outputs)
+    assert len(manifest.state_outputs) == len([i for i in inputs if i.startswith("state.")])
+
+
+def test_verify_streams_consecutive_frames_and_compares_the_state(temporal):
+    from hydranet.deploy.runtime import DeployedModel
+
+    model, path, manifest, _ = temporal
+    diffs = parity(model, DeployedModel(path), frames=3)
+    assert {s.name for s in manifest.state_outputs} <= set(diffs)
+    assert max(diffs.values()) <= PARITY_TOLERANCE, diffs
+    assert model.stream_state is not None and bool(model.stream_state.queue_valid[:, 0].all())  # history was kept
 
 
 def test_ten_streamed_frames_onnx_equal_eager(temporal):

@@ -8,7 +8,7 @@ from hydranet_model_testkit import BEV, rig_inputs, tiny_config
 from hydranet.data.sample import Sample, collate
 from hydranet.geometry import BevGrid, default_rig, invert_transform, transform_points, yaw_transform
 from hydranet.model import create_model
-from hydranet.model.temporal import TemporalMemory, TemporalState, rigid_inverse, warp_bev
+from hydranet.model.temporal import TemporalMemory, TemporalState, ego_velocity, rigid_inverse, warp_bev
 
 GRID = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
 
@@ -55,6 +55,20 @@ def _step(mem: TemporalMemory, state: TemporalState, x: float, t: float) -> Temp
     bev = torch.randn(1, mem.channels, *mem.grid.shape)
     _, state = mem(bev, yaw_transform(x, 0.0, 0.0).float()[None], torch.tensor([t]), state)
     return state
+
+
+def test_ego_velocity_is_the_odometry_in_the_current_ego_frame():
+    # The ego drives 2 m along its own heading (yaw 0.7 in the world) in 0.2 s, then turns 90° left in place.
+    past = yaw_transform(100.0, -40.0, 0.7).float()[None]
+    ahead = past @ yaw_transform(2.0, 0.0, 0.0).float()[None]
+    v = ego_velocity(ahead, past, torch.tensor([0.2]), torch.tensor([1.0]))
+    assert torch.allclose(v, torch.tensor([[10.0, 0.0]]), atol=1e-3)
+    turned = ahead @ yaw_transform(0.0, 0.0, torch.pi / 2).float()[None]
+    v = ego_velocity(turned, past, torch.tensor([0.2]), torch.tensor([1.0]))
+    assert torch.allclose(v, torch.tensor([[0.0, -10.0]]), atol=1e-3)  # the past motion is now to the right
+    # An empty slot (no history) and a zero interval give no velocity, never inf.
+    assert ego_velocity(ahead, torch.zeros(1, 4, 4), torch.tensor([0.0]), torch.tensor([0.0])).eq(0).all()
+    assert torch.isfinite(ego_velocity(ahead, past, torch.tensor([0.0]), torch.tensor([1.0]))).all()
 
 
 def test_time_queue_pushes_every_k_frames_and_space_queue_every_d_metres():
