@@ -3,9 +3,10 @@
 ``model.onnx`` gets ``model.manifest.json`` (``model.int8.onnx`` gets ``model.int8.manifest.json``). It records
 the pre-processing contract (camera order, input names, shapes, dtypes, the normalisation the graph applies
 itself), the geometry the weights were trained for (rig, BEV grid — K and T are still *inputs*, so a
-recalibrated rig needs no re-export), every output's name, task, decoder and shape (a temporal graph: also its state in and out), each task's options
-(decoders are pure functions of the outputs plus those options), and the trunk hash that ties the graph to
-its checkpoint. ``DeployedModel`` (``hydranet.deploy.runtime``) needs nothing else.
+recalibrated rig needs no re-export), every output's name, task, decoder and shape (a temporal graph: also
+its state inputs and outputs), each task's options (decoders are pure functions of the outputs plus those
+options), and the trunk hash that ties the graph to its checkpoint. ``DeployedModel``
+(``hydranet.deploy.runtime``) needs nothing else.
 """
 
 from __future__ import annotations

@@ -24,12 +24,15 @@ Each frame: every queue entry and the hidden map are warped into the current ego
 displaced, which is what the GRU reads velocity from, together with each entry's age in seconds);
 ``concat(current BEV, warped entries, validity masks, ages, ego velocity[, motion])`` is mixed per cell
 (1×1 conv) into the GRU input. The ego velocity (m/s in the current ego frame, from the newest time-queue
-entry's pose and age: the car's odometry) is what a single frame cannot know and traffic's speed follows. The optional ``motion`` (``correlation_radius`` > 0) is read, per time-queue entry,
-from a local cost volume between the current BEV and the warped entry -- the cosine similarity of their
-features at (2r+1)² displacements up to ``correlation_radius`` cells (FlowNet's correlation layer,
-Dosovitskiy et al., ICCV 2015) -- as its soft-argmax displacement divided by the entry's age (m/s on the
-grid axes) and the match confidence: after the ego-motion warp the static world matches at displacement
-0 and an object moving at v where it was, −v·age. The GRU updates the hidden map; its output is added
+entry's pose and age: the car's odometry) is what a single frame cannot know and traffic's speed follows.
+The optional ``motion`` (``correlation_radius`` > 0) is read, per time-queue entry, from a local cost
+volume between the current BEV and the warped entry -- the cosine similarity of their features at (2r+1)²
+displacements up to ``correlation_radius`` cells (FlowNet's correlation layer, Dosovitskiy et al., ICCV
+2015) -- as its soft-argmax displacement divided by the entry's age (ego vx, vy in m/s) and the match
+confidence: after the ego-motion warp the static world matches at displacement 0 and an object moving at
+v where it was, −v·age. In training the clip trainer supervises this read-out with the objects' velocity
+labels (``hydranet.train.motion_supervision``), so the correlated features learn to match.
+The GRU updates the hidden map; its output is added
 residually to the current BEV. The new state is returned, never kept inside the module: the caller (trainer,
 ``HydraNet.stream``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
 the reset (no history; the first frame of a scene) — the module then sees zero features, zero masks, and
@@ -199,6 +202,16 @@ def soft_flow(correlation: Tensor, radius: int, beta: Tensor) -> tuple[Tensor, T
     return flow, prob.amax(1, keepdim=True)
 
 
+@dataclass
+class MotionReadout:
+    """The motion read-out of one frame (training only, for ``hydranet.train.motion_supervision``):
+    ``velocity [B, time_queue, 2, h, w]`` float32, ego (vx, vy) m/s per fusion cell as read from each
+    time-queue entry; ``valid [B, time_queue, h, w]`` 1 where the entry holds a frame and covers the cell."""
+
+    velocity: Tensor
+    valid: Tensor
+
+
 class ConvGRUCell(nn.Module):
     """Convolutional GRU (Ballas et al. 2016): gates from 3×3 convs over ``[input, hidden]``."""
 
@@ -245,6 +258,9 @@ class TemporalMemory(nn.Module):
         # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
         self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
         self.gru = ConvGRUCell(channels, channels)
+        # The latest training frame's motion read-out (None in eval or without correlation): what the clip
+        # trainer supervises with the velocity labels (hydranet.train.motion_supervision).
+        self.motion_readout: MotionReadout | None = None
         self.out = nn.Conv2d(channels, channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: a single-frame model plus nothing
         nn.init.zeros_(self.out.bias)
@@ -293,8 +309,12 @@ class TemporalMemory(nn.Module):
         ego_v = ego_velocity(T_curr, state.queue_pose[:, 0], t_now - state.queue_time[:, 0], state.queue_valid[:, 0])
         parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype),
                  ego_v[:, :, None, None].expand(B, 2, R, W).to(bev.dtype)]
+        self.motion_readout = None
         if self.correlation_radius:
-            parts.append(self._motion(bev, warped, valid, age).to(bev.dtype))
+            motion, readout = self._motion(bev, warped, valid, age)
+            parts.append(motion.to(bev.dtype))
+            if self.training:
+                self.motion_readout = readout
         x = self.mix(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
@@ -321,11 +341,12 @@ class TemporalMemory(nn.Module):
                             queue_valid=qvalid, since_push=since)
         return fused, new
 
-    def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> Tensor:
-        """Per time-queue entry, the apparent motion of each cell's content since that entry, in m/s on
-        the grid's (row, col) axes, and the match confidence: ``[B, 3 * time_queue, h, w]``, zero where
-        the entry is empty or off its grid. After the ego-motion warp the static world matches at
-        displacement 0; an object moving at v matches where it was, ``-v * age``."""
+    def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> tuple[Tensor, MotionReadout]:
+        """Per time-queue entry, the apparent motion of each cell's content since that entry and the match
+        confidence: ``[B, 3 * time_queue, h, w]``, zero where the entry is empty or off its grid; and the same
+        velocities as a ``MotionReadout``. After the ego-motion warp the static world matches at displacement
+        0; an object moving at v matches where it was, ``-v * age`` -- a displacement ``d`` (cells, rows run
+        towards -x and columns towards -y) is the velocity ``d * cell / age`` in ego (x, y) m/s."""
         assert self.log_beta is not None
         out = []
         current = F.normalize(bev.float(), dim=1, eps=1e-6)  # once for every entry
@@ -334,7 +355,9 @@ class TemporalMemory(nn.Module):
             flow, confidence = soft_flow(corr, self.correlation_radius, self.log_beta.exp())
             seconds = (age[:, j] * AGE_SCALE_S).clamp(min=0.05)  # [B, 1, 1]: an entry is at least a frame old
             out += [flow * (self.grid.cell / seconds[:, None]) * valid[:, j:j + 1], confidence * valid[:, j:j + 1]]
-        return torch.cat(out, 1)
+        tq = self.time_queue
+        velocity = torch.stack([out[2 * j] for j in range(tq)], 1)  # [B, tq, 2, h, w]
+        return torch.cat(out, 1), MotionReadout(velocity=velocity, valid=valid[:, :tq])
 
     @staticmethod
     def _push(state: TemporalState, lo: int, hi: int, push: Tensor, entry: Tensor, T: Tensor,
