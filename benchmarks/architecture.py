@@ -56,19 +56,6 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def resolve_import(node: ast.ImportFrom | ast.Import, module: str, is_package: bool) -> list[str]:
-    """Absolute dotted names an import statement refers to (modules or `module.name`)."""
-    if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
-    if node.level:
-        base = module.split(".") if is_package else module.split(".")[:-1]
-        base = base[: len(base) - (node.level - 1)]
-        prefix = ".".join(base + ([node.module] if node.module else []))
-    else:
-        prefix = node.module or ""
-    return [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
-
-
 class ImportCollector(ast.NodeVisitor):
     """Collects every import statement of one module with whether it sits inside a function."""
 
@@ -102,26 +89,51 @@ class ImportCollector(ast.NodeVisitor):
         self.imports.append((node, self.depth > 0))
 
 
+def import_targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
+                   modules: set[str] | dict) -> list[str]:
+    """The hydranet modules one import statement of `module` names: `from hydranet.x import y` is
+    `hydranet.x.y` when that is a module, else `hydranet.x`; `import hydranet.x.y` the longest existing
+    module prefix. Non-hydranet imports give nothing."""
+    if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+    else:
+        if node.level:
+            base = module.split(".") if is_package else module.split(".")[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            prefix = ".".join(base + ([node.module] if node.module else []))
+        else:
+            prefix = node.module or ""
+        targets = [f"{prefix}.{a.name}" for a in node.names if f"{prefix}.{a.name}" in modules] or [prefix]
+    out = []
+    for target in targets:
+        if target == "hydranet" or target.startswith("hydranet."):
+            while target not in modules and "." in target:
+                target = target.rsplit(".", 1)[0]
+            out.append(target)
+    return out
+
+
+def internal_imports(root: Path) -> dict[str, list[tuple[str, bool, int]]]:
+    """Per hydranet module under `root`: `[(imported hydranet module, inside a function?, line)]`."""
+    modules = {module_name(p, root): p for p in sorted((root / "hydranet").rglob("*.py"))}
+    out: dict[str, list[tuple[str, bool, int]]] = {}
+    for name, path in modules.items():
+        collector = ImportCollector()
+        collector.visit(ast.parse(path.read_text(), filename=str(path)))
+        out[name] = [(t, local, node.lineno) for node, local in collector.imports
+                     for t in import_targets(node, name, path.name == "__init__.py", modules)]
+    return out
+
+
 def collect(root: Path) -> dict[str, dict]:
     """Per module: path, line count, tree and internal imports `[(target_module, in_function)]`."""
-    files = sorted((root / "hydranet").rglob("*.py"))
-    modules = {module_name(p, root): p for p in files}
+    imports = internal_imports(root)
     info: dict[str, dict] = {}
-    for name, path in modules.items():
+    for path in sorted((root / "hydranet").rglob("*.py")):
+        name = module_name(path, root)
         text = path.read_text()
-        tree = ast.parse(text, filename=str(path))
-        collector = ImportCollector()
-        collector.visit(tree)
-        internal: list[tuple[str, bool]] = []
-        for node, in_function in collector.imports:
-            targets = resolve_import(node, name, path.name == "__init__.py")
-            hits = [t for t in targets if t in modules]
-            # `from hydranet.x import y`: y is a module if it is one, else a name in hydranet.x.
-            submodules = [t for t in hits[1:]] if isinstance(node, ast.ImportFrom) else hits
-            chosen = submodules or hits[:1]
-            for target in chosen:
-                internal.append((target, in_function))
-        info[name] = {"path": path, "lines": len(text.splitlines()), "tree": tree, "imports": internal}
+        info[name] = {"path": path, "lines": len(text.splitlines()), "tree": ast.parse(text, filename=str(path)),
+                      "imports": [(t, local) for t, local, _ in imports[name]]}
     return info
 
 

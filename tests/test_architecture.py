@@ -7,11 +7,15 @@ docs/design.md. A new package must be placed here before it can import or be imp
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "hydranet"
+# One import walker serves this check and the figures of benchmarks/architecture.py.
+_spec = importlib.util.spec_from_file_location("hydranet_architecture", ROOT / "benchmarks" / "architecture.py")
+assert _spec is not None and _spec.loader is not None
+_architecture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_architecture)
 
 # Left to right. Packages in one tier are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
@@ -42,77 +46,13 @@ PLUGIN_LOADS = {
 }
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def layer_of(module: str) -> str:
     """`hydranet.tasks.base` -> `tasks`; `hydranet.viz` -> `viz`; `hydranet` -> `hydranet`."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-class _Imports(ast.NodeVisitor):
-    def __init__(self) -> None:
-        self.depth = 0
-        self.found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
-
-    def _scope(self, node: ast.AST) -> None:
-        self.depth += 1
-        self.generic_visit(node)
-        self.depth -= 1
-
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _scope
-
-    def visit_If(self, node: ast.If) -> None:
-        # `if TYPE_CHECKING:` imports exist for annotations only; they never run.
-        test = node.test
-        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
-            for stmt in node.orelse:
-                self.visit(stmt)
-            return
-        self.generic_visit(node)
-
-    def visit_Import(self, node: ast.Import) -> None:
-        self.found.append((node, self.depth > 0))
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        self.found.append((node, self.depth > 0))
-
-
-def internal_imports() -> dict[str, list[tuple[str, bool, int]]]:
-    """module -> [(imported hydranet module, inside a function?, line)]."""
-    files = sorted(PACKAGE.rglob("*.py"))
-    modules = {module_name(p): p for p in files}
-    out: dict[str, list[tuple[str, bool, int]]] = {}
-    for name, path in modules.items():
-        visitor = _Imports()
-        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
-        found = []
-        for node, local in visitor.found:
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                if node.level:
-                    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    prefix = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    prefix = node.module or ""
-                subs = [f"{prefix}.{a.name}" for a in node.names if f"{prefix}.{a.name}" in modules]
-                targets = subs or [prefix]
-            for target in targets:
-                if target == "hydranet" or target.startswith("hydranet."):
-                    while target not in modules and "." in target:  # `import hydranet.x.y` names a module
-                        target = target.rsplit(".", 1)[0]
-                    found.append((target, local, node.lineno))
-        out[name] = found
-    return out
-
-
-IMPORTS = internal_imports()
+IMPORTS = _architecture.internal_imports(ROOT)
 TIER = {pkg: i for i, tier in enumerate(LAYERS) for pkg in tier}
 
 
