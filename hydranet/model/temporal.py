@@ -348,16 +348,18 @@ class TemporalMemory(nn.Module):
         0; an object moving at v matches where it was, ``-v * age`` -- a displacement ``d`` (cells, rows run
         towards -x and columns towards -y) is the velocity ``d * cell / age`` in ego (x, y) m/s."""
         assert self.log_beta is not None
-        out = []
-        current = F.normalize(bev.float(), dim=1, eps=1e-6)  # once for every entry
-        for j in range(self.time_queue):
-            corr = _correlate(current, F.normalize(warped[:, j].float(), dim=1, eps=1e-6), self.correlation_radius)
-            flow, confidence = soft_flow(corr, self.correlation_radius, self.log_beta.exp())
-            seconds = (age[:, j] * AGE_SCALE_S).clamp(min=0.05)  # [B, 1, 1]: an entry is at least a frame old
-            out += [flow * (self.grid.cell / seconds[:, None]) * valid[:, j:j + 1], confidence * valid[:, j:j + 1]]
+        B, _, C, h, w = warped.shape
         tq = self.time_queue
-        velocity = torch.stack([out[2 * j] for j in range(tq)], 1)  # [B, tq, 2, h, w]
-        return torch.cat(out, 1), MotionReadout(velocity=velocity, valid=valid[:, :tq])
+        # Every time-queue entry in one batch of B * tq maps (a few large ops, not tq times many small ones).
+        current = F.normalize(bev.float(), dim=1, eps=1e-6)[:, None].expand(B, tq, C, h, w).reshape(B * tq, C, h, w)
+        entries = F.normalize(warped[:, :tq].float().reshape(B * tq, C, h, w), dim=1, eps=1e-6)
+        flow, confidence = soft_flow(_correlate(current, entries, self.correlation_radius), self.correlation_radius,
+                                     self.log_beta.exp())
+        seconds = (age[:, :tq] * AGE_SCALE_S).clamp(min=0.05)[:, :, None]  # [B, tq, 1, 1, 1]: at least a frame old
+        mask = valid[:, :tq, None]  # [B, tq, 1, h, w]
+        velocity = flow.reshape(B, tq, 2, h, w) * (self.grid.cell / seconds) * mask
+        out = torch.cat([velocity, confidence.reshape(B, tq, 1, h, w) * mask], 2).reshape(B, 3 * tq, h, w)
+        return out, MotionReadout(velocity=velocity, valid=valid[:, :tq])
 
     @staticmethod
     def _push(state: TemporalState, lo: int, hi: int, push: Tensor, entry: Tensor, T: Tensor,
