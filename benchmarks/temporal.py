@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 TASKS = ("objects3d", "bev_semantic")
-TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames")
+TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames", "motion_weight")
 
 
 class InMemory(Dataset):
@@ -81,7 +81,8 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
         "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr,
                   "warmup_steps": min(10, args.steps // 5),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, args.steps), "seed": args.seed,
-                  "clip": {"length": args.burn_in + args.clip, "burn_in": args.burn_in}},
+                  "clip": {"length": args.burn_in + args.clip, "burn_in": args.burn_in,
+                           "motion_weight": args.motion_weight}},
     }, "<benchmark>")
 
 
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="the temporal memory's cost-volume radius in cells (0 = no correlation)")
     p.add_argument("--push-every-frames", type=int, default=2,
                    help="the memory's time-queue period in frames (entry ages up to time_queue x this)")
+    p.add_argument("--motion-weight", type=float, default=0.1,
+                   help="train.clip.motion_weight: the auxiliary loss on the motion read-out (needs a radius > 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
