@@ -204,7 +204,7 @@ def soft_flow(correlation: Tensor, radius: int, beta: Tensor) -> tuple[Tensor, T
 
 @dataclass
 class MotionReadout:
-    """The motion read-out of one frame (training only, for ``hydranet.train.motion_supervision``):
+    """The motion read-out of one frame (what ``hydranet.train.motion_supervision`` supervises):
     ``velocity [B, time_queue, 2, h, w]`` float32, ego (vx, vy) m/s per fusion cell as read from each
     time-queue entry; ``valid [B, time_queue, h, w]`` 1 where the entry holds a frame and covers the cell."""
 
@@ -258,8 +258,8 @@ class TemporalMemory(nn.Module):
         # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
         self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
         self.gru = ConvGRUCell(channels, channels)
-        # The latest training frame's motion read-out (None in eval or without correlation): what the clip
-        # trainer supervises with the velocity labels (hydranet.train.motion_supervision).
+        # The latest frame's motion read-out (None without correlation): what the clip trainer supervises
+        # with the velocity labels (hydranet.train.motion_supervision) and diagnostics inspect.
         self.motion_readout: MotionReadout | None = None
         self.out = nn.Conv2d(channels, channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: a single-frame model plus nothing
@@ -313,8 +313,7 @@ class TemporalMemory(nn.Module):
         if self.correlation_radius:
             motion, readout = self._motion(bev, warped, valid, age)
             parts.append(motion.to(bev.dtype))
-            if self.training:
-                self.motion_readout = readout
+            self.motion_readout = readout
         x = self.mix(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
