@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from hydranet.geometry import BevGrid
 
 AGE_SCALE_S = 1.0  # entry ages enter the network in seconds / AGE_SCALE_S
+MATCH_CHANNELS = 16  # channels of the features the motion read-out correlates
 
 
 def rigid_inverse(T: Tensor) -> Tensor:
@@ -257,6 +258,11 @@ class TemporalMemory(nn.Module):
                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
         self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
+        # The features the cost volume compares: a per-cell MLP on the *detached* BEV (RAFT/PWC-Net match on
+        # features of their own). The motion supervision trains them to match from frame to frame without
+        # pulling the shared encoder away from what the heads need (measured: it did, through the encoder).
+        self.match = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(channels, MATCH_CHANNELS, 1)) if correlation_radius else None
         self.gru = ConvGRUCell(channels, channels)
         # The latest frame's motion read-out (None without correlation): what the clip trainer supervises
         # with the velocity labels (hydranet.train.motion_supervision) and diagnostics inspect.
@@ -346,12 +352,15 @@ class TemporalMemory(nn.Module):
         velocities as a ``MotionReadout``. After the ego-motion warp the static world matches at displacement
         0; an object moving at v matches where it was, ``-v * age`` -- a displacement ``d`` (cells, rows run
         towards -x and columns towards -y) is the velocity ``d * cell / age`` in ego (x, y) m/s."""
-        assert self.log_beta is not None
+        assert self.log_beta is not None and self.match is not None
         B, _, C, h, w = warped.shape
-        tq = self.time_queue
+        tq, m = self.time_queue, MATCH_CHANNELS
         # Every time-queue entry in one batch of B * tq maps (a few large ops, not tq times many small ones).
-        current = F.normalize(bev.float(), dim=1, eps=1e-6)[:, None].expand(B, tq, C, h, w).reshape(B * tq, C, h, w)
-        entries = F.normalize(warped[:, :tq].float().reshape(B * tq, C, h, w), dim=1, eps=1e-6)
+        maps = self.match(torch.cat([bev[:, None].float(), warped[:, :tq].float()], 1).reshape(B * (tq + 1), C, h, w)
+                          .detach())
+        maps = F.normalize(maps.float(), dim=1, eps=1e-6).reshape(B, tq + 1, m, h, w)
+        current = maps[:, :1].expand(B, tq, m, h, w).reshape(B * tq, m, h, w)
+        entries = maps[:, 1:].reshape(B * tq, m, h, w)
         flow, confidence = soft_flow(_correlate(current, entries, self.correlation_radius), self.correlation_radius,
                                      self.log_beta.exp())
         seconds = (age[:, :tq] * AGE_SCALE_S).clamp(min=0.05)[:, :, None]  # [B, tq, 1, 1, 1]: at least a frame old

@@ -159,7 +159,10 @@ class ClipTrainer(Trainer):
                 n = float(frame.present.get(self.tasks[t].label, torch.zeros(1, dtype=torch.bool)).sum())
                 loss = self.tasks[t].loss(outputs[t], frame)["loss"].float()
                 if motion is not None and self.tasks[t].label == "objects3d":
-                    loss = loss + self.tc.clip.motion_weight * motion  # type: ignore[union-attr]
+                    # Its gradient, not its value: the loss balancer's weight for objects3d is set by the
+                    # detection loss alone (uncertainty weighting would read the auxiliary as objects3d noise).
+                    aux = self.tc.clip.motion_weight * motion  # type: ignore[union-attr]
+                    loss = loss + (aux - aux.detach())
                 sums[t] = sums.get(t, 0.0) + loss * n  # type: ignore[assignment]
                 counts[t] += n
         return {t: sums[t] / max(counts[t], 1.0) for t in tasks}
