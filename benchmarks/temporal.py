@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 TASKS = ("objects3d", "bev_semantic")
-TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames", "motion_weight")
+TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames")
 
 
 class InMemory(Dataset):
@@ -81,8 +81,7 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
         "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr,
                   "warmup_steps": min(10, args.steps // 5),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, args.steps), "seed": args.seed,
-                  "clip": {"length": args.burn_in + args.clip, "burn_in": args.burn_in,
-                           "motion_weight": args.motion_weight}},
+                  "clip": {"length": args.burn_in + args.clip, "burn_in": args.burn_in}},
     }, "<benchmark>")
 
 
@@ -105,8 +104,6 @@ class FrameProbe:
     - ``velocity_error_at_gt``: mean |v_pred - v_gt| (m/s) of the velocity head read at every moving-class
       object's true BEV cell (cars, trucks, pedestrians inside the grid): velocity quality without the
       detector's recall in the way, which at benchmark budgets is too low for mAVE to say much;
-    - ``readout_velocity_error_at_gt``: the same for the memory's motion read-out (its per-entry velocities,
-      averaged over the valid entries, at the objects' fusion cells): whether the matching itself works;
     - a second objects3d metric at the decode threshold (0.1) instead of the drawing one (0.3).
     """
 
@@ -114,9 +111,7 @@ class FrameProbe:
         from hydranet.metrics.temporal import TemporalDetection3DMetric
 
         self.task = model.task_objects["objects3d"]
-        self.memory = model.fusion.temporal if model.is_temporal else None
         self.errors: list[float] = []
-        self.readout_errors: list[float] = []
         g = self.task.grid
         self.low = TemporalDetection3DMetric(self.task.classes, score_threshold=0.1,
                                              grid_extent=(g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]))
@@ -139,20 +134,10 @@ class FrameProbe:
                 continue
             pred = o["velocity"][b][:, enc["ys"], enc["xs"]].T
             self.errors += (pred - enc["reg"][:, 8:10]).norm(dim=-1).tolist()
-            readout = self.memory.motion_readout if self.memory is not None else None
-            if readout is not None:  # the memory's own velocity estimate, mean over its valid entries
-                r, c, inside = self.memory.grid.cell_indices(sub["boxes"][:, 0], sub["boxes"][:, 1])
-                r, c, v = r[inside], c[inside], sub["velocity"][inside]
-                w = readout.valid[b][:, r, c]  # [tq, M]
-                est = (readout.velocity[b][:, :, r, c] * w[:, None]).sum(0) / w.sum(0).clamp(min=1e-6)  # [2, M]
-                ok = w.sum(0) > 0
-                self.readout_errors += (est.T[ok] - v[ok]).norm(dim=-1).tolist()
 
     def result(self) -> dict[str, float]:
         low = self.low.compute()
         return {"velocity_error_at_gt": float(np.mean(self.errors)) if self.errors else float("nan"),
-                "readout_velocity_error_at_gt": float(np.mean(self.readout_errors)) if self.readout_errors
-                else float("nan"),
                 "objects_scored": len(self.errors), "map_at_0.1": low["map"], "mave_at_0.1": low["ave"],
                 "occluded_recall_at_0.1": low["occluded_recall"], "flicker_at_0.1": low["flicker"]}
 
@@ -196,8 +181,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="the temporal memory's cost-volume radius in cells (0 = no correlation)")
     p.add_argument("--push-every-frames", type=int, default=2,
                    help="the memory's time-queue period in frames (entry ages up to time_queue x this)")
-    p.add_argument("--motion-weight", type=float, default=0.1,
-                   help="train.clip.motion_weight: the auxiliary loss on the motion read-out (needs a radius > 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")

@@ -28,11 +28,9 @@ entry's pose and age: the car's odometry) is what a single frame cannot know and
 The optional ``motion`` (``correlation_radius`` > 0) is read, per time-queue entry, from a local cost
 volume between the current BEV and the warped entry -- the cosine similarity of their features at (2r+1)²
 displacements up to ``correlation_radius`` cells (FlowNet's correlation layer, Dosovitskiy et al., ICCV
-2015) -- as its soft-argmax displacement divided by the entry's age (ego vx, vy in m/s) and the match
+2015) -- as its soft-argmax displacement divided by the entry's age (m/s on the grid axes) and the match
 confidence: after the ego-motion warp the static world matches at displacement 0 and an object moving at
-v where it was, −v·age. In training the clip trainer supervises this read-out with the objects' velocity
-labels (``hydranet.train.motion_supervision``), so the correlated features learn to match.
-The GRU updates the hidden map; its output is added
+v where it was, −v·age. The GRU updates the hidden map; its output is added
 residually to the current BEV. The new state is returned, never kept inside the module: the caller (trainer,
 ``HydraNet.stream``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
 the reset (no history; the first frame of a scene) — the module then sees zero features, zero masks, and
@@ -56,7 +54,6 @@ from torch import Tensor, nn
 from hydranet.geometry import BevGrid
 
 AGE_SCALE_S = 1.0  # entry ages enter the network in seconds / AGE_SCALE_S
-MATCH_CHANNELS = 16  # channels of the features the motion read-out correlates
 
 
 def rigid_inverse(T: Tensor) -> Tensor:
@@ -203,16 +200,6 @@ def soft_flow(correlation: Tensor, radius: int, beta: Tensor) -> tuple[Tensor, T
     return flow, prob.amax(1, keepdim=True)
 
 
-@dataclass
-class MotionReadout:
-    """The motion read-out of one frame (what ``hydranet.train.motion_supervision`` supervises):
-    ``velocity [B, time_queue, 2, h, w]`` float32, ego (vx, vy) m/s per fusion cell as read from each
-    time-queue entry; ``valid [B, time_queue, h, w]`` 1 where the entry holds a frame and covers the cell."""
-
-    velocity: Tensor
-    valid: Tensor
-
-
 class ConvGRUCell(nn.Module):
     """Convolutional GRU (Ballas et al. 2016): gates from 3×3 convs over ``[input, hidden]``."""
 
@@ -258,15 +245,7 @@ class TemporalMemory(nn.Module):
                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         # Softmax sharpness of the motion read-out, learned (log scale); cosine similarities lie in [-1, 1].
         self.log_beta = nn.Parameter(torch.tensor(math.log(10.0))) if correlation_radius else None
-        # The features the cost volume compares: a per-cell MLP on the *detached* BEV (RAFT/PWC-Net match on
-        # features of their own). The motion supervision trains them to match from frame to frame without
-        # pulling the shared encoder away from what the heads need (measured: it did, through the encoder).
-        self.match = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True),
-                                   nn.Conv2d(channels, MATCH_CHANNELS, 1)) if correlation_radius else None
         self.gru = ConvGRUCell(channels, channels)
-        # The latest frame's motion read-out (None without correlation): what the clip trainer supervises
-        # with the velocity labels (hydranet.train.motion_supervision) and diagnostics inspect.
-        self.motion_readout: MotionReadout | None = None
         self.out = nn.Conv2d(channels, channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: a single-frame model plus nothing
         nn.init.zeros_(self.out.bias)
@@ -315,11 +294,8 @@ class TemporalMemory(nn.Module):
         ego_v = ego_velocity(T_curr, state.queue_pose[:, 0], t_now - state.queue_time[:, 0], state.queue_valid[:, 0])
         parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype),
                  ego_v[:, :, None, None].expand(B, 2, R, W).to(bev.dtype)]
-        self.motion_readout = None
         if self.correlation_radius:
-            motion, readout = self._motion(bev, warped, valid, age)
-            parts.append(motion.to(bev.dtype))
-            self.motion_readout = readout
+            parts.append(self._motion(bev, warped, valid, age).to(bev.dtype))
         x = self.mix(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
@@ -346,28 +322,23 @@ class TemporalMemory(nn.Module):
                             queue_valid=qvalid, since_push=since)
         return fused, new
 
-    def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> tuple[Tensor, MotionReadout]:
-        """Per time-queue entry, the apparent motion of each cell's content since that entry and the match
-        confidence: ``[B, 3 * time_queue, h, w]``, zero where the entry is empty or off its grid; and the same
-        velocities as a ``MotionReadout``. After the ego-motion warp the static world matches at displacement
-        0; an object moving at v matches where it was, ``-v * age`` -- a displacement ``d`` (cells, rows run
-        towards -x and columns towards -y) is the velocity ``d * cell / age`` in ego (x, y) m/s."""
-        assert self.log_beta is not None and self.match is not None
+    def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> Tensor:
+        """Per time-queue entry, the apparent motion of each cell's content since that entry, in m/s on
+        the grid's (row, col) axes, and the match confidence: ``[B, 3 * time_queue, h, w]``, zero where
+        the entry is empty or off its grid. After the ego-motion warp the static world matches at
+        displacement 0; an object moving at v matches where it was, ``-v * age``."""
+        assert self.log_beta is not None
         B, _, C, h, w = warped.shape
-        tq, m = self.time_queue, MATCH_CHANNELS
+        tq = self.time_queue
         # Every time-queue entry in one batch of B * tq maps (a few large ops, not tq times many small ones).
-        maps = self.match(torch.cat([bev[:, None].float(), warped[:, :tq].float()], 1).reshape(B * (tq + 1), C, h, w)
-                          .detach())
-        maps = F.normalize(maps.float(), dim=1, eps=1e-6).reshape(B, tq + 1, m, h, w)
-        current = maps[:, :1].expand(B, tq, m, h, w).reshape(B * tq, m, h, w)
-        entries = maps[:, 1:].reshape(B * tq, m, h, w)
+        current = F.normalize(bev.float(), dim=1, eps=1e-6)[:, None].expand(B, tq, C, h, w).reshape(B * tq, C, h, w)
+        entries = F.normalize(warped[:, :tq].float().reshape(B * tq, C, h, w), dim=1, eps=1e-6)
         flow, confidence = soft_flow(_correlate(current, entries, self.correlation_radius), self.correlation_radius,
                                      self.log_beta.exp())
         seconds = (age[:, :tq] * AGE_SCALE_S).clamp(min=0.05)[:, :, None]  # [B, tq, 1, 1, 1]: at least a frame old
         mask = valid[:, :tq, None]  # [B, tq, 1, h, w]
         velocity = flow.reshape(B, tq, 2, h, w) * (self.grid.cell / seconds) * mask
-        out = torch.cat([velocity, confidence.reshape(B, tq, 1, h, w) * mask], 2).reshape(B, 3 * tq, h, w)
-        return out, MotionReadout(velocity=velocity, valid=valid[:, :tq])
+        return torch.cat([velocity, confidence.reshape(B, tq, 1, h, w) * mask], 2).reshape(B, 3 * tq, h, w)
 
     @staticmethod
     def _push(state: TemporalState, lo: int, hi: int, push: Tensor, entry: Tensor, T: Tensor,

@@ -9,9 +9,7 @@ starts from the reset state at every clip — the scene boundary reset, and the 
 fill the memory before the frames that are learnt from.
 
 Partial labels stay per frame: each frame's batch has its own presence masks, and a task's clip loss
-is the mean of its per-frame losses weighted by the number of labelled samples in each frame. With the
-memory's motion read-out on, each frame's ``objects3d`` loss also carries ``clip.motion_weight`` × the
-read-out's velocity error at the labelled objects (``train/motion_supervision.py``).
+is the mean of its per-frame losses weighted by the number of labelled samples in each frame.
 
 Which samples are consecutive comes from metadata (the synthetic world's index arithmetic, the shard's
 ``sample.json``), or from loading the samples once for any other source with ``scene_id`` and
@@ -33,7 +31,6 @@ from torch.utils.data import DataLoader
 
 from hydranet.data.sample import Batch, collate
 from hydranet.data.sequences import clip_starts, sequence_keys
-from hydranet.train.motion_supervision import motion_readout_loss
 from hydranet.train.precision import autocast
 from hydranet.train.scheduler import SchedulerBatchSampler, TaskScheduler
 from hydranet.train.trainer import Trainer, camera_dropout_mask
@@ -115,17 +112,6 @@ class ClipTrainer(Trainer):
                             persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None)
         return iter(loader)
 
-    def _motion_loss(self, frame: Batch, tasks: list[str]) -> Tensor | None:
-        """The auxiliary loss on the memory's motion read-out of the frame just run (``motion_supervision``),
-        from the first requested task with ``objects3d`` labels; None when off or nothing to supervise."""
-        memory = self.model.fusion.temporal if getattr(self.model, "fusion", None) is not None else None
-        readout = getattr(memory, "motion_readout", None)
-        weight = self.tc.clip.motion_weight if self.tc.clip is not None else 0.0
-        task = next((self.tasks[t] for t in tasks if self.tasks[t].label == "objects3d"), None)
-        if readout is None or not weight or task is None:
-            return None
-        return motion_readout_loss(readout, task.targets(frame), memory.grid)
-
     def task_losses(self, batch: Any, tasks: list[str]) -> dict[str, Tensor]:
         """Each task's clip loss (0-d float32): the mean of its per-frame losses over the frames after
         ``burn_in``, weighted by each frame's labelled samples. A temporal model carries its state through
@@ -154,15 +140,9 @@ class ClipTrainer(Trainer):
                 if state is not None:
                     state = state.detach()
                 continue
-            motion = self._motion_loss(frame, tasks) if temporal else None
             for t in tasks:
                 n = float(frame.present.get(self.tasks[t].label, torch.zeros(1, dtype=torch.bool)).sum())
                 loss = self.tasks[t].loss(outputs[t], frame)["loss"].float()
-                if motion is not None and self.tasks[t].label == "objects3d":
-                    # Its gradient, not its value: the loss balancer's weight for objects3d is set by the
-                    # detection loss alone (uncertainty weighting would read the auxiliary as objects3d noise).
-                    aux = self.tc.clip.motion_weight * motion  # type: ignore[union-attr]
-                    loss = loss + (aux - aux.detach())
                 sums[t] = sums.get(t, 0.0) + loss * n  # type: ignore[assignment]
                 counts[t] += n
         return {t: sums[t] / max(counts[t], 1.0) for t in tasks}

@@ -141,9 +141,6 @@ class ClipConfig(_Strict):
 
     length: int = Field(default=4, ge=1)  # frames per clip = truncated-BPTT horizon
     burn_in: int = Field(default=0, ge=0)  # leading frames run without gradient or loss (fill the memory)
-    # Weight of the auxiliary L1 (m/s) on the memory's motion read-out at labelled objects' centres, added to
-    # the objects3d loss (hydranet/train/motion_supervision.py); acts when fusion.temporal.correlation_radius > 0.
-    motion_weight: float = Field(default=0.1, ge=0)
 
     @model_validator(mode="after")
     def _burn_in(self) -> ClipConfig:
