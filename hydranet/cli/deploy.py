@@ -98,6 +98,8 @@ def export(
         table.add_column(col)
     for o in manifest.outputs:
         table.add_row(o.name, o.task, "×".join(map(str, o.shape)), o.decoder.rsplit(".", 2)[-2])
+    for s in manifest.state_outputs:  # a temporal graph: the memory the runtime feeds back next frame
+        table.add_row(s.name, "(memory)", "×".join(map(str, s.shape)), f"feeds {s.feeds}")
     console.print(table)
     console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}")
     if not verify:
@@ -227,3 +229,7 @@ def infer(
     summary = ", ".join(f"{k}: {v} objects" for k, v in counts.items())
     tail = f"; {summary}" if summary else ""
     console.print(f"{len(result['frames'])} frames -> {out}/ (frame_XXXX.png, predictions.json){tail}")
+    if result["streamed"]:  # a temporal graph: the memory went from frame to frame, reset at each new scene
+        scenes = len({rec["scene_id"] for rec in result["frames"]})
+        console.print(f"streamed: the memory carried from frame to frame, reset at the first frame of each of "
+                      f"its {scenes} scenes")

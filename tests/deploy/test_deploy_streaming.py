@@ -3,6 +3,7 @@ Runtime match eager PyTorch within 1e-3, and the runtime owns (and resets) the m
 
 import pytest
 import torch
+import yaml
 
 from hydranet.data.sample import collate
 from hydranet.deploy.export import export_onnx
@@ -81,3 +82,28 @@ def test_ten_streamed_frames_onnx_equal_eager(temporal):
     with pytest.raises(ValueError, match="ego motion and the state"):
         b = collate([world[0]])
         dm.run_arrays(b.images.numpy(), b.intrinsics.numpy(), b.T_ego_from_cam.numpy())
+
+
+def test_export_command_lists_the_state_outputs(temporal, tmp_path):
+    """``hydranet export`` prints every graph output, the memory the runtime feeds back included."""
+    from typer.testing import CliRunner
+
+    from hydranet.checkpoint import save_checkpoint
+    from hydranet.cli import app
+
+    model, _, manifest, _ = temporal
+    checkpoint = tmp_path / "run" / "step_00000000"
+    save_checkpoint(checkpoint, model, {"model_config": model.cfg.model_dump(mode="json"), "config": {}, "step": 0})
+    r = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "m.onnx")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if "new_state." in line]
+    assert len(rows) == len(manifest.state_outputs) and all("feeds state." in line for line in rows)
+    # ``hydranet infer`` streams it and says so: 2 scenes x 2 frames, the memory reset at each scene's start.
+    world = tmp_path / "world.yaml"
+    world.write_text(yaml.safe_dump({"seed": 4, "num_scenes": 2, "frames_per_scene": 2, "height": 64, "width": 128,
+                                     "grid": {"cell": 1.0, "x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0]}}))
+    r = CliRunner().invoke(app, ["infer", str(tmp_path / "m.onnx"), "--data", str(world), "-o", str(tmp_path / "o"),
+                                 "--threads", "1"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "streamed: the memory carried from frame to frame, reset at the first frame of each of its 2 scenes" \
+        in " ".join(r.output.split())

@@ -127,8 +127,9 @@ def test_demo_does_the_same_work_on_every_machine(tmp_path):
     """No wall-clock cut: before, a 390 s limit made a busy machine train fewer steps (other numbers)."""
     from hydranet.train.demo import default_demo_config, run_demo
 
-    cfg = load_config(default_demo_config())
-    assert cfg.train.time_limit_s is None and cfg.train.steps > 0
+    for name in ("demo.yaml", "temporal.yaml"):  # `hydranet demo` and `hydranet demo --temporal`
+        cfg = load_config(default_demo_config(name))
+        assert cfg.train.time_limit_s is None and cfg.train.steps > 0, name
     with pytest.raises(ConfigError, match=r"train.time_limit_s: the demo does a fixed amount of work"):
         run_demo(tmp_path, overrides=["train.time_limit_s=390"])
     assert not (tmp_path / "data").exists()  # refused before rendering anything
