@@ -13,7 +13,9 @@ the second one finds the first's result in DIR and prints the comparison.
 
 Evaluation: held-out scenes of another world seed, each streamed whole through each model
 (``hydranet.eval.sequence``): nuScenes mAP and mAVE (``ave``, m/s), occlusion persistence
-(``occluded_recall``), ``flicker``, plus the velocity head's error at the true object cells; latency per
+(``occluded_recall``), ``flicker``, mATE (``mate``, m: how well a single frame localises, which bounds velocity
+read from two positions ``dt`` apart to about ``sqrt(2) * mate / dt``), plus the velocity head's error at the
+true object cells; latency per
 frame at ``--latency-size`` (batch 1, median of ``--latency-frames``, the state carried, both architectures
 interleaved in one process) and the state's memory. Goals (issue 13): mAVE <= 0.5x single-frame, occluded recall
 and flicker clearly better, mAP not worse, latency <= 1.2x. Prints one JSON object::
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             metrics = evaluate_sequences(model, eval_data, clips, list(TASKS), on_frame=probe)
             o = metrics["objects3d"]
             results[name] = {
-                "train_s": round(train_s, 1), "map": o["map"], "mave": o["ave"],
+                "train_s": round(train_s, 1), "map": o["map"], "mave": o["ave"], "mate": o["ate"],
                 "occluded_recall": o["occluded_recall"],
                 "occluded_objects": o["occluded_objects"], "visible_recall": o["visible_recall"],
                 "flicker": o["flicker"], "bev_semantic_miou": metrics["bev_semantic"].get("miou"),
