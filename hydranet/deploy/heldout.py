@@ -21,22 +21,20 @@ FRAMES_PER_SCENE = 8
 STRIDE = 4  # frames taken per scene: 0, 4 (two per 8-frame scene)
 
 
-def manifest_cameras(manifest: ExportManifest) -> list[CameraConfig]:
-    """The manifest's rig as world ``CameraConfig`` entries, in graph camera order."""
-    return [CameraConfig(name=c["name"], hfov_deg=c["hfov_deg"], position=tuple(c["position"]), yaw_deg=c["yaw_deg"],
-                         pitch_deg=c["pitch_deg"]) for c in manifest.rig["cameras"]]
-
-
-def world_for(manifest: ExportManifest, seed: int, frames: int):
-    """A ``SyntheticWorld`` rendering the manifest's rig, image size and BEV grid with enough scenes for
-    ``frames`` spread-out frames."""
+def manifest_world(manifest: ExportManifest, seed: int, num_scenes: int, frames_per_scene: int) -> SyntheticWorld:
+    """A ``SyntheticWorld`` of ``num_scenes`` × ``frames_per_scene`` frames rendering the manifest's rig (in graph
+    camera order), image size and BEV grid."""
     h, w = manifest.image_size
-    cams = manifest_cameras(manifest)
+    cams = [CameraConfig(name=c["name"], hfov_deg=c["hfov_deg"], position=tuple(c["position"]), yaw_deg=c["yaw_deg"],
+                         pitch_deg=c["pitch_deg"]) for c in manifest.rig["cameras"]]
+    return SyntheticWorld(WorldConfig(seed=seed, num_scenes=num_scenes, frames_per_scene=frames_per_scene, height=h,
+                                      width=w, cameras=cams, grid=manifest.grid))
+
+
+def world_for(manifest: ExportManifest, seed: int, frames: int) -> SyntheticWorld:
+    """The manifest's world (``manifest_world``) with enough scenes for ``frames`` spread-out frames."""
     per_scene = FRAMES_PER_SCENE // STRIDE
-    scenes = max(1, -(-frames // per_scene))
-    cfg = WorldConfig(seed=seed, num_scenes=scenes, frames_per_scene=FRAMES_PER_SCENE, height=h, width=w,
-                      cameras=cams, grid=manifest.grid)
-    return SyntheticWorld(cfg)
+    return manifest_world(manifest, seed, max(1, -(-frames // per_scene)), FRAMES_PER_SCENE)
 
 
 def spread_indices(frames: int) -> list[int]:
@@ -61,9 +59,6 @@ def heldout_batches(manifest: ExportManifest, frames: int, batch_size: int, seed
 def heldout_sequence_batches(manifest: ExportManifest, frames: int, seed: int = EVAL_SEED) -> Iterator[Batch]:
     """``frames`` *consecutive* held-out frames of ``manifest.batch`` scenes (sample b of every batch is scene
     b), for checks of a temporal graph: its memory carries over from one frame to the next only in a sequence."""
-    h, w = manifest.image_size
-    cams = manifest_cameras(manifest)
-    world = SyntheticWorld(WorldConfig(seed=seed, num_scenes=manifest.batch, frames_per_scene=frames, height=h,
-                                       width=w, cameras=cams, grid=manifest.grid))
+    world = manifest_world(manifest, seed, manifest.batch, frames)
     for f in range(frames):
         yield collate([world[b * frames + f] for b in range(manifest.batch)])
