@@ -24,8 +24,8 @@ from hydranet.data.sample import Batch
 from hydranet.metrics import DepthMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    CameraHeadOptions,
     CameraTask,
+    DenseHeadOptions,
     check_camera_output,
     present_index,
     to_label_resolution,
@@ -35,7 +35,7 @@ from hydranet.viz import REGION_ALPHA, draw_mask
 _BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, float("inf"))  # metres, for drawing
 
 
-class DepthOptions(CameraHeadOptions):
+class DepthOptions(DenseHeadOptions):
     """Options of ``depth``: the loss (``silog`` with ``silog_lambda`` in [0, 1], or ``l1_log``), the clamp
     range ``min_depth``..``max_depth`` (m) of targets and decoded depth, and ``init_depth`` (m), the depth
     the head's bias starts at."""

@@ -20,8 +20,8 @@ from hydranet.data.sample import Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    CameraHeadOptions,
     CameraTask,
+    DenseHeadOptions,
     check_camera_output,
     present_index,
     soft_dice_loss,
@@ -30,7 +30,7 @@ from hydranet.tasks.common import (
 from hydranet.viz import DRIVABLE_COLOR, REGION_ALPHA, draw_mask
 
 
-class DrivableOptions(CameraHeadOptions):
+class DrivableOptions(DenseHeadOptions):
     """Options of ``drivable``: BCE and soft-dice weights, and the decode ``threshold`` on probability (0..1)."""
 
     bce_weight: float = 1.0

@@ -22,8 +22,8 @@ from hydranet.data.sample import LANE_KINDS, Batch
 from hydranet.metrics import LaneF1, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    CameraHeadOptions,
     CameraTask,
+    DenseHeadOptions,
     check_camera_output,
     present_index,
     soft_dice_loss,
@@ -34,7 +34,7 @@ from hydranet.viz import LANE_ALPHA, LANE_COLORS, draw_mask
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
 
 
-class LanesOptions(CameraHeadOptions):
+class LanesOptions(DenseHeadOptions):
     """Options of ``lanes``: per-kind cross-entropy ``class_weights`` (one per ``LANE_KINDS``, >= 0, else a
     ``ValueError`` from the task), CE and dice weights, and the decode ``threshold`` on P(any marking)."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,7 @@ from hydranet.source_layouts import check_config_data
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, config_to_dict
-from hydranet.train.data import TrainData, build_train_data
+from hydranet.train.data import InMemoryDataset, TrainData, build_train_data
 from hydranet.train.trainer import Trainer
 
 
@@ -79,6 +80,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         if unknown:
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
         data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed)
+        if tc.in_memory:
+            data.dataset = load_in_memory(data.dataset, console if info.is_main else None)
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
         trainer_cls = Trainer
         if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)
@@ -98,6 +101,17 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
+
+
+def load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
+    """``train.in_memory``: decode the training set once into RAM, saying how long it took."""
+    t0 = time.perf_counter()
+    if console is None:
+        return InMemoryDataset(dataset)
+    with console.status(f"decoding {len(dataset)} training samples into memory (train.in_memory) ..."):
+        data = InMemoryDataset(dataset)
+    console.print(f"  {len(data)} training samples in memory ({time.perf_counter() - t0:.0f} s)")
+    return data
 
 
 def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path, device: torch.device,
