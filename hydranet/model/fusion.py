@@ -4,15 +4,18 @@ Method (Simple-BEV, Harley et al., "Simple-BEV: What Really Matters for Multi-Se
 Perception?", ICRA 2023; the sampling step of BEVFormer's spatial cross-attention without the
 learned offsets): every BEV cell gets a column of 3D reference points at fixed heights above the
 ground. Each point is moved into each camera with that sample's ``T_ego_from_cam`` and projected
-with its ``K``; the camera feature map is bilinearly sampled there (``grid_sample``). Samples are
-averaged over the cameras that see the point, the height slices are stacked into channels (so the
+with its ``K``; the camera feature map is bilinearly sampled there (``grid_sample``'s arithmetic; in
+eager mode only at the (point, camera) pairs where the point is in view, a gather of feature rows,
+since a point is seen by one or two of eight cameras). Samples are averaged over the cameras that see
+the point, the height slices are stacked into channels (so the
 network still knows *which* height a feature came from), and a small residual BEV encoder turns the
 result into the ``[B, C, rows, cols]`` map every BEV head reads.
 
 Why this and not lift-splat-shoot (predicted depth distribution + splat):
 - Geometry is an *input*: K and T enter as tensors and are applied per sample, so a different rig,
   a recalibrated camera or per-sample augmentation needs no code change and no precomputed tables.
-- Export: matmuls, a division and ``grid_sample`` (ONNX opset 16+, TensorRT native). Lift-splat's
+- Export: matmuls, a division and ``grid_sample`` (ONNX opset 16+, TensorRT native); the traced graph
+  samples every camera with ``GridSample`` (static shapes), the same values as the eager gather. Lift-splat's
   voxel pooling needs scatter-add / cumsum tricks that exporters and TensorRT handle badly.
 - Cost scales with BEV cells × heights × cameras × channels, not pixels × depth bins × channels,
   and is independent of image resolution; on 2 CPU cores that decides it.

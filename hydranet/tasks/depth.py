@@ -2,8 +2,9 @@
 
 Log depth makes a 10 % error cost the same at 5 m and at 80 m, which matches how depth errors are
 judged (AbsRel, δ<1.25). The head's bias starts at log(``init_depth``) so training begins at a
-plausible scale. The log-depth map is upsampled bilinearly to label resolution for the loss, so no
-label pixel is pooled away and the loss scores exactly what ``decode`` returns.
+plausible scale. The log-depth map reaches label resolution (``upsample``: sub-pixel outputs by default,
+or bilinear interpolation), so no label pixel is pooled away and the loss scores exactly what ``decode``
+returns.
 Loss (pixels with label 0 = no return / sky are masked out):
 - ``silog``: scale-invariant log loss (Eigen et al. 2014), ``sqrt(mean g² - λ mean(g)²)`` per camera
   image with ``g = log pred - log gt``; λ < 1 keeps some absolute-scale supervision.

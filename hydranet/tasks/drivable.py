@@ -1,7 +1,8 @@
 """Drivable-area segmentation per camera (binary).
 
-Head: a conv stack on one FPN level (stride 4 by default) -> 1 logit per cell. The logits are
-upsampled bilinearly to label resolution for the loss (see ``common.to_label_resolution``).
+Head: a conv stack on one FPN level (stride 4 by default) -> 1 logit per pixel at label resolution
+(``upsample``: sub-pixel outputs by default, or bilinear interpolation of per-cell logits; see
+``common.DenseHeadOptions``).
 Loss: BCE + soft dice per camera image (dice keeps a mostly-empty side camera from being ignored).
 Decoded (per sample): uint8 mask ``[N, H, W]`` (same format as the label);
 ``probabilities()`` gives the float ``[N, H, W]`` probabilities.

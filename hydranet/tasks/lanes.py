@@ -1,7 +1,8 @@
 """Lane-line segmentation per camera: ``LANE_KINDS`` = none, dashed, solid, road edge.
 
-Head: a conv stack on stride 4 -> 4 logits per cell, upsampled bilinearly to label resolution for the
-loss (lines are 1-3 px wide: downsampling the label would erase them).
+Head: a conv stack on stride 4 -> 4 logits per pixel at label resolution (``upsample``: sub-pixel
+outputs by default, or bilinear interpolation of per-cell logits; lines are 1-3 px wide, so downsampling
+the label instead would erase them).
 Loss: class-weighted cross-entropy (lines are a few % of pixels; ``class_weights`` lifts them) plus an
 optional soft dice over the line classes, which rewards overlap rather than pixel counts.
 Decoded (per sample): a marking where P(none) <= 1 - ``threshold``, of its likeliest kind; uint8 class
