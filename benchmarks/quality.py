@@ -173,8 +173,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "metrics": {t: {k: v for k, v in m.items() if not k.startswith("confusion")} for t, m in final.items()}}
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """One panel per task: headline metric vs step for every run, the goal as a dashed line."""
+def plot(results: list[dict[str, Any]], path: Path, x: str = "step") -> None:
+    """One panel per task: headline metric vs step (``x="step"``) or training CPU seconds (``x="cpu"``) for every
+    run, the goal as a dashed line."""
+    x_key, x_label = ("train_cpu_s", "training CPU seconds") if x == "cpu" else ("step", "step")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +190,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for ax, key in zip(axes.flat, keys, strict=False):
         defined = False
         for r in results:
-            points = [(p["step"], p[key]) for p in r["curve"] if p.get(key) is not None and np.isfinite(p[key])]
+            points = [(p[x_key], p[key]) for p in r["curve"]
+                      if p.get(key) is not None and np.isfinite(p[key]) and p.get(x_key) is not None]
             defined = defined or bool(points)
             ax.plot([s for s, _ in points], [v for _, v in points], marker="o", ms=3, label=r.get("label") or "run")
         if not defined:
@@ -200,7 +203,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                                                                   HEADLINE.get(key, key))
         lower = key in GOALS and GOALS[key][0] == "<="
         ax.set_title(f"{key} ({metric}{', lower is better' if lower else ''})", fontsize=10)
-        ax.set_xlabel("step")
+        ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
@@ -230,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="write the learning-curve picture here (PNG)")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results to overlay")
     p.add_argument("--plot-only", action="store_true", help="only draw --compare results into --plot")
+    p.add_argument("--x", choices=["step", "cpu"], default="step", help="x axis of the plot: steps or CPU seconds")
     args = p.parse_args(argv)
     args.config = args.config or default_demo_config()
     if args.steps < 1 or args.eval_every < 1:
@@ -238,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot_only:
         if not args.plot or not earlier:
             p.error("--plot-only needs --plot and --compare")
-        plot(earlier, args.plot)
+        plot(earlier, args.plot, args.x)
         return 0
     result = run(args)
     if args.plot:
-        plot([*earlier, result], args.plot)
+        plot([*earlier, result], args.plot, args.x)
         result["plot"] = str(args.plot)
     # Undefined metrics (NaN: e.g. no light in the held-out frames) are written as null: strict JSON.
     print(json.dumps(to_jsonable(result), indent=1, default=float))
