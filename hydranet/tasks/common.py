@@ -23,6 +23,9 @@ from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import Batch
 from hydranet.tasks.base import HeadContext, Task
 
+# The camera-feature key of the normalised images ``[B*N, 3, H, W]`` (``HydraNet.camera_features``), beside
+# the FPN levels: what a head with ``pixel_skip`` reads.
+IMAGE_KEY = "image"
 # Drawing colours: ground truth vs prediction, the same in every task's ``draw``.
 GT_COLOR: tuple[int, int, int] = (40, 220, 60)
 PRED_COLOR: tuple[int, int, int] = (255, 60, 200)
@@ -65,6 +68,10 @@ class CameraHeadOptions(TaskOptions):
     width: int = Field(16, ge=1)  # channels of the head's 3×3 convs
     depth: int = Field(1, ge=0)  # shared 3×3 conv blocks
     branch_depth: int = Field(0, ge=0)  # extra 3×3 blocks per output before its 1×1 conv
+    # Also read the image's own pixels: the normalised RGB of each stride×stride cell (space-to-depth, 3·s²
+    # channels) joins the FPN features. For evidence the trunk's early downsampling blurs away, e.g. the
+    # colour of a 2-pixel traffic-light lamp.
+    pixel_skip: bool = False
 
 
 class DenseHeadOptions(CameraHeadOptions):
@@ -159,12 +166,14 @@ class CameraHead(nn.Module):
 
     def __init__(self, ctx: HeadContext, stride: int, fuse_strides: list[int], outputs: dict[str, int], width: int,
                  depth: int, branch_depth: int = 1, bias_init: dict[str, float] | None = None,
-                 full_resolution: bool = False) -> None:
+                 full_resolution: bool = False, pixel_skip: bool = False) -> None:
         super().__init__()
         if any(s <= stride for s in fuse_strides):
             raise ValueError(f"fuse_strides {fuse_strides} must all be coarser than the head's stride {stride}")
         self.levels = [level_for_stride(ctx, s) for s in [stride, *sorted(set(fuse_strides))]]  # finest first
-        self.head = ConvHead(ctx.camera_channels, outputs, width, depth, branch_depth, bias_init,
+        self.pixel_skip = pixel_skip
+        in_channels = ctx.camera_channels + (3 * stride * stride if pixel_skip else 0)
+        self.head = ConvHead(in_channels, outputs, width, depth, branch_depth, bias_init,
                              subpixel=stride if full_resolution else 1)
         self.stride = stride  # of the FPN level read
         self.output_stride = 1 if full_resolution else stride  # of the outputs, relative to the image
@@ -173,6 +182,9 @@ class CameraHead(nn.Module):
         x = features[self.levels[0]]
         for name in self.levels[1:]:
             x = x + F.interpolate(features[name], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.pixel_skip:  # the image's own pixels, each stride×stride cell as 3·s² channels
+            pixels = F.pixel_unshuffle(features[IMAGE_KEY], self.stride)
+            x = torch.cat([x, pixels.to(x.dtype).contiguous(memory_format=torch.channels_last)], 1)
         return self.head(x)
 
 
@@ -194,7 +206,7 @@ class CameraTask(OptionsTask):
         stride = choose_stride(ctx, self.cfg.stride, self.preferred_stride)
         subpixel = isinstance(self.cfg, DenseHeadOptions) and self.cfg.upsample == "subpixel"
         head = CameraHead(ctx, stride, self.cfg.fuse_strides, outputs, self.cfg.width, self.cfg.depth,
-                          self.cfg.branch_depth, bias_init, full_resolution=subpixel)
+                          self.cfg.branch_depth, bias_init, full_resolution=subpixel, pixel_skip=self.cfg.pixel_skip)
         self.stride = head.output_stride
         return head
 
