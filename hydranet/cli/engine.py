@@ -28,7 +28,7 @@ from hydranet.engine.preflight import preflight
 from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
-from hydranet.engine.vacation import Vacation
+from hydranet.engine.vacation import Vacation, read_current
 from hydranet.eval.runner import to_jsonable
 from hydranet.train.distributed import exit_torchrun_worker, shutdown
 
@@ -220,7 +220,8 @@ def vacation_command(
         pipe = load_pipeline(config)
         if iterations is not None:
             pipe = pipe.model_copy(update={"iterations": iterations})
-        preflight(pipe)  # every path and reference, before any stage spends minutes
+        promoted = read_current(out)  # a resumed run mines with its promoted model, not the pipeline's
+        preflight(pipe, promoted["checkpoint"] if promoted else None)  # every reference, before any stage runs
         loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
         rows = loop.run()
     last = rows[-1] if rows else {}

@@ -77,8 +77,18 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
     return {"frames": len(records), "cost": cost, "path": str(out) if records else None}
 
 
+def check_queue_fits(queue: list[dict[str, Any]], pool: Dataset) -> None:
+    """``LabelError`` when a queued pool index is outside ``pool`` (the queue of another pool)."""
+    size = len(pool)  # type: ignore[arg-type]
+    for row in queue:
+        if not 0 <= row["index"] < size:
+            raise LabelError(f"queue rank {row.get('rank')}: pool index {row['index']} is outside the pool ({size} "
+                             "frames): is this the pool the queue was mined from?")
+
+
 def oracle_items(queue: list[dict[str, Any]], pool: Dataset, labels: list[str] | None = None) -> Iterator[Labelled]:
     """Ground truth for every queued frame; ``labels`` keeps only these label names (None = all)."""
+    check_queue_fits(queue, pool)
     for row in queue:
         sample = pool[row["index"]]
         if f"{sample.scene_id}#{sample.frame_index}" != row["frame_id"]:

@@ -255,6 +255,7 @@ def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
     if not gate_rec["passed"]:  # type: ignore[index]
         return {"promoted": False, "reason": gate_rec["summary"], "summary": "not promoted: " + gate_rec["summary"]}  # type: ignore[index]
     cand = v.record(it, "train")["checkpoint"]  # type: ignore[index]
-    atomic_json(v.out / "current.json", {"checkpoint": cand, "onnx": v.record(it, "export")["onnx"],  # type: ignore[index]
+    atomic_json(v.out / "current.json", {"checkpoint": v.run_relative(cand),  # relative: the run may move
+                                         "onnx": v.run_relative(v.record(it, "export")["onnx"]),  # type: ignore[index]
                                          "iteration": it})
     return {"promoted": True, "checkpoint": cand, "summary": f"promoted {cand}"}
