@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from hydranet.config_errors import format_validation_error
 from hydranet.model import ModelConfig, create_model
 
 FORMAT = "hydranet-checkpoint/1"
@@ -398,8 +400,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise CheckpointError(f"{where}: no model_config (not written by hydranet train?)")
     try:
         model_cfg = ModelConfig.model_validate(ckpt.state["model_config"])
-    except ValueError as e:
-        raise CheckpointError(f"{where}: model_config is not valid for this version ({e})") from None
+    except ValidationError as e:
+        raise CheckpointError(format_validation_error(e, f"{where}: model_config (not valid for this version)",
+                                                      "model_config", sep="; ")) from None
     model = create_model(model_cfg).to(device)
     own = model.state_dict()
     for name, tensor in ckpt.model.items():

@@ -45,7 +45,8 @@ current_output: ContextVar[Path | None] = ContextVar("current_output", default=N
 
 def one_line(message: str) -> str:
     """``message`` on one line: its lines joined by ``; `` (a multi-line library message stays one error line)."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    lines = [line.strip() for line in str(message).splitlines()
+             if line.strip() and not line.strip().startswith("For further information visit")]  # pydantic's links
     return "; ".join(lines)
 
 
