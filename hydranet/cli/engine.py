@@ -138,6 +138,7 @@ def label_command(
     min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
     clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
     no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a labelled dataset already in OUT."),
 ) -> None:
     """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
 
@@ -154,7 +155,8 @@ def label_command(
 
             cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
             items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
-        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data})
+        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data},
+                             overwrite=overwrite)
     except (QueueError, PoolError, LabelError) as e:
         raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
     except ShardError as e:  # a corrupt shard in the pool: one error line naming file/sample, exit 2

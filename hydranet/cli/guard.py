@@ -31,6 +31,7 @@ import typer
 from typer.core import TyperCommand
 
 from hydranet.cli.errors import cli_errors, current_output
+from hydranet.deploy.quantize import int8_path
 from hydranet.outputs import check_output, is_write_failure, output_lock, temp_leftovers
 
 # Commands whose --out is a directory they fill (a run, a dataset, a queue, a cache): locked while they run.
@@ -46,8 +47,6 @@ OUTPUT_OPTIONS = ("out", "output")
 def _default_output(name: str, params: dict[str, Any]) -> Path | None:
     """An output a command derives when ``--out`` is left out (``quantize``: ``<model>.int8.onnx``)."""
     if name == "quantize" and params.get("model") is not None:
-        from hydranet.deploy.quantize import int8_path
-
         return int8_path(params["model"])
     return None
 

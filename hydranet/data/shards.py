@@ -156,9 +156,9 @@ class ShardWriter:
         except CodecError as e:
             raise ShardError(str(e), key=key) from e
         names, size = list(meta.camera_names), list(meta.image_size)
-        frame = (meta.scene_id, meta.frame_index)
+        frame = (getattr(meta, "scene_id", None), getattr(meta, "frame_index", None))
         if frame in self._frames:  # a frame listed twice in a source, or queued twice: never stored twice
-            raise ShardError(f"frame {meta.scene_id}#{meta.frame_index} is written twice (first as sample "
+            raise ShardError(f"frame {frame[0]}#{frame[1]} is written twice (first as sample "
                              f"{self._frames[frame]}): the source or queue lists it twice", key=key)
         self._frames[frame] = key
         if self.camera_names is None:

@@ -126,7 +126,7 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
                               clip_radius=lab.clip_radius)
         items = autolabel_items(queue, pool, teacher, str(lab.teacher), cfg, skipped)
     res = write_labelled(out, items, pool, {"labeller": lab.kind, "queue": str(v.iter_dir(it) / "queue"),
-                                            "pool": v.pipe.pool})
+                                            "pool": v.pipe.pool}, overwrite=True)  # this stage's own folder
     return {**res, "labeller": lab.kind, "indices": [q["index"] for q in queue], "skipped_low_confidence": skipped,
             "summary": f"{res['frames']} frames labelled by {lab.kind}, {res['cost']['total']} labels bought"}
 

@@ -103,11 +103,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             return finish_already_finished(trainer, info, console)
         if info.is_main:
             _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
-        with stop_on_signals():  # Ctrl-C / SIGTERM: the trainer stops between steps and saves
-            summary = trainer.fit()
-            stopped_by = received_signal()
-        if stopped_by is not None and summary["steps"] < summary["planned_steps"]:
-            raise interrupted(summary, stopped_by, out_dir, console if info.is_main else None)
+        summary = fit_stoppable(trainer, f"hydranet train --resume -o {out_dir}", console if info.is_main else None)
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -147,13 +143,23 @@ def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path,
         console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
 
 
-def interrupted(summary: dict[str, Any], signum: int, out_dir: Path, console: Any) -> TrainingInterrupted:
+def fit_stoppable(trainer: Trainer, resume: str, console: Any) -> dict[str, Any]:
+    """``trainer.fit()`` where Ctrl-C / SIGTERM stop it between steps (``train/interrupt.py``): it saves, and
+    ``TrainingInterrupted`` names the checkpoint and the ``resume`` command (printed by rank 0's ``console``)."""
+    with stop_on_signals():
+        summary = trainer.fit()
+        stopped_by = received_signal()
+    if stopped_by is not None and summary["steps"] < summary["planned_steps"]:
+        raise interrupted(summary, stopped_by, resume, console)
+    return summary
+
+
+def interrupted(summary: dict[str, Any], signum: int, resume: str, console: Any) -> TrainingInterrupted:
     """The ``TrainingInterrupted`` of a run stopped by signal ``signum`` after saving ``summary["checkpoint"]``;
     prints the command that resumes it (rank 0 passes its ``console``)."""
     import signal
 
     name = signal.Signals(signum).name
-    resume = f"hydranet train --resume -o {out_dir}"
     if console is not None:
         console.print(f"[yellow]{name}: stopped at step {summary['steps']}/{summary['planned_steps']} and saved "
                       f"{summary['checkpoint']}[/]", soft_wrap=True)

@@ -41,7 +41,13 @@ from hydranet.train.config import (
 )
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
-from hydranet.train.run import finish_already_finished, run_training, training_session, write_run_config
+from hydranet.train.run import (
+    finish_already_finished,
+    fit_stoppable,
+    run_training,
+    training_session,
+    write_run_config,
+)
 from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
@@ -265,7 +271,9 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
             warn = shared_note(model, train_tasks, trainer.frozen)
             if warn:
                 console.print(f"  [yellow]note:[/] {warn}")
-        summary = trainer.fit()
+        resume_cmd = (f"hydranet train --resume -o {out_dir} --from {from_ckpt} --from-cache {cache.path}"
+                      + (f" --tasks {','.join(train_tasks)}" if train_tasks else ""))
+        summary = fit_stoppable(trainer, resume_cmd, console if info.is_main else None)
         summary["cache"] = str(cache.path)
         if info.is_main:
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -96,3 +96,14 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(monkeypatch, tmp_pa
 
 def test_one_line_joins_the_lines_of_a_library_message():
     assert one_line("a\n  b\n\nc") == "a; b; c"
+
+
+def test_label_never_replaces_a_finished_dataset_unless_told(tmp_path, dataset):
+    """Before: ``label --out`` onto any existing dataset deleted it (labels bought earlier, gone)."""
+    queue = tmp_path / "q"
+    queue.mkdir()
+    (queue / "queue.jsonl").write_text(json.dumps({"rank": 1, "index": 0, "frame_id": "x#0"}) + "\n")
+    other = shutil.copytree(dataset, tmp_path / "bought")
+    line = error_line(cli("label", "--queue", queue, "--data", "synthetic", "--out", other, code=2))
+    assert "--overwrite" in line
+    cli("data-info", other, "--verify", code=0)
