@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -100,14 +101,15 @@ def guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] =
     stem = None if is_dir else out.name.split(".")[0]
     before = temp_leftovers(folder, stem)
     existed = out.exists()
+    started = time.time()
     token = current_output.set(out)
     lock = output_lock(out) if is_dir and not _under_torchrun() else nullcontext()
     try:
         with lock:
             yield
     except BaseException as e:
-        if is_write_failure(e) and not e.filename:  # a write() that failed names no file: name the output
-            e.filename = str(out)  # type: ignore[union-attr]
+        if is_write_failure(e) and not e.filename:  # a write() that failed names no file: name it here
+            e.filename = str(_being_written(out, started) if is_dir else out)  # type: ignore[union-attr]
         deliberate = isinstance(e, typer.Exit)  # the command ended itself (a failed check keeps its report)
         if not (deliberate and e.exit_code == 0):
             _clean(temp_leftovers(folder, stem) - before)
@@ -116,6 +118,19 @@ def guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] =
         raise
     finally:
         current_output.reset(token)
+
+
+def _being_written(folder: Path, since: float) -> Path:
+    """The file under ``folder`` written last since ``since`` (the one a full disk cut short), else ``folder``."""
+    newest, when = folder, since
+    for p in folder.rglob("*") if folder.is_dir() else []:
+        try:
+            mtime = p.stat().st_mtime
+        except OSError:
+            continue
+        if p.is_file() and mtime >= when:
+            newest, when = p, mtime
+    return newest
 
 
 def _clean(paths: Iterable[Path]) -> None:

@@ -50,7 +50,10 @@ def check_rigid(T: Any, where: str, error: type[Exception] = ValueError) -> None
         raise error(f"{where}: expected a 4x4 transform, got shape {tuple(T.shape)}")
     if not torch.allclose(T[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=T.dtype), atol=1e-6):
         raise error(f"{where}: not a rigid transform (last row {T[3].tolist()}, expected [0, 0, 0, 1])")
-    check_rotation(T[:3, :3], f"{where} rotation", error)
+    err = rotation_error(T[:3, :3])
+    if not err <= RIGID_TOLERANCE:
+        raise error(f"{where}: not a rigid transform: its rotation is scaled, sheared or mirrored (|R^T R - I|, "
+                    f"|det R - 1| up to {err:.3g} > {RIGID_TOLERANCE:g})")
 
 
 def check_intrinsics(K: Tensor, where: str, error: type[Exception] = ValueError) -> None:
@@ -98,23 +101,29 @@ def check_sample_content(sample: Any, where: str) -> None:
         n = int(k_bad.nonzero()[0])
         check_intrinsics(sample.intrinsics[n], f"{where}: intrinsics[{n}] (camera {names[n]})")
     for key, value in sample.labels.items():
-        if not isinstance(value, dict) or not isinstance(value.get("boxes"), Tensor):
-            continue
-        boxes = value["boxes"]
-        if key == "objects3d" and boxes.ndim == 2 and boxes.shape[-1] >= 6 and len(boxes):
-            bad = (boxes[:, 3:6] <= 0).any(1).nonzero().flatten()
-            if len(bad):
-                i = int(bad[0])
-                raise ValueError(f"{where}: label 'objects3d.boxes'[{i}] has size (l, w, h) "
-                                 f"{[round(float(x), 3) for x in boxes[i, 3:6]]}: sizes must be > 0 "
-                                 f"({len(bad)} such box(es))")
-        elif boxes.ndim == 2 and boxes.shape[-1] == 4 and len(boxes):
-            bad = ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).nonzero().flatten()
-            if len(bad):
-                i = int(bad[0])
-                raise ValueError(f"{where}: label '{key}.boxes'[{i}] {[round(float(x), 2) for x in boxes[i]]} is "
-                                 f"inverted (x1 > x2 or y1 > y2; boxes are x1, y1, x2, y2) ({len(bad)} such box(es))")
-            cams = value.get("camera")
-            if isinstance(cams, Tensor) and len(cams) and (int(cams.min()) < 0 or int(cams.max()) >= len(names)):
-                raise ValueError(f"{where}: label '{key}.camera' holds camera index {int(cams.max())} or "
-                                 f"{int(cams.min())}, the rig has {len(names)} camera(s)")
+        if isinstance(value, dict) and isinstance(value.get("boxes"), Tensor):
+            check_boxes(key, value["boxes"], f"{where}: label {key}", len(names), value.get("camera"))
+
+
+def check_boxes(label: str, boxes: Tensor, where: str, cameras: int | None = None, camera: Any = None,
+                error: type[Exception] = ValueError) -> None:
+    """Refuse inverted 2D boxes ``[M, 4]`` (x1 > x2 or y1 > y2), 3D boxes ``[M, 7]`` (``objects3d``) without a
+    positive length, width and height, and camera indices outside ``cameras``; ``where`` names the label."""
+    if boxes.ndim != 2 or not len(boxes):
+        return
+    if label == "objects3d" and boxes.shape[-1] >= 6:
+        bad = (boxes[:, 3:6] <= 0).any(1).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise error(f"{where}.boxes[{i}] has size (l, w, h) {[round(float(x), 3) for x in boxes[i, 3:6]]}: "
+                        f"sizes must be > 0 ({len(bad)} such box(es))")
+    elif boxes.shape[-1] == 4:
+        bad = ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise error(f"{where}.boxes[{i}] {[round(float(x), 2) for x in boxes[i]]} is inverted (x1 > x2 or "
+                        f"y1 > y2; boxes are x1, y1, x2, y2) ({len(bad)} such box(es))")
+        if cameras is not None and isinstance(camera, Tensor) and len(camera) and (
+                int(camera.min()) < 0 or int(camera.max()) >= cameras):
+            raise error(f"{where}.camera holds camera index {int(camera.max())} or {int(camera.min())}, the rig "
+                        f"has {cameras} camera(s)")

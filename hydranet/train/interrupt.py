@@ -31,6 +31,15 @@ class TrainingInterrupted(Exception):
         self.exit_code = exit_code
 
 
+def workers_ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` of the training loaders: a Ctrl-C or SIGTERM sent to the whole process
+    group (a terminal, SLURM, Kubernetes) must not kill the workers under the step the trainer is finishing
+    (torch's worker handler would, and its SIGCHLD error would then land anywhere in that step). The main
+    process stops and ends its workers; a worker whose parent died exits by itself (torch's watchdog)."""
+    for s in EXIT_CODES:
+        signal.signal(s, signal.SIG_IGN)
+
+
 _received: list[int] = []  # signals received while a ``stop_on_signals`` block runs
 
 

@@ -41,6 +41,7 @@ from hydranet.train.config import (
 )
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
+from hydranet.train.interrupt import workers_ignore_stop_signals
 from hydranet.train.run import (
     finish_already_finished,
     fit_stoppable,
@@ -154,7 +155,8 @@ class CacheTrainer(Trainer):
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
         return iter(DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_cached,
                                num_workers=self.tc.num_workers, generator=gen, pin_memory=self.device.type == "cuda",
-                               prefetch_factor=2 if self.tc.num_workers else None))
+                               prefetch_factor=2 if self.tc.num_workers else None,
+                               worker_init_fn=workers_ignore_stop_signals))  # Ctrl-C stops the trainer
 
 
 def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:

@@ -40,7 +40,7 @@ from hydranet.tasks.base import Task
 from hydranet.train import distributed
 from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config
-from hydranet.train.interrupt import stop_requested
+from hydranet.train.interrupt import stop_requested, workers_ignore_stop_signals
 from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.precision import autocast, use_bf16
@@ -179,7 +179,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
         loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate, num_workers=self.tc.num_workers,
                             generator=gen, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None)
+                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None,
+                            worker_init_fn=workers_ignore_stop_signals)  # Ctrl-C: the trainer stops, not a worker
         return iter(loader)
 
     # -- one optimizer step --------------------------------------------------------------------

@@ -48,12 +48,13 @@ def wait_for_steps(run: Path, steps: int, timeout: float = 120) -> None:
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_train_saves_and_prints_the_resume_command(tmp_path, sig, code):
-    cfg = train_config(tmp_path / "c.yaml", steps=100_000)
+    """As a terminal's Ctrl-C does, the signal goes to the whole process group: DataLoader workers too."""
+    cfg = train_config(tmp_path / "c.yaml", steps=100_000, num_workers=1)
     run = tmp_path / "run"
     proc = subprocess.Popen(hydranet_cmd("train", "-c", cfg, "-o", run, "--no-progress"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_steps(run, 2)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Traceback" not in err

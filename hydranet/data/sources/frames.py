@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.data.validate import check_map_size, check_rigid, check_unique
+from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
 
@@ -171,12 +171,8 @@ class FramesSource(Source):
             if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
                                   "with fx, fy > 0")
-            T = self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam")
-            R = T[:3, :3]
-            if T[3].tolist() != [0.0, 0.0, 0.0, 1.0] or not torch.allclose(R @ R.T, torch.eye(3, dtype=R.dtype),
-                                                                            atol=1e-3):
-                raise SourceError(f"{self._where(lineno, f'cameras.{name}.T_ego_from_cam')}: not a rigid transform "
-                                  "(rotation must be orthonormal, last row 0 0 0 1)")
+            check_rigid(self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam"),
+                        self._where(lineno, f"cameras.{name}.T_ego_from_cam"), SourceError)
         for label in line.labels:
             if label not in _RAGGED and label not in _DENSE_IDS and label not in ("depth", "ego_path"):
                 raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
@@ -310,6 +306,7 @@ class FramesSource(Source):
         for field, t in out.items():
             if len(t) != m:
                 raise SourceError(f"{self._where(lineno, f'labels.{name}.{field}')}: {len(t)} entries, boxes has {m}")
+        check_boxes(name, out["boxes"], self._where(lineno, f"labels.{name}"), error=SourceError)
         if "classes" in out:  # classes the class_map drops (-1) take their boxes with them
             keep = out["classes"] >= 0
             out = {k: t[keep] for k, t in out.items()}
