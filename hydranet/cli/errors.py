@@ -15,7 +15,7 @@ inside it (``hydranet.cli.guard.GuardedCommand``); commands may also nest it aro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -39,8 +39,9 @@ BAD_INPUT = 2
 FAILED = 1
 INTERRUPTED = 130
 
-# The output of the command running now (set by the guard), named when a write fails without a file name.
-current_output: ContextVar[Path | None] = ContextVar("current_output", default=None)
+# Where the command running now was writing (set by the guard: its file output, or the newest file of its
+# directory output), named when a write fails without a file name.
+current_output: ContextVar[Callable[[], Path] | None] = ContextVar("current_output", default=None)
 
 
 def one_line(message: str) -> str:
@@ -81,7 +82,8 @@ def describe(e: BaseException) -> tuple[str, int]:
     if isinstance(e, RecursionError):
         return "input nested too deep to read (refused)", BAD_INPUT
     if is_write_failure(e):
-        return write_error(e, current_output.get()), FAILED  # type: ignore[arg-type]
+        where = current_output.get()
+        return write_error(e, where() if where is not None else None), FAILED  # type: ignore[arg-type]
     if type(e).__name__ == "DecompressionBombError":  # PIL's guard, for an Image.open without our own check
         return f"{e} (raise the limit with `hydranet --max-image-pixels N`)", BAD_INPUT
     if isinstance(e, bad_input_types()):

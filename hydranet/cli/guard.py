@@ -102,14 +102,14 @@ def guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] =
     before = temp_leftovers(folder, stem)
     existed = out.exists()
     started = time.time()
-    token = current_output.set(out)
+    token = current_output.set(lambda: _being_written(out, started) if is_dir else out)
     lock = output_lock(out) if is_dir and not _under_torchrun() else nullcontext()
     try:
         with lock:
             yield
     except BaseException as e:
         if is_write_failure(e) and not e.filename:  # a write() that failed names no file: name it here
-            e.filename = str(_being_written(out, started) if is_dir else out)  # type: ignore[union-attr]
+            e.filename = str(current_output.get()())  # type: ignore[union-attr, misc]
         deliberate = isinstance(e, typer.Exit)  # the command ended itself (a failed check keeps its report)
         if not (deliberate and e.exit_code == 0):
             _clean(temp_leftovers(folder, stem) - before)
