@@ -7,7 +7,8 @@ time, and no half-written file under the real name.
   is there (``--overwrite``/``--force``) -- checked before anything is deleted or written.
 - ``output_lock(out)``: an exclusive ``filelock`` on ``<parent>/.<name>.lock`` for as long as a command
   writes ``out``; a second writer fails at once naming the holder's pid (``OutputLockedError``, exit 2).
-  The OS releases the lock when its holder dies, so a killed run never leaves a stale lock.
+  The OS releases the lock when its holder dies, so a killed run never leaves a stale lock (only an empty
+  file, reused by the next writer); a finished one removes its lock file.
 - ``atomic_path(path)``: yields a temporary name beside ``path`` for a writer to fill; renamed over ``path``
   only when the block succeeds, removed when it fails. ``write_error(e, path)`` turns an ``OSError`` into one
   line naming the file ("disk full ..."), raised as ``OutputWriteError`` (exit 1).
@@ -125,6 +126,9 @@ def hold_lock(lock: Path, what: str, error: type[Exception] = OutputLockedError)
         yield
     finally:
         pid_file.unlink(missing_ok=True)
+        # Unlinked while still held, so no lock file stays behind: a process that opened this inode meanwhile
+        # sees it unlinked once it gets the lock and retries on the path (filelock >= 4 checks st_nlink).
+        lock.unlink(missing_ok=True)
         fl.release()
 
 

@@ -173,6 +173,7 @@ def test_two_writers_at_once_one_wins_and_the_result_verifies(tmp_path):
         p.join(120)
     assert sorted(p.exitcode for p in procs) == [0, 1]  # the loser raised OutputLockedError
     assert cli("data-info", out, "--verify").exit_code == 0
+    assert not lock_file(out).exists()  # a finished writer leaves no lock file behind
 
     victim = ctx.Process(target=child_generate, args=(str(tmp_path / "killed"), 40))
     victim.start()
