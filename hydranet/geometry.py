@@ -20,6 +20,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from hydranet.limits import check_bev_cells
+
 # --------------------------------------------------------------------------------------------
 # SE(3)
 # --------------------------------------------------------------------------------------------
@@ -261,6 +263,7 @@ class BevGrid:
             span = (hi - lo) / self.cell
             if abs(span - round(span)) > 1e-6:
                 raise ValueError(f"BevGrid.{name} span {hi - lo} m is not a multiple of cell {self.cell} m")
+        check_bev_cells(self.rows, self.cols, f"BevGrid (cell {self.cell} m over x {self.x_range}, y {self.y_range})")
 
     @property
     def rows(self) -> int:

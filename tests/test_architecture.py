@@ -20,6 +20,7 @@ _spec.loader.exec_module(_architecture)
 # Left to right. Packages in one tier are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("hydranet",),  # the root package: __version__ only
+    ("limits", "outputs"),  # the limits inputs are held to; outputs that never eat inputs, locks, atomic files
     ("geometry", "config_errors", "yaml_files", "console"),  # frames, rig, BEV grid; error text; YAML files; terminal
     ("data",),  # the Sample contract, label specs, shards, source readers, loaders
     ("world",),  # the synthetic world: a producer of Sample (registers the `world` source)

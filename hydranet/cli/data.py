@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydranet.cli.app import app
-from hydranet.cli.errors import BAD_INPUT, FAILED, fail
+from hydranet.cli.errors import fail
 from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
@@ -73,12 +73,9 @@ def generate(
             fps = n / max(time.perf_counter() - start, 1e-9)
             bar.update(task, completed=n, rate=f"{fps:5.1f} frames/s")
 
-        try:
-            result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, force=force, progress=tick,
-                         image_format=image_format)
-        except (ShardError, ValueError, OSError) as e:
-            bar.stop()
-            raise fail(str(e), FAILED if isinstance(e, OSError) else BAD_INPUT) from e
+        # ShardError/ValueError: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
+        result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, force=force, progress=tick,
+                     image_format=image_format)
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start
@@ -131,10 +128,7 @@ def data_info(
     """Summarise a shard directory (source, rig, label counts, shards); optionally verify every byte."""
 
     console = make_console()
-    try:
-        ds = ShardDataset(data)
-    except ShardError as e:  # not a dataset: bad input
-        raise fail(str(e)) from e
+    ds = ShardDataset(data)  # not a dataset: ShardError, exit 2; a store that does not answer: exit 1
     m = ds.manifest
     size = sum(s.bytes for s in m.shards)
     src = m.source.get("kind", "?")
@@ -154,9 +148,6 @@ def data_info(
     with _progress(console) as bar:
         sha = bar.add_task("sha256", total=size, rate="")
         dec = bar.add_task("decode", total=m.num_samples, rate="", visible=deep)
-        try:
-            ds.verify(deep=deep, on_bytes=lambda n: bar.advance(sha, n), on_sample=lambda n: bar.advance(dec, n))
-        except ShardError as e:  # a corrupt, truncated or replaced shard is bad input (exit 2), as in README
-            bar.stop()
-            raise fail(str(e)) from e
+        # a corrupt, truncated or replaced shard is bad input (exit 2), as in README
+        ds.verify(deep=deep, on_bytes=lambda n: bar.advance(sha, n), on_sample=lambda n: bar.advance(dec, n))
     console.print("[green]ok[/green]: every shard matches its sha256" + (" and every sample decodes" if deep else ""))

@@ -88,7 +88,7 @@ def export(
             manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
     except ExportError as e:
         raise typer.BadParameter(str(e), param_hint=e.option) from None
-    except (CheckpointError, OSError, ValueError) as e:  # ValueError: a model config this version rejects
+    except (CheckpointError, ValueError) as e:  # ValueError: a model config this version rejects; a full disk: exit 1
         raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     graph = onnx.load(str(output), load_external_data=False)
     size = output.stat().st_size

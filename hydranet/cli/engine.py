@@ -28,7 +28,7 @@ from hydranet.engine.preflight import preflight
 from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
-from hydranet.engine.vacation import Vacation
+from hydranet.engine.vacation import Vacation, read_current
 from hydranet.eval.runner import to_jsonable
 from hydranet.train.distributed import exit_torchrun_worker, shutdown
 
@@ -138,6 +138,7 @@ def label_command(
     min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
     clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
     no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a labelled dataset already in OUT."),
 ) -> None:
     """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
 
@@ -154,7 +155,8 @@ def label_command(
 
             cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
             items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
-        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data})
+        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data},
+                             overwrite=overwrite)
     except (QueueError, PoolError, LabelError) as e:
         raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
     except ShardError as e:  # a corrupt shard in the pool: one error line naming file/sample, exit 2
@@ -220,7 +222,8 @@ def vacation_command(
         pipe = load_pipeline(config)
         if iterations is not None:
             pipe = pipe.model_copy(update={"iterations": iterations})
-        preflight(pipe)  # every path and reference, before any stage spends minutes
+        promoted = read_current(out)  # a resumed run mines with its promoted model, not the pipeline's
+        preflight(pipe, promoted["checkpoint"] if promoted else None)  # every reference, before any stage runs
         loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
         rows = loop.run()
     last = rows[-1] if rows else {}

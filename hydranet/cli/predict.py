@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
-from hydranet.data.manifest import ShardError
-from hydranet.datasets import SourceConfigError, SourceError
 from hydranet.predict import run_predict
 
 
@@ -40,10 +37,7 @@ def predict(
         done[0] += n
         typer.echo(f"  frame {done[0]}")
 
-    try:
-        result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                             scale=scale, on_frame=tick)
-    except (CheckpointError, SourceConfigError, SourceError, ShardError, ValueError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    # a bad checkpoint, source or shard: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
+    result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
+                         scale=scale, on_frame=tick)
     typer.echo(f"wrote {len(result['frames'])} frames to {out} (predictions.json, frame_XXXX.png)")

@@ -100,7 +100,7 @@ def cache_features(
                 num_workers=workers, device=dev, overwrite=overwrite,
                 info={"checkpoint": str(state.path), "data": data},
                 on_progress=lambda done, n: progress.update(bar, completed=done))
-    except (CacheError, CheckpointError, ShardError, ValueError, OSError) as e:  # ShardError: corrupt shard
+    except (CacheError, CheckpointError, ShardError, ValueError) as e:  # ShardError: corrupt shard
         raise _fail(str(e), e) from None
     m = manifest
     console.print(f"wrote {out}: {m['frames']} frames in {len(m['shards'])} shard(s), {m['bytes'] / 1e6:.1f} MB "
@@ -150,7 +150,7 @@ def merge(
             failed = [r for r in rows if r.status == "fail"]
             gate_info = to_jsonable({"suite": str(gate_suite), "passed": not failed, "rows": [asdict(r) for r in rows]})
         path = save_merged(plan, model, out, gate_info)
-    except (MergeError, CheckpointError, SuiteError, ValueError, OSError) as e:
+    except (MergeError, CheckpointError, SuiteError, ValueError) as e:  # a full disk: exit 1 naming the file
         raise _fail(str(e), e) from None
     console.print(f"wrote {path}")
     if failed:

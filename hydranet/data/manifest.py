@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from hydranet.data.errors import ShardError, ShardManifestError  # noqa: F401 - re-exported: data.manifest.ShardError
 from hydranet.data.layout import GridRecord, RigRecord
 from hydranet.data.storage import ShardStore, is_url
+from hydranet.limits import loads_json
 
 FORMAT = "hydranet-shards"
 FORMAT_VERSION = 1
@@ -160,7 +161,7 @@ def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | Non
         except (OSError, UnicodeDecodeError) as e:
             raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     try:
-        raw = json.loads(text)
+        raw = loads_json(text, str(path), ShardManifestError)
     except json.JSONDecodeError as e:
         raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

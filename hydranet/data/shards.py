@@ -101,7 +101,7 @@ class ShardWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / MANIFEST_NAME).exists():
             if not overwrite:
-                raise ShardError("already holds a dataset (manifest.json); pass overwrite=True to replace it",
+                raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it",
                                  self.root)
             # ShardManifest first: from here on the directory is not a dataset until close() writes a new one.
             (self.root / MANIFEST_NAME).unlink()
@@ -119,6 +119,7 @@ class ShardWriter:
         self._offset = 0
         self._index: list[tuple[str, int, int, int]] = []
         self._labels: dict[str, int] = {}
+        self._frames: dict[tuple[str, int], str] = {}  # (scene_id, frame_index) -> key
         self._closed = False
 
     def __enter__(self) -> ShardWriter:
@@ -155,15 +156,24 @@ class ShardWriter:
         except CodecError as e:
             raise ShardError(str(e), key=key) from e
         names, size = list(meta.camera_names), list(meta.image_size)
+        frame = (getattr(meta, "scene_id", None), getattr(meta, "frame_index", None))
+        if frame in self._frames:  # a frame listed twice in a source, or queued twice: never stored twice
+            raise ShardError(f"frame {frame[0]}#{frame[1]} is written twice (first as sample "
+                             f"{self._frames[frame]}): the source or queue lists it twice", key=key)
+        self._frames[frame] = key
         if self.camera_names is None:
             self.camera_names, self.image_size = names, size
         elif names != self.camera_names or size != self.image_size:
             raise ShardError(f"rig differs from the first sample: cameras {names} size "
                              f"{size} vs {self.camera_names} {self.image_size}", key=key)
-        if self._file is None:
-            self._open_shard()
         blob = b"".join(_tar_member(f"{key}.{name}", data) for name, data in members)
-        self._file.write(blob)
+        try:
+            if self._file is None:
+                self._open_shard()
+            self._file.write(blob)
+        except OSError as e:  # a full disk: name the shard being written (write() names no file)
+            e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+            raise
         self._hash.update(blob)
         self._index.append((key, self._offset, len(blob), zlib.crc32(blob)))
         self._offset += len(blob)
@@ -171,7 +181,11 @@ class ShardWriter:
             self._labels[label] = self._labels.get(label, 0) + 1
         self.count += 1
         if len(self._index) >= self.shard_size:
-            self._finish_shard()
+            try:
+                self._finish_shard()
+            except OSError as e:
+                e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+                raise
         return key
 
     def close(self) -> ShardManifest:
@@ -179,7 +193,12 @@ class ShardWriter:
         if self._closed:
             raise ShardError("writer is already closed", self.root)
         if self._file is not None:
-            self._finish_shard()
+            try:
+                self._finish_shard()
+            except OSError as e:
+                e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+                self.abort()
+                raise
         self._closed = True
         if self.count == 0:
             raise ShardError("no samples were written", self.root)

@@ -42,6 +42,7 @@ from hydranet.deploy.manifest import (
     write_export_manifest,
 )
 from hydranet.geometry import Rig, default_rig
+from hydranet.outputs import atomic_path
 from hydranet.world.config import WorldConfig
 
 DEFAULT_OPSET = 17
@@ -218,15 +219,13 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             inputs = (*inputs, *streaming.example_state_inputs(model, batch))
             input_names += [*streaming.EGO_INPUTS, *streaming.state_input_names()]
             output_names += streaming.state_output_names()
-        tmp = path.with_name(f".tmp-{path.name}")
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():  # no half-written graph, even on a full disk
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names,
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
-        graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
-        tmp.replace(path)
+            graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
     finally:
         model.train(was_training)
     # only a streaming graph has ego-motion and state inputs (a plain graph never names them)

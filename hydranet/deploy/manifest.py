@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydranet.geometry import BevGrid
+from hydranet.outputs import write_bytes_atomic
 from hydranet.tasks.base import HeadContext
 
 FORMAT = "hydranet-deploy/1"
@@ -188,9 +189,7 @@ def manifest_path(graph: str | Path) -> Path:
 def write_export_manifest(manifest: ExportManifest, path: str | Path) -> Path:
     """Write ``manifest`` atomically (temporary file, then rename) to ``path``; returns ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(manifest.to_json())
-    tmp.replace(path)
+    write_bytes_atomic(path, manifest.to_json().encode())
     return path
 
 
@@ -207,7 +206,7 @@ def load_manifest(path: str | Path) -> ExportManifest:
                                   "<name>.manifest.json)")
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise ExportManifestError(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__

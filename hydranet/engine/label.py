@@ -22,6 +22,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from hydranet.data.errors import ShardError
 from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardWriter
@@ -52,13 +53,16 @@ class Labelled:
 
 
 def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, source: dict[str, Any],
-                   shard_size: int = 64) -> dict[str, Any]:
+                   shard_size: int = 64, overwrite: bool = False) -> dict[str, Any]:
     """Write labelled samples as shards (+ ``labels.jsonl``) into ``out``; returns a summary.
 
-    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet). With no item
-    (every frame filtered out) no shard is written and ``path`` is None."""
+    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet); a finished dataset
+    there is replaced only with ``overwrite`` (``ShardError`` otherwise: labels bought earlier are never
+    deleted silently). With no item (every frame filtered out) no shard is written and ``path`` is None."""
 
     out = Path(out)
+    if (out / "manifest.json").exists() and not overwrite:
+        raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it", out)
     rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]
     grid = pool.grid.to_dict() if hasattr(pool, "grid") else None  # type: ignore[attr-defined]
     records = []
@@ -77,8 +81,18 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
     return {"frames": len(records), "cost": cost, "path": str(out) if records else None}
 
 
+def check_queue_fits(queue: list[dict[str, Any]], pool: Dataset) -> None:
+    """``LabelError`` when a queued pool index is outside ``pool`` (the queue of another pool)."""
+    size = len(pool)  # type: ignore[arg-type]
+    for row in queue:
+        if not 0 <= row["index"] < size:
+            raise LabelError(f"queue rank {row.get('rank')}: pool index {row['index']} is outside the pool ({size} "
+                             "frames): is this the pool the queue was mined from?")
+
+
 def oracle_items(queue: list[dict[str, Any]], pool: Dataset, labels: list[str] | None = None) -> Iterator[Labelled]:
     """Ground truth for every queued frame; ``labels`` keeps only these label names (None = all)."""
+    check_queue_fits(queue, pool)
     for row in queue:
         sample = pool[row["index"]]
         if f"{sample.scene_id}#{sample.frame_index}" != row["frame_id"]:

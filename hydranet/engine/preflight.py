@@ -32,7 +32,8 @@ def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
         except (ValueError, KeyError, OSError) as e:
             raise PipelineError(f"{where}: {field}: {str(e).strip(chr(39))}") from None
 
-    model = check("model", load_mining_model, resume_checkpoint or pipe.model)
+    model = check("model (the promoted checkpoint of current.json)" if resume_checkpoint else "model",
+                  load_mining_model, resume_checkpoint or pipe.model)
     check("pool", open_pool, pipe.pool)
     if pipe.label.kind == "oracle":
         check("pool", open_pool, pipe.pool, True)

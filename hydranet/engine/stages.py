@@ -126,7 +126,7 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
                               clip_radius=lab.clip_radius)
         items = autolabel_items(queue, pool, teacher, str(lab.teacher), cfg, skipped)
     res = write_labelled(out, items, pool, {"labeller": lab.kind, "queue": str(v.iter_dir(it) / "queue"),
-                                            "pool": v.pipe.pool})
+                                            "pool": v.pipe.pool}, overwrite=True)  # this stage's own folder
     return {**res, "labeller": lab.kind, "indices": [q["index"] for q in queue], "skipped_low_confidence": skipped,
             "summary": f"{res['frames']} frames labelled by {lab.kind}, {res['cost']['total']} labels bought"}
 
@@ -255,6 +255,7 @@ def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
     if not gate_rec["passed"]:  # type: ignore[index]
         return {"promoted": False, "reason": gate_rec["summary"], "summary": "not promoted: " + gate_rec["summary"]}  # type: ignore[index]
     cand = v.record(it, "train")["checkpoint"]  # type: ignore[index]
-    atomic_json(v.out / "current.json", {"checkpoint": cand, "onnx": v.record(it, "export")["onnx"],  # type: ignore[index]
+    atomic_json(v.out / "current.json", {"checkpoint": v.run_relative(cand),  # relative: the run may move
+                                         "onnx": v.run_relative(v.record(it, "export")["onnx"]),  # type: ignore[index]
                                          "iteration": it})
     return {"promoted": True, "checkpoint": cand, "summary": f"promoted {cand}"}

@@ -269,14 +269,17 @@ def judge_undefined(te: TaskEval, metric: str) -> tuple[str, str]:
     return ("skipped", NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
 
 
-def check_thresholds(run: SuiteRun) -> list[Check]:
-    """Pass/fail of every threshold; skipped for a task the model lacks or a metric without ground truth on
-    these frames (``judge_undefined``). A metric name the task does not produce is a ``SuiteError``."""
+def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[Check]:
+    """Pass/fail of every threshold; skipped for a metric without ground truth on these frames
+    (``judge_undefined``). A threshold on a task the model lacks **fails** (a suite that checks nothing must
+    not pass), unless ``allow_missing_tasks`` (``hydranet eval --allow-missing-tasks``) marks it skipped.
+    A metric name the task does not produce is a ``SuiteError``."""
     out = []
     suite = run.suite
     for name, spec in suite.tasks.items():
         if name in run.skipped:
-            out += [Check(suite.name, name, m, str(t), math.nan, "skipped", NO_HEAD)
+            status = "skipped" if allow_missing_tasks else "fail"
+            out += [Check(suite.name, name, m, str(t), math.nan, status, NO_HEAD)
                     for m, t in spec.thresholds.items()]
             continue
         te = run.tasks[name]

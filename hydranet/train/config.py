@@ -346,6 +346,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deep to read (refused)") from None
     tree = apply_overrides(tree or {}, overrides or [])
     return config_from_dict(tree, str(path))
 

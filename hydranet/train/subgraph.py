@@ -41,7 +41,14 @@ from hydranet.train.config import (
 )
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
-from hydranet.train.run import finish_already_finished, run_training, training_session, write_run_config
+from hydranet.train.interrupt import workers_ignore_stop_signals
+from hydranet.train.run import (
+    finish_already_finished,
+    fit_stoppable,
+    run_training,
+    training_session,
+    write_run_config,
+)
 from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
@@ -148,7 +155,8 @@ class CacheTrainer(Trainer):
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
         return iter(DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_cached,
                                num_workers=self.tc.num_workers, generator=gen, pin_memory=self.device.type == "cuda",
-                               prefetch_factor=2 if self.tc.num_workers else None))
+                               prefetch_factor=2 if self.tc.num_workers else None,
+                               worker_init_fn=workers_ignore_stop_signals))  # Ctrl-C stops the trainer
 
 
 def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
@@ -265,7 +273,9 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
             warn = shared_note(model, train_tasks, trainer.frozen)
             if warn:
                 console.print(f"  [yellow]note:[/] {warn}")
-        summary = trainer.fit()
+        resume_cmd = (f"hydranet train --resume -o {out_dir} --from {from_ckpt} --from-cache {cache.path}"
+                      + (f" --tasks {','.join(train_tasks)}" if train_tasks else ""))
+        summary = fit_stoppable(trainer, resume_cmd, console if info.is_main else None)
         summary["cache"] = str(cache.path)
         if info.is_main:
             (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -41,13 +41,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
+from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
+from hydranet.limits import LimitError, loads_json, open_image
 
 __all__ = ["FramesSource", "FramesOptions", "FrameLine", "CameraEntry"]
 
@@ -139,6 +140,8 @@ class FramesSource(Source):
             if tuple(line.cameras) != self.camera_names:
                 raise SourceError(f"{self.path}:{lineno}: cameras: {list(line.cameras)} differ from the first "
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
+        check_unique(((f"{ln.scene_id}#{ln.frame_index}", self._where(no, "scene_id, frame_index"))
+                      for no, ln in self.lines), "frame", SourceError)
 
     def label_present(self, index: int, label: str) -> bool:
         """Whether the line of sample ``index`` gives label ``label`` (no file is read)."""
@@ -149,7 +152,7 @@ class FramesSource(Source):
 
     def _parse(self, lineno: int, text: str) -> FrameLine:
         try:
-            raw = json.loads(text)
+            raw = loads_json(text, self._where(lineno), SourceError)
         except json.JSONDecodeError as e:
             raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
         try:
@@ -159,7 +162,8 @@ class FramesSource(Source):
             loc = ".".join(str(p) for p in err["loc"]) or "<line>"
             msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
             raise SourceError(f"{self._where(lineno, loc)}: {msg}") from None
-        self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego")
+        check_rigid(self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego"),
+                    self._where(lineno, "T_world_from_ego"), SourceError)
         if not math.isfinite(line.timestamp):
             raise SourceError(f"{self._where(lineno, 'timestamp')}: must be finite")
         for name, cam in line.cameras.items():
@@ -167,12 +171,8 @@ class FramesSource(Source):
             if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
                                   "with fx, fy > 0")
-            T = self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam")
-            R = T[:3, :3]
-            if T[3].tolist() != [0.0, 0.0, 0.0, 1.0] or not torch.allclose(R @ R.T, torch.eye(3, dtype=R.dtype),
-                                                                            atol=1e-3):
-                raise SourceError(f"{self._where(lineno, f'cameras.{name}.T_ego_from_cam')}: not a rigid transform "
-                                  "(rotation must be orthonormal, last row 0 0 0 1)")
+            check_rigid(self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam"),
+                        self._where(lineno, f"cameras.{name}.T_ego_from_cam"), SourceError)
         for label in line.labels:
             if label not in _RAGGED and label not in _DENSE_IDS and label not in ("depth", "ego_path"):
                 raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
@@ -196,7 +196,7 @@ class FramesSource(Source):
 
     def __getitem__(self, index: int) -> Sample:
         lineno, line = self.lines[index]
-        images, Ks, Ts, scales = [], [], [], []
+        images, Ks, Ts, scales, stored = [], [], [], [], []
         size = self.image_size
         for name, cam in line.cameras.items():
             try:
@@ -209,11 +209,12 @@ class FramesSource(Source):
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {w0}x{h0} differs from the other "
                                   f"cameras' {size[1]}x{size[0]} (pass image_size to resize)")
             sx, sy = size[1] / w0, size[0] / h0
+            stored.append((h0, w0))
             images.append(img)
             Ks.append(resize_intrinsics(torch.tensor(cam.K, dtype=torch.float64), sx, sy))
             Ts.append(torch.tensor(cam.T_ego_from_cam, dtype=torch.float64))
             scales.append((sx, sy))
-        labels = {k: self._label(lineno, k, v, size, scales) for k, v in line.labels.items()}
+        labels = {k: self._label(lineno, k, v, size, scales, stored) for k, v in line.labels.items()}
         return Sample(images=torch.stack(images), intrinsics=torch.stack(Ks).float(),
                       T_ego_from_cam=torch.stack(Ts).float(),
                       T_world_from_ego=torch.tensor(line.T_world_from_ego, dtype=torch.float32),
@@ -221,7 +222,8 @@ class FramesSource(Source):
                       camera_names=self.camera_names, labels=labels)
 
     # ---- labels --------------------------------------------------------------------------------
-    def _label(self, lineno: int, name: str, value: Any, size: tuple[int, int], scales: list) -> Any:
+    def _label(self, lineno: int, name: str, value: Any, size: tuple[int, int], scales: list,
+               stored: list[tuple[int, int]]) -> Any:
         where = f"labels.{name}"
         if name in _RAGGED:
             return self._ragged(lineno, name, value, scales)
@@ -230,23 +232,27 @@ class FramesSource(Source):
         if not isinstance(value, dict) or set(value) != set(self.camera_names):
             raise SourceError(f"{self._where(lineno, where)}: expected {{camera: file}} for every camera "
                               f"{list(self.camera_names)}")
-        maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size)
-                for cam in self.camera_names]
+        maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size, stored[k])
+                for k, cam in enumerate(self.camera_names)]
         return torch.from_numpy(np.stack(maps))
 
-    def _dense_file(self, lineno: int, where: str, name: str, path: Path, size: tuple[int, int]) -> np.ndarray:
+    def _dense_file(self, lineno: int, where: str, name: str, path: Path, size: tuple[int, int],
+                    image_hw: tuple[int, int]) -> np.ndarray:
         if not path.is_file():
             raise SourceError(f"{self._where(lineno, where)}: {path} not found")
         try:
             if path.suffix == ".npy":
                 a = np.load(path, allow_pickle=False)
             else:
-                with Image.open(path) as im:
+                with open_image(path, str(path)) as im:
                     a = np.asarray(im)
+        except LimitError as e:  # already names the file and the limit
+            raise SourceError(f"{self._where(lineno, where)}: {e}") from None
         except (OSError, ValueError) as e:
             raise SourceError(f"{self._where(lineno, where)}: cannot read {path} ({e})") from e
         if a.ndim != 2:
             raise SourceError(f"{self._where(lineno, where)}: {path} must be a single-channel map, got {a.shape}")
+        check_map_size(a.shape, image_hw, f"{self._where(lineno, where)}: {path}", SourceError)
         if name == "depth":
             depth = a.astype(np.float32) / 256.0 if a.dtype == np.uint16 else a.astype(np.float32)
             if a.dtype not in (np.uint16, np.float32, np.float64):
@@ -300,6 +306,7 @@ class FramesSource(Source):
         for field, t in out.items():
             if len(t) != m:
                 raise SourceError(f"{self._where(lineno, f'labels.{name}.{field}')}: {len(t)} entries, boxes has {m}")
+        check_boxes(name, out["boxes"], self._where(lineno, f"labels.{name}"), error=SourceError)
         if "classes" in out:  # classes the class_map drops (-1) take their boxes with them
             keep = out["classes"] >= 0
             out = {k: t[keep] for k, t in out.items()}

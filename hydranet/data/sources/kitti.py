@@ -48,6 +48,7 @@ from torch import Tensor
 from hydranet.data.sample import Sample
 from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
+from hydranet.data.validate import check_rotation
 from hydranet.geometry import make_transform, resize_intrinsics, transform_points
 
 __all__ = ["KittiSource", "KittiOptions", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels",
@@ -151,6 +152,8 @@ def read_calib(path: str | os.PathLike) -> KittiCalib:
     if missing:
         raise SourceError(f"{path}: missing calibration entries {missing}")
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in found.items()}
+    check_rotation(t["R0_rect"].reshape(3, 3), f"{path}: R0_rect", SourceError)
+    check_rotation(t["Tr_velo_to_cam"].reshape(3, 4)[:, :3], f"{path}: Tr_velo_to_cam", SourceError)
     return KittiCalib(t["P2"].reshape(3, 4), t["R0_rect"].reshape(3, 3), t["Tr_velo_to_cam"].reshape(3, 4))
 
 

@@ -59,6 +59,7 @@ from hydranet.data.sources.nuscenes_labels import (
     track_id,
 )
 from hydranet.geometry import BevGrid
+from hydranet.limits import open_image
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
                             "CAM_BACK")
@@ -247,7 +248,7 @@ class NuScenesSource(Source):
         if not path.is_file():
             raise SourceError(f"camera image missing: {path} (sample_data {sd['token']})")
         try:
-            with Image.open(path) as im:
+            with open_image(path, str(path)) as im:
                 im = im.convert("RGB")
                 w0, h0 = im.size
                 if self.opt.image_size is not None and (h0, w0) != tuple(self.opt.image_size):
