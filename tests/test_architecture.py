@@ -20,7 +20,7 @@ _spec.loader.exec_module(_architecture)
 # Left to right. Packages in one tier are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("hydranet",),  # the root package: __version__ only
-    ("geometry", "config_errors", "yaml_files", "console"),  # frames, rig, BEV grid; error text; YAML files; terminal
+    ("geometry", "config_errors", "yaml_files", "json_files", "console"),  # frames, grid; errors; YAML, JSON; terminal
     ("data",),  # the Sample contract, label specs, shards, source readers, loaders
     ("world",),  # the synthetic world: a producer of Sample (registers the `world` source)
     ("datasets",),  # open any source of frames by name or config (--data)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydranet.engine.records import STAGES, atomic_json
 from hydranet.eval.suite import lower_is_better
+from hydranet.json_files import dumps
 
 if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
     from hydranet.engine.vacation import Vacation
@@ -61,7 +61,7 @@ def write_history(v: Vacation) -> list[dict[str, Any]]:
     ``status.json`` under ``v.out``; returns the rows of ``history_rows``."""
     rows = history_rows(v)
     tmp = v.out / ".tmp-history.jsonl"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in rows))
     tmp.replace(v.out / "history.jsonl")
     chart = v.out / "history.png"
     _chart(rows, chart)
