@@ -101,28 +101,31 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     series = _series(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    # One legend entry per series (line = deployed, circles = candidates, said in the title), in its own band
+    # under the axes that grows with the entries: never over the plot, whatever the number of suites.
+    legend_rows = -(-len(series) // 2)
+    fig, ax = plt.subplots(figsize=(9, 3.6 + 0.22 * legend_rows), dpi=100, layout="constrained")
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k % 10}"
         better = "lower is better" if lower_is_better(name.rsplit(".", 1)[-1]) else "higher is better"
+        label = f"{name} ({better})"
         if s["deployed"]:
             pts = sorted(s["deployed"])
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color,
-                    label=f"{name} ({better}): deployed")
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color, label=label)
+            label = None
         if s["candidate"]:
             ax.plot([p[0] for p in s["candidate"]], [p[1] for p in s["candidate"]], "o", color=color, mfc="none",
-                    label=f"{name}: candidate")
+                    label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(-0.3, max([r["iteration"] for r in rows], default=1) + 0.3)
     ax.set_xlabel("iteration (0 = the starting model)")
     ax.set_ylabel("headline metric (suite/task.metric)")
     ax.set_title("deployed model (line) and each iteration's candidate (circles)")
     ax.grid(alpha=0.3)
-    if series:  # below the plot: never over the points, and the plot keeps the figure's width
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    if series:
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     else:
         ax.text(0.5, 0.5, "no evaluated iteration yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
