@@ -11,8 +11,9 @@ whose text is the template ``docs/figures/NAME.md`` with its fields filled from 
 trained.drivable.miou:.3f}`` is ``docs/results/demo.json``'s ``["trained"]["drivable"]["miou"]``
 formatted ``.3f``; a key with other characters is indexed, ``{demo.trained.traffic_light[recall/red]}``.
 Besides Python's format specs: ``:min`` (seconds as minutes, one decimal), ``:met>=0.4`` / ``:met<=0.6``
-("met" or "not met"), ``:x.2f`` (a ratio with "×"), ``:M`` (millions, "0.5 M") and ``:?PREFIX|SUFFIX`` (the
-value between the two, or nothing when it is null). ``null`` (undefined) prints as "n/a".
+("met" or "not met"), ``:x.2f`` (a ratio with "×"), ``:M`` (millions, "0.5 M"), ``:?PREFIX|SUFFIX|SPEC``
+(the value, formatted by SPEC, between the two, or nothing when it is null) and ``:if=YES|NO`` (a true/false
+result in words). ``null`` (undefined) prints as "n/a".
 
     python tools/figures.py render           # rewrite every marked block (make figures)
     python tools/figures.py check            # exit 1 naming each block that differs (the test does this)
@@ -91,15 +92,18 @@ class _Formatter(string.Formatter):
         v = value.value if isinstance(value, _Node) else value
         if isinstance(v, dict | list):
             raise FigureError(f"{value.path}: a {type(v).__name__}, not a number or text")
+        if spec.startswith("if="):  # a yes/no result in words: ``{x.identical:if=bit-identical|different}``
+            yes, _, no = spec[3:].partition("|")
+            return yes if v else no
         if spec.startswith("?"):  # optional text: nothing when the value is null, else PREFIX value SUFFIX
-            prefix, _, suffix = spec[1:].partition("|")
-            return "" if v is None else f"{prefix}{v}{suffix}"
+            prefix, suffix, fmt = (spec[1:].split("|") + ["", ""])[:3]
+            return "" if v is None else f"{prefix}{format(v, fmt)}{suffix}"
         if v is None:
             return "n/a"
         if spec == "M":
             return f"{v / 1e6:.1f} M"
         if spec == "min":
-            return f"{v / 60:.1f}"
+            return f"{v / 60:.1f}".removesuffix(".0")
         if spec.startswith("x"):
             return f"{format(v, spec[1:] or '.2f')}×"
         m = re.fullmatch(r"met(<=|>=|<|>)(-?[\d.]+)", spec)

@@ -90,7 +90,8 @@ class Machine:
         parts = []
         load = self.load()
         if load is not None and load - own_threads >= max(0.5, self.cpus - own_threads + 0.5):
-            parts.append(f"load average {load:.1f} on {self.cpus} CPUs while this uses {own_threads}")
+            ours = f" while this uses {own_threads}" if own_threads else ""
+            parts.append(f"load average {load:.1f} on {self.cpus} CPUs{ours}")
         steal = self.steal()
         if steal is not None and steal > 0.05:
             parts.append(f"{100 * steal:.0f} % of CPU time stolen by the hypervisor")

@@ -39,20 +39,22 @@ def frame_contents(sample: Any) -> set[str]:
 
 def choose_frames(dataset: Dataset, frames: int, count: int) -> tuple[list[int], set[str]]:
     """``count`` of the first ``frames`` frames of ``dataset`` that together show every object class and every
-    light state they hold (greedy set cover on ``frame_contents``; ties go to the frame with more labelled
-    objects, then the earlier one). Returns the indices (sorted) and what no frame holds, e.g.
-    ``{"light yellow"}``, so the caller can say so."""
+    light state they hold (greedy set cover on ``frame_contents``; ties go to a scene not shown yet, then to
+    the frame with more kinds and more labelled objects, then the earlier one). Returns the indices (sorted)
+    and what no frame holds, e.g. ``{"light yellow"}``, so the caller can say so."""
     wanted = {*OBJECT_CLASSES, *(f"light {s}" for s in LIGHT_STATES)}
-    contents, sizes = [], []
+    contents, sizes, scenes = [], [], []
     for i in range(frames):
         sample = dataset[i]
         contents.append(frame_contents(sample))
         sizes.append(sum(len(v["classes"]) for k, v in sample.labels.items() if k in ("detection2d", "objects3d")))
+        scenes.append(getattr(sample, "scene_id", i))
     chosen: list[int] = []
     left = wanted & set().union(*contents) if contents else set()
     while len(chosen) < min(count, frames):
+        seen = {scenes[c] for c in chosen}  # once all is covered, another scene shows more than the next frame
         best = max((i for i in range(frames) if i not in chosen),
-                   key=lambda i: (len(contents[i] & left), len(contents[i]), sizes[i], -i))
+                   key=lambda i: (len(contents[i] & left), scenes[i] not in seen, len(contents[i]), sizes[i], -i))
         chosen.append(best)
         left -= contents[best]
     missing = wanted - set().union(*(contents[i] for i in chosen)) if chosen else wanted
