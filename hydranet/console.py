@@ -92,9 +92,9 @@ class Progress:
             return
         if self._heartbeat is not None:
             self._heartbeat.join()
-        if exc_type is None:
-            counted = self.done or self.total
-            count = f" {self.done}{'/' + str(self.total) if self.total else ''} {self.unit}".rstrip() if counted else ""
+        if exc_type is None:  # the count only when something was counted (reused work counts nothing)
+            total = f"/{self.total}" if self.total else ""
+            count = f" {self.done}{total} {self.unit}".rstrip() if self.done else ""
             self._print(f"{self.label}:{count} done in {self.elapsed:.0f} s")
 
     def _beat(self) -> None:

@@ -138,7 +138,8 @@ def label_command(
     teacher: Path | None = typer.Option(None, "--teacher", help="auto: the teacher checkpoint"),
     min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
     clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
-    no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
+    smoothing: bool = typer.Option(True, "--smoothing/--no-smoothing", help="auto: smooth the teacher's labels "
+                                   "over the clip (tracking, voting); --no-smoothing keeps single-frame labels"),
 ) -> None:
     """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
 
@@ -153,7 +154,7 @@ def label_command(
             if teacher is None:
                 raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
 
-            cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
+            cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=smoothing)
             items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
         with progress(f"label ({labeller})", len(rows), console, unit="frames") as bar:
             res = write_labelled(out, _counted(items, bar), pool, {"labeller": labeller, "queue": str(queue),

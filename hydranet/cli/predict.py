@@ -8,6 +8,7 @@ import typer
 
 from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
+from hydranet.console import progress
 from hydranet.data.manifest import ShardError
 from hydranet.datasets import SourceConfigError, SourceError
 from hydranet.predict import run_predict
@@ -34,15 +35,10 @@ def predict(
     if threads is not None:
         torch.set_num_threads(threads)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        typer.echo(f"  frame {done[0]}")
-
     try:
-        result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                             scale=scale, on_frame=tick)
+        with progress("predict", frames, unit="frames") as bar:
+            result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
+                                 scale=scale, on_frame=bar.advance)
     except (CheckpointError, SourceConfigError, SourceError, ShardError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

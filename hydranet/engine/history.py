@@ -106,7 +106,7 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
     legend_rows = -(-len(series) // 2)
     fig, ax = plt.subplots(figsize=(9, 3.6 + 0.22 * legend_rows), dpi=100, layout="constrained")
     for k, (name, s) in enumerate(series.items()):
-        color = f"C{k % 10}"
+        color = f"C{k % 10}" if len(series) <= 10 else plt.get_cmap("tab20")(k % 20)  # no colour used twice
         better = "lower is better" if lower_is_better(name.rsplit(".", 1)[-1]) else "higher is better"
         label = f"{name} ({better})"
         if s["deployed"]:

@@ -215,6 +215,8 @@ class Views:
         x0, rows = x, 1
         styles = self.legend_styles if self.outlines else ()
         swatches = [*((s, None) for s in styles), *self.legend.items()]
+        if not swatches:  # nothing drawn: no empty legend row (the notes, if any, move up)
+            rows, y = 0, y - line_h
         for name, col in swatches:
             key = 28 if col is None else 16
             step = key + round(d.textlength(name, font=font)) + 12
