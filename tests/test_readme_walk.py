@@ -51,7 +51,7 @@ SMALL: list[tuple[str, list[str], dict[str, str]]] = [
     ("merge", ["--gate-frames", "1"], {}),
     ("eval", ["--frames", "1"], {}),
     ("gate", ["--frames", "1"], {}),
-    ("report", ["--frames", "1"], {}),
+    ("report", ["--frames", "1", "--samples", "1"], {}),
     ("export", ["--verify-frames", "1"], {}),
     ("quantize", ["--eval-frames", "1"], {"--calib-frames": "2"}),
     ("infer", ["--frames", "1"], {}),
