@@ -35,6 +35,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydranet.json_files import dumps
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TEMPLATES = ROOT / "docs" / "figures"
@@ -188,7 +190,7 @@ def record(name: str, command: list[str] | None = None, file: Path | None = None
     data = {**data, "_recorded": _provenance(how)}
     out = RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    out.write_text(dumps(data) + "\n")  # standard JSON: a benchmark's NaN (undefined) is stored as null
     return out
 
 
