@@ -165,3 +165,12 @@ def test_every_loop_command_runs_after_make_demo(tmp_path, monkeypatch):
     assert not failed, "\n\n".join(failed)
     assert ran >= 20
     assert (work / "scene.rrd").is_file() and (work / "pred.rrd").is_file()
+
+
+@pytest.mark.skipif(not NUSCENES.is_dir(), reason="../shared/realdata is absent")
+def test_the_readme_python_snippet_runs_on_the_shared_keyframe(capsys):
+    """The README's `open_dataset` snippet, as written but for its dataroot (the one real keyframe)."""
+    text = (ROOT / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "open_dataset" in block)
+    exec(compile(snippet.replace('"data/nuscenes"', repr(str(NUSCENES))), "README.md", "exec"), {})
+    assert "torch.Size([6, 3, 900, 1600])" in capsys.readouterr().out
