@@ -224,7 +224,8 @@ def vacation_command(
             pipe = pipe.model_copy(update={"iterations": iterations})
         preflight(pipe)  # every path and reference, before any stage spends minutes
         loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
-        rows = loop.run()
+        with working("vacation (all stages)", console, every_s=30.0):  # a line at least every 30 s in a log
+            rows = loop.run()
     last = rows[-1] if rows else {}
     console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}; current model: {loop.current()}")
     if last.get("gate_passed") is False:
