@@ -141,14 +141,17 @@ def _stream_video(model: Any, eval_set: Any, n_eval: int, out: Path, console: Co
                   f" -> {out / 'video.json'}")
 
 
-def reference_run() -> dict[str, Any] | None:
-    """The reference demo run (``docs/results/demo.json`` of the source tree: the ``metrics.json`` of a run
-    on an idle 2-core machine, committed with the README figures rendered from it), or None."""
+def reference_run(config: Path) -> dict[str, Any] | None:
+    """The reference run of ``config`` (``docs/results/demo.json`` of the source tree: the ``metrics.json`` of
+    a ``make demo`` run, committed with the README figures rendered from it), or None when there is none or
+    it ran another config (``--temporal``'s steps cost more: its rates would not compare)."""
     path = REPO / "docs" / "results" / "demo.json"
     try:
-        return json.loads(path.read_text())
+        ref = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    ran = Path(str(ref.get("meta", {}).get("config", ""))).name
+    return ref if ran == Path(config).name else None
 
 
 def install_seconds() -> float | None:
@@ -180,7 +183,8 @@ def _print_budget(console: Console, ref: dict[str, Any] | None, machine: Machine
                       f"{split}; " + (f"fresh clone to done {secs['fresh_clone']:.0f} s" if secs.get("fresh_clone")
                                    else f"the demo {secs.get('total') or 0:.0f} s (its install was not timed)"))
     else:
-        console.print("  no reference run (docs/results/demo.json): the ETAs come from this run's own rates")
+        console.print("  no reference run of this config (docs/results/demo.json): the ETAs come from this run's "
+                      "own rates")
     console.print(f"  this machine: {machine.cpus} CPUs {machine.model}")
     reason = machine.busy_reason(own_threads=0)
     if reason:
@@ -259,7 +263,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
         raise ValueError(f"{config}: the demo needs data.eval (held-out frames)")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    machine, ref = Machine.here(), reference_run()
+    machine, ref = Machine.here(), reference_run(config)
     console.print(f"[bold]hydranet demo[/] config {config} -> {out}")
     _print_budget(console, ref, machine, cfg)
     out.mkdir(parents=True, exist_ok=True)
