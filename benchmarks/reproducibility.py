@@ -5,6 +5,7 @@ metric difference (absolute, over every metric of every task) and the largest we
 
     python benchmarks/reproducibility.py                      # demo config, 120 steps, 96 + 24 frames
     python benchmarks/reproducibility.py --steps 520 --full   # the demo as `make demo` runs it
+    python benchmarks/reproducibility.py --runs runs/demo OTHER/runs/demo   # two finished demo runs, compared
 
 The README's reproducibility statement is rendered from this JSON (docs/results/reproducibility.json).
 """
@@ -63,7 +64,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--full", action="store_true", help="the config's own data sizes (default: 96 + 24 frames)")
     ap.add_argument("--threads", type=int, nargs=2, default=(1, 2), help="thread counts compared")
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--runs", type=Path, nargs=2, default=None, help="compare two finished demo output folders "
+                    "(metrics.json + train/) instead of training")
     args = ap.parse_args(argv)
+    if args.runs:
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in args.runs)
+        return {"runs": [str(r) for r in args.runs], "steps": a["train"]["steps"], "cpu": a["meta"]["machine"]["cpu"],
+                "cpus": a["meta"]["machine"]["cpus"], "torch": a["meta"]["torch"], "threads": a["meta"]["threads"],
+                "same_settings": compare({"metrics": a["trained"]}, {"metrics": b["trained"]}, *args.runs)}
     config = args.config or default_demo_config()
     sizes = [] if args.full else ["data.datasets.demo.frames=96", "data.datasets.demo.world.num_scenes=24",
                                   "data.eval.frames=24", "data.eval.world.num_scenes=6", "eval.frames=24"]
