@@ -14,7 +14,6 @@ the decoded objects per frame, as ``infer`` does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from hydranet.data.convert import resize_sample
 from hydranet.data.sample import Batch, Sample, collate
 from hydranet.datasets import open_dataset
 from hydranet.deploy.infer import draw_and_record
+from hydranet.json_files import dumps
 from hydranet.viz import Views
 
 __all__ = ["run_predict"]
@@ -113,6 +113,6 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
             on_frame(1)
     result = {"checkpoint": str(checkpoint), "data": str(data), "tasks": names, "frames": records}
     tmp = out / ".tmp-predictions.json"
-    tmp.write_text(json.dumps(result, indent=1))
+    tmp.write_text(dumps(result))
     tmp.replace(out / "predictions.json")
     return result

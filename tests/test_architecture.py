@@ -21,7 +21,7 @@ _spec.loader.exec_module(_architecture)
 LAYERS: list[tuple[str, ...]] = [
     ("hydranet",),  # the root package: __version__ only
     ("limits", "outputs"),  # the limits inputs are held to; outputs that never eat inputs, locks, atomic files
-    ("geometry", "config_errors", "yaml_files", "console"),  # frames, rig, BEV grid; error text; YAML files; terminal
+    ("geometry", "config_errors", "yaml_files", "json_files", "console"),  # frames, grid; errors; YAML, JSON; terminal
     ("data",),  # the Sample contract, label specs, shards, source readers, loaders
     ("world",),  # the synthetic world: a producer of Sample (registers the `world` source)
     ("datasets",),  # open any source of frames by name or config (--data)

@@ -6,26 +6,18 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import fail
 from hydranet.compat import check_data_matches_model, world_layout
-from hydranet.console import make_console
+from hydranet.console import make_console, progress
 from hydranet.data.manifest import ShardError
 from hydranet.data.shards import ShardDataset
 from hydranet.train.config import load_config
 from hydranet.world.config import WorldConfig, load_world_config, training_world
 from hydranet.world.generate import check_existing, resolve
 from hydranet.world.generate import generate as run
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=console, transient=False)
 
 
 @app.command()
@@ -66,12 +58,11 @@ def generate(
                       f"{size / 1e6:.1f} MB); --force regenerates")
         return
     start = time.perf_counter()
-    with _progress(console) as bar:
-        task = bar.add_task(f"generate {out}", total=frames, rate="")
+    with progress(f"generate {out}", frames, console, unit="frames") as bar:
 
         def tick(n: int) -> None:
-            fps = n / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=n, rate=f"{fps:5.1f} frames/s")
+            bar.update(n)
+            bar.note(f"{n / max(bar.elapsed, 1e-9):.1f} frames/s")
 
         # ShardError/ValueError: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
         result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, force=force, progress=tick,
@@ -145,9 +136,13 @@ def data_info(
     console.print(table)
     if not verify:
         return
-    with _progress(console) as bar:
-        sha = bar.add_task("sha256", total=size, rate="")
-        dec = bar.add_task("decode", total=m.num_samples, rate="", visible=deep)
+    decoded = [0]
+
+    def on_sample(n: int) -> None:
+        decoded[0] += n
+        bar.note(f"{decoded[0]}/{m.num_samples} samples decoded")
+
+    with progress("verify sha256", size, console, unit="bytes") as bar:
         # a corrupt, truncated or replaced shard is bad input (exit 2), as in README
-        ds.verify(deep=deep, on_bytes=lambda n: bar.advance(sha, n), on_sample=lambda n: bar.advance(dec, n))
+        ds.verify(deep=deep, on_bytes=bar.advance, on_sample=on_sample)
     console.print("[green]ok[/green]: every shard matches its sha256" + (" and every sample decodes" if deep else ""))

@@ -39,7 +39,7 @@ from hydranet.outputs import check_output, is_write_failure, output_lock, temp_l
 DIRECTORY_OUTPUTS = frozenset({"train", "demo", "generate", "convert", "infer", "predict", "mine", "label",
                                "vacation", "cache-features", "merge"})
 # Commands whose --out is one file (JSON, HTML, PNG, ONNX), written through a temporary file and renamed.
-FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show", "autolabel-quality"})
+FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show", "view", "autolabel-quality"})
 # Options that tell a command to delete what its output holds.
 REPLACING_OPTIONS = ("overwrite", "force", "retrain")
 OUTPUT_OPTIONS = ("out", "output")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from hydranet.cli.app import app
+from hydranet.console import progress
 from hydranet.predict import run_predict
 
 
@@ -31,13 +32,8 @@ def predict(
     if threads is not None:
         torch.set_num_threads(threads)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        typer.echo(f"  frame {done[0]}")
-
     # a bad checkpoint, source or shard: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
-    result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                         scale=scale, on_frame=tick)
+    with progress("predict", frames, unit="frames") as bar:
+        result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
+                             scale=scale, on_frame=bar.advance)
     typer.echo(f"wrote {len(result['frames'])} frames to {out} (predictions.json, frame_XXXX.png)")

@@ -15,12 +15,13 @@ from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.compat import check_data_matches_model, sample_layout
-from hydranet.console import make_console
+from hydranet.console import make_console, progress, working
 from hydranet.data.manifest import ShardError
 from hydranet.datasets import open_dataset
 from hydranet.eval.gate import gate
-from hydranet.eval.runner import run_suite, to_jsonable
+from hydranet.eval.runner import run_suite
 from hydranet.eval.suite import SuiteError, load_suites
+from hydranet.json_files import to_jsonable
 from hydranet.source_layouts import dataset_layout
 from hydranet.train.feature_cache import CacheError, write_cache
 from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
@@ -80,7 +81,6 @@ def cache_features(
     """Cache a frozen trunk's multi-scale features (fp16, memory-mapped, sharded) with labels and camera
     geometry, keyed by the trunk hash, for head-only training (hydranet train --from-cache)."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = make_console(stderr=True)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,16 +90,13 @@ def cache_features(
         layout = dataset_layout(ds, f"--data {data}") or sample_layout(ds[0], f"--data {data}")
         check_data_matches_model(layout, model.cfg, f"checkpoint {ckpt}")
         total = len(ds) if frames is None else min(frames, len(ds))
-        columns = (TextColumn("[bold]caching"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            bar = progress.add_task("cache", total=total)
+        with progress("caching", total, console, unit="frames") as bar:
             manifest = write_cache(
                 model, ds, out, trunk_hash=trunk_hash(model), frames=frames, shard_frames=shard_frames,
                 batch_size=batch_size, labels=_split(labels), levels=_split(levels), max_gb=max_gb,
                 num_workers=workers, device=dev, overwrite=overwrite,
                 info={"checkpoint": str(state.path), "data": data},
-                on_progress=lambda done, n: progress.update(bar, completed=done))
+                on_progress=lambda done, n: bar.update(done))
     except (CacheError, CheckpointError, ShardError, ValueError) as e:  # ShardError: corrupt shard
         raise _fail(str(e), e) from None
     m = manifest
@@ -140,7 +137,7 @@ def merge(
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             base_model, _ = load_model(base, device=dev)
             rows = []
-            with console.status("gate: evaluating BASE and the merged network on the same frames"):
+            with working("gate: evaluating BASE and the merged network on the same frames", console):
                 for suite in load_suites(gate_suite):
                     runs = run_suite({"baseline": base_model, "candidate": model.to(dev)}, suite, device=dev,
                                      frames=gate_frames)

@@ -8,10 +8,11 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
-from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES, Sample
+from hydranet.data.sample import OBJECT_CLASSES, Sample
 from hydranet.datasets import open_dataset
 from hydranet.geometry import BevGrid
 from hydranet.viz import (
+    EGO_PATH_COLOR,
     LANE_COLORS,
     Views,
     draw_bev_map,
@@ -38,7 +39,7 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
         draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:
-        draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13)
+        draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13, name="drivable")
     if "lanes" in lab:
         draw_lane_masks(views, lab["lanes"], alpha=0.85)
     if "detection2d" in lab and not boxes3d_in_cameras:
@@ -60,9 +61,7 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     if "ego_path" in lab:
         path = lab["ego_path"]
         pts = torch.cat([torch.zeros(1, 3), torch.cat([path[:, :2], torch.zeros(len(path), 1)], 1)])
-        draw_polylines_bev(views, pts[None], (255, 80, 80), width=3)
-    if overlay and ("lanes" in lab or "lane_lines" in lab):  # the legend only where lanes are drawn
-        title += "   |   lanes: " + ", ".join(f"{LANE_KINDS[k]}" for k in LANE_COLORS) + " (yellow/cyan/red)"
+        draw_polylines_bev(views, pts[None], EGO_PATH_COLOR, width=3, name="ego path")
     return views.compose(title=title)
 
 

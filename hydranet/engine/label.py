@@ -14,7 +14,6 @@ and confidence. Nothing from the pool is copied besides the queued frames themse
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from hydranet.data.errors import ShardError
 from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardWriter
+from hydranet.json_files import dumps
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
 
@@ -75,7 +75,7 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
                 w.write(item.sample)
                 records.append(item.record)
     tmp = out / ".labels.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in records))
     tmp.replace(out / "labels.jsonl")
     cost = {k: sum(r["cost"][k] for r in records) for k in ("frames", "objects", "dense_maps", "total")}
     return {"frames": len(records), "cost": cost, "path": str(out) if records else None}

@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hydranet.engine.mine import MineResult
+from hydranet.json_files import dumps
 from hydranet.limits import loads_json
 
 
@@ -47,12 +48,12 @@ def write_queue(out: str | Path, result: MineResult, pool: str, model: str, trig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jsonl": out / "queue.jsonl", "summary": out / "mine_summary.json"}
-    _atomic_text(paths["jsonl"], "".join(json.dumps(r) + "\n" for r in result.queue))
+    _atomic_text(paths["jsonl"], "".join(dumps(r, indent=None) + "\n" for r in result.queue))
     summary = {"pool": pool, "model": model, "triggers": triggers, "budget": budget, "frames": result.frames,
                "picked": len(result.queue), "trigger_errors": result.errors, "error_messages": result.error_messages,
                "trigger_means": result.trigger_means, "dedup_radius": result.radius, "seconds": result.seconds,
                "world_size": result.world_size}
-    _atomic_text(paths["summary"], json.dumps(summary, indent=1))
+    _atomic_text(paths["summary"], dumps(summary))
     if parquet:
         import pyarrow as pa
         import pyarrow.parquet as pq

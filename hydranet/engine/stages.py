@@ -20,6 +20,7 @@ from hydranet.engine.triggers import parse_trigger_specs
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import run_suite
 from hydranet.eval.suite import load_suite
+from hydranet.json_files import dumps
 from hydranet.train.config import config_from_dict, config_to_dict
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import MANIFEST, write_cache
@@ -149,7 +150,7 @@ def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
             shards.append({"name": f"engine_iter_{k:03d}", "path": rec["path"], "frames": rec["frames"],
                            "labeller": rec["labeller"]})
     data = {"iteration": it, "base": base, "shards": shards, "added_frames": sum(s["frames"] for s in shards)}
-    (v.iter_dir(it) / "dataset_manifest.json").write_text(json.dumps(data, indent=1))
+    (v.iter_dir(it) / "dataset_manifest.json").write_text(dumps(data))
     return {"path": str(v.iter_dir(it) / "dataset_manifest.json"), "shards": len(shards),
             "added_frames": data["added_frames"],
             "summary": f"base datasets {sorted(base)} + {len(shards)} labelled shard dirs "

@@ -24,6 +24,7 @@ from hydranet.data.sample import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
+from hydranet.json_files import to_jsonable
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frame_records import FrameMetric
 from hydranet.world import SyntheticWorld
@@ -311,19 +312,6 @@ def worst_frames(run: SuiteRun, k: int) -> list[tuple[int, float]]:
     mean = np.where(cnt > 0, bad / np.maximum(cnt, 1), -1.0)
     order = np.argsort(-mean, kind="stable")[:k]
     return [(int(i), float(mean[i])) for i in order if cnt[i] > 0]
-
-
-def to_jsonable(x: Any) -> Any:
-    """NaN/inf -> None so the JSON is standard; numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def run_to_json(run: SuiteRun, checks: list[Check]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ demo calls. Options for sub-graph training live here too:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 from hydranet.checkpoint import CheckpointError, load_checkpoint
 from hydranet.console import make_console
 from hydranet.geometry import GridConfig
+from hydranet.json_files import dumps
 from hydranet.model import create_model
 from hydranet.outputs import hold_lock
 from hydranet.source_layouts import check_config_data
@@ -106,7 +106,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         summary = fit_stoppable(trainer, f"hydranet train --resume -o {out_dir}", console if info.is_main else None)
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
-            (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            (out_dir / "train_summary.json").write_text(dumps(summary))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
 

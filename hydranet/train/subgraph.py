@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint, trunk_hash
 from hydranet.console import make_console
+from hydranet.json_files import dumps
 from hydranet.model import create_model
 from hydranet.tasks.base import create_task
 from hydranet.train.config import (
@@ -278,7 +279,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         summary = fit_stoppable(trainer, resume_cmd, console if info.is_main else None)
         summary["cache"] = str(cache.path)
         if info.is_main:
-            (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            (out_dir / "train_summary.json").write_text(dumps(summary))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
 

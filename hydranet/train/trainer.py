@@ -20,7 +20,6 @@ how resume restores it exactly, is ``training_state.py``).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hydranet.data.sample import Batch, collate
 from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.json_files import dumps
 from hydranet.tasks.base import Task
 from hydranet.train import distributed
 from hydranet.train.balancing import create_balancer
@@ -370,7 +370,7 @@ class Trainer:
                    "skipped_steps": self.skipped_steps, "checkpoint": str(last_path),
                    "history": self.history[-1:] if self.history else [], "seconds": time.perf_counter() - t0}
         if self.dist.is_main:
-            (self.out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            (self.out_dir / "train_summary.json").write_text(dumps(summary))
         return summary
 
     def _out_of_time(self, t0: float) -> bool:
