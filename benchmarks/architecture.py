@@ -301,7 +301,7 @@ def trace_frame(tasks: list[str]) -> list[str]:
     import hydranet
     from hydranet.data.sample import Sample, collate
     from hydranet.deploy.export import export_onnx
-    from hydranet.geometry import default_rig
+    from hydranet.setup import default_rig
     from hydranet.model import ModelConfig, create_model
 
     package = str(Path(hydranet.__file__).resolve().parent)
@@ -316,7 +316,7 @@ def trace_frame(tasks: list[str]) -> list[str]:
     h, w = 64, 128
     sys.setprofile(profile)
     try:
-        rig = default_rig(h, w)
+        rig = default_rig((h, w))
         sample = Sample(images=torch.randint(0, 256, (len(rig), 3, h, w), dtype=torch.uint8),
                         intrinsics=rig.intrinsics(), T_ego_from_cam=rig.extrinsics(), T_world_from_ego=torch.eye(4),
                         timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names))

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.config import ALL_TASKS
 
@@ -76,7 +76,7 @@ def latency(preset: str, repeats: int, image_size: tuple[int, int] | None) -> di
         overrides["image_size"] = image_size
     cfg = ModelConfig.preset(preset, **overrides)
     h, w = cfg.image_size
-    rig = default_rig(h, w)
+    rig = default_rig((h, w))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (1, len(rig), 3, h, w), dtype=torch.uint8, generator=g)
     K, T = rig.intrinsics()[None], rig.extrinsics()[None]
@@ -170,7 +170,7 @@ def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int,
 
     h, w = image_size
     grid = {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 0.5}  # 64×64 cells: CPU budget
-    world = {"seed": 0, "num_scenes": max(1, train_frames // 4), "frames_per_scene": 4, "height": h, "width": w,
+    world = {"seed": 0, "num_scenes": max(1, train_frames // 4), "frames_per_scene": 4, "setup": {"image_size": [h, w]},
              "grid": grid}
     eval_world = world | {"seed": 1, "num_scenes": max(1, eval_frames // 4)}
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.config import ALL_TASKS
 from hydranet.train.precision import cpu_flags, device_has_fast_bf16
@@ -53,7 +53,7 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int, repeats: int) -> float:
 
 def make_inputs(cfg: ModelConfig, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     h, w = cfg.image_size
-    rig = default_rig(h, w)
+    rig = default_rig((h, w))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size, len(rig), 3, h, w), dtype=torch.uint8, generator=g)
     K = rig.intrinsics()[None].expand(batch_size, -1, -1, -1).contiguous()
@@ -101,7 +101,7 @@ def precision_ab(steps: int) -> dict[str, Any]:
 
     cams = [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, yaw_deg=c.yaw_deg,
                          pitch_deg=c.pitch_deg) for c in DEFAULT_CAMERAS[:2]]
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, height=64, width=128,
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup={"image_size": (64, 128)},
                                        grid={"cell": 1.0}, cameras=cams, traffic_density=2.0, layout="intersection"))
     batch = collate([world[i] for i in range(len(world))])
     names = ["detection2d", "objects3d"]

@@ -160,7 +160,7 @@ def test_data_info_verify_of_a_replaced_shard_is_bad_input(tmp_path):
     from hydranet.world.generate import generate
 
     root = tmp_path / "data"
-    generate(root, WorldConfig(seed=1, num_scenes=1, frames_per_scene=1, height=32, width=64), frames=1)
+    generate(root, WorldConfig(seed=1, num_scenes=1, frames_per_scene=1, setup={"image_size": (32, 64)}), frames=1)
     shard = root / "shard-000000.tar"
     data = bytearray(shard.read_bytes())
     data[len(data) // 3] ^= 0xFF

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 import typer
 
 from hydranet.checkpoint import CheckpointError, CheckpointWriteError
-from hydranet.compat import DataMismatchError
 from hydranet.data.manifest import ShardError
+from hydranet.setup import SetupMismatchError
 from hydranet.train.config import ConfigError
 from hydranet.train.run import RunLockedError
 from hydranet.train.trainer import NonFiniteTrainingError
@@ -41,7 +41,7 @@ def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
 def bad_input_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (exit 2)."""
 
-    return (ConfigError, DataMismatchError, CheckpointError, ShardError, RunLockedError, FileExistsError,
+    return (ConfigError, SetupMismatchError, CheckpointError, ShardError, RunLockedError, FileExistsError,
             FileNotFoundError, NotADirectoryError, ValueError, KeyError)
 
 

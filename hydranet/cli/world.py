@@ -9,8 +9,9 @@ import typer
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES, Sample
-from hydranet.datasets import open_dataset
+from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.geometry import BevGrid
+from hydranet.train.config import world_from_file
 from hydranet.viz import (
     LANE_COLORS,
     Views,
@@ -24,7 +25,6 @@ from hydranet.viz import (
     draw_traffic_lights,
 )
 from hydranet.world import SyntheticWorld
-from hydranet.world.config import load_world_config
 
 
 def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
@@ -74,7 +74,7 @@ def _dataset_sample(data: str, index: int) -> tuple[Sample, BevGrid, str]:
         if index >= len(ds):
             raise fail(f"--index {index}: {data} holds {len(ds)} samples")
         sample = ds[index]
-    grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
+    grid = dataset_setup(ds).grid
     title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
     return sample, grid if grid is not None else BevGrid(), title
 
@@ -85,7 +85,7 @@ def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sam
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
-        cfg = load_world_config(config, overrides)
+        cfg, _ = world_from_file(config, None, overrides)  # a training config: its world, its model's setup
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     world = SyntheticWorld(cfg)
@@ -98,7 +98,7 @@ def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sam
         "curve" if scene.layout.curvature != 0 else "straight")
     title = (f"seed {cfg.seed} #{index}  {sample.scene_id} frame {sample.frame_index}  {scene.lighting}, "
              f"fog {scene.fog:.3f}, {road}, {scene.layout.lanes} lanes/dir")
-    return sample, world.grid, title
+    return sample, world.setup.grid or BevGrid(), title
 
 
 @app.command()

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.sample import OBJECT_CLASSES, Batch
+from hydranet.data.sample import Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
 from hydranet.metrics.temporal import TemporalDetection3DMetric
@@ -134,36 +134,42 @@ class Objects3D(OptionsTask):
     """3D objects on the BEV grid with CenterPoint (Yin et al. 2021); see the module doc.
 
     Label ``objects3d``: ego-frame boxes ``[M, 7]`` (x, y, z, l, w, h, yaw) in metres/radians, velocity
-    ``[M, 2]`` m/s (NaN = unknown), ``classes``. Metric: nuScenes-style mAP and TP errors
-    (``TemporalDetection3DMetric``, + occlusion and flicker keys on sequences)."""
+    ``[M, 2]`` m/s (NaN = unknown), ``classes`` (ids into ``setup.classes["objects3d"]``). Boxes live on
+    ``setup.grid``. Metric: nuScenes-style mAP and TP errors (``TemporalDetection3DMetric``, + occlusion and
+    flicker keys on sequences)."""
 
     name = "objects3d"
     space = "bev"
     label = "objects3d"
     Options = Objects3DOptions
-    classes: tuple[str, ...] = OBJECT_CLASSES
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class vocabulary: ``setup.classes["objects3d"]`` (heatmap channel c is ``classes[c]``)."""
+        classes = self.setup.vocabulary(self.label)
+        if classes is None:
+            raise ValueError(f"{self.name}: the setup declares no class vocabulary for '{self.label}' "
+                             "(setup.classes)")
+        return classes
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
         """``BevHead`` on ``[B, C_bev, R, C']`` with ``heatmap [C]`` and regression outputs offset 2, z 1,
-        log_size 3, rot 2 (sin, cos yaw), velocity 2; records ``ctx.grid``."""
-        self.grid = ctx.grid
+        log_size 3, rot 2 (sin, cos yaw), velocity 2."""
         cfg = self.cfg
         return BevHead(ctx, {"heatmap": len(self.classes), **_REG}, cfg.width, cfg.depth, cfg.branch_depth,
                        bias_init={"heatmap": prior_bias(0.01)})
 
     def _grid(self) -> BevGrid:
-        if not hasattr(self, "grid"):
-            raise RuntimeError("objects3d: build_head(ctx) must run first (it fixes the BevGrid)")
-        return self.grid
+        if self.setup.grid is None:
+            raise ValueError(f"{self.name}: the setup has no BEV grid (setup.grid)")
+        return self.setup.grid
 
     def targets(self, batch: Batch) -> list[Any]:
         """Ground truth whose centre lies on the BEV grid: the head cannot place a centre off the grid, so
         real datasets' far boxes (nuScenes annotates beyond 50 m) are outside the evaluated range, as the
         nuScenes detection eval drops boxes beyond its class ranges."""
         out = super().targets(batch)
-        grid = getattr(self, "grid", None)
-        if grid is None:
-            return out
+        grid = self._grid()
         for i, t in enumerate(out):
             if t is None or len(t["boxes"]) == 0:
                 continue
@@ -181,7 +187,7 @@ class Objects3D(OptionsTask):
         (unknown velocity) are not regressed.
 
         Raises ``ValueError`` on a heatmap that is not ``[B, C, R, C']``, non-finite boxes, inf velocity or
-        a class out of range; ``RuntimeError`` before ``build_head``."""
+        a class out of range."""
         heat = outputs["heatmap"]
         if heat.ndim != 4 or heat.shape[0] != len(batch):
             raise ValueError(f"{self.name}: expected [B={len(batch)}, C, R, C'] heatmap, got {tuple(heat.shape)}")
@@ -209,9 +215,7 @@ class Objects3D(OptionsTask):
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
         """Per sample ``dict(boxes [K, 7] (x, y, z, l, w, h, yaw) ego m/rad, velocity [K, 2] m/s, scores [K],
-        classes [K])`` from max-pool NMS + top-k peaks with ``scores >= score_threshold``.
-
-        Raises ``RuntimeError`` before ``build_head`` (the ``BevGrid`` is not known yet)."""
+        classes [K])`` from max-pool NMS + top-k peaks with ``scores >= score_threshold``."""
         grid = self._grid()
         heat = torch.sigmoid(outputs["heatmap"].float())
         h, w = heat.shape[-2:]
@@ -234,8 +238,7 @@ class Objects3D(OptionsTask):
 
     def make_metric(self) -> Metric:
         """``TemporalDetection3DMetric`` on the grid region, with per-range mAP over ``RANGE_BINS`` (m), on objects
-        visible now (``min_visible``); objects hidden now count in ``occluded_recall``.
-        Raises ``RuntimeError`` before ``build_head``."""
+        visible now (``min_visible``); objects hidden now count in ``occluded_recall``."""
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.

@@ -1,6 +1,9 @@
-"""Build the training and evaluation datasets a config's ``data`` section describes.
+"""Build the training and evaluation datasets a config's ``data`` section describes, for a model's ``Setup``.
 
-The training set is the concatenation of ``data.datasets`` (in name order); each task's index
+Every dataset is opened with the model's setup flowing in (``DatasetConfig.source_config``) and reports its
+own setup; ``resolve_setup`` gives the model the rigs of its data (those the config does not declare) and
+checks every dataset against the model (``ModelConfig.check_data``, the one check). The training set is
+the concatenation of ``data.datasets`` (in name order); each task's index
 list is the samples of *its* datasets (``data.tasks.<task>.datasets``, default all) that carry its
 label, optionally capped by ``max_samples``. Label presence comes from metadata where the source
 has it (the synthetic world's deterministic drop pattern, the shard members' names), so no image is
@@ -14,16 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from hydranet.datasets import dataset_setup
 from hydranet.datasets import open_source as open_registered
+from hydranet.model import ModelConfig
+from hydranet.setup import Setup
 from hydranet.train.config import DataConfig, DatasetConfig
 from hydranet.train.scheduler import build_index_lists, label_presence
 
 
-def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data") -> Dataset:
-    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``).
+def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data",
+                setup: Setup | None = None) -> Dataset:
+    """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``), opened for the model
+    ``setup`` (``DatasetConfig.source_config``; None: the section as written).
     ``labels``: the labels training reads (shards then decode only those)."""
 
-    config = ds.options()
+    config = ds.source_config(setup) if setup is not None else ds.options()
     if ds.kind == "shards" and labels is not None and "labels" not in config:
         config["labels"] = labels
     data: Dataset = open_registered(config, where)
@@ -45,16 +53,37 @@ class TrainData:
     # may mix datasets); ``rigs`` describes each dataset's rig: cameras x H x W.
     groups: np.ndarray | None = None
     rigs: dict[str, str] | None = None
+    # What every dataset reports (``Source.setup``): "data.datasets.<name>" / "data.eval" -> its Setup.
+    setups: dict[str, Setup] | None = None
 
 
-def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0) -> TrainData:
-    """``task_labels``: task name -> the Sample label it learns from."""
+def resolve_setup(model_cfg: ModelConfig, setups: dict[str, Setup]) -> ModelConfig:
+    """``model_cfg`` with the rigs of its data, checked: the rigs the config declares (``setup.rigs``; none
+    declared: none) followed by every dataset's rig with other cameras, under the rig's own name (the
+    dataset's on a clash); then every dataset is checked against the model (``ModelConfig.check_data``:
+    image size, rig, grid, classes), raising ``SetupMismatchError`` naming the dataset."""
+    setup = model_cfg.setup
+    rigs = dict(setup.rigs) if "rigs" in setup.model_fields_set else {}
+    for where, data in setups.items():
+        for name, rig in data.rigs.items():
+            if not any(r.names == rig.names for r in rigs.values()):
+                rigs[name if name not in rigs else where.rsplit(".", 1)[-1]] = rig
+    resolved = model_cfg.model_copy(update={"setup": setup.model_copy(update={"rigs": rigs or setup.rigs})})
+    for where, data in setups.items():
+        resolved.check_data(data, where)
+    return resolved
+
+
+def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0,
+                     setup: Setup | None = None) -> TrainData:
+    """``task_labels``: task name -> the Sample label it learns from; ``setup``: the model's, flowing into the
+    datasets as they open (``DatasetConfig.source_config``)."""
     for task in cfg.tasks:
         if task not in task_labels:
             raise ValueError(f"data.tasks.{task}: not a task of this model (tasks: {sorted(task_labels)})")
     labels = sorted(set(task_labels.values()))
     names = sorted(cfg.datasets)
-    parts = [open_source(cfg.datasets[n], labels, f"data.datasets.{n}") for n in names]
+    parts = [open_source(cfg.datasets[n], labels, f"data.datasets.{n}", setup) for n in names]
     sizes = {n: len(p) for n, p in zip(names, parts, strict=True)}  # type: ignore[arg-type]
     full = ConcatDataset(parts)
     pres = label_presence(full, labels)
@@ -76,16 +105,13 @@ def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0
     if empty:
         raise ValueError(f"no training samples carry the labels of task(s) {empty} (datasets: {sizes}); "
                          "check data.datasets, data.tasks and the world's drop_labels")
-    eval_ds = open_source(cfg.eval, labels, "data.eval") if cfg.eval is not None else None
-    rigs = {n: rig_of(p) for n, p in zip(names, parts, strict=True)}
+    eval_ds = open_source(cfg.eval, labels, "data.eval", setup) if cfg.eval is not None else None
+    setups = {f"data.datasets.{n}": dataset_setup(p) for n, p in zip(names, parts, strict=True)}
+    if eval_ds is not None:
+        setups["data.eval"] = dataset_setup(eval_ds)
+    rigs = {n: (setups[f"data.datasets.{n}"].rig().names, setups[f"data.datasets.{n}"].image_size) for n in names}
     groups = None
     if len(set(rigs.values())) > 1:
         groups = np.concatenate([np.full(sizes[n], n, dtype=object) for n in names])
     return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes, groups,
-                     {n: f"{r[0]} cameras {r[1]}x{r[2]}" for n, r in rigs.items()})
-
-
-def rig_of(ds: Dataset) -> tuple[int, int, int]:
-    """(cameras, H, W) of a dataset, from its first sample (samples of one source share a rig)."""
-    images = ds[0].images
-    return int(images.shape[0]), int(images.shape[-2]), int(images.shape[-1])
+                     {n: f"{len(r[0])} cameras {r[1][0]}x{r[1][1]}" for n, r in rigs.items()}, setups)

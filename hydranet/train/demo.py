@@ -32,7 +32,6 @@ from hydranet.train.config import Config, ConfigError, config_from_dict, config_
 from hydranet.train.data import open_source
 from hydranet.train.report import contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
-from hydranet.world.config import load_world_config
 from hydranet.world.generate import generate
 
 
@@ -58,7 +57,7 @@ def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: i
         if ds["kind"] != "world":
             continue
         out = data_dir / name
-        world = load_world_config(ds["world"])
+        world = cfg.world_config(name)
         t0 = time.perf_counter()
         with console.status(f"rendering {ds['frames']} frames of the synthetic world into {out} ..."):
             try:
@@ -154,7 +153,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     n_pic = cfg.eval.pictures if pictures is None else pictures
     step = max(1, n_eval // max(1, n_pic))
     indices = list(range(0, n_eval, step))[:n_pic]
-    grid = cfg.resolved_model().grid.to_grid()
+    grid = model.setup.grid
     with console.status(f"drawing {len(indices)} frames ..."):
         paths = draw_predictions(model, tasks, eval_set, indices, grid, out / "pictures")
     sheet = contact_sheet([p for p in paths if p.stem.count("_") == 1][:3], out / "demo.png")

@@ -1,4 +1,4 @@
-"""``SyntheticWorld``: the embedded 8-camera driving world as a map-style torch ``Dataset``.
+"""``SyntheticWorld``: the embedded driving world as a map-style torch ``Dataset``, rendering its ``Setup``.
 
 Sample ``i`` is frame ``i % frames_per_scene`` of scene ``i // frames_per_scene``; it is a pure function
 of ``(config, i)``: any index can be rendered alone, in any order, in any worker process.
@@ -33,11 +33,11 @@ class SyntheticWorld(Dataset):
         elif overrides:
             config = WorldConfig(**(config.model_dump() | overrides))
         self.config = config
-        self.rig = config.rig
-        self.grid = config.bev_grid
-        self.camera_names = self.rig.names
-        self._K = self.rig.intrinsics()
-        self._T = self.rig.extrinsics()
+        self.setup = config.rendered_setup  # what its frames are: Source.setup of the world
+        rig = config.rendered_rig
+        self.camera_names = rig.names
+        self._K = rig.intrinsics(self.setup.image_size)  # each camera's K at the rendered size
+        self._T = rig.extrinsics()
         self._scenes: OrderedDict[int, Scene] = OrderedDict()
 
     def __len__(self) -> int:
@@ -90,7 +90,8 @@ class SyntheticWorld(Dataset):
         t = fi / cfg.rate_hz
         frame = scene.frame(t, cfg.cull_distance)
         noise_seed = random.Random(f"hydranet-world/{cfg.seed}/noise/{index}").getrandbits(62)
-        out = render_frame(frame, self._K, self._T, cfg.height, cfg.width, sensor_noise=cfg.sensor_noise,
+        h, w = self.setup.image_size
+        out = render_frame(frame, self._K, self._T, h, w, sensor_noise=cfg.sensor_noise,
                            noise_seed=noise_seed, max_depth=cfg.max_depth)
         want = {name for name in WORLD_LABELS if self.label_present(index, name)}
         labels: dict[str, Any] = {}
@@ -110,7 +111,7 @@ class SyntheticWorld(Dataset):
         if "lane_lines" in want:
             labels["lane_lines"] = world_labels.lane_lines(frame)
         if "bev_semantic" in want:
-            labels["bev_semantic"] = world_labels.bev_semantic(frame, objects, self.grid)
+            labels["bev_semantic"] = world_labels.bev_semantic(frame, objects, self.setup.grid)
         if "ego_path" in want:
             labels["ego_path"] = world_labels.ego_path(frame, cfg.path_steps, cfg.rate_hz)
         sample = Sample(images=out.images, intrinsics=self._K.clone(), T_ego_from_cam=self._T.clone(),

@@ -15,12 +15,13 @@ from hydranet.data.codec import SampleMeta, encode_sample
 from hydranet.data.manifest import ShardManifestError, read_manifest
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
-from hydranet.geometry import BevGrid, default_rig
+from hydranet.geometry import BevGrid
+from hydranet.setup import default_rig
 
 
 @pytest.fixture
 def root(tmp_path):
-    with ShardWriter(tmp_path, 2, rig=default_rig(16, 32).to_dict(), grid=BevGrid(cell=2.0).to_dict()) as w:
+    with ShardWriter(tmp_path, 2, rig=default_rig((16, 32)).to_dict(), grid=BevGrid(cell=2.0).to_dict()) as w:
         for i in range(4):
             w.write(make_sample(i))
     return tmp_path
@@ -82,7 +83,7 @@ def test_rig_and_grid_are_typed(root, edit, field):
 
 def test_typed_rig_and_grid_round_trip(root):
     m = read_manifest(root)
-    assert m.rig_obj() == default_rig(16, 32) and m.grid_obj() == BevGrid(cell=2.0)
+    assert m.rig_obj() == default_rig((16, 32)) and m.grid_obj() == BevGrid(cell=2.0)
 
 
 def write_members(root, edit_meta, monkeypatch):

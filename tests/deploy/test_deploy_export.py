@@ -11,7 +11,7 @@ import hydranet
 from hydranet.cli import app
 from hydranet.deploy import ExportError, export_onnx, load_manifest, manifest_path
 from hydranet.deploy.manifest import ExportManifestError
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 from hydranet.model import PIXEL_MEAN, PIXEL_STD
 
 
@@ -24,7 +24,7 @@ def test_manifest_describes_graph(exported, checkpoint, model):
     assert m.opset == 17
     assert {o.domain: o.version for o in graph.opset_import}[""] == 17
     # Inputs: names, shapes, dtypes exactly as the graph has them.
-    rig = default_rig(64, 128)
+    rig = default_rig((64, 128))
     assert m.camera_names == list(rig.names)
     want = {"images": ([1, 8, 3, 64, 128], onnx.TensorProto.UINT8),
             "intrinsics": ([1, 8, 3, 3], onnx.TensorProto.FLOAT),

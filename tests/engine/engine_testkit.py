@@ -19,7 +19,7 @@ TASKS = {
     "bev_semantic": {},
     "objects3d": {"score_threshold": 0.0, "max_detections": 10},
 }
-WORLD = {"seed": 3, "num_scenes": 3, "frames_per_scene": 5, "height": H, "width": W,
+WORLD = {"seed": 3, "num_scenes": 3, "frames_per_scene": 5, "setup": {"image_size": [H, W]},
          "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}}
 
 

@@ -4,7 +4,7 @@ import torch
 
 from hydranet.data.sample import OBJECT_CLASSES
 from hydranet.eval.runner import TaskEval, name_cameras
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 from hydranet.metrics import Detection2DMetric
 
 

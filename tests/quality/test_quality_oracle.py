@@ -28,7 +28,7 @@ GRID = BevGrid((-32.0, 32.0), (-32.0, 32.0), 1.0)
 
 @pytest.fixture(scope="module")
 def batch():
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=3, frames_per_scene=1, height=H, width=W,
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=3, frames_per_scene=1, setup={"image_size": (H, W)},
                                        grid={"cell": 1.0}, traffic_density=2.0, cone_probability=1.0,
                                        layout="intersection"))
     return collate([world[i] for i in range(len(world))])

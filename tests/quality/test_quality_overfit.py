@@ -24,7 +24,7 @@ CAMERAS = [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, y
 
 @pytest.fixture(scope="module")
 def frames():
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, height=H, width=W,
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup={"image_size": (H, W)},
                                        grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0},
                                        cameras=CAMERAS, traffic_density=2.0, layout="intersection"))
     return collate([world[i] for i in range(len(world))])
@@ -69,7 +69,7 @@ def test_detection2d_overfits_two_frames(frames):
 
 def test_traffic_light_overfits_red_and_green():
     """Lights of two states (seed 20: three green, one red): found and each state named, end to end."""
-    world = SyntheticWorld(WorldConfig(seed=20, num_scenes=2, frames_per_scene=1, height=H, width=W,
+    world = SyntheticWorld(WorldConfig(seed=20, num_scenes=2, frames_per_scene=1, setup={"image_size": (H, W)},
                                        grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0},
                                        cameras=CAMERAS, traffic_density=2.0, layout="intersection"))
     batch = collate([world[i] for i in range(len(world))])

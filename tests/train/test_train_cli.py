@@ -11,7 +11,7 @@ from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.cli import app
 from hydranet.data.sample import collate
 
-WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 6, "height": 64, "width": 128, "grid": {"cell": 2.0}}
+WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 6, "setup": {"image_size": [64, 128]}, "grid": {"cell": 2.0}}
 CONFIG = {
     "data": {"datasets": {"w": {"kind": "world", "frames": 6, "world": WORLD}}},
     "model": {"preset": "tiny", "image_size": [64, 128], "grid": {"cell": 2.0},

@@ -10,7 +10,7 @@ from hydranet.train.config import ConfigError, config_from_dict
 from hydranet.train.run import run_training
 from hydranet.train.scheduler import TaskScheduler
 
-WORLD = {"seed": 3, "num_scenes": 2, "frames_per_scene": 5, "height": 64, "width": 128, "grid": {"cell": 2.0},
+WORLD = {"seed": 3, "num_scenes": 2, "frames_per_scene": 5, "setup": {"image_size": [64, 128]}, "grid": {"cell": 2.0},
          "drop_labels": {"objects3d": 0.5}}
 CONFIG = {
     "data": {"datasets": {"w": {"kind": "world", "frames": 10, "world": WORLD}}},

@@ -40,7 +40,7 @@ def write_bdd(root: Path) -> Path:
 def mixed_config(tmp_path):
     tree = yaml.safe_load(CONFIG.read_text())
     size = [64, 128]
-    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 4, "height": 64, "width": 128, "grid": {"cell": 4.0}}
+    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 4, "setup": {"image_size": [64, 128]}, "grid": {"cell": 4.0}}
     nusc = write_nuscenes(tmp_path / "nusc", keyframes=2)
     tree["data"]["datasets"]["world"].update(frames=4, world=world)
     tree["data"]["datasets"]["nuscenes"] = {"kind": "nuscenes", "dataroot": str(nusc), "image_size": size,
