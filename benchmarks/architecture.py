@@ -322,8 +322,7 @@ def trace_frame(tasks: list[str]) -> list[str]:
                         timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names))
         sample.validate()
         batch = collate([sample])
-        cfg = ModelConfig.preset("tiny", image_size=(h, w), tasks={t: {} for t in tasks},
-                                 grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0})
+        cfg = ModelConfig.preset("tiny", setup={"image_size": (h, w), "grid": {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}}, tasks={t: {} for t in tasks})
         model = create_model(cfg).eval()
         with torch.no_grad():
             model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))

@@ -69,7 +69,7 @@ class _Teacher:
     def __init__(self, args: argparse.Namespace, cameras: int, grid: dict):
         from hydranet.model import ModelConfig, create_model
 
-        cfg = ModelConfig.preset("tiny", image_size=(args.height, args.width), num_cameras=cameras, grid=grid,
+        cfg = ModelConfig.preset("tiny", setup={"image_size": (args.height, args.width)}, num_cameras=cameras, grid=grid,
                                  tasks={"objects3d": {}, "traffic_light": {}})
         self.task_objects = create_model(cfg).task_objects
 

@@ -158,8 +158,7 @@ def train_step(batch_size: int, steps: int) -> dict[str, Any]:
     from hydranet.model import ModelConfig, create_model
     from hydranet.model.config import ALL_TASKS
 
-    cfg = ModelConfig.preset("tiny", image_size=list(MODEL_INPUT), tasks={t: {} for t in ALL_TASKS},
-                             grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": list(MODEL_INPUT), "grid": {"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0}}, tasks={t: {} for t in ALL_TASKS})
     torch.manual_seed(0)
     model = create_model(cfg).train()
     h, w = MODEL_INPUT

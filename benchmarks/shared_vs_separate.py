@@ -170,8 +170,8 @@ def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int,
 
     h, w = image_size
     grid = {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 0.5}  # 64×64 cells: CPU budget
-    world = {"seed": 0, "num_scenes": max(1, train_frames // 4), "frames_per_scene": 4, "setup": {"image_size": [h, w]},
-             "grid": grid}
+    world = {"seed": 0, "num_scenes": max(1, train_frames // 4), "frames_per_scene": 4,
+             "setup": {"image_size": [h, w], "grid": grid}}
     eval_world = world | {"seed": 1, "num_scenes": max(1, eval_frames // 4)}
     t0 = time.perf_counter()
     train_set = [SyntheticWorld(WorldConfig(**world))[i] for i in range(train_frames)]

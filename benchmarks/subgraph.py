@@ -97,8 +97,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     work = Path(args.workdir or tmp.name)  # type: ignore[union-attr]
     device = torch.device(args.device)
-    world = dict(setup={"image_size": (args.height, args.width)}, grid={"cell": 1.0}, frames_per_scene=8, lighting="day",
-                 fog=0.0)
+    world = dict(setup={"image_size": (args.height, args.width), "grid": {"cell": 1.0}}, frames_per_scene=8,
+                 lighting="day", fog=0.0)
     t0 = time.perf_counter()
     train_world = SyntheticWorld(WorldConfig(seed=11, num_scenes=math.ceil(args.frames / 8), **world))
     eval_world = SyntheticWorld(WorldConfig(seed=911, num_scenes=math.ceil(args.eval_frames / 8), **world))

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from hydranet.model import create_model
 
     lh, lw = args.latency_size
-    frames = render(2002, 1, args.latency_frames + 2, argparse.Namespace(setup={"image_size": (lh, lw)}))
+    frames = render(2002, 1, args.latency_frames + 2, argparse.Namespace(height=lh, width=lw))
     nets = {n: create_model(make_config(args, n == "temporal").resolved_model().model_copy(
         update={"image_size": (lh, lw)})).eval() for n in results}
     for _ in range(3):

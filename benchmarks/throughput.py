@@ -101,16 +101,15 @@ def precision_ab(steps: int) -> dict[str, Any]:
 
     cams = [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, yaw_deg=c.yaw_deg,
                          pitch_deg=c.pitch_deg) for c in DEFAULT_CAMERAS[:2]]
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup={"image_size": (64, 128)},
-                                       grid={"cell": 1.0}, cameras=cams, traffic_density=2.0, layout="intersection"))
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup={"image_size": (64, 128), "grid": {"cell": 1.0}},
+                                       cameras=cams, traffic_density=2.0, layout="intersection"))
     batch = collate([world[i] for i in range(len(world))])
     names = ["detection2d", "objects3d"]
     out: dict[str, Any] = {"steps": steps, "frames": len(batch)}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        cfg = ModelConfig.preset("tiny", image_size=(64, 128), num_cameras=2, neck={"channels": 16},
+        cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": {"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0}}, num_cameras=2, neck={"channels": 16},
                                  fusion={"channels": 16, "levels": ["p2", "p3"]}, bev_channels=16,
-                                 grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
                                  tasks={"detection2d": {"stride": 4}, "objects3d": {}})
         model = create_model(cfg).to(memory_format=torch.channels_last).train()
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

@@ -124,7 +124,8 @@ def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | No
             if on_sample is not None:
                 on_sample(1)
         # The manifest is written on close: record what the classes became before that.
-        record["classes"] = {k: list(label_spec(k).vocabulary or ()) for k in counts if label_spec(k).vocabulary}
+        record["classes"] = {k: list(setup.vocabulary(k) or label_spec(k).vocabulary or ()) for k in counts
+                             if setup.vocabulary(k) or label_spec(k).vocabulary}
         record["source_classes"] = {k: list(v) for k, v in source.classes.items()}
         record["class_map"] = source.class_map.report()
         if hasattr(source, "empty_boxes"):

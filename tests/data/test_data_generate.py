@@ -39,7 +39,7 @@ def test_generate_writes_the_world_then_is_up_to_date(tmp_path, config):
     world = SyntheticWorld(cfg)
     for i in range(5):
         assert_same_sample(world[i], ds[i])
-    assert m.rig_obj() == world.rig and m.grid_obj() == world.grid
+    assert m.setup == world.setup
     assert m.labels["drivable"] == 5 and m.labels["depth"] == sum("depth" in world[i].labels for i in range(5))
     stamp = (out / "manifest.json").stat().st_mtime_ns
     r = gen(out, config)

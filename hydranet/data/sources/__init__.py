@@ -152,7 +152,9 @@ class Source(Dataset):
         """What this source's frames are: by default the rig of sample 0 (camera names, K at the stored size,
         T_ego_from_cam), its image size, no BEV grid, and ``model_classes`` for the object labels it produces.
         Sources that know more (native sizes, a BEV grid) override it."""
+        kept, dropped = self.class_map.kept.copy(), self.class_map.dropped.copy()
         sample = self[0]
+        self.class_map.kept, self.class_map.dropped = kept, dropped  # reading sample 0 is not a conversion
         size = tuple(int(v) for v in sample.images.shape[-2:])
         names = sample.camera_names
         rig = rig_of_frame(names, sample.intrinsics, sample.T_ego_from_cam, [size] * len(names))
