@@ -301,8 +301,8 @@ def trace_frame(tasks: list[str]) -> list[str]:
     import hydranet
     from hydranet.data.sample import Sample, collate
     from hydranet.deploy.export import export_onnx
-    from hydranet.setup import default_rig
     from hydranet.model import ModelConfig, create_model
+    from hydranet.setup import default_rig
 
     package = str(Path(hydranet.__file__).resolve().parent)
     ran: set[str] = set()
@@ -322,7 +322,9 @@ def trace_frame(tasks: list[str]) -> list[str]:
                         timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names))
         sample.validate()
         batch = collate([sample])
-        cfg = ModelConfig.preset("tiny", setup={"image_size": (h, w), "grid": {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}}, tasks={t: {} for t in tasks})
+        cfg = ModelConfig.preset("tiny", setup={"image_size": (h, w), "grid": {"x_range": (-16.0, 16.0),
+                                                                              "y_range": (-16.0, 16.0), "cell": 1.0}},
+                                 tasks={t: {} for t in tasks})
         model = create_model(cfg).eval()
         with torch.no_grad():
             model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))

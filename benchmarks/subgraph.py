@@ -42,7 +42,7 @@ def make_config(args: argparse.Namespace, tasks: list[str], steps: int) -> Any:
     return config_from_dict({
         # The datasets are handed to the trainer directly; this section only has to be valid.
         "data": {"datasets": {"w": {"kind": "world", "frames": args.frames}}},
-        "model": {"preset": args.preset, "image_size": [args.height, args.width], "grid": grid,
+        "model": {"preset": args.preset, "setup": {"image_size": [args.height, args.width], "grid": grid},
                   "tasks": {t: {} for t in tasks}},
         "train": {"steps": steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": min(10, steps // 4),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, steps), "seed": 0},

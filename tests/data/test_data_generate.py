@@ -10,7 +10,8 @@ from hydranet.cli import app
 from hydranet.data.shards import ShardDataset
 from hydranet.world import SyntheticWorld, WorldConfig
 
-TINY = "setup: {image_size: [16, 32]}\nnum_scenes: 1\nframes_per_scene: 3\ndrop_labels: {depth: 0.5, detection2d: 0.3}\n"
+TINY = ("setup: {image_size: [16, 32]}\nnum_scenes: 1\nframes_per_scene: 3\n"
+        "drop_labels: {depth: 0.5, detection2d: 0.3}\n")
 runner = CliRunner()
 
 

@@ -13,7 +13,8 @@ GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 2.0}
 
 @pytest.fixture(scope="module")
 def world():
-    return SyntheticWorld(WorldConfig(seed=3, num_scenes=2, frames_per_scene=3, setup={"image_size": (32, 64), "grid": GRID}))
+    return SyntheticWorld(WorldConfig(seed=3, num_scenes=2, frames_per_scene=3,
+                                      setup={"image_size": (32, 64), "grid": GRID}))
 
 
 @pytest.fixture(scope="module")

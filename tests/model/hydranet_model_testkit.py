@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hydranet.data.sample import Batch
-from hydranet.setup import default_rig
 from hydranet.metrics import Metric
 from hydranet.model import ModelConfig
+from hydranet.setup import default_rig
 from hydranet.tasks.base import TASKS, HeadContext, Task, register_task
 
 

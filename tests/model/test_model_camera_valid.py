@@ -8,9 +8,9 @@ import torch
 from hydranet.data.sample import collate
 from hydranet.eval.runner import dead_camera_mask
 from hydranet.eval.suite import SuiteError, load_suite
-from hydranet.setup import default_rig
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.fusion import project_to_cameras
+from hydranet.setup import default_rig
 from hydranet.train.config import TrainConfig
 from hydranet.train.trainer import camera_dropout_mask
 

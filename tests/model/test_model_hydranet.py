@@ -7,8 +7,8 @@ from pydantic import ValidationError
 
 from hydranet.data.sample import Sample, collate
 from hydranet.geometry import resize_intrinsics
-from hydranet.setup import default_rig
 from hydranet.model import MODEL_PRESETS, HydraNet, ModelConfig, create_model
+from hydranet.setup import default_rig
 
 
 @pytest.fixture(scope="module")

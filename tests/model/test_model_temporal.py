@@ -7,9 +7,9 @@ from hydranet_model_testkit import BEV, rig_inputs, tiny_config
 
 from hydranet.data.sample import Sample, collate
 from hydranet.geometry import BevGrid, invert_transform, transform_points, yaw_transform
-from hydranet.setup import default_rig
 from hydranet.model import create_model
 from hydranet.model.temporal import TemporalMemory, TemporalState, ego_velocity, rigid_inverse, warp_bev
+from hydranet.setup import default_rig
 
 GRID = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
 

@@ -32,8 +32,8 @@ def frames():
 
 def overfit(batch, task_name: str, steps: int, lr: float = 3e-3, **task_options) -> dict[str, float]:
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", setup=SETUP, neck={"channels": 16}, fusion={"channels": 16, "levels": ["p2", "p3"]}, bev_channels=16,
-                             tasks={task_name: task_options})
+    cfg = ModelConfig.preset("tiny", setup=SETUP, neck={"channels": 16}, bev_channels=16,
+                             fusion={"channels": 16, "levels": ["p2", "p3"]}, tasks={task_name: task_options})
     model = create_model(cfg)
     task = model.task_objects[task_name]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

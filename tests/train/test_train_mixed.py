@@ -56,7 +56,7 @@ def mixed_config(tmp_path):
 def test_streams_are_per_dataset_and_tasks_only_see_their_labels(mixed_config):
     labels = {"detection2d": "detection2d", "traffic_light": "traffic_light", "drivable": "drivable",
               "lanes": "lanes", "depth": "depth", "bev_semantic": "bev_semantic", "objects3d": "objects3d"}
-    data = build_train_data(mixed_config.data, labels)
+    data = build_train_data(mixed_config.data, labels, setup=mixed_config.resolved_model().setup)
     assert data.sizes == {"bdd100k": 2, "nuscenes": 2, "world": 4}
     assert data.rigs == {"bdd100k": "1 cameras 64x128", "nuscenes": "6 cameras 64x128",
                          "world": "8 cameras 64x128"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hydranet.setup import default_rig
 from hydranet.model.fusion import project_to_cameras
+from hydranet.setup import default_rig
 from hydranet.train import precision as P
 
 

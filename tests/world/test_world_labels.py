@@ -122,7 +122,8 @@ def test_ego_path_and_velocities_match_the_next_frames():
 
 
 def test_traffic_lights_have_state_lane_and_boxes():
-    w = SyntheticWorld(WorldConfig(setup={"image_size": (96, 192)}, num_scenes=4, frames_per_scene=5, layout="intersection"))
+    w = SyntheticWorld(WorldConfig(setup={"image_size": (96, 192)}, num_scenes=4, frames_per_scene=5,
+                                   layout="intersection"))
     found = 0
     for i in range(0, 20, 5):
         s = w[i]
