@@ -31,6 +31,7 @@ LIGHT_STATES: tuple[str, ...] = ("red", "yellow", "green")
 SEMANTIC_CLASSES: tuple[str, ...] = (
     "sky", "road", "lane_marking", "sidewalk", "terrain", "building",
     "car", "truck", "pedestrian", "cone", "traffic_light", "pole",
+    "bus", "bicycle", "motorcycle", "barrier",  # rendered when a setup's vocabulary names them
 )
 BEV_CLASSES: tuple[str, ...] = ("drivable", "lane_marking", "sidewalk", "vehicle", "pedestrian", "cone")
 LANE_KINDS: tuple[str, ...] = ("none", "dashed", "solid", "road_edge")

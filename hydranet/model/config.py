@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from hydranet.config_errors import format_validation_error
 from hydranet.model.registry import trunk_options
 from hydranet.model.trunk import TRUNK_PRESETS  # noqa: F401 - registers the built-in trunks
-from hydranet.setup import Setup, check_fits
+from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
 from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
 
 
@@ -128,6 +128,15 @@ class ModelConfig(_Strict):
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{name}: {e}") from None
         return v
+
+    @model_validator(mode="after")
+    def _vocabularies(self) -> ModelConfig:
+        for name in self.tasks:
+            label = TASKS[name].label
+            if label in OBJECT_LABELS and self.setup.vocabulary(label) is None:
+                raise ValueError(f"setup.classes.{label}: task {name} needs a class vocabulary (a list of names, or "
+                                 f"a named one: {sorted(VOCABULARIES)})")
+        return self
 
     @model_validator(mode="after")
     def _levels(self) -> ModelConfig:

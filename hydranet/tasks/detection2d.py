@@ -111,4 +111,4 @@ class Detection2D(CameraTask):
                 views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
         draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"], dashed=ground_truth,
-                     scores=None if ground_truth else decoded.get("scores"))
+                     scores=None if ground_truth else decoded.get("scores"), names=self.classes)

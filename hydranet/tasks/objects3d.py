@@ -12,7 +12,7 @@ Decoded (per sample): ``dict(boxes [K,7] (x,y,z,l,w,h,yaw), velocity [K,2], scor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from hydranet.data.sample import Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
+from hydranet.metrics.detection3d import NUSCENES_CLASS_RANGE
 from hydranet.metrics.temporal import TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
@@ -61,6 +62,9 @@ class Objects3DOptions(BevHeadOptions):
     # occluded recall scores them. 0 learns and scores every object (a temporal model can know them).
     min_visible: float = Field(0.05, ge=0, le=1)
     max_detections: int = Field(200, ge=1)
+    # Scored region: "grid" = boxes on the BEV grid; "nuscenes" = also nuScenes' per-class ranges (50 m vehicles,
+    # 40 m pedestrians and two-wheelers, 30 m cones and barriers), the nuScenes detection benchmark's filter.
+    eval_ranges: Literal["grid", "nuscenes"] = "grid"
     score_threshold: float = Field(0.1, ge=0, le=1)  # decode: low, the AP needs the low-score tail
     draw_threshold: float = Field(0.3, ge=0, le=1)  # pictures show only confident boxes
     nms_kernel: int = Field(3, ge=1)
@@ -243,10 +247,11 @@ class Objects3D(OptionsTask):
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.
         grid = self._grid()
+        ranges = NUSCENES_CLASS_RANGE if self.cfg.eval_ranges == "nuscenes" else None
         return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
                                          range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
                                          grid_extent=(*grid.x_range, *grid.y_range),
-                                         min_visible=self.cfg.min_visible)
+                                         min_visible=self.cfg.min_visible, class_ranges=ranges)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty
@@ -257,4 +262,4 @@ class Objects3D(OptionsTask):
             if decoded is not None:
                 views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
-        draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth)
+        draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth, names=self.classes)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import Sample
+from hydranet.data.sample import OBJECT_CLASSES, Sample
 from hydranet.world import labels as world_labels
 from hydranet.world.config import WorldConfig
 from hydranet.world.render import render_frame
@@ -57,6 +57,10 @@ class SyntheticWorld(Dataset):
                 self._scenes.popitem(last=False)
         return self._scenes[sid]
 
+    def _vocabulary(self, label: str) -> tuple[str, ...]:
+        """The class vocabulary ``label``'s classes index: the setup's, else the world's own five."""
+        return self.setup.vocabulary(label) or OBJECT_CLASSES
+
     def label_present(self, index: int, name: str) -> bool:
         """Whether sample ``index`` keeps label ``name`` (deterministic, needs no rendering)."""
         frac = self.config.drop_labels.get(name, 0.0)
@@ -99,18 +103,18 @@ class SyntheticWorld(Dataset):
         if want & {"detection2d", "traffic_light", "objects3d"}:
             det = world_labels.detection2d(frame, out, cfg.min_visible_pixels, cfg.min_visible_fraction)
             if "detection2d" in want:
-                labels["detection2d"] = det
+                labels["detection2d"] = world_labels.in_vocabulary(det, self._vocabulary("detection2d"))
             if "traffic_light" in want:
                 labels["traffic_light"] = world_labels.traffic_lights(frame, det, self._T[:, :2, 3])
         objects = world_labels.objects3d(frame, det) if want & {"objects3d", "bev_semantic"} else None
         if "objects3d" in want:
-            labels["objects3d"] = objects
+            labels["objects3d"] = world_labels.in_vocabulary(objects, self._vocabulary("objects3d"))
         dense = {"lanes": out.lanes, "drivable": out.drivable, "depth": out.depth.float(), "semantic": out.semantic,
                  "instance": out.instance}
         labels |= {k: v for k, v in dense.items() if k in want}
         if "lane_lines" in want:
             labels["lane_lines"] = world_labels.lane_lines(frame)
-        if "bev_semantic" in want:
+        if "bev_semantic" in want and self.setup.grid is not None:
             labels["bev_semantic"] = world_labels.bev_semantic(frame, objects, self.setup.grid)
         if "ego_path" in want:
             labels["ego_path"] = world_labels.ego_path(frame, cfg.path_steps, cfg.rate_hz)
