@@ -5,10 +5,11 @@ A ``Setup`` holds
 - ``image_size`` (H, W): the network input. Every camera is resized to it by its source; resizing
   rescales K (``K' = diag(W/w, H/h, 1) K``) and nothing else, so cameras of different native
   resolutions share one rig.
-- ``rigs``: named rigs. A ``Rig`` is ordered ``Camera``\\s; a camera has a ``name``, its native
-  ``image_size``, ``K`` as ``fx, fy, cx, cy`` (pixels at that size) and ``T_ego_from_cam`` (4x4, full
-  rotation: OpenCV camera -> ego frame, metres). A model trained on several rigs (the synthetic world,
-  nuScenes, a fleet) lists each; export writes one of them.
+- ``rigs``: named rigs, in order (the first is the default: what the world renders, what export writes).
+  A ``Rig`` is a ``name`` and ordered ``Camera``\\s; a camera has a ``name``, its native ``image_size``,
+  ``K`` as ``fx, fy, cx, cy`` (pixels at that size) and ``T_ego_from_cam`` (4x4, full rotation: OpenCV
+  camera -> ego frame, metres). A model trained on several rigs (the synthetic world, nuScenes, a fleet)
+  lists each; export writes the one named.
 - ``grid``: the ``BevGrid`` of every BEV label and output (None for data with no BEV labels).
 - ``classes``: label -> class vocabulary (``objects3d`` and ``detection2d``: ``OBJECT_CLASSES``, the
   world's five, unless a config names others, e.g. ``nuscenes``' ten detection classes).
@@ -17,8 +18,9 @@ Where it lives: the training config's ``model.setup`` (``ModelConfig.setup``); e
 every export manifest carry it; every source reports its own (``Source.setup``); the synthetic world
 renders the one it is given. ``check_fits`` is the one comparison of a data setup with a model's.
 
-Config shorthand (resolved once, on validation, into the explicit form above): a rig may be the name
-``default`` (the 8-camera sedan rig of ``DEFAULT_CAMERAS`` at the setup's image size); a camera may give
+Config shorthand (resolved once, on validation, into the explicit form above): ``rigs`` may be a mapping
+``{name: rig}`` (its order kept); a rig may be the word ``default`` (the 8-camera sedan rig of
+``DEFAULT_CAMERAS`` at the setup's image size) or a list of cameras; a camera may give
 ``hfov_deg`` (square pixels, centred principal point) instead of ``fx, fy, cx, cy``, ``K`` (3x3) instead
 of them, and ``position`` + ``yaw_deg``/``pitch_deg``/``roll_deg`` (``hydranet.geometry.camera_extrinsics``)
 instead of ``T_ego_from_cam``; a camera without ``image_size`` takes the setup's.
@@ -155,8 +157,10 @@ class Camera(_Frozen):
 
 
 class Rig(_Frozen):
-    """Ordered, named cameras; camera order in tensors is this order. ``ValueError`` for repeated names."""
+    """A named rig: ordered, named cameras; camera order in tensors is this order. ``ValueError`` for repeated
+    camera names."""
 
+    name: str = Field("default", min_length=1)
     cameras: tuple[Camera, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -191,23 +195,34 @@ class Rig(_Frozen):
         return f"{len(self)} cameras {list(self.names)}{size}"
 
 
-def default_rig(image_size: tuple[int, int] = (128, 256)) -> Rig:
-    """The 8-camera sedan rig (``DEFAULT_CAMERAS``) with K at ``image_size`` (H, W) pixels."""
+def default_rig(image_size: tuple[int, int] = (128, 256), name: str = "default") -> Rig:
+    """The 8-camera sedan rig (``DEFAULT_CAMERAS``) named ``name``, with K at ``image_size`` (H, W) pixels."""
     h, w = (int(v) for v in image_size)
-    return Rig(cameras=tuple(
+    return Rig(name=name, cameras=tuple(
         Camera(name=name, image_size=(h, w), hfov_deg=hfov, position=position, yaw_deg=yaw, pitch_deg=pitch)
         for name, hfov, position, yaw, pitch in DEFAULT_CAMERAS))
 
 
-def rig_of_frame(names: tuple[str, ...], intrinsics: Tensor, T_ego_from_cam: Tensor,
+def rig_of_frame(name: str, names: tuple[str, ...], intrinsics: Tensor, T_ego_from_cam: Tensor,
                  image_sizes: list[tuple[int, int]]) -> Rig:
-    """The ``Rig`` of one frame: camera ``names``, K ``[N, 3, 3]`` (pixels at ``image_sizes[i]`` = (H, W)) and
-    ``T_ego_from_cam`` ``[N, 4, 4]``, as a source reports the rig its frames come from."""
+    """The ``Rig`` ``name`` of one frame: camera ``names``, K ``[N, 3, 3]`` (pixels at ``image_sizes[i]`` = (H, W))
+    and ``T_ego_from_cam`` ``[N, 4, 4]``, as a source reports the rig its frames come from."""
     cams = []
     for name, K, T, size in zip(names, intrinsics.double(), T_ego_from_cam.double(), image_sizes, strict=True):
         cams.append(Camera(name=name, image_size=tuple(int(v) for v in size), fx=float(K[0, 0]), fy=float(K[1, 1]),
                            cx=float(K[0, 2]), cy=float(K[1, 2]), T_ego_from_cam=T.tolist()))
-    return Rig(cameras=tuple(cams))
+    return Rig(name=name, cameras=tuple(cams))
+
+
+def _named(name: str, rig: Any) -> Any:
+    """One entry of a ``{name: rig}`` mapping as a named rig (``default``, a camera list, a rig dict or ``Rig``)."""
+    if isinstance(rig, Rig):
+        return rig.model_copy(update={"name": name})
+    if rig == "default":
+        return {"name": name, "cameras": "default"}
+    if isinstance(rig, list):
+        return {"name": name, "cameras": rig}
+    return {**rig, "name": name} if isinstance(rig, dict) else rig
 
 
 def _vocabulary(v: Any) -> tuple[str, ...]:
@@ -224,10 +239,10 @@ def _vocabulary(v: Any) -> tuple[str, ...]:
 class Setup(_Frozen):
     """The geometry and class vocabularies a model is built for (module docstring). ``rigs`` left out = the
     ``default`` rig at ``image_size``. Frozen; compared by value; ``Setup.model_validate(dict)`` reads the
-    config/JSON form and raises ``ValueError`` naming the field."""
+    config/JSON form and raises ``ValueError`` naming the field (a repeated rig name included)."""
 
     image_size: tuple[int, int] = (128, 256)  # (H, W) network input, pixels
-    rigs: dict[str, Rig] = Field(default_factory=dict)
+    rigs: tuple[Rig, ...] = ()
     grid: BevGrid | None = Field(default_factory=BevGrid)
     classes: dict[str, tuple[str, ...]] = Field(
         default_factory=lambda: {label: OBJECT_CLASSES for label in OBJECT_LABELS})
@@ -240,17 +255,19 @@ class Setup(_Frozen):
         data = dict(data)
         size = tuple(data.get("image_size", cls.model_fields["image_size"].default))
         rigs = data.get("rigs")
-        if isinstance(rigs, dict):
-            out = {}
-            for name, rig in rigs.items():
+        if isinstance(rigs, dict):  # {name: rig}: a list in that order
+            rigs = [_named(name, rig) for name, rig in rigs.items()]
+        if isinstance(rigs, list | tuple):
+            out = []
+            for rig in rigs:
                 if rig == "default":
                     rig = default_rig(size)
-                elif isinstance(rig, list):  # a list of cameras
-                    rig = {"cameras": rig}
-                if isinstance(rig, dict):
+                elif isinstance(rig, dict) and rig.get("cameras") == "default":
+                    rig = default_rig(size, rig.get("name", "default"))
+                elif isinstance(rig, dict):
                     rig = {**rig, "cameras": [c if not isinstance(c, dict) or "image_size" in c
                                               else {**c, "image_size": size} for c in rig.get("cameras", [])]}
-                out[name] = rig
+                out.append(rig)
             data["rigs"] = out
         if isinstance(data.get("classes"), dict):
             data["classes"] = {k: _vocabulary(v) for k, v in data["classes"].items()}
@@ -265,34 +282,42 @@ class Setup(_Frozen):
 
     @model_validator(mode="after")
     def _default_rig(self) -> Setup:
+        names = [r.name for r in self.rigs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"rigs: names must be unique, repeated: {dup}")
         if not self.rigs:  # not in model_fields_set: a dump with exclude_unset leaves it out
-            object.__setattr__(self, "rigs", {"default": default_rig(self.image_size)})
+            object.__setattr__(self, "rigs", (default_rig(self.image_size),))
         return self
 
+    def rig_names(self) -> list[str]:
+        """The rigs' names, in order."""
+        return [r.name for r in self.rigs]
+
     def rig_name(self, name: str | None = None) -> str:
-        """``name`` if it is one of ``rigs``, the first rig's name for None; ``KeyError`` naming the rigs."""
+        """``name`` if it names one of ``rigs``, the first rig's name for None; ``KeyError`` naming the rigs."""
         if name is None:
-            return next(iter(self.rigs))
-        if name not in self.rigs:
-            raise KeyError(f"no rig '{name}' in the setup (rigs: {list(self.rigs)})")
+            return self.rigs[0].name
+        if name not in self.rig_names():
+            raise KeyError(f"no rig '{name}' in the setup (rigs: {self.rig_names()})")
         return name
 
     def rig(self, name: str | None = None) -> Rig:
         """The rig ``name`` (default: the first); ``KeyError`` naming the rigs."""
-        return self.rigs[self.rig_name(name)]
+        name = self.rig_name(name)
+        return next(r for r in self.rigs if r.name == name)
 
     def only_rig(self, name: str | None = None) -> Setup:
         """This setup with the one rig ``name`` (default: the first): what an exported graph takes."""
-        name = self.rig_name(name)
-        return self.model_copy(update={"rigs": {name: self.rigs[name]}})
+        return self.model_copy(update={"rigs": (self.rig(name),)})
 
     def camera_counts(self) -> tuple[int, ...]:
         """Camera counts of the rigs, first rig first, without repeats."""
-        return tuple(dict.fromkeys(len(r) for r in self.rigs.values()))
+        return tuple(dict.fromkeys(len(r) for r in self.rigs))
 
     def find_rig(self, names: tuple[str, ...]) -> str | None:
         """The name of the rig whose cameras are ``names`` (in order), or None."""
-        return next((k for k, r in self.rigs.items() if r.names == tuple(names)), None)
+        return next((r.name for r in self.rigs if r.names == tuple(names)), None)
 
     def vocabulary(self, label: str) -> tuple[str, ...] | None:
         """The class vocabulary of ``label`` (``classes[label]``), None when the setup declares none."""
@@ -313,10 +338,10 @@ def check_fits(data: Setup, model: Setup, source: str, *, labels: Collection[str
         raise SetupMismatchError(f"{source}: images are {data.image_size[0]}x{data.image_size[1]} (HxW) but "
                                  f"{model_name} is built for {model.image_size[0]}x{model.image_size[1]} "
                                  "(setup.image_size)")
-    for name, rig in data.rigs.items():
+    for rig in data.rigs:
         if model.find_rig(rig.names) is None:
-            known = "; ".join(f"{k}: {list(r.names)}" for k, r in model.rigs.items())
-            raise SetupMismatchError(f"{source}: rig '{name}' has {len(rig)} cameras {list(rig.names)} but "
+            known = "; ".join(f"{r.name}: {list(r.names)}" for r in model.rigs)
+            raise SetupMismatchError(f"{source}: rig '{rig.name}' has {len(rig)} cameras {list(rig.names)} but "
                                      f"{model_name} takes the rigs {known} (setup.rigs)")
     if bev and data.grid is not None and model.grid is not None and data.grid != model.grid:
         raise SetupMismatchError(f"{source}: BEV grid is {data.grid.describe()} but {model_name} uses "

@@ -111,13 +111,16 @@ def test_a_camera_is_explicit_whatever_shorthand_declared_it():
 
 def test_setup_defaults_resolve_once_and_round_trip():
     setup = Setup(image_size=(96, 192), grid={"cell": 1.0})
-    assert list(setup.rigs) == ["default"] and setup.rig() == default_rig((96, 192))
+    assert setup.rig_names() == ["default"] and setup.rig() == default_rig((96, 192))
     assert "rigs" not in setup.model_dump(exclude_unset=True)  # a default rig is not pinned by presets
     assert setup.classes == {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
     again = Setup.model_validate(json.loads(setup.model_dump_json()))
     assert again == setup and again.grid == BevGrid(cell=1.0)
     named = Setup(rigs={"a": "default", "b": ONE_CAMERA["front"]}, classes={"objects3d": "nuscenes"})
-    assert [len(r) for r in named.rigs.values()] == [8, 1] and named.rig("b").cameras[0].image_size == (128, 256)
+    assert [len(r) for r in named.rigs] == [8, 1] and named.rig("b").cameras[0].image_size == (128, 256)
+    assert named.rig_names() == ["a", "b"] and named.rig("a") == default_rig((128, 256), "a")
+    with pytest.raises(ValueError, match=r"rigs: names must be unique, repeated: \['a'\]"):
+        Setup(rigs=["default", {"name": "a", "cameras": "default"}, {"name": "a", "cameras": "default"}])
     assert named.vocabulary("objects3d") == NUSCENES_CLASSES and named.camera_counts() == (8, 1)
     with pytest.raises(KeyError, match=r"no rig 'c' in the setup \(rigs: \['a', 'b'\]\)"):
         named.rig("c")
@@ -234,7 +237,7 @@ def test_export_takes_the_rig_from_the_model_never_from_the_training_data(tmp_pa
     res = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--tasks", "drivable"])
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "m.manifest.json").read_text())
-    assert manifest["setup"]["rigs"]["default"] == default_rig((64, 128)).model_dump(mode="json")
+    assert manifest["setup"]["rigs"] == [default_rig((64, 128)).model_dump(mode="json")]
     res = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--rig", "fleet"])
     assert res.exit_code == 2 and "no rig 'fleet' in the setup (rigs: ['default'])" in res.output, res.output
 
@@ -303,3 +306,19 @@ def test_losses_name_non_finite_targets_instead_of_int_of_nan():
     target = {"boxes": torch.tensor([[math.nan, 0, 0, 4, 2, 1.5, 0]]), "classes": one}
     with pytest.raises(ValueError, match="objects3d: present sample 0: 'boxes' holds non-finite"):
         encode_objects3d([target], BevGrid(cell=2.0), (32, 32), 5, 0.1, 2)
+
+
+def test_a_model_of_several_rigs_exports_the_rig_named(tmp_path):
+    cfg = ModelConfig.preset("tiny", setup={**SETUP, "rigs": {"world": "default", **ONE_CAMERA}},
+                             tasks={"drivable": {}, "bev_semantic": {}})
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ck", create_model(cfg), {"model_config": cfg.model_dump(mode="json"), "step": 0})
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "ck"), "-o", str(tmp_path / "f.onnx"), "--rig", "front",
+                                   "--verify", "--verify-frames", "1"])
+    assert res.exit_code == 0 and "parity ok" in res.output, res.output  # verified on frames of that rig
+    manifest = json.loads((tmp_path / "f.manifest.json").read_text())
+    assert [r["name"] for r in manifest["setup"]["rigs"]] == ["front"]
+    assert manifest["inputs"][0]["shape"] == [1, 1, 3, 64, 128]
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "ck"), "-o", str(tmp_path / "w.onnx"), "--tasks",
+                                   "drivable"])  # the first rig: the world's 8 cameras (kept through the checkpoint)
+    assert res.exit_code == 0 and json.loads((tmp_path / "w.manifest.json").read_text())["inputs"][0]["shape"][1] == 8

@@ -311,8 +311,8 @@ class ShardDataset(Dataset):
             return self.manifest.setup
         s = self[0]
         size = tuple(self.manifest.image_size)
-        rig = rig_of_frame(s.camera_names, s.intrinsics, s.T_ego_from_cam, [size] * len(s.camera_names))
-        return Setup(image_size=size, rigs={"shards": rig}, grid=None, classes={})
+        rig = rig_of_frame("shards", s.camera_names, s.intrinsics, s.T_ego_from_cam, [size] * len(s.camera_names))
+        return Setup(image_size=size, rigs=(rig,), grid=None, classes={})
 
     def _check_shard_file(self, info: ShardInfo) -> None:
         path = self.store.join(info.name)

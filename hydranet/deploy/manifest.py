@@ -138,7 +138,7 @@ class ExportManifest(_Strict):
     @model_validator(mode="after")
     def _one_rig(self) -> ExportManifest:
         if len(self.setup.rigs) != 1:
-            raise ValueError(f"setup.rigs: a graph takes one rig, the manifest lists {list(self.setup.rigs)}")
+            raise ValueError(f"setup.rigs: a graph takes one rig, the manifest lists {self.setup.rig_names()}")
         return self
 
     # ---- derived ---------------------------------------------------------------------------

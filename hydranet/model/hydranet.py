@@ -259,7 +259,7 @@ class HydraNet(nn.Module):
         bool ``[B, N]``. Returns the mask."""
         counts = self.setup.camera_counts()
         if n not in counts:
-            rigs = ", ".join(f"{k} ({len(r)})" for k, r in self.setup.rigs.items())
+            rigs = ", ".join(f"{r.name} ({len(r)})" for r in self.setup.rigs)
             raise ValueError(f"inputs have {n} cameras but the model's rigs are {rigs} (setup.rigs); pass every "
                              "camera of a rig in rig order and mark failed ones False in camera_valid [B, N]")
         if camera_valid is None:

@@ -63,12 +63,13 @@ def resolve_setup(model_cfg: ModelConfig, setups: dict[str, Setup]) -> ModelConf
     dataset's on a clash); then every dataset is checked against the model (``ModelConfig.check_data``:
     image size, rig, grid, classes), raising ``SetupMismatchError`` naming the dataset."""
     setup = model_cfg.setup
-    rigs = dict(setup.rigs) if "rigs" in setup.model_fields_set else {}
+    rigs = list(setup.rigs) if "rigs" in setup.model_fields_set else []
     for where, data in setups.items():
-        for name, rig in data.rigs.items():
-            if not any(r.names == rig.names for r in rigs.values()):
-                rigs[name if name not in rigs else where.rsplit(".", 1)[-1]] = rig
-    resolved = model_cfg.model_copy(update={"setup": setup.model_copy(update={"rigs": rigs or setup.rigs})})
+        for rig in data.rigs:
+            if not any(r.names == rig.names for r in rigs):
+                clash = rig.name in [r.name for r in rigs]
+                rigs.append(rig.model_copy(update={"name": where.rsplit(".", 1)[-1]}) if clash else rig)
+    resolved = model_cfg.model_copy(update={"setup": setup.model_copy(update={"rigs": tuple(rigs) or setup.rigs})})
     for where, data in setups.items():
         resolved.check_data(data, where)
     return resolved

@@ -101,8 +101,8 @@ class WorldConfig(BaseModel):
 
     @model_validator(mode="after")
     def _rig_known(self) -> WorldConfig:
-        if self.rig is not None and self.rig not in self.setup.rigs:
-            raise ValueError(f"rig: no rig '{self.rig}' in setup.rigs {list(self.setup.rigs)}")
+        if self.rig is not None and self.rig not in self.setup.rig_names():
+            raise ValueError(f"rig: no rig '{self.rig}' in setup.rigs {self.setup.rig_names()}")
         return self
 
     # ---- derived objects -------------------------------------------------------------------

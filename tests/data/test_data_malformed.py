@@ -62,16 +62,16 @@ def test_shard_names_are_confined_to_the_dataset_folder(root, name):
 
 
 def _camera(m, i):
-    return m["setup"]["rigs"]["default"]["cameras"][i]
+    return m["setup"]["rigs"][0]["cameras"][i]
 
 
 @pytest.mark.parametrize("edit, field", [
-    (lambda m: _camera(m, 0).pop("fx"), "setup.rigs.default.cameras.0.fx"),  # KeyError in Rig.from_dict before
+    (lambda m: _camera(m, 0).pop("fx"), "setup.rigs.0.cameras.0.fx"),  # KeyError in Rig.from_dict before
     (lambda m: m["setup"].update(image_size=[16]), "setup.image_size"),
-    (lambda m: _camera(m, 2).update(T_ego_from_cam=[[1, 2]]), "setup.rigs.default.cameras.2.T_ego_from_cam"),
-    (lambda m: _camera(m, 1).update(cy="left"), "setup.rigs.default.cameras.1.cy"),
-    (lambda m: _camera(m, 1).update(fy=-3.0), "setup.rigs.default.cameras.1.fy"),
-    (lambda m: m["setup"]["rigs"]["default"].update(extra=1), "setup.rigs.default.extra"),
+    (lambda m: _camera(m, 2).update(T_ego_from_cam=[[1, 2]]), "setup.rigs.0.cameras.2.T_ego_from_cam"),
+    (lambda m: _camera(m, 1).update(cy="left"), "setup.rigs.0.cameras.1.cy"),
+    (lambda m: _camera(m, 1).update(fy=-3.0), "setup.rigs.0.cameras.1.fy"),
+    (lambda m: m["setup"]["rigs"][0].update(extra=1), "setup.rigs.0.extra"),
     (lambda m: m.update(setup=[1, 2]), "setup"),
     (lambda m: m["setup"]["grid"].update(cell="2"), "setup.grid.cell"),
     (lambda m: m["setup"]["grid"].update(x_range=[5, -5]), "setup.grid"),  # BevGrid's own check, as a manifest field

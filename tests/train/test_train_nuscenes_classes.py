@@ -30,7 +30,7 @@ def test_nuscenes_ten_classes_train_and_evaluate(tmp_path):
     summary = run_training(cfg, tmp_path / "run", progress=False)
     model, _ = load_model(summary["checkpoint"])
     setup = model.setup
-    assert list(setup.rigs) == ["nuscenes"] and setup.rig().names == tuple(CAMERAS)  # the data's own rig
+    assert setup.rig_names() == ["nuscenes"] and setup.rig().names == tuple(CAMERAS)  # the data's own rig
     assert setup.vocabulary("objects3d") == NUSCENES_CLASSES
     assert model.heads["objects3d"].head.branches["heatmap"][-1].out_channels == 10
     data = open_dataset({**nusc, "image_size": [64, 128], "grid": {"cell": 2.0}})

@@ -157,8 +157,8 @@ class Source(Dataset):
         self.class_map.kept, self.class_map.dropped = kept, dropped  # reading sample 0 is not a conversion
         size = tuple(int(v) for v in sample.images.shape[-2:])
         names = sample.camera_names
-        rig = rig_of_frame(names, sample.intrinsics, sample.T_ego_from_cam, [size] * len(names))
-        return Setup(image_size=size, rigs={self.kind: rig}, grid=None, classes=self.object_classes())
+        rig = rig_of_frame(self.kind, names, sample.intrinsics, sample.T_ego_from_cam, [size] * len(names))
+        return Setup(image_size=size, rigs=(rig,), grid=None, classes=self.object_classes())
 
     def object_classes(self) -> dict[str, tuple[str, ...]]:
         """``{label: model_classes}`` for the object labels (``detection2d``, ``objects3d``) this source makes."""
