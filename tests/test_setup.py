@@ -28,6 +28,7 @@ from hydranet.setup import (
     default_rig,
 )
 from hydranet.train.config import ConfigError, config_from_dict
+from hydranet.train.data import world_config
 
 WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 2}
 SETUP = {"image_size": [64, 128], "grid": {"cell": 2.0}}
@@ -183,7 +184,7 @@ def test_train_refuses_data_the_model_was_not_built_for(tmp_path, world, expecte
 
 def test_world_datasets_render_the_model_setup_declared_once():
     cfg = config_from_dict(_config())
-    world = cfg.world_config()
+    world = world_config(cfg)
     assert world.setup == cfg.resolved_model().setup and world.rendered_rig == default_rig((64, 128))
     tree = _config(world={"height": 64})  # the old twin fields are gone: an error naming the field
     with pytest.raises(ConfigError, match=r"data.datasets.w.*height"):

@@ -15,7 +15,7 @@ from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.console import make_console
 from hydranet.data.manifest import ShardError
 from hydranet.data.shards import ShardDataset
-from hydranet.train.config import world_from_file
+from hydranet.train.data import world_from_file
 from hydranet.world.config import WorldConfig
 from hydranet.world.generate import check_existing, resolve
 from hydranet.world.generate import generate as run

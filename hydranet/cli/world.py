@@ -12,7 +12,7 @@ from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES, Sample
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.geometry import BevGrid
 from hydranet.setup import Setup
-from hydranet.train.config import world_from_file
+from hydranet.train.data import world_from_file
 from hydranet.viz import (
     LANE_COLORS,
     Views,

@@ -9,7 +9,7 @@ The ``model`` section is validated by the model package's ``ModelConfig`` — it
 BEV grid, class vocabularies) is declared there once — and a world dataset's ``world`` section by
 ``WorldConfig``. The model's setup flows into the data when a dataset is opened (``source_config``): world
 datasets render it, real sources resize to its image size, rasterise on its grid and map onto its classes
-unless their section says otherwise. ``--set train.lr=1e-3`` style overrides are
+unless their section says otherwise (``hydranet.train.data.source_config``). ``--set train.lr=1e-3`` style overrides are
 applied to the raw YAML tree before validation, so they get the same checks and messages.
 """
 
@@ -22,11 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.config_errors import format_validation_error
-from hydranet.datasets import SourceConfigError, parse_options, source_class
+from hydranet.datasets import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
-from hydranet.setup import OBJECT_LABELS, Setup
-from hydranet.world.config import WorldConfig, load_world_config
-from hydranet.yaml_files import read_yaml_mapping
+from hydranet.world.config import WorldConfig
 
 
 class ConfigError(ValueError):
@@ -64,26 +62,6 @@ class DatasetConfig(BaseModel):
             out["path"] = self.path
         if self.world or self.kind == "world":
             out["world"] = self.world
-        return out
-
-    def source_config(self, setup: Setup) -> dict[str, Any]:
-        """``options()`` with the model's ``setup`` flowing in where this section leaves it open: a world dataset
-        renders it (unless its ``world`` declares a ``setup`` or is a YAML path); a source with an
-        ``image_size``/``grid`` option resizes to / rasterises on the setup's; a source that maps classes
-        maps onto the setup's object vocabulary (``model_classes``)."""
-        out = self.options()
-        if self.kind == "world":
-            if isinstance(out.get("world"), dict) and "setup" not in out["world"]:
-                out["world"] = {**out["world"], "setup": setup.model_dump(mode="json")}
-            return out
-        fields = source_class(self.kind).Options.model_fields
-        if "image_size" in fields and out.get("image_size") is None:
-            out["image_size"] = list(setup.image_size)
-        if "grid" in fields and out.get("grid") is None and setup.grid is not None:
-            out["grid"] = setup.grid.model_dump()
-        vocabulary = next((v for v in map(setup.vocabulary, OBJECT_LABELS) if v is not None), None)
-        if source_class(self.kind).classes and out.get("model_classes") is None and vocabulary is not None:
-            out["model_classes"] = list(vocabulary)
         return out
 
     @model_validator(mode="after")
@@ -250,23 +228,6 @@ class Config(_Strict):
         """Sorted names of the model's tasks (after resolving the preset)."""
         return sorted(resolve_model_dict(self.model).get("tasks") or {})
 
-    def world_config(self, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> WorldConfig:
-        """The ``WorldConfig`` of world dataset ``dataset`` (``data.datasets.<name>`` or ``eval``; None: the only
-        training world dataset), rendering the model's setup unless it declares its own. ``ValueError`` names
-        the world datasets to choose from."""
-        sources = {**self.data.datasets, **({"eval": self.data.eval} if self.data.eval is not None else {})}
-        worlds = {n: d for n, d in sources.items() if d.kind == "world"}
-        if dataset is None:
-            train = sorted(n for n in worlds if n in self.data.datasets)
-            if len(train) != 1:
-                raise ValueError(f"a training config with world datasets {sorted(worlds)}: choose one with "
-                                 "--dataset NAME")
-            dataset = train[0]
-        if dataset not in worlds:
-            raise ValueError(f"no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
-        world = worlds[dataset].source_config(self.resolved_model().setup)["world"]
-        return load_world_config(world, overrides)
-
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -390,22 +351,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     tree = apply_overrides(tree or {}, overrides or [])
     return config_from_dict(tree, str(path))
-
-
-def world_from_file(path: str | Path | None, dataset: str | None = None,
-                    overrides: dict[str, Any] | None = None) -> tuple[WorldConfig, Config | None]:
-    """The world a YAML file describes and, for a training config, the config: a training config's world
-    dataset ``dataset`` renders its model's setup (``Config.world_config``); any other file is a world config
-    (``load_world_config``; None = the defaults). ``ValueError`` (``ConfigError``) names the file and field."""
-    if path is not None and Path(path).suffix in (".yaml", ".yml") and Path(path).is_file():
-        tree = read_yaml_mapping(Path(path), ConfigError, "a YAML mapping", empty={})
-        if isinstance(tree.get("data"), dict):
-            cfg = load_config(path)
-            try:
-                return cfg.world_config(dataset, overrides), cfg
-            except ValueError as e:
-                raise ConfigError(f"{path}: {e}") from None
-    return load_world_config(path, overrides), None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Build the training and evaluation datasets a config's ``data`` section describes, for a model's ``Setup``.
 
-Every dataset is opened with the model's setup flowing in (``DatasetConfig.source_config``) and reports its
+Every dataset is opened with the model's setup flowing in (``source_config``) and reports its
 own setup; ``resolve_setup`` gives the model the rigs of its data (those the config does not declare) and
 checks every dataset against the model (``ModelConfig.check_data``, the one check). The training set is
 the concatenation of ``data.datasets`` (in name order); each task's index
@@ -13,25 +13,83 @@ decoded to build the lists.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from hydranet.datasets import dataset_setup
+from hydranet.datasets import dataset_setup, source_class
 from hydranet.datasets import open_source as open_registered
 from hydranet.model import ModelConfig
-from hydranet.setup import Setup
-from hydranet.train.config import DataConfig, DatasetConfig
+from hydranet.setup import OBJECT_LABELS, Setup
+from hydranet.train.config import Config, ConfigError, DataConfig, DatasetConfig, load_config
 from hydranet.train.scheduler import build_index_lists, label_presence
+from hydranet.world.config import WorldConfig, load_world_config
+from hydranet.yaml_files import read_yaml_mapping
+
+
+def source_config(ds: DatasetConfig, setup: Setup) -> dict[str, Any]:
+    """``ds.options()`` with the model's ``setup`` flowing in where the section leaves it open: a world dataset
+    renders it (unless its ``world`` declares a ``setup`` or is a YAML path); a source with an
+    ``image_size``/``grid`` option resizes to / rasterises on the setup's; a source that maps classes
+    maps onto the setup's object vocabulary (``model_classes``)."""
+    out = ds.options()
+    if ds.kind == "world":
+        if isinstance(out.get("world"), dict) and "setup" not in out["world"]:
+            out["world"] = {**out["world"], "setup": setup.model_dump(mode="json")}
+        return out
+    fields = source_class(ds.kind).Options.model_fields
+    if "image_size" in fields and out.get("image_size") is None:
+        out["image_size"] = list(setup.image_size)
+    if "grid" in fields and out.get("grid") is None and setup.grid is not None:
+        out["grid"] = setup.grid.model_dump()
+    vocabulary = next((v for v in map(setup.vocabulary, OBJECT_LABELS) if v is not None), None)
+    if source_class(ds.kind).classes and out.get("model_classes") is None and vocabulary is not None:
+        out["model_classes"] = list(vocabulary)
+    return out
+
+
+def world_config(cfg: Config, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> WorldConfig:
+    """The ``WorldConfig`` of ``cfg``'s world dataset ``dataset`` (``data.datasets.<name>`` or ``eval``; None: the
+    only training world dataset), rendering the model's setup unless it declares its own (``source_config``).
+    ``ValueError`` names the world datasets to choose from."""
+    sources = {**cfg.data.datasets, **({"eval": cfg.data.eval} if cfg.data.eval is not None else {})}
+    worlds = {n: d for n, d in sources.items() if d.kind == "world"}
+    if dataset is None:
+        train = sorted(n for n in worlds if n in cfg.data.datasets)
+        if len(train) != 1:
+            raise ValueError(f"a training config with world datasets {sorted(worlds)}: choose one with "
+                             "--dataset NAME")
+        dataset = train[0]
+    if dataset not in worlds:
+        raise ValueError(f"no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
+    return load_world_config(source_config(worlds[dataset], cfg.resolved_model().setup)["world"], overrides)
+
+
+def world_from_file(path: str | Path | None, dataset: str | None = None,
+                    overrides: dict[str, Any] | None = None) -> tuple[WorldConfig, Config | None]:
+    """The world a YAML file describes and, for a training config, the config: a training config's world
+    dataset ``dataset`` renders its model's setup (``world_config``); any other file is a world config
+    (``load_world_config``; None = the defaults). ``ValueError`` (``ConfigError``) names the file and field."""
+    if path is not None and Path(path).suffix in (".yaml", ".yml") and Path(path).is_file():
+        tree = read_yaml_mapping(Path(path), ConfigError, "a YAML mapping", empty={})
+        if isinstance(tree.get("data"), dict):
+            cfg = load_config(path)
+            try:
+                return world_config(cfg, dataset, overrides), cfg
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    return load_world_config(path, overrides), None
 
 
 def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data",
                 setup: Setup | None = None) -> Dataset:
     """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``), opened for the model
-    ``setup`` (``DatasetConfig.source_config``; None: the section as written).
+    ``setup`` (``source_config``; None: the section as written).
     ``labels``: the labels training reads (shards then decode only those)."""
 
-    config = ds.source_config(setup) if setup is not None else ds.options()
+    config = source_config(ds, setup) if setup is not None else ds.options()
     if ds.kind == "shards" and labels is not None and "labels" not in config:
         config["labels"] = labels
     data: Dataset = open_registered(config, where)
@@ -78,7 +136,7 @@ def resolve_setup(model_cfg: ModelConfig, setups: dict[str, Setup]) -> ModelConf
 def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0,
                      setup: Setup | None = None) -> TrainData:
     """``task_labels``: task name -> the Sample label it learns from; ``setup``: the model's, flowing into the
-    datasets as they open (``DatasetConfig.source_config``)."""
+    datasets as they open (``source_config``)."""
     for task in cfg.tasks:
         if task not in task_labels:
             raise ValueError(f"data.tasks.{task}: not a task of this model (tasks: {sorted(task_labels)})")

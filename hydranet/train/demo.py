@@ -29,7 +29,7 @@ from hydranet.eval.loop import dataset_batches, evaluate
 from hydranet.eval.sequence import evaluate_sequences, scene_runs
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from hydranet.train.data import open_source
+from hydranet.train.data import open_source, world_config
 from hydranet.train.report import contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
 from hydranet.world.generate import generate
@@ -57,7 +57,7 @@ def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: i
         if ds["kind"] != "world":
             continue
         out = data_dir / name
-        world = cfg.world_config(name)
+        world = world_config(cfg, name)
         t0 = time.perf_counter()
         with console.status(f"rendering {ds['frames']} frames of the synthetic world into {out} ..."):
             try:

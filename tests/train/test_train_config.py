@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from hydranet.train.config import ConfigError, apply_overrides, load_config, parse_override
+from hydranet.train.data import world_config
 
 BASE = {
     "data": {"datasets": {"main": {"kind": "shards", "path": "runs/x/train"}}},
@@ -117,7 +118,7 @@ def test_shipped_configs_data_match_their_model():
         sources = [*cfg.data.datasets.items(), *([("eval", cfg.data.eval)] if cfg.data.eval else [])]
         for name, ds in sources:
             if ds.kind == "world":  # renders the model's setup, declared once in model.setup
-                world = cfg.world_config(name)
+                world = world_config(cfg, name)
                 assert world.setup == cfg.resolved_model().setup, (f, name)
                 cfg.resolved_model().check_data(world.rendered_setup, f"{f.name} {name}")
 
