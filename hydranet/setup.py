@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
 from hydranet.geometry import BevGrid, camera_extrinsics
@@ -62,6 +62,14 @@ DEFAULT_CAMERAS: tuple[tuple[str, float, tuple[float, float, float], float, floa
     ("rear", 110.0, (-0.90, 0.00, 1.05), 180.0, 12.0),
 )
 
+def _check_image_size(v: tuple[int, int]) -> tuple[int, int]:
+    if min(v) < 8:
+        raise ValueError(f"image_size {v} is too small (H, W pixels, at least 8)")
+    return v
+
+
+# An image size (H, W) in pixels: a camera's native size, a network input, a source's output size.
+ImageSize = Annotated[tuple[int, int], AfterValidator(_check_image_size)]
 Matrix4 = tuple[tuple[float, float, float, float], tuple[float, float, float, float],
                 tuple[float, float, float, float], tuple[float, float, float, float]]
 
@@ -82,7 +90,7 @@ class Camera(_Frozen):
     ``ValueError`` for a name with ``/ \\ .``, fx or fy <= 0, a skewed K or a T that is not rigid."""
 
     name: str = Field(min_length=1)
-    image_size: tuple[int, int]
+    image_size: ImageSize
     fx: float = Field(gt=0)
     fy: float = Field(gt=0)
     cx: float
@@ -122,13 +130,6 @@ class Camera(_Frozen):
     def _plain_name(cls, v: str) -> str:
         if "/" in v or "\\" in v or "." in v or v.strip() != v:
             raise ValueError(f"camera name {v!r} may not contain '/', '\\\\', '.' or surrounding spaces")
-        return v
-
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 1:
-            raise ValueError(f"image_size {v} must be positive (H, W)")
         return v
 
     @field_validator("T_ego_from_cam")
@@ -241,7 +242,7 @@ class Setup(_Frozen):
     ``default`` rig at ``image_size``. Frozen; compared by value; ``Setup.model_validate(dict)`` reads the
     config/JSON form and raises ``ValueError`` naming the field (a repeated rig name included)."""
 
-    image_size: tuple[int, int] = (128, 256)  # (H, W) network input, pixels
+    image_size: ImageSize = (128, 256)  # (H, W) network input, pixels
     rigs: tuple[Rig, ...] = ()
     grid: BevGrid | None = Field(default_factory=BevGrid)
     classes: dict[str, tuple[str, ...]] = Field(
@@ -272,13 +273,6 @@ class Setup(_Frozen):
         if isinstance(data.get("classes"), dict):
             data["classes"] = {k: _vocabulary(v) for k, v in data["classes"].items()}
         return data
-
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 8:
-            raise ValueError(f"image_size {v} is too small (H, W pixels)")
-        return v
 
     @model_validator(mode="after")
     def _default_rig(self) -> Setup:

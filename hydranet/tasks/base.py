@@ -58,6 +58,15 @@ class Task(ABC):
         self.setup = setup if setup is not None else Setup()
         self.options = options
 
+    def vocabulary(self) -> tuple[str, ...]:
+        """The class vocabulary of this task's label (``setup.classes[label]``); ``ValueError`` when the setup
+        declares none."""
+        classes = self.setup.vocabulary(self.label)
+        if classes is None:
+            raise ValueError(f"{self.name}: the setup declares no class vocabulary for '{self.label}' "
+                             "(setup.classes)")
+        return classes
+
     @abstractmethod
     def build_head(self, ctx: HeadContext) -> nn.Module:
         """The head module (see module doc for input/output shapes)."""

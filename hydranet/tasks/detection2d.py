@@ -55,11 +55,7 @@ class Detection2D(CameraTask):
     @property
     def classes(self) -> tuple[str, ...]:
         """The class vocabulary: ``setup.classes["detection2d"]`` (heatmap channel c is ``classes[c]``)."""
-        classes = self.setup.vocabulary(self.label)
-        if classes is None:
-            raise ValueError(f"{self.name}: the setup declares no class vocabulary for '{self.label}' "
-                             "(setup.classes)")
-        return classes
+        return self.vocabulary()
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
         """Camera head with ``heatmap [C]``, ``offset [2]`` and ``log_size [2]`` per cell."""

@@ -150,11 +150,7 @@ class Objects3D(OptionsTask):
     @property
     def classes(self) -> tuple[str, ...]:
         """The class vocabulary: ``setup.classes["objects3d"]`` (heatmap channel c is ``classes[c]``)."""
-        classes = self.setup.vocabulary(self.label)
-        if classes is None:
-            raise ValueError(f"{self.name}: the setup declares no class vocabulary for '{self.label}' "
-                             "(setup.classes)")
-        return classes
+        return self.vocabulary()
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
         """``BevHead`` on ``[B, C_bev, R, C']`` with ``heatmap [C]`` and regression outputs offset 2, z 1,

@@ -54,9 +54,9 @@ import importlib
 from collections.abc import Mapping
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch.utils.data import Dataset
 
 from hydranet.data.labels import ClassMap
@@ -70,16 +70,6 @@ class SourceError(ValueError):
 
 class SourceConfigError(ValueError):
     """A dataset config names an unknown kind or an unknown/invalid option; the message names the field."""
-
-
-def _check_image_size(v: tuple[int, int]) -> tuple[int, int]:
-    if min(v) < 8:
-        raise ValueError(f"image_size {v} is too small")
-    return v
-
-
-# An output image size (H, W) in pixels that a source resizes to; a side under 8 pixels raises ValueError.
-ImageSize = Annotated[tuple[int, int], AfterValidator(_check_image_size)]
 
 
 class SourceOptions(BaseModel):

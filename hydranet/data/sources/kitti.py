@@ -51,10 +51,10 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
-from hydranet.setup import Camera, Rig, Setup
+from hydranet.setup import Camera, ImageSize, Rig, Setup
 
 __all__ = ["KittiSource", "KittiOptions", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels",
            "KITTI_CLASSES",

@@ -53,7 +53,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
     level,
@@ -64,7 +64,7 @@ from hydranet.data.sources.nuscenes_labels import (
     track_id,
 )
 from hydranet.geometry import BevGrid
-from hydranet.setup import NUSCENES_CLASSES, Camera, Rig, Setup
+from hydranet.setup import NUSCENES_CLASSES, Camera, ImageSize, Rig, Setup
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
                             "CAM_BACK")
