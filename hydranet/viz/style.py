@@ -17,9 +17,6 @@ Color = tuple[int, int, int] | str
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "car": (0, 200, 255), "truck": (255, 140, 0), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
     "traffic_light": (120, 255, 120),
-    # nuScenes' other detection classes (traffic_cone is the world's cone)
-    "bus": (255, 90, 60), "trailer": (200, 120, 40), "construction_vehicle": (180, 180, 60),
-    "motorcycle": (160, 90, 255), "bicycle": (60, 255, 200), "traffic_cone": (255, 230, 0), "barrier": (230, 230, 230),
 }
 BEV_COLORS: dict[str, tuple[int, int, int]] = {
     "drivable": (90, 90, 110), "lane_marking": (250, 250, 250), "sidewalk": (150, 120, 90),
