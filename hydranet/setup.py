@@ -83,6 +83,31 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+def _explicit_camera(data: dict[str, Any]) -> dict[str, Any]:
+    """A camera's fields with the shorthand (``hfov_deg``, ``K``, ``position`` + angles) made explicit."""
+    size = data.get("image_size")
+    if "hfov_deg" in data:
+        hfov = float(data.pop("hfov_deg"))
+        if not 0.0 < hfov < 180.0 or size is None:
+            raise ValueError(f"hfov_deg must be in (0, 180) and needs image_size, got {hfov}, {size}")
+        h, w = size
+        f = (w / 2.0) / math.tan(math.radians(hfov) / 2.0)  # hydranet.geometry.intrinsics_from_fov
+        data.update(fx=f, fy=f, cx=w / 2.0, cy=h / 2.0)
+    if "K" in data:
+        K = [[float(v) for v in row] for row in data.pop("K")]
+        if len(K) != 3 or any(len(r) != 3 for r in K) or K[0][1] or K[1][0] or K[2] != [0.0, 0.0, 1.0]:
+            raise ValueError(f"K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K}")
+        data.update(fx=K[0][0], fy=K[1][1], cx=K[0][2], cy=K[1][2])
+    angles = {k: data.pop(k) for k in ("yaw_deg", "pitch_deg", "roll_deg") if k in data}
+    if "position" in data:
+        T = camera_extrinsics(tuple(float(p) for p in data.pop("position")), float(angles.get("yaw_deg", 0.0)),
+                              float(angles.get("pitch_deg", 0.0)), float(angles.get("roll_deg", 0.0)))
+        data["T_ego_from_cam"] = T.tolist()
+    elif angles:
+        raise ValueError("yaw_deg/pitch_deg/roll_deg need position (metres, ego frame)")
+    return data
+
+
 class Camera(_Frozen):
     """One camera: ``name``, native ``image_size`` (H, W) pixels, pinhole ``fx, fy, cx, cy`` (pixels at that
     size) and ``T_ego_from_cam`` (4x4, OpenCV camera x right / y down / z forward -> ego x forward / y left /
@@ -100,30 +125,7 @@ class Camera(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        size = data.get("image_size")
-        if "hfov_deg" in data:
-            hfov = float(data.pop("hfov_deg"))
-            if not 0.0 < hfov < 180.0 or size is None:
-                raise ValueError(f"hfov_deg must be in (0, 180) and needs image_size, got {hfov}, {size}")
-            h, w = size
-            f = (w / 2.0) / math.tan(math.radians(hfov) / 2.0)  # hydranet.geometry.intrinsics_from_fov
-            data.update(fx=f, fy=f, cx=w / 2.0, cy=h / 2.0)
-        if "K" in data:
-            K = [[float(v) for v in row] for row in data.pop("K")]
-            if len(K) != 3 or any(len(r) != 3 for r in K) or K[0][1] or K[1][0] or K[2] != [0.0, 0.0, 1.0]:
-                raise ValueError(f"K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K}")
-            data.update(fx=K[0][0], fy=K[1][1], cx=K[0][2], cy=K[1][2])
-        angles = {k: data.pop(k) for k in ("yaw_deg", "pitch_deg", "roll_deg") if k in data}
-        if "position" in data:
-            T = camera_extrinsics(tuple(float(p) for p in data.pop("position")), float(angles.get("yaw_deg", 0.0)),
-                                  float(angles.get("pitch_deg", 0.0)), float(angles.get("roll_deg", 0.0)))
-            data["T_ego_from_cam"] = T.tolist()
-        elif angles:
-            raise ValueError("yaw_deg/pitch_deg/roll_deg need position (metres, ego frame)")
-        return data
+        return _explicit_camera(dict(data)) if isinstance(data, dict) else data
 
     @field_validator("name")
     @classmethod
