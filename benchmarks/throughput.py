@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hydranet.geometry import default_rig
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.config import ALL_TASKS
+from hydranet.setup import default_rig
 from hydranet.train.precision import cpu_flags, device_has_fast_bf16
 
 
@@ -52,8 +52,8 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int, repeats: int) -> float:
 
 
 def make_inputs(cfg: ModelConfig, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    h, w = cfg.image_size
-    rig = default_rig(h, w)
+    h, w = cfg.setup.image_size
+    rig = default_rig((h, w))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size, len(rig), 3, h, w), dtype=torch.uint8, generator=g)
     K = rig.intrinsics()[None].expand(batch_size, -1, -1, -1).contiguous()
@@ -95,22 +95,21 @@ def time_step(step: Any, repeats: int) -> float:
 def precision_ab(steps: int) -> dict[str, Any]:
     """Learn two world frames (two cameras, 64×128) in fp32 and in bf16 autocast; metrics of both."""
     from hydranet.data.sample import collate
-    from hydranet.geometry import DEFAULT_CAMERAS
+    from hydranet.setup import Rig, Setup
     from hydranet.world import SyntheticWorld
-    from hydranet.world.config import CameraConfig, WorldConfig
+    from hydranet.world.config import WorldConfig
 
-    cams = [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, yaw_deg=c.yaw_deg,
-                         pitch_deg=c.pitch_deg) for c in DEFAULT_CAMERAS[:2]]
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, height=64, width=128,
-                                       grid={"cell": 1.0}, cameras=cams, traffic_density=2.0, layout="intersection"))
+    setup = Setup(image_size=(64, 128), grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
+                  rigs={"two": Rig(cameras=default_rig((64, 128)).cameras[:2])})
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup=setup, traffic_density=2.0,
+                                       layout="intersection"))
     batch = collate([world[i] for i in range(len(world))])
     names = ["detection2d", "objects3d"]
     out: dict[str, Any] = {"steps": steps, "frames": len(batch)}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        cfg = ModelConfig.preset("tiny", image_size=(64, 128), num_cameras=2, neck={"channels": 16},
+        cfg = ModelConfig.preset("tiny", setup=setup, neck={"channels": 16},
                                  fusion={"channels": 16, "levels": ["p2", "p3"]}, bev_channels=16,
-                                 grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
                                  tasks={"detection2d": {"stride": 4}, "objects3d": {}})
         model = create_model(cfg).to(memory_format=torch.channels_last).train()
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     overrides: dict[str, Any] = {"tasks": {t: {} for t in ALL_TASKS}}
     if args.image_size:
-        overrides["image_size"] = tuple(args.image_size)
+        overrides["setup"] = {"image_size": tuple(args.image_size)}
     cfg = ModelConfig.preset(args.preset, **overrides)
     inputs = make_inputs(cfg, args.batch_size)
     torch.manual_seed(0)
@@ -162,8 +161,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ab = precision_ab(args.ab_steps) if args.ab_steps else None
     default = next(v for v in variants if v["layout"] == "channels_last" and
                    v["precision"] == ("bf16" if device_has_fast_bf16(torch.device("cpu")) else "fp32"))
-    return {"benchmark": "throughput", "preset": args.preset, "image_size": list(cfg.image_size),
-            "cameras": cfg.num_cameras, "batch_size": args.batch_size, "threads": args.threads,
+    return {"benchmark": "throughput", "preset": args.preset, "image_size": list(cfg.setup.image_size),
+            "cameras": len(cfg.setup.rig()), "batch_size": args.batch_size, "threads": args.threads,
             "torch": torch.__version__, "cpu_bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f),
             "step_gflop": round(flops / 1e9, 2), "matmul_peak_gflop_per_s": {k: round(v, 1) for k, v in peak.items()},
             "matmul_n": args.matmul_n, "variants": variants,

@@ -67,8 +67,11 @@ def export(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 with BEV tasks: GridSample; camera-only "
                               ">= 13)"),
     batch: int = typer.Option(1, "--batch", min=1, help="batch size the graph is built for (fixed)"),
+    rig: str | None = typer.Option(None, "--rig", help="the rig of the model's setup the graph takes (a model "
+                                   "trained on several rigs lists them in its setup.rigs; default: the first)"),
     verify: bool = typer.Option(False, "--verify", help="compare ONNX Runtime with PyTorch eager on held-out "
-                                "synthetic frames and print the max abs difference per output (fails above 1e-3)"),
+                                "synthetic frames of the exported rig and print the max abs difference per output "
+                                "(fails above 1e-3)"),
     verify_frames: int = typer.Option(4, "--verify-frames", min=1, help="held-out frames for --verify"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (torch and ONNX Runtime)"),
 ) -> None:
@@ -78,7 +81,7 @@ def export(
     _threads(threads)
     try:
         with working(f"exporting {checkpoint} -> {output}", console):
-            manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
+            manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch, rig)
     except ExportError as e:
         raise typer.BadParameter(str(e), param_hint=e.option) from None
     except (CheckpointError, ValueError) as e:  # ValueError: a model config this version rejects; a full disk: exit 1
@@ -94,7 +97,9 @@ def export(
     for s in manifest.state_outputs:  # a temporal graph: the memory the runtime feeds back next frame
         table.add_row(s.name, "(memory)", "×".join(map(str, s.shape)), f"feeds {s.feeds}")
     console.print(table)
-    console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}")
+    console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}  rig "
+                  f"'{manifest.setup.rig_name()}': {manifest.setup.rig().describe()} at "
+                  f"{manifest.image_size[0]}x{manifest.image_size[1]}")
     if not verify:
         return
 

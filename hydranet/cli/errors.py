@@ -24,12 +24,12 @@ import typer
 from pydantic import ValidationError
 
 from hydranet.checkpoint import CheckpointError, CheckpointWriteError
-from hydranet.compat import DataMismatchError
 from hydranet.config_errors import format_validation_error
 from hydranet.data.errors import NetworkError
 from hydranet.data.manifest import ShardError
 from hydranet.limits import LimitError
 from hydranet.outputs import OutputError, OutputWriteError, is_write_failure, write_error
+from hydranet.setup import SetupMismatchError
 from hydranet.train.config import ConfigError
 from hydranet.train.interrupt import TrainingInterrupted
 from hydranet.train.run import RunLockedError
@@ -65,7 +65,7 @@ def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
 def bad_input_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (exit 2)."""
 
-    return (ConfigError, DataMismatchError, CheckpointError, ShardError, RunLockedError, OutputError, LimitError,
+    return (ConfigError, SetupMismatchError, CheckpointError, ShardError, RunLockedError, OutputError, LimitError,
             FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError)
 
 

@@ -12,7 +12,7 @@ from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
 from hydranet.data.convert import resize_sample
 from hydranet.data.sample import collate
-from hydranet.datasets import open_dataset
+from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.geometry import BevGrid
 from hydranet.viz.rerun_log import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
@@ -23,7 +23,7 @@ def view(
                              "with `rerun FILE`."),
     data: str = typer.Option(None, "--data", "-d", help="Frames to show: a shard directory, KIND:PATH of a "
                              "source, a source YAML, or 'synthetic' (default: the synthetic world; with --model, "
-                             "the world at the model's image size and grid)."),
+                             "the world rendering the model's setup)."),
     model: Path = typer.Option(None, "--model", "-m", help="A checkpoint or run directory: its predictions are "
                                "logged beside the ground truth."),
     frames: int = typer.Option(16, "--frames", "-n", min=1, help="Frames to log, from --start in order."),
@@ -46,8 +46,7 @@ def view(
             net, _ = load_model(model)
             net.eval()
         if data is None or data == "synthetic":
-            world = {} if net is None else {"height": net.image_size[0], "width": net.image_size[1],
-                                           "grid": net.grid.to_dict()}
+            world = {} if net is None else {"setup": net.setup.model_dump(mode="json")}
             dataset = open_dataset("synthetic", world=world)
         else:
             dataset = open_dataset(data)
@@ -57,14 +56,14 @@ def view(
             raise fail(f"--tasks: {unknown} are not heads of {model} ({list(net.task_objects)})")
         if start >= len(dataset):
             raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
-        grid = net.grid if net is not None else (getattr(dataset, "grid", None) or BevGrid())
+        grid = (net.setup.grid if net is not None else dataset_setup(dataset).grid) or BevGrid()
         stop = min(len(dataset), start + frames)
         with SceneRecorder(out, grid) as recorder, progress("view", stop - start, console, unit="frames") as bar:
             for k, i in enumerate(range(start, stop)):
                 sample = dataset[i]
                 prediction = None
                 if net is not None:
-                    sample = resize_sample(sample, net.image_size)
+                    sample = resize_sample(sample, net.setup.image_size)
                     batch = collate([sample])
                     with torch.no_grad():
                         outputs = net(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)

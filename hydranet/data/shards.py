@@ -28,6 +28,7 @@ import hashlib
 import os
 import tarfile
 import zlib
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from hydranet.data.manifest import (
 )
 from hydranet.data.sample import Sample
 from hydranet.data.storage import ShardStore, is_url
+from hydranet.setup import Setup, rig_of_frame
 
 __all__ = ["ShardWriter", "ShardDataset", "ShardError", "shard_name", "sample_key"]
 
@@ -74,8 +76,10 @@ def _tar_member(name: str, data: bytes) -> bytes:
 class ShardWriter:
     """Append samples to size-capped shards, then write ``manifest.json`` on ``close()``.
 
-    ``with ShardWriter(root, shard_size=256, rig=rig.to_dict(), grid=grid.to_dict(), source={...}) as w:
+    ``with ShardWriter(root, shard_size=256, setup=source.setup, source={...}) as w:
         for s in samples: w.write(s)``
+
+    ``setup``: the ``hydranet.setup.Setup`` of the frames (one rig; the manifest records it, readers check it).
 
     ``label_formats``: label -> ``"png"`` for dense uint8 labels stored as viewable grey PNGs.
     ``image_format``: ``"npz"`` (default, fastest to read), ``"jpeg"`` (real camera data) or ``"png"``
@@ -87,8 +91,8 @@ class ShardWriter:
     in worker processes).
     """
 
-    def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, rig: dict | None = None,
-                 grid: dict | None = None, source: dict[str, Any] | None = None, image_format: str = "npz",
+    def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, setup: Setup | None = None,
+                 source: dict[str, Any] | None = None, image_format: str = "npz",
                  label_formats: dict[str, str] | None = None,
                  overwrite: bool = False):
         if shard_size < 1:
@@ -108,7 +112,7 @@ class ShardWriter:
         if overwrite:
             for stale in list(self.root.glob("shard-*.tar")) + list(self.root.glob(".shard-*.tmp")):
                 stale.unlink()
-        self.shard_size, self.rig, self.grid, self.source = shard_size, rig, grid, source or {}
+        self.shard_size, self.setup, self.source = shard_size, setup, source or {}
         self.shards: list[ShardInfo] = []
         self.count = 0
         self.camera_names: list[str] | None = None
@@ -209,7 +213,7 @@ class ShardWriter:
         manifest = ShardManifest(
             generator={"name": "hydranet", "version": hydranet.__version__},
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            source=self.source, rig=self.rig, grid=self.grid, camera_names=self.camera_names,
+            source=self.source, setup=self.setup, camera_names=self.camera_names,
             image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
             tasks=[t for t in task_labels() if t in totals], shards=self.shards,
         )
@@ -311,14 +315,23 @@ class ShardDataset(Dataset):
         self.manifest = read_manifest(root, storage_options)
         self.labels = frozenset(labels) if labels is not None else None
         self.camera_names = tuple(self.manifest.camera_names)
-        self.rig = self.manifest.rig_obj()
-        self.grid = self.manifest.grid_obj()
         self._starts: list[int] = []  # first global index of each shard
         n = 0
         for info in self.manifest.shards:
             self._check_shard_file(info)
             self._starts.append(n)
             n += info.num_samples
+
+    @cached_property
+    def setup(self) -> Setup:
+        """What the frames are: the manifest's ``setup``; for shards written without one (``ShardWriter`` used
+        directly) the rig of sample 0 (names, K, T), the manifest's image size, no grid, no vocabulary."""
+        if self.manifest.setup is not None:
+            return self.manifest.setup
+        s = self[0]
+        size = tuple(self.manifest.image_size)
+        rig = rig_of_frame("shards", s.camera_names, s.intrinsics, s.T_ego_from_cam, [size] * len(s.camera_names))
+        return Setup(image_size=size, rigs=(rig,), grid=None, classes={})
 
     def _check_shard_file(self, info: ShardInfo) -> None:
         path = self.store.join(info.name)

@@ -63,14 +63,13 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
     out = Path(out)
     if (out / "manifest.json").exists() and not overwrite:
         raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it", out)
-    rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]
-    grid = pool.grid.to_dict() if hasattr(pool, "grid") else None  # type: ignore[attr-defined]
+    setup = getattr(pool, "setup", None)  # what the pool's frames are (a source, world or shards reports it)
     records = []
     items = iter(items)
     first = next(items, None)
     out.mkdir(parents=True, exist_ok=True)
     if first is not None:  # a shard directory needs at least one sample
-        with ShardWriter(out, shard_size=shard_size, rig=rig, grid=grid, source=source, overwrite=True) as w:
+        with ShardWriter(out, shard_size=shard_size, setup=setup, source=source, overwrite=True) as w:
             for item in itertools.chain([first], items):
                 w.write(item.sample)
                 records.append(item.record)

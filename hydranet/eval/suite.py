@@ -161,7 +161,7 @@ class Suite(BaseModel):
 
     # ------------------------------------------------------------------------------------------
     def world_config(self, scenario: str, seed: int, **model_fields: Any) -> WorldConfig:
-        """The scenario's ``WorldConfig`` for one seed; ``model_fields`` (image size, grid) from the
+        """The scenario's ``WorldConfig`` for one seed; ``model_fields`` (the model's ``setup``) from the
         model fill in what the suite leaves unset."""
         fields = {**model_fields, **self.world, **self.scenarios[scenario], "seed": seed}
         return WorldConfig.model_validate(fields)

@@ -40,11 +40,10 @@ from hydranet.eval.sequence import evaluate_sequences, scene_runs
 from hydranet.json_files import write_json
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from hydranet.train.data import open_source
+from hydranet.train.data import open_source, world_config
 from hydranet.train.machine import Machine, slower_than_expected
 from hydranet.train.report import choose_frames, contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
-from hydranet.world.config import load_world_config
 from hydranet.world.generate import generate
 
 # The promise: fresh clone -> demo done, install and rendering included, on an idle 2-core machine.
@@ -76,7 +75,7 @@ def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: i
         if ds["kind"] != "world":
             continue
         out = data_dir / name
-        world = load_world_config(ds["world"])
+        world = world_config(cfg, name)
         t0 = time.perf_counter()
         with progress(f"render {name}", ds["frames"], console, unit="frames", transient=True) as bar:
             try:
@@ -300,8 +299,8 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
 
     t0 = time.perf_counter()
     n_pic = cfg.eval.pictures if pictures is None else pictures
-    indices, missing = choose_frames(eval_set, n_eval, n_pic)
-    grid = cfg.resolved_model().grid.to_grid()
+    indices, missing = choose_frames(eval_set, n_eval, n_pic, model.setup)
+    grid = model.setup.grid
     paths: list[Path] = []
     with progress("pictures", len(indices), console, unit="frames", transient=True) as bar:
         for i in indices:

@@ -17,36 +17,42 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES, collate
+from hydranet.data.sample import LIGHT_STATES, collate
 from hydranet.json_files import write_json
+from hydranet.setup import Setup, class_names
 from hydranet.tasks.base import Task
 from hydranet.viz import Views
 
 
-def frame_contents(sample: Any) -> set[str]:
-    """What a frame shows a reader of the pictures: its object classes (2D and 3D labels) and its traffic-light
-    states (``"light red"``...), from its labels."""
+def frame_contents(sample: Any, setup: Setup | None = None) -> set[str]:
+    """What a frame shows a reader of the pictures: its object classes (2D and 3D labels, named by the data's
+    ``setup`` vocabularies; default the world's five) and its traffic-light states (``"light red"``...), from
+    its labels."""
     seen: set[str] = set()
     for task in ("detection2d", "objects3d"):
         lab = sample.labels.get(task)
         if lab is not None:
-            seen |= {OBJECT_CLASSES[int(c)] for c in lab["classes"].tolist()}
+            names = class_names(setup, task)
+            seen |= {names[int(c)] for c in lab["classes"].tolist()}
     lights = sample.labels.get("traffic_light")
     if lights is not None:
         seen |= {f"light {LIGHT_STATES[int(s)]}" for s in lights["state"].tolist()}
     return seen
 
 
-def choose_frames(dataset: Dataset, frames: int, count: int) -> tuple[list[int], set[str]]:
-    """``count`` of the first ``frames`` frames of ``dataset`` that together show every object class and every
-    light state they hold (greedy set cover on ``frame_contents``; ties go to a scene not shown yet, then to
-    the frame with more kinds and more labelled objects, then the earlier one). Returns the indices (sorted)
-    and what no frame holds, e.g. ``{"light yellow"}``, so the caller can say so."""
-    wanted = {*OBJECT_CLASSES, *(f"light {s}" for s in LIGHT_STATES)}
+def choose_frames(dataset: Dataset, frames: int, count: int,
+                  setup: Setup | None = None) -> tuple[list[int], set[str]]:
+    """``count`` of the first ``frames`` frames of ``dataset`` that together show every object class (of the
+    ``setup``'s vocabularies, default the world's five) and every light state they hold (greedy set cover on
+    ``frame_contents``; ties go to a scene not shown yet, then to the frame with more kinds and more labelled
+    objects, then the earlier one). Returns the indices (sorted) and what no frame holds, e.g.
+    ``{"light yellow"}``, so the caller can say so."""
+    wanted = {*class_names(setup, "detection2d"), *class_names(setup, "objects3d"),
+              *(f"light {s}" for s in LIGHT_STATES)}
     contents, sizes, scenes = [], [], []
     for i in range(frames):
         sample = dataset[i]
-        contents.append(frame_contents(sample))
+        contents.append(frame_contents(sample, setup))
         sizes.append(sum(len(v["classes"]) for k, v in sample.labels.items() if k in ("detection2d", "objects3d")))
         scenes.append(getattr(sample, "scene_id", i))
     chosen: list[int] = []

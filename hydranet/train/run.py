@@ -23,27 +23,28 @@ import yaml
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint
 from hydranet.console import make_console
-from hydranet.geometry import GridConfig
 from hydranet.json_files import dumps
 from hydranet.model import create_model
 from hydranet.outputs import hold_lock
-from hydranet.source_layouts import check_config_data
+from hydranet.setup import Setup
+from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, ConfigError, config_to_dict
-from hydranet.train.data import TrainData, build_train_data
+from hydranet.train.data import TrainData, build_train_data, resolve_setup
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
 
 
 def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
     ckpt = load_checkpoint(ckpt_path)
-    trained_grid = (ckpt.state.get("model_config") or {}).get("grid")
-    grid = model.cfg.grid.model_dump(mode="json") if hasattr(model, "cfg") else None
-    if trained_grid is not None and grid is not None and GridConfig.model_validate(trained_grid) != model.cfg.grid:
-        raise CheckpointError(f"{ckpt.path}: trained on the BEV grid {trained_grid}, the config's model has {grid}: "
-                              "its BEV weights would be applied to other cells; use the checkpoint's grid "
-                              "(model.grid) or train from scratch")
+    trained_cfg = ckpt.state.get("model_config")
+    if isinstance(trained_cfg, dict) and hasattr(model, "cfg"):  # the BEV cells its weights were trained for
+        trained, grid = Setup.model_validate(trained_cfg.get("setup") or {}).grid, model.cfg.setup.grid
+        if trained is not None and grid is not None and trained != grid:
+            raise CheckpointError(f"{ckpt.path}: trained on the BEV grid {trained.describe()}, the config's model has "
+                                  f"{grid.describe()}: its BEV weights would be applied to other cells; use the "
+                                  "checkpoint's grid (model.setup.grid) or train from scratch")
     own = model.state_dict()
     unexpected = sorted(set(ckpt.model) - set(own))
     missing = sorted(set(own) - set(ckpt.model))
@@ -79,17 +80,19 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     out_dir = Path(out_dir)
     with training_session(cfg, out_dir, resume) as (device, info):
         write_run_config(cfg, out_dir, info)
-        torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model_cfg = cfg.resolved_model()
-        check_config_data(cfg)  # grid, image size, cameras: refused before a frame is rendered
-        model = create_model(model_cfg)
-        note = _load_from(model, from_ckpt) if from_ckpt else None
-        labels = {name: task.label for name, task in model.task_objects.items()}
+        labels = {name: TASKS[name].label for name in model_cfg.tasks}
         train_tasks = sorted(tasks) if tasks else sorted(labels)
         unknown = sorted(set(train_tasks) - set(labels))
         if unknown:
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
-        data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed)
+        # Every dataset opens for the model's setup and reports its own: the model gets their rigs and the
+        # one check refuses a mismatch (image size, rig, grid, classes) before a frame is rendered.
+        data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed, model_cfg.setup)
+        model_cfg = resolve_setup(model_cfg, data.setups or {})
+        torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
+        model = create_model(model_cfg)
+        note = _load_from(model, from_ckpt) if from_ckpt else None
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
         trainer_cls = Trainer
         if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)

@@ -179,10 +179,12 @@ def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
 def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
     """Refuse a cache that cannot train these heads: another trunk, image size, rig or missing labels."""
     cache.check_trunk(trunk_hash(model), "the --from checkpoint")
-    if tuple(model.image_size) != tuple(cache.image_hw):
-        raise CacheError(f"{cache.path}: cached at image size {cache.image_hw}, the model expects {model.image_size}")
-    if model.num_cameras != len(cache.camera_names):
-        raise CacheError(f"{cache.path}: {len(cache.camera_names)} cameras cached, the model has {model.num_cameras}")
+    if tuple(model.setup.image_size) != tuple(cache.image_hw):
+        raise CacheError(f"{cache.path}: cached at image size {cache.image_hw}, the model expects "
+                         f"{model.setup.image_size}")
+    if len(cache.camera_names) not in model.setup.camera_counts():
+        raise CacheError(f"{cache.path}: {len(cache.camera_names)} cameras cached, the model's rigs have "
+                         f"{list(model.setup.camera_counts())}")
     missing = {t: model.task_objects[t].label for t in train_tasks if model.task_objects[t].label not in cache.labels}
     if missing:
         raise CacheError(f"{cache.path}: does not store the label(s) {sorted(set(missing.values()))} that task(s) "

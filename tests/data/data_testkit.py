@@ -7,13 +7,13 @@ import math
 import torch
 
 from hydranet.data.sample import ALL_LABELS, RAGGED_LABELS, Sample
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 
 
 def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, ...] = (), cams: int = 8) -> Sample:
     """A random sample (seeded by ``index``) carrying every label except those in ``drop``."""
     g = torch.Generator().manual_seed(1000 + index)
-    rig = default_rig(height, width)
+    rig = default_rig((height, width))
     names = rig.names[:cams]
     n, h, w = len(names), height, width
 

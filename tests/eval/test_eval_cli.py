@@ -67,11 +67,13 @@ def test_eval_bad_inputs_exit_2(tiny_checkpoint, tiny_suite, tmp_path):
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(broken)])
     assert r.exit_code == 2 and "broken.yaml" in flat(r.output) and "scenarios.a.fog" in flat(r.output)
     small = tmp_path / "small.yaml"
-    small.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, height: 32,"))
+    small.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, setup: {image_size: [32, 128], "
+                                                    "grid: {x_range: [-16, 16], y_range: [-16, 16], cell: 1.0}},"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(small), "--frames", "1", "--device", "cpu"])
     assert r.exit_code == 2 and "images are 32x128 (HxW) but model 'model' is built for 64x128" in flat(r.output)
     grid = tmp_path / "grid.yaml"
-    grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, grid: {cell: 0.5},"))
+    grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, setup: {image_size: [64, 128], "
+                                                   "grid: {cell: 0.5}},"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(grid), "--frames", "1", "--device", "cpu"])
     assert r.exit_code == 2 and "BEV grid is" in flat(r.output) and "but model 'model' uses" in flat(r.output)
 

@@ -22,7 +22,7 @@ GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
 @pytest.fixture(scope="module")
 def light_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(64, 128), grid=GRID, tasks={"traffic_light": {}})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, tasks={"traffic_light": {}})
     cfg.trunk.name = "regnet_tiny"
     root = tmp_path_factory.mktemp("light_ckpt")
     return save_checkpoint(root / "run" / "step_0", create_model(cfg).eval(),

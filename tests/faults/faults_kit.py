@@ -26,16 +26,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 GRID = {"x_range": [-8.0, 8.0], "y_range": [-8.0, 8.0], "cell": 1.0}
-WORLD = {"seed": 3, "num_scenes": 2, "frames_per_scene": 2, "height": 32, "width": 64, "grid": GRID,
-         "lighting": "day", "fog": 0.0}
+SETUP = {"image_size": [32, 64], "grid": GRID}  # the default 8-camera rig at 32x64, a 16 m grid at 1 m
+SCENES = {"seed": 3, "num_scenes": 2, "frames_per_scene": 2, "lighting": "day", "fog": 0.0}
+WORLD = {**SCENES, "setup": SETUP}  # a world file of its own: it says what it renders
 TASKS = ("drivable", "depth", "bev_semantic")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def train_config(path: Path, steps: int = 2, **train: Any) -> Path:
     """A training config of the tiny model on 4 world frames, written to ``path``."""
-    cfg = {"data": {"datasets": {"w": {"kind": "world", "frames": 4, "world": WORLD}}},
-           "model": {"preset": "tiny", "image_size": [32, 64], "grid": GRID, "trunk": {"name": "regnet_tiny"},
+    cfg = {"data": {"datasets": {"w": {"kind": "world", "frames": 4, "world": SCENES}}},  # the model's setup
+           "model": {"preset": "tiny", "setup": SETUP, "trunk": {"name": "regnet_tiny"},
                      "tasks": {t: {} for t in TASKS}},
            "train": {"steps": steps, "batch_size": 1, "warmup_steps": 1, "threads": 1, "log_every": 1, **train}}
     path.write_text(yaml.safe_dump(cfg))
@@ -56,7 +57,7 @@ def make_checkpoint(path: Path, grid: dict | None = None, tasks: tuple[str, ...]
     from hydranet.model import ModelConfig, create_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(32, 64), grid=grid or GRID, tasks={t: {} for t in tasks})
+    cfg = ModelConfig.preset("tiny", setup={**SETUP, "grid": grid or GRID}, tasks={t: {} for t in tasks})
     cfg.trunk.name = "regnet_tiny"
     model = create_model(cfg)
     save_checkpoint(path / "checkpoints" / "step_00000001", model,

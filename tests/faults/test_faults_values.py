@@ -12,7 +12,7 @@ import math
 
 import pytest
 import yaml
-from faults_kit import GRID, cli, error_line, make_checkpoint, train_config, world_file
+from faults_kit import GRID, SETUP, cli, error_line, make_checkpoint, train_config, world_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,11 +68,11 @@ def test_a_bev_grid_too_fine_for_memory_is_refused_everywhere(tmp_path, cell):
     grid = {**GRID, "cell": cell}
     if (16 / cell) ** 2 <= MAX_BEV_CELLS:
         pytest.skip("within the limit")
-    res = cli("generate", "--config", world_file(tmp_path / "w.yaml", grid=grid), "--frames", "1", "-o",
-              tmp_path / "d", code=2)
+    world = world_file(tmp_path / "w.yaml", setup={**SETUP, "grid": grid})
+    res = cli("generate", "--config", world, "--frames", "1", "-o", tmp_path / "d", code=2)
     assert f"exceeds the limit of {MAX_BEV_CELLS:,}" in " ".join(res.output.split())
     cfg = yaml.safe_load(train_config(tmp_path / "c.yaml").read_text())
-    cfg["model"]["grid"] = grid
+    cfg["model"]["setup"]["grid"] = grid
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = cli("train", "-c", tmp_path / "c.yaml", "-o", tmp_path / "run", code=2)
     assert "exceeds the limit" in error_line(res)

@@ -8,14 +8,15 @@ from types import SimpleNamespace
 import torch
 
 from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES
+from hydranet.setup import NUSCENES_CLASSES, Setup
 from hydranet.train.report import choose_frames
 
 
-def _frame(classes: list[str], lights: list[str]):
-    cls = torch.tensor([OBJECT_CLASSES.index(c) for c in classes], dtype=torch.long)
+def _frame(classes: list[str], lights: list[str], vocabulary: tuple[str, ...] = OBJECT_CLASSES):
+    cls = torch.tensor([vocabulary.index(c) for c in classes], dtype=torch.long)
     states = torch.tensor([LIGHT_STATES.index(s) for s in lights], dtype=torch.long)
-    return SimpleNamespace(labels={"detection2d": {"classes": cls}, "objects3d": {"classes": cls},
-                                   "traffic_light": {"state": states}})
+    labels = {"detection2d": {"classes": cls}, "objects3d": {"classes": cls}}
+    return SimpleNamespace(labels=labels | ({"traffic_light": {"state": states}} if lights else {}))
 
 
 def test_cover_every_class_and_light_state_and_name_what_is_missing():
@@ -30,3 +31,11 @@ def test_cover_every_class_and_light_state_and_name_what_is_missing():
         shown |= {LIGHT_STATES[s] for s in f.labels["traffic_light"]["state"].tolist()}
     assert {"car", "truck", "pedestrian", "cone", "traffic_light", "red", "green"} <= shown
     assert missing == {"light yellow"}
+
+
+def test_classes_are_named_by_the_setups_vocabulary():
+    setup = Setup(classes={"detection2d": "nuscenes", "objects3d": "nuscenes"})
+    frames = [_frame(["car"], [], NUSCENES_CLASSES), _frame(["barrier", "motorcycle"], [], NUSCENES_CLASSES)]
+    chosen, missing = choose_frames(frames, len(frames), 2, setup)
+    assert chosen == [0, 1]
+    assert {"car", "barrier", "motorcycle"}.isdisjoint(missing) and "bus" in missing and "cone" not in missing

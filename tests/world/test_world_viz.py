@@ -28,7 +28,7 @@ H, W = 48, 96
 
 @functools.cache
 def sample():
-    return SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=1, frames_per_scene=2))[0]
+    return SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=1, frames_per_scene=2))[0]
 
 
 def test_views_geometry_and_compose():
@@ -70,7 +70,7 @@ def test_primitives_draw_in_the_right_place():
 
 def test_show_command_writes_a_png(tmp_path):
     cfg = tmp_path / "world.yaml"
-    cfg.write_text(f"height: {H}\nwidth: {W}\nframes_per_scene: 5\n")
+    cfg.write_text(f"setup: {{image_size: [{H}, {W}]}}\nframes_per_scene: 5\n")
     out = tmp_path / "show.png"
     res = CliRunner().invoke(app, ["show", "--index", "7", "--config", str(cfg), "--lighting", "night",
                                    "--out", str(out), "--scale", "1"])

@@ -19,8 +19,10 @@ One line::
 Frames: ``T_ego_from_cam`` maps OpenCV camera coordinates (x right, y down, z forward) into the ego
 frame (x forward, y left, z up, origin on the ground under the rear axle); ``T_world_from_ego`` is the
 ego pose in any fixed world frame; ``K`` is in pixels of the image file as stored; ``timestamp`` in
-seconds. Every line must list the same cameras in the same order (the rig), with images of one size
-(``image_size`` resizes them; K follows). Labels are optional per line and use hydranet's own formats
+seconds. Every line must list the same cameras in the same order (the rig). Cameras may have different
+native resolutions: ``image_size`` (a model's network input) resizes every camera to it, rescaling its K
+and nothing else; without it the files must share one size. ``setup`` reports the rig of the first line
+(each camera's native size and K, its T_ego_from_cam). Labels are optional per line and use hydranet's own formats
 (``hydranet.data.sample``): ragged labels as lists (class/state/camera given by name or index), dense
 per-camera labels as ``{camera: file}`` — uint8 PNG of ids for ``drivable``/``lanes``/``semantic``;
 ``depth`` as a 16-bit PNG of metres x 256 (the KITTI depth convention, 0 = no depth) or a ``.npy`` of
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxe
 from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
+from hydranet.setup import Camera, Rig, Setup
 
 __all__ = ["FramesSource", "FramesOptions", "FrameLine", "CameraEntry"]
 
@@ -142,6 +146,30 @@ class FramesSource(Source):
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
         check_unique(((f"{ln.scene_id}#{ln.frame_index}", self._where(no, "scene_id, frame_index"))
                       for no, ln in self.lines), "frame", SourceError)
+
+    @cached_property
+    def setup(self) -> Setup:
+        """The rig of the first line: per camera its native image size (the file header, not decoded), K and
+        T_ego_from_cam; the output size (``image_size``, else the files' one size); no BEV grid."""
+        lineno, line = self.lines[0]
+        cams, sizes = [], set()
+        for name, cam in line.cameras.items():
+            path = self._file(cam.image)
+            try:
+                with open_image(path, str(path)) as im:  # the header only: the pixel limit, no decode
+                    w, h = im.size
+            except LimitError as e:  # already names the file and the limit
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from None
+            except (OSError, ValueError) as e:
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: cannot read {path} ({e})") from e
+            sizes.add((h, w))
+            cams.append(Camera(name=name, image_size=(h, w), K=cam.K, T_ego_from_cam=cam.T_ego_from_cam))
+        if self.image_size is None and len(sizes) > 1:
+            raise SourceError(f"{self._where(lineno, 'cameras')}: images of sizes {sorted(sizes)}: pass image_size "
+                              "(the model's input size) to resize every camera to one size")
+        size = self.image_size if self.image_size is not None else next(iter(sizes))
+        return Setup(image_size=size, rigs={"frames": Rig(cameras=tuple(cams))}, grid=None,
+                     classes=self.object_classes())
 
     def label_present(self, index: int, label: str) -> bool:
         """Whether the line of sample ``index`` gives label ``label`` (no file is read)."""
@@ -299,7 +327,7 @@ class FramesSource(Source):
             if vocab is not None:
                 if not isinstance(v, list):
                     raise SourceError(f"{self._where(lineno, where)}: expected a list")
-                names = self.camera_names if vocab == "camera" else vocab
+                names = self.camera_names if vocab == "camera" else self.model_classes if field == "classes" else vocab
                 v = [self._vocab(lineno, f"{where}[{i}]", x, names, field == "classes") for i, x in enumerate(v)]
             out[field] = self._array(lineno, where, v, cols, dtype)
         m = len(out["boxes"])
