@@ -7,13 +7,16 @@ STAMP := $(VENV)/.installed
 # CPU build of PyTorch (a local file on our dev machines); see README for the GPU install.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint install clean bench browser
+.PHONY: demo test lint install clean bench browser figures demo-figures
 
+# The install's seconds go to .venv/install_seconds: `hydranet demo` reports them with its own phases.
 $(STAMP): pyproject.toml
+	mkdir -p $(VENV) && date +%s > $(VENV)/install_started
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	echo $$(( $$(date +%s) - $$(cat $(VENV)/install_started) )) > $(VENV)/install_seconds
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,15 +32,27 @@ browser:
 	  echo "chromium not installed: the report's browser test will be skipped"
 
 test: $(STAMP) browser
-	$(BIN)/ruff check hydranet tests benchmarks
+	$(BIN)/ruff check hydranet tests benchmarks tools
 	HYDRANET_REQUIRE_BROWSER=$${HYDRANET_REQUIRE_BROWSER:-$$( [ "$$CI" = true ] && echo 1 || echo 0 )} \
 	  $(BIN)/python -m pytest tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check hydranet tests benchmarks
+	$(BIN)/ruff check hydranet tests benchmarks tools
+
+# Every figure in README.md and docs/*.md is rendered from docs/results/*.json (tools/figures.py):
+#   make figures        re-render the marked blocks from the committed results
+#   make demo-figures   keep runs/demo/metrics.json as docs/results/demo.json, then re-render
+#   make bench          run every benchmark, keep each one's JSON as docs/results/<name>.json, re-render
+figures: $(STAMP)
+	$(BIN)/python tools/figures.py render
+
+demo-figures: $(STAMP)
+	$(BIN)/python tools/figures.py record demo --file runs/demo/metrics.json
+	$(BIN)/python tools/figures.py render
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(BIN)/python $$b; done
+	for b in benchmarks/*.py; do $(BIN)/python tools/figures.py record $$(basename $$b .py) -- $(BIN)/python $$b || exit 1; done
+	$(BIN)/python tools/figures.py render
 
 clean:
 	rm -rf runs build *.egg-info

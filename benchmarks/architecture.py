@@ -1,6 +1,6 @@
 """Architecture figures of the `hydranet` package, computed by walking every module's AST.
 
-Prints one JSON object (the architecture issue's six measures):
+Prints one JSON object (the architecture issues' measures):
 
 - `frame_path_files` (static): hydranet files in the import closure (module- and function-level
   imports, following the files the import statements name) of the exporter
@@ -8,12 +8,25 @@ Prints one JSON object (the architecture issue's six measures):
   files that only re-export are not counted. This over-counts (every file an import drags in, used
   or not) and under-counts (plug-ins loaded by name, e.g. the task files, are not import statements).
 - `runtime_path_files` (measured, the honest figure): the hydranet files whose functions actually
-  run while one frame goes rig -> `Sample` (validated) -> `collate` -> `create_model` -> forward ->
-  `export_onnx`, recorded with `sys.setprofile` in a fresh interpreter, for a 1-task model
-  (`objects3d`: cameras, fusion and a BEV head) and for the all-task model (tiny preset, 64x128,
-  default 8-camera rig). Every hydranet file with a function call counts (`__init__.py` and helper
-  files included); module bodies run at import time do not. Where the frame comes from (the
+  run while one frame goes rig -> `Sample` (validated, with labels) -> `collate` -> `create_model` ->
+  forward -> every task's loss -> `export_onnx`, recorded with `sys.setprofile` in a fresh interpreter,
+  for a 1-task model (`objects3d`: cameras, fusion and a BEV head) and for the all-task model (tiny
+  preset, 64x128, default 8-camera rig). Every hydranet file with a function call counts (`__init__.py`
+  and helper files included); module bodies run at import time do not. Where the frame comes from (the
   synthetic world's renderer, a source reader) is upstream of the `Sample` contract and not traced.
+- `export_route` (measured): the route train -> checkpoint -> export. A 2-step `run_training` on the
+  synthetic world writes a checkpoint; a fresh interpreter then runs `export_checkpoint` on it: the hydranet
+  files whose functions run during the export (`files_run`), the hydranet modules imported by then
+  (`modules_imported`) and those of them in `world/` or a data-vs-model compat module (`world_or_compat`:
+  the export must take the rig from the model's setup, never rebuild it from the training data).
+- `bev_grid_forms` (static): the places that hold a BEV grid of their own — classes declaring the grid's
+  fields (`x_range`, `y_range`, `cell`: a grid type) and classes other than `Setup` (its one home) that
+  declare a `grid` field or keep `self.grid`, torch modules excepted (network layers built from the grid,
+  as a convolution is built from its kernel size).
+- `rig_rebuilds` (static): calls that build a rig or a camera (`Rig(`, `Camera(`, `CameraSpec(`,
+  `CameraConfig(`, `default_rig(`, `rig_of_frame(`, `Rig.from_dict(`) outside the rig's home
+  (`hydranet/setup.py`) and outside a source's own `setup` (a reader reporting the rig its calibration
+  describes): every other one rebuilds a rig that should have travelled.
 - `function_level_imports`: internal import statements inside a function or method, and their
   share of all internal import statements.
 - `package_cycles` / `file_cycles`: strongly connected components (size > 1) of the package-level
@@ -26,7 +39,7 @@ Prints one JSON object (the architecture issue's six measures):
   the tool is not installed).
 
 Usage: `python benchmarks/architecture.py [--root PATH] [--list] [--static-only]` (`--list` adds the
-names behind each figure; `--static-only` skips the two traced exports, ~30 s).
+names behind each figure; `--static-only` skips the traced runs, ~1 min).
 """
 
 from __future__ import annotations
@@ -236,6 +249,56 @@ def missing_docstrings(info: dict[str, dict]) -> tuple[int, list[str]]:
     return total, missing
 
 
+GRID_FIELDS = {"x_range", "y_range", "cell"}
+RIG_BUILDERS = {"Rig", "Camera", "CameraSpec", "CameraConfig", "default_rig", "rig_of_frame", "from_dict"}
+
+
+def _is_module(node: ast.ClassDef) -> bool:
+    """A torch module class (its bases name ``nn.Module`` or ``Module``)."""
+    return any(isinstance(b, ast.Attribute) and b.attr == "Module" or isinstance(b, ast.Name) and b.id == "Module"
+               for b in node.bases)
+
+
+def grid_forms(info: dict[str, dict]) -> list[str]:
+    """``bev_grid_forms``' places (module docstring): ``module.Class (why)``."""
+    out = []
+    for m, entry in sorted(info.items()):
+        for node in ast.walk(entry["tree"]):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+            if GRID_FIELDS <= fields:
+                out.append(f"{m}.{node.name} (grid type)")
+            elif node.name != "Setup" and not _is_module(node):
+                keeps = "grid" in fields or any(
+                    isinstance(t, ast.Attribute) and t.attr == "grid" and isinstance(t.value, ast.Name)
+                    and t.value.id == "self" for sub in ast.walk(node) if isinstance(sub, ast.Assign | ast.AnnAssign)
+                    for t in (sub.targets if isinstance(sub, ast.Assign) else [sub.target]))
+                if keeps:
+                    out.append(f"{m}.{node.name} (holds a grid)")
+    return out
+
+
+def rig_rebuilds(info: dict[str, dict]) -> list[str]:
+    """``rig_rebuilds``' call sites (module docstring): ``module:line name``."""
+    out = []
+    for m, entry in sorted(info.items()):
+        if m == "hydranet.setup":
+            continue
+        skip: set[int] = set()
+        for node in ast.walk(entry["tree"]):  # a source's own `setup` reports its rig
+            if isinstance(node, ast.FunctionDef) and node.name == "setup":
+                skip |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(entry["tree"]):
+            if isinstance(node, ast.Call) and id(node) not in skip:
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                if name in RIG_BUILDERS and not (name == "from_dict" and not (
+                        isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "Rig")):
+                    out.append(f"{m}:{node.lineno} {name}")
+    return out
+
+
 def duplicate_pairs(root: Path) -> int | None:
     """Pair count from the `duplicates` tool, or None when it is not installed."""
     tool = shutil.which("duplicates")
@@ -266,6 +329,7 @@ def measure(root: Path, with_lists: bool = False) -> dict:
     )
     path_files = frame_path(info)
     public, missing = missing_docstrings(info)
+    forms, rebuilds = grid_forms(info), rig_rebuilds(info)
     package_cycles = strongly_connected(package_graph)
     # file cycles through a package __init__ re-export are package-level effects; report real files.
     file_cycles = strongly_connected(file_graph)
@@ -280,9 +344,13 @@ def measure(root: Path, with_lists: bool = False) -> dict:
         "public_api": public,
         "public_without_docstring": len(missing),
         "duplicate_pairs": duplicate_pairs(root),
+        "bev_grid_forms": len(forms),
+        "rig_rebuilds": len(rebuilds),
     }
     if with_lists:
         out["lists"] = {
+            "bev_grid_forms": forms,
+            "rig_rebuilds": rebuilds,
             "frame_path": path_files,
             "package_cycles": package_cycles,
             "file_cycles": file_cycles,
@@ -293,16 +361,30 @@ def measure(root: Path, with_lists: bool = False) -> dict:
     return out
 
 
+def _labels(n: int, h: int, w: int, grid_shape: tuple[int, int]) -> dict:
+    """One object or an empty map for every built-in task's label (the traced frame's ground truth)."""
+    import torch
+
+    box2d = torch.tensor([[10.0, 10.0, 30.0, 40.0]])
+    one = torch.zeros(1, dtype=torch.long)
+    return {"detection2d": {"boxes": box2d, "classes": one, "camera": one, "visible": torch.ones(1), "track_id": one},
+            "traffic_light": {"boxes": box2d, "camera": one, "state": one, "lane": one, "track_id": one},
+            "objects3d": {"boxes": torch.tensor([[8.0, 1.0, 0.8, 4.5, 1.9, 1.6, 0.1]]), "classes": one,
+                          "velocity": torch.zeros(1, 2), "track_id": one},
+            "drivable": torch.zeros(n, h, w, dtype=torch.uint8), "lanes": torch.zeros(n, h, w, dtype=torch.uint8),
+            "depth": torch.full((n, h, w), 10.0), "bev_semantic": torch.zeros(6, *grid_shape, dtype=torch.uint8)}
+
+
 def trace_frame(tasks: list[str]) -> list[str]:
-    """Run one frame rig -> Sample -> collate -> create_model -> forward -> export_onnx for ``tasks`` in
+    """Run one frame rig -> Sample -> collate -> create_model -> forward -> loss -> export_onnx for ``tasks`` in
     THIS interpreter under ``sys.setprofile``; the hydranet files (relative paths) whose functions ran."""
     import torch
 
     import hydranet
     from hydranet.data.sample import Sample, collate
     from hydranet.deploy.export import export_onnx
-    from hydranet.geometry import default_rig
     from hydranet.model import ModelConfig, create_model
+    from hydranet.setup import default_rig
 
     package = str(Path(hydranet.__file__).resolve().parent)
     ran: set[str] = set()
@@ -314,24 +396,86 @@ def trace_frame(tasks: list[str]) -> list[str]:
 
     torch.manual_seed(0)
     h, w = 64, 128
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (h, w), "grid": {"x_range": (-16.0, 16.0),
+                                                                          "y_range": (-16.0, 16.0), "cell": 1.0}},
+                             tasks={t: {} for t in tasks})
     sys.setprofile(profile)
     try:
-        rig = default_rig(h, w)
+        rig = default_rig((h, w))
+        labels = {k: v for k, v in _labels(len(rig), h, w, (32, 32)).items() if k in tasks}
         sample = Sample(images=torch.randint(0, 256, (len(rig), 3, h, w), dtype=torch.uint8),
                         intrinsics=rig.intrinsics(), T_ego_from_cam=rig.extrinsics(), T_world_from_ego=torch.eye(4),
-                        timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names))
+                        timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names), labels=labels)
         sample.validate()
         batch = collate([sample])
-        cfg = ModelConfig.preset("tiny", image_size=(h, w), tasks={t: {} for t in tasks},
-                                 grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0})
-        model = create_model(cfg).eval()
-        with torch.no_grad():
-            model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))
+        model = create_model(cfg)
+        out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))
+        sum(model.task_objects[t].loss(out[t], batch)["loss"] for t in tasks).backward()
         with tempfile.TemporaryDirectory() as tmp:
-            export_onnx(model, Path(tmp) / "trace.onnx", list(tasks))
+            export_onnx(model.eval(), Path(tmp) / "trace.onnx", list(tasks))
     finally:
         sys.setprofile(None)
     return sorted(os.path.relpath(f, os.path.dirname(package)) for f in ran)
+
+
+def write_route_checkpoint(directory: Path) -> Path:
+    """A checkpoint as the route writes it: ``run_training`` for 2 steps on the synthetic world (64x128)."""
+    from rich.console import Console
+
+    from hydranet.train.config import config_from_dict
+    from hydranet.train.run import run_training
+
+    cfg = config_from_dict({
+        "data": {"datasets": {"w": {"kind": "world", "frames": 2, "world": {"num_scenes": 1, "frames_per_scene": 2}}}},
+        "model": {"preset": "tiny", "trunk": {"name": "regnet_tiny"}, "neck": {"channels": 16},
+                  "fusion": {"channels": 16, "encoder_blocks": 1}, "bev_channels": 16,
+                  "setup": {"image_size": [64, 128], "grid": {"cell": 2.0}},
+                  "tasks": {"drivable": {}, "objects3d": {}}},
+        "train": {"steps": 2, "batch_size": 1, "warmup_steps": 0, "threads": 1, "log_every": 1}}, "<route>")
+    summary = run_training(cfg, directory, progress=False, console=Console(file=open(os.devnull, "w")))
+    return Path(summary["checkpoint"])
+
+
+def trace_export(checkpoint: str) -> dict:
+    """``export_checkpoint(checkpoint)`` in THIS interpreter: files whose functions ran during the export, the
+    hydranet modules imported by then, and those of ``world/`` or a compat module."""
+    import hydranet
+    from hydranet.deploy.export import export_checkpoint
+
+    package = str(Path(hydranet.__file__).resolve().parent)
+    ran: set[str] = set()
+
+    def profile(frame, event, arg) -> None:  # noqa: ARG001 - sys.setprofile's signature
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            ran.add(os.path.relpath(frame.f_code.co_filename, os.path.dirname(package)))
+
+    sys.setprofile(profile)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_checkpoint(checkpoint, Path(tmp) / "route.onnx")
+    finally:
+        sys.setprofile(None)
+    modules = sorted(m for m in sys.modules if m == "hydranet" or m.startswith("hydranet."))
+    bad = [m for m in modules if m.startswith("hydranet.world") or m.split(".")[-1] in ("compat", "source_layouts")
+           or m == "hydranet.data.layout"]
+    return {"files_run": sorted(ran), "modules_imported": modules, "world_or_compat": bad}
+
+
+def export_route(root: Path) -> dict:
+    """The export route (module docstring) on the checkout at ``root``: a checkpoint from a short training run,
+    then ``trace_export`` in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = str(Path(__file__).resolve())
+        run = subprocess.run([sys.executable, script, "--route-checkpoint", str(Path(tmp) / "r")], cwd=root, env=env,
+                             capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise RuntimeError(f"the route's training run failed:\n{run.stderr[-3000:]}")
+        trace = subprocess.run([sys.executable, script, "--trace-export", run.stdout.strip().splitlines()[-1]],
+                               cwd=root, env=env, capture_output=True, text=True, check=False)
+        if trace.returncode != 0:
+            raise RuntimeError(f"tracing the export failed:\n{trace.stderr[-3000:]}")
+    return json.loads(trace.stdout)
 
 
 def runtime_path(root: Path, tasks: tuple[str, ...]) -> list[str]:
@@ -351,16 +495,28 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="add the names behind each figure")
     parser.add_argument("--static-only", action="store_true", help="skip the traced exports (runtime_path_files)")
     parser.add_argument("--trace", help=argparse.SUPPRESS)  # internal: one traced frame, prints its files
+    parser.add_argument("--route-checkpoint", help=argparse.SUPPRESS)  # internal: the route's training run
+    parser.add_argument("--trace-export", help=argparse.SUPPRESS)  # internal: the route's export, traced
     args = parser.parse_args()
     if args.trace:
         print(json.dumps(trace_frame(args.trace.split(","))))
+        return
+    if args.route_checkpoint:
+        print(write_route_checkpoint(Path(args.route_checkpoint)))
+        return
+    if args.trace_export:
+        print(json.dumps(trace_export(args.trace_export)))
         return
     out = measure(args.root, args.list)
     if not args.static_only:
         traced = {"one_task": runtime_path(args.root, ONE_TASK), "all_tasks": runtime_path(args.root, ALL_TASKS)}
         out["runtime_path_files"] = {k: len(v) for k, v in traced.items()}
+        route = export_route(args.root)
+        out["export_route"] = {"files_run": len(route["files_run"]), "modules_imported": len(route["modules_imported"]),
+                               "world_or_compat": len(route["world_or_compat"])}
         if args.list:
             out["lists"]["runtime_path"] = traced
+            out["lists"]["export_route"] = route
     print(json.dumps(out, indent=2))
 
 

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -63,20 +64,20 @@ def simulated_teacher(labels: list[dict], args: argparse.Namespace, gen: torch.G
 
 
 class _Teacher:
-    """``label_clip`` needs only the teacher's task objects (names, labels; metrics need the BEV grid,
-    which building the heads fixes: a tiny HydraNet with the two tracked tasks provides them)."""
+    """``label_clip`` needs only the teacher's task objects (names, labels; metrics need the BEV grid of the
+    setup: a tiny HydraNet with the two tracked tasks provides them)."""
 
-    def __init__(self, args: argparse.Namespace, cameras: int, grid: dict):
+    def __init__(self, setup: Any):
         from hydranet.model import ModelConfig, create_model
 
-        cfg = ModelConfig.preset("tiny", image_size=(args.height, args.width), num_cameras=cameras, grid=grid,
-                                 tasks={"objects3d": {}, "traffic_light": {}})
+        cfg = ModelConfig.preset("tiny", setup=setup, tasks={"objects3d": {}, "traffic_light": {}})
         self.task_objects = create_model(cfg).task_objects
 
 
 def main() -> None:
     from hydranet.engine.autolabel import AutoLabelConfig, label_clip
-    from hydranet.world import SyntheticWorld, WorldConfig
+    from hydranet.setup import Rig, Setup, default_rig
+    from hydranet.world import SyntheticWorld
     from hydranet.world.config import load_world_config
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,12 +93,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(1)
-    cams = [c.model_dump() for c in WorldConfig().cameras if c.name in ("main", "wide")]
+    size = (args.height, args.width)
+    two = Rig(cameras=tuple(c for c in default_rig(size).cameras if c.name in ("main", "wide")))
+    setup = Setup(image_size=size, rigs={"two": two})
     world = SyntheticWorld(load_world_config({"seed": 4242 + args.seed, "num_scenes": args.scenes,
-                                              "frames_per_scene": args.frames_per_scene, "height": args.height,
-                                              "width": args.width, "cameras": cams, "fog": 0.0}))
-    g = world.grid
-    teacher = _Teacher(args, len(cams), {"x_range": list(g.x_range), "y_range": list(g.y_range), "cell": g.cell})
+                                              "frames_per_scene": args.frames_per_scene, "setup": setup,
+                                              "fog": 0.0}))
+    teacher = _Teacher(setup)
     gen = torch.Generator().manual_seed(args.seed)
     cfg = AutoLabelConfig(min_score=0.0, min_confidence=0.0, window=args.window)
     modes = {"single_frame": replace(cfg, smoothing=False), "clip_smoothed": cfg}

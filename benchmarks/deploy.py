@@ -59,8 +59,10 @@ def demo_model(args: argparse.Namespace) -> torch.nn.Module:
         model_dict["preset"] = args.preset
     cfg = ModelConfig.model_validate(resolve_model_dict(model_dict))
     if args.height or args.width:
-        h, w = cfg.image_size
-        cfg = cfg.model_copy(update={"image_size": (args.height or h, args.width or w)})
+        h, w = cfg.setup.image_size
+        size = (args.height or h, args.width or w)
+        cfg = ModelConfig.model_validate({**cfg.model_dump(), "setup": {
+            **cfg.setup.model_dump(exclude_unset=True), "image_size": size}})
     torch.manual_seed(0)
     return create_model(cfg).eval()
 
@@ -182,11 +184,11 @@ def main() -> None:
     from hydranet.deploy.runtime import DeployedModel
 
     model = demo_model(args)
-    h, w = model.image_size
+    h, w = model.setup.image_size
     machine = {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
                "torch": torch.__version__}
     result: dict = {"benchmark": "deploy", "machine": machine, "spin": not args.no_spin,
-                    "threads": args.threads, "cameras": model.num_cameras, "image_hw": [h, w],
+                    "threads": args.threads, "cameras": len(model.setup.rig()), "image_hw": [h, w],
                     "tasks": list(model.task_objects), "params": model.parameter_counts()["total"], "runs": args.runs}
     import onnxruntime
 

@@ -48,12 +48,18 @@ METRICS = {"drivable": "miou", "depth": "abs_rel"}
 SUITES = {"night": {"lighting": "night"}, "day": {"lighting": "day"}}
 
 
-def world(args: argparse.Namespace, seed: int, scenes: int, **over: Any) -> dict[str, Any]:
-    from hydranet.world import WorldConfig
+def setup(args: argparse.Namespace) -> dict[str, Any]:
+    """The setup every world renders and the model is built for: two cameras of the default rig."""
+    from hydranet.setup import default_rig
 
-    cams = [c.model_dump() for c in WorldConfig().cameras if c.name in CAMERA_NAMES]
-    return {"seed": seed, "num_scenes": scenes, "frames_per_scene": args.frames_per_scene, "height": args.height,
-            "width": args.width, "cameras": cams, "grid": {"cell": 2.0}, **over}
+    cams = [c.model_dump() for c in default_rig((args.height, args.width)).cameras if c.name in CAMERA_NAMES]
+    return {"image_size": [args.height, args.width], "rigs": {"two": cams},
+            "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 2.0}}
+
+
+def world(args: argparse.Namespace, seed: int, scenes: int, **over: Any) -> dict[str, Any]:
+    return {"seed": seed, "num_scenes": scenes, "frames_per_scene": args.frames_per_scene, "setup": setup(args),
+            **over}
 
 
 def render(out: Path, cfg: dict[str, Any], frames: int) -> str:
@@ -76,8 +82,7 @@ def train(args: argparse.Namespace, out: Path, datasets: dict[str, str], steps: 
         return str(resolve_checkpoint(out))
     cfg = config_from_dict({
         "data": {"datasets": {n: {"kind": "shards", "path": p} for n, p in datasets.items()}},
-        "model": {"preset": "tiny", "image_size": [args.height, args.width], "num_cameras": len(CAMERA_NAMES),
-                  "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 2.0}, "tasks": TASKS},
+        "model": {"preset": "tiny", "setup": setup(args), "tasks": TASKS},
         "train": {"steps": steps, "batch_size": args.batch, "lr": lr, "warmup_steps": min(20, steps // 5),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": steps, "seed": seed, "threads": 1,
                   "num_workers": 0, "balancing": {"kind": "uncertainty"}},
@@ -90,12 +95,10 @@ def suites(args: argparse.Namespace, work: Path) -> list[Any]:
     import yaml
 
     from hydranet.eval.suite import load_suite
-    from hydranet.world import WorldConfig
 
-    cams = [c.model_dump() for c in WorldConfig().cameras if c.name in CAMERA_NAMES]
     out = []
-    for name, scen in SUITES.items():
-        spec = {"name": name, "world": {"fog": 0.0, "num_scenes": 40, "cameras": cams, "frames_per_scene": 10},
+    for name, scen in SUITES.items():  # the suites render the model's setup
+        spec = {"name": name, "world": {"fog": 0.0, "num_scenes": 40, "frames_per_scene": 10},
                 "scenarios": {name: scen}, "seeds": [9100, 9100 + args.eval_seeds], "frames": args.eval_frames,
                 "bootstrap": 200, "tasks": {"drivable": {"thresholds": {"miou": ">= 0.0"},
                                                           "tolerance": {"miou": 0.03}},
@@ -124,7 +127,7 @@ def rare_night_pool(args: argparse.Namespace, w: Path, seed: int) -> str:
     day = open_dataset(render(w / "pool_day", world(args, 200 + seed, n_day // per + 1, lighting="day"), n_day))
     night = open_dataset(render(w / "pool_night", world(args, 300 + seed, n_night // per + 1, lighting="night"),
                                 n_night))
-    with ShardWriter(out, shard_size=64, rig=day.rig.to_dict(), grid=day.grid.to_dict(),
+    with ShardWriter(out, shard_size=64, setup=day.setup,
                      source={"kind": "engine-benchmark-pool", "day": n_day, "night": n_night}) as wr:
         for ds in (day, night):
             for i in range(len(ds)):

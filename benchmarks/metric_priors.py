@@ -20,7 +20,7 @@ from hydranet.world import SyntheticWorld, WorldConfig
 
 
 def frames(seed: int, scenes: int, h: int, w: int) -> list:
-    world = SyntheticWorld(WorldConfig(seed=seed, num_scenes=scenes, frames_per_scene=4, height=h, width=w))
+    world = SyntheticWorld(WorldConfig(seed=seed, num_scenes=scenes, frames_per_scene=4, setup={"image_size": (h, w)}))
     return [world[i] for i in range(0, len(world), 2)]
 
 

@@ -50,7 +50,7 @@ REAL = REPO / ".." / "shared" / "realdata"
 NUSC_IMAGES = REAL / "open-mmlab__mmdetection3d" / "demo" / "data" / "nuscenes"
 NUSC_ROOT = REAL / "derived" / "nuscenes_v1.0-mini_scene-0061_sample0"
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT", "CAM_BACK")
-MODEL_INPUT = (96, 192)  # configs/demo.yaml model.image_size
+MODEL_INPUT = (96, 192)  # configs/demo.yaml model.setup.image_size
 
 
 def _rss_mb() -> float:
@@ -158,8 +158,9 @@ def train_step(batch_size: int, steps: int) -> dict[str, Any]:
     from hydranet.model import ModelConfig, create_model
     from hydranet.model.config import ALL_TASKS
 
-    cfg = ModelConfig.preset("tiny", image_size=list(MODEL_INPUT), tasks={t: {} for t in ALL_TASKS},
-                             grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": list(MODEL_INPUT),
+                                            "grid": {"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0}},
+                             tasks={t: {} for t in ALL_TASKS})
     torch.manual_seed(0)
     model = create_model(cfg).train()
     h, w = MODEL_INPUT

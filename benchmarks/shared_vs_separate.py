@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
-from hydranet.geometry import default_rig
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.config import ALL_TASKS
+from hydranet.setup import default_rig
 
 
 def _time_ms(fn, repeats: int) -> float:
@@ -73,10 +73,10 @@ def train_step_ms(model: torch.nn.Module, images: torch.Tensor, K: torch.Tensor,
 def latency(preset: str, repeats: int, image_size: tuple[int, int] | None) -> dict[str, Any]:
     overrides: dict[str, Any] = {"tasks": {t: {} for t in ALL_TASKS}}
     if image_size is not None:
-        overrides["image_size"] = image_size
+        overrides["setup"] = {"image_size": image_size}
     cfg = ModelConfig.preset(preset, **overrides)
-    h, w = cfg.image_size
-    rig = default_rig(h, w)
+    h, w = cfg.setup.image_size
+    rig = default_rig((h, w))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (1, len(rig), 3, h, w), dtype=torch.uint8, generator=g)
     K, T = rig.intrinsics()[None], rig.extrinsics()[None]
@@ -170,8 +170,8 @@ def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int,
 
     h, w = image_size
     grid = {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 0.5}  # 64×64 cells: CPU budget
-    world = {"seed": 0, "num_scenes": max(1, train_frames // 4), "frames_per_scene": 4, "height": h, "width": w,
-             "grid": grid}
+    world = {"seed": 0, "num_scenes": max(1, train_frames // 4), "frames_per_scene": 4,
+             "setup": {"image_size": [h, w], "grid": grid}}
     eval_world = world | {"seed": 1, "num_scenes": max(1, eval_frames // 4)}
     t0 = time.perf_counter()
     train_set = [SyntheticWorld(WorldConfig(**world))[i] for i in range(train_frames)]
@@ -179,7 +179,7 @@ def train_and_compare(out: Path, steps: int, batch_size: int, train_frames: int,
     render_s = time.perf_counter() - t0
     train = {"steps": steps, "batch_size": batch_size, "lr": 2e-3, "warmup_steps": max(1, steps // 10),
              "threads": threads, "seed": 0, "log_every": max(1, steps // 5), "device": "cpu"}
-    model = {"preset": preset, "image_size": [h, w], "grid": grid}
+    model = {"preset": preset, "setup": {"image_size": [h, w], "grid": grid}}
 
     hydra_model = model | {"tasks": {t: {} for t in ALL_TASKS}}
     flops = {"hydranet": train_step_flops(hydra_model, train_set[0], batch_size)}

@@ -42,7 +42,7 @@ def make_config(args: argparse.Namespace, tasks: list[str], steps: int) -> Any:
     return config_from_dict({
         # The datasets are handed to the trainer directly; this section only has to be valid.
         "data": {"datasets": {"w": {"kind": "world", "frames": args.frames}}},
-        "model": {"preset": args.preset, "image_size": [args.height, args.width], "grid": grid,
+        "model": {"preset": args.preset, "setup": {"image_size": [args.height, args.width], "grid": grid},
                   "tasks": {t: {} for t in tasks}},
         "train": {"steps": steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": min(10, steps // 4),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, steps), "seed": 0},
@@ -97,8 +97,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     work = Path(args.workdir or tmp.name)  # type: ignore[union-attr]
     device = torch.device(args.device)
-    world = dict(height=args.height, width=args.width, grid={"cell": 1.0}, frames_per_scene=8, lighting="day",
-                 fog=0.0)
+    world = dict(setup={"image_size": (args.height, args.width), "grid": {"cell": 1.0}}, frames_per_scene=8,
+                 lighting="day", fog=0.0)
     t0 = time.perf_counter()
     train_world = SyntheticWorld(WorldConfig(seed=11, num_scenes=math.ceil(args.frames / 8), **world))
     eval_world = SyntheticWorld(WorldConfig(seed=911, num_scenes=math.ceil(args.eval_frames / 8), **world))

@@ -57,8 +57,9 @@ class InMemory(Dataset):
 def render(seed: int, scenes: int, per_scene: int, args: argparse.Namespace) -> InMemory:
     from hydranet.world import SyntheticWorld, WorldConfig
 
-    world = SyntheticWorld(WorldConfig(seed=seed, num_scenes=scenes, frames_per_scene=per_scene, height=args.height,
-                                       width=args.width, grid={"cell": 1.0}, layout="straight", lighting="day",
+    world = SyntheticWorld(WorldConfig(seed=seed, num_scenes=scenes, frames_per_scene=per_scene,
+                                       setup={"image_size": (args.height, args.width), "grid": {"cell": 1.0}},
+                                       layout="straight", lighting="day",
                                        fog=0.0, traffic_density=2.0, ego_stop_and_go=True))
     return InMemory([world[i] for i in range(len(world))])
 
@@ -73,8 +74,9 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
                               if temporal else None}
     return config_from_dict({
         "data": {"datasets": {"w": {"kind": "world", "frames": 1}}},  # the data is handed to the trainer
-        "model": {"preset": "tiny", "image_size": [args.height, args.width], "fusion": fusion,
-                  "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 1.0},
+        "model": {"preset": "tiny", "fusion": fusion,
+                  "setup": {"image_size": [args.height, args.width],
+                            "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 1.0}},
                   # Velocity weighs as much as the other box terms (the task default, 0.2, suits long runs).
                   # Both models learn and are scored on every object on the grid, seen now or not
                   # (min_visible 0): remembering a hidden object is what the memory is for.
@@ -114,7 +116,7 @@ class FrameProbe:
 
         self.task = model.task_objects["objects3d"]
         self.errors: list[float] = []
-        g = self.task.grid
+        g = self.task.setup.grid
         self.low = TemporalDetection3DMetric(self.task.classes, score_threshold=0.1,
                                              grid_extent=(g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]))
 
@@ -131,7 +133,7 @@ class FrameProbe:
             moving = t["classes"] <= 2  # car, truck, pedestrian (cones and lights do not move)
             sub = {k: v[moving] for k, v in t.items() if isinstance(v, torch.Tensor) and len(v) == len(moving)}
             hw = tuple(o["heatmap"].shape[-2:])
-            enc = encode_objects3d([sub], self.task.grid, hw, len(self.task.classes), 0.1, 0)
+            enc = encode_objects3d([sub], self.task.setup.grid, hw, len(self.task.classes), 0.1, 0)
             if len(enc["ys"]) == 0:
                 continue
             pred = o["velocity"][b][:, enc["ys"], enc["xs"]].T
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     lh, lw = args.latency_size
     frames = render(2002, 1, args.latency_frames + 2, argparse.Namespace(height=lh, width=lw))
-    nets = {n: create_model(make_config(args, n == "temporal").resolved_model().model_copy(
-        update={"image_size": (lh, lw)})).eval() for n in results}
+    nets = {n: create_model(make_config(argparse.Namespace(**{**vars(args), "height": lh, "width": lw}),
+                                        n == "temporal").resolved_model()).eval() for n in results}
     for _ in range(3):
         for n, net in nets.items():
             lat = latency(net, frames, args.latency_frames)

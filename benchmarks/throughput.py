@@ -110,10 +110,9 @@ def step_config(args: argparse.Namespace) -> Config:
 
 
 def rendered_batch(cfg: Config, batch_size: int) -> list[Any]:
-    """``batch_size`` frames of the default world at the model's image size (one per scene: varied content)."""
-    h, w = cfg.resolved_model().image_size
-    world = SyntheticWorld(WorldConfig(seed=3, num_scenes=batch_size, frames_per_scene=1, height=h, width=w,
-                                       grid=cfg.resolved_model().grid))
+    """``batch_size`` frames of the world rendered for the model's setup (one per scene: varied content)."""
+    world = SyntheticWorld(WorldConfig(seed=3, num_scenes=batch_size, frames_per_scene=1,
+                                       setup=cfg.resolved_model().setup))
     return [world[i] for i in range(batch_size)]
 
 
@@ -191,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     m = cfg.resolved_model()
     return {
         "benchmark": "throughput", "config": str(args.config or default_demo_config()), "preset": args.preset,
-        "image_size": list(m.image_size), "cameras": m.num_cameras, "batch_size": len(samples), "threads": threads,
+        "image_size": list(m.setup.image_size), "cameras": len(m.setup.rigs[0].cameras),
+        "batch_size": len(samples), "threads": threads,
         "machine": {"cpu": cpu_model(), "torch": torch.__version__,
                     "cpu_bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f),
                     "loadavg_1min": round(os.getloadavg()[0], 2), "logical_cpus": os.cpu_count()},

@@ -42,7 +42,8 @@ def bench_generate(frames: int) -> dict:
             # CPU time of this (single-threaded) process: the per-core rate even on a loaded machine
             "generated_frames_per_cpu_s": round(frames / cpu, 2),
             "generated_cpu_ms_per_frame": round(1000 * cpu / frames, 1),
-            "generated_frames_per_cpu_s_by_lighting": by_lighting, "image": [8, 3, cfg.height, cfg.width]}
+            "generated_frames_per_cpu_s_by_lighting": by_lighting,
+            "image": [len(cfg.rendered_rig), 3, *cfg.setup.image_size]}
 
 
 def bench_read(frames: int) -> dict:

@@ -19,6 +19,7 @@ execute code. ``load_model(path) -> (model, checkpoint)`` is the one public load
 
 ``trunk_hash`` (sha256 over names, dtypes, shapes and bytes of the ``trunk.*`` and ``neck.*``
 tensors) identifies the shared feature extractor: the feature cache and ``merge`` compare it.
+``files_sha256`` (sha256 of each safetensors file) is checked by every load: integrity in one place.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from hydranet.config_errors import format_validation_error
 from hydranet.model import ModelConfig, create_model
 
 FORMAT = "hydranet-checkpoint/1"
@@ -166,6 +169,14 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor
         state.setdefault(int(idx), {})[name] = value
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # Per-parameter state (AdamW's exp_avg, exp_avg_sq) takes its parameter's memory layout again: it was
+    # created like the parameter (channels_last conv weights) and stored contiguous; the fused AdamW kernel
+    # walks parameter, gradient and state as one flat array, so a layout mismatch would update wrong elements.
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _remove(path: Path) -> None:
@@ -217,14 +228,17 @@ def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, An
     for leftover in parent.glob(".tmp-*"):  # from a crash mid-save
         _remove(leftover)
     model_state = _tensors(model.state_dict())
-    state = {"format": FORMAT, **state, "trunk_hash": trunk_hash(model_state)}
+    files = {"model.safetensors": st_save(model_state)}
+    if optimizer_tensors is not None:
+        files["optimizer.safetensors"] = st_save(_tensors(optimizer_tensors))
+    state = {"format": FORMAT, **state, "trunk_hash": trunk_hash(model_state),
+             "files_sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
     tmp = parent / f".tmp-{directory.name}-{os.getpid()}"
     target = _free_name(directory)
     try:
         tmp.mkdir()
-        _write_file(tmp / "model.safetensors", st_save(model_state))
-        if optimizer_tensors is not None:
-            _write_file(tmp / "optimizer.safetensors", st_save(_tensors(optimizer_tensors)))
+        for name, data in files.items():
+            _write_file(tmp / name, data)
         _write_file(tmp / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
         _fsync_dir(tmp)
         os.replace(tmp, target)
@@ -292,15 +306,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", optimizer: bool = True) -> Checkpoint:
     """Read a checkpoint (safetensors + JSON only); ``optimizer=False`` skips the optimizer moments.
+
+    Every file is checked against the sha256 ``state.json`` records for it (``files_sha256``, written by
+    ``save_checkpoint``; older checkpoints: the trunk hash), so a flipped byte or an edited header is refused
+    wherever a checkpoint is loaded (resume, ``--from``, eval, export, merge, the feature cache).
     Raises ``CheckpointError`` naming the file."""
     path = resolve_checkpoint(path)
     state_file = path / "state.json"
     try:
         state = json.loads(state_file.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise CheckpointError(f"{state_file}: unreadable checkpoint state ({e})") from None
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{state_file}: unknown checkpoint format {state.get('format')!r}, expected {FORMAT!r}")
+
+    hashes = state.get("files_sha256")
 
     def read(name: str, required: bool) -> dict[str, Tensor]:
         file = path / name
@@ -309,13 +329,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                 raise CheckpointError(f"{file}: missing")
             return {}
         try:
-            tensors = st_load(file.read_bytes())
+            data = file.read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"{file}: unreadable ({e.strerror or e})") from None
+        try:
+            tensors = st_load(data)
         except Exception as e:  # safetensors raises its own error types for corrupt headers/data
             raise CheckpointError(f"{file}: corrupt safetensors file ({e})") from None
+        if isinstance(hashes, dict) and name in hashes and hashlib.sha256(data).hexdigest() != hashes[name]:
+            raise CheckpointError(f"{file}: sha256 differs from the one recorded in {state_file}: the file was "
+                                  "altered or damaged after it was saved")
         return {k: v.to(map_location) for k, v in tensors.items()}
 
-    return Checkpoint(path, state, read("model.safetensors", True),
-                      read("optimizer.safetensors", False) if optimizer else {})
+    model = read("model.safetensors", True)
+    if not isinstance(hashes, dict) and state.get("trunk_hash") and state["trunk_hash"] != trunk_hash(model):
+        # a checkpoint from before files_sha256: the trunk hash still covers the shared feature extractor
+        raise CheckpointError(f"{path / 'model.safetensors'}: trunk hash differs from the one recorded in "
+                              f"{state_file}: the weights were altered or damaged after they were saved")
+    return Checkpoint(path, state, model, read("optimizer.safetensors", False) if optimizer else {})
 
 
 def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = True
@@ -377,9 +408,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise CheckpointError(f"{where}: no model_config (not written by hydranet train?)")
     try:
         model_cfg = ModelConfig.model_validate(ckpt.state["model_config"])
-    except ValueError as e:
-        raise CheckpointError(f"{where}: model_config is not valid for this version ({e})") from None
+    except ValidationError as e:
+        raise CheckpointError(format_validation_error(e, f"{where}: model_config (not valid for this version)",
+                                                      "model_config", sep="; ")) from None
     model = create_model(model_cfg).to(device)
+    own = model.state_dict()
+    for name, tensor in ckpt.model.items():
+        if name in own and tensor.dtype != own[name].dtype:  # a header whose dtype was changed: never reinterpret
+            raise CheckpointError(f"{ckpt.path / 'model.safetensors'}: tensor {name} is {tensor.dtype}, the model "
+                                  f"needs {own[name].dtype}: the file was altered or is not this model's")
     try:
         model.load_state_dict(ckpt.model, strict=True)
     except RuntimeError as e:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 import hydranet.world.source  # noqa: F401 - registers the ``world`` source kind
 from hydranet.data.manifest import MANIFEST_NAME, ShardManifestError
@@ -42,12 +42,27 @@ from hydranet.data.sources import (
     source_class,
 )
 from hydranet.data.storage import is_url
+from hydranet.setup import Setup
 from hydranet.world.config import load_world_config
 from hydranet.world.dataset import SyntheticWorld
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
-__all__ = ["open_dataset", "open_source", "load_world_config", "SOURCES", "Source", "SourceOptions", "SourceError",
-           "SourceConfigError", "parse_options", "parse_source_spec", "register_source", "source_class"]
+__all__ = ["open_dataset", "open_source", "dataset_setup", "load_world_config", "SOURCES", "Source", "SourceOptions",
+           "SourceError", "SourceConfigError", "parse_options", "parse_source_spec", "register_source", "source_class"]
+
+
+def dataset_setup(ds: Dataset) -> Setup:
+    """The ``Setup`` a dataset from ``open_dataset`` reports (every source, ``SyntheticWorld`` and
+    ``ShardDataset`` have ``setup``), through ``Subset`` and one-part ``ConcatDataset``; ``TypeError`` for a
+    dataset that reports none."""
+    if isinstance(ds, Subset):
+        return dataset_setup(ds.dataset)
+    if isinstance(ds, ConcatDataset) and len(ds.datasets) == 1:
+        return dataset_setup(ds.datasets[0])
+    setup = getattr(ds, "setup", None)
+    if not isinstance(setup, Setup):
+        raise TypeError(f"{type(ds).__name__} reports no setup (a Source, SyntheticWorld or ShardDataset does)")
+    return setup
 
 
 def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:

@@ -1,4 +1,4 @@
-"""The single source of truth for frames, cameras, the rig and the BEV grid.
+"""The single source of truth for frames, camera projection and the BEV grid (the rig is ``hydranet.setup``).
 
 Conventions (see DESIGN.md):
 - Ego frame: origin on the ground under the rear axle; x forward, y left, z up; metres, radians.
@@ -14,11 +14,13 @@ serve the renderer (numpy-free), the fusion module (differentiable, per-sample K
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from torch import Tensor
+
+from hydranet.limits import check_bev_cells
 
 # --------------------------------------------------------------------------------------------
 # SE(3)
@@ -88,7 +90,7 @@ def yaw_transform(x: float, y: float, yaw: float, z: float = 0.0) -> Tensor:
 
 # Rotation taking OpenCV camera axes to ego axes for a camera looking straight down ego +x:
 # cam z (forward) -> ego x, cam x (right) -> ego -y, cam y (down) -> ego -z.
-_EGO_FROM_CV = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
+EGO_FROM_OPENCV = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
 
 
 def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> Tensor:
@@ -97,12 +99,30 @@ def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> Tensor:
     return torch.tensor([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
-def camera_extrinsics(position: tuple[float, float, float], yaw_deg: float, pitch_deg: float) -> Tensor:
-    """``T_ego_from_cam`` for a camera at ``position`` (ego, m) turned ``yaw`` left of +x and
-    tilted ``pitch`` *down* (positive pitch looks at the ground)."""
+def camera_extrinsics(position: tuple[float, float, float], yaw_deg: float, pitch_deg: float,
+                      roll_deg: float = 0.0) -> Tensor:
+    """``T_ego_from_cam`` ``[4, 4]`` float64 for a camera at ``position`` (ego, m) turned ``yaw`` left of +x,
+    tilted ``pitch`` *down* (positive pitch looks at the ground) and rolled ``roll`` about its optical axis
+    (positive turns the image clockwise as seen from behind the camera: ego +y towards -z).
+
+    ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll) @ R_ego_from_opencv`` (intrinsic z-y-x, the nuScenes/ISO order);
+    ``camera_angles`` inverts it."""
     # Pitch down = rotation about the ego y axis by +pitch (x towards -z), applied before yaw.
-    R = rot_z(math.radians(yaw_deg)) @ rot_y(math.radians(pitch_deg)) @ _EGO_FROM_CV
+    R = rot_z(math.radians(yaw_deg)) @ rot_y(math.radians(pitch_deg))
+    if roll_deg:  # no Rx(0) product for an unrolled camera: its T stays bit-identical to yaw/pitch alone
+        R = R @ rot_x(math.radians(roll_deg))
+    R = R @ EGO_FROM_OPENCV
     return make_transform(R, torch.tensor(position, dtype=torch.float64))
+
+
+def camera_angles(T_ego_from_cam: Tensor) -> tuple[float, float, float]:
+    """``(yaw, pitch, roll)`` in degrees of a camera's ``T_ego_from_cam`` (inverse of ``camera_extrinsics``;
+    at pitch = +-90 deg roll is folded into yaw)."""
+    R = torch.as_tensor(T_ego_from_cam, dtype=torch.float64)[:3, :3] @ EGO_FROM_OPENCV.T  # = Rz Ry Rx
+    pitch = math.asin(max(-1.0, min(1.0, float(-R[2, 0]))))
+    yaw = math.atan2(float(R[1, 0]), float(R[0, 0]))
+    roll = math.atan2(float(R[2, 1]), float(R[2, 2]))
+    return math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
 
 
 def project(points_cam: Tensor, K: Tensor, image_hw: tuple[int, int] | None = None,
@@ -152,115 +172,51 @@ def resize_intrinsics(K: Tensor, scale_x: float, scale_y: float) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# The rig
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CameraSpec:
-    """One camera's mounting and lens, independent of image size.
-
-    ``position`` is in the ego frame (metres); ``yaw_deg`` turns left of ego +x, ``pitch_deg`` > 0
-    looks down at the ground; ``hfov_deg`` is the horizontal field of view (square pixels).
-    """
-    name: str
-    hfov_deg: float
-    position: tuple[float, float, float]  # ego frame, metres
-    yaw_deg: float  # left of forward
-    pitch_deg: float  # positive looks down
-
-    def intrinsics(self, width: int, height: int) -> Tensor:
-        """Pinhole K ``[3, 3]`` float64 in pixels for a ``width`` × ``height`` image."""
-        return intrinsics_from_fov(width, height, self.hfov_deg)
-
-    def extrinsics(self) -> Tensor:
-        """``T_ego_from_cam`` ``[4, 4]`` float64 (OpenCV camera axes to the ego frame, metres)."""
-        return camera_extrinsics(self.position, self.yaw_deg, self.pitch_deg)
-
-
-@dataclass(frozen=True)
-class Rig:
-    """Ordered, named cameras sharing one image size. Camera order in tensors is this order."""
-
-    cameras: tuple[CameraSpec, ...]
-    height: int = 128
-    width: int = 256
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Camera names in tensor order."""
-        return tuple(c.name for c in self.cameras)
-
-    def __len__(self) -> int:
-        return len(self.cameras)
-
-    def intrinsics(self) -> Tensor:
-        """Pinhole K per camera ``[N, 3, 3]`` float32, pixels at ``height`` × ``width``."""
-        return torch.stack([c.intrinsics(self.width, self.height) for c in self.cameras]).float()
-
-    def extrinsics(self) -> Tensor:
-        """``T_ego_from_cam`` ``[N, 4, 4]`` float32: OpenCV camera frame to ego frame, metres."""
-        return torch.stack([c.extrinsics() for c in self.cameras]).float()
-
-    def resized(self, height: int, width: int) -> Rig:
-        """The same cameras at a new image size (K is derived per size, so only H, W change)."""
-        return Rig(self.cameras, height, width)
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (image size and each camera's fields); inverse of ``from_dict``."""
-        return {"height": self.height, "width": self.width,
-                "cameras": [c.__dict__ | {"position": list(c.position)} for c in self.cameras]}
-
-    @staticmethod
-    def from_dict(d: dict) -> Rig:
-        """Rebuild a rig from ``to_dict`` output; a missing key raises ``KeyError``."""
-        cams = tuple(CameraSpec(**(c | {"position": tuple(c["position"])})) for c in d["cameras"])
-        return Rig(cams, int(d["height"]), int(d["width"]))
-
-
-# Mounting positions follow a mid-size sedan (wheelbase 2.9 m, rear axle at the origin):
-# three forward cameras behind the windshield, B-pillar cameras looking side-forward, repeaters on
-# the front fenders looking back along the sides, and a rear camera above the plate.
-DEFAULT_CAMERAS: tuple[CameraSpec, ...] = (
-    CameraSpec("main", 50.0, (1.60, 0.00, 1.40), 0.0, 2.0),
-    CameraSpec("narrow", 35.0, (1.60, 0.05, 1.40), 0.0, 1.0),
-    CameraSpec("wide", 120.0, (1.60, -0.05, 1.40), 0.0, 4.0),
-    CameraSpec("left_pillar", 90.0, (1.10, 0.85, 1.25), 60.0, 5.0),
-    CameraSpec("right_pillar", 90.0, (1.10, -0.85, 1.25), -60.0, 5.0),
-    CameraSpec("left_repeater", 80.0, (2.30, 0.95, 0.95), 140.0, 5.0),
-    CameraSpec("right_repeater", 80.0, (2.30, -0.95, 0.95), -140.0, 5.0),
-    CameraSpec("rear", 110.0, (-0.90, 0.00, 1.05), 180.0, 12.0),
-)
-
-
-def default_rig(height: int = 128, width: int = 256) -> Rig:
-    """The 8-camera sedan rig (``DEFAULT_CAMERAS``: 3 forward, 2 pillar, 2 repeater, 1 rear) at H × W pixels."""
-    return Rig(DEFAULT_CAMERAS, height, width)
-
-
-# --------------------------------------------------------------------------------------------
 # BEV grid
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BevGrid:
-    """Defines the tensor layout of every BEV input, label and output.
+def _number(v: Any) -> float:
+    """A finite number from a config or manifest; a string or bool is refused (JSON writes ``2.0`` as a
+    number, users write ``2``; neither writes ``"2"``)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
 
-    Rows run from ``x_max`` (row 0) down to ``x_min``; columns from ``y_max`` (col 0) to ``y_min``.
+
+Metres = Annotated[float, BeforeValidator(_number)]
+
+
+class BevGrid(BaseModel):
+    """The BEV grid: the tensor layout of every BEV input, label and output (ego frame, metres).
+
+    Rows run from ``x_max`` (row 0) down to ``x_min``; columns from ``y_max`` (col 0) to ``y_min``. One
+    class serves as the config/YAML schema, the record in shard and deploy manifests and the runtime
+    object (frozen, hashable, compared by value); ``BevGrid((-8, 8), (-8, 8), 0.5)`` works positionally.
+    Validation raises ``ValueError`` for an inverted range, a span that is not whole cells, a cell
+    <= 0, a non-finite number or a string.
     """
 
-    x_range: tuple[float, float] = (-32.0, 32.0)
-    y_range: tuple[float, float] = (-32.0, 32.0)
-    cell: float = 0.5
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
+    x_range: tuple[Metres, Metres] = (-32.0, 32.0)  # ego x (forward), metres
+    y_range: tuple[Metres, Metres] = (-32.0, 32.0)  # ego y (left), metres
+    cell: Metres = Field(0.5, gt=0.0)  # metres per cell
+
+    def __init__(self, x_range: Any = (-32.0, 32.0), y_range: Any = (-32.0, 32.0), cell: Any = 0.5,
+                 **data: Any) -> None:
+        super().__init__(x_range=x_range, y_range=y_range, cell=cell, **data)
+
+    @model_validator(mode="after")
+    def _whole_cells(self) -> BevGrid:
         for name, (lo, hi) in (("x_range", self.x_range), ("y_range", self.y_range)):
             if not hi > lo:
                 raise ValueError(f"BevGrid.{name} must be (min, max) with max > min, got {(lo, hi)}")
             span = (hi - lo) / self.cell
             if abs(span - round(span)) > 1e-6:
                 raise ValueError(f"BevGrid.{name} span {hi - lo} m is not a multiple of cell {self.cell} m")
+        check_bev_cells(self.rows, self.cols, f"BevGrid (cell {self.cell} m over x {self.x_range}, y {self.y_range})")
+        return self
 
     @property
     def rows(self) -> int:
@@ -302,33 +258,10 @@ class BevGrid:
         x, y = self.index_to_metres(rr, cc)
         return torch.stack([x, y], -1)
 
-    def to_dict(self) -> dict:
-        """JSON-ready form (ranges and cell size in metres); inverse of ``from_dict``."""
-        return {"x_range": list(self.x_range), "y_range": list(self.y_range), "cell": self.cell}
-
-    @staticmethod
-    def from_dict(d: dict) -> BevGrid:
-        """Rebuild a grid from ``to_dict`` output; raises ``ValueError`` for an invalid range or cell."""
-        return BevGrid(tuple(d["x_range"]), tuple(d["y_range"]), float(d["cell"]))
-
-
-class GridConfig(BaseModel):
-    """The config/YAML form of ``BevGrid``: the ONE schema the world (labels) and the model share, so
-    a grid is written, validated and compared the same way everywhere (``hydranet.compat``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    x_range: tuple[float, float] = (-32.0, 32.0)  # ego x (forward), metres
-    y_range: tuple[float, float] = (-32.0, 32.0)  # ego y (left), metres
-    cell: float = Field(0.5, gt=0.0)  # metres per cell
-
-    @model_validator(mode="after")
-    def _check(self) -> GridConfig:
-        self.to_grid()  # raises a ValueError naming the range
-        return self
-
-    def to_grid(self) -> BevGrid:
-        """The ``BevGrid`` this config describes; raises ``ValueError`` naming a bad range."""
-        return BevGrid(tuple(self.x_range), tuple(self.y_range), self.cell)
+    def describe(self) -> str:
+        """``x (-32.0, 32.0) m, y (-32.0, 32.0) m, cell 1.0 m (64x64)``: the grid in error messages."""
+        return (f"x {tuple(self.x_range)} m, y {tuple(self.y_range)} m, cell {self.cell} m "
+                f"({self.rows}x{self.cols})")
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ the decoded objects per frame, as ``infer`` does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from hydranet.data.convert import resize_sample
 from hydranet.data.sample import Batch, Sample, collate
 from hydranet.datasets import open_dataset
 from hydranet.deploy.infer import draw_and_record
+from hydranet.json_files import dumps
 from hydranet.viz import Views
 
 __all__ = ["run_predict"]
@@ -39,7 +39,7 @@ def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | Non
     8 cameras runs on a 1-camera dash cam without pretending the missing cameras saw anything."""
     n = len(sample.camera_names)
     if n > num_cameras:
-        raise ValueError(f"{sample.scene_id}: {n} cameras, more than the model's {num_cameras} (model.num_cameras)")
+        raise ValueError(f"{sample.scene_id}: {n} cameras, more than the model's {num_cameras} (setup.rigs)")
     if n == num_cameras:
         return collate([sample]), None
     pad = num_cameras - n
@@ -81,10 +81,9 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     if unknown:
         raise ValueError(f"tasks {unknown} are not heads of this model ({list(model.task_objects)})")
     if isinstance(data, str) and data == "synthetic":
-        # The world at the model's own image size and BEV grid (the defaults are another grid and size),
-        # as `hydranet infer --data synthetic` renders the exported graph's.
-        h, w = model.image_size
-        dataset = open_dataset(data, world={"height": h, "width": w, "grid": model.grid.to_dict()})
+        # The world rendering the model's own setup (the defaults are another rig, grid and size), as
+        # `hydranet infer --data synthetic` renders the exported graph's.
+        dataset = open_dataset(data, world={"setup": model.setup.model_dump(mode="json")})
     else:
         dataset = open_dataset(data)
     n = len(dataset) if frames is None else min(frames, len(dataset))
@@ -92,10 +91,11 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for k in range(n):
-        sample = resize_sample(dataset[k], model.image_size)
-        batch, valid = _padded_batch(sample, model.num_cameras)
+        sample = resize_sample(dataset[k], model.setup.image_size)
+        own = len(sample.camera_names) in model.setup.camera_counts()  # one of the model's rigs: no padding
+        batch, valid = (collate([sample]), None) if own else _padded_batch(sample, max(model.setup.camera_counts()))
         outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names, camera_valid=valid)
-        views = Views.from_sample(sample, model.grid, scale=scale)
+        views = Views.from_sample(sample, model.setup.grid, scale=scale)
         record: dict[str, Any] = {"frame": k, "scene_id": sample.scene_id, "frame_index": sample.frame_index,
                                   "camera_names": list(sample.camera_names), "tasks": {}}
         dense: dict[str, np.ndarray] = {}
@@ -113,6 +113,6 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
             on_frame(1)
     result = {"checkpoint": str(checkpoint), "data": str(data), "tasks": names, "frames": records}
     tmp = out / ".tmp-predictions.json"
-    tmp.write_text(json.dumps(result, indent=1))
+    tmp.write_text(dumps(result))
     tmp.replace(out / "predictions.json")
     return result

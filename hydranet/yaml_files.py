@@ -25,6 +25,8 @@ def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, exp
         raise error(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML ({e})") from None
+    except RecursionError:
+        raise error(f"{path}: nested too deep to read (refused)") from None
     if tree is None and empty is not None:
         return dict(empty)
     if not isinstance(tree, dict):

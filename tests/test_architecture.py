@@ -20,15 +20,16 @@ _spec.loader.exec_module(_architecture)
 # Left to right. Packages in one tier are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("hydranet",),  # the root package: __version__ only
-    ("geometry", "config_errors", "yaml_files", "console"),  # frames, rig, BEV grid; error text; YAML files; terminal
+    ("limits", "outputs"),  # the limits inputs are held to; outputs that never eat inputs, locks, atomic files
+    ("geometry", "config_errors", "yaml_files", "json_files", "console"),  # frames, BEV grid; errors; YAML, JSON
+    ("setup",),  # the Setup: rigs, image size, BEV grid, class vocabularies; the one data-vs-model check
     ("data",),  # the Sample contract, label specs, shards, source readers, loaders
     ("world",),  # the synthetic world: a producer of Sample (registers the `world` source)
     ("datasets",),  # open any source of frames by name or config (--data)
     ("viz", "metrics"),  # drawing; streaming metrics (leaf libraries)
     ("tasks",),  # the Task contract and registry: heads, losses, decoders
     ("model",),  # trunk, neck, fusion, temporal, HydraNet
-    ("checkpoint", "compat"),  # checkpoint I/O, load_model; the data-vs-model layout check
-    ("source_layouts",),  # the layout of every kind of source (opens any source), config-time data check
+    ("checkpoint",),  # checkpoint I/O, load_model
     ("eval",),  # the evaluation loop, suites, gate, reports
     ("train", "deploy"),  # training; export and deployed runtime
     ("engine", "predict"),  # the data engine; batch prediction to JSON

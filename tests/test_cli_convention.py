@@ -133,8 +133,8 @@ def test_generate_takes_a_training_configs_world_so_the_readme_loop_chains(tmp_p
     assert res.exit_code == 0, res.output
     model = load_config(demo).resolved_model()
     m = read_manifest(out)
-    assert tuple(m.image_size) == tuple(model.image_size)  # before: 128x256 frames the demo model rejects
-    assert len(m.camera_names) == model.num_cameras and m.grid_obj() == model.grid.to_grid()
+    assert tuple(m.image_size) == tuple(model.setup.image_size)  # before: 128x256 frames the demo model rejects
+    assert m.setup == model.setup  # the world rendered the model's setup, declared once in model.setup
     bad = runner.invoke(app, ["generate", "--config", str(demo), "--dataset", "nope", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "no world dataset 'nope' (world datasets: ['demo', 'eval'])" in bad.output
 
@@ -160,7 +160,7 @@ def test_data_info_verify_of_a_replaced_shard_is_bad_input(tmp_path):
     from hydranet.world.generate import generate
 
     root = tmp_path / "data"
-    generate(root, WorldConfig(seed=1, num_scenes=1, frames_per_scene=1, height=32, width=64), frames=1)
+    generate(root, WorldConfig(seed=1, num_scenes=1, frames_per_scene=1, setup={"image_size": (32, 64)}), frames=1)
     shard = root / "shard-000000.tar"
     data = bytearray(shard.read_bytes())
     data[len(data) // 3] ^= 0xFF

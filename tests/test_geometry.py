@@ -1,4 +1,4 @@
-"""The single source of truth for frames: SE(3), pinhole projection, rays, the rig, the BEV grid, boxes."""
+"""The single source of truth for frames: SE(3), pinhole projection, rays, camera angles, the BEV grid, boxes."""
 
 import math
 
@@ -8,7 +8,8 @@ import torch
 from hydranet.geometry import (
     BevGrid,
     box_corners,
-    default_rig,
+    camera_angles,
+    camera_extrinsics,
     invert_transform,
     make_transform,
     pixel_grid,
@@ -23,6 +24,7 @@ from hydranet.geometry import (
     wrap_angle,
     yaw_transform,
 )
+from hydranet.setup import default_rig
 
 
 def _random_transform(gen: torch.Generator) -> torch.Tensor:
@@ -44,7 +46,7 @@ def test_se3_inverse_and_composition():
 
 
 def test_project_unproject_round_trip():
-    rig = default_rig(96, 192)
+    rig = default_rig((96, 192))
     K = rig.intrinsics()
     gen = torch.Generator().manual_seed(1)
     uv = torch.rand(len(rig), 50, 2, generator=gen) * torch.tensor([192.0, 96.0])
@@ -60,7 +62,7 @@ def test_project_unproject_round_trip():
 
 
 def test_rays_hit_their_pixels():
-    rig = default_rig(32, 64)
+    rig = default_rig((32, 64))
     K = rig.intrinsics()[0].double()
     rays = ray_directions(K, 32, 64)
     assert torch.allclose(rays[..., 2], torch.ones(32, 64, dtype=torch.float64))
@@ -70,47 +72,13 @@ def test_rays_hit_their_pixels():
 
 
 def test_resize_rescales_projection():
-    rig = default_rig(64, 128)
+    rig = default_rig((64, 128))
     K = rig.intrinsics()[0].double()
     pt = torch.tensor([[1.0, -0.5, 9.0]], dtype=torch.float64)
     uv, _ = project(pt, K)
     uv2, _ = project(pt, resize_intrinsics(K, 2.0, 2.0))
     assert torch.allclose(uv2, uv * 2, atol=1e-9)
-    assert torch.allclose(rig.resized(128, 256).intrinsics()[0].double(), resize_intrinsics(K, 2.0, 2.0), atol=1e-4)
-
-
-def _cam_sees(rig, name: str, point_ego: tuple[float, float, float]) -> bool:
-    i = rig.names.index(name)
-    T = invert_transform(rig.extrinsics()[i].double())
-    pc = transform_points(T, torch.tensor([point_ego], dtype=torch.float64))
-    _, valid = project(pc, rig.intrinsics()[i].double(), (rig.height, rig.width))
-    return bool(valid[0])
-
-
-def test_default_rig_poses_are_sane():
-    rig = default_rig()
-    assert rig.names == ("main", "narrow", "wide", "left_pillar", "right_pillar", "left_repeater", "right_repeater",
-                         "rear")
-    T = rig.extrinsics().double()
-    fwd = T[:, :3, 2]  # optical axis in ego axes
-    heading = {n: math.degrees(math.atan2(float(f[1]), float(f[0]))) for n, f in zip(rig.names, fwd, strict=True)}
-    for name in ("main", "narrow", "wide"):
-        assert abs(heading[name]) < 1.0 and fwd[rig.names.index(name), 2] < 0  # ahead, slightly down
-    assert heading["left_pillar"] > 30 and heading["right_pillar"] < -30
-    assert heading["left_repeater"] > 100 and heading["right_repeater"] < -100
-    assert abs(abs(heading["rear"]) - 180) < 1.0
-    assert (T[:, 2, 3] > 0.5).all() and (T[:, 2, 3] < 2.0).all()  # mounted on the car body
-    # The road ahead is in the forward cameras (below the horizon), the road behind in the rear one.
-    for name in ("main", "narrow", "wide"):
-        assert _cam_sees(rig, name, (30.0, 0.0, 0.0))
-        assert not _cam_sees(rig, name, (-30.0, 0.0, 0.0))
-    assert _cam_sees(rig, "rear", (-20.0, 0.0, 0.0)) and not _cam_sees(rig, "rear", (20.0, 0.0, 0.0))
-    assert _cam_sees(rig, "left_pillar", (8.0, 8.0, 0.0)) and _cam_sees(rig, "right_pillar", (8.0, -8.0, 0.0))
-    assert _cam_sees(rig, "left_repeater", (-10.0, 4.0, 0.0)) and _cam_sees(rig, "right_repeater", (-10.0, -4.0, 0.0))
-    # Every direction around the car at 15 m is seen by some camera (360 degree coverage).
-    for deg in range(0, 360, 10):
-        a = math.radians(deg)
-        assert any(_cam_sees(rig, n, (15 * math.cos(a), 15 * math.sin(a), 1.0)) for n in rig.names), deg
+    assert torch.allclose(rig.intrinsics((128, 256))[0].double(), resize_intrinsics(K, 2.0, 2.0), atol=1e-4)
 
 
 def test_bev_grid_indices():
@@ -149,3 +117,26 @@ def test_box_corners_and_yaw():
     assert torch.allclose(moved, here, atol=1e-9)
     assert torch.allclose(wrap_angle(torch.tensor([3 * math.pi, -3.5 * math.pi])),
                           torch.tensor([-math.pi, 0.5 * math.pi]), atol=1e-5)
+
+
+def test_camera_extrinsics_with_roll_and_its_inverse():
+    # roll 0 keeps yaw/pitch bit-exact (the world's default rig renders identically); angles round-trip
+    T0 = camera_extrinsics((1.0, 0.2, 1.4), 30.0, 5.0)
+    assert torch.equal(T0, camera_extrinsics((1.0, 0.2, 1.4), 30.0, 5.0, 0.0))
+    T = camera_extrinsics((1.0, 0.2, 1.4), -120.0, 7.5, 3.0)
+    yaw, pitch, roll = camera_angles(T)
+    assert (round(yaw, 9), round(pitch, 9), round(roll, 9)) == (-120.0, 7.5, 3.0)
+    # roll turns the image about the optical axis: the optical axis (camera z) is unchanged
+    assert torch.allclose(T[:3, 2], camera_extrinsics((1.0, 0.2, 1.4), -120.0, 7.5)[:3, 2], atol=1e-12)
+    assert not torch.allclose(T[:3, 0], camera_extrinsics((1.0, 0.2, 1.4), -120.0, 7.5)[:3, 0], atol=1e-3)
+
+
+def test_bev_grid_is_one_validated_value():
+    assert BevGrid((-8, 8), (-8, 8), 0.5) == BevGrid.model_validate({"x_range": [-8.0, 8.0], "y_range": [-8, 8],
+                                                                      "cell": 0.5})
+    assert len({BevGrid(cell=1.0), BevGrid(cell=1.0), BevGrid()}) == 2  # hashable, compared by value
+    for bad, match in (({"cell": 0}, "greater than 0"), ({"x_range": (2, 1)}, "max > min"),
+                       ({"x_range": (0, 1.25)}, "not a multiple"), ({"cell": "1.0"}, "expected a number"),
+                       ({"cell": float("nan")}, "finite|number")):
+        with pytest.raises(ValueError, match=match):
+            BevGrid.model_validate(bad)

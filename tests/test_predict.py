@@ -24,8 +24,9 @@ from hydranet.model.config import ALL_TASKS
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=[64, 128], tasks={t: {} for t in ALL_TASKS},
-                             grid={"x_range": [-16, 16], "y_range": [-16, 16], "cell": 1.0})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": [64, 128],
+                                            "grid": {"x_range": [-16, 16], "y_range": [-16, 16], "cell": 1.0}},
+                             tasks={t: {} for t in ALL_TASKS})
     directory = tmp_path_factory.mktemp("ckpt") / "run" / "checkpoints" / "step_00000000"
     save_checkpoint(directory, create_model(cfg), {"model_config": cfg.model_dump(mode="json"), "config": {},
                                                    "step": 0})

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from hydranet.data.sample import Sample, collate
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 
 
 def make_sample(index: int, labels: dict) -> Sample:
-    rig = default_rig(8, 16)
+    rig = default_rig((8, 16))
     n = len(rig)
     return Sample(
         images=torch.full((n, 3, 8, 16), index, dtype=torch.uint8),

@@ -9,6 +9,7 @@ from hydranet.cli import (  # noqa: F401 - registers commands
     subgraph,
     suites,
     train,
+    view,
     world,
 )
 from hydranet.cli.app import app

@@ -1,4 +1,8 @@
-"""The typer application every command module registers onto."""
+"""The typer application every command module registers onto.
+
+Every command it registers is a ``hydranet.cli.guard.GuardedCommand``: one error convention, outputs
+that never overwrite inputs, one writer per output (see ``guard.py``).
+"""
 
 import platform
 import sys
@@ -7,8 +11,20 @@ import torch
 import typer
 
 import hydranet
+from hydranet.cli.guard import GuardedCommand
+from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
 
-app = typer.Typer(
+
+class HydraTyper(typer.Typer):
+    """``typer.Typer`` whose commands are ``GuardedCommand`` unless a command names a subclass of it."""
+
+    def command(self, *args, cls: type[GuardedCommand] | None = None, **kwargs):  # noqa: ANN201 - typer's decorator
+        if cls is not None and not issubclass(cls, GuardedCommand):
+            raise TypeError(f"hydranet command class {cls.__name__} must subclass GuardedCommand")
+        return super().command(*args, cls=cls or GuardedCommand, **kwargs)
+
+
+app = HydraTyper(
     # Rich error panels wrap messages inside a box at 80 columns; in logs and pipes print click's
     # plain one-line "Error: ..." instead (hydranet.console does the same for tables).
     rich_markup_mode="rich" if sys.stderr.isatty() else None,
@@ -21,8 +37,13 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    max_image_pixels: int = typer.Option(None, "--max-image-pixels", min=1, help="Refuse images whose header "
+                                         f"claims more pixels than this (default {MAX_IMAGE_PIXELS_DEFAULT:,}, "
+                                         "or HYDRANET_MAX_IMAGE_PIXELS)."),
+) -> None:
     """Multi-camera, multi-task perception networks: see each command's --help."""
+    set_max_image_pixels(max_image_pixels)
 
 
 @app.command()

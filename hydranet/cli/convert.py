@@ -10,8 +10,6 @@ mini_val --cameras '[CAM_FRONT, CAM_BACK]'``); unknown ones are errors naming th
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import typer
@@ -20,10 +18,11 @@ import yaml
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
 from hydranet.cli.source_help import ConvertCommand
-from hydranet.console import make_console
+from hydranet.console import make_console, progress
 from hydranet.data.convert import convert as run
 from hydranet.data.convert import source_options
 from hydranet.datasets import open_source
+from hydranet.json_files import dumps
 
 
 def parse_extra_options(args: list[str]) -> dict[str, object]:
@@ -104,15 +103,12 @@ def convert(
     console = make_console()
     total = len(source) if limit is None else min(limit, len(source))
     console.print(f"convert {kind}: {total} samples, cameras {list(source.camera_names)} -> {out}")
-    start = time.perf_counter()
-    done = [0]
 
     def tick(n: int) -> None:
-        done[0] += n
-        if done[0] % 10 == 0 or done[0] == total:
-            console.print(f"  {done[0]}/{total} samples ({done[0] / (time.perf_counter() - start):.2f}/s)")
+        bar.advance(n)
+        bar.note(f"{bar.done / max(bar.elapsed, 1e-9):.2f} samples/s")
 
-    with cli_errors():
+    with cli_errors(), progress(f"convert {kind}", total, console, unit="samples") as bar:
         manifest, rep = run(source, out, image_size=size, image_format=image_format, label_formats=label_formats,
                             shard_size=shard_size, overwrite=overwrite, frames=limit, on_sample=tick)
     mb = sum(s.bytes for s in manifest.shards) / 1e6
@@ -123,4 +119,4 @@ def convert(
     if "filtered_empty_boxes" in rep:
         console.print(f"boxes without lidar/radar points filtered: {rep['filtered_empty_boxes']}")
     if report is not None:
-        report.write_text(json.dumps(rep, indent=1) + "\n")
+        report.write_text(dumps(rep) + "\n")

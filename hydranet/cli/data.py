@@ -6,26 +6,17 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from hydranet.cli.app import app
-from hydranet.cli.errors import BAD_INPUT, FAILED, fail
-from hydranet.compat import check_data_matches_model, world_layout
-from hydranet.console import make_console
+from hydranet.cli.errors import fail
+from hydranet.console import make_console, progress
 from hydranet.data.manifest import ShardError
 from hydranet.data.shards import ShardDataset
-from hydranet.train.config import load_config
-from hydranet.world.config import WorldConfig, load_world_config, training_world
+from hydranet.train.data import world_from_file
+from hydranet.world.config import WorldConfig
 from hydranet.world.generate import check_existing, resolve
 from hydranet.world.generate import generate as run
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=console, transient=False)
 
 
 @app.command()
@@ -66,19 +57,15 @@ def generate(
                       f"{size / 1e6:.1f} MB); --force regenerates")
         return
     start = time.perf_counter()
-    with _progress(console) as bar:
-        task = bar.add_task(f"generate {out}", total=frames, rate="")
+    with progress(f"generate {out}", frames, console, unit="frames") as bar:
 
         def tick(n: int) -> None:
-            fps = n / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=n, rate=f"{fps:5.1f} frames/s")
+            bar.update(n)
+            bar.note(f"{n / max(bar.elapsed, 1e-9):.1f} frames/s")
 
-        try:
-            result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, force=force, progress=tick,
-                         image_format=image_format)
-        except (ShardError, ValueError, OSError) as e:
-            bar.stop()
-            raise fail(str(e), FAILED if isinstance(e, OSError) else BAD_INPUT) from e
+        # ShardError/ValueError: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
+        result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, force=force, progress=tick,
+                     image_format=image_format)
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start
@@ -88,37 +75,24 @@ def generate(
 
 def _world_and_frames(config: Path | None, dataset: str | None, seed: int | None,
                       frames: int | None) -> tuple[WorldConfig, int]:
-    """The ``WorldConfig`` to render (``--config``/``--dataset`` plus ``--seed``, checked against a training
-    config's model) and how many frames (``--frames``, else the training dataset's); ``BadParameter`` if
-    either is missing or invalid."""
+    """The ``WorldConfig`` to render (``--config``/``--dataset`` plus ``--seed``; a training config's world
+    dataset renders its model's setup and is checked against the model) and how many frames (``--frames``,
+    else the training dataset's); ``BadParameter`` if either is missing or invalid."""
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
-        world = load_world_config(config, {"seed": seed} if seed is not None else None, dataset)
-        dataset_frames = _training_frames(config, dataset, world)  # also checks the world against the model
-        frames = frames if frames is not None else dataset_frames
+        world, cfg = world_from_file(config, dataset, {"seed": seed} if seed is not None else None)
+        if cfg is not None:
+            name = dataset or next(n for n in sorted(cfg.data.datasets) if cfg.data.datasets[n].kind == "world")
+            section = cfg.data.eval if name == "eval" else cfg.data.datasets[name]
+            frames = frames if frames is not None else (section.frames if section is not None else None)
+            cfg.resolved_model().check_data(world.rendered_setup, f"{config} dataset {name}")  # the one check
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
     if frames is None:
         raise typer.BadParameter("how many frames? (required unless --config is a training config)",
                                  param_hint="--frames")
     return world, frames
-
-
-def _training_frames(config: Path | None, dataset: str | None, world) -> int | None:  # noqa: ANN001
-    """A training config's dataset ``frames``, after checking its world against the config's model
-    (``hydranet.compat``): the frames written are ones that model accepts. None for other files."""
-    import yaml
-
-    if config is None:
-        return None
-    tree = yaml.safe_load(config.read_text()) or {}
-    if not isinstance(tree, dict) or not isinstance(tree.get("data"), dict):
-        return None
-    _, frames = training_world(tree, dataset, str(config))
-    model_cfg = load_config(config).resolved_model()
-    check_data_matches_model(world_layout(world, f"{config} dataset {dataset or '(default)'}"), model_cfg)
-    return frames
 
 
 @app.command("data-info")
@@ -131,10 +105,7 @@ def data_info(
     """Summarise a shard directory (source, rig, label counts, shards); optionally verify every byte."""
 
     console = make_console()
-    try:
-        ds = ShardDataset(data)
-    except ShardError as e:  # not a dataset: bad input
-        raise fail(str(e)) from e
+    ds = ShardDataset(data)  # not a dataset: ShardError, exit 2; a store that does not answer: exit 1
     m = ds.manifest
     size = sum(s.bytes for s in m.shards)
     src = m.source.get("kind", "?")
@@ -143,20 +114,22 @@ def data_info(
                   f"({size / max(m.num_samples, 1) / 1e3:.0f} kB/sample); hydranet {m.generator.get('version')}, "
                   f"created {m.created}")
     console.print(f"source: {src}" + (f", seed {world.get('seed')}, frames {m.source.get('frames')}" if world else ""))
+    grid = m.setup.grid if m.setup is not None else None
     console.print(f"rig: {len(m.camera_names)} cameras {', '.join(m.camera_names)} at "
-                  f"{m.image_size[0]}x{m.image_size[1]}" + (f"; BEV grid {m.grid}" if m.grid else ""))
+                  f"{m.image_size[0]}x{m.image_size[1]}" + (f"; BEV grid {grid.describe()}" if grid else ""))
     table = Table("label", "samples", "share", "task")
     for name, count in m.labels.items():
         table.add_row(name, str(count), f"{100 * count / m.num_samples:.0f}%", "yes" if name in m.tasks else "")
     console.print(table)
     if not verify:
         return
-    with _progress(console) as bar:
-        sha = bar.add_task("sha256", total=size, rate="")
-        dec = bar.add_task("decode", total=m.num_samples, rate="", visible=deep)
-        try:
-            ds.verify(deep=deep, on_bytes=lambda n: bar.advance(sha, n), on_sample=lambda n: bar.advance(dec, n))
-        except ShardError as e:  # a corrupt, truncated or replaced shard is bad input (exit 2), as in README
-            bar.stop()
-            raise fail(str(e)) from e
+    decoded = [0]
+
+    def on_sample(n: int) -> None:
+        decoded[0] += n
+        bar.note(f"{decoded[0]}/{m.num_samples} samples decoded")
+
+    with progress("verify sha256", size, console, unit="bytes") as bar:
+        # a corrupt, truncated or replaced shard is bad input (exit 2), as in README
+        ds.verify(deep=deep, on_bytes=bar.advance, on_sample=on_sample)
     console.print("[green]ok[/green]: every shard matches its sha256" + (" and every sample decodes" if deep else ""))

@@ -6,19 +6,17 @@ Exit codes: 0 = done (and checks pass); 1 = a check failed (parity above 1e-3, I
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
-from hydranet.console import make_console
+from hydranet.console import make_console, progress, working
 from hydranet.deploy.export import ExportError, export_checkpoint
 from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.infer import run_infer
@@ -28,15 +26,10 @@ from hydranet.deploy.runtime import DeployedModel
 from hydranet.deploy.suites import suite_metrics
 from hydranet.deploy.verify import PARITY_TOLERANCE, metric_drop, parity
 from hydranet.eval.loop import evaluate
-from hydranet.eval.runner import to_jsonable
 from hydranet.eval.suite import SuiteError
+from hydranet.json_files import dumps, to_jsonable
 
 console = make_console()
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                    TimeElapsedColumn(), console=console, transient=True)
 
 
 def _threads(threads: int | None) -> None:
@@ -49,7 +42,7 @@ def _threads(threads: int | None) -> None:
 def _write_json(path: Path | None, data: Any) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1))
+        path.write_text(dumps(data))
         console.print(f"wrote {path}")
 
 
@@ -74,8 +67,11 @@ def export(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 with BEV tasks: GridSample; camera-only "
                               ">= 13)"),
     batch: int = typer.Option(1, "--batch", min=1, help="batch size the graph is built for (fixed)"),
+    rig: str | None = typer.Option(None, "--rig", help="the rig of the model's setup the graph takes (a model "
+                                   "trained on several rigs lists them in its setup.rigs; default: the first)"),
     verify: bool = typer.Option(False, "--verify", help="compare ONNX Runtime with PyTorch eager on held-out "
-                                "synthetic frames and print the max abs difference per output (fails above 1e-3)"),
+                                "synthetic frames of the exported rig and print the max abs difference per output "
+                                "(fails above 1e-3)"),
     verify_frames: int = typer.Option(4, "--verify-frames", min=1, help="held-out frames for --verify"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (torch and ONNX Runtime)"),
 ) -> None:
@@ -84,11 +80,11 @@ def export(
 
     _threads(threads)
     try:
-        with console.status(f"exporting {checkpoint} -> {output}"):
-            manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch)
+        with working(f"exporting {checkpoint} -> {output}", console):
+            manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch, rig)
     except ExportError as e:
         raise typer.BadParameter(str(e), param_hint=e.option) from None
-    except (CheckpointError, OSError, ValueError) as e:  # ValueError: a model config this version rejects
+    except (CheckpointError, ValueError) as e:  # ValueError: a model config this version rejects; a full disk: exit 1
         raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     graph = onnx.load(str(output), load_external_data=False)
     size = output.stat().st_size
@@ -101,12 +97,14 @@ def export(
     for s in manifest.state_outputs:  # a temporal graph: the memory the runtime feeds back next frame
         table.add_row(s.name, "(memory)", "×".join(map(str, s.shape)), f"feeds {s.feeds}")
     console.print(table)
-    console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}")
+    console.print(f"manifest: {manifest_path(output)}  trunk hash {manifest.trunk_hash[:16]}  rig "
+                  f"'{manifest.setup.rig_name()}': {manifest.setup.rig().describe()} at "
+                  f"{manifest.image_size[0]}x{manifest.image_size[1]}")
     if not verify:
         return
 
     dm = _deployed(output, threads)
-    with console.status(f"parity on {verify_frames} held-out frames"):
+    with working(f"parity on {verify_frames} held-out frames", console):
         diffs = parity(model, dm, frames=verify_frames)
     table = Table(title=f"ONNX Runtime vs PyTorch eager, {verify_frames} held-out frames (fp32)")
     table.add_column("output")
@@ -157,9 +155,8 @@ def quantize(
     _threads(threads)
     output = output or int8_path(model)
     try:
-        with _progress() as progress:
-            bar = progress.add_task("calibrating", total=calib_frames)
-            manifest = quantize_graph(model, output, calib_frames, on_frame=lambda n: progress.advance(bar, n))
+        with progress("calibrating, then quantizing", calib_frames, console, unit="frames") as bar:
+            manifest = quantize_graph(model, output, calib_frames, on_frame=bar.advance)
     except (QuantizeError, ExportManifestError) as e:
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
     console.print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, fp32 {model.stat().st_size / 1e6:.2f} MB)")
@@ -169,22 +166,18 @@ def quantize(
     failed: list[str] = []
     if eval_frames > 0:
         results = {}
-        with _progress() as progress:
-            for label, dm in (("fp32", fp32), ("int8", int8)):
-                bar = progress.add_task(f"evaluating {label}", total=eval_frames)
-
+        for label, dm in (("fp32", fp32), ("int8", int8)):
+            with progress(f"evaluating {label}", eval_frames, console, unit="frames") as bar:
                 results[label] = evaluate(dm, heldout_batches(manifest, eval_frames, manifest.batch),
-                                          on_frame=lambda frame, bar=bar: progress.advance(bar, 1))
+                                          on_frame=lambda frame, bar=bar: bar.advance(1))
         rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
         failed += _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
         report["comparisons"]["heldout"] = {"frames": eval_frames, "drop": rows, "metrics": results}
     if suite is not None:
         try:
-            with _progress() as progress:
-                bar = progress.add_task(f"suites {suite}", total=None)
+            with progress(f"suites {suite}", None, console, unit="frames") as bar:
                 per_suite = suite_metrics({"fp32": fp32, "int8": int8}, str(suite), suite_frames,
-                                          on_batch=lambda done, total: progress.update(bar, completed=done,
-                                                                                       total=total))
+                                          on_batch=bar.update)
         except SuiteError as e:
             raise typer.BadParameter(str(e), param_hint="--suite") from None
         for name, res in per_suite.items():
@@ -215,10 +208,8 @@ def infer(
     # cli_errors: a missing, truncated or corrupt shard (ShardError) is one error line naming file/sample, exit 2
     with cli_errors():
         try:
-            with _progress() as progress:
-                bar = progress.add_task("inferring", total=frames)
-                result = run_infer(model, data, out, frames, threads, ground_truth,
-                                   on_frame=lambda n: progress.advance(bar, n))
+            with progress("inferring", frames, console, unit="frames") as bar:
+                result = run_infer(model, data, out, frames, threads, ground_truth, on_frame=bar.advance)
         except ExportManifestError as e:  # the graph's manifest does not fit the data
             raise typer.BadParameter(str(e), param_hint="--data") from None
     counts = {}

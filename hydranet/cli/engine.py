@@ -8,15 +8,16 @@ Exit codes: 0 = done; 1 = ``vacation``: an iteration's gate failed (nothing prom
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.cli.quality_view import quality_tables
-from hydranet.console import make_console
+from hydranet.console import Progress, make_console, progress, working
 from hydranet.data.manifest import ShardError
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
@@ -28,8 +29,8 @@ from hydranet.engine.preflight import preflight
 from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
-from hydranet.engine.vacation import Vacation
-from hydranet.eval.runner import to_jsonable
+from hydranet.engine.vacation import Vacation, read_current
+from hydranet.json_files import dumps
 from hydranet.train.distributed import exit_torchrun_worker, shutdown
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
@@ -38,9 +39,11 @@ TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], 
                  "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'")
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                    TimeElapsedColumn(), console=console, transient=True)
+def _counted(items: Iterator[Any], bar: Progress) -> Iterator[Any]:
+    """``items`` unchanged, advancing ``bar`` by one per item (labelling is a generator of frames)."""
+    for item in items:
+        yield item
+        bar.advance()
 
 
 @app.command("mine")
@@ -84,11 +87,9 @@ def mine_command(
         dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     # cli_errors: a corrupt shard read mid-pool is one error line naming file/sample, exit 2
-    with _progress() as progress, cli_errors():
-        bar = progress.add_task(f"mine (rank {rank})", total=None)
+    with progress(f"mine (rank {rank})", None, console, unit="frames") as bar, cli_errors():
         result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
-                      radius=radius, shadow=deployed, limit=limit,
-                      on_progress=lambda d, t: progress.update(bar, completed=d, total=t))
+                      radius=radius, shadow=deployed, limit=limit, on_progress=bar.update)
     if dist.is_initialized():
         shutdown()
     if result is None:  # a rank other than 0: rank 0 writes the merged queue
@@ -137,7 +138,9 @@ def label_command(
     teacher: Path | None = typer.Option(None, "--teacher", help="auto: the teacher checkpoint"),
     min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
     clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
-    no_smoothing: bool = typer.Option(False, help="auto: single-frame teacher labels (no tracking/voting)"),
+    smoothing: bool = typer.Option(True, "--smoothing/--no-smoothing", help="auto: smooth the teacher's labels "
+                                   "over the clip (tracking, voting); --no-smoothing keeps single-frame labels"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a labelled dataset already in OUT."),
 ) -> None:
     """Label a mining queue into a shard directory (+ labels.jsonl: cost, provenance, confidence)."""
 
@@ -152,9 +155,11 @@ def label_command(
             if teacher is None:
                 raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
 
-            cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=not no_smoothing)
+            cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=smoothing)
             items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
-        res = write_labelled(out, items, pool, {"labeller": labeller, "queue": str(queue), "pool": data})
+        with progress(f"label ({labeller})", len(rows), console, unit="frames") as bar:
+            res = write_labelled(out, _counted(items, bar), pool, {"labeller": labeller, "queue": str(queue),
+                                                                   "pool": data}, overwrite=overwrite)
     except (QueueError, PoolError, LabelError) as e:
         raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
     except ShardError as e:  # a corrupt shard in the pool: one error line naming file/sample, exit 2
@@ -174,8 +179,6 @@ def autolabel_quality_command(
 ) -> None:
     """Auto-label quality against ground truth, single-frame vs clip-smoothed: a table per task on stdout
     (--json: the full JSON, per-class numbers included, for machines)."""
-    import json
-
     import numpy as np
 
     try:
@@ -184,11 +187,11 @@ def autolabel_quality_command(
     except PoolError as e:
         raise typer.BadParameter(str(e), param_hint="--teacher/--data") from None
     idx = sorted({int(i) for i in np.linspace(0, len(pool) - 1, min(frames, len(pool))).round()})
-    with cli_errors():  # a corrupt shard read mid-pool: one error line, exit 2
+    with cli_errors(), working(f"auto-labelling {len(idx)} frames and scoring them", console):
         res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius,
                                                                   min_confidence=min_confidence,
                                                                   min_score=min_confidence))
-    text = json.dumps(to_jsonable(res), indent=1)  # NaN (undefined on these frames) -> null: standard JSON
+    text = dumps(res)  # NaN (undefined on these frames) -> null: standard JSON
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
@@ -220,9 +223,11 @@ def vacation_command(
         pipe = load_pipeline(config)
         if iterations is not None:
             pipe = pipe.model_copy(update={"iterations": iterations})
-        preflight(pipe)  # every path and reference, before any stage spends minutes
+        promoted = read_current(out)  # a resumed run mines with its promoted model, not the pipeline's
+        preflight(pipe, promoted["checkpoint"] if promoted else None)  # every reference, before any stage runs
         loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
-        rows = loop.run()
+        with working("vacation (all stages)", console, every_s=30.0):  # a line at least every 30 s in a log
+            rows = loop.run()
     last = rows[-1] if rows else {}
     console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}; current model: {loop.current()}")
     if last.get("gate_passed") is False:

@@ -1,61 +1,111 @@
-"""One error convention for every command.
+"""One error convention for every command, applied in one place.
 
 - exit 2: bad input — a config field, a data/model mismatch, a corrupt or missing checkpoint, shard
-  or file, a run directory that is taken or already finished. The message names the file/field.
-- exit 1: the work itself failed or a check did not pass (a threshold, a regression, training
-  that could not continue because every step was non-finite).
+  or file, an output that would overwrite an input, an output another process is writing, an input
+  over a limit (``hydranet.limits``). The message names the file/field.
+- exit 1: the work itself failed or a check did not pass (a threshold, a regression, training that
+  could not continue, a full disk, a network that does not answer).
+- exit 130 / 143: interrupted by SIGINT / SIGTERM (``train`` saves a checkpoint first and says how to resume).
 
-``cli_errors()`` wraps a command body and turns the library's exceptions into one red ``error:``
-line on stderr and the right exit code, so no command prints a traceback for bad input.
+``cli_errors()`` turns every exception into one ``error:`` line on stderr and the right exit code, so no
+command prints a traceback (``HYDRANET_DEBUG=1`` shows it for an unexpected error). Every command runs
+inside it (``hydranet.cli.guard.GuardedCommand``); commands may also nest it around a part of their body.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from hydranet.checkpoint import CheckpointError, CheckpointWriteError
-from hydranet.compat import DataMismatchError
+from hydranet.config_errors import format_validation_error
+from hydranet.data.errors import NetworkError
 from hydranet.data.manifest import ShardError
+from hydranet.limits import LimitError
+from hydranet.outputs import OutputError, OutputWriteError, is_write_failure, write_error
+from hydranet.setup import SetupMismatchError
 from hydranet.train.config import ConfigError
+from hydranet.train.interrupt import TrainingInterrupted
 from hydranet.train.run import RunLockedError
 from hydranet.train.trainer import NonFiniteTrainingError
 
 BAD_INPUT = 2
 FAILED = 1
+INTERRUPTED = 130
+
+# Where the command running now was writing (set by the guard: its file output, or the newest file of its
+# directory output), named when a write fails without a file name.
+current_output: ContextVar[Callable[[], Path] | None] = ContextVar("current_output", default=None)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its lines joined by ``; `` (a multi-line library message stays one error line)."""
+    lines = [line.strip() for line in str(message).splitlines()
+             if line.strip() and not line.strip().startswith("For further information visit")]  # pydantic's links
+    return "; ".join(lines)
 
 
 def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
-    """Print ``error: message`` to stderr and return the ``typer.Exit`` to raise."""
+    """Print ``error: message`` (one line) to stderr and return the ``typer.Exit`` to raise."""
     from rich.console import Console
     from rich.markup import escape
 
     # Markup on so a terminal shows a red "error:" (rich drops the colour on a pipe); the message itself is
     # escaped so paths or keys with [brackets] print as they are.
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
 def bad_input_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (exit 2)."""
 
-    return (ConfigError, DataMismatchError, CheckpointError, ShardError, RunLockedError, FileExistsError,
-            FileNotFoundError, NotADirectoryError, ValueError, KeyError)
+    return (ConfigError, SetupMismatchError, CheckpointError, ShardError, RunLockedError, OutputError, LimitError,
+            FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError)
+
+
+def describe(e: BaseException) -> tuple[str, int]:
+    """``(message, exit code)`` of any exception a command lets through; see the module docstring."""
+    if isinstance(e, TrainingInterrupted):
+        return str(e), e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", INTERRUPTED
+    if isinstance(e, NetworkError | NonFiniteTrainingError | CheckpointWriteError | OutputWriteError):
+        return str(e), FAILED
+    if isinstance(e, ValidationError):  # a pydantic model validated outside a loader that names the file
+        return format_validation_error(e, e.title, sep="; "), BAD_INPUT
+    if isinstance(e, RecursionError):
+        return "input nested too deep to read (refused)", BAD_INPUT
+    if is_write_failure(e):
+        where = current_output.get()
+        return write_error(e, where() if where is not None else None), FAILED  # type: ignore[arg-type]
+    if type(e).__name__ == "DecompressionBombError":  # PIL's guard, for an Image.open without our own check
+        return f"{e} (raise the limit with `hydranet --max-image-pixels N`)", BAD_INPUT
+    if isinstance(e, bad_input_types()):
+        return (str(e).strip("'\"") if isinstance(e, KeyError) else str(e)), BAD_INPUT
+    if isinstance(e, OSError):  # an OS failure that is not the input's fault
+        where = f"{e.filename}: " if e.filename and str(e.filename) not in str(e) else ""
+        return f"{where}{e}", FAILED
+    return (f"internal error: {type(e).__name__}: {e} (this is a hydranet bug; HYDRANET_DEBUG=1 shows the "
+            "traceback)"), FAILED
 
 
 @contextmanager
 def cli_errors() -> Iterator[None]:
-    """Map library exceptions to ``error: ...`` + exit 2 (bad input) or exit 1 (the work failed)."""
+    """Map every exception to ``error: ...`` and its exit code (``describe``); typer's own exceptions (usage
+    errors, ``typer.Exit``) pass through."""
 
     try:
         yield
-    except (typer.Exit, typer.Abort, typer.BadParameter):
+    except (typer.Exit, typer.Abort, typer.TyperException):
         raise
-    except (NonFiniteTrainingError, CheckpointWriteError) as e:
-        raise fail(str(e), FAILED) from None
-    except bad_input_types() as e:
-        raise fail(str(e).strip("'\"") if isinstance(e, KeyError) else str(e), BAD_INPUT) from None
-    except OSError as e:  # disk full, permissions: not the input's fault
-        raise fail(str(e), FAILED) from None
+    except (Exception, KeyboardInterrupt) as e:
+        if os.environ.get("HYDRANET_DEBUG") == "1" and not isinstance(e, KeyboardInterrupt):
+            raise
+        message, code = describe(e)
+        raise fail(message, code) from None

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
-from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
-from hydranet.data.manifest import ShardError
-from hydranet.datasets import SourceConfigError, SourceError
+from hydranet.console import progress
 from hydranet.predict import run_predict
 
 
@@ -34,16 +32,8 @@ def predict(
     if threads is not None:
         torch.set_num_threads(threads)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        typer.echo(f"  frame {done[0]}")
-
-    try:
+    # a bad checkpoint, source or shard: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
+    with progress("predict", frames, unit="frames") as bar:
         result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                             scale=scale, on_frame=tick)
-    except (CheckpointError, SourceConfigError, SourceError, ShardError, ValueError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+                             scale=scale, on_frame=bar.advance)
     typer.echo(f"wrote {len(result['frames'])} frames to {out} (predictions.json, frame_XXXX.png)")

@@ -14,6 +14,7 @@ import typer
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from hydranet.cli.guard import GuardedCommand
 from hydranet.data.sources import SOURCES, SourceConfigError, source_class
 
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
@@ -59,7 +60,7 @@ def source_option_rows(kind: str, skip: set[str]) -> list[tuple[str, str]]:
     return rows
 
 
-class ConvertCommand(typer.core.TyperCommand):
+class ConvertCommand(GuardedCommand):
     """``convert``: its help also lists the options of the source named by KIND (``convert KIND --help``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:

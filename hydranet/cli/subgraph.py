@@ -14,14 +14,13 @@ import typer
 from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
-from hydranet.compat import check_data_matches_model, sample_layout
-from hydranet.console import make_console
+from hydranet.console import make_console, progress, working
 from hydranet.data.manifest import ShardError
-from hydranet.datasets import open_dataset
+from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.eval.gate import gate
-from hydranet.eval.runner import run_suite, to_jsonable
+from hydranet.eval.runner import run_suite
 from hydranet.eval.suite import SuiteError, load_suites
-from hydranet.source_layouts import dataset_layout
+from hydranet.json_files import to_jsonable
 from hydranet.train.feature_cache import CacheError, write_cache
 from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
 
@@ -37,7 +36,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _open_data(spec: str, model: Any, world: list[str]) -> Any:
-    """``--data`` as a dataset; a synthetic world renders at the model's image size and BEV grid."""
+    """``--data`` as a dataset; a synthetic world renders the model's setup."""
     import yaml
 
     overrides: dict[str, Any] = {}
@@ -47,10 +46,7 @@ def _open_data(spec: str, model: Any, world: list[str]) -> Any:
             raise typer.BadParameter(f"{item!r}: expected KEY=VALUE (a WorldConfig field)", param_hint="--world")
         overrides[key.strip()] = yaml.safe_load(value)
     if spec == "synthetic":
-        cfg = model.cfg
-        fields = {"height": cfg.image_size[0], "width": cfg.image_size[1],
-                  "grid": {"x_range": list(cfg.grid.x_range), "y_range": list(cfg.grid.y_range), "cell": cfg.grid.cell}}
-        return open_dataset("synthetic", world=fields | overrides)
+        return open_dataset("synthetic", world={"setup": model.setup.model_dump(mode="json")} | overrides)
     if overrides:
         raise typer.BadParameter("only applies to --data synthetic", param_hint="--world")
     return open_dataset(spec)
@@ -59,8 +55,8 @@ def _open_data(spec: str, model: Any, world: list[str]) -> Any:
 @app.command("cache-features")
 def cache_features(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (or run directory) whose frozen trunk + neck to cache."),
-    data: str = typer.Option(..., "--data", help="Shard directory, 'synthetic' (the world at the model's image size "
-                             "and grid; see --world), or a world .yaml."),
+    data: str = typer.Option(..., "--data", help="Shard directory, 'synthetic' (the world rendering the model's "
+                             "setup; see --world), or a world .yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache directory to create."),
     frames: int = typer.Option(None, "--frames", "-n", min=1, help="Cache the first N frames (default: all)."),
     world: list[str] = typer.Option([], "--world", help="WorldConfig override for --data synthetic, e.g. "
@@ -80,27 +76,22 @@ def cache_features(
     """Cache a frozen trunk's multi-scale features (fp16, memory-mapped, sharded) with labels and camera
     geometry, keyed by the trunk hash, for head-only training (hydranet train --from-cache)."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = make_console(stderr=True)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, state = load_model(ckpt, device=dev)
         ds = _open_data(data, model, world)
-        layout = dataset_layout(ds, f"--data {data}") or sample_layout(ds[0], f"--data {data}")
-        check_data_matches_model(layout, model.cfg, f"checkpoint {ckpt}")
+        model.cfg.check_data(dataset_setup(ds), f"--data {data}", f"checkpoint {ckpt}")
         total = len(ds) if frames is None else min(frames, len(ds))
-        columns = (TextColumn("[bold]caching"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            bar = progress.add_task("cache", total=total)
+        with progress("caching", total, console, unit="frames") as bar:
             manifest = write_cache(
                 model, ds, out, trunk_hash=trunk_hash(model), frames=frames, shard_frames=shard_frames,
                 batch_size=batch_size, labels=_split(labels), levels=_split(levels), max_gb=max_gb,
                 num_workers=workers, device=dev, overwrite=overwrite,
                 info={"checkpoint": str(state.path), "data": data},
-                on_progress=lambda done, n: progress.update(bar, completed=done))
-    except (CacheError, CheckpointError, ShardError, ValueError, OSError) as e:  # ShardError: corrupt shard
+                on_progress=lambda done, n: bar.update(done))
+    except (CacheError, CheckpointError, ShardError, ValueError) as e:  # ShardError: corrupt shard
         raise _fail(str(e), e) from None
     m = manifest
     console.print(f"wrote {out}: {m['frames']} frames in {len(m['shards'])} shard(s), {m['bytes'] / 1e6:.1f} MB "
@@ -140,7 +131,7 @@ def merge(
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             base_model, _ = load_model(base, device=dev)
             rows = []
-            with console.status("gate: evaluating BASE and the merged network on the same frames"):
+            with working("gate: evaluating BASE and the merged network on the same frames", console):
                 for suite in load_suites(gate_suite):
                     runs = run_suite({"baseline": base_model, "candidate": model.to(dev)}, suite, device=dev,
                                      frames=gate_frames)
@@ -150,7 +141,7 @@ def merge(
             failed = [r for r in rows if r.status == "fail"]
             gate_info = to_jsonable({"suite": str(gate_suite), "passed": not failed, "rows": [asdict(r) for r in rows]})
         path = save_merged(plan, model, out, gate_info)
-    except (MergeError, CheckpointError, SuiteError, ValueError, OSError) as e:
+    except (MergeError, CheckpointError, SuiteError, ValueError) as e:  # a full disk: exit 1 naming the file
         raise _fail(str(e), e) from None
     console.print(f"wrote {path}")
     if failed:

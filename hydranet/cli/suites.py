@@ -6,22 +6,21 @@ regressed; 2 = bad input (missing checkpoint, invalid suite file, unknown metric
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import app
-from hydranet.console import make_console
+from hydranet.console import make_console, progress, working
 from hydranet.eval.gate import gate
 from hydranet.eval.report import write_html_report
-from hydranet.eval.runner import NO_HEAD, check_thresholds, run_suite, run_to_json, to_jsonable
+from hydranet.eval.runner import check_thresholds, run_suite, run_to_json
 from hydranet.eval.suite import SuiteError, load_suites, select_tasks
+from hydranet.json_files import dumps, to_jsonable
 from hydranet.metrics.temporal import TEMPORAL_KEYS_3D
 
 SEQUENCE_METRICS = ("ave", *TEMPORAL_KEYS_3D)  # shown for every task that reports them, threshold or not
@@ -60,18 +59,14 @@ def _suites(path: Path) -> list[Any]:
 def _run(models: dict[str, Any], suites: list[Any], device: str, batch_size: int, frames: int | None) -> list[Any]:
     """Run every suite with a progress bar; returns ``[{label: SuiteRun}]`` per suite."""
     out = []
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        for suite in suites:
-            bar = progress.add_task(suite.name, total=None)
+    for suite in suites:
+        with progress(f"suite {suite.name}", None, console, unit="frames") as bar:
             try:
                 runs = run_suite(models, suite, device=device, batch_size=batch_size, frames=frames,
-                                 on_batch=lambda done, total, bar=bar: progress.update(bar, completed=done,
-                                                                                       total=total))
+                                 on_batch=bar.update)
             except SuiteError as e:
                 raise typer.BadParameter(str(e), param_hint="--suite") from None
-            out.append(runs)
+        out.append(runs)
     return out
 
 
@@ -80,7 +75,7 @@ def _write_json(path: Path | None, data: Any) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(dumps(data, indent=2))
     tmp.replace(path)
     console.print(f"wrote {path}")
 
@@ -94,8 +89,9 @@ def eval_command(
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
-    strict: bool = typer.Option(False, help="count thresholds on tasks the model lacks as failures (a metric "
-                                "without ground truth on the frames stays skipped)"),
+    allow_missing_tasks: bool = typer.Option(False, "--allow-missing-tasks", help="skip (instead of failing) "
+                                             "thresholds on tasks the model has no head for; --tasks evaluates "
+                                             "a subset instead"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
                                      "of the suites)"),
 ) -> None:
@@ -116,11 +112,11 @@ def eval_command(
     for runs in _run({"model": model}, suites, dev, batch_size, frames):
         run = runs["model"]
         try:
-            checks = check_thresholds(run)
+            checks = check_thresholds(run, allow_missing_tasks)
         except SuiteError as e:
             raise typer.BadParameter(str(e), param_hint="--suite") from None
         _print_eval(run, checks)
-        failed += sum(c.status == "fail" or (strict and c.reason == NO_HEAD) for c in checks)
+        failed += sum(c.status == "fail" for c in checks)
         results.append(run_to_json(run, checks))
     _write_json(out, {"checkpoint": str(checkpoint), "suites": results, "passed": failed == 0})
     if failed:
@@ -239,6 +235,6 @@ def report_command(
         checks = [check_thresholds(r) for r in runs]
     except SuiteError as e:
         raise typer.BadParameter(str(e), param_hint="--suite") from None
-    with console.status("drawing the report"):
+    with working("drawing the report", console):
         size = write_html_report(output, model, runs, checks, checkpoint=str(checkpoint), samples=samples, device=dev)
     console.print(f"wrote {output} ({size / 1e6:.1f} MB)")

@@ -8,10 +8,13 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
-from hydranet.data.sample import LANE_KINDS, OBJECT_CLASSES, Sample
-from hydranet.datasets import open_dataset
+from hydranet.data.sample import Sample
+from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.geometry import BevGrid
+from hydranet.setup import Setup, class_names
+from hydranet.train.data import world_from_file
 from hydranet.viz import (
+    EGO_PATH_COLOR,
     LANE_COLORS,
     Views,
     draw_bev_map,
@@ -24,11 +27,12 @@ from hydranet.viz import (
     draw_traffic_lights,
 )
 from hydranet.world import SyntheticWorld
-from hydranet.world.config import load_world_config
 
 
-def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, overlay: bool = True):
-    """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path."""
+def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, overlay: bool = True,
+             setup: Setup | None = None):
+    """Compose the picture: cameras with drivable/lanes/boxes/lights, BEV with map/lines/objects/path; class
+    names from the data's ``setup`` (its vocabularies; default the world's five)."""
     import torch
 
     lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
@@ -38,13 +42,14 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
         draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:
-        draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13)
+        draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13, name="drivable")
     if "lanes" in lab:
         draw_lane_masks(views, lab["lanes"], alpha=0.85)
     if "detection2d" in lab and not boxes3d_in_cameras:
         det = lab["detection2d"]
-        light = det["classes"] == OBJECT_CLASSES.index("traffic_light")
-        draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light])
+        names = class_names(setup, "detection2d")
+        light = det["classes"] == (names.index("traffic_light") if "traffic_light" in names else -1)
+        draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light], names=names)
     if "traffic_light" in lab:
         tl = lab["traffic_light"]
         draw_traffic_lights(views, tl["boxes"], tl["camera"], tl["state"], tl["lane"])
@@ -56,36 +61,35 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
         draw_polylines_bev(views, ll["points"], cols, width=1)
     if "objects3d" in lab:
         ob = lab["objects3d"]
-        draw_boxes3d(views, ob["boxes"], ob["classes"], cameras=boxes3d_in_cameras)
+        draw_boxes3d(views, ob["boxes"], ob["classes"], cameras=boxes3d_in_cameras,
+                     names=class_names(setup, "objects3d"))
     if "ego_path" in lab:
         path = lab["ego_path"]
         pts = torch.cat([torch.zeros(1, 3), torch.cat([path[:, :2], torch.zeros(len(path), 1)], 1)])
-        draw_polylines_bev(views, pts[None], (255, 80, 80), width=3)
-    if overlay and ("lanes" in lab or "lane_lines" in lab):  # the legend only where lanes are drawn
-        title += "   |   lanes: " + ", ".join(f"{LANE_KINDS[k]}" for k in LANE_COLORS) + " (yellow/cyan/red)"
+        draw_polylines_bev(views, pts[None], EGO_PATH_COLOR, width=3, name="ego path")
     return views.compose(title=title)
 
 
-def _dataset_sample(data: str, index: int) -> tuple[Sample, BevGrid, str]:
+def _dataset_sample(data: str, index: int) -> tuple[Sample, BevGrid, str, Setup]:
     """Sample ``index`` of the dataset ``--data`` names, its BEV grid (the default grid when the source
-    has none) and a title; a bad source or index is one error line, exit 2."""
+    has none), a title and the dataset's setup; a bad source or index is one error line, exit 2."""
     with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
         ds = open_dataset(data)
         if index >= len(ds):
             raise fail(f"--index {index}: {data} holds {len(ds)} samples")
         sample = ds[index]
-    grid = getattr(ds, "grid", None) or getattr(getattr(ds, "dataset", None), "grid", None)
+        setup = dataset_setup(ds)
     title = f"{data} #{index}  {sample.scene_id} frame {sample.frame_index}"
-    return sample, grid if grid is not None else BevGrid(), title
+    return sample, setup.grid if setup.grid is not None else BevGrid(), title, setup
 
 
-def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sample, BevGrid, str]:
+def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sample, BevGrid, str, Setup]:
     """Sample ``index`` of the synthetic world (``--config`` plus overrides; scenes added when ``index`` is
     past the end), its grid and a title naming the scene's lighting, fog and road."""
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
-        cfg = load_world_config(config, overrides)
+        cfg, _ = world_from_file(config, None, overrides)  # a training config: its world, its model's setup
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     world = SyntheticWorld(cfg)
@@ -98,7 +102,7 @@ def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sam
         "curve" if scene.layout.curvature != 0 else "straight")
     title = (f"seed {cfg.seed} #{index}  {sample.scene_id} frame {sample.frame_index}  {scene.lighting}, "
              f"fog {scene.fog:.3f}, {road}, {scene.layout.lanes} lanes/dir")
-    return sample, world.grid, title
+    return sample, world.setup.grid or BevGrid(), title, world.setup
 
 
 @app.command()
@@ -145,12 +149,12 @@ def show(
         if overrides or config is not None:
             raise typer.BadParameter("world options (--seed/--lighting/--layout/--fog/--config) do not apply "
                                      "to --data", param_hint="--data")
-        sample, grid, title = _dataset_sample(data, index)
+        sample, grid, title, setup = _dataset_sample(data, index)
     else:
-        sample, grid, title = _world_sample(config, overrides, index)
+        sample, grid, title, setup = _world_sample(config, overrides, index)
     width = int(sample.images.shape[-1])
     tile_scale = camera_width / width if camera_width and width * scale > camera_width else scale
-    image = _overlay(sample, grid, tile_scale, boxes3d, title, overlay)
+    image = _overlay(sample, grid, tile_scale, boxes3d, title, overlay, setup=setup)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     typer.echo(f"wrote {out} ({image.width}x{image.height})")

@@ -29,6 +29,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from hydranet.limits import LimitError, open_image
+
 PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
 JPEG_QUALITY = 92  # real camera JPEGs are already lossy; 92 keeps re-encoding loss below sensor noise
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: reproducible bytes
@@ -202,7 +204,11 @@ def decode_png(data: bytes, mode: str) -> np.ndarray:
     """PNG (or any PIL-readable image, e.g. JPEG) bytes to uint8 ``[H, W]`` (``mode="L"``) or ``[H, W, 3]``
     (``mode="RGB"``). Raises ``CodecError`` when the image's PIL mode is not ``mode``, and PIL's own
     ``OSError`` for bytes that are no image (``codec._decode_member`` names the member)."""
-    with Image.open(io.BytesIO(data)) as im:
+    try:
+        im = open_image(io.BytesIO(data), "image")
+    except LimitError as e:
+        raise CodecError(str(e)) from None
+    with im:
         if im.mode != mode:
             raise CodecError(f"PNG has mode {im.mode}, expected {mode}")
         return np.asarray(im)

@@ -13,8 +13,9 @@ into a depth), and ragged pixel fields (``LabelSpec.pixel_fields``: 2D boxes) by
 Encoding, chosen per member: camera images as JPEG (default for real data, ``image_format="jpeg"``),
 PNG or npz; labels lossless, as npz (fastest to read) or, per label (``label_formats={"drivable":
 "png"}``), dense uint8 maps as grey PNG (viewable) — see ``codec.py``. The manifest's ``source`` records the source's
-kind, options, rig, labels, the model vocabulary its classes were mapped onto, and the class-map
-report (classes kept and dropped, with counts).
+kind, options, labels, the model vocabulary its classes were mapped onto, and the class-map report
+(classes kept and dropped, with counts); its ``setup`` is the source's (``Source.setup``: each camera's
+native size, K and T_ego_from_cam) at the output image size.
 """
 
 from __future__ import annotations
@@ -108,10 +109,11 @@ def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | No
     n = len(source) if frames is None else min(frames, len(source))
     record = source.describe()
     counts: dict[str, int] = {}
-    grid = getattr(source, "grid", None)
+    setup = source.setup  # the rig with each camera's native size and K; frames are resized to image_size
+    if image_size is not None:
+        setup = setup.model_copy(update={"image_size": tuple(int(v) for v in image_size)})
     with ShardWriter(out, shard_size=shard_size, source=record, image_format=image_format,
-                     label_formats=label_formats, overwrite=overwrite,
-                     grid=grid.to_dict() if grid is not None else None) as writer:
+                     label_formats=label_formats, overwrite=overwrite, setup=setup) as writer:
         for i in range(n):
             sample = source[i]
             if image_size is not None:
@@ -122,7 +124,8 @@ def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | No
             if on_sample is not None:
                 on_sample(1)
         # The manifest is written on close: record what the classes became before that.
-        record["classes"] = {k: list(label_spec(k).vocabulary or ()) for k in counts if label_spec(k).vocabulary}
+        record["classes"] = {k: list(setup.vocabulary(k) or label_spec(k).vocabulary or ()) for k in counts
+                             if setup.vocabulary(k) or label_spec(k).vocabulary}
         record["source_classes"] = {k: list(v) for k, v in source.classes.items()}
         record["class_map"] = source.class_map.report()
         if hasattr(source, "empty_boxes"):

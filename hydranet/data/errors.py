@@ -23,3 +23,9 @@ class ShardError(Exception):
 
 class ShardManifestError(ShardError):
     """The manifest is missing, unreadable or invalid."""
+
+
+class NetworkError(ShardError):
+    """A remote store did not answer in time, broke off an answer, or answered wrongly (e.g. ignored the
+    ``Range`` of a ranged read), after the bounded retries; the message names the URL. The work failed
+    (exit 1): the input itself may be fine."""

@@ -14,8 +14,9 @@ a new label needs one task file and no edit in ``sample.py``, ``codec.py`` or ``
 Unknown labels raise ``KeyError`` listing the known ones.
 
 Class vocabularies are per dataset: a source declares the names it produces (``Source.classes``)
-and ``ClassMap`` maps them onto the model's vocabulary (``LabelSpec.vocabulary``); classes without
-a mapping are dropped *and counted* (``ClassMap.dropped``), never merged silently.
+and ``ClassMap`` maps them onto the model's vocabulary (``Setup.classes``; ``LabelSpec.vocabulary`` is a
+label's default, the world's ``OBJECT_CLASSES`` for the object labels); classes without a mapping are
+dropped *and counted* (``ClassMap.dropped``), never merged silently.
 """
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-OBJECT_CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cone", "traffic_light")
+from hydranet.setup import OBJECT_CLASSES  # noqa: F401 - the default object vocabulary, re-exported
+
 LIGHT_STATES: tuple[str, ...] = ("red", "yellow", "green")
 SEMANTIC_CLASSES: tuple[str, ...] = (
     "sky", "road", "lane_marking", "sidewalk", "terrain", "building",
     "car", "truck", "pedestrian", "cone", "traffic_light", "pole",
+    "bus", "bicycle", "motorcycle", "barrier",  # rendered when a setup's vocabulary names them
 )
 BEV_CLASSES: tuple[str, ...] = ("drivable", "lane_marking", "sidewalk", "vehicle", "pedestrian", "cone")
 LANE_KINDS: tuple[str, ...] = ("none", "dashed", "solid", "road_edge")

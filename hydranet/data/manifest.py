@@ -20,11 +20,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from hydranet.data.errors import ShardError, ShardManifestError  # noqa: F401 - re-exported: data.manifest.ShardError
-from hydranet.data.layout import GridRecord, RigRecord
 from hydranet.data.storage import ShardStore, is_url
+from hydranet.limits import loads_json
+from hydranet.setup import Setup
 
 FORMAT = "hydranet-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the Setup (full camera K and rotation, class vocabularies) replaced rig + grid
 MANIFEST_NAME = "manifest.json"
 
 # Label names that are also task names (the rest -- semantic, instance, ego_path, lane_lines -- are
@@ -81,7 +82,7 @@ class ShardInfo(BaseModel):
 
 class ShardManifest(BaseModel):
     """The typed ``manifest.json`` of a shard directory (see the module docstring). Validation raises
-    ``ValueError`` for a sample key or shard listed twice, or a rig that disagrees with ``camera_names``
+    ``ValueError`` for a sample key or shard listed twice, or a setup that disagrees with ``camera_names``
     or ``image_size`` (H, W pixels); ``read_manifest`` turns these into ``ShardManifestError``.
     """
     model_config = ConfigDict(extra="forbid")
@@ -91,8 +92,7 @@ class ShardManifest(BaseModel):
     generator: dict[str, str]  # {"name": "hydranet", "version": ...}
     created: str  # ISO-8601 UTC; informational only
     source: dict[str, Any] = Field(default_factory=dict)  # e.g. {"kind": "synthetic", "world_config": {...}}
-    rig: RigRecord | None = None  # Rig.to_dict(), typed
-    grid: GridRecord | None = None  # BevGrid.to_dict(), typed
+    setup: Setup | None = None  # what the frames are (Source.setup): one rig, image size, grid, classes
     camera_names: list[str]
     image_size: tuple[PositiveInt, PositiveInt]  # (H, W)
     num_samples: int = Field(ge=0)
@@ -111,20 +111,15 @@ class ShardManifest(BaseModel):
         names = [s.name for s in self.shards]
         if len(set(names)) != len(names):
             raise ValueError(f"a shard is listed more than once: {names}")
-        if self.rig is not None:
-            rig_names = [c.name for c in self.rig.cameras]
-            if rig_names != list(self.camera_names) or [self.rig.height, self.rig.width] != list(self.image_size):
-                raise ValueError(f"rig has cameras {rig_names} at {self.rig.height}x{self.rig.width} but camera_names "
-                                 f"is {self.camera_names} at {self.image_size[0]}x{self.image_size[1]}")
+        if self.setup is not None:
+            if len(self.setup.rigs) != 1:
+                raise ValueError(f"setup lists {len(self.setup.rigs)} rigs; a dataset's frames come from one")
+            rig_names = list(self.setup.rig().names)
+            size = list(self.setup.image_size)
+            if rig_names != list(self.camera_names) or size != list(self.image_size):
+                raise ValueError(f"setup has cameras {rig_names} at {size[0]}x{size[1]} but camera_names is "
+                                 f"{self.camera_names} at {self.image_size[0]}x{self.image_size[1]}")
         return self
-
-    def rig_obj(self):  # -> hydranet.geometry.Rig | None
-        """The dataset's ``hydranet.geometry.Rig``, or None if the manifest records none."""
-        return self.rig.rig() if self.rig is not None else None
-
-    def grid_obj(self):  # -> hydranet.geometry.BevGrid | None
-        """The dataset's ``hydranet.geometry.BevGrid``, or None if the manifest records none."""
-        return self.grid.grid() if self.grid is not None else None
 
 
 def manifest_path(root: str | os.PathLike) -> Path:
@@ -160,15 +155,17 @@ def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | Non
         except (OSError, UnicodeDecodeError) as e:
             raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     try:
-        raw = json.loads(text)
+        raw = loads_json(text, str(path), ShardManifestError)
     except json.JSONDecodeError as e:
         raise ShardManifestError(f"cannot read manifest ({type(e).__name__}: {e})", path) from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise ShardManifestError(f"not a {FORMAT} manifest (format={found!r})", path)
     if raw.get("format_version") != FORMAT_VERSION:
+        older = " (an older hydranet's rig record has no principal point, roll or per-camera size: regenerate " \
+                "it with hydranet generate / hydranet convert)" if raw.get("format_version") == 1 else ""
         raise ShardManifestError(f"format_version {raw.get('format_version')} is not supported (this hydranet reads "
-                            f"{FORMAT_VERSION})", path)
+                                 f"{FORMAT_VERSION}){older}", path)
     try:
         m = ShardManifest.model_validate(raw)
     except ValidationError as e:

@@ -46,6 +46,7 @@ from hydranet.data.labels import (  # noqa: F401 - re-exported
     SEMANTIC_CLASSES,
     label_spec,
 )
+from hydranet.data.validate import check_sample_content
 
 # Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
 # The built-in label names of the synthetic world. Which labels exist, and whether they are dense or
@@ -101,6 +102,7 @@ class Sample:
                 raise ValueError(f"{where}: label '{key}' must be a tensor {spec.shape}, got {type(value).__name__}")
             elif spec.per_camera and tuple(value.shape) != (n, h, w):
                 raise ValueError(f"{where}: label '{key}' must be [N, H, W]={(n, h, w)}, got {tuple(value.shape)}")
+        check_sample_content(self, where)  # rigid poses, pinhole K, boxes that are boxes (data/validate.py)
 
 
 def _nonfinite(t: Any) -> bool:

@@ -28,6 +28,7 @@ import hashlib
 import os
 import tarfile
 import zlib
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from hydranet.data.manifest import (
 )
 from hydranet.data.sample import Sample
 from hydranet.data.storage import ShardStore, is_url
+from hydranet.setup import Setup, rig_of_frame
 
 __all__ = ["ShardWriter", "ShardDataset", "ShardError", "shard_name", "sample_key"]
 
@@ -74,8 +76,10 @@ def _tar_member(name: str, data: bytes) -> bytes:
 class ShardWriter:
     """Append samples to size-capped shards, then write ``manifest.json`` on ``close()``.
 
-    ``with ShardWriter(root, shard_size=256, rig=rig.to_dict(), grid=grid.to_dict(), source={...}) as w:
+    ``with ShardWriter(root, shard_size=256, setup=source.setup, source={...}) as w:
         for s in samples: w.write(s)``
+
+    ``setup``: the ``hydranet.setup.Setup`` of the frames (one rig; the manifest records it, readers check it).
 
     ``label_formats``: label -> ``"png"`` for dense uint8 labels stored as viewable grey PNGs.
     ``image_format``: ``"npz"`` (default, fastest to read), ``"jpeg"`` (real camera data) or ``"png"``
@@ -87,8 +91,8 @@ class ShardWriter:
     in worker processes).
     """
 
-    def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, rig: dict | None = None,
-                 grid: dict | None = None, source: dict[str, Any] | None = None, image_format: str = "npz",
+    def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, setup: Setup | None = None,
+                 source: dict[str, Any] | None = None, image_format: str = "npz",
                  label_formats: dict[str, str] | None = None,
                  overwrite: bool = False):
         if shard_size < 1:
@@ -101,14 +105,14 @@ class ShardWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / MANIFEST_NAME).exists():
             if not overwrite:
-                raise ShardError("already holds a dataset (manifest.json); pass overwrite=True to replace it",
+                raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it",
                                  self.root)
             # ShardManifest first: from here on the directory is not a dataset until close() writes a new one.
             (self.root / MANIFEST_NAME).unlink()
         if overwrite:
             for stale in list(self.root.glob("shard-*.tar")) + list(self.root.glob(".shard-*.tmp")):
                 stale.unlink()
-        self.shard_size, self.rig, self.grid, self.source = shard_size, rig, grid, source or {}
+        self.shard_size, self.setup, self.source = shard_size, setup, source or {}
         self.shards: list[ShardInfo] = []
         self.count = 0
         self.camera_names: list[str] | None = None
@@ -119,6 +123,7 @@ class ShardWriter:
         self._offset = 0
         self._index: list[tuple[str, int, int, int]] = []
         self._labels: dict[str, int] = {}
+        self._frames: dict[tuple[str, int], str] = {}  # (scene_id, frame_index) -> key
         self._closed = False
 
     def __enter__(self) -> ShardWriter:
@@ -155,15 +160,24 @@ class ShardWriter:
         except CodecError as e:
             raise ShardError(str(e), key=key) from e
         names, size = list(meta.camera_names), list(meta.image_size)
+        frame = (getattr(meta, "scene_id", None), getattr(meta, "frame_index", None))
+        if frame in self._frames:  # a frame listed twice in a source, or queued twice: never stored twice
+            raise ShardError(f"frame {frame[0]}#{frame[1]} is written twice (first as sample "
+                             f"{self._frames[frame]}): the source or queue lists it twice", key=key)
+        self._frames[frame] = key
         if self.camera_names is None:
             self.camera_names, self.image_size = names, size
         elif names != self.camera_names or size != self.image_size:
             raise ShardError(f"rig differs from the first sample: cameras {names} size "
                              f"{size} vs {self.camera_names} {self.image_size}", key=key)
-        if self._file is None:
-            self._open_shard()
         blob = b"".join(_tar_member(f"{key}.{name}", data) for name, data in members)
-        self._file.write(blob)
+        try:
+            if self._file is None:
+                self._open_shard()
+            self._file.write(blob)
+        except OSError as e:  # a full disk: name the shard being written (write() names no file)
+            e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+            raise
         self._hash.update(blob)
         self._index.append((key, self._offset, len(blob), zlib.crc32(blob)))
         self._offset += len(blob)
@@ -171,7 +185,11 @@ class ShardWriter:
             self._labels[label] = self._labels.get(label, 0) + 1
         self.count += 1
         if len(self._index) >= self.shard_size:
-            self._finish_shard()
+            try:
+                self._finish_shard()
+            except OSError as e:
+                e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+                raise
         return key
 
     def close(self) -> ShardManifest:
@@ -179,7 +197,12 @@ class ShardWriter:
         if self._closed:
             raise ShardError("writer is already closed", self.root)
         if self._file is not None:
-            self._finish_shard()
+            try:
+                self._finish_shard()
+            except OSError as e:
+                e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+                self.abort()
+                raise
         self._closed = True
         if self.count == 0:
             raise ShardError("no samples were written", self.root)
@@ -190,7 +213,7 @@ class ShardWriter:
         manifest = ShardManifest(
             generator={"name": "hydranet", "version": hydranet.__version__},
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            source=self.source, rig=self.rig, grid=self.grid, camera_names=self.camera_names,
+            source=self.source, setup=self.setup, camera_names=self.camera_names,
             image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
             tasks=[t for t in task_labels() if t in totals], shards=self.shards,
         )
@@ -292,14 +315,23 @@ class ShardDataset(Dataset):
         self.manifest = read_manifest(root, storage_options)
         self.labels = frozenset(labels) if labels is not None else None
         self.camera_names = tuple(self.manifest.camera_names)
-        self.rig = self.manifest.rig_obj()
-        self.grid = self.manifest.grid_obj()
         self._starts: list[int] = []  # first global index of each shard
         n = 0
         for info in self.manifest.shards:
             self._check_shard_file(info)
             self._starts.append(n)
             n += info.num_samples
+
+    @cached_property
+    def setup(self) -> Setup:
+        """What the frames are: the manifest's ``setup``; for shards written without one (``ShardWriter`` used
+        directly) the rig of sample 0 (names, K, T), the manifest's image size, no grid, no vocabulary."""
+        if self.manifest.setup is not None:
+            return self.manifest.setup
+        s = self[0]
+        size = tuple(self.manifest.image_size)
+        rig = rig_of_frame("shards", s.camera_names, s.intrinsics, s.T_ego_from_cam, [size] * len(s.camera_names))
+        return Setup(image_size=size, rigs=(rig,), grid=None, classes={})
 
     def _check_shard_file(self, info: ShardInfo) -> None:
         path = self.store.join(info.name)

@@ -2,10 +2,13 @@
 
     manifest = export_onnx(model, "model.onnx", tasks=["detection2d", "drivable"], opset=17, batch=1)
 
-The graph takes the model's own inputs — ``images`` uint8 ``[B, N, 3, H, W]``, ``intrinsics [B, N, 3, 3]``,
-``T_ego_from_cam [B, N, 4, 4]`` — normalises inside, runs the trunk once over all cameras (folded into
-the batch) and returns one named output per head tensor (``"detection2d.heatmap"``). Only the sub-graph
-the chosen tasks need is traced: ``HydraNet.forward(tasks=...)`` never calls fusion for camera-only
+The graph is written for one rig of the model's ``Setup`` (``rig``: a name of ``model.setup.rigs``, default the
+first): its camera count and order are fixed, the rig's nominal K (at the network input size) and
+T_ego_from_cam trace it, and the manifest records that rig with the setup (nothing is rebuilt from the
+training data). The graph takes the model's own inputs — ``images`` uint8 ``[B, N, 3, H, W]``,
+``intrinsics [B, N, 3, 3]``, ``T_ego_from_cam [B, N, 4, 4]`` — normalises inside, runs the trunk once over
+all cameras (folded into the batch) and returns one named output per head tensor (``"detection2d.heatmap"``).
+Only the sub-graph the chosen tasks need is traced: ``HydraNet.forward(tasks=...)`` never calls fusion for camera-only
 requests, so the graph holds no fusion node and none of its weights.
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. In torch 2.13 the default
@@ -28,7 +31,6 @@ from torch import Tensor, nn
 import hydranet
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.checkpoint import trunk_hash as compute_trunk_hash
-from hydranet.compat import check_data_matches_model, world_layout
 from hydranet.deploy import streaming
 from hydranet.deploy.manifest import (
     ExportedTaskSpec,
@@ -41,21 +43,21 @@ from hydranet.deploy.manifest import (
     manifest_path,
     write_export_manifest,
 )
-from hydranet.geometry import Rig, default_rig
-from hydranet.world.config import WorldConfig
+from hydranet.outputs import atomic_path
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
 MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
 INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam", "camera_valid")  # camera_valid: graphs with fusion
 RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
-            "graph inputs: pass the calibration of the car the frame came from. 'rig' is the nominal rig the "
-            "model was trained on; BEV outputs are only as good as K/T are close to what training saw.")
+            "graph inputs: pass the calibration of the car the frame came from, K rescaled to setup.image_size. "
+            "setup.rigs holds the nominal rig the graph was exported for (each camera's native size, K and "
+            "T_ego_from_cam); BEV outputs are only as good as K/T are close to what training saw.")
 
 
 class ExportError(RuntimeError):
-    """Export cannot proceed (unknown task, bad opset, model/graph mismatch); the message says why and
-    ``option`` names the CLI option to blame (``--tasks``, ``--opset``, ``--batch``)."""
+    """Export cannot proceed (unknown task or rig, bad opset, model/graph mismatch); the message says why and
+    ``option`` names the CLI option to blame (``--tasks``, ``--rig``, ``--opset``, ``--batch``)."""
 
     def __init__(self, message: str, option: str = "--tasks"):
         super().__init__(message)
@@ -112,32 +114,40 @@ def resolve_tasks(model: nn.Module, tasks: list[str] | str | None) -> list[str]:
         raise ExportError(str(e.args[0])) from None
 
 
-def example_inputs(model: nn.Module, batch: int = 1, rig: dict[str, Any] | None = None,
+def resolve_rig(model: nn.Module, rig: str | None) -> str:
+    """The name of the rig to export: ``rig`` if it is one of ``model.setup.rigs``, else the first; an unknown
+    name is an ``ExportError`` naming the rigs (option ``--rig``)."""
+    try:
+        return model.setup.rig_name(rig)
+    except KeyError as e:
+        raise ExportError(str(e.args[0]), option="--rig") from None
+
+
+def example_inputs(model: nn.Module, batch: int = 1, rig: str | None = None,
                    with_mask: bool = False) -> tuple[Tensor, ...]:
-    """Inputs of the model's shape on its rig (values only steer tracing, never the graph); ``with_mask``
-    adds an all-True ``camera_valid``."""
-    h, w = model.image_size
-    cams = Rig.from_dict(rig).resized(h, w) if rig is not None else default_rig(h, w)
-    n = model.num_cameras
-    if len(cams) != n:
-        raise ExportError(f"model has {n} cameras but the rig has {len(cams)} ({list(cams.names)})")
+    """Inputs of the model's shape on its rig ``rig`` (default the first of ``model.setup.rigs``): uint8 images,
+    the rig's K rescaled to the network input and its T_ego_from_cam (values only steer tracing, never the
+    graph); ``with_mask`` adds an all-True ``camera_valid``."""
+    setup = model.setup
+    cams = setup.rig(resolve_rig(model, rig))
+    h, w = setup.image_size
+    n = len(cams)
     images = torch.randint(0, 256, (batch, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    K = cams.intrinsics()[None].expand(batch, -1, -1, -1).contiguous()
+    K = cams.intrinsics(setup.image_size)[None].expand(batch, -1, -1, -1).contiguous()
     T = cams.extrinsics()[None].expand(batch, -1, -1, -1).contiguous()
     return (images, K, T, torch.ones(batch, n, dtype=torch.bool)) if with_mask else (images, K, T)
 
 
 def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
                    opset: int, batch: int, trunk_hash: str, checkpoint: str | None,
-                   rig: dict[str, Any] | None = None, graph_inputs: list[str] | None = None,
+                   rig: str | None = None, graph_inputs: list[str] | None = None,
                    graph_sha256: str = "") -> ExportManifest:
-    """The manifest of a written graph. ``graph_inputs``: the inputs the graph really has (the exporter drops
-    an input nothing reads, e.g. K and T in a camera-only graph); None = all of ``INPUT_NAMES``."""
-    h, w = model.image_size
-    n = model.num_cameras
-    rig = rig or default_rig(h, w).to_dict()
-    if len(rig["cameras"]) != n:
-        raise ExportError(f"rig has {len(rig['cameras'])} cameras, the model {n}")
+    """The manifest of a written graph for rig ``rig`` (a name of ``model.setup.rigs``, default the first).
+    ``graph_inputs``: the inputs the graph really has (the exporter drops an input nothing reads, e.g. K and T
+    in a camera-only graph); None = all of ``INPUT_NAMES``."""
+    setup = model.setup.only_rig(resolve_rig(model, rig))
+    h, w = setup.image_size
+    n = len(setup.rig())
     ctx = model.head_context
     out_specs, task_specs = [], {}
     for name in tasks:
@@ -171,28 +181,27 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
     return ExportManifest(
         graph=graph_file, graph_sha256=graph_sha256, opset=opset, hydranet_version=hydranet.__version__,
         torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
-        trunk_hash=trunk_hash, batch=batch, camera_names=[c["name"] for c in rig["cameras"]],
-        image_size=(h, w), inputs=inputs,
-        normalisation=Normalisation(mean=list(model.pixel_mean), std=list(model.pixel_std)),
-        rig=rig, rig_note=RIG_NOTE, grid=model.grid.to_dict(),
+        trunk_hash=trunk_hash, batch=batch, setup=setup, inputs=inputs,
+        normalisation=Normalisation(mean=list(model.pixel_mean), std=list(model.pixel_std)), rig_note=RIG_NOTE,
         head_context=HeadContextSpec(camera_channels=ctx.camera_channels, camera_strides=dict(ctx.camera_strides),
-                                     bev_channels=ctx.bev_channels, image_hw=tuple(ctx.image_hw),
-                                     num_cameras=ctx.num_cameras),
+                                     bev_channels=ctx.bev_channels),
         tasks=task_specs, outputs=out_specs, architecture=model.cfg.model_dump(mode="json"))
 
 
 @torch.no_grad()
 def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | None = None, opset: int = DEFAULT_OPSET,
                 batch: int = 1, trunk_hash: str | None = None, checkpoint: str | None = None,
-                rig: dict[str, Any] | None = None) -> ExportManifest:
+                rig: str | None = None) -> ExportManifest:
     """Write ``path`` (ONNX) and ``<stem>.manifest.json`` beside it; returns the manifest.
 
-    ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks. ``trunk_hash`` defaults to the hash of
-    the model's trunk+neck tensors (the same number the checkpoint records). A temporal model with a BEV task
-    exports its streaming graph (``hydranet.deploy.streaming``). Raises ``ExportError`` for ``batch < 1``, an
-    unknown task or an opset too old for the graph."""
+    ``model`` is a ``HydraNet``; ``tasks`` None = all of its tasks; ``rig`` names the rig of ``model.setup``
+    the graph takes (None: the first). ``trunk_hash`` defaults to the hash of the model's trunk+neck tensors
+    (the same number the checkpoint records). A temporal model with a BEV task exports its streaming graph
+    (``hydranet.deploy.streaming``). Raises ``ExportError`` for ``batch < 1``, an unknown task or rig or an
+    opset too old for the graph."""
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
+    rig = resolve_rig(model, rig)
     names = resolve_tasks(model, tasks)
     check_opset(model, names, opset)
     path = Path(path)
@@ -218,15 +227,13 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
             inputs = (*inputs, *streaming.example_state_inputs(model, batch))
             input_names += [*streaming.EGO_INPUTS, *streaming.state_input_names()]
             output_names += streaming.state_output_names()
-        tmp = path.with_name(f".tmp-{path.name}")
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():  # no half-written graph, even on a full disk
             # Tracing warns about shape checks turned into constants: the batch and rig are fixed by design.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, inputs, str(tmp), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names,
                               do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL)
-        graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
-        tmp.replace(path)
+            graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
     finally:
         model.train(was_training)
     # only a streaming graph has ego-motion and state inputs (a plain graph never names them)
@@ -243,37 +250,17 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
 
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str] | str | None = None,
-                      opset: int = DEFAULT_OPSET, batch: int = 1) -> tuple[ExportManifest, nn.Module]:
-    """Load a checkpoint with ``hydranet.checkpoint.load_model`` and export it; returns the manifest
-    and the loaded model (for ``--verify``). The trunk hash is the one the checkpoint recorded; a
-    recorded hash that does not match the weights raises ``CheckpointError``."""
+                      opset: int = DEFAULT_OPSET, batch: int = 1,
+                      rig: str | None = None) -> tuple[ExportManifest, nn.Module]:
+    """Load a checkpoint with ``hydranet.checkpoint.load_model`` and export it for its rig ``rig`` (a name of
+    the checkpoint's ``setup.rigs``, default the first); returns the manifest and the loaded model (for
+    ``--verify``). The trunk hash is the one the checkpoint recorded; a recorded hash that does not match the
+    weights raises ``CheckpointError``."""
     model, ckpt = load_model(checkpoint)
     recorded = ckpt.state.get("trunk_hash")
     computed = compute_trunk_hash(model)
     if recorded is not None and recorded != computed:
         raise CheckpointError(f"{ckpt.path}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
                               f"({computed[:12]}): the checkpoint is inconsistent")
-    rig = rig_from_config(ckpt.state.get("config"), model)
     manifest = export_onnx(model, path, tasks, opset, batch, computed, str(ckpt.path), rig)
     return manifest, model
-
-
-def rig_from_config(config: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
-    """The rig of the first world dataset (by name) of a checkpoint's training config
-    (``checkpoint.state["config"]``, the raw dict); None (the default rig) when it has none.
-
-    The checkpoint's own data must fit its model: ``DataMismatchError`` names both values."""
-    if not isinstance(config, dict):
-        return None
-    rig = None
-    datasets = (config.get("data") or {}).get("datasets") or {}
-    for name, ds in sorted(datasets.items()):
-        if not isinstance(ds, dict) or ds.get("kind") != "world" or not isinstance(ds.get("world"), dict):
-            continue
-        try:
-            wc = WorldConfig.model_validate(ds["world"])
-        except ValueError:  # a world section this version cannot read: fall back to the default rig
-            return None
-        check_data_matches_model(world_layout(wc, f"checkpoint config data.datasets.{name}"), model.cfg)
-        rig = rig or wc.rig.to_dict()
-    return rig

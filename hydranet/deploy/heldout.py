@@ -1,4 +1,5 @@
-"""Frames for deployment checks: synthetic worlds that match a graph's manifest.
+"""Frames for deployment checks: synthetic worlds rendering a graph's manifest ``Setup`` (its rig — any camera
+count, K, T, native sizes — its image size, BEV grid and class vocabularies).
 
 Calibration (INT8) and evaluation (parity, metric drop) use *different* world seeds, both distinct
 from the training defaults, so no check is scored on the frames it was tuned on. Frames are spread
@@ -13,7 +14,6 @@ from collections.abc import Iterator
 from hydranet.data.sample import Batch, collate
 from hydranet.deploy.manifest import ExportManifest
 from hydranet.world import SyntheticWorld, WorldConfig
-from hydranet.world.config import CameraConfig
 
 EVAL_SEED = 7_100_001  # held-out frames: parity and metric drop
 CALIB_SEED = 7_200_001  # INT8 calibration frames
@@ -22,13 +22,10 @@ STRIDE = 4  # frames taken per scene: 0, 4 (two per 8-frame scene)
 
 
 def manifest_world(manifest: ExportManifest, seed: int, num_scenes: int, frames_per_scene: int) -> SyntheticWorld:
-    """A ``SyntheticWorld`` of ``num_scenes`` × ``frames_per_scene`` frames rendering the manifest's rig (in graph
-    camera order), image size and BEV grid."""
-    h, w = manifest.image_size
-    cams = [CameraConfig(name=c["name"], hfov_deg=c["hfov_deg"], position=tuple(c["position"]), yaw_deg=c["yaw_deg"],
-                         pitch_deg=c["pitch_deg"]) for c in manifest.rig["cameras"]]
-    return SyntheticWorld(WorldConfig(seed=seed, num_scenes=num_scenes, frames_per_scene=frames_per_scene, height=h,
-                                      width=w, cameras=cams, grid=manifest.grid))
+    """A ``SyntheticWorld`` of ``num_scenes`` × ``frames_per_scene`` frames rendering the manifest's setup (its
+    rig in graph camera order, image size, BEV grid, classes)."""
+    return SyntheticWorld(WorldConfig(seed=seed, num_scenes=num_scenes, frames_per_scene=frames_per_scene,
+                                      setup=manifest.setup))
 
 
 def world_for(manifest: ExportManifest, seed: int, frames: int) -> SyntheticWorld:

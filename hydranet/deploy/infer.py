@@ -11,7 +11,6 @@ outputs, their file, shape and a summary. Nothing here builds a ``HydraNet`` or 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from hydranet.data.sample import collate
 from hydranet.datasets import open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
+from hydranet.json_files import dumps
 from hydranet.viz import Views
 
 NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
@@ -100,7 +100,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
               "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
               "frames": records}
     tmp = out / ".tmp-predictions.json"
-    tmp.write_text(json.dumps(result, indent=1))
+    tmp.write_text(dumps(result))
     tmp.replace(out / "predictions.json")
     return result
 

@@ -2,7 +2,8 @@
 
 ``model.onnx`` gets ``model.manifest.json`` (``model.int8.onnx`` gets ``model.int8.manifest.json``). It records
 the pre-processing contract (camera order, input names, shapes, dtypes, the normalisation the graph applies
-itself), the geometry the weights were trained for (rig, BEV grid — K and T are still *inputs*, so a
+itself), the model's ``Setup`` with the one rig the graph takes (each camera's native size, K and
+T_ego_from_cam; the image size, BEV grid and class vocabularies — K and T are still *inputs*, so a
 recalibrated rig needs no re-export), every output's name, task, decoder and shape (a temporal graph: also
 its state inputs and outputs), each task's options (decoders are pure functions of the outputs plus those
 options), and the trunk hash that ties the graph to its checkpoint. ``DeployedModel``
@@ -16,12 +17,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.geometry import BevGrid
+from hydranet.outputs import write_bytes_atomic
+from hydranet.setup import Setup
 from hydranet.tasks.base import HeadContext
 
-FORMAT = "hydranet-deploy/1"
+FORMAT = "hydranet-deploy/2"  # 2: the Setup (full camera K and rotation, vocabularies) replaced rig + grid
 
 
 class ExportManifestError(ValueError):
@@ -83,13 +86,11 @@ class ExportedTaskSpec(_Strict):
 
 
 class HeadContextSpec(_Strict):
-    """``HeadContext`` of the exported model: decoders read strides / grid from it (``bind_task``)."""
+    """``HeadContext`` of the exported model: decoders read the feature strides from it (``bind_task``)."""
 
     camera_channels: int
     camera_strides: dict[str, int]
     bev_channels: int
-    image_hw: tuple[int, int]
-    num_cameras: int
 
 
 class QuantizationSpec(_Strict):
@@ -123,13 +124,10 @@ class ExportManifest(_Strict):
     checkpoint: str | None = None
     trunk_hash: str
     batch: int = Field(ge=1)
-    camera_names: list[str]
-    image_size: tuple[int, int]
+    setup: Setup  # the model's setup with the one rig the graph takes (camera order, K, T, sizes, grid, classes)
     inputs: list[InputSpec]
     normalisation: Normalisation
-    rig: dict[str, Any]
     rig_note: str
-    grid: dict[str, Any]
     head_context: HeadContextSpec
     tasks: dict[str, ExportedTaskSpec]
     outputs: list[OutputSpec]
@@ -138,23 +136,38 @@ class ExportManifest(_Strict):
     architecture: dict[str, Any] = Field(default_factory=dict)  # the ModelConfig, for the record
     quantization: QuantizationSpec | None = None
 
+    @model_validator(mode="after")
+    def _one_rig(self) -> ExportManifest:
+        if len(self.setup.rigs) != 1:
+            raise ValueError(f"setup.rigs: a graph takes one rig, the manifest lists {self.setup.rig_names()}")
+        return self
+
     # ---- derived ---------------------------------------------------------------------------
     @property
-    def bev_grid(self) -> BevGrid:
+    def camera_names(self) -> list[str]:
+        """The graph's cameras, in input order (its rig's)."""
+        return list(self.setup.rig().names)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every camera image the graph takes."""
+        return tuple(self.setup.image_size)  # type: ignore[return-value]
+
+    @property
+    def bev_grid(self) -> BevGrid | None:
         """The BEV grid (ego frame, metres) the weights were trained for."""
-        return BevGrid.from_dict(self.grid)
+        return self.setup.grid
 
     @property
     def num_cameras(self) -> int:
         """Number of cameras N the graph takes, in ``camera_names`` order."""
-        return len(self.camera_names)
+        return len(self.setup.rig())
 
     def head_ctx(self) -> HeadContext:
-        """The exported model's ``HeadContext`` (strides, channels, grid): what ``bind_task`` builds decoders from."""
+        """The exported model's ``HeadContext`` (strides, channels): what ``bind_task`` builds decoders from."""
         h = self.head_context
         return HeadContext(camera_channels=h.camera_channels, camera_strides=dict(h.camera_strides),
-                           bev_channels=h.bev_channels, grid=self.bev_grid, image_hw=tuple(h.image_hw),
-                           num_cameras=h.num_cameras)
+                           bev_channels=h.bev_channels)
 
     def input_names(self) -> list[str]:
         """ONNX input names in graph order."""
@@ -188,9 +201,7 @@ def manifest_path(graph: str | Path) -> Path:
 def write_export_manifest(manifest: ExportManifest, path: str | Path) -> Path:
     """Write ``manifest`` atomically (temporary file, then rename) to ``path``; returns ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(manifest.to_json())
-    tmp.replace(path)
+    write_bytes_atomic(path, manifest.to_json().encode())
     return path
 
 
@@ -207,7 +218,7 @@ def load_manifest(path: str | Path) -> ExportManifest:
                                   "<name>.manifest.json)")
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise ExportManifestError(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__

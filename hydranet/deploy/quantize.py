@@ -37,6 +37,7 @@ from hydranet.deploy.manifest import (
     write_export_manifest,
 )
 from hydranet.deploy.runtime import check_graph_bytes
+from hydranet.outputs import atomic_path
 
 OP_TYPES = ["Conv", "Relu"]
 MIN_INT8_IN_CHANNELS = 4  # convs with fewer input channels per group (the RGB stem) stay fp32
@@ -153,13 +154,12 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
         # Shape inference + graph optimisation first (ORT's recommended pre-processing for quantization).
         quant_pre_process(str(graph), str(pre), skip_symbolic_shape=True)
         keep_fp32 = fp32_convs(onnx.load(str(pre)))
-        tmp_out = out.with_name(f".tmp-{out.name}")
-        quantize_static(str(pre), str(tmp_out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES,
-                        nodes_to_exclude=keep_fp32, per_channel=per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        tmp_out.replace(out)
+        with atomic_path(out) as tmp_out:  # no half-written graph, even on a full disk
+            quantize_static(str(pre), str(tmp_out), Reader(), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=OP_TYPES, nodes_to_exclude=keep_fp32, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     q = QuantizationSpec(method="onnxruntime static QDQ, MinMax calibration", calibration_frames=calib_frames,
                          calibration_seed=seed, per_channel=per_channel, op_types=list(OP_TYPES),
                          activation_type="uint8 (asymmetric)", weight_type="int8 (symmetric)",

@@ -5,9 +5,10 @@
     decoded = dm.decode(outputs, batch)      # {task: [per-sample decoded]} via the tasks' own decoders
 
 No ``HydraNet`` is built and no checkpoint is read. Decoders are the tasks' ``decode`` functions
-(pure functions of the outputs and the task options in the manifest); ``bind_task`` runs the task's
-``build_head`` on the *meta* device with the manifest's ``HeadContext`` only because that is where a
-task records decode-time facts (feature stride, BEV grid) — no weights are allocated or used.
+(pure functions of the outputs, the task options and the ``Setup`` in the manifest); ``bind_task`` creates
+each task for the manifest's setup and runs its ``build_head`` on the *meta* device with the manifest's
+``HeadContext`` only because that is where a camera task records its feature stride — no weights are
+allocated or used.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from torch import Tensor
 from hydranet.data.sample import Batch
 from hydranet.deploy.manifest import ExportManifest, ExportManifestError, file_sha256, load_manifest, manifest_path
 from hydranet.deploy.streaming import zero_state
+from hydranet.setup import Setup
 from hydranet.tasks.base import HeadContext, Task, create_task
 
 
-def bind_task(name: str, options: dict[str, Any], ctx: HeadContext) -> Task:
-    """A task ready to ``decode``/``draw``/``make_metric`` for a model with head context ``ctx``."""
-    task = create_task(name, **options)
+def bind_task(name: str, options: dict[str, Any], setup: Setup, ctx: HeadContext) -> Task:
+    """A task ready to ``decode``/``draw``/``make_metric`` for a model of ``setup`` with head context ``ctx``."""
+    task = create_task(name, setup, **options)
     with torch.device("meta"):
-        task.build_head(ctx)  # records stride / grid / camera count on the task; the module is discarded
+        task.build_head(ctx)  # a camera task records its feature stride; the module is discarded
     return task
 
 
@@ -92,7 +94,8 @@ class DeployedModel:
         if missing:
             raise ExportManifestError(f"{self.path}: manifest outputs {missing} are not in the graph (wrong manifest?)")
         ctx = m.head_ctx()
-        self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, ctx) for name, spec in m.tasks.items()}
+        self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, m.setup, ctx)
+                                       for name, spec in m.tasks.items()}
         # Temporal graphs (deploy/streaming.py): this object owns the memory between calls, as the car would.
         self.streaming = any(i.name.startswith("state.") for i in m.inputs)
         fed = sorted(s.feeds for s in m.state_outputs)

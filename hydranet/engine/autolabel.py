@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from hydranet.checkpoint import trunk_hash
 from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample, collate
-from hydranet.engine.label import LabelError, Labelled, label_cost
+from hydranet.engine.label import LabelError, Labelled, check_queue_fits, label_cost
 from hydranet.engine.track import boxes_to_ego, boxes_to_world, smooth_track, track_lights, track_objects
 
 
@@ -230,6 +230,7 @@ def autolabel_items(queue: list[dict[str, Any]], pool: Dataset, teacher: Any, te
                     cfg: AutoLabelConfig, skipped: list[str] | None = None) -> Iterator[Labelled]:
     """Auto-labelled samples for the queued frames (each clip is run once for all its frames)."""
 
+    check_queue_fits(queue, pool)
     thash = trunk_hash(teacher)
     teacher.eval()
     clips: dict[tuple[int, ...], list[dict[str, Any]]] = {}

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydranet.engine.records import STAGES, atomic_json
 from hydranet.eval.suite import lower_is_better
+from hydranet.json_files import dumps
 
 if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
     from hydranet.engine.vacation import Vacation
@@ -61,7 +61,7 @@ def write_history(v: Vacation) -> list[dict[str, Any]]:
     ``status.json`` under ``v.out``; returns the rows of ``history_rows``."""
     rows = history_rows(v)
     tmp = v.out / ".tmp-history.jsonl"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in rows))
     tmp.replace(v.out / "history.jsonl")
     chart = v.out / "history.png"
     _chart(rows, chart)
@@ -101,28 +101,31 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     series = _series(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    # One legend entry per series (line = deployed, circles = candidates, said in the title), in its own band
+    # under the axes that grows with the entries: never over the plot, whatever the number of suites.
+    legend_rows = -(-len(series) // 2)
+    fig, ax = plt.subplots(figsize=(9, 3.6 + 0.22 * legend_rows), dpi=100, layout="constrained")
     for k, (name, s) in enumerate(series.items()):
-        color = f"C{k % 10}"
+        color = f"C{k % 10}" if len(series) <= 10 else plt.get_cmap("tab20")(k % 20)  # no colour used twice
         better = "lower is better" if lower_is_better(name.rsplit(".", 1)[-1]) else "higher is better"
+        label = f"{name} ({better})"
         if s["deployed"]:
             pts = sorted(s["deployed"])
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color,
-                    label=f"{name} ({better}): deployed")
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color, label=label)
+            label = None
         if s["candidate"]:
             ax.plot([p[0] for p in s["candidate"]], [p[1] for p in s["candidate"]], "o", color=color, mfc="none",
-                    label=f"{name}: candidate")
+                    label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(-0.3, max([r["iteration"] for r in rows], default=1) + 0.3)
     ax.set_xlabel("iteration (0 = the starting model)")
     ax.set_ylabel("headline metric (suite/task.metric)")
     ax.set_title("deployed model (line) and each iteration's candidate (circles)")
     ax.grid(alpha=0.3)
-    if series:  # below the plot: never over the points, and the plot keeps the figure's width
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    if series:
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     else:
         ax.text(0.5, 0.5, "no evaluated iteration yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 

@@ -14,7 +14,6 @@ and confidence. Nothing from the pool is copied besides the queued frames themse
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from hydranet.data.errors import ShardError
 from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardWriter
+from hydranet.json_files import dumps
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
 
@@ -52,33 +53,45 @@ class Labelled:
 
 
 def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, source: dict[str, Any],
-                   shard_size: int = 64) -> dict[str, Any]:
+                   shard_size: int = 64, overwrite: bool = False) -> dict[str, Any]:
     """Write labelled samples as shards (+ ``labels.jsonl``) into ``out``; returns a summary.
 
-    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet). With no item
-    (every frame filtered out) no shard is written and ``path`` is None."""
+    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet); a finished dataset
+    there is replaced only with ``overwrite`` (``ShardError`` otherwise: labels bought earlier are never
+    deleted silently). With no item (every frame filtered out) no shard is written and ``path`` is None."""
 
     out = Path(out)
-    rig = pool.rig.to_dict() if hasattr(pool, "rig") else None  # type: ignore[attr-defined]
-    grid = pool.grid.to_dict() if hasattr(pool, "grid") else None  # type: ignore[attr-defined]
+    if (out / "manifest.json").exists() and not overwrite:
+        raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it", out)
+    setup = getattr(pool, "setup", None)  # what the pool's frames are (a source, world or shards reports it)
     records = []
     items = iter(items)
     first = next(items, None)
     out.mkdir(parents=True, exist_ok=True)
     if first is not None:  # a shard directory needs at least one sample
-        with ShardWriter(out, shard_size=shard_size, rig=rig, grid=grid, source=source, overwrite=True) as w:
+        with ShardWriter(out, shard_size=shard_size, setup=setup, source=source, overwrite=True) as w:
             for item in itertools.chain([first], items):
                 w.write(item.sample)
                 records.append(item.record)
     tmp = out / ".labels.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in records))
     tmp.replace(out / "labels.jsonl")
     cost = {k: sum(r["cost"][k] for r in records) for k in ("frames", "objects", "dense_maps", "total")}
     return {"frames": len(records), "cost": cost, "path": str(out) if records else None}
 
 
+def check_queue_fits(queue: list[dict[str, Any]], pool: Dataset) -> None:
+    """``LabelError`` when a queued pool index is outside ``pool`` (the queue of another pool)."""
+    size = len(pool)  # type: ignore[arg-type]
+    for row in queue:
+        if not 0 <= row["index"] < size:
+            raise LabelError(f"queue rank {row.get('rank')}: pool index {row['index']} is outside the pool ({size} "
+                             "frames): is this the pool the queue was mined from?")
+
+
 def oracle_items(queue: list[dict[str, Any]], pool: Dataset, labels: list[str] | None = None) -> Iterator[Labelled]:
     """Ground truth for every queued frame; ``labels`` keeps only these label names (None = all)."""
+    check_queue_fits(queue, pool)
     for row in queue:
         sample = pool[row["index"]]
         if f"{sample.scene_id}#{sample.frame_index}" != row["frame_id"]:

@@ -136,7 +136,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         pipe = Pipeline.model_validate({**tree, "path": str(p)})
     except ValidationError as e:
         raise PipelineError(format_validation_error(e, str(p), sep="; ")) from None
-    base = p.parent
+    base = p.parent.absolute()  # absolute: a resumed run may start from another directory
     upd: dict[str, Any] = {"pool": _resolve(base, pipe.pool), "model": _resolve(base, pipe.model),
                            "train_config": _resolve(base, pipe.train_config)}
     pipe = pipe.model_copy(update=upd)

@@ -1,8 +1,9 @@
 """Pre-flight check of a ``pipeline.yaml``: every path and reference is opened before stage 1 runs.
 
 A pipeline that only fails at its eval stage has already spent minutes mining, labelling and
-training; ``preflight`` opens the model, pool, train config (and its base datasets), teacher,
-shadow graph, triggers and every eval suite up front, so a typo costs a second, not a run.
+training; ``preflight`` opens the model, pool (checked against the model's setup), train config (and its
+base datasets), teacher, shadow graph, triggers and every eval suite up front, so a typo costs a second,
+not a run.
 Every failure is a ``PipelineError`` naming the pipeline file and the field.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydranet.datasets import dataset_setup
 from hydranet.engine.mine import build_triggers
 from hydranet.engine.pipeline import Pipeline, PipelineError
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
@@ -32,8 +34,11 @@ def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
         except (ValueError, KeyError, OSError) as e:
             raise PipelineError(f"{where}: {field}: {str(e).strip(chr(39))}") from None
 
-    model = check("model", load_mining_model, resume_checkpoint or pipe.model)
-    check("pool", open_pool, pipe.pool)
+    model = check("model (the promoted checkpoint of current.json)" if resume_checkpoint else "model",
+                  load_mining_model, resume_checkpoint or pipe.model)
+    pool = check("pool", open_pool, pipe.pool)
+    if getattr(model, "cfg", None) is not None:  # a checkpoint: the pool's frames must fit its setup
+        check("pool", model.cfg.check_data, dataset_setup(pool), str(pipe.pool), "the model")
     if pipe.label.kind == "oracle":
         check("pool", open_pool, pipe.pool, True)
     cfg = check("train_config" if pipe.train_config else "train.overrides", load_train_config,

@@ -25,6 +25,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hydranet.engine.mine import MineResult
+from hydranet.json_files import dumps
+from hydranet.limits import loads_json
 
 
 class QueueError(ValueError):
@@ -46,12 +48,12 @@ def write_queue(out: str | Path, result: MineResult, pool: str, model: str, trig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jsonl": out / "queue.jsonl", "summary": out / "mine_summary.json"}
-    _atomic_text(paths["jsonl"], "".join(json.dumps(r) + "\n" for r in result.queue))
+    _atomic_text(paths["jsonl"], "".join(dumps(r, indent=None) + "\n" for r in result.queue))
     summary = {"pool": pool, "model": model, "triggers": triggers, "budget": budget, "frames": result.frames,
                "picked": len(result.queue), "trigger_errors": result.errors, "error_messages": result.error_messages,
                "trigger_means": result.trigger_means, "dedup_radius": result.radius, "seconds": result.seconds,
                "world_size": result.world_size}
-    _atomic_text(paths["summary"], json.dumps(summary, indent=1))
+    _atomic_text(paths["summary"], dumps(summary))
     if parquet:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -63,22 +65,30 @@ def write_queue(out: str | Path, result: MineResult, pool: str, model: str, trig
 
 
 def read_queue(path: str | Path) -> list[dict[str, Any]]:
-    """Queue lines of ``queue.jsonl`` (or a directory holding it), in rank order."""
+    """Queue lines of ``queue.jsonl`` (or a directory holding it), in rank order. ``QueueError`` names the
+    file and line of a line that is not JSON, nests too deep, lacks an integer ``index``, or queues a pool
+    index a second time."""
     p = Path(path)
     if p.is_dir():
         p = p / "queue.jsonl"
     if not p.is_file():
         raise QueueError(f"{p}: no queue (expected queue.jsonl written by `hydranet mine`)")
     rows = []
+    seen: dict[int, int] = {}
     for n, line in enumerate(p.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_json(line, f"{p}:{n}", QueueError)
         except json.JSONDecodeError as e:
             raise QueueError(f"{p}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int) or isinstance(row["index"], bool):
             raise QueueError(f"{p}:{n}: a queue line needs an integer 'index'")
+        if row["index"] < 0:
+            raise QueueError(f"{p}:{n}: index {row['index']} is negative (pool indices start at 0)")
+        if row["index"] in seen:  # labelled twice, paid twice, trained on twice
+            raise QueueError(f"{p}:{n}: index {row['index']} is queued twice (first on line {seen[row['index']]})")
+        seen[row["index"]] = n
         rows.append(row)
     return rows
 

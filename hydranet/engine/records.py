@@ -6,10 +6,11 @@ the loop that imports them.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from hydranet.json_files import dumps
 
 STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
 
@@ -19,7 +20,7 @@ def atomic_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1, default=str))
+        f.write(dumps(data))
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)

@@ -20,6 +20,7 @@ from hydranet.engine.triggers import parse_trigger_specs
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import run_suite
 from hydranet.eval.suite import load_suite
+from hydranet.json_files import dumps
 from hydranet.train.config import config_from_dict, config_to_dict
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import MANIFEST, write_cache
@@ -126,7 +127,7 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
                               clip_radius=lab.clip_radius)
         items = autolabel_items(queue, pool, teacher, str(lab.teacher), cfg, skipped)
     res = write_labelled(out, items, pool, {"labeller": lab.kind, "queue": str(v.iter_dir(it) / "queue"),
-                                            "pool": v.pipe.pool})
+                                            "pool": v.pipe.pool}, overwrite=True)  # this stage's own folder
     return {**res, "labeller": lab.kind, "indices": [q["index"] for q in queue], "skipped_low_confidence": skipped,
             "summary": f"{res['frames']} frames labelled by {lab.kind}, {res['cost']['total']} labels bought"}
 
@@ -149,7 +150,7 @@ def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
             shards.append({"name": f"engine_iter_{k:03d}", "path": rec["path"], "frames": rec["frames"],
                            "labeller": rec["labeller"]})
     data = {"iteration": it, "base": base, "shards": shards, "added_frames": sum(s["frames"] for s in shards)}
-    (v.iter_dir(it) / "dataset_manifest.json").write_text(json.dumps(data, indent=1))
+    (v.iter_dir(it) / "dataset_manifest.json").write_text(dumps(data))
     return {"path": str(v.iter_dir(it) / "dataset_manifest.json"), "shards": len(shards),
             "added_frames": data["added_frames"],
             "summary": f"base datasets {sorted(base)} + {len(shards)} labelled shard dirs "
@@ -255,6 +256,7 @@ def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
     if not gate_rec["passed"]:  # type: ignore[index]
         return {"promoted": False, "reason": gate_rec["summary"], "summary": "not promoted: " + gate_rec["summary"]}  # type: ignore[index]
     cand = v.record(it, "train")["checkpoint"]  # type: ignore[index]
-    atomic_json(v.out / "current.json", {"checkpoint": cand, "onnx": v.record(it, "export")["onnx"],  # type: ignore[index]
+    atomic_json(v.out / "current.json", {"checkpoint": v.run_relative(cand),  # relative: the run may move
+                                         "onnx": v.run_relative(v.record(it, "export")["onnx"]),  # type: ignore[index]
                                          "iteration": it})
     return {"promoted": True, "checkpoint": cand, "summary": f"promoted {cand}"}

@@ -39,7 +39,8 @@ class Vacation:
     """The loop over iterations and stages; ``log`` receives one line per event."""
 
     def __init__(self, pipe: Pipeline, out: str | Path, log: Callable[[str], None] = print) -> None:
-        self.pipe, self.out, self.log = pipe, Path(out), log
+        # absolute: every path a record stores must mean the same file when the run is resumed from elsewhere
+        self.pipe, self.out, self.log = pipe, Path(out).absolute(), log
         self.out.mkdir(parents=True, exist_ok=True)
         cfg_path = self.out / "pipeline.json"
         cfg = pipe.model_dump(mode="json")
@@ -62,11 +63,17 @@ class Vacation:
         return [str(p.relative_to(self.out)) for p in sorted(self.out.glob("iter_*/*.json")) if p.stem in STAGES]
 
     def current(self) -> dict[str, Any]:
-        """``current.json`` (the promoted checkpoint, its ONNX and iteration), or the pipeline's starting model."""
-        p = self.out / "current.json"
-        if p.exists():
-            return json.loads(p.read_text())
-        return {"checkpoint": self.pipe.model, "onnx": None, "iteration": 0}
+        """``current.json`` (the promoted checkpoint, its ONNX and iteration), or the pipeline's starting model.
+        Its paths are stored relative to the run directory (``promote``) and returned absolute."""
+        cur = read_current(self.out)
+        return cur if cur is not None else {"checkpoint": self.pipe.model, "onnx": None, "iteration": 0}
+
+    def run_relative(self, path: str | Path | None) -> str | None:
+        """``path`` relative to the run directory when inside it (what ``current.json`` stores), else absolute."""
+        if path is None:
+            return None
+        p = Path(path).absolute()
+        return str(p.relative_to(self.out)) if self.out in p.parents else str(p)
 
     def record(self, it: int, stage: str) -> dict[str, Any] | None:
         """The JSON record of ``stage`` in iteration ``it``, or None when that stage has not finished."""
@@ -97,3 +104,29 @@ class Vacation:
                          (f" — {rec['summary']}" if rec.get("summary") else ""))
             rows = write_history(self)
         return rows
+
+
+def read_current(out: str | Path) -> dict[str, Any] | None:
+    """``OUT/current.json`` with its paths made absolute (they are stored relative to ``OUT``), or None when
+    nothing was promoted yet. ``ValueError`` names the file when it is unreadable or names a missing path."""
+    out = Path(out).absolute()
+    p = out / "current.json"
+    if not p.exists():
+        return None
+    try:
+        cur = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: unreadable ({e})") from None
+    for key in ("checkpoint", "onnx"):
+        value = cur.get(key)
+        if not value:
+            continue
+        path = Path(value)
+        if not path.is_absolute():
+            # written relative to the run directory; a run of an older hydranet wrote it relative to the
+            # directory it was started from
+            path = out / path if (out / path).exists() or not path.exists() else path.absolute()
+        if not path.exists():
+            raise ValueError(f"{p}: {key} {value} does not exist (looked in {out}); the promoted model is gone")
+        cur[key] = str(path)
+    return cur

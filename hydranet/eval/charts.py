@@ -19,7 +19,9 @@ def _frame(width: int, height: int, title: str, body: str) -> str:
 
 
 def _axes(x0: float, y0: float, w: float, h: float, xlabel: str, ylabel: str, yticks: Sequence[float],
-          ymax: float, xticks: Sequence[tuple[float, str]]) -> str:
+          ymax: float, xticks: Sequence[tuple[float, str]], slant: float = 0.0) -> str:
+    """Axes, grid, ticks and labels; ``slant`` > 0: x tick labels turned by -35 degrees, ``slant`` px of room
+    below them (names too long to sit side by side, e.g. camera names)."""
     parts = [f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="#333"/>',
              f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y0 + h}" stroke="#333"/>']
     for t in yticks:
@@ -27,10 +29,12 @@ def _axes(x0: float, y0: float, w: float, h: float, xlabel: str, ylabel: str, yt
         parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + w}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{t:.3g}</text>')
     for pos, label in xticks:
-        parts.append(f'<text x="{x0 + w * pos:.1f}" y="{y0 + h + 13}" text-anchor="middle" font-size="10">'
+        x, y = x0 + w * pos, y0 + h + 13
+        turn = f' transform="rotate(-35 {x:.1f} {y - 4})"' if slant else ""
+        parts.append(f'<text x="{x:.1f}" y="{y}" text-anchor="{"end" if slant else "middle"}" font-size="10"{turn}>'
                      f"{escape(label)}</text>")
-    parts.append(f'<text x="{x0 + w / 2}" y="{y0 + h + 28}" text-anchor="middle" font-size="11">{escape(xlabel)}'
-                 "</text>")
+    parts.append(f'<text x="{x0 + w / 2}" y="{y0 + h + 28 + slant}" text-anchor="middle" font-size="11">'
+                 f"{escape(xlabel)}</text>")
     parts.append(f'<text x="12" y="{y0 + h / 2}" text-anchor="middle" font-size="11" '
                  f'transform="rotate(-90 12 {y0 + h / 2})">{escape(ylabel)}</text>')
     return "".join(parts)
@@ -70,14 +74,19 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
 
 def bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]], title: str, ylabel: str,
               width: int = 420, height: int = 260, xlabel: str = "") -> str:
-    """Grouped bars; NaN bars are left out (marked "n/a")."""
+    """Grouped bars; NaN bars are left out (marked "n/a"). Group names wider than their slot are slanted and
+    the chart grows to hold them, so neighbouring names never overlap."""
     x0, y0, w, h = 60, 26, width - 72 - (90 if len(series) > 1 else 0), height - 70
+    widest = max((len(g) for g in groups), default=0) * 6.0  # ~6 px per character at font-size 10
+    slant = round(widest * 0.6) if groups and widest > 0.9 * w / len(groups) else 0
+    height += slant
     ymax = _nice_max([v for vals in series.values() for v in vals])
     ticks = [ymax * f for f in (0, 0.25, 0.5, 0.75, 1.0)]
     n_g, n_s = max(len(groups), 1), max(len(series), 1)
     gw = w / n_g
     bw = gw * 0.8 / n_s
-    body = [_axes(x0, y0, w, h, xlabel, ylabel, ticks, ymax, [((i + 0.5) / n_g, g) for i, g in enumerate(groups)])]
+    body = [_axes(x0, y0, w, h, xlabel, ylabel, ticks, ymax, [((i + 0.5) / n_g, g) for i, g in enumerate(groups)],
+                  slant)]
     for j, (name, vals) in enumerate(series.items()):
         color = PALETTE[j % len(PALETTE)]
         for i, v in enumerate(vals):

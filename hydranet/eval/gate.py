@@ -81,6 +81,10 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
             continue
         headline = base.tasks[task].headline
         tols = suite.tolerances(task, headline)
+        bad = [m for m, t in tols.items() if not (math.isfinite(t) and t >= 0)]
+        if bad:  # NaN compares false both ways: it would pass any regression
+            raise SuiteError(f"{suite.path}: tasks.{task}.tolerance.{bad[0]}: {tols[bad[0]]} is not a finite "
+                             "number >= 0")
         if task in cand.skipped:
             rows += [GateRow(suite.name, task, m, base.tasks[task].metrics.get(m, math.nan), math.nan, math.nan,
                              math.nan, math.nan, t, "fail", f"candidate: {NO_HEAD}")

@@ -159,7 +159,7 @@ def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: 
     batch = collate([sample]).to(device)
     names = list(run.tasks)
     out = model.forward_batch(batch, tasks=names)
-    grid = getattr(model, "grid", None) or worlds(fid.scenario, fid.seed).grid
+    grid = worlds(fid.scenario, fid.seed).setup.grid
     scale = scale or (2 if sample.images.shape[-2] <= 160 else 1)  # small renders are upscaled to stay legible
     decoded = {n: _cpu(model.task_objects[n].decode(out[n], batch)[0]) for n in names}
     targets = {n: _cpu(model.task_objects[n].targets(batch)[0]) for n in names}

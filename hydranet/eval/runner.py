@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from hydranet.compat import DataMismatchError, check_data_matches_model, world_layout
 from hydranet.data.sample import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
+from hydranet.json_files import to_jsonable
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frame_records import FrameMetric
+from hydranet.setup import SetupMismatchError
 from hydranet.world import SyntheticWorld
 
 
@@ -89,26 +90,20 @@ def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int 
 
 
 def model_world_fields(model: nn.Module) -> dict[str, Any]:
-    """World settings the model fixes: image size and BEV grid (the suite may not contradict them)."""
+    """World settings the model fixes: its ``setup`` (the world renders its first rig at its image size, on its
+    grid, in its classes; a suite may not contradict it)."""
     cfg = getattr(model, "cfg", None)
-    if cfg is None:
-        return {}
-    h, w = cfg.image_size
-    g = cfg.grid
-    return {"height": int(h), "width": int(w),
-            "grid": {"x_range": list(g.x_range), "y_range": list(g.y_range), "cell": float(g.cell)}}
+    return {} if cfg is None else {"setup": cfg.setup.model_dump(mode="json")}
 
 
 class Worlds:
-    """Lazily built ``SyntheticWorld`` per (scenario, seed), checked against the models."""
+    """Lazily built ``SyntheticWorld`` per (scenario, seed) rendering the first model's setup, checked against
+    every model (``ModelConfig.check_data``)."""
 
     def __init__(self, suite: Suite, models: dict[str, nn.Module]):
         self._cls = SyntheticWorld
         self.suite = suite
-        fields = [model_world_fields(m) for m in models.values()]
-        if any(f != fields[0] for f in fields):
-            raise SuiteError(f"{suite.path}: the models disagree on image size or BEV grid: {fields}")
-        self.fields = fields[0] if fields else {}
+        self.fields = model_world_fields(next(iter(models.values()))) if models else {}
         self.models = models
         self._cache: dict[tuple[str, int], Any] = {}
         for scenario in suite.scenarios:  # at load time, before any frame is rendered
@@ -121,9 +116,9 @@ class Worlds:
         for label, m in self.models.items():
             if getattr(m, "cfg", None) is not None:
                 try:
-                    check_data_matches_model(world_layout(cfg, f"{self.suite.path}: scenario '{scenario}'"), m.cfg,
-                                             f"model '{label}'")
-                except DataMismatchError as e:
+                    m.cfg.check_data(cfg.rendered_setup, f"{self.suite.path}: scenario '{scenario}'",
+                                     f"model '{label}'")
+                except SetupMismatchError as e:
                     raise SuiteError(str(e)) from None
         return cfg
 
@@ -269,14 +264,17 @@ def judge_undefined(te: TaskEval, metric: str) -> tuple[str, str]:
     return ("skipped", NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
 
 
-def check_thresholds(run: SuiteRun) -> list[Check]:
-    """Pass/fail of every threshold; skipped for a task the model lacks or a metric without ground truth on
-    these frames (``judge_undefined``). A metric name the task does not produce is a ``SuiteError``."""
+def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[Check]:
+    """Pass/fail of every threshold; skipped for a metric without ground truth on these frames
+    (``judge_undefined``). A threshold on a task the model lacks **fails** (a suite that checks nothing must
+    not pass), unless ``allow_missing_tasks`` (``hydranet eval --allow-missing-tasks``) marks it skipped.
+    A metric name the task does not produce is a ``SuiteError``."""
     out = []
     suite = run.suite
     for name, spec in suite.tasks.items():
         if name in run.skipped:
-            out += [Check(suite.name, name, m, str(t), math.nan, "skipped", NO_HEAD)
+            status = "skipped" if allow_missing_tasks else "fail"
+            out += [Check(suite.name, name, m, str(t), math.nan, status, NO_HEAD)
                     for m, t in spec.thresholds.items()]
             continue
         te = run.tasks[name]
@@ -308,19 +306,6 @@ def worst_frames(run: SuiteRun, k: int) -> list[tuple[int, float]]:
     mean = np.where(cnt > 0, bad / np.maximum(cnt, 1), -1.0)
     order = np.argsort(-mean, kind="stable")[:k]
     return [(int(i), float(mean[i])) for i in order if cnt[i] > 0]
-
-
-def to_jsonable(x: Any) -> Any:
-    """NaN/inf -> None so the JSON is standard; numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def run_to_json(run: SuiteRun, checks: list[Check]) -> dict[str, Any]:

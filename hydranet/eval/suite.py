@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
 from hydranet.config_errors import format_validation_error
+from hydranet.limits import MAX_SUITE_SEEDS, check_suite_size
 from hydranet.tasks.base import TASKS
 from hydranet.world.config import WorldConfig
 from hydranet.yaml_files import read_yaml_mapping
@@ -85,7 +86,7 @@ class SuiteTaskSpec(BaseModel):
     """Per-task suite settings: absolute ``thresholds`` per metric and the gate's allowed regression
     ``tolerance`` per metric (>= 0)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN tolerance would pass any regression
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     tolerance: dict[str, float] = Field(default_factory=dict)
 
@@ -111,7 +112,7 @@ class Suite(BaseModel):
     and the gate's bootstrap resamples and confidence. Validated strictly at load (``ValidationError``
     naming the field)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     description: str = ""
     world: dict[str, Any] = Field(default_factory=dict)
@@ -135,10 +136,14 @@ class Suite(BaseModel):
     def _seeds(cls, v: tuple[int, int]) -> tuple[int, int]:
         if not v[0] < v[1]:
             raise ValueError(f"seeds must be [start, stop) with start < stop, got {list(v)}")
+        if v[1] - v[0] > MAX_SUITE_SEEDS:
+            raise ValueError(f"seeds {list(v)} span {v[1] - v[0]:,} worlds, the limit is {MAX_SUITE_SEEDS:,} "
+                             "(seeds are [start, stop): split a larger sweep into several suites)")
         return v
 
     @model_validator(mode="after")
     def _worlds(self) -> Suite:
+        check_suite_size(self.seeds[1] - self.seeds[0], self.frames * (self.sequence or 1), len(self.scenarios))
         for key in ("seed",):
             if key in self.world or any(key in s for s in self.scenarios.values()):
                 raise ValueError("world/scenarios must not set 'seed': the suite's 'seeds' range does")
@@ -156,7 +161,7 @@ class Suite(BaseModel):
 
     # ------------------------------------------------------------------------------------------
     def world_config(self, scenario: str, seed: int, **model_fields: Any) -> WorldConfig:
-        """The scenario's ``WorldConfig`` for one seed; ``model_fields`` (image size, grid) from the
+        """The scenario's ``WorldConfig`` for one seed; ``model_fields`` (the model's ``setup``) from the
         model fill in what the suite leaves unset."""
         fields = {**model_fields, **self.world, **self.scenarios[scenario], "seed": seed}
         return WorldConfig.model_validate(fields)

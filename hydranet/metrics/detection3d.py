@@ -12,8 +12,9 @@ boxes ``(x, y, z, l, w, h, yaw)``:
 - TP errors at the 2 m threshold, averaged over recall 0.1 .. max recall as nuScenes does:
   ATE (BEV centre distance, m), ASE (1 - IoU of the size-aligned boxes), AOE (|yaw difference|,
   rad), AVE (|velocity difference|, m/s). Orientation and velocity are not scored for ``unoriented``
-  classes (cones, as in nuScenes: NaN). ``ate ase aoe ave`` (mATE..mAVE) are the NaN-skipping mean
-  over classes, as nuScenes' ``DetectionMetrics.tp_errors``.
+  classes (cones: the world's ``cone``, nuScenes' ``traffic_cone``), velocity not for ``static`` ones
+  (``barrier``), as nuScenes' detection config: NaN. ``ate ase aoe ave`` (mATE..mAVE) are the NaN-skipping
+  mean over classes, as nuScenes' ``DetectionMetrics.tp_errors``.
 
 Deliberate differences, both "not measured" rather than a number:
 
@@ -27,7 +28,8 @@ Deliberate differences, both "not measured" rather than a number:
   (``undefined_reason``: "no match"), and a class matched by nothing does not pull mATE.. towards 1.
   ``calc_tp(md, name)`` itself still returns nuScenes' value; the metric passes ``empty=nan``.
 
-``max_range`` optionally drops boxes farther than that from the ego (nuScenes' class ranges).
+``max_range`` optionally drops boxes farther than that from the ego; ``class_ranges`` (class name -> metres,
+e.g. ``NUSCENES_CLASS_RANGE``) does so per class, as nuScenes' ``class_range`` filter.
 ``region`` = ``((x_min, x_max), (y_min, y_max))`` (ego metres) keeps only
 boxes whose centre lies in that rectangle (``(min, max]``, as the grid assigns cells), predictions
 and ground truth alike: a BEV model can only place objects on its grid, and scoring objects outside
@@ -56,6 +58,10 @@ TP_THRESHOLD = 2.0
 TP_ERRORS = ("ate", "ase", "aoe", "ave")
 N_POINTS = 101
 MIN_RECALL = MIN_PRECISION = 0.1
+# nuScenes' detection config (``detection_cvpr_2019``): per-class maximum BEV distance from the ego, metres.
+NUSCENES_CLASS_RANGE: dict[str, float] = {
+    "car": 50.0, "truck": 50.0, "bus": 50.0, "trailer": 50.0, "construction_vehicle": 50.0, "pedestrian": 40.0,
+    "motorcycle": 40.0, "bicycle": 40.0, "traffic_cone": 30.0, "barrier": 30.0}
 
 
 def angle_diff(a: np.ndarray, b: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
@@ -133,16 +139,19 @@ class Detection3DMetric(FrameMetric):
     targets: the ``objects3d`` label (``boxes, classes, velocity``).
     """
 
-    def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone",),
+    def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone", "traffic_cone"),
                  max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS,
                  region: tuple[tuple[float, float], tuple[float, float]] | None = None,
-                 range_bins: Sequence[float] = (), min_visible: float | None = None) -> None:
+                 range_bins: Sequence[float] = (), min_visible: float | None = None,
+                 static: Sequence[str] = ("barrier",), class_ranges: dict[str, float] | None = None) -> None:
         self.classes = tuple(classes)
         if min_visible is not None and not 0.0 <= min_visible <= 1.0:
             raise ValueError(f"Detection3DMetric: min_visible {min_visible} must be in [0, 1]")
         self.min_visible = min_visible
         self.unoriented = {self.classes.index(c) for c in unoriented if c in self.classes}
+        self.static = {self.classes.index(c) for c in static if c in self.classes} | self.unoriented
         self.max_range = max_range
+        self.class_ranges = np.array([(class_ranges or {}).get(c, np.inf) for c in self.classes], dtype=np.float64)
         if region is not None:
             (x0, x1), (y0, y1) = region
             if not (x0 < x1 and y0 < y1):
@@ -170,6 +179,8 @@ class Detection3DMetric(FrameMetric):
         keep = np.ones(len(boxes), bool)
         if self.max_range is not None:
             keep &= np.hypot(boxes[:, 0], boxes[:, 1]) <= self.max_range
+        if np.isfinite(self.class_ranges).any():
+            keep &= np.hypot(boxes[:, 0], boxes[:, 1]) <= self.class_ranges[cls]
         if self.region is not None:
             (x0, x1), (y0, y1) = self.region
             # (min, max], as ``BevGrid.metres_to_index`` + floor assigns cells (row 0 holds x = x_max).
@@ -229,7 +240,7 @@ class Detection3DMetric(FrameMetric):
                         k = int(p_cls[i])
                         errors[i] = (d[j], 1 - scale_iou(g_box[j, 3:6], p_box[i, 3:6]),
                                      np.nan if k in self.unoriented else angle_diff(g_box[j, 6], p_box[i, 6]),
-                                     np.nan if k in self.unoriented else np.linalg.norm(p_vel[i] - g_vel[j]))
+                                     np.nan if k in self.static else np.linalg.norm(p_vel[i] - g_vel[j]))
         npos = np.bincount(g_cls, minlength=len(self.classes))
         return {"cls": p_cls, "score": p_score, "matched": matched, "errors": errors, "npos": npos}
 

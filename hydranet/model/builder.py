@@ -35,12 +35,13 @@ class ModelParts:
 
 
 def build_tasks(cfg: ModelConfig) -> dict[str, Task]:
-    """The configured tasks (config order); ``ValueError`` for an empty list or an unknown feature space."""
+    """The configured tasks (config order), created for ``cfg.setup``; ``ValueError`` for an empty list or an
+    unknown feature space."""
     if not cfg.tasks:
         raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
     tasks: dict[str, Task] = {}
     for name, options in cfg.tasks.items():
-        task = create_task(name, **options)
+        task = create_task(name, cfg.setup, **options)
         if task.space not in ("camera", "bev"):
             raise ValueError(f"task '{name}' declares space '{task.space}', expected 'camera' or 'bev'")
         tasks[name] = task
@@ -54,7 +55,7 @@ def build_parts(cfg: ModelConfig) -> ModelParts:
     trunk = create_trunk(cfg.trunk.name, cfg.trunk.pretrained, **cfg.trunk.options())
     neck = FPN(trunk.out_channels, trunk.strides, cfg.neck.channels, cfg.neck.min_level)
     tasks = build_tasks(cfg)
-    grid = cfg.grid.to_grid()
+    grid = cfg.setup.grid
     fusion = None
     if any(t.space == "bev" for t in tasks.values()):
         f = cfg.fusion
@@ -62,8 +63,7 @@ def build_parts(cfg: ModelConfig) -> ModelParts:
         fusion = BevFusion(grid, cfg.neck.channels, cfg.bev_channels, f.heights, f.levels, f.stride, f.channels,
                            f.encoder_blocks, temporal, f.min_depth)
     ctx = HeadContext(camera_channels=cfg.neck.channels, camera_strides=dict(neck.strides),
-                      bev_channels=cfg.bev_channels, grid=grid, image_hw=tuple(cfg.image_size),
-                      num_cameras=cfg.num_cameras)
+                      bev_channels=cfg.bev_channels)
     heads = nn.ModuleDict({name: task.build_head(ctx) for name, task in tasks.items()})
     return ModelParts(trunk, neck, fusion, tasks, heads, ctx)
 

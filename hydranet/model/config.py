@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hydranet.config_errors import format_validation_error
-from hydranet.geometry import GridConfig
 from hydranet.model.registry import trunk_options
 from hydranet.model.trunk import TRUNK_PRESETS  # noqa: F401 - registers the built-in trunks
+from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
 from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
 
 
@@ -91,25 +91,25 @@ class FusionConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Everything that decides the model's weights. ``tasks``: task name → that task's options."""
+    """Everything that decides the model's weights. ``setup``: the rigs, image size, BEV grid and class
+    vocabularies the model is built for (``hydranet.setup.Setup``; the weights depend on the image size, the
+    grid and the vocabularies, not on the rigs: cameras are folded into the batch, K and T are inputs).
+    ``tasks``: task name → that task's options."""
 
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)
     neck: NeckConfig = Field(default_factory=NeckConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     bev_channels: int = Field(64, ge=1)
-    grid: GridConfig = Field(default_factory=GridConfig)
-    image_size: tuple[int, int] = Field((128, 256), description="(H, W) of the camera images")
-    num_cameras: int = Field(8, ge=1)
-    # Other camera counts the model trains on (multi-rig: e.g. [6, 1] for nuScenes and BDD100K beside the
-    # 8-camera rig). The weights do not depend on it; exports use num_cameras.
-    camera_counts: list[PositiveInt] = Field(default_factory=list)
+    setup: Setup = Field(default_factory=Setup)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @field_validator("image_size")
+    @field_validator("setup")
     @classmethod
-    def _image_size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 32:
-            raise ValueError(f"image_size {v} must be at least 32×32 (the trunk downsamples by 32)")
+    def _network_input(cls, v: Setup) -> Setup:
+        if min(v.image_size) < 32:
+            raise ValueError(f"image_size {v.image_size} must be at least 32×32 (the trunk downsamples by 32)")
+        if v.grid is None:
+            raise ValueError("grid: a model needs a BEV grid")
         return v
 
     @field_validator("tasks")
@@ -121,7 +121,7 @@ class ModelConfig(_Strict):
             if name not in TASKS:
                 raise ValueError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
             try:
-                TASKS[name](**(options or {}))
+                TASKS[name](**(options or {}))  # the options alone: the setup is checked by its own validator
             except ValidationError as e:
 
                 raise ValueError(f"{name}: {format_validation_error(e, '', sep='; ')}") from None
@@ -130,22 +130,32 @@ class ModelConfig(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _vocabularies(self) -> ModelConfig:
+        for name in self.tasks:
+            label = TASKS[name].label
+            if label in OBJECT_LABELS and self.setup.vocabulary(label) is None:
+                raise ValueError(f"setup.classes.{label}: task {name} needs a class vocabulary (a list of names, or "
+                                 f"a named one: {sorted(VOCABULARIES)})")
+        return self
+
+    @model_validator(mode="after")
     def _levels(self) -> ModelConfig:
         known = [f"p{lvl}" for lvl in range(self.neck.min_level, 6)]
         bad = [lvl for lvl in self.fusion.levels if lvl not in known]
         if bad:
             raise ValueError(f"fusion.levels {bad} not produced by the neck (neck.min_level={self.neck.min_level} "
                              f"gives {known})")
-        grid = self.grid.to_grid()
+        grid = self.setup.grid
+        assert grid is not None  # _network_input
         if grid.rows % self.fusion.stride or grid.cols % self.fusion.stride:
             raise ValueError(f"fusion.stride {self.fusion.stride} must divide the BEV grid shape {grid.shape}")
         return self
 
-    def accepted_camera_counts(self) -> tuple[int, ...]:
-        """Camera counts this model takes: its rig's ``num_cameras`` and ``camera_counts`` (the rigs of
-        multi-rig training). The weights do not depend on the count (cameras are folded into the batch;
-        K and T come per sample). ``hydranet.compat`` and ``HydraNet.forward`` both ask this."""
-        return tuple(dict.fromkeys([int(self.num_cameras), *(int(n) for n in self.camera_counts)]))
+    def check_data(self, data: Setup, source: str, model_name: str = "the model") -> None:
+        """``hydranet.setup.check_fits`` of a data setup against this model's, for its tasks' labels (grid only
+        when a task reads BEV); raises ``SetupMismatchError`` naming ``source``, the field and both values."""
+        check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks],
+                   bev=any(TASKS[t].space == "bev" for t in self.tasks), model_name=model_name)
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:
@@ -153,7 +163,7 @@ class ModelConfig(_Strict):
         are merged key by key, ``tasks`` is replaced so a config lists exactly the tasks it has."""
         if name not in MODEL_PRESETS:
             raise KeyError(f"unknown model preset '{name}'; presets: {sorted(MODEL_PRESETS)}")
-        data = MODEL_PRESETS[name].model_dump()
+        data = MODEL_PRESETS[name].model_dump(exclude_unset=True)  # set fields only: a default rig is not pinned
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "tasks":
                 data[key] = data[key] | value
@@ -181,7 +191,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
         fusion=FusionConfig(heights=[-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0], levels=["p3", "p4"], stride=2,
                             channels=128, encoder_blocks=2),
         bev_channels=128,
-        image_size=(256, 512),
+        setup=Setup(image_size=(256, 512)),
         tasks={name: {} for name in ALL_TASKS},
     ),
 }

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from hydranet.data.sample import Batch
 from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
+from hydranet.setup import Setup
 from hydranet.tasks.base import HeadContext, Task
 from hydranet.tasks.common import IMAGE_KEY
 
@@ -38,8 +39,9 @@ class HydraNet(nn.Module):
     ``hydranet.model.registry``), ``neck`` (``{"p2".."p5": [B*N, C, h, w]}`` with ``strides``),
     ``fusion`` (cameras → BEV ``[B, C_bev, R, C']``, with its temporal module; None when no task
     reads BEV), ``tasks`` (name → ``Task``, in request order) and ``heads`` (name → head module,
-    built from ``head_context``). ``cfg`` is the ``ModelConfig`` the parts were built from; export
-    manifests, checkpoints and suites read it, so a hand-composed model passes one too.
+    built from ``head_context``). ``cfg`` is the ``ModelConfig`` the parts were built from (``cfg.setup``: the
+    rigs, image size, grid and vocabularies, the one ``Setup``); export manifests, checkpoints and suites read
+    it, so a hand-composed model passes one too.
     Raises ``ValueError`` for no tasks, a head missing for a task, or a BEV task without fusion.
     """
 
@@ -50,10 +52,7 @@ class HydraNet(nn.Module):
             raise ValueError("HydraNet needs at least one task")
         if set(heads) != set(tasks):
             raise ValueError(f"heads {sorted(heads)} do not match tasks {sorted(tasks)}")
-        self.cfg = cfg
-        self.grid = head_context.grid
-        self.image_size: tuple[int, int] = tuple(head_context.image_hw)  # type: ignore[assignment]
-        self.num_cameras = head_context.num_cameras
+        self.cfg = cfg if cfg is not None else ModelConfig()
         self.pixel_mean = PIXEL_MEAN
         self.pixel_std = PIXEL_STD
         self.register_buffer("_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -107,6 +106,11 @@ class HydraNet(nn.Module):
         return feats
 
     @property
+    def setup(self) -> Setup:
+        """The ``Setup`` the model is built for (``cfg.setup``): rigs, image size, BEV grid, vocabularies."""
+        return self.cfg.setup
+
+    @property
     def is_temporal(self) -> bool:
         """Whether the model has the video memory (``fusion.temporal``) on its BEV path."""
         return self.fusion is not None and self.fusion.temporal is not None
@@ -157,7 +161,7 @@ class HydraNet(nn.Module):
 
         def bev() -> Tensor:
             assert self.fusion is not None  # built whenever a bev task is configured
-            return self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size, camera_valid)
+            return self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.setup.image_size, camera_valid)
 
         return self._run_heads(names, feats, B, N, bev, camera_valid)
 
@@ -177,7 +181,7 @@ class HydraNet(nn.Module):
 
         def bev() -> Tensor:
             assert self.fusion is not None
-            out, st = self.fusion.forward_step(feats, intrinsics, T_ego_from_cam, image_hw or self.image_size,
+            out, st = self.fusion.forward_step(feats, intrinsics, T_ego_from_cam, image_hw or self.setup.image_size,
                                                T_world_from_ego, timestamp, state, camera_valid)
             new.append(st)
             return out
@@ -259,13 +263,13 @@ class HydraNet(nn.Module):
                              "disagree on [B, N]")
 
     def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
-        """The camera count must be one the model takes (``ModelConfig.accepted_camera_counts``: its rig and
-        the multi-rig ``camera_counts``); ``camera_valid`` must be bool ``[B, N]``. Returns the mask."""
-        counts = self.cfg.accepted_camera_counts()
+        """The camera count must be that of one of the model's rigs (``setup.rigs``); ``camera_valid`` must be
+        bool ``[B, N]``. Returns the mask."""
+        counts = self.setup.camera_counts()
         if n not in counts:
-            raise ValueError(f"inputs have {n} cameras but the model was built for {self.num_cameras} "
-                             f"(model.num_cameras; other rigs: model.camera_counts {list(counts[1:])}); pass all "
-                             f"{self.num_cameras} in rig order and mark failed ones False in camera_valid [B, N]")
+            rigs = ", ".join(f"{r.name} ({len(r)})" for r in self.setup.rigs)
+            raise ValueError(f"inputs have {n} cameras but the model's rigs are {rigs} (setup.rigs); pass every "
+                             "camera of a rig in rig order and mark failed ones False in camera_valid [B, N]")
         if camera_valid is None:
             return None
         if camera_valid.dtype != torch.bool or tuple(camera_valid.shape) != (b, n):

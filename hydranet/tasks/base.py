@@ -10,6 +10,10 @@ Shapes the model hands to heads:
   strides in ``HeadContext.camera_strides`` (cameras are folded into the batch: one batched call);
   outputs are ``dict[str, Tensor]`` of ``[B*N, ...]`` which the model unfolds to ``[B, N, ...]``.
 - bev heads get ``[B, C, R, C']`` on the ``BevGrid``; outputs are ``dict[str, Tensor]`` ``[B, ...]``.
+
+A task is created for a ``Setup`` (``create_task(name, setup, **options)``): the BEV grid its labels and
+outputs live on, the rig, and its class vocabulary (``setup.classes[label]``) come from there, never from a
+copy set while building a head. ``HeadContext`` says only what the features look like (channels, strides).
 """
 
 from __future__ import annotations
@@ -23,24 +27,22 @@ from torch import Tensor, nn
 
 from hydranet.data.labels import LabelSpec, known_labels, register_label
 from hydranet.data.sample import Batch
-from hydranet.geometry import BevGrid
 from hydranet.metrics.base import Metric
+from hydranet.setup import Setup
 
 
 @dataclass(frozen=True)
 class HeadContext:
-    """What a head may know about its inputs when it is built."""
+    """What the features a head reads look like (the geometry is the task's ``setup``)."""
 
     camera_channels: int  # channels of every FPN level
     camera_strides: dict[str, int]  # FPN level name -> stride w.r.t. the input image
     bev_channels: int
-    grid: BevGrid
-    image_hw: tuple[int, int]
-    num_cameras: int
 
 
 class Task(ABC):
-    """Base class of every task. Instances hold the task's options (from config), no weights."""
+    """Base class of every task. Instances hold the ``setup`` they were created for (None: the default
+    ``Setup()``) and the task's options (from config), no weights."""
 
     name: ClassVar[str]
     space: ClassVar[Literal["camera", "bev"]]
@@ -52,8 +54,18 @@ class Task(ABC):
     # Higher is better for the headline metric (first key of Metric.compute)?
     higher_is_better: ClassVar[bool] = True
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, setup: Setup | None = None, **options: Any) -> None:
+        self.setup = setup if setup is not None else Setup()
         self.options = options
+
+    def vocabulary(self) -> tuple[str, ...]:
+        """The class vocabulary of this task's label (``setup.classes[label]``); ``ValueError`` when the setup
+        declares none."""
+        classes = self.setup.vocabulary(self.label)
+        if classes is None:
+            raise ValueError(f"{self.name}: the setup declares no class vocabulary for '{self.label}' "
+                             "(setup.classes)")
+        return classes
 
     @abstractmethod
     def build_head(self, ctx: HeadContext) -> nn.Module:
@@ -114,10 +126,10 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def create_task(name: str, **options: Any) -> Task:
-    """Instantiate a registered task; unknown names list the known ones."""
+def create_task(name: str, setup: Setup | None = None, **options: Any) -> Task:
+    """Instantiate a registered task for ``setup`` (None: ``Setup()``); unknown names list the known ones."""
     import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
 
     if name not in TASKS:
         raise KeyError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
-    return TASKS[name](**options)
+    return TASKS[name](setup=setup, **options)

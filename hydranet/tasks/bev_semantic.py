@@ -46,10 +46,10 @@ class BevSemanticOptions(BevHeadOptions):
 def logits_on_grid(logits: Tensor, rc: tuple[int, int]) -> Tensor:
     """``logits`` unchanged when they are on the label grid ``rc``; a label grid of another size is an
     error (``ValueError`` naming both), never a silent resample: it means data and model disagree on
-    the ``BevGrid`` (``hydranet.compat.check_data_matches_model`` refuses that at config time)."""
+    the ``BevGrid`` (``hydranet.setup.check_fits`` refuses that at config time)."""
     if tuple(logits.shape[-2:]) != tuple(rc):
         raise ValueError(f"bev_semantic: label grid is {tuple(rc)} cells but the model predicts "
-                         f"{tuple(logits.shape[-2:])}: the data's BEV grid differs from model.grid")
+                         f"{tuple(logits.shape[-2:])}: the data's BEV grid differs from setup.grid")
     return logits
 
 
@@ -75,8 +75,7 @@ class BevSemantic(OptionsTask):
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
         """A ``BevHead`` on the fused BEV features ``[B, C_bev, R, C']`` -> ``{"logits": [B, C, R, C']}``, one
-        logit per class and cell, bias at prior 0.05. Records ``ctx.grid``."""
-        self.grid = ctx.grid
+        logit per class and cell, bias at prior 0.05."""
         return BevHead(ctx, {"logits": len(self.classes)}, self.cfg.width, self.cfg.depth, self.cfg.branch_depth,
                        bias_init={"logits": prior_bias(0.05)})
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import Batch
+from hydranet.setup import Setup
 from hydranet.tasks.base import HeadContext, Task
 
 # The camera-feature key of the normalised images ``[B*N, 3, H, W]`` (``HydraNet.camera_features``), beside
@@ -47,8 +48,8 @@ class OptionsTask(Task):
 
     Options: ClassVar[type[TaskOptions]] = TaskOptions
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, setup: Setup | None = None, **options: Any) -> None:
+        super().__init__(setup, **options)
         try:
             self.cfg = self.Options(**options)
         except ValidationError as e:

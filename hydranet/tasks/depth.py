@@ -31,9 +31,7 @@ from hydranet.tasks.common import (
     present_index,
     to_label_resolution,
 )
-from hydranet.viz import REGION_ALPHA, draw_mask
-
-_BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, float("inf"))  # metres, for drawing
+from hydranet.viz import draw_depth
 
 
 class DepthOptions(DenseHeadOptions):
@@ -108,16 +106,9 @@ class Depth(CameraTask):
         return DepthMetric()
 
     def draw(self, views: Any, decoded: Tensor, ground_truth: bool = False) -> None:
-        """Depth bands (0, 5, 10, 20, 40, 80 m, beyond) as coloured masks over the cameras: a cool ramp for
-        ground truth, a warm one for predictions; label 0 (sky, no return) stays clear."""
+        """Depth in metres over the cameras on the one log scale every depth picture shares (``draw_depth``:
+        colour bar in metres in the legend), so prediction and ground truth compare pixel by pixel; label 0
+        (sky, no return) stays clear."""
         if decoded is None:
             return
-        # Depth bands on a ramp from near to far (sky, label 0, stays clear). Ground truth and prediction
-        # use different ramps (cool vs warm) so the two pictures are never mistaken for each other.
-        near, far = ((0, 255, 140), (0, 60, 255)) if ground_truth else ((255, 30, 30), (255, 230, 0))
-        for k in range(len(_BANDS) - 1):
-            mask = (decoded > _BANDS[k]) & (decoded <= _BANDS[k + 1])
-            if bool(mask.any()):
-                f = k / (len(_BANDS) - 2)
-                color = tuple(round(a + (b - a) * f) for a, b in zip(near, far, strict=True))
-                draw_mask(views, mask, color, REGION_ALPHA)
+        draw_depth(views, decoded)

@@ -1,7 +1,7 @@
 """2D object detection per camera: anchor-free CenterNet on one FPN level (stride 4 by default, ``stride: 8``
 to halve the cost; optionally several levels, summed).
 
-Head outputs (per camera, stride ``s``): ``heatmap [C]`` logits (one per ``OBJECT_CLASSES``),
+Head outputs (per camera, stride ``s``): ``heatmap [C]`` logits (one per class of ``setup.classes["detection2d"]``),
 ``offset [2]`` sub-cell centre offset, ``log_size [2]`` log(width, height) in cells.
 Loss: penalty-reduced focal loss on the heatmap + L1 on the offset + either L1 on the log size or
 GIoU on the decoded box (``box_loss``). Objects whose ``visible`` fraction is below ``min_visible``
@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import OBJECT_CLASSES, Batch
+from hydranet.data.sample import Batch
 from hydranet.metrics import Detection2DMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import (
@@ -51,12 +51,14 @@ class Detection2D(CameraTask):
     preferred_stride = 4
     label = "detection2d"
     Options = Detection2DOptions
-    classes: tuple[str, ...] = OBJECT_CLASSES
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class vocabulary: ``setup.classes["detection2d"]`` (heatmap channel c is ``classes[c]``)."""
+        return self.vocabulary()
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
-        """Camera head with ``heatmap [C]``, ``offset [2]`` and ``log_size [2]`` per cell; records
-        ``ctx.num_cameras`` for the per-camera metric."""
-        self.num_cameras = ctx.num_cameras  # the metric reports AP per camera
+        """Camera head with ``heatmap [C]``, ``offset [2]`` and ``log_size [2]`` per cell."""
         outputs = {"heatmap": len(self.classes), "offset": 2, "log_size": 2}
         return self.camera_head(ctx, outputs, bias_init=centernet_bias_init(self, ctx))
 
@@ -89,14 +91,11 @@ class Detection2D(CameraTask):
         return result
 
     def make_metric(self) -> Metric:
-        """``Detection2DMetric`` (COCO AP) per class and camera, ignoring objects below ``min_visible``.
-
-        Raises ``RuntimeError`` before ``build_head`` (the camera count is not known yet)."""
-        num_cameras = getattr(self, "num_cameras", None)
-        if num_cameras is None:
-            raise RuntimeError("detection2d: build_head(ctx) must run before make_metric (it fixes the camera count)")
+        """``Detection2DMetric`` (COCO AP) per class and per camera of the setup's first rig, ignoring objects
+        below ``min_visible``."""
         # Objects this task ignores in training (mostly hidden) are ignored in the metric too.
-        return Detection2DMetric(classes=self.classes, num_cameras=num_cameras, min_visible=self.cfg.min_visible)
+        return Detection2DMetric(classes=self.classes, num_cameras=len(self.setup.rig()),
+                                 min_visible=self.cfg.min_visible)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes over the cameras: ground truth dashed, predictions with ``scores >= draw_threshold`` and their
@@ -108,4 +107,4 @@ class Detection2D(CameraTask):
                 views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
         draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"], dashed=ground_truth,
-                     scores=None if ground_truth else decoded.get("scores"))
+                     scores=None if ground_truth else decoded.get("scores"), names=self.classes)

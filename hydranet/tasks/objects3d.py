@@ -12,15 +12,16 @@ Decoded (per sample): ``dict(boxes [K,7] (x,y,z,l,w,h,yaw), velocity [K,2], scor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.sample import OBJECT_CLASSES, Batch
+from hydranet.data.sample import Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
+from hydranet.metrics.detection3d import NUSCENES_CLASS_RANGE
 from hydranet.metrics.temporal import TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
@@ -61,6 +62,9 @@ class Objects3DOptions(BevHeadOptions):
     # occluded recall scores them. 0 learns and scores every object (a temporal model can know them).
     min_visible: float = Field(0.05, ge=0, le=1)
     max_detections: int = Field(200, ge=1)
+    # Scored region: "grid" = boxes on the BEV grid; "nuscenes" = also nuScenes' per-class ranges (50 m vehicles,
+    # 40 m pedestrians and two-wheelers, 30 m cones and barriers), the nuScenes detection benchmark's filter.
+    eval_ranges: Literal["grid", "nuscenes"] = "grid"
     score_threshold: float = Field(0.1, ge=0, le=1)  # decode: low, the AP needs the low-score tail
     draw_threshold: float = Field(0.3, ge=0, le=1)  # pictures show only confident boxes
     nms_kernel: int = Field(3, ge=1)
@@ -134,36 +138,38 @@ class Objects3D(OptionsTask):
     """3D objects on the BEV grid with CenterPoint (Yin et al. 2021); see the module doc.
 
     Label ``objects3d``: ego-frame boxes ``[M, 7]`` (x, y, z, l, w, h, yaw) in metres/radians, velocity
-    ``[M, 2]`` m/s (NaN = unknown), ``classes``. Metric: nuScenes-style mAP and TP errors
-    (``TemporalDetection3DMetric``, + occlusion and flicker keys on sequences)."""
+    ``[M, 2]`` m/s (NaN = unknown), ``classes`` (ids into ``setup.classes["objects3d"]``). Boxes live on
+    ``setup.grid``. Metric: nuScenes-style mAP and TP errors (``TemporalDetection3DMetric``, + occlusion and
+    flicker keys on sequences)."""
 
     name = "objects3d"
     space = "bev"
     label = "objects3d"
     Options = Objects3DOptions
-    classes: tuple[str, ...] = OBJECT_CLASSES
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class vocabulary: ``setup.classes["objects3d"]`` (heatmap channel c is ``classes[c]``)."""
+        return self.vocabulary()
 
     def build_head(self, ctx: HeadContext) -> nn.Module:
         """``BevHead`` on ``[B, C_bev, R, C']`` with ``heatmap [C]`` and regression outputs offset 2, z 1,
-        log_size 3, rot 2 (sin, cos yaw), velocity 2; records ``ctx.grid``."""
-        self.grid = ctx.grid
+        log_size 3, rot 2 (sin, cos yaw), velocity 2."""
         cfg = self.cfg
         return BevHead(ctx, {"heatmap": len(self.classes), **_REG}, cfg.width, cfg.depth, cfg.branch_depth,
                        bias_init={"heatmap": prior_bias(0.01)})
 
     def _grid(self) -> BevGrid:
-        if not hasattr(self, "grid"):
-            raise RuntimeError("objects3d: build_head(ctx) must run first (it fixes the BevGrid)")
-        return self.grid
+        if self.setup.grid is None:
+            raise ValueError(f"{self.name}: the setup has no BEV grid (setup.grid)")
+        return self.setup.grid
 
     def targets(self, batch: Batch) -> list[Any]:
         """Ground truth whose centre lies on the BEV grid: the head cannot place a centre off the grid, so
         real datasets' far boxes (nuScenes annotates beyond 50 m) are outside the evaluated range, as the
         nuScenes detection eval drops boxes beyond its class ranges."""
         out = super().targets(batch)
-        grid = getattr(self, "grid", None)
-        if grid is None:
-            return out
+        grid = self._grid()
         for i, t in enumerate(out):
             if t is None or len(t["boxes"]) == 0:
                 continue
@@ -181,7 +187,7 @@ class Objects3D(OptionsTask):
         (unknown velocity) are not regressed.
 
         Raises ``ValueError`` on a heatmap that is not ``[B, C, R, C']``, non-finite boxes, inf velocity or
-        a class out of range; ``RuntimeError`` before ``build_head``."""
+        a class out of range."""
         heat = outputs["heatmap"]
         if heat.ndim != 4 or heat.shape[0] != len(batch):
             raise ValueError(f"{self.name}: expected [B={len(batch)}, C, R, C'] heatmap, got {tuple(heat.shape)}")
@@ -209,9 +215,7 @@ class Objects3D(OptionsTask):
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor], batch: Batch) -> list[dict[str, Tensor]]:
         """Per sample ``dict(boxes [K, 7] (x, y, z, l, w, h, yaw) ego m/rad, velocity [K, 2] m/s, scores [K],
-        classes [K])`` from max-pool NMS + top-k peaks with ``scores >= score_threshold``.
-
-        Raises ``RuntimeError`` before ``build_head`` (the ``BevGrid`` is not known yet)."""
+        classes [K])`` from max-pool NMS + top-k peaks with ``scores >= score_threshold``."""
         grid = self._grid()
         heat = torch.sigmoid(outputs["heatmap"].float())
         h, w = heat.shape[-2:]
@@ -234,16 +238,16 @@ class Objects3D(OptionsTask):
 
     def make_metric(self) -> Metric:
         """``TemporalDetection3DMetric`` on the grid region, with per-range mAP over ``RANGE_BINS`` (m), on objects
-        visible now (``min_visible``); objects hidden now count in ``occluded_recall``.
-        Raises ``RuntimeError`` before ``build_head``."""
+        visible now (``min_visible``); objects hidden now count in ``occluded_recall``."""
         # Scored on the grid only: the world labels objects out to its cull distance, the head can place
         # them only on the grid (encode drops off-grid centres), so both sides see the same region.
         # Plain Detection3DMetric on single frames; on sequences it adds occlusion persistence and flicker.
         grid = self._grid()
+        ranges = NUSCENES_CLASS_RANGE if self.cfg.eval_ranges == "nuscenes" else None
         return TemporalDetection3DMetric(classes=self.classes, region=(grid.x_range, grid.y_range),
                                          range_bins=RANGE_BINS, score_threshold=self.cfg.draw_threshold,
                                          grid_extent=(*grid.x_range, *grid.y_range),
-                                         min_visible=self.cfg.min_visible)
+                                         min_visible=self.cfg.min_visible, class_ranges=ranges)
 
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty
@@ -254,4 +258,4 @@ class Objects3D(OptionsTask):
             if decoded is not None:
                 views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
             return
-        draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth)
+        draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth, names=self.classes)

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from hydranet.data.sample import Batch, collate
 from hydranet.data.sequences import clip_starts, sequence_keys
+from hydranet.train.interrupt import workers_ignore_stop_signals
 from hydranet.train.precision import autocast
 from hydranet.train.scheduler import SchedulerBatchSampler, TaskScheduler
 from hydranet.train.trainer import Trainer, camera_dropout_mask
@@ -109,7 +110,8 @@ class ClipTrainer(Trainer):
         loader = DataLoader(self.train_set, batch_sampler=sampler,
                             collate_fn=partial(collate_clip, length=self.length, burn_in=self.burn_in),
                             num_workers=self.tc.num_workers, generator=gen, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None)
+                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None,
+                            worker_init_fn=workers_ignore_stop_signals)  # Ctrl-C: the trainer stops, not a worker
         return iter(loader)
 
     def task_losses(self, batch: Any, tasks: list[str]) -> dict[str, Tensor]:

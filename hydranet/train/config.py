@@ -5,8 +5,11 @@ names the YAML file and the dotted field path, e.g.::
 
     configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
 
-The ``model`` section is validated by the model package's ``ModelConfig`` and a world dataset's
-``world`` section by ``WorldConfig``. ``--set train.lr=1e-3`` style overrides are
+The ``model`` section is validated by the model package's ``ModelConfig`` — its ``setup`` (rigs, image size,
+BEV grid, class vocabularies) is declared there once — and a world dataset's ``world`` section by
+``WorldConfig``. The model's setup flows into the data when a dataset is opened (``source_config``): world
+datasets render it, real sources resize to its image size, rasterise on its grid and map onto its classes
+unless their section says otherwise (``hydranet.train.data.source_config``). ``--set train.lr=1e-3`` style overrides are
 applied to the raw YAML tree before validation, so they get the same checks and messages.
 """
 
@@ -247,7 +250,7 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
 
     if name not in MODEL_PRESETS:
         raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
-    base = MODEL_PRESETS[name].model_dump(mode="json")
+    base = MODEL_PRESETS[name].model_dump(mode="json", exclude_unset=True)  # a default rig is not pinned
     tasks = model.pop("tasks", None)
     merged = _deep_merge(base, model)
     if tasks is not None:
@@ -350,6 +353,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deep to read (refused)") from None
     tree = apply_overrides(tree or {}, overrides or [])
     return config_from_dict(tree, str(path))
 

@@ -8,8 +8,8 @@ TensorBoard tags: ``loss/<task>`` (per-task loss, averaged over the logging wind
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hydranet.console import is_live, make_console
+from hydranet.json_files import dumps
 
 SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", "lanes": "lanes", "depth": "depth",
          "bev_semantic": "bev", "objects3d": "obj3d"}
@@ -63,7 +64,8 @@ class TrainLogger:
         self.jsonl.close()
 
     def start(self, step: int) -> None:
-        """Set the progress bar to ``step`` (a resumed run starts part-way)."""
+        """Set the progress bar to ``step`` (a resumed run starts part-way); the ETA counts from here."""
+        self._t0, self._step0 = time.perf_counter(), step
         if self.progress is not None:
             self.progress.update(self.bar, completed=step)
 
@@ -92,13 +94,21 @@ class TrainLogger:
         for key in ("loss", "lr", "grad_norm", "skipped_steps", "samples_per_s"):
             if isinstance(record[key], (int, float)) and math.isfinite(record[key]):
                 w.add_scalar("loss/total" if key == "loss" else key, record[key], step)
-        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.write(dumps(record, indent=None) + "\n")
         self.jsonl.flush()
         if self.progress is None:  # no live bar (CI logs, pipes, tests): one complete line per logging window
             losses = " ".join(f"{SHORT.get(t, t)}={v:.4f}" for t, v in record["task_loss"].items())
             line = (f"step {step}/{self.total} lr={record['lr']:.2e} {losses} "
-                    f"skipped={record['skipped_steps']} {record['samples_per_s']:.1f} samples/s")
+                    f"skipped={record['skipped_steps']} {record['samples_per_s']:.1f} samples/s{self._eta(step)}")
             self.console.print(line, soft_wrap=True)
+
+    def _eta(self, step: int) -> str:
+        """``, 95 s, ETA 310 s``: elapsed since ``start`` and the time left at the rate so far."""
+        t0, step0 = getattr(self, "_t0", None), getattr(self, "_step0", 0)
+        if t0 is None or step <= step0:
+            return ""
+        elapsed = time.perf_counter() - t0
+        return f", {elapsed:.0f} s, ETA {elapsed * (self.total - step) / (step - step0):.0f} s"
 
     def log_eval(self, step: int, results: dict[str, Any]) -> None:
         """Write ``{task: {metric: value}}`` eval results at ``step`` as ``eval/<task>/<metric>`` scalars and a
@@ -110,8 +120,9 @@ class TrainLogger:
                 for k, v in metrics.items():
                     if isinstance(v, (int, float)) and math.isfinite(v):
                         self.writer.add_scalar(f"eval/{task}/{k}", v, step)
-        self.jsonl.write(json.dumps({"eval": results, "step": step}) + "\n")
+        self.jsonl.write(dumps({"eval": results, "step": step}, indent=None) + "\n")
         self.jsonl.flush()
-        headline = " ".join(f"{SHORT.get(t, t)}:{next(iter(m.values())):.3f}" for t, m in results.items()
-                            if isinstance(m, dict) and m)
+        # Each task's headline metric by name (``depth abs_rel=0.270``): a bare number says nothing.
+        headline = "  ".join(f"{t} {next(iter(m))}={next(iter(m.values())):.3f}" for t, m in results.items()
+                             if isinstance(m, dict) and m)
         self.console.print(f"[cyan]eval step {step}[/] {headline}")

@@ -8,7 +8,6 @@ which is easier to read than seven tasks on one canvas.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,54 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import collate
+from hydranet.data.sample import LIGHT_STATES, collate
+from hydranet.json_files import write_json
+from hydranet.setup import Setup, class_names
 from hydranet.tasks.base import Task
 from hydranet.viz import Views
+
+
+def frame_contents(sample: Any, setup: Setup | None = None) -> set[str]:
+    """What a frame shows a reader of the pictures: its object classes (2D and 3D labels, named by the data's
+    ``setup`` vocabularies; default the world's five) and its traffic-light states (``"light red"``...), from
+    its labels."""
+    seen: set[str] = set()
+    for task in ("detection2d", "objects3d"):
+        lab = sample.labels.get(task)
+        if lab is not None:
+            names = class_names(setup, task)
+            seen |= {names[int(c)] for c in lab["classes"].tolist()}
+    lights = sample.labels.get("traffic_light")
+    if lights is not None:
+        seen |= {f"light {LIGHT_STATES[int(s)]}" for s in lights["state"].tolist()}
+    return seen
+
+
+def choose_frames(dataset: Dataset, frames: int, count: int,
+                  setup: Setup | None = None) -> tuple[list[int], set[str]]:
+    """``count`` of the first ``frames`` frames of ``dataset`` that together show every object class (of the
+    ``setup``'s vocabularies, default the world's five) and every light state they hold (greedy set cover on
+    ``frame_contents``; ties go to a scene not shown yet, then to the frame with more kinds and more labelled
+    objects, then the earlier one). Returns the indices (sorted) and what no frame holds, e.g.
+    ``{"light yellow"}``, so the caller can say so."""
+    wanted = {*class_names(setup, "detection2d"), *class_names(setup, "objects3d"),
+              *(f"light {s}" for s in LIGHT_STATES)}
+    contents, sizes, scenes = [], [], []
+    for i in range(frames):
+        sample = dataset[i]
+        contents.append(frame_contents(sample, setup))
+        sizes.append(sum(len(v["classes"]) for k, v in sample.labels.items() if k in ("detection2d", "objects3d")))
+        scenes.append(getattr(sample, "scene_id", i))
+    chosen: list[int] = []
+    left = wanted & set().union(*contents) if contents else set()
+    while len(chosen) < min(count, frames):
+        seen = {scenes[c] for c in chosen}  # once all is covered, another scene shows more than the next frame
+        best = max((i for i in range(frames) if i not in chosen),
+                   key=lambda i: (len(contents[i] & left), scenes[i] not in seen, len(contents[i]), sizes[i], -i))
+        chosen.append(best)
+        left -= contents[best]
+    missing = wanted - set().union(*(contents[i] for i in chosen)) if chosen else wanted
+    return sorted(chosen), missing
 
 
 def _stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
@@ -53,6 +97,7 @@ def draw_predictions(model: nn.Module, tasks: dict[str, Task], dataset: Dataset,
 
         def panel(which: dict[str, Any], gt: bool, only: list[str], title: str, batch: Any = batch) -> Image.Image:
             views = Views.from_batch(batch.to("cpu"), 0, grid, scale=scale)
+            views.legend_styles = ("ground truth",) if gt else ("prediction",)  # each panel shows one side
             for t in only:
                 if which[t] is not None:
                     tasks[t].draw(views, _cpu(which[t]), ground_truth=gt)
@@ -124,22 +169,23 @@ def metrics_table(results: dict[str, dict[str, float]], baseline: dict[str, dict
 
 
 def write_metrics_report(out_dir: Path, results: dict, baseline: dict | None, tasks: dict[str, Task],
-                 summary: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path]:
+                         summary: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``out_dir/metrics.md`` (trained vs untrained table, ``metrics_table``) and ``out_dir/metrics.json``
-    (``results``, ``baseline``, the training ``summary`` and ``meta``); returns both paths."""
+    (``{"trained", "untrained", "train": summary, "meta": meta}``; standard JSON, an undefined metric is
+    ``null``); returns both paths."""
     table = metrics_table(results, baseline, tasks)
     md = out_dir / "metrics.md"
+    secs = meta.get("seconds") or {}
     lines = [
         "# hydranet demo: metrics on held-out frames", "",
         f"{meta.get('eval_frames')} held-out frames (scenes not seen in training), after "
-        f"{summary.get('steps')} optimizer steps ({meta.get('train_seconds', 0):.0f} s of training on "
+        f"{summary.get('steps')} optimizer steps ({secs.get('train') or 0:.0f} s of training on "
         f"{meta.get('device')}, {meta.get('threads')} threads, global batch {meta.get('global_batch')}); "
         f"skipped non-finite steps: {summary.get('skipped_steps')}.",
         "'untrained' is the same network at initialisation: the gap is what training bought.", "",
         table, "",
     ]
     md.write_text("\n".join(lines))
-    js = out_dir / "metrics.json"
-    js.write_text(json.dumps({"trained": results, "untrained": baseline, "train": summary, **meta}, indent=1,
-                             default=str))
+    js = write_json(out_dir / "metrics.json", {"trained": results, "untrained": baseline, "train": summary,
+                                               "meta": meta})
     return md, js

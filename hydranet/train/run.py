@@ -13,11 +13,9 @@ demo calls. Options for sub-graph training live here too:
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +24,28 @@ import yaml
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint
 from hydranet.console import make_console
+from hydranet.json_files import dumps
 from hydranet.model import create_model
-from hydranet.source_layouts import check_config_data
+from hydranet.outputs import hold_lock
+from hydranet.setup import Setup
+from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
-from hydranet.train.config import Config, config_to_dict
-from hydranet.train.data import InMemoryDataset, TrainData, build_train_data
+from hydranet.train.config import Config, ConfigError, config_to_dict
+from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup
+from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
 
 
 def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
     ckpt = load_checkpoint(ckpt_path)
+    trained_cfg = ckpt.state.get("model_config")
+    if isinstance(trained_cfg, dict) and hasattr(model, "cfg"):  # the BEV cells its weights were trained for
+        trained, grid = Setup.model_validate(trained_cfg.get("setup") or {}).grid, model.cfg.setup.grid
+        if trained is not None and grid is not None and trained != grid:
+            raise CheckpointError(f"{ckpt.path}: trained on the BEV grid {trained.describe()}, the config's model has "
+                                  f"{grid.describe()}: its BEV weights would be applied to other cells; use the "
+                                  "checkpoint's grid (model.setup.grid) or train from scratch")
     own = model.state_dict()
     unexpected = sorted(set(ckpt.model) - set(own))
     missing = sorted(set(own) - set(ckpt.model))
@@ -45,6 +54,9 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
         raise CheckpointError(f"{ckpt.path}: the config's model needs {bad_missing[:5]} which the checkpoint lacks "
                               "(only heads of new tasks may be missing)")
     for k, v in ckpt.model.items():
+        if k in own and own[k].dtype != v.dtype:
+            raise CheckpointError(f"{ckpt.path}: tensor {k} is {v.dtype}, the model's is {own[k].dtype}: the "
+                                  "checkpoint was altered or is not this model's")
         if k in own and own[k].shape != v.shape:
             raise CheckpointError(f"{ckpt.path}: tensor {k} has shape {tuple(v.shape)}, the config's model "
                                   f"{tuple(own[k].shape)}: is the model section the checkpoint's?")
@@ -69,17 +81,19 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     out_dir = Path(out_dir)
     with training_session(cfg, out_dir, resume) as (device, info):
         write_run_config(cfg, out_dir, info)
-        torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model_cfg = cfg.resolved_model()
-        check_config_data(cfg)  # grid, image size, cameras: refused before a frame is rendered
-        model = create_model(model_cfg)
-        note = _load_from(model, from_ckpt) if from_ckpt else None
-        labels = {name: task.label for name, task in model.task_objects.items()}
+        labels = {name: TASKS[name].label for name in model_cfg.tasks}
         train_tasks = sorted(tasks) if tasks else sorted(labels)
         unknown = sorted(set(train_tasks) - set(labels))
         if unknown:
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
-        data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed)
+        # Every dataset opens for the model's setup and reports its own: the model gets their rigs and the
+        # one check refuses a mismatch (image size, rig, grid, classes) before a frame is rendered.
+        data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed, model_cfg.setup)
+        model_cfg = resolve_setup(model_cfg, data.setups or {})
+        torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
+        model = create_model(model_cfg)
+        note = _load_from(model, from_ckpt) if from_ckpt else None
         if tc.in_memory:
             data.dataset = load_in_memory(data.dataset, console if info.is_main else None)
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
@@ -95,10 +109,10 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             return finish_already_finished(trainer, info, console)
         if info.is_main:
             _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
-        summary = trainer.fit()
+        summary = fit_stoppable(trainer, f"hydranet train --resume -o {out_dir}", console if info.is_main else None)
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
-            (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            (out_dir / "train_summary.json").write_text(dumps(summary))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
 
@@ -146,6 +160,31 @@ def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path,
         console.print(f"  no checkpoint in {trainer.ckpt_dir}: starting at step 0")
 
 
+def fit_stoppable(trainer: Trainer, resume: str, console: Any) -> dict[str, Any]:
+    """``trainer.fit()`` where Ctrl-C / SIGTERM stop it between steps (``train/interrupt.py``): it saves, and
+    ``TrainingInterrupted`` names the checkpoint and the ``resume`` command (printed by rank 0's ``console``)."""
+    with stop_on_signals():
+        summary = trainer.fit()
+        stopped_by = received_signal()
+    if stopped_by is not None and summary["steps"] < summary["planned_steps"]:
+        raise interrupted(summary, stopped_by, resume, console)
+    return summary
+
+
+def interrupted(summary: dict[str, Any], signum: int, resume: str, console: Any) -> TrainingInterrupted:
+    """The ``TrainingInterrupted`` of a run stopped by signal ``signum`` after saving ``summary["checkpoint"]``;
+    prints the command that resumes it (rank 0 passes its ``console``)."""
+    import signal
+
+    name = signal.Signals(signum).name
+    if console is not None:
+        console.print(f"[yellow]{name}: stopped at step {summary['steps']}/{summary['planned_steps']} and saved "
+                      f"{summary['checkpoint']}[/]", soft_wrap=True)
+        console.print(f"resume with: {resume}", soft_wrap=True)
+    return TrainingInterrupted(f"interrupted by {name} at step {summary['steps']}; checkpoint {summary['checkpoint']} "
+                               f"saved; resume with: {resume}", EXIT_CODES.get(signum, 130))
+
+
 def finish_already_finished(trainer: Trainer, info: distributed.DistInfo, console: Any) -> dict[str, Any]:
     """A resumed run that is already at ``train.steps``: write nothing (no second final checkpoint, no new
     ``train_summary.json``), print one line on rank 0 and return the trainer's ``already_finished`` summary."""
@@ -165,37 +204,21 @@ LOCK_NAME = "run.lock"
 
 @contextmanager
 def run_lock(out_dir: Path, info: distributed.DistInfo) -> Iterator[None]:
-    """Hold ``OUT/run.lock`` (``filelock``, released by the OS if the holder dies) for the whole run.
+    """Hold ``OUT/run.lock`` (``hydranet.outputs.hold_lock``: a ``filelock`` released by the OS if the holder
+    dies) for the whole run.
 
     Only rank 0 takes it (all ranks of one torchrun job share the directory); the outcome is
-    all-reduced so every rank fails together. The holder's pid is written beside the lock, because
-    the lock file itself is truncated by every process that tries it."""
-    from filelock import FileLock, Timeout
-
-    lock = None
-    holder = None
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(out_dir / LOCK_NAME))
-        try:
-            lock.acquire(timeout=0)
-            (out_dir / f"{LOCK_NAME}.pid").write_text(f"{os.getpid()}\n")
-        except Timeout:
-            lock = None
+    all-reduced so every rank fails together, naming the holder's pid."""
+    with ExitStack() as stack:
+        refused = None
+        if info.is_main:
             try:
-                holder = (out_dir / f"{LOCK_NAME}.pid").read_text().strip() or "unknown"
-            except OSError:
-                holder = "unknown"
-    busy = distributed.all_reduce_sum(torch.tensor([float(holder is not None)])).item() > 0
-    if busy:
-        raise RunLockedError(f"{out_dir} is in use by another hydranet process (pid {holder or 'see rank 0'}, "
-                             f"lock {out_dir / LOCK_NAME}); wait for it to finish or choose another --out")
-    try:
+                stack.enter_context(hold_lock(out_dir / LOCK_NAME, str(out_dir), RunLockedError))
+            except RunLockedError as e:
+                refused = str(e)
+        if distributed.all_reduce_sum(torch.tensor([float(refused is not None)])).item() > 0:
+            raise RunLockedError(refused or f"{out_dir} is in use by another hydranet process (see rank 0)")
         yield
-    finally:
-        if lock is not None:
-            (out_dir / f"{LOCK_NAME}.pid").unlink(missing_ok=True)
-            lock.release()
 
 
 @contextmanager
@@ -215,11 +238,57 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
             if latest.exists() and not resume:  # checked on every rank so all fail together
                 raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
                                       "or choose another --out")
+            if resume:
+                note = check_resumed_config(cfg, out_dir)
+                if note and info.is_main:
+                    make_console(stderr=True).print(f"  {note}", soft_wrap=True)
             yield device, info
     except BaseException:
         distributed.shutdown(clean=False)
         raise
     distributed.shutdown()
+
+
+# What a resumed run may change: when and how often things happen, where it runs, how it is evaluated --
+# never what is trained (data, model, optimisation, seed), which would silently mix two experiments.
+RESUMABLE_CHANGES = ("train.steps", "train.time_limit_s", "train.log_every", "train.ckpt_every",
+                     "train.keep_checkpoints", "train.eval_every", "train.eval_batches", "train.num_workers",
+                     "train.threads", "train.device", "train.dist_timeout_s", "train.max_consecutive_skips", "eval.")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): tree}
+
+
+def check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
+    """Compare a resumed run's config with the ``config.yaml`` it was started with. Differences in
+    ``RESUMABLE_CHANGES`` are returned as one note; any other difference raises ``ConfigError`` naming the
+    fields and both values (resume without ``--config`` to use the run's own)."""
+    stored_file = out_dir / "config.yaml"
+    if not stored_file.is_file():
+        return None
+    try:
+        stored = _flatten(yaml.safe_load(stored_file.read_text()) or {})
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{stored_file}: cannot read the run's config ({e})") from None
+    given = _flatten(config_to_dict(cfg))
+    changed = sorted(k for k in set(stored) | set(given) if stored.get(k, "<unset>") != given.get(k, "<unset>"))
+    allowed = [k for k in changed if k.startswith(RESUMABLE_CHANGES)]
+    refused = [k for k in changed if k not in allowed]
+
+    def show(keys: list[str]) -> str:
+        return ", ".join(f"{k} {stored.get(k, '<unset>')!r} -> {given.get(k, '<unset>')!r}" for k in keys[:6]) + (
+            f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+    if refused:
+        raise ConfigError(f"--resume: the config differs from the run's {stored_file} in {show(refused)}; resume "
+                          "without --config (the run keeps its own) or train the new config into another --out")
+    return f"resuming with a changed config: {show(allowed)}" if allowed else None
 
 
 def write_run_config(cfg: Config, out_dir: Path, info: distributed.DistInfo) -> None:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint, trunk_hash
 from hydranet.console import make_console
+from hydranet.json_files import dumps
 from hydranet.model import create_model
 from hydranet.tasks.base import create_task
 from hydranet.train.config import (
@@ -41,7 +42,14 @@ from hydranet.train.config import (
 )
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
-from hydranet.train.run import finish_already_finished, run_training, training_session, write_run_config
+from hydranet.train.interrupt import workers_ignore_stop_signals
+from hydranet.train.run import (
+    finish_already_finished,
+    fit_stoppable,
+    run_training,
+    training_session,
+    write_run_config,
+)
 from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
@@ -148,7 +156,8 @@ class CacheTrainer(Trainer):
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
         return iter(DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_cached,
                                num_workers=self.tc.num_workers, generator=gen, pin_memory=self.device.type == "cuda",
-                               prefetch_factor=2 if self.tc.num_workers else None))
+                               prefetch_factor=2 if self.tc.num_workers else None,
+                               worker_init_fn=workers_ignore_stop_signals))  # Ctrl-C stops the trainer
 
 
 def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
@@ -170,10 +179,12 @@ def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
 def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
     """Refuse a cache that cannot train these heads: another trunk, image size, rig or missing labels."""
     cache.check_trunk(trunk_hash(model), "the --from checkpoint")
-    if tuple(model.image_size) != tuple(cache.image_hw):
-        raise CacheError(f"{cache.path}: cached at image size {cache.image_hw}, the model expects {model.image_size}")
-    if model.num_cameras != len(cache.camera_names):
-        raise CacheError(f"{cache.path}: {len(cache.camera_names)} cameras cached, the model has {model.num_cameras}")
+    if tuple(model.setup.image_size) != tuple(cache.image_hw):
+        raise CacheError(f"{cache.path}: cached at image size {cache.image_hw}, the model expects "
+                         f"{model.setup.image_size}")
+    if len(cache.camera_names) not in model.setup.camera_counts():
+        raise CacheError(f"{cache.path}: {len(cache.camera_names)} cameras cached, the model's rigs have "
+                         f"{list(model.setup.camera_counts())}")
     missing = {t: model.task_objects[t].label for t in train_tasks if model.task_objects[t].label not in cache.labels}
     if missing:
         raise CacheError(f"{cache.path}: does not store the label(s) {sorted(set(missing.values()))} that task(s) "
@@ -265,10 +276,12 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
             warn = shared_note(model, train_tasks, trainer.frozen)
             if warn:
                 console.print(f"  [yellow]note:[/] {warn}")
-        summary = trainer.fit()
+        resume_cmd = (f"hydranet train --resume -o {out_dir} --from {from_ckpt} --from-cache {cache.path}"
+                      + (f" --tasks {','.join(train_tasks)}" if train_tasks else ""))
+        summary = fit_stoppable(trainer, resume_cmd, console if info.is_main else None)
         summary["cache"] = str(cache.path)
         if info.is_main:
-            (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            (out_dir / "train_summary.json").write_text(dumps(summary))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
 

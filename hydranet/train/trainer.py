@@ -20,7 +20,6 @@ how resume restores it exactly, is ``training_state.py``).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -36,10 +35,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from hydranet.data.sample import Batch, collate
 from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.json_files import dumps
 from hydranet.tasks.base import Task
 from hydranet.train import distributed
 from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config
+from hydranet.train.interrupt import stop_requested, workers_ignore_stop_signals
 from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, set_lr
 from hydranet.train.precision import autocast, use_bf16
@@ -178,7 +179,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.scheduler.micro_step)
         loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate, num_workers=self.tc.num_workers,
                             generator=gen, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None)
+                            persistent_workers=False, prefetch_factor=2 if self.tc.num_workers else None,
+                            worker_init_fn=workers_ignore_stop_signals)  # Ctrl-C: the trainer stops, not a worker
         return iter(loader)
 
     # -- one optimizer step --------------------------------------------------------------------
@@ -356,6 +358,8 @@ class Trainer:
                     logger.log_eval(self.step, self.eval_history[-1])
                 if self.tc.ckpt_every and self.step % self.tc.ckpt_every == 0 and self.step < self.tc.steps:
                     last_path = self.save()
+                if stop_requested(self.device):  # Ctrl-C / SIGTERM (train/interrupt.py): save and leave
+                    break
                 if self._out_of_time(t0):
                     self.stopped_early = True
                     logger.console.print(f"[yellow]time limit {self.tc.time_limit_s:.0f}s reached: stopping at step "
@@ -366,7 +370,7 @@ class Trainer:
                    "skipped_steps": self.skipped_steps, "checkpoint": str(last_path),
                    "history": self.history[-1:] if self.history else [], "seconds": time.perf_counter() - t0}
         if self.dist.is_main:
-            (self.out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            (self.out_dir / "train_summary.json").write_text(dumps(summary))
         return summary
 
     def _out_of_time(self, t0: float) -> bool:

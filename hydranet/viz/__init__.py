@@ -17,7 +17,9 @@ everything is importable from ``hydranet.viz``.
 from hydranet.viz.boxes import draw_boxes2d, draw_boxes3d, draw_traffic_lights
 from hydranet.viz.maps import (
     depth_color,
+    depth_rgb,
     draw_bev_map,
+    draw_depth,
     draw_lane_masks,
     draw_mask,
     draw_polylines_bev,
@@ -28,7 +30,9 @@ from hydranet.viz.style import (
     BEV_FILL_ALPHA,
     CLASS_COLORS,
     DASH,
+    DEPTH_RANGE,
     DRIVABLE_COLOR,
+    EGO_PATH_COLOR,
     LANE_ALPHA,
     LANE_COLORS,
     LIGHT_COLORS,
@@ -38,7 +42,8 @@ from hydranet.viz.style import (
 )
 from hydranet.viz.views import EGO_BOX, LAYOUT, NUSCENES_LAYOUT, Views
 
-__all__ = ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "DASH", "DRIVABLE_COLOR", "EGO_BOX", "LANE_ALPHA",
-           "LANE_COLORS", "LAYOUT", "LIGHT_COLORS", "MIN_IMAGE_SHARE", "NUSCENES_LAYOUT", "REGION_ALPHA", "Color",
-           "Views", "depth_color", "draw_bev_map", "draw_boxes2d", "draw_boxes3d", "draw_lane_masks", "draw_mask",
-           "draw_polylines_bev", "draw_sparse_depth", "draw_traffic_lights"]
+__all__ = ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "DASH", "DEPTH_RANGE", "DRIVABLE_COLOR", "EGO_BOX",
+           "EGO_PATH_COLOR", "LANE_ALPHA", "LANE_COLORS", "LAYOUT", "LIGHT_COLORS", "MIN_IMAGE_SHARE",
+           "NUSCENES_LAYOUT", "REGION_ALPHA", "Color", "Views", "depth_color", "depth_rgb", "draw_bev_map",
+           "draw_boxes2d", "draw_boxes3d", "draw_depth", "draw_lane_masks", "draw_mask", "draw_polylines_bev",
+           "draw_sparse_depth", "draw_traffic_lights"]

@@ -46,6 +46,7 @@ def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], cl
     for k, (box, cam, cls) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(classes), strict=True)):
         name = _class_name(cls, names)
         col = _rgb(color, CLASS_COLORS.get(name, (255, 255, 255)))
+        views.legend_entry(name, col, outline=True)
         x1, y1, x2, y2 = (v * views.scale for v in box)
         ci = views.camera_index(cam)
         img = views.cameras[ci]
@@ -71,6 +72,9 @@ def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | s
     cls = _tolist(classes)
     d = ImageDraw.Draw(views.bev)
     cols = [_rgb(color, CLASS_COLORS.get(_class_name(c, names), (255, 255, 255))) for c in cls]
+    for c, col in zip(cls, cols, strict=True):
+        if _class_name(c, names) != "ego":  # the ego box is the panel's reference, not a class
+            views.legend_entry(_class_name(c, names), col, outline=True)
     for k in range(boxes.shape[0]):
         foot = [views.bev_px(float(x), float(y)) for x, y in corners[k, :4, :2].tolist()]
         if dashed:
@@ -123,6 +127,7 @@ def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[i
     for k, (box, cam, st) in enumerate(zip(_tolist(boxes), _tolist(camera), _tolist(state), strict=True)):
         name = _class_name(st, LIGHT_STATES)
         col = LIGHT_COLORS.get(name, (255, 255, 255))
+        views.legend_entry(f"{name} light", col, outline=True)
         x1, y1, x2, y2 = (v * views.scale for v in box)
         ci = views.camera_index(cam)
         d = ImageDraw.Draw(views.cameras[ci])

@@ -20,17 +20,31 @@ from torch import Tensor
 from hydranet.data.sample import BEV_CLASSES
 from hydranet.geometry import invert_transform, transform_points
 from hydranet.viz.boxes import _clip_segment
-from hydranet.viz.style import BEV_COLORS, BEV_FILL_ALPHA, LANE_ALPHA, LANE_COLORS, REGION_ALPHA, Color, _rgb
+from hydranet.viz.style import (
+    BEV_COLORS,
+    BEV_FILL_ALPHA,
+    DEPTH_RANGE,
+    LANE_ALPHA,
+    LANE_COLORS,
+    REGION_ALPHA,
+    Color,
+    _rgb,
+    legend_name,
+)
 
 if TYPE_CHECKING:  # annotations only: views.py imports the drawing modules
     from hydranet.viz.views import Views
 
 
-def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_ALPHA) -> None:
+def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_ALPHA, name: str | None = None) -> None:
     """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution; the camera image
-    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Views.blend``)."""
-    col = torch.tensor(_rgb(color, (255, 0, 0)), dtype=torch.float32)
+    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Views.blend``).
+    ``name`` is its legend entry (default: the name ``style.legend_name`` gives the colour, if any)."""
+    rgb = _rgb(color, (255, 0, 0))
+    col = torch.tensor(rgb, dtype=torch.float32)
     m = masks.detach().float().cpu()
+    if bool((m > 0.5).any()):
+        views.legend_entry(name or legend_name(rgb), rgb)
     for i, img in enumerate(views.cameras):
         a = torch.nn.functional.interpolate(m[i][None, None], size=(img.height, img.width), mode="bilinear",
                                             align_corners=False)[0, 0].clamp(0, 1) * alpha
@@ -40,7 +54,8 @@ def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_A
 def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
     """The ``lanes`` label/prediction (0 none, 1 dashed, 2 solid, 3 road edge) in one colour per kind."""
     for kind, col in LANE_COLORS.items():
-        draw_mask(views, lanes == kind, col, alpha)
+        if bool((lanes == kind).any()):
+            draw_mask(views, lanes == kind, col, alpha)
 
 
 def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = BEV_FILL_ALPHA,
@@ -49,6 +64,9 @@ def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES
     later channels are drawn over earlier ones."""
     colors = colors or BEV_COLORS
     m = torch.as_tensor(bev).detach().float().cpu()
+    for c, name in enumerate(classes):
+        if bool((m[c] > 0.5).any()):
+            views.legend_entry(f"BEV {name}", colors.get(name, (255, 255, 255)))
     size = (views.bev.height, views.bev.width)
     base = torch.from_numpy(np.asarray(views.bev).copy()).float()
     for c, name in enumerate(classes):
@@ -60,14 +78,16 @@ def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES
 
 
 def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Color], width: int = 2,
-                       cameras: bool = False) -> None:
+                       cameras: bool = False, name: str | None = None) -> None:
     """Ego-frame polylines ``[L, P, 3]`` in the BEV panel (and projected into cameras if asked).
-    ``color`` is one colour or one per line."""
+    ``color`` is one colour or one per line; ``name`` the legend entry (default: ``style.legend_name``)."""
     pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, points.shape[-2], 3) if len(points) else None
     if pts is None:
         return
     many = isinstance(color, list | tuple) and len(color) == len(pts) and not isinstance(color[0], int)
     cols = [_rgb(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
+    for c in dict.fromkeys(cols):
+        views.legend_entry(name if name and not many else legend_name(c), c)
     d = ImageDraw.Draw(views.bev)
     for k, line in enumerate(pts):
         d.line([views.bev_px(float(x), float(y)) for x, y, _ in line.tolist()], fill=cols[k], width=width)
@@ -84,23 +104,41 @@ def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Col
                     dc.line(seg, fill=cols[k], width=1)
 
 
-def depth_color(z: Tensor, near: float = 2.0, far: float = 60.0) -> list[tuple[int, int, int]]:
-    """Log-depth ramp: red (near) → yellow → green → blue (far), one colour per depth in metres."""
-    f = ((z.clamp(near, far).log() - math.log(near)) / (math.log(far) - math.log(near))).tolist()
-    stops = [(255, 40, 40), (255, 220, 0), (40, 230, 90), (40, 120, 255)]
-    out = []
-    for t in f:
-        x = t * (len(stops) - 1)
-        k = min(int(x), len(stops) - 2)
-        a, b, r = stops[k], stops[k + 1], x - k
-        out.append(tuple(round(a[j] + (b[j] - a[j]) * r) for j in range(3)))
-    return out
+_DEPTH_STOPS = torch.tensor([(255, 40, 40), (255, 220, 0), (40, 230, 90), (40, 120, 255)], dtype=torch.float32)
+
+
+def depth_rgb(z: Tensor, near: float = DEPTH_RANGE[0], far: float = DEPTH_RANGE[1]) -> Tensor:
+    """Log-depth ramp, red (near) → yellow → green → blue (far): float RGB ``[..., 3]`` in 0..255 for depths
+    ``z`` ``[...]`` in metres, clamped to [near, far]. Every depth picture uses it (``DEPTH_RANGE``) with the
+    colour bar ``Views`` draws, so prediction, label and lidar read on one scale."""
+    f = (z.float().clamp(near, far).log() - math.log(near)) / (math.log(far) - math.log(near))
+    x = f * (len(_DEPTH_STOPS) - 1)
+    k = x.floor().clamp(max=len(_DEPTH_STOPS) - 2).long()
+    r = (x - k)[..., None]
+    return _DEPTH_STOPS[k] + (_DEPTH_STOPS[k + 1] - _DEPTH_STOPS[k]) * r
+
+
+def depth_color(z: Tensor, near: float = DEPTH_RANGE[0], far: float = DEPTH_RANGE[1]) -> list[tuple[int, int, int]]:
+    """``depth_rgb`` as one RGB tuple per depth in metres (for drawing dots)."""
+    return [tuple(c) for c in depth_rgb(z.reshape(-1), near, far).round().to(torch.uint8).tolist()]
+
+
+def draw_depth(views: Views, depth: Tensor, alpha: float = 0.6, label: str = "depth (m)") -> None:
+    """Dense z-depth ``[N, H, W]`` in metres (0 = no depth, e.g. sky: left clear) over the cameras on the
+    ``depth_rgb`` scale, with the colour bar in the legend; prediction and label share the scale."""
+    depth = depth.detach().float().cpu()
+    for i, img in enumerate(views.cameras):
+        z = torch.nn.functional.interpolate(depth[i][None, None], size=(img.height, img.width), mode="nearest")[0, 0]
+        views.blend(i, (z > 0).float() * alpha, depth_rgb(z))
+    views.colorbar = label
 
 
 def draw_sparse_depth(views: Views, depth: Tensor, max_points: int = 40000) -> None:
     """Sparse z-depth ``[N, H, W]`` (0 = no return, e.g. projected lidar): a dot per return in its
-    camera and, unprojected into the ego frame, in the BEV panel; colour = depth (``depth_color``)."""
+    camera and, unprojected into the ego frame, in the BEV panel; colour = depth (``depth_color``), with
+    the colour bar in metres in the legend."""
     depth = depth.detach().float().cpu()
+    views.colorbar = "lidar depth (m)"
     bev = ImageDraw.Draw(views.bev)
     for i in range(depth.shape[0]):
         v, u = torch.nonzero(depth[i] > 0, as_tuple=True)

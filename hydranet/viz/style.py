@@ -27,6 +27,11 @@ LIGHT_COLORS: dict[str, tuple[int, int, int]] = {"red": (255, 40, 40), "yellow":
 # One lane palette everywhere (labels, predictions, world pictures): dashed, solid, road edge.
 LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 255), 3: (255, 60, 60)}
 DRIVABLE_COLOR: tuple[int, int, int] = (60, 150, 255)
+# The ego's planned path in the BEV: violet, a colour no lane kind, class or BEV map uses.
+EGO_PATH_COLOR: tuple[int, int, int] = (170, 110, 255)
+# One depth scale for every picture (dense prediction, dense label, lidar dots): log ramp, metres.
+DEPTH_RANGE: tuple[float, float] = (2.0, 80.0)
+DEPTH_TICKS: tuple[float, ...] = (2, 5, 10, 20, 40, 80)
 # Dense overlays are alpha-blended over the camera image, which must stay readable under them (lanes at
 # 0.8 over drivable and depth at 0.3-0.45 left ~8 % of the photo: a picture of colours). Thin lane strokes
 # need more colour than large regions; the BEV fill lets the boxes drawn under it show through.
@@ -38,6 +43,15 @@ BEV_FILL_ALPHA = 0.45  # BEV semantic prediction, filled per class
 MIN_IMAGE_SHARE = 0.45
 # Prediction and ground truth share the class colours; ground truth is drawn dashed, predictions solid.
 DASH = 4
+
+
+def legend_name(color: tuple[int, int, int]) -> str | None:
+    """What a region of ``color`` means in the legend (drivable, a lane kind), or None: lets ``draw_mask``
+    name what it draws without every caller saying it twice."""
+    if tuple(color) == DRIVABLE_COLOR:
+        return "drivable"
+    kinds = {1: "lane dashed", 2: "lane solid", 3: "road edge"}
+    return next((kinds[k] for k, c in LANE_COLORS.items() if tuple(color) == c), None)
 
 def _font(size: int) -> ImageFont.ImageFont:
     try:

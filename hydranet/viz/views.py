@@ -16,15 +16,8 @@ from torch import Tensor
 from hydranet.data.sample import Batch, Sample
 from hydranet.geometry import BevGrid, invert_transform, transform_points
 from hydranet.viz.boxes import draw_boxes3d
-from hydranet.viz.style import (
-    CLASS_COLORS,
-    DRIVABLE_COLOR,
-    LANE_COLORS,
-    LIGHT_COLORS,
-    MIN_IMAGE_SHARE,
-    _dashed,
-    _font,
-)
+from hydranet.viz.maps import depth_rgb
+from hydranet.viz.style import DEPTH_RANGE, DEPTH_TICKS, MIN_IMAGE_SHARE, _dashed, _font
 
 # Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
 LAYOUT: dict[str, tuple[float, float]] = {
@@ -63,6 +56,9 @@ class Views:
                                      round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
         self.notes: list[str] = []  # e.g. "detection2d: 0 detections", written under the picture
         self.legend_styles = ("prediction", "ground truth")  # line styles the legend lists: what is drawn
+        self.legend: dict[str, tuple[int, int, int]] = {}  # what the draw_* calls drew: name -> colour
+        self.colorbar: str | None = None  # a depth scale was drawn: the colour bar's title ("depth (m)")
+        self.outlines = False  # boxes were drawn: the legend shows the line styles (solid, dashed)
         self._labels: dict[int, list[tuple[float, float, float, float]]] = {}  # placed label boxes per camera
         self._draw_bev_base()
 
@@ -78,6 +74,14 @@ class Views:
                 placed.append(box)
                 return x, yy
         return None
+
+    def legend_entry(self, name: str | None, color: tuple[int, int, int], outline: bool = False) -> None:
+        """Record that something named ``name`` was drawn in ``color``: the legend lists exactly these
+        (first colour wins); ``None`` is ignored. ``outline``: a box, whose line style (prediction solid,
+        ground truth dashed) the legend then explains."""
+        self.outlines |= outline
+        if name:
+            self.legend.setdefault(name, tuple(int(c) for c in color))  # type: ignore[arg-type]
 
     def note(self, text: str) -> None:
         """A line of text for the picture's footer (what a head found nothing of, ...)."""
@@ -205,12 +209,14 @@ class Views:
         return canvas
 
     def _legend(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int, width: int) -> int:
-        """Line styles of ``legend_styles``, the class colours (wrapped to ``width``) and the notes, below the
-        cameras; returns the number of legend rows."""
+        """The legend below the cameras: the line styles of ``legend_styles``, a swatch per thing drawn
+        (``legend``, wrapped to ``width``), the depth colour bar in metres when a depth was drawn, then the
+        notes; returns the number of legend rows."""
         x0, rows = x, 1
-        swatches = [*((s, None) for s in self.legend_styles), *CLASS_COLORS.items(), *LIGHT_COLORS.items(),
-                    *((f"lane {k}", LANE_COLORS[i]) for i, k in ((1, "dashed"), (2, "solid"), (3, "edge"))),
-                    ("drivable", DRIVABLE_COLOR)]
+        styles = self.legend_styles if self.outlines else ()
+        swatches = [*((s, None) for s in styles), *self.legend.items()]
+        if not swatches:  # nothing drawn: no empty legend row (the notes, if any, move up)
+            rows, y = 0, y - line_h
         for name, col in swatches:
             key = 28 if col is None else 16
             step = key + round(d.textlength(name, font=font)) + 12
@@ -225,7 +231,26 @@ class Views:
                 d.rectangle([x, y + 3, x + 12, y + line_h - 5], fill=col)
             d.text((x + key, y), name, fill=(230, 230, 230), font=font)
             x += step
+        if self.colorbar:
+            y, rows = y + line_h, rows + 2
+            self._colorbar(d, font, x0, y, line_h, min(width - 2 * x0, 520))
+            y += line_h
         for k, text in enumerate(self.notes):
             d.text((8, y + line_h * (k + 1)), text, fill=(255, 200, 120), font=font)
         return rows
 
+    def _colorbar(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int, length: int) -> None:
+        """``colorbar``'s title, then the ``DEPTH_RANGE`` log ramp with ticks in metres (two legend rows)."""
+        near, far = DEPTH_RANGE
+        title = f"{self.colorbar}:"
+        d.text((x, y), title, fill=(230, 230, 230), font=font)
+        x0 = x + round(d.textlength(title, font=font)) + 10
+        z = torch.exp(torch.linspace(math.log(near), math.log(far), length))
+        rgb = depth_rgb(z).round().to(torch.uint8).tolist()
+        for k, c in enumerate(rgb):
+            d.line([(x0 + k, y + 3), (x0 + k, y + line_h - 3)], fill=tuple(c))
+        for t in DEPTH_TICKS:
+            u = x0 + (length - 1) * (math.log(t) - math.log(near)) / (math.log(far) - math.log(near))
+            d.line([(u, y + line_h - 3), (u, y + line_h + 2)], fill=(230, 230, 230))
+            label = f"{t:g}"
+            d.text((u - d.textlength(label, font=font) / 2, y + line_h + 2), label, fill=(230, 230, 230), font=font)

@@ -1,5 +1,5 @@
-"""Agents (cars, trucks, pedestrians, cones, traffic lights), their analytic motion and their shape as
-a few oriented boxes ("prims").
+"""Agents (cars, trucks, pedestrians, cones, traffic lights; buses, bicycles, motorcycles and barriers when a
+setup's vocabulary names them), their analytic motion and their shape as a few oriented boxes ("prims").
 
 Motion is a closed-form function of time — cruise at ``v`` then brake at constant ``decel`` — so any
 frame of a sequence is computable alone (random access) and velocities are exact derivatives.
@@ -110,7 +110,7 @@ class Agent:
     its shape as ``prims``, its analytic ``motion`` and a ``track_id`` stable over the sequence.
     Traffic lights also carry the forward ``lane`` they govern and a light-state ``schedule``.
     """
-    kind: str  # one of OBJECT_CLASSES
+    kind: str  # one of hydranet.world.labels.WORLD_KINDS
     track_id: int
     size: tuple[float, float, float]  # l, w, h of the labelled 3D box
     z: float  # box centre height
@@ -193,6 +193,43 @@ def cone_prims() -> list[Prim]:
         Prim(0.0, 0.0, 0.025, 0.4, 0.4, 0.05, MAT_FLAT, cone, (0.1, 0.1, 0.1)),
         Prim(0.0, 0.0, 0.05 + 0.17, 0.26, 0.26, 0.34, MAT_CONE, cone, orange),
         Prim(0.0, 0.0, 0.39 + 0.18, 0.14, 0.14, 0.36, MAT_CONE, cone, orange),
+    ]
+
+
+def bus_prims(l: float, w: float, h: float, colour: tuple[float, float, float]) -> list[Prim]:
+    """A bus as a long body, a window band along its whole length and two wheel axles, metres."""
+    bus, dark, wheel = SEM["bus"], (0.06, 0.06, 0.07), 0.95
+    return [
+        Prim(0.0, 0.0, 0.35 + (0.62 * h - 0.35) / 2, l, w, 0.62 * h - 0.35, MAT_PAINT, bus, colour),
+        Prim(0.0, 0.0, 0.62 * h + 0.3 * h / 2, l - 0.3, w * 0.97, 0.3 * h, MAT_CABIN, bus, colour),
+        Prim(0.0, 0.0, 0.92 * h + 0.08 * h / 2, l, w, 0.08 * h, MAT_PAINT, bus, colour),
+        Prim(l / 2 - 2.2, 0.0, wheel / 2, wheel, w - 0.1, wheel, MAT_DARK, bus, dark),
+        Prim(-l / 2 + 2.6, 0.0, wheel / 2, wheel, w - 0.1, wheel, MAT_DARK, bus, dark),
+    ]
+
+
+def two_wheeler_prims(kind: str, l: float, h: float, frame: tuple[float, float, float],
+                      shirt: tuple[float, float, float]) -> list[Prim]:
+    """A bicycle or motorcycle (``kind``) with its rider, ``l`` long and ``h`` tall (rider included): two thin
+    wheels, the frame between them and the rider's body; metres."""
+    sem, dark = SEM[kind], (0.05, 0.05, 0.06)
+    wheel = 0.66 if kind == "bicycle" else 0.6
+    body = 0.2 if kind == "bicycle" else 0.45  # a motorcycle's engine and tank are bulky
+    return [
+        Prim(l / 2 - wheel / 2, 0.0, wheel / 2, wheel, 0.08, wheel, MAT_DARK, sem, dark),
+        Prim(-l / 2 + wheel / 2, 0.0, wheel / 2, wheel, 0.08, wheel, MAT_DARK, sem, dark),
+        Prim(0.0, 0.0, wheel * 0.75, l - wheel, body, body if kind == "motorcycle" else 0.12, MAT_PAINT, sem, frame),
+        Prim(-0.1 * l, 0.0, wheel + (h - wheel) / 2, 0.35, 0.42, h - wheel, MAT_FLAT, sem, shirt),
+    ]
+
+
+def barrier_prims(l: float) -> list[Prim]:
+    """A concrete road barrier ``l`` metres long: a 0.6 m wide base and a 0.3 m wide top, 1 m tall."""
+    barrier, concrete, stripe = SEM["barrier"], (0.72, 0.72, 0.70), (0.85, 0.15, 0.1)
+    return [
+        Prim(0.0, 0.0, 0.2, l, 0.6, 0.4, MAT_FLAT, barrier, concrete),
+        Prim(0.0, 0.0, 0.4 + 0.25, l, 0.3, 0.5, MAT_FLAT, barrier, concrete),
+        Prim(0.0, 0.0, 0.95, l, 0.3, 0.1, MAT_FLAT, barrier, stripe),
     ]
 
 

@@ -14,32 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import ALL_LABELS
-from hydranet.geometry import DEFAULT_CAMERAS, BevGrid, CameraSpec, GridConfig, Rig
+from hydranet.setup import Rig, Setup
 from hydranet.yaml_files import read_yaml_mapping
 
 Lighting = Literal["day", "dusk", "night"]
 Layout = Literal["straight", "curve", "intersection"]
 
 
-class CameraConfig(BaseModel):
-    """One camera of the rig (mirrors ``hydranet.geometry.CameraSpec``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    hfov_deg: float = Field(gt=1.0, lt=170.0)
-    position: tuple[float, float, float]
-    yaw_deg: float
-    pitch_deg: float = Field(ge=-60.0, le=60.0)
-
-
-def _default_cameras() -> list[CameraConfig]:
-    return [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, yaw_deg=c.yaw_deg,
-                         pitch_deg=c.pitch_deg) for c in DEFAULT_CAMERAS]
-
-
 class WorldConfig(BaseModel):
-    """Synthetic 8-camera driving world. Sample ``i`` is frame ``i % frames_per_scene`` of scene
-    ``i // frames_per_scene``; ``len(world) = num_scenes * frames_per_scene``."""
+    """Synthetic driving world. Sample ``i`` is frame ``i % frames_per_scene`` of scene
+    ``i // frames_per_scene``; ``len(world) = num_scenes * frames_per_scene``.
+
+    What it renders is ``setup`` (``hydranet.setup.Setup``): the cameras of its rig ``rig`` (default the
+    first) as given — K resized to ``setup.image_size``, T_ego_from_cam — the BEV labels on ``setup.grid``
+    and the object classes of ``setup.classes``. A training config's world datasets render the model's
+    setup (``hydranet.train.config``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,10 +36,8 @@ class WorldConfig(BaseModel):
     num_scenes: int = Field(100, ge=1)
     frames_per_scene: int = Field(40, ge=1, le=10_000)
     rate_hz: float = Field(10.0, gt=0.0, le=100.0)
-    height: int = Field(128, ge=16, le=2048)
-    width: int = Field(256, ge=16, le=4096)
-    cameras: list[CameraConfig] = Field(default_factory=_default_cameras, min_length=1)
-    grid: GridConfig = Field(default_factory=GridConfig)
+    setup: Setup = Field(default_factory=Setup)  # rigs, image size, BEV grid, classes: what is rendered
+    rig: str | None = None  # which of setup.rigs to render (None: the first)
 
     # Domain variables: a fixed value, or "random" (drawn per scene from the seed).
     lighting: Lighting | Literal["random"] = "random"
@@ -132,23 +119,21 @@ class WorldConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _names(self) -> WorldConfig:
-        names = [c.name for c in self.cameras]
-        if len(set(names)) != len(names):
-            raise ValueError(f"cameras: names must be unique, got {names}")
+    def _rig_known(self) -> WorldConfig:
+        if self.rig is not None and self.rig not in self.setup.rig_names():
+            raise ValueError(f"rig: no rig '{self.rig}' in setup.rigs {self.setup.rig_names()}")
         return self
 
     # ---- derived objects -------------------------------------------------------------------
     @property
-    def rig(self) -> Rig:
-        """The camera ``Rig`` these fields describe (ego-frame mounts, ``height`` × ``width`` pixels)."""
-        cams = tuple(CameraSpec(c.name, c.hfov_deg, tuple(c.position), c.yaw_deg, c.pitch_deg) for c in self.cameras)
-        return Rig(cams, self.height, self.width)
+    def rendered_rig(self) -> Rig:
+        """The rig this world renders (``setup.rigs[rig]``, default the first)."""
+        return self.setup.rig(self.rig)
 
     @property
-    def bev_grid(self) -> BevGrid:
-        """The ``BevGrid`` (from ``grid``) that the world's BEV labels are rasterised on."""
-        return self.grid.to_grid()
+    def rendered_setup(self) -> Setup:
+        """What this world's frames are: ``setup`` with the rendered rig only (``Source.setup``)."""
+        return self.setup.only_rig(self.rig)
 
     @property
     def path_steps(self) -> int:
@@ -156,32 +141,11 @@ class WorldConfig(BaseModel):
         return max(1, round(self.ego_path_seconds * self.rate_hz))
 
 
-def training_world(tree: dict[str, Any], dataset: str | None, where: str) -> tuple[dict[str, Any], int | None]:
-    """``(world fields, frames)`` of the ``kind: world`` dataset ``dataset`` of a training config tree
-    (``data.datasets.<name>`` or ``eval``); with ``dataset=None`` the only training world dataset.
-    ``ValueError`` names the file and the world datasets to choose from."""
-    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
-    sources = dict(data.get("datasets") or {})
-    if isinstance(data.get("eval"), dict):
-        sources["eval"] = data["eval"]
-    worlds = {n: d for n, d in sources.items() if isinstance(d, dict) and d.get("kind") == "world"}
-    if dataset is None:
-        train_worlds = sorted(n for n in worlds if n != "eval" or "eval" in (data.get("datasets") or {}))
-        if len(train_worlds) != 1:
-            raise ValueError(f"{where}: a training config with world datasets {sorted(worlds)}: choose one "
-                             "with --dataset NAME")
-        dataset = train_worlds[0]
-    if dataset not in worlds:
-        raise ValueError(f"{where}: no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
-    return dict(worlds[dataset].get("world") or {}), worlds[dataset].get("frames")
-
-
-def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None,
-                      dataset: str | None = None) -> WorldConfig:
+def load_world_config(source: Any = None, overrides: dict[str, Any] | None = None) -> WorldConfig:
     """A ``WorldConfig`` from None (defaults), a dict, a YAML path or a ``WorldConfig``, with ``overrides``
-    applied. A YAML file may be a ``WorldConfig``, a file with a ``world:`` section, or a training
-    config (``data``/``model``/``train``): then the world of dataset ``dataset`` (default: its only
-    world dataset) is used. Errors are ``ValueError``s naming the file and the offending field."""
+    applied. A YAML file may be a ``WorldConfig`` or a file with a ``world:`` section (a training config's
+    world datasets: ``hydranet.train.config.Config.world_config``). Errors are ``ValueError``s naming the
+    file and the offending field."""
     where = "world config"
     if isinstance(source, WorldConfig):
         data = source.model_dump()
@@ -192,9 +156,10 @@ def load_world_config(source: Any = None, overrides: dict[str, Any] | None = Non
     else:
         where = str(source)
         data = read_yaml_mapping(source, ValueError, "a mapping of WorldConfig fields", empty={})
-        if isinstance(data.get("data"), dict):  # a training config: one of its world datasets
-            data, _ = training_world(data, dataset, where)
-        elif isinstance(data.get("world"), dict):  # a file with a world section
+        if isinstance(data.get("data"), dict):
+            raise ValueError(f"{where}: a training config, not a world config: its world datasets render "
+                             "its model's setup (hydranet generate --config TRAINING.yaml --dataset NAME)")
+        if isinstance(data.get("world"), dict):  # a file with a world section
             data = data["world"]
     data |= overrides or {}
     try:

@@ -1,4 +1,4 @@
-"""``SyntheticWorld``: the embedded 8-camera driving world as a map-style torch ``Dataset``.
+"""``SyntheticWorld``: the embedded driving world as a map-style torch ``Dataset``, rendering its ``Setup``.
 
 Sample ``i`` is frame ``i % frames_per_scene`` of scene ``i // frames_per_scene``; it is a pure function
 of ``(config, i)``: any index can be rendered alone, in any order, in any worker process.
@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hydranet.data.sample import Sample
+from hydranet.setup import class_names
 from hydranet.world import labels as world_labels
 from hydranet.world.config import WorldConfig
 from hydranet.world.render import render_frame
@@ -33,11 +34,11 @@ class SyntheticWorld(Dataset):
         elif overrides:
             config = WorldConfig(**(config.model_dump() | overrides))
         self.config = config
-        self.rig = config.rig
-        self.grid = config.bev_grid
-        self.camera_names = self.rig.names
-        self._K = self.rig.intrinsics()
-        self._T = self.rig.extrinsics()
+        self.setup = config.rendered_setup  # what its frames are: Source.setup of the world
+        rig = config.rendered_rig
+        self.camera_names = rig.names
+        self._K = rig.intrinsics(self.setup.image_size)  # each camera's K at the rendered size
+        self._T = rig.extrinsics()
         self._scenes: OrderedDict[int, Scene] = OrderedDict()
 
     def __len__(self) -> int:
@@ -90,7 +91,8 @@ class SyntheticWorld(Dataset):
         t = fi / cfg.rate_hz
         frame = scene.frame(t, cfg.cull_distance)
         noise_seed = random.Random(f"hydranet-world/{cfg.seed}/noise/{index}").getrandbits(62)
-        out = render_frame(frame, self._K, self._T, cfg.height, cfg.width, sensor_noise=cfg.sensor_noise,
+        h, w = self.setup.image_size
+        out = render_frame(frame, self._K, self._T, h, w, sensor_noise=cfg.sensor_noise,
                            noise_seed=noise_seed, max_depth=cfg.max_depth)
         want = {name for name in WORLD_LABELS if self.label_present(index, name)}
         labels: dict[str, Any] = {}
@@ -98,19 +100,19 @@ class SyntheticWorld(Dataset):
         if want & {"detection2d", "traffic_light", "objects3d"}:
             det = world_labels.detection2d(frame, out, cfg.min_visible_pixels, cfg.min_visible_fraction)
             if "detection2d" in want:
-                labels["detection2d"] = det
+                labels["detection2d"] = world_labels.in_vocabulary(det, class_names(self.setup, "detection2d"))
             if "traffic_light" in want:
                 labels["traffic_light"] = world_labels.traffic_lights(frame, det, self._T[:, :2, 3])
         objects = world_labels.objects3d(frame, det) if want & {"objects3d", "bev_semantic"} else None
         if "objects3d" in want:
-            labels["objects3d"] = objects
+            labels["objects3d"] = world_labels.in_vocabulary(objects, class_names(self.setup, "objects3d"))
         dense = {"lanes": out.lanes, "drivable": out.drivable, "depth": out.depth.float(), "semantic": out.semantic,
                  "instance": out.instance}
         labels |= {k: v for k, v in dense.items() if k in want}
         if "lane_lines" in want:
             labels["lane_lines"] = world_labels.lane_lines(frame)
-        if "bev_semantic" in want:
-            labels["bev_semantic"] = world_labels.bev_semantic(frame, objects, self.grid)
+        if "bev_semantic" in want and self.setup.grid is not None:
+            labels["bev_semantic"] = world_labels.bev_semantic(frame, objects, self.setup.grid)
         if "ego_path" in want:
             labels["ego_path"] = world_labels.ego_path(frame, cfg.path_steps, cfg.rate_hz)
         sample = Sample(images=out.images, intrinsics=self._K.clone(), T_ego_from_cam=self._T.clone(),

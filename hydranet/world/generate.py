@@ -112,7 +112,7 @@ def generate(out: str | os.PathLike, world_config: Any, frames: int | None = Non
         if existing is not None:
             return GenerateResult(existing, True, out)
     world = SyntheticWorld(world_config)
-    writer = ShardWriter(out, shard_size, rig=world.rig.to_dict(), grid=world.grid.to_dict(), source=source,
+    writer = ShardWriter(out, shard_size, setup=world.setup, source=source,
                          image_format=image_format, overwrite=True)  # check_existing/force decided that
     with writer:
         if workers == 1:

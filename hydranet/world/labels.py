@@ -2,7 +2,9 @@
 
 Camera labels come from the renderer's per-pixel buffers (so they agree with the pixels by
 construction); ego-frame labels (3D boxes, lane lines, BEV map, future path) come from the analytic
-scene, transformed into the current ego frame.
+scene, transformed into the current ego frame. Object classes are the setup's vocabulary
+(``in_vocabulary``): an agent's kind by name (the world's ``cone`` is nuScenes' ``traffic_cone``); kinds
+the vocabulary lacks are rendered but not labelled as objects.
 """
 
 from __future__ import annotations
@@ -14,14 +16,38 @@ from torch import Tensor
 
 from hydranet.data.sample import BEV_CLASSES, LIGHT_STATES, OBJECT_CLASSES
 from hydranet.geometry import BevGrid, wrap_angle
+from hydranet.world.extras import EXTRA_KINDS
 from hydranet.world.render import RenderOutput
 from hydranet.world.roads import ROAD, SIDEWALK_SURF
 from hydranet.world.scene import Frame
 
 LINE_POINTS = 32
 LINE_BEHIND, LINE_AHEAD = 25.0, 75.0  # metres of lane line around the ego
-_CLS = {name: i for i, name in enumerate(OBJECT_CLASSES)}
+# Every kind of agent the world renders; label functions number classes in this order, ``in_vocabulary``
+# renumbers them into a setup's vocabulary.
+WORLD_KINDS: tuple[str, ...] = OBJECT_CLASSES + EXTRA_KINDS
+ALIASES: dict[str, str] = {"cone": "traffic_cone"}  # world kind -> its name in nuScenes' vocabulary
+_CLS = {name: i for i, name in enumerate(WORLD_KINDS)}
 _BEV = {name: i for i, name in enumerate(BEV_CLASSES)}
+# BEV channel of each kind's footprint (barriers and lights have none).
+BEV_GROUPS = {"vehicle": ("car", "truck", "bus", "bicycle", "motorcycle"), "pedestrian": ("pedestrian",),
+              "cone": ("cone",)}
+
+
+def in_vocabulary(label: dict[str, Tensor], vocabulary: tuple[str, ...]) -> dict[str, Tensor]:
+    """A ``detection2d``/``objects3d`` label whose ``classes`` index ``WORLD_KINDS`` with classes renumbered
+    into ``vocabulary`` (a kind by its name, or by ``ALIASES``); objects of a kind the vocabulary lacks are
+    left out. The label itself is returned when nothing changes (the world's own vocabulary)."""
+    to = [vocabulary.index(k) if k in vocabulary else vocabulary.index(ALIASES[k])
+          if ALIASES.get(k) in vocabulary else -1 for k in WORLD_KINDS]
+    if to[:len(vocabulary)] == list(range(len(vocabulary))) and len(vocabulary) == len(OBJECT_CLASSES) and \
+            not any(int(c) >= len(OBJECT_CLASSES) for c in label["classes"].tolist()):
+        return label  # the world's five in their own order: every id stays
+    new = torch.tensor(to, dtype=torch.int64)[label["classes"]] if len(label["classes"]) else label["classes"]
+    keep = new >= 0
+    m = len(keep)
+    return {k: (v[keep] if isinstance(v, Tensor) and v.ndim and len(v) == m else v) for k, v in label.items()} | {
+        "classes": new[keep]}
 
 
 def detection2d(frame: Frame, out: RenderOutput, min_pixels: int, min_fraction: float) -> dict[str, Tensor]:
@@ -131,7 +157,8 @@ def lane_lines(frame: Frame) -> dict[str, Tensor]:
 
 def bev_semantic(frame: Frame, objects: dict[str, Tensor], grid: BevGrid) -> Tensor:
     """Multi-label ``[len(BEV_CLASSES), R, C]`` uint8 map, rasterised analytically at cell centres.
-    Objects also mark the cell holding their centre so small ones (cones) never vanish."""
+    Objects (``objects3d`` with ``classes`` indexing ``WORLD_KINDS``, before ``in_vocabulary``) mark their
+    footprint in the channel of ``BEV_GROUPS`` and the cell holding their centre, so small ones never vanish."""
     centres = grid.cell_centres(torch.float64)  # [R, C, 2] ego
     ex, ey, eyaw = frame.ego
     c, s = math.cos(eyaw), math.sin(eyaw)
@@ -143,10 +170,9 @@ def bev_semantic(frame: Frame, objects: dict[str, Tensor], grid: BevGrid) -> Ten
     paint = torch.minimum(torch.minimum(g["dashed"], g["solid"]), g["other"])
     out[_BEV["lane_marking"]] = ((paint < grid.cell / 2) & (g["surface"] == ROAD)).to(torch.uint8)
     out[_BEV["sidewalk"]] = (g["surface"] == SIDEWALK_SURF).to(torch.uint8)
-    groups = {"vehicle": ("car", "truck"), "pedestrian": ("pedestrian",), "cone": ("cone",)}
     boxes = objects["boxes"].double()
-    for bev_name, kinds in groups.items():
-        ids = [OBJECT_CLASSES.index(k) for k in kinds]
+    for bev_name, kinds in BEV_GROUPS.items():
+        ids = [WORLD_KINDS.index(k) for k in kinds]
         sel = torch.isin(objects["classes"], torch.tensor(ids))
         for bx, by, _, bl, bw, _, byaw in boxes[sel].tolist():
             cb, sb = math.cos(byaw), math.sin(byaw)

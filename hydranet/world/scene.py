@@ -29,6 +29,7 @@ from hydranet.world.agents import (
     signal_prims,
 )
 from hydranet.world.config import WorldConfig
+from hydranet.world.extras import add_extras
 from hydranet.world.populate import populate
 from hydranet.world.roads import CURB, LANE_WIDTH, SIDEWALK, STOP_SETBACK, STOP_W, RoadLayout
 
@@ -94,7 +95,7 @@ class Frame:
             c, s = math.cos(yaw), math.sin(yaw)
             extra = LIGHT_STATE_IDS[a.state(self.t)] if a.kind == "traffic_light" else 0
             for p in a.prims:
-                lit = 1 if (p.material == MAT_PAINT and a.kind in ("car", "truck")) else 0
+                lit = 1 if (p.material == MAT_PAINT and a.kind in ("car", "truck", "bus")) else 0
                 rows.append((x + c * p.dx - s * p.dy, y + s * p.dx + c * p.dy, p.cz, p.l, p.w, p.h, yaw + p.dyaw,
                              p.material, p.semantic, a.track_id, extra if p.material == MAT_SIGNAL else lit,
                              *p.colour))
@@ -169,6 +170,8 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
     if cross_u is not None:
         next_id = max((a.track_id for a in agents), default=0) + 1
         statics += _signals(layout, mode, t_brake, agents, next_id)
+    vocabulary = {c for names in cfg.setup.classes.values() for c in names}
+    add_extras(cfg.seed, index, vocabulary, layout, ego.s_at(0.0), agents)  # last: other draws stay as they were
     return Scene(index, layout, lighting, fog, sun, ego, ego_lane, mode, agents, statics, lamps,
                  cfg.distant_lights, duration)
 

@@ -57,7 +57,7 @@ def shadow_lookup(frame: Frame, sun: tuple[float, float, float], x: Tensor, y: T
         if a.kind == "traffic_light":
             continue
         l, w, h = a.size
-        soft = 0.45 if a.kind in ("car", "truck") else 0.25
+        soft = 0.45 if a.kind in ("car", "truck", "bus") else 0.25
         sx, sy = (-sun[0] * reach * h, -sun[1] * reach * h) if sun_up else (0.0, 0.0)
         pad = soft + 0.5 * math.hypot(l, w)
         lo_x, hi_x = min(ax, ax + sx) - pad, max(ax, ax + sx) + pad

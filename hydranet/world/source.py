@@ -1,11 +1,11 @@
-"""``world``: the synthetic 8-camera world (``hydranet.world``) as a registered source, rendered on the fly.
+"""``world``: the synthetic world (``hydranet.world``) as a registered source, rendered on the fly.
 
 It lives in the world package (which sits right of ``hydranet.data``) and registers itself into
 ``hydranet.data.sources`` when imported; ``hydranet.datasets`` imports it.
 
-Options: ``world`` (``WorldConfig`` fields, or a path to a world YAML) and ``frames`` (required: how
-many frames to render; enough whole scenes are generated to cover them). Produces every label the
-world renders, in the model's own vocabulary (no class mapping needed).
+Options: ``world`` (``WorldConfig`` fields, or a path to a world YAML; its ``setup`` is what is rendered)
+and ``frames`` (required: how many frames to render; enough whole scenes are generated to cover them).
+Produces every label the world renders, in the setup's class vocabulary (no class mapping needed).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from hydranet.data.labels import OBJECT_CLASSES
 from hydranet.data.sample import ALL_LABELS, Sample
 from hydranet.data.sources import Source, SourceOptions, register_source
+from hydranet.setup import Setup
 from hydranet.world.config import WorldConfig, load_world_config
 from hydranet.world.dataset import SyntheticWorld
 
@@ -52,7 +53,12 @@ class WorldSource(Source):
         if options.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames
             cfg = cfg.model_copy(update={"num_scenes": -(-options.frames // cfg.frames_per_scene)})
         self.world = SyntheticWorld(cfg)
-        self.camera_names = tuple(c.name for c in cfg.cameras)
+        self.camera_names = self.world.camera_names
+
+    @property
+    def setup(self) -> Setup:
+        """The setup the world renders (its rig only)."""
+        return self.world.setup
 
     def __len__(self) -> int:
         return len(self.world)

@@ -2,9 +2,11 @@
 
 import pytest
 
-from hydranet.geometry import BevGrid, default_rig
+from hydranet.geometry import BevGrid
+from hydranet.setup import Setup
 
 
 @pytest.fixture
-def rig_and_grid():
-    return default_rig(16, 32), BevGrid((-2.0, 2.0), (-3.0, 3.0), 0.5)
+def setup():
+    """The setup of ``make_sample`` frames: the default rig at 16x32, a small grid."""
+    return Setup(image_size=(16, 32), grid=BevGrid((-2.0, 2.0), (-3.0, 3.0), 0.5))

@@ -7,13 +7,13 @@ import math
 import torch
 
 from hydranet.data.sample import ALL_LABELS, RAGGED_LABELS, Sample
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 
 
 def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, ...] = (), cams: int = 8) -> Sample:
     """A random sample (seeded by ``index``) carrying every label except those in ``drop``."""
     g = torch.Generator().manual_seed(1000 + index)
-    rig = default_rig(height, width)
+    rig = default_rig((height, width))
     names = rig.names[:cams]
     n, h, w = len(names), height, width
 
@@ -24,6 +24,16 @@ def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, 
         return torch.randint(0, hi, shape, generator=g)
 
     m, lights, lines = index % 4, (index + 1) % 3, 2  # vary sizes, include empty ragged labels
+
+    def boxes2d(k: int) -> torch.Tensor:  # x1 <= x2, y1 <= y2: an inverted box is refused (data/validate.py)
+        b = rnd(k, 4) * w
+        return torch.cat([torch.minimum(b[:, :2], b[:, 2:]), torch.maximum(b[:, :2], b[:, 2:])], 1)
+
+    def boxes3d(k: int) -> torch.Tensor:  # positive l, w, h
+        b = rnd(k, 7) * 20 - 10
+        b[:, 3:6] = b[:, 3:6].abs() + 0.1
+        return b
+
     labels = {
         "drivable": ints(2, n, h, w).to(torch.uint8),
         "lanes": ints(4, n, h, w).to(torch.uint8),
@@ -33,11 +43,11 @@ def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, 
         "depth": torch.where(rnd(n, h, w) < 0.2, torch.zeros(()), rnd(n, h, w) * 80.0 + math.pi),
         "bev_semantic": ints(2, 6, 8, 12).to(torch.uint8),
         "ego_path": rnd(30, 3) * 10,
-        "detection2d": {"boxes": rnd(m, 4) * w, "classes": ints(5, m), "camera": ints(n, m),
+        "detection2d": {"boxes": boxes2d(m), "classes": ints(5, m), "camera": ints(n, m),
                         "visible": rnd(m), "track_id": ints(100, m)},
-        "traffic_light": {"boxes": rnd(lights, 4) * w, "camera": ints(n, lights), "state": ints(3, lights),
+        "traffic_light": {"boxes": boxes2d(lights), "camera": ints(n, lights), "state": ints(3, lights),
                           "lane": ints(3, lights) - 1, "track_id": ints(100, lights)},
-        "objects3d": {"boxes": rnd(m, 7) * 20 - 10, "velocity": rnd(m, 2), "classes": ints(5, m),
+        "objects3d": {"boxes": boxes3d(m), "velocity": rnd(m, 2), "classes": ints(5, m),
                       "track_id": ints(100, m)},
         "lane_lines": {"points": rnd(lines, 20, 3) * 30, "kind": ints(3, lines) + 1},
     }
@@ -47,7 +57,7 @@ def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, 
     T_world[:3, 3] = rnd(3) * 100
     return Sample(
         images=ints(256, n, 3, h, w).to(torch.uint8),
-        intrinsics=rig.intrinsics()[:cams] + rnd(n, 3, 3) * 1e-3,
+        intrinsics=rig.intrinsics()[:cams] + torch.cat([rnd(n, 2, 3) * 1e-3, torch.zeros(n, 1, 3)], 1),
         T_ego_from_cam=rig.extrinsics()[:cams],
         T_world_from_ego=T_world,
         timestamp=index * 0.1 + 1 / 3,

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from hydranet.data.codec import CodecError, decode_sample, encode_sample
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
-from hydranet.geometry import BevGrid, default_rig
+from hydranet.geometry import BevGrid
+from hydranet.setup import Setup
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -95,7 +96,7 @@ def test_decode_sample_raises_only_codec_errors(members):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz_ds")
-    with ShardWriter(root, 2, rig=default_rig(8, 16).to_dict(), grid=BevGrid(cell=4.0).to_dict()) as w:
+    with ShardWriter(root, 2, setup=Setup(image_size=(8, 16), grid=BevGrid(cell=4.0))) as w:
         for i in range(3):
             w.write(make_sample(i, height=8, width=16))
     return root

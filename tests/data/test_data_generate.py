@@ -10,7 +10,8 @@ from hydranet.cli import app
 from hydranet.data.shards import ShardDataset
 from hydranet.world import SyntheticWorld, WorldConfig
 
-TINY = "height: 16\nwidth: 32\nnum_scenes: 1\nframes_per_scene: 3\ndrop_labels: {depth: 0.5, detection2d: 0.3}\n"
+TINY = ("setup: {image_size: [16, 32]}\nnum_scenes: 1\nframes_per_scene: 3\n"
+        "drop_labels: {depth: 0.5, detection2d: 0.3}\n")
 runner = CliRunner()
 
 
@@ -39,7 +40,7 @@ def test_generate_writes_the_world_then_is_up_to_date(tmp_path, config):
     world = SyntheticWorld(cfg)
     for i in range(5):
         assert_same_sample(world[i], ds[i])
-    assert m.rig_obj() == world.rig and m.grid_obj() == world.grid
+    assert m.setup == world.setup
     assert m.labels["drivable"] == 5 and m.labels["depth"] == sum("depth" in world[i].labels for i in range(5))
     stamp = (out / "manifest.json").stat().st_mtime_ns
     r = gen(out, config)

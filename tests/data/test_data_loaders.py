@@ -77,7 +77,7 @@ def test_open_dataset_specs(root, tmp_path):
     assert len(open_dataset(WorldConfig(num_scenes=2, frames_per_scene=5))) == 10
     assert isinstance(open_dataset(root / "manifest.json"), ShardDataset)
     assert sorted(open_dataset(str(root), labels=["lanes"])[2].labels) == ["lanes"]
-    world = open_dataset("synthetic", world={"num_scenes": 2, "frames_per_scene": 2, "height": 16, "width": 32})
+    world = open_dataset("synthetic", world={"num_scenes": 2, "frames_per_scene": 2, "setup": {"image_size": [16, 32]}})
     assert len(world) == 4 and world[3].images.shape == (8, 3, 16, 32)
     yaml_path = tmp_path / "synthetic_w.yaml"
     yaml_path.write_text("world:\n  num_scenes: 3\n  frames_per_scene: 2\n")

@@ -15,12 +15,13 @@ from hydranet.data.codec import SampleMeta, encode_sample
 from hydranet.data.manifest import ShardManifestError, read_manifest
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
-from hydranet.geometry import BevGrid, default_rig
+from hydranet.geometry import BevGrid
+from hydranet.setup import Setup, default_rig
 
 
 @pytest.fixture
 def root(tmp_path):
-    with ShardWriter(tmp_path, 2, rig=default_rig(16, 32).to_dict(), grid=BevGrid(cell=2.0).to_dict()) as w:
+    with ShardWriter(tmp_path, 2, setup=Setup(image_size=(16, 32), grid=BevGrid(cell=2.0))) as w:
         for i in range(4):
             w.write(make_sample(i))
     return tmp_path
@@ -60,19 +61,24 @@ def test_shard_names_are_confined_to_the_dataset_folder(root, name):
     assert "shards.0.name" in str(e.value)
 
 
+def _camera(m, i):
+    return m["setup"]["rigs"][0]["cameras"][i]
+
+
 @pytest.mark.parametrize("edit, field", [
-    (lambda m: m["rig"]["cameras"][0].pop("hfov_deg"), "rig.cameras.0.hfov_deg"),  # KeyError in Rig.from_dict before
-    (lambda m: m["rig"].pop("height"), "rig.height"),
-    (lambda m: m["rig"]["cameras"][2].update(position=[1, 2]), "rig.cameras.2.position"),
-    (lambda m: m["rig"]["cameras"][1].update(yaw_deg="left"), "rig.cameras.1.yaw_deg"),
-    (lambda m: m["rig"].update(extra=1), "rig.extra"),
-    (lambda m: m.update(rig=[1, 2]), "rig"),
-    (lambda m: m["grid"].pop("cell"), "grid.cell"),
-    (lambda m: m["grid"].update(x_range=[5, -5]), "grid"),  # BevGrid's own check, reported as a manifest field
-    (lambda m: m["grid"].update(cell=0), "grid.cell"),
-    (lambda m: m["rig"]["cameras"][0].update(name="front"), "camera_names"),  # rig and camera list disagree
+    (lambda m: _camera(m, 0).pop("fx"), "setup.rigs.0.cameras.0.fx"),  # KeyError in Rig.from_dict before
+    (lambda m: m["setup"].update(image_size=[16]), "setup.image_size"),
+    (lambda m: _camera(m, 2).update(T_ego_from_cam=[[1, 2]]), "setup.rigs.0.cameras.2.T_ego_from_cam"),
+    (lambda m: _camera(m, 1).update(cy="left"), "setup.rigs.0.cameras.1.cy"),
+    (lambda m: _camera(m, 1).update(fy=-3.0), "setup.rigs.0.cameras.1.fy"),
+    (lambda m: m["setup"]["rigs"][0].update(extra=1), "setup.rigs.0.extra"),
+    (lambda m: m.update(setup=[1, 2]), "setup"),
+    (lambda m: m["setup"]["grid"].update(cell="2"), "setup.grid.cell"),
+    (lambda m: m["setup"]["grid"].update(x_range=[5, -5]), "setup.grid"),  # BevGrid's own check, as a manifest field
+    (lambda m: m["setup"]["grid"].update(cell=0), "setup.grid.cell"),
+    (lambda m: _camera(m, 0).update(name="front"), "camera_names"),  # rig and camera list disagree
 ])
-def test_rig_and_grid_are_typed(root, edit, field):
+def test_setup_is_typed(root, edit, field):
     edit_manifest(root, edit)
     with pytest.raises(ShardManifestError, match="invalid manifest") as e:
         ShardDataset(root)
@@ -80,9 +86,16 @@ def test_rig_and_grid_are_typed(root, edit, field):
     assert e.value.path == str(root / "manifest.json")
 
 
-def test_typed_rig_and_grid_round_trip(root):
+def test_typed_setup_round_trips(root):
     m = read_manifest(root)
-    assert m.rig_obj() == default_rig(16, 32) and m.grid_obj() == BevGrid(cell=2.0)
+    assert m.setup.rig() == default_rig((16, 32)) and m.setup.grid == BevGrid(cell=2.0)
+
+
+def test_a_version_1_manifest_is_refused_naming_why(root):
+    edit_manifest(root, lambda m: m.update(format_version=1))
+    with pytest.raises(ShardManifestError, match="format_version 1 is not supported .* principal point, roll or "
+                                                 "per-camera size: regenerate"):
+        read_manifest(root)
 
 
 def write_members(root, edit_meta, monkeypatch):

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 from hydranet.cli import app
 from hydranet.data.labels import BEV_CLASSES, OBJECT_CLASSES
 from hydranet.data.sources import SourceConfigError, SourceError, open_source
+from hydranet.data.sources.nuscenes_labels import level, pose_matrix
 from hydranet.datasets import open_dataset
 from hydranet.geometry import BevGrid
+from hydranet.setup import NUSCENES_CLASSES
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 REAL_ROOT = REAL / "derived" / "nuscenes_v1.0-mini_scene-0061_sample0"
@@ -65,11 +67,15 @@ def test_projection_is_exact_on_a_moving_car(source):
         [1.5, 0.0, 1.5], cam_rotation(0))) @ p_world)[:3]) > 0.15
 
 
-def test_objects3d_classes_velocity_and_filters(source):
+def test_objects3d_classes_velocity_and_filters(source, root):
     s = source[1]
     o = s.labels["objects3d"]
-    names = [OBJECT_CLASSES[c] for c in o["classes"].tolist()]
-    assert sorted(names) == ["car", "pedestrian"]  # barrier/animal dropped, empty car filtered
+    names = [NUSCENES_CLASSES[c] for c in o["classes"].tolist()]
+    assert sorted(names) == ["barrier", "car", "pedestrian"]  # nuScenes' own ten: animal dropped, empty car filtered
+    world = open_source({"kind": "nuscenes", "dataroot": str(root), "model_classes": "world"})
+    assert sorted(OBJECT_CLASSES[c] for c in world[1].labels["objects3d"]["classes"].tolist()) == ["car", "pedestrian"]
+    assert world.class_map.report()["dropped"]["barrier"] == 1  # no world class: dropped and counted
+    assert world.setup.classes == {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
     car = names.index("car")
     p_ego = np.linalg.inv(s.T_world_from_ego.double().numpy()) @ np.append(car_position(0.5), 1.0)
     np.testing.assert_allclose(o["boxes"][car, :3].numpy(), p_ego[:3], atol=1e-3)
@@ -77,14 +83,14 @@ def test_objects3d_classes_velocity_and_filters(source):
     assert float(o["boxes"][car, 6]) == pytest.approx(0.0, abs=1e-5)  # heading along the ego's
     np.testing.assert_allclose(o["velocity"][car].numpy(), [4.0, 0.0], atol=1e-3)  # box_velocity, ego frame
     report = source.class_map.report()
-    assert report["dropped"]["barrier"] >= 1 and report["dropped"]["animal"] >= 1
+    assert report["kept"]["barrier"] >= 1 and report["dropped"]["animal"] >= 1
     assert source.empty_boxes >= 1
 
 
 def test_detection2d_depth_bev_and_ego_path(source):
     s = source[0]
     d = s.labels["detection2d"]
-    car_cam = [i for i in range(len(d["boxes"])) if OBJECT_CLASSES[int(d["classes"][i])] == "car"]
+    car_cam = [i for i in range(len(d["boxes"])) if NUSCENES_CLASSES[int(d["classes"][i])] == "car"]
     assert [int(d["camera"][i]) for i in car_cam] == [0]  # only CAM_FRONT sees the car ahead
     x1, y1, x2, y2 = d["boxes"][car_cam[0]].tolist()
     assert x1 < 40 < x2 and y1 < y2 and 0 <= x1 and x2 <= 80 and float(d["visible"][car_cam[0]]) == pytest.approx(0.9)
@@ -126,7 +132,8 @@ def test_split_and_options(root):
     small = open_source({"kind": "nuscenes", "dataroot": str(root), "image_size": [24, 40]})[0]
     assert small.images.shape[-2:] == (24, 40) and small.intrinsics[0, 0, 0] == pytest.approx(20.0)
     # A class_map entry brings a dropped class back; frames limits open_dataset.
-    s = open_source({"kind": "nuscenes", "dataroot": str(root), "class_map": {"barrier": "cone"}})[0]
+    s = open_source({"kind": "nuscenes", "dataroot": str(root), "class_map": {"barrier": "cone"},
+                     "model_classes": "world"})[0]
     assert OBJECT_CLASSES.index("cone") in s.labels["objects3d"]["classes"].tolist()
     assert len(open_dataset({"kind": "nuscenes", "dataroot": str(root), "frames": 2})) == 2
     assert len(open_dataset(f"nuscenes:{root}")) == 3
@@ -164,7 +171,7 @@ def test_convert_cli_roundtrip(root, tmp_path):
                               str(out), "--image-size", "24x40", "--report", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["samples"] == 3 and report["class_map"]["dropped"]["barrier"] == 3
+    assert report["samples"] == 3 and report["class_map"]["kept"]["barrier"] == 3
     ds = open_dataset(out)
     s = ds[0]
     direct = open_source({"kind": "nuscenes", "dataroot": str(root), "image_size": [24, 40]})[0]
@@ -173,7 +180,9 @@ def test_convert_cli_roundtrip(root, tmp_path):
     torch.testing.assert_close(s.labels["depth"], direct.labels["depth"])  # lossless labels
     assert (s.images.float() - direct.images.float()).abs().mean() < 3  # JPEG camera images
     assert ds.manifest.source["kind"] == "nuscenes"
-    assert ds.manifest.source["classes"]["objects3d"] == list(OBJECT_CLASSES)
+    assert ds.manifest.source["classes"]["objects3d"] == list(NUSCENES_CLASSES)
+    assert ds.setup.classes["objects3d"] == NUSCENES_CLASSES and ds.setup.grid == BevGrid()
+    assert ds.setup.image_size == (24, 40) and ds.setup.rig().names == tuple(CAMERAS)
     # Unknown option and missing dataroot: exit 2 naming them.
     res = runner.invoke(app, ["convert", "nuscenes", "--dataroot", str(root), "--verison", "x", "--out", str(out)])
     assert res.exit_code == 2 and "verison" in res.output
@@ -196,14 +205,20 @@ def test_real_keyframe_matches_mmdet3d_calibration():
     s = src[0]
     assert s.images.shape == (6, 3, 900, 1600) and s.scene_id == "scene-0061"
     info = json.loads(MMDET_INFO.read_text())["data_list"][0]
-    T_ego_from_lidar = np.array(info["lidar_points"]["lidar2ego"])
+    # mmdet3d's lidar2ego is the car body at the lidar instant; the sample's ego frame is that pose levelled
+    sd_lidar = src.nusc.get("sample_data", src.nusc.get("sample", src.keyframes[0][2])["data"]["LIDAR_TOP"])
+    ep = src.nusc.get("ego_pose", sd_lidar["ego_pose_token"])
+    body = pose_matrix(ep["translation"], ep["rotation"])
+    T_level_from_body = np.linalg.inv(level(body)) @ body
+    T_ego_from_lidar = T_level_from_body @ np.array(info["lidar_points"]["lidar2ego"])
     for n, cam in enumerate(src.camera_names):
         ours = np.linalg.inv(s.T_ego_from_cam[n].double().numpy()) @ T_ego_from_lidar
         np.testing.assert_allclose(ours, np.array(info["images"][cam]["lidar2cam"]), atol=2e-5)
         np.testing.assert_allclose(s.intrinsics[n].numpy(), np.array(info["images"][cam]["cam2img"])[:3, :3],
                                    rtol=1e-6)
     o = s.labels["objects3d"]
-    assert len(o["boxes"]) == 42  # 68 - 22 barriers - 1 bicycle (unmapped) - 3 without points
+    assert len(o["boxes"]) == 65  # 68 - 3 without points: barriers and the bicycle are nuScenes classes
+    assert int((o["classes"] == NUSCENES_CLASSES.index("barrier")).sum()) == 22
     assert torch.isnan(o["velocity"]).all()  # a lone keyframe: the devkit cannot estimate velocity
     valid = (s.labels["depth"] > 0).sum((1, 2))
     assert (valid > 2000).all()  # sparse lidar depth in every camera

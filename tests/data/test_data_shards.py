@@ -28,21 +28,20 @@ def samples():
     return [make_sample(i, drop=DROPS[i % len(DROPS)]) for i in range(11)]
 
 
-def test_round_trip_bit_exact_with_partial_labels(tmp_path, samples, rig_and_grid):
-    rig, grid = rig_and_grid
-    m = write(tmp_path, samples, rig=rig.to_dict(), grid=grid.to_dict(), source={"kind": "test"})
+def test_round_trip_bit_exact_with_partial_labels(tmp_path, samples, setup):
+    m = write(tmp_path, samples, setup=setup, source={"kind": "test"})
     ds = ShardDataset(tmp_path)
     assert len(ds) == 11 and [s.num_samples for s in m.shards] == [4, 4, 3]
     for i, s in enumerate(samples):
         got = ds[i]
         assert_same_sample(s, got)  # includes: absent labels stay absent
     assert ds[-1].frame_index == samples[-1].frame_index
-    # ShardManifest bookkeeping: counts per label, tasks, rig and grid objects.
+    # ShardManifest bookkeeping: counts per label, tasks, the setup.
     expected = {k: sum(k in s.labels for s in samples) for k in {k for s in samples for k in s.labels}}
     assert m.labels == dict(sorted(expected.items()))
     assert m.labels["depth"] == 9 and m.labels["traffic_light"] == 9 and m.labels["semantic"] == 11
     assert "depth" in m.tasks and "semantic" not in m.tasks
-    assert ds.rig == rig and ds.grid == grid and m.image_size == (16, 32)
+    assert ds.setup == setup and m.image_size == (16, 32)
     assert sum(s.labels["drivable"] for s in m.shards) == m.labels["drivable"]
 
 

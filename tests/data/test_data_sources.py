@@ -25,7 +25,7 @@ from hydranet.tasks.base import TASKS, register_task
 from hydranet.tasks.depth import Depth
 from hydranet.train.config import ConfigError, config_from_dict
 
-WORLD = {"num_scenes": 1, "frames_per_scene": 2, "height": 32, "width": 64}
+WORLD = {"num_scenes": 1, "frames_per_scene": 2, "setup": {"image_size": [32, 64]}}
 
 
 def test_world_and_shards_registered_and_open(tmp_path):
@@ -104,7 +104,7 @@ def test_the_data_layer_knows_every_builtin_label_without_model_code():
     reader) still validates, collates and decodes every built-in label."""
     code = ("import sys; from hydranet.data.labels import task_labels, label_spec; "
             "from hydranet.world.dataset import SyntheticWorld; "
-            "s = SyntheticWorld(num_scenes=1, frames_per_scene=1, height=32, width=64)[0]; "
+            "s = SyntheticWorld(num_scenes=1, frames_per_scene=1, setup={'image_size': (32, 64)})[0]; "
             "assert 'hydranet.tasks' not in sys.modules and 'hydranet.model' not in sys.modules, sorted(sys.modules); "
             "print(','.join(task_labels()), label_spec('objects3d').task, ','.join(sorted(s.labels)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -16,6 +16,8 @@ CAMERA_TASKS = ("detection2d", "traffic_light", "drivable", "lanes", "depth")
 
 def tiny_config() -> ModelConfig:
     return ModelConfig.preset(
-        "tiny", image_size=(64, 128), trunk={"name": "regnet_tiny"}, neck={"channels": 16, "min_level": 2},
+        "tiny", setup={"image_size": (64, 128),
+                       "grid": {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}},
+        trunk={"name": "regnet_tiny"}, neck={"channels": 16, "min_level": 2},
         fusion={"channels": 16, "encoder_blocks": 1}, bev_channels=16,
-        grid={"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}, tasks=TASKS)
+        tasks=TASKS)

@@ -11,8 +11,8 @@ import hydranet
 from hydranet.cli import app
 from hydranet.deploy import ExportError, export_onnx, load_manifest, manifest_path
 from hydranet.deploy.manifest import ExportManifestError
-from hydranet.geometry import default_rig
 from hydranet.model import PIXEL_MEAN, PIXEL_STD
+from hydranet.setup import default_rig
 
 
 def test_manifest_describes_graph(exported, checkpoint, model):
@@ -24,7 +24,7 @@ def test_manifest_describes_graph(exported, checkpoint, model):
     assert m.opset == 17
     assert {o.domain: o.version for o in graph.opset_import}[""] == 17
     # Inputs: names, shapes, dtypes exactly as the graph has them.
-    rig = default_rig(64, 128)
+    rig = default_rig((64, 128))
     assert m.camera_names == list(rig.names)
     want = {"images": ([1, 8, 3, 64, 128], onnx.TensorProto.UINT8),
             "intrinsics": ([1, 8, 3, 3], onnx.TensorProto.FLOAT),
@@ -38,10 +38,11 @@ def test_manifest_describes_graph(exported, checkpoint, model):
     assert m.inputs[0].dtype == "uint8" and m.inputs[1].dtype == "float32"
     assert m.normalisation.mean == list(PIXEL_MEAN) and m.normalisation.std == list(PIXEL_STD)
     assert m.normalisation.inside_graph
-    # Geometry: nominal rig + grid; K/T are inputs.
-    assert m.rig == rig.to_dict()
+    # Geometry: the model's setup with the exported rig (explicit K, T, sizes) + grid; K/T are inputs.
+    assert m.setup == model.setup and m.setup.rig() == rig
     assert "inputs" in m.rig_note
-    assert m.grid == {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}
+    assert json.loads(m.to_json())["setup"]["grid"] == {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0],
+                                                         "cell": 1.0}
     # Outputs: one per head tensor, named task.key, in the graph with the manifest's shapes.
     graph_out = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.graph.output}
     assert set(graph_out) == set(m.output_names())

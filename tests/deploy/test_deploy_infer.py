@@ -112,8 +112,8 @@ def test_cli_infer_on_a_corrupt_shard_exits_2_naming_it(exported, tmp_path, how)
     from hydranet.world.generate import generate
 
     root = tmp_path / "data"
-    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 2, "height": 64, "width": 128,
-             "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}}
+    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 2, "setup": {"image_size": [64, 128],
+             "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}}}
     generate(root, WorldConfig(**world), frames=2, shard_size=2)
     shard = root / "shard-000000.tar"
     if how == "truncated":

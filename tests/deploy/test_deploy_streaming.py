@@ -19,19 +19,19 @@ GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
 @pytest.fixture(scope="module", params=[0, 2], ids=["memory", "memory+correlation"])
 def temporal(request, tmp_path_factory):
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(64, 128), trunk={"name": "regnet_tiny"},
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, trunk={"name": "regnet_tiny"},
                              neck={"channels": 16, "min_level": 2},
                              fusion={"channels": 16, "encoder_blocks": 1,
                                      "temporal": {"time_queue": 2, "space_queue": 1, "push_every_metres": 1.0,
                                                   "correlation_radius": request.param}},
-                             bev_channels=16, grid=GRID, tasks={"objects3d": {"score_threshold": 0.0},
+                             bev_channels=16, tasks={"objects3d": {"score_threshold": 0.0},
                                                                 "drivable": {}})
     model = create_model(cfg).eval()
     torch.nn.init.normal_(model.fusion.temporal.out.weight, std=0.2)  # make the memory matter
     path = tmp_path_factory.mktemp("stream") / "model.onnx"
     manifest = export_onnx(model, path)
-    world = SyntheticWorld(WorldConfig(seed=4, num_scenes=2, frames_per_scene=6, height=64, width=128,
-                                       grid={"cell": 1.0, "x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0)}))
+    world = SyntheticWorld(WorldConfig(seed=4, num_scenes=2, frames_per_scene=6, setup={"image_size": (64, 128),
+                                       "grid": {"cell": 1.0, "x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0)}}))
     return model, path, manifest, world
 
 
@@ -100,8 +100,8 @@ def test_export_command_lists_the_state_outputs(temporal, tmp_path):
     assert len(rows) == len(manifest.state_outputs) and all("feeds state." in line for line in rows)
     # ``hydranet infer`` streams it and says so: 2 scenes x 2 frames, the memory reset at each scene's start.
     world = tmp_path / "world.yaml"
-    world.write_text(yaml.safe_dump({"seed": 4, "num_scenes": 2, "frames_per_scene": 2, "height": 64, "width": 128,
-                                     "grid": {"cell": 1.0, "x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0]}}))
+    world.write_text(yaml.safe_dump({"seed": 4, "num_scenes": 2, "frames_per_scene": 2, "setup": {
+        "image_size": [64, 128], "grid": {"cell": 1.0, "x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0]}}}))
     r = CliRunner().invoke(app, ["infer", str(tmp_path / "m.onnx"), "--data", str(world), "-o", str(tmp_path / "o"),
                                  "--threads", "1"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output

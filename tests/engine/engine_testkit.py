@@ -19,14 +19,15 @@ TASKS = {
     "bev_semantic": {},
     "objects3d": {"score_threshold": 0.0, "max_detections": 10},
 }
-WORLD = {"seed": 3, "num_scenes": 3, "frames_per_scene": 5, "height": H, "width": W,
-         "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}}
+WORLD = {"seed": 3, "num_scenes": 3, "frames_per_scene": 5, "setup": {"image_size": [H, W],
+         "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0}}}
 
 
 def tiny_config(tasks: dict | None = None) -> ModelConfig:
     return ModelConfig.preset(
-        "tiny", image_size=(H, W), trunk={"name": "regnet_tiny"}, neck={"channels": 16, "min_level": 2},
-        fusion={"channels": 16, "encoder_blocks": 1}, bev_channels=16, grid=GRID, tasks=tasks or TASKS)
+        "tiny", setup={"image_size": (H, W), "grid": GRID}, trunk={"name": "regnet_tiny"},
+        neck={"channels": 16, "min_level": 2}, fusion={"channels": 16, "encoder_blocks": 1}, bev_channels=16,
+        tasks=tasks or TASKS)
 
 
 def write_checkpoint(directory: Path, seed: int = 0, tasks: dict | None = None,

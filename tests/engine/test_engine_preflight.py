@@ -107,3 +107,19 @@ def test_shipped_example_configs_load():
     assert load_train_config(pipe.train_config, [], None).data.datasets
     with pytest.raises(PipelineError, match="eval"):
         load_pipeline(ROOT / "configs" / "engine" / "pool.yaml")  # a world file is not a pipeline
+
+
+def test_a_pool_the_model_was_not_built_for_fails_before_any_stage(pipe_dir, tmp_path):
+    src = yaml.safe_load((pipe_dir / "pipeline.yaml").read_text())
+    for k in ("model", "train_config"):
+        src[k] = str(pipe_dir / src[k])
+    src["eval"] = {"suites": [str(pipe_dir / "suite.yaml")]}
+    pool = yaml.safe_load((pipe_dir / "pool.yaml").read_text())
+    h, w = pool["setup"]["image_size"]
+    pool["setup"] = {**pool["setup"], "image_size": [2 * h, 2 * w]}
+    (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
+    pipe = tmp_path / "pipeline.yaml"
+    pipe.write_text(yaml.safe_dump({**src, "pool": str(tmp_path / "pool.yaml")}))
+    r = invoke("vacation", "-c", pipe, "-o", tmp_path / "run")
+    one_error_line(r, "pool", f"images are {2 * h}x{2 * w} (HxW) but the model is built for {h}x{w}")
+    assert not list((tmp_path / "run").glob("iter_*"))

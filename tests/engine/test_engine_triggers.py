@@ -30,9 +30,8 @@ def batch(world_yaml):
 class _Model:
     """Just enough of a model for triggers that read decoded outputs handed to the context."""
 
-    def __init__(self, tasks=None, grid=None):
+    def __init__(self, tasks=None):
         self.task_objects = tasks or {}
-        self.grid = grid
 
 
 def ctx_with(batch, decoded=None, probs=None, outputs=None, meta=None, model=None):
@@ -149,7 +148,7 @@ def test_drivable_consistency_compares_camera_and_bev(batch, checkpoint):
 
     model = load_mining_model(checkpoint)
     n, h, w = batch.images.shape[1], *batch.images.shape[-2:]
-    rows, cols = model.grid.shape
+    rows, cols = model.setup.grid.shape
     bev = torch.zeros(6, rows, cols)
     bev[0] = 1.0  # the BEV head calls every cell drivable
     ctx = ctx_with(batch, model=model, probs={"drivable": [torch.ones(n, h, w), torch.zeros(n, h, w)],

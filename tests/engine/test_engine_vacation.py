@@ -15,7 +15,7 @@ import yaml
 from engine_testkit import write_pipeline
 
 from hydranet.engine.pipeline import PipelineError, load_pipeline
-from hydranet.engine.vacation import STAGES, Vacation
+from hydranet.engine.vacation import STAGES, Vacation, read_current
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -44,7 +44,9 @@ def test_two_iterations_promote_and_write_history(tmp_path):
     hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [h["iteration"] for h in hist] == [1, 2] and all(h["complete"] and h["promoted"] for h in hist)
     assert hist[1]["added_frames_total"] == 4 and hist[0]["label_cost"]["total"] > 2
-    current = json.loads((run / "current.json").read_text())
+    stored = json.loads((run / "current.json").read_text())  # relative to the run: resumable from anywhere
+    assert stored["checkpoint"].startswith("iter_002/train/") and stored["onnx"] == "iter_002/export/model.onnx"
+    current = read_current(run)
     assert current["iteration"] == 2 and Path(current["onnx"]).is_file()
     assert current["checkpoint"].startswith(str(run / "iter_002" / "train"))
     q1 = {json.loads(x)["index"] for x in (run / "iter_001/queue/queue.jsonl").read_text().splitlines()}

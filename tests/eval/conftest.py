@@ -39,10 +39,11 @@ tasks:
 
 def train_tiny(steps: int = 30) -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(64, 128), grid=GRID, tasks={t: {} for t in TASKS})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, tasks={t: {} for t in TASKS})
     cfg.trunk.name = "regnet_tiny"
     model = create_model(cfg)
-    world = SyntheticWorld(WorldConfig(seed=0, num_scenes=16, frames_per_scene=4, height=64, width=128, grid=GRID))
+    world = SyntheticWorld(WorldConfig(seed=0, num_scenes=16, frames_per_scene=4,
+                                       setup={"image_size": (64, 128), "grid": GRID}))
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
     model.train()
     for step in range(steps):

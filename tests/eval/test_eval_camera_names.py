@@ -4,8 +4,8 @@ import torch
 
 from hydranet.data.sample import OBJECT_CLASSES
 from hydranet.eval.runner import TaskEval, name_cameras
-from hydranet.geometry import default_rig
 from hydranet.metrics import Detection2DMetric
+from hydranet.setup import default_rig
 
 
 def test_per_camera_ap_is_keyed_by_camera_name():

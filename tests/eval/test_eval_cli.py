@@ -5,10 +5,9 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from hydranet.checkpoint import load_model
+from hydranet.checkpoint import load_model, save_checkpoint
 from hydranet.cli import app
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import check_thresholds, run_suite
@@ -23,17 +22,17 @@ def flat(output: str) -> str:
 
 
 def damaged_copy(src, dst, head="drivable", mode="zero"):
-    """A copy of the checkpoint with one head's weights zeroed (or replaced by noise)."""
-    shutil.copytree(src, dst)
-    f = dst / "model.safetensors"
-    state = load_file(f)
-    hit = [k for k in state if k.startswith(f"heads.{head}.")]
+    """A checkpoint like ``src`` whose ``head`` weights are zeroed (or replaced by noise), saved as a checkpoint
+    of its own (editing the safetensors file in place is tampering: every load refuses it)."""
+    model, ckpt = load_model(src)
+    state = model.state_dict()
+    hit = [k for k in state if k.startswith(f"heads.{head}.") and state[k].is_floating_point()]
     assert hit, sorted(state)[:20]
     g = torch.Generator().manual_seed(0)
-    for k in hit:
-        state[k] = torch.zeros_like(state[k]) if mode == "zero" else torch.randn(state[k].shape, generator=g)
-    save_file(state, f)
-    return dst
+    with torch.no_grad():
+        for k in hit:
+            state[k].copy_(torch.zeros_like(state[k]) if mode == "zero" else torch.randn(state[k].shape, generator=g))
+    return save_checkpoint(dst, model, {k: v for k, v in ckpt.state.items() if k not in ("format", "files_sha256")})
 
 
 @pytest.mark.slow
@@ -68,11 +67,13 @@ def test_eval_bad_inputs_exit_2(tiny_checkpoint, tiny_suite, tmp_path):
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(broken)])
     assert r.exit_code == 2 and "broken.yaml" in flat(r.output) and "scenarios.a.fog" in flat(r.output)
     small = tmp_path / "small.yaml"
-    small.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, height: 32,"))
+    small.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, setup: {image_size: [32, 128], "
+                                                    "grid: {x_range: [-16, 16], y_range: [-16, 16], cell: 1.0}},"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(small), "--frames", "1", "--device", "cpu"])
     assert r.exit_code == 2 and "images are 32x128 (HxW) but model 'model' is built for 64x128" in flat(r.output)
     grid = tmp_path / "grid.yaml"
-    grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, grid: {cell: 0.5},"))
+    grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, setup: {image_size: [64, 128], "
+                                                   "grid: {cell: 0.5}},"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(grid), "--frames", "1", "--device", "cpu"])
     assert r.exit_code == 2 and "BEV grid is" in flat(r.output) and "but model 'model' uses" in flat(r.output)
 

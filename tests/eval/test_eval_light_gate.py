@@ -22,7 +22,7 @@ GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
 @pytest.fixture(scope="module")
 def light_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(64, 128), grid=GRID, tasks={"traffic_light": {}})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, tasks={"traffic_light": {}})
     cfg.trunk.name = "regnet_tiny"
     root = tmp_path_factory.mktemp("light_ckpt")
     return save_checkpoint(root / "run" / "step_0", create_model(cfg).eval(),
@@ -64,7 +64,7 @@ def test_one_state_light_head_fails_a_shipped_suite(light_checkpoint, tmp_path, 
     monkeypatch.setattr(TrafficLight, "decode", ground_truth_decoder(state=2))  # every light "green"
     out = tmp_path / "green.json"
     r = runner.invoke(app, ["eval", str(light_checkpoint), "--suite", str(SUITE), "--out", str(out),
-                            "--device", "cpu", "--batch-size", "8"])
+                            "--device", "cpu", "--batch-size", "8", "--tasks", "traffic_light"])
     assert r.exit_code == 1, r.output  # exit 0 before: suites gated on detection recall alone
     checks = light_checks(json.loads(out.read_text()))
     failed = {c["metric"] for c in checks if c["status"] == "fail"}
@@ -73,7 +73,7 @@ def test_one_state_light_head_fails_a_shipped_suite(light_checkpoint, tmp_path, 
     monkeypatch.setattr(TrafficLight, "decode", ground_truth_decoder(state=None))  # the right states
     out = tmp_path / "right.json"
     r = runner.invoke(app, ["eval", str(light_checkpoint), "--suite", str(SUITE), "--out", str(out),
-                            "--device", "cpu", "--batch-size", "8"])
+                            "--device", "cpu", "--batch-size", "8", "--tasks", "traffic_light"])
     assert r.exit_code == 0, r.output
     checks = light_checks(json.loads(out.read_text()))
     assert checks and all(c["status"] == "pass" for c in checks)

@@ -13,13 +13,14 @@ GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 2.0}
 
 @pytest.fixture(scope="module")
 def world():
-    return SyntheticWorld(WorldConfig(seed=3, num_scenes=2, frames_per_scene=3, height=32, width=64, grid=GRID))
+    return SyntheticWorld(WorldConfig(seed=3, num_scenes=2, frames_per_scene=3,
+                                      setup={"image_size": (32, 64), "grid": GRID}))
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(32, 64), grid=GRID, tasks={"drivable": {}, "depth": {}})
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (32, 64), "grid": GRID}, tasks={"drivable": {}, "depth": {}})
     return create_model(cfg)
 
 

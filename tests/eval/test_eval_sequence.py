@@ -28,7 +28,7 @@ tasks:
 
 def model(temporal: bool):
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(64, 128), grid=GRID, trunk={"name": "regnet_tiny"},
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, trunk={"name": "regnet_tiny"},
                              fusion={"temporal": temporal},
                              tasks={"objects3d": {"score_threshold": 0.0}, "traffic_light": {}})
     return create_model(cfg).eval()

@@ -201,3 +201,27 @@ def test_ave_without_predicted_velocity_says_so():
     out = m.compute()
     assert out["ate"] == pytest.approx(0.0) and np.isnan(out["ave"])  # before: 1.0 (cummean of all-NaN)
     assert m.undefined_reason("ave").startswith("no velocity predicted")
+
+
+def test_nuscenes_class_rules_static_barriers_unoriented_cones_and_class_ranges():
+    from hydranet.metrics.detection3d import NUSCENES_CLASS_RANGE
+    from hydranet.setup import NUSCENES_CLASSES
+
+    # a barrier 10 m ahead, a cone 20 m left, a car 55 m ahead: matched at 2 m with wrong yaw and velocity
+    g = torch.tensor([[10.0, 0, 0.5, 2, 0.6, 1, 0.0], [0, 20.0, 0.4, 0.4, 0.4, 0.8, 0],
+                      [55.0, 0, 0.8, 4.5, 1.9, 1.6, 0]])
+    classes = torch.tensor([NUSCENES_CLASSES.index(c) for c in ("barrier", "traffic_cone", "car")])
+    pred = {"boxes": g + torch.tensor([0.5, 0, 0, 0, 0, 0, 0.3]), "scores": torch.ones(3), "classes": classes,
+            "velocity": torch.full((3, 2), 2.0)}
+    target = {"boxes": g, "classes": classes, "velocity": torch.zeros(3, 2)}
+    m = Detection3DMetric(NUSCENES_CLASSES)
+    m.update([pred], [target])
+    r = m.compute()
+    assert r["aoe/barrier"] == pytest.approx(0.3) and np.isnan(r["ave/barrier"])  # barriers: oriented, never move
+    assert np.isnan(r["aoe/traffic_cone"]) and np.isnan(r["ave/traffic_cone"])  # cones: neither
+    assert r["ave/car"] == pytest.approx(2.0 * 2 ** 0.5)
+    assert r["ap/car"] == pytest.approx(0.75)  # 0.5 m off: matched at 1, 2 and 4 m, not 0.5 m
+    ranged = Detection3DMetric(NUSCENES_CLASSES, class_ranges=NUSCENES_CLASS_RANGE)
+    ranged.update([pred], [target])
+    r = ranged.compute()  # nuScenes' class ranges: the car at 55 m is beyond its 50 m, the cone inside its 30 m
+    assert np.isnan(r["ap/car"]) and r["ap/traffic_cone"] == pytest.approx(0.75)

@@ -93,7 +93,7 @@ def test_clip_indices_end_at_the_anchor_inside_its_scene():
 def test_world_objects3d_visibility_agrees_with_detection2d():
     from hydranet.world import SyntheticWorld, WorldConfig
 
-    s = SyntheticWorld(WorldConfig(seed=2, num_scenes=1, frames_per_scene=1, height=64, width=128,
+    s = SyntheticWorld(WorldConfig(seed=2, num_scenes=1, frames_per_scene=1, setup={"image_size": (64, 128)},
                                    traffic_density=2.0))[0]
     obj, det = s.labels["objects3d"], s.labels["detection2d"]
     seen = set(det["track_id"].tolist())

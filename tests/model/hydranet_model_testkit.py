@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hydranet.data.sample import Batch
-from hydranet.geometry import default_rig
 from hydranet.metrics import Metric
 from hydranet.model import ModelConfig
+from hydranet.setup import default_rig
 from hydranet.tasks.base import TASKS, HeadContext, Task, register_task
 
 
@@ -101,14 +101,15 @@ CAM, BEV = "_model_test_camera", "_model_test_bev"
 
 def tiny_config(tasks: tuple[str, ...] = (CAM, BEV), **overrides: Any) -> ModelConfig:
     """The "tiny" preset on a small image and a coarse BEV grid, so tests are fast."""
-    data = {"image_size": (64, 128), "grid": {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0},
+    data = {"setup": {"image_size": (64, 128), "grid": {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0),
+                                                         "cell": 1.0}},
             "tasks": {t: {} for t in tasks}} | overrides
     return ModelConfig.preset("tiny", **data)
 
 
 def rig_inputs(batch: int = 1, height: int = 64, width: int = 128, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Random uint8 images and the default rig's K/T, ``[B, 8, ...]``."""
-    rig = default_rig(height, width)
+    rig = default_rig((height, width))
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (batch, len(rig), 3, height, width), dtype=torch.uint8, generator=g)
     K = rig.intrinsics().expand(batch, -1, -1, -1).clone()

@@ -42,7 +42,8 @@ def plain_conv(options: PlainConvOptions) -> nn.Module:
 
 
 def config(**trunk) -> ModelConfig:
-    return ModelConfig.preset("tiny", image_size=(32, 64), grid=GRID, tasks={"drivable": {}, "bev_semantic": {}},
+    return ModelConfig.preset("tiny", setup={"image_size": (32, 64), "grid": GRID},
+                              tasks={"drivable": {}, "bev_semantic": {}},
                               trunk=trunk)
 
 

@@ -8,9 +8,9 @@ import torch
 from hydranet.data.sample import collate
 from hydranet.eval.runner import dead_camera_mask
 from hydranet.eval.suite import SuiteError, load_suite
-from hydranet.geometry import default_rig
 from hydranet.model import ModelConfig, create_model
 from hydranet.model.fusion import project_to_cameras
+from hydranet.setup import default_rig
 from hydranet.train.config import TrainConfig
 from hydranet.train.trainer import camera_dropout_mask
 
@@ -21,14 +21,14 @@ GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(H, W), grid=GRID,
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (H, W), "grid": GRID},
                              tasks={"drivable": {}, "bev_semantic": {}, "objects3d": {}})
     cfg.trunk.name = "regnet_tiny"
     return create_model(cfg).eval()
 
 
 def inputs(b=2):
-    rig = default_rig(H, W)
+    rig = default_rig((H, W))
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (b, 8, 3, H, W), dtype=torch.uint8, generator=g)
     return images, rig.intrinsics()[None].repeat(b, 1, 1, 1), rig.extrinsics()[None].repeat(b, 1, 1, 1)
@@ -94,7 +94,7 @@ def test_fusion_averages_over_the_remaining_cameras(model):
 
 def test_wrong_camera_count_names_both_counts_and_bad_masks_are_refused(model):
     images, K, T = inputs()
-    with pytest.raises(ValueError, match=r"inputs have 7 cameras but the model was built for 8.*camera_valid"):
+    with pytest.raises(ValueError, match=r"inputs have 7 cameras but the model.s rigs are default \(8\).*camera_valid"):
         model(images[:, :7], K[:, :7], T[:, :7])
     with pytest.raises(ValueError, match=r"camera_valid must be bool \[B, N\] = \[2, 8\]"):
         model(images, K, T, camera_valid=torch.ones(2, 8))
@@ -119,7 +119,7 @@ def _sample(i):
     from hydranet.world import SyntheticWorld, WorldConfig
 
     world = _sample.world = getattr(_sample, "world", None) or SyntheticWorld(
-        WorldConfig(seed=3, num_scenes=1, frames_per_scene=4, height=16, width=32))
+        WorldConfig(seed=3, num_scenes=1, frames_per_scene=4, setup={"image_size": (16, 32)}))
     return world[i]
 
 

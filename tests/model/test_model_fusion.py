@@ -7,13 +7,13 @@ import torch
 from hydranet.geometry import (
     BevGrid,
     camera_extrinsics,
-    default_rig,
     intrinsics_from_fov,
     invert_transform,
     project,
     transform_points,
 )
 from hydranet.model.fusion import OUTSIDE, BevFusion, BevSampler, project_to_cameras
+from hydranet.setup import default_rig
 
 H, W, STRIDE = 64, 128, 8
 GRID = BevGrid((-16.0, 16.0), (-16.0, 16.0), 1.0)
@@ -28,7 +28,7 @@ def uv_features(batch: int, cams: int) -> dict[str, torch.Tensor]:
 
 
 def test_projection_matches_contract_geometry_for_the_default_rig():
-    rig = default_rig(H, W)
+    rig = default_rig((H, W))
     K, T = rig.intrinsics()[None], rig.extrinsics()[None]
     pts = torch.tensor([[10.0, 2.0, 0.0], [-8.0, -1.0, 1.0], [3.0, 9.0, 0.5], [0.5, -12.0, 2.0]])
     coords, visible = project_to_cameras(pts, K, T, (H, W), min_depth=0.3)
@@ -124,7 +124,7 @@ def test_reference_heights_reach_different_pixels():
 
 def test_fusion_module_output_shape_and_upsampling_to_the_grid():
     torch.manual_seed(0)
-    rig = default_rig(H, W)
+    rig = default_rig((H, W))
     fusion = BevFusion(GRID, 2, 16, [0.0, 1.0], ["p3"], stride=2, channels=8, encoder_blocks=1)
     K, T = rig.intrinsics()[None].expand(2, -1, -1, -1), rig.extrinsics()[None].expand(2, -1, -1, -1)
     feats = {"p3": torch.randn(2 * len(rig), 2, H // STRIDE, W // STRIDE)}
@@ -164,7 +164,7 @@ def test_visible_pair_gather_equals_grid_sample_over_every_camera(layout):
     from hydranet.model.fusion import _sample_dense, _sample_visible
 
     torch.manual_seed(0)
-    rig = default_rig(H, W)
+    rig = default_rig((H, W))
     B, N = 2, len(rig)
     K = rig.intrinsics()[None].expand(B, -1, -1, -1)
     T = rig.extrinsics()[None].expand(B, -1, -1, -1)

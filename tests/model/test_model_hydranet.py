@@ -6,8 +6,9 @@ from hydranet_model_testkit import BEV, CAM, rig_inputs, tiny_config
 from pydantic import ValidationError
 
 from hydranet.data.sample import Sample, collate
-from hydranet.geometry import default_rig, resize_intrinsics
+from hydranet.geometry import resize_intrinsics
 from hydranet.model import MODEL_PRESETS, HydraNet, ModelConfig, create_model
+from hydranet.setup import default_rig
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_gradients_reach_the_trunk_from_each_head_type():
 
 
 def test_forward_batch_and_task_loss_on_a_collated_batch(model):
-    rig = default_rig(64, 128)
+    rig = default_rig((64, 128))
     samples = []
     for i in range(2):
         labels = {"drivable": torch.randint(0, 2, (8, 64, 128), dtype=torch.uint8)} if i == 0 else {}
@@ -134,10 +135,10 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValidationError, match="neck.min_level"):
         ModelConfig.model_validate({"neck": {"min_level": 3}, "fusion": {"levels": ["p2"]}})
     with pytest.raises(ValidationError, match="fusion.stride"):
-        ModelConfig.model_validate({"grid": {"x_range": (-3, 3), "y_range": (-3, 3), "cell": 1.0},
+        ModelConfig.model_validate({"setup": {"grid": {"x_range": (-3, 3), "y_range": (-3, 3), "cell": 1.0}},
                                     "fusion": {"stride": 4}})
     with pytest.raises(ValidationError, match="grid"):
-        ModelConfig.model_validate({"grid": {"x_range": (-3, 3), "y_range": (-3, 3), "cell": 0.7}})
+        ModelConfig.model_validate({"setup": {"grid": {"x_range": (-3, 3), "y_range": (-3, 3), "cell": 0.7}}})
     with pytest.raises(KeyError, match="unknown model preset"):
         ModelConfig.preset("huge")
     with pytest.raises(ValueError, match="tasks is empty"):
@@ -199,8 +200,9 @@ def test_preset_overrides_merge_sections_and_replace_tasks():
 
 @pytest.mark.parametrize("preset", sorted(MODEL_PRESETS))
 def test_every_preset_builds_and_runs(preset):
-    cfg = ModelConfig.preset(preset, image_size=(64, 128), tasks={CAM: {}, BEV: {}},
-                             grid={"x_range": (-8.0, 8.0), "y_range": (-8.0, 8.0), "cell": 1.0})
+    cfg = ModelConfig.preset(preset, setup={"image_size": (64, 128), "grid": {"x_range": (-8.0, 8.0),
+                                                                               "y_range": (-8.0, 8.0), "cell": 1.0}},
+                             tasks={CAM: {}, BEV: {}})
     m = create_model(cfg).eval()
     images, K, T = rig_inputs(1)
     with torch.no_grad():

@@ -6,9 +6,10 @@ import torch
 from hydranet_model_testkit import BEV, rig_inputs, tiny_config
 
 from hydranet.data.sample import Sample, collate
-from hydranet.geometry import BevGrid, default_rig, invert_transform, transform_points, yaw_transform
+from hydranet.geometry import BevGrid, invert_transform, transform_points, yaw_transform
 from hydranet.model import create_model
 from hydranet.model.temporal import TemporalMemory, TemporalState, ego_velocity, rigid_inverse, warp_bev
+from hydranet.setup import default_rig
 
 GRID = BevGrid((-8.0, 8.0), (-8.0, 8.0), 1.0)
 
@@ -116,7 +117,7 @@ def temporal_model():
 
 
 def sequence(scene: str, frames: int, seed: int, speed: float = 1.0) -> list[Sample]:
-    rig = default_rig(64, 128)
+    rig = default_rig((64, 128))
     out = []
     for i in range(frames):
         images, _, _ = rig_inputs(1, seed=seed * 100 + i)

@@ -14,6 +14,7 @@ import torch
 from hydranet.data.sample import collate
 from hydranet.geometry import BevGrid
 from hydranet.metrics import Detection3DMetric
+from hydranet.setup import Setup
 from hydranet.tasks import create_task
 from hydranet.tasks.base import HeadContext
 from hydranet.tasks.centernet2d import encode_boxes2d
@@ -24,19 +25,18 @@ from hydranet.world.config import WorldConfig
 torch.set_num_threads(1)
 H, W = 64, 128
 GRID = BevGrid((-32.0, 32.0), (-32.0, 32.0), 1.0)
+SETUP = Setup(image_size=(H, W), grid=GRID)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=3, frames_per_scene=1, height=H, width=W,
-                                       grid={"cell": 1.0}, traffic_density=2.0, cone_probability=1.0,
-                                       layout="intersection"))
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=3, frames_per_scene=1, setup=SETUP, traffic_density=2.0,
+                                       cone_probability=1.0, layout="intersection"))
     return collate([world[i] for i in range(len(world))])
 
 
-def context(n_cam: int) -> HeadContext:
-    return HeadContext(camera_channels=8, camera_strides={"p2": 4, "p3": 8}, bev_channels=8, grid=GRID,
-                       image_hw=(H, W), num_cameras=n_cam)
+def context() -> HeadContext:
+    return HeadContext(camera_channels=8, camera_strides={"p2": 4, "p3": 8}, bev_channels=8)
 
 
 def logit(p: torch.Tensor) -> torch.Tensor:
@@ -90,8 +90,8 @@ def score(task, outputs, batch) -> dict[str, float]:
 
 
 def test_detection2d_oracle_scores_one(batch):
-    task = create_task("detection2d", stride=4)
-    task.build_head(context(batch.images.shape[1]))
+    task = create_task("detection2d", SETUP, stride=4)
+    task.build_head(context())
     assert sum(len(t["boxes"]) for t in batch.labels["detection2d"]) > 20  # a real test: many objects
     outputs = perfect_2d(task, batch, "classes", 5, "visible", task.cfg.min_visible)
     result = score(task, outputs, batch)
@@ -100,16 +100,16 @@ def test_detection2d_oracle_scores_one(batch):
 
 
 def test_traffic_light_oracle_scores_one(batch):
-    task = create_task("traffic_light", stride=4)
-    task.build_head(context(batch.images.shape[1]))
+    task = create_task("traffic_light", SETUP, stride=4)
+    task.build_head(context())
     outputs = perfect_2d(task, batch, None, 1, None, 0.0)
     result = score(task, outputs, batch)
     assert result["recall"] > 0.95 and result["accuracy"] > 0.99, result
 
 
 def test_objects3d_oracle_scores_one_on_the_grid(batch):
-    task = create_task("objects3d")
-    task.build_head(context(batch.images.shape[1]))
+    task = create_task("objects3d", SETUP)
+    task.build_head(context())
     boxes = torch.cat([t["boxes"] for t in batch.labels["objects3d"]])
     off_grid = (boxes[:, 0].abs() > 32) | (boxes[:, 1].abs() > 32)
     assert off_grid.any() and (~off_grid).sum() > 10  # the world labels agents beyond the grid

@@ -11,31 +11,29 @@ import pytest
 import torch
 
 from hydranet.data.sample import collate
-from hydranet.geometry import DEFAULT_CAMERAS
 from hydranet.model import ModelConfig, create_model
+from hydranet.setup import Rig, Setup, default_rig
 from hydranet.world import SyntheticWorld
-from hydranet.world.config import CameraConfig, WorldConfig
+from hydranet.world.config import WorldConfig
 
 torch.set_num_threads(1)
 H, W = 64, 128
-CAMERAS = [CameraConfig(name=c.name, hfov_deg=c.hfov_deg, position=c.position, yaw_deg=c.yaw_deg,
-                        pitch_deg=c.pitch_deg) for c in DEFAULT_CAMERAS[:2]]
+# Two cameras of the default rig (main, narrow) on a 64 m grid at 1 m: what the world renders and the model takes.
+SETUP = Setup(image_size=(H, W), grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
+              rigs={"two": Rig(cameras=default_rig((H, W)).cameras[:2])})
 
 
 @pytest.fixture(scope="module")
 def frames():
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, height=H, width=W,
-                                       grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0},
-                                       cameras=CAMERAS, traffic_density=2.0, layout="intersection"))
+    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup=SETUP, traffic_density=2.0,
+                                       layout="intersection"))
     return collate([world[i] for i in range(len(world))])
 
 
 def overfit(batch, task_name: str, steps: int, lr: float = 3e-3, **task_options) -> dict[str, float]:
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(H, W), num_cameras=len(CAMERAS),
-                             neck={"channels": 16}, fusion={"channels": 16, "levels": ["p2", "p3"]}, bev_channels=16,
-                             grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
-                             tasks={task_name: task_options})
+    cfg = ModelConfig.preset("tiny", setup=SETUP, neck={"channels": 16}, bev_channels=16,
+                             fusion={"channels": 16, "levels": ["p2", "p3"]}, tasks={task_name: task_options})
     model = create_model(cfg)
     task = model.task_objects[task_name]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -69,9 +67,8 @@ def test_detection2d_overfits_two_frames(frames):
 
 def test_traffic_light_overfits_red_and_green():
     """Lights of two states (seed 20: three green, one red): found and each state named, end to end."""
-    world = SyntheticWorld(WorldConfig(seed=20, num_scenes=2, frames_per_scene=1, height=H, width=W,
-                                       grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0},
-                                       cameras=CAMERAS, traffic_density=2.0, layout="intersection"))
+    world = SyntheticWorld(WorldConfig(seed=20, num_scenes=2, frames_per_scene=1, setup=SETUP, traffic_density=2.0,
+                                       layout="intersection"))
     batch = collate([world[i] for i in range(len(world))])
     states = torch.cat([t["state"] for t in batch.labels["traffic_light"]]).tolist()
     assert 0 in states and 2 in states  # red and green

@@ -18,13 +18,13 @@ CAMERAS = [
     {"name": "rear", "hfov_deg": 110.0, "position": [-0.9, 0.0, 1.05], "yaw_deg": 180.0, "pitch_deg": 12.0},
 ]
 GRID = {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 2.0}
-WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 5, "height": 64, "width": 128, "grid": GRID,
-         "cameras": CAMERAS, "lighting": "day", "fog": 0.0}
+SETUP = {"image_size": [64, 128], "grid": GRID, "rigs": {"test": CAMERAS}}  # two cameras, 64x128, a 2 m grid
+SCENES = {"seed": 3, "num_scenes": 1, "frames_per_scene": 5, "lighting": "day", "fog": 0.0}
+WORLD = {**SCENES, "setup": SETUP}  # a world file of its own: it says what it renders
 TASKS = {"drivable": {}, "depth": {}, "bev_semantic": {}}  # two camera heads, one BEV head
 CONFIG: dict[str, Any] = {
-    "data": {"datasets": {"w": {"kind": "world", "frames": 5, "world": WORLD}}},
-    "model": {"preset": "tiny", "trunk": {"name": "regnet_tiny"}, "image_size": [64, 128], "num_cameras": 2,
-              "grid": GRID, "tasks": TASKS},
+    "data": {"datasets": {"w": {"kind": "world", "frames": 5, "world": SCENES}}},  # renders the model's setup
+    "model": {"preset": "tiny", "trunk": {"name": "regnet_tiny"}, "setup": SETUP, "tasks": TASKS},
     "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "threads": 1, "log_every": 1, "lr": 3e-3},
 }
 

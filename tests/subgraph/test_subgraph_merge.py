@@ -6,13 +6,12 @@ import json
 import pytest
 import torch
 import yaml
-from subgraph_testkit import CAMERAS, invoke, outputs
+from subgraph_testkit import invoke, outputs
 
 from hydranet.checkpoint import load_checkpoint, load_model
 from hydranet.train.merge import MergeError, parse_head_spec, plan_merge
 
-SUITE = {"name": "tiny", "world": {"num_scenes": 1, "frames_per_scene": 2, "lighting": "day", "fog": 0.0,
-                                   "cameras": CAMERAS},
+SUITE = {"name": "tiny", "world": {"num_scenes": 1, "frames_per_scene": 2, "lighting": "day", "fog": 0.0},
          "scenarios": {"day": {}}, "seeds": [50, 51], "frames": 2, "bootstrap": 20,
          "tasks": {"drivable": {}, "depth": {}, "bev_semantic": {}, "lanes": {}}}
 

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from hydranet.data.sample import BEV_CLASSES, Batch, Sample, collate
 from hydranet.geometry import BevGrid
+from hydranet.setup import Rig, Setup, default_rig
 from hydranet.tasks.base import HeadContext, Task
 from hydranet.tasks.centernet2d import encode_boxes2d
 from hydranet.tasks.objects3d import encode_objects3d
@@ -19,9 +20,13 @@ CHANNELS = 8
 STRIDES = {"p2": 4, "p3": 8, "p4": 16}
 
 
+# What the tasks are created for: two cameras of the default rig at H x W, the small grid, the world's classes.
+SETUP = Setup(image_size=(H, W), grid=GRID,
+              rigs={"test": Rig(cameras=tuple(c for c in default_rig((H, W)).cameras if c.name in CAM_NAMES))})
+
+
 def context() -> HeadContext:
-    return HeadContext(camera_channels=CHANNELS, camera_strides=dict(STRIDES), bev_channels=CHANNELS, grid=GRID,
-                       image_hw=(H, W), num_cameras=N_CAM)
+    return HeadContext(camera_channels=CHANNELS, camera_strides=dict(STRIDES), bev_channels=CHANNELS)
 
 
 def camera_labels(g: torch.Generator, i: int) -> dict:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tasks_synthetic import GRID, N_CAM, H, W, context, features, make_batch, run_head, select, subset
+from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, features, make_batch, run_head, select, subset
 
 from hydranet.tasks import TASKS, create_task
 
@@ -39,16 +39,16 @@ def expected_shapes(name: str, b: int) -> dict[str, tuple[int, ...]]:
 def test_registry_has_all_seven():
     assert set(ALL) <= set(TASKS)
     for name in ALL:
-        task = create_task(name)
+        task = create_task(name, SETUP)
         assert task.name == name == task.label
         assert task.space == ("bev" if name in ("bev_semantic", "objects3d") else "camera")
     with pytest.raises(KeyError, match="registered tasks"):
-        create_task("no_such_task")
+        create_task("no_such_task", SETUP)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_head_output_shapes(name):
-    task = create_task(name, **SMALL)
+    task = create_task(name, SETUP, **SMALL)
     head = task.build_head(context())
     out = run_head(task, head, 2)
     assert {k: tuple(v.shape) for k, v in out.items()} == expected_shapes(name, 2)
@@ -56,7 +56,7 @@ def test_head_output_shapes(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_loss_finite_and_ignores_absent_samples(name):
-    task = create_task(name, **SMALL)
+    task = create_task(name, SETUP, **SMALL)
     head = task.build_head(context())
     batch = make_batch(3, absent={1: (name,)})
     out = run_head(task, head, 3)
@@ -74,7 +74,7 @@ def test_loss_finite_and_ignores_absent_samples(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_all_absent_gives_connected_zero(name):
-    task = create_task(name, **SMALL)
+    task = create_task(name, SETUP, **SMALL)
     head = task.build_head(context())
     batch = make_batch(2, absent={0: (name,), 1: (name,)})
     assert name not in batch.labels
@@ -90,7 +90,7 @@ def test_all_absent_gives_connected_zero(name):
 @pytest.mark.parametrize("name", ALL)
 def test_loss_decreases_when_overfitting(name):
     torch.manual_seed(0)
-    task = create_task(name, width=16, depth=1)
+    task = create_task(name, SETUP, width=16, depth=1)
     head = task.build_head(context())
     batch = make_batch(2)
     opt = torch.optim.Adam(head.parameters(), lr=3e-2)
@@ -107,7 +107,7 @@ def test_loss_decreases_when_overfitting(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_decode_formats(name):
-    task = create_task(name, **SMALL)
+    task = create_task(name, SETUP, **SMALL)
     head = task.build_head(context())
     batch = make_batch(2)
     decoded = task.decode(run_head(task, head, 2), batch)
@@ -124,39 +124,39 @@ def test_decode_formats(name):
 
 def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="detection2d.*box_loss"):
-        create_task("detection2d", box_loss="smooth")
+        create_task("detection2d", SETUP, box_loss="smooth")
     with pytest.raises(ValueError, match="lanes.*colour"):
-        create_task("lanes", colour="red")
+        create_task("lanes", SETUP, colour="red")
     with pytest.raises(ValueError, match="fuse_strides"):
-        create_task("drivable", stride=8, fuse_strides=[4]).build_head(context())
-    task = create_task("depth", stride=2)
+        create_task("drivable", SETUP, stride=8, fuse_strides=[4]).build_head(context())
+    task = create_task("depth", SETUP, stride=2)
     with pytest.raises(ValueError, match="stride 2.*p2"):
         task.build_head(context())
 
 
 def test_stride_defaults_follow_the_neck():
     ctx = context()
-    assert create_task("detection2d").build_head(ctx).stride == 4
-    assert create_task("detection2d", stride=8).build_head(ctx).stride == 8
-    assert create_task("lanes").build_head(ctx).stride == 4
+    assert create_task("detection2d", SETUP).build_head(ctx).stride == 4
+    assert create_task("detection2d", SETUP, stride=8).build_head(ctx).stride == 8
+    assert create_task("lanes", SETUP).build_head(ctx).stride == 4
     # A neck without stride 4 (min_level=3): dense heads fall back to its finest level.
     coarse = replace(ctx, camera_strides={"p3": 8, "p4": 16})
     fpn = {k: v for k, v in features(2)[0].items() if k != "p2"}
     for upsample, out_stride in (("bilinear", 8), ("subpixel", 1)):
-        task = create_task("drivable", upsample=upsample, **SMALL)
+        task = create_task("drivable", SETUP, upsample=upsample, **SMALL)
         head = task.build_head(coarse)
         assert head.stride == 8 and task.stride == out_stride
         out = {k: v.reshape(2, N_CAM, *v.shape[1:]) for k, v in head(fpn).items()}
         assert out["logits"].shape[-2:] == (H // out_stride, W // out_stride)
         assert task.decode(out, make_batch(2))[0].shape == (N_CAM, H, W)
     # Fusing a coarser level keeps the output stride.
-    head = create_task("detection2d", stride=8, fuse_strides=[16], **SMALL).build_head(ctx)
+    head = create_task("detection2d", SETUP, stride=8, fuse_strides=[16], **SMALL).build_head(ctx)
     assert head.levels == ["p3", "p4"]
     assert head(features(1)[0])["heatmap"].shape[-2:] == (H // 8, W // 8)
 
 
 def test_camera_output_shape_is_checked():
-    task = create_task("drivable", **SMALL)
+    task = create_task("drivable", SETUP, **SMALL)
     head = task.build_head(context())
     fpn_out = head(features(2)[0])
     with pytest.raises(ValueError, match="unfold"):
@@ -166,7 +166,7 @@ def test_camera_output_shape_is_checked():
 @pytest.mark.parametrize("name", ["detection2d", "traffic_light", "objects3d"])
 def test_present_samples_without_objects_are_all_negatives(name):
     """A labelled frame with no objects is a valid label: every cell is a negative, the loss is finite."""
-    task = create_task(name, **SMALL)
+    task = create_task(name, SETUP, **SMALL)
     head = task.build_head(context())
     batch = make_batch(2)
     for label in batch.labels[name]:
@@ -181,4 +181,4 @@ def test_present_samples_without_objects_are_all_negatives(name):
 
 def test_objects3d_code_weights_are_validated():
     with pytest.raises(ValueError, match="objects3d.*unknown regression groups"):
-        create_task("objects3d", code_weights={"speed": 1.0})
+        create_task("objects3d", SETUP, code_weights={"speed": 1.0})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tasks_synthetic import GRID, context, make_batch, perfect_outputs
+from tasks_synthetic import GRID, SETUP, context, make_batch, perfect_outputs
 
 from hydranet.tasks import create_task
 from hydranet.viz import CLASS_COLORS, Views
@@ -27,7 +27,7 @@ def _has_color(views: Views, color: tuple[int, int, int]) -> bool:
 @pytest.mark.parametrize("name", ALL)
 def test_draw_changes_the_picture_and_tells_gt_from_prediction(name):
     batch = make_batch(1)
-    task = create_task(name)
+    task = create_task(name, SETUP)
     task.build_head(context())
     decoded = task.decode(perfect_outputs(name, batch), batch)[0]
     target = task.targets(batch)[0]
@@ -53,7 +53,7 @@ def test_draw_changes_the_picture_and_tells_gt_from_prediction(name):
 @pytest.mark.parametrize("name", ["detection2d", "traffic_light", "objects3d"])
 def test_a_head_that_found_nothing_says_so(name):
     batch = make_batch(1)
-    task = create_task(name)
+    task = create_task(name, SETUP)
     task.build_head(context())
     decoded = task.decode(perfect_outputs(name, batch), batch)[0]
     empty = {k: v[:0] for k, v in decoded.items()}
@@ -68,7 +68,7 @@ def test_a_head_that_found_nothing_says_so(name):
 def test_lanes_and_drivable_use_one_palette_for_labels_and_predictions():
     batch = make_batch(1)
     for name in ("lanes", "drivable"):
-        task = create_task(name)
+        task = create_task(name, SETUP)
         task.build_head(context())
         target = task.targets(batch)[0]
         a, b = Views.from_batch(batch, 0, GRID, scale=1), Views.from_batch(batch, 0, GRID, scale=1)
@@ -92,7 +92,7 @@ def test_dense_overlays_keep_the_camera_image_readable():
         views = Views(torch.full_like(batch.images[0], value), batch.intrinsics[0], batch.T_ego_from_cam[0],
                       batch.camera_names, GRID, scale=1)
         for name in ("depth", "drivable", "lanes"):  # predict's order: alphabetical
-            create_task(name).draw(views, outputs[name])
+            create_task(name, SETUP).draw(views, outputs[name])
         pictures.append(np.stack([np.asarray(im, dtype=np.float64) for im in views.cameras]))
     share = (pictures[1] - pictures[0]) / 255.0
     assert share.min() >= MIN_IMAGE_SHARE - 1 / 255  # rounding to uint8
@@ -102,7 +102,7 @@ def test_dense_overlays_keep_the_camera_image_readable():
     # visible overlay where they are drawn over drivable space.
     views = Views(torch.zeros_like(batch.images[0]), batch.intrinsics[0], batch.T_ego_from_cam[0], batch.camera_names,
                   GRID, scale=1)
-    create_task("drivable").draw(views, full.bool())
+    create_task("drivable", SETUP).draw(views, full.bool())
     from hydranet.viz import DRIVABLE_COLOR, REGION_ALPHA
 
     px = np.asarray(views.cameras[0], dtype=np.float64)[0, 0]

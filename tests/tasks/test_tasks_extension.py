@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from tasks_synthetic import N_CAM, H, W, context, make_batch, run_head, subset
+from tasks_synthetic import N_CAM, SETUP, H, W, context, make_batch, run_head, subset
 
 from hydranet.data.sample import SEMANTIC_CLASSES
 from hydranet.tasks import TASKS, create_task, register_task
@@ -66,7 +66,7 @@ def _with_semantic(batch, n: int):
 
 
 def test_docs_example_task_trains_and_decodes(semantic_task: Any):
-    task = create_task("semantic", width=8)
+    task = create_task("semantic", SETUP, width=8)
     head = task.build_head(context())
     batch = _with_semantic(make_batch(3), 3)
     out = run_head(task, head, 3)
@@ -80,7 +80,7 @@ def test_docs_example_task_trains_and_decodes(semantic_task: Any):
     metric.update(decoded, task.targets(batch))
     assert 0.0 <= next(iter(metric.compute().values())) <= 1.0
     with pytest.raises(ValueError, match="semantic.*colour"):
-        create_task("semantic", colour="red")
+        create_task("semantic", SETUP, colour="red")
 
 
 def test_registering_a_different_class_under_a_taken_name_fails():

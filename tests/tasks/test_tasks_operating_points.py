@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import torch
-from tasks_synthetic import GRID, N_CAM, H, W, context, make_batch, perfect_outputs
+from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, make_batch, perfect_outputs
 
 from hydranet.tasks import create_task
 from hydranet.tasks.centernet2d import encode_boxes2d
@@ -36,11 +36,11 @@ def test_min_radius_spreads_small_objects_peak():
 
 def test_box_heads_start_at_the_prior_size():
     for name, size in (("detection2d", 12.0), ("traffic_light", 6.0)):
-        task = create_task(name)
+        task = create_task(name, SETUP)
         head = task.build_head(context())
         bias = head.head.branches["log_size"][-1].bias
         assert torch.allclose(bias, torch.full_like(bias, math.log(size / task.stride)))
-        task = create_task(name, prior_size_px=32.0)
+        task = create_task(name, SETUP, prior_size_px=32.0)
         bias = task.build_head(context()).head.branches["log_size"][-1].bias
         assert torch.allclose(bias, torch.full_like(bias, math.log(32.0 / task.stride)))
 
@@ -49,14 +49,14 @@ def test_lanes_decode_asks_marking_before_kind():
     batch = make_batch(1)
     probs = torch.tensor([0.4, 0.3, 0.2, 0.1])  # argmax says "none", but a marking is 60 % likely
     logits = probs.log()[None, None, :, None, None].expand(1, N_CAM, 4, H // 4, W // 4).contiguous()
-    assert bool((create_task("lanes").decode({"logits": logits}, batch)[0] == 1).all())  # dashed
-    assert bool((create_task("lanes", threshold=0.7).decode({"logits": logits}, batch)[0] == 0).all())
+    assert bool((create_task("lanes", SETUP).decode({"logits": logits}, batch)[0] == 1).all())  # dashed
+    assert bool((create_task("lanes", SETUP, threshold=0.7).decode({"logits": logits}, batch)[0] == 0).all())
 
 
 def test_draw_threshold_hides_low_scores_but_decode_keeps_them():
     batch = make_batch(1)
     for name in ("detection2d", "objects3d"):
-        task = create_task(name)
+        task = create_task(name, SETUP)
         task.build_head(context())
         decoded = task.decode(perfect_outputs(name, batch), batch)[0]
         assert len(decoded["boxes"]) > 0
@@ -75,6 +75,6 @@ def test_draw_threshold_hides_low_scores_but_decode_keeps_them():
 
 
 def test_traffic_light_decode_is_an_operating_point():
-    task = create_task("traffic_light")
+    task = create_task("traffic_light", SETUP)
     assert task.cfg.score_threshold == 0.3  # its metric scores the decoded set, unlike AP
-    assert create_task("detection2d").cfg.score_threshold == 0.1  # AP needs the low-score tail
+    assert create_task("detection2d", SETUP).cfg.score_threshold == 0.1  # AP needs the low-score tail

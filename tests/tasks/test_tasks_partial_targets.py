@@ -2,7 +2,7 @@
 a source does not label (bev_semantic_known). Each must contribute exactly nothing where unknown."""
 
 import torch
-from tasks_synthetic import GRID, context, make_batch, run_head
+from tasks_synthetic import GRID, SETUP, context, make_batch, run_head
 
 from hydranet.data.labels import BEV_CLASSES
 from hydranet.metrics import DepthMetric
@@ -11,7 +11,7 @@ from hydranet.tasks.common import to_label_resolution
 
 
 def test_sparse_depth_loss_and_metric_only_score_returns():
-    task = create_task("depth")
+    task = create_task("depth", SETUP)
     head = task.build_head(context())
     batch = make_batch(2)
     out = run_head(task, head, 2)
@@ -42,7 +42,7 @@ def test_sparse_depth_loss_and_metric_only_score_returns():
 
 
 def test_unknown_velocity_is_not_regressed():
-    task = create_task("objects3d")
+    task = create_task("objects3d", SETUP)
     head = task.build_head(context())
     batch = make_batch(2)
     out = run_head(task, head, 2)
@@ -58,7 +58,7 @@ def test_unknown_velocity_is_not_regressed():
 
 
 def test_unlabelled_bev_channels_add_no_loss_and_no_metric():
-    task = create_task("bev_semantic")
+    task = create_task("bev_semantic", SETUP)
     head = task.build_head(context())
     batch = make_batch(2)
     out = run_head(task, head, 2)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tasks_synthetic import GRID, N_CAM, H, W, context, make_batch, perfect_centernet, perfect_outputs
+from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, make_batch, perfect_centernet, perfect_outputs
 
 from hydranet.geometry import wrap_angle
 from hydranet.tasks import create_task
@@ -32,7 +32,7 @@ def match_boxes(pred: dict, gt: dict, key: str) -> None:
 @pytest.mark.parametrize("stride", [4, 8])
 def test_detection2d_roundtrip(stride):
     batch = make_batch(2)
-    task = create_task("detection2d", stride=stride)
+    task = create_task("detection2d", SETUP, stride=stride)
     task.build_head(context())
     outputs = perfect_centernet(batch, "detection2d", "classes", 5, stride)
     outputs.pop("_enc")
@@ -45,7 +45,7 @@ def test_detection2d_boxes_leaving_the_image_are_clipped():
     batch = make_batch(1)
     gt = batch.labels["detection2d"][0]
     gt["boxes"][0] = torch.tensor([-10.0, -4.0, 10.0, 12.0])  # partly outside: the peak is the visible centre
-    task = create_task("detection2d", stride=8)
+    task = create_task("detection2d", SETUP, stride=8)
     outputs = perfect_centernet(batch, "detection2d", "classes", 5, 8)
     outputs.pop("_enc")
     match_boxes(task.decode(outputs, batch)[0], gt, "classes")
@@ -55,7 +55,7 @@ def test_detection2d_ignores_mostly_hidden_objects():
     batch = make_batch(1)
     gt = batch.labels["detection2d"][0]
     gt["visible"][1] = 0.1
-    task = create_task("detection2d", stride=8, min_visible=0.25)
+    task = create_task("detection2d", SETUP, stride=8, min_visible=0.25)
     objects = [(gt["boxes"], gt["camera"], gt["classes"], gt["visible"] >= 0.25)]
     enc = encode_boxes2d(objects, N_CAM, 5, (H // 8, W // 8), 8, (H, W))
     assert enc.sample.numel() == len(gt["boxes"]) - 1
@@ -83,7 +83,7 @@ def test_detection2d_ignores_mostly_hidden_objects():
 
 def test_detection2d_giou_loss_is_minimal_at_the_truth():
     batch = make_batch(2)
-    task = create_task("detection2d", stride=8, box_loss="giou")
+    task = create_task("detection2d", SETUP, stride=8, box_loss="giou")
     outputs = perfect_centernet(batch, "detection2d", "classes", 5, 8)
     outputs.pop("_enc")
     best = task.loss(outputs, batch)
@@ -94,7 +94,7 @@ def test_detection2d_giou_loss_is_minimal_at_the_truth():
 
 def test_traffic_light_roundtrip_with_lane():
     batch = make_batch(3)
-    task = create_task("traffic_light")
+    task = create_task("traffic_light", SETUP)
     outputs = perfect_outputs("traffic_light", batch)
     decoded = task.decode(outputs, batch)
     for pred, gt in zip(decoded, batch.labels["traffic_light"], strict=True):
@@ -106,7 +106,7 @@ def test_traffic_light_roundtrip_with_lane():
 
 def test_drivable_roundtrip_full_resolution_and_stride4():
     batch = make_batch(2)
-    task = create_task("drivable")
+    task = create_task("drivable", SETUP)
     label = batch.labels["drivable"]
     decoded = task.decode({"logits": (label[:, :, None].float() * 2 - 1) * 10}, batch)
     assert all(torch.equal(d, t) for d, t in zip(decoded, label, strict=True))
@@ -126,7 +126,7 @@ def test_drivable_roundtrip_full_resolution_and_stride4():
 
 def test_lanes_roundtrip():
     batch = make_batch(2)
-    task = create_task("lanes")
+    task = create_task("lanes", SETUP)
     label = batch.labels["lanes"].long()
     logits = torch.nn.functional.one_hot(label, 4).permute(0, 1, 4, 2, 3).float() * 10
     decoded = task.decode({"logits": logits}, batch)
@@ -136,7 +136,7 @@ def test_lanes_roundtrip():
 
 def test_depth_roundtrip_and_sky_mask():
     batch = make_batch(2)
-    task = create_task("depth")
+    task = create_task("depth", SETUP)
     label = batch.labels["depth"]
     log_depth = torch.where(label > 0, label.clamp(min=1e-3).log(), torch.full_like(label, math.log(500.0)))
     decoded = task.decode({"log_depth": log_depth[:, :, None]}, batch)
@@ -154,7 +154,7 @@ def test_depth_roundtrip_and_sky_mask():
 
 def test_bev_semantic_roundtrip():
     batch = make_batch(2)
-    task = create_task("bev_semantic")
+    task = create_task("bev_semantic", SETUP)
     task.build_head(context())
     label = batch.labels["bev_semantic"]
     decoded = task.decode({"logits": (label.float() * 2 - 1) * 10}, batch)
@@ -164,7 +164,7 @@ def test_bev_semantic_roundtrip():
 
 def test_objects3d_roundtrip():
     batch = make_batch(3)
-    task = create_task("objects3d")
+    task = create_task("objects3d", SETUP)
     task.build_head(context())
     targets = batch.labels["objects3d"]
     rc = GRID.shape
@@ -215,7 +215,7 @@ def test_objects3d_hidden_objects_are_ignored_not_negatives():
 def test_metric_scores_perfect_decodes_perfectly(name):
     """Decoded outputs feed the task's own metric (helper E's) and a perfect encoding scores perfectly."""
     batch = make_batch(3, absent={1: (name,)})
-    task = create_task(name)
+    task = create_task(name, SETUP)
     task.build_head(context())
     metric = task.make_metric()
     metric.update(task.decode(perfect_outputs(name, batch), batch), task.targets(batch))

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import torch
-from tasks_synthetic import GRID, N_CAM, H, W, make_batch
+from tasks_synthetic import SETUP, make_batch
 
-from hydranet.model import GridConfig, ModelConfig, create_model
+from hydranet.model import ModelConfig, create_model
 
 torch.set_num_threads(1)
 
 
 def test_all_seven_tasks_train_and_decode_in_the_model():
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", image_size=(H, W), num_cameras=N_CAM,
-                             grid=GridConfig(x_range=GRID.x_range, y_range=GRID.y_range, cell=GRID.cell))
+    cfg = ModelConfig.preset("tiny", setup=SETUP)
     model = create_model(cfg)
     assert len(model.task_objects) == 7
     batch = make_batch(2, absent={1: ("depth", "objects3d", "lanes")})

@@ -19,8 +19,11 @@ from hydranet.data.sample import Sample
 from hydranet.train.config import config_from_dict
 
 H, W, N_CAM = 32, 64, 2
-MODEL = {"preset": "tiny", "image_size": [H, W], "num_cameras": N_CAM,
-         "grid": {"x_range": [-8, 8], "y_range": [-8, 8], "cell": 1.0}, "tasks": {"drivable": {}, "depth": {}}}
+RIG = [{"name": name, "hfov_deg": 90, "position": [0, 0, 1.5], "yaw_deg": 180 * i}
+       for i, name in enumerate(("front", "back"))]
+MODEL = {"preset": "tiny", "tasks": {"drivable": {}, "depth": {}},
+         "setup": {"image_size": [H, W], "grid": {"x_range": [-8, 8], "y_range": [-8, 8], "cell": 1.0},
+                   "rigs": {"two": RIG}}}
 
 
 class Frames(torch.utils.data.Dataset):

@@ -11,10 +11,10 @@ from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.cli import app
 from hydranet.data.sample import collate
 
-WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 6, "height": 64, "width": 128, "grid": {"cell": 2.0}}
+WORLD = {"seed": 3, "num_scenes": 1, "frames_per_scene": 6}  # renders the model's setup
 CONFIG = {
     "data": {"datasets": {"w": {"kind": "world", "frames": 6, "world": WORLD}}},
-    "model": {"preset": "tiny", "image_size": [64, 128], "grid": {"cell": 2.0},
+    "model": {"preset": "tiny", "setup": {"image_size": [64, 128], "grid": {"cell": 2.0}},
               "tasks": {"drivable": {}, "depth": {}, "bev_semantic": {}}},
     "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "threads": 1, "log_every": 1},
 }

@@ -10,11 +10,10 @@ from hydranet.train.config import ConfigError, config_from_dict
 from hydranet.train.run import run_training
 from hydranet.train.scheduler import TaskScheduler
 
-WORLD = {"seed": 3, "num_scenes": 2, "frames_per_scene": 5, "height": 64, "width": 128, "grid": {"cell": 2.0},
-         "drop_labels": {"objects3d": 0.5}}
+WORLD = {"seed": 3, "num_scenes": 2, "frames_per_scene": 5, "drop_labels": {"objects3d": 0.5}}
 CONFIG = {
     "data": {"datasets": {"w": {"kind": "world", "frames": 10, "world": WORLD}}},
-    "model": {"preset": "tiny", "image_size": [64, 128], "grid": {"cell": 2.0},
+    "model": {"preset": "tiny", "setup": {"image_size": [64, 128], "grid": {"cell": 2.0}},
               "fusion": {"temporal": {"time_queue": 1, "space_queue": 1}},
               "tasks": {"objects3d": {}, "bev_semantic": {}}},
     "train": {"steps": 2, "batch_size": 1, "warmup_steps": 1, "threads": 1, "log_every": 1,

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from hydranet.train.config import ConfigError, apply_overrides, load_config, parse_override
+from hydranet.train.data import world_config
 
 BASE = {
     "data": {"datasets": {"main": {"kind": "shards", "path": "runs/x/train"}}},
@@ -112,15 +113,14 @@ def test_pydantic_internals_never_reach_the_user(tmp_path):
 
 
 def test_shipped_configs_data_match_their_model():
-    from hydranet.compat import check_data_matches_model
-    from hydranet.source_layouts import source_layout
-
     for f in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
         cfg = load_config(f)
         sources = [*cfg.data.datasets.items(), *([("eval", cfg.data.eval)] if cfg.data.eval else [])]
         for name, ds in sources:
-            if ds.kind == "world":
-                check_data_matches_model(source_layout(ds, f"{f.name} {name}"), cfg.resolved_model())
+            if ds.kind == "world":  # renders the model's setup, declared once in model.setup
+                world = world_config(cfg, name)
+                assert world.setup == cfg.resolved_model().setup, (f, name)
+                cfg.resolved_model().check_data(world.rendered_setup, f"{f.name} {name}")
 
 
 def test_demo_does_the_same_work_on_every_machine(tmp_path):

@@ -40,14 +40,14 @@ def write_bdd(root: Path) -> Path:
 def mixed_config(tmp_path):
     tree = yaml.safe_load(CONFIG.read_text())
     size = [64, 128]
-    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 4, "height": 64, "width": 128, "grid": {"cell": 4.0}}
+    world = {"seed": 1, "num_scenes": 1, "frames_per_scene": 4}
     nusc = write_nuscenes(tmp_path / "nusc", keyframes=2)
     tree["data"]["datasets"]["world"].update(frames=4, world=world)
-    tree["data"]["datasets"]["nuscenes"] = {"kind": "nuscenes", "dataroot": str(nusc), "image_size": size,
-                                            "grid": {"cell": 4.0}}
-    tree["data"]["datasets"]["bdd100k"].update(root=str(write_bdd(tmp_path / "bdd")), image_size=size)
+    # nuScenes and BDD100K take the model's image size, grid and classes (the setup flows into the sources)
+    tree["data"]["datasets"]["nuscenes"] = {"kind": "nuscenes", "dataroot": str(nusc)}
+    tree["data"]["datasets"]["bdd100k"].update(root=str(write_bdd(tmp_path / "bdd")))
     tree["data"]["eval"] = None
-    tree["model"].update(image_size=size, grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 4.0})
+    tree["model"]["setup"].update(image_size=size, grid={"x_range": [-32, 32], "y_range": [-32, 32], "cell": 4.0})
     tree["train"].update(steps=6, batch_size=1, num_workers=0, warmup_steps=1, log_every=1, eval_every=0,
                          scheduler={"kind": "round_robin"})
     return config_from_dict(tree, str(CONFIG))
@@ -56,7 +56,7 @@ def mixed_config(tmp_path):
 def test_streams_are_per_dataset_and_tasks_only_see_their_labels(mixed_config):
     labels = {"detection2d": "detection2d", "traffic_light": "traffic_light", "drivable": "drivable",
               "lanes": "lanes", "depth": "depth", "bev_semantic": "bev_semantic", "objects3d": "objects3d"}
-    data = build_train_data(mixed_config.data, labels)
+    data = build_train_data(mixed_config.data, labels, setup=mixed_config.resolved_model().setup)
     assert data.sizes == {"bdd100k": 2, "nuscenes": 2, "world": 4}
     assert data.rigs == {"bdd100k": "1 cameras 64x128", "nuscenes": "6 cameras 64x128",
                          "world": "8 cameras 64x128"}

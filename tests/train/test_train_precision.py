@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hydranet.geometry import default_rig
 from hydranet.model.fusion import project_to_cameras
+from hydranet.setup import default_rig
 from hydranet.train import precision as P
 
 
@@ -34,7 +34,7 @@ def test_precision_resolution(monkeypatch):
 
 
 def test_fusion_projection_stays_fp32_under_bf16_autocast():
-    rig = default_rig(96, 192)
+    rig = default_rig((96, 192))
     K, T = rig.intrinsics()[None], rig.extrinsics()[None]
     points = torch.tensor([[20.0, 3.0, 0.5], [7.3, -1.1, 5.3], [31.0, 12.0, 1.0]])
     ref, vis = project_to_cameras(points, K, T, (96, 192), 0.3)

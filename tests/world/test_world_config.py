@@ -1,16 +1,16 @@
-"""WorldConfig: defaults build the rig/grid; bad fields fail with errors that name the field."""
+"""WorldConfig: the default setup gives the contract's rig/grid; bad fields fail with errors that name the field."""
 
 import pytest
 from pydantic import ValidationError
 
-from hydranet.geometry import default_rig
+from hydranet.setup import default_rig
 from hydranet.world import SyntheticWorld, WorldConfig
 
 
 def test_defaults_match_the_contract_rig_and_grid():
     cfg = WorldConfig()
-    assert cfg.rig == default_rig(128, 256)
-    assert cfg.bev_grid.shape == (128, 128)
+    assert cfg.rendered_rig == default_rig((128, 256))
+    assert cfg.setup.grid.shape == (128, 128)
     assert cfg.path_steps == 30
     assert len(SyntheticWorld(cfg)) == cfg.num_scenes * cfg.frames_per_scene
 
@@ -26,11 +26,13 @@ def test_defaults_match_the_contract_rig_and_grid():
         ({"drop_labels": {"depht": 0.5}}, "depht"),
         ({"drop_labels": {"depth": 1.5}}, "drop_labels['depth']"),
         ({"colour_of_sky": "blue"}, "colour_of_sky"),
-        ({"grid": {"x_range": (10.0, -10.0)}}, "x_range"),
+        ({"setup": {"grid": {"x_range": (10.0, -10.0)}}}, "x_range"),
         ({"signal_weights": {"go": 1.0}}, "signal_weights"),
         ({"layout_weights": {"straight": -1.0, "curve": 1.0, "intersection": 1.0}}, "layout_weights"),
-        ({"cameras": [{"name": "a", "hfov_deg": 60, "position": (0, 0, 1), "yaw_deg": 0, "pitch_deg": 0}] * 2},
-         "unique"),
+        ({"setup": {"rigs": {"r": [{"name": "a", "hfov_deg": 60, "position": (0, 0, 1), "yaw_deg": 0,
+                                    "pitch_deg": 0}] * 2}}}, "unique"),
+        ({"rig": "fleet"}, "no rig 'fleet'"),
+        ({"height": 96}, "height"),  # the setup's image_size is the one size
     ],
 )
 def test_bad_field_gives_a_clear_error(fields, needle):
@@ -42,7 +44,7 @@ def test_bad_field_gives_a_clear_error(fields, needle):
 def test_config_round_trips_through_json():
     cfg = WorldConfig(seed=3, lighting="night", fog=0.01, drop_labels={"depth": 0.25})
     again = WorldConfig.model_validate_json(cfg.model_dump_json())
-    assert again == cfg and again.rig == cfg.rig
+    assert again == cfg and again.rendered_rig == cfg.rendered_rig
 
 
 def test_overrides_and_index_errors():

@@ -16,7 +16,7 @@ SEM = {n: i for i, n in enumerate(SEMANTIC_CLASSES)}
 
 @functools.cache
 def world(**kw) -> SyntheticWorld:
-    return SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=6, frames_per_scene=10, **kw))
+    return SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=6, frames_per_scene=10, **kw))
 
 
 @functools.cache
@@ -61,7 +61,7 @@ def test_bev_objects_agree_with_3d_boxes():
     for i in (1, 22, 45):
         s = sample(i)
         bev, obj = s.labels["bev_semantic"], s.labels["objects3d"]
-        grid = world().grid
+        grid = world().setup.grid
         centres = grid.cell_centres(torch.float64)
         for name, kinds in (("vehicle", ("car", "truck")), ("pedestrian", ("pedestrian",)), ("cone", ("cone",))):
             sel = torch.isin(obj["classes"], torch.tensor([OBJECT_CLASSES.index(k) for k in kinds]))
@@ -80,7 +80,7 @@ def test_bev_objects_agree_with_3d_boxes():
 
 def test_bev_drivable_agrees_with_camera_drivable():
     s = sample(8)
-    grid, bev = world().grid, s.labels["bev_semantic"][BEV["drivable"]].bool()
+    grid, bev = world().setup.grid, s.labels["bev_semantic"][BEV["drivable"]].bool()
     rays = ray_directions(s.intrinsics.double(), H, W)
     agree = total = 0
     for cam in range(len(s.camera_names)):
@@ -122,7 +122,8 @@ def test_ego_path_and_velocities_match_the_next_frames():
 
 
 def test_traffic_lights_have_state_lane_and_boxes():
-    w = SyntheticWorld(WorldConfig(height=96, width=192, num_scenes=4, frames_per_scene=5, layout="intersection"))
+    w = SyntheticWorld(WorldConfig(setup={"image_size": (96, 192)}, num_scenes=4, frames_per_scene=5,
+                                   layout="intersection"))
     found = 0
     for i in range(0, 20, 5):
         s = w[i]
@@ -139,7 +140,7 @@ def test_traffic_lights_have_state_lane_and_boxes():
 
 
 def test_drop_labels_drops_the_configured_fraction():
-    w = SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=200, frames_per_scene=20,
+    w = SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=200, frames_per_scene=20,
                                    drop_labels={"depth": 0.3, "lanes": 1.0}))
     n = 4000
     kept = sum(w.label_present(i, "depth") for i in range(n)) / n

@@ -16,7 +16,7 @@ H, W = 48, 96
 
 @functools.cache
 def small_world(**kw) -> SyntheticWorld:
-    return SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=4, frames_per_scene=10, **kw))
+    return SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=4, frames_per_scene=10, **kw))
 
 
 @functools.cache
@@ -91,8 +91,8 @@ def test_dense_labels_agree():
 
 
 def test_same_seed_same_bytes_and_random_access():
-    a = SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=2, frames_per_scene=4, seed=5))
-    b = SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=2, frames_per_scene=4, seed=5))
+    a = SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=2, frames_per_scene=4, seed=5))
+    b = SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=2, frames_per_scene=4, seed=5))
     seq = [a[i] for i in range(6)]  # sequential, scenes cached along the way
     alone = b[5]  # fresh process state, straight to the middle of scene 1
     assert seq[5].images.numpy().tobytes() == alone.images.numpy().tobytes()
@@ -103,7 +103,7 @@ def test_same_seed_same_bytes_and_random_access():
             assert value.keys() == other.keys() and all(torch.equal(value[k], other[k]) for k in value), name
         else:
             assert torch.equal(value, other), name
-    c = SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=2, frames_per_scene=4, seed=6))
+    c = SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=2, frames_per_scene=4, seed=6))
     assert not torch.equal(c[5].images, alone.images)
     assert not torch.equal(seq[4].images, seq[5].images)  # time moves
     batch = collate(seq[:3])

@@ -8,6 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hydranet.cli import app
+from hydranet.data.sample import OBJECT_CLASSES
 from hydranet.geometry import BevGrid
 from hydranet.viz import (
     CLASS_COLORS,
@@ -27,7 +28,7 @@ H, W = 48, 96
 
 @functools.cache
 def sample():
-    return SyntheticWorld(WorldConfig(height=H, width=W, num_scenes=1, frames_per_scene=2))[0]
+    return SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=1, frames_per_scene=2))[0]
 
 
 def test_views_geometry_and_compose():
@@ -69,7 +70,7 @@ def test_primitives_draw_in_the_right_place():
 
 def test_show_command_writes_a_png(tmp_path):
     cfg = tmp_path / "world.yaml"
-    cfg.write_text(f"height: {H}\nwidth: {W}\nframes_per_scene: 5\n")
+    cfg.write_text(f"setup: {{image_size: [{H}, {W}]}}\nframes_per_scene: 5\n")
     out = tmp_path / "show.png"
     res = CliRunner().invoke(app, ["show", "--index", "7", "--config", str(cfg), "--lighting", "night",
                                    "--out", str(out), "--scale", "1"])
@@ -89,14 +90,22 @@ def _one_camera(width: int = 1280, height: int = 720):
 def test_legend_lists_only_drawn_styles_and_wraps_inside_a_canvas_as_wide_as_the_title():
     images, K, T = _one_camera(320, 180)
     long_title = "bdd100k:some/long/path/to/a/folder/of/frames #0  bdd100k/0ace96c3-48481887 frame 0"
-    both = Views(images, K, T, ["front"], BevGrid(), scale=1).compose(title=long_title)
-    gt = Views(images, K, T, ["front"], BevGrid(), scale=1)
-    gt.legend_styles = ("ground truth",)
-    only_gt = gt.compose(title=long_title)
+    boxes = torch.tensor([[10.0 + 40 * k, 20, 40 + 40 * k, 60] for k in range(len(OBJECT_CLASSES))])
+
+    def drawn(styles: tuple[str, ...]) -> Views:
+        v = Views(images, K, T, ["front"], BevGrid(), scale=1)
+        v.legend_styles = styles
+        draw_boxes2d(v, boxes, [0] * len(boxes), list(range(len(boxes))), dashed=styles == ("ground truth",))
+        return v
+
+    both = drawn(("prediction", "ground truth")).compose(title=long_title)
+    only_gt = drawn(("ground truth",)).compose(title=long_title)
+    nothing = Views(images, K, T, ["front"], BevGrid(), scale=1).compose(title=long_title)
     assert only_gt.width >= 16 + 8 * len(long_title) // 2  # the title is not cut off at the camera + BEV width
     assert only_gt.width > 320 + 2 * 180 + 8
-    # Wrapping the legend adds rows below the cameras; fewer swatches ("prediction" gone) never add rows.
-    assert both.height >= only_gt.height > 180 + 28 + 2 * 18
+    # Wrapping the legend adds rows below the cameras; fewer swatches ("prediction" gone) never add rows, and
+    # a picture with nothing drawn has no swatch at all (the legend lists what is drawn).
+    assert both.height >= only_gt.height > nothing.height
     footer = np.asarray(only_gt)[180 + 28:, :, :].astype(int)
     assert (footer.max(axis=2) > 200).any(axis=1).sum() > 0  # legend text drawn
 

@@ -21,7 +21,7 @@ How to add a source (say ``kitti``)
            path_option = "root"                     # "kitti:/data/kitti" fills this option
            labels = frozenset({"detection2d", "objects3d"})         # what it can produce
            classes = {"objects3d": ("Car", "Pedestrian", ...)}      # its own vocabulary
-           default_class_map = {"Car": "car", "Pedestrian": "pedestrian", "Cyclist": None}
+           default_class_map = {"Car": "car", "Pedestrian": "pedestrian", "Cyclist": "bicycle"}
 
            def __init__(self, options: KittiOptions):
                super().__init__(options)            # builds self.class_map from options.class_map
@@ -30,6 +30,7 @@ How to add a source (say ``kitti``)
            def __len__(self): return len(self.frames)
            def __getitem__(self, i) -> Sample: ...  # images uint8 [N,3,H,W], K, T, labels
            # optional: label_present(i, label) -> bool without decoding images (training uses it)
+           # optional: a ``setup`` property naming native sizes / the grid (default: from sample 0)
 
 2. Import it at the bottom of this file (built-ins) or expose it through the ``hydranet.sources``
    entry-point group (plug-ins). Nothing else names sources.
@@ -38,23 +39,29 @@ How to add a source (say ``kitti``)
 Rules every source keeps: ``Sample`` geometry follows ``hydranet/geometry.py`` (ego frame x forward,
 y left, z up; OpenCV cameras; ``T_ego_from_cam`` per camera; ``T_world_from_ego``; timestamps in
 seconds); images resized by ``image_size`` rescale K and nothing else; labels are the registered
-label formats (``hydranet.data.labels``) with classes mapped through ``self.class_map`` (unmapped
-classes are dropped and counted in ``self.class_map.dropped``); missing files or tokens raise
-``SourceError`` naming the file or token.
+label formats (``hydranet.data.labels``) with classes mapped through ``self.class_map`` onto the
+vocabulary ``model_classes`` (unmapped classes are dropped and counted in ``self.class_map.dropped``);
+missing files or tokens raise ``SourceError`` naming the file or token.
+
+Every source reports its own ``setup`` (``hydranet.setup.Setup``): the rig its frames come from (camera
+names, K, T_ego_from_cam), their image size, the BEV grid of its BEV labels (None without) and the class
+vocabulary of its object labels; ``hydranet.setup.check_fits`` compares it with a model's.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch.utils.data import Dataset
 
-from hydranet.data.labels import OBJECT_CLASSES, ClassMap
+from hydranet.data.labels import ClassMap
 from hydranet.data.sample import Sample
+from hydranet.setup import OBJECT_CLASSES, OBJECT_LABELS, VOCABULARIES, Setup, rig_of_frame
 
 
 class SourceError(ValueError):
@@ -63,16 +70,6 @@ class SourceError(ValueError):
 
 class SourceConfigError(ValueError):
     """A dataset config names an unknown kind or an unknown/invalid option; the message names the field."""
-
-
-def _check_image_size(v: tuple[int, int]) -> tuple[int, int]:
-    if min(v) < 8:
-        raise ValueError(f"image_size {v} is too small")
-    return v
-
-
-# An output image size (H, W) in pixels that a source resizes to; a side under 8 pixels raises ValueError.
-ImageSize = Annotated[tuple[int, int], AfterValidator(_check_image_size)]
 
 
 class SourceOptions(BaseModel):
@@ -84,6 +81,18 @@ class SourceOptions(BaseModel):
     frames: int | None = Field(default=None, ge=1)  # use only the first ``frames`` samples (None = all)
     class_map: dict[str, str | None] = Field(default_factory=dict, description=(
         "dataset class name -> model class name (null = drop), merged over the source's default map"))
+    model_classes: list[str] | None = Field(default=None, description=(
+        "the object vocabulary classes are mapped onto: a list or a named one (world, nuscenes); default the "
+        "source's own default_vocabulary"))
+
+    @field_validator("model_classes", mode="before")
+    @classmethod
+    def _named_vocabulary(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v not in VOCABULARIES:
+                raise ValueError(f"unknown vocabulary '{v}'; named ones: {sorted(VOCABULARIES)} (or a list)")
+            return list(VOCABULARIES[v])
+        return v
 
 
 class Source(Dataset):
@@ -98,20 +107,27 @@ class Source(Dataset):
     # True: ``class_map`` keys must be classes of ``classes``/``default_class_map`` (a typo is an error);
     # False for sources whose vocabulary is open (a user's own fleet labels).
     closed_vocabulary: ClassVar[bool] = False
-    model_classes: ClassVar[tuple[str, ...]] = OBJECT_CLASSES  # what class_map maps onto
+    default_vocabulary: ClassVar[tuple[str, ...]] = OBJECT_CLASSES  # model_classes when the options give none
 
     camera_names: tuple[str, ...] = ()
 
     def __init__(self, options: SourceOptions):
         self.options = options
-        vocabulary = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
-        unknown = sorted(set(options.class_map) - vocabulary)
+        self.model_classes = tuple(options.model_classes or self.default_vocabulary)
+        own = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
+        unknown = sorted(set(options.class_map) - own)
         if unknown and self.closed_vocabulary:
             raise SourceConfigError(f"{self.kind}.class_map: {unknown} are not classes of this dataset "
-                                    f"(its classes: {sorted(vocabulary)})")
+                                    f"(its classes: {sorted(own)})")
+        if not self.closed_vocabulary:  # an open vocabulary (a fleet's own names): model classes by name too
+            own |= set(self.model_classes)
+        # A class of the model vocabulary keeps its name; else the default map's target if the vocabulary has
+        # it (nuScenes' bus is the world vocabulary's truck); else dropped and counted. The config's map wins.
+        default = {c: c if c in self.model_classes else (
+            self.default_class_map.get(c) if self.default_class_map.get(c) in self.model_classes else None)
+            for c in sorted(own)}
         try:
-            self.class_map = ClassMap(self.default_class_map | dict(options.class_map), self.model_classes,
-                                      f"{self.kind}.class_map")
+            self.class_map = ClassMap(default | dict(options.class_map), self.model_classes, f"{self.kind}.class_map")
         except ValueError as e:
             raise SourceConfigError(str(e)) from None
 
@@ -120,6 +136,23 @@ class Source(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         raise NotImplementedError
+
+    @cached_property
+    def setup(self) -> Setup:
+        """What this source's frames are: by default the rig of sample 0 (camera names, K at the stored size,
+        T_ego_from_cam), its image size, no BEV grid, and ``model_classes`` for the object labels it produces.
+        Sources that know more (native sizes, a BEV grid) override it."""
+        kept, dropped = self.class_map.kept.copy(), self.class_map.dropped.copy()
+        sample = self[0]
+        self.class_map.kept, self.class_map.dropped = kept, dropped  # reading sample 0 is not a conversion
+        size = tuple(int(v) for v in sample.images.shape[-2:])
+        names = sample.camera_names
+        rig = rig_of_frame(self.kind, names, sample.intrinsics, sample.T_ego_from_cam, [size] * len(names))
+        return Setup(image_size=size, rigs=(rig,), grid=None, classes=self.object_classes())
+
+    def object_classes(self) -> dict[str, tuple[str, ...]]:
+        """``{label: model_classes}`` for the object labels (``detection2d``, ``objects3d``) this source makes."""
+        return {label: self.model_classes for label in OBJECT_LABELS if label in self.labels}
 
     def describe(self) -> dict[str, Any]:
         """What a shard manifest records as ``source``: kind, options, rig, labels, vocabulary."""

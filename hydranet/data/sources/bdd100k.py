@@ -51,7 +51,9 @@ from pydantic import Field
 from hydranet.data.sample import OBJECT_CLASSES, Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
+from hydranet.data.validate import check_map_size
 from hydranet.geometry import camera_extrinsics, intrinsics_from_fov, resize_intrinsics
+from hydranet.limits import loads_json, open_image
 
 __all__ = ["BDD100KSource", "BDD100KOptions", "DEFAULT_CLASS_MAP", "LANE_CATEGORIES", "decode_lane_mask",
            "rasterise_lanes",
@@ -78,7 +80,7 @@ def read_frames(path: str | os.PathLike) -> dict[str, dict]:
     if not path.is_file():
         raise SourceError(f"{path}: label file not found")
     try:
-        raw = json.loads(path.read_text())
+        raw = loads_json(path.read_text(), str(path), SourceError)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SourceError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from e
     frames = raw.get("frames") if isinstance(raw, dict) else raw
@@ -91,7 +93,10 @@ def read_frames(path: str | os.PathLike) -> dict[str, dict]:
         labels = f.get("labels") or []
         if not isinstance(labels, list):
             raise SourceError(f"{path}: frame {i} ({f['name']}): 'labels' must be a list")
-        out[Path(f["name"]).name] = f
+        name = Path(f["name"]).name
+        if name in out:
+            raise SourceError(f"{path}: frame {i} ({name}) is listed twice (a frame's labels must be in one entry)")
+        out[name] = f
     return out
 
 
@@ -309,10 +314,12 @@ class BDD100KSource(Source):
             lanes = rasterise_lanes(lane_frame.get("labels") or [], (h, w), scale, self.lane_width)
             labels["lanes"] = torch.from_numpy(lanes if lanes is not None else np.zeros((h, w), np.uint8))[None]
         elif (self.lane_masks / f"{stem}.png").is_file():
-            labels["lanes"] = torch.from_numpy(_shrink_max(decode_lane_mask(self._mask(self.lane_masks, stem)),
-                                                           (h, w)))[None]
+            mask = self._mask(self.lane_masks, stem)
+            check_map_size(mask.shape, (h0, w0), str(self.lane_masks / f"{stem}.png"), SourceError)
+            labels["lanes"] = torch.from_numpy(_shrink_max(decode_lane_mask(mask), (h, w)))[None]
         if (self.drivable_masks / f"{stem}.png").is_file():
             ids = self._mask(self.drivable_masks, stem)
+            check_map_size(ids.shape, (h0, w0), str(self.drivable_masks / f"{stem}.png"), SourceError)
             drivable = (ids <= 1).astype(np.uint8)
             labels["drivable"] = torch.from_numpy(resize_label_map(drivable, (h, w)))[None]
         return Sample(images=image[None], intrinsics=K.float()[None], T_ego_from_cam=T.float()[None],
@@ -324,7 +331,7 @@ class BDD100KSource(Source):
     def _mask(folder: Path, stem: str) -> np.ndarray:
         path = folder / f"{stem}.png"
         try:
-            with Image.open(path) as im:
+            with open_image(path, str(path)) as im:
                 if im.mode not in ("L", "P"):
                     raise SourceError(f"{path}: expected a single-channel id mask, got mode {im.mode}")
                 return np.asarray(im, dtype=np.uint8)

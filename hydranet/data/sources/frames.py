@@ -19,8 +19,10 @@ One line::
 Frames: ``T_ego_from_cam`` maps OpenCV camera coordinates (x right, y down, z forward) into the ego
 frame (x forward, y left, z up, origin on the ground under the rear axle); ``T_world_from_ego`` is the
 ego pose in any fixed world frame; ``K`` is in pixels of the image file as stored; ``timestamp`` in
-seconds. Every line must list the same cameras in the same order (the rig), with images of one size
-(``image_size`` resizes them; K follows). Labels are optional per line and use hydranet's own formats
+seconds. Every line must list the same cameras in the same order (the rig). Cameras may have different
+native resolutions: ``image_size`` (a model's network input) resizes every camera to it, rescaling its K
+and nothing else; without it the files must share one size. ``setup`` reports the rig of the first line
+(each camera's native size and K, its T_ego_from_cam). Labels are optional per line and use hydranet's own formats
 (``hydranet.data.sample``): ragged labels as lists (class/state/camera given by name or index), dense
 per-camera labels as ``{camera: file}`` — uint8 PNG of ids for ``drivable``/``lanes``/``semantic``;
 ``depth`` as a 16-bit PNG of metres x 256 (the KITTI depth convention, 0 = no depth) or a ``.npy`` of
@@ -36,18 +38,21 @@ from __future__ import annotations
 
 import json
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
 from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
+from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
+from hydranet.limits import LimitError, loads_json, open_image
+from hydranet.setup import Camera, Rig, Setup
 
 __all__ = ["FramesSource", "FramesOptions", "FrameLine", "CameraEntry"]
 
@@ -139,6 +144,32 @@ class FramesSource(Source):
             if tuple(line.cameras) != self.camera_names:
                 raise SourceError(f"{self.path}:{lineno}: cameras: {list(line.cameras)} differ from the first "
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
+        check_unique(((f"{ln.scene_id}#{ln.frame_index}", self._where(no, "scene_id, frame_index"))
+                      for no, ln in self.lines), "frame", SourceError)
+
+    @cached_property
+    def setup(self) -> Setup:
+        """The rig of the first line: per camera its native image size (the file header, not decoded), K and
+        T_ego_from_cam; the output size (``image_size``, else the files' one size); no BEV grid."""
+        lineno, line = self.lines[0]
+        cams, sizes = [], set()
+        for name, cam in line.cameras.items():
+            path = self._file(cam.image)
+            try:
+                with open_image(path, str(path)) as im:  # the header only: the pixel limit, no decode
+                    w, h = im.size
+            except LimitError as e:  # already names the file and the limit
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from None
+            except (OSError, ValueError) as e:
+                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: cannot read {path} ({e})") from e
+            sizes.add((h, w))
+            cams.append(Camera(name=name, image_size=(h, w), K=cam.K, T_ego_from_cam=cam.T_ego_from_cam))
+        if self.image_size is None and len(sizes) > 1:
+            raise SourceError(f"{self._where(lineno, 'cameras')}: images of sizes {sorted(sizes)}: pass image_size "
+                              "(the model's input size) to resize every camera to one size")
+        size = self.image_size if self.image_size is not None else next(iter(sizes))
+        return Setup(image_size=size, rigs={"frames": Rig(cameras=tuple(cams))}, grid=None,
+                     classes=self.object_classes())
 
     def label_present(self, index: int, label: str) -> bool:
         """Whether the line of sample ``index`` gives label ``label`` (no file is read)."""
@@ -149,7 +180,7 @@ class FramesSource(Source):
 
     def _parse(self, lineno: int, text: str) -> FrameLine:
         try:
-            raw = json.loads(text)
+            raw = loads_json(text, self._where(lineno), SourceError)
         except json.JSONDecodeError as e:
             raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
         try:
@@ -159,7 +190,8 @@ class FramesSource(Source):
             loc = ".".join(str(p) for p in err["loc"]) or "<line>"
             msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
             raise SourceError(f"{self._where(lineno, loc)}: {msg}") from None
-        self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego")
+        check_rigid(self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego"),
+                    self._where(lineno, "T_world_from_ego"), SourceError)
         if not math.isfinite(line.timestamp):
             raise SourceError(f"{self._where(lineno, 'timestamp')}: must be finite")
         for name, cam in line.cameras.items():
@@ -167,12 +199,8 @@ class FramesSource(Source):
             if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
                                   "with fx, fy > 0")
-            T = self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam")
-            R = T[:3, :3]
-            if T[3].tolist() != [0.0, 0.0, 0.0, 1.0] or not torch.allclose(R @ R.T, torch.eye(3, dtype=R.dtype),
-                                                                            atol=1e-3):
-                raise SourceError(f"{self._where(lineno, f'cameras.{name}.T_ego_from_cam')}: not a rigid transform "
-                                  "(rotation must be orthonormal, last row 0 0 0 1)")
+            check_rigid(self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam"),
+                        self._where(lineno, f"cameras.{name}.T_ego_from_cam"), SourceError)
         for label in line.labels:
             if label not in _RAGGED and label not in _DENSE_IDS and label not in ("depth", "ego_path"):
                 raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
@@ -196,7 +224,7 @@ class FramesSource(Source):
 
     def __getitem__(self, index: int) -> Sample:
         lineno, line = self.lines[index]
-        images, Ks, Ts, scales = [], [], [], []
+        images, Ks, Ts, scales, stored = [], [], [], [], []
         size = self.image_size
         for name, cam in line.cameras.items():
             try:
@@ -209,11 +237,12 @@ class FramesSource(Source):
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {w0}x{h0} differs from the other "
                                   f"cameras' {size[1]}x{size[0]} (pass image_size to resize)")
             sx, sy = size[1] / w0, size[0] / h0
+            stored.append((h0, w0))
             images.append(img)
             Ks.append(resize_intrinsics(torch.tensor(cam.K, dtype=torch.float64), sx, sy))
             Ts.append(torch.tensor(cam.T_ego_from_cam, dtype=torch.float64))
             scales.append((sx, sy))
-        labels = {k: self._label(lineno, k, v, size, scales) for k, v in line.labels.items()}
+        labels = {k: self._label(lineno, k, v, size, scales, stored) for k, v in line.labels.items()}
         return Sample(images=torch.stack(images), intrinsics=torch.stack(Ks).float(),
                       T_ego_from_cam=torch.stack(Ts).float(),
                       T_world_from_ego=torch.tensor(line.T_world_from_ego, dtype=torch.float32),
@@ -221,7 +250,8 @@ class FramesSource(Source):
                       camera_names=self.camera_names, labels=labels)
 
     # ---- labels --------------------------------------------------------------------------------
-    def _label(self, lineno: int, name: str, value: Any, size: tuple[int, int], scales: list) -> Any:
+    def _label(self, lineno: int, name: str, value: Any, size: tuple[int, int], scales: list,
+               stored: list[tuple[int, int]]) -> Any:
         where = f"labels.{name}"
         if name in _RAGGED:
             return self._ragged(lineno, name, value, scales)
@@ -230,23 +260,27 @@ class FramesSource(Source):
         if not isinstance(value, dict) or set(value) != set(self.camera_names):
             raise SourceError(f"{self._where(lineno, where)}: expected {{camera: file}} for every camera "
                               f"{list(self.camera_names)}")
-        maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size)
-                for cam in self.camera_names]
+        maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size, stored[k])
+                for k, cam in enumerate(self.camera_names)]
         return torch.from_numpy(np.stack(maps))
 
-    def _dense_file(self, lineno: int, where: str, name: str, path: Path, size: tuple[int, int]) -> np.ndarray:
+    def _dense_file(self, lineno: int, where: str, name: str, path: Path, size: tuple[int, int],
+                    image_hw: tuple[int, int]) -> np.ndarray:
         if not path.is_file():
             raise SourceError(f"{self._where(lineno, where)}: {path} not found")
         try:
             if path.suffix == ".npy":
                 a = np.load(path, allow_pickle=False)
             else:
-                with Image.open(path) as im:
+                with open_image(path, str(path)) as im:
                     a = np.asarray(im)
+        except LimitError as e:  # already names the file and the limit
+            raise SourceError(f"{self._where(lineno, where)}: {e}") from None
         except (OSError, ValueError) as e:
             raise SourceError(f"{self._where(lineno, where)}: cannot read {path} ({e})") from e
         if a.ndim != 2:
             raise SourceError(f"{self._where(lineno, where)}: {path} must be a single-channel map, got {a.shape}")
+        check_map_size(a.shape, image_hw, f"{self._where(lineno, where)}: {path}", SourceError)
         if name == "depth":
             depth = a.astype(np.float32) / 256.0 if a.dtype == np.uint16 else a.astype(np.float32)
             if a.dtype not in (np.uint16, np.float32, np.float64):
@@ -293,13 +327,14 @@ class FramesSource(Source):
             if vocab is not None:
                 if not isinstance(v, list):
                     raise SourceError(f"{self._where(lineno, where)}: expected a list")
-                names = self.camera_names if vocab == "camera" else vocab
+                names = self.camera_names if vocab == "camera" else self.model_classes if field == "classes" else vocab
                 v = [self._vocab(lineno, f"{where}[{i}]", x, names, field == "classes") for i, x in enumerate(v)]
             out[field] = self._array(lineno, where, v, cols, dtype)
         m = len(out["boxes"])
         for field, t in out.items():
             if len(t) != m:
                 raise SourceError(f"{self._where(lineno, f'labels.{name}.{field}')}: {len(t)} entries, boxes has {m}")
+        check_boxes(name, out["boxes"], self._where(lineno, f"labels.{name}"), error=SourceError)
         if "classes" in out:  # classes the class_map drops (-1) take their boxes with them
             keep = out["classes"] >= 0
             out = {k: t[keep] for k, t in out.items()}

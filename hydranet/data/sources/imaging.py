@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from hydranet.data.sources import SourceError
+from hydranet.limits import open_image
 
 __all__ = ["load_rgb", "resize_label_map", "sparse_depth", "scale_boxes"]
 
@@ -27,12 +28,13 @@ def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tu
     """Read an image file as uint8 ``[3, H, W]`` RGB, resized to ``size = (H, W)`` when given.
 
     Returns ``(image, (H0, W0))`` with the file's original size, so callers can rescale K and labels.
-    Raises ``SourceError`` naming the file when it is missing or not an image."""
+    Raises ``SourceError`` naming the file when it is missing or not an image, ``LimitError`` when its header
+    claims more pixels than ``hydranet.limits.max_image_pixels()``."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: image file not found")
     try:
-        with Image.open(path) as im:
+        with open_image(path, str(path)) as im:  # refuses a header over the pixel limit before decoding
             w0, h0 = im.size
             if size is not None and im.format == "JPEG":
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling) when the target is that much

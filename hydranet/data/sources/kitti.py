@@ -13,17 +13,20 @@ Frames (devkit ``readme.txt``):
   camera y axis, 0 = the car's length along camera +x. ``X_rect = R0_rect @ Tr_velo_to_cam @ X_velo`` and a
   rectified point projects into ``image_2`` by ``P2 = K2 [I | t2]`` (``t2 = K2^-1 P2[:, 3]``, the 6 cm offset
   of camera 2 from camera 0 in the rectified frame).
-- **hydranet's ego frame for KITTI** is the Velodyne frame (x forward, y left, z up) moved straight down to the
-  ground: origin on the road under the Velodyne, ``VELODYNE_HEIGHT`` = 1.73 m (the KITTI setup sheet's mounting
-  height). So ``T_ego_from_velo`` is a pure +1.73 m z translation, and the camera is
-  ``T_ego_from_cam = T_ego_from_velo @ (T(t2) R0_rect Tr_velo_to_cam)^-1`` with K = ``P2[:, :3]``.
-  KITTI object frames carry no pose: ``T_world_from_ego`` is the identity and the timestamp 0.
+- **hydranet's ego frame for KITTI** has the axes of the rectified camera-0 frame turned to ego convention
+  (x = z_rect forward, y = -x_rect left, z = -y_rect up) — the frame KITTI's boxes are upright in (they turn
+  about y_rect only), so a 7-number ego box keeps their exact geometry (the Velodyne frame is tilted about
+  0.85 deg from it) — and its origin on the road under the Velodyne: ``VELODYNE_HEIGHT`` = 1.73 m (the KITTI
+  setup sheet's mounting height) below it along -z. The camera is ``T_ego_from_cam = T_ego_from_rect @
+  T(t2)^-1`` with K = ``P2[:, :3]``, so a box corner projects exactly where ``P2`` puts the label's corner
+  (``tests/data/test_converter_geometry.py``). KITTI object frames carry no pose: ``T_world_from_ego`` is the
+  identity and the timestamp 0.
 
 Labels produced (formats of ``hydranet.data.sample``):
-- ``objects3d``: boxes (x, y, z centre, l, w, h, yaw) in the ego frame, yaw from the heading
-  ``(cos ry, 0, -sin ry)`` moved into the ego frame (== ``-ry - pi/2`` up to the small calibration
-  rotation). No velocity (KITTI object has none): the field is left out. ``DontCare`` regions and classes
-  the ``class_map`` does not map are dropped and counted (``class_map.report()``, the convert report).
+- ``objects3d``: boxes (x, y, z centre, l, w, h, yaw) in the ego frame, yaw = ``-ry - pi/2`` (the heading
+  ``(cos ry, 0, -sin ry)`` in the ego frame). No velocity (KITTI object has none): the field is left out.
+  ``DontCare`` regions and classes the ``class_map`` does not map are dropped and counted
+  (``class_map.report()``, the convert report).
 - ``detection2d``: the label's 2D box (scaled with the image), ``visible`` = (1 - truncation) x
   ``OCCLUSION_VISIBLE[occluded]``, plus the raw ``truncated`` float32 and ``occluded`` int64 fields.
 - ``depth`` (when a Velodyne file exists and ``depth=True``): sparse z-depth from the points projected into
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -46,19 +50,23 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
-from hydranet.geometry import make_transform, resize_intrinsics, transform_points
+from hydranet.data.validate import check_rotation
+from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
+from hydranet.limits import open_image
+from hydranet.setup import Camera, ImageSize, Rig, Setup
 
 __all__ = ["KittiSource", "KittiOptions", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels",
            "KITTI_CLASSES",
            "DEFAULT_CLASS_MAP", "VELODYNE_HEIGHT", "OCCLUSION_VISIBLE"]
 
 KITTI_CLASSES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
-# KITTI class -> hydranet OBJECT_CLASSES (config ``class_map`` overrides entries). Van is a car-shaped vehicle;
-# Cyclist, Tram and Misc have no model class and DontCare marks ignore regions: dropped and counted.
+# KITTI class -> a model class (config ``class_map`` overrides entries), kept where the model vocabulary has it.
+# Van is a car-shaped vehicle; a Cyclist is nuScenes' "bicycle" (rider included, as nuScenes labels it), absent
+# from the world's five; Tram and Misc have no model class and DontCare marks ignore regions: dropped and counted.
 DEFAULT_CLASS_MAP: dict[str, str | None] = {"Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "pedestrian",
-                                            "Person_sitting": "pedestrian", "Cyclist": None, "Tram": None,
+                                            "Person_sitting": "pedestrian", "Cyclist": "bicycle", "Tram": None,
                                             "Misc": None, "DontCare": None}
 VELODYNE_HEIGHT = 1.73  # metres above the road (KITTI sensor setup)
 # Visible fraction for KITTI's occlusion states 0 fully visible, 1 partly, 2 largely occluded, 3 unknown.
@@ -94,12 +102,11 @@ class KittiCalib:
 
     @property
     def T_ego_from_rect(self) -> Tensor:
-        """4x4 float64: rectified camera-0 frame -> ego (Velodyne frame moved down to the ground by
-        ``VELODYNE_HEIGHT`` metres).
-        """
-        T_ego_from_velo = make_transform(torch.eye(3, dtype=torch.float64),
-                                         torch.tensor([0.0, 0.0, VELODYNE_HEIGHT], dtype=torch.float64))
-        return T_ego_from_velo @ torch.linalg.inv(self.T_rect_from_velo)
+        """4x4 float64: rectified camera-0 frame -> ego (the rectified axes in ego convention, origin on the
+        road ``VELODYNE_HEIGHT`` metres below the Velodyne along the rectified camera's down axis)."""
+        velodyne = self.T_rect_from_velo[:3, 3]
+        origin = velodyne + torch.tensor([0.0, VELODYNE_HEIGHT, 0.0], dtype=torch.float64)  # rect y points down
+        return make_transform(EGO_FROM_OPENCV, -EGO_FROM_OPENCV @ origin)
 
     @property
     def T_ego_from_cam(self) -> Tensor:
@@ -151,6 +158,8 @@ def read_calib(path: str | os.PathLike) -> KittiCalib:
     if missing:
         raise SourceError(f"{path}: missing calibration entries {missing}")
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in found.items()}
+    check_rotation(t["R0_rect"].reshape(3, 3), f"{path}: R0_rect", SourceError)
+    check_rotation(t["Tr_velo_to_cam"].reshape(3, 4)[:, :3], f"{path}: Tr_velo_to_cam", SourceError)
     return KittiCalib(t["P2"].reshape(3, 4), t["R0_rect"].reshape(3, 3), t["Tr_velo_to_cam"].reshape(3, 4))
 
 
@@ -210,6 +219,19 @@ class KittiSource(Source):
         if not self.ids:
             raise SourceError(f"{self.dir / 'image_2'}: no .png images")
 
+    @cached_property
+    def setup(self) -> Setup:
+        """CAM2 of the first frame (native size, K = P2[:, :3], T_ego_from_cam), the output size, no BEV grid."""
+        frame = self.ids[0]
+        calib = read_calib(self.dir / "calib" / f"{frame}.txt")
+        path = self.dir / "image_2" / f"{frame}.png"
+        with open_image(path, str(path)) as im:  # the header: no decoding, the pixel limit
+            w, h = im.size
+        cam = Camera(name=self.camera_names[0], image_size=(h, w), K=calib.K.tolist(),
+                     T_ego_from_cam=calib.T_ego_from_cam.tolist())
+        size = self.image_size if self.image_size is not None else (h, w)
+        return Setup(image_size=size, rigs={"kitti": Rig(cameras=(cam,))}, grid=None, classes=self.object_classes())
+
     def label_present(self, index: int, label: str) -> bool:
         """Whether frame ``index`` has ``label``: ``objects3d``/``detection2d`` when its ``label_2`` file
         exists, ``depth`` when enabled and a Velodyne scan exists (files are only stat'ed).
@@ -266,10 +288,9 @@ class KittiSource(Source):
             hh, ww, ll = o.hwl
             bottom = torch.tensor(o.location, dtype=torch.float64)
             centre = bottom - torch.tensor([0.0, hh / 2, 0.0], dtype=torch.float64)  # camera y points down
-            heading = torch.tensor([math.cos(o.rotation_y), 0.0, -math.sin(o.rotation_y)], dtype=torch.float64)
             c = transform_points(T, centre[None])[0]
-            d = T[:3, :3] @ heading
-            boxes3d[i] = torch.tensor([c[0], c[1], c[2], ll, ww, hh, math.atan2(d[1], d[0])])
+            yaw = math.remainder(-o.rotation_y - math.pi / 2, 2 * math.pi)  # heading (cos ry, 0, -sin ry) in ego
+            boxes3d[i] = torch.tensor([c[0], c[1], c[2], ll, ww, hh, yaw])
         boxes2d = torch.tensor([o.box2d for o in keep], dtype=torch.float32).reshape(-1, 4)
         truncated = torch.tensor([o.truncated for o in keep], dtype=torch.float32)
         occluded = torch.tensor([o.occluded for o in keep], dtype=torch.int64)

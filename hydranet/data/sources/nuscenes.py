@@ -3,19 +3,23 @@
 Follows the devkit (``NuScenes`` tables, ``create_splits_scenes`` splits, ``box_velocity``,
 ``view_points``, ``LidarPointCloud``) and the frame conventions of its detection evaluation:
 
-- **Ego frame** of a sample = the ego pose at its ``LIDAR_TOP`` keyframe timestamp;
-  ``T_world_from_ego`` is that ``ego_pose``. Each camera's ``T_ego_from_cam`` =
-  ``inv(T_world_from_ego_lidar) @ T_world_from_ego_cam @ T_ego_from_cam(calibrated_sensor)``, i.e. it
-  includes the ego motion between the camera's own exposure and the lidar instant, so a point in the
-  sample's ego frame projects exactly where the camera saw it on a moving car.
+- **Ego frame** of a sample = the ego pose at its ``LIDAR_TOP`` keyframe timestamp, *levelled*: its
+  yaw and position, with the car body's small roll and pitch left out, so z is up (gravity) as the
+  ego frame's convention says and nuScenes' boxes — upright in the global frame, rotated about z only —
+  are upright in it too (a 7-number box loses nothing). ``T_world_from_ego`` is that levelled pose. Each
+  camera's ``T_ego_from_cam`` = ``inv(T_world_from_ego) @ T_world_from_ego_cam @
+  T_ego_from_cam(calibrated_sensor)``: full rotation, and the ego motion between the camera's own
+  exposure and the lidar instant, so a box corner projects exactly where the devkit's
+  ``get_sample_data`` + ``view_points`` put it (``tests/data/test_converter_geometry.py``).
 - **Cameras** (OpenCV, as nuScenes): ``CAM_FRONT, CAM_FRONT_LEFT, CAM_FRONT_RIGHT, CAM_BACK_LEFT,
   CAM_BACK_RIGHT, CAM_BACK`` by default; K from ``calibrated_sensor.camera_intrinsic``, rescaled
   when ``image_size`` resizes the 1600×900 images.
 - **Timestamps**: seconds since the scene's first keyframe (``scene_id`` = scene name).
 
-Labels (model vocabulary through ``class_map``; nuScenes' 10 detection classes via the devkit's
-``category_to_detection_name``; categories outside them and unmapped classes are dropped and
-counted in ``class_map.dropped``):
+Labels (model vocabulary ``model_classes``, by default nuScenes' own ten detection classes, reached
+through the devkit's ``category_to_detection_name`` and ``class_map``; ``model_classes: world`` maps
+them onto the world's five: bus, trailer and construction vehicle to truck, traffic cone to cone;
+categories outside the ten and unmapped classes are dropped and counted in ``class_map.dropped``):
 
 - ``objects3d``: annotation boxes in the ego frame (l, w, h from nuScenes' w, l, h), velocity from
   ``box_velocity`` rotated into the ego frame (NaN where the devkit cannot compute it: a lone
@@ -27,9 +31,9 @@ counted in ``class_map.dropped``):
 - ``depth`` (sparse): ``LIDAR_TOP`` points moved into each camera (lidar → ego at the lidar instant
   → camera) and z-buffered at the output resolution; 0 = no point (a validity mask: depth > 0).
   The depth task's loss and ``DepthMetric`` score only pixels with depth > 0.
-- ``bev_semantic``: vehicle and pedestrian (and cone) occupancy rasterised from the kept boxes on
-  ``grid``; ``bev_semantic_known`` marks those channels, so drivable/lanes/sidewalk (no map) are
-  absent, not "empty".
+- ``bev_semantic``: vehicle (cars, trucks, buses, trailers, construction vehicles, two-wheelers),
+  pedestrian and cone occupancy rasterised from the kept boxes on ``grid``; ``bev_semantic_known`` marks
+  those channels, so drivable/lanes/sidewalk (no map) are absent, not "empty".
 - ``ego_path``: future ego poses (x, y, yaw in the current ego frame) interpolated from the
   LIDAR_TOP ego poses at ``ego_path_rate_hz`` over ``ego_path_seconds``; absent when the log does
   not reach that far.
@@ -49,9 +53,10 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import ImageSize, Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
+    level,
     lidar_depth,
     pose_matrix,
     project_boxes2d,
@@ -59,13 +64,15 @@ from hydranet.data.sources.nuscenes_labels import (
     track_id,
 )
 from hydranet.geometry import BevGrid
+from hydranet.limits import open_image
+from hydranet.setup import NUSCENES_CLASSES, Camera, ImageSize, Rig, Setup
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
                             "CAM_BACK")
-DETECTION_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian",
-                                      "motorcycle", "bicycle", "traffic_cone", "barrier")
-# nuScenes detection class -> model class. Buses, trailers and construction vehicles are large vehicles:
-# the model's "truck". Two-wheelers and barriers have no model class: dropped and counted.
+DETECTION_CLASSES: tuple[str, ...] = NUSCENES_CLASSES  # the devkit's ten, the default model vocabulary
+# nuScenes detection class -> a class of a model vocabulary without it (the world's five): buses, trailers
+# and construction vehicles are large vehicles ("truck"), cones "cone". A class whose own name is in the
+# model vocabulary keeps it; two-wheelers and barriers have no world class: dropped and counted there.
 DEFAULT_CLASS_MAP: dict[str, str | None] = {
     "car": "car", "truck": "truck", "bus": "truck", "trailer": "truck", "construction_vehicle": "truck",
     "pedestrian": "pedestrian", "traffic_cone": "cone", "motorcycle": None, "bicycle": None, "barrier": None,
@@ -87,18 +94,17 @@ class NuScenesOptions(SourceOptions):
     split: str | None = None  # a create_splits_scenes() split (mini_train, val, ...); None = every scene
     cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), min_length=1)  # camera channels, in rig order
     image_size: ImageSize | None = None  # (H, W) output size; None = as stored (900, 1600)
-    grid: dict[str, Any] = Field(default_factory=lambda: BevGrid().to_dict())  # BevGrid of bev_semantic
+    grid: BevGrid = Field(default_factory=BevGrid)  # BevGrid of bev_semantic
     filter_empty: bool = True  # drop boxes with no lidar and no radar point (devkit detection eval)
     min_lidar_depth: float = Field(1.0, gt=0)  # metres; the devkit's map_pointcloud_to_image min_dist
     ego_path_seconds: float = Field(3.0, gt=0)  # ego_path horizon, s
     ego_path_rate_hz: float = Field(10.0, gt=0)  # ego_path waypoints per second
     labels: list[str] | None = None  # produce only these labels (None = all)
 
-    @field_validator("grid")
+    @field_validator("grid", mode="before")
     @classmethod
-    def _grid(cls, v: dict[str, Any]) -> dict[str, Any]:
-        BevGrid.from_dict(BevGrid().to_dict() | v)  # raises ValueError naming the bad range
-        return BevGrid().to_dict() | v
+    def _partial_grid(cls, v: Any) -> Any:
+        return BevGrid().model_dump() | v if isinstance(v, dict) else v  # {cell: 1.0}: the rest default
 
 
 @register_source("nuscenes")
@@ -112,13 +118,13 @@ class NuScenesSource(Source):
     classes = {"objects3d": DETECTION_CLASSES, "detection2d": DETECTION_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
     closed_vocabulary = True
+    default_vocabulary = NUSCENES_CLASSES
 
     def __init__(self, options: NuScenesOptions):
         super().__init__(options)
         self.opt = options
         self.root = Path(options.dataroot)
         self.camera_names = tuple(options.cameras)
-        self.grid = BevGrid.from_dict(options.grid)
         self.want = frozenset(options.labels) if options.labels is not None else self.labels
         unknown = sorted(self.want - self.labels)
         if unknown:
@@ -189,6 +195,45 @@ class NuScenesSource(Source):
             return self._ego_path(self._lidar(index)) is not None
         return True
 
+    @cached_property
+    def setup(self) -> Setup:
+        """The rig of the first keyframe (each camera's native size and K, T_ego_from_cam in its levelled ego
+        frame), the output image size, ``grid`` when ``bev_semantic`` is produced, and ``model_classes``."""
+        token = self.keyframes[0][2]
+        sample = self._get("sample", token)
+        T_ego_from_world = np.linalg.inv(self._ego_pose(self._lidar(0)))
+        cams, sizes = [], set()
+        for cam in self.camera_names:
+            sd, cs, T = self._camera(token, sample, cam, T_ego_from_world)
+            K = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
+            w, h = sd.get("width") or 0, sd.get("height") or 0
+            if not (w and h):  # older tables lack the size: the image header has it (no decoding)
+                path = self.root / sd["filename"]
+                with open_image(path, str(path)) as im:  # the pixel limit
+                    w, h = im.size
+            sizes.add((h, w))
+            cams.append(Camera(name=cam, image_size=(h, w), K=K.tolist(), T_ego_from_cam=T.tolist()))
+        size = tuple(self.opt.image_size) if self.opt.image_size is not None else next(iter(sizes))
+        return Setup(image_size=size, rigs={"nuscenes": Rig(cameras=tuple(cams))},
+                     grid=self.opt.grid if "bev_semantic" in self.want else None, classes=self.object_classes())
+
+    def _ego_pose(self, sd_lidar: dict[str, Any]) -> np.ndarray:
+        """``T_world_from_ego`` of a keyframe: the LIDAR_TOP ego pose levelled (yaw and position only)."""
+        ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
+        return level(pose_matrix(ep["translation"], ep["rotation"]))
+
+    def _camera(self, token: str, sample: dict[str, Any], cam: str,
+                T_ego_from_world: np.ndarray) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+        """(sample_data, calibrated_sensor, T_ego_from_cam [4, 4]) of camera ``cam`` in the keyframe's ego frame."""
+        if cam not in sample["data"]:
+            raise SourceError(f"sample {token}: no {cam} sample_data (has {sorted(sample['data'])})")
+        sd = self._get("sample_data", sample["data"][cam])
+        cs = self._get("calibrated_sensor", sd["calibrated_sensor_token"])
+        ep_cam = self._get("ego_pose", sd["ego_pose_token"])
+        T = (T_ego_from_world @ pose_matrix(ep_cam["translation"], ep_cam["rotation"])
+             @ pose_matrix(cs["translation"], cs["rotation"]))
+        return sd, cs, T
+
     # -- one keyframe ----------------------------------------------------------------------------
 
     def _lidar(self, index: int) -> dict[str, Any]:
@@ -200,18 +245,11 @@ class NuScenesSource(Source):
         scene, frame, token, start = self.keyframes[index]
         sample = self._get("sample", token)
         sd_lidar = self._lidar(index)
-        ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
-        T_world_from_ego = pose_matrix(ep["translation"], ep["rotation"])
+        T_world_from_ego = self._ego_pose(sd_lidar)
         T_ego_from_world = np.linalg.inv(T_world_from_ego)
         images, Ks, Ts, sizes = [], [], [], []
         for cam in self.camera_names:
-            if cam not in sample["data"]:
-                raise SourceError(f"sample {token}: no {cam} sample_data (has {sorted(sample['data'])})")
-            sd = self._get("sample_data", sample["data"][cam])
-            cs = self._get("calibrated_sensor", sd["calibrated_sensor_token"])
-            ep_cam = self._get("ego_pose", sd["ego_pose_token"])
-            T = (T_ego_from_world @ pose_matrix(ep_cam["translation"], ep_cam["rotation"])
-                 @ pose_matrix(cs["translation"], cs["rotation"]))
+            sd, cs, T = self._camera(token, sample, cam, T_ego_from_world)
             img, K = self._image(sd, np.asarray(cs["camera_intrinsic"], dtype=np.float64))
             images.append(img)
             Ks.append(K)
@@ -229,9 +267,10 @@ class NuScenesSource(Source):
         if "detection2d" in self.want:
             labels["detection2d"] = project_boxes2d(boxes, K, T_ego_from_cam, (h, w))
         if "depth" in self.want:
-            labels["depth"] = self._depth(sd_lidar, K, T_ego_from_cam, (h, w))
+            labels["depth"] = self._depth(sd_lidar, K, T_ego_from_world, T_ego_from_cam, (h, w))
         if "bev_semantic" in self.want:
-            labels["bev_semantic"], labels["bev_semantic_known"] = rasterise_bev(boxes, self.grid, self.model_classes)
+            labels["bev_semantic"], labels["bev_semantic_known"] = rasterise_bev(boxes, self.opt.grid,
+                                                                                 self.model_classes)
         if "ego_path" in self.want:
             path = self._ego_path(sd_lidar)
             if path is not None:
@@ -247,7 +286,7 @@ class NuScenesSource(Source):
         if not path.is_file():
             raise SourceError(f"camera image missing: {path} (sample_data {sd['token']})")
         try:
-            with Image.open(path) as im:
+            with open_image(path, str(path)) as im:
                 im = im.convert("RGB")
                 w0, h0 = im.size
                 if self.opt.image_size is not None and (h0, w0) != tuple(self.opt.image_size):
@@ -286,7 +325,7 @@ class NuScenesSource(Source):
                 "classes": torch.tensor(cls, dtype=torch.int64), "track_id": torch.tensor(tid, dtype=torch.int64),
                 "visible": torch.tensor(vis, dtype=torch.float32)}
 
-    def _depth(self, sd_lidar: dict[str, Any], K: np.ndarray, T_ego_from_cam: np.ndarray,
+    def _depth(self, sd_lidar: dict[str, Any], K: np.ndarray, T_ego_from_world: np.ndarray, T_ego_from_cam: np.ndarray,
                hw: tuple[int, int]) -> torch.Tensor:
         from nuscenes.utils.data_classes import LidarPointCloud
 
@@ -298,8 +337,11 @@ class NuScenesSource(Source):
         except (OSError, ValueError) as e:
             raise SourceError(f"cannot read lidar file {path}: {e}") from e
         cs = self._get("calibrated_sensor", sd_lidar["calibrated_sensor_token"])
-        T_ego_from_lidar = pose_matrix(cs["translation"], cs["rotation"])
-        pts = T_ego_from_lidar[:3, :3] @ pc.points[:3] + T_ego_from_lidar[:3, 3:4]  # ego at the lidar instant
+        ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
+        # lidar -> car body at the lidar instant -> world -> the levelled ego frame
+        T_ego_from_lidar = (T_ego_from_world @ pose_matrix(ep["translation"], ep["rotation"])
+                            @ pose_matrix(cs["translation"], cs["rotation"]))
+        pts = T_ego_from_lidar[:3, :3] @ pc.points[:3] + T_ego_from_lidar[:3, 3:4]
         return lidar_depth(pts, K, T_ego_from_cam, hw, self.opt.min_lidar_depth)
 
     @cached_property
@@ -321,7 +363,5 @@ class NuScenesSource(Source):
     def _ego_path(self, sd_lidar: dict[str, Any]) -> torch.Tensor | None:
         scene = self._get("sample", sd_lidar["sample_token"])["scene_token"]
         times, poses = self._lidar_poses.get(scene, (np.zeros(0), np.zeros((0, 4, 4))))
-        # _lidar_poses has already looked this ego_pose up (it reads every LIDAR_TOP pose): this cannot fail.
-        ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
-        return future_ego_path(times, poses, pose_matrix(ep["translation"], ep["rotation"]), sd_lidar["timestamp"],
+        return future_ego_path(times, poses, self._ego_pose(sd_lidar), sd_lidar["timestamp"],
                                self.opt.ego_path_seconds, self.opt.ego_path_rate_hz)

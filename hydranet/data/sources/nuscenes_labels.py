@@ -20,8 +20,10 @@ import torch
 from hydranet.data.labels import BEV_CLASSES
 from hydranet.geometry import BevGrid, box_corners
 
-# Model class -> BEV channel rasterised from boxes.
-BEV_FROM_CLASS: dict[str, str] = {"car": "vehicle", "truck": "vehicle", "pedestrian": "pedestrian", "cone": "cone"}
+# Model class (world or nuScenes vocabulary) -> BEV channel rasterised from boxes.
+BEV_FROM_CLASS: dict[str, str] = {
+    "car": "vehicle", "truck": "vehicle", "bus": "vehicle", "trailer": "vehicle", "construction_vehicle": "vehicle",
+    "motorcycle": "vehicle", "bicycle": "vehicle", "pedestrian": "pedestrian", "cone": "cone", "traffic_cone": "cone"}
 
 
 def pose_matrix(translation: Any, rotation: Any) -> np.ndarray:
@@ -33,6 +35,17 @@ def pose_matrix(translation: Any, rotation: Any) -> np.ndarray:
     T[:3, :3] = Quaternion(rotation).rotation_matrix
     T[:3, 3] = translation
     return T
+
+
+def level(T_world_from_body: np.ndarray) -> np.ndarray:
+    """The levelled pose of a car body pose ``[4, 4]``: same position, rotation about world z by the body's
+    yaw only (roll and pitch dropped), so the frame's z axis is the world's up."""
+    R = T_world_from_body[:3, :3]
+    yaw = np.arctan2(R[1, 0], R[0, 0])
+    out = np.eye(4)
+    out[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+    out[:3, 3] = T_world_from_body[:3, 3]
+    return out
 
 
 def track_id(instance_token: str) -> int:

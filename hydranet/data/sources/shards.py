@@ -2,7 +2,8 @@
 
 Options: ``path`` (shard directory, its ``manifest.json`` or an fsspec URL, streamed by byte range;
 ``storage_options`` go to fsspec), ``labels`` (decode only these; None =
-all stored) and ``frames``. The rig, labels and vocabulary are those the manifest records.
+all stored) and ``frames``. The setup (rig, image size, grid, vocabulary) and labels are those the
+manifest records.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import Field
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardDataset
 from hydranet.data.sources import Source, SourceOptions, register_source
+from hydranet.setup import Setup
 
 
 class ShardsOptions(SourceOptions):
@@ -39,6 +41,11 @@ class ShardsSource(Source):
         m = self.data.manifest
         self.labels = frozenset(m.labels)  # type: ignore[misc] - per instance: what this directory holds
         self.classes = {k: tuple(v) for k, v in (m.source.get("classes") or {}).items()}  # type: ignore[misc]
+
+    @property
+    def setup(self) -> Setup:
+        """The setup the shard manifest records (``ShardDataset.setup``)."""
+        return self.data.setup
 
     def __len__(self) -> int:
         return len(self.data)

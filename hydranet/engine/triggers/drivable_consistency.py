@@ -36,9 +36,7 @@ class DrivableConsistency(Trigger):
         cls = list(task.classes).index(self.bev_class)
         bev = ctx.probabilities("bev_semantic")[frame.i][cls]  # [R, C']
         cam = ctx.probabilities("drivable")[frame.i]  # [N, H, W]
-        grid = task._grid() if hasattr(task, "_grid") else None
-        if grid is None:
-            grid = ctx.model.grid
+        grid = task.setup.grid
         centres = grid.cell_centres().reshape(-1, 2)  # [R*C', 2] (x, y)
         keep = centres.norm(dim=1) <= self.max_range
         pts = torch.cat([centres, torch.zeros(len(centres), 1)], 1)[keep]

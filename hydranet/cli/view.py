@@ -1,0 +1,75 @@
+"""CLI command: ``hydranet view`` (a scene, or a model's predictions on it, as a Rerun recording)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hydranet.checkpoint import load_model
+from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors, fail
+from hydranet.console import make_console, progress
+from hydranet.data.convert import resize_sample
+from hydranet.data.sample import collate
+from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.geometry import BevGrid
+from hydranet.viz.rerun_log import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
+
+
+@app.command()
+def view(
+    out: Path = typer.Option(Path("scene.rrd"), "--out", "-o", help="Rerun recording to write (.rrd); open it "
+                             "with `rerun FILE`."),
+    data: str = typer.Option(None, "--data", "-d", help="Frames to show: a shard directory, KIND:PATH of a "
+                             "source, a source YAML, or 'synthetic' (default: the synthetic world; with --model, "
+                             "the world rendering the model's setup)."),
+    model: Path = typer.Option(None, "--model", "-m", help="A checkpoint or run directory: its predictions are "
+                               "logged beside the ground truth."),
+    frames: int = typer.Option(16, "--frames", "-n", min=1, help="Frames to log, from --start in order."),
+    start: int = typer.Option(0, "--start", min=0, help="First frame."),
+    tasks: str = typer.Option(None, "--tasks", help="With --model: comma-separated heads (default: all)."),
+) -> None:
+    """Write a Rerun recording of a scene (world or dataset) or of a model's predictions on it: every camera
+    with its K and pose, 2D and 3D boxes, lanes, drivable space, depth as images and 3D points, BEV maps and
+    the ego trajectory, on a per-frame timeline (prediction and truth side by side)."""
+    import torch
+
+    try:
+        require_rerun()
+    except RerunMissing as e:
+        raise fail(str(e)) from None
+    console = make_console(stderr=True)
+    with cli_errors():
+        net = None
+        if model is not None:
+            net, _ = load_model(model)
+            net.eval()
+        if data is None or data == "synthetic":
+            world = {} if net is None else {"setup": net.setup.model_dump(mode="json")}
+            dataset = open_dataset("synthetic", world=world)
+        else:
+            dataset = open_dataset(data)
+        names = list(net.task_objects) if net is not None and tasks is None else (
+            [t.strip() for t in tasks.split(",") if t.strip()] if tasks else [])
+        if net is not None and (unknown := [t for t in names if t not in net.task_objects]):
+            raise fail(f"--tasks: {unknown} are not heads of {model} ({list(net.task_objects)})")
+        if start >= len(dataset):
+            raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
+        grid = (net.setup.grid if net is not None else dataset_setup(dataset).grid) or BevGrid()
+        stop = min(len(dataset), start + frames)
+        with SceneRecorder(out, grid) as recorder, progress("view", stop - start, console, unit="frames") as bar:
+            for k, i in enumerate(range(start, stop)):
+                sample = dataset[i]
+                prediction = None
+                if net is not None:
+                    sample = resize_sample(sample, net.setup.image_size)
+                    batch = collate([sample])
+                    with torch.no_grad():
+                        outputs = net(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
+                    prediction = {t: decoded_cpu(net.task_objects[t].decode(outputs[t], batch)[0]) for t in names}
+                recorder.log_frame(k, sample, prediction=prediction)
+                bar.advance()
+    what = f"{model}'s predictions and the ground truth" if net is not None else "the ground truth"
+    console.print(f"wrote {out} ({stop - start} frames of {data or 'the synthetic world'}, {what}); "
+                  f"open it with: rerun {out}", soft_wrap=True)

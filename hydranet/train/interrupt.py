@@ -1,0 +1,85 @@
+"""Ctrl-C and SIGTERM during training: finish the step, save a checkpoint, say how to resume.
+
+As Lightning does (its ``SignalConnector``), the first SIGINT or SIGTERM only *requests* a stop: the trainer
+asks ``stop_requested()`` between steps (never inside one, so weights and optimiser moments are saved
+consistent), leaves its loop, writes its checkpoint as at the end of a run, and ``run_training`` raises
+``TrainingInterrupted`` naming that checkpoint and the command that resumes it. A second signal while that
+happens aborts at once (the previous checkpoint is intact: saves are atomic).
+
+Exit codes follow the shell's convention for death by a signal: 130 after SIGINT, 143 after SIGTERM.
+Under ``torchrun`` every rank polls the same flag all-reduced, so all ranks stop at the same step.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import torch
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def workers_ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` of the training loaders: a Ctrl-C or SIGTERM sent to the whole process
+    group (a terminal, SLURM, Kubernetes) must not kill the workers under the step the trainer is finishing
+    (torch's worker handler would, and its SIGCHLD error would then land anywhere in that step). The main
+    process stops and ends its workers; a worker whose parent died exits by itself (torch's watchdog)."""
+    for s in EXIT_CODES:
+        signal.signal(s, signal.SIG_IGN)
+
+
+_received: list[int] = []  # signals received while a ``stop_on_signals`` block runs
+
+
+def received_signal() -> int | None:
+    """The signal that requested the stop (``signal.SIGINT``/``SIGTERM``), or None."""
+    return _received[0] if _received else None
+
+
+def stop_requested(device: torch.device | str | None = None) -> bool:
+    """Whether a stop was requested on this rank, or on any rank under ``torch.distributed``."""
+    local = bool(_received)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([float(local)], device=device or "cpu")
+        torch.distributed.all_reduce(flag)
+        return bool(flag.item() > 0)
+    return local
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, the first SIGINT/SIGTERM sets the stop flag instead of killing the process; the
+    second raises ``KeyboardInterrupt`` at once. Outside the main thread nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in EXIT_CODES}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if _received:  # asked twice: stop now
+            for s, h in previous.items():
+                signal.signal(s, h)
+            raise KeyboardInterrupt
+        _received.append(signum)
+
+    _received.clear()
+    for s in EXIT_CODES:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _received.clear()

@@ -1,0 +1,104 @@
+"""Class 7 of issue 22: inputs big enough to hurt are refused where they enter, with one line and a limit.
+
+An image header claiming 20,000 x 20,000 pixels is refused before a pixel is decoded (``hydranet.limits.
+check_image_pixels``; ``hydranet --max-image-pixels N`` or ``HYDRANET_MAX_IMAGE_PIXELS`` raise the limit); JSON
+and YAML nested 100,000 deep end in one line instead of a ``RecursionError``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faults_kit import cli, error_line, frame_line, write_bdd, write_frames, write_kitti
+from PIL import Image
+
+from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` (8-bit RGB) and that holds almost no pixel data: what a
+    decompression bomb or a corrupt header looks like to a reader."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def bomb(path: Path) -> Path:
+    path.write_bytes(png_header(20_000, 20_000))
+    return path
+
+
+def sources(tmp_path: Path) -> dict[str, list]:
+    frames = write_frames(tmp_path / "fleet", [frame_line(0)])
+    bomb(tmp_path / "fleet" / "img0.png")
+    kitti = write_kitti(tmp_path / "kitti", np.eye(3))
+    bomb(kitti / "training" / "image_2" / "000001.png")
+    bdd = write_bdd(tmp_path / "bdd", [{"name": "a.jpg", "labels": []}])
+    (bdd / "images" / "100k" / "val" / "a.jpg").unlink()
+    bomb(bdd / "images" / "100k" / "val" / "a.png")
+    mask = write_frames(tmp_path / "masked", [frame_line(0, labels={"drivable": {"front": "mask.png"}})])
+    bomb(tmp_path / "masked" / "mask.png")
+    return {"frames": ["frames", "--index", frames], "kitti": ["kitti", "--root", kitti],
+            "bdd100k": ["bdd100k", "--root", bdd], "frames mask": ["frames", "--index", mask]}
+
+
+@pytest.mark.parametrize("source", ["frames", "kitti", "bdd100k", "frames mask"])
+def test_an_image_header_claiming_20000x20000_is_refused_with_the_limit(tmp_path, source):
+    args = sources(tmp_path)[source]
+    res = cli("convert", *args, "--out", tmp_path / "out", code=2)
+    line = error_line(res)
+    assert "400,000,000 pixels exceeds the limit of" in line and ".png" in line, line
+    assert f"{MAX_IMAGE_PIXELS_DEFAULT:,}" in line and "--max-image-pixels" in line
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_the_image_limit_is_an_option(tmp_path, monkeypatch):
+    """``HYDRANET_MAX_IMAGE_PIXELS`` sets the limit, ``hydranet --max-image-pixels N`` overrides it (tested at a
+    small scale: a 48x24 frame against limits of 1,000 and 2,000 pixels)."""
+    index = write_frames(tmp_path / "fleet", [frame_line(0)])
+    monkeypatch.setenv("HYDRANET_MAX_IMAGE_PIXELS", "1000")
+    res = cli("convert", "frames", "--index", index, "--out", tmp_path / "a", code=2)
+    assert "48x24 = 1,152 pixels exceeds the limit of 1,000 pixels" in error_line(res)
+    cli("--max-image-pixels", "2000", "convert", "frames", "--index", index, "--out", tmp_path / "b", code=0)
+
+
+def test_a_huge_image_inside_a_shard_is_refused_naming_the_sample(tmp_path, dataset):
+    """A forged shard whose PNG member claims 20,000 x 20,000: ``ShardDataset`` refuses the sample."""
+    from hydranet.data.array_codec import decode_png
+    from hydranet.data.codec import CodecError
+
+    with pytest.raises(CodecError, match="exceeds the limit"):
+        decode_png(png_header(20_000, 20_000), "RGB")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "ok.png")
+    assert decode_png((tmp_path / "ok.png").read_bytes(), "RGB").shape == (4, 4, 3)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_json_and_yaml_nested_100000_deep_are_one_line(tmp_path, dataset):
+    import shutil
+
+    data = shutil.copytree(dataset, tmp_path / "data")
+    (data / "manifest.json").write_text(DEEP)
+    assert "nested" in error_line(cli("data-info", data, code=2))
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text("a: " + "[" * 100_000)
+    assert "nested too deep" in error_line(cli("train", "-c", deep_yaml, "-o", tmp_path / "r", code=2))
+    assert "nested too deep" in " ".join(cli("eval", tmp_path, "--suite", deep_yaml, code=2).output.split())
+    state = tmp_path / "ckpt" / "state.json"
+    state.parent.mkdir()
+    state.write_text(DEEP)
+    assert "unreadable checkpoint state" in " ".join(cli("export", state.parent, "-o", tmp_path / "m.onnx",
+                                                         code=2).output.split())
+    index = tmp_path / "f.jsonl"
+    index.write_text(json.dumps(frame_line(0)) + "\n" + DEEP + "\n")
+    assert "f.jsonl:2: JSON nested more than 100 levels deep" in error_line(
+        cli("convert", "frames", "--index", index, "--out", tmp_path / "o", code=2))

@@ -1,0 +1,109 @@
+"""Class 9 of issue 22: messages that say what is wrong, in the user's terms, on one line.
+
+``hydranet.cli.errors`` turns every exception into one ``error:`` line (pydantic errors name the field and
+carry no links; an unexpected error says it is a bug, without a traceback); ``--resume`` says how the config
+differs; ``current.json`` of ``vacation`` stores paths relative to its run, so a run resumes from anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from faults_kit import cli, error_line, train_config
+from pydantic import BaseModel, ValidationError
+
+from hydranet.cli.errors import describe, one_line
+from hydranet.engine.vacation import read_current
+
+
+def test_an_existing_dataset_names_the_overwrite_flag(tmp_path, dataset):
+    out = shutil.copytree(dataset, tmp_path / "out")
+    line = error_line(cli("convert", "shards", "--path", dataset, "--out", out, code=2))
+    assert "--overwrite" in line and "pass overwrite=True" not in line
+    cli("convert", "shards", "--path", dataset, "--out", out, "--overwrite", code=0)
+
+
+def test_resume_with_another_config_says_what_differs(tmp_path):
+    cfg = train_config(tmp_path / "c.yaml", steps=1)
+    run = tmp_path / "run"
+    cli("train", "-c", cfg, "-o", run, "--no-progress", code=0)
+    other = train_config(tmp_path / "other.yaml", steps=1, lr=0.05)
+    line = error_line(cli("train", "--resume", "-c", other, "-o", run, code=2))
+    assert "--resume: the config differs from the run's" in line and "train.lr 0.001 -> 0.05" in line, line
+    res = cli("train", "--resume", "-o", run, "--set", "train.steps=2", "--no-progress", code=0)
+    assert "resuming with a changed config: train.steps 1 -> 2" in " ".join(res.output.split())
+
+
+def test_vacation_current_json_is_relative_to_its_run(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "vac"
+    ckpt = run / "iter_001" / "train" / "checkpoints" / "step_00000001"
+    ckpt.mkdir(parents=True)
+    (run / "current.json").write_text(json.dumps({"checkpoint": "iter_001/train/checkpoints/step_00000001",
+                                                  "onnx": None, "iteration": 1}))
+    monkeypatch.chdir(tmp_path)
+    assert read_current(Path("runs/vac"))["checkpoint"] == str(ckpt)
+    monkeypatch.chdir(run / "iter_001")  # another directory: the same file
+    assert read_current(run)["checkpoint"] == str(ckpt)
+    # a run written by an older hydranet, relative to the directory it was started from
+    (run / "current.json").write_text(json.dumps({"checkpoint": "train/checkpoints/step_00000001", "onnx": None}))
+    assert read_current(run)["checkpoint"] == str(ckpt)
+    shutil.rmtree(ckpt)
+    with pytest.raises(ValueError, match=r"current.json: checkpoint .* does not exist"):
+        read_current(run)
+
+
+def test_vacation_records_promote_run_relative_paths(tmp_path, monkeypatch):
+    from hydranet.engine.pipeline import Pipeline
+    from hydranet.engine.vacation import Vacation
+
+    monkeypatch.chdir(tmp_path)
+    pipe = Pipeline.model_validate({"pool": "synthetic", "model": str(tmp_path / "base"), "eval": {"suites": ["x"]}})
+    v = Vacation(pipe, "relative-run", log=lambda s: None)
+    assert v.out == tmp_path / "relative-run"  # absolute: records mean the same files from any directory
+    assert v.run_relative(v.out / "iter_001" / "ckpt") == "iter_001/ckpt"
+    assert v.run_relative(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
+class _Model(BaseModel):
+    lr: float
+    steps: int
+
+
+def test_pydantic_errors_are_one_line_naming_each_field():
+    with pytest.raises(ValidationError) as e:
+        _Model.model_validate({"lr": "fast", "steps": "many"})
+    message, code = describe(e.value)
+    assert code == 2 and "\n" not in message and "errors.pydantic.dev" not in message
+    assert "lr:" in message and "steps:" in message
+
+
+def test_an_unexpected_error_is_one_line_without_a_traceback(monkeypatch, tmp_path):
+    import hydranet.cli.world as world
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something\nthat spans lines")
+
+    monkeypatch.setattr(world, "_world_sample", boom)
+    res = cli("show", "-o", tmp_path / "s.png", code=1)
+    line = error_line(res)
+    assert "internal error: RuntimeError: something; that spans lines" in line and "HYDRANET_DEBUG=1" in line
+    monkeypatch.setattr(world, "_world_sample", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert error_line(cli("show", "-o", tmp_path / "s.png", code=130)) == "error: interrupted"
+
+
+def test_one_line_joins_the_lines_of_a_library_message():
+    assert one_line("a\n  b\n\nc") == "a; b; c"
+
+
+def test_label_never_replaces_a_finished_dataset_unless_told(tmp_path, dataset):
+    """Before: ``label --out`` onto any existing dataset deleted it (labels bought earlier, gone)."""
+    queue = tmp_path / "q"
+    queue.mkdir()
+    (queue / "queue.jsonl").write_text(json.dumps({"rank": 1, "index": 0, "frame_id": "x#0"}) + "\n")
+    other = shutil.copytree(dataset, tmp_path / "bought")
+    line = error_line(cli("label", "--queue", queue, "--data", "synthetic", "--out", other, code=2))
+    assert "--overwrite" in line
+    cli("data-info", other, "--verify", code=0)

@@ -1,0 +1,190 @@
+"""Classes 1 and 2 of issue 22: an output never eats an input, and one writer per output.
+
+Every command's ``--out`` is checked against every path it reads before anything is written
+(``hydranet.outputs.check_output`` via ``hydranet.cli.guard``); every command that writes a directory holds
+its lock (``output_lock``). The inputs are hashed before and after each refusal: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from faults_kit import child_generate, cli, error_line, forkserver, train_config, world_file
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hydranet.cli.guard import DIRECTORY_OUTPUTS, FILE_OUTPUTS
+from hydranet.outputs import OutputError, check_output, lock_file, output_lock
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
+        if p.is_file() and not p.name.endswith(".lock"):
+            h.update(str(p.relative_to(root.parent)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def inputs(tmp_path, ckpt, dataset, graph):
+    """Private copies of a run, a dataset, a graph (+ manifest), a queue and configs to aim outputs at."""
+    run = shutil.copytree(ckpt, tmp_path / "run")
+    data = shutil.copytree(dataset, tmp_path / "data")
+    onnx = tmp_path / "model.onnx"
+    shutil.copy(graph, onnx)
+    shutil.copy(graph.with_name("model.manifest.json"), tmp_path / "model.manifest.json")
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    (queue / "queue.jsonl").write_text(json.dumps({"rank": 1, "index": 0, "frame_id": "x#0"}) + "\n")
+    cfg = train_config(tmp_path / "cfg.yaml")
+    world = world_file(tmp_path / "gen" / "world.yaml")
+    return {"run": run, "data": data, "onnx": onnx, "queue": queue, "cfg": cfg, "world": world, "tmp": tmp_path}
+
+
+# (command template, what the output collides with)
+OVERLAPS = [
+    ("convert shards --path {data} --out {data} --overwrite", "the dataset converted"),
+    ("convert shards --path {data} --out {data}/sub", "inside the dataset converted"),
+    ("label --queue {queue} --data {data} --out {data}", "the pool being labelled"),
+    ("label --queue {queue} --data shards:{data} --out {data}", "the pool, named KIND:PATH"),
+    ("export {run} -o {run}/checkpoints/step_00000001/model.safetensors", "the checkpoint's own weights"),
+    ("quantize {onnx} -o {onnx}", "the fp32 graph"),
+    ("infer {onnx} --data {data} -o {data}", "the data inferred on"),
+    ("cache-features --ckpt {run} --data {data} -o {run}/checkpoints --overwrite", "the run's checkpoints"),
+    ("merge {run} {run} -o {run}", "the base checkpoint"),
+    ("train --from {run} -c {cfg} -o {run}", "the checkpoint trained from"),
+    ("mine --model {run} --data {data} --budget 1 -o {data}", "the pool mined"),
+    ("show --data {data} -o {data}/manifest.json", "the dataset's manifest"),
+    ("eval {run} -o {run}/checkpoints/step_00000001/state.json", "the checkpoint's state"),
+    ("generate --config {world} --frames 1 -o {tmp}/gen --force", "a folder holding the world config"),
+    ("convert shards --path {data} --out {tmp} --overwrite", "a folder holding the dataset"),
+    ("predict {run} --data {data} -o {run}/checkpoints/step_00000001", "inside the checkpoint"),
+]
+
+
+@pytest.mark.parametrize("template,what", OVERLAPS, ids=[w for _, w in OVERLAPS])
+def test_an_output_that_is_or_holds_an_input_is_refused_before_anything_is_written(inputs, template, what):
+    before = {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"}
+    res = cli(*template.format(**inputs).split(), code=2)
+    line = error_line(res)
+    assert "--out" in line and ("input" in line), line
+    assert {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"} == before  # nothing lost
+
+
+def test_a_symlink_to_the_input_is_the_input(inputs):
+    link = inputs["tmp"] / "alias"
+    link.symlink_to(inputs["data"])
+    before = tree_hash(inputs["data"])
+    cli("convert", "shards", "--path", inputs["data"], "--out", link, "--overwrite", code=2)
+    assert tree_hash(inputs["data"]) == before
+    assert cli("data-info", inputs["data"], "--verify").exit_code == 0
+
+
+def test_harmless_outputs_beside_or_inside_a_run_still_work(inputs):
+    """The rule is not "never near an input": a report beside the run, a graph next to the fp32 one are fine."""
+    check_output(inputs["run"] / "eval.json", [inputs["run"]])  # the run, not its checkpoints/
+    check_output(inputs["onnx"].with_name("model.int8.onnx"), [inputs["onnx"]])
+    check_output(inputs["run"], [inputs["cfg"], inputs["run"] / "config.yaml"])  # train --resume with its config
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(depth_in=st.integers(0, 2), depth_out=st.integers(0, 2), common=st.integers(0, 2),
+       sealed=st.sampled_from(["dataset", "checkpoint", "plain", "file"]), replacing=st.booleans())
+def test_check_output_refuses_exactly_what_could_destroy_an_input(tmp_path, depth_in, depth_out, common, sealed,
+                                                                  replacing):
+    """Any layout of an input and an output: refused iff out == input, out is inside a sealed input, or out
+    holds the input and the command replaces what out holds."""
+    root = tmp_path / f"case{depth_in}{depth_out}{common}{sealed}{int(replacing)}"
+    shared = root.joinpath(*[f"c{i}" for i in range(common)])
+    src = shared.joinpath(*[f"i{i}" for i in range(depth_in)]) if depth_in else shared
+    out = shared.joinpath(*[f"o{i}" for i in range(depth_out)]) if depth_out else shared
+    if sealed == "file":
+        src = src / "input.bin"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(b"x")
+    else:
+        src.mkdir(parents=True, exist_ok=True)
+        marker = {"dataset": "manifest.json", "checkpoint": "state.json", "plain": "notes.txt"}[sealed]
+        (src / marker).write_text("{}")
+    src_r, out_r = src.resolve(), out.resolve()
+    inside_input = src_r == out_r or src_r in out_r.parents
+    holds_input = src_r == out_r or out_r in src_r.parents
+    expect = (src_r == out_r or (inside_input and sealed in ("dataset", "checkpoint"))
+              or (holds_input and replacing))
+    try:
+        check_output(out, [src], replacing)
+        refused = False
+    except OutputError:
+        refused = True
+    assert refused == expect, (src, out, sealed, replacing)
+
+
+def test_every_command_declares_its_kind_of_output():
+    import typer
+
+    from hydranet.cli import app
+
+    for name, cmd in typer.main.get_command(app).commands.items():
+        if any(p.name in ("out", "output") for p in cmd.params):
+            assert name in DIRECTORY_OUTPUTS | FILE_OUTPUTS, f"{name}: add it to hydranet/cli/guard.py"
+
+
+WRITERS = [
+    "convert shards --path {data} --out {out}",
+    "generate --config {world} --frames 1 -o {out}",
+    "label --queue {queue} --data {data} --out {out}",
+    "train -c {cfg} -o {out}",
+    "vacation --config {cfg} -o {out}",
+    "cache-features --ckpt {run} --data {data} -o {out}",
+    "merge {run} {run} -o {out}",
+    "infer {onnx} --data {data} -o {out}",
+    "mine --model {run} --data {data} --budget 1 -o {out}",
+    "predict {run} --data {data} -o {out}",
+    "demo -o {out}",
+]
+
+
+@pytest.mark.parametrize("template", WRITERS, ids=[t.split()[0] for t in WRITERS])
+def test_a_second_writer_of_an_output_is_refused_naming_the_first(inputs, template):
+    out = inputs["tmp"] / "busy"
+    with output_lock(out):
+        res = cli(*template.format(out=out, **inputs).split(), code=2)
+    line = error_line(res)
+    assert f"pid {os.getpid()}" in line and "in use by another hydranet process" in line, line
+    assert not out.exists()  # the refused writer created nothing
+    assert str(lock_file(out)) in line
+
+
+def test_two_writers_at_once_one_wins_and_the_result_verifies(tmp_path):
+    """Two real processes generate into one folder at the same instant: one writes, the other is refused;
+    the dataset verifies. Then the winner is killed -9 mid-write: its lock dies with it, a re-run finishes."""
+    ctx = forkserver()
+    out = tmp_path / "shared"
+    procs = [ctx.Process(target=child_generate, args=(str(out), 6)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert sorted(p.exitcode for p in procs) == [0, 1]  # the loser raised OutputLockedError
+    assert cli("data-info", out, "--verify").exit_code == 0
+    assert not lock_file(out).exists()  # a finished writer leaves no lock file behind
+
+    victim = ctx.Process(target=child_generate, args=(str(tmp_path / "killed"), 40))
+    victim.start()
+    deadline = time.time() + 60
+    while not list((tmp_path / "killed").glob("shard-*.tar")) and time.time() < deadline:
+        time.sleep(0.05)
+    victim.kill()
+    victim.join()
+    assert not (tmp_path / "killed" / "manifest.json").exists()  # half a dataset is not a dataset
+    child = ctx.Process(target=child_generate, args=(str(tmp_path / "killed"), 2))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0  # the dead holder's lock did not outlive it
+    assert cli("data-info", tmp_path / "killed", "--verify").exit_code == 0
