@@ -1,25 +1,23 @@
-"""Issue 12 — do the detectors learn? A budgeted learning curve on held-out synthetic scenes.
+"""Do the detectors learn, and how fast? A budgeted learning curve on held-out synthetic scenes.
 
-Trains the demo-sized model (``configs/demo.yaml`` + ``--set`` overrides) for a fixed number of
-optimizer **steps** (not seconds: the result is reproducible on any machine), evaluates the
-held-out scenes every ``--eval-every`` steps and prints one JSON object: the learning curve per
-task (step, training wall seconds without the evaluations, headline metric) and the final figures
-against the issue's goals. ``--plot PATH`` renders the curves (matplotlib); ``--compare A.json ...``
-overlays earlier runs of this script, so one change at a time can be read off one picture.
-
-Training data: by default ``--frames`` (12,000) distinct world frames, 4 per scene, rendered by the loader
-process as training reads them (a frame costs ~0.1 s of one core, under a step), so 3,000 steps never
-repeat a frame; ``--shards`` trains on the demo's own 480 frames instead. Held-out: ``--eval-frames``
-(96) frames of world seed 1001, 4 per scene.
+Trains the demo's model on the demo's data (``configs/demo.yaml`` + ``--set`` overrides: its world datasets
+rendered once into shards under ``--data-dir``, held in memory when the config says ``train.in_memory``)
+for a fixed number of optimizer **steps** -- not seconds: the curve is the same on any machine -- evaluates
+the held-out scenes every ``--eval-every`` steps and prints one JSON object: per evaluation the step, the
+training wall and CPU seconds (evaluations excluded; CPU seconds of this process, so the quality reached
+per CPU-second can be compared across designs on a shared machine) and each task's headline metric, then
+the final figures against the goals. ``--plot PATH`` renders the curves (matplotlib; ``--x cpu`` puts CPU
+seconds on the x axis); ``--compare A.json ...`` overlays earlier runs of this script, so one change at a
+time can be read off one picture. ``--fresh N`` trains on N fresh world frames rendered by the loader as
+training reads them instead (how far more data would go).
 
 Headline per task: 2D ``map`` (COCO), BEV 3D ``map`` (nuScenes-style, on the grid), traffic-light
 balanced accuracy with red recall (the metric's own end-to-end figures; from the confusion matrix of
 matched lights when a metric lacks them), drivable/BEV ``miou``, lanes ``f1``, depth ``abs_rel`` (lower is better).
 
-Example (the README's figure; ≈30 min on 2 idle cores)::
-
     .venv/bin/python benchmarks/quality.py --plot docs/quality_curve.png > runs/quality.json
-    .venv/bin/python benchmarks/quality.py --steps 200 --set model.fusion.levels=[p2,p3]
+    .venv/bin/python benchmarks/quality.py --steps 600 --set model.fusion.stride=1 --label "stride 1" \
+        --compare runs/quality.json --plot runs/compare.png
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from rich.console import Console
 from hydranet.data.sample import LIGHT_STATES
 from hydranet.eval.runner import to_jsonable
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.train.data import InMemoryDataset
 from hydranet.train.demo import default_demo_config, materialise_shards
 
 HEADLINE = {"detection2d": "map", "objects3d": "map", "traffic_light": "balanced_accuracy", "drivable": "miou",
@@ -107,22 +106,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(stderr=True)
     overrides = [f"train.steps={args.steps}", "train.time_limit_s=null", "train.ckpt_every=0",
                  f"train.log_every={args.eval_every}"]
-    if not args.shards:
+    if args.fresh:
         # Fresh frames all along: 3,000 steps x 4 over the demo's 480 frames would show each 25 times, and
         # held-out accuracy stops rising after ~1,000 steps on it (issue 12) while training loss falls.
-        overrides += [f"data.datasets.demo.frames={args.frames}",
-                      f"data.datasets.demo.world.num_scenes={-(-args.frames // 4)}",
-                      "data.datasets.demo.world.frames_per_scene=4"]
+        overrides += [f"data.datasets.demo.frames={args.fresh}",
+                      f"data.datasets.demo.world.num_scenes={-(-args.fresh // 4)}",
+                      "data.datasets.demo.world.frames_per_scene=4", "train.in_memory=false"]
     overrides += [f"data.eval.frames={args.eval_frames}", f"data.eval.world.num_scenes={-(-args.eval_frames // 4)}",
                   f"eval.frames={args.eval_frames}", *args.set]
     cfg = load_config(args.config, overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    if args.shards:
+    if not args.fresh:
         cfg = materialise_shards(cfg, Path(args.data_dir), console)
     cfg = config_from_dict(config_to_dict(cfg), "quality config")
     device = torch.device("cpu")
     model, data = build(cfg)
+    if cfg.train.in_memory:
+        data.dataset = InMemoryDataset(data.dataset)
     if data.eval_dataset is None:
         raise SystemExit(f"{args.config}: quality needs data.eval (held-out scenes)")
     eval_set = data.eval_dataset
@@ -134,20 +135,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tasks = model.task_objects
     batches = trainer._loader()
     curve: list[dict[str, Any]] = []
-    train_s = 0.0
+    train_s = cpu_s = 0.0
     last_loss: dict[str, float] = {}
     while trainer.step < cfg.train.steps:
         trainer.train_mode()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = trainer.train_step(batches)
         train_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
         for i, t in enumerate(trainer.train_tasks):
             if out["task_n"][i] > 0:
                 last_loss[t] = float(out["task_loss"][i] / out["task_n"][i])
         if trainer.step % args.eval_every == 0 or trainer.step == cfg.train.steps:
             results = evaluate(trainer.forward, dataset_batches(eval_set, cfg.eval.batch_size, max_batches), tasks,
                                device=device, model_module=model)
-            point = {"step": trainer.step, "train_s": round(train_s, 1), **headline(results)}
+            point = {"step": trainer.step, "train_s": round(train_s, 1), "train_cpu_s": round(cpu_s, 1),
+                     **headline(results)}
             curve.append(point)
             console.print(json.dumps(point, default=float), soft_wrap=True)
     final = results
@@ -156,12 +159,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "objects3d" in final else {}
     per_class_2d = {k: v for k, v in final.get("detection2d", {}).items() if k.startswith("ap")}
     return {"benchmark": "quality", "label": args.label, "config": str(args.config), "overrides": args.set,
-            "training_frames": "demo shards" if args.shards else args.frames,
-            "distinct_frames_per_sample": round(args.frames / (cfg.train.steps * cfg.train.batch_size), 2)
-            if not args.shards else None,
+            "training_frames": len(data.dataset), "fresh_frames": bool(args.fresh),
+            "distinct_frames_per_sample": round(len(data.dataset) / (cfg.train.steps * cfg.train.batch_size), 2),
+            "num_workers": cfg.train.num_workers, "in_memory": cfg.train.in_memory,
             "steps": cfg.train.steps, "eval_every": args.eval_every, "eval_frames": n_eval,
             "batch_size": cfg.train.batch_size, "threads": torch.get_num_threads(),
             "precision": cfg.train.precision, "train_seconds": round(train_s, 1),
+            "train_cpu_seconds": round(cpu_s, 1),
             "final": head, "goals": goal_status(head), "objects3d_detail": per_range,
             "detection2d_detail": per_class_2d,
             "traffic_light_detail": light_figures(final["traffic_light"]) if "traffic_light" in final else {},
@@ -169,8 +173,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "metrics": {t: {k: v for k, v in m.items() if not k.startswith("confusion")} for t, m in final.items()}}
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """One panel per task: headline metric vs step for every run, the goal as a dashed line."""
+def plot(results: list[dict[str, Any]], path: Path, x: str = "step") -> None:
+    """One panel per task: headline metric vs step (``x="step"``) or training CPU seconds (``x="cpu"``) for every
+    run, the goal as a dashed line."""
+    x_key, x_label = ("train_cpu_s", "training CPU seconds") if x == "cpu" else ("step", "step")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +190,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for ax, key in zip(axes.flat, keys, strict=False):
         defined = False
         for r in results:
-            points = [(p["step"], p[key]) for p in r["curve"] if p.get(key) is not None and np.isfinite(p[key])]
+            points = [(p[x_key], p[key]) for p in r["curve"]
+                      if p.get(key) is not None and np.isfinite(p[key]) and p.get(x_key) is not None]
             defined = defined or bool(points)
             ax.plot([s for s, _ in points], [v for _, v in points], marker="o", ms=3, label=r.get("label") or "run")
         if not defined:
@@ -196,7 +203,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                                                                   HEADLINE.get(key, key))
         lower = key in GOALS and GOALS[key][0] == "<="
         ax.set_title(f"{key} ({metric}{', lower is better' if lower else ''})", fontsize=10)
-        ax.set_xlabel("step")
+        ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
@@ -216,16 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=250, help="evaluate the held-out scenes every N steps")
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.fusion.levels=[p2,p3]")
     p.add_argument("--label", default="", help="name of this run in the JSON and the picture")
-    p.add_argument("--frames", type=int, default=12000,
-                   help="distinct training frames (4 per scene), rendered by the loader as training reads them")
+    p.add_argument("--fresh", type=int, default=0, metavar="FRAMES",
+                   help="train on this many fresh world frames (4 per scene) rendered by the loader as training "
+                        "reads them, instead of the config's own data")
     p.add_argument("--eval-frames", type=int, default=96, help="held-out frames (4 per scene, world seed 1001)")
-    p.add_argument("--shards", action="store_true",
-                   help="train on the demo's own frames, rendered into shards first (--data-dir) instead")
-    p.add_argument("--data-dir", default="runs/quality/data", help="with --shards: rendered shards (reused)")
+    p.add_argument("--data-dir", default="runs/quality/data",
+                   help="where the config's world datasets are rendered into shards (reused when up to date)")
     p.add_argument("--out", default=None, help="training run directory (default: a temporary one)")
     p.add_argument("--plot", type=Path, default=None, help="write the learning-curve picture here (PNG)")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results to overlay")
     p.add_argument("--plot-only", action="store_true", help="only draw --compare results into --plot")
+    p.add_argument("--x", choices=["step", "cpu"], default="step", help="x axis of the plot: steps or CPU seconds")
     args = p.parse_args(argv)
     args.config = args.config or default_demo_config()
     if args.steps < 1 or args.eval_every < 1:
@@ -234,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot_only:
         if not args.plot or not earlier:
             p.error("--plot-only needs --plot and --compare")
-        plot(earlier, args.plot)
+        plot(earlier, args.plot, args.x)
         return 0
     result = run(args)
     if args.plot:
-        plot([*earlier, result], args.plot)
+        plot([*earlier, result], args.plot, args.x)
         result["plot"] = str(args.plot)
     # Undefined metrics (NaN: e.g. no light in the held-out frames) are written as null: strict JSON.
     print(json.dumps(to_jsonable(result), indent=1, default=float))

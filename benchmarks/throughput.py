@@ -1,22 +1,26 @@
-"""Issue 12 — how much of the machine a training step uses.
+"""How much of the machine a training step uses, measured against peaks taken in the same run.
 
-For a model preset, one training step (forward of all seven heads on ``--batch-size`` samples of
-the 8-camera rig, a proxy loss = mean of every output, backward, AdamW step) is timed in four
-variants: fp32 / bf16 autocast × NCHW / channels_last weights. FLOPs of the step are counted once
-with ``torch.utils.flop_counter.FlopCounterMode`` (forward + backward; convolutions and matmuls,
-the ops that dominate) and divided by the step time: achieved GFLOP/s. Beside it, the machine's
-peak is *measured*, not quoted: the best GFLOP/s of large square matmuls in each precision with the
-same thread count. ``pct_of_peak`` = achieved / peak of the precision the variant computes in.
+The step is the real one: ``Trainer.train_step`` of the training config (``--config``, default
+``configs/demo.yaml``; ``--preset`` swaps in a model preset with its own image size) on a fixed batch of
+rendered world frames of the model's rig -- every task's real loss, the configured loss balancing,
+gradient clipping and the fused AdamW step. It is timed in four variants, fp32 / bf16 autocast ×
+NCHW / channels_last weights, with the config's thread count (``--threads`` overrides it).
 
-Goal P0 (issue 12): a training step of the ``base`` preset at >= 40 % of the peak of the precision
-it uses. Timing takes the fastest of ``--repeats`` steps after warm-up (the machine is shared; the
-minimum is the least disturbed estimate); FLOPs do not depend on load.
+For each variant the JSON gives the step's FLOPs (``torch.utils.flop_counter.FlopCounterMode``:
+convolutions and matmuls, forward and backward), the fastest of ``--repeats`` timed steps, the achieved
+GFLOP/s, the percentage of both peaks of the variant's precision, and where the step's time goes: the
+ops of one profiled step (``torch.profiler``) grouped by name, largest self time first.
 
-``--ab-steps N`` adds the accuracy side: the same two rendered world frames learnt by the same small
-model for N steps (objects3d + detection2d) in fp32 and under bf16 autocast (channels_last both),
-and the metrics of both: bf16 must not change what is learnt at equal steps.
+The peaks are measured, not quoted, with the same threads, as the best over sizes:
 
-    .venv/bin/python benchmarks/throughput.py --preset tiny --ab-steps 150
+- matmul: ``n × n @ n × n`` for n in 256 .. 4096 (``--matmul-sizes``), fp32 and bf16;
+- convolution: a 3×3, stride-1, channels_last convolution of a ``[8, C, 64, 64]`` batch for C in
+  64 .. 256 (``--conv-channels``), fp32 and bf16.
+
+A peak taken at one size, or on a busy machine, is several times too low: run it on an idle machine
+(``machine.loadavg`` in the JSON says how busy it was) and quote ratios from one run only.
+
+    .venv/bin/python benchmarks/throughput.py > runs/throughput_demo.json
     .venv/bin/python benchmarks/throughput.py --preset base --batch-size 1 --repeats 3
 """
 
@@ -24,168 +28,195 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from hydranet.data.sample import collate
 from hydranet.model import ModelConfig, create_model
-from hydranet.model.config import ALL_TASKS
-from hydranet.setup import default_rig
+from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.train.demo import default_demo_config
 from hydranet.train.precision import cpu_flags, device_has_fast_bf16
+from hydranet.train.trainer import Trainer
+from hydranet.world import SyntheticWorld
+from hydranet.world.config import WorldConfig
+
+GOAL_PCT = 30.0  # issue 20: the demo's training step at >= 30 % of the bf16 matmul peak
 
 
-def matmul_peak_gflops(dtype: torch.dtype, n: int, repeats: int) -> float:
-    """Best GFLOP/s of an ``n × n`` matmul in ``dtype`` (2 n^3 FLOPs each)."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
-    torch.mm(a, b)  # warm-up: oneDNN/MKL kernel selection
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest wall time (s) of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
-def make_inputs(cfg: ModelConfig, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    h, w = cfg.setup.image_size
-    rig = default_rig((h, w))
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch_size, len(rig), 3, h, w), dtype=torch.uint8, generator=g)
-    K = rig.intrinsics()[None].expand(batch_size, -1, -1, -1).contiguous()
-    T = rig.extrinsics()[None].expand(batch_size, -1, -1, -1).contiguous()
-    return images, K, T
-
-
-def step_fn(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], bf16: bool) -> Any:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(*inputs)
-        loss = sum(v.float().mean() for d in out.values() for v in d.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def count_flops(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    step = step_fn(model, inputs, bf16=False)
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return int(counter.get_total_flops())
-
-
-def time_step(step: Any, repeats: int) -> float:
-    step()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
+        fn()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def precision_ab(steps: int) -> dict[str, Any]:
-    """Learn two world frames (two cameras, 64×128) in fp32 and in bf16 autocast; metrics of both."""
-    from hydranet.data.sample import collate
-    from hydranet.setup import Rig, Setup
-    from hydranet.world import SyntheticWorld
-    from hydranet.world.config import WorldConfig
-
-    setup = Setup(image_size=(64, 128), grid={"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0},
-                  rigs={"two": Rig(cameras=default_rig((64, 128)).cameras[:2])})
-    world = SyntheticWorld(WorldConfig(seed=13, num_scenes=2, frames_per_scene=1, setup=setup, traffic_density=2.0,
-                                       layout="intersection"))
-    batch = collate([world[i] for i in range(len(world))])
-    names = ["detection2d", "objects3d"]
-    out: dict[str, Any] = {"steps": steps, "frames": len(batch)}
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        cfg = ModelConfig.preset("tiny", setup=setup, neck={"channels": 16},
-                                 fusion={"channels": 16, "levels": ["p2", "p3"]}, bev_channels=16,
-                                 tasks={"detection2d": {"stride": 4}, "objects3d": {}})
-        model = create_model(cfg).to(memory_format=torch.channels_last).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-        t0 = time.process_time()
-        for _ in range(steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                pred = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
-            loss = sum(model.task_objects[n].loss(pred[n], batch)["loss"].float() for n in names)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        cpu_s = time.process_time() - t0
-        model.eval()
-        with torch.no_grad():
-            pred = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
-        metrics = {}
-        for n in names:
-            m = model.task_objects[n].make_metric()
-            m.update(model.task_objects[n].decode(pred[n], batch), model.task_objects[n].targets(batch))
-            metrics[n] = round(float(m.compute()["map"]), 4)
-        out[precision] = {"final_loss": round(float(loss), 4), "map": metrics, "cpu_s": round(cpu_s, 1)}
+def matmul_peaks(dtype: torch.dtype, sizes: list[int], repeats: int) -> dict[str, float]:
+    """GFLOP/s of an ``n × n`` matmul in ``dtype`` (2 n³ FLOPs) per size n."""
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    for n in sizes:
+        a = torch.randn(n, n, generator=g).to(dtype)
+        b = torch.randn(n, n, generator=g).to(dtype)
+        out[str(n)] = round(2 * n**3 / best_of(lambda a=a, b=b: torch.mm(a, b), repeats) / 1e9, 1)
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.threads)
-    overrides: dict[str, Any] = {"tasks": {t: {} for t in ALL_TASKS}}
-    if args.image_size:
-        overrides["setup"] = {"image_size": tuple(args.image_size)}
-    cfg = ModelConfig.preset(args.preset, **overrides)
-    inputs = make_inputs(cfg, args.batch_size)
+def conv_peaks(dtype: torch.dtype, channels: list[int], repeats: int) -> dict[str, float]:
+    """GFLOP/s of a 3×3 stride-1 channels_last convolution ``[8, C, 64, 64] -> [8, C, 64, 64]`` per C."""
+    out = {}
+    for c in channels:
+        conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(dtype).to(memory_format=torch.channels_last)
+        x = torch.randn(8, c, 64, 64).to(dtype).contiguous(memory_format=torch.channels_last)
+        flops = 2 * 8 * 64 * 64 * c * c * 9
+        with torch.no_grad():
+            out[str(c)] = round(flops / best_of(lambda conv=conv, x=x: conv(x), repeats) / 1e9, 1)
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def step_config(args: argparse.Namespace) -> Config:
+    """The training config whose step is measured: ``--config`` with ``--set`` overrides, or with ``--preset``
+    its model swapped for the preset (all seven tasks, the preset's image size)."""
+    cfg = load_config(args.config or default_demo_config(), args.set)
+    if args.preset:
+        tree = config_to_dict(cfg)
+        tree["model"] = ModelConfig.preset(args.preset).model_dump(mode="json")
+        cfg = config_from_dict(tree, f"--preset {args.preset}")
+    return cfg
+
+
+def rendered_batch(cfg: Config, batch_size: int) -> list[Any]:
+    """``batch_size`` frames of the world rendered for the model's setup (one per scene: varied content)."""
+    world = SyntheticWorld(WorldConfig(seed=3, num_scenes=batch_size, frames_per_scene=1,
+                                       setup=cfg.resolved_model().setup))
+    return [world[i] for i in range(batch_size)]
+
+
+def make_trainer(cfg: Config, samples: list[Any], precision: str, channels_last: bool, out: str) -> Trainer:
+    """A ``Trainer`` of ``cfg`` with the given precision and layout over ``samples`` (one batch)."""
+    tree = config_to_dict(cfg)
+    tree["train"] |= {"precision": precision, "channels_last": channels_last, "batch_size": len(samples),
+                      "grad_accum": 1, "num_workers": 0, "camera_dropout": 0.0}
+    vcfg = config_from_dict(tree, "throughput variant")
     torch.manual_seed(0)
-    model = create_model(cfg).train()
-    flops = count_flops(model, inputs)
-    peak = {"fp32": matmul_peak_gflops(torch.float32, args.matmul_n, args.repeats * 2),
-            "bf16": matmul_peak_gflops(torch.bfloat16, args.matmul_n, args.repeats * 2)}
+    model = create_model(vcfg.resolved_model())
+    return Trainer(vcfg, model, samples, out, progress=False)
+
+
+def train_step(trainer: Trainer, batch: Any) -> Callable[[], None]:
+    """One real optimizer step of ``trainer`` on ``batch``."""
+    def step() -> None:
+        trainer.train_mode()
+        trainer.train_step(iter([batch]))
+    return step
+
+
+def op_breakdown(step: Callable[[], None], top: int) -> dict[str, Any]:
+    """One profiled step: self time per op name (ms and % of the profiled total), largest first."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    by_name: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    for e in prof.key_averages():
+        by_name[e.key] += e.self_cpu_time_total / 1e3
+        calls[e.key] += e.count
+    total = sum(by_name.values())
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1])
+    return {"profiled_ms": round(total, 1),
+            "ops": [{"op": k, "ms": round(v, 2), "pct": round(100 * v / total, 1), "calls": calls[k]}
+                    for k, v in ranked[:top]]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = step_config(args)
+    threads = args.threads or cfg.train.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    samples = rendered_batch(cfg, args.batch_size or cfg.train.batch_size)
+    batch = collate(samples)
+    peaks = {"matmul": {}, "conv3x3": {}}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peaks["matmul"][name] = matmul_peaks(dtype, args.matmul_sizes, args.repeats)
+        peaks["conv3x3"][name] = conv_peaks(dtype, args.conv_channels, args.repeats)
+    best = {kind: {p: max(v.values()) for p, v in by_precision.items()} for kind, by_precision in peaks.items()}
     variants = []
-    for precision in ("fp32", "bf16"):
-        for layout in ("nchw", "channels_last"):
-            torch.manual_seed(0)
-            m = create_model(cfg).train()
-            if layout == "channels_last":
-                m = m.to(memory_format=torch.channels_last)
-            s = time_step(step_fn(m, inputs, precision == "bf16"), args.repeats)
-            gflops = flops / s / 1e9
-            variants.append({"precision": precision, "layout": layout, "step_s": round(s, 4),
-                             "samples_per_s": round(args.batch_size / s, 3), "gflop_per_s": round(gflops, 1),
-                             "pct_of_peak": round(100 * gflops / peak[precision], 1)})
-    ab = precision_ab(args.ab_steps) if args.ab_steps else None
-    default = next(v for v in variants if v["layout"] == "channels_last" and
-                   v["precision"] == ("bf16" if device_has_fast_bf16(torch.device("cpu")) else "fp32"))
-    return {"benchmark": "throughput", "preset": args.preset, "image_size": list(cfg.setup.image_size),
-            "cameras": len(cfg.setup.rig()), "batch_size": args.batch_size, "threads": args.threads,
-            "torch": torch.__version__, "cpu_bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f),
-            "step_gflop": round(flops / 1e9, 2), "matmul_peak_gflop_per_s": {k: round(v, 1) for k, v in peak.items()},
-            "matmul_n": args.matmul_n, "variants": variants,
-            "train_precision_auto": default["precision"],
-            "precision_ab": ab,
-            # P0 is set for the `base` preset; other presets report the figure without a verdict.
-            "goal_p0": {"goal": ">= 40 % of the peak of the precision used (train.precision auto, channels_last), "
-                                "on the base preset",
-                        "pct_of_peak": default["pct_of_peak"],
-                        "met": default["pct_of_peak"] >= 40.0 if args.preset == "base" else None}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "bf16"):
+            if precision == "bf16" and not device_has_fast_bf16(torch.device("cpu")):
+                continue
+            for layout in ("nchw", "channels_last"):
+                trainer = make_trainer(cfg, samples, precision, layout == "channels_last", tmp)
+                step = train_step(trainer, batch)
+                with FlopCounterMode(display=False) as counter:
+                    step()
+                flops = counter.get_total_flops()
+                seconds = best_of(step, args.repeats)
+                gflops = flops / seconds / 1e9
+                variants.append({
+                    "precision": precision, "layout": layout, "step_gflop": round(flops / 1e9, 2),
+                    "step_s": round(seconds, 4), "samples_per_s": round(len(samples) / seconds, 2),
+                    "gflop_per_s": round(gflops, 1),
+                    "pct_of_matmul_peak": round(100 * gflops / best["matmul"][precision], 1),
+                    "pct_of_conv_peak": round(100 * gflops / best["conv3x3"][precision], 1),
+                    "where_time_goes": op_breakdown(step, args.top_ops)})
+    trained = cfg.train
+    default_precision = "bf16" if trained.precision in ("auto", "bf16") and any(
+        v["precision"] == "bf16" for v in variants) else "fp32"
+    default = next(v for v in variants if v["precision"] == default_precision and
+                   v["layout"] == ("channels_last" if trained.channels_last else "nchw"))
+    m = cfg.resolved_model()
+    return {
+        "benchmark": "throughput", "config": str(args.config or default_demo_config()), "preset": args.preset,
+        "image_size": list(m.setup.image_size), "cameras": len(m.setup.rigs[0].cameras),
+        "batch_size": len(samples), "threads": threads,
+        "machine": {"cpu": cpu_model(), "torch": torch.__version__,
+                    "cpu_bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f),
+                    "loadavg_1min": round(os.getloadavg()[0], 2), "logical_cpus": os.cpu_count()},
+        "peaks_gflop_per_s": peaks, "best_peak_gflop_per_s": best, "variants": variants,
+        "config_variant": {"precision": default["precision"], "layout": default["layout"]},
+        "goal": {"what": f"the config's training step at >= {GOAL_PCT:g} % of the best bf16 matmul peak",
+                 "pct_of_matmul_peak": default["pct_of_matmul_peak"],
+                 "met": default["pct_of_matmul_peak"] >= GOAL_PCT if default["precision"] == "bf16" else None},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="base", help="model preset (tiny, base)")
-    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per variant (the fastest is kept)")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--matmul-n", type=int, default=2048, help="matrix size of the peak measurement")
-    p.add_argument("--ab-steps", type=int, default=0, help="also learn 2 frames N steps in fp32 and bf16 (0: skip)")
+    p.add_argument("--config", default=None, help="training config (default: configs/demo.yaml)")
+    p.add_argument("--set", action="append", default=[], help="config override, e.g. train.batch_size=8")
+    p.add_argument("--preset", default=None, help="measure this model preset (tiny, base, ...) instead")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the config's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's train.threads)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions; the fastest is kept")
+    p.add_argument("--matmul-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    p.add_argument("--conv-channels", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--top-ops", type=int, default=15, help="ops listed per variant in where_time_goes")
     args = p.parse_args(argv)
-    if args.batch_size < 1 or args.repeats < 1 or args.threads < 1 or args.ab_steps < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or args.repeats < 1 or (
+            args.threads is not None and args.threads < 1):
         p.error("--batch-size, --repeats and --threads must be >= 1")
     print(json.dumps(run(args), indent=1))
     return 0

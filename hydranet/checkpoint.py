@@ -169,6 +169,14 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor
         state.setdefault(int(idx), {})[name] = value
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # Per-parameter state (AdamW's exp_avg, exp_avg_sq) takes its parameter's memory layout again: it was
+    # created like the parameter (channels_last conv weights) and stored contiguous; the fused AdamW kernel
+    # walks parameter, gradient and state as one flat array, so a layout mismatch would update wrong elements.
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _remove(path: Path) -> None:

@@ -4,15 +4,18 @@ Method (Simple-BEV, Harley et al., "Simple-BEV: What Really Matters for Multi-Se
 Perception?", ICRA 2023; the sampling step of BEVFormer's spatial cross-attention without the
 learned offsets): every BEV cell gets a column of 3D reference points at fixed heights above the
 ground. Each point is moved into each camera with that sample's ``T_ego_from_cam`` and projected
-with its ``K``; the camera feature map is bilinearly sampled there (``grid_sample``). Samples are
-averaged over the cameras that see the point, the height slices are stacked into channels (so the
+with its ``K``; the camera feature map is bilinearly sampled there (``grid_sample``'s arithmetic; in
+eager mode only at the (point, camera) pairs where the point is in view, a gather of feature rows,
+since a point is seen by one or two of eight cameras). Samples are averaged over the cameras that see
+the point, the height slices are stacked into channels (so the
 network still knows *which* height a feature came from), and a small residual BEV encoder turns the
 result into the ``[B, C, rows, cols]`` map every BEV head reads.
 
 Why this and not lift-splat-shoot (predicted depth distribution + splat):
 - Geometry is an *input*: K and T enter as tensors and are applied per sample, so a different rig,
   a recalibrated camera or per-sample augmentation needs no code change and no precomputed tables.
-- Export: matmuls, a division and ``grid_sample`` (ONNX opset 16+, TensorRT native). Lift-splat's
+- Export: matmuls, a division and ``grid_sample`` (ONNX opset 16+, TensorRT native); the traced graph
+  samples every camera with ``GridSample`` (static shapes), the same values as the eager gather. Lift-splat's
   voxel pooling needs scatter-add / cumsum tricks that exporters and TensorRT handle badly.
 - Cost scales with BEV cells × heights × cameras × channels, not pixels × depth bins × channels,
   and is independent of image resolution; on 2 CPU cores that decides it.
@@ -77,6 +80,61 @@ def _project(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, image_h
     return coords, visible
 
 
+def _sample_visible(feats: dict[str, Tensor], levels: list[str], coords: Tensor, visible: Tensor) -> Tensor:
+    """Bilinear samples (``grid_sample`` semantics: ``align_corners=False``, zero padding) of every level
+    at the visible (sample, camera, point) triples only, summed over cameras and levels: ``[B, P, C]`` fp32.
+
+    A reference point is seen by one or two of the rig's cameras, so sampling only those does an eighth of
+    ``grid_sample``'s work over all cameras, and its backward is one ``index_add`` per level instead of
+    ``grid_sample``'s serial scatter. Feature maps are read as rows of a channels-last ``[B*N*h*w, C]``
+    view; interpolation coordinates and weights stay fp32 (a bf16 pixel coordinate is off by up to 1 px)."""
+    B, N, P = visible.shape
+    b, n, p = visible.nonzero(as_tuple=True)  # [V] each
+    uv = coords[b, n, p]  # [V, 2] normalised to [-1, 1]
+    out: Tensor | None = None
+    for name in levels:
+        f = feats[name]
+        _, ch, h, w = f.shape
+        rows = f.permute(0, 2, 3, 1).reshape(B * N * h * w, ch)  # a view when f is channels-last
+        x = (uv[:, 0] + 1.0) * (w / 2.0) - 0.5  # feature-map pixel coordinates, centres at integers
+        y = (uv[:, 1] + 1.0) * (h / 2.0) - 0.5
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        x0, y0 = x0.long(), y0.long()
+        taps, weights = [], []
+        for dy, wy in ((0, 1.0 - fy), (1, fy)):
+            for dx, wx in ((0, 1.0 - fx), (1, fx)):
+                xi, yi = x0 + dx, y0 + dy
+                inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)  # zero padding outside the map
+                taps.append(((b * N + n) * h + yi.clamp(0, h - 1)) * w + xi.clamp(0, w - 1))
+                weights.append(torch.where(inside, wx * wy, torch.zeros_like(wx)))
+        idx = torch.stack(taps, 1)  # [V, 4]
+        wgt = torch.stack(weights, 1)  # [V, 4] fp32, exact
+        # Weighted in the features' dtype (bf16 under autocast, like a conv's output): an fp32 copy of the
+        # [V, 4, C] taps cost 4x the gather itself.
+        taps4 = rows.index_select(0, idx.reshape(-1)).reshape(-1, 4, ch)
+        vals = (taps4 * wgt.to(taps4.dtype)[..., None]).sum(1)
+        level = torch.zeros(B * P, ch, dtype=torch.float32, device=vals.device).index_add_(0, b * P + p, vals.float())
+        out = level if out is None else out + level
+    assert out is not None
+    return out.reshape(B, P, -1)
+
+
+def _sample_dense(feats: dict[str, Tensor], levels: list[str], coords: Tensor, B: int, N: int) -> Tensor:
+    """``_sample_visible`` written with ``grid_sample`` over every camera (static shapes, ONNX
+    ``GridSample``); invisible points carry coordinates far outside the map and sample exact zeros."""
+    P = coords.shape[2]
+    total: Tensor | None = None
+    for name in levels:
+        f = feats[name]
+        s = F.grid_sample(f.float(), coords.reshape(B * N, P, 1, 2), mode="bilinear", padding_mode="zeros",
+                          align_corners=False)  # [B*N, C, P, 1]
+        s = s.reshape(B, N, f.shape[1], P).sum(1)
+        total = s if total is None else total + s
+    assert total is not None
+    return total.transpose(1, 2)  # [B, P, C]
+
+
 class BevSampler(nn.Module):
     """Bilinear sampling of camera features at projected BEV reference points (no weights but a 1×1)."""
 
@@ -107,9 +165,9 @@ class BevSampler(nn.Module):
         """Camera-averaged features ``[B, C, Z, R, C']`` (summed over ``levels``) and the number of
         cameras that see each reference point ``[B, Z, R, C']``.
 
-        ``camera_valid`` bool ``[B, N]``: a False camera sees nothing -- its sampling points go outside
-        the map (exact zeros) and it leaves the count, so points it never saw are bit-for-bit unchanged
-        and the others average over the cameras that remain."""
+        ``camera_valid`` bool ``[B, N]``: a False camera sees nothing -- it contributes no sample and
+        leaves the count, so points it never saw are bit-for-bit unchanged and the others average over
+        the cameras that remain."""
         B, N = intrinsics.shape[:2]
         R, C = self.grid.shape
         Z = len(self.heights)
@@ -118,18 +176,15 @@ class BevSampler(nn.Module):
         if camera_valid is not None:
             visible = visible & camera_valid.to(torch.bool)[:, :, None]
             coords = torch.where(visible[..., None], coords, torch.full_like(coords, OUTSIDE))
-        sample_grid = coords.reshape(B * N, Z * R, C, 2)
-        total: Tensor | None = None
-        for name in self.levels:
-            f = feats[name]
-            # fp32 even under bf16 autocast: a bf16 sampling coordinate is off by ~1/256 of the image width.
-            s = F.grid_sample(f.float(), sample_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            s = s.reshape(B, N, f.shape[1], Z, R, C)
-            total = s if total is None else total + s
-        assert total is not None
-        count = visible.reshape(B, N, 1, Z, R, C).to(total.dtype).sum(1)  # cameras seeing each point
-        fused = total.sum(1) / count.clamp(min=1.0)  # mean over the cameras that see the point
-        return fused, count.reshape(B, Z, R, C)
+        count = visible.sum(1)  # [B, P] cameras seeing each point
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            total = _sample_dense(feats, self.levels, coords, B, N)  # static shapes: ONNX GridSample
+        else:
+            total = _sample_visible(feats, self.levels, coords, visible)
+        fused = total / count.clamp(min=1).to(total.dtype)[..., None]  # [B, P, C] mean over seeing cameras
+        channels = fused.shape[-1]
+        return (fused.reshape(B, Z, R, C, channels).permute(0, 4, 1, 2, 3),
+                count.reshape(B, Z, R, C).to(fused.dtype))
 
     def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
                 image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> Tensor:

@@ -24,6 +24,7 @@ from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
 from hydranet.setup import Setup
 from hydranet.tasks.base import HeadContext, Task
+from hydranet.tasks.common import IMAGE_KEY
 
 # ImageNet statistics in 0..255 units: the export manifest records them (pre-processing contract).
 PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -69,6 +70,8 @@ class HydraNet(nn.Module):
         self._stream_where: list[tuple[str, int]] = []  # (scene_id, frame_index) per row of the last call
         self.head_context = head_context
         self.heads = heads
+        # Whether a camera head reads the image's own pixels (``pixel_skip``): then camera_features carries them.
+        self.reads_pixels = any(getattr(h, "pixel_skip", False) for h in heads.values())
 
     # ----------------------------------------------------------------------------------------
 
@@ -88,14 +91,19 @@ class HydraNet(nn.Module):
         return (images.float() - self._mean) * self._inv_std
 
     def camera_features(self, images: Tensor) -> dict[str, Tensor]:
-        """FPN levels for all cameras in one batched call: uint8 ``[B, N, 3, H, W]`` → ``{name: [B*N, C, h, w]}``."""
+        """FPN levels for all cameras in one batched call: uint8 ``[B, N, 3, H, W]`` → ``{name: [B*N, C, h, w]}``,
+        plus the normalised images themselves under ``"image"`` (``[B*N, 3, H, W]`` float32) when a head reads
+        pixels (``pixel_skip``)."""
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be [B, N, 3, H, W], got {tuple(images.shape)}")
         if images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 (the model normalises them), got {images.dtype}")
         B, N = images.shape[:2]
         x = self.normalize(images.reshape(B * N, *images.shape[2:]))
-        return self.neck(self.trunk(x))
+        feats = self.neck(self.trunk(x))
+        if self.reads_pixels:
+            feats[IMAGE_KEY] = x
+        return feats
 
     @property
     def setup(self) -> Setup:

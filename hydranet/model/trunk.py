@@ -67,6 +67,10 @@ class RegNetSpec:
     group_width: int = 8
     se_ratio: float = 0.0  # 0 = RegNetX, 0.25 = RegNetY
     stem_width: int = 32
+    # 2: the paper's 3×3 stride-2 conv stem; 4: a 4×4 stride-4 "patchify" stem (ConvNeXt, Liu et al. 2022)
+    # and a first stage that does not downsample. The patch stem skips the stride-2 resolution, whose
+    # thin, memory-bound layers cost most of a CPU training step while holding the fewest FLOPs.
+    stem_stride: int = 2
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +81,8 @@ class RegNetSpec:
         for w in self.widths:
             if w % min(self.group_width, w):
                 raise ValueError(f"RegNet stage width {w} is not a multiple of group width {self.group_width}")
+        if self.stem_stride not in (2, 4):
+            raise ValueError(f"RegNet stem_stride must be 2 (3×3 conv) or 4 (4×4 patchify), got {self.stem_stride}")
 
 
 def _from_design_space(w0: int, wa: float, wm: float, depth: int, group_width: int, se_ratio: float,
@@ -84,13 +90,13 @@ def _from_design_space(w0: int, wa: float, wm: float, depth: int, group_width: i
     widths, depths, groups = regnet_widths(w0, wa, wm, depth, group_width)
     if len(widths) != 4:
         raise ValueError(f"RegNet parameters give {len(widths)} stages, expected 4")
-    return RegNetSpec(tuple(widths), tuple(depths), min(groups), se_ratio, 32, notes)
+    return RegNetSpec(tuple(widths), tuple(depths), min(groups), se_ratio, 32, notes=notes)
 
 
 # Paper parameters (Table of RegNetX/RegNetY models); "tiny"/"small" are hand-sized for CPUs.
 TRUNK_PRESETS: dict[str, RegNetSpec] = {
-    "regnet_tiny": RegNetSpec((16, 32, 64, 128), (1, 1, 2, 2), 8, 0.25, 16, "CPU demo, 0.14M params"),
-    "regnet_small": RegNetSpec((24, 48, 96, 192), (1, 2, 3, 2), 8, 0.25, 24, "CPU, 0.32M params"),
+    "regnet_tiny": RegNetSpec((16, 32, 64, 128), (1, 1, 2, 2), 8, 0.25, 16, notes="CPU demo, 0.14M params"),
+    "regnet_small": RegNetSpec((24, 48, 96, 192), (1, 2, 3, 2), 8, 0.25, 24, notes="CPU, 0.32M params"),
     "regnetx_200mf": _from_design_space(24, 36.44, 2.49, 13, 8, 0.0, "RegNetX-200MF"),
     "regnetx_400mf": _from_design_space(24, 24.48, 2.54, 22, 16, 0.0, "RegNetX-400MF"),
     "regnety_400mf": _from_design_space(48, 27.89, 2.09, 16, 8, 0.25, "RegNetY-400MF"),
@@ -148,12 +154,17 @@ class RegNet(nn.Module):
     def __init__(self, spec: RegNetSpec, in_chans: int = 3):
         super().__init__()
         self.spec = spec
-        self.stem = ConvBnAct(in_chans, spec.stem_width, 3, 2)
+        if spec.stem_stride == 4:
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, spec.stem_width, 4, 4, bias=False),
+                                      nn.BatchNorm2d(spec.stem_width), nn.ReLU(inplace=True))
+        else:
+            self.stem = ConvBnAct(in_chans, spec.stem_width, 3, 2)
         stages = []
         cin = spec.stem_width
-        for width, depth in zip(spec.widths, spec.depths, strict=True):
-            blocks = [BottleneckBlock(cin if i == 0 else width, width, 2 if i == 0 else 1, spec.group_width,
-                                      spec.se_ratio) for i in range(depth)]
+        for k, (width, depth) in enumerate(zip(spec.widths, spec.depths, strict=True)):
+            first_stride = 1 if k == 0 and spec.stem_stride == 4 else 2
+            blocks = [BottleneckBlock(cin if i == 0 else width, width, first_stride if i == 0 else 1,
+                                      spec.group_width, spec.se_ratio) for i in range(depth)]
             stages.append(nn.Sequential(*blocks))
             cin = width
         self.stages = nn.ModuleList(stages)
@@ -199,6 +210,7 @@ class RegNetOptions(TrunkOptions):
     group_width: int | None = Field(None, ge=1)
     se_ratio: float | None = Field(None, ge=0.0, le=1.0)
     stem_width: int | None = Field(None, ge=1)
+    stem_stride: int | None = Field(None, ge=2, le=4)
 
 
 def regnet_from_preset(name: str, options: RegNetOptions) -> RegNet:
@@ -211,7 +223,8 @@ def regnet_from_preset(name: str, options: RegNetOptions) -> RegNet:
         o.group_width if o.group_width is not None else base.group_width,
         o.se_ratio if o.se_ratio is not None else base.se_ratio,
         o.stem_width if o.stem_width is not None else base.stem_width,
-        base.notes,
+        o.stem_stride if o.stem_stride is not None else base.stem_stride,
+        notes=base.notes,
     ))
 
 

@@ -12,7 +12,7 @@ Conventions used throughout the task files:
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ from hydranet.data.sample import Batch
 from hydranet.setup import Setup
 from hydranet.tasks.base import HeadContext, Task
 
+# The camera-feature key of the normalised images ``[B*N, 3, H, W]`` (``HydraNet.camera_features``), beside
+# the FPN levels: what a head with ``pixel_skip`` reads.
+IMAGE_KEY = "image"
 # Drawing colours: ground truth vs prediction, the same in every task's ``draw``.
 GT_COLOR: tuple[int, int, int] = (40, 220, 60)
 PRED_COLOR: tuple[int, int, int] = (255, 60, 200)
@@ -66,6 +69,19 @@ class CameraHeadOptions(TaskOptions):
     width: int = Field(16, ge=1)  # channels of the head's 3×3 convs
     depth: int = Field(1, ge=0)  # shared 3×3 conv blocks
     branch_depth: int = Field(0, ge=0)  # extra 3×3 blocks per output before its 1×1 conv
+    # Also read the image's own pixels: the normalised RGB of each stride×stride cell (space-to-depth, 3·s²
+    # channels) joins the FPN features. For evidence the trunk's early downsampling blurs away, e.g. the
+    # colour of a 2-pixel traffic-light lamp.
+    pixel_skip: bool = False
+
+
+class DenseHeadOptions(CameraHeadOptions):
+    """``CameraHeadOptions`` of a dense per-pixel task (drivable, lanes, depth) + how its outputs reach
+    image resolution: ``subpixel`` -- the last 1×1 conv emits stride² values per cell that a pixel shuffle
+    lays out (Shi et al. 2016, ESPCN): learnt, and cheap next to interpolating and back-propagating through
+    a full-resolution map; ``bilinear`` -- one value per cell, interpolated to label resolution."""
+
+    upsample: Literal["subpixel", "bilinear"] = "subpixel"
 
 
 class BevHeadOptions(TaskOptions):
@@ -82,12 +98,9 @@ class BevHeadOptions(TaskOptions):
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3×3 conv (no bias) + GroupNorm + ReLU: ``[S, in, H, W] -> [S, out, H, W]`` (same spatial size)."""
-    # GroupNorm, not BatchNorm: cameras of a few samples make small, correlated batches, and a
-    # per-sample norm keeps one sample's outputs independent of the others in the batch.
-    groups = math.gcd(out_channels, 8)
+    """3×3 conv (no bias) + BatchNorm + ReLU: ``[S, in, H, W] -> [S, out, H, W]`` (same spatial size)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                         nn.GroupNorm(groups, out_channels), nn.ReLU(inplace=True))
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class ConvHead(nn.Module):
@@ -98,8 +111,9 @@ class ConvHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, outputs: dict[str, int], width: int = 64, depth: int = 2,
-                 branch_depth: int = 1, bias_init: dict[str, float] | None = None) -> None:
+                 branch_depth: int = 1, bias_init: dict[str, float] | None = None, subpixel: int = 1) -> None:
         super().__init__()
+        self.subpixel = subpixel  # > 1: every output is emitted at subpixel× the input resolution
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(depth):
@@ -113,10 +127,11 @@ class ConvHead(nn.Module):
             for _ in range(branch_depth):
                 branch.append(conv_block(cin, width))
                 cin = width
-            out = nn.Conv2d(cin, channels, 1)
+            out = nn.Conv2d(cin, channels * subpixel**2, 1)
             nn.init.normal_(out.weight, std=0.01)
             nn.init.constant_(out.bias, (bias_init or {}).get(name, 0.0))
-            self.branches[name] = nn.Sequential(*branch, out)
+            tail = [nn.PixelShuffle(subpixel)] if subpixel > 1 else []
+            self.branches[name] = nn.Sequential(*branch, out, *tail)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.stem(x)
@@ -151,18 +166,26 @@ class CameraHead(nn.Module):
     """
 
     def __init__(self, ctx: HeadContext, stride: int, fuse_strides: list[int], outputs: dict[str, int], width: int,
-                 depth: int, branch_depth: int = 1, bias_init: dict[str, float] | None = None) -> None:
+                 depth: int, branch_depth: int = 1, bias_init: dict[str, float] | None = None,
+                 full_resolution: bool = False, pixel_skip: bool = False) -> None:
         super().__init__()
         if any(s <= stride for s in fuse_strides):
             raise ValueError(f"fuse_strides {fuse_strides} must all be coarser than the head's stride {stride}")
-        self.stride = stride
         self.levels = [level_for_stride(ctx, s) for s in [stride, *sorted(set(fuse_strides))]]  # finest first
-        self.head = ConvHead(ctx.camera_channels, outputs, width, depth, branch_depth, bias_init)
+        self.pixel_skip = pixel_skip
+        in_channels = ctx.camera_channels + (3 * stride * stride if pixel_skip else 0)
+        self.head = ConvHead(in_channels, outputs, width, depth, branch_depth, bias_init,
+                             subpixel=stride if full_resolution else 1)
+        self.stride = stride  # of the FPN level read
+        self.output_stride = 1 if full_resolution else stride  # of the outputs, relative to the image
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         x = features[self.levels[0]]
         for name in self.levels[1:]:
             x = x + F.interpolate(features[name], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.pixel_skip:  # the image's own pixels, each stride×stride cell as 3·s² channels
+            pixels = F.pixel_unshuffle(features[IMAGE_KEY], self.stride)
+            x = torch.cat([x, pixels.to(x.dtype).contiguous(memory_format=torch.channels_last)], 1)
         return self.head(x)
 
 
@@ -178,12 +201,14 @@ class CameraTask(OptionsTask):
         """The ``CameraHead`` for this task's options, ``outputs`` mapping output name -> channels.
 
         The stride comes from ``choose_stride`` (option ``stride``, else ``preferred_stride``, else the finest
-        level) and is recorded in ``self.stride`` for decoding. Raises ``ValueError`` when a requested or
+        level); the stride of the outputs (1 for a dense task with ``upsample: subpixel``) is recorded in
+        ``self.stride`` for decoding. Raises ``ValueError`` when a requested or
         fused stride is not an FPN level of the model, or a fused stride is not coarser than the head's."""
         stride = choose_stride(ctx, self.cfg.stride, self.preferred_stride)
+        subpixel = isinstance(self.cfg, DenseHeadOptions) and self.cfg.upsample == "subpixel"
         head = CameraHead(ctx, stride, self.cfg.fuse_strides, outputs, self.cfg.width, self.cfg.depth,
-                          self.cfg.branch_depth, bias_init)
-        self.stride = head.stride
+                          self.cfg.branch_depth, bias_init, full_resolution=subpixel, pixel_skip=self.cfg.pixel_skip)
+        self.stride = head.output_stride
         return head
 
     def output_stride(self, x: Tensor, batch: Batch) -> int:

@@ -2,8 +2,9 @@
 
 Log depth makes a 10 % error cost the same at 5 m and at 80 m, which matches how depth errors are
 judged (AbsRel, δ<1.25). The head's bias starts at log(``init_depth``) so training begins at a
-plausible scale. The log-depth map is upsampled bilinearly to label resolution for the loss, so no
-label pixel is pooled away and the loss scores exactly what ``decode`` returns.
+plausible scale. The log-depth map reaches label resolution (``upsample``: sub-pixel outputs by default,
+or bilinear interpolation), so no label pixel is pooled away and the loss scores exactly what ``decode``
+returns.
 Loss (pixels with label 0 = no return / sky are masked out):
 - ``silog``: scale-invariant log loss (Eigen et al. 2014), ``sqrt(mean g² - λ mean(g)²)`` per camera
   image with ``g = log pred - log gt``; λ < 1 keeps some absolute-scale supervision.
@@ -24,8 +25,8 @@ from hydranet.data.sample import Batch
 from hydranet.metrics import DepthMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    CameraHeadOptions,
     CameraTask,
+    DenseHeadOptions,
     check_camera_output,
     present_index,
     to_label_resolution,
@@ -33,7 +34,7 @@ from hydranet.tasks.common import (
 from hydranet.viz import draw_depth
 
 
-class DepthOptions(CameraHeadOptions):
+class DepthOptions(DenseHeadOptions):
     """Options of ``depth``: the loss (``silog`` with ``silog_lambda`` in [0, 1], or ``l1_log``), the clamp
     range ``min_depth``..``max_depth`` (m) of targets and decoded depth, and ``init_depth`` (m), the depth
     the head's bias starts at."""

@@ -1,7 +1,8 @@
 """Drivable-area segmentation per camera (binary).
 
-Head: a conv stack on one FPN level (stride 4 by default) -> 1 logit per cell. The logits are
-upsampled bilinearly to label resolution for the loss (see ``common.to_label_resolution``).
+Head: a conv stack on one FPN level (stride 4 by default) -> 1 logit per pixel at label resolution
+(``upsample``: sub-pixel outputs by default, or bilinear interpolation of per-cell logits; see
+``common.DenseHeadOptions``).
 Loss: BCE + soft dice per camera image (dice keeps a mostly-empty side camera from being ignored).
 Decoded (per sample): uint8 mask ``[N, H, W]`` (same format as the label);
 ``probabilities()`` gives the float ``[N, H, W]`` probabilities.
@@ -20,8 +21,8 @@ from hydranet.data.sample import Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    CameraHeadOptions,
     CameraTask,
+    DenseHeadOptions,
     check_camera_output,
     present_index,
     soft_dice_loss,
@@ -30,7 +31,7 @@ from hydranet.tasks.common import (
 from hydranet.viz import DRIVABLE_COLOR, REGION_ALPHA, draw_mask
 
 
-class DrivableOptions(CameraHeadOptions):
+class DrivableOptions(DenseHeadOptions):
     """Options of ``drivable``: BCE and soft-dice weights, and the decode ``threshold`` on probability (0..1)."""
 
     bce_weight: float = 1.0

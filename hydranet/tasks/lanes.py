@@ -1,7 +1,8 @@
 """Lane-line segmentation per camera: ``LANE_KINDS`` = none, dashed, solid, road edge.
 
-Head: a conv stack on stride 4 -> 4 logits per cell, upsampled bilinearly to label resolution for the
-loss (lines are 1-3 px wide: downsampling the label would erase them).
+Head: a conv stack on stride 4 -> 4 logits per pixel at label resolution (``upsample``: sub-pixel
+outputs by default, or bilinear interpolation of per-cell logits; lines are 1-3 px wide, so downsampling
+the label instead would erase them).
 Loss: class-weighted cross-entropy (lines are a few % of pixels; ``class_weights`` lifts them) plus an
 optional soft dice over the line classes, which rewards overlap rather than pixel counts.
 Decoded (per sample): a marking where P(none) <= 1 - ``threshold``, of its likeliest kind; uint8 class
@@ -22,8 +23,8 @@ from hydranet.data.sample import LANE_KINDS, Batch
 from hydranet.metrics import LaneF1, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
-    CameraHeadOptions,
     CameraTask,
+    DenseHeadOptions,
     check_camera_output,
     present_index,
     soft_dice_loss,
@@ -34,7 +35,7 @@ from hydranet.viz import LANE_ALPHA, LANE_COLORS, draw_mask
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).
 
 
-class LanesOptions(CameraHeadOptions):
+class LanesOptions(DenseHeadOptions):
     """Options of ``lanes``: per-kind cross-entropy ``class_weights`` (one per ``LANE_KINDS``, >= 0, else a
     ``ValueError`` from the task), CE and dice weights, and the decode ``threshold`` on P(any marking)."""
 

@@ -12,6 +12,7 @@ decoded to build the lists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from hydranet.data.sample import Sample
 from hydranet.datasets import dataset_setup, source_class
 from hydranet.datasets import open_source as open_registered
 from hydranet.model import ModelConfig
@@ -174,3 +176,22 @@ def build_train_data(cfg: DataConfig, task_labels: dict[str, str], seed: int = 0
         groups = np.concatenate([np.full(sizes[n], n, dtype=object) for n in names])
     return TrainData(full if len(parts) > 1 else parts[0], index_lists, eval_ds, sizes, groups,
                      {n: f"{len(r[0])} cameras {r[1][0]}x{r[1][1]}" for n, r in rigs.items()}, setups)
+
+
+class InMemoryDataset(Dataset):
+    """Every sample of ``dataset`` decoded once and held in RAM (``train.in_memory``); ``__getitem__`` returns
+    the stored ``Sample`` (its tensors are shared, never modified by training: collate stacks copies)."""
+
+    def __init__(self, dataset: Dataset, progress: Callable[[int, int], None] | None = None) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        self.samples = []
+        for i in range(n):
+            self.samples.append(dataset[i])
+            if progress is not None:
+                progress(i + 1, n)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]

@@ -24,8 +24,9 @@ def build_optimizer(named_params: list[tuple[str, nn.Parameter]], cfg: TrainConf
             (decay if p.ndim >= 2 else no_decay).append(p)
     no_decay += list(extra_no_decay or [])
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # foreach=False: the same kernel path on every device count, which keeps DDP runs bit-comparable.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
+    # fused: one kernel per parameter group instead of ~12 small ops per tensor (the same per-element
+    # arithmetic on every device count, so DDP runs stay bit-comparable with single-process ones).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

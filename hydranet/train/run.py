@@ -13,6 +13,7 @@ demo calls. Options for sub-graph training live here too:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, ConfigError, config_to_dict
-from hydranet.train.data import TrainData, build_train_data, resolve_setup
+from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
 
@@ -93,6 +94,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
+        if tc.in_memory:
+            data.dataset = load_in_memory(data.dataset, console if info.is_main else None)
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
         trainer_cls = Trainer
         if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)
@@ -112,6 +115,17 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             (out_dir / "train_summary.json").write_text(dumps(summary))
             console.print(f"final checkpoint: {summary['checkpoint']} (step {summary['steps']})", soft_wrap=True)
     return summary
+
+
+def load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
+    """``train.in_memory``: decode the training set once into RAM, saying how long it took."""
+    t0 = time.perf_counter()
+    if console is None:
+        return InMemoryDataset(dataset)
+    with console.status(f"decoding {len(dataset)} training samples into memory (train.in_memory) ..."):
+        data = InMemoryDataset(dataset)
+    console.print(f"  {len(data)} training samples in memory ({time.perf_counter() - t0:.0f} s)")
+    return data
 
 
 def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path, device: torch.device,

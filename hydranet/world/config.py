@@ -7,6 +7,7 @@ or ``"random"``, in which case each *scene* draws its own value from its seed.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,6 +43,13 @@ class WorldConfig(BaseModel):
     lighting: Lighting | Literal["random"] = "random"
     fog: float | Literal["random"] = "random"  # extinction per metre; 0 = clear, 0.03 = dense
     layout: Layout | Literal["random"] = "random"
+    # Relative weights of the per-scene draws of a "random" layout and, at an intersection, of the phase of
+    # the ego's signal: go (green), stop / wait (red), yellow (green, turning yellow, then red). Any weights
+    # leave every other draw of the scene unchanged (one random number per draw whatever the weights).
+    layout_weights: dict[str, float] = Field(
+        default_factory=lambda: {"straight": 0.3, "curve": 0.3, "intersection": 0.4})
+    signal_weights: dict[str, float] = Field(
+        default_factory=lambda: {"go": 0.4, "stop": 0.25, "wait": 0.15, "yellow": 0.2})
     lanes_per_direction: tuple[int, int] = (1, 3)  # inclusive range drawn per scene, within 1..4
     traffic_density: float = Field(1.0, ge=0.0, le=4.0)  # ~vehicles per 40 m of lane at 1.0
     truck_fraction: float = Field(0.2, ge=0.0, le=1.0)
@@ -88,6 +96,17 @@ class WorldConfig(BaseModel):
         if not 0.0 <= v[0] <= v[1] <= 40.0:
             raise ValueError(f"ego_speed must be (min, max) m/s with 0 <= min <= max <= 40, got {v}")
         return v
+
+    @field_validator("layout_weights", "signal_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float], info: Any) -> dict[str, float]:
+        keys = {"layout_weights": ("straight", "curve", "intersection"),
+                "signal_weights": ("go", "stop", "wait", "yellow")}[info.field_name]
+        if sorted(v) != sorted(keys):
+            raise ValueError(f"{info.field_name} needs exactly the keys {list(keys)}, got {sorted(v)}")
+        if any(not (math.isfinite(w) and w >= 0) for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError(f"{info.field_name}: weights must be finite, >= 0 and not all 0, got {v}")
+        return {k: float(v[k]) for k in keys}
 
     @field_validator("drop_labels")
     @classmethod

@@ -121,7 +121,7 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
     lighting = _pick(rng, cfg.lighting, ["day", "dusk", "night"], [0.6, 0.2, 0.2])
     foggy, density = rng.random() < 0.35, rng.uniform(0.004, 0.03)
     fog = float(cfg.fog) if cfg.fog != "random" else (density if foggy else 0.0)
-    kind = _pick(rng, cfg.layout, ["straight", "curve", "intersection"], [0.3, 0.3, 0.4])
+    kind = _pick(rng, cfg.layout, list(cfg.layout_weights), list(cfg.layout_weights.values()))
     lanes = rng.randint(*cfg.lanes_per_direction)
     ego_lane = rng.randrange(lanes)
     v = rng.uniform(*cfg.ego_speed)
@@ -133,7 +133,7 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
         curvature = rng.choice([-1.0, 1.0]) / rng.uniform(110.0, 350.0)
     elif kind == "intersection":
         hw2 = cross_lanes * LANE_WIDTH
-        mode = rng.choices(["go", "stop", "wait", "yellow"], [0.4, 0.25, 0.15, 0.2])[0]
+        mode = rng.choices(list(cfg.signal_weights), list(cfg.signal_weights.values()))[0]
         if mode == "go":
             cross_u = rng.uniform(12.0, 60.0) + hw2 + STOP_SETBACK + EGO_FRONT
         else:

@@ -155,3 +155,34 @@ def test_camera_average_counts_only_the_cameras_that_see_a_point():
     assert only0.sum() > 10 and both.sum() > 10
     assert torch.allclose(got[only0], uvs[0][only0], atol=1e-3)
     assert torch.allclose(got[both], (uvs[0][both] + uvs[1][both]) / 2, atol=1e-3)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_visible_pair_gather_equals_grid_sample_over_every_camera(layout):
+    """The eager sampler (a gather at the visible (point, camera) pairs) and the traced one (grid_sample over
+    every camera, what ONNX gets) compute the same values and the same feature gradients, with a dead camera."""
+    from hydranet.model.fusion import _sample_dense, _sample_visible
+
+    torch.manual_seed(0)
+    rig = default_rig((H, W))
+    B, N = 2, len(rig)
+    K = rig.intrinsics()[None].expand(B, -1, -1, -1)
+    T = rig.extrinsics()[None].expand(B, -1, -1, -1)
+    sampler = BevSampler(GRID, 5, 4, [0.0, 1.0, 4.0], ["p2", "p3"], stride=1)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    feats = {"p2": torch.randn(B * N, 5, H // 4, W // 4).to(memory_format=fmt).requires_grad_(),
+             "p3": torch.randn(B * N, 5, H // 8, W // 8).to(memory_format=fmt).requires_grad_()}
+    coords, visible = project_to_cameras(sampler.points, K, T, (H, W), sampler.min_depth)
+    visible[1, 3] = False  # a dead camera: its points sample nothing
+    coords = torch.where(visible[..., None], coords, torch.full_like(coords, OUTSIDE))
+    assert visible.sum(1).max() >= 2  # some points are seen by two cameras: the sum over cameras is exercised
+    sparse = _sample_visible(feats, sampler.levels, coords, visible)
+    dense = _sample_dense(feats, sampler.levels, coords, B, N)
+    assert sparse.shape == dense.shape == (B, sampler.points.shape[0], 5)
+    torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(sparse)
+    g_sparse = torch.autograd.grad((sparse * g).sum(), list(feats.values()))
+    g_dense = torch.autograd.grad((dense * g).sum(), list(feats.values()))
+    for a, b in zip(g_sparse, g_dense, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert float(g_sparse[0].reshape(B, N, -1)[1, 3].abs().max()) == 0.0  # the dead camera gets no gradient

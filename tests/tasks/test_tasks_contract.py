@@ -20,15 +20,16 @@ SMALL = {"width": 8, "depth": 1}
 def expected_shapes(name: str, b: int) -> dict[str, tuple[int, ...]]:
     r, c = GRID.shape
     cam4 = (b, N_CAM, H // 4, W // 4)
+    full = (b, N_CAM, H, W)  # dense tasks: sub-pixel outputs at image resolution
     return {
         "detection2d": {"heatmap": (*cam4[:2], 5, *cam4[2:]), "offset": (*cam4[:2], 2, *cam4[2:]),
                         "log_size": (*cam4[:2], 2, *cam4[2:])},
         "traffic_light": {"heatmap": (*cam4[:2], 1, *cam4[2:]), "offset": (*cam4[:2], 2, *cam4[2:]),
                           "log_size": (*cam4[:2], 2, *cam4[2:]), "state": (*cam4[:2], 3, *cam4[2:]),
                           "lane": (*cam4[:2], 5, *cam4[2:])},
-        "drivable": {"logits": (*cam4[:2], 1, *cam4[2:])},
-        "lanes": {"logits": (*cam4[:2], 4, *cam4[2:])},
-        "depth": {"log_depth": (*cam4[:2], 1, *cam4[2:])},
+        "drivable": {"logits": (*full[:2], 1, *full[2:])},
+        "lanes": {"logits": (*full[:2], 4, *full[2:])},
+        "depth": {"log_depth": (*full[:2], 1, *full[2:])},
         "bev_semantic": {"logits": (b, 6, r, c)},
         "objects3d": {"heatmap": (b, 5, r, c), "offset": (b, 2, r, c), "z": (b, 1, r, c), "log_size": (b, 3, r, c),
                       "rot": (b, 2, r, c), "velocity": (b, 2, r, c)},
@@ -140,13 +141,14 @@ def test_stride_defaults_follow_the_neck():
     assert create_task("lanes", SETUP).build_head(ctx).stride == 4
     # A neck without stride 4 (min_level=3): dense heads fall back to its finest level.
     coarse = replace(ctx, camera_strides={"p3": 8, "p4": 16})
-    task = create_task("drivable", SETUP, **SMALL)
-    head = task.build_head(coarse)
-    assert head.stride == 8 and task.stride == 8
     fpn = {k: v for k, v in features(2)[0].items() if k != "p2"}
-    out = {k: v.reshape(2, N_CAM, *v.shape[1:]) for k, v in head(fpn).items()}
-    assert out["logits"].shape[-2:] == (H // 8, W // 8)
-    assert task.decode(out, make_batch(2))[0].shape == (N_CAM, H, W)
+    for upsample, out_stride in (("bilinear", 8), ("subpixel", 1)):
+        task = create_task("drivable", SETUP, upsample=upsample, **SMALL)
+        head = task.build_head(coarse)
+        assert head.stride == 8 and task.stride == out_stride
+        out = {k: v.reshape(2, N_CAM, *v.shape[1:]) for k, v in head(fpn).items()}
+        assert out["logits"].shape[-2:] == (H // out_stride, W // out_stride)
+        assert task.decode(out, make_batch(2))[0].shape == (N_CAM, H, W)
     # Fusing a coarser level keeps the output stride.
     head = create_task("detection2d", SETUP, stride=8, fuse_strides=[16], **SMALL).build_head(ctx)
     assert head.levels == ["p3", "p4"]

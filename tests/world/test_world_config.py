@@ -27,6 +27,8 @@ def test_defaults_match_the_contract_rig_and_grid():
         ({"drop_labels": {"depth": 1.5}}, "drop_labels['depth']"),
         ({"colour_of_sky": "blue"}, "colour_of_sky"),
         ({"setup": {"grid": {"x_range": (10.0, -10.0)}}}, "x_range"),
+        ({"signal_weights": {"go": 1.0}}, "signal_weights"),
+        ({"layout_weights": {"straight": -1.0, "curve": 1.0, "intersection": 1.0}}, "layout_weights"),
         ({"setup": {"rigs": {"r": [{"name": "a", "hfov_deg": 60, "position": (0, 0, 1), "yaw_deg": 0,
                                     "pitch_deg": 0}] * 2}}}, "unique"),
         ({"rig": "fleet"}, "no rig 'fleet'"),
