@@ -41,7 +41,9 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from hydranet.config_errors import format_validation_error
-from hydranet.model import ModelConfig, create_model
+from hydranet.model import ModelConfig, ZooError, create_model
+from hydranet.model.zoo import SCHEME as ZOO_SCHEME
+from hydranet.model.zoo import verified_directory
 
 FORMAT = "hydranet-checkpoint/1"
 TRUNK_PREFIXES = ("trunk.", "neck.")
@@ -289,7 +291,14 @@ class Checkpoint:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run/checkpoints directory whose ``latest.json`` names one."""
+    """A checkpoint directory, or a run/checkpoints directory whose ``latest.json`` names one, or ``zoo:NAME``:
+    the zoo entry's directory in the package (``hydranet.model.zoo``; its files checked against the sha256 of
+    its ``provenance.json``). Every command that takes a checkpoint resolves it here."""
+    if str(path).startswith(ZOO_SCHEME):
+        try:
+            return verified_directory(str(path))
+        except ZooError as e:
+            raise CheckpointError(str(e)) from None
     path = Path(path)
     if (path / "state.json").is_file():
         return path

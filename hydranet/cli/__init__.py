@@ -11,6 +11,7 @@ from hydranet.cli import (  # noqa: F401 - registers commands
     train,
     view,
     world,
+    zoo,
 )
 from hydranet.cli.app import app
 

@@ -73,7 +73,7 @@ def train(
             cfg = _train_config(config, set_, from_ckpt)
             freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
             task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-            run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name}-subgraph")
+            run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name.replace(':', '-')}-subgraph")
             if add_task or from_cache:
                 run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
                              freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)

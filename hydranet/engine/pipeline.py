@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydranet.config_errors import format_validation_error
 from hydranet.eval.suite import resolve_suite_path
+from hydranet.model.zoo import SCHEME as ZOO_SCHEME
 from hydranet.yaml_files import read_yaml_mapping
 
 
@@ -108,7 +109,9 @@ class Pipeline(_Strict):
 
 
 def _resolve(base: Path, value: str | None) -> str | None:
-    if value is None or value.startswith("synthetic") and not value.startswith("synthetic:"):
+    if value is None or value.startswith(ZOO_SCHEME):  # zoo:NAME is a shipped model, not a path
+        return value
+    if value.startswith("synthetic") and not value.startswith("synthetic:"):
         return value
     if value.startswith("synthetic:"):
         rest = value.partition(":")[2]

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from torch import nn
+
+from hydranet.config_errors import format_validation_error
 
 from hydranet.model.config import ModelConfig
 from hydranet.model.fusion import BevFusion
 from hydranet.model.hydranet import HydraNet
 from hydranet.model.neck import FPN
 from hydranet.model.registry import create_trunk
+from hydranet.model.zoo import ZooError, pretrained_weights
 from hydranet.tasks.base import HeadContext, Task, create_task
 
 
@@ -68,10 +72,32 @@ def build_parts(cfg: ModelConfig) -> ModelParts:
     return ModelParts(trunk, neck, fusion, tasks, heads, ctx)
 
 
-def create_model(cfg: ModelConfig | str | dict) -> HydraNet:
+def create_model(cfg: ModelConfig | str | dict, pretrained: bool = False) -> HydraNet:
     """A ``HydraNet`` from a ``ModelConfig``, a preset name (``MODEL_PRESETS``) or a config dict.
     Raises ``KeyError`` for an unknown preset/trunk/task and ``ValueError`` (pydantic's
-    ``ValidationError``) naming the field of an invalid config."""
+    ``ValidationError``) naming the field of an invalid config.
+
+    ``pretrained=True`` (timm's convention): ``cfg`` is a zoo name (``"tiny-world"``) or a preset with a zoo
+    entry (``"tiny"``); the entry's network (its ``state.json`` ``model_config``: the preset with the
+    overrides it was trained with) is built and its shipped weights loaded strictly
+    (``hydranet.model.zoo``). Like any new module it is in train mode: call ``.eval()`` for inference.
+    ``ZooError`` (a ``ValueError``) lists the names that have weights when ``cfg`` has none, and names
+    the file when the entry's files are missing or damaged."""
+    if pretrained:
+        if not isinstance(cfg, str):
+            raise ZooError("create_model(..., pretrained=True) takes a zoo or preset name (hydranet zoo lists them), "
+                           f"not a {type(cfg).__name__}")
+        model_cfg, weights, directory = pretrained_weights(cfg)
+        try:
+            model = create_model(ModelConfig.model_validate(model_cfg))
+        except ValidationError as e:
+            raise ZooError(format_validation_error(e, f"{directory / 'state.json'}: model_config (not valid for this "
+                                                   "version)", "model_config", sep="; ")) from None
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as e:
+            raise ZooError(f"{directory}: the weights do not match the entry's model_config ({e})") from None
+        return model
     if isinstance(cfg, str):
         cfg = ModelConfig.preset(cfg)
     elif isinstance(cfg, dict):

@@ -1,0 +1,52 @@
+"""CLI command: ``hydranet zoo`` (the pretrained models this installation ships, and how each was made)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from hydranet.cli.app import app
+from hydranet.cli.errors import cli_errors
+from hydranet.console import make_console
+from hydranet.model.zoo import PRETRAINED, ZooError, find_pretrained, verified_directory
+
+
+@app.command()
+def zoo(
+    name: str = typer.Argument("list", help="'list' (default): every entry; or an entry's name: its provenance."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The model zoo: pretrained weights shipped inside the package. Use an entry as `zoo:NAME` wherever a
+    command takes a checkpoint (eval, gate, report, export, predict, mine, label --teacher, train --from,
+    merge, view --model, ...), or in Python as `create_model(NAME or its preset, pretrained=True)`."""
+    console = make_console()
+    with cli_errors():
+        if name != "list":
+            entry = find_pretrained(name)
+            verified_directory(entry.name)  # a missing or altered file is an error (exit 2) naming it
+            console.print_json(json.dumps({"zoo": f"zoo:{entry.name}", "directory": str(entry.directory),
+                                           **entry.provenance()}))
+            return
+        rows = []
+        for entry in PRETRAINED.values():
+            try:
+                verified_directory(entry.name)
+                prov, status = entry.provenance(), "ok"
+            except ZooError as e:
+                prov, status = {}, str(e)
+            rows.append({"name": f"zoo:{entry.name}", "preset": entry.preset, "description": entry.description,
+                         "step": prov.get("step"), "config": prov.get("config"), "figures": prov.get("figures"),
+                         "floors": prov.get("floors"), "sha256": prov.get("sha256", {}).get("model.safetensors"),
+                         "status": status})
+        if as_json:
+            console.print_json(json.dumps(rows))
+            return
+        table = Table(title="hydranet model zoo (create_model(NAME or preset, pretrained=True) / zoo:NAME)")
+        for col in ("name", "preset", "what", "steps", "config", "figures", "sha256 (model.safetensors)"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], r["preset"], r["description"] if r["status"] == "ok" else r["status"],
+                          str(r["step"] or "-"), r["config"] or "-", r["figures"] or "-", r["sha256"] or "-")
+        console.print(table)
