@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # CPU build of PyTorch (a local file on our dev machines); see README for the GPU install.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint install clean bench browser figures demo-figures
+.PHONY: demo test lint install clean bench browser figures demo-figures reference reference-install
 
 # The install's seconds go to .venv/install_seconds: `hydranet demo` reports them with its own phases.
 $(STAMP): pyproject.toml
@@ -52,6 +52,24 @@ demo-figures: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python tools/figures.py record $$(basename $$b .py) -- $(BIN)/python $$b || exit 1; done
+	$(BIN)/python tools/zoo_install.py floors
+	$(BIN)/python tools/figures.py render
+
+# The reference model, zoo:tiny-world (README, "Reference model"): `make reference` trains configs/reference.yaml
+# (an hour or more on 2 CPU cores) and installs it; `make reference-install RUN=DIR` installs a run trained
+# elsewhere. Installing copies the checkpoint into hydranet/model/pretrained/tiny-world/ with its provenance,
+# records its held-out figures (docs/results/reference.json), writes the floors `make test` checks from them
+# (suites/reference/) and re-renders the docs. Then commit those three places.
+REFERENCE_RUN ?= runs/reference
+reference: $(STAMP)
+	$(BIN)/hydranet train --config configs/reference.yaml --out $(REFERENCE_RUN) --no-progress
+	$(MAKE) reference-install RUN=$(REFERENCE_RUN)
+
+reference-install: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make reference-install RUN=runs/reference (a run or checkpoint directory)"; exit 2; }
+	$(BIN)/python tools/zoo_install.py install $(RUN) --name tiny-world --config configs/reference.yaml
+	$(BIN)/python tools/figures.py record reference -- $(BIN)/python benchmarks/reference.py --model zoo:tiny-world
+	$(BIN)/python tools/zoo_install.py floors
 	$(BIN)/python tools/figures.py render
 
 clean:
