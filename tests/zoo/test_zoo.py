@@ -1,0 +1,150 @@
+"""The model zoo: ``create_model(..., pretrained=True)``, ``zoo:NAME`` wherever a checkpoint is taken, ``hydranet
+zoo``, and clear errors for a preset without weights or a zoo file that is missing or damaged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import hydranet.model.zoo as zoo
+from hydranet.checkpoint import CheckpointError, load_checkpoint, load_model, resolve_checkpoint
+from hydranet.cli import app
+from hydranet.model import ModelConfig, ZooError, create_model
+from hydranet.model.zoo import PRETRAINED, find_pretrained, verified_directory
+from hydranet.train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_reference_config_trains_the_demo_network():
+    """The zoo weights fit the demo architecture: configs/reference.yaml's model is configs/demo.yaml's."""
+    ref, demo = load_config(ROOT / "configs" / "reference.yaml"), load_config(ROOT / "configs" / "demo.yaml")
+    assert ref.model == demo.model
+    assert ref.resolved_model() == demo.resolved_model()
+    shipped = ModelConfig.model_validate(json.loads((find_pretrained("tiny-world").directory / "state.json")
+                                                    .read_text())["model_config"])
+    assert shipped == demo.resolved_model()
+
+
+def test_create_model_pretrained_is_the_shipped_checkpoint():
+    by_preset = create_model("tiny", pretrained=True)
+    by_name = create_model("tiny-world", pretrained=True)
+    loaded, ckpt = load_model("zoo:tiny-world")
+    assert ckpt.path == find_pretrained("tiny-world").directory
+    assert by_preset.cfg == by_name.cfg == loaded.cfg
+    a, b, c = by_preset.state_dict(), by_name.state_dict(), loaded.state_dict()
+    assert a.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    assert any(v.abs().sum() > 0 for k, v in a.items() if k.startswith("heads."))
+    untrained = create_model(by_preset.cfg)
+    assert not all(torch.equal(untrained.state_dict()[k], a[k]) for k in a)  # the weights really were loaded
+
+
+def test_a_preset_without_weights_names_the_ones_with_weights():
+    with pytest.raises(ZooError, match="no pretrained weights for 'base'.*names with weights: tiny-world"):
+        create_model("base", pretrained=True)
+    with pytest.raises(ZooError, match="takes a zoo or preset name"):
+        create_model(ModelConfig.preset("tiny"), pretrained=True)
+    with pytest.raises(KeyError, match="unknown model preset 'tiny-world'"):
+        create_model("tiny-world")  # a zoo name is not an architecture: pretrained=True names it
+    assert find_pretrained("zoo:tiny-world") is find_pretrained("tiny") is PRETRAINED["tiny-world"]
+
+
+def test_zoo_names_resolve_in_the_one_checkpoint_loader():
+    assert resolve_checkpoint("zoo:tiny-world") == PRETRAINED["tiny-world"].directory
+    ckpt = load_checkpoint(Path("zoo:tiny-world"), optimizer=False)  # CLI options arrive as Path
+    assert ckpt.state["step"] == PRETRAINED["tiny-world"].provenance()["step"]
+    with pytest.raises(CheckpointError, match="no pretrained weights for 'nope'.*tiny-world"):
+        load_model("zoo:nope")
+
+
+def test_provenance_says_how_to_reproduce_the_weights():
+    prov = PRETRAINED["tiny-world"].provenance()
+    assert prov["config"] == "configs/reference.yaml" and (ROOT / prov["config"]).is_file()
+    assert prov["reproduce"].startswith("hydranet train --config configs/reference.yaml")
+    assert prov["step"] > 0 and prov["data"] and set(prov["sha256"]) == {"model.safetensors", "state.json"}
+    assert prov["figures"] == "docs/results/reference.json" and (ROOT / prov["figures"]).is_file()
+    assert (PRETRAINED["tiny-world"].directory / "model.safetensors").stat().st_size < 8 * 2**20  # a few MB
+
+
+@pytest.fixture
+def zoo_copy(tmp_path, monkeypatch):
+    """The shipped zoo copied to ``tmp_path`` and pointed to, so a test may damage its files."""
+    shutil.copytree(zoo.PRETRAINED_DIR, tmp_path / "pretrained")
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tmp_path / "pretrained")
+    return tmp_path / "pretrained" / "tiny-world"
+
+
+def test_a_damaged_zoo_file_is_refused_naming_it(zoo_copy):
+    weights = zoo_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match="model.safetensors: sha256 differs"):
+        create_model("tiny", pretrained=True)
+    with pytest.raises(CheckpointError, match="model.safetensors: sha256 differs"):
+        load_model("zoo:tiny-world")
+    res = runner.invoke(app, ["export", "zoo:tiny-world", "-o", str(zoo_copy.parent / "m.onnx")])
+    assert res.exit_code == 2 and "sha256 differs" in res.output and "Traceback" not in res.output
+
+
+def test_an_edited_state_json_is_refused(zoo_copy):
+    state = json.loads((zoo_copy / "state.json").read_text())
+    state["step"] += 1
+    (zoo_copy / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="state.json: sha256 differs"):
+        load_model("zoo:tiny-world")
+
+
+@pytest.mark.parametrize("missing", ["model.safetensors", "state.json", "provenance.json"])
+def test_a_missing_zoo_file_is_a_clear_error(zoo_copy, missing):
+    (zoo_copy / missing).unlink()
+    with pytest.raises(ZooError, match=f"{missing} is missing"):
+        verified_directory("tiny-world")
+    res = runner.invoke(app, ["zoo"])
+    assert res.exit_code == 0 and f"{missing} is missing" in res.output
+    if missing == "provenance.json":  # the entry reads as not installed
+        with pytest.raises(ZooError, match="this installation has weights for none"):
+            create_model("base", pretrained=True)
+
+
+def test_hydranet_zoo_lists_names_figures_and_sha256():
+    res = runner.invoke(app, ["zoo", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    row = next(r for r in rows if r["name"] == "zoo:tiny-world")
+    prov = PRETRAINED["tiny-world"].provenance()
+    assert row["status"] == "ok" and row["sha256"] == prov["sha256"]["model.safetensors"]
+    assert row["figures"] == "docs/results/reference.json" and row["preset"] == "tiny"
+    table = runner.invoke(app, ["zoo", "list"])
+    assert table.exit_code == 0 and "zoo:tiny-world" in table.output and prov["sha256"]["model.safetensors"] in table.output
+    one = runner.invoke(app, ["zoo", "tiny-world"])
+    assert one.exit_code == 0 and json.loads(one.output)["reproduce"] == prov["reproduce"]
+    bad = runner.invoke(app, ["zoo", "nope"])
+    assert bad.exit_code == 2 and "names with weights: tiny-world" in bad.output
+
+
+def test_commands_take_zoo_names(tmp_path):
+    """Commands that do something with the checkpoint path itself besides loading it (train --from names its
+    run after it; eval writes it into its JSON) work with a zoo name; the rest load through
+    resolve_checkpoint (checked above)."""
+    suite = tmp_path / "one.yaml"
+    suite.write_text(yaml.safe_dump({"world": {"num_scenes": 2, "frames_per_scene": 1, "lighting": "day"},
+                                     "scenarios": {"day": {}}, "seeds": [9500, 9501], "frames": 1,
+                                     "tasks": {"drivable": {"thresholds": {"miou": ">= 0.5"}}}}))
+    res = runner.invoke(app, ["eval", "zoo:tiny-world", "--suite", str(suite), "-o", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e.json").read_text())["passed"]
+    res = runner.invoke(app, ["train", "--from", "zoo:tiny-world", "--tasks", "drivable", "--freeze", "trunk,neck",
+                              "--set", "train.steps=1", "--set", "train.batch_size=1", "--set", "train.in_memory=false",
+                              "--set", "data.datasets.reference.frames=1", "--set", "eval.frames=1",
+                              "--set", "train.threads=1", "--no-progress", "-o", str(tmp_path / "ft")])
+    assert res.exit_code == 0, res.output
+    _, ckpt = load_model(tmp_path / "ft")
+    assert ckpt.state["step"] == 1
