@@ -34,6 +34,7 @@ from hydranet.data.labels import label_spec
 from hydranet.data.sample import Sample, collate
 from hydranet.engine.label import LabelError, Labelled, check_queue_fits, label_cost
 from hydranet.engine.track import boxes_to_ego, boxes_to_world, smooth_track, track_lights, track_objects
+from hydranet.eval.loop import Evaluator
 
 
 @dataclass
@@ -81,16 +82,16 @@ def teacher_outputs(teacher: Any, pool: Dataset, indices: list[int], batch_size:
                                                                                                  dict[str, list]]:
     """Samples (labels stripped) and decoded teacher outputs per task for ``indices``."""
     samples, decoded = [], {name: [] for name in teacher.task_objects}
+    predictor = Evaluator(teacher, score=False)
     for s in range(0, len(indices), batch_size):
         chunk = [pool[i] for i in indices[s:s + batch_size]]
         for c in chunk:
             c.labels = {}
-        batch = collate(chunk)
-        out = teacher.forward_batch(batch)
+        prediction = predictor.step(collate(chunk))
         for name, task in teacher.task_objects.items():
-            decoded[name] += task.decode(out[name], batch)
+            decoded[name] += prediction.decoded(name)
             if name in ("drivable", "bev_semantic") and hasattr(task, "probabilities"):
-                decoded.setdefault(f"{name}/prob", []).extend(task.probabilities(out[name], batch))
+                decoded.setdefault(f"{name}/prob", []).extend(prediction.probabilities(name))
         samples += chunk
     return samples, decoded
 

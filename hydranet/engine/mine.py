@@ -29,9 +29,10 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hydranet.data.sample import collate
-from hydranet.engine.pool import frame_metadata, run_model
+from hydranet.engine.pool import frame_embeddings, frame_metadata, needs_memory
 from hydranet.engine.select import k_centre
 from hydranet.engine.triggers.base import BatchContext, FrameContext, Trigger, TriggerError, create_trigger
+from hydranet.eval.loop import Evaluator
 
 MAX_ERROR_MESSAGES = 20
 
@@ -206,13 +207,16 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
     tally = _Tally.empty(keys)
     loader = DataLoader(Subset(pool, list(block)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_strip)
+    predictor = Evaluator(model, score=False, keep_features=True, stream=needs_memory(model))
+    shadow_predictor = None if shadow is None else Evaluator(shadow, score=False, stream=needs_memory(shadow))
     done = 0
     for batch in loader:
         start = block.start + done
-        outputs, emb = run_model(model, batch)
-        shadow_out = shadow(batch) if shadow is not None else None
+        prediction = predictor.step(batch)
+        emb = frame_embeddings(prediction)
+        shadow_prediction = shadow_predictor.step(batch) if shadow_predictor is not None else None
         meta = [frame_metadata(pool, start + i) for i in range(len(batch))]
-        ctx = BatchContext(batch, outputs, model, meta, shadow_out, shadow)
+        ctx = BatchContext(prediction, model, meta, shadow_prediction, shadow)
         for i in range(len(batch)):
             fc = FrameContext(ctx, i)
             scores, reasons = _score_frame(fc, keys, triggers, start + i, tally)

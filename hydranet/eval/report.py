@@ -21,6 +21,7 @@ from PIL import Image
 
 from hydranet.data.sample import collate
 from hydranet.eval.charts import bar_chart, heatmap, line_chart
+from hydranet.eval.loop import Evaluator, predictor_of
 from hydranet.eval.runner import Check, SuiteRun, TaskEval, Worlds, worst_frames
 from hydranet.metrics import (
     DepthMetric,
@@ -158,17 +159,18 @@ def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: 
     sample = worlds.sample(fid)
     batch = collate([sample]).to(device)
     names = list(run.tasks)
-    out = model.forward_batch(batch, tasks=names)
+    predictor = predictor_of(model)
+    prediction = Evaluator(predictor, {n: predictor.tasks[n] for n in names}, score=False).step(batch)
     grid = worlds(fid.scenario, fid.seed).setup.grid
     scale = scale or (2 if sample.images.shape[-2] <= 160 else 1)  # small renders are upscaled to stay legible
-    decoded = {n: _cpu(model.task_objects[n].decode(out[n], batch)[0]) for n in names}
-    targets = {n: _cpu(model.task_objects[n].targets(batch)[0]) for n in names}
+    decoded = {n: _cpu(prediction.decoded(n)[0]) for n in names}
+    targets = {n: _cpu(prediction.targets(n)[0]) for n in names}
     result = []
     for group, tasks in draw_groups(names):
         gt, pred = Views.from_sample(sample, grid, scale=scale), Views.from_sample(sample, grid, scale=scale)
         gt.legend_styles, pred.legend_styles = ("ground truth",), ("prediction",)  # each shows one side only
         for name in tasks:
-            task = model.task_objects[name]
+            task = predictor.tasks[name]
             if targets[name] is not None:
                 task.draw(gt, targets[name], ground_truth=True)
             task.draw(pred, decoded[name], ground_truth=False)

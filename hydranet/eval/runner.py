@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from hydranet.data.sample import Sample, collate
-from hydranet.eval.loop import EvalFrame, Evaluator
+from hydranet.eval.loop import EvalFrame, Evaluator, predictor_of
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.json_files import to_jsonable
@@ -179,7 +179,7 @@ def name_cameras(state: dict[str, Any], names: Any) -> None:
                 m.camera_names = tuple(names)
 
 
-def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
+def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
 
@@ -192,13 +192,11 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
                        lambda s, seed: worlds(s, seed).config.frames_per_scene)
     if suite.sequence is not None:  # video: one frame at a time, in order, through each model's memory
         batch_size = 1
-        for model in models.values():
-            if hasattr(model, "reset_state"):
-                model.reset_state()
     state: dict[str, tuple[dict[str, TaskEval], list[str]]] = {}
     for label, model in models.items():
-        model.eval()
-        objs = model.task_objects
+        if isinstance(model, nn.Module):
+            model.eval()
+        objs = predictor_of(model).tasks
         tasks = {}
         for name in suite.tasks:
             if name not in objs:
@@ -213,9 +211,9 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     for label, model in models.items():
         tasks, _ = state[label]
         if tasks:
-            evaluators[label] = Evaluator(model, {n: model.task_objects[n] for n in tasks},
+            evaluators[label] = Evaluator(model, {n: predictor_of(model).tasks[n] for n in tasks},
                                           metrics={n: te.metric for n, te in tasks.items()},
-                                          on_frame=_record_frames(tasks), sequence=suite.sequence is not None)
+                                          on_frame=_record_frames(tasks), stream=suite.sequence is not None)
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)

@@ -35,8 +35,8 @@ from rich.console import Console
 from hydranet.checkpoint import load_model
 from hydranet.console import make_console, progress, working
 from hydranet.data.manifest import ShardError
-from hydranet.eval.loop import dataset_batches, evaluate
-from hydranet.eval.sequence import evaluate_sequences, scene_runs
+from hydranet.eval.loop import dataset_batches, evaluate, evaluate_clips
+from hydranet.eval.sequence import scene_runs
 from hydranet.json_files import write_json
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
@@ -131,7 +131,7 @@ def _stream_video(model: Any, eval_set: Any, n_eval: int, out: Path, console: Co
     """A temporal model: stream the held-out scenes through its memory, write ``out/video.json`` and print
     the objects3d video figures (mAP, mAVE, occluded recall, flicker)."""
     with working("streaming the held-out scenes through the video memory", console):
-        video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(model.task_objects))
+        video = evaluate_clips(model, eval_set, scene_runs(eval_set, n_eval), list(model.task_objects))
     write_json(out / "video.json", video)
     o = video.get("objects3d", {})
     nan = float("nan")

@@ -188,7 +188,7 @@ class LossStep(nn.Module):
 
     ``DistributedDataParallel`` prepares its gradient reducer (and finds the parameters a sub-graph
     step leaves unused) only inside its own ``forward``; the trainer computes losses through
-    ``model.forward``, ``model.forward_from_features`` (cached features) or a clip of
+    ``model.forward``, ``model.forward_features`` (cached features) or a clip of
     ``model.forward_step`` calls, so the whole computation runs as one DDP forward."""
 
     def __init__(self, model: nn.Module) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hydranet.data.sample import LIGHT_STATES, collate
+from hydranet.eval.loop import Evaluator
 from hydranet.json_files import write_json
 from hydranet.setup import Setup, class_names
 from hydranet.tasks.base import Task
@@ -88,12 +89,13 @@ def draw_predictions(model: nn.Module, tasks: dict[str, Task], dataset: Dataset,
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     names = sorted(tasks)
+    predictor = Evaluator(model, tasks, score=False, device=device)
     written = []
     for i in indices:
-        batch = collate([dataset[i]]).to(device)
-        outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
-        decoded = {t: tasks[t].decode(outputs[t], batch)[0] for t in names}
-        truth = {t: tasks[t].targets(batch)[0] for t in names}
+        prediction = predictor.step(collate([dataset[i]]))
+        batch = prediction.batch
+        decoded = {t: prediction.decoded(t)[0] for t in names}
+        truth = {t: prediction.targets(t)[0] for t in names}
 
         def panel(which: dict[str, Any], gt: bool, only: list[str], title: str, batch: Any = batch) -> Image.Image:
             views = Views.from_batch(batch.to("cpu"), 0, grid, scale=scale)

@@ -4,7 +4,7 @@
 only the named heads on images. This module adds what needs more than that:
 
 - ``--from-cache CACHE``: train heads on cached trunk features (``feature_cache.py``) through
-  ``model.forward_from_features``; the trunk never runs, which is where the speed comes from. The
+  ``model.forward_features``; the trunk never runs, which is where the speed comes from. The
   model's trunk hash must equal the cache's, or training is refused.
 - ``--add-task NAME``: put a new task into the trained network (its head starts fresh) and train only
   that head; trunk, neck and fusion are frozen unless ``--freeze`` names another set.
@@ -133,11 +133,11 @@ class CacheTrainer(Trainer):
     go through the whole model, so metrics are measured exactly as for any checkpoint."""
 
     def forward(self, batch: Any, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
-        """``{task: {key: Tensor}}``: a ``CachedBatch`` runs ``forward_from_features`` on its cached (fp16-stored,
+        """``{task: {key: Tensor}}``: a ``CachedBatch`` runs ``forward_features`` on its cached (fp16-stored,
         fp32-computed) trunk features; any other batch goes through the whole model (``Trainer.forward``)."""
         if isinstance(batch, CachedBatch):
             feats = {k: v.float() for k, v in batch.features.items()}  # fp16 storage, fp32 (or autocast) compute
-            return self.model.forward_from_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
+            return self.model.forward_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
                                                     image_hw=tuple(batch.images.shape[-2:]))
         return super().forward(batch, tasks)
 
@@ -195,7 +195,7 @@ def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -
     model.eval()  # a train-mode probe would move BatchNorm statistics, even under no_grad
     try:
         with torch.no_grad():
-            model.forward_from_features({k: v.float() for k, v in probe.features.items()}, probe.intrinsics,
+            model.forward_features({k: v.float() for k, v in probe.features.items()}, probe.intrinsics,
                                         probe.T_ego_from_cam, train_tasks, image_hw=cache.image_hw)
     except KeyError as e:
         raise CacheError(f"{cache.path}: the heads of {train_tasks} read FPN level {e} which the cache does not store "

@@ -15,7 +15,7 @@ rich progress bar with per-task losses) and writes checkpoints (what a checkpoin
 how resume restores it exactly, is ``training_state.py``).
 
 ``Trainer.forward`` is the one place the model is called, so sub-graph training can substitute
-``model.forward_from_features`` on cached features without touching the loop.
+``model.forward_features`` on cached features without touching the loop.
 """
 
 from __future__ import annotations

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from hydranet.data.sample import Batch
+from hydranet.eval.loop import Prediction
 
 
 class TriggerError(ValueError):
@@ -40,21 +41,29 @@ class Score:
 
 @dataclass
 class BatchContext:
-    """Everything computed once per batch and shared by every trigger."""
+    """Everything computed once per batch and shared by every trigger: the model's ``Prediction`` on the batch
+    (raw outputs, decoded outputs and probabilities, each computed on first use), per-frame metadata, and for
+    shadow mode the deployed graph's prediction on the same frames."""
 
-    batch: Batch
-    outputs: dict[str, dict[str, Tensor]]  # raw head outputs, camera [B, N, ...], BEV [B, ...]
-    model: Any  # HydraNet or DeployedModel: ``task_objects``/``tasks`` give decoders
+    prediction: Prediction
+    model: Any  # HydraNet or DeployedModel
     metadata: list[dict[str, Any]]  # per frame: {"lighting": "night", "fog": 0.01, ...} when the source knows
-    shadow_outputs: dict[str, dict[str, Tensor]] | None = None  # the deployed graph on the same frames
-    shadow: Any = None  # the DeployedModel that produced ``shadow_outputs``
-    _decoded: dict[str, list[Any]] = field(default_factory=dict)
-    _shadow_decoded: dict[str, list[Any]] = field(default_factory=dict)
-    _probs: dict[str, list[Tensor]] = field(default_factory=dict)
+    shadow_prediction: Prediction | None = None  # the deployed graph on the same frames
+    shadow: Any = None  # the DeployedModel that produced ``shadow_prediction``
+
+    @property
+    def batch(self) -> Batch:
+        """The collated frames (labels stripped by the miner)."""
+        return self.prediction.batch
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Tensor]]:
+        """Raw head outputs: camera ``[B, N, ...]``, BEV ``[B, ...]``."""
+        return self.prediction.outputs
 
     def tasks(self) -> dict[str, Any]:
-        """The model's task objects by name (``task_objects`` of a HydraNet, ``tasks`` of a DeployedModel)."""
-        return getattr(self.model, "task_objects", None) or getattr(self.model, "tasks", {})
+        """The model's task objects by name."""
+        return self.prediction.tasks
 
     def has(self, task: str) -> bool:
         """True when the batch's raw outputs include ``task``."""
@@ -62,24 +71,18 @@ class BatchContext:
 
     def decoded(self, task: str) -> list[Any]:
         """Decoded outputs of ``task`` for every frame of the batch (label format + ``scores``)."""
-        if task not in self._decoded:
-            self._decoded[task] = self.tasks()[task].decode(self.outputs[task], self.batch)
-        return self._decoded[task]
+        return self.prediction.decoded(task)
 
     def probabilities(self, task: str) -> list[Tensor]:
         """Per-frame probabilities of a dense task that offers ``probabilities`` (drivable, bev_semantic)."""
-        if task not in self._probs:
-            self._probs[task] = self.tasks()[task].probabilities(self.outputs[task], self.batch)
-        return self._probs[task]
+        return self.prediction.probabilities(task)
 
     def shadow_decoded(self, task: str) -> list[Any]:
-        """Decoded outputs of ``task`` from the deployed (shadow) graph for every frame, cached.
-        Raises ``TriggerError`` when no shadow graph was given."""
-        if self.shadow_outputs is None or self.shadow is None:
+        """Decoded outputs of ``task`` from the deployed (shadow) graph for every frame. Raises ``TriggerError``
+        when no shadow graph was given."""
+        if self.shadow_prediction is None or self.shadow is None:
             raise TriggerError("shadow outputs are not available: pass the deployed graph (--shadow model.onnx)")
-        if task not in self._shadow_decoded:
-            self._shadow_decoded[task] = self.shadow.tasks[task].decode(self.shadow_outputs[task], self.batch)
-        return self._shadow_decoded[task]
+        return self.shadow_prediction.decoded(task)
 
 
 @dataclass
