@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-import hydranet.world.source  # noqa: F401 - registers the ``world`` source kind
 from hydranet.data.manifest import MANIFEST_NAME, ShardManifestError
 from hydranet.data.shards import ShardDataset
 from hydranet.data.sources import (

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -65,7 +65,7 @@ class Entry(Generic[T]):
     options: type[BaseModel]
 
 
-class Registry(Generic[T]):
+class Registry(Mapping[str, T]):
     """The plug-ins of one ``kind`` (``"task"``, ``"trunk"``, ...): built-ins are the modules of ``package``,
     plug-ins the entry points of ``group`` (default ``hydranet.<kind>s``); see the module docstring."""
 
@@ -109,7 +109,7 @@ class Registry(Generic[T]):
             return
         self._loaded = True
         package = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(package.__path__):
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):  # a package: every module in it
             importlib.import_module(f"{self.package}.{info.name}")
         for ep in entry_points(group=self.group):
             try:
@@ -124,41 +124,64 @@ class Registry(Generic[T]):
         self.load()
         return sorted(self._entries)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
     def __contains__(self, name: object) -> bool:
         self.load()
         return isinstance(name, str) and (name in self._entries or self._family(name) is not None)
+
+    def __getitem__(self, name: str) -> T:
+        """The registered object (class or factory) of ``name``; ``RegistryError`` (a ``KeyError``) when unknown."""
+        if name not in self:
+            raise RegistryError(f"unknown {self.kind} '{name}'; registered {self.kind}s: {self.names()}")
+        return self.entry(name).obj
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Unregister ``name`` (e.g. a test's plug-in); returns its object, or ``default`` when not registered."""
+        entry = self._entries.pop(name, None)
+        if entry is None:
+            if default:
+                return default[0]
+            raise RegistryError(f"{self.kind} '{name}' is not registered")
+        return entry.obj
 
     def _family(self, name: str) -> str | None:
         prefix, sep, _ = name.partition(":")
         return f"{prefix}:" if self.prefixes and sep and f"{prefix}:" in self._entries else None
 
-    def get(self, name: str, where: str | None = None) -> Entry[T]:
+    def entry(self, name: str) -> Entry[T]:
         """The entry of ``name``; the registry's ``error`` listing the registered names when unknown."""
         self.load()
         entry = self._entries.get(name)
         if entry is None and (family := self._family(name)) is not None:
             entry = self._entries[family]
         if entry is None:
-            head = f"{where}: " if where else ""
-            raise self.error(f"{head}unknown {self.kind} '{name}'; registered {self.kind}s: {self.names()}")
+            raise self.error(f"unknown {self.kind} '{name}'; registered {self.kind}s: {self.names()}")
         return entry
 
-    def validate(self, name: str, values: Mapping[str, Any] | None = None, where: str | None = None) -> BaseModel:
+    def validate(self, name: str, values: Mapping[str, Any] | BaseModel | None = None,
+                 where: str | None = None) -> BaseModel:
         """``values`` validated by ``name``'s options model; the registry's ``error`` names ``where.<field>`` for
         every problem (``where`` default: the kind)."""
-        entry = self.get(name, where)
+        entry = self.entry(name)
+        if isinstance(values, entry.options):  # already validated (a config section of this model)
+            return values
         implied = {"model_name": name.partition(":")[2]} if entry.name != name else {}
         try:
             return entry.options.model_validate(implied | dict(values or {}))
         except ValidationError as e:
-            raise self.error(f"{self.kind} '{name}': bad options ({format_validation_error(e, where or self.kind)})"
-                             ) from None
+            problems = format_validation_error(e, "", prefix=self.kind if where is None else where, sep="; ")
+            raise self.error(f"{self.kind} '{name}': bad options ({problems})") from None
 
-    def create(self, name: str, values: Mapping[str, Any] | None = None, /, *, where: str | None = None,
+    def create(self, name: str, values: Mapping[str, Any] | BaseModel | None = None, /, *, where: str | None = None,
                **context: Any) -> Any:
         """``object(options=<validated values>, **context)`` for registered ``name``."""
         options = self.validate(name, values, where)
-        return self.get(name).obj(options=options, **context)  # type: ignore[operator]
+        return self.entry(name).obj(options=options, **context)  # type: ignore[operator]
 
 
 def _module(obj: Any) -> str:

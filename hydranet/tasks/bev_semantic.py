@@ -20,11 +20,10 @@ from torch import Tensor, nn
 
 from hydranet.data.sample import BEV_CLASSES, Batch
 from hydranet.metrics import Metric, SegmentationIoU
-from hydranet.tasks.base import HeadContext, register_task
+from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
-    OptionsTask,
     binary_focal_loss,
     present_index,
     prior_bias,
@@ -61,7 +60,7 @@ def outline(masks: Tensor) -> Tensor:
 
 
 @register_task
-class BevSemantic(OptionsTask):
+class BevSemantic(Task):
     """Multi-label BEV semantic map over ``BEV_CLASSES`` on the ``BevGrid`` (see the module doc).
 
     Label ``bev_semantic``: uint8 ``[C, R, C']`` 0/1 per sample, optionally with ``bev_semantic_known``

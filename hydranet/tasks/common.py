@@ -12,17 +12,15 @@ Conventions used throughout the task files:
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.config_errors import format_validation_error
 from hydranet.data.sample import Batch
-from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext, Task
+from hydranet.tasks.base import HeadContext, Task, TaskOptions
 
 # The camera-feature key of the normalised images ``[B*N, 3, H, W]`` (``HydraNet.camera_features``), beside
 # the FPN levels: what a head with ``pixel_skip`` reads.
@@ -35,26 +33,6 @@ PRED_COLOR: tuple[int, int, int] = (255, 60, 200)
 # ---------------------------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------------------------
-
-
-class TaskOptions(BaseModel):
-    """Base of every task's options: unknown or mistyped fields are errors that name themselves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OptionsTask(Task):
-    """A ``Task`` whose ``**options`` are validated by a pydantic model (``Options``) into ``self.cfg``."""
-
-    Options: ClassVar[type[TaskOptions]] = TaskOptions
-
-    def __init__(self, setup: Setup | None = None, **options: Any) -> None:
-        super().__init__(setup, **options)
-        try:
-            self.cfg = self.Options(**options)
-        except ValidationError as e:
-
-            raise ValueError(f"task '{self.name}': bad options ({format_validation_error(e, '', sep='; ')})") from None
 
 
 class CameraHeadOptions(TaskOptions):
@@ -189,7 +167,7 @@ class CameraHead(nn.Module):
         return self.head(x)
 
 
-class CameraTask(OptionsTask):
+class CameraTask(Task):
     """A task on per-camera FPN features; ``build_head`` resolves and records the stride it reads."""
 
     space = "camera"

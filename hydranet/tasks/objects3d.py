@@ -23,11 +23,10 @@ from hydranet.geometry import BevGrid
 from hydranet.metrics import Metric
 from hydranet.metrics.detection3d import NUSCENES_CLASS_RANGE
 from hydranet.metrics.temporal import TemporalDetection3DMetric
-from hydranet.tasks.base import HeadContext, register_task
+from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
-    OptionsTask,
     above_threshold,
     draw_gaussian,
     gaussian_radius,
@@ -134,7 +133,7 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
 
 
 @register_task
-class Objects3D(OptionsTask):
+class Objects3D(Task):
     """3D objects on the BEV grid with CenterPoint (Yin et al. 2021); see the module doc.
 
     Label ``objects3d``: ego-frame boxes ``[M, 7]`` (x, y, z, l, w, h, yaw) in metres/radians, velocity

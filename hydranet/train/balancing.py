@@ -50,11 +50,47 @@ import math
 from typing import Any
 
 import torch
+from pydantic import ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.train.config import BalancingConfig
+from hydranet.registry import Options, Registry
 from hydranet.train.distributed import all_reduce_grads, all_reduce_mean_
 from hydranet.train.scheduler import stable_seed
+
+# Built-ins: the strategies of this file; plug-ins: the ``hydranet.balancers`` entry-point group.
+BALANCERS: Registry[type[Balancer]] = Registry("balancer", package="hydranet.train.balancing")
+
+
+class GradNormConfig(Options):
+    """``train.balancing.gradnorm``: GradNorm's α, the task weights' step size and the last shared layer
+    (Chen et al., ICML 2018)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    alpha: float = Field(default=1.5, ge=0)  # restoring force toward equal training rates
+    lr: float = Field(default=0.025, gt=0)  # step size of the task weights
+    shared: str = "neck"  # dotted module path whose parameters are "the last shared layer"
+
+
+class BalancingConfig(Options):
+    """``train.balancing``: the multi-task loss balancing strategy (``kind``, a registered balancer: ``static``,
+    ``uncertainty``, ``gradnorm``, ``pcgrad`` or a plug-in's), its static or initial per-task weights, and the
+    shared modules PCGrad / GradNorm work on. Every balancer takes these options."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    kind: str = "static"
+    weights: dict[str, float] = Field(default_factory=dict)  # static (and initial) weights; default 1
+    gradnorm: GradNormConfig = Field(default_factory=GradNormConfig)
+    # PCGrad projects the gradients of these modules (the shared sub-graph); heads get plain sums.
+    shared: list[str] = Field(default_factory=lambda: ["trunk", "neck", "fusion"])
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in BALANCERS:
+            raise ValueError(f"unknown balancer '{v}'; registered balancers: {BALANCERS.names()}")
+        return v
 
 
 def module_params(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
@@ -78,6 +114,7 @@ def module_params(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
     return out
 
 
+@BALANCERS.register(options=BalancingConfig)
 class Balancer(nn.Module):
     """Static weighting ``Σ w_t L_t`` (``train.balancing.kind: static``) and the base of the other strategies.
 
@@ -86,13 +123,15 @@ class Balancer(nn.Module):
     ``train.balancing.weights`` for a weight given to an unknown task. Subclasses override ``backward``/``reduce``.
     """
 
-    kind = "static"
+    name = "static"
     # True where the strategy combines per-task gradients non-linearly (PCGrad, GradNorm): those need
     # the explicit per-task all-reduce, so the trainer must not wrap the model in DDP.
     per_task_grads = False
 
-    def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter], seed: int = 0) -> None:
+    def __init__(self, options: BalancingConfig, tasks: list[str], model: nn.Module, trainable: list[nn.Parameter],
+                 seed: int = 0) -> None:
         super().__init__()
+        cfg = options
         unknown = sorted(set(cfg.weights) - set(tasks))
         if unknown:
             raise ValueError(f"train.balancing.weights: unknown task(s) {unknown}; tasks: {sorted(tasks)}")
@@ -131,6 +170,7 @@ class Balancer(nn.Module):
         """Forget what this step accumulated (non-finite step)."""
 
 
+@BALANCERS.register(options=BalancingConfig)
 class UncertaintyBalancer(Balancer):
     """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018): ``Σ exp(-s_t) L_t + s_t``.
 
@@ -138,10 +178,11 @@ class UncertaintyBalancer(Balancer):
     configured weight) are trained by the trainer's optimizer; their gradients are all-reduced with the rest.
     """
 
-    kind = "uncertainty"
+    name = "uncertainty"
 
-    def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter], seed: int = 0) -> None:
-        super().__init__(tasks, cfg, trainable, seed)
+    def __init__(self, options: BalancingConfig, tasks: list[str], model: nn.Module, trainable: list[nn.Parameter],
+                 seed: int = 0) -> None:
+        super().__init__(options, tasks, model, trainable, seed)
         # s_t = log σ_t², initialised so exp(-s_t) equals the configured static weight.
         self.log_vars = nn.Parameter(-torch.log(self.task_weights.clone().clamp_min(1e-6)))
 
@@ -168,11 +209,18 @@ class _PerTaskGrads(Balancer):
 
     per_task_grads = True
 
-    def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter],
-                 shared: list[nn.Parameter], seed: int = 0) -> None:
-        super().__init__(tasks, cfg, trainable, seed)
+    @staticmethod
+    def shared_paths(options: BalancingConfig) -> list[str]:
+        """Module paths of the shared parameters whose per-task gradients are combined."""
+        raise NotImplementedError
+
+    def __init__(self, options: BalancingConfig, tasks: list[str], model: nn.Module, trainable: list[nn.Parameter],
+                 seed: int = 0) -> None:
+        super().__init__(options, tasks, model, trainable, seed)
+        ids = {id(p) for p in trainable}
+        shared = [p for p in module_params(model, self.shared_paths(options)) if id(p) in ids]
         if not shared:
-            raise ValueError(f"balancing '{self.kind}': no trainable shared parameters found (check the "
+            raise ValueError(f"balancing '{self.name}': no trainable shared parameters found (check the "
                              "shared module paths; a frozen trunk leaves nothing to balance)")
         self.shared = shared
         ids = {id(p) for p in shared}
@@ -227,6 +275,7 @@ class _PerTaskGrads(Balancer):
         self.used.zero_()
 
 
+@BALANCERS.register(options=BalancingConfig)
 class PCGradBalancer(_PerTaskGrads):
     """Gradient surgery (PCGrad; Yu et al., NeurIPS 2020) on the shared parameters (``cfg.shared`` paths).
 
@@ -234,7 +283,12 @@ class PCGradBalancer(_PerTaskGrads):
     *before* projection, so every rank writes the update one process would (module docstring).
     """
 
-    kind = "pcgrad"
+    name = "pcgrad"
+
+    @staticmethod
+    def shared_paths(options: BalancingConfig) -> list[str]:
+        """The shared sub-graph PCGrad projects: ``train.balancing.shared``."""
+        return list(options.shared)
 
     def backward(self, losses: dict[str, Tensor], scale: float) -> float:
         """Accumulate per-task gradients of ``scale · w_t L_t`` on the shared parameters (flat buffers ``[T, n]``)
@@ -272,6 +326,7 @@ def pcgrad_combine(grads: Tensor, generator: torch.Generator | None = None) -> T
     return out.sum(0)
 
 
+@BALANCERS.register(options=BalancingConfig)
 class GradNormBalancer(_PerTaskGrads):
     """GradNorm (Chen et al., ICML 2018): task weights ``w_t`` (summing to T) learned so the gradient norms on
     the last shared layer (``cfg.gradnorm.shared``) follow each task's relative inverse training rate.
@@ -280,11 +335,16 @@ class GradNormBalancer(_PerTaskGrads):
     optimizer step by ``gradnorm_update`` from all-reduced norms and losses (identical on every rank).
     """
 
-    kind = "gradnorm"
+    name = "gradnorm"
 
-    def __init__(self, tasks: list[str], cfg: BalancingConfig, trainable: list[nn.Parameter],
-                 shared: list[nn.Parameter], seed: int = 0) -> None:
-        super().__init__(tasks, cfg, trainable, shared, seed)
+    @staticmethod
+    def shared_paths(options: BalancingConfig) -> list[str]:
+        """The last shared layer GradNorm measures: ``train.balancing.gradnorm.shared``."""
+        return [options.gradnorm.shared]
+
+    def __init__(self, options: BalancingConfig, tasks: list[str], model: nn.Module, trainable: list[nn.Parameter],
+                 seed: int = 0) -> None:
+        super().__init__(options, tasks, model, trainable, seed)
         n = len(self.tasks)
         # GradNorm keeps Σ w = T; start from the configured weights rescaled to that sum.
         self.task_weights.mul_(n / self.task_weights.sum())
@@ -352,18 +412,9 @@ def gradnorm_update(weights: Tensor, initial: Tensor, losses: Tensor, norms: Ten
 
 def create_balancer(cfg: BalancingConfig, tasks: list[str], model: nn.Module, trainable: list[nn.Parameter],
                     seed: int = 0) -> Balancer:
-    """The balancer for ``cfg.kind`` (``static``, ``uncertainty``, ``pcgrad``, ``gradnorm``); ``seed`` seeds
-    PCGrad's task order. Raises ``ValueError`` for an unknown kind or, for pcgrad/gradnorm, when the
-    configured shared module paths hold no trainable parameter of ``model``."""
-    if cfg.kind == "static":
-        return Balancer(tasks, cfg, trainable, seed)
-    if cfg.kind == "uncertainty":
-        return UncertaintyBalancer(tasks, cfg, trainable, seed)
-    ids = {id(p) for p in trainable}
-    if cfg.kind == "pcgrad":
-        shared = [p for p in module_params(model, cfg.shared) if id(p) in ids]
-        return PCGradBalancer(tasks, cfg, trainable, shared, seed)
-    if cfg.kind == "gradnorm":
-        shared = [p for p in module_params(model, [cfg.gradnorm.shared]) if id(p) in ids]
-        return GradNormBalancer(tasks, cfg, trainable, shared, seed)
-    raise ValueError(f"unknown balancing kind '{cfg.kind}'")
+    """The registered balancer ``cfg.kind`` (``static``, ``uncertainty``, ``pcgrad``, ``gradnorm`` or a plug-in's)
+    for ``tasks``; ``seed`` seeds PCGrad's task order. Raises ``RegistryError`` for an unknown kind and
+    ``ValueError`` when, for pcgrad/gradnorm, the configured shared module paths hold no trainable parameter of
+    ``model``."""
+    return BALANCERS.create(cfg.kind, cfg, where="train.balancing", tasks=tasks, model=model, trainable=trainable,
+                            seed=seed)

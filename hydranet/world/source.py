@@ -1,7 +1,7 @@
 """``world``: the synthetic world (``hydranet.world``) as a registered source, rendered on the fly.
 
-It lives in the world package (which sits right of ``hydranet.data``) and registers itself into
-``hydranet.data.sources`` when imported; ``hydranet.datasets`` imports it.
+It lives in the world package (which sits right of ``hydranet.data``) and joins the source registry through
+the ``hydranet.sources`` entry-point group (``pyproject.toml``), as a plug-in from any distribution would.
 
 Options: ``world`` (``WorldConfig`` fields, or a path to a world YAML; its ``setup`` is what is rendered)
 and ``frames`` (required: how many frames to render; enough whole scenes are generated to cover them).

@@ -40,15 +40,15 @@ def test_world_and_shards_registered_and_open(tmp_path):
     assert len(open_dataset(f"shards:{tmp_path / 'w'}")) == 2
     with pytest.raises(SourceConfigError, match="world: kind 'world' needs 'frames'"):
         open_source({"kind": "world"}, "world")
-    with pytest.raises(SourceConfigError, match=r"shards\.pth: unknown option"):
+    with pytest.raises(SourceConfigError, match=r"shards\.pth: unknown field"):
         open_source({"kind": "shards", "pth": "x"}, "shards")
 
 
 def test_training_config_validates_source_options():
     base = {"model": {"preset": "tiny"}}
-    with pytest.raises(ConfigError, match=r"data\.datasets\.n: versoin: unknown option"):
+    with pytest.raises(ConfigError, match=r"data\.datasets\.n: source 'nuscenes': bad options \(versoin: unknown field"):
         config_from_dict({"data": {"datasets": {"n": {"kind": "nuscenes", "dataroot": "x", "versoin": 1}}}, **base})
-    with pytest.raises(ConfigError, match="unknown source kind 'kitty'"):
+    with pytest.raises(ConfigError, match="unknown source 'kitty'"):
         config_from_dict({"data": {"datasets": {"k": {"kind": "kitty"}}}, **base})
     cfg = config_from_dict({"data": {"datasets": {"n": {"kind": "nuscenes", "dataroot": "x", "split": "mini_val"}}},
                             **base})

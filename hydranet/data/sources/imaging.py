@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from hydranet.data.sources import SourceError
+from hydranet.data.sources.base import SourceError
 from hydranet.limits import open_image
 
 __all__ = ["load_rgb", "resize_label_map", "sparse_depth", "scale_boxes"]

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.data.validate import check_rotation
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points

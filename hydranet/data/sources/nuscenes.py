@@ -53,7 +53,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
     level,

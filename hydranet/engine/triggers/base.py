@@ -4,7 +4,8 @@ A trigger looks at one frame of an unlabelled pool through the model's outputs a
 ``Score``: a number in ``[0, 1]`` (0 = nothing interesting, 1 = as interesting as this trigger
 gets) and a reason a labeller reads in the queue ("drivable: camera and BEV disagree on 31 % of the
 road"). Triggers never see labels. Writing one is one file under ``hydranet/engine/triggers/``
-with ``@register_trigger``; ``create_trigger(name, **options)`` builds it from the CLI/config.
+with ``@register_trigger`` and its pydantic ``Options``; ``create_trigger(name, **options)`` builds it from the
+CLI/config (``TRIGGERS``, the one registry mechanism of ``hydranet.registry``).
 
 ``FrameContext`` is what a trigger may read for frame ``i`` of a batch: the collated ``Batch``
 (images, K, T, scene ids — labels are stripped by the miner), the raw head outputs, decoded outputs
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from hydranet.data.sample import Batch
 from hydranet.eval.loop import Prediction
+from hydranet.registry import Options, Registry
 
 
 class TriggerError(ValueError):
@@ -118,16 +120,21 @@ class FrameContext:
         return self.ctx.decoded(task)[self.i]
 
 
+class TriggerOptions(Options):
+    """Base of every trigger's options (pydantic, unknown fields are errors naming themselves)."""
+
+
 class Trigger(ABC):
-    """Base class of every trigger. ``tasks``: the heads it reads (a model lacking one is an error
-    before mining starts, not a silent zero)."""
+    """Base class of every trigger, created from its validated ``Options`` (``create_trigger``). ``tasks``: the
+    heads it reads (a model lacking one is an error before mining starts, not a silent zero)."""
 
     name: ClassVar[str]
+    Options: ClassVar[type[TriggerOptions]] = TriggerOptions
     tasks: ClassVar[tuple[str, ...]] = ()
     needs_shadow: ClassVar[bool] = False
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self, options: TriggerOptions) -> None:
+        self.options: dict[str, Any] = options.model_dump()  # every option's value (the queue's column names)
 
     def check(self, model_tasks: list[str]) -> None:
         """Raise ``TriggerError`` when the model lacks a head this trigger reads."""
@@ -140,28 +147,20 @@ class Trigger(ABC):
         """The frame's score in [0, 1] and why."""
 
 
-TRIGGERS: dict[str, type[Trigger]] = {}
+# Built-ins: the modules of this package (one file per trigger); plug-ins: the ``hydranet.triggers`` entry points.
+TRIGGERS: Registry[type[Trigger]] = Registry("trigger", package="hydranet.engine.triggers", error=TriggerError)
 
 
 def register_trigger(cls: type[Trigger]) -> type[Trigger]:
-    """Class decorator: add a ``Trigger`` subclass to ``TRIGGERS`` under its ``name``.
-    Raises ``ValueError`` when another class already holds that name."""
-    if cls.name in TRIGGERS and TRIGGERS[cls.name] is not cls:
-        raise ValueError(f"trigger '{cls.name}' registered twice ({TRIGGERS[cls.name].__module__}, {cls.__module__})")
-    TRIGGERS[cls.name] = cls
-    return cls
+    """Class decorator: register a ``Trigger`` subclass under its ``name`` with its ``Options``
+    (``TRIGGERS.register``). Raises ``ValueError`` when another class already holds that name."""
+    return TRIGGERS.register()(cls)
 
 
 def create_trigger(name: str, /, **options: Any) -> Trigger:
-    """Instantiate a registered trigger; unknown names and options list the known ones."""
-    import hydranet.engine.triggers  # noqa: F401 - registers the built-in triggers
-
-    if name not in TRIGGERS:
-        raise TriggerError(f"unknown trigger '{name}'; registered triggers: {sorted(TRIGGERS)}")
-    try:
-        return TRIGGERS[name](**options)
-    except TypeError as e:
-        raise TriggerError(f"trigger '{name}': bad options {options} ({e})") from None
+    """The registered trigger ``name`` created from ``options``; ``TriggerError`` names an unknown trigger (and
+    lists the registered ones) or a bad option."""
+    return TRIGGERS.create(name, options, where=name)
 
 
 def parse_trigger_specs(text: str) -> list[tuple[str, float, dict[str, Any]]]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 
 DENSE = ("drivable", "bev_semantic")
 HEATMAP = ("detection2d", "traffic_light", "objects3d")
@@ -27,6 +27,17 @@ def binary_entropy(p: Tensor) -> Tensor:
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
 
 
+class EntropyOptions(TriggerOptions):
+    """``entropy``'s options: the task scored, the entropy ``threshold`` in bits (dense), the ambiguous
+    probability band [``low``, ``high``] and the smallest peak counted (heatmaps)."""
+
+    task: str = "drivable"
+    threshold: float = 0.5
+    low: float = 0.2
+    high: float = 0.6
+    min_peak: float = 0.1
+
+
 @register_trigger
 class Entropy(Trigger):
     """``entropy:task=drivable`` (default) — any of ``drivable``, ``bev_semantic``, ``detection2d``,
@@ -34,12 +45,15 @@ class Entropy(Trigger):
 
     name = "entropy"
 
-    def __init__(self, task: str = "drivable", threshold: float = 0.5, low: float = 0.2, high: float = 0.6,
-                 min_peak: float = 0.1) -> None:
+    Options = EntropyOptions
+
+    def __init__(self, options: EntropyOptions) -> None:
+        task = options.task
         if task not in DENSE + HEATMAP:
             raise TriggerError(f"trigger 'entropy': task '{task}' has no entropy score; choose from {DENSE + HEATMAP}")
-        super().__init__(task=task)
-        self.task, self.threshold, self.low, self.high, self.min_peak = task, threshold, low, high, min_peak
+        super().__init__(options)
+        self.task, self.threshold, self.low, self.high = task, options.threshold, options.low, options.high
+        self.min_peak = options.min_peak
         self.tasks = (task,)  # type: ignore[misc]
 
     def score(self, frame: FrameContext) -> Score:
