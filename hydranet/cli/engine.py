@@ -28,8 +28,9 @@ from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open
 from hydranet.engine.preflight import preflight
 from hydranet.engine.quality import autolabel_quality
 from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
+from hydranet.engine.records import read_current
 from hydranet.engine.triggers import TriggerError, parse_trigger_specs
-from hydranet.engine.vacation import Vacation, read_current
+from hydranet.engine.vacation import Vacation
 from hydranet.json_files import dumps
 from hydranet.train.distributed import exit_torchrun_worker, shutdown
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydranet.checkpoint import resolve_checkpoint, trunk_hash
 from hydranet.deploy.export import export_checkpoint
@@ -15,7 +15,7 @@ from hydranet.engine.label import oracle_items, write_labelled
 from hydranet.engine.mine import build_triggers, mine
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
 from hydranet.engine.queue import read_queue, write_queue, write_queue_html
-from hydranet.engine.records import atomic_json
+from hydranet.engine.records import VacationRun, atomic_json
 from hydranet.engine.triggers import parse_trigger_specs
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import run_suite
@@ -27,11 +27,8 @@ from hydranet.train.feature_cache import MANIFEST, write_cache
 from hydranet.train.run import run_training
 from hydranet.train.subgraph import load_train_config, run_subgraph
 
-if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
-    from hydranet.engine.vacation import Vacation
 
-
-def _labelled_before(v: Vacation, it: int) -> set[int]:
+def _labelled_before(v: VacationRun, it: int) -> set[int]:
     done: set[int] = set()
     for k in range(1, it):
         rec = v.record(k, "label")
@@ -40,7 +37,7 @@ def _labelled_before(v: Vacation, it: int) -> set[int]:
     return done
 
 
-def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
+def stage_mine(v: VacationRun, it: int) -> dict[str, Any]:
     """Mine stage: score the pool with the current model's triggers, pick ``budget`` diverse frames and
     write ``iter_NNN/queue/`` (``queue.jsonl``, ``queue.html``, ``mined.png``); frames labelled in earlier
     iterations are excluded. Returns the stage record."""
@@ -108,7 +105,7 @@ def mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int
     sheet.save(path)
 
 
-def stage_label(v: Vacation, it: int) -> dict[str, Any]:
+def stage_label(v: VacationRun, it: int) -> dict[str, Any]:
     """Label stage: label the queued frames with the oracle (the pool's labels) or the auto-labeller
     (teacher checkpoint, tracking and voting over a clip) into ``iter_NNN/labels``; returns the record
     with the label cost."""
@@ -132,13 +129,13 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
             "summary": f"{res['frames']} frames labelled by {lab.kind}, {res['cost']['total']} labels bought"}
 
 
-def base_config(v: Vacation) -> Any:
+def base_config(v: VacationRun) -> Any:
     """The pipeline's train config (its file, or the model checkpoint's) with ``train.overrides`` applied."""
 
     return load_train_config(v.pipe.train_config, list(v.pipe.train.overrides), v.pipe.model)
 
 
-def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
+def stage_dataset(v: VacationRun, it: int) -> dict[str, Any]:
     """Dataset stage: write ``iter_NNN/dataset_manifest.json``: the base datasets plus every labelled
     shard directory of iterations 1..``it``. Returns the record."""
 
@@ -157,7 +154,7 @@ def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
                        f"({data['added_frames']} frames)"}
 
 
-def train_config(v: Vacation, it: int) -> Any:
+def train_config(v: VacationRun, it: int) -> Any:
     """The iteration's train config: ``base_config`` plus the manifest's labelled shards as datasets,
     the stage's step count and learning rate, and a checkpoint every quarter of the steps."""
 
@@ -174,7 +171,7 @@ def train_config(v: Vacation, it: int) -> Any:
     return config_from_dict(tree, f"{v.pipe.path} (train config of iteration {it})")
 
 
-def stage_train(v: Vacation, it: int) -> dict[str, Any]:
+def stage_train(v: VacationRun, it: int) -> dict[str, Any]:
     """Train stage: fine-tune from the current checkpoint (or train heads on cached trunk features),
     resuming when ``iter_NNN/train`` holds a checkpoint; returns the candidate checkpoint path."""
 
@@ -194,7 +191,7 @@ def stage_train(v: Vacation, it: int) -> dict[str, Any]:
             "summary": f"{t.mode} {t.steps} steps from {start} -> {ckpt}"}
 
 
-def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: bool) -> Any:
+def _train_heads(v: VacationRun, it: int, cfg: Any, out: Path, start: str, resume: bool) -> Any:
     """Head-only: cache the trunk features of this iteration's dataset once, train heads on them."""
     from torch.utils.data import ConcatDataset
 
@@ -207,7 +204,7 @@ def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: 
                         progress=False)
 
 
-def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
+def stage_eval(v: VacationRun, it: int) -> dict[str, Any]:
     """Eval stage: run every suite on the current and the candidate model (same frames) and return
     their metrics and the gate rows (paired frame-bootstrap, see ``hydranet.eval.gate``)."""
 
@@ -225,7 +222,7 @@ def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
                                                      for t, m in d["candidate"].items()) for s, d in suites.items())}
 
 
-def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
+def stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
     """Gate stage: passed when no gate row of the eval stage failed; failures are listed with their reason."""
     rows = v.record(it, "eval")["gate_rows"]  # type: ignore[index]
     failures = [{"suite": r["suite"], "task": r["task"], "metric": r["metric"], "baseline": r["baseline"],
@@ -235,7 +232,7 @@ def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
             "summary": "passed" if not failures else f"FAILED — {words}"}
 
 
-def stage_export(v: Vacation, it: int) -> dict[str, Any]:
+def stage_export(v: VacationRun, it: int) -> dict[str, Any]:
     """Export stage: export the candidate to ``iter_NNN/export/model.onnx`` when the gate passed and
     export is enabled."""
     if not v.record(it, "gate")["passed"]:  # type: ignore[index]
@@ -248,7 +245,7 @@ def stage_export(v: Vacation, it: int) -> dict[str, Any]:
     return {"onnx": str(path), "summary": f"exported {path}"}
 
 
-def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
+def stage_promote(v: VacationRun, it: int) -> dict[str, Any]:
     """Promote stage: when the gate passed, point ``current.json`` at the candidate checkpoint (and its
     ONNX export) atomically, so the next iteration mines with it."""
 

@@ -15,6 +15,7 @@ everything is importable from ``hydranet.viz``.
 """
 
 from hydranet.viz.boxes import draw_boxes2d, draw_boxes3d, draw_traffic_lights
+from hydranet.viz.canvas import Canvas
 from hydranet.viz.maps import (
     depth_color,
     depth_rgb,
@@ -44,6 +45,6 @@ from hydranet.viz.views import EGO_BOX, LAYOUT, NUSCENES_LAYOUT, Views
 
 __all__ = ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "DASH", "DEPTH_RANGE", "DRIVABLE_COLOR", "EGO_BOX",
            "EGO_PATH_COLOR", "LANE_ALPHA", "LANE_COLORS", "LAYOUT", "LIGHT_COLORS", "MIN_IMAGE_SHARE",
-           "NUSCENES_LAYOUT", "REGION_ALPHA", "Color", "Views", "depth_color", "depth_rgb", "draw_bev_map",
+           "NUSCENES_LAYOUT", "REGION_ALPHA", "Canvas", "Color", "Views", "depth_color", "depth_rgb", "draw_bev_map",
            "draw_boxes2d", "draw_boxes3d", "draw_depth", "draw_lane_masks", "draw_mask", "draw_polylines_bev",
            "draw_sparse_depth", "draw_traffic_lights"]

@@ -1,4 +1,4 @@
-"""Drawing objects onto a ``Views``: 2D boxes and traffic lights in the cameras, 3D boxes as BEV footprints
+"""Drawing objects onto a ``Canvas``: 2D boxes and traffic lights in the cameras, 3D boxes as BEV footprints
 and camera wireframes, labelled with class (+ score). Ground truth is dashed, predictions solid, in the
 class colours of ``style.py``.
 
@@ -10,7 +10,7 @@ cameras are OpenCV (x right, y down, z forward).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import ImageDraw
@@ -18,13 +18,11 @@ from torch import Tensor
 
 from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES
 from hydranet.geometry import box_corners, invert_transform, transform_points
+from hydranet.viz.canvas import Canvas
 from hydranet.viz.style import CLASS_COLORS, LIGHT_COLORS, Color, _class_name, _dashed, _font, _rect, _rgb, _tolist
 
-if TYPE_CHECKING:  # annotations only: views.py imports this module (Views.draw_ego draws the ego box)
-    from hydranet.viz.views import Views
 
-
-def _label(views: Views, cam: int, d: ImageDraw.ImageDraw, box: list[float], text: str, col: Any, font: Any,
+def _label(views: Canvas, cam: int, d: ImageDraw.ImageDraw, box: list[float], text: str, col: Any, font: Any,
            below: bool, height: int) -> None:
     """Class label above a prediction's box, below a ground-truth box (a matched pair's labels never meet),
     moved away from labels already drawn, or left out where there is no room."""
@@ -36,7 +34,7 @@ def _label(views: Views, cam: int, d: ImageDraw.ImageDraw, box: list[float], tex
         d.text(at, text, fill=col, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
 
 
-def draw_boxes2d(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], classes: Tensor | Sequence[int],
+def draw_boxes2d(views: Canvas, boxes: Tensor, camera: Tensor | Sequence[int], classes: Tensor | Sequence[int],
                  color: Color | None = None, scores: Tensor | Sequence[float] | None = None,
                  names: Sequence[str] = OBJECT_CLASSES, dashed: bool = False) -> None:
     """Per-camera 2D boxes (x1, y1, x2, y2 in stored-image pixels), labelled with class (+ score), in the
@@ -60,7 +58,7 @@ def _box_edges() -> list[tuple[int, int]]:
     return [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 
 
-def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | str], color: Color | None = None,
+def draw_boxes3d(views: Canvas, boxes: Tensor, classes: Tensor | Sequence[int | str], color: Color | None = None,
                  cameras: bool = True, names: Sequence[str] = OBJECT_CLASSES, dashed: bool = False) -> None:
     """Ego-frame boxes ``[M, 7]``: footprints in the BEV panel (front edge thicker) and wireframes
     projected into every camera (edges clipped at the camera plane); class colours, ``dashed`` for
@@ -100,7 +98,7 @@ def draw_boxes3d(views: Views, boxes: Tensor, classes: Tensor | Sequence[int | s
                     dc.line(seg, fill=cols[k], width=max(1, int(views.scale // 2 + 1)))
 
 
-def _clip_segment(pa: Tensor, pb: Tensor, views: Views, cam: int, near: float = 0.1):
+def _clip_segment(pa: Tensor, pb: Tensor, views: Canvas, cam: int, near: float = 0.1):
     za, zb = float(pa[2]), float(pb[2])
     if za < near and zb < near:
         return None
@@ -117,7 +115,7 @@ def _clip_segment(pa: Tensor, pb: Tensor, views: Views, cam: int, near: float = 
     return [px(pa), px(pb)]
 
 
-def draw_traffic_lights(views: Views, boxes: Tensor, camera: Tensor | Sequence[int], state: Tensor | Sequence[int],
+def draw_traffic_lights(views: Canvas, boxes: Tensor, camera: Tensor | Sequence[int], state: Tensor | Sequence[int],
                         lane: Tensor | Sequence[int] | None = None, scores: Tensor | Sequence[float] | None = None,
                         dashed: bool = False) -> None:
     """Light boxes coloured by state (``LIGHT_STATES`` index or name), with the governed lane; ``dashed``

@@ -1,4 +1,4 @@
-"""Drawing maps and lines onto a ``Views``: per-camera masks (drivable, lanes, depth), BEV maps, ego-frame
+"""Drawing maps and lines onto a ``Canvas``: per-camera masks (drivable, lanes, depth), BEV maps, ego-frame
 polylines (lanes, paths) in the BEV panel and the cameras, and sparse depth (projected lidar).
 
 Coordinates: camera masks may have any resolution (resized to the drawn size); BEV maps are ``BevGrid``
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from torch import Tensor
 from hydranet.data.sample import BEV_CLASSES
 from hydranet.geometry import invert_transform, transform_points
 from hydranet.viz.boxes import _clip_segment
+from hydranet.viz.canvas import Canvas
 from hydranet.viz.style import (
     BEV_COLORS,
     BEV_FILL_ALPHA,
@@ -32,13 +32,10 @@ from hydranet.viz.style import (
     legend_name,
 )
 
-if TYPE_CHECKING:  # annotations only: views.py imports the drawing modules
-    from hydranet.viz.views import Views
 
-
-def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_ALPHA, name: str | None = None) -> None:
+def draw_mask(views: Canvas, masks: Tensor, color: Color, alpha: float = REGION_ALPHA, name: str | None = None) -> None:
     """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution; the camera image
-    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Views.blend``).
+    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Canvas.blend``).
     ``name`` is its legend entry (default: the name ``style.legend_name`` gives the colour, if any)."""
     rgb = _rgb(color, (255, 0, 0))
     col = torch.tensor(rgb, dtype=torch.float32)
@@ -51,14 +48,14 @@ def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_A
         views.blend(i, a, col)
 
 
-def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
+def draw_lane_masks(views: Canvas, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
     """The ``lanes`` label/prediction (0 none, 1 dashed, 2 solid, 3 road edge) in one colour per kind."""
     for kind, col in LANE_COLORS.items():
         if bool((lanes == kind).any()):
             draw_mask(views, lanes == kind, col, alpha)
 
 
-def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = BEV_FILL_ALPHA,
+def draw_bev_map(views: Canvas, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = BEV_FILL_ALPHA,
                  colors: dict[str, tuple[int, int, int]] | None = None) -> None:
     """Blend a BEV map ``[C, R, C']`` (bool or probabilities) on the panel, one colour per class;
     later channels are drawn over earlier ones."""
@@ -74,10 +71,10 @@ def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES
         col = torch.tensor(colors.get(name, (255, 255, 255)), dtype=torch.float32)
         base = base * (1 - a[..., None]) + col * a[..., None]
     views.bev = Image.fromarray(base.round().clamp(0, 255).to(torch.uint8).numpy())
-    views._draw_frustums(ImageDraw.Draw(views.bev))
+    views.draw_frustums(ImageDraw.Draw(views.bev))
 
 
-def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Color], width: int = 2,
+def draw_polylines_bev(views: Canvas, points: Tensor, color: Color | Sequence[Color], width: int = 2,
                        cameras: bool = False, name: str | None = None) -> None:
     """Ego-frame polylines ``[L, P, 3]`` in the BEV panel (and projected into cameras if asked).
     ``color`` is one colour or one per line; ``name`` the legend entry (default: ``style.legend_name``)."""
@@ -123,7 +120,7 @@ def depth_color(z: Tensor, near: float = DEPTH_RANGE[0], far: float = DEPTH_RANG
     return [tuple(c) for c in depth_rgb(z.reshape(-1), near, far).round().to(torch.uint8).tolist()]
 
 
-def draw_depth(views: Views, depth: Tensor, alpha: float = 0.6, label: str = "depth (m)") -> None:
+def draw_depth(views: Canvas, depth: Tensor, alpha: float = 0.6, label: str = "depth (m)") -> None:
     """Dense z-depth ``[N, H, W]`` in metres (0 = no depth, e.g. sky: left clear) over the cameras on the
     ``depth_rgb`` scale, with the colour bar in the legend; prediction and label share the scale."""
     depth = depth.detach().float().cpu()
@@ -133,7 +130,7 @@ def draw_depth(views: Views, depth: Tensor, alpha: float = 0.6, label: str = "de
     views.colorbar = label
 
 
-def draw_sparse_depth(views: Views, depth: Tensor, max_points: int = 40000) -> None:
+def draw_sparse_depth(views: Canvas, depth: Tensor, max_points: int = 40000) -> None:
     """Sparse z-depth ``[N, H, W]`` (0 = no return, e.g. projected lidar): a dot per return in its
     camera and, unprojected into the ego frame, in the BEV panel; colour = depth (``depth_color``), with
     the colour bar in metres in the legend."""

@@ -46,7 +46,7 @@ def test_world_and_shards_registered_and_open(tmp_path):
 
 def test_training_config_validates_source_options():
     base = {"model": {"preset": "tiny"}}
-    with pytest.raises(ConfigError, match=r"data\.datasets\.n: source 'nuscenes': bad options \(versoin: unknown field"):
+    with pytest.raises(ConfigError, match=r"data\.datasets\.n: source 'nuscenes': bad options \(versoin: unknown"):
         config_from_dict({"data": {"datasets": {"n": {"kind": "nuscenes", "dataroot": "x", "versoin": 1}}}, **base})
     with pytest.raises(ConfigError, match="unknown source 'kitty'"):
         config_from_dict({"data": {"datasets": {"k": {"kind": "kitty"}}}, **base})
