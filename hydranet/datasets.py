@@ -26,28 +26,19 @@ from typing import Any
 import yaml
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from hydranet.data.manifest import MANIFEST_NAME, ShardManifestError
-from hydranet.data.shards import ShardDataset
-from hydranet.data.sources import (
-    SOURCES,
-    Source,
-    SourceConfigError,
-    SourceError,
-    SourceOptions,
+from hydranet.data import (
+    MANIFEST_NAME,
+    ShardDataset,
+    ShardManifestError,
+    is_url,
     open_source,
-    parse_options,
     parse_source_spec,
-    register_source,
-    source_class,
 )
-from hydranet.data.storage import is_url
 from hydranet.setup import Setup
-from hydranet.world.config import load_world_config
-from hydranet.world.dataset import SyntheticWorld
+from hydranet.world import SyntheticWorld, load_world_config
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
-__all__ = ["open_dataset", "open_source", "dataset_setup", "load_world_config", "SOURCES", "Source", "SourceOptions",
-           "SourceError", "SourceConfigError", "parse_options", "parse_source_spec", "register_source", "source_class"]
+__all__ = ["dataset_setup", "open_dataset"]
 
 
 def dataset_setup(ds: Dataset) -> Setup:

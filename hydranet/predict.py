@@ -23,11 +23,10 @@ import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
-from hydranet.data.convert import resize_sample
-from hydranet.data.sample import Batch, Sample, collate
+from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import open_dataset
-from hydranet.deploy.infer import draw_and_record
-from hydranet.eval.loop import Evaluator
+from hydranet.deploy import draw_and_record
+from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.viz import Views
 

@@ -8,11 +8,16 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
-from hydranet.train.config import Config, load_config
-from hydranet.train.demo import default_demo_config, run_demo
-from hydranet.train.distributed import exit_torchrun_worker
-from hydranet.train.run import run_training
-from hydranet.train.subgraph import load_train_config, run_subgraph
+from hydranet.train import (
+    Config,
+    default_demo_config,
+    exit_torchrun_worker,
+    load_config,
+    load_train_config,
+    run_demo,
+    run_subgraph,
+    run_training,
+)
 
 
 def _train_config(config: Path | None, overrides: list[str], from_ckpt: Path | None) -> Config:

@@ -10,12 +10,11 @@ from hydranet.checkpoint import load_model
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
-from hydranet.data.convert import resize_sample
-from hydranet.data.sample import collate
+from hydranet.data import collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset
-from hydranet.eval.loop import Evaluator
+from hydranet.eval import Evaluator
 from hydranet.geometry import BevGrid
-from hydranet.viz.rerun_log import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
+from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
 
 @app.command()

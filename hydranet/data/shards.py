@@ -253,7 +253,7 @@ class ShardWriter:
                                      index=self._index))
 
 
-def parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
+def _parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
     """Split the tar bytes of one sample into ``{member: data}``; every member must belong to ``key``."""
     out: dict[str, bytes] = {}
     names: dict[str, str] = {}  # member -> full tar name, for the error message
@@ -367,7 +367,7 @@ class ShardDataset(Dataset):
         if zlib.crc32(blob) != crc:
             raise ShardError(f"CRC32 mismatch over bytes {offset}..{offset + length}: the shard is corrupt", path, key)
         try:
-            return path, key, parse_members(blob, key)
+            return path, key, _parse_members(blob, key)
         except CodecError as e:
             raise ShardError(str(e), path, key) from e
 

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import collate
+from hydranet.data import collate
 from hydranet.datasets import open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval.loop import Evaluator
+from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.viz import Views
 
-NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
+_NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
 
 def _round(x: Tensor) -> list:
@@ -36,7 +36,7 @@ def _round(x: Tensor) -> list:
     return x.detach().cpu().tolist()
 
 
-def dense_summary(x: Tensor) -> dict[str, Any]:
+def _dense_summary(x: Tensor) -> dict[str, Any]:
     """What a dense decoded output holds, in a few numbers (the array itself goes to the .npz)."""
     info: dict[str, Any] = {"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")}
     if x.dtype.is_floating_point:
@@ -48,7 +48,7 @@ def dense_summary(x: Tensor) -> dict[str, Any]:
     return info
 
 
-def open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, list[int]]:
+def _open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, list[int]]:
     """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's rig."""
     if data == "synthetic":
         n = frames or 8
@@ -68,7 +68,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     m = dm.manifest
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset, indices = open_frames(dm, data, frames)
+    dataset, indices = _open_frames(dm, data, frames)
     grid = m.bev_grid
     if dm.is_temporal and m.batch != 1:
         raise ValueError(f"{graph}: a temporal graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
@@ -117,9 +117,9 @@ def draw_and_record(views: Any, task: Any, name: str, value: Any, label: Any, de
     task.draw(views, value)
     if isinstance(value, Tensor):
         dense[name] = value.numpy()
-        return {"file": f"frame_{k:04d}.npz", "key": name, **dense_summary(value)}
+        return {"file": f"frame_{k:04d}.npz", "key": name, **_dense_summary(value)}
     entry = {key: _round(v) for key, v in value.items()}
-    for attr in NAME_ATTRS:
+    for attr in _NAME_ATTRS:
         if hasattr(task, attr):
             entry["names"] = list(getattr(task, attr))
     return entry

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.deploy.manifest import ExportManifest, ExportManifestError, file_sha256, load_manifest, manifest_path
 from hydranet.deploy.streaming import zero_state
 from hydranet.model import ModelConfig
 from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext, Task, create_task
+from hydranet.tasks import HeadContext, Task, create_task
 
 
 def bind_task(name: str, options: dict[str, Any], setup: Setup, ctx: HeadContext) -> Task:

@@ -8,8 +8,7 @@ graphs are scored on the same suite frames with the same metrics as checkpoints 
 from __future__ import annotations
 
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval.runner import run_suite
-from hydranet.eval.suite import load_suites
+from hydranet.eval import load_suites, run_suite
 
 
 def suite_metrics(deployed: dict[str, DeployedModel], suite_path: str, frames: int | None = None,

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.deploy.heldout import heldout_batches, heldout_sequence_batches
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval.loop import Evaluator
-from hydranet.tasks.base import Task
+from hydranet.eval import Evaluator
+from hydranet.tasks import Task
 
 PARITY_TOLERANCE = 1e-3  # fp32 max abs difference per output, ORT vs eager
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from hydranet.engine.records import STAGES, VacationRun, atomic_json
-from hydranet.eval.suite import lower_is_better
+from hydranet.eval import lower_is_better
 from hydranet.json_files import dumps
 
 
-def history_rows(v: VacationRun) -> list[dict[str, Any]]:
+def _history_rows(v: VacationRun) -> list[dict[str, Any]]:
     """One summary row per iteration directory of ``v`` (1, 2, ... while ``iter_NNN`` exists), built
     from the stage records: mined frames, labeller and cost, added frames, suite metrics, gate, promotion."""
     rows = []
@@ -55,8 +55,8 @@ def _head(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def write_history(v: VacationRun) -> list[dict[str, Any]]:
     """Write ``history.jsonl`` (atomically), the ``history.png`` chart, the HTML page and
-    ``status.json`` under ``v.out``; returns the rows of ``history_rows``."""
-    rows = history_rows(v)
+    ``status.json`` under ``v.out``; returns the rows of ``_history_rows``."""
+    rows = _history_rows(v)
     tmp = v.out / ".tmp-history.jsonl"
     tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in rows))
     tmp.replace(v.out / "history.jsonl")

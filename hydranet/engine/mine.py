@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.sample import collate
+from hydranet.data import collate
 from hydranet.engine.pool import frame_embeddings, frame_metadata, needs_memory
 from hydranet.engine.select import k_centre
 from hydranet.engine.triggers.base import BatchContext, FrameContext, Trigger, TriggerError, create_trigger
-from hydranet.eval.loop import Evaluator
+from hydranet.eval import Evaluator
 
-MAX_ERROR_MESSAGES = 20
+_MAX_ERROR_MESSAGES = 20
 
 
 @dataclass
@@ -95,7 +95,7 @@ def build_triggers(specs: list[tuple[str, float, dict[str, Any]]], tasks: list[s
     return out
 
 
-def trigger_key(trig: Trigger, taken: set[str]) -> str:
+def _trigger_key(trig: Trigger, taken: set[str]) -> str:
     """A unique column name: ``entropy/drivable``, ``condition/night`` for parametrised triggers."""
     key = trig.name
     for opt in ("task", "name"):
@@ -133,8 +133,8 @@ class _Tally:
         return cls(dict.fromkeys(keys, 0), [], dict.fromkeys(keys, 0.0))
 
     def add(self, other: _Tally) -> None:
-        """Fold another rank's tally into this one (messages capped at ``MAX_ERROR_MESSAGES``)."""
-        self.messages += other.messages[: MAX_ERROR_MESSAGES - len(self.messages)]
+        """Fold another rank's tally into this one (messages capped at ``_MAX_ERROR_MESSAGES``)."""
+        self.messages += other.messages[: _MAX_ERROR_MESSAGES - len(self.messages)]
         for k in self.errors:
             self.errors[k] += other.errors[k]
             self.sums[k] += other.sums[k]
@@ -158,7 +158,7 @@ def _score_frame(fc: FrameContext, keys: list[str], triggers: list[tuple[Trigger
         except Exception as e:  # a trigger's bug must not lose the frame: count it, report it
             tally.errors[key] += 1
             scores[key], reasons[key] = None, f"{key} failed: {type(e).__name__}: {e}"
-            if len(tally.messages) < MAX_ERROR_MESSAGES:
+            if len(tally.messages) < _MAX_ERROR_MESSAGES:
                 tally.messages.append(f"{fc.frame_id} (pool index {index}): {reasons[key]}")
     return scores, reasons
 
@@ -198,7 +198,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
     keys: list[str] = []
     taken: set[str] = set()
     for trig, _ in triggers:
-        keys.append(trigger_key(trig, taken))
+        keys.append(_trigger_key(trig, taken))
     weights = dict(zip(keys, (w for _, w in triggers), strict=True))
     wsum = sum(weights.values()) or 1.0
     keep = budget * max(oversample, 1)

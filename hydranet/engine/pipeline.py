@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydranet.config_errors import format_validation_error
-from hydranet.eval.suite import resolve_suite_path
+from hydranet.eval import resolve_suite_path
 from hydranet.yaml_files import read_yaml_mapping
 
 

@@ -17,13 +17,11 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hydranet.checkpoint import CheckpointError, load_model
-from hydranet.data.manifest import ShardError
-from hydranet.data.sample import ALL_LABELS
-from hydranet.datasets import load_world_config, open_dataset
-from hydranet.deploy.manifest import ExportManifestError
-from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval.loop import Prediction
-from hydranet.world import SyntheticWorld
+from hydranet.data import ALL_LABELS, ShardError
+from hydranet.datasets import open_dataset
+from hydranet.deploy import DeployedModel, ExportManifestError
+from hydranet.eval import Prediction
+from hydranet.world import SyntheticWorld, load_world_config
 
 
 class PoolError(ValueError):

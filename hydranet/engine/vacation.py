@@ -45,7 +45,7 @@ class Vacation(VacationRun):
                     continue
                 t0 = time.perf_counter()
                 self.log(f"iteration {it}: {stage} ...")
-                rec = getattr(stages, f"stage_{stage}")(self, it)
+                rec = stages.RUNNERS[stage](self, it)
                 rec["seconds"] = round(time.perf_counter() - t0, 2)
                 rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 rec["pid"] = os.getpid()

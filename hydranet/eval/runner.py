@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hydranet.data.sample import Sample, collate
+from hydranet.data import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator, predictor_of
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.json_files import to_jsonable
-from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frame_records import FrameMetric
+from hydranet.metrics import NO_GROUND_TRUTH, FrameMetric
 from hydranet.setup import SetupMismatchError
 from hydranet.world import SyntheticWorld
 
@@ -89,7 +88,7 @@ def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int 
             for i in clip]
 
 
-def model_world_fields(model: nn.Module) -> dict[str, Any]:
+def _model_world_fields(model: nn.Module) -> dict[str, Any]:
     """World settings the model fixes: its ``setup`` (the world renders its first rig at its image size, on its
     grid, in its classes; a suite may not contradict it)."""
     cfg = getattr(model, "cfg", None)
@@ -103,7 +102,7 @@ class Worlds:
     def __init__(self, suite: Suite, models: dict[str, nn.Module]):
         self._cls = SyntheticWorld
         self.suite = suite
-        self.fields = model_world_fields(next(iter(models.values()))) if models else {}
+        self.fields = _model_world_fields(next(iter(models.values()))) if models else {}
         self.models = models
         self._cache: dict[tuple[str, int], Any] = {}
         for scenario in suite.scenarios:  # at load time, before any frame is rendered
@@ -237,7 +236,7 @@ def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device =
 
 # The two reasons a check or a gate row is "skipped" rather than judged.
 NO_HEAD = "model has no head for this task"
-NO_GROUND_TRUTH_HERE = f"{NO_GROUND_TRUTH} on these frames"
+_NO_GROUND_TRUTH_HERE = f"{NO_GROUND_TRUTH} on these frames"
 
 
 @dataclass
@@ -259,7 +258,7 @@ def judge_undefined(te: TaskEval, metric: str) -> tuple[str, str]:
     ``recall/red`` without a red light), else ``fail`` with the metric's reason (e.g. "no match"). The one rule
     ``hydranet eval``, ``hydranet gate`` and the report share."""
     why = te.metric.undefined_reason(metric)
-    return ("skipped", NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
+    return ("skipped", _NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
 
 
 def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[Check]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from hydranet.data.sequences import sequence_keys
+from hydranet.data import sequence_keys
 
 
 def clip_indices(anchors: list[int], frames_per_scene: int, length: int) -> list[list[int]]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hydranet.data.sample import LIGHT_STATES
+from hydranet.data import LIGHT_STATES
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection3d import TP_THRESHOLD, Detection3DMetric
 from hydranet.metrics.frame_records import as_numpy, safe_div

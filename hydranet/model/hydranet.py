@@ -25,8 +25,7 @@ from torch import Tensor, nn
 from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
 from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext, Task
-from hydranet.tasks.common import IMAGE_KEY
+from hydranet.tasks import IMAGE_KEY, HeadContext, Task
 
 # ImageNet statistics in 0..255 units: the export manifest records them (pre-processing contract).
 PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)

@@ -61,11 +61,11 @@ def create_trunk(name: str, pretrained: str | Path | None = None, **options: Any
         if not isinstance(value, list | tuple) or len(value) != 4:
             raise ValueError(f"trunk '{name}' must expose {attr} as 4 ints (finest first), got {value!r}")
     if pretrained is not None:
-        load_pretrained(trunk, pretrained, name)
+        _load_pretrained(trunk, pretrained, name)
     return trunk
 
 
-def load_pretrained(trunk: nn.Module, path: str | Path, name: str = "trunk") -> None:
+def _load_pretrained(trunk: nn.Module, path: str | Path, name: str = "trunk") -> None:
     """Load a local safetensors file into ``trunk`` (strict). URLs are refused: weights are never fetched."""
     text = str(path)
     if "://" in text:

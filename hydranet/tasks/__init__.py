@@ -3,7 +3,12 @@ package on first lookup, so adding a task is dropping a file here plus one confi
 distributions register through the ``hydranet.tasks`` entry-point group
 (``[project.entry-points."hydranet.tasks"]``)."""
 
-from hydranet.metrics.base import Metric
-from hydranet.tasks.base import TASKS, HeadContext, Task, TaskOptions, create_task, register_task
+import lazy_loader as lazy
 
-__all__ = ["TASKS", "HeadContext", "Metric", "Task", "TaskOptions", "create_task", "register_task"]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "base": ["HeadContext", "TASKS", "Task", "TaskOptions", "create_task", "register_task"],
+    "common": ["BevHead", "BevHeadOptions", "CameraHead", "CameraHeadOptions", "CameraTask", "ConvHead",
+        "DenseHeadOptions", "IMAGE_KEY", "binary_focal_loss", "draw_gaussian", "gaussian_radius", "giou_loss",
+        "heatmap_focal_loss", "present_index", "soft_dice_loss", "to_label_resolution", "topk_peaks"],
+})

@@ -27,9 +27,8 @@ from pydantic import ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from hydranet.config_errors import format_validation_error
-from hydranet.data.labels import LabelSpec, known_labels, register_label
-from hydranet.data.sample import Batch
-from hydranet.metrics.base import Metric
+from hydranet.data import Batch, LabelSpec, known_labels, register_label
+from hydranet.metrics import Metric
 from hydranet.registry import Options, Registry
 from hydranet.setup import Setup
 

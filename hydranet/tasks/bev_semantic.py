@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import BEV_CLASSES, Batch
+from hydranet.data import BEV_CLASSES, Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (

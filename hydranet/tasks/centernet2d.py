@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.tasks.base import HeadContext
 from hydranet.tasks.common import (
     CameraHeadOptions,

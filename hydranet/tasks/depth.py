@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.metrics import DepthMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (

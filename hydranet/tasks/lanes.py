@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.sample import LANE_KINDS, Batch
+from hydranet.data import LANE_KINDS, Batch
 from hydranet.metrics import LaneF1, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (

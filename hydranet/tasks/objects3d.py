@@ -18,11 +18,9 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.geometry import BevGrid
-from hydranet.metrics import Metric
-from hydranet.metrics.detection3d import NUSCENES_CLASS_RANGE
-from hydranet.metrics.temporal import TemporalDetection3DMetric
+from hydranet.metrics import NUSCENES_CLASS_RANGE, Metric, TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (
     BevHead,

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import LIGHT_STATES, Batch
-from hydranet.metrics import Metric
-from hydranet.metrics.temporal import TemporalTrafficLightMetric
+from hydranet.data import LIGHT_STATES, Batch
+from hydranet.metrics import Metric, TemporalTrafficLightMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
 from hydranet.tasks.common import CameraTask, above_threshold

@@ -93,7 +93,7 @@ class BalancingConfig(Options):
         return v
 
 
-def module_params(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
+def _module_params(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
     """Trainable parameters of the (existing, non-None) modules at dotted ``paths``."""
     out: list[nn.Parameter] = []
     seen: set[int] = set()
@@ -218,7 +218,7 @@ class _PerTaskGrads(Balancer):
                  seed: int = 0) -> None:
         super().__init__(options, tasks, model, trainable, seed)
         ids = {id(p) for p in trainable}
-        shared = [p for p in module_params(model, self.shared_paths(options)) if id(p) in ids]
+        shared = [p for p in _module_params(model, self.shared_paths(options)) if id(p) in ids]
         if not shared:
             raise ValueError(f"balancing '{self.name}': no trainable shared parameters found (check the "
                              "shared module paths; a frozen trunk leaves nothing to balance)")

@@ -22,10 +22,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.config_errors import format_validation_error
-from hydranet.datasets import SourceConfigError, parse_options
+from hydranet.data import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
 from hydranet.train.balancing import BalancingConfig
-from hydranet.world.config import WorldConfig
+from hydranet.world import WorldConfig
 
 
 class ConfigError(ValueError):

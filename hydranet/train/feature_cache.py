@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from hydranet.data.labels import is_ragged
-from hydranet.data.sample import Batch, Sample, collate
+from hydranet.data import Batch, Sample, collate, is_ragged
 from hydranet.train.feature_cache_format import FORMAT, GEOMETRY, MANIFEST, CacheError, task_labels
 from hydranet.train.feature_cache_writer import CacheStats, estimate_frame_bytes, write_cache
 

@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.labels import is_ragged, known_labels
-from hydranet.data.sample import Batch, Sample, collate
+from hydranet.data import Batch, Sample, collate, is_ragged, known_labels
 from hydranet.train.feature_cache_format import (
     FORMAT,
     GEOMETRY,

@@ -30,7 +30,7 @@ from hydranet.checkpoint import CheckpointError, load_checkpoint, trunk_hash
 from hydranet.console import make_console
 from hydranet.json_files import dumps
 from hydranet.model import create_model
-from hydranet.tasks.base import create_task
+from hydranet.tasks import create_task
 from hydranet.train.config import (
     Config,
     ConfigError,
@@ -53,7 +53,7 @@ from hydranet.train.run import (
 from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
-SHARED = ("trunk", "neck", "fusion")
+_SHARED = ("trunk", "neck", "fusion")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
     return config_from_dict(apply_overrides(tree, overrides), where)
 
 
-def add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
+def _add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
     """``cfg`` with new tasks (default options) appended to ``model.tasks``; existing ones are an error."""
     tree = config_to_dict(cfg)
     tasks = dict(resolve_model_dict(tree["model"]).get("tasks") or {})
@@ -176,7 +176,7 @@ def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
     return sorted(levels) or None
 
 
-def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
+def _check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
     """Refuse a cache that cannot train these heads: another trunk, image size, rig or missing labels."""
     cache.check_trunk(trunk_hash(model), "the --from checkpoint")
     if tuple(model.setup.image_size) != tuple(cache.image_hw):
@@ -218,11 +218,11 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     if from_ckpt is None:
         raise ValueError("sub-graph training (--add-task / --from-cache) needs --from CKPT: the trained network")
     if add_tasks:
-        cfg = add_tasks_to_config(cfg, add_tasks)
+        cfg = _add_tasks_to_config(cfg, add_tasks)
     train_tasks = sorted(set(tasks or []) | set(add_tasks))
     if not train_tasks:
         raise ValueError("name the heads to train: --tasks a,b and/or --add-task NAME")
-    freeze = list(freeze) if freeze else list(SHARED)
+    freeze = list(freeze) if freeze else list(_SHARED)
     if cache is None:
         return run_training(cfg, out_dir, resume=resume, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
                             progress=progress, console=console)
@@ -245,7 +245,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         unknown = sorted(set(train_tasks) - set(model.task_objects))
         if unknown:
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(model.task_objects)})")
-        check_cache(model, cache, train_tasks)
+        _check_cache(model, cache, train_tasks)
         labels = {t: model.task_objects[t].label for t in train_tasks}
         data = CachedFeatureDataset(cache, sorted(set(labels.values())), needed_levels(model, train_tasks))
         caps = {t: c.max_samples for t, c in cfg.data.tasks.items()}

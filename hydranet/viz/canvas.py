@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from hydranet.data.sample import Batch, Sample
+from hydranet.data import Batch, Sample
 from hydranet.geometry import BevGrid, invert_transform, transform_points
 from hydranet.viz.style import MIN_IMAGE_SHARE
 

@@ -16,9 +16,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from hydranet.data.sample import BEV_CLASSES
+from hydranet.data import BEV_CLASSES
 from hydranet.geometry import invert_transform, transform_points
-from hydranet.viz.boxes import _clip_segment
+from hydranet.viz.boxes import clip_segment
 from hydranet.viz.canvas import Canvas
 from hydranet.viz.style import (
     BEV_COLORS,
@@ -28,8 +28,8 @@ from hydranet.viz.style import (
     LANE_COLORS,
     REGION_ALPHA,
     Color,
-    _rgb,
     legend_name,
+    resolve_color,
 )
 
 
@@ -37,7 +37,7 @@ def draw_mask(views: Canvas, masks: Tensor, color: Color, alpha: float = REGION_
     """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution; the camera image
     keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Canvas.blend``).
     ``name`` is its legend entry (default: the name ``style.legend_name`` gives the colour, if any)."""
-    rgb = _rgb(color, (255, 0, 0))
+    rgb = resolve_color(color, (255, 0, 0))
     col = torch.tensor(rgb, dtype=torch.float32)
     m = masks.detach().float().cpu()
     if bool((m > 0.5).any()):
@@ -82,7 +82,7 @@ def draw_polylines_bev(views: Canvas, points: Tensor, color: Color | Sequence[Co
     if pts is None:
         return
     many = isinstance(color, list | tuple) and len(color) == len(pts) and not isinstance(color[0], int)
-    cols = [_rgb(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
+    cols = [resolve_color(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
     for c in dict.fromkeys(cols):
         views.legend_entry(name if name and not many else legend_name(c), c)
     d = ImageDraw.Draw(views.bev)
@@ -96,7 +96,7 @@ def draw_polylines_bev(views: Canvas, points: Tensor, color: Color | Sequence[Co
         for k, line in enumerate(pts):
             pc = transform_points(T, line)
             for a in range(len(pc) - 1):
-                seg = _clip_segment(pc[a], pc[a + 1], views, i, near=0.5)
+                seg = clip_segment(pc[a], pc[a + 1], views, i, near=0.5)
                 if seg is not None:
                     dc.line(seg, fill=cols[k], width=1)
 

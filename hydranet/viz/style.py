@@ -10,7 +10,7 @@ from typing import Any
 from PIL import ImageColor, ImageDraw, ImageFont
 from torch import Tensor
 
-from hydranet.data.sample import OBJECT_CLASSES
+from hydranet.setup import OBJECT_CLASSES
 
 Color = tuple[int, int, int] | str
 
@@ -53,14 +53,14 @@ def legend_name(color: tuple[int, int, int]) -> str | None:
     kinds = {1: "lane dashed", 2: "lane solid", 3: "road edge"}
     return next((kinds[k] for k, c in LANE_COLORS.items() if tuple(color) == c), None)
 
-def _font(size: int) -> ImageFont.ImageFont:
+def label_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: bitmap font, fixed size
         return ImageFont.load_default()
 
 
-def _rgb(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+def resolve_color(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
     if color is None:
         return fallback
     if isinstance(color, str):
@@ -68,13 +68,13 @@ def _rgb(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int,
     return tuple(int(c) for c in color)[:3]  # type: ignore[return-value]
 
 
-def _class_name(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
+def class_label(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
     if isinstance(c, str):
         return c
     return names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
 
 
-def _tolist(x: Any) -> list:
+def as_list(x: Any) -> list:
     if x is None:
         return []
     if isinstance(x, Tensor):
@@ -82,7 +82,7 @@ def _tolist(x: Any) -> list:
     return list(x)
 
 
-def _dashed(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
+def dashed_polyline(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
             dash: int = DASH) -> None:
     """A dashed polyline (ground truth): ``dash`` px on, ``dash`` px off."""
     for (xa, ya), (xb, yb) in zip(points[:-1], points[1:], strict=True):
@@ -94,10 +94,10 @@ def _dashed(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any
                    fill=fill, width=width)
 
 
-def _rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
+def draw_rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
     x1, y1, x2, y2 = box
     if dashed:
-        _dashed(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)
+        dashed_polyline(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)
     else:
         d.rectangle([x1, y1, x2, y2], outline=col, width=width)
 

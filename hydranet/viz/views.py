@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from hydranet.viz.boxes import draw_boxes3d
 from hydranet.viz.canvas import Canvas
 from hydranet.viz.maps import depth_rgb
-from hydranet.viz.style import DEPTH_RANGE, DEPTH_TICKS, _dashed, _font
+from hydranet.viz.style import DEPTH_RANGE, DEPTH_TICKS, dashed_polyline, label_font
 
 # Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
 LAYOUT: dict[str, tuple[float, float]] = {
@@ -54,10 +54,11 @@ class Views(Canvas):
         bev = self.bev
         if bev.height != rows * h:
             bev = bev.resize((round(bev.width * rows * h / bev.height), rows * h), Image.BILINEAR)
-        font = _font(max(12, h // 14))
+        font = label_font(max(12, h // 14))
         line_h = max(12, h // 14) + 6
         # At least as wide as the title; the legend wraps to the width (counted on a scratch canvas first).
-        width = max(cols * w + bev.width + 8, round(ImageDraw.Draw(bev).textlength(title or "", font=_font(18))) + 16)
+        title_w = round(ImageDraw.Draw(bev).textlength(title or "", font=label_font(18)))
+        width = max(cols * w + bev.width + 8, title_w + 16)
         legend_rows = self._legend(ImageDraw.Draw(Image.new("RGB", (1, 1))), font, 8, 0, line_h, width)
         footer = line_h * (legend_rows + len(self.notes)) + 6
         canvas = Image.new("RGB", (width, rows * h + header + footer), (12, 12, 14))
@@ -72,7 +73,7 @@ class Views(Canvas):
         d.text((cols * w + 14, header + 4), "BEV", fill=(255, 255, 255), font=font, stroke_width=2,
                stroke_fill=(0, 0, 0))
         if title:
-            d.text((8, 4), title, fill=(230, 230, 230), font=_font(18))
+            d.text((8, 4), title, fill=(230, 230, 230), font=label_font(18))
         self._legend(d, font, 8, rows * h + header + 4, line_h, width)
         return canvas
 
@@ -94,7 +95,7 @@ class Views(Canvas):
             if name == "prediction":
                 d.line([(x, mid), (x + 24, mid)], fill=(230, 230, 230), width=2)
             elif name == "ground truth":
-                _dashed(d, [(x, mid), (x + 24, mid)], (230, 230, 230), 2)
+                dashed_polyline(d, [(x, mid), (x + 24, mid)], (230, 230, 230), 2)
             else:
                 d.rectangle([x, y + 3, x + 12, y + line_h - 5], fill=col)
             d.text((x + key, y), name, fill=(230, 230, 230), font=font)

@@ -14,10 +14,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from hydranet.data.labels import OBJECT_CLASSES
-from hydranet.data.sample import ALL_LABELS, Sample
-from hydranet.data.sources import Source, SourceOptions, register_source
-from hydranet.setup import Setup
+from hydranet.data import ALL_LABELS, Sample, Source, SourceOptions, register_source
+from hydranet.setup import OBJECT_CLASSES, Setup
 from hydranet.world.config import WorldConfig, load_world_config
 from hydranet.world.dataset import SyntheticWorld
 

@@ -60,7 +60,7 @@ __all__ = ["BDD100KSource", "BDD100KOptions", "DEFAULT_CLASS_MAP", "LANE_CATEGOR
            "read_frames", "bezier_polyline"]
 
 # BDD100K detection categories: det_20 (2020) names, then the 2018 names that differ.
-BDD_CLASSES: tuple[str, ...] = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+_BDD_CLASSES: tuple[str, ...] = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
                                 "traffic light", "traffic sign", "person", "bike", "motor")
 # BDD category -> model class (config ``class_map`` overrides entries). Buses are large vehicles: the model's truck.
 DEFAULT_CLASS_MAP: dict[str, str | None] = {
@@ -70,7 +70,7 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {
 LANE_CATEGORIES: tuple[str, ...] = ("crosswalk", "double other", "double white", "double yellow", "road curb",
                                     "single other", "single white", "single yellow")  # bdd100k lane_marks ids
 _LIGHT = {"red": 0, "r": 0, "yellow": 1, "y": 1, "green": 2, "g": 2}
-BDD_SIZE = (720, 1280)
+_BDD_SIZE = (720, 1280)
 
 
 def read_frames(path: str | os.PathLike) -> dict[str, dict]:
@@ -229,7 +229,7 @@ class BDD100KSource(Source):
     Options = BDD100KOptions
     path_option = "root"
     labels = frozenset({"detection2d", "traffic_light", "drivable", "lanes"})
-    classes = {"detection2d": BDD_CLASSES}
+    classes = {"detection2d": _BDD_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("front",)
@@ -293,8 +293,8 @@ class BDD100KSource(Source):
         h, w = image.shape[-2:]
         scale = (w / w0, h / h0)
         # Nominal K is defined at BDD's 1280x720; scale to this file's size, then to the output size.
-        K = resize_intrinsics(intrinsics_from_fov(BDD_SIZE[1], BDD_SIZE[0], self.hfov_deg), w / BDD_SIZE[1],
-                              h / BDD_SIZE[0])
+        K = resize_intrinsics(intrinsics_from_fov(_BDD_SIZE[1], _BDD_SIZE[0], self.hfov_deg), w / _BDD_SIZE[1],
+                              h / _BDD_SIZE[0])
         T = camera_extrinsics(self.camera_position, 0.0, 0.0)
         labels: dict[str, Any] = {}
         frame = self.detection.get(name) if self.detection is not None else None

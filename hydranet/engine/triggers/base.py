@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from hydranet.data.sample import Batch
-from hydranet.eval.loop import Prediction
+from hydranet.data import Batch
+from hydranet.eval import Prediction
 from hydranet.registry import Options, Registry
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 
-CONDITIONS = ("night", "dusk", "fog")
+_CONDITIONS = ("night", "dusk", "fog")
 
 
 class ConditionOptions(TriggerOptions):
@@ -39,8 +39,8 @@ class Condition(Trigger):
     Options = ConditionOptions
 
     def __init__(self, options: ConditionOptions) -> None:
-        if options.name not in CONDITIONS:
-            raise TriggerError(f"trigger 'condition': unknown condition '{options.name}'; choose from {CONDITIONS}")
+        if options.name not in _CONDITIONS:
+            raise TriggerError(f"trigger 'condition': unknown condition '{options.name}'; choose from {_CONDITIONS}")
         super().__init__(options)
         self.condition, self.dark, self.dim = options.name, options.dark, options.dim
         self.contrast, self.fog_min = options.contrast, options.fog_min

@@ -17,11 +17,11 @@ from torch import Tensor
 
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 
-DENSE = ("drivable", "bev_semantic")
-HEATMAP = ("detection2d", "traffic_light", "objects3d")
+_DENSE = ("drivable", "bev_semantic")
+_HEATMAP = ("detection2d", "traffic_light", "objects3d")
 
 
-def binary_entropy(p: Tensor) -> Tensor:
+def _binary_entropy(p: Tensor) -> Tensor:
     """Elementwise entropy in bits of Bernoulli(p); 0 at p ∈ {0, 1}, 1 at p = 0.5."""
     p = p.float().clamp(1e-6, 1 - 1e-6)
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
@@ -49,8 +49,9 @@ class Entropy(Trigger):
 
     def __init__(self, options: EntropyOptions) -> None:
         task = options.task
-        if task not in DENSE + HEATMAP:
-            raise TriggerError(f"trigger 'entropy': task '{task}' has no entropy score; choose from {DENSE + HEATMAP}")
+        if task not in _DENSE + _HEATMAP:
+            raise TriggerError(f"trigger 'entropy': task '{task}' has no entropy score; "
+                               f"choose from {_DENSE + _HEATMAP}")
         super().__init__(options)
         self.task, self.threshold, self.low, self.high = task, options.threshold, options.low, options.high
         self.min_peak = options.min_peak
@@ -60,9 +61,9 @@ class Entropy(Trigger):
         """Dense tasks: 4 × the fraction of pixels with binary entropy above ``threshold`` bits (capped at 1).
         Heatmap tasks: the fraction of peaks (>= ``min_peak``) whose score lies in [``low``, ``high``]."""
         ctx = frame.ctx
-        if self.task in DENSE:
+        if self.task in _DENSE:
             p = ctx.probabilities(self.task)[frame.i]
-            frac = float((binary_entropy(p) > self.threshold).float().mean())
+            frac = float((_binary_entropy(p) > self.threshold).float().mean())
             return Score(min(1.0, 4 * frac), f"{self.task}: {100 * frac:.1f} % of pixels uncertain")
         heat = torch.sigmoid(ctx.outputs[self.task]["heatmap"][frame.i].float())  # [N, C, h, w] or [C, R, C']
         flat = heat.reshape(-1, 1, *heat.shape[-2:])

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hydranet.data.sample import LIGHT_STATES
+from hydranet.data import LIGHT_STATES
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 from hydranet.engine.triggers.projection import box_iou
 from hydranet.geometry import invert_transform, transform_points

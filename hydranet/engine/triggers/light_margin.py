@@ -7,7 +7,7 @@ margin among its lights (0 when it has none): one ambiguous light is reason enou
 
 from __future__ import annotations
 
-from hydranet.data.sample import LIGHT_STATES
+from hydranet.data import LIGHT_STATES
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerOptions, register_trigger
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import OBJECT_CLASSES
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerOptions, register_trigger
 from hydranet.geometry import box_corners, invert_transform, project, transform_points
+from hydranet.setup import OBJECT_CLASSES
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:

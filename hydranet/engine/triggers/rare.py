@@ -8,8 +8,9 @@ were calibrated probabilities), so one confident cone outranks three faint ones.
 
 from __future__ import annotations
 
-from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES
+from hydranet.data import LIGHT_STATES
 from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
+from hydranet.setup import OBJECT_CLASSES
 
 
 def _as_list(v: str | list[str] | None) -> list[str]:
