@@ -145,5 +145,6 @@ class GuardedCommand(TyperCommand):
     """Every hydranet command: its body runs inside ``cli_errors`` and ``_guard_command``."""
 
     def invoke(self, ctx: Any) -> Any:
+        """click's ``invoke`` inside the guard: one error convention, outputs checked and locked."""
         with cli_errors(), _guard_command(self.name or "", dict(ctx.params), list(ctx.args)):
             return super().invoke(ctx)

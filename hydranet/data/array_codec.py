@@ -31,7 +31,7 @@ from PIL import Image
 
 from hydranet.limits import LimitError, open_image
 
-PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
+_PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
 JPEG_QUALITY = 92  # real camera JPEGs are already lossy; 92 keeps re-encoding loss below sensor noise
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: reproducible bytes
 
@@ -187,9 +187,9 @@ def decode_array(entries: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def encode_png(a: np.ndarray) -> bytes:
-    """uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) to lossless PNG bytes at zlib level ``PNG_LEVEL``."""
+    """uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) to lossless PNG bytes at zlib level ``_PNG_LEVEL``."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="png", compress_level=PNG_LEVEL)
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="png", compress_level=_PNG_LEVEL)
     return buf.getvalue()
 
 

@@ -38,7 +38,7 @@ _MAX_ERROR_MESSAGES = 20
 
 
 @dataclass
-class Candidate:
+class _Candidate:
     """One scored pool frame: weighted total ``score``, per-trigger ``scores`` (``None`` = the trigger
     raised) and ``reasons``, and the L2-normalised float16 ``embedding`` [D] used for diverse selection."""
 
@@ -163,7 +163,7 @@ def _score_frame(fc: FrameContext, keys: list[str], triggers: list[tuple[Trigger
     return scores, reasons
 
 
-def _keep_best(heap: list[tuple[float, int, Candidate]], keep: int, item: tuple[float, int, Candidate]) -> None:
+def _keep_best(heap: list[tuple[float, int, _Candidate]], keep: int, item: tuple[float, int, _Candidate]) -> None:
     """Offer ``item`` (score, tie-breaker, candidate) to the min-heap of the ``keep`` best-scored so far."""
     if len(heap) < keep:
         heapq.heappush(heap, item)
@@ -202,7 +202,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
     weights = dict(zip(keys, (w for _, w in triggers), strict=True))
     wsum = sum(weights.values()) or 1.0
     keep = budget * max(oversample, 1)
-    heap: list[tuple[float, int, Candidate]] = []
+    heap: list[tuple[float, int, _Candidate]] = []
     tie = itertools.count()
     tally = _Tally.empty(keys)
     loader = DataLoader(Subset(pool, list(block)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -221,7 +221,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
             fc = FrameContext(ctx, i)
             scores, reasons = _score_frame(fc, keys, triggers, start + i, tally)
             combined = sum(weights[k] * (v or 0.0) for k, v in scores.items()) / wsum
-            cand = Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
+            cand = _Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
                              emb[i].astype(np.float16), meta[i])
             if cand.index not in exclude:
                 _keep_best(heap, keep, (combined, next(tie), cand))
@@ -247,7 +247,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
                       world)
 
 
-def _select(cands: list[Candidate], budget: int, radius: float | None,
+def _select(cands: list[_Candidate], budget: int, radius: float | None,
             weights: dict[str, float]) -> tuple[list[dict[str, Any]], float]:
     """The queue: ``budget`` candidates picked by ``k_centre`` (score-ordered, spread in embedding space),
     each with its rank, scores, reason, metadata and nearest earlier pick; and the radius used."""
@@ -273,4 +273,3 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-__all__ = ["Candidate", "MineResult", "build_triggers", "mine", "rank_block"]

@@ -41,7 +41,8 @@ from hydranet.train.config import (
     resolve_model_dict,
 )
 from hydranet.train.data import open_source
-from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
+from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, FeatureCache, collate_cached
+from hydranet.train.feature_cache_format import CacheError
 from hydranet.train.interrupt import workers_ignore_stop_signals
 from hydranet.train.run import (
     finish_already_finished,

@@ -110,6 +110,8 @@ def draw_boxes3d(views: Canvas, boxes: Tensor, classes: Tensor | Sequence[int | 
 
 
 def clip_segment(pa: Tensor, pb: Tensor, views: Canvas, cam: int, near: float = 0.1):
+    """The part of camera-frame segment ``pa``-``pb`` (metres, OpenCV) in front of the ``near`` plane, projected to
+    ``cam``'s drawn pixels: ``((u, v), (u, v))``, or None when all of it is behind."""
     za, zb = float(pa[2]), float(pb[2])
     if za < near and zb < near:
         return None

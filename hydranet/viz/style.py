@@ -54,6 +54,7 @@ def legend_name(color: tuple[int, int, int]) -> str | None:
     return next((kinds[k] for k, c in LANE_COLORS.items() if tuple(color) == c), None)
 
 def label_font(size: int) -> ImageFont.ImageFont:
+    """PIL's default font at ``size`` px (a fixed-size bitmap font on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: bitmap font, fixed size
@@ -61,6 +62,7 @@ def label_font(size: int) -> ImageFont.ImageFont:
 
 
 def resolve_color(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``color`` (an RGB tuple or a PIL colour name) as 0-255 RGB; ``fallback`` when it is None."""
     if color is None:
         return fallback
     if isinstance(color, str):
@@ -69,12 +71,14 @@ def resolve_color(color: Color | None, fallback: tuple[int, int, int]) -> tuple[
 
 
 def class_label(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
+    """The name of class index ``c`` in ``names`` (a name passes through; an index outside them is its number)."""
     if isinstance(c, str):
         return c
     return names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
 
 
 def as_list(x: Any) -> list:
+    """A tensor, sequence or None as a plain Python list ([] for None)."""
     if x is None:
         return []
     if isinstance(x, Tensor):
@@ -83,7 +87,7 @@ def as_list(x: Any) -> list:
 
 
 def dashed_polyline(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
-            dash: int = DASH) -> None:
+                    dash: int = DASH) -> None:
     """A dashed polyline (ground truth): ``dash`` px on, ``dash`` px off."""
     for (xa, ya), (xb, yb) in zip(points[:-1], points[1:], strict=True):
         length = math.hypot(xb - xa, yb - ya)
@@ -95,6 +99,7 @@ def dashed_polyline(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], f
 
 
 def draw_rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
+    """The outline of pixel box ``(x1, y1, x2, y2)``: dashed (ground truth) or solid (prediction)."""
     x1, y1, x2, y2 = box
     if dashed:
         dashed_polyline(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)

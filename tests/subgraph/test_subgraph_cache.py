@@ -11,14 +11,9 @@ from subgraph_testkit import invoke, outputs
 from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.data.sample import RAGGED_LABELS, collate
 from hydranet.model import create_model
-from hydranet.train.feature_cache import (
-    MANIFEST,
-    CachedFeatureDataset,
-    CacheError,
-    FeatureCache,
-    collate_cached,
-    write_cache,
-)
+from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache, collate_cached
+from hydranet.train.feature_cache_format import MANIFEST, CacheError
+from hydranet.train.feature_cache_writer import write_cache
 from hydranet.train.subgraph import changed_tensors, needed_levels
 
 

@@ -21,8 +21,6 @@ from torch import Tensor
 from hydranet.data.sources.base import SourceError
 from hydranet.limits import open_image
 
-__all__ = ["load_rgb", "resize_label_map", "sparse_depth", "scale_boxes"]
-
 
 def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tuple[Tensor, tuple[int, int]]:
     """Read an image file as uint8 ``[3, H, W]`` RGB, resized to ``size = (H, W)`` when given.
