@@ -14,6 +14,9 @@ Prints one JSON object (the architecture issues' measures):
   preset, 64x128, default 8-camera rig). Every hydranet file with a function call counts (`__init__.py`
   and helper files included); module bodies run at import time do not. Where the frame comes from (the
   synthetic world's renderer, a source reader) is upstream of the `Sample` contract and not traced.
+- `frame_files` (measured): of those, the files whose functions ran with the frame in hand — validating and
+  collating the `Sample`, the forward pass and the losses, and the `forward`s the ONNX export traces; building
+  the rig and the model, and writing the manifest, are not the frame's path.
 - `export_route` (measured): the route train -> checkpoint -> export. A 2-step `run_training` on the
   synthetic world writes a checkpoint; a fresh interpreter then runs `export_checkpoint` on it: the hydranet
   files whose functions run during the export (`files_run`), the hydranet modules imported by then
@@ -564,9 +567,12 @@ def _labels(n: int, h: int, w: int, grid_shape: tuple[int, int]) -> dict:
             "depth": torch.full((n, h, w), 10.0), "bev_semantic": torch.zeros(6, *grid_shape, dtype=torch.uint8)}
 
 
-def trace_frame(tasks: list[str]) -> list[str]:
+def trace_frame(tasks: list[str]) -> dict[str, list[str]]:
     """Run one frame rig -> Sample -> collate -> create_model -> forward -> loss -> export_onnx for ``tasks`` in
-    THIS interpreter under ``sys.setprofile``; the hydranet files (relative paths) whose functions ran."""
+    THIS interpreter under ``sys.setprofile``: ``{"route": files whose functions ran, "frame": files whose
+    functions ran with the frame in hand}`` (relative paths). The frame is in hand while the ``Sample`` is
+    validated and collated, during the forward pass and the losses, and inside a ``forward`` that the ONNX
+    export traces; building the rig and the model and writing the manifest are the route only."""
     import torch
 
     import hydranet
@@ -577,11 +583,21 @@ def trace_frame(tasks: list[str]) -> list[str]:
 
     package = str(Path(hydranet.__file__).resolve().parent)
     ran: set[str] = set()
+    with_frame: set[str] = set()
+    state = {"frame": False, "forward_depth": 0, "export": False}
 
     def profile(frame, event, arg) -> None:  # noqa: ARG001 - sys.setprofile's signature
         code = frame.f_code
-        if event == "call" and code.co_name != "<module>" and code.co_filename.startswith(package):
+        if not code.co_filename.startswith(package) or code.co_name == "<module>":
+            return
+        if event == "call":
             ran.add(code.co_filename)
+            if state["export"] and code.co_name == "forward":
+                state["forward_depth"] += 1
+            if state["frame"] or state["forward_depth"]:
+                with_frame.add(code.co_filename)
+        elif event == "return" and state["export"] and code.co_name == "forward":
+            state["forward_depth"] -= 1
 
     torch.manual_seed(0)
     h, w = 64, 128
@@ -595,16 +611,22 @@ def trace_frame(tasks: list[str]) -> list[str]:
         sample = Sample(images=torch.randint(0, 256, (len(rig), 3, h, w), dtype=torch.uint8),
                         intrinsics=rig.intrinsics(), T_ego_from_cam=rig.extrinsics(), T_world_from_ego=torch.eye(4),
                         timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names), labels=labels)
+        state["frame"] = True
         sample.validate()
         batch = collate([sample])
+        state["frame"] = False
         model = create_model(cfg)
+        state["frame"] = True
         out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))
         sum(model.task_objects[t].loss(out[t], batch)["loss"] for t in tasks).backward()
+        state["frame"], state["export"] = False, True
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(model.eval(), Path(tmp) / "trace.onnx", list(tasks))
     finally:
         sys.setprofile(None)
-    return sorted(os.path.relpath(f, os.path.dirname(package)) for f in ran)
+    rel = os.path.dirname(package)
+    return {"route": sorted(os.path.relpath(f, rel) for f in ran),
+            "frame": sorted(os.path.relpath(f, rel) for f in with_frame)}
 
 
 def write_route_checkpoint(directory: Path) -> Path:
@@ -667,7 +689,7 @@ def export_route(root: Path) -> dict:
     return json.loads(trace.stdout)
 
 
-def runtime_path(root: Path, tasks: tuple[str, ...]) -> list[str]:
+def runtime_path(root: Path, tasks: tuple[str, ...]) -> dict[str, list[str]]:
     """``trace_frame(tasks)`` in a fresh interpreter on the checkout at ``root`` (nothing cached by an
     earlier trace); raises ``RuntimeError`` with its stderr when the trace fails."""
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -699,7 +721,8 @@ def main() -> None:
     out = measure(args.root, args.list)
     if not args.static_only:
         traced = {"one_task": runtime_path(args.root, ONE_TASK), "all_tasks": runtime_path(args.root, ALL_TASKS)}
-        out["runtime_path_files"] = {k: len(v) for k, v in traced.items()}
+        out["runtime_path_files"] = {k: len(v["route"]) for k, v in traced.items()}
+        out["frame_files"] = {k: len(v["frame"]) for k, v in traced.items()}
         route = export_route(args.root)
         out["export_route"] = {"files_run": len(route["files_run"]), "modules_imported": len(route["modules_imported"]),
                                "world_or_compat": len(route["world_or_compat"])}
