@@ -25,6 +25,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "quality": ["autolabel_quality"],
     "queue": ["QueueError", "read_queue", "write_queue", "write_queue_html"],
     "records": ["read_current"],
-    "triggers.base": ["TriggerError", "parse_trigger_specs"],
+    "triggers.base": ["BatchContext", "FrameContext", "Score", "TRIGGERS", "Trigger", "TriggerError",
+        "TriggerOptions", "create_trigger", "parse_trigger_specs", "register_trigger"],
     "vacation": ["Vacation"],
 })
