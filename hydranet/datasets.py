@@ -1,6 +1,7 @@
 """Open any source of frames as a map-style dataset of ``Sample``: the ``--data`` argument of every command.
 
-    from hydranet.datasets import open_dataset, open_source
+    from hydranet.data import open_source
+    from hydranet.datasets import open_dataset
 
     ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
     ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
@@ -9,12 +10,11 @@
     ds = open_dataset("nuscenes:/data/nuscenes")    # any registered source kind (hydranet.data.sources)
     src = open_source({"kind": "world", "frames": 40, "world": {"seed": 3}})
 
-This module sits to the right of both ``hydranet.data`` (the ``Sample`` contract, shards, loaders)
-and ``hydranet.world`` (the synthetic world, itself a producer of ``Sample``): it is the one place
-that knows every kind of source, so neither of those packages imports the other's consumers.
-Importing it registers the ``world`` source kind (``hydranet.world.source``) beside the readers of
-``hydranet.data.sources`` (shards, nuScenes, KITTI, BDD100K, image folders): open sources through
-this module so that every kind is known.
+This module sits to the right of both ``hydranet.data`` (the ``Sample`` contract, shards, loaders, the source
+registry) and ``hydranet.world`` (the synthetic world, itself a producer of ``Sample``): it is the one place that
+turns a ``--data`` string (a shard path or URL, ``synthetic``, a world YAML, ``KIND:PATH``) into frames. Every
+source kind — the readers of ``hydranet.data.sources`` and the world's ``world`` source — comes from the one
+source registry.
 """
 
 from __future__ import annotations

@@ -111,6 +111,11 @@ class DeployedModel:
             raise ExportManifestError(f"{self.path}: manifest state outputs {missing} are not in the graph")
 
     @property
+    def single_frame(self) -> bool:
+        """Whether ``run`` works without a state: a temporal graph only steps (``run_step``)."""
+        return not self.is_temporal
+
+    @property
     def setup(self) -> Setup:
         """The ``Setup`` the graph was exported for (``manifest.setup``): its rig, image size, grid, vocabularies."""
         return self.manifest.setup

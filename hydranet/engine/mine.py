@@ -29,7 +29,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hydranet.data import collate
-from hydranet.engine.pool import frame_embeddings, frame_metadata, needs_memory
+from hydranet.engine.pool import frame_embeddings, frame_metadata
 from hydranet.engine.select import k_centre
 from hydranet.engine.triggers.base import BatchContext, FrameContext, Trigger, TriggerError, create_trigger
 from hydranet.eval import Evaluator
@@ -207,8 +207,10 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
     tally = _Tally.empty(keys)
     loader = DataLoader(Subset(pool, list(block)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_strip)
-    predictor = Evaluator(model, score=False, keep_features=True, stream=needs_memory(model))
-    shadow_predictor = None if shadow is None else Evaluator(shadow, score=False, stream=needs_memory(shadow))
+    # A network runs each frame alone and exposes its camera features for the embedding; a temporal graph only
+    # runs with its memory, so the pool streams through it in order (the Evaluator's default).
+    predictor = Evaluator(model, score=False, keep_features=True)
+    shadow_predictor = None if shadow is None else Evaluator(shadow, score=False)
     done = 0
     for batch in loader:
         start = block.start + done

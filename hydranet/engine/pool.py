@@ -81,12 +81,6 @@ def model_tasks(model: Any) -> list[str]:
     return list(getattr(model, "task_objects", None) or model.tasks)
 
 
-def needs_memory(model: Any) -> bool:
-    """A temporal ONNX graph runs only with its memory (its state is a graph input): the miner streams the pool
-    through it in order. A network runs each frame alone (and exposes its camera features)."""
-    return isinstance(model, DeployedModel) and model.is_temporal
-
-
 def frame_embeddings(prediction: Prediction) -> np.ndarray:
     """One L2-normalised embedding per frame ``[B, D]`` float32 of a batch the model ran on.
 

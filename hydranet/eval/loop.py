@@ -63,6 +63,10 @@ class Predictor(Protocol):
     def is_temporal(self) -> bool:
         """Whether the model carries a video memory (``run_step``)."""
 
+    @property
+    def single_frame(self) -> bool:
+        """Whether ``run`` works without a state (a temporal ONNX graph has no such path: it only steps)."""
+
     def run(self, batch: Batch, tasks: list[str], camera_valid: Tensor | None = None,
             ) -> tuple[Outputs, Features | None]:
         """One batch of independent frames."""
@@ -91,6 +95,11 @@ class EagerPredictor:
     def is_temporal(self) -> bool:
         """Whether the network has the video memory (``HydraNet.is_temporal``)."""
         return self.model.is_temporal
+
+    @property
+    def single_frame(self) -> bool:
+        """Always: a temporal network's ``forward`` runs one frame from the reset state."""
+        return True
 
     def run(self, batch: Batch, tasks: list[str], camera_valid: Tensor | None = None,
             ) -> tuple[Outputs, Features | None]:
@@ -122,6 +131,7 @@ class _FunctionPredictor:
     """``forward(batch, tasks[, camera_valid=...]) -> outputs`` as a single-frame ``Predictor``."""
 
     is_temporal = False
+    single_frame = True
 
     def __init__(self, forward: Callable[..., Outputs], tasks: dict[str, Task]):
         self.forward = forward
@@ -258,15 +268,20 @@ class Evaluator:
     ``tasks``: the tasks to run (default: the model's). ``metrics`` may be given (e.g. ``FrameMetric``s whose
     records a suite keeps); by default each task's ``make_metric()``; ``score=False`` keeps none (prediction
     only: outputs are decoded on demand by ``Prediction.decoded``). ``device``: batches are moved there.
-    ``stream``: run through a ``Streamer`` (``self.streamer``; ``reset()`` forgets the history). ``on_frame``:
+    ``stream``: run through a ``Streamer`` (``self.streamer``; ``reset()`` forgets the history); None (default)
+    streams only a model without a single-frame path (a temporal ONNX graph). ``on_frame``:
     called for every frame after its metrics were updated. The evaluator never changes a module's train/eval
     mode: ``evaluate`` does that around the loop.
     """
 
     def __init__(self, model: Any, tasks: dict[str, Task] | None = None, *, metrics: dict[str, Metric] | None = None,
                  score: bool = True, on_frame: Callable[[EvalFrame], None] | None = None,
-                 device: torch.device | str | None = None, stream: bool = False, keep_features: bool = False):
+                 device: torch.device | str | None = None, stream: bool | None = None, keep_features: bool = False):
         self.predictor = predictor_of(model, tasks, keep_features)
+        if stream is None:
+            stream = not self.predictor.single_frame
+        elif not stream and not self.predictor.single_frame:
+            raise ValueError("this model runs only with its memory (a temporal graph): stream it")
         self.tasks = dict(tasks) if tasks is not None else dict(self.predictor.tasks)
         self.names = sorted(self.tasks)
         self.streamer = Streamer(self.predictor) if stream else None

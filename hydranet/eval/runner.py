@@ -210,9 +210,11 @@ def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device =
     for label, model in models.items():
         tasks, _ = state[label]
         if tasks:
+            # A video suite streams every model; otherwise only a model that has no single-frame path.
+            stream = True if suite.sequence is not None else None
             evaluators[label] = Evaluator(model, {n: predictor_of(model).tasks[n] for n in tasks},
                                           metrics={n: te.metric for n, te in tasks.items()},
-                                          on_frame=_record_frames(tasks), stream=suite.sequence is not None)
+                                          on_frame=_record_frames(tasks), stream=stream)
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)

@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hydranet.model.registry import TRUNKS
-from hydranet.model.trunk import TRUNK_PRESETS  # noqa: F401 - registers the built-in trunks
 from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
 from hydranet.tasks import TASKS
 

@@ -9,18 +9,11 @@ from typing import ClassVar
 import pytest
 import torch
 
+from hydranet.data import SOURCES, Source, SourceConfigError, SourceOptions, open_source, register_source
 from hydranet.data.convert import convert, resize_sample
 from hydranet.data.labels import LABEL_SPECS, ClassMap, LabelSpec, label_spec
 from hydranet.data.sample import Sample, collate
-from hydranet.datasets import (
-    SOURCES,
-    Source,
-    SourceConfigError,
-    SourceOptions,
-    open_dataset,
-    open_source,
-    register_source,
-)
+from hydranet.datasets import open_dataset
 from hydranet.tasks.base import TASKS, register_task
 from hydranet.tasks.depth import Depth
 from hydranet.train.config import ConfigError, config_from_dict

@@ -8,7 +8,7 @@ import yaml
 from hydranet.data.sample import collate
 from hydranet.deploy.export import export_onnx
 from hydranet.deploy.verify import PARITY_TOLERANCE, parity
-from hydranet.eval.loop import Streamer
+from hydranet.eval.loop import Evaluator, Streamer
 from hydranet.model import ModelConfig, create_model
 from hydranet.world import SyntheticWorld, WorldConfig
 
@@ -79,6 +79,10 @@ def test_ten_streamed_frames_onnx_equal_eager(temporal):
     with_history = stream(collate([world[5]]), ["objects3d"])["objects3d"]["heatmap"]
     stream.reset()
     alone = stream(collate([world[5]]), ["objects3d"])["objects3d"]["heatmap"]
+    # A temporal graph has no single-frame path: the predictor loop streams it unless told otherwise (an error).
+    assert Evaluator(dm, score=False).streamer is not None
+    with pytest.raises(ValueError, match="runs only with its memory"):
+        Evaluator(dm, score=False, stream=False)
     assert (with_history - alone).abs().max() > 1e-3
     with pytest.raises(ValueError, match="ego motion and the state"):
         b = collate([world[0]])
