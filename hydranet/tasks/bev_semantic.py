@@ -25,6 +25,7 @@ from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
     binary_focal_loss,
+    of_present,
     present_index,
     prior_bias,
     soft_dice_loss,
@@ -95,7 +96,7 @@ class BevSemantic(Task):
         if target.shape[1] != logits.shape[1]:
             raise ValueError(f"{self.name}: label has {target.shape[1]} classes, head predicts {logits.shape[1]} "
                              f"({self.classes})")
-        x = logits_on_grid(logits[present], tuple(target.shape[-2:])).float()
+        x = logits_on_grid(of_present(logits, present), tuple(target.shape[-2:])).float()
         known = self.known_channels(batch, present.cpu(), target.shape[1]).to(logits.device)  # [S, C]
         if bool(known.all()):
             if self.cfg.loss == "focal":

@@ -29,6 +29,7 @@ from hydranet.tasks.common import (
     draw_gaussian,
     gaussian_radius,
     heatmap_focal_loss,
+    of_present,
     present_index,
     prior_bias,
     topk_peaks,
@@ -196,10 +197,11 @@ class Objects3D(Task):
         enc = encode_objects3d(targets, self._grid(), tuple(heat.shape[-2:]), len(self.classes),
                                self.cfg.min_overlap, self.cfg.min_radius, self.cfg.min_visible)
         dev = heat.device
-        focal, num_pos = heatmap_focal_loss(heat[present].float(), enc["heatmap"].to(dev), enc["weight"].to(dev))
+        focal, num_pos = heatmap_focal_loss(of_present(heat, present).float(), enc["heatmap"].to(dev),
+                                            enc["weight"].to(dev))
         norm = num_pos.clamp(min=1.0)
         sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
-        pred = torch.cat([outputs[k][present][sample, :, ys, xs] for k in _REG], -1).float()
+        pred = torch.cat([of_present(outputs[k], present)[sample, :, ys, xs] for k in _REG], -1).float()
         weights = torch.cat([torch.full((n,), self.cfg.code_weights.get(k, 1.0)) for k, n in _REG.items()]).to(dev)
         target = enc["reg"].to(dev)
         # Unknown targets (NaN velocity: a lone keyframe has none) are not regressed.
