@@ -14,6 +14,9 @@ Prints one JSON object (the architecture issues' measures):
   preset, 64x128, default 8-camera rig). Every hydranet file with a function call counts (`__init__.py`
   and helper files included); module bodies run at import time do not. Where the frame comes from (the
   synthetic world's renderer, a source reader) is upstream of the `Sample` contract and not traced.
+- `frame_files` (measured): of those, the files whose functions ran with the frame in hand — validating and
+  collating the `Sample`, the forward pass and the losses, and the `forward`s the ONNX export traces; building
+  the rig and the model, and writing the manifest, are not the frame's path.
 - `export_route` (measured): the route train -> checkpoint -> export. A 2-step `run_training` on the
   synthetic world writes a checkpoint; a fresh interpreter then runs `export_checkpoint` on it: the hydranet
   files whose functions run during the export (`files_run`), the hydranet modules imported by then
@@ -27,10 +30,28 @@ Prints one JSON object (the architecture issues' measures):
   `CameraConfig(`, `default_rig(`, `rig_of_frame(`, `Rig.from_dict(`) outside the rig's home
   (`hydranet/setup.py`) and outside a source's own `setup` (a reader reporting the rig its calibration
   describes): every other one rebuilds a rig that should have travelled.
+- `wings`: how many wings the packages are grouped in (`WINGS` below, drawn in docs/design.md; a package
+  imports only its own wing and the wings to its left) and `package_levels`: the longest chain of package
+  imports + 1 (the number of tiers a strict ladder of these packages would need).
+- `predictor_loops`: the modules that run a network over frames — they call a model's forward entry
+  point (`model(...)`, `forward_step`, `forward_features`, a graph's `run`/`run_step`, and the entry
+  points of earlier layouts: `forward_batch`, `stream`, `forward_from_features`, `step_from_features`,
+  calling a `DeployedModel`) — outside the model itself (`hydranet/model/`, the ONNX runtime
+  `deploy/runtime.py`, the graphs traced for export `deploy/export.py`, `deploy/streaming.py`) and the
+  training step (`train/trainer.py`, `clips.py`, `subgraph.py`, `distributed.py`).
+- `registry_mechanisms`: the implementations that register plug-ins by name: functions named
+  `register*` (decorators nested in them included) that store into a mapping. `hydranet.data.labels`
+  (the label formats of the `Sample` contract, which tasks declare) is not a plug-in registry and is
+  left out. `plugin_loaders`: the modules that load modules for their side effects — calling
+  `entry_points`, `pkgutil.iter_modules` or `importlib.import_module`, importing a hydranet package
+  inside a function, or importing a hydranet module whose name they never use (registration by import).
+- `cross_package_imports_outside_all`: imports of another package that name one of its modules
+  (`from hydranet.data.sample import ...`) or a name not in its `__all__`; `packages_without_all`.
 - `function_level_imports`: internal import statements inside a function or method, and their
   share of all internal import statements.
 - `package_cycles` / `file_cycles`: strongly connected components (size > 1) of the package-level
-  and file-level import graphs (all imports, function-level included).
+  and file-level import graphs (all imports: function-level and `if TYPE_CHECKING:` ones included; a name
+  imported through a package's `__all__` is an edge to the module that defines it).
 - `files_over_400_lines`.
 - `public_without_docstring`: module-level public classes and functions (name not starting with
   `_`), plus public methods of public classes (dunder methods and `forward` overrides excepted),
@@ -56,6 +77,16 @@ import tempfile
 from pathlib import Path
 
 FRAME_PATH_ENDS = ("hydranet.data.sample", "hydranet.deploy.export")
+# Packages by wing, left to right: a package imports its own wing and the wings to its left, never one to its
+# right (tests/test_architecture.py enforces it; docs/design.md draws it).
+WINGS: dict[str, tuple[str, ...]] = {
+    "core": ("hydranet", "limits", "outputs", "geometry", "config_errors", "yaml_files", "json_files", "console",
+             "registry", "setup"),
+    "data": ("data", "world", "datasets"),
+    "network": ("metrics", "viz", "tasks", "model", "checkpoint"),
+    "loops": ("eval", "train", "deploy", "engine", "predict"),
+    "cli": ("cli", "__main__"),
+}
 MAX_FILE_LINES = 400
 ALL_TASKS = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic", "objects3d")
 ONE_TASK = ("objects3d",)
@@ -70,7 +101,8 @@ def module_name(path: Path, root: Path) -> str:
 
 
 class ImportCollector(ast.NodeVisitor):
-    """Collects every import statement of one module with whether it sits inside a function."""
+    """Collects every import statement of one module with whether it sits inside a function (an
+    ``if TYPE_CHECKING:`` import is an import like any other: it ties the two files together)."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -84,16 +116,6 @@ class ImportCollector(ast.NodeVisitor):
     visit_FunctionDef = _function
     visit_AsyncFunctionDef = _function
     visit_Lambda = _function
-
-    def visit_If(self, node: ast.If) -> None:
-        # `if TYPE_CHECKING:` imports exist for annotations only; they never run.
-        test = node.test
-        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
-            for stmt in node.orelse:
-                self.visit(stmt)
-            return
-        self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import) -> None:
         self.imports.append((node, self.depth > 0))
@@ -126,15 +148,73 @@ def import_targets(node: ast.Import | ast.ImportFrom, module: str, is_package: b
     return out
 
 
-def internal_imports(root: Path) -> dict[str, list[tuple[str, bool, int]]]:
-    """Per hydranet module under `root`: `[(imported hydranet module, inside a function?, line)]`."""
+def package_exports(root: Path) -> dict[str, dict[str, str]]:
+    """Per package (``hydranet.eval``: its ``__init__``; ``hydranet.geometry``: the module itself) its
+    ``__all__`` as ``{name: module defining it}``, read statically: a literal ``__all__`` (names defined in
+    the module, or imported into it) or a ``lazy_loader.attach(__name__, submod_attrs={...})`` map."""
     modules = {module_name(p, root): p for p in sorted((root / "hydranet").rglob("*.py"))}
+    out: dict[str, dict[str, str]] = {}
+    for name, path in modules.items():
+        if name.count(".") > 1 or name == "hydranet.__main__":
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imported: dict[str, str] = {}
+        for stmt in tree.body:
+            if isinstance(stmt, ast.ImportFrom):
+                for target, alias in zip(import_targets(stmt, name, path.name == "__init__.py", modules),
+                                         stmt.names, strict=False):
+                    imported[alias.asname or alias.name] = target
+        names: dict[str, str] | None = None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "attach":
+                for kw in node.keywords:
+                    if kw.arg == "submod_attrs" and isinstance(kw.value, ast.Dict):
+                        names = {e.value: f"{name}.{k.value}" for k, v in zip(kw.value.keys, kw.value.values,
+                                                                             strict=True) for e in v.elts}
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
+                                                      for t in node.targets) and isinstance(node.value, ast.List):
+                names = {n: imported.get(n, name) for n in ast.literal_eval(node.value)}
+        if names is not None:
+            out[name] = names
+    return out
+
+
+def import_statements(root: Path) -> list[tuple[str, int, str, list[str]]]:
+    """Every ``from hydranet... import`` statement of a hydranet module that names another package:
+    ``(module, line, module named, names)`` (``import hydranet.x`` gives names ``[]``)."""
+    modules = {module_name(p, root): p for p in sorted((root / "hydranet").rglob("*.py"))}
+    out = []
+    for name, path in modules.items():
+        collector = ImportCollector()
+        collector.visit(ast.parse(path.read_text(), filename=str(path)))
+        for node, _ in collector.imports:
+            if isinstance(node, ast.Import):
+                out += [(name, node.lineno, a.name, []) for a in node.names
+                        if a.name.startswith("hydranet.") and package_of(a.name) != package_of(name)]
+            elif node.module and node.module.startswith("hydranet") and not node.level:
+                if package_of(node.module) != package_of(name):
+                    out.append((name, node.lineno, node.module, [a.name for a in node.names]))
+    return out
+
+
+def internal_imports(root: Path) -> dict[str, list[tuple[str, bool, int]]]:
+    """Per hydranet module under `root`: `[(imported hydranet module, inside a function?, line)]`; a name imported
+    through a package's ``__all__`` counts as an import of the module that defines it."""
+    modules = {module_name(p, root): p for p in sorted((root / "hydranet").rglob("*.py"))}
+    exports = package_exports(root)
     out: dict[str, list[tuple[str, bool, int]]] = {}
     for name, path in modules.items():
         collector = ImportCollector()
         collector.visit(ast.parse(path.read_text(), filename=str(path)))
-        out[name] = [(t, local, node.lineno) for node, local in collector.imports
-                     for t in import_targets(node, name, path.name == "__init__.py", modules)]
+        found = []
+        for node, local in collector.imports:
+            targets = import_targets(node, name, path.name == "__init__.py", modules)
+            if isinstance(node, ast.ImportFrom) and len(targets) == 1 and targets[0] in exports \
+                    and targets[0] != name and not targets[0].startswith(name + "."):
+                resolved = [exports[targets[0]].get(a.name, targets[0]) for a in node.names]
+                targets = list(dict.fromkeys(resolved))
+            found += [(t, local, node.lineno) for t in targets]
+        out[name] = found
     return out
 
 
@@ -234,6 +314,8 @@ def missing_docstrings(info: dict[str, dict]) -> tuple[int, list[str]]:
         for node in entry["tree"].body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith("_"):
                 continue
+            if _overload(node):  # the implementation after the @overload stubs carries the docstring
+                continue
             total += 1
             if ast.get_docstring(node) is None:
                 missing.append(f"{m}.{node.name}")
@@ -241,12 +323,16 @@ def missing_docstrings(info: dict[str, dict]) -> tuple[int, list[str]]:
                 for item in node.body:
                     if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
                         continue
-                    if item.name.startswith("_") or item.name == "forward":
+                    if item.name.startswith("_") or item.name == "forward" or _overload(item):
                         continue
                     total += 1
                     if ast.get_docstring(item) is None:
                         missing.append(f"{m}.{node.name}.{item.name}")
     return total, missing
+
+
+def _overload(node: ast.AST) -> bool:
+    return any(getattr(d, "id", getattr(d, "attr", "")) == "overload" for d in getattr(node, "decorator_list", []))
 
 
 GRID_FIELDS = {"x_range", "y_range", "cell"}
@@ -299,6 +385,98 @@ def rig_rebuilds(info: dict[str, dict]) -> list[str]:
     return out
 
 
+# The forward entry points of a network or graph, the ones of earlier layouts included (``predictor_loops``).
+FORWARD_ATTRS = {"forward_step", "forward_features", "forward_from_features", "step_from_features", "forward_batch",
+                 "stream", "run_step"}
+MODEL_NAMES = {"model", "net", "teacher", "dm", "deployed", "shadow", "graph"}
+# The model itself (its own composition, the ONNX runtime, the graphs traced for export) and the training step.
+NOT_PREDICTORS = ("hydranet.model.", "hydranet.deploy.runtime", "hydranet.deploy.export", "hydranet.deploy.streaming",
+                  "hydranet.train.trainer", "hydranet.train.clips", "hydranet.train.subgraph",
+                  "hydranet.train.distributed")
+
+
+def _calls_a_model(node: ast.Call) -> bool:
+    f = node.func
+    if isinstance(f, ast.Attribute) and f.attr in FORWARD_ATTRS:
+        return True
+    if isinstance(f, ast.Attribute) and f.attr == "run" and isinstance(f.value, ast.Name) and f.value.id in MODEL_NAMES:
+        return True
+    if isinstance(f, ast.Name) and f.id in MODEL_NAMES:
+        return True
+    return isinstance(f, ast.Attribute) and f.attr in MODEL_NAMES and isinstance(f.value, ast.Name) \
+        and f.value.id == "self"
+
+
+def predictor_loops(info: dict[str, dict]) -> list[str]:
+    """``predictor_loops``' modules (module docstring)."""
+    return [m for m, e in sorted(info.items()) if not any(m == x or m.startswith(x) for x in NOT_PREDICTORS)
+            and any(isinstance(n, ast.Call) and _calls_a_model(n) for n in ast.walk(e["tree"]))]
+
+
+def registry_mechanisms(info: dict[str, dict]) -> list[str]:
+    """``registry_mechanisms``' functions: ``module.function`` (module docstring)."""
+    out = []
+    for m, e in sorted(info.items()):
+        if m == "hydranet.data.labels":
+            continue
+        for node in ast.walk(e["tree"]):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("register") and any(
+                    isinstance(t, ast.Subscript) for sub in ast.walk(node) if isinstance(sub, ast.Assign)
+                    for t in sub.targets):
+                out.append(f"{m}.{node.name}")
+    return out
+
+
+def plugin_loaders(info: dict[str, dict]) -> list[str]:
+    """``plugin_loaders``' modules (module docstring)."""
+    out = []
+    for m, e in sorted(info.items()):
+        tree = e["tree"]
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        loads = any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", "")) in (
+            "entry_points", "iter_modules", "import_module") for n in ast.walk(tree))
+        loads |= any(local and t.count(".") == 1 for t, local in e["imports"])
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Import) and any(a.name.startswith("hydranet.") and a.asname is None
+                                                   for a in stmt.names):
+                loads = True  # ``import hydranet.x.y``: bound to ``hydranet``, for its side effects
+            elif isinstance(stmt, ast.ImportFrom) and (stmt.module or "").startswith("hydranet"):
+                loads |= any(f"{stmt.module}.{a.name}" in info and (a.asname or a.name) not in used
+                             for a in stmt.names)
+        if loads:
+            out.append(m)
+    return out
+
+
+def package_levels(graph: dict[str, set[str]]) -> int:
+    """The longest chain of package imports + 1 (cycles, which the test forbids, are cut)."""
+    depth: dict[str, int] = {}
+
+    def level(p: str, stack: frozenset[str]) -> int:
+        if p not in depth:
+            deps = [d for d in graph.get(p, ()) if d not in stack]
+            depth[p] = 1 + max((level(d, stack | {d}) for d in deps), default=0)
+        return depth[p]
+
+    return max((level(p, frozenset({p})) for p in graph), default=0)
+
+
+def outside_all(root: Path) -> tuple[list[str], list[str]]:
+    """(cross-package imports that name a module or a name outside the package's ``__all__``, packages
+    without an ``__all__``)."""
+    exports = package_exports(root)
+    wrong = []
+    for module, line, named, names in import_statements(root):
+        pkg = package_of(named)
+        if named != pkg:
+            wrong.append(f"{module}:{line} imports {named} (a module of {pkg}: import from {pkg})")
+        elif named != "hydranet":
+            wrong += [f"{module}:{line} imports {n} from {pkg}, not in its __all__" for n in names
+                      if n not in exports.get(pkg, {})]
+    packages = {package_of(m) for m in (module_name(p, root) for p in (root / "hydranet").rglob("*.py"))}
+    return wrong, sorted(p for p in packages if p not in exports and p != "hydranet.__main__")
+
+
 def duplicate_pairs(root: Path) -> int | None:
     """Pair count from the `duplicates` tool, or None when it is not installed."""
     tool = shutil.which("duplicates")
@@ -313,7 +491,7 @@ def duplicate_pairs(root: Path) -> int | None:
 
 
 def measure(root: Path, with_lists: bool = False) -> dict:
-    """All six figures for the checkout at `root` (the folder holding `hydranet/`)."""
+    """The static figures for the checkout at `root` (the folder holding `hydranet/`)."""
     info = collect(root)
     statements = [(m, t, f) for m, e in info.items() for t, f in e["imports"]]
     in_function = [(m, t) for m, t, f in statements if f]
@@ -333,7 +511,16 @@ def measure(root: Path, with_lists: bool = False) -> dict:
     package_cycles = strongly_connected(package_graph)
     # file cycles through a package __init__ re-export are package-level effects; report real files.
     file_cycles = strongly_connected(file_graph)
+    loops, mechanisms, loaders = predictor_loops(info), registry_mechanisms(info), plugin_loaders(info)
+    not_through_all, without_all = outside_all(root)
     out = {
+        "wings": len(WINGS),
+        "package_levels": package_levels(package_graph),
+        "predictor_loops": len(loops),
+        "registry_mechanisms": len(mechanisms),
+        "plugin_loaders": len(loaders),
+        "cross_package_imports_outside_all": len(not_through_all),
+        "packages_without_all": len(without_all),
         "frame_path_files": len(path_files),
         "internal_imports": len(statements),
         "function_level_imports": len(in_function),
@@ -349,6 +536,11 @@ def measure(root: Path, with_lists: bool = False) -> dict:
     }
     if with_lists:
         out["lists"] = {
+            "predictor_loops": loops,
+            "registry_mechanisms": mechanisms,
+            "plugin_loaders": loaders,
+            "cross_package_imports_outside_all": not_through_all,
+            "packages_without_all": without_all,
             "bev_grid_forms": forms,
             "rig_rebuilds": rebuilds,
             "frame_path": path_files,
@@ -375,9 +567,12 @@ def _labels(n: int, h: int, w: int, grid_shape: tuple[int, int]) -> dict:
             "depth": torch.full((n, h, w), 10.0), "bev_semantic": torch.zeros(6, *grid_shape, dtype=torch.uint8)}
 
 
-def trace_frame(tasks: list[str]) -> list[str]:
+def trace_frame(tasks: list[str]) -> dict[str, list[str]]:
     """Run one frame rig -> Sample -> collate -> create_model -> forward -> loss -> export_onnx for ``tasks`` in
-    THIS interpreter under ``sys.setprofile``; the hydranet files (relative paths) whose functions ran."""
+    THIS interpreter under ``sys.setprofile``: ``{"route": files whose functions ran, "frame": files whose
+    functions ran with the frame in hand}`` (relative paths). The frame is in hand while the ``Sample`` is
+    validated and collated, during the forward pass and the losses, and inside a ``forward`` that the ONNX
+    export traces; building the rig and the model and writing the manifest are the route only."""
     import torch
 
     import hydranet
@@ -388,11 +583,21 @@ def trace_frame(tasks: list[str]) -> list[str]:
 
     package = str(Path(hydranet.__file__).resolve().parent)
     ran: set[str] = set()
+    with_frame: set[str] = set()
+    state = {"frame": False, "forward_depth": 0, "export": False}
 
     def profile(frame, event, arg) -> None:  # noqa: ARG001 - sys.setprofile's signature
         code = frame.f_code
-        if event == "call" and code.co_name != "<module>" and code.co_filename.startswith(package):
+        if not code.co_filename.startswith(package) or code.co_name == "<module>":
+            return
+        if event == "call":
             ran.add(code.co_filename)
+            if state["export"] and code.co_name == "forward":
+                state["forward_depth"] += 1
+            if state["frame"] or state["forward_depth"]:
+                with_frame.add(code.co_filename)
+        elif event == "return" and state["export"] and code.co_name == "forward":
+            state["forward_depth"] -= 1
 
     torch.manual_seed(0)
     h, w = 64, 128
@@ -406,16 +611,22 @@ def trace_frame(tasks: list[str]) -> list[str]:
         sample = Sample(images=torch.randint(0, 256, (len(rig), 3, h, w), dtype=torch.uint8),
                         intrinsics=rig.intrinsics(), T_ego_from_cam=rig.extrinsics(), T_world_from_ego=torch.eye(4),
                         timestamp=0.0, scene_id="trace", camera_names=tuple(rig.names), labels=labels)
+        state["frame"] = True
         sample.validate()
         batch = collate([sample])
+        state["frame"] = False
         model = create_model(cfg)
+        state["frame"] = True
         out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=list(tasks))
         sum(model.task_objects[t].loss(out[t], batch)["loss"] for t in tasks).backward()
+        state["frame"], state["export"] = False, True
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(model.eval(), Path(tmp) / "trace.onnx", list(tasks))
     finally:
         sys.setprofile(None)
-    return sorted(os.path.relpath(f, os.path.dirname(package)) for f in ran)
+    rel = os.path.dirname(package)
+    return {"route": sorted(os.path.relpath(f, rel) for f in ran),
+            "frame": sorted(os.path.relpath(f, rel) for f in with_frame)}
 
 
 def write_route_checkpoint(directory: Path) -> Path:
@@ -478,7 +689,7 @@ def export_route(root: Path) -> dict:
     return json.loads(trace.stdout)
 
 
-def runtime_path(root: Path, tasks: tuple[str, ...]) -> list[str]:
+def runtime_path(root: Path, tasks: tuple[str, ...]) -> dict[str, list[str]]:
     """``trace_frame(tasks)`` in a fresh interpreter on the checkout at ``root`` (nothing cached by an
     earlier trace); raises ``RuntimeError`` with its stderr when the trace fails."""
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -510,7 +721,8 @@ def main() -> None:
     out = measure(args.root, args.list)
     if not args.static_only:
         traced = {"one_task": runtime_path(args.root, ONE_TASK), "all_tasks": runtime_path(args.root, ALL_TASKS)}
-        out["runtime_path_files"] = {k: len(v) for k, v in traced.items()}
+        out["runtime_path_files"] = {k: len(v["route"]) for k, v in traced.items()}
+        out["frame_files"] = {k: len(v["frame"]) for k, v in traced.items()}
         route = export_route(args.root)
         out["export_route"] = {"files_run": len(route["files_run"]), "modules_imported": len(route["modules_imported"]),
                                "world_or_compat": len(route["world_or_compat"])}

@@ -89,7 +89,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     from hydranet.checkpoint import load_checkpoint, trunk_hash
     from hydranet.model import create_model
-    from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache, write_cache
+    from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache
+    from hydranet.train.feature_cache_writer import write_cache
     from hydranet.train.subgraph import CacheTrainer, load_base_weights, needed_levels
     from hydranet.train.trainer import Trainer
     from hydranet.world import SyntheticWorld, WorldConfig

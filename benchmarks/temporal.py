@@ -120,11 +120,13 @@ class FrameProbe:
         self.low = TemporalDetection3DMetric(self.task.classes, score_threshold=0.1,
                                              grid_extent=(g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]))
 
-    def __call__(self, out: dict[str, Any], batch: Any) -> None:
-        from hydranet.eval.sequence import with_sequence
+    def __call__(self, frame: Any) -> None:
+        """An ``EvalFrame`` of a streamed clip (batch 1): its raw objects3d outputs and labels."""
+        from hydranet.eval.loop import with_sequence
         from hydranet.tasks.objects3d import encode_objects3d
 
-        o = out["objects3d"]
+        batch = frame.batch
+        o = {k: v[None] for k, v in frame.outputs["objects3d"].items()}  # the batch of one frame
         targets = self.task.targets(batch)
         self.low.update(self.task.decode(o, batch), with_sequence(targets, batch))
         for b, t in enumerate(targets):
@@ -150,17 +152,17 @@ class FrameProbe:
 def latency(model: Any, data: InMemory, frames: int) -> dict[str, float]:
     """Median seconds per frame of streaming (batch 1, state carried), and the state's bytes."""
     from hydranet.data.sample import collate
+    from hydranet.eval.loop import EagerPredictor, Streamer
 
-    model.reset_state()
+    stream = Streamer(EagerPredictor(model))
     batches = [collate([data[i]]) for i in range(min(frames + 2, len(data)))]
     times = []
     for k, b in enumerate(batches):
         t0 = time.perf_counter()
-        model.stream(b, list(TASKS))
+        stream(b, list(TASKS))
         if k >= 2:  # warm-up
             times.append(time.perf_counter() - t0)
-    state = model.stream_state
-    model.reset_state()
+    state = stream.state
     return {"median_s": float(np.median(times)), "state_bytes": int(state.nbytes()) if state is not None else 0}
 
 
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--save", type=Path, default=None, help="directory for per-model results (to combine runs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from hydranet.eval.sequence import evaluate_sequences
+    from hydranet.eval.loop import evaluate_clips
 
     t0 = time.perf_counter()
     train_data = render(1, args.scenes, args.frames_per_scene, args)
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, temporal in todo:
             model, train_s = train(args, temporal, train_data, Path(tmp) / name)
             probe = FrameProbe(model)
-            metrics = evaluate_sequences(model, eval_data, clips, list(TASKS), on_frame=probe)
+            metrics = evaluate_clips(model, eval_data, clips, list(TASKS), on_frame=probe)
             o = metrics["objects3d"]
             results[name] = {
                 "train_s": round(train_s, 1), "map": o["map"], "mave": o["ave"], "mate": o["ate"],

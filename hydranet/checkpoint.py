@@ -41,12 +41,14 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from hydranet.config_errors import format_validation_error
-from hydranet.model import ModelConfig, ZooError, create_model
-from hydranet.model.zoo import SCHEME as ZOO_SCHEME
-from hydranet.model.zoo import verified_directory
+from hydranet.model import ZOO_SCHEME, ModelConfig, ZooError, create_model, verified_directory
+
+__all__ = ["Checkpoint", "CheckpointError", "CheckpointWriteError", "b64_tensor", "load_checkpoint",
+           "load_latest_valid", "load_model", "optimizer_from_tensors", "optimizer_to_tensors", "resolve_checkpoint",
+           "rng_state", "save_checkpoint", "set_rng_state", "trunk_hash"]
 
 FORMAT = "hydranet-checkpoint/1"
-TRUNK_PREFIXES = ("trunk.", "neck.")
+_TRUNK_PREFIXES = ("trunk.", "neck.")
 
 
 class CheckpointError(RuntimeError):
@@ -62,25 +64,25 @@ class CheckpointWriteError(CheckpointError):
 # ---------------------------------------------------------------------------------------------
 
 
-def tensor_bytes(t: Tensor) -> bytes:
+def _tensor_bytes(t: Tensor) -> bytes:
     """The raw bytes of ``t`` (detached, on CPU, contiguous, any dtype) in row-major order."""
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def trunk_hash(model_or_state: nn.Module | dict[str, Tensor], prefixes: tuple[str, ...] = TRUNK_PREFIXES) -> str:
+def trunk_hash(model_or_state: nn.Module | dict[str, Tensor], prefixes: tuple[str, ...] = _TRUNK_PREFIXES) -> str:
     """sha256 of the shared feature extractor's tensors (weights and BatchNorm statistics)."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     h = hashlib.sha256()
     for name in sorted(k for k in state if k.startswith(prefixes)):
         t = state[name]
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(tensor_bytes(t))
+        h.update(_tensor_bytes(t))
     return h.hexdigest()
 
 
 def b64_tensor(t: Tensor) -> str:
-    """``tensor_bytes(t)`` as a base64 string, for storing RNG states in ``state.json``."""
-    return base64.b64encode(tensor_bytes(t)).decode()
+    """``_tensor_bytes(t)`` as a base64 string, for storing RNG states in ``state.json``."""
+    return base64.b64encode(_tensor_bytes(t)).decode()
 
 
 def _unb64(s: str) -> Tensor:
@@ -122,7 +124,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     _write_file(tmp, data)
@@ -199,7 +201,7 @@ def _free_name(directory: Path) -> Path:
 _STEP_DIR = re.compile(r"^step_(\d+)(?:-(\d+))?$")
 
 
-def step_directories(parent: Path) -> list[Path]:
+def _step_directories(parent: Path) -> list[Path]:
     """``step_*`` checkpoint directories under ``parent``, oldest first (by step, then re-save number)."""
     found = []
     for p in parent.glob("step_*"):
@@ -246,7 +248,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, An
         os.replace(tmp, target)
         _fsync_dir(parent)
         pointer = {"checkpoint": target.name, "step": state.get("step")}
-        atomic_write(parent / "latest.json", json.dumps(pointer).encode())
+        _atomic_write(parent / "latest.json", json.dumps(pointer).encode())
     except OSError as e:
         _remove(tmp)
         (parent / f".tmp-latest.json-{os.getpid()}").unlink(missing_ok=True)
@@ -260,7 +262,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, An
         if old != target and old.is_dir() and (old == directory or old.name.startswith(f"{directory.name}-")):
             _remove(old)
     if keep is not None:
-        steps = [p for p in step_directories(parent) if p != target]
+        steps = [p for p in _step_directories(parent) if p != target]
         for old in steps[:max(0, len(steps) - (keep - 1))]:
             _remove(old)
     return target
@@ -372,7 +374,7 @@ def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "
     """
     ckpt_dir = Path(ckpt_dir)
     pointer = _pointer_name(ckpt_dir)
-    steps = list(reversed(step_directories(ckpt_dir)))
+    steps = list(reversed(_step_directories(ckpt_dir)))
     candidates = ([ckpt_dir / pointer] if pointer else []) + [p for p in steps if p.name != pointer]
     if not candidates and not (ckpt_dir / "latest.json").exists():
         return None, None

@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+__all__ = ["format_validation_error"]
+
 # Location parts pydantic inserts for union members / validators, not fields the user wrote.
 _INTERNAL = re.compile(r"^(literal\[.*\]|function-\w+\[.*\]|[a-z_]+\[.*\]|is-instance\[.*\]|tagged-union\[.*\]|"
                        r"int|float|str|bool|list|dict|tuple|none|union|json-or-python\[.*\])$")

@@ -16,7 +16,9 @@ from typing import Any
 
 from rich.console import Console
 
-PLAIN_WIDTH = 10_000  # "unlimited": rows are as wide as their content
+__all__ = ["Progress", "is_live", "make_console", "progress", "working"]
+
+_PLAIN_WIDTH = 10_000  # "unlimited": rows are as wide as their content
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -24,7 +26,7 @@ def make_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if _isatty(stream):
         return Console(stderr=stderr)
-    return Console(stderr=stderr, width=PLAIN_WIDTH, no_color=True, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, width=_PLAIN_WIDTH, no_color=True, highlight=False, soft_wrap=True)
 
 
 def is_live(console: Console) -> bool:

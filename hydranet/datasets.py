@@ -1,6 +1,7 @@
 """Open any source of frames as a map-style dataset of ``Sample``: the ``--data`` argument of every command.
 
-    from hydranet.datasets import open_dataset, open_source
+    from hydranet.data import open_source
+    from hydranet.datasets import open_dataset
 
     ds = open_dataset("runs/data")                  # a shard directory (or its manifest.json)
     ds = open_dataset("synthetic")                  # SyntheticWorld(WorldConfig())
@@ -9,12 +10,11 @@
     ds = open_dataset("nuscenes:/data/nuscenes")    # any registered source kind (hydranet.data.sources)
     src = open_source({"kind": "world", "frames": 40, "world": {"seed": 3}})
 
-This module sits to the right of both ``hydranet.data`` (the ``Sample`` contract, shards, loaders)
-and ``hydranet.world`` (the synthetic world, itself a producer of ``Sample``): it is the one place
-that knows every kind of source, so neither of those packages imports the other's consumers.
-Importing it registers the ``world`` source kind (``hydranet.world.source``) beside the readers of
-``hydranet.data.sources`` (shards, nuScenes, KITTI, BDD100K, image folders): open sources through
-this module so that every kind is known.
+This module sits to the right of both ``hydranet.data`` (the ``Sample`` contract, shards, loaders, the source
+registry) and ``hydranet.world`` (the synthetic world, itself a producer of ``Sample``): it is the one place that
+turns a ``--data`` string (a shard path or URL, ``synthetic``, a world YAML, ``KIND:PATH``) into frames. Every
+source kind — the readers of ``hydranet.data.sources`` and the world's ``world`` source — comes from the one
+source registry.
 """
 
 from __future__ import annotations
@@ -26,29 +26,19 @@ from typing import Any
 import yaml
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-import hydranet.world.source  # noqa: F401 - registers the ``world`` source kind
-from hydranet.data.manifest import MANIFEST_NAME, ShardManifestError
-from hydranet.data.shards import ShardDataset
-from hydranet.data.sources import (
-    SOURCES,
-    Source,
-    SourceConfigError,
-    SourceError,
-    SourceOptions,
+from hydranet.data import (
+    MANIFEST_NAME,
+    ShardDataset,
+    ShardManifestError,
+    is_url,
     open_source,
-    parse_options,
     parse_source_spec,
-    register_source,
-    source_class,
 )
-from hydranet.data.storage import is_url
 from hydranet.setup import Setup
-from hydranet.world.config import load_world_config
-from hydranet.world.dataset import SyntheticWorld
+from hydranet.world import SyntheticWorld, load_world_config
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
-__all__ = ["open_dataset", "open_source", "dataset_setup", "load_world_config", "SOURCES", "Source", "SourceOptions",
-           "SourceError", "SourceConfigError", "parse_options", "parse_source_spec", "register_source", "source_class"]
+__all__ = ["dataset_setup", "open_dataset"]
 
 
 def dataset_setup(ds: Dataset) -> Setup:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+__all__ = ["dumps", "to_jsonable", "write_json"]
+
 
 def to_jsonable(x: Any) -> Any:
     """``x`` with non-finite floats as ``None``, numpy/torch scalars and arrays as Python numbers and lists,

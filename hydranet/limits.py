@@ -27,13 +27,16 @@ import json
 import os
 from typing import Any
 
+__all__ = ["LimitError", "MAX_IMAGE_PIXELS_DEFAULT", "MAX_SUITE_SEEDS", "check_bev_cells", "check_suite_size",
+           "loads_json", "net_retries", "net_timeout_s", "open_image", "set_max_image_pixels"]
+
 MAX_IMAGE_PIXELS_DEFAULT = 64_000_000
-MAX_JSON_DEPTH = 100
+_MAX_JSON_DEPTH = 100
 MAX_BEV_CELLS = 2048 * 2048
 MAX_SUITE_SEEDS = 1_000
-MAX_SUITE_FRAMES = 100_000
-NET_TIMEOUT_S_DEFAULT = 30.0
-NET_RETRIES_DEFAULT = 3
+_MAX_SUITE_FRAMES = 100_000
+_NET_TIMEOUT_S_DEFAULT = 30.0
+_NET_RETRIES_DEFAULT = 3
 
 
 class LimitError(ValueError):
@@ -71,10 +74,10 @@ def set_max_image_pixels(pixels: int | None) -> None:
     if pixels is not None and pixels < 1:
         raise LimitError(f"--max-image-pixels must be >= 1, got {pixels}")
     _max_image_pixels = pixels
-    configure_pil()
+    _configure_pil()
 
 
-def configure_pil() -> None:
+def _configure_pil() -> None:
     """PIL refuses (``DecompressionBombError``) images past twice its ``MAX_IMAGE_PIXELS``: keep that backstop
     at our limit for any ``Image.open`` that does not call ``check_image_pixels`` itself."""
     from PIL import Image
@@ -120,7 +123,7 @@ def check_image_pixels(size: tuple[int, int], where: str) -> None:
 # ---- nesting depth ----------------------------------------------------------------------------------
 
 
-def json_depth_exceeds(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+def _json_depth_exceeds(text: str | bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
     """Whether brackets in ``text`` nest deeper than ``limit`` outside JSON strings. One vectorised pass
     over the bytes (a manifest is megabytes); only a text that looks too deep is rescanned exactly."""
     import numpy as np
@@ -153,11 +156,11 @@ def json_depth_exceeds(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def loads_json(text: str | bytes, where: str, error: type[Exception] = ValueError) -> Any:
-    """``json.loads`` that refuses text nested deeper than ``MAX_JSON_DEPTH`` with ``error`` naming ``where``
+    """``json.loads`` that refuses text nested deeper than ``_MAX_JSON_DEPTH`` with ``error`` naming ``where``
     (Python's parser would end in a ``RecursionError``). ``json.JSONDecodeError`` passes through."""
     # Large files (manifests) skip the scan: Python's parser itself stops at ~1,000 levels (RecursionError).
-    if len(text) <= 1 << 20 and json_depth_exceeds(text):
-        raise error(f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels deep (refused)")
+    if len(text) <= 1 << 20 and _json_depth_exceeds(text):
+        raise error(f"{where}: JSON nested more than {_MAX_JSON_DEPTH} levels deep (refused)")
     try:
         return json.loads(text)
     except RecursionError:
@@ -175,14 +178,14 @@ def check_bev_cells(rows: int, cols: int, where: str = "grid") -> None:
 
 
 def check_suite_size(seeds: int, frames: int, scenarios: int, where: str = "suite") -> None:
-    """Refuse a suite that plans more than ``MAX_SUITE_SEEDS`` worlds or ``MAX_SUITE_FRAMES`` frames."""
+    """Refuse a suite that plans more than ``MAX_SUITE_SEEDS`` worlds or ``_MAX_SUITE_FRAMES`` frames."""
     if seeds > MAX_SUITE_SEEDS:
         raise LimitError(f"{where}: seeds span {seeds:,} worlds, the limit is {MAX_SUITE_SEEDS:,} "
                          "(seeds are [start, stop): split a larger sweep into several suites)")
     total = seeds * frames * scenarios
-    if total > MAX_SUITE_FRAMES:
+    if total > _MAX_SUITE_FRAMES:
         raise LimitError(f"{where}: {scenarios} scenarios x {seeds} seeds x {frames} frames = {total:,} frames, "
-                         f"the limit is {MAX_SUITE_FRAMES:,}")
+                         f"the limit is {_MAX_SUITE_FRAMES:,}")
 
 
 # ---- network ------------------------------------------------------------------------------------
@@ -190,9 +193,9 @@ def check_suite_size(seeds: int, frames: int, scenarios: int, where: str = "suit
 
 def net_timeout_s() -> float:
     """Seconds any one network request may take (connect, or between bytes of the answer)."""
-    return float(_env_number("HYDRANET_NET_TIMEOUT_S", NET_TIMEOUT_S_DEFAULT, float))
+    return float(_env_number("HYDRANET_NET_TIMEOUT_S", _NET_TIMEOUT_S_DEFAULT, float))
 
 
 def net_retries() -> int:
     """How many times a failed network request is tried in all (>= 1)."""
-    return int(_env_number("HYDRANET_NET_RETRIES", NET_RETRIES_DEFAULT))
+    return int(_env_number("HYDRANET_NET_RETRIES", _NET_RETRIES_DEFAULT))

@@ -22,7 +22,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-LOCK_SUFFIX = ".lock"
+__all__ = ["OutputError", "OutputLockedError", "OutputWriteError", "atomic_path", "check_output", "hold_lock",
+           "is_write_failure", "output_lock", "temp_leftovers", "write_bytes_atomic", "write_error"]
+
+_LOCK_SUFFIX = ".lock"
 
 
 class OutputError(ValueError):
@@ -45,7 +48,7 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def sealed_region(path: Path) -> Path | None:
+def _sealed_region(path: Path) -> Path | None:
     """The part of an input directory nothing may be written into: a checkpoint directory, a run's
     ``checkpoints/``, a shard dataset, a feature cache. None for a plain folder (only the folder itself
     and what it contains are protected, by ``check_output``'s other two rules)."""
@@ -70,7 +73,7 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], re
     """Refuse ``out`` when writing it could destroy one of ``inputs`` (existing paths; others are ignored).
 
     Raises ``OutputError`` naming both paths when ``out`` is an input, lies inside a sealed input
-    (``sealed_region``), or contains an input while ``replacing`` (the command deletes what ``out`` holds)."""
+    (``_sealed_region``), or contains an input while ``replacing`` (the command deletes what ``out`` holds)."""
     target = _resolved(out)
     for raw in inputs:
         src = _resolved(raw)
@@ -79,7 +82,7 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], re
         if target == src:
             raise OutputError(f"{option} {out} is also an input of this command ({raw}): writing it would destroy "
                               "what is being read; choose another output")
-        sealed = sealed_region(src)
+        sealed = _sealed_region(src)
         if sealed is not None and _inside(target, sealed):
             part = f" ({sealed})" if sealed != src else ""
             raise OutputError(f"{option} {out} lies inside the input {raw}{part}: writing there would change the "
@@ -96,7 +99,7 @@ def lock_file(out: str | os.PathLike) -> Path:
     """The lock of output ``out``: ``<parent>/.<name>.lock`` (beside it, so deleting or replacing ``out``
     never removes the lock a writer holds)."""
     p = Path(out).expanduser().absolute()
-    return p.parent / f".{p.name}{LOCK_SUFFIX}"
+    return p.parent / f".{p.name}{_LOCK_SUFFIX}"
 
 
 @contextmanager
@@ -146,7 +149,7 @@ _FULL = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.E
          errno.EPERM: "permission denied"}
 
 
-def real_name(path: str | os.PathLike) -> str:
+def _real_name(path: str | os.PathLike) -> str:
     """The file a temporary name stands for: ``.tmp-model.onnx-123`` -> ``model.onnx``, ``x.json.tmp`` ->
     ``x.json`` (so an error names the file the user asked for)."""
     p = Path(path)
@@ -167,7 +170,7 @@ def write_error(e: OSError, path: str | os.PathLike | None) -> str:
     """One line for a failed write: what happened (``disk full`` ...) and the file it happened to (the
     error's own file name, else ``path``)."""
     what = _FULL.get(e.errno or 0) or (e.strerror or str(e) or type(e).__name__)
-    target = real_name(e.filename) if e.filename else (str(path) if path is not None else None)
+    target = _real_name(e.filename) if e.filename else (str(path) if path is not None else None)
     if not target:
         return what
     verb = "" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "could not write "

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
-from hydranet.data.convert import resize_sample
-from hydranet.data.sample import Batch, Sample, collate
+from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import open_dataset
-from hydranet.deploy.infer import draw_and_record
+from hydranet.deploy import draw_and_record
+from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.viz import Views
 
@@ -89,19 +89,20 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     n = len(dataset) if frames is None else min(frames, len(dataset))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False)
     records = []
     for k in range(n):
         sample = resize_sample(dataset[k], model.setup.image_size)
         own = len(sample.camera_names) in model.setup.camera_counts()  # one of the model's rigs: no padding
         batch, valid = (collate([sample]), None) if own else _padded_batch(sample, max(model.setup.camera_counts()))
-        outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names, camera_valid=valid)
+        prediction = predictor.step(batch, camera_valid=valid)
         views = Views.from_sample(sample, model.setup.grid, scale=scale)
         record: dict[str, Any] = {"frame": k, "scene_id": sample.scene_id, "frame_index": sample.frame_index,
                                   "camera_names": list(sample.camera_names), "tasks": {}}
         dense: dict[str, np.ndarray] = {}
         for name in names:
             task = model.task_objects[name]
-            value = _own_cameras(task.decode(outputs[name], batch)[0], len(sample.camera_names), task.space)
+            value = _own_cameras(prediction.decoded(name)[0], len(sample.camera_names), task.space)
             label = sample.labels.get(task.label) if ground_truth else None
             record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
         if dense:

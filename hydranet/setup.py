@@ -20,7 +20,7 @@ renders the one it is given. ``check_fits`` is the one comparison of a data setu
 
 Config shorthand (resolved once, on validation, into the explicit form above): ``rigs`` may be a mapping
 ``{name: rig}`` (its order kept); a rig may be the word ``default`` (the 8-camera sedan rig of
-``DEFAULT_CAMERAS`` at the setup's image size) or a list of cameras; a camera may give
+``_DEFAULT_CAMERAS`` at the setup's image size) or a list of cameras; a camera may give
 ``hfov_deg`` (square pixels, centred principal point) instead of ``fx, fy, cx, cy``, ``K`` (3x3) instead
 of them, and ``position`` + ``yaw_deg``/``pitch_deg``/``roll_deg`` (``hydranet.geometry.camera_extrinsics``)
 instead of ``T_ego_from_cam``; a camera without ``image_size`` takes the setup's.
@@ -38,6 +38,9 @@ from torch import Tensor
 
 from hydranet.geometry import BevGrid, camera_extrinsics
 
+__all__ = ["Camera", "ImageSize", "NUSCENES_CLASSES", "OBJECT_CLASSES", "OBJECT_LABELS", "Rig", "Setup",
+           "SetupMismatchError", "VOCABULARIES", "check_fits", "class_names", "rig_of_frame"]
+
 # The synthetic world's object classes: the default vocabulary of detection2d and objects3d.
 OBJECT_CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cone", "traffic_light")
 # nuScenes' ten detection classes (nuscenes-devkit ``DETECTION_NAMES``), in the devkit's order.
@@ -51,7 +54,7 @@ OBJECT_LABELS: tuple[str, ...] = ("detection2d", "objects3d")
 # (name, hfov deg, ego position m, yaw deg left of forward, pitch deg down) of the 8-camera sedan rig
 # (rear axle at the origin, wheelbase 2.9 m): three forward cameras behind the windshield, B-pillar
 # cameras looking side-forward, repeaters on the front fenders looking back, a rear camera above the plate.
-DEFAULT_CAMERAS: tuple[tuple[str, float, tuple[float, float, float], float, float], ...] = (
+_DEFAULT_CAMERAS: tuple[tuple[str, float, tuple[float, float, float], float, float], ...] = (
     ("main", 50.0, (1.60, 0.00, 1.40), 0.0, 2.0),
     ("narrow", 35.0, (1.60, 0.05, 1.40), 0.0, 1.0),
     ("wide", 120.0, (1.60, -0.05, 1.40), 0.0, 4.0),
@@ -203,11 +206,11 @@ class Rig(_Frozen):
 
 
 def default_rig(image_size: tuple[int, int] = (128, 256), name: str = "default") -> Rig:
-    """The 8-camera sedan rig (``DEFAULT_CAMERAS``) named ``name``, with K at ``image_size`` (H, W) pixels."""
+    """The 8-camera sedan rig (``_DEFAULT_CAMERAS``) named ``name``, with K at ``image_size`` (H, W) pixels."""
     h, w = (int(v) for v in image_size)
     return Rig(name=name, cameras=tuple(
         Camera(name=name, image_size=(h, w), hfov_deg=hfov, position=position, yaw_deg=yaw, pitch_deg=pitch)
-        for name, hfov, position, yaw, pitch in DEFAULT_CAMERAS))
+        for name, hfov, position, yaw, pitch in _DEFAULT_CAMERAS))
 
 
 def rig_of_frame(name: str, names: tuple[str, ...], intrinsics: Tensor, T_ego_from_cam: Tensor,

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+__all__ = ["read_yaml_mapping"]
+
 
 def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, expected: str = "a mapping",
                       empty: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -8,7 +8,10 @@
 ``hydranet/model/pretrained/<name>/`` and writes ``provenance.json`` last (the files' sha256 are in it, so a
 half-finished install is refused by every load): the config file that reproduces the weights and the
 ``--set`` overrides the run used beyond it, the command, steps, training data, sha256, the source checkpoint,
-git commit and time. The entry must be registered in ``hydranet/model/zoo.py``.
+git commit and time. The entry must be registered in ``hydranet/model/zoo.py``. ``--data-rendered-from-config
+NOTE``: the run read its frames from a render of the config's own datasets (``hydranet data generate`` shards,
+checked identical): the data overrides are then not part of the reproduce command, and ``NOTE`` (how the
+render was checked) and the data the run actually read are recorded beside it.
 
 ``floors`` turns the figures ``benchmarks/reference.py`` measured (``tools/figures.py record reference --
 python benchmarks/reference.py``) into one suite per condition, ``suites/reference/<condition>.yaml``:
@@ -32,7 +35,8 @@ from typing import Any
 import torch
 
 from hydranet.checkpoint import CheckpointError, load_model
-from hydranet.model.zoo import PRETRAINED, PRETRAINED_DIR, PROVENANCE_FILE, STATE_FILE, WEIGHTS_FILE, ZooError
+from hydranet.model import PRETRAINED, ZooError
+from hydranet.model.zoo import PROVENANCE_FILE, STATE_FILE, WEIGHTS_FILE
 from hydranet.outputs import write_bytes_atomic
 from hydranet.train.config import load_config
 
@@ -70,8 +74,10 @@ def _git_commit() -> str | None:
         return None
 
 
-def install(run: str, name: str, config: str) -> Path:
-    """Copy ``run``'s checkpoint into the zoo entry ``name`` with its provenance; returns the directory."""
+def install(run: str, name: str, config: str, data_note: str | None = None) -> Path:
+    """Copy ``run``'s checkpoint into the zoo entry ``name`` with its provenance; returns the directory.
+    ``data_note``: the run's data was a render of the config's datasets, checked as the note says (the data
+    overrides are left out of the reproduce command, the note and the data read are recorded)."""
     if name not in PRETRAINED:
         raise SystemExit(f"error: '{name}' is not a registered zoo entry ({', '.join(PRETRAINED)}): register it in "
                          "hydranet/model/zoo.py first")
@@ -79,19 +85,26 @@ def install(run: str, name: str, config: str) -> Path:
     config_file = (ROOT / config) if not Path(config).is_absolute() else Path(config)
     used = ckpt.state.get("config") or {}
     overrides = overrides_beyond(config_file, used)
+    read = used.get("data", {})
+    if data_note is not None:  # the frames the run read are the config's own, rendered ahead of time
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("data.")}
+        data = load_config(config_file).model_dump(mode="json")["data"]
+    else:
+        data = read
     weights = (ckpt.path / WEIGHTS_FILE).read_bytes()
     state = (ckpt.path / STATE_FILE).read_bytes()
-    data = used.get("data", {})
     rel_config = config_file.relative_to(ROOT) if config_file.is_relative_to(ROOT) else config_file
     sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in overrides.items())
     provenance = {
-        "name": name, "preset": PRETRAINED[name].preset, "description": PRETRAINED[name].description,
+        "name": name,
         "config": str(rel_config), "config_sha256": _sha256(config_file.read_bytes()), "overrides": overrides,
-        "reproduce": f"hydranet train --config {rel_config}{sets} --out runs/{name}",
+        "reproduce": f"hydranet train --config {rel_config}{sets} --out runs/{config_file.stem}",
         "step": ckpt.state.get("step"), "batch_size": used.get("train", {}).get("batch_size"),
         "samples_seen": (ckpt.state.get("step") or 0) * used.get("train", {}).get("batch_size", 0)
                         * used.get("train", {}).get("grad_accum", 1),
         "data": data.get("datasets"), "eval_data": data.get("eval"),
+        **({"data_note": data_note, "data_read": {"datasets": read.get("datasets"), "eval": read.get("eval")}}
+           if data_note is not None else {}),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trunk_hash": ckpt.state.get("trunk_hash"),
         "sha256": {WEIGHTS_FILE: _sha256(weights), STATE_FILE: _sha256(state)},
@@ -101,7 +114,7 @@ def install(run: str, name: str, config: str) -> Path:
         "installed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()},
     }
-    target = PRETRAINED_DIR / name
+    target = PRETRAINED[name].directory
     target.mkdir(parents=True, exist_ok=True)
     (target / PROVENANCE_FILE).unlink(missing_ok=True)  # until the new one is written, the entry reads as absent
     write_bytes_atomic(target / WEIGHTS_FILE, weights)
@@ -150,7 +163,8 @@ def floors(results: Path, out: Path) -> list[Path]:
     written = []
     rel = results.resolve().relative_to(ROOT) if results.resolve().is_relative_to(ROOT) else results
     for condition, cond in data["conditions"].items():
-        header = HEADER.format(results=rel, model=data["model"], step=data["step"], sha=(data.get("sha256") or "?")[:12],
+        sha = (data.get("sha256") or "?")[:12]
+        header = HEADER.format(results=rel, model=data["model"], step=data["step"], sha=sha,
                                condition=condition, name=data["model"].removeprefix("zoo:"), rule=data["floor_rule"],
                                noise=cond["noise_seeds"][1] - cond["noise_seeds"][0] + 1, frames=cond["frames"],
                                seeds=cond["noise_seeds"][1] - cond["seed"] + 1)
@@ -170,13 +184,15 @@ def main() -> None:
     a.add_argument("run", help="run directory or checkpoint directory")
     a.add_argument("--name", default="tiny-world")
     a.add_argument("--config", default="configs/reference.yaml", help="the config file that reproduces it")
+    a.add_argument("--data-rendered-from-config", metavar="NOTE", default=None,
+                   help="the run read a render (shards) of the config's own datasets; NOTE says how it was checked")
     f = sub.add_parser("floors", help="write suites/reference/*.yaml from the recorded figures")
     f.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / f"{FIGURES}.json")
     f.add_argument("--out", type=Path, default=FLOORS_DIR)
     args = ap.parse_args()
     try:
         if args.command == "install":
-            print(f"installed {install(args.run, args.name, args.config)}")
+            print(f"installed {install(args.run, args.name, args.config, args.data_rendered_from_config)}")
         else:
             for file in floors(args.results, args.out):
                 print(f"wrote {file}")

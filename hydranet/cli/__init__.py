@@ -15,6 +15,8 @@ from hydranet.cli import (  # noqa: F401 - registers commands
 )
 from hydranet.cli.app import app
 
+__all__ = ["app", "main"]
+
 
 def main() -> None:
     """Entry point of the ``hydranet`` console script (``pyproject.toml``): run the typer app."""

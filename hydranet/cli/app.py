@@ -15,7 +15,7 @@ from hydranet.cli.guard import GuardedCommand
 from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
 
 
-class HydraTyper(typer.Typer):
+class _HydraTyper(typer.Typer):
     """``typer.Typer`` whose commands are ``GuardedCommand`` unless a command names a subclass of it."""
 
     def command(self, *args, cls: type[GuardedCommand] | None = None, **kwargs):  # noqa: ANN201 - typer's decorator
@@ -24,7 +24,7 @@ class HydraTyper(typer.Typer):
         return super().command(*args, cls=cls or GuardedCommand, **kwargs)
 
 
-app = HydraTyper(
+app = _HydraTyper(
     # Rich error panels wrap messages inside a box at 80 columns; in logs and pipes print click's
     # plain one-line "Error: ..." instead (hydranet.console does the same for tables).
     rich_markup_mode="rich" if sys.stderr.isatty() else None,

@@ -19,13 +19,12 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
 from hydranet.cli.source_help import ConvertCommand
 from hydranet.console import make_console, progress
-from hydranet.data.convert import convert as run
-from hydranet.data.convert import source_options
-from hydranet.datasets import open_source
+from hydranet.data import convert as run
+from hydranet.data import open_source, source_options
 from hydranet.json_files import dumps
 
 
-def parse_extra_options(args: list[str]) -> dict[str, object]:
+def _parse_extra_options(args: list[str]) -> dict[str, object]:
     """``["--dataroot", "DIR", "--filter-empty", "false", "--flag"]`` → ``{"dataroot": "DIR",
     "filter_empty": False, "flag": True}``; values are YAML. Raises ``typer.BadParameter`` on a stray value."""
     out: dict[str, object] = {}
@@ -48,7 +47,7 @@ def parse_extra_options(args: list[str]) -> dict[str, object]:
     return out
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
+def _parse_size(text: str | None) -> tuple[int, int] | None:
     """Parse ``--image-size`` ``"HxW"`` (pixels) into ``(H, W)``; ``None`` passes through.
     Raises ``typer.BadParameter`` (exit 2) for a malformed value or a side under 8 pixels."""
     if text is None:
@@ -88,14 +87,14 @@ def convert(
 
     if image_format not in ("jpeg", "png", "npz"):
         raise typer.BadParameter(f"must be jpeg, png or npz, got {image_format!r}", param_hint="--image-format")
-    size = parse_size(image_size)
+    size = _parse_size(image_size)
     label_formats: dict[str, str] = {}
     for item in label_format:
         name, _, fmt = item.partition("=")
         if fmt not in ("png", "npz") or not name:
             raise typer.BadParameter(f"expected LABEL=png or LABEL=npz, got {item!r}", param_hint="--label-format")
         label_formats[name] = fmt
-    config = {"kind": kind, **parse_extra_options(list(ctx.args))}
+    config = {"kind": kind, **_parse_extra_options(list(ctx.args))}
     with cli_errors():  # SourceError/SourceConfigError (bad options, missing files or tokens): exit 2
         source = open_source(source_options(config, size), kind)
     if limit is None:  # the source's own ``--frames N`` means the same as ``--limit N`` here

@@ -11,12 +11,10 @@ from rich.table import Table
 from hydranet.cli.app import app
 from hydranet.cli.errors import fail
 from hydranet.console import make_console, progress
-from hydranet.data.manifest import ShardError
-from hydranet.data.shards import ShardDataset
-from hydranet.train.data import world_from_file
-from hydranet.world.config import WorldConfig
-from hydranet.world.generate import check_existing, resolve
-from hydranet.world.generate import generate as run
+from hydranet.data import ShardDataset, ShardError
+from hydranet.train import world_from_file
+from hydranet.world import WorldConfig, check_existing, resolve
+from hydranet.world import generate as run
 
 
 @app.command()

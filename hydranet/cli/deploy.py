@@ -17,16 +17,23 @@ from hydranet.checkpoint import CheckpointError
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console, progress, working
-from hydranet.deploy.export import ExportError, export_checkpoint
-from hydranet.deploy.heldout import heldout_batches
-from hydranet.deploy.infer import run_infer
-from hydranet.deploy.manifest import ExportManifestError, manifest_path
-from hydranet.deploy.quantize import QuantizeError, int8_path, quantize_graph
-from hydranet.deploy.runtime import DeployedModel
-from hydranet.deploy.suites import suite_metrics
-from hydranet.deploy.verify import PARITY_TOLERANCE, metric_drop, parity
-from hydranet.eval.loop import evaluate
-from hydranet.eval.suite import SuiteError
+from hydranet.deploy import (
+    PARITY_TOLERANCE,
+    DeployedModel,
+    ExportError,
+    ExportManifestError,
+    QuantizeError,
+    export_checkpoint,
+    heldout_batches,
+    int8_path,
+    manifest_path,
+    metric_drop,
+    parity,
+    quantize_graph,
+    run_infer,
+    suite_metrics,
+)
+from hydranet.eval import SuiteError, evaluate
 from hydranet.json_files import dumps, to_jsonable
 
 console = make_console()

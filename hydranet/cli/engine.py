@@ -18,24 +18,40 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.cli.quality_view import quality_tables
 from hydranet.console import Progress, make_console, progress, working
-from hydranet.data.manifest import ShardError
-from hydranet.deploy.runtime import DeployedModel
-from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
-from hydranet.engine.label import LabelError, oracle_items, write_labelled
-from hydranet.engine.mine import MineResult, build_triggers, env_world_size, mine
-from hydranet.engine.pipeline import load_pipeline
-from hydranet.engine.pool import PoolError, load_mining_model, model_tasks, open_pool
-from hydranet.engine.preflight import preflight
-from hydranet.engine.quality import autolabel_quality
-from hydranet.engine.queue import QueueError, read_queue, write_queue, write_queue_html
-from hydranet.engine.triggers import TriggerError, parse_trigger_specs
-from hydranet.engine.vacation import Vacation, read_current
+from hydranet.data import ShardError
+from hydranet.deploy import DeployedModel
+from hydranet.engine import (
+    AutoLabelConfig,
+    LabelError,
+    MineResult,
+    PoolError,
+    QueueError,
+    TriggerError,
+    Vacation,
+    autolabel_items,
+    autolabel_quality,
+    build_triggers,
+    env_world_size,
+    load_mining_model,
+    load_pipeline,
+    mine,
+    model_tasks,
+    open_pool,
+    oracle_items,
+    parse_trigger_specs,
+    preflight,
+    read_current,
+    read_queue,
+    write_labelled,
+    write_queue,
+    write_queue_html,
+)
 from hydranet.json_files import dumps
-from hydranet.train.distributed import exit_torchrun_worker, shutdown
+from hydranet.train import exit_torchrun_worker, shutdown
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
-TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
+_TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
                  "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'")
 
 
@@ -51,7 +67,7 @@ def mine_command(
     model: Path = typer.Option(..., "--model", "-m", help="checkpoint/run directory, or an exported model.onnx"),
     data: str = typer.Option(..., "--data", help="the unlabelled pool: shard dir, manifest, 'synthetic[:world.yaml]'"),
     triggers: str = typer.Option("entropy:task=drivable,light_margin,flicker", "--triggers", "-t",
-                                 help=TRIGGERS_HELP),
+                                 help=_TRIGGERS_HELP),
     budget: int = typer.Option(..., "--budget", "-b", min=1, help="frames to queue for labelling"),
     out: Path = typer.Option(..., "--out", "-o", help="queue directory (queue.jsonl, queue.html, mine_summary.json)"),
     shadow: Path | None = typer.Option(None, "--shadow", help="deployed graph (model.onnx) for the shadow trigger"),

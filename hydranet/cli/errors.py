@@ -25,19 +25,15 @@ from pydantic import ValidationError
 
 from hydranet.checkpoint import CheckpointError, CheckpointWriteError
 from hydranet.config_errors import format_validation_error
-from hydranet.data.errors import NetworkError
-from hydranet.data.manifest import ShardError
+from hydranet.data import NetworkError, ShardError
 from hydranet.limits import LimitError
 from hydranet.outputs import OutputError, OutputWriteError, is_write_failure, write_error
 from hydranet.setup import SetupMismatchError
-from hydranet.train.config import ConfigError
-from hydranet.train.interrupt import TrainingInterrupted
-from hydranet.train.run import RunLockedError
-from hydranet.train.trainer import NonFiniteTrainingError
+from hydranet.train import ConfigError, NonFiniteTrainingError, RunLockedError, TrainingInterrupted
 
 BAD_INPUT = 2
 FAILED = 1
-INTERRUPTED = 130
+_INTERRUPTED = 130
 
 # Where the command running now was writing (set by the guard: its file output, or the newest file of its
 # directory output), named when a write fails without a file name.
@@ -62,7 +58,7 @@ def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
-def bad_input_types() -> tuple[type[BaseException], ...]:
+def _bad_input_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (exit 2)."""
 
     return (ConfigError, SetupMismatchError, CheckpointError, ShardError, RunLockedError, OutputError, LimitError,
@@ -74,7 +70,7 @@ def describe(e: BaseException) -> tuple[str, int]:
     if isinstance(e, TrainingInterrupted):
         return str(e), e.exit_code
     if isinstance(e, KeyboardInterrupt):
-        return "interrupted", INTERRUPTED
+        return "interrupted", _INTERRUPTED
     if isinstance(e, NetworkError | NonFiniteTrainingError | CheckpointWriteError | OutputWriteError):
         return str(e), FAILED
     if isinstance(e, ValidationError):  # a pydantic model validated outside a loader that names the file
@@ -86,7 +82,7 @@ def describe(e: BaseException) -> tuple[str, int]:
         return write_error(e, where() if where is not None else None), FAILED  # type: ignore[arg-type]
     if type(e).__name__ == "DecompressionBombError":  # PIL's guard, for an Image.open without our own check
         return f"{e} (raise the limit with `hydranet --max-image-pixels N`)", BAD_INPUT
-    if isinstance(e, bad_input_types()):
+    if isinstance(e, _bad_input_types()):
         return (str(e).strip("'\"") if isinstance(e, KeyError) else str(e)), BAD_INPUT
     if isinstance(e, OSError):  # an OS failure that is not the input's fault
         where = f"{e.filename}: " if e.filename and str(e.filename) not in str(e) else ""

@@ -32,7 +32,7 @@ import typer
 from typer.core import TyperCommand
 
 from hydranet.cli.errors import cli_errors, current_output
-from hydranet.deploy.quantize import int8_path
+from hydranet.deploy import int8_path
 from hydranet.outputs import check_output, is_write_failure, output_lock, temp_leftovers
 
 # Commands whose --out is a directory they fill (a run, a dataset, a queue, a cache): locked while they run.
@@ -41,8 +41,8 @@ DIRECTORY_OUTPUTS = frozenset({"train", "demo", "generate", "convert", "infer", 
 # Commands whose --out is one file (JSON, HTML, PNG, ONNX), written through a temporary file and renamed.
 FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show", "view", "autolabel-quality"})
 # Options that tell a command to delete what its output holds.
-REPLACING_OPTIONS = ("overwrite", "force", "retrain")
-OUTPUT_OPTIONS = ("out", "output")
+_REPLACING_OPTIONS = ("overwrite", "force", "retrain")
+_OUTPUT_OPTIONS = ("out", "output")
 
 
 def _default_output(name: str, params: dict[str, Any]) -> Path | None:
@@ -70,10 +70,10 @@ def _candidates(value: Any) -> Iterator[str]:
         yield text.rpartition(":")[0]
 
 
-def input_paths(params: dict[str, Any], extra_args: Iterable[str] = ()) -> list[str]:
+def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = ()) -> list[str]:
     """Every existing path a command was given, apart from its output."""
     found = []
-    values = [v for k, v in params.items() if k not in OUTPUT_OPTIONS]
+    values = [v for k, v in params.items() if k not in _OUTPUT_OPTIONS]
     values += [a for a in extra_args if not a.startswith("--")]
     for value in values:
         for text in _candidates(value):
@@ -87,15 +87,15 @@ def _under_torchrun() -> bool:
 
 
 @contextmanager
-def guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] = ()) -> Iterator[None]:
+def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] = ()) -> Iterator[None]:
     """Rules 1-3 of the module docstring around one command's body."""
-    out = next((params[k] for k in OUTPUT_OPTIONS if params.get(k) is not None), None)
+    out = next((params[k] for k in _OUTPUT_OPTIONS if params.get(k) is not None), None)
     out = Path(out) if out is not None else _default_output(name, params)
     if out is None:
         yield
         return
     option = "--out"
-    check_output(out, input_paths(params, extra_args), any(bool(params.get(k)) for k in REPLACING_OPTIONS), option)
+    check_output(out, _input_paths(params, extra_args), any(bool(params.get(k)) for k in _REPLACING_OPTIONS), option)
     is_dir = name in DIRECTORY_OUTPUTS
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
@@ -142,8 +142,9 @@ def _clean(paths: Iterable[Path]) -> None:
 
 
 class GuardedCommand(TyperCommand):
-    """Every hydranet command: its body runs inside ``cli_errors`` and ``guard_command``."""
+    """Every hydranet command: its body runs inside ``cli_errors`` and ``_guard_command``."""
 
     def invoke(self, ctx: Any) -> Any:
-        with cli_errors(), guard_command(self.name or "", dict(ctx.params), list(ctx.args)):
+        """click's ``invoke`` inside the guard: one error convention, outputs checked and locked."""
+        with cli_errors(), _guard_command(self.name or "", dict(ctx.params), list(ctx.args)):
             return super().invoke(ctx)

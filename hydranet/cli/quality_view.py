@@ -11,9 +11,9 @@ from typing import Any
 
 from rich.table import Table
 
-from hydranet.eval.suite import lower_is_better
+from hydranet.eval import lower_is_better
 
-MODES = ("single_frame", "clip_smoothed")
+_MODES = ("single_frame", "clip_smoothed")
 
 
 def _fmt(x: Any) -> str:
@@ -35,7 +35,7 @@ def _delta(metric: str, single: Any, smoothed: Any) -> str:
 def quality_tables(result: dict[str, Any], teacher: str = "") -> list[Table]:
     """One table per task of ``result``: its aggregate metrics (keys without ``/``; the headline first),
     single-frame, clip-smoothed and the change. Per-class/per-state numbers are in the JSON (``--json``)."""
-    single, smoothed = result.get(MODES[0], {}), result.get(MODES[1], {})
+    single, smoothed = result.get(_MODES[0], {}), result.get(_MODES[1], {})
     tables = []
     for task in sorted(set(single) | set(smoothed)):
         a, b = single.get(task, {}), smoothed.get(task, {})

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from hydranet.cli.guard import GuardedCommand
-from hydranet.data.sources import SOURCES, SourceConfigError, source_class
+from hydranet.data import SOURCES, SourceConfigError, source_class
 
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 
@@ -39,7 +39,7 @@ def _type_name(annotation: Any) -> str:
     return name or str(annotation).replace("typing.", "")
 
 
-def source_option_rows(kind: str, skip: set[str]) -> list[tuple[str, str]]:
+def _source_option_rows(kind: str, skip: set[str]) -> list[tuple[str, str]]:
     """``(--option TYPE, description [default])`` rows of source ``kind``'s options, leaving out ``kind``
     and the names in ``skip`` (options ``convert`` takes itself). Raises ``SourceConfigError`` for an
     unknown kind."""
@@ -83,7 +83,7 @@ class ConvertCommand(GuardedCommand):
         kind = ctx.meta.get("convert_kind")
         own = {p.name for p in self.params if p.name}
         try:
-            rows = source_option_rows(kind, own) if kind else None
+            rows = _source_option_rows(kind, own) if kind else None
         except SourceConfigError:
             rows = None
         if rows is None:

@@ -15,14 +15,11 @@ from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.console import make_console, progress, working
-from hydranet.data.manifest import ShardError
+from hydranet.data import ShardError
 from hydranet.datasets import dataset_setup, open_dataset
-from hydranet.eval.gate import gate
-from hydranet.eval.runner import run_suite
-from hydranet.eval.suite import SuiteError, load_suites
+from hydranet.eval import SuiteError, gate, load_suites, run_suite
 from hydranet.json_files import to_jsonable
-from hydranet.train.feature_cache import CacheError, write_cache
-from hydranet.train.merge import MergeError, build_merged, plan_merge, save_merged
+from hydranet.train import CacheError, MergeError, build_merged, plan_merge, save_merged, write_cache
 
 
 def _fail(message: str, error: BaseException) -> typer.Exit:

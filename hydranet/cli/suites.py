@@ -16,19 +16,25 @@ from rich.table import Table
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import app
 from hydranet.console import make_console, progress, working
-from hydranet.eval.gate import gate
-from hydranet.eval.report import write_html_report
-from hydranet.eval.runner import check_thresholds, run_suite, run_to_json
-from hydranet.eval.suite import SuiteError, load_suites, select_tasks
+from hydranet.eval import (
+    SuiteError,
+    check_thresholds,
+    gate,
+    load_suites,
+    run_suite,
+    run_to_json,
+    select_tasks,
+    write_html_report,
+)
 from hydranet.json_files import dumps, to_jsonable
-from hydranet.metrics.temporal import TEMPORAL_KEYS_3D
+from hydranet.metrics import TEMPORAL_KEYS_3D
 
-SEQUENCE_METRICS = ("ave", *TEMPORAL_KEYS_3D)  # shown for every task that reports them, threshold or not
+_SEQUENCE_METRICS = ("ave", *TEMPORAL_KEYS_3D)  # shown for every task that reports them, threshold or not
 
 console = make_console()
 
-CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
-SUITE_HELP = "a suite YAML file or a directory of them"
+_CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
+_SUITE_HELP = "a suite YAML file or a directory of them"
 
 
 def _fmt(x: float) -> str:
@@ -82,8 +88,8 @@ def _write_json(path: Path | None, data: Any) -> None:
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help=CKPT_HELP),
-    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
+    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
@@ -140,7 +146,7 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
         rows: list[tuple[str, Any]] = [(c.metric, c) for c in checks if c.task == task]
         shown = {m for m, _ in rows}
         if te is not None:  # always the headline and what a sequence adds (velocity, occlusion, flicker)
-            extra = [te.headline, *(k for k in SEQUENCE_METRICS if k in te.metrics and k != te.headline)]
+            extra = [te.headline, *(k for k in _SEQUENCE_METRICS if k in te.metrics and k != te.headline)]
             rows = [(m, None) for m in extra if m not in shown] + rows
         for metric, c in rows:
             value = te.metrics.get(metric, math.nan) if te is not None else math.nan
@@ -166,9 +172,9 @@ def _print_confusion(task: str, states: tuple[str, ...], conf: Any, metrics: dic
 
 @app.command("gate")
 def gate_command(
-    baseline: Path = typer.Option(..., "--baseline", "-a", help="baseline " + CKPT_HELP),
-    candidate: Path = typer.Option(..., "--candidate", "-b", help="candidate " + CKPT_HELP),
-    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
+    baseline: Path = typer.Option(..., "--baseline", "-a", help="baseline " + _CKPT_HELP),
+    candidate: Path = typer.Option(..., "--candidate", "-b", help="candidate " + _CKPT_HELP),
+    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the comparison as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
@@ -216,8 +222,8 @@ def gate_command(
 
 @app.command("report")
 def report_command(
-    checkpoint: Path = typer.Argument(..., help=CKPT_HELP),
-    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=SUITE_HELP),
+    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
     output: Path = typer.Option(Path("report.html"), "--out", "-o", "--output", help="the HTML file to write"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),

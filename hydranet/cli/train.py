@@ -8,11 +8,16 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import FAILED, cli_errors
-from hydranet.train.config import Config, load_config
-from hydranet.train.demo import default_demo_config, run_demo
-from hydranet.train.distributed import exit_torchrun_worker
-from hydranet.train.run import run_training
-from hydranet.train.subgraph import load_train_config, run_subgraph
+from hydranet.train import (
+    Config,
+    default_demo_config,
+    exit_torchrun_worker,
+    load_config,
+    load_train_config,
+    run_demo,
+    run_subgraph,
+    run_training,
+)
 
 
 def _train_config(config: Path | None, overrides: list[str], from_ckpt: Path | None) -> Config:
@@ -73,7 +78,9 @@ def train(
             cfg = _train_config(config, set_, from_ckpt)
             freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
             task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-            run_dir = out or Path("runs") / (config.stem if config is not None else f"{Path(from_ckpt).name.replace(':', '-')}-subgraph")
+            # zoo:NAME names no folder: the run is runs/zoo-NAME-subgraph
+            default_name = config.stem if config is not None else f"{Path(from_ckpt).name.replace(':', '-')}-subgraph"
+            run_dir = out or Path("runs") / default_name
             if add_task or from_cache:
                 run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
                              freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)

@@ -10,11 +10,11 @@ from hydranet.checkpoint import load_model
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
-from hydranet.data.convert import resize_sample
-from hydranet.data.sample import collate
+from hydranet.data import collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.eval import Evaluator
 from hydranet.geometry import BevGrid
-from hydranet.viz.rerun_log import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
+from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
 
 @app.command()
@@ -33,8 +33,6 @@ def view(
     """Write a Rerun recording of a scene (world or dataset) or of a model's predictions on it: every camera
     with its K and pose, 2D and 3D boxes, lanes, drivable space, depth as images and 3D points, BEV maps and
     the ego trajectory, on a per-frame timeline (prediction and truth side by side)."""
-    import torch
-
     try:
         require_rerun()
     except RerunMissing as e:
@@ -58,16 +56,15 @@ def view(
             raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
         grid = (net.setup.grid if net is not None else dataset_setup(dataset).grid) or BevGrid()
         stop = min(len(dataset), start + frames)
+        predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False)
         with SceneRecorder(out, grid) as recorder, progress("view", stop - start, console, unit="frames") as bar:
             for k, i in enumerate(range(start, stop)):
                 sample = dataset[i]
                 prediction = None
-                if net is not None:
+                if predictor is not None:
                     sample = resize_sample(sample, net.setup.image_size)
-                    batch = collate([sample])
-                    with torch.no_grad():
-                        outputs = net(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
-                    prediction = {t: decoded_cpu(net.task_objects[t].decode(outputs[t], batch)[0]) for t in names}
+                    frame = predictor.step(collate([sample]))
+                    prediction = {t: decoded_cpu(frame.decoded(t)[0]) for t in names}
                 recorder.log_frame(k, sample, prediction=prediction)
                 bar.advance()
     what = f"{model}'s predictions and the ground truth" if net is not None else "the ground truth"

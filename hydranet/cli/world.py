@@ -8,11 +8,11 @@ import typer
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
-from hydranet.data.sample import Sample
+from hydranet.data import Sample
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.geometry import BevGrid
 from hydranet.setup import Setup, class_names
-from hydranet.train.data import world_from_file
+from hydranet.train import world_from_file
 from hydranet.viz import (
     EGO_PATH_COLOR,
     LANE_COLORS,

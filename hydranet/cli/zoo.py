@@ -10,7 +10,7 @@ from rich.table import Table
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console
-from hydranet.model.zoo import PRETRAINED, ZooError, find_pretrained, verified_directory
+from hydranet.model import PRETRAINED, ZooError, find_pretrained, verified_directory
 
 
 @app.command()
@@ -26,7 +26,8 @@ def zoo(
         if name != "list":
             entry = find_pretrained(name)
             verified_directory(entry.name)  # a missing or altered file is an error (exit 2) naming it
-            console.print_json(json.dumps({"zoo": f"zoo:{entry.name}", "directory": str(entry.directory),
+            console.print_json(json.dumps({"zoo": f"zoo:{entry.name}", "preset": entry.preset,
+                                           "description": entry.description, "directory": str(entry.directory),
                                            **entry.provenance()}))
             return
         rows = []

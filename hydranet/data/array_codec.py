@@ -2,19 +2,14 @@
 the dense-array encoding of label maps, and PNG/JPEG. ``codec.py`` builds whole samples from these.
 
 Why these encodings: PNG and npz are readable by every tool (``tar x`` then PIL / ``np.load``), are
-lossless, and inflate with zlib in C. Camera images default to deflated npz rather than PNG:
-on the synthetic world's noisy 128x256 images PNG is ~30% smaller (51 vs 72 kB) but PIL decodes it
-~1.8x slower than a plain inflate (0.79 vs 0.43 ms per camera), and images are half the read
-cost of a frame; PNG stays available for viewable shards. Label maps are npz too: a flat mask
-inflates 4x faster than PIL decodes the same PNG (0.12 vs 0.47 ms for 8x128x256).
-Small-range uint8 maps are bit-packed (a drivable mask inflates 5x faster), float maps are
-byte-shuffled (the trick of HDF5's and Blosc's shuffle filter: ~8x smaller depth), small
-non-negative int maps are narrowed (instance ids: 3x faster); see ``encode_array``. The original
-dtype and shape are always restored.
+lossless, and inflate with zlib in C. Camera images default to deflated npz rather than PNG: a plain inflate
+reads faster than PIL decodes a PNG, and images are half the read cost of a frame (the measurements are in
+docs/decisions.md); PNG stays available for viewable shards. Label maps are npz too. Small-range uint8 maps are
+bit-packed, float maps are byte-shuffled (the trick of HDF5's and Blosc's shuffle filter), small non-negative
+int maps are narrowed; see ``encode_array``. The original dtype and shape are always restored.
 Zip entries carry a fixed timestamp, so equal arrays give equal bytes (reproducible shards,
-comparable by sha256). ``read_npz`` parses the zip entries we write directly (np.load's zipfile
-path costs ~0.2 ms per file, which is 20% of the per-frame budget) and falls back to ``np.load``
-for anything else.
+comparable by sha256). ``read_npz`` parses the zip entries we write directly (np.load's zipfile path is
+a noticeable share of the per-frame budget) and falls back to ``np.load`` for anything else.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ from PIL import Image
 
 from hydranet.limits import LimitError, open_image
 
-PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
+_PNG_LEVEL = 6  # zlib level: 6 is ~12% smaller than 1 on noisy camera images and decodes as fast
 JPEG_QUALITY = 92  # real camera JPEGs are already lossy; 92 keeps re-encoding loss below sensor noise
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: reproducible bytes
 
@@ -187,9 +182,9 @@ def decode_array(entries: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def encode_png(a: np.ndarray) -> bytes:
-    """uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) to lossless PNG bytes at zlib level ``PNG_LEVEL``."""
+    """uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) to lossless PNG bytes at zlib level ``_PNG_LEVEL``."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="png", compress_level=PNG_LEVEL)
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="png", compress_level=_PNG_LEVEL)
     return buf.getvalue()
 
 

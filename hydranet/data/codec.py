@@ -41,8 +41,6 @@ from pydantic import (
 )
 
 from hydranet.data.array_codec import (
-    JPEG_QUALITY,
-    PNG_LEVEL,
     CodecError,
     decode_array,
     decode_png,
@@ -55,13 +53,10 @@ from hydranet.data.array_codec import (
 from hydranet.data.labels import known_labels
 from hydranet.data.sample import Sample
 
-IMAGE_LEVEL = 1  # deflate level for npz images: sensor noise makes higher levels <1% smaller, 3x slower
+_IMAGE_LEVEL = 1  # deflate level for npz images: sensor noise makes higher levels <1% smaller, 3x slower
 IMAGE_FORMATS = ("npz", "png", "jpeg")
-IMAGE_EXT = {"npz": "npz", "png": "png", "jpeg": "jpg"}
+_IMAGE_EXT = {"npz": "npz", "png": "png", "jpeg": "jpg"}
 
-__all__ = ["IMAGE_EXT", "IMAGE_FORMATS", "IMAGE_LEVEL", "JPEG_QUALITY", "PNG_LEVEL", "CodecError", "SampleMeta",
-           "decode_array", "decode_png", "decode_sample", "encode_array", "encode_jpeg", "encode_png",
-           "encode_sample", "parse_sample_meta", "read_npz", "write_npz"]
 
 _GEOMETRY = ("intrinsics", "T_ego_from_cam", "T_world_from_ego")
 
@@ -154,7 +149,7 @@ def encode_sample(sample: Sample, image_format: str = "npz",
         if "/" in name or not name:
             raise CodecError(f"camera name {name!r} cannot be a member name")
         if image_format == "npz":
-            members.append((f"cam.{name}.npz", write_npz({"image": img}, level=IMAGE_LEVEL)))
+            members.append((f"cam.{name}.npz", write_npz({"image": img}, level=_IMAGE_LEVEL)))
         elif image_format == "png":
             members.append((f"cam.{name}.png", encode_png(img.transpose(1, 2, 0))))
         else:
@@ -211,7 +206,7 @@ def decode_sample(members: dict[str, bytes], labels: frozenset[str] | set[str] |
     geometry = {g: getattr(meta, g).tensor(g) for g in _GEOMETRY}
     planes = []
     for n in names:
-        member = f"cam.{n}.{IMAGE_EXT[fmt]}"
+        member = f"cam.{n}.{_IMAGE_EXT[fmt]}"
         img = _decode_member(member, members, _decode_image if fmt == "npz" else
                              lambda b: decode_png(b, "RGB").transpose(2, 0, 1))
         if img.shape[1:] != size:

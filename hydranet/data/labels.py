@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hydranet.setup import OBJECT_CLASSES  # noqa: F401 - the default object vocabulary, re-exported
+from hydranet.setup import OBJECT_CLASSES
 
 LIGHT_STATES: tuple[str, ...] = ("red", "yellow", "green")
 SEMANTIC_CLASSES: tuple[str, ...] = (

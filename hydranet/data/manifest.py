@@ -25,12 +25,12 @@ from hydranet.limits import loads_json
 from hydranet.setup import Setup
 
 FORMAT = "hydranet-shards"
-FORMAT_VERSION = 2  # 2: the Setup (full camera K and rotation, class vocabularies) replaced rig + grid
+_FORMAT_VERSION = 2  # 2: the Setup (full camera K and rotation, class vocabularies) replaced rig + grid
 MANIFEST_NAME = "manifest.json"
 
 # Label names that are also task names (the rest -- semantic, instance, ego_path, lane_lines -- are
 # auxiliary ground truth). Kept here, not imported from hydranet.tasks: data sits left of tasks.
-TASK_LABELS: tuple[str, ...] = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic",
+_TASK_LABELS: tuple[str, ...] = ("detection2d", "traffic_light", "drivable", "lanes", "depth", "bev_semantic",
                                 "objects3d")
 
 
@@ -88,7 +88,7 @@ class ShardManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: str = FORMAT
-    format_version: int = FORMAT_VERSION
+    format_version: int = _FORMAT_VERSION
     generator: dict[str, str]  # {"name": "hydranet", "version": ...}
     created: str  # ISO-8601 UTC; informational only
     source: dict[str, Any] = Field(default_factory=dict)  # e.g. {"kind": "synthetic", "world_config": {...}}
@@ -161,11 +161,11 @@ def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | Non
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise ShardManifestError(f"not a {FORMAT} manifest (format={found!r})", path)
-    if raw.get("format_version") != FORMAT_VERSION:
+    if raw.get("format_version") != _FORMAT_VERSION:
         older = " (an older hydranet's rig record has no principal point, roll or per-camera size: regenerate " \
                 "it with hydranet generate / hydranet convert)" if raw.get("format_version") == 1 else ""
         raise ShardManifestError(f"format_version {raw.get('format_version')} is not supported (this hydranet reads "
-                                 f"{FORMAT_VERSION}){older}", path)
+                                 f"{_FORMAT_VERSION}){older}", path)
     try:
         m = ShardManifest.model_validate(raw)
     except ValidationError as e:
@@ -186,7 +186,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temp file in the same directory, fsync, rename: readers see all or nothing.
 
     The file gets the mode ``open()`` would give it (0666 less the umask, i.e. 0644 usually), like the
@@ -207,7 +207,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_shard_manifest(root: str | os.PathLike, manifest: ShardManifest) -> Path:
-    """Write ``manifest`` as ``root``'s ``manifest.json`` atomically (see ``atomic_write_bytes``); returns
+    """Write ``manifest`` as ``root``'s ``manifest.json`` atomically (see ``_atomic_write_bytes``); returns
     its path. Writers call it last, so a directory with a manifest is a complete dataset.
     """
     path = manifest_path(root)
@@ -215,7 +215,7 @@ def write_shard_manifest(root: str | os.PathLike, manifest: ShardManifest) -> Pa
     # One line per innermost list (index rows, matrices): readable without a line per number. JSON strings
     # never hold a raw newline, so the pattern only matches real list layout.
     text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "]", text)
-    atomic_write_bytes(path, (text + "\n").encode())
+    _atomic_write_bytes(path, (text + "\n").encode())
     return path
 
 

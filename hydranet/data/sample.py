@@ -51,10 +51,10 @@ from hydranet.data.validate import check_sample_content
 # Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
 # The built-in label names of the synthetic world. Which labels exist, and whether they are dense or
 # ragged, is the label registry's business (``hydranet.data.labels``): tasks declare their labels.
-DENSE_LABELS: frozenset[str] = frozenset(
+_DENSE_LABELS: frozenset[str] = frozenset(
     {"drivable", "lanes", "depth", "semantic", "instance", "bev_semantic", "ego_path"})
 RAGGED_LABELS: frozenset[str] = frozenset({"detection2d", "traffic_light", "objects3d", "lane_lines"})
-ALL_LABELS: frozenset[str] = DENSE_LABELS | RAGGED_LABELS
+ALL_LABELS: frozenset[str] = _DENSE_LABELS | RAGGED_LABELS
 
 
 @dataclass

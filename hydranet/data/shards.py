@@ -35,7 +35,8 @@ from typing import Any
 from torch.utils.data import Dataset
 
 import hydranet
-from hydranet.data.codec import IMAGE_FORMATS, CodecError, decode_sample, encode_sample, parse_sample_meta
+from hydranet.data.array_codec import CodecError
+from hydranet.data.codec import IMAGE_FORMATS, decode_sample, encode_sample, parse_sample_meta
 from hydranet.data.labels import task_labels
 from hydranet.data.manifest import (
     MANIFEST_NAME,
@@ -50,13 +51,11 @@ from hydranet.data.sample import Sample
 from hydranet.data.storage import ShardStore, is_url
 from hydranet.setup import Setup, rig_of_frame
 
-__all__ = ["ShardWriter", "ShardDataset", "ShardError", "shard_name", "sample_key"]
-
 BLOCK = 512
 _END = b"\0" * (2 * BLOCK)  # end-of-archive marker
 
 
-def shard_name(i: int) -> str:
+def _shard_name(i: int) -> str:
     """File name of shard ``i`` (``shard-000000.tar``, zero-padded so names sort in order)."""
     return f"shard-{i:06d}.tar"
 
@@ -176,7 +175,7 @@ class ShardWriter:
                 self._open_shard()
             self._file.write(blob)
         except OSError as e:  # a full disk: name the shard being written (write() names no file)
-            e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+            e.filename = e.filename or str(self.root / _shard_name(len(self.shards)))
             raise
         self._hash.update(blob)
         self._index.append((key, self._offset, len(blob), zlib.crc32(blob)))
@@ -188,7 +187,7 @@ class ShardWriter:
             try:
                 self._finish_shard()
             except OSError as e:
-                e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+                e.filename = e.filename or str(self.root / _shard_name(len(self.shards)))
                 raise
         return key
 
@@ -200,7 +199,7 @@ class ShardWriter:
             try:
                 self._finish_shard()
             except OSError as e:
-                e.filename = e.filename or str(self.root / shard_name(len(self.shards)))
+                e.filename = e.filename or str(self.root / _shard_name(len(self.shards)))
                 self.abort()
                 raise
         self._closed = True
@@ -231,7 +230,7 @@ class ShardWriter:
         self._closed = True
 
     def _open_shard(self) -> None:
-        name = shard_name(len(self.shards))
+        name = _shard_name(len(self.shards))
         self._tmp = self.root / f".{name}.{os.getpid()}.tmp"
         self._file = open(self._tmp, "wb")
         self._hash, self._offset, self._index, self._labels = hashlib.sha256(), 0, [], {}
@@ -245,7 +244,7 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
-        name = shard_name(len(self.shards))
+        name = _shard_name(len(self.shards))
         os.replace(self._tmp, self.root / name)
         self._tmp = None
         self.shards.append(ShardInfo(name=name, num_samples=len(self._index), bytes=self._offset + len(tail),
@@ -253,7 +252,7 @@ class ShardWriter:
                                      index=self._index))
 
 
-def parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
+def _parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:
     """Split the tar bytes of one sample into ``{member: data}``; every member must belong to ``key``."""
     out: dict[str, bytes] = {}
     names: dict[str, str] = {}  # member -> full tar name, for the error message
@@ -367,7 +366,7 @@ class ShardDataset(Dataset):
         if zlib.crc32(blob) != crc:
             raise ShardError(f"CRC32 mismatch over bytes {offset}..{offset + length}: the shard is corrupt", path, key)
         try:
-            return path, key, parse_members(blob, key)
+            return path, key, _parse_members(blob, key)
         except CodecError as e:
             raise ShardError(str(e), path, key) from e
 

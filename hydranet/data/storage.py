@@ -32,7 +32,6 @@ from hydranet.limits import net_retries, net_timeout_s
 
 T = TypeVar("T")
 
-__all__ = ["ShardStore", "is_url"]
 
 
 def is_url(root: str | os.PathLike) -> bool:

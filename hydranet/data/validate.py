@@ -27,7 +27,7 @@ from torch import Tensor
 RIGID_TOLERANCE = 5e-3  # max |R^T R - I| and |det R - 1|: float32 calibrations are orthonormal to ~1e-6
 
 
-def rotation_error(R: Tensor) -> float:
+def _rotation_error(R: Tensor) -> float:
     """How far ``R`` [3, 3] is from a rotation: max of ``|R^T R - I|`` and ``|det R - 1|``."""
     R = R.double()
     ortho = (R.T @ R - torch.eye(3, dtype=R.dtype)).abs().max()
@@ -37,7 +37,7 @@ def rotation_error(R: Tensor) -> float:
 def check_rotation(R: Any, where: str, error: type[Exception] = ValueError) -> None:
     """Refuse a 3x3 matrix that is not a rotation (orthonormal, determinant +1)."""
     R = torch.as_tensor(R, dtype=torch.float64)
-    err = rotation_error(R)
+    err = _rotation_error(R)
     if not err <= RIGID_TOLERANCE:  # also catches NaN
         raise error(f"{where}: not a rotation (|R^T R - I|, |det R - 1| up to {err:.3g} > {RIGID_TOLERANCE:g}): "
                     "a scaled, sheared or mirrored matrix would distort every point it maps")
@@ -50,13 +50,13 @@ def check_rigid(T: Any, where: str, error: type[Exception] = ValueError) -> None
         raise error(f"{where}: expected a 4x4 transform, got shape {tuple(T.shape)}")
     if not torch.allclose(T[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=T.dtype), atol=1e-6):
         raise error(f"{where}: not a rigid transform (last row {T[3].tolist()}, expected [0, 0, 0, 1])")
-    err = rotation_error(T[:3, :3])
+    err = _rotation_error(T[:3, :3])
     if not err <= RIGID_TOLERANCE:
         raise error(f"{where}: not a rigid transform: its rotation is scaled, sheared or mirrored (|R^T R - I|, "
                     f"|det R - 1| up to {err:.3g} > {RIGID_TOLERANCE:g})")
 
 
-def check_intrinsics(K: Tensor, where: str, error: type[Exception] = ValueError) -> None:
+def _check_intrinsics(K: Tensor, where: str, error: type[Exception] = ValueError) -> None:
     """Refuse a ``K`` that is not a pinhole matrix (fx, fy > 0; last row 0 0 1)."""
     K = K.double()
     if not (K[0, 0] > 0 and K[1, 1] > 0) or not torch.allclose(K[2], torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype),
@@ -99,7 +99,7 @@ def check_sample_content(sample: Any, where: str) -> None:
             check_rigid(sample.T_ego_from_cam[n], f"{where}: T_ego_from_cam[{n}] (camera {names[n]})")
     if bool(k_bad.any()):
         n = int(k_bad.nonzero()[0])
-        check_intrinsics(sample.intrinsics[n], f"{where}: intrinsics[{n}] (camera {names[n]})")
+        _check_intrinsics(sample.intrinsics[n], f"{where}: intrinsics[{n}] (camera {names[n]})")
     for key, value in sample.labels.items():
         if isinstance(value, dict) and isinstance(value.get("boxes"), Tensor):
             check_boxes(key, value["boxes"], f"{where}: label {key}", len(names), value.get("camera"))

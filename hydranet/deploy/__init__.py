@@ -7,11 +7,16 @@
 See docs/deploy.md.
 """
 
-from hydranet.deploy.export import DEFAULT_OPSET, ExportError, ExportGraph, export_checkpoint, export_onnx
-from hydranet.deploy.manifest import ExportManifest, ExportManifestError, load_manifest, manifest_path
-from hydranet.deploy.runtime import DeployedModel, bind_task
+import lazy_loader as lazy
 
-__all__ = [
-    "DEFAULT_OPSET", "DeployedModel", "ExportError", "ExportGraph", "ExportManifest", "ExportManifestError",
-    "bind_task", "export_checkpoint", "export_onnx", "load_manifest", "manifest_path",
-]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "export": ["DEFAULT_OPSET", "ExportError", "ExportGraph", "export_checkpoint", "export_onnx"],
+    "heldout": ["heldout_batches"],
+    "infer": ["draw_and_record", "run_infer"],
+    "manifest": ["ExportManifest", "ExportManifestError", "load_manifest", "manifest_path"],
+    "quantize": ["QuantizeError", "int8_path", "quantize_graph"],
+    "runtime": ["DeployedModel", "bind_task"],
+    "suites": ["suite_metrics"],
+    "verify": ["PARITY_TOLERANCE", "metric_drop", "parity"],
+})

@@ -46,10 +46,10 @@ from hydranet.deploy.manifest import (
 from hydranet.outputs import atomic_path
 
 DEFAULT_OPSET = 17
-MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
-MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
-INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam", "camera_valid")  # camera_valid: graphs with fusion
-RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
+_MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
+_MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
+_INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam", "camera_valid")  # camera_valid: graphs with fusion
+_RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
             "graph inputs: pass the calibration of the car the frame came from, K rescaled to setup.image_size. "
             "setup.rigs holds the nominal rig the graph was exported for (each camera's native size, K and "
             "T_ego_from_cam); BEV outputs are only as good as K/T are close to what training saw.")
@@ -64,21 +64,21 @@ class ExportError(RuntimeError):
         self.option = option
 
 
-def check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
+def _check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
     """Refuse an opset the graph for ``tasks`` cannot be written in, naming the op and the tasks that need it."""
     bev = [t for t in tasks if model.task_objects[t].space == "bev"]
-    if bev and opset < MIN_OPSET:
+    if bev and opset < _MIN_OPSET:
         camera = [t for t in tasks if t not in bev]
-        hint = (f"; the camera-only tasks ({','.join(camera)}) alone export at opset >= {MIN_CAMERA_OPSET}"
+        hint = (f"; the camera-only tasks ({','.join(camera)}) alone export at opset >= {_MIN_CAMERA_OPSET}"
                 if camera else "")
         raise ExportError(f"opset {opset} is too old for BEV task(s) {','.join(bev)}: camera->BEV fusion uses "
-                          f"GridSample, which needs opset >= {MIN_OPSET}{hint}", option="--opset")
-    if opset < MIN_CAMERA_OPSET:
-        raise ExportError(f"opset {opset} is too old: the camera trunk and heads need opset >= {MIN_CAMERA_OPSET}",
+                          f"GridSample, which needs opset >= {_MIN_OPSET}{hint}", option="--opset")
+    if opset < _MIN_CAMERA_OPSET:
+        raise ExportError(f"opset {opset} is too old: the camera trunk and heads need opset >= {_MIN_CAMERA_OPSET}",
                           option="--opset")
 
 
-def decoder_name(task: Any) -> str:
+def _decoder_name(task: Any) -> str:
     """Dotted path of ``task``'s decode method (``module.Class.decode``), as recorded in the manifest."""
     cls = type(task)
     return f"{cls.__module__}.{cls.__qualname__}.decode"
@@ -114,7 +114,7 @@ def resolve_tasks(model: nn.Module, tasks: list[str] | str | None) -> list[str]:
         raise ExportError(str(e.args[0])) from None
 
 
-def resolve_rig(model: nn.Module, rig: str | None) -> str:
+def _resolve_rig(model: nn.Module, rig: str | None) -> str:
     """The name of the rig to export: ``rig`` if it is one of ``model.setup.rigs``, else the first; an unknown
     name is an ``ExportError`` naming the rigs (option ``--rig``)."""
     try:
@@ -129,7 +129,7 @@ def example_inputs(model: nn.Module, batch: int = 1, rig: str | None = None,
     the rig's K rescaled to the network input and its T_ego_from_cam (values only steer tracing, never the
     graph); ``with_mask`` adds an all-True ``camera_valid``."""
     setup = model.setup
-    cams = setup.rig(resolve_rig(model, rig))
+    cams = setup.rig(_resolve_rig(model, rig))
     h, w = setup.image_size
     n = len(cams)
     images = torch.randint(0, 256, (batch, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -138,14 +138,14 @@ def example_inputs(model: nn.Module, batch: int = 1, rig: str | None = None,
     return (images, K, T, torch.ones(batch, n, dtype=torch.bool)) if with_mask else (images, K, T)
 
 
-def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
+def _build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs: dict[str, dict[str, Tensor]],
                    opset: int, batch: int, trunk_hash: str, checkpoint: str | None,
                    rig: str | None = None, graph_inputs: list[str] | None = None,
                    graph_sha256: str = "") -> ExportManifest:
     """The manifest of a written graph for rig ``rig`` (a name of ``model.setup.rigs``, default the first).
     ``graph_inputs``: the inputs the graph really has (the exporter drops an input nothing reads, e.g. K and T
-    in a camera-only graph); None = all of ``INPUT_NAMES``."""
-    setup = model.setup.only_rig(resolve_rig(model, rig))
+    in a camera-only graph); None = all of ``_INPUT_NAMES``."""
+    setup = model.setup.only_rig(_resolve_rig(model, rig))
     h, w = setup.image_size
     n = len(setup.rig())
     ctx = model.head_context
@@ -155,10 +155,10 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
         names = []
         for key, value in outputs[name].items():
             out_specs.append(OutputSpec(name=f"{name}.{key}", task=name, key=key, shape=list(value.shape),
-                                        dtype=str(value.dtype).removeprefix("torch."), decoder=decoder_name(task)))
+                                        dtype=str(value.dtype).removeprefix("torch."), decoder=_decoder_name(task)))
             names.append(f"{name}.{key}")
         task_specs[name] = ExportedTaskSpec(space=task.space, label=task.label, options=dict(task.options),
-                                    decoder=decoder_name(task), outputs=names)
+                                    decoder=_decoder_name(task), outputs=names)
     inputs = [
         InputSpec(name="images", shape=[batch, n, 3, h, w], dtype="uint8", layout="B,N,C,H,W (RGB)",
                   description="raw 8-bit camera images in camera_names order; normalised inside the graph"),
@@ -171,7 +171,7 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
                               "and averages over the remaining cameras; all True in normal operation"),
     ]
     if graph_inputs is None:
-        graph_inputs = list(INPUT_NAMES[:3]) + (["camera_valid"] if any(
+        graph_inputs = list(_INPUT_NAMES[:3]) + (["camera_valid"] if any(
             model.task_objects[t].space == "bev" for t in tasks) else [])
     if graph_inputs is not None:
         unknown = [name for name in graph_inputs if name not in {i.name for i in inputs}]
@@ -182,7 +182,7 @@ def build_manifest(model: nn.Module, graph_file: str, tasks: list[str], outputs:
         graph=graph_file, graph_sha256=graph_sha256, opset=opset, hydranet_version=hydranet.__version__,
         torch_version=f"{torch.__version__} (python {platform.python_version()})", checkpoint=checkpoint,
         trunk_hash=trunk_hash, batch=batch, setup=setup, inputs=inputs,
-        normalisation=Normalisation(mean=list(model.pixel_mean), std=list(model.pixel_std)), rig_note=RIG_NOTE,
+        normalisation=Normalisation(mean=list(model.pixel_mean), std=list(model.pixel_std)), rig_note=_RIG_NOTE,
         head_context=HeadContextSpec(camera_channels=ctx.camera_channels, camera_strides=dict(ctx.camera_strides),
                                      bev_channels=ctx.bev_channels),
         tasks=task_specs, outputs=out_specs, architecture=model.cfg.model_dump(mode="json"))
@@ -201,9 +201,9 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     opset too old for the graph."""
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
-    rig = resolve_rig(model, rig)
+    rig = _resolve_rig(model, rig)
     names = resolve_tasks(model, tasks)
-    check_opset(model, names, opset)
+    _check_opset(model, names, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if trunk_hash is None:
@@ -217,7 +217,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         # camera_valid passes through camera heads unchanged: an input, not a graph output.
         outputs = {t: {k: v for k, v in o.items() if k != "camera_valid"} for t, o in outputs.items()}
         keys = [(t, k) for t in names for k in outputs[t]]
-        input_names, output_names = list(INPUT_NAMES[:len(inputs)]), [f"{t}.{k}" for t, k in keys]
+        input_names, output_names = list(_INPUT_NAMES[:len(inputs)]), [f"{t}.{k}" for t, k in keys]
         # A temporal model with a BEV task exports its streaming graph: state and ego motion in, new state out.
         is_streaming = bool(getattr(model, "is_temporal", False)) and any(
             model.task_objects[t].space == "bev" for t in names)
@@ -238,7 +238,7 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
         model.train(was_training)
     # only a streaming graph has ego-motion and state inputs (a plain graph never names them)
     streamed = set(streaming.EGO_INPUTS) | set(streaming.state_input_names()) if is_streaming else set()
-    manifest = build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
+    manifest = _build_manifest(model, path.name, names, outputs, opset, batch, trunk_hash, checkpoint, rig,
                               [n for n in graph_inputs if n not in streamed], file_sha256(path))
     if is_streaming:  # the ego-motion and state inputs, in the graph's order
         specs = {i.name: i for i in [*manifest.inputs, *streaming.streaming_input_specs(model, batch)]}

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hydranet.data.sample import Batch, collate
+from hydranet.data import Batch, collate
 from hydranet.deploy.manifest import ExportManifest
 from hydranet.world import SyntheticWorld, WorldConfig
 
 EVAL_SEED = 7_100_001  # held-out frames: parity and metric drop
 CALIB_SEED = 7_200_001  # INT8 calibration frames
-FRAMES_PER_SCENE = 8
+_FRAMES_PER_SCENE = 8
 STRIDE = 4  # frames taken per scene: 0, 4 (two per 8-frame scene)
 
 
-def manifest_world(manifest: ExportManifest, seed: int, num_scenes: int, frames_per_scene: int) -> SyntheticWorld:
+def _manifest_world(manifest: ExportManifest, seed: int, num_scenes: int, frames_per_scene: int) -> SyntheticWorld:
     """A ``SyntheticWorld`` of ``num_scenes`` × ``frames_per_scene`` frames rendering the manifest's setup (its
     rig in graph camera order, image size, BEV grid, classes)."""
     return SyntheticWorld(WorldConfig(seed=seed, num_scenes=num_scenes, frames_per_scene=frames_per_scene,
@@ -29,18 +29,18 @@ def manifest_world(manifest: ExportManifest, seed: int, num_scenes: int, frames_
 
 
 def world_for(manifest: ExportManifest, seed: int, frames: int) -> SyntheticWorld:
-    """The manifest's world (``manifest_world``) with enough scenes for ``frames`` spread-out frames."""
-    per_scene = FRAMES_PER_SCENE // STRIDE
-    return manifest_world(manifest, seed, max(1, -(-frames // per_scene)), FRAMES_PER_SCENE)
+    """The manifest's world (``_manifest_world``) with enough scenes for ``frames`` spread-out frames."""
+    per_scene = _FRAMES_PER_SCENE // STRIDE
+    return _manifest_world(manifest, seed, max(1, -(-frames // per_scene)), _FRAMES_PER_SCENE)
 
 
 def spread_indices(frames: int) -> list[int]:
     """``frames`` world indices, ``STRIDE`` apart within each scene."""
-    per_scene = FRAMES_PER_SCENE // STRIDE
-    return [(i // per_scene) * FRAMES_PER_SCENE + (i % per_scene) * STRIDE for i in range(frames)]
+    per_scene = _FRAMES_PER_SCENE // STRIDE
+    return [(i // per_scene) * _FRAMES_PER_SCENE + (i % per_scene) * STRIDE for i in range(frames)]
 
 
-def world_batches(world, indices: list[int], batch_size: int) -> Iterator[Batch]:
+def _world_batches(world, indices: list[int], batch_size: int) -> Iterator[Batch]:
     """Collated batches of ``world[i]`` for ``indices`` in order, ``batch_size`` samples each (the last may be
     smaller)."""
     for s in range(0, len(indices), batch_size):
@@ -50,12 +50,12 @@ def world_batches(world, indices: list[int], batch_size: int) -> Iterator[Batch]
 def heldout_batches(manifest: ExportManifest, frames: int, batch_size: int, seed: int = EVAL_SEED) -> Iterator[Batch]:
     """Batches of ``frames`` held-out frames for the manifest's rig."""
     world = world_for(manifest, seed, frames)
-    return world_batches(world, spread_indices(frames), batch_size)
+    return _world_batches(world, spread_indices(frames), batch_size)
 
 
 def heldout_sequence_batches(manifest: ExportManifest, frames: int, seed: int = EVAL_SEED) -> Iterator[Batch]:
     """``frames`` *consecutive* held-out frames of ``manifest.batch`` scenes (sample b of every batch is scene
     b), for checks of a temporal graph: its memory carries over from one frame to the next only in a sequence."""
-    world = manifest_world(manifest, seed, manifest.batch, frames)
+    world = _manifest_world(manifest, seed, manifest.batch, frames)
     for f in range(frames):
         yield collate([world[b * frames + f] for b in range(manifest.batch)])

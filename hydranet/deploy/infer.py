@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import collate
+from hydranet.data import collate
 from hydranet.datasets import open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
+from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.viz import Views
 
-NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
+_NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
 
 def _round(x: Tensor) -> list:
@@ -35,7 +36,7 @@ def _round(x: Tensor) -> list:
     return x.detach().cpu().tolist()
 
 
-def dense_summary(x: Tensor) -> dict[str, Any]:
+def _dense_summary(x: Tensor) -> dict[str, Any]:
     """What a dense decoded output holds, in a few numbers (the array itself goes to the .npz)."""
     info: dict[str, Any] = {"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")}
     if x.dtype.is_floating_point:
@@ -47,12 +48,12 @@ def dense_summary(x: Tensor) -> dict[str, Any]:
     return info
 
 
-def open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, list[int]]:
+def _open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, list[int]]:
     """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's rig."""
     if data == "synthetic":
         n = frames or 8
         # A temporal graph carries its memory from frame to frame: give it consecutive frames of each scene.
-        return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if dm.streaming else spread_indices(n)
+        return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if dm.is_temporal else spread_indices(n)
 
     dataset = open_dataset(data)
     n = len(dataset) if frames is None else min(frames, len(dataset))
@@ -67,17 +68,17 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     m = dm.manifest
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset, indices = open_frames(dm, data, frames)
+    dataset, indices = _open_frames(dm, data, frames)
     grid = m.bev_grid
-    if dm.streaming and m.batch != 1:
+    if dm.is_temporal and m.batch != 1:
         raise ValueError(f"{graph}: a temporal graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
                          "hydranet infer streams one sequence: export with --batch 1")
-    dm.reset_state()  # a temporal graph starts each run (and each new scene) from the zero state
+    # A temporal graph starts from the zero state and again at each new scene (the Streamer's rule).
+    predictor = Evaluator(dm, score=False, stream=dm.is_temporal)
     records = []
     for s in range(0, len(indices), m.batch):
         samples = [dataset[i] for i in indices[s:s + m.batch]]
-        batch = collate(samples)
-        decoded = dm.decode(dm(batch), batch)
+        prediction = predictor.step(collate(samples))
         for j, sample in enumerate(samples):
             k = len(records)
             views = Views.from_sample(sample, grid, scale=scale)
@@ -85,7 +86,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
                                       "frame_index": sample.frame_index, "tasks": {}}
             dense: dict[str, np.ndarray] = {}
             for name, task in dm.tasks.items():
-                value = decoded[name][j]
+                value = prediction.decoded(name)[j]
                 label = sample.labels.get(task.label) if ground_truth else None
                 record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
             if dense:
@@ -95,7 +96,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
             records.append(record)
             if on_frame is not None:
                 on_frame(1)
-    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": dm.streaming,
+    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": dm.is_temporal,
               "camera_names": m.camera_names,
               "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
               "frames": records}
@@ -116,9 +117,9 @@ def draw_and_record(views: Any, task: Any, name: str, value: Any, label: Any, de
     task.draw(views, value)
     if isinstance(value, Tensor):
         dense[name] = value.numpy()
-        return {"file": f"frame_{k:04d}.npz", "key": name, **dense_summary(value)}
+        return {"file": f"frame_{k:04d}.npz", "key": name, **_dense_summary(value)}
     entry = {key: _round(v) for key, v in value.items()}
-    for attr in NAME_ATTRS:
+    for attr in _NAME_ATTRS:
         if hasattr(task, attr):
             entry["names"] = list(getattr(task, attr))
     return entry

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hydranet.geometry import BevGrid
 from hydranet.outputs import write_bytes_atomic
 from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext
+from hydranet.tasks import HeadContext
 
 FORMAT = "hydranet-deploy/2"  # 2: the Setup (full camera K and rotation, vocabularies) replaced rig + grid
 

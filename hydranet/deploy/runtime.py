@@ -1,8 +1,9 @@
 """Run an exported graph with ONNX Runtime using only the graph and its manifest.
 
     dm = DeployedModel("model.onnx", threads=2)
-    outputs = dm(batch)                      # {task: {key: Tensor}}, the same structure HydraNet returns
-    decoded = dm.decode(outputs, batch)      # {task: [per-sample decoded]} via the tasks' own decoders
+    outputs, _ = dm.run(batch)               # {task: {key: Tensor}}, the same structure HydraNet returns
+    for prediction in Evaluator(dm, score=False, stream=dm.is_temporal).run(batches):
+        prediction.decoded("objects3d")      # the tasks' own decoders (hydranet.eval, the one predictor loop)
 
 No ``HydraNet`` is built and no checkpoint is read. Decoders are the tasks' ``decode`` functions
 (pure functions of the outputs, the task options and the ``Setup`` in the manifest); ``bind_task`` creates
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.deploy.manifest import ExportManifest, ExportManifestError, file_sha256, load_manifest, manifest_path
 from hydranet.deploy.streaming import zero_state
+from hydranet.model import ModelConfig
 from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext, Task, create_task
+from hydranet.tasks import HeadContext, Task, create_task
 
 
 def bind_task(name: str, options: dict[str, Any], setup: Setup, ctx: HeadContext) -> Task:
@@ -96,27 +98,36 @@ class DeployedModel:
         ctx = m.head_ctx()
         self.tasks: dict[str, Task] = {name: bind_task(name, spec.options, m.setup, ctx)
                                        for name, spec in m.tasks.items()}
-        # Temporal graphs (deploy/streaming.py): this object owns the memory between calls, as the car would.
-        self.streaming = any(i.name.startswith("state.") for i in m.inputs)
+        # Temporal graphs (deploy/streaming.py) take the memory as inputs and return the new one: the caller owns
+        # it between calls (``hydranet.eval.Streamer``), as the car's runtime would.
+        self.is_temporal = any(i.name.startswith("state.") for i in m.inputs)
         fed = sorted(s.feeds for s in m.state_outputs)
-        if self.streaming and fed != sorted(self._state_names()):
+        if self.is_temporal and fed != sorted(self._state_names()):
             raise ExportManifestError(f"{self.path}: the manifest's state_outputs feed {fed}, not the graph's state "
                                       f"inputs {sorted(self._state_names())} (exported before hydranet recorded them? "
                                       "re-export the checkpoint)")
         missing = [s.name for s in m.state_outputs if s.name not in got_out]
         if missing:
             raise ExportManifestError(f"{self.path}: manifest state outputs {missing} are not in the graph")
-        self.state: dict[str, np.ndarray] | None = None
-        self._where: list[tuple[str, int]] = []
 
-    def reset_state(self) -> None:
-        """Start a new sequence: the next call feeds the zero state."""
-        self.state = None
-        self._where = []
+    @property
+    def single_frame(self) -> bool:
+        """Whether ``run`` works without a state: a temporal graph only steps (``run_step``)."""
+        return not self.is_temporal
+
+    @property
+    def setup(self) -> Setup:
+        """The ``Setup`` the graph was exported for (``manifest.setup``): its rig, image size, grid, vocabularies."""
+        return self.manifest.setup
+
+    @property
+    def cfg(self) -> ModelConfig:
+        """The ``ModelConfig`` of the exported network, as the manifest recorded it (plain data, no weights)."""
+        return ModelConfig.model_validate(self.manifest.architecture)
 
     @property
     def batch_size(self) -> int:
-        """The graph's fixed batch size B (``manifest.batch``); ``forward`` splits larger batches into B-chunks."""
+        """The graph's fixed batch size B (``manifest.batch``); ``run`` splits larger batches into B-chunks."""
         return self.manifest.batch
 
     def run_arrays(self, images: np.ndarray, intrinsics: np.ndarray, T_ego_from_cam: np.ndarray,
@@ -131,7 +142,7 @@ class DeployedModel:
         missing = [spec.name for spec in self.manifest.inputs if spec.name not in given]
         if missing:
             raise ValueError(f"{self.path}: inputs {missing} not given (a temporal graph needs the ego motion and "
-                             "the state: use DeployedModel.step)")
+                             "the state: use DeployedModel.run_step)")
         # Only the inputs the graph has: a camera-only graph takes images alone.
         feeds = {spec.name: given[spec.name] for spec in self.manifest.inputs}
         for spec in self.manifest.inputs:
@@ -145,42 +156,52 @@ class DeployedModel:
     def _state_names(self) -> list[str]:
         return [i.name for i in self.manifest.inputs if i.name.startswith("state.")]
 
-    def step(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """One frame of ``manifest.batch`` sequences through a temporal graph, carrying the state; a row whose
-        ``scene_id`` changes or whose ``frame_index`` does not grow starts from the zero state. Raises
-        ``ValueError`` when ``len(batch)`` is not ``manifest.batch``."""
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, np.ndarray]:
+        """The zero state of a temporal graph as ONNX feeds (``state.*``); ``batch_size`` must be
+        ``manifest.batch`` (the graph runs exactly that many sequences), else ``ValueError``."""
+        if batch_size != self.manifest.batch:
+            raise ValueError(f"{self.path}: a temporal graph runs exactly {self.manifest.batch} sequence(s) per "
+                             f"call, got a batch of {batch_size}")
+        return zero_state(self.manifest.inputs)
+
+    def reset_rows(self, state: dict[str, np.ndarray], rows: Tensor) -> dict[str, np.ndarray]:
+        """``state`` with the rows where ``rows`` (bool ``[B]``) is True set to zero (in place; returned)."""
+        for b in torch.nonzero(rows).flatten().tolist():
+            for k in state:
+                state[k][b] = 0.0
+        return state
+
+    def run_step(self, batch: Batch, state: dict[str, np.ndarray], tasks: list[str] | None = None,
+                 camera_valid: Tensor | None = None) -> tuple[dict[str, dict[str, Tensor]], dict[str, np.ndarray]]:
+        """One frame of ``manifest.batch`` sequences through a temporal graph: the outputs of ``tasks`` (default:
+        all) and the new state (``new_state.*`` as the next call's ``state.*``). Raises ``ValueError`` when
+        ``len(batch)`` is not ``manifest.batch`` or the cameras are not the manifest's."""
         m = self.manifest
+        self.check_batch(batch)
         if len(batch) != m.batch:
             raise ValueError(f"{self.path}: a temporal graph runs exactly {m.batch} sequence(s) per call, "
                              f"got a batch of {len(batch)}")
-        where = list(zip(batch.scene_id, batch.frame_index.tolist(), strict=True))
-        zero = zero_state(m.inputs)
-        if self.state is None:
-            self.state = zero
-        else:
-            for b, ((s, f), (ps, pf)) in enumerate(zip(where, self._where, strict=True)):
-                if s != ps or f <= pf:
-                    for k in self.state:
-                        self.state[k][b] = 0.0
         arrays = self.run_arrays(batch.images.cpu().contiguous().numpy(),
                                  batch.intrinsics.float().cpu().contiguous().numpy(),
                                  batch.T_ego_from_cam.float().cpu().contiguous().numpy(),
                                  None if camera_valid is None else camera_valid.cpu().numpy(),
                                  T_world_from_ego=batch.T_world_from_ego.float().cpu().contiguous().numpy(),
-                                 timestamp=batch.timestamp.float().cpu().contiguous().numpy(), **self.state)
-        self.state = {s.feeds: arrays[s.name] for s in m.state_outputs}
-        self._where = where
+                                 timestamp=batch.timestamp.float().cpu().contiguous().numpy(), **state)
         out: dict[str, dict[str, Tensor]] = {}
         for spec in m.outputs:
             out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(arrays[spec.name])
-        return out
+        return self._select(out, tasks), {s.feeds: arrays[s.name] for s in m.state_outputs}
 
-    def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor,
-                camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """Any batch size: split into graph-sized chunks (the last padded by repetition, padding dropped).
-        Inputs as ``run_arrays`` (uint8 images ``[B, N, 3, H, W]``, K in pixels, T_ego_from_cam in metres); raises
-        ``ValueError`` when the camera count or image size differs from the manifest's."""
+    def run(self, batch: Batch, tasks: list[str] | None = None, camera_valid: Tensor | None = None,
+            ) -> tuple[dict[str, dict[str, Tensor]], None]:
+        """The outputs of ``tasks`` (default: all the graph holds) on a collated ``Batch`` of any size, split into
+        graph-sized chunks (the last padded by repetition, padding dropped); ``camera_valid`` bool ``[B, N]``
+        marks failed cameras. A graph exposes no camera features (second value None). Raises ``ValueError`` when
+        the cameras, their count or the image size differ from the manifest's, ``KeyError`` naming the graph when
+        it has no head for a requested task."""
         m = self.manifest
+        self.check_batch(batch)
+        images = batch.images
         b, n = images.shape[:2]
         if n != m.num_cameras or tuple(images.shape[-2:]) != tuple(m.image_size):
             raise ValueError(f"{self.path}: graph expects {m.num_cameras} cameras of {tuple(m.image_size)}, "
@@ -189,30 +210,17 @@ class DeployedModel:
         for s in range(0, b, m.batch):
             idx = [min(i, b - 1) for i in range(s, s + m.batch)]
             arrays = self.run_arrays(images[idx].cpu().contiguous().numpy(),
-                                     intrinsics[idx].float().cpu().contiguous().numpy(),
-                                     T_ego_from_cam[idx].float().cpu().contiguous().numpy(),
+                                     batch.intrinsics[idx].float().cpu().contiguous().numpy(),
+                                     batch.T_ego_from_cam[idx].float().cpu().contiguous().numpy(),
                                      None if camera_valid is None else camera_valid[idx].cpu().numpy())
             keep = min(m.batch, b - s)
             chunks.append({k: v[:keep] for k, v in arrays.items()})
         out: dict[str, dict[str, Tensor]] = {}
         for spec in m.outputs:
             out.setdefault(spec.task, {})[spec.key] = torch.from_numpy(np.concatenate([c[spec.name] for c in chunks]))
-        return out
+        return self._select(out, tasks), None
 
-    def __call__(self, batch: Batch, camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """Every output of the graph on a collated ``Batch``, ``{task: {key: Tensor [B, ...]}}``;
-        ``camera_valid`` bool ``[B, N]`` marks failed cameras (see ``forward``)."""
-        self.check_batch(batch)
-        if self.streaming:
-            return self.step(batch, camera_valid)
-        return self.forward(batch.images, batch.intrinsics, batch.T_ego_from_cam, camera_valid)
-
-    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
-                      camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """``HydraNet.forward_batch``'s interface (what ``hydranet.eval.loop.evaluate`` drives): the
-        graph runs every head it holds; the outputs of ``tasks`` (default: all) are returned.
-        Raises ``KeyError`` naming the graph when it has no head for a requested task."""
-        out = self(batch, camera_valid)
+    def _select(self, out: dict[str, dict[str, Tensor]], tasks: list[str] | None) -> dict[str, dict[str, Tensor]]:
         missing = [t for t in tasks or [] if t not in out]
         if missing:
             raise KeyError(f"{self.path}: the graph has no head for {missing}; it holds {sorted(out)}")
@@ -224,8 +232,3 @@ class DeployedModel:
         if names != self.manifest.camera_names:
             raise ValueError(f"{self.path}: frames have cameras {names}, the graph expects "
                              f"{self.manifest.camera_names} in that order")
-
-    def decode(self, outputs: dict[str, dict[str, Tensor]], batch: Batch) -> dict[str, list[Any]]:
-        """``{task: [decoded per sample]}`` from the graph's ``outputs`` by each task's own ``decode``; raises
-        ``KeyError`` if ``outputs`` lacks a task the graph holds."""
-        return {name: task.decode(outputs[name], batch) for name, task in self.tasks.items()}

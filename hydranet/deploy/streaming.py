@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from hydranet.deploy.manifest import InputSpec, StateOutputSpec
-from hydranet.model.temporal import TemporalState
+from hydranet.model import TemporalState
 
 EGO_INPUTS = ("T_world_from_ego", "timestamp")
 STATE_NOTE = ("Temporal graph: feed state.* = zeros at a sequence start (scene change, gap in the frames) and the "

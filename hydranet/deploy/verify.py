@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.deploy.heldout import heldout_batches, heldout_sequence_batches
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.tasks.base import Task
+from hydranet.eval import Evaluator
+from hydranet.tasks import Task
 
 PARITY_TOLERANCE = 1e-3  # fp32 max abs difference per output, ORT vs eager
 
@@ -31,29 +32,25 @@ def parity(model: nn.Module, deployed: DeployedModel, frames: int = 4,
     outputs are compared with the eager model's state after each frame."""
     model.eval()
     m = deployed.manifest
-    tasks = list(m.tasks)
     worst: dict[str, float] = {o.name: 0.0 for o in [*m.outputs, *m.state_outputs]}
-    if deployed.streaming:  # temporal graph: both sides carry their memory through the frames, in order
-        model.reset_state()
-        deployed.reset_state()
+    # Each side carries its own memory through the frames, in order (a temporal graph); otherwise frame by frame.
+    eager = Evaluator(model, {t: model.task_objects[t] for t in m.tasks}, score=False, stream=deployed.is_temporal)
+    graph = Evaluator(deployed, score=False, stream=deployed.is_temporal)
     if batches is None:
-        batches = heldout_sequence_batches(m, frames) if deployed.streaming else heldout_batches(m, frames, m.batch)
+        batches = heldout_sequence_batches(m, frames) if deployed.is_temporal else heldout_batches(m, frames, m.batch)
     for batch in batches:
-        if deployed.streaming:
-            ref = model.stream(batch, tasks)
-        else:
-            ref = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
-        got = deployed(batch)
+        ref = eager.step(batch).outputs
+        got = graph.step(batch).outputs
         for o in m.outputs:
             a, b = got[o.task][o.key], ref[o.task][o.key].float()
             if a.shape != b.shape:
                 raise AssertionError(f"output {o.name}: graph shape {tuple(a.shape)} != eager {tuple(b.shape)}")
             worst[o.name] = max(worst[o.name], float((a - b).abs().max()))
-        if deployed.streaming:
-            assert deployed.state is not None and model.stream_state is not None
+        if deployed.is_temporal:
+            assert eager.streamer is not None and graph.streamer is not None
             for s in m.state_outputs:
-                a = torch.from_numpy(deployed.state[s.feeds])
-                b = getattr(model.stream_state, s.feeds.removeprefix("state.")).float()
+                a = torch.from_numpy(graph.streamer.state[s.feeds])
+                b = getattr(eager.streamer.state, s.feeds.removeprefix("state.")).float()
                 worst[s.name] = max(worst[s.name], float((a - b).abs().max()))
     return worst
 

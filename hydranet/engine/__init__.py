@@ -11,3 +11,21 @@
 - ``vacation.py`` the resumable loop (``stages.py``: mine → label → dataset → train → eval → gate →
                   export → promote; ``pipeline.py``: its YAML; ``history.py``: JSONL + HTML).
 """
+
+import lazy_loader as lazy
+
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "autolabel": ["AutoLabelConfig", "autolabel_items"],
+    "label": ["LabelError", "oracle_items", "write_labelled"],
+    "mine": ["MineResult", "build_triggers", "env_world_size", "mine"],
+    "pipeline": ["load_pipeline"],
+    "pool": ["PoolError", "load_mining_model", "model_tasks", "open_pool"],
+    "preflight": ["preflight"],
+    "quality": ["autolabel_quality"],
+    "queue": ["QueueError", "read_queue", "write_queue", "write_queue_html"],
+    "records": ["read_current"],
+    "triggers.base": ["BatchContext", "FrameContext", "Score", "TRIGGERS", "Trigger", "TriggerError",
+        "TriggerOptions", "create_trigger", "parse_trigger_specs", "register_trigger"],
+    "vacation": ["Vacation"],
+})

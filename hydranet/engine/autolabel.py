@@ -30,10 +30,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from hydranet.checkpoint import trunk_hash
-from hydranet.data.labels import label_spec
-from hydranet.data.sample import Sample, collate
+from hydranet.data import Sample, collate, label_spec
 from hydranet.engine.label import LabelError, Labelled, check_queue_fits, label_cost
 from hydranet.engine.track import boxes_to_ego, boxes_to_world, smooth_track, track_lights, track_objects
+from hydranet.eval import Evaluator
 
 
 @dataclass
@@ -81,16 +81,16 @@ def teacher_outputs(teacher: Any, pool: Dataset, indices: list[int], batch_size:
                                                                                                  dict[str, list]]:
     """Samples (labels stripped) and decoded teacher outputs per task for ``indices``."""
     samples, decoded = [], {name: [] for name in teacher.task_objects}
+    predictor = Evaluator(teacher, score=False)
     for s in range(0, len(indices), batch_size):
         chunk = [pool[i] for i in indices[s:s + batch_size]]
         for c in chunk:
             c.labels = {}
-        batch = collate(chunk)
-        out = teacher.forward_batch(batch)
+        prediction = predictor.step(collate(chunk))
         for name, task in teacher.task_objects.items():
-            decoded[name] += task.decode(out[name], batch)
+            decoded[name] += prediction.decoded(name)
             if name in ("drivable", "bev_semantic") and hasattr(task, "probabilities"):
-                decoded.setdefault(f"{name}/prob", []).extend(task.probabilities(out[name], batch))
+                decoded.setdefault(f"{name}/prob", []).extend(prediction.probabilities(name))
         samples += chunk
     return samples, decoded
 
@@ -214,7 +214,7 @@ def _lights(dets: list[dict], labels: list[dict], cfg: AutoLabelConfig) -> None:
             "track_id": torch.tensor([x[4] for x in r], dtype=torch.long), "confidence": conf, "scores": conf.clone()}
 
 
-def frame_confidence(labels: dict[str, Any], decoded_probs: dict[str, Tensor]) -> dict[str, float]:
+def _frame_confidence(labels: dict[str, Any], decoded_probs: dict[str, Tensor]) -> dict[str, float]:
     """Per label: mean box/light confidence (1.0 with none), dense maps: mean |2p − 1|."""
     out = {}
     for name, v in labels.items():
@@ -248,7 +248,7 @@ def autolabel_items(queue: list[dict[str, Any]], pool: Dataset, teacher: Any, te
             lab = {k: ({kk: vv for kk, vv in v.items() if kk != "scores"} if isinstance(v, dict) else v)
                    for k, v in labels[f].items()}
             probs = {k.split("/")[0]: v[f] for k, v in decoded.items() if k.endswith("/prob")}
-            conf = frame_confidence(lab, probs)
+            conf = _frame_confidence(lab, probs)
             mean_conf = sum(conf.values()) / max(len(conf), 1)
             if mean_conf < cfg.min_frame_confidence:
                 if skipped is not None:
@@ -258,12 +258,12 @@ def autolabel_items(queue: list[dict[str, Any]], pool: Dataset, teacher: Any, te
             record = {"rank": row.get("rank"), "index": row["index"], "frame_id": row["frame_id"],
                       "cost": {**label_cost(lab), "total": 0},  # machine labels: nothing bought
                       "provenance": {"labeller": "auto", "teacher": teacher_path, "trunk_hash": thash,
-                                     "clip": [pool_frame(samples[0]), pool_frame(samples[-1])],
+                                     "clip": [_pool_frame(samples[0]), _pool_frame(samples[-1])],
                                      "clip_frames": len(clip), "smoothing": cfg.smoothing},
                       "confidence": conf}
             yield Labelled(s, record)
 
 
-def pool_frame(s: Sample) -> str:
+def _pool_frame(s: Sample) -> str:
     """The pool frame id ``"<scene_id>#<frame_index>"`` of ``s`` (the key used in queues and records)."""
     return f"{s.scene_id}#{s.frame_index}"

@@ -8,17 +8,14 @@ import base64
 import html
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hydranet.engine.records import STAGES, atomic_json
-from hydranet.eval.suite import lower_is_better
+from hydranet.engine.records import STAGES, VacationRun, atomic_json
+from hydranet.eval import lower_is_better
 from hydranet.json_files import dumps
 
-if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
-    from hydranet.engine.vacation import Vacation
 
-
-def history_rows(v: Vacation) -> list[dict[str, Any]]:
+def _history_rows(v: VacationRun) -> list[dict[str, Any]]:
     """One summary row per iteration directory of ``v`` (1, 2, ... while ``iter_NNN`` exists), built
     from the stage records: mined frames, labeller and cost, added frames, suite metrics, gate, promotion."""
     rows = []
@@ -56,10 +53,10 @@ def _head(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)}
 
 
-def write_history(v: Vacation) -> list[dict[str, Any]]:
+def write_history(v: VacationRun) -> list[dict[str, Any]]:
     """Write ``history.jsonl`` (atomically), the ``history.png`` chart, the HTML page and
-    ``status.json`` under ``v.out``; returns the rows of ``history_rows``."""
-    rows = history_rows(v)
+    ``status.json`` under ``v.out``; returns the rows of ``_history_rows``."""
+    rows = _history_rows(v)
     tmp = v.out / ".tmp-history.jsonl"
     tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in rows))
     tmp.replace(v.out / "history.jsonl")
@@ -196,7 +193,7 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{trs}</table>"
 
 
-def _page(v: Vacation, rows: list[dict[str, Any]], chart: Path) -> None:
+def _page(v: VacationRun, rows: list[dict[str, Any]], chart: Path) -> None:
     blocks = []
     for r in rows:
         it = r["iteration"]

@@ -21,10 +21,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from hydranet.data.errors import ShardError
-from hydranet.data.labels import label_spec
-from hydranet.data.sample import Sample
-from hydranet.data.shards import ShardWriter
+from hydranet.data import Sample, ShardError, ShardWriter, label_spec
 from hydranet.json_files import dumps
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")

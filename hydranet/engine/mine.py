@@ -28,16 +28,17 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.sample import collate
-from hydranet.engine.pool import frame_metadata, run_model
+from hydranet.data import collate
+from hydranet.engine.pool import frame_embeddings, frame_metadata
 from hydranet.engine.select import k_centre
 from hydranet.engine.triggers.base import BatchContext, FrameContext, Trigger, TriggerError, create_trigger
+from hydranet.eval import Evaluator
 
-MAX_ERROR_MESSAGES = 20
+_MAX_ERROR_MESSAGES = 20
 
 
 @dataclass
-class Candidate:
+class _Candidate:
     """One scored pool frame: weighted total ``score``, per-trigger ``scores`` (``None`` = the trigger
     raised) and ``reasons``, and the L2-normalised float16 ``embedding`` [D] used for diverse selection."""
 
@@ -94,7 +95,7 @@ def build_triggers(specs: list[tuple[str, float, dict[str, Any]]], tasks: list[s
     return out
 
 
-def trigger_key(trig: Trigger, taken: set[str]) -> str:
+def _trigger_key(trig: Trigger, taken: set[str]) -> str:
     """A unique column name: ``entropy/drivable``, ``condition/night`` for parametrised triggers."""
     key = trig.name
     for opt in ("task", "name"):
@@ -132,8 +133,8 @@ class _Tally:
         return cls(dict.fromkeys(keys, 0), [], dict.fromkeys(keys, 0.0))
 
     def add(self, other: _Tally) -> None:
-        """Fold another rank's tally into this one (messages capped at ``MAX_ERROR_MESSAGES``)."""
-        self.messages += other.messages[: MAX_ERROR_MESSAGES - len(self.messages)]
+        """Fold another rank's tally into this one (messages capped at ``_MAX_ERROR_MESSAGES``)."""
+        self.messages += other.messages[: _MAX_ERROR_MESSAGES - len(self.messages)]
         for k in self.errors:
             self.errors[k] += other.errors[k]
             self.sums[k] += other.sums[k]
@@ -157,12 +158,12 @@ def _score_frame(fc: FrameContext, keys: list[str], triggers: list[tuple[Trigger
         except Exception as e:  # a trigger's bug must not lose the frame: count it, report it
             tally.errors[key] += 1
             scores[key], reasons[key] = None, f"{key} failed: {type(e).__name__}: {e}"
-            if len(tally.messages) < MAX_ERROR_MESSAGES:
+            if len(tally.messages) < _MAX_ERROR_MESSAGES:
                 tally.messages.append(f"{fc.frame_id} (pool index {index}): {reasons[key]}")
     return scores, reasons
 
 
-def _keep_best(heap: list[tuple[float, int, Candidate]], keep: int, item: tuple[float, int, Candidate]) -> None:
+def _keep_best(heap: list[tuple[float, int, _Candidate]], keep: int, item: tuple[float, int, _Candidate]) -> None:
     """Offer ``item`` (score, tie-breaker, candidate) to the min-heap of the ``keep`` best-scored so far."""
     if len(heap) < keep:
         heapq.heappush(heap, item)
@@ -197,27 +198,32 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
     keys: list[str] = []
     taken: set[str] = set()
     for trig, _ in triggers:
-        keys.append(trigger_key(trig, taken))
+        keys.append(_trigger_key(trig, taken))
     weights = dict(zip(keys, (w for _, w in triggers), strict=True))
     wsum = sum(weights.values()) or 1.0
     keep = budget * max(oversample, 1)
-    heap: list[tuple[float, int, Candidate]] = []
+    heap: list[tuple[float, int, _Candidate]] = []
     tie = itertools.count()
     tally = _Tally.empty(keys)
     loader = DataLoader(Subset(pool, list(block)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_strip)
+    # A network runs each frame alone and exposes its camera features for the embedding; a temporal graph only
+    # runs with its memory, so the pool streams through it in order (the Evaluator's default).
+    predictor = Evaluator(model, score=False, keep_features=True)
+    shadow_predictor = None if shadow is None else Evaluator(shadow, score=False)
     done = 0
     for batch in loader:
         start = block.start + done
-        outputs, emb = run_model(model, batch)
-        shadow_out = shadow(batch) if shadow is not None else None
+        prediction = predictor.step(batch)
+        emb = frame_embeddings(prediction)
+        shadow_prediction = shadow_predictor.step(batch) if shadow_predictor is not None else None
         meta = [frame_metadata(pool, start + i) for i in range(len(batch))]
-        ctx = BatchContext(batch, outputs, model, meta, shadow_out, shadow)
+        ctx = BatchContext(prediction, model, meta, shadow_prediction, shadow)
         for i in range(len(batch)):
             fc = FrameContext(ctx, i)
             scores, reasons = _score_frame(fc, keys, triggers, start + i, tally)
             combined = sum(weights[k] * (v or 0.0) for k, v in scores.items()) / wsum
-            cand = Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
+            cand = _Candidate(start + i, fc.frame_id, fc.scene_id, fc.frame_index, combined, scores, reasons,
                              emb[i].astype(np.float16), meta[i])
             if cand.index not in exclude:
                 _keep_best(heap, keep, (combined, next(tie), cand))
@@ -243,7 +249,7 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
                       world)
 
 
-def _select(cands: list[Candidate], budget: int, radius: float | None,
+def _select(cands: list[_Candidate], budget: int, radius: float | None,
             weights: dict[str, float]) -> tuple[list[dict[str, Any]], float]:
     """The queue: ``budget`` candidates picked by ``k_centre`` (score-ordered, spread in embedding space),
     each with its rank, scores, reason, metadata and nearest earlier pick; and the radius used."""
@@ -269,4 +275,3 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-__all__ = ["Candidate", "MineResult", "build_triggers", "mine", "rank_block"]

@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hydranet.config_errors import format_validation_error
-from hydranet.eval.suite import resolve_suite_path
-from hydranet.model.zoo import SCHEME as ZOO_SCHEME
+from hydranet.eval import resolve_suite_path
+from hydranet.model import ZOO_SCHEME
 from hydranet.yaml_files import read_yaml_mapping
 
 

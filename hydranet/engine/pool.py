@@ -14,16 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hydranet.checkpoint import CheckpointError, load_model
-from hydranet.data.manifest import ShardError
-from hydranet.data.sample import ALL_LABELS, Batch
-from hydranet.datasets import load_world_config, open_dataset
-from hydranet.deploy.manifest import ExportManifestError
-from hydranet.deploy.runtime import DeployedModel
-from hydranet.world import SyntheticWorld
+from hydranet.data import ALL_LABELS, ShardError
+from hydranet.datasets import open_dataset
+from hydranet.deploy import DeployedModel, ExportManifestError
+from hydranet.eval import Prediction
+from hydranet.world import SyntheticWorld, load_world_config
 
 
 class PoolError(ValueError):
@@ -83,23 +81,19 @@ def model_tasks(model: Any) -> list[str]:
     return list(getattr(model, "task_objects", None) or model.tasks)
 
 
-@torch.no_grad()
-def run_model(model: Any, batch: Batch) -> tuple[dict[str, dict[str, Tensor]], np.ndarray]:
-    """Outputs of every head and one L2-normalised embedding per frame ``[B, D]`` float32.
+def frame_embeddings(prediction: Prediction) -> np.ndarray:
+    """One L2-normalised embedding per frame ``[B, D]`` float32 of a batch the model ran on.
 
-    HydraNet: the coarsest FPN level, global-average-pooled per camera and concatenated over
-    cameras (the trunk's view of the whole rig, computed once with the heads). ONNX graph: the
-    graph exposes no features, so the embedding is each camera downsampled to 8×16 grey pixels."""
-    if hasattr(model, "camera_features"):
-        feats = model.camera_features(batch.images)
-        out = model.forward_from_features(feats, batch.intrinsics, batch.T_ego_from_cam, None,
-                                          tuple(batch.images.shape[-2:]))
+    HydraNet (``Evaluator(keep_features=True)``): the last camera feature level, global-average-pooled per camera
+    and concatenated over cameras (the trunk's view of the whole rig, computed once with the heads). ONNX graph:
+    the graph exposes no features, so the embedding is each camera downsampled to 8×16 grey pixels."""
+    batch, feats = prediction.batch, prediction.features
+    if feats is not None:
         last = feats[list(feats)[-1]]  # [B*N, C, h, w]
         emb = last.float().mean((2, 3)).reshape(len(batch), -1)
     else:
-        out = model(batch)
         grey = batch.images.float().mean(2)  # [B, N, H, W]
         emb = torch.nn.functional.adaptive_avg_pool2d(grey, (8, 16)).reshape(len(batch), -1)
         emb = emb - emb.mean(1, keepdim=True)
     emb = torch.nn.functional.normalize(emb, dim=1)
-    return out, emb.cpu().numpy().astype(np.float32)
+    return emb.cpu().numpy().astype(np.float32)

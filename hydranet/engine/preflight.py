@@ -16,9 +16,8 @@ from hydranet.engine.mine import build_triggers
 from hydranet.engine.pipeline import Pipeline, PipelineError
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
 from hydranet.engine.triggers import parse_trigger_specs
-from hydranet.eval.suite import load_suite
-from hydranet.train.data import open_source
-from hydranet.train.subgraph import load_train_config
+from hydranet.eval import load_suite
+from hydranet.train import load_train_config, open_source
 
 
 def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:

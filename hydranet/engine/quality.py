@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from hydranet.engine.autolabel import AutoLabelConfig, clip_indices, label_clip, teacher_outputs
 
-MEASURED = ("objects3d", "traffic_light", "drivable", "detection2d", "bev_semantic")
+_MEASURED = ("objects3d", "traffic_light", "drivable", "detection2d", "bev_semantic")
 
 
 def autolabel_quality(teacher: Any, pool: Dataset, indices: list[int], cfg: AutoLabelConfig) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def autolabel_quality(teacher: Any, pool: Dataset, indices: list[int], cfg: Auto
 
     ``pool`` must carry ground truth (open it with labels); ``indices`` are the frames scored."""
     teacher.eval()
-    tasks = {n: t for n, t in teacher.task_objects.items() if t.label in MEASURED}
+    tasks = {n: t for n, t in teacher.task_objects.items() if t.label in _MEASURED}
     metrics = {mode: {n: t.make_metric() for n, t in tasks.items()} for mode in ("single_frame", "clip_smoothed")}
     clips: dict[tuple[int, ...], list[int]] = {}
     for i in indices:

@@ -93,7 +93,7 @@ def read_queue(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def rig_thumbnail(images: Any, width: int = 640) -> Image.Image:
+def _rig_thumbnail(images: Any, width: int = 640) -> Image.Image:
     """All cameras of one frame (uint8 ``[N, 3, H, W]``) tiled in rows of four, ``width`` px wide."""
     arr = images.permute(0, 2, 3, 1).numpy()
     n, h, w = arr.shape[:3]
@@ -118,7 +118,7 @@ def write_queue_html(path: str | Path, queue: list[dict[str, Any]], pool: Datase
     """A self-contained page: one row per pick with the rig thumbnail, scores and reason."""
     rows = []
     for r in queue[:max_frames]:
-        img = rig_thumbnail(pool[r["index"]].images)
+        img = _rig_thumbnail(pool[r["index"]].images)
         scores = " ".join(f"<span class=s>{html.escape(k)} {'—' if v is None else f'{v:.2f}'}</span>"
                           for k, v in r["scores"].items())
         meta = ", ".join(f"{k}={v}" for k, v in r.get("metadata", {}).items())

@@ -31,16 +31,16 @@ class Selection:
     radius: float
 
 
-def auto_radius(emb: np.ndarray) -> float:
+def _auto_radius(emb: np.ndarray) -> float:
     """Median nearest-other-candidate distance (0 for fewer than 2 candidates)."""
     if len(emb) < 2:
         return 0.0
-    d = pairwise(emb)
+    d = _pairwise(emb)
     np.fill_diagonal(d, np.inf)
     return float(np.median(d.min(1)))
 
 
-def pairwise(emb: np.ndarray) -> np.ndarray:
+def _pairwise(emb: np.ndarray) -> np.ndarray:
     """Euclidean distance matrix ``[M, M]`` between the rows of ``emb`` ``[M, D]`` (clamped at 0 before the root)."""
     sq = (emb * emb).sum(1)
     return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * emb @ emb.T, 0.0))
@@ -56,7 +56,7 @@ def k_centre(scores: np.ndarray, emb: np.ndarray, k: int, radius: float | None =
     if not (np.isfinite(scores).all() and np.isfinite(emb).all()):
         raise ValueError("k_centre: scores and embeddings must be finite")
     emb = emb.astype(np.float64)
-    r = auto_radius(emb) if radius is None else float(radius)
+    r = _auto_radius(emb) if radius is None else float(radius)
     k = min(k, m)
     order: list[int] = []
     nearest: list[int] = []

@@ -4,34 +4,34 @@ the iteration number, does its work, and returns the record the loop writes when
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydranet.checkpoint import resolve_checkpoint, trunk_hash
-from hydranet.deploy.export import export_checkpoint
-from hydranet.deploy.runtime import DeployedModel
+from hydranet.deploy import DeployedModel, export_checkpoint
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 from hydranet.engine.label import oracle_items, write_labelled
 from hydranet.engine.mine import build_triggers, mine
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
 from hydranet.engine.queue import read_queue, write_queue, write_queue_html
-from hydranet.engine.records import atomic_json
+from hydranet.engine.records import VacationRun, atomic_json
 from hydranet.engine.triggers import parse_trigger_specs
-from hydranet.eval.gate import gate
-from hydranet.eval.runner import run_suite
-from hydranet.eval.suite import load_suite
+from hydranet.eval import gate, load_suite, run_suite
 from hydranet.json_files import dumps
-from hydranet.train.config import config_from_dict, config_to_dict
-from hydranet.train.data import open_source
-from hydranet.train.feature_cache import MANIFEST, write_cache
-from hydranet.train.run import run_training
-from hydranet.train.subgraph import load_train_config, run_subgraph
+from hydranet.train import (
+    MANIFEST,
+    config_from_dict,
+    config_to_dict,
+    load_train_config,
+    open_source,
+    run_subgraph,
+    run_training,
+    write_cache,
+)
 
-if TYPE_CHECKING:  # the loop imports this module; the type is only for annotations
-    from hydranet.engine.vacation import Vacation
 
-
-def _labelled_before(v: Vacation, it: int) -> set[int]:
+def _labelled_before(v: VacationRun, it: int) -> set[int]:
     done: set[int] = set()
     for k in range(1, it):
         rec = v.record(k, "label")
@@ -40,7 +40,7 @@ def _labelled_before(v: Vacation, it: int) -> set[int]:
     return done
 
 
-def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_mine(v: VacationRun, it: int) -> dict[str, Any]:
     """Mine stage: score the pool with the current model's triggers, pick ``budget`` diverse frames and
     write ``iter_NNN/queue/`` (``queue.jsonl``, ``queue.html``, ``mined.png``); frames labelled in earlier
     iterations are excluded. Returns the stage record."""
@@ -65,7 +65,7 @@ def stage_mine(v: Vacation, it: int) -> dict[str, Any]:
     summary = {"pool": v.pipe.pool, "model": cur["checkpoint"], "triggers": names, "budget": m.budget,
                "frames": result.frames, "trigger_errors": result.errors}
     write_queue_html(qdir / "queue.html", result.queue, pool, summary, 40)
-    mined_picture(qdir / "mined.png", result.queue, pool)
+    _mined_picture(qdir / "mined.png", result.queue, pool)
     reasons = [q["reason"].split(";")[0] for q in result.queue[:3]]
     return {"queue": str(qdir / "queue.jsonl"), "picked": len(result.queue), "frames": result.frames,
             "indices": [q["index"] for q in result.queue], "trigger_errors": result.errors,
@@ -82,7 +82,7 @@ def _conditions(queue: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int = 8) -> None:
+def _mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int = 8) -> None:
     """A contact sheet of the first ``count`` picks (front camera of each, rank and reason)."""
     from PIL import Image, ImageDraw
 
@@ -108,7 +108,7 @@ def mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int
     sheet.save(path)
 
 
-def stage_label(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_label(v: VacationRun, it: int) -> dict[str, Any]:
     """Label stage: label the queued frames with the oracle (the pool's labels) or the auto-labeller
     (teacher checkpoint, tracking and voting over a clip) into ``iter_NNN/labels``; returns the record
     with the label cost."""
@@ -132,17 +132,17 @@ def stage_label(v: Vacation, it: int) -> dict[str, Any]:
             "summary": f"{res['frames']} frames labelled by {lab.kind}, {res['cost']['total']} labels bought"}
 
 
-def base_config(v: Vacation) -> Any:
+def _base_config(v: VacationRun) -> Any:
     """The pipeline's train config (its file, or the model checkpoint's) with ``train.overrides`` applied."""
 
     return load_train_config(v.pipe.train_config, list(v.pipe.train.overrides), v.pipe.model)
 
 
-def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_dataset(v: VacationRun, it: int) -> dict[str, Any]:
     """Dataset stage: write ``iter_NNN/dataset_manifest.json``: the base datasets plus every labelled
     shard directory of iterations 1..``it``. Returns the record."""
 
-    base = config_to_dict(base_config(v))["data"]["datasets"]
+    base = config_to_dict(_base_config(v))["data"]["datasets"]
     shards = []
     for k in range(1, it + 1):
         rec = v.record(k, "label")
@@ -157,11 +157,11 @@ def stage_dataset(v: Vacation, it: int) -> dict[str, Any]:
                        f"({data['added_frames']} frames)"}
 
 
-def train_config(v: Vacation, it: int) -> Any:
-    """The iteration's train config: ``base_config`` plus the manifest's labelled shards as datasets,
+def train_config(v: VacationRun, it: int) -> Any:
+    """The iteration's train config: ``_base_config`` plus the manifest's labelled shards as datasets,
     the stage's step count and learning rate, and a checkpoint every quarter of the steps."""
 
-    tree = config_to_dict(base_config(v))
+    tree = config_to_dict(_base_config(v))
     data = json.loads((v.iter_dir(it) / "dataset_manifest.json").read_text())
     for s in data["shards"]:
         tree["data"]["datasets"][s["name"]] = {"kind": "shards", "path": s["path"]}
@@ -174,7 +174,7 @@ def train_config(v: Vacation, it: int) -> Any:
     return config_from_dict(tree, f"{v.pipe.path} (train config of iteration {it})")
 
 
-def stage_train(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_train(v: VacationRun, it: int) -> dict[str, Any]:
     """Train stage: fine-tune from the current checkpoint (or train heads on cached trunk features),
     resuming when ``iter_NNN/train`` holds a checkpoint; returns the candidate checkpoint path."""
 
@@ -194,7 +194,7 @@ def stage_train(v: Vacation, it: int) -> dict[str, Any]:
             "summary": f"{t.mode} {t.steps} steps from {start} -> {ckpt}"}
 
 
-def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: bool) -> Any:
+def _train_heads(v: VacationRun, it: int, cfg: Any, out: Path, start: str, resume: bool) -> Any:
     """Head-only: cache the trunk features of this iteration's dataset once, train heads on them."""
     from torch.utils.data import ConcatDataset
 
@@ -207,7 +207,7 @@ def _train_heads(v: Vacation, it: int, cfg: Any, out: Path, start: str, resume: 
                         progress=False)
 
 
-def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_eval(v: VacationRun, it: int) -> dict[str, Any]:
     """Eval stage: run every suite on the current and the candidate model (same frames) and return
     their metrics and the gate rows (paired frame-bootstrap, see ``hydranet.eval.gate``)."""
 
@@ -225,7 +225,7 @@ def stage_eval(v: Vacation, it: int) -> dict[str, Any]:
                                                      for t, m in d["candidate"].items()) for s, d in suites.items())}
 
 
-def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
     """Gate stage: passed when no gate row of the eval stage failed; failures are listed with their reason."""
     rows = v.record(it, "eval")["gate_rows"]  # type: ignore[index]
     failures = [{"suite": r["suite"], "task": r["task"], "metric": r["metric"], "baseline": r["baseline"],
@@ -235,7 +235,7 @@ def stage_gate(v: Vacation, it: int) -> dict[str, Any]:
             "summary": "passed" if not failures else f"FAILED — {words}"}
 
 
-def stage_export(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_export(v: VacationRun, it: int) -> dict[str, Any]:
     """Export stage: export the candidate to ``iter_NNN/export/model.onnx`` when the gate passed and
     export is enabled."""
     if not v.record(it, "gate")["passed"]:  # type: ignore[index]
@@ -248,7 +248,7 @@ def stage_export(v: Vacation, it: int) -> dict[str, Any]:
     return {"onnx": str(path), "summary": f"exported {path}"}
 
 
-def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
+def _stage_promote(v: VacationRun, it: int) -> dict[str, Any]:
     """Promote stage: when the gate passed, point ``current.json`` at the candidate checkpoint (and its
     ONNX export) atomically, so the next iteration mines with it."""
 
@@ -260,3 +260,10 @@ def stage_promote(v: Vacation, it: int) -> dict[str, Any]:
                                          "onnx": v.run_relative(v.record(it, "export")["onnx"]),  # type: ignore[index]
                                          "iteration": it})
     return {"promoted": True, "checkpoint": cand, "summary": f"promoted {cand}"}
+
+
+# Each stage of ``hydranet.engine.records.STAGES``, in that order: ``run(v, it) -> record``.
+RUNNERS: dict[str, Callable[[VacationRun, int], dict[str, Any]]] = {
+    "mine": _stage_mine, "label": _stage_label, "dataset": _stage_dataset, "train": _stage_train, "eval": _stage_eval,
+    "gate": _stage_gate, "export": _stage_export, "promote": _stage_promote,
+}

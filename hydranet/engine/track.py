@@ -28,7 +28,7 @@ from torch import Tensor
 from hydranet.engine.triggers.projection import box_iou
 
 
-def yaw_of(T: Tensor) -> float:
+def _yaw_of(T: Tensor) -> float:
     """Yaw (radians, about +z) of the rotation in the homogeneous transform ``T`` [4, 4]."""
     return math.atan2(float(T[1, 0]), float(T[0, 0]))
 
@@ -40,7 +40,7 @@ def boxes_to_world(boxes: Tensor, T_world_from_ego: Tensor) -> Tensor:
     T = T_world_from_ego.double()
     b = boxes.double().clone()
     b[:, :3] = b[:, :3] @ T[:3, :3].T + T[:3, 3]
-    b[:, 6] = b[:, 6] + yaw_of(T)
+    b[:, 6] = b[:, 6] + _yaw_of(T)
     return b
 
 
@@ -51,7 +51,7 @@ def boxes_to_ego(boxes: Tensor, T_world_from_ego: Tensor) -> Tensor:
     T = T_world_from_ego.double()
     b = boxes.double().clone()
     b[:, :3] = (b[:, :3] - T[:3, 3]) @ T[:3, :3]
-    b[:, 6] = torch.atan2(torch.sin(b[:, 6] - yaw_of(T)), torch.cos(b[:, 6] - yaw_of(T)))
+    b[:, 6] = torch.atan2(torch.sin(b[:, 6] - _yaw_of(T)), torch.cos(b[:, 6] - _yaw_of(T)))
     return b.float()
 
 

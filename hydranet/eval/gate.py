@@ -44,7 +44,7 @@ class GateRow:
     reason: str = ""
 
 
-def bootstrap_delta(base: SuiteRun, cand: SuiteRun, task: str, metrics: list[str], resamples: int,
+def _bootstrap_delta(base: SuiteRun, cand: SuiteRun, task: str, metrics: list[str], resamples: int,
                     confidence: float, seed: int = 0) -> dict[str, tuple[float, float]]:
     """Percentile interval of the oriented Δ of each metric under a paired frame bootstrap."""
     ta, tb = base.tasks[task], cand.tasks[task]
@@ -94,7 +94,7 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
         if missing:
             raise SuiteError(f"{suite.path}: tasks.{task}.tolerance.{missing[0]}: task '{task}' has no metric "
                              f"'{missing[0]}'; available: {sorted(base.tasks[task].metrics)}")
-        ci = bootstrap_delta(base, cand, task, list(tols), suite.bootstrap, suite.confidence, seed)
+        ci = _bootstrap_delta(base, cand, task, list(tols), suite.bootstrap, suite.confidence, seed)
         for m, tol in tols.items():
             a, b = base.tasks[task].metrics[m], cand.tasks[task].metrics[m]
             sign = -1.0 if lower_is_better(m) else 1.0

@@ -1,53 +1,250 @@
-"""The one evaluation loop: forward -> decode -> ``Metric.update`` -> ``compute``.
+"""The one predictor loop: batches of frames -> a model -> decoded outputs and, when asked, metrics.
 
-Every place that scores a network goes through here: the trainer's periodic eval and the demo
-(``hydranet.train``), the evaluation suites and the gate (``eval/runner.py``), ``export --verify``,
-``quantize`` and the deployed-graph suites (``hydranet.deploy``), and the data engine.
+Everything that runs a network over frames goes through ``Evaluator``: the trainer's periodic eval and the
+demo (with its pictures), the suites and the gate, ``export --verify``, ``quantize`` and the deployed-graph
+suites, ``hydranet predict``, ``infer``, ``view``, the miner (model and shadow graph) and the auto-labeller.
 
-    from hydranet.eval.loop import evaluate, dataset_batches
+    from hydranet.eval import Evaluator, dataset_batches, evaluate
 
     results = evaluate(model, dataset_batches(dataset, batch_size=8))      # {task: {metric: float}}
-    results = evaluate(deployed, batches, on_frame=lambda f: print(f.index, f.decoded["lanes"]))
+    predictor = Evaluator(graph, score=False, stream=graph.is_temporal)    # an ONNX graph, its memory carried
+    for prediction in predictor.run(batches):
+        boxes = prediction.decoded("objects3d")                            # one decoded output per frame
 
-What can be evaluated (``model``):
-- anything with ``forward_batch(batch, tasks=[...]) -> {task: {key: Tensor}}``: a ``HydraNet``, a
-  ``hydranet.deploy.DeployedModel`` (an ONNX graph), a suite adapter;
-- or a plain function ``forward(batch, tasks) -> {task: {key: Tensor}}`` (the trainer passes its own,
-  which runs under the training precision and DDP wrapper).
+What runs (``model``), through ``predictor_of``:
 
-``tasks`` defaults to the model's own (``task_objects``, else ``tasks``). Decoding and targets are
-the tasks' (``Task.decode``, ``Task.targets``), so a checkpoint and its exported graph are scored
-by exactly the same code. ``on_frame`` sees every frame's decoded outputs and targets (the data
-engine's triggers, the suites' frame bookkeeping, report thumbnails).
+- a ``HydraNet`` (eager; ``EagerPredictor``),
+- anything that already is a ``Predictor`` — ``hydranet.deploy.DeployedModel`` (an ONNX graph) is one,
+- a plain function ``forward(batch, tasks) -> {task: {key: Tensor}}`` with ``tasks=`` given (the trainer
+  passes its own, which runs under the training precision and DDP wrapper).
+
+``stream=True`` runs the frames through a ``Streamer``: the model's video memory is carried from batch to
+batch, one sequence per batch row (a row whose ``scene_id`` changes or whose ``frame_index`` does not grow
+starts from the reset state), and the targets carry ``sequence = (scene_id, frame_index)`` for the temporal
+metrics (``hydranet.metrics.temporal``). The state lives in the ``Streamer``, never in the model.
+
+Decoding and targets are the tasks' (``Task.decode``, ``Task.targets``), so a checkpoint and its exported
+graph are scored by exactly the same code. ``on_frame`` sees every frame's decoded outputs and targets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.sample import Batch, collate
-from hydranet.eval.sequence import with_sequence
-from hydranet.metrics.base import Metric
-from hydranet.tasks.base import Task
+from hydranet.data import Batch, collate
+from hydranet.metrics import Metric
+from hydranet.model import HydraNet
+from hydranet.tasks import Task
 
 Outputs = dict[str, dict[str, Tensor]]
-Forward = Callable[..., Outputs]  # forward(batch, tasks, **forward_kwargs) -> outputs
+Features = dict[str, Tensor]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A model as the loop runs it: collated ``Batch`` in, raw head outputs ``{task: {key: Tensor}}`` out
+    (camera outputs ``[B, N, ...]``, BEV outputs ``[B, ...]``).
+
+    ``run`` is one batch of independent frames; it also returns the camera features the outputs were computed
+    from where the model exposes them (``{level: [B*N, C, h, w]}``; None for a graph). A temporal model
+    (``is_temporal``) also steps: ``run_step`` takes the memory ``state`` of B sequences and returns the new one,
+    ``init_state`` is the reset state and ``reset_rows`` resets the rows of a bool ``[B]`` mask. The state is
+    opaque to the loop (``TemporalState`` for a ``HydraNet``, ONNX feeds for a graph)."""
+
+    tasks: dict[str, Task]
+
+    @property
+    def is_temporal(self) -> bool:
+        """Whether the model carries a video memory (``run_step``)."""
+
+    @property
+    def single_frame(self) -> bool:
+        """Whether ``run`` works without a state (a temporal ONNX graph has no such path: it only steps)."""
+
+    def run(self, batch: Batch, tasks: list[str], camera_valid: Tensor | None = None,
+            ) -> tuple[Outputs, Features | None]:
+        """One batch of independent frames."""
+
+    def init_state(self, batch_size: int, device: torch.device | str) -> Any:
+        """The reset state of ``batch_size`` sequences."""
+
+    def reset_rows(self, state: Any, rows: Tensor) -> Any:
+        """``state`` with the rows where ``rows`` (bool ``[B]``) is True reset."""
+
+    def run_step(self, batch: Batch, state: Any, tasks: list[str], camera_valid: Tensor | None = None,
+                 ) -> tuple[Outputs, Any]:
+        """One frame of B sequences: outputs and the new state."""
+
+
+class EagerPredictor:
+    """A ``HydraNet`` as a ``Predictor``. ``keep_features``: ``run`` returns the camera features too (the
+    miner's embedding reads the coarsest FPN level)."""
+
+    def __init__(self, model: HydraNet, keep_features: bool = False):
+        self.model = model
+        self.tasks: dict[str, Task] = model.task_objects
+        self.keep_features = keep_features
+
+    @property
+    def is_temporal(self) -> bool:
+        """Whether the network has the video memory (``HydraNet.is_temporal``)."""
+        return self.model.is_temporal
+
+    @property
+    def single_frame(self) -> bool:
+        """Always: a temporal network's ``forward`` runs one frame from the reset state."""
+        return True
+
+    def run(self, batch: Batch, tasks: list[str], camera_valid: Tensor | None = None,
+            ) -> tuple[Outputs, Features | None]:
+        """``HydraNet.forward`` on the batch (``forward_features`` on its camera features with ``keep_features``)."""
+        m = self.model
+        if not self.keep_features:
+            return m(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks, camera_valid=camera_valid), None
+        feats = m.camera_features(batch.images)
+        outputs = m.forward_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
+                                     tuple(batch.images.shape[-2:]), camera_valid)
+        return outputs, feats
+
+    def init_state(self, batch_size: int, device: torch.device | str) -> Any:
+        """``HydraNet.init_state``."""
+        return self.model.init_state(batch_size, device)
+
+    def reset_rows(self, state: Any, rows: Tensor) -> Any:
+        """``TemporalState.reset_where``."""
+        return state.reset_where(rows)
+
+    def run_step(self, batch: Batch, state: Any, tasks: list[str], camera_valid: Tensor | None = None,
+                 ) -> tuple[Outputs, Any]:
+        """``HydraNet.forward_step`` with the batch's ego pose and timestamps (float32 seconds)."""
+        return self.model.forward_step(batch.images, batch.intrinsics, batch.T_ego_from_cam, batch.T_world_from_ego,
+                                       batch.timestamp.to(batch.images.device).float(), state, tasks, camera_valid)
+
+
+class _FunctionPredictor:
+    """``forward(batch, tasks[, camera_valid=...]) -> outputs`` as a single-frame ``Predictor``."""
+
+    is_temporal = False
+    single_frame = True
+
+    def __init__(self, forward: Callable[..., Outputs], tasks: dict[str, Task]):
+        self.forward = forward
+        self.tasks = tasks
+
+    def run(self, batch: Batch, tasks: list[str], camera_valid: Tensor | None = None,
+            ) -> tuple[Outputs, Features | None]:
+        if camera_valid is None:
+            return self.forward(batch, tasks), None
+        return self.forward(batch, tasks, camera_valid=camera_valid), None
+
+    def init_state(self, batch_size: int, device: torch.device | str) -> Any:
+        raise ValueError("a forward function has no video memory")
+
+    def reset_rows(self, state: Any, rows: Tensor) -> Any:
+        raise ValueError("a forward function has no video memory")
+
+    def run_step(self, batch: Batch, state: Any, tasks: list[str], camera_valid: Tensor | None = None,
+                 ) -> tuple[Outputs, Any]:
+        raise ValueError("a forward function has no video memory")
+
+
+def predictor_of(model: Any, tasks: dict[str, Task] | None = None, keep_features: bool = False) -> Predictor:
+    """``model`` as a ``Predictor`` (see the module docstring). A plain function needs ``tasks``. Raises
+    ``TypeError`` for anything else."""
+    if isinstance(model, HydraNet):
+        return EagerPredictor(model, keep_features)
+    if isinstance(model, Predictor):
+        return model
+    if callable(model) and not isinstance(model, nn.Module):
+        if tasks is None:
+            raise TypeError("a forward function carries no tasks: pass tasks= explicitly")
+        return _FunctionPredictor(model, dict(tasks))
+    raise TypeError(f"cannot evaluate a {type(model).__name__}: expected a HydraNet, a Predictor (e.g. DeployedModel) "
+                    "or a function forward(batch, tasks)")
+
+
+class Streamer:
+    """The video memory of B parallel sequences run through one ``Predictor``: it owns the state between calls.
+
+    Each call is one frame per sequence (batch row). A row whose ``scene_id`` differs from the previous call's,
+    or whose ``frame_index`` does not grow, starts from the reset state; ``reset()`` forgets every row (a gap in
+    the data). A changed batch size without ``reset()`` is a ``ValueError``, not a silent reset. A single-frame
+    model just runs ``Predictor.run``.
+    """
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.state: Any = None  # the memory after the last call (None: reset)
+        self._where: list[tuple[str, int]] = []  # (scene_id, frame_index) per row of the last call
+
+    def reset(self) -> None:
+        """Forget the history: the next call starts every sequence from the reset state."""
+        self.state = None
+        self._where = []
+
+    def __call__(self, batch: Batch, tasks: list[str], camera_valid: Tensor | None = None) -> Outputs:
+        """The outputs of one frame of every sequence in ``batch``, the memory carried to the next call."""
+        if not self.predictor.is_temporal:
+            return self.predictor.run(batch, tasks, camera_valid)[0]
+        where = list(zip(batch.scene_id, batch.frame_index.tolist(), strict=True))
+        if self.state is None:
+            self.state = self.predictor.init_state(len(batch), batch.images.device)
+        elif len(where) != len(self._where):
+            raise ValueError(f"streaming: batch size changed from {len(self._where)} to {len(where)} without reset()")
+        else:
+            new_sequence = torch.tensor([s != ps or f <= pf for (s, f), (ps, pf) in zip(where, self._where,
+                                                                                        strict=True)])
+            if bool(new_sequence.any()):
+                self.state = self.predictor.reset_rows(self.state, new_sequence)
+        self._where = where
+        outputs, self.state = self.predictor.run_step(batch, self.state, tasks, camera_valid)
+        return outputs
+
+
+@dataclass
+class Prediction:
+    """One batch through the model: its raw ``outputs`` and, decoded on first use and kept, every task's
+    decoded outputs (``decoded(task)``: one per frame, the task's label format + ``scores``). ``features``: the
+    camera features of an ``EagerPredictor(keep_features=True)``, else None."""
+
+    batch: Batch
+    outputs: Outputs
+    tasks: dict[str, Task]
+    features: Features | None = None
+    _decoded: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    _probabilities: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
+
+    def decoded(self, task: str) -> list[Any]:
+        """``Task.decode`` of ``task``'s outputs: one decoded output per frame of the batch."""
+        if task not in self._decoded:
+            self._decoded[task] = self.tasks[task].decode(self.outputs[task], self.batch)
+        return self._decoded[task]
+
+    def probabilities(self, task: str) -> list[Tensor]:
+        """Per-frame probabilities of a dense task that offers ``probabilities`` (drivable, bev_semantic)."""
+        if task not in self._probabilities:
+            self._probabilities[task] = self.tasks[task].probabilities(self.outputs[task], self.batch)
+        return self._probabilities[task]
+
+    def targets(self, task: str) -> list[Any]:
+        """``Task.targets``: ``task``'s label per frame (None where the frame lacks it)."""
+        return self.tasks[task].targets(self.batch)
 
 
 @dataclass
 class EvalFrame:
     """One evaluated frame, as the ``on_frame`` hook sees it.
 
-    ``index`` counts frames from 0 over the whole evaluation (batch order); ``position`` is the
-    frame's row in ``batch``. ``decoded[task]`` is the task's decoded output for this frame (label
-    format, ``Task.decode``), ``targets[task]`` its label or None when the frame lacks it, and
-    ``outputs[task][key]`` the raw head tensor of this frame (a view, batch dimension removed).
+    ``index`` counts frames from 0 over the whole run (batch order); ``position`` is the frame's row in
+    ``batch``. ``decoded[task]`` is the task's decoded output for this frame (label format, ``Task.decode``),
+    ``targets[task]`` its label or None when the frame lacks it, and ``outputs[task][key]`` the raw head tensor
+    of this frame (a view, batch dimension removed).
     """
 
     index: int
@@ -58,89 +255,88 @@ class EvalFrame:
     outputs: Outputs
 
 
-def forward_of(model: Any) -> Forward:
-    """The ``forward(batch, tasks)`` of ``model``: its ``forward_batch``, or ``model`` itself if it is
-    a plain function. Raises ``TypeError`` for anything else."""
-    if hasattr(model, "forward_batch"):
-        return lambda batch, tasks, **kwargs: model.forward_batch(batch, tasks=tasks, **kwargs)
-    if callable(model) and not isinstance(model, nn.Module):
-        return model
-    raise TypeError(f"cannot evaluate a {type(model).__name__}: expected forward_batch(batch, tasks) "
-                    "or a function forward(batch, tasks)")
-
-
-def stream_of(model: Any) -> Forward:
-    """The streaming ``forward(batch, tasks)`` of ``model``: ``model.stream`` (state carried between calls)
-    where it has one, else its plain forward (a single-frame model, a temporal ``DeployedModel``)."""
-    if hasattr(model, "stream"):
-        return lambda batch, tasks, **kwargs: model.stream(batch, tasks, **kwargs)
-    return forward_of(model)
-
-
-def tasks_of(model: Any) -> dict[str, Task]:
-    """The tasks a model carries: ``task_objects`` (HydraNet) or ``tasks`` (DeployedModel)."""
-    for attr in ("task_objects", "tasks"):
-        tasks = getattr(model, attr, None)
-        if isinstance(tasks, dict):
-            return dict(tasks)
-    raise TypeError(f"{type(model).__name__} has no task_objects/tasks: pass tasks= explicitly")
+def with_sequence(targets: list[Any], batch: Batch) -> list[Any]:
+    """``targets`` (one per sample) with ``sequence = (scene_id, frame_index)`` added to dict targets."""
+    return [dict(t, sequence=(batch.scene_id[i], int(batch.frame_index[i]))) if isinstance(t, dict) else t
+            for i, t in enumerate(targets)]
 
 
 class Evaluator:
-    """Streaming evaluation of one model: ``step(batch)`` for each batch, then ``compute()``.
+    """The loop: ``step(batch)`` runs one batch through the model, decodes it and (``score``) updates every
+    task's metric; ``compute()`` gives the metrics.
 
-    ``metrics`` may be given (e.g. ``FrameMetric``s whose records a suite keeps); by default each
-    task's ``make_metric()``. The evaluator never changes the model's train/eval mode: ``evaluate``
-    does that around the loop.
+    ``tasks``: the tasks to run (default: the model's). ``metrics`` may be given (e.g. ``FrameMetric``s whose
+    records a suite keeps); by default each task's ``make_metric()``; ``score=False`` keeps none (prediction
+    only: outputs are decoded on demand by ``Prediction.decoded``). ``device``: batches are moved there.
+    ``stream``: run through a ``Streamer`` (``self.streamer``; ``reset()`` forgets the history); None (default)
+    streams only a model without a single-frame path (a temporal ONNX graph). ``on_frame``:
+    called for every frame after its metrics were updated. The evaluator never changes a module's train/eval
+    mode: ``evaluate`` does that around the loop.
     """
 
-    def __init__(self, model: Any, tasks: dict[str, Task] | None = None,
-                 metrics: dict[str, Metric] | None = None, on_frame: Callable[[EvalFrame], None] | None = None,
-                 device: torch.device | str | None = None, sequence: bool = False):
-        # sequence: batches are consecutive frames of sequences, streamed through the model's memory
-        # (``HydraNet.stream``; a temporal ``DeployedModel`` streams by itself) and the targets carry
-        # (scene_id, frame_index) for the temporal metrics (hydranet/eval/sequence.py).
-        self.sequence = sequence
-        self.forward = stream_of(model) if sequence else forward_of(model)
-        self.tasks = dict(tasks) if tasks is not None else tasks_of(model)
+    def __init__(self, model: Any, tasks: dict[str, Task] | None = None, *, metrics: dict[str, Metric] | None = None,
+                 score: bool = True, on_frame: Callable[[EvalFrame], None] | None = None,
+                 device: torch.device | str | None = None, stream: bool | None = None, keep_features: bool = False):
+        self.predictor = predictor_of(model, tasks, keep_features)
+        if stream is None:
+            stream = not self.predictor.single_frame
+        elif not stream and not self.predictor.single_frame:
+            raise ValueError("this model runs only with its memory (a temporal graph): stream it")
+        self.tasks = dict(tasks) if tasks is not None else dict(self.predictor.tasks)
         self.names = sorted(self.tasks)
-        self.metrics = metrics if metrics is not None else {t: self.tasks[t].make_metric() for t in self.names}
-        missing = [t for t in self.names if t not in self.metrics]
+        self.streamer = Streamer(self.predictor) if stream else None
+        if metrics is None:
+            metrics = {t: self.tasks[t].make_metric() for t in self.names} if score else {}
+        missing = [t for t in self.names if metrics and t not in metrics]
         if missing:
             raise ValueError(f"no metric for task(s) {missing}")
+        self.metrics = metrics
         self.on_frame = on_frame
         self.device = device
         self.frames = 0
 
+    def reset(self) -> None:
+        """A streaming evaluator forgets the history (``Streamer.reset``); no-op otherwise."""
+        if self.streamer is not None:
+            self.streamer.reset()
+
     @torch.no_grad()
-    def step(self, batch: Batch, **forward_kwargs: Any) -> Outputs:
-        """Forward one batch, decode every task and update its metric; returns the raw outputs.
-        ``forward_kwargs`` go to the forward (e.g. ``camera_valid [B, N]`` for failed cameras)."""
+    def step(self, batch: Batch, camera_valid: Tensor | None = None) -> Prediction:
+        """Run one batch (``camera_valid [B, N]`` bool marks failed cameras), score it, call ``on_frame``."""
         if self.device is not None:
             batch = batch.to(self.device)
-        outputs = self.forward(batch, self.names, **forward_kwargs)
-        decoded, targets = {}, {}
-        for t in self.names:
-            decoded[t] = self.tasks[t].decode(outputs[t], batch)
-            targets[t] = self.tasks[t].targets(batch)
-            scored = with_sequence(targets[t], batch) if self.sequence else targets[t]
-            self.metrics[t].update(decoded[t], scored)
-        if self.on_frame is not None:
-            for i in range(len(batch)):
-                self.on_frame(EvalFrame(
-                    index=self.frames + i, batch=batch, position=i,
-                    decoded={t: decoded[t][i] for t in self.names}, targets={t: targets[t][i] for t in self.names},
-                    outputs={t: {k: v[i] for k, v in outputs[t].items()} for t in self.names}))
+        if self.streamer is not None:
+            outputs, features = self.streamer(batch, self.names, camera_valid), None
+        else:
+            outputs, features = self.predictor.run(batch, self.names, camera_valid)
+        prediction = Prediction(batch, outputs, self.tasks, features)
+        if self.metrics or self.on_frame is not None:
+            targets = {t: prediction.targets(t) for t in self.names}
+            for t, metric in self.metrics.items():
+                scored = with_sequence(targets[t], batch) if self.streamer is not None else targets[t]
+                metric.update(prediction.decoded(t), scored)
+            if self.on_frame is not None:
+                for i in range(len(batch)):
+                    self.on_frame(EvalFrame(
+                        index=self.frames + i, batch=batch, position=i,
+                        decoded={t: prediction.decoded(t)[i] for t in self.names},
+                        targets={t: targets[t][i] for t in self.names},
+                        outputs={t: {k: v[i] for k, v in outputs[t].items()} for t in self.names}))
         self.frames += len(batch)
-        return outputs
+        return prediction
+
+    def run(self, batches: Iterable[Batch]) -> Iterator[Prediction]:
+        """``step`` over ``batches``, yielding each ``Prediction``."""
+        for batch in batches:
+            yield self.step(batch)
 
     def compute(self, sync: bool = False) -> dict[str, dict[str, float]]:
         """``{task: {metric: value}}`` (first key = the task's headline); ``sync`` merges DDP ranks first."""
         results = {}
-        for t in self.names:
+        for t, metric in self.metrics.items():
             if sync:
-                self.metrics[t].sync()
-            results[t] = {k: float(v) for k, v in self.metrics[t].compute().items()}
+                metric.sync()
+            results[t] = {k: float(v) for k, v in metric.compute().items()}
         return results
 
 
@@ -169,6 +365,25 @@ def evaluate(model: Any, batches: Iterable[Batch], tasks: dict[str, Task] | None
     finally:
         if module is not None:
             module.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_clips(model: Any, dataset: Dataset, clips: list[list[int]], tasks: list[str],
+                   device: str | torch.device = "cpu", metrics: dict[str, Metric] | None = None,
+                   on_frame: Callable[[EvalFrame], None] | None = None) -> dict[str, dict[str, float]]:
+    """Stream every clip (consecutive dataset indices of one scene, ``hydranet.eval.sequence``) through
+    ``model``, one frame at a time from the reset state, and score every frame; returns ``{task: metrics}``.
+    Puts an ``nn.Module`` in eval mode."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    predictor = predictor_of(model)
+    evaluator = Evaluator(predictor, {t: predictor.tasks[t] for t in tasks}, metrics=metrics, on_frame=on_frame,
+                          device=device, stream=True)
+    for clip in clips:
+        evaluator.reset()
+        for i in clip:
+            evaluator.step(collate([dataset[i]]))
+    return evaluator.compute()
 
 
 def dataset_batches(dataset: Dataset, batch_size: int = 4, max_batches: int | None = None, rank: int = 0,

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from hydranet.data.sample import collate
+from hydranet.data import collate
 from hydranet.eval.charts import bar_chart, heatmap, line_chart
+from hydranet.eval.loop import Evaluator, predictor_of
 from hydranet.eval.runner import Check, SuiteRun, TaskEval, Worlds, worst_frames
 from hydranet.metrics import (
     DepthMetric,
@@ -46,7 +47,7 @@ nav a{margin-right:12px}
 """
 
 
-def png_data_uri(img: Image.Image, max_width: int = 900) -> str:
+def _png_data_uri(img: Image.Image, max_width: int = 900) -> str:
     """``data:image/png;base64,...`` of ``img`` (downscaled to ``max_width``, palette PNG)."""
     if img.width > max_width:
         img = img.resize((max_width, round(img.height * max_width / img.width)), Image.Resampling.LANCZOS)
@@ -67,7 +68,7 @@ def _badge(status: str, reason: str = "") -> str:
     return badge + (f' <span class="meta">{escape(reason)}</span>' if reason else "")
 
 
-def task_charts(te: TaskEval) -> list[str]:
+def _task_charts(te: TaskEval) -> list[str]:
     """The charts that explain one task's numbers (inline SVG strings)."""
     m, out = te.metric, []
     if isinstance(m, Detection2DMetric):
@@ -134,18 +135,18 @@ def _all_metrics(te: TaskEval) -> str:
 
 # Tasks drawn together on one composite; each group gets its own ground-truth/prediction pair so
 # dense overlays (depth, drivable) do not hide the boxes. Tasks not listed get a pair of their own.
-DRAW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+_DRAW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("objects", ("detection2d", "traffic_light", "objects3d", "bev_semantic")),
     ("road", ("drivable", "lanes")),
     ("depth", ("depth",)),
 )
 
 
-def draw_groups(tasks: list[str]) -> list[tuple[str, list[str]]]:
+def _draw_groups(tasks: list[str]) -> list[tuple[str, list[str]]]:
     """Group ``tasks`` into the report's picture panels (objects, road, depth, then one panel per other
     task); empty groups are dropped."""
-    groups = [(name, [t for t in members if t in tasks]) for name, members in DRAW_GROUPS]
-    known = {t for _, members in DRAW_GROUPS for t in members}
+    groups = [(name, [t for t in members if t in tasks]) for name, members in _DRAW_GROUPS]
+    known = {t for _, members in _DRAW_GROUPS for t in members}
     groups += [(t, [t]) for t in tasks if t not in known]
     return [(n, ts) for n, ts in groups if ts]
 
@@ -158,17 +159,18 @@ def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: 
     sample = worlds.sample(fid)
     batch = collate([sample]).to(device)
     names = list(run.tasks)
-    out = model.forward_batch(batch, tasks=names)
+    predictor = predictor_of(model)
+    prediction = Evaluator(predictor, {n: predictor.tasks[n] for n in names}, score=False).step(batch)
     grid = worlds(fid.scenario, fid.seed).setup.grid
     scale = scale or (2 if sample.images.shape[-2] <= 160 else 1)  # small renders are upscaled to stay legible
-    decoded = {n: _cpu(model.task_objects[n].decode(out[n], batch)[0]) for n in names}
-    targets = {n: _cpu(model.task_objects[n].targets(batch)[0]) for n in names}
+    decoded = {n: _cpu(prediction.decoded(n)[0]) for n in names}
+    targets = {n: _cpu(prediction.targets(n)[0]) for n in names}
     result = []
-    for group, tasks in draw_groups(names):
+    for group, tasks in _draw_groups(names):
         gt, pred = Views.from_sample(sample, grid, scale=scale), Views.from_sample(sample, grid, scale=scale)
         gt.legend_styles, pred.legend_styles = ("ground truth",), ("prediction",)  # each shows one side only
         for name in tasks:
-            task = model.task_objects[name]
+            task = predictor.tasks[name]
             if targets[name] is not None:
                 task.draw(gt, targets[name], ground_truth=True)
             task.draw(pred, decoded[name], ground_truth=False)
@@ -202,11 +204,11 @@ def _frames_html(model: Any, run: SuiteRun, samples: int, device: str | torch.de
                      f'<div class="meta">{scores}</div>')
         for label, gt, pred in render_frame(model, worlds, run, frame, device):
             # Each thumbnail links to the frame at full size (a new tab shows it pixel for pixel).
-            parts.append(f'<div class="pair"><figure><a href="{png_data_uri(gt, max_width=1 << 30)}" target="_blank">'
-                         f'<img alt="ground truth {escape(label)} {name}" src="{png_data_uri(gt)}"></a>'
+            parts.append(f'<div class="pair"><figure><a href="{_png_data_uri(gt, max_width=1 << 30)}" target="_blank">'
+                         f'<img alt="ground truth {escape(label)} {name}" src="{_png_data_uri(gt)}"></a>'
                          f'<figcaption>ground truth: {escape(label)} (click: full size)</figcaption></figure>'
-                         f'<figure><a href="{png_data_uri(pred, max_width=1 << 30)}" target="_blank">'
-                         f'<img alt="prediction {escape(label)} {name}" src="{png_data_uri(pred)}"></a>'
+                         f'<figure><a href="{_png_data_uri(pred, max_width=1 << 30)}" target="_blank">'
+                         f'<img alt="prediction {escape(label)} {name}" src="{_png_data_uri(pred)}"></a>'
                          f"<figcaption>prediction: {escape(label)} (click: full size)</figcaption></figure></div>")
         parts.append("</div>")
     return "".join(parts)
@@ -230,7 +232,7 @@ def build_report(model: Any, runs: list[SuiteRun], checks: list[list[Check]], ch
                     f"{len(s.scenarios)} scenario(s), {s.seeds_text()} · "
                     f"{run.seconds:.1f} s · file <code>{escape(s.path)}</code></div>")
         body.append(_table(run, cs))
-        charts = [c for te in run.tasks.values() for c in task_charts(te)]
+        charts = [c for te in run.tasks.values() for c in _task_charts(te)]
         body.append('<div class="charts">' + "".join(f"<figure>{c}</figure>" for c in charts) + "</div>")
         body.append("".join(_all_metrics(te) for te in run.tasks.values()))
         body.append(_frames_html(model, run, samples, device))

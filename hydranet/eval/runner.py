@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hydranet.data.sample import Sample, collate
-from hydranet.eval.loop import EvalFrame, Evaluator
+from hydranet.data import Sample, collate
+from hydranet.eval.loop import EvalFrame, Evaluator, predictor_of
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
 from hydranet.json_files import to_jsonable
-from hydranet.metrics.base import NO_GROUND_TRUTH
-from hydranet.metrics.frame_records import FrameMetric
+from hydranet.metrics import NO_GROUND_TRUTH, FrameMetric
 from hydranet.setup import SetupMismatchError
 from hydranet.world import SyntheticWorld
 
@@ -89,7 +88,7 @@ def plan_frames(suite: Suite, world_len: Callable[[str, int], int], frames: int 
             for i in clip]
 
 
-def model_world_fields(model: nn.Module) -> dict[str, Any]:
+def _model_world_fields(model: nn.Module) -> dict[str, Any]:
     """World settings the model fixes: its ``setup`` (the world renders its first rig at its image size, on its
     grid, in its classes; a suite may not contradict it)."""
     cfg = getattr(model, "cfg", None)
@@ -103,7 +102,7 @@ class Worlds:
     def __init__(self, suite: Suite, models: dict[str, nn.Module]):
         self._cls = SyntheticWorld
         self.suite = suite
-        self.fields = model_world_fields(next(iter(models.values()))) if models else {}
+        self.fields = _model_world_fields(next(iter(models.values()))) if models else {}
         self.models = models
         self._cache: dict[tuple[str, int], Any] = {}
         for scenario in suite.scenarios:  # at load time, before any frame is rendered
@@ -179,7 +178,7 @@ def name_cameras(state: dict[str, Any], names: Any) -> None:
                 m.camera_names = tuple(names)
 
 
-def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
+def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
 
@@ -192,13 +191,11 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
                        lambda s, seed: worlds(s, seed).config.frames_per_scene)
     if suite.sequence is not None:  # video: one frame at a time, in order, through each model's memory
         batch_size = 1
-        for model in models.values():
-            if hasattr(model, "reset_state"):
-                model.reset_state()
     state: dict[str, tuple[dict[str, TaskEval], list[str]]] = {}
     for label, model in models.items():
-        model.eval()
-        objs = model.task_objects
+        if isinstance(model, nn.Module):
+            model.eval()
+        objs = predictor_of(model).tasks
         tasks = {}
         for name in suite.tasks:
             if name not in objs:
@@ -213,9 +210,11 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
     for label, model in models.items():
         tasks, _ = state[label]
         if tasks:
-            evaluators[label] = Evaluator(model, {n: model.task_objects[n] for n in tasks},
+            # A video suite streams every model; otherwise only a model that has no single-frame path.
+            stream = True if suite.sequence is not None else None
+            evaluators[label] = Evaluator(model, {n: predictor_of(model).tasks[n] for n in tasks},
                                           metrics={n: te.metric for n, te in tasks.items()},
-                                          on_frame=_record_frames(tasks), sequence=suite.sequence is not None)
+                                          on_frame=_record_frames(tasks), stream=stream)
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
@@ -239,7 +238,7 @@ def run_suite(models: dict[str, nn.Module], suite: Suite, device: str | torch.de
 
 # The two reasons a check or a gate row is "skipped" rather than judged.
 NO_HEAD = "model has no head for this task"
-NO_GROUND_TRUTH_HERE = f"{NO_GROUND_TRUTH} on these frames"
+_NO_GROUND_TRUTH_HERE = f"{NO_GROUND_TRUTH} on these frames"
 
 
 @dataclass
@@ -261,7 +260,7 @@ def judge_undefined(te: TaskEval, metric: str) -> tuple[str, str]:
     ``recall/red`` without a red light), else ``fail`` with the metric's reason (e.g. "no match"). The one rule
     ``hydranet eval``, ``hydranet gate`` and the report share."""
     why = te.metric.undefined_reason(metric)
-    return ("skipped", NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
+    return ("skipped", _NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
 
 
 def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[Check]:

@@ -33,15 +33,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
 from hydranet.config_errors import format_validation_error
 from hydranet.limits import MAX_SUITE_SEEDS, check_suite_size
-from hydranet.tasks.base import TASKS
-from hydranet.world.config import WorldConfig
+from hydranet.tasks import TASKS
+from hydranet.world import WorldConfig
 from hydranet.yaml_files import read_yaml_mapping
 
 # Metrics where smaller is better (everything else: larger is better). Matched on the part before "/".
-LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave", "flicker"})
+_LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "ate", "ase", "aoe", "ave", "flicker"})
 _THRESHOLD = re.compile(r"^\s*(>=|<=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
@@ -52,7 +51,7 @@ class SuiteError(ValueError):
 def lower_is_better(metric: str) -> bool:
     """True for error metrics (``abs_rel``, ``rmse``, nuScenes ``ate``/``ase``/``aoe``/``ave``, ``flicker``);
     ``name/sub`` uses its prefix."""
-    return metric.split("/")[0] in LOWER_IS_BETTER
+    return metric.split("/")[0] in _LOWER_IS_BETTER
 
 
 class Threshold(BaseModel):

@@ -5,14 +5,17 @@ memory is bounded for dense tasks, ``sync()`` merges DDP ranks and ``compute_fra
 the bootstrap the regression gate needs. Matching rules are in each module's docstring.
 """
 
-from hydranet.metrics.base import Metric
-from hydranet.metrics.depth import DepthMetric
-from hydranet.metrics.detection2d import Detection2DMetric
-from hydranet.metrics.detection3d import Detection3DMetric
-from hydranet.metrics.frame_records import FrameMetric
-from hydranet.metrics.lanes import LaneF1
-from hydranet.metrics.segmentation import SegmentationIoU
-from hydranet.metrics.traffic_light import TrafficLightMetric
+import lazy_loader as lazy
 
-__all__ = ["Metric", "DepthMetric", "Detection2DMetric", "Detection3DMetric", "FrameMetric", "LaneF1",
-           "SegmentationIoU", "TrafficLightMetric"]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "base": ["Metric", "NO_GROUND_TRUTH"],
+    "depth": ["DepthMetric"],
+    "detection2d": ["Detection2DMetric"],
+    "detection3d": ["Detection3DMetric", "NUSCENES_CLASS_RANGE"],
+    "frame_records": ["FrameMetric"],
+    "lanes": ["LaneF1"],
+    "segmentation": ["SegmentationIoU"],
+    "temporal": ["TEMPORAL_KEYS_3D", "TemporalDetection3DMetric", "TemporalTrafficLightMetric"],
+    "traffic_light": ["TrafficLightMetric"],
+})

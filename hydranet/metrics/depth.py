@@ -19,7 +19,7 @@ from hydranet.metrics.frame_records import FrameMetric, safe_div
 from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
 
-def bin_name(lo: float, hi: float) -> str:
+def _bin_name(lo: float, hi: float) -> str:
     """Key suffix of the depth bin ``[lo, hi)`` in metres: ``"10-20m"``, or ``"80m+"`` when ``hi`` is infinite."""
     return f"{lo:g}-{hi:g}m" if np.isfinite(hi) else f"{lo:g}m+"
 
@@ -71,7 +71,7 @@ class DepthMetric(FrameMetric):
         out = {"abs_rel": float(safe_div(tot[1], tot[0])), "rmse": float(np.sqrt(safe_div(tot[2], tot[0]))),
                "delta1": float(safe_div(tot[3], tot[0]))}
         for i in range(len(self.bins) - 1):
-            name = bin_name(self.bins[i], self.bins[i + 1])
+            name = _bin_name(self.bins[i], self.bins[i + 1])
             out[f"abs_rel/{name}"] = float(safe_div(s[1, i], s[0, i]))
             out[f"rmse/{name}"] = float(np.sqrt(safe_div(s[2, i], s[0, i])))
             out[f"delta1/{name}"] = float(safe_div(s[3, i], s[0, i]))

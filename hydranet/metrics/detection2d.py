@@ -23,8 +23,8 @@ import numpy as np
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frame_records import FrameMetric, as_numpy, nanmean, require
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
 def box_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
@@ -44,8 +44,8 @@ def box_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray | None = None) -> 
     return out
 
 
-def match_image(dt_boxes: np.ndarray, dt_scores: np.ndarray, gt_boxes: np.ndarray, gt_ignore: np.ndarray,
-                thresholds: np.ndarray = IOU_THRESHOLDS, max_dets: int = 100,
+def _match_image(dt_boxes: np.ndarray, dt_scores: np.ndarray, gt_boxes: np.ndarray, gt_ignore: np.ndarray,
+                thresholds: np.ndarray = _IOU_THRESHOLDS, max_dets: int = 100,
                 gt_crowd: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COCO greedy matching of one image and class.
 
@@ -87,12 +87,12 @@ def accumulate(scores: np.ndarray, matched: np.ndarray, ignored: np.ndarray, npo
     """COCO precision ``[T, 101]`` at the recall points (``-1`` rows when there is no ground truth)."""
     n_t = matched.shape[0]
     if npos == 0:
-        return -np.ones((n_t, len(RECALL_POINTS)))
+        return -np.ones((n_t, len(_RECALL_POINTS)))
     order = np.argsort(-scores, kind="mergesort")
     matched, ignored = matched[:, order], ignored[:, order]
     tps = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
     fps = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
-    precision = np.zeros((n_t, len(RECALL_POINTS)))
+    precision = np.zeros((n_t, len(_RECALL_POINTS)))
     for t in range(n_t):
         tp, fp = tps[t], fps[t]
         if len(tp) == 0:
@@ -100,7 +100,7 @@ def accumulate(scores: np.ndarray, matched: np.ndarray, ignored: np.ndarray, npo
         rc = tp / npos
         pr = tp / (fp + tp + np.spacing(1))
         pr = np.maximum.accumulate(pr[::-1])[::-1]  # precision envelope
-        idx = np.searchsorted(rc, RECALL_POINTS, side="left")
+        idx = np.searchsorted(rc, _RECALL_POINTS, side="left")
         valid = idx < len(pr)
         precision[t, valid] = pr[idx[valid]]
     return precision
@@ -158,7 +158,7 @@ class Detection2DMetric(FrameMetric):
         g_ig = np.zeros(len(g_boxes), bool)
         if self.min_visible > 0 and "visible" in target:
             g_ig = as_numpy(target["visible"], np.float64).reshape(-1) < self.min_visible
-        n_t = len(IOU_THRESHOLDS)
+        n_t = len(_IOU_THRESHOLDS)
         cls, cam, score, matched, ignored = [], [], [], [], []
         npos = np.zeros((n_cam, n_c), np.int64)
         for c_idx in range(n_cam):  # image order, as COCO concatenates images
@@ -168,8 +168,8 @@ class Detection2DMetric(FrameMetric):
                 npos[c_idx, k] = int((~g_ig[gsel]).sum())
                 if len(dsel) == 0:
                     continue
-                order, m, ig = match_image(p_boxes[dsel], p_scores[dsel], g_boxes[gsel], g_ig[gsel],
-                                           IOU_THRESHOLDS, self.max_dets)
+                order, m, ig = _match_image(p_boxes[dsel], p_scores[dsel], g_boxes[gsel], g_ig[gsel],
+                                           _IOU_THRESHOLDS, self.max_dets)
                 cls.append(np.full(len(order), k))
                 cam.append(np.full(len(order), c_idx))
                 score.append(p_scores[dsel][order])
@@ -202,8 +202,8 @@ class Detection2DMetric(FrameMetric):
     def precision(self, frames: Sequence[int] | np.ndarray | None = None, camera: int | None = None) -> np.ndarray:
         """COCO precision ``[T, 101, classes]`` (``-1`` for classes without ground truth)."""
         recs = self.records(frames)
-        n_t, n_c = len(IOU_THRESHOLDS), len(self.classes)
-        out = -np.ones((n_t, len(RECALL_POINTS), n_c))
+        n_t, n_c = len(_IOU_THRESHOLDS), len(self.classes)
+        out = -np.ones((n_t, len(_RECALL_POINTS), n_c))
         if not recs:
             return out
         cls = np.concatenate([r["cls"] for r in recs])
@@ -248,7 +248,7 @@ class Detection2DMetric(FrameMetric):
 
     def pr_curves(self, iou: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Interpolated (recall, precision) per class with ground truth, at one IoU threshold."""
-        t = int(np.argmin(np.abs(IOU_THRESHOLDS - iou)))
+        t = int(np.argmin(np.abs(_IOU_THRESHOLDS - iou)))
         prec = self.precision(None)
-        return {name: (RECALL_POINTS.copy(), prec[t, :, k]) for k, name in enumerate(self.classes)
+        return {name: (_RECALL_POINTS.copy(), prec[t, :, k]) for k, name in enumerate(self.classes)
                 if prec[t, 0, k] > -1}

@@ -1,6 +1,6 @@
 """nuScenes-style 3D detection: centre-distance AP and true-positive errors.
 
-Reproduces ``nuscenes.eval.detection.algo`` (``accumulate``, ``calc_ap``, ``calc_tp``) on ego-frame
+Reproduces ``nuscenes.eval.detection.algo`` (``accumulate``, ``_calc_ap``, ``calc_tp``) on ego-frame
 boxes ``(x, y, z, l, w, h, yaw)``:
 
 - matching: per class, predictions in descending score; each takes the closest not-yet-taken
@@ -53,32 +53,32 @@ import numpy as np
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.frame_records import FrameMetric, as_numpy, nanmean, require
 
-DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
+_DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 TP_THRESHOLD = 2.0
-TP_ERRORS = ("ate", "ase", "aoe", "ave")
-N_POINTS = 101
-MIN_RECALL = MIN_PRECISION = 0.1
+_TP_ERRORS = ("ate", "ase", "aoe", "ave")
+_N_POINTS = 101
+_MIN_RECALL = _MIN_PRECISION = 0.1
 # nuScenes' detection config (``detection_cvpr_2019``): per-class maximum BEV distance from the ego, metres.
 NUSCENES_CLASS_RANGE: dict[str, float] = {
     "car": 50.0, "truck": 50.0, "bus": 50.0, "trailer": 50.0, "construction_vehicle": 50.0, "pedestrian": 40.0,
     "motorcycle": 40.0, "bicycle": 40.0, "traffic_cone": 30.0, "barrier": 30.0}
 
 
-def angle_diff(a: np.ndarray, b: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
+def _angle_diff(a: np.ndarray, b: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
     """Smallest absolute angle difference (nuScenes ``yaw_diff``), in [0, pi]."""
     d = (a - b + period / 2) % period - period / 2
     d = np.where(d > np.pi, d - 2 * np.pi, d)
     return np.abs(d)
 
 
-def scale_iou(size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
+def _scale_iou(size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
     """IoU of boxes with equal centre and heading: only the sizes ``[..., 3]`` matter."""
     inter = np.prod(np.minimum(size_a, size_b), axis=-1)
     return inter / (np.prod(size_a, axis=-1) + np.prod(size_b, axis=-1) - inter)
 
 
-def cummean(x: np.ndarray) -> np.ndarray:
-    """NaN-aware running mean (nuScenes ``cummean``): all-NaN -> ones."""
+def _cummean(x: np.ndarray) -> np.ndarray:
+    """NaN-aware running mean (nuScenes ``_cummean``): all-NaN -> ones."""
     if np.isnan(x).all():
         return np.ones(len(x))
     s = np.nancumsum(x.astype(np.float64))
@@ -96,27 +96,27 @@ def accumulate(score: np.ndarray, order_key: np.ndarray, matched: np.ndarray, er
     tp = np.cumsum(m).astype(np.float64)
     fp = np.cumsum(~m).astype(np.float64)
     prec, rec = tp / (fp + tp), tp / float(npos)
-    rec_i = np.linspace(0, 1, N_POINTS)
+    rec_i = np.linspace(0, 1, _N_POINTS)
     out = {"recall": rec_i, "precision": np.interp(rec_i, rec, prec, right=0),
            "confidence": np.interp(rec_i, rec, conf, right=0)}
     m_conf = conf[m]
-    for j, name in enumerate(TP_ERRORS):
+    for j, name in enumerate(_TP_ERRORS):
         if np.isnan(err[m, j]).all():  # never measured (e.g. no velocity predicted): NaN, not cummean's ones
-            out[name] = np.full(N_POINTS, np.nan)
+            out[name] = np.full(_N_POINTS, np.nan)
             continue
-        tmp = cummean(err[m, j])
+        tmp = _cummean(err[m, j])
         out[name] = np.interp(out["confidence"][::-1], m_conf[::-1], tmp[::-1])[::-1]
     return out
 
 
-def calc_ap(md: dict[str, np.ndarray] | None) -> float:
-    """nuScenes ``calc_ap``: mean precision above recall 0.1, minus 0.1, clipped at 0, normalised by 0.9;
+def _calc_ap(md: dict[str, np.ndarray] | None) -> float:
+    """nuScenes ``_calc_ap``: mean precision above recall 0.1, minus 0.1, clipped at 0, normalised by 0.9;
     0 when ``md`` is ``None`` (no match)."""
     if md is None:
         return 0.0
-    prec = np.copy(md["precision"])[round(100 * MIN_RECALL) + 1:] - MIN_PRECISION
+    prec = np.copy(md["precision"])[round(100 * _MIN_RECALL) + 1:] - _MIN_PRECISION
     prec[prec < 0] = 0
-    return float(np.mean(prec)) / (1.0 - MIN_PRECISION)
+    return float(np.mean(prec)) / (1.0 - _MIN_PRECISION)
 
 
 def calc_tp(md: dict[str, np.ndarray] | None, name: str, empty: float = 1.0) -> float:
@@ -124,7 +124,7 @@ def calc_tp(md: dict[str, np.ndarray] | None, name: str, empty: float = 1.0) -> 
     (nuScenes: 1.0) when ``md`` is ``None`` or that range is empty; NaN when no match carried the error."""
     if md is None:
         return empty
-    first = round(100 * MIN_RECALL) + 1
+    first = round(100 * _MIN_RECALL) + 1
     nz = np.nonzero(md["confidence"])[0]
     last = nz[-1] if len(nz) else 0
     if last < first:
@@ -140,7 +140,7 @@ class Detection3DMetric(FrameMetric):
     """
 
     def __init__(self, classes: Sequence[str], unoriented: Sequence[str] = ("cone", "traffic_cone"),
-                 max_range: float | None = None, thresholds: Sequence[float] = DIST_THRESHOLDS,
+                 max_range: float | None = None, thresholds: Sequence[float] = _DIST_THRESHOLDS,
                  region: tuple[tuple[float, float], tuple[float, float]] | None = None,
                  range_bins: Sequence[float] = (), min_visible: float | None = None,
                  static: Sequence[str] = ("barrier",), class_ranges: dict[str, float] | None = None) -> None:
@@ -222,7 +222,7 @@ class Detection3DMetric(FrameMetric):
         """nuScenes greedy matching of one frame's (already filtered) predictions to its ground truth."""
         n_t = len(self.thresholds)
         matched = np.zeros((len(p_box), n_t), bool)
-        errors = np.full((len(p_box), len(TP_ERRORS)), np.nan)
+        errors = np.full((len(p_box), len(_TP_ERRORS)), np.nan)
         order = np.lexsort((np.arange(len(p_score)), p_score))[::-1]
         dist = np.hypot(p_box[:, None, 0] - g_box[None, :, 0], p_box[:, None, 1] - g_box[None, :, 1])
         for ti, thr in enumerate(self.thresholds):
@@ -238,8 +238,8 @@ class Detection3DMetric(FrameMetric):
                     matched[i, ti] = True
                     if thr == TP_THRESHOLD:
                         k = int(p_cls[i])
-                        errors[i] = (d[j], 1 - scale_iou(g_box[j, 3:6], p_box[i, 3:6]),
-                                     np.nan if k in self.unoriented else angle_diff(g_box[j, 6], p_box[i, 6]),
+                        errors[i] = (d[j], 1 - _scale_iou(g_box[j, 3:6], p_box[i, 3:6]),
+                                     np.nan if k in self.unoriented else _angle_diff(g_box[j, 6], p_box[i, 6]),
                                      np.nan if k in self.static else np.linalg.norm(p_vel[i] - g_vel[j]))
         npos = np.bincount(g_cls, minlength=len(self.classes))
         return {"cls": p_cls, "score": p_score, "matched": matched, "errors": errors, "npos": npos}
@@ -276,11 +276,11 @@ class Detection3DMetric(FrameMetric):
         out = {"map": nanmean(ap)}
         for ti, thr in enumerate(self.thresholds):
             out[f"ap@{thr:g}m"] = nanmean(ap[:, ti])
-        for j, name in enumerate(TP_ERRORS):
+        for j, name in enumerate(_TP_ERRORS):
             out[name] = nanmean(tp[:, j])
         for k, cname in enumerate(self.classes):
             out[f"ap/{cname}"] = nanmean(ap[k]) if not np.isnan(ap[k]).all() else float("nan")
-            for j, name in enumerate(TP_ERRORS):
+            for j, name in enumerate(_TP_ERRORS):
                 out[f"{name}/{cname}"] = float(tp[k, j])
         for b, (lo, hi) in enumerate(self.bands()):
             band_ap, _ = self._ap_tp(self.metric_data(frames, band=b))
@@ -291,13 +291,13 @@ class Detection3DMetric(FrameMetric):
         """AP ``[classes, thresholds]`` and TP errors ``[classes, 4]`` (NaN for classes without GT)."""
         n_c = len(self.classes)
         ap = np.full((n_c, len(self.thresholds)), np.nan)
-        tp = np.full((n_c, len(TP_ERRORS)), np.nan)
+        tp = np.full((n_c, len(_TP_ERRORS)), np.nan)
         for k in range(n_c):
             if mds.get((k, TP_THRESHOLD), "no_gt") == "no_gt":
                 continue
             for ti, thr in enumerate(self.thresholds):
-                ap[k, ti] = calc_ap(mds[(k, thr)])
-            for j, name in enumerate(TP_ERRORS):
+                ap[k, ti] = _calc_ap(mds[(k, thr)])
+            for j, name in enumerate(_TP_ERRORS):
                 unscored = k in self.unoriented and name in ("aoe", "ave")
                 tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name, empty=np.nan)
         return ap, tp
@@ -320,7 +320,7 @@ class Detection3DMetric(FrameMetric):
         classes = [self.classes.index(sub)] if sub in self.classes else list(range(len(self.classes)))
         if npos[classes].sum() == 0:
             return NO_GROUND_TRUTH
-        if name not in TP_ERRORS:
+        if name not in _TP_ERRORS:
             return super().undefined_reason(key)
         if sub in self.classes and classes[0] in self.unoriented and name in ("aoe", "ave"):
             return f"not scored for unoriented '{sub}' (as nuScenes)"
@@ -337,6 +337,6 @@ class Detection3DMetric(FrameMetric):
         for (k, thr), md in self.metric_data(None).items():
             if thr != threshold or md == "no_gt":
                 continue
-            rec = np.linspace(0, 1, N_POINTS)
-            out[self.classes[k]] = (rec, np.zeros(N_POINTS) if md is None else md["precision"])
+            rec = np.linspace(0, 1, _N_POINTS)
+            out[self.classes[k]] = (rec, np.zeros(_N_POINTS) if md is None else md["precision"])
         return out

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hydranet.data.sample import LANE_KINDS
+from hydranet.data import LANE_KINDS
 from hydranet.metrics.frame_records import FrameMetric, safe_div
 from hydranet.metrics.segmentation import resize_nearest, to_tensor
 
 
-def dilate(mask: Tensor, radius: int) -> Tensor:
+def _dilate(mask: Tensor, radius: int) -> Tensor:
     """Binary dilation of ``[B, H, W]`` by a square of side ``2 * radius + 1``."""
     if radius <= 0:
         return mask
@@ -70,8 +70,8 @@ class LaneF1(FrameMetric):
         for k in list(range(1, len(self.kinds))) + [-1]:  # -1: any marking
             p = pred > 0 if k < 0 else pred == k
             t = target > 0 if k < 0 else target == k
-            rows.append([(p & dilate(t, self.tolerance_px)).sum(), p.sum(),
-                         (t & dilate(p, self.tolerance_px)).sum(), t.sum()])
+            rows.append([(p & _dilate(t, self.tolerance_px)).sum(), p.sum(),
+                         (t & _dilate(p, self.tolerance_px)).sum(), t.sum()])
         return torch.tensor(rows).numpy().astype(np.int64)  # [kinds-1 + 1, 4]: p_tp, p_all, g_tp, g_all
 
     def compute_frames(self, frames: Sequence[int] | np.ndarray | None,

@@ -59,7 +59,7 @@ def resize_nearest(pred: Tensor, hw: tuple[int, int]) -> Tensor:
     return out.to(dtype).reshape(*lead, *hw)
 
 
-def inner_band(mask: Tensor, width: int) -> Tensor:
+def _inner_band(mask: Tensor, width: int) -> Tensor:
     """Pixels of ``mask`` (bool ``[..., H, W]``) within ``width`` pixels of its contour: mask minus its erosion
     by a (2w+1)² square. Outside the image counts as inside the mask, so the image border is no contour."""
     lead = mask.shape[:-2]
@@ -129,7 +129,7 @@ class SegmentationIoU(FrameMetric):
         if valid is not None:
             p, t = p & valid, t & valid
         d = self.boundary_px or max(1, round(0.02 * math.hypot(*p.shape[-2:])))
-        pb, tb = inner_band(p, d), inner_band(t, d)
+        pb, tb = _inner_band(p, d), _inner_band(t, d)
         if valid is not None:
             pb, tb = pb & valid, tb & valid
         p, t, pb, tb = (x.flatten(1) for x in (p, t, pb, tb))

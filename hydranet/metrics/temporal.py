@@ -1,8 +1,8 @@
 """Metrics that need time: occlusion persistence and flicker (velocity error is nuScenes' ``ave``).
 
 Both metrics below read a frame's place in its sequence from the target's ``sequence`` entry,
-``(scene_id, frame_index)``, which the sequence evaluators add (``eval/sequence.py``, the suite runner
-with ``sequence:`` set). Without it they report nothing (a single-frame evaluation has no history),
+``(scene_id, frame_index)``, which a streaming ``hydranet.eval.Evaluator`` adds (``evaluate_clips``, the
+suite runner with ``sequence:`` set). Without it they report nothing (a single-frame evaluation has no history),
 and the metric is exactly its parent: nothing else changes.
 
 ``TemporalDetection3DMetric`` (objects3d) adds to ``Detection3DMetric`` (mAP, mATE…, ``ave`` = mAVE in
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hydranet.data.sample import LIGHT_STATES
+from hydranet.data import LIGHT_STATES
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection3d import TP_THRESHOLD, Detection3DMetric
 from hydranet.metrics.frame_records import as_numpy, safe_div

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hydranet.data.sample import LIGHT_STATES
+from hydranet.data import LIGHT_STATES
 from hydranet.metrics.base import NO_GROUND_TRUTH
 from hydranet.metrics.detection2d import box_iou
 from hydranet.metrics.frame_records import FrameMetric, as_numpy, require, safe_div

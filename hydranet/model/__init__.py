@@ -1,14 +1,15 @@
 """The HydraNet model: RegNet trunk, FPN neck, camera→BEV fusion, task heads (see docs/model.md)."""
 
-from hydranet.model.builder import ModelParts, build_parts, create_model
-from hydranet.model.config import MODEL_PRESETS, FusionConfig, ModelConfig, NeckConfig, TrunkConfig
-from hydranet.model.hydranet import PIXEL_MEAN, PIXEL_STD, HydraNet
-from hydranet.model.registry import TRUNKS, TrunkOptions, create_trunk, register_trunk
-from hydranet.model.trunk import TRUNK_PRESETS
-from hydranet.model.zoo import PRETRAINED, Pretrained, ZooError, register_pretrained
+import lazy_loader as lazy
 
-__all__ = [
-    "MODEL_PRESETS", "PIXEL_MEAN", "PIXEL_STD", "PRETRAINED", "TRUNK_PRESETS", "Pretrained", "ZooError", "FusionConfig", "HydraNet",
-    "ModelConfig", "ModelParts", "NeckConfig", "TRUNKS", "TrunkConfig", "TrunkOptions", "build_parts", "create_model",
-    "create_trunk", "register_pretrained", "register_trunk",
-]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "builder": ["ModelParts", "build_parts", "create_model"],
+    "config": ["FusionConfig", "MODEL_PRESETS", "ModelConfig", "NeckConfig", "TrunkConfig"],
+    "hydranet": ["HydraNet", "PIXEL_MEAN", "PIXEL_STD"],
+    "registry": ["TRUNKS", "TrunkOptions", "create_trunk", "register_trunk"],
+    "temporal": ["TemporalState"],
+    "trunk": ["TRUNK_PRESETS"],
+    "zoo": ["PRETRAINED", "Pretrained", "ZOO_SCHEME", "ZooError", "find_pretrained", "register_pretrained",
+            "verified_directory"],
+})

@@ -16,14 +16,13 @@ from pydantic import ValidationError
 from torch import nn
 
 from hydranet.config_errors import format_validation_error
-
 from hydranet.model.config import ModelConfig
 from hydranet.model.fusion import BevFusion
 from hydranet.model.hydranet import HydraNet
 from hydranet.model.neck import FPN
 from hydranet.model.registry import create_trunk
 from hydranet.model.zoo import ZooError, pretrained_weights
-from hydranet.tasks.base import HeadContext, Task, create_task
+from hydranet.tasks import HeadContext, Task, create_task
 
 
 @dataclass
@@ -38,7 +37,7 @@ class ModelParts:
     head_context: HeadContext
 
 
-def build_tasks(cfg: ModelConfig) -> dict[str, Task]:
+def _build_tasks(cfg: ModelConfig) -> dict[str, Task]:
     """The configured tasks (config order), created for ``cfg.setup``; ``ValueError`` for an empty list or an
     unknown feature space."""
     if not cfg.tasks:
@@ -58,7 +57,7 @@ def build_parts(cfg: ModelConfig) -> ModelParts:
         raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
     trunk = create_trunk(cfg.trunk.name, cfg.trunk.pretrained, **cfg.trunk.options())
     neck = FPN(trunk.out_channels, trunk.strides, cfg.neck.channels, cfg.neck.min_level)
-    tasks = build_tasks(cfg)
+    tasks = _build_tasks(cfg)
     grid = cfg.setup.grid
     fusion = None
     if any(t.space == "bev" for t in tasks.values()):

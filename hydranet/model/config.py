@@ -10,11 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hydranet.config_errors import format_validation_error
-from hydranet.model.registry import trunk_options
-from hydranet.model.trunk import TRUNK_PRESETS  # noqa: F401 - registers the built-in trunks
+from hydranet.model.registry import TRUNKS
 from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
-from hydranet.tasks import TASKS  # importing the package registers the built-in tasks
+from hydranet.tasks import TASKS
 
 
 class _Strict(BaseModel):
@@ -39,10 +37,7 @@ class TrunkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> TrunkConfig:
-        try:
-            trunk_options(self.name, self.options())
-        except KeyError as e:
-            raise ValueError(e.args[0]) from None
+        TRUNKS.validate(self.name, self.options(), where="trunk")
         return self
 
 
@@ -115,18 +110,8 @@ class ModelConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from pydantic import ValidationError
-
-        for name, options in v.items():
-            if name not in TASKS:
-                raise ValueError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
-            try:
-                TASKS[name](**(options or {}))  # the options alone: the setup is checked by its own validator
-            except ValidationError as e:
-
-                raise ValueError(f"{name}: {format_validation_error(e, '', sep='; ')}") from None
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{name}: {e}") from None
+        for name, options in v.items():  # the options alone: the setup is checked by its own validator
+            TASKS.validate(name, options or {}, where=name)
         return v
 
     @model_validator(mode="after")

@@ -8,23 +8,24 @@ Data flow (shapes for B samples of N cameras):
             └─► fusion (K, T per sample) ─► BEV [B, C_bev, R, C'] ─► bev heads ─► [B, ...]
                   └─ video memory (``fusion.temporal``): state in, state out — ``forward_step``
 
-Only the sub-graph the requested tasks need runs: a request with only camera tasks never calls
-``fusion``; a request with only BEV tasks still runs the trunk but skips the camera heads.
+Three entry points: ``forward`` (one frame), ``forward_step`` (one frame of a sequence, the memory's state in
+and out: the caller owns it, ``hydranet.eval.Streamer`` for video) and ``forward_features`` (either of them on
+precomputed camera features: sub-graph training on a feature cache). Only the sub-graph the requested tasks need
+runs: a request with only camera tasks never calls ``fusion``; a request with only BEV tasks still runs the
+trunk but skips the camera heads.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
 from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
 from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext, Task
-from hydranet.tasks.common import IMAGE_KEY
+from hydranet.tasks import IMAGE_KEY, HeadContext, Task
 
 # ImageNet statistics in 0..255 units: the export manifest records them (pre-processing contract).
 PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -66,8 +67,6 @@ class HydraNet(nn.Module):
         if self.bev_tasks and fusion is None:
             raise ValueError(f"BEV task(s) {self.bev_tasks} need a fusion module")
         self.fusion = fusion
-        self.stream_state: TemporalState | None = None  # what ``stream`` carries between calls
-        self._stream_where: list[tuple[str, int]] = []  # (scene_id, frame_index) per row of the last call
         self.head_context = head_context
         self.heads = heads
         # Whether a camera head reads the image's own pixels (``pixel_skip``): then camera_features carries them.
@@ -150,43 +149,55 @@ class HydraNet(nn.Module):
                 out[name] = self.heads[name](bev)
         return {name: out[name] for name in names}
 
-    def forward_from_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
-                              tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
-                              camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features;
-        ``camera_valid`` as in ``forward``."""
+    @overload
+    def forward_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                         tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
+                         camera_valid: Tensor | None = None, *, state: None = None, T_world_from_ego: None = None,
+                         timestamp: None = None) -> dict[str, dict[str, Tensor]]: ...
+
+    @overload
+    def forward_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                         tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
+                         camera_valid: Tensor | None = None, *, state: TemporalState, T_world_from_ego: Tensor,
+                         timestamp: Tensor) -> tuple[dict[str, dict[str, Tensor]], TemporalState]: ...
+
+    def forward_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                         tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
+                         camera_valid: Tensor | None = None, *, state: TemporalState | None = None,
+                         T_world_from_ego: Tensor | None = None, timestamp: Tensor | None = None,
+                         ) -> dict[str, dict[str, Tensor]] | tuple[dict[str, dict[str, Tensor]], TemporalState]:
+        """Heads (and fusion, if a requested task is a BEV task) on precomputed camera features ``feats``
+        (``camera_features``' output, e.g. from a feature cache); ``image_hw`` is the size they were computed at
+        (default: the setup's image size) and ``camera_valid`` is as in ``forward``.
+
+        Without ``state``: one frame alone, like ``forward``. With ``state`` (and the frame's ``T_world_from_ego``
+        and ``timestamp``): one frame of a sequence, like ``forward_step``; returns ``(outputs, new_state)``, and a
+        request without BEV tasks returns ``state`` unchanged (the memory lives on the BEV path). Raises
+        ``ValueError`` for inconsistent shapes, and for a ``state`` given to a model without the video memory."""
         names = self.resolve_tasks(tasks)
         camera_valid = self._check_geometry(feats, intrinsics, T_ego_from_cam, camera_valid)
         B, N = intrinsics.shape[:2]
+        hw = image_hw or self.setup.image_size
+        if state is None:
+            def bev() -> Tensor:
+                assert self.fusion is not None  # built whenever a bev task is configured
+                return self.fusion(feats, intrinsics, T_ego_from_cam, hw, camera_valid)
 
-        def bev() -> Tensor:
-            assert self.fusion is not None  # built whenever a bev task is configured
-            return self.fusion(feats, intrinsics, T_ego_from_cam, image_hw or self.setup.image_size, camera_valid)
-
-        return self._run_heads(names, feats, B, N, bev, camera_valid)
-
-    def step_from_features(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
-                           T_world_from_ego: Tensor, timestamp: Tensor, state: TemporalState,
-                           tasks: list[str] | None = None, image_hw: tuple[int, int] | None = None,
-                           camera_valid: Tensor | None = None,
-                           ) -> tuple[dict[str, dict[str, Tensor]], TemporalState]:
-        """``forward_step`` on precomputed camera features. A request without BEV tasks returns ``state``
-        unchanged (the memory lives on the BEV path)."""
-        names = self.resolve_tasks(tasks)
-        camera_valid = self._check_geometry(feats, intrinsics, T_ego_from_cam, camera_valid)
+            return self._run_heads(names, feats, B, N, bev, camera_valid)
         if not self.is_temporal:
             raise ValueError("forward_step needs the video memory (model.fusion.temporal); use forward()")
-        B, N = intrinsics.shape[:2]
+        if T_world_from_ego is None or timestamp is None:
+            raise ValueError("a step with state needs the frame's T_world_from_ego [B, 4, 4] and timestamp [B]")
         new: list[TemporalState] = []
 
-        def bev() -> Tensor:
+        def bev_step() -> Tensor:
             assert self.fusion is not None
-            out, st = self.fusion.forward_step(feats, intrinsics, T_ego_from_cam, image_hw or self.setup.image_size,
-                                               T_world_from_ego, timestamp, state, camera_valid)
+            out, st = self.fusion.forward_step(feats, intrinsics, T_ego_from_cam, hw, T_world_from_ego, timestamp,
+                                               state, camera_valid)
             new.append(st)
             return out
 
-        outputs = self._run_heads(names, feats, B, N, bev, camera_valid)
+        outputs = self._run_heads(names, feats, B, N, bev_step, camera_valid)
         return outputs, (new[0] if new else state)
 
     def forward(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, tasks: list[str] | None = None,
@@ -204,56 +215,30 @@ class HydraNet(nn.Module):
         for a malformed mask.
 
         One frame alone: a temporal model runs from the reset state (no history); sequences use
-        ``forward_step`` (explicit state) or ``stream`` (state kept on the model).
+        ``forward_step`` with an explicit state (``hydranet.eval.Streamer`` carries it from frame to frame).
         """
         self._check_images(images, intrinsics)
         names = self.resolve_tasks(tasks)
         self.check_cameras(images.shape[1], images.shape[0], camera_valid)
         feats = self.camera_features(images)
-        return self.forward_from_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]),
-                                          camera_valid)
+        return self.forward_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]), camera_valid)
 
     def forward_step(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, T_world_from_ego: Tensor,
                      timestamp: Tensor, state: TemporalState, tasks: list[str] | None = None,
                      camera_valid: Tensor | None = None) -> tuple[dict[str, dict[str, Tensor]], TemporalState]:
         """One frame of ``B`` sequences: ``forward``'s inputs plus the ego motion — ``T_world_from_ego
         [B, 4, 4]`` (float32, the sequence's world frame) and ``timestamp [B]`` (seconds) — and the video
-        memory's ``state`` (``init_state`` at a sequence start). Returns the outputs and the new state."""
+        memory's ``state`` (``init_state`` at a sequence start). Returns the outputs and the new state. Raises
+        ``ValueError`` for a model without the video memory or a missing state."""
+        if not self.is_temporal:
+            raise ValueError("forward_step needs the video memory (model.fusion.temporal); use forward()")
+        if state is None:
+            raise ValueError("forward_step needs the memory's state (init_state(B) at a sequence start)")
         self._check_images(images, intrinsics)
         names = self.resolve_tasks(tasks)
         feats = self.camera_features(images)
-        return self.step_from_features(feats, intrinsics, T_ego_from_cam, T_world_from_ego, timestamp, state, names,
-                                       tuple(images.shape[-2:]), camera_valid)
-
-    def reset_state(self) -> None:
-        """Forget the history ``stream`` carries (call at a scene boundary or after a gap in the data)."""
-        self.stream_state = None
-        self._stream_where = []
-
-    def stream(self, batch: Batch, tasks: list[str] | None = None,
-               camera_valid: Tensor | None = None) -> dict[str, dict[str, Tensor]]:
-        """``forward_step`` with the state kept on the model across calls; a single-frame model just runs
-        ``forward``. The caller resets at scene boundaries (``reset_state``), or passes one sequence per
-        batch row consistently; a changed batch size is an error, not a silent reset."""
-        if not self.is_temporal:
-            return self.forward_batch(batch, tasks, camera_valid=camera_valid)
-        B = len(batch)
-        if self.stream_state is None:
-            self.stream_state = self.init_state(B, batch.images.device)
-        elif self.stream_state.batch_size != B:
-            raise ValueError(f"stream: batch size changed from {self.stream_state.batch_size} to {B} without "
-                             "reset_state()")
-        else:
-            where = list(zip(batch.scene_id, batch.frame_index.tolist(), strict=True))
-            new_seq = torch.tensor([s != ps or f <= pf for (s, f), (ps, pf) in zip(where, self._stream_where,
-                                                                                   strict=True)])
-            if bool(new_seq.any()):
-                self.stream_state = self.stream_state.reset_where(new_seq)
-        self._stream_where = list(zip(batch.scene_id, batch.frame_index.tolist(), strict=True))
-        out, self.stream_state = self.forward_step(
-            batch.images, batch.intrinsics, batch.T_ego_from_cam, batch.T_world_from_ego,
-            batch.timestamp.to(batch.images.device).float(), self.stream_state, tasks, camera_valid)
-        return out
+        return self.forward_features(feats, intrinsics, T_ego_from_cam, names, tuple(images.shape[-2:]), camera_valid,
+                                     state=state, T_world_from_ego=T_world_from_ego, timestamp=timestamp)
 
     def _check_images(self, images: Tensor, intrinsics: Tensor) -> None:
         if images.ndim != 5 or images.shape[2] != 3:
@@ -276,12 +261,6 @@ class HydraNet(nn.Module):
             raise ValueError(f"camera_valid must be bool [B, N] = [{b}, {n}], got {camera_valid.dtype} "
                              f"{tuple(camera_valid.shape)}")
         return camera_valid
-
-    def forward_batch(self, batch: Batch, tasks: list[str] | None = None,
-                      **kwargs: Any) -> dict[str, dict[str, Tensor]]:
-        """``forward`` on a ``Batch``: its uint8 images [B, N, 3, H, W], intrinsics K [B, N, 3, 3] and
-        T_ego_from_cam [B, N, 4, 4]; ``kwargs`` (e.g. ``camera_valid``) pass through to ``forward``."""
-        return self(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks, **kwargs)
 
     # ----------------------------------------------------------------------------------------
 

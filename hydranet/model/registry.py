@@ -23,92 +23,49 @@ trunk's ``state_dict`` names, loaded strictly. Nothing is ever fetched from a hu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from hydranet.registry import Options, Registry
 
-class TrunkOptions(BaseModel):
+
+class TrunkOptions(Options):
     """Base of every trunk's options: unknown fields are errors naming the field."""
 
-    model_config = ConfigDict(extra="forbid")
 
+TrunkFactory = Callable[..., nn.Module]
 
-TrunkFactory = Callable[[Any], nn.Module]
-
-
-@dataclass(frozen=True)
-class TrunkEntry:
-    """A registered trunk: its name, the factory building it from options, the options model."""
-
-    name: str
-    factory: TrunkFactory
-    options: type[TrunkOptions]
-
-
-TRUNKS: dict[str, TrunkEntry] = {}
+# Built-ins: hydranet.model.trunk (the RegNet presets and ``timm:``); plug-ins: the ``hydranet.trunks`` entry-point
+# group. A name ending in ":" is a family: "timm:resnet18" is "timm:" with model_name="resnet18".
+TRUNKS: Registry[TrunkFactory] = Registry("trunk", package="hydranet.model.trunk", prefixes=True)
 
 
 def register_trunk(name: str, options: type[TrunkOptions] = TrunkOptions) -> Callable[[TrunkFactory], TrunkFactory]:
-    """Decorator registering ``factory(options) -> nn.Module`` under ``name``. A name ending in ``:``
-    is a prefix family: ``"timm:resnet18"`` calls the ``"timm:"`` factory with ``model_name="resnet18"``.
-    Registering a name twice with another factory raises ``ValueError``."""
-
-    def deco(factory: TrunkFactory) -> TrunkFactory:
-        old = TRUNKS.get(name)
-        if old is not None and old.factory is not factory:
-            raise ValueError(f"trunk '{name}' registered twice ({old.factory.__module__}, {factory.__module__})")
-        TRUNKS[name] = TrunkEntry(name, factory, options)
-        return factory
-
-    return deco
-
-
-def _entry(name: str) -> tuple[TrunkEntry, dict[str, Any]]:
-    if name in TRUNKS:
-        return TRUNKS[name], {}
-    prefix, sep, rest = name.partition(":")
-    if sep and f"{prefix}:" in TRUNKS:
-        return TRUNKS[f"{prefix}:"], {"model_name": rest}
-    raise KeyError(f"unknown trunk '{name}'; registered: {sorted(TRUNKS)}")
-
-
-def trunk_options(name: str, options: dict[str, Any], where: str = "trunk") -> TrunkOptions:
-    """Validate ``options`` for trunk ``name``; ``ValueError`` names ``where.<field>`` (``KeyError``
-    for an unknown trunk)."""
-    entry, implied = _entry(name)
-    try:
-        return entry.options.model_validate(implied | dict(options))
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown option (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}.{loc}: {msg}")
-        raise ValueError(f"trunk '{name}': " + "; ".join(problems)) from None
+    """Decorator registering ``factory(options) -> nn.Module`` under ``name`` (``TRUNKS.register``). A name
+    ending in ``:`` is a prefix family. Registering a name twice with another factory raises ``ValueError``."""
+    return TRUNKS.register(name, options)
 
 
 def create_trunk(name: str, pretrained: str | Path | None = None, **options: Any) -> nn.Module:
     """Build registered trunk ``name`` with ``options``; ``pretrained``: a local safetensors file of its
-    weights. Raises ``KeyError`` (unknown trunk), ``ValueError`` (bad option, a URL, a trunk without
-    the feature interface) or ``FileNotFoundError``/``ValueError`` naming the weights file."""
-    entry, _ = _entry(name)
-    trunk = entry.factory(trunk_options(name, options))
+    weights. Raises ``RegistryError`` (unknown trunk, bad option: a ``KeyError`` and a ``ValueError``),
+    ``ValueError`` (a URL, a trunk without the feature interface) or ``FileNotFoundError``/``ValueError`` naming
+    the weights file."""
+    trunk = TRUNKS.create(name, options)
     for attr in ("out_channels", "strides"):
         value = getattr(trunk, attr, None)
         if not isinstance(value, list | tuple) or len(value) != 4:
             raise ValueError(f"trunk '{name}' must expose {attr} as 4 ints (finest first), got {value!r}")
     if pretrained is not None:
-        load_pretrained(trunk, pretrained, name)
+        _load_pretrained(trunk, pretrained, name)
     return trunk
 
 
-def load_pretrained(trunk: nn.Module, path: str | Path, name: str = "trunk") -> None:
+def _load_pretrained(trunk: nn.Module, path: str | Path, name: str = "trunk") -> None:
     """Load a local safetensors file into ``trunk`` (strict). URLs are refused: weights are never fetched."""
     text = str(path)
     if "://" in text:

@@ -18,9 +18,13 @@ Two ways in, one set of files:
   maps it to the entry's directory, and the checkpoint loader's own sha256 checks apply.
 
 Both go through ``verified_directory``: the files must exist and match the sha256 ``provenance.json``
-recorded for them, else ``ZooError`` names the file. Register another entry with ``register_pretrained``
-and install its files with ``python tools/zoo_install.py install RUN --name NAME`` (see README,
-"Reference model").
+recorded for them, else ``ZooError`` names the file.
+
+The entries are a kind of plug-in of the one registry mechanism (``hydranet.registry``): ``PRETRAINED`` is a
+``Registry`` whose built-ins are registered below and whose plug-ins are the entry points of the group
+``hydranet.zoo`` (a distribution shipping its own weights registers a ``Pretrained`` with its own ``root``).
+Register another entry with ``register_pretrained`` and install its files with ``python tools/zoo_install.py
+install RUN --name NAME`` (see README, "Reference model").
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from torch import Tensor
 
+from hydranet.registry import Options, Registry
+
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.json"
 PROVENANCE_FILE = "provenance.json"
-SCHEME = "zoo:"  # the prefix naming an entry where a checkpoint path is expected: ``zoo:tiny-world``
+ZOO_SCHEME = "zoo:"  # the prefix naming an entry where a checkpoint path is expected: ``zoo:tiny-world``
 
 
 class ZooError(ValueError):
@@ -50,16 +56,19 @@ class ZooError(ValueError):
 @dataclass(frozen=True)
 class Pretrained:
     """A zoo entry: ``name`` (``zoo:<name>``), the model ``preset`` its network extends (``create_model(preset,
-    pretrained=True)`` returns the first entry registered for it) and what it is, in one line."""
+    pretrained=True)`` returns the first entry registered for it), what it is in one line, and ``root``: the
+    folder holding ``<name>/`` (default: this package's ``pretrained/``; a plug-in distribution's own package
+    data otherwise)."""
 
     name: str
     preset: str
     description: str
+    root: Path | None = None
 
     @property
     def directory(self) -> Path:
-        """The entry's files: ``hydranet/model/pretrained/<name>/``."""
-        return PRETRAINED_DIR / self.name
+        """The entry's files: ``<root>/<name>/`` (``hydranet/model/pretrained/<name>/`` for the built-ins)."""
+        return (self.root if self.root is not None else PRETRAINED_DIR) / self.name
 
     def provenance(self) -> dict[str, Any]:
         """``provenance.json`` (see the module docstring); ``ZooError`` when missing or unreadable."""
@@ -76,33 +85,34 @@ class Pretrained:
         return data
 
 
-PRETRAINED: dict[str, Pretrained] = {}
+# A kind of plug-in like tasks and trunks (hydranet.registry's one loading rule): the built-ins are this module's
+# register_pretrained calls, plug-ins the ``hydranet.zoo`` entry points. An entry takes no options.
+PRETRAINED: Registry[Pretrained] = Registry("pretrained model", package=__name__, group="hydranet.zoo",
+                                            error=ZooError)
 
 
 def register_pretrained(entry: Pretrained) -> Pretrained:
-    """Add ``entry`` to ``PRETRAINED``; ``ValueError`` for a name registered twice or one with a colon or
-    slash (it is a directory name and follows ``zoo:``)."""
-    if entry.name in PRETRAINED and PRETRAINED[entry.name] != entry:
-        raise ValueError(f"zoo entry '{entry.name}' registered twice")
+    """Register ``entry`` in ``PRETRAINED`` (``Registry.register``); ``ValueError`` for a name registered twice
+    with another entry, or one with a colon or slash (it is a directory name and follows ``zoo:``)."""
     if not entry.name or any(c in entry.name for c in ":/\\"):
         raise ValueError(f"zoo entry name {entry.name!r} must be non-empty without ':', '/' or '\\'")
-    PRETRAINED[entry.name] = entry
-    return entry
+    return PRETRAINED.register(entry.name, Options)(entry)
 
 
 register_pretrained(Pretrained(
     "tiny-world", "tiny",
     "the demo's network (configs/demo.yaml's model: tiny preset, 8 cameras at 96x192, 64 m BEV grid at 1 m, "
-    "7 tasks) trained longer on more of the synthetic world (configs/reference.yaml): the reference model"))
+    "7 tasks) trained ten times longer on five times the demo's frames (configs/reference.yaml): the reference "
+    "model"))
 
 
-def available() -> list[str]:
+def _available() -> list[str]:
     """Registered names whose files are present in this installation (sorted)."""
     return sorted(n for n, e in PRETRAINED.items() if (e.directory / PROVENANCE_FILE).is_file())
 
 
 def _names_text() -> str:
-    have = available()
+    have = _available()
     return (f"names with weights: {', '.join(have)}" if have else
             f"this installation has weights for none of the registered names ({', '.join(sorted(PRETRAINED))})")
 
@@ -110,7 +120,7 @@ def _names_text() -> str:
 def find_pretrained(name: str) -> Pretrained:
     """The entry ``name`` names: a zoo name (``tiny-world``, with or without ``zoo:``) or a model preset
     (``tiny``: the first entry registered for it). ``ZooError`` lists the names with weights otherwise."""
-    name = name.removeprefix(SCHEME)
+    name = name.removeprefix(ZOO_SCHEME)
     if name in PRETRAINED:
         return PRETRAINED[name]
     for entry in PRETRAINED.values():

@@ -1,22 +1,14 @@
-"""Tasks: one file each. Importing this package registers every task module in it (``@register_task``),
-so adding a task is dropping a file here plus one config line; tasks living in other packages register
-through the ``hydranet.tasks`` entry-point group (``[project.entry-points."hydranet.tasks"]``)."""
+"""Tasks: one file each, registered in ``TASKS`` (``@register_task``). The registry loads every module of this
+package on first lookup, so adding a task is dropping a file here plus one config line; tasks living in other
+distributions register through the ``hydranet.tasks`` entry-point group
+(``[project.entry-points."hydranet.tasks"]``)."""
 
-import importlib
-import pkgutil
-from importlib.metadata import entry_points
+import lazy_loader as lazy
 
-from hydranet.metrics.base import Metric
-from hydranet.tasks.base import TASKS, HeadContext, Task, create_task, register_task
-
-# Built-in task files (and any the user drops beside them), in file-name order.
-for _info in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_info.name}")
-
-for _ep in entry_points(group="hydranet.tasks"):
-    try:
-        _ep.load()
-    except Exception as e:  # a broken plug-in must name itself, not fail somewhere later
-        raise ImportError(f"hydranet task plug-in '{_ep.name}' ({_ep.value}) failed to import: {e}") from e
-
-__all__ = ["TASKS", "HeadContext", "Metric", "Task", "create_task", "register_task"]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "base": ["HeadContext", "TASKS", "Task", "TaskOptions", "create_task", "register_task"],
+    "common": ["BevHead", "BevHeadOptions", "CameraHead", "CameraHeadOptions", "CameraTask", "ConvHead",
+        "DenseHeadOptions", "IMAGE_KEY", "binary_focal_loss", "draw_gaussian", "gaussian_radius", "giou_loss",
+        "heatmap_focal_loss", "present_index", "soft_dice_loss", "to_label_resolution", "topk_peaks"],
+})

@@ -23,11 +23,13 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from hydranet.data.labels import LabelSpec, known_labels, register_label
-from hydranet.data.sample import Batch
-from hydranet.metrics.base import Metric
+from hydranet.config_errors import format_validation_error
+from hydranet.data import Batch, LabelSpec, known_labels, register_label
+from hydranet.metrics import Metric
+from hydranet.registry import Options, Registry
 from hydranet.setup import Setup
 
 
@@ -40,9 +42,15 @@ class HeadContext:
     bev_channels: int
 
 
+class TaskOptions(Options):
+    """Base of every task's options: unknown or mistyped fields are errors that name themselves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Task(ABC):
     """Base class of every task. Instances hold the ``setup`` they were created for (None: the default
-    ``Setup()``) and the task's options (from config), no weights."""
+    ``Setup()``) and the task's options (from config, validated by its ``Options`` into ``cfg``), no weights."""
 
     name: ClassVar[str]
     space: ClassVar[Literal["camera", "bev"]]
@@ -54,9 +62,21 @@ class Task(ABC):
     # Higher is better for the headline metric (first key of Metric.compute)?
     higher_is_better: ClassVar[bool] = True
 
-    def __init__(self, setup: Setup | None = None, **options: Any) -> None:
+    # The task's options model (pydantic): ``cfg`` holds the validated options.
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+
+    def __init__(self, setup: Setup | None = None, options: TaskOptions | None = None, **values: Any) -> None:
+        """``options``: already validated (``create_task``); else ``values`` are validated here. Raises
+        ``ValueError`` naming the task and the field for a bad option."""
         self.setup = setup if setup is not None else Setup()
-        self.options = options
+        if options is None:
+            try:
+                options = self.Options(**values)
+            except ValidationError as e:
+                raise ValueError(f"task '{self.name}': bad options ({format_validation_error(e, '', sep='; ')})") \
+                    from None
+        self.cfg = options
+        self.options: dict[str, Any] = options.model_dump(exclude_unset=True)  # what the config said
 
     def vocabulary(self) -> tuple[str, ...]:
         """The class vocabulary of this task's label (``setup.classes[label]``); ``ValueError`` when the setup
@@ -102,20 +122,18 @@ class Task(ABC):
         return sum(v.sum() * 0.0 for v in outputs.values())  # type: ignore[return-value]
 
 
-TASKS: dict[str, type[Task]] = {}
+# Built-ins: the modules of this package (one file per task); plug-ins: the ``hydranet.tasks`` entry points.
+TASKS: Registry[type[Task]] = Registry("task", package="hydranet.tasks")
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: add a ``Task`` subclass to ``TASKS`` under ``cls.name`` and register its
+    """Class decorator: register a ``Task`` subclass in ``TASKS`` under ``cls.name`` with its ``Options``, and its
     ``label_spec`` with ``hydranet.data.labels`` (owner task filled in). Returns ``cls`` unchanged.
 
     Raises ``ValueError`` when another class already holds ``cls.name``, when
     ``cls.label_spec.name`` differs from ``cls.label``, or when the task has no ``label_spec`` and its
     label is not declared (a typo in ``label`` fails here, not at the first batch)."""
-    if cls.name in TASKS and TASKS[cls.name] is not cls:
-        first = TASKS[cls.name].__module__
-        raise ValueError(f"task '{cls.name}' registered twice ({first}, {cls.__module__})")
-    TASKS[cls.name] = cls
+    TASKS.register()(cls)
     if cls.label_spec is not None:
         if cls.label_spec.name != cls.label:
             raise ValueError(f"task '{cls.name}': label_spec is for '{cls.label_spec.name}', label is '{cls.label}'")
@@ -127,9 +145,6 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def create_task(name: str, setup: Setup | None = None, **options: Any) -> Task:
-    """Instantiate a registered task for ``setup`` (None: ``Setup()``); unknown names list the known ones."""
-    import hydranet.tasks  # noqa: F401 - importing the package registers the built-in tasks
-
-    if name not in TASKS:
-        raise KeyError(f"unknown task '{name}'; registered tasks: {sorted(TASKS)}")
-    return TASKS[name](setup=setup, **options)
+    """The registered task ``name`` for ``setup`` (None: ``Setup()``) with ``options`` validated by its ``Options``;
+    ``RegistryError`` lists the registered tasks for an unknown name and names the field of a bad option."""
+    return TASKS.create(name, options, where=name, setup=setup)

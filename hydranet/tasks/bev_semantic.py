@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import BEV_CLASSES, Batch
+from hydranet.data import BEV_CLASSES, Batch
 from hydranet.metrics import Metric, SegmentationIoU
-from hydranet.tasks.base import HeadContext, register_task
+from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
-    OptionsTask,
     binary_focal_loss,
+    of_present,
     present_index,
     prior_bias,
     soft_dice_loss,
@@ -61,7 +61,7 @@ def outline(masks: Tensor) -> Tensor:
 
 
 @register_task
-class BevSemantic(OptionsTask):
+class BevSemantic(Task):
     """Multi-label BEV semantic map over ``BEV_CLASSES`` on the ``BevGrid`` (see the module doc).
 
     Label ``bev_semantic``: uint8 ``[C, R, C']`` 0/1 per sample, optionally with ``bev_semantic_known``
@@ -96,7 +96,7 @@ class BevSemantic(OptionsTask):
         if target.shape[1] != logits.shape[1]:
             raise ValueError(f"{self.name}: label has {target.shape[1]} classes, head predicts {logits.shape[1]} "
                              f"({self.classes})")
-        x = logits_on_grid(logits[present], tuple(target.shape[-2:])).float()
+        x = logits_on_grid(of_present(logits, present), tuple(target.shape[-2:])).float()
         known = self.known_channels(batch, present.cpu(), target.shape[1]).to(logits.device)  # [S, C]
         if bool(known.all()):
             if self.cfg.loss == "focal":

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.tasks.base import HeadContext
 from hydranet.tasks.common import (
     CameraHeadOptions,
@@ -28,6 +28,7 @@ from hydranet.tasks.common import (
     gaussian_radius,
     giou_loss,
     heatmap_focal_loss,
+    of_present,
     present_index,
     prior_bias,
     topk_peaks,
@@ -222,12 +223,12 @@ def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch,
     image_hw = tuple(batch.images.shape[-2:])
     enc = encode_boxes2d(objects, n, num_channels, (h, w), stride, image_hw, task.cfg.min_overlap, heat.device,
                          task.cfg.min_radius)
-    focal, num_pos = heatmap_focal_loss(heat[present].float(), enc.heatmap, enc.weight)
+    focal, num_pos = heatmap_focal_loss(of_present(heat, present).float(), enc.heatmap, enc.weight)
     norm = num_pos.clamp(min=1.0)
     hm_loss = focal / norm
     flat = enc.sample * n + enc.camera
-    off = outputs["offset"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
-    size = outputs["log_size"][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+    off = of_present(outputs["offset"], present).flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+    size = of_present(outputs["log_size"], present).flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
     off_loss = (off - enc.offset).abs().sum() / norm
     if task.cfg.box_loss == "giou":
         box_loss = giou_loss(pred_boxes_at(off, size, enc.ys, enc.xs), enc.box).sum() / norm

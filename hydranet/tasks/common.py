@@ -12,17 +12,15 @@ Conventions used throughout the task files:
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.config_errors import format_validation_error
-from hydranet.data.sample import Batch
-from hydranet.setup import Setup
-from hydranet.tasks.base import HeadContext, Task
+from hydranet.data import Batch
+from hydranet.tasks.base import HeadContext, Task, TaskOptions
 
 # The camera-feature key of the normalised images ``[B*N, 3, H, W]`` (``HydraNet.camera_features``), beside
 # the FPN levels: what a head with ``pixel_skip`` reads.
@@ -35,26 +33,6 @@ PRED_COLOR: tuple[int, int, int] = (255, 60, 200)
 # ---------------------------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------------------------
-
-
-class TaskOptions(BaseModel):
-    """Base of every task's options: unknown or mistyped fields are errors that name themselves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OptionsTask(Task):
-    """A ``Task`` whose ``**options`` are validated by a pydantic model (``Options``) into ``self.cfg``."""
-
-    Options: ClassVar[type[TaskOptions]] = TaskOptions
-
-    def __init__(self, setup: Setup | None = None, **options: Any) -> None:
-        super().__init__(setup, **options)
-        try:
-            self.cfg = self.Options(**options)
-        except ValidationError as e:
-
-            raise ValueError(f"task '{self.name}': bad options ({format_validation_error(e, '', sep='; ')})") from None
 
 
 class CameraHeadOptions(TaskOptions):
@@ -189,7 +167,7 @@ class CameraHead(nn.Module):
         return self.head(x)
 
 
-class CameraTask(OptionsTask):
+class CameraTask(Task):
     """A task on per-camera FPN features; ``build_head`` resolves and records the stride it reads."""
 
     space = "camera"
@@ -247,6 +225,12 @@ def present_index(batch: Batch, label: str, device: torch.device) -> Tensor:
     if present is None or batch.labels.get(label) is None:
         return torch.zeros(0, dtype=torch.long, device=device)
     return present.to(device).nonzero().flatten()
+
+
+def of_present(x: Tensor, present: Tensor) -> Tensor:
+    """Rows ``present`` (``present_index``: sorted, unique) of ``x [B, ...]``; ``x`` itself when every sample is
+    present, the usual case: no copy, and no scatter of the gradient back into a zero tensor of ``x``'s size."""
+    return x if present.numel() == x.shape[0] else x[present]
 
 
 def check_camera_output(name: str, x: Tensor, batch: Batch) -> None:
@@ -335,6 +319,20 @@ def soft_dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
     return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
 
 
+def class_dice_loss(prob: Tensor, target: Tensor, first: int = 0, smooth: float = 1.0) -> Tensor:
+    """``soft_dice_loss`` of class probabilities ``prob [S, C, H, W]`` against class ids ``target [S, H, W]`` (int64)
+    for classes ``first..C-1``, without building the one-hot target: the overlap of class c is the sum of
+    ``prob[c]`` over the pixels labelled c (one gather and one scatter-add) and its size a bincount."""
+    s, c = prob.shape[:2]
+    p_true = prob.gather(1, target[:, None])[:, 0]  # [S, H, W]: the probability of each pixel's own class
+    bins = (torch.arange(s, device=target.device)[:, None, None] * c + target).flatten()
+    inter = torch.zeros(s * c, dtype=prob.dtype, device=prob.device).index_add_(0, bins, p_true.flatten())
+    count = torch.bincount(bins, minlength=s * c).to(prob.dtype)
+    inter, count = inter.view(s, c)[:, first:], count.view(s, c)[:, first:]
+    denom = prob[:, first:].flatten(2).sum(-1) + count
+    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
+
+
 def giou_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``1 - GIoU`` for boxes ``[..., 4]`` (x1, y1, x2, y2), element-wise."""
     ix1, iy1 = torch.maximum(pred[..., 0], target[..., 0]), torch.maximum(pred[..., 1], target[..., 1])
@@ -383,13 +381,14 @@ def above_threshold(decoded: dict[str, Tensor], threshold: float) -> dict[str, T
 
 
 def to_label_resolution(x: Tensor, hw: tuple[int, int]) -> Tensor:
-    """``[B, N, C, h, w]`` head output -> ``[B*N, C, H, W]`` bilinear at label resolution.
+    """``[B, N, C, h, w]`` head output -> ``[B*N, C, H, W]`` float32 at label resolution (bilinear when the
+    output is coarser: ``upsample: bilinear``; as is for sub-pixel outputs, which are at label resolution).
 
-    Dense camera tasks compute their loss at label resolution (logits upsampled) rather than on
-    downsampled labels: lane lines are 1-3 px wide and vanish under nearest/max pooling, depth edges
-    mix foreground and background, and the loss then scores exactly what ``decode`` returns. It is
-    cheap: a few channels upsampled against a trunk that runs on every camera."""
-    flat = x.flatten(0, 1)
+    Dense camera tasks compute their loss at label resolution rather than on downsampled labels: lane
+    lines are 1-3 px wide and vanish under nearest/max pooling, depth edges mix foreground and background,
+    and the loss then scores exactly what ``decode`` returns. float32 always: losses run outside autocast,
+    and a bf16 logit carries 3 significant digits."""
+    flat = x.flatten(0, 1).float()
     if tuple(flat.shape[-2:]) == tuple(hw):
         return flat
-    return F.interpolate(flat.float(), size=hw, mode="bilinear", align_corners=False)
+    return F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)

@@ -21,13 +21,14 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.metrics import DepthMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     CameraTask,
     DenseHeadOptions,
     check_camera_output,
+    of_present,
     present_index,
     to_label_resolution,
 )
@@ -73,7 +74,7 @@ class Depth(CameraTask):
         if present.numel() == 0:
             return {"loss": self.zero_loss(outputs)}
         target = batch.labels[self.label][present.cpu()].to(log_depth.device).flatten(0, 1)[:, None].float()
-        pred = to_label_resolution(log_depth[present], tuple(target.shape[-2:])).float()
+        pred = to_label_resolution(of_present(log_depth, present), tuple(target.shape[-2:])).float()
         valid = (target > 0).float()
         g = (pred - target.clamp(self.cfg.min_depth, self.cfg.max_depth).log()) * valid
         n = valid.sum((1, 2, 3))

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.metrics import Detection2DMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import (

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     CameraTask,
     DenseHeadOptions,
     check_camera_output,
+    of_present,
     present_index,
     soft_dice_loss,
     to_label_resolution,
@@ -64,7 +65,7 @@ class Drivable(CameraTask):
             zero = self.zero_loss(outputs)
             return {"loss": zero, "bce": zero.detach(), "dice": zero.detach()}
         target = batch.labels[self.label][present.cpu()].to(logits.device).flatten(0, 1)[:, None].float()
-        up = to_label_resolution(logits[present], tuple(target.shape[-2:]))
+        up = to_label_resolution(of_present(logits, present), tuple(target.shape[-2:]))
         bce = F.binary_cross_entropy_with_logits(up, target)
         dice = soft_dice_loss(torch.sigmoid(up), target)
         total = self.cfg.bce_weight * bce + self.cfg.dice_weight * dice

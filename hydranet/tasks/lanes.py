@@ -19,15 +19,16 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.sample import LANE_KINDS, Batch
+from hydranet.data import LANE_KINDS, Batch
 from hydranet.metrics import LaneF1, Metric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.common import (
     CameraTask,
     DenseHeadOptions,
     check_camera_output,
+    class_dice_loss,
+    of_present,
     present_index,
-    soft_dice_loss,
     to_label_resolution,
 )
 from hydranet.viz import LANE_ALPHA, LANE_COLORS, draw_mask
@@ -86,12 +87,11 @@ class Lanes(CameraTask):
         target = batch.labels[self.label][present.cpu()].to(logits.device).flatten(0, 1).long()
         if int(target.max()) >= len(self.kinds):
             raise ValueError(f"lanes label holds class {int(target.max())}; kinds are {self.kinds}")
-        up = to_label_resolution(logits[present], tuple(target.shape[-2:]))
+        up = to_label_resolution(of_present(logits, present), tuple(target.shape[-2:])).float()
         weight = torch.tensor(self.cfg.class_weights, device=up.device, dtype=up.dtype)
-        ce = F.cross_entropy(up, target, weight=weight)
-        prob = up.softmax(1)[:, 1:]
-        onehot = F.one_hot(target, len(self.kinds)).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
-        dice = soft_dice_loss(prob, onehot)
+        log_prob = F.log_softmax(up, 1)
+        ce = F.nll_loss(log_prob, target, weight=weight)  # = cross_entropy, sharing the softmax with dice
+        dice = class_dice_loss(log_prob.exp(), target, first=1)
         total = self.cfg.ce_weight * ce + self.cfg.dice_weight * dice
         return {"loss": total, "ce": ce.detach(), "dice": dice.detach()}
 

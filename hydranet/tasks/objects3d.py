@@ -18,20 +18,18 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
 from hydranet.geometry import BevGrid
-from hydranet.metrics import Metric
-from hydranet.metrics.detection3d import NUSCENES_CLASS_RANGE
-from hydranet.metrics.temporal import TemporalDetection3DMetric
-from hydranet.tasks.base import HeadContext, register_task
+from hydranet.metrics import NUSCENES_CLASS_RANGE, Metric, TemporalDetection3DMetric
+from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
-    OptionsTask,
     above_threshold,
     draw_gaussian,
     gaussian_radius,
     heatmap_focal_loss,
+    of_present,
     present_index,
     prior_bias,
     topk_peaks,
@@ -134,7 +132,7 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
 
 
 @register_task
-class Objects3D(OptionsTask):
+class Objects3D(Task):
     """3D objects on the BEV grid with CenterPoint (Yin et al. 2021); see the module doc.
 
     Label ``objects3d``: ego-frame boxes ``[M, 7]`` (x, y, z, l, w, h, yaw) in metres/radians, velocity
@@ -199,10 +197,11 @@ class Objects3D(OptionsTask):
         enc = encode_objects3d(targets, self._grid(), tuple(heat.shape[-2:]), len(self.classes),
                                self.cfg.min_overlap, self.cfg.min_radius, self.cfg.min_visible)
         dev = heat.device
-        focal, num_pos = heatmap_focal_loss(heat[present].float(), enc["heatmap"].to(dev), enc["weight"].to(dev))
+        focal, num_pos = heatmap_focal_loss(of_present(heat, present).float(), enc["heatmap"].to(dev),
+                                            enc["weight"].to(dev))
         norm = num_pos.clamp(min=1.0)
         sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
-        pred = torch.cat([outputs[k][present][sample, :, ys, xs] for k in _REG], -1).float()
+        pred = torch.cat([of_present(outputs[k], present)[sample, :, ys, xs] for k in _REG], -1).float()
         weights = torch.cat([torch.full((n,), self.cfg.code_weights.get(k, 1.0)) for k, n in _REG.items()]).to(dev)
         target = enc["reg"].to(dev)
         # Unknown targets (NaN velocity: a lone keyframe has none) are not regressed.

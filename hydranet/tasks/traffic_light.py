@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from hydranet.data.sample import LIGHT_STATES, Batch
-from hydranet.metrics import Metric
-from hydranet.metrics.temporal import TemporalTrafficLightMetric
+from hydranet.data import LIGHT_STATES, Batch
+from hydranet.metrics import Metric, TemporalTrafficLightMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
-from hydranet.tasks.common import CameraTask, above_threshold
+from hydranet.tasks.common import CameraTask, above_threshold, of_present
 from hydranet.viz import draw_traffic_lights
 
 
@@ -90,7 +89,7 @@ class TrafficLight(CameraTask):
         flat = enc.sample * n + enc.camera
 
         def at_peaks(key: str) -> Tensor:
-            return outputs[key][present].flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+            return of_present(outputs[key], present).flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
 
         state = torch.stack([labels[int(present[s])]["state"][m] for s, m in pairs]).long().to(enc.sample.device)
         if bool(((state < 0) | (state >= len(self.states))).any()):

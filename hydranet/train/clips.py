@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from hydranet.data.sample import Batch, collate
-from hydranet.data.sequences import clip_starts, sequence_keys
+from hydranet.data import Batch, clip_starts, collate, sequence_keys
 from hydranet.train.interrupt import workers_ignore_stop_signals
 from hydranet.train.precision import autocast
 from hydranet.train.scheduler import SchedulerBatchSampler, TaskScheduler

@@ -3,7 +3,7 @@
 Every section is a pydantic model with ``extra="forbid"``, so a typo is an error, and every error
 names the YAML file and the dotted field path, e.g.::
 
-    configs/demo.yaml: train.balancing.kind: unknown 'foo'; expected one of 'static', ...
+    configs/demo.yaml: train.scheduler.kind: unknown 'foo'; expected 'all', 'round_robin', 'proportional' or ...
 
 The ``model`` section is validated by the model package's ``ModelConfig`` — its ``setup`` (rigs, image size,
 BEV grid, class vocabularies) is declared there once — and a world dataset's ``world`` section by
@@ -22,9 +22,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hydranet.config_errors import format_validation_error
-from hydranet.datasets import SourceConfigError, parse_options
+from hydranet.data import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
-from hydranet.world.config import WorldConfig
+from hydranet.train.balancing import BalancingConfig
+from hydranet.world import WorldConfig
 
 
 class ConfigError(ValueError):
@@ -117,26 +118,6 @@ class SchedulerConfig(_Strict):
     # Which losses a micro-batch drawn for task t trains: every task whose label is present in it
     # ("present", the sample-efficient default) or only t ("scheduled").
     loss_tasks: Literal["present", "scheduled"] = "present"
-
-
-class GradNormConfig(_Strict):
-    """``train.balancing.gradnorm``: GradNorm's α, the task weights' step size and the last shared layer
-    (Chen et al., ICML 2018)."""
-
-    alpha: float = Field(default=1.5, ge=0)  # restoring force toward equal training rates
-    lr: float = Field(default=0.025, gt=0)  # step size of the task weights
-    shared: str = "neck"  # dotted module path whose parameters are "the last shared layer"
-
-
-class BalancingConfig(_Strict):
-    """``train.balancing``: the multi-task loss balancing strategy (``hydranet/train/balancing.py``), its static
-    or initial per-task weights, and the shared modules PCGrad / GradNorm work on."""
-
-    kind: Literal["static", "uncertainty", "gradnorm", "pcgrad"] = "static"
-    weights: dict[str, float] = Field(default_factory=dict)  # static (and initial) weights; default 1
-    gradnorm: GradNormConfig = Field(default_factory=GradNormConfig)
-    # PCGrad projects the gradients of these modules (the shared sub-graph); heads get plain sums.
-    shared: list[str] = Field(default_factory=lambda: ["trunk", "neck", "fusion"])
 
 
 class ClipConfig(_Strict):

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from hydranet.data.sample import Sample
-from hydranet.datasets import dataset_setup, source_class
-from hydranet.datasets import open_source as open_registered
+from hydranet.data import Sample, source_class
+from hydranet.data import open_source as open_registered
+from hydranet.datasets import dataset_setup
 from hydranet.model import ModelConfig
 from hydranet.setup import OBJECT_LABELS, Setup
 from hydranet.train.config import Config, ConfigError, DataConfig, DatasetConfig, load_config
 from hydranet.train.scheduler import build_index_lists, label_presence
-from hydranet.world.config import WorldConfig, load_world_config
+from hydranet.world import WorldConfig, load_world_config
 from hydranet.yaml_files import read_yaml_mapping
 
 

@@ -34,9 +34,8 @@ from rich.console import Console
 
 from hydranet.checkpoint import load_model
 from hydranet.console import make_console, progress, working
-from hydranet.data.manifest import ShardError
-from hydranet.eval.loop import dataset_batches, evaluate
-from hydranet.eval.sequence import evaluate_sequences, scene_runs
+from hydranet.data import ShardError
+from hydranet.eval import dataset_batches, evaluate, evaluate_clips, scene_runs
 from hydranet.json_files import write_json
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
@@ -44,11 +43,11 @@ from hydranet.train.data import open_source, world_config
 from hydranet.train.machine import Machine, slower_than_expected
 from hydranet.train.report import choose_frames, contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
-from hydranet.world.generate import generate
+from hydranet.world import generate
 
 # The promise: fresh clone -> demo done, install and rendering included, on an idle 2-core machine.
 BUDGET_S = 600
-PHASES = ("install", "render", "train", "eval", "pictures")
+_PHASES = ("install", "render", "train", "eval", "pictures")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -131,7 +130,7 @@ def _stream_video(model: Any, eval_set: Any, n_eval: int, out: Path, console: Co
     """A temporal model: stream the held-out scenes through its memory, write ``out/video.json`` and print
     the objects3d video figures (mAP, mAVE, occluded recall, flicker)."""
     with working("streaming the held-out scenes through the video memory", console):
-        video = evaluate_sequences(model, eval_set, scene_runs(eval_set, n_eval), list(model.task_objects))
+        video = evaluate_clips(model, eval_set, scene_runs(eval_set, n_eval), list(model.task_objects))
     write_json(out / "video.json", video)
     o = video.get("objects3d", {})
     nan = float("nan")
@@ -140,7 +139,7 @@ def _stream_video(model: Any, eval_set: Any, n_eval: int, out: Path, console: Co
                   f" -> {out / 'video.json'}")
 
 
-def reference_run(config: Path) -> dict[str, Any] | None:
+def _reference_run(config: Path) -> dict[str, Any] | None:
     """The reference run of ``config`` (``docs/results/demo.json`` of the source tree: the ``metrics.json`` of
     a ``make demo`` run, committed with the README figures rendered from it), or None when there is none or
     it ran another config (``--temporal``'s steps cost more: its rates would not compare)."""
@@ -153,7 +152,7 @@ def reference_run(config: Path) -> dict[str, Any] | None:
     return ref if ran == Path(config).name else None
 
 
-def install_seconds() -> float | None:
+def _install_seconds() -> float | None:
     """Seconds ``make`` spent creating this virtual environment (``<venv>/install_seconds``), or None."""
     try:
         return float((Path(sys.prefix) / "install_seconds").read_text().split()[0])
@@ -173,11 +172,11 @@ def _reference_rate(ref: dict[str, Any] | None) -> float | None:
 def _print_budget(console: Console, ref: dict[str, Any] | None, machine: Machine, cfg: Config) -> None:
     """The promise, the reference run's split by phase, this machine, and a warning if it is busy already."""
     console.print(f"  budget: <= {BUDGET_S / 60:.0f} minutes from a fresh clone on an idle 2-core machine "
-                  f"({' + '.join(PHASES)}); {cfg.train.steps} training steps, the same on every machine")
+                  f"({' + '.join(_PHASES)}); {cfg.train.steps} training steps, the same on every machine")
     if ref:
         meta = ref.get("meta", {})
         secs, where = meta.get("seconds") or {}, meta.get("machine") or {}
-        split = ", ".join(f"{k} {secs[k]:.0f} s" for k in PHASES if secs.get(k) is not None)
+        split = ", ".join(f"{k} {secs[k]:.0f} s" for k in _PHASES if secs.get(k) is not None)
         console.print(f"  reference run (docs/results/demo.json, {where.get('cpus')} CPUs {where.get('cpu')}): "
                       f"{split}; " + (f"fresh clone to done {secs['fresh_clone']:.0f} s" if secs.get("fresh_clone")
                                    else f"the demo {secs.get('total') or 0:.0f} s (its install was not timed)"))
@@ -262,11 +261,11 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
         raise ValueError(f"{config}: the demo needs data.eval (held-out frames)")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    machine, ref = Machine.here(), reference_run(config)
+    machine, ref = Machine.here(), _reference_run(config)
     console.print(f"[bold]hydranet demo[/] config {config} -> {out}")
     _print_budget(console, ref, machine, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float | None] = {"install": install_seconds()}
+    seconds: dict[str, float | None] = {"install": _install_seconds()}
 
     t0 = time.perf_counter()
     cfg = materialise_shards(cfg, out / "data", console)
@@ -349,7 +348,7 @@ def _shown(path: Path) -> str:
 
 def _print_done(console: Console, seconds: dict[str, float | None], summary: dict[str, Any], busy: str | None) -> None:
     """The closing line: total time, the split by phase, and whether the budget was kept (and if not, why)."""
-    split = ", ".join(f"{k} {seconds[k]:.0f} s" for k in (*PHASES, "video") if seconds.get(k) is not None)
+    split = ", ".join(f"{k} {seconds[k]:.0f} s" for k in (*_PHASES, "video") if seconds.get(k) is not None)
     whole = seconds["fresh_clone"] or seconds["total"]
     within = "within" if whole <= BUDGET_S else "over"
     why = "" if whole <= BUDGET_S else (f": the machine was busy ({busy})" if busy else

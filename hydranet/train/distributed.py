@@ -182,13 +182,13 @@ def all_gather_tensor(t: Tensor) -> list[Tensor]:
     return out
 
 
-class LossStep(nn.Module):
-    """The model, with a ``forward`` that runs any loss computation: ``LossStep(model)(fn, *args)`` is
+class _LossStep(nn.Module):
+    """The model, with a ``forward`` that runs any loss computation: ``_LossStep(model)(fn, *args)`` is
     ``fn(*args)``.
 
     ``DistributedDataParallel`` prepares its gradient reducer (and finds the parameters a sub-graph
     step leaves unused) only inside its own ``forward``; the trainer computes losses through
-    ``model.forward``, ``model.forward_from_features`` (cached features) or a clip of
+    ``model.forward``, ``model.forward_features`` (cached features) or a clip of
     ``model.forward_step`` calls, so the whole computation runs as one DDP forward."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -200,7 +200,7 @@ class LossStep(nn.Module):
 
 
 def wrap_ddp(model: nn.Module) -> DistributedDataParallel:
-    """``DistributedDataParallel`` around ``LossStep(model)``; call it as ``ddp(loss_fn, *args)``.
+    """``DistributedDataParallel`` around ``_LossStep(model)``; call it as ``ddp(loss_fn, *args)``.
 
     - ``find_unused_parameters=True``: sub-graph training leaves parameters unused in a micro-step
       (heads of tasks the scheduler did not pick, fusion when no BEV task ran); a parameter unused
@@ -214,7 +214,7 @@ def wrap_ddp(model: nn.Module) -> DistributedDataParallel:
     # torch >= 2.13 names the option forward_sync_buffers (broadcast_buffers is deprecated there); pyproject allows 2.4.
     new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     no_buffer_sync = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
-    return DistributedDataParallel(LossStep(model), device_ids=None, find_unused_parameters=True, **no_buffer_sync)
+    return DistributedDataParallel(_LossStep(model), device_ids=None, find_unused_parameters=True, **no_buffer_sync)
 
 
 def flush_ddp(ddp: DistributedDataParallel, params: list[nn.Parameter]) -> None:

@@ -20,16 +20,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from hydranet.data.labels import is_ragged
-from hydranet.data.sample import Batch, Sample, collate
-from hydranet.train.feature_cache_format import FORMAT, GEOMETRY, MANIFEST, CacheError, task_labels
-from hydranet.train.feature_cache_writer import CacheStats, estimate_frame_bytes, write_cache
+from hydranet.data import Batch, Sample, collate, is_ragged
+from hydranet.train.feature_cache_format import FORMAT, MANIFEST, CacheError
 
 MAX_OPEN_SHARDS = 32  # memory-mapped shards kept open per process (see FeatureCache._shard)
 
-__all__ = ["FORMAT", "GEOMETRY", "MANIFEST", "MAX_OPEN_SHARDS", "CacheError", "CacheStats", "CachedBatch",
-           "CachedFeatureDataset", "CachedSample", "FeatureCache", "collate_cached", "estimate_frame_bytes",
-           "task_labels", "write_cache"]
 
 
 class FeatureCache:

@@ -32,9 +32,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import hydranet.tasks  # noqa: F401 - registers the built-in tasks
-from hydranet.data.labels import known_labels
-from hydranet.tasks.base import TASKS
+from hydranet.data import known_labels
+from hydranet.tasks import TASKS
 
 FORMAT = "hydranet-feature-cache/1"
 MANIFEST = "cache.json"

@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hydranet.data.labels import is_ragged, known_labels
-from hydranet.data.sample import Batch, Sample, collate
+from hydranet.data import Batch, Sample, collate, is_ragged, known_labels
 from hydranet.train.feature_cache_format import (
     FORMAT,
     GEOMETRY,
@@ -41,7 +40,7 @@ def _label_nbytes(value: Any) -> int:
     return sum(v.numel() * v.element_size() for v in value.values())
 
 
-def estimate_frame_bytes(feature_shapes: dict[str, tuple[int, ...]], sample: Sample, labels: list[str]) -> dict:
+def _estimate_frame_bytes(feature_shapes: dict[str, tuple[int, ...]], sample: Sample, labels: list[str]) -> dict:
     """Bytes per frame: features (exact) and labels (from ``sample``: ragged sizes vary by frame)."""
     feats = sum(int(np.prod(s)) * 2 for s in feature_shapes.values())
     lab = sum(_label_nbytes(sample.labels[k]) for k in labels if k in sample.labels)
@@ -155,7 +154,7 @@ class _ShardWriter:
 
 
 @dataclass
-class CacheStats:
+class _CacheStats:
     """What a ``write_cache`` run did: frames and bytes written, wall and write seconds, and one
     ``{"name", "frames", "bytes"}`` entry per shard (these go into the manifest)."""
 
@@ -201,7 +200,7 @@ def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_ha
     first: Sample = dataset[0]
     names, shapes, per_frame = _plan(model, first, out, levels, labels, total, max_gb, device)
     t0 = time.perf_counter()
-    stats = CacheStats()
+    stats = _CacheStats()
     specs: dict[str, dict[str, Any]] = {}
     loader = DataLoader(Subset(dataset, range(total)), batch_size=batch_size, collate_fn=list,
                         num_workers=num_workers)
@@ -244,7 +243,7 @@ def _plan(model: nn.Module, first: Sample, out: Path, levels: list[str] | None, 
         raise CacheError(f"--levels {bad}: the neck produces {list(probe)}")
     n_cam = first.images.shape[0]
     shapes = {lv: (n_cam, *probe[lv].shape[1:]) for lv in names}
-    per_frame = estimate_frame_bytes(shapes, first, labels)
+    per_frame = _estimate_frame_bytes(shapes, first, labels)
     estimate = per_frame["total"] * total
     if max_gb is not None and estimate > max_gb * 1e9:
         raise CacheError(f"{out}: estimated size {estimate / 1e9:.2f} GB ({per_frame['total'] / 1e6:.2f} MB/frame x "
@@ -259,7 +258,7 @@ def _plan(model: nn.Module, first: Sample, out: Path, levels: list[str] | None, 
 
 def _write_shards(model: nn.Module, loader: DataLoader, out: Path, total: int, shard_frames: int, names: list[str],
                   shapes: dict[str, tuple[int, ...]], labels: list[str], specs: dict[str, dict[str, Any]],
-                  stats: CacheStats, device: str | torch.device, n_cam: int,
+                  stats: _CacheStats, device: str | torch.device, n_cam: int,
                   on_progress: Callable[[int, int], None] | None) -> None:
     """The trunk over every batch, each frame's features and labels into the current shard; fills ``stats``
     (frames, bytes, shards, write time) and ``specs`` (each label's dtype and shape, from first sight)."""

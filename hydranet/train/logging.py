@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hydranet.console import is_live, make_console
 from hydranet.json_files import dumps
 
-SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", "lanes": "lanes", "depth": "depth",
+_SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", "lanes": "lanes", "depth": "depth",
          "bev_semantic": "bev", "objects3d": "obj3d"}
 
 
@@ -74,7 +74,7 @@ class TrainLogger:
         (a skipped step is flagged)."""
         if self.progress is None:
             return
-        parts = [f"{SHORT.get(t, t)} {v:.3f}" for t, v in self.losses.items()]
+        parts = [f"{_SHORT.get(t, t)} {v:.3f}" for t, v in self.losses.items()]
         skipped = " [red]skipped" if out.get("skipped") else ""
         self.progress.update(self.bar, completed=step, description=" ".join(parts) + skipped)
 
@@ -97,7 +97,7 @@ class TrainLogger:
         self.jsonl.write(dumps(record, indent=None) + "\n")
         self.jsonl.flush()
         if self.progress is None:  # no live bar (CI logs, pipes, tests): one complete line per logging window
-            losses = " ".join(f"{SHORT.get(t, t)}={v:.4f}" for t, v in record["task_loss"].items())
+            losses = " ".join(f"{_SHORT.get(t, t)}={v:.4f}" for t, v in record["task_loss"].items())
             line = (f"step {step}/{self.total} lr={record['lr']:.2e} {losses} "
                     f"skipped={record['skipped_steps']} {record['samples_per_s']:.1f} samples/s{self._eta(step)}")
             self.console.print(line, soft_wrap=True)

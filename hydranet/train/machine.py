@@ -30,7 +30,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def usable_cpus() -> int:
+def _usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -58,7 +58,7 @@ class Machine:
     @classmethod
     def here(cls) -> Machine:
         """This machine (and the steal counter started now)."""
-        m = cls(usable_cpus(), cpu_model())
+        m = cls(_usable_cpus(), cpu_model())
         m.mark()
         return m
 

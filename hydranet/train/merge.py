@@ -1,7 +1,7 @@
 """``merge``: combine heads trained separately on the same trunk into one checkpoint.
 
 Owners fine-tune their heads in parallel (``hydranet train --from BASE --tasks lanes --freeze ...``);
-``merge_checkpoints(BASE, [HEAD_CKPT, ...])`` builds one network: trunk, neck and fusion (and every
+``_merge_checkpoints(BASE, [HEAD_CKPT, ...])`` builds one network: trunk, neck and fusion (and every
 head nobody re-trained) from BASE, each named head from its checkpoint. It refuses, naming both sides:
 
 - a head checkpoint whose trunk hash (trunk + neck tensors) differs from BASE's: its head learned on
@@ -26,14 +26,14 @@ from torch import Tensor, nn
 
 from hydranet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, trunk_hash
 from hydranet.model import ModelConfig, create_model
-from hydranet.tasks.base import create_task
+from hydranet.tasks import create_task
 
 
 class MergeError(ValueError):
     """Checkpoints that cannot be merged; the message names them."""
 
 
-def module_hash(state: dict[str, Tensor], prefix: str) -> str:
+def _module_hash(state: dict[str, Tensor], prefix: str) -> str:
     """Hash (``trunk_hash``) of the tensors of ``state`` whose names start with ``prefix`` (e.g. ``"fusion."``);
     ``"none"`` when there are none."""
     return trunk_hash(state, (prefix,)) if any(k.startswith(prefix) for k in state) else "none"
@@ -76,7 +76,7 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
         raise MergeError("name at least one HEAD_CKPT to merge into BASE")
     b = load_checkpoint(base)
     b_hash = trunk_hash(b.model)
-    b_fusion = module_hash(b.model, "fusion.")
+    b_fusion = _module_hash(b.model, "fusion.")
     if not b.state.get("model_config"):
         raise MergeError(f"{b.path}: state.json has no model_config (not written by hydranet train?)")
     plan = MergePlan(b, model_config=dict(b.state["model_config"]))
@@ -108,7 +108,7 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
                 raise MergeError(f"head '{task}' is supplied by both {plan.heads[task].path} and {c.path}; "
                                  f"choose one with PATH:task lists")
             space = _task_space(task)
-            if space == "bev" and module_hash(c.model, "fusion.") != b_fusion:
+            if space == "bev" and _module_hash(c.model, "fusion.") != b_fusion:
                 raise MergeError(f"{c.path}: BEV head '{task}' was trained with a fusion module that differs from "
                                  f"BASE {b.path}'s; train it with --freeze trunk,neck,fusion to merge it")
             plan.heads[task] = c
@@ -150,7 +150,7 @@ def save_merged(plan: MergePlan, model: nn.Module, out: str | Path, gate: dict[s
     return save_checkpoint(out / "checkpoints" / "merged", model, state)
 
 
-def merge_checkpoints(base: str | Path, specs: list[str], out: str | Path) -> tuple[Path, MergePlan, nn.Module]:
+def _merge_checkpoints(base: str | Path, specs: list[str], out: str | Path) -> tuple[Path, MergePlan, nn.Module]:
     """Plan, build and save in one call (no gate); returns the checkpoint path, plan and model."""
     plan = plan_merge(base, specs)
     model = build_merged(plan)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +43,7 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
 def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 dot products or AMX-BF16 tiles)."""
     flags = cpu_flags() if flags is None else flags
-    return any(f in flags for f in CPU_BF16_FLAGS)
+    return any(f in flags for f in _CPU_BF16_FLAGS)
 
 
 def device_has_fast_bf16(device: torch.device) -> bool:
@@ -66,7 +66,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "bf16":
         if not device_has_fast_bf16(device):
             raise ValueError(f"train.precision bf16: device {device} has no native bf16 arithmetic "
-                             f"(CPU flags {list(CPU_BF16_FLAGS)} absent, or a CUDA GPU older than Ampere), "
+                             f"(CPU flags {list(_CPU_BF16_FLAGS)} absent, or a CUDA GPU older than Ampere), "
                              "where bf16 is emulated and slower than fp32: use fp32 or auto")
         return True
     raise ValueError(f"train.precision must be auto, fp32 or bf16, got {precision!r}")

@@ -17,14 +17,15 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import LIGHT_STATES, collate
+from hydranet.data import LIGHT_STATES, collate
+from hydranet.eval import Evaluator
 from hydranet.json_files import write_json
 from hydranet.setup import Setup, class_names
-from hydranet.tasks.base import Task
+from hydranet.tasks import Task
 from hydranet.viz import Views
 
 
-def frame_contents(sample: Any, setup: Setup | None = None) -> set[str]:
+def _frame_contents(sample: Any, setup: Setup | None = None) -> set[str]:
     """What a frame shows a reader of the pictures: its object classes (2D and 3D labels, named by the data's
     ``setup`` vocabularies; default the world's five) and its traffic-light states (``"light red"``...), from
     its labels."""
@@ -44,7 +45,7 @@ def choose_frames(dataset: Dataset, frames: int, count: int,
                   setup: Setup | None = None) -> tuple[list[int], set[str]]:
     """``count`` of the first ``frames`` frames of ``dataset`` that together show every object class (of the
     ``setup``'s vocabularies, default the world's five) and every light state they hold (greedy set cover on
-    ``frame_contents``; ties go to a scene not shown yet, then to the frame with more kinds and more labelled
+    ``_frame_contents``; ties go to a scene not shown yet, then to the frame with more kinds and more labelled
     objects, then the earlier one). Returns the indices (sorted) and what no frame holds, e.g.
     ``{"light yellow"}``, so the caller can say so."""
     wanted = {*class_names(setup, "detection2d"), *class_names(setup, "objects3d"),
@@ -52,7 +53,7 @@ def choose_frames(dataset: Dataset, frames: int, count: int,
     contents, sizes, scenes = [], [], []
     for i in range(frames):
         sample = dataset[i]
-        contents.append(frame_contents(sample, setup))
+        contents.append(_frame_contents(sample, setup))
         sizes.append(sum(len(v["classes"]) for k, v in sample.labels.items() if k in ("detection2d", "objects3d")))
         scenes.append(getattr(sample, "scene_id", i))
     chosen: list[int] = []
@@ -88,12 +89,13 @@ def draw_predictions(model: nn.Module, tasks: dict[str, Task], dataset: Dataset,
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     names = sorted(tasks)
+    predictor = Evaluator(model, tasks, score=False, device=device)
     written = []
     for i in indices:
-        batch = collate([dataset[i]]).to(device)
-        outputs = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=names)
-        decoded = {t: tasks[t].decode(outputs[t], batch)[0] for t in names}
-        truth = {t: tasks[t].targets(batch)[0] for t in names}
+        prediction = predictor.step(collate([dataset[i]]))
+        batch = prediction.batch
+        decoded = {t: prediction.decoded(t)[0] for t in names}
+        truth = {t: prediction.targets(t)[0] for t in names}
 
         def panel(which: dict[str, Any], gt: bool, only: list[str], title: str, batch: Any = batch) -> Image.Image:
             views = Views.from_batch(batch.to("cpu"), 0, grid, scale=scale)
@@ -151,7 +153,7 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
 
 
-def metrics_table(results: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]] | None,
+def _metrics_table(results: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]] | None,
                   tasks: dict[str, Task], extra_keys: int = 3) -> str:
     """Markdown: per task the headline metric (first key) trained vs untrained, plus a few others."""
     head = "| task | headline metric | untrained | trained | better is | other metrics (trained) |"
@@ -170,10 +172,10 @@ def metrics_table(results: dict[str, dict[str, float]], baseline: dict[str, dict
 
 def write_metrics_report(out_dir: Path, results: dict, baseline: dict | None, tasks: dict[str, Task],
                          summary: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``out_dir/metrics.md`` (trained vs untrained table, ``metrics_table``) and ``out_dir/metrics.json``
+    """Write ``out_dir/metrics.md`` (trained vs untrained table, ``_metrics_table``) and ``out_dir/metrics.json``
     (``{"trained", "untrained", "train": summary, "meta": meta}``; standard JSON, an undefined metric is
     ``null``); returns both paths."""
-    table = metrics_table(results, baseline, tasks)
+    table = _metrics_table(results, baseline, tasks)
     md = out_dir / "metrics.md"
     secs = meta.get("seconds") or {}
     lines = [

@@ -95,7 +95,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
         if tc.in_memory:
-            data.dataset = load_in_memory(data.dataset, console if info.is_main else None)
+            data.dataset = _load_in_memory(data.dataset, console if info.is_main else None)
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
         trainer_cls = Trainer
         if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)
@@ -117,7 +117,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     return summary
 
 
-def load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
+def _load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
     """``train.in_memory``: decode the training set once into RAM, saying how long it took."""
     t0 = time.perf_counter()
     if console is None:
@@ -199,7 +199,7 @@ class RunLockedError(RuntimeError):
     """Another process is training into the same run directory; the message names its pid."""
 
 
-LOCK_NAME = "run.lock"
+_LOCK_NAME = "run.lock"
 
 
 @contextmanager
@@ -213,7 +213,7 @@ def run_lock(out_dir: Path, info: distributed.DistInfo) -> Iterator[None]:
         refused = None
         if info.is_main:
             try:
-                stack.enter_context(hold_lock(out_dir / LOCK_NAME, str(out_dir), RunLockedError))
+                stack.enter_context(hold_lock(out_dir / _LOCK_NAME, str(out_dir), RunLockedError))
             except RunLockedError as e:
                 refused = str(e)
         if distributed.all_reduce_sum(torch.tensor([float(refused is not None)])).item() > 0:
@@ -239,7 +239,7 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
                 raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
                                       "or choose another --out")
             if resume:
-                note = check_resumed_config(cfg, out_dir)
+                note = _check_resumed_config(cfg, out_dir)
                 if note and info.is_main:
                     make_console(stderr=True).print(f"  {note}", soft_wrap=True)
             yield device, info
@@ -251,7 +251,7 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
 
 # What a resumed run may change: when and how often things happen, where it runs, how it is evaluated --
 # never what is trained (data, model, optimisation, seed), which would silently mix two experiments.
-RESUMABLE_CHANGES = ("train.steps", "train.time_limit_s", "train.log_every", "train.ckpt_every",
+_RESUMABLE_CHANGES = ("train.steps", "train.time_limit_s", "train.log_every", "train.ckpt_every",
                      "train.keep_checkpoints", "train.eval_every", "train.eval_batches", "train.num_workers",
                      "train.threads", "train.device", "train.dist_timeout_s", "train.max_consecutive_skips", "eval.")
 
@@ -265,9 +265,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
+def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
     """Compare a resumed run's config with the ``config.yaml`` it was started with. Differences in
-    ``RESUMABLE_CHANGES`` are returned as one note; any other difference raises ``ConfigError`` naming the
+    ``_RESUMABLE_CHANGES`` are returned as one note; any other difference raises ``ConfigError`` naming the
     fields and both values (resume without ``--config`` to use the run's own)."""
     stored_file = out_dir / "config.yaml"
     if not stored_file.is_file():
@@ -278,7 +278,7 @@ def check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
         raise ConfigError(f"{stored_file}: cannot read the run's config ({e})") from None
     given = _flatten(config_to_dict(cfg))
     changed = sorted(k for k in set(stored) | set(given) if stored.get(k, "<unset>") != given.get(k, "<unset>"))
-    allowed = [k for k in changed if k.startswith(RESUMABLE_CHANGES)]
+    allowed = [k for k in changed if k.startswith(_RESUMABLE_CHANGES)]
     refused = [k for k in changed if k not in allowed]
 
     def show(keys: list[str]) -> str:

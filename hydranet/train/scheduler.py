@@ -48,14 +48,14 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def has_label(ds: Dataset, i: int, label: str) -> bool:
+def _has_label(ds: Dataset, i: int, label: str) -> bool:
     """Whether sample ``i`` carries ``label``, from metadata when the source has it (no decoding)."""
     if isinstance(ds, Subset):
-        return has_label(ds.dataset, int(ds.indices[i]), label)
+        return _has_label(ds.dataset, int(ds.indices[i]), label)
     if isinstance(ds, ConcatDataset):
         j = bisect.bisect_right(ds.cumulative_sizes, i)
         start = ds.cumulative_sizes[j - 1] if j else 0
-        return has_label(ds.datasets[j], i - start, label)
+        return _has_label(ds.datasets[j], i - start, label)
     if hasattr(ds, "label_present"):  # SyntheticWorld: deterministic drop pattern, no rendering
         return bool(ds.label_present(i, label))
     if hasattr(ds, "read_members"):  # ShardDataset: member names, no decoding
@@ -72,7 +72,7 @@ def label_presence(dataset: Dataset, labels: Sequence[str]) -> dict[str, np.ndar
         got = dataset.label_presence(labels)
         return {k: np.asarray(got[k], dtype=bool) for k in labels}
     n = len(dataset)  # type: ignore[arg-type]
-    return {k: np.fromiter((has_label(dataset, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
+    return {k: np.fromiter((_has_label(dataset, i, k) for i in range(n)), dtype=bool, count=n) for k in labels}
 
 
 class TaskScheduler:

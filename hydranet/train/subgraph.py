@@ -4,7 +4,7 @@
 only the named heads on images. This module adds what needs more than that:
 
 - ``--from-cache CACHE``: train heads on cached trunk features (``feature_cache.py``) through
-  ``model.forward_from_features``; the trunk never runs, which is where the speed comes from. The
+  ``model.forward_features``; the trunk never runs, which is where the speed comes from. The
   model's trunk hash must equal the cache's, or training is refused.
 - ``--add-task NAME``: put a new task into the trained network (its head starts fresh) and train only
   that head; trunk, neck and fusion are frozen unless ``--freeze`` names another set.
@@ -30,7 +30,7 @@ from hydranet.checkpoint import CheckpointError, load_checkpoint, trunk_hash
 from hydranet.console import make_console
 from hydranet.json_files import dumps
 from hydranet.model import create_model
-from hydranet.tasks.base import create_task
+from hydranet.tasks import create_task
 from hydranet.train.config import (
     Config,
     ConfigError,
@@ -41,7 +41,8 @@ from hydranet.train.config import (
     resolve_model_dict,
 )
 from hydranet.train.data import open_source
-from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, CacheError, FeatureCache, collate_cached
+from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, FeatureCache, collate_cached
+from hydranet.train.feature_cache_format import CacheError
 from hydranet.train.interrupt import workers_ignore_stop_signals
 from hydranet.train.run import (
     finish_already_finished,
@@ -53,7 +54,7 @@ from hydranet.train.run import (
 from hydranet.train.scheduler import SchedulerBatchSampler, build_index_lists
 from hydranet.train.trainer import Trainer
 
-SHARED = ("trunk", "neck", "fusion")
+_SHARED = ("trunk", "neck", "fusion")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
     return config_from_dict(apply_overrides(tree, overrides), where)
 
 
-def add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
+def _add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
     """``cfg`` with new tasks (default options) appended to ``model.tasks``; existing ones are an error."""
     tree = config_to_dict(cfg)
     tasks = dict(resolve_model_dict(tree["model"]).get("tasks") or {})
@@ -133,11 +134,11 @@ class CacheTrainer(Trainer):
     go through the whole model, so metrics are measured exactly as for any checkpoint."""
 
     def forward(self, batch: Any, tasks: list[str]) -> dict[str, dict[str, Tensor]]:
-        """``{task: {key: Tensor}}``: a ``CachedBatch`` runs ``forward_from_features`` on its cached (fp16-stored,
+        """``{task: {key: Tensor}}``: a ``CachedBatch`` runs ``forward_features`` on its cached (fp16-stored,
         fp32-computed) trunk features; any other batch goes through the whole model (``Trainer.forward``)."""
         if isinstance(batch, CachedBatch):
             feats = {k: v.float() for k, v in batch.features.items()}  # fp16 storage, fp32 (or autocast) compute
-            return self.model.forward_from_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
+            return self.model.forward_features(feats, batch.intrinsics, batch.T_ego_from_cam, tasks,
                                                     image_hw=tuple(batch.images.shape[-2:]))
         return super().forward(batch, tasks)
 
@@ -176,7 +177,7 @@ def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
     return sorted(levels) or None
 
 
-def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
+def _check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
     """Refuse a cache that cannot train these heads: another trunk, image size, rig or missing labels."""
     cache.check_trunk(trunk_hash(model), "the --from checkpoint")
     if tuple(model.setup.image_size) != tuple(cache.image_hw):
@@ -195,7 +196,7 @@ def check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -
     model.eval()  # a train-mode probe would move BatchNorm statistics, even under no_grad
     try:
         with torch.no_grad():
-            model.forward_from_features({k: v.float() for k, v in probe.features.items()}, probe.intrinsics,
+            model.forward_features({k: v.float() for k, v in probe.features.items()}, probe.intrinsics,
                                         probe.T_ego_from_cam, train_tasks, image_hw=cache.image_hw)
     except KeyError as e:
         raise CacheError(f"{cache.path}: the heads of {train_tasks} read FPN level {e} which the cache does not store "
@@ -218,11 +219,11 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     if from_ckpt is None:
         raise ValueError("sub-graph training (--add-task / --from-cache) needs --from CKPT: the trained network")
     if add_tasks:
-        cfg = add_tasks_to_config(cfg, add_tasks)
+        cfg = _add_tasks_to_config(cfg, add_tasks)
     train_tasks = sorted(set(tasks or []) | set(add_tasks))
     if not train_tasks:
         raise ValueError("name the heads to train: --tasks a,b and/or --add-task NAME")
-    freeze = list(freeze) if freeze else list(SHARED)
+    freeze = list(freeze) if freeze else list(_SHARED)
     if cache is None:
         return run_training(cfg, out_dir, resume=resume, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
                             progress=progress, console=console)
@@ -245,7 +246,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         unknown = sorted(set(train_tasks) - set(model.task_objects))
         if unknown:
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(model.task_objects)})")
-        check_cache(model, cache, train_tasks)
+        _check_cache(model, cache, train_tasks)
         labels = {t: model.task_objects[t].label for t in train_tasks}
         data = CachedFeatureDataset(cache, sorted(set(labels.values())), needed_levels(model, train_tasks))
         caps = {t: c.max_samples for t, c in cfg.data.tasks.items()}

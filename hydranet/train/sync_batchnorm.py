@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-TORCH_DEVICES = ("cuda", "hpu", "xpu")
+_TORCH_DEVICES = ("cuda", "hpu", "xpu")
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -47,7 +47,7 @@ class SyncBatchNorm(_BatchNorm):
         ranks when training under a process group; plain BatchNorm in one process. The result has ``input``'s
         dtype (statistics in fp32). Raises ``ValueError`` on CPU with ``momentum=None`` and for an accelerator
         tensor."""
-        if input.device.type in TORCH_DEVICES:
+        if input.device.type in _TORCH_DEVICES:
             raise ValueError(f"hydranet's CPU SyncBatchNorm got a {input.device.type} tensor: convert the model with "
                              "convert_sync_batchnorm(model, device) to use torch.nn.SyncBatchNorm there")
         synced = (self.training and dist.is_available() and dist.is_initialized()
@@ -85,7 +85,7 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | str = "cpu"
     ``nn.SyncBatchNorm`` on CUDA and other accelerators, this file's ``SyncBatchNorm`` on CPU), keeping
     its parameters (the same ``Parameter`` objects), buffers and train/eval mode; state-dict keys are
     unchanged."""
-    if torch.device(device).type in TORCH_DEVICES:
+    if torch.device(device).type in _TORCH_DEVICES:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):

@@ -15,7 +15,7 @@ rich progress bar with per-task losses) and writes checkpoints (what a checkpoin
 how resume restores it exactly, is ``training_state.py``).
 
 ``Trainer.forward`` is the one place the model is called, so sub-graph training can substitute
-``model.forward_from_features`` on cached features without touching the loop.
+``model.forward_features`` on cached features without touching the loop.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from hydranet.data.sample import Batch, collate
-from hydranet.eval.loop import dataset_batches, evaluate
+from hydranet.data import Batch, collate
+from hydranet.eval import dataset_batches, evaluate
 from hydranet.json_files import dumps
-from hydranet.tasks.base import Task
+from hydranet.tasks import Task
 from hydranet.train import distributed
 from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config

@@ -3,17 +3,18 @@
 ``save_training_state`` writes the weights plus everything the loop needs to continue as if it had
 never stopped: step and skip counters, the task scheduler's position, optimizer and balancer tensors,
 every rank's RNG state (gathered: all ranks take part), the config and the last eval.
-``resume_training_state`` restores it into a freshly built ``Trainer`` of the same config; a different
-number of ranks only reseeds dropout-style randomness (the data order lives in the scheduler state).
+``resume_training_state`` restores it into a freshly built ``Trainer`` (a ``TrainingRun``) of the same config; a
+different number of ranks only reseeds dropout-style randomness (the data order lives in the scheduler state).
 Checkpoint file I/O itself (safetensors + JSON, atomic, rotation) is ``hydranet.checkpoint``'s.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from hydranet.checkpoint import (
     CheckpointError,
@@ -27,13 +28,41 @@ from hydranet.checkpoint import (
     set_rng_state,
 )
 from hydranet.train import distributed
-from hydranet.train.config import config_to_dict
+from hydranet.train.balancing import Balancer
+from hydranet.train.config import Config, TrainConfig, config_to_dict
+from hydranet.train.scheduler import TaskScheduler
 
-if TYPE_CHECKING:
-    from hydranet.train.trainer import Trainer
+
+class TrainingRun(Protocol):
+    """What a checkpoint of a run holds and resume restores: the parts of ``hydranet.train.trainer.Trainer`` this
+    module reads and writes (the trainer is one)."""
+
+    cfg: Config
+    tc: TrainConfig
+    dist: distributed.DistInfo
+    device: torch.device
+    model: nn.Module
+    model_config: dict[str, Any]
+    train_tasks: list[str]
+    frozen: list[str]
+    scheduler: TaskScheduler
+    balancer: Balancer
+    optimizer: torch.optim.Optimizer
+    param_names: list[str]
+    step: int
+    skipped_steps: int
+    consecutive_skips: int
+    nonfinite_tasks: set[str]
+    eval_history: list[dict[str, Any]]
+    resume_note: str | None
+    resumed_from: Path | None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        """Where the run's ``step_XXXXXXXX`` checkpoints go."""
 
 
-def save_training_state(trainer: Trainer) -> Path | None:
+def save_training_state(trainer: TrainingRun) -> Path | None:
     """Write ``<out_dir>/checkpoints/step_XXXXXXXX`` (weights, optimizer + balancer tensors, the state
     dict below); rank 0 writes, every rank takes part in gathering the RNG states (exact resume).
     Returns the checkpoint path on rank 0, None elsewhere."""
@@ -58,7 +87,7 @@ def save_training_state(trainer: Trainer) -> Path | None:
     return path
 
 
-def resume_training_state(trainer: Trainer, path: str | Path | None = None) -> bool:
+def resume_training_state(trainer: TrainingRun, path: str | Path | None = None) -> bool:
     """Load ``path``, or this run's newest *valid* checkpoint, into ``trainer``; False if the run has none.
 
     A corrupt newest checkpoint is never a silent restart: the newest valid one is used and

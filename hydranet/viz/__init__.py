@@ -14,36 +14,16 @@ picture), ``boxes.py`` (2D/3D boxes, traffic lights) and ``maps.py`` (masks, BEV
 everything is importable from ``hydranet.viz``.
 """
 
-from hydranet.viz.boxes import draw_boxes2d, draw_boxes3d, draw_traffic_lights
-from hydranet.viz.maps import (
-    depth_color,
-    depth_rgb,
-    draw_bev_map,
-    draw_depth,
-    draw_lane_masks,
-    draw_mask,
-    draw_polylines_bev,
-    draw_sparse_depth,
-)
-from hydranet.viz.style import (
-    BEV_COLORS,
-    BEV_FILL_ALPHA,
-    CLASS_COLORS,
-    DASH,
-    DEPTH_RANGE,
-    DRIVABLE_COLOR,
-    EGO_PATH_COLOR,
-    LANE_ALPHA,
-    LANE_COLORS,
-    LIGHT_COLORS,
-    MIN_IMAGE_SHARE,
-    REGION_ALPHA,
-    Color,
-)
-from hydranet.viz.views import EGO_BOX, LAYOUT, NUSCENES_LAYOUT, Views
+import lazy_loader as lazy
 
-__all__ = ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "DASH", "DEPTH_RANGE", "DRIVABLE_COLOR", "EGO_BOX",
-           "EGO_PATH_COLOR", "LANE_ALPHA", "LANE_COLORS", "LAYOUT", "LIGHT_COLORS", "MIN_IMAGE_SHARE",
-           "NUSCENES_LAYOUT", "REGION_ALPHA", "Color", "Views", "depth_color", "depth_rgb", "draw_bev_map",
-           "draw_boxes2d", "draw_boxes3d", "draw_depth", "draw_lane_masks", "draw_mask", "draw_polylines_bev",
-           "draw_sparse_depth", "draw_traffic_lights"]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "boxes": ["draw_boxes2d", "draw_boxes3d", "draw_traffic_lights"],
+    "canvas": ["Canvas"],
+    "maps": ["depth_color", "depth_rgb", "draw_bev_map", "draw_depth", "draw_lane_masks", "draw_mask",
+        "draw_polylines_bev", "draw_sparse_depth"],
+    "rerun_log": ["RerunMissing", "SceneRecorder", "decoded_cpu", "require_rerun"],
+    "style": ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "Color", "DASH", "DEPTH_RANGE", "DRIVABLE_COLOR",
+        "EGO_PATH_COLOR", "LANE_ALPHA", "LANE_COLORS", "LIGHT_COLORS", "MIN_IMAGE_SHARE", "REGION_ALPHA"],
+    "views": ["EGO_BOX", "LAYOUT", "NUSCENES_LAYOUT", "Views"],
+})

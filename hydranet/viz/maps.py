@@ -1,4 +1,4 @@
-"""Drawing maps and lines onto a ``Views``: per-camera masks (drivable, lanes, depth), BEV maps, ego-frame
+"""Drawing maps and lines onto a ``Canvas``: per-camera masks (drivable, lanes, depth), BEV maps, ego-frame
 polylines (lanes, paths) in the BEV panel and the cameras, and sparse depth (projected lidar).
 
 Coordinates: camera masks may have any resolution (resized to the drawn size); BEV maps are ``BevGrid``
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from hydranet.data.sample import BEV_CLASSES
+from hydranet.data import BEV_CLASSES
 from hydranet.geometry import invert_transform, transform_points
-from hydranet.viz.boxes import _clip_segment
+from hydranet.viz.boxes import clip_segment
+from hydranet.viz.canvas import Canvas
 from hydranet.viz.style import (
     BEV_COLORS,
     BEV_FILL_ALPHA,
@@ -28,19 +28,16 @@ from hydranet.viz.style import (
     LANE_COLORS,
     REGION_ALPHA,
     Color,
-    _rgb,
     legend_name,
+    resolve_color,
 )
 
-if TYPE_CHECKING:  # annotations only: views.py imports the drawing modules
-    from hydranet.viz.views import Views
 
-
-def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_ALPHA, name: str | None = None) -> None:
+def draw_mask(views: Canvas, masks: Tensor, color: Color, alpha: float = REGION_ALPHA, name: str | None = None) -> None:
     """Blend per-camera masks ``[N, H, W]`` (bool, 0/1 or probabilities) of any resolution; the camera image
-    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Views.blend``).
+    keeps at least ``MIN_IMAGE_SHARE`` of every pixel however many masks are stacked (``Canvas.blend``).
     ``name`` is its legend entry (default: the name ``style.legend_name`` gives the colour, if any)."""
-    rgb = _rgb(color, (255, 0, 0))
+    rgb = resolve_color(color, (255, 0, 0))
     col = torch.tensor(rgb, dtype=torch.float32)
     m = masks.detach().float().cpu()
     if bool((m > 0.5).any()):
@@ -51,14 +48,14 @@ def draw_mask(views: Views, masks: Tensor, color: Color, alpha: float = REGION_A
         views.blend(i, a, col)
 
 
-def draw_lane_masks(views: Views, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
+def draw_lane_masks(views: Canvas, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
     """The ``lanes`` label/prediction (0 none, 1 dashed, 2 solid, 3 road edge) in one colour per kind."""
     for kind, col in LANE_COLORS.items():
         if bool((lanes == kind).any()):
             draw_mask(views, lanes == kind, col, alpha)
 
 
-def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = BEV_FILL_ALPHA,
+def draw_bev_map(views: Canvas, bev: Tensor, classes: Sequence[str] = BEV_CLASSES, alpha: float = BEV_FILL_ALPHA,
                  colors: dict[str, tuple[int, int, int]] | None = None) -> None:
     """Blend a BEV map ``[C, R, C']`` (bool or probabilities) on the panel, one colour per class;
     later channels are drawn over earlier ones."""
@@ -74,10 +71,10 @@ def draw_bev_map(views: Views, bev: Tensor, classes: Sequence[str] = BEV_CLASSES
         col = torch.tensor(colors.get(name, (255, 255, 255)), dtype=torch.float32)
         base = base * (1 - a[..., None]) + col * a[..., None]
     views.bev = Image.fromarray(base.round().clamp(0, 255).to(torch.uint8).numpy())
-    views._draw_frustums(ImageDraw.Draw(views.bev))
+    views.draw_frustums(ImageDraw.Draw(views.bev))
 
 
-def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Color], width: int = 2,
+def draw_polylines_bev(views: Canvas, points: Tensor, color: Color | Sequence[Color], width: int = 2,
                        cameras: bool = False, name: str | None = None) -> None:
     """Ego-frame polylines ``[L, P, 3]`` in the BEV panel (and projected into cameras if asked).
     ``color`` is one colour or one per line; ``name`` the legend entry (default: ``style.legend_name``)."""
@@ -85,7 +82,7 @@ def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Col
     if pts is None:
         return
     many = isinstance(color, list | tuple) and len(color) == len(pts) and not isinstance(color[0], int)
-    cols = [_rgb(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
+    cols = [resolve_color(color[k] if many else color, (255, 255, 255)) for k in range(len(pts))]  # type: ignore[index]
     for c in dict.fromkeys(cols):
         views.legend_entry(name if name and not many else legend_name(c), c)
     d = ImageDraw.Draw(views.bev)
@@ -99,7 +96,7 @@ def draw_polylines_bev(views: Views, points: Tensor, color: Color | Sequence[Col
         for k, line in enumerate(pts):
             pc = transform_points(T, line)
             for a in range(len(pc) - 1):
-                seg = _clip_segment(pc[a], pc[a + 1], views, i, near=0.5)
+                seg = clip_segment(pc[a], pc[a + 1], views, i, near=0.5)
                 if seg is not None:
                     dc.line(seg, fill=cols[k], width=1)
 
@@ -123,7 +120,7 @@ def depth_color(z: Tensor, near: float = DEPTH_RANGE[0], far: float = DEPTH_RANG
     return [tuple(c) for c in depth_rgb(z.reshape(-1), near, far).round().to(torch.uint8).tolist()]
 
 
-def draw_depth(views: Views, depth: Tensor, alpha: float = 0.6, label: str = "depth (m)") -> None:
+def draw_depth(views: Canvas, depth: Tensor, alpha: float = 0.6, label: str = "depth (m)") -> None:
     """Dense z-depth ``[N, H, W]`` in metres (0 = no depth, e.g. sky: left clear) over the cameras on the
     ``depth_rgb`` scale, with the colour bar in the legend; prediction and label share the scale."""
     depth = depth.detach().float().cpu()
@@ -133,7 +130,7 @@ def draw_depth(views: Views, depth: Tensor, alpha: float = 0.6, label: str = "de
     views.colorbar = label
 
 
-def draw_sparse_depth(views: Views, depth: Tensor, max_points: int = 40000) -> None:
+def draw_sparse_depth(views: Canvas, depth: Tensor, max_points: int = 40000) -> None:
     """Sparse z-depth ``[N, H, W]`` (0 = no return, e.g. projected lidar): a dot per return in its
     camera and, unprojected into the ego frame, in the BEV panel; colour = depth (``depth_color``), with
     the colour bar in metres in the legend."""

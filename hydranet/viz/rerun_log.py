@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from hydranet.data.sample import BEV_CLASSES, LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, Sample
+from hydranet.data import BEV_CLASSES, LANE_KINDS, LIGHT_STATES, Sample
 from hydranet.geometry import BevGrid
+from hydranet.setup import OBJECT_CLASSES
 from hydranet.viz.style import BEV_COLORS, CLASS_COLORS, DRIVABLE_COLOR, EGO_PATH_COLOR, LANE_COLORS, LIGHT_COLORS
 
 INSTALL_HINT = "pip install 'hydranet[rerun]' (in a source checkout: .venv/bin/pip install -e '.[rerun]')"
-SIDES = ("truth", "prediction")
-MAX_POINTS = 20000  # depth points per frame and side: the viewer stays fluid
+_SIDES = ("truth", "prediction")
+_MAX_POINTS = 20000  # depth points per frame and side: the viewer stays fluid
 
 
 class RerunMissing(ImportError):
@@ -202,7 +203,7 @@ class SceneRecorder:
             v, u = np.nonzero(depth[i] > 0)
             if len(v) == 0:
                 continue
-            step = max(1, math.ceil(len(v) * depth.shape[0] / MAX_POINTS))
+            step = max(1, math.ceil(len(v) * depth.shape[0] / _MAX_POINTS))
             v, u = v[::step], u[::step]
             z = depth[i, v, u]
             K = _np(sample.intrinsics[i])

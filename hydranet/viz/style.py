@@ -10,7 +10,7 @@ from typing import Any
 from PIL import ImageColor, ImageDraw, ImageFont
 from torch import Tensor
 
-from hydranet.data.sample import OBJECT_CLASSES
+from hydranet.setup import OBJECT_CLASSES
 
 Color = tuple[int, int, int] | str
 
@@ -53,14 +53,16 @@ def legend_name(color: tuple[int, int, int]) -> str | None:
     kinds = {1: "lane dashed", 2: "lane solid", 3: "road edge"}
     return next((kinds[k] for k, c in LANE_COLORS.items() if tuple(color) == c), None)
 
-def _font(size: int) -> ImageFont.ImageFont:
+def label_font(size: int) -> ImageFont.ImageFont:
+    """PIL's default font at ``size`` px (a fixed-size bitmap font on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: bitmap font, fixed size
         return ImageFont.load_default()
 
 
-def _rgb(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+def resolve_color(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``color`` (an RGB tuple or a PIL colour name) as 0-255 RGB; ``fallback`` when it is None."""
     if color is None:
         return fallback
     if isinstance(color, str):
@@ -68,13 +70,15 @@ def _rgb(color: Color | None, fallback: tuple[int, int, int]) -> tuple[int, int,
     return tuple(int(c) for c in color)[:3]  # type: ignore[return-value]
 
 
-def _class_name(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
+def class_label(c: int | str, names: Sequence[str] = OBJECT_CLASSES) -> str:
+    """The name of class index ``c`` in ``names`` (a name passes through; an index outside them is its number)."""
     if isinstance(c, str):
         return c
     return names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
 
 
-def _tolist(x: Any) -> list:
+def as_list(x: Any) -> list:
+    """A tensor, sequence or None as a plain Python list ([] for None)."""
     if x is None:
         return []
     if isinstance(x, Tensor):
@@ -82,8 +86,8 @@ def _tolist(x: Any) -> list:
     return list(x)
 
 
-def _dashed(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
-            dash: int = DASH) -> None:
+def dashed_polyline(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any, width: int,
+                    dash: int = DASH) -> None:
     """A dashed polyline (ground truth): ``dash`` px on, ``dash`` px off."""
     for (xa, ya), (xb, yb) in zip(points[:-1], points[1:], strict=True):
         length = math.hypot(xb - xa, yb - ya)
@@ -94,10 +98,11 @@ def _dashed(d: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: Any
                    fill=fill, width=width)
 
 
-def _rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
+def draw_rect(d: ImageDraw.ImageDraw, box: list[float], col: Any, width: int, dashed: bool) -> None:
+    """The outline of pixel box ``(x1, y1, x2, y2)``: dashed (ground truth) or solid (prediction)."""
     x1, y1, x2, y2 = box
     if dashed:
-        _dashed(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)
+        dashed_polyline(d, [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)], col, width)
     else:
         d.rectangle([x1, y1, x2, y2], outline=col, width=width)
 

@@ -1,6 +1,10 @@
 """The embedded synthetic 8-camera driving world: ``SyntheticWorld(WorldConfig(...))[i] -> Sample``."""
 
-from hydranet.world.config import WorldConfig
-from hydranet.world.dataset import GENERATOR_VERSION, WORLD_LABELS, SyntheticWorld
+import lazy_loader as lazy
 
-__all__ = ["WorldConfig", "SyntheticWorld", "WORLD_LABELS", "GENERATOR_VERSION"]
+# The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "config": ["WorldConfig", "load_world_config"],
+    "dataset": ["GENERATOR_VERSION", "SyntheticWorld", "WORLD_LABELS"],
+    "generate": ["GenerateResult", "check_existing", "generate", "resolve"],
+})

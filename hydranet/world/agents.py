@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from hydranet.data.sample import SEMANTIC_CLASSES
+from hydranet.data import SEMANTIC_CLASSES
 from hydranet.world.roads import RoadLayout
 
 SEM = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hydranet.config_errors import format_validation_error
-from hydranet.data.sample import ALL_LABELS
+from hydranet.data import ALL_LABELS
 from hydranet.setup import Rig, Setup
 from hydranet.yaml_files import read_yaml_mapping
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from hydranet.data.sample import Sample
+from hydranet.data import Sample
 from hydranet.setup import class_names
 from hydranet.world import labels as world_labels
 from hydranet.world.config import WorldConfig

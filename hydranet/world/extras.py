@@ -25,8 +25,8 @@ EXTRA_KINDS: tuple[str, ...] = ("bus", "bicycle", "motorcycle", "barrier")
 _BUS_PAINTS = [(0.85, 0.75, 0.1), (0.1, 0.35, 0.7), (0.8, 0.1, 0.1), (0.9, 0.9, 0.9), (0.15, 0.5, 0.3)]
 _SHIRTS = [(0.15, 0.2, 0.45), (0.5, 0.1, 0.1), (0.1, 0.1, 0.1), (0.9, 0.7, 0.1), (0.25, 0.45, 0.25)]
 # (l, w, h) of a two-wheeler with its rider, metres (nuScenes' mean sizes).
-TWO_WHEELER_SIZE = {"bicycle": (1.75, 0.6, 1.7), "motorcycle": (2.1, 0.8, 1.5)}
-BARRIER_LENGTH = 2.0
+_TWO_WHEELER_SIZE = {"bicycle": (1.75, 0.6, 1.7), "motorcycle": (2.1, 0.8, 1.5)}
+_BARRIER_LENGTH = 2.0
 
 
 def add_extras(seed: int, index: int, vocabulary: Collection[str], layout: RoadLayout, u0: float,
@@ -48,7 +48,7 @@ def add_extras(seed: int, index: int, vocabulary: Collection[str], layout: RoadL
             u = rng.random()
             kind = "motorcycle" if u < 0.10 else "bicycle" if u < 0.18 else None
             if kind in wanted:
-                l, w, h = TWO_WHEELER_SIZE[kind]
+                l, w, h = _TWO_WHEELER_SIZE[kind]
                 prims = two_wheeler_prims(kind, l, h, rng.choice(_BUS_PAINTS), rng.choice(_SHIRTS))
                 agents[i] = Agent(kind, a.track_id, (l, w, h), h / 2, prims, a.motion)
     if "barrier" in wanted and rng.random() < 0.5:
@@ -64,7 +64,7 @@ def _barrier_row(rng: random.Random, layout: RoadLayout, u0: float, agents: list
         clear = layout.cross_u is None or abs(u - layout.cross_u) > layout.cross_half_width + STOP_SETBACK + 3.0
         if clear:
             x, y, th = (float(v) for v in layout.pose(u, side * (layout.half_width + 0.35)))
-            agents.append(Agent("barrier", next_id, (BARRIER_LENGTH, 0.6, 1.0), 0.5, barrier_prims(BARRIER_LENGTH),
+            agents.append(Agent("barrier", next_id, (_BARRIER_LENGTH, 0.6, 1.0), 0.5, barrier_prims(_BARRIER_LENGTH),
                                 StaticMotion(x, y, th)))
             next_id += 1
-        u += BARRIER_LENGTH + rng.uniform(0.1, 0.4)
+        u += _BARRIER_LENGTH + rng.uniform(0.1, 0.4)

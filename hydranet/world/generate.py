@@ -27,9 +27,18 @@ from typing import Any
 import torch
 
 import hydranet
-from hydranet.data.codec import IMAGE_FORMATS, CodecError, encode_sample
-from hydranet.data.manifest import MANIFEST_NAME, ShardError, ShardManifest, ShardManifestError, read_manifest
-from hydranet.data.shards import ShardWriter, sample_key
+from hydranet.data import (
+    IMAGE_FORMATS,
+    MANIFEST_NAME,
+    CodecError,
+    ShardError,
+    ShardManifest,
+    ShardManifestError,
+    ShardWriter,
+    encode_sample,
+    read_manifest,
+    sample_key,
+)
 from hydranet.world.config import WorldConfig
 from hydranet.world.dataset import GENERATOR_VERSION, SyntheticWorld
 
@@ -44,7 +53,7 @@ class GenerateResult:
     root: Path
 
 
-def source_record(world_config: Any, frames: int, shard_size: int, image_format: str = "npz") -> dict[str, Any]:
+def _source_record(world_config: Any, frames: int, shard_size: int, image_format: str = "npz") -> dict[str, Any]:
     """What the manifest's ``source`` says for a synthetic dataset; equal records = same bytes."""
     return {"kind": "synthetic", "world_generator": GENERATOR_VERSION, "frames": frames, "shard_size": shard_size,
             "image_format": image_format, "world_config": world_config.model_dump(mode="json")}
@@ -94,7 +103,7 @@ def resolve(world_config: Any, frames: int | None, shard_size: int,
         raise ValueError(f"frames must be >= 1, got {frames}")
     if frames > world_config.num_scenes * per_scene:
         world_config = world_config.model_copy(update={"num_scenes": math.ceil(frames / per_scene)})
-    return world_config, frames, source_record(world_config, frames, shard_size, image_format)
+    return world_config, frames, _source_record(world_config, frames, shard_size, image_format)
 
 
 def generate(out: str | os.PathLike, world_config: Any, frames: int | None = None, shard_size: int = 256,

@@ -14,32 +14,33 @@ import math
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import BEV_CLASSES, LIGHT_STATES, OBJECT_CLASSES
+from hydranet.data import BEV_CLASSES, LIGHT_STATES
 from hydranet.geometry import BevGrid, wrap_angle
+from hydranet.setup import OBJECT_CLASSES
 from hydranet.world.extras import EXTRA_KINDS
 from hydranet.world.render import RenderOutput
 from hydranet.world.roads import ROAD, SIDEWALK_SURF
 from hydranet.world.scene import Frame
 
-LINE_POINTS = 32
+_LINE_POINTS = 32
 LINE_BEHIND, LINE_AHEAD = 25.0, 75.0  # metres of lane line around the ego
 # Every kind of agent the world renders; label functions number classes in this order, ``in_vocabulary``
 # renumbers them into a setup's vocabulary.
-WORLD_KINDS: tuple[str, ...] = OBJECT_CLASSES + EXTRA_KINDS
-ALIASES: dict[str, str] = {"cone": "traffic_cone"}  # world kind -> its name in nuScenes' vocabulary
-_CLS = {name: i for i, name in enumerate(WORLD_KINDS)}
+_WORLD_KINDS: tuple[str, ...] = OBJECT_CLASSES + EXTRA_KINDS
+_ALIASES: dict[str, str] = {"cone": "traffic_cone"}  # world kind -> its name in nuScenes' vocabulary
+_CLS = {name: i for i, name in enumerate(_WORLD_KINDS)}
 _BEV = {name: i for i, name in enumerate(BEV_CLASSES)}
 # BEV channel of each kind's footprint (barriers and lights have none).
-BEV_GROUPS = {"vehicle": ("car", "truck", "bus", "bicycle", "motorcycle"), "pedestrian": ("pedestrian",),
+_BEV_GROUPS = {"vehicle": ("car", "truck", "bus", "bicycle", "motorcycle"), "pedestrian": ("pedestrian",),
               "cone": ("cone",)}
 
 
 def in_vocabulary(label: dict[str, Tensor], vocabulary: tuple[str, ...]) -> dict[str, Tensor]:
-    """A ``detection2d``/``objects3d`` label whose ``classes`` index ``WORLD_KINDS`` with classes renumbered
-    into ``vocabulary`` (a kind by its name, or by ``ALIASES``); objects of a kind the vocabulary lacks are
+    """A ``detection2d``/``objects3d`` label whose ``classes`` index ``_WORLD_KINDS`` with classes renumbered
+    into ``vocabulary`` (a kind by its name, or by ``_ALIASES``); objects of a kind the vocabulary lacks are
     left out. The label itself is returned when nothing changes (the world's own vocabulary)."""
-    to = [vocabulary.index(k) if k in vocabulary else vocabulary.index(ALIASES[k])
-          if ALIASES.get(k) in vocabulary else -1 for k in WORLD_KINDS]
+    to = [vocabulary.index(k) if k in vocabulary else vocabulary.index(_ALIASES[k])
+          if _ALIASES.get(k) in vocabulary else -1 for k in _WORLD_KINDS]
     if to[:len(vocabulary)] == list(range(len(vocabulary))) and len(vocabulary) == len(OBJECT_CLASSES) and \
             not any(int(c) >= len(OBJECT_CLASSES) for c in label["classes"].tolist()):
         return label  # the world's five in their own order: every id stays
@@ -105,7 +106,7 @@ def traffic_lights(frame: Frame, det: dict[str, Tensor], cam_xy: Tensor) -> dict
             "lane": torch.tensor(lanes, dtype=torch.int64), "track_id": tracks}
 
 
-def to_ego(frame: Frame, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def _to_ego(frame: Frame, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """World-frame ground points (x, y) in metres to the frame's ego frame (x forward, y left)."""
     ex, ey, eyaw = frame.ego
     c, s = math.cos(eyaw), math.sin(eyaw)
@@ -122,7 +123,7 @@ def objects3d(frame: Frame, det: dict[str, Tensor] | None = None) -> dict[str, T
     c, s = math.cos(eyaw), math.sin(eyaw)
     rows, vel, cls, tid = [], [], [], []
     for a, (x, y, yaw) in frame.agents:
-        xe, ye = to_ego(frame, torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
+        xe, ye = _to_ego(frame, torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
         vx, vy = a.velocity(frame.t)
         rows.append([float(xe), float(ye), a.z, *a.size, float(wrap_angle(torch.tensor(yaw - eyaw)))])
         vel.append([c * vx + s * vy, -s * vx + c * vy])
@@ -140,25 +141,25 @@ def objects3d(frame: Frame, det: dict[str, Tensor] | None = None) -> dict[str, T
 
 
 def lane_lines(frame: Frame) -> dict[str, Tensor]:
-    """Main-road lines around the ego as ego-frame polylines of ``LINE_POINTS`` points."""
+    """Main-road lines around the ego as ego-frame polylines of ``_LINE_POINTS`` points."""
     layout = frame.scene.layout
     u_ego = frame.scene.ego.s_at(frame.t)
     pts, kinds = [], []
     for lo, hi in layout.line_spans(u_ego - LINE_BEHIND, u_ego + LINE_AHEAD):
-        u = torch.linspace(lo, hi, LINE_POINTS, dtype=torch.float64)
+        u = torch.linspace(lo, hi, _LINE_POINTS, dtype=torch.float64)
         for d, kind in layout.lines():
             x, y, _ = layout.pose(u, torch.full_like(u, d))
-            xe, ye = to_ego(frame, x, y)
+            xe, ye = _to_ego(frame, x, y)
             pts.append(torch.stack([xe, ye, torch.zeros_like(xe)], -1))
             kinds.append(kind)
-    points = torch.stack(pts).float() if pts else torch.zeros(0, LINE_POINTS, 3)
+    points = torch.stack(pts).float() if pts else torch.zeros(0, _LINE_POINTS, 3)
     return {"points": points, "kind": torch.tensor(kinds, dtype=torch.int64)}
 
 
 def bev_semantic(frame: Frame, objects: dict[str, Tensor], grid: BevGrid) -> Tensor:
     """Multi-label ``[len(BEV_CLASSES), R, C]`` uint8 map, rasterised analytically at cell centres.
-    Objects (``objects3d`` with ``classes`` indexing ``WORLD_KINDS``, before ``in_vocabulary``) mark their
-    footprint in the channel of ``BEV_GROUPS`` and the cell holding their centre, so small ones never vanish."""
+    Objects (``objects3d`` with ``classes`` indexing ``_WORLD_KINDS``, before ``in_vocabulary``) mark their
+    footprint in the channel of ``_BEV_GROUPS`` and the cell holding their centre, so small ones never vanish."""
     centres = grid.cell_centres(torch.float64)  # [R, C, 2] ego
     ex, ey, eyaw = frame.ego
     c, s = math.cos(eyaw), math.sin(eyaw)
@@ -171,8 +172,8 @@ def bev_semantic(frame: Frame, objects: dict[str, Tensor], grid: BevGrid) -> Ten
     out[_BEV["lane_marking"]] = ((paint < grid.cell / 2) & (g["surface"] == ROAD)).to(torch.uint8)
     out[_BEV["sidewalk"]] = (g["surface"] == SIDEWALK_SURF).to(torch.uint8)
     boxes = objects["boxes"].double()
-    for bev_name, kinds in BEV_GROUPS.items():
-        ids = [WORLD_KINDS.index(k) for k in kinds]
+    for bev_name, kinds in _BEV_GROUPS.items():
+        ids = [_WORLD_KINDS.index(k) for k in kinds]
         sel = torch.isin(objects["classes"], torch.tensor(ids))
         for bx, by, _, bl, bw, _, byaw in boxes[sel].tolist():
             cb, sb = math.cos(byaw), math.sin(byaw)
@@ -190,6 +191,6 @@ def ego_path(frame: Frame, steps: int, rate_hz: float) -> Tensor:
     rows = []
     for k in range(1, steps + 1):
         x, y, yaw = frame.scene.ego_pose(frame.t + k / rate_hz)
-        xe, ye = to_ego(frame, torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
+        xe, ye = _to_ego(frame, torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
         rows.append([float(xe), float(ye), float(wrap_angle(torch.tensor(yaw - frame.ego[2])))])
     return torch.tensor(rows, dtype=torch.float32)

@@ -31,7 +31,7 @@ _PAINTS = [(0.92, 0.92, 0.92), (0.70, 0.71, 0.73), (0.40, 0.41, 0.43), (0.08, 0.
 _CLOTHES = [(0.15, 0.2, 0.45), (0.5, 0.1, 0.1), (0.1, 0.1, 0.1), (0.85, 0.85, 0.8), (0.25, 0.45, 0.25),
             (0.6, 0.5, 0.35), (0.9, 0.7, 0.1), (0.35, 0.35, 0.38)]
 _SKIN = [(0.87, 0.70, 0.58), (0.65, 0.46, 0.34), (0.42, 0.29, 0.20), (0.95, 0.80, 0.68)]
-QUEUE_PITCH = 6.8  # queued car spacing (car length <= 4.8 m + 2 m)
+_QUEUE_PITCH = 6.8  # queued car spacing (car length <= 4.8 m + 2 m)
 EGO_REAR, EGO_FRONT_OFFSET = 0.9, 3.8  # ego extent behind / ahead of its origin (rear axle)
 
 
@@ -132,7 +132,7 @@ class _Traffic:
                 motion = RoadMotion(self.layout, on_cross, d, direction, centre - direction * travel, v,
                                     self.t_brake, a)
             self._add(kind, dims, motion)
-            front -= direction * QUEUE_PITCH
+            front -= direction * _QUEUE_PITCH
 
     def busy(self, p: float) -> int:
         """How many vehicles (0..3) a lane's queue or braking group gets, each present with probability ``p``."""
@@ -148,7 +148,7 @@ class _Traffic:
             m = RoadMotion(self.layout, False, d, 1, u - dims[0] / 2, ego.v, ego.t_brake, ego.decel, ego.t_go,
                            ego.accel)
             self._add(kind, dims, m)
-            u -= QUEUE_PITCH if count is not None else dims[0] + max(7.0, self.rng.expovariate(1.0 / self.mean_gap))
+            u -= _QUEUE_PITCH if count is not None else dims[0] + max(7.0, self.rng.expovariate(1.0 / self.mean_gap))
             k += 1
 
     def main_road_lane(self, lane: int, is_ego_lane: bool, queue: int) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from hydranet.geometry import box_corners
 
-NEAR = 0.05
+_NEAR = 0.05
 
 
 @dataclass
@@ -40,7 +40,7 @@ class BoxHits:
 _EDGES = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
 
 
-def screen_rects(boxes: Tensor, R_cw: Tensor, o: Tensor, K: Tensor, h: int, w: int) -> Tensor:
+def _screen_rects(boxes: Tensor, R_cw: Tensor, o: Tensor, K: Tensor, h: int, w: int) -> Tensor:
     """Conservative pixel rectangles ``[N, P, 4]`` (c0, r0, c1, r1; exclusive ends) of each box in
     each camera; all zeros where the box is not visible. Boxes crossing the camera plane are clipped
     at the near plane first (their silhouette is the hull of the front corners and the edge/plane
@@ -50,12 +50,12 @@ def screen_rects(boxes: Tensor, R_cw: Tensor, o: Tensor, K: Tensor, h: int, w: i
     pc = torch.einsum("npkj,nji->npki", corners[None] - o[:, None, None, :], R_cw)
     a, b = pc[..., _EDGES[:, 0], :], pc[..., _EDGES[:, 1], :]
     za, zb = a[..., 2], b[..., 2]
-    crosses = (za < NEAR) != (zb < NEAR)
-    frac = ((NEAR - za) / torch.where(crosses, zb - za, torch.ones_like(za))).clamp(0, 1)
+    crosses = (za < _NEAR) != (zb < _NEAR)
+    frac = ((_NEAR - za) / torch.where(crosses, zb - za, torch.ones_like(za))).clamp(0, 1)
     clipped = a + frac[..., None] * (b - a)
     pts = torch.cat([pc, clipped], 2)  # [N, P, 20, 3]
-    ok = torch.cat([pc[..., 2] >= NEAR, crosses], 2)
-    zs = pts[..., 2].clamp(min=NEAR)
+    ok = torch.cat([pc[..., 2] >= _NEAR, crosses], 2)
+    zs = pts[..., 2].clamp(min=_NEAR)
     u = K[:, None, None, 0, 0] * pts[..., 0] / zs + K[:, None, None, 0, 2]
     v = K[:, None, None, 1, 1] * pts[..., 1] / zs + K[:, None, None, 1, 2]
     inf = torch.tensor(float("inf"))
@@ -81,7 +81,7 @@ def cast_boxes(boxes: Tensor, origins: Tensor, dirs: Tensor, R_cw: Tensor, K: Te
     if boxes.shape[0] == 0:
         return BoxHits(torch.full((total_pix,), float("inf")), torch.full((total_pix,), -1, dtype=torch.long),
                        empty, torch.zeros(0, 3), empty, empty, empty, empty)
-    rect = screen_rects(boxes, R_cw, origins, K, h, w)  # [N, P, 4]
+    rect = _screen_rects(boxes, R_cw, origins, K, h, w)  # [N, P, 4]
     widths = rect[..., 2] - rect[..., 0]
     area = (widths * (rect[..., 3] - rect[..., 1])).reshape(-1)
     rid = (area > 0).nonzero().squeeze(1)
@@ -121,7 +121,7 @@ def cast_boxes(boxes: Tensor, origins: Tensor, dirs: Tensor, R_cw: Tensor, K: Te
     tmin = torch.stack(tmins, 1)
     tnear, axis = tmin.max(1)
     tfar = torch.minimum(torch.minimum(tmaxs[0], tmaxs[1]), tmaxs[2])
-    hit = (tfar >= tnear) & (tnear > NEAR)
+    hit = (tfar >= tnear) & (tnear > _NEAR)
     hi = hit.nonzero().squeeze(1)
     th, ph, qh = tnear.index_select(0, hi), pix.index_select(0, hi), primq.index_select(0, hi)
 

@@ -27,8 +27,8 @@ from hydranet.world.scene import Frame
 from hydranet.world.shade import LIGHTING, ground_albedo, prim_albedo, sky
 from hydranet.world.shadows import lamp_lookup, shadow_lookup
 
-LAMP_RGB = torch.tensor([1.0, 0.85, 0.6])
-FOG_COLOUR = {"day": (0.74, 0.77, 0.80), "dusk": (0.62, 0.48, 0.44), "night": (0.05, 0.05, 0.07)}
+_LAMP_RGB = torch.tensor([1.0, 0.85, 0.6])
+_FOG_COLOUR = {"day": (0.74, 0.77, 0.80), "dusk": (0.62, 0.48, 0.44), "night": (0.05, 0.05, 0.07)}
 
 
 @dataclass
@@ -175,7 +175,7 @@ def _lit_colour(frame: Frame, ground: _Surface, box: _Surface, emit_b: Tensor, t
     ``keep [P, 1]`` of those pixels (ground first), which dims the glare of emissive prims."""
     scene = frame.scene
     amb, sun_rgb, _, _, haze = LIGHTING[scene.lighting]
-    fog_col = torch.tensor(FOG_COLOUR[scene.lighting])
+    fog_col = torch.tensor(_FOG_COLOUR[scene.lighting])
     idx = torch.cat([ground.idx, box.idx])
     pts = torch.cat([ground.points, box.points])
     nrm = torch.cat([ground.normals, box.normals])
@@ -188,7 +188,7 @@ def _lit_colour(frame: Frame, ground: _Surface, box: _Surface, emit_b: Tensor, t
         light = light + torch.tensor(sun_rgb) * direct[:, None]
     if night > 0:
         lamp = lamp_lookup(frame, pts[:, 0], pts[:, 1]) * nrm[:, 2].clamp(min=0.5)
-        light = light + night * _headlights(pts, nrm, *frame.ego) + night * lamp[:, None] * LAMP_RGB
+        light = light + night * _headlights(pts, nrm, *frame.ego) + night * lamp[:, None] * _LAMP_RGB
     emit = torch.cat([torch.zeros(ground.idx.numel(), 3), emit_b])
     dist = t.index_select(0, idx) * torch.cat([ground.dirs, box.dirs]).norm(dim=1)
     keep = torch.exp(-(scene.fog + haze) * dist)[:, None]
@@ -204,7 +204,7 @@ def _sky_and_sensor(frame: Frame, colour: Tensor, dirs: Tensor, si: Tensor, bi: 
     uint8 images ``[N, 3, H, W]``."""
     scene = frame.scene
     n, h, w = shape
-    fog_col = torch.tensor(FOG_COLOUR[scene.lighting])
+    fog_col = torch.tensor(_FOG_COLOUR[scene.lighting])
     sky_col = sky(dirs.index_select(0, si), scene.lighting, scene.sun, scene.distant_lights)
     if scene.fog > 0:
         sky_col = torch.lerp(sky_col, fog_col.expand_as(sky_col), min(1.0, scene.fog / 0.012) * 0.95)

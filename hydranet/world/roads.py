@@ -23,13 +23,13 @@ from torch import Tensor
 LANE_WIDTH = 3.5
 SIDEWALK = 3.0
 CURB = 0.25  # width of the curb strip just outside the road edge (the "road edge" lane label)
-LINE_W = 0.15  # white line width
-CENTRE_GAP = 0.15  # double yellow centre lines sit at +-CENTRE_GAP
+_LINE_W = 0.15  # white line width
+_CENTRE_GAP = 0.15  # double yellow centre lines sit at +-CENTRE_GAP
 DASH, PERIOD = 3.0, 9.0  # dashed lines: 3 m paint every 9 m
-EDGE_INSET = 0.3  # solid edge line distance inside the road edge
+_EDGE_INSET = 0.3  # solid edge line distance inside the road edge
 STOP_W = 0.5  # stop-line width
 STOP_SETBACK = 4.0  # stop line distance before the crossing road's edge
-CROSSWALK = (0.6, 3.4)  # crosswalk band: metres before the crossing road's edge (start, end)
+_CROSSWALK = (0.6, 3.4)  # crosswalk band: metres before the crossing road's edge (start, end)
 
 # Surface ids (before semantic mapping)
 ROAD, SIDEWALK_SURF, TERRAIN = 0, 1, 2
@@ -127,12 +127,12 @@ class RoadLayout:
         curb = ~road & (((ad - hw < CURB) & ~in_band) | ((ad2 - hw2 < CURB) & (ad >= hw)))
 
         # Main road lines (suppressed inside the crossing band).
-        centre = (ad - CENTRE_GAP).abs() - LINE_W * 0.4
-        edge = (ad - (hw - EDGE_INSET)).abs() - LINE_W * 0.5
+        centre = (ad - _CENTRE_GAP).abs() - _LINE_W * 0.4
+        edge = (ad - (hw - _EDGE_INSET)).abs() - _LINE_W * 0.5
         solid = torch.minimum(centre, edge)
         if n >= 2:
             k = torch.clamp(torch.round(ad / LANE_WIDTH), 1, n - 1)
-            lat = (ad - k * LANE_WIDTH).abs() - LINE_W * 0.5
+            lat = (ad - k * LANE_WIDTH).abs() - _LINE_W * 0.5
             along = (torch.remainder(u, PERIOD) - DASH * 0.5).abs() - DASH * 0.5
             dashed = torch.maximum(lat, along)
         else:
@@ -144,11 +144,11 @@ class RoadLayout:
         other = big
         if self.cross_u is not None:
             # Crossing road: double yellow centre, dashed dividers, outside the main road box.
-            c2 = (ad2 - CENTRE_GAP).abs() - LINE_W * 0.4
+            c2 = (ad2 - _CENTRE_GAP).abs() - _LINE_W * 0.4
             outside_cross = ~on_cross | (ad < hw + STOP_SETBACK - STOP_W * 0.5)
             if self.cross_lanes >= 2:
                 k2 = torch.clamp(torch.round(ad2 / LANE_WIDTH), 1, self.cross_lanes - 1)
-                lat2 = (ad2 - k2 * LANE_WIDTH).abs() - LINE_W * 0.5
+                lat2 = (ad2 - k2 * LANE_WIDTH).abs() - _LINE_W * 0.5
                 along2 = (torch.remainder(y, PERIOD) - DASH * 0.5).abs() - DASH * 0.5
                 dashed = torch.where(outside_cross, dashed, torch.maximum(lat2, along2))
             solid = torch.where(outside_cross, solid, c2)
@@ -159,11 +159,11 @@ class RoadLayout:
             stop = torch.maximum((dist_edge - STOP_SETBACK).abs() - STOP_W * 0.5,
                                  torch.maximum(side, -side - hw))
             zebra = (torch.remainder(d, 1.2) - 0.6).abs() - 0.3
-            band = (dist_edge - 0.5 * (CROSSWALK[0] + CROSSWALK[1])).abs() - 0.5 * (CROSSWALK[1] - CROSSWALK[0])
+            band = (dist_edge - 0.5 * (_CROSSWALK[0] + _CROSSWALK[1])).abs() - 0.5 * (_CROSSWALK[1] - _CROSSWALK[0])
             walk = torch.maximum(torch.maximum(band, zebra), ad - hw + 0.3)
             dist_edge2 = ad - hw
             zebra2 = (torch.remainder(d2, 1.2) - 0.6).abs() - 0.3
-            band2 = (dist_edge2 - 0.5 * (CROSSWALK[0] + CROSSWALK[1])).abs() - 0.5 * (CROSSWALK[1] - CROSSWALK[0])
+            band2 = (dist_edge2 - 0.5 * (_CROSSWALK[0] + _CROSSWALK[1])).abs() - 0.5 * (_CROSSWALK[1] - _CROSSWALK[0])
             walk2 = torch.maximum(torch.maximum(band2, zebra2), ad2 - hw2 + 0.3)
             side2 = torch.where(d < 0, d2, -d2)  # < 0: crossing-road lanes approaching the main road
             stop2 = torch.maximum((dist_edge2 - STOP_SETBACK).abs() - STOP_W * 0.5,
@@ -178,7 +178,7 @@ class RoadLayout:
     def lines(self) -> list[tuple[float, int]]:
         """(lateral offset, kind) of every lane line of the main road; kind as ``LANE_KINDS``."""
         hw = self.half_width
-        out = [(0.0, 2), (hw - EDGE_INSET, 2), (-(hw - EDGE_INSET), 2), (hw, 3), (-hw, 3)]
+        out = [(0.0, 2), (hw - _EDGE_INSET, 2), (-(hw - _EDGE_INSET), 2), (hw, 3), (-hw, 3)]
         for k in range(1, self.lanes):
             out += [(k * LANE_WIDTH, 1), (-k * LANE_WIDTH, 1)]
         return out

@@ -35,7 +35,7 @@ from hydranet.world.roads import CURB, LANE_WIDTH, SIDEWALK, STOP_SETBACK, STOP_
 
 EGO_SIZE = (4.7, 1.9, 1.5)  # l, w, h
 EGO_CENTRE = 1.45  # box centre ahead of the rear axle (the ego origin)
-EGO_FRONT = EGO_CENTRE + EGO_SIZE[0] / 2
+_EGO_FRONT = EGO_CENTRE + EGO_SIZE[0] / 2
 
 
 @dataclass
@@ -135,7 +135,7 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
         hw2 = cross_lanes * LANE_WIDTH
         mode = rng.choices(list(cfg.signal_weights), list(cfg.signal_weights.values()))[0]
         if mode == "go":
-            cross_u = rng.uniform(12.0, 60.0) + hw2 + STOP_SETBACK + EGO_FRONT
+            cross_u = rng.uniform(12.0, 60.0) + hw2 + STOP_SETBACK + _EGO_FRONT
         else:
             queue = rng.randint(0, 2) if mode != "yellow" else 0
             decel = rng.uniform(1.2, 3.0)
@@ -145,7 +145,7 @@ def generate_scene(cfg: WorldConfig, index: int) -> Scene:
             cruise = v * t_brake if mode == "yellow" else 0.0
             stop_at = cruise + (v * v / (2 * decel) if v > 0 else 0.0)  # ego origin's resting u
             gap = queue * 6.8 + 1.2
-            cross_u = stop_at + EGO_FRONT + gap + STOP_W / 2 + STOP_SETBACK + hw2
+            cross_u = stop_at + _EGO_FRONT + gap + STOP_W / 2 + STOP_SETBACK + hw2
         if rng.random() < 0.4:
             curve_start = cross_u + hw2 + rng.uniform(30.0, 60.0)
             curvature = rng.choice([-1.0, 1.0]) / rng.uniform(120.0, 350.0)

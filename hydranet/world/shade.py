@@ -27,30 +27,30 @@ LIGHTING = {
     "dusk": ((0.26, 0.22, 0.26), (0.75, 0.42, 0.22), (0.20, 0.20, 0.40), (0.95, 0.55, 0.32), 0.0018),
     "night": ((0.035, 0.038, 0.055), (0.0, 0.0, 0.0), (0.005, 0.007, 0.02), (0.04, 0.045, 0.07), 0.0012),
 }
-LAMP_COLOURS = torch.tensor([[1.0, 0.12, 0.08], [1.0, 0.72, 0.05], [0.15, 1.0, 0.45]])
+_LAMP_COLOURS = torch.tensor([[1.0, 0.12, 0.08], [1.0, 0.72, 0.05], [0.15, 1.0, 0.45]])
 
 
-def hash2(x: Tensor, y: Tensor) -> Tensor:
+def _hash2(x: Tensor, y: Tensor) -> Tensor:
     """Pseudo-random value in [0, 1) per integer lattice point (the classic sine hash)."""
     h = torch.sin(x * 12.9898 + y * 78.233) * 43758.5453
     return h - torch.floor(h)
 
 
-def value_noise(x: Tensor, y: Tensor) -> Tensor:
+def _value_noise(x: Tensor, y: Tensor) -> Tensor:
     """Smooth value noise in [0, 1) with unit lattice spacing."""
     ix, iy = torch.floor(x), torch.floor(y)
     fx, fy = x - ix, y - iy
     fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
-    a, b = hash2(ix, iy), hash2(ix + 1, iy)
-    c, d = hash2(ix, iy + 1), hash2(ix + 1, iy + 1)
+    a, b = _hash2(ix, iy), _hash2(ix + 1, iy)
+    c, d = _hash2(ix, iy + 1), _hash2(ix + 1, iy + 1)
     return torch.lerp(torch.lerp(a, b, fx), torch.lerp(c, d, fx), fy)
 
 
 def ground_albedo(surface: Tensor, curb: Tensor, paint: Tensor, yellow: Tensor, x: Tensor, y: Tensor,
                   u: Tensor, d: Tensor) -> Tensor:
     """Albedo ``[G, 3]`` of ground points: asphalt, paint, concrete sidewalk, grass."""
-    fine = value_noise(x * 4.0, y * 4.0)
-    coarse = value_noise(x * 0.25 + 17.0, y * 0.25 - 5.0)
+    fine = _value_noise(x * 4.0, y * 4.0)
+    coarse = _value_noise(x * 0.25 + 17.0, y * 0.25 - 5.0)
     asphalt = (0.25 + 0.05 * fine + 0.06 * coarse)[:, None] * torch.tensor([1.0, 1.0, 1.04])
     white = torch.tensor([0.86, 0.86, 0.84])
     yel = torch.tensor([0.88, 0.68, 0.16])
@@ -102,7 +102,7 @@ def prim_albedo(material: Tensor, colour: Tensor, extra: Tensor, local: Tensor, 
         x, y, z, ax, hx_, hy_, hz_ = (take(t) for t in (lx, ly, lz, axis, hx, hy, hz))
         pillar = ((ax == 1) & ((x.abs() > hx_ - 0.14) | (z < -hz_ + 0.05))) | ((ax == 0) & (y.abs() > hy_ - 0.1))
         glass = (ax != 2) & ~pillar
-        glass_col = torch.tensor([0.07, 0.09, 0.12]) + 0.35 * sky_gradient(take(refl), lighting)
+        glass_col = torch.tensor([0.07, 0.09, 0.12]) + 0.35 * _sky_gradient(take(refl), lighting)
         albedo.index_copy_(0, i, torch.where(glass[:, None], glass_col, take(colour)))
 
     # Buildings: facade texture, a window grid on walls (some lit at night), dark flat roofs.
@@ -115,9 +115,9 @@ def prim_albedo(material: Tensor, colour: Tensor, extra: Tensor, local: Tensor, 
         cell_a, cell_z = torch.floor(along / 3.0), torch.floor(zg / 3.2)
         fa, fz = along / 3.0 - cell_a, zg / 3.2 - cell_z
         window = side & (fa > 0.22) & (fa < 0.78) & (fz > 0.3) & (fz < 0.82) & (zg > 1.2) & (z < hz_ - 0.6)
-        lit = window & (hash2(cell_a + ids * 13.0 + ax * 5.0, cell_z + sg * 3.0) < 0.35)
-        a = take(colour) * (0.9 + 0.16 * value_noise(along * 1.5 + ids * 7.0, zg * 1.5))[:, None]
-        glass = torch.tensor([0.10, 0.12, 0.15]) + 0.4 * sky_gradient(take(refl), lighting)
+        lit = window & (_hash2(cell_a + ids * 13.0 + ax * 5.0, cell_z + sg * 3.0) < 0.35)
+        a = take(colour) * (0.9 + 0.16 * _value_noise(along * 1.5 + ids * 7.0, zg * 1.5))[:, None]
+        glass = torch.tensor([0.10, 0.12, 0.15]) + 0.4 * _sky_gradient(take(refl), lighting)
         a = torch.where(window[:, None], glass, a)
         a = torch.where((~side)[:, None], a * 0.55, a)
         albedo.index_copy_(0, i, a)
@@ -135,7 +135,7 @@ def prim_albedo(material: Tensor, colour: Tensor, extra: Tensor, local: Tensor, 
         slot = torch.round(-z / 0.31).clamp(-1, 1) + 1  # 0 top (red) .. 2 bottom (green)
         lens = (y ** 2 + (z + (slot - 1) * 0.31) ** 2) < 0.12 ** 2
         on = lens & (slot.long() == st)
-        lamp_col = LAMP_COLOURS[slot.long()]
+        lamp_col = _LAMP_COLOURS[slot.long()]
         albedo.index_copy_(0, i, torch.where(lens[:, None], lamp_col * 0.15, take(colour)))
         emit.index_copy_(0, i, on[:, None].float() * lamp_col * 2.2)
 
@@ -145,7 +145,7 @@ def prim_albedo(material: Tensor, colour: Tensor, extra: Tensor, local: Tensor, 
     return albedo, emit
 
 
-def sky_gradient(dirs: Tensor, lighting: str) -> Tensor:
+def _sky_gradient(dirs: Tensor, lighting: str) -> Tensor:
     """Cheap sky colour (no sun, clouds or stars) for reflections in glass."""
     _, _, zen, hor, _ = LIGHTING[lighting]
     e = (dirs[:, 2] / dirs.norm(dim=1)).clamp(min=0.0)
@@ -166,18 +166,18 @@ def sky(dirs: Tensor, lighting: str, sun: tuple[float, float, float], distant_li
         col = col + torch.tensor([1.0, 0.9, 0.7]) * glare[:, None]
         # Clouds: noise on the sky dome projected to a plane.
         pz = e.clamp(min=0.05)
-        cloud = value_noise(n[:, 0] / pz * 2.0, n[:, 1] / pz * 2.0) * value_noise(n[:, 0] / pz * 0.7 + 3.0,
+        cloud = _value_noise(n[:, 0] / pz * 2.0, n[:, 1] / pz * 2.0) * _value_noise(n[:, 0] / pz * 0.7 + 3.0,
                                                                                  n[:, 1] / pz * 0.7)
         cloud = ((cloud - 0.25) * 2.0).clamp(0, 1) * ((e - 0.03) / 0.12).clamp(0, 1)  # none at the horizon
         white = torch.tensor([0.95, 0.95, 0.97]) if lighting == "day" else torch.tensor([0.9, 0.6, 0.5])
         col = torch.lerp(col, white.expand_as(col), (cloud * 0.7)[:, None])
     else:
         az = torch.atan2(n[:, 1], n[:, 0])
-        star = hash2(torch.floor(az * 400.0), torch.floor(e * 400.0)) > 0.996
+        star = _hash2(torch.floor(az * 400.0), torch.floor(e * 400.0)) > 0.996
         col = col + (star & (e > 0.1)).float()[:, None] * 0.5
         if distant_lights:
             cell = torch.floor(az * 180.0 / math.pi * 3.0)
-            h = hash2(cell, torch.floor(e * 900.0))
+            h = _hash2(cell, torch.floor(e * 900.0))
             city = (e < 0.025) & (h > 0.93)
             col = col + city.float()[:, None] * torch.tensor([1.0, 0.8, 0.5]) * (0.4 + h - 0.93)[:, None] * 4.0
     return col

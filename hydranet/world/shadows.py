@@ -14,8 +14,8 @@ from torch import Tensor
 
 from hydranet.world.scene import Frame
 
-CELL = 0.2  # metres
-EXTENT = 64.0  # half-size of the shadow grid around the ego
+_CELL = 0.2  # metres
+_EXTENT = 64.0  # half-size of the shadow grid around the ego
 
 
 def _rect_mask(xs: Tensor, ys: Tensor, cx: float, cy: float, yaw: float, hl: float, hw: float, soft: float) -> Tensor:
@@ -47,8 +47,8 @@ def _swept_rect(xs: Tensor, ys: Tensor, cx: float, cy: float, yaw: float, hl: fl
 def shadow_lookup(frame: Frame, sun: tuple[float, float, float], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """(ambient occlusion, sun shadow) in [0, 1] at world ground points ``x, y``."""
     ex, ey, _ = frame.ego
-    size = round(2 * EXTENT / CELL)
-    x0, y0 = ex - EXTENT, ey - EXTENT
+    size = round(2 * _EXTENT / _CELL)
+    x0, y0 = ex - _EXTENT, ey - _EXTENT
     ao = torch.zeros(size, size)
     sh = torch.zeros(size, size)
     sun_up = sun[2] > 0.02
@@ -62,18 +62,18 @@ def shadow_lookup(frame: Frame, sun: tuple[float, float, float], x: Tensor, y: T
         pad = soft + 0.5 * math.hypot(l, w)
         lo_x, hi_x = min(ax, ax + sx) - pad, max(ax, ax + sx) + pad
         lo_y, hi_y = min(ay, ay + sy) - pad, max(ay, ay + sy) + pad
-        i0, i1 = max(0, int((lo_x - x0) / CELL)), min(size, int((hi_x - x0) / CELL) + 1)
-        j0, j1 = max(0, int((lo_y - y0) / CELL)), min(size, int((hi_y - y0) / CELL) + 1)
+        i0, i1 = max(0, int((lo_x - x0) / _CELL)), min(size, int((hi_x - x0) / _CELL) + 1)
+        j0, j1 = max(0, int((lo_y - y0) / _CELL)), min(size, int((hi_y - y0) / _CELL) + 1)
         if i1 <= i0 or j1 <= j0:
             continue
-        xs = (x0 + (torch.arange(i0, i1, dtype=torch.float32) + 0.5) * CELL)[:, None]
-        ys = (y0 + (torch.arange(j0, j1, dtype=torch.float32) + 0.5) * CELL)[None, :]
+        xs = (x0 + (torch.arange(i0, i1, dtype=torch.float32) + 0.5) * _CELL)[:, None]
+        ys = (y0 + (torch.arange(j0, j1, dtype=torch.float32) + 0.5) * _CELL)[None, :]
         blob = _rect_mask(xs, ys, ax, ay, yaw, l / 2, w / 2, soft)
         ao[i0:i1, j0:j1] = torch.maximum(ao[i0:i1, j0:j1], blob)
         if sun_up:
             sh[i0:i1, j0:j1] = torch.maximum(sh[i0:i1, j0:j1], _swept_rect(xs, ys, ax, ay, yaw, l / 2, w / 2, sx, sy))
-    i = torch.floor((x - x0) / CELL).long()
-    j = torch.floor((y - y0) / CELL).long()
+    i = torch.floor((x - x0) / _CELL).long()
+    j = torch.floor((y - y0) / _CELL).long()
     inside = (i >= 0) & (i < size) & (j >= 0) & (j < size)
     flat = torch.where(inside, i * size + j, torch.zeros_like(i))
     keep = inside.float()
@@ -84,8 +84,8 @@ def lamp_lookup(frame: Frame, x: Tensor, y: Tensor, cell: float = 0.4) -> Tensor
     """Street-lamp irradiance on the ground at world ``x, y`` (inverse-square pools under each lamp),
     rasterised once per frame on a coarse grid and gathered, instead of per pixel per lamp."""
     ex, ey, _ = frame.ego
-    size = round(2 * EXTENT / cell)
-    x0, y0 = ex - EXTENT, ey - EXTENT
+    size = round(2 * _EXTENT / cell)
+    x0, y0 = ex - _EXTENT, ey - _EXTENT
     gx = (x0 + (torch.arange(size, dtype=torch.float32) + 0.5) * cell)[:, None]
     gy = (y0 + (torch.arange(size, dtype=torch.float32) + 0.5) * cell)[None, :]
     m = torch.zeros(size, size)

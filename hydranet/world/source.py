@@ -1,7 +1,7 @@
 """``world``: the synthetic world (``hydranet.world``) as a registered source, rendered on the fly.
 
-It lives in the world package (which sits right of ``hydranet.data``) and registers itself into
-``hydranet.data.sources`` when imported; ``hydranet.datasets`` imports it.
+It lives in the world package (which sits right of ``hydranet.data``) and joins the source registry through
+the ``hydranet.sources`` entry-point group (``pyproject.toml``), as a plug-in from any distribution would.
 
 Options: ``world`` (``WorldConfig`` fields, or a path to a world YAML; its ``setup`` is what is rendered)
 and ``frames`` (required: how many frames to render; enough whole scenes are generated to cover them).
@@ -14,10 +14,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from hydranet.data.labels import OBJECT_CLASSES
-from hydranet.data.sample import ALL_LABELS, Sample
-from hydranet.data.sources import Source, SourceOptions, register_source
-from hydranet.setup import Setup
+from hydranet.data import ALL_LABELS, Sample, Source, SourceOptions, register_source
+from hydranet.setup import OBJECT_CLASSES, Setup
 from hydranet.world.config import WorldConfig, load_world_config
 from hydranet.world.dataset import SyntheticWorld
 

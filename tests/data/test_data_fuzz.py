@@ -12,7 +12,8 @@ from data_testkit import make_sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hydranet.data.codec import CodecError, decode_sample, encode_sample
+from hydranet.data.array_codec import CodecError
+from hydranet.data.codec import decode_sample, encode_sample
 from hydranet.data.sample import collate
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
 from hydranet.geometry import BevGrid

@@ -123,11 +123,11 @@ def test_split_and_options(root):
         open_source({"kind": "nuscenes", "dataroot": str(root), "split": "mini_val"})
     with pytest.raises(SourceError, match="unknown split 'nope'"):
         open_source({"kind": "nuscenes", "dataroot": str(root), "split": "nope"})
-    with pytest.raises(SourceConfigError, match=r"nuscenes\.imagesize: unknown option"):
+    with pytest.raises(SourceConfigError, match=r"nuscenes\.imagesize: unknown field"):
         open_source({"kind": "nuscenes", "dataroot": str(root), "imagesize": 3}, "nuscenes")
     with pytest.raises(SourceConfigError, match=r"nuscenes\.class_map\.car: 'auto' is not a model class"):
         open_source({"kind": "nuscenes", "dataroot": str(root), "class_map": {"car": "auto"}}, "nuscenes")
-    with pytest.raises(SourceConfigError, match="unknown source kind 'nuscene'"):
+    with pytest.raises(SourceConfigError, match="unknown source 'nuscene'"):
         open_source({"kind": "nuscene"})
     small = open_source({"kind": "nuscenes", "dataroot": str(root), "image_size": [24, 40]})[0]
     assert small.images.shape[-2:] == (24, 40) and small.intrinsics[0, 0, 0] == pytest.approx(20.0)

@@ -122,7 +122,7 @@ def test_bad_calibration_names_the_entry(tmp_path):
         read_calib(path)
     with pytest.raises(SourceError, match="no image_2"):
         KittiObject(tmp_path / "nowhere")
-    with pytest.raises(SourceConfigError, match=r"imag_size: unknown option"):
+    with pytest.raises(SourceConfigError, match=r"imag_size: unknown field"):
         KittiObject(root, imag_size=[10, 10])
     with pytest.raises(SourceConfigError, match=r"kitti.class_map: \['Carr'\] are not classes of this dataset"):
         KittiObject(root, class_map={"Carr": "car"})

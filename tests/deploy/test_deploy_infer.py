@@ -14,6 +14,7 @@ from hydranet.cli import app
 from hydranet.deploy import DeployedModel
 from hydranet.deploy.heldout import heldout_batches
 from hydranet.deploy.infer import run_infer
+from hydranet.eval.loop import Evaluator
 
 
 @pytest.fixture
@@ -49,7 +50,8 @@ def assert_boxes_match(ort: dict, eager: dict, keys: tuple[str, ...], name: str)
 def test_graph_decode_equals_pytorch_decode(model, exported, no_model):
     dm = DeployedModel(exported, threads=1)
     batch = next(heldout_batches(dm.manifest, 2, 2))
-    got = dm.decode(dm(batch), batch)
+    prediction = Evaluator(dm, score=False).step(batch)
+    got = {name: prediction.decoded(name) for name in dm.tasks}
     with torch.no_grad():
         out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)
     for name, task in model.task_objects.items():

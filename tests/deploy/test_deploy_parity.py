@@ -38,9 +38,9 @@ def test_batched_graph_pads_and_matches_eager(model, tmp_path):
     assert m.inputs[0].shape[0] == 2
     dm = DeployedModel(tmp_path / "b2.onnx", threads=1)
     batch = next(heldout_batches(m, 3, 3))
-    got = dm(batch)
+    got, _ = dm.run(batch)
     with torch.no_grad():
-        ref = model.forward_batch(batch, tasks=["drivable", "objects3d"])
+        ref = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=["drivable", "objects3d"])
     for task, outs in ref.items():
         for key, value in outs.items():
             assert got[task][key].shape == value.shape
@@ -49,9 +49,10 @@ def test_batched_graph_pads_and_matches_eager(model, tmp_path):
 
 def test_deployed_model_rejects_wrong_inputs(exported):
     dm = DeployedModel(exported, threads=1)
-    images = torch.zeros(1, 8, 3, 32, 64, dtype=torch.uint8)
+    batch = next(heldout_batches(dm.manifest, 1, 1))
+    batch.images = batch.images[..., :32, :64].contiguous()
     with pytest.raises(ValueError, match="8 cameras of \\(64, 128\\)"):
-        dm.forward(images, torch.zeros(1, 8, 3, 3), torch.zeros(1, 8, 4, 4))
+        dm.run(batch)
     with pytest.raises(ValueError, match="'images' must be uint8"):
         dm.run_arrays(np.zeros((1, 8, 3, 64, 128), np.float32), np.zeros((1, 8, 3, 3), np.float32),
                       np.zeros((1, 8, 4, 4), np.float32))

@@ -8,6 +8,7 @@ import yaml
 from hydranet.data.sample import collate
 from hydranet.deploy.export import export_onnx
 from hydranet.deploy.verify import PARITY_TOLERANCE, parity
+from hydranet.eval.loop import Evaluator, Streamer
 from hydranet.model import ModelConfig, create_model
 from hydranet.world import SyntheticWorld, WorldConfig
 
@@ -60,7 +61,7 @@ def test_verify_streams_consecutive_frames_and_compares_the_state(temporal):
     diffs = parity(model, DeployedModel(path), frames=3)
     assert {s.name for s in manifest.state_outputs} <= set(diffs)
     assert max(diffs.values()) <= PARITY_TOLERANCE, diffs
-    assert model.stream_state is not None and bool(model.stream_state.queue_valid[:, 0].all())  # history was kept
+    assert not hasattr(model, "stream_state")  # the memory is the Streamer's, never the model's
 
 
 def test_ten_streamed_frames_onnx_equal_eager(temporal):
@@ -72,12 +73,16 @@ def test_ten_streamed_frames_onnx_equal_eager(temporal):
     diffs = parity(model, dm, batches=batches)  # 6 frames of scene 0, then 4 of scene 1 (a reset)
     assert max(diffs.values()) <= PARITY_TOLERANCE, diffs
     # The memory really is carried: frame 5 with history differs from frame 5 alone.
-    dm.reset_state()
+    stream = Streamer(dm)
     for i in range(5):
-        dm(collate([world[i]]))
-    with_history = dm(collate([world[5]]))["objects3d"]["heatmap"]
-    dm.reset_state()
-    alone = dm(collate([world[5]]))["objects3d"]["heatmap"]
+        stream(collate([world[i]]), ["objects3d"])
+    with_history = stream(collate([world[5]]), ["objects3d"])["objects3d"]["heatmap"]
+    stream.reset()
+    alone = stream(collate([world[5]]), ["objects3d"])["objects3d"]["heatmap"]
+    # A temporal graph has no single-frame path: the predictor loop streams it unless told otherwise (an error).
+    assert Evaluator(dm, score=False).streamer is not None
+    with pytest.raises(ValueError, match="runs only with its memory"):
+        Evaluator(dm, score=False, stream=False)
     assert (with_history - alone).abs().max() > 1e-3
     with pytest.raises(ValueError, match="ego motion and the state"):
         b = collate([world[0]])

@@ -19,6 +19,7 @@ from hydranet.engine.triggers import (
 )
 from hydranet.engine.triggers.base import TRIGGERS
 from hydranet.engine.triggers.projection import project_boxes3d
+from hydranet.eval.loop import Prediction
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +36,11 @@ class _Model:
 
 
 def ctx_with(batch, decoded=None, probs=None, outputs=None, meta=None, model=None):
-    ctx = BatchContext(batch, outputs or {}, model or _Model(), meta or [{} for _ in range(len(batch))])
-    ctx._decoded.update(decoded or {})
-    ctx._probs.update(probs or {})
-    return ctx
+    model = model or _Model()
+    prediction = Prediction(batch, outputs or {}, model.task_objects)
+    prediction._decoded.update(decoded or {})
+    prediction._probabilities.update(probs or {})
+    return BatchContext(prediction, model, meta or [{} for _ in range(len(batch))])
 
 
 def test_parse_specs_weights_and_options():

@@ -15,7 +15,8 @@ import yaml
 from engine_testkit import write_pipeline
 
 from hydranet.engine.pipeline import PipelineError, load_pipeline
-from hydranet.engine.vacation import STAGES, Vacation, read_current
+from hydranet.engine.records import STAGES, read_current
+from hydranet.engine.vacation import Vacation
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

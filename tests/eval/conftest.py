@@ -48,7 +48,7 @@ def train_tiny(steps: int = 30) -> torch.nn.Module:
     model.train()
     for step in range(steps):
         batch = collate([world[(2 * step + k) % len(world)] for k in range(2)])
-        out = model.forward_batch(batch)
+        out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)
         loss = sum(model.task_objects[n].loss(out[n], batch)["loss"] for n in TASKS)
         opt.zero_grad()
         loss.backward()

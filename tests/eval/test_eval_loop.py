@@ -30,7 +30,7 @@ def by_hand(model, world, batch_size):
     with torch.no_grad():
         for s in range(0, len(world), batch_size):
             batch = collate([world[i] for i in range(s, min(len(world), s + batch_size))])
-            out = model.eval().forward_batch(batch)
+            out = model.eval()(batch.images, batch.intrinsics, batch.T_ego_from_cam)
             for n, t in model.task_objects.items():
                 metrics[n].update(t.decode(out[n], batch), t.targets(batch))
     return {n: m.compute() for n, m in metrics.items()}
@@ -60,7 +60,7 @@ def test_a_forward_function_and_a_task_subset(model, world):
 
     def forward(batch, tasks):
         calls.append(list(tasks))
-        return model.forward_batch(batch, tasks=tasks)
+        return model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=tasks)
 
     got = evaluate(forward, dataset_batches(world, batch_size=3), {"depth": model.task_objects["depth"]})
     assert list(got) == ["depth"] and calls == [["depth"], ["depth"]]

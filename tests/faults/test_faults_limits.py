@@ -71,8 +71,7 @@ def test_the_image_limit_is_an_option(tmp_path, monkeypatch):
 
 def test_a_huge_image_inside_a_shard_is_refused_naming_the_sample(tmp_path, dataset):
     """A forged shard whose PNG member claims 20,000 x 20,000: ``ShardDataset`` refuses the sample."""
-    from hydranet.data.array_codec import decode_png
-    from hydranet.data.codec import CodecError
+    from hydranet.data.array_codec import CodecError, decode_png
 
     with pytest.raises(CodecError, match="exceeds the limit"):
         decode_png(png_header(20_000, 20_000), "RGB")

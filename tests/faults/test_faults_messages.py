@@ -16,7 +16,7 @@ from faults_kit import cli, error_line, train_config
 from pydantic import BaseModel, ValidationError
 
 from hydranet.cli.errors import describe, one_line
-from hydranet.engine.vacation import read_current
+from hydranet.engine.records import read_current
 
 
 def test_an_existing_dataset_names_the_overwrite_flag(tmp_path, dataset):

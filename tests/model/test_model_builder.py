@@ -62,11 +62,11 @@ def test_a_registered_non_regnet_trunk_builds_a_working_hydranet():
 
 
 def test_trunk_options_are_checked_by_the_trunk_and_name_the_field():
-    with pytest.raises(ValueError, match=r"trunk.widht: unknown option"):
+    with pytest.raises(ValueError, match=r"trunk.widht: unknown field"):
         config(name="plain_conv_test", widht=4)
     with pytest.raises(ValueError, match=r"trunk.widths: .*at least 4"):
         config(name="regnet_tiny", widths=[8, 16])
-    with pytest.raises(ValueError, match=r"unknown trunk 'nope'; registered: \[.*plain_conv_test"):
+    with pytest.raises(ValueError, match=r"unknown trunk 'nope'; registered trunks: \[.*plain_conv_test"):
         config(name="nope")
 
 

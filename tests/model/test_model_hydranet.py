@@ -64,7 +64,7 @@ def test_forward_from_cached_features_equals_forward(model):
         direct = model(images, K, T)
         feats = model.camera_features(images)
         assert all(f.shape[0] == 16 for f in feats.values())
-        cached = model.forward_from_features(feats, K, T)
+        cached = model.forward_features(feats, K, T)
     for task in direct:
         for key in direct[task]:
             assert torch.equal(direct[task][key], cached[task][key])
@@ -104,7 +104,7 @@ def test_gradients_reach_the_trunk_from_each_head_type():
         assert all(g is None for g in fusion_grads) == (task == CAM)
 
 
-def test_forward_batch_and_task_loss_on_a_collated_batch(model):
+def test_forward_and_task_loss_on_a_collated_batch(model):
     rig = default_rig((64, 128))
     samples = []
     for i in range(2):
@@ -112,7 +112,7 @@ def test_forward_batch_and_task_loss_on_a_collated_batch(model):
         samples.append(Sample(torch.randint(0, 256, (8, 3, 64, 128), dtype=torch.uint8), rig.intrinsics(),
                               rig.extrinsics(), torch.eye(4), 0.0, "scene", rig.names, i, labels))
     batch = collate(samples)
-    out = model.forward_batch(batch, tasks=[CAM])
+    out = model(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=[CAM])
     loss = model.task_objects[CAM].loss(out[CAM], batch)["loss"]
     assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
 

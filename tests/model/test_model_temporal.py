@@ -6,6 +6,7 @@ import torch
 from hydranet_model_testkit import BEV, rig_inputs, tiny_config
 
 from hydranet.data.sample import Sample, collate
+from hydranet.eval.loop import EagerPredictor, Streamer
 from hydranet.geometry import BevGrid, invert_transform, transform_points, yaw_transform
 from hydranet.model import create_model
 from hydranet.model.temporal import TemporalMemory, TemporalState, ego_velocity, rigid_inverse, warp_bev
@@ -128,37 +129,42 @@ def sequence(scene: str, frames: int, seed: int, speed: float = 1.0) -> list[Sam
 
 def test_history_changes_outputs_and_stream_resets_at_a_new_scene():
     m = temporal_model()
+    stream = Streamer(EagerPredictor(m))
     a = sequence("a", 3, 1)
     with torch.no_grad():
-        first = m.stream(collate([a[0]]), [BEV])[BEV]["logits"]
+        first = stream(collate([a[0]]), [BEV])[BEV]["logits"]
         assert torch.allclose(first, m(*(lambda b: (b.images, b.intrinsics, b.T_ego_from_cam))(collate([a[0]])),
                                        tasks=[BEV])[BEV]["logits"], atol=1e-6)  # no history = forward
-        m.stream(collate([a[1]]), [BEV])
-        with_history = m.stream(collate([a[2]]), [BEV])[BEV]["logits"]
-        m.reset_state()
-        alone = m.stream(collate([a[2]]), [BEV])[BEV]["logits"]
+        stream(collate([a[1]]), [BEV])
+        with_history = stream(collate([a[2]]), [BEV])[BEV]["logits"]
+        stream.reset()
+        alone = stream(collate([a[2]]), [BEV])[BEV]["logits"]
         assert not torch.allclose(with_history, alone, atol=1e-4)
         # A new scene in the same row resets that row: the first frame of scene "b" sees no history.
         b0 = sequence("b", 1, 2)[0]
-        m.reset_state()
-        fresh = m.stream(collate([b0]), [BEV])[BEV]["logits"]
-        m.reset_state()
-        m.stream(collate([a[0]]), [BEV])
-        after_a = m.stream(collate([b0]), [BEV])[BEV]["logits"]
-    assert torch.allclose(fresh, after_a, atol=1e-6)
+        stream.reset()
+        fresh = stream(collate([b0]), [BEV])[BEV]["logits"]
+        stream.reset()
+        stream(collate([a[0]]), [BEV])
+        after_a = stream(collate([b0]), [BEV])[BEV]["logits"]
+        assert torch.allclose(fresh, after_a, atol=1e-6)
+        with pytest.raises(ValueError, match="batch size changed"):
+            stream(collate([b0, b0]), [BEV])
+    assert not any(isinstance(v, TemporalState) for v in vars(m).values())  # the state lives in the Streamer
 
 
 def test_streamed_one_sequence_at_a_time_equals_batched_sequences():
     m = temporal_model()
+    stream = Streamer(EagerPredictor(m))
     seqs = [sequence("a", 4, 1, speed=1.5), sequence("b", 4, 2, speed=0.0)]
     with torch.no_grad():
         batched = []
         for i in range(4):
-            batched.append(m.stream(collate([seqs[0][i], seqs[1][i]]), [BEV])[BEV]["logits"])
+            batched.append(stream(collate([seqs[0][i], seqs[1][i]]), [BEV])[BEV]["logits"])
         for k, seq in enumerate(seqs):
-            m.reset_state()
+            stream.reset()
             for i, s in enumerate(seq):
-                alone = m.stream(collate([s]), [BEV])[BEV]["logits"]
+                alone = stream(collate([s]), [BEV])[BEV]["logits"]
                 assert torch.allclose(alone[0], batched[i][k], atol=1e-5), (k, i)
 
 

@@ -60,7 +60,7 @@ def config_file(tmp_path_factory) -> Path:
 def cache(base, frames, tmp_path_factory) -> Path:
     """All 5 frames in shards of 3 (so reads cross a shard boundary)."""
     from hydranet.checkpoint import load_checkpoint, load_model
-    from hydranet.train.feature_cache import write_cache
+    from hydranet.train.feature_cache_writer import write_cache
 
     model, _ = load_model(base)
     out = tmp_path_factory.mktemp("cache") / "c"

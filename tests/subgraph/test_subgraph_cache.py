@@ -11,14 +11,9 @@ from subgraph_testkit import invoke, outputs
 from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
 from hydranet.data.sample import RAGGED_LABELS, collate
 from hydranet.model import create_model
-from hydranet.train.feature_cache import (
-    MANIFEST,
-    CachedFeatureDataset,
-    CacheError,
-    FeatureCache,
-    collate_cached,
-    write_cache,
-)
+from hydranet.train.feature_cache import CachedFeatureDataset, FeatureCache, collate_cached
+from hydranet.train.feature_cache_format import MANIFEST, CacheError
+from hydranet.train.feature_cache_writer import write_cache
 from hydranet.train.subgraph import changed_tensors, needed_levels
 
 
@@ -60,7 +55,7 @@ def test_cache_round_trip_equals_fp16_of_computed_features(base, cache, frames):
     assert cb.images.shape == (2, n, 3, 64, 128) and cb.images.stride() == (0,) * 5
     full = outputs(model, collate([frames[0], frames[4]]))
     with torch.no_grad():
-        cached = model.forward_from_features({k: v.float() for k, v in cb.features.items()}, cb.intrinsics,
+        cached = model.forward_features({k: v.float() for k, v in cb.features.items()}, cb.intrinsics,
                                              cb.T_ego_from_cam)
     for task, outs in full.items():
         for key, value in outs.items():

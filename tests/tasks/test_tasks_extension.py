@@ -9,9 +9,16 @@ import torch
 import torch.nn.functional as F
 from tasks_synthetic import N_CAM, SETUP, H, W, context, make_batch, run_head, subset
 
-from hydranet.data.sample import SEMANTIC_CLASSES
-from hydranet.tasks import TASKS, create_task, register_task
-from hydranet.tasks.common import CameraHeadOptions, CameraTask, present_index, to_label_resolution
+from hydranet.data import SEMANTIC_CLASSES
+from hydranet.tasks import (
+    TASKS,
+    CameraHeadOptions,
+    CameraTask,
+    create_task,
+    present_index,
+    register_task,
+    to_label_resolution,
+)
 
 torch.set_num_threads(1)
 

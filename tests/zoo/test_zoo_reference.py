@@ -22,8 +22,7 @@ import torch
 
 from hydranet.eval.runner import check_thresholds, run_suite
 from hydranet.eval.suite import load_suite
-from hydranet.model import create_model
-from hydranet.model.zoo import find_pretrained
+from hydranet.model import create_model, find_pretrained
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOORS = sorted((ROOT / "suites" / "reference").glob("*.yaml"))

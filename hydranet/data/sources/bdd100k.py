@@ -49,28 +49,24 @@ from PIL import Image, ImageDraw
 from pydantic import Field
 
 from hydranet.data.sample import OBJECT_CLASSES, Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
 from hydranet.data.validate import check_map_size
 from hydranet.geometry import camera_extrinsics, intrinsics_from_fov, resize_intrinsics
 from hydranet.limits import loads_json, open_image
 
-__all__ = ["BDD100KSource", "BDD100KOptions", "DEFAULT_CLASS_MAP", "LANE_CATEGORIES", "decode_lane_mask",
-           "rasterise_lanes",
-           "read_frames", "bezier_polyline"]
-
 # BDD100K detection categories: det_20 (2020) names, then the 2018 names that differ.
-BDD_CLASSES: tuple[str, ...] = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+_BDD_CLASSES: tuple[str, ...] = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
                                 "traffic light", "traffic sign", "person", "bike", "motor")
 # BDD category -> model class (config ``class_map`` overrides entries). Buses are large vehicles: the model's truck.
 DEFAULT_CLASS_MAP: dict[str, str | None] = {
     "car": "car", "truck": "truck", "bus": "truck", "pedestrian": "pedestrian", "person": "pedestrian",
     "traffic light": "traffic_light", "rider": None, "train": None, "motorcycle": None, "bicycle": None,
     "traffic sign": None, "bike": None, "motor": None}
-LANE_CATEGORIES: tuple[str, ...] = ("crosswalk", "double other", "double white", "double yellow", "road curb",
+_LANE_CATEGORIES: tuple[str, ...] = ("crosswalk", "double other", "double white", "double yellow", "road curb",
                                     "single other", "single white", "single yellow")  # bdd100k lane_marks ids
 _LIGHT = {"red": 0, "r": 0, "yellow": 1, "y": 1, "green": 2, "g": 2}
-BDD_SIZE = (720, 1280)
+_BDD_SIZE = (720, 1280)
 
 
 def read_frames(path: str | os.PathLike) -> dict[str, dict]:
@@ -126,14 +122,14 @@ def _lane_kind(category: str, attrs: dict) -> int:
     """hydranet lane kind (0 none, 1 dashed, 2 solid, 3 road edge) of one BDD lane label."""
     if category == "lane" or category.startswith("lane/"):  # 2018 format: type in attributes or the suffix
         category = str(attrs.get("laneType", category.partition("/")[2]))
-    if category not in LANE_CATEGORIES or category == "crosswalk" or attrs.get("laneDirection") == "vertical":
+    if category not in _LANE_CATEGORIES or category == "crosswalk" or attrs.get("laneDirection") == "vertical":
         return 0
     if category == "road curb":
         return 3
     return 1 if attrs.get("laneStyle") == "dashed" else 2
 
 
-def rasterise_lanes(labels: list[dict], size: tuple[int, int], scale: tuple[float, float],
+def _rasterise_lanes(labels: list[dict], size: tuple[int, int], scale: tuple[float, float],
                     lane_width: float = 8.0) -> np.ndarray | None:
     """uint8 ``[H, W]`` lane-kind map from BDD lane poly2d labels (None when the frame has no lane label).
     ``scale`` = (sx, sy) from file pixels to ``size``; the line width is ``lane_width`` file pixels."""
@@ -147,7 +143,7 @@ def rasterise_lanes(labels: list[dict], size: tuple[int, int], scale: tuple[floa
     items = []
     for lab in labels:
         cat, attrs = str(lab.get("category", "")), lab.get("attributes") or {}
-        if not (cat in LANE_CATEGORIES or cat == "lane" or cat.startswith("lane/")):
+        if not (cat in _LANE_CATEGORIES or cat == "lane" or cat.startswith("lane/")):
             continue
         found = True
         kind = _lane_kind(cat, attrs)
@@ -168,7 +164,7 @@ def decode_lane_mask(mask: np.ndarray) -> np.ndarray:
     dashed = (mask >> 4) & 1
     vertical = (mask >> 5) & 1
     kind = np.where(dashed == 1, 1, 2).astype(np.uint8)
-    kind[cat == LANE_CATEGORIES.index("road curb")] = 3
+    kind[cat == _LANE_CATEGORIES.index("road curb")] = 3
     kind[(cat == 0) | (vertical == 1) | (mask == 255)] = 0
     return kind
 
@@ -229,7 +225,7 @@ class BDD100KSource(Source):
     Options = BDD100KOptions
     path_option = "root"
     labels = frozenset({"detection2d", "traffic_light", "drivable", "lanes"})
-    classes = {"detection2d": BDD_CLASSES}
+    classes = {"detection2d": _BDD_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("front",)
@@ -282,7 +278,7 @@ class BDD100KSource(Source):
         if label == "drivable":
             return "drivable area" in cats or (self.drivable_masks / f"{stem}.png").is_file()
         if label == "lanes":
-            in_frame = any(c == "lane" or c.startswith("lane/") or c in LANE_CATEGORIES for c in cats)
+            in_frame = any(c == "lane" or c.startswith("lane/") or c in _LANE_CATEGORIES for c in cats)
             return in_frame or (self.lanes is not None and name in self.lanes) or \
                 (self.lane_masks / f"{stem}.png").is_file()
         return False
@@ -293,8 +289,8 @@ class BDD100KSource(Source):
         h, w = image.shape[-2:]
         scale = (w / w0, h / h0)
         # Nominal K is defined at BDD's 1280x720; scale to this file's size, then to the output size.
-        K = resize_intrinsics(intrinsics_from_fov(BDD_SIZE[1], BDD_SIZE[0], self.hfov_deg), w / BDD_SIZE[1],
-                              h / BDD_SIZE[0])
+        K = resize_intrinsics(intrinsics_from_fov(_BDD_SIZE[1], _BDD_SIZE[0], self.hfov_deg), w / _BDD_SIZE[1],
+                              h / _BDD_SIZE[0])
         T = camera_extrinsics(self.camera_position, 0.0, 0.0)
         labels: dict[str, Any] = {}
         frame = self.detection.get(name) if self.detection is not None else None
@@ -306,12 +302,12 @@ class BDD100KSource(Source):
             drivable = _polygon_mask(frame["labels"] or [], (h, w), scale)
             if drivable is not None:
                 labels["drivable"] = torch.from_numpy(drivable)[None]
-            lanes = rasterise_lanes(frame["labels"] or [], (h, w), scale, self.lane_width)
+            lanes = _rasterise_lanes(frame["labels"] or [], (h, w), scale, self.lane_width)
             if lanes is not None:
                 labels["lanes"] = torch.from_numpy(lanes)[None]
         lane_frame = self.lanes.get(name) if self.lanes is not None else None
         if lane_frame is not None:
-            lanes = rasterise_lanes(lane_frame.get("labels") or [], (h, w), scale, self.lane_width)
+            lanes = _rasterise_lanes(lane_frame.get("labels") or [], (h, w), scale, self.lane_width)
             labels["lanes"] = torch.from_numpy(lanes if lanes is not None else np.zeros((h, w), np.uint8))[None]
         elif (self.lane_masks / f"{stem}.png").is_file():
             mask = self._mask(self.lane_masks, stem)

@@ -47,30 +47,28 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
 from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
 from hydranet.setup import Camera, Rig, Setup
 
-__all__ = ["FramesSource", "FramesOptions", "FrameLine", "CameraEntry"]
-
-Matrix = list[list[float]]
+_Matrix = list[list[float]]
 
 
-class CameraEntry(BaseModel):
+class _CameraEntry(BaseModel):
     """One camera of a ``FRAMES.jsonl`` line: ``image`` path, ``K`` 3×3 in pixels of the stored image,
     ``T_ego_from_cam`` 4×4 (OpenCV camera to ego frame, metres).
     """
     model_config = ConfigDict(extra="forbid")
 
     image: str
-    K: Matrix
-    T_ego_from_cam: Matrix
+    K: _Matrix
+    T_ego_from_cam: _Matrix
 
 
-class FrameLine(BaseModel):
+class _FrameLine(BaseModel):
     """One ``FRAMES.jsonl`` line as validated fields: scene, frame index, ``timestamp`` (s), the ego pose
     ``T_world_from_ego`` 4×4, the cameras in rig order and the optional labels (module docstring).
     """
@@ -79,8 +77,8 @@ class FrameLine(BaseModel):
     scene_id: str
     frame_index: int = 0
     timestamp: float
-    T_world_from_ego: Matrix
-    cameras: dict[str, CameraEntry]
+    T_world_from_ego: _Matrix
+    cameras: dict[str, _CameraEntry]
     labels: dict[str, Any] = {}
 
 
@@ -129,7 +127,7 @@ class FramesSource(Source):
             raise SourceError(f"{self.path}: frames index not found")
         self.base = self.path.parent
         self.image_size = tuple(options.image_size) if options.image_size is not None else None
-        self.lines: list[tuple[int, FrameLine]] = []
+        self.lines: list[tuple[int, _FrameLine]] = []
         with open(self.path, encoding="utf-8") as f:
             for lineno, text in enumerate(f, 1):
                 if text.strip() and not text.lstrip().startswith("#"):
@@ -178,13 +176,13 @@ class FramesSource(Source):
     def _where(self, lineno: int, field: str = "") -> str:
         return f"{self.path}:{lineno}" + (f": {field}" if field else "")
 
-    def _parse(self, lineno: int, text: str) -> FrameLine:
+    def _parse(self, lineno: int, text: str) -> _FrameLine:
         try:
             raw = loads_json(text, self._where(lineno), SourceError)
         except json.JSONDecodeError as e:
             raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
         try:
-            line = FrameLine.model_validate(raw)
+            line = _FrameLine.model_validate(raw)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "<line>"
@@ -207,7 +205,7 @@ class FramesSource(Source):
                                   f"{sorted([*_RAGGED, *_DENSE_IDS, 'depth', 'ego_path'])})")
         return line
 
-    def _matrix(self, m: Matrix, shape: tuple[int, int], lineno: int, field: str) -> torch.Tensor:
+    def _matrix(self, m: _Matrix, shape: tuple[int, int], lineno: int, field: str) -> torch.Tensor:
         t = torch.tensor(m, dtype=torch.float64) if all(len(r) == shape[1] for r in m) else None
         if t is None or tuple(t.shape) != shape:
             raise SourceError(f"{self._where(lineno, field)}: expected a {shape[0]}x{shape[1]} matrix")

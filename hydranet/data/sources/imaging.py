@@ -18,10 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from hydranet.data.sources import SourceError
+from hydranet.data.sources.base import SourceError
 from hydranet.limits import open_image
-
-__all__ = ["load_rgb", "resize_label_map", "sparse_depth", "scale_boxes"]
 
 
 def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tuple[Tensor, tuple[int, int]]:

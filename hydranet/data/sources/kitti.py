@@ -50,18 +50,14 @@ import torch
 from torch import Tensor
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.data.validate import check_rotation
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
 from hydranet.limits import open_image
 from hydranet.setup import Camera, ImageSize, Rig, Setup
 
-__all__ = ["KittiSource", "KittiOptions", "KittiCalib", "KittiObjectLabel", "read_calib", "read_labels",
-           "KITTI_CLASSES",
-           "DEFAULT_CLASS_MAP", "VELODYNE_HEIGHT", "OCCLUSION_VISIBLE"]
-
-KITTI_CLASSES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
+_KITTI_CLASSES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
 # KITTI class -> a model class (config ``class_map`` overrides entries), kept where the model vocabulary has it.
 # Van is a car-shaped vehicle; a Cyclist is nuScenes' "bicycle" (rider included, as nuScenes labels it), absent
 # from the world's five; Tram and Misc have no model class and DontCare marks ignore regions: dropped and counted.
@@ -70,7 +66,7 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {"Car": "car", "Van": "car", "Truck":
                                             "Misc": None, "DontCare": None}
 VELODYNE_HEIGHT = 1.73  # metres above the road (KITTI sensor setup)
 # Visible fraction for KITTI's occlusion states 0 fully visible, 1 partly, 2 largely occluded, 3 unknown.
-OCCLUSION_VISIBLE: dict[int, float] = {0: 1.0, 1: 0.6, 2: 0.3, 3: 0.5}
+_OCCLUSION_VISIBLE: dict[int, float] = {0: 1.0, 1: 0.6, 2: 0.3, 3: 0.5}
 _CALIB_KEYS = {"P2": 12, "R0_rect": 9, "Tr_velo_to_cam": 12}
 
 
@@ -201,7 +197,7 @@ class KittiSource(Source):
     Options = KittiOptions
     path_option = "root"
     labels = frozenset({"objects3d", "detection2d", "depth"})
-    classes = {"objects3d": KITTI_CLASSES, "detection2d": KITTI_CLASSES}
+    classes = {"objects3d": _KITTI_CLASSES, "detection2d": _KITTI_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("CAM2",)
@@ -294,7 +290,7 @@ class KittiSource(Source):
         boxes2d = torch.tensor([o.box2d for o in keep], dtype=torch.float32).reshape(-1, 4)
         truncated = torch.tensor([o.truncated for o in keep], dtype=torch.float32)
         occluded = torch.tensor([o.occluded for o in keep], dtype=torch.int64)
-        visible = (1 - truncated.clamp(0, 1)) * torch.tensor([OCCLUSION_VISIBLE.get(o.occluded, 0.5) for o in keep],
+        visible = (1 - truncated.clamp(0, 1)) * torch.tensor([_OCCLUSION_VISIBLE.get(o.occluded, 0.5) for o in keep],
                                                              dtype=torch.float32)
         track = torch.arange(len(keep), dtype=torch.int64)
         return {

@@ -53,7 +53,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from hydranet.data.sample import Sample
-from hydranet.data.sources import Source, SourceError, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
     level,
@@ -69,7 +69,7 @@ from hydranet.setup import NUSCENES_CLASSES, Camera, ImageSize, Rig, Setup
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
                             "CAM_BACK")
-DETECTION_CLASSES: tuple[str, ...] = NUSCENES_CLASSES  # the devkit's ten, the default model vocabulary
+_DETECTION_CLASSES: tuple[str, ...] = NUSCENES_CLASSES  # the devkit's ten, the default model vocabulary
 # nuScenes detection class -> a class of a model vocabulary without it (the world's five): buses, trailers
 # and construction vehicles are large vehicles ("truck"), cones "cone". A class whose own name is in the
 # model vocabulary keeps it; two-wheelers and barriers have no world class: dropped and counted there.
@@ -77,7 +77,7 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {
     "car": "car", "truck": "truck", "bus": "truck", "trailer": "truck", "construction_vehicle": "truck",
     "pedestrian": "pedestrian", "traffic_cone": "cone", "motorcycle": None, "bicycle": None, "barrier": None,
 }
-VISIBILITY: dict[str, float] = {"1": 0.2, "2": 0.5, "3": 0.7, "4": 0.9, "": 1.0}
+_VISIBILITY: dict[str, float] = {"1": 0.2, "2": 0.5, "3": 0.7, "4": 0.9, "": 1.0}
 
 
 class NuScenesOptions(SourceOptions):
@@ -115,7 +115,7 @@ class NuScenesSource(Source):
     Options = NuScenesOptions
     path_option = "dataroot"
     labels = frozenset({"objects3d", "detection2d", "depth", "bev_semantic", "bev_semantic_known", "ego_path"})
-    classes = {"objects3d": DETECTION_CLASSES, "detection2d": DETECTION_CLASSES}
+    classes = {"objects3d": _DETECTION_CLASSES, "detection2d": _DETECTION_CLASSES}
     default_class_map = DEFAULT_CLASS_MAP
     closed_vocabulary = True
     default_vocabulary = NUSCENES_CLASSES
@@ -319,7 +319,7 @@ class NuScenesSource(Source):
             vel.append((R @ np.nan_to_num(v, nan=0.0))[:2] if np.isfinite(v).all() else [np.nan, np.nan])
             cls.append(c)
             tid.append(track_id(ann["instance_token"]))
-            vis.append(VISIBILITY.get(ann.get("visibility_token", ""), 1.0))
+            vis.append(_VISIBILITY.get(ann.get("visibility_token", ""), 1.0))
         return {"boxes": torch.tensor(rows, dtype=torch.float32).reshape(-1, 7),
                 "velocity": torch.tensor(np.asarray(vel, dtype=np.float32).reshape(-1, 2)),
                 "classes": torch.tensor(cls, dtype=torch.int64), "track_id": torch.tensor(tid, dtype=torch.int64),

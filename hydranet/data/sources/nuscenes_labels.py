@@ -21,7 +21,7 @@ from hydranet.data.labels import BEV_CLASSES
 from hydranet.geometry import BevGrid, box_corners
 
 # Model class (world or nuScenes vocabulary) -> BEV channel rasterised from boxes.
-BEV_FROM_CLASS: dict[str, str] = {
+_BEV_FROM_CLASS: dict[str, str] = {
     "car": "vehicle", "truck": "vehicle", "bus": "vehicle", "trailer": "vehicle", "construction_vehicle": "vehicle",
     "motorcycle": "vehicle", "bicycle": "vehicle", "pedestrian": "pedestrian", "cone": "cone", "traffic_cone": "cone"}
 
@@ -125,7 +125,7 @@ def lidar_depth(points_ego: np.ndarray, K: np.ndarray, T_ego_from_cam: np.ndarra
 def rasterise_bev(boxes: dict[str, torch.Tensor], grid: BevGrid,
                   model_classes: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """``bev_semantic`` uint8 ``[len(BEV_CLASSES), rows, cols]`` occupancy and ``bev_semantic_known``
-    uint8 ``[len(BEV_CLASSES)]`` (1 for the channels boxes can fill: ``BEV_FROM_CLASS``).
+    uint8 ``[len(BEV_CLASSES)]`` (1 for the channels boxes can fill: ``_BEV_FROM_CLASS``).
 
     ``boxes``: ``boxes`` ``[M, 7]`` ego-frame (x, y, z, l, w, h, yaw) and ``classes`` ``[M]`` indices into
     ``model_classes``. A cell is set when its centre lies inside a box footprint; the cell holding a
@@ -136,7 +136,7 @@ def rasterise_bev(boxes: dict[str, torch.Tensor], grid: BevGrid,
     centres = g.cell_centres(torch.float64)
     xe, ye = centres[..., 0], centres[..., 1]
     for box, c in zip(boxes["boxes"].double().tolist(), boxes["classes"].tolist(), strict=True):
-        channel = BEV_FROM_CLASS.get(model_classes[c])
+        channel = _BEV_FROM_CLASS.get(model_classes[c])
         if channel is None:
             continue
         bx, by, _, bl, bw, _, yaw = box
@@ -149,7 +149,7 @@ def rasterise_bev(boxes: dict[str, torch.Tensor], grid: BevGrid,
         r, col, ok = g.cell_indices(torch.tensor([bx]), torch.tensor([by]))
         if bool(ok[0]):
             out[k, int(r[0]), int(col[0])] = 1
-    known = torch.tensor([name in BEV_FROM_CLASS.values() for name in BEV_CLASSES], dtype=torch.uint8)
+    known = torch.tensor([name in _BEV_FROM_CLASS.values() for name in BEV_CLASSES], dtype=torch.uint8)
     return out, known
 
 

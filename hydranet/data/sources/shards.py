@@ -14,7 +14,7 @@ from pydantic import Field
 
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardDataset
-from hydranet.data.sources import Source, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceOptions, register_source
 from hydranet.setup import Setup
 
 

@@ -4,7 +4,8 @@ A trigger looks at one frame of an unlabelled pool through the model's outputs a
 ``Score``: a number in ``[0, 1]`` (0 = nothing interesting, 1 = as interesting as this trigger
 gets) and a reason a labeller reads in the queue ("drivable: camera and BEV disagree on 31 % of the
 road"). Triggers never see labels. Writing one is one file under ``hydranet/engine/triggers/``
-with ``@register_trigger``; ``create_trigger(name, **options)`` builds it from the CLI/config.
+with ``@register_trigger`` and its pydantic ``Options``; ``create_trigger(name, **options)`` builds it from the
+CLI/config (``TRIGGERS``, the one registry mechanism of ``hydranet.registry``).
 
 ``FrameContext`` is what a trigger may read for frame ``i`` of a batch: the collated ``Batch``
 (images, K, T, scene ids — labels are stripped by the miner), the raw head outputs, decoded outputs
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
 
-from hydranet.data.sample import Batch
+from hydranet.data import Batch
+from hydranet.eval import Prediction
+from hydranet.registry import Options, Registry
 
 
 class TriggerError(ValueError):
@@ -40,21 +43,29 @@ class Score:
 
 @dataclass
 class BatchContext:
-    """Everything computed once per batch and shared by every trigger."""
+    """Everything computed once per batch and shared by every trigger: the model's ``Prediction`` on the batch
+    (raw outputs, decoded outputs and probabilities, each computed on first use), per-frame metadata, and for
+    shadow mode the deployed graph's prediction on the same frames."""
 
-    batch: Batch
-    outputs: dict[str, dict[str, Tensor]]  # raw head outputs, camera [B, N, ...], BEV [B, ...]
-    model: Any  # HydraNet or DeployedModel: ``task_objects``/``tasks`` give decoders
+    prediction: Prediction
+    model: Any  # HydraNet or DeployedModel
     metadata: list[dict[str, Any]]  # per frame: {"lighting": "night", "fog": 0.01, ...} when the source knows
-    shadow_outputs: dict[str, dict[str, Tensor]] | None = None  # the deployed graph on the same frames
-    shadow: Any = None  # the DeployedModel that produced ``shadow_outputs``
-    _decoded: dict[str, list[Any]] = field(default_factory=dict)
-    _shadow_decoded: dict[str, list[Any]] = field(default_factory=dict)
-    _probs: dict[str, list[Tensor]] = field(default_factory=dict)
+    shadow_prediction: Prediction | None = None  # the deployed graph on the same frames
+    shadow: Any = None  # the DeployedModel that produced ``shadow_prediction``
+
+    @property
+    def batch(self) -> Batch:
+        """The collated frames (labels stripped by the miner)."""
+        return self.prediction.batch
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Tensor]]:
+        """Raw head outputs: camera ``[B, N, ...]``, BEV ``[B, ...]``."""
+        return self.prediction.outputs
 
     def tasks(self) -> dict[str, Any]:
-        """The model's task objects by name (``task_objects`` of a HydraNet, ``tasks`` of a DeployedModel)."""
-        return getattr(self.model, "task_objects", None) or getattr(self.model, "tasks", {})
+        """The model's task objects by name."""
+        return self.prediction.tasks
 
     def has(self, task: str) -> bool:
         """True when the batch's raw outputs include ``task``."""
@@ -62,24 +73,18 @@ class BatchContext:
 
     def decoded(self, task: str) -> list[Any]:
         """Decoded outputs of ``task`` for every frame of the batch (label format + ``scores``)."""
-        if task not in self._decoded:
-            self._decoded[task] = self.tasks()[task].decode(self.outputs[task], self.batch)
-        return self._decoded[task]
+        return self.prediction.decoded(task)
 
     def probabilities(self, task: str) -> list[Tensor]:
         """Per-frame probabilities of a dense task that offers ``probabilities`` (drivable, bev_semantic)."""
-        if task not in self._probs:
-            self._probs[task] = self.tasks()[task].probabilities(self.outputs[task], self.batch)
-        return self._probs[task]
+        return self.prediction.probabilities(task)
 
     def shadow_decoded(self, task: str) -> list[Any]:
-        """Decoded outputs of ``task`` from the deployed (shadow) graph for every frame, cached.
-        Raises ``TriggerError`` when no shadow graph was given."""
-        if self.shadow_outputs is None or self.shadow is None:
+        """Decoded outputs of ``task`` from the deployed (shadow) graph for every frame. Raises ``TriggerError``
+        when no shadow graph was given."""
+        if self.shadow_prediction is None or self.shadow is None:
             raise TriggerError("shadow outputs are not available: pass the deployed graph (--shadow model.onnx)")
-        if task not in self._shadow_decoded:
-            self._shadow_decoded[task] = self.shadow.tasks[task].decode(self.shadow_outputs[task], self.batch)
-        return self._shadow_decoded[task]
+        return self.shadow_prediction.decoded(task)
 
 
 @dataclass
@@ -115,16 +120,21 @@ class FrameContext:
         return self.ctx.decoded(task)[self.i]
 
 
+class TriggerOptions(Options):
+    """Base of every trigger's options (pydantic, unknown fields are errors naming themselves)."""
+
+
 class Trigger(ABC):
-    """Base class of every trigger. ``tasks``: the heads it reads (a model lacking one is an error
-    before mining starts, not a silent zero)."""
+    """Base class of every trigger, created from its validated ``Options`` (``create_trigger``). ``tasks``: the
+    heads it reads (a model lacking one is an error before mining starts, not a silent zero)."""
 
     name: ClassVar[str]
+    Options: ClassVar[type[TriggerOptions]] = TriggerOptions
     tasks: ClassVar[tuple[str, ...]] = ()
     needs_shadow: ClassVar[bool] = False
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self, options: TriggerOptions) -> None:
+        self.options: dict[str, Any] = options.model_dump()  # every option's value (the queue's column names)
 
     def check(self, model_tasks: list[str]) -> None:
         """Raise ``TriggerError`` when the model lacks a head this trigger reads."""
@@ -137,28 +147,20 @@ class Trigger(ABC):
         """The frame's score in [0, 1] and why."""
 
 
-TRIGGERS: dict[str, type[Trigger]] = {}
+# Built-ins: the modules of this package (one file per trigger); plug-ins: the ``hydranet.triggers`` entry points.
+TRIGGERS: Registry[type[Trigger]] = Registry("trigger", package="hydranet.engine.triggers", error=TriggerError)
 
 
 def register_trigger(cls: type[Trigger]) -> type[Trigger]:
-    """Class decorator: add a ``Trigger`` subclass to ``TRIGGERS`` under its ``name``.
-    Raises ``ValueError`` when another class already holds that name."""
-    if cls.name in TRIGGERS and TRIGGERS[cls.name] is not cls:
-        raise ValueError(f"trigger '{cls.name}' registered twice ({TRIGGERS[cls.name].__module__}, {cls.__module__})")
-    TRIGGERS[cls.name] = cls
-    return cls
+    """Class decorator: register a ``Trigger`` subclass under its ``name`` with its ``Options``
+    (``TRIGGERS.register``). Raises ``ValueError`` when another class already holds that name."""
+    return TRIGGERS.register()(cls)
 
 
 def create_trigger(name: str, /, **options: Any) -> Trigger:
-    """Instantiate a registered trigger; unknown names and options list the known ones."""
-    import hydranet.engine.triggers  # noqa: F401 - registers the built-in triggers
-
-    if name not in TRIGGERS:
-        raise TriggerError(f"unknown trigger '{name}'; registered triggers: {sorted(TRIGGERS)}")
-    try:
-        return TRIGGERS[name](**options)
-    except TypeError as e:
-        raise TriggerError(f"trigger '{name}': bad options {options} ({e})") from None
+    """The registered trigger ``name`` created from ``options``; ``TriggerError`` names an unknown trigger (and
+    lists the registered ones) or a bad option."""
+    return TRIGGERS.create(name, options, where=name)
 
 
 def parse_trigger_specs(text: str) -> list[tuple[str, float, dict[str, Any]]]:

@@ -12,9 +12,20 @@ Otherwise the images decide, so the trigger works on any pool:
 
 from __future__ import annotations
 
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 
-CONDITIONS = ("night", "dusk", "fog")
+_CONDITIONS = ("night", "dusk", "fog")
+
+
+class ConditionOptions(TriggerOptions):
+    """``condition``'s options: the condition ``name``, mean-luma cut-offs ``dark``/``dim`` (0-255), upper-image
+    ``contrast`` for fog, and the fog extinction (per metre) above which metadata calls a frame foggy."""
+
+    name: str = "night"
+    dark: float = 60.0
+    dim: float = 95.0
+    contrast: float = 28.0
+    fog_min: float = 0.004
 
 
 @register_trigger
@@ -25,13 +36,14 @@ class Condition(Trigger):
     Raises ``TriggerError`` for an unknown condition."""
 
     name = "condition"
+    Options = ConditionOptions
 
-    def __init__(self, name: str = "night", dark: float = 60.0, dim: float = 95.0, contrast: float = 28.0,
-                 fog_min: float = 0.004) -> None:
-        if name not in CONDITIONS:
-            raise TriggerError(f"trigger 'condition': unknown condition '{name}'; choose from {CONDITIONS}")
-        super().__init__(name=name)
-        self.condition, self.dark, self.dim, self.contrast, self.fog_min = name, dark, dim, contrast, fog_min
+    def __init__(self, options: ConditionOptions) -> None:
+        if options.name not in _CONDITIONS:
+            raise TriggerError(f"trigger 'condition': unknown condition '{options.name}'; choose from {_CONDITIONS}")
+        super().__init__(options)
+        self.condition, self.dark, self.dim = options.name, options.dark, options.dim
+        self.contrast, self.fog_min = options.contrast, options.fog_min
 
     def score(self, frame: FrameContext) -> Score:
         """1 for a metadata hit (0 for a miss), else a ramp in [0, 1] of how far brightness/contrast

@@ -9,9 +9,16 @@ explain). Score = share of projected boxes whose depth is farther than the box.
 
 from __future__ import annotations
 
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerOptions, register_trigger
 from hydranet.engine.triggers.projection import project_boxes3d
 from hydranet.geometry import box_corners, invert_transform, transform_points
+
+
+class DepthBoxOptions(TriggerOptions):
+    """``depth_box``'s options: the 3D score a box needs and the depth margin in metres."""
+
+    min_score: float = 0.3
+    margin: float = 2.0
 
 
 @register_trigger
@@ -23,9 +30,11 @@ class DepthBox(Trigger):
     name = "depth_box"
     tasks = ("objects3d", "depth")
 
-    def __init__(self, min_score: float = 0.3, margin: float = 2.0) -> None:
-        super().__init__(min_score=min_score, margin=margin)
-        self.min_score, self.margin = min_score, margin
+    Options = DepthBoxOptions
+
+    def __init__(self, options: DepthBoxOptions) -> None:
+        super().__init__(options)
+        self.min_score, self.margin = options.min_score, options.margin
 
     def score(self, frame: FrameContext) -> Score:
         """Fraction of confident in-view 3D boxes (score >= ``min_score``) that the depth map sees through."""

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerOptions, register_trigger
 from hydranet.geometry import invert_transform, project, transform_points
+
+
+class DrivableConsistencyOptions(TriggerOptions):
+    """``drivable_consistency``'s options: the range in metres compared and the BEV class read."""
+
+    max_range: float = 25.0
+    bev_class: str = "drivable"
 
 
 @register_trigger
@@ -24,9 +31,11 @@ class DrivableConsistency(Trigger):
     name = "drivable_consistency"
     tasks = ("drivable", "bev_semantic")
 
-    def __init__(self, max_range: float = 25.0, bev_class: str = "drivable") -> None:
-        super().__init__(max_range=max_range, bev_class=bev_class)
-        self.max_range, self.bev_class = max_range, bev_class
+    Options = DrivableConsistencyOptions
+
+    def __init__(self, options: DrivableConsistencyOptions) -> None:
+        super().__init__(options)
+        self.max_range, self.bev_class = options.max_range, options.bev_class
 
     def score(self, frame: FrameContext) -> Score:
         """Fraction of projected BEV cells where camera and BEV disagree; the reason names the worst camera."""

@@ -15,16 +15,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 
-DENSE = ("drivable", "bev_semantic")
-HEATMAP = ("detection2d", "traffic_light", "objects3d")
+_DENSE = ("drivable", "bev_semantic")
+_HEATMAP = ("detection2d", "traffic_light", "objects3d")
 
 
-def binary_entropy(p: Tensor) -> Tensor:
+def _binary_entropy(p: Tensor) -> Tensor:
     """Elementwise entropy in bits of Bernoulli(p); 0 at p ∈ {0, 1}, 1 at p = 0.5."""
     p = p.float().clamp(1e-6, 1 - 1e-6)
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+
+
+class EntropyOptions(TriggerOptions):
+    """``entropy``'s options: the task scored, the entropy ``threshold`` in bits (dense), the ambiguous
+    probability band [``low``, ``high``] and the smallest peak counted (heatmaps)."""
+
+    task: str = "drivable"
+    threshold: float = 0.5
+    low: float = 0.2
+    high: float = 0.6
+    min_peak: float = 0.1
 
 
 @register_trigger
@@ -34,21 +45,25 @@ class Entropy(Trigger):
 
     name = "entropy"
 
-    def __init__(self, task: str = "drivable", threshold: float = 0.5, low: float = 0.2, high: float = 0.6,
-                 min_peak: float = 0.1) -> None:
-        if task not in DENSE + HEATMAP:
-            raise TriggerError(f"trigger 'entropy': task '{task}' has no entropy score; choose from {DENSE + HEATMAP}")
-        super().__init__(task=task)
-        self.task, self.threshold, self.low, self.high, self.min_peak = task, threshold, low, high, min_peak
+    Options = EntropyOptions
+
+    def __init__(self, options: EntropyOptions) -> None:
+        task = options.task
+        if task not in _DENSE + _HEATMAP:
+            raise TriggerError(f"trigger 'entropy': task '{task}' has no entropy score; "
+                               f"choose from {_DENSE + _HEATMAP}")
+        super().__init__(options)
+        self.task, self.threshold, self.low, self.high = task, options.threshold, options.low, options.high
+        self.min_peak = options.min_peak
         self.tasks = (task,)  # type: ignore[misc]
 
     def score(self, frame: FrameContext) -> Score:
         """Dense tasks: 4 × the fraction of pixels with binary entropy above ``threshold`` bits (capped at 1).
         Heatmap tasks: the fraction of peaks (>= ``min_peak``) whose score lies in [``low``, ``high``]."""
         ctx = frame.ctx
-        if self.task in DENSE:
+        if self.task in _DENSE:
             p = ctx.probabilities(self.task)[frame.i]
-            frac = float((binary_entropy(p) > self.threshold).float().mean())
+            frac = float((_binary_entropy(p) > self.threshold).float().mean())
             return Score(min(1.0, 4 * frac), f"{self.task}: {100 * frac:.1f} % of pixels uncertain")
         heat = torch.sigmoid(ctx.outputs[self.task]["heatmap"][frame.i].float())  # [N, C, h, w] or [C, R, C']
         flat = heat.reshape(-1, 1, *heat.shape[-2:])

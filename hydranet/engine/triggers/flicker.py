@@ -19,10 +19,19 @@ from typing import Any
 
 import torch
 
-from hydranet.data.sample import LIGHT_STATES
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+from hydranet.data import LIGHT_STATES
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 from hydranet.engine.triggers.projection import box_iou
 from hydranet.geometry import invert_transform, transform_points
+
+
+class FlickerOptions(TriggerOptions):
+    """``flicker``'s options: detection score, light IoU, 3D match distance and grid-edge margin (metres)."""
+
+    min_score: float = 0.3
+    iou: float = 0.3
+    match_m: float = 2.5
+    edge_m: float = 4.0
 
 
 @register_trigger
@@ -34,9 +43,12 @@ class Flicker(Trigger):
 
     name = "flicker"
 
-    def __init__(self, min_score: float = 0.3, iou: float = 0.3, match_m: float = 2.5, edge_m: float = 4.0) -> None:
-        super().__init__(min_score=min_score, iou=iou, match_m=match_m, edge_m=edge_m)
-        self.min_score, self.iou, self.match_m, self.edge_m = min_score, iou, match_m, edge_m
+    Options = FlickerOptions
+
+    def __init__(self, options: FlickerOptions) -> None:
+        super().__init__(options)
+        self.min_score, self.iou, self.match_m, self.edge_m = options.min_score, options.iou, options.match_m, \
+            options.edge_m
         self._prev: dict[str, Any] | None = None
 
     def check(self, model_tasks: list[str]) -> None:

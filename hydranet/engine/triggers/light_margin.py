@@ -7,8 +7,14 @@ margin among its lights (0 when it has none): one ambiguous light is reason enou
 
 from __future__ import annotations
 
-from hydranet.data.sample import LIGHT_STATES
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register_trigger
+from hydranet.data import LIGHT_STATES
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerOptions, register_trigger
+
+
+class LightMarginOptions(TriggerOptions):
+    """``light_margin``'s options: the detection score a light needs."""
+
+    min_score: float = 0.25
 
 
 @register_trigger
@@ -18,9 +24,11 @@ class LightMargin(Trigger):
     name = "light_margin"
     tasks = ("traffic_light",)
 
-    def __init__(self, min_score: float = 0.25) -> None:
-        super().__init__(min_score=min_score)
-        self.min_score = min_score
+    Options = LightMarginOptions
+
+    def __init__(self, options: LightMarginOptions) -> None:
+        super().__init__(options)
+        self.min_score = options.min_score
 
     def score(self, frame: FrameContext) -> Score:
         """1 − the smallest top-1/top-2 state-probability margin over lights scoring >= ``min_score``

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hydranet.data.sample import OBJECT_CLASSES
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerOptions, register_trigger
 from hydranet.geometry import box_corners, invert_transform, project, transform_points
+from hydranet.setup import OBJECT_CLASSES
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -61,6 +61,14 @@ def project_boxes3d(boxes: Tensor, K: Tensor, T_ego_from_cam: Tensor,
     return torch.cat(out), torch.cat(cams), torch.cat(src)
 
 
+class ProjectionOptions(TriggerOptions):
+    """``projection``'s options: detection score, the IoU a 2D/3D pair must reach, the classes compared."""
+
+    min_score: float = 0.3
+    iou: float = 0.2
+    classes: list[str] | None = None
+
+
 @register_trigger
 class Projection(Trigger):
     """``projection`` — 3D and 2D detections disagree: confident 3D boxes projected into the cameras (ego →
@@ -70,11 +78,12 @@ class Projection(Trigger):
     name = "projection"
     tasks = ("objects3d", "detection2d")
 
-    def __init__(self, min_score: float = 0.3, iou: float = 0.2,
-                 classes: list[str] | None = None) -> None:
-        super().__init__(min_score=min_score, iou=iou)
-        self.min_score, self.iou = min_score, iou
-        self.classes = classes or ["car", "truck", "pedestrian", "cone"]
+    Options = ProjectionOptions
+
+    def __init__(self, options: ProjectionOptions) -> None:
+        super().__init__(options)
+        self.min_score, self.iou = options.min_score, options.iou
+        self.classes = options.classes or ["car", "truck", "pedestrian", "cone"]
 
     def score(self, frame: FrameContext) -> Score:
         """Fraction of projected 3D boxes plus 2D boxes (of ``classes``, score >= ``min_score``) left unmatched."""

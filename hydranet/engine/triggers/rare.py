@@ -8,12 +8,21 @@ were calibrated probabilities), so one confident cone outranks three faint ones.
 
 from __future__ import annotations
 
-from hydranet.data.sample import LIGHT_STATES, OBJECT_CLASSES
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+from hydranet.data import LIGHT_STATES
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
+from hydranet.setup import OBJECT_CLASSES
 
 
 def _as_list(v: str | list[str] | None) -> list[str]:
     return [] if v is None else [v] if isinstance(v, str) else list(v)
+
+
+class RareOptions(TriggerOptions):
+    """``rare``'s options: the rare object classes and light states (one name or a list), the score needed."""
+
+    classes: str | list[str] | None = "cone"
+    states: str | list[str] | None = "red"
+    min_score: float = 0.3
 
 
 @register_trigger
@@ -23,10 +32,12 @@ class Rare(Trigger):
 
     name = "rare"
 
-    def __init__(self, classes: str | list[str] | None = "cone", states: str | list[str] | None = "red",
-                 min_score: float = 0.3) -> None:
-        super().__init__(classes=classes, states=states, min_score=min_score)
-        self.classes, self.states, self.min_score = _as_list(classes), _as_list(states), min_score
+    Options = RareOptions
+
+    def __init__(self, options: RareOptions) -> None:
+        super().__init__(options)
+        self.classes, self.states, self.min_score = _as_list(options.classes), _as_list(options.states), \
+            options.min_score
         bad = [c for c in self.classes if c not in OBJECT_CLASSES] + [s for s in self.states if s not in LIGHT_STATES]
         if bad:
             raise TriggerError(f"trigger 'rare': unknown class/state {bad}; classes {OBJECT_CLASSES}, "

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, register_trigger
+from hydranet.engine.triggers.base import FrameContext, Score, Trigger, TriggerError, TriggerOptions, register_trigger
 from hydranet.engine.triggers.projection import box_iou
+
+
+class ShadowOptions(TriggerOptions):
+    """``shadow``'s options: the detection score compared."""
+
+    min_score: float = 0.3
 
 
 @register_trigger
@@ -24,9 +30,11 @@ class Shadow(Trigger):
     name = "shadow"
     needs_shadow = True
 
-    def __init__(self, min_score: float = 0.3) -> None:
-        super().__init__(min_score=min_score)
-        self.min_score = min_score
+    Options = ShadowOptions
+
+    def __init__(self, options: ShadowOptions) -> None:
+        super().__init__(options)
+        self.min_score = options.min_score
 
     def check(self, model_tasks: list[str]) -> None:
         """Remember the candidate's tasks; the overlap with the deployed graph is checked when scoring."""
