@@ -57,7 +57,8 @@ bench: $(STAMP)
 
 # The reference model, zoo:tiny-world (README, "Reference model"): `make reference` trains configs/reference.yaml
 # (an hour or more on 2 CPU cores) and installs it; `make reference-install RUN=DIR` installs a run trained
-# elsewhere. Installing copies the checkpoint into hydranet/model/pretrained/tiny-world/ with its provenance,
+# elsewhere (DATA_NOTE="...": the run read a shard render of the config's own datasets, checked as the note
+# says). Installing copies the checkpoint into hydranet/model/pretrained/tiny-world/ with its provenance,
 # records its held-out figures (docs/results/reference.json), writes the floors `make test` checks from them
 # (suites/reference/) and re-renders the docs. Then commit those three places.
 REFERENCE_RUN ?= runs/reference
@@ -67,7 +68,8 @@ reference: $(STAMP)
 
 reference-install: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make reference-install RUN=runs/reference (a run or checkpoint directory)"; exit 2; }
-	$(BIN)/python tools/zoo_install.py install $(RUN) --name tiny-world --config configs/reference.yaml
+	$(BIN)/python tools/zoo_install.py install $(RUN) --name tiny-world --config configs/reference.yaml \
+	  $(if $(DATA_NOTE),--data-rendered-from-config "$(DATA_NOTE)")
 	$(BIN)/python tools/figures.py record reference -- $(BIN)/python benchmarks/reference.py --model zoo:tiny-world
 	$(BIN)/python tools/zoo_install.py floors
 	$(BIN)/python tools/figures.py render

@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -27,13 +29,19 @@ from hydranet.model import create_model, find_pretrained
 ROOT = Path(__file__).resolve().parents[2]
 FLOORS = sorted((ROOT / "suites" / "reference").glob("*.yaml"))
 RESULTS = ROOT / "docs" / "results" / "reference.json"
-_spec = importlib.util.spec_from_file_location("reference_benchmark", ROOT / "benchmarks" / "reference.py")
-assert _spec is not None and _spec.loader is not None
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
-zoo_install = importlib.util.module_from_spec(
-    spec := importlib.util.spec_from_file_location("zoo_install", ROOT / "tools" / "zoo_install.py"))
-spec.loader.exec_module(zoo_install)
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    """A script (benchmarks/, tools/) as a module; in ``sys.modules`` first, as its dataclasses need."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _load("reference_benchmark", ROOT / "benchmarks" / "reference.py")
+zoo_install = _load("zoo_install", ROOT / "tools" / "zoo_install.py")
 
 
 def same(a: dict[str, float], b: dict[str, float]) -> bool:
