@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -64,6 +65,15 @@ def overrides_beyond(config_file: Path, used: dict[str, Any]) -> dict[str, Any]:
     base = _flat(load_config(config_file).model_dump(mode="json"))
     run = _flat(used)
     return {k: v for k, v in sorted(run.items()) if base.get(k, object()) != v}
+
+
+def _train_seconds(checkpoint: Path) -> float | None:
+    """The wall-clock seconds of the run that wrote ``checkpoint`` (its ``train_summary.json``), if it finished."""
+    summary = checkpoint.parent.parent / "train_summary.json"  # RUN/checkpoints/step_N -> RUN
+    try:
+        return round(float(json.loads(summary.read_text())["seconds"]), 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _git_commit() -> str | None:
@@ -106,13 +116,15 @@ def install(run: str, name: str, config: str, data_note: str | None = None) -> P
         **({"data_note": data_note, "data_read": {"datasets": read.get("datasets"), "eval": read.get("eval")}}
            if data_note is not None else {}),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": _train_seconds(ckpt.path), "threads": used.get("train", {}).get("threads"),
         "trunk_hash": ckpt.state.get("trunk_hash"),
         "sha256": {WEIGHTS_FILE: _sha256(weights), STATE_FILE: _sha256(state)},
         "size_bytes": {WEIGHTS_FILE: len(weights), STATE_FILE: len(state)},
         "figures": f"docs/results/{FIGURES}.json", "floors": str(FLOORS_DIR.relative_to(ROOT)),
         "source": str(ckpt.path), "commit": _git_commit(),
         "installed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "cpu": platform.processor()},
     }
     target = PRETRAINED[name].directory
     target.mkdir(parents=True, exist_ok=True)
