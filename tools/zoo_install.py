@@ -9,9 +9,10 @@
 half-finished install is refused by every load): the config file that reproduces the weights and the
 ``--set`` overrides the run used beyond it, the command, steps, training data, sha256, the source checkpoint,
 git commit and time. The entry must be registered in ``hydranet/model/zoo.py``. ``--data-rendered-from-config
-NOTE``: the run read its frames from a render of the config's own datasets (``hydranet data generate`` shards,
-checked identical): the data overrides are then not part of the reproduce command, and ``NOTE`` (how the
-render was checked) and the data the run actually read are recorded beside it.
+NOTE``: the run read its frames from a render of the config's own datasets (``hydranet generate`` shards,
+checked identical): the data overrides are then not part of the reproduce command, the shipped ``state.json``
+names the config's datasets (the same frames, rendered wherever hydranet is installed) instead of the render's
+paths, and ``NOTE`` (how the render was checked) and the data the run actually read are recorded beside it.
 
 ``floors`` turns the figures ``benchmarks/reference.py`` measured (``tools/figures.py record reference --
 python benchmarks/reference.py``) into one suite per condition, ``suites/reference/<condition>.yaml``:
@@ -103,6 +104,13 @@ def install(run: str, name: str, config: str, data_note: str | None = None) -> P
         data = read
     weights = (ckpt.path / WEIGHTS_FILE).read_bytes()
     state = (ckpt.path / STATE_FILE).read_bytes()
+    if data_note is not None:
+        # The checkpoint's own config names the render's paths on the training machine: the shipped copy names
+        # the config's datasets instead (the same frames), so `train --from zoo:NAME` and a vacation without a
+        # train_config render them wherever hydranet is installed. `data_read` in the provenance keeps the paths.
+        tree = json.loads(state)
+        tree["config"]["data"] = data
+        state = json.dumps(tree, indent=1, sort_keys=True).encode()  # as hydranet.checkpoint writes it
     rel_config = config_file.relative_to(ROOT) if config_file.is_relative_to(ROOT) else config_file
     sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in overrides.items())
     provenance = {

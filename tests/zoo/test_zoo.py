@@ -32,6 +32,15 @@ def test_reference_config_trains_the_demo_network():
     assert shipped == demo.resolved_model()
 
 
+def test_the_shipped_checkpoint_config_trains_anywhere():
+    """The shipped state.json's training config is configs/reference.yaml's, data included: `train --from
+    zoo:tiny-world` renders the same frames on any machine (no path of the machine that trained it)."""
+    state = json.loads((find_pretrained("tiny-world").directory / "state.json").read_text())
+    ref = load_config(ROOT / "configs" / "reference.yaml")
+    assert state["config"]["data"] == ref.model_dump(mode="json")["data"]
+    assert load_config(ROOT / "configs" / "reference.yaml").train.steps == state["step"]
+
+
 def test_create_model_pretrained_is_the_shipped_checkpoint():
     by_preset = create_model("tiny", pretrained=True)
     by_name = create_model("tiny-world", pretrained=True)
