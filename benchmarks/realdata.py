@@ -157,17 +157,21 @@ def train_step(batch_size: int, steps: int) -> dict[str, Any]:
     from hydranet.geometry import camera_extrinsics, intrinsics_from_fov
     from hydranet.model import ModelConfig, create_model
     from hydranet.model.config import ALL_TASKS
+    from hydranet.setup import rig_of_frame
 
-    cfg = ModelConfig.preset("tiny", setup={"image_size": list(MODEL_INPUT),
+    h, w = MODEL_INPUT
+    K1 = intrinsics_from_fov(w, h, 64.0).float()
+    T1 = torch.stack([camera_extrinsics((1.0, 0.0, 1.6), 60.0 * k, 0.0) for k in range(6)]).float()
+    # The model is built for the 6-camera rig it is fed (a nuScenes-like ring), not the world's 8-camera default.
+    rig = rig_of_frame("ring6", tuple(f"cam{k}" for k in range(6)), K1.expand(6, 3, 3), T1, [MODEL_INPUT] * 6)
+    cfg = ModelConfig.preset("tiny", setup={"image_size": list(MODEL_INPUT), "rigs": [rig],
                                             "grid": {"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0}},
                              tasks={t: {} for t in ALL_TASKS})
     torch.manual_seed(0)
     model = create_model(cfg).train()
-    h, w = MODEL_INPUT
     images = torch.randint(0, 256, (batch_size, 6, 3, h, w), dtype=torch.uint8)
-    K = intrinsics_from_fov(w, h, 64.0).float().expand(batch_size, 6, 3, 3).contiguous()
-    T = torch.stack([camera_extrinsics((1.0, 0.0, 1.6), 60.0 * k, 0.0) for k in range(6)]).float()
-    T = T.expand(batch_size, 6, 4, 4).contiguous()
+    K = K1.expand(batch_size, 6, 3, 3).contiguous()
+    T = T1.expand(batch_size, 6, 4, 4).contiguous()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
