@@ -16,11 +16,19 @@ Besides Python's format specs: ``:min`` (seconds as minutes, one decimal), ``:me
 result in words). ``null`` (undefined) prints as "n/a".
 
     python tools/figures.py render           # rewrite every marked block (make figures)
-    python tools/figures.py check            # exit 1 naming each block that differs (the test does this)
+    python tools/figures.py check            # exit 1 naming each block that differs and each typed figure
     python tools/figures.py record NAME -- CMD...   # run CMD, keep the last JSON object it printed
     python tools/figures.py record NAME --file PATH # keep a JSON file (runs/demo/metrics.json)
 
 ``record`` adds ``_recorded`` (command, UTC time, git commit, CPU) so a figure says where it came from.
+
+``check`` also refuses typed figures in the README's benchmark table (the table whose header starts
+``| benchmark |``), wherever its rows are written: in the README itself or in a template. In the text as
+typed -- README.md with every block replaced by its template's literal text, fields left out -- no cell of
+a row may hold a number (a digit not glued to letters: ``0.78``, ``3,000``, ``8×128``, ``±32 m``; ``2D``,
+``fp32``, ``INT8``, ``AP50`` are names), except the first cell (the command, with its step and size
+arguments) and a target in the ``goal`` cell (a number right after ``≥ ≤ < > =``). A measured number
+comes from a ``{field}``, so it cannot be typed there by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TEMPLATES = ROOT / "docs" / "figures"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
 
@@ -145,6 +154,60 @@ def stale_blocks(docs: list[Path] = DOCS, root: Path = RESULTS) -> list[str]:
     return stale
 
 
+# A number as a reader sees one: digits not glued to a letter, digit or dot on the left nor a letter on the right.
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
+# A goal's target: the number right after a comparison (``≥ 20×``, ``≤ 0.02``, ``<= 1e-3`` counts ``1e`` as a name).
+TARGET = re.compile(r"(?:[≥≤<>]=?|=)\s*[-+]?\d+(?:[.,]\d+)*(?:e-?\d+)?\s*[×%]?")
+MARKER = re.compile(r"<!-- (?:figures:[\w-]+|/figures) -->")
+BENCHMARK_TABLE = re.compile(r"^\| *benchmark *\|")
+
+
+def literal_text(template: str) -> str:
+    """``template`` with every replacement field left out (``…`` in its place): the text a person typed."""
+    return "".join(literal + ("…" if field is not None else "")
+                   for literal, field, _, _ in string.Formatter().parse(template))
+
+
+def _literal_template(name: str) -> str:
+    path = TEMPLATES / f"{name}.md"
+    try:
+        return literal_text(path.read_text())
+    except OSError:
+        raise FigureError(f"block 'figures:{name}': no template {path.relative_to(ROOT)}") from None
+
+
+def typed_figures(doc: Path | None = None) -> list[str]:
+    """``file: benchmark table, row R, column C: typed number(s) N`` for every number in the README's benchmark
+    table that no field renders (see the module docstring for the rule)."""
+    doc = doc or README
+    text = BLOCK.sub(lambda m: m.group(1) + _literal_template(m.group("name")) + m.group(4), doc.read_text())
+    lines, found = text.splitlines(), []
+    for start, line in enumerate(lines):
+        if not BENCHMARK_TABLE.match(line):
+            continue
+        header = _cells(line)
+        for row in lines[start + 1:]:
+            if MARKER.fullmatch(row):  # a block may hold some of the rows: the rows around it still count
+                continue
+            if not row.startswith("|"):
+                break
+            cells = _cells(row)
+            if all(set(c) <= set("-: ") for c in cells):  # the |---| separator
+                continue
+            for column, cell in zip(header[1:], cells[1:], strict=False):
+                checked = TARGET.sub(" ", cell) if column.strip().lower() == "goal" else cell
+                numbers = NUMBER.findall(checked)
+                if numbers:
+                    found.append(f"{doc.relative_to(ROOT)}: benchmark table, row {cells[0].strip()}, column "
+                                 f"'{column.strip()}': typed number(s) {', '.join(numbers)}")
+    return found
+
+
+def _cells(row: str) -> list[str]:
+    """The cells of a Markdown table row (an escaped ``\\|`` stays inside its cell)."""
+    return re.split(r"(?<!\\)\|", row.strip().removeprefix("|").removesuffix("|"))
+
+
 def render(docs: list[Path] = DOCS, root: Path = RESULTS) -> list[Path]:
     """Rewrite every doc whose blocks changed; returns the docs written."""
     results, written = _Results(root), []
@@ -198,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("render", help="rewrite every marked block from docs/results/*.json")
-    sub.add_parser("check", help="exit 1 if a marked block differs from what its template renders")
+    sub.add_parser("check", help="exit 1 if a marked block differs from what its template renders, or a number "
+                                 "in the README's benchmark table is typed instead of rendered")
     rec = sub.add_parser("record", help="store a result: the last JSON object a command prints, or a file")
     rec.add_argument("name")
     rec.add_argument("--file", type=Path)
@@ -209,10 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             for doc in render():
                 print(f"rendered {doc.relative_to(ROOT)}")
         elif args.verb == "check":
+            typed = typed_figures()  # first: it needs no result, so it reports even when a template cannot render
+            for line in typed:
+                print(f"typed: {line} (record the result and render it from a template field)")
             stale = stale_blocks()
             for line in stale:
                 print(f"stale: {line} (python tools/figures.py render)")
-            return 1 if stale else 0
+            return 1 if stale or typed else 0
         else:
             if not args.command and args.file is None:
                 parser.error("record needs a command after -- or --file")
