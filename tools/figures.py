@@ -11,7 +11,8 @@ whose text is the template ``docs/figures/NAME.md`` with its fields filled from 
 trained.drivable.miou:.3f}`` is ``docs/results/demo.json``'s ``["trained"]["drivable"]["miou"]``
 formatted ``.3f``; a key with other characters is indexed, ``{demo.trained.traffic_light[recall/red]}``.
 Besides Python's format specs: ``:min`` (seconds as minutes, one decimal), ``:met>=0.4`` / ``:met<=0.6``
-("met" or "not met"), ``:x.2f`` (a ratio with "×"), ``:M`` (millions, "0.5 M"), ``:?PREFIX|SUFFIX|SPEC``
+("met" or "not met"), ``:x.2f`` (a ratio with "×"), ``:M`` (millions, "0.5 M"; ``:M.2f`` "0.51 M"), ``:join``
+(a list of numbers or words, "16, 32, 64"; ``:join=+`` "p3+p4"), ``:?PREFIX|SUFFIX|SPEC``
 (the value, formatted by SPEC, between the two, or nothing when it is null) and ``:if=YES|NO`` (a true/false
 result in words). ``null`` (undefined) prints as "n/a".
 
@@ -101,6 +102,8 @@ class _Formatter(string.Formatter):
 
     def format_field(self, value: Any, spec: str) -> str:
         v = value.value if isinstance(value, _Node) else value
+        if spec.partition("=")[0] == "join" and isinstance(v, list) and not any(isinstance(x, dict | list) for x in v):
+            return (spec[5:] if spec.startswith("join=") else ", ").join(str(x) for x in v)
         if isinstance(v, dict | list):
             raise FigureError(f"{value.path}: a {type(v).__name__}, not a number or text")
         if spec.startswith("if="):  # a yes/no result in words: ``{x.identical:if=bit-identical|different}``
@@ -111,8 +114,8 @@ class _Formatter(string.Formatter):
             return "" if v is None else f"{prefix}{format(v, fmt)}{suffix}"
         if v is None:
             return "n/a"
-        if spec == "M":
-            return f"{v / 1e6:.1f} M"
+        if spec.startswith("M"):
+            return f"{format(v / 1e6, spec[1:] or '.1f')} M"
         if spec == "min":
             return f"{v / 60:.1f}".removesuffix(".0")
         if spec.startswith("x"):
