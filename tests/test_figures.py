@@ -88,3 +88,17 @@ def test_a_typed_number_in_the_benchmark_table_is_found_wherever_it_is_written(t
         "README.md: benchmark table, row `b.py`, column 'measured': typed number(s) 3,000",
         "README.md: benchmark table, row `b.py`, column 'goal': typed number(s) 5.4",
         "README.md: benchmark table, row `c.py`, column 'measured': typed number(s) 0.78"]
+
+
+def test_lists_join_and_millions_take_a_precision(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "results" / "m.json").write_text(json.dumps({"widths": [16, 32], "levels": ["p3", "p4"],
+                                                             "params": 511367, "nested": [[1]]}))
+    (tmp_path / "figures" / "t.md").write_text("{m.widths:join} | {m.levels:join=+} | {m.params:M.2f} | {m.params:M}")
+    monkeypatch.setattr(figures, "TEMPLATES", tmp_path / "figures")
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    assert figures.render_template("t", figures._Results(tmp_path / "results")) == "16, 32 | p3+p4 | 0.51 M | 0.5 M"
+    (tmp_path / "figures" / "t.md").write_text("{m.nested:join}")
+    with pytest.raises(figures.FigureError, match="m.nested: a list"):
+        figures.render_template("t", figures._Results(tmp_path / "results"))
