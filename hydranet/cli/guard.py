@@ -2,13 +2,18 @@
 
 Before a command's body runs, and around it:
 
-1. **An output never eats an input** (``hydranet.outputs.check_output``): the command's ``--out/-o`` is
-   compared with every path the command reads (its options and arguments that name existing files or
-   folders, ``KIND:PATH`` specs, ``convert``'s source options), before anything is deleted or written.
+1. **An output never eats an input** (``hydranet.outputs.check_output``): the command's ``--out/-o`` (and its
+   side outputs: ``--report``, ``--json``) is compared with every path the command reads -- its options and
+   arguments that name existing files or folders, ``KIND:PATH`` specs, ``convert``'s source options, and the
+   paths named *inside* the files it was given (``CONFIG_INPUTS``: a training config's datasets; a vacation
+   pipeline's pool, model, train config, teacher, shadow graph and suites) -- before anything is deleted or
+   written. A command that writes named parts below its output (``vacation``: each iteration's queue, labels,
+   training run and export) declares them too, and no input may lie in a part that gets replaced.
 2. **One writer per output**: commands that write a directory (a run, a dataset, a queue, a cache) hold
    ``hydranet.outputs.output_lock`` on it while they run; a second one fails at once naming the holder.
-   (Under ``torchrun`` the ranks share the output: ``train`` locks its run directory itself, all ranks
-   agreeing, and this lock is not taken.)
+   Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks of one job share the output: rank 0 holds the lock for
+   the job, so a second job (or a single process) writing there is refused, and torchrun stops the refused
+   job's other ranks with it. (``train`` also locks its run directory itself, all ranks agreeing.)
 3. **Nothing half-written is left**: when the command fails, temporary files it created beside or in its
    output (``.tmp-*``, ``*.tmp``) are removed, and so is a file output that did not exist before.
 4. **One error line** (``hydranet.cli.errors.cli_errors``): every exception becomes ``error: ...`` and exit
@@ -43,6 +48,8 @@ FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show"
 # Options that tell a command to delete what its output holds.
 _REPLACING_OPTIONS = ("overwrite", "force", "retrain")
 _OUTPUT_OPTIONS = ("out", "output")
+# Further files a command writes besides its --out (a report, a JSON of results): never one of its inputs.
+SIDE_OUTPUTS = {"convert": ("report",), "quantize": ("json_out",)}
 
 
 def _default_output(name: str, params: dict[str, Any]) -> Path | None:
@@ -70,10 +77,59 @@ def _candidates(value: Any) -> Iterator[str]:
         yield text.rpartition(":")[0]
 
 
-def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = ()) -> list[str]:
-    """Every existing path a command was given, apart from its output."""
+def _dataset_paths(cfg: Any) -> list[str]:
+    """The files and folders a training config's datasets read (shards, roots, indices), as written."""
+    return [str(v) for ds in cfg.data.datasets.values() for k, v in ds.options().items()
+            if k not in ("kind", "world", "frames") and isinstance(v, str)]
+
+
+def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """``train``/``demo``: the datasets its ``--config`` names."""
+    from hydranet.train import load_config
+
+    if params.get("config") is None:
+        return [], []
+    return _dataset_paths(load_config(params["config"], list(params.get("set_") or []))), []
+
+
+def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """``vacation``: what its pipeline reads (and its train config's datasets), and the parts of the run
+    directory it writes (``hydranet.engine.records.run_outputs``)."""
+    from hydranet.engine.pipeline import load_pipeline
+    from hydranet.engine.records import run_outputs
+    from hydranet.train import load_train_config
+
+    pipe = load_pipeline(params["config"])
+    inputs = pipe.inputs()
+    try:
+        inputs += _dataset_paths(load_train_config(pipe.train_config, list(pipe.train.overrides), pipe.model))
+    except Exception:  # noqa: BLE001 - a bad train config is reported by the command's own preflight
+        pass
+    return inputs, run_outputs(params["out"], params.get("iterations") or pipe.iterations)
+
+
+# Commands that read paths named inside a file they were given, and write named parts below their output:
+# ``name -> fn(params) -> (input paths, replaced outputs)``.
+CONFIG_INPUTS = {"train": _train_inputs, "demo": _train_inputs, "vacation": _vacation_paths}
+
+
+def _declared_paths(name: str, params: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """``CONFIG_INPUTS[name](params)``; nothing when the file does not load (the command itself then reports it,
+    naming the file and field)."""
+    fn = CONFIG_INPUTS.get(name)
+    if fn is None:
+        return [], []
+    try:
+        return fn(params)
+    except Exception:  # noqa: BLE001 - the command's body reports a bad file with its own message
+        return [], []
+
+
+def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = (), declared: Iterable[str] = (),
+                 skip: Iterable[str] = ()) -> list[str]:
+    """Every existing path a command was given (or that a file it was given names), apart from its outputs."""
     found = []
-    values = [v for k, v in params.items() if k not in _OUTPUT_OPTIONS]
+    values = [v for k, v in params.items() if k not in _OUTPUT_OPTIONS and k not in skip] + list(declared)
     values += [a for a in extra_args if not a.startswith("--")]
     for value in values:
         for text in _candidates(value):
@@ -82,8 +138,12 @@ def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = ()) -> list
     return found
 
 
-def _under_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+def _lock_holder() -> bool:
+    """Whether this process takes the output lock: always, except a ``torchrun`` rank other than 0 (rank 0
+    holds it for the whole job)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return True
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 @contextmanager
@@ -95,7 +155,15 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
         yield
         return
     option = "--out"
-    check_output(out, _input_paths(params, extra_args), any(bool(params.get(k)) for k in _REPLACING_OPTIONS), option)
+    side = SIDE_OUTPUTS.get(name, ())
+    declared, parts = _declared_paths(name, params)
+    inputs = _input_paths(params, extra_args, declared, side)
+    check_output(out, inputs, any(bool(params.get(k)) for k in _REPLACING_OPTIONS), option)
+    for part in parts:  # replaced each time the command runs again: nothing read may lie inside
+        check_output(part, inputs, True, f"{option} {out}: its part")
+    for key in side:
+        if params.get(key) is not None:
+            check_output(params[key], inputs + [str(out)], False, f"--{key.removesuffix('_out')}")
     is_dir = name in DIRECTORY_OUTPUTS
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
@@ -103,7 +171,7 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
     existed = out.exists()
     started = time.time()
     token = current_output.set(lambda: _being_written(out, started) if is_dir else out)
-    lock = output_lock(out) if is_dir and not _under_torchrun() else nullcontext()
+    lock = output_lock(out) if is_dir and _lock_holder() else nullcontext()
     try:
         with lock:
             yield

@@ -106,6 +106,15 @@ class Pipeline(_Strict):
     export: ExportStage = Field(default_factory=ExportStage)
     path: str = ""  # the file it came from
 
+    def inputs(self) -> list[str]:
+        """Every file or folder the pipeline reads (as written after ``load_pipeline``: absolute, ``KIND:PATH``
+        for a pool): the pool, the starting model, the train config, the teacher, the shadow graph and the
+        suites. ``hydranet.cli.guard`` checks the run's outputs against them."""
+        found = [self.pool, self.model, self.train_config, self.label.teacher, *self.eval.suites]
+        if self.mine.shadow not in (None, "current"):
+            found.append(self.mine.shadow)
+        return [p for p in found if p]
+
 
 def _resolve(base: Path, value: str | None) -> str | None:
     if value is None or value.startswith("synthetic") and not value.startswith("synthetic:"):

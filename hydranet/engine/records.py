@@ -16,6 +16,20 @@ from hydranet.engine.pipeline import Pipeline
 from hydranet.json_files import dumps
 
 STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
+# The files a run keeps at its top level (beside its iter_NNN/ folders).
+RUN_FILES = ("pipeline.json", "current.json", "history.jsonl", "history.html")
+
+
+def iteration_dir(out: str | Path, it: int) -> Path:
+    """The directory of iteration ``it`` of the run in ``out`` (``<out>/iter_NNN``)."""
+    return Path(out) / f"iter_{it:03d}"
+
+
+def run_outputs(out: str | Path, iterations: int) -> list[Path]:
+    """What a run of ``iterations`` iterations writes into ``out``: its top-level files and one folder per
+    iteration (queue, labels, dataset manifest, training run, cache, export), each replaced when its stage runs
+    again. Nothing the pipeline reads may lie in them (``hydranet.cli.guard``)."""
+    return [Path(out) / name for name in RUN_FILES] + [iteration_dir(out, it) for it in range(1, iterations + 1)]
 
 
 def atomic_json(path: Path, data: Any) -> None:
@@ -47,6 +61,12 @@ class VacationRun:
         cfg = pipe.model_dump(mode="json")
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
+            was = old.pop("run_dir", None)  # where the run was written (absent in runs of older versions)
+            if was and Path(was).resolve() != self.out.resolve() and self.finished_stages():
+                raise ValueError(
+                    f"{cfg_path}: run_dir: this run was written in {was} and its records (and the training runs "
+                    f"inside it) name files there; move it back to {was} to resume it, or start a new run (another "
+                    "--out)")
             changed = sorted(k for k in cfg if k not in ("iterations", "path") and old.get(k) != cfg[k])
             if changed and self.finished_stages():
                 raise ValueError(
@@ -56,7 +76,7 @@ class VacationRun:
                     f"into a new --out (e.g. {self.out}_2), or delete {self.out} to start over")
             if changed:  # nothing finished yet (e.g. the first stage failed): the new pipeline takes over
                 log(f"{self.out}: no stage had finished; starting over with the changed pipeline ({changed})")
-        atomic_json(cfg_path, cfg)
+        atomic_json(cfg_path, {**cfg, "run_dir": str(self.out)})
 
     # ---- state ---------------------------------------------------------------------------
     def finished_stages(self) -> list[str]:
@@ -83,7 +103,7 @@ class VacationRun:
 
     def iter_dir(self, it: int) -> Path:
         """The directory of iteration ``it`` (``<out>/iter_NNN``)."""
-        return self.out / f"iter_{it:03d}"
+        return iteration_dir(self.out, it)
 
 
 def read_current(out: str | Path) -> dict[str, Any] | None:

@@ -67,6 +67,30 @@ def test_vacation_records_promote_run_relative_paths(tmp_path, monkeypatch):
     assert v.run_relative(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
 
 
+def test_vacation_resumes_from_another_directory_and_names_a_moved_run(tmp_path, monkeypatch):
+    """Every path a run stores is absolute or relative to the run: started from one directory, it resumes from
+    any other. A run directory moved elsewhere (its records and training runs name files at the old place) is
+    refused in one line naming ``run_dir`` and both places, before a stage runs."""
+    from hydranet.engine.pipeline import Pipeline
+    from hydranet.engine.vacation import Vacation
+
+    pipe = Pipeline.model_validate({"pool": "synthetic", "model": str(tmp_path / "base"), "eval": {"suites": ["x"]}})
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    v = Vacation(pipe, "run", log=lambda s: None)
+    v.iter_dir(1).mkdir()
+    (v.iter_dir(1) / "mine.json").write_text("{}")  # a finished stage
+    monkeypatch.chdir(tmp_path)
+    assert Vacation(pipe, "a/run", log=lambda s: None).finished_stages() == ["iter_001/mine.json"]
+    shutil.move(tmp_path / "a" / "run", tmp_path / "moved")
+    with pytest.raises(ValueError) as e:
+        Vacation(pipe, tmp_path / "moved", log=lambda s: None)
+    message, code = describe(e.value)
+    assert code == 2 and "\n" not in message
+    assert "pipeline.json: run_dir: this run was written in " + str(tmp_path / "a" / "run") in message, message
+    assert "move it back" in message
+
+
 class _Model(BaseModel):
     lr: float
     steps: int

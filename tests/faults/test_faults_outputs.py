@@ -77,6 +77,81 @@ def test_an_output_that_is_or_holds_an_input_is_refused_before_anything_is_writt
     assert {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"} == before  # nothing lost
 
 
+def _pipeline(path: Path, **fields) -> Path:
+    """A vacation pipeline file (valid as a file; the guard runs before its references are opened)."""
+    import yaml
+
+    pipe = {"pool": "synthetic", "model": "run", "eval": {"suites": ["night.yaml"]}, **fields}
+    path.write_text(yaml.safe_dump(pipe))
+    return path
+
+
+# (pipeline fields, --out, what the run's outputs would destroy); paths relative to the test's folder
+PIPELINE_OVERLAPS = [
+    ({"pool": "data"}, "data", "the pool, as the run directory"),
+    ({"pool": "data"}, "data/run", "inside the pool"),
+    ({"model": "run"}, "run/checkpoints/vac", "inside the starting model's checkpoints"),
+    ({"pool": "vac/iter_001/labels"}, "vac", "the pool inside iteration 1's labels"),
+    ({"model": "vac/iter_002/train"}, "vac", "the model inside iteration 2's training run"),
+    ({"train_config": "cfg.yaml"}, "cfg.yaml", "the train config"),
+    ({"train_config": "cfg_data.yaml"}, "data", "a dataset of the train config"),
+    ({"label": {"kind": "auto", "teacher": "vac/iter_001/train"}}, "vac", "the teacher"),
+    ({"eval": {"suites": ["vac/history.html"]}}, "vac", "a suite where the history page goes"),
+]
+
+
+@pytest.mark.parametrize("fields,out,what", PIPELINE_OVERLAPS, ids=[w for _, _, w in PIPELINE_OVERLAPS])
+def test_vacation_outputs_never_eat_what_its_pipeline_reads(inputs, fields, out, what):
+    """The pipeline's own outputs (its run directory, each iteration's queue, labels, training run, export and
+    the history files) are checked against the pool, model, configs, teacher and suites its file names."""
+    tmp = inputs["tmp"]
+    train_config(tmp / "cfg_data.yaml")
+    tree = __import__("yaml").safe_load((tmp / "cfg_data.yaml").read_text())
+    tree["data"]["datasets"] = {"d": {"kind": "shards", "path": str(inputs["data"])}}
+    (tmp / "cfg_data.yaml").write_text(__import__("yaml").safe_dump(tree))
+    for rel in ("vac/iter_001/labels", "vac/iter_002/train", "vac/iter_001/train"):
+        shutil.copytree(inputs["data"] if "labels" in rel else inputs["run"], tmp / rel)
+    (tmp / "vac" / "history.html").write_text("<html></html>")
+    pipe = _pipeline(tmp / "pipeline.yaml", **fields)
+    watched = [inputs["data"], inputs["run"], inputs["cfg"], tmp / "cfg_data.yaml", tmp / "vac"]
+    before = [tree_hash(p) for p in watched]
+    line = error_line(cli("vacation", "-c", pipe, "-o", tmp / out, "--iterations", "2", code=2))
+    assert "--out" in line and "input" in line, line
+    assert [tree_hash(p) for p in watched] == before  # nothing lost
+
+
+def test_vacation_pipeline_file_inside_its_run_is_not_overwritten(inputs):
+    run = inputs["tmp"] / "vac"
+    run.mkdir()
+    pipe = _pipeline(run / "pipeline.json", pool=str(inputs["data"]), model=str(inputs["run"]))
+    line = error_line(cli("vacation", "-c", pipe, "-o", run, code=2))
+    assert "its part" in line and "pipeline.json" in line, line
+
+
+def test_train_output_is_checked_against_its_configs_datasets(inputs):
+    import yaml
+
+    cfg = inputs["tmp"] / "shards.yaml"
+    tree = yaml.safe_load(inputs["cfg"].read_text())
+    tree["data"]["datasets"] = {"d": {"kind": "shards", "path": str(inputs["data"])}}
+    cfg.write_text(yaml.safe_dump(tree))
+    before = tree_hash(inputs["data"])
+    line = error_line(cli("train", "-c", cfg, "-o", inputs["data"], code=2))
+    assert "--out" in line and "input" in line and str(inputs["data"]) in line, line
+    assert tree_hash(inputs["data"]) == before
+
+
+@pytest.mark.parametrize("template", [
+    "convert shards --path {data} --out {tmp}/new --report {data}/manifest.json",
+    "quantize {onnx} -o {tmp}/m.int8.onnx --json {onnx}",
+], ids=["convert --report", "quantize --json"])
+def test_side_outputs_never_overwrite_an_input(inputs, template):
+    before = {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"}
+    line = error_line(cli(*template.format(**inputs).split(), code=2))
+    assert "input" in line, line
+    assert {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"} == before
+
+
 def test_a_symlink_to_the_input_is_the_input(inputs):
     link = inputs["tmp"] / "alias"
     link.symlink_to(inputs["data"])
