@@ -210,30 +210,97 @@ def test_every_command_declares_its_kind_of_output():
             assert name in DIRECTORY_OUTPUTS | FILE_OUTPUTS, f"{name}: add it to hydranet/cli/guard.py"
 
 
-WRITERS = [
-    "convert shards --path {data} --out {out}",
-    "generate --config {world} --frames 1 -o {out}",
-    "label --queue {queue} --data {data} --out {out}",
-    "train -c {cfg} -o {out}",
-    "vacation --config {cfg} -o {out}",
-    "cache-features --ckpt {run} --data {data} -o {out}",
-    "merge {run} {run} -o {out}",
-    "infer {onnx} --data {data} -o {out}",
-    "mine --model {run} --data {data} --budget 1 -o {out}",
-    "predict {run} --data {data} -o {out}",
-    "demo -o {out}",
-]
+# One invocation of every command that writes a directory (a run, a dataset, a queue, a cache): a command
+# added to DIRECTORY_OUTPUTS without an entry here fails test_every_directory_writer_is_tried_with_the_lock_held.
+WRITERS = {
+    "convert": "convert shards --path {data} --out {out}",
+    "generate": "generate --config {world} --frames 1 -o {out}",
+    "label": "label --queue {queue} --data {data} --out {out}",
+    "train": "train -c {cfg} -o {out}",
+    "vacation": "vacation --config {cfg} -o {out}",
+    "cache-features": "cache-features --ckpt {run} --data {data} -o {out}",
+    "merge": "merge {run} {run} -o {out}",
+    "infer": "infer {onnx} --data {data} -o {out}",
+    "mine": "mine --model {run} --data {data} --budget 1 -o {out}",
+    "predict": "predict {run} --data {data} -o {out}",
+    "demo": "demo -o {out}",
+}
 
 
-@pytest.mark.parametrize("template", WRITERS, ids=[t.split()[0] for t in WRITERS])
-def test_a_second_writer_of_an_output_is_refused_naming_the_first(inputs, template):
+def _cli_commands() -> dict:
+    import typer
+
+    from hydranet.cli import app
+
+    return dict(typer.main.get_command(app).commands)
+
+
+def test_every_directory_writer_is_tried_with_the_lock_held():
+    """Walk the CLI: every command passes through the guard, every command with an output declares whether it
+    writes a directory (locked) or one file (atomic), and every directory writer is in WRITERS (so the test
+    below proves it takes the lock)."""
+    from hydranet.cli.guard import GuardedCommand
+
+    commands = _cli_commands()
+    for name, cmd in commands.items():
+        assert isinstance(cmd, GuardedCommand), f"{name}: not a GuardedCommand (its writes would not be locked)"
+    writers = {n for n, c in commands.items() if any(p.name in ("out", "output") for p in c.params)}
+    assert writers <= DIRECTORY_OUTPUTS | FILE_OUTPUTS, writers - (DIRECTORY_OUTPUTS | FILE_OUTPUTS)
+    assert not DIRECTORY_OUTPUTS & FILE_OUTPUTS
+    assert set(WRITERS) == DIRECTORY_OUTPUTS & set(commands), set(WRITERS) ^ (DIRECTORY_OUTPUTS & set(commands))
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_second_writer_of_an_output_is_refused_naming_the_first(inputs, name):
     out = inputs["tmp"] / "busy"
     with output_lock(out):
-        res = cli(*template.format(out=out, **inputs).split(), code=2)
+        res = cli(*WRITERS[name].format(out=out, **inputs).split(), code=2)
     line = error_line(res)
     assert f"pid {os.getpid()}" in line and "in use by another hydranet process" in line, line
     assert not out.exists()  # the refused writer created nothing
     assert str(lock_file(out)) in line
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_under_torchrun_rank_0_holds_the_lock_for_the_job(inputs, name, monkeypatch):
+    """Before: under torchrun no directory writer but ``train`` was locked, so two ``mine`` jobs (or a job and a
+    single process) into one --out both exited 0. Rank 0 now takes the lock for its job; other ranks do not
+    (they share the output with their rank 0)."""
+    from hydranet.cli.guard import _lock_holder
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert _lock_holder()
+    out = inputs["tmp"] / "busy"
+    with output_lock(out):
+        line = error_line(cli(*WRITERS[name].format(out=out, **inputs).split(), code=2))
+    assert "in use by another hydranet process" in line, line
+    monkeypatch.setenv("RANK", "1")
+    assert not _lock_holder()
+
+
+def test_two_torchrun_mine_jobs_into_one_queue_cannot_both_succeed(inputs):
+    """A real two-rank torchrun ``mine`` whose --out another process writes: refused (exit != 0, naming the
+    holder), its other rank stopped with it (no hang), nothing written."""
+    import socket
+    import subprocess
+    import sys
+
+    from faults_kit import REPO
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = inputs["tmp"] / "queue_out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "hydranet", "mine", "--model", str(inputs["run"]), "--data", str(inputs["data"]), "--budget", "1",
+           "--html-frames", "0", "-o", str(out)]
+    with output_lock(out):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode != 0, res.stderr
+    assert f"pid {os.getpid()}" in res.stderr and "in use by another hydranet process" in res.stderr, res.stderr
+    assert not (out / "queue.jsonl").exists()
 
 
 def test_two_writers_at_once_one_wins_and_the_result_verifies(tmp_path):
