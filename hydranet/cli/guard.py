@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup
 
-from hydranet.cli.errors import cli_errors, current_output
+from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
 from hydranet.outputs import check_output, is_write_failure, output_lock, temp_leftovers
 
@@ -207,6 +208,32 @@ def _clean(paths: Iterable[Path]) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
+
+
+class GuardedGroup(TyperGroup):
+    """The ``hydranet`` group: a usage error anywhere (a bad option value, a missing or unknown option, of the
+    group or of a command) is one ``error:`` line and exit 2 (``hydranet.cli.errors.usage_error_line``), not
+    click's three lines. ``hydranet`` alone still prints the help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        """click's ``make_context`` (parses the group's own options) with usage errors on one line."""
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        """click's ``invoke`` (parses and runs the command) with usage errors on one line."""
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise
+    except UsageError as e:
+        raise fail(usage_error_line(e), e.exit_code) from None
 
 
 class GuardedCommand(TyperCommand):

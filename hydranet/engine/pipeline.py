@@ -19,6 +19,7 @@ like ``hydranet eval --suite``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,11 +118,13 @@ class Pipeline(_Strict):
 
 
 def _resolve(base: Path, value: str | None) -> str | None:
-    if value is None or value.startswith("synthetic") and not value.startswith("synthetic:"):
+    """``value`` with a relative path made absolute against ``base``: a path, or the path of ``KIND:PATH``
+    (``synthetic:pool.yaml``, ``shards:data/pool``); ``synthetic`` and URLs pass as they are."""
+    if value is None or "://" in value or value.startswith("synthetic") and not value.startswith("synthetic:"):
         return value
-    if value.startswith("synthetic:"):
-        rest = value.partition(":")[2]
-        return "synthetic:" + (str(base / rest) if rest and not Path(rest).is_absolute() else rest)
+    kind, sep, rest = value.partition(":")
+    if sep and re.fullmatch(r"[a-z][a-z0-9_]*", kind):
+        return f"{kind}:" + (str(base / rest) if rest and not Path(rest).is_absolute() else rest)
     return str(base / value) if not Path(value).is_absolute() else value
 
 

@@ -131,3 +131,70 @@ def test_label_never_replaces_a_finished_dataset_unless_told(tmp_path, dataset):
     line = error_line(cli("label", "--queue", queue, "--data", "synthetic", "--out", other, code=2))
     assert "--overwrite" in line
     cli("data-info", other, "--verify", code=0)
+
+
+# Each: a command run with a missing or wrong argument, a bad config or suite field, a checkpoint that is not
+# there or of another grid; (arguments, words the one line must hold). Before, each was either click's three
+# lines (usage, hint, "Error: Invalid value for ..."), a message naming the path twice or an option the user
+# never passed (a pipeline's "--model"), a pydantic location with union internals, or a table printed before a
+# late refusal.
+PROBES = [
+    (["eval", "{run}", "--frames", "0"], ["--frames: ", "greater than or equal to 1"]),
+    (["eval", "{tmp}/nope"], ["checkpoint: {tmp}/nope: not a checkpoint"]),
+    (["eval", "{run}", "--suite", "{tmp}/noon.yaml"],
+     ["--suite: {tmp}/noon.yaml: scenarios.a.lighting: unknown 'noon'; expected 'day'"]),
+    (["quantize", "{onnx}", "--suite", "{tmp}/noon.yaml", "-o", "{tmp}/q.onnx"], ["--suite: {tmp}/noon.yaml"]),
+    (["train", "--resume", "-o", "{tmp}/nothing"], ["--resume: {tmp}/nothing holds no run to resume"]),
+    (["train", "--resume"], ["--resume: needs -o RUN"]),
+    (["train", "-c", "{cfg}", "--bogus"], ["No such option: --bogus", "hydranet train --help"]),
+    (["mine", "--model", "{tmp}/nope", "--data", "{data}", "--budget", "1", "-o", "{tmp}/m"],
+     ["--model {tmp}/nope: not a checkpoint"]),
+    (["mine", "--model", "{run}", "--data", "{data}", "--budget", "0", "-o", "{tmp}/m"], ["--budget: "]),
+    (["label", "--queue", "{tmp}/nope", "--data", "{data}", "--out", "{tmp}/l"], ["{tmp}/nope: no queue"]),
+    (["label", "--queue", "{queue}", "--data", "{tmp}/nope", "--out", "{tmp}/l"],
+     ["--data {tmp}/nope: no such dataset"]),
+    (["label", "--queue", "{queue}", "--data", "{data}", "--labeller", "auto", "--teacher", "{tmp}/nope", "--out",
+      "{tmp}/l"], ["--teacher {tmp}/nope: not a checkpoint"]),
+    (["autolabel-quality", "--teacher", "{tmp}/nope", "--data", "synthetic"], ["--teacher {tmp}/nope: not a"]),
+    (["vacation", "-c", "{tmp}/pipe_model.yaml", "-o", "{tmp}/v"], ["pipe_model.yaml: model: {tmp}/nope: not a"]),
+    (["vacation", "-c", "{tmp}/pipe_pool.yaml", "-o", "{tmp}/v"], ["pipe_pool.yaml: train_config (not set"]),
+    (["predict", "{grid}", "--data", "{data}", "--ground-truth", "-o", "{tmp}/p"],
+     ["--data {data}: BEV labels on the grid", "checkpoint {grid}", "(setup.grid)"]),
+    (["generate", "-o", "{tmp}/g", "--config", "{tmp}/bad.yaml"], ["--config: {tmp}/bad.yaml: trian: unknown field"]),
+    (["show", "--lighting", "noon", "-o", "{tmp}/s.png"], ["world config: lighting: unknown 'noon'"]),
+    (["--max-image-pixels", "0", "eval", "{run}"], ["--max-image-pixels: "]),
+    (["nosuchcommand"], ["No such command 'nosuchcommand'"]),
+]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory, ckpt, dataset, graph):
+    """Inputs for PROBES: a run, one of another grid, a dataset (labelled on the first run's grid), a graph, a
+    queue, a training config, a suite with a bad value, pipelines naming a missing model or a KIND:PATH pool."""
+    import yaml
+    from faults_kit import make_checkpoint
+
+    tmp = tmp_path_factory.mktemp("probe")
+    grid = make_checkpoint(tmp / "grid", grid={"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0})
+    (tmp / "queue").mkdir()
+    (tmp / "queue" / "queue.jsonl").write_text(json.dumps({"rank": 1, "index": 0, "frame_id": "x#0"}) + "\n")
+    cfg = train_config(tmp / "cfg.yaml")
+    (tmp / "bad.yaml").write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "trian": {"steps": 1}}))
+    (tmp / "noon.yaml").write_text(yaml.safe_dump({"name": "s", "scenarios": {"a": {"lighting": "noon"}},
+                                                   "seeds": [0, 2], "frames": 1, "tasks": {"drivable": {}}}))
+    suite = {"suites": ["night.yaml"]}
+    (tmp / "pipe_model.yaml").write_text(yaml.safe_dump({"pool": "synthetic", "model": "nope", "eval": suite}))
+    (tmp / "pipe_pool.yaml").write_text(yaml.safe_dump({"pool": f"shards:{dataset}", "model": str(ckpt),
+                                                        "eval": suite}))
+    return {"tmp": tmp, "run": ckpt, "grid": grid, "data": dataset, "onnx": graph, "queue": tmp / "queue",
+            "cfg": cfg}
+
+
+@pytest.mark.parametrize("args,words", PROBES, ids=[" ".join(a[:2]) + f"#{i}" for i, (a, _) in enumerate(PROBES)])
+def test_every_bad_input_is_one_line_naming_the_file_and_field(probe, args, words):
+    res = cli(*[a.format(**probe) for a in args], code=2)
+    assert len(res.output.strip().splitlines()) == 1, res.output  # nothing printed before it, nothing after
+    line = error_line(res)
+    for w in words:
+        assert w.format(**probe) in line, (w, line)
+    assert "Usage:" not in res.output and "--model" not in line.replace("--model {tmp}".format(**probe), "")
