@@ -37,8 +37,8 @@ import os
 from typing import Any
 
 __all__ = ["LimitError", "MAX_IMAGE_PIXELS_DEFAULT", "MAX_SUITE_SEEDS", "MIN_LIDAR_POINTS_DEFAULT", "check_bev_cells",
-           "check_lidar_points", "check_suite_size", "loads_json", "net_retries", "net_timeout_s", "open_image",
-           "set_max_image_pixels"]
+           "check_lidar_points", "check_suite_size", "documented_limits", "loads_json", "net_retries", "net_timeout_s",
+           "open_image", "set_max_image_pixels"]
 
 MAX_IMAGE_PIXELS_DEFAULT = 64_000_000
 _MAX_JSON_DEPTH = 100
@@ -48,6 +48,21 @@ _MAX_SUITE_FRAMES = 100_000
 _NET_TIMEOUT_S_DEFAULT = 30.0
 _NET_RETRIES_DEFAULT = 3
 MIN_LIDAR_POINTS_DEFAULT = 1_000
+
+
+def documented_limits() -> dict[str, dict[str, object]]:
+    """The defaults above as data (``benchmarks/limits.py`` prints it; README's limits are rendered from it,
+    so a changed constant that was not re-recorded fails ``tests/faults/test_faults_limits.py``)."""
+    return {
+        "image_pixels": {"max": MAX_IMAGE_PIXELS_DEFAULT, "option": "--max-image-pixels",
+                         "env": "HYDRANET_MAX_IMAGE_PIXELS"},
+        "json_depth": {"max": _MAX_JSON_DEPTH},
+        "bev_cells": {"max": MAX_BEV_CELLS, "side": int(MAX_BEV_CELLS ** 0.5)},
+        "suite": {"max_seeds": MAX_SUITE_SEEDS, "max_frames": _MAX_SUITE_FRAMES},
+        "network": {"timeout_s": _NET_TIMEOUT_S_DEFAULT, "tries": _NET_RETRIES_DEFAULT,
+                    "env_timeout": "HYDRANET_NET_TIMEOUT_S", "env_tries": "HYDRANET_NET_RETRIES"},
+        "lidar_points": {"min": MIN_LIDAR_POINTS_DEFAULT, "option": "min_lidar_points"},
+    }
 
 
 class LimitError(ValueError):
