@@ -32,7 +32,7 @@ from hydranet.json_files import dumps
 from hydranet.setup import Setup, SetupMismatchError
 from hydranet.viz import Views
 
-__all__ = ["run_predict"]
+__all__ = ["check_label_grid", "run_predict"]
 
 
 def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | None]:
@@ -68,17 +68,18 @@ def _own_cameras(value: Any, n: int, space: str) -> Any:
     return value
 
 
-def _check_label_grid(dataset: Any, setup: Setup, source: str, model_name: str) -> None:
+def check_label_grid(dataset: Any, setup: Setup, source: str, model_name: str) -> None:
     """``SetupMismatchError`` naming ``source`` when the data's BEV labels lie on another grid than ``setup``'s
-    (they could not be drawn beside the predictions); data without a BEV grid passes."""
+    (they could not be drawn beside the predictions: ``predict --ground-truth``, ``view --model``); data without
+    a BEV grid passes."""
     try:
         grid = dataset_setup(dataset).grid
     except TypeError:  # a dataset that reports no setup: its labels are checked per frame
         return
     if grid is not None and setup.grid is not None and grid != setup.grid:
         raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
-                                 f"{setup.grid.describe()} (setup.grid): --ground-truth cannot draw them; leave it "
-                                 "out, or leave out the BEV tasks (--tasks)")
+                                 f"{setup.grid.describe()} (setup.grid): they cannot be drawn beside its "
+                                 "predictions; leave out the ground truth or the BEV tasks (--tasks)")
 
 
 @torch.inference_mode()
@@ -102,7 +103,7 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     else:
         dataset = open_dataset(data)
     if ground_truth and any(model.task_objects[t].space == "bev" for t in names):
-        _check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
+        check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

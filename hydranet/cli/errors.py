@@ -70,7 +70,8 @@ def usage_error_line(e: UsageError) -> str:
     where the help is) for a missing or unknown option."""
     if isinstance(e, BadParameter) and not isinstance(e, MissingParameter):
         option = _option_name(e)
-        return f"{option}: {e.message}" if option else e.message
+        named = option is None or e.message.startswith(option)  # the message names its option itself
+        return e.message if named else f"{option}: {e.message}"
     where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
     return f"{e.format_message()}{where}"
 
