@@ -39,7 +39,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
-from hydranet.outputs import check_output, is_write_failure, output_lock, temp_leftovers
+from hydranet.outputs import OutputError, check_output, is_write_failure, output_lock, temp_leftovers
 
 # Commands whose --out is a directory they fill (a run, a dataset, a queue, a cache): locked while they run.
 DIRECTORY_OUTPUTS = frozenset({"train", "demo", "generate", "convert", "infer", "predict", "mine", "label",
@@ -164,7 +164,11 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
         check_output(part, inputs, True, f"{option} {out}: its part")
     for key in side:
         if params.get(key) is not None:
-            check_output(params[key], inputs + [str(out)], False, f"--{key.removesuffix('_out')}")
+            flag = f"--{key.removesuffix('_out')}"
+            check_output(params[key], inputs, False, flag)
+            if Path(params[key]).expanduser().resolve() == out.expanduser().resolve():
+                raise OutputError(f"{flag} {params[key]} is also the command's --out: one would overwrite the other; "
+                                  "choose another file")
     is_dir = name in DIRECTORY_OUTPUTS
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
