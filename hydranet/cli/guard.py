@@ -54,9 +54,14 @@ SIDE_OUTPUTS = {"convert": ("report",), "quantize": ("json_out",)}
 
 
 def _default_output(name: str, params: dict[str, Any]) -> Path | None:
-    """An output a command derives when ``--out`` is left out (``quantize``: ``<model>.int8.onnx``)."""
+    """An output a command derives when ``--out`` is left out (``quantize``: ``<model>.int8.onnx``; ``train``:
+    ``runs/<config stem>``), so it is checked and locked like one given."""
     if name == "quantize" and params.get("model") is not None:
         return int8_path(params["model"])
+    if name == "train" and (params.get("config") is not None or params.get("from_ckpt") is not None):
+        from hydranet.train import default_run_dir
+
+        return default_run_dir(params.get("config"), params.get("from_ckpt"))
     return None
 
 

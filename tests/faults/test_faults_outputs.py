@@ -280,6 +280,15 @@ def test_under_torchrun_rank_0_holds_the_lock_for_the_job(inputs, name, monkeypa
     assert not _lock_holder()
 
 
+def test_train_without_out_is_guarded_at_the_run_directory_it_picks(inputs, monkeypatch):
+    """``train -c cfg.yaml`` with no ``-o`` writes ``runs/cfg``: locked and checked like a given ``--out``."""
+    monkeypatch.chdir(inputs["tmp"])
+    with output_lock(Path("runs") / "cfg"):
+        line = error_line(cli("train", "-c", inputs["cfg"], code=2))
+    assert "in use by another hydranet process" in line and "runs/cfg" in line, line
+    assert not (inputs["tmp"] / "runs" / "cfg").exists()
+
+
 def test_two_torchrun_mine_jobs_into_one_queue_cannot_both_succeed(inputs):
     """A real two-rank torchrun ``mine`` whose --out another process writes: refused (exit != 0, naming the
     holder), its other rank stopped with it (no hang), nothing written."""
