@@ -148,7 +148,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
         pipe = Pipeline.model_validate({**tree, "path": str(p)})
     except ValidationError as e:
         raise PipelineError(format_validation_error(e, str(p), sep="; ")) from None
-    base = p.parent.absolute()  # absolute: a resumed run may start from another directory
+    # resolved (absolute, no '..'): a run resumed from another directory, naming the same file by another
+    # relative path, reads the same pipeline
+    base = p.parent.resolve()
     upd: dict[str, Any] = {"pool": _resolve(base, pipe.pool), "model": _resolve(base, pipe.model),
                            "train_config": _resolve(base, pipe.train_config)}
     pipe = pipe.model_copy(update=upd)

@@ -54,15 +54,15 @@ class VacationRun:
     holds finished stages of another pipeline."""
 
     def __init__(self, pipe: Pipeline, out: str | Path, log: Callable[[str], None] = print) -> None:
-        # absolute: every path a record stores must mean the same file when the run is resumed from elsewhere
-        self.pipe, self.out, self.log = pipe, Path(out).absolute(), log
+        # resolved: every path a record stores must mean the same file when the run is resumed from elsewhere
+        self.pipe, self.out, self.log = pipe, Path(out).resolve(), log
         self.out.mkdir(parents=True, exist_ok=True)
         cfg_path = self.out / "pipeline.json"
         cfg = pipe.model_dump(mode="json")
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
             was = old.pop("run_dir", None)  # where the run was written (absent in runs of older versions)
-            if was and Path(was).resolve() != self.out.resolve() and self.finished_stages():
+            if was and Path(was).resolve() != self.out and self.finished_stages():
                 raise ValueError(
                     f"{cfg_path}: run_dir: this run was written in {was} and its records (and the training runs "
                     f"inside it) name files there; move it back to {was} to resume it, or start a new run (another "
@@ -109,7 +109,7 @@ class VacationRun:
 def read_current(out: str | Path) -> dict[str, Any] | None:
     """``OUT/current.json`` with its paths made absolute (they are stored relative to ``OUT``), or None when
     nothing was promoted yet. ``ValueError`` names the file when it is unreadable or names a missing path."""
-    out = Path(out).absolute()
+    out = Path(out).resolve()
     p = out / "current.json"
     if not p.exists():
         return None

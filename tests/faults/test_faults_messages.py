@@ -201,3 +201,29 @@ def test_every_bad_input_is_one_line_naming_the_file_and_field(probe, args, word
     for w in words:
         assert w.format(**probe) in line, (w, line)
     assert "Usage:" not in res.output and "--model" not in line.replace("--model {tmp}".format(**probe), "")
+
+
+def test_vacation_started_in_one_directory_resumes_from_another(tmp_path, monkeypatch):
+    """Through the CLI, with relative paths: iteration 1 run from the pipeline's folder, iteration 2 resumed
+    from another folder (nothing of iteration 1 redone, the promoted model found); the run moved elsewhere is
+    one line naming run_dir and both places, exit 2."""
+    import importlib.util
+
+    from faults_kit import REPO
+
+    spec = importlib.util.spec_from_file_location("faults_engine_testkit", REPO / "tests/engine/engine_testkit.py")
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)  # type: ignore[union-attr]
+    kit.write_pipeline(tmp_path / "p", iterations=2, steps=2, tolerance=1.0)
+    monkeypatch.chdir(tmp_path / "p")
+    cli("vacation", "-c", "pipeline.yaml", "-o", "../run", "--iterations", "1", code=0)
+    run = tmp_path / "run"
+    first = {p.name: p.read_text() for p in (run / "iter_001").glob("*.json")}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = cli("vacation", "-c", "../p/pipeline.yaml", "-o", "../run", code=0)
+    assert {p.name: p.read_text() for p in (run / "iter_001").glob("*.json")} == first  # not redone
+    assert read_current(run)["checkpoint"].startswith(str(run / "iter_002" / "train")), res.output
+    shutil.move(run, tmp_path / "moved")
+    line = error_line(cli("vacation", "-c", "../p/pipeline.yaml", "-o", "../moved", code=2))
+    assert "pipeline.json: run_dir: this run was written in " + str(run) in line, line
