@@ -83,10 +83,15 @@ def _candidates(value: Any) -> Iterator[str]:
         yield text.rpartition(":")[0]
 
 
-def _dataset_paths(cfg: Any) -> list[str]:
-    """The files and folders a training config's datasets read (shards, roots, indices), as written."""
-    return [str(v) for ds in cfg.data.datasets.values() for k, v in ds.options().items()
+def _dataset_paths(datasets: dict[str, dict[str, Any]]) -> list[str]:
+    """The files and folders a training config's datasets (``data.datasets``: name -> source options) read
+    (shards, roots, indices), as written."""
+    return [v for ds in datasets.values() for k, v in ds.items()
             if k not in ("kind", "world", "frames") and isinstance(v, str)]
+
+
+def _config_datasets(cfg: Any) -> dict[str, dict[str, Any]]:
+    return {name: ds.options() for name, ds in cfg.data.datasets.items()}
 
 
 def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
@@ -95,20 +100,28 @@ def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
 
     if params.get("config") is None:
         return [], []
-    return _dataset_paths(load_config(params["config"], list(params.get("set_") or []))), []
+    return _dataset_paths(_config_datasets(load_config(params["config"], list(params.get("set_") or [])))), []
 
 
 def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
     """``vacation``: what its pipeline reads (and its train config's datasets), and the parts of the run
     directory it writes (``hydranet.engine.records.run_outputs``)."""
+    import json
+
+    from hydranet.checkpoint import resolve_checkpoint
     from hydranet.engine.pipeline import load_pipeline
     from hydranet.engine.records import run_outputs
-    from hydranet.train import load_train_config
+    from hydranet.train import load_config
 
     pipe = load_pipeline(params["config"])
     inputs = pipe.inputs()
     try:
-        inputs += _dataset_paths(load_train_config(pipe.train_config, list(pipe.train.overrides), pipe.model))
+        if pipe.train_config:
+            datasets = _config_datasets(load_config(pipe.train_config, list(pipe.train.overrides)))
+        else:  # the model's own training config: read from its state.json, not by loading its weights
+            state = json.loads((resolve_checkpoint(pipe.model) / "state.json").read_text())
+            datasets = ((state.get("config") or {}).get("data") or {}).get("datasets") or {}
+        inputs += _dataset_paths(datasets)
     except Exception:  # noqa: BLE001 - a bad train config is reported by the command's own preflight
         pass
     return inputs, run_outputs(params["out"], params.get("iterations") or pipe.iterations)

@@ -120,6 +120,19 @@ def test_vacation_outputs_never_eat_what_its_pipeline_reads(inputs, fields, out,
     assert [tree_hash(p) for p in watched] == before  # nothing lost
 
 
+def test_vacation_checks_the_datasets_of_the_models_own_training_config(inputs):
+    """No ``train_config``: the pipeline trains on the datasets the model's checkpoint recorded (state.json)."""
+    state_file = inputs["run"] / "checkpoints" / "step_00000001" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["config"] = {"data": {"datasets": {"d": {"kind": "shards", "path": str(inputs["data"])}}}}
+    state_file.write_text(json.dumps(state))
+    pipe = _pipeline(inputs["tmp"] / "pipeline.yaml", model=str(inputs["run"]))
+    before = tree_hash(inputs["data"])
+    line = error_line(cli("vacation", "-c", pipe, "-o", inputs["data"], code=2))
+    assert "--out" in line and "is also an input" in line, line
+    assert tree_hash(inputs["data"]) == before
+
+
 def test_vacation_pipeline_file_inside_its_run_is_not_overwritten(inputs):
     run = inputs["tmp"] / "vac"
     run.mkdir()
