@@ -167,6 +167,9 @@ PROBES = [
     (["show", "--lighting", "noon", "-o", "{tmp}/s.png"], ["world config: lighting: unknown 'noon'"]),
     (["--max-image-pixels", "0", "eval", "{run}"], ["--max-image-pixels: "]),
     (["nosuchcommand"], ["No such command 'nosuchcommand'"]),
+    (["train", "-c", "{cfg}", "--from", "{run}", "--add-task", "warp", "-o", "{tmp}/o"],
+     ["--add-task warp: unknown task 'warp'"]),
+    (["gate", "-b", "{run}"], ["Missing option '--baseline'", "hydranet gate --help"]),
 ]
 
 
