@@ -25,6 +25,7 @@ Every command declares here whether its ``--out`` is a directory it writes into 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -37,9 +38,13 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
 
+from hydranet.checkpoint import resolve_checkpoint
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
+from hydranet.engine.pipeline import load_pipeline
+from hydranet.engine.records import run_outputs
 from hydranet.outputs import OutputError, check_output, is_write_failure, output_lock, temp_leftovers
+from hydranet.train import default_run_dir, load_config
 
 # Commands whose --out is a directory they fill (a run, a dataset, a queue, a cache): locked while they run.
 DIRECTORY_OUTPUTS = frozenset({"train", "demo", "generate", "convert", "infer", "predict", "mine", "label",
@@ -59,8 +64,6 @@ def _default_output(name: str, params: dict[str, Any]) -> Path | None:
     if name == "quantize" and params.get("model") is not None:
         return int8_path(params["model"])
     if name == "train" and (params.get("config") is not None or params.get("from_ckpt") is not None):
-        from hydranet.train import default_run_dir
-
         return default_run_dir(params.get("config"), params.get("from_ckpt"))
     return None
 
@@ -96,8 +99,6 @@ def _config_datasets(cfg: Any) -> dict[str, dict[str, Any]]:
 
 def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
     """``train``/``demo``: the datasets its ``--config`` names."""
-    from hydranet.train import load_config
-
     if params.get("config") is None:
         return [], []
     return _dataset_paths(_config_datasets(load_config(params["config"], list(params.get("set_") or [])))), []
@@ -106,13 +107,6 @@ def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
 def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
     """``vacation``: what its pipeline reads (and its train config's datasets), and the parts of the run
     directory it writes (``hydranet.engine.records.run_outputs``)."""
-    import json
-
-    from hydranet.checkpoint import resolve_checkpoint
-    from hydranet.engine.pipeline import load_pipeline
-    from hydranet.engine.records import run_outputs
-    from hydranet.train import load_config
-
     pipe = load_pipeline(params["config"])
     inputs = pipe.inputs()
     try:
