@@ -17,10 +17,12 @@ Before a command's body runs, and around it:
 3. **Nothing half-written is left**: when the command fails, temporary files it created beside or in its
    output (``.tmp-*``, ``*.tmp``) are removed, and so is a file output that did not exist before.
 4. **One error line** (``hydranet.cli.errors.cli_errors``): every exception becomes ``error: ...`` and exit
-   1/2 (130/143 when interrupted), never a traceback.
+   1/2 (130/143 when interrupted), never a traceback; click's usage errors too (``GuardedGroup``).
 
 Every command declares here whether its ``--out`` is a directory it writes into (locked) or a single file
-(written atomically by its writer); ``tests/test_cli_convention.py`` checks that each command is listed.
+(written atomically by its writer); ``tests/faults/test_faults_outputs.py`` walks the CLI and fails for a
+command that is not a ``GuardedCommand``, declares no kind of output, or writes a directory without being
+tried with its lock held.
 """
 
 from __future__ import annotations
