@@ -5,7 +5,7 @@ Before a command's body runs, and around it:
 1. **An output never eats an input** (``hydranet.outputs.check_output``): the command's ``--out/-o`` (and its
    side outputs: ``--report``, ``--json``) is compared with every path the command reads -- its options and
    arguments that name existing files or folders, ``KIND:PATH`` specs, ``convert``'s source options, and the
-   paths named *inside* the files it was given (``CONFIG_INPUTS``: a training config's datasets; a vacation
+   paths named *inside* the files it was given (``_CONFIG_INPUTS``: a training config's datasets; a vacation
    pipeline's pool, model, train config, teacher, shadow graph and suites) -- before anything is deleted or
    written. A command that writes named parts below its output (``vacation``: each iteration's queue, labels,
    training run and export) declares them too, and no input may lie in a part that gets replaced.
@@ -43,8 +43,7 @@ from typer.core import TyperCommand, TyperGroup
 from hydranet.checkpoint import resolve_checkpoint
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
-from hydranet.engine.pipeline import load_pipeline
-from hydranet.engine.records import run_outputs
+from hydranet.engine import load_pipeline, run_outputs
 from hydranet.outputs import OutputError, check_output, is_write_failure, output_lock, temp_leftovers
 from hydranet.train import default_run_dir, load_config
 
@@ -57,7 +56,7 @@ FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show"
 _REPLACING_OPTIONS = ("overwrite", "force", "retrain")
 _OUTPUT_OPTIONS = ("out", "output")
 # Further files a command writes besides its --out (a report, a JSON of results): never one of its inputs.
-SIDE_OUTPUTS = {"convert": ("report",), "quantize": ("json_out",)}
+_SIDE_OUTPUTS = {"convert": ("report",), "quantize": ("json_out",)}
 
 
 def _default_output(name: str, params: dict[str, Any]) -> Path | None:
@@ -125,13 +124,13 @@ def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
 
 # Commands that read paths named inside a file they were given, and write named parts below their output:
 # ``name -> fn(params) -> (input paths, replaced outputs)``.
-CONFIG_INPUTS = {"train": _train_inputs, "demo": _train_inputs, "vacation": _vacation_paths}
+_CONFIG_INPUTS = {"train": _train_inputs, "demo": _train_inputs, "vacation": _vacation_paths}
 
 
 def _declared_paths(name: str, params: dict[str, Any]) -> tuple[list[str], list[Path]]:
-    """``CONFIG_INPUTS[name](params)``; nothing when the file does not load (the command itself then reports it,
+    """``_CONFIG_INPUTS[name](params)``; nothing when the file does not load (the command itself then reports it,
     naming the file and field)."""
-    fn = CONFIG_INPUTS.get(name)
+    fn = _CONFIG_INPUTS.get(name)
     if fn is None:
         return [], []
     try:
@@ -170,7 +169,7 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
         yield
         return
     option = "--out"
-    side = SIDE_OUTPUTS.get(name, ())
+    side = _SIDE_OUTPUTS.get(name, ())
     declared, parts = _declared_paths(name, params)
     inputs = _input_paths(params, extra_args, declared, side)
     check_output(out, inputs, any(bool(params.get(k)) for k in _REPLACING_OPTIONS), option)

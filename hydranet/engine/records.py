@@ -17,10 +17,10 @@ from hydranet.json_files import dumps
 
 STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
 # The files a run keeps at its top level (beside its iter_NNN/ folders).
-RUN_FILES = ("pipeline.json", "current.json", "history.jsonl", "history.html")
+_RUN_FILES = ("pipeline.json", "current.json", "history.jsonl", "history.html")
 
 
-def iteration_dir(out: str | Path, it: int) -> Path:
+def _iteration_dir(out: str | Path, it: int) -> Path:
     """The directory of iteration ``it`` of the run in ``out`` (``<out>/iter_NNN``)."""
     return Path(out) / f"iter_{it:03d}"
 
@@ -29,7 +29,7 @@ def run_outputs(out: str | Path, iterations: int) -> list[Path]:
     """What a run of ``iterations`` iterations writes into ``out``: its top-level files and one folder per
     iteration (queue, labels, dataset manifest, training run, cache, export), each replaced when its stage runs
     again. Nothing the pipeline reads may lie in them (``hydranet.cli.guard``)."""
-    return [Path(out) / name for name in RUN_FILES] + [iteration_dir(out, it) for it in range(1, iterations + 1)]
+    return [Path(out) / name for name in _RUN_FILES] + [_iteration_dir(out, it) for it in range(1, iterations + 1)]
 
 
 def atomic_json(path: Path, data: Any) -> None:
@@ -103,7 +103,7 @@ class VacationRun:
 
     def iter_dir(self, it: int) -> Path:
         """The directory of iteration ``it`` (``<out>/iter_NNN``)."""
-        return iteration_dir(self.out, it)
+        return _iteration_dir(self.out, it)
 
 
 def read_current(out: str | Path) -> dict[str, Any] | None:
