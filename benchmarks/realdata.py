@@ -47,8 +47,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / ".." / "shared" / "realdata"
-NUSC_IMAGES = REAL / "open-mmlab__mmdetection3d" / "demo" / "data" / "nuscenes"
-NUSC_ROOT = REAL / "derived" / "nuscenes_v1.0-mini_scene-0061_sample0"
+NUSC_IMAGES = Path("open-mmlab__mmdetection3d") / "demo" / "data" / "nuscenes"  # under the realdata folder
+NUSC_ROOT = Path("derived") / "nuscenes_v1.0-mini_scene-0061_sample0"
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT", "CAM_BACK")
 MODEL_INPUT = (96, 192)  # configs/demo.yaml model.setup.image_size
 
@@ -72,13 +72,13 @@ def _synthetic_jpeg(path: Path, seed: int) -> None:
     Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def make_index(work: Path, frames: int, images: str) -> tuple[Path, str]:
+def make_index(work: Path, frames: int, images: str, real_root: Path = REAL) -> tuple[Path, str]:
     """``frames.jsonl`` over ``frames`` x 6 distinct JPEG files; returns (index, what the images are)."""
     from hydranet.geometry import camera_extrinsics, intrinsics_from_fov
 
-    real = sorted(NUSC_IMAGES.glob("*__CAM_*.jpg")) if images in ("auto", "nuscenes") else []
+    real = sorted((real_root / NUSC_IMAGES).glob("*__CAM_*.jpg")) if images in ("auto", "nuscenes") else []
     if images == "nuscenes" and len(real) != 6:
-        raise SystemExit(f"--images nuscenes: the six nuScenes camera JPEGs are not in {NUSC_IMAGES}")
+        raise SystemExit(f"--images nuscenes: the six nuScenes camera JPEGs are not in {real_root / NUSC_IMAGES}")
     sources = {cam: next((p for p in real if f"__{cam}__" in p.name), None) for cam in CAMERAS}
     kind = "nuscenes_real_jpeg" if all(sources.values()) else "synthetic_jpeg"
     (work / "img").mkdir(parents=True)
@@ -157,17 +157,21 @@ def train_step(batch_size: int, steps: int) -> dict[str, Any]:
     from hydranet.geometry import camera_extrinsics, intrinsics_from_fov
     from hydranet.model import ModelConfig, create_model
     from hydranet.model.config import ALL_TASKS
+    from hydranet.setup import rig_of_frame
 
-    cfg = ModelConfig.preset("tiny", setup={"image_size": list(MODEL_INPUT),
+    h, w = MODEL_INPUT
+    K1 = intrinsics_from_fov(w, h, 64.0).float()
+    T1 = torch.stack([camera_extrinsics((1.0, 0.0, 1.6), 60.0 * k, 0.0) for k in range(6)]).float()
+    # The model is built for the 6-camera rig it is fed (a nuScenes-like ring), not the world's 8-camera default.
+    rig = rig_of_frame("ring6", tuple(f"cam{k}" for k in range(6)), K1.expand(6, 3, 3), T1, [MODEL_INPUT] * 6)
+    cfg = ModelConfig.preset("tiny", setup={"image_size": list(MODEL_INPUT), "rigs": [rig],
                                             "grid": {"x_range": [-32, 32], "y_range": [-32, 32], "cell": 1.0}},
                              tasks={t: {} for t in ALL_TASKS})
     torch.manual_seed(0)
     model = create_model(cfg).train()
-    h, w = MODEL_INPUT
     images = torch.randint(0, 256, (batch_size, 6, 3, h, w), dtype=torch.uint8)
-    K = intrinsics_from_fov(w, h, 64.0).float().expand(batch_size, 6, 3, 3).contiguous()
-    T = torch.stack([camera_extrinsics((1.0, 0.0, 1.6), 60.0 * k, 0.0) for k in range(6)]).float()
-    T = T.expand(batch_size, 6, 4, 4).contiguous()
+    K = K1.expand(batch_size, 6, 3, 3).contiguous()
+    T = T1.expand(batch_size, 6, 4, 4).contiguous()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -189,12 +193,12 @@ def train_step(batch_size: int, steps: int) -> dict[str, Any]:
             "samples_per_s_consumed": round(batch_size / median, 2)}
 
 
-def nuscenes_source(repeats: int) -> dict[str, Any] | None:
-    if not (NUSC_ROOT / "v1.0-mini").is_dir():
+def nuscenes_source(repeats: int, real_root: Path = REAL) -> dict[str, Any] | None:
+    if not (real_root / NUSC_ROOT / "v1.0-mini").is_dir():
         return None
     from hydranet.datasets import open_source
 
-    source = open_source({"kind": "nuscenes", "dataroot": str(NUSC_ROOT), "image_size": list(MODEL_INPUT)})
+    source = open_source({"kind": "nuscenes", "dataroot": str(real_root / NUSC_ROOT), "image_size": list(MODEL_INPUT)})
     source[0]  # devkit tables load lazily
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -211,11 +215,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed training steps")
     ap.add_argument("--batch-size", type=int, default=4, help="training batch (configs/demo.yaml: 4)")
     ap.add_argument("--read-passes", type=int, default=3)
+    ap.add_argument("--root", type=Path, default=REAL, help="the realdata folder (default ../shared/realdata)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="hydranet-realdata-bench-") as tmp:
         work = Path(tmp)
-        index, kind = make_index(work / "input", 4 * args.frames, args.images)
+        index, kind = make_index(work / "input", 4 * args.frames, args.images, args.root)
         one = _run_child(index, work / "shards_1x", args.frames)
         four = _run_child(index, work / "shards_4x", 4 * args.frames)
         read = read_throughput(work / "shards_4x", args.read_passes)
@@ -228,7 +233,7 @@ def main() -> None:
                     "memory_bounded": four["rss_growth_mb"] <= one["rss_growth_mb"] * 1.25 + 16},
         "read": read, "train_step": step,
         "loader_vs_step": round(ratio, 2), "loader_vs_step_target": 2.0, "loader_fast_enough": ratio >= 2.0,
-        "nuscenes_source": nuscenes_source(3),
+        "nuscenes_source": nuscenes_source(3, args.root),
         "threads": 1, "torch": torch.__version__,
     }
     print(json.dumps(result, indent=1))

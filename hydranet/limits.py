@@ -16,7 +16,16 @@ suite seeds (stop - start)  1,000 worlds                (fixed: split a larger s
 suite frames planned        100,000 per suite           (fixed)
 network read deadline       30 s per request            ``HYDRANET_NET_TIMEOUT_S=S``
 network retries             3 tries per request         ``HYDRANET_NET_RETRIES=N``
+lidar points per sweep      at least 1,000 (where the   source option ``min_lidar_points: N``
+                            source has no count of its  (``convert kitti --min-lidar-points N``)
+                            own to check the file with)
 ==========================  ==========================  ==============================================
+
+A lidar file cut short exactly at a point boundary still parses: a reader compares its point count with
+the count its source records (nuScenes: ``sample_annotation.num_lidar_pts`` of the keyframe's boxes) and,
+where the source records none (KITTI's ``velodyne/*.bin``), refuses a sweep of fewer than
+``MIN_LIDAR_POINTS_DEFAULT`` points (a full KITTI sweep holds ~120,000, its camera-cropped
+``velodyne_reduced`` ~20,000, a nuScenes LIDAR_TOP sweep ~34,000).
 
 This module imports nothing from hydranet, so every layer (geometry, data, eval, the CLI) can use it.
 """
@@ -27,8 +36,9 @@ import json
 import os
 from typing import Any
 
-__all__ = ["LimitError", "MAX_IMAGE_PIXELS_DEFAULT", "MAX_SUITE_SEEDS", "check_bev_cells", "check_suite_size",
-           "loads_json", "net_retries", "net_timeout_s", "open_image", "set_max_image_pixels"]
+__all__ = ["LimitError", "MAX_IMAGE_PIXELS_DEFAULT", "MAX_SUITE_SEEDS", "MIN_LIDAR_POINTS_DEFAULT", "check_bev_cells",
+           "check_lidar_points", "check_suite_size", "documented_limits", "loads_json", "net_retries", "net_timeout_s",
+           "open_image", "set_max_image_pixels"]
 
 MAX_IMAGE_PIXELS_DEFAULT = 64_000_000
 _MAX_JSON_DEPTH = 100
@@ -37,6 +47,22 @@ MAX_SUITE_SEEDS = 1_000
 _MAX_SUITE_FRAMES = 100_000
 _NET_TIMEOUT_S_DEFAULT = 30.0
 _NET_RETRIES_DEFAULT = 3
+MIN_LIDAR_POINTS_DEFAULT = 1_000
+
+
+def documented_limits() -> dict[str, dict[str, object]]:
+    """The defaults above as data (``benchmarks/limits.py`` prints it; README's limits are rendered from it,
+    so a changed constant that was not re-recorded fails ``tests/faults/test_faults_limits.py``)."""
+    return {
+        "image_pixels": {"max": MAX_IMAGE_PIXELS_DEFAULT, "option": "--max-image-pixels",
+                         "env": "HYDRANET_MAX_IMAGE_PIXELS"},
+        "json_depth": {"max": _MAX_JSON_DEPTH},
+        "bev_cells": {"max": MAX_BEV_CELLS, "side": int(MAX_BEV_CELLS ** 0.5)},
+        "suite": {"max_seeds": MAX_SUITE_SEEDS, "max_frames": _MAX_SUITE_FRAMES},
+        "network": {"timeout_s": _NET_TIMEOUT_S_DEFAULT, "tries": _NET_RETRIES_DEFAULT,
+                    "env_timeout": "HYDRANET_NET_TIMEOUT_S", "env_tries": "HYDRANET_NET_RETRIES"},
+        "lidar_points": {"min": MIN_LIDAR_POINTS_DEFAULT, "option": "min_lidar_points"},
+    }
 
 
 class LimitError(ValueError):
@@ -186,6 +212,17 @@ def check_suite_size(seeds: int, frames: int, scenarios: int, where: str = "suit
     if total > _MAX_SUITE_FRAMES:
         raise LimitError(f"{where}: {scenarios} scenarios x {seeds} seeds x {frames} frames = {total:,} frames, "
                          f"the limit is {_MAX_SUITE_FRAMES:,}")
+
+
+# ---- lidar sweeps --------------------------------------------------------------------------------
+
+
+def check_lidar_points(count: int, where: str, minimum: int = MIN_LIDAR_POINTS_DEFAULT) -> None:
+    """Refuse a lidar sweep of fewer than ``minimum`` points (``LimitError`` naming ``where``, the file): a file
+    truncated at a point boundary, where the source records no count to compare it with."""
+    if count < minimum:
+        raise LimitError(f"{where}: {count:,} lidar points, fewer than the {minimum:,} a sweep holds at least: "
+                         "truncated? (a sparser sensor: lower the source option min_lidar_points)")
 
 
 # ---- network ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ the decoded objects per frame, as ``infer`` does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,14 @@ from torch import Tensor
 
 from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, collate, resize_sample
-from hydranet.datasets import open_dataset
+from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.deploy import draw_and_record
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
+from hydranet.setup import Setup, SetupMismatchError
 from hydranet.viz import Views
 
-__all__ = ["run_predict"]
+__all__ = ["check_label_grid", "run_predict"]
 
 
 def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | None]:
@@ -66,6 +68,20 @@ def _own_cameras(value: Any, n: int, space: str) -> Any:
     return value
 
 
+def check_label_grid(dataset: Any, setup: Setup, source: str, model_name: str) -> None:
+    """``SetupMismatchError`` naming ``source`` when the data's BEV labels lie on another grid than ``setup``'s
+    (they could not be drawn beside the predictions: ``predict --ground-truth``, ``view --model``); data without
+    a BEV grid passes."""
+    try:
+        grid = dataset_setup(dataset).grid
+    except TypeError:  # a dataset that reports no setup: its labels are checked per frame
+        return
+    if grid is not None and setup.grid is not None and grid != setup.grid:
+        raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
+                                 f"{setup.grid.describe()} (setup.grid): they cannot be drawn beside its "
+                                 "predictions; leave out the ground truth or the BEV tasks (--tasks)")
+
+
 @torch.inference_mode()
 def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int | None = None,
                 tasks: list[str] | None = None, ground_truth: bool = False, scale: int = 2,
@@ -86,6 +102,8 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
         dataset = open_dataset(data, world={"setup": model.setup.model_dump(mode="json")})
     else:
         dataset = open_dataset(data)
+    if ground_truth and any(model.task_objects[t].space == "bev" for t in names):
+        check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,8 +111,11 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     records = []
     for k in range(n):
         sample = resize_sample(dataset[k], model.setup.image_size)
+        # the model's input: no labels (they are only drawn, with --ground-truth), so a dataset labelled on
+        # another BEV grid still runs
+        inputs = replace(sample, labels={})
         own = len(sample.camera_names) in model.setup.camera_counts()  # one of the model's rigs: no padding
-        batch, valid = (collate([sample]), None) if own else _padded_batch(sample, max(model.setup.camera_counts()))
+        batch, valid = (collate([inputs]), None) if own else _padded_batch(inputs, max(model.setup.camera_counts()))
         prediction = predictor.step(batch, camera_valid=valid)
         views = Views.from_sample(sample, model.setup.grid, scale=scale)
         record: dict[str, Any] = {"frame": k, "scene_id": sample.scene_id, "frame_index": sample.frame_index,

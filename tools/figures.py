@@ -11,16 +11,25 @@ whose text is the template ``docs/figures/NAME.md`` with its fields filled from 
 trained.drivable.miou:.3f}`` is ``docs/results/demo.json``'s ``["trained"]["drivable"]["miou"]``
 formatted ``.3f``; a key with other characters is indexed, ``{demo.trained.traffic_light[recall/red]}``.
 Besides Python's format specs: ``:min`` (seconds as minutes, one decimal), ``:met>=0.4`` / ``:met<=0.6``
-("met" or "not met"), ``:x.2f`` (a ratio with "×"), ``:M`` (millions, "0.5 M"), ``:?PREFIX|SUFFIX|SPEC``
+("met" or "not met"), ``:x.2f`` (a ratio with "×"), ``:M`` (millions, "0.5 M"; ``:M.2f`` "0.51 M"), ``:join``
+(a list of numbers or words, "16, 32, 64"; ``:join=+`` "p3+p4"), ``:?PREFIX|SUFFIX|SPEC``
 (the value, formatted by SPEC, between the two, or nothing when it is null) and ``:if=YES|NO`` (a true/false
 result in words). ``null`` (undefined) prints as "n/a".
 
     python tools/figures.py render           # rewrite every marked block (make figures)
-    python tools/figures.py check            # exit 1 naming each block that differs (the test does this)
+    python tools/figures.py check            # exit 1 naming each block that differs and each typed figure
     python tools/figures.py record NAME -- CMD...   # run CMD, keep the last JSON object it printed
     python tools/figures.py record NAME --file PATH # keep a JSON file (runs/demo/metrics.json)
 
 ``record`` adds ``_recorded`` (command, UTC time, git commit, CPU) so a figure says where it came from.
+
+``check`` also refuses typed figures in the README's benchmark table (the table whose header starts
+``| benchmark |``), wherever its rows are written: in the README itself or in a template. In the text as
+typed -- README.md with every block replaced by its template's literal text, fields left out -- no cell of
+a row may hold a number (a digit not glued to letters: ``0.78``, ``3,000``, ``8×128``, ``±32 m``; ``2D``,
+``fp32``, ``INT8``, ``AP50`` are names), except the first cell (the command, with its step and size
+arguments) and a target in the ``goal`` cell (a number right after ``≥ ≤ < > =``). A measured number
+comes from a ``{field}``, so it cannot be typed there by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TEMPLATES = ROOT / "docs" / "figures"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
 
@@ -92,6 +102,8 @@ class _Formatter(string.Formatter):
 
     def format_field(self, value: Any, spec: str) -> str:
         v = value.value if isinstance(value, _Node) else value
+        if spec.partition("=")[0] == "join" and isinstance(v, list) and not any(isinstance(x, dict | list) for x in v):
+            return (spec[5:] if spec.startswith("join=") else ", ").join(str(x) for x in v)
         if isinstance(v, dict | list):
             raise FigureError(f"{value.path}: a {type(v).__name__}, not a number or text")
         if spec.startswith("if="):  # a yes/no result in words: ``{x.identical:if=bit-identical|different}``
@@ -102,8 +114,8 @@ class _Formatter(string.Formatter):
             return "" if v is None else f"{prefix}{format(v, fmt)}{suffix}"
         if v is None:
             return "n/a"
-        if spec == "M":
-            return f"{v / 1e6:.1f} M"
+        if spec.startswith("M"):
+            return f"{format(v / 1e6, spec[1:] or '.1f')} M"
         if spec == "min":
             return f"{v / 60:.1f}".removesuffix(".0")
         if spec.startswith("x"):
@@ -143,6 +155,60 @@ def stale_blocks(docs: list[Path] = DOCS, root: Path = RESULTS) -> list[str]:
             if m.group("body") != render_template(m.group("name"), results):
                 stale.append(f"{doc.relative_to(ROOT)}: block figures:{m.group('name')}")
     return stale
+
+
+# A number as a reader sees one: digits not glued to a letter, digit or dot on the left nor a letter on the right.
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
+# A goal's target: the number right after a comparison (``≥ 20×``, ``≤ 0.02``, ``<= 1e-3`` counts ``1e`` as a name).
+TARGET = re.compile(r"(?:[≥≤<>]=?|=)\s*[-+]?\d+(?:[.,]\d+)*(?:e-?\d+)?\s*[×%]?")
+MARKER = re.compile(r"<!-- (?:figures:[\w-]+|/figures) -->")
+BENCHMARK_TABLE = re.compile(r"^\| *benchmark *\|")
+
+
+def literal_text(template: str) -> str:
+    """``template`` with every replacement field left out (``…`` in its place): the text a person typed."""
+    return "".join(literal + ("…" if field is not None else "")
+                   for literal, field, _, _ in string.Formatter().parse(template))
+
+
+def _literal_template(name: str) -> str:
+    path = TEMPLATES / f"{name}.md"
+    try:
+        return literal_text(path.read_text())
+    except OSError:
+        raise FigureError(f"block 'figures:{name}': no template {path.relative_to(ROOT)}") from None
+
+
+def typed_figures(doc: Path | None = None) -> list[str]:
+    """``file: benchmark table, row R, column C: typed number(s) N`` for every number in the README's benchmark
+    table that no field renders (see the module docstring for the rule)."""
+    doc = doc or README
+    text = BLOCK.sub(lambda m: m.group(1) + _literal_template(m.group("name")) + m.group(4), doc.read_text())
+    lines, found = text.splitlines(), []
+    for start, line in enumerate(lines):
+        if not BENCHMARK_TABLE.match(line):
+            continue
+        header = _cells(line)
+        for row in lines[start + 1:]:
+            if MARKER.fullmatch(row):  # a block may hold some of the rows: the rows around it still count
+                continue
+            if not row.startswith("|"):
+                break
+            cells = _cells(row)
+            if all(set(c) <= set("-: ") for c in cells):  # the |---| separator
+                continue
+            for column, cell in zip(header[1:], cells[1:], strict=False):
+                checked = TARGET.sub(" ", cell) if column.strip().lower() == "goal" else cell
+                numbers = NUMBER.findall(checked)
+                if numbers:
+                    found.append(f"{doc.relative_to(ROOT)}: benchmark table, row {cells[0].strip()}, column "
+                                 f"'{column.strip()}': typed number(s) {', '.join(numbers)}")
+    return found
+
+
+def _cells(row: str) -> list[str]:
+    """The cells of a Markdown table row (an escaped ``\\|`` stays inside its cell)."""
+    return re.split(r"(?<!\\)\|", row.strip().removeprefix("|").removesuffix("|"))
 
 
 def render(docs: list[Path] = DOCS, root: Path = RESULTS) -> list[Path]:
@@ -198,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("render", help="rewrite every marked block from docs/results/*.json")
-    sub.add_parser("check", help="exit 1 if a marked block differs from what its template renders")
+    sub.add_parser("check", help="exit 1 if a marked block differs from what its template renders, or a number "
+                                 "in the README's benchmark table is typed instead of rendered")
     rec = sub.add_parser("record", help="store a result: the last JSON object a command prints, or a file")
     rec.add_argument("name")
     rec.add_argument("--file", type=Path)
@@ -209,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
             for doc in render():
                 print(f"rendered {doc.relative_to(ROOT)}")
         elif args.verb == "check":
+            typed = typed_figures()  # first: it needs no result, so it reports even when a template cannot render
+            for line in typed:
+                print(f"typed: {line} (record the result and render it from a template field)")
             stale = stale_blocks()
             for line in stale:
                 print(f"stale: {line} (python tools/figures.py render)")
-            return 1 if stale else 0
+            return 1 if stale or typed else 0
         else:
             if not args.command and args.file is None:
                 parser.error("record needs a command after -- or --file")

@@ -11,7 +11,7 @@ import torch
 import typer
 
 import hydranet
-from hydranet.cli.guard import GuardedCommand
+from hydranet.cli.guard import GuardedCommand, GuardedGroup
 from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
 
 
@@ -25,6 +25,7 @@ class _HydraTyper(typer.Typer):
 
 
 app = _HydraTyper(
+    cls=GuardedGroup,  # usage errors on one line, like every other error
     # Rich error panels wrap messages inside a box at 80 columns; in logs and pipes print click's
     # plain one-line "Error: ..." instead (hydranet.console does the same for tables).
     rich_markup_mode="rich" if sys.stderr.isatty() else None,

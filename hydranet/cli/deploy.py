@@ -33,7 +33,7 @@ from hydranet.deploy import (
     run_infer,
     suite_metrics,
 )
-from hydranet.eval import SuiteError, evaluate
+from hydranet.eval import SuiteError, evaluate, load_suites
 from hydranet.json_files import dumps, to_jsonable
 
 console = make_console()
@@ -161,6 +161,11 @@ def quantize(
     """Static INT8 quantization (QDQ, per-channel) with synthetic calibration frames; reports the metric drop."""
     _threads(threads)
     output = output or int8_path(model)
+    if suite is not None:  # a bad suite is refused before minutes of calibration, not after
+        try:
+            load_suites(str(suite))
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--suite") from None
     try:
         with progress("calibrating, then quantizing", calib_frames, console, unit="frames") as bar:
             manifest = quantize_graph(model, output, calib_frames, on_frame=bar.advance)

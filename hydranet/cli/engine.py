@@ -8,7 +8,7 @@ Exit codes: 0 = done; 1 = ``vacation``: an iteration's gate failed (nothing prom
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,11 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.cli.quality_view import quality_tables
 from hydranet.console import Progress, make_console, progress, working
-from hydranet.data import ShardError
 from hydranet.deploy import DeployedModel
 from hydranet.engine import (
     AutoLabelConfig,
-    LabelError,
     MineResult,
     PoolError,
-    QueueError,
     TriggerError,
     Vacation,
     autolabel_items,
@@ -53,6 +50,15 @@ console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
 _TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
                  "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'")
+
+
+def _opened(option: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` (``open_pool``, ``load_mining_model``); a ``PoolError`` names ``option`` before the path
+    its message starts with: ``--model runs/x: not a checkpoint ...``."""
+    try:
+        return fn(*args)
+    except PoolError as e:
+        raise PoolError(f"{option} {e}") from None
 
 
 def _counted(items: Iterator[Any], bar: Progress) -> Iterator[Any]:
@@ -95,8 +101,8 @@ def mine_command(
                                      param_hint="--parquet") from None
     with cli_errors():  # PoolError/TriggerError/ShardError... -> one `error:` line, exit 2
         specs = parse_trigger_specs(triggers)
-        net = load_mining_model(model)
-        pool = open_pool(data)
+        net = _opened("--model", load_mining_model, model)
+        pool = _opened("--data", open_pool, data)
         trigs = build_triggers(specs, model_tasks(net))
         deployed = _shadow_model(shadow, trigs)
     if env_world_size() > 1 and not dist.is_initialized():
@@ -162,24 +168,21 @@ def label_command(
 
     if labeller not in ("oracle", "auto"):
         raise typer.BadParameter(f"'{labeller}': choose oracle or auto", param_hint="--labeller")
-    try:
+    if labeller == "auto" and teacher is None:
+        raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
+    # QueueError names queue file:line, PoolError its option and path, LabelError/ShardError the sample: one
+    # `error:` line each, exit 2
+    with cli_errors():
         rows = read_queue(queue)
-        pool = open_pool(data, with_labels=True)
+        pool = _opened("--data", open_pool, data, True)
         if labeller == "oracle":
             items = oracle_items(rows, pool)
         else:
-            if teacher is None:
-                raise typer.BadParameter("auto-labelling needs --teacher CKPT", param_hint="--teacher")
-
             cfg = AutoLabelConfig(min_confidence=min_confidence, clip_radius=clip_radius, smoothing=smoothing)
-            items = autolabel_items(rows, pool, load_mining_model(teacher), str(teacher), cfg)
+            items = autolabel_items(rows, pool, _opened("--teacher", load_mining_model, teacher), str(teacher), cfg)
         with progress(f"label ({labeller})", len(rows), console, unit="frames") as bar:
             res = write_labelled(out, _counted(items, bar), pool, {"labeller": labeller, "queue": str(queue),
                                                                    "pool": data}, overwrite=overwrite)
-    except (QueueError, PoolError, LabelError) as e:
-        raise typer.BadParameter(str(e), param_hint="--queue/--data/--teacher") from None
-    except ShardError as e:  # a corrupt shard in the pool: one error line naming file/sample, exit 2
-        raise fail(str(e)) from None
     console.print(f"[bold]hydranet label[/] ({labeller}): {res['frames']} frames -> {out}; cost {res['cost']}")
 
 
@@ -197,11 +200,9 @@ def autolabel_quality_command(
     (--json: the full JSON, per-class numbers included, for machines)."""
     import numpy as np
 
-    try:
-        pool = open_pool(data, with_labels=True)
-        model = load_mining_model(teacher)
-    except PoolError as e:
-        raise typer.BadParameter(str(e), param_hint="--teacher/--data") from None
+    with cli_errors():  # one `error:` line naming the option and the path, exit 2
+        pool = _opened("--data", open_pool, data, True)
+        model = _opened("--teacher", load_mining_model, teacher)
     idx = sorted({int(i) for i in np.linspace(0, len(pool) - 1, min(frames, len(pool))).round()})
     with cli_errors(), working(f"auto-labelling {len(idx)} frames and scoring them", console):
         res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius,

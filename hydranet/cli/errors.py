@@ -10,6 +10,9 @@
 ``cli_errors()`` turns every exception into one ``error:`` line on stderr and the right exit code, so no
 command prints a traceback (``HYDRANET_DEBUG=1`` shows it for an unexpected error). Every command runs
 inside it (``hydranet.cli.guard.GuardedCommand``); commands may also nest it around a part of their body.
+click's usage errors (a bad option value, a missing or unknown option) become one such line too
+(``usage_error_line``, applied by ``hydranet.cli.guard.GuardedGroup``), exit 2: ``error: --frames: Input
+should be greater than or equal to 1`` instead of click's usage line, help hint and ``Error:`` line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import typer
 from pydantic import ValidationError
+from typer._click.exceptions import BadParameter, MissingParameter, UsageError
 
 from hydranet.checkpoint import CheckpointError, CheckpointWriteError
 from hydranet.config_errors import format_validation_error
@@ -45,6 +49,31 @@ def one_line(message: str) -> str:
     lines = [line.strip() for line in str(message).splitlines()
              if line.strip() and not line.strip().startswith("For further information visit")]  # pydantic's links
     return "; ".join(lines)
+
+
+def _option_name(e: BadParameter) -> str | None:
+    """The option or argument a ``BadParameter`` is about, as the user typed it (``--frames``, ``CHECKPOINT``);
+    None when it names none (its message then names the file and field itself)."""
+    hint = e.param_hint
+    if hint is None and e.param is not None:
+        opts = list(getattr(e.param, "opts", None) or [])
+        hint = next((o for o in opts if o.startswith("--")), None) or (opts[0] if opts else None)
+        if hint is None or getattr(e.param, "param_type_name", "") == "argument":
+            hint = (e.param.name or "value").upper()
+    if isinstance(hint, list | tuple):
+        hint = "/".join(str(h) for h in hint)
+    return str(hint).strip("'\"") if hint else None
+
+
+def usage_error_line(e: UsageError) -> str:
+    """One line for click's usage error ``e``: ``OPTION: message`` for a bad value, click's own sentence (and
+    where the help is) for a missing or unknown option."""
+    if isinstance(e, BadParameter) and not isinstance(e, MissingParameter):
+        option = _option_name(e)
+        named = option is None or e.message.startswith(option)  # the message names its option itself
+        return e.message if named else f"{option}: {e.message}"
+    where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+    return f"{e.format_message()}{where}"
 
 
 def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:

@@ -2,24 +2,32 @@
 
 Before a command's body runs, and around it:
 
-1. **An output never eats an input** (``hydranet.outputs.check_output``): the command's ``--out/-o`` is
-   compared with every path the command reads (its options and arguments that name existing files or
-   folders, ``KIND:PATH`` specs, ``convert``'s source options), before anything is deleted or written.
+1. **An output never eats an input** (``hydranet.outputs.check_output``): the command's ``--out/-o`` (and its
+   side outputs: ``--report``, ``--json``) is compared with every path the command reads -- its options and
+   arguments that name existing files or folders, ``KIND:PATH`` specs, ``convert``'s source options, and the
+   paths named *inside* the files it was given (``_CONFIG_INPUTS``: a training config's datasets; a vacation
+   pipeline's pool, model, train config, teacher, shadow graph and suites) -- before anything is deleted or
+   written. A command that writes named parts below its output (``vacation``: each iteration's queue, labels,
+   training run and export) declares them too, and no input may lie in a part that gets replaced.
 2. **One writer per output**: commands that write a directory (a run, a dataset, a queue, a cache) hold
    ``hydranet.outputs.output_lock`` on it while they run; a second one fails at once naming the holder.
-   (Under ``torchrun`` the ranks share the output: ``train`` locks its run directory itself, all ranks
-   agreeing, and this lock is not taken.)
+   Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks of one job share the output: rank 0 holds the lock for
+   the job, so a second job (or a single process) writing there is refused, and torchrun stops the refused
+   job's other ranks with it. (``train`` also locks its run directory itself, all ranks agreeing.)
 3. **Nothing half-written is left**: when the command fails, temporary files it created beside or in its
    output (``.tmp-*``, ``*.tmp``) are removed, and so is a file output that did not exist before.
 4. **One error line** (``hydranet.cli.errors.cli_errors``): every exception becomes ``error: ...`` and exit
-   1/2 (130/143 when interrupted), never a traceback.
+   1/2 (130/143 when interrupted), never a traceback; click's usage errors too (``GuardedGroup``).
 
 Every command declares here whether its ``--out`` is a directory it writes into (locked) or a single file
-(written atomically by its writer); ``tests/test_cli_convention.py`` checks that each command is listed.
+(written atomically by its writer); ``tests/faults/test_faults_outputs.py`` walks the CLI and fails for a
+command that is not a ``GuardedCommand``, declares no kind of output, or writes a directory without being
+tried with its lock held.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -29,11 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup
 
-from hydranet.cli.errors import cli_errors, current_output
+from hydranet.checkpoint import resolve_checkpoint
+from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
-from hydranet.outputs import check_output, is_write_failure, output_lock, temp_leftovers
+from hydranet.engine import load_pipeline, run_outputs
+from hydranet.outputs import OutputError, check_output, is_write_failure, output_lock, temp_leftovers
+from hydranet.train import default_run_dir, load_config
 
 # Commands whose --out is a directory they fill (a run, a dataset, a queue, a cache): locked while they run.
 DIRECTORY_OUTPUTS = frozenset({"train", "demo", "generate", "convert", "infer", "predict", "mine", "label",
@@ -43,12 +55,17 @@ FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show"
 # Options that tell a command to delete what its output holds.
 _REPLACING_OPTIONS = ("overwrite", "force", "retrain")
 _OUTPUT_OPTIONS = ("out", "output")
+# Further files a command writes besides its --out (a report, a JSON of results): never one of its inputs.
+_SIDE_OUTPUTS = {"convert": ("report",), "quantize": ("json_out",)}
 
 
 def _default_output(name: str, params: dict[str, Any]) -> Path | None:
-    """An output a command derives when ``--out`` is left out (``quantize``: ``<model>.int8.onnx``)."""
+    """An output a command derives when ``--out`` is left out (``quantize``: ``<model>.int8.onnx``; ``train``:
+    ``runs/<config stem>``), so it is checked and locked like one given."""
     if name == "quantize" and params.get("model") is not None:
         return int8_path(params["model"])
+    if name == "train" and (params.get("config") is not None or params.get("from_ckpt") is not None):
+        return default_run_dir(params.get("config"), params.get("from_ckpt"))
     return None
 
 
@@ -70,10 +87,63 @@ def _candidates(value: Any) -> Iterator[str]:
         yield text.rpartition(":")[0]
 
 
-def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = ()) -> list[str]:
-    """Every existing path a command was given, apart from its output."""
+def _dataset_paths(datasets: dict[str, dict[str, Any]]) -> list[str]:
+    """The files and folders a training config's datasets (``data.datasets``: name -> source options) read
+    (shards, roots, indices), as written."""
+    return [v for ds in datasets.values() for k, v in ds.items()
+            if k not in ("kind", "world", "frames") and isinstance(v, str)]
+
+
+def _config_datasets(cfg: Any) -> dict[str, dict[str, Any]]:
+    return {name: ds.options() for name, ds in cfg.data.datasets.items()}
+
+
+def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """``train``/``demo``: the datasets its ``--config`` names."""
+    if params.get("config") is None:
+        return [], []
+    return _dataset_paths(_config_datasets(load_config(params["config"], list(params.get("set_") or [])))), []
+
+
+def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """``vacation``: what its pipeline reads (and its train config's datasets), and the parts of the run
+    directory it writes (``hydranet.engine.records.run_outputs``)."""
+    pipe = load_pipeline(params["config"])
+    inputs = pipe.inputs()
+    try:
+        if pipe.train_config:
+            datasets = _config_datasets(load_config(pipe.train_config, list(pipe.train.overrides)))
+        else:  # the model's own training config: read from its state.json, not by loading its weights
+            state = json.loads((resolve_checkpoint(pipe.model) / "state.json").read_text())
+            datasets = ((state.get("config") or {}).get("data") or {}).get("datasets") or {}
+        inputs += _dataset_paths(datasets)
+    except Exception:  # noqa: BLE001 - a bad train config is reported by the command's own preflight
+        pass
+    return inputs, run_outputs(params["out"], params.get("iterations") or pipe.iterations)
+
+
+# Commands that read paths named inside a file they were given, and write named parts below their output:
+# ``name -> fn(params) -> (input paths, replaced outputs)``.
+_CONFIG_INPUTS = {"train": _train_inputs, "demo": _train_inputs, "vacation": _vacation_paths}
+
+
+def _declared_paths(name: str, params: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """``_CONFIG_INPUTS[name](params)``; nothing when the file does not load (the command itself then reports it,
+    naming the file and field)."""
+    fn = _CONFIG_INPUTS.get(name)
+    if fn is None:
+        return [], []
+    try:
+        return fn(params)
+    except Exception:  # noqa: BLE001 - the command's body reports a bad file with its own message
+        return [], []
+
+
+def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = (), declared: Iterable[str] = (),
+                 skip: Iterable[str] = ()) -> list[str]:
+    """Every existing path a command was given (or that a file it was given names), apart from its outputs."""
     found = []
-    values = [v for k, v in params.items() if k not in _OUTPUT_OPTIONS]
+    values = [v for k, v in params.items() if k not in _OUTPUT_OPTIONS and k not in skip] + list(declared)
     values += [a for a in extra_args if not a.startswith("--")]
     for value in values:
         for text in _candidates(value):
@@ -82,8 +152,12 @@ def _input_paths(params: dict[str, Any], extra_args: Iterable[str] = ()) -> list
     return found
 
 
-def _under_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+def _lock_holder() -> bool:
+    """Whether this process takes the output lock: always, except a ``torchrun`` rank other than 0 (rank 0
+    holds it for the whole job)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return True
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 @contextmanager
@@ -95,7 +169,19 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
         yield
         return
     option = "--out"
-    check_output(out, _input_paths(params, extra_args), any(bool(params.get(k)) for k in _REPLACING_OPTIONS), option)
+    side = _SIDE_OUTPUTS.get(name, ())
+    declared, parts = _declared_paths(name, params)
+    inputs = _input_paths(params, extra_args, declared, side)
+    check_output(out, inputs, any(bool(params.get(k)) for k in _REPLACING_OPTIONS), option)
+    for part in parts:  # replaced each time the command runs again: nothing read may lie inside
+        check_output(part, inputs, True, f"{option} {out}: its part")
+    for key in side:
+        if params.get(key) is not None:
+            flag = f"--{key.removesuffix('_out')}"
+            check_output(params[key], inputs, False, flag)
+            if Path(params[key]).expanduser().resolve() == out.expanduser().resolve():
+                raise OutputError(f"{flag} {params[key]} is also the command's --out: one would overwrite the other; "
+                                  "choose another file")
     is_dir = name in DIRECTORY_OUTPUTS
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
@@ -103,7 +189,7 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
     existed = out.exists()
     started = time.time()
     token = current_output.set(lambda: _being_written(out, started) if is_dir else out)
-    lock = output_lock(out) if is_dir and not _under_torchrun() else nullcontext()
+    lock = output_lock(out) if is_dir and _lock_holder() else nullcontext()
     try:
         with lock:
             yield
@@ -139,6 +225,32 @@ def _clean(paths: Iterable[Path]) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
+
+
+class GuardedGroup(TyperGroup):
+    """The ``hydranet`` group: a usage error anywhere (a bad option value, a missing or unknown option, of the
+    group or of a command) is one ``error:`` line and exit 2 (``hydranet.cli.errors.usage_error_line``), not
+    click's three lines. ``hydranet`` alone still prints the help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        """click's ``make_context`` (parses the group's own options) with usage errors on one line."""
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        """click's ``invoke`` (parses and runs the command) with usage errors on one line."""
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise
+    except UsageError as e:
+        raise fail(usage_error_line(e), e.exit_code) from None
 
 
 class GuardedCommand(TyperCommand):

@@ -11,6 +11,7 @@ from hydranet.cli.errors import FAILED, cli_errors
 from hydranet.train import (
     Config,
     default_demo_config,
+    default_run_dir,
     exit_torchrun_worker,
     load_config,
     load_train_config,
@@ -73,14 +74,17 @@ def train(
     code = FAILED
     try:
         with cli_errors():
-            if config is None and resume and out is not None and (out / "config.yaml").is_file():
-                config = out / "config.yaml"  # the run stores its resolved config: --resume needs only --out
+            if config is None and resume and from_ckpt is None:  # the run stores its resolved config
+                if out is None:
+                    raise typer.BadParameter("needs -o RUN, the run directory to continue", param_hint="--resume")
+                if not (out / "config.yaml").is_file():
+                    raise typer.BadParameter(f"{out} holds no run to resume (no {out / 'config.yaml'}); start one "
+                                             "there with --config, or name the run's directory", param_hint="--resume")
+                config = out / "config.yaml"
             cfg = _train_config(config, set_, from_ckpt)
             freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
             task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-            # zoo:NAME names no folder: the run is runs/zoo-NAME-subgraph
-            default_name = config.stem if config is not None else f"{Path(from_ckpt).name.replace(':', '-')}-subgraph"
-            run_dir = out or Path("runs") / default_name
+            run_dir = out or default_run_dir(config, from_ckpt)
             if add_task or from_cache:
                 run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
                              freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)

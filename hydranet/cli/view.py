@@ -14,6 +14,7 @@ from hydranet.data import collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.eval import Evaluator
 from hydranet.geometry import BevGrid
+from hydranet.predict import check_label_grid
 from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
 
@@ -54,6 +55,8 @@ def view(
             raise fail(f"--tasks: {unknown} are not heads of {model} ({list(net.task_objects)})")
         if start >= len(dataset):
             raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
+        if net is not None and any(net.task_objects[t].space == "bev" for t in names):  # GT is drawn beside
+            check_label_grid(dataset, net.setup, f"--data {data}", f"--model {model}")
         grid = (net.setup.grid if net is not None else dataset_setup(dataset).grid) or BevGrid()
         stop = min(len(dataset), start + frames)
         predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False)

@@ -14,9 +14,10 @@ manifest), ``size`` (one stat / HEAD per shard when a dataset opens), ``read_ran
 ``storage_options`` go to fsspec unchanged (e.g. ``{"anon": True}`` for a public bucket). The filesystem is
 rebuilt in each process (after a DataLoader fork or unpickling), as async filesystems cannot cross a fork.
 Problems raise ``ShardError`` naming the URL or file: a missing protocol package, a missing object, a short
-read. Every remote request has a deadline and a bounded number of tries (``hydranet.limits``: 30 s between
-bytes, 3 tries, ``HYDRANET_NET_TIMEOUT_S`` / ``HYDRANET_NET_RETRIES``); a server that does not answer, breaks
-off its answer or ignores the ``Range`` of a ranged read ends in one ``NetworkError`` line naming the URL.
+read. Every remote request has a deadline and a bounded number of tries (``hydranet.limits.net_timeout_s``
+and ``net_retries``, set by ``HYDRANET_NET_TIMEOUT_S`` / ``HYDRANET_NET_RETRIES``); a server that does not
+answer, breaks off its answer or ignores the ``Range`` of a ranged read ends in one ``NetworkError`` line
+naming the URL.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ like ``hydranet eval --suite``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,15 +108,26 @@ class Pipeline(_Strict):
     export: ExportStage = Field(default_factory=ExportStage)
     path: str = ""  # the file it came from
 
+    def inputs(self) -> list[str]:
+        """Every file or folder the pipeline reads (as written after ``load_pipeline``: absolute, ``KIND:PATH``
+        for a pool): the pool, the starting model, the train config, the teacher, the shadow graph and the
+        suites. ``hydranet.cli.guard`` checks the run's outputs against them."""
+        found = [self.pool, self.model, self.train_config, self.label.teacher, *self.eval.suites]
+        if self.mine.shadow not in (None, "current"):
+            found.append(self.mine.shadow)
+        return [p for p in found if p]
+
 
 def _resolve(base: Path, value: str | None) -> str | None:
+    """``value`` with a relative path made absolute against ``base``: a path, or the path of ``KIND:PATH``
+    (``synthetic:pool.yaml``, ``shards:data/pool``); ``synthetic`` and URLs pass as they are."""
     if value is None or value.startswith(ZOO_SCHEME):  # zoo:NAME is a shipped model, not a path
         return value
-    if value.startswith("synthetic") and not value.startswith("synthetic:"):
+    if "://" in value or value.startswith("synthetic") and not value.startswith("synthetic:"):
         return value
-    if value.startswith("synthetic:"):
-        rest = value.partition(":")[2]
-        return "synthetic:" + (str(base / rest) if rest and not Path(rest).is_absolute() else rest)
+    kind, sep, rest = value.partition(":")
+    if sep and re.fullmatch(r"[a-z][a-z0-9_]*", kind):
+        return f"{kind}:" + (str(base / rest) if rest and not Path(rest).is_absolute() else rest)
     return str(base / value) if not Path(value).is_absolute() else value
 
 
@@ -139,7 +151,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
         pipe = Pipeline.model_validate({**tree, "path": str(p)})
     except ValidationError as e:
         raise PipelineError(format_validation_error(e, str(p), sep="; ")) from None
-    base = p.parent.absolute()  # absolute: a resumed run may start from another directory
+    # resolved (absolute, no '..'): a run resumed from another directory, naming the same file by another
+    # relative path, reads the same pipeline
+    base = p.parent.resolve()
     upd: dict[str, Any] = {"pool": _resolve(base, pipe.pool), "model": _resolve(base, pipe.model),
                            "train_config": _resolve(base, pipe.train_config)}
     pipe = pipe.model_copy(update=upd)

@@ -25,7 +25,14 @@ from hydranet.world import SyntheticWorld, load_world_config
 
 
 class PoolError(ValueError):
-    """A bad ``--model``/``--data``; the message names the path."""
+    """A model or pool that does not open; the message names the path (the CLI adds its option, a pipeline its
+    field: the library does not know which the user wrote)."""
+
+
+def _naming(spec: Any, e: BaseException) -> PoolError:
+    """``e`` as a ``PoolError`` whose message names ``spec`` once."""
+    message = str(e)
+    return PoolError(message if str(spec) in message else f"{spec}: {message}")
 
 
 def open_pool(spec: str | Any, with_labels: bool = False) -> Dataset:
@@ -34,7 +41,7 @@ def open_pool(spec: str | Any, with_labels: bool = False) -> Dataset:
     try:
         ds = open_dataset(spec, labels=None if with_labels else [])
     except (ShardError, ValueError, OSError) as e:
-        raise PoolError(f"--data {spec}: {e}") from None
+        raise _naming(spec, e) from None
     if not with_labels and hasattr(ds, "config") and hasattr(ds, "label_present"):  # SyntheticWorld
 
         cfg = load_world_config(ds.config, {"drop_labels": {k: 1.0 for k in sorted(ALL_LABELS)}})
@@ -67,12 +74,12 @@ def load_mining_model(spec: str | Path, device: str = "cpu") -> Any:
         try:
             return DeployedModel(path)
         except (ExportManifestError, FileNotFoundError, ValueError) as e:
-            raise PoolError(f"--model {path}: {e}") from None
+            raise _naming(path, e) from None
 
     try:
         model, _ = load_model(path, device=device)
     except (CheckpointError, OSError, ValueError) as e:
-        raise PoolError(f"--model {path}: {e}") from None
+        raise _naming(path, e) from None
     return model.eval()
 
 

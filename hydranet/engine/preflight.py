@@ -40,8 +40,9 @@ def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
         check("pool", model.cfg.check_data, dataset_setup(pool), str(pipe.pool), "the model")
     if pipe.label.kind == "oracle":
         check("pool", open_pool, pipe.pool, True)
-    cfg = check("train_config" if pipe.train_config else "train.overrides", load_train_config,
-                pipe.train_config, list(pipe.train.overrides), pipe.model)
+    own = "train_config (not set: the model's own training config with train.overrides)"
+    cfg = check("train_config" if pipe.train_config else own, load_train_config, pipe.train_config,
+                list(pipe.train.overrides), pipe.model)
     for name, ds in sorted(cfg.data.datasets.items()):
         check(f"train_config: data.datasets.{name}", open_source, ds)
     specs = check("mine.triggers", parse_trigger_specs, pipe.mine.triggers)

@@ -16,6 +16,20 @@ from hydranet.engine.pipeline import Pipeline
 from hydranet.json_files import dumps
 
 STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
+# The files a run keeps at its top level (beside its iter_NNN/ folders).
+_RUN_FILES = ("pipeline.json", "current.json", "history.jsonl", "history.html")
+
+
+def _iteration_dir(out: str | Path, it: int) -> Path:
+    """The directory of iteration ``it`` of the run in ``out`` (``<out>/iter_NNN``)."""
+    return Path(out) / f"iter_{it:03d}"
+
+
+def run_outputs(out: str | Path, iterations: int) -> list[Path]:
+    """What a run of ``iterations`` iterations writes into ``out``: its top-level files and one folder per
+    iteration (queue, labels, dataset manifest, training run, cache, export), each replaced when its stage runs
+    again. Nothing the pipeline reads may lie in them (``hydranet.cli.guard``)."""
+    return [Path(out) / name for name in _RUN_FILES] + [_iteration_dir(out, it) for it in range(1, iterations + 1)]
 
 
 def atomic_json(path: Path, data: Any) -> None:
@@ -40,13 +54,19 @@ class VacationRun:
     holds finished stages of another pipeline."""
 
     def __init__(self, pipe: Pipeline, out: str | Path, log: Callable[[str], None] = print) -> None:
-        # absolute: every path a record stores must mean the same file when the run is resumed from elsewhere
-        self.pipe, self.out, self.log = pipe, Path(out).absolute(), log
+        # resolved: every path a record stores must mean the same file when the run is resumed from elsewhere
+        self.pipe, self.out, self.log = pipe, Path(out).resolve(), log
         self.out.mkdir(parents=True, exist_ok=True)
         cfg_path = self.out / "pipeline.json"
         cfg = pipe.model_dump(mode="json")
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
+            was = old.pop("run_dir", None)  # where the run was written (absent in runs of older versions)
+            if was and Path(was).resolve() != self.out and self.finished_stages():
+                raise ValueError(
+                    f"{cfg_path}: run_dir: this run was written in {was} and its records (and the training runs "
+                    f"inside it) name files there; move it back to {was} to resume it, or start a new run (another "
+                    "--out)")
             changed = sorted(k for k in cfg if k not in ("iterations", "path") and old.get(k) != cfg[k])
             if changed and self.finished_stages():
                 raise ValueError(
@@ -56,7 +76,7 @@ class VacationRun:
                     f"into a new --out (e.g. {self.out}_2), or delete {self.out} to start over")
             if changed:  # nothing finished yet (e.g. the first stage failed): the new pipeline takes over
                 log(f"{self.out}: no stage had finished; starting over with the changed pipeline ({changed})")
-        atomic_json(cfg_path, cfg)
+        atomic_json(cfg_path, {**cfg, "run_dir": str(self.out)})
 
     # ---- state ---------------------------------------------------------------------------
     def finished_stages(self) -> list[str]:
@@ -83,13 +103,13 @@ class VacationRun:
 
     def iter_dir(self, it: int) -> Path:
         """The directory of iteration ``it`` (``<out>/iter_NNN``)."""
-        return self.out / f"iter_{it:03d}"
+        return _iteration_dir(self.out, it)
 
 
 def read_current(out: str | Path) -> dict[str, Any] | None:
     """``OUT/current.json`` with its paths made absolute (they are stored relative to ``OUT``), or None when
     nothing was promoted yet. ``ValueError`` names the file when it is unreadable or names a missing path."""
-    out = Path(out).absolute()
+    out = Path(out).resolve()
     p = out / "current.json"
     if not p.exists():
         return None

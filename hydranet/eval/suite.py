@@ -150,12 +150,10 @@ class Suite(BaseModel):
             try:
                 self.world_config(name, self.seeds[0])
             except ValidationError as e:
-                err = e.errors()[0]
-                loc = ".".join(str(x) for x in err["loc"])
-                top = str(err["loc"][0]) if err["loc"] else ""
-                where = f"scenarios.{name}.{loc}" if top in self.scenarios[name] else f"world.{loc}"
-                msg = err["msg"].removeprefix("Value error, ")
-                raise ValueError(f"{where}: {msg} (a WorldConfig field)") from None
+                top = str(e.errors()[0]["loc"][0]) if e.errors()[0]["loc"] else ""
+                prefix = f"scenarios.{name}" if top in self.scenarios[name] else "world"
+                # the one formatter: field names as the user wrote them, no pydantic union internals
+                raise ValueError(f"{format_validation_error(e, '', prefix, sep='; ')} (a WorldConfig field)") from None
         return self
 
     # ------------------------------------------------------------------------------------------

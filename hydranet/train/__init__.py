@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "feature_cache_writer": ["write_cache"],
     "interrupt": ["TrainingInterrupted"],
     "merge": ["MergeError", "build_merged", "plan_merge", "save_merged"],
-    "run": ["RunLockedError", "run_training"],
+    "run": ["RunLockedError", "default_run_dir", "run_training"],
     "subgraph": ["load_train_config", "run_subgraph"],
     "trainer": ["NonFiniteTrainingError"],
 })

@@ -195,6 +195,14 @@ def finish_already_finished(trainer: Trainer, info: distributed.DistInfo, consol
     return summary
 
 
+def default_run_dir(config: str | Path | None, from_ckpt: str | Path | None) -> Path:
+    """Where ``hydranet train`` writes when ``--out`` is left out: ``runs/<config stem>``, or
+    ``runs/<checkpoint name>-subgraph`` when only ``--from`` names what to train."""
+    # zoo:NAME names no folder: its run is runs/zoo-NAME-subgraph
+    name = Path(from_ckpt or "run").name.replace(":", "-")
+    return Path("runs") / (Path(config).stem if config is not None else f"{name}-subgraph")
+
+
 class RunLockedError(RuntimeError):
     """Another process is training into the same run directory; the message names its pid."""
 

@@ -86,7 +86,10 @@ def _add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
             raise ValueError(f"--add-task {name}: the network already has this task; use --tasks {name} to "
                              "fine-tune its head")
 
-        create_task(name)  # unknown names fail here, listing the registered tasks
+        try:
+            create_task(name)  # unknown names fail here, listing the registered tasks
+        except KeyError as e:
+            raise ValueError(f"--add-task {name}: {str(e).strip(chr(39))}") from None
         tasks[name] = {}
     tree["model"] = {**tree["model"], "tasks": tasks}
     return config_from_dict(tree, "<config + --add-task>")

@@ -5,7 +5,7 @@ The ego drives along world +x at ``SPEED`` m/s, heading ``EGO_YAW``; each camera
 before the lidar keyframe instant (so camera and lidar ego poses differ, as on a real moving car).
 Objects (global frame, constant over time unless moving): a car ahead (moving, has prev/next), an adult
 pedestrian, a barrier (no model class: dropped), an animal (not a detection class: dropped) and a car
-with no lidar/radar points (filtered). LIDAR_TOP holds one point on the car's rear face plus a far ring.
+with no lidar/radar points (filtered). LIDAR_TOP holds one point just inside the car's rear face plus a far ring.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def write_nuscenes(root: Path, keyframes: int = 3, version: str = "v1.0-mini", d
                 "token": tok, "sample_token": samples[k], "instance_token": f"inst_{name}", "visibility_token": vis,
                 "attribute_tokens": [], "translation": list(where(0.5 * k)), "size": size,
                 "rotation": list(Quaternion(axis=[0, 0, 1], angle=EGO_YAW)), "prev": anns[k - 1] if k else "",
-                "next": anns[k + 1] if k + 1 < keyframes else "", "num_lidar_pts": pts, "num_radar_pts": 0})
+                # honest counts: the car holds the one lidar point near it (readers check the sweep against them)
+                "next": anns[k + 1] if k + 1 < keyframes else "", "num_lidar_pts": int(name == "car"),
+                "num_radar_pts": pts - int(name == "car")})
     tables["scene"] = [{"token": "scene0", "log_token": "log0", "nbr_samples": keyframes, "name": "scene-0061",
                         "description": "fixture", "first_sample_token": samples[0], "last_sample_token": samples[-1]}]
     (root / version).mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,7 @@ def lidar_to_world(t: float) -> np.ndarray:
 
 def lidar_points(t: float) -> np.ndarray:
     """[P, 5] (x, y, z, intensity, ring) in the lidar frame: the car's rear-face centre + a 40 m ring."""
-    target = car_position(t) - 2.25 * np.array([np.cos(EGO_YAW), np.sin(EGO_YAW), 0.0])  # rear face centre
+    target = car_position(t) - 2.2 * np.array([np.cos(EGO_YAW), np.sin(EGO_YAW), 0.0])  # 5 cm inside the rear face
     a = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     ring = np.stack([100 + 40 * np.cos(a), 200 + 40 * np.sin(a), np.full_like(a, 1.0)], 1)
     world = np.vstack([target[None], ring])

@@ -48,7 +48,7 @@ def test_good_suite(tmp_path):
 @pytest.mark.parametrize("text, match", [
     (GOOD.replace("fog: 0.02", "fog: 0.9"), r"s\.yaml: scenarios\.b\.fog: fog must be"),
     (GOOD.replace("lighting: night", "lighting: noon"), r"s\.yaml: world\.lighting"),
-    (GOOD.replace("fog: 0.0}", "fog: 0.0, nonsense: 1}"), r"scenarios\.a\.nonsense: Extra inputs"),
+    (GOOD.replace("fog: 0.0}", "fog: 0.0, nonsense: 1}"), r"scenarios\.a\.nonsense: unknown field \(typo\?\)"),
     (GOOD.replace('"<= 0.3"', '"< 0.3"'), r"tasks\.depth\.thresholds.*'>= 0\.5' or '<= 0\.3'"),
     (GOOD.replace("seeds: [10, 12]", "seeds: [12, 10]"), r"seeds: seeds must be \[start, stop\)"),
     (GOOD.replace("frames: 3", "frames: 0"), r"frames: Input should be greater"),

@@ -101,3 +101,36 @@ def test_json_and_yaml_nested_100000_deep_are_one_line(tmp_path, dataset):
     index.write_text(json.dumps(frame_line(0)) + "\n" + DEEP + "\n")
     assert "f.jsonl:2: JSON nested more than 100 levels deep" in error_line(
         cli("convert", "frames", "--index", index, "--out", tmp_path / "o", code=2))
+
+
+def test_the_readme_states_the_limits_the_code_enforces():
+    """README's limits are rendered (tools/figures.py) from docs/results/limits.json, which is what
+    ``benchmarks/limits.py`` prints from ``hydranet.limits``; the module's own table states the same numbers,
+    and no other doc restates one by hand (a changed constant cannot leave a stale figure anywhere)."""
+    import importlib.util
+    import re
+
+    from faults_kit import REPO
+
+    import hydranet.limits as limits
+
+    recorded = json.loads((REPO / "docs" / "results" / "limits.json").read_text())
+    recorded.pop("_recorded")
+    assert recorded == json.loads(json.dumps(limits.documented_limits())), \
+        "re-record: python tools/figures.py record limits -- python benchmarks/limits.py, then make figures"
+    spec = importlib.util.spec_from_file_location("faults_figures", REPO / "tools" / "figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)  # type: ignore[union-attr]
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- figures:limits -->\n(.*?)<!-- /figures -->", readme, re.S)
+    assert block and block.group(1) == figures.render_template("limits", figures._Results(figures.RESULTS))
+    d = limits.documented_limits()
+    for stated in (f"{d['image_pixels']['max']:,} (", f"{d['json_depth']['max']} levels",
+                   f"{d['bev_cells']['side']} x {d['bev_cells']['side']})", f"{d['suite']['max_seeds']:,} worlds",
+                   f"{d['suite']['max_frames']:,} per suite", f"{d['network']['timeout_s']:g} s per request",
+                   f"{d['network']['tries']} tries per request", f"at least {d['lidar_points']['min']:,}"):
+        assert stated in limits.__doc__, f"hydranet/limits.py's table does not state {stated!r}"
+    by_hand = re.compile(r"more than [\d,]+ (pixels|seeds)|[\d.]+ s deadline|\d+ tries|fewer than [\d,]+ points")
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = re.sub(r"<!-- figures:limits -->.*?<!-- /figures -->", "", doc.read_text(), flags=re.S)
+        assert not by_hand.search(text), f"{doc.name} restates a limit by hand: {by_hand.search(text).group(0)!r}"

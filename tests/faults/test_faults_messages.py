@@ -67,6 +67,30 @@ def test_vacation_records_promote_run_relative_paths(tmp_path, monkeypatch):
     assert v.run_relative(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
 
 
+def test_vacation_resumes_from_another_directory_and_names_a_moved_run(tmp_path, monkeypatch):
+    """Every path a run stores is absolute or relative to the run: started from one directory, it resumes from
+    any other. A run directory moved elsewhere (its records and training runs name files at the old place) is
+    refused in one line naming ``run_dir`` and both places, before a stage runs."""
+    from hydranet.engine.pipeline import Pipeline
+    from hydranet.engine.vacation import Vacation
+
+    pipe = Pipeline.model_validate({"pool": "synthetic", "model": str(tmp_path / "base"), "eval": {"suites": ["x"]}})
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    v = Vacation(pipe, "run", log=lambda s: None)
+    v.iter_dir(1).mkdir()
+    (v.iter_dir(1) / "mine.json").write_text("{}")  # a finished stage
+    monkeypatch.chdir(tmp_path)
+    assert Vacation(pipe, "a/run", log=lambda s: None).finished_stages() == ["iter_001/mine.json"]
+    shutil.move(tmp_path / "a" / "run", tmp_path / "moved")
+    with pytest.raises(ValueError) as e:
+        Vacation(pipe, tmp_path / "moved", log=lambda s: None)
+    message, code = describe(e.value)
+    assert code == 2 and "\n" not in message
+    assert "pipeline.json: run_dir: this run was written in " + str(tmp_path / "a" / "run") in message, message
+    assert "move it back" in message
+
+
 class _Model(BaseModel):
     lr: float
     steps: int
@@ -107,3 +131,102 @@ def test_label_never_replaces_a_finished_dataset_unless_told(tmp_path, dataset):
     line = error_line(cli("label", "--queue", queue, "--data", "synthetic", "--out", other, code=2))
     assert "--overwrite" in line
     cli("data-info", other, "--verify", code=0)
+
+
+# Each: a command run with a missing or wrong argument, a bad config or suite field, a checkpoint that is not
+# there or of another grid; (arguments, words the one line must hold). Before, each was either click's three
+# lines (usage, hint, "Error: Invalid value for ..."), a message naming the path twice or an option the user
+# never passed (a pipeline's "--model"), a pydantic location with union internals, or a table printed before a
+# late refusal.
+PROBES = [
+    (["eval", "{run}", "--frames", "0"], ["--frames: ", "greater than or equal to 1"]),
+    (["eval", "{tmp}/nope"], ["checkpoint: {tmp}/nope: not a checkpoint"]),
+    (["eval", "{run}", "--suite", "{tmp}/noon.yaml"],
+     ["--suite: {tmp}/noon.yaml: scenarios.a.lighting: unknown 'noon'; expected 'day'"]),
+    (["quantize", "{onnx}", "--suite", "{tmp}/noon.yaml", "-o", "{tmp}/q.onnx"], ["--suite: {tmp}/noon.yaml"]),
+    (["train", "--resume", "-o", "{tmp}/nothing"], ["--resume: {tmp}/nothing holds no run to resume"]),
+    (["train", "--resume"], ["--resume: needs -o RUN"]),
+    (["train", "-c", "{cfg}", "--bogus"], ["No such option: --bogus", "hydranet train --help"]),
+    (["mine", "--model", "{tmp}/nope", "--data", "{data}", "--budget", "1", "-o", "{tmp}/m"],
+     ["--model {tmp}/nope: not a checkpoint"]),
+    (["mine", "--model", "{run}", "--data", "{data}", "--budget", "0", "-o", "{tmp}/m"], ["--budget: "]),
+    (["label", "--queue", "{tmp}/nope", "--data", "{data}", "--out", "{tmp}/l"], ["{tmp}/nope: no queue"]),
+    (["label", "--queue", "{queue}", "--data", "{tmp}/nope", "--out", "{tmp}/l"],
+     ["--data {tmp}/nope: no such dataset"]),
+    (["label", "--queue", "{queue}", "--data", "{data}", "--labeller", "auto", "--teacher", "{tmp}/nope", "--out",
+      "{tmp}/l"], ["--teacher {tmp}/nope: not a checkpoint"]),
+    (["autolabel-quality", "--teacher", "{tmp}/nope", "--data", "synthetic"], ["--teacher {tmp}/nope: not a"]),
+    (["vacation", "-c", "{tmp}/pipe_model.yaml", "-o", "{tmp}/v"], ["pipe_model.yaml: model: {tmp}/nope: not a"]),
+    (["vacation", "-c", "{tmp}/pipe_pool.yaml", "-o", "{tmp}/v"], ["pipe_pool.yaml: train_config (not set"]),
+    (["predict", "{grid}", "--data", "{data}", "--ground-truth", "-o", "{tmp}/p"],
+     ["--data {data}: BEV labels on the grid", "checkpoint {grid}", "(setup.grid)"]),
+    (["view", "--model", "{grid}", "--data", "{data}", "-o", "{tmp}/v.rrd"],
+     ["--data {data}: BEV labels on the grid", "--model {grid}", "(setup.grid)"]),
+    (["eval", "{run}", "--tasks", "warp"], ["--tasks ['warp']: no suite evaluates them"]),
+    (["generate", "-o", "{tmp}/g", "--config", "{tmp}/bad.yaml"], ["--config: {tmp}/bad.yaml: trian: unknown field"]),
+    (["show", "--lighting", "noon", "-o", "{tmp}/s.png"], ["world config: lighting: unknown 'noon'"]),
+    (["--max-image-pixels", "0", "eval", "{run}"], ["--max-image-pixels: "]),
+    (["nosuchcommand"], ["No such command 'nosuchcommand'"]),
+    (["train", "-c", "{cfg}", "--from", "{run}", "--add-task", "warp", "-o", "{tmp}/o"],
+     ["--add-task warp: unknown task 'warp'"]),
+    (["gate", "-b", "{run}"], ["Missing option '--baseline'", "hydranet gate --help"]),
+]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory, ckpt, dataset, graph):
+    """Inputs for PROBES: a run, one of another grid, a dataset (labelled on the first run's grid), a graph, a
+    queue, a training config, a suite with a bad value, pipelines naming a missing model or a KIND:PATH pool."""
+    import yaml
+    from faults_kit import make_checkpoint
+
+    tmp = tmp_path_factory.mktemp("probe")
+    grid = make_checkpoint(tmp / "grid", grid={"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 1.0})
+    (tmp / "queue").mkdir()
+    (tmp / "queue" / "queue.jsonl").write_text(json.dumps({"rank": 1, "index": 0, "frame_id": "x#0"}) + "\n")
+    cfg = train_config(tmp / "cfg.yaml")
+    (tmp / "bad.yaml").write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "trian": {"steps": 1}}))
+    (tmp / "noon.yaml").write_text(yaml.safe_dump({"name": "s", "scenarios": {"a": {"lighting": "noon"}},
+                                                   "seeds": [0, 2], "frames": 1, "tasks": {"drivable": {}}}))
+    suite = {"suites": ["night.yaml"]}
+    (tmp / "pipe_model.yaml").write_text(yaml.safe_dump({"pool": "synthetic", "model": "nope", "eval": suite}))
+    (tmp / "pipe_pool.yaml").write_text(yaml.safe_dump({"pool": f"shards:{dataset}", "model": str(ckpt),
+                                                        "eval": suite}))
+    return {"tmp": tmp, "run": ckpt, "grid": grid, "data": dataset, "onnx": graph, "queue": tmp / "queue",
+            "cfg": cfg}
+
+
+@pytest.mark.parametrize("args,words", PROBES, ids=[" ".join(a[:2]) + f"#{i}" for i, (a, _) in enumerate(PROBES)])
+def test_every_bad_input_is_one_line_naming_the_file_and_field(probe, args, words):
+    res = cli(*[a.format(**probe) for a in args], code=2)
+    assert len(res.output.strip().splitlines()) == 1, res.output  # nothing printed before it, nothing after
+    line = error_line(res)
+    for w in words:
+        assert w.format(**probe) in line, (w, line)
+    assert "Usage:" not in res.output and "--model" not in line.replace("--model {tmp}".format(**probe), "")
+
+
+def test_vacation_started_in_one_directory_resumes_from_another(tmp_path, monkeypatch):
+    """Through the CLI, with relative paths: iteration 1 run from the pipeline's folder, iteration 2 resumed
+    from another folder (nothing of iteration 1 redone, the promoted model found); the run moved elsewhere is
+    one line naming run_dir and both places, exit 2."""
+    import importlib.util
+
+    from faults_kit import REPO
+
+    spec = importlib.util.spec_from_file_location("faults_engine_testkit", REPO / "tests/engine/engine_testkit.py")
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)  # type: ignore[union-attr]
+    kit.write_pipeline(tmp_path / "p", iterations=2, steps=2, tolerance=1.0)
+    monkeypatch.chdir(tmp_path / "p")
+    cli("vacation", "-c", "pipeline.yaml", "-o", "../run", "--iterations", "1", code=0)
+    run = tmp_path / "run"
+    first = {p.name: p.read_text() for p in (run / "iter_001").glob("*.json")}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = cli("vacation", "-c", "../p/pipeline.yaml", "-o", "../run", code=0)
+    assert {p.name: p.read_text() for p in (run / "iter_001").glob("*.json")} == first  # not redone
+    assert read_current(run)["checkpoint"].startswith(str(run / "iter_002" / "train")), res.output
+    shutil.move(run, tmp_path / "moved")
+    line = error_line(cli("vacation", "-c", "../p/pipeline.yaml", "-o", "../moved", code=2))
+    assert "pipeline.json: run_dir: this run was written in " + str(run) in line, line

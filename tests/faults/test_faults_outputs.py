@@ -77,6 +77,95 @@ def test_an_output_that_is_or_holds_an_input_is_refused_before_anything_is_writt
     assert {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"} == before  # nothing lost
 
 
+def _pipeline(path: Path, **fields) -> Path:
+    """A vacation pipeline file (valid as a file; the guard runs before its references are opened)."""
+    import yaml
+
+    pipe = {"pool": "synthetic", "model": "run", "eval": {"suites": ["night.yaml"]}, **fields}
+    path.write_text(yaml.safe_dump(pipe))
+    return path
+
+
+# (pipeline fields, --out, what the run's outputs would destroy); paths relative to the test's folder
+PIPELINE_OVERLAPS = [
+    ({"pool": "data"}, "data", "the pool, as the run directory"),
+    ({"pool": "data"}, "data/run", "inside the pool"),
+    ({"model": "run"}, "run/checkpoints/vac", "inside the starting model's checkpoints"),
+    ({"pool": "vac/iter_001/labels"}, "vac", "the pool inside iteration 1's labels"),
+    ({"model": "vac/iter_002/train"}, "vac", "the model inside iteration 2's training run"),
+    ({"train_config": "cfg.yaml"}, "cfg.yaml", "the train config"),
+    ({"train_config": "cfg_data.yaml"}, "data", "a dataset of the train config"),
+    ({"label": {"kind": "auto", "teacher": "vac/iter_001/train"}}, "vac", "the teacher"),
+    ({"eval": {"suites": ["vac/history.html"]}}, "vac", "a suite where the history page goes"),
+]
+
+
+@pytest.mark.parametrize("fields,out,what", PIPELINE_OVERLAPS, ids=[w for _, _, w in PIPELINE_OVERLAPS])
+def test_vacation_outputs_never_eat_what_its_pipeline_reads(inputs, fields, out, what):
+    """The pipeline's own outputs (its run directory, each iteration's queue, labels, training run, export and
+    the history files) are checked against the pool, model, configs, teacher and suites its file names."""
+    tmp = inputs["tmp"]
+    train_config(tmp / "cfg_data.yaml")
+    tree = __import__("yaml").safe_load((tmp / "cfg_data.yaml").read_text())
+    tree["data"]["datasets"] = {"d": {"kind": "shards", "path": str(inputs["data"])}}
+    (tmp / "cfg_data.yaml").write_text(__import__("yaml").safe_dump(tree))
+    for rel in ("vac/iter_001/labels", "vac/iter_002/train", "vac/iter_001/train"):
+        shutil.copytree(inputs["data"] if "labels" in rel else inputs["run"], tmp / rel)
+    (tmp / "vac" / "history.html").write_text("<html></html>")
+    pipe = _pipeline(tmp / "pipeline.yaml", **fields)
+    watched = [inputs["data"], inputs["run"], inputs["cfg"], tmp / "cfg_data.yaml", tmp / "vac"]
+    before = [tree_hash(p) for p in watched]
+    line = error_line(cli("vacation", "-c", pipe, "-o", tmp / out, "--iterations", "2", code=2))
+    assert "--out" in line and "input" in line, line
+    assert [tree_hash(p) for p in watched] == before  # nothing lost
+
+
+def test_vacation_checks_the_datasets_of_the_models_own_training_config(inputs):
+    """No ``train_config``: the pipeline trains on the datasets the model's checkpoint recorded (state.json)."""
+    state_file = inputs["run"] / "checkpoints" / "step_00000001" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["config"] = {"data": {"datasets": {"d": {"kind": "shards", "path": str(inputs["data"])}}}}
+    state_file.write_text(json.dumps(state))
+    pipe = _pipeline(inputs["tmp"] / "pipeline.yaml", model=str(inputs["run"]))
+    before = tree_hash(inputs["data"])
+    line = error_line(cli("vacation", "-c", pipe, "-o", inputs["data"], code=2))
+    assert "--out" in line and "is also an input" in line, line
+    assert tree_hash(inputs["data"]) == before
+
+
+def test_vacation_pipeline_file_inside_its_run_is_not_overwritten(inputs):
+    run = inputs["tmp"] / "vac"
+    run.mkdir()
+    pipe = _pipeline(run / "pipeline.json", pool=str(inputs["data"]), model=str(inputs["run"]))
+    line = error_line(cli("vacation", "-c", pipe, "-o", run, code=2))
+    assert "its part" in line and "pipeline.json" in line, line
+
+
+def test_train_output_is_checked_against_its_configs_datasets(inputs):
+    import yaml
+
+    cfg = inputs["tmp"] / "shards.yaml"
+    tree = yaml.safe_load(inputs["cfg"].read_text())
+    tree["data"]["datasets"] = {"d": {"kind": "shards", "path": str(inputs["data"])}}
+    cfg.write_text(yaml.safe_dump(tree))
+    before = tree_hash(inputs["data"])
+    line = error_line(cli("train", "-c", cfg, "-o", inputs["data"], code=2))
+    assert "--out" in line and "input" in line and str(inputs["data"]) in line, line
+    assert tree_hash(inputs["data"]) == before
+
+
+@pytest.mark.parametrize("template", [
+    "convert shards --path {data} --out {tmp}/new --report {data}/manifest.json",
+    "quantize {onnx} -o {tmp}/m.int8.onnx --json {onnx}",
+    "quantize {onnx} -o {tmp}/m.int8.onnx --json {tmp}/m.int8.onnx",
+], ids=["convert --report", "quantize --json", "quantize --json = -o"])
+def test_side_outputs_never_overwrite_an_input(inputs, template):
+    before = {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"}
+    line = error_line(cli(*template.format(**inputs).split(), code=2))
+    assert "input" in line or "also the command's --out" in line, line
+    assert {k: tree_hash(v) for k, v in inputs.items() if k != "tmp"} == before
+
+
 def test_a_symlink_to_the_input_is_the_input(inputs):
     link = inputs["tmp"] / "alias"
     link.symlink_to(inputs["data"])
@@ -135,30 +224,106 @@ def test_every_command_declares_its_kind_of_output():
             assert name in DIRECTORY_OUTPUTS | FILE_OUTPUTS, f"{name}: add it to hydranet/cli/guard.py"
 
 
-WRITERS = [
-    "convert shards --path {data} --out {out}",
-    "generate --config {world} --frames 1 -o {out}",
-    "label --queue {queue} --data {data} --out {out}",
-    "train -c {cfg} -o {out}",
-    "vacation --config {cfg} -o {out}",
-    "cache-features --ckpt {run} --data {data} -o {out}",
-    "merge {run} {run} -o {out}",
-    "infer {onnx} --data {data} -o {out}",
-    "mine --model {run} --data {data} --budget 1 -o {out}",
-    "predict {run} --data {data} -o {out}",
-    "demo -o {out}",
-]
+# One invocation of every command that writes a directory (a run, a dataset, a queue, a cache): a command
+# added to DIRECTORY_OUTPUTS without an entry here fails test_every_directory_writer_is_tried_with_the_lock_held.
+WRITERS = {
+    "convert": "convert shards --path {data} --out {out}",
+    "generate": "generate --config {world} --frames 1 -o {out}",
+    "label": "label --queue {queue} --data {data} --out {out}",
+    "train": "train -c {cfg} -o {out}",
+    "vacation": "vacation --config {cfg} -o {out}",
+    "cache-features": "cache-features --ckpt {run} --data {data} -o {out}",
+    "merge": "merge {run} {run} -o {out}",
+    "infer": "infer {onnx} --data {data} -o {out}",
+    "mine": "mine --model {run} --data {data} --budget 1 -o {out}",
+    "predict": "predict {run} --data {data} -o {out}",
+    "demo": "demo -o {out}",
+}
 
 
-@pytest.mark.parametrize("template", WRITERS, ids=[t.split()[0] for t in WRITERS])
-def test_a_second_writer_of_an_output_is_refused_naming_the_first(inputs, template):
+def _cli_commands() -> dict:
+    import typer
+
+    from hydranet.cli import app
+
+    return dict(typer.main.get_command(app).commands)
+
+
+def test_every_directory_writer_is_tried_with_the_lock_held():
+    """Walk the CLI: every command passes through the guard, every command with an output declares whether it
+    writes a directory (locked) or one file (atomic), and every directory writer is in WRITERS (so the test
+    below proves it takes the lock)."""
+    from hydranet.cli.guard import GuardedCommand
+
+    commands = _cli_commands()
+    for name, cmd in commands.items():
+        assert isinstance(cmd, GuardedCommand), f"{name}: not a GuardedCommand (its writes would not be locked)"
+    writers = {n for n, c in commands.items() if any(p.name in ("out", "output") for p in c.params)}
+    assert writers <= DIRECTORY_OUTPUTS | FILE_OUTPUTS, writers - (DIRECTORY_OUTPUTS | FILE_OUTPUTS)
+    assert not DIRECTORY_OUTPUTS & FILE_OUTPUTS
+    assert set(WRITERS) == DIRECTORY_OUTPUTS & set(commands), set(WRITERS) ^ (DIRECTORY_OUTPUTS & set(commands))
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_second_writer_of_an_output_is_refused_naming_the_first(inputs, name):
     out = inputs["tmp"] / "busy"
     with output_lock(out):
-        res = cli(*template.format(out=out, **inputs).split(), code=2)
+        res = cli(*WRITERS[name].format(out=out, **inputs).split(), code=2)
     line = error_line(res)
     assert f"pid {os.getpid()}" in line and "in use by another hydranet process" in line, line
     assert not out.exists()  # the refused writer created nothing
     assert str(lock_file(out)) in line
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_under_torchrun_rank_0_holds_the_lock_for_the_job(inputs, name, monkeypatch):
+    """Before: under torchrun no directory writer but ``train`` was locked, so two ``mine`` jobs (or a job and a
+    single process) into one --out both exited 0. Rank 0 now takes the lock for its job; other ranks do not
+    (they share the output with their rank 0)."""
+    from hydranet.cli.guard import _lock_holder
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert _lock_holder()
+    out = inputs["tmp"] / "busy"
+    with output_lock(out):
+        line = error_line(cli(*WRITERS[name].format(out=out, **inputs).split(), code=2))
+    assert "in use by another hydranet process" in line, line
+    monkeypatch.setenv("RANK", "1")
+    assert not _lock_holder()
+
+
+def test_train_without_out_is_guarded_at_the_run_directory_it_picks(inputs, monkeypatch):
+    """``train -c cfg.yaml`` with no ``-o`` writes ``runs/cfg``: locked and checked like a given ``--out``."""
+    monkeypatch.chdir(inputs["tmp"])
+    with output_lock(Path("runs") / "cfg"):
+        line = error_line(cli("train", "-c", inputs["cfg"], code=2))
+    assert "in use by another hydranet process" in line and "runs/cfg" in line, line
+    assert not (inputs["tmp"] / "runs" / "cfg").exists()
+
+
+def test_two_torchrun_mine_jobs_into_one_queue_cannot_both_succeed(inputs):
+    """A real two-rank torchrun ``mine`` whose --out another process writes: refused (exit != 0, naming the
+    holder), its other rank stopped with it (no hang), nothing written."""
+    import socket
+    import subprocess
+    import sys
+
+    from faults_kit import REPO
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = inputs["tmp"] / "queue_out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "hydranet", "mine", "--model", str(inputs["run"]), "--data", str(inputs["data"]), "--budget", "1",
+           "--html-frames", "0", "-o", str(out)]
+    with output_lock(out):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode != 0, res.stderr
+    assert f"pid {os.getpid()}" in res.stderr and "in use by another hydranet process" in res.stderr, res.stderr
+    assert not (out / "queue.jsonl").exists()
 
 
 def test_two_writers_at_once_one_wins_and_the_result_verifies(tmp_path):

@@ -135,3 +135,65 @@ def test_dead_camera_suite_masks_and_blacks_out_the_camera(tmp_path):
     bad = suite.model_copy(update={"dead_cameras": ["front_bumper"]})
     with pytest.raises(SuiteError, match="dead_cameras.*front_bumper"):
         dead_camera_mask(bad, batch)
+
+
+def _bev_outputs(model, images, K, T, camera_valid=None, pre_encoder=None):
+    """The BEV heads' dense outputs ``{head.name: [B, C, h, w]}``, optionally replacing the pre-encoder BEV."""
+    hook = None
+    if pre_encoder is not None:
+        hook = model.fusion.sampler.register_forward_hook(lambda m, i, o: pre_encoder(o))
+    try:
+        out = model(images, K, T, camera_valid=camera_valid)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return {f"{task}.{name}": t for task in ("bev_semantic", "objects3d") for name, t in out[task].items()
+            if torch.is_tensor(t) and t.dim() == 4}
+
+
+def _dilate(mask, radius):
+    return torch.nn.functional.max_pool2d(mask.float()[:, None], 2 * radius + 1, 1, radius)[:, 0] > 0
+
+
+@torch.no_grad()
+def test_failed_camera_changes_no_bev_output_beyond_its_footprint():
+    """Every BEV head output cell farther from the dead camera's footprint than the BEV path's receptive field
+    is bit-identical (no normalisation mixes the grid: BatchNorm, not GroupNorm, in the BEV encoder and heads).
+    The receptive field is probed on the same model: a change to one pre-encoder cell reaches a bounded
+    neighbourhood, far smaller than the grid (GroupNorm over the grid would reach every cell)."""
+    torch.manual_seed(0)
+    grid = {"x_range": (-32.0, 32.0), "y_range": (-32.0, 32.0), "cell": 1.0}
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (H, W), "grid": grid},
+                             tasks={"bev_semantic": {}, "objects3d": {}})
+    cfg.trunk.name = "regnet_tiny"
+    net = create_model(cfg).eval()
+    for m in net.modules():  # trained-looking statistics, so normalisation is not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    images, K, T = inputs(1)
+    base = _bev_outputs(net, images, K, T)
+    # The receptive field, in output cells: perturb the centre cell of the pre-encoder BEV.
+    def poke(bev):
+        bev[..., bev.shape[-2] // 2, bev.shape[-1] // 2] += 10.0
+    poked = _bev_outputs(net, images, K, T, pre_encoder=poke)
+    radius = 0
+    for name, t in base.items():
+        changed = (t != poked[name]).any(1)[0]
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        h, w = changed.shape
+        radius = max(radius, int((rows - h // 2).abs().max()), int((cols - w // 2).abs().max()))
+    h, w = next(iter(base.values())).shape[-2:]
+    assert 0 < radius < min(h, w) // 3, f"a one-cell change reaches {radius} cells of a {h}x{w} grid"
+    # The dead camera: the main camera of sample 0.
+    valid = torch.ones(1, 8, dtype=torch.bool)
+    valid[0, 0] = False
+    dead = _bev_outputs(net, images, K, T, camera_valid=valid)
+    seen = seen_by(net, K, T, 0)  # coarse cells [1, R, C]
+    for name, t in base.items():
+        footprint = torch.nn.functional.interpolate(seen.float()[:, None], size=t.shape[-2:], mode="nearest")[:, 0]
+        outside = ~_dilate(footprint, radius + 1)
+        assert outside.sum() > outside.numel() // 4, name  # most of the grid is outside: the check has teeth
+        diff = (t != dead[name]).any(1)
+        assert not diff[outside].any(), f"{name}: {int(diff[outside].sum())} cells outside the footprint changed"
+        assert diff.any(), name  # inside the footprint the outputs do change

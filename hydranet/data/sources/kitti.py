@@ -47,6 +47,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from hydranet.data.sample import Sample
@@ -54,7 +55,7 @@ from hydranet.data.sources.base import Source, SourceError, SourceOptions, regis
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.data.validate import check_rotation
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
-from hydranet.limits import open_image
+from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import Camera, ImageSize, Rig, Setup
 
 _KITTI_CLASSES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
@@ -180,14 +181,18 @@ def read_labels(path: str | os.PathLike) -> list[KittiObjectLabel]:
 
 class KittiOptions(SourceOptions):
     """Options of ``kind: kitti``: the dataset ``root`` and ``split``, one output ``image_size`` (H, W
-    pixels; KITTI frames differ by a few pixels), whether to read sparse Velodyne ``depth``, and an
-    optional list of frame ``ids``. An ``image_size`` side under 8 pixels raises ``ValueError``.
+    pixels; KITTI frames differ by a few pixels), whether to read sparse Velodyne ``depth``, an
+    optional list of frame ``ids``, and the fewest points a Velodyne sweep may hold (``min_lidar_points``:
+    KITTI records no count to check a file cut short at a point boundary with). An ``image_size`` side under
+    8 pixels raises ``ValueError``.
     """
     root: str  # the folder holding training/ (or the split folder itself)
     split: Literal["training", "testing"] = "training"
     image_size: ImageSize | None = None  # (H, W); KITTI images vary by a few pixels, shards need one size
     depth: bool = True  # sparse depth from velodyne/ or velodyne_reduced/ when present
     ids: list[str] | None = None  # frame ids (default: every image_2/*.png, sorted)
+    # KITTI records no point count: a sweep with fewer points is refused as truncated (hydranet.limits)
+    min_lidar_points: int = Field(MIN_LIDAR_POINTS_DEFAULT, ge=1)
 
 
 @register_source("kitti")
@@ -210,6 +215,7 @@ class KittiSource(Source):
             raise SourceError(f"{root}: no image_2/ folder (expected {root / options.split / 'image_2'})")
         self.image_size = tuple(options.image_size) if options.image_size is not None else None
         self.depth = options.depth
+        self.min_lidar_points = options.min_lidar_points
         self.ids = list(options.ids) if options.ids is not None else \
             sorted(p.stem for p in (self.dir / "image_2").glob("*.png"))
         if not self.ids:
@@ -263,6 +269,7 @@ class KittiSource(Source):
             raw = np.fromfile(velo, dtype=np.float32)
             if raw.size % 4:
                 raise SourceError(f"{velo}: {raw.size} floats, not a multiple of 4 (x, y, z, reflectance)")
+            check_lidar_points(raw.size // 4, str(velo), self.min_lidar_points)
             pts = torch.from_numpy(raw.reshape(-1, 4)[:, :3].astype(np.float64))
             T_cam_from_velo = calib.T_cam2_from_rect @ calib.T_rect_from_velo
             labels["depth"] = sparse_depth(transform_points(T_cam_from_velo, pts), K, (h, w))[None]

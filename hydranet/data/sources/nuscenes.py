@@ -38,7 +38,9 @@ categories outside the ten and unmapped classes are dropped and counted in ``cla
   LIDAR_TOP ego poses at ``ego_path_rate_hz`` over ``ego_path_seconds``; absent when the log does
   not reach that far.
 
-Missing images, lidar files, tables or tokens raise ``SourceError`` naming the file or token.
+Missing images, lidar files, tables or tokens raise ``SourceError`` naming the file or token; so does a
+lidar file holding fewer points in the keyframe's boxes than ``sample_annotation.num_lidar_pts`` records
+(a file cut short, even at a point boundary).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from hydranet.data.sources.nuscenes_labels import (
     track_id,
 )
 from hydranet.geometry import BevGrid
-from hydranet.limits import open_image
+from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import NUSCENES_CLASSES, Camera, ImageSize, Rig, Setup
 
 CAMERAS: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
@@ -97,6 +99,8 @@ class NuScenesOptions(SourceOptions):
     grid: BevGrid = Field(default_factory=BevGrid)  # BevGrid of bev_semantic
     filter_empty: bool = True  # drop boxes with no lidar and no radar point (devkit detection eval)
     min_lidar_depth: float = Field(1.0, gt=0)  # metres; the devkit's map_pointcloud_to_image min_dist
+    # the fewest points of a sweep whose sample's boxes count none (sample_annotation.num_lidar_pts), see _depth
+    min_lidar_points: int = Field(MIN_LIDAR_POINTS_DEFAULT, ge=1)
     ego_path_seconds: float = Field(3.0, gt=0)  # ego_path horizon, s
     ego_path_rate_hz: float = Field(10.0, gt=0)  # ego_path waypoints per second
     labels: list[str] | None = None  # produce only these labels (None = all)
@@ -338,11 +342,45 @@ class NuScenesSource(Source):
             raise SourceError(f"cannot read lidar file {path}: {e}") from e
         cs = self._get("calibrated_sensor", sd_lidar["calibrated_sensor_token"])
         ep = self._get("ego_pose", sd_lidar["ego_pose_token"])
+        self._check_point_count(path, sd_lidar, pc.points[:3], cs, ep)
         # lidar -> car body at the lidar instant -> world -> the levelled ego frame
         T_ego_from_lidar = (T_ego_from_world @ pose_matrix(ep["translation"], ep["rotation"])
                             @ pose_matrix(cs["translation"], cs["rotation"]))
         pts = T_ego_from_lidar[:3, :3] @ pc.points[:3] + T_ego_from_lidar[:3, 3:4]
         return lidar_depth(pts, K, T_ego_from_cam, hw, self.opt.min_lidar_depth)
+
+    def _check_point_count(self, path: Path, sd_lidar: dict[str, Any], points: np.ndarray, cs: dict[str, Any],
+                           ep: dict[str, Any]) -> None:
+        """Refuse a lidar file cut short, even exactly at a point boundary (it still parses): every box of the
+        keyframe records how many of this sweep's points it holds (``sample_annotation.num_lidar_pts``, counted
+        by the devkit's ``points_in_box``); the file must hold them, less 0.5 % for points on a box face (the real
+        scene-0061 keyframe matches its 999 exactly). A sample whose boxes count no point is held to
+        ``min_lidar_points`` instead.
+        ``points``: float ``[3, P]`` in the lidar frame. Raises ``SourceError`` / ``LimitError`` naming the file."""
+        from nuscenes.utils.data_classes import Box
+        from nuscenes.utils.geometry_utils import points_in_box
+        from pyquaternion import Quaternion
+
+        annotated = found = 0
+        for token in self._get("sample", sd_lidar["sample_token"])["anns"]:
+            ann = self._get("sample_annotation", token)
+            n = int(ann.get("num_lidar_pts") or 0)
+            if n <= 0:
+                continue
+            box = Box(ann["translation"], ann["size"], Quaternion(ann["rotation"]))  # global -> lidar, as the devkit
+            box.translate(-np.asarray(ep["translation"]))
+            box.rotate(Quaternion(ep["rotation"]).inverse)
+            box.translate(-np.asarray(cs["translation"]))
+            box.rotate(Quaternion(cs["rotation"]).inverse)
+            near = np.abs(points - box.center[:, None]).max(0) <= np.linalg.norm(box.wlh)  # cheap pre-filter
+            annotated += n
+            found += min(n, int(points_in_box(box, points[:, near]).sum()))
+        if not annotated:
+            check_lidar_points(points.shape[1], str(path), self.opt.min_lidar_points)
+        elif found < annotated - annotated // 200:
+            raise SourceError(f"{path}: truncated or not this keyframe's sweep: its {points.shape[1]:,} points put "
+                              f"{found:,} in the boxes of sample {sd_lidar['sample_token']}, whose "
+                              f"sample_annotation.num_lidar_pts count {annotated:,}")
 
     @cached_property
     def _lidar_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
