@@ -169,8 +169,9 @@ def _reference_rate(ref: dict[str, Any] | None) -> float | None:
     return steps / secs if steps and secs else None
 
 
-def _print_budget(console: Console, ref: dict[str, Any] | None, machine: Machine, cfg: Config) -> None:
-    """The promise, the reference run's split by phase, this machine, and a warning if it is busy already."""
+def _print_budget(console: Console, ref: dict[str, Any] | None, machine: Machine, cfg: Config) -> str | None:
+    """The promise, the reference run's split by phase, this machine, and a warning if it is busy already;
+    returns why it is busy (``Machine.busy_reason``), or None."""
     console.print(f"  budget: <= {BUDGET_S / 60:.0f} minutes from a fresh clone on an idle 2-core machine "
                   f"({' + '.join(_PHASES)}); {cfg.train.steps} training steps, the same on every machine")
     if ref:
@@ -188,6 +189,7 @@ def _print_budget(console: Console, ref: dict[str, Any] | None, machine: Machine
     if reason:
         console.print(f"  [yellow]the machine is busy before the demo starts[/] ({reason}): expect it to take "
                       "longer than its budget; the numbers will be the same")
+    return reason
 
 
 class _TrainWatch:
@@ -263,7 +265,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
         torch.set_num_threads(cfg.train.threads)
     machine, ref = Machine.here(), _reference_run(config)
     console.print(f"[bold]hydranet demo[/] config {config} -> {out}")
-    _print_budget(console, ref, machine, cfg)
+    busy_at_start = _print_budget(console, ref, machine, cfg)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float | None] = {"install": _install_seconds()}
 
@@ -319,7 +321,8 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
         seconds["video"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
     seconds["fresh_clone"] = seconds["total"] + (seconds["install"] or 0) if seconds["install"] else None
-    busy = machine.busy_reason(own_threads=0) or watch.warned
+    # Busy at the end, while training, or when it started: any of them explains a budget overrun.
+    busy = machine.busy_reason(own_threads=0) or watch.warned or busy_at_start
     meta = {"config": _shown(config), "eval_frames": n_eval, "device": "cpu", "threads": torch.get_num_threads(),
             "global_batch": cfg.train.batch_size * cfg.train.grad_accum, "budget_s": BUDGET_S, "seconds": seconds,
             "train_steps_run": steps_run, "train_steps_per_s": steps_run / seconds["train"] if steps_run else None,
