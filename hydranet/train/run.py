@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint
-from hydranet.console import make_console
+from hydranet.console import make_console, progress
 from hydranet.json_files import dumps
 from hydranet.model import create_model
 from hydranet.outputs import hold_lock
@@ -122,8 +122,11 @@ def _load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
     t0 = time.perf_counter()
     if console is None:
         return InMemoryDataset(dataset)
-    with console.status(f"decoding {len(dataset)} training samples into memory (train.in_memory) ..."):
-        data = InMemoryDataset(dataset)
+    # A counted bar with an ETA (plain lines in a log): a world dataset renders while it decodes, minutes for
+    # thousands of frames.
+    with progress("decoding training samples into memory (train.in_memory)", len(dataset), console,
+                  unit="samples", transient=True) as bar:
+        data = InMemoryDataset(dataset, progress=lambda done, total: bar.update(done, total))
     console.print(f"  {len(data)} training samples in memory ({time.perf_counter() - t0:.0f} s)")
     return data
 
