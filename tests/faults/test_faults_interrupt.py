@@ -75,13 +75,24 @@ def test_a_run_killed_at_any_instant_resumes_from_a_valid_checkpoint(tmp_path, k
     run = tmp_path / "run"
     child = forkserver().Process(target=child_train, args=(str(cfg), str(run), False))
     child.start()
-    if when == "step":
-        wait_for_steps(run, 3)
-    else:
-        time.sleep(0.3)
-    os.kill(child.pid, getattr(signal, how))
-    child.join(120)
-    assert child.exitcode is not None
+    try:
+        if when == "step":
+            wait_for_steps(run, 3)
+        elif how == "SIGKILL":
+            time.sleep(0.3)
+        else:
+            # Once the command holds its run lock, its own signal handling is in place: a SIGINT delivered
+            # earlier can land while the forkserver's child still ignores SIGINT (before it restores the
+            # parent's handlers) and is then lost, a race of the test harness, not of hydranet.
+            deadline = time.time() + 120
+            while not (run / "run.lock").exists() and time.time() < deadline and child.is_alive():
+                time.sleep(0.02)
+        os.kill(child.pid, getattr(signal, how))
+        child.join(120)
+        assert child.exitcode is not None
+    finally:
+        if child.is_alive():
+            child.kill()
     ckpt, note = load_latest_valid(run / "checkpoints", quarantine=False)
     assert note is None  # never a corrupt newest checkpoint
     if how != "SIGKILL" and when == "step":
