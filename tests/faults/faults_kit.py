@@ -229,7 +229,12 @@ def child_generate(out: str, frames: int) -> None:
 
 
 def child_train(config: str, out: str, resume: bool) -> None:
-    """Body of a killable child: ``run_training`` of ``config`` into ``out``."""
+    """Body of a killable child: ``run_training`` of ``config`` into ``out``, with SIGINT handled as in a
+    terminal's foreground process. A process started from a background, non-interactive shell (as CI may run
+    the suite) inherits SIGINT ignored, and Python keeps it ignored: a Ctrl-C the test sends before training
+    installs its own handler would then be dropped, which is right for such a process but not what the test
+    simulates."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from hydranet.train.config import load_config
     from hydranet.train.run import run_training
 

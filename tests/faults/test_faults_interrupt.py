@@ -81,9 +81,8 @@ def test_a_run_killed_at_any_instant_resumes_from_a_valid_checkpoint(tmp_path, k
         elif how == "SIGKILL":
             time.sleep(0.3)
         else:
-            # Once the command holds its run lock, its own signal handling is in place: a SIGINT delivered
-            # earlier can land while the forkserver's child still ignores SIGINT (before it restores the
-            # parent's handlers) and is then lost, a race of the test harness, not of hydranet.
+            # Once the run holds its lock the child runs hydranet's code: "startup" is then before the first
+            # step (a SIGINT while the forkserver child is still being set up would test multiprocessing).
             deadline = time.time() + 120
             while not (run / "run.lock").exists() and time.time() < deadline and child.is_alive():
                 time.sleep(0.02)
