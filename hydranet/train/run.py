@@ -13,7 +13,6 @@ demo calls. Options for sub-graph training live here too:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -119,16 +118,13 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
 
 def _load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
     """``train.in_memory``: decode the training set once into RAM, saying how long it took."""
-    t0 = time.perf_counter()
     if console is None:
         return InMemoryDataset(dataset)
-    # A counted bar with an ETA (plain lines in a log): a world dataset renders while it decodes, minutes for
-    # thousands of frames.
+    # A counted bar with an ETA (plain lines in a log) that stays as the "done in N s" line: a world dataset
+    # renders while it decodes, minutes for thousands of frames.
     with progress("decoding training samples into memory (train.in_memory)", len(dataset), console,
-                  unit="samples", transient=True) as bar:
-        data = InMemoryDataset(dataset, progress=lambda done, total: bar.update(done, total))
-    console.print(f"  {len(data)} training samples in memory ({time.perf_counter() - t0:.0f} s)")
-    return data
+                  unit="samples") as bar:
+        return InMemoryDataset(dataset, progress=lambda done, total: bar.update(done, total))
 
 
 def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path, device: torch.device,
