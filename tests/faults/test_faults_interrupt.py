@@ -81,10 +81,11 @@ def test_a_run_killed_at_any_instant_resumes_from_a_valid_checkpoint(tmp_path, k
         elif how == "SIGKILL":
             time.sleep(0.3)
         else:
-            # Once the run holds its lock the child runs hydranet's code: "startup" is then before the first
-            # step (a SIGINT while the forkserver child is still being set up would test multiprocessing).
+            # "Startup": the run exists (its config.yaml is written, so --resume has a run to continue) and no
+            # step has been taken; a SIGINT while the forkserver child is still being set up would test
+            # multiprocessing, not hydranet.
             deadline = time.time() + 120
-            while not (run / "run.lock").exists() and time.time() < deadline and child.is_alive():
+            while not (run / "config.yaml").exists() and time.time() < deadline and child.is_alive():
                 time.sleep(0.02)
         os.kill(child.pid, getattr(signal, how))
         child.join(120)
