@@ -359,10 +359,10 @@ def run_reference_seed(args: argparse.Namespace, seed: int, kind: str, work: Pat
     added: dict[str, str | None] = {"none": None}
     for name in ("random", "mined"):
         added[name] = write_labelled(w / f"labels_{name}", oracle_items(queue[name], labelled), labelled,
-                                     {"labeller": "oracle"})["path"]
+                                     {"labeller": "oracle"}, overwrite=True)["path"]
     added["mined_auto"] = write_labelled(w / "labels_mined_auto", autolabel_items(
         queue["mined"], labelled, base, args.start, AutoLabelConfig(clip_radius=10)), labelled,
-        {"labeller": "auto"})["path"]
+        {"labeller": "auto"}, overwrite=True)["path"]
     models = {"base": base} | {m: load_mining_model(reference_finetune(args, w / f"ft_{m}", added[m], seed))
                                for m in REF_METHODS}
     result: dict[str, Any] = {"seed": seed, "pool": kind, "picked_lighting": lighting, "suites": {}, "gate": {}}
@@ -399,6 +399,14 @@ def summarise_reference(results: list[dict[str, Any]], args: argparse.Namespace)
         out["pools"][kind] = {
             "seeds": [r["seed"] for r in rs], "base": {s: rs[0]["suites"][s]["base"] for s in ("night", "day")},
             "gain_vs_base": gains, "weak_gain": {m: weak[m]["mean"] for m in REF_METHODS},
+            # What the chosen frames add beyond the fine-tune's own steps (the `none` control).
+            "weak_gain_over_control": {m: round(weak[m]["mean"] - weak["none"]["mean"], 4) for m in REF_METHODS},
+            "weak_gain_seed_std": {m: round(statistics.stdev(weak[m]["per_seed"]), 4) if len(rs) > 1 else None
+                                   for m in REF_METHODS},
+            "mined_over_random_over_control": {
+                m: (round((weak[m]["mean"] - weak["none"]["mean"]) / (weak["random"]["mean"] - weak["none"]["mean"]),
+                          2) if weak["random"]["mean"] > weak["none"]["mean"] else None)
+                for m in ("mined", "mined_auto")},
             "mined_over_random_ratio": ratio,
             "gate_failures_per_method": {m: sum(len(r["gate"][s][m]) for r in rs for s in ("night", "day"))
                                          for m in REF_METHODS},
