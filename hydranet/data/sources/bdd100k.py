@@ -48,10 +48,9 @@ import torch
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from hydranet.data.sample import OBJECT_CLASSES, Sample
+from hydranet.data.sample import OBJECT_CLASSES, Sample, check_map_size
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.data.validate import check_map_size
 from hydranet.geometry import camera_extrinsics, intrinsics_from_fov, resize_intrinsics
 from hydranet.limits import loads_json, open_image
 

@@ -46,10 +46,19 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
+from hydranet.data.sample import (
+    LANE_KINDS,
+    LIGHT_STATES,
+    OBJECT_CLASSES,
+    SEMANTIC_CLASSES,
+    Sample,
+    check_boxes,
+    check_map_size,
+    check_rigid,
+    check_unique,
+)
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
 from hydranet.setup import Camera, Rig, Setup

@@ -50,10 +50,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hydranet.data.sample import Sample
+from hydranet.data.sample import Sample, check_rotation
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
-from hydranet.data.validate import check_rotation
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
 from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import Camera, ImageSize, Rig, Setup
