@@ -129,8 +129,8 @@ class FramesSource(Source):
     classes = {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
     default_class_map = {c: c for c in OBJECT_CLASSES}
 
-    def __init__(self, options: FramesOptions):
-        super().__init__(options)  # a fleet's class names are its own: an open vocabulary (any class_map key)
+    def __init__(self, options: FramesOptions, setup: Setup | None = None):
+        super().__init__(options, setup)  # a fleet's class names are its own: an open vocabulary (any class_map key)
         self.path = Path(options.index).expanduser()
         if not self.path.is_file():
             raise SourceError(f"{self.path}: frames index not found")

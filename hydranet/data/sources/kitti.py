@@ -206,8 +206,8 @@ class KittiSource(Source):
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("CAM2",)
 
-    def __init__(self, options: KittiOptions):
-        super().__init__(options)
+    def __init__(self, options: KittiOptions, setup: Setup | None = None):
+        super().__init__(options, setup)
         root = Path(options.root).expanduser()
         self.dir = root if (root / "image_2").is_dir() else root / options.split
         if not (self.dir / "image_2").is_dir():
