@@ -26,6 +26,20 @@ as separate commands; the last command prints the JSON over every seed done::
 
     python benchmarks/engine.py --seeds 0 --work /tmp/engine-bench   # ~4 min per seed on 2 busy cores
     python benchmarks/engine.py --seeds 0,1,2 --work /tmp/engine-bench
+
+**From the reference model** (``--from zoo:tiny-world``): the base is the trained reference model itself
+(all seven tasks, its 8-camera setup), fine-tuned exactly as ``configs/engine/vacation.yaml`` does —
+``--ft-steps`` (100) at ``--ft-lr`` (3e-4) on 64 of its own base frames (``--train-config``) plus the
+``--budget`` (16) frames chosen from a pool, mined with the vacation's triggers (``light_margin`` +
+night). Two pools of other world seeds, ``--pool-frames`` each: ``natural`` (the world's own lighting
+mix: day, dusk and night drawn per scene, as configs/engine/pool.yaml) and ``rare`` (``--night-fraction``
+night, the rest day). Methods: none, random, mined, mined_auto (mined, labelled by the reference model
+itself over each frame's clip). Every model is evaluated on the same night and day suites over all seven
+tasks (``reference_suites``: drawn like the reference's training world, so lights are common;
+``--eval-frames`` per seed, ``--eval-seeds`` seeds) and gated against the base. The weak metric is
+night ``--weak-metric`` (default the light state's balanced accuracy, what light_margin mines for)::
+
+    python benchmarks/engine.py --from zoo:tiny-world --seeds 0,1,2 --work /tmp/engine-ref   # ~30 min, 1 core
 """
 
 from __future__ import annotations
@@ -235,31 +249,219 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     }
 
 
+REF_METHODS = ("none", "random", "mined", "mined_auto")
+REF_METRICS = {"traffic_light": "balanced_accuracy", "drivable": "miou", "depth": "abs_rel",
+               "detection2d": "map", "objects3d": "map", "bev_semantic": "miou", "lanes": "f1"}
+
+
+def reference_pool(args: argparse.Namespace, w: Path, kind: str, seed: int, model_setup: Any) -> str:
+    """An unlabelled pool of ``--pool-frames`` frames in the model's setup, as one shard directory:
+    ``natural`` (lighting drawn per scene) or ``rare`` (``--night-fraction`` night scenes, the rest day).
+    ``pool_lighting.json`` records each frame's lighting for the report; the miner never sees it."""
+    from hydranet.data.shards import ShardWriter
+    from hydranet.world import SyntheticWorld
+    from hydranet.world.config import load_world_config
+
+    out = w / f"pool_{kind}"
+    if (out / "manifest.json").exists():
+        return str(out)
+    per = args.frames_per_scene
+    base = {"num_scenes": args.pool_frames // per + 1, "frames_per_scene": per, "setup": model_setup}
+    if kind == "natural":
+        parts = [(SyntheticWorld(load_world_config(base | {"seed": 2400 + seed, "lighting": "random"})),
+                  args.pool_frames)]
+    else:
+        n_night = max(per, round(args.pool_frames * args.night_fraction / per) * per)
+        parts = [(SyntheticWorld(load_world_config(base | {"seed": 2500 + seed, "lighting": "day"})),
+                  args.pool_frames - n_night),
+                 (SyntheticWorld(load_world_config(base | {"seed": 2600 + seed, "lighting": "night"})), n_night)]
+    lighting = []
+    with ShardWriter(out, shard_size=64, setup=model_setup, source={"kind": f"engine-benchmark-{kind}-pool"}) as wr:
+        for world, n in parts:
+            for i in range(n):
+                wr.write(world[i])
+                lighting.append(world.scene(i).lighting)
+    (w / f"pool_{kind}_lighting.json").write_text(json.dumps(lighting))
+    return str(out)
+
+
+def reference_finetune(args: argparse.Namespace, out: Path, added: str | None, seed: int) -> str:
+    """Fine-tune ``--from`` as configs/engine/vacation.yaml does, on its base frames (+ ``added``)."""
+    from rich.console import Console
+
+    from hydranet.checkpoint import resolve_checkpoint
+    from hydranet.train.config import config_from_dict, config_to_dict
+    from hydranet.train.run import run_training
+    from hydranet.train.subgraph import load_train_config
+
+    if (out / "checkpoints" / "latest.json").exists():
+        return str(resolve_checkpoint(out))
+    cfg = load_train_config(args.train_config, [
+        f"data.datasets.reference.frames={args.base_frames}", "train.warmup_steps=10", "train.eval_every=0",
+        f"train.steps={args.ft_steps}", f"train.lr={args.ft_lr}", f"train.ckpt_every={args.ft_steps}",
+        f"train.log_every={args.ft_steps}", f"train.seed={seed}", "train.threads=1"], None)
+    tree = config_to_dict(cfg)
+    if added:
+        tree["data"]["datasets"]["added"] = {"kind": "shards", "path": added}
+    run_training(config_from_dict(tree, "<engine benchmark>"), out, from_ckpt=args.start, progress=False,
+                 console=Console(file=open("/dev/null", "w")))
+    return str(resolve_checkpoint(out))
+
+
+def reference_suites(args: argparse.Namespace, work: Path) -> list[Any]:
+    """Night and day suites over every task of the reference model, drawn like its training world
+    (intersection-heavy, every light state often) so the light metrics rest on enough lights:
+    ``--eval-frames`` frames per seed, ``--eval-seeds`` seeds. Gate tolerances as the shipped suites'
+    (lights 0.1 on balanced accuracy; the headline default 0.02 elsewhere)."""
+    import yaml
+
+    from hydranet.eval.suite import load_suite
+
+    draw = {"layout_weights": {"straight": 0.2, "curve": 0.2, "intersection": 0.6},
+            "signal_weights": {"go": 0.3, "stop": 0.2, "wait": 0.1, "yellow": 0.4}, "fog": 0.0}
+    out = []
+    for name, lighting in (("night", "night"), ("day", "day")):
+        spec = {"name": name, "world": {"num_scenes": 60, "frames_per_scene": 4, **draw},
+                "scenarios": {name: {"lighting": lighting}}, "seeds": [9300, 9300 + args.eval_seeds],
+                "frames": args.eval_frames, "bootstrap": 200,
+                "tasks": {t: ({"tolerance": {"balanced_accuracy": 0.1}} if t == "traffic_light" else {})
+                          for t in REF_METRICS}}
+        path = work / f"reference_suite_{name}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        out.append(load_suite(path))
+    return out
+
+
+def run_reference_seed(args: argparse.Namespace, seed: int, kind: str, work: Path) -> dict[str, Any]:
+    """One seed, one pool (``natural`` or ``rare``), from the reference model: every method fine-tuned,
+    evaluated on the night and day suites, gated against the base."""
+    from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
+    from hydranet.engine.label import oracle_items, write_labelled
+    from hydranet.engine.mine import build_triggers, mine
+    from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
+    from hydranet.engine.triggers import parse_trigger_specs
+    from hydranet.eval.gate import gate
+    from hydranet.eval.runner import run_suite
+
+    t0 = time.perf_counter()
+    w = work / f"{kind}_seed_{seed}"
+    base = load_mining_model(args.start)
+    pool_path = reference_pool(args, w, kind, seed, base.setup)
+    pool, labelled = open_pool(pool_path), open_pool(pool_path, with_labels=True)
+    picks = {"random": sorted(np.random.default_rng(seed).choice(len(pool), args.budget, replace=False).tolist())}
+    res = mine(base, pool, build_triggers(parse_trigger_specs(args.triggers), model_tasks(base)), args.budget)
+    picks["mined"] = [q["index"] for q in res.queue]
+    light = json.loads((w / f"pool_{kind}_lighting.json").read_text())
+    lighting = {k: dict(sorted({c: sum(light[i] == c for i in v) for c in set(light)}.items()))
+                for k, v in picks.items()}
+    queue = {k: [{"rank": r + 1, "index": i, "frame_id": f"{labelled[i].scene_id}#{labelled[i].frame_index}"}
+                 for r, i in enumerate(v)] for k, v in picks.items()}
+    added: dict[str, str | None] = {"none": None}
+    for name in ("random", "mined"):
+        added[name] = write_labelled(w / f"labels_{name}", oracle_items(queue[name], labelled), labelled,
+                                     {"labeller": "oracle"})["path"]
+    added["mined_auto"] = write_labelled(w / "labels_mined_auto", autolabel_items(
+        queue["mined"], labelled, base, args.start, AutoLabelConfig(clip_radius=10)), labelled,
+        {"labeller": "auto"})["path"]
+    models = {"base": base} | {m: load_mining_model(reference_finetune(args, w / f"ft_{m}", added[m], seed))
+                               for m in REF_METHODS}
+    result: dict[str, Any] = {"seed": seed, "pool": kind, "picked_lighting": lighting, "suites": {}, "gate": {}}
+    for suite in reference_suites(args, work):
+        runs = run_suite(models, suite, batch_size=4)
+        result["suites"][suite.name] = {m: {t: _clean(runs[m].tasks[t].metrics[k]) for t, k in REF_METRICS.items()}
+                                        for m in models}
+        result["gate"][suite.name] = {m: [f"{r.task}.{r.metric}: {r.reason}" for r in gate(runs["base"], runs[m])
+                                          if r.status == "fail"] for m in models if m != "base"}
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def summarise_reference(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Gains over the reference model per pool, suite and task; mined over random on the weak metric."""
+    out: dict[str, Any] = {"benchmark": "engine", "from": args.start, "config": vars(args),
+                           "weak_metric": f"night/traffic_light.{REF_METRICS['traffic_light']}"
+                           if args.weak_metric == "traffic_light" else f"night/{args.weak_metric}"
+                           f".{REF_METRICS[args.weak_metric]}", "pools": {}}
+    for kind in sorted({r["pool"] for r in results}):
+        rs = [r for r in results if r["pool"] == kind]
+        gains: dict[str, Any] = {}
+        for suite in ("night", "day"):
+            for task, metric in REF_METRICS.items():
+                sign = -1.0 if metric == "abs_rel" else 1.0
+                vals = {m: [sign * (r["suites"][suite][m][task] - r["suites"][suite]["base"][task]) for r in rs]
+                        for m in REF_METHODS}
+                gains[f"{suite}/{task}.{metric}"] = {m: {"mean": round(statistics.mean(v), 4),
+                                                         "per_seed": [round(x, 4) for x in v]}
+                                                     for m, v in vals.items()}
+        weak = gains[f"night/{args.weak_metric}.{REF_METRICS[args.weak_metric]}"]
+        ratio = {m: (round(weak[m]["mean"] / weak["random"]["mean"], 2) if weak["random"]["mean"] > 0 else None)
+                 for m in ("mined", "mined_auto")}
+        out["pools"][kind] = {
+            "seeds": [r["seed"] for r in rs], "base": {s: rs[0]["suites"][s]["base"] for s in ("night", "day")},
+            "gain_vs_base": gains, "weak_gain": {m: weak[m]["mean"] for m in REF_METHODS},
+            "mined_over_random_ratio": ratio,
+            "gate_failures_per_method": {m: sum(len(r["gate"][s][m]) for r in rs for s in ("night", "day"))
+                                         for m in REF_METHODS},
+            "gate_failures": {f"{r['seed']}/{s}/{m}": r["gate"][s][m] for r in rs for s in ("night", "day")
+                              for m in REF_METHODS if r["gate"][s][m]},
+            "picked_lighting": {r["seed"]: r["picked_lighting"] for r in rs},
+            "seconds": sum(r["seconds"] for r in rs)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--work", default="/tmp/hydranet-engine-bench")
     p.add_argument("--height", type=int, default=48)
     p.add_argument("--width", type=int, default=96)
-    p.add_argument("--frames-per-scene", type=int, default=5)
-    p.add_argument("--base-frames", type=int, default=40)
-    p.add_argument("--pool-frames", type=int, default=150)
-    p.add_argument("--budget", type=int, default=4, help="frames bought (default +10 %% of --base-frames)")
+    p.add_argument("--frames-per-scene", type=int, default=None)
+    p.add_argument("--base-frames", type=int, default=None)
+    p.add_argument("--pool-frames", type=int, default=None)
+    p.add_argument("--budget", type=int, default=None, help="frames bought (default +10 %% of --base-frames)")
     p.add_argument("--night-fraction", type=float, default=0.1, help="share of night frames in the pool")
     p.add_argument("--base-steps", type=int, default=200)
-    p.add_argument("--ft-steps", type=int, default=100)
+    p.add_argument("--ft-steps", type=int, default=None)
     p.add_argument("--teacher-frames", type=int, default=150)
     p.add_argument("--teacher-steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=6e-3)
-    p.add_argument("--ft-lr", type=float, default=2e-3)
-    p.add_argument("--eval-frames", type=int, default=12)
+    p.add_argument("--ft-lr", type=float, default=None)
+    p.add_argument("--eval-frames", type=int, default=None)
     p.add_argument("--eval-seeds", type=int, default=2)
-    p.add_argument("--triggers", default="entropy:task=drivable,condition:name=night")
+    p.add_argument("--triggers", default=None,
+                   help="mining triggers (default entropy:task=drivable,condition:name=night; with --from the "
+                        "vacation's light_margin,condition:name=night*2)")
+    p.add_argument("--from", dest="start", default=None,
+                   help="start from this trained model (e.g. zoo:tiny-world) instead of training a day-only base")
+    p.add_argument("--train-config", default="configs/reference.yaml", help="--from: the model's training config")
+    p.add_argument("--pools", default="natural,rare", help="--from: natural (the world's lighting mix), rare")
+    p.add_argument("--weak-metric", default="traffic_light", choices=sorted(REF_METRICS),
+                   help="--from: the night suite's task whose headline metric is the mined condition's")
     args = p.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    # Defaults per mode: the day-only base's small world, or the reference model's vacation fine-tune.
+    defaults = ({"triggers": "light_margin,condition:name=night*2", "frames_per_scene": 4, "base_frames": 64,
+                 "pool_frames": 160, "budget": 16, "ft_steps": 100, "ft_lr": 3e-4, "eval_frames": 24}
+                if args.start is not None else
+                {"triggers": "entropy:task=drivable,condition:name=night", "frames_per_scene": 5, "base_frames": 40,
+                 "pool_frames": 150, "budget": 4, "ft_steps": 100, "ft_lr": 2e-3, "eval_frames": 12})
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.start is not None:
+        results = []
+        for kind in args.pools.split(","):
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                path = work / f"{kind}_seed_{seed}.json"
+                if not path.exists():
+                    print(f"{kind} pool, seed {seed} ...", file=sys.stderr)
+                    path.write_text(json.dumps(run_reference_seed(args, seed, kind, work), indent=1))
+                results.append(json.loads(path.read_text()))
+        print(json.dumps(summarise_reference(results, args), indent=1))
+        return
     tckpt = teacher(args, work)
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:

@@ -21,6 +21,15 @@ interleaved in one process) and the state's memory. Goals (issue 13): mAVE <= 0.
 and flicker clearly better, mAP not worse, latency <= 1.2x. Prints one JSON object::
 
     .venv/bin/python benchmarks/temporal.py --steps 60        # ~8 min on 2 busy CPU cores
+
+**From the reference model** (``--from zoo:tiny-world``): both models are the reference network (its
+trunk, camera-to-BEV fusion and the two BEV heads, at its 96x192 8-camera setup and 1 m grid), loaded
+from its weights; the temporal one adds the memory (the only modules that start untrained). Both are
+then trained the same ``--steps`` on the same clips at ``--lr``; ``--freeze-trunk`` keeps the image
+trunk of both fixed at the reference's weights (the memory then learns on features that already
+localise objects)::
+
+    .venv/bin/python benchmarks/temporal.py --from zoo:tiny-world --steps 300 --lr 1e-3 --correlation-radius 3
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ def render(seed: int, scenes: int, per_scene: int, args: argparse.Namespace) -> 
 def make_config(args: argparse.Namespace, temporal: bool) -> Any:
     from hydranet.train.config import config_from_dict
 
+    reference = reference_model_config(args.start) if args.start else {}
     # The shipped configs/temporal.yaml memory: entries 0.2 s apart move a 10 m/s car 2 cells on the 1 m grid.
     fusion: dict[str, Any] = {"temporal": {"time_queue": 2, "space_queue": 2,
                                            "push_every_frames": args.push_every_frames,
@@ -74,7 +84,8 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
                               if temporal else None}
     return config_from_dict({
         "data": {"datasets": {"w": {"kind": "world", "frames": 1}}},  # the data is handed to the trainer
-        "model": {"preset": "tiny", "fusion": fusion,
+        "model": {"preset": "tiny", **{k: reference[k] for k in ("bev_channels", "neck", "trunk") if k in reference},
+                  "fusion": reference.get("fusion", {}) | fusion,
                   "setup": {"image_size": [args.height, args.width],
                             "grid": {"x_range": [-32.0, 32.0], "y_range": [-32.0, 32.0], "cell": 1.0}},
                   # Velocity weighs as much as the other box terms (the task default, 0.2, suits long runs).
@@ -89,6 +100,29 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
     }, "<benchmark>")
 
 
+def reference_model_config(name: str) -> dict[str, Any]:
+    """The ``ModelConfig`` dict a zoo entry was trained with (its preset, fusion, setup, tasks)."""
+    from hydranet.model.zoo import pretrained_weights
+
+    return pretrained_weights(name.removeprefix("zoo:"))[0]
+
+
+def load_reference(model: Any, name: str, freeze_trunk: bool) -> dict[str, list[str]]:
+    """Copy the zoo entry's weights into ``model`` wherever a parameter of the same name and shape exists;
+    returns the names left untrained (the memory) and the reference's names not used (its other heads)."""
+    from hydranet.model.zoo import pretrained_weights
+
+    weights = pretrained_weights(name.removeprefix("zoo:"))[1]
+    own = model.state_dict()
+    used = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(used, strict=False)
+    if freeze_trunk:
+        for n, prm in model.named_parameters():
+            if n.startswith("trunk."):
+                prm.requires_grad_(False)
+    return {"untrained": sorted(k for k in own if k not in used), "unused": sorted(k for k in weights if k not in used)}
+
+
 def train(args: argparse.Namespace, temporal: bool, data: InMemory, out: Path) -> tuple[Any, float]:
     from hydranet.model import create_model
     from hydranet.train.clips import ClipTrainer
@@ -96,6 +130,10 @@ def train(args: argparse.Namespace, temporal: bool, data: InMemory, out: Path) -
     cfg = make_config(args, temporal)
     torch.manual_seed(args.seed)
     model = create_model(cfg.resolved_model())
+    if args.start:
+        loaded = load_reference(model, args.start, args.freeze_trunk)
+        print(f"{'temporal' if temporal else 'single_frame'}: from {args.start}, untrained "
+              f"{sorted({k.rsplit('.', 2)[0] for k in loaded['untrained']})}", file=sys.stderr)
     trainer = ClipTrainer(cfg, model, data, out, progress=False, model_config=cfg.resolved_model().model_dump())
     t0 = time.perf_counter()
     trainer.fit()
@@ -188,6 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--push-every-frames", type=int, default=2,
                    help="the memory's time-queue period in frames (entry ages up to time_queue x this)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from", dest="start", default=None,
+                   help="start both models from this zoo entry's weights (e.g. zoo:tiny-world), at its setup")
+    p.add_argument("--freeze-trunk", action="store_true", help="--from: keep the image trunk fixed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--model", choices=["both", "single_frame", "temporal"], default="both",
@@ -195,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--save", type=Path, default=None, help="directory for per-model results (to combine runs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.start:  # the reference's own image size: its weights were trained at it
+        args.height, args.width = reference_model_config(args.start)["setup"]["image_size"]
     from hydranet.eval.loop import evaluate_clips
 
     t0 = time.perf_counter()

@@ -53,12 +53,13 @@ _TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...],
 
 
 def _opened(option: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` (``open_pool``, ``load_mining_model``); a ``PoolError`` names ``option`` before the path
-    its message starts with: ``--model runs/x: not a checkpoint ...``."""
+    """``fn(*args)`` (``open_pool``, ``load_mining_model``, the trigger parsers); a ``PoolError`` or
+    ``TriggerError`` names ``option`` before its message: ``--model runs/x: not a checkpoint ...``,
+    ``--triggers: unknown trigger 'x' ...``."""
     try:
         return fn(*args)
-    except PoolError as e:
-        raise PoolError(f"{option} {e}") from None
+    except (PoolError, TriggerError) as e:
+        raise type(e)(f"{option} {e}") from None
 
 
 def _counted(items: Iterator[Any], bar: Progress) -> Iterator[Any]:
@@ -100,10 +101,10 @@ def mine_command(
             raise typer.BadParameter("pyarrow is not installed; drop --parquet (queue.jsonl is always written)",
                                      param_hint="--parquet") from None
     with cli_errors():  # PoolError/TriggerError/ShardError... -> one `error:` line, exit 2
-        specs = parse_trigger_specs(triggers)
+        specs = _opened("--triggers:", parse_trigger_specs, triggers)
         net = _opened("--model", load_mining_model, model)
         pool = _opened("--data", open_pool, data)
-        trigs = build_triggers(specs, model_tasks(net))
+        trigs = _opened("--triggers:", build_triggers, specs, model_tasks(net))
         deployed = _shadow_model(shadow, trigs)
     if env_world_size() > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")

@@ -1,4 +1,5 @@
-"""The console view of ``hydranet autolabel-quality``: one table per task, single-frame vs clip-smoothed.
+"""The console view of ``hydranet autolabel-quality``: one table per task, the teacher's own outputs,
+single-frame labels and clip-smoothed labels.
 
 The command's result is a nested dict (``hydranet.engine.quality.autolabel_quality``); people read the
 aggregate numbers side by side with the change smoothing brings, machines read ``--json``.
@@ -33,9 +34,10 @@ def _delta(metric: str, single: Any, smoothed: Any) -> str:
 
 
 def quality_tables(result: dict[str, Any], teacher: str = "") -> list[Table]:
-    """One table per task of ``result``: its aggregate metrics (keys without ``/``; the headline first),
-    single-frame, clip-smoothed and the change. Per-class/per-state numbers are in the JSON (``--json``)."""
-    single, smoothed = result.get(_MODES[0], {}), result.get(_MODES[1], {})
+    """One table per task of ``result``: its aggregate metrics (keys without ``/``; the headline first), the
+    teacher's own outputs, single-frame, clip-smoothed and the change smoothing brings. Per-class/per-state
+    numbers are in the JSON (``--json``)."""
+    single, smoothed, own = result.get(_MODES[0], {}), result.get(_MODES[1], {}), result.get("teacher", {})
     tables = []
     for task in sorted(set(single) | set(smoothed)):
         a, b = single.get(task, {}), smoothed.get(task, {})
@@ -46,11 +48,13 @@ def quality_tables(result: dict[str, Any], teacher: str = "") -> list[Table]:
                             f"{result.get('clips', '?')} clip(s)" + (f", teacher {teacher}" if teacher else ""),
                       caption=f"{hidden} per-class/per-state metrics: --json or --out" if hidden else None)
         table.add_column("metric", no_wrap=True)
+        table.add_column("teacher's own", justify="right", no_wrap=True)
         table.add_column("single frame", justify="right", no_wrap=True)
         table.add_column("clip-smoothed", justify="right", no_wrap=True)
         table.add_column("Δ (smoothed − single)", justify="right", no_wrap=True)
         for k in shown:
-            table.add_row(k + (" (headline)" if k == keys[0] else ""), _fmt(a.get(k)), _fmt(b.get(k)),
+            table.add_row(k + (" (headline)" if k == keys[0] else ""), _fmt(own.get(task, {}).get(k)),
+                          _fmt(a.get(k)), _fmt(b.get(k)),
                           _delta(k, a.get(k), b.get(k)))
         tables.append(table)
     return tables

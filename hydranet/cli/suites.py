@@ -51,7 +51,7 @@ def _load(path: Path, device: str) -> Any:
     try:
         model, _ = load_model(path, device=device)
     except (CheckpointError, OSError, ValueError) as e:
-        raise typer.BadParameter(str(e), param_hint="checkpoint") from None
+        raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     return model
 
 

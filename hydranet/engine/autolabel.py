@@ -46,6 +46,7 @@ class AutoLabelConfig:
     min_frame_confidence: float = 0.0  # frames whose mean confidence is below this are dropped
     clip_radius: int = 20  # frames before and after the target frame the teacher sees
     window: int = 3  # smoothing / voting half-window in frames
+    velocity_window: int = 10  # half-window of the line whose slope is a track's velocity, frames
     max_gap: int = 3  # longest occlusion gap filled, frames
     min_hits: int = 3  # tracks shorter than this get proportionally lower confidence
     gate_m: float = 2.5  # 3D association gate, metres
@@ -148,7 +149,8 @@ def _objects(samples: list[Sample], dets: list[dict], labels: list[dict], cfg: A
     rows: list[list[tuple]] = [[] for _ in range(n)]
     for tid, t in enumerate(tracks):
         cls = t.vote()
-        for f, (box, vel, conf, _filled) in smooth_track(t, cfg.window, cfg.max_gap, cfg.min_hits).items():
+        smoothed = smooth_track(t, cfg.window, cfg.max_gap, cfg.min_hits, cfg.velocity_window)
+        for f, (box, vel, conf, _filled) in smoothed.items():
             if conf >= cfg.min_confidence:
                 rows[f].append((box, vel / max(dt[f], 1e-6), conf, cls, tid))
     for f in range(n):

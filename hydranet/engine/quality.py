@@ -3,8 +3,11 @@
 The auto labels of a set of frames are treated as predictions (their ``confidence`` as the
 score) and fed to each task's own metric against the true labels: nuScenes-style mAP for 3D
 objects, light-state accuracy/recall for traffic lights, IoU for drivable, COCO mAP for 2D boxes.
-Run twice — single-frame teacher labels and clip-smoothed labels — the difference is what seeing
-the whole clip buys.
+Three columns: the teacher's own outputs as ``hydranet eval`` scores them (``teacher``: every decoded
+detection, no cut-off), the single-frame labels (its detections above the confidence cut-off) and the
+clip-smoothed labels (tracked, smoothed, gaps filled, light states voted over the clip). The difference
+between the last two is what seeing the whole clip buys; the first is the bar a label must clear to
+teach a student more than the teacher knows.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ _MEASURED = ("objects3d", "traffic_light", "drivable", "detection2d", "bev_seman
 
 
 def autolabel_quality(teacher: Any, pool: Dataset, indices: list[int], cfg: AutoLabelConfig) -> dict[str, Any]:
-    """``{"single_frame": {task: metrics}, "clip_smoothed": {task: metrics}, "frames": n}``.
+    """``{"teacher" | "single_frame" | "clip_smoothed": {task: metrics}, "frames": n, "clips": c}``.
 
     ``pool`` must carry ground truth (open it with labels); ``indices`` are the frames scored."""
     teacher.eval()
     tasks = {n: t for n, t in teacher.task_objects.items() if t.label in _MEASURED}
-    metrics = {mode: {n: t.make_metric() for n, t in tasks.items()} for mode in ("single_frame", "clip_smoothed")}
+    metrics = {mode: {n: t.make_metric() for n, t in tasks.items()} for mode in ("teacher", "single_frame",
+                                                                                 "clip_smoothed")}
     clips: dict[tuple[int, ...], list[int]] = {}
     for i in indices:
         clips.setdefault(tuple(clip_indices(pool, i, cfg.clip_radius)), []).append(i)
     for clip, targets in clips.items():
         truth = {i: pool[i].labels for i in targets}
         samples, decoded = teacher_outputs(teacher, pool, list(clip), cfg.batch_size)
+        for i in targets:
+            for name, task in tasks.items():
+                if truth[i].get(task.label) is not None:
+                    metrics["teacher"][name].update([decoded[name][clip.index(i)]], [truth[i][task.label]])
         for mode, smoothing in (("single_frame", False), ("clip_smoothed", True)):
             labels = label_clip(teacher, samples, decoded, replace(cfg, smoothing=smoothing))
             for i in targets:

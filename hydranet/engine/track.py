@@ -125,10 +125,16 @@ def _line(frames: list[int], values: list[float], at: float) -> tuple[float, flo
     return my + slope * (at - mx), slope
 
 
-def smooth_track(t: Track, window: int = 3, max_gap: int = 3,
-                 min_hits: int = 3) -> dict[int, tuple[Tensor, Tensor, float, bool]]:
+def smooth_track(t: Track, window: int = 3, max_gap: int = 3, min_hits: int = 3,
+                 velocity_window: int | None = None) -> dict[int, tuple[Tensor, Tensor, float, bool]]:
     """Per frame from first to last detection: (world box [7], world velocity [2] m/frame,
-    confidence, filled). Frames in a gap longer than ``max_gap`` are left out."""
+    confidence, filled). Frames in a gap longer than ``max_gap`` are left out.
+
+    Position is a least-squares line through the detections within ``window`` frames; velocity is the
+    slope of one through those within ``velocity_window`` frames (default: ``window``). A slope's error
+    falls with the window's length to the power 1.5, so a wider velocity window reads motion from
+    localisation noise a position fit of the same width would blur."""
+    vwin = window if velocity_window is None else velocity_window
     out = {}
     stack = torch.stack(t.boxes)
     size = stack[:, 3:6].median(0).values
@@ -140,8 +146,12 @@ def smooth_track(t: Track, window: int = 3, max_gap: int = 3,
             continue
         near = [k for k, g in enumerate(t.frames) if abs(g - f) <= max(window, nearest)]
         fr = [t.frames[k] for k in near]
-        x, vx = _line(fr, [float(t.boxes[k][0]) for k in near], f)
-        y, vy = _line(fr, [float(t.boxes[k][1]) for k in near], f)
+        x, _ = _line(fr, [float(t.boxes[k][0]) for k in near], f)
+        y, _ = _line(fr, [float(t.boxes[k][1]) for k in near], f)
+        vnear = [k for k, g in enumerate(t.frames) if abs(g - f) <= max(vwin, nearest)]
+        vfr = [t.frames[k] for k in vnear]
+        _, vx = _line(vfr, [float(t.boxes[k][0]) for k in vnear], f)
+        _, vy = _line(vfr, [float(t.boxes[k][1]) for k in vnear], f)
         yaw = math.atan2(sum(math.sin(float(t.boxes[k][6])) for k in near),
                          sum(math.cos(float(t.boxes[k][6])) for k in near))
         filled = f not in t.frames

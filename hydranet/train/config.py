@@ -337,8 +337,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deep to read (refused)") from None
-    tree = apply_overrides(tree or {}, overrides or [])
-    return config_from_dict(tree, str(path))
+    return config_with_overrides(tree or {}, overrides or [], str(path))
+
+
+def config_with_overrides(tree: dict[str, Any], overrides: list[str], where: str) -> Config:
+    """``config_from_dict`` of ``tree`` with ``--set`` ``overrides`` applied. A field the command line set
+    is named as the user typed it (``--set train.lr=abc: train.lr: ...``), any other by ``where``."""
+    try:
+        return config_from_dict(apply_overrides(tree, overrides), where)
+    except ConfigError as e:
+        msg = str(e)
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if msg.startswith((f"{where}: {key}:", f"{where}: {key}.")):
+                raise ConfigError(f"--set {item}: {msg[len(where) + 2:]}") from None
+        raise
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -34,9 +34,9 @@ from hydranet.tasks import create_task
 from hydranet.train.config import (
     Config,
     ConfigError,
-    apply_overrides,
     config_from_dict,
     config_to_dict,
+    config_with_overrides,
     load_config,
     resolve_model_dict,
 )
@@ -74,7 +74,7 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
     tree = json.loads(json.dumps(ckpt.state.get("config") or {}))
     if ckpt.state.get("model_config"):  # the resolved model is authoritative (tasks added by earlier runs)
         tree["model"] = ckpt.state["model_config"]
-    return config_from_dict(apply_overrides(tree, overrides), where)
+    return config_with_overrides(tree, overrides, where)
 
 
 def _add_tasks_to_config(cfg: Config, names: list[str]) -> Config:

@@ -55,8 +55,9 @@ def test_autolabel_quality_cli(checkpoint, world_yaml, tmp_path):
     # People get a table per task (before: the raw JSON), machines --json.
     assert not r.stdout.lstrip().startswith("{")
     drivable = r.stdout.split("ground truth: drivable")[1].split("auto labels vs ground truth")[0].splitlines()
-    assert any("single frame" in line and "clip-smoothed" in line for line in drivable)
+    assert any("teacher's own" in line and "single frame" in line and "clip-smoothed" in line for line in drivable)
     miou = next(line for line in drivable if "miou" in line)
+    assert f"{res['teacher']['drivable']['miou']:.4f}" in miou
     assert f"{res['single_frame']['drivable']['miou']:.4f}" in miou
     assert f"{res['clip_smoothed']['drivable']['miou']:.4f}" in miou
     assert "objects3d" in r.stdout and "confusion/" not in r.stdout  # per-state numbers stay in the JSON

@@ -71,6 +71,18 @@ def test_tracking_smooths_jitter_and_fills_an_occlusion_gap():
     assert smooth[4][1][0].item() == pytest.approx(2.0, abs=0.2)  # velocity in m/frame
 
 
+def test_a_wider_velocity_window_reads_motion_through_localisation_noise():
+    gen = torch.Generator().manual_seed(1)
+    frames = [(torch.tensor([[1.5 * f + float(torch.randn(1, generator=gen)) * 0.5, 0.0, 0.8, 4.0, 2.0, 1.5, 0.0]],
+                            dtype=torch.float64), torch.tensor([0]), torch.tensor([0.9])) for f in range(21)]
+    track = track_objects(frames, gate_m=4.0)[0]
+    err = {w: sum(abs(float(v[1][0]) - 1.5) for v in smooth_track(track, window=3, velocity_window=w).values())
+           for w in (3, 10)}
+    assert err[10] < 0.6 * err[3]
+    default = smooth_track(track, window=3)[10][1]
+    assert default.tolist() == smooth_track(track, window=3, velocity_window=3)[10][1].tolist()
+
+
 def test_light_states_are_voted_over_the_window():
     box = torch.tensor([[10.0, 10.0, 14.0, 20.0]])
     states = [0, 0, 0, 2, 0, 0, 0]  # one frame flips to green
@@ -117,12 +129,14 @@ def test_auto_labels_carry_confidence_and_provenance(checkpoint, world_yaml, tmp
     assert res["frames"] == 0 and len(skipped) == 2
 
 
-def test_label_quality_reports_both_modes(checkpoint, world_yaml):
+def test_label_quality_reports_the_teacher_and_both_modes(checkpoint, world_yaml):
     pool = open_pool(str(world_yaml), with_labels=True)
     res = autolabel_quality(load_mining_model(checkpoint), pool, [1, 7],
                             AutoLabelConfig(min_score=0.0, min_confidence=0.0, clip_radius=2))
     assert res["frames"] == 2 and res["clips"] == 2
-    for mode in ("single_frame", "clip_smoothed"):
+    # With no cut-off, single-frame labels are the teacher's own detections: the same score.
+    assert res["teacher"]["objects3d"]["map"] == res["single_frame"]["objects3d"]["map"]
+    for mode in ("teacher", "single_frame", "clip_smoothed"):
         assert set(res[mode]) == {"objects3d", "traffic_light", "drivable", "detection2d", "bev_semantic"}
         assert 0.0 <= res[mode]["drivable"]["miou"] <= 1.0
         assert not math.isnan(res[mode]["objects3d"]["map"])

@@ -112,7 +112,7 @@ def test_mine_cli_writes_queue_page_and_summary(checkpoint, world_yaml, tmp_path
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["-t", "nope"], "unknown trigger 'nope'"),
+    (["-t", "nope"], "--triggers: unknown trigger 'nope'"),
     (["-t", "flicker", "--model", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
     (["-t", "shadow"], "--shadow"),
 ])

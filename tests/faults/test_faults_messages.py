@@ -140,7 +140,7 @@ def test_label_never_replaces_a_finished_dataset_unless_told(tmp_path, dataset):
 # late refusal.
 PROBES = [
     (["eval", "{run}", "--frames", "0"], ["--frames: ", "greater than or equal to 1"]),
-    (["eval", "{tmp}/nope"], ["checkpoint: {tmp}/nope: not a checkpoint"]),
+    (["eval", "{tmp}/nope"], ["CHECKPOINT: {tmp}/nope: not a checkpoint"]),
     (["eval", "{run}", "--suite", "{tmp}/noon.yaml"],
      ["--suite: {tmp}/noon.yaml: scenarios.a.lighting: unknown 'noon'; expected 'day'"]),
     (["quantize", "{onnx}", "--suite", "{tmp}/noon.yaml", "-o", "{tmp}/q.onnx"], ["--suite: {tmp}/noon.yaml"]),
