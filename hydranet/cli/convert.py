@@ -4,7 +4,13 @@ Options after KIND that ``convert`` itself does not take are the source's own op
 becoming underscores and values parsed as YAML (``--dataroot DIR --version v1.0-mini --split
 mini_val --cameras '[CAM_FRONT, CAM_BACK]'``); unknown ones are errors naming the option (exit 2).
 
+``--config`` converts for the model of a training config (its ``model.setup``, declared once there): the source
+is opened for that setup (nuScenes rasterises ``bev_semantic`` on its grid) and, unless ``--image-size`` or the
+source's own options say otherwise, frames are resized to its image size and classes mapped onto its object
+vocabulary — what training does with a dataset section (``hydranet.train.source_config``).
+
     hydranet convert nuscenes --dataroot data/nuscenes --version v1.0-mini --out data/nusc_mini
+    hydranet convert nuscenes --dataroot data/nuscenes --config configs/nuscenes_overfit.yaml --out data/nusc_mini
     hydranet convert world --world my_world.yaml --frames 100 --out data/world100
 """
 
@@ -22,6 +28,8 @@ from hydranet.console import make_console, progress
 from hydranet.data import convert as run
 from hydranet.data import open_source, source_options
 from hydranet.json_files import dumps
+from hydranet.setup import Setup
+from hydranet.train import load_config, source_config
 
 
 def _parse_extra_options(args: list[str]) -> dict[str, object]:
@@ -61,13 +69,26 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return h, w
 
 
+def _model_setup(config: Path | None) -> Setup | None:
+    """The model setup of training config ``config`` (``model.setup``), None without one; ``typer.BadParameter``
+    (exit 2) naming the file and field for a missing or invalid config."""
+    if config is None:
+        return None
+    if not config.is_file():
+        raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
+    try:
+        return load_config(config).resolved_model().setup
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from e
+
+
 @app.command(cls=ConvertCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def convert(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="Source kind: a registered source (world, shards, nuscenes, ...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output shard directory (shard-*.tar + manifest.json)."),
     image_size: str = typer.Option(None, "--image-size", help="Resize camera images to HxW (K rescaled); "
-                                   "default: as stored."),
+                                   "default: the --config model's input size, else as stored."),
     image_format: str = typer.Option("jpeg", "--image-format", help="Camera images inside the shards: jpeg "
                                      "(real data), png or npz (lossless). Labels are always lossless npz."),
     label_format: list[str] = typer.Option([], "--label-format", help="LABEL=png stores a dense uint8 label "
@@ -77,6 +98,9 @@ def convert(
     limit: int = typer.Option(None, "--limit", min=1, help="Convert only the first N samples."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in OUT."),
     report: Path = typer.Option(None, "--report", help="Also write the conversion report (JSON) here."),
+    config: Path = typer.Option(None, "--config", "-c", help="A training config: convert for its model's setup "
+                                "(BEV labels on its grid; its image size and class vocabulary unless --image-size "
+                                "or the source's options say otherwise)."),
 ) -> None:
     """Convert any registered data source into hydranet shards (streaming, bounded memory).
 
@@ -94,9 +118,13 @@ def convert(
         if fmt not in ("png", "npz") or not name:
             raise typer.BadParameter(f"expected LABEL=png or LABEL=npz, got {item!r}", param_hint="--label-format")
         label_formats[name] = fmt
-    config = {"kind": kind, **_parse_extra_options(list(ctx.args))}
+    spec = {"kind": kind, **_parse_extra_options(list(ctx.args))}
+    setup = _model_setup(config)
     with cli_errors():  # SourceError/SourceConfigError (bad options, missing files or tokens): exit 2
-        source = open_source(source_options(config, size), kind)
+        if setup is not None:  # the model's image size unless --image-size says otherwise, its vocabulary
+            size = size or tuple(setup.image_size)
+            spec = source_config(spec, setup.model_copy(update={"image_size": size}))
+        source = open_source(source_options(spec, size), kind, setup=setup)
     if limit is None:  # the source's own ``--frames N`` means the same as ``--limit N`` here
         limit = source.options.frames
     console = make_console()

@@ -11,9 +11,8 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
 from hydranet.data import collate, resize_sample
-from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.datasets import open_dataset
 from hydranet.eval import Evaluator
-from hydranet.geometry import BevGrid
 from hydranet.predict import check_label_grid
 from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
@@ -57,10 +56,9 @@ def view(
             raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
         if net is not None and any(net.task_objects[t].space == "bev" for t in names):  # GT is drawn beside
             check_label_grid(dataset, net.setup, f"--data {data}", f"--model {model}")
-        grid = (net.setup.grid if net is not None else dataset_setup(dataset).grid) or BevGrid()
         stop = min(len(dataset), start + frames)
         predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False)
-        with SceneRecorder(out, grid) as recorder, progress("view", stop - start, console, unit="frames") as bar:
+        with SceneRecorder(out) as recorder, progress("view", stop - start, console, unit="frames") as bar:
             for k, i in enumerate(range(start, stop)):
                 sample = dataset[i]
                 prediction = None

@@ -19,8 +19,8 @@ from hydranet.config_errors import format_validation_error
 from hydranet.model.config import ModelConfig
 from hydranet.model.fusion import BevFusion
 from hydranet.model.hydranet import HydraNet
-from hydranet.model.neck import FPN
 from hydranet.model.registry import create_trunk
+from hydranet.model.trunk import FPN
 from hydranet.model.zoo import ZooError, pretrained_weights
 from hydranet.tasks import HeadContext, Task, create_task
 

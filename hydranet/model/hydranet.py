@@ -54,6 +54,8 @@ class HydraNet(nn.Module):
         if set(heads) != set(tasks):
             raise ValueError(f"heads {sorted(heads)} do not match tasks {sorted(tasks)}")
         self.cfg = cfg if cfg is not None else ModelConfig()
+        # The camera counts of the setup's rigs, fixed at build: every forward checks its input against them.
+        self._camera_counts = self.cfg.setup.camera_counts()
         self.pixel_mean = PIXEL_MEAN
         self.pixel_std = PIXEL_STD
         self.register_buffer("_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -250,8 +252,7 @@ class HydraNet(nn.Module):
     def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
         """The camera count must be that of one of the model's rigs (``setup.rigs``); ``camera_valid`` must be
         bool ``[B, N]``. Returns the mask."""
-        counts = self.setup.camera_counts()
-        if n not in counts:
+        if n not in self._camera_counts:
             rigs = ", ".join(f"{r.name} ({len(r)})" for r in self.setup.rigs)
             raise ValueError(f"inputs have {n} cameras but the model's rigs are {rigs} (setup.rigs); pass every "
                              "camera of a rig in rig order and mark failed ones False in camera_valid [B, N]")

@@ -69,6 +69,7 @@ class Task(ABC):
         """``options``: already validated (``create_task``); else ``values`` are validated here. Raises
         ``ValueError`` naming the task and the field for a bad option."""
         self.setup = setup if setup is not None else Setup()
+        self._vocabulary = self.setup.vocabulary(self.label)  # fixed by the setup: looked up once, not per loss
         if options is None:
             try:
                 options = self.Options(**values)
@@ -81,11 +82,10 @@ class Task(ABC):
     def vocabulary(self) -> tuple[str, ...]:
         """The class vocabulary of this task's label (``setup.classes[label]``); ``ValueError`` when the setup
         declares none."""
-        classes = self.setup.vocabulary(self.label)
-        if classes is None:
+        if self._vocabulary is None:
             raise ValueError(f"{self.name}: the setup declares no class vocabulary for '{self.label}' "
                              "(setup.classes)")
-        return classes
+        return self._vocabulary
 
     @abstractmethod
     def build_head(self, ctx: HeadContext) -> nn.Module:

@@ -8,9 +8,10 @@ names the YAML file and the dotted field path, e.g.::
 The ``model`` section is validated by the model package's ``ModelConfig`` — its ``setup`` (rigs, image size,
 BEV grid, class vocabularies) is declared there once — and a world dataset's ``world`` section by
 ``WorldConfig``. The model's setup flows into the data when a dataset is opened (``source_config``): world
-datasets render it, real sources resize to its image size, rasterise on its grid and map onto its classes
-unless their section says otherwise (``hydranet.train.data.source_config``). ``--set train.lr=1e-3`` style overrides are
-applied to the raw YAML tree before validation, so they get the same checks and messages.
+datasets render it, real sources resize to its image size and map onto its classes unless their section says
+otherwise (``hydranet.train.data.source_config``), and are opened for it (their BEV labels on its grid).
+``--set train.lr=1e-3`` style overrides are applied to the raw YAML tree before validation, so they get the same
+checks and messages.
 """
 
 from __future__ import annotations

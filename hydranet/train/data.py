@@ -31,23 +31,23 @@ from hydranet.world import WorldConfig, load_world_config
 from hydranet.yaml_files import read_yaml_mapping
 
 
-def source_config(ds: DatasetConfig, setup: Setup) -> dict[str, Any]:
-    """``ds.options()`` with the model's ``setup`` flowing in where the section leaves it open: a world dataset
-    renders it (unless its ``world`` declares a ``setup`` or is a YAML path); a source with an
-    ``image_size``/``grid`` option resizes to / rasterises on the setup's; a source that maps classes
-    maps onto the setup's object vocabulary (``model_classes``)."""
-    out = ds.options()
-    if ds.kind == "world":
-        if isinstance(out.get("world"), dict) and "setup" not in out["world"]:
-            out["world"] = {**out["world"], "setup": setup.model_dump(mode="json")}
+def source_config(config: dict[str, Any], setup: Setup) -> dict[str, Any]:
+    """A source config ``{"kind": ..., **options}`` (a dataset section's ``options()``, ``hydranet convert``'s) with
+    the model's ``setup`` flowing in where it leaves it open: a world renders it (unless its ``world`` declares a
+    ``setup`` or is a YAML path); a source with an ``image_size`` option resizes to the setup's; a source that
+    maps classes maps onto the setup's object vocabulary (``model_classes``). The grid of a source's BEV labels
+    is not an option: the source is opened for the setup (``open_source``) and makes them on its grid."""
+    out = dict(config)
+    kind = str(out["kind"])
+    if kind == "world":
+        world = out.get("world", {})
+        if isinstance(world, dict) and "setup" not in world:
+            out["world"] = {**world, "setup": setup.model_dump(mode="json")}
         return out
-    fields = source_class(ds.kind).Options.model_fields
-    if "image_size" in fields and out.get("image_size") is None:
+    if "image_size" in source_class(kind).Options.model_fields and out.get("image_size") is None:
         out["image_size"] = list(setup.image_size)
-    if "grid" in fields and out.get("grid") is None and setup.grid is not None:
-        out["grid"] = setup.grid.model_dump()
     vocabulary = next((v for v in map(setup.vocabulary, OBJECT_LABELS) if v is not None), None)
-    if source_class(ds.kind).classes and out.get("model_classes") is None and vocabulary is not None:
+    if source_class(kind).classes and out.get("model_classes") is None and vocabulary is not None:
         out["model_classes"] = list(vocabulary)
     return out
 
@@ -66,7 +66,8 @@ def world_config(cfg: Config, dataset: str | None = None, overrides: dict[str, A
         dataset = train[0]
     if dataset not in worlds:
         raise ValueError(f"no world dataset '{dataset}' (world datasets: {sorted(worlds)})")
-    return load_world_config(source_config(worlds[dataset], cfg.resolved_model().setup)["world"], overrides)
+    return load_world_config(source_config(worlds[dataset].options(), cfg.resolved_model().setup)["world"],
+                             overrides)
 
 
 def world_from_file(path: str | Path | None, dataset: str | None = None,
@@ -88,13 +89,13 @@ def world_from_file(path: str | Path | None, dataset: str | None = None,
 def open_source(ds: DatasetConfig, labels: list[str] | None = None, where: str = "data",
                 setup: Setup | None = None) -> Dataset:
     """One configured source as a map-style dataset of ``Sample`` (limited to ``frames``), opened for the model
-    ``setup`` (``source_config``; None: the section as written).
+    ``setup`` (its section completed by ``source_config``; None: the section as written, opened for the defaults).
     ``labels``: the labels training reads (shards then decode only those)."""
 
-    config = source_config(ds, setup) if setup is not None else ds.options()
+    config = source_config(ds.options(), setup) if setup is not None else ds.options()
     if ds.kind == "shards" and labels is not None and "labels" not in config:
         config["labels"] = labels
-    data: Dataset = open_registered(config, where)
+    data: Dataset = open_registered(config, where, setup=setup)
     if ds.frames is not None and ds.frames < len(data):  # type: ignore[arg-type]
         data = Subset(data, range(ds.frames))
     return data

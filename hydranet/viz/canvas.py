@@ -20,14 +20,14 @@ from hydranet.viz.style import MIN_IMAGE_SHARE
 class Canvas:
     """The canvases one sample is drawn on: one PIL image per camera and a BEV panel, with their geometry and
     what has been drawn (legend entries, notes, label boxes). The drawing primitives (``boxes.py``, ``maps.py``)
-    draw on it; ``hydranet.viz.Views`` adds the composed picture."""
+    draw on it; ``hydranet.viz.Views`` adds the composed picture. The BEV panel shows the extent of ``grid`` (the
+    setup's, handed in): the canvas keeps the panel's mapping from ego metres to pixels, not the grid."""
 
     def __init__(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_names: Sequence[str],
                  grid: BevGrid, scale: float = 2, bev_size: int | None = None) -> None:
         n, _, h, w = images.shape
         self.image_hw = (h, w)
         self.scale = scale
-        self.grid = grid
         self.camera_names = tuple(camera_names)
         self.intrinsics = intrinsics.float().cpu()
         self.T_ego_from_cam = T_ego_from_cam.float().cpu()
@@ -39,6 +39,7 @@ class Canvas:
         self._image_share: list[Tensor | None] = [None] * n  # per camera pixel: the photo's share left
         size = bev_size or round(2 * h * scale)
         self.bev_ppm = size / max(grid.x_range[1] - grid.x_range[0], grid.y_range[1] - grid.y_range[0])
+        self._bev_corner = (grid.x_range[1], grid.y_range[1])  # ego (x, y) metres at the panel's top-left pixel
         self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
                                      round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
         self.notes: list[str] = []  # e.g. "detection2d: 0 detections", written under the picture
@@ -111,7 +112,8 @@ class Canvas:
     # ---- geometry --------------------------------------------------------------------------
     def bev_px(self, x: float, y: float) -> tuple[float, float]:
         """Pixel (u, v) in the BEV panel of ego point (x, y) metres (car drives up the page)."""
-        return (self.grid.y_range[1] - y) * self.bev_ppm, (self.grid.x_range[1] - x) * self.bev_ppm
+        x_max, y_max = self._bev_corner
+        return (y_max - y) * self.bev_ppm, (x_max - x) * self.bev_ppm
 
     def camera_index(self, camera: int | str) -> int:
         """Rig index of ``camera`` (an index, or a name in ``camera_names``; ``ValueError`` for an unknown name)."""

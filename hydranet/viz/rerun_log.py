@@ -30,7 +30,6 @@ import numpy as np
 from torch import Tensor
 
 from hydranet.data import BEV_CLASSES, LANE_KINDS, LIGHT_STATES, Sample
-from hydranet.geometry import BevGrid
 from hydranet.setup import OBJECT_CLASSES
 from hydranet.viz.style import BEV_COLORS, CLASS_COLORS, DRIVABLE_COLOR, EGO_PATH_COLOR, LANE_COLORS, LIGHT_COLORS
 
@@ -64,11 +63,10 @@ class SceneRecorder:
     """Writes frames to ``path`` (``.rrd``) as a Rerun recording (module docstring). Use as a context manager;
     ``log_frame`` once per frame in time order."""
 
-    def __init__(self, path: str | Path, grid: BevGrid, application_id: str = "hydranet") -> None:
+    def __init__(self, path: str | Path, application_id: str = "hydranet") -> None:
         self.rr = require_rerun()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.grid = grid
         self.rec = self.rr.new_recording(application_id)
         self.rec.save(str(self.path))
         self._trajectory: list[list[float]] = []

@@ -44,8 +44,8 @@ class WorldSource(Source):
     labels = ALL_LABELS
     classes = {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
 
-    def __init__(self, options: WorldOptions):
-        super().__init__(options)
+    def __init__(self, options: WorldOptions, setup: Setup | None = None):
+        super().__init__(options, setup)
         cfg = load_world_config(options.world or None)
         assert options.frames is not None  # checked by WorldOptions
         if options.frames > len(SyntheticWorld(cfg)):  # enough whole scenes for the requested frames

@@ -25,7 +25,7 @@ def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, 
 
     m, lights, lines = index % 4, (index + 1) % 3, 2  # vary sizes, include empty ragged labels
 
-    def boxes2d(k: int) -> torch.Tensor:  # x1 <= x2, y1 <= y2: an inverted box is refused (data/validate.py)
+    def boxes2d(k: int) -> torch.Tensor:  # x1 <= x2, y1 <= y2: an inverted box is refused (Sample.validate)
         b = rnd(k, 4) * w
         return torch.cat([torch.minimum(b[:, :2], b[:, 2:]), torch.maximum(b[:, :2], b[:, 2:])], 1)
 

@@ -15,7 +15,7 @@ from hydranet.data.sources import SourceConfigError, SourceError, open_source
 from hydranet.data.sources.nuscenes_labels import level, pose_matrix
 from hydranet.datasets import open_dataset
 from hydranet.geometry import BevGrid
-from hydranet.setup import NUSCENES_CLASSES
+from hydranet.setup import NUSCENES_CLASSES, Setup
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 REAL_ROOT = REAL / "derived" / "nuscenes_v1.0-mini_scene-0061_sample0"
@@ -188,6 +188,44 @@ def test_convert_cli_roundtrip(root, tmp_path):
     assert res.exit_code == 2 and "verison" in res.output
     res = runner.invoke(app, ["convert", "nuscenes", "--dataroot", str(tmp_path / "none"), "--out", str(out)])
     assert res.exit_code == 2 and "tables not found" in res.output
+
+
+def test_bev_labels_are_made_on_the_grid_of_the_setup_the_source_is_opened_for(root):
+    coarse = BevGrid(cell=2.0)
+    s = open_source({"kind": "nuscenes", "dataroot": str(root)}, setup=Setup(grid=coarse))
+    bev = s[0].labels["bev_semantic"]
+    assert tuple(bev.shape[-2:]) == coarse.shape and s.setup.grid == coarse  # made there, reported there
+    r, c, ok = coarse.cell_indices(torch.tensor([12.0]), torch.tensor([0.0]))
+    assert bool(ok[0]) and bev[BEV_CLASSES.index("vehicle"), int(r[0]), int(c[0])] == 1
+    assert open_source({"kind": "nuscenes", "dataroot": str(root)}).setup.grid == Setup().grid  # the defaults
+    with pytest.raises(SourceConfigError, match=r"nuscenes\.grid: unknown field"):  # not an option: one declaration
+        open_source({"kind": "nuscenes", "dataroot": str(root), "grid": {"cell": 2.0}}, "nuscenes")
+    with pytest.raises(SourceError, match=r"bev_semantic .* has none \(setup\.grid\)"):
+        open_source({"kind": "nuscenes", "dataroot": str(root)}, setup=Setup(grid=None))
+    no_bev = open_source({"kind": "nuscenes", "dataroot": str(root), "labels": ["objects3d"]}, setup=Setup(grid=None))
+    assert no_bev.setup.grid is None and "bev_semantic" not in no_bev[0].labels
+
+
+def test_convert_for_a_training_configs_model_setup(root, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({
+        "data": {"datasets": {"nuscenes": {"kind": "shards", "path": str(tmp_path / "shards")}}},
+        "model": {"preset": "tiny", "setup": {"image_size": [32, 64], "grid": {"cell": 2.0}},
+                  "tasks": {"objects3d": {}, "bev_semantic": {}}}}))
+    out = tmp_path / "shards"
+    res = CliRunner().invoke(app, ["convert", "nuscenes", "--dataroot", str(root), "--config", str(config),
+                                   "--limit", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ds = open_dataset(out)
+    # The model's setup, declared once in the config: its grid, its input size, its (the world's) vocabulary.
+    assert ds.setup.grid == BevGrid(cell=2.0) and ds.setup.image_size == (32, 64)
+    assert ds.setup.classes["objects3d"] == OBJECT_CLASSES
+    assert ds.manifest.source["options"]["model_classes"] == list(OBJECT_CLASSES)
+    assert tuple(ds[0].labels["bev_semantic"].shape[-2:]) == BevGrid(cell=2.0).shape
+    assert tuple(ds[0].images.shape[-2:]) == (32, 64)
+    res = CliRunner().invoke(app, ["convert", "nuscenes", "--dataroot", str(root), "--config",
+                                   str(tmp_path / "no.yaml"), "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "no.yaml: no such file" in res.output
 
 
 # ---------------------------------------------------------------------------------------------

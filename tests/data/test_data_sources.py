@@ -125,8 +125,8 @@ def test_plugin_source_registers_and_declares(tmp_path):
         labels = frozenset({"depth"})
         classes: ClassVar[dict] = {}
 
-        def __init__(self, options):
-            super().__init__(options)
+        def __init__(self, options, setup=None):
+            super().__init__(options, setup)
             self.camera_names = ("front",)
 
         def __len__(self):

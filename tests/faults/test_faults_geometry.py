@@ -1,7 +1,7 @@
 """Class 5 of issue 22: geometry and labels are checked where they enter, never stored as given.
 
 Every sample any source produces is checked when it is written or read (``Sample.validate`` ->
-``hydranet.data.validate.check_sample_content``: rigid poses, pinhole K, boxes that are boxes); readers name
+``hydranet.data.sample.check_sample_content``: rigid poses, pinhole K, boxes that are boxes); readers name
 ``file:line field`` for what only they can see (KITTI ``R0_rect``, a mask of another size, a frame or queue
 entry listed twice, a truncated lidar file). Each converter's hostile inputs end in exit 2, one line.
 """
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hydranet.data.validate import RIGID_TOLERANCE, check_sample_content
+from hydranet.data.sample import RIGID_TOLERANCE, check_sample_content
 from hydranet.geometry import make_transform
 
 SCALED = [[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1.0]]

@@ -33,7 +33,7 @@ def test_nuscenes_ten_classes_train_and_evaluate(tmp_path):
     assert setup.rig_names() == ["nuscenes"] and setup.rig().names == tuple(CAMERAS)  # the data's own rig
     assert setup.vocabulary("objects3d") == NUSCENES_CLASSES
     assert model.heads["objects3d"].head.branches["heatmap"][-1].out_channels == 10
-    data = open_dataset({**nusc, "image_size": [64, 128], "grid": {"cell": 2.0}})
+    data = open_dataset({**nusc, "image_size": [64, 128]})
     tasks = model.task_objects
     result = evaluate(model, dataset_batches(data, 1), tasks)
     o = result["objects3d"]

@@ -18,7 +18,7 @@ df = pytest.importorskip("rerun.dataframe")
 def _recording(tmp_path, frames: int = 2):
     world = SyntheticWorld(WorldConfig(num_scenes=1, frames_per_scene=frames, setup={"image_size": (48, 96)}, seed=3))
     path = tmp_path / "scene.rrd"
-    with SceneRecorder(path, world.setup.grid) as rec:
+    with SceneRecorder(path) as rec:
         for i in range(frames):
             sample = world[i]
             # The labels stand in for a model's decoded outputs: the prediction side takes the same forms.

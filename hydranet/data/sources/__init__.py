@@ -10,6 +10,7 @@ How to add a source (say ``kitti``)
 1. Create ``hydranet/data/sources/kitti.py``::
 
        from hydranet.data.sources import Source, SourceOptions, register_source
+       from hydranet.setup import Setup
 
        class KittiOptions(SourceOptions):          # pydantic, extra="forbid": typos are errors
            root: str                                # the folder holding training/
@@ -23,8 +24,8 @@ How to add a source (say ``kitti``)
            classes = {"objects3d": ("Car", "Pedestrian", ...)}      # its own vocabulary
            default_class_map = {"Car": "car", "Pedestrian": "pedestrian", "Cyclist": "bicycle"}
 
-           def __init__(self, options: KittiOptions):
-               super().__init__(options)            # builds self.class_map from options.class_map
+           def __init__(self, options: KittiOptions, setup: Setup | None = None):
+               super().__init__(options, setup)     # self.class_map from options.class_map; self.model_setup
                self.camera_names = ("front",)       # the rig; K and T come per Sample
                self.frames = [...]                  # index the files; raise SourceError naming them
            def __len__(self): return len(self.frames)
@@ -44,9 +45,12 @@ label formats (``hydranet.data.labels``) with classes mapped through ``self.clas
 vocabulary ``model_classes`` (unmapped classes are dropped and counted in ``self.class_map.dropped``);
 missing files or tokens raise ``SourceError`` naming the file or token.
 
-Every source reports its own ``setup`` (``hydranet.setup.Setup``): the rig its frames come from (camera
-names, K, T_ego_from_cam), their image size, the BEV grid of its BEV labels (None without) and the class
-vocabulary of its object labels; ``hydranet.setup.check_fits`` compares it with a model's.
+Every source is opened for a model's ``Setup`` (``open_source(config, setup=...)``; training passes the model's,
+``hydranet convert --config`` a training config's; None: the defaults), kept as ``model_setup``: a label made on
+the model's geometry is made there (nuScenes rasterises ``bev_semantic`` on ``model_setup.grid``; the grid is
+never a source option). Every source reports its own ``setup`` (``hydranet.setup.Setup``): the rig its frames
+come from (camera names, K, T_ego_from_cam), their image size, the BEV grid of its BEV labels (None without) and
+the class vocabulary of its object labels; ``hydranet.setup.check_fits`` compares it with a model's.
 """
 
 from hydranet.data.sources.base import (

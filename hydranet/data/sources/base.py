@@ -49,7 +49,10 @@ class SourceOptions(Options):
 
 
 class Source(Dataset):
-    """Base of every source: a map-style dataset of ``Sample`` plus what it declares about itself."""
+    """Base of every source: a map-style dataset of ``Sample`` plus what it declares about itself. It is opened
+    with its options and the model ``Setup`` it is opened for (``model_setup``; None: ``Setup()``, the
+    defaults): a source that makes a label on the model's geometry makes it there (nuScenes rasterises
+    ``bev_semantic`` on ``model_setup.grid``) and reports what it made in its own ``setup``."""
 
     kind: ClassVar[str]
     Options: ClassVar[type[SourceOptions]] = SourceOptions
@@ -64,8 +67,9 @@ class Source(Dataset):
 
     camera_names: tuple[str, ...] = ()
 
-    def __init__(self, options: SourceOptions):
+    def __init__(self, options: SourceOptions, setup: Setup | None = None):
         self.options = options
+        self.model_setup = setup if setup is not None else Setup()
         self.model_classes = tuple(options.model_classes or self.default_vocabulary)
         own = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
         unknown = sorted(set(options.class_map) - own)
@@ -146,11 +150,13 @@ def parse_options(config: Mapping[str, Any], where: str = "dataset") -> SourceOp
         raise SourceConfigError(f"{where}.kind: {e}" if str(e).startswith("unknown source") else str(e)) from None
 
 
-def open_source(config: Mapping[str, Any] | SourceOptions, where: str = "dataset") -> Source:
-    """A source from its config (``{"kind": "nuscenes", "dataroot": ..., ...}``) or parsed options.
-    The ``frames`` option is applied by the caller (``hydranet.datasets.open_dataset`` / training)."""
+def open_source(config: Mapping[str, Any] | SourceOptions, where: str = "dataset",
+                setup: Setup | None = None) -> Source:
+    """A source from its config (``{"kind": "nuscenes", "dataroot": ..., ...}``) or parsed options, opened for
+    the model ``setup`` (None: the defaults; training passes the model's). The ``frames`` option is applied by
+    the caller (``hydranet.datasets.open_dataset`` / training)."""
     options = config if isinstance(config, SourceOptions) else parse_options(config, where)
-    return SOURCES.create(options.kind, options, where=where)
+    return SOURCES.create(options.kind, options, where=where, setup=setup)
 
 
 def parse_source_spec(text: str) -> dict[str, Any] | None:

@@ -48,12 +48,12 @@ import torch
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from hydranet.data.sample import OBJECT_CLASSES, Sample
+from hydranet.data.sample import OBJECT_CLASSES, Sample, check_map_size
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.data.validate import check_map_size
 from hydranet.geometry import camera_extrinsics, intrinsics_from_fov, resize_intrinsics
 from hydranet.limits import loads_json, open_image
+from hydranet.setup import Setup
 
 # BDD100K detection categories: det_20 (2020) names, then the 2018 names that differ.
 _BDD_CLASSES: tuple[str, ...] = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
@@ -230,8 +230,8 @@ class BDD100KSource(Source):
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("front",)
 
-    def __init__(self, options: BDD100KOptions):
-        super().__init__(options)
+    def __init__(self, options: BDD100KOptions, setup: Setup | None = None):
+        super().__init__(options, setup)
         o = options
         root = Path(o.root).expanduser()
         self.images = self._given(o.images, "images") or root / "images" / "100k" / o.split

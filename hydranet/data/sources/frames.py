@@ -46,10 +46,19 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hydranet.data.sample import LANE_KINDS, LIGHT_STATES, OBJECT_CLASSES, SEMANTIC_CLASSES, Sample
+from hydranet.data.sample import (
+    LANE_KINDS,
+    LIGHT_STATES,
+    OBJECT_CLASSES,
+    SEMANTIC_CLASSES,
+    Sample,
+    check_boxes,
+    check_map_size,
+    check_rigid,
+    check_unique,
+)
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.data.validate import check_boxes, check_map_size, check_rigid, check_unique
 from hydranet.geometry import resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
 from hydranet.setup import Camera, Rig, Setup
@@ -120,8 +129,8 @@ class FramesSource(Source):
     classes = {"detection2d": OBJECT_CLASSES, "objects3d": OBJECT_CLASSES}
     default_class_map = {c: c for c in OBJECT_CLASSES}
 
-    def __init__(self, options: FramesOptions):
-        super().__init__(options)  # a fleet's class names are its own: an open vocabulary (any class_map key)
+    def __init__(self, options: FramesOptions, setup: Setup | None = None):
+        super().__init__(options, setup)  # a fleet's class names are its own: an open vocabulary (any class_map key)
         self.path = Path(options.index).expanduser()
         if not self.path.is_file():
             raise SourceError(f"{self.path}: frames index not found")

@@ -50,10 +50,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hydranet.data.sample import Sample
+from hydranet.data.sample import Sample, check_rotation
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
-from hydranet.data.validate import check_rotation
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
 from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import Camera, ImageSize, Rig, Setup
@@ -207,8 +206,8 @@ class KittiSource(Source):
     closed_vocabulary = True  # a published class list: a class_map key outside it is a typo
     camera_names = ("CAM2",)
 
-    def __init__(self, options: KittiOptions):
-        super().__init__(options)
+    def __init__(self, options: KittiOptions, setup: Setup | None = None):
+        super().__init__(options, setup)
         root = Path(options.root).expanduser()
         self.dir = root if (root / "image_2").is_dir() else root / options.split
         if not (self.dir / "image_2").is_dir():

@@ -32,8 +32,10 @@ categories outside the ten and unmapped classes are dropped and counted in ``cla
   → camera) and z-buffered at the output resolution; 0 = no point (a validity mask: depth > 0).
   The depth task's loss and ``DepthMetric`` score only pixels with depth > 0.
 - ``bev_semantic``: vehicle (cars, trucks, buses, trailers, construction vehicles, two-wheelers),
-  pedestrian and cone occupancy rasterised from the kept boxes on ``grid``; ``bev_semantic_known`` marks
-  those channels, so drivable/lanes/sidewalk (no map) are absent, not "empty".
+  pedestrian and cone occupancy rasterised from the kept boxes on the grid of the model setup the source is
+  opened for (``Source.model_setup.grid``: training passes the model's, ``hydranet convert --config`` the
+  config's; default ``Setup()``'s); ``bev_semantic_known`` marks those channels, so drivable/lanes/sidewalk
+  (no map) are absent, not "empty".
 - ``ego_path``: future ego poses (x, y, yaw in the current ego frame) interpolated from the
   LIDAR_TOP ego poses at ``ego_path_rate_hz`` over ``ego_path_seconds``; absent when the log does
   not reach that far.
@@ -52,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from hydranet.data.sample import Sample
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
@@ -65,7 +67,6 @@ from hydranet.data.sources.nuscenes_labels import (
     rasterise_bev,
     track_id,
 )
-from hydranet.geometry import BevGrid
 from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import NUSCENES_CLASSES, Camera, ImageSize, Rig, Setup
 
@@ -86,9 +87,10 @@ class NuScenesOptions(SourceOptions):
     """Options of the ``nuscenes`` source (``kind: nuscenes`` in a dataset config, or ``nuscenes:DATAROOT``).
 
     ``dataroot`` holds ``<version>/*.json`` and the ``samples/``/``sweeps/`` files; ``split`` is a devkit
-    ``create_splits_scenes`` split; ``image_size`` (H, W) resizes images and K; ``grid`` is a ``BevGrid``
-    dict for ``bev_semantic``; ``min_lidar_depth`` in metres; ``ego_path_seconds``/``ego_path_rate_hz``
-    set the ``ego_path`` horizon. Bad values raise pydantic's ``ValidationError`` naming the field.
+    ``create_splits_scenes`` split; ``image_size`` (H, W) resizes images and K; ``min_lidar_depth`` in metres;
+    ``ego_path_seconds``/``ego_path_rate_hz`` set the ``ego_path`` horizon. The grid of ``bev_semantic`` is the
+    model setup's, not an option (module docstring). Bad values raise pydantic's ``ValidationError`` naming the
+    field.
     """
 
     dataroot: str
@@ -96,7 +98,6 @@ class NuScenesOptions(SourceOptions):
     split: str | None = None  # a create_splits_scenes() split (mini_train, val, ...); None = every scene
     cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), min_length=1)  # camera channels, in rig order
     image_size: ImageSize | None = None  # (H, W) output size; None = as stored (900, 1600)
-    grid: BevGrid = Field(default_factory=BevGrid)  # BevGrid of bev_semantic
     filter_empty: bool = True  # drop boxes with no lidar and no radar point (devkit detection eval)
     min_lidar_depth: float = Field(1.0, gt=0)  # metres; the devkit's map_pointcloud_to_image min_dist
     # the fewest points of a sweep whose sample's boxes count none (sample_annotation.num_lidar_pts), see _depth
@@ -104,11 +105,6 @@ class NuScenesOptions(SourceOptions):
     ego_path_seconds: float = Field(3.0, gt=0)  # ego_path horizon, s
     ego_path_rate_hz: float = Field(10.0, gt=0)  # ego_path waypoints per second
     labels: list[str] | None = None  # produce only these labels (None = all)
-
-    @field_validator("grid", mode="before")
-    @classmethod
-    def _partial_grid(cls, v: Any) -> Any:
-        return BevGrid().model_dump() | v if isinstance(v, dict) else v  # {cell: 1.0}: the rest default
 
 
 @register_source("nuscenes")
@@ -124,8 +120,8 @@ class NuScenesSource(Source):
     closed_vocabulary = True
     default_vocabulary = NUSCENES_CLASSES
 
-    def __init__(self, options: NuScenesOptions):
-        super().__init__(options)
+    def __init__(self, options: NuScenesOptions, setup: Setup | None = None):
+        super().__init__(options, setup)
         self.opt = options
         self.root = Path(options.dataroot)
         self.camera_names = tuple(options.cameras)
@@ -134,6 +130,10 @@ class NuScenesSource(Source):
         if unknown:
             raise SourceError(f"nuscenes.labels: {unknown} cannot be produced (this source makes "
                               f"{sorted(self.labels)})")
+        if "bev_semantic" in self.want and self.model_setup.grid is None:
+            raise SourceError("nuscenes: bev_semantic is rasterised on the BEV grid of the setup the source is opened "
+                              "for, and that setup has none (setup.grid); give one, or leave bev_semantic out of "
+                              "nuscenes.labels")
         self.empty_boxes = 0  # boxes removed by filter_empty (no lidar and no radar point), counted
         self.nusc = self._load()
         self.keyframes = self._index()
@@ -202,7 +202,8 @@ class NuScenesSource(Source):
     @cached_property
     def setup(self) -> Setup:
         """The rig of the first keyframe (each camera's native size and K, T_ego_from_cam in its levelled ego
-        frame), the output image size, ``grid`` when ``bev_semantic`` is produced, and ``model_classes``."""
+        frame), the output image size, the grid of ``bev_semantic`` when it is produced (``model_setup.grid``), and
+        ``model_classes``."""
         token = self.keyframes[0][2]
         sample = self._get("sample", token)
         T_ego_from_world = np.linalg.inv(self._ego_pose(self._lidar(0)))
@@ -219,7 +220,8 @@ class NuScenesSource(Source):
             cams.append(Camera(name=cam, image_size=(h, w), K=K.tolist(), T_ego_from_cam=T.tolist()))
         size = tuple(self.opt.image_size) if self.opt.image_size is not None else next(iter(sizes))
         return Setup(image_size=size, rigs={"nuscenes": Rig(cameras=tuple(cams))},
-                     grid=self.opt.grid if "bev_semantic" in self.want else None, classes=self.object_classes())
+                     grid=self.model_setup.grid if "bev_semantic" in self.want else None,
+                     classes=self.object_classes())
 
     def _ego_pose(self, sd_lidar: dict[str, Any]) -> np.ndarray:
         """``T_world_from_ego`` of a keyframe: the LIDAR_TOP ego pose levelled (yaw and position only)."""
@@ -273,8 +275,9 @@ class NuScenesSource(Source):
         if "depth" in self.want:
             labels["depth"] = self._depth(sd_lidar, K, T_ego_from_world, T_ego_from_cam, (h, w))
         if "bev_semantic" in self.want:
-            labels["bev_semantic"], labels["bev_semantic_known"] = rasterise_bev(boxes, self.opt.grid,
-                                                                                 self.model_classes)
+            grid = self.model_setup.grid
+            assert grid is not None  # checked in __init__
+            labels["bev_semantic"], labels["bev_semantic_known"] = rasterise_bev(boxes, grid, self.model_classes)
         if "ego_path" in self.want:
             path = self._ego_path(sd_lidar)
             if path is not None:

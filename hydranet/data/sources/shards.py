@@ -34,8 +34,8 @@ class ShardsSource(Source):
     Options = ShardsOptions
     path_option = "path"
 
-    def __init__(self, options: ShardsOptions):
-        super().__init__(options)
+    def __init__(self, options: ShardsOptions, setup: Setup | None = None):
+        super().__init__(options, setup)
         self.data = ShardDataset(options.path, labels=options.labels, storage_options=options.storage_options)
         self.camera_names = self.data.camera_names
         m = self.data.manifest

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from hydranet.model.neck import FPN
 from hydranet.model.registry import create_trunk
-from hydranet.model.trunk import TRUNK_PRESETS, RegNet, RegNetSpec, regnet_widths
+from hydranet.model.trunk import FPN, TRUNK_PRESETS, RegNet, RegNetSpec, regnet_widths
 
 
 @pytest.mark.parametrize(("params", "widths", "depths"), [
