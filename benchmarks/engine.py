@@ -459,26 +459,25 @@ def main() -> None:
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    seeds = [int(s) for s in args.seeds.split(",")]
     if args.start is not None:
-        results = []
-        for kind in args.pools.split(","):
-            for seed in [int(s) for s in args.seeds.split(",")]:
-                path = work / f"{kind}_seed_{seed}.json"
-                if not path.exists():
-                    print(f"{kind} pool, seed {seed} ...", file=sys.stderr)
-                    path.write_text(json.dumps(run_reference_seed(args, seed, kind, work), indent=1))
-                results.append(json.loads(path.read_text()))
+        results = [cached(work / f"{kind}_seed_{seed}.json", f"{kind} pool, seed {seed}",
+                          lambda kind=kind, seed=seed: run_reference_seed(args, seed, kind, work))
+                   for kind in args.pools.split(",") for seed in seeds]
         print(json.dumps(summarise_reference(results, args), indent=1))
         return
     tckpt = teacher(args, work)
-    results = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        path = work / f"seed_{seed}.json"
-        if not path.exists():
-            print(f"seed {seed} ...", file=sys.stderr)
-            path.write_text(json.dumps(run_seed(args, seed, work, tckpt), indent=1))
-        results.append(json.loads(path.read_text()))
+    results = [cached(work / f"seed_{seed}.json", f"seed {seed}", lambda seed=seed: run_seed(args, seed, work, tckpt))
+               for seed in seeds]
     print(json.dumps(summarise(results, args), indent=1))
+
+
+def cached(path: Path, label: str, run: Any) -> dict[str, Any]:
+    """One seed's result: read from ``path`` when an earlier command wrote it, else run and written there."""
+    if not path.exists():
+        print(f"{label} ...", file=sys.stderr)
+        path.write_text(json.dumps(run(), indent=1))
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":
