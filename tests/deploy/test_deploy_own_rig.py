@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,26 @@ def test_a_nine_camera_mixed_resolution_rig_converts_trains_exports_and_infers(t
     assert r.exit_code == 0, r.output
     predictions = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert len(predictions["frames"]) == 3 and set(predictions["frames"][0]["tasks"]) == {"objects3d", "detection2d"}
+
+
+@pytest.mark.slow
+def test_the_shipped_world_rendered_rig_trains_exports_and_infers_with_its_nine_cameras(tmp_path):
+    """configs/own_rig.yaml: a rig declared only in model.setup, rendered by the world, exported with it."""
+    runner = CliRunner()
+    config = Path(__file__).resolve().parents[2] / "configs" / "own_rig.yaml"
+    run, graph = tmp_path / "run", tmp_path / "own_rig.onnx"
+    r = runner.invoke(app, ["train", "-c", str(config), "-o", str(run), "--no-progress", "--set", "train.steps=2",
+                            "--set", "data.datasets.world.frames=4", "--set", "data.eval.frames=2",
+                            "--set", "eval.frames=2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", str(run), "-o", str(graph), "--verify", "--verify-frames", "2"])
+    assert r.exit_code == 0 and "parity ok" in r.output, r.output
+    (rig,) = json.loads((tmp_path / "own_rig.manifest.json").read_text())["setup"]["rigs"]
+    assert rig["name"] == "fleet" and len(rig["cameras"]) == 9
+    frames = tmp_path / "frames"
+    r = runner.invoke(app, ["generate", "--config", str(config), "--dataset", "world", "--frames", "2",
+                            "-o", str(frames)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["infer", str(graph), "--data", str(frames), "-o", str(tmp_path / "pred")])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())["frames"]) == 2
