@@ -87,11 +87,10 @@ REAL_KEYS = {"objects3d": ("map", "ap@0.5m", "ap@1m", "ate", "aoe", "ave"),
 def real_teacher(args: argparse.Namespace) -> dict[str, Any]:
     """Auto-label quality with a trained teacher (``--teacher``): its own outputs, single-frame and
     clip-smoothed labels on ``--scored`` frames spread evenly over a held-out world of its setup."""
-    import numpy as np
-
     from hydranet.engine.autolabel import AutoLabelConfig
     from hydranet.engine.pool import load_mining_model
     from hydranet.engine.quality import autolabel_quality
+    from hydranet.eval import spread_evenly
     from hydranet.world import SyntheticWorld
     from hydranet.world.config import load_world_config
 
@@ -99,7 +98,7 @@ def real_teacher(args: argparse.Namespace) -> dict[str, Any]:
     world = SyntheticWorld(load_world_config({"seed": args.world_seed, "num_scenes": args.scenes,
                                               "frames_per_scene": args.frames_per_scene, "setup": model.setup,
                                               "lighting": "random"}))
-    idx = sorted({int(i) for i in np.linspace(0, len(world) - 1, min(args.scored, len(world))).round()})
+    idx = spread_evenly(args.scored, len(world))
     cfg = AutoLabelConfig(clip_radius=args.clip_radius, min_score=args.min_confidence,
                           min_confidence=args.min_confidence, window=args.window)
     res = autolabel_quality(model, world, idx, cfg)
@@ -182,7 +181,7 @@ def main() -> None:
         out[mode] = {}
         for name, m in metrics[mode].items():
             r = m.compute()
-            out[mode][name] = {k: (None if math.isnan(r[k]) else round(float(r[k]), 4)) for k in keys[name]}
+            out[mode][name] = {k: _num(r[k]) for k in keys[name]}
     out["delta"] = {name: {k: (None if out["single_frame"][name][k] is None or out["clip_smoothed"][name][k] is None
                                else round(out["clip_smoothed"][name][k] - out["single_frame"][name][k], 4))
                            for k in keys[name]} for name in keys}

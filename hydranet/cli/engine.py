@@ -43,6 +43,7 @@ from hydranet.engine import (
     write_queue,
     write_queue_html,
 )
+from hydranet.eval import spread_evenly
 from hydranet.json_files import dumps
 from hydranet.train import exit_torchrun_worker, shutdown
 
@@ -197,14 +198,12 @@ def autolabel_quality_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="write the JSON here too"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON on stdout instead of the tables"),
 ) -> None:
-    """Auto-label quality against ground truth, single-frame vs clip-smoothed: a table per task on stdout
-    (--json: the full JSON, per-class numbers included, for machines)."""
-    import numpy as np
-
+    """Auto-label quality against ground truth, the teacher's own outputs vs single-frame vs clip-smoothed labels:
+    a table per task on stdout (--json: the full JSON, per-class numbers included, for machines)."""
     with cli_errors():  # one `error:` line naming the option and the path, exit 2
         pool = _opened("--data", open_pool, data, True)
         model = _opened("--teacher", load_mining_model, teacher)
-    idx = sorted({int(i) for i in np.linspace(0, len(pool) - 1, min(frames, len(pool))).round()})
+    idx = spread_evenly(frames, len(pool))
     with cli_errors(), working(f"auto-labelling {len(idx)} frames and scoring them", console):
         res = autolabel_quality(model, pool, idx, AutoLabelConfig(clip_radius=clip_radius,
                                                                   min_confidence=min_confidence,

@@ -105,6 +105,12 @@ class SuiteTaskSpec(BaseModel):
         return v
 
 
+def spread_evenly(count: int, length: int) -> list[int]:
+    """Up to ``count`` distinct indices spread evenly over ``[0, length)``, ascending, first and last included
+    (``length`` indices when ``count >= length``)."""
+    return sorted({int(i) for i in np.linspace(0, length - 1, min(count, length)).round()})
+
+
 class Suite(BaseModel):
     """An evaluation suite file: scenarios (``WorldConfig`` overrides) × a seed range [start, stop),
     ``frames`` frames (or clips of ``sequence`` frames), per-task thresholds/tolerances, dead cameras,
@@ -177,8 +183,7 @@ class Suite(BaseModel):
 
     def frame_indices(self, world_len: int) -> list[int]:
         """``frames`` sample indices spread evenly over ``[0, world_len)`` (different scenes)."""
-        n = min(self.frames, world_len)
-        return sorted({int(i) for i in np.linspace(0, world_len - 1, n).round()})
+        return spread_evenly(self.frames, world_len)
 
 
     def tolerances(self, task: str, headline: str) -> dict[str, float]:
