@@ -101,7 +101,7 @@ def train(args: argparse.Namespace, out: Path, datasets: dict[str, str], steps: 
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": steps, "seed": seed, "threads": 1,
                   "num_workers": 0, "balancing": {"kind": "uncertainty"}},
     }, "<benchmark>")
-    run_training(cfg, out, from_ckpt=start, progress=False, console=Console(file=open("/dev/null", "w")))
+    run_training(cfg, out, from_ckpt=start, progress=False, console=Console(quiet=True))
     return str(resolve_checkpoint(out))
 
 
@@ -162,8 +162,6 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path, teacher_ckpt: str)
     from hydranet.engine.mine import build_triggers, mine
     from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
     from hydranet.engine.triggers import parse_trigger_specs
-    from hydranet.eval.gate import gate
-    from hydranet.eval.runner import run_suite
 
     t0 = time.perf_counter()
     w = work / f"seed_{seed}"
@@ -204,15 +202,43 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path, teacher_ckpt: str)
         models[name] = load_mining_model(train(args, w / f"ft_{name}", data, args.ft_steps, args.ft_lr, seed,
                                                start=base))
     result: dict[str, Any] = {"seed": seed, "picked_lighting": lighting, "mined_reasons": mined_info,
-                              "label_cost": cost, "suites": {}, "gate": {}}
-    for suite in suites(args, work):
-        runs = run_suite(models, suite, batch_size=4)
-        result["suites"][suite.name] = {m: {t: _clean(runs[m].tasks[t].metrics[METRICS[t]]) for t in TASKS}
-                                        for m in models}
-        result["gate"][suite.name] = {m: [f"{r.task}.{r.metric}: {r.reason}" for r in gate(runs["base"], runs[m])
-                                          if r.status == "fail"] for m in models if m != "base"}
+                              "label_cost": cost, **scored(models, suites(args, work), METRICS)}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
+
+
+def scored(models: dict[str, Any], suites: list[Any], metrics: dict[str, str]) -> dict[str, Any]:
+    """Every model on the same frames of each suite: ``{"suites": {suite: {model: {task: metrics[task]}}},
+    "gate": {suite: {model: [failed gate rows against "base"]}}}``."""
+    from hydranet.eval.gate import gate
+    from hydranet.eval.runner import run_suite
+
+    out: dict[str, Any] = {"suites": {}, "gate": {}}
+    for suite in suites:
+        runs = run_suite(models, suite, batch_size=4)
+        out["suites"][suite.name] = {m: {t: _clean(runs[m].tasks[t].metrics[k]) for t, k in metrics.items()}
+                                     for m in models}
+        out["gate"][suite.name] = {m: [f"{r.task}.{r.metric}: {r.reason}" for r in gate(runs["base"], runs[m])
+                                       if r.status == "fail"] for m in models if m != "base"}
+    return out
+
+
+def gains_over_base(results: list[dict[str, Any]], suites: Any, metrics: dict[str, str],
+                    methods: Any) -> dict[str, Any]:
+    """Per ``suite/task.metric`` and method: the gain over "base" (oriented so positive is better), its mean,
+    seed std and per-seed values."""
+    gains: dict[str, Any] = {}
+    for suite in suites:
+        for task, metric in metrics.items():
+            sign = -1.0 if metric == "abs_rel" else 1.0
+            gains[f"{suite}/{task}.{metric}"] = {}
+            for m in methods:
+                vals = [sign * (r["suites"][suite][m][task] - r["suites"][suite]["base"][task]) for r in results]
+                gains[f"{suite}/{task}.{metric}"][m] = {
+                    "mean": round(statistics.mean(vals), 4),
+                    "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                    "per_seed": [round(v, 4) for v in vals]}
+    return gains
 
 
 def _clean(x: float) -> float | None:
@@ -221,17 +247,7 @@ def _clean(x: float) -> float | None:
 
 def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     methods = ["none", "random", "mined", "mined_uncertainty", "mined_auto"]
-    gains: dict[str, Any] = {}
-    for suite in SUITES:
-        for task, metric in METRICS.items():
-            sign = -1.0 if metric == "abs_rel" else 1.0
-            key = f"{suite}/{task}.{metric}"
-            gains[key] = {}
-            for m in methods:
-                vals = [sign * (r["suites"][suite][m][task] - r["suites"][suite]["base"][task]) for r in results]
-                gains[key][m] = {"mean": round(statistics.mean(vals), 4),
-                                 "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
-                                 "per_seed": [round(v, 4) for v in vals]}
+    gains = gains_over_base(results, SUITES, METRICS, methods)
     weak = gains["night/drivable.miou"]
     ratio = {m: (round(weak[m]["mean"] / weak["random"]["mean"], 2) if weak["random"]["mean"] > 0 else None)
              for m in ("mined", "mined_uncertainty", "mined_auto")}
@@ -257,7 +273,7 @@ REF_METRICS = {"traffic_light": "balanced_accuracy", "drivable": "miou", "depth"
 def reference_pool(args: argparse.Namespace, w: Path, kind: str, seed: int, model_setup: Any) -> str:
     """An unlabelled pool of ``--pool-frames`` frames in the model's setup, as one shard directory:
     ``natural`` (lighting drawn per scene) or ``rare`` (``--night-fraction`` night scenes, the rest day).
-    ``pool_lighting.json`` records each frame's lighting for the report; the miner never sees it."""
+    ``pool_<kind>_lighting.json`` records each frame's lighting for the report; the miner never sees it."""
     from hydranet.data.shards import ShardWriter
     from hydranet.world import SyntheticWorld
     from hydranet.world.config import load_world_config
@@ -304,21 +320,24 @@ def reference_finetune(args: argparse.Namespace, out: Path, added: str | None, s
     if added:
         tree["data"]["datasets"]["added"] = {"kind": "shards", "path": added}
     run_training(config_from_dict(tree, "<engine benchmark>"), out, from_ckpt=args.start, progress=False,
-                 console=Console(file=open("/dev/null", "w")))
+                 console=Console(quiet=True))
     return str(resolve_checkpoint(out))
 
 
 def reference_suites(args: argparse.Namespace, work: Path) -> list[Any]:
-    """Night and day suites over every task of the reference model, drawn like its training world
-    (intersection-heavy, every light state often) so the light metrics rest on enough lights:
-    ``--eval-frames`` frames per seed, ``--eval-seeds`` seeds. Gate tolerances as the shipped suites'
-    (lights 0.1 on balanced accuracy; the headline default 0.02 elsewhere)."""
+    """Night and day suites over every task of the reference model, drawn like its training world (the layout
+    and signal weights of ``--train-config``'s ``reference`` dataset: intersection-heavy, every light state
+    often) so the light metrics rest on enough lights: ``--eval-frames`` frames per seed, ``--eval-seeds``
+    seeds. Gate tolerances as the shipped suites' (lights 0.1 on balanced accuracy; the headline default 0.02
+    elsewhere)."""
     import yaml
 
     from hydranet.eval.suite import load_suite
+    from hydranet.train.config import load_config
+    from hydranet.train.data import world_config
 
-    draw = {"layout_weights": {"straight": 0.2, "curve": 0.2, "intersection": 0.6},
-            "signal_weights": {"go": 0.3, "stop": 0.2, "wait": 0.1, "yellow": 0.4}, "fog": 0.0}
+    trained_on = world_config(load_config(args.train_config), "reference")
+    draw = {"layout_weights": trained_on.layout_weights, "signal_weights": trained_on.signal_weights, "fog": 0.0}
     out = []
     for name, lighting in (("night", "night"), ("day", "day")):
         spec = {"name": name, "world": {"num_scenes": 60, "frames_per_scene": 4, **draw},
@@ -340,8 +359,6 @@ def run_reference_seed(args: argparse.Namespace, seed: int, kind: str, work: Pat
     from hydranet.engine.mine import build_triggers, mine
     from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
     from hydranet.engine.triggers import parse_trigger_specs
-    from hydranet.eval.gate import gate
-    from hydranet.eval.runner import run_suite
 
     t0 = time.perf_counter()
     w = work / f"{kind}_seed_{seed}"
@@ -365,35 +382,21 @@ def run_reference_seed(args: argparse.Namespace, seed: int, kind: str, work: Pat
         {"labeller": "auto"}, overwrite=True)["path"]
     models = {"base": base} | {m: load_mining_model(reference_finetune(args, w / f"ft_{m}", added[m], seed))
                                for m in REF_METHODS}
-    result: dict[str, Any] = {"seed": seed, "pool": kind, "picked_lighting": lighting, "suites": {}, "gate": {}}
-    for suite in reference_suites(args, work):
-        runs = run_suite(models, suite, batch_size=4)
-        result["suites"][suite.name] = {m: {t: _clean(runs[m].tasks[t].metrics[k]) for t, k in REF_METRICS.items()}
-                                        for m in models}
-        result["gate"][suite.name] = {m: [f"{r.task}.{r.metric}: {r.reason}" for r in gate(runs["base"], runs[m])
-                                          if r.status == "fail"] for m in models if m != "base"}
+    result: dict[str, Any] = {"seed": seed, "pool": kind, "picked_lighting": lighting,
+                              **scored(models, reference_suites(args, work), REF_METRICS)}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
 
 def summarise_reference(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """Gains over the reference model per pool, suite and task; mined over random on the weak metric."""
+    weak_metric = f"night/{args.weak_metric}.{REF_METRICS[args.weak_metric]}"
     out: dict[str, Any] = {"benchmark": "engine", "from": args.start, "config": vars(args),
-                           "weak_metric": f"night/traffic_light.{REF_METRICS['traffic_light']}"
-                           if args.weak_metric == "traffic_light" else f"night/{args.weak_metric}"
-                           f".{REF_METRICS[args.weak_metric]}", "pools": {}}
+                           "weak_metric": weak_metric, "pools": {}}
     for kind in sorted({r["pool"] for r in results}):
         rs = [r for r in results if r["pool"] == kind]
-        gains: dict[str, Any] = {}
-        for suite in ("night", "day"):
-            for task, metric in REF_METRICS.items():
-                sign = -1.0 if metric == "abs_rel" else 1.0
-                vals = {m: [sign * (r["suites"][suite][m][task] - r["suites"][suite]["base"][task]) for r in rs]
-                        for m in REF_METHODS}
-                gains[f"{suite}/{task}.{metric}"] = {m: {"mean": round(statistics.mean(v), 4),
-                                                         "per_seed": [round(x, 4) for x in v]}
-                                                     for m, v in vals.items()}
-        weak = gains[f"night/{args.weak_metric}.{REF_METRICS[args.weak_metric]}"]
+        gains = gains_over_base(rs, ("night", "day"), REF_METRICS, REF_METHODS)
+        weak = gains[weak_metric]
         ratio = {m: (round(weak[m]["mean"] / weak["random"]["mean"], 2) if weak["random"]["mean"] > 0 else None)
                  for m in ("mined", "mined_auto")}
         out["pools"][kind] = {
@@ -401,8 +404,7 @@ def summarise_reference(results: list[dict[str, Any]], args: argparse.Namespace)
             "gain_vs_base": gains, "weak_gain": {m: weak[m]["mean"] for m in REF_METHODS},
             # What the chosen frames add beyond the fine-tune's own steps (the `none` control).
             "weak_gain_over_control": {m: round(weak[m]["mean"] - weak["none"]["mean"], 4) for m in REF_METHODS},
-            "weak_gain_seed_std": {m: round(statistics.stdev(weak[m]["per_seed"]), 4) if len(rs) > 1 else None
-                                   for m in REF_METHODS},
+            "weak_gain_seed_std": {m: weak[m]["std"] for m in REF_METHODS},
             "mined_over_random_over_control": {
                 m: (round((weak[m]["mean"] - weak["none"]["mean"]) / (weak["random"]["mean"] - weak["none"]["mean"]),
                           2) if weak["random"]["mean"] > weak["none"]["mean"] else None)
