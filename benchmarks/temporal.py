@@ -35,6 +35,7 @@ localise objects)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -100,19 +101,25 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
     }, "<benchmark>")
 
 
-def reference_model_config(name: str) -> dict[str, Any]:
-    """The ``ModelConfig`` dict a zoo entry was trained with (its preset, fusion, setup, tasks)."""
+@functools.cache
+def zoo_entry(name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A zoo entry's ``(model_config, weights)``, read and verified once per process (every model built from it
+    and the image size all come from the same entry)."""
     from hydranet.model.zoo import pretrained_weights
 
-    return pretrained_weights(name.removeprefix("zoo:"))[0]
+    model_config, weights, _ = pretrained_weights(name.removeprefix("zoo:"))
+    return model_config, weights
+
+
+def reference_model_config(name: str) -> dict[str, Any]:
+    """The ``ModelConfig`` dict a zoo entry was trained with (its preset, fusion, setup, tasks)."""
+    return zoo_entry(name)[0]
 
 
 def load_reference(model: Any, name: str, freeze_trunk: bool) -> dict[str, list[str]]:
     """Copy the zoo entry's weights into ``model`` wherever a parameter of the same name and shape exists;
     returns the names left untrained (the memory) and the reference's names not used (its other heads)."""
-    from hydranet.model.zoo import pretrained_weights
-
-    weights = pretrained_weights(name.removeprefix("zoo:"))[1]
+    weights = zoo_entry(name)[1]
     own = model.state_dict()
     used = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(used, strict=False)
