@@ -11,6 +11,7 @@ Conventions used throughout the task files:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import ClassVar, Literal
 
@@ -263,18 +264,32 @@ def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) -> 
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
-    """Splat a Gaussian peak of 1 at cell ``(cy, cx)`` into ``heatmap [h, w]`` (element-wise max)."""
-    radius = max(int(radius), 0)
+def gaussian_kernel(radius: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The ``[2r+1, 2r+1]`` Gaussian peak ``draw_gaussian`` splats (σ = (2r+1)/6, 1 at the centre), built once per
+    radius and dtype: a training step encodes hundreds of objects, and building each one's kernel from scalar
+    tensor ops cost more than the step's convolutions in the demo. The tensor is shared (cached): read it, never
+    write to it."""
+    return _gaussian_kernel(max(int(radius), 0), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _gaussian_kernel(radius: int, dtype: torch.dtype) -> Tensor:
     sigma = (2 * radius + 1) / 6
+    r = torch.arange(-radius, radius + 1, dtype=dtype)
+    return torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+
+
+def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
+    """Splat a Gaussian peak of 1 at cell ``(cy, cx)`` into ``heatmap [h, w]`` (element-wise max); the part of
+    the ``gaussian_kernel(radius)`` that falls inside the map."""
+    radius = max(int(radius), 0)
     h, w = heatmap.shape
     left, right = min(cx, radius), min(w - cx, radius + 1)
     top, bottom = min(cy, radius), min(h - cy, radius + 1)
     if left + right <= 0 or top + bottom <= 0:
         return
-    ys = torch.arange(-top, bottom, dtype=heatmap.dtype, device=heatmap.device)
-    xs = torch.arange(-left, right, dtype=heatmap.dtype, device=heatmap.device)
-    g = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
+    kernel = gaussian_kernel(radius, heatmap.dtype).to(heatmap.device)
+    g = kernel[radius - top:radius + bottom, radius - left:radius + right]
     region = heatmap[cy - top:cy + bottom, cx - left:cx + right]
     torch.maximum(region, g, out=region)
 

@@ -11,6 +11,7 @@ from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, make_batch, perfe
 from hydranet.geometry import wrap_angle
 from hydranet.tasks import create_task
 from hydranet.tasks.centernet2d import clip_boxes, encode_boxes2d
+from hydranet.tasks.common import draw_gaussian, gaussian_kernel
 from hydranet.tasks.objects3d import encode_objects3d
 
 torch.set_num_threads(1)
@@ -27,6 +28,25 @@ def match_boxes(pred: dict, gt: dict, key: str) -> None:
         assert int(pred["camera"][j]) == int(gt["camera"][i])
         assert int(pred[key][j]) == int(gt[key][i])
         assert float(pred["scores"][j]) > 0.99
+
+
+def test_draw_gaussian_is_the_closed_form_peak_clipped_at_the_borders():
+    """Every cell of a splat, centre inside or at an edge, is CenterNet's exp(-(dx² + dy²) / 2σ²) with
+    σ = (2r + 1) / 6, max-combined with what the map held; the cached kernel is never written to."""
+    for radius in (0, 1, 3, 6):
+        kernel = gaussian_kernel(radius).clone()
+        sigma = (2 * radius + 1) / 6
+        for cx, cy in ((0, 0), (5, 3), (9, 6), (2, 6)):
+            heat = torch.full((7, 10), 0.05)
+            draw_gaussian(heat, cx, cy, radius)
+            ys, xs = torch.meshgrid(torch.arange(7.0), torch.arange(10.0), indexing="ij")
+            d2 = (xs - cx) ** 2 + (ys - cy) ** 2
+            inside = ((xs - cx).abs() <= radius) & ((ys - cy).abs() <= radius)
+            expected = torch.where(inside, torch.maximum(torch.exp(-d2 / (2 * sigma**2)), torch.tensor(0.05)),
+                                   torch.tensor(0.05))
+            assert torch.allclose(heat, expected, atol=1e-6), (radius, cx, cy)
+            assert heat[cy, cx] == 1.0
+        assert torch.equal(gaussian_kernel(radius), kernel)
 
 
 @pytest.mark.parametrize("stride", [4, 8])
