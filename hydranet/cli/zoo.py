@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors
@@ -44,10 +43,13 @@ def zoo(
         if as_json:
             console.print_json(json.dumps(rows))
             return
-        table = Table(title="hydranet model zoo (create_model(NAME or preset, pretrained=True) / zoo:NAME)")
-        for col in ("name", "preset", "what", "steps", "config", "figures", "sha256 (model.safetensors)"):
-            table.add_column(col)
+        # One block per entry rather than a table: the description and a sha256 make a table wider than any
+        # terminal, and a pipe (no width) would get one very long line.
+        console.print("hydranet model zoo: use an entry as zoo:NAME in any command, or "
+                      "create_model(NAME or its preset, pretrained=True); `hydranet zoo NAME` prints its provenance")
         for r in rows:
-            table.add_row(r["name"], r["preset"], r["description"] if r["status"] == "ok" else r["status"],
-                          str(r["step"] or "-"), r["config"] or "-", r["figures"] or "-", r["sha256"] or "-")
-        console.print(table)
+            console.print(f"\n{r['name']}  (preset {r['preset']}, {r['step'] or '-'} steps, {r['status']})",
+                          markup=False)
+            console.print(f"  {r['description']}", markup=False)
+            console.print(f"  config {r['config'] or '-'} · figures {r['figures'] or '-'}", markup=False)
+            console.print(f"  sha256 (model.safetensors) {r['sha256'] or '-'}", markup=False)
