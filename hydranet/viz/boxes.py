@@ -21,10 +21,10 @@ from hydranet.geometry import box_corners, invert_transform, transform_points
 from hydranet.setup import OBJECT_CLASSES
 from hydranet.viz.canvas import Canvas
 from hydranet.viz.style import (
-    CLASS_COLORS,
     LIGHT_COLORS,
     Color,
     as_list,
+    class_color,
     class_label,
     dashed_polyline,
     draw_rect,
@@ -54,7 +54,7 @@ def draw_boxes2d(views: Canvas, boxes: Tensor, camera: Tensor | Sequence[int], c
     sc = as_list(scores)
     for k, (box, cam, cls) in enumerate(zip(as_list(boxes), as_list(camera), as_list(classes), strict=True)):
         name = class_label(cls, names)
-        col = resolve_color(color, CLASS_COLORS.get(name, (255, 255, 255)))
+        col = resolve_color(color, class_color(name))
         views.legend_entry(name, col, outline=True)
         x1, y1, x2, y2 = (v * views.scale for v in box)
         ci = views.camera_index(cam)
@@ -80,7 +80,7 @@ def draw_boxes3d(views: Canvas, boxes: Tensor, classes: Tensor | Sequence[int | 
     corners = box_corners(boxes)  # [M, 8, 3]
     cls = as_list(classes)
     d = ImageDraw.Draw(views.bev)
-    cols = [resolve_color(color, CLASS_COLORS.get(class_label(c, names), (255, 255, 255))) for c in cls]
+    cols = [resolve_color(color, class_color(class_label(c, names))) for c in cls]
     for c, col in zip(cls, cols, strict=True):
         if class_label(c, names) != "ego":  # the ego box is the panel's reference, not a class
             views.legend_entry(class_label(c, names), col, outline=True)

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from hydranet.data import BEV_CLASSES, LANE_KINDS, LIGHT_STATES, Sample
 from hydranet.setup import OBJECT_CLASSES
-from hydranet.viz.style import BEV_COLORS, CLASS_COLORS, DRIVABLE_COLOR, EGO_PATH_COLOR, LANE_COLORS, LIGHT_COLORS
+from hydranet.viz.style import BEV_COLORS, DRIVABLE_COLOR, EGO_PATH_COLOR, LANE_COLORS, LIGHT_COLORS, class_color
 
 INSTALL_HINT = "pip install 'hydranet[rerun]' (in a source checkout: .venv/bin/pip install -e '.[rerun]')"
 _SIDES = ("truth", "prediction")
@@ -89,7 +89,7 @@ class SceneRecorder:
     def _log_static(self) -> None:
         rr = self.rr
         self.rec.log("world", rr.ViewCoordinates.FLU, static=True)  # ego convention: x forward, y left, z up
-        objects = [rr.AnnotationInfo(id=i, label=name, color=_rgb(CLASS_COLORS.get(name, (255, 255, 255))))
+        objects = [rr.AnnotationInfo(id=i, label=name, color=_rgb(class_color(name)))
                    for i, name in enumerate(OBJECT_CLASSES)]
         self.rec.log("world", rr.AnnotationContext(objects), static=True)
         regions = [rr.AnnotationInfo(id=0, label="background", color=[0, 0, 0, 0]),

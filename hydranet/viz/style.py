@@ -4,6 +4,7 @@ line primitives (dashed for ground truth, solid for predictions). PIL only, defa
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,24 @@ Color = tuple[int, int, int] | str
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "car": (0, 200, 255), "truck": (255, 140, 0), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
     "traffic_light": (120, 255, 120),
+    # nuScenes' other detection classes (hydranet.setup.NUSCENES_CLASSES), each its own colour in a legend.
+    "bus": (200, 255, 0), "trailer": (255, 170, 120), "construction_vehicle": (180, 120, 40),
+    "motorcycle": (0, 255, 170), "bicycle": (90, 140, 255), "traffic_cone": (255, 230, 0), "barrier": (230, 230, 230),
 }
+# Classes of a user's own vocabulary: a colour from this palette chosen by the name's CRC-32, so a class keeps
+# its colour in every picture and run (Python's hash() is salted per process).
+_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
+)
+
+
+def class_color(name: str) -> tuple[int, int, int]:
+    """The RGB colour of object class ``name``: ``CLASS_COLORS`` for the world's and nuScenes' classes, else
+    a fixed palette colour chosen by the name (the same in every picture)."""
+    if name in CLASS_COLORS:
+        return CLASS_COLORS[name]
+    return _PALETTE[zlib.crc32(name.encode()) % len(_PALETTE)]
 BEV_COLORS: dict[str, tuple[int, int, int]] = {
     "drivable": (90, 90, 110), "lane_marking": (250, 250, 250), "sidewalk": (150, 120, 90),
     "vehicle": (0, 200, 255), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
