@@ -82,6 +82,8 @@ def mine_command(
     oversample: int = typer.Option(4, min=1, help="candidates kept per queued frame for near-duplicate removal"),
     radius: float | None = typer.Option(None, min=0.0, help="near-duplicate radius on embeddings (default: auto)"),
     limit: int | None = typer.Option(None, min=1, help="mine only the first N frames of the pool"),
+    max_per_scene: int | None = typer.Option(None, min=1, help="queue at most N frames of one scene "
+                                             "(default: no cap; near-duplicates are still spread apart)"),
     batch_size: int = typer.Option(4, min=1),
     workers: int = typer.Option(0, min=0, help="DataLoader worker processes reading the pool"),
     parquet: bool = typer.Option(False, help="also write queue.parquet (needs pyarrow)"),
@@ -113,7 +115,8 @@ def mine_command(
     # cli_errors: a corrupt shard read mid-pool is one error line naming file/sample, exit 2
     with progress(f"mine (rank {rank})", None, console, unit="frames") as bar, cli_errors():
         result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
-                      radius=radius, shadow=deployed, limit=limit, on_progress=bar.update)
+                      radius=radius, shadow=deployed, limit=limit, max_per_scene=max_per_scene,
+                      on_progress=bar.update)
     if dist.is_initialized():
         shutdown()
     if result is None:  # a rank other than 0: rank 0 writes the merged queue

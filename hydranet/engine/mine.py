@@ -181,15 +181,21 @@ def _gather_on_rank0(dist: Any, rank: int, world: int, local: Any) -> list[Any] 
 def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budget: int, *, oversample: int = 4,
          batch_size: int = 4, num_workers: int = 0, radius: float | None = None, shadow: Any = None,
          limit: int | None = None, exclude: set[int] | frozenset[int] = frozenset(),
+         max_per_scene: int | None = None,
          on_progress: Callable[[int, int], None] | None = None) -> MineResult | None:
     """Mine ``pool``; returns the result on rank 0 (``None`` on other ranks under torchrun).
 
     ``exclude``: pool indices never to queue (frames labelled in earlier iterations); they are still
-    read in order, so sequence-aware triggers see them."""
+    read in order, so sequence-aware triggers see them. ``max_per_scene``: at most this many queued
+    frames of one scene (a hard scene's consecutive frames otherwise fill the queue; the queue is
+    shorter than ``budget`` when the candidates' scenes run out). Raises ``ValueError`` when ``budget``
+    or ``max_per_scene`` is below 1."""
     import torch.distributed as dist
 
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
+    if max_per_scene is not None and max_per_scene < 1:
+        raise ValueError(f"max_per_scene must be >= 1, got {max_per_scene}")
     t0 = time.perf_counter()
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -243,20 +249,22 @@ def mine(model: Any, pool: Dataset, triggers: list[tuple[Trigger, float]], budge
             tally.add(other)
     cands.sort(key=lambda c: (-c.score, c.index))
     cands = cands[:keep]
-    queue, sel_radius = _select(cands, budget, radius, weights)
+    queue, sel_radius = _select(cands, budget, radius, weights, max_per_scene)
     means = {k: (tally.sums[k] / max(frames - tally.errors[k], 1)) for k in keys}
     return MineResult(queue, frames, tally.errors, tally.messages, means, sel_radius, time.perf_counter() - t0,
                       world)
 
 
-def _select(cands: list[_Candidate], budget: int, radius: float | None,
-            weights: dict[str, float]) -> tuple[list[dict[str, Any]], float]:
-    """The queue: ``budget`` candidates picked by ``k_centre`` (score-ordered, spread in embedding space),
-    each with its rank, scores, reason, metadata and nearest earlier pick; and the radius used."""
+def _select(cands: list[_Candidate], budget: int, radius: float | None, weights: dict[str, float],
+            max_per_scene: int | None = None) -> tuple[list[dict[str, Any]], float]:
+    """The queue: ``budget`` candidates picked by ``k_centre`` (score-ordered, spread in embedding space, at
+    most ``max_per_scene`` of a scene), each with its rank, scores, reason, metadata and nearest earlier pick;
+    and the radius used."""
     if not cands:
         return [], 0.0
+    scenes = np.array([str(c.scene_id) for c in cands]) if max_per_scene is not None else None
     sel = k_centre(np.array([c.score for c in cands]), np.stack([c.embedding.astype(np.float32) for c in cands]),
-                   budget, radius)
+                   budget, radius, groups=scenes, max_per_group=max_per_scene)
     queue: list[dict[str, Any]] = []
     for rank_i, j in enumerate(sel.order):
         c = cands[j]

@@ -41,14 +41,15 @@ class _Strict(BaseModel):
 
 class MineStage(_Strict):
     """``mine:`` of a pipeline file: trigger spec string, frames labelled per iteration (``budget``),
-    ``oversample`` factor for diverse selection, selection ``radius``, pool ``limit``, and an optional
-    deployed ONNX graph for the shadow trigger (``"current"`` = the promoted export)."""
+    ``oversample`` factor for diverse selection, selection ``radius``, pool ``limit``, ``max_per_scene``, and an
+    optional deployed ONNX graph for the shadow trigger (``"current"`` = the promoted export)."""
 
     triggers: str = "entropy:task=drivable,light_margin,flicker"
     budget: int = Field(16, ge=1)  # frames labelled per iteration
     oversample: int = Field(4, ge=1)
     radius: float | None = Field(None, ge=0)
     limit: int | None = Field(None, ge=1)  # mine only the first N pool frames
+    max_per_scene: int | None = Field(None, ge=1)  # queue at most N frames of one scene (None: no cap)
     batch_size: int = Field(4, ge=1)
     shadow: str | None = None  # deployed graph for the shadow trigger ("current" = the promoted export)
 

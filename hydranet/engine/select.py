@@ -15,6 +15,7 @@ Embeddings are L2-normalised, so ``d`` is the Euclidean distance on the unit sph
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,13 +47,22 @@ def _pairwise(emb: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * emb @ emb.T, 0.0))
 
 
-def k_centre(scores: np.ndarray, emb: np.ndarray, k: int, radius: float | None = None) -> Selection:
-    """Pick ``k`` of ``len(scores)`` candidates; ``emb`` float ``[M, D]`` L2-normalised.
+def k_centre(scores: np.ndarray, emb: np.ndarray, k: int, radius: float | None = None,
+             groups: np.ndarray | None = None, max_per_group: int | None = None) -> Selection:
+    """Pick ``k`` of ``len(scores)`` candidates; ``emb`` float ``[M, D]`` L2-normalised. With ``groups``
+    (``[M]`` ids, e.g. the scene of each frame) and ``max_per_group``, a group that holds that many picks
+    takes no more: fewer than ``k`` picks when the groups run out.
 
-    Raises ``ValueError`` on mismatched lengths or non-finite inputs."""
+    Raises ``ValueError`` on mismatched lengths, non-finite inputs, ``max_per_group`` < 1, or
+    ``max_per_group`` without ``groups``."""
     m = len(scores)
     if emb.shape[0] != m:
         raise ValueError(f"k_centre: {m} scores but {emb.shape[0]} embeddings")
+    if max_per_group is not None:
+        if max_per_group < 1:
+            raise ValueError(f"k_centre: max_per_group must be >= 1, got {max_per_group}")
+        if groups is None or len(groups) != m:
+            raise ValueError(f"k_centre: max_per_group needs one group id per candidate ({m})")
     if not (np.isfinite(scores).all() and np.isfinite(emb).all()):
         raise ValueError("k_centre: scores and embeddings must be finite")
     emb = emb.astype(np.float64)
@@ -67,14 +77,22 @@ def k_centre(scores: np.ndarray, emb: np.ndarray, k: int, radius: float | None =
     dmin = np.full(m, np.inf)
     near = np.full(m, -1)
     taken = np.zeros(m, dtype=bool)
+    per_group: dict[Any, int] = {}
     for step in range(k):
         factor = np.ones(m) if r <= 0 else np.minimum(1.0, dmin / r)
         value = np.where(taken, -np.inf, s * factor)
         j = int(np.argmax(value))
+        if not np.isfinite(value[j]):
+            break  # every candidate is taken or its group is full
         order.append(j)
         nearest.append(int(near[j]))
         dist_out.append(float(dmin[j]) if np.isfinite(dmin[j]) else float("nan"))
         taken[j] = True
+        if max_per_group is not None:
+            g = groups[j]  # type: ignore[index]
+            per_group[g] = per_group.get(g, 0) + 1
+            if per_group[g] >= max_per_group:
+                taken |= groups == g  # type: ignore[operator]
         d = np.sqrt(np.maximum(((emb - emb[j]) ** 2).sum(1), 0.0))
         closer = d < dmin
         dmin = np.where(closer, d, dmin)

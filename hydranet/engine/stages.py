@@ -57,7 +57,7 @@ def _stage_mine(v: VacationRun, it: int) -> dict[str, Any]:
 
         shadow = DeployedModel(shadow_path)
     result = mine(model, pool, trigs, m.budget, oversample=m.oversample, batch_size=m.batch_size, radius=m.radius,
-                  shadow=shadow, limit=m.limit, exclude=_labelled_before(v, it))
+                  shadow=shadow, limit=m.limit, exclude=_labelled_before(v, it), max_per_scene=m.max_per_scene)
     assert result is not None  # single process
     qdir = v.iter_dir(it) / "queue"
     names = [n for n, _, _ in specs]

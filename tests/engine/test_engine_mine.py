@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,20 @@ def test_k_centre_skips_near_duplicates():
         k_centre(np.array([np.nan, 1.0, 1.0, 1.0]), emb, 2)
 
 
+def test_k_centre_caps_picks_per_group():
+    """Scene a's frames outscore everything; at most two of them are picked, then the other scenes' best."""
+    emb = np.eye(6)
+    scores = np.array([1.0, 0.99, 0.98, 0.97, 0.2, 0.1])
+    groups = np.array(["a", "a", "a", "a", "b", "c"])
+    assert k_centre(scores, emb, 4, radius=0.0).order == [0, 1, 2, 3]
+    assert k_centre(scores, emb, 4, radius=0.0, groups=groups, max_per_group=2).order == [0, 1, 4, 5]
+    assert k_centre(scores, emb, 6, radius=0.0, groups=groups, max_per_group=1).order == [0, 4, 5]  # groups ran out
+    with pytest.raises(ValueError, match="one group id per candidate"):
+        k_centre(scores, emb, 2, max_per_group=1)
+    with pytest.raises(ValueError, match=">= 1"):
+        k_centre(scores, emb, 2, groups=groups, max_per_group=0)
+
+
 def test_rank_blocks_cover_the_pool_once():
     blocks = [rank_block(10, r, 3) for r in range(3)]
     assert sorted(i for b in blocks for i in b) == list(range(10))
@@ -66,6 +81,23 @@ def test_mine_keeps_the_true_top_frames(checkpoint, world_yaml):
     assert top.frames == len(pool)
     excluded = mine(model, pool, trigs, 3, oversample=1, radius=0.0, exclude={r["index"] for r in best})
     assert not {r["index"] for r in excluded.queue} & {r["index"] for r in best}
+
+
+def test_mine_max_per_scene(checkpoint, world_yaml):
+    """The cap holds on a real pool (5 frames per scene), and the queue keeps the best frame of each scene."""
+    model = load_mining_model(checkpoint)
+    pool = open_pool(str(world_yaml))
+    trigs = build_triggers(parse_trigger_specs("entropy:task=bev_semantic"), model_tasks(model))
+    best: dict[str, int] = {}
+    for r in mine(model, pool, trigs, len(pool), oversample=1, radius=0.0).queue:
+        best.setdefault(r["scene_id"], r["index"])  # the queue is in score order: a scene's first is its best
+    capped = mine(model, pool, trigs, 6, oversample=3, radius=0.0, max_per_scene=1)
+    # 6 asked, one per scene: the queue holds each scene's best frame once, and stops when the scenes run out.
+    assert sorted(r["index"] for r in capped.queue) == sorted(best.values())
+    two = mine(model, pool, trigs, 6, oversample=3, radius=0.0, max_per_scene=2)
+    assert len(two.queue) == 6 and max(Counter(r["scene_id"] for r in two.queue).values()) == 2
+    with pytest.raises(ValueError, match="max_per_scene"):
+        mine(model, pool, trigs, 6, max_per_scene=0)
 
 
 def test_a_raising_trigger_is_counted_and_the_frame_kept(checkpoint, world_yaml):
@@ -115,6 +147,7 @@ def test_mine_cli_writes_queue_page_and_summary(checkpoint, world_yaml, tmp_path
     (["-t", "nope"], "--triggers: unknown trigger 'nope'"),
     (["-t", "flicker", "--model", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
     (["-t", "shadow"], "--shadow"),
+    (["-t", "flicker", "--max-per-scene", "0"], "--max-per-scene"),
 ])
 def test_mine_cli_bad_input_exits_2(checkpoint, world_yaml, tmp_path, args, needle):
     base = ["mine", "--model", str(checkpoint), "--data", str(world_yaml), "-b", "2", "-o", str(tmp_path / "q")]
