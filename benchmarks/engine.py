@@ -366,7 +366,8 @@ def run_reference_seed(args: argparse.Namespace, seed: int, kind: str, work: Pat
     pool_path = reference_pool(args, w, kind, seed, base.setup)
     pool, labelled = open_pool(pool_path), open_pool(pool_path, with_labels=True)
     picks = {"random": sorted(np.random.default_rng(seed).choice(len(pool), args.budget, replace=False).tolist())}
-    res = mine(base, pool, build_triggers(parse_trigger_specs(args.triggers), model_tasks(base)), args.budget)
+    res = mine(base, pool, build_triggers(parse_trigger_specs(args.triggers), model_tasks(base)), args.budget,
+               max_per_scene=args.max_per_scene)
     picks["mined"] = [q["index"] for q in res.queue]
     light = json.loads((w / f"pool_{kind}_lighting.json").read_text())
     lighting = {k: dict(sorted({c: sum(light[i] == c for i in v) for c in set(light)}.items()))
@@ -442,6 +443,8 @@ def main() -> None:
     p.add_argument("--triggers", default=None,
                    help="mining triggers (default entropy:task=drivable,condition:name=night; with --from the "
                         "vacation's light_margin,condition:name=night*2)")
+    p.add_argument("--max-per-scene", type=int, default=None,
+                   help="--from: the miner's cap on queued frames per scene (hydranet mine --max-per-scene)")
     p.add_argument("--from", dest="start", default=None,
                    help="start from this trained model (e.g. zoo:tiny-world) instead of training a day-only base")
     p.add_argument("--train-config", default="configs/reference.yaml", help="--from: the model's training config")
