@@ -38,7 +38,6 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     lab = sample.labels if overlay else {k: v for k, v in sample.labels.items() if k in ("bev_semantic", "objects3d",
                                                                                       "lane_lines", "ego_path")}
     views = Views.from_sample(sample, grid, scale=scale)
-    views.legend_styles = ("ground truth",)  # show draws labels only: no "prediction" line style in the legend
     if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
         draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:

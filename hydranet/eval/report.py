@@ -168,7 +168,6 @@ def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: 
     result = []
     for group, tasks in _draw_groups(names):
         gt, pred = Views.from_sample(sample, grid, scale=scale), Views.from_sample(sample, grid, scale=scale)
-        gt.legend_styles, pred.legend_styles = ("ground truth",), ("prediction",)  # each shows one side only
         for name in tasks:
             task = predictor.tasks[name]
             if targets[name] is not None:

@@ -99,7 +99,6 @@ def draw_predictions(model: nn.Module, tasks: dict[str, Task], dataset: Dataset,
 
         def panel(which: dict[str, Any], gt: bool, only: list[str], title: str, batch: Any = batch) -> Image.Image:
             views = Views.from_batch(batch.to("cpu"), 0, grid, scale=scale)
-            views.legend_styles = ("ground truth",) if gt else ("prediction",)  # each panel shows one side
             for t in only:
                 if which[t] is not None:
                     tasks[t].draw(views, _cpu(which[t]), ground_truth=gt)

@@ -29,6 +29,7 @@ from hydranet.viz.style import (
     dashed_polyline,
     draw_rect,
     label_font,
+    line_style,
     resolve_color,
 )
 
@@ -55,7 +56,7 @@ def draw_boxes2d(views: Canvas, boxes: Tensor, camera: Tensor | Sequence[int], c
     for k, (box, cam, cls) in enumerate(zip(as_list(boxes), as_list(camera), as_list(classes), strict=True)):
         name = class_label(cls, names)
         col = resolve_color(color, class_color(name))
-        views.legend_entry(name, col, outline=True)
+        views.legend_entry(name, col, outline=line_style(dashed))
         x1, y1, x2, y2 = (v * views.scale for v in box)
         ci = views.camera_index(cam)
         img = views.cameras[ci]
@@ -83,7 +84,7 @@ def draw_boxes3d(views: Canvas, boxes: Tensor, classes: Tensor | Sequence[int | 
     cols = [resolve_color(color, class_color(class_label(c, names))) for c in cls]
     for c, col in zip(cls, cols, strict=True):
         if class_label(c, names) != "ego":  # the ego box is the panel's reference, not a class
-            views.legend_entry(class_label(c, names), col, outline=True)
+            views.legend_entry(class_label(c, names), col, outline=line_style(dashed))
     for k in range(boxes.shape[0]):
         foot = [views.bev_px(float(x), float(y)) for x, y in corners[k, :4, :2].tolist()]
         if dashed:
@@ -138,7 +139,7 @@ def draw_traffic_lights(views: Canvas, boxes: Tensor, camera: Tensor | Sequence[
     for k, (box, cam, st) in enumerate(zip(as_list(boxes), as_list(camera), as_list(state), strict=True)):
         name = class_label(st, LIGHT_STATES)
         col = LIGHT_COLORS.get(name, (255, 255, 255))
-        views.legend_entry(f"{name} light", col, outline=True)
+        views.legend_entry(f"{name} light", col, outline=line_style(dashed))
         x1, y1, x2, y2 = (v * views.scale for v in box)
         ci = views.camera_index(cam)
         d = ImageDraw.Draw(views.cameras[ci])

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from hydranet.data import Batch, Sample
 from hydranet.geometry import BevGrid, invert_transform, transform_points
-from hydranet.viz.style import MIN_IMAGE_SHARE
+from hydranet.viz.style import LINE_STYLES, MIN_IMAGE_SHARE
 
 
 class Canvas:
@@ -25,6 +25,14 @@ class Canvas:
 
     def __init__(self, images: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, camera_names: Sequence[str],
                  grid: BevGrid, scale: float = 2, bev_size: int | None = None) -> None:
+        """``images`` ``[N, 3, H, W]`` RGB in 0-255 (uint8, or float holding 0-255), one per camera; ``intrinsics``
+        ``[N, 3, 3]`` and ``T_ego_from_cam`` ``[N, 4, 4]`` of those cameras. Raises ``ValueError`` for another
+        shape, or for float images scaled to [0, 1] (they would draw black)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [N, 3, H, W] RGB, got {tuple(images.shape)}")
+        if images.is_floating_point() and images.numel() and float(images.max()) <= 1.0 \
+                and not bool((images == images.round()).all()):
+            raise ValueError("images look scaled to [0, 1]: pass RGB in 0-255 (uint8, or float x 255)")
         n, _, h, w = images.shape
         self.image_hw = (h, w)
         self.scale = scale
@@ -43,10 +51,10 @@ class Canvas:
         self.bev = Image.new("RGB", (round((grid.y_range[1] - grid.y_range[0]) * self.bev_ppm),
                                      round((grid.x_range[1] - grid.x_range[0]) * self.bev_ppm)), (24, 26, 30))
         self.notes: list[str] = []  # e.g. "detection2d: 0 detections", written under the picture
-        self.legend_styles = ("prediction", "ground truth")  # line styles the legend lists: what is drawn
         self.legend: dict[str, tuple[int, int, int]] = {}  # what the draw_* calls drew: name -> colour
         self.colorbar: str | None = None  # a depth scale was drawn: the colour bar's title ("depth (m)")
-        self.outlines = False  # boxes were drawn: the legend shows the line styles (solid, dashed)
+        # Line styles of the boxes drawn ("prediction" solid, "ground truth" dashed): the legend explains those only.
+        self.outline_styles: set[str] = set()
         self._labels: dict[int, list[tuple[float, float, float, float]]] = {}  # placed label boxes per camera
         self._draw_bev_base()
 
@@ -63,11 +71,14 @@ class Canvas:
                 return x, yy
         return None
 
-    def legend_entry(self, name: str | None, color: tuple[int, int, int], outline: bool = False) -> None:
+    def legend_entry(self, name: str | None, color: tuple[int, int, int], outline: str | None = None) -> None:
         """Record that something named ``name`` was drawn in ``color``: the legend lists exactly these
-        (first colour wins); ``None`` is ignored. ``outline``: a box, whose line style (prediction solid,
-        ground truth dashed) the legend then explains."""
-        self.outlines |= outline
+        (first colour wins); ``None`` is ignored. ``outline``: a box was drawn in this line style,
+        ``"prediction"`` (solid) or ``"ground truth"`` (dashed), which the legend then explains."""
+        if outline is not None:
+            if outline not in LINE_STYLES:
+                raise ValueError(f"legend_entry: outline must be one of {LINE_STYLES}, got {outline!r}")
+            self.outline_styles.add(outline)
         if name:
             self.legend.setdefault(name, tuple(int(c) for c in color))  # type: ignore[arg-type]
 

@@ -19,8 +19,8 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "car": (0, 200, 255), "truck": (255, 140, 0), "pedestrian": (255, 40, 200), "cone": (255, 230, 0),
     "traffic_light": (120, 255, 120),
     # nuScenes' other detection classes (hydranet.setup.NUSCENES_CLASSES), each its own colour in a legend.
-    "bus": (200, 255, 0), "trailer": (255, 170, 120), "construction_vehicle": (180, 120, 40),
-    "motorcycle": (0, 255, 170), "bicycle": (90, 140, 255), "traffic_cone": (255, 230, 0), "barrier": (230, 230, 230),
+    "bus": (40, 90, 255), "trailer": (255, 110, 110), "construction_vehicle": (150, 80, 20),
+    "motorcycle": (0, 255, 170), "bicycle": (160, 220, 255), "traffic_cone": (255, 230, 0), "barrier": (150, 150, 150),
 }
 # Classes of a user's own vocabulary: a colour from this palette chosen by the name's CRC-32, so a class keeps
 # its colour in every picture and run (Python's hash() is salted per process).
@@ -28,6 +28,15 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (70, 240, 240),
     (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
 )
+
+
+# The two line styles of boxes, in legend order: predictions solid, ground truth dashed.
+LINE_STYLES: tuple[str, str] = ("prediction", "ground truth")
+
+
+def line_style(dashed: bool) -> str:
+    """The legend name of a box's line style: ``"ground truth"`` when ``dashed``, else ``"prediction"``."""
+    return LINE_STYLES[1] if dashed else LINE_STYLES[0]
 
 
 def class_color(name: str) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from hydranet.viz.boxes import draw_boxes3d
 from hydranet.viz.canvas import Canvas
 from hydranet.viz.maps import depth_rgb
-from hydranet.viz.style import DEPTH_RANGE, DEPTH_TICKS, dashed_polyline, label_font
+from hydranet.viz.style import DEPTH_RANGE, DEPTH_TICKS, LINE_STYLES, dashed_polyline, label_font
 
 # Where each default-rig camera goes in the composed picture: (row, column) on a 5 x 2 grid of tiles.
 LAYOUT: dict[str, tuple[float, float]] = {
@@ -78,11 +78,11 @@ class Views(Canvas):
         return canvas
 
     def _legend(self, d: ImageDraw.ImageDraw, font: Any, x: int, y: int, line_h: int, width: int) -> int:
-        """The legend below the cameras: the line styles of ``legend_styles``, a swatch per thing drawn
+        """The legend below the cameras: the line styles of the boxes drawn, a swatch per thing drawn
         (``legend``, wrapped to ``width``), the depth colour bar in metres when a depth was drawn, then the
         notes; returns the number of legend rows."""
         x0, rows = x, 1
-        styles = self.legend_styles if self.outlines else ()
+        styles = [s for s in LINE_STYLES if s in self.outline_styles]
         swatches = [*((s, None) for s in styles), *self.legend.items()]
         if not swatches:  # nothing drawn: no empty legend row (the notes, if any, move up)
             rows, y = 0, y - line_h

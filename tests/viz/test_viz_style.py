@@ -1,11 +1,17 @@
-"""Class colours: every class of the world's and nuScenes' vocabularies its own, a user's class a stable one."""
+"""Class colours (every class of the world's and nuScenes' vocabularies its own, a user's class a stable one) and
+the images a picture is drawn on."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from hydranet.setup import NUSCENES_CLASSES, OBJECT_CLASSES
+import pytest
+import torch
+
+from hydranet.geometry import BevGrid
+from hydranet.setup import NUSCENES_CLASSES, OBJECT_CLASSES, default_rig
+from hydranet.viz import Views
 from hydranet.viz.style import EGO_PATH_COLOR, class_color
 
 
@@ -22,3 +28,14 @@ def test_a_users_class_keeps_its_colour_across_processes():
                             "print(tuple(class_color('forklift')))"], capture_output=True, text=True, check=True)
     assert str(tuple(here)) == there.stdout.strip()
     assert class_color("forklift") != (255, 255, 255)
+
+
+def test_views_refuse_images_scaled_to_0_1():
+    rig = default_rig((32, 64))
+    args = (rig.intrinsics(), rig.extrinsics(), [c.name for c in rig.cameras], BevGrid())
+    with pytest.raises(ValueError, match=r"scaled to \[0, 1\]"):
+        Views(torch.full((len(rig), 3, 32, 64), 0.35), *args)
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        Views(torch.zeros(len(rig), 32, 64), *args)
+    Views(torch.full((len(rig), 3, 32, 64), 90.0), *args)  # float in 0-255 is fine
+    Views(torch.zeros(len(rig), 3, 32, 64, dtype=torch.uint8), *args)  # so is a black uint8 frame

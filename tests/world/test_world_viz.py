@@ -94,8 +94,9 @@ def test_legend_lists_only_drawn_styles_and_wraps_inside_a_canvas_as_wide_as_the
 
     def drawn(styles: tuple[str, ...]) -> Views:
         v = Views(images, K, T, ["front"], BevGrid(), scale=1)
-        v.legend_styles = styles
-        draw_boxes2d(v, boxes, [0] * len(boxes), list(range(len(boxes))), dashed=styles == ("ground truth",))
+        for style in styles:  # the legend lists the line styles of the boxes drawn, nothing else
+            draw_boxes2d(v, boxes, [0] * len(boxes), list(range(len(boxes))), dashed=style == "ground truth")
+        assert v.outline_styles == set(styles)
         return v
 
     both = drawn(("prediction", "ground truth")).compose(title=long_title)
