@@ -123,12 +123,14 @@ def mine_command(
         exit_torchrun_worker()
         return
     names = [n for n, _, _ in specs]
-    paths = write_queue(out, result, data, str(model), names, budget, parquet)
+    settings = {"triggers": triggers, "oversample": oversample, "radius": radius, "limit": limit,
+                "max_per_scene": max_per_scene}
+    paths = write_queue(out, result, data, str(model), names, budget, parquet, settings)
     summary = {"pool": data, "model": str(model), "triggers": names, "budget": budget, "frames": result.frames,
-               "trigger_errors": result.errors}
+               "trigger_errors": result.errors, "settings": settings}
     if html_frames:
         paths["html"] = write_queue_html(out / "queue.html", result.queue, open_pool(data), summary, html_frames)
-    _print_mine_result(result, paths["jsonl"])
+    _print_mine_result(result, paths["jsonl"], budget, max_per_scene)
     exit_torchrun_worker()  # gloo can SIGABRT at interpreter teardown (see distributed.exit_process)
 
 
@@ -145,11 +147,16 @@ def _shadow_model(shadow: Path | None, trigs: list) -> DeployedModel | None:
         raise fail(f"--shadow {shadow}: {e}") from None
 
 
-def _print_mine_result(result: MineResult, queue_file: Path) -> None:
-    """Frames scored, ranks, seconds, the queue file; trigger failures and their first messages."""
+def _print_mine_result(result: MineResult, queue_file: Path, budget: int, max_per_scene: int | None) -> None:
+    """Frames scored, ranks, seconds, the queue file (and why it is shorter than the budget); trigger failures
+    and their first messages."""
     failed = {k: v for k, v in result.errors.items() if v}
+    short = ""
+    if len(result.queue) < budget:
+        why = f"at most {max_per_scene} per scene and " if max_per_scene else ""
+        short = f" (fewer than the budget of {budget}: {why}the candidates kept ran out)"
     console.print(f"[bold]hydranet mine[/]: {result.frames} frames scored on {result.world_size} rank(s) in "
-                  f"{result.seconds:.1f} s; queued {len(result.queue)} -> {queue_file}")
+                  f"{result.seconds:.1f} s; queued {len(result.queue)}{short} -> {queue_file}")
     if failed:
         console.print(f"[yellow]trigger failures (frames still scored by the others): {failed}[/]")
         for m in result.error_messages[:5]:

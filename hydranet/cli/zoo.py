@@ -15,7 +15,7 @@ from hydranet.model import PRETRAINED, ZooError, find_pretrained, verified_direc
 @app.command()
 def zoo(
     name: str = typer.Argument("list", help="'list' (default): every entry; or an entry's name: its provenance."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="The list as JSON (an entry's provenance is always JSON)."),
 ) -> None:
     """The model zoo: pretrained weights shipped inside the package. Use an entry as `zoo:NAME` wherever a
     command takes a checkpoint (eval, gate, report, export, predict, mine, label --teacher, train --from,

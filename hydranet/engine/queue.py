@@ -43,8 +43,10 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def write_queue(out: str | Path, result: MineResult, pool: str, model: str, triggers: list[str], budget: int,
-                parquet: bool = False) -> dict[str, Path]:
-    """Write the queue files into directory ``out``; returns their paths by kind."""
+                parquet: bool = False, settings: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the queue files into directory ``out``; returns their paths by kind. ``settings``: how the queue
+    was mined (the trigger spec string, ``oversample``, ``radius``, ``limit``, ``max_per_scene``), recorded in
+    ``mine_summary.json`` so the command can be rebuilt from it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jsonl": out / "queue.jsonl", "summary": out / "mine_summary.json"}
@@ -52,7 +54,7 @@ def write_queue(out: str | Path, result: MineResult, pool: str, model: str, trig
     summary = {"pool": pool, "model": model, "triggers": triggers, "budget": budget, "frames": result.frames,
                "picked": len(result.queue), "trigger_errors": result.errors, "error_messages": result.error_messages,
                "trigger_means": result.trigger_means, "dedup_radius": result.radius, "seconds": result.seconds,
-               "world_size": result.world_size}
+               "world_size": result.world_size, "settings": dict(settings or {})}
     _atomic_text(paths["summary"], dumps(summary))
     if parquet:
         import pyarrow as pa
@@ -127,6 +129,8 @@ def write_queue_html(path: str | Path, queue: list[dict[str, Any]], pool: Datase
                     f"{scores}<br><i>{html.escape(meta)}</i><p>{html.escape(r['reason'])}</p></td></tr>")
     errs = {k: v for k, v in summary.get("trigger_errors", {}).items() if v}
     err_html = ("<p class=err>trigger failures: " + html.escape(json.dumps(errs)) + "</p>") if errs else ""
+    per_scene = (summary.get("settings") or {}).get("max_per_scene")
+    cap = f", at most {per_scene} per scene" if per_scene else ""
     page = f"""<!doctype html><meta charset=utf-8><title>hydranet mining queue</title>
 <style>body{{font:14px system-ui;margin:20px}}td{{vertical-align:top;padding:6px;border-bottom:1px solid #ddd}}
 img{{width:640px}}.s{{background:#eef;margin-right:6px;padding:1px 4px;border-radius:3px;font-size:12px}}
@@ -134,7 +138,7 @@ img{{width:640px}}.s{{background:#eef;margin-right:6px;padding:1px 4px;border-ra
 <h1>Mining queue</h1>
 <p>pool <code>{html.escape(str(summary.get('pool')))}</code>
  · model <code>{html.escape(str(summary.get('model')))}</code>
- · {summary.get('frames')} frames scored · {len(queue)} picked (budget {summary.get('budget')})
+ · {summary.get('frames')} frames scored · {len(queue)} picked (budget {summary.get('budget')}{cap})
  · triggers {html.escape(', '.join(summary.get('triggers', [])))}</p>{err_html}
 <table>{''.join(rows)}</table>"""
     path = Path(path)

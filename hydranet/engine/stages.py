@@ -61,7 +61,9 @@ def _stage_mine(v: VacationRun, it: int) -> dict[str, Any]:
     assert result is not None  # single process
     qdir = v.iter_dir(it) / "queue"
     names = [n for n, _, _ in specs]
-    write_queue(qdir, result, v.pipe.pool, cur["checkpoint"], names, m.budget)
+    write_queue(qdir, result, v.pipe.pool, cur["checkpoint"], names, m.budget,
+                settings={"triggers": m.triggers, "oversample": m.oversample, "radius": m.radius, "limit": m.limit,
+                          "max_per_scene": m.max_per_scene})
     summary = {"pool": v.pipe.pool, "model": cur["checkpoint"], "triggers": names, "budget": m.budget,
                "frames": result.frames, "trigger_errors": result.errors}
     write_queue_html(qdir / "queue.html", result.queue, pool, summary, 40)

@@ -141,6 +141,16 @@ def test_mine_cli_writes_queue_page_and_summary(checkpoint, world_yaml, tmp_path
     assert summary["frames"] == 15 and sum(summary["trigger_errors"].values()) == 0
     page = (out / "queue.html").read_text()
     assert page.count("<img src='data:image/jpeg;base64,") == 4 and rows[0]["frame_id"] in page
+    settings = summary["settings"]
+    assert settings["triggers"].startswith("entropy:task=drivable,") and settings["oversample"] == 4
+    capped = invoke("mine", "--model", checkpoint, "--data", world_yaml, "-t", "entropy:task=drivable", "-b", "5",
+                    "--max-per-scene", "1", "-o", tmp_path / "capped")
+    assert capped.exit_code == 0, capped.output
+    scenes = [json.loads(x)["scene_id"] for x in (tmp_path / "capped" / "queue.jsonl").read_text().splitlines()]
+    assert len(scenes) == len(set(scenes)) == 3  # the pool's three scenes, one frame each: 3 of the 5 asked
+    text = " ".join(capped.output.split())
+    assert "queued 3 (fewer than the budget of 5: at most 1 per scene" in text
+    assert "at most 1 per scene" in (tmp_path / "capped" / "queue.html").read_text()
 
 
 @pytest.mark.parametrize("args,needle", [
