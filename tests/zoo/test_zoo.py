@@ -133,8 +133,11 @@ def test_hydranet_zoo_lists_names_figures_and_sha256():
     table = runner.invoke(app, ["zoo", "list"])
     assert table.exit_code == 0 and "zoo:tiny-world" in table.output
     assert prov["sha256"]["model.safetensors"] in table.output
-    one = runner.invoke(app, ["zoo", "tiny-world"])
+    one = runner.invoke(app, ["zoo", "tiny-world", "--json"])
     assert one.exit_code == 0 and json.loads(one.output)["reproduce"] == prov["reproduce"]
+    text = runner.invoke(app, ["zoo", "tiny-world"])
+    assert text.exit_code == 0 and f"reproduce: {prov['reproduce']}" in text.output
+    assert "create_model('tiny-world', pretrained=True)" in text.output
     bad = runner.invoke(app, ["zoo", "nope"])
     assert bad.exit_code == 2 and "names with weights: tiny-world" in bad.output
 
