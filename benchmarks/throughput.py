@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from hydranet.data.sample import collate
 from hydranet.model import ModelConfig, create_model
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
 from hydranet.train.demo import default_demo_config
+from hydranet.train.machine import cpu_model
 from hydranet.train.precision import cpu_flags, device_has_fast_bf16
 from hydranet.train.trainer import Trainer
 from hydranet.world import SyntheticWorld
@@ -85,17 +85,6 @@ def conv_peaks(dtype: torch.dtype, channels: list[int], repeats: int) -> dict[st
         with torch.no_grad():
             out[str(c)] = round(flops / best_of(lambda conv=conv, x=x: conv(x), repeats) / 1e9, 1)
     return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def step_config(args: argparse.Namespace) -> Config:

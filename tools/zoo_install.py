@@ -41,6 +41,7 @@ from hydranet.model import PRETRAINED, ZooError
 from hydranet.model.zoo import PROVENANCE_FILE, STATE_FILE, WEIGHTS_FILE
 from hydranet.outputs import write_bytes_atomic
 from hydranet.train.config import load_config
+from hydranet.train.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = "reference"  # docs/results/reference.json
@@ -132,7 +133,7 @@ def install(run: str, name: str, config: str, data_note: str | None = None) -> P
         "source": str(ckpt.path), "commit": _git_commit(),
         "installed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "cpu": platform.processor()},
+                    "cpu": cpu_model()},
     }
     target = PRETRAINED[name].directory
     target.mkdir(parents=True, exist_ok=True)
