@@ -4,6 +4,7 @@ the iteration number, does its work, and returns the record the loop writes when
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,16 @@ def _stage_mine(v: VacationRun, it: int) -> dict[str, Any]:
     assert result is not None  # single process
     qdir = v.iter_dir(it) / "queue"
     names = [n for n, _, _ in specs]
-    write_queue(qdir, result, v.pipe.pool, cur["checkpoint"], names, m.budget,
-                settings={"triggers": m.triggers, "oversample": m.oversample, "radius": m.radius, "limit": m.limit,
-                          "max_per_scene": m.max_per_scene})
+    settings = {"triggers": m.triggers, "oversample": m.oversample, "radius": m.radius, "limit": m.limit,
+                "max_per_scene": m.max_per_scene}
+    write_queue(qdir, result, v.pipe.pool, cur["checkpoint"], names, m.budget, settings=settings)
     summary = {"pool": v.pipe.pool, "model": cur["checkpoint"], "triggers": names, "budget": m.budget,
-               "frames": result.frames, "trigger_errors": result.errors}
+               "frames": result.frames, "trigger_errors": result.errors, "settings": settings}
     write_queue_html(qdir / "queue.html", result.queue, pool, summary, 40)
     _mined_picture(qdir / "mined.png", result.queue, pool)
-    reasons = [q["reason"].split(";")[0] for q in result.queue[:3]]
+    # The leading reason of each pick, counted: the first picks' reasons are often one and the same.
+    leading = Counter(q["reason"].split(";")[0] for q in result.queue)
+    reasons = [f"{r} (x{n})" for r, n in leading.most_common(3)]
     return {"queue": str(qdir / "queue.jsonl"), "picked": len(result.queue), "frames": result.frames,
             "indices": [q["index"] for q in result.queue], "trigger_errors": result.errors,
             "trigger_means": result.trigger_means, "conditions": _conditions(result.queue),
