@@ -53,6 +53,10 @@ def test_two_iterations_promote_and_write_history(tmp_path):
     q1 = {json.loads(x)["index"] for x in (run / "iter_001/queue/queue.jsonl").read_text().splitlines()}
     q2 = {json.loads(x)["index"] for x in (run / "iter_002/queue/queue.jsonl").read_text().splitlines()}
     assert len(q1) == len(q2) == 2 and not q1 & q2  # nothing is labelled twice
+    mined = json.loads((run / "iter_001" / "mine.json").read_text())
+    assert "top reasons: [" in mined["summary"] and "(x" in mined["summary"]  # each leading reason once, counted
+    settings = json.loads((run / "iter_001/queue/mine_summary.json").read_text())["settings"]
+    assert settings["oversample"] >= 1 and "max_per_scene" in settings
     manifest = json.loads((run / "iter_002/dataset_manifest.json").read_text())
     assert [s["path"] for s in manifest["shards"]] == [str(run / "iter_001/labels"), str(run / "iter_002/labels")]
     page = (run / "history.html").read_text()
