@@ -10,6 +10,9 @@ nothing else is left. ``radius`` "auto" = the median distance between a candidat
 other candidate (consecutive frames are each other's nearest neighbour).
 
 Embeddings are L2-normalised, so ``d`` is the Euclidean distance on the unit sphere ∈ [0, 2].
+
+The discount only spreads picks out; ``max_per_group`` (``hydranet mine --max-per-scene``) is a hard cap on the
+picks that share a group id (a scene), for pools where one hard scene would otherwise fill the queue.
 """
 
 from __future__ import annotations
