@@ -37,6 +37,7 @@ from hydranet.engine import (
     oracle_items,
     parse_trigger_specs,
     preflight,
+    queue_summary,
     read_current,
     read_queue,
     write_labelled,
@@ -125,11 +126,10 @@ def mine_command(
     names = [n for n, _, _ in specs]
     settings = {"triggers": triggers, "oversample": oversample, "radius": radius, "limit": limit,
                 "max_per_scene": max_per_scene}
-    paths = write_queue(out, result, data, str(model), names, budget, parquet, settings)
-    summary = {"pool": data, "model": str(model), "triggers": names, "budget": budget, "frames": result.frames,
-               "trigger_errors": result.errors, "settings": settings}
+    summary = queue_summary(result, data, str(model), names, budget, settings)
+    paths = write_queue(out, result, summary, parquet)
     if html_frames:
-        paths["html"] = write_queue_html(out / "queue.html", result.queue, open_pool(data), summary, html_frames)
+        paths["html"] = write_queue_html(out / "queue.html", result.queue, pool, summary, html_frames)
     _print_mine_result(result, paths["jsonl"], budget, max_per_scene)
     exit_torchrun_worker()  # gloo can SIGABRT at interpreter teardown (see distributed.exit_process)
 

@@ -23,7 +23,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "pool": ["PoolError", "load_mining_model", "model_tasks", "open_pool"],
     "preflight": ["preflight"],
     "quality": ["autolabel_quality"],
-    "queue": ["QueueError", "read_queue", "write_queue", "write_queue_html"],
+    "queue": ["QueueError", "queue_summary", "read_queue", "write_queue", "write_queue_html"],
     "records": ["read_current", "run_outputs"],
     "triggers.base": ["BatchContext", "FrameContext", "Score", "TRIGGERS", "Trigger", "TriggerError",
         "TriggerOptions", "create_trigger", "parse_trigger_specs", "register_trigger"],

@@ -42,19 +42,25 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_queue(out: str | Path, result: MineResult, pool: str, model: str, triggers: list[str], budget: int,
-                parquet: bool = False, settings: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write the queue files into directory ``out``; returns their paths by kind. ``settings``: how the queue
-    was mined (the trigger spec string, ``oversample``, ``radius``, ``limit``, ``max_per_scene``), recorded in
-    ``mine_summary.json`` so the command can be rebuilt from it."""
+def queue_summary(result: MineResult, pool: str, model: str, triggers: list[str], budget: int,
+                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``mine_summary.json`` holds and ``queue.html`` heads its page with: the pool, model, trigger names,
+    budget, counts, trigger failures and timing of a mining run, and ``settings``: how the queue was mined (the
+    trigger spec string, ``oversample``, ``radius``, ``limit``, ``max_per_scene``), so the command can be
+    rebuilt from it."""
+    return {"pool": pool, "model": model, "triggers": triggers, "budget": budget, "frames": result.frames,
+            "picked": len(result.queue), "trigger_errors": result.errors, "error_messages": result.error_messages,
+            "trigger_means": result.trigger_means, "dedup_radius": result.radius, "seconds": result.seconds,
+            "world_size": result.world_size, "settings": dict(settings or {})}
+
+
+def write_queue(out: str | Path, result: MineResult, summary: dict[str, Any], parquet: bool = False) -> dict[str, Path]:
+    """Write the queue files into directory ``out`` (``queue.jsonl``, ``mine_summary.json`` holding ``summary``
+    from ``queue_summary``, ``queue.parquet`` with ``parquet``); returns their paths by kind."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jsonl": out / "queue.jsonl", "summary": out / "mine_summary.json"}
     _atomic_text(paths["jsonl"], "".join(dumps(r, indent=None) + "\n" for r in result.queue))
-    summary = {"pool": pool, "model": model, "triggers": triggers, "budget": budget, "frames": result.frames,
-               "picked": len(result.queue), "trigger_errors": result.errors, "error_messages": result.error_messages,
-               "trigger_means": result.trigger_means, "dedup_radius": result.radius, "seconds": result.seconds,
-               "world_size": result.world_size, "settings": dict(settings or {})}
     _atomic_text(paths["summary"], dumps(summary))
     if parquet:
         import pyarrow as pa

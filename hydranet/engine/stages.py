@@ -15,7 +15,7 @@ from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 from hydranet.engine.label import oracle_items, write_labelled
 from hydranet.engine.mine import build_triggers, mine
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
-from hydranet.engine.queue import read_queue, write_queue, write_queue_html
+from hydranet.engine.queue import queue_summary, read_queue, write_queue, write_queue_html
 from hydranet.engine.records import VacationRun, atomic_json
 from hydranet.engine.triggers import parse_trigger_specs
 from hydranet.eval import gate, load_suite, run_suite
@@ -64,9 +64,8 @@ def _stage_mine(v: VacationRun, it: int) -> dict[str, Any]:
     names = [n for n, _, _ in specs]
     settings = {"triggers": m.triggers, "oversample": m.oversample, "radius": m.radius, "limit": m.limit,
                 "max_per_scene": m.max_per_scene}
-    write_queue(qdir, result, v.pipe.pool, cur["checkpoint"], names, m.budget, settings=settings)
-    summary = {"pool": v.pipe.pool, "model": cur["checkpoint"], "triggers": names, "budget": m.budget,
-               "frames": result.frames, "trigger_errors": result.errors, "settings": settings}
+    summary = queue_summary(result, v.pipe.pool, cur["checkpoint"], names, m.budget, settings)
+    write_queue(qdir, result, summary)
     write_queue_html(qdir / "queue.html", result.queue, pool, summary, 40)
     _mined_picture(qdir / "mined.png", result.queue, pool)
     # The leading reason of each pick, counted: the first picks' reasons are often one and the same.
