@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["format_validation_error"]
+__all__ = ["field_messages", "format_field_messages", "format_validation_error"]
 
 # Location parts pydantic inserts for union members / validators, not fields the user wrote.
 _INTERNAL = re.compile(r"^(literal\[.*\]|function-\w+\[.*\]|[a-z_]+\[.*\]|is-instance\[.*\]|tagged-union\[.*\]|"
@@ -69,14 +69,23 @@ def _merge(errors: list[dict[str, Any]]) -> str:
     return f"expected {' or '.join(alternatives)}, got {shown}"
 
 
-def format_validation_error(err: ValidationError, where: str, prefix: str = "", sep: str = "\n") -> str:
-    """``where: field: message`` for each field of ``err`` (joined by ``sep``); no pydantic internals.
+def field_messages(err: ValidationError, prefix: str = "") -> dict[str, str]:
+    """One message per field of ``err``: ``{dotted.field: message}`` in pydantic's order, no internals.
 
     ``prefix`` is prepended to every field path (e.g. ``model`` when validating that section)."""
     by_field: dict[str, list[dict[str, Any]]] = {}
     for e in err.errors():
         by_field.setdefault(_field(tuple(e["loc"]), prefix), []).append(e)
-    lines = []
-    for field, errors in by_field.items():
-        lines.append(": ".join(p for p in (where, field, _merge(errors)) if p))
-    return sep.join(lines)
+    return {field: _merge(errors) for field, errors in by_field.items()}
+
+
+def format_field_messages(fields: dict[str, str], where: str, sep: str = "\n") -> str:
+    """``where: field: message`` for each entry of ``fields`` (joined by ``sep``)."""
+    return sep.join(": ".join(p for p in (where, field, message) if p) for field, message in fields.items())
+
+
+def format_validation_error(err: ValidationError, where: str, prefix: str = "", sep: str = "\n") -> str:
+    """``where: field: message`` for each field of ``err`` (joined by ``sep``); no pydantic internals.
+
+    ``prefix`` is prepended to every field path (e.g. ``model`` when validating that section)."""
+    return format_field_messages(field_messages(err, prefix), where, sep)

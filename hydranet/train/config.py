@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hydranet.config_errors import format_validation_error
+from hydranet.config_errors import field_messages, format_field_messages
 from hydranet.data import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
 from hydranet.train.balancing import BalancingConfig
@@ -30,7 +30,15 @@ from hydranet.world import WorldConfig
 
 
 class ConfigError(ValueError):
-    """A bad config: the message names the file and the field."""
+    """A bad config: the message names the file and the field.
+
+    ``fields`` maps each dotted field path that failed validation to its message (``{"train.lr": "Input
+    should be a valid number..."}``); it is empty for errors that are not about one field (a missing file,
+    bad YAML)."""
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = dict(fields or {})
 
 
 class _Strict(BaseModel):
@@ -224,14 +232,16 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
     """``{preset: tiny, neck: {channels: 48}}`` -> the preset's fields with the overrides merged in.
-    ``tasks`` is replaced, not merged, so a config lists exactly the tasks it trains."""
+    ``tasks`` is replaced, not merged, so a config lists exactly the tasks it trains. Raises ``ConfigError``
+    (field ``preset``) for an unknown preset."""
     model = dict(model)
     name = model.pop("preset", None)
     if name is None:
         return model
 
     if name not in MODEL_PRESETS:
-        raise ValueError(f"preset: unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}")
+        message = f"unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}"
+        raise ConfigError(f"preset: {message}", {"preset": message})
     base = MODEL_PRESETS[name].model_dump(mode="json", exclude_unset=True)  # a default rig is not pinned
     tasks = model.pop("tasks", None)
     merged = _deep_merge(base, model)
@@ -245,8 +255,10 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _format_errors(err: ValidationError, where: str, prefix: str = "") -> str:
-    return format_validation_error(err, where, prefix)
+def _field_error(err: ValidationError, where: str, prefix: str = "") -> ConfigError:
+    """A ``ConfigError`` with one ``where: field: message`` line and one ``fields`` entry per failed field."""
+    fields = field_messages(err, prefix)
+    return ConfigError(format_field_messages(fields, where), fields)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -295,18 +307,23 @@ def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
     except ValidationError as e:
         # Nested validators (ModelConfig, WorldConfig) raise their own ValidationError: pydantic
         # wraps it as a value error at the section, so re-validate the section to get its paths.
-        raise ConfigError(_nested_errors(tree, where) or _format_errors(e, where)) from None
+        raise (_nested_errors(tree, where) or _field_error(e, where)) from None
     return cfg
 
 
-def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
+def _nested_errors(tree: dict[str, Any], where: str) -> ConfigError | None:
     """Precise paths for errors raised inside the lazily-validated model/world sections."""
     try:
         ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
     except ValidationError as e:
-        return _format_errors(e, where, "model")
+        return _field_error(e, where, "model")
+    except ConfigError as e:  # from resolve_model_dict: its fields are relative to the model section
+        fields = {f"model.{field}": message for field, message in e.fields.items()}
+        if fields:
+            return ConfigError(format_field_messages(fields, where), fields)
+        return ConfigError(f"{where}: model.{e}")
     except ValueError as e:
-        return f"{where}: model.{e}"
+        return ConfigError(f"{where}: model.{e}")
     except ImportError:
         pass
     datasets = (tree.get("data") or {}).get("datasets") or {}
@@ -320,7 +337,7 @@ def _nested_errors(tree: dict[str, Any], where: str) -> str | None:
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
                 prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"
-                return _format_errors(e, where, prefix)
+                return _field_error(e, where, prefix)
             except ImportError:
                 pass
     return None
@@ -346,12 +363,21 @@ def config_with_overrides(tree: dict[str, Any], overrides: list[str], where: str
     try:
         return config_from_dict(apply_overrides(tree, overrides), where)
     except ConfigError as e:
-        msg = str(e)
-        for item in overrides:
-            key = item.split("=", 1)[0].strip()
-            if msg.startswith((f"{where}: {key}:", f"{where}: {key}.")):
-                raise ConfigError(f"--set {item}: {msg[len(where) + 2:]}") from None
-        raise
+        def set_by(field: str) -> str | None:
+            """The ``--set`` item whose key is ``field`` or a section holding it (the last one wins, as
+            overrides apply in order)."""
+            found = None
+            for item in overrides:
+                key = item.split("=", 1)[0].strip()
+                if field == key or field.startswith(key + "."):
+                    found = item
+            return found
+
+        if not any(set_by(field) for field in e.fields):
+            raise
+        raise ConfigError("\n".join(f"--set {item}: {field}: {message}" if (item := set_by(field)) else
+                                     f"{where}: {field}: {message}" for field, message in e.fields.items()),
+                          e.fields) from None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -108,6 +108,28 @@ def test_a_bad_set_value_is_named_as_typed_and_a_bad_file_value_by_its_file(tmp_
         load_config(bad, ["train.steps=3"])
 
 
+def test_every_failed_field_is_named_by_the_set_that_wrote_it(tmp_path):
+    # Each line is matched by field path, not by the message's first line (before: only the first error was
+    # attributed to its --set, the second named the file although the command line wrote it too).
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["train.steps=-1", "train.lr=abc"])
+    assert str(err.value).splitlines() == [
+        "--set train.steps=-1: train.steps: Input should be greater than or equal to 1",
+        "--set train.lr=abc: train.lr: Input should be a valid number, unable to parse string as a number"]
+    assert set(err.value.fields) == {"train.steps", "train.lr"}
+    # A file's own bad field beside a bad --set: each named by where it came from.
+    bad = write(tmp_path, {**BASE, "train": {**BASE["train"], "lr": "abc"}})
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, ["train.steps=-1"])
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("--set train.steps=-1: train.steps: ") and lines[1].endswith(
+        "cfg.yaml: train.lr: Input should be a valid number, unable to parse string as a number")
+    # The model preset is resolved before validation; it is still a field.
+    with pytest.raises(ConfigError, match=r"^--set model.preset=nope: model.preset: unknown 'nope'") as err:
+        load_config(write(tmp_path, BASE), ["model.preset=nope"])
+    assert list(err.value.fields) == ["model.preset"]
+
+
 def test_pydantic_internals_never_reach_the_user(tmp_path):
     """Union members in the location, one error per union member, "(2 errors)": never shown."""
     from hydranet.world.config import load_world_config
