@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-scenes", type=int, default=3)
     p.add_argument("--eval-frames-per-scene", type=int, default=16)
     p.add_argument("--latency-frames", type=int, default=8)
+    p.add_argument("--latency-rounds", type=int, default=5,
+                   help="latency rounds, the two models interleaved; each model's best round counts")
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--lr", type=float, default=6e-3)
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "occluded_objects": o["occluded_objects"], "visible_recall": o["visible_recall"],
                 "flicker": o["flicker"], "bev_semantic_miou": metrics["bev_semantic"].get("miou"),
                 "params": sum(p.numel() for p in model.parameters()), **probe.result()}
-    same = {k: v for k, v in vars(args).items() if k not in ("out", "model", "save", "threads")}
+    # What a trained half depends on (latency settings do not: latency is measured below, on fresh models).
+    same = {k: v for k, v in vars(args).items() if k not in ("out", "model", "save", "threads", "latency_rounds")}
     if args.save is not None:
         args.save.mkdir(parents=True, exist_ok=True)
         for name, r in results.items():
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frames = render(2002, 1, args.latency_frames + 2, argparse.Namespace(height=lh, width=lw))
     nets = {n: create_model(make_config(argparse.Namespace(**{**vars(args), "height": lh, "width": lw}),
                                         n == "temporal").resolved_model()).eval() for n in results}
-    for _ in range(3):
+    for _ in range(args.latency_rounds):
         for n, net in nets.items():
             lat = latency(net, frames, args.latency_frames)
             best = results[n].get("median_s")

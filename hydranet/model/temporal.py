@@ -284,11 +284,17 @@ class TemporalMemory(nn.Module):
         T_curr = T_world_from_ego.float()
         t_now = timestamp.float()
 
-        # Every entry, warped from its own ego frame into the current one.
-        T_entry_from_curr = rigid_inverse(state.queue_pose) @ T_curr[:, None]  # [B, Q, 4, 4]
-        warped, valid = warp_bev(state.queue.reshape(B * Q, C, R, W), T_entry_from_curr.reshape(B * Q, 4, 4),
-                                 self.grid)
-        valid = valid.reshape(B, Q, R, W) * state.queue_valid[:, :, None, None]
+        # Every entry and the hidden map, each warped from its own ego frame into the current one, in one
+        # grid_sample (a batch of B * (Q + 1) maps: at a 32×32 grid each op's fixed cost is what counts).
+        maps = torch.cat([state.queue, state.hidden[:, None]], 1)  # [B, Q + 1, C, h, w]
+        poses = torch.cat([state.queue_pose, state.hidden_pose[:, None]], 1)  # [B, Q + 1, 4, 4]
+        T_entry_from_curr = rigid_inverse(poses) @ T_curr[:, None]  # [B, Q + 1, 4, 4]
+        warped_all, valid_all = warp_bev(maps.reshape(B * (Q + 1), C, R, W),
+                                         T_entry_from_curr.reshape(B * (Q + 1), 4, 4), self.grid)
+        warped_all = warped_all.reshape(B, Q + 1, C, R, W)
+        valid_all = valid_all.reshape(B, Q + 1, R, W)
+        warped, h_prev, h_valid = warped_all[:, :Q], warped_all[:, Q], valid_all[:, Q, None]
+        valid = valid_all[:, :Q] * state.queue_valid[:, :, None, None]
         warped = warped.reshape(B, Q, C, R, W) * valid[:, :, None]
         age = ((t_now[:, None] - state.queue_time) / AGE_SCALE_S * state.queue_valid)[:, :, None, None]
         ego_v = ego_velocity(T_curr, state.queue_pose[:, 0], t_now - state.queue_time[:, 0], state.queue_valid[:, 0])
@@ -299,7 +305,6 @@ class TemporalMemory(nn.Module):
         x = self.mix(torch.cat(parts, 1))
 
         started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
-        h_prev, h_valid = warp_bev(state.hidden, rigid_inverse(state.hidden_pose) @ T_curr, self.grid)
         h_prev = h_prev * h_valid * started
         h = self.gru(x, h_prev.to(x.dtype))
         fused = bev + self.out(h)
