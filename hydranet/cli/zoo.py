@@ -27,54 +27,64 @@ def zoo(
         if name != "list":
             entry = find_pretrained(name)
             verified_directory(entry.name)  # a missing or altered file is an error (exit 2) naming it
-            record = {"zoo": f"zoo:{entry.name}", "preset": entry.preset, "description": entry.description,
-                      "directory": str(entry.directory), **entry.provenance()}
+            record = _record(entry)
             if as_json:
                 console.print_json(json.dumps(record))
             else:
-                _print_entry(console, record)
+                _print_lines(console, _entry_lines(record, full=True))
             return
-        rows = []
+        records = []
         for entry in PRETRAINED.values():
             try:
                 verified_directory(entry.name)
-                prov, status = entry.provenance(), "ok"
+                records.append(_record(entry))
             except ZooError as e:
-                prov, status = {}, str(e)
-            rows.append({"name": f"zoo:{entry.name}", "preset": entry.preset, "description": entry.description,
-                         "step": prov.get("step"), "config": prov.get("config"), "figures": prov.get("figures"),
-                         "floors": prov.get("floors"), "sha256": prov.get("sha256", {}).get("model.safetensors"),
-                         "status": status})
+                records.append(_record(entry, provenance={}, status=str(e)))
         if as_json:
-            console.print_json(json.dumps(rows))
+            console.print_json(json.dumps([{
+                "name": r["zoo"], "preset": r["preset"], "description": r["description"], "step": r.get("step"),
+                "config": r.get("config"), "figures": r.get("figures"), "floors": r.get("floors"),
+                "sha256": (r.get("sha256") or {}).get("model.safetensors"), "status": r["status"]} for r in records]))
             return
         # One block per entry rather than a table: the description and a sha256 make a table wider than any
         # terminal, and a pipe (no width) would get one very long line.
         console.print("hydranet model zoo: use an entry as zoo:NAME in any command, or "
                       "create_model(NAME or its preset, pretrained=True); `hydranet zoo NAME` prints its provenance")
-        for r in rows:
-            console.print(f"\n{r['name']}  (preset {r['preset']}, {r['step'] or '-'} steps, {r['status']})",
-                          markup=False)
-            console.print(f"  {r['description']}", markup=False)
-            console.print(f"  config {r['config'] or '-'} · figures {r['figures'] or '-'}", markup=False)
-            console.print(f"  sha256 (model.safetensors) {r['sha256'] or '-'}", markup=False)
+        for r in records:
+            console.print()
+            _print_lines(console, _entry_lines(r, full=False))
 
 
-def _print_entry(console: Console, r: dict[str, Any]) -> None:
-    """One entry's provenance as readable lines: how to use it, how to reproduce it, what it was trained on."""
-    lines = [
-        f"{r['zoo']}  (preset {r['preset']})",
-        f"  {r['description']}",
-        f"  use: {r['zoo']} wherever a command takes a checkpoint, or create_model({r['name']!r}, pretrained=True)",
-        f"  reproduce: {r.get('reproduce', '-')}",
-        f"  trained: {r.get('step', '-')} steps at batch {r.get('batch_size', '-')} "
-        f"({r.get('samples_seen', '-')} samples) in {float(r.get('train_seconds') or 0) / 60:.1f} min on "
-        f"{r.get('threads', '-')} thread(s), commit {str(r.get('commit', '-'))[:10]}",
-        f"  data: {_data_line(r.get('data'))}",
-        f"  figures {r.get('figures', '-')} · floors {r.get('floors', '-')} · {r.get('parameters', '-')} parameters",
-        f"  sha256 (model.safetensors) {(r.get('sha256') or {}).get('model.safetensors', '-')}",
-        f"  files: {r['directory']}   (--json: the whole provenance record)",
-    ]
+def _record(entry: Any, provenance: dict[str, Any] | None = None, status: str = "ok") -> dict[str, Any]:
+    """An entry's name, preset, description, directory and status, with its provenance record's fields."""
+    return {"zoo": f"zoo:{entry.name}", "preset": entry.preset, "description": entry.description,
+            "directory": str(entry.directory), "status": status,
+            **(entry.provenance() if provenance is None else provenance)}
+
+
+def _entry_lines(r: dict[str, Any], full: bool) -> list[str]:
+    """An entry as readable lines: the list's block (``full=False``), or also how to use and reproduce it
+    and what it was trained on (``hydranet zoo NAME``)."""
+    status = "" if full else f", {r['status']}"
+    lines = [f"{r['zoo']}  (preset {r['preset']}, {r.get('step') or '-'} steps{status})", f"  {r['description']}"]
+    if full:
+        lines += [
+            f"  use: {r['zoo']} wherever a command takes a checkpoint, or "
+            f"create_model({r['zoo'].removeprefix('zoo:')!r}, pretrained=True)",
+            f"  reproduce: {r.get('reproduce', '-')}",
+            f"  trained: {r.get('step', '-')} steps at batch {r.get('batch_size', '-')} "
+            f"({r.get('samples_seen', '-')} samples) in {float(r.get('train_seconds') or 0) / 60:.1f} min on "
+            f"{r.get('threads', '-')} thread(s), commit {str(r.get('commit', '-'))[:10]}",
+            f"  data: {_data_line(r.get('data'))}"]
+    lines.append(f"  config {r.get('config') or '-'} · figures {r.get('figures') or '-'} · "
+                 f"floors {r.get('floors') or '-'}" + (f" · {r.get('parameters', '-')} parameters" if full else ""))
+    lines.append(f"  sha256 (model.safetensors) {(r.get('sha256') or {}).get('model.safetensors', '-')}")
+    if full:
+        lines.append(f"  files: {r['directory']}   (--json: the whole provenance record)")
+    return lines
+
+
+def _print_lines(console: Console, lines: list[str]) -> None:
     for line in lines:
         console.print(line, markup=False, highlight=False)
 
