@@ -48,10 +48,11 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
         det = lab["detection2d"]
         names = class_names(setup, "detection2d")
         light = det["classes"] == (names.index("traffic_light") if "traffic_light" in names else -1)
-        draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light], names=names)
+        draw_boxes2d(views, det["boxes"][~light], det["camera"][~light], det["classes"][~light], names=names,
+                     dashed=True)
     if "traffic_light" in lab:
         tl = lab["traffic_light"]
-        draw_traffic_lights(views, tl["boxes"], tl["camera"], tl["state"], tl["lane"])
+        draw_traffic_lights(views, tl["boxes"], tl["camera"], tl["state"], tl["lane"], dashed=True)
     if "bev_semantic" in lab:
         draw_bev_map(views, lab["bev_semantic"])
     if "lane_lines" in lab:
@@ -61,7 +62,7 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     if "objects3d" in lab:
         ob = lab["objects3d"]
         draw_boxes3d(views, ob["boxes"], ob["classes"], cameras=boxes3d_in_cameras,
-                     names=class_names(setup, "objects3d"))
+                     names=class_names(setup, "objects3d"), dashed=True)
     if "ego_path" in lab:
         path = lab["ego_path"]
         pts = torch.cat([torch.zeros(1, 3), torch.cat([path[:, :2], torch.zeros(len(path), 1)], 1)])

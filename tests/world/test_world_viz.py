@@ -132,3 +132,23 @@ def test_show_downscales_large_real_frames(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["show", "--data", f"bdd100k:{frames}", "--camera-width", "0", "--scale", "1",
                                    "-o", str(tmp_path / "t.png")])
     assert res.exit_code == 0 and seen["scale"] == 1 and Image.open(tmp_path / "t.png").width > 2000
+
+
+def test_show_draws_labels_as_ground_truth(tmp_path, monkeypatch):
+    # `show` draws labels only: its legend says "ground truth" (dashed), never "prediction" (before: solid boxes
+    # listed as predictions).
+    from hydranet.viz import Views as ViewsClass
+
+    styles: list[set[str]] = []
+    original = ViewsClass.compose
+
+    def spy(self, *args, **kwargs):
+        styles.append(set(self.outline_styles))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ViewsClass, "compose", spy)
+    res = CliRunner().invoke(app, ["show", "--index", "3", "--out", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    assert styles == [{"ground truth"}]
+    res = CliRunner().invoke(app, ["show", "--index", "3", "--boxes3d", "--out", str(tmp_path / "t.png")])
+    assert res.exit_code == 0 and styles[-1] == {"ground truth"}
