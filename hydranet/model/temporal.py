@@ -32,7 +32,7 @@ displacements up to ``correlation_radius`` cells (FlowNet's correlation layer, D
 confidence: after the ego-motion warp the static world matches at displacement 0 and an object moving at
 v where it was, −v·age. The GRU updates the hidden map; its output is added
 residually to the current BEV. The new state is returned, never kept inside the module: the caller (trainer,
-``HydraNet.stream``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
+``hydranet.eval.Streamer``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
 the reset (no history; the first frame of a scene) — the module then sees zero features, zero masks, and
 behaves as a single-frame model.
 
