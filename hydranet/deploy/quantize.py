@@ -13,10 +13,12 @@ min/max over those frames. What is quantized follows ORT profiles of the demo mo
   channels: the int8 kernel was slower than the fp32 one and the first layer is the most range-sensitive)
   and each output conv (no conv downstream: a few output channels, no int8 gain, and the regression
   outputs keep fp32 resolution).
-- Norms (GroupNorm -> InstanceNormalization), squeeze-excite gating, ``Add``/``Resize``, the camera->BEV
-  projection (matmuls of metres by K and T, a division by depth) and ``GridSample`` stay fp32: quantizing
-  the elementwise ops too gave no measurable speed, and 8-bit pixel coordinates would move a BEV sample
-  by whole pixels.
+- Squeeze-excite gating, ``Add``/``Resize``, the camera->BEV projection (matmuls of metres by K and T, a
+  division by depth) and ``GridSample`` stay fp32: quantizing the elementwise ops too gave no measurable
+  speed, and 8-bit pixel coordinates would move a BEV sample by whole pixels.
+- Nothing here handles normalisation: every BatchNorm follows a conv and the export (eval mode, constant
+  folding) has already folded it into that conv's weights and bias, so the graph has no norm node and the
+  per-channel int8 weights carry the BatchNorm scale.
 
 The result gets its own manifest (``model.int8.manifest.json``) recording how it was made.
 """

@@ -2,14 +2,15 @@
 
 Method (Simple-BEV, Harley et al., "Simple-BEV: What Really Matters for Multi-Sensor BEV
 Perception?", ICRA 2023; the sampling step of BEVFormer's spatial cross-attention without the
-learned offsets): every BEV cell gets a column of 3D reference points at fixed heights above the
-ground. Each point is moved into each camera with that sample's ``T_ego_from_cam`` and projected
-with its ``K``; the camera feature map is bilinearly sampled there (``grid_sample``'s arithmetic; in
-eager mode only at the (point, camera) pairs where the point is in view, a gather of feature rows,
-since a point is seen by one or two of eight cameras). Samples are averaged over the cameras that see
-the point, the height slices are stacked into channels (so the
-network still knows *which* height a feature came from), and a small residual BEV encoder turns the
-result into the ``[B, C, rows, cols]`` map every BEV head reads.
+learned offsets): every cell of the fusion grid -- the BEV grid at ``stride`` times its cell size,
+``coarse_grid`` (2 m cells for a 1 m grid at the default stride 2) -- gets a column of 3D reference points
+at fixed heights above the ground. Each point is moved into each camera with that sample's
+``T_ego_from_cam`` and projected with its ``K``; the camera feature map is bilinearly sampled there
+(``grid_sample``'s arithmetic; in eager mode only at the (point, camera) pairs where the point is in view,
+a gather of feature rows, since a point is seen by one or two of eight cameras). Samples are averaged over
+the cameras that see the point, the height slices are stacked into channels (so the network still knows
+*which* height a feature came from), and a small residual BEV encoder turns the result into the fusion-grid
+map it upsamples to the ``[B, C, rows, cols]`` BEV grid every BEV head reads.
 
 Why this and not lift-splat-shoot (predicted depth distribution + splat):
 - Geometry is an *input*: K and T enter as tensors and are applied per sample, so a different rig,

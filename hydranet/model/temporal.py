@@ -16,8 +16,9 @@ Where it sits: after the BEV encoder's residual stages (fusion resolution, ``bev
 upsample to the grid, so the heads read the fused map. The sampler's map has no depth -- a camera feature
 lands on every cell along its ray -- so an object's motion barely shows there; the encoder has already
 localised objects (BEVDet4D aligns and fuses such localised BEV features, Huang & Huang 2022). Measured
-with ``benchmarks/temporal.py`` (1,000 steps, one run each): 3D mAP 0.099 here against 0.059 with the
-memory before the encoder (single-frame model 0.072).
+with ``benchmarks/temporal.py``: 3D mAP was higher with the memory here than with it before the encoder,
+where it fell below the single-frame model's (docs/decisions.md, "The video memory: where it sits and the
+motion read-out").
 
 Each frame: every queue entry and the hidden map are warped into the current ego frame with
 ``grid_sample`` on fp32 coordinates (the static world lands on the same cell; moving objects are
@@ -32,7 +33,7 @@ displacements up to ``correlation_radius`` cells (FlowNet's correlation layer, D
 confidence: after the ego-motion warp the static world matches at displacement 0 and an object moving at
 v where it was, −v·age. The GRU updates the hidden map; its output is added
 residually to the current BEV. The new state is returned, never kept inside the module: the caller (trainer,
-``HydraNet.stream``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
+``hydranet.eval.Streamer``, the car's runtime through the exported graph) owns it. An all-zero ``TemporalState`` is
 the reset (no history; the first frame of a scene) — the module then sees zero features, zero masks, and
 behaves as a single-frame model.
 

@@ -69,7 +69,7 @@ def test_int8_graph_structure(exported, int8):
 
 def test_int8_kernels_after_ort_optimisation(exported, int8, tmp_path):
     """What ONNX Runtime runs: every quantized conv becomes a QLinearConv with its ReLU folded in (no
-    DequantizeLinear -> QuantizeLinear re-quantization left anywhere), norms and GridSample stay fp32 ops."""
+    DequantizeLinear -> QuantizeLinear re-quantization left anywhere), GridSample stays an fp32 op."""
     so = ort.SessionOptions()
     # EXTENDED: the QDQ -> QLinear fusions, without the hardware-specific NCHWc/NHWC layout rewrites.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -84,7 +84,8 @@ def test_int8_kernels_after_ort_optimisation(exported, int8, tmp_path):
     requant = [n.name for n in opt.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producers
                and producers[n.input[0]].op_type == "DequantizeLinear"]
     assert requant == []
-    # Norms (GroupNorm exports as InstanceNormalization) and the BEV sampling keep their fp32 ops, all of them.
+    # A normalisation op would keep its fp32 op (there is none: the export folds every BatchNorm into its conv),
+    # and the BEV sampling keeps its fp32 ops, all of them.
     assert ops.count("InstanceNormalization") == fp32_ops.count("InstanceNormalization")
     assert ops.count("GridSample") == fp32_ops.count("GridSample") > 0
     assert not any(op.startswith("QLinear") and op not in ("QLinearConv", "QLinearAdd") for op in ops), set(ops)
