@@ -63,8 +63,8 @@ def _project(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, image_h
     R = T_ego_from_cam[..., :3, :3]  # [B, N, 3, 3]
     t = T_ego_from_cam[..., :3, 3:]  # [B, N, 3, 1]
     # p_cam = R^T (p_ego - t), computed with the point axis innermost ([B, N, 3, P]): ONNX Runtime then
-    # broadcasts and divides P-long rows rather than 3-element ones (the fusion's projection took ~4 ms
-    # of a 32 ms demo frame laid out point-major; measured with the deploy benchmark's ORT profile).
+    # broadcasts and divides P-long rows rather than 3-element ones (laid out point-major, the projection was
+    # one of the costliest parts of the deployed frame in the deploy benchmark's ORT profile).
     p_cam = R.transpose(-1, -2) @ (points.t()[None, None] - t)
     uvw = intrinsics @ p_cam  # [B, N, 3, P]
     z = p_cam[:, :, 2]  # [B, N, P]
