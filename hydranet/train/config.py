@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hydranet.config_errors import field_messages, format_field_messages
 from hydranet.data import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
+from hydranet.tasks import TASKS
 from hydranet.train.balancing import BalancingConfig
 from hydranet.world import WorldConfig
 
@@ -209,10 +210,13 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    @model_validator(mode="after")
-    def _check_model(self) -> Config:
-        self.resolved_model()
-        return self
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # A field validator, so a bad model is reported at `model` beside the other sections' errors
+        # (``config_from_dict`` then gives its precise paths).
+        ModelConfig.model_validate(resolve_model_dict(v))
+        return v
 
     def resolved_model(self) -> Any:
         """The validated ``ModelConfig`` (``model.preset: tiny`` + overrides, deep-merged)."""
@@ -255,12 +259,6 @@ def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _field_error(err: ValidationError, where: str, prefix: str = "") -> ConfigError:
-    """A ``ConfigError`` with one ``where: field: message`` line and one ``fields`` entry per failed field."""
-    fields = field_messages(err, prefix)
-    return ConfigError(format_field_messages(fields, where), fields)
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``train.lr=1e-3`` -> (["train", "lr"], 0.001); the value is parsed as YAML."""
     if "=" not in text:
@@ -299,36 +297,75 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
-    """Validate a raw tree; errors name ``where`` and the field path."""
+    """Validate a raw tree; errors name ``where`` and the field path. Raises ``ConfigError`` listing every
+    failed field (``ConfigError.fields``), the lazily validated sections (the model, each task's options, each
+    world) included."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{where}: expected a mapping with sections data, model, train")
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as e:
-        # Nested validators (ModelConfig, WorldConfig) raise their own ValidationError: pydantic
-        # wraps it as a value error at the section, so re-validate the section to get its paths.
-        raise (_nested_errors(tree, where) or _field_error(e, where)) from None
+        # Nested validators (ModelConfig, a task's options, WorldConfig) raise their own ValidationError: pydantic
+        # wraps it as one value error at the section (or skips it when another field failed first), so each such
+        # section is validated again on its own for its paths, and a section's wrapped error gives way to them.
+        fields, loose = _nested_errors(tree)
+        for field, message in field_messages(e).items():
+            fields.setdefault(field, message)
+        fields = _most_precise(fields)
+        lines = [f"{where}: {message}" for message in loose]
+        raise ConfigError("\n".join([*lines, format_field_messages(fields, where)] if fields else lines),
+                          fields) from None
     return cfg
 
 
-def _nested_errors(tree: dict[str, Any], where: str) -> ConfigError | None:
-    """Precise paths for errors raised inside the lazily-validated model/world sections."""
-    try:
-        ModelConfig.model_validate(resolve_model_dict(tree.get("model") or {}))
-    except ValidationError as e:
-        return _field_error(e, where, "model")
-    except ConfigError as e:  # from resolve_model_dict: its fields are relative to the model section
-        fields = {f"model.{field}": message for field, message in e.fields.items()}
-        if fields:
-            return ConfigError(format_field_messages(fields, where), fields)
-        return ConfigError(f"{where}: model.{e}")
-    except ValueError as e:
-        return ConfigError(f"{where}: model.{e}")
-    except ImportError:
-        pass
-    datasets = (tree.get("data") or {}).get("datasets") or {}
+_SECTION_ORDER = ("data", "model", "train")
+
+
+def _most_precise(fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` without an entry whose field holds another reported field (``data.datasets.demo`` gives way
+    to ``data.datasets.demo.world.fog``), in the config's section order."""
+    kept = {f: m for f, m in fields.items() if not any(g.startswith(f + ".") for g in fields)}
+
+    def section(field: str) -> int:
+        head = field.split(".", 1)[0]
+        return _SECTION_ORDER.index(head) if head in _SECTION_ORDER else len(_SECTION_ORDER)
+
+    return dict(sorted(kept.items(), key=lambda item: section(item[0])))
+
+
+def _nested_errors(tree: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The errors of the lazily validated sections: ``({field: message}, [messages naming no single field])``."""
+    fields: dict[str, str] = {}
+    loose: list[str] = []
+    model = tree.get("model")
+    if isinstance(model, dict):
+        tasks = model.get("tasks")
+        for name, options in (tasks.items() if isinstance(tasks, dict) else ()):
+            try:
+                entry = TASKS.entry(name)
+            except ValueError as e:  # an unknown task
+                fields[f"model.tasks.{name}"] = str(e)
+                continue
+            try:
+                entry.options.model_validate(options or {})
+            except ValidationError as e:
+                fields.update(field_messages(e, f"model.tasks.{name}"))
+        try:
+            ModelConfig.model_validate(resolve_model_dict(model))
+        except ValidationError as e:
+            fields.update({f: m for f, m in field_messages(e, "model").items() if f not in fields})
+        except ConfigError as e:  # from resolve_model_dict: its fields are relative to the model section
+            fields.update({f"model.{field}": message for field, message in e.fields.items()})
+            if not e.fields:
+                loose.append(f"model.{e}")
+        except ValueError as e:
+            loose.append(f"model.{e}")
+        except ImportError:
+            pass
+    data = tree.get("data")
+    datasets = data.get("datasets") if isinstance(data, dict) else None
     items = list(datasets.items()) if isinstance(datasets, dict) else []
-    ev = (tree.get("data") or {}).get("eval")
+    ev = data.get("eval") if isinstance(data, dict) else None
     if isinstance(ev, dict):
         items.append(("eval", ev))
     for name, ds in items:
@@ -336,11 +373,10 @@ def _nested_errors(tree: dict[str, Any], where: str) -> ConfigError | None:
             try:
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
-                prefix = "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"
-                return _field_error(e, where, prefix)
+                fields.update(field_messages(e, "data.eval.world" if name == "eval" else f"data.datasets.{name}.world"))
             except ImportError:
                 pass
-    return None
+    return fields, loose
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

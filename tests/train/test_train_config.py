@@ -124,10 +124,17 @@ def test_every_failed_field_is_named_by_the_set_that_wrote_it(tmp_path):
     lines = str(err.value).splitlines()
     assert lines[0].startswith("--set train.steps=-1: train.steps: ") and lines[1].endswith(
         "cfg.yaml: train.lr: Input should be a valid number, unable to parse string as a number")
-    # The model preset is resolved before validation; it is still a field.
+    # The model preset is resolved before validation; it is still a field, reported beside the others (before: a
+    # bad model hid every other error).
     with pytest.raises(ConfigError, match=r"^--set model.preset=nope: model.preset: unknown 'nope'") as err:
-        load_config(write(tmp_path, BASE), ["model.preset=nope"])
-    assert list(err.value.fields) == ["model.preset"]
+        load_config(write(tmp_path, BASE), ["train.steps=-1", "model.preset=nope"])
+    assert list(err.value.fields) == ["model.preset", "train.steps"]
+    # A task's name and options are fields of their own (before: `model.tasks`, blamed on the file).
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["model.tasks.lanez={}", "model.tasks.depth={width: x}",
+                                            "data.datasets.w={kind: world, frames: 4, world: {fog: -3}}"])
+    assert list(err.value.fields) == ["data.datasets.w.world.fog", "model.tasks.depth.width", "model.tasks.lanez"]
+    assert all(line.startswith("--set ") for line in str(err.value).splitlines()), str(err.value)
 
 
 def test_pydantic_internals_never_reach_the_user(tmp_path):
