@@ -253,7 +253,8 @@ def test_bev_head_never_resamples_to_another_grid():
 
 
 def test_unknown_task_is_a_config_error_naming_the_field():
-    with pytest.raises(ConfigError, match=r"<config>: model.tasks.drivabel: unknown task 'drivabel'; registered tasks: \["):
+    with pytest.raises(ConfigError,
+                       match=r"<config>: model.tasks.drivabel: unknown task 'drivabel'; registered tasks: \["):
         config_from_dict(_config(model={"tasks": {"drivabel": {}}}))  # before: KeyError when the model was built
 
 
