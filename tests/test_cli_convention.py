@@ -29,6 +29,21 @@ def test_every_output_option_is_spelled_out_and_o():
     assert found >= 12  # train, demo, generate, show, eval, gate, report, export, quantize, infer, cache, merge
 
 
+def test_every_option_has_help_and_every_model_argument_names_zoo():
+    from hydranet.cli.app import CHECKPOINT_HELP
+
+    missing, models = [], 0
+    for name, cmd in _commands().items():
+        for param in cmd.params:
+            if not (getattr(param, "help", None) or "").strip():
+                missing.append(f"{name} {'/'.join(param.opts)}")
+            if CHECKPOINT_HELP in (getattr(param, "help", None) or ""):
+                models += 1
+    assert missing == []
+    # eval, gate (2), report, export, predict, mine, label, autolabel-quality, cache-features, merge, train, view
+    assert models >= 13
+
+
 @pytest.mark.parametrize("args", [
     ["train", "-c", "{tmp}/missing.yaml"],
     ["train", "-c", "{cfg}", "--set", "train.lr=inf", "-o", "{tmp}/run"],

@@ -14,6 +14,10 @@ import hydranet
 from hydranet.cli.guard import GuardedCommand, GuardedGroup
 from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
 
+# What every command that reads a trained model takes (``hydranet.checkpoint.resolve_checkpoint`` resolves it).
+CHECKPOINT_HELP = ("a checkpoint directory, a run directory (its newest checkpoint) or zoo:NAME (a model shipped "
+                   "with hydranet: `hydranet zoo`)")
+
 
 class _HydraTyper(typer.Typer):
     """``typer.Typer`` whose commands are ``GuardedCommand`` unless a command names a subclass of it."""

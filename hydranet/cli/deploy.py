@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console, progress, working
 from hydranet.deploy import (
@@ -66,7 +66,7 @@ def _deployed(graph: Path, threads: int | None) -> Any:
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="checkpoint directory, or a run directory (its latest checkpoint)"),
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
     output: Path = typer.Option(Path("model.onnx"), "--out", "-o", "--output", help="ONNX file to write; the "
                                 "manifest goes beside it as <name>.manifest.json"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated heads to export (default: all); "

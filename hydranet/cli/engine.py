@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.cli.quality_view import quality_tables
 from hydranet.console import Progress, make_console, progress, working
@@ -73,7 +73,7 @@ def _counted(items: Iterator[Any], bar: Progress) -> Iterator[Any]:
 
 @app.command("mine")
 def mine_command(
-    model: Path = typer.Option(..., "--model", "-m", help="checkpoint/run directory, or an exported model.onnx"),
+    model: Path = typer.Option(..., "--model", "-m", help=CHECKPOINT_HELP + ", or an exported model.onnx"),
     data: str = typer.Option(..., "--data", help="the unlabelled pool: shard dir, manifest, 'synthetic[:world.yaml]'"),
     triggers: str = typer.Option("entropy:task=drivable,light_margin,flicker", "--triggers", "-t",
                                  help=_TRIGGERS_HELP),
@@ -85,7 +85,7 @@ def mine_command(
     limit: int | None = typer.Option(None, min=1, help="mine only the first N frames of the pool"),
     max_per_scene: int | None = typer.Option(None, min=1, help="queue at most N frames of one scene "
                                              "(default: no cap; near-duplicates are still spread apart)"),
-    batch_size: int = typer.Option(4, min=1),
+    batch_size: int = typer.Option(4, min=1, help="frames per forward pass of the model over the pool"),
     workers: int = typer.Option(0, min=0, help="DataLoader worker processes reading the pool"),
     parquet: bool = typer.Option(False, help="also write queue.parquet (needs pyarrow)"),
     html_frames: int = typer.Option(60, min=0, help="picks shown with thumbnails in queue.html"),
@@ -169,7 +169,7 @@ def label_command(
     data: str = typer.Option(..., "--data", help="the pool the queue was mined from (with ground truth for oracle)"),
     labeller: str = typer.Option("oracle", "--labeller", "-l", help="oracle (world ground truth) or auto (teacher)"),
     out: Path = typer.Option(..., "--out", "-o", help="new shard directory for the labelled frames"),
-    teacher: Path | None = typer.Option(None, "--teacher", help="auto: the teacher checkpoint"),
+    teacher: Path | None = typer.Option(None, "--teacher", help="auto: the teacher: " + CHECKPOINT_HELP),
     min_confidence: float = typer.Option(0.3, min=0.0, max=1.0, help="auto: drop boxes/lights below this"),
     clip_radius: int = typer.Option(20, min=0, help="auto: frames before/after each frame the teacher sees"),
     smoothing: bool = typer.Option(True, "--smoothing/--no-smoothing", help="auto: smooth the teacher's labels "
@@ -200,11 +200,13 @@ def label_command(
 
 @app.command("autolabel-quality")
 def autolabel_quality_command(
-    teacher: Path = typer.Option(..., "--teacher", help="the teacher checkpoint"),
+    teacher: Path = typer.Option(..., "--teacher", help="the teacher: " + CHECKPOINT_HELP),
     data: str = typer.Option(..., "--data", help="frames with ground truth (e.g. 'synthetic:world.yaml')"),
     frames: int = typer.Option(16, min=1, help="frames scored, spread evenly over the source"),
-    clip_radius: int = typer.Option(10, min=0),
-    min_confidence: float = typer.Option(0.1, min=0.0, max=1.0),
+    clip_radius: int = typer.Option(10, min=0, help="frames before/after each scored frame the teacher sees "
+                                    "(the clip its labels are smoothed over)"),
+    min_confidence: float = typer.Option(0.1, min=0.0, max=1.0, help="drop the teacher's boxes/lights below this "
+                                         "score"),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the JSON here too"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON on stdout instead of the tables"),
 ) -> None:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.console import progress
 from hydranet.predict import run_predict
 
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint, run directory or checkpoints directory."),
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
     data: str = typer.Option(..., "--data", "-d", help="Any dataset: shards (path or URL), KIND:PATH "
                              "(e.g. bdd100k:/data/bdd100k), a source YAML, or 'synthetic'."),
     out: Path = typer.Option(Path("predict"), "--out", "-o", help="Directory for frame_XXXX.png/.npz and "

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.console import make_console, progress, working
 from hydranet.data import ShardError
@@ -51,7 +51,7 @@ def _open_data(spec: str, model: Any, world: list[str]) -> Any:
 
 @app.command("cache-features")
 def cache_features(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (or run directory) whose frozen trunk + neck to cache."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="The model whose frozen trunk + neck to cache: " + CHECKPOINT_HELP),
     data: str = typer.Option(..., "--data", help="Shard directory, 'synthetic' (the world rendering the model's "
                              "setup; see --world), or a world .yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache directory to create."),
@@ -99,8 +99,8 @@ def cache_features(
 
 @app.command("merge")
 def merge(
-    base: Path = typer.Argument(..., help="The base checkpoint (or run directory): trunk, neck, fusion and every "
-                                "head not supplied below."),
+    base: Path = typer.Argument(..., help="The base model (trunk, neck, fusion and every head not supplied below): "
+                                + CHECKPOINT_HELP),
     heads: list[str] = typer.Argument(..., help="Head checkpoints: PATH (the heads that run trained) or "
                                       "PATH:task1,task2."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (OUT/checkpoints/merged)."),

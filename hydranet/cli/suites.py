@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError, load_model
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.console import make_console, progress, working
 from hydranet.eval import (
     SuiteError,
@@ -33,7 +33,6 @@ _SEQUENCE_METRICS = ("ave", *TEMPORAL_KEYS_3D)  # shown for every task that repo
 
 console = make_console()
 
-_CKPT_HELP = "checkpoint directory, or a run directory (its latest checkpoint is used)"
 _SUITE_HELP = "a suite YAML file or a directory of them"
 
 
@@ -88,7 +87,7 @@ def _write_json(path: Path | None, data: Any) -> None:
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
     suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
@@ -172,8 +171,8 @@ def _print_confusion(task: str, states: tuple[str, ...], conf: Any, metrics: dic
 
 @app.command("gate")
 def gate_command(
-    baseline: Path = typer.Option(..., "--baseline", "-a", help="baseline " + _CKPT_HELP),
-    candidate: Path = typer.Option(..., "--candidate", "-b", help="candidate " + _CKPT_HELP),
+    baseline: Path = typer.Option(..., "--baseline", "-a", help="baseline: " + CHECKPOINT_HELP),
+    candidate: Path = typer.Option(..., "--candidate", "-b", help="candidate: " + CHECKPOINT_HELP),
     suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the comparison as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
@@ -222,7 +221,7 @@ def gate_command(
 
 @app.command("report")
 def report_command(
-    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
     suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
     output: Path = typer.Option(Path("report.html"), "--out", "-o", "--output", help="the HTML file to write"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,

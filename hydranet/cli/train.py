@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import FAILED, cli_errors
 from hydranet.train import (
     Config,
@@ -53,8 +53,8 @@ def train(
                              "Default: runs/<config name>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest valid checkpoint "
                                 "(--config may be left out: the run's own config.yaml is used)."),
-    from_ckpt: Path = typer.Option(None, "--from", help="Initialise from a trained checkpoint (run dir or "
-                                   "checkpoint dir); the config may add tasks whose heads start fresh."),
+    from_ckpt: Path = typer.Option(None, "--from", help="Initialise from a trained model (" + CHECKPOINT_HELP
+                                   + "); the config may add tasks whose heads start fresh."),
     tasks: str = typer.Option(None, "--tasks", help="Comma-separated tasks to train; the other heads are frozen "
                               "and not run (sub-graph training)."),
     freeze: str = typer.Option(None, "--freeze", help="Comma-separated shared modules to freeze too: trunk, neck, "

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hydranet.checkpoint import load_model
-from hydranet.cli.app import app
+from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
 from hydranet.data import collate, resize_sample
@@ -24,8 +24,8 @@ def view(
     data: str = typer.Option(None, "--data", "-d", help="Frames to show: a shard directory, KIND:PATH of a "
                              "source, a source YAML, or 'synthetic' (default: the synthetic world; with --model, "
                              "the world rendering the model's setup)."),
-    model: Path = typer.Option(None, "--model", "-m", help="A checkpoint or run directory: its predictions are "
-                               "logged beside the ground truth."),
+    model: Path = typer.Option(None, "--model", "-m", help="A trained model (" + CHECKPOINT_HELP + "): its "
+                               "predictions are logged beside the ground truth."),
     frames: int = typer.Option(16, "--frames", "-n", min=1, help="Frames to log, from --start in order."),
     start: int = typer.Option(0, "--start", min=0, help="First frame."),
     tasks: str = typer.Option(None, "--tasks", help="With --model: comma-separated heads (default: all)."),
