@@ -94,7 +94,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
         if tc.in_memory:
-            data.dataset = _load_in_memory(data.dataset, console if info.is_main else None)
+            data.dataset = _load_in_memory(data.dataset, console if info.is_main else None,
+                                           tc.steps * tc.batch_size * tc.grad_accum * info.world_size)
         torch.manual_seed(tc.seed + 7919 * info.rank)  # per-rank stream for any randomness in training
         trainer_cls = Trainer
         if tc.clip is not None:  # video: clips of consecutive frames through the memory (train/clips.py)
@@ -116,10 +117,15 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     return summary
 
 
-def _load_in_memory(dataset: Any, console: Any | None) -> InMemoryDataset:
-    """``train.in_memory``: decode the training set once into RAM, saying how long it took."""
+def _load_in_memory(dataset: Any, console: Any | None, samples_drawn: int) -> InMemoryDataset:
+    """``train.in_memory``: decode the training set once into RAM, saying how long it took, and saying so first
+    when the run will draw fewer samples than it decodes (``samples_drawn``: steps x global batch)."""
     if console is None:
         return InMemoryDataset(dataset)
+    if samples_drawn < len(dataset):  # e.g. `--set train.steps=5` on a config sized for a whole run
+        console.print(f"  note: decoding all {len(dataset)} training samples, but the run draws only {samples_drawn} "
+                      "(steps x global batch); fewer frames (data.datasets.NAME.frames) or train.in_memory: false "
+                      "start sooner", soft_wrap=True)
     # A counted bar with an ETA (plain lines in a log) that stays as the "done in N s" line: a world dataset
     # renders while it decodes, minutes for thousands of frames.
     with progress("decoding training samples into memory (train.in_memory)", len(dataset), console,

@@ -30,8 +30,10 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
     bad = runner.invoke(app, ["train", "-c", str(cfg), "--set", "train.scheduler.kind=nope", "-o", str(run)])
     assert bad.exit_code == 2 and "train.scheduler.kind: unknown 'nope'" in bad.output
 
-    ok = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run), "--no-progress"])
+    ok = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(run), "--no-progress", "--set", "train.in_memory=true"])
     assert ok.exit_code == 0, ok.output
+    # 6 frames decoded for 2 steps x batch 2: the run says so before it spends the time
+    assert "decoding all 6 training samples, but the run draws only 4" in " ".join(ok.output.split())
     assert f"final checkpoint: {run / 'checkpoints' / 'step_00000002'} (step 2)" in " ".join(ok.output.split())
     # The run stores its config: --resume needs only --out (before: "pass a config, or --from CKPT").
     # Resuming a finished run writes nothing (before: a duplicate step_00000002-1 that, with
