@@ -142,7 +142,11 @@ def convert(
     console.print(f"wrote {manifest.num_samples} samples ({manifest.image_size[0]}x{manifest.image_size[1]}, "
                   f"{len(manifest.camera_names)} cameras) in {len(manifest.shards)} shards, {mb:.1f} MB")
     console.print(f"labels: {rep['labels']}")
-    console.print(f"classes kept: {rep['class_map']['kept']}  dropped (unmapped): {rep['class_map']['dropped']}")
+    cm = rep["class_map"]
+    kept = ", ".join(f"{src} {n}" if cm["model_class"][src] == src else f"{src}→{cm['model_class'][src]} {n}"
+                     for src, n in cm["kept"].items())
+    console.print(f"classes kept (dataset class→model class, objects): {kept or '-'}; dropped (unmapped): "
+                  f"{cm['dropped']}", markup=False)
     if "filtered_empty_boxes" in rep:
         console.print(f"boxes without lidar/radar points filtered: {rep['filtered_empty_boxes']}")
     if report is not None:

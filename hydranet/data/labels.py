@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hydranet.setup import OBJECT_CLASSES
 
@@ -162,6 +162,9 @@ class ClassMap:
             self.kept[name] += 1
         return idx
 
-    def report(self) -> dict[str, dict[str, int]]:
-        """Per source class name, how many objects were ``kept`` and ``dropped`` so far (sorted by name)."""
-        return {"kept": dict(sorted(self.kept.items())), "dropped": dict(sorted(self.dropped.items()))}
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per source class name, how many objects were ``kept`` and ``dropped`` so far (sorted by name), and the
+        model class each kept source class became (``model_class``: ``{"bus": "truck"}``)."""
+        kept = dict(sorted(self.kept.items()))
+        return {"kept": kept, "dropped": dict(sorted(self.dropped.items())),
+                "model_class": {src: self.vocabulary[self.mapping[src]] for src in kept}}  # type: ignore[index]

@@ -110,7 +110,10 @@ def test_the_data_layer_knows_every_builtin_label_without_model_code():
 def test_class_map_drops_and_counts():
     cm = ClassMap({"car": "car", "van": "car", "barrier": None}, ("car", "truck"))
     assert [cm(n) for n in ("car", "van", "barrier", "tram", "tram")] == [0, 0, None, None, None]
-    assert cm.report() == {"kept": {"car": 1, "van": 1}, "dropped": {"barrier": 1, "tram": 2}}
+    # what each kept dataset class became (before: the report named only the dataset's classes, so a
+    # `--class-map '{car: truck}'` conversion read as if it still held cars)
+    assert cm.report() == {"kept": {"car": 1, "van": 1}, "dropped": {"barrier": 1, "tram": 2},
+                           "model_class": {"car": "car", "van": "car"}}
     with pytest.raises(ValueError, match=r"class_map\.van: 'lorry' is not a model class"):
         ClassMap({"van": "lorry"}, ("car",))
 

@@ -127,7 +127,8 @@ def test_class_names_go_through_the_class_map(tmp_path):
     det = ds[0].labels["detection2d"]
     assert det["classes"].tolist() == [0, 0] and det["camera"].tolist() == [1, 0]
     assert det["boxes"][:, 0].tolist() == [5.0, 9.0]
-    assert ds.class_map.report() == {"kept": {"car": 1, "van": 1}, "dropped": {"bus": 1}}
+    assert ds.class_map.report() == {"kept": {"car": 1, "van": 1}, "dropped": {"bus": 1},
+                                     "model_class": {"car": "car", "van": "car"}}
 
 
 def test_missing_image_and_mismatched_sizes_name_the_camera(tmp_path):

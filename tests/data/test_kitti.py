@@ -60,7 +60,7 @@ def test_box_lands_in_ego_frame_with_x_forward(tmp_path):
     # Ego = Velodyne frame on the ground: the car's centre is 0.75 m up, 10 m ahead, 2 m left; yaw 0.
     torch.testing.assert_close(box, torch.tensor([10.0, 2.0, 0.75, 4.0, 1.8, 1.5, 0.0]), atol=1e-3, rtol=0)
     assert s.labels["objects3d"]["classes"].tolist() == [OBJECT_CLASSES.index("car")]
-    assert ds.class_map.report() == {"kept": {"Car": 1}, "dropped": {"DontCare": 1}}
+    assert ds.class_map.report() == {"kept": {"Car": 1}, "dropped": {"DontCare": 1}, "model_class": {"Car": "car"}}
     # The camera sits at the Velodyne's height; camera 2 is 6 cm left of camera 0 (P2's +0.06 m x offset).
     torch.testing.assert_close(s.T_ego_from_cam[0, :3, 3], torch.tensor([0.0, 0.06, VELODYNE_HEIGHT]))
 
