@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from hydranet.config_errors import format_validation_error
 from hydranet.model import ZOO_SCHEME, ModelConfig, ZooError, create_model, verified_directory
+from hydranet.outputs import fsync_path as _fsync_dir  # the module's name for it: tests wrap it
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointWriteError", "b64_tensor", "load_checkpoint",
            "load_latest_valid", "load_model", "optimizer_from_tensors", "optimizer_to_tensors", "resolve_checkpoint",
@@ -114,14 +115,6 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

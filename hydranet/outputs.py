@@ -10,20 +10,26 @@ time, and no half-written file under the real name.
   The OS releases the lock when its holder dies, so a killed run never leaves a stale lock (only an empty
   file, reused by the next writer); a finished one removes its lock file.
 - ``atomic_path(path)``: yields a temporary name beside ``path`` for a writer to fill; renamed over ``path``
-  only when the block succeeds, removed when it fails. ``write_error(e, path)`` turns an ``OSError`` into one
-  line naming the file ("disk full ..."), raised as ``OutputWriteError`` (exit 1).
+  only when the block succeeds, removed when it fails. ``staged_directory(out, overwrite, marker)`` does the
+  same for a whole output directory (``predict``, ``infer``): an existing non-empty ``out`` is refused unless
+  ``overwrite``, and even then replaced only when it holds ``marker`` (the command's own earlier output).
+  ``write_error(e, path)`` turns an ``OSError`` into one line naming the file ("disk full ..."), raised as
+  ``OutputWriteError`` (exit 1).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["OutputError", "OutputLockedError", "OutputWriteError", "atomic_path", "check_output", "hold_lock",
-           "is_write_failure", "output_lock", "temp_leftovers", "write_bytes_atomic", "write_error"]
+           "fsync_path", "is_write_failure", "newest_file", "output_lock", "staged_directory", "temp_leftovers",
+           "write_bytes_atomic", "write_error"]
 
 _LOCK_SUFFIX = ".lock"
 
@@ -191,11 +197,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -209,6 +211,95 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through ``atomic_path`` (all or nothing, naming the file on failure)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def newest_file(folder: Path, since: float) -> Path:
+    """The file under ``folder`` written last since ``since`` (the one a full disk cut short), else ``folder``."""
+    newest, when = folder, since
+    for p in folder.rglob("*") if folder.is_dir() else []:
+        try:
+            mtime = p.stat().st_mtime
+        except OSError:
+            continue
+        if p.is_file() and mtime >= when:
+            newest, when = p, mtime
+    return newest
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data, or a directory's entries (a rename into it), to the disk. A directory fsync the
+    filesystem does not support (``EINVAL``, ``ENOTSUP``) is skipped: the rename is atomic all the same."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if not (os.path.isdir(path) and e.errno in (errno.EINVAL, errno.ENOTSUP)):
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def staged_directory(out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
+                     option: str = "--out", flag: str = "--overwrite") -> Iterator[Path]:
+    """Yield an empty hidden directory ``.tmp-<name>-<pid>`` beside ``out`` for a writer to fill; when the block
+    succeeds its files are fsynced and it is renamed to ``out`` (the old ``out``, if any, deleted only then);
+    when the block fails (any exception, Ctrl-C included) it is deleted and ``out`` is left as it was, so
+    nothing half-written ever carries the output's name.
+
+    Refused before anything is written (``OutputError``, naming ``out`` and ``flag``): an existing ``out``
+    that is a file or a non-empty directory, unless ``overwrite``; with ``overwrite``, one that does not hold
+    ``marker`` (the file that shows it is this command's own earlier output: nothing else is deleted). An
+    empty directory is simply replaced. A write that fails (disk full, permissions) raises
+    ``OutputWriteError`` naming the file under ``out`` it was meant for. A symlinked ``out`` is staged and
+    replaced where it points."""
+    given = Path(out)
+    out = Path(os.path.realpath(given.expanduser())) if given.is_symlink() else given.expanduser().absolute()
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise OutputError(f"{option} {given} is a file, not a directory; choose another {option}")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise OutputError(f"{option} {given} already exists and is not empty; pass {flag} to replace it "
+                                  f"or choose another {option}")
+            if marker is not None and not (out / marker).is_file():
+                raise OutputError(f"{option} {given} holds no {marker}, so it is not an earlier output of this "
+                                  f"command; {flag} replaces only such a directory: choose another {option}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    old = out.with_name(f".tmp-{out.name}-{os.getpid()}.old")
+    for stale in (stage, old):  # what a killed process of the same pid left
+        shutil.rmtree(stale, ignore_errors=True)
+    started = time.time()
+    try:
+        stage.mkdir()
+        yield stage
+        for p in [*stage.rglob("*"), stage]:
+            if p.is_file() or p.is_dir():
+                fsync_path(p)
+        if out.exists():
+            os.replace(out, old)
+            try:
+                os.replace(stage, out)
+            except OSError:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+        fsync_path(out.parent)
+    except OSError as e:
+        if not is_write_failure(e):  # a missing or unreadable input: its own error
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        target = Path(e.filename) if e.filename else newest_file(stage, started)
+        if target == stage or stage in target.parents:  # the file the user asked for, not the stage's copy
+            target = given / target.relative_to(stage)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise OutputWriteError(write_error(OSError(e.errno, e.strerror, str(target)), target)) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 def temp_leftovers(folder: Path, stem: str | None = None) -> set[Path]:

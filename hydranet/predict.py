@@ -9,7 +9,8 @@ failed, ``camera_valid``, which fusion ignores); frames are resized to the model
 
 Per frame it writes ``frame_0000.png`` (cameras + BEV panel, every task drawn by its own ``draw``; with
 ``ground_truth`` the frame's labels too) and, for dense outputs, ``frame_0000.npz``; ``predictions.json`` lists
-the decoded objects per frame, as ``infer`` does.
+the decoded objects per frame, as ``infer`` does. The directory appears whole or not at all
+(``hydranet.outputs.staged_directory``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from torch import Tensor
 from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset
-from hydranet.deploy import draw_and_record
+from hydranet.deploy import PREDICTIONS, draw_and_record
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
+from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError
 from hydranet.viz import Views
 
@@ -85,12 +87,23 @@ def check_label_grid(dataset: Any, setup: Setup, source: str, model_name: str) -
 @torch.inference_mode()
 def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int | None = None,
                 tasks: list[str] | None = None, ground_truth: bool = False, scale: int = 2,
-                on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run ``checkpoint`` over ``data`` (anything ``hydranet.datasets.open_dataset`` takes); returns the JSON written.
+                on_frame: Callable[[int], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run ``checkpoint`` over ``data`` (anything ``hydranet.datasets.open_dataset`` takes) into the directory
+    ``out``; returns the JSON written (``predictions.json``).
 
+    ``out`` is filled through ``hydranet.outputs.staged_directory``: an existing non-empty ``out`` is refused
+    (``OutputError``) unless ``overwrite``, which replaces only an earlier ``predict``/``infer`` output, and
+    only once every frame is written; a failure leaves no ``out`` (or the old one untouched).
     ``tasks``: heads to run (default: all of the model's). Raises ``ValueError`` naming an unknown task,
-    ``CheckpointError`` for a bad checkpoint and the dataset's own errors for bad data."""
+    ``CheckpointError`` for a bad checkpoint, the dataset's own errors for bad data and ``OutputWriteError``
+    naming the file when a write fails."""
+    with staged_directory(out, overwrite, PREDICTIONS) as stage:
+        return _predict_into(stage, checkpoint, data, frames, tasks, ground_truth, scale, on_frame)
 
+
+def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | None, tasks: list[str] | None,
+                  ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None) -> dict[str, Any]:
+    """``run_predict``'s body, writing into ``out`` (the staging directory)."""
     model, _ = load_model(checkpoint)
     names = list(model.task_objects) if tasks is None else list(tasks)
     unknown = [t for t in names if t not in model.task_objects]
@@ -105,8 +118,6 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     if ground_truth and any(model.task_objects[t].space == "bev" for t in names):
         check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False)
     records = []
     for k in range(n):
@@ -134,7 +145,5 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
         if on_frame is not None:
             on_frame(1)
     result = {"checkpoint": str(checkpoint), "data": str(data), "tasks": names, "frames": records}
-    tmp = out / ".tmp-predictions.json"
-    tmp.write_text(dumps(result))
-    tmp.replace(out / "predictions.json")
+    (out / PREDICTIONS).write_text(dumps(result))
     return result

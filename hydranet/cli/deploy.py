@@ -23,6 +23,7 @@ from hydranet.deploy import (
     ExportError,
     ExportManifestError,
     QuantizeError,
+    describe_outputs,
     export_checkpoint,
     heldout_batches,
     int8_path,
@@ -208,11 +209,13 @@ def infer(
     model: Path = typer.Argument(..., help="ONNX graph (fp32 or INT8) with its manifest beside it"),
     data: str = typer.Option("synthetic", "--data", help="'synthetic' (held-out frames rendered for the graph's "
                              "rig), a shard directory, or a world .yaml"),
-    out: Path = typer.Option(Path("infer"), "--out", "-o", help="directory for frame_XXXX.png/.npz and "
-                             "predictions.json"),
+    out: Path = typer.Option(Path("infer"), "--out", "-o", help="new directory for predictions.json and "
+                             "frame_XXXX.png/.npz; appears only when every frame is written"),
     frames: int | None = typer.Option(None, "--frames", min=1, help="frames to run (default: 8 synthetic / all)"),
     ground_truth: bool = typer.Option(False, "--ground-truth", help="also draw the frames' labels, if any"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier infer/predict output in OUT "
+                                   "(only once the new one is complete)"),
 ) -> None:
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
     _threads(threads)
@@ -221,7 +224,8 @@ def infer(
     with cli_errors():
         try:
             with progress("inferring", frames, console, unit="frames") as bar:
-                result = run_infer(model, data, out, frames, threads, ground_truth, on_frame=bar.advance)
+                result = run_infer(model, data, out, frames, threads, ground_truth, on_frame=bar.advance,
+                                   overwrite=overwrite)
         except ExportManifestError as e:  # the graph's manifest does not fit the data
             raise typer.BadParameter(str(e), param_hint="--data") from None
     counts = {}
@@ -231,7 +235,7 @@ def infer(
                 counts[name] = counts.get(name, 0) + len(entry["scores"])
     summary = ", ".join(f"{k}: {v} objects" for k, v in counts.items())
     tail = f"; {summary}" if summary else ""
-    console.print(f"{len(result['frames'])} frames -> {out}/ (frame_XXXX.png, predictions.json){tail}")
+    console.print(f"{len(result['frames'])} frames -> {out}/ ({describe_outputs(out)}){tail}")
     if result["streamed"]:  # a temporal graph: the memory went from frame to frame, reset at each new scene
         scenes = len({rec["scene_id"] for rec in result["frames"]})
         console.print(f"streamed: the memory carried from frame to frame, reset at the first frame of each of "

@@ -44,7 +44,14 @@ from hydranet.checkpoint import resolve_checkpoint
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
 from hydranet.engine import load_pipeline, run_outputs
-from hydranet.outputs import OutputError, check_output, is_write_failure, output_lock, temp_leftovers
+from hydranet.outputs import (
+    OutputError,
+    check_output,
+    is_write_failure,
+    newest_file,
+    output_lock,
+    temp_leftovers,
+)
 from hydranet.train import default_run_dir, load_config
 
 # Commands whose --out is a directory they fill (a run, a dataset, a queue, a cache): locked while they run.
@@ -188,7 +195,7 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
     before = temp_leftovers(folder, stem)
     existed = out.exists()
     started = time.time()
-    token = current_output.set(lambda: _being_written(out, started) if is_dir else out)
+    token = current_output.set(lambda: newest_file(out, started) if is_dir else out)
     lock = output_lock(out) if is_dir and _lock_holder() else nullcontext()
     try:
         with lock:
@@ -204,19 +211,6 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
         raise
     finally:
         current_output.reset(token)
-
-
-def _being_written(folder: Path, since: float) -> Path:
-    """The file under ``folder`` written last since ``since`` (the one a full disk cut short), else ``folder``."""
-    newest, when = folder, since
-    for p in folder.rglob("*") if folder.is_dir() else []:
-        try:
-            mtime = p.stat().st_mtime
-        except OSError:
-            continue
-        if p.is_file() and mtime >= when:
-            newest, when = p, mtime
-    return newest
 
 
 def _clean(paths: Iterable[Path]) -> None:

@@ -8,6 +8,7 @@ import typer
 
 from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.console import progress
+from hydranet.deploy import describe_outputs
 from hydranet.predict import run_predict
 
 
@@ -16,8 +17,10 @@ def predict(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
     data: str = typer.Option(..., "--data", "-d", help="Any dataset: shards (path or URL), KIND:PATH "
                              "(e.g. bdd100k:/data/bdd100k), a source YAML, or 'synthetic'."),
-    out: Path = typer.Option(Path("predict"), "--out", "-o", help="Directory for frame_XXXX.png/.npz and "
-                             "predictions.json."),
+    out: Path = typer.Option(Path("predict"), "--out", "-o", help="New directory for predictions.json and "
+                             "frame_XXXX.png/.npz; appears only when every frame is written."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier predict/infer output in OUT "
+                                   "(only once the new one is complete)."),
     frames: int = typer.Option(None, "--frames", min=1, help="Frames to run (default: all)."),
     tasks: str = typer.Option(None, "--tasks", help="Comma-separated heads (default: all), e.g. the camera "
                               "tasks for a single dash cam."),
@@ -32,8 +35,9 @@ def predict(
     if threads is not None:
         torch.set_num_threads(threads)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    # a bad checkpoint, source or shard: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
+    # a bad checkpoint, source or shard, a non-empty OUT without --overwrite: exit 2; a full disk: exit 1 naming
+    # the file (hydranet.cli.errors); either way OUT is left as it was
     with progress("predict", frames, unit="frames") as bar:
         result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                             scale=scale, on_frame=bar.advance)
-    typer.echo(f"wrote {len(result['frames'])} frames to {out} (predictions.json, frame_XXXX.png)")
+                             scale=scale, on_frame=bar.advance, overwrite=overwrite)
+    typer.echo(f"wrote {len(result['frames'])} frames to {out} ({describe_outputs(out)})")

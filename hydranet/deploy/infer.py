@@ -6,7 +6,8 @@ next and reset at each new scene, exactly as the car's runtime would.
 Per frame it writes ``frame_0000.png`` (``Views.compose``: the 8 cameras as on the car + the BEV panel,
 every task drawn by its own ``draw``) and, for dense outputs (masks, depth, BEV maps), ``frame_0000.npz``;
 ``predictions.json`` lists every frame's decoded objects (boxes, scores, classes, cameras...) and, for dense
-outputs, their file, shape and a summary. Nothing here builds a ``HydraNet`` or reads a checkpoint.
+outputs, their file, shape and a summary. The directory appears whole or not at all
+(``hydranet.outputs.staged_directory``). Nothing here builds a ``HydraNet`` or reads a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
+from hydranet.outputs import staged_directory
 from hydranet.viz import Views
 
+PREDICTIONS = "predictions.json"  # every frame's decoded outputs; marks a directory as predict/infer output
 _NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
 
@@ -61,13 +64,24 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any,
 
 
 def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None = None, threads: int | None = None,
-              ground_truth: bool = False, scale: int = 2,
-              on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run ``graph`` over ``data`` (``synthetic``, a shard directory or a world .yaml); returns the JSON written."""
+              ground_truth: bool = False, scale: int = 2, on_frame: Callable[[int], None] | None = None,
+              overwrite: bool = False) -> dict[str, Any]:
+    """Run ``graph`` over ``data`` (``synthetic``, a shard directory or a world .yaml) into the directory ``out``;
+    returns the JSON written (``predictions.json``).
+
+    ``out`` is filled through ``hydranet.outputs.staged_directory``: an existing non-empty ``out`` is refused
+    (``OutputError``) unless ``overwrite``, which replaces only an earlier ``infer``/``predict`` output, and
+    only once every frame is written; a failure (a corrupt shard, a full disk: ``OutputWriteError`` naming
+    the file) leaves no ``out`` (or the old one untouched)."""
+    with staged_directory(out, overwrite, PREDICTIONS) as stage:
+        return _infer_into(stage, graph, data, frames, threads, ground_truth, scale, on_frame)
+
+
+def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, threads: int | None,
+                ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None) -> dict[str, Any]:
+    """``run_infer``'s body, writing into ``out`` (the staging directory)."""
     dm = DeployedModel(graph, threads=threads)
     m = dm.manifest
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     dataset, indices = _open_frames(dm, data, frames)
     grid = m.bev_grid
     if dm.is_temporal and m.batch != 1:
@@ -100,10 +114,21 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
               "camera_names": m.camera_names,
               "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
               "frames": records}
-    tmp = out / ".tmp-predictions.json"
-    tmp.write_text(dumps(result))
-    tmp.replace(out / "predictions.json")
+    (out / PREDICTIONS).write_text(dumps(result))
     return result
+
+
+def describe_outputs(out: str | Path) -> str:
+    """What a finished ``predict``/``infer`` wrote into ``out``, for its console line: ``predictions.json``
+    and how many ``frame_XXXX.png`` (pictures) and ``frame_XXXX.npz`` (dense outputs) files, e.g.
+    ``predictions.json, 4 frame_XXXX.png, 4 frame_XXXX.npz``."""
+    out = Path(out)
+    parts = [PREDICTIONS] if (out / PREDICTIONS).is_file() else []
+    for ext in ("png", "npz"):
+        count = sum(1 for _ in out.glob(f"frame_*.{ext}"))
+        if count:
+            parts.append(f"{count} frame_XXXX.{ext}")
+    return ", ".join(parts)
 
 
 def draw_and_record(views: Any, task: Any, name: str, value: Any, label: Any, dense: dict[str, np.ndarray],

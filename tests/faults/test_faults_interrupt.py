@@ -112,12 +112,14 @@ def _commands(tmp_path: Path, full: Path, ckpt: Path, dataset: Path, graph: Path
         "generate": ["generate", "--config", world_file(tmp_path / "w.yaml"), "--frames", "2", "-o", full / "data"],
         "convert": ["convert", "shards", "--path", dataset, "--out", full / "conv"],
         "infer": ["infer", graph, "--data", dataset, "-o", full / "infer"],
+        "predict": ["predict", ckpt, "--data", dataset, "-o", full / "predict"],
         "show": ["show", "--data", dataset, "-o", full / "show.png"],
         "train": ["train", "-c", train_config(tmp_path / "c.yaml"), "-o", full / "run", "--no-progress"],
     }
 
 
-@pytest.mark.parametrize("command", ["export", "quantize", "report", "generate", "convert", "infer", "show", "train"])
+@pytest.mark.parametrize("command", ["export", "quantize", "report", "generate", "convert", "infer", "predict", "show",
+                                     "train"])
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(tmp_path, ckpt, dataset, graph,
                                                                                  command):
     with full_disk() as (full, kind):

@@ -13,14 +13,16 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from faults_kit import child_generate, cli, error_line, forkserver, train_config, world_file
+from faults_kit import child_generate, cli, error_line, forkserver, leftovers, train_config, world_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hydranet.cli.guard import DIRECTORY_OUTPUTS, FILE_OUTPUTS
-from hydranet.outputs import OutputError, check_output, lock_file, output_lock
+from hydranet.data.manifest import read_manifest
+from hydranet.outputs import OutputError, check_output, lock_file, output_lock, staged_directory
 
 
 def tree_hash(root: Path) -> str:
@@ -65,6 +67,11 @@ OVERLAPS = [
     ("generate --config {world} --frames 1 -o {tmp}/gen --force", "a folder holding the world config"),
     ("convert shards --path {data} --out {tmp} --overwrite", "a folder holding the dataset"),
     ("predict {run} --data {data} -o {run}/checkpoints/step_00000001", "inside the checkpoint"),
+    ("predict {run} --data {data} -o {data}", "the data predicted on"),
+    ("predict {run} --data {data} -o {data}/pred", "inside the data predicted on"),
+    ("predict {run} --data {data} -o {tmp} --overwrite", "a folder holding the data predicted on"),
+    ("infer {onnx} --data {data} -o {data}/pred", "inside the data inferred on"),
+    ("infer {onnx} --data {data} -o {tmp} --overwrite", "a folder holding the graph"),
 ]
 
 
@@ -353,3 +360,93 @@ def test_two_writers_at_once_one_wins_and_the_result_verifies(tmp_path):
     child.join(120)
     assert child.exitcode == 0  # the dead holder's lock did not outlive it
     assert cli("data-info", tmp_path / "killed", "--verify").exit_code == 0
+
+
+# ---- predict and infer: a fresh directory, whole or not at all (hydranet.outputs.staged_directory) ----------
+
+PREDICTORS = {"predict": "predict {run} --data {data}", "infer": "infer {onnx} --data {data}"}
+
+
+def _predictor(name: str, inputs: dict, out: Path, *extra: str, code: int) -> Any:
+    return cli(*PREDICTORS[name].format(**inputs).split(), "-o", out, *extra, code=code)
+
+
+def _damage_sample(data: Path, i: int) -> None:
+    """Overwrite bytes in the middle of sample ``i``'s first member: opening the dataset succeeds, reading
+    sample ``i`` fails its CRC32 (``ShardError``, exit 2)."""
+    shard, (_, offset, length, _) = data / "shard-000000.tar", read_manifest(data).shards[0].index[i]
+    with shard.open("r+b") as f:
+        f.seek(offset + length // 2)
+        f.write(b"\xff" * 64)
+
+
+@pytest.mark.parametrize("name", sorted(PREDICTORS))
+def test_an_earlier_prediction_output_is_refused_then_replaced_whole_with_overwrite(inputs, name):
+    """Before: a 1-frame run into a folder of an earlier 2-frame run printed "wrote 1 frames" and left the old
+    frame_0001.png/.npz beside a predictions.json listing one frame; the console named no .npz."""
+    out = inputs["tmp"] / "pred"
+    first = _predictor(name, inputs, out, code=0)
+    assert "predictions.json, 2 frame_XXXX.png, 2 frame_XXXX.npz" in first.output, first.output
+    before = tree_hash(out)
+    line = error_line(_predictor(name, inputs, out, "--frames", "1", code=2))
+    assert f"--out {out} already exists and is not empty" in line and "--overwrite" in line, line
+    assert tree_hash(out) == before
+    _predictor(name, inputs, out, "--frames", "1", "--overwrite", code=0)
+    assert sorted(p.name for p in out.iterdir()) == ["frame_0000.npz", "frame_0000.png", "predictions.json"]
+    assert len(json.loads((out / "predictions.json").read_text())["frames"]) == 1
+    assert leftovers(inputs["tmp"]) == []
+
+
+@pytest.mark.parametrize("name", sorted(PREDICTORS))
+def test_overwrite_replaces_only_an_earlier_prediction_output(inputs, name):
+    """Before: ``--out`` naming a shard dataset (not the one read) was written into without any flag. Now it is
+    refused, and ``--overwrite`` does not delete it either: it holds no predictions.json."""
+    other = shutil.copytree(inputs["data"], inputs["tmp"] / "other")
+    before = tree_hash(other)
+    assert "already exists and is not empty" in error_line(_predictor(name, inputs, other, code=2))
+    line = error_line(_predictor(name, inputs, other, "--overwrite", code=2))
+    assert f"--out {other} holds no predictions.json" in line, line
+    assert tree_hash(other) == before
+    empty = inputs["tmp"] / "empty"
+    empty.mkdir()
+    _predictor(name, inputs, empty, "--frames", "1", code=0)  # an empty folder needs no flag
+    assert (empty / "predictions.json").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(PREDICTORS))
+def test_a_failure_mid_run_leaves_no_output_and_the_earlier_one_intact(inputs, name):
+    """Before: a corrupt shard stopped predict at its sample and left the frames before it, with no
+    predictions.json, under the output's name."""
+    bad = shutil.copytree(inputs["data"], inputs["tmp"] / "bad")
+    _damage_sample(bad, 1)  # frame 0 is drawn and written before sample 1 fails
+    broken = dict(inputs, data=bad)
+    fresh = inputs["tmp"] / "fresh"
+    line = error_line(_predictor(name, broken, fresh, code=2))
+    assert "shard-000000.tar" in line and "000000001" in line, line
+    assert not fresh.exists() and leftovers(inputs["tmp"]) == []
+    earlier = inputs["tmp"] / "earlier"
+    _predictor(name, inputs, earlier, code=0)
+    before = tree_hash(earlier)
+    _predictor(name, broken, earlier, "--overwrite", code=2)
+    assert tree_hash(earlier) == before and leftovers(inputs["tmp"]) == []
+
+
+def test_staged_directory_appears_whole_or_not_at_all(tmp_path):
+    """Ctrl-C inside the block keeps the old output; success replaces it, through a symlink where it points;
+    a file in the way is refused even with overwrite."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "predictions.json").write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(KeyboardInterrupt), staged_directory(link, overwrite=True, marker="predictions.json") as d:
+        (d / "predictions.json").write_text("half")
+        raise KeyboardInterrupt
+    assert (real / "predictions.json").read_text() == "old" and leftovers(tmp_path) == []
+    with staged_directory(link, overwrite=True, marker="predictions.json") as d:
+        (d / "predictions.json").write_text("new")
+    assert link.is_symlink() and (real / "predictions.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a directory"), staged_directory(tmp_path / "file", True):
+        pass
