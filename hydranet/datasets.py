@@ -33,12 +33,13 @@ from hydranet.data import (
     is_url,
     open_source,
     parse_source_spec,
+    source_class,
 )
-from hydranet.setup import Setup
+from hydranet.setup import OBJECT_LABELS, Setup
 from hydranet.world import SyntheticWorld, load_world_config
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
-__all__ = ["dataset_setup", "open_dataset"]
+__all__ = ["dataset_setup", "open_dataset", "source_config"]
 
 
 def dataset_setup(ds: Dataset) -> Setup:
@@ -55,7 +56,29 @@ def dataset_setup(ds: Dataset) -> Setup:
     return setup
 
 
-def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None) -> Dataset:
+def source_config(config: dict[str, Any], setup: Setup) -> dict[str, Any]:
+    """A source config ``{"kind": ..., **options}`` (a dataset section's ``options()``, ``hydranet convert``'s) with
+    the model's ``setup`` flowing in where it leaves it open: a world renders it (unless its ``world`` declares a
+    ``setup`` or is a YAML path); a source with an ``image_size`` option resizes to the setup's; a source that
+    maps classes maps onto the setup's object vocabulary (``model_classes``). The grid of a source's BEV labels
+    is not an option: the source is opened for the setup (``open_source``) and makes them on its grid."""
+    out = dict(config)
+    kind = str(out["kind"])
+    if kind == "world":
+        world = out.get("world", {})
+        if isinstance(world, dict) and "setup" not in world:
+            out["world"] = {**world, "setup": setup.model_dump(mode="json")}
+        return out
+    if "image_size" in source_class(kind).Options.model_fields and out.get("image_size") is None:
+        out["image_size"] = list(setup.image_size)
+    vocabulary = next((v for v in map(setup.vocabulary, OBJECT_LABELS) if v is not None), None)
+    if source_class(kind).classes and out.get("model_classes") is None and vocabulary is not None:
+        out["model_classes"] = list(vocabulary)
+    return out
+
+
+def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[str] | None = None,
+                 setup: Setup | None = None) -> Dataset:
     """A map-style dataset of ``Sample`` from a spec every command can take as ``--data``:
 
     - a source config mapping ``{"kind": "nuscenes", "dataroot": ..., ...}`` (any registered kind,
@@ -71,25 +94,29 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
       ``WorldConfig``, a dict of its fields, a YAML path, or None for the defaults
     - ``"synthetic:<world.yaml>"`` or a ``.yaml``/``.yml`` path -> ``SyntheticWorld`` from that file
     - a ``WorldConfig``                                     -> ``SyntheticWorld`` of it
+
+    ``setup``: open the data *for a model* of this setup, as training opens its datasets (``source_config``): a
+    world without a ``setup`` of its own renders it, a source resizes to its image size, maps classes onto its
+    vocabulary and makes BEV labels on its grid. Shards are read as they were written (their setup is fixed).
     """
     if isinstance(spec, dict):
-        return _open_config(spec)
+        return _open_config(spec, setup=setup)
     if isinstance(spec, str) and not spec.startswith("synthetic") and (config := parse_source_spec(spec)):
-        return _open_config(config)
+        return _open_config(config, setup=setup)
     if isinstance(spec, str | os.PathLike) and Path(spec).suffix in (".yaml", ".yml") and Path(spec).is_file():
         try:
             tree = yaml.safe_load(Path(spec).read_text())
         except yaml.YAMLError as e:
             raise ValueError(f"{spec}: not valid YAML ({e})") from e
         if isinstance(tree, dict) and "kind" in tree:
-            return _open_config(tree, str(spec))
+            return _open_config(tree, str(spec), setup)
     if not isinstance(spec, str | os.PathLike):  # a WorldConfig
-        return SyntheticWorld(load_world_config(spec))
+        return SyntheticWorld(_world_for(spec, setup))
     text = str(spec)
     if text == "synthetic" or text.startswith("synthetic:") or Path(text).suffix in (".yaml", ".yml"):
         named = text == "synthetic" or text.startswith("synthetic:")
         source = (text.partition(":")[2] or world) if named else text
-        return SyntheticWorld(load_world_config(source))
+        return SyntheticWorld(_world_for(source, setup))
     if is_url(text) or text.startswith("file://"):  # shards behind a URL: streamed by byte range (storage.py)
         return ShardDataset(text, labels=labels)
     path = Path(text)
@@ -101,7 +128,17 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     raise ShardManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
 
 
-def _open_config(config: dict[str, Any], where: str = "dataset") -> Dataset:
-    source = open_source(config, where)
+def _world_for(source: Any, setup: Setup | None) -> Any:
+    """The ``WorldConfig`` of ``source``, rendering ``setup`` when given and the world declares no setup."""
+    cfg = load_world_config(source)
+    if setup is None or "setup" in cfg.model_fields_set:
+        return cfg
+    return load_world_config(cfg, {"setup": setup.model_dump(mode="json")})
+
+
+def _open_config(config: dict[str, Any], where: str = "dataset", setup: Setup | None = None) -> Dataset:
+    if setup is not None:
+        config = source_config(config, setup)
+    source = open_source(config, where, setup=setup)
     frames = source.options.frames
     return Subset(source, range(frames)) if frames is not None and frames < len(source) else source

@@ -1,7 +1,9 @@
-"""CLI commands on evaluation suites: ``hydranet eval``, ``hydranet gate``, ``hydranet report``.
+"""CLI commands on evaluation suites: ``hydranet eval`` (suites, or any dataset with ``--data``), ``hydranet gate``,
+``hydranet report``.
 
-Exit codes: 0 = every threshold passes / no regression; 1 = a threshold failed or a task
-regressed; 2 = bad input (missing checkpoint, invalid suite file, unknown metric name).
+Exit codes: 0 = every threshold passes / no regression (``eval --data``: scored); 1 = a threshold failed or a
+task regressed; 2 = bad input (missing checkpoint, invalid suite file, unknown metric name, data that does not
+fit the model).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import CHECKPOINT_HELP, app
+from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console, progress, working
+from hydranet.datasets import open_dataset
 from hydranet.eval import (
     SuiteError,
     check_thresholds,
+    evaluate_dataset,
     gate,
     load_suites,
     run_suite,
@@ -88,10 +93,14 @@ def _write_json(path: Path | None, data: Any) -> None:
 @app.command("eval")
 def eval_command(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
-    suite: Path = typer.Option(Path("suites"), "--suite", "-s", help=_SUITE_HELP),
+    suite: Path | None = typer.Option(None, "--suite", "-s", help=_SUITE_HELP + " (default: suites)"),
+    data: str | None = typer.Option(None, "--data", "-d", help="instead of suites: score the model on any dataset "
+                                    "with every task's metric, no thresholds — shards (path or URL), KIND:PATH "
+                                    "(e.g. nuscenes:/data/nuscenes), a source YAML, or 'synthetic'"),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
-                                      help="frames per (scenario, seed), overriding each suite's 'frames'"),
+                                      help="frames per (scenario, seed), overriding each suite's 'frames'; with "
+                                      "--data: the first N frames"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
     allow_missing_tasks: bool = typer.Option(False, "--allow-missing-tasks", help="skip (instead of failing) "
@@ -100,13 +109,20 @@ def eval_command(
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
                                      "of the suites)"),
 ) -> None:
-    """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task.
+    """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task; or, with --data, on any
+    dataset: every task's metrics on the frames that carry its label.
 
     Exits 1 when any threshold fails (usable as a CI gate), 2 on bad input.
     """
 
     dev = _device(device)
-    suites = _suites(suite)
+    if data is not None:
+        if suite is not None:
+            raise typer.BadParameter("--suite and --data exclude each other: suites render their own frames",
+                                     param_hint="--data")
+        _eval_data(checkpoint, data, out, frames, batch_size, dev, tasks)
+        return
+    suites = _suites(suite or Path("suites"))
     if tasks:
         try:
             suites = select_tasks(suites, [t.strip() for t in tasks.split(",") if t.strip()])
@@ -128,6 +144,35 @@ def eval_command(
         console.print(f"[bold red]FAIL[/]: {failed} threshold(s) not met")
         raise typer.Exit(1)
     console.print("[bold green]PASS[/]: every threshold met")
+
+
+def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None, batch_size: int, device: str,
+               tasks: str | None) -> None:
+    """``eval --data``: the model's metrics on a dataset (``hydranet.eval.evaluate_dataset``), a table per task."""
+    model = _load(checkpoint, device)
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    with cli_errors():  # a bad source, data that does not fit the model, an unknown task: one error line, exit 2
+        dataset = open_dataset(data, setup=model.setup)
+        total = len(dataset) if frames is None else min(frames, len(dataset))
+        with progress(f"eval --data {data}", total, console, unit="frames") as bar:
+            result = evaluate_dataset(model, dataset, names, frames, batch_size, device, source=f"--data {data}",
+                                      model_name=f"checkpoint {checkpoint}", on_batch=bar.advance)
+    table = Table(title=f"{checkpoint} on {data} — {result.frames} frames")
+    for col in ("task", "labelled frames", "metric", "value"):
+        table.add_column(col, justify="right" if col in ("labelled frames", "value") else "left", no_wrap=True)
+    for task, metrics in result.metrics.items():
+        for k, (metric, value) in enumerate(list(metrics.items())[:_SHOWN_METRICS]):  # the headline first
+            table.add_row(task if k == 0 else "", str(result.labelled_frames[task]) if k == 0 else "", metric,
+                          _fmt(value))
+    console.print(table)
+    if result.unlabelled:
+        console.print(f"not scored (no frame carries their label): {', '.join(result.unlabelled)}")
+    console.print(f"every metric of every task: -o FILE.json ({sum(map(len, result.metrics.values()))} values)"
+                  if out is None else "")
+    _write_json(out, {"checkpoint": str(checkpoint), "data": data, **result.to_json()})
+
+
+_SHOWN_METRICS = 6  # per task in the console table; the JSON holds all (per class, camera, range...)
 
 
 def _print_eval(run: Any, checks: list[Any]) -> None:

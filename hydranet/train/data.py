@@ -20,36 +20,15 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from hydranet.data import Sample, source_class
+from hydranet.data import Sample
 from hydranet.data import open_source as open_registered
-from hydranet.datasets import dataset_setup
+from hydranet.datasets import dataset_setup, source_config
 from hydranet.model import ModelConfig
-from hydranet.setup import OBJECT_LABELS, Setup
+from hydranet.setup import Setup
 from hydranet.train.config import Config, ConfigError, DataConfig, DatasetConfig, load_config
 from hydranet.train.scheduler import build_index_lists, label_presence
 from hydranet.world import WorldConfig, load_world_config
 from hydranet.yaml_files import read_yaml_mapping
-
-
-def source_config(config: dict[str, Any], setup: Setup) -> dict[str, Any]:
-    """A source config ``{"kind": ..., **options}`` (a dataset section's ``options()``, ``hydranet convert``'s) with
-    the model's ``setup`` flowing in where it leaves it open: a world renders it (unless its ``world`` declares a
-    ``setup`` or is a YAML path); a source with an ``image_size`` option resizes to the setup's; a source that
-    maps classes maps onto the setup's object vocabulary (``model_classes``). The grid of a source's BEV labels
-    is not an option: the source is opened for the setup (``open_source``) and makes them on its grid."""
-    out = dict(config)
-    kind = str(out["kind"])
-    if kind == "world":
-        world = out.get("world", {})
-        if isinstance(world, dict) and "setup" not in world:
-            out["world"] = {**world, "setup": setup.model_dump(mode="json")}
-        return out
-    if "image_size" in source_class(kind).Options.model_fields and out.get("image_size") is None:
-        out["image_size"] = list(setup.image_size)
-    vocabulary = next((v for v in map(setup.vocabulary, OBJECT_LABELS) if v is not None), None)
-    if source_class(kind).classes and out.get("model_classes") is None and vocabulary is not None:
-        out["model_classes"] = list(vocabulary)
-    return out
 
 
 def world_config(cfg: Config, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> WorldConfig:
