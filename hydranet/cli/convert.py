@@ -7,7 +7,7 @@ mini_val --cameras '[CAM_FRONT, CAM_BACK]'``); unknown ones are errors naming th
 ``--config`` converts for the model of a training config (its ``model.setup``, declared once there): the source
 is opened for that setup (nuScenes rasterises ``bev_semantic`` on its grid) and, unless ``--image-size`` or the
 source's own options say otherwise, frames are resized to its image size and classes mapped onto its object
-vocabulary — what training does with a dataset section (``hydranet.train.source_config``).
+vocabulary — what training does with a dataset section (``hydranet.datasets.source_config``).
 
     hydranet convert nuscenes --dataroot data/nuscenes --version v1.0-mini --out data/nusc_mini
     hydranet convert nuscenes --dataroot data/nuscenes --config configs/nuscenes_overfit.yaml --out data/nusc_mini
@@ -27,9 +27,10 @@ from hydranet.cli.source_help import ConvertCommand
 from hydranet.console import make_console, progress
 from hydranet.data import convert as run
 from hydranet.data import open_source, source_options
+from hydranet.datasets import source_config
 from hydranet.json_files import dumps
 from hydranet.setup import Setup
-from hydranet.train import load_config, source_config
+from hydranet.train import load_config
 
 
 def _parse_extra_options(args: list[str]) -> dict[str, object]:

@@ -12,7 +12,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "balancing": ["BALANCERS", "Balancer", "BalancingConfig"],
     "config": ["Config", "ConfigError", "config_from_dict", "config_to_dict", "load_config"],
-    "data": ["open_source", "source_config", "world_from_file"],
+    "data": ["open_source", "world_from_file"],
     "demo": ["BUDGET_S", "default_demo_config", "run_demo"],
     "distributed": ["exit_torchrun_worker", "shutdown"],
     "feature_cache_format": ["CacheError", "MANIFEST"],

@@ -9,7 +9,7 @@ The ``model`` section is validated by the model package's ``ModelConfig`` — it
 BEV grid, class vocabularies) is declared there once — and a world dataset's ``world`` section by
 ``WorldConfig``. The model's setup flows into the data when a dataset is opened (``source_config``): world
 datasets render it, real sources resize to its image size and map onto its classes unless their section says
-otherwise (``hydranet.train.data.source_config``), and are opened for it (their BEV labels on its grid).
+otherwise (``hydranet.datasets.source_config``), and are opened for it (their BEV labels on its grid).
 ``--set train.lr=1e-3`` style overrides are applied to the raw YAML tree before validation, so they get the same
 checks and messages.
 """
