@@ -8,14 +8,17 @@ Exit codes: 0 = done; 1 = ``vacation``: an iteration's gate failed (nothing prom
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors, fail
+from hydranet.cli.gate_table import print_gate
 from hydranet.cli.quality_view import quality_tables
 from hydranet.console import Progress, make_console, progress, working
 from hydranet.deploy import DeployedModel
@@ -28,6 +31,7 @@ from hydranet.engine import (
     autolabel_items,
     autolabel_quality,
     build_triggers,
+    describe_current,
     env_world_size,
     load_mining_model,
     load_pipeline,
@@ -44,7 +48,7 @@ from hydranet.engine import (
     write_queue,
     write_queue_html,
 )
-from hydranet.eval import spread_evenly
+from hydranet.eval import GateRow, spread_evenly
 from hydranet.json_files import dumps
 from hydranet.train import exit_torchrun_worker, shutdown
 
@@ -234,6 +238,16 @@ def autolabel_quality_command(
         console.print(f"wrote {out}")
 
 
+def _print_gate_record(it: int, stage: str, rec: dict[str, Any]) -> None:
+    """After a vacation's gate stage: its record's rows, one table per suite, as ``hydranet gate`` prints them."""
+    if stage != "gate":
+        return
+    for suite, d in rec["suites"].items():
+        print_gate(console, suite, [GateRow(**r) for r in d["rows"]], frames=d.get("frames", 0),
+                   resamples=d.get("resamples", 0), confidence=d.get("confidence", math.nan),
+                   names=("current", "candidate"), more_frames="eval.frames in the pipeline")
+
+
 @app.command("vacation")
 def vacation_command(
     config: Path = typer.Option(..., "--config", "-c", help="pipeline.yaml (see docs/engine.md)"),
@@ -254,11 +268,12 @@ def vacation_command(
             pipe = pipe.model_copy(update={"iterations": iterations})
         promoted = read_current(out)  # a resumed run mines with its promoted model, not the pipeline's
         preflight(pipe, promoted["checkpoint"] if promoted else None)  # every reference, before any stage runs
-        loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {s}"))
+        loop = Vacation(pipe, out, log=lambda s: console.print(f"[bold]vacation[/] {escape(s)}"))
         with working("vacation (all stages)", console, every_s=30.0):  # a line at least every 30 s in a log
-            rows = loop.run()
+            rows = loop.run(on_record=_print_gate_record)
     last = rows[-1] if rows else {}
-    console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}; current model: {loop.current()}")
+    console.print(f"history: {out / 'history.jsonl'} · {out / 'history.html'}")
+    console.print(f"current model: {escape(describe_current(loop.current()))}")
     if last.get("gate_passed") is False:
         console.print("[bold red]last iteration not promoted[/]: " + "; ".join(
             f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in last["gate_failures"]))

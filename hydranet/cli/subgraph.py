@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import typer
 from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
 from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
+from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
 from hydranet.data import ShardError
 from hydranet.datasets import dataset_setup, open_dataset
@@ -132,9 +132,12 @@ def merge(
                 for suite in load_suites(gate_suite):
                     runs = run_suite({"baseline": base_model, "candidate": model.to(dev)}, suite, device=dev,
                                      frames=gate_frames)
-                    rows += gate(runs["baseline"], runs["candidate"])
+                    suite_rows = gate(runs["baseline"], runs["candidate"])
+                    print_gate(console, suite.name, suite_rows, frames=len(runs["baseline"].frames),
+                               resamples=suite.bootstrap, confidence=suite.confidence, names=("base", "merged"),
+                               more_frames="--gate-frames")
+                    rows += suite_rows
             model.cpu()
-            _print_gate(console, rows)
             failed = [r for r in rows if r.status == "fail"]
             gate_info = to_jsonable({"suite": str(gate_suite), "passed": not failed, "rows": [asdict(r) for r in rows]})
         path = save_merged(plan, model, out, gate_info)
@@ -148,17 +151,3 @@ def merge(
     if gate_suite is not None:
         console.print("[bold green]gate PASS[/]: no task regressed beyond its tolerance against BASE")
 
-
-def _print_gate(console: Any, rows: list[Any]) -> None:
-    from rich.table import Table
-
-    def fmt(x: float) -> str:
-        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
-
-    table = Table(title="gate: merged vs BASE (Δ > 0 = better)")
-    for col in ("suite", "task", "metric", "base", "merged", "Δ", "tolerance", "result"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.suite, r.task, r.metric, fmt(r.baseline), fmt(r.candidate), fmt(r.delta), fmt(r.tolerance),
-                      r.status + (f" {r.reason}" if r.status != "pass" else ""))
-    console.print(table)

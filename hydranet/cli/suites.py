@@ -18,6 +18,7 @@ from rich.table import Table
 from hydranet.checkpoint import CheckpointError, load_model
 from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors
+from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
 from hydranet.datasets import open_dataset
 from hydranet.eval import (
@@ -243,16 +244,8 @@ def gate_command(
         except SuiteError as e:
             raise typer.BadParameter(str(e), param_hint="--suite") from None
         s = runs["baseline"].suite
-        table = Table(title=f"gate [bold]{s.name}[/] — {len(runs['baseline'].frames)} frames, "
-                            f"{s.bootstrap} bootstrap resamples, {s.confidence:.0%} CI (Δ > 0 = better)")
-        for col in ("task", "metric", "baseline", "candidate", "Δ", "CI", "tolerance", "result"):
-            table.add_column(col, no_wrap=col != "result")
-        style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
-        for r in rows:
-            table.add_row(r.task, r.metric, _fmt(r.baseline), _fmt(r.candidate), _fmt(r.delta),
-                          f"[{_fmt(r.low)}, {_fmt(r.high)}]", _fmt(r.tolerance),
-                          style[r.status] + (f" {r.reason}" if r.status != "pass" else ""))
-        console.print(table)
+        print_gate(console, s.name, rows, frames=len(runs["baseline"].frames), resamples=s.bootstrap,
+                   confidence=s.confidence)
         all_rows += rows
     failed = [r for r in all_rows if r.status == "fail"]
     _write_json(out, to_jsonable({"baseline": str(baseline), "candidate": str(candidate), "passed": not failed,

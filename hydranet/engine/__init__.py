@@ -24,7 +24,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "preflight": ["preflight"],
     "quality": ["autolabel_quality"],
     "queue": ["QueueError", "queue_summary", "read_queue", "write_queue", "write_queue_html"],
-    "records": ["read_current", "run_outputs"],
+    "records": ["describe_current", "read_current", "run_outputs"],
     "triggers.base": ["BatchContext", "FrameContext", "Score", "TRIGGERS", "Trigger", "TriggerError",
         "TriggerOptions", "create_trigger", "parse_trigger_specs", "register_trigger"],
     "vacation": ["Vacation"],

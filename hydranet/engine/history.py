@@ -10,9 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hydranet.engine.records import STAGES, VacationRun, atomic_json
+from hydranet.engine.records import STAGES, VacationRun, atomic_json, describe_current
 from hydranet.eval import lower_is_better
 from hydranet.json_files import dumps
+from hydranet.viz import SERIES_COLORS
 
 
 def _history_rows(v: VacationRun) -> list[dict[str, Any]]:
@@ -35,7 +36,8 @@ def _history_rows(v: VacationRun) -> list[dict[str, Any]]:
             row["suites"] = {s: {label: {t: _head(m) for t, m in tasks.items()} for label, tasks in d.items()}
                              for s, d in rec["eval"]["suites"].items()}
         if rec["gate"]:
-            row |= {"gate_passed": rec["gate"]["passed"], "gate_failures": rec["gate"]["failures"]}
+            row |= {"gate_passed": rec["gate"]["passed"], "gate_failures": rec["gate"]["failures"],
+                    "gate_not_significant": rec["gate"].get("not_significant", [])}
         if rec["promote"]:
             row["promoted"] = rec["promote"]["promoted"]
             row["checkpoint"] = rec["promote"].get("checkpoint")
@@ -90,39 +92,71 @@ def _series(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, f
     return out
 
 
+# The smallest y range of a history panel: metrics live in [0, 1] (errors such as abs_rel near it) and suites
+# tolerate drops of a few hundredths, so a change of 0.02 takes a fifth of the panel and 0.001 stays flat.
+_MIN_SPAN = 0.1
+
+
+def _panels(series: dict[str, dict[str, list[tuple[int, float]]]]
+            ) -> tuple[dict[str, dict[str, dict[str, list[tuple[int, float]]]]], dict[str, str]]:
+    """``_series`` regrouped for small multiples: one panel per ``task.metric`` holding one entry per suite,
+    and one colour per suite (``SERIES_COLORS``, in order of appearance) that is the same in every panel."""
+    panels: dict[str, dict[str, dict[str, list[tuple[int, float]]]]] = {}
+    for key, s in series.items():
+        suite, metric = key.split("/", 1)
+        panels.setdefault(metric, {})[suite] = s
+    suites = list(dict.fromkeys(suite for p in panels.values() for suite in p))
+    return panels, {suite: SERIES_COLORS[k % len(SERIES_COLORS)] for k, suite in enumerate(suites)}
+
+
 def _chart(rows: list[dict[str, Any]], path: Path) -> None:
+    """``history.png``: one panel per task's headline metric (its own y scale, so a change of a few hundredths
+    shows), one colour per suite; the deployed model as a step line, each iteration's candidate as a circle."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    series = _series(rows)
-    # One legend entry per series (line = deployed, circles = candidates, said in the title), in its own band
-    # under the axes that grows with the entries: never over the plot, whatever the number of suites.
-    legend_rows = -(-len(series) // 2)
-    fig, ax = plt.subplots(figsize=(9, 3.6 + 0.22 * legend_rows), dpi=100, layout="constrained")
-    for k, (name, s) in enumerate(series.items()):
-        color = f"C{k % 10}" if len(series) <= 10 else plt.get_cmap("tab20")(k % 20)  # no colour used twice
-        better = "lower is better" if lower_is_better(name.rsplit(".", 1)[-1]) else "higher is better"
-        label = f"{name} ({better})"
-        if s["deployed"]:
-            pts = sorted(s["deployed"])
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color, label=label)
-            label = None
-        if s["candidate"]:
-            ax.plot([p[0] for p in s["candidate"]], [p[1] for p in s["candidate"]], "o", color=color, mfc="none",
-                    label=label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(-0.3, max([r["iteration"] for r in rows], default=1) + 0.3)
-    ax.set_xlabel("iteration (0 = the starting model)")
-    ax.set_ylabel("headline metric (suite/task.metric)")
-    ax.set_title("deployed model (line) and each iteration's candidate (circles)")
-    ax.grid(alpha=0.3)
-    if series:
-        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    panels, colors = _panels(_series(rows))
+    cols = min(4, max(1, len(panels)))
+    nrows = max(1, -(-len(panels) // cols))
+    last = max([r["iteration"] for r in rows], default=1)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.5 * nrows + 0.9), dpi=100, layout="constrained",
+                             squeeze=False)
+    for ax, (metric, by_suite) in zip(axes.flat, panels.items(), strict=False):
+        for suite, s in by_suite.items():
+            if s["deployed"]:
+                pts = sorted(s["deployed"])
+                ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=colors[suite], lw=1.8)
+            if s["candidate"]:
+                ax.plot([p[0] for p in s["candidate"]], [p[1] for p in s["candidate"]], "o", color=colors[suite],
+                        mfc="none", ms=7, mew=1.6)
+        better = "lower is better" if lower_is_better(metric.rsplit(".", 1)[-1]) else "higher is better"
+        ax.set_title(f"{metric}\n({better})", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_xlim(-0.3, last + 0.3)
+        ax.margins(y=0.25)
+        low, high = ax.get_ylim()
+        if high - low < _MIN_SPAN:  # its own scale, but a change of a thousandth must not fill the panel
+            mid = (low + high) / 2
+            ax.set_ylim(mid - _MIN_SPAN / 2, mid + _MIN_SPAN / 2)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    if panels:
+        handles = [Line2D([], [], color=c, lw=1.8, label=f"suite {suite}") for suite, c in colors.items()] + [
+            Line2D([], [], color="black", lw=1.8, label="deployed model (line)"),
+            Line2D([], [], color="black", marker="o", mfc="none", ls="none", label="the iteration's candidate")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+        fig.suptitle("headline metric per task, per iteration (0 = the starting model)", fontsize=11)
     else:
-        ax.text(0.5, 0.5, "no evaluated iteration yet", ha="center", va="center", transform=ax.transAxes)
+        axes[0, 0].text(0.5, 0.5, "no evaluated iteration yet", ha="center", va="center",
+                        transform=axes[0, 0].transAxes)
     fig.savefig(path)
     plt.close(fig)
 
@@ -172,13 +206,6 @@ def _delta(metric: str, cur: float | None, cand: float | None) -> str:
     return f"<span class={'up' if better else 'down'}>{d:+.4f} {'better' if better else 'worse'}</span>"
 
 
-def _current(cur: dict[str, Any]) -> str:
-    onnx = f" · ONNX <code>{html.escape(str(cur['onnx']))}</code>" if cur.get("onnx") else ""
-    it = cur.get("iteration", 0)
-    return (f"{'the starting model' if not it else f'promoted in iteration {it}'}: checkpoint "
-            f"<code>{html.escape(str(cur.get('checkpoint')))}</code>{onnx}")
-
-
 def _summary(rows: list[dict[str, Any]]) -> str:
     """One line per iteration: what it mined and bought, the gate, the promotion."""
     head = ["iteration", "mined / pool frames", "conditions mined", "labeller", "labels bought (annotations)",
@@ -209,6 +236,10 @@ def _page(v: VacationRun, rows: list[dict[str, Any]], chart: Path) -> None:
         gate = ("" if "gate_passed" not in r else "<p class=ok>gate passed</p>" if r["gate_passed"] else
                 "<p class=bad>gate FAILED: " + html.escape("; ".join(
                     f"{f['suite']}/{f['task']}.{f['metric']}: {f['reason']}" for f in r["gate_failures"])) + "</p>")
+        if r.get("gate_not_significant"):
+            gate += ("<p class=meta>passed as not significant at these frames (a drop beyond tolerance whose "
+                     "interval holds 0; see <code>gate.json</code>): "
+                     f"{html.escape(', '.join(r['gate_not_significant']))}</p>")
         mined = v.iter_dir(it) / "queue" / "mined.png"
         img = (f"<h3>what was mined</h3><img alt='frames mined in iteration {it}' src='{_uri(mined)}'>"
                if mined.exists() else "")
@@ -225,11 +256,15 @@ def _page(v: VacationRun, rows: list[dict[str, Any]], chart: Path) -> None:
 <style>{CSS}</style>
 <h1>Operation Vacation: {html.escape(str(v.out))}</h1>
 <p class=meta>pipeline <code>{html.escape(v.pipe.path)}</code> · {done} of {len(rows)} iteration(s) complete,
-{promoted} promoted</p><p>current model, {_current(v.current())}</p>
+{promoted} promoted</p><p>current model, {describe_current(v.current(), _code)}</p>
 {_summary(rows)}<img alt='headline metrics per iteration' src='{_uri(chart)}'>{''.join(blocks)}</html>"""
     tmp = v.out / ".tmp-history.html"
     tmp.write_text(page)
     tmp.replace(v.out / "history.html")
+
+
+def _code(path: str) -> str:
+    return f"<code>{html.escape(path)}</code>"
 
 
 def _f(x: Any) -> str:

@@ -106,6 +106,16 @@ class VacationRun:
         return _iteration_dir(self.out, it)
 
 
+def describe_current(cur: dict[str, Any], path: Callable[[str], str] = str) -> str:
+    """``current.json`` (or the pipeline's starting model) in words: ``promoted in iteration 2: checkpoint P ·
+    ONNX Q`` or ``the starting model: checkpoint P``; ``path`` formats each path (the history page wraps it in
+    ``<code>``), the console prints it as is."""
+    onnx = f" · ONNX {path(str(cur['onnx']))}" if cur.get("onnx") else ""
+    it = cur.get("iteration", 0)
+    return (f"{'the starting model' if not it else f'promoted in iteration {it}'}: checkpoint "
+            f"{path(str(cur.get('checkpoint')))}{onnx}")
+
+
 def read_current(out: str | Path) -> dict[str, Any] | None:
     """``OUT/current.json`` with its paths made absolute (they are stored relative to ``OUT``), or None when
     nothing was promoted yet. ``ValueError`` names the file when it is unreadable or names a missing path."""

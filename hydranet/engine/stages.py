@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -213,30 +214,45 @@ def _train_heads(v: VacationRun, it: int, cfg: Any, out: Path, start: str, resum
 
 def _stage_eval(v: VacationRun, it: int) -> dict[str, Any]:
     """Eval stage: run every suite on the current and the candidate model (same frames) and return
-    their metrics and the gate rows (paired frame-bootstrap, see ``hydranet.eval.gate``)."""
+    their metrics, the gate rows (``GateRow`` fields; paired frame bootstrap, see ``hydranet.eval.gate``) and
+    per suite the frames evaluated and the bootstrap's resamples and confidence (``gate_suites``)."""
 
     e = v.pipe.eval
     cur = load_mining_model(v.current()["checkpoint"])
     cand = load_mining_model(v.record(it, "train")["checkpoint"])  # type: ignore[index]
-    suites, rows = {}, []
+    suites, rows, setup = {}, [], {}
     for path in e.suites:
         suite = load_suite(path)
         runs = run_suite({"current": cur, "candidate": cand}, suite, batch_size=e.batch_size, frames=e.frames)
         suites[suite.name] = {label: {t: te.metrics for t, te in run.tasks.items()} for label, run in runs.items()}
-        rows += [r.__dict__ for r in gate(runs["current"], runs["candidate"])]
-    return {"suites": suites, "gate_rows": rows,
+        rows += [asdict(r) for r in gate(runs["current"], runs["candidate"])]
+        setup[suite.name] = {"frames": len(runs["current"].frames), "resamples": suite.bootstrap,
+                             "confidence": suite.confidence}
+    return {"suites": suites, "gate_rows": rows, "gate_suites": setup,
             "summary": ", ".join(f"{s}: " + " ".join(f"{t} {next(iter(m.values())):.3f}"
                                                      for t, m in d["candidate"].items()) for s, d in suites.items())}
 
 
 def _stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
-    """Gate stage: passed when no gate row of the eval stage failed; failures are listed with their reason."""
-    rows = v.record(it, "eval")["gate_rows"]  # type: ignore[index]
+    """Gate stage: passed when no gate row of the eval stage failed; failures are listed with their reason.
+    ``suites`` holds, per suite, every row of the eval stage's gate (``GateRow`` fields: current model as
+    ``baseline``, ``candidate``, oriented ``delta``, interval ``low``..``high``, ``tolerance``, ``status``,
+    ``reason``, ``frames``, ``inconclusive``) with the suite's frames, resamples and confidence;
+    ``not_significant`` names the inconclusive ones (``suite/task.metric``)."""
+    ev = v.record(it, "eval")
+    rows = ev["gate_rows"]  # type: ignore[index]
+    setup = ev.get("gate_suites", {})  # type: ignore[union-attr]  # absent in eval records of older versions
+    suites = {name: {**setup.get(name, {}), "rows": [r for r in rows if r["suite"] == name]}
+              for name in dict.fromkeys(r["suite"] for r in rows)}
     failures = [{"suite": r["suite"], "task": r["task"], "metric": r["metric"], "baseline": r["baseline"],
                  "candidate": r["candidate"], "reason": r["reason"]} for r in rows if r["status"] == "fail"]
+    weak = [f"{r['suite']}/{r['task']}.{r['metric']}" for r in rows if r.get("inconclusive")]
     words = "; ".join(f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in failures)
-    return {"passed": not failures, "failures": failures,
-            "summary": "passed" if not failures else f"FAILED — {words}"}
+    noise = (f"; {len(weak)} drop(s) beyond tolerance not significant at these frames ({', '.join(weak)})"
+             if weak else "")
+    return {"passed": not failures, "failures": failures, "not_significant": weak, "current": v.current()["checkpoint"],
+            "candidate": v.record(it, "train")["checkpoint"], "suites": suites,  # type: ignore[index]
+            "summary": ("passed" if not failures else f"FAILED — {words}") + noise}
 
 
 def _stage_export(v: VacationRun, it: int) -> dict[str, Any]:

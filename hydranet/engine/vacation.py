@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hydranet.engine import stages
@@ -34,9 +35,11 @@ from hydranet.engine.records import STAGES, VacationRun, atomic_json
 class Vacation(VacationRun):
     """The loop over iterations and stages of a run directory (``VacationRun``)."""
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self, on_record: Callable[[int, str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Run every unfinished stage of every iteration in order, writing each record atomically (so a
-        killed run resumes at the first missing stage), and the history after each iteration; returns its rows."""
+        killed run resumes at the first missing stage), and the history after each iteration; returns its rows.
+        ``on_record(iteration, stage, record)`` is called after each record a stage of this call wrote (the CLI
+        prints the gate's table from it)."""
 
         rows = []
         for it in range(1, self.pipe.iterations + 1):
@@ -52,6 +55,8 @@ class Vacation(VacationRun):
                 atomic_json(self.iter_dir(it) / f"{stage}.json", rec)
                 self.log(f"iteration {it}: {stage} done in {rec['seconds']} s" +
                          (f" — {rec['summary']}" if rec.get("summary") else ""))
+                if on_record is not None:
+                    on_record(it, stage, rec)
             rows = write_history(self)
         return rows
 

@@ -6,8 +6,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
+from hydranet.viz import SERIES_COLORS
 
 
 def _frame(width: int, height: int, title: str, body: str) -> str:
@@ -59,7 +58,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
     body = [_axes(x0, y0, w, h, xlabel, ylabel, [0, 0.25, 0.5, 0.75, 1.0], 1.0,
                   [(t, f"{t:g}") for t in (0, 0.25, 0.5, 0.75, 1.0)])]
     for i, (name, (xs, ys)) in enumerate(series.items()):
-        color = _PALETTE[i % len(_PALETTE)]
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
         pts = " ".join(f"{x0 + w * float(x):.1f},{y0 + h - h * min(max(float(y), 0.0), 1.0):.1f}"
                        for x, y in zip(xs, ys, strict=True))
         body.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.8"/>')
@@ -88,7 +87,7 @@ def bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]], title: 
     body = [_axes(x0, y0, w, h, xlabel, ylabel, ticks, ymax, [((i + 0.5) / n_g, g) for i, g in enumerate(groups)],
                   slant)]
     for j, (name, vals) in enumerate(series.items()):
-        color = _PALETTE[j % len(_PALETTE)]
+        color = SERIES_COLORS[j % len(SERIES_COLORS)]
         for i, v in enumerate(vals):
             x = x0 + gw * i + gw * 0.1 + bw * j
             if v is None or not math.isfinite(v):

@@ -12,6 +12,10 @@ it and the candidate cannot (NaN, e.g. a light head that detects nothing). A tas
 lacks but the baseline has fails; identical models always pass (Δ = 0 in every resample).
 A metric without ground truth on the suite's frames (``recall/red`` with no red light) is
 **skipped**, as ``hydranet eval`` skips its threshold (``runner.judge_undefined``).
+
+A drop beyond the tolerance whose interval still holds 0 passes — on few frames it cannot be told
+from noise — but not silently: its row is marked ``inconclusive`` and its reason says so, with the
+interval and the number of frames it was resampled from.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from hydranet.eval.suite import SuiteError, lower_is_better
 class GateRow:
     """One gated metric of one task: baseline and candidate values, the oriented change ``delta``
     (> 0 is better), its bootstrap confidence interval [``low``, ``high``], the allowed regression
-    ``tolerance``, and ``status`` ``pass``/``fail``/``skipped`` with a reason."""
+    ``tolerance``, and ``status`` ``pass``/``fail``/``skipped`` with a reason. ``frames``: the frames whose
+    records the interval was resampled from (the task's labelled frames); ``inconclusive``: a pass whose drop
+    exceeds the tolerance while the interval holds 0 (not significant at ``frames`` frames)."""
 
     suite: str
     task: str
@@ -42,6 +48,8 @@ class GateRow:
     tolerance: float
     status: str  # "pass" | "fail" | "skipped"
     reason: str = ""
+    frames: int = 0
+    inconclusive: bool = False
 
 
 def _bootstrap_delta(base: SuiteRun, cand: SuiteRun, task: str, metrics: list[str], resamples: int,
@@ -85,9 +93,10 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
         if bad:  # NaN compares false both ways: it would pass any regression
             raise SuiteError(f"{suite.path}: tasks.{task}.tolerance.{bad[0]}: {tols[bad[0]]} is not a finite "
                              "number >= 0")
+        frames = base.tasks[task].metric.num_frames
         if task in cand.skipped:
             rows += [GateRow(suite.name, task, m, base.tasks[task].metrics.get(m, math.nan), math.nan, math.nan,
-                             math.nan, math.nan, t, "fail", f"candidate: {NO_HEAD}")
+                             math.nan, math.nan, t, "fail", f"candidate: {NO_HEAD}", frames)
                      for m, t in tols.items()]
             continue
         missing = [m for m in tols if m not in base.tasks[task].metrics]
@@ -101,6 +110,7 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
             delta = sign * (b - a) + 0.0  # + 0.0: no "-0" for error metrics
             low, high = ci[m]
             base_status, base_why = judge_undefined(base.tasks[task], m) if math.isnan(a) else ("", "")
+            inconclusive = False
             if base_status == "skipped":  # no ground truth: the same frames, so for both models
                 status, reason = "skipped", base_why
             elif math.isnan(a) and math.isnan(b):
@@ -112,7 +122,13 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
                 status, reason = "pass", f"baseline result {base_why}"
             elif delta < -tol and high < 0:
                 status, reason = "fail", f"regressed by {-delta:.4g} > tolerance {tol:g} (CI upper end {high:.3g} < 0)"
+            elif delta < -tol:  # the rule above passes it; the row says why
+                inconclusive = True
+                status, reason = "pass", (f"regressed by {-delta:.4g} > tolerance {tol:g}, but the "
+                                          f"{suite.confidence:.0%} CI [{low:+.3f}, {high:+.3f}] holds 0: not "
+                                          f"significant at {frames} frames")
             else:
                 status, reason = "pass", ""
-            rows.append(GateRow(suite.name, task, m, a, b, delta, low, high, tol, status, reason))
+            rows.append(GateRow(suite.name, task, m, a, b, delta, low, high, tol, status, reason, frames,
+                                inconclusive))
     return rows

@@ -29,6 +29,10 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
 )
 
+# Series of a chart on a white background (report charts, the vacation history), in order: ten colours told
+# apart at a glance (matplotlib's "tab10"), none pale, none repeated below ten series.
+SERIES_COLORS: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                                  "#7f7f7f", "#bcbd22", "#17becf")
 
 # The two line styles of boxes, in legend order: predictions solid, ground truth dashed.
 LINE_STYLES: tuple[str, str] = ("prediction", "ground truth")

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from engine_testkit import write_pipeline
 
+from hydranet.cli.engine import _print_gate_record
 from hydranet.engine.pipeline import PipelineError, load_pipeline
 from hydranet.engine.records import STAGES, read_current
+from hydranet.engine.stages import RUNNERS
 from hydranet.engine.vacation import Vacation
+from hydranet.eval import GateRow
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -30,6 +36,11 @@ def vacation(*args: str):
 
     r = CliRunner().invoke(app, ["vacation", *[str(a) for a in args]])
     return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.output)
+
+
+def plain(text: str) -> str:
+    """Console text without the tables' box-drawing lines, on one line: the words and numbers as they read."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
 
 
 def records(run: Path) -> dict[str, str]:
@@ -61,6 +72,22 @@ def test_two_iterations_promote_and_write_history(tmp_path):
     assert [s["path"] for s in manifest["shards"]] == [str(run / "iter_001/labels"), str(run / "iter_002/labels")]
     page = (run / "history.html").read_text()
     assert "iteration 2" in page and page.count("data:image/png;base64,") == 3  # chart + 2 mined pictures
+    # gate.json: the gate's own rows (those of the eval record), per suite, with what the interval came from
+    ev, gate = (json.loads((run / f"iter_002/{s}.json").read_text()) for s in ("eval", "gate"))
+    night = gate["suites"]["tiny_night"]
+    assert night["rows"] == ev["gate_rows"] and {k: night[k] for k in ("frames", "resamples", "confidence")} == {
+        "frames": 2, "resamples": 20, "confidence": 0.95}
+    row = night["rows"][0]
+    assert (row["task"], row["metric"], row["tolerance"], row["status"], row["frames"]) == ("drivable", "miou", 1.0,
+                                                                                          "pass", 2)
+    assert row["delta"] == pytest.approx(row["candidate"] - row["baseline"]) and row["low"] <= row["high"]
+    assert gate["candidate"] == json.loads((run / "iter_002/train.json").read_text())["checkpoint"]
+    assert gate["current"].startswith(str(run / "iter_001" / "train"))  # the model iteration 1 promoted
+    out = plain(r.stderr)
+    assert out.count("gate tiny_night — 2 frames, 20 bootstrap resamples, 95% CI (Δ > 0 = better)") == 2
+    assert "task metric current candidate Δ CI tolerance result" in out and "drivable miou" in out
+    assert f"current model: promoted in iteration 2: checkpoint {current['checkpoint']} · ONNX" in out
+    assert "{'checkpoint'" not in out
     before = records(run)
     again = vacation("-c", str(pipe), "-o", str(run))  # finished: re-running redoes nothing
     assert again.returncode == 0 and records(run) == before
@@ -76,10 +103,41 @@ def test_failing_gate_stops_promotion_and_names_suite_and_metric(tmp_path):
     gate = json.loads((run / "iter_001/gate.json").read_text())
     assert r.returncode == 1 and not gate["passed"], r.stderr
     assert gate["failures"][0]["suite"] == "tiny_night" and gate["failures"][0]["metric"] == "miou"
-    assert "suite tiny_night: drivable.miou" in " ".join(r.stderr.split())
+    out = plain(r.stderr)
+    assert "suite tiny_night: drivable.miou" in out
+    assert "drivable miou" in out and "FAIL regressed by" in out  # the table's row, as `hydranet gate` prints it
+    assert "current model: the starting model: checkpoint" in out
     assert not (run / "current.json").exists()
     assert json.loads((run / "iter_001/export.json").read_text())["onnx"] is None
     assert json.loads((run / "iter_001/promote.json").read_text())["promoted"] is False
+
+
+def test_gate_record_and_console_show_a_drop_within_noise(tmp_path, capsys):
+    """The trial's case: night recall/red 1.0 -> 0.667 beyond tolerance 0.1, passed as the interval holds 0.
+    gate.json keeps the row with its interval and mark; the console prints the table and the noise line."""
+    rows = [asdict(GateRow("night", "traffic_light", "recall/red", 1.0, 2 / 3, -1 / 3, -0.5, 0.0, 0.1, "pass",
+                           "regressed by 0.3333 > tolerance 0.1, but the 90% CI [-0.500, +0.000] holds 0: not "
+                           "significant at 24 frames", 24, True)),
+            asdict(GateRow("night", "drivable", "miou", 0.84, 0.96, 0.12, 0.06, 0.2, 0.02, "pass", "", 24))]
+    recs = {"eval": {"gate_rows": rows, "gate_suites": {"night": {"frames": 24, "resamples": 200,
+                                                                  "confidence": 0.9}}},
+            "train": {"checkpoint": "cand"}}
+    v = SimpleNamespace(record=lambda it, stage: recs[stage], current=lambda: {"checkpoint": "cur"})
+    rec = RUNNERS["gate"](v, 1)
+    assert rec["passed"] and rec["failures"] == [] and rec["not_significant"] == ["night/traffic_light.recall/red"]
+    assert (rec["current"], rec["candidate"]) == ("cur", "cand")
+    assert rec["suites"] == {"night": {"frames": 24, "resamples": 200, "confidence": 0.9, "rows": rows}}
+    assert rec["summary"] == ("passed; 1 drop(s) beyond tolerance not significant at these frames "
+                              "(night/traffic_light.recall/red)")
+    _print_gate_record(1, "gate", json.loads(json.dumps(rec)))  # as read back from gate.json
+    out = plain(capsys.readouterr().err)
+    assert "gate night — 24 frames, 200 bootstrap resamples, 90% CI (Δ > 0 = better)" in out
+    assert ("traffic_light recall/red 1.0000 0.6667 -0.3333 -0.5000 .. +0.0000 0.1000 pass regressed by 0.3333 > "
+            "tolerance 0.1, but the 90% CI [-0.500, +0.000] holds 0: not significant at 24 frames") in out
+    assert "drivable miou 0.8400 0.9600 +0.1200 +0.0600 .. +0.2000 0.0200 pass" in out
+    assert ("night: 1 drop(s) beyond tolerance passed as not significant: traffic_light.recall/red Δ -0.333 "
+            "(CI -0.500..+0.000, 24 frames). At this sample size such drops are within bootstrap noise; evaluate "
+            "more frames (eval.frames in the pipeline) to decide them.") in out
 
 
 def test_kill_9_then_resume_finishes_without_redoing_finished_stages(tmp_path):

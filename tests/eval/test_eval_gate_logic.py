@@ -1,9 +1,12 @@
-"""Gate decision rule and worst-first ordering on hand-made runs (no model needed)."""
+"""Gate decision rule, its console table and worst-first ordering on hand-made runs (no model needed)."""
 
+import io
 import math
 
 import torch
+from rich.console import Console
 
+from hydranet.cli.gate_table import print_gate
 from hydranet.eval.gate import gate
 from hydranet.eval.runner import FrameId, SuiteRun, TaskEval, worst_frames
 from hydranet.eval.suite import Suite
@@ -49,6 +52,31 @@ def test_small_regression_within_tolerance_passes_large_fails():
     assert bad.status == "fail" and bad.delta < -0.05 and bad.high < 0 and "tolerance" in bad.reason
     better = rows(base, seg_run([10] * 8))[("drivable", "miou")]
     assert better.status == "pass" and better.delta > 0
+
+
+def test_drop_beyond_tolerance_within_noise_passes_marked_inconclusive_and_the_table_says_so():
+    # One frame of 8 loses its road: IoU 1.0 -> 0.875 (Δ -0.125, tolerance 0.05), but a third of the resamples
+    # miss that frame (Δ = 0), so the interval holds 0: the rule passes it. Before, with reason '' and no mark.
+    r = rows(seg_run([10] * 8), seg_run([10] * 7 + [0]))[("drivable", "miou")]
+    assert r.status == "pass" and r.inconclusive and r.frames == 8
+    assert r.delta < -r.tolerance and r.low < 0 <= r.high
+    assert r.reason.startswith("regressed by 0.125 > tolerance 0.05, but the 95% CI [")
+    assert r.reason.endswith("holds 0: not significant at 8 frames")
+    bad = rows(seg_run([10, 9, 10, 8, 10, 10, 9, 10]), seg_run([5, 4, 6, 5, 4, 5, 6, 5]))[("drivable", "miou")]
+    assert bad.status == "fail" and not bad.inconclusive  # significant: not a noise note
+    same = rows(seg_run([10] * 8), seg_run([10] * 8))[("drivable", "miou")]
+    assert same.reason == "" and not same.inconclusive
+
+    out = io.StringIO()
+    print_gate(Console(file=out, width=10_000, no_color=True), "s", [r], frames=8, resamples=300, confidence=0.95,
+               names=("current", "candidate"), more_frames="eval.frames")
+    text = out.getvalue()
+    assert "gate s — 8 frames, 300 bootstrap resamples, 95% CI (Δ > 0 = better)" in text
+    assert "current" in text and "-0.1250" in text and f"{r.low:+.4f} .. +0.0000" in text and "0.0500" in text
+    assert "pass regressed by 0.125 > tolerance 0.05, but the 95% CI" in text
+    assert (f"s: 1 drop(s) beyond tolerance passed as not significant: drivable.miou Δ -0.125 (CI {r.low:+.3f}"
+            "..+0.000, 8 frames). At this sample size such drops are within bootstrap noise; evaluate more frames "
+            "(eval.frames) to decide them.") in " ".join(text.split())
 
 
 def test_error_metric_orientation_and_default_tolerance():
