@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hydranet.data import (
@@ -37,6 +36,7 @@ from hydranet.data import (
 )
 from hydranet.setup import OBJECT_LABELS, Setup
 from hydranet.world import SyntheticWorld, load_world_config
+from hydranet.yaml_files import read_yaml_mapping
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
 __all__ = ["dataset_setup", "open_dataset", "source_config"]
@@ -104,11 +104,8 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     if isinstance(spec, str) and not spec.startswith("synthetic") and (config := parse_source_spec(spec)):
         return _open_config(config, setup=setup)
     if isinstance(spec, str | os.PathLike) and Path(spec).suffix in (".yaml", ".yml") and Path(spec).is_file():
-        try:
-            tree = yaml.safe_load(Path(spec).read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{spec}: not valid YAML ({e})") from e
-        if isinstance(tree, dict) and "kind" in tree:
+        tree = read_yaml_mapping(spec, ValueError, "a source config or a mapping of WorldConfig fields", empty={})
+        if "kind" in tree:
             return _open_config(tree, str(spec), setup)
     if not isinstance(spec, str | os.PathLike):  # a WorldConfig
         return SyntheticWorld(_world_for(spec, setup))

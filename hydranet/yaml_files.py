@@ -1,9 +1,12 @@
 """Read a YAML file that must hold a mapping (a config, suite, pipeline or world file), or say why not.
 
-Every loader of a user's YAML file reads it here, so the three ways it can fail give the same
-one-line messages everywhere, each naming the file: it cannot be read (the OS error), it is not
-valid YAML (the parser's position), or it holds something other than a mapping (what it holds).
-The loader's own error class is raised, so a CLI maps it to its usual exit code 2.
+Every loader of a user's YAML file reads it here, so the ways it can fail give the same one-line
+messages everywhere, each naming the file: it cannot be read (the OS error) or is not UTF-8 text, it is
+not valid YAML (``yaml_error_message``: ``FILE:LINE:COLUMN: problem``), or it holds something other than
+a mapping (what it holds). The loader's own error class is raised, so a CLI maps it to its usual exit code 2.
+
+``yaml_error_message`` is also the one formatter of a YAML error in a value given on the command line
+(``--set KEY=VALUE``, ``--world KEY=VALUE``).
 """
 
 from __future__ import annotations
@@ -13,20 +16,54 @@ from typing import Any
 
 import yaml
 
-__all__ = ["read_yaml_mapping"]
+__all__ = ["read_yaml_mapping", "yaml_error_message"]
+
+
+def _position(text: str, index: int) -> str:
+    """``LINE:COLUMN`` (1-based) of character ``index`` of ``text``."""
+    line, column = text.count("\n", 0, index) + 1, index - text.rfind("\n", 0, index)
+    return f"{line}:{column}"
+
+
+def yaml_error_message(e: yaml.YAMLError, where: str, text: str | None = None) -> str:
+    """One line for the YAML error ``e`` of the text ``where`` names: ``where:LINE:COLUMN: problem (not valid
+    YAML, context from LINE:COLUMN)``, positions 1-based, from the parser's ``problem_mark``/``context_mark``
+    (PyYAML's own text spans four lines with a caret and quotes ``"<unicode string>"``). A character the
+    reader refuses is placed through ``text`` (the parsed text) when given; an error without a position
+    (an emitter's) is ``where: message``."""
+    if isinstance(e, yaml.MarkedYAMLError) and (e.problem_mark is not None or e.context_mark is not None):
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or e.context
+        context = "not valid YAML"
+        if e.problem and e.context:
+            start = f" from {e.context_mark.line + 1}:{e.context_mark.column + 1}" if e.context_mark else ""
+            context += f", {e.context}{start}"
+        note = f"; {e.note}" if e.note else ""
+        return f"{where}:{mark.line + 1}:{mark.column + 1}: {problem} ({context}){note}"
+    if isinstance(e, yaml.reader.ReaderError):
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        if text is None:
+            return f"{where}: unacceptable character {char} at character {e.position + 1}: {e.reason} (not valid YAML)"
+        return f"{where}:{_position(text, e.position)}: unacceptable character {char}: {e.reason} (not valid YAML)"
+    return f"{where}: not valid YAML ({'; '.join(line.strip() for line in str(e).splitlines() if line.strip())})"
 
 
 def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, expected: str = "a mapping",
                       empty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The mapping in YAML file ``path``. Raises ``error`` naming the file when it cannot be read, is not
-    valid YAML, or holds anything but a mapping (``expected`` says what it should hold). An empty file is
-    ``empty`` when given (a copy), else an error too."""
+    UTF-8 text, is not valid YAML (``yaml_error_message``: file, line and column) or holds anything but a
+    mapping (``expected`` says what it should hold). An empty file is ``empty`` when given (a copy), else an
+    error too."""
     try:
-        tree = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise error(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at byte {e.start})") from None
+    try:
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML ({e})") from None
+        raise error(yaml_error_message(e, str(path), text)) from None
     except RecursionError:
         raise error(f"{path}: nested too deep to read (refused)") from None
     if tree is None and empty is not None:

@@ -20,6 +20,7 @@ from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.eval import SuiteError, gate, load_suites, run_suite
 from hydranet.json_files import to_jsonable
 from hydranet.train import CacheError, MergeError, build_merged, plan_merge, save_merged, write_cache
+from hydranet.yaml_files import yaml_error_message
 
 
 def _fail(message: str, error: BaseException) -> typer.Exit:
@@ -41,7 +42,10 @@ def _open_data(spec: str, model: Any, world: list[str]) -> Any:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"{item!r}: expected KEY=VALUE (a WorldConfig field)", param_hint="--world")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(yaml_error_message(e, f"--world {item!r}", value)) from None
     if spec == "synthetic":
         return open_dataset("synthetic", world={"setup": model.setup.model_dump(mode="json")} | overrides)
     if overrides:

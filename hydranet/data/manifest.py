@@ -6,6 +6,10 @@ BEV grid, image size), what it contains (per-label counts, per-shard sample coun
 and trust every byte: each shard's size and sha256, and a per-sample index ``[key, offset, length,
 crc32]`` giving the byte range of the sample's tar members, so any sample is read with one
 ``pread`` and checked with one CRC.
+
+Every number in it is finite: Python's ``json`` reads ``NaN`` and ``Infinity`` (tokens no JSON writer of
+hydranet emits, ``hydranet.json_files``), so the models refuse them (``allow_inf_nan=False``), in the free-form
+``source`` record too (JSON values only), and ``read_manifest`` names the file and the field.
 """
 
 from __future__ import annotations
@@ -17,8 +21,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from hydranet.config_errors import field_messages
 from hydranet.data.errors import ShardError, ShardManifestError  # noqa: F401 - re-exported: data.manifest.ShardError
 from hydranet.data.storage import ShardStore, is_url
 from hydranet.limits import loads_json
@@ -49,7 +63,7 @@ class ShardInfo(BaseModel):
     counts, and the per-sample index ``(key, offset, length, crc32)``. Validation raises ``ValueError``
     for a name outside the directory or a byte range that is not inside the shard, in order.
     """
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str  # file name relative to the manifest's directory
     num_samples: int = Field(ge=0)
@@ -83,15 +97,16 @@ class ShardInfo(BaseModel):
 class ShardManifest(BaseModel):
     """The typed ``manifest.json`` of a shard directory (see the module docstring). Validation raises
     ``ValueError`` for a sample key or shard listed twice, or a setup that disagrees with ``camera_names``
-    or ``image_size`` (H, W pixels); ``read_manifest`` turns these into ``ShardManifestError``.
+    or ``image_size`` (H, W pixels), and any non-finite number (``source`` included: it holds JSON values only);
+    ``read_manifest`` turns these into ``ShardManifestError``.
     """
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     format: str = FORMAT
     format_version: int = _FORMAT_VERSION
     generator: dict[str, str]  # {"name": "hydranet", "version": ...}
     created: str  # ISO-8601 UTC; informational only
-    source: dict[str, Any] = Field(default_factory=dict)  # e.g. {"kind": "synthetic", "world_config": {...}}
+    source: dict[str, JsonValue] = Field(default_factory=dict)  # e.g. {"kind": "synthetic", "world_config": {...}}
     setup: Setup | None = None  # what the frames are (Source.setup): one rig, image size, grid, classes
     camera_names: list[str]
     image_size: tuple[PositiveInt, PositiveInt]  # (H, W)
@@ -169,9 +184,9 @@ def read_manifest(root: str | os.PathLike, storage_options: dict[str, Any] | Non
     try:
         m = ShardManifest.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(f"field '{'.'.join(str(x) for x in err['loc']) or '(manifest)'}': "
-                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()[:3])
-        more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
+        fields = list(field_messages(e).items())  # the user's field names, no pydantic union internals
+        problems = "; ".join(f"field '{field or '(manifest)'}': {message}" for field, message in fields[:3])
+        more = f" (and {len(fields) - 3} more)" if len(fields) > 3 else ""
         raise ShardManifestError(f"invalid manifest: {problems}{more}", path) from None
     counted = sum(s.num_samples for s in m.shards)
     if counted != m.num_samples or any(len(s.index) != s.num_samples for s in m.shards):

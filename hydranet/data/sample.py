@@ -41,7 +41,8 @@ enter, never stored as given:
 
 The checks a reader runs to name the file and line of a value before it becomes a ``Sample``:
 ``check_rotation`` (KITTI ``R0_rect``), ``check_rigid``, ``check_map_size`` (a label map of another size than
-its image would be stretched), ``check_unique`` (the same frame listed twice), ``check_boxes``. Each raises
+its image would be stretched), ``check_principal_point`` (a K for another resolution than its image),
+``check_unique`` (the same frame listed twice), ``check_boxes``. Each raises
 ``ValueError`` (``SourceError`` where the caller passes it) naming ``where`` and the field; the CLI exits 2.
 """
 
@@ -196,6 +197,19 @@ def check_map_size(shape: tuple[int, ...], image_hw: tuple[int, int], where: str
     if tuple(shape[-2:]) != tuple(image_hw):
         raise error(f"{where}: label map is {shape[-1]}x{shape[-2]} (WxH) but its image is {image_hw[1]}x{image_hw[0]}:"
                     " a map of another size would be stretched onto the image")
+
+
+def check_principal_point(K: Any, image_hw: tuple[int, int], where: str, error: type[Exception] = ValueError) -> None:
+    """Refuse a 3x3 ``K`` whose principal point lies outside its ``image_hw = (H, W)`` image: ``0 <= cx <= W`` and
+    ``0 <= cy <= H`` pixels (the image spans its pixel edges, as ``resize_intrinsics`` scales it). Outside, K is
+    almost always one for another resolution. No tolerance: real rigs sit near the centre (nuScenes, KITTI,
+    KITTI raw, Argoverse 1 and 2 calibrations: 0.38..0.56 of each side), a resize or crop keeps it inside."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    h, w = image_hw
+    if not (0.0 <= cx <= w and 0.0 <= cy <= h):
+        raise error(f"{where}: principal point (cx, cy) = ({cx:g}, {cy:g}) lies outside the {w}x{h} (WxH) image: "
+                    "a K for another resolution? K must be in pixels of this image")
 
 
 def check_unique(items: Iterable[tuple[Hashable, str]], what: str, error: type[Exception] = ValueError) -> None:

@@ -28,6 +28,7 @@ from hydranet.model import MODEL_PRESETS, ModelConfig
 from hydranet.tasks import TASKS
 from hydranet.train.balancing import BalancingConfig
 from hydranet.world import WorldConfig
+from hydranet.yaml_files import read_yaml_mapping, yaml_error_message
 
 
 class ConfigError(ValueError):
@@ -270,7 +271,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {e}") from None
+        raise ConfigError(yaml_error_message(e, f"--set {text!r}", raw)) from None
     # YAML reads "1e-3" as a string (it wants a dot); users mean a number.
     if isinstance(value, str):
         try:
@@ -384,13 +385,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deep to read (refused)") from None
-    return config_with_overrides(tree or {}, overrides or [], str(path))
+    tree = read_yaml_mapping(path, ConfigError, "a mapping of config sections (data, model, train)", empty={})
+    return config_with_overrides(tree, overrides or [], str(path))
 
 
 def config_with_overrides(tree: dict[str, Any], overrides: list[str], where: str) -> Config:

@@ -34,6 +34,7 @@ from hydranet.train.config import Config, ConfigError, config_to_dict
 from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
+from hydranet.yaml_files import read_yaml_mapping
 
 
 def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
@@ -285,10 +286,7 @@ def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
     stored_file = out_dir / "config.yaml"
     if not stored_file.is_file():
         return None
-    try:
-        stored = _flatten(yaml.safe_load(stored_file.read_text()) or {})
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{stored_file}: cannot read the run's config ({e})") from None
+    stored = _flatten(read_yaml_mapping(stored_file, ConfigError, "the run's config as a mapping", empty={}))
     given = _flatten(config_to_dict(cfg))
     changed = sorted(k for k in set(stored) | set(given) if stored.get(k, "<unset>") != given.get(k, "<unset>"))
     allowed = [k for k in changed if k.startswith(_RESUMABLE_CHANGES)]

@@ -86,6 +86,27 @@ def test_setup_is_typed(root, edit, field):
     assert e.value.path == str(root / "manifest.json")
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("edit, field", [
+    (lambda m, v: _camera(m, 0).update(fx=v), "setup.rigs.0.cameras.0.fx"),
+    (lambda m, v: _camera(m, 3).update(cy=v), "setup.rigs.0.cameras.3.cy"),
+    (lambda m, v: m["setup"]["grid"].update(cell=v), "setup.grid.cell"),
+    # before: the free-form source record (what `hydranet generate` writes first: the world's own setup) was
+    # not looked at, so `"fx": NaN` there passed data-info --verify --deep, predict, train and cache-features
+    (lambda m, v: m["source"].update(world_config={"setup": {"rigs": [{"cameras": [{"fx": v}]}]}}),
+     "source.world_config.setup.rigs.0.cameras.0.fx"),
+    (lambda m, v: m["source"].update(classes={"objects3d": ["car"]}, scale=[1.0, v]), "source.scale.1"),
+])
+def test_a_non_finite_number_anywhere_is_refused_naming_the_field(root, edit, field, value):
+    """Python's json reads NaN/Infinity/-Infinity (no hydranet writer emits them: hydranet.json_files)."""
+    edit_manifest(root, lambda m: edit(m, value))
+    assert any(t in (root / "manifest.json").read_text() for t in ("NaN", "Infinity"))
+    with pytest.raises(ShardManifestError) as e:
+        ShardDataset(root)
+    where = root / "manifest.json"
+    assert str(e.value) == f"{where}: invalid manifest: field '{field}': Input should be a finite number"
+
+
 def test_typed_setup_round_trips(root):
     m = read_manifest(root)
     assert m.setup.rig() == default_rig((16, 32)) and m.setup.grid == BevGrid(cell=2.0)

@@ -139,7 +139,62 @@ def test_missing_image_and_mismatched_sizes_name_the_camera(tmp_path):
     Image.new("RGB", (64, 32)).save(tmp_path / "img" / "small.png")
     index.write_text(json.dumps(_line(cameras={
         "front": {"image": "img/front0.png", "K": K, "T_ego_from_cam": _T(0)},
-        "left": {"image": "img/small.png", "K": K, "T_ego_from_cam": _T(90)}})))
-    with pytest.raises(SourceError, match=r"frames.jsonl:1: cameras.left.image: 64x32 differs"):
+        "left": {"image": "img/small.png", "K": K_SMALL, "T_ego_from_cam": _T(90)}})))
+    # the first line declares the rig: neither camera is the odd one, both are named with their sizes
+    with pytest.raises(SourceError, match=r"frames.jsonl:1: cameras: image sizes \(WxH\) front 320x180, left 64x32: "
+                                          r"without image_size every camera .* pass image_size"):
         FramesIndex(index)[0]
     assert FramesIndex(index, image_size=(32, 64))[0].images.shape == (2, 3, 32, 64)
+
+
+K_SMALL = [[80.0, 0.0, 32.0], [0.0, 80.0, 16.0], [0.0, 0.0, 1.0]]  # K of the 64x32 image
+
+
+def _small(*cams: str) -> dict:
+    """Line 3 (the second frame) with ``cams`` at 64x32 (their K in those pixels), the others at 320x180."""
+    cameras = {}
+    for cam, yaw in (("front", 0.0), ("left", 90.0)):
+        image, k = ("img/small.png", K_SMALL) if cam in cams else (f"img/{cam}1.png", K)
+        cameras[cam] = {"image": image, "K": k, "T_ego_from_cam": _T(yaw)}
+    return _line(frame_index=1, cameras=cameras)
+
+
+@pytest.mark.parametrize("cams, message", [
+    # before: "cameras.left.image: 320x180 differs from the other cameras' 64x32", blaming the camera read second
+    (("front",), r"frames.jsonl:3: cameras.front.image: image sizes \(WxH\) front 64x32, left 320x180; "
+                 r"the rig \(line 2\) is 320x180: "),
+    # before: "sample 000000001: rig differs from the first sample", from the shard writer, no file or line
+    (("front", "left"), r"frames.jsonl:3: cameras: image sizes \(WxH\) front 64x32, left 64x32; the rig \(line 2\) "
+                        r"is 320x180: "),
+])
+def test_a_line_of_other_image_sizes_names_every_camera_and_the_rig(tmp_path, cams, message):
+    index = write_frames(tmp_path, [_line(), _small(*cams)])
+    Image.new("RGB", (64, 32)).save(tmp_path / "img" / "small.png")
+    ds = FramesIndex(index)
+    assert ds[0].images.shape == (2, 3, 180, 320)
+    with pytest.raises(SourceError, match=message + r"without image_size every camera of every line must have one "
+                                                    r"size; pass image_size \(--image-size HxW"):
+        ds[1]
+    resized = FramesIndex(index, image_size=(90, 160))[1]  # the rig's cameras resized: K follows each one's size
+    assert resized.images.shape == (2, 3, 90, 160) and resized.intrinsics[0, 0, 2] == pytest.approx(80.0)
+
+
+@pytest.mark.parametrize("line, cx, cy", [(0, 500.0, 90.0), (1, 160.0, -4.0), (1, 320.5, 90.0)])
+def test_a_principal_point_outside_the_image_is_refused(tmp_path, line, cx, cy):
+    """A K for another resolution (cx = 500 on a 320-wide image) was accepted and projected everything off by
+    the scale. The first line is refused when the rig is read, any other when its frame is."""
+    lines = [_line(), _line(frame_index=1)]
+    lines[line]["cameras"]["left"]["K"] = [[400.0, 0.0, cx], [0.0, 400.0, cy], [0.0, 0.0, 1.0]]
+    ds = FramesIndex(write_frames(tmp_path, lines))
+    message = (rf"frames.jsonl:{line + 2}: cameras.left.K: principal point \(cx, cy\) = \({cx:g}, {cy:g}\) lies "
+               r"outside the 320x180 \(WxH\) image: a K for another resolution\?")
+    with pytest.raises(SourceError, match=message):
+        ds.setup if line == 0 else ds[1]
+    with pytest.raises(SourceError, match=message):  # resizing does not hide it: K is in the stored image's pixels
+        FramesIndex(write_frames(tmp_path, lines), image_size=(90, 160))[line]
+
+
+def test_a_principal_point_on_the_image_edge_is_kept(tmp_path):
+    lines = [_line()]
+    lines[0]["cameras"]["left"]["K"] = [[400.0, 0.0, 320.0], [0.0, 400.0, 0.0], [0.0, 0.0, 1.0]]
+    assert FramesIndex(write_frames(tmp_path, lines))[0].intrinsics[1, 0, 2] == 320.0

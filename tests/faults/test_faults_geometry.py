@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from faults_kit import H, K, W, cli, error_line, frame_line, write_bdd, write_frames, write_kitti
+from faults_kit import T_CAM, H, K, W, cli, error_line, frame_line, write_bdd, write_frames, write_kitti
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -25,6 +25,7 @@ from hydranet.geometry import make_transform
 SCALED = [[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1.0]]
 SHEARED = [[0.0, 0.3, 1.0, 1.5], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 1.4], [0.0, 0.0, 0.0, 1.0]]
 MIRRORED = [[0.0, 0.0, 1.0, 1.5], [1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 1.4], [0.0, 0.0, 0.0, 1.0]]
+K_OTHER = [[40.0, 0.0, 100.0], [0.0, 40.0, 12.0], [0.0, 0.0, 1.0]]  # cx = 100 on a 48-wide image
 FRAMES_CASES = {
     "non-rigid T_world_from_ego": (dict(T_world_from_ego=SCALED), ":2: T_world_from_ego"),
     "sheared T_ego_from_cam": (dict(cameras={"front": {"image": "img1.png", "K": K, "T_ego_from_cam": SHEARED}}),
@@ -40,6 +41,16 @@ FRAMES_CASES = {
     "mask of another size": (dict(labels={"drivable": {"front": "mask.png"}}), "would be stretched"),
     "duplicate frame": (dict(frame_index=0), "listed twice"),
     "JSON nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, "nested more than 100 levels"),
+    # a K for another resolution: before, accepted silently (every projection off by the scale)
+    "principal point outside the image": (dict(cameras={"front": {"image": "img1.png", "K": K_OTHER,
+                                                                  "T_ego_from_cam": T_CAM}}),
+                                          "cameras.front.K: principal point (cx, cy) = (100, 12) lies outside the "
+                                          f"{W}x{H} (WxH) image"),
+    # before: "sample 000000001: rig differs from the first sample", from the shard writer, with no file:line
+    "every image smaller than the rig": (dict(cameras={"front": {"image": "mask.png", "T_ego_from_cam": T_CAM,
+                                                                 "K": [[20.0, 0, 12.0], [0, 20.0, 6.0], [0, 0, 1]]}}),
+                                         f"cameras.front.image: image sizes (WxH) front {W // 2}x{H // 2}; the rig "
+                                         f"(line 1) is {W}x{H}"),
 }
 
 

@@ -230,3 +230,39 @@ def test_vacation_started_in_one_directory_resumes_from_another(tmp_path, monkey
     shutil.move(run, tmp_path / "moved")
     line = error_line(cli("vacation", "-c", "../p/pipeline.yaml", "-o", "../moved", code=2))
     assert "pipeline.json: run_dir: this run was written in " + str(run) in line, line
+
+
+BROKEN_YAML = "data:\n  a: 1\n  b: 2\n- c\n"  # a list item inside a mapping: line 4, column 1
+
+
+@pytest.mark.parametrize("args, where", [
+    (["train", "-c", "{yaml}", "-o", "{tmp}/r"], "{yaml}:4:1"),
+    (["generate", "--config", "{yaml}", "-o", "{tmp}/g"], "{yaml}:4:1"),
+    (["eval", "{run}", "--suite", "{yaml}"], "{yaml}:4:1"),
+    (["vacation", "-c", "{yaml}", "-o", "{tmp}/v"], "{yaml}:4:1"),
+    (["predict", "{run}", "--data", "{yaml}", "-o", "{tmp}/p"], "{yaml}:4:1"),
+], ids=lambda a: a[0] if isinstance(a, list) else None)
+def test_a_yaml_syntax_error_is_file_line_column_and_the_problem(tmp_path, ckpt, args, where):
+    """Before: ``not valid YAML (while parsing ...; in "<unicode string>", line 4, column 1:; ^)``: PyYAML's
+    four lines with a caret, joined. Every YAML file goes through hydranet.yaml_files, one formatter."""
+    yaml_file = tmp_path / "broken.yaml"
+    yaml_file.write_text(BROKEN_YAML)
+    fill = {"yaml": yaml_file, "tmp": tmp_path, "run": ckpt}
+    line = error_line(cli(*[a.format(**fill) for a in args], code=2))
+    assert f"{where.format(**fill)}: expected <block end>, but found '-' (not valid YAML, while parsing a block " \
+           "mapping from 1:1)" in line, line
+    assert "<unicode string>" not in line and "^" not in line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "-c", "{cfg}", "--set", "train.lr=[1", "-o", "{tmp}/r"],
+     "--set 'train.lr=[1':1:3: expected ',' or ']', but got '<stream end>' (not valid YAML, while parsing a flow "
+     "sequence from 1:1)"),
+    # before: an uncaught ParserError, "internal error ... (this is a hydranet bug)", exit 1
+    (["cache-features", "--ckpt", "{run}", "--data", "synthetic", "--world", "seed=[1", "-o", "{tmp}/c"],
+     "--world 'seed=[1':1:3: expected ',' or ']', but got '<stream end>'"),
+], ids=["--set", "--world"])
+def test_a_yaml_value_on_the_command_line_is_one_line_too(tmp_path, ckpt, args, expected):
+    fill = {"cfg": train_config(tmp_path / "c.yaml"), "tmp": tmp_path, "run": ckpt}
+    line = error_line(cli(*[a.format(**fill) for a in args], code=2))
+    assert expected in line, line

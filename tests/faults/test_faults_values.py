@@ -2,13 +2,16 @@
 
 Non-finite numbers are refused wherever a suite holds a float (``allow_inf_nan=False``), a suite is held to
 ``hydranet.limits`` (seeds, frames), a BEV grid to ``MAX_BEV_CELLS`` wherever one is built (``BevGrid``), a
-threshold on a task the model lacks fails instead of skipping to PASS, and ``train --from`` refuses a
-checkpoint trained on another grid.
+threshold on a task the model lacks fails instead of skipping to PASS, ``train --from`` refuses a
+checkpoint trained on another grid, and a shard manifest holds finite numbers only (``NaN`` anywhere in it, the
+free-form ``source`` record included, is refused by every command that opens the dataset).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import shutil
 
 import pytest
 import yaml
@@ -97,3 +100,17 @@ def test_train_from_a_checkpoint_of_another_grid_is_refused(tmp_path):
     line = error_line(res)
     assert "trained on the BEV grid" in line and "the config's model has" in line
     assert not (tmp_path / "t" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_number_in_a_shard_manifest_is_refused_by_every_reader(tmp_path, dataset, ckpt, token):
+    """The trial: `"fx": NaN` where ``hydranet generate`` writes the first fx (the world config the source record
+    keeps) passed ``data-info --verify --deep``, and predict and cache-features ran on it."""
+    data = shutil.copytree(dataset, tmp_path / "data")
+    manifest = data / "manifest.json"
+    manifest.write_text(re.sub(r'"fx": [0-9.e+-]+', f'"fx": {token}', manifest.read_text(), count=1))
+    field = "field 'source.world_config.setup.rigs.0.cameras.0.fx': Input should be a finite number"
+    for args in (["data-info", data, "--verify", "--deep"], ["predict", ckpt, "--data", data, "-o", tmp_path / "p"],
+                 ["cache-features", "--ckpt", ckpt, "--data", data, "-o", tmp_path / "c"]):
+        line = error_line(cli(*args, code=2))
+        assert f"{manifest}: invalid manifest: {field}" in line, (args[0], line)

@@ -18,13 +18,14 @@ One line::
 
 Frames: ``T_ego_from_cam`` maps OpenCV camera coordinates (x right, y down, z forward) into the ego
 frame (x forward, y left, z up, origin on the ground under the rear axle); ``T_world_from_ego`` is the
-ego pose in any fixed world frame; ``K`` is in pixels of the image file as stored; ``timestamp`` in
-seconds. Every line must list the same cameras in the same order (the rig). Cameras may have different
-native resolutions: ``image_size`` (a model's network input) resizes every camera to it, rescaling its K
-and nothing else; without it the files must share one size. ``setup`` reports the rig of the first line
-(each camera's native size and K, its T_ego_from_cam). Labels are optional per line and use hydranet's own formats
-(``hydranet.data.sample``): ragged labels as lists (class/state/camera given by name or index), dense
-per-camera labels as ``{camera: file}`` — uint8 PNG of ids for ``drivable``/``lanes``/``semantic``;
+ego pose in any fixed world frame; ``K`` is in pixels of the image file as stored (its principal point
+inside that image: one outside is a K for another resolution, refused); ``timestamp`` in seconds. Every line
+must list the same cameras in the same order (the rig). Cameras may have different native resolutions:
+``image_size`` (a model's network input) resizes every camera to it, rescaling its K and nothing else;
+without it every file of every line must have the first line's one size. ``setup`` reports the rig of the
+first line (each camera's native size and K, its T_ego_from_cam). Labels are optional per line and use
+hydranet's own formats (``hydranet.data.sample``): ragged labels as lists (class/state/camera given by name or
+index), dense per-camera labels as ``{camera: file}`` — uint8 PNG of ids for ``drivable``/``lanes``/``semantic``;
 ``depth`` as a 16-bit PNG of metres x 256 (the KITTI depth convention, 0 = no depth) or a ``.npy`` of
 float32 metres — and ``ego_path`` inline ``[[x, y, yaw], ...]``.
 
@@ -54,6 +55,7 @@ from hydranet.data.sample import (
     Sample,
     check_boxes,
     check_map_size,
+    check_principal_point,
     check_rigid,
     check_unique,
 )
@@ -159,7 +161,7 @@ class FramesSource(Source):
         """The rig of the first line: per camera its native image size (the file header, not decoded), K and
         T_ego_from_cam; the output size (``image_size``, else the files' one size); no BEV grid."""
         lineno, line = self.lines[0]
-        cams, sizes = [], set()
+        cams, sizes = [], {}
         for name, cam in line.cameras.items():
             path = self._file(cam.image)
             try:
@@ -169,12 +171,10 @@ class FramesSource(Source):
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from None
             except (OSError, ValueError) as e:
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: cannot read {path} ({e})") from e
-            sizes.add((h, w))
+            check_principal_point(cam.K, (h, w), self._where(lineno, f"cameras.{name}.K"), SourceError)
+            sizes[name] = (h, w)
             cams.append(Camera(name=name, image_size=(h, w), K=cam.K, T_ego_from_cam=cam.T_ego_from_cam))
-        if self.image_size is None and len(sizes) > 1:
-            raise SourceError(f"{self._where(lineno, 'cameras')}: images of sizes {sorted(sizes)}: pass image_size "
-                              "(the model's input size) to resize every camera to one size")
-        size = self.image_size if self.image_size is not None else next(iter(sizes))
+        size = self.image_size if self.image_size is not None else self._one_size(lineno, sizes)
         return Setup(image_size=size, rigs={"frames": Rig(cameras=tuple(cams))}, grid=None,
                      classes=self.object_classes())
 
@@ -184,6 +184,22 @@ class FramesSource(Source):
 
     def _where(self, lineno: int, field: str = "") -> str:
         return f"{self.path}:{lineno}" + (f": {field}" if field else "")
+
+    def _one_size(self, lineno: int, sizes: dict[str, tuple[int, int]], rig: tuple[int, int] | None = None
+                  ) -> tuple[int, int]:
+        """The one native size (H, W) of every camera of line ``lineno`` (``sizes``: camera -> (H, W)) when nothing is
+        resized (no ``image_size``), equal to ``rig``, the first line's, when given. ``SourceError`` lists every
+        camera's size and the rig's, and names the camera that differs from the rig (when it is one)."""
+        one = set(sizes.values())
+        if len(one) == 1 and (rig is None or tuple(rig) in one):
+            return one.pop()
+        odd = [name for name, hw in sizes.items() if rig is not None and hw != tuple(rig)]
+        field = f"cameras.{odd[0]}.image" if len(odd) == 1 else "cameras"
+        listing = ", ".join(f"{name} {w}x{h}" for name, (h, w) in sizes.items())
+        declared = f"; the rig (line {self.lines[0][0]}) is {rig[1]}x{rig[0]}" if rig is not None else ""
+        raise SourceError(f"{self._where(lineno, field)}: image sizes (WxH) {listing}{declared}: without image_size "
+                          "every camera of every line must have one size; pass image_size (--image-size HxW: the "
+                          "model's input size) to resize every camera to it")
 
     def _parse(self, lineno: int, text: str) -> _FrameLine:
         try:
@@ -231,25 +247,22 @@ class FramesSource(Source):
 
     def __getitem__(self, index: int) -> Sample:
         lineno, line = self.lines[index]
-        images, Ks, Ts, scales, stored = [], [], [], [], []
-        size = self.image_size
+        images, Ks, Ts, scales, stored = [], [], [], [], {}
         for name, cam in line.cameras.items():
             try:
-                img, (h0, w0) = load_rgb(self._file(cam.image), self.image_size)
+                img, stored[name] = load_rgb(self._file(cam.image), self.image_size)
             except SourceError as e:
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {e}") from e
-            if size is None:
-                size = (h0, w0)
-            if tuple(img.shape[-2:]) != tuple(size):
-                raise SourceError(f"{self._where(lineno, f'cameras.{name}.image')}: {w0}x{h0} differs from the other "
-                                  f"cameras' {size[1]}x{size[0]} (pass image_size to resize)")
-            sx, sy = size[1] / w0, size[0] / h0
-            stored.append((h0, w0))
+            check_principal_point(cam.K, stored[name], self._where(lineno, f"cameras.{name}.K"), SourceError)
             images.append(img)
+        size = self.image_size or self._one_size(lineno, stored, tuple(self.setup.image_size))
+        for name, cam in line.cameras.items():
+            h0, w0 = stored[name]
+            sx, sy = size[1] / w0, size[0] / h0
             Ks.append(resize_intrinsics(torch.tensor(cam.K, dtype=torch.float64), sx, sy))
             Ts.append(torch.tensor(cam.T_ego_from_cam, dtype=torch.float64))
             scales.append((sx, sy))
-        labels = {k: self._label(lineno, k, v, size, scales, stored) for k, v in line.labels.items()}
+        labels = {k: self._label(lineno, k, v, size, scales, list(stored.values())) for k, v in line.labels.items()}
         return Sample(images=torch.stack(images), intrinsics=torch.stack(Ks).float(),
                       T_ego_from_cam=torch.stack(Ts).float(),
                       T_world_from_ego=torch.tensor(line.T_world_from_ego, dtype=torch.float32),
