@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
+from hydranet.config_errors import format_validation_error
 from hydranet.geometry import BevGrid
 from hydranet.outputs import write_bytes_atomic
 from hydranet.setup import Setup
@@ -32,7 +33,9 @@ class ExportManifestError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: a NaN or Infinity anywhere in a manifest (normalisation, K, thresholds) is an error
+    # naming the field, never a value the runtime computes with.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputSpec(_Strict):
@@ -80,7 +83,7 @@ class ExportedTaskSpec(_Strict):
 
     space: Literal["camera", "bev"]
     label: str
-    options: dict[str, Any]
+    options: dict[str, JsonValue]
     decoder: str
     outputs: list[str]
 
@@ -133,7 +136,7 @@ class ExportManifest(_Strict):
     outputs: list[OutputSpec]
     # A temporal graph's new_state.* outputs, in graph order after ``outputs`` (empty for a single-frame graph).
     state_outputs: list[StateOutputSpec] = Field(default_factory=list)
-    architecture: dict[str, Any] = Field(default_factory=dict)  # the ModelConfig, for the record
+    architecture: dict[str, JsonValue] = Field(default_factory=dict)  # the ModelConfig, for the record
     quantization: QuantizationSpec | None = None
 
     @model_validator(mode="after")
@@ -226,8 +229,7 @@ def load_manifest(path: str | Path) -> ExportManifest:
     try:
         manifest = ExportManifest.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ExportManifestError(f"{path}: invalid manifest ({problems})") from None
+        raise ExportManifestError(f"{path}: invalid manifest ({format_validation_error(e, '', sep='; ')})") from None
     for name, spec in manifest.tasks.items():
         missing = [o for o in spec.outputs if o not in manifest.output_names()]
         if missing:

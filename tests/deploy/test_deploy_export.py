@@ -1,6 +1,7 @@
 """Export: one graph with named outputs per head tensor, a complete manifest, sub-graphs dropped, clear errors."""
 
 import json
+import re
 
 import onnx
 import pytest
@@ -124,3 +125,34 @@ def test_manifest_errors(exported, tmp_path):
     bad.write_text(json.dumps(data))
     with pytest.raises(ExportManifestError, match="batch"):
         load_manifest(bad)
+
+
+def _first_number(node, path=()):
+    """The path of the first int/float leaf under ``node`` (dicts and lists), or None."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (*path, key)
+        found = _first_number(value, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_number_anywhere_in_an_export_manifest_is_refused(exported, tmp_path, token):
+    # Before: only the setup was checked; a NaN in the normalisation or the architecture record was accepted.
+    text = manifest_path(exported).read_text()
+    bad = tmp_path / "m.manifest.json"
+    for key in ("normalisation", "architecture"):
+        changed = json.loads(text)
+        path = _first_number(changed[key], (key,))
+        node = changed
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = float(token.replace("Infinity", "inf"))
+        bad.write_text(json.dumps(changed))  # json writes NaN / Infinity tokens
+        field = ".".join(map(str, path))
+        with pytest.raises(ExportManifestError, match=rf"invalid manifest \({re.escape(field)}: Input should be a "
+                                                      r"finite number"):
+            load_manifest(bad)
