@@ -36,6 +36,7 @@ from hydranet.config_errors import field_messages
 from hydranet.data.errors import ShardError, ShardManifestError  # noqa: F401 - re-exported: data.manifest.ShardError
 from hydranet.data.storage import ShardStore, is_url
 from hydranet.limits import loads_json
+from hydranet.outputs import fsync_path
 from hydranet.setup import Setup
 
 FORMAT = "hydranet-shards"
@@ -218,7 +219,7 @@ def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)  # the rename itself, on disk
 
 
 def write_shard_manifest(root: str | os.PathLike, manifest: ShardManifest) -> Path:
@@ -232,16 +233,3 @@ def write_shard_manifest(root: str | os.PathLike, manifest: ShardManifest) -> Pa
     text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "]", text)
     _atomic_write_bytes(path, (text + "\n").encode())
     return path
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
