@@ -163,7 +163,14 @@ class CameraHead(nn.Module):
         for name in self.levels[1:]:
             x = x + F.interpolate(features[name], size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.pixel_skip:  # the image's own pixels, each stride×stride cell as 3·s² channels
-            pixels = F.pixel_unshuffle(features[IMAGE_KEY], self.stride)
+            image = features[IMAGE_KEY]
+            s = self.stride
+            # An image side that is not a multiple of the stride is zero-padded at its far edge, as the trunk's
+            # strided convolutions round up (a 97-pixel side gives a 25-cell map at stride 4).
+            pad_h, pad_w = -image.shape[-2] % s, -image.shape[-1] % s
+            if pad_h or pad_w:
+                image = F.pad(image, (0, pad_w, 0, pad_h))
+            pixels = F.pixel_unshuffle(image, s)[..., :x.shape[-2], :x.shape[-1]]
             x = torch.cat([x, pixels.to(x.dtype).contiguous(memory_format=torch.channels_last)], 1)
         return self.head(x)
 
