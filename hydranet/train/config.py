@@ -391,25 +391,46 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def config_with_overrides(tree: dict[str, Any], overrides: list[str], where: str) -> Config:
     """``config_from_dict`` of ``tree`` with ``--set`` ``overrides`` applied. A field the command line set
-    is named as the user typed it (``--set train.lr=abc: train.lr: ...``), any other by ``where``."""
+    is named as the user typed it (``--set train.lr=abc: train.lr: ...``), any other by ``where``; a field in a
+    section the command line created (``--set data.datasets.extra.frames=3``: the file has no ``extra``) is the
+    command line's too."""
+    written = {_key(item): item for item in overrides}  # the last --set of a key wins, as overrides apply in order
+    created = _sections_created(tree, overrides)  # before apply_overrides changes the tree in place
     try:
         return config_from_dict(apply_overrides(tree, overrides), where)
     except ConfigError as e:
         def set_by(field: str) -> str | None:
-            """The ``--set`` item whose key is ``field`` or a section holding it (the last one wins, as
-            overrides apply in order)."""
-            found = None
-            for item in overrides:
-                key = item.split("=", 1)[0].strip()
-                if field == key or field.startswith(key + "."):
-                    found = item
-            return found
+            """The ``--set`` item that wrote ``field``, a section holding it, or created the section it lies in
+            (the most specific of them)."""
+            matches = [(len(prefix), k < len(written), item) for k, (prefix, item)
+                       in enumerate([*written.items(), *created.items()])
+                       if field == prefix or field.startswith(prefix + ".")]
+            return max(matches)[2] if matches else None
 
         if not any(set_by(field) for field in e.fields):
             raise
         raise ConfigError("\n".join(f"--set {item}: {field}: {message}" if (item := set_by(field)) else
                                      f"{where}: {field}: {message}" for field, message in e.fields.items()),
                           e.fields) from None
+
+
+def _key(item: str) -> str:
+    """The dotted key of a ``--set KEY=VALUE`` item."""
+    return item.split("=", 1)[0].strip()
+
+
+def _sections_created(tree: dict[str, Any], overrides: list[str]) -> dict[str, str]:
+    """``{section path: --set item}`` for each section an override creates (absent from ``tree``)."""
+    created: dict[str, str] = {}
+    for item in overrides:
+        path = [p for p in _key(item).split(".") if p]
+        node: Any = tree
+        for k, part in enumerate(path[:-1]):
+            if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+                created.setdefault(".".join(path[:k + 1]), item)
+                break
+            node = node[part]
+    return created
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -135,6 +135,10 @@ def test_every_failed_field_is_named_by_the_set_that_wrote_it(tmp_path):
                                             "data.datasets.w={kind: world, frames: 4, world: {fog: -3}}"])
     assert list(err.value.fields) == ["data.datasets.w.world.fog", "model.tasks.depth.width", "model.tasks.lanez"]
     assert all(line.startswith("--set ") for line in str(err.value).splitlines()), str(err.value)
+    # A section the command line created is the command line's: its missing fields are not the file's fault.
+    with pytest.raises(ConfigError, match=r"^--set data.datasets.extra.frames=3: data.datasets.extra.kind: "
+                                          r"required field is missing$"):
+        load_config(write(tmp_path, BASE), ["data.datasets.extra.frames=3"])
 
 
 def test_pydantic_internals_never_reach_the_user(tmp_path):
