@@ -2,8 +2,9 @@
 
 Every loader of a user's YAML file reads it here, so the ways it can fail give the same one-line
 messages everywhere, each naming the file: it cannot be read (the OS error) or is not UTF-8 text, it is
-not valid YAML (``yaml_error_message``: ``FILE:LINE:COLUMN: problem``), or it holds something other than
-a mapping (what it holds). The loader's own error class is raised, so a CLI maps it to its usual exit code 2.
+not valid YAML (``yaml_error_message``: ``FILE:LINE:COLUMN: problem``), a mapping gives a key twice (PyYAML
+would keep the last silently), or it holds something other than a mapping (what it holds). The loader's own
+error class is raised, so a CLI maps it to its usual exit code 2.
 
 ``yaml_error_message`` is also the one formatter of a YAML error in a value given on the command line
 (``--set KEY=VALUE``, ``--world KEY=VALUE``).
@@ -17,6 +18,29 @@ from typing import Any
 import yaml
 
 __all__ = ["read_yaml_mapping", "yaml_error_message"]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps the last one silently, so
+    ``steps: 1000`` followed later by ``steps: 0`` would train with 0 and name no line. Merge keys (``<<``) keep
+    their override meaning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base constructor names it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"key {key!r} given twice (first at line {first.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 def _position(text: str, index: int) -> str:
@@ -61,7 +85,7 @@ def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, exp
     except UnicodeDecodeError as e:
         raise error(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at byte {e.start})") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise error(yaml_error_message(e, str(path), text)) from None
     except RecursionError:

@@ -55,3 +55,13 @@ def test_a_file_that_is_not_utf8_names_the_byte(tmp_path):
     path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     with pytest.raises(FileError, match=r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at byte 9\)"):
         read_yaml_mapping(path, FileError)
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    # PyYAML keeps the last value silently: `steps: 1000` ... `steps: 0` trained with 0 and named no line.
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  steps: 1000\n  lr: 0.1\n  steps: 0\n")
+    with pytest.raises(ValueError, match=r"dup.yaml:4:3: key 'steps' given twice \(first at line 2\)"):
+        read_yaml_mapping(path)
+    path.write_text("base: &b {a: 1}\nother:\n  <<: *b\n  a: 2\n")  # a merge key still overrides
+    assert read_yaml_mapping(path) == {"base": {"a": 1}, "other": {"a": 2}}
