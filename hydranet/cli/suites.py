@@ -101,7 +101,7 @@ def eval_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'; with "
-                                      "--data: the first N frames"),
+                                      "--data: the first N frames (default: all)"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
     allow_missing_tasks: bool = typer.Option(False, "--allow-missing-tasks", help="skip (instead of failing) "
@@ -121,6 +121,9 @@ def eval_command(
         if suite is not None:
             raise typer.BadParameter("--suite and --data exclude each other: suites render their own frames",
                                      param_hint="--data")
+        if allow_missing_tasks:
+            raise typer.BadParameter("applies to suites' thresholds; with --data, --tasks chooses the heads",
+                                     param_hint="--allow-missing-tasks")
         _eval_data(checkpoint, data, out, frames, batch_size, dev, tasks)
         return
     suites = _suites(suite or Path("suites"))
@@ -155,6 +158,8 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
     with cli_errors():  # a bad source, data that does not fit the model, an unknown task: one error line, exit 2
         dataset = open_dataset(data, setup=model.setup)
         total = len(dataset) if frames is None else min(frames, len(dataset))
+        if frames is None and total > _MANY_FRAMES:
+            console.print(f"scoring all {total} frames of --data {data} (--frames N scores the first N)")
         with progress(f"eval --data {data}", total, console, unit="frames") as bar:
             result = evaluate_dataset(model, dataset, names, frames, batch_size, device, source=f"--data {data}",
                                       model_name=f"checkpoint {checkpoint}", on_batch=bar.advance)
@@ -166,6 +171,8 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
             table.add_row(task if k == 0 else "", str(result.labelled_frames[task]) if k == 0 else "", metric,
                           _fmt(value))
     console.print(table)
+    if any(math.isnan(v) for m in result.metrics.values() for v in list(m.values())[:_SHOWN_METRICS]):
+        console.print("—: undefined on these frames (e.g. no traffic light of that state, no object of that class)")
     if result.unlabelled:
         console.print(f"not scored (no frame carries their label): {', '.join(result.unlabelled)}")
     console.print(f"every metric of every task: -o FILE.json ({sum(map(len, result.metrics.values()))} values)"
@@ -174,6 +181,7 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
 
 
 _SHOWN_METRICS = 6  # per task in the console table; the JSON holds all (per class, camera, range...)
+_MANY_FRAMES = 500  # `eval --data` without --frames says first that it will score them all (the world: 4,000)
 
 
 def _print_eval(run: Any, checks: list[Any]) -> None:

@@ -126,11 +126,12 @@ def _load_in_memory(dataset: Any, console: Any | None, samples_drawn: int) -> In
     if samples_drawn < len(dataset):  # e.g. `--set train.steps=5` on a config sized for a whole run
         console.print(f"  note: decoding all {len(dataset)} training samples, but the run draws only {samples_drawn} "
                       "(steps x global batch); fewer frames (data.datasets.NAME.frames) or train.in_memory: false "
-                      "start sooner", soft_wrap=True)
+                      "start sooner, and `hydranet generate` renders a world dataset once into shards for every run",
+                      soft_wrap=True)
     # A counted bar with an ETA (plain lines in a log) that stays as the "done in N s" line: a world dataset
     # renders while it decodes, minutes for thousands of frames.
-    with progress("decoding training samples into memory (train.in_memory)", len(dataset), console,
-                  unit="samples") as bar:
+    with progress("reading training samples into memory (train.in_memory: rendered or decoded once)", len(dataset),
+                  console, unit="samples") as bar:
         return InMemoryDataset(dataset, progress=lambda done, total: bar.update(done, total))
 
 

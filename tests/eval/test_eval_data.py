@@ -52,6 +52,8 @@ def test_eval_data_command(tmp_path):
     assert "not scored (no frame carries their label): depth" in " ".join(res.output.split())
     record = json.loads(out.read_text())
     assert record["frames"] == 2 and record["unlabelled"] == ["depth"] and "map" in record["metrics"]["objects3d"]
+    loose = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--allow-missing-tasks"])
+    assert loose.exit_code == 2 and "applies to suites' thresholds" in loose.output
     both = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--suite", "suites"])
     assert both.exit_code == 2 and "--suite and --data exclude each other" in both.output
     missing = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", str(tmp_path / "nothing")])
