@@ -55,7 +55,8 @@ from hydranet.train import exit_torchrun_worker, shutdown
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
 _TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
-                 "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'")
+                 "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'; an unknown name lists the "
+                 "registered triggers (docs/engine.md describes each)")
 
 
 def _opened(option: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -85,7 +86,10 @@ def mine_command(
     out: Path = typer.Option(..., "--out", "-o", help="queue directory (queue.jsonl, queue.html, mine_summary.json)"),
     shadow: Path | None = typer.Option(None, "--shadow", help="deployed graph (model.onnx) for the shadow trigger"),
     oversample: int = typer.Option(4, min=1, help="candidates kept per queued frame for near-duplicate removal"),
-    radius: float | None = typer.Option(None, min=0.0, help="near-duplicate radius on embeddings (default: auto)"),
+    radius: float | None = typer.Option(None, min=0.0, help="near-duplicate radius on the L2-normalised "
+                                        "embeddings, 0..2: a candidate closer than this to a pick is discounted "
+                                        "(default: auto, the median distance of a candidate to its nearest other "
+                                        "candidate)"),
     limit: int | None = typer.Option(None, min=1, help="mine only the first N frames of the pool"),
     max_per_scene: int | None = typer.Option(None, min=1, help="queue at most N frames of one scene "
                                              "(default: no cap; near-duplicates are still spread apart)"),
