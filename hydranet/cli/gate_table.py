@@ -26,14 +26,14 @@ def _num(x: float | None, signed: bool = False) -> str:
 
 
 def _result(r: GateRow) -> str:
-    status = "[yellow]pass[/]" if r.inconclusive else _STATUS[r.status]
+    status = "[yellow]pass[/]" if r.not_significant else _STATUS[r.status]
     return status + (f" {escape(r.reason)}" if r.reason else "")
 
 
 def _noise_note(suite: str, rows: Sequence[GateRow], more_frames: str = "--frames") -> str | None:
-    """One line naming the suite's ``inconclusive`` rows (a drop beyond tolerance whose interval holds 0), with
+    """One line naming the suite's ``not_significant`` rows (a drop beyond tolerance whose interval holds 0), with
     Δ, interval and frames of each, and the option that evaluates more frames; None when there are none."""
-    weak = [r for r in rows if r.inconclusive]
+    weak = [r for r in rows if r.not_significant]
     if not weak:
         return None
     each = ", ".join(f"{r.task}.{r.metric} Δ {r.delta:+.3f} (CI {r.low:+.3f}..{r.high:+.3f}, {r.frames} frames)"

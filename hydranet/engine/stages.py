@@ -237,8 +237,8 @@ def _stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
     """Gate stage: passed when no gate row of the eval stage failed; failures are listed with their reason.
     ``suites`` holds, per suite, every row of the eval stage's gate (``GateRow`` fields: current model as
     ``baseline``, ``candidate``, oriented ``delta``, interval ``low``..``high``, ``tolerance``, ``status``,
-    ``reason``, ``frames``, ``inconclusive``) with the suite's frames, resamples and confidence;
-    ``not_significant`` names the inconclusive ones (``suite/task.metric``)."""
+    ``reason``, ``frames``, ``not_significant``) with the suite's frames, resamples and confidence;
+    the top-level ``not_significant`` lists those rows (``suite/task.metric``)."""
     ev = v.record(it, "eval")
     rows = ev["gate_rows"]  # type: ignore[index]
     setup = ev.get("gate_suites", {})  # type: ignore[union-attr]  # absent in eval records of older versions
@@ -246,7 +246,7 @@ def _stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
               for name in dict.fromkeys(r["suite"] for r in rows)}
     failures = [{"suite": r["suite"], "task": r["task"], "metric": r["metric"], "baseline": r["baseline"],
                  "candidate": r["candidate"], "reason": r["reason"]} for r in rows if r["status"] == "fail"]
-    weak = [f"{r['suite']}/{r['task']}.{r['metric']}" for r in rows if r.get("inconclusive")]
+    weak = [f"{r['suite']}/{r['task']}.{r['metric']}" for r in rows if r.get("not_significant")]
     words = "; ".join(f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in failures)
     noise = (f"; {len(weak)} drop(s) beyond tolerance not significant at these frames ({', '.join(weak)})"
              if weak else "")

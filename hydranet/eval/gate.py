@@ -14,7 +14,7 @@ A metric without ground truth on the suite's frames (``recall/red`` with no red 
 **skipped**, as ``hydranet eval`` skips its threshold (``runner.judge_undefined``).
 
 A drop beyond the tolerance whose interval still holds 0 passes — on few frames it cannot be told
-from noise — but not silently: its row is marked ``inconclusive`` and its reason says so, with the
+from noise — but not silently: its row is marked ``not_significant`` and its reason says so, with the
 interval and the number of frames it was resampled from.
 """
 
@@ -34,7 +34,7 @@ class GateRow:
     """One gated metric of one task: baseline and candidate values, the oriented change ``delta``
     (> 0 is better), its bootstrap confidence interval [``low``, ``high``], the allowed regression
     ``tolerance``, and ``status`` ``pass``/``fail``/``skipped`` with a reason. ``frames``: the frames whose
-    records the interval was resampled from (the task's labelled frames); ``inconclusive``: a pass whose drop
+    records the interval was resampled from (the task's labelled frames); ``not_significant``: a pass whose drop
     exceeds the tolerance while the interval holds 0 (not significant at ``frames`` frames)."""
 
     suite: str
@@ -49,7 +49,7 @@ class GateRow:
     status: str  # "pass" | "fail" | "skipped"
     reason: str = ""
     frames: int = 0
-    inconclusive: bool = False
+    not_significant: bool = False
 
 
 def _bootstrap_delta(base: SuiteRun, cand: SuiteRun, task: str, metrics: list[str], resamples: int,
@@ -110,7 +110,7 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
             delta = sign * (b - a) + 0.0  # + 0.0: no "-0" for error metrics
             low, high = ci[m]
             base_status, base_why = judge_undefined(base.tasks[task], m) if math.isnan(a) else ("", "")
-            inconclusive = False
+            not_significant = False
             if base_status == "skipped":  # no ground truth: the same frames, so for both models
                 status, reason = "skipped", base_why
             elif math.isnan(a) and math.isnan(b):
@@ -123,12 +123,12 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
             elif delta < -tol and high < 0:
                 status, reason = "fail", f"regressed by {-delta:.4g} > tolerance {tol:g} (CI upper end {high:.3g} < 0)"
             elif delta < -tol:  # the rule above passes it; the row says why
-                inconclusive = True
+                not_significant = True
                 status, reason = "pass", (f"regressed by {-delta:.4g} > tolerance {tol:g}, but the "
                                           f"{suite.confidence:.0%} CI [{low:+.3f}, {high:+.3f}] holds 0: not "
                                           f"significant at {frames} frames")
             else:
                 status, reason = "pass", ""
             rows.append(GateRow(suite.name, task, m, a, b, delta, low, high, tol, status, reason, frames,
-                                inconclusive))
+                                not_significant))
     return rows

@@ -58,14 +58,14 @@ def test_drop_beyond_tolerance_within_noise_passes_marked_inconclusive_and_the_t
     # One frame of 8 loses its road: IoU 1.0 -> 0.875 (Δ -0.125, tolerance 0.05), but a third of the resamples
     # miss that frame (Δ = 0), so the interval holds 0: the rule passes it. Before, with reason '' and no mark.
     r = rows(seg_run([10] * 8), seg_run([10] * 7 + [0]))[("drivable", "miou")]
-    assert r.status == "pass" and r.inconclusive and r.frames == 8
+    assert r.status == "pass" and r.not_significant and r.frames == 8
     assert r.delta < -r.tolerance and r.low < 0 <= r.high
     assert r.reason.startswith("regressed by 0.125 > tolerance 0.05, but the 95% CI [")
     assert r.reason.endswith("holds 0: not significant at 8 frames")
     bad = rows(seg_run([10, 9, 10, 8, 10, 10, 9, 10]), seg_run([5, 4, 6, 5, 4, 5, 6, 5]))[("drivable", "miou")]
-    assert bad.status == "fail" and not bad.inconclusive  # significant: not a noise note
+    assert bad.status == "fail" and not bad.not_significant  # significant: not a noise note
     same = rows(seg_run([10] * 8), seg_run([10] * 8))[("drivable", "miou")]
-    assert same.reason == "" and not same.inconclusive
+    assert same.reason == "" and not same.not_significant
 
     out = io.StringIO()
     print_gate(Console(file=out, width=10_000, no_color=True), "s", [r], frames=8, resamples=300, confidence=0.95,
