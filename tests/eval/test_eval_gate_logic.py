@@ -54,7 +54,7 @@ def test_small_regression_within_tolerance_passes_large_fails():
     assert better.status == "pass" and better.delta > 0
 
 
-def test_drop_beyond_tolerance_within_noise_passes_marked_inconclusive_and_the_table_says_so():
+def test_drop_beyond_tolerance_within_noise_passes_marked_not_significant_and_the_table_says_so():
     # One frame of 8 loses its road: IoU 1.0 -> 0.875 (Δ -0.125, tolerance 0.05), but a third of the resamples
     # miss that frame (Δ = 0), so the interval holds 0: the rule passes it. Before, with reason '' and no mark.
     r = rows(seg_run([10] * 8), seg_run([10] * 7 + [0]))[("drivable", "miou")]
