@@ -196,14 +196,14 @@ def _gate(r: dict[str, Any]) -> str:
 
 
 def _delta(metric: str, cur: float | None, cand: float | None) -> str:
-    """``candidate − current`` with an arrow that says whether the change is better for this metric."""
+    """The change oriented as the gate prints it (Δ > 0 = better: ``current − candidate`` for an error metric),
+    with a word that says which."""
     if cur is None or cand is None:
         return "—"
-    d = cand - cur
+    d = (cur - cand) if lower_is_better(metric) else (cand - cur)
     if d == 0:
         return "0"
-    better = (d < 0) if lower_is_better(metric) else (d > 0)
-    return f"<span class={'up' if better else 'down'}>{d:+.4f} {'better' if better else 'worse'}</span>"
+    return f"<span class={'up' if d > 0 else 'down'}>{d:+.4f} {'better' if d > 0 else 'worse'}</span>"
 
 
 def _summary(rows: list[dict[str, Any]]) -> str:
@@ -224,7 +224,7 @@ def _page(v: VacationRun, rows: list[dict[str, Any]], chart: Path) -> None:
     blocks = []
     for r in rows:
         it = r["iteration"]
-        head = ["suite", "task", "metric", "deployed (before)", "candidate", "change"]
+        head = ["suite", "task", "metric", "deployed (before)", "candidate", "Δ (> 0 = better)"]
         trs = []
         for suite, d in r.get("suites", {}).items():
             for task, m in d.get("candidate", {}).items():

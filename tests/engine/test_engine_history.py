@@ -41,7 +41,8 @@ def test_history_page_reads_like_a_report(tmp_path):
     assert "2 of 2 iteration(s) complete,\n1 promoted" in page
     assert "(day 2, night 1)" in page and "87 annotations (2 frames, 71 objects, 14 dense maps)" in page
     assert "href='#iter-2'" in page and "id='iter-2'" in page  # summary table links each iteration
-    assert "+0.0100 better" in page and "-0.0200 better" in page  # abs_rel: lower is better
+    # oriented as the gate prints it: abs_rel 0.30 -> 0.28 is +0.0200 better (lower is better)
+    assert "+0.0100 better" in page and "+0.0200 better" in page and "-0.0200 better" not in page
     assert "-0.0600 worse" in page and "gate FAILED: night/drivable.miou" in page
     assert "passed as not significant at these frames" in page and "night/depth.abs_rel</p>" in page
     assert page.count("data:image/png;base64,") == 1  # the chart (no mined.png in the fake iterations)
