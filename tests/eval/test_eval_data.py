@@ -52,6 +52,10 @@ def test_eval_data_command(tmp_path):
     assert "not scored (no frame carries their label): depth" in " ".join(res.output.split())
     record = json.loads(out.read_text())
     assert record["frames"] == 2 and record["unlabelled"] == ["depth"] and "map" in record["metrics"]["objects3d"]
+    # world:PATH needs no `frames` option (the world's own length; --frames/-n limits it) and renders the model's setup
+    res = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", f"world:{world}", "-n", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["frames"] == 1
     both = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--suite", "suites"])
     assert both.exit_code == 2 and "--suite and --data exclude each other" in both.output
     missing = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", str(tmp_path / "nothing")])
