@@ -8,6 +8,7 @@
     ds = open_dataset("synthetic", world={"seed": 3, "num_scenes": 10})  # or a WorldConfig / YAML path
     ds = open_dataset("my_world.yaml")              # a YAML WorldConfig -> SyntheticWorld
     ds = open_dataset("nuscenes:/data/nuscenes")    # any registered source kind (hydranet.data.sources)
+    ds = open_dataset("world:my_world.yaml", setup=model.setup)  # the world source, rendering a model's setup
     src = open_source({"kind": "world", "frames": 40, "world": {"seed": 3}})
 
 This module sits to the right of both ``hydranet.data`` (the ``Sample`` contract, shards, loaders, the source
@@ -29,6 +30,7 @@ from hydranet.data import (
     MANIFEST_NAME,
     ShardDataset,
     ShardManifestError,
+    Source,
     is_url,
     open_source,
     parse_source_spec,
@@ -39,35 +41,50 @@ from hydranet.world import SyntheticWorld, load_world_config
 from hydranet.yaml_files import read_yaml_mapping
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
-__all__ = ["dataset_setup", "open_dataset", "source_config"]
+__all__ = ["dataset_setup", "open_dataset", "renders_world", "source_config"]
 
 
 def dataset_setup(ds: Dataset) -> Setup:
     """The ``Setup`` a dataset from ``open_dataset`` reports (every source, ``SyntheticWorld`` and
     ``ShardDataset`` have ``setup``), through ``Subset`` and one-part ``ConcatDataset``; ``TypeError`` for a
     dataset that reports none."""
-    if isinstance(ds, Subset):
-        return dataset_setup(ds.dataset)
-    if isinstance(ds, ConcatDataset) and len(ds.datasets) == 1:
-        return dataset_setup(ds.datasets[0])
+    ds = _unwrapped(ds)
     setup = getattr(ds, "setup", None)
     if not isinstance(setup, Setup):
         raise TypeError(f"{type(ds).__name__} reports no setup (a Source, SyntheticWorld or ShardDataset does)")
     return setup
 
 
+def renders_world(ds: Dataset) -> bool:
+    """Whether a dataset from ``open_dataset`` is the synthetic world (``SyntheticWorld`` or the ``world`` source,
+    through ``Subset`` and one-part ``ConcatDataset``): opened for a setup (``open_dataset(setup=)``), it renders it
+    unless the world declares its own."""
+    ds = _unwrapped(ds)
+    return isinstance(ds, SyntheticWorld) or (isinstance(ds, Source) and ds.kind == "world")
+
+
+def _unwrapped(ds: Dataset) -> Dataset:
+    """The dataset under ``Subset``s and one-part ``ConcatDataset``s."""
+    while isinstance(ds, Subset) or (isinstance(ds, ConcatDataset) and len(ds.datasets) == 1):
+        ds = ds.dataset if isinstance(ds, Subset) else ds.datasets[0]
+    return ds
+
+
 def source_config(config: dict[str, Any], setup: Setup) -> dict[str, Any]:
     """A source config ``{"kind": ..., **options}`` (a dataset section's ``options()``, ``hydranet convert``'s) with
-    the model's ``setup`` flowing in where it leaves it open: a world renders it (unless its ``world`` declares a
-    ``setup`` or is a YAML path); a source with an ``image_size`` option resizes to the setup's; a source that
-    maps classes maps onto the setup's object vocabulary (``model_classes``). The grid of a source's BEV labels
-    is not an option: the source is opened for the setup (``open_source``) and makes them on its grid."""
+    the model's ``setup`` flowing in where it leaves it open: a world renders it unless its ``world`` (fields or a
+    YAML path, read here: ``ValueError`` naming the file) declares a ``setup`` of its own; a source with an
+    ``image_size`` option resizes to the setup's; a source that maps classes maps onto the setup's object
+    vocabulary (``model_classes``). The grid of a source's BEV labels is not an option: the source is opened for
+    the setup (``open_source``) and makes them on its grid."""
     out = dict(config)
     kind = str(out["kind"])
     if kind == "world":
-        world = out.get("world", {})
+        world = out.get("world") or {}
         if isinstance(world, dict) and "setup" not in world:
             out["world"] = {**world, "setup": setup.model_dump(mode="json")}
+        elif isinstance(world, str) and "setup" not in (cfg := load_world_config(world)).model_fields_set:
+            out["world"] = {**cfg.model_dump(mode="json", exclude_unset=True), "setup": setup.model_dump(mode="json")}
         return out
     if "image_size" in source_class(kind).Options.model_fields and out.get("image_size") is None:
         out["image_size"] = list(setup.image_size)
@@ -83,7 +100,7 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
 
     - a source config mapping ``{"kind": "nuscenes", "dataroot": ..., ...}`` (any registered kind,
       see ``hydranet.data.sources`` and ``hydranet.world.source``; ``frames`` keeps the first N
-      samples) -> that source
+      samples, a world renders that many, by default its own length) -> that source
     - ``"KIND:PATH"`` for a registered kind, e.g. ``"nuscenes:/data/nuscenes"`` -> that source with
       its path option set (``--version`` etc. take their defaults)
     - a ``.yaml`` file whose top level has ``kind:`` -> that source config

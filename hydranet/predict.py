@@ -26,7 +26,7 @@ from torch import Tensor
 
 from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, collate, resize_sample
-from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, draw_and_record
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
@@ -109,12 +109,11 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
     unknown = [t for t in names if t not in model.task_objects]
     if unknown:
         raise ValueError(f"tasks {unknown} are not heads of this model ({list(model.task_objects)})")
-    if isinstance(data, str) and data == "synthetic":
-        # The world rendering the model's own setup (the defaults are another rig, grid and size), as
-        # `hydranet infer --data synthetic` renders the exported graph's.
-        dataset = open_dataset(data, world={"setup": model.setup.model_dump(mode="json")})
-    else:
-        dataset = open_dataset(data)
+    dataset = open_dataset(data)  # as it is: predict runs any rig, size and vocabulary
+    if renders_world(dataset):
+        # A world renders the model's own setup (unless it declares its own), as `eval --data` and `infer` do:
+        # the defaults would be another rig, grid and size. Other sources are not resized or remapped here.
+        dataset = open_dataset(data, setup=model.setup)
     if ground_truth and any(model.task_objects[t].space == "bev" for t in names):
         check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))

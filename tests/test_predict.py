@@ -99,3 +99,17 @@ def test_predict_on_synthetic_renders_the_models_grid_and_size(checkpoint, tmp_p
                                       "--ground-truth", "-o", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pred" / "frame_0000.png").is_file()
+
+
+def test_predict_renders_a_world_yaml_at_the_models_setup(checkpoint, tmp_path):
+    """A world YAML without a setup, in any form (`world:PATH` needs no `frames` option), renders the model's
+    setup, as `--data synthetic` does: its ground-truth BEV map lies on the model's grid, so it can be drawn."""
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(json.dumps({"seed": 3, "num_scenes": 1, "frames_per_scene": 2}))  # default setup: 128x256
+    for k, data in enumerate((f"world:{partial}", str(partial))):
+        result = CliRunner().invoke(app, ["predict", str(checkpoint), "--data", data, "--frames", "1",
+                                          "--ground-truth", "-o", str(tmp_path / f"pred{k}")])
+        assert result.exit_code == 0, (data, result.output)
+        pred = json.loads((tmp_path / f"pred{k}" / "predictions.json").read_text())
+        assert len(pred["frames"]) == 1 and pred["frames"][0]["scene_id"] == "world-3-000000"
+        assert np.load(tmp_path / f"pred{k}" / "frame_0000.npz")["bev_semantic"].shape[-2:] == (32, 32)

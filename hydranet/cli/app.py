@@ -17,6 +17,9 @@ from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
 # What every command that reads a trained model takes (``hydranet.checkpoint.resolve_checkpoint`` resolves it).
 CHECKPOINT_HELP = ("a checkpoint directory, a run directory (its newest checkpoint) or zoo:NAME (a model shipped "
                    "with hydranet: `hydranet zoo`)")
+# The --data forms every command running a model on frames takes (``hydranet.datasets.open_dataset``).
+DATA_HELP = ("shards (path or URL), KIND:PATH (e.g. bdd100k:/data/bdd100k, world:my_world.yaml), a source YAML "
+             "(with kind:) or a world YAML, or 'synthetic'")
 
 
 class _HydraTyper(typer.Typer):

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError
-from hydranet.cli.app import CHECKPOINT_HELP, app
+from hydranet.cli.app import CHECKPOINT_HELP, DATA_HELP, app
 from hydranet.cli.errors import cli_errors
 from hydranet.console import make_console, progress, working
 from hydranet.deploy import (
@@ -207,8 +207,10 @@ def quantize(
 @app.command()
 def infer(
     model: Path = typer.Argument(..., help="ONNX graph (fp32 or INT8) with its manifest beside it"),
-    data: str = typer.Option("synthetic", "--data", help="'synthetic' (held-out frames rendered for the graph's "
-                             "rig), a shard directory, or a world .yaml"),
+    data: str = typer.Option("synthetic", "--data", help=f"{DATA_HELP}. 'synthetic' renders held-out frames for "
+                             "the graph; anything else is opened for the graph's setup (its manifest's: a world "
+                             "renders it, a source resizes to its image size and maps classes onto its "
+                             "vocabulary)"),
     out: Path = typer.Option(Path("infer"), "--out", "-o", help="new directory for predictions.json and "
                              "frame_XXXX.png/.npz; appears only when every frame is written"),
     frames: int | None = typer.Option(None, "--frames", min=1, help="frames to run (default: 8 synthetic / all)"),

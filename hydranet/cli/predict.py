@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hydranet.cli.app import CHECKPOINT_HELP, app
+from hydranet.cli.app import CHECKPOINT_HELP, DATA_HELP, app
 from hydranet.console import progress
 from hydranet.deploy import describe_outputs
 from hydranet.predict import run_predict
@@ -15,8 +15,8 @@ from hydranet.predict import run_predict
 @app.command()
 def predict(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
-    data: str = typer.Option(..., "--data", "-d", help="Any dataset: shards (path or URL), KIND:PATH "
-                             "(e.g. bdd100k:/data/bdd100k), a source YAML, or 'synthetic'."),
+    data: str = typer.Option(..., "--data", "-d", help=f"Any dataset: {DATA_HELP}. A world renders the "
+                             "model's setup unless it declares its own; other data run as they are."),
     out: Path = typer.Option(Path("predict"), "--out", "-o", help="New directory for predictions.json and "
                              "frame_XXXX.png/.npz; appears only when every frame is written."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier predict/infer output in OUT "

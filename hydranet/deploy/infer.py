@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from hydranet.data import collate
-from hydranet.datasets import open_dataset
+from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
+from hydranet.setup import check_fits
 from hydranet.viz import Views
 
 PREDICTIONS = "predictions.json"  # every frame's decoded outputs; marks a directory as predict/infer output
@@ -51,14 +52,22 @@ def _dense_summary(x: Tensor) -> dict[str, Any]:
     return info
 
 
-def _open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any, list[int]]:
-    """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's rig."""
+def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth: bool) -> tuple[Any, list[int]]:
+    """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's setup; anything
+    else is opened for it (``open_dataset(setup=)``: a world renders it, a source resizes to its image size and
+    maps classes onto its vocabulary) and checked against it (``check_fits``: image size and cameras; with
+    ``ground_truth`` also the grid and vocabularies the labels are drawn in), ``SetupMismatchError`` naming
+    ``--data``."""
     if data == "synthetic":
         n = frames or 8
         # A temporal graph carries its memory from frame to frame: give it consecutive frames of each scene.
         return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if dm.is_temporal else spread_indices(n)
 
-    dataset = open_dataset(data)
+    dataset = open_dataset(data, setup=dm.setup)
+    tasks = dm.tasks.values()
+    check_fits(dataset_setup(dataset), dm.setup, f"--data {data}", model_name=f"graph {dm.path}",
+               labels=[task.label for task in tasks] if ground_truth else (),
+               bev=ground_truth and any(task.space == "bev" for task in tasks))
     n = len(dataset) if frames is None else min(frames, len(dataset))
     return dataset, list(range(n))
 
@@ -66,8 +75,11 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None) -> tuple[Any,
 def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None = None, threads: int | None = None,
               ground_truth: bool = False, scale: int = 2, on_frame: Callable[[int], None] | None = None,
               overwrite: bool = False) -> dict[str, Any]:
-    """Run ``graph`` over ``data`` (``synthetic``, a shard directory or a world .yaml) into the directory ``out``;
-    returns the JSON written (``predictions.json``).
+    """Run ``graph`` over ``data`` into the directory ``out``; returns the JSON written (``predictions.json``).
+
+    ``data``: ``synthetic`` (held-out frames rendered for the graph's setup) or anything
+    ``hydranet.datasets.open_dataset`` takes (``KIND:PATH``, shards path or URL, a source or world YAML), opened
+    for the graph's setup (its manifest's); data that still does not fit raises ``SetupMismatchError`` naming it.
 
     ``out`` is filled through ``hydranet.outputs.staged_directory``: an existing non-empty ``out`` is refused
     (``OutputError``) unless ``overwrite``, which replaces only an earlier ``infer``/``predict`` output, and
@@ -82,7 +94,7 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
     """``run_infer``'s body, writing into ``out`` (the staging directory)."""
     dm = DeployedModel(graph, threads=threads)
     m = dm.manifest
-    dataset, indices = _open_frames(dm, data, frames)
+    dataset, indices = _open_frames(dm, data, frames, ground_truth)
     grid = m.bev_grid
     if dm.is_temporal and m.batch != 1:
         raise ValueError(f"{graph}: a temporal graph exported with batch {m.batch} runs {m.batch} parallel sequences; "

@@ -63,7 +63,7 @@ class DatasetConfig(BaseModel):
     kind: str
     path: str | None = None  # shards: directory written by `hydranet generate` / `hydranet convert`
     world: dict[str, Any] = Field(default_factory=dict)  # world: WorldConfig fields
-    frames: int | None = Field(default=None, ge=1)  # world: number of frames; others: limit (None = all)
+    frames: int | None = Field(default=None, ge=1)  # world: frames to render; others: limit (None = all)
 
     def options(self) -> dict[str, Any]:
         """The source config ``{"kind": ..., **options}`` (unset compatibility fields left out)."""

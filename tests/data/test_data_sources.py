@@ -31,8 +31,9 @@ def test_world_and_shards_registered_and_open(tmp_path):
     a, b = world[1], shards[1]
     assert torch.equal(a.images, b.images) and torch.equal(a.labels["depth"], b.labels["depth"])
     assert len(open_dataset(f"shards:{tmp_path / 'w'}")) == 2
-    with pytest.raises(SourceConfigError, match="world: kind 'world' needs 'frames'"):
-        open_source({"kind": "world"}, "world")
+    # Shards keep the classes they were written with: a class map would be accepted and not applied.
+    with pytest.raises(SourceConfigError, match=r"shards\.class_map: shards are read with the classes they were"):
+        open_source({"kind": "shards", "path": str(tmp_path / "w"), "class_map": {"truck": "car"}})
     with pytest.raises(SourceConfigError, match=r"shards\.pth: unknown field"):
         open_source({"kind": "shards", "pth": "x"}, "shards")
 

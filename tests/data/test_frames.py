@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from hydranet.data.sample import OBJECT_CLASSES
-from hydranet.data.sources import SourceError, open_source
+from hydranet.data.sources import SourceConfigError, SourceError, open_source
 from hydranet.geometry import camera_extrinsics
 
 
@@ -129,6 +129,11 @@ def test_class_names_go_through_the_class_map(tmp_path):
     assert det["boxes"][:, 0].tolist() == [5.0, 9.0]
     assert ds.class_map.report() == {"kept": {"car": 1, "van": 1}, "dropped": {"bus": 1},
                                      "model_class": {"car": "car", "van": "car"}}
+    # A key no line uses and hydranet does not know (a typo) would map nothing: refused, naming the index's names.
+    with pytest.raises(SourceConfigError, match=r"frames\.class_map: \['vna'\] are not classes of this dataset "
+                       r"\(its classes: \['bus', 'car', 'cone', 'pedestrian', 'traffic_light', 'truck', 'van'\]\)"):
+        FramesIndex(index, class_map={"vna": "car"})
+    assert len(FramesIndex(index, class_map={"truck": "car"})) == 1  # a hydranet class no line uses: fine
 
 
 def test_missing_image_and_mismatched_sizes_name_the_camera(tmp_path):

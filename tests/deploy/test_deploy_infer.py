@@ -132,3 +132,33 @@ def test_cli_infer_on_a_corrupt_shard_exits_2_naming_it(exported, tmp_path, how)
     assert "error: " in r.output and "shard-000000.tar" in r.output and "[red]" not in r.output
     if how == "crc":
         assert "CRC32" in r.output and "000000000" in r.output
+
+
+def test_infer_opens_data_for_the_graphs_setup(exported, tmp_path, no_model):
+    """A world YAML without a setup renders the graph's (64x128, its ±16 m grid), as `predict` and `eval --data`
+    do, in every form (`PATH`, `synthetic:PATH`, `world:PATH` without a `frames` option); a world declaring another
+    setup is refused naming --data, before a frame runs."""
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(json.dumps({"seed": 3, "num_scenes": 1, "frames_per_scene": 2}))  # default setup: 128x256
+    for k, data in enumerate((str(partial), f"synthetic:{partial}", f"world:{partial}")):
+        r = CliRunner().invoke(app, ["infer", str(exported), "--data", data, "--out", str(tmp_path / f"o{k}"),
+                                     "--frames", "1", "--threads", "1", "--ground-truth"])
+        assert r.exit_code == 0, (data, r.output)
+        record = json.loads((tmp_path / f"o{k}" / "predictions.json").read_text())
+        assert len(record["frames"]) == 1 and record["frames"][0]["scene_id"] == "world-3-000000"
+        assert np.load(tmp_path / f"o{k}" / "frame_0000.npz")["depth"].shape == (8, 64, 128)
+    other = tmp_path / "other.yaml"
+    other.write_text(json.dumps({"num_scenes": 1, "frames_per_scene": 1, "setup": {"image_size": [32, 64]}}))
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", f"world:{other}", "--out", str(tmp_path / "x"),
+                                 "--threads", "1"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"--data world:{other}: images are 32x64 (HxW) but graph {exported} is built for 64x128" in \
+        " ".join(r.output.split())
+    assert not (tmp_path / "x").exists()
+
+
+def test_infer_help_lists_the_data_forms():
+    r = CliRunner().invoke(app, ["infer", "--help"], terminal_width=200)
+    text = " ".join(r.output.replace("│", " ").split())
+    for form in ("KIND:PATH", "shards (path or URL)", "a source YAML", "'synthetic'", "graph's setup"):
+        assert form in text, form

@@ -54,6 +54,10 @@ def test_eval_data_command(tmp_path):
     assert record["frames"] == 2 and record["unlabelled"] == ["depth"] and "map" in record["metrics"]["objects3d"]
     loose = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--allow-missing-tasks"])
     assert loose.exit_code == 2 and "applies to suites' thresholds" in loose.output
+    # world:PATH needs no `frames` option (the world's own length; --frames/-n limits it) and renders the model's setup
+    res = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", f"world:{world}", "-n", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["frames"] == 1
     both = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--suite", "suites"])
     assert both.exit_code == 2 and "--suite and --data exclude each other" in both.output
     missing = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", str(tmp_path / "nothing")])

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -61,7 +61,8 @@ class Source(Dataset):
     classes: ClassVar[dict[str, tuple[str, ...]]] = {}  # label -> the dataset's own class names
     default_class_map: ClassVar[dict[str, str | None]] = {}
     # True: ``class_map`` keys must be classes of ``classes``/``default_class_map`` (a typo is an error);
-    # False for sources whose vocabulary is open (a user's own fleet labels).
+    # False for sources whose vocabulary is open (a user's own fleet labels): such a source checks the keys
+    # itself once it knows the names its data uses (``refuse_unknown_classes``), as ``frames`` does.
     closed_vocabulary: ClassVar[bool] = False
     default_vocabulary: ClassVar[tuple[str, ...]] = OBJECT_CLASSES  # model_classes when the options give none
 
@@ -72,11 +73,9 @@ class Source(Dataset):
         self.model_setup = setup if setup is not None else Setup()
         self.model_classes = tuple(options.model_classes or self.default_vocabulary)
         own = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
-        unknown = sorted(set(options.class_map) - own)
-        if unknown and self.closed_vocabulary:
-            raise SourceConfigError(f"{self.kind}.class_map: {unknown} are not classes of this dataset "
-                                    f"(its classes: {sorted(own)})")
-        if not self.closed_vocabulary:  # an open vocabulary (a fleet's own names): model classes by name too
+        if self.closed_vocabulary:
+            self.refuse_unknown_classes(own)
+        else:  # an open vocabulary (a fleet's own names): model classes by name too
             own |= set(self.model_classes)
         # A class of the model vocabulary keeps its name; else the default map's target if the vocabulary has
         # it (nuScenes' bus is the world vocabulary's truck); else dropped and counted. The config's map wins.
@@ -87,6 +86,16 @@ class Source(Dataset):
             self.class_map = ClassMap(default | dict(options.class_map), self.model_classes, f"{self.kind}.class_map")
         except ValueError as e:
             raise SourceConfigError(str(e)) from None
+
+    def refuse_unknown_classes(self, known: Iterable[str]) -> None:
+        """``SourceConfigError`` naming every ``class_map`` key that is not in ``known`` (the dataset's own class
+        names) and listing them: a key that matches no class of the data (a typo, another dataset's name) would
+        otherwise map nothing, silently."""
+        known = set(known)
+        unknown = sorted(set(self.options.class_map) - known)
+        if unknown:
+            raise SourceConfigError(f"{self.kind}.class_map: {unknown} are not classes of this dataset "
+                                    f"(its classes: {sorted(known)})")
 
     def __len__(self) -> int:
         raise NotImplementedError

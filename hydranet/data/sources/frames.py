@@ -30,9 +30,10 @@ index), dense per-camera labels as ``{camera: file}`` — uint8 PNG of ids for `
 float32 metres — and ``ego_path`` inline ``[[x, y, yaw], ...]``.
 
 Class names in ``classes`` go through the config's ``class_map`` (default: hydranet's own names); a name it
-does not map is dropped with its box and counted. Config ``{kind: frames, index: FRAMES.jsonl, image_size: [H, W]}``;
-CLI ``hydranet convert frames --index FRAMES.jsonl --out SHARDS``. Any problem raises ``SourceError`` naming
-``FILE:LINE`` and the field (``cameras.front.K``).
+does not map is dropped with its box and counted; a ``class_map`` key that is neither a hydranet class, a model
+class nor a name some line uses is refused (``SourceConfigError`` listing the index's names). Config
+``{kind: frames, index: FRAMES.jsonl, image_size: [H, W]}``; CLI ``hydranet convert frames --index FRAMES.jsonl
+--out SHARDS``. Any problem raises ``SourceError`` naming ``FILE:LINE`` and the field (``cameras.front.K``).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class FramesSource(Source):
     default_class_map = {c: c for c in OBJECT_CLASSES}
 
     def __init__(self, options: FramesOptions, setup: Setup | None = None):
-        super().__init__(options, setup)  # a fleet's class names are its own: an open vocabulary (any class_map key)
+        super().__init__(options, setup)  # a fleet's class names are its own: an open vocabulary (checked below)
         self.path = Path(options.index).expanduser()
         if not self.path.is_file():
             raise SourceError(f"{self.path}: frames index not found")
@@ -155,6 +156,21 @@ class FramesSource(Source):
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
         check_unique(((f"{ln.scene_id}#{ln.frame_index}", self._where(no, "scene_id, frame_index"))
                       for no, ln in self.lines), "frame", SourceError)
+        # The fleet's vocabulary is open but known once the index is read: a class_map key must be a hydranet
+        # class, a model class or a name some line uses (a typo would otherwise map nothing, silently).
+        self.refuse_unknown_classes({*self.default_class_map, *self.model_classes, *self._class_names()})
+
+    def _class_names(self) -> set[str]:
+        """Every class name the lines' ``detection2d``/``objects3d`` labels use (malformed labels are reported
+        when their frame is read)."""
+        names: set[str] = set()
+        for _, line in self.lines:
+            for label in ("detection2d", "objects3d"):
+                value = line.labels.get(label)
+                classes = value.get("classes") if isinstance(value, dict) else None
+                if isinstance(classes, list):
+                    names.update(c for c in classes if isinstance(c, str))
+        return names
 
     @cached_property
     def setup(self) -> Setup:

@@ -3,7 +3,7 @@
 Options: ``path`` (shard directory, its ``manifest.json`` or an fsspec URL, streamed by byte range;
 ``storage_options`` go to fsspec), ``labels`` (decode only these; None =
 all stored) and ``frames``. The setup (rig, image size, grid, vocabulary) and labels are those the
-manifest records.
+manifest records; ``class_map`` and ``model_classes`` are refused (classes are mapped when converting).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import Field
 
 from hydranet.data.sample import Sample
 from hydranet.data.shards import ShardDataset
-from hydranet.data.sources.base import Source, SourceOptions, register_source
+from hydranet.data.sources.base import Source, SourceConfigError, SourceOptions, register_source
 from hydranet.setup import Setup
 
 
@@ -35,6 +35,11 @@ class ShardsSource(Source):
     path_option = "path"
 
     def __init__(self, options: ShardsOptions, setup: Setup | None = None):
+        if options.class_map or options.model_classes is not None:  # accepted and not applied would be silent
+            field = "class_map" if options.class_map else "model_classes"
+            raise SourceConfigError(f"shards.{field}: shards are read with the classes they were written with "
+                                    "(their manifest's setup.classes); map classes when converting: "
+                                    "hydranet convert KIND --class-map ... --model-classes ...")
         super().__init__(options, setup)
         self.data = ShardDataset(options.path, labels=options.labels, storage_options=options.storage_options)
         self.camera_names = self.data.camera_names
