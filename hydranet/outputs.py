@@ -4,15 +4,17 @@ time, and no half-written file under the real name.
 - ``check_output(out, inputs, replacing)``: refuses (``OutputError``, exit 2) an output that **is** one of
   the inputs, lies **inside** a sealed input (a checkpoint, a run's ``checkpoints/``, a dataset with a
   ``manifest.json``, a feature cache), or **contains** an input while the command is told to replace what
-  is there (``--overwrite``/``--force``) -- checked before anything is deleted or written.
+  is there (``--overwrite``) -- checked before anything is deleted or written.
 - ``output_lock(out)``: an exclusive ``filelock`` on ``<parent>/.<name>.lock`` for as long as a command
   writes ``out``; a second writer fails at once naming the holder's pid (``OutputLockedError``, exit 2).
   The OS releases the lock when its holder dies, so a killed run never leaves a stale lock (only an empty
   file, reused by the next writer); a finished one removes its lock file.
 - ``atomic_path(path)``: yields a temporary name beside ``path`` for a writer to fill; renamed over ``path``
-  only when the block succeeds, removed when it fails. ``staged_directory(out, overwrite, marker)`` does the
-  same for a whole output directory (``predict``, ``infer``): an existing non-empty ``out`` is refused unless
-  ``overwrite``, and even then replaced only when it holds ``marker`` (the command's own earlier output).
+  only when the block succeeds, removed when it fails. ``StagedDirectory(out, overwrite, marker)`` (and
+  ``staged_directory``, its ``with`` form) does the same for a whole output directory (``predict``, ``infer``,
+  and every shard dataset: ``ShardWriter``, so ``convert``, ``generate``, ``label``): an existing non-empty
+  ``out`` is refused unless ``overwrite``, and even then replaced only when it holds ``marker`` (the
+  command's own earlier output), and only once the new one is complete.
   ``write_error(e, path)`` turns an ``OSError`` into one line naming the file ("disk full ..."), raised as
   ``OutputWriteError`` (exit 1).
 """
@@ -20,6 +22,7 @@ time, and no half-written file under the real name.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 import time
@@ -27,9 +30,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OutputError", "OutputLockedError", "OutputWriteError", "atomic_path", "check_output", "hold_lock",
-           "fsync_path", "is_write_failure", "newest_file", "output_lock", "staged_directory", "temp_leftovers",
-           "write_bytes_atomic", "write_error"]
+__all__ = ["OutputError", "OutputLockedError", "OutputWriteError", "StagedDirectory", "atomic_path", "check_output",
+           "hold_lock", "fsync_path", "is_write_failure", "newest_file", "output_lock", "staged_directory",
+           "temp_leftovers", "write_bytes_atomic", "write_error"]
 
 _LOCK_SUFFIX = ".lock"
 
@@ -239,13 +242,17 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-@contextmanager
-def staged_directory(out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
-                     option: str = "--out", flag: str = "--overwrite") -> Iterator[Path]:
-    """Yield an empty hidden directory ``.tmp-<name>-<pid>`` beside ``out`` for a writer to fill; when the block
-    succeeds its files are fsynced and it is renamed to ``out`` (the old ``out``, if any, deleted only then);
-    when the block fails (any exception, Ctrl-C included) it is deleted and ``out`` is left as it was, so
-    nothing half-written ever carries the output's name.
+class StagedDirectory:
+    """A whole output directory written out of sight and put in place at once: the one mechanism behind
+    ``staged_directory`` (a ``with`` block: ``predict``, ``infer``, ``label``) and ``ShardWriter`` (opened,
+    fed, then closed or aborted: ``convert``, ``generate``).
+
+    Constructing it checks ``out`` and creates ``path``, an empty hidden directory ``.tmp-<name>-<pid>``
+    beside ``out``, for the writer to fill. ``commit()`` fsyncs its files and renames it to ``out`` (the old
+    ``out``, if any, deleted only then); ``abandon(error)`` deletes it and leaves ``out`` as it was, so nothing
+    half-written ever carries the output's name. What a writer killed mid-way (kill -9) left beside ``out``
+    is put right first: its stage is deleted, and an old ``out`` it had moved aside but not yet replaced is
+    moved back.
 
     Refused before anything is written (``OutputError``, naming ``out`` and ``flag``): an existing ``out``
     that is a file or a non-empty directory, unless ``overwrite``; with ``overwrite``, one that does not hold
@@ -253,53 +260,109 @@ def staged_directory(out: str | os.PathLike, overwrite: bool = False, marker: st
     empty directory is simply replaced. A write that fails (disk full, permissions) raises
     ``OutputWriteError`` naming the file under ``out`` it was meant for. A symlinked ``out`` is staged and
     replaced where it points."""
-    given = Path(out)
-    out = Path(os.path.realpath(given.expanduser())) if given.is_symlink() else given.expanduser().absolute()
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise OutputError(f"{option} {given} is a file, not a directory; choose another {option}")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise OutputError(f"{option} {given} already exists and is not empty; pass {flag} to replace it "
-                                  f"or choose another {option}")
-            if marker is not None and not (out / marker).is_file():
-                raise OutputError(f"{option} {given} holds no {marker}, so it is not an earlier output of this "
-                                  f"command; {flag} replaces only such a directory: choose another {option}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.with_name(f".tmp-{out.name}-{os.getpid()}")
-    old = out.with_name(f".tmp-{out.name}-{os.getpid()}.old")
-    for stale in (stage, old):  # what a killed process of the same pid left
-        shutil.rmtree(stale, ignore_errors=True)
-    started = time.time()
-    try:
-        stage.mkdir()
-        yield stage
-        for p in [*stage.rglob("*"), stage]:
-            if p.is_file() or p.is_dir():
-                fsync_path(p)
-        if out.exists():
-            os.replace(out, old)
-            try:
-                os.replace(stage, out)
-            except OSError:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-        fsync_path(out.parent)
-    except OSError as e:
-        if not is_write_failure(e):  # a missing or unreadable input: its own error
-            shutil.rmtree(stage, ignore_errors=True)
+
+    def __init__(self, out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
+                 option: str = "--out", flag: str = "--overwrite"):
+        given = Path(out)
+        out = Path(os.path.realpath(given.expanduser())) if given.is_symlink() else given.expanduser().absolute()
+        _recover_stages(out)
+        if out.exists() or out.is_symlink():
+            if not out.is_dir():
+                raise OutputError(f"{option} {given} is a file, not a directory; choose another {option}")
+            if any(out.iterdir()):
+                if not overwrite:
+                    raise OutputError(f"{option} {given} already exists and is not empty; pass {flag} to replace "
+                                      f"it or choose another {option}")
+                if marker is not None and not (out / marker).is_file():
+                    raise OutputError(f"{option} {given} holds no {marker}, so it is not an earlier output of this "
+                                      f"command; {flag} replaces only such a directory: choose another {option}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.given, self.out = given, out
+        self.path = out.with_name(f"{_STAGE_PREFIX}{out.name}-{os.getpid()}")
+        self._old = self.path.with_name(self.path.name + _OLD_SUFFIX)
+        self._started = time.time()
+        try:
+            self.path.mkdir()
+        except BaseException as e:
+            self.abandon(e)
             raise
-        target = Path(e.filename) if e.filename else newest_file(stage, started)
-        if target == stage or stage in target.parents:  # the file the user asked for, not the stage's copy
-            target = given / target.relative_to(stage)
-        shutil.rmtree(stage, ignore_errors=True)
-        raise OutputWriteError(write_error(OSError(e.errno, e.strerror, str(target)), target)) from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+
+    def commit(self) -> None:
+        """Fsync every file of the stage and rename it to ``out`` (replacing the old ``out`` only now)."""
+        try:
+            for p in [*self.path.rglob("*"), self.path]:
+                if p.is_file() or p.is_dir():
+                    fsync_path(p)
+            if self.out.exists():
+                os.replace(self.out, self._old)
+                try:
+                    os.replace(self.path, self.out)
+                except OSError:
+                    os.replace(self._old, self.out)
+                    raise
+                shutil.rmtree(self._old, ignore_errors=True)
+            else:
+                os.replace(self.path, self.out)
+            fsync_path(self.out.parent)
+        except BaseException as e:
+            self.abandon(e)
+            raise
+
+    def abandon(self, error: BaseException | None = None) -> None:
+        """Delete the stage; ``out`` stays as it was. When ``error`` (what ended the writer) is a failed write
+        (disk full, permissions), raise ``OutputWriteError`` naming the file under ``out`` it was meant for;
+        otherwise return and let the caller re-raise ``error``."""
+        if isinstance(error, OSError) and is_write_failure(error):
+            target = Path(error.filename) if error.filename else newest_file(self.path, self._started)
+            if target == self.path or self.path in target.parents:  # the file the user asked for, not the copy
+                target = self.given / target.relative_to(self.path)
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise OutputWriteError(write_error(OSError(error.errno, error.strerror, str(target)), target)) from None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+_STAGE_PREFIX = ".tmp-"
+_OLD_SUFFIX = ".old"
+
+
+def _recover_stages(out: Path) -> None:
+    """Put right what a ``StagedDirectory`` of ``out`` whose process is gone (or is this one: a reused pid)
+    left beside it: the stage is deleted; an old ``out`` moved aside (``.old``) is moved back when no ``out``
+    took its place, else deleted. A live writer's stage is left alone."""
+    prefix = f"{_STAGE_PREFIX}{out.name}-"
+    for p in out.parent.glob(glob.escape(prefix) + "*"):
+        pid = p.name[len(prefix):].removesuffix(_OLD_SUFFIX)
+        if not pid.isdigit() or (int(pid) != os.getpid() and _process_alive(int(pid))):
+            continue
+        if p.name.endswith(_OLD_SUFFIX) and not (out.exists() or out.is_symlink()):
+            os.replace(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def staged_directory(out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
+                     option: str = "--out", flag: str = "--overwrite") -> Iterator[Path]:
+    """Yield the empty stage of ``StagedDirectory(out, overwrite, marker, option, flag)`` for the block to
+    fill; commit it when the block succeeds, abandon it when the block fails (any exception, Ctrl-C
+    included). The refusals and errors are ``StagedDirectory``'s."""
+    staged = StagedDirectory(out, overwrite, marker, option, flag)
+    try:
+        yield staged.path
+    except BaseException as e:
+        staged.abandon(e)
         raise
+    staged.commit()
 
 
 def temp_leftovers(folder: Path, stem: str | None = None) -> set[Path]:

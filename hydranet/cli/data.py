@@ -33,8 +33,8 @@ def generate(
                                 "is byte-identical for any value."),
     image_format: str = typer.Option("npz", "--image-format", help="Camera image members: npz (fastest to read) "
                                      "or png (viewable, shards ~20% smaller, ~1.3x slower to read)."),
-    force: bool = typer.Option(False, "--force", help="Regenerate even if OUT is up to date, and overwrite a "
-                               "different dataset in OUT."),
+    overwrite: bool = typer.Option(False, "--overwrite", "--force", help="Regenerate even if OUT is up to date, "
+                                   "and replace a different dataset in OUT (only once the new one is complete)."),
 ) -> None:
     """Render the synthetic 8-camera world into WebDataset-style tar shards plus manifest.json.
 
@@ -46,13 +46,13 @@ def generate(
     world, frames = _world_and_frames(config, dataset, seed, frames)
     console = make_console()
     try:  # the up-to-date check first, so a no-op run prints one line and no progress bar
-        existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not force else None
+        existing = check_existing(out, resolve(world, frames, shard_size, image_format)[2]) if not overwrite else None
     except (ShardError, ValueError) as e:  # OUT holds another dataset: bad input
         raise fail(str(e)) from e
     if existing is not None:
         size = sum(s.bytes for s in existing.shards)
         console.print(f"{out}: up to date ({existing.num_samples} samples, {len(existing.shards)} shards, "
-                      f"{size / 1e6:.1f} MB); --force regenerates")
+                      f"{size / 1e6:.1f} MB); --overwrite regenerates")
         return
     start = time.perf_counter()
     with progress(f"generate {out}", frames, console, unit="frames") as bar:
@@ -62,8 +62,8 @@ def generate(
             bar.note(f"{n / max(bar.elapsed, 1e-9):.1f} frames/s")
 
         # ShardError/ValueError: exit 2; a full disk: exit 1 naming the file (hydranet.cli.errors)
-        result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, force=force, progress=tick,
-                     image_format=image_format)
+        result = run(out, world, frames=frames, shard_size=shard_size, workers=workers, overwrite=overwrite,
+                     progress=tick, image_format=image_format)
     m = result.manifest
     size = sum(s.bytes for s in m.shards)
     secs = time.perf_counter() - start

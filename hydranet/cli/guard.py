@@ -60,7 +60,7 @@ DIRECTORY_OUTPUTS = frozenset({"train", "demo", "generate", "convert", "infer", 
 # Commands whose --out is one file (JSON, HTML, PNG, ONNX), written through a temporary file and renamed.
 FILE_OUTPUTS = frozenset({"eval", "gate", "report", "export", "quantize", "show", "view", "autolabel-quality"})
 # Options that tell a command to delete what its output holds.
-_REPLACING_OPTIONS = ("overwrite", "force", "retrain")
+_REPLACING_OPTIONS = ("overwrite", "retrain")
 _OUTPUT_OPTIONS = ("out", "output")
 # Further files a command writes besides its --out (a report, a JSON of results): never one of its inputs.
 _SIDE_OUTPUTS = {"convert": ("report",), "quantize": ("json_out",)}

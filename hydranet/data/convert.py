@@ -98,8 +98,10 @@ def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | No
     """Write ``source`` (its first ``frames`` samples, default all) into shards at ``out``.
 
     Returns the manifest and a report: samples, label counts, class-map report. Raises the source's
-    ``SourceError`` / ``ShardError`` naming the sample, file or token at fault; on error no manifest
-    is written (the directory is not a dataset).
+    ``SourceError`` / ``ShardError`` naming the sample, file or token at fault, ``OutputError`` for a
+    non-empty ``out`` without ``overwrite`` (or, with it, one that holds no dataset). The dataset is written
+    through ``ShardWriter``: it replaces ``out`` only once complete, so on any error (Ctrl-C included) ``out``
+    is as it was -- an earlier dataset intact, no directory at all for a first conversion.
     """
     if isinstance(source, Subset):  # open_dataset({... "frames": N}): the first N samples of a source
         frames = len(source) if frames is None else min(frames, len(source))

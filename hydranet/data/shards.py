@@ -16,8 +16,10 @@ checks its CRC32, parses the tar headers in memory and decodes. Any problem -- a
 replaced shard, flipped bytes, a missing member, an undecodable npz/PNG, a manifest that disagrees
 with the shard -- raises ``ShardError`` naming the shard file and the sample key.
 
-Atomicity: a shard is written to ``.shard-XXXXXX.tar.<pid>.tmp``, fsynced and renamed when full;
-the manifest is written last (temp + rename). A directory without a manifest is not a dataset.
+Atomicity: the shards are written, as they fill, into a hidden sibling of the output directory
+(``hydranet.outputs.StagedDirectory``), the manifest last; the whole directory is fsynced and renamed into
+place on ``close()``. A failed or interrupted writer leaves the output as it was (an earlier dataset
+intact, no directory at all for a first one). A directory without a manifest is not a dataset.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from hydranet.data.manifest import (
 )
 from hydranet.data.sample import Sample
 from hydranet.data.storage import ShardStore, is_url
+from hydranet.outputs import StagedDirectory
 from hydranet.setup import Setup, rig_of_frame
 
 BLOCK = 512
@@ -82,18 +85,25 @@ class ShardWriter:
 
     ``label_formats``: label -> ``"png"`` for dense uint8 labels stored as viewable grey PNGs.
     ``image_format``: ``"npz"`` (default, fastest to read), ``"jpeg"`` (real camera data) or ``"png"``
-    (viewable, shards ~20% smaller, ~1.3x slower to read); see ``codec.py``. A directory that already
-    holds a manifest is refused unless ``overwrite``
-    (which deletes the old manifest and shards first). Keys are consecutive global indices from 0.
-    If the block raises, the unfinished shard is deleted and no manifest is written.
-    ``write_encoded`` takes members already produced by ``codec.encode_sample`` (so encoding can run
-    in worker processes).
+    (viewable, shards ~20% smaller, ~1.3x slower to read); see ``codec.py``. Keys are consecutive global
+    indices from 0. ``write_encoded`` takes members already produced by ``codec.encode_sample`` (so encoding
+    can run in worker processes).
+
+    Where it writes: a ``hydranet.outputs.StagedDirectory`` of ``root`` (a hidden sibling; shards are written
+    there as they fill, so memory stays bounded by one shard's byte index), renamed to ``root`` by ``close()``
+    once the manifest is written. An existing non-empty ``root`` is refused (``OutputError``, before anything
+    is written) unless ``overwrite``, which replaces only a shard dataset (a directory holding
+    ``manifest.json``), and only then. If the block raises (Ctrl-C included) or ``close()`` fails, the stage
+    is deleted and ``root`` is left as it was; a full disk raises ``OutputWriteError`` naming the file under
+    ``root``. ``staged=False``: ``root`` is an empty directory the caller stages itself (``label`` adds
+    ``labels.jsonl`` beside the shards inside ``hydranet.outputs.staged_directory``); the writer writes
+    straight into it and leaves putting it in place, or deleting it, to the caller.
     """
 
     def __init__(self, root: str | os.PathLike, shard_size: int = 256, *, setup: Setup | None = None,
                  source: dict[str, Any] | None = None, image_format: str = "npz",
                  label_formats: dict[str, str] | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, staged: bool = True):
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         if image_format not in IMAGE_FORMATS:
@@ -101,23 +111,20 @@ class ShardWriter:
         self.image_format = image_format
         self.label_formats = dict(label_formats or {})  # label -> "png" for viewable uint8 maps (codec.py)
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        if (self.root / MANIFEST_NAME).exists():
-            if not overwrite:
-                raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it",
-                                 self.root)
-            # ShardManifest first: from here on the directory is not a dataset until close() writes a new one.
-            (self.root / MANIFEST_NAME).unlink()
-        if overwrite:
-            for stale in list(self.root.glob("shard-*.tar")) + list(self.root.glob(".shard-*.tmp")):
-                stale.unlink()
+        self._staged: StagedDirectory | None = None
+        if staged:
+            self._staged = StagedDirectory(self.root, overwrite, MANIFEST_NAME)
+            self.stage = self._staged.path  # the directory being filled
+        elif not self.root.is_dir() or any(self.root.iterdir()):
+            raise ValueError(f"{root}: staged=False writes into an empty directory its caller stages")
+        else:
+            self.stage = self.root
         self.shard_size, self.setup, self.source = shard_size, setup, source or {}
         self.shards: list[ShardInfo] = []
         self.count = 0
         self.camera_names: list[str] | None = None
         self.image_size: list[int] | None = None
         self._file = None
-        self._tmp: Path | None = None
         self._hash = hashlib.sha256()
         self._offset = 0
         self._index: list[tuple[str, int, int, int]] = []
@@ -132,7 +139,7 @@ class ShardWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            self.abort(exc)
 
     def write(self, sample: Sample) -> str:
         """Encode and append one sample; returns its key. Raises ``ShardError`` naming the key if the sample
@@ -175,7 +182,7 @@ class ShardWriter:
                 self._open_shard()
             self._file.write(blob)
         except OSError as e:  # a full disk: name the shard being written (write() names no file)
-            e.filename = e.filename or str(self.root / _shard_name(len(self.shards)))
+            e.filename = e.filename or str(self._shard_path())
             raise
         self._hash.update(blob)
         self._index.append((key, self._offset, len(blob), zlib.crc32(blob)))
@@ -184,72 +191,77 @@ class ShardWriter:
             self._labels[label] = self._labels.get(label, 0) + 1
         self.count += 1
         if len(self._index) >= self.shard_size:
-            try:
-                self._finish_shard()
-            except OSError as e:
-                e.filename = e.filename or str(self.root / _shard_name(len(self.shards)))
-                raise
+            self._finish_shard()
         return key
 
     def close(self) -> ShardManifest:
-        """Finish the last shard and write the manifest atomically; returns it."""
+        """Finish the last shard, write the manifest and put the dataset in place at ``root``; returns the
+        manifest. On failure everything written is dropped (``abort``) and the error raised."""
         if self._closed:
             raise ShardError("writer is already closed", self.root)
-        if self._file is not None:
-            try:
+        try:
+            if self._file is not None:
                 self._finish_shard()
-            except OSError as e:
-                e.filename = e.filename or str(self.root / _shard_name(len(self.shards)))
-                self.abort()
-                raise
+            if self.count == 0:
+                raise ShardError("no samples were written", self.root)
+            totals: dict[str, int] = {}
+            for s in self.shards:
+                for k, v in s.labels.items():
+                    totals[k] = totals.get(k, 0) + v
+            manifest = ShardManifest(
+                generator={"name": "hydranet", "version": hydranet.__version__},
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                source=self.source, setup=self.setup, camera_names=self.camera_names,
+                image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
+                tasks=[t for t in task_labels() if t in totals], shards=self.shards,
+            )
+            write_shard_manifest(self.stage, manifest)
+        except BaseException as e:
+            self.abort(e)
+            raise
         self._closed = True
-        if self.count == 0:
-            raise ShardError("no samples were written", self.root)
-        totals: dict[str, int] = {}
-        for s in self.shards:
-            for k, v in s.labels.items():
-                totals[k] = totals.get(k, 0) + v
-        manifest = ShardManifest(
-            generator={"name": "hydranet", "version": hydranet.__version__},
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            source=self.source, setup=self.setup, camera_names=self.camera_names,
-            image_size=tuple(self.image_size), num_samples=self.count, labels=dict(sorted(totals.items())),
-            tasks=[t for t in task_labels() if t in totals], shards=self.shards,
-        )
-        write_shard_manifest(self.root, manifest)
+        if self._staged is not None:
+            self._staged.commit()
+            self._staged = None  # in place: nothing left for abort() to drop
         return manifest
 
-    def abort(self) -> None:
-        """Drop the unfinished shard (finished shards stay; without a manifest they are not a dataset)."""
+    def abort(self, error: BaseException | None = None) -> None:
+        """Drop what was written: the stage (``root`` stays as it was), or with ``staged=False`` the unfinished
+        shard (the caller drops its stage). ``error``: what stopped the writer; a failed write (disk full)
+        raises ``OutputWriteError`` naming the file under ``root``."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the full disk being reported: its buffer cannot be flushed either
+                pass
             self._file = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+            self._shard_path().unlink(missing_ok=True)
         self._closed = True
+        if self._staged is not None:
+            self._staged.abandon(error)
+
+    def _shard_path(self) -> Path:
+        """The shard being written (the next one when none is open)."""
+        return self.stage / _shard_name(len(self.shards))
 
     def _open_shard(self) -> None:
-        name = _shard_name(len(self.shards))
-        self._tmp = self.root / f".{name}.{os.getpid()}.tmp"
-        self._file = open(self._tmp, "wb")
+        self._file = open(self._shard_path(), "wb")
         self._hash, self._offset, self._index, self._labels = hashlib.sha256(), 0, [], {}
 
     def _finish_shard(self) -> None:
         # End-of-archive: two zero blocks, padded to tar's 10 KiB record like GNU tar and tarfile.
         tail = _END + b"\0" * (-(self._offset + len(_END)) % tarfile.RECORDSIZE)
-        self._file.write(tail)
-        self._hash.update(tail)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.write(tail)
+            self._file.close()  # flushed: the stage's commit fsyncs every shard
+        except OSError as e:
+            e.filename = e.filename or str(self._shard_path())
+            raise
         self._file = None
-        name = _shard_name(len(self.shards))
-        os.replace(self._tmp, self.root / name)
-        self._tmp = None
-        self.shards.append(ShardInfo(name=name, num_samples=len(self._index), bytes=self._offset + len(tail),
-                                     sha256=self._hash.hexdigest(), labels=dict(sorted(self._labels.items())),
-                                     index=self._index))
+        self._hash.update(tail)
+        self.shards.append(ShardInfo(name=_shard_name(len(self.shards)), num_samples=len(self._index),
+                                     bytes=self._offset + len(tail), sha256=self._hash.hexdigest(),
+                                     labels=dict(sorted(self._labels.items())), index=self._index))
 
 
 def _parse_members(blob: bytes | memoryview, key: str) -> dict[str, bytes]:

@@ -21,10 +21,12 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from hydranet.data import Sample, ShardError, ShardWriter, label_spec
+from hydranet.data import Sample, ShardWriter, label_spec
 from hydranet.json_files import dumps
+from hydranet.outputs import staged_directory
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
+_LABELS_FILE = "labels.jsonl"  # per labelled frame: rank, index, frame id, cost, provenance, confidence
 
 
 class LabelError(ValueError):
@@ -53,26 +55,23 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
                    shard_size: int = 64, overwrite: bool = False) -> dict[str, Any]:
     """Write labelled samples as shards (+ ``labels.jsonl``) into ``out``; returns a summary.
 
-    ``out`` is replaced if it holds an unfinished earlier attempt (no manifest yet); a finished dataset
-    there is replaced only with ``overwrite`` (``ShardError`` otherwise: labels bought earlier are never
-    deleted silently). With no item (every frame filtered out) no shard is written and ``path`` is None."""
+    The whole output is written into a ``hydranet.outputs.staged_directory`` and put in place only once
+    complete: on any error (Ctrl-C included) ``out`` is as it was. A non-empty ``out`` is refused
+    (``OutputError``, before an item is drawn) unless ``overwrite``, which replaces only an earlier ``label``
+    output (one holding ``labels.jsonl``): labels bought earlier are never deleted silently. With no item
+    (every frame filtered out) no shard is written, ``labels.jsonl`` is empty and ``path`` is None."""
 
-    out = Path(out)
-    if (out / "manifest.json").exists() and not overwrite:
-        raise ShardError("already holds a dataset (manifest.json); --overwrite (overwrite=True) replaces it", out)
     setup = getattr(pool, "setup", None)  # what the pool's frames are (a source, world or shards reports it)
     records = []
-    items = iter(items)
-    first = next(items, None)
-    out.mkdir(parents=True, exist_ok=True)
-    if first is not None:  # a shard directory needs at least one sample
-        with ShardWriter(out, shard_size=shard_size, setup=setup, source=source, overwrite=True) as w:
-            for item in itertools.chain([first], items):
-                w.write(item.sample)
-                records.append(item.record)
-    tmp = out / ".labels.jsonl.tmp"
-    tmp.write_text("".join(dumps(r, indent=None) + "\n" for r in records))
-    tmp.replace(out / "labels.jsonl")
+    with staged_directory(out, overwrite, _LABELS_FILE) as stage:
+        items = iter(items)
+        first = next(items, None)
+        if first is not None:  # a shard directory needs at least one sample
+            with ShardWriter(stage, shard_size=shard_size, setup=setup, source=source, staged=False) as w:
+                for item in itertools.chain([first], items):
+                    w.write(item.sample)
+                    records.append(item.record)
+        (stage / _LABELS_FILE).write_text("".join(dumps(r, indent=None) + "\n" for r in records))
     cost = {k: sum(r["cost"][k] for r in records) for k in ("frames", "objects", "dense_maps", "total")}
     return {"frames": len(records), "cost": cost, "path": str(out) if records else None}
 

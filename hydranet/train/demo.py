@@ -81,7 +81,7 @@ def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: i
                 result = generate(out, world, frames=ds["frames"], workers=workers, progress=bar.update)
             except ShardError as e:  # data from another config or version: the demo owns OUT/data
                 console.print(f"  {e}: rendering again")
-                result = generate(out, world, frames=ds["frames"], workers=workers, force=True, progress=bar.update)
+                result = generate(out, world, frames=ds["frames"], workers=workers, overwrite=True, progress=bar.update)
         what = "reused" if result.up_to_date else f"rendered in {time.perf_counter() - t0:.0f}s"
         console.print(f"  data {name}: {result.manifest.num_samples} frames, {what} -> {out}")
         new = {"kind": "shards", "path": str(out), "frames": None, "world": {}}

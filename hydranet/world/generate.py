@@ -10,7 +10,10 @@ writes them in index order, so the output is byte-identical for any number of wo
 
 Re-running with the same request is cheap: if ``out`` holds a complete dataset (manifest present,
 every shard the recorded size) generated from the same source, nothing is written and the result
-says ``up_to_date``. A different dataset already in ``out`` is an error unless ``force``.
+says ``up_to_date``. A different dataset already in ``out`` is an error unless ``overwrite``; an
+unfinished or damaged one (unreadable manifest, missing or resized shard) is regenerated. The new
+dataset replaces the old only once it is complete (``ShardWriter``): a failed or interrupted run leaves
+``out`` as it was.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def _source_record(world_config: Any, frames: int, shard_size: int, image_format
 
 def check_existing(out: Path, source: dict[str, Any]) -> ShardManifest | None:
     """The manifest if ``out`` already holds exactly this dataset, complete; None if ``out`` has no dataset.
-    Raises ``ShardError`` if it holds a different one (the caller decides about ``--force``)."""
+    Raises ``ShardError`` if it holds a different one (the caller decides about ``--overwrite``)."""
     if not (out / MANIFEST_NAME).exists():
         return None
     try:
@@ -71,7 +74,7 @@ def check_existing(out: Path, source: dict[str, Any]) -> ShardManifest | None:
     if m.source != source or m.generator.get("version") != hydranet.__version__:
         diff = _first_difference(m.source, source) if m.source != source else \
             f"generator version {m.generator.get('version')} != {hydranet.__version__}"
-        raise ShardError(f"holds a different dataset ({diff}); pass --force to overwrite it", out)
+        raise ShardError(f"holds a different dataset ({diff}); pass --overwrite to replace it", out)
     for info in m.shards:
         path = out / info.name
         if not path.is_file() or path.stat().st_size != info.bytes:
@@ -107,22 +110,27 @@ def resolve(world_config: Any, frames: int | None, shard_size: int,
 
 
 def generate(out: str | os.PathLike, world_config: Any, frames: int | None = None, shard_size: int = 256,
-             workers: int = 1, force: bool = False, progress: Callable[[int], None] | None = None,
+             workers: int = 1, overwrite: bool = False, progress: Callable[[int], None] | None = None,
              image_format: str = "npz") -> GenerateResult:
     """Render ``frames`` samples (default: the whole world) into shards + manifest under ``out``.
 
-    ``progress(n)`` is called after every written sample with the count so far."""
+    ``overwrite``: render even when ``out`` is up to date, and replace a different dataset there.
+    ``progress(n)`` is called after every written sample with the count so far. Raises ``ShardError`` for a
+    different dataset in ``out`` without ``overwrite``, ``OutputError`` for a non-empty ``out`` that holds no
+    dataset, ``OutputWriteError`` naming the file for a full disk; ``out`` is then as it was."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     world_config, frames, source = resolve(world_config, frames, shard_size, image_format)
     out = Path(out)
-    if not force:
+    if not overwrite:
         existing = check_existing(out, source)
         if existing is not None:
             return GenerateResult(existing, True, out)
     world = SyntheticWorld(world_config)
-    writer = ShardWriter(out, shard_size, setup=world.setup, source=source,
-                         image_format=image_format, overwrite=True)  # check_existing/force decided that
+    # check_existing let an unfinished or damaged dataset through: it is replaced like one --overwrite names
+    replacing = overwrite or (out / MANIFEST_NAME).exists()
+    writer = ShardWriter(out, shard_size, setup=world.setup, source=source, image_format=image_format,
+                         overwrite=replacing)
     with writer:
         if workers == 1:
             for i in range(frames):

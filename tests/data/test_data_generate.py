@@ -46,7 +46,7 @@ def test_generate_writes_the_world_then_is_up_to_date(tmp_path, config):
     r = gen(out, config)
     assert r.exit_code == 0 and "up to date" in r.output
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
-    r = gen(out, config, "--force")
+    r = gen(out, config, "--overwrite")
     assert r.exit_code == 0 and "wrote 5 samples" in r.output
     assert [s.sha256 for s in ShardDataset(out).manifest.shards] == [s.sha256 for s in m.shards]  # reproducible
     r = runner.invoke(app, ["data-info", str(out), "--verify", "--deep"])
@@ -60,7 +60,7 @@ def test_generate_refuses_to_overwrite_a_different_dataset(tmp_path, config):
                             "--shard-size", "2", "--seed", "4"])
     assert r.exit_code == 2 and "different dataset" in r.output and "frames: 5 there, 4 requested" in r.output
     r = runner.invoke(app, ["generate", "--out", str(out), "--frames", "4", "--config", str(config),
-                            "--shard-size", "2", "--seed", "4", "--force"])
+                            "--shard-size", "2", "--seed", "4", "--overwrite"])
     assert r.exit_code == 0 and len(ShardDataset(out)) == 4
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.tar", "shard-000001.tar"]
 

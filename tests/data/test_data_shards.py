@@ -1,5 +1,6 @@
 """Shard round trip: what ShardDataset reads is, tensor for tensor, what ShardWriter wrote."""
 
+import errno
 import hashlib
 import json
 import pickle
@@ -12,6 +13,7 @@ from data_testkit import assert_same_sample, make_sample
 
 from hydranet.data.manifest import read_manifest
 from hydranet.data.shards import ShardDataset, ShardError, ShardWriter
+from hydranet.outputs import OutputError, OutputWriteError
 
 DROPS = [(), ("depth",), ("detection2d", "bev_semantic"), (), ("traffic_light", "lanes", "instance", "ego_path")]
 
@@ -96,27 +98,80 @@ def test_shards_are_standard_tars_in_webdataset_layout(tmp_path, samples):
     assert meta["generator"]["name"] == "hydranet" and meta["num_samples"] == 11
 
 
-def test_failed_write_leaves_no_dataset_and_no_partial_shard(tmp_path, samples):
-    with pytest.raises(RuntimeError), ShardWriter(tmp_path, 4) as w:
+def tree_bytes(root):
+    """Every file under ``root`` with its bytes (a dataset compared byte for byte)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_failed_write_leaves_no_directory_at_all(tmp_path, samples):
+    """Before: the output directory was created up front, so a writer that failed after a finished shard left
+    ``root/shard-000000.tar`` (and a first failing conversion an empty ``root``) behind."""
+    root = tmp_path / "data"
+    with pytest.raises(RuntimeError), ShardWriter(root, 4) as w:
         for s in samples[:6]:
             w.write(s)
+        assert sorted(p.name for p in w.stage.iterdir()) == ["shard-000000.tar", "shard-000001.tar"]  # streamed
         raise RuntimeError("interrupted")
-    assert not (tmp_path / "manifest.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.tar"]  # finished shard only, no temp
-    with pytest.raises(ShardError, match="manifest not found"):
-        ShardDataset(tmp_path)
-
-
-def test_writer_refuses_to_overwrite_unless_asked(tmp_path, samples):
-    write(tmp_path, samples)
-    with pytest.raises(ShardError, match="already holds a dataset"):
-        ShardWriter(tmp_path, 4)
-    with pytest.raises(RuntimeError), ShardWriter(tmp_path, 4, overwrite=True) as w:
+    assert list(tmp_path.iterdir()) == []  # no root, no stage beside it
+    with pytest.raises(KeyboardInterrupt), ShardWriter(root, 4) as w:
         w.write(samples[0])
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ShardError, match="no samples were written"), ShardWriter(root, 4):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_the_old_dataset_only_once_the_new_one_is_complete(tmp_path, samples):
+    """Before: ``overwrite=True`` deleted the old manifest and shards up front, so a writer that failed left
+    an empty directory where a good dataset had been."""
+    root = tmp_path / "data"
+    write(root, samples)
+    old = tree_bytes(root)
+    with pytest.raises(OutputError, match="already exists and is not empty; pass --overwrite"):
+        ShardWriter(root, 4)
+    with pytest.raises(RuntimeError), ShardWriter(root, 4, overwrite=True) as w:
+        for s in samples[:5]:
+            w.write(s)
+        assert tree_bytes(root) == old  # the old dataset is untouched while the new one is written
         raise RuntimeError("interrupted")
-    assert list(tmp_path.iterdir()) == []  # old dataset gone, nothing half-written looks valid
-    write(tmp_path, samples[:2])
-    assert len(ShardDataset(tmp_path)) == 2
+    assert tree_bytes(root) == old and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    write(root, samples[:2], overwrite=True)
+    assert sorted(tree_bytes(root)) == ["manifest.json", "shard-000000.tar"]  # nothing of the old one left
+    assert len(ShardDataset(root)) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_full_disk_keeps_the_old_dataset_and_names_the_shard(tmp_path, samples, monkeypatch):
+    root = tmp_path / "data"
+    write(root, samples)
+    old = tree_bytes(root)
+    real_open = open
+
+    def tiny_disk(path, mode="r", *args, **kwargs):  # the second shard does not fit
+        if "w" in mode and str(path).endswith("shard-000001.tar"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", tiny_disk)
+    with pytest.raises(OutputWriteError) as err, ShardWriter(root, 4, overwrite=True) as w:
+        for s in samples:
+            w.write(s)
+    monkeypatch.undo()
+    assert str(err.value) == f"disk full: could not write {root / 'shard-000001.tar'}"
+    assert tree_bytes(root) == old and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_overwrite_replaces_only_a_dataset(tmp_path, samples):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="holds no manifest.json"):
+        ShardWriter(notes, 4, overwrite=True)
+    assert (notes / "todo.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write(empty, samples[:1])  # an empty directory needs no flag
+    assert len(ShardDataset(empty)) == 1
 
 
 def test_writer_rejects_a_second_rig(tmp_path):

@@ -350,16 +350,17 @@ def test_two_writers_at_once_one_wins_and_the_result_verifies(tmp_path):
     victim = ctx.Process(target=child_generate, args=(str(tmp_path / "killed"), 40))
     victim.start()
     deadline = time.time() + 60
-    while not list((tmp_path / "killed").glob("shard-*.tar")) and time.time() < deadline:
+    while not list(tmp_path.glob(".tmp-killed-*/shard-*.tar")) and time.time() < deadline:  # its stage
         time.sleep(0.05)
     victim.kill()
     victim.join()
-    assert not (tmp_path / "killed" / "manifest.json").exists()  # half a dataset is not a dataset
+    assert not (tmp_path / "killed").exists()  # half a dataset never carries the output's name
     child = ctx.Process(target=child_generate, args=(str(tmp_path / "killed"), 2))
     child.start()
     child.join(120)
     assert child.exitcode == 0  # the dead holder's lock did not outlive it
     assert cli("data-info", tmp_path / "killed", "--verify").exit_code == 0
+    assert leftovers(tmp_path) == []  # the next writer deleted the dead one's stage
 
 
 # ---- predict and infer: a fresh directory, whole or not at all (hydranet.outputs.staged_directory) ----------
@@ -450,3 +451,109 @@ def test_staged_directory_appears_whole_or_not_at_all(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file, not a directory"), staged_directory(tmp_path / "file", True):
         pass
+
+
+def test_a_writer_killed_mid_way_is_put_right_by_the_next_one(tmp_path):
+    """kill -9 between moving the old output aside and renaming the new one into place: the next writer of the
+    output moves the old one back (never deletes it) and drops the dead writer's stage; a live writer's stage
+    is left alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".tmp-out-{pid}.old").mkdir()
+    (tmp_path / f".tmp-out-{pid}.old" / "predictions.json").write_text("old")
+    (tmp_path / f".tmp-out-{pid}").mkdir()
+    (tmp_path / f".tmp-out-{pid}" / "predictions.json").write_text("half")
+    live = tmp_path / f".tmp-out-{os.getppid()}"
+    live.mkdir()
+    with pytest.raises(OutputError, match="already exists and is not empty"), staged_directory(tmp_path / "out"):
+        pass
+    assert (tmp_path / "out" / "predictions.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "out"]
+
+
+# ---- shard datasets (convert, generate, label): replaced only by a complete one (hydranet.data.ShardWriter) --
+
+
+def _fleet(root: Path, bad_line: int | None = None, lines: int = 3) -> Path:
+    """A frames JSONL of ``lines`` frames; ``bad_line`` (1-based) gets a K for another resolution."""
+    from faults_kit import T_CAM, frame_line, write_frames
+
+    bad_k = [[40.0, 0.0, 100.0], [0.0, 40.0, 12.0], [0.0, 0.0, 1.0]]  # cx = 100 on a 48-wide image
+    rows = [frame_line(i) if i + 1 != bad_line else
+            frame_line(i, cameras={"front": {"image": f"img{i}.png", "K": bad_k, "T_ego_from_cam": T_CAM}})
+            for i in range(lines)]
+    return write_frames(root, rows)
+
+
+def test_a_failed_convert_keeps_the_earlier_dataset_byte_for_byte(tmp_path):
+    """Before: ``convert --overwrite`` into a folder holding a good dataset deleted its manifest and shards
+    first, so a bad K on line 3 left the folder empty; a failed first conversion left an empty folder."""
+    out = tmp_path / "fl"
+    cli("convert", "frames", "--index", _fleet(tmp_path / "good"), "--out", out, "--shard-size", "1", code=0)
+    before = tree_hash(out)
+    bad = _fleet(tmp_path / "bad", bad_line=3)
+    line = error_line(cli("convert", "frames", "--index", bad, "--out", out, "--shard-size", "1", "--overwrite",
+                          code=2))
+    assert "frames.jsonl:3" in line and "principal point" in line, line
+    assert tree_hash(out) == before and leftovers(tmp_path) == []
+    cli("data-info", out, "--verify", "--deep", code=0)
+    cli("convert", "frames", "--index", bad, "--out", tmp_path / "first", "--shard-size", "1", code=2)
+    assert not (tmp_path / "first").exists() and leftovers(tmp_path) == []
+    short = _fleet(tmp_path / "short", lines=1)
+    cli("convert", "frames", "--index", short, "--out", out, "--shard-size", "1", "--overwrite", code=0)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.tar"]  # nothing old left
+    assert read_manifest(out).num_samples == 1 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--force"])
+def test_an_interrupted_generate_keeps_the_earlier_dataset_byte_for_byte(tmp_path, monkeypatch, flag):
+    """Ctrl-C on the third frame of ``generate --overwrite`` (``--force``: the same option's old spelling)
+    leaves the earlier dataset as it was; the same run finished replaces it whole."""
+    import importlib
+
+    generate = importlib.import_module("hydranet.world.generate")  # the module (the package exports its function)
+    world = world_file(tmp_path / "w.yaml")
+    out = tmp_path / "data"
+    cli("generate", "--config", world, "--frames", "2", "--shard-size", "1", "-o", out, code=0)
+    before = tree_hash(out)
+    encode = generate._encode
+
+    def interrupted(w: Any, i: int, fmt: str) -> Any:
+        if i == 2:
+            raise KeyboardInterrupt
+        return encode(w, i, fmt)
+
+    monkeypatch.setattr(generate, "_encode", interrupted)
+    res = cli("generate", "--config", world, "--frames", "4", "--shard-size", "1", "-o", out, flag, code=130)
+    assert tree_hash(out) == before and leftovers(tmp_path) == [], res.output
+    monkeypatch.undo()
+    cli("generate", "--config", world, "--frames", "3", "--shard-size", "2", "-o", out, flag, code=0)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.tar", "shard-000001.tar"]
+    assert read_manifest(out).num_samples == 3 and leftovers(tmp_path) == []
+
+
+def test_a_failed_label_keeps_the_earlier_labels(tmp_path, dataset):
+    """A queue whose second row names another frame stops ``label --overwrite`` after one frame was written:
+    the labels bought earlier stay as they were, and a first run leaves no folder."""
+    from hydranet.data import ShardDataset
+
+    ds = ShardDataset(dataset)
+    ids = [f"{ds[i].scene_id}#{ds[i].frame_index}" for i in range(2)]
+    queue = tmp_path / "q" / "queue.jsonl"
+    queue.parent.mkdir()
+    rows = [{"rank": r + 1, "index": i, "frame_id": ids[i]} for r, i in enumerate((0, 1))]
+    queue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "labels"
+    cli("label", "--queue", queue, "--data", dataset, "--out", out, code=0)
+    assert sorted(p.name for p in out.iterdir()) == ["labels.jsonl", "manifest.json", "shard-000000.tar"]
+    before = tree_hash(out)
+    rows[1]["frame_id"] = "elsewhere#9"
+    queue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = error_line(cli("label", "--queue", queue, "--data", dataset, "--out", out, "--overwrite", code=2))
+    assert "elsewhere#9" in line, line
+    assert tree_hash(out) == before and leftovers(tmp_path) == []
+    cli("label", "--queue", queue, "--data", dataset, "--out", tmp_path / "first", code=2)
+    assert not (tmp_path / "first").exists() and leftovers(tmp_path) == []
