@@ -22,6 +22,7 @@ time, and no half-written file under the real name.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 import shutil
@@ -256,13 +257,15 @@ class StagedDirectory:
 
     Refused before anything is written (``OutputError``, naming ``out`` and ``flag``): an existing ``out``
     that is a file or a non-empty directory, unless ``overwrite``; with ``overwrite``, one that does not hold
-    ``marker`` (the file that shows it is this command's own earlier output: nothing else is deleted). An
-    empty directory is simply replaced. A write that fails (disk full, permissions) raises
+    ``marker`` (the file that shows it is this command's own earlier output: nothing else is deleted), or,
+    when ``owned`` is given (glob patterns of the relative paths the command writes, ``marker`` included),
+    one that also holds a file the command did not write (a user's own file is never deleted by a replace).
+    An empty directory is simply replaced. A write that fails (disk full, permissions) raises
     ``OutputWriteError`` naming the file under ``out`` it was meant for. A symlinked ``out`` is staged and
     replaced where it points."""
 
     def __init__(self, out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
-                 option: str = "--out", flag: str = "--overwrite"):
+                 option: str = "--out", flag: str = "--overwrite", owned: tuple[str, ...] | None = None):
         given = Path(out)
         out = Path(os.path.realpath(given.expanduser())) if given.is_symlink() else given.expanduser().absolute()
         _recover_stages(out)
@@ -270,12 +273,19 @@ class StagedDirectory:
             if not out.is_dir():
                 raise OutputError(f"{option} {given} is a file, not a directory; choose another {option}")
             if any(out.iterdir()):
+                earlier = marker is None or (out / marker).is_file()
+                if not earlier:
+                    raise OutputError(f"{option} {given} already exists and holds no {marker}, so it is not an earlier "
+                                      f"output of this command (which {flag} would replace): choose another {option}")
                 if not overwrite:
                     raise OutputError(f"{option} {given} already exists and is not empty; pass {flag} to replace "
                                       f"it or choose another {option}")
-                if marker is not None and not (out / marker).is_file():
-                    raise OutputError(f"{option} {given} holds no {marker}, so it is not an earlier output of this "
-                                      f"command; {flag} replaces only such a directory: choose another {option}")
+                foreign = _not_owned(out, owned) if owned is not None else []
+                if foreign:
+                    shown = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                                                      if len(foreign) > 3 else "")
+                    raise OutputError(f"{option} {given} also holds files this command did not write ({shown}); "
+                                      f"{flag} would delete them: move them or choose another {option}")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.given, self.out = given, out
         self.path = out.with_name(f"{_STAGE_PREFIX}{out.name}-{os.getpid()}")
@@ -350,13 +360,20 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _not_owned(out: Path, owned: tuple[str, ...]) -> list[Path]:
+    """Files under ``out`` (relative paths, sorted) that match none of the glob patterns ``owned``."""
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() or p.is_symlink())
+    return [p for p in files if not any(fnmatch.fnmatchcase(p.as_posix(), pattern) for pattern in owned)]
+
+
 @contextmanager
 def staged_directory(out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
-                     option: str = "--out", flag: str = "--overwrite") -> Iterator[Path]:
-    """Yield the empty stage of ``StagedDirectory(out, overwrite, marker, option, flag)`` for the block to
-    fill; commit it when the block succeeds, abandon it when the block fails (any exception, Ctrl-C
+                     option: str = "--out", flag: str = "--overwrite",
+                     owned: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """Yield the empty stage of ``StagedDirectory(out, overwrite, marker, option, flag, owned)`` for the block
+    to fill; commit it when the block succeeds, abandon it when the block fails (any exception, Ctrl-C
     included). The refusals and errors are ``StagedDirectory``'s."""
-    staged = StagedDirectory(out, overwrite, marker, option, flag)
+    staged = StagedDirectory(out, overwrite, marker, option, flag, owned)
     try:
         yield staged.path
     except BaseException as e:

@@ -58,6 +58,10 @@ BLOCK = 512
 _END = b"\0" * (2 * BLOCK)  # end-of-archive marker
 
 
+# Everything a shard dataset directory holds: --overwrite replaces a directory holding nothing else.
+SHARD_DATASET_FILES = (MANIFEST_NAME, "shard-*.tar")
+
+
 def _shard_name(i: int) -> str:
     """File name of shard ``i`` (``shard-000000.tar``, zero-padded so names sort in order)."""
     return f"shard-{i:06d}.tar"
@@ -113,7 +117,7 @@ class ShardWriter:
         self.root = Path(root)
         self._staged: StagedDirectory | None = None
         if staged:
-            self._staged = StagedDirectory(self.root, overwrite, MANIFEST_NAME)
+            self._staged = StagedDirectory(self.root, overwrite, MANIFEST_NAME, owned=SHARD_DATASET_FILES)
             self.stage = self._staged.path  # the directory being filled
         elif not self.root.is_dir() or any(self.root.iterdir()):
             raise ValueError(f"{root}: staged=False writes into an empty directory its caller stages")

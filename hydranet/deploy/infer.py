@@ -31,6 +31,8 @@ from hydranet.setup import check_fits
 from hydranet.viz import Views
 
 PREDICTIONS = "predictions.json"  # every frame's decoded outputs; marks a directory as predict/infer output
+# Everything predict/infer write into --out: an --overwrite replaces a directory holding nothing else.
+PREDICTION_FILES = (PREDICTIONS, "frame_*.png", "frame_*.npz")
 _NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
 
@@ -85,7 +87,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     (``OutputError``) unless ``overwrite``, which replaces only an earlier ``infer``/``predict`` output, and
     only once every frame is written; a failure (a corrupt shard, a full disk: ``OutputWriteError`` naming
     the file) leaves no ``out`` (or the old one untouched)."""
-    with staged_directory(out, overwrite, PREDICTIONS) as stage:
+    with staged_directory(out, overwrite, PREDICTIONS, owned=PREDICTION_FILES) as stage:
         return _infer_into(stage, graph, data, frames, threads, ground_truth, scale, on_frame)
 
 

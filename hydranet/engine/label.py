@@ -21,7 +21,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from hydranet.data import Sample, ShardWriter, label_spec
+from hydranet.data import SHARD_DATASET_FILES, Sample, ShardWriter, label_spec
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 
@@ -63,7 +63,7 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
 
     setup = getattr(pool, "setup", None)  # what the pool's frames are (a source, world or shards reports it)
     records = []
-    with staged_directory(out, overwrite, _LABELS_FILE) as stage:
+    with staged_directory(out, overwrite, _LABELS_FILE, owned=(_LABELS_FILE, *SHARD_DATASET_FILES)) as stage:
         items = iter(items)
         first = next(items, None)
         if first is not None:  # a shard directory needs at least one sample

@@ -172,6 +172,10 @@ def test_overwrite_replaces_only_a_dataset(tmp_path, samples):
     empty.mkdir()
     write(empty, samples[:1])  # an empty directory needs no flag
     assert len(ShardDataset(empty)) == 1
+    (empty / "README.txt").write_text("where these frames came from")  # a user's own file beside the shards
+    with pytest.raises(OutputError, match=r"also holds files this command did not write \(README.txt\)"):
+        ShardWriter(empty, 4, overwrite=True)
+    assert (empty / "README.txt").is_file() and len(ShardDataset(empty)) == 1
 
 
 def test_writer_rejects_a_second_rig(tmp_path):

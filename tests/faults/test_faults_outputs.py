@@ -392,6 +392,11 @@ def test_an_earlier_prediction_output_is_refused_then_replaced_whole_with_overwr
     line = error_line(_predictor(name, inputs, out, "--frames", "1", code=2))
     assert f"--out {out} already exists and is not empty" in line and "--overwrite" in line, line
     assert tree_hash(out) == before
+    # A file of the user's own in the earlier output is never deleted by a replace (before: it vanished).
+    (out / "notes.txt").write_text("mine")
+    line = error_line(_predictor(name, inputs, out, "--frames", "1", "--overwrite", code=2))
+    assert "also holds files this command did not write (notes.txt); --overwrite would delete them" in line, line
+    (out / "notes.txt").unlink()
     _predictor(name, inputs, out, "--frames", "1", "--overwrite", code=0)
     assert sorted(p.name for p in out.iterdir()) == ["frame_0000.npz", "frame_0000.png", "predictions.json"]
     assert len(json.loads((out / "predictions.json").read_text())["frames"]) == 1
@@ -404,9 +409,12 @@ def test_overwrite_replaces_only_an_earlier_prediction_output(inputs, name):
     refused, and ``--overwrite`` does not delete it either: it holds no predictions.json."""
     other = shutil.copytree(inputs["data"], inputs["tmp"] / "other")
     before = tree_hash(other)
-    assert "already exists and is not empty" in error_line(_predictor(name, inputs, other, code=2))
-    line = error_line(_predictor(name, inputs, other, "--overwrite", code=2))
-    assert f"--out {other} holds no predictions.json" in line, line
+    # Without the flag the error does not suggest --overwrite, which could not replace it either (the trial's
+    # finding: "pass --overwrite", then "--overwrite replaces only ...").
+    for flags in ((), ("--overwrite",)):
+        line = error_line(_predictor(name, inputs, other, *flags, code=2))
+        assert f"--out {other} already exists and holds no predictions.json, so it is not an earlier output" in line
+        assert "choose another --out" in line, line
     assert tree_hash(other) == before
     empty = inputs["tmp"] / "empty"
     empty.mkdir()
