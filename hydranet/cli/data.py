@@ -20,8 +20,9 @@ from hydranet.world import generate as run
 @app.command()
 def generate(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for shard-*.tar and manifest.json."),
-    frames: int = typer.Option(None, "--frames", "-n", min=1, help="Number of samples (8-camera frames) to write "
-                               "(default with a training config: its dataset's `frames`)."),
+    frames: int = typer.Option(None, "--frames", "-n", min=1, help="Number of samples (frames of the world's rig) "
+                               "to write (default: a training config's dataset `frames`, else the world's own "
+                               "num_scenes x frames_per_scene)."),
     seed: int = typer.Option(None, "--seed", help="World seed (overrides the config's `seed`)."),
     config: Path = typer.Option(None, "--config", "-c", help="WorldConfig YAML, or a training config (e.g. "
                                 "configs/demo.yaml): the world of its --dataset, checked against its model. "
@@ -75,7 +76,8 @@ def _world_and_frames(config: Path | None, dataset: str | None, seed: int | None
                       frames: int | None) -> tuple[WorldConfig, int]:
     """The ``WorldConfig`` to render (``--config``/``--dataset`` plus ``--seed``; a training config's world
     dataset renders its model's setup and is checked against the model) and how many frames (``--frames``,
-    else the training dataset's); ``BadParameter`` if either is missing or invalid."""
+    else the training dataset's, else the world's own scenes x frames per scene); ``BadParameter`` if the world
+    is invalid."""
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     try:
@@ -87,9 +89,8 @@ def _world_and_frames(config: Path | None, dataset: str | None, seed: int | None
             cfg.resolved_model().check_data(world.rendered_setup, f"{config} dataset {name}")  # the one check
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config" if config is not None else "--seed") from e
-    if frames is None:
-        raise typer.BadParameter("how many frames? (required unless --config is a training config)",
-                                 param_hint="--frames")
+    if frames is None:  # the world's own length, as the world source without `frames`
+        frames = world.num_scenes * world.frames_per_scene
     return world, frames
 
 

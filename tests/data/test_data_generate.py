@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from data_testkit import assert_same_sample
 from typer.testing import CliRunner
 
@@ -85,6 +86,12 @@ def test_bad_arguments_and_config_fields_are_named(tmp_path, config):
     assert r.exit_code == 2 and "nope.yaml" in r.output
     r = runner.invoke(app, ["generate", "--out", str(tmp_path / "x"), "--frames", "0"])
     assert r.exit_code == 2 and "--frames" in r.output
+    # Without --frames a world file renders its own scenes x frames (before: "how many frames?", exit 2).
+    config.write_text(TINY)
+    r = runner.invoke(app, ["generate", "--config", str(config), "--out", str(tmp_path / "own")])
+    assert r.exit_code == 0, r.output
+    world = yaml.safe_load(TINY)
+    assert f"wrote {world['num_scenes'] * world['frames_per_scene']} samples" in r.output
     r = runner.invoke(app, ["data-info", str(tmp_path / "x")])
     assert r.exit_code == 2 and "manifest not found" in r.output
 
