@@ -17,8 +17,10 @@ Evaluation: held-out scenes of another world seed, each streamed whole through e
 read from two positions ``dt`` apart to about ``sqrt(2) * mate / dt``), plus the velocity head's error at the
 true object cells; latency per
 frame at ``--latency-size`` (batch 1, median of ``--latency-frames``, the state carried, both architectures
-interleaved in one process) and the state's memory. Goals (issue 13): mAVE <= 0.5x single-frame, occluded recall
-and flicker clearly better, mAP not worse, latency <= 1.2x. Prints one JSON object::
+interleaved in one process, best of ``--latency-rounds``; wall clock and CPU time) and the state's memory. Goals
+(issue 13): mAVE <= 0.5x single-frame, occluded recall and flicker clearly better, mAP not worse, latency <= 1.2x
+(judged on CPU time at one thread, where it is the frame's own work, else on the wall clock). Prints one JSON
+object::
 
     .venv/bin/python benchmarks/temporal.py --steps 60        # ~8 min on 2 busy CPU cores
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 import tempfile
 import time
@@ -195,20 +198,23 @@ class FrameProbe:
 
 @torch.no_grad()
 def latency(model: Any, data: InMemory, frames: int) -> dict[str, float]:
-    """Median seconds per frame of streaming (batch 1, state carried), and the state's bytes."""
+    """Median seconds per frame of streaming (batch 1, state carried), wall clock (``median_s``) and the
+    process's CPU time (``median_cpu_s``), and the state's bytes."""
     from hydranet.data.sample import collate
     from hydranet.eval.loop import EagerPredictor, Streamer
 
     stream = Streamer(EagerPredictor(model))
     batches = [collate([data[i]]) for i in range(min(frames + 2, len(data)))]
-    times = []
+    wall, cpu = [], []
     for k, b in enumerate(batches):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stream(b, list(TASKS))
         if k >= 2:  # warm-up
-            times.append(time.perf_counter() - t0)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     state = stream.state
-    return {"median_s": float(np.median(times)), "state_bytes": int(state.nbytes()) if state is not None else 0}
+    return {"median_s": float(np.median(wall)), "median_cpu_s": float(np.median(cpu)),
+            "state_bytes": int(state.nbytes()) if state is not None else 0}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -300,11 +306,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frames = render(2002, 1, args.latency_frames + 2, argparse.Namespace(height=lh, width=lw))
     nets = {n: create_model(make_config(argparse.Namespace(**{**vars(args), "height": lh, "width": lw}),
                                         n == "temporal").resolved_model()).eval() for n in results}
+    for n in nets:  # a half trained in another command carries its own run's latency: measured again here
+        results[n].pop("median_s", None)
+        results[n].pop("median_cpu_s", None)
     for _ in range(args.latency_rounds):
         for n, net in nets.items():
             lat = latency(net, frames, args.latency_frames)
-            best = results[n].get("median_s")
-            results[n].update(lat if best is None or lat["median_s"] < best else {})
+            for key in ("median_s", "median_cpu_s"):  # the best round of each clock
+                results[n][key] = min(results[n].get(key, math.inf), lat[key])
+            results[n]["state_bytes"] = lat["state_bytes"]
     s, t = results["single_frame"], results["temporal"]
 
     def ratio(a: float, b: float) -> float | None:
@@ -316,17 +326,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "occluded_recall_delta": t["occluded_recall"] - s["occluded_recall"], "occluded_recall_goal": "> 0",
         "flicker_delta": t["flicker"] - s["flicker"], "flicker_goal": "< 0",
         "map_delta": t["map"] - s["map"], "map_goal": ">= 0",
-        "latency_ratio": ratio(t["median_s"], s["median_s"]), "latency_goal": "<= 1.2",
+        "latency_ratio": ratio(t["median_s"], s["median_s"]),
+        "latency_cpu_ratio": ratio(t["median_cpu_s"], s["median_cpu_s"]), "latency_goal": "<= 1.2",
     }
     # nuScenes scores a class without any true positive as error 1.0: with (almost) no detections mAVE
     # says nothing about velocity, and the ratio is not a result.
     mave_measurable = min(s["map"], t["map"]) >= 0.01
     goals["mave_measurable"] = mave_measurable
+    # At one thread the CPU time is the frame's own work; the wall clock of a shared machine adds whatever else
+    # ran (docs/decisions.md: back-to-back wall ratios of the same two models spread over ±0.08, CPU ±0.01).
+    goals["latency_judged_by"] = "cpu" if args.threads == 1 else "wall"
+    goals["latency_judged"] = goals["latency_cpu_ratio"] if args.threads == 1 else goals["latency_ratio"]
     goals["met"] = {
         "mave": (goals["mave_ratio"] is not None and goals["mave_ratio"] <= 0.5) if mave_measurable else None,
         "occluded_recall": goals["occluded_recall_delta"] > 0, "flicker": goals["flicker_delta"] < 0,
         "map": goals["map_delta"] >= 0,
-        "latency": goals["latency_ratio"] is not None and goals["latency_ratio"] <= 1.2}
+        "latency": goals["latency_judged"] is not None and goals["latency_judged"] <= 1.2}
     report = {"benchmark": "temporal", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "render_s": round(render_s, 1), "train_frames": len(train_data), "eval_frames": len(eval_data),
               "single_frame": s, "temporal": t, "goals": goals, "seconds": round(time.perf_counter() - t0, 1)}
