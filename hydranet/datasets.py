@@ -137,9 +137,14 @@ def open_dataset(spec: str | os.PathLike | Any, world: Any = None, labels: list[
     if path.is_dir() or path.name == MANIFEST_NAME:
         return ShardDataset(path, labels=labels)
     if not path.exists():
-        raise ShardManifestError(f"no such dataset: expected a shard directory, a manifest.json, 'synthetic', "
-                            f"'synthetic:<world.yaml>' or a world .yaml (got {text!r})", path)
-    raise ShardManifestError("not a dataset: expected a shard directory, manifest.json or world .yaml", path)
+        raise ShardManifestError(f"no such dataset: expected {_FORMS}", path)
+    raise ShardManifestError(f"not a dataset: expected {_FORMS}", path)
+
+
+# Every form of --data, for the error that names none of them.
+_FORMS = ("a shard directory or its manifest.json, a URL of one (s3://, gs://, https://), KIND:PATH of a registered "
+          "source (e.g. nuscenes:/data/nuscenes, world:world.yaml), a source YAML with `kind:`, 'synthetic', "
+          "'synthetic:<world.yaml>' or a world .yaml")
 
 
 def _world_for(source: Any, setup: Setup | None) -> Any:
