@@ -22,12 +22,11 @@ time, and no half-written file under the real name.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import glob
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -258,14 +257,16 @@ class StagedDirectory:
     Refused before anything is written (``OutputError``, naming ``out`` and ``flag``): an existing ``out``
     that is a file or a non-empty directory, unless ``overwrite``; with ``overwrite``, one that does not hold
     ``marker`` (the file that shows it is this command's own earlier output: nothing else is deleted), or,
-    when ``owned`` is given (glob patterns of the relative paths the command writes, ``marker`` included),
-    one that also holds a file the command did not write (a user's own file is never deleted by a replace).
+    when ``owned`` is given (``owned(out)``: the relative paths the earlier output itself records, read from its
+    ``marker``; ``marker`` included), one that also holds any other file: a user's own file is never deleted
+    by a replace, even one named like an output (``frame_0007.png`` beside a one-frame ``predictions.json``).
     An empty directory is simply replaced. A write that fails (disk full, permissions) raises
     ``OutputWriteError`` naming the file under ``out`` it was meant for. A symlinked ``out`` is staged and
     replaced where it points."""
 
     def __init__(self, out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
-                 option: str = "--out", flag: str = "--overwrite", owned: tuple[str, ...] | None = None):
+                 option: str = "--out", flag: str = "--overwrite",
+                 owned: Callable[[Path], set[str]] | None = None):
         given = Path(out)
         out = Path(os.path.realpath(given.expanduser())) if given.is_symlink() else given.expanduser().absolute()
         _recover_stages(out)
@@ -277,15 +278,15 @@ class StagedDirectory:
                 if not earlier:
                     raise OutputError(f"{option} {given} already exists and holds no {marker}, so it is not an earlier "
                                       f"output of this command (which {flag} would replace): choose another {option}")
-                if not overwrite:
-                    raise OutputError(f"{option} {given} already exists and is not empty; pass {flag} to replace "
-                                      f"it or choose another {option}")
                 foreign = _not_owned(out, owned) if owned is not None else []
                 if foreign:
                     shown = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more"
                                                                       if len(foreign) > 3 else "")
                     raise OutputError(f"{option} {given} also holds files this command did not write ({shown}); "
                                       f"{flag} would delete them: move them or choose another {option}")
+                if not overwrite:
+                    raise OutputError(f"{option} {given} already exists and is not empty; pass {flag} to replace "
+                                      f"it or choose another {option}")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.given, self.out = given, out
         self.path = out.with_name(f"{_STAGE_PREFIX}{out.name}-{os.getpid()}")
@@ -360,16 +361,21 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _not_owned(out: Path, owned: tuple[str, ...]) -> list[Path]:
-    """Files under ``out`` (relative paths, sorted) that match none of the glob patterns ``owned``."""
+def _not_owned(out: Path, owned: Callable[[Path], set[str]]) -> list[Path]:
+    """Files under ``out`` (relative paths, sorted) that the earlier output does not record (``owned(out)``;
+    an unreadable record owns nothing)."""
+    try:
+        recorded = owned(out)
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = set()
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() or p.is_symlink())
-    return [p for p in files if not any(fnmatch.fnmatchcase(p.as_posix(), pattern) for pattern in owned)]
+    return [p for p in files if p.as_posix() not in recorded]
 
 
 @contextmanager
 def staged_directory(out: str | os.PathLike, overwrite: bool = False, marker: str | None = None,
                      option: str = "--out", flag: str = "--overwrite",
-                     owned: tuple[str, ...] | None = None) -> Iterator[Path]:
+                     owned: Callable[[Path], set[str]] | None = None) -> Iterator[Path]:
     """Yield the empty stage of ``StagedDirectory(out, overwrite, marker, option, flag, owned)`` for the block
     to fill; commit it when the block succeeds, abandon it when the block fails (any exception, Ctrl-C
     included). The refusals and errors are ``StagedDirectory``'s."""

@@ -27,7 +27,7 @@ from torch import Tensor
 from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
-from hydranet.deploy import PREDICTION_FILES, PREDICTIONS, draw_and_record
+from hydranet.deploy import PREDICTIONS, draw_and_record, recorded_predictions
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
@@ -97,7 +97,7 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
     ``tasks``: heads to run (default: all of the model's). Raises ``ValueError`` naming an unknown task,
     ``CheckpointError`` for a bad checkpoint, the dataset's own errors for bad data and ``OutputWriteError``
     naming the file when a write fails."""
-    with staged_directory(out, overwrite, PREDICTIONS, owned=PREDICTION_FILES) as stage:
+    with staged_directory(out, overwrite, PREDICTIONS, owned=recorded_predictions) as stage:
         return _predict_into(stage, checkpoint, data, frames, tasks, ground_truth, scale, on_frame)
 
 

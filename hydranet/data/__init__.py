@@ -15,7 +15,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "manifest": ["MANIFEST_NAME", "ShardManifest", "read_manifest"],
     "sample": ["ALL_LABELS", "Batch", "Sample", "collate"],
     "sequences": ["clip_starts", "sequence_keys"],
-    "shards": ["SHARD_DATASET_FILES", "ShardDataset", "ShardWriter", "sample_key"],
+    "shards": ["ShardDataset", "ShardWriter", "recorded_shards", "sample_key"],
     "sources.base": ["SOURCES", "Source", "SourceConfigError", "SourceError", "SourceOptions", "open_source",
         "parse_options", "parse_source_spec", "register_source", "source_class"],
     "storage": ["is_url"],

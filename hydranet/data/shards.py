@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import datetime
 import hashlib
+import json
 import os
 import tarfile
 import zlib
@@ -58,8 +59,10 @@ BLOCK = 512
 _END = b"\0" * (2 * BLOCK)  # end-of-archive marker
 
 
-# Everything a shard dataset directory holds: --overwrite replaces a directory holding nothing else.
-SHARD_DATASET_FILES = (MANIFEST_NAME, "shard-*.tar")
+def recorded_shards(root: Path) -> set[str]:
+    """The files a shard dataset in ``root`` records (``manifest.json`` and the shards it lists): what an
+    ``--overwrite`` may replace, and nothing else."""
+    return {MANIFEST_NAME, *(str(s["name"]) for s in json.loads((root / MANIFEST_NAME).read_text())["shards"])}
 
 
 def _shard_name(i: int) -> str:
@@ -117,7 +120,7 @@ class ShardWriter:
         self.root = Path(root)
         self._staged: StagedDirectory | None = None
         if staged:
-            self._staged = StagedDirectory(self.root, overwrite, MANIFEST_NAME, owned=SHARD_DATASET_FILES)
+            self._staged = StagedDirectory(self.root, overwrite, MANIFEST_NAME, owned=recorded_shards)
             self.stage = self._staged.path  # the directory being filled
         elif not self.root.is_dir() or any(self.root.iterdir()):
             raise ValueError(f"{root}: staged=False writes into an empty directory its caller stages")

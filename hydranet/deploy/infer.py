@@ -12,6 +12,7 @@ outputs, their file, shape and a summary. The directory appears whole or not at 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,13 @@ from hydranet.setup import check_fits
 from hydranet.viz import Views
 
 PREDICTIONS = "predictions.json"  # every frame's decoded outputs; marks a directory as predict/infer output
-# Everything predict/infer write into --out: an --overwrite replaces a directory holding nothing else.
-PREDICTION_FILES = (PREDICTIONS, "frame_*.png", "frame_*.npz")
+
+
+def recorded_predictions(out: Path) -> set[str]:
+    """The files an earlier ``predict``/``infer`` output in ``out`` records (``predictions.json`` and each frame it
+    lists: ``frame_XXXX.png``/``.npz``): what an ``--overwrite`` may replace, and nothing else."""
+    frames = json.loads((out / PREDICTIONS).read_text())["frames"]
+    return {PREDICTIONS, *(f"frame_{int(r['frame']):04d}.{ext}" for r in frames for ext in ("png", "npz"))}
 _NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
 
@@ -87,7 +93,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     (``OutputError``) unless ``overwrite``, which replaces only an earlier ``infer``/``predict`` output, and
     only once every frame is written; a failure (a corrupt shard, a full disk: ``OutputWriteError`` naming
     the file) leaves no ``out`` (or the old one untouched)."""
-    with staged_directory(out, overwrite, PREDICTIONS, owned=PREDICTION_FILES) as stage:
+    with staged_directory(out, overwrite, PREDICTIONS, owned=recorded_predictions) as stage:
         return _infer_into(stage, graph, data, frames, threads, ground_truth, scale, on_frame)
 
 

@@ -21,12 +21,17 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from hydranet.data import SHARD_DATASET_FILES, Sample, ShardWriter, label_spec
+from hydranet.data import Sample, ShardWriter, label_spec, recorded_shards
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 
 OBJECT_LABELS = ("detection2d", "traffic_light", "objects3d")
 _LABELS_FILE = "labels.jsonl"  # per labelled frame: rank, index, frame id, cost, provenance, confidence
+
+
+def _recorded_labels(out: Path) -> set[str]:
+    """The files an earlier ``label`` output records: ``labels.jsonl`` and its shard dataset, if it wrote one."""
+    return {_LABELS_FILE, *(recorded_shards(out) if (out / "manifest.json").is_file() else ())}
 
 
 class LabelError(ValueError):
@@ -63,7 +68,7 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
 
     setup = getattr(pool, "setup", None)  # what the pool's frames are (a source, world or shards reports it)
     records = []
-    with staged_directory(out, overwrite, _LABELS_FILE, owned=(_LABELS_FILE, *SHARD_DATASET_FILES)) as stage:
+    with staged_directory(out, overwrite, _LABELS_FILE, owned=_recorded_labels) as stage:
         items = iter(items)
         first = next(items, None)
         if first is not None:  # a shard directory needs at least one sample

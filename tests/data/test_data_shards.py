@@ -172,10 +172,12 @@ def test_overwrite_replaces_only_a_dataset(tmp_path, samples):
     empty.mkdir()
     write(empty, samples[:1])  # an empty directory needs no flag
     assert len(ShardDataset(empty)) == 1
-    (empty / "README.txt").write_text("where these frames came from")  # a user's own file beside the shards
-    with pytest.raises(OutputError, match=r"also holds files this command did not write \(README.txt\)"):
-        ShardWriter(empty, 4, overwrite=True)
-    assert (empty / "README.txt").is_file() and len(ShardDataset(empty)) == 1
+    for own in ("README.txt", "shard-000009.tar"):  # a user's own file, even one named like a shard the manifest
+        (empty / own).write_text("mine")             # does not list, is never deleted by a replace
+        with pytest.raises(OutputError, match=rf"also holds files this command did not write \({own}\)"):
+            ShardWriter(empty, 4, overwrite=True)
+        assert (empty / own).is_file() and len(ShardDataset(empty)) == 1
+        (empty / own).unlink()
 
 
 def test_writer_rejects_a_second_rig(tmp_path):

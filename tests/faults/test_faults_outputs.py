@@ -392,11 +392,14 @@ def test_an_earlier_prediction_output_is_refused_then_replaced_whole_with_overwr
     line = error_line(_predictor(name, inputs, out, "--frames", "1", code=2))
     assert f"--out {out} already exists and is not empty" in line and "--overwrite" in line, line
     assert tree_hash(out) == before
-    # A file of the user's own in the earlier output is never deleted by a replace (before: it vanished).
-    (out / "notes.txt").write_text("mine")
-    line = error_line(_predictor(name, inputs, out, "--frames", "1", "--overwrite", code=2))
-    assert "also holds files this command did not write (notes.txt); --overwrite would delete them" in line, line
-    (out / "notes.txt").unlink()
+    # A file of the user's own in the earlier output is never deleted by a replace (before: it vanished), even one
+    # named like an output that predictions.json does not list; nor is --overwrite suggested for it.
+    for own in ("notes.txt", "frame_0007.png"):
+        (out / own).write_text("mine")
+        for flags in ((), ("--overwrite",)):
+            line = error_line(_predictor(name, inputs, out, "--frames", "1", *flags, code=2))
+            assert f"also holds files this command did not write ({own}); --overwrite would delete them" in line
+        (out / own).unlink()
     _predictor(name, inputs, out, "--frames", "1", "--overwrite", code=0)
     assert sorted(p.name for p in out.iterdir()) == ["frame_0000.npz", "frame_0000.png", "predictions.json"]
     assert len(json.loads((out / "predictions.json").read_text())["frames"]) == 1
