@@ -47,12 +47,13 @@ def _history_rows(v: VacationRun) -> list[dict[str, Any]]:
 
 
 def _head(metrics: dict[str, float]) -> dict[str, float | None]:
-    """The headline metric (first key) as {name: value}, NaN as None (valid JSON)."""
+    """The headline metric (first key) as {name: value}, NaN as None (valid JSON). Not rounded: the page's Δ is
+    taken from these values and must be the gate's to the last printed digit."""
     if not metrics:
         return {}
     k = next(iter(metrics))
     x = metrics[k]
-    return {k: None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)}
+    return {k: None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)}
 
 
 def write_history(v: VacationRun) -> list[dict[str, Any]]:
@@ -224,7 +225,7 @@ def _page(v: VacationRun, rows: list[dict[str, Any]], chart: Path) -> None:
     blocks = []
     for r in rows:
         it = r["iteration"]
-        head = ["suite", "task", "metric", "deployed (before)", "candidate", "Δ (> 0 = better)"]
+        head = ["suite", "task", "metric", "current (deployed)", "candidate", "Δ (> 0 = better)"]
         trs = []
         for suite, d in r.get("suites", {}).items():
             for task, m in d.get("candidate", {}).items():
