@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError, load_model
-from hydranet.cli.app import CHECKPOINT_HELP, app
+from hydranet.cli.app import CHECKPOINT_HELP, DATA_HELP, app
 from hydranet.cli.errors import cli_errors
 from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
@@ -96,8 +96,8 @@ def eval_command(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
     suite: Path | None = typer.Option(None, "--suite", "-s", help=_SUITE_HELP + " (default: suites)"),
     data: str | None = typer.Option(None, "--data", "-d", help="instead of suites: score the model on any dataset "
-                                    "with every task's metric, no thresholds — shards (path or URL), KIND:PATH "
-                                    "(e.g. nuscenes:/data/nuscenes), a source YAML, or 'synthetic'"),
+                                    "with every task's metric, no thresholds — " + DATA_HELP + "; opened for the "
+                                    "model's setup (a world renders it unless the file declares its own)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'; with "

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from hydranet.datasets import dataset_setup
+from hydranet.datasets import dataset_setup, renders_world
 from hydranet.eval.loop import EvalFrame, Evaluator, dataset_batches, predictor_of
-from hydranet.setup import check_fits
+from hydranet.setup import SetupMismatchError, check_fits
 
 
 @dataclass
@@ -58,8 +58,15 @@ def evaluate_dataset(model: Any, dataset: Dataset, tasks: list[str] | None = Non
     if unknown:
         raise ValueError(f"tasks {unknown} are not heads of {model_name} ({list(model.task_objects)})")
     chosen = {t: model.task_objects[t] for t in names}
-    check_fits(dataset_setup(dataset), model.setup, source, labels=[task.label for task in chosen.values()],
-               bev=any(task.space == "bev" for task in chosen.values()), model_name=model_name)
+    try:
+        check_fits(dataset_setup(dataset), model.setup, source, labels=[task.label for task in chosen.values()],
+                   bev=any(task.space == "bev" for task in chosen.values()), model_name=model_name)
+    except SetupMismatchError as e:
+        if not renders_world(dataset):
+            raise
+        # A world opened for the model renders its setup unless the world file declares one of its own.
+        raise SetupMismatchError(f"{e}; a world opened for the model renders the model's setup unless its file "
+                                 "declares a `setup` of its own: leave that out") from None
     n = len(dataset) if frames is None else min(frames, len(dataset))  # type: ignore[arg-type]
     labelled: Counter[str] = Counter()
 

@@ -38,7 +38,7 @@ def test_a_dataset_is_scored_per_task_on_the_frames_that_carry_its_label(model):
 def test_data_that_does_not_fit_the_model_is_refused_naming_it(model):
     other = open_dataset("synthetic", world=WORLD)  # the world's default setup: 128x256, not the model's 96x192
     with pytest.raises(SetupMismatchError, match=r"--data x: images are 128x256 \(HxW\) but the model is built for "
-                                                 r"96x192"):
+                                                 r"96x192.*unless its file declares a `setup` of its own"):
         evaluate_dataset(model, other, frames=1, source="--data x")
 
 
