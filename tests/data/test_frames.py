@@ -203,3 +203,11 @@ def test_a_principal_point_on_the_image_edge_is_kept(tmp_path):
     lines = [_line()]
     lines[0]["cameras"]["left"]["K"] = [[400.0, 0.0, 320.0], [0.0, 400.0, 0.0], [0.0, 0.0, 1.0]]
     assert FramesIndex(write_frames(tmp_path, lines))[0].intrinsics[1, 0, 2] == 320.0
+
+
+def test_a_box_of_another_length_names_its_row(tmp_path):
+    # Before: numpy's "setting an array element with a sequence ... inhomogeneous shape" for a short box.
+    labels = {"detection2d": {"boxes": [[1, 2, 3, 4], [5, 6, 7]], "classes": ["car", "car"], "camera": [0, 1]}}
+    index = write_frames(tmp_path, [_line(labels=labels)])
+    with pytest.raises(SourceError, match=r"labels.detection2d.boxes: expected shape \[M, 4\], row 1 has 3 values"):
+        FramesIndex(index)[0]

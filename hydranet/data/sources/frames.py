@@ -221,7 +221,8 @@ class FramesSource(Source):
         try:
             raw = loads_json(text, self._where(lineno), SourceError)
         except json.JSONDecodeError as e:
-            raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg} at column {e.colno})") from e
+            raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg.removesuffix(' at')}, column "
+                              f"{e.colno})") from e
         try:
             line = _FrameLine.model_validate(raw)
         except ValidationError as e:
@@ -331,6 +332,12 @@ class FramesSource(Source):
         return resize_label_map(a, size)
 
     def _array(self, lineno: int, where: str, value: Any, cols: int | None, dtype: torch.dtype) -> torch.Tensor:
+        if cols is not None and isinstance(value, list) and all(isinstance(r, list) for r in value):
+            lengths = sorted({len(r) for r in value})
+            if lengths != [cols] and value:  # rows of another length: say which, not numpy's "inhomogeneous shape"
+                bad = next(k for k, r in enumerate(value) if len(r) != cols)
+                raise SourceError(f"{self._where(lineno, where)}: expected shape [M, {cols}], row {bad} has "
+                                  f"{len(value[bad])} values")
         try:
             a = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as e:
