@@ -146,8 +146,8 @@ def convert(
     cm = rep["class_map"]
     kept = ", ".join(f"{src} {n}" if cm["model_class"][src] == src else f"{src}→{cm['model_class'][src]} {n}"
                      for src, n in cm["kept"].items())
-    console.print(f"classes kept (dataset class→model class, objects): {kept or '-'}; dropped (unmapped): "
-                  f"{cm['dropped']}", markup=False)
+    console.print(f"classes kept (dataset class→model class, objects): {kept or '-'}; dropped (mapped to null or "
+                  f"not in the map): {cm['dropped']}", markup=False)
     if "filtered_empty_boxes" in rep:
         console.print(f"boxes without lidar/radar points filtered: {rep['filtered_empty_boxes']}")
     if report is not None:
