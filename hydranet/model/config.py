@@ -55,9 +55,9 @@ class TemporalConfig(_Strict):
     space_queue: int = Field(2, ge=0, description="entries pushed every push_every_metres of ego travel")
     push_every_frames: int = Field(2, ge=1)
     push_every_metres: float = Field(2.0, gt=0.0)
-    # Off by default: it costs latency. benchmarks/temporal.py chose r = 3 over r = 0 (3D mAP), then r = 2 over
-    # r = 3 (velocity, latency) (docs/decisions.md, "The video memory" and "Velocity from video on the
-    # reference trunk"); configs/temporal.yaml turns it on at 2.
+    # Off by default: it costs latency. benchmarks/temporal.py chose r = 3 over r = 0 (3D mAP), then r = 1 over
+    # r = 2 and 3 (velocity, latency) (docs/decisions.md, "The video memory" and "Velocity from video on the
+    # reference trunk"); configs/temporal.yaml turns it on at 1.
     correlation_radius: int = Field(0, ge=0, le=4, description="cells: per time-queue entry, the soft-argmax "
                                     "motion (m/s) and confidence read from a (2r+1)^2 cost volume (0 = off)")
 
