@@ -36,11 +36,12 @@ class ConfigError(ValueError):
 
     ``fields`` maps each dotted field path that failed validation to its message (``{"train.lr": "Input
     should be a valid number..."}``); it is empty for errors that are not about one field (a missing file,
-    bad YAML)."""
+    bad YAML). ``general``: the message's lines that name no single field (they come first)."""
 
-    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, fields: dict[str, str] | None = None, general: list[str] | None = None) -> None:
         super().__init__(message)
         self.fields = dict(fields or {})
+        self.general = list(general or [])
 
 
 class _Strict(BaseModel):
@@ -315,7 +316,7 @@ def config_from_dict(tree: dict[str, Any], where: str = "<config>") -> Config:
         fields = _most_precise(fields)
         lines = [f"{where}: {message}" for message in loose]
         raise ConfigError("\n".join([*lines, format_field_messages(fields, where)] if fields else lines),
-                          fields) from None
+                          fields, lines) from None
     return cfg
 
 
@@ -409,9 +410,9 @@ def config_with_overrides(tree: dict[str, Any], overrides: list[str], where: str
 
         if not any(set_by(field) for field in e.fields):
             raise
-        raise ConfigError("\n".join(f"--set {item}: {field}: {message}" if (item := set_by(field)) else
-                                     f"{where}: {field}: {message}" for field, message in e.fields.items()),
-                          e.fields) from None
+        named = [f"--set {item}: {field}: {message}" if (item := set_by(field)) else f"{where}: {field}: {message}"
+                 for field, message in e.fields.items()]
+        raise ConfigError("\n".join([*e.general, *named]), e.fields, e.general) from None
 
 
 def _key(item: str) -> str:

@@ -180,3 +180,23 @@ def test_demo_does_the_same_work_on_every_machine(tmp_path):
     with pytest.raises(ConfigError, match=r"train.time_limit_s: the demo does a fixed amount of work"):
         run_demo(tmp_path, overrides=["train.time_limit_s=390"])
     assert not (tmp_path / "data").exists()  # refused before rendering anything
+
+
+def test_a_line_naming_no_field_survives_the_set_attribution(tmp_path, monkeypatch):
+    # A model error that names no single field (a plain ValueError inside ModelConfig) is kept when the other
+    # lines are renamed after the --set that wrote them (before: it was dropped from the message).
+    import hydranet.train.config as config_module
+
+    original = config_module.ModelConfig.model_validate
+
+    def validate(value, *args, **kwargs):
+        if value.get("bev_channels") == 7:
+            raise ValueError("bev_channels: seven is unlucky")
+        return original(value, *args, **kwargs)
+
+    monkeypatch.setattr(config_module.ModelConfig, "model_validate", validate)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {**BASE, "model": {**BASE["model"], "bev_channels": 7}}), ["train.lr=abc"])
+    lines = str(err.value).splitlines()
+    assert any(line.endswith("cfg.yaml: model.bev_channels: seven is unlucky") for line in lines), lines
+    assert "--set train.lr=abc: train.lr: Input should be a valid number, unable to parse string as a number" in lines
