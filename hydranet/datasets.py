@@ -80,11 +80,7 @@ def source_config(config: dict[str, Any], setup: Setup) -> dict[str, Any]:
     out = dict(config)
     kind = str(out["kind"])
     if kind == "world":
-        world = out.get("world") or {}
-        if isinstance(world, dict) and "setup" not in world:
-            out["world"] = {**world, "setup": setup.model_dump(mode="json")}
-        elif isinstance(world, str) and "setup" not in (cfg := load_world_config(world)).model_fields_set:
-            out["world"] = {**cfg.model_dump(mode="json", exclude_unset=True), "setup": setup.model_dump(mode="json")}
+        out["world"] = _world_rendering(out.get("world") or {}, setup)
         return out
     if "image_size" in source_class(kind).Options.model_fields and out.get("image_size") is None:
         out["image_size"] = list(setup.image_size)
@@ -149,10 +145,19 @@ _FORMS = ("a shard directory or its manifest.json, a URL of one (s3://, gs://, h
 
 def _world_for(source: Any, setup: Setup | None) -> Any:
     """The ``WorldConfig`` of ``source``, rendering ``setup`` when given and the world declares no setup."""
-    cfg = load_world_config(source)
-    if setup is None or "setup" in cfg.model_fields_set:
-        return cfg
-    return load_world_config(cfg, {"setup": setup.model_dump(mode="json")})
+    return load_world_config(source if setup is None else _world_rendering(source, setup))
+
+
+def _world_rendering(world: Any, setup: Setup) -> Any:
+    """``world`` (``WorldConfig`` fields, a world YAML path, a ``WorldConfig`` or None) as it is when it declares a
+    ``setup`` of its own, else as ``WorldConfig`` fields with ``setup`` added: the one rule by which a world opened
+    for a model renders the model's setup. A YAML path is read here (``ValueError`` naming the file)."""
+    if isinstance(world, dict):
+        return world if "setup" in world else {**world, "setup": setup.model_dump(mode="json")}
+    cfg = load_world_config(world)
+    if "setup" in cfg.model_fields_set:
+        return world
+    return {**cfg.model_dump(mode="json"), "setup": setup.model_dump(mode="json")}
 
 
 def _open_config(config: dict[str, Any], where: str = "dataset", setup: Setup | None = None) -> Dataset:
