@@ -254,12 +254,12 @@ class StagedDirectory:
     is put right first: its stage is deleted, and an old ``out`` it had moved aside but not yet replaced is
     moved back.
 
-    Refused before anything is written (``OutputError``, naming ``out`` and ``flag``): an existing ``out``
-    that is a file or a non-empty directory, unless ``overwrite``; with ``overwrite``, one that does not hold
-    ``marker`` (the file that shows it is this command's own earlier output: nothing else is deleted), or,
-    when ``owned`` is given (``owned(out)``: the relative paths the earlier output itself records, read from its
-    ``marker``; ``marker`` included), one that also holds any other file: a user's own file is never deleted
-    by a replace, even one named like an output (``frame_0007.png`` beside a one-frame ``predictions.json``).
+    Refused before anything is written (``OutputError``, naming ``out`` and ``flag``), in this order: an
+    existing ``out`` that is a file; a non-empty one that does not hold ``marker`` (the file that shows it is
+    this command's own earlier output: nothing else is ever replaced); when ``owned`` is given (``owned(out)``:
+    the relative paths the earlier output itself records, read from its ``marker``), one that also holds any
+    other file (a user's own file is never deleted by a replace, even one named like an output:
+    ``frame_0007.png`` beside a one-frame ``predictions.json``); and any non-empty one unless ``overwrite``.
     An empty directory is simply replaced. A write that fails (disk full, permissions) raises
     ``OutputWriteError`` naming the file under ``out`` it was meant for. A symlinked ``out`` is staged and
     replaced where it points."""
@@ -278,7 +278,7 @@ class StagedDirectory:
                 if not earlier:
                     raise OutputError(f"{option} {given} already exists and holds no {marker}, so it is not an earlier "
                                       f"output of this command (which {flag} would replace): choose another {option}")
-                foreign = _not_owned(out, owned) if owned is not None else []
+                foreign = _not_owned(out, owned, marker) if owned is not None else []
                 if foreign:
                     shown = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more"
                                                                       if len(foreign) > 3 else "")
@@ -361,13 +361,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _not_owned(out: Path, owned: Callable[[Path], set[str]]) -> list[Path]:
-    """Files under ``out`` (relative paths, sorted) that the earlier output does not record (``owned(out)``;
-    an unreadable record owns nothing)."""
+def _not_owned(out: Path, owned: Callable[[Path], set[str]], marker: str | None) -> list[Path]:
+    """Files under ``out`` (relative paths, sorted) that the earlier output does not record (``owned(out)``; an
+    unreadable record owns only ``marker``, the record itself)."""
     try:
         recorded = owned(out)
     except (OSError, ValueError, KeyError, TypeError):
         recorded = set()
+    recorded |= {marker} if marker is not None else set()
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() or p.is_symlink())
     return [p for p in files if p.as_posix() not in recorded]
 

@@ -39,6 +39,8 @@ def recorded_predictions(out: Path) -> set[str]:
     lists: ``frame_XXXX.png``/``.npz``): what an ``--overwrite`` may replace, and nothing else."""
     frames = json.loads((out / PREDICTIONS).read_text())["frames"]
     return {PREDICTIONS, *(f"frame_{int(r['frame']):04d}.{ext}" for r in frames for ext in ("png", "npz"))}
+
+
 _NAME_ATTRS = ("classes", "states", "kinds")  # task attributes that name class indices
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from hydranet.data import Sample, ShardWriter, label_spec, recorded_shards
+from hydranet.data import MANIFEST_NAME, Sample, ShardWriter, label_spec, recorded_shards
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 
@@ -31,7 +31,7 @@ _LABELS_FILE = "labels.jsonl"  # per labelled frame: rank, index, frame id, cost
 
 def _recorded_labels(out: Path) -> set[str]:
     """The files an earlier ``label`` output records: ``labels.jsonl`` and its shard dataset, if it wrote one."""
-    return {_LABELS_FILE, *(recorded_shards(out) if (out / "manifest.json").is_file() else ())}
+    return {_LABELS_FILE, *(recorded_shards(out) if (out / MANIFEST_NAME).is_file() else ())}
 
 
 class LabelError(ValueError):

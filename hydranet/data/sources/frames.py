@@ -333,9 +333,8 @@ class FramesSource(Source):
 
     def _array(self, lineno: int, where: str, value: Any, cols: int | None, dtype: torch.dtype) -> torch.Tensor:
         if cols is not None and isinstance(value, list) and all(isinstance(r, list) for r in value):
-            lengths = sorted({len(r) for r in value})
-            if lengths != [cols] and value:  # rows of another length: say which, not numpy's "inhomogeneous shape"
-                bad = next(k for k, r in enumerate(value) if len(r) != cols)
+            bad = next((k for k, r in enumerate(value) if len(r) != cols), None)
+            if bad is not None:  # a row of another length: say which, not numpy's "inhomogeneous shape"
                 raise SourceError(f"{self._where(lineno, where)}: expected shape [M, {cols}], row {bad} has "
                                   f"{len(value[bad])} values")
         try:
