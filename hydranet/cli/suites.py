@@ -175,8 +175,8 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
         console.print("—: undefined on these frames (e.g. no traffic light of that state, no object of that class)")
     if result.unlabelled:
         console.print(f"not scored (no frame carries their label): {', '.join(result.unlabelled)}")
-    console.print(f"every metric of every task: -o FILE.json ({sum(map(len, result.metrics.values()))} values)"
-                  if out is None else "")
+    if out is None:
+        console.print(f"every metric of every task: -o FILE.json ({sum(map(len, result.metrics.values()))} values)")
     _write_json(out, {"checkpoint": str(checkpoint), "data": data, **result.to_json()})
 
 
