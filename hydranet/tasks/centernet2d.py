@@ -5,11 +5,6 @@ An object is a Gaussian peak on its channel's heatmap at the cell holding its bo
 sub-cell ``offset`` (2) and a ``log_size`` (log of width and height in cells) read at that cell
 (Zhou et al., "Objects as Points", 2019). Boxes are clipped to the image first, so the peak is the
 centre of the *visible* box and always lies on the map.
-
-With ``regress_radius`` r > 0 the box is also regressed at the cells up to r cells around the peak (each with
-the offset from its own cell), as YOLOv5 assigns neighbouring cells and TTFNet (Liu et al., "Training-Time-
-Friendly Network for Real-Time Object Detection", AAAI 2020) regresses over a Gaussian area: a peak decoded one
-cell off still reads a box made for its cell, and every object gives the regression several samples per step.
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ from hydranet.tasks.common import (
     of_present,
     present_index,
     prior_bias,
-    regression_cells,
     topk_peaks,
 )
 
@@ -58,20 +52,6 @@ class Encoded2D:
     log_size: Tensor  # [M, 2] log(width, height) in cells
     box: Tensor  # [M, 4] x1, y1, x2, y2 in cells
     object_index: Tensor  # [M] index of the object within its sample's label (to fetch extra attributes)
-    # The cells the box is regressed at (R >= M; R == M and these are the peaks when regress_radius is 0):
-    reg_row: Tensor  # [R] the object (row of the fields above) a regression cell belongs to
-    reg_dy: Tensor  # [R] cell row minus the object's peak row
-    reg_dx: Tensor  # [R] cell column minus the object's peak column
-    reg_weight: Tensor  # [R] 1 / (cells of its object): every object weighs 1 in the box loss
-
-    def regression_targets(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Per regression cell ``(sample, camera, ys, xs, offset [R, 2], log_size [R, 2], box [R, 4], weight)``:
-        the offset is from that cell's own corner, so it lies in ``[-r, r + 1)`` cells."""
-        i = self.reg_row
-        ys, xs = self.ys[i] + self.reg_dy, self.xs[i] + self.reg_dx
-        shift = torch.stack([self.reg_dx, self.reg_dy], -1).to(self.offset.dtype)
-        return (self.sample[i], self.camera[i], ys, xs, self.offset[i] - shift, self.log_size[i], self.box[i],
-                self.reg_weight)
 
 
 def clip_boxes(boxes: Tensor, image_hw: tuple[int, int]) -> Tensor:
@@ -84,22 +64,18 @@ def clip_boxes(boxes: Tensor, image_hw: tuple[int, int]) -> Tensor:
 
 def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cameras: int, num_channels: int,
                    feat_hw: tuple[int, int], stride: int, image_hw: tuple[int, int],
-                   min_overlap: float = 0.7, device: torch.device | str = "cpu", min_radius: int = 0,
-                   regress_radius: int = 0) -> Encoded2D:
+                   min_overlap: float = 0.7, device: torch.device | str = "cpu", min_radius: int = 0) -> Encoded2D:
     """``objects[s] = (boxes [M,4] px, camera [M], channel [M], keep [M] bool)`` per present sample.
 
     Objects with ``keep`` False are not learnt and their box area is excluded from the heatmap loss
     (neither positive nor negative): the model is not punished for finding a hard object.
     ``min_radius`` (cells) floors the Gaussian radius: small objects would otherwise get radius 0, one
-    positive cell whose neighbours are full-strength negatives (CenterPoint floors at 2 for the same reason).
-    ``regress_radius`` (cells): the box is also regressed at the cells around the peak (``regression_cells``)."""
+    positive cell whose neighbours are full-strength negatives (CenterPoint floors at 2 for the same reason)."""
     h, w = feat_hw
     S = len(objects)
     heat = torch.zeros(S, num_cameras, num_channels, h, w)
     weight = torch.ones(S, num_cameras, 1, h, w)
     rows: dict[str, list] = {k: [] for k in ("sample", "camera", "ys", "xs", "offset", "log_size", "box", "obj")}
-    groups: list[tuple[int, int]] = []  # (sample, camera) per row
-    centres: list[tuple[float, float]] = []  # (cy, cx) per row, in cells
     for s, (boxes, camera, channel, keep) in enumerate(objects):
         if not bool(torch.isfinite(boxes).all()):  # int() of a NaN coordinate would fail deep in the loop
             raise ValueError(f"present sample {s}: its 2D boxes hold non-finite coordinates (NaN or inf)")
@@ -134,11 +110,8 @@ def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cam
             rows["log_size"].append((max(bw, 1e-3), max(bh, 1e-3)))
             rows["box"].append((x1, y1, x2, y2))
             rows["obj"].append(m)
-            groups.append((s, cam))
-            centres.append((cy, cx))
     # An ignored object's area never hides another object's peak.
     weight = torch.maximum(weight, heat.amax(2, keepdim=True).ge(1.0).float())
-    reg = regression_cells(groups, rows["ys"], rows["xs"], centres, (h, w), regress_radius)
     long = {"dtype": torch.long}
 
     def t(key: str, shape: tuple[int, ...] = (0,), **kw) -> Tensor:
@@ -147,8 +120,7 @@ def encode_boxes2d(objects: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_cam
     return Encoded2D(
         heatmap=heat.to(device), weight=weight.to(device), sample=t("sample", **long), camera=t("camera", **long),
         ys=t("ys", **long), xs=t("xs", **long), offset=t("offset", (0, 2)), log_size=t("log_size", (0, 2)).log(),
-        box=t("box", (0, 4)), object_index=t("obj", **long), reg_row=reg[0].to(device), reg_dy=reg[1].to(device),
-        reg_dx=reg[2].to(device), reg_weight=reg[3].to(device))
+        box=t("box", (0, 4)), object_index=t("obj", **long))
 
 
 def pred_boxes_at(offset: Tensor, log_size: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
@@ -193,8 +165,7 @@ def decode_boxes2d(heat_logits: Tensor, offset: Tensor, log_size: Tensor, stride
 
 
 class CenterNet2DOptions(CameraHeadOptions):
-    """Options shared by the CenterNet box tasks: Gaussian ``min_overlap``/``min_radius`` (cells), the cells around
-    the peak the box is regressed at (``regress_radius``), the
+    """Options shared by the CenterNet box tasks: Gaussian ``min_overlap``/``min_radius`` (cells), the
     initial box size ``prior_size_px``, ``box_loss`` (L1 on log size, or GIoU) and the loss weights,
     decode ``max_detections``, ``score_threshold``, ``draw_threshold`` and ``nms_kernel``."""
 
@@ -203,8 +174,6 @@ class CenterNet2DOptions(CameraHeadOptions):
     # Floor of the Gaussian radius in cells. Half the objects of a 96×192 camera are < 3 cells at stride 4,
     # where min_overlap alone gives radius 0: a lone positive cell ringed by full-strength negatives.
     min_radius: int = Field(1, ge=0)
-    # Cells around the peak the box is also regressed at (module doc): 0 = the peak alone (CenterNet).
-    regress_radius: int = Field(0, ge=0, le=3)
     # log_size starts at this box size (px) rather than at one cell: the median demo object is ~11 px,
     # and at lr 3e-3 a bias needs hundreds of steps to walk there on its own.
     prior_size_px: float = Field(12.0, gt=0)
@@ -255,19 +224,18 @@ def centernet_losses(task: CameraTask, outputs: dict[str, Tensor], batch: Batch,
     stride = task.output_stride(heat, batch)
     image_hw = tuple(batch.images.shape[-2:])
     enc = encode_boxes2d(objects, n, num_channels, (h, w), stride, image_hw, task.cfg.min_overlap, heat.device,
-                         task.cfg.min_radius, task.cfg.regress_radius)
+                         task.cfg.min_radius)
     focal, num_pos = heatmap_focal_loss(of_present(heat, present).float(), enc.heatmap, enc.weight)
     norm = num_pos.clamp(min=1.0)
     hm_loss = focal / norm
-    sample, camera, ys, xs, offset, log_size, box, weight = enc.regression_targets()
-    flat = sample * n + camera
-    off = of_present(outputs["offset"], present).flatten(0, 1)[flat, :, ys, xs].float()
-    size = of_present(outputs["log_size"], present).flatten(0, 1)[flat, :, ys, xs].float()
-    off_loss = ((off - offset).abs().sum(1) * weight).sum() / norm
+    flat = enc.sample * n + enc.camera
+    off = of_present(outputs["offset"], present).flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+    size = of_present(outputs["log_size"], present).flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
+    off_loss = (off - enc.offset).abs().sum() / norm
     if task.cfg.box_loss == "giou":
-        box_loss = (giou_loss(pred_boxes_at(off, size, ys, xs), box) * weight).sum() / norm
+        box_loss = giou_loss(pred_boxes_at(off, size, enc.ys, enc.xs), enc.box).sum() / norm
     else:
-        box_loss = ((size - log_size).abs().sum(1) * weight).sum() / norm
+        box_loss = (size - enc.log_size).abs().sum() / norm
     cfg = task.cfg
     total = cfg.heatmap_weight * hm_loss + cfg.offset_weight * off_loss + cfg.size_weight * box_loss
     # Keep every output in the graph (DDP needs all head parameters used even with zero objects).

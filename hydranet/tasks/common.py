@@ -301,45 +301,6 @@ def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
     torch.maximum(region, g, out=region)
 
 
-def regression_cells(groups: list[tuple[int, ...]], ys: list[int], xs: list[int], centres: list[tuple[float, float]],
-                     feat_hw: tuple[int, int], radius: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The cells a centre-based head regresses each object's box at: its peak ``(ys[i], xs[i])`` and, for
-    ``radius`` r > 0, the cells within Chebyshev distance r of it on the ``feat_hw`` map, as YOLOv5 assigns
-    neighbouring cells and TTFNet (Liu et al., AAAI 2020) regresses over an area around the centre. A decoded
-    peak one cell off then reads a box made for its own cell, and every object gives several samples per step.
-
-    ``groups[i]`` names the map object i lies on (``(sample, camera)``, ``(sample,)``); ``centres[i]`` its
-    centre ``(row, col)`` in cells (continuous). A neighbour cell claimed by several objects of one map goes to
-    the one whose centre is nearest; another object's peak is never a neighbour.
-
-    Returns ``(row [R], dy [R], dx [R], weight [R])``: the object each cell belongs to, the cell minus that
-    object's peak (cells), and ``1 / (its object's cells)`` so that every object weighs 1 in a loss. With
-    ``radius`` 0: the peaks alone, ``row = arange(M)``, weight 1."""
-    m = len(groups)
-    if radius == 0:
-        zero = torch.zeros(m, dtype=torch.long)
-        return torch.arange(m), zero, zero.clone(), torch.ones(m)
-    h, w = feat_hw
-    peaks = {(*groups[i], ys[i], xs[i]) for i in range(m)}
-    picked = [(i, 0, 0) for i in range(m)]  # every object keeps its own peak, shared with another or not
-    owner: dict[tuple[int, ...], tuple[float, int]] = {}  # neighbour cell -> (squared distance, object)
-    for i, (cy, cx) in enumerate(centres):
-        for y in range(max(ys[i] - radius, 0), min(ys[i] + radius, h - 1) + 1):
-            for x in range(max(xs[i] - radius, 0), min(xs[i] + radius, w - 1) + 1):
-                cell = (*groups[i], y, x)
-                if cell in peaks:
-                    continue
-                d2 = (y + 0.5 - cy) ** 2 + (x + 0.5 - cx) ** 2
-                if cell not in owner or d2 < owner[cell][0]:
-                    owner[cell] = (d2, i)
-    picked += [(i, cell[-2] - ys[i], cell[-1] - xs[i]) for cell, (_, i) in owner.items()]
-    picked.sort()
-    row = torch.tensor([p[0] for p in picked], dtype=torch.long)
-    count = torch.bincount(row, minlength=m).clamp(min=1)
-    return (row, torch.tensor([p[1] for p in picked], dtype=torch.long),
-            torch.tensor([p[2] for p in picked], dtype=torch.long), 1.0 / count[row].float())
-
-
 # ---------------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from hydranet.tasks.common import (
     of_present,
     present_index,
     prior_bias,
-    regression_cells,
     topk_peaks,
 )
 from hydranet.viz import draw_boxes3d
@@ -44,16 +43,13 @@ RANGE_BINS = (0.0, 15.0, 30.0)
 
 
 class Objects3DOptions(BevHeadOptions):
-    """Options of ``objects3d``: Gaussian ``min_overlap`` and ``min_radius`` (feature cells), the cells around
-    the peak the box is regressed at (``regress_radius``), heatmap and
+    """Options of ``objects3d``: Gaussian ``min_overlap`` and ``min_radius`` (feature cells), heatmap and
     regression weights, per-group L1 ``code_weights`` (offset, z, log_size, rot, velocity; an unknown
     group is a ``ValueError``), decode ``max_detections``, ``score_threshold``, ``draw_threshold`` and
     ``nms_kernel``."""
 
     min_overlap: float = Field(0.1, gt=0, lt=1)  # CenterPoint's value: BEV boxes are small vs the grid
     min_radius: int = Field(2, ge=0)
-    # Cells around the peak the box is also regressed at (``regression_cells``): 0 = the peak alone (CenterPoint).
-    regress_radius: int = Field(0, ge=0, le=3)
     heatmap_weight: float = 1.0
     regression_weight: float = 0.25
     # Per-group L1 weights (CenterPoint's "code weights"); velocity is the noisiest target.
@@ -81,11 +77,9 @@ class Objects3DOptions(BevHeadOptions):
 
 
 def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: tuple[int, int], num_classes: int,
-                     min_overlap: float, min_radius: int, min_visible: float = 0.0,
-                     regress_radius: int = 0) -> dict[str, Tensor]:
+                     min_overlap: float, min_radius: int, min_visible: float = 0.0) -> dict[str, Tensor]:
     """Heatmaps ``[S, C, h, w]``, an ignore mask ``weight [S, 1, h, w]`` and per-object cells + regression
-    targets ``[M, 10]`` for present samples, and the cells each box is regressed at (``regression_cells``:
-    ``reg_row``, ``reg_dy``, ``reg_dx``, ``reg_weight``; the peaks alone when ``regress_radius`` is 0).
+    targets ``[M, 10]`` for present samples.
 
     Objects whose ``visible`` fraction (when the label has one) is below ``min_visible`` are not learnt:
     their Gaussian footprint is masked out of the heatmap loss (neither positive nor negative), so a
@@ -95,7 +89,6 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
     heat = torch.zeros(len(targets), num_classes, h, w)
     weight = torch.ones(len(targets), 1, h, w)
     sample, ys, xs, reg = [], [], [], []
-    centres: list[tuple[float, float]] = []  # (row, col) per object, in feature cells
     for s, t in enumerate(targets):
         boxes = t["boxes"].detach().float().cpu().reshape(-1, 7)
         classes = t["classes"].long().cpu()
@@ -135,14 +128,11 @@ def encode_objects3d(targets: list[dict[str, Tensor]], grid: BevGrid, feat_rc: t
             sample.append(s)
             ys.append(iy)
             xs.append(ix)
-            centres.append((frs[m], fcs[m]))
     # A hidden object's footprint never hides another object's peak.
     weight = torch.maximum(weight, heat.amax(1, keepdim=True).ge(1.0).float())
-    row, dy, dx, reg_weight = regression_cells([(s,) for s in sample], ys, xs, centres, (h, w), regress_radius)
     return {"heatmap": heat, "weight": weight, "sample": torch.tensor(sample, dtype=torch.long),
             "ys": torch.tensor(ys, dtype=torch.long), "xs": torch.tensor(xs, dtype=torch.long),
-            "reg": torch.tensor(reg, dtype=torch.float32).reshape(-1, 10),
-            "reg_row": row, "reg_dy": dy, "reg_dx": dx, "reg_weight": reg_weight}
+            "reg": torch.tensor(reg, dtype=torch.float32).reshape(-1, 10)}
 
 
 @register_task
@@ -209,23 +199,18 @@ class Objects3D(Task):
             return {"loss": zero, "heatmap": zero.detach(), "regression": zero.detach()}
         targets = [batch.labels[self.label][int(i)] for i in present]
         enc = encode_objects3d(targets, self._grid(), tuple(heat.shape[-2:]), len(self.classes),
-                               self.cfg.min_overlap, self.cfg.min_radius, self.cfg.min_visible,
-                               self.cfg.regress_radius)
+                               self.cfg.min_overlap, self.cfg.min_radius, self.cfg.min_visible)
         dev = heat.device
         focal, num_pos = heatmap_focal_loss(of_present(heat, present).float(), enc["heatmap"].to(dev),
                                             enc["weight"].to(dev))
         norm = num_pos.clamp(min=1.0)
-        # Each regression cell's targets: its object's, with the offset taken from the cell's own corner.
-        row, dy, dx = enc["reg_row"], enc["reg_dy"], enc["reg_dx"]
-        sample, ys, xs = enc["sample"][row].to(dev), (enc["ys"][row] + dy).to(dev), (enc["xs"][row] + dx).to(dev)
-        target = enc["reg"][row]
-        target[:, :2] -= torch.stack([dy, dx], -1).float()
-        target = target.to(dev)
+        sample, ys, xs = enc["sample"].to(dev), enc["ys"].to(dev), enc["xs"].to(dev)
         pred = torch.cat([of_present(outputs[k], present)[sample, :, ys, xs] for k in _REG], -1).float()
         weights = torch.cat([torch.full((n,), self.cfg.code_weights.get(k, 1.0)) for k, n in _REG.items()]).to(dev)
+        target = enc["reg"].to(dev)
         # Unknown targets (NaN velocity: a lone keyframe has none) are not regressed.
         err = torch.where(torch.isfinite(target), (pred - target.nan_to_num()).abs(), torch.zeros_like(pred))
-        reg = (err * weights * enc["reg_weight"].to(dev)[:, None]).sum() / norm
+        reg = (err * weights).sum() / norm
         hm = focal / norm
         total = self.cfg.heatmap_weight * hm + self.cfg.regression_weight * reg + zero
         return {"loss": total, "heatmap": hm.detach(), "regression": reg.detach()}

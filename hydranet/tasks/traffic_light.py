@@ -71,8 +71,7 @@ class TrafficLight(CameraTask):
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """``centernet_losses`` on the class-agnostic heatmap + ``state_weight`` × class-balanced cross-entropy
-        of the state + ``lane_weight`` × cross-entropy of the governed lane, both read at each light's peak (and the
-        cells around it with ``regress_radius``)
+        of the state + ``lane_weight`` × cross-entropy of the governed lane, both read at each light's peak
         (lanes beyond ±r count as the outermost class). Keys ``loss``, ``heatmap``, ``offset``, ``box``,
         ``state`` (+ ``lane``). Raises ``ValueError`` as ``centernet_losses`` does, or on a state index
         outside ``LIGHT_STATES``."""
@@ -87,30 +86,25 @@ class TrafficLight(CameraTask):
         labels = batch.labels[self.label]
         pairs = list(zip(enc.sample.tolist(), enc.object_index.tolist(), strict=True))
         n = outputs["heatmap"].shape[1]
-        # Read at every cell the box is regressed at (the peaks alone when regress_radius is 0): a peak decoded
-        # one cell off then reads a state learnt for its cell.
-        sample, camera, ys, xs, _, _, _, weight = enc.regression_targets()
-        flat = sample * n + camera
+        flat = enc.sample * n + enc.camera
 
-        def at_cells(key: str) -> Tensor:
-            return of_present(outputs[key], present).flatten(0, 1)[flat, :, ys, xs].float()
+        def at_peaks(key: str) -> Tensor:
+            return of_present(outputs[key], present).flatten(0, 1)[flat, :, enc.ys, enc.xs].float()
 
         state = torch.stack([labels[int(present[s])]["state"][m] for s, m in pairs]).long().to(enc.sample.device)
         if bool(((state < 0) | (state >= len(self.states))).any()):
             raise ValueError(f"{self.name}: a light state outside [0, {len(self.states)}) ({self.states})")
-        state = state[enc.reg_row]
-        per_cell = F.cross_entropy(at_cells("state"), state, reduction="none") * weight
-        # Mean over the states present of each state's mean loss per light: every state weighs the same.
+        per_light = F.cross_entropy(at_peaks("state"), state, reduction="none")
+        # Mean over the states present of each state's mean loss: every state weighs the same.
         present_states = state.unique()
-        state_loss = torch.stack([per_cell[state == k].sum() / weight[state == k].sum()
-                                  for k in present_states]).mean()
+        state_loss = torch.stack([per_light[state == k].mean() for k in present_states]).mean()
         parts["loss"] = parts["loss"] + self.cfg.state_weight * state_loss
         parts["state"] = state_loss.detach()
         if r > 0 and all("lane" in labels[int(i)] for i in present):
             lanes = [labels[int(present[s])]["lane"][m] for s, m in pairs]
             # Lanes beyond the modelled range are clamped to the outermost class: "far left/right".
-            target = (torch.stack(lanes).long().to(enc.sample.device).clamp(-r, r) + r)[enc.reg_row]
-            lane_loss = (F.cross_entropy(at_cells("lane"), target, reduction="none") * weight).sum() / weight.sum()
+            target = (torch.stack(lanes).long().to(enc.sample.device).clamp(-r, r) + r)
+            lane_loss = F.cross_entropy(at_peaks("lane"), target)
             parts["loss"] = parts["loss"] + self.cfg.lane_weight * lane_loss
             parts["lane"] = lane_loss.detach()
         return parts
