@@ -20,7 +20,9 @@ from hydranet.world.config import WorldConfig
 from hydranet.world.render import render_frame
 from hydranet.world.scene import Scene, generate_scene
 
-GENERATOR_VERSION = "hydranet-world/1"
+# Bumped whenever the same config renders other bytes or labels, so shards written before are not taken as up to
+# date (2: a light's state is labelled only where its lit lamp shows).
+GENERATOR_VERSION = "hydranet-world/2"
 WORLD_LABELS: tuple[str, ...] = ("detection2d", "traffic_light", "objects3d", "lanes", "lane_lines", "drivable",
                                  "depth", "semantic", "instance", "bev_semantic", "ego_path")
 
@@ -102,7 +104,7 @@ class SyntheticWorld(Dataset):
             if "detection2d" in want:
                 labels["detection2d"] = world_labels.in_vocabulary(det, class_names(self.setup, "detection2d"))
             if "traffic_light" in want:
-                labels["traffic_light"] = world_labels.traffic_lights(frame, det, self._T[:, :2, 3])
+                labels["traffic_light"] = world_labels.traffic_lights(frame, det, out)
         objects = world_labels.objects3d(frame, det) if want & {"objects3d", "bev_semantic"} else None
         if "objects3d" in want:
             labels["objects3d"] = world_labels.in_vocabulary(objects, class_names(self.setup, "objects3d"))

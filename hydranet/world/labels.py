@@ -82,22 +82,16 @@ def detection2d(frame: Frame, out: RenderOutput, min_pixels: int, min_fraction: 
             "visible": visible[sel].float(), "track_id": track.long()}
 
 
-def traffic_lights(frame: Frame, det: dict[str, Tensor], cam_xy: Tensor) -> dict[str, Tensor]:
-    """Boxes (a subset of ``detection2d``) of lights whose lamps face the camera, with state and the
-    ego-relative lane they govern. ``cam_xy [N, 2]``: camera positions in the ego frame. A light seen
-    from behind shows no state, so it stays a ``traffic_light`` object in ``detection2d`` only."""
+def traffic_lights(frame: Frame, det: dict[str, Tensor], out: RenderOutput) -> dict[str, Tensor]:
+    """Boxes (a subset of ``detection2d``) of lights whose lit lamp shows in the image, with state and the
+    ego-relative lane they govern. A light's state is labelled only where at least one pixel of its camera
+    sees the lit lamp first (``RenderOutput.lamp_pixels``): a light seen from behind, a lamp hidden behind
+    another object or cut off at the image's edge, and a lamp too small for any ray to hit show no state, so
+    such a light stays a ``traffic_light`` object in ``detection2d`` only."""
     lights = {a.track_id: (a, pose) for a, pose in frame.agents if a.kind == "traffic_light"}
-    ex, ey, eyaw = frame.ego
-    c, s = math.cos(eyaw), math.sin(eyaw)
-    keep = []
-    for tid, cam in zip(det["track_id"].tolist(), det["camera"].tolist(), strict=True):
-        if tid not in lights:
-            keep.append(False)
-            continue
-        _, (lx, ly, lyaw) = lights[tid]
-        cx, cy = (ex + c * float(cam_xy[cam, 0]) - s * float(cam_xy[cam, 1]),
-                  ey + s * float(cam_xy[cam, 0]) + c * float(cam_xy[cam, 1]))
-        keep.append((cx - lx) * -math.cos(lyaw) + (cy - ly) * -math.sin(lyaw) > 0)  # lamps face -x
+    lamp_pixels = out.lamp_pixels
+    keep = [tid in lights and bool(lamp_pixels[cam, tid] > 0)
+            for tid, cam in zip(det["track_id"].tolist(), det["camera"].tolist(), strict=True)]
     sel = torch.tensor(keep, dtype=torch.bool).reshape(-1)
     tracks = det["track_id"][sel]
     states = [LIGHT_STATES.index(lights[int(t)][0].state(frame.t)) for t in tracks.tolist()]

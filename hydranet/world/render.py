@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hydranet.geometry import ray_directions, yaw_transform
-from hydranet.world.agents import SEM
+from hydranet.world.agents import MAT_SIGNAL, SEM
 from hydranet.world.raycast import BoxHits, cast_boxes, cast_ground
 from hydranet.world.roads import ROAD, SIDEWALK_SURF
 from hydranet.world.scene import Frame
@@ -45,6 +45,7 @@ class RenderOutput:
     lanes: Tensor  # uint8 [N, H, W]
     drivable: Tensor  # uint8 [N, H, W]
     full_pixels: Tensor  # int64 [N, max_id + 1]: pixels each instance would cover un-occluded
+    lamp_pixels: Tensor  # int64 [N, max_id + 1]: pixels where a traffic light's lit lamp is what the ray hits first
     T_world_from_ego: Tensor  # float64 [4, 4]
 
 
@@ -104,18 +105,22 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
                      torch.zeros(total, dtype=torch.uint8), torch.zeros(total, dtype=torch.uint8))
     # (index_select/index_copy_ rather than x[idx]: several times faster on CPU)
     ground = _ground(frame, is_ground.nonzero().squeeze(1), t, dirs, origins, Kf, hw, labels)
-    box, emit_b = _boxes(frame, hits, is_box, t, dirs, origins, hw, night, labels)
+    box, emit_b, lit_lamp = _boxes(frame, hits, is_box, t, dirs, origins, hw, night, labels)
     colour, keep = _lit_colour(frame, ground, box, emit_b, t, night, total)
     sky_idx = (~is_ground & ~is_box).nonzero().squeeze(1)
     images = _sky_and_sensor(frame, colour, dirs, sky_idx, box.idx, emit_b * keep[ground.idx.numel():], night,
                              (n, h, w), sensor_noise, noise_seed)
 
     depth = torch.where((is_box | is_ground) & (t <= max_depth), t, torch.zeros_like(t))
-    full = _full_pixels(hits.pair_pix, frame.prims["instance"].index_select(0, hits.pair_prim), n, hw,
-                        int(frame.prims["instance"].max().item()) + 1 if boxes.shape[0] else 1)
+    num_ids = int(frame.prims["instance"].max().item()) + 1 if boxes.shape[0] else 1
+    full = _full_pixels(hits.pair_pix, frame.prims["instance"].index_select(0, hits.pair_prim), n, hw, num_ids)
+    lamp_pix = box.idx[lit_lamp]
+    lamps = torch.bincount(torch.div(lamp_pix, hw, rounding_mode="floor") * num_ids
+                           + labels.instance.index_select(0, lamp_pix).long(), minlength=n * num_ids)
     shape = (n, h, w)
     return RenderOutput(images, depth.reshape(shape), labels.semantic.reshape(shape), labels.instance.reshape(shape),
-                        labels.lanes.reshape(shape), labels.drivable.reshape(shape), full, T_we)
+                        labels.lanes.reshape(shape), labels.drivable.reshape(shape), full,
+                        lamps.reshape(n, num_ids), T_we)
 
 
 def _ground(frame: Frame, gi: Tensor, t: Tensor, dirs: Tensor, origins: Tensor, Kf: Tensor, hw: int,
@@ -145,9 +150,10 @@ def _ground(frame: Frame, gi: Tensor, t: Tensor, dirs: Tensor, origins: Tensor, 
 
 
 def _boxes(frame: Frame, hits: BoxHits, is_box: Tensor, t: Tensor, dirs: Tensor, origins: Tensor, hw: int,
-           night: float, labels: _Labels) -> tuple[_Surface, Tensor]:
+           night: float, labels: _Labels) -> tuple[_Surface, Tensor, Tensor]:
     """Box pixels (the winning prim of each pixel that a box hit first): material albedo and emission
-    (lamps, lit windows, tail lights) from ``prim_albedo``, semantic and instance labels."""
+    (lamps, lit windows, tail lights) from ``prim_albedo``, semantic and instance labels, and which of them
+    show a traffic light's lit lamp (bool, one per box pixel)."""
     sel = is_box.index_select(0, hits.win_pix).nonzero().squeeze(1)
     bi = hits.win_pix.index_select(0, sel)
     axis, sign, local = hits.axis.index_select(0, sel), hits.sign.index_select(0, sel), hits.local.index_select(0, sel)
@@ -165,7 +171,8 @@ def _boxes(frame: Frame, hits: BoxHits, is_box: Tensor, t: Tensor, dirs: Tensor,
                                    frame.scene.lighting)
     labels.semantic.index_copy_(0, bi, pr["semantic"].to(torch.uint8))
     labels.instance.index_copy_(0, bi, pr["instance"].to(torch.int32))
-    return _Surface(bi, pb, db, nb, albedo_b), emit_b
+    lit_lamp = (pr["material"] == MAT_SIGNAL) & (emit_b.amax(1) > 0)
+    return _Surface(bi, pb, db, nb, albedo_b), emit_b, lit_lamp
 
 
 def _lit_colour(frame: Frame, ground: _Surface, box: _Surface, emit_b: Tensor, t: Tensor, night: float,

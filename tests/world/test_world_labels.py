@@ -139,6 +139,32 @@ def test_traffic_lights_have_state_lane_and_boxes():
     assert found > 0
 
 
+def test_a_light_has_a_state_only_where_its_lit_lamp_shows():
+    """The state is labelled where the image shows it: every labelled light's box holds a pixel of its lit lamp's
+    colour, and lights whose lamp no ray hits (seen side-on, cut off at the image's edge, hidden, too far for a
+    pixel) stay traffic_light boxes in detection2d without a state."""
+    w = SyntheticWorld(WorldConfig(setup={"image_size": (96, 192)}, num_scenes=6, frames_per_scene=3,
+                                   layout="intersection", lighting="day", fog=0.0, sensor_noise=0.0))
+    # state -> (brighter, darker) channel pairs of its lamp once tone-mapped: red (1, .26, .18), yellow (1, 1, .11),
+    # green (.33, 1, 1)
+    lamp = {0: [(0, 1)], 1: [(0, 2), (1, 2)], 2: [(1, 0)]}
+    labelled = unlabelled = 0
+    for i in range(len(w)):
+        s = w[i]
+        tl, det = s.labels["traffic_light"], s.labels["detection2d"]
+        for box, st, cam in zip(tl["boxes"].tolist(), tl["state"].tolist(), tl["camera"].tolist(), strict=True):
+            x1, y1, x2, y2 = (int(box[0]), int(box[1]), int(box[2] + 0.999), int(box[3] + 0.999))
+            crop = s.images[cam, :, y1:y2, x1:x2].float() / 255
+            saturated = crop.amax(0) > 0.6
+            for hi, lo in lamp[st]:
+                saturated &= crop[hi] - crop[lo] > 0.3
+            assert bool(saturated.any()), (i, cam, box, st)
+            labelled += 1
+        lights = det["classes"] == OBJECT_CLASSES.index("traffic_light")
+        unlabelled += int(lights.sum()) - len(tl["boxes"])
+    assert labelled > 10 and unlabelled > 0
+
+
 def test_drop_labels_drops_the_configured_fraction():
     w = SyntheticWorld(WorldConfig(setup={"image_size": (H, W)}, num_scenes=200, frames_per_scene=20,
                                    drop_labels={"depth": 0.3, "lanes": 1.0}))
