@@ -1,0 +1,39 @@
+"""benchmarks/quality.py judges a run against the demo's goals (issue 20's table) from the metrics it reads."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("hydranet_quality_benchmark", ROOT / "benchmarks" / "quality.py")
+quality = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(quality)
+
+
+def _results(yellow: float) -> dict[str, dict[str, float]]:
+    return {"detection2d": {"map": 0.41}, "objects3d": {"map": 0.49},
+            "traffic_light": {"balanced_accuracy": 0.91, "recall/red": 0.96, "recall/yellow": yellow,
+                              "recall/green": 0.97},
+            "drivable": {"miou": 0.975}, "lanes": {"f1": 0.949}, "bev_semantic": {"miou": 0.56},
+            "depth": {"abs_rel": 0.12}}
+
+
+def test_headline_carries_every_light_goal():
+    head = quality.headline(_results(yellow=0.5))
+    assert head["traffic_light/red_recall"] == pytest.approx(0.96)
+    assert head["traffic_light/yellow_recall"] == pytest.approx(0.5)
+    assert set(quality.GOALS) <= set(head)
+
+
+def test_goals_are_judged_on_their_own_side():
+    status = quality.goal_status(quality.headline(_results(yellow=0.5)))
+    met = {k: v["met"] for k, v in status.items()}
+    assert met == {"detection2d": True, "objects3d": False, "traffic_light": True, "traffic_light/red_recall": True,
+                   "traffic_light/yellow_recall": False, "drivable": True, "lanes": False, "bev_semantic": True,
+                   "depth": True}  # depth: lower is better, 0.12 meets "<= 0.12"
+
+
+def test_a_light_state_without_ground_truth_is_not_met():
+    status = quality.goal_status(quality.headline(_results(yellow=float("nan"))))
+    assert status["traffic_light/yellow_recall"]["met"] is False
