@@ -55,8 +55,10 @@ def overfit(batch, task_name: str, steps: int, lr: float = 3e-3, **task_options)
 def test_objects3d_overfits_two_frames(frames):
     boxes = torch.cat([t["boxes"] for t in frames.labels["objects3d"]])
     assert ((boxes[:, 0].abs() < 32) & (boxes[:, 1].abs() < 32)).sum() >= 8
-    result = overfit(frames, "objects3d", steps=200)  # measured: 0.87 at 150 steps, 0.92 at 200
-    assert result["map"] > 0.8, result
+    # lr 1e-3: mAP 1.00 at 200 steps from each of three initialisations; at 3e-3 the offsets of a few boxes stalled
+    # half a metre off in two of them (mAP 0.78-0.93), so the test measured the draw, not the gradient path.
+    result = overfit(frames, "objects3d", steps=200, lr=1e-3)
+    assert result["map"] > 0.9, result
 
 
 def test_detection2d_overfits_two_frames(frames):
