@@ -22,7 +22,8 @@ On the synthetic world, per seed:
 Gain = metric(method) − metric(base), oriented so positive is better. The goal (issue 14):
 mined gain ≥ 1.5 × random gain on the weak (night) suite's drivable mIoU, no suite regressing
 beyond its gate. Results per seed are cached in ``--work`` (``seed_<n>.json``) so seeds can run
-as separate commands; the last command prints the JSON over every seed done::
+as separate commands; the last command prints the JSON over every seed done. A ``--work`` holds the results of
+one set of settings (``settings.json``): other settings are refused there, never mixed in::
 
     python benchmarks/engine.py --seeds 0 --work /tmp/engine-bench   # ~4 min per seed on 2 busy cores
     python benchmarks/engine.py --seeds 0,1,2 --work /tmp/engine-bench
@@ -465,6 +466,7 @@ def main() -> None:
         if getattr(args, k) is None:
             setattr(args, k, v)
     seeds = [int(s) for s in args.seeds.split(",")]
+    check_work_settings(work, args)
     if args.start is not None:
         results = [cached(work / f"{kind}_seed_{seed}.json", f"{kind} pool, seed {seed}",
                           lambda kind=kind, seed=seed: run_reference_seed(args, seed, kind, work))
@@ -475,6 +477,38 @@ def main() -> None:
     results = [cached(work / f"seed_{seed}.json", f"seed {seed}", lambda seed=seed: run_seed(args, seed, work, tckpt))
                for seed in seeds]
     print(json.dumps(summarise(results, args), indent=1))
+
+
+# Arguments that only choose which results are run or printed; every other one changes what a seed computes.
+_NOT_SETTINGS = ("seeds", "work", "pools")
+
+
+def check_work_settings(work: Path, args: argparse.Namespace) -> None:
+    """Refuse a ``--work`` whose cached seeds and fine-tunes were computed with other settings.
+
+    A seed's JSON and each method's fine-tuned checkpoint are reused when present, so running again with, say,
+    another ``--max-per-scene`` would print the earlier results under the new settings. The first command writes
+    its settings to ``WORK/settings.json``; a later one with other settings exits naming the differences.
+    Raises ``SystemExit`` (naming the file and each differing setting) on a mismatch or an unreadable file."""
+    path = work / "settings.json"
+    ours = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+    if not path.exists():
+        if any(work.iterdir()):
+            raise SystemExit(f"benchmarks/engine.py: --work {work} already holds files but no settings.json (written "
+                             "by this script since 2026-12-06), so what they were computed with is unknown: use "
+                             "another --work, or delete this one to start again")
+        path.write_text(json.dumps(ours, indent=1))
+        return
+    try:
+        theirs = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"benchmarks/engine.py: {path}: unreadable ({e}); delete --work {work} "
+                         "to start again") from None
+    diff = [f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in sorted(set(ours) | set(theirs))
+            if theirs.get(k) != ours.get(k)]
+    if diff:
+        raise SystemExit(f"benchmarks/engine.py: --work {work} holds results computed with other settings "
+                         f"({path}: {'; '.join(diff)}); use another --work, or delete this one to start again")
 
 
 def cached(path: Path, label: str, run: Any) -> dict[str, Any]:
