@@ -1,8 +1,8 @@
-"""P-engine — does mining beat random selection at the same label budget? (issue 14)
+"""Does mining beat random selection at the same label budget?
 
 On the synthetic world, per seed:
 
-1. **base**: a HydraNet (tiny, ``--cameras`` cameras, drivable + depth) trained for ``--base-steps``
+1. **base**: a HydraNet (the tiny preset, drivable + depth) trained for ``--base-steps``
    on ``--base-frames`` *daytime* frames only — so it is weak on the night suite.
 2. An unlabelled pool of ``--pool-frames`` frames, ``--night-fraction`` of them at night (the weak
    condition is rare in what a fleet sends back), other world seeds, as shards: mining reads no
@@ -19,7 +19,7 @@ On the synthetic world, per seed:
 4. Every model is evaluated on the same frames of a night suite and a day suite (drivable mIoU,
    depth AbsRel), and gated against ``base`` with ``hydranet.eval.gate`` (bootstrap, tolerances).
 
-Gain = metric(method) − metric(base), oriented so positive is better. The goal (issue 14):
+Gain = metric(method) − metric(base), oriented so positive is better. The goal:
 mined gain ≥ 1.5 × random gain on the weak (night) suite's drivable mIoU, no suite regressing
 beyond its gate. Results per seed are cached in ``--work`` (``seed_<n>.json``) so seeds can run
 as separate commands; the last command prints the JSON over every seed done. A ``--work`` holds the results of

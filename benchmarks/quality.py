@@ -1,4 +1,4 @@
-"""Do the detectors learn, and how fast? A budgeted learning curve on held-out synthetic scenes.
+r"""Do the detectors learn, and how fast? A budgeted learning curve on held-out synthetic scenes.
 
 Trains the demo's model on the demo's data (``configs/demo.yaml`` + ``--set`` overrides: its world datasets
 rendered once into shards under ``--data-dir``, held in memory when the config says ``train.in_memory``)
@@ -12,10 +12,10 @@ time can be read off one picture. ``--fresh N`` trains on N fresh world frames r
 training reads them instead (how far more data would go).
 
 Headline per task: 2D ``map`` (COCO), BEV 3D ``map`` (nuScenes-style, on the grid), traffic-light
-balanced accuracy with red recall (the metric's own end-to-end figures; from the confusion matrix of
+balanced accuracy with red and yellow recall (the metric's own end-to-end figures; from the confusion matrix of
 matched lights when a metric lacks them), drivable/BEV ``miou``, lanes ``f1``, depth ``abs_rel`` (lower is better).
 
-    .venv/bin/python benchmarks/quality.py --plot docs/quality_curve.png > runs/quality.json
+    .venv/bin/python benchmarks/quality.py --steps 1000 --plot runs/quality_curve.png > runs/quality.json
     .venv/bin/python benchmarks/quality.py --steps 600 --set model.fusion.stride=1 --label "stride 1" \
         --compare runs/quality.json --plot runs/compare.png
 """
@@ -220,7 +220,7 @@ def plot(results: list[dict[str, Any]], path: Path, x: str = "step") -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=None, help="training config (default: configs/demo.yaml)")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default ≈30 min on 2 idle cores)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default: 3000, ≈30 min on 2 idle cores)")
     p.add_argument("--eval-every", type=int, default=250, help="evaluate the held-out scenes every N steps")
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.fusion.levels=[p2,p3]")
     p.add_argument("--label", default="", help="name of this run in the JSON and the picture")
