@@ -113,14 +113,14 @@ def render_frame(frame: Frame, K: Tensor, T_ego_from_cam: Tensor, h: int, w: int
 
     depth = torch.where((is_box | is_ground) & (t <= max_depth), t, torch.zeros_like(t))
     num_ids = int(frame.prims["instance"].max().item()) + 1 if boxes.shape[0] else 1
-    full = _full_pixels(hits.pair_pix, frame.prims["instance"].index_select(0, hits.pair_prim), n, hw, num_ids)
+    # Un-occluded: every (box, pixel) pair a ray crosses; lamps: the pixels whose first hit is a lit lamp.
+    full = _instance_pixels(hits.pair_pix, frame.prims["instance"].index_select(0, hits.pair_prim), n, hw, num_ids)
     lamp_pix = box.idx[lit_lamp]
-    lamps = torch.bincount(torch.div(lamp_pix, hw, rounding_mode="floor") * num_ids
-                           + labels.instance.index_select(0, lamp_pix).long(), minlength=n * num_ids)
+    lamps = _instance_pixels(lamp_pix, labels.instance.index_select(0, lamp_pix).long(), n, hw, num_ids)
     shape = (n, h, w)
     return RenderOutput(images, depth.reshape(shape), labels.semantic.reshape(shape), labels.instance.reshape(shape),
                         labels.lanes.reshape(shape), labels.drivable.reshape(shape), full,
-                        lamps.reshape(n, num_ids), T_we)
+                        lamps, T_we)
 
 
 def _ground(frame: Frame, gi: Tensor, t: Tensor, dirs: Tensor, origins: Tensor, Kf: Tensor, hw: int,
@@ -264,8 +264,9 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(r, 0), groups=c)
 
 
-def _full_pixels(pair_pix: Tensor, pair_inst: Tensor, n: int, hw: int, num_ids: int) -> Tensor:
-    """Pixels each instance covers with every occluder removed (union over the object's boxes)."""
+def _instance_pixels(pair_pix: Tensor, pair_inst: Tensor, n: int, hw: int, num_ids: int) -> Tensor:
+    """``[n, num_ids]`` int64: how many distinct pixels of each camera the (pixel, instance) pairs give each
+    instance > 0 (a pixel named twice for one instance, e.g. by two of its boxes, counts once)."""
     keep = pair_inst > 0
     keys = torch.unique(pair_inst[keep] * (n * hw) + pair_pix[keep])
     inst, pix = keys // (n * hw), keys % (n * hw)
