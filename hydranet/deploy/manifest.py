@@ -110,6 +110,7 @@ class QuantizationSpec(_Strict):
     weight_type: str
     source_graph: str
     fp32_nodes: list[str] = Field(default_factory=list)
+    dense_nodes: list[str] = Field(default_factory=list)
 
 
 class ExportManifest(_Strict):

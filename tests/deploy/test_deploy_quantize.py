@@ -7,12 +7,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel, load_manifest
 from hydranet.deploy.heldout import heldout_batches
-from hydranet.deploy.quantize import QuantizeError, quantize_graph
+from hydranet.deploy.quantize import DENSE_INT8_MAX_GROUPS, QuantizeError, densify_grouped_convs, quantize_graph
 from hydranet.deploy.verify import metric_drop
 from hydranet.eval.loop import evaluate
 from hydranet.tasks import create_task
@@ -62,9 +63,52 @@ def test_int8_graph_structure(exported, int8):
         assert init[dq.input[0]].data_type == onnx.TensorProto.INT8
         assert len(onnx.numpy_helper.to_array(init[dq.input[1]]).reshape(-1)) == init[dq.input[0]].dims[0]
     assert sum(init[c.input[1]].dims[1] == 3 for c in convs if c.name in kept) == 1  # the stem
+    # The trunk's grouped convs run dense in the int8 graph: none with 2..DENSE_INT8_MAX_GROUPS groups is left.
+    groups = {c.name: next((a.i for a in c.attribute if a.name == "group"), 1) for c in convs}
+    assert m.quantization.dense_nodes and all(groups[n] == 1 for n in m.quantization.dense_nodes)
+    assert not [n for n, k in groups.items() if 1 < k <= DENSE_INT8_MAX_GROUPS]
     # The camera->BEV geometry stays fp32: GridSample's sampling grid is not dequantized int8.
     for gs in (n for n in g.graph.node if n.op_type == "GridSample"):
         assert producers[gs.input[1]].op_type != "DequantizeLinear"
+
+
+def _conv_graph(tmp_path, groups: int, channels: int = 32):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(channels, channels, 3, padding=1, groups=groups), torch.nn.ReLU()).eval()
+    x = torch.randn(2, channels, 6, 10)
+    path = tmp_path / f"g{groups}.onnx"
+    torch.onnx.export(net, (x,), str(path), input_names=["x"], dynamo=False)
+    return onnx.load(str(path)), x.numpy()
+
+
+def _run(graph, x):
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_densify_grouped_convs_keeps_the_arithmetic(tmp_path):
+    graph, x = _conv_graph(tmp_path, groups=4)
+    before = _run(graph, x)
+    conv = next(n for n in graph.graph.node if n.op_type == "Conv")
+    assert densify_grouped_convs(graph) == [conv.name]
+    assert next(a.i for a in conv.attribute if a.name == "group") == 1
+    w = onnx.numpy_helper.to_array(next(i for i in graph.graph.initializer if i.name == conv.input[1]))
+    assert w.shape == (32, 32, 3, 3) and not w[:8, 8:].any() and w[:8, :8].any()  # block-diagonal
+    np.testing.assert_allclose(_run(graph, x), before, rtol=1e-5, atol=1e-5)
+    # Too many groups (the dense conv would cost more than it saves), or a node asked to be skipped: unchanged.
+    many, _ = _conv_graph(tmp_path, groups=DENSE_INT8_MAX_GROUPS * 2, channels=DENSE_INT8_MAX_GROUPS * 2)
+    assert densify_grouped_convs(many) == []
+    again, _ = _conv_graph(tmp_path, groups=4)
+    assert densify_grouped_convs(again, skip=[n.name for n in again.graph.node]) == []
+
+
+def test_densify_refuses_a_shared_weight(tmp_path):
+    graph, _ = _conv_graph(tmp_path, groups=4)
+    conv = next(n for n in graph.graph.node if n.op_type == "Conv")
+    twin = onnx.helper.make_node("Conv", [conv.output[0], conv.input[1]], ["twin"], name="twin", group=4, pads=[1] * 4)
+    graph.graph.node.append(twin)
+    with pytest.raises(QuantizeError, match="shared"):
+        densify_grouped_convs(graph)
 
 
 def test_int8_kernels_after_ort_optimisation(exported, int8, tmp_path):

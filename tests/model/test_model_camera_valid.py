@@ -8,8 +8,9 @@ import torch
 from hydranet.data.sample import collate
 from hydranet.eval.runner import dead_camera_mask
 from hydranet.eval.suite import SuiteError, load_suite
+from hydranet.geometry import BevGrid
 from hydranet.model import ModelConfig, create_model
-from hydranet.model.fusion import project_to_cameras
+from hydranet.model.fusion import OUTSIDE, BevSampler, project_to_cameras
 from hydranet.setup import default_rig
 from hydranet.train.config import TrainConfig
 from hydranet.train.trainer import camera_dropout_mask
@@ -197,3 +198,18 @@ def test_failed_camera_changes_no_bev_output_beyond_its_footprint():
         diff = (t != dead[name]).any(1)
         assert not diff[outside].any(), f"{name}: {int(diff[outside].sum())} cells outside the footprint changed"
         assert diff.any(), name  # inside the footprint the outputs do change
+
+
+def test_projection_masks_a_failed_camera():
+    # camera_valid enters the projection itself: a failed camera sees no point, every one of its coordinates
+    # is OUTSIDE (so grid_sample reads exact zeros there), and the other cameras' projections are untouched.
+    s = BevSampler(BevGrid(**GRID), 8, 8, [0.5, 1.5], ["p3"])
+    _, K, T = inputs()
+    valid = torch.ones(2, 8, dtype=torch.bool)
+    valid[1, 3] = False
+    coords, visible = project_to_cameras(s.points, K, T, (H, W), s.min_depth)
+    masked_coords, masked_visible = project_to_cameras(s.points, K, T, (H, W), s.min_depth, valid)
+    assert visible[1, 3].any() and not masked_visible[1, 3].any()
+    assert bool((masked_coords[1, 3] == OUTSIDE).all())
+    keep = valid[:, :, None].expand_as(visible)
+    assert torch.equal(masked_visible[keep], visible[keep]) and torch.equal(masked_coords[keep], coords[keep])

@@ -6,6 +6,7 @@ import torch
 from tasks_synthetic import SETUP, make_batch
 
 from hydranet.model import ModelConfig, create_model
+from hydranet.tasks.common import space_to_depth_kernel
 
 torch.set_num_threads(1)
 
@@ -46,3 +47,16 @@ def test_a_head_reading_the_images_pixels_takes_any_image_size():
         loss = model.task_objects["traffic_light"].loss(out, batch)["loss"]
         assert torch.isfinite(loss)
         loss.backward()
+
+
+def test_space_to_depth_conv_is_pixel_unshuffle_exactly():
+    # The pixel_skip head cuts the image into cells with a one-hot conv (the matrix engine, one ONNX Conv) in
+    # place of pixel_unshuffle: the same values to the bit, fp32 and bf16 alike, in pixel_unshuffle's channel order.
+    torch.manual_seed(0)
+    image = (torch.randint(0, 256, (2, 3, 16, 24)).float() - 120.0) / 58.0
+    for stride in (2, 4):
+        kernel = space_to_depth_kernel(3, stride)
+        for dtype in (torch.float32, torch.bfloat16):
+            x = image.to(dtype).contiguous(memory_format=torch.channels_last)
+            out = torch.nn.functional.conv2d(x, kernel.to(dtype), stride=stride)
+            assert torch.equal(out, torch.nn.functional.pixel_unshuffle(image, stride).to(dtype))
