@@ -23,6 +23,7 @@ from hydranet.console import make_console, progress, working
 from hydranet.datasets import open_dataset
 from hydranet.eval import (
     SuiteError,
+    TrackerOptions,
     check_thresholds,
     evaluate_dataset,
     gate,
@@ -67,14 +68,15 @@ def _suites(path: Path) -> list[Any]:
         raise typer.BadParameter(str(e), param_hint="--suite") from None
 
 
-def _run(models: dict[str, Any], suites: list[Any], device: str, batch_size: int, frames: int | None) -> list[Any]:
+def _run(models: dict[str, Any], suites: list[Any], device: str, batch_size: int, frames: int | None,
+         tracking: TrackerOptions | None = None) -> list[Any]:
     """Run every suite with a progress bar; returns ``[{label: SuiteRun}]`` per suite."""
     out = []
     for suite in suites:
         with progress(f"suite {suite.name}", None, console, unit="frames") as bar:
             try:
                 runs = run_suite(models, suite, device=device, batch_size=batch_size, frames=frames,
-                                 on_batch=bar.update)
+                                 on_batch=bar.update, tracking=tracking)
             except SuiteError as e:
                 raise typer.BadParameter(str(e), param_hint="--suite") from None
         out.append(runs)
@@ -109,6 +111,8 @@ def eval_command(
                                              "a subset instead"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
                                      "of the suites)"),
+    track: bool = typer.Option(False, "--track", help="video suites (sequence:): track objects3d boxes over each "
+                               "clip and score the tracks' velocity instead of the velocity head's (docs/eval.md)"),
 ) -> None:
     """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task; or, with --data, on any
     dataset: every task's metrics on the frames that carry its label.
@@ -124,6 +128,9 @@ def eval_command(
         if allow_missing_tasks:
             raise typer.BadParameter("applies to suites' thresholds; with --data, --tasks chooses the heads",
                                      param_hint="--allow-missing-tasks")
+        if track:
+            raise typer.BadParameter("tracking follows boxes over a suite's clips (sequence:); --data scores single "
+                                     "frames", param_hint="--track")
         _eval_data(checkpoint, data, out, frames, batch_size, dev, tasks)
         return
     suites = _suites(suite or Path("suites"))
@@ -134,7 +141,9 @@ def eval_command(
             raise typer.BadParameter(str(e), param_hint="--tasks") from None
     model = _load(checkpoint, dev)
     results, failed = [], 0
-    for runs in _run({"model": model}, suites, dev, batch_size, frames):
+    if track and not any(s.sequence is not None for s in suites):
+        raise typer.BadParameter("no suite streams clips (sequence:): there is nothing to track", param_hint="--track")
+    for runs in _run({"model": model}, suites, dev, batch_size, frames, TrackerOptions() if track else None):
         run = runs["model"]
         try:
             checks = check_thresholds(run, allow_missing_tasks)

@@ -1,7 +1,8 @@
 """Running networks over frames and judging them: the one predictor loop (``loop.py``: ``Evaluator``, the
 ``Streamer`` that owns a temporal model's memory, ``evaluate``), any dataset scored (``data.py``), clips of
-sequences (``sequence.py``), suites as YAML (``suite.py``) and their runner (``runner.py``), the regression gate
-(``gate.py``) and the HTML report (``report.py``, ``charts.py``). See docs/eval.md."""
+sequences (``sequence.py``) and online 3D tracking over them (``tracking.py``), suites as YAML (``suite.py``)
+and their runner (``runner.py``), the regression gate (``gate.py``) and the HTML report (``report.py``,
+``charts.py``). See docs/eval.md."""
 
 import lazy_loader as lazy
 
@@ -14,6 +15,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "report": ["write_html_report"],
     "runner": ["check_thresholds", "run_suite", "run_to_json"],
     "sequence": ["clip_indices", "scene_runs"],
+    "tracking": ["ObjectTracker", "SequenceTrackers", "TrackerOptions"],
     "suite": ["SuiteError", "load_suite", "load_suites", "lower_is_better", "resolve_suite_path", "select_tasks",
               "spread_evenly"],
 })

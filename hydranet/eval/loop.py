@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hydranet.data import Batch, collate
+from hydranet.eval.tracking import TRACKED_TASK, SequenceTrackers, TrackerOptions
 from hydranet.metrics import Metric
 from hydranet.model import HydraNet
 from hydranet.tasks import Task
@@ -226,6 +227,13 @@ class Prediction:
             self._decoded[task] = self.tasks[task].decode(self.outputs[task], self.batch)
         return self._decoded[task]
 
+    def track(self, trackers: SequenceTrackers) -> None:
+        """Replace the decoded ``objects3d`` of every frame by ``trackers``' tracked version (track ids, velocity
+        from the track); the trackers carry their tracks to the next batch of the same sequences."""
+        b = self.batch
+        self._decoded[TRACKED_TASK] = trackers(self.decoded(TRACKED_TASK), b.scene_id, b.frame_index,
+                                               b.T_world_from_ego, b.timestamp)
+
     def probabilities(self, task: str) -> list[Tensor]:
         """Per-frame probabilities of a dense task that offers ``probabilities`` (drivable, bev_semantic)."""
         if task not in self._probabilities:
@@ -269,14 +277,17 @@ class Evaluator:
     records a suite keeps); by default each task's ``make_metric()``; ``score=False`` keeps none (prediction
     only: outputs are decoded on demand by ``Prediction.decoded``). ``device``: batches are moved there.
     ``stream``: run through a ``Streamer`` (``self.streamer``; ``reset()`` forgets the history); None (default)
-    streams only a model without a single-frame path (a temporal ONNX graph). ``on_frame``:
-    called for every frame after its metrics were updated. The evaluator never changes a module's train/eval
-    mode: ``evaluate`` does that around the loop.
+    streams only a model without a single-frame path (a temporal ONNX graph). ``tracking``: when streaming,
+    ``objects3d`` detections are tracked over the frames (``hydranet.eval.tracking``): each gets a ``track_id``
+    and its track's velocity, which the metrics then score. ``on_frame``: called for every frame after its
+    metrics were updated. The evaluator never changes a module's train/eval mode: ``evaluate`` does that around
+    the loop. Raises ``ValueError`` for ``tracking`` without streaming or without an ``objects3d`` task.
     """
 
     def __init__(self, model: Any, tasks: dict[str, Task] | None = None, *, metrics: dict[str, Metric] | None = None,
                  score: bool = True, on_frame: Callable[[EvalFrame], None] | None = None,
-                 device: torch.device | str | None = None, stream: bool | None = None, keep_features: bool = False):
+                 device: torch.device | str | None = None, stream: bool | None = None, keep_features: bool = False,
+                 tracking: TrackerOptions | None = None):
         self.predictor = predictor_of(model, tasks, keep_features)
         if stream is None:
             stream = not self.predictor.single_frame
@@ -285,6 +296,10 @@ class Evaluator:
         self.tasks = dict(tasks) if tasks is not None else dict(self.predictor.tasks)
         self.names = sorted(self.tasks)
         self.streamer = Streamer(self.predictor) if stream else None
+        if tracking is not None and (not stream or TRACKED_TASK not in self.tasks):
+            raise ValueError(f"tracking follows {TRACKED_TASK} over streamed frames: it needs stream=True and an "
+                             f"{TRACKED_TASK} task (tasks: {self.names})")
+        self.trackers = SequenceTrackers(tracking) if tracking is not None else None
         if metrics is None:
             metrics = {t: self.tasks[t].make_metric() for t in self.names} if score else {}
         missing = [t for t in self.names if metrics and t not in metrics]
@@ -296,9 +311,11 @@ class Evaluator:
         self.frames = 0
 
     def reset(self) -> None:
-        """A streaming evaluator forgets the history (``Streamer.reset``); no-op otherwise."""
+        """A streaming evaluator forgets the history (``Streamer.reset``, and the tracks); no-op otherwise."""
         if self.streamer is not None:
             self.streamer.reset()
+        if self.trackers is not None:
+            self.trackers.reset()
 
     @torch.no_grad()
     def step(self, batch: Batch, camera_valid: Tensor | None = None) -> Prediction:
@@ -310,6 +327,8 @@ class Evaluator:
         else:
             outputs, features = self.predictor.run(batch, self.names, camera_valid)
         prediction = Prediction(batch, outputs, self.tasks, features)
+        if self.trackers is not None:
+            prediction.track(self.trackers)
         if self.metrics or self.on_frame is not None:
             targets = {t: prediction.targets(t) for t in self.names}
             for t, metric in self.metrics.items():

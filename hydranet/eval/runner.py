@@ -23,6 +23,7 @@ from hydranet.data import Sample, collate
 from hydranet.eval.loop import EvalFrame, Evaluator, predictor_of
 from hydranet.eval.sequence import clip_indices
 from hydranet.eval.suite import Suite, SuiteError, lower_is_better
+from hydranet.eval.tracking import TRACKED_TASK, TrackerOptions
 from hydranet.json_files import to_jsonable
 from hydranet.metrics import NO_GROUND_TRUTH, FrameMetric
 from hydranet.setup import SetupMismatchError
@@ -179,11 +180,14 @@ def name_cameras(state: dict[str, Any], names: Any) -> None:
 
 
 def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
-              frames: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict[str, SuiteRun]:
+              frames: int | None = None, on_batch: Callable[[int, int], None] | None = None,
+              tracking: TrackerOptions | None = None) -> dict[str, SuiteRun]:
     """Evaluate every model (label -> model) on the same frames of ``suite``.
 
     ``frames`` overrides the suite's frames per (scenario, seed); ``on_batch(done, total)`` reports
-    progress in frames.
+    progress in frames. ``tracking``: on a video suite (``sequence``), every model's ``objects3d`` boxes are
+    tracked over each clip and scored with their tracks' velocity (``hydranet.eval.tracking``); a suite of
+    single frames has nothing to track and ignores it.
     """
     t0 = time.perf_counter()
     worlds = Worlds(suite, models)
@@ -212,9 +216,10 @@ def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device =
         if tasks:
             # A video suite streams every model; otherwise only a model that has no single-frame path.
             stream = True if suite.sequence is not None else None
+            tracked = tracking if stream and TRACKED_TASK in tasks else None
             evaluators[label] = Evaluator(model, {n: predictor_of(model).tasks[n] for n in tasks},
                                           metrics={n: te.metric for n, te in tasks.items()},
-                                          on_frame=_record_frames(tasks), stream=stream)
+                                          on_frame=_record_frames(tasks), stream=stream, tracking=tracked)
     done = 0
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)

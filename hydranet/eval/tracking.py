@@ -1,0 +1,181 @@
+"""Online 3D object tracking of streamed frames: a track id for every detected box, and velocity read from the
+track instead of from one image.
+
+Method: tracking by detection as in CenterPoint (Yin et al., "Center-based 3D Object Detection and Tracking",
+CVPR 2021, §3.2): each frame's decoded ``objects3d`` boxes are matched to the tracks' predicted centres greedily,
+closest first, one class at a time, within ``gate_m`` metres; a track that misses more than ``max_misses``
+frames in a row ends. Each track is a constant-velocity Kalman filter in the world frame of ``T_world_from_ego``
+(AB3DMOT, Weng et al., IROS 2020) with state ``(x, y, vx, vy)`` (m, m/s). A matched detection is measured twice:
+its centre (standard deviation ``position_std``, m) and the network's velocity head (``velocity_std``, m/s). A
+new track therefore starts from the head's velocity, and a track seen for a while leans on its own motion. The
+motion model's white acceleration noise has standard deviation ``acceleration_std`` (m/s²). Only past frames are
+used: this is what a car's runtime can run, unlike the offline smoothing of ``hydranet.engine.track``, which
+sees the whole clip.
+
+Why: one image says little about motion. The reference model's velocity head is off by 1.8–2.4 m/s (mAVE) on
+the temporal benchmark's held-out clips, while its centres are good to about 0.5 m (mATE). A centre followed over
+a second gives the velocity to a fraction of that. The default noise levels were chosen on clips of world seed 1
+and checked on seed 1001 (docs/decisions.md, "Velocity from video").
+
+Boxes, classes and scores pass through unchanged; ``velocity`` becomes the track's filtered velocity (m/s, ego
+frame axes, world motion: the same convention as the head and the labels), and ``track_id`` (int64) is added.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+TRACKED_TASK = "objects3d"  # the task whose decoded boxes are tracked
+
+
+class TrackerOptions(BaseModel):
+    """The tracker's settings (module docstring): association gate and track ending, and the filter's noise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gate_m: float = Field(3.0, gt=0)  # largest centre distance (m) between a prediction and its detection
+    max_misses: int = Field(2, ge=0)  # frames a track may go undetected before it ends
+    position_std: float = Field(0.3, gt=0)  # m: a detected centre's error
+    velocity_std: float = Field(3.0, gt=0)  # m/s: the velocity head's error
+    acceleration_std: float = Field(0.5, gt=0)  # m/s²: how much a track's velocity may change per second
+
+
+class ObjectTracker:
+    """Tracks of one sequence (one camera rig driving through one scene): ``update`` once per frame, in order;
+    ``reset`` at a new sequence. Raises ``ValueError`` on a non-finite pose, box, velocity or timestamp, and on a
+    timestamp that does not grow (a new sequence needs ``reset``)."""
+
+    def __init__(self, options: TrackerOptions | None = None) -> None:
+        self.options = options or TrackerOptions()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (the next ``update`` starts new ones)."""
+        self.state = np.zeros((0, 4))  # world x, y (m), vx, vy (m/s)
+        self.cov = np.zeros((0, 4, 4))
+        self.classes = np.zeros(0, dtype=np.int64)
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.misses = np.zeros(0, dtype=np.int64)
+        self.time: float | None = None
+        self.next_id = 0
+
+    def _predict(self, dt: float) -> None:
+        o = self.options
+        F = np.eye(4)
+        F[0, 2] = F[1, 3] = dt
+        q = o.acceleration_std ** 2
+        Q = np.zeros((4, 4))
+        for i in (0, 1):  # white-noise acceleration, per axis
+            Q[i, i], Q[i + 2, i + 2] = q * dt ** 3 / 3, q * dt
+            Q[i, i + 2] = Q[i + 2, i] = q * dt ** 2 / 2
+        self.state = self.state @ F.T
+        self.cov = F @ self.cov @ F.T + Q
+
+    def _associate(self, centres: np.ndarray, classes: np.ndarray) -> list[tuple[int, int]]:
+        """(track, detection) pairs: closest first, same class, within the gate (CenterPoint's greedy matching)."""
+        if not len(self.state) or not len(centres):
+            return []
+        dist = np.linalg.norm(self.state[:, None, :2] - centres[None], axis=-1)
+        dist[self.classes[:, None] != classes[None]] = np.inf
+        tracks, dets = np.nonzero(dist <= self.options.gate_m)
+        order = np.argsort(dist[tracks, dets], kind="stable")
+        pairs, used_t, used_d = [], set(), set()
+        for t, d in zip(tracks[order].tolist(), dets[order].tolist(), strict=True):
+            if t not in used_t and d not in used_d:
+                used_t.add(t)
+                used_d.add(d)
+                pairs.append((t, d))
+        return pairs
+
+    def update(self, detections: dict[str, Tensor], T_world_from_ego: Tensor, timestamp: float) -> dict[str, Tensor]:
+        """One frame: ``detections`` as ``objects3d`` decodes them (``boxes [M, 7]`` ego x, y, z, l, w, h, yaw in
+        m/rad, ``velocity [M, 2]`` m/s, ``classes [M]``, ``scores [M]``), the ego pose ``[4, 4]`` in the world
+        frame and the frame's time (s). Returns a copy with ``velocity`` from each box's track and ``track_id [M]``."""
+        boxes = detections["boxes"].detach().double().cpu().numpy().reshape(-1, 7)
+        head_v = detections["velocity"].detach().double().cpu().numpy().reshape(-1, 2)
+        classes = detections["classes"].detach().cpu().numpy().astype(np.int64).reshape(-1)
+        T = T_world_from_ego.detach().double().cpu().numpy()
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise ValueError(f"tracking: T_world_from_ego must be a finite [4, 4] pose, got shape {T.shape}")
+        if not math.isfinite(timestamp):
+            raise ValueError(f"tracking: timestamp {timestamp} is not finite")
+        if not (np.isfinite(boxes).all() and np.isfinite(head_v).all()):
+            raise ValueError("tracking: non-finite box centre or velocity among the detections")
+        if self.time is not None and timestamp <= self.time:
+            raise ValueError(f"tracking: timestamp {timestamp} s does not follow {self.time} s; reset() the tracker "
+                             "at a new sequence")
+        R, t = T[:2, :2], T[:2, 3]  # the yaw-plane part of the pose: world xy = R · ego xy + t
+        centres = boxes[:, :2] @ R.T + t
+        velocity_world = head_v @ R.T
+        if self.time is not None:
+            self._predict(timestamp - self.time)
+        self.time = timestamp
+        o = self.options
+        noise = np.diag([o.position_std ** 2] * 2 + [o.velocity_std ** 2] * 2)
+        pairs = self._associate(centres, classes)
+        matched = np.array([p[0] for p in pairs], dtype=np.int64)
+        of_detection = np.full(len(boxes), -1, dtype=np.int64)
+        if pairs:
+            dets = np.array([p[1] for p in pairs], dtype=np.int64)
+            z = np.concatenate([centres[dets], velocity_world[dets]], 1)  # both measured: H is the identity
+            P = self.cov[matched]
+            gain = np.linalg.solve(P + noise, P).transpose(0, 2, 1)  # P (P + R)^-1, P and R symmetric
+            self.state[matched] += np.einsum("nij,nj->ni", gain, z - self.state[matched])
+            self.cov[matched] = P - gain @ P
+            self.misses[matched] = 0
+            of_detection[dets] = matched
+        unmatched_tracks = np.setdiff1d(np.arange(len(self.state)), matched)
+        self.misses[unmatched_tracks] += 1
+        new = np.nonzero(of_detection < 0)[0]
+        if len(new):
+            first = len(self.state)
+            self.state = np.concatenate([self.state, np.concatenate([centres[new], velocity_world[new]], 1)])
+            self.cov = np.concatenate([self.cov, np.broadcast_to(noise, (len(new), 4, 4))])
+            self.classes = np.concatenate([self.classes, classes[new]])
+            self.ids = np.concatenate([self.ids, np.arange(self.next_id, self.next_id + len(new))])
+            self.misses = np.concatenate([self.misses, np.zeros(len(new), dtype=np.int64)])
+            self.next_id += len(new)
+            of_detection[new] = np.arange(first, first + len(new))
+        out: dict[str, Any] = dict(detections)
+        v_ego = self.state[of_detection, 2:] @ R  # world -> ego axes: v_ego = Rᵀ v_world
+        out["velocity"] = torch.as_tensor(v_ego, dtype=detections["velocity"].dtype).reshape(-1, 2)
+        out["track_id"] = torch.as_tensor(self.ids[of_detection], dtype=torch.int64)
+        keep = self.misses <= o.max_misses
+        self.state, self.cov, self.classes = self.state[keep], self.cov[keep], self.classes[keep]
+        self.ids, self.misses = self.ids[keep], self.misses[keep]
+        return out
+
+
+class SequenceTrackers:
+    """One ``ObjectTracker`` per batch row of a stream (``Streamer``'s rows): a row whose ``scene_id`` changes, or
+    whose ``frame_index`` does not grow, starts again from no tracks."""
+
+    def __init__(self, options: TrackerOptions | None = None) -> None:
+        self.options = options or TrackerOptions()
+        self.trackers: list[ObjectTracker] = []
+        self._where: list[tuple[str, int]] = []
+
+    def reset(self) -> None:
+        """Forget every row's tracks."""
+        self.trackers, self._where = [], []
+
+    def __call__(self, decoded: list[dict[str, Tensor]], scene_id: list[str], frame_index: Tensor,
+                 T_world_from_ego: Tensor, timestamp: Tensor) -> list[dict[str, Tensor]]:
+        """Each row's ``objects3d`` detections tracked (``ObjectTracker.update``); ``T_world_from_ego [B, 4, 4]``,
+        ``timestamp [B]`` s."""
+        where = list(zip(scene_id, frame_index.tolist(), strict=True))
+        if len(where) != len(self.trackers):
+            self.trackers = [ObjectTracker(self.options) for _ in where]
+            self._where = []
+        for i, (w, tracker) in enumerate(zip(where, self.trackers, strict=True)):
+            if self._where and (w[0] != self._where[i][0] or w[1] <= self._where[i][1]):
+                tracker.reset()
+        self._where = where
+        return [tracker.update(d, T_world_from_ego[i], float(timestamp[i]))
+                for i, (d, tracker) in enumerate(zip(decoded, self.trackers, strict=True))]

@@ -1,0 +1,130 @@
+"""Online 3D tracking: a track's velocity beats a noisy velocity head, ids persist and end, the world/ego frames
+are handled, bad input is refused, and the evaluator and suite runner score tracked velocity on video."""
+
+import math
+
+import pytest
+import torch
+
+from hydranet.eval import Evaluator, ObjectTracker, SequenceTrackers, TrackerOptions
+from hydranet.eval.runner import run_suite
+from hydranet.eval.suite import load_suite
+from hydranet.model import ModelConfig, create_model
+
+DT = 0.1
+
+
+def pose(x: float, y: float, yaw: float) -> torch.Tensor:
+    T = torch.eye(4)
+    T[:2, :2] = torch.tensor([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
+    T[0, 3], T[1, 3] = x, y
+    return T
+
+
+def detections(world_xy: list[tuple[float, float]], classes: list[int], T: torch.Tensor, head_v: torch.Tensor,
+               noise: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boxes at ``world_xy`` seen from ego pose ``T`` (centres + ``noise`` m), with velocity head ``head_v``."""
+    R, t = T[:2, :2], T[:2, 3]
+    ego = (torch.tensor(world_xy).reshape(-1, 2) - t) @ R + noise  # world -> ego: Rᵀ (p - t)
+    boxes = torch.zeros(len(world_xy), 7)
+    boxes[:, :2] = ego
+    boxes[:, 3:6] = torch.tensor([4.0, 1.8, 1.5])
+    return {"boxes": boxes, "velocity": head_v, "classes": torch.tensor(classes), "scores": torch.ones(len(classes))}
+
+
+def test_track_velocity_beats_a_noisy_head_from_a_turning_ego():
+    # A car drives +x at 8 m/s in the world; the ego drives and turns; the head says nothing useful (0 m/s).
+    g = torch.Generator().manual_seed(0)
+    tracker = ObjectTracker()
+    ids = []
+    for k in range(20):
+        T = pose(2.0 * k * DT, 0.5 * k * DT, 0.05 * k)
+        car = (10.0 + 8.0 * k * DT, 3.0)
+        out = tracker.update(detections([car], [0], T, torch.zeros(1, 2), 0.3 * torch.randn(1, 2, generator=g)),
+                             T, k * DT)
+        ids.append(int(out["track_id"][0]))
+        v_world = out["velocity"][0] @ T[:2, :2].T  # ego axes -> world
+    assert ids == [ids[0]] * 20  # one track all along
+    assert torch.allclose(v_world, torch.tensor([8.0, 0.0]), atol=1.0), v_world
+    assert out["boxes"].shape == (1, 7) and torch.equal(out["classes"], torch.tensor([0]))
+
+
+def test_a_static_object_reads_zero_velocity_from_a_moving_ego():
+    tracker = ObjectTracker()
+    for k in range(15):
+        T = pose(10.0 * k * DT, 0.0, 0.0)  # ego at 10 m/s; the cone stands still
+        out = tracker.update(detections([(30.0, 2.0)], [3], T, torch.tensor([[3.0, 0.0]]), torch.zeros(1, 2)), T,
+                             k * DT)
+    assert float(out["velocity"].norm()) < 0.3  # the head's 3 m/s is outvoted by the track
+
+
+def test_classes_do_not_swap_and_tracks_end_after_max_misses():
+    tracker = ObjectTracker(TrackerOptions(max_misses=1))
+    T = torch.eye(4)
+    first = tracker.update(detections([(5.0, 0.0), (5.5, 0.0)], [0, 2], T, torch.zeros(2, 2), torch.zeros(2, 2)), T,
+                           0.0)
+    # The pedestrian (class 2) now stands where the car was: it keeps its own track, not the car's.
+    second = tracker.update(detections([(5.0, 0.0)], [2], T, torch.zeros(1, 2), torch.zeros(1, 2)), T, DT)
+    assert int(second["track_id"][0]) == int(first["track_id"][1])
+    # The car is missed twice (more than max_misses=1): it comes back as a new track.
+    tracker.update(detections([], [], T, torch.zeros(0, 2), torch.zeros(0, 2)), T, 2 * DT)
+    back = tracker.update(detections([(5.0, 0.0)], [0], T, torch.zeros(1, 2), torch.zeros(1, 2)), T, 3 * DT)
+    assert int(back["track_id"][0]) not in first["track_id"].tolist()
+
+
+def test_bad_input_is_refused_with_a_clear_error():
+    tracker = ObjectTracker()
+    T = torch.eye(4)
+    d = detections([(5.0, 0.0)], [0], T, torch.zeros(1, 2), torch.zeros(1, 2))
+    tracker.update(d, T, 1.0)
+    with pytest.raises(ValueError, match="does not follow"):
+        tracker.update(d, T, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        tracker.update(d, torch.full((4, 4), float("nan")), 2.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        tracker.update(dict(d, velocity=torch.tensor([[float("nan"), 0.0]])), T, 2.0)
+    tracker.reset()
+    tracker.update(d, T, 0.0)  # a new sequence may start its clock anywhere
+    with pytest.raises(ValueError):
+        TrackerOptions(gate_m=0.0)
+
+
+def test_sequence_trackers_restart_at_a_new_scene():
+    trackers = SequenceTrackers()
+    T = torch.eye(4)[None]
+    d = [detections([(5.0, 0.0)], [0], T[0], torch.zeros(1, 2), torch.zeros(1, 2))]
+    a = trackers(d, ["s0"], torch.tensor([0]), T, torch.tensor([0.0]))
+    b = trackers(d, ["s0"], torch.tensor([1]), T, torch.tensor([DT]))
+    c = trackers(d, ["s1"], torch.tensor([0]), T, torch.tensor([0.0]))  # would be a time error without the restart
+    assert int(a[0]["track_id"][0]) == int(b[0]["track_id"][0]) == int(c[0]["track_id"][0]) == 0
+
+
+GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
+SUITE = """
+description: stop-and-go video
+world: {num_scenes: 1, frames_per_scene: 4, lighting: day, fog: 0.0, layout: straight, ego_stop_and_go: true,
+        traffic_density: 2.0}
+scenarios:
+  stop_and_go: {}
+seeds: [700, 701]
+frames: 1
+sequence: 4
+tasks:
+  objects3d: {}
+"""
+
+
+def test_suite_runner_tracks_objects3d_on_video_suites(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, trunk={"name": "regnet_tiny"},
+                             tasks={"objects3d": {"score_threshold": 0.0, "max_detections": 8}})
+    model = create_model(cfg).eval()
+    path = tmp_path / "video.yaml"
+    path.write_text(SUITE)
+    suite = load_suite(path)
+    plain = run_suite({"m": model}, suite)["m"].tasks["objects3d"]
+    tracked = run_suite({"m": model}, suite, tracking=TrackerOptions())["m"].tasks["objects3d"]
+    assert plain.metrics["map"] == tracked.metrics["map"]  # the boxes and scores are the model's
+    assert plain.metrics["ave"] != tracked.metrics["ave"]  # the velocity is the tracks'
+    with pytest.raises(ValueError, match="stream"):
+        Evaluator(model, stream=False, tracking=TrackerOptions())
