@@ -15,12 +15,15 @@ Evaluation: held-out scenes of another world seed, each streamed whole through e
 (``hydranet.eval.sequence``): nuScenes mAP and mAVE (``ave``, m/s), occlusion persistence
 (``occluded_recall``), ``flicker``, mATE (``mate``, m: how well a single frame localises, which bounds velocity
 read from two positions ``dt`` apart to about ``sqrt(2) * mate / dt``), plus the velocity head's error at the
-true object cells; latency per
+true object cells, and the same detections tracked over each clip (``hydranet.eval.tracking``: velocity read
+from each box's track, ``mave_tracked``, with the tracker's CPU time per frame); latency per
 frame at ``--latency-size`` (batch 1, median of ``--latency-frames``, the state carried, both architectures
 interleaved in one process, best of ``--latency-rounds``; wall clock and CPU time) and the state's memory. Goals
 (issue 13): mAVE <= 0.5x single-frame, occluded recall and flicker clearly better, mAP not worse, latency <= 1.2x
-(judged on CPU time at one thread, where it is the frame's own work, else on the wall clock). Prints one JSON
-object::
+(judged on CPU time at one thread, where it is the frame's own work, else on the wall clock); ``goals`` also
+judges velocity from video as a car runs it, the memory's detections tracked (``mave_tracked_ratio`` against the
+single-frame head, latency with the tracker's time), and shows tracking alone on the single-frame model. Prints
+one JSON object::
 
     .venv/bin/python benchmarks/temporal.py --steps 60        # ~8 min on 2 busy CPU cores
 

@@ -159,6 +159,17 @@ def eval_command(
     console.print("[bold green]PASS[/]: every threshold met")
 
 
+def _why_undefined(metrics: dict[str, float]) -> str:
+    """Why a task's metric is NaN on a dataset, as far as its counts say."""
+    lights = {k.removeprefix("lights/"): v for k, v in metrics.items() if k.startswith("lights/")}
+    if lights and sum(lights.values()) == 0:
+        return "their labels hold no traffic light whose lit lamp shows"
+    if lights:
+        absent = [state for state, n in lights.items() if n == 0]
+        return f"no {' or '.join(absent)} light in their labels" if absent else "see the metric's definition"
+    return "their labels hold nothing of the class, type or range it is about"
+
+
 def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None, batch_size: int, device: str,
                tasks: str | None) -> None:
     """``eval --data``: the model's metrics on a dataset (``hydranet.eval.evaluate_dataset``), a table per task."""
@@ -180,8 +191,10 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
             table.add_row(task if k == 0 else "", str(result.labelled_frames[task]) if k == 0 else "", metric,
                           _fmt(value))
     console.print(table)
-    if any(math.isnan(v) for m in result.metrics.values() for v in list(m.values())[:_SHOWN_METRICS]):
-        console.print("—: undefined on these frames (e.g. no traffic light of that state, no object of that class)")
+    for task, metrics in result.metrics.items():
+        undefined = [k for k, v in list(metrics.items())[:_SHOWN_METRICS] if math.isnan(v)]
+        if undefined:
+            console.print(f"—: {task} {', '.join(undefined)} undefined on these frames ({_why_undefined(metrics)})")
     if result.unlabelled:
         console.print(f"not scored (no frame carries their label): {', '.join(result.unlabelled)}")
     if out is None:

@@ -65,7 +65,7 @@ def _record(entry: Any, provenance: dict[str, Any] | None = None, status: str = 
 def _entry_lines(r: dict[str, Any], full: bool) -> list[str]:
     """An entry as readable lines: the list's block (``full=False``), or also how to use and reproduce it
     and what it was trained on (``hydranet zoo NAME``)."""
-    status = "" if full else f", {'files verified' if r['status'] == 'ok' else r['status']}"
+    status = f", {'files verified' if r['status'] == 'ok' else r['status']}"  # sha256 of every file, against its record
     lines = [f"{r['zoo']}  (preset {r['preset']}, {r.get('step') or '-'} steps{status})", f"  {r['description']}"]
     if full:
         lines += [

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from hydranet.checkpoint import load_model
 from hydranet.cli import app
+from hydranet.cli.suites import _why_undefined
 from hydranet.datasets import open_dataset
 from hydranet.eval import evaluate_dataset
 from hydranet.setup import SetupMismatchError
@@ -52,6 +53,13 @@ def test_eval_data_command(tmp_path):
     assert "not scored (no frame carries their label): depth" in " ".join(res.output.split())
     record = json.loads(out.read_text())
     assert record["frames"] == 2 and record["unlabelled"] == ["depth"] and "map" in record["metrics"]["objects3d"]
+    lights = record["metrics"]["traffic_light"]
+    if lights["balanced_accuracy"] is None or lights["balanced_accuracy"] != lights["balanced_accuracy"]:
+        # an undefined metric says why, per task, not only what "—" means
+        said = " ".join(res.output.split())
+        assert "—: traffic_light balanced_accuracy" in said and "no traffic light whose lit lamp shows" in said
+    tracked = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--track"])
+    assert tracked.exit_code == 2 and "--data scores single frames" in " ".join(tracked.output.split())
     loose = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--allow-missing-tasks"])
     assert loose.exit_code == 2 and "applies to suites' thresholds" in loose.output
     # world:PATH needs no `frames` option (the world's own length; --frames/-n limits it) and renders the model's setup
@@ -62,3 +70,11 @@ def test_eval_data_command(tmp_path):
     assert both.exit_code == 2 and "--suite and --data exclude each other" in both.output
     missing = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no such dataset" in missing.output and "Traceback" not in missing.output
+
+
+def test_an_undefined_metric_says_why():
+    assert "no traffic light" in _why_undefined({"balanced_accuracy": float("nan"), "lights/red": 0.0,
+                                                 "lights/yellow": 0.0, "lights/green": 0.0})
+    assert _why_undefined({"lights/red": 2.0, "lights/yellow": 0.0, "lights/green": 5.0}) == \
+        "no yellow light in their labels"
+    assert "class, type or range" in _why_undefined({"map": float("nan")})

@@ -138,6 +138,7 @@ def test_hydranet_zoo_lists_names_figures_and_sha256():
     text = runner.invoke(app, ["zoo", "tiny-world"])
     assert text.exit_code == 0 and f"reproduce: {prov['reproduce']}" in text.output
     assert "create_model('tiny-world', pretrained=True)" in text.output
+    assert "files verified" in text.output  # the sha256 of every file was checked against its record
     bad = runner.invoke(app, ["zoo", "nope"])
     assert bad.exit_code == 2 and "names with weights: tiny-world" in bad.output
 
