@@ -88,6 +88,31 @@ def _project(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, image_h
     return coords, visible
 
 
+class _BilinearTaps(torch.autograd.Function):
+    """``out[v] = sum_k wgt[v, k] * rows[idx[v, k]]``: ``rows [M, C]``, ``idx [V, 4]`` int64, ``wgt [V, 4]`` fp32
+    -> ``[V, C]`` in ``rows``' dtype (the weights are cast to it, as a conv's output is bf16 under autocast).
+
+    Forward is one ``embedding_bag`` (mode ``sum`` with per-sample weights): it never builds the ``[V, 4, C]`` taps
+    that an ``index_select``, a multiply and a sum pass through memory three times (eager inference of the fusion,
+    fp32, 2 threads: 0.8 ms against 8.7 ms). Backward scatters ``wgt * grad`` into the rows with one ``index_add``,
+    which is faster than ``embedding_bag``'s own backward (1 thread, 41,492 points x 32 channels: 10.6 ms against
+    15.6 ms). No gradient flows to ``idx`` or ``wgt`` (the projection is geometry, not learnt)."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, idx: Tensor, wgt: Tensor) -> Tensor:  # type: ignore[override]
+        w = wgt.to(rows.dtype)
+        ctx.save_for_backward(idx, w)
+        ctx.num_rows = rows.shape[0]
+        return F.embedding_bag(idx, rows, per_sample_weights=w, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        idx, w = ctx.saved_tensors
+        contributions = (grad[:, None, :] * w.to(grad.dtype)[..., None]).reshape(-1, grad.shape[-1])
+        grad_rows = torch.zeros(ctx.num_rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
+        return grad_rows.index_add_(0, idx.reshape(-1), contributions), None, None
+
+
 def _sample_visible(feats: dict[str, Tensor], levels: list[str], coords: Tensor, visible: Tensor) -> Tensor:
     """Bilinear samples (``grid_sample`` semantics: ``align_corners=False``, zero padding) of every level
     at the visible (sample, camera, point) triples only, summed over cameras and levels: ``[B, P, C]`` fp32.
@@ -118,10 +143,7 @@ def _sample_visible(feats: dict[str, Tensor], levels: list[str], coords: Tensor,
                 weights.append(torch.where(inside, wx * wy, torch.zeros_like(wx)))
         idx = torch.stack(taps, 1)  # [V, 4]
         wgt = torch.stack(weights, 1)  # [V, 4] fp32, exact
-        # Weighted in the features' dtype (bf16 under autocast, like a conv's output): an fp32 copy of the
-        # [V, 4, C] taps cost 4x the gather itself.
-        taps4 = rows.index_select(0, idx.reshape(-1)).reshape(-1, 4, ch)
-        vals = (taps4 * wgt.to(taps4.dtype)[..., None]).sum(1)
+        vals = _BilinearTaps.apply(rows, idx, wgt)  # [V, C] in the features' dtype
         level = torch.zeros(B * P, ch, dtype=torch.float32, device=vals.device).index_add_(0, b * P + p, vals.float())
         out = level if out is None else out + level
     assert out is not None
