@@ -1,9 +1,11 @@
 """Suites with ``sequence:``: every planned frame ends a clip streamed in order through each model, and the
 objects3d / traffic-light metrics gain mAVE's companions occlusion persistence and flicker."""
 
+import pytest
 import torch
 
 from hydranet.cli import suites
+from hydranet.eval import Evaluator, TrackerOptions
 from hydranet.eval.runner import check_thresholds, plan_frames, run_suite
 from hydranet.eval.suite import load_suite
 from hydranet.model import ModelConfig, create_model
@@ -54,3 +56,17 @@ def test_sequence_suite_streams_clips_and_reports_temporal_metrics(tmp_path):
         suites._print_eval(runs["temporal"], check_thresholds(runs["temporal"]))
     for metric in ("map", "ave", "occluded_recall", "visible_recall", "flicker"):
         assert metric in captured.get(), metric
+
+
+def test_video_suites_score_tracked_velocity(tmp_path):
+    # --track: the boxes and scores stay the model's (same mAP), the velocity becomes the tracks' (another mAVE).
+    path = tmp_path / "video.yaml"
+    path.write_text(SUITE)
+    suite = load_suite(path)
+    net = model(False)
+    plain = run_suite({"m": net}, suite)["m"].tasks["objects3d"]
+    tracked = run_suite({"m": net}, suite, tracking=TrackerOptions())["m"].tasks["objects3d"]
+    assert plain.metrics["map"] == tracked.metrics["map"]
+    assert plain.metrics["ave"] != tracked.metrics["ave"]
+    with pytest.raises(ValueError, match="stream"):
+        Evaluator(net, stream=False, tracking=TrackerOptions())

@@ -1,15 +1,13 @@
 """Online 3D tracking: a track's velocity beats a noisy velocity head, ids persist and end, the world/ego frames
-are handled, bad input is refused, and the evaluator and suite runner score tracked velocity on video."""
+are handled, bad input is refused. The evaluator and suite runner scoring tracked velocity on video suites:
+tests/eval/test_eval_sequence.py."""
 
 import math
 
 import pytest
 import torch
 
-from hydranet.eval import Evaluator, ObjectTracker, SequenceTrackers, TrackerOptions
-from hydranet.eval.runner import run_suite
-from hydranet.eval.suite import load_suite
-from hydranet.model import ModelConfig, create_model
+from hydranet.eval import ObjectTracker, SequenceTrackers, TrackerOptions
 
 DT = 0.1
 
@@ -98,33 +96,3 @@ def test_sequence_trackers_restart_at_a_new_scene():
     c = trackers(d, ["s1"], torch.tensor([0]), T, torch.tensor([0.0]))  # would be a time error without the restart
     assert int(a[0]["track_id"][0]) == int(b[0]["track_id"][0]) == int(c[0]["track_id"][0]) == 0
 
-
-GRID = {"x_range": (-16.0, 16.0), "y_range": (-16.0, 16.0), "cell": 1.0}
-SUITE = """
-description: stop-and-go video
-world: {num_scenes: 1, frames_per_scene: 4, lighting: day, fog: 0.0, layout: straight, ego_stop_and_go: true,
-        traffic_density: 2.0}
-scenarios:
-  stop_and_go: {}
-seeds: [700, 701]
-frames: 1
-sequence: 4
-tasks:
-  objects3d: {}
-"""
-
-
-def test_suite_runner_tracks_objects3d_on_video_suites(tmp_path):
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny", setup={"image_size": (64, 128), "grid": GRID}, trunk={"name": "regnet_tiny"},
-                             tasks={"objects3d": {"score_threshold": 0.0, "max_detections": 8}})
-    model = create_model(cfg).eval()
-    path = tmp_path / "video.yaml"
-    path.write_text(SUITE)
-    suite = load_suite(path)
-    plain = run_suite({"m": model}, suite)["m"].tasks["objects3d"]
-    tracked = run_suite({"m": model}, suite, tracking=TrackerOptions())["m"].tasks["objects3d"]
-    assert plain.metrics["map"] == tracked.metrics["map"]  # the boxes and scores are the model's
-    assert plain.metrics["ave"] != tracked.metrics["ave"]  # the velocity is the tracks'
-    with pytest.raises(ValueError, match="stream"):
-        Evaluator(model, stream=False, tracking=TrackerOptions())
