@@ -141,9 +141,16 @@ def eval_command(
             raise typer.BadParameter(str(e), param_hint="--tasks") from None
     model = _load(checkpoint, dev)
     results, failed = [], 0
-    if track and not any(s.sequence is not None for s in suites):
-        raise typer.BadParameter("no suite streams clips (sequence:): there is nothing to track", param_hint="--track")
-    for runs in _run({"model": model}, suites, dev, batch_size, frames, TrackerOptions() if track else None):
+    tracking = TrackerOptions() if track else None
+    tracked = [s.name for s in suites if s.sequence is not None and "objects3d" in s.tasks] if track else []
+    if track and not tracked:
+        raise typer.BadParameter("no suite streams clips (sequence:) and scores objects3d: there is nothing to track",
+                                 param_hint="--track")
+    if track:
+        console.print(f"--track: objects3d boxes tracked over each clip of {', '.join(tracked)}; their `ave` (mAVE) "
+                      "scores the tracks' velocity" + ("" if len(tracked) == len(suites) else
+                                                       " (the other suites score single frames: nothing to track)"))
+    for runs in _run({"model": model}, suites, dev, batch_size, frames, tracking):
         run = runs["model"]
         try:
             checks = check_thresholds(run, allow_missing_tasks)
@@ -152,7 +159,8 @@ def eval_command(
         _print_eval(run, checks)
         failed += sum(c.status == "fail" for c in checks)
         results.append(run_to_json(run, checks))
-    _write_json(out, {"checkpoint": str(checkpoint), "suites": results, "passed": failed == 0})
+    _write_json(out, {"checkpoint": str(checkpoint), "suites": results, "passed": failed == 0,
+                      "tracking": {"suites": tracked, "options": tracking.model_dump()} if tracking else None})
     if failed:
         console.print(f"[bold red]FAIL[/]: {failed} threshold(s) not met")
         raise typer.Exit(1)

@@ -1,10 +1,13 @@
 """Suites with ``sequence:``: every planned frame ends a clip streamed in order through each model, and the
 objects3d / traffic-light metrics gain mAVE's companions occlusion persistence and flicker."""
 
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from hydranet.cli import suites
+from hydranet.cli import app, suites
 from hydranet.eval import Evaluator, TrackerOptions
 from hydranet.eval.runner import check_thresholds, plan_frames, run_suite
 from hydranet.eval.suite import load_suite
@@ -70,3 +73,14 @@ def test_video_suites_score_tracked_velocity(tmp_path):
     assert plain.metrics["ave"] != tracked.metrics["ave"]
     with pytest.raises(ValueError, match="stream"):
         Evaluator(net, stream=False, tracking=TrackerOptions())
+
+
+def test_eval_track_says_what_it_tracked(tmp_path):
+    (tmp_path / "video.yaml").write_text(SUITE)
+    out = tmp_path / "e.json"
+    res = CliRunner().invoke(app, ["eval", "zoo:tiny-world", "--suite", str(tmp_path / "video.yaml"), "--track", "-o",
+                                   str(out)])
+    assert res.exit_code in (0, 1), res.output
+    assert "--track: objects3d boxes tracked over each clip of video" in " ".join(res.output.split())
+    record = json.loads(out.read_text())
+    assert record["tracking"]["suites"] == ["video"] and record["tracking"]["options"]["gate_m"] > 0

@@ -77,8 +77,16 @@ def test_bad_input_is_refused_with_a_clear_error():
     tracker.update(d, T, 1.0)
     with pytest.raises(ValueError, match="does not follow"):
         tracker.update(d, T, 1.0)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="non-finite value"):
         tracker.update(d, torch.full((4, 4), float("nan")), 2.0)
+    with pytest.raises(ValueError, match=r"\[4, 4\] pose, got shape \[3, 3\]"):
+        tracker.update(d, torch.eye(3), 2.0)
+    with pytest.raises(ValueError, match=r"expected boxes \[M, 7\]"):
+        tracker.update(dict(d, boxes=torch.zeros(1, 5)), T, 2.0)
+    with pytest.raises(ValueError, match=r"expected boxes"):
+        tracker.update(dict(d, velocity=torch.zeros(3, 2)), T, 2.0)
+    with pytest.raises(ValueError, match="lack \\['velocity'\\]"):
+        tracker.update({k: v for k, v in d.items() if k != "velocity"}, T, 2.0)
     with pytest.raises(ValueError, match="non-finite"):
         tracker.update(dict(d, velocity=torch.tensor([[float("nan"), 0.0]])), T, 2.0)
     tracker.reset()
