@@ -172,7 +172,9 @@ def quantize(
             manifest = quantize_graph(model, output, calib_frames, on_frame=bar.advance)
     except (QuantizeError, ExportManifestError) as e:
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
-    console.print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, fp32 {model.stat().st_size / 1e6:.2f} MB)")
+    console.print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, fp32 {model.stat().st_size / 1e6:.2f} MB) "
+                  f"and its manifest {manifest_path(output)}; {len(manifest.quantization.fp32_nodes)} convs kept "
+                  f"fp32, {len(manifest.quantization.dense_nodes)} grouped convs run dense")
     fp32, int8 = _deployed(model, threads), _deployed(output, threads)
     report: dict[str, Any] = {"graph": str(model), "int8": str(output), "calib_frames": calib_frames,
                               "max_drop": max_drop, "comparisons": {}}

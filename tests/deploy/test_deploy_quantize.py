@@ -210,6 +210,7 @@ def test_cli_quantize_reports_drop(exported, tmp_path):
     assert set(suite["drop"]) == {"drivable", "depth", "detection2d"}
     assert set(suite["metrics"]) == {"fp32", "int8"} and "miou" in suite["metrics"]["int8"]["drivable"]
     assert "abs_rel" in r.output and "miou" in r.output and "suite 'tiny'" in r.output
+    assert "m.int8.manifest.json" in " ".join(r.output.split()) and "grouped convs run dense" in r.output
     # A drop limit below zero fails every task that did not improve: exit code 1.
     r = CliRunner().invoke(app, ["quantize", str(graph), "-o", str(tmp_path / "again.onnx"), "--calib-frames", "1",
                                  "--eval-frames", "1", "--threads", "1", "--max-drop", "-1.0"])
