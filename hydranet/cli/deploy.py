@@ -34,7 +34,7 @@ from hydranet.deploy import (
     run_infer,
     suite_metrics,
 )
-from hydranet.eval import SuiteError, evaluate, load_suites
+from hydranet.eval import TRACKED_TASK, SuiteError, evaluate, load_suites
 from hydranet.json_files import dumps, to_jsonable
 
 console = make_console()
@@ -220,16 +220,21 @@ def infer(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier infer/predict output in OUT "
                                    "(only once the new one is complete)"),
+    track: bool = typer.Option(False, "--track", help="stream consecutive frames and track the objects3d boxes: each "
+                               "gets a track_id and its track's velocity (docs/eval.md)"),
 ) -> None:
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
     _threads(threads)
-    _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
+    dm = _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
+    if track and TRACKED_TASK not in dm.tasks:
+        raise typer.BadParameter(f"tracking follows {TRACKED_TASK} boxes; this graph's heads are {list(dm.tasks)}",
+                                 param_hint="--track")
     # cli_errors: a missing, truncated or corrupt shard (ShardError) is one error line naming file/sample, exit 2
     with cli_errors():
         try:
             with progress("inferring", frames, console, unit="frames") as bar:
                 result = run_infer(model, data, out, frames, threads, ground_truth, on_frame=bar.advance,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, track=track)
         except ExportManifestError as e:  # the graph's manifest does not fit the data
             raise typer.BadParameter(str(e), param_hint="--data") from None
     counts = {}
@@ -240,7 +245,9 @@ def infer(
     summary = ", ".join(f"{k}: {v} objects" for k, v in counts.items())
     tail = f"; {summary}" if summary else ""
     console.print(f"{len(result['frames'])} frames -> {out}/ ({describe_outputs(out)}){tail}")
-    if result["streamed"]:  # a temporal graph: the memory went from frame to frame, reset at each new scene
+    if result["streamed"]:  # the memory and/or the tracks went from frame to frame, reset at each new scene
         scenes = len({rec["scene_id"] for rec in result["frames"]})
-        console.print(f"streamed: the memory carried from frame to frame, reset at the first frame of each of "
+        carried = " and ".join(w for w, on in (("the memory", dm.is_temporal),
+                                               ("the objects3d tracks (track_id, velocity)", track)) if on)
+        console.print(f"streamed: {carried} carried from frame to frame, reset at the first frame of each of "
                       f"its {scenes} scenes")

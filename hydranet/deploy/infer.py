@@ -1,7 +1,9 @@
 """``hydranet infer``: decode and draw predictions of an exported graph using only the graph and its manifest.
 
 A temporal graph (``deploy/streaming.py``) is streamed: frames run in order, the state carried from one to the
-next and reset at each new scene, exactly as the car's runtime would.
+next and reset at each new scene, exactly as the car's runtime would. With ``track``, any graph with an
+``objects3d`` head is streamed over consecutive frames and its boxes are tracked (``hydranet.eval.tracking``):
+each gets a ``track_id`` and the velocity of its track.
 
 Per frame it writes ``frame_0000.png`` (``Views.compose``: the 8 cameras as on the car + the BEV panel,
 every task drawn by its own ``draw``) and, for dense outputs (masks, depth, BEV maps), ``frame_0000.npz``;
@@ -25,7 +27,7 @@ from hydranet.data import collate
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval import Evaluator
+from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import check_fits
@@ -62,7 +64,8 @@ def _dense_summary(x: Tensor) -> dict[str, Any]:
     return info
 
 
-def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth: bool) -> tuple[Any, list[int]]:
+def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth: bool,
+                 consecutive: bool) -> tuple[Any, list[int]]:
     """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's setup; anything
     else is opened for it (``open_dataset(setup=)``: a world renders it, a source resizes to its image size and
     maps classes onto its vocabulary) and checked against it (``check_fits``: image size and cameras; with
@@ -70,8 +73,8 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth:
     ``--data``."""
     if data == "synthetic":
         n = frames or 8
-        # A temporal graph carries its memory from frame to frame: give it consecutive frames of each scene.
-        return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if dm.is_temporal else spread_indices(n)
+        # A temporal graph carries its memory, and a tracker its tracks, from frame to frame: consecutive frames.
+        return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if consecutive else spread_indices(n)
 
     dataset = open_dataset(data, setup=dm.setup)
     tasks = dm.tasks.values()
@@ -84,7 +87,7 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth:
 
 def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None = None, threads: int | None = None,
               ground_truth: bool = False, scale: int = 2, on_frame: Callable[[int], None] | None = None,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, track: bool = False) -> dict[str, Any]:
     """Run ``graph`` over ``data`` into the directory ``out``; returns the JSON written (``predictions.json``).
 
     ``data``: ``synthetic`` (held-out frames rendered for the graph's setup) or anything
@@ -94,23 +97,28 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     ``out`` is filled through ``hydranet.outputs.staged_directory``: an existing non-empty ``out`` is refused
     (``OutputError``) unless ``overwrite``, which replaces only an earlier ``infer``/``predict`` output, and
     only once every frame is written; a failure (a corrupt shard, a full disk: ``OutputWriteError`` naming
-    the file) leaves no ``out`` (or the old one untouched)."""
+    the file) leaves no ``out`` (or the old one untouched). ``track``: stream the frames in order and track the
+    ``objects3d`` boxes (module docstring); ``ValueError`` for a graph without that head."""
     with staged_directory(out, overwrite, PREDICTIONS, owned=recorded_predictions) as stage:
-        return _infer_into(stage, graph, data, frames, threads, ground_truth, scale, on_frame)
+        return _infer_into(stage, graph, data, frames, threads, ground_truth, scale, on_frame, track)
 
 
 def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, threads: int | None,
-                ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None) -> dict[str, Any]:
+                ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None,
+                track: bool) -> dict[str, Any]:
     """``run_infer``'s body, writing into ``out`` (the staging directory)."""
     dm = DeployedModel(graph, threads=threads)
     m = dm.manifest
-    dataset, indices = _open_frames(dm, data, frames, ground_truth)
+    if track and TRACKED_TASK not in dm.tasks:
+        raise ValueError(f"{graph}: --track follows {TRACKED_TASK} boxes, and this graph's heads are {list(dm.tasks)}")
+    stream = dm.is_temporal or track
+    dataset, indices = _open_frames(dm, data, frames, ground_truth, consecutive=stream)
     grid = m.bev_grid
-    if dm.is_temporal and m.batch != 1:
-        raise ValueError(f"{graph}: a temporal graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
-                         "hydranet infer streams one sequence: export with --batch 1")
-    # A temporal graph starts from the zero state and again at each new scene (the Streamer's rule).
-    predictor = Evaluator(dm, score=False, stream=dm.is_temporal)
+    if stream and m.batch != 1:
+        raise ValueError(f"{graph}: a graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
+                         "hydranet infer streams one sequence (a temporal graph, or --track): export with --batch 1")
+    # Streamed: from the zero state (no tracks), and again at each new scene (the Streamer's rule).
+    predictor = Evaluator(dm, score=False, stream=stream, tracking=TrackerOptions() if track else None)
     records = []
     for s in range(0, len(indices), m.batch):
         samples = [dataset[i] for i in indices[s:s + m.batch]]
@@ -132,7 +140,8 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
             records.append(record)
             if on_frame is not None:
                 on_frame(1)
-    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": dm.is_temporal,
+    result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": stream,
+              "tracked": TrackerOptions().model_dump() if track else None,
               "camera_names": m.camera_names,
               "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
               "frames": records}

@@ -15,7 +15,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "report": ["write_html_report"],
     "runner": ["check_thresholds", "run_suite", "run_to_json"],
     "sequence": ["clip_indices", "scene_runs"],
-    "tracking": ["ObjectTracker", "SequenceTrackers", "TrackerOptions"],
+    "tracking": ["TRACKED_TASK", "ObjectTracker", "SequenceTrackers", "TrackerOptions"],
     "suite": ["SuiteError", "load_suite", "load_suites", "lower_is_better", "resolve_suite_path", "select_tasks",
               "spread_evenly"],
 })

@@ -106,6 +106,19 @@ def test_cli_infer(exported, tmp_path, no_model):
     assert r.exit_code == 2 and "no_shards" in r.output
 
 
+def test_cli_infer_tracks_objects3d_over_consecutive_frames(exported, tmp_path, no_model):
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", "synthetic", "--out", str(tmp_path / "t"),
+                                 "--frames", "3", "--threads", "1", "--track"])
+    assert r.exit_code == 0, r.output
+    assert "the objects3d tracks (track_id, velocity) carried from frame to frame" in " ".join(r.output.split())
+    data = json.loads((tmp_path / "t" / "predictions.json").read_text())
+    assert data["streamed"] and data["tracked"]["gate_m"] > 0
+    assert [f["frame_index"] for f in data["frames"]] == [0, 1, 2]  # consecutive frames of one scene
+    objects = [f["tasks"]["objects3d"] for f in data["frames"]]
+    assert all(len(o["track_id"]) == len(o["boxes"]) == len(o["velocity"]) for o in objects)
+    assert set(objects[0]["track_id"]) & set(objects[1]["track_id"])  # tracks carried from frame to frame
+
+
 @pytest.mark.parametrize("how", ["truncated", "crc"])
 def test_cli_infer_on_a_corrupt_shard_exits_2_naming_it(exported, tmp_path, how):
     """A truncated shard or one with overwritten bytes (CRC32 mismatch): one ``error:`` line naming the shard

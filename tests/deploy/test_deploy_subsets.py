@@ -42,6 +42,9 @@ def test_export_verify_quantize_infer(checkpoint, tmp_path, subset):
         assert r.exit_code == 0, r.output
         assert (out / "frame_0000.png").is_file()
         assert set(json.loads((out / "predictions.json").read_text())["frames"][0]["tasks"]) == set(m.tasks)
+    if subset == "camera":  # nothing to track without 3D boxes: said before any frame is rendered
+        r = runner.invoke(app, ["infer", str(graph), "--frames", "1", "--out", str(tmp_path / "t"), "--track"])
+        assert r.exit_code == 2 and "tracking follows objects3d boxes" in " ".join(r.output.split())
 
 
 def test_opset_15_camera_only_is_accepted(model, tmp_path):
