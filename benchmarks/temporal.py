@@ -165,7 +165,7 @@ class FrameProbe:
     """
 
     def __init__(self, model: Any) -> None:
-        from hydranet.eval.tracking import ObjectTracker
+        from hydranet.eval.tracking import SequenceTrackers
         from hydranet.metrics.temporal import TemporalDetection3DMetric
 
         self.task = model.task_objects["objects3d"]
@@ -174,8 +174,7 @@ class FrameProbe:
         self.low = TemporalDetection3DMetric(self.task.classes, score_threshold=0.1,
                                              grid_extent=(g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]))
         self.tracked = self.task.make_metric()
-        self.tracker = ObjectTracker()
-        self.where: tuple[str, int] | None = None
+        self.trackers = SequenceTrackers()  # a new clip starts with no tracks
         self.track_cpu_s: list[float] = []
 
     def __call__(self, frame: Any) -> None:
@@ -187,14 +186,11 @@ class FrameProbe:
         o = {k: v[None] for k, v in frame.outputs["objects3d"].items()}  # the batch of one frame
         targets = self.task.targets(batch)
         self.low.update(self.task.decode(o, batch), with_sequence(targets, batch))
-        where = (batch.scene_id[0], int(batch.frame_index[0]))
-        if self.where is None or where[0] != self.where[0] or where[1] <= self.where[1]:
-            self.tracker.reset()  # a new clip
-        self.where = where
         c0 = time.process_time()
-        tracked = self.tracker.update(frame.decoded["objects3d"], batch.T_world_from_ego[0], float(batch.timestamp[0]))
+        tracked = self.trackers([frame.decoded["objects3d"]], batch.scene_id, batch.frame_index, batch.T_world_from_ego,
+                                batch.timestamp)
         self.track_cpu_s.append(time.process_time() - c0)
-        self.tracked.update([tracked], with_sequence(targets, batch))
+        self.tracked.update(tracked, with_sequence(targets, batch))
         for b, t in enumerate(targets):
             if t is None:
                 continue

@@ -34,7 +34,7 @@ from hydranet.deploy import (
     run_infer,
     suite_metrics,
 )
-from hydranet.eval import TRACKED_TASK, SuiteError, evaluate, load_suites
+from hydranet.eval import SuiteError, evaluate, load_suites
 from hydranet.json_files import dumps, to_jsonable
 
 console = make_console()
@@ -226,10 +226,8 @@ def infer(
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
     _threads(threads)
     dm = _deployed(model, threads)  # clear errors for a bad graph/manifest before any frame is rendered
-    if track and TRACKED_TASK not in dm.tasks:
-        raise typer.BadParameter(f"tracking follows {TRACKED_TASK} boxes; this graph's heads are {list(dm.tasks)}",
-                                 param_hint="--track")
-    # cli_errors: a missing, truncated or corrupt shard (ShardError) is one error line naming file/sample, exit 2
+    # cli_errors: a missing, truncated or corrupt shard (ShardError), or --track on a graph without objects3d, is
+    # one error line, exit 2
     with cli_errors():
         try:
             with progress("inferring", frames, console, unit="frames") as bar:

@@ -31,6 +31,7 @@ from hydranet.eval import (
     run_suite,
     run_to_json,
     select_tasks,
+    tracks_objects,
     write_html_report,
 )
 from hydranet.json_files import dumps, to_jsonable
@@ -142,10 +143,10 @@ def eval_command(
     model = _load(checkpoint, dev)
     results, failed = [], 0
     tracking = TrackerOptions() if track else None
-    tracked = [s.name for s in suites if s.sequence is not None and "objects3d" in s.tasks] if track else []
+    tracked = [s.name for s in suites if tracks_objects(s, model.task_objects)] if track else []
     if track and not tracked:
-        raise typer.BadParameter("no suite streams clips (sequence:) and scores objects3d: there is nothing to track",
-                                 param_hint="--track")
+        raise typer.BadParameter("no suite streams clips (sequence:) and scores objects3d, a head of this model: "
+                                 "there is nothing to track", param_hint="--track")
     if track:
         console.print(f"--track: objects3d boxes tracked over each clip of {', '.join(tracked)}; their `ave` (mAVE) "
                       "scores the tracks' velocity" + ("" if len(tracked) == len(suites) else

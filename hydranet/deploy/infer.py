@@ -27,7 +27,7 @@ from hydranet.data import collate
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
+from hydranet.eval import Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import check_fits
@@ -98,7 +98,7 @@ def run_infer(graph: str | Path, data: str, out: str | Path, frames: int | None 
     (``OutputError``) unless ``overwrite``, which replaces only an earlier ``infer``/``predict`` output, and
     only once every frame is written; a failure (a corrupt shard, a full disk: ``OutputWriteError`` naming
     the file) leaves no ``out`` (or the old one untouched). ``track``: stream the frames in order and track the
-    ``objects3d`` boxes (module docstring); ``ValueError`` for a graph without that head."""
+    ``objects3d`` boxes (module docstring); ``ValueError`` (``Evaluator``'s) for a graph without that head."""
     with staged_directory(out, overwrite, PREDICTIONS, owned=recorded_predictions) as stage:
         return _infer_into(stage, graph, data, frames, threads, ground_truth, scale, on_frame, track)
 
@@ -109,16 +109,16 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
     """``run_infer``'s body, writing into ``out`` (the staging directory)."""
     dm = DeployedModel(graph, threads=threads)
     m = dm.manifest
-    if track and TRACKED_TASK not in dm.tasks:
-        raise ValueError(f"{graph}: --track follows {TRACKED_TASK} boxes, and this graph's heads are {list(dm.tasks)}")
     stream = dm.is_temporal or track
-    dataset, indices = _open_frames(dm, data, frames, ground_truth, consecutive=stream)
-    grid = m.bev_grid
     if stream and m.batch != 1:
         raise ValueError(f"{graph}: a graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
                          "hydranet infer streams one sequence (a temporal graph, or --track): export with --batch 1")
-    # Streamed: from the zero state (no tracks), and again at each new scene (the Streamer's rule).
-    predictor = Evaluator(dm, score=False, stream=stream, tracking=TrackerOptions() if track else None)
+    tracking = TrackerOptions() if track else None
+    # Streamed: from the zero state (no tracks), and again at each new scene (the Streamer's rule). Built before
+    # any frame is opened: the evaluator refuses tracking on a graph without objects3d.
+    predictor = Evaluator(dm, score=False, stream=stream, tracking=tracking)
+    dataset, indices = _open_frames(dm, data, frames, ground_truth, consecutive=stream)
+    grid = m.bev_grid
     records = []
     for s in range(0, len(indices), m.batch):
         samples = [dataset[i] for i in indices[s:s + m.batch]]
@@ -141,7 +141,7 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
             if on_frame is not None:
                 on_frame(1)
     result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": stream,
-              "tracked": TrackerOptions().model_dump() if track else None,
+              "tracked": tracking.model_dump() if tracking is not None else None,
               "camera_names": m.camera_names,
               "trunk_hash": m.trunk_hash, "quantization": m.quantization.model_dump() if m.quantization else None,
               "frames": records}

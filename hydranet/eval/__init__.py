@@ -13,7 +13,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "loop": ["EagerPredictor", "EvalFrame", "Evaluator", "Prediction", "Predictor", "Streamer", "dataset_batches",
         "evaluate", "evaluate_clips", "predictor_of", "with_sequence"],
     "report": ["write_html_report"],
-    "runner": ["check_thresholds", "run_suite", "run_to_json"],
+    "runner": ["check_thresholds", "run_suite", "run_to_json", "tracks_objects"],
     "sequence": ["clip_indices", "scene_runs"],
     "tracking": ["TRACKED_TASK", "ObjectTracker", "SequenceTrackers", "TrackerOptions"],
     "suite": ["SuiteError", "load_suite", "load_suites", "lower_is_better", "resolve_suite_path", "select_tasks",

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hydranet.data import Batch, collate
+from hydranet.eval.sequence import sequence_starts
 from hydranet.eval.tracking import TRACKED_TASK, SequenceTrackers, TrackerOptions
 from hydranet.metrics import Metric
 from hydranet.model import HydraNet
@@ -199,8 +200,7 @@ class Streamer:
         elif len(where) != len(self._where):
             raise ValueError(f"streaming: batch size changed from {len(self._where)} to {len(where)} without reset()")
         else:
-            new_sequence = torch.tensor([s != ps or f <= pf for (s, f), (ps, pf) in zip(where, self._where,
-                                                                                        strict=True)])
+            new_sequence = torch.tensor(sequence_starts(where, self._where))
             if bool(new_sequence.any()):
                 self.state = self.predictor.reset_rows(self.state, new_sequence)
         self._where = where
@@ -297,7 +297,7 @@ class Evaluator:
         self.names = sorted(self.tasks)
         self.streamer = Streamer(self.predictor) if stream else None
         if tracking is not None and (not stream or TRACKED_TASK not in self.tasks):
-            raise ValueError(f"tracking follows {TRACKED_TASK} over streamed frames: it needs stream=True and an "
+            raise ValueError(f"tracking follows {TRACKED_TASK} boxes over streamed frames: it needs stream=True and an "
                              f"{TRACKED_TASK} task (tasks: {self.names})")
         self.trackers = SequenceTrackers(tracking) if tracking is not None else None
         if metrics is None:

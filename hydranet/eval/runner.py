@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,12 @@ def name_cameras(state: dict[str, Any], names: Any) -> None:
                 m.camera_names = tuple(names)
 
 
+def tracks_objects(suite: Suite, model_tasks: Iterable[str]) -> bool:
+    """Whether ``run_suite(..., tracking=)`` tracks a model with ``model_tasks`` on ``suite``: a video suite
+    (``sequence``) that scores ``objects3d``, which the model has."""
+    return suite.sequence is not None and TRACKED_TASK in suite.tasks and TRACKED_TASK in model_tasks
+
+
 def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device = "cpu", batch_size: int = 4,
               frames: int | None = None, on_batch: Callable[[int, int], None] | None = None,
               tracking: TrackerOptions | None = None) -> dict[str, SuiteRun]:
@@ -216,7 +222,7 @@ def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device =
         if tasks:
             # A video suite streams every model; otherwise only a model that has no single-frame path.
             stream = True if suite.sequence is not None else None
-            tracked = tracking if stream and TRACKED_TASK in tasks else None
+            tracked = tracking if tracks_objects(suite, tasks) else None
             evaluators[label] = Evaluator(model, {n: predictor_of(model).tasks[n] for n in tasks},
                                           metrics={n: te.metric for n, te in tasks.items()},
                                           on_frame=_record_frames(tasks), stream=stream, tracking=tracked)

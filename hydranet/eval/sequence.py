@@ -3,7 +3,7 @@
 A *clip* is a list of consecutive dataset indices of one scene. ``hydranet.eval.loop.evaluate_clips`` streams
 each from the reset state (the suite runner streams the clips its plan expands, ``clip_indices``); every frame
 is scored, its targets carrying ``sequence = (scene_id, frame_index)`` so occlusion persistence and flicker can
-follow objects across frames.
+follow objects across frames. ``sequence_starts`` is the one rule by which a stream's row starts over.
 """
 
 from __future__ import annotations
@@ -38,3 +38,11 @@ def scene_runs(dataset: Dataset, limit: int | None = None) -> list[list[int]]:
         else:
             runs.append([i])
     return runs
+
+
+def sequence_starts(where: list[tuple[str, int]], previous: list[tuple[str, int]]) -> list[bool]:
+    """Per stream row, whether its ``(scene_id, frame_index)`` starts a new sequence after the row's ``previous``
+    one: another scene, or a frame index that does not grow (the rule ``Streamer`` resets its memory by and
+    ``SequenceTrackers`` their tracks). Raises ``ValueError`` when the two lists differ in length."""
+    return [scene != last_scene or frame <= last_frame
+            for (scene, frame), (last_scene, last_frame) in zip(where, previous, strict=True)]

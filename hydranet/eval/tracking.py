@@ -33,6 +33,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from hydranet.eval.sequence import sequence_starts
+
 TRACKED_TASK = "objects3d"  # the task whose decoded boxes are tracked
 
 
@@ -190,9 +192,10 @@ class SequenceTrackers:
         if len(where) != len(self.trackers):
             self.trackers = [ObjectTracker(self.options) for _ in where]
             self._where = []
-        for i, (w, tracker) in enumerate(zip(where, self.trackers, strict=True)):
-            if self._where and (w[0] != self._where[i][0] or w[1] <= self._where[i][1]):
-                tracker.reset()
+        if self._where:
+            for tracker, starts in zip(self.trackers, sequence_starts(where, self._where), strict=True):
+                if starts:
+                    tracker.reset()
         self._where = where
         return [tracker.update(d, T_world_from_ego[i], float(timestamp[i]))
                 for i, (d, tracker) in enumerate(zip(decoded, self.trackers, strict=True))]
