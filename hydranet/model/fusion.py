@@ -29,6 +29,8 @@ is what the height-in-channels stacking, the BEV encoder and the camera depth ta
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -89,70 +91,110 @@ def _project(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, image_h
 
 
 class _BilinearTaps(torch.autograd.Function):
-    """``out[v] = sum_k wgt[v, k] * rows[idx[v, k]]``: ``rows [M, C]``, ``idx [V, 4]`` int64, ``wgt [V, 4]`` fp32
-    -> ``[V, C]`` in ``rows``' dtype (the weights are cast to it, as a conv's output is bf16 under autocast).
+    """``out[d] = sum_{e in bag d} wgt[e] * rows[idx[e]]``: ``rows [M, C]``, entries ``idx [E]`` int64 with fp32
+    weights ``wgt [E]``, grouped into bags by ``bag [E]`` (ascending, int64) whose starts are ``offsets [D]`` ->
+    ``[D, C]`` in ``rows``' dtype (the weights are cast to it, as a conv's output is bf16 under autocast); an empty
+    bag gives zeros.
 
-    Forward is one ``embedding_bag`` (mode ``sum`` with per-sample weights): it never builds the ``[V, 4, C]`` taps
-    that an ``index_select``, a multiply and a sum pass through memory three times (eager inference of the fusion,
-    fp32, 2 threads: 0.8 ms against 8.7 ms). Backward scatters ``wgt * grad`` into the rows with one ``index_add``,
-    which is faster than ``embedding_bag``'s own backward (1 thread, 41,492 points x 32 channels: 10.6 ms against
-    15.6 ms). No gradient flows to ``idx`` or ``wgt`` (the projection is geometry, not learnt)."""
+    Forward is one ``embedding_bag`` (mode ``sum`` with per-sample weights): every tap of every camera and level that
+    feeds an output row is summed in one pass, never building the ``[E, C]`` taps that an ``index_select``, a
+    multiply and a scatter pass through memory three times. Backward scatters ``wgt * grad[bag]`` into the rows with
+    one ``index_add``, which is faster than ``embedding_bag``'s own backward (1 thread, 41,492 points x 32 channels:
+    10.6 ms against 15.6 ms). No gradient flows to the entries or weights (the projection is geometry, not learnt)."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, idx: Tensor, wgt: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, rows: Tensor, idx: Tensor, wgt: Tensor, bag: Tensor, offsets: Tensor  # type: ignore[override]
+                ) -> Tensor:
         w = wgt.to(rows.dtype)
-        ctx.save_for_backward(idx, w)
+        ctx.save_for_backward(idx, w, bag)
         ctx.num_rows = rows.shape[0]
-        return F.embedding_bag(idx, rows, per_sample_weights=w, mode="sum")
+        return F.embedding_bag(idx, rows, offsets, mode="sum", per_sample_weights=w)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        idx, w = ctx.saved_tensors
-        contributions = (grad[:, None, :] * w.to(grad.dtype)[..., None]).reshape(-1, grad.shape[-1])
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        idx, w, bag = ctx.saved_tensors
+        contributions = grad.index_select(0, bag) * w.to(grad.dtype)[:, None]
         grad_rows = torch.zeros(ctx.num_rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
-        return grad_rows.index_add_(0, idx.reshape(-1), contributions), None, None
+        return grad_rows.index_add_(0, idx, contributions), None, None, None, None
 
 
-def _sample_visible(feats: dict[str, Tensor], levels: list[str], coords: Tensor, visible: Tensor) -> Tensor:
-    """Bilinear samples (``grid_sample`` semantics: ``align_corners=False``, zero padding) of every level
-    at the visible (sample, camera, point) triples only, summed over cameras and levels: ``[B, P, C]`` fp32.
+def _same_values(a: Tensor | None, b: Tensor | None) -> bool:
+    """Both None, or tensors of one shape, dtype and device holding the same values (NaN never equals)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
-    A reference point is seen by one or two of the rig's cameras, so sampling only those does an eighth of
-    ``grid_sample``'s work over all cameras, and its backward is one ``index_add`` per level instead of
-    ``grid_sample``'s serial scatter. Feature maps are read as rows of a channels-last ``[B*N*h*w, C]``
-    view; interpolation coordinates and weights stay fp32 (a bf16 pixel coordinate is off by up to 1 px)."""
+
+class SamplingPlan(NamedTuple):
+    """What ``_gather`` reads, built from the geometry alone (``_plan``). Output rows are the reference points of
+    each sample in *cell-major* order (row ``(b * cells + cell) * Z + z`` for the point at height ``z`` over BEV
+    cell ``cell``), so the result views as ``[B, R, C', Z, C]``. Each row is a bag of entries: the four bilinear
+    taps of every camera that sees the point, on every FPN level, as rows of the levels' concatenated
+    ``[sum_l B*N*h_l*w_l, C]`` feature table (``taps [E]`` int64), weighted by the tap's bilinear weight over the
+    number of cameras that see the point (``weights [E]`` fp32; 0 for a tap outside the map), ``bag [E]`` int64
+    the row of each entry (ascending) and ``offsets [B*P]`` int64 the first entry of each row. ``count [B, P]``
+    int64: the cameras that see each point, in ``BevSampler.points``' height-major order."""
+
+    taps: Tensor
+    weights: Tensor
+    bag: Tensor
+    offsets: Tensor
+    count: Tensor
+
+
+def _plan(level_hw: list[tuple[int, int]], coords: Tensor, visible: Tensor, heights: int) -> SamplingPlan:
+    """The ``SamplingPlan`` of ``grid_sample``'s bilinear arithmetic (``align_corners=False``, zero padding) at
+    the visible pairs of ``coords [B, N, P, 2]`` / ``visible [B, N, P]`` (``project_to_cameras`` of ``heights``
+    height-major slices of points) on feature maps of the given ``(h, w)``, averaged over the cameras that see each
+    point and summed over levels. Interpolation coordinates and weights stay fp32 (a bf16 pixel coordinate is off
+    by up to 1 px)."""
     B, N, P = visible.shape
+    cells = P // heights
     b, n, p = visible.nonzero(as_tuple=True)  # [V] each
     uv = coords[b, n, p]  # [V, 2] normalised to [-1, 1]
-    out: Tensor | None = None
-    for name in levels:
-        f = feats[name]
-        _, ch, h, w = f.shape
-        rows = f.permute(0, 2, 3, 1).reshape(B * N * h * w, ch)  # a view when f is channels-last
+    count = visible.sum(1)  # [B, P]
+    share = 1.0 / count[b, p].to(uv.dtype)  # [V]: each seeing camera's share of the point's mean
+    all_taps, all_weights, first_row = [], [], 0
+    for h, w in level_hw:
         x = (uv[:, 0] + 1.0) * (w / 2.0) - 0.5  # feature-map pixel coordinates, centres at integers
         y = (uv[:, 1] + 1.0) * (h / 2.0) - 0.5
         x0, y0 = x.floor(), y.floor()
         fx, fy = x - x0, y - y0
         x0, y0 = x0.long(), y0.long()
-        taps, weights = [], []
         for dy, wy in ((0, 1.0 - fy), (1, fy)):
             for dx, wx in ((0, 1.0 - fx), (1, fx)):
                 xi, yi = x0 + dx, y0 + dy
                 inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)  # zero padding outside the map
-                taps.append(((b * N + n) * h + yi.clamp(0, h - 1)) * w + xi.clamp(0, w - 1))
-                weights.append(torch.where(inside, wx * wy, torch.zeros_like(wx)))
-        idx = torch.stack(taps, 1)  # [V, 4]
-        wgt = torch.stack(weights, 1)  # [V, 4] fp32, exact
-        vals = _BilinearTaps.apply(rows, idx, wgt)  # [V, C] in the features' dtype
-        level = torch.zeros(B * P, ch, dtype=torch.float32, device=vals.device).index_add_(0, b * P + p, vals.float())
-        out = level if out is None else out + level
-    assert out is not None
-    return out.reshape(B, P, -1)
+                all_taps.append(first_row + ((b * N + n) * h + yi.clamp(0, h - 1)) * w + xi.clamp(0, w - 1))
+                all_weights.append(torch.where(inside, wx * wy * share, torch.zeros_like(wx)))
+        first_row += B * N * h * w
+    taps_per_pair = len(all_taps)
+    row = (b * cells + p % cells) * heights + p // cells  # [V] cell-major output row
+    order = torch.argsort(row, stable=True)
+    per_row = torch.bincount(row, minlength=B * P) * taps_per_pair
+    return SamplingPlan(taps=torch.stack(all_taps, 1)[order].reshape(-1),
+                        weights=torch.stack(all_weights, 1)[order].reshape(-1),
+                        bag=row[order].repeat_interleave(taps_per_pair),
+                        offsets=torch.cumsum(per_row, 0) - per_row, count=count)
+
+
+def _gather(feats: dict[str, Tensor], levels: list[str], plan: SamplingPlan) -> Tensor:
+    """Bilinear samples of every level at the plan's visible pairs, averaged over the cameras that see each point
+    and summed over levels: ``[B*P, C]`` in the features' dtype, rows in the plan's cell-major order.
+
+    A reference point is seen by one or two of the rig's cameras, so sampling only those does an eighth of
+    ``grid_sample``'s work over all cameras, and its backward is one ``index_add`` instead of ``grid_sample``'s
+    serial scatter. Feature maps are read as rows of a channels-last ``[B*N*h*w, C]`` view (a copy for other
+    layouts); several levels are concatenated into one table."""
+    tables = [feats[name].permute(0, 2, 3, 1).reshape(-1, feats[name].shape[1]) for name in levels]
+    rows = tables[0] if len(tables) == 1 else torch.cat(tables)
+    return _BilinearTaps.apply(rows, plan.taps, plan.weights, plan.bag, plan.offsets)
 
 
 def _sample_dense(feats: dict[str, Tensor], levels: list[str], coords: Tensor, B: int, N: int) -> Tensor:
-    """``_sample_visible`` written with ``grid_sample`` over every camera (static shapes, ONNX
-    ``GridSample``); invisible points carry coordinates far outside the map and sample exact zeros."""
+    """Bilinear samples of every level at ``coords [B, N, P, 2]`` summed over cameras and levels, ``[B, C, P]``
+    fp32, written with ``grid_sample`` over every camera (static shapes, ONNX ``GridSample``): the traced form of
+    ``_gather``. Invisible points carry coordinates far outside the map and sample exact zeros."""
     P = coords.shape[2]
     total: Tensor | None = None
     for name in levels:
@@ -162,7 +204,7 @@ def _sample_dense(feats: dict[str, Tensor], levels: list[str], coords: Tensor, B
         s = s.reshape(B, N, f.shape[1], P).sum(1)
         total = s if total is None else total + s
     assert total is not None
-    return total.transpose(1, 2)  # [B, P, C]
+    return total
 
 
 class BevSampler(nn.Module):
@@ -182,44 +224,97 @@ class BevSampler(nn.Module):
         z = torch.tensor(self.heights).view(-1, 1, 1, 1).expand(-1, R, C, 1)
         points = torch.cat([centres.expand(len(self.heights), R, C, 2), z], -1)  # [Z, R, C, 3]
         self.register_buffer("points", points.reshape(-1, 3), persistent=False)
-        # Normalised ego (x, y) per cell: CoordConv-style channels so the encoder knows range/bearing.
-        coords = centres.permute(2, 0, 1) / torch.tensor([max(map(abs, grid.x_range)), max(map(abs, grid.y_range))]
-                                                          ).view(2, 1, 1)
-        self.register_buffer("coords", coords, persistent=False)
+        # Normalised ego (x, y) per cell [1, R, C, 2]: CoordConv-style channels so the encoder knows range/bearing.
+        coords = centres / torch.tensor([max(map(abs, grid.x_range)), max(map(abs, grid.y_range))])
+        self.register_buffer("coords", coords[None], persistent=False)
         n_z = len(self.heights)
         self.reduce = nn.Sequential(nn.Conv2d(in_channels * n_z + n_z + 2, out_channels, 1, bias=False),
                                     nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        # (key, rig values, SamplingPlan) of the last eager call: ``plan``. Not state: never saved or exported.
+        self._cached_plan: tuple[tuple, tuple[Tensor | None, ...], SamplingPlan] | None = None
+
+    def _traced(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                image_hw: tuple[int, int], camera_valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """What ``lift`` returns, computed with static shapes for tracing and export: ``grid_sample`` over every
+        camera. Height-major, channels first, as ONNX runtimes lay out convolutions."""
+        B, N = intrinsics.shape[:2]
+        R, C = self.grid.shape
+        coords, visible = project_to_cameras(self.points, intrinsics.float(), T_ego_from_cam.float(), image_hw,
+                                             self.min_depth, camera_valid)
+        count = visible.sum(1)  # [B, P] cameras seeing each point
+        total = _sample_dense(feats, self.levels, coords, B, N)  # [B, C, P]
+        mean = total / count.clamp(min=1).to(total.dtype)[:, None]
+        Z = len(self.heights)
+        return mean.reshape(B, -1, Z, R, C), count.reshape(B, Z, R, C).to(mean.dtype)
+
+    def _gathered(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
+                  image_hw: tuple[int, int], camera_valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """What ``lift`` returns, computed eagerly by ``_gather`` with the rig's ``plan``: cell-major
+        ``[B, R, C', Z, C]`` and ``[B, R, C', Z]``."""
+        B = intrinsics.shape[0]
+        R, C = self.grid.shape
+        Z = len(self.heights)
+        plan = self.plan(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        cells = _gather(feats, self.levels, plan).reshape(B, R, C, Z, -1)
+        return cells, plan.count.reshape(B, Z, R, C).permute(0, 2, 3, 1).to(cells.dtype)
 
     def lift(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
              image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Camera-averaged features ``[B, C, Z, R, C']`` (summed over ``levels``) and the number of
-        cameras that see each reference point ``[B, Z, R, C']``.
+        """Camera-averaged features ``[B, C, Z, R, C']`` (summed over ``levels``; fp32, or bf16 under autocast) and
+        the number of cameras that see each reference point ``[B, Z, R, C']``.
 
         ``camera_valid`` bool ``[B, N]``: a False camera sees nothing -- it contributes no sample and
         leaves the count, so points it never saw are bit-for-bit unchanged and the others average over
         the cameras that remain."""
-        B, N = intrinsics.shape[:2]
-        R, C = self.grid.shape
-        Z = len(self.heights)
-        coords, visible = project_to_cameras(self.points, intrinsics.float(), T_ego_from_cam.float(), image_hw,
-                                             self.min_depth, camera_valid)
-        count = visible.sum(1)  # [B, P] cameras seeing each point
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            total = _sample_dense(feats, self.levels, coords, B, N)  # static shapes: ONNX GridSample
-        else:
-            total = _sample_visible(feats, self.levels, coords, visible)
-        fused = total / count.clamp(min=1).to(total.dtype)[..., None]  # [B, P, C] mean over seeing cameras
-        channels = fused.shape[-1]
-        return (fused.reshape(B, Z, R, C, channels).permute(0, 4, 1, 2, 3),
-                count.reshape(B, Z, R, C).to(fused.dtype))
+            return self._traced(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        cells, count = self._gathered(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        return cells.permute(0, 4, 3, 1, 2), count.permute(0, 3, 1, 2)
+
+    def plan(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor, image_hw: tuple[int, int],
+             camera_valid: Tensor | None = None) -> SamplingPlan:
+        """The ``SamplingPlan`` of the reference points in this rig (``intrinsics [B, N, 3, 3]``, ``T_ego_from_cam
+        [B, N, 4, 4]``, ``camera_valid`` bool ``[B, N]`` or None) on ``feats``' levels.
+
+        The last plan is kept with the values it was built from and returned again while they repeat: a car's rig
+        does not change from frame to frame, so streaming, evaluating or training on one rig projects the
+        reference points once instead of every frame (BEVPoolv2, Huang & Huang 2022, precomputes its view
+        transform's indices for fixed cameras the same way). The key is the values, not the tensors: a
+        recalibrated camera, another dataset's rig or a per-sample augmentation gets a new plan, bit-identical to
+        what the projection gives that input."""
+        K, T = intrinsics.float(), T_ego_from_cam.float()
+        level_hw = [tuple(feats[name].shape[-2:]) for name in self.levels]
+        key = (tuple(image_hw), tuple(level_hw), K.device)
+        cached = self._cached_plan
+        if cached is not None and cached[0] == key and all(
+                _same_values(a, b) for a, b in zip(cached[1], (K, T, camera_valid), strict=True)):
+            return cached[2]
+        coords, visible = project_to_cameras(self.points, K, T, image_hw, self.min_depth, camera_valid)
+        plan = _plan(level_hw, coords, visible, len(self.heights))
+        rig = tuple(None if t is None else t.detach().clone() for t in (K, T, camera_valid))
+        self._cached_plan = (key, rig, plan)
+        return plan
 
     def forward(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
                 image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> Tensor:
-        fused, count = self.lift(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
-        B, _, _, R, C = fused.shape
-        # Heights stacked into channels: the 1×1 conv learns what each height slice means.
-        extra = [count / intrinsics.shape[1], self.coords.expand(B, -1, -1, -1).to(fused.dtype)]
-        return self.reduce(torch.cat([fused.reshape(B, -1, R, C), *extra], 1))
+        """The reduced BEV map ``[B, out_channels, R, C']``: per cell the height slices stacked into channels
+        (channel ``c * Z + z``: the 1×1 conv learns what each height means), the share of cameras that see each
+        height and the cell's normalised ego (x, y)."""
+        n = intrinsics.shape[1]
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            fused, count = self._traced(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+            B, ch, Z, R, C = fused.shape
+            x = torch.cat([fused.reshape(B, ch * Z, R, C), count / n,
+                           self.coords.permute(0, 3, 1, 2).expand(B, -1, -1, -1).to(fused.dtype)], 1)
+            return self.reduce(x)
+        cells, count = self._gathered(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
+        B, R, C, Z, ch = cells.shape
+        # The same channels, built channels-last from the cell-major samples: each cell's [Z, C] block is transposed
+        # where it lies in memory, where a transpose to [B, C, Z, R, C'] strides across the whole map (base preset,
+        # one frame: 13 ms for that copy alone).
+        x = torch.cat([cells.transpose(-1, -2).reshape(B, R, C, ch * Z), count / n,
+                       self.coords.expand(B, -1, -1, -1).to(cells.dtype)], -1)
+        return self.reduce(x.permute(0, 3, 1, 2))
 
 
 class ResBlock(nn.Module):

@@ -159,26 +159,32 @@ def test_camera_average_counts_only_the_cameras_that_see_a_point():
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_visible_pair_gather_equals_grid_sample_over_every_camera(layout):
-    """The eager sampler (a gather at the visible (point, camera) pairs) and the traced one (grid_sample over
-    every camera, what ONNX gets) compute the same values and the same feature gradients, with a dead camera."""
-    from hydranet.model.fusion import _sample_dense, _sample_visible
+    """The eager sampler (one weighted gather of the visible (point, camera) pairs' taps, averaged over cameras,
+    in cell-major order) and the traced one (grid_sample over every camera, what ONNX gets) compute the same
+    values and the same feature gradients, with a dead camera."""
+    from hydranet.model.fusion import _gather, _plan, _sample_dense
 
     torch.manual_seed(0)
     rig = default_rig((H, W))
     B, N = 2, len(rig)
     K = rig.intrinsics()[None].expand(B, -1, -1, -1)
     T = rig.extrinsics()[None].expand(B, -1, -1, -1)
-    sampler = BevSampler(GRID, 5, 4, [0.0, 1.0, 4.0], ["p2", "p3"], stride=1)
+    heights = [0.0, 1.0, 4.0]
+    sampler = BevSampler(GRID, 5, 4, heights, ["p2", "p3"], stride=1)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     feats = {"p2": torch.randn(B * N, 5, H // 4, W // 4).to(memory_format=fmt).requires_grad_(),
              "p3": torch.randn(B * N, 5, H // 8, W // 8).to(memory_format=fmt).requires_grad_()}
     coords, visible = project_to_cameras(sampler.points, K, T, (H, W), sampler.min_depth)
     visible[1, 3] = False  # a dead camera: its points sample nothing
     coords = torch.where(visible[..., None], coords, torch.full_like(coords, OUTSIDE))
-    assert visible.sum(1).max() >= 2  # some points are seen by two cameras: the sum over cameras is exercised
-    sparse = _sample_visible(feats, sampler.levels, coords, visible)
-    dense = _sample_dense(feats, sampler.levels, coords, B, N)
-    assert sparse.shape == dense.shape == (B, sampler.points.shape[0], 5)
+    count = visible.sum(1)
+    assert count.max() >= 2  # some points are seen by two cameras: the mean over cameras is exercised
+    plan = _plan([tuple(f.shape[-2:]) for f in feats.values()], coords, visible, len(heights))
+    assert torch.equal(plan.count, count)
+    R, C = GRID.shape
+    sparse = _gather(feats, sampler.levels, plan).reshape(B, R, C, len(heights), 5)
+    dense = _sample_dense(feats, sampler.levels, coords, B, N) / count.clamp(min=1)[:, None]  # [B, C, P]
+    dense = dense.reshape(B, 5, len(heights), R, C).permute(0, 3, 4, 2, 1)  # height-major -> cell-major
     torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(sparse)
     g_sparse = torch.autograd.grad((sparse * g).sum(), list(feats.values()))
@@ -186,3 +192,61 @@ def test_visible_pair_gather_equals_grid_sample_over_every_camera(layout):
     for a, b in zip(g_sparse, g_dense, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert float(g_sparse[0].reshape(B, N, -1)[1, 3].abs().max()) == 0.0  # the dead camera gets no gradient
+
+
+def test_eager_and_traced_sampler_give_the_same_bev_map():
+    """``BevSampler.forward`` builds the reduce conv's input channels-last from the gather and channels-first from
+    the traced grid_sample: the same channels in the same order (the 1x1 conv's weights serve both)."""
+    torch.manual_seed(0)
+    rig = default_rig((H, W))
+    K, T = rig.intrinsics()[None], rig.extrinsics()[None]
+    sampler = BevSampler(GRID, 5, 4, [0.0, 1.0, 4.0], ["p2", "p3"], stride=1).eval()
+    feats = {"p2": torch.randn(len(rig), 5, H // 4, W // 4), "p3": torch.randn(len(rig), 5, H // 8, W // 8)}
+
+    class Levels(torch.nn.Module):  # what tracing sees: tensors in, the sampler's module state inside
+        def __init__(self) -> None:
+            super().__init__()
+            self.sampler = sampler
+
+        def forward(self, p2: torch.Tensor, p3: torch.Tensor) -> torch.Tensor:
+            return self.sampler({"p2": p2, "p3": p3}, K, T, (H, W))
+
+    with torch.no_grad():
+        eager = sampler(feats, K, T, (H, W))
+        traced = torch.jit.trace(Levels(), (feats["p2"], feats["p3"]))
+        torch.testing.assert_close(eager, traced(feats["p2"], feats["p3"]), atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_plan_is_reused_for_one_rig_and_rebuilt_when_its_values_change():
+    """The sampler keeps the last rig's plan while K, T and camera_valid hold the same values (a car's fixed rig),
+    and builds a new one when any of them changes, even in place in the same tensor; every output equals a fresh
+    sampler's (no plan kept)."""
+    rig = default_rig((H, W))
+    B, N = 2, len(rig)
+    K = rig.intrinsics()[None].repeat(B, 1, 1, 1)
+    T = rig.extrinsics()[None].repeat(B, 1, 1, 1)
+    feats = uv_features(B, N)
+    sampler = BevSampler(GRID, 2, 4, [0.0, 1.0], ["p3"], stride=1)
+
+    def lifted(K: torch.Tensor, T: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        fused, count = sampler.lift(feats, K, T, (H, W), valid)
+        fresh = BevSampler(GRID, 2, 4, [0.0, 1.0], ["p3"], stride=1)
+        expected, expected_count = fresh.lift(feats, K.clone(), T.clone(), (H, W), valid)
+        assert torch.equal(fused, expected) and torch.equal(count, expected_count)
+        return fused
+
+    first = lifted(K, T)
+    plan = sampler.plan(feats, K, T, (H, W))
+    assert sampler.plan(feats, K.clone(), T.clone(), (H, W)) is plan  # same values, other tensors: reused
+    K[1, 2, 0, 0] *= 1.2  # one camera's focal length changes in place
+    assert sampler.plan(feats, K, T, (H, W)) is not plan
+    assert not torch.equal(lifted(K, T), first)
+    T[0, 0, 0, 3] += 0.5  # a camera moves
+    lifted(K, T)
+    valid = torch.ones(B, N, dtype=torch.bool)
+    valid[0, 3] = False  # a camera fails
+    masked = lifted(K, T, valid)
+    assert sampler.plan(feats, K, T, (H, W), valid) is sampler.plan(feats, K, T, (H, W), valid.clone())
+    assert not torch.equal(lifted(K, T), masked)
+    half = {"p3": feats["p3"][:, :, : H // STRIDE // 2]}  # another feature-map size: its own plan
+    assert sampler.plan(half, K, T, (H, W)) is not sampler.plan(feats, K, T, (H, W))
