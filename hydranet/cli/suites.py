@@ -168,17 +168,6 @@ def eval_command(
     console.print("[bold green]PASS[/]: every threshold met")
 
 
-def _why_undefined(metrics: dict[str, float]) -> str:
-    """Why a task's metric is NaN on a dataset, as far as its counts say."""
-    lights = {k.removeprefix("lights/"): v for k, v in metrics.items() if k.startswith("lights/")}
-    if lights and sum(lights.values()) == 0:
-        return "their labels hold no traffic light whose lit lamp shows"
-    if lights:
-        absent = [state for state, n in lights.items() if n == 0]
-        return f"no {' or '.join(absent)} light in their labels" if absent else "see the metric's definition"
-    return "their labels hold nothing of the class, type or range it is about"
-
-
 def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None, batch_size: int, device: str,
                tasks: str | None) -> None:
     """``eval --data``: the model's metrics on a dataset (``hydranet.eval.evaluate_dataset``), a table per task."""
@@ -201,9 +190,13 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
                           _fmt(value))
     console.print(table)
     for task, metrics in result.metrics.items():
-        undefined = [k for k, v in list(metrics.items())[:_SHOWN_METRICS] if math.isnan(v)]
-        if undefined:
-            console.print(f"—: {task} {', '.join(undefined)} undefined on these frames ({_why_undefined(metrics)})")
+        by_reason: dict[str, list[str]] = {}
+        for k in list(metrics)[:_SHOWN_METRICS]:
+            if k in result.undefined[task]:
+                by_reason.setdefault(result.undefined[task][k], []).append(k)
+        if by_reason:
+            console.print(f"—: {task} undefined on these frames: "
+                          + "; ".join(f"{why} ({', '.join(keys)})" for why, keys in by_reason.items()))
     if result.unlabelled:
         console.print(f"not scored (no frame carries their label): {', '.join(result.unlabelled)}")
     if out is None:
@@ -225,6 +218,7 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
     for name in suite.scenarios:
         table.add_column(name, justify="right", style="dim", overflow="fold")
     style = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skipped": "[yellow]skipped[/]"}
+    undefined_cells = False
     for task in suite.tasks:
         te = run.tasks.get(task)
         rows: list[tuple[str, Any]] = [(c.metric, c) for c in checks if c.task == task]
@@ -238,7 +232,11 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
                     else "—" for s in suite.scenarios]
             table.add_row(task, metric, _fmt(value), "" if c is None else c.threshold,
                           "" if c is None else style[c.status] + (f" ({c.reason})" if c.reason else ""), *scen)
+            undefined_cells |= "—" in (_fmt(value), *scen)
     console.print(table)
+    if undefined_cells:
+        console.print("—: undefined on those frames: the suite's (value) or one scenario's (its column) frames hold "
+                      "nothing the metric measures, e.g. no red light, or the model matched nothing there")
     for task, te in run.tasks.items():  # state confusion by name (traffic lights): what a headline can hide
         if hasattr(te.metric, "states") and hasattr(te.metric, "confusion"):
             _print_confusion(task, te.metric.states, te.metric.confusion(), te.metrics)

@@ -29,17 +29,21 @@ from hydranet.setup import SetupMismatchError, check_fits
 class DatasetEval:
     """What ``evaluate_dataset`` returns: ``frames`` scored, per task the frames carrying its label
     (``labelled_frames``) and its metrics (``metrics``: ``{task: {metric: value}}``, headline first; only tasks
-    with at least one labelled frame), and the tasks no frame labels (``unlabelled``)."""
+    with at least one labelled frame), why each undefined (NaN) metric is undefined (``undefined``: ``{task:
+    {metric: reason}}``, the metric's ``undefined_reason``; ``NO_GROUND_TRUTH`` when the frames hold nothing it
+    is measured on), and the tasks no frame labels (``unlabelled``)."""
 
     frames: int
     labelled_frames: dict[str, int]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     unlabelled: list[str] = field(default_factory=list)
+    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The result as a JSON-ready dict."""
+        """The result as a JSON-ready dict (an undefined metric is null in ``metrics``, its reason in
+        ``undefined``)."""
         return {"frames": self.frames, "labelled_frames": self.labelled_frames, "metrics": self.metrics,
-                "unlabelled": self.unlabelled}
+                "undefined": self.undefined, "unlabelled": self.unlabelled}
 
 
 @torch.no_grad()
@@ -88,6 +92,7 @@ def evaluate_dataset(model: Any, dataset: Dataset, tasks: list[str] | None = Non
     finally:
         model.train(was_training)
     counts = {t: int(labelled[t]) for t in sorted(chosen)}
-    return DatasetEval(frames=n, labelled_frames=counts,
-                       metrics={t: metrics[t] for t in sorted(chosen) if counts[t] > 0},
-                       unlabelled=[t for t in sorted(chosen) if counts[t] == 0])
+    scored = [t for t in sorted(chosen) if counts[t] > 0]
+    return DatasetEval(frames=n, labelled_frames=counts, metrics={t: metrics[t] for t in scored},
+                       unlabelled=[t for t in sorted(chosen) if counts[t] == 0],
+                       undefined={t: evaluator.metrics[t].undefined(metrics[t]) for t in scored})

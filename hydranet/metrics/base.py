@@ -8,6 +8,7 @@ implementation every built-in metric uses.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -39,3 +40,7 @@ class Metric(ABC):
         nothing it is measured on (e.g. ``recall/red`` without a red light: the check is skipped), else a
         short reason the *model's* result is undefined (a check on it fails). Only meaningful for NaN results."""
         return "undefined on these frames"
+
+    def undefined(self, results: dict[str, float]) -> dict[str, str]:
+        """``{key: undefined_reason(key)}`` for every NaN in ``results`` (this metric's ``compute()``)."""
+        return {k: self.undefined_reason(k) for k, v in results.items() if isinstance(v, float) and math.isnan(v)}

@@ -1,6 +1,7 @@
 """`hydranet eval` and `hydranet gate` end to end on a tiny trained checkpoint."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -49,6 +50,9 @@ def test_eval_passes_writes_json_and_fails_on_threshold(tiny_checkpoint, tiny_su
     assert tiny["tasks"]["drivable"]["metrics"]["miou"] > 0.3
     assert set(tiny["tasks"]["drivable"]["per_scenario"]) == {"straight", "night"}
     assert tiny["tasks"]["depth"]["checks"][0]["status"] == "pass"
+    # a "—" cell (a metric undefined on the suite's or a scenario's frames) comes with the line that says so
+    dash_cell = any(re.search(r"│\s*—\s*(│|$)", line) for line in r.output.splitlines())
+    assert dash_cell == ("—: undefined on those frames" in flat(r.output))
 
     strict = tmp_path / "strict.yaml"
     strict.write_text(tiny_suite.read_text().replace('miou: ">= 0.30"', 'miou: ">= 0.999"'))

@@ -4,13 +4,15 @@ fit the model refused before a frame is read."""
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hydranet.checkpoint import load_model
 from hydranet.cli import app
-from hydranet.cli.suites import _why_undefined
 from hydranet.datasets import open_dataset
 from hydranet.eval import evaluate_dataset
+from hydranet.metrics.base import NO_GROUND_TRUTH
+from hydranet.metrics.traffic_light import TrafficLightMetric
 from hydranet.setup import SetupMismatchError
 
 WORLD = {"seed": 5, "num_scenes": 2, "frames_per_scene": 2, "drop_labels": {"depth": 1.0}}
@@ -53,11 +55,15 @@ def test_eval_data_command(tmp_path):
     assert "not scored (no frame carries their label): depth" in " ".join(res.output.split())
     record = json.loads(out.read_text())
     assert record["frames"] == 2 and record["unlabelled"] == ["depth"] and "map" in record["metrics"]["objects3d"]
-    lights = record["metrics"]["traffic_light"]
-    if lights["balanced_accuracy"] is None or lights["balanced_accuracy"] != lights["balanced_accuracy"]:
-        # an undefined metric says why, per task, not only what "—" means
-        said = " ".join(res.output.split())
-        assert "—: traffic_light balanced_accuracy" in said and "no traffic light whose lit lamp shows" in said
+    # every null in the JSON says why, and so does the console for the metrics it shows
+    for task, metrics in record["metrics"].items():
+        assert {k for k, v in metrics.items() if v is None} == set(record["undefined"][task])
+    said = " ".join(res.output.split())
+    for task, reasons in record["undefined"].items():
+        shown = [k for k in list(record["metrics"][task])[:6] if k in reasons]
+        if shown:
+            line = said[said.index(f"—: {task} undefined on these frames: "):]
+            assert all(k in line and reasons[k] in line for k in shown)
     tracked = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--track"])
     assert tracked.exit_code == 2 and "--data scores single frames" in " ".join(tracked.output.split())
     loose = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--allow-missing-tasks"])
@@ -73,8 +79,19 @@ def test_eval_data_command(tmp_path):
 
 
 def test_an_undefined_metric_says_why():
-    assert "no traffic light" in _why_undefined({"balanced_accuracy": float("nan"), "lights/red": 0.0,
-                                                 "lights/yellow": 0.0, "lights/green": 0.0})
-    assert _why_undefined({"lights/red": 2.0, "lights/yellow": 0.0, "lights/green": 5.0}) == \
-        "no yellow light in their labels"
-    assert "class, type or range" in _why_undefined({"map": float("nan")})
+    """``Metric.undefined``: each NaN result with the metric's own reason; frames without a yellow light leave
+    yellow's recall without ground truth, frames without lights leave every rate so."""
+    metric = TrafficLightMetric()
+    boxes = torch.tensor([[10.0, 10.0, 14.0, 20.0], [30.0, 10.0, 34.0, 20.0]])
+    lights = {"boxes": boxes, "camera": torch.tensor([0, 0]), "state": torch.tensor([0, 2])}  # red, green
+    metric.update([{**lights, "scores": torch.tensor([0.9, 0.9])}], [lights])
+    results = metric.compute()
+    undefined = metric.undefined(results)
+    assert undefined == {"recall/yellow": NO_GROUND_TRUTH, "precision/yellow": NO_GROUND_TRUTH}
+    assert results["recall/red"] == 1.0 and "recall/red" not in undefined
+    empty = TrafficLightMetric()
+    empty.update([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "camera": torch.zeros(0, dtype=torch.long),
+                   "state": torch.zeros(0, dtype=torch.long)}],
+                 [{"boxes": torch.zeros(0, 4), "camera": torch.zeros(0, dtype=torch.long),
+                   "state": torch.zeros(0, dtype=torch.long)}])
+    assert empty.undefined(empty.compute())["balanced_accuracy"] == NO_GROUND_TRUTH
