@@ -230,9 +230,10 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
             value = te.metrics.get(metric, math.nan) if te is not None else math.nan
             scen = [_fmt(te.per_scenario[s].get(metric, math.nan)) if te is not None and te.per_scenario.get(s)
                     else "—" for s in suite.scenarios]
-            table.add_row(task, metric, _fmt(value), "" if c is None else c.threshold,
-                          "" if c is None else style[c.status] + (f" ({c.reason})" if c.reason else ""), *scen)
-            undefined_cells |= "—" in (_fmt(value), *scen)
+            cells = [_fmt(value), *scen]
+            table.add_row(task, metric, cells[0], "" if c is None else c.threshold,
+                          "" if c is None else style[c.status] + (f" ({c.reason})" if c.reason else ""), *cells[1:])
+            undefined_cells |= "—" in cells
     console.print(table)
     if undefined_cells:
         console.print("—: undefined on those frames: the suite's (value) or one scenario's (its column) frames hold "
