@@ -7,7 +7,8 @@ learned offsets): every cell of the fusion grid -- the BEV grid at ``stride`` ti
 at fixed heights above the ground. Each point is moved into each camera with that sample's
 ``T_ego_from_cam`` and projected with its ``K``; the camera feature map is bilinearly sampled there
 (``grid_sample``'s arithmetic; in eager mode only at the (point, camera) pairs where the point is in view,
-a gather of feature rows, since a point is seen by one or two of eight cameras). Samples are averaged over
+one weighted gather of feature rows, since a point is seen by one or two of eight cameras, with the plan of
+what to gather kept while the rig's values repeat: ``BevSampler.plan``). Samples are averaged over
 the cameras that see the point, the height slices are stacked into channels (so the network still knows
 *which* height a feature came from), and a small residual BEV encoder turns the result into the fusion-grid
 map it upsamples to the ``[B, C, rows, cols]`` BEV grid every BEV head reads.
