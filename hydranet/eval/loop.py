@@ -29,7 +29,7 @@ graph are scored by exactly the same code. ``on_frame`` sees every frame's decod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -263,6 +263,14 @@ class EvalFrame:
     outputs: Outputs
 
 
+def name_cameras(metrics: Iterable[Metric], names: Sequence[str]) -> None:
+    """Per-camera results keyed by the rig's camera names (``ap/main``), not ``cam0``..``cam7``: every metric that
+    scores per camera (``num_cameras``) and has no names yet takes ``names`` (a batch's ``camera_names``)."""
+    for m in metrics:
+        if getattr(m, "camera_names", "absent") is None and getattr(m, "num_cameras", None) == len(names):
+            m.camera_names = tuple(names)
+
+
 def with_sequence(targets: list[Any], batch: Batch) -> list[Any]:
     """``targets`` (one per sample) with ``sequence = (scene_id, frame_index)`` added to dict targets."""
     return [dict(t, sequence=(batch.scene_id[i], int(batch.frame_index[i]))) if isinstance(t, dict) else t
@@ -330,6 +338,7 @@ class Evaluator:
         if self.trackers is not None:
             prediction.track(self.trackers)
         if self.metrics or self.on_frame is not None:
+            name_cameras(self.metrics.values(), batch.camera_names)
             targets = {t: prediction.targets(t) for t in self.names}
             for t, metric in self.metrics.items():
                 scored = with_sequence(targets[t], batch) if self.streamer is not None else targets[t]

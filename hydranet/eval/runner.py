@@ -170,15 +170,6 @@ def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
     return valid[None].expand(len(batch), -1).contiguous()
 
 
-def name_cameras(state: dict[str, Any], names: Any) -> None:
-    """Per-camera results keyed by the rig's camera names (``ap/main``), not ``cam0``..``cam7``."""
-    for tasks, _ in state.values():
-        for te in tasks.values():
-            m = te.metric
-            if getattr(m, "camera_names", "absent") is None and getattr(m, "num_cameras", None) == len(names):
-                m.camera_names = tuple(names)
-
-
 def tracks_objects(suite: Suite, model_tasks: Iterable[str]) -> bool:
     """Whether ``run_suite(..., tracking=)`` tracks a model with ``model_tasks`` on ``suite``: a video suite
     (``sequence``) that scores ``objects3d``, which the model has."""
@@ -230,7 +221,6 @@ def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device =
     for numbers in _batches(plan, batch_size):
         batch = collate([worlds.sample(plan[i]) for i in numbers]).to(device)
         camera_valid = dead_camera_mask(suite, batch)
-        name_cameras(state, batch.camera_names)
         for evaluator in evaluators.values():
             evaluator.step(batch, camera_valid=camera_valid)
         done += len(numbers)
@@ -278,7 +268,7 @@ def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[C
     """Pass/fail of every threshold; skipped for a metric without ground truth on these frames
     (``judge_undefined``). A threshold on a task the model lacks **fails** (a suite that checks nothing must
     not pass), unless ``allow_missing_tasks`` (``hydranet eval --allow-missing-tasks``) marks it skipped.
-    A metric name the task does not produce is a ``SuiteError``."""
+    A metric name the task does not produce, or one it never scores (``Metric.unscored``), is a ``SuiteError``."""
     out = []
     suite = run.suite
     for name, spec in suite.tasks.items():
@@ -292,6 +282,10 @@ def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[C
             if m not in te.metrics:
                 raise SuiteError(f"{suite.path}: tasks.{name}.thresholds.{m}: task '{name}' has no metric '{m}'; "
                                  f"available: {sorted(te.metrics)}")
+            never = te.metric.unscored(m)
+            if never is not None:
+                raise SuiteError(f"{suite.path}: tasks.{name}.thresholds.{m}: {never}, so a threshold on it could "
+                                 "never be checked")
             value = te.metrics[m]
             if math.isnan(value):
                 status, reason = judge_undefined(te, m)
@@ -320,14 +314,15 @@ def worst_frames(run: SuiteRun, k: int) -> list[tuple[int, float]]:
 
 def run_to_json(run: SuiteRun, checks: list[Check]) -> dict[str, Any]:
     """A JSON-ready report of one suite run: suite fields, frame count, seconds, overall pass, and per
-    task the metrics and threshold checks."""
+    task the metrics (an undefined one null, with its reason in ``undefined``: ``Metric.undefined``) and
+    threshold checks."""
     s = run.suite
     return to_jsonable({
         "suite": s.name, "path": s.path, "description": s.description, "frames": len(run.frames),
         "scenarios": list(s.scenarios), "seeds": list(s.seeds), "seconds": round(run.seconds, 2),
         "passed": all(c.status != "fail" for c in checks), "skipped_tasks": run.skipped,
         "tasks": {name: {"headline": te.headline, "frames": len(te.frames), "metrics": te.metrics,
-                         "per_scenario": te.per_scenario,
+                         "undefined": te.metric.undefined(te.metrics), "per_scenario": te.per_scenario,
                          "checks": [vars(c) for c in checks if c.task == name]}
                   for name, te in run.tasks.items()},
     })

@@ -41,6 +41,11 @@ class Metric(ABC):
         short reason the *model's* result is undefined (a check on it fails). Only meaningful for NaN results."""
         return "undefined on these frames"
 
+    def unscored(self, key: str) -> str | None:
+        """Why result ``key`` is never scored, whatever the frames (e.g. the velocity of a class that never
+        moves), or None: a suite threshold on such a key is refused when it is checked."""
+        return None
+
     def undefined(self, results: dict[str, float]) -> dict[str, str]:
         """``{key: undefined_reason(key)}`` for every NaN in ``results`` (this metric's ``compute()``)."""
         return {k: self.undefined_reason(k) for k, v in results.items() if isinstance(v, float) and math.isnan(v)}

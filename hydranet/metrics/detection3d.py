@@ -302,10 +302,26 @@ class Detection3DMetric(FrameMetric):
                 tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name, empty=np.nan)
         return ap, tp
 
+    def unscored(self, key: str) -> str | None:
+        """``aoe/<class>`` and ``ave/<class>`` of an unoriented class and ``ave/<class>`` of a static one are never
+        scored (nuScenes' detection config: no orientation or velocity for cones, no velocity for barriers)."""
+        name, _, sub = key.partition("/")
+        if sub not in self.classes:
+            return None
+        k = self.classes.index(sub)
+        if name in ("aoe", "ave") and k in self.unoriented:
+            return f"not scored for unoriented '{sub}' (as nuScenes)"
+        if name == "ave" and k in self.static:
+            return f"not scored for static '{sub}' (as nuScenes)"
+        return None
+
     def undefined_reason(self, key: str) -> str:
-        """Why ``key`` is NaN over all frames: ``NO_GROUND_TRUTH`` (no object of the class / in the band /
-        at all), "not scored for unoriented <class>", "no velocity predicted", or "no match" (ground truth
+        """Why ``key`` is NaN over all frames: ``unscored`` when it never has a value, ``NO_GROUND_TRUTH`` (no
+        object of the class / in the band / at all), "no velocity predicted", or "no match" (ground truth
         there, no prediction reached 10 % recall within 2 m)."""
+        never = self.unscored(key)
+        if never is not None:
+            return never
         recs = self.records(None)
         if not recs:
             return NO_GROUND_TRUTH
@@ -322,8 +338,6 @@ class Detection3DMetric(FrameMetric):
             return NO_GROUND_TRUTH
         if name not in _TP_ERRORS:
             return super().undefined_reason(key)
-        if sub in self.classes and classes[0] in self.unoriented and name in ("aoe", "ave"):
-            return f"not scored for unoriented '{sub}' (as nuScenes)"
         ti = self.thresholds.index(TP_THRESHOLD)
         scored = [k for k in classes if k not in self.unoriented]
         matched = [r["errors"][r["matched"][:, ti] & np.isin(r["cls"], scored), 3] for r in recs]

@@ -3,7 +3,8 @@
 import torch
 
 from hydranet.data.sample import OBJECT_CLASSES
-from hydranet.eval.runner import TaskEval, name_cameras
+from hydranet.eval.loop import name_cameras
+from hydranet.eval.runner import TaskEval
 from hydranet.metrics import Detection2DMetric
 from hydranet.setup import default_rig
 
@@ -11,7 +12,7 @@ from hydranet.setup import default_rig
 def test_per_camera_ap_is_keyed_by_camera_name():
     names = default_rig().names
     te = TaskEval("detection2d", Detection2DMetric(OBJECT_CLASSES, num_cameras=8))
-    name_cameras({"model": ({"detection2d": te}, [])}, names)
+    name_cameras([te.metric], names)
     box = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "classes": torch.tensor([0]), "camera": torch.tensor([1])}
     te.metric.update([box | {"scores": torch.ones(1)}], [box | {"visible": torch.ones(1)}])
     out = te.metric.compute()

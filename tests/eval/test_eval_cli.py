@@ -50,6 +50,8 @@ def test_eval_passes_writes_json_and_fails_on_threshold(tiny_checkpoint, tiny_su
     assert tiny["tasks"]["drivable"]["metrics"]["miou"] > 0.3
     assert set(tiny["tasks"]["drivable"]["per_scenario"]) == {"straight", "night"}
     assert tiny["tasks"]["depth"]["checks"][0]["status"] == "pass"
+    for task in tiny["tasks"].values():  # every null metric says why
+        assert {k for k, v in task["metrics"].items() if v is None} == set(task["undefined"])
     # a "—" cell (a metric undefined on the suite's or a scenario's frames) comes with the line that says so
     dash_cell = any(re.search(r"│\s*—\s*(│|$)", line) for line in r.output.splitlines())
     assert dash_cell == ("—: undefined on those frames" in flat(r.output))
@@ -76,6 +78,11 @@ def test_eval_bad_inputs_exit_2(tiny_checkpoint, tiny_suite, tmp_path):
                                                     "grid: {x_range: [-16, 16], y_range: [-16, 16], cell: 1.0}},"))
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(small), "--frames", "1", "--device", "cpu"])
     assert r.exit_code == 2 and "images are 32x128 (HxW) but model 'model' is built for 64x128" in flat(r.output)
+    cones = tmp_path / "cones.yaml"  # a threshold on a metric that never has a value, whatever the frames
+    cones.write_text(tiny_suite.read_text().replace("objects3d: {}", 'objects3d: {thresholds: {ave/cone: "<= 4.0"}}'))
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(cones), "--frames", "1", "--device", "cpu"])
+    assert r.exit_code == 2
+    assert "tasks.objects3d.thresholds.ave/cone: not scored for unoriented 'cone'" in flat(r.output)
     grid = tmp_path / "grid.yaml"
     grid.write_text(tiny_suite.read_text().replace("lighting: day,", "lighting: day, setup: {image_size: [64, 128], "
                                                    "grid: {cell: 0.5}},"))

@@ -55,6 +55,8 @@ def test_eval_data_command(tmp_path):
     assert "not scored (no frame carries their label): depth" in " ".join(res.output.split())
     record = json.loads(out.read_text())
     assert record["frames"] == 2 and record["unlabelled"] == ["depth"] and "map" in record["metrics"]["objects3d"]
+    # per-camera results by the rig's camera names, as suites write them
+    assert "ap/main" in record["metrics"]["detection2d"] and "ap/cam0" not in record["metrics"]["detection2d"]
     # every null in the JSON says why, and so does the console for the metrics it shows
     for task, metrics in record["metrics"].items():
         assert {k for k, v in metrics.items() if v is None} == set(record["undefined"][task])

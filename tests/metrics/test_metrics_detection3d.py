@@ -219,6 +219,12 @@ def test_nuscenes_class_rules_static_barriers_unoriented_cones_and_class_ranges(
     r = m.compute()
     assert r["aoe/barrier"] == pytest.approx(0.3) and np.isnan(r["ave/barrier"])  # barriers: oriented, never move
     assert np.isnan(r["aoe/traffic_cone"]) and np.isnan(r["ave/traffic_cone"])  # cones: neither
+    # never scored, whatever the frames: said so even where no object of the class is there
+    assert m.unscored("ave/barrier") == "not scored for static 'barrier' (as nuScenes)"
+    assert m.unscored("aoe/traffic_cone").startswith("not scored for unoriented 'traffic_cone'")
+    assert m.unscored("ave/car") is None and m.unscored("aoe/barrier") is None and m.unscored("ave") is None
+    empty = Detection3DMetric(NUSCENES_CLASSES)
+    assert empty.undefined_reason("ave/traffic_cone") == m.unscored("ave/traffic_cone")
     assert r["ave/car"] == pytest.approx(2.0 * 2 ** 0.5)
     assert r["ap/car"] == pytest.approx(0.75)  # 0.5 m off: matched at 1, 2 and 4 m, not 0.5 m
     ranged = Detection3DMetric(NUSCENES_CLASSES, class_ranges=NUSCENES_CLASS_RANGE)
