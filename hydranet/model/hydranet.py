@@ -130,6 +130,11 @@ class HydraNet(nn.Module):
         if T_ego_from_cam.shape != (*intrinsics.shape[:2], 4, 4):
             raise ValueError(f"T_ego_from_cam must be [B, N, 4, 4] = {(*intrinsics.shape[:2], 4, 4)}, "
                              f"got {tuple(T_ego_from_cam.shape)}")
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):  # data checks: eager only
+            for name, t in (("intrinsics", intrinsics), ("T_ego_from_cam", T_ego_from_cam)):
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"{name} holds a non-finite value (NaN or inf): the camera geometry of every "
+                                     "sample must be finite")
         B, N = intrinsics.shape[:2]
         first = next(iter(feats.values()))
         if first.shape[0] != B * N:

@@ -127,6 +127,14 @@ def test_bad_inputs_raise_clear_errors(model):
         model(images, K, T[:, :4])
     with pytest.raises(KeyError, match="not configured"):
         model(images, K, T, tasks=["depth_of_field"])
+    bad_K = K.clone()
+    bad_K[0, 2, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="intrinsics holds a non-finite value"):
+        model(images, bad_K, T)
+    bad_T = T.clone()
+    bad_T[0, 1, 0, 3] = float("inf")
+    with pytest.raises(ValueError, match="T_ego_from_cam holds a non-finite value"):
+        model(images, K, bad_T)
 
 
 def test_config_validation_names_the_field():
