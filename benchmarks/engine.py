@@ -30,7 +30,7 @@ one set of settings (``settings.json``): other settings are refused there, never
 
 **From the reference model** (``--from zoo:tiny-world``): the base is the trained reference model itself
 (all seven tasks, its 8-camera setup), fine-tuned exactly as ``configs/engine/vacation.yaml`` does —
-``--ft-steps`` (100) at ``--ft-lr`` (3e-4) on 64 of its own base frames (``--train-config``) plus the
+``--ft-steps`` (100) at ``--ft-lr`` (3e-4) on 128 of its own base frames (``--train-config``) plus the
 ``--budget`` (16) frames chosen from a pool, mined with the vacation's triggers (``light_margin`` +
 night). Two pools of other world seeds, ``--pool-frames`` each: ``natural`` (the world's own lighting
 mix: day, dusk and night drawn per scene, as configs/engine/pool.yaml) and ``rare`` (``--night-fraction``
@@ -457,7 +457,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     # Defaults per mode: the day-only base's small world, or the reference model's vacation fine-tune.
-    defaults = ({"triggers": "light_margin,condition:name=night*2", "frames_per_scene": 4, "base_frames": 64,
+    defaults = ({"triggers": "light_margin,condition:name=night*2", "frames_per_scene": 4, "base_frames": 128,
                  "pool_frames": 160, "budget": 16, "ft_steps": 100, "ft_lr": 3e-4, "eval_frames": 24}
                 if args.start is not None else
                 {"triggers": "entropy:task=drivable,condition:name=night", "frames_per_scene": 5, "base_frames": 40,
