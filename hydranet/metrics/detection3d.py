@@ -239,8 +239,8 @@ class Detection3DMetric(FrameMetric):
                     if thr == TP_THRESHOLD:
                         k = int(p_cls[i])
                         errors[i] = (d[j], 1 - _scale_iou(g_box[j, 3:6], p_box[i, 3:6]),
-                                     np.nan if k in self.unoriented else _angle_diff(g_box[j, 6], p_box[i, 6]),
-                                     np.nan if k in self.static else np.linalg.norm(p_vel[i] - g_vel[j]))
+                                     _angle_diff(g_box[j, 6], p_box[i, 6]) if self._scored(k, "aoe") else np.nan,
+                                     np.linalg.norm(p_vel[i] - g_vel[j]) if self._scored(k, "ave") else np.nan)
         npos = np.bincount(g_cls, minlength=len(self.classes))
         return {"cls": p_cls, "score": p_score, "matched": matched, "errors": errors, "npos": npos}
 
@@ -298,22 +298,28 @@ class Detection3DMetric(FrameMetric):
             for ti, thr in enumerate(self.thresholds):
                 ap[k, ti] = _calc_ap(mds[(k, thr)])
             for j, name in enumerate(_TP_ERRORS):
-                unscored = k in self.unoriented and name in ("aoe", "ave")
-                tp[k, j] = np.nan if unscored else calc_tp(mds[(k, TP_THRESHOLD)], name, empty=np.nan)
+                scored = self._scored(k, name)
+                tp[k, j] = calc_tp(mds[(k, TP_THRESHOLD)], name, empty=np.nan) if scored else np.nan
         return ap, tp
 
+    def _scored(self, k: int, error: str) -> bool:
+        """Whether TP error ``error`` (``_TP_ERRORS``) is scored for class index ``k``: orientation not for an
+        unoriented class, velocity not for a static one (unoriented classes are static too), as nuScenes' detection
+        config (no orientation or velocity for cones, no velocity for barriers). The one rule for matches, per-class
+        errors and ``unscored``."""
+        if error == "aoe":
+            return k not in self.unoriented
+        if error == "ave":
+            return k not in self.static
+        return True
+
     def unscored(self, key: str) -> str | None:
-        """``aoe/<class>`` and ``ave/<class>`` of an unoriented class and ``ave/<class>`` of a static one are never
-        scored (nuScenes' detection config: no orientation or velocity for cones, no velocity for barriers)."""
+        """Why ``<error>/<class>`` is never scored (``_scored``), or None."""
         name, _, sub = key.partition("/")
-        if sub not in self.classes:
+        if sub not in self.classes or self._scored(self.classes.index(sub), name):
             return None
-        k = self.classes.index(sub)
-        if name in ("aoe", "ave") and k in self.unoriented:
-            return f"not scored for unoriented '{sub}' (as nuScenes)"
-        if name == "ave" and k in self.static:
-            return f"not scored for static '{sub}' (as nuScenes)"
-        return None
+        kind = "unoriented" if self.classes.index(sub) in self.unoriented else "static"
+        return f"not scored for {kind} '{sub}' (as nuScenes)"
 
     def undefined_reason(self, key: str) -> str:
         """Why ``key`` is NaN over all frames: ``unscored`` when it never has a value, ``NO_GROUND_TRUTH`` (no
