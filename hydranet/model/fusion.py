@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from hydranet.geometry import BevGrid
 from hydranet.model.temporal import TemporalMemory, TemporalState
+from hydranet.model.tracing import tracing
 
 OUTSIDE = -4.0  # normalised sampling coordinate of points no camera pixel sees
 
@@ -267,7 +268,7 @@ class BevSampler(nn.Module):
         ``camera_valid`` bool ``[B, N]``: a False camera sees nothing -- it contributes no sample and
         leaves the count, so points it never saw are bit-for-bit unchanged and the others average over
         the cameras that remain."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if tracing():
             return self._traced(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
         cells, count = self._gathered(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
         return cells.permute(0, 4, 3, 1, 2), count.permute(0, 3, 1, 2)
@@ -302,7 +303,7 @@ class BevSampler(nn.Module):
         (channel ``c * Z + z``: the 1×1 conv learns what each height means), the share of cameras that see each
         height and the cell's normalised ego (x, y)."""
         n = intrinsics.shape[1]
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if tracing():
             fused, count = self._traced(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
             B, ch, Z, R, C = fused.shape
             x = torch.cat([fused.reshape(B, ch * Z, R, C), count / n,

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
+from hydranet.model.tracing import tracing
 from hydranet.setup import Setup
 from hydranet.tasks import IMAGE_KEY, HeadContext, Task
 
@@ -130,7 +131,7 @@ class HydraNet(nn.Module):
         if T_ego_from_cam.shape != (*intrinsics.shape[:2], 4, 4):
             raise ValueError(f"T_ego_from_cam must be [B, N, 4, 4] = {(*intrinsics.shape[:2], 4, 4)}, "
                              f"got {tuple(T_ego_from_cam.shape)}")
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):  # data checks: eager only
+        if not tracing():  # data checks: eager only
             for name, t in (("intrinsics", intrinsics), ("T_ego_from_cam", T_ego_from_cam)):
                 if not bool(torch.isfinite(t).all()):
                     raise ValueError(f"{name} holds a non-finite value (NaN or inf): the camera geometry of every "

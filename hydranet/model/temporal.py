@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hydranet.geometry import BevGrid
+from hydranet.model.tracing import tracing
 
 AGE_SCALE_S = 1.0  # entry ages enter the network in seconds / AGE_SCALE_S
 
@@ -278,7 +279,7 @@ class TemporalMemory(nn.Module):
 
     def forward(self, bev: Tensor, T_world_from_ego: Tensor, timestamp: Tensor,
                 state: TemporalState) -> tuple[Tensor, TemporalState]:
-        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        if not tracing():
             self._check(bev, T_world_from_ego, timestamp, state)
         B, C, R, W = bev.shape
         Q = self.queue_length
