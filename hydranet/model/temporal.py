@@ -56,6 +56,7 @@ from hydranet.geometry import BevGrid
 from hydranet.model.tracing import tracing
 
 AGE_SCALE_S = 1.0  # entry ages enter the network in seconds / AGE_SCALE_S
+_OUTSIDE = 4.0  # a grid_sample coordinate whose every bilinear tap lies in the zero padding (the map spans [-1, 1])
 
 
 def rigid_inverse(T: Tensor) -> Tensor:
@@ -67,27 +68,63 @@ def rigid_inverse(T: Tensor) -> Tensor:
     return torch.cat([torch.cat([R, t], -1), bottom], -2)
 
 
+class BevWarp(nn.Module):
+    """Resamples BEV maps on ``grid`` from a previous ego frame at the current frame's cell centres.
+
+    ``forward(prev_bev [B, C, R, C'], T_prev_from_curr [B, 4, 4], held [B] | None) -> (warped, valid)``:
+    ``T_prev_from_curr`` maps current-ego points into the previous ego frame; ``held`` (0/1, default all 1) says
+    which maps hold anything. ``valid [B, 1, R, C']`` float32 is 1 where a cell centre lands inside the previous
+    grid of a held map; ``warped [B, C, R, C']`` float32 is the bilinear sample (``grid_sample``, zero padding)
+    there and exactly 0 elsewhere. Cells describe the ground-plane column above them, so the motion is taken at
+    z = 0.
+
+    What does not change from frame to frame is built once: every cell centre in ego (x, y, 1), and the affine
+    map from ego metres to ``grid_sample``'s coordinates (align_corners=False), read off the grid's own
+    ``BevGrid.metres_to_index`` at three points. A frame then costs one 2×3 matrix product per map, one
+    ``bmm`` over the cells and the sample. Coordinates stay fp32 whatever the feature dtype (a bf16 coordinate
+    is off by up to half a cell on a 64-cell grid).
+    """
+
+    def __init__(self, grid: BevGrid):
+        super().__init__()
+        self.grid = grid
+        R, C = grid.shape
+        centres = grid.cell_centres(torch.float32).reshape(-1, 2)
+        self.register_buffer("centres", torch.cat([centres, torch.ones(len(centres), 1)], 1), persistent=False)
+        basis = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # ego (x, y): the origin, +x, +y
+        row, col = grid.metres_to_index(basis[:, 0], basis[:, 1])
+        at = torch.stack([col / C * 2.0 - 1.0, row / R * 2.0 - 1.0])  # [2 (gx, gy), 3 points]
+        linear = at[:, 1:] - at[:, :1]  # [2, 2]: d(gx, gy) / d(x, y)
+        self.register_buffer("sample_linear", linear, persistent=False)
+        self.register_buffer("sample_offset", torch.cat([torch.zeros(2, 2), at[:, :1]], 1), persistent=False)
+
+    def forward(self, prev_bev: Tensor, T_prev_from_curr: Tensor, held: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        B = prev_bev.shape[0]
+        R, C = self.grid.shape
+        T = T_prev_from_curr.float()
+        plane = torch.cat([T[:, :2, :2], T[:, :2, 3:]], -1)  # [B, 2, 3]: previous (x, y) from current (x, y, 1)
+        sample_from_curr = self.sample_linear @ plane + self.sample_offset  # [B, 2, 3]
+        sample = self.centres @ sample_from_curr.transpose(-1, -2)  # [B, P, 2] (gx, gy)
+        valid = sample.abs().amax(-1, keepdim=True) <= 1.0  # [B, P, 1]
+        if held is not None:
+            valid = valid & (held[:, None, None] > 0.5)
+        # An invalid cell samples far outside the map, where every bilinear tap is zero padding: the mask costs
+        # a select over the coordinates instead of a multiply over every channel of the maps.
+        sample = torch.where(valid, sample, torch.full_like(sample, _OUTSIDE))
+        warped = F.grid_sample(prev_bev.float(), sample.reshape(B, R, C, 2), mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        return warped, valid.reshape(B, 1, R, C).float()
+
+
 def warp_bev(prev_bev: Tensor, T_prev_from_curr: Tensor, grid: BevGrid) -> tuple[Tensor, Tensor]:
     """Resample ``prev_bev [B, C, R, C']`` (on ``grid`` in a previous ego frame) at the current frame's
-    cell centres. ``T_prev_from_curr [B, 4, 4]`` maps current-ego points into that previous ego frame.
+    cell centres (``BevWarp``). ``T_prev_from_curr [B, 4, 4]`` maps current-ego points into that previous ego frame.
 
-    Returns the warped map (zeros where the source lies outside the previous grid) and the validity
-    mask ``[B, 1, R, C']``. Sampling coordinates are computed and used in fp32 whatever the feature
-    dtype (a bf16 coordinate is off by up to half a cell on a 64-cell grid).
+    Returns the warped map in ``prev_bev``'s dtype, zeros where the source lies outside the previous grid, and
+    the validity mask ``[B, 1, R, C']``.
     """
-    B = prev_bev.shape[0]
-    R, C = grid.shape
-    centres = grid.cell_centres(torch.float32).to(prev_bev.device).reshape(-1, 2)  # [P, 2] ego x, y
-    T = T_prev_from_curr.float()
-    # z = 0: BEV features describe the ground-plane column above each cell.
-    p_prev = centres[None] @ T[:, :2, :2].transpose(-1, -2) + T[:, None, :2, 3]  # [B, P, 2]
-    row, col = grid.metres_to_index(p_prev[..., 0], p_prev[..., 1])
-    gx = col / C * 2.0 - 1.0
-    gy = row / R * 2.0 - 1.0
-    sample = torch.stack([gx, gy], -1).reshape(B, R, C, 2)
-    warped = F.grid_sample(prev_bev.float(), sample, mode="bilinear", padding_mode="zeros", align_corners=False)
-    valid = ((gx.abs() <= 1.0) & (gy.abs() <= 1.0)).reshape(B, 1, R, C).float()
-    return (warped * valid).to(prev_bev.dtype), valid.to(prev_bev.dtype)
+    warped, valid = BevWarp(grid).to(prev_bev.device)(prev_bev, T_prev_from_curr)
+    return warped.to(prev_bev.dtype), valid.to(prev_bev.dtype)
 
 
 @dataclass
@@ -170,22 +207,29 @@ def ego_velocity(T_world_from_ego: Tensor, T_world_from_past: Tensor, dt: Tensor
     return v * valid.float()[:, None]
 
 
+def unit_channels(x: Tensor, dim: int = 1, eps: float = 1e-6) -> Tensor:
+    """``x / max(||x||, eps)`` along ``dim``, float32: ``F.normalize``'s result, from a sum of squares and an
+    ``rsqrt``. ``F.normalize`` reduces with ``linalg_vector_norm``, which over an NCHW map's strided channel axis
+    is several times slower on CPU."""
+    x = x.float()
+    return x * torch.rsqrt((x * x).sum(dim, keepdim=True).clamp_min(eps * eps))
+
+
 def local_correlation(current: Tensor, previous: Tensor, radius: int) -> Tensor:
-    """Cosine similarity of ``current [B, C, h, w]`` with ``previous [B, C, h, w]`` shifted by every
-    displacement ``(dy, dx)`` in ``[-radius, radius]²`` (row-major): ``[B, (2r+1)², h, w]``, in [-1, 1];
-    0 where the shifted map falls outside (zero padding). Computed in fp32 with pad and slices only
-    (exportable to ONNX). Follows the correlation layer of FlowNet (Dosovitskiy et al., ICCV 2015)."""
-    return _correlate(F.normalize(current.float(), dim=1, eps=1e-6), F.normalize(previous.float(), dim=1, eps=1e-6),
-                      radius)
+    """Cosine similarity of ``current [..., C, h, w]`` with ``previous [..., C, h, w]`` (leading dimensions
+    broadcast) shifted by every displacement ``(dy, dx)`` in ``[-radius, radius]²`` (row-major):
+    ``[..., (2r+1)², h, w]``, in [-1, 1]; 0 where the shifted map falls outside (zero padding). Computed in fp32
+    with pad and slices only (exportable to ONNX). Follows the correlation layer of FlowNet (Dosovitskiy et al.,
+    ICCV 2015)."""
+    return _correlate(unit_channels(current, -3), unit_channels(previous, -3), radius)
 
 
 def _correlate(cur: Tensor, prev: Tensor, radius: int) -> Tensor:
-    """``local_correlation`` of maps already normalised along channels."""
+    """``local_correlation`` of maps already normalised along channels (dimension -3)."""
     prev = F.pad(prev, (radius, radius, radius, radius))
     h, w = cur.shape[-2:]
     k = 2 * radius + 1
-    return torch.cat([(cur * prev[:, :, dy:dy + h, dx:dx + w]).sum(1, keepdim=True)
-                      for dy in range(k) for dx in range(k)], 1)
+    return torch.stack([(cur * prev[..., dy:dy + h, dx:dx + w]).sum(-3) for dy in range(k) for dx in range(k)], -3)
 
 
 def soft_flow(correlation: Tensor, radius: int, beta: Tensor) -> tuple[Tensor, Tensor]:
@@ -235,6 +279,7 @@ class TemporalMemory(nn.Module):
                              f"push_every_metres > 0; got {time_queue}, {space_queue}, {push_every_frames}, "
                              f"{push_every_metres}")
         self.grid = grid
+        self.warp = BevWarp(grid)
         self.channels = channels
         self.time_queue, self.space_queue = time_queue, space_queue
         self.push_every_frames, self.push_every_metres = push_every_frames, float(push_every_metres)
@@ -291,42 +336,48 @@ class TemporalMemory(nn.Module):
         maps = torch.cat([state.queue, state.hidden[:, None]], 1)  # [B, Q + 1, C, h, w]
         poses = torch.cat([state.queue_pose, state.hidden_pose[:, None]], 1)  # [B, Q + 1, 4, 4]
         T_entry_from_curr = rigid_inverse(poses) @ T_curr[:, None]  # [B, Q + 1, 4, 4]
-        warped_all, valid_all = warp_bev(maps.reshape(B * (Q + 1), C, R, W),
-                                         T_entry_from_curr.reshape(B * (Q + 1), 4, 4), self.grid)
+        # A cell reads an entry where its centre lands on the entry's grid and the slot holds a frame; it reads
+        # the hidden map once there is any history (the newest slot is filled).
+        held = torch.cat([state.queue_valid, state.queue_valid[:, :1]], 1)  # [B, Q + 1]
+        warped_all, valid_all = self.warp(maps.reshape(B * (Q + 1), C, R, W), T_entry_from_curr.reshape(-1, 4, 4),
+                                          held.reshape(-1))
         warped_all = warped_all.reshape(B, Q + 1, C, R, W)
-        valid_all = valid_all.reshape(B, Q + 1, R, W)
-        warped, h_prev, h_valid = warped_all[:, :Q], warped_all[:, Q], valid_all[:, Q, None]
-        valid = valid_all[:, :Q] * state.queue_valid[:, :, None, None]
-        warped = warped.reshape(B, Q, C, R, W) * valid[:, :, None]
+        warped, h_prev, valid = warped_all[:, :Q], warped_all[:, Q], valid_all.reshape(B, Q + 1, R, W)[:, :Q]
         age = ((t_now[:, None] - state.queue_time) / AGE_SCALE_S * state.queue_valid)[:, :, None, None]
         ego_v = ego_velocity(T_curr, state.queue_pose[:, 0], t_now - state.queue_time[:, 0], state.queue_valid[:, 0])
         parts = [bev, warped.reshape(B, Q * C, R, W).to(bev.dtype), valid.to(bev.dtype), (age * valid).to(bev.dtype),
                  ego_v[:, :, None, None].expand(B, 2, R, W).to(bev.dtype)]
         if self.correlation_radius:
             parts.append(self._motion(bev, warped, valid, age).to(bev.dtype))
-        x = self.mix(torch.cat(parts, 1))
-
-        started = state.queue_valid[:, :1, None, None]  # [B, 1, 1, 1]: any history at all (newest slot)
-        h_prev = h_prev * h_valid * started
-        h = self.gru(x, h_prev.to(x.dtype))
+        # The GRU runs channels-last, the layout the BEV encoder hands over: oneDNN's 3×3 convolutions take it as
+        # it is, where an NCHW map is reordered into and out of its blocked layout at every conv.
+        x = self.mix(torch.cat(parts, 1)).contiguous(memory_format=torch.channels_last)
+        h = self.gru(x, h_prev.to(x.dtype).contiguous(memory_format=torch.channels_last))
         fused = bev + self.out(h)
 
         # Push: the time queue every k frames, the space queue every d metres (an empty queue always takes one).
-        entry = bev.detach().float() if not self.training else bev.float()
+        # Every field of both queues moves in one shift: slot i takes slot i - 1, each queue's first slot the new
+        # entry, where that queue pushes.
         tq = self.time_queue
         since = state.since_push + 1.0
         push_t = (since >= self.push_every_frames) | (state.queue_valid[:, 0] < 0.5)
-        queue, pose, qtime, qvalid = self._push(state, 0, tq, push_t, entry, T_curr, t_now)
-        since = torch.where(push_t, torch.zeros_like(since), since)
+        push = push_t[:, None].expand(B, tq)
         if self.space_queue:
-            newest = state.queue_pose[:, tq, :2, 3]
-            moved = (T_curr[:, :2, 3] - newest).pow(2).sum(-1).sqrt()
+            moved = (T_curr[:, :2, 3] - state.queue_pose[:, tq, :2, 3]).pow(2).sum(-1).sqrt()
             push_s = (moved >= self.push_every_metres) | (state.queue_valid[:, tq] < 0.5)
-            sq, sp, st, sv = self._push(state, tq, Q, push_s, entry, T_curr, t_now)
-            queue, pose = torch.cat([queue, sq], 1), torch.cat([pose, sp], 1)
-            qtime, qvalid = torch.cat([qtime, st], 1), torch.cat([qvalid, sv], 1)
-        new = TemporalState(hidden=h.float(), hidden_pose=T_curr, queue=queue, queue_pose=pose, queue_time=qtime,
-                            queue_valid=qvalid, since_push=since)
+            push = torch.cat([push, push_s[:, None].expand(B, Q - tq)], 1)  # [B, Q]
+        entry = bev.detach().float() if not self.training else bev.float()
+
+        def shift(old: Tensor, new: Tensor) -> Tensor:
+            queues = [new[:, None], old[:, :tq - 1]]
+            if self.space_queue:
+                queues += [new[:, None], old[:, tq:Q - 1]]
+            return torch.where(push.view(B, Q, *([1] * (old.ndim - 2))), torch.cat(queues, 1), old)
+
+        new = TemporalState(hidden=h.float(), hidden_pose=T_curr, queue=shift(state.queue, entry),
+                            queue_pose=shift(state.queue_pose, T_curr), queue_time=shift(state.queue_time, t_now),
+                            queue_valid=shift(state.queue_valid, torch.ones_like(t_now)),
+                            since_push=torch.where(push_t, torch.zeros_like(since), since))
         return fused, new
 
     def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> Tensor:
@@ -337,25 +388,14 @@ class TemporalMemory(nn.Module):
         assert self.log_beta is not None
         B, _, C, h, w = warped.shape
         tq = self.time_queue
-        # Every time-queue entry in one batch of B * tq maps (a few large ops, not tq times many small ones).
-        current = F.normalize(bev.float(), dim=1, eps=1e-6)[:, None].expand(B, tq, C, h, w).reshape(B * tq, C, h, w)
-        entries = F.normalize(warped[:, :tq].float().reshape(B * tq, C, h, w), dim=1, eps=1e-6)
-        flow, confidence = soft_flow(_correlate(current, entries, self.correlation_radius), self.correlation_radius,
+        # The current map, normalised once and broadcast over the time-queue entries; both in the NCHW layout
+        # (the encoder hands over a channels-last map: mixed layouts made each product a strided walk).
+        current = unit_channels(bev.contiguous())[:, None]  # [B, 1, C, h, w]
+        entries = unit_channels(warped[:, :tq], 2)  # [B, tq, C, h, w]
+        correlation = _correlate(current, entries, self.correlation_radius)  # [B, tq, (2r+1)², h, w]
+        flow, confidence = soft_flow(correlation.reshape(B * tq, -1, h, w), self.correlation_radius,
                                      self.log_beta.exp())
         seconds = (age[:, :tq] * AGE_SCALE_S).clamp(min=0.05)[:, :, None]  # [B, tq, 1, 1, 1]: at least a frame old
         mask = valid[:, :tq, None]  # [B, tq, 1, h, w]
         velocity = flow.reshape(B, tq, 2, h, w) * (self.grid.cell / seconds) * mask
         return torch.cat([velocity, confidence.reshape(B, tq, 1, h, w) * mask], 2).reshape(B, 3 * tq, h, w)
-
-    @staticmethod
-    def _push(state: TemporalState, lo: int, hi: int, push: Tensor, entry: Tensor, T: Tensor,
-              t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Slots ``lo:hi`` of the queue, shifted by one with ``entry`` in front where ``push [B]``."""
-        def shift(old: Tensor, new: Tensor) -> Tensor:
-            old = old[:, lo:hi]
-            pushed = torch.cat([new[:, None], old[:, :-1]], 1)
-            mask = push.view(-1, *([1] * (old.ndim - 1)))
-            return torch.where(mask, pushed, old)
-
-        return (shift(state.queue, entry), shift(state.queue_pose, T), shift(state.queue_time, t),
-                shift(state.queue_valid, torch.ones_like(t)))

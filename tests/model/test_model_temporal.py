@@ -194,6 +194,41 @@ def test_local_correlation_peaks_at_the_displacement():
     torch.testing.assert_close(inner[(1 + 2) * 5 + 0], torch.ones(6, 6))
 
 
+def test_local_correlation_broadcasts_leading_dimensions_and_normalises_like_f_normalize():
+    """One current map against several entries at once equals each pair alone; the channel normalisation is
+    ``F.normalize``'s, zero vectors included (they correlate 0, never NaN)."""
+    from hydranet.model.temporal import local_correlation, unit_channels
+
+    torch.manual_seed(0)
+    cur, entries = torch.randn(2, 8, 6, 7), torch.randn(2, 3, 8, 6, 7)
+    cur[0, :, 2, 3] = 0.0
+    together = local_correlation(cur[:, None], entries, radius=1)
+    assert together.shape == (2, 3, 9, 6, 7) and torch.isfinite(together).all()
+    for k in range(3):
+        torch.testing.assert_close(together[:, k], local_correlation(cur, entries[:, k], radius=1))
+    torch.testing.assert_close(unit_channels(cur), torch.nn.functional.normalize(cur, dim=1, eps=1e-6))
+    torch.testing.assert_close(unit_channels(entries, 2), torch.nn.functional.normalize(entries, dim=2, eps=1e-6))
+
+
+def test_bev_warp_gives_exact_zeros_off_the_grid_and_for_maps_not_held():
+    """A cell whose centre lands outside the previous grid reads exactly 0, even within half a cell of its
+    border (where bilinear zero padding alone would leak a fraction of the edge); a map not held reads 0
+    everywhere and is invalid everywhere."""
+    from hydranet.model.temporal import BevWarp
+
+    warp = BevWarp(GRID)
+    prev = torch.ones(2, 3, *GRID.shape)
+    T = torch.eye(4).repeat(2, 1, 1)
+    T[:, 0, 3] = 0.75  # drove 0.75 m forward: the front row's centre (row 0) lands 0.25 m past the previous grid
+    warped, valid = warp(prev, T, torch.tensor([1.0, 0.0]))
+    assert valid.shape == (2, 1, *GRID.shape)
+    assert bool(valid[0, 0, 1:].eq(1).all()) and bool(valid[0, 0, 0].eq(0).all()) and bool(valid[1].eq(0).all())
+    assert bool(warped[0, :, 0].eq(0).all()) and bool(warped[1].eq(0).all())
+    torch.testing.assert_close(warped[0, :, 1:], torch.ones(3, GRID.shape[0] - 1, GRID.shape[1]))
+    same, _ = warp_bev(prev[:1], T[:1], GRID)
+    torch.testing.assert_close(same, warped[:1])
+
+
 def test_soft_flow_reads_the_displacement_of_a_moved_blob():
     """A textured blob that moved (dy, dx) = (1, -2) cells since the previous map: the soft-argmax of the cost
     volume at its current cells is (-1, 2), where it was; the empty background reads no motion."""
