@@ -281,19 +281,21 @@ class BevSampler(nn.Module):
         The last plan is kept with the values it was built from and returned again while they repeat: a car's rig
         does not change from frame to frame, so streaming, evaluating or training on one rig projects the
         reference points once instead of every frame (BEVPoolv2, Huang & Huang 2022, precomputes its view
-        transform's indices for fixed cameras the same way). The key is the values, not the tensors: a
-        recalibrated camera, another dataset's rig or a per-sample augmentation gets a new plan, bit-identical to
-        what the projection gives that input."""
+        transform's indices for fixed cameras the same way). The key is everything the projection reads, by value,
+        not by tensor: a recalibrated camera, another dataset's rig, a per-sample augmentation, or reference
+        points or a minimum depth changed in place gets a new plan, bit-identical to what the projection gives
+        that input."""
         K, T = intrinsics.float(), T_ego_from_cam.float()
         level_hw = [tuple(feats[name].shape[-2:]) for name in self.levels]
-        key = (tuple(image_hw), tuple(level_hw), K.device)
+        key = (tuple(image_hw), tuple(level_hw), K.device, float(self.min_depth))
+        inputs = (K, T, camera_valid, self.points)
         cached = self._cached_plan
         if cached is not None and cached[0] == key and all(
-                _same_values(a, b) for a, b in zip(cached[1], (K, T, camera_valid), strict=True)):
+                _same_values(a, b) for a, b in zip(cached[1], inputs, strict=True)):
             return cached[2]
         coords, visible = project_to_cameras(self.points, K, T, image_hw, self.min_depth, camera_valid)
         plan = _plan(level_hw, coords, visible, len(self.heights))
-        rig = tuple(None if t is None else t.detach().clone() for t in (K, T, camera_valid))
+        rig = tuple(None if t is None else t.detach().clone() for t in inputs)
         self._cached_plan = (key, rig, plan)
         return plan
 

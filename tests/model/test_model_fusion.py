@@ -250,3 +250,14 @@ def test_sampling_plan_is_reused_for_one_rig_and_rebuilt_when_its_values_change(
     assert not torch.equal(lifted(K, T), masked)
     half = {"p3": feats["p3"][:, :, : H // STRIDE // 2]}  # another feature-map size: its own plan
     assert sampler.plan(half, K, T, (H, W)) is not sampler.plan(feats, K, T, (H, W))
+    # The sampler's own geometry changed in place (reference heights, the minimum depth): a new plan, as a fresh
+    # sampler with that geometry projects it.
+    plan = sampler.plan(feats, K, T, (H, W))
+    sampler.points[:, 2] += 0.5
+    assert sampler.plan(feats, K, T, (H, W)) is not plan
+    raised = sampler.lift(feats, K, T, (H, W))[0]
+    fresh = BevSampler(GRID, 2, 4, [0.5, 1.5], ["p3"], stride=1)
+    assert torch.equal(raised, fresh.lift(feats, K, T, (H, W))[0])
+    plan = sampler.plan(feats, K, T, (H, W))
+    sampler.min_depth = 5.0
+    assert sampler.plan(feats, K, T, (H, W)) is not plan
