@@ -254,6 +254,23 @@ class HydraNet(nn.Module):
         if images.shape[:2] != intrinsics.shape[:2]:
             raise ValueError(f"images {tuple(images.shape)} and intrinsics {tuple(intrinsics.shape)} "
                              "disagree on [B, N]")
+        if not tracing() and tuple(images.shape[-2:]) != tuple(self.setup.image_size):
+            # The setup's image size is the network's input (K is in its pixels): a frame of another size would run
+            # -- the network is convolutional -- and quietly score worse.
+            raise ValueError(f"images are {tuple(images.shape[-2:])} (H, W) but the model's setup.image_size is "
+                             f"{tuple(self.setup.image_size)}: resize every camera to it and rescale K with it "
+                             "(hydranet.setup.Camera.K(image_size)), as the data sources do")
+        if not tracing():
+            # K in another image's pixels (a camera's native resolution, typically) puts the principal point
+            # outside the input: every projection would land elsewhere, silently.
+            H, W = images.shape[-2:]
+            cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
+            outside = (cx <= 0) | (cx >= W) | (cy <= 0) | (cy >= H)
+            if bool(outside.any()):
+                b, n = (int(i) for i in outside.nonzero()[0])
+                raise ValueError(f"intrinsics[{b}, {n}] puts the principal point (cx, cy) = ({float(cx[b, n]):g}, "
+                                 f"{float(cy[b, n]):g}) outside the {H}x{W} input: K must be in the input's pixels "
+                                 "(hydranet.setup.Camera.K(image_size) rescales a camera's native K)")
 
     def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
         """The camera count must be that of one of the model's rigs (``setup.rigs``); ``camera_valid`` must be

@@ -135,6 +135,16 @@ def test_bad_inputs_raise_clear_errors(model):
     bad_T[0, 1, 0, 3] = float("inf")
     with pytest.raises(ValueError, match="T_ego_from_cam holds a non-finite value"):
         model(images, K, bad_T)
+    # A frame of another size than the setup's: refused, not run at a resolution the model never saw.
+    h, w = model.setup.image_size
+    larger = torch.nn.functional.interpolate(images[0].float(), size=(2 * h, 2 * w)).to(torch.uint8)[None]
+    with pytest.raises(ValueError, match=rf"images are \({2 * h}, {2 * w}\).*setup.image_size is \({h}, {w}\)"):
+        model(larger, K, T)
+    # K in another image's pixels (here twice the input's): the principal point leaves the input, refused by camera.
+    native = K.clone()
+    native[0, 3, :2] *= 2.0
+    with pytest.raises(ValueError, match=r"intrinsics\[0, 3\] puts the principal point .* outside the"):
+        model(images, native, T)
 
 
 def test_config_validation_names_the_field():

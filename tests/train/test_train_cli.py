@@ -53,7 +53,7 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     from hydranet.world import SyntheticWorld, WorldConfig
 
-    batch = collate([SyntheticWorld(WorldConfig(**WORLD))[i] for i in range(2)])
+    batch = collate([SyntheticWorld(WorldConfig(**WORLD, setup=model.setup))[i] for i in range(2)])  # its frames
     with torch.no_grad():
         ref = model(batch.images, batch.intrinsics, batch.T_ego_from_cam)
 
