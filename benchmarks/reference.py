@@ -110,28 +110,20 @@ def _fusion_heights(dz: float) -> Callable[[torch.nn.Module], None]:
     return apply
 
 
-def _decoder_offset(task: str, cells: float) -> Callable[[torch.nn.Module], None]:
+def _decoder_reads(task: str, output: str, shift: float) -> Callable[[torch.nn.Module], None]:
     def apply(model: torch.nn.Module) -> None:
-        # The regressed sub-cell offset read with an extra cell: decoded positions land `cells` output cells off.
+        # The task's decoder reads one head output shifted by a constant: ``offset`` + 1 puts every decoded
+        # position a cell off; ``heatmap`` + 3 raises every logit (a score calibration or threshold gone wrong),
+        # so objects are reported wherever a peak clears the score threshold, there or not.
         t = model.task_objects[task]
         decode = t.decode
-        t.decode = lambda outputs, batch: decode({**outputs, "offset": outputs["offset"] + cells}, batch)
+        t.decode = lambda outputs, batch: decode({**outputs, output: outputs[output] + shift}, batch)
     return apply
 
 
 def _pixel_std(scale: float) -> Callable[[torch.nn.Module], None]:
     def apply(model: torch.nn.Module) -> None:
         model._inv_std = model._inv_std / scale  # the normalisation's PIXEL_STD constant multiplied by `scale`
-    return apply
-
-
-def _heatmap_bias(task: str, logit: float) -> Callable[[torch.nn.Module], None]:
-    def apply(model: torch.nn.Module) -> None:
-        # Every cell's heatmap logit raised (a score calibration or threshold gone wrong): the head reports
-        # objects wherever a peak clears the score threshold, there or not.
-        t = model.task_objects[task]
-        decode = t.decode
-        t.decode = lambda outputs, batch: decode({**outputs, "heatmap": outputs["heatmap"] + logit}, batch)
     return apply
 
 
@@ -145,11 +137,11 @@ DAMAGES: tuple[Damage, ...] = (
            _extrinsics_y_sign),
     Damage("fusion_heights", "every fusion reference height 0.5 m too high", BEV_TASKS, _fusion_heights(0.5)),
     Damage("objects3d_offset", "decoded 3D centres 2 BEV cells off in x and in y (2.8 m)", ("objects3d",),
-           _decoder_offset("objects3d", 2.0)),
+           _decoder_reads("objects3d", "offset", 2.0)),
     Damage("detection2d_offset", "decoded 2D boxes 1 output cell off (x and y)", ("detection2d",),
-           _decoder_offset("detection2d", 1.0)),
+           _decoder_reads("detection2d", "offset", 1.0)),
     Damage("traffic_light_hallucinations", "every traffic-light heatmap logit raised by 3 (lights called where there "
-           "are none)", ("traffic_light",), _heatmap_bias("traffic_light", 3.0)),
+           "are none)", ("traffic_light",), _decoder_reads("traffic_light", "heatmap", 3.0)),
     Damage("pixel_std", "the normalisation constant PIXEL_STD doubled", None, _pixel_std(2.0)),
     Damage("channel_order", "images fed in BGR instead of RGB order", None, _channel_order),
 )

@@ -85,8 +85,8 @@ def make_sample(i: int, labels: tuple[str, ...] | None = None) -> Sample:
     all_labels = camera_labels(g, i) | bev_labels(g, i)
     keep = all_labels if labels is None else {k: v for k, v in all_labels.items() if k in labels}
     return Sample(images=torch.randint(0, 255, (N_CAM, 3, H, W), dtype=torch.uint8, generator=g),
-                  intrinsics=torch.eye(3).expand(N_CAM, 3, 3).clone(), T_ego_from_cam=torch.eye(4).expand(N_CAM, 4, 4)
-                  .clone(), T_world_from_ego=torch.eye(4), timestamp=0.1 * i, scene_id=f"synthetic-{i}",
+                  intrinsics=SETUP.rigs[0].intrinsics(), T_ego_from_cam=SETUP.rigs[0].extrinsics(),
+                  T_world_from_ego=torch.eye(4), timestamp=0.1 * i, scene_id=f"synthetic-{i}",
                   camera_names=CAM_NAMES, frame_index=i, labels=keep)
 
 
