@@ -111,10 +111,20 @@ class ConvHead(nn.Module):
             nn.init.constant_(out.bias, (bias_init or {}).get(name, 0.0))
             tail = [nn.PixelShuffle(subpixel)] if subpixel > 1 else []
             self.branches[name] = nn.Sequential(*branch, out, *tail)
+        self.branch_depth = branch_depth
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.stem(x)
-        return {name: branch(x) for name, branch in self.branches.items()}
+        if self.branch_depth:
+            return {name: branch(x) for name, branch in self.branches.items()}
+        # Every branch is one 1×1 conv on the stem's map (+ the sub-pixel shuffle): run them as one conv of the
+        # stacked weights and split its channels. The same products, but the stem's map -- the largest tensor a
+        # head touches -- is read once instead of once per output, forward and backward.
+        convs = [branch[0] for branch in self.branches.values()]
+        y = F.conv2d(x, torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]))
+        parts = y.split([c.out_channels for c in convs], 1)
+        return {name: F.pixel_shuffle(part, self.subpixel) if self.subpixel > 1 else part
+                for name, part in zip(self.branches, parts, strict=True)}
 
 
 def level_for_stride(ctx: HeadContext, stride: int) -> str:

@@ -6,7 +6,7 @@ import torch
 from tasks_synthetic import SETUP, make_batch
 
 from hydranet.model import ModelConfig, create_model
-from hydranet.tasks.common import space_to_depth_kernel
+from hydranet.tasks.common import ConvHead, space_to_depth_kernel
 
 torch.set_num_threads(1)
 
@@ -60,3 +60,29 @@ def test_space_to_depth_conv_is_pixel_unshuffle_exactly():
             x = image.to(dtype).contiguous(memory_format=torch.channels_last)
             out = torch.nn.functional.conv2d(x, kernel.to(dtype), stride=stride)
             assert torch.equal(out, torch.nn.functional.pixel_unshuffle(image, stride).to(dtype))
+
+
+def test_a_heads_one_by_one_branches_run_as_one_conv_with_the_same_values_and_gradients():
+    """Branches that are one 1×1 conv each run as one conv of their stacked weights (the stem's map read once):
+    outputs and every parameter's gradient equal each branch run on its own, sub-pixel outputs included."""
+    for subpixel in (1, 4):
+        torch.manual_seed(0)
+        head = ConvHead(8, {"heatmap": 3, "offset": 2, "size": 2}, width=8, depth=1, branch_depth=0,
+                        subpixel=subpixel, bias_init={"heatmap": -2.19})
+        x = torch.randn(2, 8, 6, 10)
+        fused = head(x)
+        stem = head.stem(x)
+        alone = {name: branch(stem) for name, branch in head.branches.items()}
+        assert list(fused) == list(alone)
+        for name in alone:
+            assert fused[name].shape == (2, head.branches[name][0].out_channels // subpixel**2, 6 * subpixel,
+                                         10 * subpixel)
+            torch.testing.assert_close(fused[name], alone[name])
+        grads = []
+        for outputs in (fused, alone):
+            head.zero_grad()
+            sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outputs.values()).backward(
+                retain_graph=True)
+            grads.append({n: p.grad.clone() for n, p in head.named_parameters()})
+        for n in grads[0]:
+            torch.testing.assert_close(grads[0][n], grads[1][n], msg=n)
