@@ -175,6 +175,32 @@ def resize_intrinsics(K: Tensor, scale_x: float, scale_y: float) -> Tensor:
     return S @ K
 
 
+def principal_point_inside(intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:
+    """Whether each pinhole K ``[..., 3, 3]`` (pixels) puts its principal point inside an ``image_hw = (H, W)``
+    image: ``0 <= cx <= W`` and ``0 <= cy <= H`` (the image spans its pixel edges, as ``resize_intrinsics``
+    scales it). Bool ``[...]``. Outside, K is almost always one for another resolution: real rigs sit near the
+    centre (nuScenes, KITTI, Argoverse: 0.38..0.56 of each side), and a resize or crop keeps it inside."""
+    h, w = image_hw
+    cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
+    return (cx >= 0) & (cx <= w) & (cy >= 0) & (cy <= h)
+
+
+def check_principal_points(intrinsics: Tensor, image_hw: tuple[int, int], camera_valid: Tensor | None = None,
+                           where: str = "") -> None:
+    """Refuse a batch's K ``[B, N, 3, 3]`` where a working camera (``camera_valid`` bool ``[B, N]``, None = all)
+    puts its principal point outside the ``image_hw = (H, W)`` input (``principal_point_inside``): ``ValueError``
+    naming the first such camera, prefixed by ``where`` (e.g. the graph's path). A failed camera's K is not read."""
+    outside = ~principal_point_inside(intrinsics, image_hw)
+    if camera_valid is not None:
+        outside &= camera_valid.bool()
+    if bool(outside.any()):
+        b, n = (int(i) for i in outside.nonzero()[0])
+        raise ValueError(f"{where}intrinsics[{b}, {n}] puts the principal point (cx, cy) = "
+                         f"({float(intrinsics[b, n, 0, 2]):g}, {float(intrinsics[b, n, 1, 2]):g}) outside the "
+                         f"(H, W) = {tuple(image_hw)} input: K must be in the input's pixels "
+                         "(hydranet.setup.Camera.K(image_size) rescales a camera's native K)")
+
+
 # --------------------------------------------------------------------------------------------
 # BEV grid
 # --------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from hydranet.data.labels import (  # noqa: F401 - re-exported
     SEMANTIC_CLASSES,
     label_spec,
 )
+from hydranet.geometry import principal_point_inside
 
 # Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
 # The built-in label names of the synthetic world. Which labels exist, and whether they are dense or
@@ -200,16 +201,13 @@ def check_map_size(shape: tuple[int, ...], image_hw: tuple[int, int], where: str
 
 
 def check_principal_point(K: Any, image_hw: tuple[int, int], where: str, error: type[Exception] = ValueError) -> None:
-    """Refuse a 3x3 ``K`` whose principal point lies outside its ``image_hw = (H, W)`` image: ``0 <= cx <= W`` and
-    ``0 <= cy <= H`` pixels (the image spans its pixel edges, as ``resize_intrinsics`` scales it). Outside, K is
-    almost always one for another resolution. No tolerance: real rigs sit near the centre (nuScenes, KITTI,
-    KITTI raw, Argoverse 1 and 2 calibrations: 0.38..0.56 of each side), a resize or crop keeps it inside."""
+    """Refuse a 3x3 ``K`` whose principal point lies outside its ``image_hw = (H, W)`` image
+    (``hydranet.geometry.principal_point_inside``, the rule the model applies to its input too)."""
     K = torch.as_tensor(K, dtype=torch.float64)
-    cx, cy = float(K[0, 2]), float(K[1, 2])
-    h, w = image_hw
-    if not (0.0 <= cx <= w and 0.0 <= cy <= h):
-        raise error(f"{where}: principal point (cx, cy) = ({cx:g}, {cy:g}) lies outside the {w}x{h} (WxH) image: "
-                    "a K for another resolution? K must be in pixels of this image")
+    if not bool(principal_point_inside(K, image_hw)):
+        h, w = image_hw
+        raise error(f"{where}: principal point (cx, cy) = ({float(K[0, 2]):g}, {float(K[1, 2]):g}) lies outside the "
+                    f"{w}x{h} (WxH) image: a K for another resolution? K must be in pixels of this image")
 
 
 def check_unique(items: Iterable[tuple[Hashable, str]], what: str, error: type[Exception] = ValueError) -> None:

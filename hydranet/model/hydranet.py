@@ -22,6 +22,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
+from hydranet.geometry import check_principal_points
 from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
 from hydranet.model.tracing import tracing
@@ -125,7 +126,7 @@ class HydraNet(nn.Module):
         return self.fusion.temporal.init_state(batch_size, device)
 
     def _check_geometry(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
-                        camera_valid: Tensor | None) -> Tensor | None:
+                        image_hw: tuple[int, int], camera_valid: Tensor | None) -> Tensor | None:
         if intrinsics.ndim != 4 or intrinsics.shape[-2:] != (3, 3):
             raise ValueError(f"intrinsics must be [B, N, 3, 3], got {tuple(intrinsics.shape)}")
         if T_ego_from_cam.shape != (*intrinsics.shape[:2], 4, 4):
@@ -140,7 +141,12 @@ class HydraNet(nn.Module):
         first = next(iter(feats.values()))
         if first.shape[0] != B * N:
             raise ValueError(f"camera features have batch {first.shape[0]}, expected B*N = {B}*{N}")
-        return self.check_cameras(N, B, camera_valid)
+        camera_valid = self.check_cameras(N, B, camera_valid)
+        if not tracing():
+            # K in another image's pixels (a camera's native resolution, typically) puts the principal point
+            # outside the input, and every projection lands elsewhere in silence. A failed camera's K is not read.
+            check_principal_points(intrinsics, image_hw, camera_valid)
+        return camera_valid
 
     def _run_heads(self, names: list[str], feats: dict[str, Tensor], B: int, N: int, bev_fn: Any,
                    camera_valid: Tensor | None) -> dict[str, dict[str, Tensor]]:
@@ -181,11 +187,12 @@ class HydraNet(nn.Module):
         Without ``state``: one frame alone, like ``forward``. With ``state`` (and the frame's ``T_world_from_ego``
         and ``timestamp``): one frame of a sequence, like ``forward_step``; returns ``(outputs, new_state)``, and a
         request without BEV tasks returns ``state`` unchanged (the memory lives on the BEV path). Raises
-        ``ValueError`` for inconsistent shapes, and for a ``state`` given to a model without the video memory."""
+        ``ValueError`` for inconsistent shapes, for K as ``forward`` does (at ``image_hw``), and for a ``state``
+        given to a model without the video memory."""
         names = self.resolve_tasks(tasks)
-        camera_valid = self._check_geometry(feats, intrinsics, T_ego_from_cam, camera_valid)
-        B, N = intrinsics.shape[:2]
         hw = image_hw or self.setup.image_size
+        camera_valid = self._check_geometry(feats, intrinsics, T_ego_from_cam, hw, camera_valid)
+        B, N = intrinsics.shape[:2]
         if state is None:
             def bev() -> Tensor:
                 assert self.fusion is not None  # built whenever a bev task is configured
@@ -219,8 +226,11 @@ class HydraNet(nn.Module):
         remaining cameras; the BEV encoder's 3×3 convolutions then spread it by their receptive field.
         Camera-task outputs carry the mask as ``out[task]["camera_valid"]``: a failed camera's head outputs
         are still computed but marked. N must be the model's camera count: a missing camera is passed (any
-        image) with its mask False. Raises ``ValueError`` naming both counts for a wrong camera count, and
-        for a malformed mask.
+        image, any K) with its mask False. Raises ``ValueError`` naming both counts for a wrong camera count, for a
+        malformed mask, for images of another size than ``setup.image_size`` (the network's input: resize the
+        cameras and rescale K, ``hydranet.setup.Camera.K(image_size)``), and naming the camera for a working
+        camera's K that is not finite or puts its principal point outside the input (a K left in another
+        resolution's pixels; ``hydranet.geometry.principal_point_inside``).
 
         One frame alone: a temporal model runs from the reset state (no history); sequences use
         ``forward_step`` with an explicit state (``hydranet.eval.Streamer`` carries it from frame to frame).
@@ -260,17 +270,7 @@ class HydraNet(nn.Module):
             raise ValueError(f"images are {tuple(images.shape[-2:])} (H, W) but the model's setup.image_size is "
                              f"{tuple(self.setup.image_size)}: resize every camera to it and rescale K with it "
                              "(hydranet.setup.Camera.K(image_size)), as the data sources do")
-        if not tracing():
-            # K in another image's pixels (a camera's native resolution, typically) puts the principal point
-            # outside the input: every projection would land elsewhere, silently.
-            H, W = images.shape[-2:]
-            cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
-            outside = (cx <= 0) | (cx >= W) | (cy <= 0) | (cy >= H)
-            if bool(outside.any()):
-                b, n = (int(i) for i in outside.nonzero()[0])
-                raise ValueError(f"intrinsics[{b}, {n}] puts the principal point (cx, cy) = ({float(cx[b, n]):g}, "
-                                 f"{float(cy[b, n]):g}) outside the {H}x{W} input: K must be in the input's pixels "
-                                 "(hydranet.setup.Camera.K(image_size) rescales a camera's native K)")
+
 
     def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
         """The camera count must be that of one of the model's rigs (``setup.rigs``); ``camera_valid`` must be

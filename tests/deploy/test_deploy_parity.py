@@ -56,6 +56,16 @@ def test_deployed_model_rejects_wrong_inputs(exported):
     with pytest.raises(ValueError, match="'images' must be uint8"):
         dm.run_arrays(np.zeros((1, 8, 3, 64, 128), np.float32), np.zeros((1, 8, 3, 3), np.float32),
                       np.zeros((1, 8, 4, 4), np.float32))
+    # K in another resolution's pixels: refused as the eager model refuses it (else the two would disagree),
+    # except for a camera marked failed.
+    batch = next(heldout_batches(dm.manifest, 1, 1))
+    batch.intrinsics[0, 2, :2] *= 3.0
+    with pytest.raises(ValueError, match=r"\.onnx: intrinsics\[0, 2\] puts the principal point .* outside the "
+                                         r"\(H, W\) = \(64, 128\) input"):
+        dm.run(batch)
+    dead = torch.ones(1, 8, dtype=torch.bool)
+    dead[0, 2] = False
+    dm.run(batch, camera_valid=dead)
 
 
 def test_cli_export_verify_prints_per_output_diff(checkpoint, tmp_path):

@@ -140,11 +140,18 @@ def test_bad_inputs_raise_clear_errors(model):
     larger = torch.nn.functional.interpolate(images[0].float(), size=(2 * h, 2 * w)).to(torch.uint8)[None]
     with pytest.raises(ValueError, match=rf"images are \({2 * h}, {2 * w}\).*setup.image_size is \({h}, {w}\)"):
         model(larger, K, T)
-    # K in another image's pixels (here twice the input's): the principal point leaves the input, refused by camera.
+    # K in another image's pixels (here three times the input's): the principal point leaves the input, refused
+    # by camera, on every path that reads K; a failed camera's K is not read (any placeholder will do).
     native = K.clone()
-    native[0, 3, :2] *= 2.0
-    with pytest.raises(ValueError, match=r"intrinsics\[0, 3\] puts the principal point .* outside the"):
+    native[0, 3, :2] *= 3.0
+    with pytest.raises(ValueError, match=rf"intrinsics\[0, 3\] puts the principal point .* outside the \(H, W\) = "
+                                         rf"\({h}, {w}\) input"):
         model(images, native, T)
+    with pytest.raises(ValueError, match=r"intrinsics\[0, 3\] puts the principal point"):
+        model.forward_features(model.camera_features(images), native, T)
+    dead = torch.ones(1, images.shape[1], dtype=torch.bool)
+    dead[0, 3] = False
+    model(images, native, T, camera_valid=dead)
 
 
 def test_config_validation_names_the_field():
