@@ -244,13 +244,21 @@ def _print_eval(run: Any, checks: list[Any]) -> None:
 
 
 def _print_confusion(task: str, states: tuple[str, ...], conf: Any, metrics: dict[str, float]) -> None:
-    table = Table(title=f"{task}: matched lights, rows ground truth, columns predicted")
-    for col in ("truth \\ predicted", *states, "found", "recall", "precision"):
+    table = Table(title=f"{task}: lights by state, rows ground truth, columns predicted")
+    for col in ("truth \\ predicted", *states, "missed", "recall"):
         table.add_column(col, justify="left" if col.startswith("truth") else "right", no_wrap=True)
     for i, g in enumerate(states):
-        table.add_row(g, *(str(int(v)) for v in conf[i]), str(int(conf.sum(axis=1)[i])) + " matched",
-                      _fmt(metrics.get(f"recall/{g}", math.nan)), _fmt(metrics.get(f"precision/{g}", math.nan)))
+        missed = metrics.get(f"lights/{g}", math.nan) - conf.sum(axis=1)[i]
+        table.add_row(g, *(str(int(v)) for v in conf[i]), _count(missed), _fmt(metrics.get(f"recall/{g}", math.nan)))
+    # Predictions that matched no light, and each predicted state's precision (they count against it).
+    table.add_row("no light", *(_count(metrics.get(f"false/{p}", math.nan)) for p in states), "", "")
+    table.add_row("precision", *(_fmt(metrics.get(f"precision/{p}", math.nan)) for p in states), "", "")
     console.print(table)
+
+
+def _count(value: float) -> str:
+    """A count for a table cell; "—" when unknown."""
+    return "—" if math.isnan(value) else str(int(value))
 
 
 @app.command("gate")

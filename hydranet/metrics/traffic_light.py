@@ -49,7 +49,8 @@ def greedy_match(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray, thr: flo
 
 class TrafficLightMetric(FrameMetric):
     """``balanced_accuracy`` (headline), ``recall/<state>``, ``precision/<state>``, ``state_balanced_accuracy``,
-    ``accuracy``, ``recall``, ``precision``, ``correct_recall``, ``lights/<state>``, ``confusion/<gt>/<pred>``.
+    ``accuracy``, ``recall``, ``precision``, ``correct_recall``, ``lights/<state>``, ``confusion/<gt>/<pred>``,
+    ``false/<state>`` (predictions of that state that matched no light: a light called where there is none).
 
     Predictions per frame: ``dict(boxes [K,4], scores [K], camera [K], state [K])``; targets: the
     ``traffic_light`` label.
@@ -117,8 +118,10 @@ class TrafficLightMetric(FrameMetric):
         out["state_balanced_accuracy"] = float(np.mean(state_recall[seen])) if seen.any() else float("nan")
         out |= {"accuracy": float(safe_div(correct, matched)), "recall": float(safe_div(matched, n_gt)),
                 "precision": float(safe_div(matched, n_pred)), "correct_recall": float(safe_div(correct, n_gt))}
+        unmatched = pred_per_state - conf.sum(axis=0)  # predictions of each state that matched no light
         for i, g in enumerate(self.states):
             out[f"lights/{g}"] = float(gt_per_state[i])
+            out[f"false/{g}"] = float(unmatched[i])
             for j, p in enumerate(self.states):
                 out[f"confusion/{g}/{p}"] = float(conf[i, j])
         return out

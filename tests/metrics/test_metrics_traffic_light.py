@@ -63,3 +63,23 @@ def test_per_state_recall_precision_and_balanced_accuracy():
     out = m.compute()
     assert out["recall/red"] == pytest.approx(3 / 4) and out["state_balanced_accuracy"] == 1.0
     assert out["balanced_accuracy"] == pytest.approx((3 / 4 + 1 + 1) / 3)
+
+
+def test_lights_called_where_there_are_none_count_as_false_and_lower_precision():
+    """A frame without lights and a frame with one green light: two red and one green call match nothing. Only
+    precision and ``false/<state>`` see them; balanced accuracy and recall count the lights that are there."""
+    light = torch.tensor([[0.0, 0.0, 8.0, 20.0]])
+    empty = {"boxes": torch.zeros(0, 4), "camera": torch.zeros(0, dtype=torch.long),
+             "state": torch.zeros(0, dtype=torch.long)}
+    one_green = {"boxes": light, "camera": torch.zeros(1, dtype=torch.long), "state": torch.tensor([2])}
+    far = torch.tensor([[50.0, 0.0, 58.0, 20.0], [70.0, 0.0, 78.0, 20.0]])
+    called_on_empty = {"boxes": far, "scores": torch.ones(2), "camera": torch.zeros(2, dtype=torch.long),
+                       "state": torch.tensor([0, 0])}
+    right_plus_one = {"boxes": torch.cat([light, far[:1]]), "scores": torch.ones(2),
+                      "camera": torch.zeros(2, dtype=torch.long), "state": torch.tensor([2, 2])}
+    m = TrafficLightMetric()
+    m.update([called_on_empty, right_plus_one], [empty, one_green])
+    out = m.compute()
+    assert out["balanced_accuracy"] == 1.0 and out["recall"] == 1.0
+    assert out["false/red"] == 2 and out["false/green"] == 1 and out["false/yellow"] == 0
+    assert out["precision"] == pytest.approx(1 / 4) and out["precision/green"] == pytest.approx(1 / 2)
