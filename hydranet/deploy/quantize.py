@@ -4,7 +4,9 @@
 
 Calibration feeds held-out synthetic frames rendered for the manifest's rig (``CALIB_SEED``, never the
 evaluation seed) through ``onnxruntime.quantization.quantize_static``; activation ranges come from
-min/max over those frames. What is quantized follows ORT profiles of the demo model (docs/deploy.md):
+min/max over those frames. A streaming graph's frames are consecutive, each with the memory state the fp32
+graph carried to it (``WorldCalibrationReader``). What is quantized follows ORT profiles of the demo model
+(docs/deploy.md):
 
 - ``Conv`` and ``Relu`` (``OP_TYPES``): the trunk, FPN, BEV encoder and head stems, i.e. nearly all of the
   FLOPs. ``Relu`` is listed so the quantizer folds it into the conv's output range: with ``Conv`` alone
@@ -36,7 +38,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from hydranet.deploy.heldout import CALIB_SEED, spread_indices, world_for
+from hydranet.deploy.heldout import CALIB_SEED, heldout_sequence_batches, spread_indices, world_for
 from hydranet.deploy.manifest import (
     ExportManifest,
     QuantizationSpec,
@@ -45,7 +47,7 @@ from hydranet.deploy.manifest import (
     manifest_path,
     write_export_manifest,
 )
-from hydranet.deploy.runtime import check_graph_bytes
+from hydranet.deploy.runtime import DeployedModel, check_graph_bytes
 from hydranet.outputs import atomic_path
 
 OP_TYPES = ["Conv", "Relu"]
@@ -58,22 +60,34 @@ class QuantizeError(RuntimeError):
 
 
 class WorldCalibrationReader:
-    """``CalibrationDataReader`` over synthetic frames of the manifest's rig, one graph batch per call."""
+    """``CalibrationDataReader`` over synthetic frames of the manifest's rig, one graph batch per call.
 
-    def __init__(self, manifest: ExportManifest, frames: int, seed: int = CALIB_SEED, on_frame=None):
+    A single-frame graph reads ``frames`` frames spread over scenes. A temporal (streaming) graph reads ``frames``
+    *consecutive* frames of ``manifest.batch`` scenes, each fed with the memory state its frame would have on the
+    car: ``fp32`` (the graph's ``DeployedModel``, required then) is run frame after frame to carry the state, so
+    the memory's activations are calibrated on the ranges a stream reaches, not on the empty reset state."""
+
+    def __init__(self, manifest: ExportManifest, frames: int, seed: int = CALIB_SEED, on_frame=None,
+                 fp32: DeployedModel | None = None):
         self.manifest = manifest
-        self.world = world_for(manifest, seed, frames)
-        self.indices = spread_indices(frames)
+        self.temporal = any(i.startswith("state.") for i in manifest.input_names())
+        if self.temporal and fp32 is None:
+            raise QuantizeError("a temporal graph's calibration needs its fp32 DeployedModel to carry the memory")
+        self.frames, self.seed, self.fp32 = frames, seed, fp32
         self.on_frame = on_frame
         self._it = self._feeds()
 
     def _feeds(self) -> Iterator[dict]:
+        return self._stream() if self.temporal else self._frames()
+
+    def _frames(self) -> Iterator[dict]:
         import numpy as np
 
         b = self.manifest.batch
-        for s in range(0, len(self.indices), b):
-            idx = self.indices[s:s + b]
-            samples = [self.world[i] for i in idx]
+        world, indices = world_for(self.manifest, self.seed, self.frames), spread_indices(self.frames)
+        for s in range(0, len(indices), b):
+            idx = indices[s:s + b]
+            samples = [world[i] for i in idx]
             samples += [samples[-1]] * (b - len(samples))  # the graph has a fixed batch: pad the last one
             if self.on_frame is not None:
                 self.on_frame(len(idx))
@@ -82,6 +96,22 @@ class WorldCalibrationReader:
                      "T_ego_from_cam": np.stack([x.T_ego_from_cam.float().numpy() for x in samples]),
                      "camera_valid": np.ones((b, len(samples[0].camera_names)), dtype=bool)}
             yield {name: feeds[name] for name in self.manifest.input_names()}  # only the inputs the graph has
+
+    def _stream(self) -> Iterator[dict]:
+        import numpy as np
+
+        assert self.fp32 is not None
+        state = self.fp32.init_state(self.manifest.batch)
+        for batch in heldout_sequence_batches(self.manifest, self.frames, self.seed):
+            if self.on_frame is not None:
+                self.on_frame(1)
+            feeds = {"images": batch.images.numpy(), "intrinsics": batch.intrinsics.float().numpy(),
+                     "T_ego_from_cam": batch.T_ego_from_cam.float().numpy(),
+                     "camera_valid": np.ones(batch.images.shape[:2], dtype=bool),
+                     "T_world_from_ego": batch.T_world_from_ego.float().numpy(),
+                     "timestamp": batch.timestamp.float().numpy(), **state}
+            yield {name: feeds[name] for name in self.manifest.input_names()}
+            _, state = self.fp32.run_step(batch, state)
 
     def get_next(self) -> dict | None:
         """The next feed ``{input name: array}`` (a full graph batch, the last padded by repetition); None
@@ -192,7 +222,9 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
     out = Path(out) if out is not None else int8_path(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    reader = WorldCalibrationReader(manifest, calib_frames, seed, on_frame)
+    # A streaming graph's memory is calibrated on the states a stream reaches: the fp32 graph carries them.
+    fp32 = DeployedModel(graph, threads=1) if any(i.startswith("state.") for i in manifest.input_names()) else None
+    reader = WorldCalibrationReader(manifest, calib_frames, seed, on_frame, fp32)
     # quantize_static wants a CalibrationDataReader subclass: adapt ours (it is duck-typed already).
     Reader = type("Reader", (CalibrationDataReader,), {"get_next": lambda self: reader.get_next(),
                                                       "rewind": lambda self: reader.rewind()})

@@ -1,12 +1,19 @@
 """The exported graph of a temporal model: state and ego motion in, new state out; 10 streamed frames of ONNX
 Runtime match eager PyTorch within 1e-3, and the runtime owns (and resets) the memory."""
 
+import json
+
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
 
+from hydranet.cli import app
 from hydranet.data.sample import collate
 from hydranet.deploy.export import export_onnx
+from hydranet.deploy.manifest import load_manifest, manifest_path
+from hydranet.deploy.quantize import WorldCalibrationReader
+from hydranet.deploy.runtime import DeployedModel
 from hydranet.deploy.verify import PARITY_TOLERANCE, parity
 from hydranet.eval.loop import Evaluator, Streamer
 from hydranet.model import ModelConfig, create_model
@@ -112,3 +119,22 @@ def test_export_command_lists_the_state_outputs(temporal, tmp_path):
     assert r.exit_code == 0, r.output
     assert "streamed: the memory carried from frame to frame, reset at the first frame of each of its 2 scenes" \
         in " ".join(r.output.split())
+
+
+def test_a_streaming_graph_quantizes_on_streamed_states_and_scores_on_sequences(temporal, tmp_path):
+    """``hydranet quantize`` on a temporal graph: the calibration feeds every frame with the state the fp32 graph
+    carried to it (before: a KeyError on T_world_from_ego), and the drop is measured streaming consecutive frames."""
+    _, path, manifest, _ = temporal
+    reader = WorldCalibrationReader(manifest, 3, fp32=DeployedModel(path, threads=1))
+    feeds = [reader.get_next() for _ in range(3)]
+    assert reader.get_next() is None
+    assert all(set(f) == set(manifest.input_names()) for f in feeds)
+    assert float(abs(feeds[0]["state.hidden"]).sum()) == 0.0  # the first frame starts from the reset state
+    assert float(abs(feeds[2]["state.hidden"]).sum()) > 0.0  # later frames carry the memory
+    out = tmp_path / "q.int8.onnx"
+    r = CliRunner().invoke(app, ["quantize", str(path), "-o", str(out), "--calib-frames", "2", "--eval-frames", "2",
+                                 "--max-drop", "10", "--threads", "1", "--json", str(tmp_path / "q.json")])
+    assert r.exit_code == 0, r.output
+    assert load_manifest(manifest_path(out)).quantization is not None
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert set(report["comparisons"]["heldout"]["drop"]) == {"objects3d", "drivable"}
