@@ -5,7 +5,8 @@
 6-camera nuScenes rig, a fleet's own ``frames``. The HydraNet takes K and ``T_ego_from_cam`` per sample, so the
 same weights run on any camera count (a rig with fewer cameras than the model's is padded with cameras marked
 failed, ``camera_valid``, which fusion ignores); frames are resized to the model's input size (K rescaled,
-``hydranet.data.convert.resize_sample``) and run one at a time (rigs may differ between frames).
+``hydranet.data.convert.resize_sample``) and run one at a time (rigs may differ between frames); a model with
+the video memory streams them in order, its memory carried within a scene and reset at the next.
 
 Per frame it writes ``frame_0000.png`` (cameras + BEV panel, every task drawn by its own ``draw``; with
 ``ground_truth`` the frame's labels too) and, for dense outputs, ``frame_0000.npz``; ``predictions.json`` lists
@@ -117,7 +118,10 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
     if ground_truth and any(model.task_objects[t].space == "bev" for t in names):
         check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))
-    predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False)
+    # A model with the video memory streams the frames in order, its memory reset at each new scene (as `eval`
+    # and `infer` do): frame by frame from an empty memory it would be a single-frame model.
+    predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False,
+                          stream=model.is_temporal)
     records = []
     for k in range(n):
         sample = resize_sample(dataset[k], model.setup.image_size)

@@ -113,3 +113,31 @@ def test_predict_renders_a_world_yaml_at_the_models_setup(checkpoint, tmp_path):
         pred = json.loads((tmp_path / f"pred{k}" / "predictions.json").read_text())
         assert len(pred["frames"]) == 1 and pred["frames"][0]["scene_id"] == "world-3-000000"
         assert np.load(tmp_path / f"pred{k}" / "frame_0000.npz")["bev_semantic"].shape[-2:] == (32, 32)
+
+
+def test_predict_streams_a_model_with_the_video_memory_within_a_scene(tmp_path):
+    """A temporal model's frames are streamed in order: the second frame of a scene is read with the first one's
+    memory (it differs from the same images where the second frame starts a new scene), the first frame not."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", setup={"image_size": [64, 128],
+                                            "grid": {"x_range": [-16, 16], "y_range": [-16, 16], "cell": 1.0}},
+                             fusion={"temporal": {"time_queue": 1, "space_queue": 0}},
+                             tasks={"objects3d": {"score_threshold": 0.0}})  # every peak: scores to compare
+    model = create_model(cfg)
+    torch.nn.init.normal_(model.fusion.temporal.out.weight, std=0.2)  # untrained, the memory adds nothing
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000000"
+    save_checkpoint(ckpt, model, {"model_config": cfg.model_dump(mode="json"), "config": {}, "step": 0})
+    index = _dash_cam(tmp_path)
+    lines = index.read_text().splitlines()
+    split = tmp_path / "split.jsonl"  # the same images, the second frame in a scene of its own
+    split.write_text("\n".join([lines[0], lines[1].replace('"scene_id": "dash"', '"scene_id": "other"')]))
+    scores = {}
+    for name, data in (("scene", index), ("split", split)):
+        out = tmp_path / name
+        r = CliRunner().invoke(app, ["predict", str(ckpt), "--data", f"frames:{data}", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        frames = json.loads((out / "predictions.json").read_text())["frames"]
+        scores[name] = [np.asarray(f["tasks"]["objects3d"]["scores"]) for f in frames]
+    np.testing.assert_array_equal(scores["scene"][0], scores["split"][0])
+    assert scores["scene"][1].shape != scores["split"][1].shape or \
+        not np.array_equal(scores["scene"][1], scores["split"][1])

@@ -29,7 +29,8 @@ def predict(
     scale: int = typer.Option(2, "--scale", min=1, max=8, help="Upscale factor of the camera tiles."),
 ) -> None:
     """Draw a checkpoint's predictions on any dataset, whatever its rig (1, 6 or 8 cameras): the model takes
-    K and T per frame. `hydranet infer` does the same from an exported ONNX graph (fixed rig)."""
+    K and T per frame. A model with the video memory streams the frames in order (its memory reset at each new
+    scene). `hydranet infer` does the same from an exported ONNX graph (fixed rig)."""
     import torch
 
     if threads is not None:
