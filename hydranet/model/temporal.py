@@ -381,10 +381,11 @@ class TemporalMemory(nn.Module):
         return fused, new
 
     def _motion(self, bev: Tensor, warped: Tensor, valid: Tensor, age: Tensor) -> Tensor:
-        """Per time-queue entry, the apparent motion of each cell's content since that entry, in m/s on
-        the grid's (row, col) axes, and the match confidence: ``[B, 3 * time_queue, h, w]``, zero where
-        the entry is empty or off its grid. After the ego-motion warp the static world matches at
-        displacement 0; an object moving at v matches where it was, ``-v * age``."""
+        """Per time-queue entry, where each cell's content was in that entry, divided by the entry's age, and the
+        match confidence: ``[B, 3 * time_queue, h, w]`` float32 (per entry: d_row, d_col in m/s, confidence),
+        zero where the entry is empty or off its grid. After the ego-motion warp the static world matches at
+        displacement 0; an object moving at v matches where it was, ``-v * age``. The grid's (row, col) axes
+        point along ego -x and -y, so the read-out is the object's (vx, vy) in the ego frame."""
         assert self.log_beta is not None
         B, _, C, h, w = warped.shape
         tq = self.time_queue
