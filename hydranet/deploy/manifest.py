@@ -177,6 +177,11 @@ class ExportManifest(_Strict):
         """ONNX input names in graph order."""
         return [i.name for i in self.inputs]
 
+    @property
+    def is_temporal(self) -> bool:
+        """Whether the graph streams: it takes the video memory's state (``state.*`` inputs) and returns the next."""
+        return any(i.name.startswith("state.") for i in self.inputs)
+
     def output_names(self) -> list[str]:
         """ONNX task output names ``<task>.<key>`` in graph order (a temporal graph's ``new_state.*`` outputs
         follow them: ``state_outputs``)."""

@@ -70,7 +70,7 @@ class WorldCalibrationReader:
     def __init__(self, manifest: ExportManifest, frames: int, seed: int = CALIB_SEED, on_frame=None,
                  fp32: DeployedModel | None = None):
         self.manifest = manifest
-        self.temporal = any(i.startswith("state.") for i in manifest.input_names())
+        self.temporal = manifest.is_temporal
         if self.temporal and fp32 is None:
             raise QuantizeError("a temporal graph's calibration needs its fp32 DeployedModel to carry the memory")
         self.frames, self.seed, self.fp32 = frames, seed, fp32
@@ -223,7 +223,7 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
     out.parent.mkdir(parents=True, exist_ok=True)
 
     # A streaming graph's memory is calibrated on the states a stream reaches: the fp32 graph carries them.
-    fp32 = DeployedModel(graph, threads=1) if any(i.startswith("state.") for i in manifest.input_names()) else None
+    fp32 = DeployedModel(graph, threads=1) if manifest.is_temporal else None
     reader = WorldCalibrationReader(manifest, calib_frames, seed, on_frame, fp32)
     # quantize_static wants a CalibrationDataReader subclass: adapt ours (it is duck-typed already).
     Reader = type("Reader", (CalibrationDataReader,), {"get_next": lambda self: reader.get_next(),

@@ -101,7 +101,7 @@ class DeployedModel:
                                        for name, spec in m.tasks.items()}
         # Temporal graphs (deploy/streaming.py) take the memory as inputs and return the new one: the caller owns
         # it between calls (``hydranet.eval.Streamer``), as the car's runtime would.
-        self.is_temporal = any(i.name.startswith("state.") for i in m.inputs)
+        self.is_temporal = m.is_temporal
         fed = sorted(s.feeds for s in m.state_outputs)
         if self.is_temporal and fed != sorted(self._state_names()):
             raise ExportManifestError(f"{self.path}: the manifest's state_outputs feed {fed}, not the graph's state "
