@@ -22,9 +22,9 @@ from torch import Tensor
 
 from hydranet.limits import check_bev_cells
 
-__all__ = ["BevGrid", "EGO_FROM_OPENCV", "box_corners", "camera_extrinsics", "intrinsics_from_fov",
-           "invert_transform", "make_transform", "project", "ray_directions", "resize_intrinsics",
-           "transform_points", "wrap_angle", "yaw_transform"]
+__all__ = ["BevGrid", "EGO_FROM_OPENCV", "box_corners", "camera_extrinsics", "check_principal_points",
+           "intrinsics_from_fov", "invert_transform", "make_transform", "principal_point_inside", "project",
+           "ray_directions", "resize_intrinsics", "transform_points", "wrap_angle", "yaw_transform"]
 
 # --------------------------------------------------------------------------------------------
 # SE(3)
