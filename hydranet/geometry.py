@@ -22,9 +22,10 @@ from torch import Tensor
 
 from hydranet.limits import check_bev_cells
 
-__all__ = ["BevGrid", "EGO_FROM_OPENCV", "box_corners", "camera_extrinsics", "check_principal_points",
-           "intrinsics_from_fov", "invert_transform", "make_transform", "principal_point_inside", "project",
-           "ray_directions", "resize_intrinsics", "transform_points", "wrap_angle", "yaw_transform"]
+__all__ = ["BevGrid", "EGO_FROM_OPENCV", "box_corners", "camera_extrinsics", "check_finite_cameras",
+           "check_principal_points", "intrinsics_from_fov", "invert_transform", "make_transform",
+           "principal_point_inside", "project", "ray_directions", "resize_intrinsics", "transform_points", "wrap_angle",
+           "yaw_transform"]
 
 # --------------------------------------------------------------------------------------------
 # SE(3)
@@ -183,6 +184,16 @@ def principal_point_inside(intrinsics: Tensor, image_hw: tuple[int, int]) -> Ten
     h, w = image_hw
     cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
     return (cx >= 0) & (cx <= w) & (cy >= 0) & (cy <= h)
+
+
+def check_finite_cameras(intrinsics: Tensor, T_ego_from_cam: Tensor, where: str = "") -> None:
+    """Refuse a batch's K ``[B, N, 3, 3]`` or ``T_ego_from_cam [B, N, 4, 4]`` holding a NaN or inf, a failed camera's
+    included (the projection reads every camera's before the mask applies): ``ValueError`` naming the tensor,
+    prefixed by ``where``."""
+    for name, t in (("intrinsics", intrinsics), ("T_ego_from_cam", T_ego_from_cam)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{where}{name} holds a non-finite value (NaN or inf): the camera geometry of every "
+                             "sample must be finite, a failed camera's too")
 
 
 def check_principal_points(intrinsics: Tensor, image_hw: tuple[int, int], camera_valid: Tensor | None = None,

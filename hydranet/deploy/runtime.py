@@ -24,7 +24,7 @@ from torch import Tensor
 from hydranet.data import Batch
 from hydranet.deploy.manifest import ExportManifest, ExportManifestError, file_sha256, load_manifest, manifest_path
 from hydranet.deploy.streaming import zero_state
-from hydranet.geometry import check_principal_points
+from hydranet.geometry import check_finite_cameras, check_principal_points
 from hydranet.model import ModelConfig
 from hydranet.setup import Setup
 from hydranet.tasks import HeadContext, Task, create_task
@@ -151,7 +151,9 @@ class DeployedModel:
             if list(x.shape) != spec.shape or str(x.dtype) != spec.dtype:
                 raise ValueError(f"{self.path}: input '{spec.name}' must be {spec.dtype} {spec.shape}, "
                                  f"got {x.dtype} {list(x.shape)}")
-        if "intrinsics" in feeds:  # the eager model's rule: a working camera's K is in the input's pixels
+        if "intrinsics" in feeds:  # the eager model's rules: finite geometry, a working camera's K in input pixels
+            check_finite_cameras(torch.from_numpy(np.asarray(intrinsics)),
+                                 torch.from_numpy(np.asarray(T_ego_from_cam)), f"{self.path}: ")
             check_principal_points(torch.from_numpy(np.asarray(intrinsics)), tuple(self.manifest.setup.image_size),
                                    torch.from_numpy(np.asarray(camera_valid, dtype=bool)), f"{self.path}: ")
         names = self.manifest.output_names() + [s.name for s in self.manifest.state_outputs]

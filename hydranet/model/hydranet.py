@@ -22,7 +22,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
-from hydranet.geometry import check_principal_points
+from hydranet.geometry import check_finite_cameras, check_principal_points
 from hydranet.model.config import ModelConfig
 from hydranet.model.temporal import TemporalState
 from hydranet.model.tracing import tracing
@@ -133,10 +133,7 @@ class HydraNet(nn.Module):
             raise ValueError(f"T_ego_from_cam must be [B, N, 4, 4] = {(*intrinsics.shape[:2], 4, 4)}, "
                              f"got {tuple(T_ego_from_cam.shape)}")
         if not tracing():  # data checks: eager only
-            for name, t in (("intrinsics", intrinsics), ("T_ego_from_cam", T_ego_from_cam)):
-                if not bool(torch.isfinite(t).all()):
-                    raise ValueError(f"{name} holds a non-finite value (NaN or inf): the camera geometry of every "
-                                     "sample must be finite")
+            check_finite_cameras(intrinsics, T_ego_from_cam)
         B, N = intrinsics.shape[:2]
         first = next(iter(feats.values()))
         if first.shape[0] != B * N:
@@ -226,11 +223,12 @@ class HydraNet(nn.Module):
         remaining cameras; the BEV encoder's 3×3 convolutions then spread it by their receptive field.
         Camera-task outputs carry the mask as ``out[task]["camera_valid"]``: a failed camera's head outputs
         are still computed but marked. N must be the model's camera count: a missing camera is passed (any
-        image, any K) with its mask False. Raises ``ValueError`` naming both counts for a wrong camera count, for a
-        malformed mask, for images of another size than ``setup.image_size`` (the network's input: resize the
-        cameras and rescale K, ``hydranet.setup.Camera.K(image_size)``), and naming the camera for a working
-        camera's K that is not finite or puts its principal point outside the input (a K left in another
-        resolution's pixels; ``hydranet.geometry.principal_point_inside``).
+        image, any finite K and T) with its mask False. Raises ``ValueError`` naming both counts for a wrong camera
+        count, for a malformed mask, for images of another size than ``setup.image_size`` (the network's input:
+        resize the cameras and rescale K, ``hydranet.setup.Camera.K(image_size)``), for a K or T_ego_from_cam
+        holding a non-finite value (any camera's), and naming the sample and camera index of a working camera
+        whose K puts its principal point outside the input (a K left in another resolution's pixels;
+        ``hydranet.geometry.principal_point_inside``).
 
         One frame alone: a temporal model runs from the reset state (no history); sequences use
         ``forward_step`` with an explicit state (``hydranet.eval.Streamer`` carries it from frame to frame).

@@ -66,6 +66,10 @@ def test_deployed_model_rejects_wrong_inputs(exported):
     dead = torch.ones(1, 8, dtype=torch.bool)
     dead[0, 2] = False
     dm.run(batch, camera_valid=dead)
+    # A non-finite K or T is refused as eager refuses it, a failed camera's too.
+    batch.intrinsics[0, 2, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"\.onnx: intrinsics holds a non-finite value"):
+        dm.run(batch, camera_valid=dead)
 
 
 def test_cli_export_verify_prints_per_output_diff(checkpoint, tmp_path):

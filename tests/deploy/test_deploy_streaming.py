@@ -135,6 +135,7 @@ def test_a_streaming_graph_quantizes_on_streamed_states_and_scores_on_sequences(
     r = CliRunner().invoke(app, ["quantize", str(path), "-o", str(out), "--calib-frames", "2", "--eval-frames", "2",
                                  "--max-drop", "10", "--threads", "1", "--json", str(tmp_path / "q.json")])
     assert r.exit_code == 0, r.output
+    assert "2 held-out frames may be too few to resolve --max-drop" in " ".join(r.output.split())
     assert load_manifest(manifest_path(out)).quantization is not None
     report = json.loads((tmp_path / "q.json").read_text())
     assert set(report["comparisons"]["heldout"]["drop"]) == {"objects3d", "drivable"}
