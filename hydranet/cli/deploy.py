@@ -42,7 +42,7 @@ console = make_console()
 
 # Held-out frames for the INT8 metric drop: on 48, one traffic light's state moved balanced accuracy by more
 # than the 0.02 limit (docs/decisions.md), so fewer cannot resolve it.
-DROP_FRAMES = 192
+_DROP_FRAMES = 192
 
 
 def _threads(threads: int | None) -> None:
@@ -153,10 +153,10 @@ def quantize(
     model: Path = typer.Argument(..., help="fp32 ONNX graph written by `hydranet export` (manifest beside it)"),
     output: Path | None = typer.Option(None, "--out", "-o", "--output", help="INT8 graph (default <name>.int8.onnx)"),
     calib_frames: int = typer.Option(32, "--calib-frames", min=1, help="synthetic frames for calibration"),
-    eval_frames: int = typer.Option(DROP_FRAMES, "--eval-frames", min=0, help="held-out frames to measure the per-task "
-                                    "metric drop (0: skip); enough that one object moves a headline by less than "
-                                    "--max-drop (on 48 frames one traffic light's state moved balanced accuracy by "
-                                    "more than 0.02)"),
+    eval_frames: int = typer.Option(_DROP_FRAMES, "--eval-frames", min=0, help="held-out frames to measure the "
+                                    "per-task metric drop (0: skip); enough that one object moves a headline by less "
+                                    "than --max-drop (on 48 frames one traffic light's state moved balanced accuracy "
+                                    "by more than 0.02)"),
     suite: Path | None = typer.Option(None, "--suite", help="also measure the drop on evaluation suites (a suite "
                                       "YAML or a directory of them), with the `hydranet eval` runner"),
     suite_frames: int | None = typer.Option(None, "--suite-frames", min=1, help="frames per scenario and seed "
@@ -186,9 +186,9 @@ def quantize(
     report: dict[str, Any] = {"graph": str(model), "int8": str(output), "calib_frames": calib_frames,
                               "max_drop": max_drop, "comparisons": {}}
     failed: list[str] = []
-    if 0 < eval_frames < DROP_FRAMES:
+    if 0 < eval_frames < _DROP_FRAMES:
         console.print(f"[yellow]note: {eval_frames} held-out frames may be too few to resolve --max-drop {max_drop}: "
-                      f"one light or box can move a headline by more (the default is {DROP_FRAMES})")
+                      f"one light or box can move a headline by more (the default is {_DROP_FRAMES})")
     if eval_frames > 0:
         results = {}
         for label, dm in (("fp32", fp32), ("int8", int8)):
