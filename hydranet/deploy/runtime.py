@@ -152,9 +152,9 @@ class DeployedModel:
                 raise ValueError(f"{self.path}: input '{spec.name}' must be {spec.dtype} {spec.shape}, "
                                  f"got {x.dtype} {list(x.shape)}")
         if "intrinsics" in feeds:  # the eager model's rules: finite geometry, a working camera's K in input pixels
-            check_finite_cameras(torch.from_numpy(np.asarray(intrinsics)),
-                                 torch.from_numpy(np.asarray(T_ego_from_cam)), f"{self.path}: ")
-            check_principal_points(torch.from_numpy(np.asarray(intrinsics)), tuple(self.manifest.setup.image_size),
+            K = torch.from_numpy(np.asarray(intrinsics))
+            check_finite_cameras(K, torch.from_numpy(np.asarray(T_ego_from_cam)), f"{self.path}: ")
+            check_principal_points(K, tuple(self.manifest.setup.image_size),
                                    torch.from_numpy(np.asarray(camera_valid, dtype=bool)), f"{self.path}: ")
         names = self.manifest.output_names() + [s.name for s in self.manifest.state_outputs]
         return dict(zip(names, self.session.run(names, feeds), strict=True))
