@@ -261,3 +261,74 @@ def test_sampling_plan_is_reused_for_one_rig_and_rebuilt_when_its_values_change(
     plan = sampler.plan(feats, K, T, (H, W))
     sampler.min_depth = 5.0
     assert sampler.plan(feats, K, T, (H, W)) is not plan
+
+
+def _depth_sampler(bins: int, levels: list[str]) -> BevSampler:
+    torch.manual_seed(0)
+    return BevSampler(GRID, 5, 4, [0.0, 1.0, 4.0], levels, stride=1, depth_bins=bins, depth_range=(1.0, 40.0))
+
+
+def test_depth_bin_position_is_log_spaced_camera_depth():
+    """A point straight ahead of the main camera at the near end, the far end and their geometric mean lands on the
+    first, last and middle bin; points beyond either end are clamped."""
+    from hydranet.model.fusion import depth_bin_position
+
+    rig = default_rig((H, W))
+    T = rig.extrinsics()[None]
+    cam = T[0, 0]
+    ahead = cam[:3, 3] + cam[:3, 2] * torch.tensor([[1.0], [40.0], [40.0 ** 0.5], [0.2], [90.0]])
+    pos = depth_bin_position(ahead, T, (1.0, 40.0), 9)[0, 0]
+    torch.testing.assert_close(pos, torch.tensor([0.0, 8.0, 4.0, 0.0, 8.0]), atol=1e-4, rtol=0)
+
+
+def test_depth_weighting_starts_as_the_plain_camera_mean():
+    """Zero-initialised depth logits are a uniform distribution: the sampler with depth bins gives the sampler
+    without them (the same seed, so the same reduce conv), to fp32 rounding (1/12 is not exact)."""
+    rig = default_rig((H, W))
+    K, T = rig.intrinsics()[None], rig.extrinsics()[None]
+    feats = {"p2": torch.randn(len(rig), 5, H // 4, W // 4), "p3": torch.randn(len(rig), 5, H // 8, W // 8)}
+    plain, weighted = _depth_sampler(0, ["p2", "p3"]).eval(), _depth_sampler(12, ["p2", "p3"]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(feats, K, T, (H, W)), weighted(feats, K, T, (H, W)), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("levels", [["p3"], ["p2", "p3"]])
+def test_depth_weighted_gather_equals_its_traced_form_values_and_gradients(levels, monkeypatch):
+    """With a learnt (non-uniform) depth distribution the eager gather and the traced grid_sample weight every
+    camera's sample by the same probability: equal BEV maps, equal gradients for the features and for the depth
+    head's weights (the depth distribution learns from the BEV losses)."""
+    import hydranet.model.fusion as fusion
+
+    rig = default_rig((H, W))
+    B = 2
+    K = rig.intrinsics()[None].expand(B, -1, -1, -1)
+    T = rig.extrinsics()[None].expand(B, -1, -1, -1)
+    sampler = _depth_sampler(7, levels)
+    torch.nn.init.normal_(sampler.depth.weight, std=1.0)
+    feats = {"p2": torch.randn(B * len(rig), 5, H // 4, W // 4, requires_grad=True),
+             "p3": torch.randn(B * len(rig), 5, H // 8, W // 8, requires_grad=True)}
+    used = [feats[name] for name in levels]
+    eager, _ = sampler.lift(feats, K, T, (H, W))
+    monkeypatch.setattr(fusion, "tracing", lambda: True)  # the static-shape path export takes
+    traced, _ = sampler.lift(feats, K, T, (H, W))
+    torch.testing.assert_close(eager, traced, atol=1e-5, rtol=1e-5)
+    probs = sampler.depth_probs(feats)
+    assert probs is not None and float(probs[levels[0]].detach().std()) > 0.01  # the distribution is far from uniform
+    g = torch.randn_like(eager)
+    params = [sampler.depth.weight, sampler.depth.bias]
+    g_eager = torch.autograd.grad((eager * g).sum(), used + params)
+    g_traced = torch.autograd.grad((traced * g).sum(), used + params)
+    for a, b in zip(g_eager, g_traced, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert float(g_eager[-2].abs().max()) > 0  # the depth head learns
+
+
+def test_depth_bins_config_is_checked():
+    from pydantic import ValidationError
+
+    from hydranet.model.config import FusionConfig
+
+    with pytest.raises(ValidationError, match="depth_bins"):
+        FusionConfig(depth_bins=1)
+    with pytest.raises(ValidationError, match="depth_range"):
+        FusionConfig(depth_bins=8, depth_range=(10.0, 2.0))
