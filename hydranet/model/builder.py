@@ -64,7 +64,7 @@ def build_parts(cfg: ModelConfig) -> ModelParts:
         f = cfg.fusion
         temporal = f.temporal.model_dump() if f.temporal is not None else None
         fusion = BevFusion(grid, cfg.neck.channels, cfg.bev_channels, f.heights, f.levels, f.stride, f.channels,
-                           f.encoder_blocks, temporal, f.min_depth, f.depth_bins, f.depth_range)
+                           f.encoder_blocks, temporal, f.min_depth)
     ctx = HeadContext(camera_channels=cfg.neck.channels, camera_strides=dict(neck.strides),
                       bev_channels=cfg.bev_channels)
     heads = nn.ModuleDict({name: task.build_head(ctx) for name, task in tasks.items()})

@@ -76,25 +76,6 @@ class FusionConfig(_Strict):
     encoder_blocks: int = Field(2, ge=1)
     temporal: TemporalConfig | None = Field(None, description="video memory; true = defaults, false/null = off")
     min_depth: float = Field(0.3, gt=0.0, description="points closer than this (camera z, m) are not sampled")
-    depth_bins: int = Field(0, ge=0, description="depth-weighted sampling: bins of a learnt per-pixel depth "
-                            "distribution (log-spaced over depth_range) that weights each camera's sample at the "
-                            "point's depth; 0 = off (the plain camera mean)")
-    depth_range: tuple[float, float] = Field((1.0, 60.0), description="near and far end of the depth bins (camera "
-                                             "z, metres)")
-
-    @field_validator("depth_bins")
-    @classmethod
-    def _depth_bins(cls, v: int) -> int:
-        if v == 1:
-            raise ValueError("depth_bins must be 0 (off) or at least 2 (one bin is no distribution)")
-        return v
-
-    @field_validator("depth_range")
-    @classmethod
-    def _depth_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] < v[1]:
-            raise ValueError(f"depth_range must be (near, far) with 0 < near < far metres, got {list(v)}")
-        return v
 
     @field_validator("temporal", mode="before")
     @classmethod

@@ -30,7 +30,6 @@ is what the height-in-channels stacking, the BEV encoder and the camera depth ta
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -93,21 +92,6 @@ def _project(points: Tensor, intrinsics: Tensor, T_ego_from_cam: Tensor, image_h
     return coords, visible
 
 
-def depth_bin_position(points: Tensor, T_ego_from_cam: Tensor, depth_range: tuple[float, float], bins: int) -> Tensor:
-    """Where each ego point ``[P, 3]`` lies on ``bins`` depth bins spaced evenly in log depth over ``depth_range``
-    (camera z, metres; bin 0 at the near end, ``bins - 1`` at the far end) in every camera ``T_ego_from_cam
-    [B, N, 4, 4]``: ``[B, N, P]`` fp32 in [0, bins - 1], clamped at both ends (also behind the camera, where the
-    point is never sampled). Even in log depth as a depth error grows with range (BEVDepth, Li et al. 2023, and LSS
-    space their bins by range for the same reason). Always fp32."""
-    with torch.autocast(points.device.type, enabled=False):
-        T = T_ego_from_cam.float()
-        # camera z = (R^T (p - t))_z = R[:, 2] . (p - t): the camera's optical axis in the ego frame
-        z = (T[..., :3, 2:3] * (points.float().t()[None, None] - T[..., :3, 3:])).sum(-2)  # [B, N, P]
-        near, far = (math.log(d) for d in depth_range)
-        position = (z.clamp(min=depth_range[0]).log() - near) * ((bins - 1) / (far - near))
-        return position.clamp(0.0, bins - 1.0)
-
-
 class _BilinearTaps(torch.autograd.Function):
     """``out[d] = sum_{e in bag d} wgt[e] * rows[idx[e]]``: ``rows [M, C]``, entries ``idx [E]`` int64 with fp32
     weights ``wgt [E]``, grouped into bags by ``bag [E]`` (ascending, int64) whose starts are ``offsets [D]`` ->
@@ -118,29 +102,22 @@ class _BilinearTaps(torch.autograd.Function):
     feeds an output row is summed in one pass, never building the ``[E, C]`` taps that an ``index_select``, a
     multiply and a scatter pass through memory three times. Backward scatters ``wgt * grad[bag]`` into the rows with
     one ``index_add``, which is faster than ``embedding_bag``'s own backward (1 thread, 41,492 points x 32 channels:
-    10.6 ms against 15.6 ms). No gradient flows to the entries; the weights get one when they require it (depth-weighted
-sampling: ``BevSampler`` with ``depth_bins``), the dot product of each bag's gradient with its entry's row."""
+    10.6 ms against 15.6 ms). No gradient flows to the entries or weights (the projection is geometry, not learnt)."""
 
     @staticmethod
     def forward(ctx, rows: Tensor, idx: Tensor, wgt: Tensor, bag: Tensor, offsets: Tensor  # type: ignore[override]
                 ) -> Tensor:
         w = wgt.to(rows.dtype)
-        ctx.save_for_backward(idx, w, bag, rows if ctx.needs_input_grad[2] else None)
+        ctx.save_for_backward(idx, w, bag)
         ctx.num_rows = rows.shape[0]
-        ctx.weight_dtype = wgt.dtype
         return F.embedding_bag(idx, rows, offsets, mode="sum", per_sample_weights=w)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor | None, None, None]:  # type: ignore[override]
-        idx, w, bag, rows = ctx.saved_tensors
-        grad_bags = grad.index_select(0, bag)
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        idx, w, bag = ctx.saved_tensors
+        contributions = grad.index_select(0, bag) * w.to(grad.dtype)[:, None]
         grad_rows = torch.zeros(ctx.num_rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
-        grad_rows.index_add_(0, idx, grad_bags * w.to(grad.dtype)[:, None])
-        grad_wgt = None
-        if rows is not None:  # learnt weights (depth-weighted sampling): d out[bag] / d wgt = rows[idx]
-            grad_wgt = (grad_bags * rows.index_select(0, idx).to(grad.dtype)).sum(-1, dtype=torch.float32)
-            grad_wgt = grad_wgt.to(ctx.weight_dtype)
-        return grad_rows, None, grad_wgt, None, None
+        return grad_rows.index_add_(0, idx, contributions), None, None, None, None
 
 
 def _same_values(a: Tensor | None, b: Tensor | None) -> bool:
@@ -158,38 +135,28 @@ class SamplingPlan(NamedTuple):
     ``[sum_l B*N*h_l*w_l, C]`` feature table (``taps [E]`` int64), weighted by the tap's bilinear weight over the
     number of cameras that see the point (``weights [E]`` fp32; 0 for a tap outside the map), ``bag [E]`` int64
     the row of each entry (ascending) and ``offsets [B*P]`` int64 the first entry of each row. ``count [B, P]``
-    int64: the cameras that see each point, in ``BevSampler.points``' height-major order. With depth bins
-    (``depth_position`` given to ``_plan``): ``depth_index [E]`` int64, the entry of the lower of the two depth bins
-    around the point's depth in the flattened ``[rows, D]`` table of depth probabilities, and ``depth_frac [E]`` fp32,
-    the upper bin's share, and ``bilinear [E]`` fp32, the tap's bilinear weight alone, at its index clamped into
-    the map (``grid_sample``'s border padding; entries come in fours, the taps of one point, camera and level);
-    otherwise all three None."""
+    int64: the cameras that see each point, in ``BevSampler.points``' height-major order."""
 
     taps: Tensor
     weights: Tensor
     bag: Tensor
     offsets: Tensor
     count: Tensor
-    depth_index: Tensor | None = None
-    depth_frac: Tensor | None = None
-    bilinear: Tensor | None = None
 
 
-def _plan(level_hw: list[tuple[int, int]], coords: Tensor, visible: Tensor, heights: int,
-          depth_position: Tensor | None = None, bins: int = 0) -> SamplingPlan:
+def _plan(level_hw: list[tuple[int, int]], coords: Tensor, visible: Tensor, heights: int) -> SamplingPlan:
     """The ``SamplingPlan`` of ``grid_sample``'s bilinear arithmetic (``align_corners=False``, zero padding) at
     the visible pairs of ``coords [B, N, P, 2]`` / ``visible [B, N, P]`` (``project_to_cameras`` of ``heights``
     height-major slices of points) on feature maps of the given ``(h, w)``, averaged over the cameras that see each
     point and summed over levels. Interpolation coordinates and weights stay fp32 (a bf16 pixel coordinate is off
-    by up to 1 px). ``depth_position [B, N, P]`` (``depth_bin_position``, in [0, bins - 1]) adds each entry's
-    depth-bin lookup for ``bins`` bins."""
+    by up to 1 px)."""
     B, N, P = visible.shape
     cells = P // heights
     b, n, p = visible.nonzero(as_tuple=True)  # [V] each
     uv = coords[b, n, p]  # [V, 2] normalised to [-1, 1]
     count = visible.sum(1)  # [B, P]
     share = 1.0 / count[b, p].to(uv.dtype)  # [V]: each seeing camera's share of the point's mean
-    all_taps, all_weights, all_bilinear, first_row = [], [], [], 0
+    all_taps, all_weights, first_row = [], [], 0
     for h, w in level_hw:
         x = (uv[:, 0] + 1.0) * (w / 2.0) - 0.5  # feature-map pixel coordinates, centres at integers
         y = (uv[:, 1] + 1.0) * (h / 2.0) - 0.5
@@ -201,93 +168,42 @@ def _plan(level_hw: list[tuple[int, int]], coords: Tensor, visible: Tensor, heig
                 xi, yi = x0 + dx, y0 + dy
                 inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)  # zero padding outside the map
                 all_taps.append(first_row + ((b * N + n) * h + yi.clamp(0, h - 1)) * w + xi.clamp(0, w - 1))
-                all_bilinear.append(wx * wy)  # with the clamped tap: grid_sample's border padding
                 all_weights.append(torch.where(inside, wx * wy * share, torch.zeros_like(wx)))
         first_row += B * N * h * w
     taps_per_pair = len(all_taps)
     row = (b * cells + p % cells) * heights + p // cells  # [V] cell-major output row
     order = torch.argsort(row, stable=True)
     per_row = torch.bincount(row, minlength=B * P) * taps_per_pair
-    taps = torch.stack(all_taps, 1)[order]  # [V, taps_per_pair]
-    depth_index = depth_frac = bilinear_taps = None
-    if depth_position is not None:
-        bilinear_taps = torch.stack(all_bilinear, 1)[order].reshape(-1)
-        # Linear interpolation between the two bins around the point's depth (a hat over the bins), so the weight
-        # is continuous in the geometry, as the bilinear taps are in the pixel position.
-        pos = depth_position[b, n, p][order]  # [V] in [0, bins - 1]
-        lower = pos.floor().clamp(0, max(bins - 2, 0))
-        depth_index = (taps * bins + lower.long()[:, None]).reshape(-1)
-        depth_frac = (pos - lower).clamp(0.0, 1.0)[:, None].expand(-1, taps_per_pair).reshape(-1)
-    return SamplingPlan(taps=taps.reshape(-1), weights=torch.stack(all_weights, 1)[order].reshape(-1),
+    return SamplingPlan(taps=torch.stack(all_taps, 1)[order].reshape(-1),
+                        weights=torch.stack(all_weights, 1)[order].reshape(-1),
                         bag=row[order].repeat_interleave(taps_per_pair),
-                        offsets=torch.cumsum(per_row, 0) - per_row, count=count,
-                        depth_index=depth_index, depth_frac=depth_frac, bilinear=bilinear_taps)
+                        offsets=torch.cumsum(per_row, 0) - per_row, count=count)
 
 
-def _table(maps: dict[str, Tensor], levels: list[str]) -> Tensor:
-    """The levels' ``[B*N, C, h, w]`` maps as rows of one channels-last ``[sum_l B*N*h_l*w_l, C]`` table (a view for a
-    single channels-last level, else a copy), in the row order of ``SamplingPlan.taps``."""
-    tables = [maps[name].permute(0, 2, 3, 1).reshape(-1, maps[name].shape[1]) for name in levels]
-    return tables[0] if len(tables) == 1 else torch.cat(tables)
-
-
-def _gather(feats: dict[str, Tensor], levels: list[str], plan: SamplingPlan,
-            depth_probs: dict[str, Tensor] | None = None) -> Tensor:
+def _gather(feats: dict[str, Tensor], levels: list[str], plan: SamplingPlan) -> Tensor:
     """Bilinear samples of every level at the plan's visible pairs, averaged over the cameras that see each point
     and summed over levels: ``[B*P, C]`` in the features' dtype, rows in the plan's cell-major order.
 
     A reference point is seen by one or two of the rig's cameras, so sampling only those does an eighth of
     ``grid_sample``'s work over all cameras, and its backward is one ``index_add`` instead of ``grid_sample``'s
     serial scatter. Feature maps are read as rows of a channels-last ``[B*N*h*w, C]`` view (a copy for other
-    layouts); several levels are concatenated into one table.
-
-    ``depth_probs`` (per level ``[B*N, D, h, w]`` fp32, a distribution over the plan's D depth bins at every pixel):
-    each camera's sample is weighted by D times the probability of the point's depth (linear between the two bins
-    around it) bilinearly interpolated at the point's pixel, so a uniform distribution samples what no depth
-    weighting does."""
-    weights = plan.weights
-    if depth_probs is not None:
-        if plan.depth_index is None or plan.depth_frac is None or plan.bilinear is None:
-            raise ValueError("depth-weighted sampling needs a plan built with depth positions")
-        probs = _table(depth_probs, levels)
-        bins = probs.shape[1]
-        flat = probs.reshape(-1)
-        at_depth = torch.lerp(flat.index_select(0, plan.depth_index), flat.index_select(0, plan.depth_index + 1),
-                              plan.depth_frac)
-        # One probability per (point, camera, level): the four taps' bilinear mean with border padding (weights
-        # summing to 1 at the image's edge too, so a uniform distribution is exactly the plain mean), what
-        # grid_sample of the probability map gives the traced form, multiplied onto the features' bilinear sample.
-        per_sample = (plan.bilinear * at_depth).view(-1, 4).sum(-1)
-        weights = weights * per_sample.repeat_interleave(4) * bins
-    return _BilinearTaps.apply(_table(feats, levels), plan.taps, weights, plan.bag, plan.offsets)
+    layouts); several levels are concatenated into one table."""
+    tables = [feats[name].permute(0, 2, 3, 1).reshape(-1, feats[name].shape[1]) for name in levels]
+    rows = tables[0] if len(tables) == 1 else torch.cat(tables)
+    return _BilinearTaps.apply(rows, plan.taps, plan.weights, plan.bag, plan.offsets)
 
 
-def _sample_dense(feats: dict[str, Tensor], levels: list[str], coords: Tensor, B: int, N: int,
-                  depth_probs: dict[str, Tensor] | None = None, depth_position: Tensor | None = None) -> Tensor:
+def _sample_dense(feats: dict[str, Tensor], levels: list[str], coords: Tensor, B: int, N: int) -> Tensor:
     """Bilinear samples of every level at ``coords [B, N, P, 2]`` summed over cameras and levels, ``[B, C, P]``
     fp32, written with ``grid_sample`` over every camera (static shapes, ONNX ``GridSample``): the traced form of
-    ``_gather``. Invisible points carry coordinates far outside the map and sample exact zeros. With
-    ``depth_probs`` (as ``_gather``'s) and ``depth_position [B, N, P]`` (``depth_bin_position``) each camera's sample
-    is weighted by D times the bilinearly sampled probability at the point's depth bin position."""
+    ``_gather``. Invisible points carry coordinates far outside the map and sample exact zeros."""
     P = coords.shape[2]
-    grid = coords.reshape(B * N, P, 1, 2)
-    hat: Tensor | None = None
-    if depth_probs is not None:
-        if depth_position is None:
-            raise ValueError("depth-weighted sampling needs the points' depth bin positions")
-        bins = next(iter(depth_probs.values())).shape[1]
-        centres = torch.arange(bins, dtype=torch.float32, device=coords.device).view(1, 1, bins, 1)
-        hat = (1.0 - (depth_position[:, :, None, :] - centres).abs()).clamp(min=0.0) * bins  # [B, N, D, P]
     total: Tensor | None = None
     for name in levels:
         f = feats[name]
-        s = F.grid_sample(f.float(), grid, mode="bilinear", padding_mode="zeros",
-                          align_corners=False).reshape(B, N, f.shape[1], P)
-        if hat is not None and depth_probs is not None:
-            d = F.grid_sample(depth_probs[name], grid, mode="bilinear", padding_mode="border",
-                              align_corners=False).reshape(B, N, -1, P)
-            s = s * (d * hat).sum(2, keepdim=True)
-        s = s.sum(1)
+        s = F.grid_sample(f.float(), coords.reshape(B * N, P, 1, 2), mode="bilinear", padding_mode="zeros",
+                          align_corners=False)  # [B*N, C, P, 1]
+        s = s.reshape(B, N, f.shape[1], P).sum(1)
         total = s if total is None else total + s
     assert total is not None
     return total
@@ -297,15 +213,10 @@ class BevSampler(nn.Module):
     """Bilinear sampling of camera features at projected BEV reference points (no weights but a 1×1)."""
 
     def __init__(self, grid: BevGrid, in_channels: int, out_channels: int, heights: list[float], levels: list[str],
-                 stride: int = 2, min_depth: float = 0.3, depth_bins: int = 0,
-                 depth_range: tuple[float, float] = (1.0, 60.0)):
+                 stride: int = 2, min_depth: float = 0.3):
         super().__init__()
         if not heights:
             raise ValueError("fusion needs at least one reference height")
-        if depth_bins == 1 or depth_bins < 0:
-            raise ValueError(f"depth_bins must be 0 (off) or at least 2, got {depth_bins}")
-        if not 0 < depth_range[0] < depth_range[1]:
-            raise ValueError(f"depth_range must be (near, far) with 0 < near < far metres, got {depth_range}")
         self.grid = coarse_grid(grid, stride)
         self.levels = list(levels)
         self.heights = [float(z) for z in heights]
@@ -321,16 +232,6 @@ class BevSampler(nn.Module):
         n_z = len(self.heights)
         self.reduce = nn.Sequential(nn.Conv2d(in_channels * n_z + n_z + 2, out_channels, 1, bias=False),
                                     nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-        # Depth-weighted sampling: a distribution over log-spaced depth bins at every pixel of each sampled level,
-        # learnt from the BEV tasks' losses. Zero-initialised: the distribution starts uniform, so the fusion starts
-        # as the unweighted mean.
-        self.depth_bins = depth_bins
-        self.depth_range = (float(depth_range[0]), float(depth_range[1]))
-        self.depth: nn.Conv2d | None = None
-        if depth_bins:
-            self.depth = nn.Conv2d(in_channels, depth_bins, 1)
-            nn.init.zeros_(self.depth.weight)
-            nn.init.zeros_(self.depth.bias)
         # (key, rig values, SamplingPlan) of the last eager call: ``plan``. Not state: never saved or exported.
         self._cached_plan: tuple[tuple, tuple[Tensor | None, ...], SamplingPlan] | None = None
 
@@ -343,9 +244,7 @@ class BevSampler(nn.Module):
         coords, visible = project_to_cameras(self.points, intrinsics.float(), T_ego_from_cam.float(), image_hw,
                                              self.min_depth, camera_valid)
         count = visible.sum(1)  # [B, P] cameras seeing each point
-        position = (depth_bin_position(self.points, T_ego_from_cam, self.depth_range, self.depth_bins)
-                    if self.depth_bins else None)
-        total = _sample_dense(feats, self.levels, coords, B, N, self.depth_probs(feats), position)  # [B, C, P]
+        total = _sample_dense(feats, self.levels, coords, B, N)  # [B, C, P]
         mean = total / count.clamp(min=1).to(total.dtype)[:, None]
         Z = len(self.heights)
         return mean.reshape(B, -1, Z, R, C), count.reshape(B, Z, R, C).to(mean.dtype)
@@ -358,15 +257,8 @@ class BevSampler(nn.Module):
         R, C = self.grid.shape
         Z = len(self.heights)
         plan = self.plan(feats, intrinsics, T_ego_from_cam, image_hw, camera_valid)
-        cells = _gather(feats, self.levels, plan, self.depth_probs(feats)).reshape(B, R, C, Z, -1)
+        cells = _gather(feats, self.levels, plan).reshape(B, R, C, Z, -1)
         return cells, plan.count.reshape(B, Z, R, C).permute(0, 2, 3, 1).to(cells.dtype)
-
-    def depth_probs(self, feats: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        """Per sampled level, the distribution over the ``depth_bins`` bins at every pixel, ``[B*N, D, h, w]`` fp32
-        (softmax over D, channels-last where the features are); None without depth bins."""
-        if self.depth is None:
-            return None
-        return {name: self.depth(feats[name]).float().softmax(1) for name in self.levels}
 
     def lift(self, feats: dict[str, Tensor], intrinsics: Tensor, T_ego_from_cam: Tensor,
              image_hw: tuple[int, int], camera_valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -395,16 +287,14 @@ class BevSampler(nn.Module):
         that input."""
         K, T = intrinsics.float(), T_ego_from_cam.float()
         level_hw = [tuple(feats[name].shape[-2:]) for name in self.levels]
-        key = (tuple(image_hw), tuple(level_hw), K.device, float(self.min_depth), self.depth_bins, self.depth_range)
+        key = (tuple(image_hw), tuple(level_hw), K.device, float(self.min_depth))
         inputs = (K, T, camera_valid, self.points)
         cached = self._cached_plan
         if cached is not None and cached[0] == key and all(
                 _same_values(a, b) for a, b in zip(cached[1], inputs, strict=True)):
             return cached[2]
         coords, visible = project_to_cameras(self.points, K, T, image_hw, self.min_depth, camera_valid)
-        position = (depth_bin_position(self.points, T, self.depth_range, self.depth_bins)
-                    if self.depth_bins else None)
-        plan = _plan(level_hw, coords, visible, len(self.heights), position, self.depth_bins)
+        plan = _plan(level_hw, coords, visible, len(self.heights))
         rig = tuple(None if t is None else t.detach().clone() for t in inputs)
         self._cached_plan = (key, rig, plan)
         return plan
@@ -486,13 +376,11 @@ class BevFusion(nn.Module):
 
     def __init__(self, grid: BevGrid, camera_channels: int, bev_channels: int, heights: list[float],
                  levels: list[str], stride: int = 2, channels: int = 64, encoder_blocks: int = 2,
-                 temporal: dict | None = None, min_depth: float = 0.3, depth_bins: int = 0,
-                 depth_range: tuple[float, float] = (1.0, 60.0)):
+                 temporal: dict | None = None, min_depth: float = 0.3):
         super().__init__()
         self.grid = grid
         self.stride = stride
-        self.sampler = BevSampler(grid, camera_channels, channels, heights, levels, stride, min_depth, depth_bins,
-                                  depth_range)
+        self.sampler = BevSampler(grid, camera_channels, channels, heights, levels, stride, min_depth)
         # ``temporal``: TemporalMemory keyword arguments (``model.config.TemporalConfig``), None = single frame.
         self.temporal = TemporalMemory(self.sampler.grid, bev_channels, **temporal) if temporal is not None else None
         self.encoder = BevEncoder(channels, channels, bev_channels, encoder_blocks, stride)

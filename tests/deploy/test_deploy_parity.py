@@ -47,30 +47,6 @@ def test_batched_graph_pads_and_matches_eager(model, tmp_path):
             np.testing.assert_allclose(got[task][key].numpy(), value.numpy(), atol=PARITY_TOLERANCE, rtol=0)
 
 
-def test_depth_weighted_fusion_exports_and_matches_eager(tmp_path):
-    """Depth-weighted sampling (``fusion.depth_bins``) with a learnt, non-uniform distribution: the exported graph
-    (grid_sample of the probability maps) gives the eager gather's BEV outputs."""
-    from deploy_testkit import tiny_config
-
-    from hydranet.model import create_model
-
-    cfg = tiny_config()
-    cfg = cfg.model_copy(update={"fusion": cfg.fusion.model_copy(update={"depth_bins": 8, "levels": ["p2", "p3"]})})
-    torch.manual_seed(0)
-    net = create_model(cfg).eval()
-    with torch.no_grad():
-        torch.nn.init.normal_(net.fusion.sampler.depth.weight, std=1.0)
-    m = export_onnx(net, tmp_path / "depth.onnx", tasks=["bev_semantic", "objects3d"])
-    dm = DeployedModel(tmp_path / "depth.onnx", threads=1)
-    batch = next(heldout_batches(m, 2, 2))
-    got, _ = dm.run(batch)
-    with torch.no_grad():
-        ref = net(batch.images, batch.intrinsics, batch.T_ego_from_cam, tasks=["bev_semantic", "objects3d"])
-    for task, outs in ref.items():
-        for key, value in outs.items():
-            np.testing.assert_allclose(got[task][key].numpy(), value.numpy(), atol=PARITY_TOLERANCE, rtol=0)
-
-
 def test_deployed_model_rejects_wrong_inputs(exported):
     dm = DeployedModel(exported, threads=1)
     batch = next(heldout_batches(dm.manifest, 1, 1))
