@@ -36,7 +36,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
-from hydranet.geometry import BevGrid, camera_extrinsics
+from hydranet.geometry import BevGrid, camera_extrinsics, principal_point_inside
 
 __all__ = ["Camera", "ImageSize", "NUSCENES_CLASSES", "OBJECT_CLASSES", "OBJECT_LABELS", "Rig", "Setup",
            "SetupMismatchError", "VOCABULARIES", "check_fits", "class_names", "rig_of_frame"]
@@ -86,6 +86,17 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+def _number(value: Any, field: str) -> float:
+    """``value`` as a finite float, or ``ValueError`` naming ``field`` (a string, a list or NaN is no angle)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{field} must be finite, got {value!r}")
+    return number
+
+
 def _explicit_camera(data: dict[str, Any]) -> dict[str, Any]:
     """A camera's fields with the shorthand (``hfov_deg``, ``K``, ``position`` + angles) made explicit."""
     size = data.get("image_size")
@@ -101,10 +112,13 @@ def _explicit_camera(data: dict[str, Any]) -> dict[str, Any]:
         if len(K) != 3 or any(len(r) != 3 for r in K) or K[0][1] or K[1][0] or K[2] != [0.0, 0.0, 1.0]:
             raise ValueError(f"K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K}")
         data.update(fx=K[0][0], fy=K[1][1], cx=K[0][2], cy=K[1][2])
-    angles = {k: data.pop(k) for k in ("yaw_deg", "pitch_deg", "roll_deg") if k in data}
+    angles = {k: _number(data.pop(k), k) for k in ("yaw_deg", "pitch_deg", "roll_deg") if k in data}
     if "position" in data:
-        T = camera_extrinsics(tuple(float(p) for p in data.pop("position")), float(angles.get("yaw_deg", 0.0)),
-                              float(angles.get("pitch_deg", 0.0)), float(angles.get("roll_deg", 0.0)))
+        position = data.pop("position")
+        if isinstance(position, str | bytes) or not isinstance(position, list | tuple) or len(position) != 3:
+            raise ValueError(f"position must be [x, y, z] (metres, ego frame), got {position!r}")
+        T = camera_extrinsics(tuple(_number(p, "position") for p in position), angles.get("yaw_deg", 0.0),
+                              angles.get("pitch_deg", 0.0), angles.get("roll_deg", 0.0))
         data["T_ego_from_cam"] = T.tolist()
     elif angles:
         raise ValueError("yaw_deg/pitch_deg/roll_deg need position (metres, ego frame)")
@@ -122,7 +136,9 @@ class Camera(_Frozen):
     """One camera: ``name``, native ``image_size`` (H, W) pixels, pinhole ``fx, fy, cx, cy`` (pixels at that
     size) and ``T_ego_from_cam`` (4x4, OpenCV camera x right / y down / z forward -> ego x forward / y left /
     z up, metres). Shorthand inputs and their resolution: the module docstring. Validation raises
-    ``ValueError`` for a name with ``/ \\ .``, fx or fy <= 0, a skewed K or a T that is not rigid."""
+    ``ValueError`` for a name with ``/ \\ .``, fx or fy <= 0, a skewed K, a principal point outside
+    ``image_size`` (``hydranet.geometry.principal_point_inside``), a ``position`` that is not three numbers, an
+    angle that is no number, or a T that is not rigid."""
 
     name: str = Field(min_length=1)
     image_size: ImageSize
@@ -143,6 +159,16 @@ class Camera(_Frozen):
         if "/" in v or "\\" in v or "." in v or v.strip() != v:
             raise ValueError(f"camera name {v!r} may not contain '/', '\\\\', '.' or surrounding spaces")
         return v
+
+    @model_validator(mode="after")
+    def _principal_point_inside(self) -> Camera:
+        # The rule the data sources and the model apply (geometry.principal_point_inside): outside, K is almost
+        # always one for another resolution, and the model would refuse it at its first frame.
+        if not bool(principal_point_inside(self.K(), self.image_size)):
+            h, w = self.image_size
+            raise ValueError(f"camera {self.name!r}: principal point (cx, cy) = ({self.cx:g}, {self.cy:g}) lies "
+                             f"outside its {w}x{h} (WxH) image_size; give K in pixels of that image_size")
+        return self
 
     @field_validator("T_ego_from_cam")
     @classmethod

@@ -105,9 +105,22 @@ def test_a_camera_is_explicit_whatever_shorthand_declared_it():
                                                               dtype=torch.float64))
     for bad, match in (({"fx": 0}, "greater than 0"), ({"name": "a/b"}, "may not contain"),
                        ({"K": [[1, 0.1, 0], [0, 1, 0], [0, 0, 1]]}, "K must be"),
-                       ({"T_ego_from_cam": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}, "not a rigid")):
+                       ({"T_ego_from_cam": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}, "not a rigid"),
+                       ({"cx": 1300}, r"principal point \(cx, cy\) = \(1300, 355\) lies outside its 1280x720"),
+                       ({"cy": -1}, "principal point")):
         with pytest.raises(ValueError, match=match):
             Camera.model_validate({**explicit.model_dump(), **bad})
+    # The shorthand's fields are checked as fields, not left to fail inside the geometry (a new-user trial:
+    # a 2-value position was an internal error, a word for an angle named no field).
+    shorthand = {"name": "front", "image_size": (720, 1280), "fx": 1000, "fy": 990, "cx": 641.5, "cy": 355}
+    for bad, match in (({"position": (1.5, 0)}, r"position must be \[x, y, z\]"),
+                       ({"position": 1.5}, r"position must be \[x, y, z\]"),
+                       ({"position": "1.5, 0, 1.4"}, r"position must be \[x, y, z\]"),
+                       ({"position": (1.5, 0, "up")}, "position must be a number"),
+                       ({"position": (1.5, 0, 1.4), "yaw_deg": "abc"}, "yaw_deg must be a number"),
+                       ({"position": (1.5, 0, 1.4), "pitch_deg": float("nan")}, "pitch_deg must be finite")):
+        with pytest.raises(ValueError, match=match):
+            Camera.model_validate({**shorthand, **bad})
 
 
 def test_setup_defaults_resolve_once_and_round_trip():
