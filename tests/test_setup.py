@@ -233,6 +233,34 @@ def test_eval_refuses_a_suite_scenario_the_model_was_not_built_for(tmp_path, che
         res.output.split())
 
 
+def test_eval_checks_every_suite_first_and_leaves_out_default_dead_camera_suites_an_own_rig_lacks(tmp_path,
+                                                                                                  monkeypatch):
+    """A suite that cannot run for the model fails before any suite has run (it used to fail after the ones before
+    it, their results lost). From the default ``suites/`` a dead-camera suite for a camera the model's rig does not
+    have is left out with a note: an own rig has no 'main' (a new-user trial)."""
+    cfg = config_from_dict(_config(model={"setup": {**SETUP, "rigs": ONE_CAMERA}}))
+    model = create_model(cfg.resolved_model())
+    run = tmp_path / "run" / "checkpoints"
+    save_checkpoint(run / "step_00000001", model, {"model_config": cfg.resolved_model().model_dump(mode="json"),
+                                                   "config": cfg.model_dump(mode="json"), "step": 1})
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    one = {"world": {"num_scenes": 1, "frames_per_scene": 1}, "scenarios": {"day": {}}, "seeds": [0, 1], "frames": 1,
+           "tasks": {"drivable": {}}}
+    (suites / "a_plain.yaml").write_text(yaml.safe_dump(one))
+    (suites / "b_dead.yaml").write_text(yaml.safe_dump({**one, "dead_cameras": ["main"]}))
+    monkeypatch.chdir(tmp_path)
+    default = CliRunner().invoke(app, ["eval", str(run.parent)])
+    text = " ".join(default.output.split())
+    assert default.exit_code in (0, 1), default.output
+    assert "skipped suite b_dead" in text and "dead_cameras ['main'] are not cameras of the model's rig ['front']" \
+        in text and "suite a_plain" in text
+    named = CliRunner().invoke(app, ["eval", str(run.parent), "--suite", "suites"])
+    text = " ".join(named.output.split())
+    assert named.exit_code == 2 and "dead_cameras: ['main'] are not cameras of the rig ['front']" in text
+    assert "suite a_plain" not in text  # refused before the first suite ran
+
+
 def test_generate_checks_a_training_world_against_its_model(tmp_path):
     cfg = _config(world={"setup": {**SETUP, "grid": {"cell": 4.0}}})
     path = tmp_path / "cfg.yaml"

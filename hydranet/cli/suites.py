@@ -24,6 +24,7 @@ from hydranet.datasets import open_dataset
 from hydranet.eval import (
     SuiteError,
     TrackerOptions,
+    check_suite,
     check_thresholds,
     evaluate_dataset,
     gate,
@@ -32,6 +33,7 @@ from hydranet.eval import (
     run_to_json,
     select_tasks,
     tracks_objects,
+    unknown_dead_cameras,
     write_html_report,
 )
 from hydranet.json_files import dumps, to_jsonable
@@ -67,6 +69,30 @@ def _suites(path: Path) -> list[Any]:
         return load_suites(path)
     except SuiteError as e:
         raise typer.BadParameter(str(e), param_hint="--suite") from None
+
+
+def _checked(suites: list[Any], models: dict[str, Any], default: bool) -> list[Any]:
+    """``suites`` checked against ``models`` before any is run (``check_suite``): a suite that cannot run for them is
+    an error naming it (exit 2), not a failure after the suites before it. From the default directory (``default``),
+    a suite that blacks out cameras the models' rig does not have (``suites/dead_camera.yaml``'s 'main' on an own
+    rig) is left out with a note: it cannot be asked of that rig."""
+    kept = []
+    setup = getattr(next(iter(models.values())), "setup", None)
+    names = [c.name for c in setup.rig().cameras] if setup is not None else None
+    for s in suites:
+        unknown = unknown_dead_cameras(s, names) if names is not None else []
+        if default and unknown:
+            console.print(f"skipped suite {s.name} ({s.path}): its dead_cameras {unknown} are not cameras of the "
+                          f"model's rig {names}")
+            continue
+        try:
+            check_suite(s, models)
+        except SuiteError as e:
+            raise typer.BadParameter(str(e), param_hint="--suite") from None
+        kept.append(s)
+    if not kept:
+        raise typer.BadParameter("no suite applies to this model's rig", param_hint="--suite")
+    return kept
 
 
 def _run(models: dict[str, Any], suites: list[Any], device: str, batch_size: int, frames: int | None,
@@ -141,6 +167,7 @@ def eval_command(
         except SuiteError as e:
             raise typer.BadParameter(str(e), param_hint="--tasks") from None
     model = _load(checkpoint, dev)
+    suites = _checked(suites, {"model": model}, default=suite is None)
     results, failed = [], 0
     tracking = TrackerOptions() if track else None
     tracked = [s.name for s in suites if tracks_objects(s, model.task_objects)] if track else []
@@ -283,6 +310,7 @@ def gate_command(
     dev = _device(device)
     suites = _suites(suite)
     models = {"baseline": _load(baseline, dev), "candidate": _load(candidate, dev)}
+    suites = _checked(suites, models, default=suite == Path("suites"))
     all_rows = []
     for runs in _run(models, suites, dev, batch_size, frames):
         try:
@@ -319,6 +347,7 @@ def report_command(
     dev = _device(device)
     suites = _suites(suite)
     model = _load(checkpoint, dev)
+    suites = _checked(suites, {"model": model}, default=suite == Path("suites"))
     runs = [r["model"] for r in _run({"model": model}, suites, dev, batch_size, frames)]
     try:
         checks = [check_thresholds(r) for r in runs]

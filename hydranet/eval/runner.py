@@ -98,7 +98,8 @@ def _model_world_fields(model: nn.Module) -> dict[str, Any]:
 
 class Worlds:
     """Lazily built ``SyntheticWorld`` per (scenario, seed) rendering the first model's setup, checked against
-    every model (``ModelConfig.check_data``)."""
+    every model (``ModelConfig.check_data``) and against the suite's ``dead_cameras`` when built: ``SuiteError``
+    before any frame is rendered."""
 
     def __init__(self, suite: Suite, models: dict[str, nn.Module]):
         self._cls = SyntheticWorld
@@ -107,7 +108,8 @@ class Worlds:
         self.models = models
         self._cache: dict[tuple[str, int], Any] = {}
         for scenario in suite.scenarios:  # at load time, before any frame is rendered
-            self.checked_config(scenario, suite.seeds[0])
+            cfg = self.checked_config(scenario, suite.seeds[0])
+            check_dead_cameras(suite, [c.name for c in cfg.rendered_rig.cameras])
 
     def checked_config(self, scenario: str, seed: int) -> Any:
         """The scenario's ``WorldConfig``; ``SuiteError`` if a model was not built for its layout."""
@@ -156,15 +158,34 @@ def _record_frames(tasks: dict[str, TaskEval]) -> Callable[[EvalFrame], None]:
 
 
 @torch.no_grad()
+def unknown_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> list[str]:
+    """The suite's ``dead_cameras`` that are not cameras of a rig with ``camera_names`` (empty: the suite applies)."""
+    names = set(camera_names)
+    return [c for c in suite.dead_cameras if c not in names]
+
+
+def check_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> None:
+    """``SuiteError`` naming the field unless every camera in ``suite.dead_cameras`` is one of ``camera_names``."""
+    names = list(camera_names)
+    unknown = unknown_dead_cameras(suite, names)
+    if unknown:
+        raise SuiteError(f"{suite.path}: dead_cameras: {unknown} are not cameras of the rig {names}")
+
+
+def check_suite(suite: Suite, models: dict[str, Any]) -> None:
+    """Everything ``run_suite`` would refuse about ``suite`` for ``models`` that is known before a frame is rendered:
+    a scenario the models were not built for, dead cameras their rig lacks. ``SuiteError`` naming the file and
+    field; cheap (no world is rendered)."""
+    Worlds(suite, models)
+
+
 def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
     """``camera_valid [B, N]`` for ``suite.dead_cameras`` (None when every camera works); blacks out their
     images in ``batch`` in place. An unknown camera name is a ``SuiteError`` naming the field."""
     if not suite.dead_cameras:
         return None
     names = list(batch.camera_names)
-    unknown = [c for c in suite.dead_cameras if c not in names]
-    if unknown:
-        raise SuiteError(f"{suite.path}: dead_cameras: {unknown} are not cameras of the rig {names}")
+    check_dead_cameras(suite, names)
     valid = torch.tensor([n not in suite.dead_cameras for n in names], device=batch.images.device)
     batch.images[:, ~valid] = 0
     return valid[None].expand(len(batch), -1).contiguous()
