@@ -261,6 +261,25 @@ def test_eval_checks_every_suite_first_and_leaves_out_default_dead_camera_suites
     assert "suite a_plain" not in text  # refused before the first suite ran
 
 
+def test_train_names_a_data_rig_it_adds_beside_the_declared_ones():
+    """Data of a rig the config does not declare becomes a further rig of the model (how a mixed config takes
+    nuScenes' and BDD100K's rigs); beside a declared rig that is said, naming both, since a user's own data whose
+    camera names differ from the declared rig's is trained as another rig (a new-user trial)."""
+    from hydranet.train.data import resolve_setup, undeclared_rigs
+
+    declared = ModelConfig.preset("tiny", setup={**SETUP, "rigs": ONE_CAMERA}, tasks={"drivable": {}})
+    renamed = {"fleet": [{**ONE_CAMERA["front"][0], "name": "cam_front"}]}
+    data = Setup.model_validate({**SETUP, "rigs": renamed})
+    resolved = resolve_setup(declared, {"data.datasets.fleet": data})
+    assert [r.name for r in resolved.setup.rigs] == ["front", "fleet"]
+    (line,) = undeclared_rigs(declared, resolved)
+    assert "rig 'fleet' (cameras ['cam_front'])" in line and "(front: ['front'])" in line and "--rig fleet" in line
+    same = Setup.model_validate({**SETUP, "rigs": {"other_name": ONE_CAMERA["front"]}})
+    assert undeclared_rigs(declared, resolve_setup(declared, {"data.datasets.w": same})) == []  # the declared rig
+    undeclared = ModelConfig.preset("tiny", setup=SETUP, tasks={"drivable": {}})
+    assert undeclared_rigs(undeclared, resolve_setup(undeclared, {"data.datasets.fleet": data})) == []
+
+
 def test_generate_checks_a_training_world_against_its_model(tmp_path):
     cfg = _config(world={"setup": {**SETUP, "grid": {"cell": 4.0}}})
     path = tmp_path / "cfg.yaml"

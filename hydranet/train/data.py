@@ -97,6 +97,19 @@ class TrainData:
     setups: dict[str, Setup] | None = None
 
 
+def undeclared_rigs(model_cfg: ModelConfig, resolved: ModelConfig) -> list[str]:
+    """One line per rig ``resolve_setup`` took from the data beside rigs the config declares (``setup.rigs`` set):
+    what a user who declared their rig should hear, as data whose camera names differ from it is trained as a rig
+    of its own and not as the declared one. Empty when the config declares no rig or the data brought none."""
+    if "rigs" not in model_cfg.setup.model_fields_set:
+        return []
+    declared = {r.name: list(r.names) for r in model_cfg.setup.rigs}
+    return [f"rig '{r.name}' (cameras {list(r.names)}) of the data is not among the rigs model.setup.rigs declares "
+            f"({', '.join(f'{n}: {c}' for n, c in declared.items())}): the model takes it as a further rig "
+            f"(`hydranet export --rig {r.name}`); declare it, or name its cameras as the declared rig's if it is one"
+            for r in resolved.setup.rigs[len(model_cfg.setup.rigs):]]
+
+
 def resolve_setup(model_cfg: ModelConfig, setups: dict[str, Setup]) -> ModelConfig:
     """``model_cfg`` with the rigs of its data, checked: the rigs the config declares (``setup.rigs``; none
     declared: none) followed by every dataset's rig with other cameras, under the rig's own name (the

@@ -31,7 +31,7 @@ from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
 from hydranet.train.config import Config, ConfigError, config_to_dict
-from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup
+from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup, undeclared_rigs
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
 from hydranet.yaml_files import read_yaml_mapping
@@ -90,7 +90,10 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         # Every dataset opens for the model's setup and reports its own: the model gets their rigs and the
         # one check refuses a mismatch (image size, rig, grid, classes) before a frame is rendered.
         data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed, model_cfg.setup)
-        model_cfg = resolve_setup(model_cfg, data.setups or {})
+        declared, model_cfg = model_cfg, resolve_setup(model_cfg, data.setups or {})
+        if info.is_main:
+            for line in undeclared_rigs(declared, model_cfg):
+                console.print(f"note: {line}", soft_wrap=True)
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
