@@ -103,12 +103,20 @@ def set_max_image_pixels(pixels: int | None) -> None:
     _configure_pil()
 
 
+_PIL_DEFAULT_MAX_IMAGE_PIXELS: int | None = None  # PIL's own guard as imported, before any change here
+
+
 def _configure_pil() -> None:
-    """PIL refuses (``DecompressionBombError``) images past twice its ``MAX_IMAGE_PIXELS``: keep that backstop
-    at our limit for any ``Image.open`` that does not call ``check_image_pixels`` itself."""
+    """PIL refuses (``DecompressionBombError``) images past twice its ``MAX_IMAGE_PIXELS``. Our limit is checked
+    by ``open_image`` before a pixel is decoded; PIL's guard is only raised with it (never lowered below PIL's
+    default), so a limit raised for large inputs lets them open, and a small one does not also refuse what
+    hydranet draws itself (PIL applies its guard to the glyphs of rendered text, too)."""
+    global _PIL_DEFAULT_MAX_IMAGE_PIXELS
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = max_image_pixels()
+    if _PIL_DEFAULT_MAX_IMAGE_PIXELS is None:
+        _PIL_DEFAULT_MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 0)
+    Image.MAX_IMAGE_PIXELS = max(_PIL_DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels())
 
 
 def open_image(source: Any, where: str) -> Any:

@@ -67,6 +67,10 @@ def test_the_image_limit_is_an_option(tmp_path, monkeypatch):
     res = cli("convert", "frames", "--index", index, "--out", tmp_path / "a", code=2)
     assert "48x24 = 1,152 pixels exceeds the limit of 1,000 pixels" in error_line(res)
     cli("--max-image-pixels", "2000", "convert", "frames", "--index", index, "--out", tmp_path / "b", code=0)
+    # The limit is the inputs': hydranet's own pictures (their text glyphs pass PIL's guard too) are drawn under
+    # any limit (a new-user trial: PIL's guard, lowered with it, refused the title of `show`).
+    cli("--max-image-pixels", "2000", "show", "--data", tmp_path / "b", "--out", tmp_path / "b.png", code=0)
+    assert (tmp_path / "b.png").stat().st_size > 1000
 
 
 def test_a_huge_image_inside_a_shard_is_refused_naming_the_sample(tmp_path, dataset):
