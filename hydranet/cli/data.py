@@ -37,7 +37,8 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", "--force", help="Regenerate even if OUT is up to date, "
                                    "and replace a different dataset in OUT (only once the new one is complete)."),
 ) -> None:
-    """Render the synthetic 8-camera world into WebDataset-style tar shards plus manifest.json.
+    """Render the synthetic world (the model's rig: 8 cameras by default) into WebDataset-style tar shards plus
+    manifest.json.
 
     Sample i of the output is world sample i (whole consecutive scenes of `frames_per_scene` frames).
     Re-running with the same arguments finds the complete output and prints "up to date".

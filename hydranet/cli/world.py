@@ -127,7 +127,7 @@ def show(
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Draw ground truth on the camera images "
                                  "(the BEV panel always shows it)."),
 ) -> None:
-    """Draw one sample as a PNG: the 8 cameras laid out as on the car with ground truth overlaid
+    """Draw one sample as a PNG: the rig's cameras laid out as on the car with ground truth overlaid
     (drivable area, lane markings, 2D boxes, traffic-light states) and a BEV panel (road map,
     lane lines, 3D boxes, ego path, camera frustums)."""
     import torch

@@ -164,13 +164,17 @@ def describe_outputs(out: str | Path) -> str:
 
 def draw_and_record(views: Any, task: Any, name: str, value: Any, label: Any, dense: dict[str, np.ndarray],
                     k: int) -> dict[str, Any]:
-    """Draw one task's decoded output of frame ``k`` (and ``label``, its ground truth, dashed, when not None) on
-    ``views``; return the task's JSON record. A dense output (a tensor) goes into ``dense[name]`` (saved by the
-    caller as ``frame_{k:04d}.npz``) and is summarised; a ragged one (dict of tensors) is recorded rounded, with
-    the task's class/state names."""
-    if label is not None:
-        task.draw(views, label, ground_truth=True)
+    """Draw one task's decoded output of frame ``k`` on ``views`` and over it ``label``, its ground truth, when not
+    None (boxes dashed, masks as outlines, depth as dots: ``Canvas.truth_over_predictions``); return the task's JSON
+    record. A dense output (a tensor) goes into ``dense[name]`` (saved by the caller as ``frame_{k:04d}.npz``) and
+    is summarised; a ragged one (dict of tensors) is recorded rounded, with the task's class/state names."""
     task.draw(views, value)
+    if label is not None:
+        views.truth_over_predictions = True
+        try:
+            task.draw(views, label, ground_truth=True)
+        finally:
+            views.truth_over_predictions = False
     if isinstance(value, Tensor):
         dense[name] = value.numpy()
         return {"file": f"frame_{k:04d}.npz", "key": name, **_dense_summary(value)}

@@ -55,6 +55,9 @@ class Canvas:
         self.colorbar: str | None = None  # a depth scale was drawn: the colour bar's title ("depth (m)")
         # Line styles of the boxes drawn ("prediction" solid, "ground truth" dashed): the legend explains those only.
         self.outline_styles: set[str] = set()
+        # Ground truth drawn over the predictions (``predict``/``infer --ground-truth``): masks as outlines and dense
+        # depth as a grid of dots, so both stay visible on one picture (``truth_over_predictions``).
+        self.truth_over_predictions = False
         self._labels: dict[int, list[tuple[float, float, float, float]]] = {}  # placed label boxes per camera
         self._draw_bev_base()
 

@@ -44,8 +44,17 @@ def draw_mask(views: Canvas, masks: Tensor, color: Color, alpha: float = REGION_
         views.legend_entry(name or legend_name(rgb), rgb)
     for i, img in enumerate(views.cameras):
         a = torch.nn.functional.interpolate(m[i][None, None], size=(img.height, img.width), mode="bilinear",
-                                            align_corners=False)[0, 0].clamp(0, 1) * alpha
-        views.blend(i, a, col)
+                                            align_corners=False).clamp(0, 1)
+        if views.truth_over_predictions:
+            # Only the mask's edge, opaque in the class colour: the prediction's blended fill stays visible inside
+            # it, and where the two disagree the edge runs apart from the fill's.
+            inside = (a > 0.5).float()
+            edge = (inside - -torch.nn.functional.max_pool2d(-inside, 3, 1, 1))[0, 0].bool().numpy()
+            pixels = np.asarray(img).copy()
+            pixels[edge] = rgb
+            views.cameras[i] = Image.fromarray(pixels)
+            continue
+        views.blend(i, a[0, 0] * alpha, col)
 
 
 def draw_lane_masks(views: Canvas, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
@@ -126,6 +135,15 @@ def draw_depth(views: Canvas, depth: Tensor, alpha: float = 0.6, label: str = "d
     depth = depth.detach().float().cpu()
     for i, img in enumerate(views.cameras):
         z = torch.nn.functional.interpolate(depth[i][None, None], size=(img.height, img.width), mode="nearest")[0, 0]
+        if views.truth_over_predictions:  # a grid of dots on the same scale, over the predicted depth
+            d = ImageDraw.Draw(img)
+            step = max(12, round(8 * views.scale))
+            for v in range(step // 2, img.height, step):
+                for u in range(step // 2, img.width, step):
+                    if float(z[v, u]) > 0:
+                        d.rectangle([u - 1, v - 1, u + 1, v + 1], fill=depth_color(z[v, u:u + 1])[0],
+                                    outline=(0, 0, 0))
+            continue
         views.blend(i, (z > 0).float() * alpha, depth_rgb(z))
     views.colorbar = label
 

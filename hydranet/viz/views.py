@@ -27,6 +27,20 @@ NUSCENES_LAYOUT: dict[str, tuple[float, float]] = {
 EGO_BOX = (1.45, 0.0, 0.75, 4.7, 1.9, 1.5, 0.0)
 
 
+def rig_layout(T_ego_from_cam: torch.Tensor) -> tuple[dict[int, tuple[float, float]], int, int]:
+    """Tiles for any rig, from its geometry: ``({camera: (row, column)}, columns, rows)``. Cameras looking
+    forward (optical axis with ego x >= 0) on the top row, rear-facing ones below, each row ordered from the
+    car's left to its right (by the axis's ego y, left positive), the shorter row centred under the longer:
+    as on the car, like ``LAYOUT`` for the world's rig. ``T_ego_from_cam [N, 4, 4]``."""
+    axis = T_ego_from_cam[:, :3, 2].float()  # the camera's z (optical) axis in the ego frame
+    front = [i for i in range(len(axis)) if float(axis[i, 0]) >= 0.0]
+    rear = [i for i in range(len(axis)) if float(axis[i, 0]) < 0.0]
+    rows = [sorted(row, key=lambda i: -float(axis[i, 1])) for row in (front, rear) if row]
+    cols = max(len(row) for row in rows)
+    slots = {i: (r, (cols - len(row)) / 2 + c) for r, row in enumerate(rows) for c, i in enumerate(row)}
+    return slots, cols, len(rows)
+
+
 class Views(Canvas):
     """A ``Canvas`` that composes its picture: cameras laid out as on the car, the BEV panel beside them (with the
     ego car), a legend and notes below."""
@@ -48,9 +62,10 @@ class Views(Canvas):
         elif several and all(n in NUSCENES_LAYOUT for n in self.camera_names):
             slots = {i: NUSCENES_LAYOUT[n] for i, n in enumerate(self.camera_names)}
             cols, rows = 3, 2
-        else:  # any other rig: rig order, four per row
-            slots = {i: (i // 4, i % 4) for i in range(len(self.camera_names))}
-            cols, rows = min(4, len(self.camera_names)), math.ceil(len(self.camera_names) / 4)
+        elif several:
+            slots, cols, rows = rig_layout(self.T_ego_from_cam)
+        else:
+            slots, cols, rows = {0: (0, 0)}, 1, 1
         bev = self.bev
         if bev.height != rows * h:
             bev = bev.resize((round(bev.width * rows * h / bev.height), rows * h), Image.BILINEAR)
