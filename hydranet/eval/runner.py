@@ -157,7 +157,6 @@ def _record_frames(tasks: dict[str, TaskEval]) -> Callable[[EvalFrame], None]:
     return record
 
 
-@torch.no_grad()
 def unknown_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> list[str]:
     """The suite's ``dead_cameras`` that are not cameras of a rig with ``camera_names`` (empty: the suite applies)."""
     names = set(camera_names)
@@ -179,6 +178,7 @@ def check_suite(suite: Suite, models: dict[str, Any]) -> None:
     Worlds(suite, models)
 
 
+@torch.no_grad()
 def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
     """``camera_valid [B, N]`` for ``suite.dead_cameras`` (None when every camera works); blacks out their
     images in ``batch`` in place. An unknown camera name is a ``SuiteError`` naming the field."""
