@@ -109,7 +109,7 @@ class Worlds:
         self._cache: dict[tuple[str, int], Any] = {}
         for scenario in suite.scenarios:  # at load time, before any frame is rendered
             cfg = self.checked_config(scenario, suite.seeds[0])
-            check_dead_cameras(suite, [c.name for c in cfg.rendered_rig.cameras])
+            _check_dead_cameras(suite, [c.name for c in cfg.rendered_rig.cameras])
 
     def checked_config(self, scenario: str, seed: int) -> Any:
         """The scenario's ``WorldConfig``; ``SuiteError`` if a model was not built for its layout."""
@@ -163,7 +163,7 @@ def unknown_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> list[str]
     return [c for c in suite.dead_cameras if c not in names]
 
 
-def check_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> None:
+def _check_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> None:
     """``SuiteError`` naming the field unless every camera in ``suite.dead_cameras`` is one of ``camera_names``."""
     names = list(camera_names)
     unknown = unknown_dead_cameras(suite, names)
@@ -185,7 +185,7 @@ def dead_camera_mask(suite: Suite, batch: Any) -> torch.Tensor | None:
     if not suite.dead_cameras:
         return None
     names = list(batch.camera_names)
-    check_dead_cameras(suite, names)
+    _check_dead_cameras(suite, names)
     valid = torch.tensor([n not in suite.dead_cameras for n in names], device=batch.images.device)
     batch.images[:, ~valid] = 0
     return valid[None].expand(len(batch), -1).contiguous()
