@@ -60,7 +60,8 @@ def _write_json(path: Path | None, data: Any) -> None:
 
 
 def _fmt(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+    # "z": a value that rounds to zero prints 0.0000, never -0.0000
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:z.4f}"
 
 
 def _deployed(graph: Path, threads: int | None) -> Any:

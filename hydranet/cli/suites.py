@@ -168,7 +168,7 @@ def eval_command(
             raise typer.BadParameter(str(e), param_hint="--tasks") from None
     model = _load(checkpoint, dev)
     suites = _checked(suites, {"model": model}, default=suite is None)
-    results, failed = [], 0
+    results, failed, skipped = [], 0, 0
     tracking = TrackerOptions() if track else None
     tracked = [s.name for s in suites if tracks_objects(s, model.task_objects)] if track else []
     if track and not tracked:
@@ -186,13 +186,16 @@ def eval_command(
             raise typer.BadParameter(str(e), param_hint="--suite") from None
         _print_eval(run, checks)
         failed += sum(c.status == "fail" for c in checks)
+        skipped += sum(c.status == "skipped" for c in checks)
         results.append(run_to_json(run, checks))
     _write_json(out, {"checkpoint": str(checkpoint), "suites": results, "passed": failed == 0,
                       "tracking": {"suites": tracked, "options": tracking.model_dump()} if tracking else None})
     if failed:
         console.print(f"[bold red]FAIL[/]: {failed} threshold(s) not met")
         raise typer.Exit(1)
-    console.print("[bold green]PASS[/]: every threshold met")
+    # A skipped threshold judged nothing (no head, or no ground truth on these frames): PASS says how many.
+    console.print("[bold green]PASS[/]: every threshold met" if not skipped else
+                  f"[bold green]PASS[/]: every judged threshold met; {skipped} skipped (their reason is in the tables)")
 
 
 def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None, batch_size: int, device: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -425,6 +425,25 @@ def above_threshold(decoded: dict[str, Tensor], threshold: float) -> dict[str, T
     keep = decoded["scores"] >= threshold
     return {k: v[keep] if isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(keep) else v
             for k, v in decoded.items()}
+
+
+def boxes_to_draw(task: Task, views: Any, decoded: dict[str, Tensor] | None, ground_truth: bool,
+                  labelled: str = "labelled objects") -> dict[str, Tensor] | None:
+    """What a box task's ``draw`` shows of one sample: every labelled box, or the predictions scoring at least the
+    task's ``draw_threshold``; None when there is nothing to draw, leaving a note in ``views`` that says how many
+    predictions lie below the threshold (they are in ``predictions.json``, not in the picture)."""
+    if decoded is None:
+        return None
+    shown = decoded if ground_truth else above_threshold(decoded, task.cfg.draw_threshold)
+    if len(shown["boxes"]):
+        return shown
+    if ground_truth:
+        views.note(f"{task.name}: 0 {labelled}")
+    else:
+        below = len(decoded["boxes"])
+        views.note(f"{task.name}: 0 detections with score >= {task.cfg.draw_threshold:g}"
+                   + (f" ({below} below it)" if below else ""))
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

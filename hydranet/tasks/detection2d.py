@@ -27,7 +27,7 @@ from hydranet.tasks.centernet2d import (
     centernet_losses,
     decode_boxes2d,
 )
-from hydranet.tasks.common import CameraTask, above_threshold, check_camera_output
+from hydranet.tasks.common import CameraTask, boxes_to_draw, check_camera_output
 from hydranet.viz import draw_boxes2d
 
 
@@ -100,11 +100,8 @@ class Detection2D(CameraTask):
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes over the cameras: ground truth dashed, predictions with ``scores >= draw_threshold`` and their
         scores; an empty set leaves a note in ``views``."""
-        if decoded is not None and not ground_truth:
-            decoded = above_threshold(decoded, self.cfg.draw_threshold)
-        if decoded is None or len(decoded["boxes"]) == 0:
-            if decoded is not None:
-                views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
+        decoded = boxes_to_draw(self, views, decoded, ground_truth)
+        if decoded is None:
             return
         draw_boxes2d(views, decoded["boxes"], decoded["camera"], decoded["classes"], dashed=ground_truth,
                      scores=None if ground_truth else decoded.get("scores"), names=self.classes)

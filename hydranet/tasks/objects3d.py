@@ -25,7 +25,7 @@ from hydranet.tasks.base import HeadContext, Task, register_task
 from hydranet.tasks.common import (
     BevHead,
     BevHeadOptions,
-    above_threshold,
+    boxes_to_draw,
     draw_gaussian,
     gaussian_radius,
     heatmap_focal_loss,
@@ -255,10 +255,7 @@ class Objects3D(Task):
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Boxes in the BEV panel: ground truth dashed, predictions with ``scores >= draw_threshold``; an empty
         set leaves a note in ``views``."""
-        if decoded is not None and not ground_truth:
-            decoded = above_threshold(decoded, self.cfg.draw_threshold)
-        if decoded is None or len(decoded["boxes"]) == 0:
-            if decoded is not None:
-                views.note(f"{self.name}: 0 {'labelled objects' if ground_truth else 'detections'}")
+        decoded = boxes_to_draw(self, views, decoded, ground_truth)
+        if decoded is None:
             return
         draw_boxes3d(views, decoded["boxes"], decoded["classes"], dashed=ground_truth, names=self.classes)

@@ -27,7 +27,7 @@ from hydranet.data import LIGHT_STATES, Batch
 from hydranet.metrics import Metric, TemporalTrafficLightMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
-from hydranet.tasks.common import CameraTask, above_threshold, of_present
+from hydranet.tasks.common import CameraTask, boxes_to_draw, of_present
 from hydranet.viz import draw_traffic_lights
 
 
@@ -138,11 +138,8 @@ class TrafficLight(CameraTask):
     def draw(self, views: Any, decoded: dict[str, Tensor], ground_truth: bool = False) -> None:
         """Lights in their state colours with the governed lane (ground truth dashed, predictions with
         ``scores >= draw_threshold``); an empty set leaves a note in ``views``."""
-        if decoded is not None and not ground_truth:
-            decoded = above_threshold(decoded, self.cfg.draw_threshold)
-        if decoded is None or len(decoded["boxes"]) == 0:
-            if decoded is not None:
-                views.note(f"{self.name}: 0 {'labelled lights' if ground_truth else 'detections'}")
+        decoded = boxes_to_draw(self, views, decoded, ground_truth, "labelled lights")
+        if decoded is None:
             return
         # State colours for both; ground truth dashed.
         draw_traffic_lights(views, decoded["boxes"], decoded["camera"], decoded["state"], lane=decoded.get("lane"),

@@ -215,3 +215,10 @@ def test_cli_quantize_reports_drop(exported, tmp_path):
     r = CliRunner().invoke(app, ["quantize", str(graph), "-o", str(tmp_path / "again.onnx"), "--calib-frames", "1",
                                  "--eval-frames", "1", "--threads", "1", "--max-drop", "-1.0"])
     assert r.exit_code == 1 and "over" in r.output
+
+
+def test_the_drop_table_prints_no_negative_zero():
+    """A drop that rounds to zero reads 0.0000, not -0.0000 (a new-user trial); other values keep their sign."""
+    from hydranet.cli.deploy import _fmt
+
+    assert (_fmt(-1e-6), _fmt(-0.01), _fmt(float("nan")), _fmt(None)) == ("0.0000", "-0.0100", "—", "—")

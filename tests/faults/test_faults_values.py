@@ -89,8 +89,11 @@ def test_a_threshold_on_a_task_the_model_lacks_fails(ckpt, tmp_path):
     checks = [c for s in yaml.safe_load((tmp_path / "r.json").read_text())["suites"] for t in s["tasks"].values()
               for c in t["checks"]]
     assert checks  # the drivable check ran and the JSON says why the suite failed
-    cli("eval", ckpt, "--suite", suite, "--device", "cpu", "--allow-missing-tasks", code=0)
-    cli("eval", ckpt, "--suite", suite, "--device", "cpu", "--tasks", "drivable", code=0)
+    loose = cli("eval", ckpt, "--suite", suite, "--device", "cpu", "--allow-missing-tasks", code=0)
+    # PASS says a threshold was skipped, not "every threshold met" (a new-user trial)
+    assert "PASS: every judged threshold met; 1 skipped" in " ".join(loose.output.split())
+    strict = cli("eval", ckpt, "--suite", suite, "--device", "cpu", "--tasks", "drivable", code=0)
+    assert "PASS: every threshold met" in strict.output
 
 
 def test_train_from_a_checkpoint_of_another_grid_is_refused(tmp_path):

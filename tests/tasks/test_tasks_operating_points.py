@@ -69,6 +69,9 @@ def test_draw_threshold_hides_low_scores_but_decode_keeps_them():
         blank = np.concatenate([np.asarray(im) for im in views.cameras]).copy()
         task.draw(views, low)
         assert np.array_equal(np.concatenate([np.asarray(im) for im in views.cameras]), blank)
+        # The picture says why it is empty: the boxes are below the threshold, not absent (a new-user trial).
+        assert f"{name}: 0 detections with score >= {task.cfg.draw_threshold:g} ({len(low['boxes'])} below it)" \
+            in views.notes
         task.draw(views, decoded)  # perfect decodes score ~1: drawn
         pixels = np.concatenate([np.asarray(im).reshape(-1, 3) for im in [*views.cameras, views.bev]])
         assert any(bool((pixels == np.array(c)).all(-1).any()) for c in CLASS_COLORS.values())
