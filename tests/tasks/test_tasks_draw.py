@@ -59,7 +59,7 @@ def test_a_head_that_found_nothing_says_so(name):
     empty = {k: v[:0] for k, v in decoded.items()}
     views = Views.from_batch(batch, 0, GRID, scale=1)
     task.draw(views, empty)
-    assert views.notes == [f"{name}: 0 detections"]
+    assert views.notes == [f"{name}: 0 detections with score >= {task.cfg.draw_threshold:g}"]  # none below it
     plain = Views.from_batch(batch, 0, GRID, scale=1).compose()
     noted = views.compose()
     assert noted.height > plain.height  # the note is written in the footer, under the legend
