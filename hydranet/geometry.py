@@ -23,9 +23,9 @@ from torch import Tensor
 from hydranet.limits import check_bev_cells
 
 __all__ = ["BevGrid", "EGO_FROM_OPENCV", "box_corners", "camera_extrinsics", "check_finite_cameras",
-           "check_principal_points", "intrinsics_from_fov", "invert_transform", "make_transform",
-           "principal_point_inside", "project", "ray_directions", "resize_intrinsics", "transform_points", "wrap_angle",
-           "yaw_transform"]
+           "check_principal_point", "check_principal_points", "intrinsics_from_fov", "invert_transform",
+           "make_transform", "principal_point_inside", "project", "ray_directions", "resize_intrinsics",
+           "transform_points", "wrap_angle", "yaw_transform"]
 
 # --------------------------------------------------------------------------------------------
 # SE(3)
@@ -184,6 +184,17 @@ def principal_point_inside(intrinsics: Tensor, image_hw: tuple[int, int]) -> Ten
     h, w = image_hw
     cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
     return (cx >= 0) & (cx <= w) & (cy >= 0) & (cy <= h)
+
+
+def check_principal_point(K: Any, image_hw: tuple[int, int], where: str, error: type[Exception] = ValueError) -> None:
+    """Refuse one 3x3 ``K`` (pixels; any array) whose principal point lies outside its ``image_hw = (H, W)`` image
+    (``principal_point_inside``): ``error`` naming ``where``. The data readers check each camera with it, and
+    ``hydranet.setup.Camera`` its declared K."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    if not bool(principal_point_inside(K, image_hw)):
+        h, w = image_hw
+        raise error(f"{where}: principal point (cx, cy) = ({float(K[0, 2]):g}, {float(K[1, 2]):g}) lies outside the "
+                    f"{w}x{h} (WxH) image: a K for another resolution? K must be in pixels of this image")
 
 
 def check_finite_cameras(intrinsics: Tensor, T_ego_from_cam: Tensor, where: str = "") -> None:

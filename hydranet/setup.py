@@ -36,7 +36,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
-from hydranet.geometry import BevGrid, camera_extrinsics, principal_point_inside
+from hydranet.geometry import BevGrid, camera_extrinsics, check_principal_point
 
 __all__ = ["Camera", "ImageSize", "NUSCENES_CLASSES", "OBJECT_CLASSES", "OBJECT_LABELS", "Rig", "Setup",
            "SetupMismatchError", "VOCABULARIES", "check_fits", "class_names", "rig_of_frame"]
@@ -137,7 +137,7 @@ class Camera(_Frozen):
     size) and ``T_ego_from_cam`` (4x4, OpenCV camera x right / y down / z forward -> ego x forward / y left /
     z up, metres). Shorthand inputs and their resolution: the module docstring. Validation raises
     ``ValueError`` for a name with ``/ \\ .``, fx or fy <= 0, a skewed K, a principal point outside
-    ``image_size`` (``hydranet.geometry.principal_point_inside``), a ``position`` that is not three numbers, an
+    ``image_size`` (``hydranet.geometry.check_principal_point``), a ``position`` that is not three numbers, an
     angle that is no number, or a T that is not rigid."""
 
     name: str = Field(min_length=1)
@@ -162,12 +162,9 @@ class Camera(_Frozen):
 
     @model_validator(mode="after")
     def _principal_point_inside(self) -> Camera:
-        # The rule the data sources and the model apply (geometry.principal_point_inside): outside, K is almost
-        # always one for another resolution, and the model would refuse it at its first frame.
-        if not bool(principal_point_inside(self.K(), self.image_size)):
-            h, w = self.image_size
-            raise ValueError(f"camera {self.name!r}: principal point (cx, cy) = ({self.cx:g}, {self.cy:g}) lies "
-                             f"outside its {w}x{h} (WxH) image_size; give K in pixels of that image_size")
+        # The data readers' check: outside, K is almost always one for another resolution, and the model would
+        # refuse it at its first frame.
+        check_principal_point(self.K(), self.image_size, f"camera {self.name!r}: K at its image_size")
         return self
 
     @field_validator("T_ego_from_cam")

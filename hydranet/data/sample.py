@@ -64,7 +64,7 @@ from hydranet.data.labels import (  # noqa: F401 - re-exported
     SEMANTIC_CLASSES,
     label_spec,
 )
-from hydranet.geometry import principal_point_inside
+from hydranet.geometry import check_principal_point  # noqa: F401 - re-exported: a reader's check
 
 # Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
 # The built-in label names of the synthetic world. Which labels exist, and whether they are dense or
@@ -198,16 +198,6 @@ def check_map_size(shape: tuple[int, ...], image_hw: tuple[int, int], where: str
     if tuple(shape[-2:]) != tuple(image_hw):
         raise error(f"{where}: label map is {shape[-1]}x{shape[-2]} (WxH) but its image is {image_hw[1]}x{image_hw[0]}:"
                     " a map of another size would be stretched onto the image")
-
-
-def check_principal_point(K: Any, image_hw: tuple[int, int], where: str, error: type[Exception] = ValueError) -> None:
-    """Refuse a 3x3 ``K`` whose principal point lies outside its ``image_hw = (H, W)`` image
-    (``hydranet.geometry.principal_point_inside``, the rule the model applies to its input too)."""
-    K = torch.as_tensor(K, dtype=torch.float64)
-    if not bool(principal_point_inside(K, image_hw)):
-        h, w = image_hw
-        raise error(f"{where}: principal point (cx, cy) = ({float(K[0, 2]):g}, {float(K[1, 2]):g}) lies outside the "
-                    f"{w}x{h} (WxH) image: a K for another resolution? K must be in pixels of this image")
 
 
 def check_unique(items: Iterable[tuple[Hashable, str]], what: str, error: type[Exception] = ValueError) -> None:

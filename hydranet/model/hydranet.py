@@ -269,7 +269,6 @@ class HydraNet(nn.Module):
                              f"{tuple(self.setup.image_size)}: resize every camera to it and rescale K with it "
                              "(hydranet.setup.Camera.K(image_size)), as the data sources do")
 
-
     def check_cameras(self, n: int, b: int, camera_valid: Tensor | None) -> Tensor | None:
         """The camera count must be that of one of the model's rigs (``setup.rigs``); ``camera_valid`` must be
         bool ``[B, N]``. Returns the mask."""
