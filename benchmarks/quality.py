@@ -39,6 +39,7 @@ from hydranet.eval.runner import to_jsonable
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import InMemoryDataset
 from hydranet.train.demo import default_demo_config, materialise_shards
+from hydranet.world.config import WorldConfig
 
 HEADLINE = {"detection2d": "map", "objects3d": "map", "traffic_light": "balanced_accuracy", "drivable": "miou",
             "bev_semantic": "miou", "lanes": "f1", "depth": "abs_rel"}
@@ -99,6 +100,17 @@ def build(cfg: Config) -> tuple[Any, Any]:
     return model, data
 
 
+def eval_overrides(config: Path, sets: list[str], frames: int | None) -> list[str]:
+    """Overrides that resize the held-out world of ``config`` (with ``sets``) to ``frames`` frames: its frames
+    per scene kept, as many scenes as they need; none when ``frames`` is None (the config's own set)."""
+    if frames is None:
+        return []
+    world = load_config(config, sets).data.eval.world
+    per_scene = int(world.get("frames_per_scene", WorldConfig.model_fields["frames_per_scene"].default))
+    return [f"data.eval.frames={frames}", f"data.eval.world.num_scenes={-(-frames // per_scene)}",
+            f"eval.frames={frames}"]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from hydranet.eval.loop import dataset_batches, evaluate
     from hydranet.train.trainer import Trainer
@@ -112,8 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overrides += [f"data.datasets.demo.frames={args.fresh}",
                       f"data.datasets.demo.world.num_scenes={-(-args.fresh // 4)}",
                       "data.datasets.demo.world.frames_per_scene=4", "train.in_memory=false"]
-    overrides += [f"data.eval.frames={args.eval_frames}", f"data.eval.world.num_scenes={-(-args.eval_frames // 4)}",
-                  f"eval.frames={args.eval_frames}", *args.set]
+    overrides += eval_overrides(args.config, args.set, args.eval_frames) + args.set
     cfg = load_config(args.config, overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -227,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", type=int, default=0, metavar="FRAMES",
                    help="train on this many fresh world frames (4 per scene) rendered by the loader as training "
                         "reads them, instead of the config's own data")
-    p.add_argument("--eval-frames", type=int, default=96, help="held-out frames (4 per scene, world seed 1001)")
+    p.add_argument("--eval-frames", type=int, default=None,
+                   help="held-out frames (default: the config's data.eval; its frames per scene kept)")
     p.add_argument("--data-dir", default="runs/quality/data",
                    help="where the config's world datasets are rendered into shards (reused when up to date)")
     p.add_argument("--out", default=None, help="training run directory (default: a temporary one)")

@@ -37,3 +37,13 @@ def test_goals_are_judged_on_their_own_side():
 def test_a_light_state_without_ground_truth_is_not_met():
     status = quality.goal_status(quality.headline(_results(yellow=float("nan"))))
     assert status["traffic_light/yellow_recall"]["met"] is False
+
+
+def test_eval_frames_resize_the_held_out_world_keeping_its_frames_per_scene():
+    demo = ROOT / "configs" / "demo.yaml"
+    assert quality.eval_overrides(demo, [], None) == []  # the config's own held-out set
+    per_scene = quality.load_config(demo, []).data.eval.world["frames_per_scene"]
+    frames = 5 * per_scene + 1
+    assert quality.eval_overrides(demo, [], frames) == [
+        f"data.eval.frames={frames}", "data.eval.world.num_scenes=6", f"eval.frames={frames}"]
+    assert quality.eval_overrides(demo, ["data.eval.world.frames_per_scene=1"], 7)[1] == "data.eval.world.num_scenes=7"
