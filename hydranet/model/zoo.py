@@ -101,7 +101,7 @@ def register_pretrained(entry: Pretrained) -> Pretrained:
 
 register_pretrained(Pretrained(
     "tiny-world", "tiny",
-    "the reference model: the demo's network (configs/demo.yaml's model: tiny preset, 8 cameras at 96x192, "
+    "the reference model: the demo's network (configs/demo.yaml's setup and heads: tiny preset, 8 cameras at 96x192, "
     "64 m BEV grid at 1 m, 7 tasks) trained longer on more of the synthetic world (configs/reference.yaml)"))
 
 
