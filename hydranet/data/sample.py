@@ -41,8 +41,8 @@ enter, never stored as given:
 
 The checks a reader runs to name the file and line of a value before it becomes a ``Sample``:
 ``check_rotation`` (KITTI ``R0_rect``), ``check_rigid``, ``check_map_size`` (a label map of another size than
-its image would be stretched), ``check_principal_point`` (a K for another resolution than its image),
-``check_unique`` (the same frame listed twice), ``check_boxes``. Each raises
+its image would be stretched), ``hydranet.geometry.check_principal_point`` (a K for another resolution than
+its image), ``check_unique`` (the same frame listed twice), ``check_boxes``. Each raises
 ``ValueError`` (``SourceError`` where the caller passes it) naming ``where`` and the field; the CLI exits 2.
 """
 
@@ -64,7 +64,6 @@ from hydranet.data.labels import (  # noqa: F401 - re-exported
     SEMANTIC_CLASSES,
     label_spec,
 )
-from hydranet.geometry import check_principal_point  # noqa: F401 - re-exported: a reader's check
 
 # Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
 # The built-in label names of the synthetic world. Which labels exist, and whether they are dense or

@@ -56,13 +56,12 @@ from hydranet.data.sample import (
     Sample,
     check_boxes,
     check_map_size,
-    check_principal_point,
     check_rigid,
     check_unique,
 )
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.geometry import resize_intrinsics
+from hydranet.geometry import check_principal_point, resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
 from hydranet.setup import Camera, Rig, Setup
 
