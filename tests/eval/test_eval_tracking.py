@@ -70,6 +70,32 @@ def test_classes_do_not_swap_and_tracks_end_after_max_misses():
     assert int(back["track_id"][0]) not in first["track_id"].tolist()
 
 
+def test_a_box_scores_as_its_track_a_moving_average_of_its_detections():
+    tracker = ObjectTracker(TrackerOptions(score_smoothing=0.8))
+    T = torch.eye(4)
+    expected = None
+    for k, score in enumerate([0.9, 0.2, 0.5, 0.25]):
+        d = detections([(5.0, 0.0)], [0], T, torch.zeros(1, 2), torch.zeros(1, 2)) | {"scores": torch.tensor([score])}
+        out = tracker.update(d, T, k * DT)
+        expected = score if expected is None else 0.8 * expected + 0.2 * score
+        assert float(out["scores"][0]) == pytest.approx(expected)
+    # Below a 0.3 drawing threshold on its own, the long-seen box stays above it as its track's; a box that starts a
+    # track of its own keeps its detection's score.
+    assert float(out["scores"][0]) > 0.5
+    d = detections([(5.0, 0.0), (20.0, 5.0)], [0, 0], T, torch.zeros(2, 2), torch.zeros(2, 2))
+    out = tracker.update(d | {"scores": torch.tensor([0.6, 0.35])}, T, 4 * DT)
+    assert float(out["scores"][1]) == pytest.approx(0.35)
+    assert out["scores"].dtype == torch.float32
+
+
+def test_without_smoothing_every_box_keeps_its_own_score():
+    tracker = ObjectTracker(TrackerOptions(score_smoothing=0.0))
+    T = torch.eye(4)
+    for k, score in enumerate([0.9, 0.2, 0.5]):
+        d = detections([(5.0, 0.0)], [0], T, torch.zeros(1, 2), torch.zeros(1, 2)) | {"scores": torch.tensor([score])}
+        assert torch.equal(tracker.update(d, T, k * DT)["scores"], torch.tensor([score]))
+
+
 def test_bad_input_is_refused_with_a_clear_error():
     tracker = ObjectTracker()
     T = torch.eye(4)
@@ -89,10 +115,16 @@ def test_bad_input_is_refused_with_a_clear_error():
         tracker.update({k: v for k, v in d.items() if k != "velocity"}, T, 2.0)
     with pytest.raises(ValueError, match="non-finite"):
         tracker.update(dict(d, velocity=torch.tensor([[float("nan"), 0.0]])), T, 2.0)
+    with pytest.raises(ValueError, match="non-finite box, velocity or score"):
+        tracker.update(dict(d, scores=torch.tensor([float("nan")])), T, 2.0)
+    with pytest.raises(ValueError, match=r"scores \[M\]"):
+        tracker.update(dict(d, scores=torch.ones(2)), T, 2.0)
     tracker.reset()
     tracker.update(d, T, 0.0)  # a new sequence may start its clock anywhere
     with pytest.raises(ValueError):
         TrackerOptions(gate_m=0.0)
+    with pytest.raises(ValueError, match="score_smoothing"):
+        TrackerOptions(score_smoothing=1.0)
 
 
 def test_sequence_trackers_restart_at_a_new_scene():
