@@ -234,7 +234,7 @@ def infer(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier infer/predict output in OUT "
                                    "(only once the new one is complete)"),
     track: bool = typer.Option(False, "--track", help="stream consecutive frames and track the objects3d boxes: each "
-                               "gets a track_id and its track's velocity (docs/eval.md)"),
+                               "gets a track_id and its track's velocity and score (docs/eval.md)"),
 ) -> None:
     """Decode and draw predictions using ONLY the ONNX graph and its manifest (no checkpoint, no PyTorch model)."""
     _threads(threads)
@@ -259,6 +259,6 @@ def infer(
     if result["streamed"]:  # the memory and/or the tracks went from frame to frame, reset at each new scene
         scenes = len({rec["scene_id"] for rec in result["frames"]})
         carried = " and ".join(w for w, on in (("the memory", dm.is_temporal),
-                                               ("the objects3d tracks (track_id, velocity)", track)) if on)
+                                               ("the objects3d tracks (track_id, velocity, score)", track)) if on)
         console.print(f"streamed: {carried} carried from frame to frame, reset at the first frame of each of "
                       f"its {scenes} scenes")

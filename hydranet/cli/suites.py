@@ -139,7 +139,8 @@ def eval_command(
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
                                      "of the suites)"),
     track: bool = typer.Option(False, "--track", help="video suites (sequence:): track objects3d boxes over each "
-                               "clip and score the tracks' velocity instead of the velocity head's (docs/eval.md)"),
+                               "clip; the tracks' velocity and scores replace the velocity head's and each box's "
+                               "(docs/eval.md)"),
 ) -> None:
     """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task; or, with --data, on any
     dataset: every task's metrics on the frames that carry its label.
@@ -176,8 +177,9 @@ def eval_command(
                                  "there is nothing to track", param_hint="--track")
     if track:
         console.print(f"--track: objects3d boxes tracked over each clip of {', '.join(tracked)}; their `ave` (mAVE) "
-                      "scores the tracks' velocity" + ("" if len(tracked) == len(suites) else
-                                                       " (the other suites score single frames: nothing to track)"))
+                      "scores the tracks' velocity, their mAP the tracks' scores"
+                      + ("" if len(tracked) == len(suites) else
+                         " (the other suites score single frames: nothing to track)"))
     for runs in _run({"model": model}, suites, dev, batch_size, frames, tracking):
         run = runs["model"]
         try:

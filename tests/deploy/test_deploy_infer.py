@@ -110,7 +110,7 @@ def test_cli_infer_tracks_objects3d_over_consecutive_frames(exported, tmp_path, 
     r = CliRunner().invoke(app, ["infer", str(exported), "--data", "synthetic", "--out", str(tmp_path / "t"),
                                  "--frames", "3", "--threads", "1", "--track"])
     assert r.exit_code == 0, r.output
-    assert "the objects3d tracks (track_id, velocity) carried from frame to frame" in " ".join(r.output.split())
+    assert "the objects3d tracks (track_id, velocity, score) carried from frame to frame" in " ".join(r.output.split())
     data = json.loads((tmp_path / "t" / "predictions.json").read_text())
     assert data["streamed"] and data["tracked"]["gate_m"] > 0
     assert [f["frame_index"] for f in data["frames"]] == [0, 1, 2]  # consecutive frames of one scene
