@@ -177,7 +177,7 @@ def eval_command(
                                  "there is nothing to track", param_hint="--track")
     if track:
         console.print(f"--track: objects3d boxes tracked over each clip of {', '.join(tracked)}; their `ave` (mAVE) "
-                      "scores the tracks' velocity, their mAP the tracks' scores"
+                      "scores the tracks' velocity, their mAP, flicker and occluded recall the tracks' scores"
                       + ("" if len(tracked) == len(suites) else
                          " (the other suites score single frames: nothing to track)"))
     for runs in _run({"model": model}, suites, dev, batch_size, frames, tracking):

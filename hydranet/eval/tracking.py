@@ -8,8 +8,8 @@ frames in a row ends. Each track is a constant-velocity Kalman filter in the wor
 (AB3DMOT, Weng et al., IROS 2020) with state ``(x, y, vx, vy)`` (m, m/s). A matched detection is measured twice:
 its centre (standard deviation ``position_std``, m) and the network's velocity head (``velocity_std``, m/s). A
 new track therefore starts from the head's velocity, and a track seen for a while leans mostly on its own motion:
-with the defaults at 10 Hz the head keeps about 5 % of the weight after a second, so a head that is wrong by a
-constant amount leaves about 5 % of that error in the track's velocity. The
+with the defaults at 10 Hz a head that is wrong by a constant amount leaves about a tenth of that error in the
+track's velocity after a second and about a twentieth from two seconds on. The
 motion model's white acceleration noise has standard deviation ``acceleration_std`` (m/s²). Only past frames are
 used: this is what a car's runtime can run, unlike the offline smoothing of ``hydranet.engine.track``, which
 sees the whole clip.
@@ -49,7 +49,7 @@ TRACKED_TASK = "objects3d"  # the task whose decoded boxes are tracked
 class TrackerOptions(BaseModel):
     """The tracker's settings (module docstring): the association gate and when a track ends, and the noise levels
     of the Kalman filter (measurement errors of the centre and of the velocity head, the motion's acceleration).
-    Raises pydantic's ``ValidationError`` (a ``ValueError``) naming a non-positive or unknown field."""
+    Raises pydantic's ``ValidationError`` (a ``ValueError``) naming an out-of-range or unknown field."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
