@@ -30,17 +30,19 @@ one set of settings (``settings.json``): other settings are refused there, never
 
 **From the reference model** (``--from zoo:tiny-world``): the base is the trained reference model itself
 (all seven tasks, its 8-camera setup), fine-tuned exactly as ``configs/engine/vacation.yaml`` does —
-``--ft-steps`` (100) at ``--ft-lr`` (3e-4) on 128 of its own base frames (``--train-config``) plus the
-``--budget`` (16) frames chosen from a pool, mined with the vacation's triggers (``light_margin`` +
+``--ft-steps`` (300) at ``--ft-lr`` (3e-4) on 128 of its own base frames (``--train-config``) plus the
+``--budget`` (48) frames chosen from a pool of ``--pool-frames`` (480), mined with the vacation's triggers (``light_margin`` +
 night). Two pools of other world seeds, ``--pool-frames`` each: ``natural`` (the world's own lighting
 mix: day, dusk and night drawn per scene, as configs/engine/pool.yaml) and ``rare`` (``--night-fraction``
 night, the rest day). Methods: none, random, mined, mined_auto (mined, labelled by the reference model
 itself over each frame's clip). Every model is evaluated on the same night and day suites over all seven
 tasks (``reference_suites``: drawn like the reference's training world, so lights are common;
-``--eval-frames`` per seed, ``--eval-seeds`` seeds) and gated against the base. The weak metric is
-night ``--weak-metric`` (default the light state's balanced accuracy, what light_margin mines for)::
+``--eval-frames`` (48) per seed, ``--eval-seeds`` seeds) and gated against the base. The weak metric is
+night ``--weak-metric`` (default the light state's balanced accuracy, what light_margin mines for). A method's
+gain is reported over the reference model and over the control (``none``: the same fine-tune without new
+frames), since the fine-tune's own steps move the metrics too; what the chosen frames bought is the latter::
 
-    python benchmarks/engine.py --from zoo:tiny-world --seeds 0,1,2 --work /tmp/engine-ref   # ~30 min, 1 core
+    python benchmarks/engine.py --from zoo:tiny-world --seeds 0,1,2 --work /tmp/engine-ref   # ~13 min per seed and pool, 1 core
 """
 
 from __future__ import annotations
@@ -458,7 +460,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     # Defaults per mode: the day-only base's small world, or the reference model's vacation fine-tune.
     defaults = ({"triggers": "light_margin,condition:name=night*2", "frames_per_scene": 4, "base_frames": 128,
-                 "pool_frames": 160, "budget": 16, "ft_steps": 100, "ft_lr": 3e-4, "eval_frames": 24}
+                 "pool_frames": 480, "budget": 48, "ft_steps": 300, "ft_lr": 3e-4, "eval_frames": 48}
                 if args.start is not None else
                 {"triggers": "entropy:task=drivable,condition:name=night", "frames_per_scene": 5, "base_frames": 40,
                  "pool_frames": 150, "budget": 4, "ft_steps": 100, "ft_lr": 2e-3, "eval_frames": 12})

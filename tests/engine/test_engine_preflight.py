@@ -103,7 +103,7 @@ def test_shipped_example_configs_load():
     from hydranet.engine.pool import open_pool
     from hydranet.train.subgraph import load_train_config
 
-    assert len(open_pool(pipe.pool)) == 160
+    assert len(open_pool(pipe.pool)) == pipe.mine.limit == 480  # the miner scans the whole pool
     assert load_train_config(pipe.train_config, [], None).data.datasets
     with pytest.raises(PipelineError, match="eval"):
         load_pipeline(ROOT / "configs" / "engine" / "pool.yaml")  # a world file is not a pipeline
