@@ -31,8 +31,8 @@ one set of settings (``settings.json``): other settings are refused there, never
 **From the reference model** (``--from zoo:tiny-world``): the base is the trained reference model itself
 (all seven tasks, its 8-camera setup), fine-tuned exactly as ``configs/engine/vacation.yaml`` does —
 ``--ft-steps`` (300) at ``--ft-lr`` (3e-4) on 128 of its own base frames (``--train-config``) plus the
-``--budget`` (48) frames chosen from a pool of ``--pool-frames`` (480), mined with the vacation's triggers (``light_margin`` +
-night). Two pools of other world seeds, ``--pool-frames`` each: ``natural`` (the world's own lighting
+``--budget`` (48) frames chosen from a pool, mined with the vacation's triggers (``light_margin`` + night).
+Two pools of other world seeds, ``--pool-frames`` (480) each: ``natural`` (the world's own lighting
 mix: day, dusk and night drawn per scene, as configs/engine/pool.yaml) and ``rare`` (``--night-fraction``
 night, the rest day). Methods: none, random, mined, mined_auto (mined, labelled by the reference model
 itself over each frame's clip). Every model is evaluated on the same night and day suites over all seven
@@ -42,7 +42,8 @@ night ``--weak-metric`` (default the light state's balanced accuracy, what light
 gain is reported over the reference model and over the control (``none``: the same fine-tune without new
 frames), since the fine-tune's own steps move the metrics too; what the chosen frames bought is the latter::
 
-    python benchmarks/engine.py --from zoo:tiny-world --seeds 0,1,2 --work /tmp/engine-ref   # ~13 min per seed and pool, 1 core
+    # ~13 min per seed and pool on one core
+    python benchmarks/engine.py --from zoo:tiny-world --seeds 0,1,2 --work /tmp/engine-ref
 """
 
 from __future__ import annotations
