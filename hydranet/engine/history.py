@@ -18,13 +18,17 @@ from hydranet.viz import SERIES_COLORS
 
 def _history_rows(v: VacationRun) -> list[dict[str, Any]]:
     """One summary row per iteration directory of ``v`` (1, 2, ... while ``iter_NNN`` exists), built
-    from the stage records: mined frames, labeller and cost, added frames, suite metrics, gate, promotion."""
+    from the stage records: mined frames, labeller and cost, added frames, suite metrics, gate, promotion, and
+    ``stage_seconds`` (wall seconds of each finished stage's last run; a stage resumed after a kill counts only the
+    run that finished it) with their sum ``seconds``."""
     rows = []
     it = 1
     while v.iter_dir(it).exists():
         rec = {s: v.record(it, s) for s in STAGES}
         row: dict[str, Any] = {"iteration": it, "complete": all(rec.values()),
                                "stages_done": [s for s in STAGES if rec[s]]}
+        row["stage_seconds"] = {s: rec[s]["seconds"] for s in STAGES if rec[s] and "seconds" in rec[s]}
+        row["seconds"] = round(sum(row["stage_seconds"].values()), 2)
         if rec["mine"]:
             row |= {"mined": rec["mine"]["picked"], "pool_frames": rec["mine"]["frames"],
                     "mined_conditions": rec["mine"].get("conditions", {})}
@@ -210,14 +214,14 @@ def _delta(metric: str, cur: float | None, cand: float | None) -> str:
 def _summary(rows: list[dict[str, Any]]) -> str:
     """One line per iteration: what it mined and bought, the gate, the promotion."""
     head = ["iteration", "mined / pool frames", "conditions mined", "labeller", "labels bought (annotations)",
-            "gate", "promoted"]
+            "gate", "promoted", "stages' time (s)"]
     trs = "".join(
         f"<tr><td class=n><a href='#iter-{r['iteration']}'>{r['iteration']}</a>"
         f"{'' if r['complete'] else ' (unfinished)'}</td>"
         f"<td class=n>{r.get('mined', '—')} / {r.get('pool_frames', '—')}</td>"
         f"<td>{_conditions(r.get('mined_conditions', {}))}</td><td>{html.escape(str(r.get('labeller', '—')))}</td>"
         f"<td class=n>{r.get('label_cost', {}).get('total', '—')}</td><td>{_gate(r)}</td>"
-        f"<td>{_yes_no(r.get('promoted'))}</td></tr>" for r in rows)
+        f"<td>{_yes_no(r.get('promoted'))}</td><td class=n>{r.get('seconds', 0):.0f}</td></tr>" for r in rows)
     return f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{trs}</table>"
 
 

@@ -56,6 +56,10 @@ def test_two_iterations_promote_and_write_history(tmp_path):
     hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [h["iteration"] for h in hist] == [1, 2] and all(h["complete"] and h["promoted"] for h in hist)
     assert hist[1]["added_frames_total"] == 4 and hist[0]["label_cost"]["total"] > 2
+    for h in hist:  # each stage's time, from its record; the iteration's is their sum
+        stage_s = {s: json.loads((run / f"iter_{h['iteration']:03d}" / f"{s}.json").read_text())["seconds"]
+                   for s in STAGES}
+        assert h["stage_seconds"] == stage_s and h["seconds"] == round(sum(stage_s.values()), 2)
     stored = json.loads((run / "current.json").read_text())  # relative to the run: resumable from anywhere
     assert stored["checkpoint"].startswith("iter_002/train/") and stored["onnx"] == "iter_002/export/model.onnx"
     current = read_current(run)
