@@ -29,20 +29,22 @@ one set of settings (``settings.json``): other settings are refused there, never
     python benchmarks/engine.py --seeds 0,1,2 --work /tmp/engine-bench
 
 **From the reference model** (``--from zoo:tiny-world``): the base is the trained reference model itself
-(all seven tasks, its 8-camera setup), fine-tuned exactly as ``configs/engine/vacation.yaml`` does —
-``--ft-steps`` (300) at ``--ft-lr`` (3e-4) on 128 of its own base frames (``--train-config``) plus the
-``--budget`` (48) frames chosen from a pool, mined with the vacation's triggers (``light_margin`` + night).
-Two pools of other world seeds, ``--pool-frames`` (480) each: ``natural`` (the world's own lighting
+(all seven tasks, its 8-camera setup), fine-tuned as ``configs/engine/vacation.yaml`` does, with that file's
+settings as the defaults (``vacation_defaults``) — ``--ft-steps`` (300) at ``--ft-lr`` (3e-4) on 128 of its own
+base frames (``--train-config``) plus the ``--budget`` (48) frames chosen from a pool, mined with the vacation's
+triggers (``light_margin`` + night). Unlike the vacation's synthetic pool, the benchmark's pools are shards
+without lighting metadata, so the night trigger reads the images. Two pools of other world seeds,
+``--pool-frames`` (480) each: ``natural`` (the world's own lighting
 mix: day, dusk and night drawn per scene, as configs/engine/pool.yaml) and ``rare`` (``--night-fraction``
 night, the rest day). Methods: none, random, mined, mined_auto (mined, labelled by the reference model
 itself over each frame's clip). Every model is evaluated on the same night and day suites over all seven
 tasks (``reference_suites``: drawn like the reference's training world, so lights are common;
-``--eval-frames`` (48) per seed, ``--eval-seeds`` seeds) and gated against the base. The weak metric is
+``--eval-frames`` (48) of each of ``--eval-seeds`` world seeds) and gated against the base. The weak metric is
 night ``--weak-metric`` (default the light state's balanced accuracy, what light_margin mines for). A method's
 gain is reported over the reference model and over the control (``none``: the same fine-tune without new
 frames), since the fine-tune's own steps move the metrics too; what the chosen frames bought is the latter::
 
-    # ~13 min per seed and pool on one core
+    # ~13 min per seed and pool on an idle core
     python benchmarks/engine.py --from zoo:tiny-world --seeds 0,1,2 --work /tmp/engine-ref
 """
 
@@ -316,8 +318,12 @@ def reference_finetune(args: argparse.Namespace, out: Path, added: str | None, s
 
     if (out / "checkpoints" / "latest.json").exists():
         return str(resolve_checkpoint(out))
+    from hydranet.engine.pipeline import load_pipeline
+
+    # The vacation's own overrides (warm-up, no periodic eval), its base frames replaced by --base-frames.
+    shipped = [o for o in load_pipeline(VACATION).train.overrides if not o.startswith(BASE_FRAMES_OVERRIDE)]
     cfg = load_train_config(args.train_config, [
-        f"data.datasets.reference.frames={args.base_frames}", "train.warmup_steps=10", "train.eval_every=0",
+        f"{BASE_FRAMES_OVERRIDE}{args.base_frames}", *shipped,
         f"train.steps={args.ft_steps}", f"train.lr={args.ft_lr}", f"train.ckpt_every={args.ft_steps}",
         f"train.log_every={args.ft_steps}", f"train.seed={seed}", "train.threads=1"], None)
     tree = config_to_dict(cfg)
@@ -424,29 +430,59 @@ def summarise_reference(results: list[dict[str, Any]], args: argparse.Namespace)
     return out
 
 
+# Defaults of the day-only base's small world; ``--from`` takes the shipped vacation's own (``vacation_defaults``).
+DAY_BASE_DEFAULTS: dict[str, Any] = {
+    "triggers": "entropy:task=drivable,condition:name=night", "frames_per_scene": 5, "base_frames": 40,
+    "pool_frames": 150, "budget": 4, "ft_steps": 100, "ft_lr": 2e-3, "eval_frames": 12}
+VACATION = Path(__file__).resolve().parents[1] / "configs" / "engine" / "vacation.yaml"
+BASE_FRAMES_OVERRIDE = "data.datasets.reference.frames="
+
+
+def vacation_defaults() -> dict[str, Any]:
+    """``--from`` defaults read from ``configs/engine/vacation.yaml`` and its pool, so the benchmark measures the
+    example as shipped: triggers, budget, pool size (the miner's ``limit``), fine-tune steps and lr, base frames
+    (its ``data.datasets.reference.frames`` override), frames per scene. ``eval_frames`` is the benchmark's own."""
+    import yaml
+
+    from hydranet.engine.pipeline import load_pipeline
+
+    pipe = load_pipeline(VACATION)
+    pool = yaml.safe_load(Path(pipe.pool.removeprefix("synthetic:")).read_text())
+    base = [o.removeprefix(BASE_FRAMES_OVERRIDE) for o in pipe.train.overrides if o.startswith(BASE_FRAMES_OVERRIDE)]
+    return {"triggers": pipe.mine.triggers, "frames_per_scene": pool["frames_per_scene"], "base_frames": int(base[0]),
+            "pool_frames": pipe.mine.limit, "budget": pipe.mine.budget, "ft_steps": pipe.train.steps,
+            "ft_lr": pipe.train.lr, "eval_frames": 48}
+
+
+def _mode_default(key: str, from_defaults: dict[str, Any]) -> str:
+    """Help text naming a setting's default in both modes."""
+    return f"default {DAY_BASE_DEFAULTS[key]}; with --from {from_defaults[key]}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shipped = vacation_defaults()
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--work", default="/tmp/hydranet-engine-bench")
     p.add_argument("--height", type=int, default=48)
     p.add_argument("--width", type=int, default=96)
-    p.add_argument("--frames-per-scene", type=int, default=None)
-    p.add_argument("--base-frames", type=int, default=None)
-    p.add_argument("--pool-frames", type=int, default=None)
-    p.add_argument("--budget", type=int, default=None, help="frames bought (default +10 %% of --base-frames)")
+    p.add_argument("--frames-per-scene", type=int, default=None, help=_mode_default("frames_per_scene", shipped))
+    p.add_argument("--base-frames", type=int, default=None, help=_mode_default("base_frames", shipped))
+    p.add_argument("--pool-frames", type=int, default=None, help=_mode_default("pool_frames", shipped))
+    p.add_argument("--budget", type=int, default=None, help=f"frames bought ({_mode_default('budget', shipped)})")
     p.add_argument("--night-fraction", type=float, default=0.1, help="share of night frames in the pool")
     p.add_argument("--base-steps", type=int, default=200)
-    p.add_argument("--ft-steps", type=int, default=None)
+    p.add_argument("--ft-steps", type=int, default=None, help=_mode_default("ft_steps", shipped))
     p.add_argument("--teacher-frames", type=int, default=150)
     p.add_argument("--teacher-steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=6e-3)
-    p.add_argument("--ft-lr", type=float, default=None)
-    p.add_argument("--eval-frames", type=int, default=None)
+    p.add_argument("--ft-lr", type=float, default=None, help=_mode_default("ft_lr", shipped))
+    p.add_argument("--eval-frames", type=int, default=None,
+                   help=f"per world seed and suite ({_mode_default('eval_frames', shipped)})")
     p.add_argument("--eval-seeds", type=int, default=2)
     p.add_argument("--triggers", default=None,
-                   help="mining triggers (default entropy:task=drivable,condition:name=night; with --from the "
-                        "vacation's light_margin,condition:name=night*2)")
+                   help=f"mining triggers ({_mode_default('triggers', shipped)})")
     p.add_argument("--max-per-scene", type=int, default=None,
                    help="--from: the miner's cap on queued frames per scene (hydranet mine --max-per-scene)")
     p.add_argument("--from", dest="start", default=None,
@@ -459,13 +495,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    # Defaults per mode: the day-only base's small world, or the reference model's vacation fine-tune.
-    defaults = ({"triggers": "light_margin,condition:name=night*2", "frames_per_scene": 4, "base_frames": 128,
-                 "pool_frames": 480, "budget": 48, "ft_steps": 300, "ft_lr": 3e-4, "eval_frames": 48}
-                if args.start is not None else
-                {"triggers": "entropy:task=drivable,condition:name=night", "frames_per_scene": 5, "base_frames": 40,
-                 "pool_frames": 150, "budget": 4, "ft_steps": 100, "ft_lr": 2e-3, "eval_frames": 12})
-    for k, v in defaults.items():
+    for k, v in (shipped if args.start is not None else DAY_BASE_DEFAULTS).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     seeds = [int(s) for s in args.seeds.split(",")]
