@@ -88,7 +88,10 @@ def _conditions(queue: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int = 8) -> None:
-    """A contact sheet of the first ``count`` picks (front camera of each, rank and reason)."""
+    """A contact sheet of the first ``count`` picks (front camera of each, rank and reason; ``queue.html`` lists
+    every pick with its whole reason)."""
+    import textwrap
+
     from PIL import Image, ImageDraw
 
     picks = queue[:count]
@@ -99,11 +102,13 @@ def _mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: in
     for q in picks:
         img = pool[q["index"]].images[0].permute(1, 2, 0).numpy()
         tile = Image.fromarray(img).resize((256, round(256 * img.shape[0] / img.shape[1])))
-        canvas = Image.new("RGB", (256, tile.height + 30), (20, 20, 20))
+        canvas = Image.new("RGB", (256, tile.height + 43), (20, 20, 20))
         canvas.paste(tile, (0, 0))
         d = ImageDraw.Draw(canvas)
         d.text((4, tile.height + 2), f"#{q['rank']} {q['frame_id']}", fill=(255, 255, 255))
-        d.text((4, tile.height + 15), q["reason"][:42], fill=(255, 220, 120))
+        # Two lines of the reason (about 42 characters fit a 256-pixel tile in PIL's default font).
+        for k, line in enumerate(textwrap.wrap(q["reason"], 42, max_lines=2, placeholder=" ...")):
+            d.text((4, tile.height + 15 + 13 * k), line, fill=(255, 220, 120))
         tiles.append(canvas)
     cols = min(4, len(tiles))
     rows = -(-len(tiles) // cols)
