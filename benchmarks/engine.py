@@ -447,8 +447,11 @@ def vacation_defaults() -> dict[str, Any]:
     from hydranet.engine.pipeline import load_pipeline
 
     pipe = load_pipeline(VACATION)
-    pool = yaml.safe_load(Path(pipe.pool.removeprefix("synthetic:")).read_text())
     base = [o.removeprefix(BASE_FRAMES_OVERRIDE) for o in pipe.train.overrides if o.startswith(BASE_FRAMES_OVERRIDE)]
+    if not pipe.pool.startswith("synthetic:") or len(base) != 1 or pipe.mine.limit is None:
+        raise SystemExit(f"benchmarks/engine.py: {VACATION} must name a synthetic pool, a mine.limit and one "
+                         f"train.overrides entry {BASE_FRAMES_OVERRIDE}N: the --from defaults are read from it")
+    pool = yaml.safe_load(Path(pipe.pool.removeprefix("synthetic:")).read_text())
     return {"triggers": pipe.mine.triggers, "frames_per_scene": pool["frames_per_scene"], "base_frames": int(base[0]),
             "pool_frames": pipe.mine.limit, "budget": pipe.mine.budget, "ft_steps": pipe.train.steps,
             "ft_lr": pipe.train.lr, "eval_frames": 48}

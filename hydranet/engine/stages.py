@@ -4,6 +4,7 @@ the iteration number, does its work, and returns the record the loop writes when
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
@@ -90,8 +91,6 @@ def _conditions(queue: list[dict[str, Any]]) -> dict[str, int]:
 def _mined_picture(path: Path, queue: list[dict[str, Any]], pool: Any, count: int = 8) -> None:
     """A contact sheet of the first ``count`` picks (front camera of each, rank and reason; ``queue.html`` lists
     every pick with its whole reason)."""
-    import textwrap
-
     from PIL import Image, ImageDraw
 
     picks = queue[:count]
