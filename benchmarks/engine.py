@@ -51,6 +51,7 @@ frames), since the fine-tune's own steps move the metrics too; what the chosen f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -318,10 +319,8 @@ def reference_finetune(args: argparse.Namespace, out: Path, added: str | None, s
 
     if (out / "checkpoints" / "latest.json").exists():
         return str(resolve_checkpoint(out))
-    from hydranet.engine.pipeline import load_pipeline
-
     # The vacation's own overrides (warm-up, no periodic eval), its base frames replaced by --base-frames.
-    shipped = [o for o in load_pipeline(VACATION).train.overrides if not o.startswith(BASE_FRAMES_OVERRIDE)]
+    shipped = [o for o in shipped_vacation().train.overrides if not o.startswith(BASE_FRAMES_OVERRIDE)]
     cfg = load_train_config(args.train_config, [
         f"{BASE_FRAMES_OVERRIDE}{args.base_frames}", *shipped,
         f"train.steps={args.ft_steps}", f"train.lr={args.ft_lr}", f"train.ckpt_every={args.ft_steps}",
@@ -438,15 +437,21 @@ VACATION = Path(__file__).resolve().parents[1] / "configs" / "engine" / "vacatio
 BASE_FRAMES_OVERRIDE = "data.datasets.reference.frames="
 
 
+@functools.cache
+def shipped_vacation() -> Any:
+    """``configs/engine/vacation.yaml`` as ``hydranet.engine.pipeline.Pipeline``, read once per process."""
+    from hydranet.engine.pipeline import load_pipeline
+
+    return load_pipeline(VACATION)
+
+
 def vacation_defaults() -> dict[str, Any]:
     """``--from`` defaults read from ``configs/engine/vacation.yaml`` and its pool, so the benchmark measures the
     example as shipped: triggers, budget, pool size (the miner's ``limit``), fine-tune steps and lr, base frames
     (its ``data.datasets.reference.frames`` override), frames per scene. ``eval_frames`` is the benchmark's own."""
     import yaml
 
-    from hydranet.engine.pipeline import load_pipeline
-
-    pipe = load_pipeline(VACATION)
+    pipe = shipped_vacation()
     base = [o.removeprefix(BASE_FRAMES_OVERRIDE) for o in pipe.train.overrides if o.startswith(BASE_FRAMES_OVERRIDE)]
     if not pipe.pool.startswith("synthetic:") or len(base) != 1 or pipe.mine.limit is None:
         raise SystemExit(f"benchmarks/engine.py: {VACATION} must name a synthetic pool, a mine.limit and one "
