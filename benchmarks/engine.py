@@ -449,15 +449,15 @@ def vacation_defaults() -> dict[str, Any]:
     """``--from`` defaults read from ``configs/engine/vacation.yaml`` and its pool, so the benchmark measures the
     example as shipped: triggers, budget, pool size (the miner's ``limit``), fine-tune steps and lr, base frames
     (its ``data.datasets.reference.frames`` override), frames per scene. ``eval_frames`` is the benchmark's own."""
-    import yaml
+    from hydranet.world.config import load_world_config
 
     pipe = shipped_vacation()
     base = [o.removeprefix(BASE_FRAMES_OVERRIDE) for o in pipe.train.overrides if o.startswith(BASE_FRAMES_OVERRIDE)]
     if not pipe.pool.startswith("synthetic:") or len(base) != 1 or pipe.mine.limit is None:
         raise SystemExit(f"benchmarks/engine.py: {VACATION} must name a synthetic pool, a mine.limit and one "
                          f"train.overrides entry {BASE_FRAMES_OVERRIDE}N: the --from defaults are read from it")
-    pool = yaml.safe_load(Path(pipe.pool.removeprefix("synthetic:")).read_text())
-    return {"triggers": pipe.mine.triggers, "frames_per_scene": pool["frames_per_scene"], "base_frames": int(base[0]),
+    pool = load_world_config(pipe.pool.removeprefix("synthetic:"))
+    return {"triggers": pipe.mine.triggers, "frames_per_scene": pool.frames_per_scene, "base_frames": int(base[0]),
             "pool_frames": pipe.mine.limit, "budget": pipe.mine.budget, "ft_steps": pipe.train.steps,
             "ft_lr": pipe.train.lr, "eval_frames": 48}
 
