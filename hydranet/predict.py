@@ -21,14 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
-from hydranet.deploy import PREDICTIONS, draw_and_record, recorded_predictions
+from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
@@ -132,19 +131,12 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
         batch, valid = (collate([inputs]), None) if own else _padded_batch(inputs, max(model.setup.camera_counts()))
         prediction = predictor.step(batch, camera_valid=valid)
         views = Views.from_sample(sample, model.setup.grid, scale=scale)
-        record: dict[str, Any] = {"frame": k, "scene_id": sample.scene_id, "frame_index": sample.frame_index,
-                                  "camera_names": list(sample.camera_names), "tasks": {}}
-        dense: dict[str, np.ndarray] = {}
-        for name in names:
-            task = model.task_objects[name]
-            value = _own_cameras(prediction.decoded(name)[0], len(sample.camera_names), task.space)
-            label = sample.labels.get(task.label) if ground_truth else None
-            record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
-        if dense:
-            np.savez_compressed(out / f"frame_{k:04d}.npz", **dense)
+        tasks = {name: model.task_objects[name] for name in names}
+        outputs = {name: (task, _own_cameras(prediction.decoded(name)[0], len(sample.camera_names), task.space))
+                   for name, task in tasks.items()}
         title = f"{sample.scene_id} frame {sample.frame_index} - {Path(checkpoint).name} ({', '.join(names)})"
-        views.compose(title=title).save(out / f"frame_{k:04d}.png")
-        records.append(record)
+        records.append(write_frame(out, k, sample, views, outputs, ground_truth, title,
+                                   camera_names=list(sample.camera_names)))
         if on_frame is not None:
             on_frame(1)
     result = {"checkpoint": str(checkpoint), "data": str(data), "tasks": names, "frames": records}

@@ -13,7 +13,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "export": ["DEFAULT_OPSET", "ExportError", "ExportGraph", "export_checkpoint", "export_onnx"],
     "heldout": ["heldout_batches", "heldout_sequence_batches"],
-    "infer": ["PREDICTIONS", "describe_outputs", "draw_and_record", "recorded_predictions", "run_infer"],
+    "infer": ["PREDICTIONS", "describe_outputs", "draw_and_record", "recorded_predictions", "run_infer", "write_frame"],
     "manifest": ["ExportManifest", "ExportManifestError", "load_manifest", "manifest_path"],
     "quantize": ["QuantizeError", "int8_path", "quantize_graph"],
     "runtime": ["DeployedModel", "bind_task"],

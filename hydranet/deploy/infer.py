@@ -124,20 +124,11 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
         samples = [dataset[i] for i in indices[s:s + m.batch]]
         prediction = predictor.step(collate(samples))
         for j, sample in enumerate(samples):
-            k = len(records)
             views = Views.from_sample(sample, grid, scale=scale)
-            record: dict[str, Any] = {"frame": k, "index": indices[s + j], "scene_id": sample.scene_id,
-                                      "frame_index": sample.frame_index, "tasks": {}}
-            dense: dict[str, np.ndarray] = {}
-            for name, task in dm.tasks.items():
-                value = prediction.decoded(name)[j]
-                label = sample.labels.get(task.label) if ground_truth else None
-                record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
-            if dense:
-                np.savez_compressed(out / f"frame_{k:04d}.npz", **dense)
+            outputs = {name: (task, prediction.decoded(name)[j]) for name, task in dm.tasks.items()}
             title = f"{sample.scene_id} frame {sample.frame_index} - {m.graph} ({', '.join(dm.tasks)})"
-            views.compose(title=title).save(out / f"frame_{k:04d}.png")
-            records.append(record)
+            records.append(write_frame(out, len(records), sample, views, outputs, ground_truth, title,
+                                       index=indices[s + j]))
             if on_frame is not None:
                 on_frame(1)
     result = {"graph": str(Path(graph)), "data": data, "tasks": list(dm.tasks), "streamed": stream,
@@ -160,6 +151,25 @@ def describe_outputs(out: str | Path) -> str:
         if count:
             parts.append(f"{count} frame_XXXX.{ext}")
     return ", ".join(parts)
+
+
+def write_frame(out: Path, k: int, sample: Any, views: Any, outputs: dict[str, tuple[Any, Any]], ground_truth: bool,
+                title: str, **extra: Any) -> dict[str, Any]:
+    """Draw frame ``k``'s decoded ``outputs`` (task name -> ``(Task, decoded value)``) on ``views`` (with each task's
+    label from ``sample`` over it when ``ground_truth``), save ``frame_{k:04d}.png`` (and ``frame_{k:04d}.npz`` for
+    dense outputs) into ``out`` and return the frame's JSON record: ``frame``, ``extra``'s fields, ``scene_id``,
+    ``frame_index`` and each task's ``draw_and_record`` entry. The one writer of ``predict``'s and ``infer``'s
+    frames."""
+    record: dict[str, Any] = {"frame": k, **extra, "scene_id": sample.scene_id, "frame_index": sample.frame_index,
+                              "tasks": {}}
+    dense: dict[str, np.ndarray] = {}
+    for name, (task, value) in outputs.items():
+        label = sample.labels.get(task.label) if ground_truth else None
+        record["tasks"][name] = draw_and_record(views, task, name, value, label, dense, k)
+    if dense:
+        np.savez_compressed(out / f"frame_{k:04d}.npz", **dense)
+    views.compose(title=title).save(out / f"frame_{k:04d}.png")
+    return record
 
 
 def draw_and_record(views: Any, task: Any, name: str, value: Any, label: Any, dense: dict[str, np.ndarray],
