@@ -9,7 +9,9 @@ per CPU-second can be compared across designs on a shared machine) and each task
 the final figures against the goals. ``--plot PATH`` renders the curves (matplotlib; ``--x cpu`` puts CPU
 seconds on the x axis); ``--compare A.json ...`` overlays earlier runs of this script, so one change at a
 time can be read off one picture. ``--fresh N`` trains on N fresh world frames rendered by the loader as
-training reads them instead (how far more data would go).
+training reads them instead (how far more data would go). ``--checkpoint CKPT`` trains nothing: it scores a
+trained checkpoint (``zoo:tiny-world``, the reference model, say) on the same held-out scenes, as one point
+at its step, to be set beside the curves.
 
 Headline per task: 2D ``map`` (COCO), BEV 3D ``map`` (nuScenes-style, on the grid), traffic-light
 balanced accuracy with red and yellow recall (the metric's own end-to-end figures; from the confusion matrix of
@@ -18,6 +20,7 @@ matched lights when a metric lacks them), drivable/BEV ``miou``, lanes ``f1``, d
     .venv/bin/python benchmarks/quality.py --steps 1000 --plot runs/quality_curve.png > runs/quality.json
     .venv/bin/python benchmarks/quality.py --steps 600 --set model.fusion.stride=1 --label "stride 1" \
         --compare runs/quality.json --plot runs/compare.png
+    .venv/bin/python benchmarks/quality.py --checkpoint zoo:tiny-world > runs/reference_point.json
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from rich.console import Console
 from hydranet.data.sample import LIGHT_STATES
 from hydranet.eval.runner import to_jsonable
 from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
-from hydranet.train.data import InMemoryDataset
+from hydranet.train.data import InMemoryDataset, open_source
 from hydranet.train.demo import default_demo_config, materialise_shards
 from hydranet.world.config import WorldConfig
 
@@ -228,6 +231,45 @@ def plot(results: list[dict[str, Any]], path: Path, x: str = "step") -> None:
     plt.close(fig)
 
 
+def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """``--checkpoint``: score a trained checkpoint (a run, a checkpoint directory or ``zoo:NAME``) on the config's
+    held-out scenes -- the same frames and headline metrics as a training run's curve -- as one point at the
+    checkpoint's step, so a longer-trained model can be set beside the curves (``--compare``). The model runs as
+    ``hydranet eval`` runs it (fp32, eval mode); its training CPU seconds are not known here (``null``).
+    Raises ``SystemExit`` when the checkpoint's setup (rig, image size, grid, vocabularies) is not the config's:
+    the held-out frames are rendered for the config's."""
+    from hydranet.checkpoint import CheckpointError, load_model
+    from hydranet.eval.loop import dataset_batches, evaluate
+
+    console = Console(stderr=True)
+    cfg = load_config(args.config, eval_overrides(args.config, args.set, args.eval_frames) + args.set)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        model, ckpt = load_model(args.checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f"--checkpoint: {e}") from None
+    if model.setup != cfg.resolved_model().setup:
+        raise SystemExit(f"--checkpoint {args.checkpoint}: its setup (image size {model.setup.image_size}, grid, rigs, "
+                         f"classes) is not the one {args.config} renders its held-out scenes for")
+    if cfg.data.eval is None:
+        raise SystemExit(f"{args.config}: quality needs data.eval (held-out scenes)")
+    cfg = materialise_shards(cfg, Path(args.data_dir), console, only={"eval"})
+    labels = sorted({task.label for task in model.task_objects.values()})
+    eval_set = open_source(cfg.data.eval, labels, "data.eval", model.setup)
+    n_eval = len(eval_set) if cfg.eval.frames is None else min(cfg.eval.frames, len(eval_set))
+    results = evaluate(model, dataset_batches(eval_set, cfg.eval.batch_size, -(-n_eval // cfg.eval.batch_size)))
+    head = headline(results)
+    step = int(ckpt.state["step"])
+    return {"benchmark": "quality", "label": args.label or str(args.checkpoint), "config": str(args.config),
+            "overrides": args.set, "checkpoint": str(args.checkpoint), "steps": step, "eval_frames": n_eval,
+            "threads": torch.get_num_threads(), "train_cpu_seconds": None,
+            "final": head, "goals": goal_status(head),
+            "traffic_light_detail": light_figures(results["traffic_light"]) if "traffic_light" in results else {},
+            "curve": [{"step": step, "train_s": None, "train_cpu_s": None, **head}],
+            "metrics": {t: {k: v for k, v in m.items() if not k.startswith("confusion")} for t, m in results.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=None, help="training config (default: configs/demo.yaml)")
@@ -247,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results to overlay")
     p.add_argument("--plot-only", action="store_true", help="only draw --compare results into --plot")
     p.add_argument("--x", choices=["step", "cpu"], default="step", help="x axis of the plot: steps or CPU seconds")
+    p.add_argument("--checkpoint", default=None,
+                   help="instead of training: score this trained checkpoint (a run, a checkpoint directory or "
+                        "zoo:NAME) on the same held-out scenes, as one point at its step (to set beside curves)")
     args = p.parse_args(argv)
     args.config = args.config or default_demo_config()
     if args.steps < 1 or args.eval_every < 1:
@@ -257,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--plot-only needs --plot and --compare")
         plot(earlier, args.plot, args.x)
         return 0
-    result = run(args)
+    result = evaluate_checkpoint(args) if args.checkpoint else run(args)
     if args.plot:
         plot([*earlier, result], args.plot, args.x)
         result["plot"] = str(args.plot)

@@ -25,6 +25,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,17 @@ def default_demo_config(name: str = "demo.yaml") -> Path:
     raise FileNotFoundError(f"demo config not found at {here} (or {packaged}); pass --config")
 
 
-def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: int = 2) -> Config:
-    """Render world datasets to shards (or reuse them, saying so) with a progress bar each, and return the
-    config pointing at the shards."""
+def materialise_shards(cfg: Config, data_dir: Path, console: Console, workers: int = 2,
+                       only: Collection[str] | None = None) -> Config:
+    """Render world datasets to shards under ``data_dir/<name>`` (or reuse them, saying so) with a progress bar
+    each, and return the config pointing at the shards. ``only``: the names to render (``"eval"`` for the held-out
+    set, a ``data.datasets`` name otherwise); the others are left as configured. None: every world dataset."""
     tree = config_to_dict(cfg)
     sources = dict(tree["data"]["datasets"])
     if tree["data"].get("eval"):
         sources["eval"] = tree["data"]["eval"]
     for name, ds in sources.items():
-        if ds["kind"] != "world":
+        if ds["kind"] != "world" or (only is not None and name not in only):
             continue
         out = data_dir / name
         world = world_config(cfg, name)

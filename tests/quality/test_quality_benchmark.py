@@ -47,3 +47,23 @@ def test_eval_frames_resize_the_held_out_world_keeping_its_frames_per_scene():
     assert quality.eval_overrides(demo, [], frames) == [
         f"data.eval.frames={frames}", "data.eval.world.num_scenes=6", f"eval.frames={frames}"]
     assert quality.eval_overrides(demo, ["data.eval.world.frames_per_scene=1"], 7)[1] == "data.eval.world.num_scenes=7"
+
+
+def test_a_trained_checkpoint_is_scored_as_one_point_at_its_step(tmp_path):
+    args = quality.argparse.Namespace(checkpoint="zoo:tiny-world", config=ROOT / "configs" / "demo.yaml",
+                                      set=["train.threads=1"], eval_frames=4, data_dir=str(tmp_path), label="")
+    result = quality.evaluate_checkpoint(args)
+    (point,) = result["curve"]
+    assert point["step"] == result["steps"] == 6000  # the reference model's step, from its state.json
+    assert point["train_cpu_s"] is None  # not known from a checkpoint: no point on a CPU-seconds axis
+    assert set(quality.GOALS) - {"traffic_light/yellow_recall"} <= set(point)
+    assert point["drivable"] > 0.9 and point["lanes"] > 0.9  # a trained network, not an initialisation
+    assert (tmp_path / "eval" / "manifest.json").is_file() and not (tmp_path / "demo").exists()  # held-out only
+
+
+def test_a_checkpoint_of_another_setup_is_refused_naming_it(tmp_path):
+    args = quality.argparse.Namespace(checkpoint="zoo:tiny-world", config=ROOT / "configs" / "demo.yaml",
+                                      set=["model.setup.image_size=[64,128]"], eval_frames=4,
+                                      data_dir=str(tmp_path), label="")
+    with pytest.raises(SystemExit, match="zoo:tiny-world: its setup"):
+        quality.evaluate_checkpoint(args)
