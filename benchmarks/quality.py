@@ -214,7 +214,7 @@ def plot(results: list[dict[str, Any]], path: Path, x: str = "step") -> None:
                     ha="center", va="center", fontsize=8, transform=ax.transAxes)
         if key in GOALS:
             ax.axhline(GOALS[key][1], color="k", ls="--", lw=0.8, label="goal")
-        metric = "balanced acc." if key == "traffic_light" else ("recall" if "red" in key else
+        metric = "balanced acc." if key == "traffic_light" else ("recall" if key.endswith("_recall") else
                                                                   HEADLINE.get(key, key))
         lower = key in GOALS and GOALS[key][0] == "<="
         ax.set_title(f"{key} ({metric}{', lower is better' if lower else ''})", fontsize=10)
