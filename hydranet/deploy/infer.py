@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hydranet.data import collate
+from hydranet.data import Sample, collate
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
@@ -153,8 +153,8 @@ def describe_outputs(out: str | Path) -> str:
     return ", ".join(parts)
 
 
-def write_frame(out: Path, k: int, sample: Any, views: Any, outputs: dict[str, tuple[Any, Any]], ground_truth: bool,
-                title: str, **extra: Any) -> dict[str, Any]:
+def write_frame(out: Path, k: int, sample: Sample, views: Views, outputs: dict[str, tuple[Any, Any]],
+                ground_truth: bool, title: str, **extra: Any) -> dict[str, Any]:
     """Draw frame ``k``'s decoded ``outputs`` (task name -> ``(Task, decoded value)``) on ``views`` (with each task's
     label from ``sample`` over it when ``ground_truth``), save ``frame_{k:04d}.png`` (and ``frame_{k:04d}.npz`` for
     dense outputs) into ``out`` and return the frame's JSON record: ``frame``, ``extra``'s fields, ``scene_id``,
