@@ -55,6 +55,22 @@ def boxes_to_ego(boxes: Tensor, T_world_from_ego: Tensor) -> Tensor:
     return b.float()
 
 
+def greedy_assignment(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    """Greedy one-to-one association (CenterPoint's): ``pairs`` of ``(cost, track, detection)`` taken in ascending
+    cost (ties by track, then detection index), each track and each detection at most once; returns the chosen
+    ``(track, detection)`` pairs in that order."""
+    used_tracks: set[int] = set()
+    used_detections: set[int] = set()
+    matches = []
+    for _, track, detection in sorted(pairs):
+        if track in used_tracks or detection in used_detections:
+            continue
+        used_tracks.add(track)
+        used_detections.add(detection)
+        matches.append((track, detection))
+    return matches
+
+
 @dataclass
 class Track:
     """A teacher track over the frames of a clip: per observation the frame index, the box (world-frame
@@ -95,19 +111,16 @@ def track_objects(per_frame: list[tuple[Tensor, Tensor, Tensor]], gate_m: float 
                     d = float((boxes[j, :2] - pred).norm())
                     if d <= gate_m:
                         pairs.append((d, ti, j))
-        used_t, used_d = set(), set()
-        for _, ti, j in sorted(pairs):
-            if ti in used_t or j in used_d:
-                continue
-            used_t.add(ti)
-            used_d.add(j)
+        matches = greedy_assignment(pairs)
+        for ti, j in matches:
             t = active[ti]
             t.frames.append(f)
             t.boxes.append(boxes[j])
             t.scores.append(float(scores[j]))
             t.labels.append(int(classes[j]))
+        used = {j for _, j in matches}
         for j in range(len(boxes)):
-            if j not in used_d:
+            if j not in used:
                 t = Track([f], [boxes[j]], [float(scores[j])], [int(classes[j])])
                 tracks.append(t)
                 active.append(t)
@@ -176,20 +189,17 @@ def track_lights(per_frame: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]],
             iou = iou * same
             pairs = [(-float(iou[a, b]), a, b) for a in range(len(active)) for b in range(len(boxes))
                      if float(iou[a, b]) >= min_iou]
-        used_t, used_d = set(), set()
-        for _, a, b in sorted(pairs):
-            if a in used_t or b in used_d:
-                continue
-            used_t.add(a)
-            used_d.add(b)
+        matches = greedy_assignment(pairs)
+        for a, b in matches:
             t = active[a]
             t.frames.append(f)
             t.boxes.append(boxes[b].float())
             t.scores.append(float(scores[b]))
             t.labels.append(int(states[b]))
             t.extra.append(int(lanes[b]))
+        used = {b for _, b in matches}
         for b in range(len(boxes)):
-            if b not in used_d:
+            if b not in used:
                 t = Track([f], [boxes[b].float()], [float(scores[b])], [int(states[b])], [int(lanes[b])],
                           int(cams[b]))
                 tracks.append(t)
