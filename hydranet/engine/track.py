@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from hydranet.engine.triggers.projection import box_iou
+from hydranet.eval import greedy_assignment
 
 
 def _yaw_of(T: Tensor) -> float:
@@ -53,22 +54,6 @@ def boxes_to_ego(boxes: Tensor, T_world_from_ego: Tensor) -> Tensor:
     b[:, :3] = (b[:, :3] - T[:3, 3]) @ T[:3, :3]
     b[:, 6] = torch.atan2(torch.sin(b[:, 6] - _yaw_of(T)), torch.cos(b[:, 6] - _yaw_of(T)))
     return b.float()
-
-
-def greedy_assignment(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
-    """Greedy one-to-one association (CenterPoint's): ``pairs`` of ``(cost, track, detection)`` taken in ascending
-    cost (ties by track, then detection index), each track and each detection at most once; returns the chosen
-    ``(track, detection)`` pairs in that order."""
-    used_tracks: set[int] = set()
-    used_detections: set[int] = set()
-    matches = []
-    for _, track, detection in sorted(pairs):
-        if track in used_tracks or detection in used_detections:
-            continue
-        used_tracks.add(track)
-        used_detections.add(detection)
-        matches.append((track, detection))
-    return matches
 
 
 @dataclass

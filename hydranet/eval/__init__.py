@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "runner": ["check_suite", "check_thresholds", "run_suite", "run_to_json", "tracks_objects",
                "unknown_dead_cameras"],
     "sequence": ["clip_indices", "scene_runs"],
-    "tracking": ["TRACKED_TASK", "ObjectTracker", "SequenceTrackers", "TrackerOptions"],
+    "tracking": ["TRACKED_TASK", "ObjectTracker", "SequenceTrackers", "TrackerOptions", "greedy_assignment"],
     "suite": ["SuiteError", "load_suite", "load_suites", "lower_is_better", "resolve_suite_path", "select_tasks",
               "spread_evenly"],
 })

@@ -46,6 +46,22 @@ from hydranet.eval.sequence import sequence_starts
 TRACKED_TASK = "objects3d"  # the task whose decoded boxes are tracked
 
 
+def greedy_assignment(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    """Greedy one-to-one association (CenterPoint's): ``pairs`` of ``(cost, track, detection)`` taken in ascending
+    cost (ties by track, then detection index), each track and each detection at most once; returns the chosen
+    ``(track, detection)`` pairs in that order."""
+    used_tracks: set[int] = set()
+    used_detections: set[int] = set()
+    matches = []
+    for _, track, detection in sorted(pairs):
+        if track in used_tracks or detection in used_detections:
+            continue
+        used_tracks.add(track)
+        used_detections.add(detection)
+        matches.append((track, detection))
+    return matches
+
+
 class TrackerOptions(BaseModel):
     """The tracker's settings (module docstring): the association gate and when a track ends, and the noise levels
     of the Kalman filter (measurement errors of the centre and of the velocity head, the motion's acceleration).
@@ -103,14 +119,7 @@ class ObjectTracker:
         dist = np.linalg.norm(self.state[:, None, :2] - centres[None], axis=-1)
         dist[self.classes[:, None] != classes[None]] = np.inf
         tracks, dets = np.nonzero(dist <= self.options.gate_m)
-        order = np.argsort(dist[tracks, dets], kind="stable")
-        pairs, used_t, used_d = [], set(), set()
-        for t, d in zip(tracks[order].tolist(), dets[order].tolist(), strict=True):
-            if t not in used_t and d not in used_d:
-                used_t.add(t)
-                used_d.add(d)
-                pairs.append((t, d))
-        return pairs
+        return greedy_assignment(list(zip(dist[tracks, dets].tolist(), tracks.tolist(), dets.tolist(), strict=True)))
 
     def update(self, detections: dict[str, Tensor], T_world_from_ego: Tensor, timestamp: float) -> dict[str, Tensor]:
         """One frame: ``detections`` as ``objects3d`` decodes them (``boxes [M, 7]`` ego x, y, z, l, w, h, yaw in

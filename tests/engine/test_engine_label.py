@@ -17,7 +17,6 @@ from hydranet.engine.track import (
     Track,
     boxes_to_ego,
     boxes_to_world,
-    greedy_assignment,
     smooth_track,
     track_lights,
     track_objects,
@@ -149,10 +148,3 @@ def test_label_quality_reports_the_teacher_and_both_modes(checkpoint, world_yaml
         assert 0.0 <= res[mode]["drivable"]["miou"] <= 1.0
         assert not math.isnan(res[mode]["objects3d"]["map"])
 
-
-def test_greedy_assignment_takes_the_cheapest_pairs_one_to_one():
-    # track 0 is closest to detection 1; detection 1 is then taken, so track 1 gets its second choice, and track 2,
-    # whose only candidate is taken, stays unmatched (not a globally optimal assignment: CenterPoint's greedy rule)
-    pairs = [(0.5, 0, 1), (0.9, 0, 0), (0.7, 1, 1), (1.2, 1, 2), (0.8, 2, 1)]
-    assert greedy_assignment(pairs) == [(0, 1), (1, 2)]
-    assert greedy_assignment([]) == []

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hydranet.eval import ObjectTracker, SequenceTrackers, TrackerOptions
+from hydranet.eval import ObjectTracker, SequenceTrackers, TrackerOptions, greedy_assignment
 
 DT = 0.1
 
@@ -136,3 +136,11 @@ def test_sequence_trackers_restart_at_a_new_scene():
     c = trackers(d, ["s1"], torch.tensor([0]), T, torch.tensor([0.0]))  # would be a time error without the restart
     assert int(a[0]["track_id"][0]) == int(b[0]["track_id"][0]) == int(c[0]["track_id"][0]) == 0
 
+
+
+def test_greedy_assignment_takes_the_cheapest_pairs_one_to_one():
+    # track 0 is closest to detection 1; detection 1 is then taken, so track 1 gets its second choice, and track 2,
+    # whose only candidate is taken, stays unmatched (not a globally optimal assignment: CenterPoint's greedy rule)
+    pairs = [(0.5, 0, 1), (0.9, 0, 0), (0.7, 1, 1), (1.2, 1, 2), (0.8, 2, 1)]
+    assert greedy_assignment(pairs) == [(0, 1), (1, 2)]
+    assert greedy_assignment([]) == []
