@@ -297,6 +297,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / "state.json").is_file():
         return path
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run directory")
     for root in (path, path / "checkpoints"):
         pointer = root / "latest.json"
         if pointer.is_file():

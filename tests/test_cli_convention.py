@@ -133,8 +133,7 @@ def test_training_logs_print_periodic_progress_lines_when_not_a_terminal(tmp_pat
 def test_cli_errors_are_one_plain_line_in_logs():
     res = runner.invoke(app, ["export", "/nonexistent/run", "-o", os.devnull])
     assert res.exit_code == 2
-    assert res.output == "error: CHECKPOINT: /nonexistent/run: not a checkpoint (no state.json) and no latest.json " \
-        "in it or its checkpoints/\n"  # no box, no usage lines: one line
+    assert res.output == "error: CHECKPOINT: /nonexistent/run: no such checkpoint or run directory\n"  # one line
 
 
 def test_generate_takes_a_training_configs_world_so_the_readme_loop_chains(tmp_path):

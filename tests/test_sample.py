@@ -56,3 +56,30 @@ def test_validate_names_the_bad_field():
     s.intrinsics = torch.eye(3)
     with pytest.raises(ValueError, match="intrinsics"):
         s.validate()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: setattr(s, "intrinsics", s.intrinsics.double()), r"intrinsics must be float32"),
+    (lambda s: setattr(s, "T_world_from_ego", torch.eye(4, dtype=torch.float64)), r"T_world_from_ego must be float32"),
+    (lambda s: setattr(s, "timestamp", 1_700_000_000.05), r"timestamp 1700000000.05 s looks absolute"),
+    (lambda s: s.T_world_from_ego.__setitem__((0, 3), 512_000.0), r"512000 m from the world origin"),
+    (lambda s: s.labels.__setitem__("drivable", torch.zeros(8, 8, 16, dtype=torch.int64)),
+     r"label 'drivable' must be uint8 \[N, H, W\], got torch.int64"),
+    (lambda s: s.labels.__setitem__("bev_semantic", torch.zeros(2, 3, dtype=torch.uint8)),
+     r"label 'bev_semantic' must be \[C, R, C'\] with C = 6, got \(2, 3\)"),
+    (lambda s: s.labels.__setitem__("bev_semantic", torch.zeros(6, 4, 4)),
+     r"must be uint8 \[C, R, C'\], got torch.float32"),
+    (lambda s: s.labels.__setitem__("ego_path", torch.zeros(5)), r"label 'ego_path' must be \[T, 3\], got \(5,\)"),
+    (lambda s: s.labels.__setitem__("detection2d", {"boxes": torch.zeros(2, 4),
+                                                    "classes": torch.zeros(3, dtype=torch.int64),
+                                                    "camera": torch.zeros(2, dtype=torch.int64)}),
+     r"label 'detection2d' fields describe different numbers of objects"),
+    (lambda s: s.labels.__setitem__("objects3d", {"boxes": torch.ones(1, 7), "classes": torch.zeros(1)}),
+     r"label 'objects3d.classes' must be an integer tensor"),
+])
+def test_validate_refuses_wrong_dtypes_shapes_and_float32_ranges(change, message):
+    s = make_sample(0, {})
+    s.validate()  # the reference sample is valid
+    change(s)
+    with pytest.raises(ValueError, match=message):
+        s.validate()

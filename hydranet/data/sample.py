@@ -14,24 +14,29 @@ dense (one tensor per sample, stacked by collate; absent → zeros + present=Fal
   ``semantic``      uint8  [N, H, W]  per-pixel class id, see ``SEMANTIC_CLASSES``
   ``instance``      int32  [N, H, W]  per-pixel instance id (0 = none), same ids as ``track_id``
   ``bev_semantic``  uint8  [C, R, C'] multi-label BEV map on the ``BevGrid``, see ``BEV_CLASSES``
+  ``bev_semantic_known`` uint8 [C]    1 where a ``bev_semantic`` channel is labelled (absent: all are;
+                    written by sources without a map, not by the world)
   ``ego_path``      float32[T, 3]     future ego (x, y, yaw) in the current ego frame, next 3 s
 
-ragged (a dict of tensors per sample, collated to a list; absent → None)
-  ``detection2d``   boxes float32[M,4] (x1,y1,x2,y2 px), classes int64[M], camera int64[M],
+ragged (a dict of tensors per sample, collated to a list; absent → None); fields marked * are required,
+the others optional
+  ``detection2d``   boxes* float32[M,4] (x1,y1,x2,y2 px), classes* int64[M], camera* int64[M],
                     visible float32[M] (visible fraction 0..1), track_id int64[M]
-  ``traffic_light`` boxes float32[L,4], camera int64[L], state int64[L] (``LIGHT_STATES``),
+  ``traffic_light`` boxes* float32[L,4], camera* int64[L], state* int64[L] (``LIGHT_STATES``),
                     lane int64[L] (lane index the light governs, ego-relative: 0 = ego lane,
                     +1 left, -1 right), track_id int64[L]
-  ``objects3d``     boxes float32[M,7] (x,y,z,l,w,h,yaw ego), velocity float32[M,2] (vx,vy ego
-                    m/s), classes int64[M], track_id int64[M]; optional visible float32[M]
+  ``objects3d``     boxes* float32[M,7] (x,y,z,l,w,h,yaw ego), classes* int64[M], velocity float32[M,2]
+                    (vx,vy ego m/s; NaN = unknown), track_id int64[M], visible float32[M]
                     (largest visible fraction over the cameras, 0 = occluded in every camera)
-  ``lane_lines``    points float32[L,P,3] (ego-frame polylines resampled to P points),
-                    kind int64[L] (1 dashed, 2 solid, 3 road edge)
+  ``lane_lines``    points* float32[L,P,3] (ego-frame polylines resampled to P points),
+                    kind* int64[L] (1 dashed, 2 solid, 3 road edge)
 
 Validation (``Sample.validate``, run on every sample a source produces: when it is written to shards by
 ``convert``, ``generate`` or ``label``, decoded from them, or rendered by the world — one rule for every
-converter and reader): shapes, dtypes and finite numbers, then the geometry and labels are checked where they
-enter, never stored as given:
+converter and reader): shapes, dtypes and finite numbers (geometry float32; dense labels the dtype and shape
+above; a ragged label's fields one length, ids integer, coordinates float), values float32 can carry (a
+timestamp within 10^6 s of its sequence's start, an ego position within 100 km of the world origin), then the
+geometry and labels are checked where they enter, never stored as given:
 
 - every pose is **rigid**: ``T_world_from_ego`` and each ``T_ego_from_cam`` have an orthonormal rotation
   with determinant +1 (to ``RIGID_TOLERANCE``) and last row ``0 0 0 1``;
@@ -90,8 +95,10 @@ class Sample:
 
     def validate(self, where: str | None = None) -> None:
         """Raise ``ValueError`` naming ``where`` (default: the scene and frame) and the field when shapes or
-        dtypes are wrong, or when a pose, intrinsics, timestamp or float label (boxes, velocities, depth,
-        ...) holds NaN/inf: non-finite numbers would otherwise surface deep inside a loss."""
+        dtypes are wrong (module docstring), when a pose, intrinsics, timestamp or float label (boxes, velocities,
+        depth, ...) holds NaN/inf -- non-finite numbers would otherwise surface deep inside a loss --, when the
+        timestamp or the ego position is too far from its origin for float32, or when a pose, K or box breaks
+        the geometry rules (``check_sample_content``)."""
         where = where or f"sample {self.scene_id}#{self.frame_index}"
         n = len(self.camera_names)
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[:2] != (n, 3):
@@ -101,9 +108,11 @@ class Sample:
         checks = {"intrinsics": (n, 3, 3), "T_ego_from_cam": (n, 4, 4), "T_world_from_ego": (4, 4)}
         for name, shape in checks.items():
             t = getattr(self, name)
-            if tuple(t.shape) != shape:
-                raise ValueError(f"{where}: {name} must have shape {shape}, got {tuple(t.shape)}")
+            if not isinstance(t, Tensor) or tuple(t.shape) != shape or t.dtype != torch.float32:
+                got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"{where}: {name} must be float32 {shape}, got {got}")
         _check_finite(self, where)  # first: a NaN is the more useful message than a missing field
+        _check_float32_range(self, where)
         for key, value in self.labels.items():
             try:
                 spec = label_spec(key)
@@ -119,6 +128,10 @@ class Sample:
                 raise ValueError(f"{where}: label '{key}' must be a tensor {spec.shape}, got {type(value).__name__}")
             elif spec.per_camera and tuple(value.shape) != (n, h, w):
                 raise ValueError(f"{where}: label '{key}' must be [N, H, W]={(n, h, w)}, got {tuple(value.shape)}")
+            if spec.kind == "dense":
+                _check_dense(key, value, spec, where)
+            else:
+                _check_ragged(key, value, where)
         check_sample_content(self, where)  # rigid poses, pinhole K, boxes that are boxes
 
 
@@ -149,6 +162,70 @@ def _check_finite(sample: Sample, where: str) -> None:
             if _nonfinite(t):
                 label = f"{key}.{field_name}" if field_name else key
                 raise ValueError(f"{where}: label '{label}' holds non-finite values (NaN or inf)")
+
+
+# Float32 keeps about 7 significant digits: a timestamp or a pose translation far from its origin loses what the
+# model reads from differences (a 0.1 s step at 1.7e9 s, an epoch time, is below float32's 128 s resolution; a
+# translation of 1e6 m, a UTM coordinate, keeps 6 cm). The contract's origins keep them small: timestamps count
+# from the sequence's start, and a world frame's origin lies near the drive.
+_MAX_TIMESTAMP_S = 1e6  # 11.6 days: beyond it a "seconds since the start of the sequence" is an absolute time
+_MAX_WORLD_TRANSLATION_M = 1e5  # 100 km from the world origin: float32 still resolves 8 mm there
+
+
+def _check_float32_range(sample: Sample, where: str) -> None:
+    """Refuse a timestamp or an ego position whose float32 value would lose the differences between frames."""
+    if abs(float(sample.timestamp)) > _MAX_TIMESTAMP_S:
+        raise ValueError(f"{where}: timestamp {sample.timestamp} s looks absolute (epoch time?): a Sample's timestamp "
+                         f"counts seconds from the start of its sequence (|t| <= {_MAX_TIMESTAMP_S:g}); float32 would "
+                         "lose the frame-to-frame intervals the video memory reads. Subtract the sequence's first "
+                         "timestamp")
+    far = float(sample.T_world_from_ego[:3, 3].abs().max())
+    if far > _MAX_WORLD_TRANSLATION_M:
+        raise ValueError(f"{where}: T_world_from_ego's translation is {far:.0f} m from the world origin (> "
+                         f"{_MAX_WORLD_TRANSLATION_M:g} m): float32 poses lose the ego motion between frames there. "
+                         "Express the poses in a world frame whose origin is near the drive (e.g. the sequence's first "
+                         "pose's position)")
+
+
+# The dtype words of LabelSpec.dtype (dense labels) as torch dtypes.
+_DTYPES = {"uint8": torch.uint8, "int32": torch.int32, "int64": torch.int64, "float32": torch.float32}
+
+
+def _check_dense(key: str, value: Tensor, spec: Any, where: str) -> None:
+    """A dense label's dtype and, when it is not per camera, its shape as ``spec.shape`` writes it (``"[T, 3]"``:
+    two axes, the second 3; ``"[C, R, C']"``: three axes, C the size of the label's vocabulary)."""
+    dtype = _DTYPES.get(spec.dtype)
+    if dtype is not None and value.dtype != dtype:
+        raise ValueError(f"{where}: label '{key}' must be {spec.dtype} {spec.shape}, got {value.dtype}")
+    if spec.per_camera:
+        return
+    axes = [a.strip() for a in spec.shape.strip("[]").split(",")]
+    sizes = {a: int(a) for a in axes if a.isdigit()}
+    if spec.vocabulary is not None:
+        sizes["C"] = len(spec.vocabulary)
+    if value.ndim != len(axes) or any(value.shape[i] != sizes[a] for i, a in enumerate(axes) if a in sizes):
+        raise ValueError(f"{where}: label '{key}' must be {spec.shape}"
+                         + (f" with C = {sizes['C']}" if "C" in sizes and "C" in axes else "")
+                         + f", got {tuple(value.shape)}")
+
+
+def _check_ragged(key: str, value: dict[str, Any], where: str) -> None:
+    """Every tensor field of a ragged label describes the same objects (one length), ids and indices are integers
+    and coordinates are floats."""
+    lengths = {f: len(t) for f, t in value.items() if isinstance(t, Tensor) and t.ndim >= 1}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{where}: label '{key}' fields describe different numbers of objects: {lengths}")
+    for f, t in value.items():
+        if not isinstance(t, Tensor):
+            continue
+        if f in _INTEGER_FIELDS and (t.is_floating_point() or t.is_complex()):
+            raise ValueError(f"{where}: label '{key}.{f}' must be an integer tensor (int64), got {t.dtype}")
+        if f in _FLOAT_FIELDS and not t.is_floating_point():
+            raise ValueError(f"{where}: label '{key}.{f}' must be a float tensor (float32), got {t.dtype}")
+
+
+_INTEGER_FIELDS = frozenset({"classes", "camera", "state", "lane", "track_id", "kind"})
+_FLOAT_FIELDS = frozenset({"boxes", "visible", "velocity", "points"})
 
 
 RIGID_TOLERANCE = 5e-3  # max |R^T R - I| and |det R - 1|: float32 calibrations are orthonormal to ~1e-6

@@ -30,7 +30,7 @@ from hydranet.tasks.common import (
     prior_bias,
     soft_dice_loss,
 )
-from hydranet.viz import draw_bev_map
+from hydranet.viz import GROUND_TRUTH_BEV, draw_bev_map
 
 
 class BevSemanticOptions(BevHeadOptions):
@@ -165,5 +165,6 @@ class BevSemantic(Task):
         if ground_truth:
             # Ground truth as class-coloured outlines, so it reads on top of a filled prediction.
             draw_bev_map(views, outline(decoded), self.classes, alpha=1.0)
+            views.note(GROUND_TRUTH_BEV)
         else:
             draw_bev_map(views, decoded, self.classes)

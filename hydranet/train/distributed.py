@@ -14,7 +14,7 @@ in ``DistributedDataParallel`` (``wrap_ddp``) and the accumulation micro-steps r
 ``no_sync()``, so DDP's bucketed all-reduce overlaps the last micro-step's backward pass.
 PCGrad and GradNorm cannot use DDP's reducer: they are non-linear in the *per-task* gradients, which
 they take with ``torch.autograd.grad`` (DDP's hooks never see those) and must average across ranks
-before combining them (balancing.py explains why); they use the explicit ``all_reduce_grads`` and
+before combining them (``hydranet/train/balancing/`` explains why); they use the explicit ``all_reduce_grads`` and
 ``all_reduce_mean_`` below, once per optimizer step.
 """
 

@@ -20,8 +20,8 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "boxes": ["draw_boxes2d", "draw_boxes3d", "draw_traffic_lights"],
     "canvas": ["Canvas"],
-    "maps": ["depth_color", "depth_rgb", "draw_bev_map", "draw_depth", "draw_lane_masks", "draw_mask",
-        "draw_polylines_bev", "draw_sparse_depth"],
+    "maps": ["GROUND_TRUTH_BEV", "depth_color", "depth_rgb",
+        "draw_bev_map", "draw_depth", "draw_lane_masks", "draw_mask", "draw_polylines_bev", "draw_sparse_depth"],
     "rerun_log": ["RerunMissing", "SceneRecorder", "decoded_cpu", "require_rerun"],
     "style": ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "Color", "DASH", "DEPTH_RANGE", "DRIVABLE_COLOR",
         "EGO_PATH_COLOR", "LANE_ALPHA", "LANE_COLORS", "LIGHT_COLORS", "MIN_IMAGE_SHARE", "REGION_ALPHA",

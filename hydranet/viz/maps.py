@@ -48,6 +48,7 @@ def draw_mask(views: Canvas, masks: Tensor, color: Color, alpha: float = REGION_
         if views.truth_over_predictions:
             # Only the mask's edge, opaque in the class colour: the prediction's blended fill stays visible inside
             # it, and where the two disagree the edge runs apart from the fill's.
+            views.note(_GROUND_TRUTH_MASKS)
             inside = (a > 0.5).float()
             edge = (inside - -torch.nn.functional.max_pool2d(-inside, 3, 1, 1))[0, 0].bool().numpy()
             pixels = np.asarray(img).copy()
@@ -55,6 +56,13 @@ def draw_mask(views: Canvas, masks: Tensor, color: Color, alpha: float = REGION_
             views.cameras[i] = Image.fromarray(pixels)
             continue
         views.blend(i, a[0, 0] * alpha, col)
+
+
+# Footer notes of a picture with ground truth over predictions (``Canvas.truth_over_predictions``), where the
+# truth is not a dashed box the legend's line styles explain.
+_GROUND_TRUTH_MASKS = "ground truth: mask outlines in the class colour (the filled areas are the prediction)"
+_GROUND_TRUTH_DEPTH = "ground truth depth: dots on the same scale (the filled map is the prediction)"
+GROUND_TRUTH_BEV = "BEV ground truth: class-coloured outlines (the filled areas are the prediction)"
 
 
 def draw_lane_masks(views: Canvas, lanes: Tensor, alpha: float = LANE_ALPHA) -> None:
@@ -136,6 +144,7 @@ def draw_depth(views: Canvas, depth: Tensor, alpha: float = 0.6, label: str = "d
     for i, img in enumerate(views.cameras):
         z = torch.nn.functional.interpolate(depth[i][None, None], size=(img.height, img.width), mode="nearest")[0, 0]
         if views.truth_over_predictions:  # a grid of dots on the same scale, over the predicted depth
+            views.note(_GROUND_TRUTH_DEPTH)
             d = ImageDraw.Draw(img)
             step = max(12, round(8 * views.scale))
             for v in range(step // 2, img.height, step):

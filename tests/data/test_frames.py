@@ -58,7 +58,8 @@ def test_frames_rig_geometry_and_labels(tmp_path):
     assert len(ds) == 2 and ds.camera_names == ("front", "left")
     s = ds[0]
     s.validate()
-    assert s.images.shape == (2, 3, 90, 160) and s.timestamp == 100.0 and s.scene_id == "drive-7"
+    assert s.images.shape == (2, 3, 90, 160) and s.timestamp == 0.0 and s.scene_id == "drive-7"  # from its start
+    assert ds[1].timestamp == pytest.approx(0.1)
     torch.testing.assert_close(s.intrinsics[0], torch.tensor([[200.0, 0, 80], [0, 200, 45], [0, 0, 1]]))
     torch.testing.assert_close(s.T_ego_from_cam[1], torch.tensor(_T(90.0), dtype=torch.float32))
     det = s.labels["detection2d"]
@@ -70,6 +71,28 @@ def test_frames_rig_geometry_and_labels(tmp_path):
     assert s.labels["drivable"][0, 10, 0] == 0
     assert s.labels["depth"].dtype == torch.float32 and float(s.labels["depth"].max()) == 10.0
     assert ds[1].labels == {}
+
+
+def test_epoch_times_and_utm_poses_keep_their_differences_in_float32(tmp_path):
+    # A fleet logs epoch seconds and UTM poses: float32 holds neither (128 s steps at 1.7e9 s, 0.5 m at 5e6 m).
+    # Each scene's time and world origin start at its first frame, computed in float64 before the cast.
+    lines = []
+    for scene, t0, east in (("a", 1_700_000_000.05, 500_123.25), ("b", 1_700_000_900.55, 512_000.75)):
+        for i in (1, 0, 2):  # any order in the file: the origin is the scene's first frame, by frame_index
+            pose = np.eye(4)
+            pose[:3, 3] = [east + 1.37 * i, 5_400_000.5 + 0.02 * i, 31.0]
+            lines.append({"scene_id": scene, "frame_index": i, "timestamp": t0 + 0.1 * i,
+                          "T_world_from_ego": pose.tolist(),
+                          "cameras": {"front": {"image": f"img/front{i % 2}.png", "K": K, "T_ego_from_cam": _T(0)},
+                                      "left": {"image": f"img/left{i % 2}.png", "K": K, "T_ego_from_cam": _T(90)}}})
+    ds = FramesIndex(write_frames(tmp_path, lines))
+    by_frame = {(ds[k].scene_id, ds[k].frame_index): ds[k] for k in range(len(ds))}
+    for scene in ("a", "b"):
+        for i in range(3):
+            s = by_frame[(scene, i)]
+            s.validate()
+            assert s.timestamp == pytest.approx(0.1 * i, abs=1e-6)
+            torch.testing.assert_close(s.T_world_from_ego[:3, 3], torch.tensor([1.37 * i, 0.02 * i, 0.0]))
 
 
 def _line(**override) -> dict:

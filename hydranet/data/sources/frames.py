@@ -18,8 +18,11 @@ One line::
 
 Frames: ``T_ego_from_cam`` maps OpenCV camera coordinates (x right, y down, z forward) into the ego
 frame (x forward, y left, z up, origin on the ground under the rear axle); ``T_world_from_ego`` is the
-ego pose in any fixed world frame; ``K`` is in pixels of the image file as stored (its principal point
-inside that image: one outside is a K for another resolution, refused); ``timestamp`` in seconds. Every line
+ego pose in any fixed world frame (a map's, UTM, ...); ``K`` is in pixels of the image file as stored (its
+principal point inside that image: one outside is a K for another resolution, refused); ``timestamp`` in seconds
+on any clock (epoch time as logged). A ``Sample`` counts time from its scene's first frame and places the world
+origin at that frame's position (float32 keeps neither an epoch time's 0.1 s steps nor a UTM pose's centimetres):
+both are re-expressed so, per scene, in float64 before the cast, and every difference between frames is kept. Every line
 must list the same cameras in the same order (the rig). Cameras may have different native resolutions:
 ``image_size`` (a model's network input) resizes every camera to it, rescaling its K and nothing else;
 without it every file of every line must have the first line's one size. ``setup`` reports the rig of the
@@ -155,6 +158,12 @@ class FramesSource(Source):
                                   f"line's {list(self.camera_names)} (the rig must be the same on every line)")
         check_unique(((f"{ln.scene_id}#{ln.frame_index}", self._where(no, "scene_id, frame_index"))
                       for no, ln in self.lines), "frame", SourceError)
+        # Each scene's origin in time and space: its first frame's timestamp and ego position. A Sample counts
+        # seconds from its sequence's start, and float32 poses keep centimetres only near the world origin: an
+        # epoch timestamp or a UTM pose, as a fleet logs them, is re-expressed from there (in float64).
+        self.origins: dict[str, tuple[float, list[float]]] = {}
+        for _, ln in sorted(self.lines, key=lambda item: (item[1].scene_id, item[1].frame_index)):
+            self.origins.setdefault(ln.scene_id, (ln.timestamp, [row[3] for row in ln.T_world_from_ego[:3]]))
         # The fleet's vocabulary is open but known once the index is read: a class_map key must be a hydranet
         # class, a model class or a name some line uses (a typo would otherwise map nothing, silently).
         self.refuse_unknown_classes({*self.default_class_map, *self.model_classes, *self._class_names()})
@@ -279,10 +288,12 @@ class FramesSource(Source):
             Ts.append(torch.tensor(cam.T_ego_from_cam, dtype=torch.float64))
             scales.append((sx, sy))
         labels = {k: self._label(lineno, k, v, size, scales, list(stored.values())) for k, v in line.labels.items()}
+        t0, origin = self.origins[line.scene_id]
+        T_world_from_ego = torch.tensor(line.T_world_from_ego, dtype=torch.float64)
+        T_world_from_ego[:3, 3] -= torch.tensor(origin, dtype=torch.float64)
         return Sample(images=torch.stack(images), intrinsics=torch.stack(Ks).float(),
-                      T_ego_from_cam=torch.stack(Ts).float(),
-                      T_world_from_ego=torch.tensor(line.T_world_from_ego, dtype=torch.float32),
-                      timestamp=line.timestamp, scene_id=line.scene_id, frame_index=line.frame_index,
+                      T_ego_from_cam=torch.stack(Ts).float(), T_world_from_ego=T_world_from_ego.float(),
+                      timestamp=line.timestamp - t0, scene_id=line.scene_id, frame_index=line.frame_index,
                       camera_names=self.camera_names, labels=labels)
 
     # ---- labels --------------------------------------------------------------------------------
