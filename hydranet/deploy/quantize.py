@@ -48,6 +48,7 @@ from hydranet.deploy.manifest import (
     write_export_manifest,
 )
 from hydranet.deploy.runtime import DeployedModel, check_graph_bytes
+from hydranet.eval import Streamer
 from hydranet.outputs import atomic_path
 
 OP_TYPES = ["Conv", "Relu"]
@@ -101,17 +102,20 @@ class WorldCalibrationReader:
         import numpy as np
 
         assert self.fp32 is not None
-        state = self.fp32.init_state(self.manifest.batch)
+        # The fp32 graph streamed as evaluation streams it (hydranet.eval.Streamer): each feed carries the memory
+        # state the frames before it left.
+        streamer = Streamer(self.fp32)
         for batch in heldout_sequence_batches(self.manifest, self.frames, self.seed):
             if self.on_frame is not None:
                 self.on_frame(1)
+            state = streamer.state if streamer.state is not None else self.fp32.init_state(self.manifest.batch)
             feeds = {"images": batch.images.numpy(), "intrinsics": batch.intrinsics.float().numpy(),
                      "T_ego_from_cam": batch.T_ego_from_cam.float().numpy(),
                      "camera_valid": np.ones(batch.images.shape[:2], dtype=bool),
                      "T_world_from_ego": batch.T_world_from_ego.float().numpy(),
                      "timestamp": batch.timestamp.float().numpy(), **state}
             yield {name: feeds[name] for name in self.manifest.input_names()}
-            _, state = self.fp32.run_step(batch, state)
+            streamer(batch, list(self.manifest.tasks))
 
     def get_next(self) -> dict | None:
         """The next feed ``{input name: array}`` (a full graph batch, the last padded by repetition); None
