@@ -68,7 +68,7 @@ def test_eval_bad_inputs_exit_2(tiny_checkpoint, tiny_suite, tmp_path):
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(bad), "--frames", "1", "--device", "cpu"])
     assert r.exit_code == 2 and "tasks.depth.thresholds.abs_rell: task 'depth' has no metric" in flat(r.output)
     r = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--suite", str(tiny_suite)])
-    assert r.exit_code == 2 and "not a checkpoint" in flat(r.output)
+    assert r.exit_code == 2 and "no such checkpoint" in flat(r.output)
     broken = tmp_path / "broken.yaml"
     broken.write_text("scenarios: {a: {fog: 3}}\nseeds: [0, 1]\nframes: 1\ntasks: {depth: {}}\n")
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--suite", str(broken)])

@@ -69,8 +69,11 @@ def test_corrupt_and_missing_files_are_named(tmp_path):
     (path / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"state.json: unreadable"):
         load_checkpoint(path)
-    with pytest.raises(CheckpointError, match="not a checkpoint"):
+    with pytest.raises(CheckpointError, match="nothing: no such checkpoint or run directory"):
         load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()  # a directory that is neither a checkpoint nor a run
+    with pytest.raises(CheckpointError, match="empty: not a checkpoint"):
+        load_checkpoint(tmp_path / "empty")
 
 
 def test_resume_restores_state_and_continues_identically(tmp_path):
