@@ -333,6 +333,7 @@ class Trainer:
         window: dict[str, Any] = defaultdict(float)
         t0, samples = time.perf_counter(), 0
         last_path: Path | None = None
+        saved_step = -1
         with logger:
             logger.start(self.step)
             while self.step < self.tc.steps:
@@ -357,7 +358,7 @@ class Trainer:
                     self.eval_history.append({"step": self.step, **self.evaluate(self.tc.eval_batches)})
                     logger.log_eval(self.step, self.eval_history[-1])
                 if self.tc.ckpt_every and self.step % self.tc.ckpt_every == 0 and self.step < self.tc.steps:
-                    last_path = self.save()
+                    last_path, saved_step = self.save(), self.step
                 if stop_requested(self.device):  # Ctrl-C / SIGTERM (train/interrupt.py): save and leave
                     break
                 if self._out_of_time(t0):
@@ -365,7 +366,8 @@ class Trainer:
                     logger.console.print(f"[yellow]time limit {self.tc.time_limit_s:.0f}s reached: stopping at step "
                                          f"{self.step}/{self.tc.steps}")
                     break
-            last_path = self.save()
+            if last_path is None or saved_step != self.step:  # a stop right after a periodic save: saved already
+                last_path = self.save()
         summary = {"steps": self.step, "planned_steps": self.tc.steps, "stopped_early": self.stopped_early,
                    "skipped_steps": self.skipped_steps, "checkpoint": str(last_path),
                    "history": self.history[-1:] if self.history else [], "seconds": time.perf_counter() - t0}

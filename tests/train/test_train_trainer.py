@@ -124,6 +124,15 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path).state["step"] == 1
 
 
+def test_a_stop_right_after_a_periodic_save_writes_no_second_checkpoint(tmp_path, monkeypatch):
+    # Ctrl-C lands at a step that ckpt_every just saved: that checkpoint is the run's last, not saved again as "-1".
+    monkeypatch.setattr("hydranet.train.trainer.stop_requested", lambda device=None: True)
+    tr = make_trainer(tmp_path, steps=50, ckpt_every=1)
+    summary = tr.fit()
+    assert summary["steps"] == 1 and summary["checkpoint"].endswith("step_00000001")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000001"]
+
+
 def _bn_trainer(tmp_path, **train):
     """The tiny trainer with BatchNorm in the trunk (the real HydraNet's normalisation)."""
     from train_testkit import TinyDataset, TinyModel, _tiny_tasks, tiny_config
