@@ -234,12 +234,14 @@ def plot(results: list[dict[str, Any]], path: Path, x: str = "step") -> None:
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     """``--checkpoint``: score a trained checkpoint (a run, a checkpoint directory or ``zoo:NAME``) on the config's
     held-out scenes -- the same frames and headline metrics as a training run's curve -- as one point at the
-    checkpoint's step, so a longer-trained model can be set beside the curves (``--compare``). The model runs as
-    ``hydranet eval`` runs it (fp32, eval mode); its training CPU seconds are not known here (``null``).
-    Raises ``SystemExit`` when the checkpoint's setup (rig, image size, grid, vocabularies) is not the config's:
-    the held-out frames are rendered for the config's."""
+    checkpoint's step, so a longer-trained model can be set beside the curves (``--compare``). The model is scored
+    as ``hydranet eval --data`` scores it (``hydranet.eval.evaluate_dataset``: fp32, eval mode, the data checked
+    against the model by ``check_fits``); its training CPU seconds are not known here (``null``). Raises
+    ``SystemExit`` naming the checkpoint when it cannot be read or its setup (rig, image size, grid, vocabularies)
+    does not fit the held-out frames, which are rendered for the config's."""
     from hydranet.checkpoint import CheckpointError, load_model
-    from hydranet.eval.loop import dataset_batches, evaluate
+    from hydranet.eval import evaluate_dataset
+    from hydranet.setup import SetupMismatchError
 
     console = Console(stderr=True)
     cfg = load_config(args.config, eval_overrides(args.config, args.set, args.eval_frames) + args.set)
@@ -249,20 +251,22 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         model, ckpt = load_model(args.checkpoint)
     except CheckpointError as e:
         raise SystemExit(f"--checkpoint: {e}") from None
-    if model.setup != cfg.resolved_model().setup:
-        raise SystemExit(f"--checkpoint {args.checkpoint}: its setup (image size {model.setup.image_size}, grid, rigs, "
-                         f"classes) is not the one {args.config} renders its held-out scenes for")
     if cfg.data.eval is None:
         raise SystemExit(f"{args.config}: quality needs data.eval (held-out scenes)")
     cfg = materialise_shards(cfg, Path(args.data_dir), console, only={"eval"})
     labels = sorted({task.label for task in model.task_objects.values()})
     eval_set = open_source(cfg.data.eval, labels, "data.eval", model.setup)
-    n_eval = len(eval_set) if cfg.eval.frames is None else min(cfg.eval.frames, len(eval_set))
-    results = evaluate(model, dataset_batches(eval_set, cfg.eval.batch_size, -(-n_eval // cfg.eval.batch_size)))
+    try:
+        scored = evaluate_dataset(model, eval_set, frames=cfg.eval.frames, batch_size=cfg.eval.batch_size,
+                                  source="data.eval", model_name=str(args.checkpoint))
+    except SetupMismatchError as e:
+        raise SystemExit(f"--checkpoint {args.checkpoint}: its setup is not the one {args.config} renders its held-out "
+                         f"scenes for: {e}") from None
+    results = scored.metrics
     head = headline(results)
     step = int(ckpt.state["step"])
     return {"benchmark": "quality", "label": args.label or str(args.checkpoint), "config": str(args.config),
-            "overrides": args.set, "checkpoint": str(args.checkpoint), "steps": step, "eval_frames": n_eval,
+            "overrides": args.set, "checkpoint": str(args.checkpoint), "steps": step, "eval_frames": scored.frames,
             "threads": torch.get_num_threads(), "train_cpu_seconds": None,
             "final": head, "goals": goal_status(head),
             "traffic_light_detail": light_figures(results["traffic_light"]) if "traffic_light" in results else {},

@@ -366,7 +366,7 @@ class Trainer:
                     logger.console.print(f"[yellow]time limit {self.tc.time_limit_s:.0f}s reached: stopping at step "
                                          f"{self.step}/{self.tc.steps}")
                     break
-            if last_path is None or saved_step != self.step:  # a stop right after a periodic save: saved already
+            if saved_step != self.step:  # a stop right after a periodic save: that step is saved already
                 last_path = self.save()
         summary = {"steps": self.step, "planned_steps": self.tc.steps, "stopped_early": self.stopped_early,
                    "skipped_steps": self.skipped_steps, "checkpoint": str(last_path),
