@@ -28,17 +28,22 @@ import torch
 from hydranet.metrics import Detection2DMetric
 from hydranet.metrics.detection2d import box_iou
 from hydranet.tasks.detection2d import Detection2DOptions
+from hydranet.train.config import load_config
+from hydranet.train.demo import default_demo_config
 from hydranet.world import SyntheticWorld, WorldConfig
 
-# The demo's held-out world (configs/demo.yaml data.eval): seed, layout and light mix, two frames per scene.
-EVAL_WORLD = {"seed": 1001, "frames_per_scene": 2,
-              "layout_weights": {"straight": 0.2, "curve": 0.2, "intersection": 0.6},
-              "signal_weights": {"go": 0.3, "stop": 0.2, "wait": 0.1, "yellow": 0.4}}
+
+def eval_world() -> dict:
+    """The demo's held-out world as ``configs/demo.yaml`` declares it (``data.eval.world``: seed, layout and light
+    mix, frames per scene)."""
+    return dict(load_config(default_demo_config(), []).data.eval.world)
 
 
 def labels(scenes: int, size: tuple[int, int]) -> tuple[list[dict[str, torch.Tensor]], tuple[str, ...]]:
-    """The ``detection2d`` labels of the held-out world rendered at ``size`` (H, W), and its class names."""
-    world = SyntheticWorld(WorldConfig(num_scenes=scenes, setup={"image_size": size}, **EVAL_WORLD))
+    """The ``detection2d`` labels of ``scenes`` scenes of the demo's held-out world rendered at ``size`` (H, W),
+    and its class names."""
+    world = SyntheticWorld(WorldConfig.model_validate({**eval_world(), "num_scenes": scenes,
+                                                       "setup": {"image_size": size}}))
     return [world[i].labels["detection2d"] for i in range(len(world))], world.setup.classes["detection2d"]
 
 
@@ -82,8 +87,9 @@ def main() -> None:
     min_visible = Detection2DOptions().min_visible  # the task's default: mostly hidden objects are ignored
     centres = [float(v) for v in args.centre.split(",")]
     size_noise = [float(v) for v in args.size_noise.split(",")]
-    out: dict = {"benchmark": "detection2d_bound", "scenes": args.scenes, "frames_per_scene": 2,
-                 "world_seed": EVAL_WORLD["seed"], "min_visible": min_visible, "noise_seed": args.seed,
+    world = eval_world()
+    out: dict = {"benchmark": "detection2d_bound", "scenes": args.scenes, "frames_per_scene": world["frames_per_scene"],
+                 "world_seed": world["seed"], "min_visible": min_visible, "noise_seed": args.seed,
                  "sigma_centre_px": centres, "sigma_size": size_noise, "sizes": []}
     for spec in args.sizes.split(","):
         h, w = (int(v) for v in spec.split("x"))
