@@ -67,6 +67,7 @@ from hydranet.data.labels import (  # noqa: F401 - re-exported
     LIGHT_STATES,
     OBJECT_CLASSES,
     SEMANTIC_CLASSES,
+    LabelSpec,
     label_spec,
 )
 
@@ -191,7 +192,7 @@ def _check_float32_range(sample: Sample, where: str) -> None:
 _DTYPES = {"uint8": torch.uint8, "int32": torch.int32, "int64": torch.int64, "float32": torch.float32}
 
 
-def _check_dense(key: str, value: Tensor, spec: Any, where: str) -> None:
+def _check_dense(key: str, value: Tensor, spec: LabelSpec, where: str) -> None:
     """A dense label's dtype and, when it is not per camera, its shape as ``spec.shape`` writes it (``"[T, 3]"``:
     two axes, the second 3; ``"[C, R, C']"``: three axes, C the size of the label's vocabulary)."""
     dtype = _DTYPES.get(spec.dtype)
