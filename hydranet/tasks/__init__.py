@@ -8,7 +8,8 @@ import lazy_loader as lazy
 # The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
 __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "base": ["HeadContext", "TASKS", "Task", "TaskOptions", "create_task", "register_task"],
-    "common": ["BevHead", "BevHeadOptions", "CameraHead", "CameraHeadOptions", "CameraTask", "ConvHead",
-        "DenseHeadOptions", "IMAGE_KEY", "binary_focal_loss", "draw_gaussian", "gaussian_radius", "giou_loss",
-        "heatmap_focal_loss", "present_index", "soft_dice_loss", "to_label_resolution", "topk_peaks"],
+    "heads": ["BevHead", "BevHeadOptions", "CameraHead", "CameraHeadOptions", "CameraTask", "ConvHead",
+        "DenseHeadOptions", "IMAGE_KEY", "to_label_resolution"],
+    "heatmaps": ["draw_gaussian", "gaussian_radius", "heatmap_focal_loss", "topk_peaks"],
+    "losses": ["binary_focal_loss", "giou_loss", "present_index", "soft_dice_loss"],
 })

@@ -21,15 +21,8 @@ from torch import Tensor, nn
 from hydranet.data import BEV_CLASSES, Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, Task, register_task
-from hydranet.tasks.common import (
-    BevHead,
-    BevHeadOptions,
-    binary_focal_loss,
-    of_present,
-    present_index,
-    prior_bias,
-    soft_dice_loss,
-)
+from hydranet.tasks.heads import BevHead, BevHeadOptions, prior_bias
+from hydranet.tasks.losses import binary_focal_loss, of_present, present_index, soft_dice_loss
 from hydranet.viz import GROUND_TRUTH_BEV, draw_bev_map
 
 

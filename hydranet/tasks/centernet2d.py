@@ -19,20 +19,9 @@ from torch import Tensor
 
 from hydranet.data import Batch
 from hydranet.tasks.base import HeadContext
-from hydranet.tasks.common import (
-    CameraHeadOptions,
-    CameraTask,
-    check_camera_output,
-    choose_stride,
-    draw_gaussian,
-    gaussian_radius,
-    giou_loss,
-    heatmap_focal_loss,
-    of_present,
-    present_index,
-    prior_bias,
-    topk_peaks,
-)
+from hydranet.tasks.heads import CameraHeadOptions, CameraTask, check_camera_output, choose_stride, prior_bias
+from hydranet.tasks.heatmaps import draw_gaussian, gaussian_radius, heatmap_focal_loss, topk_peaks
+from hydranet.tasks.losses import giou_loss, of_present, present_index
 
 # Log-size logits are clamped before exp so an untrained head cannot produce inf boxes.
 _LOG_SIZE_RANGE = (-6.0, 8.0)

@@ -24,14 +24,8 @@ from torch import Tensor, nn
 from hydranet.data import Batch
 from hydranet.metrics import DepthMetric, Metric
 from hydranet.tasks.base import HeadContext, register_task
-from hydranet.tasks.common import (
-    CameraTask,
-    DenseHeadOptions,
-    check_camera_output,
-    of_present,
-    present_index,
-    to_label_resolution,
-)
+from hydranet.tasks.heads import CameraTask, DenseHeadOptions, check_camera_output, to_label_resolution
+from hydranet.tasks.losses import of_present, present_index
 from hydranet.viz import draw_depth
 
 

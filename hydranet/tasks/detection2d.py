@@ -27,7 +27,8 @@ from hydranet.tasks.centernet2d import (
     centernet_losses,
     decode_boxes2d,
 )
-from hydranet.tasks.common import CameraTask, boxes_to_draw, check_camera_output
+from hydranet.tasks.heads import CameraTask, check_camera_output
+from hydranet.tasks.heatmaps import boxes_to_draw
 from hydranet.viz import draw_boxes2d
 
 

@@ -2,7 +2,7 @@
 
 Head: a conv stack on one FPN level (stride 4 by default) -> 1 logit per pixel at label resolution
 (``upsample``: sub-pixel outputs by default, or bilinear interpolation of per-cell logits; see
-``common.DenseHeadOptions``).
+``heads.DenseHeadOptions``).
 Loss: BCE + soft dice per camera image (dice keeps a mostly-empty side camera from being ignored).
 Decoded (per sample): uint8 mask ``[N, H, W]`` (same format as the label);
 ``probabilities()`` gives the float ``[N, H, W]`` probabilities.
@@ -20,15 +20,8 @@ from torch import Tensor, nn
 from hydranet.data import Batch
 from hydranet.metrics import Metric, SegmentationIoU
 from hydranet.tasks.base import HeadContext, register_task
-from hydranet.tasks.common import (
-    CameraTask,
-    DenseHeadOptions,
-    check_camera_output,
-    of_present,
-    present_index,
-    soft_dice_loss,
-    to_label_resolution,
-)
+from hydranet.tasks.heads import CameraTask, DenseHeadOptions, check_camera_output, to_label_resolution
+from hydranet.tasks.losses import of_present, present_index, soft_dice_loss
 from hydranet.viz import DRIVABLE_COLOR, REGION_ALPHA, draw_mask
 
 

@@ -22,15 +22,8 @@ from torch import Tensor, nn
 from hydranet.data import LANE_KINDS, Batch
 from hydranet.metrics import LaneF1, Metric
 from hydranet.tasks.base import HeadContext, register_task
-from hydranet.tasks.common import (
-    CameraTask,
-    DenseHeadOptions,
-    check_camera_output,
-    class_dice_loss,
-    of_present,
-    present_index,
-    to_label_resolution,
-)
+from hydranet.tasks.heads import CameraTask, DenseHeadOptions, check_camera_output, to_label_resolution
+from hydranet.tasks.losses import class_dice_loss, of_present, present_index
 from hydranet.viz import LANE_ALPHA, LANE_COLORS, draw_mask
 
 # Line colours for drawing: predictions saturated, ground truth pale (same hue per kind).

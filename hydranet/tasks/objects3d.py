@@ -22,18 +22,9 @@ from hydranet.data import Batch
 from hydranet.geometry import BevGrid
 from hydranet.metrics import NUSCENES_CLASS_RANGE, Metric, TemporalDetection3DMetric
 from hydranet.tasks.base import HeadContext, Task, register_task
-from hydranet.tasks.common import (
-    BevHead,
-    BevHeadOptions,
-    boxes_to_draw,
-    draw_gaussian,
-    gaussian_radius,
-    heatmap_focal_loss,
-    of_present,
-    present_index,
-    prior_bias,
-    topk_peaks,
-)
+from hydranet.tasks.heads import BevHead, BevHeadOptions, prior_bias
+from hydranet.tasks.heatmaps import boxes_to_draw, draw_gaussian, gaussian_radius, heatmap_focal_loss, topk_peaks
+from hydranet.tasks.losses import of_present, present_index
 from hydranet.viz import draw_boxes3d
 
 # Regression channels, in this order in the stacked target: offset 2, z 1, log_size 3, rot 2, velocity 2.

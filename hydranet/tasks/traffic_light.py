@@ -27,7 +27,9 @@ from hydranet.data import LIGHT_STATES, Batch
 from hydranet.metrics import Metric, TemporalTrafficLightMetric
 from hydranet.tasks.base import HeadContext, register_task
 from hydranet.tasks.centernet2d import CenterNet2DOptions, centernet_bias_init, centernet_losses, decode_boxes2d
-from hydranet.tasks.common import CameraTask, boxes_to_draw, of_present
+from hydranet.tasks.heads import CameraTask
+from hydranet.tasks.heatmaps import boxes_to_draw
+from hydranet.tasks.losses import of_present
 from hydranet.viz import draw_traffic_lights
 
 

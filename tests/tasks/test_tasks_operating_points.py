@@ -11,7 +11,7 @@ from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, make_batch, perfe
 
 from hydranet.tasks import create_task
 from hydranet.tasks.centernet2d import encode_boxes2d
-from hydranet.tasks.common import above_threshold
+from hydranet.tasks.heatmaps import above_threshold
 from hydranet.viz import CLASS_COLORS, Views
 
 torch.set_num_threads(1)

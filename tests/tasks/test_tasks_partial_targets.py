@@ -7,7 +7,7 @@ from tasks_synthetic import GRID, SETUP, context, make_batch, run_head
 from hydranet.data.labels import BEV_CLASSES
 from hydranet.metrics import DepthMetric
 from hydranet.tasks import create_task
-from hydranet.tasks.common import to_label_resolution
+from hydranet.tasks.heads import to_label_resolution
 
 
 def test_sparse_depth_loss_and_metric_only_score_returns():

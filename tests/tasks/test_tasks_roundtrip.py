@@ -11,7 +11,7 @@ from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, make_batch, perfe
 from hydranet.geometry import wrap_angle
 from hydranet.tasks import create_task
 from hydranet.tasks.centernet2d import clip_boxes, encode_boxes2d
-from hydranet.tasks.common import draw_gaussian, gaussian_kernel
+from hydranet.tasks.heatmaps import draw_gaussian, gaussian_kernel
 from hydranet.tasks.objects3d import encode_objects3d
 
 torch.set_num_threads(1)

@@ -6,7 +6,7 @@ import torch
 from tasks_synthetic import SETUP, make_batch
 
 from hydranet.model import ModelConfig, create_model
-from hydranet.tasks.common import ConvHead, space_to_depth_kernel
+from hydranet.tasks.heads import ConvHead, space_to_depth_kernel
 
 torch.set_num_threads(1)
 

@@ -1,19 +1,14 @@
-"""Pieces every task shares, written once: options parsing, conv heads, FPN level choice,
-presence masks, Gaussian heatmaps, focal/dice losses and heatmap peak extraction.
+"""Building blocks of the task heads: their options, conv stacks, FPN level choice and the shapes they hand to losses.
 
-Conventions used throughout the task files:
-- A feature cell ``(j, i)`` of a map with stride ``s`` covers pixels ``[i*s, (i+1)*s) × [j*s, (j+1)*s)``;
-  its centre is ``((i + 0.5) s, (j + 0.5) s)``. A point ``u`` maps to cell ``floor(u / s)`` with sub-cell
-  offset ``u / s - floor(u / s)`` in ``[0, 1)``; decoding is ``(i + offset) * s``.
-- Losses select the *present* samples first (``present_index``) and compute on that subset only, so an
-  absent sample contributes exactly nothing — not even to a normaliser.
+Convention used by every camera task: a feature cell ``(j, i)`` of a map with stride ``s`` covers pixels
+``[i*s, (i+1)*s) × [j*s, (j+1)*s)``; its centre is ``((i + 0.5) s, (j + 0.5) s)``. A point ``u`` maps to cell
+``floor(u / s)`` with sub-cell offset ``u / s - floor(u / s)`` in ``[0, 1)``; decoding is ``(i + offset) * s``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +21,6 @@ from hydranet.tasks.base import HeadContext, Task, TaskOptions
 # The camera-feature key of the normalised images ``[B*N, 3, H, W]`` (``HydraNet.camera_features``), beside
 # the FPN levels: what a head with ``pixel_skip`` reads.
 IMAGE_KEY = "image"
-# Drawing colours: ground truth vs prediction, the same in every task's ``draw``.
-GT_COLOR: tuple[int, int, int] = (40, 220, 60)
-PRED_COLOR: tuple[int, int, int] = (255, 60, 200)
-
-
-# ---------------------------------------------------------------------------------------------
-# Options
-# ---------------------------------------------------------------------------------------------
 
 
 class CameraHeadOptions(TaskOptions):
@@ -69,11 +56,6 @@ class BevHeadOptions(TaskOptions):
     width: int = Field(32, ge=1)
     depth: int = Field(1, ge=0)
     branch_depth: int = Field(0, ge=0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Heads
-# ---------------------------------------------------------------------------------------------
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -252,203 +234,12 @@ def prior_bias(p: float) -> float:
     return -math.log((1 - p) / p)
 
 
-# ---------------------------------------------------------------------------------------------
-# Presence
-# ---------------------------------------------------------------------------------------------
-
-
-def present_index(batch: Batch, label: str, device: torch.device) -> Tensor:
-    """Indices (int64) of the samples that carry ``label``; empty when the label is absent everywhere."""
-    present = batch.present.get(label)
-    if present is None or batch.labels.get(label) is None:
-        return torch.zeros(0, dtype=torch.long, device=device)
-    return present.to(device).nonzero().flatten()
-
-
-def of_present(x: Tensor, present: Tensor) -> Tensor:
-    """Rows ``present`` (``present_index``: sorted, unique) of ``x [B, ...]``; ``x`` itself when every sample is
-    present, the usual case: no copy, and no scatter of the gradient back into a zero tensor of ``x``'s size."""
-    return x if present.numel() == x.shape[0] else x[present]
-
-
 def check_camera_output(name: str, x: Tensor, batch: Batch) -> None:
     """Raise ``ValueError`` naming task ``name`` unless ``x`` is an unfolded camera output
     ``[B, N, ...]`` for ``batch`` (``B`` samples, ``N`` cameras)."""
     if x.ndim < 3 or x.shape[0] != len(batch) or x.shape[1] != len(batch.camera_names):
         raise ValueError(f"{name}: expected [B={len(batch)}, N={len(batch.camera_names)}, ...] outputs, "
                          f"got {tuple(x.shape)} (did the model unfold cameras?)")
-
-
-# ---------------------------------------------------------------------------------------------
-# Gaussian heatmaps (CenterNet)
-# ---------------------------------------------------------------------------------------------
-
-
-def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) -> Tensor:
-    """CenterNet's radius: the largest centre shift keeping IoU >= ``min_overlap`` with the box
-    (three cases of the quadratic, smallest root wins). Sizes in heatmap cells, vectorised."""
-    h, w = height.float(), width.float()
-    b1 = h + w
-    c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + torch.sqrt(b1**2 - 4 * c1)) / 2
-    b2 = 2 * (h + w)
-    c2 = (1 - min_overlap) * w * h
-    r2 = (b2 + torch.sqrt(b2**2 - 16 * c2)) / 2
-    a3 = 4 * min_overlap
-    b3 = -2 * min_overlap * (h + w)
-    c3 = (min_overlap - 1) * w * h
-    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / 2
-    return torch.minimum(torch.minimum(r1, r2), r3)
-
-
-def gaussian_kernel(radius: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The ``[2r+1, 2r+1]`` Gaussian peak ``draw_gaussian`` splats (σ = (2r+1)/6, 1 at the centre), built once per
-    radius and dtype: a training step encodes hundreds of objects, and building each one's kernel from scalar
-    tensor ops cost more than the step's convolutions in the demo. The tensor is shared (cached): read it, never
-    write to it."""
-    return _gaussian_kernel(max(int(radius), 0), dtype)
-
-
-@functools.lru_cache(maxsize=256)
-def _gaussian_kernel(radius: int, dtype: torch.dtype) -> Tensor:
-    sigma = (2 * radius + 1) / 6
-    r = torch.arange(-radius, radius + 1, dtype=dtype)
-    return torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
-
-
-def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
-    """Splat a Gaussian peak of 1 at cell ``(cy, cx)`` into ``heatmap [h, w]`` (element-wise max); the part of
-    the ``gaussian_kernel(radius)`` that falls inside the map."""
-    radius = max(int(radius), 0)
-    h, w = heatmap.shape
-    left, right = min(cx, radius), min(w - cx, radius + 1)
-    top, bottom = min(cy, radius), min(h - cy, radius + 1)
-    if left + right <= 0 or top + bottom <= 0:
-        return
-    kernel = gaussian_kernel(radius, heatmap.dtype).to(heatmap.device)
-    g = kernel[radius - top:radius + bottom, radius - left:radius + right]
-    region = heatmap[cy - top:cy + bottom, cx - left:cx + right]
-    torch.maximum(region, g, out=region)
-
-
-# ---------------------------------------------------------------------------------------------
-# Losses
-# ---------------------------------------------------------------------------------------------
-
-
-def heatmap_focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
-                       alpha: float = 2.0, beta: float = 4.0) -> tuple[Tensor, Tensor]:
-    """CenterNet's penalty-reduced focal loss. Returns ``(sum, num_peaks)``; the caller divides by the
-    number of peaks over the present samples. ``weight`` (broadcastable, 0/1) masks ignored cells.
-
-    Log-probabilities come from ``logsigmoid`` so saturated logits stay finite."""
-    p = torch.sigmoid(logits)
-    log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
-    pos = target.ge(1.0 - 1e-4).float()
-    pos_loss = -((1 - p) ** alpha) * log_p * pos
-    neg_loss = -((1 - target) ** beta) * (p**alpha) * log_1mp * (1 - pos)
-    loss = pos_loss + neg_loss
-    if weight is not None:
-        loss = loss * weight
-        pos = pos * weight
-    return loss.sum(), pos.sum()
-
-
-def binary_focal_loss(logits: Tensor, target: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Element-wise RetinaNet focal loss (no reduction)."""
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * target + (1 - p) * (1 - target)
-    a_t = alpha * target + (1 - alpha) * (1 - target)
-    return a_t * (1 - p_t) ** gamma * ce
-
-
-def soft_dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
-    """``1 - dice`` per ``[S, C]`` map (prob/target ``[S, C, H, W]``), averaged. ``smooth`` keeps maps with no
-    positives from dominating: an empty target and a near-zero prediction score ~0 loss."""
-    inter = (prob * target).flatten(2).sum(-1)
-    denom = prob.flatten(2).sum(-1) + target.flatten(2).sum(-1)
-    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
-
-
-def class_dice_loss(prob: Tensor, target: Tensor, first: int = 0, smooth: float = 1.0) -> Tensor:
-    """``soft_dice_loss`` of class probabilities ``prob [S, C, H, W]`` against class ids ``target [S, H, W]`` (int64)
-    for classes ``first..C-1``, without building the one-hot target: the overlap of class c is the sum of
-    ``prob[c]`` over the pixels labelled c (one gather and one scatter-add) and its size a bincount."""
-    s, c = prob.shape[:2]
-    p_true = prob.gather(1, target[:, None])[:, 0]  # [S, H, W]: the probability of each pixel's own class
-    bins = (torch.arange(s, device=target.device)[:, None, None] * c + target).flatten()
-    inter = torch.zeros(s * c, dtype=prob.dtype, device=prob.device).index_add_(0, bins, p_true.flatten())
-    count = torch.bincount(bins, minlength=s * c).to(prob.dtype)
-    inter, count = inter.view(s, c)[:, first:], count.view(s, c)[:, first:]
-    denom = prob[:, first:].flatten(2).sum(-1) + count
-    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
-
-
-def giou_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """``1 - GIoU`` for boxes ``[..., 4]`` (x1, y1, x2, y2), element-wise."""
-    ix1, iy1 = torch.maximum(pred[..., 0], target[..., 0]), torch.maximum(pred[..., 1], target[..., 1])
-    ix2, iy2 = torch.minimum(pred[..., 2], target[..., 2]), torch.minimum(pred[..., 3], target[..., 3])
-    inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
-    area_p = (pred[..., 2] - pred[..., 0]).clamp(min=0) * (pred[..., 3] - pred[..., 1]).clamp(min=0)
-    area_t = (target[..., 2] - target[..., 0]).clamp(min=0) * (target[..., 3] - target[..., 1]).clamp(min=0)
-    union = area_p + area_t - inter
-    iou = inter / union.clamp(min=1e-6)
-    ex1, ey1 = torch.minimum(pred[..., 0], target[..., 0]), torch.minimum(pred[..., 1], target[..., 1])
-    ex2, ey2 = torch.maximum(pred[..., 2], target[..., 2]), torch.maximum(pred[..., 3], target[..., 3])
-    enclose = ((ex2 - ex1) * (ey2 - ey1)).clamp(min=1e-6)
-    return 1 - (iou - (enclose - union) / enclose)
-
-
-# ---------------------------------------------------------------------------------------------
-# Peaks
-# ---------------------------------------------------------------------------------------------
-
-
-def topk_peaks(heat: Tensor, k: int, kernel: int = 3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Max-pool NMS then top-k over classes and cells of ``heat [S, C, h, w]`` (probabilities).
-
-    Returns ``scores, classes, ys, xs``, each ``[S, k']`` with ``k' = min(k, C*h*w)``."""
-    s, c, h, w = heat.shape
-    keep = F.max_pool2d(heat, kernel, stride=1, padding=kernel // 2) == heat
-    heat = heat * keep
-    k = min(k, c * h * w)
-    scores, idx = heat.flatten(1).topk(k, dim=1)
-    classes = idx // (h * w)
-    cell = idx % (h * w)
-    return scores, classes, cell // w, cell % w
-
-
-def above_threshold(decoded: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:
-    """The detections of one decoded sample (``dict`` of per-object tensors with ``scores``) scoring
-    ``>= threshold``. Decoders keep a low-score tail for AP; pictures show only confident boxes."""
-    keep = decoded["scores"] >= threshold
-    return {k: v[keep] if isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(keep) else v
-            for k, v in decoded.items()}
-
-
-def boxes_to_draw(task: Task, views: Any, decoded: dict[str, Tensor] | None, ground_truth: bool,
-                  labelled: str = "labelled objects") -> dict[str, Tensor] | None:
-    """What a box task's ``draw`` shows of one sample: every labelled box, or the predictions scoring at least the
-    task's ``draw_threshold``; None when there is nothing to draw, leaving a note in ``views`` that says how many
-    predictions lie below the threshold (they are in ``predictions.json``, not in the picture)."""
-    if decoded is None:
-        return None
-    shown = decoded if ground_truth else above_threshold(decoded, task.cfg.draw_threshold)
-    if len(shown["boxes"]):
-        return shown
-    if ground_truth:
-        views.note(f"{task.name}: 0 {labelled}")
-    else:
-        below = len(decoded["boxes"])
-        views.note(f"{task.name}: 0 detections with score >= {task.cfg.draw_threshold:g}"
-                   + (f" ({below} below it)" if below else ""))
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Dense camera outputs
-# ---------------------------------------------------------------------------------------------
 
 
 def to_label_resolution(x: Tensor, hw: tuple[int, int]) -> Tensor:
