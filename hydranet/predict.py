@@ -32,9 +32,10 @@ from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError
+from hydranet.tasks import Task
 from hydranet.viz import Views
 
-__all__ = ["check_label_grid", "run_predict"]
+__all__ = ["check_labels_drawable", "run_predict"]
 
 
 def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | None]:
@@ -70,18 +71,29 @@ def _own_cameras(value: Any, n: int, space: str) -> Any:
     return value
 
 
-def check_label_grid(dataset: Any, setup: Setup, source: str, model_name: str) -> None:
-    """``SetupMismatchError`` naming ``source`` when the data's BEV labels lie on another grid than ``setup``'s
-    (they could not be drawn beside the predictions: ``predict --ground-truth``, ``view --model``); data without
-    a BEV grid passes."""
+def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], source: str, model_name: str) -> None:
+    """``SetupMismatchError`` naming ``source`` when the data's labels of ``tasks`` cannot be drawn beside the
+    predictions of a model of ``setup`` (``predict --ground-truth``, ``view --model``): BEV labels on another grid
+    (for a BEV task), or object labels whose class vocabulary differs (a class id would be drawn with another
+    class's name). Data that declares neither passes. The rig and image size may differ: predictions are drawn
+    on each frame's own cameras."""
     try:
-        grid = dataset_setup(dataset).grid
+        data = dataset_setup(dataset)
     except TypeError:  # a dataset that reports no setup: its labels are checked per frame
         return
-    if grid is not None and setup.grid is not None and grid != setup.grid:
+    grid = data.grid
+    if any(t.space == "bev" for t in tasks.values()) and grid is not None and setup.grid is not None \
+            and grid != setup.grid:
         raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
                                  f"{setup.grid.describe()} (setup.grid): they cannot be drawn beside its "
                                  "predictions; leave out the ground truth or the BEV tasks (--tasks)")
+    for label in sorted({t.label for t in tasks.values()}):
+        have, want = data.vocabulary(label), setup.vocabulary(label)
+        if have is not None and want is not None and tuple(have) != tuple(want):
+            raise SetupMismatchError(f"{source}: {label} classes are {list(have)} but {model_name}'s are "
+                                     f"{list(want)} (setup.classes.{label}): its labels cannot be drawn beside the "
+                                     f"predictions; convert the data with the model's classes (hydranet convert "
+                                     f"--model-classes), or leave out the ground truth or that task (--tasks)")
 
 
 @torch.inference_mode()
@@ -114,8 +126,9 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
         # A world renders the model's own setup (unless it declares its own), as `eval --data` and `infer` do:
         # the defaults would be another rig, grid and size. Other sources are not resized or remapped here.
         dataset = open_dataset(data, setup=model.setup)
-    if ground_truth and any(model.task_objects[t].space == "bev" for t in names):
-        check_label_grid(dataset, model.setup, f"--data {data}", f"checkpoint {checkpoint}")
+    if ground_truth:
+        check_labels_drawable(dataset, model.setup, {t: model.task_objects[t] for t in names}, f"--data {data}",
+                              f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))
     # A model with the video memory streams the frames in order, its memory reset at each new scene (as `eval`
     # and `infer` do): frame by frame from an empty memory it would be a single-frame model.

@@ -57,6 +57,7 @@ def test_predict_runs_any_rig_and_matches_the_model(checkpoint, tmp_path):
     pred = json.loads((out / "predictions.json").read_text())
     assert len(pred["frames"]) == 2 and pred["tasks"] == ["detection2d", "drivable", "depth", "objects3d"]
     assert pred["frames"][0]["camera_names"] == ["front"]
+    assert pred["frames"][0]["image_size"] == [64, 128]  # the pixels its boxes are in (the source's: 360x640)
     for k in range(2):
         assert (out / f"frame_{k:04d}.png").stat().st_size > 1000
         assert np.load(out / f"frame_{k:04d}.npz")["drivable"].shape == (1, 64, 128)
@@ -90,6 +91,21 @@ def test_predict_errors_exit_2(checkpoint, tmp_path):
     bad_data = runner.invoke(app, ["predict", str(checkpoint), "--data", str(tmp_path / "nothing"), "--out",
                                    str(tmp_path / "p")])
     assert bad_data.exit_code == 2 and "nothing" in bad_data.output
+
+
+def test_predict_refuses_ground_truth_of_another_vocabulary(checkpoint, tmp_path):
+    """Labels whose class ids mean other classes than the model's cannot be drawn beside its predictions: a
+    nuScenes bus would be named after the model's class of the same index (before: drawn so, silently)."""
+    from hydranet.predict import run_predict
+    from hydranet.setup import SetupMismatchError
+
+    index = _dash_cam(tmp_path, frames=1)
+    data = {"kind": "frames", "index": str(index), "model_classes": ["pedestrian", "car"]}
+    with pytest.raises(SetupMismatchError, match=r"detection2d classes are \['pedestrian', 'car'\]"):
+        run_predict(checkpoint, data, tmp_path / "gt", ground_truth=True, tasks=["detection2d"])
+    assert not (tmp_path / "gt").exists()
+    run_predict(checkpoint, data, tmp_path / "no_gt", tasks=["detection2d"])  # predictions alone: any vocabulary
+    run_predict(checkpoint, data, tmp_path / "depth", ground_truth=True, tasks=["depth"])  # no class labels drawn
 
 
 def test_predict_on_synthetic_renders_the_models_grid_and_size(checkpoint, tmp_path):

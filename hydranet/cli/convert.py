@@ -107,7 +107,7 @@ def convert(
 
     Source options follow KIND, e.g. `hydranet convert nuscenes --dataroot DIR --version v1.0-mini
     --out SHARDS`; `hydranet convert KIND --help` lists KIND's options. The report lists samples,
-    label counts and the classes kept and dropped.
+    label counts, the classes kept and dropped, and what the source left out (and why).
     """
 
     if image_format not in ("jpeg", "png", "npz"):
@@ -148,7 +148,7 @@ def convert(
                      for src, n in cm["kept"].items())
     console.print(f"classes kept (dataset class→model class, objects): {kept or '-'}; dropped (mapped to null or "
                   f"not in the map): {cm['dropped']}", markup=False)
-    if "filtered_empty_boxes" in rep:
-        console.print(f"boxes without lidar/radar points filtered: {rep['filtered_empty_boxes']}")
+    for reason, n in rep["skipped"].items():
+        console.print(f"left out: {n} {reason}", markup=False)
     if report is not None:
         report.write_text(dumps(rep) + "\n")

@@ -111,6 +111,11 @@ def describe(e: BaseException) -> tuple[str, int]:
         return write_error(e, where() if where is not None else None), FAILED  # type: ignore[arg-type]
     if type(e).__name__ == "DecompressionBombError":  # PIL's guard, for an Image.open without our own check
         return f"{e} (raise the limit with `hydranet --max-image-pixels N`)", BAD_INPUT
+    if isinstance(e, KeyError) and " " not in str(e).strip("'\""):
+        # A bare missing key ("error: lane") is a lookup hydranet got wrong, not a message written for the user:
+        # every KeyError raised for bad input says what was looked up and where.
+        return (f"internal error: KeyError: {e} (this is a hydranet bug; HYDRANET_DEBUG=1 shows the "
+                "traceback)"), FAILED
     if isinstance(e, _bad_input_types()):
         return (str(e).strip("'\"") if isinstance(e, KeyError) else str(e)), BAD_INPUT
     if isinstance(e, OSError):  # an OS failure that is not the input's fault

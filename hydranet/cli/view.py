@@ -13,7 +13,7 @@ from hydranet.console import make_console, progress
 from hydranet.data import collate, resize_sample
 from hydranet.datasets import open_dataset
 from hydranet.eval import Evaluator
-from hydranet.predict import check_label_grid
+from hydranet.predict import check_labels_drawable
 from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
 
@@ -54,8 +54,9 @@ def view(
             raise fail(f"--tasks: {unknown} are not heads of {model} ({list(net.task_objects)})")
         if start >= len(dataset):
             raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
-        if net is not None and any(net.task_objects[t].space == "bev" for t in names):  # GT is drawn beside
-            check_label_grid(dataset, net.setup, f"--data {data}", f"--model {model}")
+        if net is not None:  # the labels are drawn beside the predictions
+            check_labels_drawable(dataset, net.setup, {t: net.task_objects[t] for t in names}, f"--data {data}",
+                                  f"--model {model}")
         stop = min(len(dataset), start + frames)
         predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False)
         with SceneRecorder(out) as recorder, progress("view", stop - start, console, unit="frames") as bar:

@@ -52,7 +52,7 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
                      dashed=True)
     if "traffic_light" in lab:
         tl = lab["traffic_light"]
-        draw_traffic_lights(views, tl["boxes"], tl["camera"], tl["state"], tl["lane"], dashed=True)
+        draw_traffic_lights(views, tl["boxes"], tl["camera"], tl["state"], tl.get("lane"), dashed=True)
     if "bev_semantic" in lab:
         draw_bev_map(views, lab["bev_semantic"])
     if "lane_lines" in lab:

@@ -130,11 +130,9 @@ def convert(source: Source, out: str | Path, *, image_size: tuple[int, int] | No
                              if setup.vocabulary(k) or label_spec(k).vocabulary}
         record["source_classes"] = {k: list(v) for k, v in source.classes.items()}
         record["class_map"] = source.class_map.report()
-        if hasattr(source, "empty_boxes"):
-            record["filtered_empty_boxes"] = int(source.empty_boxes)
+        record["skipped"] = dict(source.skipped)
     manifest = read_manifest(out)  # written by the writer's __exit__
     report = {"samples": n, "labels": counts, "class_map": record["class_map"],
-              "image_size": list(manifest.image_size), "cameras": list(manifest.camera_names)}
-    if "filtered_empty_boxes" in record:
-        report["filtered_empty_boxes"] = record["filtered_empty_boxes"]
+              "image_size": list(manifest.image_size), "cameras": list(manifest.camera_names),
+              "skipped": record["skipped"]}
     return manifest, report

@@ -261,7 +261,7 @@ def check_rigid(T: Any, where: str, error: type[Exception] = ValueError) -> None
                     f"|det R - 1| up to {err:.3g} > {RIGID_TOLERANCE:g})")
 
 
-def _check_intrinsics(K: Tensor, where: str, error: type[Exception] = ValueError) -> None:
+def check_intrinsics(K: Tensor, where: str, error: type[Exception] = ValueError) -> None:
     """Refuse a ``K`` that is not a pinhole matrix (fx, fy > 0; last row 0 0 1)."""
     K = K.double()
     if not (K[0, 0] > 0 and K[1, 1] > 0) or not torch.allclose(K[2], torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype),
@@ -304,7 +304,7 @@ def check_sample_content(sample: Any, where: str) -> None:
             check_rigid(sample.T_ego_from_cam[n], f"{where}: T_ego_from_cam[{n}] (camera {names[n]})")
     if bool(k_bad.any()):
         n = int(k_bad.nonzero()[0])
-        _check_intrinsics(sample.intrinsics[n], f"{where}: intrinsics[{n}] (camera {names[n]})")
+        check_intrinsics(sample.intrinsics[n], f"{where}: intrinsics[{n}] (camera {names[n]})")
     for key, value in sample.labels.items():
         if isinstance(value, dict) and isinstance(value.get("boxes"), Tensor):
             check_boxes(key, value["boxes"], f"{where}: label {key}", len(names), value.get("camera"))

@@ -181,8 +181,9 @@ class ShardWriter:
         if self.camera_names is None:
             self.camera_names, self.image_size = names, size
         elif names != self.camera_names or size != self.image_size:
-            raise ShardError(f"rig differs from the first sample: cameras {names} size "
-                             f"{size} vs {self.camera_names} {self.image_size}", key=key)
+            raise ShardError(f"frame {frame[0]}#{frame[1]}: rig differs from the first sample: cameras {names} size "
+                             f"{size} vs {self.camera_names} {self.image_size} (convert with --image-size HxW "
+                             f"to resize every frame to one size)", key=key)
         blob = b"".join(_tar_member(f"{key}.{name}", data) for name, data in members)
         try:
             if self._file is None:

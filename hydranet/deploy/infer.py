@@ -158,10 +158,11 @@ def write_frame(out: Path, k: int, sample: Sample, views: Views, outputs: dict[s
     """Draw frame ``k``'s decoded ``outputs`` (task name -> ``(Task, decoded value)``) on ``views`` (with each task's
     label from ``sample`` over it when ``ground_truth``), save ``frame_{k:04d}.png`` (and ``frame_{k:04d}.npz`` for
     dense outputs) into ``out`` and return the frame's JSON record: ``frame``, ``extra``'s fields, ``scene_id``,
-    ``frame_index`` and each task's ``draw_and_record`` entry. The one writer of ``predict``'s and ``infer``'s
-    frames."""
+    ``frame_index``, ``image_size`` ([H, W] of the network input ``sample`` holds: the pixels its boxes and dense
+    maps are in, not the source's native size) and each task's ``draw_and_record`` entry. The one writer of
+    ``predict``'s and ``infer``'s frames."""
     record: dict[str, Any] = {"frame": k, **extra, "scene_id": sample.scene_id, "frame_index": sample.frame_index,
-                              "tasks": {}}
+                              "image_size": list(sample.images.shape[-2:]), "tasks": {}}
     dense: dict[str, np.ndarray] = {}
     for name, (task, value) in outputs.items():
         label = sample.labels.get(task.label) if ground_truth else None

@@ -79,14 +79,13 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     console = console or make_console(stderr=True)
     tc = cfg.train
     out_dir = Path(out_dir)
+    model_cfg = cfg.resolved_model()
+    labels = {name: TASKS[name].label for name in model_cfg.tasks}
+    train_tasks = sorted(tasks) if tasks else sorted(labels)
+    unknown = sorted(set(train_tasks) - set(labels))
+    if unknown:  # before the run directory exists: a typo leaves nothing behind
+        raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
     with training_session(cfg, out_dir, resume) as (device, info):
-        write_run_config(cfg, out_dir, info)
-        model_cfg = cfg.resolved_model()
-        labels = {name: TASKS[name].label for name in model_cfg.tasks}
-        train_tasks = sorted(tasks) if tasks else sorted(labels)
-        unknown = sorted(set(train_tasks) - set(labels))
-        if unknown:
-            raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(labels)})")
         # Every dataset opens for the model's setup and reports its own: the model gets their rigs and the
         # one check refuses a mismatch (image size, rig, grid, classes) before a frame is rendered.
         data = build_train_data(cfg.data, {t: labels[t] for t in train_tasks}, tc.seed, model_cfg.setup)
@@ -97,6 +96,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
+        write_run_config(cfg, out_dir, info)  # once data and weights are known to load
         if tc.in_memory:
             data.dataset = _load_in_memory(data.dataset, console if info.is_main else None,
                                            tc.steps * tc.batch_size * tc.grad_accum * info.world_size)
@@ -138,6 +138,19 @@ def _load_in_memory(dataset: Any, console: Any | None, samples_drawn: int) -> In
         return InMemoryDataset(dataset, progress=lambda done, total: bar.update(done, total))
 
 
+def shared_note(model: torch.nn.Module, train_tasks: list[str], frozen: list[str]) -> str | None:
+    """A warning naming the heads whose outputs will change because a shared module they read trains."""
+    objs = model.task_objects
+    reads = {t: ["trunk", "neck"] + (["fusion"] if objs[t].space == "bev" else []) for t in objs}
+    # A trained shared module changes only if a trained task back-propagates into it.
+    trained = {m for t in train_tasks for m in reads[t] if m not in frozen and getattr(model, m, None) is not None}
+    hit = sorted(t for t in objs if t not in train_tasks and set(reads[t]) & trained)
+    if not hit:
+        return None
+    return (f"shared module(s) {sorted(trained)} train, so the outputs of heads {hit} will change too; "
+            f"--freeze {','.join(sorted(trained))} keeps them bit-identical")
+
+
 def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path, device: torch.device,
                  note: str | None, resume: bool, resumed: bool) -> None:
     """The lines a run starts with: device, global batch, data per task, scheduler and balancing, rigs,
@@ -160,6 +173,9 @@ def _print_start(console: Any, trainer: Trainer, data: TrainData, out_dir: Path,
         console.print(f"  rigs differ across datasets: batches are formed per dataset ({data.rigs})")
     if trainer.frozen:
         console.print(f"  frozen (no grad, eval mode): {trainer.frozen}")
+    warn = shared_note(trainer.model, trainer.train_tasks, trainer.frozen)
+    if warn:
+        console.print(f"  [yellow]note:[/] {warn}")
     if note:
         console.print(f"  {note}")
     if trainer.resume_note:
@@ -250,6 +266,7 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
         torch.set_num_threads(tc.threads)
     device = distributed.select_device(tc.device)
     info = distributed.init_distributed(device, tc.dist_timeout_s)
+    created = not out_dir.exists()
     try:
         with run_lock(out_dir, info):
             latest = out_dir / "checkpoints" / "latest.json"
@@ -263,6 +280,8 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
             yield device, info
     except BaseException:
         distributed.shutdown(clean=False)
+        if created and info.is_main and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a start that failed before writing anything leaves no run directory
         raise
     distributed.shutdown()
 

@@ -11,7 +11,7 @@ only the named heads on images. This module adds what needs more than that:
 
 Why frozen shared modules keep the other heads bit-identical: their parameters get no gradient (so
 AdamW never touches them, weight decay included), they run in eval mode (BatchNorm statistics do not
-move), and the other heads are frozen the same way and not even run. ``shared_note`` warns when a
+move), and the other heads are frozen the same way and not even run. ``run.shared_note`` warns when a
 shared module a *non-trained* head reads still trains, since that head's outputs will then change.
 """
 
@@ -48,6 +48,7 @@ from hydranet.train.run import (
     finish_already_finished,
     fit_stoppable,
     run_training,
+    shared_note,
     training_session,
     write_run_config,
 )
@@ -112,19 +113,6 @@ def load_base_weights(model: nn.Module, path: str | Path, new_heads: list[str]) 
     dropped = sorted({k.split(".")[1] for k in set(ckpt.model) - set(own) if k.startswith("heads.")})
     return (f"initialised from {ckpt.path} (step {ckpt.state.get('step')})"
             + (f"; new heads: {new_heads}" if new_heads else "") + (f"; dropped heads {dropped}" if dropped else ""))
-
-
-def shared_note(model: nn.Module, train_tasks: list[str], frozen: list[str]) -> str | None:
-    """A warning naming the heads whose outputs will change because a shared module they read trains."""
-    objs = model.task_objects
-    reads = {t: ["trunk", "neck"] + (["fusion"] if objs[t].space == "bev" else []) for t in objs}
-    # A trained shared module changes only if a trained task back-propagates into it.
-    trained = {m for t in train_tasks for m in reads[t] if m not in frozen and getattr(model, m, None) is not None}
-    hit = sorted(t for t in objs if t not in train_tasks and set(reads[t]) & trained)
-    if not hit:
-        return None
-    return (f"shared module(s) {sorted(trained)} train, so the outputs of heads {hit} will change too; "
-            f"--freeze {','.join(sorted(trained))} keeps them bit-identical")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,6 +147,35 @@ def test_bezier_and_errors(tmp_path):
         BDD100K(tmp_path / "nowhere")
 
 
+def test_lights_follow_the_model_vocabulary_and_unknown_colours_are_refused(tmp_path):
+    root = write_det20(tmp_path)
+    # A vocabulary of another order: the light is found by its class name, not by the world's index.
+    s = BDD100K(root, model_classes=["traffic_light", "car", "truck", "pedestrian"])[0]
+    assert s.labels["traffic_light"]["state"].tolist() == [LIGHT_STATES.index("green")]
+    assert s.labels["detection2d"]["classes"].tolist() == [1, 2, 0, 0]
+    det = root / "labels" / "det_20" / "det_val.json"
+    det.write_text(json.dumps([{"name": NAMES[0], "labels": [
+        _box("car", 10, 10, 50, 40, trafficLightColor="NA"),  # BDD's det_20 gives every box the attribute
+        _box("traffic light", 600, 100, 620, 140, trafficLightColor="blue")]}]))
+    with pytest.raises(SourceError, match=r"det_val.json: aaaa0001-00000001.jpg: label 1 \(traffic light\): "
+                                          r"trafficLightColor 'blue'"):
+        BDD100K(root)[0]
+    det.write_text(json.dumps([{"name": NAMES[0], "labels": [_box("car", -100, 290, 5000, 9000)]}]))
+    with pytest.raises(SourceError, match=r"label 0 \(car\): box2d .* reaches far outside the 1280x720 image"):
+        BDD100K(root)[0]
+
+
+def test_label_frames_without_an_image_are_counted(tmp_path):
+    root = write_det20(tmp_path)
+    det = root / "labels" / "det_20" / "det_val.json"
+    frames = json.loads(det.read_text()) + [{"name": "cccc0003-00000003.jpg", "labels": []}]
+    det.write_text(json.dumps(frames))
+    ds = BDD100K(root)
+    assert list(ds.skipped.values()) == [1] and "naming no image" in next(iter(ds.skipped))
+    assert ds.setup.rigs  # reading sample 0 for the setup is not a conversion: the counts stay
+    assert list(ds.skipped.values()) == [1]
+
+
 @pytest.mark.skipif(not (REAL / "hustvl__YOLOP").is_dir(), reason="../shared/realdata is absent")
 def test_real_bdd100k_images_and_label_files():
     ds = BDD100K(REAL, images=REAL / "hustvl__YOLOP" / "inference" / "images", image_size=(288, 512))

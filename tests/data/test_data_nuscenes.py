@@ -84,7 +84,7 @@ def test_objects3d_classes_velocity_and_filters(source, root):
     np.testing.assert_allclose(o["velocity"][car].numpy(), [4.0, 0.0], atol=1e-3)  # box_velocity, ego frame
     report = source.class_map.report()
     assert report["kept"]["barrier"] >= 1 and report["dropped"]["animal"] >= 1
-    assert source.empty_boxes >= 1
+    assert source.skipped["boxes without a lidar or radar point (filter_empty)"] >= 1
 
 
 def test_detection2d_depth_bev_and_ego_path(source):
@@ -162,6 +162,26 @@ def test_missing_table_and_token_are_named(tmp_path):
     (root / "v1.0-mini" / "scene.json").write_text(json.dumps(scene))
     with pytest.raises(SourceError, match="sample token 'no_such_sample' not found"):
         open_source({"kind": "nuscenes", "dataroot": str(root)})
+
+
+@pytest.mark.parametrize("table,field,value,match", [
+    ("sample_annotation", "size", [0.6, "x", 1.7], r"sample_annotation.json: token \S+: size: expected \(3,\)"),
+    ("sample_annotation", "rotation", [0, 0, 0, 0], r"sample_annotation.json: token \S+: rotation .* no quaternion"),
+    ("sample_annotation", "size", [-1.0, 4.0, 1.5], r"sample_annotation.json: token \S+: size .* negative"),
+    ("calibrated_sensor", "camera_intrinsic", [[-500, 0, 800], [0, 500, 450], [0, 0, 1]],
+     r"calibrated_sensor.json: token \S+ \(CAM_\w+\): camera_intrinsic: not a pinhole K"),
+])
+def test_bad_table_values_are_named(tmp_path, table, field, value, match):
+    # Before: a TypeError from deep in the devkit arithmetic, or "Camera: fx: ..." with no file or token.
+    root = write_nuscenes(tmp_path, keyframes=1)
+    path = root / "v1.0-mini" / f"{table}.json"
+    rows = json.loads(path.read_text())
+    # The first camera's record (the lidar's has no camera_intrinsic), or the first annotation.
+    next(r for r in rows if table != "calibrated_sensor" or r.get("camera_intrinsic"))[field] = value
+    path.write_text(json.dumps(rows))
+    with pytest.raises(SourceError, match=match):
+        source = open_source({"kind": "nuscenes", "dataroot": str(root)})
+        source[0]
 
 
 def test_convert_cli_roundtrip(root, tmp_path):

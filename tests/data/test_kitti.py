@@ -108,6 +108,8 @@ def test_resize_scales_K_and_2d_boxes_and_depth_is_sparse(tmp_path):
     ("Car 0.00 0 -1.77 500 150 560 220 1.5 1.8 4.0 -2.0 1.73 10.0", "14 fields"),
     ("Car 0.00 0 -1.77 500 150 560 220 1.5 nan 4.0 -2.0 1.73 10.0 0.1", "non-finite"),
     ("Car 0.00 0 -1.77 500 150 560 220 1.5 x 4.0 -2.0 1.73 10.0 0.1", "not a number"),
+    ("Car 0.00 0 -1.77 560 150 500 220 1.5 1.8 4.0 -2.0 1.73 10.0 0.1", "inverted"),
+    ("Car 0.00 0 -1.77 500 150 560 220 1.5 -1.8 4.0 -2.0 1.73 10.0 0.1", "negative dimension"),
 ])
 def test_bad_label_lines_name_file_and_line(tmp_path, bad, message):
     ds = KittiObject(write_kitti(tmp_path, [CAR, bad]))
@@ -120,6 +122,11 @@ def test_bad_calibration_names_the_entry(tmp_path):
     path = root / "training" / "calib" / "000001.txt"
     path.write_text("\n".join(x for x in path.read_text().splitlines() if not x.startswith("R0_rect")))
     with pytest.raises(SourceError, match=r"000001.txt: missing calibration entries \['R0_rect'\]"):
+        read_calib(path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join("P2: " + " ".join(["0"] * 12) if x.startswith("P2") else x for x in lines) +
+                    "\nR0_rect: 1 0 0 0 1 0 0 0 1\n")
+    with pytest.raises(SourceError, match=r"000001.txt: P2: not a pinhole K"):  # before: a singular solve
         read_calib(path)
     with pytest.raises(SourceError, match="no image_2"):
         KittiObject(tmp_path / "nowhere")

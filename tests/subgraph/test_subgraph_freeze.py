@@ -5,7 +5,8 @@ import torch
 from subgraph_testkit import invoke, outputs
 
 from hydranet.checkpoint import load_checkpoint, load_model
-from hydranet.train.subgraph import changed_tensors, shared_note
+from hydranet.train.run import shared_note
+from hydranet.train.subgraph import changed_tensors
 
 
 def test_freeze_trunk_neck_leaves_other_heads_bit_identical(base, batch, runner, tmp_path):
@@ -17,6 +18,7 @@ def test_freeze_trunk_neck_leaves_other_heads_bit_identical(base, batch, runner,
     res = invoke(runner, "train", "--from", base, "--tasks", "depth", "--freeze", "trunk,neck", "-o", tmp_path / "ft",
                  "--no-progress")
     assert res.exit_code == 0, res.output
+    assert "note:" not in res.output  # nothing shared trains
     tuned, _ = load_model(tmp_path / "ft")
     after = tuned.state_dict()
     changed = changed_tensors(before, after)
@@ -57,3 +59,12 @@ def test_add_task_on_images_trains_only_the_new_head(base, batch, runner, tmp_pa
     assert all(torch.equal(out[t][k], v) for t in ref for k, v in ref[t].items())
     assert sorted(load_checkpoint(tmp_path / "ft").state["frozen"])[:3] == ["fusion", "heads.bev_semantic",
                                                                            "heads.depth"]
+
+
+def test_training_on_images_says_which_heads_a_trained_shared_module_changes(base, runner, tmp_path):
+    # Before, only training from a cache said so; on images the other heads were listed as "frozen" alone.
+    res = invoke(runner, "train", "--from", base, "--tasks", "depth", "--freeze", "trunk", "-o", tmp_path / "ft",
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "note: shared module(s) ['neck'] train, so the outputs of heads" in text and "bev_semantic" in text

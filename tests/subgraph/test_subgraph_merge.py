@@ -75,3 +75,19 @@ def test_merge_refuses_bev_head_trained_with_another_fusion(base, heads, runner,
         plan_merge(base, [str(tmp_path / "f")])
     state = json.loads((tmp_path / "f" / "checkpoints" / "latest.json").read_text())
     assert state["step"] == 1
+
+
+def test_merge_says_which_model_settings_differ(base, heads, tmp_path):
+    # Before: "model settings ['setup'] differ", with no word on what differs or what to do.
+    import shutil
+
+    from hydranet.checkpoint import resolve_checkpoint
+
+    head = tmp_path / "head"
+    shutil.copytree(resolve_checkpoint(heads / "lanes"), head)
+    state = json.loads((head / "state.json").read_text())
+    state["model_config"]["setup"]["image_size"] = [48, 96]
+    (head / "state.json").write_text(json.dumps(state))
+    with pytest.raises(MergeError, match=r"model settings differ from BASE .*: setup.image_size: BASE \[\d+, \d+\], "
+                                         r"this checkpoint \[48, 96\]\. A head trained for another rig"):
+        plan_merge(base, [str(head)])

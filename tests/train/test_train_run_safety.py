@@ -183,3 +183,19 @@ def test_resuming_a_finished_run_writes_nothing_and_keeps_its_final_checkpoint(t
         assert summary["already_finished"] and summary["checkpoint"] == str(final)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before and final.is_dir()
     assert resolve_checkpoint(tmp_path) == final
+
+
+def test_a_run_that_fails_to_start_leaves_no_run_directory(tmp_path):
+    """Before: a typo in --tasks, or data that does not open, left OUT/config.yaml behind."""
+    from hydranet.train.config import config_from_dict, config_to_dict
+    from hydranet.train.run import run_training
+
+    cfg = tiny_config()
+    with pytest.raises(ValueError, match=r"--tasks \['tiny_dept'\]: not tasks of the model"):
+        run_training(cfg, tmp_path / "typo", tasks=["tiny_dept"], progress=False)
+    assert not (tmp_path / "typo").exists()
+    tree = config_to_dict(cfg)
+    tree["data"]["datasets"]["tiny"] = {"kind": "shards", "path": str(tmp_path / "no_such_shards")}
+    with pytest.raises(Exception, match="no_such_shards"):
+        run_training(config_from_dict(tree, "<tiny>"), tmp_path / "nodata", progress=False)
+    assert not (tmp_path / "nodata").exists()

@@ -1,6 +1,7 @@
 """hydranet.viz draws where it should, and `hydranet show` writes the picture."""
 
 import functools
+import json
 
 import numpy as np
 import torch
@@ -132,6 +133,22 @@ def test_show_downscales_large_real_frames(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["show", "--data", f"bdd100k:{frames}", "--camera-width", "0", "--scale", "1",
                                    "-o", str(tmp_path / "t.png")])
     assert res.exit_code == 0 and seen["scale"] == 1 and Image.open(tmp_path / "t.png").width > 2000
+
+
+def test_show_draws_lights_that_govern_no_known_lane(tmp_path):
+    # BDD100K says nothing about which lane a light governs, so its traffic_light labels carry no `lane` field
+    # (before: `show` failed with "error: lane").
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.full((720, 1280, 3), 120, np.uint8)).save(frames / "a.jpg")
+    det = tmp_path / "det.json"
+    det.write_text(json.dumps([{"name": "a.jpg", "labels": [{"category": "traffic light", "attributes": {
+        "trafficLightColor": "R"}, "box2d": {"x1": 600, "y1": 100, "x2": 620, "y2": 140}}]}]))
+    source = tmp_path / "bdd.yaml"
+    source.write_text(json.dumps({"kind": "bdd100k", "root": str(frames), "detection": str(det)}))
+    res = CliRunner().invoke(app, ["show", "--data", str(source), "-o", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "s.png").width > 100
 
 
 def test_show_draws_labels_as_ground_truth(tmp_path, monkeypatch):

@@ -72,6 +72,9 @@ class Source(Dataset):
         self.options = options
         self.model_setup = setup if setup is not None else Setup()
         self.model_classes = tuple(options.model_classes or self.default_vocabulary)
+        # What the source leaves out of its samples, by reason: counts that ``hydranet convert`` reports, so a
+        # dropped box or label entry is never silent.
+        self.skipped: dict[str, int] = {}
         own = set(self.default_class_map) | {c for names in self.classes.values() for c in names}
         if self.closed_vocabulary:
             self.refuse_unknown_classes(own)
@@ -108,9 +111,10 @@ class Source(Dataset):
         """What this source's frames are: by default the rig of sample 0 (camera names, K at the stored size,
         T_ego_from_cam), its image size, no BEV grid, and ``model_classes`` for the object labels it produces.
         Sources that know more (native sizes, a BEV grid) override it."""
-        kept, dropped = self.class_map.kept.copy(), self.class_map.dropped.copy()
+        kept, dropped, skipped = self.class_map.kept.copy(), self.class_map.dropped.copy(), dict(self.skipped)
         sample = self[0]
-        self.class_map.kept, self.class_map.dropped = kept, dropped  # reading sample 0 is not a conversion
+        # Reading sample 0 is not a conversion: its counts are undone.
+        self.class_map.kept, self.class_map.dropped, self.skipped = kept, dropped, skipped
         size = tuple(int(v) for v in sample.images.shape[-2:])
         names = sample.camera_names
         rig = rig_of_frame(self.kind, names, sample.intrinsics, sample.T_ego_from_cam, [size] * len(names))

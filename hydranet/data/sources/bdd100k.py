@@ -18,7 +18,9 @@ label is absent — partial labels):
   ``traffic sign`` have no model class and are dropped and counted (``class_map.report()``). ``visible`` is 1.0, x0.5
   when ``occluded``, x0.5 when ``truncated`` (BDD marks both as booleans).
 - ``traffic_light``: lights whose ``trafficLightColor`` is red/yellow/green (2018 words or 2020 letters
-  R/Y/G) with ``state`` in ``LIGHT_STATES`` order; colour "none"/"NA" lights stay in ``detection2d`` only.
+  R/Y/G) with ``state`` in ``LIGHT_STATES`` order; colour "none"/"NA" lights stay in ``detection2d`` only, as
+  the synthetic world labels a light's state only where its lit lamp shows: the task detects lights whose state
+  can be read. Any other colour value is refused, naming the frame and the label.
   BDD does not say which lane a light governs, so the ``lane`` field is left out.
 - ``drivable``: 1 for "direct" and "alternative" drivable area (mask ids 0/1, or poly2d "drivable area").
 - ``lanes``: poly2d lane markings rasterised as polylines (cubic Béziers for ``C`` vertices, as Scalabel
@@ -48,7 +50,7 @@ import torch
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from hydranet.data.sample import OBJECT_CLASSES, Sample, check_map_size
+from hydranet.data.sample import Sample, check_map_size
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
 from hydranet.geometry import camera_extrinsics, intrinsics_from_fov, resize_intrinsics
@@ -66,6 +68,8 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {
 _LANE_CATEGORIES: tuple[str, ...] = ("crosswalk", "double other", "double white", "double yellow", "road curb",
                                     "single other", "single white", "single yellow")  # bdd100k lane_marks ids
 _LIGHT = {"red": 0, "r": 0, "yellow": 1, "y": 1, "green": 2, "g": 2}
+# Lights BDD labels without a readable colour (2018 "none", 2020 "NA", or no attribute at all).
+_NO_STATE = frozenset({"none", "na", ""})
 _BDD_SIZE = (720, 1280)
 
 
@@ -247,6 +251,11 @@ class BDD100KSource(Source):
             (p for p in (root / "labels" / "det_20" / f"det_{o.split}.json",
                          root / "labels" / f"bdd100k_labels_images_{o.split}.json") if p.is_file()), None)
         self.detection = read_frames(det) if det is not None else None
+        self.detection_path = det
+        if self.detection is not None:
+            unmatched = len(set(self.detection) - set(self.names))
+            if unmatched:
+                self.skipped[f"frames of {det.name} naming no image in {self.images}"] = unmatched
         lane_json = self._given(o.lanes, "lanes") or root / "labels" / "lane" / "polygons" / f"lane_{o.split}.json"
         self.lanes = read_frames(lane_json) if lane_json.is_file() else None
         self.lane_masks = self._given(o.lane_masks, "lane_masks") or root / "labels" / "lane" / "masks" / o.split
@@ -298,7 +307,7 @@ class BDD100KSource(Source):
         stem = Path(name).stem
         if frame is not None:
             timestamp = float(frame.get("timestamp", 0) or 0) / 1000.0
-            labels.update(self._boxes(frame["labels"] or [], scale, name))
+            labels.update(self._boxes(frame["labels"] or [], scale, f"{self.detection_path}: {name}", (w0, h0)))
             drivable = _polygon_mask(frame["labels"] or [], (h, w), scale)
             if drivable is not None:
                 labels["drivable"] = torch.from_numpy(drivable)[None]
@@ -334,7 +343,10 @@ class BDD100KSource(Source):
         except OSError as e:
             raise SourceError(f"{path}: cannot decode mask ({e})") from e
 
-    def _boxes(self, labels: list[dict], scale: tuple[float, float], name: str) -> dict:
+    def _boxes(self, labels: list[dict], scale: tuple[float, float], name: str, image_wh: tuple[int, int]) -> dict:
+        """``detection2d`` and ``traffic_light`` of one frame's ``labels`` (boxes in the file's pixels, scaled by
+        ``scale``). Raises ``SourceError`` naming ``name`` (the label file and frame) and the label for a box that is
+        not numeric, inverted or reaches past the image by more than a tenth of its side, or an unknown light colour."""
         boxes, classes, visible, ids = [], [], [], []
         lights, states = [], []
         for j, lab in enumerate(labels):
@@ -351,13 +363,22 @@ class BDD100KSource(Source):
                 raise SourceError(f"{name}: label {j} ({cat}): box2d needs numeric x1, y1, x2, y2 ({e})") from e
             if not all(np.isfinite(xyxy)) or xyxy[2] < xyxy[0] or xyxy[3] < xyxy[1]:
                 raise SourceError(f"{name}: label {j} ({cat}): invalid box2d {xyxy}")
+            w0, h0 = image_wh
+            if xyxy[0] < -0.1 * w0 or xyxy[1] < -0.1 * h0 or xyxy[2] > 1.1 * w0 or xyxy[3] > 1.1 * h0:
+                raise SourceError(f"{name}: label {j} ({cat}): box2d {xyxy} reaches far outside the "
+                                  f"{w0}x{h0} image")
             attrs = lab.get("attributes") or {}
             boxes.append(xyxy)
             classes.append(cls)
             visible.append((0.5 if attrs.get("occluded") else 1.0) * (0.5 if attrs.get("truncated") else 1.0))
             ids.append(j)
-            colour = str(attrs.get("trafficLightColor", "")).lower()
-            if OBJECT_CLASSES[cls] == "traffic_light" and colour in _LIGHT:
+            if self.model_classes[cls] != "traffic_light":
+                continue
+            colour = str(attrs.get("trafficLightColor", "none")).lower()
+            if colour not in _LIGHT and colour not in _NO_STATE:
+                raise SourceError(f"{name}: label {j} ({cat}): trafficLightColor {colour!r} is none of "
+                                  f"{sorted(set(_LIGHT) | _NO_STATE)}")
+            if colour in _LIGHT:  # a light whose state is not readable is no traffic_light label (module docstring)
                 lights.append(xyxy)
                 states.append(_LIGHT[colour])
         b = scale_boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), *scale)

@@ -50,7 +50,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hydranet.data.sample import Sample, check_rotation
+from hydranet.data.sample import Sample, check_intrinsics, check_rotation
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
 from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
@@ -133,7 +133,8 @@ def _numbers(values: list[str], where: str) -> list[float]:
 
 def read_calib(path: str | os.PathLike) -> KittiCalib:
     """Parse a KITTI object ``calib/*.txt`` (``KEY: v1 v2 ...`` lines). Raises ``SourceError`` naming the
-    file and key when one of P2, R0_rect, Tr_velo_to_cam is missing or has the wrong number of values."""
+    file and key when one of P2, R0_rect, Tr_velo_to_cam is missing or has the wrong number of values, P2's left
+    3x3 is no pinhole K, or a rotation is not one."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: calibration file not found")
@@ -154,6 +155,7 @@ def read_calib(path: str | os.PathLike) -> KittiCalib:
     if missing:
         raise SourceError(f"{path}: missing calibration entries {missing}")
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in found.items()}
+    check_intrinsics(t["P2"].reshape(3, 4)[:, :3], f"{path}: P2", SourceError)  # t2 = K^-1 P2[:, 3] needs it
     check_rotation(t["R0_rect"].reshape(3, 3), f"{path}: R0_rect", SourceError)
     check_rotation(t["Tr_velo_to_cam"].reshape(3, 4)[:, :3], f"{path}: Tr_velo_to_cam", SourceError)
     return KittiCalib(t["P2"].reshape(3, 4), t["R0_rect"].reshape(3, 3), t["Tr_velo_to_cam"].reshape(3, 4))
@@ -161,7 +163,8 @@ def read_calib(path: str | os.PathLike) -> KittiCalib:
 
 def read_labels(path: str | os.PathLike) -> list[KittiObjectLabel]:
     """Parse a ``label_2/*.txt`` file (15 whitespace-separated fields per line; a 16th score field, as in
-    result files, is accepted and ignored). Raises ``SourceError`` naming file and line."""
+    result files, is accepted and ignored). Raises ``SourceError`` naming file and line for a malformed line, an
+    inverted 2D box or a negative 3D dimension (other than a ``DontCare`` region's -1)."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: label file not found")
@@ -173,6 +176,10 @@ def read_labels(path: str | os.PathLike) -> list[KittiObjectLabel]:
         if len(f) not in (15, 16):
             raise SourceError(f"{path}:{lineno}: {len(f)} fields, a KITTI label line has 15")
         v = _numbers(f[1:15], f"{path}:{lineno}")
+        if v[5] < v[3] or v[6] < v[4]:
+            raise SourceError(f"{path}:{lineno}: 2D box (left, top, right, bottom) {v[3:7]} is inverted")
+        if f[0] != "DontCare" and min(v[7:10]) < 0:  # DontCare regions carry -1 dimensions by convention
+            raise SourceError(f"{path}:{lineno}: {f[0]} has a negative dimension (height, width, length) {v[7:10]}")
         out.append(KittiObjectLabel(cls=f[0], truncated=v[0], occluded=int(v[1]), alpha=v[2], box2d=v[3:7],
                                     hwl=v[7:10], location=v[10:13], rotation_y=v[13]))
     return out

@@ -56,7 +56,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from hydranet.data.sample import Sample
+from hydranet.data.sample import Sample, check_intrinsics
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
@@ -81,6 +81,9 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {
     "pedestrian": "pedestrian", "traffic_cone": "cone", "motorcycle": None, "bicycle": None, "barrier": None,
 }
 _VISIBILITY: dict[str, float] = {"1": 0.2, "2": 0.5, "3": 0.7, "4": 0.9, "": 1.0}
+
+# The ``skipped`` reason of a box ``filter_empty`` removes.
+_EMPTY_BOXES = "boxes without a lidar or radar point (filter_empty)"
 
 
 class NuScenesOptions(SourceOptions):
@@ -134,7 +137,6 @@ class NuScenesSource(Source):
             raise SourceError("nuscenes: bev_semantic is rasterised on the BEV grid of the setup the source is opened "
                               "for, and that setup has none (setup.grid); give one, or leave bev_semantic out of "
                               "nuscenes.labels")
-        self.empty_boxes = 0  # boxes removed by filter_empty (no lidar and no radar point), counted
         self.nusc = self._load()
         self.keyframes = self._index()
 
@@ -160,6 +162,18 @@ class NuScenesSource(Source):
             return self.nusc.get(table, token)
         except KeyError:
             raise SourceError(f"nuScenes {table} token '{token}' not found in {self.root / self.opt.version}") from None
+
+    @staticmethod
+    def _numbers(value: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
+        """``value`` as a finite float64 array of ``shape``; ``SourceError`` naming ``where`` otherwise (a table
+        edited by hand or written by another tool)."""
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SourceError(f"{where}: expected {shape} numbers, got {value!r}") from None
+        if a.shape != shape or not np.isfinite(a).all():
+            raise SourceError(f"{where}: expected {shape} finite numbers, got {value!r}")
+        return a
 
     def _index(self) -> list[tuple[str, int, str, float]]:
         """(scene name, frame index, sample token, scene start in µs) of every keyframe, in scene order."""
@@ -235,6 +249,9 @@ class NuScenesSource(Source):
             raise SourceError(f"sample {token}: no {cam} sample_data (has {sorted(sample['data'])})")
         sd = self._get("sample_data", sample["data"][cam])
         cs = self._get("calibrated_sensor", sd["calibrated_sensor_token"])
+        where = f"{self.root / self.opt.version / 'calibrated_sensor.json'}: token {cs.get('token')} ({cam})"
+        K = self._numbers(cs.get("camera_intrinsic"), (3, 3), f"{where}: camera_intrinsic")
+        check_intrinsics(torch.from_numpy(K), f"{where}: camera_intrinsic", SourceError)
         ep_cam = self._get("ego_pose", sd["ego_pose_token"])
         T = (T_ego_from_world @ pose_matrix(ep_cam["translation"], ep_cam["rotation"])
              @ pose_matrix(cs["translation"], cs["rotation"]))
@@ -311,16 +328,24 @@ class NuScenesSource(Source):
         rows, vel, cls, tid, vis = [], [], [], [], []
         for ann_token in sample["anns"]:
             ann = self._get("sample_annotation", ann_token)
+            # Every annotation is checked, also one dropped below: the lidar check reads them all.
+            where = f"{self.root / self.opt.version / 'sample_annotation.json'}: token {ann_token}"
+            translation = self._numbers(ann.get("translation"), (3,), f"{where}: translation")
+            rotation = self._numbers(ann.get("rotation"), (4,), f"{where}: rotation")
+            w, l, h = self._numbers(ann.get("size"), (3,), f"{where}: size")
+            if np.linalg.norm(rotation) < 1e-6:
+                raise SourceError(f"{where}: rotation {ann['rotation']} is no quaternion (zero norm)")
+            if min(w, l, h) < 0:
+                raise SourceError(f"{where}: size {ann['size']} holds a negative extent")
             if self.opt.filter_empty and ann.get("num_lidar_pts", 1) + ann.get("num_radar_pts", 0) == 0:
-                self.empty_boxes += 1
+                self.skipped[_EMPTY_BOXES] = self.skipped.get(_EMPTY_BOXES, 0) + 1
                 continue
             name = category_to_detection_name(ann["category_name"]) or ann["category_name"]
             c = self.class_map(name)
             if c is None:
                 continue
-            T_box = T_ego_from_world @ pose_matrix(ann["translation"], ann["rotation"])
+            T_box = T_ego_from_world @ pose_matrix(translation, rotation)
             yaw = float(np.arctan2(T_box[1, 0], T_box[0, 0]))
-            w, l, h = ann["size"]
             rows.append([*T_box[:3, 3], l, w, h, yaw])
             v = self.nusc.box_velocity(ann_token)  # global frame m/s; NaN when not computable
             vel.append((R @ np.nan_to_num(v, nan=0.0))[:2] if np.isfinite(v).all() else [np.nan, np.nan])
