@@ -39,6 +39,7 @@ from hydranet.deploy.manifest import (
     InputSpec,
     Normalisation,
     OutputSpec,
+    check_graph_output,
     file_sha256,
     manifest_path,
     write_export_manifest,
@@ -198,13 +199,15 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     the graph takes (None: the first). ``trunk_hash`` defaults to the hash of the model's trunk+neck tensors
     (the same number the checkpoint records). A temporal model with a BEV task exports its streaming graph
     (``hydranet.deploy.streaming``). Raises ``ExportError`` for ``batch < 1``, an unknown task or rig or an
-    opset too old for the graph."""
+    opset too old for the graph; ``OutputError`` when ``path`` would replace a file that is not an earlier export
+    (``check_graph_output``)."""
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
     rig = _resolve_rig(model, rig)
     names = resolve_tasks(model, tasks)
     _check_opset(model, names, opset)
     path = Path(path)
+    check_graph_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if trunk_hash is None:
         trunk_hash = compute_trunk_hash(model)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 
 from hydranet.config_errors import format_validation_error
 from hydranet.geometry import BevGrid
-from hydranet.outputs import write_bytes_atomic
+from hydranet.outputs import OutputError, write_bytes_atomic
 from hydranet.setup import Setup
 from hydranet.tasks import HeadContext
 
@@ -205,6 +205,35 @@ def manifest_path(graph: str | Path) -> Path:
     """``model.onnx`` -> ``model.manifest.json`` (beside the graph)."""
     graph = Path(graph)
     return graph.with_name(f"{graph.stem}.manifest.json")
+
+
+def check_graph_output(path: str | Path) -> None:
+    """Refuse to write a graph at ``path`` where it would replace a file hydranet did not write.
+
+    A graph is ``NAME.onnx`` with ``NAME.manifest.json`` beside it. An existing file at either path may be replaced
+    only when it is an earlier export: a manifest of any ``hydranet-deploy/`` format that names ``NAME.onnx`` as its
+    graph. Raises ``OutputError`` (naming the file) for another suffix, a directory, or a file of any other kind
+    (a dataset's ``manifest.json``, a run's ``config.yaml``, a user's index), before anything is written."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise OutputError(f"{path}: a graph is written as NAME.onnx, with NAME.manifest.json beside it; choose an "
+                          "--out ending in .onnx")
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; --out names the graph file (NAME.onnx)")
+    manifest = manifest_path(path)
+    earlier = None
+    if manifest.exists():
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError, RecursionError):
+            data = None
+        if not (isinstance(data, dict) and str(data.get("format", "")).startswith("hydranet-deploy/")):
+            raise OutputError(f"{manifest} exists and is not a graph manifest hydranet wrote: exporting to {path} "
+                              "would replace it; choose another --out")
+        earlier = data.get("graph")
+    if path.exists() and earlier != path.name:
+        raise OutputError(f"{path} exists and is not a graph hydranet exported (no {manifest.name} beside it "
+                          "naming it): hydranet replaces only its own earlier graph; choose another --out")
 
 
 def write_export_manifest(manifest: ExportManifest, path: str | Path) -> Path:

@@ -42,6 +42,7 @@ from hydranet.deploy.heldout import CALIB_SEED, heldout_sequence_batches, spread
 from hydranet.deploy.manifest import (
     ExportManifest,
     QuantizationSpec,
+    check_graph_output,
     file_sha256,
     load_manifest,
     manifest_path,
@@ -224,6 +225,7 @@ def quantize_graph(graph: str | Path, out: str | Path | None = None, calib_frame
     if manifest.quantization is not None:
         raise QuantizeError(f"{graph}: already quantized ({manifest.quantization.method}); quantize the fp32 graph")
     out = Path(out) if out is not None else int8_path(graph)
+    check_graph_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     # A streaming graph's memory is calibrated on the states a stream reaches: the fp32 graph carries them.

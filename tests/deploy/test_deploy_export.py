@@ -111,6 +111,31 @@ def test_cli_export_errors(checkpoint, tmp_path):
     assert r.exit_code == 2 and "state.json" in r.output
 
 
+def test_export_never_replaces_a_file_it_did_not_write(model, tmp_path):
+    """Before: ``-o frames.jsonl`` replaced the user's index with the graph, ``-o DATA/manifest.json`` destroyed a
+    dataset, and ``-o x.json`` failed after writing (ONNX read the graph back as JSON)."""
+    from hydranet.outputs import OutputError
+
+    index = tmp_path / "frames.jsonl"
+    index.write_text('{"scene_id": "drive"}\n')
+    for target in (index, tmp_path / "graph.json"):
+        with pytest.raises(OutputError, match=r"ending in \.onnx"):
+            export_onnx(model, target, tasks="drivable")
+    assert index.read_text() == '{"scene_id": "drive"}\n' and not (tmp_path / "graph.json").exists()
+    foreign = tmp_path / "mine.onnx"
+    foreign.write_bytes(b"not a graph hydranet wrote")
+    with pytest.raises(OutputError, match="is not a graph hydranet exported"):
+        export_onnx(model, foreign, tasks="drivable")
+    assert foreign.read_bytes() == b"not a graph hydranet wrote"
+    (tmp_path / "data.manifest.json").write_text('{"format": "hydranet-shards/1"}')  # what NAME.onnx would replace
+    with pytest.raises(OutputError, match="data.manifest.json exists and is not a graph manifest"):
+        export_onnx(model, tmp_path / "data.onnx", tasks="drivable")
+    graph = tmp_path / "model.onnx"
+    export_onnx(model, graph, tasks="drivable")
+    export_onnx(model, graph, tasks="drivable,depth")  # an earlier export is replaced, as every re-export does
+    assert sorted(load_manifest(graph).tasks) == ["depth", "drivable"]
+
+
 def test_manifest_errors(exported, tmp_path):
     with pytest.raises(ExportManifestError, match="not found"):
         load_manifest(tmp_path / "nothing.onnx")
