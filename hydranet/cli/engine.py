@@ -9,6 +9,7 @@ Exit codes: 0 = done; 1 = ``vacation``: an iteration's gate failed (nothing prom
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from hydranet.engine import (
 )
 from hydranet.eval import GateRow, spread_evenly
 from hydranet.json_files import dumps
+from hydranet.outputs import StagedDirectory
 from hydranet.train import exit_torchrun_worker, shutdown
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
@@ -57,6 +59,9 @@ console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 _TRIGGERS_HELP = ("comma-separated triggers, each name[*weight][:key=value;...], e.g. "
                  "'entropy:task=drivable,light_margin*2,flicker,condition:name=night'; an unknown name lists the "
                  "registered triggers (docs/engine.md describes each)")
+
+# What `mine` writes into its OUT (an earlier queue holding only these may be replaced with --overwrite).
+_QUEUE_FILES = ("queue.jsonl", "queue.html", "mine_summary.json", "queue.parquet")
 
 
 def _opened(option: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -83,7 +88,10 @@ def mine_command(
     triggers: str = typer.Option("entropy:task=drivable,light_margin,flicker", "--triggers", "-t",
                                  help=_TRIGGERS_HELP),
     budget: int = typer.Option(..., "--budget", "-b", min=1, help="frames to queue for labelling"),
-    out: Path = typer.Option(..., "--out", "-o", help="queue directory (queue.jsonl, queue.html, mine_summary.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="new queue directory (queue.jsonl, queue.html, "
+                             "mine_summary.json)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier queue in OUT (one holding "
+                                   "queue.jsonl and nothing but the queue's own files)."),
     shadow: Path | None = typer.Option(None, "--shadow", help="deployed graph (model.onnx) for the shadow trigger"),
     oversample: int = typer.Option(4, min=1, help="candidates kept per queued frame for near-duplicate removal"),
     radius: float | None = typer.Option(None, min=0.0, help="near-duplicate radius on the L2-normalised "
@@ -99,7 +107,10 @@ def mine_command(
     html_frames: int = typer.Option(60, min=0, help="picks shown with thumbnails in queue.html"),
     threads: int = typer.Option(1, min=0, help="torch compute threads per process (0 = torch's default)"),
 ) -> None:
-    """Mine an unlabelled pool for frames worth labelling (works under torchrun: ranks split the pool)."""
+    """Mine an unlabelled pool for frames worth labelling (works under torchrun: ranks split the pool).
+
+    OUT is written whole or not at all, and checked before the pool is read: an existing non-empty OUT is refused
+    unless it is an earlier queue and --overwrite is given."""
     import torch
     import torch.distributed as dist
 
@@ -118,27 +129,37 @@ def mine_command(
         pool = _opened("--data", open_pool, data)
         trigs = _opened("--triggers:", build_triggers, specs, model_tasks(net))
         deployed = _shadow_model(shadow, trigs)
-    if env_world_size() > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    # cli_errors: a corrupt shard read mid-pool is one error line naming file/sample, exit 2
-    with progress(f"mine (rank {rank})", None, console, unit="frames") as bar, cli_errors():
-        result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size, num_workers=workers,
-                      radius=radius, shadow=deployed, limit=limit, max_per_scene=max_per_scene,
-                      on_progress=bar.update)
-    if dist.is_initialized():
-        shutdown()
-    if result is None:  # a rank other than 0: rank 0 writes the merged queue
-        exit_torchrun_worker()
-        return
-    names = [n for n, _, _ in specs]
-    settings = {"triggers": triggers, "oversample": oversample, "radius": radius, "limit": limit,
-                "max_per_scene": max_per_scene}
-    summary = queue_summary(result, data, str(model), names, budget, settings)
-    paths = write_queue(out, result, summary, parquet)
-    if html_frames:
-        paths["html"] = write_queue_html(out / "queue.html", result.queue, pool, summary, html_frames)
-    _print_mine_result(result, paths["jsonl"], budget, max_per_scene)
+        # Rank 0 writes the queue: its OUT is checked before minutes of mining, never half-written or replaced.
+        stage = StagedDirectory(out, overwrite, marker="queue.jsonl", owned=lambda _: set(_QUEUE_FILES)) \
+            if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        if env_world_size() > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        # cli_errors: a corrupt shard read mid-pool is one error line naming file/sample, exit 2
+        with progress(f"mine (rank {rank})", None, console, unit="frames") as bar, cli_errors():
+            result = mine(net, pool, trigs, budget, oversample=oversample, batch_size=batch_size,
+                          num_workers=workers, radius=radius, shadow=deployed, limit=limit,
+                          max_per_scene=max_per_scene, on_progress=bar.update)
+        if dist.is_initialized():
+            shutdown()
+        if result is None:  # a rank other than 0: rank 0 writes the merged queue
+            exit_torchrun_worker()
+            return
+        names = [n for n, _, _ in specs]
+        settings = {"triggers": triggers, "oversample": oversample, "radius": radius, "limit": limit,
+                    "max_per_scene": max_per_scene}
+        summary = queue_summary(result, data, str(model), names, budget, settings)
+        with cli_errors():  # a full disk: one error line naming the file
+            write_queue(stage.path, result, summary, parquet)
+            if html_frames:
+                write_queue_html(stage.path / "queue.html", result.queue, pool, summary, html_frames)
+    except BaseException as e:
+        if stage is not None:
+            stage.abandon(e)
+        raise
+    stage.commit()
+    _print_mine_result(result, out / "queue.jsonl", budget, max_per_scene)
     exit_torchrun_worker()  # gloo can SIGABRT at interpreter teardown (see distributed.exit_process)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hydranet.eval.runner import NO_HEAD, SuiteRun, judge_undefined
+from hydranet.eval.runner import NO_HEAD, SuiteRun, fail_unjudged, judge_undefined
 from hydranet.eval.suite import SuiteError, lower_is_better
 
 
@@ -79,7 +79,8 @@ def _bootstrap_delta(base: SuiteRun, cand: SuiteRun, task: str, metrics: list[st
 
 
 def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
-    """One row per gated (task, metric) of the suite."""
+    """One row per gated (task, metric) of the suite; a task none of whose rows could be judged for want of ground
+    truth fails (``runner.fail_unjudged``)."""
     suite = base.suite
     rows = []
     for task in suite.tasks:
@@ -131,4 +132,4 @@ def gate(base: SuiteRun, cand: SuiteRun, seed: int = 0) -> list[GateRow]:
                 status, reason = "pass", ""
             rows.append(GateRow(suite.name, task, m, a, b, delta, low, high, tol, status, reason, frames,
                                 not_significant))
-    return rows
+    return fail_unjudged(rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -261,6 +261,8 @@ def run_suite(models: dict[str, Any], suite: Suite, device: str | torch.device =
 # The two reasons a check or a gate row is "skipped" rather than judged.
 NO_HEAD = "model has no head for this task"
 _NO_GROUND_TRUTH_HERE = f"{NO_GROUND_TRUTH} on these frames"
+NOT_JUDGED = ("not judged: no frame of this suite holds ground truth for any of the task's checks (more frames, "
+              "or seeds whose frames hold it)")
 
 
 @dataclass
@@ -285,11 +287,23 @@ def judge_undefined(te: TaskEval, metric: str) -> tuple[str, str]:
     return ("skipped", _NO_GROUND_TRUTH_HERE) if why == NO_GROUND_TRUTH else ("fail", f"undefined: {why}")
 
 
+def fail_unjudged(rows: list[Any]) -> list[Any]:
+    """``rows`` (``Check``s or gate rows: ``suite``, ``task``, ``status``, ``reason``) with every row of a task that
+    was skipped for want of ground truth turned into a failure (``NOT_JUDGED``), when no row of that task in that
+    suite was judged: a suite that judged nothing of a task must not pass it (``--frames 1`` on a suite whose
+    lights are in later frames). A task with one judged row keeps its other rows skipped."""
+    judged = {(r.suite, r.task) for r in rows if not (r.status == "skipped" and r.reason == _NO_GROUND_TRUTH_HERE)}
+    return [replace(r, status="fail", reason=NOT_JUDGED)
+            if r.status == "skipped" and r.reason == _NO_GROUND_TRUTH_HERE and (r.suite, r.task) not in judged else r
+            for r in rows]
+
+
 def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[Check]:
     """Pass/fail of every threshold; skipped for a metric without ground truth on these frames
-    (``judge_undefined``). A threshold on a task the model lacks **fails** (a suite that checks nothing must
-    not pass), unless ``allow_missing_tasks`` (``hydranet eval --allow-missing-tasks``) marks it skipped.
-    A metric name the task does not produce, or one it never scores (``Metric.unscored``), is a ``SuiteError``."""
+    (``judge_undefined``), failed when that leaves a task with nothing judged (``fail_unjudged``). A threshold
+    on a task the model lacks **fails** (a suite that checks nothing must not pass), unless
+    ``allow_missing_tasks`` (``hydranet eval --allow-missing-tasks``) marks it skipped. A metric name the task
+    does not produce, or one it never scores (``Metric.unscored``), is a ``SuiteError``."""
     out = []
     suite = run.suite
     for name, spec in suite.tasks.items():
@@ -313,7 +327,7 @@ def check_thresholds(run: SuiteRun, allow_missing_tasks: bool = False) -> list[C
             else:
                 status, reason = ("pass" if thr.passes(value) else "fail"), ""
             out.append(Check(suite.name, name, m, str(thr), value, status, reason))
-    return out
+    return fail_unjudged(out)
 
 
 def worst_frames(run: SuiteRun, k: int) -> list[tuple[int, float]]:

@@ -44,6 +44,19 @@ def test_label_cli_oracle_and_auto(checkpoint, world_yaml, tmp_path):
     assert r.exit_code == 2 and "--teacher" in r.output
     r = invoke("label", "-q", tmp_path / "nope", "--data", world_yaml, "-o", tmp_path / "y")
     assert r.exit_code == 2 and "no queue" in r.output
+    # A queue is replaced only with --overwrite, and only an earlier queue (before: any OUT was overwritten,
+    # a labelled dataset or a training run included).
+    before = (q / "queue.jsonl").read_text()
+    args = ("mine", "--model", checkpoint, "--data", world_yaml, "-t", "condition:name=fog", "-b", "2", "--html-frames",
+            "0", "-o")
+    r = invoke(*args, q)
+    assert r.exit_code == 2 and "pass --overwrite" in r.output and (q / "queue.jsonl").read_text() == before
+    r = invoke(*args, tmp_path / "oracle", "--overwrite")
+    assert r.exit_code == 2 and "holds no queue.jsonl" in " ".join(r.output.split())
+    assert (tmp_path / "oracle" / "manifest.json").is_file()
+    r = invoke(*args, q, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert len((q / "queue.jsonl").read_text().splitlines()) == 2
 
 
 def test_autolabel_quality_cli(checkpoint, world_yaml, tmp_path):

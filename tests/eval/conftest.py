@@ -18,7 +18,7 @@ description: tiny test suite
 world: {num_scenes: 8, frames_per_scene: 4, lighting: day, fog: 0.0}
 scenarios:
   straight: {layout: straight}
-  night: {layout: curve, lighting: night}
+  night: {layout: intersection, lighting: night}  # intersections: frames with traffic lights to judge
 seeds: [500, 501]
 bootstrap: 100
 frames: 3

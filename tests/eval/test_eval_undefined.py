@@ -53,6 +53,18 @@ def test_red_recall_without_red_lights_is_skipped_in_eval_gate_and_report():
     assert "no ground truth on these frames" in html and "FAIL" not in html
 
 
+def test_a_task_with_nothing_judged_fails_in_eval_and_gate():
+    """Frames without a single light leave every light check without ground truth: before, `eval` and `gate`
+    said PASS (and the vacation promoted a candidate whose light head was destroyed)."""
+    from hydranet.eval.runner import NOT_JUDGED
+
+    run = light_run(LIGHTS, [([], True), ([], True)])
+    checks = check_thresholds(run)
+    assert {c.status for c in checks} == {"fail"} and all(c.reason == NOT_JUDGED for c in checks)
+    rows = gate(run, light_run(LIGHTS, [([], True), ([], True)]))
+    assert {r.status for r in rows} == {"fail"} and all(r.reason == NOT_JUDGED for r in rows)
+
+
 def test_missed_red_light_still_fails():
     run = light_run(LIGHTS, [([0, 2], False), ([2], True)])  # a red light, not found: recall/red 0, defined
     checks = {c.metric: c for c in check_thresholds(run)}
