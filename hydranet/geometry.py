@@ -177,13 +177,15 @@ def resize_intrinsics(K: Tensor, scale_x: float, scale_y: float) -> Tensor:
 
 
 def principal_point_inside(intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:
-    """Whether each pinhole K ``[..., 3, 3]`` (pixels) puts its principal point inside an ``image_hw = (H, W)``
-    image: ``0 <= cx <= W`` and ``0 <= cy <= H`` (the image spans its pixel edges, as ``resize_intrinsics``
-    scales it). Bool ``[...]``. Outside, K is almost always one for another resolution: real rigs sit near the
-    centre (nuScenes, KITTI, Argoverse: 0.38..0.56 of each side), and a resize or crop keeps it inside."""
+    """Whether each pinhole K ``[..., 3, 3]`` (pixels) puts its principal point where one of an ``image_hw = (H, W)``
+    image lies: ``W/4 < cx < 3W/4`` and ``0 <= cy <= H`` (the image spans its pixel edges, as ``resize_intrinsics``
+    scales it). Bool ``[...]``. Elsewhere, K is almost always one for another resolution: real rigs sit near the
+    centre (nuScenes, KITTI, Argoverse: 0.38..0.56 of each side), so a K for an image twice as wide puts cx at the
+    right edge. Vertically a crop (the sky or the bonnet cut off) moves cy far from the centre, so only inside
+    the image is asked there."""
     h, w = image_hw
     cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
-    return (cx >= 0) & (cx <= w) & (cy >= 0) & (cy <= h)
+    return (cx > w / 4) & (cx < 3 * w / 4) & (cy >= 0) & (cy <= h)
 
 
 def check_principal_point(K: Any, image_hw: tuple[int, int], where: str, error: type[Exception] = ValueError) -> None:
@@ -193,8 +195,9 @@ def check_principal_point(K: Any, image_hw: tuple[int, int], where: str, error: 
     K = torch.as_tensor(K, dtype=torch.float64)
     if not bool(principal_point_inside(K, image_hw)):
         h, w = image_hw
-        raise error(f"{where}: principal point (cx, cy) = ({float(K[0, 2]):g}, {float(K[1, 2]):g}) lies outside the "
-                    f"{w}x{h} (WxH) image: a K for another resolution? K must be in pixels of this image")
+        raise error(f"{where}: principal point (cx, cy) = ({float(K[0, 2]):g}, {float(K[1, 2]):g}) does not lie in the "
+                    f"{w}x{h} (WxH) image with cx in its middle half: a K for another resolution? K must be in "
+                    "pixels of this image")
 
 
 def check_finite_cameras(intrinsics: Tensor, T_ego_from_cam: Tensor, where: str = "") -> None:
@@ -218,8 +221,9 @@ def check_principal_points(intrinsics: Tensor, image_hw: tuple[int, int], camera
     if bool(outside.any()):
         b, n = (int(i) for i in outside.nonzero()[0])
         raise ValueError(f"{where}intrinsics[{b}, {n}] puts the principal point (cx, cy) = "
-                         f"({float(intrinsics[b, n, 0, 2]):g}, {float(intrinsics[b, n, 1, 2]):g}) outside the "
-                         f"(H, W) = {tuple(image_hw)} input: K must be in the input's pixels "
+                         f"({float(intrinsics[b, n, 0, 2]):g}, {float(intrinsics[b, n, 1, 2]):g}) where no K of the "
+                         f"(H, W) = {tuple(image_hw)} input puts it (cx in the middle half, cy inside): K must be in "
+                         "the input's pixels "
                          "(hydranet.setup.Camera.K(image_size) rescales a camera's native K)")
 
 

@@ -44,3 +44,15 @@ def test_convert_source_frames_option_limits_like_limit(tmp_path):
                               "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     assert "wrote 2 samples" in res.output  # not silently all 3
+
+
+def test_an_image_size_over_the_pixel_limit_is_refused_before_anything_runs(tmp_path):
+    """Before: --image-size 100000x100000 allocated until the machine ran out of memory."""
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+
+    res = CliRunner().invoke(app, ["convert", "frames", "--index", str(tmp_path / "frames.jsonl"), "--image-size",
+                                   "100000x100000", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "over the limit of" in " ".join(res.output.split())
+    assert not (tmp_path / "out").exists()

@@ -107,7 +107,7 @@ def test_a_camera_is_explicit_whatever_shorthand_declared_it():
                        ({"K": [[1, 0.1, 0], [0, 1, 0], [0, 0, 1]]}, "K must be"),
                        ({"T_ego_from_cam": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}, "not a rigid"),
                        ({"cx": 1300}, r"camera 'front': K at its image_size: principal point \(cx, cy\) = "
-                                      r"\(1300, 355\) lies outside the 1280x720"),
+                                      r"\(1300, 355\) does not lie in the 1280x720"),
                        ({"cy": -1}, "principal point")):
         with pytest.raises(ValueError, match=match):
             Camera.model_validate({**explicit.model_dump(), **bad})

@@ -29,6 +29,7 @@ from hydranet.data import convert as run
 from hydranet.data import open_source, source_options
 from hydranet.datasets import source_config
 from hydranet.json_files import dumps
+from hydranet.limits import max_image_pixels
 from hydranet.setup import Setup
 from hydranet.train import load_config
 
@@ -58,7 +59,8 @@ def _parse_extra_options(args: list[str]) -> dict[str, object]:
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
     """Parse ``--image-size`` ``"HxW"`` (pixels) into ``(H, W)``; ``None`` passes through.
-    Raises ``typer.BadParameter`` (exit 2) for a malformed value or a side under 8 pixels."""
+    Raises ``typer.BadParameter`` (exit 2) for a malformed value, a side under 8 pixels or more pixels than
+    ``hydranet.limits.max_image_pixels()``."""
     if text is None:
         return None
     try:
@@ -67,6 +69,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
         raise typer.BadParameter(f"expected HxW (e.g. 256x448), got {text!r}", param_hint="--image-size") from None
     if min(h, w) < 8:
         raise typer.BadParameter(f"image size {h}x{w} is too small", param_hint="--image-size")
+    if h * w > max_image_pixels():  # the limit every decoded image is held to (hydranet --max-image-pixels)
+        raise typer.BadParameter(f"image size {h}x{w} is {h * w:,} pixels, over the limit of {max_image_pixels():,} "
+                                 "(raise it with `hydranet --max-image-pixels N`)", param_hint="--image-size")
     return h, w
 
 

@@ -181,3 +181,22 @@ def test_label_format_png_per_label(tmp_path):
     assert torch.equal(a.labels["drivable"], b.labels["drivable"]) and torch.equal(a.labels["lanes"], b.labels["lanes"])
     with pytest.raises(Exception, match="only uint8 maps can be PNG"):
         convert(world, tmp_path / "q", label_formats={"depth": "png"})
+
+
+def test_sixteen_bit_grey_images_keep_their_top_byte_and_float_images_are_refused(tmp_path):
+    """Before: PIL's convert("RGB") clamped 16-bit data, so a normally exposed 16-bit frame came out white."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from hydranet.data.sources import SourceError
+    from hydranet.data.sources.imaging import load_rgb
+
+    grey = np.tile(np.arange(0, 65536, 256, dtype=np.uint16), (8, 1))  # 8 x 256, every 8-bit level once
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    image, size = load_rgb(tmp_path / "g16.png")
+    assert size == (8, 256) and image.shape == (3, 8, 256)
+    assert image[0, 0].tolist() == list(range(256)) and bool((image[0] == image[2]).all())
+    Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "f.tiff")
+    with pytest.raises(SourceError, match=r"f.tiff: a floating-point image"):
+        load_rgb(tmp_path / "f.tiff")

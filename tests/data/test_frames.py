@@ -207,25 +207,27 @@ def test_a_line_of_other_image_sizes_names_every_camera_and_the_rig(tmp_path, ca
     assert resized.images.shape == (2, 3, 90, 160) and resized.intrinsics[0, 0, 2] == pytest.approx(80.0)
 
 
-@pytest.mark.parametrize("line, cx, cy", [(0, 500.0, 90.0), (1, 160.0, -4.0), (1, 320.5, 90.0)])
+@pytest.mark.parametrize("line, cx, cy", [(0, 500.0, 90.0), (1, 160.0, -4.0), (1, 320.5, 90.0),
+                                          (1, 320.0, 180.0)])  # the centred K of an image twice as large
 def test_a_principal_point_outside_the_image_is_refused(tmp_path, line, cx, cy):
     """A K for another resolution (cx = 500 on a 320-wide image) was accepted and projected everything off by
     the scale. The first line is refused when the rig is read, any other when its frame is."""
     lines = [_line(), _line(frame_index=1)]
     lines[line]["cameras"]["left"]["K"] = [[400.0, 0.0, cx], [0.0, 400.0, cy], [0.0, 0.0, 1.0]]
     ds = FramesIndex(write_frames(tmp_path, lines))
-    message = (rf"frames.jsonl:{line + 2}: cameras.left.K: principal point \(cx, cy\) = \({cx:g}, {cy:g}\) lies "
-               r"outside the 320x180 \(WxH\) image: a K for another resolution\?")
+    message = (rf"frames.jsonl:{line + 2}: cameras.left.K: principal point \(cx, cy\) = \({cx:g}, {cy:g}\) does "
+               r"not lie in the 320x180 \(WxH\) image with cx in its middle half: a K for another resolution\?")
     with pytest.raises(SourceError, match=message):
         ds.setup if line == 0 else ds[1]
     with pytest.raises(SourceError, match=message):  # resizing does not hide it: K is in the stored image's pixels
         FramesIndex(write_frames(tmp_path, lines), image_size=(90, 160))[line]
 
 
-def test_a_principal_point_on_the_image_edge_is_kept(tmp_path):
+def test_a_principal_point_of_a_cropped_image_is_kept(tmp_path):
+    # The sky cut off: cy at the top edge. A crop moves cy, so only cx is held to the middle half.
     lines = [_line()]
-    lines[0]["cameras"]["left"]["K"] = [[400.0, 0.0, 320.0], [0.0, 400.0, 0.0], [0.0, 0.0, 1.0]]
-    assert FramesIndex(write_frames(tmp_path, lines))[0].intrinsics[1, 0, 2] == 320.0
+    lines[0]["cameras"]["left"]["K"] = [[400.0, 0.0, 170.0], [0.0, 400.0, 0.0], [0.0, 0.0, 1.0]]
+    assert FramesIndex(write_frames(tmp_path, lines))[0].intrinsics[1, 1, 2] == 0.0
 
 
 def test_a_box_of_another_length_names_its_row(tmp_path):
@@ -234,3 +236,20 @@ def test_a_box_of_another_length_names_its_row(tmp_path):
     index = write_frames(tmp_path, [_line(labels=labels)])
     with pytest.raises(SourceError, match=r"labels.detection2d.boxes: expected shape \[M, 4\], row 1 has 3 values"):
         FramesIndex(index)[0]
+
+
+def test_skew_time_going_back_and_missing_files_are_refused_when_the_index_is_read(tmp_path):
+    """Before: skew was refused on the first line only (with no file or line), a frame 5 s before its predecessor
+    was stored with a negative time step, and a missing image stopped a training run when its frame was drawn."""
+    skewed = [[400.0, 5.0, 160.0], [0.0, 400.0, 90.0], [0.0, 0.0, 1.0]]
+    lines = [_line(), _line(frame_index=1, timestamp=0.1)]
+    lines[1]["cameras"]["left"]["K"] = skewed
+    with pytest.raises(SourceError, match=r"frames.jsonl:3: cameras.left.K: expected \[\[fx,0,cx\],\[0,fy,cy\]"):
+        FramesIndex(write_frames(tmp_path, lines))
+    back = [_line(timestamp=10.0), _line(frame_index=1, timestamp=5.0)]
+    with pytest.raises(SourceError, match=r"frames.jsonl:3: timestamp: 5.0 is before frame 0's 10.0 \(line 2\)"):
+        FramesIndex(write_frames(tmp_path, back))
+    missing = [_line(), _line(frame_index=1, timestamp=0.1)]
+    missing[1]["cameras"]["left"]["image"] = "img/nope.png"
+    with pytest.raises(SourceError, match=r"frames.jsonl:3: cameras.left.image: .*nope.png: image file not found"):
+        FramesIndex(write_frames(tmp_path, missing))

@@ -44,7 +44,7 @@ FRAMES_CASES = {
     # a K for another resolution: before, accepted silently (every projection off by the scale)
     "principal point outside the image": (dict(cameras={"front": {"image": "img1.png", "K": K_OTHER,
                                                                   "T_ego_from_cam": T_CAM}}),
-                                          "cameras.front.K: principal point (cx, cy) = (100, 12) lies outside the "
+                                          "cameras.front.K: principal point (cx, cy) = (100, 12) does not lie in the "
                                           f"{W}x{H} (WxH) image"),
     # before: "sample 000000001: rig differs from the first sample", from the shard writer, with no file:line
     "every image smaller than the rig": (dict(cameras={"front": {"image": "mask.png", "T_ego_from_cam": T_CAM,

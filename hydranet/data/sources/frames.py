@@ -162,8 +162,16 @@ class FramesSource(Source):
         # seconds from its sequence's start, and float32 poses keep centimetres only near the world origin: an
         # epoch timestamp or a UTM pose, as a fleet logs them, is re-expressed from there (in float64).
         self.origins: dict[str, tuple[float, list[float]]] = {}
-        for _, ln in sorted(self.lines, key=lambda item: (item[1].scene_id, item[1].frame_index)):
+        previous: dict[str, tuple[int, float, int]] = {}  # scene -> (frame index, timestamp, line) of its last frame
+        for no, ln in sorted(self.lines, key=lambda item: (item[1].scene_id, item[1].frame_index)):
             self.origins.setdefault(ln.scene_id, (ln.timestamp, [row[3] for row in ln.T_world_from_ego[:3]]))
+            last = previous.get(ln.scene_id)
+            if last is not None and ln.timestamp < last[1]:  # a video model and the tracker would step back in time
+                raise SourceError(f"{self._where(no, 'timestamp')}: {ln.timestamp} is before frame {last[0]}'s "
+                                  f"{last[1]} (line {last[2]}): timestamps must not decrease with frame_index in a "
+                                  "scene")
+            previous[ln.scene_id] = (ln.frame_index, ln.timestamp, no)
+        self._check_files()
         # The fleet's vocabulary is open but known once the index is read: a class_map key must be a hydranet
         # class, a model class or a name some line uses (a typo would otherwise map nothing, silently).
         self.refuse_unknown_classes({*self.default_class_map, *self.model_classes, *self._class_names()})
@@ -223,7 +231,9 @@ class FramesSource(Source):
         declared = f"; the rig (line {self.lines[0][0]}) is {rig[1]}x{rig[0]}" if rig is not None else ""
         raise SourceError(f"{self._where(lineno, field)}: image sizes (WxH) {listing}{declared}: without image_size "
                           "every camera of every line must have one size; pass image_size (--image-size HxW: the "
-                          "model's input size) to resize every camera to it")
+                          "model's input size) to resize every camera to it, or, where a command has no --image-size "
+                          "(predict, show), give --data a source YAML: {kind: frames, index: FRAMES.jsonl, "
+                          "image_size: [H, W]}")
 
     def _parse(self, lineno: int, text: str) -> _FrameLine:
         try:
@@ -244,7 +254,7 @@ class FramesSource(Source):
             raise SourceError(f"{self._where(lineno, 'timestamp')}: must be finite")
         for name, cam in line.cameras.items():
             K = self._matrix(cam.K, (3, 3), lineno, f"cameras.{name}.K")
-            if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
+            if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0] or K[0, 1] != 0 or K[1, 0] != 0:
                 raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
                                   "with fx, fy > 0")
             check_rigid(self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam"),
@@ -265,6 +275,21 @@ class FramesSource(Source):
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def _check_files(self) -> None:
+        """Every image and label map the index names must exist: found now, not hours into a training run when
+        the frame is first drawn (one ``stat`` per file). ``SourceError`` names the line and field."""
+        for no, line in self.lines:
+            for name, cam in line.cameras.items():
+                if not self._file(cam.image).is_file():
+                    raise SourceError(f"{self._where(no, f'cameras.{name}.image')}: {self._file(cam.image)}: image "
+                                      "file not found")
+            for label, value in line.labels.items():
+                if isinstance(value, dict) and (label in _DENSE_IDS or label == "depth"):
+                    for cam, rel in value.items():
+                        if isinstance(rel, str) and not self._file(rel).is_file():
+                            raise SourceError(f"{self._where(no, f'labels.{label}.{cam}')}: {self._file(rel)} not "
+                                              "found")
 
     def _file(self, rel: str) -> Path:
         p = Path(rel)

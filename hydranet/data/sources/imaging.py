@@ -25,8 +25,9 @@ from hydranet.limits import open_image
 def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tuple[Tensor, tuple[int, int]]:
     """Read an image file as uint8 ``[3, H, W]`` RGB, resized to ``size = (H, W)`` when given.
 
-    Returns ``(image, (H0, W0))`` with the file's original size, so callers can rescale K and labels.
-    Raises ``SourceError`` naming the file when it is missing or not an image, ``LimitError`` when its header
+    Returns ``(image, (H0, W0))`` with the file's original size, so callers can rescale K and labels. A 16-bit
+    grey image keeps its top byte. Raises ``SourceError`` naming the file when it is missing, not an image or a
+    32-bit or floating-point one, ``LimitError`` when its header
     claims more pixels than ``hydranet.limits.max_image_pixels()``."""
     path = Path(path)
     if not path.is_file():
@@ -39,6 +40,13 @@ def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tu
                 # smaller: a 1600x900 nuScenes JPEG -> 192x96 takes 7 instead of 49 ms (measured), and DCT
                 # scaling is itself a good low-pass filter.
                 im.draft("RGB", (size[1], size[0]))
+            if im.mode.startswith("I;16"):
+                # 16-bit grey (a machine-vision camera): its top byte. PIL's convert("RGB") clamps instead,
+                # turning a normally exposed frame white.
+                im = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+            elif im.mode in ("I", "F"):
+                raise SourceError(f"{path}: a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image has no "
+                                  "one range to map to 8-bit RGB; store camera images as 8-bit (or 16-bit) RGB or grey")
             im = im.convert("RGB")
             if size is not None and (size[0], size[1]) != im.size[::-1]:
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
