@@ -44,6 +44,8 @@ class Vacation(VacationRun):
         rows = []
         for it in range(1, self.pipe.iterations + 1):
             for stage in STAGES:
+                if self._exhausted(it):
+                    break
                 if self.record(it, stage) is not None:
                     continue
                 t0 = time.perf_counter()
@@ -58,5 +60,16 @@ class Vacation(VacationRun):
                 if on_record is not None:
                     on_record(it, stage, rec)
             rows = write_history(self)
+            if self._exhausted(it):
+                self.log(f"iteration {it}: the pool is exhausted: the mine stage queued no frame that earlier "
+                         "iterations had not labelled, so nothing is labelled, trained or promoted and the run stops "
+                         "here; the current model stays (a larger or new pool gives the next iteration frames)")
+                break
         return rows
+
+    def _exhausted(self, it: int) -> bool:
+        """Whether iteration ``it`` mined no frame (every frame worth labelling was labelled before): its later
+        stages would fine-tune on the base frames alone and could promote a model no new frame taught."""
+        mined = self.record(it, "mine")
+        return mined is not None and mined.get("picked") == 0
 

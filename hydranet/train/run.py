@@ -13,6 +13,7 @@ demo calls. Options for sub-graph training live here too:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -113,7 +114,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             return finish_already_finished(trainer, info, console)
         if info.is_main:
             _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
-        summary = fit_stoppable(trainer, f"hydranet train --resume -o {out_dir}", console if info.is_main else None)
+        summary = fit_stoppable(trainer, resume_command(f"train --resume -o {out_dir}", info),
+                                console if info.is_main else None)
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")
             (out_dir / "train_summary.json").write_text(dumps(summary))
@@ -207,8 +209,19 @@ def interrupted(summary: dict[str, Any], signum: int, resume: str, console: Any)
         console.print(f"[yellow]{name}: stopped at step {summary['steps']}/{summary['planned_steps']} and saved "
                       f"{summary['checkpoint']}[/]", soft_wrap=True)
         console.print(f"resume with: {resume}", soft_wrap=True)
-    return TrainingInterrupted(f"interrupted by {name} at step {summary['steps']}; checkpoint {summary['checkpoint']} "
-                               f"saved; resume with: {resume}", EXIT_CODES.get(signum, 130))
+    saved = f"checkpoint {summary['checkpoint']} saved" if summary["checkpoint"] else "rank 0 saved the checkpoint"
+    return TrainingInterrupted(f"interrupted by {name} at step {summary['steps']}; {saved}; resume with: {resume}",
+                               EXIT_CODES.get(signum, 130))
+
+
+def resume_command(args: str, info: distributed.DistInfo) -> str:
+    """The command line that resumes this run: ``hydranet ARGS``, under ``torchrun`` with this job's ranks per node
+    and nodes when it has several (another rank count would change the global batch)."""
+    if not info.enabled:
+        return f"hydranet {args}"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+    nodes = max(1, info.world_size // max(local, 1))
+    return f"torchrun --nproc-per-node {local}" + (f" --nnodes {nodes}" if nodes > 1 else "") + f" -m hydranet {args}"
 
 
 def finish_already_finished(trainer: Trainer, info: distributed.DistInfo, console: Any) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from hydranet.train.interrupt import workers_ignore_stop_signals
 from hydranet.train.run import (
     finish_already_finished,
     fit_stoppable,
+    resume_command,
     run_training,
     shared_note,
     training_session,
@@ -268,8 +269,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
             warn = shared_note(model, train_tasks, trainer.frozen)
             if warn:
                 console.print(f"  [yellow]note:[/] {warn}")
-        resume_cmd = (f"hydranet train --resume -o {out_dir} --from {from_ckpt} --from-cache {cache.path}"
-                      + (f" --tasks {','.join(train_tasks)}" if train_tasks else ""))
+        resume_cmd = resume_command(f"train --resume -o {out_dir} --from {from_ckpt} --from-cache {cache.path}"
+                                    + (f" --tasks {','.join(train_tasks)}" if train_tasks else ""), info)
         summary = fit_stoppable(trainer, resume_cmd, console if info.is_main else None)
         summary["cache"] = str(cache.path)
         if info.is_main:

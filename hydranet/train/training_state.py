@@ -120,4 +120,10 @@ def resume_training_state(trainer: TrainingRun, path: str | Path | None = None) 
         set_rng_state(rngs[trainer.dist.rank])
     else:  # a different number of ranks: data order is unaffected, only dropout-style randomness
         torch.manual_seed(trainer.tc.seed + 7919 * trainer.dist.rank + trainer.step)
+        per_rank = trainer.tc.batch_size * trainer.tc.grad_accum
+        was, now = int(ckpt.state.get("world_size", len(rngs))), trainer.dist.world_size
+        note = (f"the run trained on {was} rank(s) and resumes on {now}: its global batch goes from {per_rank * was} "
+                f"to {per_rank * now} samples per step (train.batch_size x train.grad_accum x ranks); resume with "
+                f"{was} rank(s) to keep it")
+        trainer.resume_note = f"{trainer.resume_note}; {note}" if trainer.resume_note else note
     return True

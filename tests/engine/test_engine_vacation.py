@@ -195,3 +195,24 @@ def test_resuming_with_another_pipeline_is_refused(tmp_path):
     pipe.write_text(yaml.safe_dump(tree))
     with pytest.raises(ValueError, match=r"different pipeline \(fields \['mine'\]"):
         Vacation(load_pipeline(pipe), tmp_path / "run")
+
+
+def test_an_exhausted_pool_stops_the_run_before_training(tmp_path, monkeypatch):
+    """Before: an iteration whose mine stage queued nothing still fine-tuned on the base frames, gated and could
+    promote a model no new frame had taught."""
+    pipe = load_pipeline(write_pipeline(tmp_path / "p", iterations=2, tolerance=1.0))
+    ran: list[tuple[int, str]] = []
+
+    def fake(stage: str):
+        def run(v, it):
+            ran.append((it, stage))
+            return {"picked": 0, "frames": 40, "summary": "0 of 40 frames queued"} if stage == "mine" else {}
+        return run
+
+    monkeypatch.setattr("hydranet.engine.stages.RUNNERS", {s: fake(s) for s in STAGES})
+    logged: list[str] = []
+    loop = Vacation(pipe, tmp_path / "run", log=logged.append)
+    rows = loop.run()
+    assert ran == [(1, "mine")] and len(rows) == 1 and not rows[0]["complete"]
+    assert any("the pool is exhausted" in line for line in logged)
+    assert Vacation(pipe, tmp_path / "run", log=logged.append).run() == rows and ran == [(1, "mine")]  # resumed

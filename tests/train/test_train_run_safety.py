@@ -199,3 +199,17 @@ def test_a_run_that_fails_to_start_leaves_no_run_directory(tmp_path):
     with pytest.raises(Exception, match="no_such_shards"):
         run_training(config_from_dict(tree, "<tiny>"), tmp_path / "nodata", progress=False)
     assert not (tmp_path / "nodata").exists()
+
+
+def test_resuming_on_another_number_of_ranks_says_the_global_batch_changes(tmp_path):
+    """Before: a two-rank run resumed by one process halved its global batch without a word."""
+    import json
+
+    make_trainer(tmp_path, steps=2, ckpt_every=2).fit()
+    state_file = tmp_path / "checkpoints" / "step_00000002" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["world_size"], state["rng"] = 2, state["rng"] * 2  # as a two-rank job saves it
+    state_file.write_text(json.dumps(state))
+    again = make_trainer(tmp_path, steps=4, ckpt_every=2)
+    assert again.resume() and again.step == 2
+    assert "trained on 2 rank(s) and resumes on 1: its global batch goes from 8 to 4" in again.resume_note
