@@ -184,3 +184,19 @@ def test_data_info_verify_of_a_replaced_shard_is_bad_input(tmp_path):
     assert res.exit_code == 2, (res.exit_code, res.output)
     assert "error: " in res.output and "shard-000000.tar" in res.output and "[red]" not in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_dead_peer_rank_is_named_as_such_not_as_a_hydranet_bug(monkeypatch):
+    """Before: gloo's "Connection closed by peer" under torchrun read "internal error ... this is a hydranet bug"."""
+    import torch.distributed as dist
+
+    from hydranet.cli.errors import FAILED, describe
+
+    monkeypatch.setenv("RANK", "1")
+    for e in (dist.DistBackendError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500"),
+              RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 300000ms")):
+        message, code = describe(e)
+        assert code == FAILED and message.startswith("rank 1: a peer process of this torchrun job died")
+        assert "hydranet bug" not in message and "--resume" in message
+    message, code = describe(KeyError("lane"))  # a bare key lookup that failed is a bug, not bad input
+    assert code == FAILED and message.startswith("internal error: KeyError")

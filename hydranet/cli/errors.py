@@ -111,6 +111,14 @@ def describe(e: BaseException) -> tuple[str, int]:
         return write_error(e, where() if where is not None else None), FAILED  # type: ignore[arg-type]
     if type(e).__name__ == "DecompressionBombError":  # PIL's guard, for an Image.open without our own check
         return f"{e} (raise the limit with `hydranet --max-image-pixels N`)", BAD_INPUT
+    if any(c.__name__ in ("DistError", "DistBackendError", "DistNetworkError") for c in type(e).__mro__) or (
+            isinstance(e, RuntimeError) and "gloo" in str(e)):
+        # torch.distributed's errors: another rank of the job died, was killed or stopped answering.
+        rank = os.environ.get("RANK")
+        return (f"rank {rank}: " if rank is not None else "") + (
+            f"a peer process of this torchrun job died or stopped answering ({one_line(str(e))[:200]}); the "
+            "first error above, from the rank that failed, says why. A training run resumes from its last "
+            "checkpoint with the same torchrun command and --resume"), FAILED
     if isinstance(e, KeyError) and " " not in str(e).strip("'\""):
         # A bare missing key ("error: lane") is a lookup hydranet got wrong, not a message written for the user:
         # every KeyError raised for bad input says what was looked up and where.
