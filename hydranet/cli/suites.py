@@ -330,10 +330,13 @@ def gate_command(
     _write_json(out, to_jsonable({"baseline": str(baseline), "candidate": str(candidate), "passed": not failed,
                                   "rows": [asdict(r) for r in all_rows]}))
     if failed:
-        console.print(f"[bold red]FAIL[/]: {len(failed)} regression(s): "
+        console.print(f"[bold red]FAIL[/]: {len(failed)} regression(s) or unjudged row(s): "
                       + ", ".join(f"{r.suite}/{r.task}/{r.metric}" for r in failed))
         raise typer.Exit(1)
-    console.print("[bold green]PASS[/]: no task regressed beyond its tolerance")
+    skipped = sum(r.status == "skipped" for r in all_rows)
+    # As `eval`'s verdict: a skipped row compared nothing (no head, or no ground truth on these frames).
+    console.print("[bold green]PASS[/]: no task regressed beyond its tolerance" + (
+        f"; {skipped} row(s) skipped (their reason is in the tables)" if skipped else ""))
 
 
 @app.command("report")

@@ -93,6 +93,11 @@ def test_epoch_times_and_utm_poses_keep_their_differences_in_float32(tmp_path):
             s.validate()
             assert s.timestamp == pytest.approx(0.1 * i, abs=1e-6)
             torch.testing.assert_close(s.T_world_from_ego[:3, 3], torch.tensor([1.37 * i, 0.02 * i, 0.0]))
+    # The origins travel into a converted dataset's manifest (before: kept nowhere, so converted times and poses
+    # could not be put back on the map).
+    origins = ds.describe()["scene_origins"]
+    assert origins["a"] == {"timestamp": 1_700_000_000.05, "position": [500_123.25, 5_400_000.5, 31.0]}
+    assert origins["b"]["timestamp"] == 1_700_000_900.55
 
 
 def _line(**override) -> dict:

@@ -276,6 +276,14 @@ class FramesSource(Source):
     def __len__(self) -> int:
         return len(self.lines)
 
+    def describe(self) -> dict[str, Any]:
+        """``Source.describe`` and ``scene_origins``: each scene's first timestamp (s) and ego position (m, world
+        frame), float64, which the samples count from (float32 cannot carry an epoch time or a UTM position): a
+        converted dataset keeps them in its manifest, so its times and poses can be put back on the map."""
+        return {**super().describe(),
+                "scene_origins": {scene: {"timestamp": t0, "position": origin}
+                                  for scene, (t0, origin) in self.origins.items()}}
+
     def _check_files(self) -> None:
         """Every image and label map the index names must exist: found now, not hours into a training run when
         the frame is first drawn (one ``stat`` per file). ``SourceError`` names the line and field."""
