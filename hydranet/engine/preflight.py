@@ -16,7 +16,7 @@ from hydranet.engine.mine import build_triggers
 from hydranet.engine.pipeline import Pipeline, PipelineError
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
 from hydranet.engine.triggers import parse_trigger_specs
-from hydranet.eval import load_suite
+from hydranet.eval import check_suite, load_suite
 from hydranet.train import load_train_config, open_source
 
 
@@ -55,4 +55,6 @@ def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
         if not Path(suite).exists():
             raise PipelineError(f"{where}: eval.suites[{k}]: {suite}: no such suite file (looked relative to the "
                                 "pipeline file, the working directory and the shipped suites/)")
-        check(f"eval.suites[{k}]", load_suite, suite)
+        loaded = check(f"eval.suites[{k}]", load_suite, suite)
+        # The metric names and scenarios too, before minutes of mining and training (not at the eval stage).
+        check(f"eval.suites[{k}]", check_suite, loaded, {"model": model})

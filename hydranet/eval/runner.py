@@ -173,9 +173,22 @@ def _check_dead_cameras(suite: Suite, camera_names: Iterable[str]) -> None:
 
 def check_suite(suite: Suite, models: dict[str, Any]) -> None:
     """Everything ``run_suite`` would refuse about ``suite`` for ``models`` that is known before a frame is rendered:
-    a scenario the models were not built for, dead cameras their rig lacks. ``SuiteError`` naming the file and
-    field; cheap (no world is rendered)."""
+    a scenario the models were not built for, dead cameras their rig lacks, a threshold or tolerance on a metric
+    a task does not produce. ``SuiteError`` naming the file and field; cheap (no world is rendered)."""
     Worlds(suite, models)
+    for model in models.values():
+        heads = predictor_of(model).tasks
+        for name, spec in suite.tasks.items():
+            if name not in heads:  # judged by check_thresholds (a missing head fails unless allowed)
+                continue
+            metric = heads[name].make_metric()
+            known = metric.metric_names() if isinstance(metric, FrameMetric) else None
+            for kind, names in (("thresholds", spec.thresholds), ("tolerance", spec.tolerance or {})):
+                for m in names:
+                    if known is not None and m.split("/")[0] not in known:
+                        raise SuiteError(f"{suite.path}: tasks.{name}.{kind}.{m}: task '{name}' has no metric "
+                                         f"'{m}'; its metrics: {sorted(known)} (a '/' suffix names a class, state "
+                                         "or camera)")
 
 
 @torch.no_grad()

@@ -27,6 +27,9 @@ from hydranet.metrics.base import NO_GROUND_TRUTH, Metric
 class FrameMetric(Metric):
     """A ``Metric`` whose state is one picklable record per evaluated frame."""
 
+    # Results a subclass adds only on some frames (sequences: ``flicker``), absent from an empty evaluation.
+    extra_names: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         self._records: list[Any] = []
         self._synced = False
@@ -52,6 +55,12 @@ class FrameMetric(Metric):
     def compute(self) -> dict[str, float]:
         """Results over every record: ``compute_frames(None)``."""
         return self.compute_frames(None)
+
+    def metric_names(self) -> set[str]:
+        """The names of the results this metric can give, each up to its first ``/`` (``recall`` for
+        ``recall/red``: the part after it names a class, state or camera): an empty evaluation's keys and
+        ``extra_names``. A suite is checked against them before a frame is rendered."""
+        return {k.split("/")[0] for k in self.compute_frames([])} | set(self.extra_names)
 
     def reset(self) -> None:
         """Drop every record and the synced flag (start of a new evaluation)."""

@@ -89,6 +89,8 @@ class TemporalDetection3DMetric(Detection3DMetric):
     cannot be detected and are not counted by the temporal keys); ``None`` counts every object.
     """
 
+    extra_names = TEMPORAL_KEYS_3D
+
     def __init__(self, classes: Sequence[str], *, history: int = 5, visible_threshold: float = 0.05,
                  score_threshold: float = 0.3, grid_extent: tuple[float, float, float, float] | None = None,
                  **kwargs: Any) -> None:
@@ -172,6 +174,8 @@ class TemporalDetection3DMetric(Detection3DMetric):
 
 class TemporalTrafficLightMetric(TrafficLightMetric):
     """``TrafficLightMetric`` + ``flicker`` of the reported state of each light between consecutive frames."""
+
+    extra_names = ("flicker",)
 
     def __init__(self, states: Sequence[str] = LIGHT_STATES, iou_threshold: float = 0.5,
                  score_threshold: float = 0.3) -> None:

@@ -123,3 +123,17 @@ def test_a_pool_the_model_was_not_built_for_fails_before_any_stage(pipe_dir, tmp
     r = invoke("vacation", "-c", pipe, "-o", tmp_path / "run")
     one_error_line(r, "pool", f"images are {2 * h}x{2 * w} (HxW) but the model is built for {h}x{w}")
     assert not list((tmp_path / "run").glob("iter_*"))
+
+
+def test_a_suite_metric_typo_stops_the_vacation_before_it_mines(pipe_dir, tmp_path):
+    """Before: a tolerance or threshold on a metric no task produces was found at the eval stage, after minutes of
+    mining, labelling and training (and fixing the suite then meant starting over)."""
+    suite = tmp_path / "typo.yaml"
+    suite.write_text(yaml.safe_dump({"scenarios": {"day": {}}, "seeds": [0, 1], "frames": 1,
+                                     "tasks": {"drivable": {"tolerance": {"miouu": 0.02}}}}))
+    pipe = load_pipeline(edit(pipe_dir / "pipeline.yaml", eval={"suites": [str(suite)], "frames": 1}))
+    with pytest.raises(PipelineError, match=r"eval.suites\[0\]: .*typo.yaml: tasks.drivable.tolerance.miouu: task "
+                                            r"'drivable' has no metric 'miouu'"):
+        preflight(pipe)
+    r = invoke("eval", "zoo:tiny-world", "--suite", suite)  # eval and gate check it before any suite runs
+    one_error_line(r, "tasks.drivable.tolerance.miouu", "its metrics: ['boundary_iou', 'iou', 'miou']")
