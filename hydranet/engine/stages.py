@@ -194,7 +194,8 @@ def _stage_train(v: VacationRun, it: int) -> dict[str, Any]:
     t = v.pipe.train
     if t.mode == "finetune":
 
-        summary = run_training(cfg, out, resume=resume, from_ckpt=start, tasks=t.tasks, progress=False)
+        summary = run_training(cfg, out, resume=resume, from_ckpt=start, tasks=t.tasks, progress=False,
+                               resume_hint=_resume_hint(v))
     else:
         summary = _train_heads(v, it, cfg, out, start, resume)
     ckpt = resolve_checkpoint(out)
@@ -213,7 +214,13 @@ def _train_heads(v: VacationRun, it: int, cfg: Any, out: Path, start: str, resum
         parts = [open_source(ds) for _, ds in sorted(cfg.data.datasets.items())]
         write_cache(model, ConcatDataset(parts), cache, trunk_hash=trunk_hash(model), overwrite=True)
     return run_subgraph(cfg, out, from_ckpt=start, tasks=v.pipe.train.tasks, cache=cache, resume=resume,
-                        progress=False)
+                        progress=False, resume_hint=_resume_hint(v))
+
+
+def _resume_hint(v: VacationRun) -> str:
+    """The command that resumes the whole run: a vacation resumes at its first unfinished stage, the train stage
+    from its own last checkpoint (resuming only the train stage would leave the pipeline behind)."""
+    return f"hydranet vacation --config {v.pipe.path or 'PIPELINE.yaml'} --out {v.out}"
 
 
 def _stage_eval(v: VacationRun, it: int) -> dict[str, Any]:

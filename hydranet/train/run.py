@@ -70,8 +70,11 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
 
 def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from_ckpt: str | None = None,
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
-                 console: Any = None) -> dict[str, Any]:
+                 console: Any = None, resume_hint: str | None = None) -> dict[str, Any]:
     """Train per ``cfg`` into ``out_dir``; returns the trainer's summary (rank 0 writes files).
+
+    ``resume_hint``: the command an interrupted run tells the user to resume with (default: ``hydranet train
+    --resume -o OUT``, under torchrun when the job has several ranks; the vacation names its own command).
 
     ``from_ckpt`` initialises the weights (only heads of new tasks may be missing, else ``CheckpointError``);
     ``tasks`` restricts the trained tasks (unknown names: ``ValueError``); ``freeze`` names modules to freeze;
@@ -114,7 +117,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
             return finish_already_finished(trainer, info, console)
         if info.is_main:
             _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
-        summary = fit_stoppable(trainer, resume_command(f"train --resume -o {out_dir}", info),
+        summary = fit_stoppable(trainer, resume_hint or resume_command(f"train --resume -o {out_dir}", info),
                                 console if info.is_main else None)
         if info.is_main:
             summary["tb"] = str(out_dir / "tb")

@@ -200,7 +200,7 @@ def _check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) 
 def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | None, tasks: list[str] | None = None,
                  add_tasks: list[str] | None = None, freeze: list[str] | None = None,
                  cache: str | Path | None = None, resume: bool = False, progress: bool = True,
-                 console: Any = None) -> dict[str, Any]:
+                 console: Any = None, resume_hint: str | None = None) -> dict[str, Any]:
     """``hydranet train --from CKPT [--add-task NAME]... [--tasks ...] [--from-cache CACHE]``.
 
     Without a cache this hands over to ``run.run_training`` (images through the frozen trunk); with
@@ -218,14 +218,14 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     freeze = list(freeze) if freeze else list(_SHARED)
     if cache is None:
         return run_training(cfg, out_dir, resume=resume, from_ckpt=str(from_ckpt), tasks=train_tasks, freeze=freeze,
-                            progress=progress, console=console)
+                            progress=progress, console=console, resume_hint=resume_hint)
     return _run_cached(cfg, Path(out_dir), Path(from_ckpt), FeatureCache(cache), train_tasks, add_tasks,
-                       sorted(set(freeze) | {"trunk", "neck"}), resume, progress, console)
+                       sorted(set(freeze) | {"trunk", "neck"}), resume, progress, console, resume_hint)
 
 
 def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache, train_tasks: list[str],
                 add_tasks: list[str], freeze: list[str], resume: bool, progress: bool,
-                console: Any) -> dict[str, Any]:
+                console: Any, resume_hint: str | None = None) -> dict[str, Any]:
     tc = cfg.train
     if tc.clip is not None:
         raise CacheError("train.clip (video clips) cannot train from a feature cache: the cache holds single "
@@ -271,7 +271,7 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
                 console.print(f"  [yellow]note:[/] {warn}")
         resume_cmd = resume_command(f"train --resume -o {out_dir} --from {from_ckpt} --from-cache {cache.path}"
                                     + (f" --tasks {','.join(train_tasks)}" if train_tasks else ""), info)
-        summary = fit_stoppable(trainer, resume_cmd, console if info.is_main else None)
+        summary = fit_stoppable(trainer, resume_hint or resume_cmd, console if info.is_main else None)
         summary["cache"] = str(cache.path)
         if info.is_main:
             (out_dir / "train_summary.json").write_text(dumps(summary))
