@@ -163,6 +163,9 @@ def suite_yaml(cond: dict[str, Any], header: str) -> str:
     lines = [header.rstrip("\n"), f"name: {suite['name']}", f"description: {flow(suite['description'])}",
              f"world: {flow(suite['world'])}", f"scenarios: {flow(suite['scenarios'])}",
              f"seeds: {flow(suite['seeds'])}", f"frames: {suite['frames']}", "tasks:"]
+    if cond.get("lights"):  # what the light floors judge
+        lines.insert(1, "# Traffic lights labelled on these frames: " + ", ".join(f"{n} {state}" for state, n in
+                                                                                cond["lights"].items()) + ".")
     for task, spec in suite["tasks"].items():
         thresholds = spec.get("thresholds") or {}
         if not thresholds:

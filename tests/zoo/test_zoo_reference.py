@@ -89,8 +89,10 @@ def test_floors_are_the_recorded_figures_of_the_shipped_weights(tmp_path):
     # and the benchmark's world is the suites' world: the test frames are the recorded ones
     for name, cond in data["conditions"].items():
         suite = load_suite(ROOT / "suites" / "reference" / f"{name}.yaml")
-        assert suite.seeds == (reference.CONDITIONS[name]["seed"], reference.CONDITIONS[name]["seed"] + 1)
+        assert suite.seeds == (cond["seed"], cond["seed"] + 1) and cond["seed"] >= reference.CONDITIONS[name]["seed"]
         assert suite.world == {**reference.WORLD, **reference.CONDITIONS[name]["world"]} == cond["world"]
+        # the light floors judge every state: the test frames hold enough lights of each (benchmarks/reference.py)
+        assert min(cond["lights"].values()) >= reference.MIN_LIGHTS_PER_STATE, (name, cond["lights"])
 
 
 def test_floors_lie_below_the_recorded_value_by_the_tolerance():
