@@ -7,11 +7,13 @@ consistent), leaves its loop, writes its checkpoint as at the end of a run, and 
 happens aborts at once (the previous checkpoint is intact: saves are atomic).
 
 Exit codes follow the shell's convention for death by a signal: 130 after SIGINT, 143 after SIGTERM.
-Under ``torchrun`` every rank polls the same flag all-reduced, so all ranks stop at the same step.
+Under ``torchrun`` every rank polls the same flag all-reduced, so all ranks stop at the same step, and a
+worker whose launcher died (``kill -9`` of torchrun) requests the stop itself.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -77,9 +79,34 @@ def stop_on_signals() -> Iterator[None]:
     _received.clear()
     for s in EXIT_CODES:
         signal.signal(s, handler)
+    done = threading.Event()
+    watcher = _watch_launcher(done)
     try:
         yield
     finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
         for s, h in previous.items():
             signal.signal(s, h)
         _received.clear()
+
+
+def _watch_launcher(done: threading.Event, every_s: float = 1.0) -> threading.Thread | None:
+    """Under torchrun, a thread that requests a stop (as SIGTERM would) once the launcher that started this
+    worker is gone: a ``kill -9`` of torchrun's agent leaves its workers running on, and they would train every
+    remaining step and keep writing checkpoints with nobody to collect them. None outside torchrun."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not done.wait(every_s):
+            if os.getppid() != parent:  # re-parented: the launcher died
+                if not _received:
+                    _received.append(signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=watch, name="torchrun launcher watch", daemon=True)
+    thread.start()
+    return thread

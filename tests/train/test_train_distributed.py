@@ -82,3 +82,26 @@ def test_two_processes_equal_one_at_the_same_global_batch(tmp_path):
     # the strategies really differ (the comparison above is not vacuous)
     s, p = final_weights(tmp_path / "one" / "static"), final_weights(tmp_path / "one" / "pcgrad")
     assert any(not torch.equal(s[k], p[k]) for k in s)
+
+
+@pytest.mark.slow
+def test_workers_stop_and_save_when_the_torchrun_launcher_is_killed(tmp_path):
+    """Before: ``kill -9`` of torchrun left both workers training every remaining step, writing checkpoints."""
+    out = tmp_path / "orphans"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+           KIT, str(out), "--steps", "400", "--batch", "2", "--sleep", "0.1", "--stoppable"]
+    launcher = subprocess.Popen(cmd, env={**ENV, "PYTHONPATH": str(Path(__file__).parents[2])},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "train_log.jsonl"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.1)
+    assert log.exists(), "training did not start"
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    latest = out / "checkpoints" / "latest.json"
+    deadline = time.time() + 30  # the workers notice within a second, finish their step and save
+    while time.time() < deadline and not latest.exists():
+        time.sleep(0.1)
+    assert latest.exists(), "the orphaned workers saved no checkpoint"
+    assert json.loads(latest.read_text())["step"] < 400  # they stopped, instead of training on

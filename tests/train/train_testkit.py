@@ -176,6 +176,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--ckpt-every", type=int, default=0)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--stoppable", action="store_true", help="fit as run_training does: a signal stops and saves")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     from hydranet.train import distributed
@@ -198,7 +199,13 @@ def main(argv: list[str]) -> None:
                 return step(batches)
 
             trainer.train_step = slow
-        trainer.fit()
+        if a.stoppable:
+            from hydranet.train.interrupt import stop_on_signals
+
+            with stop_on_signals():
+                trainer.fit()
+        else:
+            trainer.fit()
     distributed.shutdown()
     print("done", os.getpid())
     if info.enabled:
