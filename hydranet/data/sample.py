@@ -170,7 +170,7 @@ def _check_finite(sample: Sample, where: str) -> None:
 # translation of 1e6 m, a UTM coordinate, keeps 6 cm). The contract's origins keep them small: timestamps count
 # from the sequence's start, and a world frame's origin lies near the drive.
 _MAX_TIMESTAMP_S = 1e6  # 11.6 days: beyond it a "seconds since the start of the sequence" is an absolute time
-_MAX_WORLD_TRANSLATION_M = 1e5  # 100 km from the world origin: float32 still resolves 8 mm there
+MAX_WORLD_TRANSLATION_M = 1e5  # 100 km from the world origin: float32 still resolves 8 mm there
 
 
 def _check_float32_range(sample: Sample, where: str) -> None:
@@ -181,9 +181,9 @@ def _check_float32_range(sample: Sample, where: str) -> None:
                          "lose the frame-to-frame intervals the video memory reads. Subtract the sequence's first "
                          "timestamp")
     far = float(sample.T_world_from_ego[:3, 3].abs().max())
-    if far > _MAX_WORLD_TRANSLATION_M:
+    if far > MAX_WORLD_TRANSLATION_M:
         raise ValueError(f"{where}: T_world_from_ego's translation is {far:.0f} m from the world origin (> "
-                         f"{_MAX_WORLD_TRANSLATION_M:g} m): float32 poses lose the ego motion between frames there. "
+                         f"{MAX_WORLD_TRANSLATION_M:g} m): float32 poses lose the ego motion between frames there. "
                          "Express the poses in a world frame whose origin is near the drive (e.g. the sequence's first "
                          "pose's position)")
 

@@ -49,11 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from hydranet.data.sample import (
     LANE_KINDS,
     LIGHT_STATES,
+    MAX_WORLD_TRANSLATION_M,
     OBJECT_CLASSES,
     SEMANTIC_CLASSES,
     Sample,
@@ -94,6 +95,14 @@ class _FrameLine(BaseModel):
     T_world_from_ego: _Matrix
     cameras: dict[str, _CameraEntry]
     labels: dict[str, Any] = {}
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        # A JSON number, never a string a lax parse would read ("1700000000.2") or a bool.
+        if isinstance(v, str | bool):
+            raise ValueError(f"Input should be a valid number, not {type(v).__name__} {v!r}")
+        return v
 
 
 # Ragged labels: field -> (columns or None for [M], dtype, vocabulary for names, required).
@@ -241,12 +250,16 @@ class FramesSource(Source):
         except json.JSONDecodeError as e:
             raise SourceError(f"{self._where(lineno)}: not valid JSON ({e.msg.removesuffix(' at')}, column "
                               f"{e.colno})") from e
+        if not isinstance(raw, dict):
+            raise SourceError(f"{self._where(lineno)}: expected a JSON object (one frame), got a "
+                              f"{type(raw).__name__}")
         try:
             line = _FrameLine.model_validate(raw)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "<line>"
-            msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = ("unknown field (typo?)" if err["type"] == "extra_forbidden"
+                   else err["msg"].removeprefix("Value error, "))
             raise SourceError(f"{self._where(lineno, loc)}: {msg}") from None
         check_rigid(self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego"),
                     self._where(lineno, "T_world_from_ego"), SourceError)
@@ -324,6 +337,11 @@ class FramesSource(Source):
         t0, origin = self.origins[line.scene_id]
         T_world_from_ego = torch.tensor(line.T_world_from_ego, dtype=torch.float64)
         T_world_from_ego[:3, 3] -= torch.tensor(origin, dtype=torch.float64)
+        far = float(T_world_from_ego[:3, 3].abs().max())
+        if far > MAX_WORLD_TRANSLATION_M:  # named here, by line: Sample.validate would name only the sample index
+            raise SourceError(f"{self._where(lineno, 'T_world_from_ego')}: the ego is {far:.3g} m from its scene's "
+                              f"first frame (more than {MAX_WORLD_TRANSLATION_M:.0f} m: a pose in other units, or of "
+                              "another scene?)")
         return Sample(images=torch.stack(images), intrinsics=torch.stack(Ks).float(),
                       T_ego_from_cam=torch.stack(Ts).float(), T_world_from_ego=T_world_from_ego.float(),
                       timestamp=line.timestamp - t0, scene_id=line.scene_id, frame_index=line.frame_index,
@@ -338,8 +356,12 @@ class FramesSource(Source):
         if name == "ego_path":
             return self._array(lineno, where, value, 3, torch.float32)
         if not isinstance(value, dict) or set(value) != set(self.camera_names):
+            extra = sorted(set(value) - set(self.camera_names)) if isinstance(value, dict) else []
+            missing = [c for c in self.camera_names if c not in value] if isinstance(value, dict) else []
+            which = "; ".join(part for part in (f"{extra} are not cameras of the rig" if extra else "",
+                                                 f"no file for {missing}" if missing else "") if part)
             raise SourceError(f"{self._where(lineno, where)}: expected {{camera: file}} for every camera "
-                              f"{list(self.camera_names)}")
+                              f"{list(self.camera_names)}" + (f" ({which})" if which else ""))
         maps = [self._dense_file(lineno, f"{where}.{cam}", name, self._file(value[cam]), size, stored[k])
                 for k, cam in enumerate(self.camera_names)]
         return torch.from_numpy(np.stack(maps))
@@ -374,7 +396,13 @@ class FramesSource(Source):
                               f"max {a.max(initial=0)}")
         return resize_label_map(a, size)
 
-    def _array(self, lineno: int, where: str, value: Any, cols: int | None, dtype: torch.dtype) -> torch.Tensor:
+    def _array(self, lineno: int, where: str, value: Any, cols: int | None, dtype: torch.dtype,
+               unknown_ok: bool = False) -> torch.Tensor:
+        """``value`` as a ``[M]`` / ``[M, cols]`` tensor of ``dtype``; ``SourceError`` naming ``where`` otherwise.
+        ``unknown_ok``: a ``null`` row or entry means unknown and becomes NaN (a box's velocity)."""
+        if unknown_ok and isinstance(value, list):
+            value = [[math.nan] * (cols or 1) if r is None else [math.nan if x is None else x for x in r]
+                     if isinstance(r, list) else r for r in value]
         if cols is not None and isinstance(value, list) and all(isinstance(r, list) for r in value):
             bad = next((k for k, r in enumerate(value) if len(r) != cols), None)
             if bad is not None:  # a row of another length: say which, not numpy's "inhomogeneous shape"
@@ -389,8 +417,9 @@ class FramesSource(Source):
         if (cols is None and a.ndim != 1) or (cols is not None and (a.ndim != 2 or a.shape[1] != cols)):
             raise SourceError(f"{self._where(lineno, where)}: expected shape [M{', ' + str(cols) if cols else ''}], "
                               f"got {list(a.shape)}")
-        if not np.isfinite(a).all():
-            raise SourceError(f"{self._where(lineno, where)}: non-finite value")
+        if not (np.isfinite(a) | (unknown_ok & np.isnan(a))).all():
+            raise SourceError(f"{self._where(lineno, where)}: non-finite value"
+                              + (" (write null for an unknown one)" if unknown_ok else ""))
         return torch.from_numpy(a).to(dtype)
 
     def _ragged(self, lineno: int, name: str, value: Any, scales: list) -> dict[str, torch.Tensor]:
@@ -414,7 +443,7 @@ class FramesSource(Source):
                     raise SourceError(f"{self._where(lineno, where)}: expected a list")
                 names = self.camera_names if vocab == "camera" else self.model_classes if field == "classes" else vocab
                 v = [self._vocab(lineno, f"{where}[{i}]", x, names, field == "classes") for i, x in enumerate(v)]
-            out[field] = self._array(lineno, where, v, cols, dtype)
+            out[field] = self._array(lineno, where, v, cols, dtype, unknown_ok=field == "velocity")
         m = len(out["boxes"])
         for field, t in out.items():
             if len(t) != m:
