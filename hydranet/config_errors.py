@@ -89,3 +89,21 @@ def format_validation_error(err: ValidationError, where: str, prefix: str = "", 
 
     ``prefix`` is prepended to every field path (e.g. ``model`` when validating that section)."""
     return format_field_messages(field_messages(err, prefix), where, sep)
+
+
+def setting_differences(ours: Any, base: Any, path: str = "", depth: int = 3,
+                        names: tuple[str, str] = ("BASE", "this checkpoint")) -> list[str]:
+    """Where two settings trees (config or checkpoint dicts) differ: one ``path: <names[0]> value, <names[1]>
+    value`` line per differing leaf (``base`` first), nested dicts walked ``depth`` levels down, long values cut to
+    80 characters. Says *what* differs when a checkpoint does not fit (``merge``, ``train --from``)."""
+    if ours == base:
+        return []
+    if isinstance(ours, dict) and isinstance(base, dict) and depth > 0:
+        return [line for k in sorted(set(ours) | set(base), key=str)
+                for line in setting_differences(ours.get(k), base.get(k), f"{path}.{k}" if path else str(k),
+                                                depth - 1, names)]
+
+    def short(v: Any) -> str:
+        text = repr(sorted(v) if isinstance(v, dict) else v)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return [f"{path}: {names[0]} {short(base)}, {names[1]} {short(ours)}"]

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from hydranet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, trunk_hash
+from hydranet.config_errors import setting_differences
 from hydranet.model import ModelConfig, create_model
 from hydranet.tasks import create_task
 
@@ -66,20 +67,6 @@ def _settings(model_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in model_config.items() if k != "tasks"}
 
 
-def _differences(ours: Any, base: Any, path: str, depth: int = 3) -> list[str]:
-    """Where two model settings differ, as ``path: BASE value -> this value`` lines (nested dicts walked
-    ``depth`` levels down; a rig or class list shown as its names)."""
-    if ours == base:
-        return []
-    if isinstance(ours, dict) and isinstance(base, dict) and depth > 0:
-        return [line for k in sorted(set(ours) | set(base), key=str)
-                for line in _differences(ours.get(k), base.get(k), f"{path}.{k}" if path else str(k), depth - 1)]
-    def short(v: Any) -> str:
-        text = repr(sorted(v) if isinstance(v, dict) else v)
-        return text if len(text) <= 80 else text[:77] + "..."
-    return [f"{path}: BASE {short(base)}, this checkpoint {short(ours)}"]
-
-
 def _head_tensors(state: dict[str, Tensor], task: str) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if k.startswith(f"heads.{task}.")}
 
@@ -105,7 +92,7 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
                              f"(hydranet train --from {b.path} --freeze trunk,neck)")
         c_cfg = c.state.get("model_config") or {}
         if _settings(c_cfg) != _settings(plan.model_config):
-            diff = _differences(_settings(c_cfg), _settings(plan.model_config), "")
+            diff = setting_differences(_settings(c_cfg), _settings(plan.model_config))
             raise MergeError(f"{c.path}: model settings differ from BASE {b.path}: " + "; ".join(diff) +
                              ". A head trained for another rig, size or grid cannot sit on BASE's network; a "
                              "checkpoint that only added a rig can be BASE itself (its trunk is BASE's)")

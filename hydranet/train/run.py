@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from hydranet.checkpoint import CheckpointError, load_checkpoint
+from hydranet.config_errors import setting_differences
 from hydranet.console import make_console, progress
 from hydranet.json_files import dumps
 from hydranet.model import create_model
@@ -59,8 +60,13 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
             raise CheckpointError(f"{ckpt.path}: tensor {k} is {v.dtype}, the model's is {own[k].dtype}: the "
                                   "checkpoint was altered or is not this model's")
         if k in own and own[k].shape != v.shape:
+            diff = setting_differences(model.cfg.model_dump(mode="json"), trained_cfg,
+                                       names=("the checkpoint", "the config")) if (
+                isinstance(trained_cfg, dict) and hasattr(model, "cfg")) else []
+            where = ("; the model settings that differ: " + "; ".join(diff)) if diff else (
+                ": is the model section the checkpoint's?")
             raise CheckpointError(f"{ckpt.path}: tensor {k} has shape {tuple(v.shape)}, the config's model "
-                                  f"{tuple(own[k].shape)}: is the model section the checkpoint's?")
+                                  f"{tuple(own[k].shape)}{where}")
     model.load_state_dict({k: v for k, v in ckpt.model.items() if k in own}, strict=False)
     dropped = f"; dropped {len(unexpected)} tensors of tasks not in the config" if unexpected else ""
     new = sorted({k.split(".")[1] for k in missing})

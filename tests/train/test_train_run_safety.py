@@ -213,3 +213,17 @@ def test_resuming_on_another_number_of_ranks_says_the_global_batch_changes(tmp_p
     again = make_trainer(tmp_path, steps=4, ckpt_every=2)
     assert again.resume() and again.step == 2
     assert "trained on 2 rank(s) and resumes on 1: its global batch goes from 8 to 4" in again.resume_note
+
+
+def test_a_checkpoint_that_does_not_fit_the_config_names_the_settings_that_differ():
+    """Before: "tensor fusion.sampler.reduce.0.weight has shape ...: is the model section the checkpoint's?" and
+    nothing on which setting to change."""
+    from hydranet.checkpoint import load_checkpoint
+    from hydranet.model import ModelConfig, create_model
+    from hydranet.train.run import _load_from
+
+    trained = load_checkpoint("zoo:tiny-world").state["model_config"]
+    cfg = ModelConfig.model_validate({**trained, "fusion": {**trained["fusion"], "heights": [0.0, 1.0]}})
+    with pytest.raises(ck.CheckpointError, match=r"the model settings that differ: fusion.heights: the checkpoint "
+                                                 r"\[0.0, 0.5, 1.0, 2.0, 3.5, 5.5\], the config \[0.0, 1.0\]"):
+        _load_from(create_model(cfg), "zoo:tiny-world")
