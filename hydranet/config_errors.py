@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["field_messages", "format_field_messages", "format_validation_error"]
+__all__ = ["field_messages", "format_field_messages", "format_validation_error", "setting_differences"]
 
 # Location parts pydantic inserts for union members / validators, not fields the user wrote.
 _INTERNAL = re.compile(r"^(literal\[.*\]|function-\w+\[.*\]|[a-z_]+\[.*\]|is-instance\[.*\]|tagged-union\[.*\]|"

@@ -38,7 +38,7 @@ from typing import Any
 
 __all__ = ["LimitError", "MAX_IMAGE_PIXELS_DEFAULT", "MAX_SUITE_SEEDS", "MIN_LIDAR_POINTS_DEFAULT", "check_bev_cells",
            "check_lidar_points", "check_suite_size", "documented_limits", "loads_json", "net_retries", "net_timeout_s",
-           "open_image", "set_max_image_pixels"]
+           "max_image_pixels", "open_image", "set_max_image_pixels"]
 
 MAX_IMAGE_PIXELS_DEFAULT = 64_000_000
 _MAX_JSON_DEPTH = 100
