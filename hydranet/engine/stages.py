@@ -4,6 +4,7 @@ the iteration number, does its work, and returns the record the loop writes when
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from collections import Counter
 from collections.abc import Callable
@@ -240,8 +241,14 @@ def _stage_eval(v: VacationRun, it: int) -> dict[str, Any]:
         setup[suite.name] = {"frames": len(runs["current"].frames), "resamples": suite.bootstrap,
                              "confidence": suite.confidence}
     return {"suites": suites, "gate_rows": rows, "gate_suites": setup,
-            "summary": ", ".join(f"{s}: " + " ".join(f"{t} {next(iter(m.values())):.3f}"
-                                                     for t, m in d["candidate"].items()) for s, d in suites.items())}
+            "summary": ", ".join(f"{s}: " + " ".join(f"{t} {_headline(m)}" for t, m in d["candidate"].items())
+                                 for s, d in suites.items())}
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    """A task's headline (its first metric) for a one-line summary; "—" when these frames left it undefined."""
+    value = next(iter(metrics.values()), math.nan)
+    return f"{value:.3f}" if math.isfinite(value) else "— (undefined on these frames)"
 
 
 def _stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
@@ -261,6 +268,8 @@ def _stage_gate(v: VacationRun, it: int) -> dict[str, Any]:
     words = "; ".join(f"suite {f['suite']}: {f['task']}.{f['metric']} {f['reason']}" for f in failures)
     noise = (f"; {len(weak)} drop(s) beyond tolerance not significant at these frames ({', '.join(weak)})"
              if weak else "")
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    noise += f"; {skipped} row(s) skipped (no head, or no ground truth on these frames)" if skipped else ""
     return {"passed": not failures, "failures": failures, "not_significant": weak, "current": v.current()["checkpoint"],
             "candidate": v.record(it, "train")["checkpoint"], "suites": suites,  # type: ignore[index]
             "summary": ("passed" if not failures else f"FAILED — {words}") + noise}
