@@ -144,7 +144,7 @@ def test_bad_inputs_raise_clear_errors(model):
     # by camera, on every path that reads K; a failed camera's K is not read (any placeholder will do).
     native = K.clone()
     native[0, 3, :2] *= 3.0
-    with pytest.raises(ValueError, match=rf"intrinsics\[0, 3\] puts the principal point .* outside the \(H, W\) = "
+    with pytest.raises(ValueError, match=rf"intrinsics\[0, 3\] puts the principal point .* where no K of the \(H, W\) = "
                                          rf"\({h}, {w}\) input"):
         model(images, native, T)
     with pytest.raises(ValueError, match=r"intrinsics\[0, 3\] puts the principal point"):
