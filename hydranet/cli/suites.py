@@ -56,11 +56,13 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _load(path: Path, device: str) -> Any:
+def _load(path: Path, device: str, option: str = "CHECKPOINT") -> Any:
+    """The model at ``path``; a bad checkpoint is one error naming ``option`` (the argument or option it came
+    from: ``CHECKPOINT``, ``--baseline``, ``--candidate``)."""
     try:
         model, _ = load_model(path, device=device)
     except (CheckpointError, OSError, ValueError) as e:
-        raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
+        raise typer.BadParameter(str(e), param_hint=option) from None
     return model
 
 
@@ -314,7 +316,7 @@ def gate_command(
 
     dev = _device(device)
     suites = _suites(suite)
-    models = {"baseline": _load(baseline, dev), "candidate": _load(candidate, dev)}
+    models = {"baseline": _load(baseline, dev, "--baseline"), "candidate": _load(candidate, dev, "--candidate")}
     suites = _checked(suites, models, default=suite == Path("suites"))
     all_rows = []
     for runs in _run(models, suites, dev, batch_size, frames):

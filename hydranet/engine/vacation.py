@@ -43,6 +43,9 @@ class Vacation(VacationRun):
 
         rows = []
         for it in range(1, self.pipe.iterations + 1):
+            done = [stage for stage in STAGES if self.record(it, stage) is not None]
+            if done:  # a resumed run says what it keeps instead of redoing it
+                self.log(f"iteration {it}: {', '.join(done)} finished in an earlier run (kept, not redone)")
             for stage in STAGES:
                 if self._exhausted(it):
                     break

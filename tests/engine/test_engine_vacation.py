@@ -161,6 +161,7 @@ def test_kill_9_then_resume_finishes_without_redoing_finished_stages(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hydranet", "vacation", "-c", str(pipe), "-o", str(run)],
                        capture_output=True, text=True, env=ENV, timeout=400)
     assert r.returncode == 0, r.stderr
+    assert "finished in an earlier run (kept, not redone)" in " ".join(r.stdout.split() + r.stderr.split())
     after = records(run)
     assert all(after[k] == v for k, v in done.items())  # finished stages untouched
     second = {json.loads(after[k])["pid"] for k in after if k not in done}
