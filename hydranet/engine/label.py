@@ -72,7 +72,9 @@ def write_labelled(out: str | Path, items: Iterator[Labelled], pool: Dataset, so
         items = iter(items)
         first = next(items, None)
         if first is not None:  # a shard directory needs at least one sample
-            with ShardWriter(stage, shard_size=shard_size, setup=setup, source=source, staged=False) as w:
+            # ``kind: label``: what `data-info` names as the dataset's source (the labeller and queue beside it).
+            with ShardWriter(stage, shard_size=shard_size, setup=setup, source={"kind": "label", **source},
+                             staged=False) as w:
                 for item in itertools.chain([first], items):
                     w.write(item.sample)
                     records.append(item.record)

@@ -40,6 +40,7 @@ def test_label_cli_oracle_and_auto(checkpoint, world_yaml, tmp_path):
         recs = [json.loads(x) for x in (tmp_path / kind / "labels.jsonl").read_text().splitlines()]
         assert len(recs) == 3 and {x["provenance"]["labeller"] for x in recs} == {kind}
         assert (tmp_path / kind / "manifest.json").is_file()
+        assert json.loads((tmp_path / kind / "manifest.json").read_text())["source"]["kind"] == "label"
     r = invoke("label", "-q", q, "--data", world_yaml, "-l", "auto", "-o", tmp_path / "x")
     assert r.exit_code == 2 and "--teacher" in r.output
     r = invoke("label", "-q", tmp_path / "nope", "--data", world_yaml, "-o", tmp_path / "y")
