@@ -200,3 +200,25 @@ def test_a_dead_peer_rank_is_named_as_such_not_as_a_hydranet_bug(monkeypatch):
         assert "hydranet bug" not in message and "--resume" in message
     message, code = describe(KeyError("lane"))  # a bare key lookup that failed is a bug, not bad input
     assert code == FAILED and message.startswith("internal error: KeyError")
+
+
+def test_one_file_outputs_never_replace_a_zoo_entry_or_a_datasets_parts(tmp_path):
+    """Before: `eval zoo:tiny-world -o .../pretrained/tiny-world/provenance.json` replaced the shipped model's
+    provenance (no zoo command loaded after it), `-o DATA/manifest.json` a dataset's manifest, and `-o DIR` failed
+    after the work with a raw OS error."""
+    from hydranet.model import find_pretrained
+
+    zoo = find_pretrained("tiny-world").directory
+    before = (zoo / "provenance.json").read_bytes()
+    res = runner.invoke(app, ["eval", "zoo:tiny-world", "--data", "synthetic", "--frames", "1", "-o",
+                              str(zoo / "provenance.json")])
+    assert res.exit_code == 2 and "lies inside the input" in " ".join(res.output.split())
+    assert (zoo / "provenance.json").read_bytes() == before
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text("{}")
+    for out, words in ((dataset / "manifest.json", "is part of a hydranet dataset, run or checkpoint"),
+                       (dataset, "is a directory")):
+        res = runner.invoke(app, ["report", "zoo:tiny-world", "--frames", "1", "-o", str(out)])
+        assert res.exit_code == 2 and words in " ".join(res.output.split()), res.output
+    assert (dataset / "manifest.json").read_text() == "{}"

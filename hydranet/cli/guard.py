@@ -44,6 +44,7 @@ from hydranet.checkpoint import resolve_checkpoint
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
 from hydranet.engine import load_pipeline, run_outputs
+from hydranet.model import ZOO_SCHEME, ZooError, find_pretrained
 from hydranet.outputs import (
     OutputError,
     check_output,
@@ -87,6 +88,12 @@ def _candidates(value: Any) -> Iterator[str]:
         return
     text = os.fspath(value)
     if not text or "://" in text:
+        return
+    if text.startswith(ZOO_SCHEME):  # a shipped model: its files in the package are an input like any checkpoint's
+        try:
+            yield str(find_pretrained(text).directory)
+        except ZooError:  # an unknown name: the command says so itself
+            pass
         return
     yield text
     if ":" in text:
@@ -167,6 +174,26 @@ def _lock_holder() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
+# The files hydranet's own datasets, runs, checkpoints, queues and zoo entries are made of: a command that writes one
+# file (a JSON of results, a report, a picture) never replaces one of them, whatever folder it is in.
+_STRUCTURE_FILES = frozenset({"manifest.json", "state.json", "latest.json", "config.yaml", "model.safetensors",
+                              "optimizer.safetensors", "provenance.json", "labels.jsonl", "queue.jsonl",
+                              "train_log.jsonl", "current.json"})
+
+
+def _check_file_output(out: Path, option: str) -> None:
+    """Before a one-file command runs (rule 1): its ``--out`` may not be a directory, a path below a file, or a
+    file named like a part of a dataset, run, checkpoint, queue or zoo entry (``_STRUCTURE_FILES``): ``OutputError``
+    naming it, instead of a raw OS error after the work or a dataset whose manifest was replaced."""
+    if out.is_dir():
+        raise OutputError(f"{option} {out} is a directory; {option} names the file to write")
+    if any(p.is_file() for p in out.parents):
+        raise OutputError(f"{option} {out}: {next(p for p in out.parents if p.is_file())} is a file, not a folder")
+    if out.name in _STRUCTURE_FILES and out.exists():
+        raise OutputError(f"{option} {out} is part of a hydranet dataset, run or checkpoint ({out.name}): writing "
+                          "there would replace it; choose another file")
+
+
 @contextmanager
 def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] = ()) -> Iterator[None]:
     """Rules 1-3 of the module docstring around one command's body."""
@@ -190,6 +217,8 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
                 raise OutputError(f"{flag} {params[key]} is also the command's --out: one would overwrite the other; "
                                   "choose another file")
     is_dir = name in DIRECTORY_OUTPUTS
+    if not is_dir:
+        _check_file_output(out, option)
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
     before = temp_leftovers(folder, stem)

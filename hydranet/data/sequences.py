@@ -1,9 +1,10 @@
 """Which samples of a dataset are consecutive frames of one scene, from metadata where possible.
 
 Video training (``train/clips.py``) and sequence evaluation (``eval/sequence.py``) need to know, without
-decoding images, which dataset indices form a scene's frames in order: the synthetic world answers by
-index arithmetic, a shard dataset from each member's ``sample.json``, any other source of ``Sample`` by
-loading each sample once (its ``scene_id`` and ``frame_index``).
+decoding images, which dataset indices form a scene's frames in order: the synthetic world (and a ``kind:
+world`` source, which serves its world's frames in order) answers by index arithmetic, a shard dataset from
+each member's ``sample.json``, any other source of ``Sample`` by loading each sample once (its ``scene_id``
+and ``frame_index``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def sequence_keys(ds: Dataset) -> tuple[list[str], np.ndarray]:
             frames_all.append(f)
         return scenes_all, np.concatenate(frames_all) if frames_all else np.zeros(0, np.int64)
     n = len(ds)  # type: ignore[arg-type]
+    inner = getattr(ds, "world", None)  # a training config's `kind: world` source: index i is its world's frame i
+    if inner is not None and hasattr(inner, "config") and len(inner) == n:
+        return sequence_keys(inner)
     cfg = getattr(ds, "config", None)
     if hasattr(ds, "label_present") and cfg is not None and hasattr(cfg, "frames_per_scene"):  # SyntheticWorld
         per = cfg.frames_per_scene

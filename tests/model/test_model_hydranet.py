@@ -144,8 +144,8 @@ def test_bad_inputs_raise_clear_errors(model):
     # by camera, on every path that reads K; a failed camera's K is not read (any placeholder will do).
     native = K.clone()
     native[0, 3, :2] *= 3.0
-    with pytest.raises(ValueError, match=rf"intrinsics\[0, 3\] puts the principal point .* where no K of the \(H, W\) = "
-                                         rf"\({h}, {w}\) input"):
+    with pytest.raises(ValueError, match=rf"intrinsics\[0, 3\] puts the principal point .* where no K of the "
+                                         rf"\(H, W\) = \({h}, {w}\) input"):
         model(images, native, T)
     with pytest.raises(ValueError, match=r"intrinsics\[0, 3\] puts the principal point"):
         model.forward_features(model.camera_features(images), native, T)

@@ -36,6 +36,14 @@ def test_clip_sampler_yields_frame_major_clips_of_one_scene():
     world = SyntheticWorld(WorldConfig(**(WORLD | {"drop_labels": {}})))
     scenes, frames = sequence_keys(world)
     assert frames.tolist() == [0, 1, 2, 3, 4] * 2 and scenes[4] != scenes[5]
+    # A training config's `kind: world` source answers from its world's layout, rendering nothing (before: every
+    # frame was rendered once before step 1, minutes for configs/temporal.yaml).
+    from hydranet.datasets import open_dataset
+
+    source = open_dataset(CONFIG["data"]["datasets"]["w"])
+    source.world._render = None  # rendering a frame here would fail the test
+    keys = sequence_keys(source)
+    assert keys[0] == scenes and keys[1].tolist() == frames.tolist()
     starts = clip_starts(scenes, frames, 3)
     sched = TaskScheduler({"all": np.arange(10)}, "all", seed=0, num_samples=10)
     batches = list(ClipBatchSampler(sched, 2, 0, 1, 3, starts, 3))
