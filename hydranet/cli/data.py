@@ -100,7 +100,7 @@ def data_info(
     data: str = typer.Argument(..., help="Shard directory (or its manifest.json), or an fsspec URL of one "
                                "(s3://, gs://, https://)."),
     verify: bool = typer.Option(False, "--verify", help="Check every shard's sha256 against the manifest."),
-    deep: bool = typer.Option(False, "--deep", help="With --verify: also read and decode every sample."),
+    deep: bool = typer.Option(False, "--deep", help="Verify (as --verify) and also read and decode every sample."),
 ) -> None:
     """Summarise a shard directory (source, rig, label counts, shards); optionally verify every byte."""
 
@@ -121,7 +121,7 @@ def data_info(
     for name, count in m.labels.items():
         table.add_row(name, str(count), f"{100 * count / m.num_samples:.0f}%", "yes" if name in m.tasks else "")
     console.print(table)
-    if not verify:
+    if not (verify or deep):  # --deep verifies too: decoding every sample presumes the bytes are checked
         return
     decoded = [0]
 

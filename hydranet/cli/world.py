@@ -44,7 +44,11 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
         draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13, name="drivable")
     if "lanes" in lab:
         draw_lane_masks(views, lab["lanes"], alpha=0.85)
-    if "detection2d" in lab and not boxes3d_in_cameras:
+    if boxes3d_in_cameras and "objects3d" not in lab and overlay:
+        # --boxes3d on a frame whose 3D label is absent (partial labels): its 2D boxes instead, and why.
+        views.note("objects3d: no label on this frame" + (", its 2D boxes drawn instead" if "detection2d" in lab
+                                                           else ""))
+    if "detection2d" in lab and not (boxes3d_in_cameras and "objects3d" in lab):
         det = lab["detection2d"]
         names = class_names(setup, "detection2d")
         light = det["classes"] == (names.index("traffic_light") if "traffic_light" in names else -1)

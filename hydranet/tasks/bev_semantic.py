@@ -158,6 +158,7 @@ class BevSemantic(Task):
         if ground_truth:
             # Ground truth as class-coloured outlines, so it reads on top of a filled prediction.
             draw_bev_map(views, outline(decoded), self.classes, alpha=1.0)
-            views.note(GROUND_TRUTH_BEV)
+            if getattr(views, "truth_over_predictions", False):  # only then is a filled prediction under it
+                views.note(GROUND_TRUTH_BEV)
         else:
             draw_bev_map(views, decoded, self.classes)

@@ -37,3 +37,21 @@ def test_ground_truth_over_predictions_is_an_outline_and_dots():
     draw_depth(depth, torch.full((1, 16, 16), 10.0))
     changed = (np.asarray(depth.cameras[0]) != 100).any(-1)
     assert 0 < changed.sum() < 16 * 16 / 4  # dots, not a dense overlay
+
+
+def test_the_bev_truth_note_speaks_of_a_prediction_only_when_one_is_under_it():
+    """Before: every ground-truth BEV map said "the filled areas are the prediction", in the report's
+    ground-truth-only panel too, where nothing filled was a prediction."""
+    from hydranet.tasks import create_task
+    from hydranet.viz.maps import GROUND_TRUTH_BEV
+
+    task = create_task("bev_semantic")
+    label = torch.zeros(len(task.classes), 16, 16, dtype=torch.uint8)
+    label[0, 4:12, 4:12] = 1
+    alone = _canvas()
+    task.draw(alone, label, ground_truth=True)
+    assert GROUND_TRUTH_BEV not in alone.notes
+    over = _canvas()
+    over.truth_over_predictions = True
+    task.draw(over, label, ground_truth=True)
+    assert GROUND_TRUTH_BEV in over.notes

@@ -169,3 +169,24 @@ def test_show_draws_labels_as_ground_truth(tmp_path, monkeypatch):
     assert styles == [{"ground truth"}]
     res = CliRunner().invoke(app, ["show", "--index", "3", "--boxes3d", "--out", str(tmp_path / "t.png")])
     assert res.exit_code == 0 and styles[-1] == {"ground truth"}
+
+
+def test_show_boxes3d_on_a_frame_without_a_3d_label_draws_its_2d_boxes_and_says_why(monkeypatch):
+    """Before: --boxes3d left the cars of such a frame (partial labels) without any box and without a word."""
+    from hydranet.cli.world import _overlay
+    from hydranet.viz import Views as ViewsClass
+    from hydranet.world import SyntheticWorld, WorldConfig
+
+    notes: list[list[str]] = []
+    original = ViewsClass.compose
+
+    def spy(self, *args, **kwargs):
+        notes.append(list(self.notes))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ViewsClass, "compose", spy)
+    world = SyntheticWorld(WorldConfig(seed=3, num_scenes=1, frames_per_scene=1, setup={"image_size": [64, 128]}))
+    sample = world[0]
+    del sample.labels["objects3d"]
+    _overlay(sample, world.setup.grid, 1.0, True, "t", setup=world.setup)
+    assert "objects3d: no label on this frame, its 2D boxes drawn instead" in notes[-1]
