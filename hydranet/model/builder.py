@@ -81,7 +81,9 @@ def create_model(cfg: ModelConfig | str | dict, pretrained: bool = False) -> Hyd
     overrides it was trained with) is built and its shipped weights loaded strictly
     (``hydranet.model.zoo``). Like any new module it is in train mode: call ``.eval()`` for inference.
     ``ZooError`` (a ``ValueError``) lists the names that have weights when ``cfg`` has none, and names
-    the file when the entry's files are missing or damaged."""
+    the file when the entry's files are missing or damaged; ``TypeError`` when ``pretrained`` is not a bool."""
+    if not isinstance(pretrained, bool):  # "yes", 1: a typo for True, or a path meant for another argument
+        raise TypeError(f"create_model(..., pretrained=...) takes True or False, got {pretrained!r}")
     if pretrained:
         if not isinstance(cfg, str):
             raise ZooError("create_model(..., pretrained=True) takes a zoo or preset name (hydranet zoo lists them), "

@@ -113,9 +113,9 @@ class WorldConfig(BaseModel):
     def _drop(cls, v: dict[str, float]) -> dict[str, float]:
         for name, frac in v.items():
             if name not in ALL_LABELS:
-                raise ValueError(f"drop_labels: unknown label '{name}' (known: {sorted(ALL_LABELS)})")
+                raise ValueError(f"unknown label '{name}' (known: {sorted(ALL_LABELS)})")
             if not 0.0 <= frac <= 1.0:
-                raise ValueError(f"drop_labels['{name}'] must be a fraction in [0, 1], got {frac}")
+                raise ValueError(f"'{name}': must be a fraction in [0, 1], got {frac}")
         return v
 
     @model_validator(mode="after")

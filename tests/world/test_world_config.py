@@ -24,7 +24,7 @@ def test_defaults_match_the_contract_rig_and_grid():
         ({"lanes_per_direction": (0, 5)}, "lanes_per_direction"),
         ({"rate_hz": 0}, "rate_hz"),
         ({"drop_labels": {"depht": 0.5}}, "depht"),
-        ({"drop_labels": {"depth": 1.5}}, "drop_labels['depth']"),
+        ({"drop_labels": {"depth": 1.5}}, "'depth': must be a fraction"),
         ({"colour_of_sky": "blue"}, "colour_of_sky"),
         ({"setup": {"grid": {"x_range": (10.0, -10.0)}}}, "x_range"),
         ({"signal_weights": {"go": 1.0}}, "signal_weights"),

@@ -69,6 +69,8 @@ def test_a_preset_without_weights_names_the_ones_with_weights():
     with pytest.raises(KeyError, match="unknown model preset 'tiny-world'"):
         create_model("tiny-world")  # a zoo name is not an architecture: pretrained=True names it
     assert find_pretrained("zoo:tiny-world") is find_pretrained("tiny") is PRETRAINED["tiny-world"]
+    with pytest.raises(TypeError, match="takes True or False, got 'yes'"):  # before: any truthy value
+        create_model("tiny", pretrained="yes")
 
 
 def test_zoo_names_resolve_in_the_one_checkpoint_loader():
