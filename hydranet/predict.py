@@ -71,12 +71,13 @@ def _own_cameras(value: Any, n: int, space: str) -> Any:
     return value
 
 
-def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], source: str, model_name: str) -> None:
+def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], source: str, model_name: str,
+                          remedy: str = "leave out the ground truth or that task (--tasks)") -> None:
     """``SetupMismatchError`` naming ``source`` when the data's labels of ``tasks`` cannot be drawn beside the
     predictions of a model of ``setup`` (``predict --ground-truth``, ``view --model``): BEV labels on another grid
     (for a BEV task), or object labels whose class vocabulary differs (a class id would be drawn with another
     class's name). Data that declares neither passes. The rig and image size may differ: predictions are drawn
-    on each frame's own cameras."""
+    on each frame's own cameras. ``remedy``: what the message tells the user to do instead."""
     try:
         data = dataset_setup(dataset)
     except TypeError:  # a dataset that reports no setup: its labels are checked per frame
@@ -86,14 +87,14 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
             and grid != setup.grid:
         raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
                                  f"{setup.grid.describe()} (setup.grid): they cannot be drawn beside its "
-                                 "predictions; leave out the ground truth or the BEV tasks (--tasks)")
+                                 f"predictions; {remedy}")
     for label in sorted({t.label for t in tasks.values()}):
         have, want = data.vocabulary(label), setup.vocabulary(label)
         if have is not None and want is not None and tuple(have) != tuple(want):
             raise SetupMismatchError(f"{source}: {label} classes are {list(have)} but {model_name}'s are "
                                      f"{list(want)} (setup.classes.{label}): its labels cannot be drawn beside the "
                                      f"predictions; convert the data with the model's classes (hydranet convert "
-                                     f"--model-classes), or leave out the ground truth or that task (--tasks)")
+                                     f"--model-classes), or {remedy}")
 
 
 @torch.inference_mode()

@@ -15,7 +15,8 @@ Before a command's body runs, and around it:
    the job, so a second job (or a single process) writing there is refused, and torchrun stops the refused
    job's other ranks with it. (``train`` also locks its run directory itself, all ranks agreeing.)
 3. **Nothing half-written is left**: when the command fails, temporary files it created beside or in its
-   output (``.tmp-*``, ``*.tmp``) are removed, and so is a file output that did not exist before.
+   output (``.tmp-*``, ``*.tmp``) are removed, and so is a file output that did not exist before, or a directory
+   output it created and left empty.
 4. **One error line** (``hydranet.cli.errors.cli_errors``): every exception becomes ``error: ...`` and exit
    1/2 (130/143 when interrupted), never a traceback; click's usage errors too (``GuardedGroup``).
 
@@ -237,6 +238,8 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
             _clean(temp_leftovers(folder, stem) - before)
         if not deliberate and not is_dir and not existed and out.is_file():
             out.unlink(missing_ok=True)  # a file output this command began and did not finish
+        if is_dir and not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a directory output this command created and left empty (cache-features on a bad shard)
         raise
     finally:
         current_output.reset(token)

@@ -56,7 +56,7 @@ def view(
             raise fail(f"--start {start}: {data or 'the world'} holds {len(dataset)} frames")
         if net is not None:  # the labels are drawn beside the predictions
             check_labels_drawable(dataset, net.setup, {t: net.task_objects[t] for t in names}, f"--data {data}",
-                                  f"--model {model}")
+                                  f"--model {model}", remedy="choose --tasks without that task")
         stop = min(len(dataset), start + frames)
         predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False)
         with SceneRecorder(out) as recorder, progress("view", stop - start, console, unit="frames") as bar:

@@ -568,3 +568,13 @@ def test_a_failed_label_keeps_the_earlier_labels(tmp_path, dataset):
     assert tree_hash(out) == before and leftovers(tmp_path) == []
     cli("label", "--queue", queue, "--data", dataset, "--out", tmp_path / "first", code=2)
     assert not (tmp_path / "first").exists() and leftovers(tmp_path) == []
+
+
+def test_cache_features_on_a_corrupt_shard_leaves_no_output_directory(inputs):
+    """Before: the failure left an empty --out directory behind, carrying the output's name."""
+    bad = shutil.copytree(inputs["data"], inputs["tmp"] / "bad_cache_data")
+    _damage_sample(bad, 1)
+    out = inputs["tmp"] / "cache_out"
+    line = error_line(cli("cache-features", "--ckpt", inputs["run"], "--data", bad, "-o", out, code=2))
+    assert "shard-000000.tar" in line, line
+    assert not out.exists() and leftovers(inputs["tmp"]) == []
