@@ -279,6 +279,11 @@ def test_train_names_a_data_rig_it_adds_beside_the_declared_ones():
     assert undeclared_rigs(declared, resolve_setup(declared, {"data.datasets.w": same})) == []  # the declared rig
     undeclared = ModelConfig.preset("tiny", setup=SETUP, tasks={"drivable": {}})
     assert undeclared_rigs(undeclared, resolve_setup(undeclared, {"data.datasets.fleet": data})) == []
+    # No rig declared, data of two rigs: their names come from the data, so they are said (a new-user trial).
+    second = Setup.model_validate({**SETUP, "rigs": {"fleet": ONE_CAMERA["front"]}})
+    both = resolve_setup(undeclared, {"data.datasets.fleet": data, "data.datasets.fleet2": second})
+    (line,) = undeclared_rigs(undeclared, both)
+    assert line.startswith("the model takes the 2 rigs of its data: 'fleet' (cameras ['cam_front']); 'fleet2'")
 
 
 def test_generate_checks_a_training_world_against_its_model(tmp_path):

@@ -100,9 +100,16 @@ class TrainData:
 def undeclared_rigs(model_cfg: ModelConfig, resolved: ModelConfig) -> list[str]:
     """One line per rig ``resolve_setup`` took from the data beside rigs the config declares (``setup.rigs`` set):
     what a user who declared their rig should hear, as data whose camera names differ from it is trained as a rig
-    of its own and not as the declared one. Empty when the config declares no rig or the data brought none."""
+    of its own and not as the declared one. A config that declares no rig and trains on data of several rigs gets
+    one line naming them (their names come from the data). Empty otherwise."""
     if "rigs" not in model_cfg.setup.model_fields_set:
-        return []
+        rigs = resolved.setup.rigs
+        if len(rigs) < 2:  # one rig, the data's own: nothing a user would not expect
+            return []
+        # Several rigs taken from the data, named by the data (a rig name that clashes takes its dataset's name).
+        return [f"the model takes the {len(rigs)} rigs of its data: "
+                + "; ".join(f"'{r.name}' (cameras {list(r.names)})" for r in rigs)
+                + " (`hydranet export --rig NAME` exports one; declare model.setup.rigs to name them yourself)"]
     declared = {r.name: list(r.names) for r in model_cfg.setup.rigs}
     return [f"rig '{r.name}' (cameras {list(r.names)}) of the data is not among the rigs model.setup.rigs declares "
             f"({', '.join(f'{n}: {c}' for n, c in declared.items())}): the model takes it as a further rig "
