@@ -66,6 +66,27 @@ def _load(path: Path, device: str, option: str = "CHECKPOINT") -> Any:
     return model
 
 
+# The --track option of eval, gate and report: one help text, one check.
+_TRACK_HELP = ("video suites (sequence:): track objects3d boxes over each clip; the tracks' velocity and scores "
+               "replace the velocity head's and each box's (docs/eval.md)")
+
+
+def _tracking(track: bool, suites: list[Any], model_tasks: Any) -> tuple[TrackerOptions | None, list[str]]:
+    """``(TrackerOptions or None, names of the suites tracked)`` for ``--track``; ``typer.BadParameter`` when no
+    suite streams clips that score ``objects3d``, a head of the model (there is nothing to track). Says which."""
+    if not track:
+        return None, []
+    tracked = [s.name for s in suites if tracks_objects(s, model_tasks)]
+    if not tracked:
+        raise typer.BadParameter("no suite streams clips (sequence:) and scores objects3d, a head of this model: "
+                                 "there is nothing to track", param_hint="--track")
+    console.print(f"--track: objects3d boxes tracked over each clip of {', '.join(tracked)}; their `ave` (mAVE) "
+                  "scores the tracks' velocity, their mAP, flicker and occluded recall the tracks' scores"
+                  + ("" if len(tracked) == len(suites) else
+                     " (the other suites score single frames: nothing to track)"))
+    return TrackerOptions(), tracked
+
+
 def _suites(path: Path) -> list[Any]:
     try:
         return load_suites(path)
@@ -140,9 +161,7 @@ def eval_command(
                                              "a subset instead"),
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated tasks to evaluate (default: every task "
                                      "of the suites)"),
-    track: bool = typer.Option(False, "--track", help="video suites (sequence:): track objects3d boxes over each "
-                               "clip; the tracks' velocity and scores replace the velocity head's and each box's "
-                               "(docs/eval.md)"),
+    track: bool = typer.Option(False, "--track", help=_TRACK_HELP),
 ) -> None:
     """Evaluate a checkpoint on evaluation suites: a pass/fail table per suite and task; or, with --data, on any
     dataset: every task's metrics on the frames that carry its label.
@@ -172,16 +191,7 @@ def eval_command(
     model = _load(checkpoint, dev)
     suites = _checked(suites, {"model": model}, default=suite is None)
     results, failed, skipped = [], 0, 0
-    tracking = TrackerOptions() if track else None
-    tracked = [s.name for s in suites if tracks_objects(s, model.task_objects)] if track else []
-    if track and not tracked:
-        raise typer.BadParameter("no suite streams clips (sequence:) and scores objects3d, a head of this model: "
-                                 "there is nothing to track", param_hint="--track")
-    if track:
-        console.print(f"--track: objects3d boxes tracked over each clip of {', '.join(tracked)}; their `ave` (mAVE) "
-                      "scores the tracks' velocity, their mAP, flicker and occluded recall the tracks' scores"
-                      + ("" if len(tracked) == len(suites) else
-                         " (the other suites score single frames: nothing to track)"))
+    tracking, tracked = _tracking(track, suites, model.task_objects)
     for runs in _run({"model": model}, suites, dev, batch_size, frames, tracking):
         run = runs["model"]
         try:
@@ -306,6 +316,7 @@ def gate_command(
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
     seed: int = typer.Option(0, help="bootstrap random seed"),
+    track: bool = typer.Option(False, "--track", help=_TRACK_HELP + "; both models are tracked"),
 ) -> None:
     """Compare a candidate checkpoint against a baseline, task by task, on the same frames.
 
@@ -318,8 +329,9 @@ def gate_command(
     suites = _suites(suite)
     models = {"baseline": _load(baseline, dev, "--baseline"), "candidate": _load(candidate, dev, "--candidate")}
     suites = _checked(suites, models, default=suite == Path("suites"))
+    tracking, _ = _tracking(track, suites, set(models["baseline"].task_objects) & set(models["candidate"].task_objects))
     all_rows = []
-    for runs in _run(models, suites, dev, batch_size, frames):
+    for runs in _run(models, suites, dev, batch_size, frames, tracking):
         try:
             rows = gate(runs["baseline"], runs["candidate"], seed=seed)
         except SuiteError as e:
@@ -330,6 +342,7 @@ def gate_command(
         all_rows += rows
     failed = [r for r in all_rows if r.status == "fail"]
     _write_json(out, to_jsonable({"baseline": str(baseline), "candidate": str(candidate), "passed": not failed,
+                                  "tracking": tracking.model_dump() if tracking else None,
                                   "rows": [asdict(r) for r in all_rows]}))
     if failed:
         console.print(f"[bold red]FAIL[/]: {len(failed)} regression(s) or unjudged row(s): "
@@ -351,6 +364,7 @@ def report_command(
     samples: int = typer.Option(4, min=0, help="sample frames to draw per suite, worst first"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
     device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+    track: bool = typer.Option(False, "--track", help=_TRACK_HELP),
 ) -> None:
     """Write ONE self-contained HTML report: tables, PR curves, depth error vs distance, confusion
     matrices and sample frames (8 cameras + BEV, prediction vs ground truth), worst first."""
@@ -358,7 +372,8 @@ def report_command(
     suites = _suites(suite)
     model = _load(checkpoint, dev)
     suites = _checked(suites, {"model": model}, default=suite == Path("suites"))
-    runs = [r["model"] for r in _run({"model": model}, suites, dev, batch_size, frames)]
+    tracking, _ = _tracking(track, suites, model.task_objects)
+    runs = [r["model"] for r in _run({"model": model}, suites, dev, batch_size, frames, tracking)]
     try:
         checks = [check_thresholds(r) for r in runs]
     except SuiteError as e:

@@ -85,3 +85,18 @@ def test_eval_track_says_what_it_tracked(tmp_path):
     assert "--track: objects3d boxes tracked over each clip of video" in " ".join(res.output.split())
     record = json.loads(out.read_text())
     assert record["tracking"]["suites"] == ["video"] and record["tracking"]["options"]["gate_m"] > 0
+
+
+def test_gate_and_report_track_as_eval_does(tmp_path):
+    """Before: only eval and infer had --track, so gate and report showed a video suite's untracked numbers."""
+    # objects3d alone: the suite's few frames hold no traffic light, and a light task with nothing judged fails
+    (tmp_path / "video.yaml").write_text(SUITE.replace("  traffic_light: {}\n", ""))
+    out = tmp_path / "g.json"
+    res = CliRunner().invoke(app, ["gate", "--baseline", "zoo:tiny-world", "--candidate", "zoo:tiny-world", "--suite",
+                                   str(tmp_path / "video.yaml"), "--track", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "--track: objects3d boxes tracked over each clip of video" in " ".join(res.output.split())
+    assert json.loads(out.read_text())["tracking"]["gate_m"] > 0
+    res = CliRunner().invoke(app, ["report", "zoo:tiny-world", "--suite", str(tmp_path / "video.yaml"), "--track",
+                                   "--samples", "0", "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 1000, res.output
