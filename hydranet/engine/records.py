@@ -16,6 +16,9 @@ from hydranet.engine.pipeline import Pipeline
 from hydranet.json_files import dumps
 
 STAGES = ("mine", "label", "dataset", "train", "eval", "gate", "export", "promote")
+# The first stage that reads each pipeline field (a changed field is safe while no stage from it on has finished).
+_FIRST_READER = {"pool": "mine", "model": "mine", "mine": "mine", "label": "label", "train_config": "dataset",
+                 "train": "dataset", "eval": "eval", "export": "export"}
 # The files a run keeps at its top level (beside its iter_NNN/ folders).
 _RUN_FILES = ("pipeline.json", "current.json", "history.jsonl", "history.html")
 
@@ -68,6 +71,14 @@ class VacationRun:
                     f"inside it) name files there; move it back to {was} to resume it, or start a new run (another "
                     "--out)")
             changed = sorted(k for k in cfg if k not in ("iterations", "path") and old.get(k) != cfg[k])
+            # A field no finished stage has read yet may change (a suite typo found at the eval stage, fixed before
+            # any eval ran): every stage from the first one that reads it on must be unfinished, in every iteration.
+            done = {Path(r).stem for r in self.finished_stages()}
+            readers = {s for k in changed for s in STAGES[STAGES.index(_FIRST_READER.get(k, STAGES[0])):]}
+            if changed and not readers & done:
+                log(f"{self.out}: {changed} changed before any stage that reads them finished: the run goes on "
+                    "with the changed pipeline")
+                changed = []
             if changed and self.finished_stages():
                 raise ValueError(
                     f"{self.out} was started with a different pipeline (fields {changed} differ) and holds "

@@ -188,14 +188,23 @@ def test_pipeline_errors_name_the_field(tmp_path):
 
 def test_resuming_with_another_pipeline_is_refused(tmp_path):
     pipe = write_pipeline(tmp_path / "p", iterations=1)
+    original = pipe.read_text()
     Vacation(load_pipeline(pipe), tmp_path / "run")
     (tmp_path / "run" / "iter_001").mkdir()
     (tmp_path / "run" / "iter_001" / "mine.json").write_text("{}")  # a finished stage: must not be mixed
-    tree = yaml.safe_load(pipe.read_text())
+    tree = yaml.safe_load(original)
     tree["mine"]["budget"] = 3
     pipe.write_text(yaml.safe_dump(tree))
     with pytest.raises(ValueError, match=r"different pipeline \(fields \['mine'\]"):
         Vacation(load_pipeline(pipe), tmp_path / "run")
+    # A field no finished stage has read may change: a suite fixed after mining, before any eval ran (before:
+    # refused, and the run had to start over).
+    tree = yaml.safe_load(original)
+    tree["eval"]["frames"] = tree["eval"].get("frames", 2) + 1
+    pipe.write_text(yaml.safe_dump(tree))
+    logged: list[str] = []
+    Vacation(load_pipeline(pipe), tmp_path / "run", log=logged.append)
+    assert any("changed before any stage that reads them finished" in line for line in logged)
 
 
 def test_an_exhausted_pool_stops_the_run_before_training(tmp_path, monkeypatch):
