@@ -151,42 +151,40 @@ def test_show_draws_lights_that_govern_no_known_lane(tmp_path):
     assert Image.open(tmp_path / "s.png").width > 100
 
 
-def test_show_draws_labels_as_ground_truth(tmp_path, monkeypatch):
-    # `show` draws labels only: its legend says "ground truth" (dashed), never "prediction" (before: solid boxes
-    # listed as predictions).
+def _composed(monkeypatch) -> list[tuple[set[str], list[str]]]:
+    """What every picture composed from now on held when composed: its box line styles and its footer notes."""
     from hydranet.viz import Views as ViewsClass
 
-    styles: list[set[str]] = []
+    seen: list[tuple[set[str], list[str]]] = []
     original = ViewsClass.compose
 
     def spy(self, *args, **kwargs):
-        styles.append(set(self.outline_styles))
+        seen.append((set(self.outline_styles), list(self.notes)))
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ViewsClass, "compose", spy)
+    return seen
+
+
+def test_show_draws_labels_as_ground_truth(tmp_path, monkeypatch):
+    # `show` draws labels only: its legend says "ground truth" (dashed), never "prediction" (before: solid boxes
+    # listed as predictions).
+    seen = _composed(monkeypatch)
     res = CliRunner().invoke(app, ["show", "--index", "3", "--out", str(tmp_path / "s.png")])
     assert res.exit_code == 0, res.output
-    assert styles == [{"ground truth"}]
+    assert [styles for styles, _ in seen] == [{"ground truth"}]
     res = CliRunner().invoke(app, ["show", "--index", "3", "--boxes3d", "--out", str(tmp_path / "t.png")])
-    assert res.exit_code == 0 and styles[-1] == {"ground truth"}
+    assert res.exit_code == 0 and seen[-1][0] == {"ground truth"}
 
 
 def test_show_boxes3d_on_a_frame_without_a_3d_label_draws_its_2d_boxes_and_says_why(monkeypatch):
     """Before: --boxes3d left the cars of such a frame (partial labels) without any box and without a word."""
     from hydranet.cli.world import _overlay
-    from hydranet.viz import Views as ViewsClass
     from hydranet.world import SyntheticWorld, WorldConfig
 
-    notes: list[list[str]] = []
-    original = ViewsClass.compose
-
-    def spy(self, *args, **kwargs):
-        notes.append(list(self.notes))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ViewsClass, "compose", spy)
+    seen = _composed(monkeypatch)
     world = SyntheticWorld(WorldConfig(seed=3, num_scenes=1, frames_per_scene=1, setup={"image_size": [64, 128]}))
     sample = world[0]
     del sample.labels["objects3d"]
     _overlay(sample, world.setup.grid, 1.0, True, "t", setup=world.setup)
-    assert "objects3d: no label on this frame, its 2D boxes drawn instead" in notes[-1]
+    assert "objects3d: no label on this frame, its 2D boxes drawn instead" in seen[-1][1]
