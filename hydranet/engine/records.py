@@ -75,7 +75,7 @@ class VacationRun:
             # any eval ran): every stage from the first one that reads it on must be unfinished, in every iteration.
             done = {Path(r).stem for r in self.finished_stages()}
             readers = {s for k in changed for s in STAGES[STAGES.index(_FIRST_READER.get(k, STAGES[0])):]}
-            if changed and not readers & done:
+            if changed and done and not readers & done:
                 log(f"{self.out}: {changed} changed before any stage that reads them finished: the run goes on "
                     "with the changed pipeline")
                 changed = []

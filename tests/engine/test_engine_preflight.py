@@ -90,9 +90,13 @@ def test_changed_pipeline_refused_only_after_a_stage_finished(pipe_dir, tmp_path
     assert "starting over" in logs[0]
     (tmp_path / "run" / "iter_001").mkdir()
     (tmp_path / "run" / "iter_001" / "mine.json").write_text("{}")
+    logs.clear()  # mining does not read the train config: it may still change
+    Vacation(pipe, tmp_path / "run", log=logs.append)
+    assert "['train_config'] changed before any stage that reads them finished" in logs[0]
+    (tmp_path / "run" / "iter_001" / "dataset.json").write_text("{}")  # the stage that reads it has finished
     with pytest.raises(ValueError, match=r"train_config.*new --out") as e:
-        Vacation(pipe, tmp_path / "run", log=lambda s: None)
-    assert "iter_001/mine.json" in str(e.value)
+        Vacation(fixed, tmp_path / "run", log=lambda s: None)
+    assert "iter_001/dataset.json" in str(e.value)
 
 
 def test_shipped_example_configs_load():
