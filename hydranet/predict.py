@@ -31,7 +31,7 @@ from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import Evaluator
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
-from hydranet.setup import Setup, SetupMismatchError
+from hydranet.setup import Setup, SetupMismatchError, check_vocabularies
 from hydranet.tasks import Task
 from hydranet.viz import Views
 
@@ -88,13 +88,11 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
         raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
                                  f"{setup.grid.describe()} (setup.grid): they cannot be drawn beside its "
                                  f"predictions; {remedy}")
-    for label in sorted({t.label for t in tasks.values()}):
-        have, want = data.vocabulary(label), setup.vocabulary(label)
-        if have is not None and want is not None and tuple(have) != tuple(want):
-            raise SetupMismatchError(f"{source}: {label} classes are {list(have)} but {model_name}'s are "
-                                     f"{list(want)} (setup.classes.{label}): its labels cannot be drawn beside the "
-                                     f"predictions; convert the data with the model's classes (hydranet convert "
-                                     f"--model-classes), or {remedy}")
+    try:
+        check_vocabularies(data, setup, sorted({t.label for t in tasks.values()}), source, model_name)
+    except SetupMismatchError as e:
+        raise SetupMismatchError(f"{e}: its labels cannot be drawn beside the predictions; convert the data with the "
+                                 f"model's classes (hydranet convert --model-classes), or {remedy}") from None
 
 
 @torch.inference_mode()

@@ -39,7 +39,7 @@ from torch import Tensor
 from hydranet.geometry import BevGrid, camera_extrinsics, check_principal_point
 
 __all__ = ["Camera", "ImageSize", "NUSCENES_CLASSES", "OBJECT_CLASSES", "OBJECT_LABELS", "Rig", "Setup",
-           "SetupMismatchError", "VOCABULARIES", "check_fits", "class_names", "rig_of_frame"]
+           "SetupMismatchError", "VOCABULARIES", "check_fits", "check_vocabularies", "class_names", "rig_of_frame"]
 
 # The synthetic world's object classes: the default vocabulary of detection2d and objects3d.
 OBJECT_CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cone", "traffic_light")
@@ -375,6 +375,14 @@ def check_fits(data: Setup, model: Setup, source: str, *, labels: Collection[str
     if bev and data.grid is not None and model.grid is not None and data.grid != model.grid:
         raise SetupMismatchError(f"{source}: BEV grid is {data.grid.describe()} but {model_name} uses "
                                  f"{model.grid.describe()} (setup.grid)")
+    check_vocabularies(data, model, labels, source, model_name)
+
+
+def check_vocabularies(data: Setup, model: Setup, labels: Collection[str], source: str,
+                       model_name: str = "the model") -> None:
+    """Raise ``SetupMismatchError`` naming ``source`` when a label of ``labels`` has a class vocabulary in both
+    ``data`` and ``model`` and the two differ: its class ids would mean other classes (``check_fits``; the labels
+    ``predict --ground-truth`` draws). A setup that declares no vocabulary for a label passes."""
     for label in labels:
         have, want = data.vocabulary(label), model.vocabulary(label)
         if have is not None and want is not None and tuple(have) != tuple(want):
