@@ -47,21 +47,10 @@ class Vacation(VacationRun):
             if done:  # a resumed run says what it keeps instead of redoing it
                 self.log(f"iteration {it}: {', '.join(done)} finished in an earlier run (kept, not redone)")
             for stage in STAGES:
-                if self._exhausted(it):
+                if stage not in done:
+                    self._run_stage(it, stage, on_record)
+                if stage == "mine" and self._exhausted(it):  # nothing new to label: the later stages are moot
                     break
-                if self.record(it, stage) is not None:
-                    continue
-                t0 = time.perf_counter()
-                self.log(f"iteration {it}: {stage} ...")
-                rec = stages.RUNNERS[stage](self, it)
-                rec["seconds"] = round(time.perf_counter() - t0, 2)
-                rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                rec["pid"] = os.getpid()
-                atomic_json(self.iter_dir(it) / f"{stage}.json", rec)
-                self.log(f"iteration {it}: {stage} done in {rec['seconds']} s" +
-                         (f" — {rec['summary']}" if rec.get("summary") else ""))
-                if on_record is not None:
-                    on_record(it, stage, rec)
             rows = write_history(self)
             if self._exhausted(it):
                 self.log(f"iteration {it}: the pool is exhausted: the mine stage queued no frame that earlier "
@@ -69,6 +58,20 @@ class Vacation(VacationRun):
                          "here; the current model stays (a larger or new pool gives the next iteration frames)")
                 break
         return rows
+
+    def _run_stage(self, it: int, stage: str, on_record: Callable[[int, str, dict[str, Any]], None] | None) -> None:
+        """Run ``stage`` of iteration ``it`` and write its record atomically, with its time and pid."""
+        t0 = time.perf_counter()
+        self.log(f"iteration {it}: {stage} ...")
+        rec = stages.RUNNERS[stage](self, it)
+        rec["seconds"] = round(time.perf_counter() - t0, 2)
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rec["pid"] = os.getpid()
+        atomic_json(self.iter_dir(it) / f"{stage}.json", rec)
+        self.log(f"iteration {it}: {stage} done in {rec['seconds']} s" +
+                 (f" — {rec['summary']}" if rec.get("summary") else ""))
+        if on_record is not None:
+            on_record(it, stage, rec)
 
     def _exhausted(self, it: int) -> bool:
         """Whether iteration ``it`` mined no frame (every frame worth labelling was labelled before): its later
