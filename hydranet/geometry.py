@@ -23,9 +23,9 @@ from torch import Tensor
 from hydranet.limits import check_bev_cells
 
 __all__ = ["BevGrid", "EGO_FROM_OPENCV", "box_corners", "camera_extrinsics", "check_finite_cameras",
-           "check_principal_point", "check_principal_points", "intrinsics_from_fov", "invert_transform",
-           "make_transform", "principal_point_inside", "project", "ray_directions", "resize_intrinsics",
-           "transform_points", "wrap_angle", "yaw_transform"]
+           "check_intrinsics", "check_principal_point", "check_principal_points", "intrinsics_from_fov",
+           "invert_transform", "is_pinhole", "make_transform", "principal_point_inside", "project", "ray_directions",
+           "resize_intrinsics", "transform_points", "wrap_angle", "yaw_transform"]
 
 # --------------------------------------------------------------------------------------------
 # SE(3)
@@ -174,6 +174,25 @@ def resize_intrinsics(K: Tensor, scale_x: float, scale_y: float) -> Tensor:
     """K for an image resized by (scale_x, scale_y); pixel centres stay consistent."""
     S = torch.tensor([[scale_x, 0.0, 0.0], [0.0, scale_y, 0.0], [0.0, 0.0, 1.0]], dtype=K.dtype)
     return S @ K
+
+
+def is_pinhole(intrinsics: Tensor) -> Tensor:
+    """Whether each ``K [..., 3, 3]`` (pixels) is a pinhole matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` with
+    fx, fy > 0 (the last row to 1e-6). Bool ``[...]``. Every projection here reads fx, fy, cx, cy only, so a skew
+    or another last row would be silently dropped."""
+    K = intrinsics.double()
+    last = (K[..., 2, :] - torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype)).abs().amax(-1)
+    return (K[..., 0, 0] > 0) & (K[..., 1, 1] > 0) & (K[..., 0, 1] == 0) & (K[..., 1, 0] == 0) & (last <= 1e-6)
+
+
+def check_intrinsics(K: Any, where: str, error: type[Exception] = ValueError) -> None:
+    """Refuse a 3x3 ``K`` (pixels; any array) that is not a pinhole matrix (``is_pinhole``): ``error`` naming
+    ``where``. The one pinhole rule of ``hydranet.setup.Camera`` (a declared K), the data readers and the
+    ``Sample`` content checks."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    if not bool(is_pinhole(K)):
+        raise error(f"{where}: not a pinhole K (need [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0 and no "
+                    f"skew), got {K.tolist()}")
 
 
 def principal_point_inside(intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:

@@ -36,7 +36,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
-from hydranet.geometry import BevGrid, camera_extrinsics, check_principal_point
+from hydranet.geometry import BevGrid, camera_extrinsics, check_intrinsics, check_principal_point
 
 __all__ = ["Camera", "ImageSize", "NUSCENES_CLASSES", "OBJECT_CLASSES", "OBJECT_LABELS", "Rig", "Setup",
            "SetupMismatchError", "VOCABULARIES", "check_fits", "check_vocabularies", "class_names", "rig_of_frame"]
@@ -109,8 +109,9 @@ def _explicit_camera(data: dict[str, Any]) -> dict[str, Any]:
         data.update(fx=f, fy=f, cx=w / 2.0, cy=h / 2.0)
     if "K" in data:
         K = [[float(v) for v in row] for row in data.pop("K")]
-        if len(K) != 3 or any(len(r) != 3 for r in K) or K[0][1] or K[1][0] or K[2] != [0.0, 0.0, 1.0]:
-            raise ValueError(f"K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K}")
+        if len(K) != 3 or any(len(r) != 3 for r in K):
+            raise ValueError(f"K must be a 3x3 matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K}")
+        check_intrinsics(K, "K")
         data.update(fx=K[0][0], fy=K[1][1], cx=K[0][2], cy=K[1][2])
     angles = {k: _number(data.pop(k), k) for k in ("yaw_deg", "pitch_deg", "roll_deg") if k in data}
     if "position" in data:

@@ -104,7 +104,7 @@ def test_a_camera_is_explicit_whatever_shorthand_declared_it():
     assert torch.allclose(explicit.K((360, 320)), torch.tensor([[250.0, 0, 160.375], [0, 495, 177.5], [0, 0, 1]],
                                                               dtype=torch.float64))
     for bad, match in (({"fx": 0}, "greater than 0"), ({"name": "a/b"}, "may not contain"),
-                       ({"K": [[1, 0.1, 0], [0, 1, 0], [0, 0, 1]]}, "K must be"),
+                       ({"K": [[1, 0.1, 0], [0, 1, 0], [0, 0, 1]]}, "not a pinhole K"),
                        ({"T_ego_from_cam": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}, "not a rigid"),
                        ({"cx": 1300}, r"camera 'front': K at its image_size: principal point \(cx, cy\) = "
                                       r"\(1300, 355\) does not lie in the 1280x720"),

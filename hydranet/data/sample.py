@@ -70,6 +70,7 @@ from hydranet.data.labels import (  # noqa: F401 - re-exported
     LabelSpec,
     label_spec,
 )
+from hydranet.geometry import check_intrinsics, is_pinhole
 
 # Vocabularies live with the label specs (labels.py); re-exported here for existing imports.
 # The built-in label names of the synthetic world. Which labels exist, and whether they are dense or
@@ -261,14 +262,6 @@ def check_rigid(T: Any, where: str, error: type[Exception] = ValueError) -> None
                     f"|det R - 1| up to {err:.3g} > {RIGID_TOLERANCE:g})")
 
 
-def check_intrinsics(K: Tensor, where: str, error: type[Exception] = ValueError) -> None:
-    """Refuse a ``K`` that is not a pinhole matrix (fx, fy > 0; last row 0 0 1)."""
-    K = K.double()
-    if not (K[0, 0] > 0 and K[1, 1] > 0) or not torch.allclose(K[2], torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype),
-                                                               atol=1e-6):
-        raise error(f"{where}: not a pinhole K (need fx, fy > 0 and last row [0, 0, 1]), got {K.tolist()}")
-
-
 def check_map_size(shape: tuple[int, ...], image_hw: tuple[int, int], where: str,
                    error: type[Exception] = ValueError) -> None:
     """Refuse a label map whose ``[H, W]`` differs from the image it labels (it would be stretched)."""
@@ -295,9 +288,7 @@ def check_sample_content(sample: Any, where: str) -> None:
     R = T[:, :3, :3]
     err = torch.maximum((R.mT @ R - torch.eye(3, dtype=R.dtype)).abs().amax((1, 2)), (torch.linalg.det(R) - 1).abs())
     rows = (T[:, 3] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=T.dtype)).abs().amax(1)
-    K = sample.intrinsics.double()
-    k_bad = (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0) | ((K[:, 2] - torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype)).abs()
-                                                     .amax(1) > 1e-6)
+    k_bad = ~is_pinhole(sample.intrinsics)
     if not bool((err <= RIGID_TOLERANCE).all() and (rows <= 1e-6).all()):
         check_rigid(sample.T_world_from_ego, f"{where}: T_world_from_ego")
         for n in range(len(names)):

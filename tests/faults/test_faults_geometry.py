@@ -153,3 +153,28 @@ def test_every_pose_must_be_rigid_to_be_stored(world_sample, axis, amount, which
         refused = True
         assert "not a rigid transform" in str(e) and ("T_world_from_ego" in str(e) or f"[{which}]" in str(e))
     assert refused == (err > RIGID_TOLERANCE), (axis, amount, err)
+
+
+@pytest.mark.parametrize("entry, value", [((0, 1), 0.5), ((1, 0), 0.5), ((0, 0), 0.0), ((1, 1), -1.0),
+                                          ((2, 0), 1e-3), ((2, 2), 2.0)])
+def test_one_pinhole_rule_for_samples_cameras_and_readers(world_sample, tmp_path, entry, value):
+    """``hydranet.geometry.check_intrinsics`` is the one pinhole rule: a skewed or non-pinhole K is refused by the
+    same words in a stored ``Sample``, a declared ``Camera`` and a ``frames.jsonl`` line (the projection reads
+    fx, fy, cx, cy only, so a skew would be silently dropped)."""
+    from hydranet.setup import Camera
+
+    s = world_sample
+    K_bad = s.intrinsics.clone()
+    K_bad[2][entry] = value
+    probe = type(s)(**{**s.__dict__, "intrinsics": K_bad})
+    with pytest.raises(ValueError, match=r"probe: intrinsics\[2\] \(camera \w+\): not a pinhole K"):
+        check_sample_content(probe, "probe")
+    K_list = K_bad[2].double().tolist()
+    with pytest.raises(ValueError, match="K: not a pinhole K"):
+        Camera(name="c", image_size=(H, W), K=K_list, T_ego_from_cam=T_CAM)
+    k = [row[:] for row in K]
+    k[entry[0]][entry[1]] = value
+    index = write_frames(tmp_path / "src", [frame_line(cameras={"front": {"image": "img0.png", "K": k,
+                                                                         "T_ego_from_cam": T_CAM}})])
+    res = cli("convert", "frames", "--index", index, "--out", tmp_path / "out", code=2)
+    assert "frames.jsonl:1: cameras.front.K: not a pinhole K" in " ".join(res.output.split())

@@ -65,7 +65,7 @@ from hydranet.data.sample import (
 )
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, resize_label_map, scale_boxes
-from hydranet.geometry import check_principal_point, resize_intrinsics
+from hydranet.geometry import check_intrinsics, check_principal_point, resize_intrinsics
 from hydranet.limits import LimitError, loads_json, open_image
 from hydranet.setup import Camera, Rig, Setup
 
@@ -267,9 +267,7 @@ class FramesSource(Source):
             raise SourceError(f"{self._where(lineno, 'timestamp')}: must be finite")
         for name, cam in line.cameras.items():
             K = self._matrix(cam.K, (3, 3), lineno, f"cameras.{name}.K")
-            if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2].tolist() != [0.0, 0.0, 1.0] or K[0, 1] != 0 or K[1, 0] != 0:
-                raise SourceError(f"{self._where(lineno, f'cameras.{name}.K')}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] "
-                                  "with fx, fy > 0")
+            check_intrinsics(K, self._where(lineno, f"cameras.{name}.K"), SourceError)
             check_rigid(self._matrix(cam.T_ego_from_cam, (4, 4), lineno, f"cameras.{name}.T_ego_from_cam"),
                         self._where(lineno, f"cameras.{name}.T_ego_from_cam"), SourceError)
         for label in line.labels:

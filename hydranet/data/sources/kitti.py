@@ -50,10 +50,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hydranet.data.sample import Sample, check_intrinsics, check_rotation
+from hydranet.data.sample import Sample, check_rotation
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.imaging import load_rgb, scale_boxes, sparse_depth
-from hydranet.geometry import EGO_FROM_OPENCV, make_transform, resize_intrinsics, transform_points
+from hydranet.geometry import (
+    EGO_FROM_OPENCV,
+    check_intrinsics,
+    make_transform,
+    resize_intrinsics,
+    transform_points,
+)
 from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import Camera, ImageSize, Rig, Setup
 

@@ -56,7 +56,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from hydranet.data.sample import Sample, check_intrinsics
+from hydranet.data.sample import Sample
 from hydranet.data.sources.base import Source, SourceError, SourceOptions, register_source
 from hydranet.data.sources.nuscenes_labels import (
     future_ego_path,
@@ -67,6 +67,7 @@ from hydranet.data.sources.nuscenes_labels import (
     rasterise_bev,
     track_id,
 )
+from hydranet.geometry import check_intrinsics
 from hydranet.limits import MIN_LIDAR_POINTS_DEFAULT, check_lidar_points, open_image
 from hydranet.setup import NUSCENES_CLASSES, Camera, ImageSize, Rig, Setup
 
