@@ -6,7 +6,9 @@
 same weights run on any camera count (a rig with fewer cameras than the model's is padded with cameras marked
 failed, ``camera_valid``, which fusion ignores); frames are resized to the model's input size (K rescaled,
 ``hydranet.data.convert.resize_sample``) and run one at a time (rigs may differ between frames); a model with
-the video memory streams them in order, its memory carried within a scene and reset at the next.
+the video memory streams them in order, its memory carried within a scene and reset at the next. With ``track``,
+the ``objects3d`` boxes are tracked over each scene's frames (``hydranet.eval.tracking``, as ``infer --track`` and
+``eval --track`` do): each box gets a ``track_id`` and its track's velocity and score.
 
 Per frame it writes ``frame_0000.png`` (cameras + BEV panel, every task drawn by its own ``draw``; with
 ``ground_truth`` the frame's labels too) and, for dense outputs, ``frame_0000.npz``; ``predictions.json`` lists
@@ -29,6 +31,7 @@ from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import Evaluator
+from hydranet.eval.tracking import TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError, check_vocabularies
@@ -98,28 +101,36 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
 @torch.inference_mode()
 def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int | None = None,
                 tasks: list[str] | None = None, ground_truth: bool = False, scale: int = 2,
-                on_frame: Callable[[int], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
+                on_frame: Callable[[int], None] | None = None, overwrite: bool = False,
+                track: bool = False) -> dict[str, Any]:
     """Run ``checkpoint`` over ``data`` (anything ``hydranet.datasets.open_dataset`` takes) into the directory
     ``out``; returns the JSON written (``predictions.json``).
 
     ``out`` is filled through ``hydranet.outputs.staged_directory``: an existing non-empty ``out`` is refused
     (``OutputError``) unless ``overwrite``, which replaces only an earlier ``predict``/``infer`` output, and
     only once every frame is written; a failure leaves no ``out`` (or the old one untouched).
-    ``tasks``: heads to run (default: all of the model's). Raises ``ValueError`` naming an unknown task,
-    ``CheckpointError`` for a bad checkpoint, the dataset's own errors for bad data and ``OutputWriteError``
-    naming the file when a write fails."""
+    ``tasks``: heads to run (default: all of the model's). ``track``: stream the frames in order and track the
+    ``objects3d`` boxes (module docstring). Raises ``ValueError`` naming an unknown task, or for ``track`` when
+    ``objects3d`` is not among the heads run, ``CheckpointError`` for a bad checkpoint, the dataset's own errors
+    for bad data and ``OutputWriteError`` naming the file when a write fails."""
     with staged_directory(out, overwrite, PREDICTIONS, owned=recorded_predictions) as stage:
-        return _predict_into(stage, checkpoint, data, frames, tasks, ground_truth, scale, on_frame)
+        return _predict_into(stage, checkpoint, data, frames, tasks, ground_truth, scale, on_frame, track)
 
 
 def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | None, tasks: list[str] | None,
-                  ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None) -> dict[str, Any]:
+                  ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None,
+                  track: bool) -> dict[str, Any]:
     """``run_predict``'s body, writing into ``out`` (the staging directory)."""
     model, _ = load_model(checkpoint)
     names = list(model.task_objects) if tasks is None else list(tasks)
     unknown = [t for t in names if t not in model.task_objects]
     if unknown:
         raise ValueError(f"tasks {unknown} are not heads of this model ({list(model.task_objects)})")
+    tracking = TrackerOptions() if track else None
+    stream = model.is_temporal or track
+    # Built before any frame is opened: the evaluator refuses tracking when objects3d is not a head it runs.
+    predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False, stream=stream,
+                          tracking=tracking)
     dataset = open_dataset(data)  # as it is: predict runs any rig, size and vocabulary
     if renders_world(dataset):
         # A world renders the model's own setup (unless it declares its own), as `eval --data` and `infer` do:
@@ -130,9 +141,7 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
                               f"checkpoint {checkpoint}")
     n = len(dataset) if frames is None else min(frames, len(dataset))
     # A model with the video memory streams the frames in order, its memory reset at each new scene (as `eval`
-    # and `infer` do): frame by frame from an empty memory it would be a single-frame model.
-    predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False,
-                          stream=model.is_temporal)
+    # and `infer` do): frame by frame from an empty memory it would be a single-frame model. So do tracks.
     records = []
     for k in range(n):
         sample = resize_sample(dataset[k], model.setup.image_size)
@@ -151,6 +160,7 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
                                    camera_names=list(sample.camera_names)))
         if on_frame is not None:
             on_frame(1)
-    result = {"checkpoint": str(checkpoint), "data": str(data), "tasks": names, "frames": records}
+    result = {"checkpoint": str(checkpoint), "data": str(data), "tasks": names, "streamed": stream,
+              "tracked": tracking.model_dump() if tracking is not None else None, "frames": records}
     (out / PREDICTIONS).write_text(dumps(result))
     return result

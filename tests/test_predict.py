@@ -157,3 +157,26 @@ def test_predict_streams_a_model_with_the_video_memory_within_a_scene(tmp_path):
     np.testing.assert_array_equal(scores["scene"][0], scores["split"][0])
     assert scores["scene"][1].shape != scores["split"][1].shape or \
         not np.array_equal(scores["scene"][1], scores["split"][1])
+
+
+def test_predict_tracks_objects3d_over_a_scenes_frames(tmp_path):
+    """``--track`` streams each scene's frames in order and tracks the objects3d boxes, as ``infer --track`` does
+    for a graph: every box gets a track_id and its track's velocity, and a track goes on from frame to frame;
+    without objects3d among the heads run there is nothing to track (exit 2, before any frame). The reference
+    model, whose boxes are real detections."""
+    checkpoint = "zoo:tiny-world"
+    world = tmp_path / "w.yaml"
+    world.write_text(json.dumps({"seed": 3, "num_scenes": 1, "frames_per_scene": 3}))
+    result = CliRunner().invoke(app, ["predict", checkpoint, "--data", str(world), "--track", "--tasks",
+                                      "objects3d", "-o", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    assert "tracked: the objects3d boxes" in " ".join(result.output.split())
+    pred = json.loads((tmp_path / "t" / "predictions.json").read_text())
+    assert pred["streamed"] and pred["tracked"]["gate_m"] > 0
+    assert [f["frame_index"] for f in pred["frames"]] == [0, 1, 2]
+    objects = [f["tasks"]["objects3d"] for f in pred["frames"]]
+    assert all(len(o["track_id"]) == len(o["boxes"]) == len(o["velocity"]) for o in objects)
+    assert objects[0]["boxes"] and set(objects[0]["track_id"]) & set(objects[1]["track_id"])
+    refused = CliRunner().invoke(app, ["predict", checkpoint, "--data", str(world), "--track", "--tasks",
+                                       "detection2d", "-o", str(tmp_path / "none")])
+    assert refused.exit_code == 2 and "objects3d" in refused.output and not (tmp_path / "none").exists()

@@ -27,6 +27,8 @@ def predict(
     ground_truth: bool = typer.Option(False, "--ground-truth", help="Also draw the frames' labels, if any."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     scale: int = typer.Option(2, "--scale", min=1, max=8, help="Upscale factor of the camera tiles."),
+    track: bool = typer.Option(False, "--track", help="Stream each scene's frames in order and track the objects3d "
+                               "boxes: each gets a track_id and its track's velocity and score (docs/eval.md)."),
 ) -> None:
     """Draw a checkpoint's predictions on any dataset, whatever its rig (1, 6 or 8 cameras): the model takes
     K and T per frame. A model with the video memory streams the frames in order (its memory reset at each new
@@ -40,5 +42,9 @@ def predict(
     # the file (hydranet.cli.errors); either way OUT is left as it was
     with progress("predict", frames, unit="frames") as bar:
         result = run_predict(checkpoint, data, out, frames=frames, tasks=names, ground_truth=ground_truth,
-                             scale=scale, on_frame=bar.advance, overwrite=overwrite)
+                             scale=scale, on_frame=bar.advance, overwrite=overwrite, track=track)
     typer.echo(f"wrote {len(result['frames'])} frames to {out} ({describe_outputs(out)})")
+    if track:
+        scenes = len({rec["scene_id"] for rec in result["frames"]})
+        typer.echo(f"tracked: the objects3d boxes (track_id, velocity, score) carried from frame to frame, reset at "
+                   f"the first frame of each of its {scenes} scenes")
