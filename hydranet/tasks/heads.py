@@ -95,6 +95,10 @@ class ConvHead(nn.Module):
             self.branches[name] = nn.Sequential(*branch, out, *tail)
         self.branch_depth = branch_depth
 
+    def output_convs(self) -> list[nn.Conv2d]:
+        """The convolution that writes each output (the last of its branch), in ``outputs`` order."""
+        return [next(m for m in reversed(branch) if isinstance(m, nn.Conv2d)) for branch in self.branches.values()]
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.stem(x)
         if self.branch_depth:

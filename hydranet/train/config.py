@@ -156,6 +156,9 @@ class TrainConfig(_Strict):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    # adamw: AdamW for every parameter. muon: Muon for the hidden layers' kernels and AdamW for the rest (the
+    # pixels' first conv, the heads' output convs, biases, norms), one lr and schedule (hydranet.train.optim).
+    optimizer: Literal["adamw", "muon"] = "adamw"
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: float | None = Field(default=1.0, gt=0)  # None disables clipping

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on weights only, and a linear-warmup + cosine learning rate.
+"""The optimizer (AdamW, or Muon for the hidden layers' weights and AdamW for the rest) and a linear-warmup +
+cosine learning rate.
 
 The learning rate is a pure function of the step (``lr_at``), so it needs no state of its own in a
 checkpoint and a resumed run continues the exact schedule.
@@ -7,26 +8,119 @@ checkpoint and a resumed run continues the exact schedule.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.optim._muon import muon  # torch.optim.Muon's own update, on the 2D views of the kernels below
 
+from hydranet.tasks.heads import ConvHead
 from hydranet.train.config import TrainConfig
+
+__all__ = ["MuonAdamW", "build_optimizer", "lr_at", "muon_exempt", "set_lr"]
+
+
+def muon_exempt(model: nn.Module) -> set[int]:
+    """``id``s of the weights Muon must not update: the first convolution of the trunk, which reads the pixels,
+    and every ``ConvHead``'s output convolutions, which write the task outputs. Muon orthogonalises a hidden
+    layer's update; for a model's input and output layers its authors prescribe AdamW (Jordan et al., "Muon: An
+    optimizer for hidden layers in neural networks", 2024). Heads of another kind keep every weight hidden."""
+    exempt: set[int] = set()
+    trunk = getattr(model, "trunk", None)
+    first = next((m for m in trunk.modules() if isinstance(m, nn.Conv2d)), None) if trunk is not None else None
+    if first is not None:
+        exempt.add(id(first.weight))
+    for module in model.modules():
+        if isinstance(module, ConvHead):
+            exempt.update(id(conv.weight) for conv in module.output_convs())
+    return exempt
 
 
 def build_optimizer(named_params: list[tuple[str, nn.Parameter]], cfg: TrainConfig,
-                    extra_no_decay: list[nn.Parameter] | None = None) -> torch.optim.AdamW:
-    """Weight decay applies to matrices/kernels (ndim ≥ 2); biases, norm scales and balancing
-    parameters are not decayed (decaying a BatchNorm scale or a log-variance has no meaning)."""
-    decay, no_decay = [], []
+                    extra_no_decay: list[nn.Parameter] | None = None,
+                    exempt: Iterable[int] = ()) -> torch.optim.AdamW:
+    """``train.optimizer``'s optimizer over ``named_params`` (those with ``requires_grad``) and ``extra_no_decay``
+    (balancer parameters). Weight decay applies to matrices/kernels (ndim ≥ 2); biases, norm scales and balancing
+    parameters are not decayed (decaying a BatchNorm scale or a log-variance has no meaning). ``muon``: the
+    kernels except those whose ``id`` is in ``exempt`` (``muon_exempt``) take Muon's update (``MuonAdamW``)."""
+    use_muon = cfg.optimizer == "muon"
+    exempt = set(exempt)
+    decay, no_decay, hidden = [], [], []
     for _, p in named_params:
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2:
+            no_decay.append(p)
+        elif use_muon and id(p) not in exempt:
+            hidden.append(p)
+        else:
+            decay.append(p)
     no_decay += list(extra_no_decay or [])
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel per parameter group instead of ~12 small ops per tensor (the same per-element
-    # arithmetic on every device count, so DDP runs stay bit-comparable with single-process ones).
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": cfg.weight_decay},
+                                    {"params": no_decay, "weight_decay": 0.0}]
+    if not use_muon:
+        # fused: one kernel per parameter group instead of ~12 small ops per tensor (the same per-element
+        # arithmetic on every device count, so DDP runs stay bit-comparable with single-process ones).
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    groups.append({"params": hidden, "weight_decay": cfg.weight_decay, "muon": True})
+    return MuonAdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def _matrix(t: Tensor) -> Tensor:
+    """A kernel ``[O, I, kh, kw]`` (or a matrix) as the ``[O, I·kh·kw]`` matrix Muon orthogonalises: a view of
+    its storage whatever its layout (channels-last kernels are ``[O, kh, kw, I]`` in memory; the order of the
+    columns does not change the orthogonalised update, which permutes with them)."""
+    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).view(t.shape[0], -1)
+    return t.view(t.shape[0], -1)
+
+
+class MuonAdamW(torch.optim.AdamW):
+    """AdamW (fused) for the parameter groups without ``"muon": True``; Muon for those with it: SGD momentum
+    (Nesterov) whose update is orthogonalised by five Newton–Schulz iterations, the weight seen as the matrix
+    ``[out, in·kh·kw]`` (Jordan et al. 2024; the update is ``torch.optim.Muon``'s). Its step is scaled to AdamW's
+    update RMS (``0.2·sqrt(max(out, in·kh·kw))``, Liu et al., "Muon is Scalable for LLM Training", 2025), so the
+    same ``lr``, schedule and decoupled weight decay serve both. Muon's momentum buffer has its parameter's shape
+    and layout, so checkpoints store it like AdamW's moments."""
+
+    def __init__(self, params: Any, lr: float, betas: tuple[float, float], momentum: float = 0.95,
+                 ns_steps: int = 5) -> None:
+        super().__init__(params, lr=lr, betas=betas, fused=True)
+        for group in self.param_groups:
+            if group.get("muon"):
+                group.setdefault("momentum", momentum)
+                group.setdefault("ns_steps", ns_steps)
+
+    def _init_group(self, group: dict[str, Any], *lists: Any) -> bool:  # type: ignore[override]
+        # AdamW's step gathers each group's parameters here: Muon's groups are left out of it.
+        return False if group.get("muon") else super()._init_group(group, *lists)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = super().step(closure)
+        for group in self.param_groups:
+            if not group.get("muon"):
+                continue
+            params, grads, bufs = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    # step: Muon's steps taken; AdamW's loading code expects every parameter's state to count them
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                # The gradient in its parameter's layout, so the two matrices' columns are the same kernel taps.
+                grad = p.grad if p.grad.stride() == p.stride() else torch.empty_like(p).copy_(p.grad)
+                params.append(_matrix(p))
+                grads.append(_matrix(grad))
+                bufs.append(_matrix(state["momentum_buffer"]))
+            muon(params, grads, bufs, lr=group["lr"], weight_decay=group["weight_decay"],
+                 momentum=group["momentum"], nesterov=True, ns_coefficients=(3.4445, -4.775, 2.0315),
+                 ns_steps=group["ns_steps"], eps=1e-7, adjust_lr_fn="match_rms_adamw", has_complex=False)
+        return loss
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -42,7 +42,7 @@ from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config
 from hydranet.train.interrupt import stop_requested, workers_ignore_stop_signals
 from hydranet.train.logging import TrainLogger
-from hydranet.train.optim import build_optimizer, lr_at, set_lr
+from hydranet.train.optim import build_optimizer, lr_at, muon_exempt, set_lr
 from hydranet.train.precision import autocast, use_bf16
 from hydranet.train.scheduler import ALL, SchedulerBatchSampler, TaskScheduler, build_index_lists, label_presence
 from hydranet.train.sync_batchnorm import convert_sync_batchnorm
@@ -135,7 +135,8 @@ class Trainer:
         self.balancer = create_balancer(self.tc.balancing, self.train_tasks, model, self.trainable,
                                         self.tc.seed).to(self.device)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(named, self.tc, extra_no_decay=list(self.balancer.parameters()))
+        self.optimizer = build_optimizer(named, self.tc, extra_no_decay=list(self.balancer.parameters()),
+                                         exempt=muon_exempt(model))
         by_id = {id(p): n for n, p in named} | {id(p): f"balancer.{n}" for n, p in self.balancer.named_parameters()}
         self.param_names = [by_id[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
 
