@@ -89,3 +89,11 @@ def test_a_muon_run_resumes_exactly(tmp_path):
     resumed.fit()
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_resuming_with_another_optimizer_is_refused_by_name(tmp_path):
+    from hydranet.checkpoint import CheckpointError
+
+    make_trainer(tmp_path, steps=2, optimizer="muon").fit()
+    with pytest.raises(CheckpointError, match="resume with the train.optimizer the run began with"):
+        make_trainer(tmp_path, steps=4, optimizer="adamw").resume()
