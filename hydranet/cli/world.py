@@ -14,8 +14,8 @@ from hydranet.geometry import BevGrid
 from hydranet.setup import Setup, class_names
 from hydranet.train import world_from_file
 from hydranet.viz import (
+    DRIVABLE_COLOR,
     EGO_PATH_COLOR,
-    LANE_COLORS,
     Views,
     draw_bev_map,
     draw_boxes2d,
@@ -25,6 +25,7 @@ from hydranet.viz import (
     draw_polylines_bev,
     draw_sparse_depth,
     draw_traffic_lights,
+    lane_color,
 )
 from hydranet.world import SyntheticWorld
 
@@ -41,7 +42,7 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
     if "depth" in sample.labels and float((sample.labels["depth"] > 0).float().mean()) < 0.3:
         draw_sparse_depth(views, sample.labels["depth"])  # lidar depth: dots in the cameras and the BEV
     if "drivable" in lab:
-        draw_mask(views, lab["drivable"].bool(), (40, 220, 90), 0.13, name="drivable")
+        draw_mask(views, lab["drivable"].bool(), DRIVABLE_COLOR, 0.13, name="drivable")  # as every picture draws it
     if "lanes" in lab:
         draw_lane_masks(views, lab["lanes"], alpha=0.85)
     if boxes3d_in_cameras and "objects3d" not in lab and overlay:
@@ -61,7 +62,7 @@ def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, o
         draw_bev_map(views, lab["bev_semantic"])
     if "lane_lines" in lab:
         ll = lab["lane_lines"]
-        cols = [LANE_COLORS.get(int(k), (255, 255, 255)) for k in ll["kind"]]
+        cols = [lane_color(int(k)) for k in ll["kind"]]
         draw_polylines_bev(views, ll["points"], cols, width=1)
     if "objects3d" in lab:
         ob = lab["objects3d"]

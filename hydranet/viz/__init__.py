@@ -25,6 +25,6 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "rerun_log": ["RerunMissing", "SceneRecorder", "decoded_cpu", "require_rerun"],
     "style": ["BEV_COLORS", "BEV_FILL_ALPHA", "CLASS_COLORS", "Color", "DASH", "DEPTH_RANGE", "DRIVABLE_COLOR",
         "EGO_PATH_COLOR", "LANE_ALPHA", "LANE_COLORS", "LIGHT_COLORS", "MIN_IMAGE_SHARE", "REGION_ALPHA",
-        "LINE_STYLES", "SERIES_COLORS", "class_color", "line_style"],
+        "LINE_STYLES", "SERIES_COLORS", "class_color", "lane_color", "line_style"],
     "views": ["EGO_BOX", "LAYOUT", "NUSCENES_LAYOUT", "Views"],
 })

@@ -31,7 +31,15 @@ from torch import Tensor
 
 from hydranet.data import BEV_CLASSES, LANE_KINDS, LIGHT_STATES, Sample
 from hydranet.setup import OBJECT_CLASSES
-from hydranet.viz.style import BEV_COLORS, DRIVABLE_COLOR, EGO_PATH_COLOR, LANE_COLORS, LIGHT_COLORS, class_color
+from hydranet.viz.style import (
+    BEV_COLORS,
+    DRIVABLE_COLOR,
+    EGO_PATH_COLOR,
+    LANE_COLORS,
+    LIGHT_COLORS,
+    class_color,
+    lane_color,
+)
 
 INSTALL_HINT = "pip install 'hydranet[rerun]' (in a source checkout: .venv/bin/pip install -e '.[rerun]')"
 _SIDES = ("truth", "prediction")
@@ -158,7 +166,7 @@ class SceneRecorder:
                 rec.log(f"bev/{side}/semantic", rr.Image(self._bev_rgb(_np(value))))
             elif task == "lane_lines":
                 pts = _np(value["points"])
-                cols = [_rgb(LANE_COLORS.get(int(k), (255, 255, 255))) for k in _np(value["kind"]).tolist()]
+                cols = [_rgb(lane_color(k)) for k in _np(value["kind"]).tolist()]
                 rec.log(f"world/ego/{side}/lane_lines", rr.LineStrips3D(list(pts), colors=cols))
             elif task == "ego_path":
                 path = _np(value)

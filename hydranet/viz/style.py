@@ -55,8 +55,11 @@ BEV_COLORS: dict[str, tuple[int, int, int]] = {
 }
 LIGHT_COLORS: dict[str, tuple[int, int, int]] = {"red": (255, 40, 40), "yellow": (255, 210, 0),
                                                  "green": (40, 255, 90)}
-# One lane palette everywhere (labels, predictions, world pictures): dashed, solid, road edge.
-LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 0), 2: (0, 255, 255), 3: (255, 60, 60)}
+# One lane palette everywhere (labels, predictions, world pictures): dashed white, solid pink, road edge olive. Each
+# the colour of largest smallest CIE76 distance to every class, light, region and path colour: the yellow, cyan and
+# red they had were a cone's and a yellow light's, a car's, and a red light's.
+LANE_COLORS: dict[int, tuple[int, int, int]] = {1: (255, 255, 255), 2: (255, 165, 225), 3: (120, 150, 30)}
+_LANE_OTHER_COLOR: tuple[int, int, int] = (128, 128, 128)  # a lane line of a kind outside LANE_COLORS
 DRIVABLE_COLOR: tuple[int, int, int] = (60, 150, 255)
 # The ego's planned path in the BEV: violet, a colour no lane kind, class or BEV map uses.
 EGO_PATH_COLOR: tuple[int, int, int] = (170, 110, 255)
@@ -74,6 +77,11 @@ BEV_FILL_ALPHA = 0.45  # BEV semantic prediction, filled per class
 MIN_IMAGE_SHARE = 0.45
 # Prediction and ground truth share the class colours; ground truth is drawn dashed, predictions solid.
 DASH = 4
+
+
+def lane_color(kind: int) -> tuple[int, int, int]:
+    """The RGB colour of lane kind ``kind`` (``LANE_COLORS``; grey for a kind it lacks)."""
+    return LANE_COLORS.get(int(kind), _LANE_OTHER_COLOR)
 
 
 def legend_name(color: tuple[int, int, int]) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from hydranet.geometry import BevGrid
 from hydranet.setup import NUSCENES_CLASSES, OBJECT_CLASSES, default_rig
 from hydranet.viz import Views
-from hydranet.viz.style import EGO_PATH_COLOR, class_color
+from hydranet.viz.style import DRIVABLE_COLOR, EGO_PATH_COLOR, LANE_COLORS, LIGHT_COLORS, class_color, lane_color
 
 
 def test_each_vocabulary_class_has_its_own_colour():
@@ -20,6 +20,19 @@ def test_each_vocabulary_class_has_its_own_colour():
         colours = [class_color(c) for c in vocabulary]
         assert len(set(colours)) == len(vocabulary), dict(zip(vocabulary, colours, strict=True))
         assert (255, 255, 255) not in colours and EGO_PATH_COLOR not in colours
+
+
+def test_lane_kinds_take_no_colour_near_a_class_light_region_or_path():
+    """A lane stroke must not read as a box of a class or a light state in the same picture (before: solid lanes
+    were a car's cyan, dashed ones a cone's and a yellow light's yellow, road edges a red light's red)."""
+    others = {**{c: class_color(c) for c in (*OBJECT_CLASSES, *NUSCENES_CLASSES)},
+              **{f"{s} light": c for s, c in LIGHT_COLORS.items()},
+              "drivable": DRIVABLE_COLOR, "ego path": EGO_PATH_COLOR}
+    for kind, lane in LANE_COLORS.items():
+        near = {name: c for name, c in others.items()
+                if sum((a - b) ** 2 for a, b in zip(lane, c, strict=True)) < 60**2}
+        assert not near, (kind, lane, near)
+    assert lane_color(99) not in LANE_COLORS.values()  # a kind outside the palette: grey, not a kind's colour
 
 
 def test_a_users_class_keeps_its_colour_across_processes():
