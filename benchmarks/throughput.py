@@ -3,8 +3,8 @@
 The step is the real one: ``Trainer.train_step`` of the training config (``--config``, default
 ``configs/demo.yaml``; ``--preset`` swaps in a model preset with its own image size) on a fixed batch of
 rendered world frames of the model's rig -- every task's real loss, the configured loss balancing,
-gradient clipping and the fused AdamW step. It is timed in four variants, fp32 / bf16 autocast ×
-NCHW / channels_last weights, with the config's thread count (``--threads`` overrides it).
+gradient clipping and the config's optimizer step (``train.optimizer``). It is timed in four variants,
+fp32 / bf16 autocast × NCHW / channels_last weights, with the config's thread count (``--threads`` overrides it).
 
 For each variant the JSON gives the step's FLOPs (``torch.utils.flop_counter.FlopCounterMode``:
 convolutions and matmuls, forward and backward), the fastest of ``--repeats`` timed steps, the achieved

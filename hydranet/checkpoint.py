@@ -4,7 +4,8 @@ A checkpoint is a directory::
 
     step_000100/
       model.safetensors       model weights (+ buffers), by state_dict name
-      optimizer.safetensors   AdamW moments per parameter ("<index>.<key>"), balancer tensors ("balancer.<name>")
+      optimizer.safetensors   optimizer state per parameter ("<index>.<key>": AdamW's moments, Muon's momentum),
+                              balancer tensors ("balancer.<name>")
       state.json              format, config, resolved model config, step, RNG states (base64), scheduler
                               position, skipped-step counter, trunk hash, optimizer param groups, ...
 

@@ -146,7 +146,7 @@ class ClipConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """The ``train`` section: optimisation (AdamW, warmup-cosine lr, clipping), precision, device, data
+    """The ``train`` section: optimisation (AdamW or Muon + AdamW, warmup-cosine lr, clipping), precision, device, data
     loading, task scheduling, clips, balancing, logging/checkpoint/eval cadence, time and skip limits.
     Durations are in optimizer steps unless the name ends in ``_s`` (seconds)."""
 

@@ -147,7 +147,7 @@ def all_reduce_grads(params: Iterable[nn.Parameter]) -> None:
     """Average ``.grad`` over ranks.
 
     A parameter no rank computed a gradient for (a head or the fusion module no task of this step
-    used) keeps ``grad=None``, so AdamW leaves it alone exactly as in a single process: no weight
+    used) keeps ``grad=None``, so the optimizer leaves it alone exactly as in a single process: no weight
     decay, no momentum drift. Where only some ranks have a gradient, the others contribute zeros.
     """
     params = list(params)
@@ -204,7 +204,7 @@ def wrap_ddp(model: nn.Module) -> DistributedDataParallel:
 
     - ``find_unused_parameters=True``: sub-graph training leaves parameters unused in a micro-step
       (heads of tasks the scheduler did not pick, fusion when no BEV task ran); a parameter unused
-      on every rank over the whole accumulation keeps ``grad=None``, so AdamW leaves it alone as in
+      on every rank over the whole accumulation keeps ``grad=None``, so the optimizer leaves it alone as in
       one process. Frozen modules (``requires_grad=False``) are not registered at all.
     - ``forward_sync_buffers=False``: BatchNorm statistics are broadcast from rank 0 once per
       optimizer step by the trainer (after a skipped step restored them), not at every micro-step's

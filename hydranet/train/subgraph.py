@@ -10,7 +10,7 @@ only the named heads on images. This module adds what needs more than that:
   that head; trunk, neck and fusion are frozen unless ``--freeze`` names another set.
 
 Why frozen shared modules keep the other heads bit-identical: their parameters get no gradient (so
-AdamW never touches them, weight decay included), they run in eval mode (BatchNorm statistics do not
+the optimizer never touches them, weight decay included), they run in eval mode (BatchNorm statistics do not
 move), and the other heads are frozen the same way and not even run. ``run.shared_note`` warns when a
 shared module a *non-trained* head reads still trains, since that head's outputs will then change.
 """

@@ -5,7 +5,8 @@ One optimizer step = ``grad_accum`` micro-batches. Each micro-batch is assigned 
 the losses of the tasks whose labels are present in the (global) micro-batch are handed to the
 balancing strategy, which accumulates gradients: in ``DistributedDataParallel`` under torchrun, with
 ``no_sync()`` on all but the last micro-step, except for PCGrad and GradNorm, which all-reduce per-task
-gradients themselves (balancing.py says why). Then gradients are clipped and AdamW steps.
+gradients themselves (balancing.py says why). Then gradients are clipped and the optimizer steps
+(``train.optimizer``: AdamW, or Muon for the hidden layers' kernels; ``hydranet.train.optim``).
 
 A non-finite loss or gradient on any rank skips the whole step on every rank (the decision is
 all-reduced), and the skip is counted, logged and checkpointed; BatchNorm running statistics the

@@ -65,7 +65,7 @@ class PerTaskGrads(Balancer):
 
     def _write_shared(self, flat: Tensor) -> None:
         """Shared gradients from the combined flat vector; parameters no task reached on any rank
-        keep ``grad=None`` (AdamW skips them, as in a single process)."""
+        keep ``grad=None`` (the optimizer skips them, as in a single process)."""
         offset = 0
         for p, u in zip(self.shared, self.used.tolist(), strict=True):
             g = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
