@@ -7,7 +7,7 @@ the held-out scenes every ``--eval-every`` steps and prints one JSON object: per
 training wall and CPU seconds (evaluations excluded; CPU seconds of this process, so the quality reached
 per CPU-second can be compared across designs on a shared machine) and each task's headline metric, then
 the final figures against the goals. ``--plot PATH`` renders the curves (matplotlib; ``--x cpu`` puts CPU
-seconds on the x axis); ``--compare A.json ...`` overlays earlier runs of this script, so one change at a
+seconds on the x axis); ``--compare A.json[=LABEL] ...`` overlays earlier runs of this script, so one change at a
 time can be read off one picture. ``--fresh N`` trains on N fresh world frames rendered by the loader as
 training reads them instead (how far more data would go). ``--checkpoint CKPT`` trains nothing: it scores a
 trained checkpoint (``zoo:tiny-world``, the reference model, say) on the same held-out scenes, as one point
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the config's world datasets are rendered into shards (reused when up to date)")
     p.add_argument("--out", default=None, help="training run directory (default: a temporary one)")
     p.add_argument("--plot", type=Path, default=None, help="write the learning-curve picture here (PNG)")
-    p.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results to overlay")
+    p.add_argument("--compare", nargs="*", default=[], metavar="JSON[=LABEL]",
+                   help="earlier JSON results to overlay; =LABEL names a curve in the legend instead of its own label")
     p.add_argument("--plot-only", action="store_true", help="only draw --compare results into --plot")
     p.add_argument("--x", choices=["step", "cpu"], default="step", help="x axis of the plot: steps or CPU seconds")
     p.add_argument("--checkpoint", default=None,
@@ -300,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     args.config = args.config or default_demo_config()
     if args.steps < 1 or args.eval_every < 1:
         p.error("--steps and --eval-every must be >= 1")
-    earlier = [json.loads(Path(f).read_text()) for f in args.compare]
+    earlier = []
+    for spec in args.compare:
+        path, _, label = spec.partition("=")
+        try:
+            result = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            p.error(f"--compare {path}: {e}")
+        earlier.append({**result, "label": label} if label else result)
     if args.plot_only:
         if not args.plot or not earlier:
             p.error("--plot-only needs --plot and --compare")

@@ -1,6 +1,7 @@
 """benchmarks/quality.py judges a run against the demo's goals (issue 20's table) from the metrics it reads."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,17 @@ def test_a_checkpoint_of_another_setup_is_refused_naming_it(tmp_path):
                                       data_dir=str(tmp_path), label="")
     with pytest.raises(SystemExit, match="zoo:tiny-world: its setup"):
         quality.evaluate_checkpoint(args)
+
+
+def test_compare_takes_a_legend_label_and_names_an_unreadable_file(tmp_path, monkeypatch):
+    """``--compare JSON=LABEL`` draws that run under LABEL (a recorded run's own label can outlive what it names);
+    a missing file is one usage error naming it."""
+    run = {"label": "as recorded", "curve": [{"step": 10, "train_cpu_s": 1.0, "objects3d": 0.2}]}
+    (tmp_path / "a.json").write_text(json.dumps(run))
+    drawn = []
+    monkeypatch.setattr(quality, "plot", lambda results, path, x: drawn.extend(r["label"] for r in results))
+    assert quality.main(["--plot-only", "--plot", str(tmp_path / "p.png"), "--compare",
+                         f"{tmp_path / 'a.json'}=AdamW, 4,000 steps", str(tmp_path / "a.json")]) == 0
+    assert drawn == ["AdamW, 4,000 steps", "as recorded"]
+    with pytest.raises(SystemExit):
+        quality.main(["--plot-only", "--plot", str(tmp_path / "p.png"), "--compare", str(tmp_path / "missing.json")])
