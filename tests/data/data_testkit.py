@@ -57,7 +57,8 @@ def make_sample(index: int, height: int = 16, width: int = 32, drop: tuple[str, 
     T_world[:3, 3] = rnd(3) * 100
     return Sample(
         images=ints(256, n, 3, h, w).to(torch.uint8),
-        intrinsics=rig.intrinsics()[:cams] + torch.cat([rnd(n, 2, 3) * 1e-3, torch.zeros(n, 1, 3)], 1),
+        # non-round fx, fy, cx, cy (the float storage is checked exactly); a pinhole K keeps its zero skew
+        intrinsics=rig.intrinsics()[:cams] + rnd(n, 3, 3) * 1e-3 * torch.tensor([[1.0, 0, 1], [0, 1, 1], [0, 0, 0]]),
         T_ego_from_cam=rig.extrinsics()[:cams],
         T_world_from_ego=T_world,
         timestamp=index * 0.1 + 1 / 3,
