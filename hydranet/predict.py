@@ -30,8 +30,7 @@ from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
-from hydranet.eval import Evaluator
-from hydranet.eval.tracking import TrackerOptions
+from hydranet.eval import Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError, check_vocabularies

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hydranet.tasks.heads import ConvHead
+from hydranet.tasks import ConvHead
 from hydranet.train.config import TrainConfig
 
-__all__ = ["MuonAdamW", "build_optimizer", "lr_at", "muon_exempt", "orthogonalize", "set_lr"]
+__all__ = ["MuonAdamW", "build_optimizer", "lr_at", "muon_exempt", "set_lr"]
 
 # The quintic Newton–Schulz iteration of Muon (Jordan et al. 2024; torch.optim.Muon's coefficients and step count).
-NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
-NS_STEPS = 5
+_NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+_NS_STEPS = 5
 # Matrices are padded to multiples of these (rows, columns) and orthogonalised together, one batched product per
 # bucket: the demo model's 68 small kernels take 11 batches instead of 68 × 15 small products, whose per-call
 # overhead, not their arithmetic, was Muon's cost on a CPU.
@@ -80,13 +80,13 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def orthogonalize(updates: list[Tensor], steps: int = NS_STEPS) -> list[Tensor]:
+def _orthogonalize(updates: list[Tensor], steps: int = _NS_STEPS) -> list[Tensor]:
     """Muon's orthogonalisation of each ``[m, n]`` matrix of ``updates``: ``steps`` quintic Newton–Schulz iterations
     in bf16 after scaling to unit Frobenius norm, which take the singular values to about 1 (0.7–1.2), as
     ``torch.optim.Muon`` computes it (Jordan et al. 2024). Returns bf16 matrices of the same shapes. The matrices
     are zero-padded into buckets of similar shape and iterated as one batch per bucket: the padding stays zero
     through every iteration and adds only zeros to the sums, so each matrix's result is its own."""
-    a, b, c = NS_COEFFICIENTS
+    a, b, c = _NS_COEFFICIENTS
     wide = [u.mT if u.shape[0] > u.shape[1] else u for u in updates]  # rows <= columns: the smaller Gram matrix
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, u in enumerate(wide):
@@ -117,7 +117,7 @@ def _matrix(t: Tensor) -> Tensor:
 
 class MuonAdamW(torch.optim.AdamW):
     """AdamW (fused) for the parameter groups without ``"muon": True``; Muon for those with it: SGD momentum
-    (Nesterov) whose update is orthogonalised by five Newton–Schulz iterations (``orthogonalize``), the weight seen
+    (Nesterov) whose update is orthogonalised by five Newton–Schulz iterations (``_orthogonalize``), the weight seen
     as the matrix ``[out, in·kh·kw]`` (Jordan et al. 2024; ``torch.optim.Muon``'s update, which the tests check it
     against, with the matrices of a step orthogonalised in batches). Its step is scaled to AdamW's
     update RMS (``0.2·sqrt(max(out, in·kh·kw))``, Liu et al., "Muon is Scalable for LLM Training", 2025), so the
@@ -125,7 +125,7 @@ class MuonAdamW(torch.optim.AdamW):
     and layout, so checkpoints store it like AdamW's moments."""
 
     def __init__(self, params: Any, lr: float, betas: tuple[float, float], momentum: float = 0.95,
-                 ns_steps: int = NS_STEPS) -> None:
+                 ns_steps: int = _NS_STEPS) -> None:
         super().__init__(params, lr=lr, betas=betas, fused=True)
         for group in self.param_groups:
             if group.get("muon"):
@@ -162,7 +162,7 @@ class MuonAdamW(torch.optim.AdamW):
             if not params:
                 continue
             lr, decay = group["lr"], group["weight_decay"]
-            for weight, update in zip(params, orthogonalize(updates, group["ns_steps"]), strict=True):
+            for weight, update in zip(params, _orthogonalize(updates, group["ns_steps"]), strict=True):
                 weight.mul_(1 - lr * decay)
                 # Moonshot's RMS match: the orthogonalised update scaled to AdamW's typical update size.
                 weight.add_(update, alpha=-lr * 0.2 * math.sqrt(max(weight.shape)))
