@@ -155,8 +155,9 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor
     Raises ``CheckpointError`` naming ``where`` when the checkpoint's parameter names differ from
     ``param_names`` (a different task set or frozen modules than the run that saved it)."""
     if meta["param_names"] != param_names and sorted(meta["param_names"]) == sorted(param_names):
+        began = "muon" if any(g.get("muon") for g in meta["param_groups"]) else "adamw"
         raise CheckpointError(f"{where}: the same parameters in other optimizer groups than this run's: resume with "
-                              "the train.optimizer the run began with")
+                              f"the train.optimizer the run began with ({began})")
     if meta["param_names"] != param_names:
         missing = sorted(set(meta["param_names"]) ^ set(param_names))[:5]
         raise CheckpointError(f"{where}: optimizer parameters differ from this run's (e.g. {missing}); "

@@ -74,6 +74,27 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
         f"; new heads: {new}" if new else "")
 
 
+def resumed_selection(out_dir: Path, tasks: list[str] | None, freeze: list[str] | None,
+                      all_tasks: list[str]) -> tuple[list[str] | None, list[str] | None]:
+    """The trained tasks and frozen shared modules a resumed run in ``out_dir`` keeps: its newest checkpoint's own
+    (``state.json``'s ``train_tasks`` and ``frozen``), so ``--resume`` alone continues a ``--tasks``/``--freeze``
+    run. ``tasks``/``freeze`` as given (None or empty: not given) must equal them: ``ValueError`` naming both.
+    A run without a checkpoint yet returns them unchanged."""
+    try:
+        state = load_checkpoint(out_dir, optimizer=False).state
+    except CheckpointError:
+        return tasks, freeze  # no checkpoint to read (or a corrupt newest one): resume itself says which
+    trained = sorted(state.get("train_tasks") or all_tasks)
+    frozen = sorted(m for m in state.get("frozen") or [] if not m.startswith("heads."))
+    if tasks and sorted(tasks) != trained:
+        raise ValueError(f"--tasks {sorted(tasks)}: the run in {out_dir} trains {trained}; resume with those (or "
+                         "without --tasks: the run keeps its own)")
+    if freeze and sorted(freeze) != frozen:
+        raise ValueError(f"--freeze {sorted(freeze)}: the run in {out_dir} freezes {frozen or 'nothing'}; resume with "
+                         "that (or without --freeze: the run keeps its own)")
+    return (trained if trained != sorted(all_tasks) else tasks), (frozen or freeze)
+
+
 def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from_ckpt: str | None = None,
                  tasks: list[str] | None = None, freeze: list[str] | None = None, progress: bool = True,
                  console: Any = None, resume_hint: str | None = None) -> dict[str, Any]:
@@ -83,7 +104,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     --resume -o OUT``, under torchrun when the job has several ranks; the vacation names its own command).
 
     ``from_ckpt`` initialises the weights (only heads of new tasks may be missing, else ``CheckpointError``);
-    ``tasks`` restricts the trained tasks (unknown names: ``ValueError``); ``freeze`` names modules to freeze;
+    ``tasks`` restricts the trained tasks (unknown names: ``ValueError``); ``freeze`` names modules to freeze; a
+    resumed run keeps the tasks and frozen modules it was started with (``resumed_selection``);
     ``train.clip`` selects ``ClipTrainer``. ``RunLockedError`` when another process trains into ``out_dir``."""
 
     console = console or make_console(stderr=True)
@@ -91,6 +113,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     out_dir = Path(out_dir)
     model_cfg = cfg.resolved_model()
     labels = {name: TASKS[name].label for name in model_cfg.tasks}
+    if resume:
+        tasks, freeze = resumed_selection(out_dir, tasks, freeze, sorted(labels))
     train_tasks = sorted(tasks) if tasks else sorted(labels)
     unknown = sorted(set(train_tasks) - set(labels))
     if unknown:  # before the run directory exists: a typo leaves nothing behind
@@ -343,7 +367,8 @@ def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
 
     if refused:
         raise ConfigError(f"--resume: the config differs from the run's {stored_file} in {show(refused)}; resume "
-                          "without --config (the run keeps its own) or train the new config into another --out")
+                          "without --config or --set of those fields (the run keeps its own) or train the new config "
+                          "into another --out")
     return f"resuming with a changed config: {show(allowed)}" if allowed else None
 
 

@@ -74,5 +74,16 @@ def test_train_cli_resume_load_and_subgraph_finetune(tmp_path):
             assert torch.equal(out[task][key], value), f"{task}.{key} changed"
     assert not torch.equal(out["drivable"]["logits"], ref["drivable"]["logits"])
 
+    # --resume alone continues the fine-tune with its own --tasks and --freeze (before: an internal error, the loss
+    # balancer sized for every task); other --tasks are refused, naming the run's.
+    more = runner.invoke(app, ["train", "--resume", "-o", str(ft), "--set", "train.steps=3", "--no-progress"])
+    assert more.exit_code == 0, more.output
+    resumed_ft, _ = load_model(ft)
+    assert load_checkpoint(ft).state["step"] == 3
+    assert {k.split(".")[1] if k.startswith("heads.") else k.split(".")[0] for k in base_state
+            if not torch.equal(base_state[k], resumed_ft.state_dict()[k])} == {"drivable"}
+    other = runner.invoke(app, ["train", "--resume", "-o", str(ft), "--set", "train.steps=4", "--tasks", "depth"])
+    assert other.exit_code == 2 and "the run in" in other.output and "trains ['drivable']" in other.output
+
     nofrom = runner.invoke(app, ["train", "-c", str(cfg), "-o", str(tmp_path / "x"), "--freeze", "trunk"])
     assert nofrom.exit_code != 0 and "--from" in nofrom.output
