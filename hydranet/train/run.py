@@ -74,7 +74,7 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
         f"; new heads: {new}" if new else "")
 
 
-def resumed_selection(out_dir: Path, tasks: list[str] | None, freeze: list[str] | None,
+def _resumed_selection(out_dir: Path, tasks: list[str] | None, freeze: list[str] | None,
                       all_tasks: list[str]) -> tuple[list[str] | None, list[str] | None]:
     """The trained tasks and frozen shared modules a resumed run in ``out_dir`` keeps: its newest checkpoint's own
     (``state.json``'s ``train_tasks`` and ``frozen``), so ``--resume`` alone continues a ``--tasks``/``--freeze``
@@ -105,7 +105,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
 
     ``from_ckpt`` initialises the weights (only heads of new tasks may be missing, else ``CheckpointError``);
     ``tasks`` restricts the trained tasks (unknown names: ``ValueError``); ``freeze`` names modules to freeze; a
-    resumed run keeps the tasks and frozen modules it was started with (``resumed_selection``);
+    resumed run keeps the tasks and frozen modules it was started with (``_resumed_selection``);
     ``train.clip`` selects ``ClipTrainer``. ``RunLockedError`` when another process trains into ``out_dir``."""
 
     console = console or make_console(stderr=True)
@@ -114,7 +114,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     model_cfg = cfg.resolved_model()
     labels = {name: TASKS[name].label for name in model_cfg.tasks}
     if resume:
-        tasks, freeze = resumed_selection(out_dir, tasks, freeze, sorted(labels))
+        tasks, freeze = _resumed_selection(out_dir, tasks, freeze, sorted(labels))
     train_tasks = sorted(tasks) if tasks else sorted(labels)
     unknown = sorted(set(train_tasks) - set(labels))
     if unknown:  # before the run directory exists: a typo leaves nothing behind
