@@ -194,6 +194,35 @@ def test_visible_pair_gather_equals_grid_sample_over_every_camera(layout):
     assert float(g_sparse[0].reshape(B, N, -1)[1, 3].abs().max()) == 0.0  # the dead camera gets no gradient
 
 
+def test_gather_backward_groups_the_plan_by_table_row_once_and_only_when_trained():
+    """The gather's backward bags the plan's entries by the feature row they read: built on the first backward,
+    reused by the next (a fixed rig sorts once), never built by inference; in bf16 its gradient matches the fp32
+    one to bf16 precision."""
+    from hydranet.model.fusion import _gather, _plan
+
+    torch.manual_seed(0)
+    rig = default_rig((H, W))
+    K, T = rig.intrinsics()[None], rig.extrinsics()[None]
+    sampler = BevSampler(GRID, 5, 4, [0.0, 1.0], ["p2", "p3"], stride=1)
+    feats = {"p2": torch.randn(len(rig), 5, H // 4, W // 4), "p3": torch.randn(len(rig), 5, H // 8, W // 8)}
+    coords, visible = project_to_cameras(sampler.points, K, T, (H, W), sampler.min_depth)
+    plan = _plan([tuple(f.shape[-2:]) for f in feats.values()], coords, visible, 2)
+    with torch.no_grad():
+        _gather(feats, sampler.levels, plan)
+    assert plan.by_table_row == {}
+    table_rows = sum(v.shape[0] * v.shape[2] * v.shape[3] for v in feats.values())
+    grads, built = {}, []
+    for dtype in (torch.float32, torch.bfloat16):
+        leaves = {k: v.to(dtype).requires_grad_() for k, v in feats.items()}
+        out = _gather(leaves, sampler.levels, plan)
+        g = torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(dtype)
+        grads[dtype] = torch.autograd.grad((out * g).sum(), list(leaves.values()))
+        built.append(plan.by_table_row[table_rows])
+    assert all(a is b for a, b in zip(*built, strict=True))  # the same tensors: sorted once
+    for a, b in zip(grads[torch.bfloat16], grads[torch.float32], strict=True):
+        torch.testing.assert_close(a.float(), b, atol=2e-2, rtol=2e-2)
+
+
 def test_eager_and_traced_sampler_give_the_same_bev_map():
     """``BevSampler.forward`` builds the reduce conv's input channels-last from the gather and channels-first from
     the traced grid_sample: the same channels in the same order (the 1x1 conv's weights serve both)."""
