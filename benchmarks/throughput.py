@@ -7,9 +7,12 @@ gradient clipping and the config's optimizer step (``train.optimizer``). It is t
 fp32 / bf16 autocast × NCHW / channels_last weights, with the config's thread count (``--threads`` overrides it).
 
 For each variant the JSON gives the step's FLOPs (``torch.utils.flop_counter.FlopCounterMode``:
-convolutions and matmuls, forward and backward), the fastest of ``--repeats`` timed steps, the achieved
-GFLOP/s, the percentage of both peaks of the variant's precision, and where the step's time goes: the
-ops of one profiled step (``torch.profiler``) grouped by name, largest self time first.
+convolutions and matmuls), split into the network's forward and backward (``model_gflop``) and the optimizer's
+own products (``optimizer_gflop``: Muon's Newton–Schulz iterations; AdamW's arithmetic is elementwise and counts
+0), the fastest of ``--repeats`` timed steps, the achieved GFLOP/s and the percentage of both peaks of the
+variant's precision -- both of the network's FLOPs alone, so an optimizer that adds products cannot raise them
+-- and where the step's time goes: the ops of one profiled step (``torch.profiler``) grouped by name, largest
+self time first.
 
 The peaks are measured, not quoted, with the same threads, as the best over sizes:
 
@@ -124,6 +127,28 @@ def train_step(trainer: Trainer, batch: Any) -> Callable[[], None]:
     return step
 
 
+def counted_flops(trainer: Trainer, step: Callable[[], None]) -> tuple[int, int]:
+    """``(total, optimizer)`` FLOPs of one ``step``: the optimizer's share is what the counter gains while
+    ``trainer.optimizer.step`` runs."""
+    optimizer = trainer.optimizer
+    with FlopCounterMode(display=False) as counter:
+        marks: list[int] = []
+        bound = optimizer.step
+
+        def counted_step(*args: Any, **kwargs: Any) -> Any:
+            marks.append(counter.get_total_flops())
+            out = bound(*args, **kwargs)
+            marks.append(counter.get_total_flops())
+            return out
+
+        optimizer.step = counted_step  # type: ignore[method-assign]
+        try:
+            step()
+        finally:
+            del optimizer.step  # the class's method again
+    return counter.get_total_flops(), (marks[1] - marks[0]) if len(marks) == 2 else 0
+
+
 def op_breakdown(step: Callable[[], None], top: int) -> dict[str, Any]:
     """One profiled step: self time per op name (ms and % of the profiled total), largest first."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -159,13 +184,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for layout in ("nchw", "channels_last"):
                 trainer = make_trainer(cfg, samples, precision, layout == "channels_last", tmp)
                 step = train_step(trainer, batch)
-                with FlopCounterMode(display=False) as counter:
-                    step()
-                flops = counter.get_total_flops()
+                flops, optimizer_flops = counted_flops(trainer, step)
+                model_flops = flops - optimizer_flops
                 seconds = best_of(step, args.repeats)
-                gflops = flops / seconds / 1e9
+                gflops = model_flops / seconds / 1e9
                 variants.append({
                     "precision": precision, "layout": layout, "step_gflop": round(flops / 1e9, 2),
+                    "model_gflop": round(model_flops / 1e9, 2), "optimizer_gflop": round(optimizer_flops / 1e9, 2),
                     "step_s": round(seconds, 4), "samples_per_s": round(len(samples) / seconds, 2),
                     "gflop_per_s": round(gflops, 1),
                     "pct_of_matmul_peak": round(100 * gflops / best["matmul"][precision], 1),
