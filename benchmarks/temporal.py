@@ -100,7 +100,7 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
                   # (min_visible 0): remembering a hidden object is what the memory is for.
                   "tasks": {"objects3d": {"code_weights": {"velocity": 1.0}, "min_visible": 0.0},
                             "bev_semantic": {}}},
-        "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr,
+        "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr, "optimizer": args.optimizer,
                   "warmup_steps": min(10, args.steps // 5),
                   "weight_decay": 0.01, "clip_grad_norm": 5.0, "log_every": max(1, args.steps), "seed": args.seed,
                   "clip": {"length": args.burn_in + args.clip, "burn_in": args.burn_in}},
@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--lr", type=float, default=6e-3)
+    p.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw",
+                   help="train.optimizer of both models (muon: Muon for the hidden layers' kernels, docs/train.md)")
     p.add_argument("--latency-size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
                    help="image size of the latency measurement (default: the tiny preset's 128x256)")
     p.add_argument("--correlation-radius", type=int, default=0,
