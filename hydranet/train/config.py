@@ -159,6 +159,8 @@ class TrainConfig(_Strict):
     # adamw: AdamW for every parameter. muon: Muon for the hidden layers' kernels and AdamW for the rest (the
     # pixels' first conv, the heads' output convs, biases, norms), one lr and schedule (hydranet.train.optim).
     optimizer: Literal["adamw", "muon"] = "adamw"
+    # muon: the peak lr of Muon's groups (None: lr), on the same warmup-cosine schedule; AdamW's groups keep lr.
+    muon_lr: float | None = Field(default=None, gt=0)
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: float | None = Field(default=1.0, gt=0)  # None disables clipping
@@ -195,6 +197,13 @@ class TrainConfig(_Strict):
     # BatchNorm statistics over the global batch when training on several ranks (torch SyncBatchNorm;
     # on CPU/gloo hydranet's equivalent): N ranks at batch B/N then equal one process at batch B.
     sync_batchnorm: bool = False
+
+    @model_validator(mode="after")
+    def _muon_lr_needs_muon(self) -> TrainConfig:
+        if self.muon_lr is not None and self.optimizer != "muon":
+            raise ValueError(f"muon_lr is set ({self.muon_lr:g}) but optimizer is {self.optimizer!r}: Muon's lr "
+                             "applies to train.optimizer: muon only")
+        return self
 
 
 class EvalConfig(_Strict):

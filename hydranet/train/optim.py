@@ -52,7 +52,8 @@ def build_optimizer(named_params: list[tuple[str, nn.Parameter]], cfg: TrainConf
     (balancer parameters). Weight decay applies to matrices/kernels (ndim ≥ 2); biases, norm scales and balancing
     parameters are not decayed (decaying a BatchNorm scale or a log-variance has no meaning). ``muon``: the linear
     and 2D conv weights except those whose ``id`` is in ``exempt`` (``muon_exempt``) take Muon's update
-    (``MuonAdamW``); other kernels keep AdamW's."""
+    (``MuonAdamW``) at ``train.muon_lr`` (its group's ``lr_scale`` = ``muon_lr / lr``, which ``set_lr`` applies);
+    other kernels keep AdamW's."""
     use_muon = cfg.optimizer == "muon"
     exempt = set(exempt)
     decay, no_decay, hidden = [], [], []
@@ -72,7 +73,9 @@ def build_optimizer(named_params: list[tuple[str, nn.Parameter]], cfg: TrainConf
         # fused: one kernel per parameter group instead of ~12 small ops per tensor (the same per-element
         # arithmetic on every device count, so DDP runs stay bit-comparable with single-process ones).
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
-    groups.append({"params": hidden, "weight_decay": cfg.weight_decay, "muon": True})
+    muon_scale = (cfg.muon_lr / cfg.lr) if cfg.muon_lr is not None else 1.0
+    groups.append({"params": hidden, "weight_decay": cfg.weight_decay, "muon": True, "lr_scale": muon_scale,
+                   "lr": cfg.lr * muon_scale})
     return MuonAdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
@@ -180,6 +183,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate to ``lr`` (the trainer calls it with ``lr_at(step)``)."""
+    """Set every parameter group's learning rate to ``lr`` times its ``lr_scale`` (1 unless set: Muon's groups
+    carry ``train.muon_lr / train.lr``); the trainer calls it with ``lr_at(step)``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

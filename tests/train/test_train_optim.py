@@ -9,7 +9,7 @@ from train_testkit import make_trainer
 
 from hydranet.model import ModelConfig, create_model
 from hydranet.train.config import TrainConfig
-from hydranet.train.optim import MuonAdamW, build_optimizer, lr_at, muon_exempt
+from hydranet.train.optim import MuonAdamW, build_optimizer, lr_at, muon_exempt, set_lr
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,40 @@ def test_muon_steps_equal_torch_muon_for_kernels_and_adamw_for_the_rest(model):
                 ref_opt.step()
             torch.testing.assert_close(p.detach(), ref.detach(), rtol=0, atol=1e-7)
     assert checked_layouts == {True, False}  # channels-last 3x3 kernels and 1x1 kernels both checked
+
+
+def test_muon_lr_scales_muons_steps_on_the_schedule_and_leaves_adamws(model):
+    """``train.muon_lr``: Muon's groups follow the warmup-cosine schedule at muon_lr / lr times AdamW's lr, and
+    their first step moves each kernel that many times as far as at ``lr``; AdamW's parameters move as before."""
+    named = [(n, p) for n, p in model.named_parameters()]
+    start = {n: p.detach().clone() for n, p in named}
+    torch.manual_seed(2)
+    grads = {n: torch.randn_like(p) for n, p in named}
+    moved = {}
+    for muon_lr in (None, 1.5e-2):
+        cfg = TrainConfig(optimizer="muon", lr=6e-3, muon_lr=muon_lr, weight_decay=0.0, steps=100, warmup_steps=10)
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(start[n])
+        opt = build_optimizer(named, cfg, exempt=muon_exempt(model))
+        set_lr(opt, lr_at(3, cfg))
+        assert {g.get("muon", False): g["lr"] for g in opt.param_groups} == pytest.approx(
+            {False: lr_at(3, cfg), True: lr_at(3, cfg) * (muon_lr or cfg.lr) / cfg.lr})
+        for n, p in named:
+            p.grad = grads[n].clone()
+        opt.step()
+        hidden = {id(p) for g in opt.param_groups if g.get("muon") for p in g["params"]}
+        moved[muon_lr] = {n: (p.detach() - start[n], id(p) in hidden) for n, p in named}
+    with torch.no_grad():
+        for n, p in named:
+            p.copy_(start[n])
+    for n, (delta, is_hidden) in moved[1.5e-2].items():
+        torch.testing.assert_close(delta, moved[None][n][0] * (2.5 if is_hidden else 1.0), rtol=1e-4, atol=1e-6)
+
+
+def test_muon_lr_without_muon_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="muon_lr is set .* but optimizer is 'adamw'"):
+        TrainConfig(lr=6e-3, muon_lr=1e-2)
 
 
 def test_adamw_is_the_default_and_the_schedule_warms_up_then_decays():
