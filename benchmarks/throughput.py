@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hydranet.data.sample import collate
 from hydranet.model import ModelConfig, create_model
-from hydranet.train.config import Config, config_from_dict, config_to_dict, load_config
+from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from hydranet.train.demo import default_demo_config
 from hydranet.train.machine import cpu_model
 from hydranet.train.precision import cpu_flags, device_has_fast_bf16
@@ -232,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     if (args.batch_size is not None and args.batch_size < 1) or args.repeats < 1 or (
             args.threads is not None and args.threads < 1):
         p.error("--batch-size, --repeats and --threads must be >= 1")
-    print(json.dumps(run(args), indent=1))
+    try:
+        result = run(args)
+    except ConfigError as e:  # a bad --config or --set: the message names the file and the field
+        p.error(str(e))
+    print(json.dumps(result, indent=1))
     return 0
 
 

@@ -13,11 +13,13 @@ Every config, manifest, suite and task-option loader formats through ``format_va
 from __future__ import annotations
 
 import re
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
-__all__ = ["field_messages", "format_field_messages", "format_validation_error", "setting_differences"]
+__all__ = ["NumbersNotBools", "field_messages", "format_field_messages", "format_validation_error",
+           "setting_differences"]
 
 # Location parts pydantic inserts for union members / validators, not fields the user wrote.
 _INTERNAL = re.compile(r"^(literal\[.*\]|function-\w+\[.*\]|[a-z_]+\[.*\]|is-instance\[.*\]|tagged-union\[.*\]|"
@@ -107,3 +109,25 @@ def setting_differences(ours: Any, base: Any, path: str = "", depth: int = 3,
         text = repr(sorted(v) if isinstance(v, dict) else v)
         return text if len(text) <= 80 else text[:77] + "..."
     return [f"{path}: {names[0]} {short(base)}, {names[1]} {short(ours)}"]
+
+
+class NumbersNotBools(BaseModel):
+    """Base of hydranet's config models: a YAML ``true``/``false`` where a number is declared is an error naming the
+    field (``a number is needed, got true``). pydantic's lax mode reads it as 1/0, so ``train.lr: true`` would train
+    at lr 1."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _a_bool_is_not_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and _is_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"a number is needed, got {str(value).lower()}")
+        return value
+
+
+def _is_number(annotation: Any) -> bool:
+    """``int``, ``float`` or an optional one (``float | None``)."""
+    numbers = {int, float}
+    if annotation in numbers:
+        return True
+    args = set(get_args(annotation)) - {type(None)}
+    return get_origin(annotation) in (Union, UnionType) and bool(args) and args <= numbers

@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hydranet.config_errors import format_validation_error
+from hydranet.config_errors import NumbersNotBools, format_validation_error
 
 __all__ = ["Entry", "Options", "Registry", "RegistryError"]
 
@@ -50,8 +50,9 @@ class RegistryError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-class Options(BaseModel):
-    """Base of every plug-in's options: unknown fields are errors that name themselves."""
+class Options(NumbersNotBools):
+    """Base of every plug-in's options: unknown fields are errors that name themselves, and so is a true/false
+    given for a number."""
 
     model_config = ConfigDict(extra="forbid")
 

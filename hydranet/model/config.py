@@ -10,12 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hydranet.config_errors import NumbersNotBools
 from hydranet.model.registry import TRUNKS
 from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
 from hydranet.tasks import TASKS
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBools):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hydranet.config_errors import field_messages, format_field_messages
+from hydranet.config_errors import NumbersNotBools, field_messages, format_field_messages
 from hydranet.data import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
 from hydranet.tasks import TASKS
@@ -44,7 +44,7 @@ class ConfigError(ValueError):
         self.general = list(general or [])
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBools):
     # allow_inf_nan=False: `train.lr: inf` or `.nan` anywhere is an error naming the field.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -160,6 +160,7 @@ class TrainConfig(_Strict):
     # pixels' first conv, the heads' output convs, biases, norms), one lr and schedule (hydranet.train.optim).
     optimizer: Literal["adamw", "muon"] = "adamw"
     # muon: the peak lr of Muon's groups (None: lr), on the same warmup-cosine schedule; AdamW's groups keep lr.
+    # adamw has no Muon groups and ignores it, so `--set train.optimizer=adamw` switches a Muon config as it is.
     muon_lr: float | None = Field(default=None, gt=0)
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
@@ -197,13 +198,6 @@ class TrainConfig(_Strict):
     # BatchNorm statistics over the global batch when training on several ranks (torch SyncBatchNorm;
     # on CPU/gloo hydranet's equivalent): N ranks at batch B/N then equal one process at batch B.
     sync_batchnorm: bool = False
-
-    @model_validator(mode="after")
-    def _muon_lr_needs_muon(self) -> TrainConfig:
-        if self.muon_lr is not None and self.optimizer != "muon":
-            raise ValueError(f"muon_lr is set ({self.muon_lr:g}) but optimizer is {self.optimizer!r}: Muon's lr "
-                             "applies to train.optimizer: muon only")
-        return self
 
 
 class EvalConfig(_Strict):

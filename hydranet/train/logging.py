@@ -80,8 +80,8 @@ class TrainLogger:
 
     def log(self, record: dict[str, Any]) -> None:
         """Write one logging-window record (``step``, ``lr``, ``grad_norm``, ``loss``, ``task_loss``, ``weights``,
-        ``skipped_steps``, ``samples_per_s``) to TensorBoard and the JSON-lines log; non-finite scalars are
-        left out of TensorBoard."""
+        ``skipped_steps``, ``samples_per_s``, and ``muon_lr`` when Muon's kernels have their own lr) to TensorBoard
+        and the JSON-lines log; non-finite scalars are left out of TensorBoard."""
         if not self.enabled:
             return
         step = record["step"]
@@ -91,14 +91,15 @@ class TrainLogger:
             w.add_scalar(f"loss/{t}", v, step)
         for t, v in record["weights"].items():
             w.add_scalar(f"weight/{t}", v, step)
-        for key in ("loss", "lr", "grad_norm", "skipped_steps", "samples_per_s"):
-            if isinstance(record[key], (int, float)) and math.isfinite(record[key]):
+        for key in ("loss", "lr", "muon_lr", "grad_norm", "skipped_steps", "samples_per_s"):
+            if isinstance(record.get(key), (int, float)) and math.isfinite(record[key]):
                 w.add_scalar("loss/total" if key == "loss" else key, record[key], step)
         self.jsonl.write(dumps(record, indent=None) + "\n")
         self.jsonl.flush()
         if self.progress is None:  # no live bar (CI logs, pipes, tests): one complete line per logging window
             losses = " ".join(f"{_SHORT.get(t, t)}={v:.4f}" for t, v in record["task_loss"].items())
-            line = (f"step {step}/{self.total} lr={record['lr']:.2e} {losses} "
+            muon = f" muon_lr={record['muon_lr']:.2e}" if "muon_lr" in record else ""
+            line = (f"step {step}/{self.total} lr={record['lr']:.2e}{muon} {losses} "
                     f"skipped={record['skipped_steps']} {record['samples_per_s']:.1f} samples/s{self._eta(step)}")
             self.console.print(line, soft_wrap=True)
 

@@ -365,9 +365,12 @@ def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
     allowed = [k for k in changed if k.startswith(_RESUMABLE_CHANGES)]
     refused = [k for k in changed if k not in allowed]
 
+    def value(v: Any) -> str:  # None, True, False as the YAML the user writes: null, true, false
+        return {None: "null", True: "true", False: "false"}[v] if v is None or isinstance(v, bool) else repr(v)
+
     def show(keys: list[str]) -> str:
-        return ", ".join(f"{k} {stored.get(k, '<unset>')!r} -> {given.get(k, '<unset>')!r}" for k in keys[:6]) + (
-            f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+        return ", ".join(f"{k} {value(stored.get(k, '<unset>'))} -> {value(given.get(k, '<unset>'))}"
+                         for k in keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
 
     if refused:
         raise ConfigError(f"--resume: the config differs from the run's {stored_file} in {show(refused)}; resume "

@@ -352,6 +352,9 @@ class Trainer:
                     record = {"step": self.step, "lr": out["lr"], "grad_norm": out["grad_norm"], "loss": out["loss"],
                               "task_loss": means, "weights": self.balancer.weights(),
                               "skipped_steps": self.skipped_steps, "samples_per_s": rate}
+                    muon_lr = next((g["lr"] for g in self.optimizer.param_groups if g.get("muon")), None)
+                    if muon_lr is not None:  # Muon's kernels step at their own lr (train.muon_lr)
+                        record["muon_lr"] = muon_lr
                     self.history.append(record)
                     logger.log(record)
                     window = defaultdict(float)

@@ -100,6 +100,16 @@ def test_non_finite_optimiser_numbers_are_errors_naming_the_field(tmp_path, over
         load_config(write(tmp_path, BASE), [override])
 
 
+@pytest.mark.parametrize("override,field", [
+    ("train.lr=true", "train.lr"), ("train.steps=false", "train.steps"), ("train.muon_lr=true", "train.muon_lr"),
+    ("eval.frames=true", "eval.frames"), ("train.balancing.gradnorm.lr=true", "train.balancing.gradnorm.lr"),
+])
+def test_true_or_false_for_a_number_is_an_error_naming_the_field(tmp_path, override, field):
+    # Named as typed (before: pydantic read true as 1, and `train.lr=true` trained at lr 1).
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(override)}: {re.escape(field)}: a number is needed"):
+        load_config(write(tmp_path, BASE), [override])
+
+
 def test_a_bad_set_value_is_named_as_typed_and_a_bad_file_value_by_its_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^--set train.lr=abc: train.lr: .*valid number"):
         load_config(write(tmp_path, BASE), ["train.lr=abc"])

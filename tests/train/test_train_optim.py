@@ -3,6 +3,8 @@ the learning-rate schedule."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from train_testkit import make_trainer
@@ -100,9 +102,13 @@ def test_muon_lr_scales_muons_steps_on_the_schedule_and_leaves_adamws(model):
         torch.testing.assert_close(delta, moved[None][n][0] * (2.5 if is_hidden else 1.0), rtol=1e-4, atol=1e-6)
 
 
-def test_muon_lr_without_muon_is_refused_naming_the_field():
-    with pytest.raises(ValueError, match="muon_lr is set .* but optimizer is 'adamw'"):
-        TrainConfig(lr=6e-3, muon_lr=1e-2)
+def test_adamw_ignores_muon_lr_so_a_muon_config_switches_as_it_is():
+    cfg = TrainConfig(lr=6e-3, muon_lr=1e-2, optimizer="adamw")
+    p = torch.nn.Parameter(torch.zeros(3, 3))
+    opt = build_optimizer([("w", p)], cfg)
+    assert type(opt) is torch.optim.AdamW
+    set_lr(opt, 6e-3)
+    assert all(g["lr"] == 6e-3 for g in opt.param_groups)
 
 
 def test_adamw_is_the_default_and_the_schedule_warms_up_then_decays():
@@ -134,3 +140,11 @@ def test_resuming_with_another_optimizer_is_refused_by_name(tmp_path):
     make_trainer(tmp_path, steps=2, optimizer="muon").fit()
     with pytest.raises(CheckpointError, match=r"resume with the train.optimizer the run began with \(muon\)"):
         make_trainer(tmp_path, steps=4, optimizer="adamw").resume()
+
+
+def test_the_log_shows_muons_own_lr(tmp_path):
+    trainer = make_trainer(tmp_path, steps=4, optimizer="muon", lr=1e-3, muon_lr=4e-3, log_every=2)
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "lr" in r]
+    assert logged and all(r["muon_lr"] == pytest.approx(4 * r["lr"]) for r in logged)
