@@ -46,8 +46,8 @@ from hydranet.model import ZOO_SCHEME, ModelConfig, ZooError, create_model, veri
 from hydranet.outputs import fsync_path as _fsync_dir  # the module's name for it: tests wrap it
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointWriteError", "b64_tensor", "load_checkpoint",
-           "load_latest_valid", "load_model", "optimizer_from_tensors", "optimizer_to_tensors", "resolve_checkpoint",
-           "rng_state", "save_checkpoint", "set_rng_state", "trunk_hash"]
+           "load_latest_valid", "load_model", "optimizer_from_tensors", "optimizer_to_tensors", "read_state",
+           "resolve_checkpoint", "rng_state", "save_checkpoint", "set_rng_state", "trunk_hash"]
 
 FORMAT = "hydranet-checkpoint/1"
 _TRUNK_PREFIXES = ("trunk.", "neck.")
@@ -315,6 +315,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: not a checkpoint (no state.json) and no latest.json in it or its checkpoints/")
 
 
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json`` alone (``path`` as ``resolve_checkpoint`` takes it), without reading or
+    verifying its tensors: for what only needs the config, step or task selection. Raises ``CheckpointError``
+    naming the file when there is no checkpoint or the file is not a JSON object."""
+    state_file = resolve_checkpoint(path) / "state.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
+        raise CheckpointError(f"{state_file}: unreadable checkpoint state ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_file}: unreadable checkpoint state (not a JSON object)")
+    return state
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", optimizer: bool = True) -> Checkpoint:
     """Read a checkpoint (safetensors + JSON only); ``optimizer=False`` skips the optimizer moments.
 
@@ -324,10 +338,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     Raises ``CheckpointError`` naming the file."""
     path = resolve_checkpoint(path)
     state_file = path / "state.json"
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
-        raise CheckpointError(f"{state_file}: unreadable checkpoint state ({e})") from None
+    state = read_state(path)
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{state_file}: unknown checkpoint format {state.get('format')!r}, expected {FORMAT!r}")
 

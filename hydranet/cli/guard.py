@@ -28,7 +28,6 @@ tried with its lock held.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -41,7 +40,7 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from hydranet.checkpoint import resolve_checkpoint
+from hydranet.checkpoint import read_state
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
 from hydranet.engine import load_pipeline, run_outputs
@@ -129,7 +128,7 @@ def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
         if pipe.train_config:
             datasets = _config_datasets(load_config(pipe.train_config, list(pipe.train.overrides)))
         else:  # the model's own training config: read from its state.json, not by loading its weights
-            state = json.loads((resolve_checkpoint(pipe.model) / "state.json").read_text())
+            state = read_state(pipe.model)
             datasets = ((state.get("config") or {}).get("data") or {}).get("datasets") or {}
         inputs += _dataset_paths(datasets)
     except Exception:  # noqa: BLE001 - a bad train config is reported by the command's own preflight

@@ -13,7 +13,6 @@ demo calls. Options for sub-graph training live here too:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from hydranet.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from hydranet.checkpoint import CheckpointError, load_checkpoint, read_state
 from hydranet.config_errors import setting_differences
 from hydranet.console import make_console, progress
 from hydranet.json_files import dumps
@@ -83,11 +82,9 @@ def _resumed_selection(out_dir: Path, tasks: list[str] | None, freeze: list[str]
     A run without a checkpoint yet returns them unchanged."""
     # Only the newest checkpoint's state.json: the trainer's resume loads and verifies the checkpoint itself.
     try:
-        state = json.loads((resolve_checkpoint(out_dir) / "state.json").read_text())
-    except (CheckpointError, OSError, ValueError):
+        state = read_state(out_dir)
+    except CheckpointError:
         return tasks, freeze  # no checkpoint to read (or a corrupt newest one): resume itself says which
-    if not isinstance(state, dict):
-        return tasks, freeze
     trained = sorted(state.get("train_tasks") or all_tasks)
     frozen = sorted(m for m in state.get("frozen") or [] if not m.startswith("heads."))
     if tasks and sorted(tasks) != trained:
