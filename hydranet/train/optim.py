@@ -157,10 +157,10 @@ class MuonAdamW(torch.optim.AdamW):
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 # The gradient in its parameter's layout, so the two matrices' columns are the same kernel taps.
-                grad = p.grad if p.grad.stride() == p.stride() else torch.empty_like(p).copy_(p.grad)
+                grad = _matrix(p.grad if p.grad.stride() == p.stride() else torch.empty_like(p).copy_(p.grad))
                 buf = _matrix(state["momentum_buffer"])
-                buf.lerp_(_matrix(grad), 1 - momentum)
-                updates.append(_matrix(grad).lerp(buf, momentum))  # Nesterov
+                buf.lerp_(grad, 1 - momentum)
+                updates.append(grad.lerp(buf, momentum))  # Nesterov
                 params.append(_matrix(p))
             if not params:
                 continue
