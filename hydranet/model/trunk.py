@@ -27,7 +27,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from hydranet.model.registry import TrunkOptions, register_trunk
@@ -253,11 +253,12 @@ class RegNetOptions(TrunkOptions):
     stem_stride: int | None = Field(None, ge=2, le=4)
 
 
-def regnet_from_preset(name: str, options: RegNetOptions) -> RegNet:
-    """``TRUNK_PRESETS[name]`` with ``options`` applied."""
+def regnet_spec(name: str, options: RegNetOptions) -> RegNetSpec:
+    """``TRUNK_PRESETS[name]`` with ``options`` applied. Raises ``ValueError`` when the edited spec is
+    inconsistent (e.g. a stage width that is not a multiple of the group width)."""
     base = TRUNK_PRESETS[name]
     o = options
-    return RegNet(RegNetSpec(
+    return RegNetSpec(
         tuple(o.widths) if o.widths is not None else base.widths,
         tuple(o.depths) if o.depths is not None else base.depths,
         o.group_width if o.group_width is not None else base.group_width,
@@ -265,11 +266,34 @@ def regnet_from_preset(name: str, options: RegNetOptions) -> RegNet:
         o.stem_width if o.stem_width is not None else base.stem_width,
         o.stem_stride if o.stem_stride is not None else base.stem_stride,
         notes=base.notes,
-    ))
+    )
+
+
+def _preset_options(name: str) -> type[RegNetOptions]:
+    """``RegNetOptions`` that also check the edited spec of preset ``name`` when validated, so a config whose
+    edits do not fit the preset (``group_width: 16`` on 24-wide stages) fails at load time naming the trunk."""
+
+    class PresetOptions(RegNetOptions):
+        @model_validator(mode="after")
+        def _check_spec(self) -> RegNetOptions:
+            try:
+                regnet_spec(name, self)
+            except ValueError as e:
+                raise ValueError(f"{e} (preset {name}: widths {list(TRUNK_PRESETS[name].widths)}, group width "
+                                 f"{TRUNK_PRESETS[name].group_width})") from None
+            return self
+
+    PresetOptions.__name__ = PresetOptions.__qualname__ = f"RegNetOptions[{name}]"
+    return PresetOptions
+
+
+def regnet_from_preset(name: str, options: RegNetOptions) -> RegNet:
+    """``TRUNK_PRESETS[name]`` with ``options`` applied."""
+    return RegNet(regnet_spec(name, options))
 
 
 for _name in TRUNK_PRESETS:
-    register_trunk(_name, RegNetOptions)(partial(regnet_from_preset, _name))
+    register_trunk(_name, _preset_options(_name))(partial(regnet_from_preset, _name))
 
 
 class TimmOptions(TrunkOptions):

@@ -5,6 +5,7 @@ import torch
 
 from hydranet.model.registry import create_trunk
 from hydranet.model.trunk import FPN, TRUNK_PRESETS, RegNet, RegNetSpec, regnet_widths
+from hydranet.train import ConfigError, default_demo_config, load_config
 
 
 @pytest.mark.parametrize(("params", "widths", "depths"), [
@@ -48,6 +49,16 @@ def test_bad_trunk_configs_raise_clear_errors():
         RegNet(RegNetSpec((12, 32, 64, 128), (1, 1, 1, 1), group_width=8))
     with pytest.raises(ValueError, match="4 stage widths"):
         RegNetSpec((16, 32, 64), (1, 1, 1))
+
+
+def test_preset_edits_that_do_not_fit_the_preset_fail_when_the_config_loads():
+    # group_width 16 on regnet_small's 24-wide first stage: refused while the config is read, naming the field
+    # path and the preset's widths, not when the model is built deep inside a run.
+    with pytest.raises(ConfigError, match=r"model\.trunk.*regnet_small.*width 24 is not a multiple of group width 16"
+                       r".*widths \[24, 48, 96, 192\]"):
+        load_config(default_demo_config(), ["model.trunk.group_width=16"])
+    cfg = load_config(default_demo_config(), ["model.trunk.group_width=16", "model.trunk.widths=[32,48,96,192]"])
+    assert cfg.resolved_model().trunk.options()["group_width"] == 16
 
 
 @pytest.mark.parametrize("min_level", [2, 3])
