@@ -35,6 +35,7 @@ from hydranet.deploy import (
     run_infer,
     suite_metrics,
 )
+from hydranet.deploy.verify import judge_drop
 from hydranet.eval import SuiteError, evaluate, load_suites
 from hydranet.json_files import dumps, to_jsonable
 
@@ -79,7 +80,7 @@ def export(
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated heads to export (default: all); "
                                      "camera-only tasks give a graph without BEV fusion"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 with BEV tasks: GridSample; camera-only "
-                              ">= 13)"),
+                              ">= 13; at most the newest the installed torch exports, 23 in torch 2.13)"),
     batch: int = typer.Option(1, "--batch", min=1, help="batch size the graph is built for (fixed)"),
     rig: str | None = typer.Option(None, "--rig", help="the rig of the model's setup the graph takes (a model "
                                    "trained on several rigs lists them in its setup.rigs; default: the first)"),
@@ -127,24 +128,30 @@ def export(
     for name, d in diffs.items():
         table.add_row(name, f"{d:.2e}", "[green]ok" if d <= PARITY_TOLERANCE else "[red]FAIL")
     console.print(table)
-    worst = max(diffs.values())
-    if worst > PARITY_TOLERANCE:
-        console.print(f"[red]parity failed: max diff {worst:.2e} > {PARITY_TOLERANCE:g}")
+    # not (d <= tol): a NaN difference (one side NaN) fails too; max() and > would let it pass
+    failed = {name: d for name, d in diffs.items() if not d <= PARITY_TOLERANCE}
+    if failed:
+        what = ", ".join(f"{name} {d:.2e}" if math.isfinite(d) else f"{name} {d} (non-finite on one side only)"
+                         for name, d in failed.items())
+        console.print(f"[red]parity failed (max diff > {PARITY_TOLERANCE:g}): {what}")
         raise typer.Exit(1)
-    console.print(f"[green]parity ok: max diff {worst:.2e} <= {PARITY_TOLERANCE:g}")
+    console.print(f"[green]parity ok: max diff {max(diffs.values()):.2e} <= {PARITY_TOLERANCE:g}")
 
 
-def _drop_table(title: str, rows: dict[str, dict[str, Any]], max_drop: float) -> list[str]:
-    """Print one comparison table; returns the tasks whose drop exceeds ``max_drop``."""
+def _drop_table(title: str, rows: dict[str, dict[str, Any]], max_drop: float) -> dict[str, str]:
+    """Print one comparison table; returns ``{task: why it fails}`` (``judge_drop``: a drop above ``max_drop``, or
+    INT8 undefined where fp32 was measured). Each row gains its ``status`` and ``reason`` (the JSON report)."""
     table = Table(title=f"{title} (drop > 0 = INT8 worse; limit {max_drop})")
     for col in ("task", "metric", "fp32", "int8", "drop", "status"):
         table.add_column(col, justify="right" if col in ("fp32", "int8", "drop") else "left")
-    failed = []
+    failed = {}
     for name, r in rows.items():
-        bad = not math.isnan(r["drop"]) and r["drop"] > max_drop
-        failed += [name] if bad else []
-        table.add_row(name, r["metric"], _fmt(r["base"]), _fmt(r["candidate"]), _fmt(r["drop"]),
-                      "[red]over" if bad else ("n/a" if math.isnan(r["drop"]) else "[green]ok"))
+        r["status"], r["reason"] = judge_drop(r, max_drop)
+        if r["status"] == "fail":
+            failed[name] = r["reason"]
+        shown = {"ok": "[green]ok", "n/a": "n/a"}.get(r["status"], "[red]undefined" if math.isnan(r["drop"])
+                                                     else "[red]over")
+        table.add_row(name, r["metric"], _fmt(r["base"]), _fmt(r["candidate"]), _fmt(r["drop"]), shown)
     console.print(table)
     return failed
 
@@ -163,11 +170,14 @@ def quantize(
     suite_frames: int | None = typer.Option(None, "--suite-frames", min=1, help="frames per scenario and seed "
                                             "(overrides the suites' own)"),
     max_drop: float = typer.Option(0.02, "--max-drop", help="fail (exit 1) if a task's headline metric gets worse "
-                                   "than fp32 by more than this (absolute)"),
+                                   "than fp32 by more than this (absolute, a finite number >= 0), or is undefined "
+                                   "in INT8 where fp32 measured it"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime"),
     json_out: Path | None = typer.Option(None, "--json", help="write the metric comparison as JSON"),
 ) -> None:
     """Static INT8 quantization (QDQ, per-channel) with synthetic calibration frames; reports the metric drop."""
+    if not (math.isfinite(max_drop) and max_drop >= 0):  # nan compares False with every drop: all would pass
+        raise typer.BadParameter(f"must be a finite number >= 0, got {max_drop}", param_hint="--max-drop")
     _threads(threads)
     output = output or int8_path(model)
     if suite is not None:  # a bad suite is refused before minutes of calibration, not after
@@ -186,7 +196,7 @@ def quantize(
     fp32, int8 = _deployed(model, threads), _deployed(output, threads)
     report: dict[str, Any] = {"graph": str(model), "int8": str(output), "calib_frames": calib_frames,
                               "max_drop": max_drop, "comparisons": {}}
-    failed: list[str] = []
+    failed: dict[str, str] = {}
     if 0 < eval_frames < _DROP_FRAMES:
         console.print(f"[yellow]note: {eval_frames} held-out frames may be too few to resolve --max-drop {max_drop}: "
                       f"one light or box can move a headline by more (the default is {_DROP_FRAMES})")
@@ -199,7 +209,7 @@ def quantize(
             with progress(f"evaluating {label}", eval_frames, console, unit="frames") as bar:
                 results[label] = evaluate(dm, batches, on_frame=lambda frame, bar=bar: bar.advance(1))
         rows = metric_drop(results["fp32"], results["int8"], fp32.tasks)
-        failed += _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
+        failed |= _drop_table(f"INT8 vs fp32 on {eval_frames} held-out frames", rows, max_drop)
         report["comparisons"]["heldout"] = {"frames": eval_frames, "drop": rows, "metrics": results}
     if suite is not None:
         try:
@@ -211,11 +221,13 @@ def quantize(
         for name, res in per_suite.items():
             tasks = {t: fp32.tasks[t] for t in res["fp32"]}
             rows = metric_drop(res["fp32"], res["int8"], tasks)
-            failed += [f"{name}/{t}" for t in _drop_table(f"INT8 vs fp32 on suite '{name}'", rows, max_drop)]
+            failed |= {f"{name}/{t}": why for t, why in
+                       _drop_table(f"INT8 vs fp32 on suite '{name}'", rows, max_drop).items()}
             report["comparisons"][f"suite:{name}"] = {"drop": rows, "metrics": res}
     _write_json(json_out, to_jsonable(report))
     if failed:
-        console.print(f"[red]INT8 metric drop above {max_drop} for {failed}")
+        console.print(f"[red]INT8 check failed (--max-drop {max_drop}): "
+                      + "; ".join(f"{task}: {why}" for task, why in failed.items()))
         raise typer.Exit(1)
 
 

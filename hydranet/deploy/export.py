@@ -49,6 +49,21 @@ from hydranet.outputs import atomic_path
 DEFAULT_OPSET = 17
 _MIN_OPSET = 16  # GridSample (camera -> BEV fusion) entered ONNX in opset 16: graphs with a BEV task
 _MIN_CAMERA_OPSET = 13  # camera-only graphs (conv trunk, FPN, heads): Resize/Split with tensor inputs need 13
+
+
+def _max_opset() -> int:
+    """The newest opset the installed ``torch.onnx.export(..., dynamo=False)`` writes: above it the exporter fails
+    with ``RuntimeError: Unsupported onnx_opset_version`` after dumping the traced graph to stdout. torch keeps it
+    in ``torch.onnx._constants.ONNX_MAX_OPSET`` (23 in torch 2.13, where a HydraNet graph exports at 23 and matches
+    eager; ``ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET``, 20, only bounds a warning); 20 if a torch lacks the constant."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # pragma: no cover - every torch >= 2.4 has it
+        return 20
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
+
+
+MAX_OPSET = _max_opset()
 _INPUT_NAMES = ("images", "intrinsics", "T_ego_from_cam", "camera_valid")  # camera_valid: graphs with fusion
 _RIG_NOTE = ("Camera order and image size are fixed by the graph. Intrinsics K and extrinsics T_ego_from_cam are "
             "graph inputs: pass the calibration of the car the frame came from, K rescaled to setup.image_size. "
@@ -66,7 +81,8 @@ class ExportError(RuntimeError):
 
 
 def _check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
-    """Refuse an opset the graph for ``tasks`` cannot be written in, naming the op and the tasks that need it."""
+    """Refuse an opset the graph for ``tasks`` cannot be written in, naming the op and the tasks that need it,
+    or one newer than the installed torch exports (``MAX_OPSET``), naming the supported range."""
     bev = [t for t in tasks if model.task_objects[t].space == "bev"]
     if bev and opset < _MIN_OPSET:
         camera = [t for t in tasks if t not in bev]
@@ -77,6 +93,10 @@ def _check_opset(model: nn.Module, tasks: list[str], opset: int) -> None:
     if opset < _MIN_CAMERA_OPSET:
         raise ExportError(f"opset {opset} is too old: the camera trunk and heads need opset >= {_MIN_CAMERA_OPSET}",
                           option="--opset")
+    if opset > MAX_OPSET:
+        low = _MIN_OPSET if bev else _MIN_CAMERA_OPSET
+        raise ExportError(f"opset {opset} is too new: the installed torch {torch.__version__} exports ONNX opsets "
+                          f"{low}..{MAX_OPSET} for this graph", option="--opset")
 
 
 def _decoder_name(task: Any) -> str:
@@ -199,8 +219,8 @@ def export_onnx(model: nn.Module, path: str | Path, tasks: list[str] | str | Non
     the graph takes (None: the first). ``trunk_hash`` defaults to the hash of the model's trunk+neck tensors
     (the same number the checkpoint records). A temporal model with a BEV task exports its streaming graph
     (``hydranet.deploy.streaming``). Raises ``ExportError`` for ``batch < 1``, an unknown task or rig or an
-    opset too old for the graph; ``OutputError`` when ``path`` would replace a file that is not an earlier export
-    (``check_graph_output``)."""
+    opset too old for the graph or newer than the installed torch exports (``MAX_OPSET``); ``OutputError`` when
+    ``path`` would replace a file that is not an earlier export (``check_graph_output``)."""
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}", option="--batch")
     rig = _resolve_rig(model, rig)

@@ -1,6 +1,7 @@
 """ONNX Runtime vs PyTorch eager on held-out synthetic frames: max |diff| <= 1e-3 per output (fp32)."""
 
 import copy
+import math
 import re
 
 import numpy as np
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel, export_onnx
 from hydranet.deploy.heldout import heldout_batches
-from hydranet.deploy.verify import PARITY_TOLERANCE, parity
+from hydranet.deploy.verify import PARITY_TOLERANCE, max_abs_diff, parity
 
 
 def test_parity_every_output(model, exported):
@@ -30,6 +31,50 @@ def test_parity_detects_a_wrong_graph(model, exported, tmp_path):
     export_onnx(other, tmp_path / "other.onnx", tasks=["depth", "objects3d"])
     diffs = parity(model, DeployedModel(tmp_path / "other.onnx", threads=1), frames=1)
     assert min(diffs.values()) > 5 * PARITY_TOLERANCE, diffs
+
+
+def _nan_heatmap(monkeypatch, value=float("nan")):
+    """``DeployedModel.run`` with every value of ``detection2d.heatmap`` replaced by ``value``."""
+    run = DeployedModel.run
+
+    def broken(self, *args, **kwargs):
+        out, extra = run(self, *args, **kwargs)
+        if "detection2d" in out:
+            out["detection2d"]["heatmap"] = torch.full_like(out["detection2d"]["heatmap"], value)
+        return out, extra
+
+    monkeypatch.setattr(DeployedModel, "run", broken)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_parity_fails_a_non_finite_output(model, exported, monkeypatch, value):
+    """A NaN (or inf) output passed: the worst diff started at 0.0 and max(0.0, nan) is 0.0."""
+    _nan_heatmap(monkeypatch, value)
+    diffs = parity(model, DeployedModel(exported, threads=1), frames=2)
+    bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE}
+    assert list(bad) == ["detection2d.heatmap"], diffs
+    assert (math.isnan(bad["detection2d.heatmap"]) if math.isnan(value) else bad["detection2d.heatmap"] == math.inf)
+
+
+def test_max_abs_diff_non_finite_and_finite():
+    nan, inf = float("nan"), float("inf")
+    t = torch.tensor
+    assert max_abs_diff(t([1.0, 2.0]), t([1.0, 2.0005])) == pytest.approx(5e-4, abs=1e-6)  # finite: unchanged
+    assert math.isnan(max_abs_diff(t([1.0, nan]), t([1.0, 2.0])))
+    assert math.isnan(max_abs_diff(t([1.0, 2.0]), t([nan, 2.0])))  # eager NaN, graph finite: a failure too
+    assert max_abs_diff(t([inf, 0.0]), t([1.0, 0.0])) == inf
+    assert max_abs_diff(t([inf, 0.0]), t([-inf, 0.0])) == inf
+    assert max_abs_diff(t([inf, nan, 1.0]), t([inf, nan, 1.0])) == 0.0  # the same on both sides: no difference
+
+
+def test_cli_export_verify_fails_a_nan_output_naming_it(checkpoint, tmp_path, monkeypatch):
+    _nan_heatmap(monkeypatch)
+    r = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--tasks",
+                                 "depth,detection2d", "--verify", "--verify-frames", "1", "--threads", "1"])
+    assert r.exit_code == 1, r.output
+    assert "parity ok" not in r.output
+    failed = [line for line in r.output.splitlines() if "parity failed" in line]
+    assert failed and "detection2d.heatmap nan" in failed[0] and "depth" not in failed[0], r.output
 
 
 def test_batched_graph_pads_and_matches_eager(model, tmp_path):

@@ -211,10 +211,51 @@ def test_cli_quantize_reports_drop(exported, tmp_path):
     assert set(suite["metrics"]) == {"fp32", "int8"} and "miou" in suite["metrics"]["int8"]["drivable"]
     assert "abs_rel" in r.output and "miou" in r.output and "suite 'tiny'" in r.output
     assert "m.int8.manifest.json" in " ".join(r.output.split()) and "grouped convs run dense" in r.output
-    # A drop limit below zero fails every task that did not improve: exit code 1.
-    r = CliRunner().invoke(app, ["quantize", str(graph), "-o", str(tmp_path / "again.onnx"), "--calib-frames", "1",
-                                 "--eval-frames", "1", "--threads", "1", "--max-drop", "-1.0"])
-    assert r.exit_code == 1 and "over" in r.output
+    # A drop limit that is not a finite number >= 0 is bad input (exit 2), refused before calibration: with nan
+    # every task showed "ok" (nan compares False with every drop) and the command passed.
+    for bad in ("-1.0", "nan", "inf"):
+        r = CliRunner().invoke(app, ["quantize", str(graph), "-o", str(tmp_path / "again.onnx"), "--calib-frames",
+                                     "1", "--eval-frames", "1", "--threads", "1", "--max-drop", bad])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and "--max-drop" in lines[0], r.output
+        assert "finite number >= 0" in lines[0] and not (tmp_path / "again.onnx").exists()
+
+
+def test_int8_undefined_where_fp32_measured_fails():
+    """A NaN INT8 headline beside a measured fp32 one showed "n/a" and passed; docs/eval.md: a candidate undefined
+    where the baseline was measured fails."""
+    from hydranet.deploy.verify import judge_drop
+
+    nan = float("nan")
+    tasks = {"drivable": create_task("drivable"), "depth": create_task("depth"), "lanes": create_task("lanes"),
+             "detection2d": create_task("detection2d")}
+    base = {"drivable": {"miou": 0.60}, "depth": {"abs_rel": 0.20}, "lanes": {"f1": nan}, "detection2d": {"map": nan}}
+    cand = {"drivable": {"miou": nan}, "depth": {"abs_rel": 0.21}, "lanes": {"f1": nan}, "detection2d": {"map": 0.3}}
+    rows = metric_drop(base, cand, tasks)
+    status = {t: judge_drop(r, 0.02) for t, r in rows.items()}
+    assert status["drivable"] == ("fail", "INT8 miou is undefined where fp32 measured 0.6000")
+    assert status["depth"] == ("ok", "")  # finite values: the tolerance as before
+    assert judge_drop(rows["depth"], 0.005)[0] == "fail" and "dropped by 0.0100 > 0.005" in judge_drop(
+        rows["depth"], 0.005)[1]
+    assert status["lanes"][0] == "n/a" and status["detection2d"][0] == "n/a"  # nothing measured in fp32
+
+
+def test_cli_quantize_fails_an_undefined_int8_metric_naming_the_task(exported, tmp_path, monkeypatch):
+    import hydranet.cli.deploy as cli
+
+    def undefined_drivable(base, cand, tasks):
+        rows = metric_drop(base, cand, tasks)
+        rows["drivable"].update(candidate=float("nan"), drop=float("nan"), base=0.5)
+        return rows
+
+    monkeypatch.setattr(cli, "metric_drop", undefined_drivable)
+    r = CliRunner().invoke(app, ["quantize", str(exported), "-o", str(tmp_path / "u.onnx"), "--calib-frames", "1",
+                                 "--eval-frames", "1", "--threads", "1", "--max-drop", "10", "--json",
+                                 str(tmp_path / "u.json")])
+    assert r.exit_code == 1, r.output
+    assert "drivable: INT8 miou is undefined where fp32 measured 0.5000" in " ".join(r.output.split())
+    rows = json.loads((tmp_path / "u.json").read_text())["comparisons"]["heldout"]["drop"]
+    assert rows["drivable"]["status"] == "fail" and rows["depth"]["status"] in ("ok", "n/a")
 
 
 def test_the_drop_table_prints_no_negative_zero():

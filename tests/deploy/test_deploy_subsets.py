@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from hydranet.cli import app
 from hydranet.deploy import DeployedModel, load_manifest
-from hydranet.deploy.export import ExportError, export_onnx
+from hydranet.deploy.export import MAX_OPSET, ExportError, export_onnx
 from hydranet.deploy.manifest import ExportManifestError, manifest_path
 from hydranet.deploy.quantize import quantize_graph
 
@@ -65,6 +65,26 @@ def test_opset_too_old_for_bev_blames_gridsample_and_opset(model, checkpoint, tm
     r = CliRunner().invoke(app, ["export", str(checkpoint), "--tasks", "objects3d", "--opset", "15", "-o",
                                  str(tmp_path / "y.onnx")])
     assert r.exit_code == 2 and "GridSample" in r.output and "--opset" in r.output and "--tasks" not in r.output
+
+
+def test_opset_newer_than_torch_exports_is_one_line_blaming_opset(model, checkpoint, tmp_path, capfd):
+    """Above the exporter's newest opset torch dumped the traced graph to stdout and raised RuntimeError
+    ("Unsupported onnx_opset_version: 25"), an internal error (exit 1); now refused first, exit 2, one line."""
+    m = export_onnx(model, tmp_path / "max.onnx", tasks="drivable,objects3d", opset=MAX_OPSET)  # the bound is real
+    assert m.opset == MAX_OPSET and onnx.load(str(tmp_path / "max.onnx")).opset_import[0].version == MAX_OPSET
+    with pytest.raises(ExportError, match=f"opset {MAX_OPSET + 1} is too new.*opsets 16..{MAX_OPSET}") as e:
+        export_onnx(model, tmp_path / "x.onnx", tasks="drivable,objects3d", opset=MAX_OPSET + 1)
+    assert e.value.option == "--opset"
+    with pytest.raises(ExportError, match=f"opsets 13..{MAX_OPSET}"):  # camera-only: its own low bound
+        export_onnx(model, tmp_path / "x.onnx", tasks="drivable", opset=99)
+    capfd.readouterr()
+    for opset in ("25", "99"):
+        r = CliRunner().invoke(app, ["export", str(checkpoint), "--opset", opset, "-o", str(tmp_path / "y.onnx")])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, r.output
+        assert "--opset" in lines[0] and f"opset {opset}" in lines[0] and f"16..{MAX_OPSET}" in lines[0]
+        assert "internal error" not in r.output and not (tmp_path / "y.onnx").exists()
+    assert "graph(" not in capfd.readouterr().out  # no TorchScript graph dump on the process's stdout
 
 
 def flip_weight_bytes(graph, count=20):
