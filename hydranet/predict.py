@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
-from hydranet.data import Batch, Sample, collate, resize_sample
+from hydranet.data import Batch, Sample, collate, known_labels, label_spec, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import Evaluator, TrackerOptions
@@ -85,16 +85,25 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
     except TypeError:  # a dataset that reports no setup: its labels are checked per frame
         return
     grid = data.grid
-    if any(t.space == "bev" for t in tasks.values()) and grid is not None and setup.grid is not None \
-            and grid != setup.grid:
+    # Only labels rasterised on the grid (a BEV task's dense label, bev_semantic's map) need the model's grid: 3D
+    # boxes are in metres in the ego frame and draw beside predictions on any grid.
+    on_grid = [name for name, t in tasks.items() if t.space == "bev" and _is_grid_raster(t.label)]
+    if on_grid and grid is not None and setup.grid is not None and grid != setup.grid:
         raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
-                                 f"{setup.grid.describe()} (setup.grid): they cannot be drawn beside its "
-                                 f"predictions; {remedy}")
+                                 f"{setup.grid.describe()} (setup.grid): the labels of {', '.join(on_grid)} cannot "
+                                 f"be drawn beside its predictions; {remedy}")
     try:
         check_vocabularies(data, setup, sorted({t.label for t in tasks.values()}), source, model_name)
     except SetupMismatchError as e:
         raise SetupMismatchError(f"{e}: its labels cannot be drawn beside the predictions; convert the data with the "
                                  f"model's classes (hydranet convert --model-classes), or {remedy}") from None
+
+
+def _is_grid_raster(label: str) -> bool:
+    """Whether ``label`` is stored on the BEV grid (a dense label that is not per camera, e.g. ``bev_semantic``
+    ``[C, R, C']``) rather than in metres or pixels."""
+    spec = label_spec(label) if label in known_labels() else None
+    return spec is not None and spec.kind == "dense" and not spec.per_camera
 
 
 @torch.inference_mode()

@@ -108,6 +108,23 @@ def test_predict_refuses_ground_truth_of_another_vocabulary(checkpoint, tmp_path
     run_predict(checkpoint, data, tmp_path / "depth", ground_truth=True, tasks=["depth"])  # no class labels drawn
 
 
+def test_ground_truth_on_another_grid_is_refused_only_for_labels_on_the_grid(checkpoint):
+    """3D boxes are in metres: they draw beside a model of any grid (before: ``view --tasks objects3d`` was refused
+    for data on 0.5 m cells). The BEV map is rasterised on the grid: refused, the message naming the task."""
+    from hydranet.predict import check_labels_drawable
+    from hydranet.setup import SetupMismatchError
+    from hydranet.world import SyntheticWorld, WorldConfig
+
+    net, _ = load_model(checkpoint)
+    fine = net.setup.model_dump(mode="json") | {"grid": {"x_range": [-16, 16], "y_range": [-16, 16], "cell": 0.5}}
+    world = SyntheticWorld(WorldConfig(seed=3, num_scenes=1, frames_per_scene=1, setup=fine))
+    tasks = net.task_objects
+    check_labels_drawable(world, net.setup, {"objects3d": tasks["objects3d"]}, "--data w", "--model m")
+    with pytest.raises(SetupMismatchError, match=r"cell 0\.5 m.*the labels of bev_semantic cannot be drawn"):
+        check_labels_drawable(world, net.setup, {t: tasks[t] for t in ("objects3d", "bev_semantic")}, "--data w",
+                              "--model m")
+
+
 def test_predict_on_synthetic_renders_the_models_grid_and_size(checkpoint, tmp_path):
     """``--data synthetic`` renders the world at the model's image size and BEV grid (±16 m here, not the
     world's default), so the BEV tasks' labels and predictions line up."""

@@ -309,6 +309,9 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
 
     The process group is shut down on exit, uncleanly on error (so no rank waits on a dead peer)."""
     tc = cfg.train
+    if tc.eval_every and cfg.data.eval is None:  # else the run would train, never evaluate, and say nothing
+        raise ConfigError(f"train.eval_every is {tc.eval_every} but data.eval (the held-out frames it evaluates) is "
+                          "not set: set data.eval, or train.eval_every: 0")
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = distributed.select_device(tc.device)
@@ -320,6 +323,8 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
             if latest.exists() and not resume:  # checked on every rank so all fail together
                 raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
                                       "or choose another --out")
+            if not resume:
+                _check_new_run_dir(out_dir)
             if resume:
                 note = _check_resumed_config(cfg, out_dir)
                 if note and info.is_main:
@@ -331,6 +336,38 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
             out_dir.rmdir()  # a start that failed before writing anything leaves no run directory
         raise
     distributed.shutdown()
+
+
+# What a run writes into its directory. A new run (no --resume) starts in a missing or empty directory, or over the
+# leftovers of a start that failed before its first checkpoint -- never over anything else a user keeps there.
+_RUN_ENTRIES = frozenset({"config.yaml", "train_log.jsonl", "train_summary.json", "tb", "checkpoints", _LOCK_NAME,
+                          f"{_LOCK_NAME}.pid"})  # the lock's holder pid (hydranet.outputs.hold_lock)
+
+
+def _check_new_run_dir(out_dir: Path) -> None:
+    """Raise ``FileExistsError`` naming ``out_dir`` and its first foreign entries when a new run would write into a
+    directory that holds anything but a run's own files, or a ``config.yaml`` that is not a run's config (a run
+    writes over its ``config.yaml`` and appends to its ``train_log.jsonl``: a user's files of those names are
+    refused too)."""
+    if not out_dir.is_dir():
+        return
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _RUN_ENTRIES)
+    config = out_dir / "config.yaml"
+    if config.is_file() and not _is_run_config(config):
+        foreign.insert(0, "config.yaml (not a run's config)")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(f"--out {out_dir} already holds files that are not a run's ({shown}); a run would "
+                              "write over them: choose another --out")
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` reads as a config a run wrote (``write_run_config``: a mapping with ``model`` and ``train``)."""
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(tree, dict) and "model" in tree and "train" in tree
 
 
 # What a resumed run may change: when and how often things happen, where it runs, how it is evaluated --

@@ -201,6 +201,46 @@ def test_a_run_that_fails_to_start_leaves_no_run_directory(tmp_path):
     assert not (tmp_path / "nodata").exists()
 
 
+def test_a_new_run_never_writes_over_files_that_are_not_a_runs(tmp_path):
+    """Before: ``train --out mydir`` replaced the user's own ``config.yaml`` and appended to their
+    ``train_log.jsonl``; a shard dataset's folder took a run too. The leftovers of a start that failed before its
+    first checkpoint (a run's config, log and lock) are still started over."""
+    cfg = tiny_config(device="cpu")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my precious notes\n")
+    (mine / "train_log.jsonl").write_text("mine\n")
+    with pytest.raises(FileExistsError, match=r"mine already holds files that are not a run's \(config\.yaml "
+                                              r"\(not a run's config\)\); a run would write over them"):
+        with training_session(cfg, mine, resume=False):
+            pass
+    assert (mine / "config.yaml").read_text() == "my precious notes\n"
+    assert (mine / "train_log.jsonl").read_text() == "mine\n"
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"\(manifest\.json\)"):
+        with training_session(cfg, shards, resume=False):
+            pass
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_text("model: {preset: tiny}\ntrain: {steps: 2}\n")
+    (started / "train_log.jsonl").write_text('{"step": 1}\n')
+    (started / "run.lock.pid").write_text("1\n")
+    with training_session(cfg, started, resume=False):
+        pass
+
+
+def test_periodic_eval_without_held_out_frames_is_refused_before_the_run_starts(tmp_path):
+    """Before: ``train.eval_every`` with ``data.eval: null`` trained and never evaluated, without a word."""
+    from hydranet.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.eval_every is 1 but data\.eval .* is not set"):
+        with training_session(tiny_config(device="cpu", eval_every=1), tmp_path / "run", resume=False):
+            pass
+    assert not (tmp_path / "run").exists()
+
+
 def test_resuming_on_another_number_of_ranks_says_the_global_batch_changes(tmp_path):
     """Before: a two-rank run resumed by one process halved its global batch without a word."""
     import json
