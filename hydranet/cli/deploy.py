@@ -28,6 +28,7 @@ from hydranet.deploy import (
     heldout_batches,
     heldout_sequence_batches,
     int8_path,
+    judge_drop,
     manifest_path,
     metric_drop,
     parity,
@@ -35,7 +36,6 @@ from hydranet.deploy import (
     run_infer,
     suite_metrics,
 )
-from hydranet.deploy.verify import judge_drop
 from hydranet.eval import SuiteError, evaluate, load_suites
 from hydranet.json_files import dumps, to_jsonable
 

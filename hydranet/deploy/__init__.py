@@ -18,5 +18,5 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "quantize": ["QuantizeError", "int8_path", "quantize_graph"],
     "runtime": ["DeployedModel", "bind_task"],
     "suites": ["suite_metrics"],
-    "verify": ["PARITY_TOLERANCE", "metric_drop", "parity"],
+    "verify": ["PARITY_TOLERANCE", "judge_drop", "metric_drop", "parity"],
 })
