@@ -33,6 +33,7 @@ This module imports nothing from hydranet, so every layer (geometry, data, eval,
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -69,16 +70,21 @@ class LimitError(ValueError):
     """An input over one of the limits above; the message names the input, its value and the limit."""
 
 
-def _env_number(name: str, default: float, cast: type = int) -> Any:
+def _env_number(name: str, default: float, cast: type = int, unit: str = "") -> Any:
+    """The number environment variable ``name`` holds (``default`` when unset or blank); anything but a finite
+    number > 0 (a whole one for ``cast=int``) is a ``LimitError`` naming the variable and what it accepts."""
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
+    shown = f"{default:,}" if cast is int else f"{default:g}"
+    accepted = (f"expected a whole number{unit} >= 1" if cast is int else f"expected a number{unit} > 0") + \
+        f" (unset: {shown})"
     try:
         value = cast(raw)
     except ValueError:
-        raise LimitError(f"environment variable {name}={raw!r}: expected a number") from None
-    if not value > 0:
-        raise LimitError(f"environment variable {name}={raw!r}: must be > 0")
+        raise LimitError(f"environment variable {name}={raw!r}: {accepted}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise LimitError(f"environment variable {name}={raw!r}: {accepted}")
     return value
 
 
@@ -91,7 +97,7 @@ def max_image_pixels() -> int:
     """The largest image (width x height, pixels) any reader decodes."""
     if _max_image_pixels is not None:
         return _max_image_pixels
-    return int(_env_number("HYDRANET_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS_DEFAULT))
+    return int(_env_number("HYDRANET_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS_DEFAULT, int, " of pixels"))
 
 
 def set_max_image_pixels(pixels: int | None) -> None:
@@ -238,9 +244,9 @@ def check_lidar_points(count: int, where: str, minimum: int = MIN_LIDAR_POINTS_D
 
 def net_timeout_s() -> float:
     """Seconds any one network request may take (connect, or between bytes of the answer)."""
-    return float(_env_number("HYDRANET_NET_TIMEOUT_S", _NET_TIMEOUT_S_DEFAULT, float))
+    return float(_env_number("HYDRANET_NET_TIMEOUT_S", _NET_TIMEOUT_S_DEFAULT, float, " of seconds"))
 
 
 def net_retries() -> int:
     """How many times a failed network request is tried in all (>= 1)."""
-    return int(_env_number("HYDRANET_NET_RETRIES", _NET_RETRIES_DEFAULT))
+    return int(_env_number("HYDRANET_NET_RETRIES", _NET_RETRIES_DEFAULT, int, " of tries"))

@@ -222,3 +222,105 @@ def test_one_file_outputs_never_replace_a_zoo_entry_or_a_datasets_parts(tmp_path
         res = runner.invoke(app, ["report", "zoo:tiny-world", "--frames", "1", "-o", str(out)])
         assert res.exit_code == 2 and words in " ".join(res.output.split()), res.output
     assert (dataset / "manifest.json").read_text() == "{}"
+
+
+def _cuda_absent(monkeypatch, built: bool = False) -> None:
+    """This process sees no CUDA (nor an Apple GPU): a CPU-only torch build (``built=False``) or a CUDA build
+    without a GPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: built)
+
+
+_DEVICE_COMMANDS = {
+    "eval --data": ["eval", "zoo:tiny-world", "--data", "synthetic", "--frames", "1"],
+    "eval": ["eval", "zoo:tiny-world", "--frames", "1"],
+    "gate": ["gate", "-a", "zoo:tiny-world", "-b", "zoo:tiny-world", "--frames", "1"],
+    "report": ["report", "zoo:tiny-world", "--frames", "1", "-o", "{tmp}/out.html"],
+    "cache-features": ["cache-features", "--ckpt", "zoo:tiny-world", "--data", "synthetic", "-n", "1",
+                       "-o", "{tmp}/out"],
+    "merge": ["merge", "zoo:tiny-world", "zoo:tiny-world:drivable", "--gate-suite", "suites", "-o", "{tmp}/out"],
+}
+
+
+def _one_error_line(res) -> str:  # noqa: ANN001 - click's Result
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit), (res.exception, res.output)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output  # nothing printed before it ("merging")
+    assert "hydranet bug" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", list(_DEVICE_COMMANDS))
+def test_device_cuda_without_cuda_is_bad_input_naming_the_option(tmp_path, monkeypatch, command):
+    """``--device cuda`` on a CPU-only torch build was an internal error (torch's AssertionError, exit 1), and
+    ``merge`` printed "merging into" first; now every command's --device goes through ``resolve_device`` first."""
+    _cuda_absent(monkeypatch)
+    args = [a.format(tmp=tmp_path) for a in _DEVICE_COMMANDS[command]] + ["--device", "cuda"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    line = _one_error_line(res)
+    assert line.startswith("error: --device 'cuda': cuda requested but this torch build") and "has no CUDA" in line
+    assert line.endswith("usable here: auto, cpu"), line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.html").exists()
+
+
+@pytest.mark.parametrize("command", ["eval --data", "merge"])
+def test_device_cuda_with_no_gpu_visible_says_so(tmp_path, monkeypatch, command):
+    _cuda_absent(monkeypatch, built=True)
+    res = runner.invoke(app, [a.format(tmp=tmp_path) for a in _DEVICE_COMMANDS[command]] + ["--device", "cuda:1"])
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    line = _one_error_line(res)
+    assert line.startswith("error: --device 'cuda:1': no CUDA device visible") and "usable here: auto, cpu" in line
+
+
+@pytest.mark.parametrize("command", ["eval --data", "cache-features", "merge"])
+def test_an_unknown_device_is_bad_input_listing_the_accepted_ones(tmp_path, command):
+    """``--device foo`` was torch's RuntimeError listing its ~20 device types, reported as a hydranet bug."""
+    res = runner.invoke(app, [a.format(tmp=tmp_path) for a in _DEVICE_COMMANDS[command]] + ["--device", "foo"])
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    line = _one_error_line(res)
+    assert line.startswith("error: --device 'foo': not a device hydranet runs on; expected auto, cpu, cuda, cuda:N "
+                           "or mps (usable here: auto, cpu"), line
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_train_device_cuda_without_cuda_is_bad_input_naming_the_field(tmp_path, monkeypatch, command):
+    """``--set train.device=cuda`` had a good message wrapped as an internal error (exit 1); ``demo`` rendered its
+    data for a minute before it."""
+    _cuda_absent(monkeypatch)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"datasets": {"w": {"kind": "world", "frames": 1}}},
+                                   "model": {"preset": "tiny", "tasks": {"drivable": {}}}}))
+    args = ["train", "-c", str(cfg)] if command == "train" else ["demo"]
+    res = runner.invoke(app, [*args, "--set", "train.device=cuda", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    line = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert line == [line[0]] and line[0].startswith("error: train.device 'cuda': cuda requested but this torch "
+                                                    "build"), res.output
+    assert "usable here: auto, cpu" in line[0] and "hydranet bug" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_resolve_device_is_the_one_reading_of_a_device(monkeypatch):
+    import torch
+
+    from hydranet.train import DeviceError, resolve_device
+    from hydranet.train.distributed import select_device
+
+    _cuda_absent(monkeypatch)
+    assert resolve_device(None) == resolve_device("auto") == resolve_device(" cpu ") == torch.device("cpu")
+    with pytest.raises(DeviceError, match=r"^train\.device 'cuda': cuda requested"):
+        select_device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPUs (nothing here touches them)
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device(None, index=1) == resolve_device("cuda", index=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", index=1) == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match=r"^--device 'cuda:2': 2 CUDA device\(s\) visible \(cuda:0\.\.cuda:1\); "
+                                          r"usable here: auto, cpu, cuda, cuda:0\.\.1"):
+        resolve_device("cuda:2")
+    with pytest.raises(DeviceError, match="not a device hydranet runs on"):
+        resolve_device("meta")

@@ -11,6 +11,7 @@ import torch
 import typer
 
 import hydranet
+from hydranet.cli.errors import cli_errors
 from hydranet.cli.guard import GuardedCommand, GuardedGroup
 from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
 
@@ -20,6 +21,8 @@ CHECKPOINT_HELP = ("a checkpoint directory, a run directory (its newest checkpoi
 # The --data forms every command running a model on frames takes (``hydranet.datasets.open_dataset``).
 DATA_HELP = ("shards (path or URL), KIND:PATH (e.g. bdd100k:/data/bdd100k, world:my_world.yaml), a source YAML "
              "(with kind:) or a world YAML, or 'synthetic'")
+# The --device every command running a model takes (``hydranet.train.resolve_device`` checks it before any work).
+DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps"
 
 
 class _HydraTyper(typer.Typer):
@@ -51,7 +54,9 @@ def _root(
                                          "or HYDRANET_MAX_IMAGE_PIXELS)."),
 ) -> None:
     """Multi-camera, multi-task perception networks: see each command's --help."""
-    set_max_image_pixels(max_image_pixels)
+    # Runs before any command's guard: a bad HYDRANET_MAX_IMAGE_PIXELS (read here) is one error line and exit 2 too.
+    with cli_errors():
+        set_max_image_pixels(max_image_pixels)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from hydranet.checkpoint import CheckpointError, load_model, trunk_hash
-from hydranet.cli.app import CHECKPOINT_HELP, app
+from hydranet.cli.app import CHECKPOINT_HELP, DEVICE_HELP, app
 from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
@@ -19,7 +19,7 @@ from hydranet.data import ShardError
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.eval import SuiteError, gate, load_suites, run_suite
 from hydranet.json_files import to_jsonable
-from hydranet.train import CacheError, MergeError, build_merged, plan_merge, save_merged, write_cache
+from hydranet.train import CacheError, MergeError, build_merged, plan_merge, resolve_device, save_merged, write_cache
 from hydranet.yaml_files import yaml_error_message
 
 
@@ -71,15 +71,13 @@ def cache_features(
     max_gb: float = typer.Option(20.0, "--max-gb", min=0.0, help="Refuse to start if the estimated cache size "
                                  "exceeds this many GB (1e9 bytes)."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader processes loading/rendering frames."),
-    device: str = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu)."),
+    device: str = typer.Option(None, "--device", help=DEVICE_HELP + "."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache at --out."),
 ) -> None:
     """Cache a frozen trunk's multi-scale features (fp16, memory-mapped, sharded) with labels and camera
     geometry, keyed by the trunk hash, for head-only training (hydranet train --from-cache)."""
-    import torch
-
+    dev = resolve_device(device, "--device")  # before any work: a device this machine lacks is bad input
     console = make_console(stderr=True)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, state = load_model(ckpt, device=dev)
         ds = _open_data(data, model, world)
@@ -112,14 +110,13 @@ def merge(
                                     "merged network against BASE on these suites (a YAML or a directory)."),
     gate_frames: int = typer.Option(None, "--gate-frames", min=1, help="Frames per (scenario, seed) for the gate, "
                                     "overriding the suites'."),
-    device: str = typer.Option(None, "--device", help="torch device for the gate (default: cuda if available)."),
+    device: str = typer.Option(None, "--device", help="the gate's " + DEVICE_HELP + "."),
 ) -> None:
     """Combine heads trained separately on the same trunk into one checkpoint. Refuses checkpoints whose
     trunk hash differs from BASE's. Exits 1 when the gate finds a regression (the merge is still written)."""
     from dataclasses import asdict
 
-    import torch
-
+    dev = resolve_device(device, "--device")  # before "merging into": a device this machine lacks is bad input
     console = make_console(stderr=True)
     try:
         plan = plan_merge(base, heads)
@@ -129,7 +126,6 @@ def merge(
         gate_info = None
         failed: list[Any] = []
         if gate_suite is not None:
-            dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             base_model, _ = load_model(base, device=dev)
             rows = []
             with working("gate: evaluating BASE and the merged network on the same frames", console):

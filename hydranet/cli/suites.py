@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from hydranet.checkpoint import CheckpointError, load_model
-from hydranet.cli.app import CHECKPOINT_HELP, DATA_HELP, app
+from hydranet.cli.app import CHECKPOINT_HELP, DATA_HELP, DEVICE_HELP, app
 from hydranet.cli.errors import cli_errors
 from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
@@ -38,6 +38,7 @@ from hydranet.eval import (
 )
 from hydranet.json_files import dumps, to_jsonable
 from hydranet.metrics import TEMPORAL_KEYS_3D
+from hydranet.train import resolve_device
 
 _SEQUENCE_METRICS = ("ave", *TEMPORAL_KEYS_3D)  # shown for every task that reports them, threshold or not
 
@@ -51,9 +52,8 @@ def _fmt(x: float) -> str:
 
 
 def _device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device`` checked to run here, before any work (``hydranet.train.resolve_device``)."""
+    return str(resolve_device(device, "--device"))
 
 
 def _load(path: Path, device: str, option: str = "CHECKPOINT") -> Any:
@@ -155,7 +155,7 @@ def eval_command(
                                       help="frames per (scenario, seed), overriding each suite's 'frames'; with "
                                       "--data: the first N frames (default: all)"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
-    device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
     allow_missing_tasks: bool = typer.Option(False, "--allow-missing-tasks", help="skip (instead of failing) "
                                              "thresholds on tasks the model has no head for; --tasks evaluates "
                                              "a subset instead"),
@@ -314,7 +314,7 @@ def gate_command(
     frames: int | None = typer.Option(None, "--frames", "-n", min=1,
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
-    device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
     seed: int = typer.Option(0, help="bootstrap random seed"),
     track: bool = typer.Option(False, "--track", help=_TRACK_HELP + "; both models are tracked"),
 ) -> None:
@@ -363,7 +363,7 @@ def report_command(
                                       help="frames per (scenario, seed), overriding each suite's 'frames'"),
     samples: int = typer.Option(4, min=0, help="sample frames to draw per suite, worst first"),
     batch_size: int = typer.Option(4, min=1, help="frames per forward pass"),
-    device: str | None = typer.Option(None, help="torch device (default: cuda if available, else cpu)"),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
     track: bool = typer.Option(False, "--track", help=_TRACK_HELP),
 ) -> None:
     """Write ONE self-contained HTML report: tables, PR curves, depth error vs distance, confusion

@@ -17,7 +17,7 @@ from hydranet.engine.pipeline import Pipeline, PipelineError
 from hydranet.engine.pool import load_mining_model, model_tasks, open_pool
 from hydranet.engine.triggers import parse_trigger_specs
 from hydranet.eval import check_suite, load_suite
-from hydranet.train import load_train_config, open_source
+from hydranet.train import load_train_config, open_source, resolve_device
 
 
 def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
@@ -45,6 +45,7 @@ def preflight(pipe: Pipeline, resume_checkpoint: str | None = None) -> None:
                 list(pipe.train.overrides), pipe.model)
     for name, ds in sorted(cfg.data.datasets.items()):
         check(f"train_config: data.datasets.{name}", open_source, ds)
+    check("train_config", resolve_device, cfg.train.device, "train.device")  # before mining, not at training
     specs = check("mine.triggers", parse_trigger_specs, pipe.mine.triggers)
     check("mine.triggers", build_triggers, specs, model_tasks(model))
     if pipe.mine.shadow not in (None, "current"):

@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "config": ["Config", "ConfigError", "config_from_dict", "config_to_dict", "load_config"],
     "data": ["open_source", "world_from_file"],
     "demo": ["BUDGET_S", "default_demo_config", "run_demo"],
-    "distributed": ["exit_torchrun_worker", "shutdown"],
+    "distributed": ["DeviceError", "exit_torchrun_worker", "resolve_device", "shutdown"],
     "feature_cache_format": ["CacheError", "MANIFEST"],
     "feature_cache_writer": ["write_cache"],
     "interrupt": ["TrainingInterrupted"],

@@ -41,6 +41,7 @@ from hydranet.json_files import write_json
 from hydranet.model import create_model
 from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from hydranet.train.data import open_source, world_config
+from hydranet.train.distributed import resolve_device
 from hydranet.train.machine import Machine, slower_than_expected
 from hydranet.train.report import choose_frames, contact_sheet, draw_predictions, write_metrics_report
 from hydranet.train.run import run_training
@@ -264,6 +265,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
                           "(its numbers must not depend on the machine's speed); remove the time limit")
     if cfg.data.eval is None:
         raise ValueError(f"{config}: the demo needs data.eval (held-out frames)")
+    resolve_device(cfg.train.device, "train.device")  # before minutes of rendering: one this machine lacks is refused
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     machine, ref = Machine.here(), _reference_run(config)

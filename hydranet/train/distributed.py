@@ -66,15 +66,69 @@ def init_distributed(device: torch.device, timeout_s: float = 300.0) -> DistInfo
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
+class DeviceError(ValueError):
+    """A device this machine cannot run on (an unknown name, CUDA asked for where there is none): bad input, exit 2.
+    The message names the option or field it came from (``--device``, ``train.device``), why, and what runs here."""
+
+
+def _usable_here() -> str:
+    """The device choices that run on this machine, for a refusal's message."""
+    usable = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        usable += ["cuda", f"cuda:0..{torch.cuda.device_count() - 1}"]
+    if torch.backends.mps.is_available():
+        usable.append("mps")
+    return ", ".join(usable)
+
+
+def _cuda_unusable(device: torch.device) -> str | None:
+    """Why ``device`` (a ``cuda`` one) cannot run here; None when it can."""
+    if not torch.backends.cuda.is_built():
+        return f"cuda requested but this torch build ({torch.__version__}) has no CUDA"
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return "no CUDA device visible" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else
+                                           " (no GPU, or no driver)")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"{count} CUDA device(s) visible (cuda:0..cuda:{count - 1})"
+    return None
+
+
+def resolve_device(choice: str | None, option: str = "--device", index: int = 0) -> torch.device:
+    """The one reading of a device choice (every command's ``--device``, ``train.device``), checked to run here
+    before any work: ``None``/``auto`` -> GPU ``index`` if CUDA is available, else the CPU; ``cpu``; ``cuda``
+    (GPU ``index``) or ``cuda:N``; ``mps``. Anything else, or a device this machine lacks, is a ``DeviceError``
+    naming ``option``, why, and the choices that run here."""
+    text = "auto" if choice is None else str(choice).strip()
+    if text == "auto":
+        return torch.device("cuda", index) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):  # torch lists its ~20 device types; only a few run hydranet
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"{option} {text!r}: not a device hydranet runs on; expected auto, cpu, cuda, cuda:N or "
+                          f"mps (usable here: {_usable_here()})")
+    if device.type == "cuda":
+        why = _cuda_unusable(device)
+        if why is not None:
+            raise DeviceError(f"{option} {text!r}: {why}; usable here: {_usable_here()}")
+        return device if device.index is not None else torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"{option} {text!r}: this machine has no MPS (Apple GPU) device; usable here: "
+                          f"{_usable_here()}")
+    return device
+
+
 def select_device(choice: str, info_local_rank: int | None = None) -> torch.device:
-    """``auto`` -> this rank's GPU if CUDA is available, else the CPU."""
+    """``train.device`` (``resolve_device``) on this rank's GPU: ``auto`` -> the GPU ``LOCAL_RANK`` if CUDA is
+    available, else the CPU."""
     local = int(os.environ.get("LOCAL_RANK", "0")) if info_local_rank is None else info_local_rank
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but CUDA is not available")
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
+    device = resolve_device(choice, "train.device", local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def shutdown(clean: bool = True) -> None:

@@ -141,3 +141,19 @@ def test_a_suite_metric_typo_stops_the_vacation_before_it_mines(pipe_dir, tmp_pa
         preflight(pipe)
     r = invoke("eval", "zoo:tiny-world", "--suite", suite)  # eval and gate check it before any suite runs
     one_error_line(r, "tasks.drivable.tolerance.miouu", "its metrics: ['boundary_iou', 'iou', 'miou']")
+
+
+def test_a_train_device_this_machine_lacks_stops_the_vacation_before_it_mines(pipe_dir, monkeypatch):
+    """``train.device: cuda`` where there is no CUDA was found at the training stage, after mining and labelling
+    (and as an internal error): ``preflight`` resolves it the way training will (``hydranet.train.resolve_device``)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    src = yaml.safe_load((pipe_dir / "pipeline.yaml").read_text())
+    pipe = load_pipeline(edit(pipe_dir / "pipeline.yaml",
+                              train={**src["train"], "overrides": [*src["train"]["overrides"], "train.device=cuda"]}))
+    with pytest.raises(PipelineError, match=r"edited_\d+\.yaml: train_config: train\.device 'cuda': cuda requested "
+                                            r"but this torch build .* has no CUDA; usable here: auto, cpu"):
+        preflight(pipe)

@@ -8,13 +8,16 @@ and YAML nested 100,000 deep end in one line instead of a ``RecursionError``.
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from faults_kit import cli, error_line, frame_line, write_bdd, write_frames, write_kitti
+from faults_kit import cli, error_line, frame_line, hydranet_cmd, write_bdd, write_frames, write_kitti
 from PIL import Image
 
 from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT
@@ -71,6 +74,41 @@ def test_the_image_limit_is_an_option(tmp_path, monkeypatch):
     # any limit (a new-user trial: PIL's guard, lowered with it, refused the title of `show`).
     cli("--max-image-pixels", "2000", "show", "--data", tmp_path / "b", "--out", tmp_path / "b.png", code=0)
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "inf"])
+@pytest.mark.parametrize("command", [["version"], ["zoo"]])
+def test_a_bad_image_limit_in_the_environment_is_one_line_exit_2_for_every_command(monkeypatch, value, command):
+    """``HYDRANET_MAX_IMAGE_PIXELS`` is read at start-up, before any command's guard: a value that is no whole
+    number >= 1 was a rich traceback (exit 1) from every command, ``version`` included."""
+    monkeypatch.setenv("HYDRANET_MAX_IMAGE_PIXELS", value)
+    line = error_line(cli(*command, code=2))
+    assert f"HYDRANET_MAX_IMAGE_PIXELS={value!r}" in line and "whole number of pixels >= 1" in line, line
+    assert f"{MAX_IMAGE_PIXELS_DEFAULT:,}" in line
+    # The option, when given, is the limit: the environment is not read.
+    cli("--max-image-pixels", "5000", *command, code=0)
+
+
+def test_a_bad_image_limit_in_the_environment_through_the_real_entry_point():
+    """The installed entry point (typer's pretty tracebacks are on there, not under CliRunner): one stderr line."""
+    run = subprocess.run(hydranet_cmd("version"), capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HYDRANET_MAX_IMAGE_PIXELS": "abc"})
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert run.stderr.strip().splitlines() == [
+        "error: environment variable HYDRANET_MAX_IMAGE_PIXELS='abc': expected a whole number of pixels >= 1 "
+        f"(unset: {MAX_IMAGE_PIXELS_DEFAULT:,})"], run.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "accepted"), [
+    ("HYDRANET_NET_TIMEOUT_S", "abc", "a number of seconds > 0"), ("HYDRANET_NET_TIMEOUT_S", "inf", "> 0"),
+    ("HYDRANET_NET_TIMEOUT_S", "nan", "> 0"), ("HYDRANET_NET_RETRIES", "-2", "a whole number of tries >= 1"),
+    ("HYDRANET_NET_RETRIES", "2.5", "whole number")])
+def test_the_network_limits_in_the_environment_name_what_they_accept(monkeypatch, name, value, accepted):
+    from hydranet.limits import LimitError, net_retries, net_timeout_s
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(LimitError, match=rf"environment variable {name}='{value}': expected .*{re.escape(accepted)}"):
+        (net_timeout_s if name.endswith("_S") else net_retries)()
 
 
 def test_a_huge_image_inside_a_shard_is_refused_naming_the_sample(tmp_path, dataset):
