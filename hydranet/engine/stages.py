@@ -186,11 +186,12 @@ def train_config(v: VacationRun, it: int) -> Any:
 
 def _stage_train(v: VacationRun, it: int) -> dict[str, Any]:
     """Train stage: fine-tune from the current checkpoint (or train heads on cached trunk features),
-    resuming when ``iter_NNN/train`` holds a checkpoint; returns the candidate checkpoint path."""
+    resuming the run in ``iter_NNN/train`` when an earlier attempt started one (from step 0 before its first
+    checkpoint); returns the candidate checkpoint path."""
 
     cfg = train_config(v, it)
     out = v.iter_dir(it) / "train"
-    resume = (out / "checkpoints" / "latest.json").exists()
+    resume = (out / "config.yaml").is_file()
     start = v.current()["checkpoint"]
     t = v.pipe.train
     if t.mode == "finetune":

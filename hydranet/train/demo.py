@@ -44,7 +44,7 @@ from hydranet.train.data import open_source, world_config
 from hydranet.train.distributed import resolve_device
 from hydranet.train.machine import Machine, slower_than_expected
 from hydranet.train.report import choose_frames, contact_sheet, draw_predictions, write_metrics_report
-from hydranet.train.run import run_training
+from hydranet.train.run import foreign_entries, run_training
 from hydranet.world import generate
 
 # The promise: fresh clone -> demo done, install and rendering included, on an idle 2-core machine.
@@ -104,9 +104,19 @@ def _finished(train_dir: Path) -> bool:
     return s.get("steps") is not None and s.get("steps") == s.get("planned_steps")
 
 
+def _check_train_dir(train_dir: Path) -> None:
+    """``FileExistsError`` naming ``--out`` when ``OUT/train`` holds files a run does not write: the demo replaces
+    its own earlier run there (a changed config, ``--retrain``), never a user's files."""
+    foreign = foreign_entries(train_dir)
+    if foreign:
+        raise FileExistsError(f"--out {train_dir.parent}: its train/ folder holds files a run does not write "
+                              f"({', '.join(foreign[:3])}): move them or choose another --out")
+
+
 def _train_or_reuse(cfg: Config, train_dir: Path, retrain: bool, console: Console) -> tuple[dict[str, Any], int]:
     """The training summary of the run in ``train_dir`` and the step it started from: reused when finished
     with the same config, resumed when interrupted, trained afresh when the config changed or ``retrain``."""
+    _check_train_dir(train_dir)
     saved = train_dir / "config.yaml"
     changed = saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(cfg)
     if (retrain or changed) and train_dir.exists():
@@ -119,7 +129,8 @@ def _train_or_reuse(cfg: Config, train_dir: Path, retrain: bool, console: Consol
         return summary, summary.get("steps") or 0
     latest = train_dir / "checkpoints" / "latest.json"
     start = _checkpoint_step(latest)
-    return run_training(cfg, train_dir, resume=latest.exists(), console=console), start
+    # The demo's own run of this config, stopped early, is continued (from step 0 before its first checkpoint).
+    return run_training(cfg, train_dir, resume=saved.is_file(), console=console), start
 
 
 def _checkpoint_step(latest: Path) -> int:
@@ -266,6 +277,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
     if cfg.data.eval is None:
         raise ValueError(f"{config}: the demo needs data.eval (held-out frames)")
     resolve_device(cfg.train.device, "train.device")  # before minutes of rendering: one this machine lacks is refused
+    _check_train_dir(out / "train")  # and a user's files where the run goes
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     machine, ref = Machine.here(), _reference_run(config)

@@ -323,8 +323,7 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
             if latest.exists() and not resume:  # checked on every rank so all fail together
                 raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
                                       "or choose another --out")
-            if not resume:
-                _check_new_run_dir(out_dir)
+            _check_run_dir(out_dir, resume)
             if resume:
                 note = _check_resumed_config(cfg, out_dir)
                 if note and info.is_main:
@@ -338,27 +337,41 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
     distributed.shutdown()
 
 
-# What a run writes into its directory. A new run (no --resume) starts in a missing or empty directory, or over the
-# leftovers of a start that failed before its first checkpoint -- never over anything else a user keeps there.
-_RUN_ENTRIES = frozenset({"config.yaml", "train_log.jsonl", "train_summary.json", "tb", "checkpoints", _LOCK_NAME,
-                          f"{_LOCK_NAME}.pid"})  # the lock's holder pid (hydranet.outputs.hold_lock)
+# What a run writes into its directory, and its lock files.
+_RUN_ENTRIES = frozenset({"config.yaml", "train_log.jsonl", "train_summary.json", "tb", "checkpoints"})
+_LOCK_ENTRIES = frozenset({_LOCK_NAME, f"{_LOCK_NAME}.pid"})  # the lock and its holder's pid (outputs.hold_lock)
 
 
-def _check_new_run_dir(out_dir: Path) -> None:
-    """Raise ``FileExistsError`` naming ``out_dir`` and its first foreign entries when a new run would write into a
-    directory that holds anything but a run's own files, or a ``config.yaml`` that is not a run's config (a run
-    writes over its ``config.yaml`` and appends to its ``train_log.jsonl``: a user's files of those names are
-    refused too)."""
+def foreign_entries(out_dir: Path) -> list[str]:
+    """Sorted names in ``out_dir`` that a run does not write (``config.yaml`` counts as foreign unless it reads as a
+    run's config: a mapping with ``model`` and ``train``); empty for a missing directory."""
     if not out_dir.is_dir():
-        return
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _RUN_ENTRIES)
+        return []
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _RUN_ENTRIES | _LOCK_ENTRIES)
     config = out_dir / "config.yaml"
     if config.is_file() and not _is_run_config(config):
         foreign.insert(0, "config.yaml (not a run's config)")
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise FileExistsError(f"--out {out_dir} already holds files that are not a run's ({shown}); a run would "
-                              "write over them: choose another --out")
+    return foreign
+
+
+def _check_run_dir(out_dir: Path, resume: bool) -> None:
+    """A new run starts only in a missing or empty directory (lock files aside): it writes over ``config.yaml``
+    and appends to ``train_log.jsonl``, so a user's files of any name are never in its way. A resumed run needs
+    the directory to hold a run (its ``config.yaml``) when it holds anything. ``FileExistsError`` naming the
+    first entries otherwise."""
+    if not out_dir.is_dir():
+        return
+    entries = sorted(p.name for p in out_dir.iterdir() if p.name not in _LOCK_ENTRIES)
+    shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+    if resume:
+        if entries and not (out_dir / "config.yaml").is_file():
+            raise FileExistsError(f"--out {out_dir} holds no run to resume (no config.yaml; it holds {shown}): "
+                                  "choose the run's directory, or another --out to start one")
+        return
+    if entries:
+        raise FileExistsError(f"--out {out_dir} is not empty ({shown}); a new run starts in a missing or empty "
+                              "folder: pass --resume to continue the run there (from step 0 when it stopped "
+                              "before its first checkpoint), or choose another --out")
 
 
 def _is_run_config(path: Path) -> bool:

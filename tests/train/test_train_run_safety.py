@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from train_testkit import make_trainer, tiny_config
 
@@ -22,6 +23,7 @@ from hydranet.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from hydranet.train.config import config_to_dict
 from hydranet.train.run import RunLockedError, training_session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,31 +205,32 @@ def test_a_run_that_fails_to_start_leaves_no_run_directory(tmp_path):
 
 def test_a_new_run_never_writes_over_files_that_are_not_a_runs(tmp_path):
     """Before: ``train --out mydir`` replaced the user's own ``config.yaml`` and appended to their
-    ``train_log.jsonl``; a shard dataset's folder took a run too. The leftovers of a start that failed before its
-    first checkpoint (a run's config, log and lock) are still started over."""
+    ``train_log.jsonl``; a shard dataset's folder took a run too. A new run starts only in a missing or empty
+    folder; one that a run left before its first checkpoint is continued with ``--resume``; a resume needs a run."""
     cfg = tiny_config(device="cpu")
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "config.yaml").write_text("my precious notes\n")
+    (mine / "config.yaml").write_text("model: {preset: tiny}  # my own experiment\ntrain: {steps: 2}\n")
     (mine / "train_log.jsonl").write_text("mine\n")
-    with pytest.raises(FileExistsError, match=r"mine already holds files that are not a run's \(config\.yaml "
-                                              r"\(not a run's config\)\); a run would write over them"):
+    with pytest.raises(FileExistsError, match=r"mine is not empty \(config\.yaml, train_log\.jsonl\); a new run "
+                                              r"starts in a missing or empty folder: pass --resume"):
         with training_session(cfg, mine, resume=False):
             pass
-    assert (mine / "config.yaml").read_text() == "my precious notes\n"
+    assert (mine / "config.yaml").read_text().endswith("# my own experiment\ntrain: {steps: 2}\n")
     assert (mine / "train_log.jsonl").read_text() == "mine\n"
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    (shards / "manifest.json").write_text("{}")
-    with pytest.raises(FileExistsError, match=r"\(manifest\.json\)"):
-        with training_session(cfg, shards, resume=False):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine\n")
+    with pytest.raises(FileExistsError, match=r"notes holds no run to resume \(no config\.yaml; it holds notes\.txt"):
+        with training_session(cfg, notes, resume=True):
             pass
-    started = tmp_path / "started"
+    started = tmp_path / "started"  # what a run killed before its first checkpoint leaves
     started.mkdir()
-    (started / "config.yaml").write_text("model: {preset: tiny}\ntrain: {steps: 2}\n")
+    (started / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     (started / "train_log.jsonl").write_text('{"step": 1}\n')
-    (started / "run.lock.pid").write_text("1\n")
-    with training_session(cfg, started, resume=False):
+    with training_session(cfg, started, resume=True):
+        pass
+    with training_session(cfg, tmp_path / "empty", resume=False):
         pass
 
 
