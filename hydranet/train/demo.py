@@ -115,8 +115,9 @@ def _check_train_dir(train_dir: Path) -> None:
 
 def _train_or_reuse(cfg: Config, train_dir: Path, retrain: bool, console: Console) -> tuple[dict[str, Any], int]:
     """The training summary of the run in ``train_dir`` and the step it started from: reused when finished
-    with the same config, resumed when interrupted, trained afresh when the config changed or ``retrain``."""
-    _check_train_dir(train_dir)
+    with the same config, resumed when interrupted, trained afresh when the config changed or ``retrain``.
+    ``run_demo`` has refused a ``train_dir`` holding anything a run does not write (``_check_train_dir``), so
+    the directory deleted here is the demo's own earlier run."""
     saved = train_dir / "config.yaml"
     changed = saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(cfg)
     if (retrain or changed) and train_dir.exists():

@@ -312,6 +312,8 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
     if tc.eval_every and cfg.data.eval is None:  # else the run would train, never evaluate, and say nothing
         raise ConfigError(f"train.eval_every is {tc.eval_every} but data.eval (the held-out frames it evaluates) is "
                           "not set: set data.eval, or train.eval_every: 0")
+    # Before the process group: every rank sees the directory as it was, before rank 0 writes into it.
+    _check_run_dir(out_dir, resume)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = distributed.select_device(tc.device)
@@ -319,11 +321,6 @@ def training_session(cfg: Config, out_dir: Path, resume: bool) -> Iterator[tuple
     created = not out_dir.exists()
     try:
         with run_lock(out_dir, info):
-            latest = out_dir / "checkpoints" / "latest.json"
-            if latest.exists() and not resume:  # checked on every rank so all fail together
-                raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
-                                      "or choose another --out")
-            _check_run_dir(out_dir, resume)
             if resume:
                 note = _check_resumed_config(cfg, out_dir)
                 if note and info.is_main:
@@ -355,8 +352,9 @@ def foreign_entries(out_dir: Path) -> list[str]:
 
 
 def _check_run_dir(out_dir: Path, resume: bool) -> None:
-    """A new run starts only in a missing or empty directory (lock files aside): it writes over ``config.yaml``
-    and appends to ``train_log.jsonl``, so a user's files of any name are never in its way. A resumed run needs
+    """A new run starts only in a missing or empty directory (lock files aside; one holding a finished or
+    checkpointed run is named as such): it writes over ``config.yaml`` and appends to ``train_log.jsonl``, so a
+    user's files of any name are never in its way. A resumed run needs
     the directory to hold a run (its ``config.yaml``) when it holds anything. ``FileExistsError`` naming the
     first entries otherwise."""
     if not out_dir.is_dir():
@@ -368,6 +366,10 @@ def _check_run_dir(out_dir: Path, resume: bool) -> None:
             raise FileExistsError(f"--out {out_dir} holds no run to resume (no config.yaml; it holds {shown}): "
                                   "choose the run's directory, or another --out to start one")
         return
+    latest = out_dir / "checkpoints" / "latest.json"
+    if latest.exists():
+        raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
+                              "or choose another --out")
     if entries:
         raise FileExistsError(f"--out {out_dir} is not empty ({shown}); a new run starts in a missing or empty "
                               "folder: pass --resume to continue the run there (from step 0 when it stopped "
