@@ -23,8 +23,16 @@ The peaks are measured, not quoted, with the same threads, as the best over size
 A peak taken at one size, or on a busy machine, is several times too low: run it on an idle machine
 (``machine.loadavg`` in the JSON says how busy it was) and quote ratios from one run only.
 
+``--compare "LABEL: KEY=VALUE KEY=VALUE"`` (repeatable) also times the config's own variant (its precision
+and layout) against the same step with those overrides -- trunk widths, a head's channels -- on the same batch,
+interleaved: ``--rounds`` rounds, each timing every variant ``--repeats`` times, so a machine that slows down
+slows every variant alike. ``compared`` gives each variant's network GFLOP, its fastest step, its ratio to the
+config's step and its share of the matmul peak.
+
     .venv/bin/python benchmarks/throughput.py > runs/throughput_demo.json
     .venv/bin/python benchmarks/throughput.py --preset base --batch-size 1 --repeats 3
+    .venv/bin/python benchmarks/throughput.py --threads 1 --rounds 3 \\
+        --compare "stage1_32: model.trunk.stem_width=32 model.trunk.widths=[32,48,96,192]"
 """
 
 from __future__ import annotations
@@ -165,8 +173,60 @@ def op_breakdown(step: Callable[[], None], top: int) -> dict[str, Any]:
                     for k, v in ranked[:top]]}
 
 
+def parse_compare(spec: str) -> tuple[str, list[str]]:
+    """``"LABEL: KEY=VALUE KEY=VALUE"`` -> ``(LABEL, [KEY=VALUE, ...])``.
+
+    Raises:
+        ValueError: no label, a label with spaces, no override, or an override without ``=``.
+    """
+    label, sep, rest = spec.partition(":")
+    label, overrides = label.strip(), rest.split()
+    if not sep or not label or " " in label or not overrides or any("=" not in o for o in overrides):
+        raise ValueError(f"--compare {spec!r}: expected 'LABEL: KEY=VALUE [KEY=VALUE ...]', "
+                         "e.g. 'wide: model.trunk.stem_width=32'")
+    return label, overrides
+
+
+def compare_configs(args: argparse.Namespace) -> list[tuple[str, list[str], Config]]:
+    """``(label, overrides, config)`` of the config itself (label ``config``) and of each ``--compare`` variant,
+    loaded before anything is timed so a bad override fails at once (ConfigError naming it)."""
+    variants = [("config", [])] + [parse_compare(spec) for spec in args.compare]
+    return [(label, overrides, step_config(argparse.Namespace(config=args.config, set=[*args.set, *overrides],
+                                                              preset=args.preset)))
+            for label, overrides in variants]
+
+
+def compare_variants(args: argparse.Namespace, variants: list[tuple[str, list[str], Config]], precision: str,
+                     channels_last: bool, best_peak: float, out: str) -> list[dict[str, Any]]:
+    """The config's step against each ``--compare`` variant's, timed in interleaved rounds (see the module doc)."""
+    batch_size = args.batch_size or variants[0][2].train.batch_size
+    steps, flops = {}, {}
+    for label, _, vcfg in variants:
+        samples = rendered_batch(vcfg, batch_size)
+        trainer = make_trainer(vcfg, samples, precision, channels_last, os.path.join(out, label))
+        steps[label] = train_step(trainer, collate(samples))
+        total, of_optimizer = counted_flops(trainer, steps[label])
+        flops[label] = total - of_optimizer
+    per_round: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(args.rounds):
+        for label, step in steps.items():
+            per_round[label].append(best_of(step, args.repeats))
+    base = min(per_round["config"])
+    rows = []
+    for label, overrides, _ in variants:
+        seconds = min(per_round[label])
+        gflops = flops[label] / seconds / 1e9
+        rows.append({"label": label, "overrides": overrides, "model_gflop": round(flops[label] / 1e9, 2),
+                     "step_ms": round(1e3 * seconds, 1),
+                     "step_ms_per_round": [round(1e3 * s, 1) for s in per_round[label]],
+                     "vs_config": round(seconds / base, 3), "gflop_per_s": round(gflops, 1),
+                     "pct_of_matmul_peak": round(100 * gflops / best_peak, 1)})
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = step_config(args)
+    to_compare = compare_configs(args) if args.compare else []
     threads = args.threads or cfg.train.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     samples = rendered_batch(cfg, args.batch_size or cfg.train.batch_size)
@@ -201,6 +261,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         v["precision"] == "bf16" for v in variants) else "fp32"
     default = next(v for v in variants if v["precision"] == default_precision and
                    v["layout"] == ("channels_last" if trained.channels_last else "nchw"))
+    compared = None
+    if to_compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            compared = compare_variants(args, to_compare, default["precision"], default["layout"] == "channels_last",
+                                        best["matmul"][default["precision"]], tmp)
     m = cfg.resolved_model()
     return {
         "benchmark": "throughput", "config": str(args.config or default_demo_config()), "preset": args.preset,
@@ -214,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "goal": {"what": f"the config's training step at >= {GOAL_PCT:g} % of the best bf16 matmul peak",
                  "pct_of_matmul_peak": default["pct_of_matmul_peak"],
                  "met": default["pct_of_matmul_peak"] >= GOAL_PCT if default["precision"] == "bf16" else None},
+        "compared": compared,
     }
 
 
@@ -228,10 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matmul-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     p.add_argument("--conv-channels", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--top-ops", type=int, default=15, help="ops listed per variant in where_time_goes")
+    p.add_argument("--compare", action="append", default=[], metavar="'LABEL: KEY=VALUE ...'",
+                   help="also time the config's step with these overrides, interleaved with the config's own")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare timing")
     args = p.parse_args(argv)
-    if (args.batch_size is not None and args.batch_size < 1) or args.repeats < 1 or (
+    if (args.batch_size is not None and args.batch_size < 1) or args.repeats < 1 or args.rounds < 1 or (
             args.threads is not None and args.threads < 1):
-        p.error("--batch-size, --repeats and --threads must be >= 1")
+        p.error("--batch-size, --repeats, --rounds and --threads must be >= 1")
+    try:
+        labels = [parse_compare(spec)[0] for spec in args.compare]
+    except ValueError as e:
+        p.error(str(e))
+    if len(set(labels)) != len(labels) or "config" in labels:
+        p.error("--compare labels must differ from each other and from 'config'")
     try:
         result = run(args)
     except ConfigError as e:  # a bad --config or --set: the message names the file and the field

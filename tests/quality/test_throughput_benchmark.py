@@ -36,3 +36,32 @@ def test_optimizer_flops_are_counted_apart_from_forward_and_backward(muon):
     else:
         assert of_optimizer == 0
     assert "step" not in vars(optimizer)  # the optimizer's own step method again
+
+
+def test_compare_spec_is_a_label_and_overrides():
+    label, overrides = throughput.parse_compare("wide: model.trunk.stem_width=32 model.trunk.widths=[32,48,96,192]")
+    assert label == "wide"
+    assert overrides == ["model.trunk.stem_width=32", "model.trunk.widths=[32,48,96,192]"]
+
+
+@pytest.mark.parametrize("spec", ["wide", "wide:", ": model.x=1", "two words: model.x=1", "wide: model.x"])
+def test_a_bad_compare_spec_is_refused_naming_it(spec):
+    with pytest.raises(ValueError, match="--compare"):
+        throughput.parse_compare(spec)
+
+
+@pytest.mark.parametrize("specs", [["a: train.lr=1e-3", "a: train.lr=2e-3"], ["config: train.lr=1e-3"]])
+def test_compare_labels_must_be_distinct(specs, capsys):
+    argv = [arg for spec in specs for arg in ("--compare", spec)]
+    with pytest.raises(SystemExit) as exc:
+        throughput.main(argv)
+    assert exc.value.code == 2
+    assert "--compare labels must differ" in capsys.readouterr().err
+
+
+def test_a_bad_compare_override_fails_before_anything_is_timed(capsys, monkeypatch):
+    monkeypatch.setattr(throughput, "matmul_peaks", lambda *a: pytest.fail("timed before the configs were checked"))
+    with pytest.raises(SystemExit) as exc:
+        throughput.main(["--compare", "x: model.trunk.nope=3"])
+    assert exc.value.code == 2
+    assert "model.trunk.nope=3" in capsys.readouterr().err
