@@ -4,10 +4,15 @@ TensorBoard tags: ``loss/<task>`` (per-task loss, averaged over the logging wind
 ``loss/total`` (the balanced objective), ``weight/<task>`` (current balancing weight), ``lr``,
 ``grad_norm``, ``skipped_steps``, ``samples_per_s`` and ``eval/<task>/<metric>``.
 ``tensorboard --logdir <out>/tb`` shows them.
+
+A resumed run continues both logs from the step it resumes at: ``trim_log`` drops the JSON lines of later steps
+(which the stopped attempt trained but never checkpointed, and the resumed run trains again) and TensorBoard
+purges their events (``SummaryWriter(purge_step=...)``), so each step is logged once.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -18,18 +23,67 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hydranet.console import is_live, make_console
 from hydranet.json_files import dumps
+from hydranet.outputs import atomic_path
 
 _SHORT = {"detection2d": "det2d", "traffic_light": "light", "drivable": "drive", "lanes": "lanes", "depth": "depth",
          "bev_semantic": "bev", "objects3d": "obj3d"}
 
 
+class TrainLogError(ValueError):
+    """``train_log.jsonl`` holds a line that is not a log record before its last line; the message names the file
+    and the line."""
+
+
+def _record_step(line: bytes) -> int | None:
+    """The ``step`` of one ``train_log.jsonl`` line (a JSON object with an integer ``step``: every record
+    ``TrainLogger`` writes, window and eval alike), or None when the line is not such a record."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def trim_log(path: Path, step: int) -> bool:
+    """Keep the records of ``path`` (a ``train_log.jsonl``) up to and including ``step`` and drop the later ones,
+    in place: the kept lines go to a temporary file beside it that replaces it (``outputs.atomic_path``), so a
+    process killed midway leaves the file as it was. A missing file is left missing.
+
+    A last line that is not a record (the stopped attempt was killed while writing it) is dropped: returns True
+    then. Any other line that is not a record raises ``TrainLogError`` naming the file and the line number."""
+    if not path.is_file():
+        return False
+    lines = path.read_bytes().split(b"\n")
+    while lines and not lines[-1].strip():  # the newline ending the last record
+        lines.pop()
+    steps = [_record_step(line) for line in lines]
+    partial = bool(steps) and steps[-1] is None
+    if partial:
+        lines, steps = lines[:-1], steps[:-1]
+    for number, s in enumerate(steps, 1):
+        if s is None:
+            raise TrainLogError(f"{path}: line {number} is not a training log record (a JSON object with an "
+                                "integer \"step\"); a resumed run keeps this log up to the step it resumes at: "
+                                "fix or delete that line (or move the file away) and resume again")
+    kept = [line for line, s in zip(lines, steps, strict=True) if s is not None and s <= step]
+    if partial or len(kept) != len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+    return partial
+
+
 class TrainLogger:
     """Rank-0 training output under ``out_dir``: TensorBoard (``tb/``), ``train_log.jsonl`` and a progress bar
     (plain lines when the console is not live). With ``enabled=False`` (other ranks) every call is a no-op.
-    Use as a context manager: leaving it closes the files."""
+    Use as a context manager: leaving it closes the files.
+
+    ``resume_step``: the step a resumed run continues from (0 for a run resumed before its first checkpoint);
+    both logs then keep what the earlier attempts logged up to that step and drop the rest (``trim_log``, and
+    TensorBoard's ``purge_step``). None for a new run, whose logs start empty."""
 
     def __init__(self, out_dir: Path, tasks: list[str], total_steps: int, enabled: bool = True,
-                 progress: bool = True, console: Console | None = None) -> None:
+                 progress: bool = True, console: Console | None = None, resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.tasks = tasks
         self.total = total_steps
@@ -41,10 +95,16 @@ class TrainLogger:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(out_dir / "train_log.jsonl", "a")  # noqa: SIM115 - closed in __exit__
+        log = out_dir / "train_log.jsonl"
+        if resume_step is not None and trim_log(log, resume_step):
+            self.console.print(f"note: {log}: its last line was cut short (the earlier attempt stopped while "
+                               "writing it) and is dropped", soft_wrap=True)
+        self.jsonl = open(log, "a")  # noqa: SIM115 - closed in __exit__
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(out_dir / "tb"))
+        # purge_step: TensorBoard hides the events an earlier attempt wrote here at steps > resume_step
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=purge)
         if progress and is_live(self.console):  # in a log file a live bar prints nothing: plain lines instead
             self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                      TimeRemainingColumn(), TextColumn("{task.description}"), console=self.console)

@@ -149,6 +149,7 @@ class Trainer:
         self.nonfinite_tasks: set[str] = set()  # tasks whose loss was non-finite during that streak
         self.resume_note: str | None = None  # set by resume() when it fell back to an older checkpoint
         self.resumed_from: Path | None = None  # the checkpoint resume() loaded
+        self.resuming = False  # resume() was called: fit() continues the run's logs from self.step
         self.history: list[dict[str, Any]] = []
         self.eval_history: list[dict[str, Any]] = []
         distributed.broadcast_module(model)  # every rank starts from rank 0's weights
@@ -311,7 +312,10 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Continue from ``path``, or from this run's newest *valid* checkpoint; False if the run has none
-        (``training_state.resume_training_state``: a corrupt newest checkpoint is never a silent restart)."""
+        (``training_state.resume_training_state``: a corrupt newest checkpoint is never a silent restart).
+        Either way ``fit`` then continues the run's logs from the step it resumes at (0 without a checkpoint):
+        what an earlier attempt logged after it is dropped, as that attempt's training after it was."""
+        self.resuming = True
         return resume_training_state(self, path)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -330,7 +334,7 @@ class Trainer:
                     "skipped_steps": self.skipped_steps, "checkpoint": str(self.resumed_from),
                     "history": [], "seconds": 0.0, "already_finished": True}
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
-                             progress=self.progress)
+                             progress=self.progress, resume_step=self.step if self.resuming else None)
         batches = self._loader()
         window: dict[str, Any] = defaultdict(float)
         t0, samples = time.perf_counter(), 0
