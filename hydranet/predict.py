@@ -27,14 +27,14 @@ import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
-from hydranet.data import Batch, Sample, collate, known_labels, label_spec, resize_sample
+from hydranet.data import Batch, Sample, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError, check_vocabularies
-from hydranet.tasks import Task
+from hydranet.tasks import Task, grid_raster_tasks
 from hydranet.viz import Views
 
 __all__ = ["check_labels_drawable", "run_predict"]
@@ -87,7 +87,7 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
     grid = data.grid
     # Only labels rasterised on the grid (a BEV task's dense label, bev_semantic's map) need the model's grid: 3D
     # boxes are in metres in the ego frame and draw beside predictions on any grid.
-    on_grid = [name for name, t in tasks.items() if t.space == "bev" and _is_grid_raster(t.label)]
+    on_grid = grid_raster_tasks(tasks)
     if on_grid and grid is not None and setup.grid is not None and grid != setup.grid:
         raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
                                  f"{setup.grid.describe()} (setup.grid): the labels of {', '.join(on_grid)} cannot "
@@ -97,13 +97,6 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
     except SetupMismatchError as e:
         raise SetupMismatchError(f"{e}: its labels cannot be drawn beside the predictions; convert the data with the "
                                  f"model's classes (hydranet convert --model-classes), or {remedy}") from None
-
-
-def _is_grid_raster(label: str) -> bool:
-    """Whether ``label`` is stored on the BEV grid (a dense label that is not per camera, e.g. ``bev_semantic``
-    ``[C, R, C']``) rather than in metres or pixels."""
-    spec = label_spec(label) if label in known_labels() else None
-    return spec is not None and spec.kind == "dense" and not spec.per_camera
 
 
 @torch.inference_mode()

@@ -39,7 +39,8 @@ from torch import Tensor
 from hydranet.geometry import BevGrid, camera_extrinsics, check_intrinsics, check_principal_point
 
 __all__ = ["Camera", "ImageSize", "NUSCENES_CLASSES", "OBJECT_CLASSES", "OBJECT_LABELS", "Rig", "Setup",
-           "SetupMismatchError", "VOCABULARIES", "check_fits", "check_vocabularies", "class_names", "rig_of_frame"]
+           "SetupMismatchError", "VOCABULARIES", "check_fits", "check_grid", "check_vocabularies", "class_names",
+           "rig_of_frame"]
 
 # The synthetic world's object classes: the default vocabulary of detection2d and objects3d.
 OBJECT_CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cone", "traffic_light")
@@ -373,10 +374,23 @@ def check_fits(data: Setup, model: Setup, source: str, *, labels: Collection[str
             known = "; ".join(f"{r.name}: {list(r.names)}" for r in model.rigs)
             raise SetupMismatchError(f"{source}: rig '{rig.name}' has {len(rig)} cameras {list(rig.names)} but "
                                      f"{model_name} takes the rigs {known} (setup.rigs)")
-    if bev and data.grid is not None and model.grid is not None and data.grid != model.grid:
-        raise SetupMismatchError(f"{source}: BEV grid is {data.grid.describe()} but {model_name} uses "
-                                 f"{model.grid.describe()} (setup.grid)")
+    if bev:
+        check_grid(data, model, source, model_name=model_name)
     check_vocabularies(data, model, labels, source, model_name)
+
+
+def check_grid(data: Setup, model: Setup, source: str, tasks: Collection[str] | None = None, remedy: str = "",
+               model_name: str = "the model") -> None:
+    """Raise ``SetupMismatchError`` naming ``source`` when ``data``'s BEV grid differs from ``model``'s (a setup
+    without a grid passes). ``tasks``: the tasks whose labels lie on the grid (``hydranet.tasks.grid_raster_tasks``:
+    ``eval --data``, ``infer --ground-truth``), named in the message with ``remedy``, what to do instead; none of
+    them: the grid is not checked (3D boxes are in metres: any grid). None: checked for the model as a whole
+    (``check_fits`` with ``bev``: training encodes every BEV task's labels on the grid)."""
+    if (tasks is not None and not tasks) or data.grid is None or model.grid is None or data.grid == model.grid:
+        return
+    why = f": the labels of {', '.join(tasks)} lie on the grid" if tasks else ""
+    raise SetupMismatchError(f"{source}: BEV grid is {data.grid.describe()} but {model_name} uses "
+                             f"{model.grid.describe()} (setup.grid){why}{'; ' + remedy if remedy else ''}")
 
 
 def check_vocabularies(data: Setup, model: Setup, labels: Collection[str], source: str,

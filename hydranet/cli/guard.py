@@ -16,7 +16,9 @@ Before a command's body runs, and around it:
    job's other ranks with it. (``train`` also locks its run directory itself, all ranks agreeing.)
 3. **Nothing half-written is left**: when the command fails, temporary files it created beside or in its
    output (``.tmp-*``, ``*.tmp``) are removed, and so is a file output that did not exist before, or a directory
-   output it created and left empty.
+   output it created and left empty, and the folders above the output that did not exist before and are left
+   empty (the lock beside a directory output creates its parent: ``train -o a/b/c`` refused leaves no ``a/``).
+   A directory output that is a file (or lies below one) is refused before the command runs.
 4. **One error line** (``hydranet.cli.errors.cli_errors``): every exception becomes ``error: ...`` and exit
    1/2 (130/143 when interrupted), never a traceback; click's usage errors too (``GuardedGroup``).
 
@@ -194,6 +196,39 @@ def _check_file_output(out: Path, option: str) -> None:
                           "there would replace it; choose another file")
 
 
+def _check_directory_output(out: Path, option: str) -> None:
+    """Before a command that writes a directory runs (rule 1): its ``--out`` may not be a file or lie below one:
+    ``OutputError`` naming it, instead of a raw OS error (``[Errno 17] File exists``) from its first ``mkdir``."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{option} {out}: is a file; give a folder")
+    if any(p.is_file() for p in out.parents):
+        raise OutputError(f"{option} {out}: {next(p for p in out.parents if p.is_file())} is a file, not a folder")
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first: what writing below ``folder`` creates."""
+    missing = []
+    for p in (folder, *folder.absolute().parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first; one never created is passed over) while each is an empty directory: never
+    one that holds anything, nor any above it."""
+    for p in folders:
+        if not p.exists() and not p.is_symlink():
+            continue
+        if p.is_symlink() or not p.is_dir() or any(p.iterdir()):
+            return
+        try:
+            p.rmdir()
+        except OSError:  # filled or removed meanwhile by another process: leave it and everything above
+            return
+
+
 @contextmanager
 def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] = ()) -> Iterator[None]:
     """Rules 1-3 of the module docstring around one command's body."""
@@ -217,12 +252,15 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
                 raise OutputError(f"{flag} {params[key]} is also the command's --out: one would overwrite the other; "
                                   "choose another file")
     is_dir = name in DIRECTORY_OUTPUTS
-    if not is_dir:
+    if is_dir:
+        _check_directory_output(out, option)
+    else:
         _check_file_output(out, option)
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
     before = temp_leftovers(folder, stem)
     existed = out.exists()
+    missing = _missing_folders(folder)  # removed again, when left empty, if the command fails
     started = time.time()
     token = current_output.set(lambda: newest_file(out, started) if is_dir else out)
     lock = output_lock(out) if is_dir and _lock_holder() else nullcontext()
@@ -237,8 +275,9 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
             _clean(temp_leftovers(folder, stem) - before)
         if not deliberate and not is_dir and not existed and out.is_file():
             out.unlink(missing_ok=True)  # a file output this command began and did not finish
-        if is_dir and not existed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a directory output this command created and left empty (cache-features on a bad shard)
+        # a directory output this command created and left empty (cache-features on a bad shard), and the folders
+        # above the output it created (the lock's: a refused `train -o a/b/c` left a/b/)
+        _remove_empty(missing)
         raise
     finally:
         current_output.reset(token)

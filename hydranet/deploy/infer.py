@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from hydranet.deploy.runtime import DeployedModel
 from hydranet.eval import Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
-from hydranet.setup import check_fits
+from hydranet.setup import check_fits, check_grid
+from hydranet.tasks import grid_raster_tasks
 from hydranet.viz import Views
 
 PREDICTIONS = "predictions.json"  # every frame's decoded outputs; marks a directory as predict/infer output
@@ -69,18 +71,21 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth:
     """The dataset and indices to run: ``synthetic`` renders held-out frames for the manifest's setup; anything
     else is opened for it (``open_dataset(setup=)``: a world renders it, a source resizes to its image size and
     maps classes onto its vocabulary) and checked against it (``check_fits``: image size and cameras; with
-    ``ground_truth`` also the grid and vocabularies the labels are drawn in), ``SetupMismatchError`` naming
-    ``--data``."""
+    ``ground_truth`` also the vocabularies the labels are drawn in and, for the tasks whose labels lie on the BEV
+    grid (``grid_raster_tasks``), the grid: 3D boxes are in metres and draw on any grid), ``SetupMismatchError``
+    naming ``--data``."""
     if data == "synthetic":
         n = frames or 8
         # A temporal graph carries its memory, and a tracker its tracks, from frame to frame: consecutive frames.
         return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if consecutive else spread_indices(n)
 
     dataset = open_dataset(data, setup=dm.setup)
-    tasks = dm.tasks.values()
-    check_fits(dataset_setup(dataset), dm.setup, f"--data {data}", model_name=f"graph {dm.path}",
-               labels=[task.label for task in tasks] if ground_truth else (),
-               bev=ground_truth and any(task.space == "bev" for task in tasks))
+    setup, source, name = dataset_setup(dataset), f"--data {data}", f"graph {dm.path}"
+    check_fits(setup, dm.setup, source, model_name=name,
+               labels=[task.label for task in dm.tasks.values()] if ground_truth else (), bev=False)
+    if ground_truth:  # the predictions alone fit any grid: only labels drawn on the grid need the graph's
+        check_grid(setup, dm.setup, source, grid_raster_tasks(dm.tasks), model_name=name,
+                   remedy="leave out --ground-truth, or export a graph without those tasks (export --tasks)")
     n = len(dataset) if frames is None else min(frames, len(dataset))
     return dataset, list(range(n))
 
@@ -122,7 +127,9 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
     records = []
     for s in range(0, len(indices), m.batch):
         samples = [dataset[i] for i in indices[s:s + m.batch]]
-        prediction = predictor.step(collate(samples))
+        # the graph's input: no labels (they are only drawn, with ground_truth), so a dataset labelled on another
+        # BEV grid still runs (bev_semantic decodes onto its label's grid when the batch holds one)
+        prediction = predictor.step(collate([replace(sample, labels={}) for sample in samples]))
         for j, sample in enumerate(samples):
             views = Views.from_sample(sample, grid, scale=scale)
             outputs = {name: (task, prediction.decoded(name)[j]) for name, task in dm.tasks.items()}

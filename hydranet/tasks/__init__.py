@@ -7,7 +7,7 @@ import lazy_loader as lazy
 
 # The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
 __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
-    "base": ["HeadContext", "TASKS", "Task", "TaskOptions", "create_task", "register_task"],
+    "base": ["HeadContext", "TASKS", "Task", "TaskOptions", "create_task", "grid_raster_tasks", "register_task"],
     "heads": ["BevHead", "BevHeadOptions", "CameraHead", "CameraHeadOptions", "CameraTask", "ConvHead",
         "DenseHeadOptions", "IMAGE_KEY", "to_label_resolution"],
     "heatmaps": ["draw_gaussian", "gaussian_radius", "heatmap_focal_loss", "topk_peaks"],

@@ -19,6 +19,7 @@ copy set while building a head. ``HeadContext`` says only what the features look
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
@@ -27,7 +28,7 @@ from pydantic import ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from hydranet.config_errors import format_validation_error
-from hydranet.data import Batch, LabelSpec, known_labels, register_label
+from hydranet.data import Batch, LabelSpec, known_labels, label_spec, register_label
 from hydranet.metrics import Metric
 from hydranet.registry import Options, Registry
 from hydranet.setup import Setup
@@ -148,3 +149,16 @@ def create_task(name: str, setup: Setup | None = None, **options: Any) -> Task:
     """The registered task ``name`` for ``setup`` (None: ``Setup()``) with ``options`` validated by its ``Options``;
     ``RegistryError`` lists the registered tasks for an unknown name and names the field of a bad option."""
     return TASKS.create(name, options, where=name, setup=setup)
+
+
+def grid_raster_tasks(tasks: Mapping[str, Task]) -> list[str]:
+    """The names, in order, of the tasks in ``tasks`` (name -> ``Task``) whose labels are rasterised on the BEV grid:
+    a BEV task whose label is dense and not per camera (``bev_semantic``'s ``[C, R, C']`` map). Only these need data
+    on the model's ``setup.grid`` to be scored or drawn beside its predictions; ``objects3d``'s boxes are in metres
+    in the ego frame and fit a model of any grid (``predict``, ``view``, ``infer --ground-truth`` and ``eval``)."""
+    on_grid = []
+    for name, task in tasks.items():
+        spec = label_spec(task.label) if task.label in known_labels() else None
+        if task.space == "bev" and spec is not None and spec.kind == "dense" and not spec.per_camera:
+            on_grid.append(name)
+    return on_grid

@@ -170,6 +170,31 @@ def test_infer_opens_data_for_the_graphs_setup(exported, tmp_path, no_model):
     assert not (tmp_path / "x").exists()
 
 
+def test_infer_on_another_grid_needs_the_graphs_grid_only_for_labels_drawn_on_it(checkpoint, exported, tmp_path):
+    """Predictions fit data of any BEV grid: without --ground-truth nothing checks the grid (before: bev_semantic
+    decoded onto the data's label grid and failed). With it, only labels rasterised on the grid need the graph's:
+    refused naming bev_semantic; a graph of objects3d alone draws its metric boxes (before: refused)."""
+    from hydranet.deploy import export_checkpoint
+
+    world = tmp_path / "fine.yaml"
+    world.write_text(json.dumps({"seed": 3, "num_scenes": 1, "frames_per_scene": 1, "setup": {
+        "image_size": [64, 128], "grid": {"x_range": [-16.0, 16.0], "y_range": [-16.0, 16.0], "cell": 0.5}}}))
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", str(world), "--out", str(tmp_path / "o"),
+                                 "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "o" / "frame_0000.npz")["bev_semantic"].shape[-2:] == (32, 32)  # the graph's grid
+    r = CliRunner().invoke(app, ["infer", str(exported), "--data", str(world), "--out", str(tmp_path / "gt"),
+                                 "--threads", "1", "--ground-truth"])
+    assert r.exit_code == 2 and "Traceback" not in r.output and not (tmp_path / "gt").exists()
+    assert (f"--data {world}: BEV grid is x (-16.0, 16.0) m, y (-16.0, 16.0) m, cell 0.5 m (64x64) but graph "
+            f"{exported} uses") in " ".join(r.output.split())
+    assert "the labels of bev_semantic lie on the grid; leave out --ground-truth" in " ".join(r.output.split())
+    boxes = tmp_path / "objects3d.onnx"
+    export_checkpoint(checkpoint, boxes, ["objects3d"])
+    result = run_infer(boxes, str(world), tmp_path / "boxes", threads=1, ground_truth=True)
+    assert len(result["frames"]) == 1 and "objects3d" in result["frames"][0]["tasks"]
+
+
 def test_infer_help_lists_the_data_forms():
     r = CliRunner().invoke(app, ["infer", "--help"], terminal_width=200)
     text = " ".join(r.output.replace("│", " ").split())

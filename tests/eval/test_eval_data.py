@@ -45,6 +45,18 @@ def test_data_that_does_not_fit_the_model_is_refused_naming_it(model):
         evaluate_dataset(model, other, frames=1, source="--data x")
 
 
+def test_data_on_another_grid_is_refused_only_for_tasks_whose_labels_lie_on_it(model):
+    """3D boxes are in metres in the ego frame: objects3d is scored on data of any BEV grid (before: refused for
+    data on 0.5 m cells, as every BEV task was); bev_semantic's map is rasterised on the grid: refused, named."""
+    fine = model.setup.model_dump(mode="json") | {"grid": {"x_range": [-32, 32], "y_range": [-32, 32], "cell": 0.5}}
+    data = open_dataset("synthetic", world=WORLD | {"setup": fine}, setup=model.setup)  # declares its own grid
+    result = evaluate_dataset(model, data, tasks=["objects3d"], frames=1, source="--data x")
+    assert result.labelled_frames == {"objects3d": 1} and list(result.metrics) == ["objects3d"]
+    with pytest.raises(SetupMismatchError, match=r"--data x: BEV grid is .*cell 0\.5 m.*\(setup\.grid\): the labels "
+                                                 r"of bev_semantic lie on the grid; leave them out \(--tasks\)"):
+        evaluate_dataset(model, data, tasks=["objects3d", "bev_semantic"], frames=1, source="--data x")
+
+
 def test_eval_data_command(tmp_path):
     runner = CliRunner()
     world = tmp_path / "world.yaml"

@@ -578,3 +578,38 @@ def test_cache_features_on_a_corrupt_shard_leaves_no_output_directory(inputs):
     line = error_line(cli("cache-features", "--ckpt", inputs["run"], "--data", bad, "-o", out, code=2))
     assert "shard-000000.tar" in line, line
     assert not out.exists() and leftovers(inputs["tmp"]) == []
+
+
+# Commands refused on bad input after the guard took the lock beside their --out (the lock's folder is --out's parent).
+REFUSED = {
+    "train": ["train", "--config", "{tmp}/bad.yaml", "-o", "{out}"],
+    "cache-features": ["cache-features", "--ckpt", "{tmp}/nope", "--data", "synthetic", "-o", "{out}"],
+    "merge": ["merge", "{tmp}/nope", "{tmp}/nope:objects3d", "-o", "{out}"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_refused_command_leaves_none_of_the_folders_it_created(tmp_path, name):
+    """Before: a refused ``train -o a/b/c`` (a bad config), ``cache-features`` or ``merge`` (no such checkpoint)
+    left ``a/b/`` behind, created for the output's lock. A folder that existed before stays, even empty."""
+    (tmp_path / "bad.yaml").write_text("trian: {steps: 1}\n")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for out, created in ((tmp_path / "a" / "b" / "c", tmp_path / "a"), (kept / "b" / "c", kept / "b")):
+        line = error_line(cli(*[a.format(tmp=tmp_path, out=out) for a in REFUSED[name]], code=2))
+        assert "bad.yaml" in line or "nope" in line, line
+        assert not created.exists(), f"{name} left {created}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "kept"] and not any(kept.iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_directory_output_that_is_a_file_is_refused_in_one_line(tmp_path, name):
+    """Before: ``train -o FILE`` said ``[Errno 17] File exists: 'FILE'``. The file is left as it was."""
+    (tmp_path / "bad.yaml").write_text("trian: {steps: 1}\n")
+    file = tmp_path / "file"
+    file.write_text("mine")
+    res = cli(*[a.format(tmp=tmp_path, out=file) for a in REFUSED[name]], code=2)
+    assert " ".join(error_line(res).split()) == f"error: --out {file}: is a file; give a folder"
+    below = cli(*[a.format(tmp=tmp_path, out=file / "run") for a in REFUSED[name]], code=2)
+    assert " ".join(error_line(below).split()) == f"error: --out {file / 'run'}: {file} is a file, not a folder"
+    assert file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file"]

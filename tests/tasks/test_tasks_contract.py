@@ -9,7 +9,7 @@ import pytest
 import torch
 from tasks_synthetic import GRID, N_CAM, SETUP, H, W, context, features, make_batch, run_head, select, subset
 
-from hydranet.tasks import TASKS, create_task
+from hydranet.tasks import TASKS, create_task, grid_raster_tasks
 
 torch.set_num_threads(1)
 
@@ -44,6 +44,15 @@ def test_registry_has_all_seven():
         assert task.space == ("bev" if name in ("bev_semantic", "objects3d") else "camera")
     with pytest.raises(KeyError, match="registered tasks"):
         create_task("no_such_task", SETUP)
+
+
+def test_only_labels_rasterised_on_the_bev_grid_need_the_models_grid():
+    """bev_semantic's map lies on the grid; objects3d's boxes are in metres (a BEV task all the same), camera
+    tasks' labels in pixels: the one rule predict, view, infer and eval apply to data on another grid."""
+    tasks = {name: create_task(name, SETUP) for name in ALL}
+    assert grid_raster_tasks(tasks) == ["bev_semantic"]
+    assert grid_raster_tasks({"boxes": tasks["objects3d"], "map": tasks["bev_semantic"]}) == ["map"]
+    assert grid_raster_tasks({"objects3d": tasks["objects3d"], "depth": tasks["depth"]}) == []
 
 
 @pytest.mark.parametrize("name", ALL)
