@@ -30,7 +30,7 @@ from hydranet.checkpoint import load_model
 from hydranet.data import Batch, Sample, ShardError, collate, known_labels, label_spec, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
-from hydranet.eval import Evaluator, TrackerOptions
+from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError, check_vocabularies
@@ -149,6 +149,10 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
     unknown = [t for t in names if t not in model.task_objects]
     if unknown:
         raise ValueError(f"tasks {unknown} are not heads of this model ({list(model.task_objects)})")
+    if track and TRACKED_TASK not in names:  # before: the evaluator's own words ("it needs stream=True ...")
+        why = (f"--tasks {names} leaves it out" if TRACKED_TASK in model.task_objects else
+               f"this model has no {TRACKED_TASK} head ({list(model.task_objects)})")
+        raise ValueError(f"--track: tracking follows {TRACKED_TASK} boxes over a scene's frames, and {why}")
     tracking = TrackerOptions() if track else None
     stream = model.is_temporal or track
     # Built before any frame is opened: the evaluator refuses tracking when objects3d is not a head it runs.
