@@ -111,6 +111,9 @@ class ModelConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not v:  # a network needs at least one head (before: an error from the builder, naming no field)
+            raise ValueError(f"at least one task is needed: a task name and its options, e.g. `drivable: {{}}` "
+                             f"(tasks: {sorted(TASKS)})")
         for name, options in v.items():  # the options alone: the setup is checked by its own validator
             TASKS.validate(name, options or {}, where=name)
         return v
