@@ -282,12 +282,18 @@ def _pointer_name(parent: Path) -> str | None:
 class Checkpoint:
     """A loaded checkpoint directory: ``state`` is ``state.json`` (config, step, RNG, balancer, ...),
     ``model`` the ``model.safetensors`` tensors by state_dict name, ``optimizer`` the
-    ``optimizer.safetensors`` tensors (empty when loaded with ``optimizer=False`` or absent)."""
+    ``optimizer.safetensors`` tensors (empty when loaded with ``optimizer=False`` or absent). ``name`` is the
+    checkpoint as messages name it: ``zoo:NAME`` for a shipped model, as the user typed it (its ``path`` is a
+    folder inside the installed package), else ``path``."""
 
     path: Path
     state: dict[str, Any]
     model: dict[str, Tensor]
     optimizer: dict[str, Tensor]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or str(self.path)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -336,6 +342,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     ``save_checkpoint``; older checkpoints: the trunk hash), so a flipped byte or an edited header is refused
     wherever a checkpoint is loaded (resume, ``--from``, eval, export, merge, the feature cache).
     Raises ``CheckpointError`` naming the file."""
+    name = str(path) if str(path).startswith(ZOO_SCHEME) else None  # a zoo entry is named as typed
     path = resolve_checkpoint(path)
     state_file = path / "state.json"
     state = read_state(path)
@@ -368,7 +375,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         # a checkpoint from before files_sha256: the trunk hash still covers the shared feature extractor
         raise CheckpointError(f"{path / 'model.safetensors'}: trunk hash differs from the one recorded in "
                               f"{state_file}: the weights were altered or damaged after they were saved")
-    return Checkpoint(path, state, model, read("optimizer.safetensors", False) if optimizer else {})
+    return Checkpoint(path, state, model, read("optimizer.safetensors", False) if optimizer else {}, name or "")
 
 
 def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = True
@@ -444,4 +451,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt.path / 'model.safetensors'}: does not match the model config ({e})") from None
     model.eval()
-    return model, Checkpoint(ckpt.path, ckpt.state, {}, {})
+    return model, Checkpoint(ckpt.path, ckpt.state, {}, {}, ckpt.name)

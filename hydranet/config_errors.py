@@ -12,14 +12,16 @@ Every config, manifest, suite and task-option loader formats through ``format_va
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
 __all__ = ["NumbersNotBools", "field_messages", "format_field_messages", "format_validation_error",
-           "setting_differences"]
+           "setting_differences", "unknown_field"]
 
 # Location parts pydantic inserts for union members / validators, not fields the user wrote.
 _INTERNAL = re.compile(r"^(literal\[.*\]|function-\w+\[.*\]|[a-z_]+\[.*\]|is-instance\[.*\]|tagged-union\[.*\]|"
@@ -79,6 +81,13 @@ def field_messages(err: ValidationError, prefix: str = "") -> dict[str, str]:
     for e in err.errors():
         by_field.setdefault(_field(tuple(e["loc"]), prefix), []).append(e)
     return {field: _merge(errors) for field, errors in by_field.items()}
+
+
+def unknown_field(key: str, known: Iterable[str]) -> str:
+    """The message for an unknown ``key`` where ``known`` are the names accepted: ``unknown field (typo?)``, as
+    every loader says it, naming the closest known name when one is close (``unknown field (typo of 'image'?)``)."""
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    return f"unknown field (typo of {close[0]!r}?)" if close else "unknown field (typo?)"
 
 
 def format_field_messages(fields: dict[str, str], where: str, sep: str = "\n") -> str:

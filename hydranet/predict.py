@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
-from hydranet.data import Batch, Sample, collate, resize_sample
+from hydranet.data import Batch, Sample, ShardError, collate, resize_sample
 from hydranet.datasets import dataset_setup, open_dataset, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
-from hydranet.eval import Evaluator, TrackerOptions
+from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import Setup, SetupMismatchError, check_vocabularies
@@ -118,6 +118,21 @@ def run_predict(checkpoint: str | Path, data: Any, out: str | Path, frames: int 
         return _predict_into(stage, checkpoint, data, frames, tasks, ground_truth, scale, on_frame, track)
 
 
+def _opened(data: Any, setup: Setup) -> Any:
+    """``data`` opened as it is (predict runs any rig, size and vocabulary), or, for a world, rendering the model's
+    ``setup`` (unless the world declares its own), as ``eval --data`` and ``infer`` do: the defaults would be
+    another rig, grid and size; other sources are not resized or remapped here. An error opening it names
+    ``--data`` first (``--data: runs/x: no such dataset ...``), as the other commands' option errors do; its type,
+    and so its exit code, is kept."""
+    try:
+        dataset = open_dataset(data)
+        return open_dataset(data, setup=setup) if renders_world(dataset) else dataset
+    except (ShardError, ValueError) as e:
+        if len(e.args) == 1 and str(e) == str(e.args[0]):  # a plain message (not pydantic's own formatting)
+            e.args = (f"--data: {e}",)
+        raise
+
+
 def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | None, tasks: list[str] | None,
                   ground_truth: bool, scale: int, on_frame: Callable[[int], None] | None,
                   track: bool) -> dict[str, Any]:
@@ -127,16 +142,16 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
     unknown = [t for t in names if t not in model.task_objects]
     if unknown:
         raise ValueError(f"tasks {unknown} are not heads of this model ({list(model.task_objects)})")
+    if track and TRACKED_TASK not in names:  # before: the evaluator's own words ("it needs stream=True ...")
+        why = (f"--tasks {names} leaves it out" if TRACKED_TASK in model.task_objects else
+               f"this model has no {TRACKED_TASK} head ({list(model.task_objects)})")
+        raise ValueError(f"--track: tracking follows {TRACKED_TASK} boxes over a scene's frames, and {why}")
     tracking = TrackerOptions() if track else None
     stream = model.is_temporal or track
     # Built before any frame is opened: the evaluator refuses tracking when objects3d is not a head it runs.
     predictor = Evaluator(model, {name: model.task_objects[name] for name in names}, score=False, stream=stream,
                           tracking=tracking)
-    dataset = open_dataset(data)  # as it is: predict runs any rig, size and vocabulary
-    if renders_world(dataset):
-        # A world renders the model's own setup (unless it declares its own), as `eval --data` and `infer` do:
-        # the defaults would be another rig, grid and size. Other sources are not resized or remapped here.
-        dataset = open_dataset(data, setup=model.setup)
+    dataset = _opened(data, model.setup)
     if ground_truth:
         check_labels_drawable(dataset, model.setup, {t: model.task_objects[t] for t in names}, f"--data {data}",
                               f"checkpoint {checkpoint}")

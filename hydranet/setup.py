@@ -67,6 +67,9 @@ _DEFAULT_CAMERAS: tuple[tuple[str, float, tuple[float, float, float], float, flo
 )
 
 def _check_image_size(v: tuple[int, int]) -> tuple[int, int]:
+    # Any image (a camera's native size, a source's output, a rendered frame): data is resized to a model's input.
+    # A network input's own minimum, the neck's coarsest stride, is hydranet.model's min_image_side (ModelConfig
+    # checks a model's setup.image_size against it before this check runs).
     if min(v) < 8:
         raise ValueError(f"image_size {v} is too small (H, W pixels, at least 8)")
     return v

@@ -172,7 +172,7 @@ def test_the_model_config_carries_the_setup_and_rejects_what_cannot_work():
     assert model.setup is cfg.setup and model.task_objects["objects3d"].classes == NUSCENES_CLASSES
     assert model.heads["objects3d"].head.branches["heatmap"][-1].out_channels == 10  # one heatmap per class
     assert ModelConfig.preset("base").setup.image_size == (256, 512)
-    with pytest.raises(ValueError, match="must be at least 32"):
+    with pytest.raises(ValueError, match="too small for the network: H and W must be at least 32 pixels"):
         ModelConfig.preset("tiny", setup={"image_size": (16, 64)})
     with pytest.raises(ValueError, match="a model needs a BEV grid"):
         ModelConfig.preset("tiny", setup={"grid": None})

@@ -11,9 +11,8 @@ import torch
 import typer
 
 import hydranet
-from hydranet.cli.errors import cli_errors
 from hydranet.cli.guard import GuardedCommand, GuardedGroup
-from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT, set_max_image_pixels
+from hydranet.limits import MAX_IMAGE_PIXELS_DEFAULT
 
 # What every command that reads a trained model takes (``hydranet.checkpoint.resolve_checkpoint`` resolves it).
 CHECKPOINT_HELP = ("a checkpoint directory, a run directory (its newest checkpoint) or zoo:NAME (a model shipped "
@@ -54,9 +53,8 @@ def _root(
                                          "or HYDRANET_MAX_IMAGE_PIXELS)."),
 ) -> None:
     """Multi-camera, multi-task perception networks: see each command's --help."""
-    # Runs before any command's guard: a bad HYDRANET_MAX_IMAGE_PIXELS (read here) is one error line and exit 2 too.
-    with cli_errors():
-        set_max_image_pixels(max_image_pixels)
+    # The image limit (this option, else HYDRANET_MAX_IMAGE_PIXELS) is applied by the command that runs, inside its
+    # guard (hydranet.cli.guard): read here, a bad variable refused `hydranet CMD --help` too, which never gets there.
 
 
 @app.command()

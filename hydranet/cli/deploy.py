@@ -38,6 +38,7 @@ from hydranet.deploy import (
 )
 from hydranet.eval import SuiteError, evaluate, load_suites
 from hydranet.json_files import dumps, to_jsonable
+from hydranet.outputs import OutputError
 
 console = make_console()
 
@@ -99,6 +100,8 @@ def export(
             manifest, model = export_checkpoint(checkpoint, output, tasks, opset, batch, rig)
     except ExportError as e:
         raise typer.BadParameter(str(e), param_hint=e.option) from None
+    except OutputError as e:  # -o not NAME.onnx, or a file hydranet did not export: --out's fault, not CHECKPOINT's
+        raise typer.BadParameter(str(e), param_hint="--out") from None
     except (CheckpointError, ValueError) as e:  # ValueError: a model config this version rejects; a full disk: exit 1
         raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from None
     graph = onnx.load(str(output), load_external_data=False)

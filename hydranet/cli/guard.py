@@ -46,6 +46,7 @@ from hydranet.checkpoint import read_state
 from hydranet.cli.errors import cli_errors, current_output, fail, usage_error_line
 from hydranet.deploy import int8_path
 from hydranet.engine import load_pipeline, run_outputs
+from hydranet.limits import set_max_image_pixels
 from hydranet.model import ZOO_SCHEME, ZooError, find_pretrained
 from hydranet.outputs import (
     OutputError,
@@ -321,6 +322,11 @@ class GuardedCommand(TyperCommand):
     """Every hydranet command: its body runs inside ``cli_errors`` and ``_guard_command``."""
 
     def invoke(self, ctx: Any) -> Any:
-        """click's ``invoke`` inside the guard: one error convention, outputs checked and locked."""
-        with cli_errors(), _guard_command(self.name or "", dict(ctx.params), list(ctx.args)):
-            return super().invoke(ctx)
+        """click's ``invoke`` inside the guard: one error convention, outputs checked and locked. The image limit
+        (``hydranet --max-image-pixels N``, else ``HYDRANET_MAX_IMAGE_PIXELS``) is applied first, here, where a
+        command runs: a bad variable is one error line, exit 2, and ``--help`` (which never gets here) works
+        whatever the environment holds."""
+        with cli_errors():
+            set_max_image_pixels(ctx.find_root().params.get("max_image_pixels"))
+            with _guard_command(self.name or "", dict(ctx.params), list(ctx.args)):
+                return super().invoke(ctx)

@@ -121,8 +121,8 @@ def merge(
     try:
         plan = plan_merge(base, heads)
         model = build_merged(plan)
-        console.print(f"merging into {plan.base.path} (trunk {plan.base.state.get('trunk_hash', '')[:12]}): "
-                      + ", ".join(f"{t} <- {c.path}" for t, c in plan.heads.items()))
+        console.print(f"merging into {plan.base.name} (trunk {plan.base.state.get('trunk_hash', '')[:12]}): "
+                      + ", ".join(f"{t} <- {c.name}" for t, c in plan.heads.items()))
         gate_info = None
         failed: list[Any] = []
         if gate_suite is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
+from hydranet.config_errors import field_messages
 from hydranet.data import Sample
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.geometry import BevGrid
@@ -27,7 +29,7 @@ from hydranet.viz import (
     draw_traffic_lights,
     lane_color,
 )
-from hydranet.world import SyntheticWorld
+from hydranet.world import SyntheticWorld, WorldConfig
 
 
 def _overlay(sample, grid, scale: float, boxes3d_in_cameras: bool, title: str, overlay: bool = True,
@@ -110,6 +112,16 @@ def _world_sample(config: Path | None, overrides: dict, index: int) -> tuple[Sam
     return sample, world.setup.grid or BevGrid(), title, world.setup
 
 
+def _world_choice(name: str, value: str) -> str:
+    """``--lighting``/``--layout`` (``name``) checked against the values the world takes (``WorldConfig``'s own
+    field): a bad one is ``typer.BadParameter`` naming the option and every accepted value (exit 2)."""
+    try:
+        WorldConfig.model_validate({name: value})
+    except ValidationError as e:
+        raise typer.BadParameter(field_messages(e)[name], param_hint=f"--{name}") from None
+    return value
+
+
 @app.command()
 def show(
     index: int = typer.Option(0, "--index", "-i", min=0,
@@ -144,7 +156,7 @@ def show(
         overrides["seed"] = seed
     for name, value in (("lighting", lighting), ("layout", layout)):
         if value is not None:
-            overrides[name] = value
+            overrides[name] = _world_choice(name, value)
     if fog is not None:
         try:
             overrides["fog"] = fog if fog == "random" else float(fog)

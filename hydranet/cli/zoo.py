@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from hydranet.cli.app import app
-from hydranet.cli.errors import cli_errors
+from hydranet.cli.errors import FAILED, cli_errors, fail
 from hydranet.console import make_console
 from hydranet.model import PRETRAINED, ZooError, find_pretrained, verified_directory
 
@@ -45,14 +45,20 @@ def zoo(
                 "name": r["zoo"], "preset": r["preset"], "description": r["description"], "step": r.get("step"),
                 "config": r.get("config"), "figures": r.get("figures"), "floors": r.get("floors"),
                 "sha256": (r.get("sha256") or {}).get("model.safetensors"), "status": r["status"]} for r in records]))
-            return
-        # One block per entry rather than a table: the description and a sha256 make a table wider than any
-        # terminal, and a pipe (no width) would get one very long line.
-        console.print("hydranet model zoo: use an entry as zoo:NAME in any command, or "
-                      "create_model(NAME or its preset, pretrained=True); `hydranet zoo NAME` prints its provenance")
-        for r in records:
-            console.print()
-            _print_lines(console, _entry_lines(r, full=False))
+        else:
+            # One block per entry rather than a table: the description and a sha256 make a table wider than any
+            # terminal, and a pipe (no width) would get one very long line.
+            console.print("hydranet model zoo: use an entry as zoo:NAME in any command, or create_model(NAME or its "
+                          "preset, pretrained=True); `hydranet zoo NAME` prints its provenance")
+            for r in records:
+                console.print()
+                _print_lines(console, _entry_lines(r, full=False))
+        # Every entry is listed; a damaged one (a file missing or altered) is named with why, and the listing
+        # fails (exit 1): an installation whose shipped weights cannot be used is not in order.
+        damaged = [r["status"] for r in records if r["status"] != "ok"]
+        if damaged:
+            raise fail(f"{len(damaged)} damaged zoo entr{'y' if len(damaged) == 1 else 'ies'}, unusable until fixed: "
+                       + "; ".join(damaged), FAILED)
 
 
 def _record(entry: Any, provenance: dict[str, Any] | None = None, status: str = "ok") -> dict[str, Any]:

@@ -283,7 +283,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, tasks: list[str]
     recorded = ckpt.state.get("trunk_hash")
     computed = compute_trunk_hash(model)
     if recorded is not None and recorded != computed:
-        raise CheckpointError(f"{ckpt.path}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
+        raise CheckpointError(f"{ckpt.name}: trunk hash in state.json ({recorded[:12]}) does not match the weights "
                               f"({computed[:12]}): the checkpoint is inconsistent")
     manifest = export_onnx(model, path, tasks, opset, batch, computed, str(ckpt.path), rig)
     return manifest, model

@@ -28,7 +28,7 @@ from hydranet.data import Sample, collate
 from hydranet.datasets import dataset_setup, open_dataset
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
-from hydranet.eval import Evaluator, TrackerOptions
+from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
 from hydranet.setup import check_fits, check_grid
@@ -118,6 +118,9 @@ def _infer_into(out: Path, graph: str | Path, data: str, frames: int | None, thr
     if stream and m.batch != 1:
         raise ValueError(f"{graph}: a graph exported with batch {m.batch} runs {m.batch} parallel sequences; "
                          "hydranet infer streams one sequence (a temporal graph, or --track): export with --batch 1")
+    if track and TRACKED_TASK not in dm.tasks:  # before: the evaluator's own words ("it needs stream=True ...")
+        raise ValueError(f"--track: tracking follows {TRACKED_TASK} boxes over a scene's frames, and graph {graph} has "
+                         f"no {TRACKED_TASK} head ({sorted(dm.tasks)}): export one with {TRACKED_TASK} in --tasks")
     tracking = TrackerOptions() if track else None
     # Streamed: from the zero state (no tracks), and again at each new scene (the Streamer's rule). Built before
     # any frame is opened: the evaluator refuses tracking on a graph without objects3d.

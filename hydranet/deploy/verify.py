@@ -101,6 +101,7 @@ def judge_drop(row: dict[str, Any], max_drop: float) -> tuple[str, str]:
         return "fail", f"INT8 {row['metric']} is undefined where fp32 measured {b:.4f}"
     if _undefined(b):
         return "n/a", f"fp32 {row['metric']} is undefined" + (" (INT8 too)" if _undefined(c) else "")
-    if drop > max_drop:
-        return "fail", f"{row['metric']} dropped by {drop:.4f} > {max_drop:g}"
+    if drop > max_drop:  # worse: a higher-is-better metric dropped, a lower-is-better one (depth's abs_rel) rose
+        moved = "dropped" if row["higher_is_better"] else "rose"
+        return "fail", f"{row['metric']} {moved} by {drop:.4f} > {max_drop:g}"
     return "ok", ""

@@ -41,7 +41,7 @@ def _build_tasks(cfg: ModelConfig) -> dict[str, Task]:
     """The configured tasks (config order), created for ``cfg.setup``; ``ValueError`` for an empty list or an
     unknown feature space."""
     if not cfg.tasks:
-        raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
+        raise ValueError("model.tasks is empty: at least one task is needed (a task name and its options)")
     tasks: dict[str, Task] = {}
     for name, options in cfg.tasks.items():
         task = create_task(name, cfg.setup, **options)
@@ -54,7 +54,7 @@ def _build_tasks(cfg: ModelConfig) -> dict[str, Task]:
 def build_parts(cfg: ModelConfig) -> ModelParts:
     """Every part of the network ``cfg`` describes, freshly initialised (draws from torch's RNG)."""
     if not cfg.tasks:
-        raise ValueError("ModelConfig.tasks is empty: configure at least one task (name -> options)")
+        raise ValueError("model.tasks is empty: at least one task is needed (a task name and its options)")
     trunk = create_trunk(cfg.trunk.name, cfg.trunk.pretrained, **cfg.trunk.options())
     neck = FPN(trunk.out_channels, trunk.strides, cfg.neck.channels, cfg.neck.min_level)
     tasks = _build_tasks(cfg)

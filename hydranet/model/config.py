@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hydranet.config_errors import NumbersNotBools
 from hydranet.model.registry import TRUNKS
+from hydranet.model.trunk import FPN_MAX_LEVEL, min_image_side
 from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
 from hydranet.tasks import TASKS
 
@@ -99,11 +101,27 @@ class ModelConfig(_Strict):
     setup: Setup = Field(default_factory=Setup)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _network_input_size(cls, v: Any) -> Any:
+        # Before the Setup's own check (any image, a source's or a camera's: at least 8 pixels a side), so that a
+        # network input too small is always told the network's minimum (min_image_side), whatever its size.
+        size = v.get("image_size") if isinstance(v, dict) else getattr(v, "image_size", None)
+        try:
+            h, w = (int(x) for x in size)
+        except (TypeError, ValueError):  # absent (the default) or malformed: the Setup's own check names it
+            return v
+        side = min_image_side()
+        if min(h, w) < side:  # reported at setup.image_size (a --set of it is named as typed), not at setup
+            message = (f"({h}, {w}) is too small for the network: H and W must be at least {side} pixels, the stride "
+                       f"of its coarsest feature level (p{FPN_MAX_LEVEL})")
+            raise ValidationError.from_exception_data("Setup", [InitErrorDetails(
+                type=PydanticCustomError("value_error", message), loc=("image_size",), input=size)])
+        return v
+
     @field_validator("setup")
     @classmethod
     def _network_input(cls, v: Setup) -> Setup:
-        if min(v.image_size) < 32:
-            raise ValueError(f"image_size {v.image_size} must be at least 32×32 (the trunk downsamples by 32)")
         if v.grid is None:
             raise ValueError("grid: a model needs a BEV grid")
         return v
@@ -111,6 +129,9 @@ class ModelConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not v:  # a network needs at least one head (before: an error from the builder, naming no field)
+            raise ValueError(f"at least one task is needed: a task name and its options, e.g. `drivable: {{}}` "
+                             f"(tasks: {sorted(TASKS)})")
         for name, options in v.items():  # the options alone: the setup is checked by its own validator
             TASKS.validate(name, options or {}, where=name)
         return v
@@ -126,7 +147,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _levels(self) -> ModelConfig:
-        known = [f"p{lvl}" for lvl in range(self.neck.min_level, 6)]
+        known = [f"p{lvl}" for lvl in range(self.neck.min_level, FPN_MAX_LEVEL + 1)]
         bad = [lvl for lvl in self.fusion.levels if lvl not in known]
         if bad:
             raise ValueError(f"fusion.levels {bad} not produced by the neck (neck.min_level={self.neck.min_level} "

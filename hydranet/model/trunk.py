@@ -210,11 +210,23 @@ class TimmTrunk(nn.Module):
         return list(self.model(x))
 
 
+# The neck's coarsest level: p5, at stride 2**5 = 32 (a trunk must reach that stride: ``FPN`` checks it).
+FPN_MAX_LEVEL = 5
+
+
+def min_image_side() -> int:
+    """The smallest H and W of a network input, in pixels: the stride of the neck's coarsest level
+    (``p{FPN_MAX_LEVEL}``: 2**5 = 32), the total stride every trunk reaches, so that level holds at least one
+    cell of the image rather than only padding. The one statement of it: ``ModelConfig`` checks
+    ``setup.image_size`` against it and its message states it."""
+    return 2 ** FPN_MAX_LEVEL
+
+
 class FPN(nn.Module):
     """Lateral 1×1 convs, a nearest-neighbour top-down path, and a 3×3 smoothing conv per level."""
 
     def __init__(self, in_channels: list[int], in_strides: list[int], channels: int = 64, min_level: int = 2,
-                 max_level: int = 5):
+                 max_level: int = FPN_MAX_LEVEL):
         super().__init__()
         if len(in_channels) != len(in_strides):
             raise ValueError(f"FPN: {len(in_channels)} input channel counts but {len(in_strides)} strides")

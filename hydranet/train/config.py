@@ -244,12 +244,13 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_model_dict(model: dict[str, Any]) -> dict[str, Any]:
     """``{preset: tiny, neck: {channels: 48}}`` -> the preset's fields with the overrides merged in.
-    ``tasks`` is replaced, not merged, so a config lists exactly the tasks it trains. Raises ``ConfigError``
-    (field ``preset``) for an unknown preset."""
+    ``tasks`` is replaced, not merged, so a config lists exactly the tasks it trains; a section without a preset
+    or ``tasks`` has none (``{}``: refused by ``ModelConfig`` naming ``model.tasks``, not later by the builder naming
+    no field). Raises ``ConfigError`` (field ``preset``) for an unknown preset."""
     model = dict(model)
     name = model.pop("preset", None)
     if name is None:
-        return model
+        return {"tasks": {}, **model}
 
     if name not in MODEL_PRESETS:
         message = f"unknown '{name}'; expected one of {sorted(MODEL_PRESETS)}"

@@ -79,7 +79,7 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
     b_hash = trunk_hash(b.model)
     b_fusion = _module_hash(b.model, "fusion.")
     if not b.state.get("model_config"):
-        raise MergeError(f"{b.path}: state.json has no model_config (not written by hydranet train?)")
+        raise MergeError(f"{b.name}: state.json has no model_config (not written by hydranet train?)")
     plan = MergePlan(b, model_config=dict(b.state["model_config"]))
     tasks_cfg = dict(plan.model_config.get("tasks") or {})
     for spec in specs:
@@ -87,13 +87,13 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
         c = load_checkpoint(path)
         c_hash = trunk_hash(c.model)
         if c_hash != b_hash:
-            raise MergeError(f"{c.path}: trained on trunk {c_hash[:16]}… but BASE {b.path} has trunk {b_hash[:16]}…: "
+            raise MergeError(f"{c.name}: trained on trunk {c_hash[:16]}… but BASE {b.name} has trunk {b_hash[:16]}…: "
                              "its heads learned on other features; fine-tune them from BASE with a frozen trunk "
-                             f"(hydranet train --from {b.path} --freeze trunk,neck)")
+                             f"(hydranet train --from {b.name} --freeze trunk,neck)")
         c_cfg = c.state.get("model_config") or {}
         if _settings(c_cfg) != _settings(plan.model_config):
             diff = setting_differences(_settings(c_cfg), _settings(plan.model_config))
-            raise MergeError(f"{c.path}: model settings differ from BASE {b.path}: " + "; ".join(diff) +
+            raise MergeError(f"{c.name}: model settings differ from BASE {b.name}: " + "; ".join(diff) +
                              ". A head trained for another rig, size or grid cannot sit on BASE's network; a "
                              "checkpoint that only added a rig can be BASE itself (its trunk is BASE's)")
         c_tasks = c_cfg.get("tasks") or {}
@@ -102,17 +102,17 @@ def plan_merge(base: str | Path, specs: list[str]) -> MergePlan:
             named = [t for t in trained if t not in tasks_cfg or any(
                 not torch.equal(v, b.model.get(k, torch.empty(0))) for k, v in _head_tensors(c.model, t).items())]
             if not named:
-                raise MergeError(f"{c.path}: supplies no head that differs from BASE {b.path}; name one as PATH:task")
+                raise MergeError(f"{c.name}: supplies no head that differs from BASE {b.name}; name one as PATH:task")
         for task in named:
             if task not in c_tasks or not _head_tensors(c.model, task):
-                raise MergeError(f"{c.path}: has no head '{task}' (its heads: {sorted(c_tasks)})")
+                raise MergeError(f"{c.name}: has no head '{task}' (its heads: {sorted(c_tasks)})")
             if task in plan.heads:
-                raise MergeError(f"head '{task}' is supplied by both {plan.heads[task].path} and {c.path}; "
+                raise MergeError(f"head '{task}' is supplied by both {plan.heads[task].name} and {c.name}; "
                                  f"choose one with PATH:task lists")
             space = _task_space(task)
             if space == "bev" and _module_hash(c.model, "fusion.") != b_fusion:
-                raise MergeError(f"{c.path}: BEV head '{task}' was trained with a fusion module that differs from "
-                                 f"BASE {b.path}'s; train it with --freeze trunk,neck,fusion to merge it")
+                raise MergeError(f"{c.name}: BEV head '{task}' was trained with a fusion module that differs from "
+                                 f"BASE {b.name}'s; train it with --freeze trunk,neck,fusion to merge it")
             plan.heads[task] = c
             tasks_cfg[task] = c_tasks[task]
     plan.model_config["tasks"] = tasks_cfg

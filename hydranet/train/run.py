@@ -45,7 +45,7 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
     if isinstance(trained_cfg, dict) and hasattr(model, "cfg"):  # the BEV cells its weights were trained for
         trained, grid = Setup.model_validate(trained_cfg.get("setup") or {}).grid, model.cfg.setup.grid
         if trained is not None and grid is not None and trained != grid:
-            raise CheckpointError(f"{ckpt.path}: trained on the BEV grid {trained.describe()}, the config's model has "
+            raise CheckpointError(f"{ckpt.name}: trained on the BEV grid {trained.describe()}, the config's model has "
                                   f"{grid.describe()}: its BEV weights would be applied to other cells; use the "
                                   "checkpoint's grid (model.setup.grid) or train from scratch")
     own = model.state_dict()
@@ -53,11 +53,11 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
     missing = sorted(set(own) - set(ckpt.model))
     bad_missing = [k for k in missing if not k.startswith("heads.")]
     if bad_missing:
-        raise CheckpointError(f"{ckpt.path}: the config's model needs {bad_missing[:5]} which the checkpoint lacks "
+        raise CheckpointError(f"{ckpt.name}: the config's model needs {bad_missing[:5]} which the checkpoint lacks "
                               "(only heads of new tasks may be missing)")
     for k, v in ckpt.model.items():
         if k in own and own[k].dtype != v.dtype:
-            raise CheckpointError(f"{ckpt.path}: tensor {k} is {v.dtype}, the model's is {own[k].dtype}: the "
+            raise CheckpointError(f"{ckpt.name}: tensor {k} is {v.dtype}, the model's is {own[k].dtype}: the "
                                   "checkpoint was altered or is not this model's")
         if k in own and own[k].shape != v.shape:
             diff = setting_differences(model.cfg.model_dump(mode="json"), trained_cfg,
@@ -65,12 +65,12 @@ def _load_from(model: torch.nn.Module, ckpt_path: str | Path) -> str:
                 isinstance(trained_cfg, dict) and hasattr(model, "cfg")) else []
             where = ("; the model settings that differ: " + "; ".join(diff)) if diff else (
                 ": is the model section the checkpoint's?")
-            raise CheckpointError(f"{ckpt.path}: tensor {k} has shape {tuple(v.shape)}, the config's model "
+            raise CheckpointError(f"{ckpt.name}: tensor {k} has shape {tuple(v.shape)}, the config's model "
                                   f"{tuple(own[k].shape)}{where}")
     model.load_state_dict({k: v for k, v in ckpt.model.items() if k in own}, strict=False)
     dropped = f"; dropped {len(unexpected)} tensors of tasks not in the config" if unexpected else ""
     new = sorted({k.split(".")[1] for k in missing})
-    return f"initialised from {ckpt.path} (step {ckpt.state.get('step')}){dropped}" + (
+    return f"initialised from {ckpt.name} (step {ckpt.state.get('step')}){dropped}" + (
         f"; new heads: {new}" if new else "")
 
 

@@ -72,7 +72,7 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
         raise ConfigError("--config is required unless --from names a checkpoint (whose config is then used)")
 
     ckpt = load_checkpoint(from_ckpt)
-    where = f"{ckpt.path / 'state.json'} (config)"
+    where = f"{ckpt.name if ckpt.name != str(ckpt.path) else ckpt.path / 'state.json'} (config)"  # zoo:NAME as typed
     tree = json.loads(json.dumps(ckpt.state.get("config") or {}))
     if ckpt.state.get("model_config"):  # the resolved model is authoritative (tasks added by earlier runs)
         tree["model"] = ckpt.state["model_config"]
@@ -105,14 +105,14 @@ def load_base_weights(model: nn.Module, path: str | Path, new_heads: list[str]) 
     missing = sorted(set(own) - set(ckpt.model))
     bad = [k for k in missing if not any(k.startswith(f"heads.{t}.") for t in new_heads)]
     if bad:
-        raise CheckpointError(f"{ckpt.path}: lacks {bad[:4]}{' …' if len(bad) > 4 else ''}: only the heads of new "
+        raise CheckpointError(f"{ckpt.name}: lacks {bad[:4]}{' …' if len(bad) > 4 else ''}: only the heads of new "
                               f"tasks ({new_heads or 'none'}) may be missing; is --config the checkpoint's model?")
     for k, v in ckpt.model.items():
         if k in own and own[k].shape != v.shape:
-            raise CheckpointError(f"{ckpt.path}: tensor {k} is {tuple(v.shape)}, the model's {tuple(own[k].shape)}")
+            raise CheckpointError(f"{ckpt.name}: tensor {k} is {tuple(v.shape)}, the model's {tuple(own[k].shape)}")
     model.load_state_dict({k: v for k, v in ckpt.model.items() if k in own}, strict=False)
     dropped = sorted({k.split(".")[1] for k in set(ckpt.model) - set(own) if k.startswith("heads.")})
-    return (f"initialised from {ckpt.path} (step {ckpt.state.get('step')})"
+    return (f"initialised from {ckpt.name} (step {ckpt.state.get('step')})"
             + (f"; new heads: {new_heads}" if new_heads else "") + (f"; dropped heads {dropped}" if dropped else ""))
 
 

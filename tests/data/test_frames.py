@@ -121,6 +121,12 @@ def _line(**override) -> dict:
     (_line(cameras={"left": {"image": "img/left0.png", "K": K, "T_ego_from_cam": _T(0)}}),
      r"frames.jsonl:3: cameras: \['left'\] differ from the first line's \['front', 'left'\]"),
     (_line(labels={"boxes3d": {}}), r"frames.jsonl:3: labels.boxes3d: unknown label"),
+    # A misspelt key is the unknown key, with the name it is close to (before: "cameras.front.image: Field required",
+    # the field it left missing).
+    (_line(cameras={"front": {"imgae": "img/front0.png", "K": K, "T_ego_from_cam": _T(0)}}),
+     r"frames.jsonl:3: cameras.front.imgae: unknown field \(typo of 'image'\?\)$"),
+    ({**{k: v for k, v in _line().items() if k != "timestamp"}, "timestmp": 0.0},
+     r"frames.jsonl:3: timestmp: unknown field \(typo of 'timestamp'\?\)$"),
 ])
 def test_bad_lines_name_line_and_field(tmp_path, line, message):
     index = write_frames(tmp_path, [_line(), line])
@@ -134,6 +140,8 @@ def test_bad_lines_name_line_and_field(tmp_path, line, message):
     ({"traffic_light": {"boxes": [[1, 2, 3, 4]], "state": ["blue"], "camera": [0]}},
      r"labels.traffic_light.state\[0\]: 'blue' is not one of \['red', 'yellow', 'green'\]"),
     ({"detection2d": {"boxes": [[1, 2, 3, 4]], "classes": [0]}}, r"labels.detection2d.camera: missing"),
+    ({"detection2d": {"boxes": [[1, 2, 3, 4]], "classes": [0], "camras": [0]}},
+     r"labels.detection2d.camras: unknown field \(typo of 'camera'\?\); known: \['boxes', 'classes', 'camera', "),
     ({"objects3d": {"boxes": [[1, 2, 3]], "classes": [0]}}, r"labels.objects3d.boxes: expected shape \[M, 7\]"),
     ({"objects3d": {"boxes": [[1, 2, 3, 4, 5, 6, float("nan")]], "classes": [0]}},
      r"labels.objects3d.boxes: non-finite value"),
@@ -289,3 +297,17 @@ def test_an_unknown_box_velocity_is_null(tmp_path):
     labels["objects3d"]["velocity"] = [[1.0, 0.0], [float("inf"), 0.0]]
     with pytest.raises(SourceError, match=r"labels.objects3d.velocity: non-finite value \(write null"):
         FramesIndex(write_frames(tmp_path, [_line(labels=labels)]))[0]
+
+
+def test_a_misspelt_key_is_one_line_exit_2_naming_it(tmp_path):
+    """Through the CLI: the unknown key and its close name, exit 2 (bad input)."""
+    from typer.testing import CliRunner
+
+    from hydranet.cli import app
+
+    line = _line(cameras={"front": {"imgae": "img/front0.png", "K": K, "T_ego_from_cam": _T(0)}})
+    index = write_frames(tmp_path, [line])
+    res = CliRunner().invoke(app, ["convert", "frames", "--index", str(index), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert " ".join(res.output.split()).endswith(
+        f"{index}:2: cameras.front.imgae: unknown field (typo of 'image'?)"), res.output

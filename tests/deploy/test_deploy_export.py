@@ -111,6 +111,21 @@ def test_cli_export_errors(checkpoint, tmp_path):
     assert r.exit_code == 2 and "state.json" in r.output
 
 
+def test_cli_export_blames_out_for_a_bad_output(checkpoint, tmp_path):
+    """An -o that is no NAME.onnx, or a file hydranet did not export, is --out's fault: before, the line began
+    ``CHECKPOINT:`` (the output check's error is a ValueError, caught as the checkpoint's)."""
+    runner = CliRunner()
+    foreign = tmp_path / "mine.onnx"
+    foreign.write_bytes(b"not a graph hydranet wrote")
+    for target, words in ((tmp_path / "model.txt", "choose an --out ending in .onnx"),
+                          (foreign, "is not a graph hydranet exported")):
+        r = runner.invoke(app, ["export", str(checkpoint), "-o", str(target)])
+        line = " ".join(r.output.split())
+        assert r.exit_code == 2, r.output
+        assert line.startswith(f"error: --out: {target}") and words in line and "CHECKPOINT" not in line, line
+    assert foreign.read_bytes() == b"not a graph hydranet wrote" and not (tmp_path / "model.txt").exists()
+
+
 def test_export_never_replaces_a_file_it_did_not_write(model, tmp_path):
     """Before: ``-o frames.jsonl`` replaced the user's index with the graph, ``-o DATA/manifest.json`` destroyed a
     dataset, and ``-o x.json`` failed after writing (ONNX read the graph back as JSON)."""

@@ -119,6 +119,21 @@ def test_cli_infer_tracks_objects3d_over_consecutive_frames(exported, tmp_path, 
     assert set(objects[0]["track_id"]) & set(objects[1]["track_id"])  # tracks carried from frame to frame
 
 
+def test_cli_infer_track_on_a_graph_without_objects3d_names_the_option(checkpoint, tmp_path):
+    """Before: "tracking follows objects3d boxes over streamed frames: it needs stream=True and an objects3d task",
+    an argument of the evaluator the user never typed."""
+    from hydranet.deploy import export_checkpoint
+
+    graph = tmp_path / "drivable.onnx"
+    export_checkpoint(checkpoint, graph, ["drivable"])
+    r = CliRunner().invoke(app, ["infer", str(graph), "--out", str(tmp_path / "t"), "--frames", "2", "--track"])
+    line = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert line.startswith(f"error: --track: tracking follows objects3d boxes over a scene's frames, and graph {graph} "
+                           "has no objects3d head (['drivable'])"), line
+    assert "stream=True" not in line and not (tmp_path / "t").exists()
+
+
 @pytest.mark.parametrize("how", ["truncated", "crc"])
 def test_cli_infer_on_a_corrupt_shard_exits_2_naming_it(exported, tmp_path, how):
     """A truncated shard or one with overwritten bytes (CRC32 mismatch): one ``error:`` line naming the shard

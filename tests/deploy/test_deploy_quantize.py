@@ -235,8 +235,11 @@ def test_int8_undefined_where_fp32_measured_fails():
     status = {t: judge_drop(r, 0.02) for t, r in rows.items()}
     assert status["drivable"] == ("fail", "INT8 miou is undefined where fp32 measured 0.6000")
     assert status["depth"] == ("ok", "")  # finite values: the tolerance as before
-    assert judge_drop(rows["depth"], 0.005)[0] == "fail" and "dropped by 0.0100 > 0.005" in judge_drop(
-        rows["depth"], 0.005)[1]
+    # AbsRel is lower-is-better: its drop in quality is a rise (before: "abs_rel dropped by 0.0100", the opposite
+    # of what the numbers did); a higher-is-better metric's is a drop.
+    assert judge_drop(rows["depth"], 0.005) == ("fail", "abs_rel rose by 0.0100 > 0.005")
+    worse = metric_drop({"drivable": {"miou": 0.60}}, {"drivable": {"miou": 0.55}}, {"drivable": tasks["drivable"]})
+    assert judge_drop(worse["drivable"], 0.02) == ("fail", "miou dropped by 0.0500 > 0.02")
     assert status["lanes"][0] == "n/a" and status["detection2d"][0] == "n/a"  # nothing measured in fp32
 
 

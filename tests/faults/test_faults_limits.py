@@ -89,6 +89,17 @@ def test_a_bad_image_limit_in_the_environment_is_one_line_exit_2_for_every_comma
     cli("--max-image-pixels", "5000", *command, code=0)
 
 
+@pytest.mark.parametrize("args", [["zoo", "--help"], ["train", "--help"], ["--help"]])
+def test_help_works_whatever_the_image_limit_in_the_environment(monkeypatch, args):
+    """A new user's trial: ``HYDRANET_MAX_IMAGE_PIXELS=abc hydranet zoo --help`` was the variable's error, exit 2
+    (the root callback read it before the command's --help). The variable is read when a command runs; the
+    command itself still refuses it in one line, exit 2 (test above)."""
+    monkeypatch.setenv("HYDRANET_MAX_IMAGE_PIXELS", "abc")
+    res = cli(*args, code=0)
+    assert "Usage:" in res.output and "HYDRANET_MAX_IMAGE_PIXELS='abc'" not in res.output, res.output
+    assert "error:" not in res.output
+
+
 def test_a_bad_image_limit_in_the_environment_through_the_real_entry_point():
     """The installed entry point (typer's pretty tracebacks are on there, not under CliRunner): one stderr line."""
     run = subprocess.run(hydranet_cmd("version"), capture_output=True, text=True, timeout=120,

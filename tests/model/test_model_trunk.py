@@ -88,3 +88,29 @@ def test_fpn_top_down_path_carries_coarse_context_to_fine_levels():
 def test_fpn_rejects_missing_strides():
     with pytest.raises(ValueError, match="need trunk strides"):
         FPN([16, 32, 64], [8, 16, 32], min_level=2)
+
+
+@pytest.mark.parametrize("size", [(4, 4), (16, 32), (31, 64)])
+def test_one_minimum_input_size_the_neck_s_coarsest_stride(size):
+    """The network's smallest input is the stride of the neck's coarsest level (p5: 32), stated once
+    (``min_image_side``). Before, a side under 8 was told "at least 8" (the Setup's check of any image, which ran
+    first) and one of 8..31 "at least 32": two minimums for the one field."""
+    from pydantic import ValidationError
+
+    from hydranet.model import ModelConfig
+    from hydranet.model.trunk import FPN_MAX_LEVEL, min_image_side
+
+    trunk = create_trunk("regnet_tiny").eval()
+    neck = FPN(trunk.out_channels, trunk.strides, 16).eval()
+    assert min_image_side() == max(neck.strides.values()) == max(trunk.strides) == 2 ** FPN_MAX_LEVEL == 32
+    with pytest.raises(ValidationError) as e:
+        ModelConfig.preset("tiny", setup={"image_size": size})
+    assert [err["loc"] for err in e.value.errors()] == [("setup", "image_size")]
+    assert e.value.errors()[0]["msg"] == (f"{size} is too small for the network: H and W must be at least 32 pixels, "
+                                          "the stride of its coarsest feature level (p5)")
+    with pytest.raises(ConfigError, match=r"^--set model.setup.image_size=\[.*\]: model.setup.image_size: \("):
+        load_config("configs/demo.yaml", [f"model.setup.image_size=[{size[0]}, {size[1]}]"])
+    # at the minimum the neck's coarsest level is one cell
+    x = torch.zeros(1, 3, min_image_side(), min_image_side())
+    with torch.no_grad():
+        assert neck(trunk(x))[f"p{FPN_MAX_LEVEL}"].shape[-2:] == (1, 1)

@@ -91,3 +91,24 @@ def test_merge_says_which_model_settings_differ(base, heads, tmp_path):
     with pytest.raises(MergeError, match=r"model settings differ from BASE .*: setup.image_size: BASE \[\d+, \d+\], "
                                          r"this checkpoint \[48, 96\]\. A head trained for another rig"):
         plan_merge(base, [str(head)])
+
+
+def test_merge_names_a_zoo_model_as_typed(other_trunk, runner, tmp_path):
+    """``zoo:tiny-world`` is named so in every line, as the user typed it; before, each named the folder inside the
+    installed package it resolves to (``.../hydranet/model/pretrained/tiny-world``), the advice to fine-tune
+    included."""
+    from hydranet.model import find_pretrained
+
+    folder = str(find_pretrained("tiny-world").directory)
+    res = invoke(runner, "merge", "zoo:tiny-world", "zoo:tiny-world:nope", "-o", tmp_path / "a")
+    assert res.exit_code == 2 and "error: zoo:tiny-world: has no head 'nope'" in res.output, res.output
+    res = invoke(runner, "merge", "zoo:tiny-world", f"{other_trunk}:drivable", "-o", tmp_path / "b")
+    line = " ".join(res.output.split())
+    assert res.exit_code == 2 and "but BASE zoo:tiny-world has trunk" in line, line
+    assert "(hydranet train --from zoo:tiny-world --freeze trunk,neck)" in line and folder not in line
+    res = invoke(runner, "merge", "zoo:tiny-world", "zoo:tiny-world:lanes", "-o", tmp_path / "c")
+    line = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "merging into zoo:tiny-world (trunk " in line and "lanes <- zoo:tiny-world" in line and folder not in line
+    assert load_checkpoint("zoo:tiny-world").name == load_model("zoo:tiny-world")[1].name == "zoo:tiny-world"
+    assert load_checkpoint(tmp_path / "c").name == str(load_checkpoint(tmp_path / "c").path)  # a path: its own

@@ -58,6 +58,22 @@ def test_nested_model_error_has_path(tmp_path):
         load_config(write(tmp_path, tree))
 
 
+@pytest.mark.parametrize("model", [{"preset": "tiny", "tasks": {}}, {"tasks": {}}, {"neck": {"channels": 16}}],
+                         ids=["preset, tasks: {}", "tasks: {}", "no tasks"])
+def test_a_model_without_tasks_names_model_tasks(tmp_path, model):
+    """Before: "ModelConfig.tasks is empty: configure at least one task", from the builder once training started,
+    naming neither the file nor the field (a class name instead)."""
+    from hydranet.cli.errors import describe
+
+    path = write(tmp_path, {**BASE, "model": model})
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: model.tasks: at least one task is needed: a task name and its options, "
+                                   "e.g. `drivable: {}` (tasks: ["), str(e.value)
+    assert "'drivable', 'lanes'" in str(e.value)  # the registered tasks (other tests may register more)
+    assert describe(e.value) == (str(e.value), 2)  # bad input: exit 2
+
+
 def test_bad_values_and_cross_references(tmp_path):
     path = write(tmp_path, BASE)
     with pytest.raises(ConfigError, match=r"train.batch_size: Input should be greater than or equal to 1"):

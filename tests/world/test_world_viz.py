@@ -78,8 +78,13 @@ def test_show_command_writes_a_png(tmp_path):
     assert res.exit_code == 0, res.output
     img = Image.open(out)
     assert img.width > 5 * W
-    bad = CliRunner().invoke(app, ["show", "--config", str(cfg), "--lighting", "noon", "--out", str(out)])
-    assert bad.exit_code != 0 and "lighting" in bad.output
+    # A bad world option names the option typed and every value it takes (before: "world config: lighting: ...",
+    # a file the user did not give).
+    for option, value, accepted in (("--lighting", "noon", "'day', 'dusk', 'night' or 'random'"),
+                                    ("--layout", "loop", "'straight', 'curve', 'intersection' or 'random'")):
+        bad = CliRunner().invoke(app, ["show", "--config", str(cfg), option, value, "--out", str(out)])
+        assert bad.exit_code == 2, bad.output
+        assert f"error: {option}: unknown '{value}'; expected {accepted}" in " ".join(bad.output.split()), bad.output
 
 
 def _one_camera(width: int = 1280, height: int = 720):

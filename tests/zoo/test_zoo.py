@@ -125,10 +125,37 @@ def test_a_missing_zoo_file_is_a_clear_error(zoo_copy, missing):
     with pytest.raises(ZooError, match=f"{missing} is missing"):
         verified_directory("tiny-world")
     res = runner.invoke(app, ["zoo"])
-    assert res.exit_code == 0 and f"{missing} is missing" in res.output
+    # Exit 1, not 0: a listing that finds a shipped entry unusable has failed (the installation is not in order);
+    # the entry is still listed, and the error line names it and why.
+    assert res.exit_code == 1 and f"{missing} is missing" in res.output, res.output
+    assert "error: 1 damaged zoo entry, unusable until fixed: zoo:tiny-world: " in res.output
     if missing == "provenance.json":  # the entry reads as not installed
         with pytest.raises(ZooError, match="this installation has weights for none"):
             create_model("base", pretrained=True)
+
+
+def test_the_zoo_listing_names_a_damaged_entry_lists_the_others_and_exits_1(zoo_copy, monkeypatch):
+    """Before: exit 0 whatever the entries' files, so a script checking an installation passed a damaged one."""
+    from hydranet.model import Pretrained, register_pretrained
+
+    shutil.copytree(zoo_copy, zoo_copy.parent / "spare")  # a second entry, intact, beside the damaged one
+    PRETRAINED.load()
+    monkeypatch.setattr(PRETRAINED, "_entries", dict(PRETRAINED._entries))  # the registration ends with the test
+    register_pretrained(Pretrained("spare", "tiny", "an intact copy", root=zoo_copy.parent))
+    weights = zoo_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    res = runner.invoke(app, ["zoo"])
+    assert res.exit_code == 1, res.output
+    assert "zoo:spare  (preset tiny" in res.output and "files verified" in res.output  # the intact one, listed
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: 1 damaged zoo entry, unusable until fixed: zoo:tiny-world: {weights}: sha256 differs"), res.output
+    res = runner.invoke(app, ["zoo", "--json"])
+    assert res.exit_code == 1 and "error: 1 damaged zoo entry" in res.output
+    rows = json.loads(res.output[:res.output.index("error:")])
+    assert {r["name"]: r["status"] == "ok" for r in rows} == {"zoo:tiny-world": False, "zoo:spare": True}
 
 
 def test_hydranet_zoo_lists_names_figures_and_sha256():

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from hydranet.config_errors import unknown_field
 from hydranet.data.sample import (
     LANE_KINDS,
     LIGHT_STATES,
@@ -103,6 +104,13 @@ class _FrameLine(BaseModel):
         if isinstance(v, str | bool):
             raise ValueError(f"Input should be a valid number, not {type(v).__name__} {v!r}")
         return v
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names a line accepts where pydantic's ``loc`` points (an unknown key's location): a camera
+    entry's (``cameras.<name>.<key>``) or the line's own."""
+    model = _CameraEntry if len(loc) == 3 and loc[0] == "cameras" else _FrameLine
+    return list(model.model_fields)
 
 
 # Ragged labels: field -> (columns or None for [M], dtype, vocabulary for names, required).
@@ -256,9 +264,10 @@ class FramesSource(Source):
         try:
             line = _FrameLine.model_validate(raw)
         except ValidationError as e:
-            err = e.errors()[0]
+            # An unknown key first: a misspelt one ("imgae") also leaves its field missing, and the typo is the cause.
+            err = min(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
             loc = ".".join(str(p) for p in err["loc"]) or "<line>"
-            msg = ("unknown field (typo?)" if err["type"] == "extra_forbidden"
+            msg = (unknown_field(str(err["loc"][-1]), _known_fields(err["loc"])) if err["type"] == "extra_forbidden"
                    else err["msg"].removeprefix("Value error, "))
             raise SourceError(f"{self._where(lineno, loc)}: {msg}") from None
         check_rigid(self._matrix(line.T_world_from_ego, (4, 4), lineno, "T_world_from_ego"),
@@ -424,10 +433,10 @@ class FramesSource(Source):
         if not isinstance(value, dict):
             raise SourceError(f"{self._where(lineno, f'labels.{name}')}: expected an object of fields")
         spec = _RAGGED[name]
-        unknown = set(value) - set(spec)
+        unknown = sorted(set(value) - set(spec))
         if unknown:
-            raise SourceError(f"{self._where(lineno, f'labels.{name}.{sorted(unknown)[0]}')}: unknown field "
-                              f"(known: {list(spec)})")
+            raise SourceError(f"{self._where(lineno, f'labels.{name}.{unknown[0]}')}: "
+                              f"{unknown_field(unknown[0], spec)}; known: {list(spec)}")
         out: dict[str, torch.Tensor] = {}
         for field, (cols, dtype, vocab, required) in spec.items():
             where = f"labels.{name}.{field}"
