@@ -83,7 +83,9 @@ def fail(message: str, code: int = BAD_INPUT) -> typer.Exit:
 
     # Markup on so a terminal shows a red "error:" (rich drops the colour on a pipe); the message itself is
     # escaped so paths or keys with [brackets] print as they are.
-    Console(stderr=True).print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False)
+    # emoji off: a source such as `nosuchkind:x:` would print as an emoji (rich reads `:x:` as a code)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False,
+                               emoji=False)
     return typer.Exit(code)
 
 

@@ -15,7 +15,7 @@ import pytest
 from faults_kit import cli, error_line, train_config
 from pydantic import BaseModel, ValidationError
 
-from hydranet.cli.errors import describe, one_line
+from hydranet.cli.errors import describe, fail, one_line
 from hydranet.engine.records import read_current
 
 
@@ -269,3 +269,8 @@ def test_a_yaml_value_on_the_command_line_is_one_line_too(tmp_path, ckpt, args, 
     fill = {"cfg": train_config(tmp_path / "c.yaml"), "tmp": tmp_path, "run": ckpt}
     line = error_line(cli(*[a.format(**fill) for a in args], code=2))
     assert expected in line, line
+
+
+def test_an_error_line_prints_colon_codes_as_typed(capsys):
+    fail("--data nosuchkind:x:/data: unknown kind 'nosuchkind'")
+    assert "nosuchkind:x:/data" in capsys.readouterr().err  # rich would print ':x:' as an emoji
