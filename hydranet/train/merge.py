@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from hydranet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, trunk_hash
 from hydranet.config_errors import setting_differences
-from hydranet.model import ModelConfig, create_model
+from hydranet.model import ZOO_SCHEME, ModelConfig, create_model
 from hydranet.tasks import create_task
 
 
@@ -42,8 +42,11 @@ def _module_hash(state: dict[str, Tensor], prefix: str) -> str:
 
 def parse_head_spec(spec: str) -> tuple[str, list[str] | None]:
     """``run/ft_lanes:lanes,depth`` -> (path, [tasks]); a bare path -> (path, None). A ':' followed by
-    something that is not a task list (e.g. a Windows drive) is left in the path."""
+    something that is not a task list (e.g. a Windows drive) is left in the path, and so is a zoo entry's own
+    ``zoo:NAME`` (``zoo:tiny`` is the entry, ``zoo:tiny:lanes`` its lanes head)."""
     path, sep, tail = spec.rpartition(":")
+    if sep and f"{path}:" == ZOO_SCHEME:
+        return spec, None
     if sep and tail and all(t.strip().isidentifier() for t in tail.split(",")):
         return path, [t.strip() for t in tail.split(",")]
     return spec, None

@@ -64,6 +64,8 @@ def test_merge_refuses_mismatched_trunk_and_ambiguity(base, other_trunk, heads, 
         plan_merge(base, [f"{heads / 'lanes'}:objects3d"])
     assert parse_head_spec("runs/a:lanes,depth") == ("runs/a", ["lanes", "depth"])
     assert parse_head_spec("runs/a") == ("runs/a", None)
+    assert parse_head_spec("zoo:tiny") == ("zoo:tiny", None)  # the entry, not the path "zoo" with a task "tiny"
+    assert parse_head_spec("zoo:tiny:lanes") == ("zoo:tiny", ["lanes"])
 
 
 def test_merge_refuses_bev_head_trained_with_another_fusion(base, heads, runner, tmp_path):
