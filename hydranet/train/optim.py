@@ -141,6 +141,9 @@ class MuonAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One update of every group: AdamW's fused step for the AdamW groups (``closure``, if given, is
+        evaluated there), then Muon's for the groups marked ``"muon"``, in place. Returns the closure's loss
+        (None without one)."""
         loss = super().step(closure)
         for group in self.param_groups:
             if not group.get("muon"):
