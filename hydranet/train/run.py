@@ -344,11 +344,19 @@ def foreign_entries(out_dir: Path) -> list[str]:
     run's config: a mapping with ``model`` and ``train``); empty for a missing directory."""
     if not out_dir.is_dir():
         return []
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _RUN_ENTRIES | _LOCK_ENTRIES)
+    foreign = sorted(p.name for p in out_dir.iterdir()
+                     if p.name not in _RUN_ENTRIES | _LOCK_ENTRIES and not _is_run_leftover(p.name))
     config = out_dir / "config.yaml"
     if config.is_file() and not _is_run_config(config):
         foreign.insert(0, "config.yaml (not a run's config)")
     return foreign
+
+
+def _is_run_leftover(name: str) -> bool:
+    """Whether ``name`` is the temporary file a run's own atomic write leaves when killed mid-write
+    (``outputs.atomic_path``: ``.tmp-<entry>-<pid>``, e.g. the resumed run's rewrite of ``train_log.jsonl``)."""
+    entry, sep, pid = name.removeprefix(".tmp-").rpartition("-")
+    return name.startswith(".tmp-") and bool(sep) and pid.isdigit() and entry in _RUN_ENTRIES
 
 
 def _check_run_dir(out_dir: Path, resume: bool) -> None:

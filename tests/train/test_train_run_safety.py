@@ -24,7 +24,7 @@ from hydranet.checkpoint import (
     save_checkpoint,
 )
 from hydranet.train.config import config_to_dict
-from hydranet.train.run import RunLockedError, training_session
+from hydranet.train.run import RunLockedError, foreign_entries, training_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,6 +232,20 @@ def test_a_new_run_never_writes_over_files_that_are_not_a_runs(tmp_path):
         pass
     with training_session(cfg, tmp_path / "empty", resume=False):
         pass
+
+
+def test_a_runs_own_leftover_temporary_files_are_not_foreign(tmp_path):
+    """A run killed while it rewrote its log on resume leaves ``.tmp-train_log.jsonl-PID``: the demo, which refuses
+    an ``OUT/train`` holding files a run does not write, must not refuse its own run for it; a user's files still
+    count."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text('{"step": 1}\n')
+    (run / ".tmp-train_log.jsonl-4242").write_text('{"step": 1}\n')
+    assert foreign_entries(run) == []
+    for name in (".tmp-notes.txt-4242", ".tmp-train_log.jsonl-x", "train_log.jsonl-4242"):
+        (run / name).write_text("mine\n")
+    assert foreign_entries(run) == [".tmp-notes.txt-4242", ".tmp-train_log.jsonl-x", "train_log.jsonl-4242"]
 
 
 def test_periodic_eval_without_held_out_frames_is_refused_before_the_run_starts(tmp_path):
