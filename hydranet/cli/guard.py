@@ -8,7 +8,9 @@ Before a command's body runs, and around it:
    paths named *inside* the files it was given (``_CONFIG_INPUTS``: a training config's datasets; a vacation
    pipeline's pool, model, train config, teacher, shadow graph and suites) -- before anything is deleted or
    written. A command that writes named parts below its output (``vacation``: each iteration's queue, labels,
-   training run and export) declares them too, and no input may lie in a part that gets replaced.
+   training run and export) declares them too, and no input may lie in a part that gets replaced. A report
+   (``eval``, ``gate``, ``autolabel-quality``: JSON; ``report``: HTML) replaces an existing ``--out`` only when
+   that file is a report of its kind (``_REPORT_KINDS``): ``eval -o notes.txt`` is refused, the notes untouched.
 2. **One writer per output**: commands that write a directory (a run, a dataset, a queue, a cache) hold
    ``hydranet.outputs.output_lock`` on it while they run; a second one fails at once naming the holder.
    Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks of one job share the output: rank 0 holds the lock for
@@ -184,6 +186,26 @@ _STRUCTURE_FILES = frozenset({"manifest.json", "state.json", "latest.json", "con
                               "train_log.jsonl", "current.json"})
 
 
+# What a one-file command writes, by the first bytes an earlier output of it starts with: an existing --out is
+# replaced only when it is such a file (a report of the same kind), never a user's notes given as -o by mistake.
+# (export and quantize check their graphs themselves: a graph hydranet exported has its manifest beside it.)
+_REPORT_KINDS = {"eval": ("a JSON report", (b"{",)), "gate": ("a JSON report", (b"{",)),
+                 "autolabel-quality": ("a JSON report", (b"{",)),
+                 "report": ("an HTML report", (b"<!doctype html", b"<html"))}
+
+
+def _check_replaced_report(name: str, out: Path, option: str) -> None:
+    """``OutputError`` naming ``option`` when ``out`` exists and does not start like the report ``name`` writes."""
+    if name not in _REPORT_KINDS or not out.is_file():
+        return
+    kind, starts = _REPORT_KINDS[name]
+    with open(out, "rb") as f:
+        head = f.read(64).lstrip().lower()
+    if not head.startswith(starts):
+        raise OutputError(f"{option} {out} exists and is not {kind} (hydranet {name} would replace it); choose another "
+                          "file, or move that one away")
+
+
 def _check_file_output(out: Path, option: str) -> None:
     """Before a one-file command runs (rule 1): its ``--out`` may not be a directory, a path below a file, or a
     file named like a part of a dataset, run, checkpoint, queue or zoo entry (``_STRUCTURE_FILES``): ``OutputError``
@@ -257,6 +279,7 @@ def _guard_command(name: str, params: dict[str, Any], extra_args: Iterable[str] 
         _check_directory_output(out, option)
     else:
         _check_file_output(out, option)
+        _check_replaced_report(name, out, option)
     folder = out if is_dir else out.parent
     stem = None if is_dir else out.name.split(".")[0]
     before = temp_leftovers(folder, stem)

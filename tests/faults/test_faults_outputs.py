@@ -613,3 +613,27 @@ def test_a_directory_output_that_is_a_file_is_refused_in_one_line(tmp_path, name
     below = cli(*[a.format(tmp=tmp_path, out=file / "run") for a in REFUSED[name]], code=2)
     assert " ".join(error_line(below).split()) == f"error: --out {file / 'run'}: {file} is a file, not a folder"
     assert file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file"]
+
+
+REPORTS = {  # one-file commands writing a report, given a checkpoint that does not exist
+    "eval": (["eval", "{tmp}/nope", "-o", "{out}"], "a JSON report", "{\"passed\": true}\n"),
+    "gate": (["gate", "--baseline", "{tmp}/nope", "--candidate", "{tmp}/nope", "-o", "{out}"], "a JSON report",
+             "{\"passed\": true}\n"),
+    "report": (["report", "{tmp}/nope", "-o", "{out}"], "an HTML report", "<!DOCTYPE html><html></html>\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_a_report_replaces_only_an_earlier_report(tmp_path, name):
+    """Before: ``eval -o notes.txt`` replaced the user's notes with its JSON. An existing file that is not a report
+    of the command's kind is refused, untouched; an earlier report is replaced as before."""
+    args, kind, earlier = REPORTS[name]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    line = error_line(cli(*[a.format(tmp=tmp_path, out=notes) for a in args], code=2))
+    assert f"--out {notes} exists and is not {kind} (hydranet {name} would replace it)" in " ".join(line.split())
+    assert notes.read_text() == "my notes\n"
+    report = tmp_path / "earlier"
+    report.write_text(earlier)
+    line = error_line(cli(*[a.format(tmp=tmp_path, out=report) for a in args]))
+    assert "nope" in line and "exists and is not" not in line, line  # past the output check, to the checkpoint
