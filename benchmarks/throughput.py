@@ -25,9 +25,10 @@ A peak taken at one size, or on a busy machine, is several times too low: run it
 
 ``--compare "LABEL: KEY=VALUE KEY=VALUE"`` (repeatable) also times the config's own variant (its precision
 and layout) against the same step with those overrides -- trunk widths, a head's channels -- on the same batch,
-interleaved: ``--rounds`` rounds, each timing every variant ``--repeats`` times, so a machine that slows down
-slows every variant alike. ``compared`` gives each variant's network GFLOP, its fastest step, its ratio to the
-config's step and its share of the matmul peak.
+interleaved: ``--rounds`` rounds, each timing every variant ``--repeats`` times (in alternating order), so a
+machine that slows down slows every variant alike. Settings every timed step shares (``train.batch_size``,
+``train.threads``, ``train.precision``, ``train.channels_last``, ...) are refused there. ``compared`` gives each
+variant's network GFLOP, its fastest step, its ratio to the config's step and its share of the matmul peak.
 
     .venv/bin/python benchmarks/throughput.py > runs/throughput_demo.json
     .venv/bin/python benchmarks/throughput.py --preset base --batch-size 1 --repeats 3
@@ -173,27 +174,45 @@ def op_breakdown(step: Callable[[], None], top: int) -> dict[str, Any]:
                     for k, v in ranked[:top]]}
 
 
+# Settings every timed step shares (``make_trainer`` pins them; the threads are the process's): a --compare variant
+# that changed one would be timed without it under its label.
+_PINNED = {"train.batch_size": "--batch-size", "train.threads": "--threads", "train.precision": "the fixed variant",
+           "train.channels_last": "the fixed variant", "train.grad_accum": "one micro-batch per step",
+           "train.camera_dropout": "no dropout", "train.num_workers": "no loader"}
+
+
 def parse_compare(spec: str) -> tuple[str, list[str]]:
     """``"LABEL: KEY=VALUE KEY=VALUE"`` -> ``(LABEL, [KEY=VALUE, ...])``.
 
     Raises:
-        ValueError: no label, a label with spaces, no override, or an override without ``=``.
+        ValueError: no label, a label with spaces, no override, an override without ``=``, or one of a setting every
+            timed step shares (``_PINNED``: the batch size, threads, precision, layout, ...).
     """
     label, sep, rest = spec.partition(":")
     label, overrides = label.strip(), rest.split()
     if not sep or not label or " " in label or not overrides or any("=" not in o for o in overrides):
         raise ValueError(f"--compare {spec!r}: expected 'LABEL: KEY=VALUE [KEY=VALUE ...]', "
                          "e.g. 'wide: model.trunk.stem_width=32'")
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if key in _PINNED:
+            raise ValueError(f"--compare {spec!r}: {key} is the same for every compared step ({_PINNED[key]}); "
+                             "compare it in separate runs")
     return label, overrides
 
 
 def compare_configs(args: argparse.Namespace) -> list[tuple[str, list[str], Config]]:
     """``(label, overrides, config)`` of the config itself (label ``config``) and of each ``--compare`` variant,
     loaded before anything is timed so a bad override fails at once (ConfigError naming it)."""
-    variants = [("config", [])] + [parse_compare(spec) for spec in args.compare]
-    return [(label, overrides, step_config(argparse.Namespace(config=args.config, set=[*args.set, *overrides],
-                                                              preset=args.preset)))
-            for label, overrides in variants]
+    out = [("config", [], step_config(args))]
+    for spec in args.compare:
+        label, overrides = parse_compare(spec)
+        try:
+            cfg = step_config(argparse.Namespace(config=args.config, set=[*args.set, *overrides], preset=args.preset))
+        except ConfigError as e:  # name the option the user typed, not the --set it became
+            raise ConfigError(f"--compare {spec!r}: {e}") from None
+        out.append((label, overrides, cfg))
+    return out
 
 
 def compare_variants(args: argparse.Namespace, variants: list[tuple[str, list[str], Config]], precision: str,
@@ -208,8 +227,9 @@ def compare_variants(args: argparse.Namespace, variants: list[tuple[str, list[st
         total, of_optimizer = counted_flops(trainer, steps[label])
         flops[label] = total - of_optimizer
     per_round: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(args.rounds):
-        for label, step in steps.items():
+    for r in range(args.rounds):
+        # the order alternates, so no variant always runs first (a warmer or colder cache)
+        for label, step in (list(steps.items()) if r % 2 == 0 else list(steps.items())[::-1]):
             per_round[label].append(best_of(step, args.repeats))
     base = min(per_round["config"])
     rows = []

@@ -65,3 +65,16 @@ def test_a_bad_compare_override_fails_before_anything_is_timed(capsys, monkeypat
         throughput.main(["--compare", "x: model.trunk.nope=3"])
     assert exc.value.code == 2
     assert "model.trunk.nope=3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["train.batch_size", "train.threads", "train.precision", "train.channels_last"])
+def test_a_setting_every_compared_step_shares_is_refused(key):
+    """Before: ``--compare "b8: train.batch_size=8"`` timed the step at the config's batch under the label b8."""
+    with pytest.raises(ValueError, match=rf"{key} is the same for every compared step"):
+        throughput.parse_compare(f"x: model.trunk.stem_width=32 {key}=8")
+
+
+def test_a_bad_compare_override_names_the_compare_option(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--compare", "x: model.trunk.nope=3"])
+    assert "--compare 'x: model.trunk.nope=3'" in capsys.readouterr().err
