@@ -33,7 +33,8 @@ from collections.abc import Collection
 from typing import Annotated, Any
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import Tensor
 
 from hydranet.geometry import BevGrid, camera_extrinsics, check_intrinsics, check_principal_point
@@ -291,7 +292,12 @@ class Setup(_Frozen):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        size = tuple(data.get("image_size", cls.model_fields["image_size"].default))
+        size = data.get("image_size", cls.model_fields["image_size"].default)
+        if not isinstance(size, list | tuple) or len(size) != 2:  # the rigs below are sized by it: name it first
+            raise ValidationError.from_exception_data("Setup", [InitErrorDetails(
+                type=PydanticCustomError("value_error", "expected [H, W] (two pixel counts), got {got}",
+                                         {"got": repr(size)}), loc=("image_size",), input=size)])
+        size = tuple(size)
         rigs = data.get("rigs")
         if isinstance(rigs, dict):  # {name: rig}: a list in that order
             rigs = [_named(name, rig) for name, rig in rigs.items()]

@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from hydranet.checkpoint import save_checkpoint
@@ -390,3 +391,11 @@ def test_a_model_of_several_rigs_exports_the_rig_named(tmp_path):
     res = CliRunner().invoke(app, ["export", str(tmp_path / "ck"), "-o", str(tmp_path / "w.onnx"), "--tasks",
                                    "drivable"])  # the first rig: the world's 8 cameras (kept through the checkpoint)
     assert res.exit_code == 0 and json.loads((tmp_path / "w.manifest.json").read_text())["inputs"][0]["shape"][1] == 8
+
+
+@pytest.mark.parametrize("size", [32, [32], "ab", [96, 192, 3]])
+def test_an_image_size_that_is_not_h_w_is_named(size):
+    """Before: ``image_size: 32`` was an internal TypeError (the rigs are sized by it before the field is checked),
+    ``[32]`` an error blamed on every camera."""
+    with pytest.raises(ValidationError, match=r"image_size\n  expected \[H, W\] \(two pixel counts\)"):
+        Setup(image_size=size)
