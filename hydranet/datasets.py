@@ -29,6 +29,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from hydranet.data import (
     MANIFEST_NAME,
     ShardDataset,
+    ShardError,
     ShardManifestError,
     Source,
     is_url,
@@ -41,7 +42,7 @@ from hydranet.world import SyntheticWorld, load_world_config
 from hydranet.yaml_files import read_yaml_mapping
 
 # The source registry (hydranet.data.sources), re-exported here with every kind registered.
-__all__ = ["dataset_setup", "open_dataset", "renders_world", "source_config"]
+__all__ = ["dataset_setup", "open_data_option", "open_dataset", "renders_world", "source_config"]
 
 
 def dataset_setup(ds: Dataset) -> Setup:
@@ -166,3 +167,16 @@ def _open_config(config: dict[str, Any], where: str = "dataset", setup: Setup | 
     source = open_source(config, where, setup=setup)
     frames = source.options.frames
     return Subset(source, range(frames)) if frames is not None and frames < len(source) else source
+
+
+def open_data_option(spec: str | os.PathLike | Any, option: str = "--data", **kwargs: Any) -> Dataset:
+    """``open_dataset(spec, **kwargs)`` for a command's data option: an error opening it (``ShardError``,
+    ``ValueError`` with a plain message) is raised again, of the same type (so the same exit code), naming the
+    option and the spec first, as every command's option errors do: ``--data runs/x: no such dataset ...``."""
+    try:
+        return open_dataset(spec, **kwargs)
+    except (ShardError, ValueError) as e:
+        message = str(e)
+        if len(e.args) == 1 and message == str(e.args[0]) and not message.startswith(option):
+            e.args = (f"{option} {message}" if message.startswith(f"{spec}") else f"{option} {spec}: {message}",)
+        raise

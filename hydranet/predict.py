@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from hydranet.checkpoint import load_model
-from hydranet.data import Batch, Sample, ShardError, collate, resize_sample
-from hydranet.datasets import dataset_setup, open_dataset, renders_world
+from hydranet.data import Batch, Sample, collate, resize_sample
+from hydranet.datasets import dataset_setup, open_data_option, renders_world
 from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
@@ -122,15 +122,9 @@ def _opened(data: Any, setup: Setup) -> Any:
     """``data`` opened as it is (predict runs any rig, size and vocabulary), or, for a world, rendering the model's
     ``setup`` (unless the world declares its own), as ``eval --data`` and ``infer`` do: the defaults would be
     another rig, grid and size; other sources are not resized or remapped here. An error opening it names
-    ``--data`` first (``--data: runs/x: no such dataset ...``), as the other commands' option errors do; its type,
-    and so its exit code, is kept."""
-    try:
-        dataset = open_dataset(data)
-        return open_dataset(data, setup=setup) if renders_world(dataset) else dataset
-    except (ShardError, ValueError) as e:
-        if len(e.args) == 1 and str(e) == str(e.args[0]):  # a plain message (not pydantic's own formatting)
-            e.args = (f"--data: {e}",)
-        raise
+    ``--data`` first (``open_data_option``)."""
+    dataset = open_data_option(data)
+    return open_data_option(data, setup=setup) if renders_world(dataset) else dataset
 
 
 def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | None, tasks: list[str] | None,

@@ -92,10 +92,10 @@ def test_predict_errors_exit_2(checkpoint, tmp_path):
                                    str(tmp_path / "p")])
     # named as the option the user typed, like every other command's option errors (before: no "--data:")
     assert bad_data.exit_code == 2, bad_data.output
-    assert f"error: --data: {tmp_path / 'nothing'}: no such dataset" in bad_data.output, bad_data.output
+    assert f"error: --data {tmp_path / 'nothing'}: no such dataset" in bad_data.output, bad_data.output
     bad_source = runner.invoke(app, ["predict", str(checkpoint), "--data", "nosuchkind:data", "--out",
                                      str(tmp_path / "p")])
-    assert bad_source.exit_code == 2 and "error: --data: nosuchkind:data" in bad_source.output, bad_source.output
+    assert bad_source.exit_code == 2 and "error: --data nosuchkind:data" in bad_source.output, bad_source.output
 
 
 def test_predict_refuses_ground_truth_of_another_vocabulary(checkpoint, tmp_path):

@@ -16,7 +16,7 @@ from hydranet.cli.errors import BAD_INPUT, FAILED, fail
 from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
 from hydranet.data import ShardError
-from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.datasets import dataset_setup, open_data_option, open_dataset
 from hydranet.eval import SuiteError, gate, load_suites, run_suite
 from hydranet.json_files import to_jsonable
 from hydranet.train import CacheError, MergeError, build_merged, plan_merge, resolve_device, save_merged, write_cache
@@ -50,7 +50,7 @@ def _open_data(spec: str, model: Any, world: list[str]) -> Any:
         return open_dataset("synthetic", world={"setup": model.setup.model_dump(mode="json")} | overrides)
     if overrides:
         raise typer.BadParameter("only applies to --data synthetic", param_hint="--world")
-    return open_dataset(spec)
+    return open_data_option(spec)
 
 
 @app.command("cache-features")

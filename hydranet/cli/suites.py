@@ -20,7 +20,7 @@ from hydranet.cli.app import CHECKPOINT_HELP, DATA_HELP, DEVICE_HELP, app
 from hydranet.cli.errors import cli_errors
 from hydranet.cli.gate_table import print_gate
 from hydranet.console import make_console, progress, working
-from hydranet.datasets import open_dataset
+from hydranet.datasets import open_data_option
 from hydranet.eval import (
     SuiteError,
     TrackerOptions,
@@ -218,7 +218,7 @@ def _eval_data(checkpoint: Path, data: str, out: Path | None, frames: int | None
     model = _load(checkpoint, device)
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     with cli_errors():  # a bad source, data that does not fit the model, an unknown task: one error line, exit 2
-        dataset = open_dataset(data, setup=model.setup)
+        dataset = open_data_option(data, setup=model.setup)
         total = len(dataset) if frames is None else min(frames, len(dataset))
         if frames is None and total > _MANY_FRAMES:
             console.print(f"scoring all {total} frames of --data {data} (--frames N scores the first N)")

@@ -11,7 +11,7 @@ from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
 from hydranet.data import collate, resize_sample
-from hydranet.datasets import open_dataset
+from hydranet.datasets import open_data_option, open_dataset
 from hydranet.eval import Evaluator
 from hydranet.predict import check_labels_drawable
 from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
@@ -47,7 +47,7 @@ def view(
             world = {} if net is None else {"setup": net.setup.model_dump(mode="json")}
             dataset = open_dataset("synthetic", world=world)
         else:
-            dataset = open_dataset(data)
+            dataset = open_data_option(data)
         names = list(net.task_objects) if net is not None and tasks is None else (
             [t.strip() for t in tasks.split(",") if t.strip()] if tasks else [])
         if net is not None and (unknown := [t for t in names if t not in net.task_objects]):

@@ -11,7 +11,7 @@ from hydranet.cli.app import app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.config_errors import field_messages
 from hydranet.data import Sample
-from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.datasets import dataset_setup, open_data_option
 from hydranet.geometry import BevGrid
 from hydranet.setup import Setup, class_names
 from hydranet.train import world_from_file
@@ -81,7 +81,7 @@ def _dataset_sample(data: str, index: int) -> tuple[Sample, BevGrid, str, Setup]
     """Sample ``index`` of the dataset ``--data`` names, its BEV grid (the default grid when the source
     has none), a title and the dataset's setup; a bad source or index is one error line, exit 2."""
     with cli_errors():  # SourceError/SourceConfigError/ShardError: one error line, exit 2
-        ds = open_dataset(data)
+        ds = open_data_option(data)
         if index >= len(ds):
             raise fail(f"--index {index}: {data} holds {len(ds)} samples")
         sample = ds[index]

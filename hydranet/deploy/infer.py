@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from hydranet.data import Sample, collate
-from hydranet.datasets import dataset_setup, open_dataset
+from hydranet.datasets import dataset_setup, open_data_option
 from hydranet.deploy.heldout import EVAL_SEED, spread_indices, world_for
 from hydranet.deploy.runtime import DeployedModel
 from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
@@ -79,7 +79,7 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth:
         # A temporal graph carries its memory, and a tracker its tracks, from frame to frame: consecutive frames.
         return world_for(dm.manifest, EVAL_SEED, n), list(range(n)) if consecutive else spread_indices(n)
 
-    dataset = open_dataset(data, setup=dm.setup)
+    dataset = open_data_option(data, setup=dm.setup)
     setup, source, name = dataset_setup(dataset), f"--data {data}", f"graph {dm.path}"
     check_fits(setup, dm.setup, source, model_name=name,
                labels=[task.label for task in dm.tasks.values()] if ground_truth else (), bev=False)
