@@ -86,7 +86,9 @@ def field_messages(err: ValidationError, prefix: str = "") -> dict[str, str]:
 def unknown_field(key: str, known: Iterable[str]) -> str:
     """The message for an unknown ``key`` where ``known`` are the names accepted: ``unknown field (typo?)``, as
     every loader says it, naming the closest known name when one is close (``unknown field (typo of 'image'?)``)."""
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    names = [str(k) for k in known]
+    same_but_case = [k for k in names if k.lower() == str(key).lower()]  # `k` for `K`: too short for difflib
+    close = same_but_case or difflib.get_close_matches(str(key), names, n=1)
     return f"unknown field (typo of {close[0]!r}?)" if close else "unknown field (typo?)"
 
 

@@ -120,7 +120,11 @@ def _line(**override) -> dict:
      r"frames.jsonl:3: cameras.front.T_ego_from_cam: not a rigid transform"),
     (_line(cameras={"left": {"image": "img/left0.png", "K": K, "T_ego_from_cam": _T(0)}}),
      r"frames.jsonl:3: cameras: \['left'\] differ from the first line's \['front', 'left'\]"),
-    (_line(labels={"boxes3d": {}}), r"frames.jsonl:3: labels.boxes3d: unknown label"),
+    (_line(labels={"radar": {}}), r"frames.jsonl:3: labels.radar: unknown label \(typo\?\); frames supports"),
+    (_line(labels={"object3d": {}}), r"frames.jsonl:3: labels.object3d: unknown label \(typo of 'objects3d'\?\)"),
+    # a key that differs in case only is named too (difflib finds nothing close to a one-letter key)
+    (_line(cameras={"front": {"image": "img/front0.png", "k": K, "T_ego_from_cam": _T(0)}}),
+     r"frames.jsonl:3: cameras.front.k: unknown field \(typo of 'K'\?\)$"),
     # A misspelt key is the unknown key, with the name it is close to (before: "cameras.front.image: Field required",
     # the field it left missing).
     (_line(cameras={"front": {"imgae": "img/front0.png", "K": K, "T_ego_from_cam": _T(0)}}),

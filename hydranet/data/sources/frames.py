@@ -281,8 +281,10 @@ class FramesSource(Source):
                         self._where(lineno, f"cameras.{name}.T_ego_from_cam"), SourceError)
         for label in line.labels:
             if label not in _RAGGED and label not in _DENSE_IDS and label not in ("depth", "ego_path"):
-                raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label (frames supports "
-                                  f"{sorted([*_RAGGED, *_DENSE_IDS, 'depth', 'ego_path'])})")
+                supported = sorted([*_RAGGED, *_DENSE_IDS, "depth", "ego_path"])
+                typo = unknown_field(label, supported).removeprefix("unknown field ")  # "(typo of 'objects3d'?)"
+                raise SourceError(f"{self._where(lineno, f'labels.{label}')}: unknown label {typo}; frames supports "
+                                  f"{supported}")
         return line
 
     def _matrix(self, m: _Matrix, shape: tuple[int, int], lineno: int, field: str) -> torch.Tensor:
