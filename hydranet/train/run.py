@@ -379,9 +379,12 @@ def _check_run_dir(out_dir: Path, resume: bool) -> None:
         raise FileExistsError(f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
                               "or choose another --out")
     if entries:
+        # --resume is the way on only where a run began (its config.yaml): elsewhere it would be refused in turn
+        way_on = ("pass --resume to continue the run there (from step 0 when it stopped before its first "
+                  "checkpoint), or choose another --out") if (out_dir / "config.yaml").is_file() else \
+            "choose another --out (it holds no run to resume)"
         raise FileExistsError(f"--out {out_dir} is not empty ({shown}); a new run starts in a missing or empty "
-                              "folder: pass --resume to continue the run there (from step 0 when it stopped "
-                              "before its first checkpoint), or choose another --out")
+                              f"folder: {way_on}")
 
 
 def _is_run_config(path: Path) -> bool:

@@ -221,6 +221,10 @@ def test_a_new_run_never_writes_over_files_that_are_not_a_runs(tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("mine\n")
+    with pytest.raises(FileExistsError, match=r"notes is not empty \(notes\.txt\); a new run starts in a missing or "
+                                              r"empty folder: choose another --out \(it holds no run to resume\)"):
+        with training_session(cfg, notes, resume=False):
+            pass
     with pytest.raises(FileExistsError, match=r"notes holds no run to resume \(no config\.yaml; it holds notes\.txt"):
         with training_session(cfg, notes, resume=True):
             pass
