@@ -51,23 +51,28 @@ def trim_log(path: Path, step: int) -> bool:
     process killed midway leaves the file as it was. A missing file is left missing.
 
     A last line that is not a record (the stopped attempt was killed while writing it) is dropped: returns True
-    then. Any other line that is not a record raises ``TrainLogError`` naming the file and the line number."""
+    then; so is any line after the first record past ``step`` (all dropped). Any other line that is not a record
+    raises ``TrainLogError`` naming the file and the line number."""
     if not path.is_file():
         return False
     lines = path.read_bytes().split(b"\n")
     while lines and not lines[-1].strip():  # the newline ending the last record
         lines.pop()
     steps = [_record_step(line) for line in lines]
+    total = len(lines)
     partial = bool(steps) and steps[-1] is None
     if partial:
         lines, steps = lines[:-1], steps[:-1]
+    # Records are in step order: from the first one past ``step`` on, every line is dropped, a damaged one too.
+    tail = next((i for i, s in enumerate(steps) if s is not None and s > step), len(steps))
+    lines, steps = lines[:tail], steps[:tail]
     for number, s in enumerate(steps, 1):
         if s is None:
             raise TrainLogError(f"{path}: line {number} is not a training log record (a JSON object with an "
                                 "integer \"step\"); a resumed run keeps this log up to the step it resumes at: "
                                 "fix or delete that line (or move the file away) and resume again")
     kept = [line for line, s in zip(lines, steps, strict=True) if s is not None and s <= step]
-    if partial or len(kept) != len(lines):
+    if partial or len(kept) != total:
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"".join(line + b"\n" for line in kept))
     return partial

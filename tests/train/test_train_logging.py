@@ -124,3 +124,11 @@ def test_tensorboard_hides_what_an_earlier_attempt_logged_after_the_resumed_step
     acc.Reload()
     assert acc.Scalars("loss/total")[-1].value == 0.25  # the resumed run's step 6, not the earlier attempt's
     assert _records(tmp_path) == [("train", 2), ("train", 4), ("train", 6)]
+
+
+def test_a_damaged_line_in_the_dropped_tail_is_dropped_with_it(tmp_path):
+    """Everything after the first record past the resumed step is dropped, so a damaged line there is no error."""
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\nnot json\n{"step": 4}\n')
+    assert trim_log(log, 2) is False
+    assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
