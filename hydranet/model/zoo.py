@@ -119,13 +119,13 @@ def _names_text() -> str:
 def find_pretrained(name: str) -> Pretrained:
     """The entry ``name`` names: a zoo name (``tiny-world``, with or without ``zoo:``) or a model preset
     (``tiny``: the first entry registered for it). ``ZooError`` lists the names with weights otherwise."""
-    name = name.removeprefix(ZOO_SCHEME)
+    typed, name = name, name.removeprefix(ZOO_SCHEME)
     if name in PRETRAINED:
         return PRETRAINED[name]
     for entry in PRETRAINED.values():
         if entry.preset == name:
             return entry
-    raise ZooError(f"no pretrained weights for '{name}'; {_names_text()} (hydranet zoo lists them)")
+    raise ZooError(f"no pretrained weights for '{typed}'; {_names_text()} (hydranet zoo lists them)")
 
 
 def _sha256(file: Path) -> str:

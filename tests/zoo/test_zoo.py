@@ -77,7 +77,7 @@ def test_zoo_names_resolve_in_the_one_checkpoint_loader():
     assert resolve_checkpoint("zoo:tiny-world") == PRETRAINED["tiny-world"].directory
     ckpt = load_checkpoint(Path("zoo:tiny-world"), optimizer=False)  # CLI options arrive as Path
     assert ckpt.state["step"] == PRETRAINED["tiny-world"].provenance()["step"]
-    with pytest.raises(CheckpointError, match="no pretrained weights for 'nope'.*tiny-world"):
+    with pytest.raises(CheckpointError, match="no pretrained weights for 'zoo:nope'.*tiny-world"):  # as typed
         load_model("zoo:nope")
 
 
