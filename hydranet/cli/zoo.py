@@ -38,8 +38,12 @@ def zoo(
             try:
                 verified_directory(entry.name)
                 records.append(_record(entry))
-            except ZooError as e:
-                records.append(_record(entry, provenance={}, status=str(e)))
+            except ZooError as e:  # listed with what of its record still reads (only a weights file may be damaged)
+                try:
+                    provenance = entry.provenance()
+                except (OSError, ValueError, ZooError):
+                    provenance = {}
+                records.append(_record(entry, provenance=provenance, status=str(e)))
         if as_json:
             console.print_json(json.dumps([{
                 "name": r["zoo"], "preset": r["preset"], "description": r["description"], "step": r.get("step"),
@@ -71,7 +75,8 @@ def _record(entry: Any, provenance: dict[str, Any] | None = None, status: str = 
 def _entry_lines(r: dict[str, Any], full: bool) -> list[str]:
     """An entry as readable lines: the list's block (``full=False``), or also how to use and reproduce it
     and what it was trained on (``hydranet zoo NAME``)."""
-    status = f", {'files verified' if r['status'] == 'ok' else r['status']}"  # sha256 of every file, against its record
+    # sha256 of every file, against its record; a damaged entry's reason without its name (the line begins with it)
+    status = ", files verified" if r["status"] == "ok" else f", DAMAGED: {r['status'].removeprefix(r['zoo'] + ': ')}"
     lines = [f"{r['zoo']}  (preset {r['preset']}, {r.get('step') or '-'} steps{status})", f"  {r['description']}"]
     if full:
         lines += [

@@ -149,6 +149,8 @@ def test_the_zoo_listing_names_a_damaged_entry_lists_the_others_and_exits_1(zoo_
     res = runner.invoke(app, ["zoo"])
     assert res.exit_code == 1, res.output
     assert "zoo:spare  (preset tiny" in res.output and "files verified" in res.output  # the intact one, listed
+    steps = PRETRAINED["tiny-world"].provenance()["step"]  # its record still reads: only the weights are damaged
+    assert f"zoo:tiny-world  (preset tiny, {steps} steps, DAMAGED: {weights}: sha256 differs" in res.output
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(
         f"error: 1 damaged zoo entry, unusable until fixed: zoo:tiny-world: {weights}: sha256 differs"), res.output
