@@ -234,15 +234,15 @@ def fit_stoppable(trainer: Trainer, resume: str, console: Any) -> dict[str, Any]
 
 
 def interrupted(summary: dict[str, Any], signum: int, resume: str, console: Any) -> TrainingInterrupted:
-    """The ``TrainingInterrupted`` of a run stopped by signal ``signum`` after saving ``summary["checkpoint"]``;
-    prints the command that resumes it (rank 0 passes its ``console``)."""
+    """The ``TrainingInterrupted`` of a run stopped by signal ``signum`` after saving ``summary["checkpoint"]``, its
+    message ending in the command that resumes it (the CLI's error line); rank 0 (which passes its ``console``)
+    prints where it stopped first."""
     import signal
 
     name = signal.Signals(signum).name
     if console is not None:
         console.print(f"[yellow]{name}: stopped at step {summary['steps']}/{summary['planned_steps']} and saved "
                       f"{summary['checkpoint']}[/]", soft_wrap=True)
-        console.print(f"resume with: {resume}", soft_wrap=True)
     saved = f"checkpoint {summary['checkpoint']} saved" if summary["checkpoint"] else "rank 0 saved the checkpoint"
     return TrainingInterrupted(f"interrupted by {name} at step {summary['steps']}; {saved}; resume with: {resume}",
                                EXIT_CODES.get(signum, 130))

@@ -58,7 +58,7 @@ def test_a_signal_during_train_saves_and_prints_the_resume_command(tmp_path, sig
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert f"resume with: hydranet train --resume -o {run}" in err
+    assert err.count(f"resume with: hydranet train --resume -o {run}") == 1  # once: in the error line
     ckpt, note = load_latest_valid(run / "checkpoints", quarantine=False)
     saved = int(ckpt.state["step"])
     assert note is None and saved >= 2  # every step up to the signal kept, not just the last ckpt_every
