@@ -399,3 +399,12 @@ def test_an_image_size_that_is_not_h_w_is_named(size):
     ``[32]`` an error blamed on every camera."""
     with pytest.raises(ValidationError, match=r"image_size\n  expected \[H, W\] \(two pixel counts\)"):
         Setup(image_size=size)
+
+
+def test_only_tasks_whose_labels_lie_on_the_grid_need_the_models_grid_to_train():
+    """objects3d's boxes are in metres, encoded on the model's grid whatever the data's; bev_semantic's map is not."""
+    data = Setup(image_size=(64, 128), grid={"cell": 1.0})
+    ModelConfig.preset("tiny", setup=SETUP, tasks={"objects3d": {}, "drivable": {}}).check_data(data, "data.x")
+    with pytest.raises(SetupMismatchError, match=r"^data.x: BEV grid is .*cell 1.0 m.*\(setup.grid\): the labels of "
+                                                 r"bev_semantic lie on the grid; render or convert the data"):
+        ModelConfig.preset("tiny", setup=SETUP, tasks={"objects3d": {}, "bev_semantic": {}}).check_data(data, "data.x")

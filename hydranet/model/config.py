@@ -14,8 +14,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from hydranet.config_errors import NumbersNotBools
 from hydranet.model.registry import TRUNKS
 from hydranet.model.trunk import FPN_MAX_LEVEL, min_image_side
-from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
-from hydranet.tasks import TASKS
+from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits, check_grid
+from hydranet.tasks import TASKS, grid_raster_tasks
 
 
 class _Strict(NumbersNotBools):
@@ -159,10 +159,15 @@ class ModelConfig(_Strict):
         return self
 
     def check_data(self, data: Setup, source: str, model_name: str = "the model") -> None:
-        """``hydranet.setup.check_fits`` of a data setup against this model's, for its tasks' labels (grid only
-        when a task reads BEV); raises ``SetupMismatchError`` naming ``source``, the field and both values."""
-        check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks],
-                   bev=any(TASKS[t].space == "bev" for t in self.tasks), model_name=model_name)
+        """``hydranet.setup.check_fits`` of a data setup against this model's, for its tasks' labels, and the BEV
+        grid for the tasks whose labels lie on it (``hydranet.tasks.grid_raster_tasks``: ``bev_semantic``'s map;
+        ``objects3d``'s boxes are in metres and encoded on the model's grid); raises ``SetupMismatchError`` naming
+        ``source``, the field, both values and those tasks."""
+        check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks], bev=False,
+                   model_name=model_name)
+        check_grid(data, self.setup, source, grid_raster_tasks({t: TASKS[t] for t in self.tasks}),
+                   model_name=model_name, remedy="render or convert the data for the model's setup.grid, or leave "
+                                                 "those tasks out of model.tasks")
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:
