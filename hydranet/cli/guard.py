@@ -10,7 +10,8 @@ Before a command's body runs, and around it:
    written. A command that writes named parts below its output (``vacation``: each iteration's queue, labels,
    training run and export) declares them too, and no input may lie in a part that gets replaced. A report
    (``eval``, ``gate``, ``autolabel-quality``: JSON; ``report``: HTML) replaces an existing ``--out`` only when
-   that file is a report of its kind (``_REPORT_KINDS``): ``eval -o notes.txt`` is refused, the notes untouched.
+   that file is a report the same command wrote (``_REPORT_KEYS``): ``eval -o notes.txt`` or ``-o frames.jsonl``
+   is refused, the file untouched.
 2. **One writer per output**: commands that write a directory (a run, a dataset, a queue, a cache) hold
    ``hydranet.outputs.output_lock`` on it while they run; a second one fails at once naming the holder.
    Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks of one job share the output: rank 0 holds the lock for
@@ -32,6 +33,7 @@ tried with its lock held.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -186,24 +188,41 @@ _STRUCTURE_FILES = frozenset({"manifest.json", "state.json", "latest.json", "con
                               "train_log.jsonl", "current.json"})
 
 
-# What a one-file command writes, by the first bytes an earlier output of it starts with: an existing --out is
-# replaced only when it is such a file (a report of the same kind), never a user's notes given as -o by mistake.
-# (export and quantize check their graphs themselves: a graph hydranet exported has its manifest beside it.)
-_REPORT_KINDS = {"eval": ("a JSON report", (b"{",)), "gate": ("a JSON report", (b"{",)),
-                 "autolabel-quality": ("a JSON report", (b"{",)),
-                 "report": ("an HTML report", (b"<!doctype html", b"<html"))}
+# What a one-file command writes, told by the keys of an earlier output of it: an existing --out is replaced only
+# when it is such a report (the same command's), never a user's file given as -o by mistake (notes.txt, a
+# frames.jsonl, a settings.json, a web page). (export and quantize check their graphs themselves.)
+_REPORT_KEYS: dict[str, tuple[str, tuple[frozenset[str], ...]]] = {
+    "eval": ("a JSON report hydranet eval wrote",
+             (frozenset({"checkpoint", "suites"}), frozenset({"checkpoint", "data"}))),
+    "gate": ("a JSON report hydranet gate wrote", (frozenset({"baseline", "candidate", "passed"}),)),
+    "autolabel-quality": ("a JSON report hydranet autolabel-quality wrote",
+                          (frozenset({"teacher", "single_frame", "clip_smoothed"}),)),
+}
+_REPORT_HTML_TITLE = b"<title>hydranet evaluation report</title>"  # hydranet.eval.report's page
+_REPORT_MAX_BYTES = 64 << 20  # a report is far smaller: a larger file is not one (and is not read whole)
+
+
+def _is_own_report(name: str, out: Path) -> bool:
+    """Whether the existing file ``out`` is a report the command ``name`` wrote (see ``_REPORT_KEYS``)."""
+    if out.stat().st_size > _REPORT_MAX_BYTES:
+        return False
+    if name == "report":
+        with open(out, "rb") as f:
+            return _REPORT_HTML_TITLE in f.read(4096)
+    try:
+        tree = json.loads(out.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(tree, dict) and any(keys <= tree.keys() for keys in _REPORT_KEYS[name][1])
 
 
 def _check_replaced_report(name: str, out: Path, option: str) -> None:
-    """``OutputError`` naming ``option`` when ``out`` exists and does not start like the report ``name`` writes."""
-    if name not in _REPORT_KINDS or not out.is_file():
+    """``OutputError`` naming ``option`` when ``out`` exists and is not a report ``name`` wrote."""
+    if (name not in _REPORT_KEYS and name != "report") or not out.is_file() or _is_own_report(name, out):
         return
-    kind, starts = _REPORT_KINDS[name]
-    with open(out, "rb") as f:
-        head = f.read(64).lstrip().lower()
-    if not head.startswith(starts):
-        raise OutputError(f"{option} {out} exists and is not {kind} (hydranet {name} would replace it); choose another "
-                          "file, or move that one away")
+    kind = "an HTML report hydranet report wrote" if name == "report" else _REPORT_KEYS[name][0]
+    raise OutputError(f"{option} {out} exists and is not {kind}: it would be replaced; choose another file, or move "
+                      "that one away")
 
 
 def _check_file_output(out: Path, option: str) -> None:

@@ -615,24 +615,36 @@ def test_a_directory_output_that_is_a_file_is_refused_in_one_line(tmp_path, name
     assert file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file"]
 
 
-REPORTS = {  # one-file commands writing a report, given a checkpoint that does not exist
-    "eval": (["eval", "{tmp}/nope", "-o", "{out}"], "a JSON report", "{\"passed\": true}\n"),
-    "gate": (["gate", "--baseline", "{tmp}/nope", "--candidate", "{tmp}/nope", "-o", "{out}"], "a JSON report",
-             "{\"passed\": true}\n"),
-    "report": (["report", "{tmp}/nope", "-o", "{out}"], "an HTML report", "<!DOCTYPE html><html></html>\n"),
+REPORTS = {  # one-file commands writing a report, given a checkpoint that does not exist; an earlier report of each
+    "eval": (["eval", "{tmp}/nope", "-o", "{out}"], "a JSON report hydranet eval wrote",
+             '{"checkpoint": "run", "suites": {}, "passed": true}\n'),
+    "gate": (["gate", "--baseline", "{tmp}/nope", "--candidate", "{tmp}/nope", "-o", "{out}"],
+             "a JSON report hydranet gate wrote", '{"baseline": "a", "candidate": "b", "passed": true}\n'),
+    "report": (["report", "{tmp}/nope", "-o", "{out}"], "an HTML report hydranet report wrote",
+               "<!DOCTYPE html><html><head><title>hydranet evaluation report</title></head></html>\n"),
 }
+USERS_FILES = {"notes.txt": "my notes\n", "frames.jsonl": '{"timestamp": 0.0}\n', "settings.json": '{"a": 1}\n',
+               "index.html": "<!DOCTYPE html><html><title>my page</title></html>\n"}
 
 
 @pytest.mark.parametrize("name", sorted(REPORTS))
-def test_a_report_replaces_only_an_earlier_report(tmp_path, name):
-    """Before: ``eval -o notes.txt`` replaced the user's notes with its JSON. An existing file that is not a report
-    of the command's kind is refused, untouched; an earlier report is replaced as before."""
+def test_a_report_replaces_only_an_earlier_report_of_its_command(tmp_path, name):
+    """Before: ``eval -o notes.txt`` replaced the user's notes with its JSON, and a first check by the first bytes
+    let ``-o frames.jsonl`` (any file starting with ``{``) or a user's web page through. An existing file is replaced
+    only when it is a report the same command wrote (its keys); anything else is refused, untouched."""
     args, kind, earlier = REPORTS[name]
-    notes = tmp_path / "notes.txt"
-    notes.write_text("my notes\n")
-    line = error_line(cli(*[a.format(tmp=tmp_path, out=notes) for a in args], code=2))
-    assert f"--out {notes} exists and is not {kind} (hydranet {name} would replace it)" in " ".join(line.split())
-    assert notes.read_text() == "my notes\n"
+    for file, text in USERS_FILES.items():
+        mine = tmp_path / file
+        mine.write_text(text)
+        line = error_line(cli(*[a.format(tmp=tmp_path, out=mine) for a in args], code=2))
+        assert f"--out {mine} exists and is not {kind}" in " ".join(line.split()), line
+        assert mine.read_text() == text
+    for other, (_, _, its_report) in REPORTS.items():  # another command's report is not this one's either
+        if other != name:
+            theirs = tmp_path / f"{other}.out"
+            theirs.write_text(its_report)
+            line = error_line(cli(*[a.format(tmp=tmp_path, out=theirs) for a in args], code=2))
+            assert "exists and is not" in line and theirs.read_text() == its_report
     report = tmp_path / "earlier"
     report.write_text(earlier)
     line = error_line(cli(*[a.format(tmp=tmp_path, out=report) for a in args]))
