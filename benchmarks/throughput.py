@@ -54,7 +54,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hydranet.data.sample import collate
 from hydranet.model import ModelConfig, create_model
-from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from hydranet.train.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    config_with_overrides,
+    load_config,
+)
 from hydranet.train.demo import default_demo_config
 from hydranet.train.machine import cpu_model
 from hydranet.train.precision import cpu_flags, device_has_fast_bf16
@@ -100,14 +107,15 @@ def conv_peaks(dtype: torch.dtype, channels: list[int], repeats: int) -> dict[st
 
 
 def step_config(args: argparse.Namespace) -> Config:
-    """The training config whose step is measured: ``--config`` with ``--set`` overrides, or with ``--preset``
-    its model swapped for the preset (all seven tasks, the preset's image size)."""
-    cfg = load_config(args.config or default_demo_config(), args.set)
-    if args.preset:
-        tree = config_to_dict(cfg)
-        tree["model"] = ModelConfig.preset(args.preset).model_dump(mode="json")
-        cfg = config_from_dict(tree, f"--preset {args.preset}")
-    return cfg
+    """The training config whose step is measured: ``--config`` with ``--set`` overrides; with ``--preset`` its
+    model is swapped for the preset (all seven tasks, the preset's image size) before the overrides apply, so
+    ``--set model.…`` (and a ``--compare`` variant's) edits the preset."""
+    path = args.config or default_demo_config()
+    if not args.preset:
+        return load_config(path, args.set)
+    tree = config_to_dict(load_config(path))
+    tree["model"] = ModelConfig.preset(args.preset).model_dump(mode="json")
+    return config_with_overrides(tree, args.set, f"{path} with --preset {args.preset}")
 
 
 def rendered_batch(cfg: Config, batch_size: int) -> list[Any]:

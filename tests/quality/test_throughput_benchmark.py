@@ -78,3 +78,11 @@ def test_a_bad_compare_override_names_the_compare_option(capsys):
     with pytest.raises(SystemExit):
         throughput.main(["--compare", "x: model.trunk.nope=3"])
     assert "--compare 'x: model.trunk.nope=3'" in capsys.readouterr().err
+
+
+def test_a_preset_takes_the_model_overrides():
+    """Before: ``--preset`` replaced the model section after ``--set`` (and a --compare variant's overrides) had
+    been applied, so ``model.…`` overrides were dropped and the variant was timed as the bare preset."""
+    cfg = throughput.step_config(SimpleNamespace(config=None, set=["model.tasks={drivable: {}}"], preset="tiny"))
+    assert cfg.task_names() == ["drivable"] and tuple(cfg.resolved_model().setup.image_size) == (128, 256)
+    assert len(throughput.step_config(SimpleNamespace(config=None, set=[], preset="tiny")).task_names()) == 7
