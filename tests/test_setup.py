@@ -406,5 +406,6 @@ def test_only_tasks_whose_labels_lie_on_the_grid_need_the_models_grid_to_train()
     data = Setup(image_size=(64, 128), grid={"cell": 1.0})
     ModelConfig.preset("tiny", setup=SETUP, tasks={"objects3d": {}, "drivable": {}}).check_data(data, "data.x")
     with pytest.raises(SetupMismatchError, match=r"^data.x: BEV grid is .*cell 1.0 m.*\(setup.grid\): the labels of "
-                                                 r"bev_semantic lie on the grid; render or convert the data"):
+                                                 r"bev_semantic lie on the grid; render or convert the data for "
+                                                 r"the model's setup.grid$"):
         ModelConfig.preset("tiny", setup=SETUP, tasks={"objects3d": {}, "bev_semantic": {}}).check_data(data, "data.x")

@@ -166,8 +166,7 @@ class ModelConfig(_Strict):
         check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks], bev=False,
                    model_name=model_name)
         check_grid(data, self.setup, source, grid_raster_tasks({t: TASKS[t] for t in self.tasks}),
-                   model_name=model_name, remedy="render or convert the data for the model's setup.grid, or leave "
-                                                 "those tasks out of model.tasks")
+                   model_name=model_name, remedy="render or convert the data for the model's setup.grid")
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:
