@@ -89,7 +89,8 @@ def _entry_lines(r: dict[str, Any], full: bool) -> list[str]:
             f"  data: {_data_line(r.get('data'))}"]
     lines.append(f"  config {r.get('config') or '-'} · figures {r.get('figures') or '-'} · "
                  f"floors {r.get('floors') or '-'}" + (f" · {r.get('parameters', '-')} parameters" if full else ""))
-    lines.append(f"  sha256 (model.safetensors) {(r.get('sha256') or {}).get('model.safetensors', '-')}")
+    recorded = "" if r["status"] == "ok" else "recorded "  # a damaged file's own hash differs from its record's
+    lines.append(f"  {recorded}sha256 (model.safetensors) {(r.get('sha256') or {}).get('model.safetensors', '-')}")
     if full:
         lines.append(f"  files: {r['directory']}   (--json: the whole provenance record)")
     return lines
