@@ -33,7 +33,7 @@ from hydranet.deploy import PREDICTIONS, recorded_predictions, write_frame
 from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
-from hydranet.setup import Setup, SetupMismatchError, check_vocabularies
+from hydranet.setup import Setup, SetupMismatchError, check_grid, check_vocabularies
 from hydranet.tasks import Task, grid_raster_tasks
 from hydranet.viz import Views
 
@@ -84,14 +84,9 @@ def check_labels_drawable(dataset: Any, setup: Setup, tasks: dict[str, Task], so
         data = dataset_setup(dataset)
     except TypeError:  # a dataset that reports no setup: its labels are checked per frame
         return
-    grid = data.grid
     # Only labels rasterised on the grid (a BEV task's dense label, bev_semantic's map) need the model's grid: 3D
     # boxes are in metres in the ego frame and draw beside predictions on any grid.
-    on_grid = grid_raster_tasks(tasks)
-    if on_grid and grid is not None and setup.grid is not None and grid != setup.grid:
-        raise SetupMismatchError(f"{source}: BEV labels on the grid {grid.describe()} but {model_name} predicts on "
-                                 f"{setup.grid.describe()} (setup.grid): the labels of {', '.join(on_grid)} cannot "
-                                 f"be drawn beside its predictions; {remedy}")
+    check_grid(data, setup, source, grid_raster_tasks(tasks), remedy, model_name)
     try:
         check_vocabularies(data, setup, sorted({t.label for t in tasks.values()}), source, model_name)
     except SetupMismatchError as e:

@@ -364,16 +364,18 @@ def class_names(setup: Setup | None, label: str) -> tuple[str, ...]:
     return (setup.vocabulary(label) if setup is not None else None) or OBJECT_CLASSES
 
 
-def check_fits(data: Setup, model: Setup, source: str, *, labels: Collection[str] = (), bev: bool = True,
-               model_name: str = "the model") -> None:
+def check_fits(data: Setup, model: Setup, source: str, *, labels: Collection[str] = (),
+               grid_tasks: Collection[str] = (), remedy: str = "", model_name: str = "the model") -> None:
     """Raise ``SetupMismatchError`` unless frames of setup ``data`` can train or test a model of setup ``model``.
 
-    The one data-vs-model check (``train``, ``train --from``, ``cache-features``, ``eval``, ``generate`` and
-    ``vacation``'s pre-flight call it before a frame is read): image size equal; every rig of the data has the
+    The one data-vs-model check (``train``, ``train --from``, ``cache-features``, ``eval``, ``generate``, ``infer``
+    and ``vacation``'s pre-flight call it before a frame is read): image size equal; every rig of the data has the
     cameras (names, in order) of one of the model's rigs — K and T may differ, they are inputs per frame;
-    the BEV grid equal when the model has a BEV task (``bev``) and the data has BEV labels (``data.grid``);
-    the class vocabulary of every label in ``labels`` (the model's) that the data declares equal, class ids
-    meaning the same classes. ``source`` names the data in the message."""
+    the BEV grid equal when the data's labels of ``grid_tasks`` lie on it (``check_grid``: the tasks
+    ``hydranet.tasks.grid_raster_tasks`` names, such as ``bev_semantic``; ``objects3d``'s boxes are in metres and
+    fit any grid); the class vocabulary of every label in ``labels`` (the model's) that the data declares equal,
+    class ids meaning the same classes. ``source`` names the data in the message, ``remedy`` what to do instead
+    of a grid the tasks cannot use."""
     if tuple(data.image_size) != tuple(model.image_size):
         raise SetupMismatchError(f"{source}: images are {data.image_size[0]}x{data.image_size[1]} (HxW) but "
                                  f"{model_name} is built for {model.image_size[0]}x{model.image_size[1]} "
@@ -383,23 +385,21 @@ def check_fits(data: Setup, model: Setup, source: str, *, labels: Collection[str
             known = "; ".join(f"{r.name}: {list(r.names)}" for r in model.rigs)
             raise SetupMismatchError(f"{source}: rig '{rig.name}' has {len(rig)} cameras {list(rig.names)} but "
                                      f"{model_name} takes the rigs {known} (setup.rigs)")
-    if bev:
-        check_grid(data, model, source, model_name=model_name)
+    check_grid(data, model, source, grid_tasks, remedy, model_name)
     check_vocabularies(data, model, labels, source, model_name)
 
 
-def check_grid(data: Setup, model: Setup, source: str, tasks: Collection[str] | None = None, remedy: str = "",
+def check_grid(data: Setup, model: Setup, source: str, tasks: Collection[str], remedy: str = "",
                model_name: str = "the model") -> None:
-    """Raise ``SetupMismatchError`` naming ``source`` when ``data``'s BEV grid differs from ``model``'s (a setup
-    without a grid passes). ``tasks``: the tasks whose labels lie on the grid (``hydranet.tasks.grid_raster_tasks``:
-    ``eval --data``, ``infer --ground-truth``), named in the message with ``remedy``, what to do instead; none of
-    them: the grid is not checked (3D boxes are in metres: any grid). None: checked for the model as a whole
-    (``check_fits`` with ``bev``: training encodes every BEV task's labels on the grid)."""
-    if (tasks is not None and not tasks) or data.grid is None or model.grid is None or data.grid == model.grid:
+    """Raise ``SetupMismatchError`` naming ``source`` when ``data``'s BEV grid differs from ``model``'s and
+    ``tasks`` -- the tasks whose labels lie on the grid (``hydranet.tasks.grid_raster_tasks``) -- need it; the
+    message names them and ``remedy``, what to do instead. No such task, or a setup without a grid: nothing to
+    check (3D boxes are in metres and fit any grid)."""
+    if not tasks or data.grid is None or model.grid is None or data.grid == model.grid:
         return
-    why = f": the labels of {', '.join(tasks)} lie on the grid" if tasks else ""
     raise SetupMismatchError(f"{source}: BEV grid is {data.grid.describe()} but {model_name} uses "
-                             f"{model.grid.describe()} (setup.grid){why}{'; ' + remedy if remedy else ''}")
+                             f"{model.grid.describe()} (setup.grid): the labels of {', '.join(tasks)} lie on the "
+                             f"grid{'; ' + remedy if remedy else ''}")
 
 
 def check_vocabularies(data: Setup, model: Setup, labels: Collection[str], source: str,

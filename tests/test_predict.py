@@ -125,7 +125,7 @@ def test_ground_truth_on_another_grid_is_refused_only_for_labels_on_the_grid(che
     world = SyntheticWorld(WorldConfig(seed=3, num_scenes=1, frames_per_scene=1, setup=fine))
     tasks = net.task_objects
     check_labels_drawable(world, net.setup, {"objects3d": tasks["objects3d"]}, "--data w", "--model m")
-    with pytest.raises(SetupMismatchError, match=r"cell 0\.5 m.*the labels of bev_semantic cannot be drawn"):
+    with pytest.raises(SetupMismatchError, match=r"cell 0\.5 m.*the labels of bev_semantic lie on the grid"):
         check_labels_drawable(world, net.setup, {t: tasks[t] for t in ("objects3d", "bev_semantic")}, "--data w",
                               "--model m")
 

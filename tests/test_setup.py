@@ -155,9 +155,11 @@ def test_every_mismatch_names_both_values():
                                                  r"rigs default: \['main'"):
         check_fits(one, model, "d")
     other_grid = data.model_copy(update={"grid": BevGrid(cell=1.0)})
-    with pytest.raises(SetupMismatchError, match=r"cell 1.0 m \(64x64\) but the model uses .*cell 2.0 m \(32x32\)"):
-        check_fits(other_grid, model, "d")
-    check_fits(other_grid, model, "d", bev=False)  # a camera-only model reads no BEV labels
+    with pytest.raises(SetupMismatchError, match=r"cell 1.0 m \(64x64\) but the model uses .*cell 2.0 m \(32x32\) "
+                                                 r"\(setup.grid\): the labels of bev_semantic lie on the grid; "
+                                                 r"convert"):
+        check_fits(other_grid, model, "d", grid_tasks=["bev_semantic"], remedy="convert")
+    check_fits(other_grid, model, "d")  # no task whose labels lie on the grid (objects3d's boxes are in metres)
     check_fits(data.model_copy(update={"grid": None}), model, "d")  # data without BEV labels
     nusc = data.model_copy(update={"classes": {"objects3d": NUSCENES_CLASSES}})
     with pytest.raises(SetupMismatchError, match=r"objects3d classes are \['car', 'truck', 'bus'.* but the model's "

@@ -31,7 +31,7 @@ from hydranet.deploy.runtime import DeployedModel
 from hydranet.eval import TRACKED_TASK, Evaluator, TrackerOptions
 from hydranet.json_files import dumps
 from hydranet.outputs import staged_directory
-from hydranet.setup import check_fits, check_grid
+from hydranet.setup import check_fits
 from hydranet.tasks import grid_raster_tasks
 from hydranet.viz import Views
 
@@ -81,11 +81,12 @@ def _open_frames(dm: DeployedModel, data: str, frames: int | None, ground_truth:
 
     dataset = open_data_option(data, setup=dm.setup)
     setup, source, name = dataset_setup(dataset), f"--data {data}", f"graph {dm.path}"
+    # The predictions alone fit any grid and vocabulary: only labels drawn beside them (--ground-truth) need the
+    # graph's classes, and those lying on the grid its grid.
     check_fits(setup, dm.setup, source, model_name=name,
-               labels=[task.label for task in dm.tasks.values()] if ground_truth else (), bev=False)
-    if ground_truth:  # the predictions alone fit any grid: only labels drawn on the grid need the graph's
-        check_grid(setup, dm.setup, source, grid_raster_tasks(dm.tasks), model_name=name,
-                   remedy="leave out --ground-truth, or export a graph without those tasks (export --tasks)")
+               labels=[task.label for task in dm.tasks.values()] if ground_truth else (),
+               grid_tasks=grid_raster_tasks(dm.tasks) if ground_truth else (),
+               remedy="leave out --ground-truth, or export a graph without those tasks (export --tasks)")
     n = len(dataset) if frames is None else min(frames, len(dataset))
     return dataset, list(range(n))
 

@@ -5,7 +5,7 @@ Suites (``suite.py``) judge a model on synthetic scenarios against thresholds; t
 numbers on *your* data, with no thresholds. The data is opened for the model's setup (``open_dataset(...,
 setup=)``: a source resizes to its image size, maps classes onto its vocabulary and makes BEV labels on its
 grid) and checked against it once (``hydranet.setup.check_fits``, the one data-vs-model check; the BEV grid only
-for the tasks whose labels lie on it, ``hydranet.setup.check_grid``) before a frame is read. Labels may be
+for the tasks whose labels lie on it, ``hydranet.tasks.grid_raster_tasks``) before a frame is read. Labels may be
 partial, as everywhere in hydranet: a task is scored on the frames that carry its label, and a task whose label
 no frame carries is reported as unlabelled, never as a zero. A model with the video memory is streamed frame by
 frame in dataset order (a new scene resets its memory).
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Subset
 
 from hydranet.datasets import dataset_setup, renders_world
 from hydranet.eval.loop import EvalFrame, Evaluator, dataset_batches, predictor_of
-from hydranet.setup import SetupMismatchError, check_fits, check_grid
+from hydranet.setup import SetupMismatchError, check_fits
 from hydranet.tasks import grid_raster_tasks
 
 
@@ -58,7 +58,7 @@ def evaluate_dataset(model: Any, dataset: Dataset, tasks: list[str] | None = Non
     ``tasks``: heads to score (default: all of the model's). ``on_batch(frames)`` is called after every batch.
     Raises ``ValueError`` naming an unknown task, ``SetupMismatchError`` naming ``source`` when the data does not
     fit the model (image size, rig, class vocabulary: ``check_fits``; the BEV grid, naming them, when a task's
-    labels lie on it: ``check_grid``, ``grid_raster_tasks`` — ``objects3d``'s boxes are in metres and scored on
+    labels lie on it: ``grid_raster_tasks`` — ``objects3d``'s boxes are in metres and scored on
     any grid) and ``TypeError`` for a dataset that reports no setup."""
     names = list(model.task_objects) if tasks is None else list(tasks)
     unknown = [t for t in names if t not in model.task_objects]
@@ -67,11 +67,9 @@ def evaluate_dataset(model: Any, dataset: Dataset, tasks: list[str] | None = Non
     chosen = {t: model.task_objects[t] for t in names}
     try:
         setup = dataset_setup(dataset)
-        check_fits(setup, model.setup, source, labels=[task.label for task in chosen.values()], bev=False,
-                   model_name=model_name)
         # Only labels rasterised on the BEV grid need the model's grid: 3D boxes are in metres, scored on any grid.
-        check_grid(setup, model.setup, source, grid_raster_tasks(chosen), model_name=model_name,
-                   remedy="leave them out (--tasks)")
+        check_fits(setup, model.setup, source, labels=[task.label for task in chosen.values()],
+                   grid_tasks=grid_raster_tasks(chosen), remedy="leave them out (--tasks)", model_name=model_name)
     except SetupMismatchError as e:
         if not renders_world(dataset):
             raise

@@ -14,7 +14,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from hydranet.config_errors import NumbersNotBools
 from hydranet.model.registry import TRUNKS
 from hydranet.model.trunk import FPN_MAX_LEVEL, min_image_side
-from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits, check_grid
+from hydranet.setup import OBJECT_LABELS, VOCABULARIES, Setup, check_fits
 from hydranet.tasks import TASKS, grid_raster_tasks
 
 
@@ -163,10 +163,9 @@ class ModelConfig(_Strict):
         grid for the tasks whose labels lie on it (``hydranet.tasks.grid_raster_tasks``: ``bev_semantic``'s map;
         ``objects3d``'s boxes are in metres and encoded on the model's grid); raises ``SetupMismatchError`` naming
         ``source``, the field, both values and those tasks."""
-        check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks], bev=False,
-                   model_name=model_name)
-        check_grid(data, self.setup, source, grid_raster_tasks({t: TASKS[t] for t in self.tasks}),
-                   model_name=model_name, remedy="render or convert the data for the model's setup.grid")
+        check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks],
+                   grid_tasks=grid_raster_tasks({t: TASKS[t] for t in self.tasks}),
+                   remedy="render or convert the data for the model's setup.grid", model_name=model_name)
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:
