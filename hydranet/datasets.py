@@ -178,5 +178,6 @@ def open_data_option(spec: str | os.PathLike | Any, option: str = "--data", **kw
     except (ShardError, ValueError) as e:
         message = str(e)
         if len(e.args) == 1 and message == str(e.args[0]) and not message.startswith(option):
-            e.args = (f"{option} {message}" if message.startswith(f"{spec}") else f"{option} {spec}: {message}",)
+            # "runs/x: no such dataset" names the spec as typed; "runs/x/manifest.json: ..." names a file in it
+            e.args = (f"{option} {message}" if message.startswith(f"{spec}:") else f"{option} {spec}: {message}",)
         raise

@@ -33,7 +33,16 @@ from collections.abc import Collection
 from typing import Annotated, Any
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import Tensor
 
@@ -76,8 +85,15 @@ def _check_image_size(v: tuple[int, int]) -> tuple[int, int]:
     return v
 
 
+def _pixel_counts(v: Any) -> Any:
+    # pydantic's lax mode reads a YAML true/false as 1/0: `image_size: [true, 64]` would be (1, 64)
+    if isinstance(v, list | tuple) and any(isinstance(x, bool) for x in v):
+        raise ValueError(f"expected [H, W] (two pixel counts), got {list(v)!r}")
+    return v
+
+
 # An image size (H, W) in pixels: a camera's native size, a network input, a source's output size.
-ImageSize = Annotated[tuple[int, int], AfterValidator(_check_image_size)]
+ImageSize = Annotated[tuple[int, int], BeforeValidator(_pixel_counts), AfterValidator(_check_image_size)]
 Matrix4 = tuple[tuple[float, float, float, float], tuple[float, float, float, float],
                 tuple[float, float, float, float], tuple[float, float, float, float]]
 

@@ -16,6 +16,10 @@ def test_a_data_option_error_names_the_option_and_the_spec_and_keeps_its_type(tm
         open_data_option(str(missing))
     with pytest.raises(ShardError, match=rf"^--pool {missing}: no such dataset"):
         open_data_option(str(missing), option="--pool")
+    empty = tmp_path / "empty"  # a folder that is not a dataset: named as typed, then the file the reader missed
+    empty.mkdir()
+    with pytest.raises(ShardError, match=rf"^--data {empty}: {empty / 'manifest.json'}"):
+        open_data_option(str(empty))
 
 
 @pytest.mark.parametrize("args", [

@@ -108,6 +108,8 @@ class ModelConfig(_Strict):
         # network input too small is always told the network's minimum (min_image_side), whatever its size.
         size = v.get("image_size") if isinstance(v, dict) else getattr(v, "image_size", None)
         try:
+            if any(isinstance(x, bool) for x in size):
+                raise TypeError("a YAML true/false is not a pixel count")
             h, w = (int(x) for x in size)
         except (TypeError, ValueError):  # absent (the default) or malformed: the Setup's own check names it
             return v
