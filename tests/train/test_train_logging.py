@@ -2,6 +2,7 @@
 from the step it resumes at, so each step is logged once, in order, however often the run was stopped."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,17 @@ def _tb_steps(run: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Scalars(tag)]
 
 
+def _next_second() -> None:
+    """Wait into the next second. TensorBoard reads a run's event files in name order, and a name is
+    ``events.out.tfevents.<unix second>.<host>.<pid>.<counter>``: two writers of one process within one second
+    sort by their counter as text (``...10`` before ``...9``), so a resumed attempt's purge could be read before the
+    stopped attempt's events. A resume is a later process in a later second; the tests resume in-process."""
+    time.sleep(1.01 - time.time() % 1.0)
+
+
 def _crash_at(trainer, step: int) -> None:
-    """Make ``trainer.fit()`` die (as a kill would) when it is about to train step ``step + 1``."""
+    """Make ``trainer.fit()`` die (as a kill would) when it is about to train step ``step + 1``; returns in the
+    next second (``_next_second``), when a resumed attempt would start."""
     train_step = trainer.train_step
 
     def crash(batches):
@@ -37,6 +47,7 @@ def _crash_at(trainer, step: int) -> None:
     trainer.train_step = crash
     with pytest.raises(RuntimeError, match="crash"):
         trainer.fit()
+    _next_second()
 
 
 EXPECTED = [("train", 1), ("train", 2), ("eval", 2), ("train", 3), ("train", 4), ("eval", 4), ("train", 5),
@@ -117,6 +128,7 @@ def test_tensorboard_hides_what_an_earlier_attempt_logged_after_the_resumed_step
     with TrainLogger(tmp_path, ["depth"], 10, progress=False) as logger:
         for step in (2, 4, 6):
             logger.log({"step": step, **record})
+    _next_second()
     with TrainLogger(tmp_path, ["depth"], 10, progress=False, resume_step=4) as logger:  # resumed at step 4
         logger.log({"step": 6, **record, "loss": 0.25})
     assert _tb_steps(tmp_path, "loss/total") == [2, 4, 6]
