@@ -209,10 +209,10 @@ def parse_compare(spec: str) -> tuple[str, list[str]]:
     return label, overrides
 
 
-def compare_configs(args: argparse.Namespace) -> list[tuple[str, list[str], Config]]:
-    """``(label, overrides, config)`` of the config itself (label ``config``) and of each ``--compare`` variant,
-    loaded before anything is timed so a bad override fails at once (ConfigError naming it)."""
-    out = [("config", [], step_config(args))]
+def compare_configs(args: argparse.Namespace, cfg: Config) -> list[tuple[str, list[str], Config]]:
+    """``(label, overrides, config)`` of the config itself (``cfg``, label ``config``) and of each ``--compare``
+    variant, loaded before anything is timed so a bad override fails at once (ConfigError naming it)."""
+    out: list[tuple[str, list[str], Config]] = [("config", [], cfg)]
     for spec in args.compare:
         label, overrides = parse_compare(spec)
         try:
@@ -254,7 +254,7 @@ def compare_variants(args: argparse.Namespace, variants: list[tuple[str, list[st
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = step_config(args)
-    to_compare = compare_configs(args) if args.compare else []
+    to_compare = compare_configs(args, cfg) if args.compare else []
     threads = args.threads or cfg.train.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     samples = rendered_batch(cfg, args.batch_size or cfg.train.batch_size)

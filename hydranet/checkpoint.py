@@ -342,7 +342,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     ``save_checkpoint``; older checkpoints: the trunk hash), so a flipped byte or an edited header is refused
     wherever a checkpoint is loaded (resume, ``--from``, eval, export, merge, the feature cache).
     Raises ``CheckpointError`` naming the file."""
-    name = str(path) if str(path).startswith(ZOO_SCHEME) else None  # a zoo entry is named as typed
+    name = str(path) if str(path).startswith(ZOO_SCHEME) else ""  # a zoo entry is named as typed
     path = resolve_checkpoint(path)
     state_file = path / "state.json"
     state = read_state(path)
@@ -375,7 +375,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         # a checkpoint from before files_sha256: the trunk hash still covers the shared feature extractor
         raise CheckpointError(f"{path / 'model.safetensors'}: trunk hash differs from the one recorded in "
                               f"{state_file}: the weights were altered or damaged after they were saved")
-    return Checkpoint(path, state, model, read("optimizer.safetensors", False) if optimizer else {}, name or "")
+    return Checkpoint(path, state, model, read("optimizer.safetensors", False) if optimizer else {}, name)
 
 
 def load_latest_valid(ckpt_dir: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = True

@@ -86,9 +86,10 @@ def _check_image_size(v: tuple[int, int]) -> tuple[int, int]:
 
 
 def _pixel_counts(v: Any) -> Any:
-    # pydantic's lax mode reads a YAML true/false as 1/0: `image_size: [true, 64]` would be (1, 64)
-    if isinstance(v, list | tuple) and any(isinstance(x, bool) for x in v):
-        raise ValueError(f"expected [H, W] (two pixel counts), got {list(v)!r}")
+    """``v`` unchanged when it is an image size's ``[H, W]``, else ``ValueError``: not two values, or a YAML
+    true/false among them (pydantic's lax mode would read ``[true, 64]`` as (1, 64))."""
+    if not isinstance(v, list | tuple) or len(v) != 2 or any(isinstance(x, bool) for x in v):
+        raise ValueError(f"expected [H, W] (two pixel counts), got {v!r}")
     return v
 
 
@@ -309,11 +310,11 @@ class Setup(_Frozen):
             return data
         data = dict(data)
         size = data.get("image_size", cls.model_fields["image_size"].default)
-        if not isinstance(size, list | tuple) or len(size) != 2:  # the rigs below are sized by it: name it first
+        try:  # the rigs below are sized by it: a malformed one is named first, at the field
+            size = tuple(_pixel_counts(size))
+        except ValueError as e:
             raise ValidationError.from_exception_data("Setup", [InitErrorDetails(
-                type=PydanticCustomError("value_error", "expected [H, W] (two pixel counts), got {got}",
-                                         {"got": repr(size)}), loc=("image_size",), input=size)])
-        size = tuple(size)
+                type=PydanticCustomError("value_error", str(e)), loc=("image_size",), input=size)]) from None
         rigs = data.get("rigs")
         if isinstance(rigs, dict):  # {name: rig}: a list in that order
             rigs = [_named(name, rig) for name, rig in rigs.items()]

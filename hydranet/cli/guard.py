@@ -10,7 +10,7 @@ Before a command's body runs, and around it:
    written. A command that writes named parts below its output (``vacation``: each iteration's queue, labels,
    training run and export) declares them too, and no input may lie in a part that gets replaced. A report
    (``eval``, ``gate``, ``autolabel-quality``: JSON; ``report``: HTML) replaces an existing ``--out`` only when
-   that file is a report the same command wrote (``_REPORT_KEYS``): ``eval -o notes.txt`` or ``-o frames.jsonl``
+   that file is a report the same command wrote (``_REPORTS``): ``eval -o notes.txt`` or ``-o frames.jsonl``
    is refused, the file untouched.
 2. **One writer per output**: commands that write a directory (a run, a dataset, a queue, a cache) hold
    ``hydranet.outputs.output_lock`` on it while they run; a second one fails at once naming the holder.
@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -188,41 +188,49 @@ _STRUCTURE_FILES = frozenset({"manifest.json", "state.json", "latest.json", "con
                               "train_log.jsonl", "current.json"})
 
 
-# What a one-file command writes, told by the keys of an earlier output of it: an existing --out is replaced only
-# when it is such a report (the same command's), never a user's file given as -o by mistake (notes.txt, a
-# frames.jsonl, a settings.json, a web page). (export and quantize check their graphs themselves.)
-_REPORT_KEYS: dict[str, tuple[str, tuple[frozenset[str], ...]]] = {
+def _json_with(*key_sets: frozenset[str]) -> Callable[[bytes], bool]:
+    """A test of a file's bytes: a JSON object holding every key of one of ``key_sets``."""
+    def test(data: bytes) -> bool:
+        try:
+            tree = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(tree, dict) and any(keys <= tree.keys() for keys in key_sets)
+    return test
+
+
+# What a one-file command writes, told by an earlier output of it: an existing --out is replaced only when it is
+# such a report (the same command's), never a user's file given as -o by mistake (notes.txt, a frames.jsonl, a
+# settings.json, a web page). (export and quantize check their graphs themselves.)
+_REPORTS: dict[str, tuple[str, Callable[[bytes], bool]]] = {
     "eval": ("a JSON report hydranet eval wrote",
-             (frozenset({"checkpoint", "suites"}), frozenset({"checkpoint", "data"}))),
-    "gate": ("a JSON report hydranet gate wrote", (frozenset({"baseline", "candidate", "passed"}),)),
+             _json_with(frozenset({"checkpoint", "suites"}), frozenset({"checkpoint", "data"}))),
+    "gate": ("a JSON report hydranet gate wrote", _json_with(frozenset({"baseline", "candidate", "passed"}))),
     "autolabel-quality": ("a JSON report hydranet autolabel-quality wrote",
-                          (frozenset({"teacher", "single_frame", "clip_smoothed"}),)),
+                          _json_with(frozenset({"teacher", "single_frame", "clip_smoothed"}))),
+    # hydranet.eval.report's page, by its title
+    "report": ("an HTML report hydranet report wrote",
+               lambda data: b"<title>hydranet evaluation report</title>" in data[:4096]),
 }
-_REPORT_HTML_TITLE = b"<title>hydranet evaluation report</title>"  # hydranet.eval.report's page
 _REPORT_MAX_BYTES = 64 << 20  # a report is far smaller: a larger file is not one (and is not read whole)
 
 
-def _is_own_report(name: str, out: Path) -> bool:
-    """Whether the existing file ``out`` is a report the command ``name`` wrote (see ``_REPORT_KEYS``)."""
-    if out.stat().st_size > _REPORT_MAX_BYTES:
-        return False
-    if name == "report":
-        with open(out, "rb") as f:
-            return _REPORT_HTML_TITLE in f.read(4096)
-    try:
-        tree = json.loads(out.read_bytes())
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(tree, dict) and any(keys <= tree.keys() for keys in _REPORT_KEYS[name][1])
-
-
 def _check_replaced_report(name: str, out: Path, option: str) -> None:
-    """``OutputError`` naming ``option`` when ``out`` exists and is not a report ``name`` wrote."""
-    if (name not in _REPORT_KEYS and name != "report") or not out.is_file() or _is_own_report(name, out):
+    """``OutputError`` naming ``option`` when ``out`` exists and is not a report ``name`` wrote (``_REPORTS``)."""
+    if name not in _REPORTS or not out.is_file():
         return
-    kind = "an HTML report hydranet report wrote" if name == "report" else _REPORT_KEYS[name][0]
+    kind, written_by_it = _REPORTS[name]
+    if out.stat().st_size <= _REPORT_MAX_BYTES and written_by_it(out.read_bytes()):
+        return
     raise OutputError(f"{option} {out} exists and is not {kind}: it would be replaced; choose another file, or move "
                       "that one away")
+
+
+def _check_not_below_a_file(out: Path, option: str) -> None:
+    """``OutputError`` naming ``option`` when a folder above ``out`` is a file (a raw OS error otherwise)."""
+    above = next((p for p in out.parents if p.is_file()), None)
+    if above is not None:
+        raise OutputError(f"{option} {out}: {above} is a file, not a folder")
 
 
 def _check_file_output(out: Path, option: str) -> None:
@@ -231,8 +239,7 @@ def _check_file_output(out: Path, option: str) -> None:
     naming it, instead of a raw OS error after the work or a dataset whose manifest was replaced."""
     if out.is_dir():
         raise OutputError(f"{option} {out} is a directory; {option} names the file to write")
-    if any(p.is_file() for p in out.parents):
-        raise OutputError(f"{option} {out}: {next(p for p in out.parents if p.is_file())} is a file, not a folder")
+    _check_not_below_a_file(out, option)
     if out.name in _STRUCTURE_FILES and out.exists():
         raise OutputError(f"{option} {out} is part of a hydranet dataset, run or checkpoint ({out.name}): writing "
                           "there would replace it; choose another file")
@@ -243,8 +250,7 @@ def _check_directory_output(out: Path, option: str) -> None:
     ``OutputError`` naming it, instead of a raw OS error (``[Errno 17] File exists``) from its first ``mkdir``."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{option} {out}: is a file; give a folder")
-    if any(p.is_file() for p in out.parents):
-        raise OutputError(f"{option} {out}: {next(p for p in out.parents if p.is_file())} is a file, not a folder")
+    _check_not_below_a_file(out, option)
 
 
 def _missing_folders(folder: Path) -> list[Path]:

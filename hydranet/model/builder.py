@@ -38,10 +38,8 @@ class ModelParts:
 
 
 def _build_tasks(cfg: ModelConfig) -> dict[str, Task]:
-    """The configured tasks (config order), created for ``cfg.setup``; ``ValueError`` for an empty list or an
-    unknown feature space."""
-    if not cfg.tasks:
-        raise ValueError("model.tasks is empty: at least one task is needed (a task name and its options)")
+    """The configured tasks (config order), created for ``cfg.setup``; ``ValueError`` for an unknown feature
+    space (``build_parts`` has refused an empty list)."""
     tasks: dict[str, Task] = {}
     for name, options in cfg.tasks.items():
         task = create_task(name, cfg.setup, **options)

@@ -71,10 +71,9 @@ def trim_log(path: Path, step: int) -> bool:
             raise TrainLogError(f"{path}: line {number} is not a training log record (a JSON object with an "
                                 "integer \"step\"); a resumed run keeps this log up to the step it resumes at: "
                                 "fix or delete that line (or move the file away) and resume again")
-    kept = [line for line, s in zip(lines, steps, strict=True) if s is not None and s <= step]
-    if partial or len(kept) != total:
+    if len(lines) != total:  # every line left is a record at or before ``step``
         with atomic_path(path) as tmp:
-            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            tmp.write_bytes(b"".join(line + b"\n" for line in lines))
     return partial
 
 
