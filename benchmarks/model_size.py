@@ -70,7 +70,8 @@ def feature_cache() -> dict[str, dict[str, Any]]:
         world = SyntheticWorld(WorldConfig(seed=11, num_scenes=1, frames_per_scene=1, lighting="day", fog=0.0,
                                            setup=setup))
         with tempfile.TemporaryDirectory(prefix="hydranet-model-size-") as tmp:
-            manifest = write_cache(model, [world[0]], Path(tmp) / "cache", trunk_hash=trunk_hash(model), batch_size=1)
+            manifest = write_cache(model, [world[0]], Path(tmp) / "cache", trunk_hash=trunk_hash(model),
+                                   setup=world.setup, batch_size=1)
         est, levels = manifest["estimate_bytes_per_frame"], manifest["levels"]
         p2 = levels.get("p2")
         out[name] = {"image_size": list(size), "neck_channels": model.cfg.neck.channels, "levels": list(levels),

@@ -140,6 +140,7 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     cache_dir = work / "cache"
     manifest = write_cache(base.eval(), frames, cache_dir, trunk_hash=load_checkpoint(base_dir).state["trunk_hash"],
+                           setup=train_world.setup,
                            batch_size=args.batch, device=device)
     cache = FeatureCache(cache_dir)
     head = fresh()

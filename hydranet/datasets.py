@@ -47,9 +47,16 @@ __all__ = ["dataset_setup", "open_data_option", "open_dataset", "renders_world",
 
 def dataset_setup(ds: Dataset) -> Setup:
     """The ``Setup`` a dataset from ``open_dataset`` reports (every source, ``SyntheticWorld`` and
-    ``ShardDataset`` have ``setup``), through ``Subset`` and one-part ``ConcatDataset``; ``TypeError`` for a
-    dataset that reports none."""
+    ``ShardDataset`` have ``setup``), through ``Subset`` and ``ConcatDataset`` (whose parts must report one
+    setup); ``TypeError`` for a dataset that reports none, or parts that report different setups."""
     ds = _unwrapped(ds)
+    if isinstance(ds, ConcatDataset):
+        setups = [dataset_setup(part) for part in ds.datasets]
+        differs = next((i for i, s in enumerate(setups) if s != setups[0]), None)
+        if differs is not None:
+            raise TypeError(f"the parts of a ConcatDataset report different setups (part 0 and part {differs}): "
+                            "frames of one dataset share one setup")
+        return setups[0]
     setup = getattr(ds, "setup", None)
     if not isinstance(setup, Setup):
         raise TypeError(f"{type(ds).__name__} reports no setup (a Source, SyntheticWorld or ShardDataset does)")

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from hydranet.cli import app
 from hydranet.data import ShardError
-from hydranet.datasets import open_data_option, open_dataset
+from hydranet.datasets import dataset_setup, open_data_option, open_dataset
 
 
 def test_a_data_option_error_names_the_option_and_the_spec_and_keeps_its_type(tmp_path):
@@ -36,3 +36,18 @@ def test_every_command_names_its_data_option_alike(tmp_path, args):
     res = CliRunner().invoke(app, [a.format(spec=spec, tmp=tmp_path) for a in args])
     assert res.exit_code == 2, res.output
     assert f"error: --data {spec}: no such dataset" in " ".join(res.output.split()), res.output
+
+
+def test_dataset_setup_of_concatenated_parts_is_their_one_setup():
+    from torch.utils.data import ConcatDataset, Subset
+
+    from hydranet.setup import Setup
+
+    one = open_dataset("synthetic", world={"seed": 1, "num_scenes": 1, "frames_per_scene": 2})
+    two = open_dataset("synthetic", world={"seed": 2, "num_scenes": 1, "frames_per_scene": 2})
+    assert dataset_setup(ConcatDataset([one, Subset(two, [0])])) == one.setup
+    other = Setup.model_validate({"image_size": [64, 128]})
+    three = open_dataset("synthetic", world={"seed": 3, "num_scenes": 1, "frames_per_scene": 2,
+                                             "setup": other.model_dump(mode="json")})
+    with pytest.raises(TypeError, match="part 0 and part 2"):
+        dataset_setup(ConcatDataset([one, two, three]))

@@ -81,11 +81,12 @@ def cache_features(
     try:
         model, state = load_model(ckpt, device=dev)
         ds = _open_data(data, model, world)
-        model.cfg.check_data(dataset_setup(ds), f"--data {data}", f"checkpoint {ckpt}")
+        setup = dataset_setup(ds)
+        model.cfg.check_data(setup, f"--data {data}", f"checkpoint {ckpt}")
         total = len(ds) if frames is None else min(frames, len(ds))
         with progress("caching", total, console, unit="frames") as bar:
             manifest = write_cache(
-                model, ds, out, trunk_hash=trunk_hash(model), frames=frames, shard_frames=shard_frames,
+                model, ds, out, trunk_hash=trunk_hash(model), setup=setup, frames=frames, shard_frames=shard_frames,
                 batch_size=batch_size, labels=_split(labels), levels=_split(levels), max_gb=max_gb,
                 num_workers=workers, device=dev, overwrite=overwrite,
                 info={"checkpoint": str(state.path), "data": data},

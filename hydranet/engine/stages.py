@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydranet.checkpoint import resolve_checkpoint, trunk_hash
+from hydranet.datasets import dataset_setup
 from hydranet.deploy import DeployedModel, export_checkpoint
 from hydranet.engine.autolabel import AutoLabelConfig, autolabel_items
 from hydranet.engine.label import oracle_items, write_labelled
@@ -214,7 +215,8 @@ def _train_heads(v: VacationRun, it: int, cfg: Any, out: Path, start: str, resum
     if not (cache / MANIFEST).is_file():
         model = load_mining_model(start)
         parts = [open_source(ds) for _, ds in sorted(cfg.data.datasets.items())]
-        write_cache(model, ConcatDataset(parts), cache, trunk_hash=trunk_hash(model), overwrite=True)
+        frames = ConcatDataset(parts)
+        write_cache(model, frames, cache, trunk_hash=trunk_hash(model), setup=dataset_setup(frames), overwrite=True)
     return run_subgraph(cfg, out, from_ckpt=start, tasks=v.pipe.train.tasks, cache=cache, resume=resume,
                         progress=False, resume_hint=_resume_hint(v))
 

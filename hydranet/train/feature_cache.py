@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from hydranet.data import Batch, Sample, collate, is_ragged
+from hydranet.setup import Setup
 from hydranet.train.feature_cache_format import FORMAT, MANIFEST, CacheError
 
 MAX_OPEN_SHARDS = 32  # memory-mapped shards kept open per process (see FeatureCache._shard)
@@ -41,7 +42,13 @@ class FeatureCache:
         except ValueError as e:
             raise CacheError(f"{file}: corrupt manifest ({e})") from None
         if self.manifest.get("format") != FORMAT:
-            raise CacheError(f"{file}: unknown format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+            raise CacheError(f"{file}: format {self.manifest.get('format')!r}, this hydranet reads {FORMAT!r}: "
+                             "rebuild the cache with `hydranet cache-features`")
+        try:
+            self.setup = Setup.model_validate(self.manifest["setup"])  # the data's: heads are checked against it
+        except (KeyError, ValueError) as e:
+            raise CacheError(f"{file}: 'setup' missing or invalid ({e}): rebuild the cache with "
+                             "`hydranet cache-features`") from None
         self.trunk_hash: str = self.manifest["trunk_hash"]
         self.labels: list[str] = list(self.manifest["labels"])
         self.levels: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in self.manifest["levels"].items()}

@@ -7,8 +7,9 @@ function of the image, so its outputs can be computed once and read back every e
 training skips the trunk's forward and backward, which is most of a HydraNet's compute. Layout::
 
     CACHE/
-      cache.json                 manifest, written last (atomically): format, trunk hash, levels and
-                                 shapes, stored labels and their specs, shards, size and write speed
+      cache.json                 manifest, written last (atomically): format, trunk hash, the data's
+                                 setup (image size, rigs, BEV grid, classes), levels and shapes, stored
+                                 labels and their specs, shards, size and write speed
       shard_00000/
         feat.p2.npy ...          float16 [F, N, C, h, w] per FPN level (np.load(mmap_mode="r"))
         intrinsics.npy           float32 [F, N, 3, 3]   (so BEV heads can be trained from the cache:
@@ -35,7 +36,7 @@ from typing import Any
 from hydranet.data import known_labels
 from hydranet.tasks import TASKS
 
-FORMAT = "hydranet-feature-cache/1"
+FORMAT = "hydranet-feature-cache/2"  # 2: the manifest records the data's setup
 MANIFEST = "cache.json"
 GEOMETRY = ("intrinsics", "T_ego_from_cam", "T_world_from_ego", "timestamp", "frame_index")
 

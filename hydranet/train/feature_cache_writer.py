@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hydranet.data import Batch, Sample, collate, is_ragged, known_labels
+from hydranet.setup import Setup
 from hydranet.train.feature_cache_format import (
     FORMAT,
     GEOMETRY,
@@ -166,7 +167,8 @@ class _CacheStats:
 
 
 @torch.no_grad()
-def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_hash: str, frames: int | None = None,
+def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_hash: str, setup: Setup,
+                frames: int | None = None,
                 shard_frames: int = 64, batch_size: int = 4, labels: list[str] | None = None,
                 levels: list[str] | None = None, max_gb: float | None = None, num_workers: int = 0,
                 device: str | torch.device = "cpu", overwrite: bool = False, info: dict[str, Any] | None = None,
@@ -177,6 +179,8 @@ def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_ha
     neck); features are stored float16 ``[F, N, C, h, w]`` per level in shards of ``shard_frames``
     frames, with ``labels`` (default: every registered task's label) and the geometry of each frame.
     ``levels`` limits the FPN levels stored; ``trunk_hash`` keys the cache (``FeatureCache.check_trunk``);
+    ``setup`` is the data's (``hydranet.datasets.dataset_setup``): the heads trained on the cache are checked
+    against it as against the data itself (image size, rigs, the BEV grid of ``bev_semantic``'s maps, classes);
     ``info`` is merged into the manifest; ``on_progress(done, total)`` is called after every batch.
 
     Refuses to start (``CacheError``) when the size estimate exceeds ``max_gb`` or the free disk space,
@@ -208,7 +212,8 @@ def write_cache(model: nn.Module, dataset: Dataset, out: str | Path, *, trunk_ha
                   first.images.shape[0], on_progress)
     stats.seconds = time.perf_counter() - t0
     manifest = {
-        "format": FORMAT, "trunk_hash": trunk_hash, "frames": stats.frames, "shard_frames": shard_frames,
+        "format": FORMAT, "trunk_hash": trunk_hash, "setup": setup.model_dump(mode="json"),
+        "frames": stats.frames, "shard_frames": shard_frames,
         "camera_names": list(first.camera_names), "image_hw": list(first.images.shape[-2:]),
         "levels": {lv: list(s) for lv, s in shapes.items()}, "dtype": "float16", "labels": labels,
         "label_specs": specs, "shards": stats.shards, "bytes": stats.bytes,

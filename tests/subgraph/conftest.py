@@ -57,14 +57,15 @@ def config_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cache(base, frames, tmp_path_factory) -> Path:
+def cache(base, world, frames, tmp_path_factory) -> Path:
     """All 5 frames in shards of 3 (so reads cross a shard boundary)."""
     from hydranet.checkpoint import load_checkpoint, load_model
     from hydranet.train.feature_cache_writer import write_cache
 
     model, _ = load_model(base)
     out = tmp_path_factory.mktemp("cache") / "c"
-    write_cache(model, frames, out, trunk_hash=load_checkpoint(base).state["trunk_hash"], shard_frames=3,
+    write_cache(model, frames, out, trunk_hash=load_checkpoint(base).state["trunk_hash"], setup=world.setup,
+                shard_frames=3,
                 batch_size=2)
     return out
 

@@ -74,24 +74,52 @@ def test_cache_refused_for_another_trunk(base, other_trunk, cache, runner, tmp_p
     assert res.exit_code == 2 and "trunk" in res.output and not (tmp_path / "x" / "checkpoints").exists()
 
 
-def test_cache_budget_and_bad_input(base, frames, cache, tmp_path):
+def test_cache_records_its_data_setup_and_refuses_grid_heads_of_another_grid(base, runner, tmp_path):
+    """A cache of frames on a 1 m grid for a model on a 2 m grid: its setup is in the manifest, and a head whose
+    labels lie on the grid (bev_semantic) is refused before training, naming the grid; old caches are refused."""
+    from subgraph_testkit import SCENES, SETUP
+
+    from hydranet.world import SyntheticWorld, WorldConfig
+
+    fine = {**SETUP, "grid": {**SETUP["grid"], "cell": 1.0}}
+    world = SyntheticWorld(WorldConfig(**{**SCENES, "frames_per_scene": 2}, setup=fine))
+    model, _ = load_model(base)
+    out = tmp_path / "fine"
+    write_cache(model, [world[0], world[1]], out, trunk_hash=trunk_hash(model), setup=world.setup)
+    assert FeatureCache(out).setup == world.setup and FeatureCache(out).setup.grid.cell == 1.0
+    res = invoke(runner, "train", "--from", base, "--tasks", "bev_semantic", "--from-cache", out,
+                 "-o", tmp_path / "bev", "--no-progress")
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "BEV grid is" in text and "bev_semantic" in text, res.output
+    assert "without --from-cache" in text and not (tmp_path / "bev" / "checkpoints").exists()
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "format": "hydranet-feature-cache/1"}))
+    with pytest.raises(CacheError, match="rebuild the cache with `hydranet cache-features`"):
+        FeatureCache(out)
+    del manifest["setup"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match="'setup' missing or invalid"):
+        FeatureCache(out)
+
+
+def test_cache_budget_and_bad_input(base, world, frames, cache, tmp_path):
     model, _ = load_model(base)
     out = tmp_path / "big"
     with pytest.raises(CacheError, match="exceeds --max-gb"):
-        write_cache(model, frames, out, trunk_hash="x", max_gb=1e-6)
+        write_cache(model, frames, out, trunk_hash="x", setup=world.setup, max_gb=1e-6)
     assert not out.exists()  # refused before writing anything
     with pytest.raises(CacheError, match="exists and is not empty"):
-        write_cache(model, frames, cache, trunk_hash="x")
+        write_cache(model, frames, cache, trunk_hash="x", setup=world.setup)
     with pytest.raises(CacheError, match="unknown label"):
-        write_cache(model, frames, tmp_path / "l", trunk_hash="x", labels=["nope"])
+        write_cache(model, frames, tmp_path / "l", trunk_hash="x", setup=world.setup, labels=["nope"])
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / MANIFEST).write_text("{not json")
     with pytest.raises(CacheError, match="corrupt manifest"):
         FeatureCache(broken)
     # Only the levels asked for, and only the labels asked for: a smaller cache.
-    small = write_cache(model, frames[:2], tmp_path / "small", trunk_hash="x", levels=["p3", "p4", "p5"],
-                        labels=["drivable"])
+    small = write_cache(model, frames[:2], tmp_path / "small", trunk_hash="x", setup=world.setup,
+                        levels=["p3", "p4", "p5"], labels=["drivable"])
     full = json.loads((cache / MANIFEST).read_text())
     assert small["bytes_per_frame"] < full["bytes_per_frame"] / 2 and small["labels"] == ["drivable"]
     assert not (tmp_path / "small" / "shard_00000" / "feat.p2.npy").exists()
@@ -144,10 +172,11 @@ def test_resuming_a_finished_cache_run_says_so_and_writes_nothing(base, cache, r
     assert after == files
 
 
-def test_add_task_refuses_missing_label_and_existing_task(base, frames, runner, tmp_path):
+def test_add_task_refuses_missing_label_and_existing_task(base, world, frames, runner, tmp_path):
     model, _ = load_model(base)
     only = tmp_path / "only_drivable"
-    write_cache(model, frames[:2], only, trunk_hash=trunk_hash(model), labels=["drivable"])
+    write_cache(model, frames[:2], only, trunk_hash=trunk_hash(model), setup=world.setup,
+                labels=["drivable"])
     res = invoke(runner, "train", "--from", base, "--add-task", "lanes", "--from-cache", only, "-o", tmp_path / "a",
                  "--no-progress")
     assert res.exit_code == 2 and "does not store the label" in res.output and "lanes" in res.output
