@@ -32,7 +32,7 @@ from hydranet.setup import Setup
 from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
-from hydranet.train.config import Config, ConfigError, config_to_dict
+from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict
 from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup, undeclared_rigs
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
@@ -413,13 +413,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
-    """Compare a resumed run's config with the ``config.yaml`` it was started with. Differences in
-    ``_RESUMABLE_CHANGES`` are returned as one note; any other difference raises ``ConfigError`` naming the
-    fields and both values (resume without ``--config`` to use the run's own)."""
+    """Compare a resumed run's config with the ``config.yaml`` it was started with, both resolved (a file written
+    by hand, its defaults left out, reads as the config it resolves to). Differences in ``_RESUMABLE_CHANGES`` are
+    returned as one note; any other difference raises ``ConfigError`` naming the fields and both values (resume
+    without ``--config`` to use the run's own); a ``config.yaml`` that is no valid config raises ``ConfigError``
+    naming it."""
     stored_file = out_dir / "config.yaml"
     if not stored_file.is_file():
         return None
-    stored = _flatten(read_yaml_mapping(stored_file, ConfigError, "the run's config as a mapping", empty={}))
+    tree = read_yaml_mapping(stored_file, ConfigError, "the run's config as a mapping", empty={})
+    stored = _flatten(config_to_dict(config_from_dict(tree, str(stored_file))))
     given = _flatten(config_to_dict(cfg))
     changed = sorted(k for k in set(stored) | set(given) if stored.get(k, "<unset>") != given.get(k, "<unset>"))
     allowed = [k for k in changed if k.startswith(_RESUMABLE_CHANGES)]

@@ -37,6 +37,17 @@ def test_resume_with_another_config_says_what_differs(tmp_path):
     assert "resuming with a changed config: train.steps 1 -> 2" in " ".join(res.output.split())
 
 
+def test_resume_reads_a_config_written_by_hand_as_the_config_it_resolves_to(tmp_path):
+    """A run folder whose config.yaml the user wrote (its defaults left out) resumes with that config: the two
+    are compared resolved, so no field is reported as changed from "<unset>"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    train_config(run / "config.yaml", steps=1)
+    res = cli("train", "--resume", "-o", run, "--no-progress", code=0)
+    assert "differs" not in res.output and "changed config" not in res.output, res.output
+    assert (run / "checkpoints").is_dir()
+
+
 def test_vacation_current_json_is_relative_to_its_run(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "vac"
     ckpt = run / "iter_001" / "train" / "checkpoints" / "step_00000001"
