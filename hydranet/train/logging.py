@@ -64,6 +64,8 @@ def trim_log(path: Path, step: int) -> bool:
     if partial:
         lines, steps = lines[:-1], steps[:-1]
     # Records are in step order: from the first one past ``step`` on, every line is dropped, a damaged one too.
+    # A damaged line before it is refused even right after a record at ``step``: a step's eval record follows its
+    # training record, so that line may be one to keep.
     tail = next((i for i, s in enumerate(steps) if s is not None and s > step), len(steps))
     lines, steps = lines[:tail], steps[:tail]
     for number, s in enumerate(steps, 1):

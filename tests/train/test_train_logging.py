@@ -113,6 +113,7 @@ def test_trim_log_keeps_steps_up_to_the_resumed_one_and_drops_a_partial_last_lin
 @pytest.mark.parametrize("bad", ['{"step": 2, "lr"', "not json", '{"lr": 0.1}', '[1, 2]', '{"step": "2"}'])
 def test_a_corrupt_line_before_the_last_is_an_error_naming_the_file_and_line(tmp_path, bad):
     log = tmp_path / "train_log.jsonl"
+    # line 2 lies between the resumed step's record and a later one: it may be step 1's eval record, to keep
     text = f'{{"step": 1, "lr": 0.1}}\n{bad}\n{{"step": 3, "lr": 0.1}}\n'
     log.write_text(text)
     with pytest.raises(TrainLogError, match=rf"^{log}: line 2 is not a training log record") as e:
