@@ -82,7 +82,8 @@ def cache_features(
         model, state = load_model(ckpt, device=dev)
         ds = _open_data(data, model, world)
         setup = dataset_setup(ds)
-        model.cfg.check_data(setup, f"--data {data}", f"checkpoint {ckpt}")
+        model.cfg.check_data(setup, f"--data {data}", f"checkpoint {ckpt}", labels=_split(labels),
+                             remedy="leave their labels out of --labels")
         total = len(ds) if frames is None else min(frames, len(ds))
         with progress("caching", total, console, unit="frames") as bar:
             manifest = write_cache(

@@ -6,6 +6,7 @@ The config is plain data so it round-trips through YAML and checkpoints (``model
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -160,14 +161,18 @@ class ModelConfig(_Strict):
             raise ValueError(f"fusion.stride {self.fusion.stride} must divide the BEV grid shape {grid.shape}")
         return self
 
-    def check_data(self, data: Setup, source: str, model_name: str = "the model") -> None:
+    def check_data(self, data: Setup, source: str, model_name: str = "the model", *,
+                   labels: Collection[str] | None = None, remedy: str = "") -> None:
         """``hydranet.setup.check_fits`` of a data setup against this model's, for its tasks' labels, and the BEV
         grid for the tasks whose labels lie on it (``hydranet.tasks.grid_raster_tasks``: ``bev_semantic``'s map;
         ``objects3d``'s boxes are in metres and encoded on the model's grid); raises ``SetupMismatchError`` naming
-        ``source``, the field, both values and those tasks."""
-        check_fits(data, self.setup, source, labels=[TASKS[t].label for t in self.tasks],
-                   grid_tasks=grid_raster_tasks({t: TASKS[t] for t in self.tasks}),
-                   remedy="render or convert the data for the model's setup.grid", model_name=model_name)
+        ``source``, the field, both values and those tasks. ``labels``: the labels the data is read for (default:
+        every task's), so only the tasks learning from them count; ``remedy``: a way on beside rendering or
+        converting the data for the model's grid."""
+        tasks = {t: TASKS[t] for t in self.tasks if labels is None or TASKS[t].label in labels}
+        ways = ["render or convert the data for the model's setup.grid", *([remedy] if remedy else [])]
+        check_fits(data, self.setup, source, labels=[task.label for task in tasks.values()],
+                   grid_tasks=grid_raster_tasks(tasks), remedy=", or ".join(ways), model_name=model_name)
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> ModelConfig:

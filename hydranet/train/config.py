@@ -63,7 +63,7 @@ class DatasetConfig(BaseModel):
 
     kind: str
     path: str | None = None  # shards: directory written by `hydranet generate` / `hydranet convert`
-    world: dict[str, Any] = Field(default_factory=dict)  # world: WorldConfig fields
+    world: dict[str, Any] | str = Field(default_factory=dict)  # world: WorldConfig fields, or a world YAML's path
     frames: int | None = Field(default=None, ge=1)  # world: frames to render; others: limit (None = all)
 
     def options(self) -> dict[str, Any]:
@@ -378,7 +378,7 @@ def _nested_errors(tree: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     if isinstance(ev, dict):
         items.append(("eval", ev))
     for name, ds in items:
-        if isinstance(ds, dict) and ds.get("kind") == "world" and ds.get("world"):
+        if isinstance(ds, dict) and ds.get("kind") == "world" and isinstance(ds.get("world"), dict) and ds["world"]:
             try:
                 WorldConfig.model_validate(ds["world"])
             except ValidationError as e:
@@ -444,3 +444,19 @@ def _sections_created(tree: dict[str, Any], overrides: list[str]) -> dict[str, s
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """``cfg`` as a JSON-ready dict (what checkpoints record and ``config_from_dict`` reads back)."""
     return cfg.model_dump(mode="json")
+
+
+def resolved_config_dict(cfg: Config) -> dict[str, Any]:
+    """``config_to_dict(cfg)`` with the sections a config keeps as written resolved to what they mean: the model
+    (its preset merged in, ``resolved_model``) with each task's options, and each world dataset's ``world``, with
+    every default filled in. Two configs that train the same thing give equal dicts, however much of their defaults
+    each spells out (``train --resume`` compares a run's config so). A world given as a YAML path stays the path."""
+    tree = config_to_dict(cfg)
+    model = cfg.resolved_model().model_dump(mode="json")
+    model["tasks"] = {name: TASKS.validate(name, options, f"model.tasks.{name}").model_dump(mode="json")
+                      for name, options in model["tasks"].items()}
+    tree["model"] = model
+    for section in [*tree["data"]["datasets"].values(), tree["data"].get("eval")]:
+        if isinstance(section, dict) and section.get("kind") == "world" and isinstance(section.get("world"), dict):
+            section["world"] = WorldConfig.model_validate(section["world"]).model_dump(mode="json")
+    return tree

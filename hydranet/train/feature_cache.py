@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hydranet.config_errors import format_validation_error
 from hydranet.data import Batch, Sample, collate, is_ragged
 from hydranet.setup import Setup
 from hydranet.train.feature_cache_format import FORMAT, MANIFEST, CacheError
@@ -43,12 +45,15 @@ class FeatureCache:
             raise CacheError(f"{file}: corrupt manifest ({e})") from None
         if self.manifest.get("format") != FORMAT:
             raise CacheError(f"{file}: format {self.manifest.get('format')!r}, this hydranet reads {FORMAT!r}: "
-                             "rebuild the cache with `hydranet cache-features`")
+                             f"rebuild the cache: {self._rebuild_command()}")
+        if "setup" not in self.manifest:
+            raise CacheError(f"{file}: records no 'setup' (the data's image size, rigs, grid and classes that the "
+                             f"heads trained on it are checked against): rebuild the cache: {self._rebuild_command()}")
         try:
             self.setup = Setup.model_validate(self.manifest["setup"])  # the data's: heads are checked against it
-        except (KeyError, ValueError) as e:
-            raise CacheError(f"{file}: 'setup' missing or invalid ({e}): rebuild the cache with "
-                             "`hydranet cache-features`") from None
+        except ValidationError as e:
+            raise CacheError(f"{format_validation_error(e, str(file), prefix='setup', sep='; ')}; rebuild the cache: "
+                             f"{self._rebuild_command()}") from None
         self.trunk_hash: str = self.manifest["trunk_hash"]
         self.labels: list[str] = list(self.manifest["labels"])
         self.levels: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in self.manifest["levels"].items()}
@@ -61,6 +66,13 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    def _rebuild_command(self) -> str:
+        """The ``cache-features`` command that writes this cache again, from the checkpoint and data it records."""
+        ckpt, data = self.manifest.get("checkpoint"), self.manifest.get("data")
+        if isinstance(ckpt, str) and isinstance(data, str):
+            return f"`hydranet cache-features --ckpt {ckpt} --data {data} -o {self.path} --overwrite`"
+        return f"`hydranet cache-features --ckpt CHECKPOINT --data DATA -o {self.path} --overwrite`"
 
     def check_trunk(self, expected: str, what: str = "the model") -> None:
         """Refuse a cache written by another trunk (weights or BatchNorm statistics differ)."""

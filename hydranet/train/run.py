@@ -32,7 +32,7 @@ from hydranet.setup import Setup
 from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
-from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict
+from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, resolved_config_dict
 from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup, undeclared_rigs
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
@@ -413,17 +413,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
-    """Compare a resumed run's config with the ``config.yaml`` it was started with, both resolved (a file written
-    by hand, its defaults left out, reads as the config it resolves to). Differences in ``_RESUMABLE_CHANGES`` are
-    returned as one note; any other difference raises ``ConfigError`` naming the fields and both values (resume
-    without ``--config`` to use the run's own); a ``config.yaml`` that is no valid config raises ``ConfigError``
-    naming it."""
+    """Compare a resumed run's config with the ``config.yaml`` it was started with, both resolved
+    (``resolved_config_dict``: a file written by hand, its defaults left out, reads as the config it resolves to).
+    Differences in ``_RESUMABLE_CHANGES`` are returned as one note; any other difference raises ``ConfigError``
+    naming the fields and both values (resume without ``--config`` to use the run's own); a ``config.yaml`` that is
+    no valid config raises ``ConfigError`` naming it."""
     stored_file = out_dir / "config.yaml"
     if not stored_file.is_file():
         return None
-    tree = read_yaml_mapping(stored_file, ConfigError, "the run's config as a mapping", empty={})
-    stored = _flatten(config_to_dict(config_from_dict(tree, str(stored_file))))
-    given = _flatten(config_to_dict(cfg))
+    stored = _flatten(_stored_config(stored_file))
+    given = _flatten(resolved_config_dict(cfg))
     changed = sorted(k for k in set(stored) | set(given) if stored.get(k, "<unset>") != given.get(k, "<unset>"))
     allowed = [k for k in changed if k.startswith(_RESUMABLE_CHANGES)]
     refused = [k for k in changed if k not in allowed]
@@ -439,12 +438,30 @@ def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
         raise ConfigError(f"--resume: the config differs from the run's {stored_file} in {show(refused)}; resume "
                           "without --config or --set of those fields (the run keeps its own) or train the new config "
                           "into another --out")
-    return f"resuming with a changed config: {show(allowed)}" if allowed else None
+    return (f"resuming with a changed config: {show(allowed)} ({stored_file.name} records the new values)"
+            if allowed else None)
+
+
+def _stored_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` resolved (``resolved_config_dict``); ``ConfigError`` naming the file if it is none."""
+    tree = read_yaml_mapping(path, ConfigError, "the run's config as a mapping", empty={})
+    return resolved_config_dict(config_from_dict(tree, str(path)))
 
 
 def write_run_config(cfg: Config, out_dir: Path, info: distributed.DistInfo) -> None:
-    """Rank 0 writes the resolved config beside the run; every rank waits for it."""
+    """Rank 0 writes the config beside the run, unless the ``config.yaml`` there already means it (a resumed run,
+    or a file the user wrote by hand, comments and all, is left as it is); every rank waits for it."""
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        path = out_dir / "config.yaml"
+        if not (path.is_file() and _same_config(path, cfg)):
+            path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     distributed.barrier()
+
+
+def _same_config(path: Path, cfg: Config) -> bool:
+    """Whether ``path`` is a config that resolves to ``cfg``'s (``resolved_config_dict``)."""
+    try:
+        return _stored_config(path) == resolved_config_dict(cfg)
+    except ConfigError:
+        return False

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from faults_kit import cli, error_line, train_config
 from pydantic import BaseModel, ValidationError
 
@@ -38,14 +39,34 @@ def test_resume_with_another_config_says_what_differs(tmp_path):
 
 
 def test_resume_reads_a_config_written_by_hand_as_the_config_it_resolves_to(tmp_path):
-    """A run folder whose config.yaml the user wrote (its defaults left out) resumes with that config: the two
-    are compared resolved, so no field is reported as changed from "<unset>"."""
+    """A run folder whose config.yaml the user wrote (its defaults left out, a comment in it) resumes with that
+    config and keeps the file as written: the two are compared resolved, so no field is reported as changed from
+    "<unset>"."""
     run = tmp_path / "run"
     run.mkdir()
-    train_config(run / "config.yaml", steps=1)
+    written = "# my experiment\n" + train_config(run / "config.yaml", steps=1).read_text()
+    (run / "config.yaml").write_text(written)
     res = cli("train", "--resume", "-o", run, "--no-progress", code=0)
     assert "differs" not in res.output and "changed config" not in res.output, res.output
-    assert (run / "checkpoints").is_dir()
+    assert (run / "checkpoints").is_dir() and (run / "config.yaml").read_text() == written
+
+
+def test_resume_compares_world_and_task_options_with_their_defaults_filled_in(tmp_path):
+    """A config that spells out a world field's or a task option's default trains what the run's config trains."""
+    run = tmp_path / "run"
+    cli("train", "-c", train_config(tmp_path / "c.yaml", steps=1), "-o", run, "--no-progress", code=0)
+    tree = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    tree["data"]["datasets"]["w"]["world"]["rate_hz"] = 10.0  # the world's default
+    tree["model"]["tasks"]["drivable"] = {"threshold": 0.5}  # the task's default
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text(yaml.safe_dump(tree))
+    res = cli("train", "--resume", "-c", explicit, "-o", run, "--set", "train.steps=2", "--no-progress", code=0)
+    text = " ".join(res.output.split())
+    assert "differs" not in text and "resuming with a changed config: train.steps 1 -> 2" in text, res.output
+    tree["model"]["tasks"]["drivable"] = {"threshold": 0.6}
+    explicit.write_text(yaml.safe_dump(tree))
+    line = error_line(cli("train", "--resume", "-c", explicit, "-o", run, "--set", "train.steps=3", code=2))
+    assert "model.tasks.drivable.threshold 0.5 -> 0.6" in line, line
 
 
 def test_vacation_current_json_is_relative_to_its_run(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from subgraph_testkit import invoke, outputs
 
 from hydranet.checkpoint import load_checkpoint, load_model, trunk_hash
@@ -92,14 +93,32 @@ def test_cache_records_its_data_setup_and_refuses_grid_heads_of_another_grid(bas
     text = " ".join(res.output.split())
     assert res.exit_code == 2 and "BEV grid is" in text and "bev_semantic" in text, res.output
     assert "without --from-cache" in text and not (tmp_path / "bev" / "checkpoints").exists()
+    # cache-features counts only the heads whose labels it stores: bev_semantic's left out, another grid is fine
+    world_file = tmp_path / "fine.yaml"
+    world_file.write_text(yaml.safe_dump({**SCENES, "frames_per_scene": 2, "setup": fine}))
+    res = invoke(runner, "cache-features", "--ckpt", base, "--data", world_file, "-o", tmp_path / "c1")
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "bev_semantic" in text and "leave their labels out of --labels" in text, res.output
+    res = invoke(runner, "cache-features", "--ckpt", base, "--data", world_file, "-o", tmp_path / "c2",
+                 "--labels", "drivable,depth")
+    assert res.exit_code == 0, res.output
     manifest = json.loads((out / MANIFEST).read_text())
     (out / MANIFEST).write_text(json.dumps({**manifest, "format": "hydranet-feature-cache/1"}))
-    with pytest.raises(CacheError, match="rebuild the cache with `hydranet cache-features`"):
+    rebuild = f"rebuild the cache: `hydranet cache-features --ckpt CHECKPOINT --data DATA -o {out} --overwrite`"
+    with pytest.raises(CacheError, match="format 'hydranet-feature-cache/1'") as e:
         FeatureCache(out)
+    assert str(e.value).endswith(rebuild)
+    bad = {**manifest, "setup": {**manifest["setup"], "image_size": [0, -3]}}
+    (out / MANIFEST).write_text(json.dumps({**bad, "checkpoint": "runs/a", "data": "w.yaml"}))
+    with pytest.raises(CacheError, match=r"cache.json: setup.image_size: .*too small") as e:
+        FeatureCache(out)
+    assert "input_value" not in str(e.value) and str(e.value).endswith(
+        f"rebuild the cache: `hydranet cache-features --ckpt runs/a --data w.yaml -o {out} --overwrite`")
     del manifest["setup"]
     (out / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(CacheError, match="'setup' missing or invalid"):
+    with pytest.raises(CacheError, match="records no 'setup'") as e:
         FeatureCache(out)
+    assert str(e.value).endswith(rebuild)
 
 
 def test_cache_budget_and_bad_input(base, world, frames, cache, tmp_path):

@@ -226,3 +226,18 @@ def test_a_line_naming_no_field_survives_the_set_attribution(tmp_path, monkeypat
     lines = str(err.value).splitlines()
     assert any(line.endswith("cfg.yaml: model.bev_channels: seven is unlucky") for line in lines), lines
     assert "--set train.lr=abc: train.lr: Input should be a valid number, unable to parse string as a number" in lines
+
+
+def test_a_world_dataset_takes_a_world_file_path(tmp_path):
+    """``world: PATH`` (docs/world.md) as well as ``world: {fields}``; the model's setup flows in unless the file
+    declares one, and a world file that does not exist is an error naming it."""
+    world = tmp_path / "night.yaml"
+    world.write_text(yaml.safe_dump({"seed": 4, "num_scenes": 2, "frames_per_scene": 3, "lighting": "night"}))
+    tree = {**BASE, "data": {"datasets": {"w": {"kind": "world", "world": str(world), "frames": 4}}}}
+    cfg = load_config(write(tmp_path, tree))
+    wc = world_config(cfg)
+    assert (wc.seed, wc.lighting, wc.num_scenes) == (4, "night", 2)
+    assert wc.setup == cfg.resolved_model().setup
+    tree["data"]["datasets"]["w"]["world"] = str(tmp_path / "missing.yaml")
+    with pytest.raises((ValueError, OSError), match="missing.yaml"):
+        world_config(load_config(write(tmp_path, tree)))
