@@ -90,7 +90,7 @@ def cache_features(
                 model, ds, out, trunk_hash=trunk_hash(model), setup=setup, frames=frames, shard_frames=shard_frames,
                 batch_size=batch_size, labels=_split(labels), levels=_split(levels), max_gb=max_gb,
                 num_workers=workers, device=dev, overwrite=overwrite,
-                info={"checkpoint": str(state.path), "data": data},
+                info={"checkpoint": str(state.path), "data": data, "world": list(world)},
                 on_progress=lambda done, n: bar.update(done))
     except (CacheError, CheckpointError, ShardError, ValueError) as e:  # ShardError: corrupt shard
         raise _fail(str(e), e) from None

@@ -27,7 +27,7 @@ from hydranet.data import SourceConfigError, parse_options
 from hydranet.model import MODEL_PRESETS, ModelConfig
 from hydranet.tasks import TASKS
 from hydranet.train.balancing import BalancingConfig
-from hydranet.world import WorldConfig
+from hydranet.world import WorldConfig, load_world_config
 from hydranet.yaml_files import read_yaml_mapping, yaml_error_message
 
 
@@ -448,15 +448,16 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def resolved_config_dict(cfg: Config) -> dict[str, Any]:
     """``config_to_dict(cfg)`` with the sections a config keeps as written resolved to what they mean: the model
-    (its preset merged in, ``resolved_model``) with each task's options, and each world dataset's ``world``, with
-    every default filled in. Two configs that train the same thing give equal dicts, however much of their defaults
-    each spells out (``train --resume`` compares a run's config so). A world given as a YAML path stays the path."""
+    (its preset merged in, ``resolved_model``) with each task's options, and each world dataset's ``world`` (inline
+    fields, or the world YAML a path names, read now: ``ValueError`` naming a file that cannot be read), with every
+    default filled in. Two configs that train the same thing give equal dicts, however much of their defaults each
+    spells out and wherever their world is written (``train --resume`` compares a run's config so)."""
     tree = config_to_dict(cfg)
     model = cfg.resolved_model().model_dump(mode="json")
     model["tasks"] = {name: TASKS.validate(name, options, f"model.tasks.{name}").model_dump(mode="json")
                       for name, options in model["tasks"].items()}
     tree["model"] = model
     for section in [*tree["data"]["datasets"].values(), tree["data"].get("eval")]:
-        if isinstance(section, dict) and section.get("kind") == "world" and isinstance(section.get("world"), dict):
-            section["world"] = WorldConfig.model_validate(section["world"]).model_dump(mode="json")
+        if isinstance(section, dict) and section.get("kind") == "world":
+            section["world"] = load_world_config(section.get("world") or None).model_dump(mode="json")
     return tree

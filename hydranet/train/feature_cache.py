@@ -46,6 +46,13 @@ class FeatureCache:
         if self.manifest.get("format") != FORMAT:
             raise CacheError(f"{file}: format {self.manifest.get('format')!r}, this hydranet reads {FORMAT!r}: "
                              f"rebuild the cache: {self._rebuild_command()}")
+        needed = {"trunk_hash": str, "labels": list, "levels": dict, "camera_names": list, "image_hw": list,
+                  "shards": list}
+        bad = [k for k, kind in needed.items() if not isinstance(self.manifest.get(k), kind)]
+        if bad:
+            fields = ", ".join(f"'{k}' (a {needed[k].__name__})" for k in bad)
+            raise CacheError(f"{file}: {fields} missing or of another type: rebuild the cache: "
+                             f"{self._rebuild_command()}")
         if "setup" not in self.manifest:
             raise CacheError(f"{file}: records no 'setup' (the data's image size, rigs, grid and classes that the "
                              f"heads trained on it are checked against): rebuild the cache: {self._rebuild_command()}")
@@ -68,11 +75,20 @@ class FeatureCache:
         return int(self.starts[-1])
 
     def _rebuild_command(self) -> str:
-        """The ``cache-features`` command that writes this cache again, from the checkpoint and data it records."""
-        ckpt, data = self.manifest.get("checkpoint"), self.manifest.get("data")
-        if isinstance(ckpt, str) and isinstance(data, str):
-            return f"`hydranet cache-features --ckpt {ckpt} --data {data} -o {self.path} --overwrite`"
-        return f"`hydranet cache-features --ckpt CHECKPOINT --data DATA -o {self.path} --overwrite`"
+        """The ``cache-features`` command that writes this cache again, from what it records: the checkpoint, the
+        data and its ``--world`` overrides, the frames, labels and levels (placeholders for what it does not)."""
+        m = self.manifest
+        ckpt, data = m.get("checkpoint"), m.get("data")
+        words = ["hydranet cache-features", f"--ckpt {ckpt if isinstance(ckpt, str) else 'CHECKPOINT'}",
+                 f"--data {data if isinstance(data, str) else 'DATA'}"]
+        words += [f"--world {item}" for item in m.get("world") or [] if isinstance(item, str)]
+        if isinstance(m.get("frames"), int):
+            words.append(f"--frames {m['frames']}")
+        if isinstance(m.get("labels"), list) and m["labels"]:
+            words.append(f"--labels {','.join(map(str, m['labels']))}")
+        if isinstance(m.get("levels"), dict) and m["levels"]:
+            words.append(f"--levels {','.join(map(str, m['levels']))}")
+        return "`" + " ".join([*words, f"-o {self.path} --overwrite"]) + "`"
 
     def check_trunk(self, expected: str, what: str = "the model") -> None:
         """Refuse a cache written by another trunk (weights or BatchNorm statistics differ)."""

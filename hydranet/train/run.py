@@ -438,8 +438,23 @@ def _check_resumed_config(cfg: Config, out_dir: Path) -> str | None:
         raise ConfigError(f"--resume: the config differs from the run's {stored_file} in {show(refused)}; resume "
                           "without --config or --set of those fields (the run keeps its own) or train the new config "
                           "into another --out")
+    reached = _reached_step(out_dir) if "train.steps" in allowed else None
+    if reached is not None and cfg.train.steps < reached:
+        raise ConfigError(f"--resume: train.steps {cfg.train.steps} is below step {reached}, which the run's newest "
+                          f"checkpoint has reached: give train.steps >= {reached} (the run keeps its checkpoints), or "
+                          "train the new config into another --out")
     return (f"resuming with a changed config: {show(allowed)} ({stored_file.name} records the new values)"
             if allowed else None)
+
+
+def _reached_step(out_dir: Path) -> int | None:
+    """The step of the run's newest checkpoint (its ``latest.json``), None when it has none or it cannot be read
+    (resuming then says why)."""
+    try:
+        step = read_state(out_dir).get("step")
+    except CheckpointError:
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _stored_config(path: Path) -> dict[str, Any]:
@@ -463,5 +478,5 @@ def _same_config(path: Path, cfg: Config) -> bool:
     """Whether ``path`` is a config that resolves to ``cfg``'s (``resolved_config_dict``)."""
     try:
         return _stored_config(path) == resolved_config_dict(cfg)
-    except ConfigError:
+    except (ValueError, OSError):  # not a config (ConfigError), or its world file cannot be read: write ours
         return False

@@ -63,10 +63,26 @@ def test_resume_compares_world_and_task_options_with_their_defaults_filled_in(tm
     res = cli("train", "--resume", "-c", explicit, "-o", run, "--set", "train.steps=2", "--no-progress", code=0)
     text = " ".join(res.output.split())
     assert "differs" not in text and "resuming with a changed config: train.steps 1 -> 2" in text, res.output
+    # the same world written as a file's path: the same config; an edited world file is a change
+    tree["train"]["steps"] = 2  # the run's own now
+    world = tmp_path / "world.yaml"
+    world.write_text(yaml.safe_dump(tree["data"]["datasets"]["w"]["world"]))
+    tree["data"]["datasets"]["w"]["world"] = str(world)
+    explicit.write_text(yaml.safe_dump(tree))
+    res = cli("train", "--resume", "-c", explicit, "-o", run, "--no-progress", code=0)
+    assert "differs" not in res.output, res.output
+    world.write_text(yaml.safe_dump({**yaml.safe_load(world.read_text()), "lighting": "night"}))
+    line = error_line(cli("train", "--resume", "-c", explicit, "-o", run, "--set", "train.steps=3", code=2))
+    assert "data.datasets.w.world.lighting 'day' -> 'night'" in line, line
+    tree["data"]["datasets"]["w"]["world"] = yaml.safe_load((tmp_path / "c.yaml").read_text())["data"]["datasets"][
+        "w"]["world"]
     tree["model"]["tasks"]["drivable"] = {"threshold": 0.6}
     explicit.write_text(yaml.safe_dump(tree))
     line = error_line(cli("train", "--resume", "-c", explicit, "-o", run, "--set", "train.steps=3", code=2))
     assert "model.tasks.drivable.threshold 0.5 -> 0.6" in line, line
+    # fewer steps than the run has trained would make its config.yaml say what its checkpoints are not
+    line = error_line(cli("train", "--resume", "-o", run, "--set", "train.steps=1", code=2))
+    assert "train.steps 1 is below step 2" in line, line
 
 
 def test_vacation_current_json_is_relative_to_its_run(tmp_path, monkeypatch):

@@ -104,21 +104,27 @@ def test_cache_records_its_data_setup_and_refuses_grid_heads_of_another_grid(bas
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / MANIFEST).read_text())
     (out / MANIFEST).write_text(json.dumps({**manifest, "format": "hydranet-feature-cache/1"}))
-    rebuild = f"rebuild the cache: `hydranet cache-features --ckpt CHECKPOINT --data DATA -o {out} --overwrite`"
+    # the rebuild command is the whole one: what the cache records, placeholders for what it does not
+    labels, levels = ",".join(manifest["labels"]), ",".join(manifest["levels"])
+    rebuild = (f"rebuild the cache: `hydranet cache-features --ckpt CHECKPOINT --data DATA --frames 2 "
+               f"--labels {labels} --levels {levels} -o {out} --overwrite`")
     with pytest.raises(CacheError, match="format 'hydranet-feature-cache/1'") as e:
         FeatureCache(out)
     assert str(e.value).endswith(rebuild)
     bad = {**manifest, "setup": {**manifest["setup"], "image_size": [0, -3]}}
-    (out / MANIFEST).write_text(json.dumps({**bad, "checkpoint": "runs/a", "data": "w.yaml"}))
+    (out / MANIFEST).write_text(json.dumps({**bad, "checkpoint": "runs/a", "data": "synthetic", "world": ["seed=5"]}))
     with pytest.raises(CacheError, match=r"cache.json: setup.image_size: .*too small") as e:
         FeatureCache(out)
-    assert "input_value" not in str(e.value) and str(e.value).endswith(
-        f"rebuild the cache: `hydranet cache-features --ckpt runs/a --data w.yaml -o {out} --overwrite`")
-    del manifest["setup"]
-    (out / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(CacheError, match="records no 'setup'") as e:
-        FeatureCache(out)
-    assert str(e.value).endswith(rebuild)
+    assert "input_value" not in str(e.value) and "`hydranet cache-features --ckpt runs/a --data synthetic --world " \
+        "seed=5 --frames 2 --labels" in str(e.value)
+    for broken in ({k: v for k, v in manifest.items() if k != "setup"}, {**manifest, "trunk_hash": None},
+                   {**manifest, "levels": ["p3"]}):
+        (out / MANIFEST).write_text(json.dumps(broken))
+        with pytest.raises(CacheError) as e:
+            FeatureCache(out)
+        message = str(e.value)
+        assert ("records no 'setup'" in message or "missing or of another type" in message) and \
+            message.endswith(rebuild.replace(f" --levels {levels}", "") if broken.get("levels") == ["p3"] else rebuild)
 
 
 def test_cache_budget_and_bad_input(base, world, frames, cache, tmp_path):
