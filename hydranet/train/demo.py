@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from rich.console import Console
 
 from hydranet.checkpoint import load_model
@@ -44,7 +43,7 @@ from hydranet.train.data import open_source, world_config
 from hydranet.train.distributed import resolve_device
 from hydranet.train.machine import Machine, slower_than_expected
 from hydranet.train.report import choose_frames, contact_sheet, draw_predictions, write_metrics_report
-from hydranet.train.run import foreign_entries, run_training
+from hydranet.train.run import foreign_entries, run_training, same_run_config
 from hydranet.world import generate
 
 # The promise: fresh clone -> demo done, install and rendering included, on an idle 2-core machine.
@@ -119,7 +118,7 @@ def _train_or_reuse(cfg: Config, train_dir: Path, retrain: bool, console: Consol
     ``run_demo`` has refused a ``train_dir`` holding anything a run does not write (``_check_train_dir``), so
     the directory deleted here is the demo's own earlier run."""
     saved = train_dir / "config.yaml"
-    changed = saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(cfg)
+    changed = saved.is_file() and not same_run_config(saved, cfg)
     if (retrain or changed) and train_dir.exists():
         if changed and not retrain:
             console.print(f"  the config differs from the run in {train_dir}: training afresh")

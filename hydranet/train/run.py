@@ -469,13 +469,14 @@ def write_run_config(cfg: Config, out_dir: Path, info: distributed.DistInfo) -> 
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "config.yaml"
-        if not (path.is_file() and _same_config(path, cfg)):
+        if not (path.is_file() and same_run_config(path, cfg)):
             path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     distributed.barrier()
 
 
-def _same_config(path: Path, cfg: Config) -> bool:
-    """Whether ``path`` is a config that resolves to ``cfg``'s (``resolved_config_dict``)."""
+def same_run_config(path: Path, cfg: Config) -> bool:
+    """Whether ``path`` (a run's ``config.yaml``) is a config that resolves to ``cfg``'s (``resolved_config_dict``):
+    False for a file that is no config or names a world file that cannot be read."""
     try:
         return _stored_config(path) == resolved_config_dict(cfg)
     except (ValueError, OSError):  # not a config (ConfigError), or its world file cannot be read: write ours

@@ -288,3 +288,26 @@ def test_a_checkpoint_that_does_not_fit_the_config_names_the_settings_that_diffe
     with pytest.raises(ck.CheckpointError, match=r"the model settings that differ: fusion.heights: the checkpoint "
                                                  r"\[0.0, 0.5, 1.0, 2.0, 3.5, 5.5\], the config \[0.0, 1.0\]"):
         _load_from(create_model(cfg), "zoo:tiny-world")
+
+
+def test_a_run_config_is_the_same_config_however_it_is_written(tmp_path):
+    """``same_run_config``: what `train` (whether to rewrite config.yaml) and `hydranet demo` (whether to reuse its
+    run) ask of a run's config.yaml: the file as the run wrote it, or written by hand with its defaults left out
+    or spelled out, is the same config; another value, or a file that is no config, is not."""
+    from hydranet.train.run import same_run_config
+
+    cfg = tiny_config()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert same_run_config(path, cfg)
+    by_hand = {"data": {"datasets": {"tiny": {"kind": "world", "frames": 64, "world": {"rate_hz": 10.0}}}},
+               "model": {"tasks": {"tiny_depth": {}, "tiny_drivable": {}}},
+               "train": {"steps": 6, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "log_every": 2,
+                         "precision": "fp32"}}
+    path.write_text("# by hand\n" + yaml.safe_dump(by_hand))
+    assert same_run_config(path, cfg)
+    by_hand["train"]["lr"] = 2e-2
+    path.write_text(yaml.safe_dump(by_hand))
+    assert not same_run_config(path, cfg)
+    path.write_text("data: [unclosed\n")
+    assert not same_run_config(path, cfg)
