@@ -85,7 +85,7 @@ def make_config(args: argparse.Namespace, temporal: bool) -> Any:
 
     reference = reference_model_config(args.start) if args.start else {}
     # The shipped configs/temporal.yaml memory: entries 0.2 s apart move a 10 m/s car 2 cells on the 1 m grid.
-    fusion: dict[str, Any] = {"temporal": {"time_queue": 2, "space_queue": 2,
+    fusion: dict[str, Any] = {"temporal": {"time_queue": args.time_queue, "space_queue": 2,
                                            "push_every_frames": args.push_every_frames,
                                            "push_every_metres": 2.0, "correlation_radius": args.correlation_radius}
                               if temporal else None}
@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="the temporal memory's cost-volume radius in cells (0 = no correlation)")
     p.add_argument("--push-every-frames", type=int, default=2,
                    help="the memory's time-queue period in frames (entry ages up to time_queue x this)")
+    p.add_argument("--time-queue", type=int, default=2,
+                   help="entries of the memory's time queue (the motion read-out compares the current map with each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--from", dest="start", default=None,
                    help="start both models from this zoo entry's weights (e.g. zoo:tiny-world), at its setup")
