@@ -3,7 +3,7 @@ the dense-array encoding of label maps, and PNG/JPEG. ``codec.py`` builds whole 
 
 Why these encodings: PNG and npz are readable by every tool (``tar x`` then PIL / ``np.load``), are
 lossless, and inflate in C (with ISA-L's inflate, python-isal's drop-in for ``zlib.decompress``: the same
-bytes out, in about half the time). Camera images default to deflated npz rather than PNG: a plain inflate
+bytes out, faster; docs/decisions.md). Camera images default to deflated npz rather than PNG: a plain inflate
 reads faster than PIL decodes a PNG, and images are half the read cost of a frame (the measurements are in
 docs/decisions.md); PNG stays available for viewable shards. Label maps are npz too. Small-range uint8 maps are
 bit-packed, float maps are byte-shuffled (the trick of HDF5's and Blosc's shuffle filter), small non-negative
