@@ -30,8 +30,8 @@ from hydranet.checkpoint import CheckpointError, load_checkpoint, trunk_hash
 from hydranet.console import make_console
 from hydranet.json_files import dumps
 from hydranet.model import create_model
-from hydranet.setup import SetupMismatchError, check_fits
-from hydranet.tasks import create_task, grid_raster_tasks
+from hydranet.setup import SetupMismatchError
+from hydranet.tasks import create_task
 from hydranet.train.config import (
     Config,
     ConfigError,
@@ -172,15 +172,13 @@ def needed_levels(model: nn.Module, tasks: list[str]) -> list[str] | None:
 
 def _check_cache(model: nn.Module, cache: FeatureCache, train_tasks: list[str]) -> None:
     """Refuse a cache that cannot train these heads: another trunk, a data setup the model cannot learn from
-    (``check_fits`` on the setup the cache recorded: image size, rigs, the BEV grid of the trained heads' maps,
-    classes), or missing labels."""
+    (``ModelConfig.check_data`` of the setup the cache recorded, for the trained heads' labels: image size, rigs,
+    classes, and the BEV grid of their maps), or missing labels."""
     cache.check_trunk(trunk_hash(model), "the --from checkpoint")
-    heads = {t: model.task_objects[t] for t in train_tasks}
     try:
-        check_fits(cache.setup, model.setup, f"{cache.path} (the cached data)",
-                   labels=sorted({task.label for task in heads.values()}), grid_tasks=grid_raster_tasks(heads),
-                   remedy="cache data of the model's grid, or train those heads from images (without --from-cache)",
-                   model_name="the --from checkpoint")
+        model.cfg.check_data(cache.setup, f"{cache.path} (the cached data)", "the --from checkpoint",
+                             labels={model.task_objects[t].label for t in train_tasks},
+                             remedy="train those heads from images (without --from-cache)")
     except SetupMismatchError as e:
         raise CacheError(str(e)) from None
     missing = {t: model.task_objects[t].label for t in train_tasks if model.task_objects[t].label not in cache.labels}
