@@ -61,8 +61,9 @@ def write_npz(arrays: dict[str, np.ndarray], compress: bool = True, level: int =
 def read_npz(data: bytes, writable: bool = True) -> dict[str, np.ndarray]:
     """npz bytes -> ``{name: array}`` (``writable=False`` skips a copy when the caller copies anyway).
 
-    Entries written by ``write_npz`` are parsed directly; anything else goes through ``np.load``, which
-    raises (``ValueError``, ``zipfile.BadZipFile``, ``OSError``) on bytes that are not an npz file."""
+    Entries written by ``write_npz`` are parsed directly (``ValueError`` for an entry whose CRC-32 does not
+    match its bytes); anything else goes through ``np.load``, which raises (``ValueError``,
+    ``zipfile.BadZipFile``, ``OSError``) on bytes that are not an npz file or fail their CRC."""
     fast = _read_npz_fast(data, writable)
     if fast is not None:
         return fast
@@ -75,11 +76,12 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # zip local file header
 
 def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] | None:
     """Walk the local headers of a plain (non-zip64, no data descriptor) zip of .npy entries; None if the
-    file is anything else. Integrity is the caller's job (shards check a CRC over the whole sample)."""
+    file is anything else. Each entry's CRC-32 is checked as ``zipfile`` checks it (``ValueError`` naming the
+    entry), so a damaged entry is caught even where no outer checksum covers the bytes."""
     out: dict[str, np.ndarray] = {}
     pos = 0
     while data[pos:pos + 4] == b"PK\x03\x04":
-        _, _, flag, method, _, _, _, csize, usize, nlen, xlen = _LOCAL.unpack_from(data, pos)
+        _, _, flag, method, _, _, crc, csize, usize, nlen, xlen = _LOCAL.unpack_from(data, pos)
         if flag & 0x8 or method not in (0, 8) or csize == 0xFFFFFFFF:
             return None
         name = data[pos + 30:pos + 30 + nlen].decode()
@@ -89,6 +91,9 @@ def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] 
         payload = isal_zlib.decompress(raw, -15, max(usize, 1)) if method == 8 else raw
         if len(payload) != usize or not name.endswith(".npy") or payload[:6] != b"\x93NUMPY":
             return None
+        if (actual := isal_zlib.crc32(payload)) != crc:
+            raise ValueError(f"npz entry {name!r}: CRC-32 mismatch (stored {crc:08x}, data {actual:08x}): "
+                             "the bytes are damaged")
         hlen_size = 2 if payload[6] == 1 else 4
         hlen = int.from_bytes(payload[8:8 + hlen_size], "little")
         dtype, shape, fortran = _npy_header(payload[8 + hlen_size:8 + hlen_size + hlen])

@@ -393,7 +393,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    tree = read_yaml_mapping(path, ConfigError, "a mapping of config sections (data, model, train)", empty={})
+    tree = read_yaml_mapping(path, ConfigError, "a mapping of config sections (data, model, train)")
     return config_with_overrides(tree, overrides or [], str(path))
 
 
@@ -446,6 +446,31 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
+def _world_sections(tree: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(field of its world, section)`` of each world dataset of a ``config_to_dict`` tree (the training
+    datasets, then ``eval``)."""
+    sections = [(f"data.datasets.{name}.world", section) for name, section in tree["data"]["datasets"].items()]
+    sections.append(("data.eval.world", tree["data"].get("eval")))
+    return [(field, section) for field, section in sections
+            if isinstance(section, dict) and section.get("kind") == "world"]
+
+
+def with_worlds_inline(cfg: Config) -> Config:
+    """``cfg`` with every world dataset's ``world`` that names a world YAML replaced by the fields that file sets,
+    read now (those it leaves out stay open: a world without a ``setup`` still renders the model's; inline worlds
+    are kept as written). A run trains and records this config (its ``config.yaml`` and
+    checkpoints), so the record reads the same from any working directory and after the file is edited.
+    ``ConfigError`` naming the field and the file when it cannot be read."""
+    tree = config_to_dict(cfg)
+    files = [(field, section) for field, section in _world_sections(tree) if isinstance(section.get("world"), str)]
+    for field, section in files:
+        try:
+            section["world"] = load_world_config(section["world"]).model_dump(mode="json", exclude_unset=True)
+        except ValueError as e:
+            raise ConfigError(f"{field}: {e}") from None
+    return config_from_dict(tree, "the config") if files else cfg
+
+
 def resolved_config_dict(cfg: Config) -> dict[str, Any]:
     """``config_to_dict(cfg)`` with the sections a config keeps as written resolved to what they mean: the model
     (its preset merged in, ``resolved_model``) with each task's options, and each world dataset's ``world`` (inline
@@ -457,7 +482,6 @@ def resolved_config_dict(cfg: Config) -> dict[str, Any]:
     model["tasks"] = {name: TASKS.validate(name, options, f"model.tasks.{name}").model_dump(mode="json")
                       for name, options in model["tasks"].items()}
     tree["model"] = model
-    for section in [*tree["data"]["datasets"].values(), tree["data"].get("eval")]:
-        if isinstance(section, dict) and section.get("kind") == "world":
-            section["world"] = load_world_config(section.get("world") or None).model_dump(mode="json")
+    for _, section in _world_sections(tree):
+        section["world"] = load_world_config(section.get("world") or None).model_dump(mode="json")
     return tree

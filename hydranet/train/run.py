@@ -32,7 +32,14 @@ from hydranet.setup import Setup
 from hydranet.tasks import TASKS
 from hydranet.train import distributed
 from hydranet.train.clips import ClipTrainer
-from hydranet.train.config import Config, ConfigError, config_from_dict, config_to_dict, resolved_config_dict
+from hydranet.train.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    resolved_config_dict,
+    with_worlds_inline,
+)
 from hydranet.train.data import InMemoryDataset, TrainData, build_train_data, resolve_setup, undeclared_rigs
 from hydranet.train.interrupt import EXIT_CODES, TrainingInterrupted, received_signal, stop_on_signals
 from hydranet.train.trainer import Trainer
@@ -110,6 +117,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
     ``train.clip`` selects ``ClipTrainer``. ``RunLockedError`` when another process trains into ``out_dir``."""
 
     console = console or make_console(stderr=True)
+    cfg = with_worlds_inline(cfg)  # what the run records reads the same from any directory
     tc = cfg.train
     out_dir = Path(out_dir)
     model_cfg = cfg.resolved_model()
@@ -459,7 +467,7 @@ def _reached_step(out_dir: Path) -> int | None:
 
 def _stored_config(path: Path) -> dict[str, Any]:
     """A run's ``config.yaml`` resolved (``resolved_config_dict``); ``ConfigError`` naming the file if it is none."""
-    tree = read_yaml_mapping(path, ConfigError, "the run's config as a mapping", empty={})
+    tree = read_yaml_mapping(path, ConfigError, "the run's config as a mapping")
     return resolved_config_dict(config_from_dict(tree, str(path)))
 
 

@@ -40,6 +40,7 @@ from hydranet.train.config import (
     config_with_overrides,
     load_config,
     resolve_model_dict,
+    with_worlds_inline,
 )
 from hydranet.train.data import open_source
 from hydranet.train.feature_cache import CachedBatch, CachedFeatureDataset, FeatureCache, collate_cached
@@ -229,6 +230,7 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
 def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache, train_tasks: list[str],
                 add_tasks: list[str], freeze: list[str], resume: bool, progress: bool,
                 console: Any, resume_hint: str | None = None) -> dict[str, Any]:
+    cfg = with_worlds_inline(cfg)  # as run_training: the run's record reads the same from any directory
     tc = cfg.train
     if tc.clip is not None:
         raise CacheError("train.clip (video clips) cannot train from a feature cache: the cache holds single "

@@ -85,6 +85,36 @@ def test_resume_compares_world_and_task_options_with_their_defaults_filled_in(tm
     assert "train.steps 1 is below step 2" in line, line
 
 
+def test_a_run_records_the_world_a_relative_path_names_so_it_resumes_from_anywhere(tmp_path, monkeypatch):
+    """Before: the run's config.yaml kept ``world: world.yaml`` as written, read from the working directory, so
+    resuming from another one failed on a missing file (or read another file of that name)."""
+    tree = yaml.safe_load(train_config(tmp_path / "c.yaml", steps=1).read_text())
+    (tmp_path / "world.yaml").write_text(yaml.safe_dump(tree["data"]["datasets"]["w"]["world"]))
+    tree["data"]["datasets"]["w"]["world"] = "world.yaml"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tree))
+    monkeypatch.chdir(tmp_path)
+    cli("train", "-c", "c.yaml", "-o", "run", "--no-progress", code=0)
+    recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["datasets"]["w"]["world"]
+    written = yaml.safe_load((tmp_path / "world.yaml").read_text())
+    assert isinstance(recorded, dict) and {k: recorded[k] for k in written} == written, recorded
+    monkeypatch.chdir(tmp_path / "run")
+    res = cli("train", "--resume", "-o", ".", "--set", "train.steps=2", "--no-progress", code=0)
+    assert "resuming with a changed config: train.steps 1 -> 2" in " ".join(res.output.split()), res.output
+    # resumed with the file's path from the directory it was written in: the same world
+    monkeypatch.chdir(tmp_path)
+    res = cli("train", "--resume", "-c", "c.yaml", "-o", "run", "--set", "train.steps=2", "--no-progress", code=0)
+    assert "differs" not in res.output, res.output
+
+
+def test_resume_over_an_empty_config_yaml_says_it_is_empty(tmp_path):
+    """Before: "data: required field is missing", as if the file held a config without data."""
+    run = tmp_path / "run"
+    cli("train", "-c", train_config(tmp_path / "c.yaml", steps=1), "-o", run, "--no-progress", code=0)
+    (run / "config.yaml").write_text("# emptied\n")
+    line = error_line(cli("train", "--resume", "-o", run, code=2))
+    assert f"{run / 'config.yaml'}: empty file (expected a mapping of config sections" in line, line
+
+
 def test_vacation_current_json_is_relative_to_its_run(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "vac"
     ckpt = run / "iter_001" / "train" / "checkpoints" / "step_00000001"
