@@ -162,11 +162,14 @@ class FrameProbe:
     - a second objects3d metric at the decode threshold (0.1) instead of the drawing one (0.3);
     - the objects3d metric of the same detections tracked over each clip (``hydranet.eval.tracking``:
       velocity from each box's track instead of the head, scores from the track's), and the tracker's CPU time
-      per frame.
+      per frame;
+    - the head's boxes scored on the objects a camera sees now (``*_seen_now``; visible fraction >= 0.05), as
+      nuScenes scores only the boxes its sensors hit: whether what the memory only remembers weighs in its mAVE.
     """
 
     def __init__(self, model: Any) -> None:
         from hydranet.eval.tracking import SequenceTrackers
+        from hydranet.metrics.detection3d import Detection3DMetric
         from hydranet.metrics.temporal import TemporalDetection3DMetric
 
         self.task = model.task_objects["objects3d"]
@@ -175,6 +178,7 @@ class FrameProbe:
         self.low = TemporalDetection3DMetric(self.task.classes, score_threshold=0.1,
                                              grid_extent=(g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]))
         self.tracked = self.task.make_metric()
+        self.seen_now = Detection3DMetric(self.task.classes, region=(g.x_range, g.y_range), min_visible=0.05)
         self.trackers = SequenceTrackers()  # a new clip starts with no tracks
         self.track_cpu_s: list[float] = []
 
@@ -187,6 +191,7 @@ class FrameProbe:
         o = {k: v[None] for k, v in frame.outputs["objects3d"].items()}  # the batch of one frame
         targets = self.task.targets(batch)
         self.low.update(self.task.decode(o, batch), with_sequence(targets, batch))
+        self.seen_now.update([frame.decoded["objects3d"]], targets)
         c0 = time.process_time()
         tracked = self.trackers([frame.decoded["objects3d"]], batch.scene_id, batch.frame_index, batch.T_world_from_ego,
                                 batch.timestamp)
@@ -207,11 +212,13 @@ class FrameProbe:
     def result(self) -> dict[str, float]:
         low = self.low.compute()
         tracked = self.tracked.compute()
+        seen = self.seen_now.compute()
         return {"velocity_error_at_gt": float(np.mean(self.errors)) if self.errors else float("nan"),
                 "objects_scored": len(self.errors), "map_at_0.1": low["map"], "mave_at_0.1": low["ave"],
                 "occluded_recall_at_0.1": low["occluded_recall"], "flicker_at_0.1": low["flicker"],
                 "mave_tracked": tracked["ave"], "map_tracked": tracked["map"], "flicker_tracked": tracked["flicker"],
                 "occluded_recall_tracked": tracked["occluded_recall"],
+                "map_seen_now": seen["map"], "mave_seen_now": seen["ave"], "mate_seen_now": seen["ate"],
                 "tracker_median_cpu_s": float(np.median(self.track_cpu_s)) if self.track_cpu_s else 0.0}
 
 
