@@ -55,6 +55,8 @@ from torch.utils.data import Dataset
 
 TASKS = ("objects3d", "bev_semantic")
 TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames")
+# True-speed bins (m/s) of the velocity error at the true cells: still, walking, slow, town and faster traffic.
+SPEED_BINS = ((0.0, 0.5), (0.5, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 12.0), (12.0, float("inf")))
 
 
 class InMemory(Dataset):
@@ -163,6 +165,8 @@ class FrameProbe:
     - the objects3d metric of the same detections tracked over each clip (``hydranet.eval.tracking``:
       velocity from each box's track instead of the head, scores from the track's), and the tracker's CPU time
       per frame;
+    - ``velocity_error_at_gt_by_speed``: the same error per bin of the true speed (``SPEED_BINS``), with each bin's
+      object count and mean predicted speed: which motions the head reads;
     - the head's boxes scored on the objects a camera sees now (``*_seen_now``; visible fraction >= 0.05), as
       nuScenes scores only the boxes its sensors hit: whether what the memory only remembers weighs in its mAVE.
     """
@@ -174,6 +178,8 @@ class FrameProbe:
 
         self.task = model.task_objects["objects3d"]
         self.errors: list[float] = []
+        self.speeds: list[float] = []  # the true speed of each object of ``errors`` (m/s)
+        self.predicted_speeds: list[float] = []
         g = self.task.setup.grid
         self.low = TemporalDetection3DMetric(self.task.classes, score_threshold=0.1,
                                              grid_extent=(g.x_range[0], g.x_range[1], g.y_range[0], g.y_range[1]))
@@ -208,12 +214,22 @@ class FrameProbe:
                 continue
             pred = o["velocity"][b][:, enc["ys"], enc["xs"]].T
             self.errors += (pred - enc["reg"][:, 8:10]).norm(dim=-1).tolist()
+            self.speeds += enc["reg"][:, 8:10].norm(dim=-1).tolist()
+            self.predicted_speeds += pred.norm(dim=-1).tolist()
 
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, Any]:
         low = self.low.compute()
         tracked = self.tracked.compute()
         seen = self.seen_now.compute()
+        error, speed, predicted = (np.array(x, np.float64) for x in (self.errors, self.speeds, self.predicted_speeds))
+        by_speed = {}
+        for slowest, fastest in SPEED_BINS:
+            inside = (speed >= slowest) & (speed < fastest)
+            error_mean, speed_mean = (float(x[inside].mean()) if inside.any() else None for x in (error, predicted))
+            by_speed[f"{slowest:g}-{fastest:g}"] = {"objects": int(inside.sum()), "error": error_mean,
+                                                    "predicted_speed": speed_mean}
         return {"velocity_error_at_gt": float(np.mean(self.errors)) if self.errors else float("nan"),
+                "velocity_error_at_gt_by_speed": by_speed,
                 "objects_scored": len(self.errors), "map_at_0.1": low["map"], "mave_at_0.1": low["ave"],
                 "occluded_recall_at_0.1": low["occluded_recall"], "flicker_at_0.1": low["flicker"],
                 "mave_tracked": tracked["ave"], "map_tracked": tracked["map"], "flicker_tracked": tracked["flicker"],
