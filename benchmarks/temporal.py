@@ -55,7 +55,8 @@ from torch.utils.data import Dataset
 
 TASKS = ("objects3d", "bev_semantic")
 TEMPORAL_ONLY_ARGS = ("correlation_radius", "push_every_frames")
-# True-speed bins (m/s) of the velocity error at the true cells: still, walking, slow, town and faster traffic.
+# True-speed bins (m/s) of the velocity error at the true cells (the world moves objects at walking pace and at
+# town-traffic speeds).
 SPEED_BINS = ((0.0, 0.5), (0.5, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 12.0), (12.0, float("inf")))
 
 
