@@ -76,8 +76,10 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # zip local file header
 
 def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] | None:
     """Walk the local headers of a plain (non-zip64, no data descriptor) zip of .npy entries; None if the
-    file is anything else. Each entry's CRC-32 is checked as ``zipfile`` checks it (``ValueError`` naming the
-    entry), so a damaged entry is caught even where no outer checksum covers the bytes."""
+    file is anything else. Each entry's CRC-32 is checked as ``zipfile`` checks it, an entry whose deflate stream
+    does not inflate is refused, and the walk must end at the central directory with as many entries as the zip's
+    end record counts (a damaged header or a cut file would otherwise return fewer arrays): ``ValueError``, naming
+    the entry where there is one. An entry's name is not checked against the central directory."""
     out: dict[str, np.ndarray] = {}
     pos = 0
     while data[pos:pos + 4] == b"PK\x03\x04":
@@ -88,7 +90,10 @@ def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] 
         start = pos + 30 + nlen + xlen
         raw = data[start:start + csize]
         # bufsize = the known output size: the default 16 kB buffer grows by reallocation (1.6x slower for 1 MB)
-        payload = isal_zlib.decompress(raw, -15, max(usize, 1)) if method == 8 else raw
+        try:
+            payload = isal_zlib.decompress(raw, -15, max(usize, 1)) if method == 8 else raw
+        except isal_zlib.error as e:
+            raise ValueError(f"npz entry {name!r}: the deflated bytes are damaged ({e})") from None
         if len(payload) != usize or not name.endswith(".npy") or payload[:6] != b"\x93NUMPY":
             return None
         if (actual := isal_zlib.crc32(payload)) != crc:
@@ -102,7 +107,15 @@ def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] 
         arr = np.frombuffer(payload, dtype, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
         out[name[:-4]] = arr.copy() if writable else arr  # frombuffer over bytes is read-only
         pos = start + csize
-    return out if out else None
+    if not out:
+        return None
+    end = data.rfind(b"PK\x05\x06")  # the end-of-central-directory record
+    if data[pos:pos + 4] != b"PK\x01\x02" or end < 0 or len(data) < end + 22:
+        raise ValueError(f"npz damaged or cut short after entry {len(out)} ({sorted(out)[-1]!r}): no central directory "
+                         "follows it")
+    if (counted := int.from_bytes(data[end + 10:end + 12], "little")) != len(out):
+        raise ValueError(f"npz damaged: its directory counts {counted} entries, {len(out)} were read")
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

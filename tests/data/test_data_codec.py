@@ -54,6 +54,28 @@ def test_an_npz_entry_whose_bytes_fail_its_crc_is_an_error_naming_it(compress):
         codec.read_npz(bytes(data))
 
 
+@pytest.mark.parametrize("compress", [True, False])
+def test_an_npz_with_a_damaged_header_or_cut_short_is_an_error_not_fewer_arrays(compress):
+    """Before: the reader stopped at the first header that was not one and returned the entries read so far."""
+    data = codec.write_npz({"a": np.arange(8), "b": np.ones(3), "c": np.zeros(2)}, compress=compress)
+    second = data.find(b"PK\x03\x04", 4)
+    with pytest.raises(ValueError, match=r"npz damaged or cut short after entry 1 \('a'\)"):
+        codec.read_npz(data[:second])
+    damaged = bytearray(data)
+    damaged[second + 1] ^= 0xFF
+    with pytest.raises(ValueError, match=r"npz damaged or cut short after entry 1"):
+        codec.read_npz(bytes(damaged))
+    assert sorted(codec.read_npz(data)) == ["a", "b", "c"]
+
+
+def test_a_damaged_deflate_stream_is_a_value_error_naming_the_entry():
+    data = bytearray(codec.write_npz({"x": np.random.default_rng(0).integers(0, 255, 4096, dtype=np.uint8)}))
+    start = 30 + int.from_bytes(data[26:28], "little") + int.from_bytes(data[28:30], "little")
+    data[start:start + 16] = bytes(16)
+    with pytest.raises(ValueError, match=r"npz entry 'x\.npy': (the deflated bytes are damaged|CRC-32 mismatch)"):
+        codec.read_npz(bytes(data))
+
+
 def test_npz_bytes_are_deterministic():
     arrays = {"x": np.arange(10, dtype=np.float32)}
     assert codec.write_npz(arrays) == codec.write_npz(dict(arrays))
