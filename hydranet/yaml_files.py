@@ -76,8 +76,8 @@ def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, exp
                       empty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The mapping in YAML file ``path``. Raises ``error`` naming the file when it cannot be read, is not
     UTF-8 text, is not valid YAML (``yaml_error_message``: file, line and column) or holds anything but a
-    mapping (``expected`` says what it should hold). An empty file (whitespace and comments only) is ``empty``
-    when given (a copy), else ``error``: "FILE: empty file (expected ...)"."""
+    mapping (``expected`` says what it should hold). An empty file (whitespace and comments only, or a bare
+    null) is ``empty`` when given (a copy), else ``error``: "FILE: empty file (expected ...)"."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -90,7 +90,7 @@ def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, exp
         raise error(yaml_error_message(e, str(path), text)) from None
     except RecursionError:
         raise error(f"{path}: nested too deep to read (refused)") from None
-    if tree is None:  # nothing but whitespace and comments
+    if tree is None:  # whitespace and comments only, or a bare null
         if empty is not None:
             return dict(empty)
         raise error(f"{path}: empty file (expected {expected})")

@@ -62,8 +62,9 @@ def read_npz(data: bytes, writable: bool = True) -> dict[str, np.ndarray]:
     """npz bytes -> ``{name: array}`` (``writable=False`` skips a copy when the caller copies anyway).
 
     Entries written by ``write_npz`` are parsed directly (``ValueError`` for an entry whose CRC-32 does not
-    match its bytes); anything else goes through ``np.load``, which raises (``ValueError``,
-    ``zipfile.BadZipFile``, ``OSError``) on bytes that are not an npz file or fail their CRC."""
+    match its bytes or whose deflate stream is damaged, and for a damaged header or a cut file); anything else
+    goes through ``np.load``, which raises (``ValueError``, ``zipfile.BadZipFile``, ``OSError``) on bytes that
+    are not an npz file or fail their CRC."""
     fast = _read_npz_fast(data, writable)
     if fast is not None:
         return fast
@@ -111,8 +112,8 @@ def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] 
         return None
     end = data.rfind(b"PK\x05\x06")  # the end-of-central-directory record
     if data[pos:pos + 4] != b"PK\x01\x02" or end < 0 or len(data) < end + 22:
-        raise ValueError(f"npz damaged or cut short after entry {len(out)} ({sorted(out)[-1]!r}): no central directory "
-                         "follows it")
+        raise ValueError(f"npz damaged or cut short after entry {len(out)} ({next(reversed(out))!r}): no central "
+                         "directory follows it")
     if (counted := int.from_bytes(data[end + 10:end + 12], "little")) != len(out):
         raise ValueError(f"npz damaged: its directory counts {counted} entries, {len(out)} were read")
     return out
