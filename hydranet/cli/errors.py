@@ -18,6 +18,7 @@ should be greater than or equal to 1`` instead of click's usage line, help hint 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -96,8 +97,35 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
             FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError)
 
 
+# torch's DataLoader re-raises a worker's exception as the same type with this text (``ExceptionWrapper``):
+# the worker's whole traceback, whose last lines are the exception as ``module.Type: message``.
+_WORKER_TRACEBACK = re.compile(r"Caught (\w+) in DataLoader worker process (\d+)\.\s*\n"
+                               r"Original Traceback \(most recent call last\):\n(.*)", re.DOTALL)
+
+
+def from_loader_worker(message: str) -> str:
+    """``message`` with a DataLoader worker's traceback replaced by the worker's own error message and the
+    worker named (``...: member 'cam.main.npz' cannot be decoded (...) (in DataLoader worker 0)``); any other
+    message unchanged."""
+    match = _WORKER_TRACEBACK.search(message)
+    if match is None:
+        return message
+    name, worker, traceback_text = match.groups()
+    raised = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(name)}: ", traceback_text, re.MULTILINE))
+    if not raised:
+        return message
+    own = traceback_text[raised[-1].end():].strip()
+    return f"{message[:match.start()]}{own} (in DataLoader worker {worker})"
+
+
 def describe(e: BaseException) -> tuple[str, int]:
-    """``(message, exit code)`` of any exception a command lets through; see the module docstring."""
+    """``(message, exit code)`` of any exception a command lets through; see the module docstring. An error
+    raised in a DataLoader worker reads as the worker's own message (``from_loader_worker``)."""
+    message, code = _describe(e)
+    return from_loader_worker(message), code
+
+
+def _describe(e: BaseException) -> tuple[str, int]:
     if isinstance(e, TrainingInterrupted):
         return str(e), e.exit_code
     if isinstance(e, KeyboardInterrupt):

@@ -74,7 +74,11 @@ def train(
     code = FAILED
     try:
         with cli_errors():
-            if config is None and resume and from_ckpt is None:  # the run stores its resolved config
+            if config is None and resume and out is not None and (out / "config.yaml").is_file():
+                # The run stores its resolved config, tasks added with --add-task included: it, not --from's
+                # config, is what the run continues (the resume command a stopped run prints names --from too).
+                config = out / "config.yaml"
+            elif config is None and resume and from_ckpt is None:
                 if out is None:
                     raise typer.BadParameter("needs -o RUN, the run directory to continue", param_hint="--resume")
                 if not (out / "config.yaml").is_file():

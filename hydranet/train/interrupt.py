@@ -19,8 +19,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -40,6 +43,26 @@ def workers_ignore_stop_signals(worker_id: int) -> None:
     process stops and ends its workers; a worker whose parent died exits by itself (torch's watchdog)."""
     for s in EXIT_CODES:
         signal.signal(s, signal.SIG_IGN)
+
+
+@contextmanager
+def ending_workers(batches: Iterator[T]) -> Iterator[Iterator[T]]:
+    """Yield ``batches`` (a ``DataLoader``'s iterator) and end its worker processes when the block is left,
+    by the end of training or by an exception.
+
+    Why: workers started with ``workers_ignore_stop_signals`` ignore SIGTERM, and an exception leaving the
+    loop (a sample that cannot be decoded, a non-finite loss) keeps the iterator alive in its traceback, so
+    the iterator is not collected before the interpreter exits; ``multiprocessing``'s exit handler would
+    then SIGTERM the workers and wait for them forever. ``_shutdown_workers`` is what the iterator's own
+    ``__del__`` calls (torch ``_MultiProcessingDataLoaderIter``): it tells each worker to stop and joins it.
+    A single-process iterator (``num_workers=0``) has no workers and nothing is done.
+    """
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 _received: list[int] = []  # signals received while a ``stop_on_signals`` block runs

@@ -81,11 +81,15 @@ def load_train_config(config: str | Path | None, overrides: list[str], from_ckpt
     return config_with_overrides(tree, overrides, where)
 
 
-def _add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
-    """``cfg`` with new tasks (default options) appended to ``model.tasks``; existing ones are an error."""
+def _add_tasks_to_config(cfg: Config, names: list[str], resume: bool = False) -> Config:
+    """``cfg`` with new tasks (default options) appended to ``model.tasks``; existing ones are an error, except
+    when resuming: a run's own config.yaml records the tasks it added (the start command repeated with
+    --resume names them again)."""
     tree = config_to_dict(cfg)
     tasks = dict(resolve_model_dict(tree["model"]).get("tasks") or {})
     for name in names:
+        if name in tasks and resume:
+            continue
         if name in tasks:
             raise ValueError(f"--add-task {name}: the network already has this task; use --tasks {name} to "
                              "fine-tune its head")
@@ -101,11 +105,13 @@ def _add_tasks_to_config(cfg: Config, names: list[str]) -> Config:
 
 def load_base_weights(model: nn.Module, path: str | Path, new_heads: list[str]) -> str:
     """Load a checkpoint into ``model``: everything but the heads of ``new_heads`` must be in it.
-    Returns a one-line note for the console."""
+    Returns a one-line note for the console naming the heads that start fresh (those of ``new_heads`` the
+    checkpoint lacks). Raises ``CheckpointError`` naming the missing or misshapen tensors."""
     ckpt = load_checkpoint(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(ckpt.model))
     bad = [k for k in missing if not any(k.startswith(f"heads.{t}.") for t in new_heads)]
+    fresh = [t for t in new_heads if any(k.startswith(f"heads.{t}.") for k in missing)]
     if bad:
         raise CheckpointError(f"{ckpt.name}: lacks {bad[:4]}{' …' if len(bad) > 4 else ''}: only the heads of new "
                               f"tasks ({new_heads or 'none'}) may be missing; is --config the checkpoint's model?")
@@ -115,7 +121,7 @@ def load_base_weights(model: nn.Module, path: str | Path, new_heads: list[str]) 
     model.load_state_dict({k: v for k, v in ckpt.model.items() if k in own}, strict=False)
     dropped = sorted({k.split(".")[1] for k in set(ckpt.model) - set(own) if k.startswith("heads.")})
     return (f"initialised from {ckpt.name} (step {ckpt.state.get('step')})"
-            + (f"; new heads: {new_heads}" if new_heads else "") + (f"; dropped heads {dropped}" if dropped else ""))
+            + (f"; new heads: {fresh}" if fresh else "") + (f"; dropped heads {dropped}" if dropped else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ def run_subgraph(cfg: Config, out_dir: str | Path, *, from_ckpt: str | Path | No
     if from_ckpt is None:
         raise ValueError("sub-graph training (--add-task / --from-cache) needs --from CKPT: the trained network")
     if add_tasks:
-        cfg = _add_tasks_to_config(cfg, add_tasks)
+        cfg = _add_tasks_to_config(cfg, add_tasks, resume)
     train_tasks = sorted(set(tasks or []) | set(add_tasks))
     if not train_tasks:
         raise ValueError("name the heads to train: --tasks a,b and/or --add-task NAME")
@@ -239,7 +245,9 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         torch.manual_seed(tc.seed)
         model_cfg = cfg.resolved_model()
         model = create_model(model_cfg)
-        note = load_base_weights(model, from_ckpt, add_tasks)
+        # A resumed run's own checkpoint replaces every trained head: the heads it added (its config.yaml has
+        # them; --from's checkpoint does not) may be missing from --from like those --add-task names.
+        note = load_base_weights(model, from_ckpt, train_tasks if resume else add_tasks)
         unknown = sorted(set(train_tasks) - set(model.task_objects))
         if unknown:
             raise ValueError(f"--tasks {unknown}: not tasks of the model (model tasks: {sorted(model.task_objects)})")
@@ -269,7 +277,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
             sizes = {t: int(len(v)) for t, v in index_lists.items()}
             console.print(f"[bold]hydranet train[/] (from feature cache {cache.path}, {len(cache)} frames, "
                           f"trunk {cache.trunk_hash[:12]}) -> {out_dir}  device={device}")
-            console.print(f"  {note}; training heads {train_tasks} on {sizes} cached frames; "
+            start = "" if resumed else f"{note}; "  # a resumed run's weights are its checkpoint's, not --from's
+            console.print(f"  {start}training heads {train_tasks} on {sizes} cached frames; "
                           f"frozen (no grad, eval mode): {trainer.frozen}")
             warn = shared_note(model, train_tasks, trainer.frozen)
             if warn:

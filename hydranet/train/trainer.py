@@ -41,7 +41,7 @@ from hydranet.tasks import Task
 from hydranet.train import distributed
 from hydranet.train.balancing import create_balancer
 from hydranet.train.config import Config
-from hydranet.train.interrupt import stop_requested, workers_ignore_stop_signals
+from hydranet.train.interrupt import ending_workers, stop_requested, workers_ignore_stop_signals
 from hydranet.train.logging import TrainLogger
 from hydranet.train.optim import build_optimizer, lr_at, muon_exempt, set_lr
 from hydranet.train.precision import autocast, use_bf16
@@ -335,12 +335,11 @@ class Trainer:
                     "history": [], "seconds": 0.0, "already_finished": True}
         logger = TrainLogger(self.out_dir, self.train_tasks, self.tc.steps, enabled=self.dist.is_main,
                              progress=self.progress, resume_step=self.step if self.resuming else None)
-        batches = self._loader()
         window: dict[str, Any] = defaultdict(float)
         t0, samples = time.perf_counter(), 0
         last_path: Path | None = None
         saved_step = -1
-        with logger:
+        with logger, ending_workers(self._loader()) as batches:
             logger.start(self.step)
             while self.step < self.tc.steps:
                 self.train_mode()

@@ -5,20 +5,26 @@ the training since the last checkpoint.
   exit 130 / 143 (``hydranet.train.interrupt``).
 - kill -9 or a signal at any instant: the run resumes from a valid checkpoint; the output lock died with
   the process.
+- A sample that cannot be decoded inside a DataLoader worker ends the run (exit 2, the worker's own message),
+  though the workers ignore the stop signals: the trainer ends them itself (``interrupt.ending_workers``).
 - A full disk (a small tmpfs, or ``RLIMIT_FSIZE`` where no tmpfs can be mounted): exit 1, one line saying
   "disk full" and naming the file, and no ``.tmp-*`` left (``hydranet.cli.guard``, ``outputs.atomic_path``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
+import zlib
 from pathlib import Path
 
 import pytest
+import yaml
 from faults_kit import (
     REPO,
     child_train,
@@ -29,6 +35,7 @@ from faults_kit import (
     hydranet_cmd,
     leftovers,
     limit_file_size,
+    make_dataset,
     train_config,
     world_file,
 )
@@ -65,6 +72,41 @@ def test_a_signal_during_train_saves_and_prints_the_resume_command(tmp_path, sig
     assert saved == sum(1 for _ in (run / "train_log.jsonl").open())
     res = cli("train", "--resume", "-o", run, "--set", f"train.steps={saved + 1}", "--no-progress", code=0)
     assert f"resumed at step {saved}" in res.output and "resuming with a changed config: train.steps" in res.output
+
+
+def damage_consistently(shard: Path, member: str) -> None:
+    """Overwrite the middle of ``member`` and record the new bytes' CRC-32 and sha256 in the manifest: a
+    member that passes every integrity check and still does not decode (a writer's bug, not bit rot)."""
+    with tarfile.open(shard) as tar:
+        info = tar.getmember(member)
+    raw = bytearray(shard.read_bytes())
+    raw[info.offset_data + info.size // 2: info.offset_data + info.size // 2 + 64] = b"\xff" * 64
+    shard.write_bytes(bytes(raw))
+    manifest_path = shard.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(e for e in manifest["shards"] if e["name"] == shard.name)
+    entry["sha256"] = hashlib.sha256(raw).hexdigest()
+    for row in entry["index"]:  # [key, offset, length, crc32]
+        row[3] = zlib.crc32(raw[row[1]:row[1] + row[2]])
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_sample_that_fails_to_decode_in_a_loader_worker_ends_training(tmp_path):
+    """Workers ignore SIGTERM (a signal to the process group must not kill them mid-step), so a run whose loader
+    raised must end its workers itself: it used to print the worker's traceback and then wait forever."""
+    data = make_dataset(tmp_path / "d", frames=4)
+    damage_consistently(data / "shard-000000.tar", "000000002.cam.main.npz")
+    cfg = train_config(tmp_path / "c.yaml", steps=4, num_workers=1)
+    config = yaml.safe_load(cfg.read_text())
+    config["data"] = {"datasets": {"d": {"kind": "shards", "path": str(data)}}}
+    cfg.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(hydranet_cmd("train", "-c", cfg, "-o", tmp_path / "run", "--no-progress"), cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith("error: ") and "sample 000000002: member 'cam.main.npz' cannot be decoded" in errors[0]
+    assert errors[0].endswith("(in DataLoader worker 0)") and "worker.py" not in errors[0]
 
 
 @pytest.mark.parametrize("kill", ["SIGKILL@startup", "SIGKILL@step", "SIGINT@startup", "SIGINT@step", "SIGTERM@step"])

@@ -179,6 +179,27 @@ def test_add_task_from_cache_trains_only_the_new_head(base, cache, batch, runner
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
+def test_a_cache_run_that_added_a_task_resumes_with_the_command_it_prints(base, cache, runner, tmp_path):
+    """The command a stopped run prints (``train --resume -o RUN --from BASE --from-cache CACHE --tasks T``) resumes
+    it: the run's config.yaml holds the added task and --from's checkpoint lacks its head. Before, that command
+    read --from's config (no task T) and was refused; so was the start command repeated with --resume."""
+    run = tmp_path / "ft"
+    res = invoke(runner, "train", "--from", base, "--add-task", "lanes", "--from-cache", cache, "-o", run,
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    res = invoke(runner, "train", "--resume", "-o", run, "--from", base, "--from-cache", cache, "--tasks", "lanes",
+                 "--set", "train.steps=3", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "resumed at step 2" in res.output and "new heads" not in res.output
+    ckpt = load_checkpoint(run)
+    assert ckpt.state["step"] == 3 and ckpt.state["train_tasks"] == ["lanes"]
+    # The start command repeated with --resume names the task it added: that is the run's task, not a clash.
+    res = invoke(runner, "train", "--resume", "--from", base, "--add-task", "lanes", "--from-cache", cache, "-o", run,
+                 "--set", "train.steps=4", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "resumed at step 3" in res.output and load_checkpoint(run).state["step"] == 4
+
+
 def test_resuming_a_finished_cache_run_says_so_and_writes_nothing(base, cache, runner, tmp_path):
     """Before: the resumed run printed its start banner and "final checkpoint", and replaced train_summary.json
     with an empty history; now one line says it is finished, and the run directory is untouched."""
