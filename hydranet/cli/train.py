@@ -111,7 +111,8 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where data, run, pictures and metrics go."),
     config: Path = typer.Option(None, "--config", "-c", help="Demo config (default: configs/demo.yaml)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a config field, e.g. --set train.steps=50."),
-    retrain: bool = typer.Option(False, "--retrain", help="Train again even if OUT holds a finished run."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train again even if OUT holds a finished run (it is "
+                                 "reused only when the config and the rendered data are the run's own)."),
     pictures: int = typer.Option(None, "--pictures", min=0, help="Frames to draw (default: eval.pictures)."),
     temporal: bool = typer.Option(False, "--temporal", help="Video: the network with the BEV memory, trained on "
                                   "clips (configs/temporal.yaml; OUT defaults to runs/demo-temporal)."),

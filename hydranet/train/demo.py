@@ -112,16 +112,31 @@ def _check_train_dir(train_dir: Path) -> None:
                               f"({', '.join(foreign[:3])}): move them or choose another --out")
 
 
+def _rendered_after(cfg: Config, run_config: Path) -> list[str]:
+    """The shard directories of ``cfg`` whose ``manifest.json`` is newer than ``run_config`` (the run's
+    ``config.yaml``, written when it started): data rendered again after the run began, as when a world file the
+    demo config names was edited. The run's config names the shards by path, so only the time tells."""
+    started = run_config.stat().st_mtime
+    sources = [*cfg.data.datasets.values(), *([cfg.data.eval] if cfg.data.eval is not None else [])]
+    manifests = [Path(ds.path) / "manifest.json" for ds in sources if ds.kind == "shards" and ds.path]
+    return [str(m.parent) for m in manifests if m.is_file() and m.stat().st_mtime > started]
+
+
 def _train_or_reuse(cfg: Config, train_dir: Path, retrain: bool, console: Console) -> tuple[dict[str, Any], int]:
     """The training summary of the run in ``train_dir`` and the step it started from: reused when finished
-    with the same config, resumed when interrupted, trained afresh when the config changed or ``retrain``.
+    with the same config and data, resumed when interrupted, trained afresh when the config changed, the data
+    were rendered again after the run started, or ``retrain``.
     ``run_demo`` has refused a ``train_dir`` holding anything a run does not write (``_check_train_dir``), so
     the directory deleted here is the demo's own earlier run."""
     saved = train_dir / "config.yaml"
     changed = saved.is_file() and not same_run_config(saved, cfg)
-    if (retrain or changed) and train_dir.exists():
+    newer = _rendered_after(cfg, saved) if saved.is_file() and not changed else []
+    if (retrain or changed or newer) and train_dir.exists():
         if changed and not retrain:
             console.print(f"  the config differs from the run in {train_dir}: training afresh")
+        elif newer and not retrain:
+            console.print(f"  the data in {', '.join(newer)} were rendered after the run in {train_dir} (a world "
+                          "changed): training afresh")
         shutil.rmtree(train_dir)
     if _finished(train_dir):
         console.print(f"  reusing the finished training run in {train_dir} (--retrain trains again)")

@@ -311,3 +311,38 @@ def test_a_run_config_is_the_same_config_however_it_is_written(tmp_path):
     assert not same_run_config(path, cfg)
     path.write_text("data: [unclosed\n")
     assert not same_run_config(path, cfg)
+
+
+def test_the_demo_trains_afresh_when_its_world_was_rendered_again(tmp_path):
+    """The demo's run names its data by shard path, which a re-render keeps: an edited world re-renders the data,
+    and the finished run on the old frames must not be reused (it was, printing the old run's figures)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from hydranet.train.config import config_from_dict
+    from hydranet.train.demo import _train_or_reuse, materialise_shards
+
+    def demo_config(seed: int):
+        world = {"seed": seed, "num_scenes": 2, "frames_per_scene": 2}
+        return config_from_dict({
+            "data": {"datasets": {"w": {"kind": "world", "frames": 4, "world": world}}},
+            "model": {"preset": "tiny", "setup": {"image_size": [32, 64],
+                                                  "grid": {"x_range": [-8, 8], "y_range": [-8, 8], "cell": 1.0}},
+                      "tasks": {"drivable": {}}},
+            "train": {"steps": 2, "batch_size": 1, "warmup_steps": 1, "threads": 1}}, "<demo>")
+
+    def demo(seed: int) -> str:
+        text = StringIO()
+        console = Console(file=text, width=300)
+        cfg = materialise_shards(demo_config(seed), tmp_path / "data", console, workers=1)
+        _train_or_reuse(cfg, tmp_path / "train", retrain=False, console=console)
+        return text.getvalue()
+
+    assert "final checkpoint" in demo(1)
+    again = demo(1)
+    assert "reusing the finished training run" in again and "final checkpoint" not in again
+    edited = demo(2)  # same shard path, other frames
+    assert f"the data in {tmp_path / 'data' / 'w'} were rendered after the run" in edited
+    assert "final checkpoint" in edited and "reusing" not in edited
+    assert "reusing the finished training run" in demo(2)
