@@ -34,7 +34,8 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _open_data(spec: str, model: Any, world: list[str]) -> Any:
-    """``--data`` as a dataset; a synthetic world renders the model's setup."""
+    """``--data`` as a dataset; a synthetic world, or a world file that declares no setup of its own, renders the
+    model's setup (as ``train``, ``eval`` and ``predict`` open it)."""
     import yaml
 
     overrides: dict[str, Any] = {}
@@ -50,7 +51,7 @@ def _open_data(spec: str, model: Any, world: list[str]) -> Any:
         return open_dataset("synthetic", world={"setup": model.setup.model_dump(mode="json")} | overrides)
     if overrides:
         raise typer.BadParameter("only applies to --data synthetic", param_hint="--world")
-    return open_data_option(spec)
+    return open_data_option(spec, setup=model.setup)
 
 
 @app.command("cache-features")

@@ -150,6 +150,21 @@ def test_cache_budget_and_bad_input(base, world, frames, cache, tmp_path):
     assert not (tmp_path / "small" / "shard_00000" / "feat.p2.npy").exists()
 
 
+def test_cache_features_renders_the_models_setup_for_a_world_file_without_one(base, runner, tmp_path):
+    """A world file that declares no setup renders the checkpoint's (its rig and image size), as train, eval and
+    predict open it; before, cache-features rendered the world's default 8 cameras at 128x256 and was refused."""
+    from subgraph_testkit import SCENES, SETUP
+
+    world_file = tmp_path / "world.yaml"
+    world_file.write_text(yaml.safe_dump({**SCENES, "num_scenes": 1, "frames_per_scene": 2}))
+    for spec in (world_file, f"world:{world_file}"):
+        out = tmp_path / f"cache{len(str(spec))}"
+        res = invoke(runner, "cache-features", "--ckpt", base, "--data", spec, "-o", out)
+        assert res.exit_code == 0, res.output
+        fc = FeatureCache(out)
+        assert len(fc) == 2 and list(fc.camera_names) == [c["name"] for c in SETUP["rigs"]["test"]]
+
+
 def test_add_task_from_cache_trains_only_the_new_head(base, cache, batch, runner, tmp_path):
     model, _ = load_model(base)
     before = {k: v.clone() for k, v in model.state_dict().items()}
