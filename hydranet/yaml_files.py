@@ -72,12 +72,19 @@ def yaml_error_message(e: yaml.YAMLError, where: str, text: str | None = None) -
     return f"{where}: not valid YAML ({'; '.join(line.strip() for line in str(e).splitlines() if line.strip())})"
 
 
+def _yaml_content(text: str) -> bool:
+    """Whether ``text`` holds anything but whitespace, comments and document markers."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return any(line and line not in ("---", "...") for line in lines)
+
+
 def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, expected: str = "a mapping",
                       empty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The mapping in YAML file ``path``. Raises ``error`` naming the file when it cannot be read, is not
     UTF-8 text, is not valid YAML (``yaml_error_message``: file, line and column) or holds anything but a
     mapping (``expected`` says what it should hold). An empty file (whitespace and comments only, or a bare
-    null) is ``empty`` when given (a copy), else ``error``: "FILE: empty file (expected ...)"."""
+    null) is ``empty`` when given (a copy), else ``error``: "FILE: empty file (expected ...)", or "FILE: holds only
+    null (expected ...)" for a bare null (``~``, ``null``)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -93,7 +100,8 @@ def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, exp
     if tree is None:  # whitespace and comments only, or a bare null
         if empty is not None:
             return dict(empty)
-        raise error(f"{path}: empty file (expected {expected})")
+        what = "empty file" if not _yaml_content(text) else "holds only null"
+        raise error(f"{path}: {what} (expected {expected})")
     if not isinstance(tree, dict):
         raise error(f"{path}: expected {expected}, got {type(tree).__name__}")
     return tree

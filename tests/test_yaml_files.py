@@ -18,7 +18,8 @@ def test_reads_a_mapping_and_names_the_file_otherwise(tmp_path):
     cases = {"list.yaml": ("- 1\n- 2\n", r"list\.yaml: expected a suite, got list"),
              "broken.yaml": ("a: [1, 2\n", r"broken\.yaml:2:1: expected ',' or '\]', but got '<stream end>' \(not "
                                            r"valid YAML, while parsing a flow sequence from 1:4\)$"),
-             "empty.yaml": ("# nothing yet\n", r"empty\.yaml: empty file \(expected a suite\)$")}
+             "empty.yaml": ("# nothing yet\n", r"empty\.yaml: empty file \(expected a suite\)$"),
+             "null.yaml": ("--- ~  # a value, null\n", r"null\.yaml: holds only null \(expected a suite\)$")}
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(FileError, match=message):

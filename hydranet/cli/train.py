@@ -10,6 +10,7 @@ from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import FAILED, cli_errors
 from hydranet.train import (
     Config,
+    ConfigError,
     default_demo_config,
     default_run_dir,
     exit_torchrun_worker,
@@ -19,12 +20,19 @@ from hydranet.train import (
     run_subgraph,
     run_training,
 )
+from hydranet.train.config import with_worlds_inline
 
 
 def _train_config(config: Path | None, overrides: list[str], from_ckpt: Path | None) -> Config:
-    """The training config: ``--config`` with ``--set`` overrides, else the ``--from`` checkpoint's own."""
+    """The training config: ``--config`` with ``--set`` overrides, else the ``--from`` checkpoint's own. The world
+    files a ``--config`` names are read now, so an error reading one names the config that names it."""
     if config is not None:
-        return load_config(config, overrides)
+        try:
+            return with_worlds_inline(load_config(config, overrides))
+        except ConfigError as e:
+            if str(e).startswith(str(config)):
+                raise
+            raise ConfigError(f"{config}: {e}", e.fields, e.general) from None
     if from_ckpt is not None:  # sub-graph training on a trained network: reuse its config
         return load_train_config(None, overrides, from_ckpt)
     raise typer.BadParameter("pass a config, --from CKPT to reuse its config, or --resume -o RUN",

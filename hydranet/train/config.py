@@ -467,7 +467,10 @@ def with_worlds_inline(cfg: Config) -> Config:
         try:
             section["world"] = load_world_config(section["world"]).model_dump(mode="json", exclude_unset=True)
         except ValueError as e:
-            raise ConfigError(f"{field}: {e}") from None
+            path = Path(section["world"]).expanduser()
+            where = (f" (a relative world path is read from the working directory, {Path.cwd()}, not from the "
+                     "config's folder)") if not path.is_absolute() and not path.exists() else ""
+            raise ConfigError(f"{field}: {e}{where}") from None
     return config_from_dict(tree, "the config") if files else cfg
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faults_kit import cli, error_line, train_config
+from faults_kit import cli, error_line, train_config, world_file
 from pydantic import BaseModel, ValidationError
 
 from hydranet.cli.errors import describe, fail, one_line
@@ -104,6 +104,21 @@ def test_a_run_records_the_world_a_relative_path_names_so_it_resumes_from_anywhe
     monkeypatch.chdir(tmp_path)
     res = cli("train", "--resume", "-c", "c.yaml", "-o", "run", "--set", "train.steps=2", "--no-progress", code=0)
     assert "differs" not in res.output, res.output
+
+
+def test_a_world_path_that_cannot_be_read_names_the_config_and_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A config in another folder names its world relatively: the error names the config (it named only the
+    field) and says relative paths are read from the working directory, which it names."""
+    (tmp_path / "sub").mkdir()
+    config = train_config(tmp_path / "sub" / "c.yaml", steps=1)
+    tree = yaml.safe_load(config.read_text())
+    tree["data"]["datasets"]["w"]["world"] = "world.yaml"  # beside the config, not in the working directory
+    config.write_text(yaml.safe_dump(tree))
+    world_file(tmp_path / "sub" / "world.yaml")
+    monkeypatch.chdir(tmp_path)
+    line = error_line(cli("train", "-c", "sub/c.yaml", "-o", "run", "--no-progress", code=2))
+    assert line.startswith("error: sub/c.yaml: data.datasets.w.world: world.yaml: cannot read"), line
+    assert f"a relative world path is read from the working directory, {tmp_path}, not from the config's" in line
 
 
 def test_resume_over_an_empty_config_yaml_says_it_is_empty(tmp_path):
