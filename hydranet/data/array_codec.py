@@ -62,7 +62,8 @@ def read_npz(data: bytes, writable: bool = True) -> dict[str, np.ndarray]:
     """npz bytes -> ``{name: array}`` (``writable=False`` skips a copy when the caller copies anyway).
 
     Entries written by ``write_npz`` are parsed directly (``ValueError`` for an entry whose CRC-32 does not
-    match its bytes or whose deflate stream is damaged, and for a damaged header or a cut file); anything else
+    match its bytes or whose deflate stream is damaged, for a damaged header or a cut file, and for an entry whose
+    name differs from its central directory's); anything else
     goes through ``np.load``, which raises (``ValueError``, ``zipfile.BadZipFile``, ``OSError``) on bytes that
     are not an npz file or fail their CRC."""
     fast = _read_npz_fast(data, writable)
@@ -80,7 +81,8 @@ def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] 
     file is anything else. Each entry's CRC-32 is checked as ``zipfile`` checks it, an entry whose deflate stream
     does not inflate is refused, and the walk must end at the central directory with as many entries as the zip's
     end record counts (a damaged header or a cut file would otherwise return fewer arrays): ``ValueError``, naming
-    the entry where there is one. An entry's name is not checked against the central directory."""
+    the entry where there is one. Each entry's name must be the one the central directory lists for it, as
+    ``zipfile`` requires."""
     out: dict[str, np.ndarray] = {}
     pos = 0
     while data[pos:pos + 4] == b"PK\x03\x04":
@@ -116,6 +118,15 @@ def _read_npz_fast(data: bytes, writable: bool = True) -> dict[str, np.ndarray] 
                          "directory follows it")
     if (counted := int.from_bytes(data[end + 10:end + 12], "little")) != len(out):
         raise ValueError(f"npz damaged: its directory counts {counted} entries, {len(out)} were read")
+    central = pos
+    for name in (f"{key}.npy" for key in out):  # as zipfile does: each local header's name is the directory's
+        if data[central:central + 4] != b"PK\x01\x02" or len(data) < central + 46:
+            raise ValueError(f"npz damaged: its central directory ends before entry {name!r}")
+        nlen, xlen, clen = struct.unpack_from("<HHH", data, central + 28)
+        listed = data[central + 46:central + 46 + nlen].decode(errors="replace")
+        if listed != name:
+            raise ValueError(f"npz damaged: entry {name!r} is {listed!r} in its central directory")
+        central += 46 + nlen + xlen + clen
     return out
 
 

@@ -68,6 +68,18 @@ def test_an_npz_with_a_damaged_header_or_cut_short_is_an_error_not_fewer_arrays(
     assert sorted(codec.read_npz(data)) == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize("compress", [True, False])
+def test_an_entry_name_damaged_in_its_local_header_is_an_error(compress):
+    """Before: a flipped bit in a local header's name returned the array under another key ('b' read as 'c'); zipfile
+    (np.load) refuses a name that differs from the central directory's, and so does the fast reader now."""
+    data = bytearray(codec.write_npz({"a": np.arange(8), "b": np.ones(3)}, compress=compress))
+    second = data.find(b"PK\x03\x04", 4)
+    assert data[second + 30:second + 35] == b"b.npy"
+    data[second + 30] = ord("c")
+    with pytest.raises(ValueError, match=r"npz damaged: entry 'c\.npy' is 'b\.npy' in its central directory"):
+        codec.read_npz(bytes(data))
+
+
 def test_a_damaged_deflate_stream_is_a_value_error_naming_the_entry():
     data = bytearray(codec.write_npz({"x": np.random.default_rng(0).integers(0, 255, 4096, dtype=np.uint8)}))
     start = 30 + int.from_bytes(data[26:28], "little") + int.from_bytes(data[28:30], "little")
