@@ -103,7 +103,7 @@ _WORKER_TRACEBACK = re.compile(r"Caught (\w+) in DataLoader worker process (\d+)
                                r"Original Traceback \(most recent call last\):\n(.*)", re.DOTALL)
 
 
-def from_loader_worker(message: str) -> str:
+def _from_loader_worker(message: str) -> str:
     """``message`` with a DataLoader worker's traceback replaced by the worker's own error message and the
     worker named (``...: member 'cam.main.npz' cannot be decoded (...) (in DataLoader worker 0)``); any other
     message unchanged."""
@@ -120,9 +120,9 @@ def from_loader_worker(message: str) -> str:
 
 def describe(e: BaseException) -> tuple[str, int]:
     """``(message, exit code)`` of any exception a command lets through; see the module docstring. An error
-    raised in a DataLoader worker reads as the worker's own message (``from_loader_worker``)."""
+    raised in a DataLoader worker reads as the worker's own message (``_from_loader_worker``)."""
     message, code = _describe(e)
-    return from_loader_worker(message), code
+    return _from_loader_worker(message), code
 
 
 def _describe(e: BaseException) -> tuple[str, int]:

@@ -19,8 +19,8 @@ from hydranet.train import (
     run_demo,
     run_subgraph,
     run_training,
+    with_worlds_inline,
 )
-from hydranet.train.config import with_worlds_inline
 
 
 def _train_config(config: Path | None, overrides: list[str], from_ckpt: Path | None) -> Config:
