@@ -52,7 +52,7 @@ from hydranet.engine import (
 from hydranet.eval import GateRow, spread_evenly
 from hydranet.json_files import dumps
 from hydranet.outputs import StagedDirectory
-from hydranet.train import exit_torchrun_worker, shutdown
+from hydranet.train import shutdown
 
 console = make_console(stderr=True)  # plain, unwrapped lines in logs and pipes
 
@@ -144,7 +144,6 @@ def mine_command(
         if dist.is_initialized():
             shutdown()
         if result is None:  # a rank other than 0: rank 0 writes the merged queue
-            exit_torchrun_worker()
             return
         names = [n for n, _, _ in specs]
         settings = {"triggers": triggers, "oversample": oversample, "radius": radius, "limit": limit,
@@ -160,7 +159,6 @@ def mine_command(
         raise
     stage.commit()
     _print_mine_result(result, out / "queue.jsonl", budget, max_per_scene)
-    exit_torchrun_worker()  # gloo can SIGABRT at interpreter teardown (see distributed.exit_process)
 
 
 def _shadow_model(shadow: Path | None, trigs: list) -> DeployedModel | None:

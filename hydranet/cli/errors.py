@@ -175,5 +175,7 @@ def cli_errors() -> Iterator[None]:
     except (Exception, KeyboardInterrupt) as e:
         if os.environ.get("HYDRANET_DEBUG") == "1" and not isinstance(e, KeyboardInterrupt):
             raise
+        if isinstance(e, TrainingInterrupted) and e.quiet:  # another rank's error line says it
+            raise typer.Exit(e.exit_code) from None
         message, code = describe(e)
         raise fail(message, code) from None

@@ -7,13 +7,12 @@ from pathlib import Path
 import typer
 
 from hydranet.cli.app import CHECKPOINT_HELP, app
-from hydranet.cli.errors import FAILED, cli_errors
+from hydranet.cli.errors import cli_errors
 from hydranet.train import (
     Config,
     ConfigError,
     default_demo_config,
     default_run_dir,
-    exit_torchrun_worker,
     load_config,
     load_train_config,
     run_demo,
@@ -79,39 +78,28 @@ def train(
     Every task's loss, the balancing weights, lr and skipped steps go to TensorBoard (OUT/tb).
     """
 
-    code = FAILED
-    try:
-        with cli_errors():
-            if config is None and resume and out is not None and (out / "config.yaml").is_file():
-                # The run stores its resolved config, tasks added with --add-task included: it, not --from's
-                # config, is what the run continues (the resume command a stopped run prints names --from too).
-                config = out / "config.yaml"
-            elif config is None and resume and from_ckpt is None:
-                if out is None:
-                    raise typer.BadParameter("needs -o RUN, the run directory to continue", param_hint="--resume")
-                if not (out / "config.yaml").is_file():
-                    raise typer.BadParameter(f"{out} holds no run to resume (no {out / 'config.yaml'}); start one "
-                                             "there with --config, or name the run's directory", param_hint="--resume")
-                config = out / "config.yaml"
-            cfg = _train_config(config, set_, from_ckpt)
-            freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
-            task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-            run_dir = out or default_run_dir(config, from_ckpt)
-            if add_task or from_cache:
-                run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
-                             freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)
-            else:
-                run_training(cfg, run_dir, resume=resume, from_ckpt=str(from_ckpt) if from_ckpt else None,
-                             tasks=task_list, freeze=freeze_list, progress=not no_progress)
-        code = 0
-    except typer.Exit as e:
-        code = e.exit_code
-        raise
-    except typer.BadParameter:
-        code = 2
-        raise
-    finally:
-        exit_torchrun_worker(code)
+    with cli_errors():
+        if config is None and resume and out is not None and (out / "config.yaml").is_file():
+            # The run stores its resolved config, tasks added with --add-task included: it, not --from's
+            # config, is what the run continues (the resume command a stopped run prints names --from too).
+            config = out / "config.yaml"
+        elif config is None and resume and from_ckpt is None:
+            if out is None:
+                raise typer.BadParameter("needs -o RUN, the run directory to continue", param_hint="--resume")
+            if not (out / "config.yaml").is_file():
+                raise typer.BadParameter(f"{out} holds no run to resume (no {out / 'config.yaml'}); start one "
+                                         "there with --config, or name the run's directory", param_hint="--resume")
+            config = out / "config.yaml"
+        cfg = _train_config(config, set_, from_ckpt)
+        freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
+        task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        run_dir = out or default_run_dir(config, from_ckpt)
+        if add_task or from_cache:
+            run_subgraph(cfg, run_dir, from_ckpt=from_ckpt, tasks=task_list, add_tasks=add_task,
+                         freeze=freeze_list, cache=from_cache, resume=resume, progress=not no_progress)
+        else:
+            run_training(cfg, run_dir, resume=resume, from_ckpt=str(from_ckpt) if from_ckpt else None,
+                         tasks=task_list, freeze=freeze_list, progress=not no_progress)
 
 
 @app.command()

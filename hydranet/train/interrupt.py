@@ -29,11 +29,13 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal after saving; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM)."""
+    """Training stopped on a signal after saving; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM). ``quiet``: the
+    command ends with the code without an error line (a torchrun rank other than 0: rank 0's line says it all)."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int, quiet: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.quiet = quiet
 
 
 def workers_ignore_stop_signals(worker_id: int) -> None:

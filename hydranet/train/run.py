@@ -139,7 +139,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         torch.manual_seed(tc.seed)  # identical initial weights everywhere (rank 0's are broadcast anyway)
         model = create_model(model_cfg)
         note = _load_from(model, from_ckpt) if from_ckpt else None
-        write_run_config(cfg, out_dir, info)  # once data and weights are known to load
+        if not resume:  # once data and weights are known to load (a resumed run's, once its checkpoint does too)
+            write_run_config(cfg, out_dir, info)
         if tc.in_memory:
             data.dataset = _load_in_memory(data.dataset, console if info.is_main else None,
                                            tc.steps * tc.batch_size * tc.grad_accum * info.world_size)
@@ -154,6 +155,8 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, from
         resumed = trainer.resume() if resume else False
         if resumed and trainer.step >= tc.steps:  # finished: write nothing (no duplicate final checkpoint)
             return finish_already_finished(trainer, info, console)
+        if resume:  # after its checkpoint loaded: a refused resume leaves the run's config.yaml as it was
+            write_run_config(cfg, out_dir, info)
         if info.is_main:
             _print_start(console, trainer, data, out_dir, device, note, resume, resumed)
         summary = fit_stoppable(trainer, resume_hint or resume_command(f"train --resume -o {out_dir}", info),
@@ -244,7 +247,7 @@ def fit_stoppable(trainer: Trainer, resume: str, console: Any) -> dict[str, Any]
 def interrupted(summary: dict[str, Any], signum: int, resume: str, console: Any) -> TrainingInterrupted:
     """The ``TrainingInterrupted`` of a run stopped by signal ``signum`` after saving ``summary["checkpoint"]``, its
     message ending in the command that resumes it (the CLI's error line); rank 0 (which passes its ``console``)
-    prints where it stopped first."""
+    prints where it stopped first, and the other ranks' exceptions are ``quiet`` (no second error line)."""
     import signal
 
     name = signal.Signals(signum).name
@@ -253,7 +256,7 @@ def interrupted(summary: dict[str, Any], signum: int, resume: str, console: Any)
                       f"{summary['checkpoint']}[/]", soft_wrap=True)
     saved = f"checkpoint {summary['checkpoint']} saved" if summary["checkpoint"] else "rank 0 saved the checkpoint"
     return TrainingInterrupted(f"interrupted by {name} at step {summary['steps']}; {saved}; resume with: {resume}",
-                               EXIT_CODES.get(signum, 130))
+                               EXIT_CODES.get(signum, 130), quiet=console is None)
 
 
 def resume_command(args: str, info: distributed.DistInfo) -> str:

@@ -260,7 +260,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         if empty:
             raise CacheError(f"{cache.path}: no cached frame carries the labels of task(s) {empty}")
         eval_set = open_source(cfg.data.eval) if tc.eval_every and cfg.data.eval is not None else None
-        write_run_config(cfg, out_dir, info)
+        if not resume:  # a resumed run's once its checkpoint loaded (below)
+            write_run_config(cfg, out_dir, info)
         torch.manual_seed(tc.seed + 7919 * info.rank)
         trainer = CacheTrainer(cfg, model, data, out_dir, tasks=model.task_objects, train_tasks=train_tasks,
                                index_lists=index_lists, eval_set=eval_set, frozen=freeze,
@@ -269,6 +270,8 @@ def _run_cached(cfg: Config, out_dir: Path, from_ckpt: Path, cache: FeatureCache
         resumed = trainer.resume() if resume else False
         if resumed and trainer.step >= tc.steps:  # finished: write nothing, say so in one line
             return finish_already_finished(trainer, info, console)
+        if resume:  # after the resume: a refused one leaves config.yaml as it was
+            write_run_config(cfg, out_dir, info)
         if info.is_main:
             if trainer.resume_note:
                 console.print(f"  [yellow]{trainer.resume_note}")

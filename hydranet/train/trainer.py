@@ -377,7 +377,8 @@ class Trainer:
             if saved_step != self.step:  # a stop right after a periodic save: that step is saved already
                 last_path = self.save()
         summary = {"steps": self.step, "planned_steps": self.tc.steps, "stopped_early": self.stopped_early,
-                   "skipped_steps": self.skipped_steps, "checkpoint": str(last_path),
+                   "skipped_steps": self.skipped_steps,
+                   "checkpoint": str(last_path) if last_path is not None else None,  # None: a rank other than 0
                    "history": self.history[-1:] if self.history else [], "seconds": time.perf_counter() - t0}
         if self.dist.is_main:
             (self.out_dir / "train_summary.json").write_text(dumps(summary))

@@ -195,6 +195,8 @@ def test_torchrun_two_ranks_merge_to_the_single_process_queue(checkpoint, world_
               module=[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                       str(_free_port()), "-m", "hydranet"])
     assert two.returncode == 0, two.stderr
+    # rank 0 released its lock: the workers end without teardown only after the command's clean-up has run
+    assert not [p.name for p in tmp_path.iterdir() if ".lock" in p.name]
     q1 = [json.loads(x) for x in (tmp_path / "one" / "queue.jsonl").read_text().splitlines()]
     q2 = [json.loads(x) for x in (tmp_path / "two" / "queue.jsonl").read_text().splitlines()]
     assert [r["frame_id"] for r in q1] == [r["frame_id"] for r in q2]

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 import zlib
@@ -72,6 +73,35 @@ def test_a_signal_during_train_saves_and_prints_the_resume_command(tmp_path, sig
     assert saved == sum(1 for _ in (run / "train_log.jsonl").open())
     res = cli("train", "--resume", "-o", run, "--set", f"train.steps={saved + 1}", "--no-progress", code=0)
     assert f"resumed at step {saved}" in res.output and "resuming with a changed config: train.steps" in res.output
+
+
+def test_a_signal_to_a_torchrun_job_is_one_error_line_and_leaves_no_lock(tmp_path):
+    """Before: rank 1 printed its own line, "checkpoint None saved", and every torchrun run, even a finished one,
+    left ``.run.lock`` and ``.run.lock.pid`` behind (the workers' ``os._exit`` skipped the lock's clean-up)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = train_config(tmp_path / "c.yaml", steps=100_000)
+    run = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+                "-m", "hydranet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*torchrun, "train", "-c", str(cfg), "-o", str(run), "--no-progress"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_steps(run, 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted by SIGINT" in errors[0], err[-3000:]
+    assert "checkpoint None" not in err and f"{run}/checkpoints/step_" in errors[0]
+    assert not [p.name for p in tmp_path.iterdir() if ".lock" in p.name]
+    saved = int(load_latest_valid(run / "checkpoints", quarantine=False)[0].state["step"])
+    res = subprocess.run([*torchrun, "train", "--resume", "-o", str(run), "--set", f"train.steps={saved + 1}",
+                          "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not [p.name for p in tmp_path.iterdir() if ".lock" in p.name]
 
 
 def damage_consistently(shard: Path, member: str) -> None:

@@ -121,6 +121,19 @@ def test_a_world_path_that_cannot_be_read_names_the_config_and_where_it_was_look
     assert f"a relative world path is read from the working directory, {tmp_path}, not from the config's" in line
 
 
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(tmp_path):
+    """Before: ``--resume --set train.steps=N`` recorded N in config.yaml, then found no valid checkpoint and exited 2:
+    a failed command had changed its input."""
+    run = tmp_path / "run"
+    cli("train", "-c", train_config(tmp_path / "c.yaml", steps=1), "-o", run, "--no-progress", code=0)
+    recorded = (run / "config.yaml").read_bytes()
+    for weights in (run / "checkpoints").glob("step_*/model.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:100])
+    line = error_line(cli("train", "--resume", "-o", run, "--set", "train.steps=3", "--no-progress", code=2))
+    assert "no valid checkpoint to resume from" in line, line
+    assert (run / "config.yaml").read_bytes() == recorded
+
+
 def test_resume_over_an_empty_config_yaml_says_it_is_empty(tmp_path):
     """Before: "data: required field is missing", as if the file held a config without data."""
     run = tmp_path / "run"
