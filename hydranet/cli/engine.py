@@ -276,6 +276,9 @@ def vacation_command(
     config: Path = typer.Option(..., "--config", "-c", help="pipeline.yaml (see docs/engine.md)"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory; re-run the same command to resume"),
     iterations: int | None = typer.Option(None, min=1, help="override the pipeline's iterations"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a pipeline field, e.g. --set mine.budget=8 "
+                                   "--set train.steps=50 (repeatable; the value is YAML; a relative path is the "
+                                   "working directory's). Re-run with the same --set to resume."),
     threads: int = typer.Option(1, min=0, help="torch compute threads (0 = torch's default)"),
 ) -> None:
     """Operation Vacation: mine → label → dataset → train → eval → gate → export → promote, resumable.
@@ -286,7 +289,7 @@ def vacation_command(
     if threads:
         torch.set_num_threads(threads)
     with cli_errors():  # PipelineError, PoolError, SuiteError, ShardError...: one `error:` line, exit 2
-        pipe = load_pipeline(config)
+        pipe = load_pipeline(config, set_)
         if iterations is not None:
             pipe = pipe.model_copy(update={"iterations": iterations})
         promoted = read_current(out)  # a resumed run mines with its promoted model, not the pipeline's

@@ -129,7 +129,7 @@ def _train_inputs(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
 def _vacation_paths(params: dict[str, Any]) -> tuple[list[str], list[Path]]:
     """``vacation``: what its pipeline reads (and its train config's datasets), and the parts of the run
     directory it writes (``hydranet.engine.records.run_outputs``)."""
-    pipe = load_pipeline(params["config"])
+    pipe = load_pipeline(params["config"], list(params.get("set_") or []))
     inputs = pipe.inputs()
     try:
         if pipe.train_config:

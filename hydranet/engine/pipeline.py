@@ -14,7 +14,9 @@ export: {enabled: true, tasks: null}
 
 Relative paths are relative to the pipeline file. A relative suite path is looked up next to the
 pipeline file, then in the working directory, then among the shipped suites (``resolve_suite_path``),
-like ``hydranet eval --suite``.
+like ``hydranet eval --suite``. ``hydranet vacation --set KEY=VALUE`` overrides a field as ``train --set``
+does (``--set mine.budget=8``); a relative path given there (``--set model=runs/x``) is relative to the working
+directory, as on any command line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hydranet.config_errors import format_validation_error
 from hydranet.eval import resolve_suite_path
 from hydranet.model import ZOO_SCHEME
+from hydranet.train import ConfigError, apply_overrides
 from hydranet.yaml_files import read_yaml_mapping
 
 
@@ -140,18 +143,37 @@ def _resolve_suite(base: Path, value: str) -> str:
     return str(beside) if beside.exists() else str(resolve_suite_path(value))
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline YAML; relative paths (pool, model, train config, suites, teacher)
-    resolve against the file's directory.
+# The pipeline's path fields: a relative one given with --set is the working directory's, as on a command line.
+_PATH_FIELDS = ("pool", "model", "train_config", "label.teacher")
 
-    Raises ``PipelineError`` naming the file and field: unreadable file, invalid YAML, not a mapping,
-    a validation error, ``label.kind: auto`` without ``teacher``, ``train.mode: heads`` without ``tasks``."""
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipeline:
+    """Read and validate a pipeline YAML with ``--set KEY=VALUE`` ``overrides`` applied (``apply_overrides``, as
+    ``train --set``); relative paths (pool, model, train config, suites, teacher) resolve against the file's
+    directory, those an override gives against the working directory.
+
+    Raises ``PipelineError`` naming the file and field (and the overrides, when there are any): unreadable file,
+    invalid YAML, not a mapping, a malformed override, a validation error, ``label.kind: auto`` without ``teacher``,
+    ``train.mode: heads`` without ``tasks``."""
     p = Path(path)
     tree = read_yaml_mapping(p, PipelineError, "a mapping (pool, model, mine, label, train, eval, ...)")
+    overrides = list(overrides or [])
+    try:
+        apply_overrides(tree, overrides)
+    except ConfigError as e:
+        raise PipelineError(f"{p}: {e}") from None
+    for key in {text.split("=", 1)[0].strip() for text in overrides} & set(_PATH_FIELDS):
+        *sections, name = key.split(".")
+        node = tree
+        for section in sections:
+            node = node[section]
+        if isinstance(node.get(name), str):
+            node[name] = _resolve(Path.cwd(), node[name])
+    where = f"{p} with --set {' '.join(overrides)}" if overrides else str(p)
     try:
         pipe = Pipeline.model_validate({**tree, "path": str(p)})
     except ValidationError as e:
-        raise PipelineError(format_validation_error(e, str(p), sep="; ")) from None
+        raise PipelineError(format_validation_error(e, where, sep="; ")) from None
     # resolved (absolute, no '..'): a run resumed from another directory, naming the same file by another
     # relative path, reads the same pipeline
     base = p.parent.resolve()

@@ -11,7 +11,8 @@ import lazy_loader as lazy
 # The package's public names, each imported from its module on first use (SPEC 1 lazy loading).
 __getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
     "balancing": ["BALANCERS", "Balancer", "BalancingConfig"],
-    "config": ["Config", "ConfigError", "config_from_dict", "config_to_dict", "load_config", "with_worlds_inline"],
+    "config": ["Config", "ConfigError", "apply_overrides", "config_from_dict", "config_to_dict", "load_config",
+               "with_worlds_inline"],
     "data": ["open_source", "world_from_file"],
     "demo": ["BUDGET_S", "default_demo_config", "run_demo"],
     "distributed": ["DeviceError", "exit_torchrun_worker", "resolve_device", "shutdown"],

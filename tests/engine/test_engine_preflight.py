@@ -113,6 +113,25 @@ def test_shipped_example_configs_load():
         load_pipeline(ROOT / "configs" / "engine" / "pool.yaml")  # a world file is not a pipeline
 
 
+def test_set_overrides_a_pipeline_field_and_names_itself_when_bad(tmp_path, monkeypatch):
+    """``vacation --set`` as ``train --set``: a field overridden, a relative path it gives read from the working
+    directory (the file's own paths stay relative to the file), a bad value named with the override."""
+    shipped = ROOT / "configs" / "engine" / "vacation.yaml"
+    monkeypatch.chdir(tmp_path)
+    pipe = load_pipeline(shipped, ["mine.budget=8", "train.steps=20", "model=runs/base"])
+    assert (pipe.mine.budget, pipe.train.steps, pipe.mine.oversample) == (8, 20, 4)
+    assert pipe.model == str(tmp_path / "runs" / "base")
+    assert pipe.pool == f"synthetic:{ROOT / 'configs' / 'engine' / 'pool.yaml'}"
+    with pytest.raises(PipelineError, match=r"vacation\.yaml with --set mine\.budget=many: mine\.budget: Input should "
+                                            r"be a valid integer"):
+        load_pipeline(shipped, ["mine.budget=many"])
+    with pytest.raises(PipelineError, match=r"vacation\.yaml: --set 'mine': expected KEY=VALUE"):
+        load_pipeline(shipped, ["mine"])
+    res = CliRunner().invoke(app, ["vacation", "-c", str(shipped), "-o", str(tmp_path / "run"),
+                                   "--set", "mine.budget=0"])
+    assert res.exit_code == 2 and "mine.budget" in res.output and not (tmp_path / "run").exists(), res.output
+
+
 def test_a_pool_the_model_was_not_built_for_fails_before_any_stage(pipe_dir, tmp_path):
     src = yaml.safe_load((pipe_dir / "pipeline.yaml").read_text())
     for k in ("model", "train_config"):
