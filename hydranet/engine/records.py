@@ -83,8 +83,8 @@ class VacationRun:
                 raise ValueError(
                     f"{self.out} was started with a different pipeline (fields {changed} differ) and holds "
                     f"finished stages ({', '.join(self.finished_stages()[:3])}...) that must not be mixed with "
-                    f"another pipeline's. To proceed: resume with the original pipeline file, run the new one "
-                    f"into a new --out (e.g. {self.out}_2), or delete {self.out} to start over")
+                    f"another pipeline's. To proceed: resume with the original pipeline file (and --set), run the "
+                    f"new one into a new --out (e.g. {self.out}_2), or delete {self.out} to start over")
             if changed:  # nothing finished yet (e.g. the first stage failed): the new pipeline takes over
                 log(f"{self.out}: no stage had finished; starting over with the changed pipeline ({changed})")
         atomic_json(cfg_path, {**cfg, "run_dir": str(self.out)})
