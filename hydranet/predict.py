@@ -61,7 +61,15 @@ def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | Non
     return collate([padded]), valid
 
 
-def _own_cameras(value: Any, n: int, space: str) -> Any:
+def model_batch(sample: Sample, setup: Setup) -> tuple[Batch, Tensor | None]:
+    """The 1-sample batch and ``camera_valid`` (None: every camera) a model of ``setup`` takes for ``sample``: one
+    of the model's rigs as it is, a rig with fewer cameras padded with failed ones (``_padded_batch``). Pass
+    ``sample`` without labels when they are only drawn (labels on another BEV grid would not collate)."""
+    own = len(sample.camera_names) in setup.camera_counts()  # one of the model's rigs: no padding
+    return (collate([sample]), None) if own else _padded_batch(sample, max(setup.camera_counts()))
+
+
+def own_cameras(value: Any, n: int, space: str) -> Any:
     """Decoded output restricted to the sample's own ``n`` cameras (drops the padding's)."""
     if space != "camera":
         return value
@@ -153,12 +161,11 @@ def _predict_into(out: Path, checkpoint: str | Path, data: Any, frames: int | No
         # the model's input: no labels (they are only drawn, with --ground-truth), so a dataset labelled on
         # another BEV grid still runs
         inputs = replace(sample, labels={})
-        own = len(sample.camera_names) in model.setup.camera_counts()  # one of the model's rigs: no padding
-        batch, valid = (collate([inputs]), None) if own else _padded_batch(inputs, max(model.setup.camera_counts()))
+        batch, valid = model_batch(inputs, model.setup)
         prediction = predictor.step(batch, camera_valid=valid)
         views = Views.from_sample(sample, model.setup.grid, scale=scale)
         tasks = {name: model.task_objects[name] for name in names}
-        outputs = {name: (task, _own_cameras(prediction.decoded(name)[0], len(sample.camera_names), task.space))
+        outputs = {name: (task, own_cameras(prediction.decoded(name)[0], len(sample.camera_names), task.space))
                    for name, task in tasks.items()}
         title = f"{sample.scene_id} frame {sample.frame_index} - {Path(checkpoint).name} ({', '.join(names)})"
         records.append(write_frame(out, k, sample, views, outputs, ground_truth, title,

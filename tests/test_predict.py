@@ -153,9 +153,9 @@ def test_predict_renders_a_world_yaml_at_the_models_setup(checkpoint, tmp_path):
         assert np.load(tmp_path / f"pred{k}" / "frame_0000.npz")["bev_semantic"].shape[-2:] == (32, 32)
 
 
-def test_predict_streams_a_model_with_the_video_memory_within_a_scene(tmp_path):
-    """A temporal model's frames are streamed in order: the second frame of a scene is read with the first one's
-    memory (it differs from the same images where the second frame starts a new scene), the first frame not."""
+def _temporal_checkpoint_and_scenes(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """An untrained temporal checkpoint whose memory changes its outputs, and two frame indexes of the same two
+    images: one scene (the second frame reads the first one's memory) and split into two scenes."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset("tiny", setup={"image_size": [64, 128],
                                             "grid": {"x_range": [-16, 16], "y_range": [-16, 16], "cell": 1.0}},
@@ -169,8 +169,15 @@ def test_predict_streams_a_model_with_the_video_memory_within_a_scene(tmp_path):
     lines = index.read_text().splitlines()
     split = tmp_path / "split.jsonl"  # the same images, the second frame in a scene of its own
     split.write_text("\n".join([lines[0], lines[1].replace('"scene_id": "dash"', '"scene_id": "other"')]))
+    return ckpt, {"scene": index, "split": split}
+
+
+def test_predict_streams_a_model_with_the_video_memory_within_a_scene(tmp_path):
+    """A temporal model's frames are streamed in order: the second frame of a scene is read with the first one's
+    memory (it differs from the same images where the second frame starts a new scene), the first frame not."""
+    ckpt, indexes = _temporal_checkpoint_and_scenes(tmp_path)
     scores = {}
-    for name, data in (("scene", index), ("split", split)):
+    for name, data in indexes.items():
         out = tmp_path / name
         r = CliRunner().invoke(app, ["predict", str(ckpt), "--data", f"frames:{data}", "--out", str(out)])
         assert r.exit_code == 0, r.output
@@ -179,6 +186,22 @@ def test_predict_streams_a_model_with_the_video_memory_within_a_scene(tmp_path):
     np.testing.assert_array_equal(scores["scene"][0], scores["split"][0])
     assert scores["scene"][1].shape != scores["split"][1].shape or \
         not np.array_equal(scores["scene"][1], scores["split"][1])
+
+
+def test_view_streams_a_model_with_the_video_memory_as_predict_does(tmp_path):
+    """Before: ``view --model`` ran every frame from an empty memory, so a video model's recording was not what
+    ``predict``, ``eval`` and the exported graph give."""
+    df = pytest.importorskip("rerun.dataframe")
+    ckpt, indexes = _temporal_checkpoint_and_scenes(tmp_path)
+    labels = {}
+    for name, data in indexes.items():
+        out = tmp_path / f"{name}.rrd"
+        r = CliRunner().invoke(app, ["view", "--model", str(ckpt), "--data", f"frames:{data}", "--tasks", "objects3d",
+                                     "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        table = df.load_recording(str(out)).view(index="frame", contents="/world/ego/prediction/boxes3d")
+        labels[name] = table.select().read_all().column("/world/ego/prediction/boxes3d:Text").to_pylist()
+    assert labels["scene"][0] == labels["split"][0] and labels["scene"][1] != labels["split"][1]
 
 
 def test_predict_tracks_objects3d_over_a_scenes_frames(tmp_path):

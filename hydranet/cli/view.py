@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -10,10 +11,10 @@ from hydranet.checkpoint import load_model
 from hydranet.cli.app import CHECKPOINT_HELP, app
 from hydranet.cli.errors import cli_errors, fail
 from hydranet.console import make_console, progress
-from hydranet.data import collate, resize_sample
-from hydranet.datasets import open_data_option, open_dataset
+from hydranet.data import resize_sample
+from hydranet.datasets import dataset_setup, open_data_option, open_dataset
 from hydranet.eval import Evaluator
-from hydranet.predict import check_labels_drawable
+from hydranet.predict import check_labels_drawable, model_batch, own_cameras
 from hydranet.viz import RerunMissing, SceneRecorder, decoded_cpu, require_rerun
 
 
@@ -58,15 +59,22 @@ def view(
             check_labels_drawable(dataset, net.setup, {t: net.task_objects[t] for t in names}, f"--data {data}",
                                   f"--model {model}", remedy="choose --tasks without that task")
         stop = min(len(dataset), start + frames)
-        predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False)
-        with SceneRecorder(out) as recorder, progress("view", stop - start, console, unit="frames") as bar:
+        # A model with the video memory streams the frames in order (its memory reset at each new scene), as
+        # `predict`, `eval` and `infer` run it: frame by frame from an empty memory it would be another model.
+        predictor = None if net is None else Evaluator(net, {t: net.task_objects[t] for t in names}, score=False,
+                                                       stream=net.is_temporal)
+        recorder = SceneRecorder(out, setup=dataset_setup(dataset), model_setup=None if net is None else net.setup)
+        with recorder, progress("view", stop - start, console, unit="frames") as bar:
             for k, i in enumerate(range(start, stop)):
                 sample = dataset[i]
                 prediction = None
-                if predictor is not None:
+                if predictor is not None:  # a rig with fewer cameras than the model's runs padded, as in predict
                     sample = resize_sample(sample, net.setup.image_size)
-                    frame = predictor.step(collate([sample]))
-                    prediction = {t: decoded_cpu(frame.decoded(t)[0]) for t in names}
+                    batch, valid = model_batch(replace(sample, labels={}), net.setup)
+                    frame = predictor.step(batch, camera_valid=valid)
+                    n = len(sample.camera_names)
+                    prediction = {t: decoded_cpu(own_cameras(frame.decoded(t)[0], n, net.task_objects[t].space))
+                                  for t in names}
                 recorder.log_frame(k, sample, prediction=prediction)
                 bar.advance()
     what = f"{model}'s predictions and the ground truth" if net is not None else "the ground truth"

@@ -23,6 +23,7 @@ Timelines: ``frame`` (the index in the recording) and ``time`` (the sample's tim
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 from torch import Tensor
 
 from hydranet.data import BEV_CLASSES, LANE_KINDS, LIGHT_STATES, Sample
-from hydranet.setup import OBJECT_CLASSES
+from hydranet.setup import Setup, class_names
 from hydranet.viz.style import (
     BEV_COLORS,
     DRIVABLE_COLOR,
@@ -69,37 +70,60 @@ def _rgb(color: tuple[int, int, int]) -> list[int]:
 
 class SceneRecorder:
     """Writes frames to ``path`` (``.rrd``) as a Rerun recording (module docstring). Use as a context manager;
-    ``log_frame`` once per frame in time order."""
+    ``log_frame`` once per frame in time order. The recording is written to a temporary file beside ``path`` and
+    renamed over it when the block ends without an error (removed otherwise): a failed run leaves no partial
+    recording under the output's name.
 
-    def __init__(self, path: str | Path, application_id: str = "hydranet") -> None:
+    ``setup``: the setup of the frames (their class vocabularies name the truth's class ids: nuScenes' ten, the
+    world's five, ...); ``model_setup``: the predicting model's (its vocabularies name the predictions' ids;
+    default ``setup``). None: the world's classes (``setup.class_names``)."""
+
+    def __init__(self, path: str | Path, application_id: str = "hydranet", setup: Setup | None = None,
+                 model_setup: Setup | None = None) -> None:
         self.rr = require_rerun()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
         self.rec = self.rr.new_recording(application_id)
-        self.rec.save(str(self.path))
+        self.rec.save(str(self._tmp))
+        sides = {"truth": setup, "prediction": model_setup or setup}
+        # Class names per side and box label: a recording may show a nuScenes frame's truth beside a model's boxes.
+        self._classes = {(side, label): class_names(s, label) for side, s in sides.items()
+                         for label in ("objects3d", "detection2d")}
         self._trajectory: list[list[float]] = []
         self._origin: np.ndarray | None = None  # T_ego0_from_world: the first pose is the recording's origin
-        self._annotated: set[str] = set()  # segmentation entities whose class annotations are logged
+        self._annotated: set[str] = set()  # entities whose class annotations are logged
         self._log_static()
 
     def __enter__(self) -> SceneRecorder:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(keep=exc_type is None)
 
-    def close(self) -> None:
-        """Flush everything to the file."""
+    def close(self, keep: bool = True) -> None:
+        """Flush everything and move the recording to ``path`` (``keep``), or delete it (``keep=False``)."""
         self.rec.flush(blocking=True)
         self.rec.disconnect()
+        if keep:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
     # ---- static: axes and class annotations ------------------------------------------------------
+    def _annotate(self, path: str, infos: list[Any]) -> None:
+        """Log ``infos`` (class id -> label and colour) as the annotation context of entity ``path``, once."""
+        if path not in self._annotated:
+            self._annotated.add(path)
+            self.rec.log(path, self.rr.AnnotationContext(infos), static=True)
+
+    def _objects(self, side: str, label: str) -> list[Any]:
+        return [self.rr.AnnotationInfo(id=i, label=name, color=_rgb(class_color(name)))
+                for i, name in enumerate(self._classes[(side, label)])]
+
     def _log_static(self) -> None:
         rr = self.rr
         self.rec.log("world", rr.ViewCoordinates.FLU, static=True)  # ego convention: x forward, y left, z up
-        objects = [rr.AnnotationInfo(id=i, label=name, color=_rgb(class_color(name)))
-                   for i, name in enumerate(OBJECT_CLASSES)]
-        self.rec.log("world", rr.AnnotationContext(objects), static=True)
         regions = [rr.AnnotationInfo(id=0, label="background", color=[0, 0, 0, 0]),
                    rr.AnnotationInfo(id=1, label="drivable", color=_rgb(DRIVABLE_COLOR))]
         lanes = [rr.AnnotationInfo(id=0, label="none", color=[0, 0, 0, 0]),
@@ -142,9 +166,9 @@ class SceneRecorder:
             if value is None:
                 continue
             if task == "objects3d":
-                self._boxes3d(f"world/ego/{side}/boxes3d", value)
+                self._boxes3d(side, value)
             elif task == "detection2d":
-                self._boxes2d(side, names, value, "boxes2d", OBJECT_CLASSES)
+                self._boxes2d(side, names, value, "boxes2d", self._classes[(side, "detection2d")])
             elif task == "traffic_light":
                 self._boxes2d(side, names, value, "lights", LIGHT_STATES)
             elif task in ("drivable", "lanes"):
@@ -152,10 +176,7 @@ class SceneRecorder:
                 masks = (masks > 0.5).astype(np.uint8) if task == "drivable" and masks.dtype != np.uint8 else masks
                 for i, name in enumerate(names):
                     path = f"world/ego/cam/{name}/image/{side}/{task}"
-                    if path not in self._annotated:
-                        self._annotated.add(path)
-                        rec.log(path, rr.AnnotationContext(self._regions if task == "drivable" else self._lanes),
-                                static=True)
+                    self._annotate(path, self._regions if task == "drivable" else self._lanes)
                     rec.log(path, rr.SegmentationImage(masks[i].astype(np.uint8)))
             elif task == "depth":
                 depth = _np(value).astype(np.float32)
@@ -173,12 +194,15 @@ class SceneRecorder:
                 line = np.concatenate([np.zeros((1, 3)), np.c_[path[:, :2], np.zeros(len(path))]])
                 rec.log(f"world/ego/{side}/ego_path", rr.LineStrips3D([line], colors=[_rgb(EGO_PATH_COLOR)]))
 
-    def _boxes3d(self, path: str, value: dict[str, Any]) -> None:
+    def _boxes3d(self, side: str, value: dict[str, Any]) -> None:
         rr = self.rr
+        path = f"world/ego/{side}/boxes3d"
+        vocabulary = self._classes[(side, "objects3d")]
+        self._annotate(path, self._objects(side, "objects3d"))
         boxes = _np(value["boxes"]).reshape(-1, 7)
         classes = [int(c) for c in _np(value["classes"]).tolist()]
         scores = _np(value["scores"]).tolist() if value.get("scores") is not None else None
-        labels = [OBJECT_CLASSES[c] + (f" {scores[k]:.2f}" if scores else "") for k, c in enumerate(classes)]
+        labels = [vocabulary[c] + (f" {scores[k]:.2f}" if scores else "") for k, c in enumerate(classes)]
         self.rec.log(path, rr.Boxes3D(centers=boxes[:, :3], sizes=boxes[:, 3:6],
                                       rotation_axis_angles=[rr.RotationAxisAngle(axis=[0, 0, 1], radians=float(y))
                                                             for y in boxes[:, 6]],
@@ -192,6 +216,9 @@ class SceneRecorder:
         ids = _np(value["state"] if what == "lights" else value["classes"]).astype(int)
         scores = _np(value["scores"]) if value.get("scores") is not None else None
         for i, name in enumerate(names):
+            path = f"world/ego/cam/{name}/image/{side}/{what}"
+            if what != "lights":
+                self._annotate(path, self._objects(side, "detection2d"))
             keep = cams == i
             labels = [vocabulary[c] + (f" {s:.2f}" if scores is not None else "")
                       for c, s in zip(ids[keep], scores[keep] if scores is not None else ids[keep], strict=True)]
@@ -200,7 +227,7 @@ class SceneRecorder:
                 kw["colors"] = [_rgb(LIGHT_COLORS[LIGHT_STATES[c]]) for c in ids[keep]]
             else:
                 kw["class_ids"] = ids[keep].tolist()
-            self.rec.log(f"world/ego/cam/{name}/image/{side}/{what}", rr.Boxes2D(**kw))
+            self.rec.log(path, rr.Boxes2D(**kw))
 
     def _points(self, path: str, depth: np.ndarray, sample: Sample) -> None:
         """Depth maps ``[N, H, W]`` (metres, 0 = none) unprojected into ego-frame points, coloured by camera."""

@@ -53,6 +53,33 @@ def test_recording_holds_cameras_boxes_maps_trajectory_and_timelines(tmp_path):
     assert table.column("frame").to_pylist() == [0, 1]
 
 
+def test_box_labels_use_the_frames_own_vocabulary_and_a_failed_recording_leaves_no_file(tmp_path):
+    """Before: boxes were named from the world's five classes, so a nuScenes frame (ten classes) crashed with an
+    IndexError -- and the half-written recording stayed under the output's name."""
+    from dataclasses import replace
+
+    import torch
+
+    from hydranet.setup import NUSCENES_CLASSES
+
+    world = SyntheticWorld(WorldConfig(num_scenes=1, frames_per_scene=1, setup={"image_size": (48, 96)}, seed=3))
+    sample = world[0]
+    setup = world.setup.model_copy(update={"classes": {**world.setup.classes, "objects3d": NUSCENES_CLASSES}})
+    boxes = dict(sample.labels["objects3d"])
+    boxes["classes"] = torch.full_like(torch.as_tensor(boxes["classes"]), NUSCENES_CLASSES.index("barrier"))
+    path = tmp_path / "nuscenes.rrd"
+    with SceneRecorder(path, setup=setup) as rec:
+        rec.log_frame(0, replace(sample, labels={"objects3d": boxes}))
+    table = df.load_recording(str(path)).view(index="frame", contents="/world/ego/truth/boxes3d").select().read_all()
+    labels = table.column("/world/ego/truth/boxes3d:Text").to_pylist()[0]
+    assert labels and set(labels) == {"barrier"}
+    failed = tmp_path / "failed.rrd"
+    with pytest.raises(RuntimeError, match="cut short"), SceneRecorder(failed) as rec:
+        rec.log_frame(0, sample)
+        raise RuntimeError("cut short")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nuscenes.rrd"]
+
+
 def test_missing_rerun_is_one_line_saying_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "rerun", None)  # import rerun -> ImportError
     with pytest.raises(RerunMissing) as e:
