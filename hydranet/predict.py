@@ -37,7 +37,7 @@ from hydranet.setup import Setup, SetupMismatchError, check_grid, check_vocabula
 from hydranet.tasks import Task, grid_raster_tasks
 from hydranet.viz import Views
 
-__all__ = ["check_labels_drawable", "run_predict"]
+__all__ = ["check_labels_drawable", "model_batch", "own_cameras", "run_predict"]
 
 
 def _padded_batch(sample: Sample, num_cameras: int) -> tuple[Batch, Tensor | None]:
