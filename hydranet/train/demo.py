@@ -163,9 +163,13 @@ def _stream_video(model: Any, eval_set: Any, n_eval: int, out: Path, console: Co
         video = evaluate_clips(model, eval_set, scene_runs(eval_set, n_eval), list(model.task_objects))
     write_json(out / "video.json", video)
     o = video.get("objects3d", {})
-    nan = float("nan")
-    console.print(f"  video (streamed): objects3d mAP {o.get('map', nan):.3f}  mAVE {o.get('ave', nan):.2f} m/s"
-                  f"  occluded recall {o.get('occluded_recall', nan):.3f}  flicker {o.get('flicker', nan):.3f}"
+
+    def shown(key: str, digits: int) -> str:  # an undefined figure (no match, no track) is n/a, as in video.json
+        value = o.get(key)
+        return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+    console.print(f"  video (streamed): objects3d mAP {shown('map', 3)}  mAVE {shown('ave', 2)} m/s"
+                  f"  occluded recall {shown('occluded_recall', 3)}  flicker {shown('flicker', 3)}"
                   f" -> {out / 'video.json'}")
 
 
@@ -182,10 +186,19 @@ def _reference_run(config: Path) -> dict[str, Any] | None:
     return ref if ran == Path(config).name else None
 
 
+# ``make demo`` starts the demo as soon as its install has finished: an install older than this was not this run's.
+_INSTALL_JUST_BEFORE_S = 60.0
+
+
 def _install_seconds() -> float | None:
-    """Seconds ``make`` spent creating this virtual environment (``<venv>/install_seconds``), or None."""
+    """Seconds ``make`` spent creating this virtual environment (``<venv>/install_seconds``) when that install
+    finished just before this demo started (``make demo`` on a fresh clone), else None: a later run installed
+    nothing, and counting the old install again would misstate its fresh-clone time."""
+    record = Path(sys.prefix) / "install_seconds"
     try:
-        return float((Path(sys.prefix) / "install_seconds").read_text().split()[0])
+        if time.time() - record.stat().st_mtime > _INSTALL_JUST_BEFORE_S:
+            return None
+        return float(record.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -311,6 +324,8 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
         summary, step_before = _train_or_reuse(cfg, train_dir, retrain, console)
     seconds["train"] = time.perf_counter() - t0
     steps_run = (summary.get("steps") or 0) - step_before
+    if not steps_run:  # a finished run reused: its own training time, not this run's check that it is done
+        seconds["train_reused_run"] = summary.get("seconds")
 
     t0 = time.perf_counter()
     model, _ = load_model(train_dir)
@@ -360,7 +375,7 @@ def run_demo(out: Path, config: Path | None = None, overrides: list[str] | None 
             "train_steps_run": steps_run, "train_steps_per_s": steps_run / seconds["train"] if steps_run else None,
             "machine": machine.describe(), "busy": busy, "pictures": {"frames": indices, "missing": sorted(missing)},
             "torch": torch.__version__, "parameters": sum(p.numel() for p in model.parameters()),
-            "run_config": run_config}
+            "run_config": run_config, "temporal": bool(getattr(model, "is_temporal", False))}
     md, js = write_metrics_report(out, results, baseline, tasks, summary, meta)
     console.print()
     console.print(md.read_text(), soft_wrap=True, markup=False)

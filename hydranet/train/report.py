@@ -177,13 +177,19 @@ def write_metrics_report(out_dir: Path, results: dict, baseline: dict | None, ta
     table = _metrics_table(results, baseline, tasks)
     md = out_dir / "metrics.md"
     secs = meta.get("seconds") or {}
+    reused = "train_reused_run" in secs  # the finished run of an earlier demo, reused: its own training time
+    trained = (f"{secs['train_reused_run'] or 0:.0f} s of training in an earlier run, reused" if reused else
+               f"{secs.get('train') or 0:.0f} s of training")
+    streamed = ("Scored frame by frame, the video memory reset at every frame; the streamed figures of the held-out "
+                "scenes are in video.json." if meta.get("temporal") else None)
     lines = [
         "# hydranet demo: metrics on held-out frames", "",
         f"{meta.get('eval_frames')} held-out frames (scenes not seen in training), after "
-        f"{summary.get('steps')} optimizer steps ({secs.get('train') or 0:.0f} s of training on "
+        f"{summary.get('steps')} optimizer steps ({trained} on "
         f"{meta.get('device')}, {meta.get('threads')} threads, global batch {meta.get('global_batch')}); "
         f"skipped non-finite steps: {summary.get('skipped_steps')}.",
-        "'untrained' is the same network at initialisation: the gap is what training bought.", "",
+        "'untrained' is the same network at initialisation: the gap is what training bought.",
+        *([streamed] if streamed else []), "",
         table, "",
     ]
     md.write_text("\n".join(lines))
