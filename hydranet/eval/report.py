@@ -41,7 +41,8 @@ font-size:12px;font-weight:bold}.pass{background:#2e7d32}.fail{background:#c6282
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px;background:#fff}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f0f0f0}td.l,th.l{text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.charts figure{margin:0;background:#fff;border:1px solid #ddd;padding:4px}
-.frame{background:#fff;border:1px solid #ddd;margin:12px 0;padding:8px}.frame img{max-width:100%;display:block}
+.frame{background:#fff;border:1px solid #ddd;margin:12px 0;padding:8px}.frame figure{overflow-x:auto}
+.frame img{max-width:100%;display:block;cursor:zoom-in}.frame img.full{max-width:none;cursor:zoom-out}
 .pair{display:flex;flex-wrap:wrap;gap:8px}.pair figure{margin:0;flex:1 1 560px}figcaption{font-size:12px;color:#555}
 nav a{margin-right:12px}
 """
@@ -202,13 +203,16 @@ def _frames_html(model: Any, run: SuiteRun, samples: int, device: str | torch.de
         parts.append(f'<div class="frame"><b>#{rank}</b> {name} — badness {badness:.3f}'
                      f'<div class="meta">{scores}</div>')
         for label, gt, pred in render_frame(model, worlds, run, frame, device):
-            # Each thumbnail links to the frame at full size (a new tab shows it pixel for pixel).
-            parts.append(f'<div class="pair"><figure><a href="{_png_data_uri(gt, max_width=1 << 30)}" target="_blank">'
-                         f'<img alt="ground truth {escape(label)} {name}" src="{_png_data_uri(gt)}"></a>'
-                         f'<figcaption>ground truth: {escape(label)} (click: full size)</figcaption></figure>'
-                         f'<figure><a href="{_png_data_uri(pred, max_width=1 << 30)}" target="_blank">'
-                         f'<img alt="prediction {escape(label)} {name}" src="{_png_data_uri(pred)}"></a>'
-                         f"<figcaption>prediction: {escape(label)} (click: full size)</figcaption></figure></div>")
+            # Each frame is embedded at full size, shown fitted to its column; a click toggles it to pixel for pixel
+            # in place. (A link to a data: URL in a new tab is refused by Chromium: "Not allowed to navigate top frame
+            # to data URL".)
+            figures = []
+            for side, img in (("ground truth", gt), ("prediction", pred)):
+                figures.append(f'<figure><img alt="{side} {escape(label)} {name}" '
+                               f'src="{_png_data_uri(img, max_width=1 << 30)}" '
+                               f'onclick="this.classList.toggle(\'full\')" title="click: full size">'
+                               f"<figcaption>{side}: {escape(label)} (click: full size)</figcaption></figure>")
+            parts.append(f'<div class="pair">{"".join(figures)}</div>')
         parts.append("</div>")
     return "".join(parts)
 

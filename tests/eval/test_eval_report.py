@@ -74,6 +74,8 @@ def test_report_is_self_contained_and_renders(tiny_checkpoint, tiny_suite, tmp_p
         assert needle in html, needle
     uris = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(uris) == 2 * 2 * 3  # 2 frames x (gt, pred) x 3 draw groups
+    # full size by a click in place: Chromium refuses to open a data: URL link in a new tab
+    assert 'href="data:' not in html and html.count("onclick=\"this.classList.toggle('full')\"") == len(uris)
     for u in uris:
         img = Image.open(io.BytesIO(base64.b64decode(u)))
         img.load()
