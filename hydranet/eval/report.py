@@ -22,7 +22,7 @@ from PIL import Image
 from hydranet.data import collate
 from hydranet.eval.charts import bar_chart, heatmap, line_chart
 from hydranet.eval.loop import Evaluator, predictor_of
-from hydranet.eval.runner import Check, SuiteRun, TaskEval, Worlds, worst_frames
+from hydranet.eval.runner import Check, SuiteRun, TaskEval, Worlds, dead_camera_mask, worst_frames
 from hydranet.metrics import (
     DepthMetric,
     Detection2DMetric,
@@ -155,13 +155,22 @@ def _draw_groups(tasks: list[str]) -> list[tuple[str, list[str]]]:
 @torch.no_grad()
 def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: str | torch.device,
                  scale: int | None = None) -> list[tuple[str, Image.Image, Image.Image]]:
-    """``(group, ground truth, prediction)`` composites of one frame, one per draw group."""
+    """``(group, ground truth, prediction)`` composites of one frame, one per draw group, predicted as the suite's run
+    scored it: through the same dead cameras, and on a video suite (or for a model without a single-frame path)
+    streamed, the frames before it in its sequence replayed first so its memory is the one it was scored with."""
     fid = run.frames[frame]
     sample = worlds.sample(fid)
-    batch = collate([sample]).to(device)
     names = list(run.tasks)
     predictor = predictor_of(model)
-    prediction = Evaluator(predictor, {n: predictor.tasks[n] for n in names}, score=False).step(batch)
+    # as run_suite builds its evaluators: a video suite streams every model
+    evaluator = Evaluator(predictor, {n: predictor.tasks[n] for n in names}, score=False,
+                          stream=True if run.suite.sequence is not None else None)
+    history = _sequence_before(worlds, run, frame, sample) if evaluator.streamer is not None else []
+    for earlier in history:
+        batch = collate([earlier]).to(device)
+        evaluator.step(batch, camera_valid=dead_camera_mask(run.suite, batch))
+    batch = collate([sample]).to(device)
+    prediction = evaluator.step(batch, camera_valid=dead_camera_mask(run.suite, batch))
     grid = worlds(fid.scenario, fid.seed).setup.grid
     scale = scale or (2 if sample.images.shape[-2] <= 160 else 1)  # small renders are upscaled to stay legible
     decoded = {n: _cpu(prediction.decoded(n)[0]) for n in names}
@@ -178,6 +187,20 @@ def render_frame(model: Any, worlds: Worlds, run: SuiteRun, frame: int, device: 
         result.append((label, gt.compose(title=f"ground truth: {label} | {fid}"),
                        pred.compose(title=f"prediction: {label} | {fid}")))
     return result
+
+
+def _sequence_before(worlds: Worlds, run: SuiteRun, frame: int, sample: Any) -> list[Any]:
+    """The samples of ``run.frames`` the suite streamed before ``frame`` in its sequence, oldest first: back to the
+    first one after which the scene id stayed and the frame index grew (where ``Streamer`` starts a sequence)."""
+    history: list[Any] = []
+    later, k = sample, frame
+    while k > 0:
+        earlier = worlds.sample(run.frames[k - 1])
+        if earlier.scene_id != later.scene_id or earlier.frame_index >= later.frame_index:
+            break
+        history.append(earlier)
+        later, k = earlier, k - 1
+    return history[::-1]
 
 
 def _cpu(x: Any) -> Any:

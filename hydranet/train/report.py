@@ -180,8 +180,8 @@ def write_metrics_report(out_dir: Path, results: dict, baseline: dict | None, ta
     reused = "train_reused_run" in secs  # the finished run of an earlier demo, reused: its own training time
     trained = (f"{secs['train_reused_run'] or 0:.0f} s of training in an earlier run, reused" if reused else
                f"{secs.get('train') or 0:.0f} s of training")
-    streamed = ("Scored frame by frame, the video memory reset at every frame; the streamed figures of the held-out "
-                "scenes are in video.json." if meta.get("temporal") else None)
+    streamed = ("Scored (and drawn) frame by frame, the video memory reset at every frame; the streamed figures of "
+                "the held-out scenes are in video.json." if meta.get("temporal") else None)
     lines = [
         "# hydranet demo: metrics on held-out frames", "",
         f"{meta.get('eval_frames')} held-out frames (scenes not seen in training), after "

@@ -100,3 +100,36 @@ def test_gate_and_report_track_as_eval_does(tmp_path):
     res = CliRunner().invoke(app, ["report", "zoo:tiny-world", "--suite", str(tmp_path / "video.yaml"), "--track",
                                    "--samples", "0", "-o", str(tmp_path / "r.html")])
     assert res.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 1000, res.output
+
+
+def test_report_draws_a_video_suites_frame_with_the_memory_it_was_scored_with(tmp_path, monkeypatch):
+    """Before: the report's sample frames were predicted from the reset state, though a video suite scores every
+    frame after the frames before it in its clip: the picture was not the prediction the metrics ranked."""
+    import numpy as np
+
+    from hydranet.eval import report
+    from hydranet.eval.runner import Worlds
+
+    path = tmp_path / "video.yaml"
+    path.write_text(SUITE)
+    suite = load_suite(path)
+    net = model(True)
+    torch.nn.init.normal_(net.fusion.temporal.out.weight, std=0.2)  # untrained, the memory adds nothing
+    run = run_suite({"m": net}, suite)["m"]
+    worlds = Worlds(suite, {"m": net})
+    last = 2  # the third frame of the first clip: two frames of memory
+    assert [len(report._sequence_before(worlds, run, k, worlds.sample(run.frames[k]))) for k in range(4)] == \
+        [0, 1, 2, 0]  # a new clip starts the memory again
+    seen: list = []  # what render_frame draws: every decoded output and target passes through report._cpu
+    cpu = report._cpu
+    monkeypatch.setattr(report, "_cpu", lambda x: seen.append(x) or cpu(x))
+
+    def drawn_scores() -> np.ndarray:
+        seen.clear()
+        report.render_frame(net, worlds, run, last, "cpu")
+        return np.asarray(next(x for x in seen if isinstance(x, dict) and "scores" in x and "velocity" in x)["scores"])
+
+    streamed = drawn_scores()
+    monkeypatch.setattr(report, "_sequence_before", lambda *args: [])
+    reset = drawn_scores()
+    assert streamed.shape != reset.shape or not np.array_equal(streamed, reset)
