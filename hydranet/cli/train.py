@@ -79,17 +79,16 @@ def train(
     """
 
     with cli_errors():
-        if config is None and resume and out is not None and (out / "config.yaml").is_file():
-            # The run stores its resolved config, tasks added with --add-task included: it, not --from's
-            # config, is what the run continues (the resume command a stopped run prints names --from too).
-            config = out / "config.yaml"
-        elif config is None and resume and from_ckpt is None:
-            if out is None:
-                raise typer.BadParameter("needs -o RUN, the run directory to continue", param_hint="--resume")
-            if not (out / "config.yaml").is_file():
+        if config is None and resume:
+            if out is not None and (out / "config.yaml").is_file():
+                # The run stores its resolved config, tasks added with --add-task included: it, not --from's
+                # config, is what the run continues (the resume command a stopped run prints names --from too).
+                config = out / "config.yaml"
+            elif from_ckpt is None:  # nothing to take a config from
+                if out is None:
+                    raise typer.BadParameter("needs -o RUN, the run directory to continue", param_hint="--resume")
                 raise typer.BadParameter(f"{out} holds no run to resume (no {out / 'config.yaml'}); start one "
                                          "there with --config, or name the run's directory", param_hint="--resume")
-            config = out / "config.yaml"
         cfg = _train_config(config, set_, from_ckpt)
         freeze_list = _freeze_list(freeze, trained=bool(from_ckpt or resume))
         task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
