@@ -90,6 +90,9 @@ class SceneRecorder:
         # Class names per side and box label: a recording may show a nuScenes frame's truth beside a model's boxes.
         self._classes = {(side, label): class_names(s, label) for side, s in sides.items()
                          for label in ("objects3d", "detection2d")}
+        # their annotation contexts (class id -> label and colour), logged once on each box entity
+        self._object_infos = {key: [self.rr.AnnotationInfo(id=i, label=name, color=_rgb(class_color(name)))
+                                    for i, name in enumerate(names)] for key, names in self._classes.items()}
         self._trajectory: list[list[float]] = []
         self._origin: np.ndarray | None = None  # T_ego0_from_world: the first pose is the recording's origin
         self._annotated: set[str] = set()  # entities whose class annotations are logged
@@ -116,10 +119,6 @@ class SceneRecorder:
         if path not in self._annotated:
             self._annotated.add(path)
             self.rec.log(path, self.rr.AnnotationContext(infos), static=True)
-
-    def _objects(self, side: str, label: str) -> list[Any]:
-        return [self.rr.AnnotationInfo(id=i, label=name, color=_rgb(class_color(name)))
-                for i, name in enumerate(self._classes[(side, label)])]
 
     def _log_static(self) -> None:
         rr = self.rr
@@ -198,7 +197,7 @@ class SceneRecorder:
         rr = self.rr
         path = f"world/ego/{side}/boxes3d"
         vocabulary = self._classes[(side, "objects3d")]
-        self._annotate(path, self._objects(side, "objects3d"))
+        self._annotate(path, self._object_infos[(side, "objects3d")])
         boxes = _np(value["boxes"]).reshape(-1, 7)
         classes = [int(c) for c in _np(value["classes"]).tolist()]
         scores = _np(value["scores"]).tolist() if value.get("scores") is not None else None
@@ -218,7 +217,7 @@ class SceneRecorder:
         for i, name in enumerate(names):
             path = f"world/ego/cam/{name}/image/{side}/{what}"
             if what != "lights":
-                self._annotate(path, self._objects(side, "detection2d"))
+                self._annotate(path, self._object_infos[(side, "detection2d")])
             keep = cams == i
             labels = [vocabulary[c] + (f" {s:.2f}" if scores is not None else "")
                       for c, s in zip(ids[keep], scores[keep] if scores is not None else ids[keep], strict=True)]
