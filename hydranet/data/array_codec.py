@@ -63,9 +63,8 @@ def read_npz(data: bytes, writable: bool = True) -> dict[str, np.ndarray]:
 
     Entries written by ``write_npz`` are parsed directly (``ValueError`` for an entry whose CRC-32 does not
     match its bytes or whose deflate stream is damaged, for a damaged header or a cut file, and for an entry whose
-    name differs from its central directory's); anything else
-    goes through ``np.load``, which raises (``ValueError``, ``zipfile.BadZipFile``, ``OSError``) on bytes that
-    are not an npz file or fail their CRC."""
+    name differs from its central directory's); anything else goes through ``np.load``, which raises
+    (``ValueError``, ``zipfile.BadZipFile``, ``OSError``) on bytes that are not an npz file or fail their CRC."""
     fast = _read_npz_fast(data, writable)
     if fast is not None:
         return fast
